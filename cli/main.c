@@ -1,0 +1,2 @@
+#include "lowbit.h"
+int main(void) { return 0; }

@@ -1,0 +1,275 @@
+/*
+ * lowbit.h - the public API of liblowbit.
+ *
+ * liblowbit loads Hugging Face checkpoints (config.json, *.safetensors, tokenizer.json), tokenizes text,
+ * runs the model on the CPU and measures it (perplexity, KL divergence, top-1 agreement).
+ *
+ * Conventions
+ * - Every fallible call returns lb_status (LB_OK == 0, failures negative) and, when `err` is not NULL,
+ *   writes a one-line human-readable reason into it ("model.safetensors: header length 9999999 exceeds
+ *   file size 1234"). Results come back through out-parameters, which are untouched on failure.
+ * - The library never prints and never exits. Progress is reported through callbacks.
+ * - Ownership: an object returned through `**out` belongs to the caller and is released with its
+ *   lb_<thing>_free(); every lb_<thing>_free(NULL) is a no-op. Buffers returned as `**out` arrays are
+ *   released with lb_free().
+ * - Thread safety: a loaded lb_model and lb_tokenizer are immutable and may be shared by any number of
+ *   threads. An lb_context (KV cache + scratch) is used by one thread at a time.
+ * - Element counts are int64_t, byte sizes size_t. Shapes are given in HF order: (rows, cols) with cols
+ *   the contiguous dimension.
+ */
+#ifndef LOWBIT_H
+#define LOWBIT_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#define LB_VERSION_STRING "0.1.0"
+
+/* ------------------------------------------------------------------------------------------------
+ * Status and errors
+ * ---------------------------------------------------------------------------------------------- */
+
+typedef enum lb_status {
+    LB_OK = 0,
+    LB_ERR_IO = -1,          /* a file could not be opened, read, mapped or written */
+    LB_ERR_FORMAT = -2,      /* a file is malformed, truncated or inconsistent */
+    LB_ERR_UNSUPPORTED = -3, /* valid input this version cannot handle (architecture, dtype, option) */
+    LB_ERR_NOMEM = -4,       /* an allocation failed */
+    LB_ERR_ARG = -5,         /* the caller passed an invalid argument */
+    LB_ERR_CANCELLED = -6,   /* a progress callback asked to stop */
+} lb_status;
+
+#define LB_ERROR_MAX 512
+
+/* A one-line message describing the last failure of the call it was passed to. */
+typedef struct lb_error {
+    char msg[LB_ERROR_MAX];
+} lb_error;
+
+/* Static string naming a status ("format error"). Never NULL. */
+const char *lb_status_str(lb_status s);
+
+/* Release a buffer the library returned through an out-parameter. NULL is a no-op. */
+void lb_free(void *p);
+
+/* ------------------------------------------------------------------------------------------------
+ * Element types
+ * ---------------------------------------------------------------------------------------------- */
+
+typedef enum lb_type {
+    LB_TYPE_F32 = 0,
+    LB_TYPE_F16 = 1,
+    LB_TYPE_BF16 = 2,
+    LB_TYPE_COUNT
+} lb_type;
+
+/* Lower-case name ("f32", "f16", "bf16"); "?" for an unknown value. */
+const char *lb_type_name(lb_type t);
+
+/* Bytes taken by n elements of type t (n must be a whole number of blocks); 0 for an unknown type. */
+size_t lb_type_row_size(lb_type t, int64_t n);
+
+/* ------------------------------------------------------------------------------------------------
+ * Models
+ * ---------------------------------------------------------------------------------------------- */
+
+typedef enum lb_rope_scaling {
+    LB_ROPE_NONE = 0,
+    LB_ROPE_LINEAR = 1,
+    LB_ROPE_LLAMA3 = 2,
+} lb_rope_scaling;
+
+/* Hyperparameters of a loaded decoder-only transformer. */
+typedef struct lb_model_info {
+    char architecture[64]; /* as in config.json: "LlamaForCausalLM", "Qwen2ForCausalLM", ... */
+    char model_type[32];   /* "llama", "mistral", "qwen2", "qwen3", "phi3" */
+    int64_t n_vocab;
+    int64_t n_embd;        /* hidden size */
+    int64_t n_layer;
+    int64_t n_head;
+    int64_t n_head_kv;
+    int64_t head_dim;
+    int64_t n_ff;          /* MLP intermediate size */
+    int64_t n_ctx_train;   /* max_position_embeddings */
+    float rms_eps;
+    float rope_theta;
+    lb_rope_scaling rope_scaling;
+    float rope_factor;                 /* linear and llama3 */
+    float rope_low_freq_factor;        /* llama3 */
+    float rope_high_freq_factor;       /* llama3 */
+    int64_t rope_orig_ctx;             /* llama3: original_max_position_embeddings */
+    int tied_embeddings;   /* lm_head shares the token embedding */
+    int attn_bias;         /* q/k/v projections carry biases (Qwen2) */
+    int attn_out_bias;     /* o_proj carries a bias */
+    int mlp_bias;          /* gate/up/down carry biases */
+    int qk_norm;           /* per-head RMSNorm on q and k (Qwen3) */
+    int32_t bos_id;        /* -1 when absent */
+    int32_t eos_id;        /* -1 when absent */
+    int64_t n_params;      /* elements over all tensors */
+    size_t n_bytes;        /* bytes of tensor data */
+} lb_model_info;
+
+/* Description of one tensor of a model. */
+typedef struct lb_tensor_info {
+    const char *name;  /* checkpoint name, valid while the model lives */
+    lb_type type;
+    int n_dims;
+    int64_t shape[4];  /* HF order: shape[n_dims-1] is contiguous */
+    int64_t n_elements;
+    size_t n_bytes;
+} lb_tensor_info;
+
+typedef struct lb_model lb_model;
+
+/*
+ * Load a model. `path` is a Hugging Face directory holding config.json and either model.safetensors or
+ * model.safetensors.index.json with its shards. Tensor data is memory-mapped and used in place.
+ * The tokenizer is not loaded here; see lb_tokenizer_load().
+ */
+lb_status lb_model_load(const char *path, lb_model **out, lb_error *err);
+void lb_model_free(lb_model *m);
+
+const lb_model_info *lb_model_get_info(const lb_model *m);
+int64_t lb_model_n_tensors(const lb_model *m);
+/* Fills `out` for tensor i (0 <= i < n_tensors), in checkpoint order. Returns LB_ERR_ARG if out of range. */
+lb_status lb_model_tensor(const lb_model *m, int64_t i, lb_tensor_info *out);
+
+/* ------------------------------------------------------------------------------------------------
+ * Tokenizer
+ * ---------------------------------------------------------------------------------------------- */
+
+typedef struct lb_tokenizer lb_tokenizer;
+
+/*
+ * Load a Hugging Face tokenizer.json: byte-level BPE (GPT-2, Llama-3 and Qwen2 split rules) or
+ * SentencePiece-style BPE with byte fallback, with added/special tokens and NFC normalization.
+ * `path` may be the file or the directory holding it.
+ */
+lb_status lb_tokenizer_load(const char *path, lb_tokenizer **out, lb_error *err);
+void lb_tokenizer_free(lb_tokenizer *t);
+
+/*
+ * Tokenize `len` bytes of UTF-8 text. Added tokens written in the text are matched as such. No BOS/EOS
+ * is added. On success *ids (release with lb_free) holds *n_ids ids. Invalid UTF-8 is an error.
+ */
+lb_status lb_tokenizer_encode(const lb_tokenizer *t, const char *text, size_t len, int32_t **ids,
+                              int64_t *n_ids, lb_error *err);
+
+/*
+ * Decode ids to text as Hugging Face's decode(skip_special_tokens=False) does. On success *text (release
+ * with lb_free) is NUL-terminated and *len excludes the NUL. Bytes that do not form valid UTF-8 are
+ * replaced with U+FFFD.
+ */
+lb_status lb_tokenizer_decode(const lb_tokenizer *t, const int32_t *ids, int64_t n_ids, char **text,
+                              size_t *len, lb_error *err);
+
+/*
+ * Append the raw bytes of one token to buf, for streaming output. Byte-level tokens may hold partial
+ * UTF-8 sequences. Returns the number of bytes the token has (which may exceed cap; then only `cap`
+ * bytes are written), or -1 for an unknown id.
+ */
+int64_t lb_tokenizer_token_bytes(const lb_tokenizer *t, int32_t id, char *buf, size_t cap);
+
+int64_t lb_tokenizer_n_vocab(const lb_tokenizer *t);
+/* Vocabulary string of a token as written in tokenizer.json; NULL for an unknown id. */
+const char *lb_tokenizer_token_text(const lb_tokenizer *t, int32_t id);
+
+/* ------------------------------------------------------------------------------------------------
+ * Running a model
+ * ---------------------------------------------------------------------------------------------- */
+
+typedef struct lb_context lb_context;
+
+typedef struct lb_context_params {
+    int64_t n_ctx;   /* KV cache length in tokens; 0 = the model's n_ctx_train */
+    int n_threads;   /* worker threads; 0 = all online CPUs */
+} lb_context_params;
+
+lb_context_params lb_context_default_params(void);
+
+/* A KV cache and scratch space for one sequence. The model must outlive the context. */
+lb_status lb_context_new(const lb_model *m, const lb_context_params *p, lb_context **out, lb_error *err);
+void lb_context_free(lb_context *c);
+
+/* Forget the sequence: the next lb_context_eval() starts at position 0. */
+void lb_context_reset(lb_context *c);
+/* Number of tokens in the cache. */
+int64_t lb_context_pos(const lb_context *c);
+
+/*
+ * Append n tokens to the sequence and run them as one batch. If `logits` is not NULL it receives
+ * (n, n_vocab) logits when all_logits is non-zero, else (1, n_vocab) for the last token only.
+ * Results are identical for any thread count.
+ */
+lb_status lb_context_eval(lb_context *c, const int32_t *tokens, int64_t n, float *logits, int all_logits,
+                          lb_error *err);
+
+/* ------------------------------------------------------------------------------------------------
+ * Sampling
+ * ---------------------------------------------------------------------------------------------- */
+
+typedef struct lb_sampler_params {
+    float temperature; /* <= 0: greedy */
+    int top_k;         /* <= 0: off */
+    float top_p;       /* >= 1: off */
+    uint64_t seed;
+} lb_sampler_params;
+
+/* Pick a token from logits (n_vocab floats, modified in place). `state` is the RNG state, seeded by the
+ * caller from params->seed; deterministic for a given state. */
+int32_t lb_sample(float *logits, int64_t n_vocab, const lb_sampler_params *p, uint64_t *state);
+
+/* ------------------------------------------------------------------------------------------------
+ * Evaluation
+ * ---------------------------------------------------------------------------------------------- */
+
+/* Progress callback: done of total units; return non-zero to cancel. */
+typedef int (*lb_progress_fn)(int64_t done, int64_t total, void *user);
+
+typedef struct lb_eval_params {
+    int64_t ctx;       /* window length in tokens (default 512) */
+    int64_t max_chunks; /* number of windows; 0 = all full windows in the text */
+    int n_threads;     /* 0 = all online CPUs */
+    lb_progress_fn progress;
+    void *progress_user;
+} lb_eval_params;
+
+lb_eval_params lb_eval_default_params(void);
+
+typedef struct lb_eval_result {
+    int64_t n_tokens;   /* tokens in the text */
+    int64_t chunks;     /* windows evaluated */
+    int64_t n_scored;   /* positions scored */
+    double mean_nll;
+    double ppl;
+    /* Filled only when a base model is given: */
+    int has_base;
+    double base_mean_nll;
+    double base_ppl;
+    double kld_mean;    /* mean over positions of KL(base || model) in nats */
+    double kld_p99;     /* 99th percentile of per-position KL */
+    double kld_max;
+    double top1;        /* fraction of positions where both argmaxes agree */
+    double seconds;
+} lb_eval_result;
+
+/*
+ * Perplexity over `tokens` by the windowed protocol: non-overlapping windows of ctx tokens from the
+ * start, the tail shorter than a window dropped, every position after the first of a window scored
+ * (the NLL of token i+1 given tokens of the window up to i). No BOS is inserted.
+ * With `base` non-NULL, the base model runs on the same windows and KL(base || model), its 99th
+ * percentile and top-1 agreement are measured; both models must have the same vocabulary size.
+ * Fails with LB_ERR_ARG when the text is shorter than one window.
+ */
+lb_status lb_eval_perplexity(const lb_model *m, const lb_model *base, const int32_t *tokens, int64_t n_tokens,
+                             const lb_eval_params *p, lb_eval_result *out, lb_error *err);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif /* LOWBIT_H */

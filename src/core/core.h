@@ -1,0 +1,81 @@
+/*
+ * core.h - internal helpers shared by every layer: error text, checked arithmetic, fp16/bf16
+ * conversion, whole-file reads and memory maps, paths, and the thread pool.
+ */
+#ifndef LB_CORE_H
+#define LB_CORE_H
+
+#include "lowbit.h"
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#if defined(__GNUC__)
+#define LB_PRINTF(a, b) __attribute__((format(printf, a, b)))
+#else
+#define LB_PRINTF(a, b)
+#endif
+
+/* Write a formatted message into err (if not NULL) and return `s`. */
+lb_status lb_err_set(lb_error *err, lb_status s, const char *fmt, ...) LB_PRINTF(3, 4);
+/* Prefix err->msg with "prefix: " (used to add a file or tensor name as an error travels up). */
+lb_status lb_err_prefix(lb_error *err, lb_status s, const char *fmt, ...) LB_PRINTF(3, 4);
+
+/* Overflow-checked size arithmetic: return false on overflow. */
+static inline bool lb_mul_size(size_t a, size_t b, size_t *out) { return !__builtin_mul_overflow(a, b, out); }
+static inline bool lb_add_size(size_t a, size_t b, size_t *out) { return !__builtin_add_overflow(a, b, out); }
+static inline bool lb_mul_i64(int64_t a, int64_t b, int64_t *out) { return !__builtin_mul_overflow(a, b, out); }
+
+/* ---- fp16 / bf16 (exact IEEE conversions; round-to-nearest-even on the way down) ---- */
+float lb_fp16_to_f32(uint16_t h);
+uint16_t lb_f32_to_fp16(float f);
+static inline float lb_bf16_to_f32(uint16_t b) {
+    union { uint32_t u; float f; } v;
+    v.u = (uint32_t)b << 16;
+    return v.f;
+}
+uint16_t lb_f32_to_bf16(float f);
+
+/* ---- files ---- */
+
+/* Read a whole file into a NUL-terminated malloc'd buffer (release with free). Fails above max_bytes. */
+lb_status lb_read_file(const char *path, size_t max_bytes, char **data, size_t *len, lb_error *err);
+
+/* A read-only memory map of a whole file. */
+typedef struct lb_mmap {
+    const uint8_t *data;
+    size_t size;
+} lb_mmap;
+lb_status lb_mmap_open(const char *path, lb_mmap *m, lb_error *err);
+void lb_mmap_close(lb_mmap *m);
+
+bool lb_path_is_dir(const char *path);
+bool lb_path_exists(const char *path);
+/* dir + "/" + name into a malloc'd string; NULL on allocation failure. */
+char *lb_path_join(const char *dir, const char *name);
+/* Copy of the directory part of path ("." when none); NULL on allocation failure. */
+char *lb_path_dirname(const char *path);
+
+/* ---- threads ---- */
+
+/* Number of online CPUs (at least 1). */
+int lb_cpu_count(void);
+
+typedef struct lb_pool lb_pool;
+/* A pool of n_threads workers counting the caller (n_threads - 1 threads are started). NULL on failure. */
+lb_pool *lb_pool_new(int n_threads);
+void lb_pool_free(lb_pool *p);
+int lb_pool_size(const lb_pool *p);
+/*
+ * Run fn(arg, task, thread) for task in [0, n_tasks) on the pool, the caller included, and return when
+ * all are done. `thread` is in [0, pool size) and identifies a per-thread scratch slot. Tasks must write
+ * disjoint outputs; which thread runs which task is not fixed, so results must not depend on it.
+ */
+typedef void (*lb_task_fn)(void *arg, int64_t task, int thread);
+void lb_pool_run(lb_pool *p, int64_t n_tasks, lb_task_fn fn, void *arg);
+
+/* Monotonic seconds. */
+double lb_time_sec(void);
+
+#endif

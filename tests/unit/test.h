@@ -1,0 +1,50 @@
+/*
+ * test.h - the minimal harness the unit tests share. CHECK records a failure and goes on; the test's
+ * main() ends with TEST_DONE(), which prints "N passed, N failed" and returns non-zero on any failure.
+ */
+#ifndef LB_TEST_H
+#define LB_TEST_H
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+static int test_pass_, test_fail_;
+
+#define CHECK(cond, ...)                                                             \
+    do {                                                                             \
+        if (cond) {                                                                  \
+            test_pass_++;                                                            \
+        } else {                                                                     \
+            test_fail_++;                                                            \
+            fprintf(stderr, "FAIL %s:%d: %s: ", __FILE__, __LINE__, #cond);          \
+            fprintf(stderr, __VA_ARGS__);                                            \
+            fputc('\n', stderr);                                                     \
+        }                                                                            \
+    } while (0)
+
+/* Abort the whole test when a precondition fails (e.g. a fixture did not load). */
+#define REQUIRE(cond, ...)                                                           \
+    do {                                                                             \
+        if (!(cond)) {                                                               \
+            fprintf(stderr, "FATAL %s:%d: %s: ", __FILE__, __LINE__, #cond);         \
+            fprintf(stderr, __VA_ARGS__);                                            \
+            fputc('\n', stderr);                                                     \
+            printf("%d passed, %d failed\n", test_pass_, test_fail_ + 1);            \
+            exit(1);                                                                 \
+        }                                                                            \
+    } while (0)
+
+#define TEST_DONE()                                                                  \
+    do {                                                                             \
+        printf("%d passed, %d failed\n", test_pass_, test_fail_);                    \
+        return test_fail_ ? 1 : 0;                                                   \
+    } while (0)
+
+/* Directory of the shared fixtures (../shared unless LB_SHARED says otherwise). */
+static inline const char *test_shared_dir(void) {
+    const char *s = getenv("LB_SHARED");
+    return s && *s ? s : "../shared";
+}
+
+#endif

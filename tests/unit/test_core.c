@@ -1,0 +1,147 @@
+/*
+ * test_core.c - JSON reader (valid and hostile input), fp16/bf16 conversions checked against the
+ * CPU's F16C instructions (an independent implementation), and the thread pool.
+ */
+#include "core/core.h"
+#include "core/json.h"
+#include "test.h"
+
+#include <math.h>
+#include <stdatomic.h>
+#include <string.h>
+#if defined(__x86_64__)
+#include <immintrin.h>
+#endif
+
+static lb_status parse(const char *s, json_doc **d, lb_error *e) { return json_parse(s, strlen(s), d, e); }
+
+static void test_json_valid(void) {
+    json_doc *d = NULL;
+    lb_error e = {{0}};
+    const char *s = " {\"a\": [1, -2.5e3, true, false, null, \"x\\u00e9\\ud83d\\ude00\\n\"], \"b\": {}, "
+                    "\"big\": 9007199254740993, \"neg\": -9223372036854775808, \"f\": 4.0, \"a\": 7} ";
+    CHECK(parse(s, &d, &e) == LB_OK, "%s", e.msg);
+    const json_value *r = json_root(d);
+    CHECK(json_type(r) == JSON_OBJECT && json_len(r) == 6, "root");
+    const json_value *a = json_get(r, "a");
+    CHECK(json_len(a) == 6, "array length");
+    int64_t i = 0;
+    double x = 0;
+    bool b = false;
+    CHECK(json_int(json_at(a, 0), &i) && i == 1, "int");
+    CHECK(json_num(json_at(a, 1), &x) && x == -2500.0, "num");
+    CHECK(json_int(json_at(a, 1), &i) && i == -2500, "integral exponent number as int");
+    CHECK(json_bool(json_at(a, 2), &b) && b, "true");
+    CHECK(json_type(json_at(a, 4)) == JSON_NULL, "null");
+    size_t n = 0;
+    const char *str = json_str(json_at(a, 5), &n);
+    CHECK(str && n == 8 && memcmp(str, "x\xc3\xa9\xf0\x9f\x98\x80\n", 8) == 0, "escapes");
+    CHECK(json_int(json_get(r, "big"), &i) && i == 9007199254740993LL, "exact int64");
+    CHECK(json_int(json_get(r, "neg"), &i) && i == INT64_MIN, "int64 min");
+    CHECK(!json_int(json_get(json_root(d), "b"), &i), "object is not an int");
+    CHECK(json_get(json_get(r, "missing"), "x") == NULL, "chained lookup of absent");
+    CHECK(json_int(json_get(r, "f"), &i) && i == 4, "4.0 is integral");
+    CHECK(json_key_at(r, 5, &n) && n == 1, "duplicate key kept");
+    json_free(d);
+
+    d = NULL;
+    CHECK(parse("\"a\\u0000b\"", &d, &e) == LB_OK, "%s", e.msg);
+    CHECK(json_str(json_root(d), &n) && n == 3, "embedded NUL keeps length");
+    json_free(d);
+}
+
+static void test_json_hostile(void) {
+    const char *bad[] = {
+        "", "{", "[1,]", "{\"a\" 1}", "{\"a\":1,}", "[1 2]", "01", "1.", ".5", "-", "1e", "+1", "nul",
+        "\"abc", "\"\\x\"", "\"\\ud800\"", "\"\\udc00\"", "\"\\ud800\\u0041\"", "\"a\tb\"", "{} x",
+        "\"\xff\"", "\"\xc0\xaf\"", "\"\xed\xa0\x80\"", "[\"\\u12\"]", "{1:2}", "tru", "[", "NaN", "Infinity",
+    };
+    for (size_t k = 0; k < sizeof bad / sizeof bad[0]; k++) {
+        json_doc *d = NULL;
+        lb_error e = {{0}};
+        lb_status st = parse(bad[k], &d, &e);
+        CHECK(st == LB_ERR_FORMAT && d == NULL && strstr(e.msg, "line 1") != NULL, "bad input %zu (%s) gave %d '%s'",
+              k, bad[k], st, e.msg);
+    }
+    /* deep nesting is refused, not a stack overflow */
+    size_t depth = 100000;
+    char *deep = malloc(depth + 1);
+    memset(deep, '[', depth);
+    deep[depth] = 0;
+    json_doc *d = NULL;
+    lb_error e = {{0}};
+    CHECK(parse(deep, &d, &e) == LB_ERR_FORMAT && strstr(e.msg, "too deep"), "deep nesting: %s", e.msg);
+    free(deep);
+    /* error position */
+    CHECK(parse("{\n  \"a\": tru\n}", &d, &e) == LB_ERR_FORMAT && strstr(e.msg, "line 2"), "line number: %s", e.msg);
+}
+
+#if defined(__x86_64__)
+__attribute__((target("f16c"))) static uint16_t hw_f32_to_f16(float f) {
+    return (uint16_t)_cvtss_sh(f, _MM_FROUND_TO_NEAREST_INT);
+}
+__attribute__((target("f16c"))) static float hw_f16_to_f32(uint16_t h) { return _cvtsh_ss(h); }
+#endif
+
+static void test_fp16(void) {
+#if defined(__x86_64__)
+    if (!__builtin_cpu_supports("f16c")) {
+        CHECK(0, "this test needs F16C as the independent reference");
+        return;
+    }
+    int bad = 0;
+    for (uint32_t h = 0; h < 65536; h++) {
+        float a = lb_fp16_to_f32((uint16_t)h), b = hw_f16_to_f32((uint16_t)h);
+        if (!(memcmp(&a, &b, 4) == 0 || (isnan(a) && isnan(b)))) bad++;
+    }
+    CHECK(bad == 0, "%d fp16->f32 mismatches", bad);
+    bad = 0;
+    uint64_t state = 12345;
+    for (int k = 0; k < 2000000; k++) {
+        state = state * 6364136223846793005ULL + 1442695040888963407ULL;
+        uint32_t u = (uint32_t)(state >> 32);
+        if (k < 65536 * 4) u = ((uint32_t)(k >> 2) << 16) | (uint32_t)((k & 3) * 0x4000 + 0x1000 * (k & 1)); /* near ties */
+        float f;
+        memcpy(&f, &u, 4);
+        uint16_t a = lb_f32_to_fp16(f), b = hw_f32_to_f16(f);
+        if (a != b && !(isnan(f) && (a & 0x7c00) == 0x7c00 && (a & 0x3ff))) bad++;
+    }
+    CHECK(bad == 0, "%d f32->fp16 mismatches", bad);
+#endif
+    CHECK(lb_bf16_to_f32(0x3f80) == 1.0f, "bf16 one");
+    CHECK(lb_f32_to_bf16(1.0f) == 0x3f80, "bf16 encode");
+    float f = 1.0f + 1.0f / 256.0f; /* exactly half an ulp of bf16: ties to even -> 1.0 */
+    CHECK(lb_f32_to_bf16(f) == 0x3f80, "bf16 ties to even");
+}
+
+static atomic_int counter;
+static void count_task(void *arg, int64_t t, int thread) {
+    int *out = arg;
+    out[t] = (int)t * 2;
+    atomic_fetch_add(&counter, 1);
+}
+
+static void test_pool(void) {
+    for (int nt = 1; nt <= 4; nt++) {
+        lb_pool *p = lb_pool_new(nt);
+        REQUIRE(p, "pool");
+        for (int rep = 0; rep < 50; rep++) {
+            int out[37] = {0};
+            atomic_store(&counter, 0);
+            lb_pool_run(p, 37, count_task, out);
+            int ok = atomic_load(&counter) == 37;
+            for (int t = 0; t < 37; t++) ok &= out[t] == t * 2;
+            CHECK(ok, "pool of %d, rep %d", nt, rep);
+        }
+        lb_pool_free(p);
+    }
+    lb_pool_free(NULL);
+}
+
+int main(void) {
+    test_json_valid();
+    test_json_hostile();
+    test_fp16();
+    test_pool();
+    TEST_DONE();
+}
