@@ -1,0 +1,297 @@
+/*
+ * forward.c - the decoder forward pass (Llama / Mistral / Qwen2 / Qwen3 / Phi-3) with a KV cache.
+ *
+ * Follows Hugging Face transformers' modeling code: RMSNorm (x * rsqrt(mean(x^2) + eps) * w), rotary
+ * embeddings in the rotate-half convention with inv_freq = 1 / theta^(2i/d) computed in f32 (plus linear
+ * and llama3 frequency scaling), grouped-query causal attention with scale 1/sqrt(head_dim), optional
+ * q/k/v/o biases and per-head q/k RMSNorm (Qwen3), and the SwiGLU MLP down(silu(gate(x)) * up(x)).
+ * Activations are f32. Prompts run in batches of up to n_batch tokens.
+ */
+#include "model.h"
+
+#include "../quant/matmul.h"
+
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define DEFAULT_BATCH 512
+
+struct lb_context {
+    const lb_model *m;
+    int64_t n_ctx, n_batch, pos;
+    lb_pool *pool;
+    float *k_cache, *v_cache; /* (n_layer, n_ctx, n_kv * head_dim) each */
+    float *rope_cos, *rope_sin; /* (n_ctx, head_dim / 2) */
+    /* activations for n_batch tokens */
+    float *x;   /* (B, E) residual stream */
+    float *xn;  /* (B, E) normed input */
+    float *q;   /* (B, H * D) */
+    float *k;   /* (B, KV * D) */
+    float *v;   /* (B, KV * D) */
+    float *att; /* (B, H * D) attention output */
+    float *g;   /* (B, F) */
+    float *u;   /* (B, F) */
+    float *tmp; /* (B, E) */
+    float *mm_scratch;  /* pool size x matmul scratch */
+    float *att_scratch; /* pool size x n_ctx */
+    void *block;        /* one allocation holding all of the above */
+};
+
+lb_context_params lb_context_default_params(void) {
+    lb_context_params p = {0, 0};
+    return p;
+}
+
+static void rope_inv_freq(const lb_model_info *h, float *inv) {
+    int64_t D = h->head_dim;
+    for (int64_t i = 0; i < D / 2; i++) {
+        float e = (float)(2 * i) / (float)D;
+        inv[i] = 1.0f / powf(h->rope_theta, e);
+    }
+    if (h->rope_scaling == LB_ROPE_LINEAR) {
+        for (int64_t i = 0; i < D / 2; i++) inv[i] /= h->rope_factor;
+    } else if (h->rope_scaling == LB_ROPE_LLAMA3) {
+        double old = (double)h->rope_orig_ctx, lo = h->rope_low_freq_factor, hi = h->rope_high_freq_factor;
+        double lo_wl = old / lo, hi_wl = old / hi;
+        for (int64_t i = 0; i < D / 2; i++) {
+            float f = inv[i];
+            double wl = 2.0 * M_PI / f;
+            float scaled = wl > lo_wl ? f / h->rope_factor : f;
+            if (!(wl < hi_wl) && !(wl > lo_wl)) {
+                float smooth = (float)((old / wl - lo) / (hi - lo));
+                scaled = (1.0f - smooth) * scaled / h->rope_factor + smooth * scaled;
+            }
+            inv[i] = scaled;
+        }
+    }
+}
+
+lb_status lb_context_new(const lb_model *m, const lb_context_params *p, lb_context **out, lb_error *err) {
+    if (!m || !out) return lb_err_set(err, LB_ERR_ARG, "lb_context_new: NULL argument");
+    lb_context_params dp = lb_context_default_params();
+    if (!p) p = &dp;
+    const lb_model_info *h = &m->info;
+    int64_t n_ctx = p->n_ctx > 0 ? p->n_ctx : h->n_ctx_train;
+    if (n_ctx <= 0 || n_ctx > (1 << 24)) return lb_err_set(err, LB_ERR_ARG, "context length %lld is out of range", (long long)n_ctx);
+    int nt = p->n_threads > 0 ? p->n_threads : lb_cpu_count();
+    if (nt > 256) nt = 256;
+    lb_context *c = calloc(1, sizeof *c);
+    if (!c) return lb_err_set(err, LB_ERR_NOMEM, "out of memory");
+    c->m = m;
+    c->n_ctx = n_ctx;
+    c->n_batch = n_ctx < DEFAULT_BATCH ? n_ctx : DEFAULT_BATCH;
+    c->pool = lb_pool_new(nt);
+    if (!c->pool) {
+        free(c);
+        return lb_err_set(err, LB_ERR_NOMEM, "cannot start %d threads", nt);
+    }
+    int64_t B = c->n_batch, E = h->n_embd, D = h->head_dim, qd = h->n_head * D, kvd = h->n_head_kv * D, F = h->n_ff;
+    int64_t kmax = E > qd ? E : qd;
+    if (F > kmax) kmax = F;
+    size_t sizes[] = {
+        (size_t)(h->n_layer * n_ctx * kvd), (size_t)(h->n_layer * n_ctx * kvd), (size_t)(n_ctx * (D / 2)),
+        (size_t)(n_ctx * (D / 2)), (size_t)(B * E), (size_t)(B * E), (size_t)(B * qd), (size_t)(B * kvd),
+        (size_t)(B * kvd), (size_t)(B * qd), (size_t)(B * F), (size_t)(B * F), (size_t)(B * E),
+        (size_t)nt * lb_matmul_scratch_floats(kmax), (size_t)nt * (size_t)n_ctx,
+    };
+    float **ptrs[] = {&c->k_cache, &c->v_cache, &c->rope_cos, &c->rope_sin, &c->x, &c->xn, &c->q, &c->k,
+                      &c->v, &c->att, &c->g, &c->u, &c->tmp, &c->mm_scratch, &c->att_scratch};
+    size_t total = 0;
+    for (size_t i = 0; i < sizeof sizes / sizeof sizes[0]; i++) total += (sizes[i] + 15) & ~(size_t)15;
+    c->block = malloc(total * sizeof(float));
+    if (!c->block) {
+        lb_context_free(c);
+        return lb_err_set(err, LB_ERR_NOMEM, "cannot allocate %.1f MiB for a %lld-token context", (double)total * 4 / 1048576.0,
+                          (long long)n_ctx);
+    }
+    float *f = c->block;
+    for (size_t i = 0; i < sizeof sizes / sizeof sizes[0]; i++) {
+        *ptrs[i] = f;
+        f += (sizes[i] + 15) & ~(size_t)15;
+    }
+    float *inv = malloc((size_t)(D / 2 + 1) * sizeof *inv);
+    if (!inv) {
+        lb_context_free(c);
+        return lb_err_set(err, LB_ERR_NOMEM, "out of memory");
+    }
+    rope_inv_freq(h, inv);
+    for (int64_t pos = 0; pos < n_ctx; pos++)
+        for (int64_t i = 0; i < D / 2; i++) {
+            float ang = (float)pos * inv[i];
+            c->rope_cos[pos * (D / 2) + i] = (float)cos((double)ang);
+            c->rope_sin[pos * (D / 2) + i] = (float)sin((double)ang);
+        }
+    free(inv);
+    *out = c;
+    return LB_OK;
+}
+
+void lb_context_free(lb_context *c) {
+    if (!c) return;
+    lb_pool_free(c->pool);
+    free(c->block);
+    free(c);
+}
+
+void lb_context_reset(lb_context *c) {
+    if (c) c->pos = 0;
+}
+
+int64_t lb_context_pos(const lb_context *c) { return c ? c->pos : 0; }
+
+/* ---------------------------------------------------------------- building blocks ---------------------- */
+
+static void rmsnorm(float *out, const float *x, const float *w, int64_t n, float eps) {
+    double ss = 0.0;
+    for (int64_t i = 0; i < n; i++) ss += (double)x[i] * x[i];
+    float r = (float)(1.0 / sqrt(ss / (double)n + (double)eps));
+    for (int64_t i = 0; i < n; i++) out[i] = w[i] * (x[i] * r);
+}
+
+static void add_bias(float *y, const float *b, int64_t T, int64_t n) {
+    if (!b) return;
+    for (int64_t t = 0; t < T; t++)
+        for (int64_t i = 0; i < n; i++) y[t * n + i] += b[i];
+}
+
+/* rotate-half rotary embedding of n_heads heads of one token at position pos */
+static void rope(float *v, int64_t n_heads, int64_t D, const float *cs, const float *sn) {
+    int64_t half = D / 2;
+    for (int64_t hd = 0; hd < n_heads; hd++) {
+        float *x = v + hd * D;
+        for (int64_t i = 0; i < half; i++) {
+            float a = x[i], b = x[i + half];
+            x[i] = a * cs[i] - b * sn[i];
+            x[i + half] = b * cs[i] + a * sn[i];
+        }
+    }
+}
+
+typedef struct att_job {
+    lb_context *c;
+    int64_t layer, pos0, T;
+} att_job;
+
+/* one (token, head) pair of causal attention over the cache */
+static void att_task(void *arg, int64_t task, int thread) {
+    const att_job *j = arg;
+    lb_context *c = j->c;
+    const lb_model_info *h = &c->m->info;
+    int64_t H = h->n_head, D = h->head_dim, kvd = h->n_head_kv * D;
+    int64_t t = task / H, hd = task % H, kvh = hd / (H / h->n_head_kv), n = j->pos0 + t + 1;
+    const float *q = c->q + t * H * D + hd * D;
+    const float *kc = c->k_cache + j->layer * c->n_ctx * kvd + kvh * D;
+    const float *vc = c->v_cache + j->layer * c->n_ctx * kvd + kvh * D;
+    float *s = c->att_scratch + (size_t)thread * (size_t)c->n_ctx;
+    float scale = 1.0f / sqrtf((float)D), mx = -INFINITY;
+    for (int64_t p = 0; p < n; p++) {
+        const float *k = kc + p * kvd;
+        float d = 0.0f;
+        for (int64_t i = 0; i < D; i++) d += q[i] * k[i];
+        s[p] = d * scale;
+        if (s[p] > mx) mx = s[p];
+    }
+    double sum = 0.0;
+    for (int64_t p = 0; p < n; p++) {
+        s[p] = expf(s[p] - mx);
+        sum += s[p];
+    }
+    float inv = (float)(1.0 / sum), *o = c->att + t * H * D + hd * D;
+    for (int64_t i = 0; i < D; i++) o[i] = 0.0f;
+    for (int64_t p = 0; p < n; p++) {
+        const float *v = vc + p * kvd;
+        float w = s[p] * inv;
+        for (int64_t i = 0; i < D; i++) o[i] += w * v[i];
+    }
+}
+
+static void mm(lb_context *c, const float *x, int64_t T, const lb_weight *w, float *out) {
+    lb_matmul(c->pool, c->mm_scratch, x, T, w, out, w->rows);
+}
+
+static void layer_forward(lb_context *c, int64_t il, int64_t T) {
+    const lb_model_info *h = &c->m->info;
+    const lb_layer *l = &c->m->layers[il];
+    int64_t E = h->n_embd, D = h->head_dim, H = h->n_head, KV = h->n_head_kv, F = h->n_ff;
+    int64_t qd = H * D, kvd = KV * D, pos0 = c->pos;
+
+    for (int64_t t = 0; t < T; t++) rmsnorm(c->xn + t * E, c->x + t * E, l->attn_norm, E, h->rms_eps);
+    mm(c, c->xn, T, &l->wq, c->q);
+    mm(c, c->xn, T, &l->wk, c->k);
+    mm(c, c->xn, T, &l->wv, c->v);
+    add_bias(c->q, l->bq, T, qd);
+    add_bias(c->k, l->bk, T, kvd);
+    add_bias(c->v, l->bv, T, kvd);
+    for (int64_t t = 0; t < T; t++) {
+        float *q = c->q + t * qd, *k = c->k + t * kvd;
+        if (l->q_norm) {
+            for (int64_t hd = 0; hd < H; hd++) rmsnorm(q + hd * D, q + hd * D, l->q_norm, D, h->rms_eps);
+            for (int64_t hd = 0; hd < KV; hd++) rmsnorm(k + hd * D, k + hd * D, l->k_norm, D, h->rms_eps);
+        }
+        const float *cs = c->rope_cos + (pos0 + t) * (D / 2), *sn = c->rope_sin + (pos0 + t) * (D / 2);
+        rope(q, H, D, cs, sn);
+        rope(k, KV, D, cs, sn);
+        size_t off = (size_t)((il * c->n_ctx + pos0 + t) * kvd);
+        memcpy(c->k_cache + off, k, (size_t)kvd * sizeof(float));
+        memcpy(c->v_cache + off, c->v + t * kvd, (size_t)kvd * sizeof(float));
+    }
+    att_job aj = {c, il, pos0, T};
+    lb_pool_run(c->pool, T * H, att_task, &aj);
+    mm(c, c->att, T, &l->wo, c->tmp);
+    add_bias(c->tmp, l->bo, T, E);
+    for (int64_t i = 0; i < T * E; i++) c->x[i] += c->tmp[i];
+
+    for (int64_t t = 0; t < T; t++) rmsnorm(c->xn + t * E, c->x + t * E, l->ffn_norm, E, h->rms_eps);
+    mm(c, c->xn, T, &l->w_gate, c->g);
+    mm(c, c->xn, T, &l->w_up, c->u);
+    add_bias(c->g, l->b_gate, T, F);
+    add_bias(c->u, l->b_up, T, F);
+    for (int64_t i = 0; i < T * F; i++) {
+        float g = c->g[i];
+        c->g[i] = g / (1.0f + expf(-g)) * c->u[i];
+    }
+    mm(c, c->g, T, &l->w_down, c->tmp);
+    add_bias(c->tmp, l->b_down, T, E);
+    for (int64_t i = 0; i < T * E; i++) c->x[i] += c->tmp[i];
+}
+
+static lb_status eval_batch(lb_context *c, const int32_t *tokens, int64_t T, float *logits, int all_logits, int want_last,
+                            lb_error *err) {
+    const lb_model *m = c->m;
+    const lb_model_info *h = &m->info;
+    int64_t E = h->n_embd, V = h->n_vocab;
+    for (int64_t t = 0; t < T; t++) {
+        if (tokens[t] < 0 || tokens[t] >= V)
+            return lb_err_set(err, LB_ERR_ARG, "token id %d at position %lld is outside the vocabulary (0..%lld)",
+                              tokens[t], (long long)(c->pos + t), (long long)V - 1);
+    }
+    for (int64_t t = 0; t < T; t++) lb_weight_row_f32(&m->tok_embd, tokens[t], c->x + t * E);
+    for (int64_t il = 0; il < h->n_layer; il++) layer_forward(c, il, T);
+    c->pos += T;
+    if (!logits) return LB_OK;
+    if (all_logits) {
+        for (int64_t t = 0; t < T; t++) rmsnorm(c->xn + t * E, c->x + t * E, m->out_norm, E, h->rms_eps);
+        lb_matmul(c->pool, c->mm_scratch, c->xn, T, &m->output, logits, V);
+    } else if (want_last) {
+        rmsnorm(c->xn, c->x + (T - 1) * E, m->out_norm, E, h->rms_eps);
+        lb_matmul(c->pool, c->mm_scratch, c->xn, 1, &m->output, logits, V);
+    }
+    return LB_OK;
+}
+
+lb_status lb_context_eval(lb_context *c, const int32_t *tokens, int64_t n, float *logits, int all_logits, lb_error *err) {
+    if (!c || (!tokens && n > 0) || n < 0) return lb_err_set(err, LB_ERR_ARG, "lb_context_eval: invalid argument");
+    if (n == 0) return LB_OK;
+    if (c->pos + n > c->n_ctx)
+        return lb_err_set(err, LB_ERR_ARG, "%lld tokens do not fit: the context holds %lld and has %lld left",
+                          (long long)n, (long long)c->n_ctx, (long long)(c->n_ctx - c->pos));
+    int64_t V = c->m->info.n_vocab;
+    for (int64_t i = 0; i < n; i += c->n_batch) {
+        int64_t T = n - i < c->n_batch ? n - i : c->n_batch;
+        float *lg = logits ? (all_logits ? logits + i * V : logits) : NULL;
+        lb_status s = eval_batch(c, tokens + i, T, lg, all_logits, i + T == n, err);
+        if (s != LB_OK) return s;
+    }
+    return LB_OK;
+}

@@ -1,0 +1,44 @@
+/*
+ * model.h - the in-memory model every runner and measurer shares: hyperparameters plus views of the
+ * weights in their stored type (memory-mapped, used in place), and small f32 vectors (norms, biases)
+ * converted once at load.
+ */
+#ifndef LB_MODEL_H
+#define LB_MODEL_H
+
+#include "../core/core.h"
+#include "../io/safetensors.h"
+#include "../quant/quant.h"
+
+typedef struct lb_layer {
+    float *attn_norm, *ffn_norm; /* (n_embd) */
+    float *q_norm, *k_norm;      /* (head_dim), Qwen3 only, else NULL */
+    lb_weight wq, wk, wv, wo;    /* (n_head*hd, n_embd), (n_kv*hd, n_embd) x2, (n_embd, n_head*hd) */
+    float *bq, *bk, *bv, *bo;    /* biases or NULL */
+    lb_weight w_gate, w_up, w_down; /* (n_ff, n_embd) x2, (n_embd, n_ff) */
+    float *b_gate, *b_up, *b_down;
+} lb_layer;
+
+typedef struct lb_model_tensor_rec {
+    const char *name;
+    lb_type type;
+    int n_dims;
+    int64_t shape[4];
+    int64_t n_elements;
+    size_t n_bytes;
+} lb_model_tensor_rec;
+
+struct lb_model {
+    lb_model_info info;
+    st_file *st;
+    lb_weight tok_embd;  /* (n_vocab, n_embd) */
+    lb_weight output;    /* (n_vocab, n_embd): tok_embd when tied */
+    float *out_norm;     /* (n_embd) */
+    lb_layer *layers;    /* n_layer */
+    int64_t n_tensors;
+    lb_model_tensor_rec *tensors;
+    void **owned;        /* f32 vectors allocated at load */
+    int64_t n_owned, cap_owned;
+};
+
+#endif

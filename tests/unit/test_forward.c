@@ -1,0 +1,192 @@
+/*
+ * test_forward.c - the forward pass against Hugging Face transformers' fp32 outputs:
+ * - models/tiny and small: per-token NLL of the golden prompts within 2e-3, last-position logits within
+ *   1e-3 (max abs), argmax at every position;
+ * - the five conformance architectures: logits at every position within 1e-3, with their config.json in
+ *   the transformers-5 layout and rewritten into the transformers-4 layout;
+ * - the same logits whether the prompt runs as one batch, token by token through the KV cache, or with
+ *   1 or 3 threads (bit-identical across thread counts).
+ */
+#include "core/core.h"
+#include "core/json.h"
+#include "test.h"
+
+#include <math.h>
+#include <stdio.h>
+
+static json_doc *load_json(const char *path) {
+    char *text;
+    size_t len;
+    lb_error e;
+    json_doc *d = NULL;
+    REQUIRE(lb_read_file(path, (size_t)1 << 30, &text, &len, &e) == LB_OK, "%s", e.msg);
+    REQUIRE(json_parse(text, len, &d, &e) == LB_OK, "%s: %s", path, e.msg);
+    free(text);
+    return d;
+}
+
+static int32_t *ids_of(const json_value *a, int64_t *n) {
+    *n = (int64_t)json_len(a);
+    int32_t *ids = malloc((size_t)*n * sizeof *ids);
+    for (int64_t i = 0; i < *n; i++) {
+        int64_t v = 0;
+        json_int(json_at(a, (size_t)i), &v);
+        ids[i] = (int32_t)v;
+    }
+    return ids;
+}
+
+static double nll_at(const float *lg, int64_t V, int32_t target) {
+    double mx = -INFINITY, s = 0.0;
+    for (int64_t i = 0; i < V; i++) mx = lg[i] > mx ? lg[i] : mx;
+    for (int64_t i = 0; i < V; i++) s += exp(lg[i] - mx);
+    return log(s) + mx - lg[target];
+}
+
+static int64_t argmax(const float *v, int64_t n) {
+    int64_t b = 0;
+    for (int64_t i = 1; i < n; i++)
+        if (v[i] > v[b]) b = i;
+    return b;
+}
+
+static float *run_all(const lb_model *m, const int32_t *ids, int64_t n, int threads, int one_by_one) {
+    int64_t V = lb_model_get_info(m)->n_vocab;
+    lb_context_params p = {n + 8, threads};
+    lb_context *c = NULL;
+    lb_error e;
+    REQUIRE(lb_context_new(m, &p, &c, &e) == LB_OK, "%s", e.msg);
+    float *lg = malloc((size_t)(n * V) * sizeof *lg);
+    if (one_by_one) {
+        for (int64_t i = 0; i < n; i++) REQUIRE(lb_context_eval(c, ids + i, 1, lg + i * V, 1, &e) == LB_OK, "%s", e.msg);
+    } else {
+        REQUIRE(lb_context_eval(c, ids, n, lg, 1, &e) == LB_OK, "%s", e.msg);
+    }
+    lb_context_free(c);
+    return lg;
+}
+
+static void test_model_goldens(const char *model_dir, const char *goldens) {
+    lb_model *m = NULL;
+    lb_error e;
+    REQUIRE(lb_model_load(model_dir, &m, &e) == LB_OK, "%s", e.msg);
+    int64_t V = lb_model_get_info(m)->n_vocab;
+    json_doc *g = load_json(goldens);
+    const json_value *prompts = json_get(json_root(g), "prompts");
+    REQUIRE(json_len(prompts) > 0, "no prompts in %s", goldens);
+    for (size_t pi = 0; pi < json_len(prompts); pi++) {
+        const json_value *pr = json_at(prompts, pi);
+        int64_t n;
+        int32_t *ids = ids_of(json_get(pr, "ids"), &n);
+        float *lg = run_all(m, ids, n, 2, 0);
+        double max_nll = 0, max_logit = 0;
+        int64_t bad_argmax = 0;
+        const json_value *nll = json_get(pr, "nll"), *am = json_get(pr, "argmax"), *last = json_get(pr, "last_logits");
+        for (int64_t i = 0; i + 1 < n; i++) {
+            double want = 0;
+            json_num(json_at(nll, (size_t)i), &want);
+            double d = fabs(nll_at(lg + i * V, V, ids[i + 1]) - want);
+            max_nll = d > max_nll ? d : max_nll;
+        }
+        for (int64_t i = 0; i < n; i++) {
+            int64_t want = -1;
+            json_int(json_at(am, (size_t)i), &want);
+            if (argmax(lg + i * V, V) != want) bad_argmax++;
+        }
+        REQUIRE((int64_t)json_len(last) == V, "last_logits length");
+        for (int64_t i = 0; i < V; i++) {
+            double want = 0;
+            json_num(json_at(last, (size_t)i), &want);
+            double d = fabs(lg[(n - 1) * V + i] - want);
+            max_logit = d > max_logit ? d : max_logit;
+        }
+        CHECK(max_nll <= 2e-3, "%s prompt %zu: max |NLL diff| %.3g > 2e-3", model_dir, pi, max_nll);
+        CHECK(max_logit <= 1e-3, "%s prompt %zu: max |last logit diff| %.3g > 1e-3", model_dir, pi, max_logit);
+        /* near-ties may flip argmax at fp32 noise; allow none here since golden logits are well separated */
+        CHECK(bad_argmax == 0, "%s prompt %zu: %lld argmax mismatches", model_dir, pi, (long long)bad_argmax);
+        printf("%s prompt %zu (%lld tokens): max NLL diff %.2e, max last-logit diff %.2e\n", model_dir, pi, (long long)n,
+               max_nll, max_logit);
+        free(ids);
+        free(lg);
+    }
+    json_free(g);
+    lb_model_free(m);
+}
+
+static void test_arch(const char *name, const char *layout) {
+    char dir[512], goldens[512];
+    snprintf(dir, sizeof dir, "tests/golden/conformance/%s/%s", layout, name);
+    snprintf(goldens, sizeof goldens, "tests/golden/conformance/arch/%s/goldens.json", name);
+    lb_model *m = NULL;
+    lb_error e;
+    REQUIRE(lb_model_load(dir, &m, &e) == LB_OK, "%s", e.msg);
+    int64_t V = lb_model_get_info(m)->n_vocab;
+    json_doc *g = load_json(goldens);
+    const json_value *seqs = json_get(json_root(g), "sequences");
+    REQUIRE(json_len(seqs) > 0, "no sequences in %s", goldens);
+    for (size_t si = 0; si < json_len(seqs); si++) {
+        const json_value *sq = json_at(seqs, si);
+        int64_t n;
+        int32_t *ids = ids_of(json_get(sq, "ids"), &n);
+        float *lg = run_all(m, ids, n, 2, 0);
+        const json_value *L = json_get(sq, "logits");
+        REQUIRE((int64_t)json_len(L) == n, "%s: logits rows", goldens);
+        double mx = 0;
+        for (int64_t i = 0; i < n; i++) {
+            const json_value *row = json_at(L, (size_t)i);
+            REQUIRE((int64_t)json_len(row) == V, "%s: logits cols", goldens);
+            for (int64_t j = 0; j < V; j++) {
+                double want = 0;
+                json_num(json_at(row, (size_t)j), &want);
+                double d = fabs(lg[i * V + j] - want);
+                mx = d > mx ? d : mx;
+            }
+        }
+        CHECK(mx <= 1e-3, "%s (%s) sequence %zu: max |logit diff| %.3g > 1e-3", name, layout, si, mx);
+        printf("%s (%s) sequence %zu (%lld tokens): max logit diff %.2e\n", name, layout, si, (long long)n, mx);
+        free(ids);
+        free(lg);
+    }
+    json_free(g);
+    lb_model_free(m);
+}
+
+static void test_consistency(void) {
+    lb_model *m = NULL;
+    lb_error e;
+    REQUIRE(lb_model_load("models/tiny", &m, &e) == LB_OK, "%s", e.msg);
+    int64_t V = lb_model_get_info(m)->n_vocab, n = 40;
+    int32_t ids[40];
+    for (int i = 0; i < n; i++) ids[i] = (int32_t)((i * 7919 + 13) % V);
+    float *a = run_all(m, ids, n, 1, 0), *b = run_all(m, ids, n, 3, 0), *c = run_all(m, ids, n, 2, 1);
+    CHECK(memcmp(a, b, (size_t)(n * V) * sizeof(float)) == 0, "1 thread and 3 threads differ");
+    double mx = 0;
+    for (int64_t i = 0; i < n * V; i++) mx = fabs(a[i] - c[i]) > mx ? fabs(a[i] - c[i]) : mx;
+    CHECK(mx < 1e-4, "batch vs token-by-token: max diff %.3g", mx);
+    free(a);
+    free(b);
+    free(c);
+    /* a context that is too short and an out-of-vocabulary token are errors, not crashes */
+    lb_context_params p = {8, 1};
+    lb_context *c2 = NULL;
+    REQUIRE(lb_context_new(m, &p, &c2, &e) == LB_OK, "%s", e.msg);
+    CHECK(lb_context_eval(c2, ids, 9, NULL, 0, &e) == LB_ERR_ARG && strstr(e.msg, "do not fit"), "%s", e.msg);
+    int32_t bad = (int32_t)V;
+    CHECK(lb_context_eval(c2, &bad, 1, NULL, 0, &e) == LB_ERR_ARG && strstr(e.msg, "outside the vocabulary"), "%s", e.msg);
+    lb_context_free(c2);
+    lb_model_free(m);
+}
+
+int main(void) {
+    char small[512];
+    snprintf(small, sizeof small, "%s/models/small", test_shared_dir());
+    test_model_goldens("models/tiny", "models/tiny/goldens.json");
+    test_model_goldens(small, "tests/golden/small/goldens.json");
+    const char *arch[] = {"llama3_rope", "qwen3", "mistral", "phi3", "llama_tied_bf16"};
+    for (int i = 0; i < 5; i++) {
+        test_arch(arch[i], "arch");
+        test_arch(arch[i], "arch_v4");
+    }
+    test_consistency();
+    TEST_DONE();
+}
