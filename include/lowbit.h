@@ -175,6 +175,10 @@ lb_status lb_tokenizer_decode(const lb_tokenizer *t, const int32_t *ids, int64_t
 int64_t lb_tokenizer_token_bytes(const lb_tokenizer *t, int32_t id, char *buf, size_t cap);
 
 int64_t lb_tokenizer_n_vocab(const lb_tokenizer *t);
+/* 1 when tokenizer.json's post-processor puts BOS in front of a sequence (Llama-2 style), else 0. */
+int lb_tokenizer_add_bos(const lb_tokenizer *t);
+/* BOS id from the post-processor, -1 when the file does not say. */
+int32_t lb_tokenizer_bos_id(const lb_tokenizer *t);
 /* Vocabulary string of a token as written in tokenizer.json; NULL for an unknown id. */
 const char *lb_tokenizer_token_text(const lb_tokenizer *t, int32_t id);
 

@@ -42,7 +42,8 @@ typedef struct st_file {
     lb_mmap *shards;
     char **shard_paths;
     int64_t n_tensors;
-    st_tensor *tensors;  /* in header order, shard by shard (shards in index order) */
+    st_tensor *tensors;  /* in header order, shard by shard (shards in file-name order) */
+    int64_t *by_name;    /* private: tensor indices sorted by name, for st_find */
 } st_file;
 
 /*

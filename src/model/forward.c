@@ -185,11 +185,9 @@ static void att_task(void *arg, int64_t task, int thread) {
     const float *vc = c->v_cache + j->layer * c->n_ctx * kvd + kvh * D;
     float *s = c->att_scratch + (size_t)thread * (size_t)c->n_ctx;
     float scale = 1.0f / sqrtf((float)D), mx = -INFINITY;
+    lb_vec_dots(q, kc, kvd, n, D, s);
     for (int64_t p = 0; p < n; p++) {
-        const float *k = kc + p * kvd;
-        float d = 0.0f;
-        for (int64_t i = 0; i < D; i++) d += q[i] * k[i];
-        s[p] = d * scale;
+        s[p] *= scale;
         if (s[p] > mx) mx = s[p];
     }
     double sum = 0.0;
@@ -197,13 +195,9 @@ static void att_task(void *arg, int64_t task, int thread) {
         s[p] = expf(s[p] - mx);
         sum += s[p];
     }
-    float inv = (float)(1.0 / sum), *o = c->att + t * H * D + hd * D;
-    for (int64_t i = 0; i < D; i++) o[i] = 0.0f;
-    for (int64_t p = 0; p < n; p++) {
-        const float *v = vc + p * kvd;
-        float w = s[p] * inv;
-        for (int64_t i = 0; i < D; i++) o[i] += w * v[i];
-    }
+    float inv = (float)(1.0 / sum);
+    for (int64_t p = 0; p < n; p++) s[p] *= inv;
+    lb_vec_wsum(s, vc, kvd, n, D, c->att + t * H * D + hd * D);
 }
 
 static void mm(lb_context *c, const float *x, int64_t T, const lb_weight *w, float *out) {

@@ -28,6 +28,21 @@ typedef struct loader {
     lb_error *err;
 } loader;
 
+/* n bytes owned by the model (freed with it), 32-byte aligned; NULL on allocation failure. */
+static void *own(loader *L, size_t n) {
+    lb_model *m = L->m;
+    if (m->n_owned == m->cap_owned) {
+        int64_t cap = m->cap_owned ? m->cap_owned * 2 : 64;
+        void **o = realloc(m->owned, (size_t)cap * sizeof *o);
+        if (!o) return NULL;
+        m->owned = o;
+        m->cap_owned = cap;
+    }
+    void *p = aligned_alloc(32, (n + 31) & ~(size_t)31);
+    if (p) m->owned[m->n_owned++] = p;
+    return p;
+}
+
 static lb_status find(loader *L, const char *name, bool required, const st_tensor **out) {
     const st_tensor *t = st_find(L->m->st, name);
     if (!t && required) return lb_err_set(L->err, LB_ERR_FORMAT, "tensor %s is missing from the checkpoint", name);
@@ -65,7 +80,16 @@ static lb_status load_matrix(loader *L, const char *name, int64_t total_rows, in
     if (s == LB_OK) s = check_shape(L, t, total_rows, cols);
     if (s == LB_OK) s = get_type(L, t, &w->type);
     if (s != LB_OK) return s;
-    w->data = t->data + (size_t)row0 * lb_type_row_size(w->type, cols);
+    const uint8_t *data = t->data;
+    size_t align = lb_type_row_size(w->type, 1);
+    if ((uintptr_t)data % align) {
+        /* safetensors does not promise aligned data: keep an aligned copy of this tensor */
+        uint8_t *copy = own(L, t->n_bytes);
+        if (!copy) return lb_err_set(L->err, LB_ERR_NOMEM, "out of memory copying tensor %s", name);
+        memcpy(copy, data, t->n_bytes);
+        data = copy;
+    }
+    w->data = data + (size_t)row0 * lb_type_row_size(w->type, cols);
     w->rows = rows;
     w->cols = cols;
     return LB_OK;
@@ -74,24 +98,21 @@ static lb_status load_matrix(loader *L, const char *name, int64_t total_rows, in
 /* A vector of n converted to f32 (NULL and LB_OK when absent and optional). */
 static lb_status load_vector(loader *L, const char *name, int64_t n, bool required, float **out) {
     const st_tensor *t = NULL;
-    lb_type type;
+    lb_type type = LB_TYPE_F32;
     *out = NULL;
     lb_status s = find(L, name, required, &t);
     if (s != LB_OK || !t) return s;
     if ((s = check_shape(L, t, n, -1)) != LB_OK || (s = get_type(L, t, &type)) != LB_OK) return s;
-    lb_model *m = L->m;
-    if (m->n_owned == m->cap_owned) {
-        int64_t cap = m->cap_owned ? m->cap_owned * 2 : 64;
-        void **o = realloc(m->owned, (size_t)cap * sizeof *o);
-        if (!o) return lb_err_set(L->err, LB_ERR_NOMEM, "out of memory");
-        m->owned = o;
-        m->cap_owned = cap;
-    }
-    float *v = malloc((size_t)n * sizeof *v);
+    float *v = own(L, (size_t)n * sizeof *v);
     if (!v) return lb_err_set(L->err, LB_ERR_NOMEM, "out of memory");
-    m->owned[m->n_owned++] = v;
-    lb_weight w = {type, t->data, 1, n};
-    lb_weight_row_f32(&w, 0, v);
+    /* the source may be unaligned: read it element by element through memcpy */
+    size_t es = lb_type_row_size(type, 1);
+    for (int64_t i = 0; i < n; i++) {
+        uint8_t tmp[4];
+        memcpy(tmp, t->data + (size_t)i * es, es);
+        lb_weight w = {type, tmp, 1, 1};
+        v[i] = lb_weight_get(&w, 0, 0);
+    }
     *out = v;
     return LB_OK;
 }
@@ -210,7 +231,7 @@ lb_status lb_model_load(const char *path, lb_model **out, lb_error *err) {
     }
     for (int64_t i = 0; s == LB_OK && i < h->n_layer; i++) s = load_layer(&L, i, &m->layers[i]);
     if (s != LB_OK) {
-        lb_err_prefix(err, s, "%s", path);
+        if (err && !strstr(err->msg, path)) lb_err_prefix(err, s, "%s", path);
         lb_model_free(m);
         return s;
     }

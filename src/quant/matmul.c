@@ -38,6 +38,21 @@ static void tile_generic(const float *x, int64_t T, int64_t K, const float *wt, 
         }
 }
 
+static void dots_generic(const float *q, const float *m, int64_t stride, int64_t n, int64_t D, float *s) {
+    for (int64_t p = 0; p < n; p++) {
+        const float *k = m + p * stride;
+        float acc = 0.0f;
+        for (int64_t i = 0; i < D; i++) acc += q[i] * k[i];
+        s[p] = acc;
+    }
+}
+
+static void wsum_generic(const float *w, const float *m, int64_t stride, int64_t n, int64_t D, float *o) {
+    for (int64_t i = 0; i < D; i++) o[i] = 0.0f;
+    for (int64_t p = 0; p < n; p++)
+        for (int64_t i = 0; i < D; i++) o[i] += w[p] * m[p * stride + i];
+}
+
 static void convert_generic(const lb_weight *w, int64_t r0, int R, float *dst) {
     for (int r = 0; r < R; r++) lb_weight_row_f32(w, r0 + r, dst + (int64_t)r * w->cols);
 }
@@ -54,24 +69,34 @@ AVX2 static inline float hsum8(__m256 v) {
     return _mm_cvtss_f32(lo);
 }
 
-/* out[t][r] for up to 4 rows and 3 tokens; K8 = K rounded down to 8, tail scalar. */
+/* out[t][r] for up to 4 rows and 3 tokens: 12 independent 8-lane accumulators; tail of K scalar. */
 AVX2 static void kernel_4x3(const float *x, int64_t nt, int64_t K, const float *wt, int nr, float *out, int64_t ldo) {
-    __m256 acc[4][3];
-    for (int r = 0; r < 4; r++)
-        for (int t = 0; t < 3; t++) acc[r][t] = _mm256_setzero_ps();
-    const float *xr[3], *wr[4];
-    for (int t = 0; t < 3; t++) xr[t] = x + (t < nt ? t : 0) * K;
-    for (int r = 0; r < 4; r++) wr[r] = wt + (int64_t)(r < nr ? r : 0) * K;
+    const float *x0 = x, *x1 = x + (nt > 1 ? K : 0), *x2 = x + (nt > 2 ? 2 * K : 0);
+    const float *w0 = wt, *w1 = wt + (nr > 1 ? K : 0), *w2 = wt + (nr > 2 ? 2 * K : 0), *w3 = wt + (nr > 3 ? 3 * K : 0);
+    __m256 c00 = _mm256_setzero_ps(), c01 = c00, c02 = c00, c10 = c00, c11 = c00, c12 = c00;
+    __m256 c20 = c00, c21 = c00, c22 = c00, c30 = c00, c31 = c00, c32 = c00;
     int64_t k = 0;
     for (; k + 8 <= K; k += 8) {
-        __m256 a0 = _mm256_loadu_ps(xr[0] + k), a1 = _mm256_loadu_ps(xr[1] + k), a2 = _mm256_loadu_ps(xr[2] + k);
-        for (int r = 0; r < 4; r++) {
-            __m256 b = _mm256_loadu_ps(wr[r] + k);
-            acc[r][0] = _mm256_fmadd_ps(a0, b, acc[r][0]);
-            acc[r][1] = _mm256_fmadd_ps(a1, b, acc[r][1]);
-            acc[r][2] = _mm256_fmadd_ps(a2, b, acc[r][2]);
-        }
+        __m256 a0 = _mm256_loadu_ps(x0 + k), a1 = _mm256_loadu_ps(x1 + k), a2 = _mm256_loadu_ps(x2 + k);
+        __m256 b = _mm256_loadu_ps(w0 + k);
+        c00 = _mm256_fmadd_ps(a0, b, c00);
+        c01 = _mm256_fmadd_ps(a1, b, c01);
+        c02 = _mm256_fmadd_ps(a2, b, c02);
+        b = _mm256_loadu_ps(w1 + k);
+        c10 = _mm256_fmadd_ps(a0, b, c10);
+        c11 = _mm256_fmadd_ps(a1, b, c11);
+        c12 = _mm256_fmadd_ps(a2, b, c12);
+        b = _mm256_loadu_ps(w2 + k);
+        c20 = _mm256_fmadd_ps(a0, b, c20);
+        c21 = _mm256_fmadd_ps(a1, b, c21);
+        c22 = _mm256_fmadd_ps(a2, b, c22);
+        b = _mm256_loadu_ps(w3 + k);
+        c30 = _mm256_fmadd_ps(a0, b, c30);
+        c31 = _mm256_fmadd_ps(a1, b, c31);
+        c32 = _mm256_fmadd_ps(a2, b, c32);
     }
+    __m256 acc[4][3] = {{c00, c01, c02}, {c10, c11, c12}, {c20, c21, c22}, {c30, c31, c32}};
+    const float *xr[3] = {x0, x1, x2}, *wr[4] = {w0, w1, w2, w3};
     for (int r = 0; r < nr; r++)
         for (int t = 0; t < nt; t++) {
             float s = hsum8(acc[r][t]);
@@ -86,6 +111,40 @@ AVX2 static void tile_avx2(const float *x, int64_t T, int64_t K, const float *wt
         for (int r = 0; r < R; r += 4)
             kernel_4x3(x + t * K, nt, K, wt + (int64_t)r * K, R - r < 4 ? R - r : 4, out + t * ldo + r, ldo);
     }
+}
+
+AVX2 static void dots_avx2(const float *q, const float *m, int64_t stride, int64_t n, int64_t D, float *s) {
+    if (D % 8) {
+        dots_generic(q, m, stride, n, D, s);
+        return;
+    }
+    for (int64_t p = 0; p < n; p++) {
+        const float *k = m + p * stride;
+        __m256 a0 = _mm256_setzero_ps(), a1 = _mm256_setzero_ps();
+        int64_t i = 0;
+        for (; i + 16 <= D; i += 16) {
+            a0 = _mm256_fmadd_ps(_mm256_loadu_ps(q + i), _mm256_loadu_ps(k + i), a0);
+            a1 = _mm256_fmadd_ps(_mm256_loadu_ps(q + i + 8), _mm256_loadu_ps(k + i + 8), a1);
+        }
+        if (i < D) a0 = _mm256_fmadd_ps(_mm256_loadu_ps(q + i), _mm256_loadu_ps(k + i), a0);
+        s[p] = hsum8(_mm256_add_ps(a0, a1));
+    }
+}
+
+AVX2 static void wsum_avx2(const float *w, const float *m, int64_t stride, int64_t n, int64_t D, float *o) {
+    if (D % 8 || D > 256) {
+        wsum_generic(w, m, stride, n, D, o);
+        return;
+    }
+    __m256 acc[32];
+    int64_t nv = D / 8;
+    for (int64_t j = 0; j < nv; j++) acc[j] = _mm256_setzero_ps();
+    for (int64_t p = 0; p < n; p++) {
+        __m256 wp = _mm256_set1_ps(w[p]);
+        const float *v = m + p * stride;
+        for (int64_t j = 0; j < nv; j++) acc[j] = _mm256_fmadd_ps(wp, _mm256_loadu_ps(v + 8 * j), acc[j]);
+    }
+    for (int64_t j = 0; j < nv; j++) _mm256_storeu_ps(o + 8 * j, acc[j]);
 }
 
 AVX2 static void convert_avx2(const lb_weight *w, int64_t r0, int R, float *dst) {
@@ -126,6 +185,26 @@ static int use_avx2(void) {
 #endif
     }
     return cached;
+}
+
+void lb_vec_dots(const float *q, const float *m, int64_t stride, int64_t n, int64_t D, float *s) {
+#if defined(__x86_64__)
+    if (use_avx2()) {
+        dots_avx2(q, m, stride, n, D, s);
+        return;
+    }
+#endif
+    dots_generic(q, m, stride, n, D, s);
+}
+
+void lb_vec_wsum(const float *w, const float *m, int64_t stride, int64_t n, int64_t D, float *o) {
+#if defined(__x86_64__)
+    if (use_avx2()) {
+        wsum_avx2(w, m, stride, n, D, o);
+        return;
+    }
+#endif
+    wsum_generic(w, m, stride, n, D, o);
 }
 
 const char *lb_matmul_impl(void) { return use_avx2() ? "avx2" : "ref"; }

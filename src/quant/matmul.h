@@ -25,6 +25,11 @@ void lb_matmul(lb_pool *pool, float *scratch, const float *x, int64_t T, const l
 /* Reference kernel (the specification, float64 accumulation, single-threaded). */
 void lb_matmul_ref(const float *x, int64_t T, const lb_weight *w, float *out, int64_t ldo);
 
+/* Attention helpers over n rows of a (n, stride) matrix m holding D-wide vectors:
+ * s[p] = q . m[p] for p in [0, n), and o = sum_p w[p] * m[p] (o has D floats). */
+void lb_vec_dots(const float *q, const float *m, int64_t stride, int64_t n, int64_t D, float *s);
+void lb_vec_wsum(const float *w, const float *m, int64_t stride, int64_t n, int64_t D, float *o);
+
 /* Which implementation lb_matmul uses: "avx2" or "ref" (LB_FORCE_REF=1 pins "ref"). */
 const char *lb_matmul_impl(void);
 

@@ -13,6 +13,7 @@
 
 #include <math.h>
 #include <stdio.h>
+#include <unistd.h>
 
 static json_doc *load_json(const char *path) {
     char *text;
@@ -177,6 +178,51 @@ static void test_consistency(void) {
     lb_model_free(m);
 }
 
+/* safetensors does not align tensor data: a header one byte longer shifts every tensor off its natural
+ * alignment; the logits must not change (and UBSan must not see a misaligned load). */
+static void test_misaligned(const char *name) {
+    char src[512], dir[] = "/tmp/lb_misaligned_XXXXXX", path[600], cfg[600], cfg_src[512];
+    snprintf(src, sizeof src, "tests/golden/conformance/arch/%s/model.safetensors", name);
+    snprintf(cfg_src, sizeof cfg_src, "tests/golden/conformance/arch/%s/config.json", name);
+    REQUIRE(mkdtemp(dir), "mkdtemp");
+    char *data, *ctext;
+    size_t len, clen;
+    lb_error e;
+    REQUIRE(lb_read_file(src, (size_t)1 << 30, &data, &len, &e) == LB_OK, "%s", e.msg);
+    REQUIRE(lb_read_file(cfg_src, 1 << 20, &ctext, &clen, &e) == LB_OK, "%s", e.msg);
+    uint64_t hl = 0;
+    memcpy(&hl, data, 8);
+    uint64_t nl = hl + 1;
+    snprintf(path, sizeof path, "%s/model.safetensors", dir);
+    snprintf(cfg, sizeof cfg, "%s/config.json", dir);
+    FILE *f = fopen(path, "wb");
+    fwrite(&nl, 8, 1, f);
+    fwrite(data + 8, 1, hl, f);
+    fputc(' ', f);
+    fwrite(data + 8 + hl, 1, len - 8 - hl, f);
+    fclose(f);
+    f = fopen(cfg, "wb");
+    fwrite(ctext, 1, clen, f);
+    fclose(f);
+    lb_model *a = NULL, *b = NULL;
+    snprintf(src, sizeof src, "tests/golden/conformance/arch/%s", name);
+    REQUIRE(lb_model_load(src, &a, &e) == LB_OK, "%s", e.msg);
+    REQUIRE(lb_model_load(dir, &b, &e) == LB_OK, "%s", e.msg);
+    int32_t ids[5] = {1, 7, 99, 300, 42};
+    int64_t V = lb_model_get_info(a)->n_vocab;
+    float *la = run_all(a, ids, 5, 2, 0), *lb2 = run_all(b, ids, 5, 2, 0);
+    CHECK(memcmp(la, lb2, (size_t)(5 * V) * sizeof(float)) == 0, "%s: misaligned tensor data changes the logits", name);
+    free(la);
+    free(lb2);
+    lb_model_free(a);
+    lb_model_free(b);
+    free(data);
+    free(ctext);
+    remove(path);
+    remove(cfg);
+    rmdir(dir);
+}
+
 int main(void) {
     char small[512];
     snprintf(small, sizeof small, "%s/models/small", test_shared_dir());
@@ -188,5 +234,7 @@ int main(void) {
         test_arch(arch[i], "arch_v4");
     }
     test_consistency();
+    test_misaligned("mistral");
+    test_misaligned("llama_tied_bf16");
     TEST_DONE();
 }

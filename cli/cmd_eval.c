@@ -1,0 +1,135 @@
+/*
+ * cmd_eval.c - `lowbit eval MODEL --text FILE`: perplexity by the windowed protocol; with --base, the
+ * base model runs on the same windows and KL divergence, its 99th percentile and top-1 agreement are
+ * reported. Progress on stderr, the result on stdout (--json for machine-readable output).
+ */
+#include "cli.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+static void usage(FILE *f) {
+    fputs("usage: lowbit eval MODEL --text FILE [options]\n\n"
+          "  --text FILE     UTF-8 text to score (tokenized whole, no BOS)\n"
+          "  --ctx N         window length in tokens (default 512)\n"
+          "  --chunks N      score only the first N windows (default: all full windows)\n"
+          "  --base MODEL2   reference model (e.g. the F16 original): adds KL(base || model) and top-1 agreement\n"
+          "  -t, --threads N worker threads (default: all CPUs)\n"
+          "  --json          machine-readable result on stdout\n"
+          "  -q, --quiet     no progress on stderr\n",
+          f);
+}
+
+typedef struct eval_opts {
+    const char *model, *text, *base;
+    int64_t ctx, chunks, threads;
+    bool json, quiet;
+} eval_opts;
+
+static int parse(int argc, char **argv, eval_opts *o) {
+    *o = (eval_opts){NULL, NULL, NULL, 512, 0, 0, false, false};
+    for (int i = 1; i < argc; i++) {
+        const char *a = argv[i];
+        const char *v = i + 1 < argc ? argv[i + 1] : NULL;
+        if (!strcmp(a, "-h") || !strcmp(a, "--help")) { usage(stdout); return -1; }
+        else if (!strcmp(a, "--json")) o->json = true;
+        else if (!strcmp(a, "-q") || !strcmp(a, "--quiet")) o->quiet = true;
+        else if (!strcmp(a, "--text") && v) { o->text = v; i++; }
+        else if (!strcmp(a, "--base") && v) { o->base = v; i++; }
+        else if (!strcmp(a, "--ctx") && v) { if (!cli_int(a, v, 2, 1 << 20, &o->ctx)) return 1; i++; }
+        else if (!strcmp(a, "--chunks") && v) { if (!cli_int(a, v, 1, INT32_MAX, &o->chunks)) return 1; i++; }
+        else if ((!strcmp(a, "-t") || !strcmp(a, "--threads")) && v) { if (!cli_int(a, v, 1, 256, &o->threads)) return 1; i++; }
+        else if (a[0] == '-') { usage(stderr); return cli_fail("eval: unknown option or missing value: %s", a); }
+        else if (!o->model) o->model = a;
+        else { usage(stderr); return cli_fail("eval: unexpected argument %s", a); }
+    }
+    if (!o->model || !o->text) {
+        usage(stderr);
+        return cli_fail("eval: MODEL and --text FILE are required");
+    }
+    return 0;
+}
+
+static void print_result(const eval_opts *o, const lb_eval_result *r, int64_t ctx) {
+    double tps = r->seconds > 0 ? (double)(r->chunks * ctx * (r->has_base ? 2 : 1)) / r->seconds : 0;
+    if (o->json) {
+        printf("{\"model\": ");
+        cli_json_str(stdout, o->model);
+        printf(", \"text\": ");
+        cli_json_str(stdout, o->text);
+        printf(", \"ctx\": %lld, \"chunks\": %lld, \"n_tokens\": %lld, \"tokens_scored\": %lld, \"mean_nll\": %.8f, "
+               "\"ppl\": %.6f",
+               (long long)ctx, (long long)r->chunks, (long long)r->n_tokens, (long long)r->n_scored, r->mean_nll, r->ppl);
+        if (r->has_base) {
+            printf(", \"base\": ");
+            cli_json_str(stdout, o->base);
+            printf(", \"base_ppl\": %.6f, \"base_mean_nll\": %.8f, \"kld_mean\": %.8f, \"kld_p99\": %.8f, "
+                   "\"kld_max\": %.8f, \"top1\": %.6f",
+                   r->base_ppl, r->base_mean_nll, r->kld_mean, r->kld_p99, r->kld_max, r->top1);
+        }
+        printf(", \"seconds\": %.3f, \"tokens_per_second\": %.1f}\n", r->seconds, tps);
+        return;
+    }
+    printf("model       %s\n", o->model);
+    printf("text        %s: %lld tokens, %lld windows of %lld (%lld positions scored)\n", o->text, (long long)r->n_tokens,
+           (long long)r->chunks, (long long)ctx, (long long)r->n_scored);
+    printf("perplexity  %.4f   (mean NLL %.6f)\n", r->ppl, r->mean_nll);
+    if (r->has_base) {
+        printf("base        %s: perplexity %.4f (mean NLL %.6f)\n", o->base, r->base_ppl, r->base_mean_nll);
+        printf("KL div      mean %.6f   p99 %.6f   max %.6f   (KL(base || model), nats)\n", r->kld_mean, r->kld_p99,
+               r->kld_max);
+        printf("top-1       %.2f %% agreement with the base\n", 100.0 * r->top1);
+    }
+    printf("time        %.2f s (%.0f tokens/s)\n", r->seconds, tps);
+}
+
+int cmd_eval(int argc, char **argv) {
+    eval_opts o;
+    int rc = parse(argc, argv, &o);
+    if (rc) return rc < 0 ? 0 : rc;
+    lb_error e;
+    lb_status s;
+    lb_model *m = NULL, *base = NULL;
+    lb_tokenizer *tok = NULL;
+    char *text = NULL;
+    int32_t *ids = NULL;
+    int64_t n_ids = 0;
+    size_t len;
+    if ((rc = cli_read_text(o.text, &text, &len))) return rc;
+    if ((s = lb_model_load(o.model, &m, &e)) != LB_OK || (s = lb_tokenizer_load(o.model, &tok, &e)) != LB_OK ||
+        (o.base && (s = lb_model_load(o.base, &base, &e)) != LB_OK)) {
+        rc = cli_fail_lb(s, &e);
+        goto done;
+    }
+    if (!o.quiet) fprintf(stderr, "tokenizing %s (%zu bytes)\n", o.text, len);
+    if ((s = lb_tokenizer_encode(tok, text, len, &ids, &n_ids, &e)) != LB_OK) {
+        rc = cli_fail("%s: %s", o.text, e.msg);
+        goto done;
+    }
+    if (n_ids < o.ctx) {
+        rc = cli_fail("%s: the text has %lld tokens, fewer than one %lld-token window (use a longer text or a smaller --ctx)",
+                      o.text, (long long)n_ids, (long long)o.ctx);
+        goto done;
+    }
+    cli_progress prog;
+    cli_progress_init(&prog, "eval", o.quiet);
+    lb_eval_params p = lb_eval_default_params();
+    p.ctx = o.ctx;
+    p.max_chunks = o.chunks;
+    p.n_threads = (int)o.threads;
+    p.progress = cli_progress_cb;
+    p.progress_user = &prog;
+    lb_eval_result r;
+    if ((s = lb_eval_perplexity(m, base, ids, n_ids, &p, &r, &e)) != LB_OK) {
+        rc = cli_fail_lb(s, &e);
+        goto done;
+    }
+    print_result(&o, &r, o.ctx);
+done:
+    lb_free(ids);
+    free(text);
+    lb_tokenizer_free(tok);
+    lb_model_free(m);
+    lb_model_free(base);
+    return rc;
+}

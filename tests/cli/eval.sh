@@ -1,0 +1,44 @@
+#!/usr/bin/env bash
+# `lowbit eval` reproduces the perplexities Hugging Face transformers computed (goldens.json "ppl", fp32,
+# first 40 windows of 512 tokens) within 0.1% relative, for both models and both texts; `--base` with the
+# model itself gives zero KL divergence and full top-1 agreement.
+set -u
+LOWBIT=${LOWBIT:-build/lowbit}
+SHARED=${LB_SHARED:-../shared}
+pass=0
+fail=0
+
+json_field() { grep -o "\"$2\": [-0-9.e+]*" <<<"$1" | head -1 | awk '{print $2}'; }
+golden_ppl() { grep -o "\"$2\": {[^}]*}" "$1" | grep -o '"ppl": [0-9.]*' | awk '{print $2}'; }
+
+check_ppl() {
+  local model=$1 goldens=$2 text=$3 key=$4
+  local out want got scored
+  out=$("$LOWBIT" eval "$model" --text "$text" --chunks 40 --json -q) || { fail=$((fail + 1)); echo "FAIL eval $model $text"; return; }
+  want=$(golden_ppl "$goldens" "$key")
+  got=$(json_field "$out" ppl)
+  scored=$(json_field "$out" tokens_scored)
+  if awk -v a="$got" -v b="$want" 'BEGIN { d = (a - b) / b; if (d < 0) d = -d; exit !(d <= 0.001) }' && [ "$scored" = 20440 ]; then
+    pass=$((pass + 1))
+    echo "ok   $model $key: ppl $got (transformers $want), $scored positions"
+  else
+    fail=$((fail + 1))
+    echo "FAIL $model $key: ppl $got vs transformers $want, $scored positions scored"
+  fi
+}
+
+check_ppl models/tiny models/tiny/goldens.json tests/golden/data/valid.txt valid
+check_ppl models/tiny models/tiny/goldens.json tests/golden/data/wikitext-2-test.txt wikitext2
+check_ppl "$SHARED/models/small" tests/golden/small/goldens.json tests/golden/data/valid.txt valid
+check_ppl "$SHARED/models/small" tests/golden/small/goldens.json tests/golden/data/wikitext-2-test.txt wikitext2
+
+out=$("$LOWBIT" eval models/tiny --base models/tiny --text tests/golden/data/valid.txt --chunks 2 --json -q)
+if [ "$(json_field "$out" kld_mean)" = "0.00000000" ] && [ "$(json_field "$out" top1)" = "1.000000" ]; then
+  pass=$((pass + 1))
+else
+  fail=$((fail + 1))
+  echo "FAIL self-KLD: $out"
+fi
+
+echo "$pass passed, $fail failed"
+[ "$fail" -eq 0 ]
