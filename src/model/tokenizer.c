@@ -48,8 +48,9 @@ typedef struct added_tok {
 typedef struct tok_entry {
     const char *mtext; /* the model vocabulary string, NULL for ids only added tokens use */
     const char *text;  /* what id_to_token gives: the added content when there is one */
+    const char *dtext; /* what the decoder sees: a normalized added token's normalized content */
     const char *bytes; /* raw output bytes of this token alone (lb_tokenizer_token_bytes) */
-    uint32_t mlen, len, blen;
+    uint32_t mlen, len, dlen, blen;
     uint8_t type;
 } tok_entry;
 
@@ -687,8 +688,8 @@ static uint8_t *replace_all(const uint8_t *s, size_t n, const char *a, size_t al
 
 /* Raw bytes of one token as the decoder would produce them alone (no Strip, no lossy repair). */
 static lb_status token_raw_bytes(lb_tokenizer *t, tok_entry *e) {
-    const char *s = e->text;
-    size_t n = e->len;
+    const char *s = e->dtext;
+    size_t n = e->dlen;
     uint8_t *buf = malloc(n + 1);
     if (!buf) return LB_ERR_NOMEM;
     memcpy(buf, s, n);
@@ -731,6 +732,8 @@ static lb_status finish_tables(lb_tokenizer *t, lb_error *err) {
         tok_entry *e = &t->tok[a->id];
         e->text = a->content;
         e->len = (uint32_t)a->len;
+        e->dtext = a->norm; /* HF decodes a normalized added token as its normalized form */
+        e->dlen = (uint32_t)a->norm_len;
         e->type = a->special ? LB_TOK_TYPE_CONTROL : LB_TOK_TYPE_USER_DEFINED;
     }
     for (int b = 0; b < 256; b++) {
@@ -753,6 +756,7 @@ static lb_status finish_tables(lb_tokenizer *t, lb_error *err) {
         const char *txt = e->text;
         e->text = arena_str(t, txt, e->len);
         if (e->mtext) e->mtext = e->mtext == txt ? e->text : arena_str(t, e->mtext, e->mlen);
+        if (!e->dtext || e->dtext == txt) e->dtext = e->text, e->dlen = e->len;
         if (!e->text || (e->mlen && !e->mtext) || token_raw_bytes(t, e))
             return lb_err_set(err, LB_ERR_NOMEM, "out of memory for the vocabulary");
     }
@@ -1351,10 +1355,9 @@ static void split_added(enc *e, const added_set *set, const uint8_t *s, size_t n
                 start = k;
             }
         }
-        if (a->rstrip) {
+        if (a->rstrip) { /* the search goes on from the match end, so matches may overlap, as in HF */
             size_t l;
             while (stop < n && uni_is_space(utf8_cp_at(s, n, stop, &l))) stop += l;
-            scan = stop;
         }
         if (start > done) fn(e, s + done, start - done);
         push_id(e, a->id);
@@ -1581,7 +1584,7 @@ lb_status lb_tokenizer_decode(const lb_tokenizer *t, const int32_t *ids, int64_t
     strlist a = {0}, b = {0};
     for (int64_t i = 0; i < n_ids; i++) {
         sl_begin(&a);
-        sl_add(&a, t->tok[ids[i]].text, t->tok[ids[i]].len);
+        sl_add(&a, t->tok[ids[i]].dtext, t->tok[ids[i]].dlen);
     }
     for (int s = 0; s < t->n_dec && !a.oom; s++) {
         b.len = b.n = 0;

@@ -105,11 +105,17 @@ AVX2 static void kernel_4x3(const float *x, int64_t nt, int64_t K, const float *
         }
 }
 
+/* Tokens per cache block: keeps a block of activation rows resident while all tile rows pass over it. */
+#define MM_TOKEN_BLOCK 24
+
 AVX2 static void tile_avx2(const float *x, int64_t T, int64_t K, const float *wt, int R, float *out, int64_t ldo) {
-    for (int64_t t = 0; t < T; t += 3) {
-        int64_t nt = T - t < 3 ? T - t : 3;
+    for (int64_t tb = 0; tb < T; tb += MM_TOKEN_BLOCK) {
+        int64_t te = T - tb < MM_TOKEN_BLOCK ? T : tb + MM_TOKEN_BLOCK;
         for (int r = 0; r < R; r += 4)
-            kernel_4x3(x + t * K, nt, K, wt + (int64_t)r * K, R - r < 4 ? R - r : 4, out + t * ldo + r, ldo);
+            for (int64_t t = tb; t < te; t += 3) {
+                int64_t nt = te - t < 3 ? te - t : 3;
+                kernel_4x3(x + t * K, nt, K, wt + (int64_t)r * K, R - r < 4 ? R - r : 4, out + t * ldo + r, ldo);
+            }
     }
 }
 

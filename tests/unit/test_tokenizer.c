@@ -356,8 +356,9 @@ static void test_round_trip(const char *name) {
 }
 
 int main(void) {
-    const char *styles[] = {"gpt2", "llama3", "qwen2", "spm_bpe"};
-    for (int i = 0; i < 4; i++) test_conformance(styles[i]);
+    /* *_added: the same with added tokens using every flag (tools/gen_tokenizer_variants.py) */
+    const char *styles[] = {"gpt2", "llama3", "qwen2", "spm_bpe", "gpt2_added", "spm_bpe_added"};
+    for (int i = 0; i < 6; i++) test_conformance(styles[i]);
     test_goldens("models/tiny", "models/tiny/goldens.json");
     test_goldens("tests/golden/small", "tests/golden/small/goldens.json");
     test_bad_files();
