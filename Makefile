@@ -23,7 +23,6 @@ asan:
 	  ctest --output-on-failure -j $(JOBS) -LE slow
 
 demo: build
-	./$(BUILD)/lowbit inspect models/tiny
 	./$(BUILD)/lowbit eval models/tiny --text tests/golden/data/valid.txt --chunks 40
 	./$(BUILD)/lowbit run models/tiny -p "The kernel" -n 48
 

@@ -100,6 +100,7 @@ int cmd_run(int argc, char **argv) {
     }
     double t2 = cli_now();
     fputc('\n', stdout);
+    fflush(stdout);
     if (!quiet)
         fprintf(stderr, "prompt: %lld tokens, %.1f tokens/s; generation: %lld tokens, %.1f tokens/s\n", (long long)n_ids,
                 (double)n_ids / (t1 - t0 > 0 ? t1 - t0 : 1e-9), (long long)generated,

@@ -60,15 +60,39 @@ void lb_free(void *p);
  * Element types
  * ---------------------------------------------------------------------------------------------- */
 
+/* Tensor element types: plain floats and the ggml block formats (docs/formats.md section 2). */
 typedef enum lb_type {
     LB_TYPE_F32 = 0,
     LB_TYPE_F16 = 1,
     LB_TYPE_BF16 = 2,
+    LB_TYPE_Q4_0 = 3,
+    LB_TYPE_Q4_1 = 4,
+    LB_TYPE_Q5_0 = 5,
+    LB_TYPE_Q5_1 = 6,
+    LB_TYPE_Q8_0 = 7,
+    LB_TYPE_Q8_1 = 8,   /* activations only (dot products of q4_1 / q5_1) */
+    LB_TYPE_Q2_K = 9,
+    LB_TYPE_Q3_K = 10,
+    LB_TYPE_Q4_K = 11,
+    LB_TYPE_Q5_K = 12,
+    LB_TYPE_Q6_K = 13,
+    LB_TYPE_Q8_K = 14,  /* activations only (dot products of k-quants and iq4_xs) */
+    LB_TYPE_IQ4_NL = 15,
+    LB_TYPE_IQ4_XS = 16,
     LB_TYPE_COUNT
 } lb_type;
 
-/* Lower-case name ("f32", "f16", "bf16"); "?" for an unknown value. */
+/* Lower-case name as llama.cpp spells it ("f32", "q4_0", "q4_k", "iq4_xs"); "?" for an unknown value. */
 const char *lb_type_name(lb_type t);
+/* The type called name (case-insensitive), or -1. */
+int lb_type_from_name(const char *name);
+/* Elements per block (1 for float types) and bytes per block; 0 for an unknown type. */
+int64_t lb_type_block_elems(lb_type t);
+size_t lb_type_block_bytes(lb_type t);
+/* ggml / GGUF type id; -1 for an unknown type. */
+int lb_type_gguf_id(lb_type t);
+/* The type with that GGUF id, or -1. */
+int lb_type_from_gguf_id(int id);
 
 /* Bytes taken by n elements of type t (n must be a whole number of blocks); 0 for an unknown type. */
 size_t lb_type_row_size(lb_type t, int64_t n);

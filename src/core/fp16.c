@@ -11,7 +11,8 @@ static inline float bits_f32(uint32_t u) { float f; memcpy(&f, &u, 4); return f;
 float lb_fp16_to_f32(uint16_t h) {
     uint32_t sign = (uint32_t)(h & 0x8000) << 16;
     uint32_t exp = (h >> 10) & 0x1f, man = h & 0x3ff;
-    if (exp == 0x1f) return bits_f32(sign | 0x7f800000u | (man << 13)); /* inf / nan */
+    /* inf / nan; signalling NaNs come out quiet, as ggml's table-based conversion makes them */
+    if (exp == 0x1f) return bits_f32(sign | 0x7f800000u | (man << 13) | (man ? 0x400000u : 0));
     if (exp == 0) {
         if (man == 0) return bits_f32(sign);
         /* subnormal: man * 2^-24 */

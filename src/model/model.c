@@ -81,7 +81,8 @@ static lb_status load_matrix(loader *L, const char *name, int64_t total_rows, in
     if (s == LB_OK) s = get_type(L, t, &w->type);
     if (s != LB_OK) return s;
     const uint8_t *data = t->data;
-    size_t align = lb_type_row_size(w->type, 1);
+    const lb_type_traits *tt = lb_type_traits_get(w->type);
+    size_t align = tt->is_quant ? 2 : tt->block_bytes;
     if ((uintptr_t)data % align) {
         /* safetensors does not promise aligned data: keep an aligned copy of this tensor */
         uint8_t *copy = own(L, t->n_bytes);

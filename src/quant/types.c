@@ -1,22 +1,83 @@
 /*
- * types.c - the type table: one row per lb_type (name, block size, block bytes).
+ * types.c - THE type table: one row per lb_type. Adding a type = its block struct (blocks.h), its
+ * reference functions (ref/), one row here; the table-driven tests then cover it.
  */
 #include "quant.h"
 
-typedef struct type_row {
-    const char *name;
-    int64_t block_elems;
-    size_t block_bytes;
-} type_row;
+#include "blocks.h"
+#include "ref/ref.h"
 
-static const type_row TYPES[LB_TYPE_COUNT] = {
-    [LB_TYPE_F32] = {"f32", 1, 4},
-    [LB_TYPE_F16] = {"f16", 1, 2},
-    [LB_TYPE_BF16] = {"bf16", 1, 2},
+#include <string.h>
+#include <strings.h>
+
+#define ROW(T, nm, be, bb, gid, q, w, vdt, t)                                                              \
+    [T] = {nm, be, bb, gid, q, w, vdt, dequantize_row_##t##_ref, quantize_row_##t##_ref, quantize_##t##_ref, \
+           quantize_##t##_ref, NULL}
+
+static lb_type_traits TYPES[LB_TYPE_COUNT] = {
+    ROW(LB_TYPE_F32, "f32", 1, 4, 0, false, true, LB_TYPE_F32, f32),
+    ROW(LB_TYPE_F16, "f16", 1, 2, 1, false, true, LB_TYPE_F16, f16),
+    ROW(LB_TYPE_BF16, "bf16", 1, 2, 30, false, true, LB_TYPE_BF16, bf16),
+    ROW(LB_TYPE_Q4_0, "q4_0", QK4_0, sizeof(block_q4_0), 2, true, true, LB_TYPE_Q8_0, q4_0),
+    ROW(LB_TYPE_Q4_1, "q4_1", QK4_1, sizeof(block_q4_1), 3, true, true, LB_TYPE_Q8_1, q4_1),
+    ROW(LB_TYPE_Q5_0, "q5_0", QK5_0, sizeof(block_q5_0), 6, true, true, LB_TYPE_Q8_0, q5_0),
+    ROW(LB_TYPE_Q5_1, "q5_1", QK5_1, sizeof(block_q5_1), 7, true, true, LB_TYPE_Q8_1, q5_1),
+    ROW(LB_TYPE_Q8_0, "q8_0", QK8_0, sizeof(block_q8_0), 8, true, true, LB_TYPE_Q8_0, q8_0),
+    ROW(LB_TYPE_Q8_1, "q8_1", QK8_1, sizeof(block_q8_1), 9, true, false, LB_TYPE_Q8_1, q8_1),
+    ROW(LB_TYPE_Q2_K, "q2_k", QK_K, sizeof(block_q2_K), 10, true, true, LB_TYPE_Q8_K, q2_K),
+    ROW(LB_TYPE_Q3_K, "q3_k", QK_K, sizeof(block_q3_K), 11, true, true, LB_TYPE_Q8_K, q3_K),
+    ROW(LB_TYPE_Q4_K, "q4_k", QK_K, sizeof(block_q4_K), 12, true, true, LB_TYPE_Q8_K, q4_K),
+    ROW(LB_TYPE_Q5_K, "q5_k", QK_K, sizeof(block_q5_K), 13, true, true, LB_TYPE_Q8_K, q5_K),
+    ROW(LB_TYPE_Q6_K, "q6_k", QK_K, sizeof(block_q6_K), 14, true, true, LB_TYPE_Q8_K, q6_K),
+    ROW(LB_TYPE_Q8_K, "q8_k", QK_K, sizeof(block_q8_K), 15, true, false, LB_TYPE_Q8_K, q8_K),
+    ROW(LB_TYPE_IQ4_NL, "iq4_nl", QK4_NL, sizeof(block_iq4_nl), 20, true, true, LB_TYPE_Q8_0, iq4_nl),
+    ROW(LB_TYPE_IQ4_XS, "iq4_xs", QK_K, sizeof(block_iq4_xs), 23, true, true, LB_TYPE_Q8_K, iq4_xs),
 };
 
-const char *lb_type_name(lb_type t) {
-    return (unsigned)t < LB_TYPE_COUNT ? TYPES[t].name : "?";
+/* vec_dot kernels, by weight type (activation types have none) */
+static void set_dots(void) {
+    TYPES[LB_TYPE_F32].vec_dot_ref = vec_dot_f32_f32_ref;
+    TYPES[LB_TYPE_F16].vec_dot_ref = vec_dot_f16_f16_ref;
+    TYPES[LB_TYPE_BF16].vec_dot_ref = vec_dot_bf16_bf16_ref;
+    TYPES[LB_TYPE_Q4_0].vec_dot_ref = vec_dot_q4_0_q8_0_ref;
+    TYPES[LB_TYPE_Q4_1].vec_dot_ref = vec_dot_q4_1_q8_1_ref;
+    TYPES[LB_TYPE_Q5_0].vec_dot_ref = vec_dot_q5_0_q8_0_ref;
+    TYPES[LB_TYPE_Q5_1].vec_dot_ref = vec_dot_q5_1_q8_1_ref;
+    TYPES[LB_TYPE_Q8_0].vec_dot_ref = vec_dot_q8_0_q8_0_ref;
+    TYPES[LB_TYPE_Q2_K].vec_dot_ref = vec_dot_q2_K_q8_K_ref;
+    TYPES[LB_TYPE_Q3_K].vec_dot_ref = vec_dot_q3_K_q8_K_ref;
+    TYPES[LB_TYPE_Q4_K].vec_dot_ref = vec_dot_q4_K_q8_K_ref;
+    TYPES[LB_TYPE_Q5_K].vec_dot_ref = vec_dot_q5_K_q8_K_ref;
+    TYPES[LB_TYPE_Q6_K].vec_dot_ref = vec_dot_q6_K_q8_K_ref;
+    TYPES[LB_TYPE_IQ4_NL].vec_dot_ref = vec_dot_iq4_nl_q8_0_ref;
+    TYPES[LB_TYPE_IQ4_XS].vec_dot_ref = vec_dot_iq4_xs_q8_K_ref;
+}
+
+const lb_type_traits *lb_type_traits_get(lb_type t) {
+    static bool init;
+    if (!init) { /* idempotent; racing first calls write the same values */
+        set_dots();
+        init = true;
+    }
+    return (unsigned)t < LB_TYPE_COUNT ? &TYPES[t] : NULL;
+}
+
+const char *lb_type_name(lb_type t) { return (unsigned)t < LB_TYPE_COUNT ? TYPES[t].name : "?"; }
+
+int lb_type_from_name(const char *name) {
+    for (int t = 0; t < LB_TYPE_COUNT; t++)
+        if (name && strcasecmp(name, TYPES[t].name) == 0) return t;
+    return -1;
+}
+
+int64_t lb_type_block_elems(lb_type t) { return (unsigned)t < LB_TYPE_COUNT ? TYPES[t].block_elems : 0; }
+size_t lb_type_block_bytes(lb_type t) { return (unsigned)t < LB_TYPE_COUNT ? TYPES[t].block_bytes : 0; }
+int lb_type_gguf_id(lb_type t) { return (unsigned)t < LB_TYPE_COUNT ? TYPES[t].gguf_id : -1; }
+
+int lb_type_from_gguf_id(int id) {
+    for (int t = 0; t < LB_TYPE_COUNT; t++)
+        if (TYPES[t].gguf_id == id) return t;
+    return -1;
 }
 
 size_t lb_type_row_size(lb_type t, int64_t n) {
@@ -25,15 +86,15 @@ size_t lb_type_row_size(lb_type t, int64_t n) {
 }
 
 float lb_weight_get(const lb_weight *w, int64_t r, int64_t i) {
-    size_t off = (size_t)(r * w->cols + i);
-    switch (w->type) {
-    case LB_TYPE_F32: return ((const float *)w->data)[off];
-    case LB_TYPE_F16: return lb_fp16_to_f32(((const uint16_t *)w->data)[off]);
-    case LB_TYPE_BF16: return lb_bf16_to_f32(((const uint16_t *)w->data)[off]);
-    default: return 0.0f;
-    }
+    const lb_type_traits *tt = lb_type_traits_get(w->type);
+    int64_t be = tt->block_elems, b = i / be;
+    const uint8_t *row = (const uint8_t *)w->data + (size_t)r * lb_weight_row_bytes(w);
+    float buf[QK_K];
+    tt->to_float(row + (size_t)b * tt->block_bytes, buf, be);
+    return buf[i - b * be];
 }
 
 void lb_weight_row_f32(const lb_weight *w, int64_t r, float *out) {
-    for (int64_t i = 0; i < w->cols; i++) out[i] = lb_weight_get(w, r, i);
+    const lb_type_traits *tt = lb_type_traits_get(w->type);
+    tt->to_float((const uint8_t *)w->data + (size_t)r * lb_weight_row_bytes(w), out, w->cols);
 }
