@@ -155,15 +155,20 @@ static void add_bias(float *y, const float *b, int64_t T, int64_t n) {
         for (int64_t i = 0; i < n; i++) y[t * n + i] += b[i];
 }
 
-/* rotate-half rotary embedding of n_heads heads of one token at position pos */
-static void rope(float *v, int64_t n_heads, int64_t D, const float *cs, const float *sn) {
-    int64_t half = D / 2;
+/*
+ * Rotary embedding of n_heads heads of one token: pair i is (x[i], x[i + D/2]) in HF's rotate-half layout,
+ * or (x[2i], x[2i+1]) for weights in llama.cpp's permuted "llama" layout (docs/formats.md 1.9); both
+ * rotate pair i by pos * inv_freq[i], so the two layouts give the same attention scores.
+ */
+static void rope(float *v, int64_t n_heads, int64_t D, const float *cs, const float *sn, bool interleaved) {
+    int64_t half = D / 2, step = interleaved ? 2 : 1, off = interleaved ? 1 : half;
     for (int64_t hd = 0; hd < n_heads; hd++) {
         float *x = v + hd * D;
         for (int64_t i = 0; i < half; i++) {
-            float a = x[i], b = x[i + half];
-            x[i] = a * cs[i] - b * sn[i];
-            x[i + half] = b * cs[i] + a * sn[i];
+            float *pa = x + i * step, *pb = pa + off;
+            float a = *pa, b = *pb;
+            *pa = a * cs[i] - b * sn[i];
+            *pb = b * cs[i] + a * sn[i];
         }
     }
 }
@@ -224,8 +229,8 @@ static void layer_forward(lb_context *c, int64_t il, int64_t T) {
             for (int64_t hd = 0; hd < KV; hd++) rmsnorm(k + hd * D, k + hd * D, l->k_norm, D, h->rms_eps);
         }
         const float *cs = c->rope_cos + (pos0 + t) * (D / 2), *sn = c->rope_sin + (pos0 + t) * (D / 2);
-        rope(q, H, D, cs, sn);
-        rope(k, KV, D, cs, sn);
+        rope(q, H, D, cs, sn, c->m->rope_interleaved);
+        rope(k, KV, D, cs, sn, c->m->rope_interleaved);
         size_t off = (size_t)((il * c->n_ctx + pos0 + t) * kvd);
         memcpy(c->k_cache + off, k, (size_t)kvd * sizeof(float));
         memcpy(c->v_cache + off, c->v + t * kvd, (size_t)kvd * sizeof(float));

@@ -35,6 +35,7 @@ struct lb_model {
     lb_weight output;    /* (n_vocab, n_embd): tok_embd when tied */
     float *out_norm;     /* (n_embd) */
     lb_layer *layers;    /* n_layer */
+    bool rope_interleaved; /* q/k rows in llama.cpp's permuted layout (GGUF arch "llama") */
     int64_t n_tensors;
     lb_model_tensor_rec *tensors;
     void **owned;        /* f32 vectors allocated at load */

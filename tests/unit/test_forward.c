@@ -9,6 +9,8 @@
  */
 #include "core/core.h"
 #include "core/json.h"
+#include "model/arch.h"
+#include "model/model.h"
 #include "test.h"
 
 #include <math.h>
@@ -223,6 +225,45 @@ static void test_misaligned(const char *name) {
     rmdir(dir);
 }
 
+/* llama.cpp's permuted q/k layout with interleaved rope gives the same logits as HF's layout with
+ * rotate-half rope (docs/formats.md 1.9); the permutation is built here from its definition. */
+static void test_permuted_layout(void) {
+    lb_model *m = NULL;
+    lb_error e;
+    REQUIRE(lb_model_load("tests/golden/conformance/arch/mistral", &m, &e) == LB_OK, "%s", e.msg);
+    int32_t ids[9] = {1, 5, 77, 300, 12, 9, 400, 2, 33};
+    int64_t V = m->info.n_vocab, D = m->info.head_dim;
+    float *ref = run_all(m, ids, 9, 2, 0);
+    void *keep[64][2];
+    for (int64_t l = 0; l < m->info.n_layer; l++) {
+        lb_weight *w[2] = {&m->layers[l].wq, &m->layers[l].wk};
+        for (int k = 0; k < 2; k++) {
+            REQUIRE(w[k]->type == LB_TYPE_F32, "mistral fixture is f32");
+            float *p = malloc((size_t)(w[k]->rows * w[k]->cols) * sizeof *p);
+            for (int64_t r = 0; r < w[k]->rows; r++) {
+                /* view as (heads, D/2, 2) -> (heads, 2, D/2) swapped: GGUF row 2i+p = HF row p*D/2+i */
+                int64_t h = r / D, j = r % D, i = j / 2, par = j % 2, src = h * D + par * (D / 2) + i;
+                CHECK(src == lb_llama_qk_hf_row(r, D), "row map %lld", (long long)r);
+                memcpy(p + r * w[k]->cols, (const float *)w[k]->data + src * w[k]->cols, (size_t)w[k]->cols * sizeof(float));
+            }
+            keep[l][k] = p;
+            w[k]->data = p;
+        }
+    }
+    m->rope_interleaved = true;
+    float *got = run_all(m, ids, 9, 2, 0);
+    double mx = 0;
+    for (int64_t i = 0; i < 9 * V; i++) mx = fabs(got[i] - ref[i]) > mx ? fabs(got[i] - ref[i]) : mx;
+    CHECK(mx < 1e-5, "permuted layout: max logit diff %.3g", mx);
+    for (int64_t l = 0; l < m->info.n_layer; l++) {
+        free(keep[l][0]);
+        free(keep[l][1]);
+    }
+    free(ref);
+    free(got);
+    lb_model_free(m);
+}
+
 int main(void) {
     char small[512];
     snprintf(small, sizeof small, "%s/models/small", test_shared_dir());
@@ -235,6 +276,7 @@ int main(void) {
     }
     test_consistency();
     test_misaligned("mistral");
+    test_permuted_layout();
     test_misaligned("llama_tied_bf16");
     TEST_DONE();
 }
