@@ -296,6 +296,71 @@ typedef struct lb_eval_result {
 lb_status lb_eval_perplexity(const lb_model *m, const lb_model *base, const int32_t *tokens, int64_t n_tokens,
                              const lb_eval_params *p, lb_eval_result *out, lb_error *err);
 
+/* ------------------------------------------------------------------------------------------------
+ * Quantization
+ * ---------------------------------------------------------------------------------------------- */
+
+typedef enum lb_encoder {
+    LB_ENCODER_DEFAULT = 0, /* lowbit's encoders: never a larger (weighted) error than ggml's, lower on average */
+    LB_ENCODER_REF = 1,     /* ggml's reference encoders, bit for bit (what llama-quantize writes) */
+} lb_encoder;
+
+/* Progress of a quantization: tensor `name` is number done (1-based) of total. Non-zero cancels. */
+typedef int (*lb_quant_progress_fn)(const char *name, int64_t done, int64_t total, void *user);
+
+typedef struct lb_quantize_params {
+    const char *ftype;        /* llama.cpp mixture name: "q4_k_m", "q8_0", "iq4_xs", "f16", ... */
+    int n_threads;            /* 0 = all online CPUs */
+    lb_encoder encoder;
+    int pure;                 /* every quantizable tensor gets the mixture's base type (--pure) */
+    int allow_requantize;     /* accept a GGUF input whose weights are already quantized */
+    int output_type;          /* lb_type for output.weight (or the tied embedding); -1 = by the mixture */
+    int token_embd_type;      /* lb_type for token_embd.weight; -1 = by the mixture */
+    int n_tensor_types;       /* overrides: tensors whose GGUF name matches pattern i (POSIX extended
+                                 regex, searched anywhere in the name) get type i; the first match wins */
+    const char *const *tensor_type_patterns;
+    const lb_type *tensor_type_types;
+    lb_quant_progress_fn progress;
+    void *progress_user;
+} lb_quantize_params;
+
+lb_quantize_params lb_quantize_default_params(void);
+
+typedef struct lb_quantize_tensor {
+    char name[64];      /* GGUF name */
+    lb_type type;
+    int n_dims;
+    int64_t ne[4];      /* GGUF order (ne[0] contiguous) */
+    int64_t n_elements;
+    size_t n_bytes;
+    int fallback;       /* the row length forced another type than the mixture chose */
+    double seconds;
+} lb_quantize_tensor;
+
+typedef struct lb_quantize_report {
+    int64_t n_tensors;
+    lb_quantize_tensor *tensors;       /* in file order; released by lb_quantize_report_free */
+    int64_t type_tensors[LB_TYPE_COUNT];  /* tensors per type */
+    int64_t type_elements[LB_TYPE_COUNT]; /* elements per type */
+    int64_t n_params;
+    size_t file_bytes;
+    double bits_per_weight;           /* file bytes * 8 / n_params */
+    double seconds;
+    size_t peak_rss_bytes;            /* of the whole process, at the end */
+    int requantized;                  /* the input's weights were already quantized */
+    char architecture[32];            /* GGUF general.architecture written */
+} lb_quantize_report;
+
+/*
+ * Quantize `input` (a Hugging Face model directory or a GGUF file) into a GGUF file at `output`, tensor
+ * by tensor: memory stays about one tensor plus per-thread buffers. The file is written under a
+ * temporary name and renamed when complete; on any failure no file is left at `output`. The report
+ * (may be NULL) is filled on success; release it with lb_quantize_report_free().
+ */
+lb_status lb_quantize_model(const char *input, const char *output, const lb_quantize_params *p,
+                            lb_quantize_report *report, lb_error *err);
+void lb_quantize_report_free(lb_quantize_report *r);
+
 #ifdef __cplusplus
 }
 #endif

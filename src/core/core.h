@@ -49,6 +49,11 @@ typedef struct lb_mmap {
 } lb_mmap;
 lb_status lb_mmap_open(const char *path, lb_mmap *m, lb_error *err);
 void lb_mmap_close(lb_mmap *m);
+/* Tell the kernel the mapped pages wholly inside [p, p+n) are not needed for now (they stay readable and
+ * are paged in again on access), so streaming through a large map keeps resident memory bounded. */
+void lb_mmap_release(const void *p, size_t n);
+/* Peak resident set size of this process in bytes (0 if unknown). */
+size_t lb_peak_rss(void);
 
 bool lb_path_is_dir(const char *path);
 bool lb_path_exists(const char *path);

@@ -1,14 +1,19 @@
 /*
- * model.c - lb_model_load: config.json + safetensors into an lb_model.
+ * model.c - lb_model_load: a Hugging Face directory (config.json + safetensors) or a GGUF file into an
+ * lb_model.
  *
- * Tensor names follow Hugging Face transformers' Llama/Mistral/Qwen2/Qwen3/Phi3 modules
+ * HF tensor names follow transformers' Llama/Mistral/Qwen2/Qwen3/Phi3 modules
  * (model.layers.N.self_attn.q_proj.weight, ...). Phi-3's fused qkv_proj and gate_up_proj are split
- * into row ranges of the same mapped tensor (q | k | v, gate | up), so nothing is copied.
- * Every tensor's dtype and shape are checked against the config before use.
+ * into row ranges of the same mapped tensor (q | k | v, gate | up), so nothing is copied. GGUF names
+ * and hyperparameter keys follow llama.cpp (docs/formats.md 1.7, 1.8); weights of GGUF arch "llama"
+ * keep llama.cpp's permuted q/k rows and run with interleaved rope (forward.c), which undoes the
+ * permutation exactly. Every tensor's type and shape are checked against the hyperparameters.
  */
 #include "model.h"
 
+#include "../io/gguf.h"
 #include "../io/hf_config.h"
+#include "arch.h"
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -43,14 +48,52 @@ static void *own(loader *L, size_t n) {
     return p;
 }
 
-static lb_status find(loader *L, const char *name, bool required, const st_tensor **out) {
-    const st_tensor *t = st_find(L->m->st, name);
-    if (!t && required) return lb_err_set(L->err, LB_ERR_FORMAT, "tensor %s is missing from the checkpoint", name);
-    *out = t;
+/* A tensor of either source, shape in HF order (last dim contiguous). */
+typedef struct src_tensor {
+    const char *name;
+    int st_ok;          /* the dtype maps to an lb_type */
+    const char *dtype;  /* dtype name for messages */
+    lb_type type;
+    int n_dims;
+    int64_t shape[4];
+    const uint8_t *data;
+    size_t n_bytes;
+} src_tensor;
+
+static lb_status find(loader *L, const char *name, bool required, src_tensor *out, bool *found) {
+    memset(out, 0, sizeof *out);
+    *found = false;
+    if (L->m->st) {
+        const st_tensor *t = st_find(L->m->st, name);
+        if (t) {
+            *found = true;
+            out->name = t->name;
+            out->st_ok = st_to_type(t->dtype, &out->type) == LB_OK;
+            out->dtype = st_dtype_name(t->dtype);
+            out->n_dims = t->n_dims > 4 ? 4 : t->n_dims;
+            for (int d = 0; d < out->n_dims; d++) out->shape[d] = t->shape[d];
+            out->data = t->data;
+            out->n_bytes = t->n_bytes;
+        }
+    } else {
+        const gguf_tensor *t = gguf_find_tensor(L->m->gguf, name);
+        if (t) {
+            *found = true;
+            out->name = t->name;
+            out->st_ok = 1;
+            out->type = t->type;
+            out->dtype = lb_type_name(t->type);
+            out->n_dims = t->n_dims;
+            for (int d = 0; d < t->n_dims; d++) out->shape[d] = t->ne[t->n_dims - 1 - d];
+            out->data = t->data;
+            out->n_bytes = t->n_bytes;
+        }
+    }
+    if (!*found && required) return lb_err_set(L->err, LB_ERR_FORMAT, "tensor %s is missing from the checkpoint", name);
     return LB_OK;
 }
 
-static lb_status check_shape(loader *L, const st_tensor *t, int64_t rows, int64_t cols) {
+static lb_status check_shape(loader *L, const src_tensor *t, int64_t rows, int64_t cols) {
     bool ok = cols < 0 ? (t->n_dims == 1 && t->shape[0] == rows)
                        : (t->n_dims == 2 && t->shape[0] == rows && t->shape[1] == cols);
     if (ok) return LB_OK;
@@ -62,24 +105,30 @@ static lb_status check_shape(loader *L, const st_tensor *t, int64_t rows, int64_
         snprintf(want, sizeof want, "%lld", (long long)rows);
     else
         snprintf(want, sizeof want, "%lld, %lld", (long long)rows, (long long)cols);
-    return lb_err_set(L->err, LB_ERR_FORMAT, "tensor %s has shape [%s], expected [%s] from config.json", t->name, got, want);
+    return lb_err_set(L->err, LB_ERR_FORMAT, "tensor %s has shape [%s], expected [%s] from the %s", t->name, got, want,
+                      L->m->st ? "config.json" : "GGUF metadata");
 }
 
-static lb_status get_type(loader *L, const st_tensor *t, lb_type *type) {
-    if (st_to_type(t->dtype, type) != LB_OK)
-        return lb_err_set(L->err, LB_ERR_UNSUPPORTED, "tensor %s has dtype %s; supported weight dtypes are F32, F16, BF16",
-                          t->name, st_dtype_name(t->dtype));
+static lb_status get_type(loader *L, const src_tensor *t, lb_type *type) {
+    if (!t->st_ok || !lb_type_traits_get(t->type)->weight_type)
+        return lb_err_set(L->err, LB_ERR_UNSUPPORTED, "tensor %s has dtype %s, which lowbit cannot use as a weight", t->name,
+                          t->dtype);
+    *type = t->type;
     return LB_OK;
 }
 
 /* A (rows, cols) matrix, or row range [row0, row0+rows) of a larger one when `total_rows` > rows. */
 static lb_status load_matrix(loader *L, const char *name, int64_t total_rows, int64_t row0, int64_t rows, int64_t cols,
                              lb_weight *w) {
-    const st_tensor *t = NULL;
-    lb_status s = find(L, name, true, &t);
+    src_tensor st, *t = &st;
+    bool found;
+    lb_status s = find(L, name, true, t, &found);
     if (s == LB_OK) s = check_shape(L, t, total_rows, cols);
     if (s == LB_OK) s = get_type(L, t, &w->type);
     if (s != LB_OK) return s;
+    if (cols % lb_type_block_elems(w->type))
+        return lb_err_set(L->err, LB_ERR_FORMAT, "tensor %s: row length %lld is not a multiple of the %s block (%lld)", name,
+                          (long long)cols, lb_type_name(w->type), (long long)lb_type_block_elems(w->type));
     const uint8_t *data = t->data;
     const lb_type_traits *tt = lb_type_traits_get(w->type);
     size_t align = tt->is_quant ? 2 : tt->block_bytes;
@@ -98,22 +147,22 @@ static lb_status load_matrix(loader *L, const char *name, int64_t total_rows, in
 
 /* A vector of n converted to f32 (NULL and LB_OK when absent and optional). */
 static lb_status load_vector(loader *L, const char *name, int64_t n, bool required, float **out) {
-    const st_tensor *t = NULL;
+    src_tensor st, *t = &st;
+    bool found;
     lb_type type = LB_TYPE_F32;
     *out = NULL;
-    lb_status s = find(L, name, required, &t);
-    if (s != LB_OK || !t) return s;
+    lb_status s = find(L, name, required, t, &found);
+    if (s != LB_OK || !found) return s;
     if ((s = check_shape(L, t, n, -1)) != LB_OK || (s = get_type(L, t, &type)) != LB_OK) return s;
+    if (n % lb_type_block_elems(type))
+        return lb_err_set(L->err, LB_ERR_FORMAT, "tensor %s: length %lld is not a multiple of the %s block", name,
+                          (long long)n, lb_type_name(type));
     float *v = own(L, (size_t)n * sizeof *v);
-    if (!v) return lb_err_set(L->err, LB_ERR_NOMEM, "out of memory");
-    /* the source may be unaligned: read it element by element through memcpy */
-    size_t es = lb_type_row_size(type, 1);
-    for (int64_t i = 0; i < n; i++) {
-        uint8_t tmp[4];
-        memcpy(tmp, t->data + (size_t)i * es, es);
-        lb_weight w = {type, tmp, 1, 1};
-        v[i] = lb_weight_get(&w, 0, 0);
-    }
+    uint8_t *raw = own(L, t->n_bytes);
+    if (!v || !raw) return lb_err_set(L->err, LB_ERR_NOMEM, "out of memory");
+    /* the source may be unaligned: convert from an aligned copy */
+    memcpy(raw, t->data, t->n_bytes);
+    lb_type_traits_get(type)->to_float(raw, v, n);
     *out = v;
     return LB_OK;
 }
@@ -181,56 +230,183 @@ static lb_status load_layer(loader *L, int64_t i, lb_layer *l) {
     return LB_OK;
 }
 
+static lb_status load_layer_gguf(loader *L, int64_t i, lb_layer *l) {
+    const lb_model_info *h = &L->m->info;
+    int64_t E = h->n_embd, D = h->head_dim, qd = h->n_head * D, kvd = h->n_head_kv * D, F = h->n_ff;
+    char n[96];
+    lb_status s;
+#define TRY(x) if ((s = (x)) != LB_OK) return s
+#define R(role) (NAME(n, "blk.%lld.%s", (long long)i, lb_role_gguf_suffix(role)), n)
+    TRY(load_vector(L, R(LB_ROLE_ATTN_NORM), E, true, &l->attn_norm));
+    TRY(load_vector(L, R(LB_ROLE_FFN_NORM), E, true, &l->ffn_norm));
+    TRY(load_matrix(L, R(LB_ROLE_ATTN_Q), qd, 0, qd, E, &l->wq));
+    TRY(load_matrix(L, R(LB_ROLE_ATTN_K), kvd, 0, kvd, E, &l->wk));
+    TRY(load_matrix(L, R(LB_ROLE_ATTN_V), kvd, 0, kvd, E, &l->wv));
+    TRY(load_vector(L, R(LB_ROLE_ATTN_Q_BIAS), qd, h->attn_bias != 0, &l->bq));
+    TRY(load_vector(L, R(LB_ROLE_ATTN_K_BIAS), kvd, h->attn_bias != 0, &l->bk));
+    TRY(load_vector(L, R(LB_ROLE_ATTN_V_BIAS), kvd, h->attn_bias != 0, &l->bv));
+    TRY(load_matrix(L, R(LB_ROLE_ATTN_OUT), E, 0, E, qd, &l->wo));
+    TRY(load_matrix(L, R(LB_ROLE_FFN_GATE), F, 0, F, E, &l->w_gate));
+    TRY(load_matrix(L, R(LB_ROLE_FFN_UP), F, 0, F, E, &l->w_up));
+    TRY(load_matrix(L, R(LB_ROLE_FFN_DOWN), E, 0, E, F, &l->w_down));
+    if (h->qk_norm) {
+        TRY(load_vector(L, R(LB_ROLE_ATTN_Q_NORM), D, true, &l->q_norm));
+        TRY(load_vector(L, R(LB_ROLE_ATTN_K_NORM), D, true, &l->k_norm));
+    }
+#undef R
+#undef TRY
+    return LB_OK;
+}
+
 static lb_status build_tensor_table(loader *L) {
     lb_model *m = L->m;
-    st_file *st = m->st;
-    m->tensors = calloc((size_t)st->n_tensors + 1, sizeof *m->tensors);
+    int64_t n = m->st ? m->st->n_tensors : m->gguf->n_tensors;
+    m->tensors = calloc((size_t)n + 1, sizeof *m->tensors);
     if (!m->tensors) return lb_err_set(L->err, LB_ERR_NOMEM, "out of memory");
-    m->n_tensors = st->n_tensors;
-    for (int64_t i = 0; i < st->n_tensors; i++) {
-        const st_tensor *t = &st->tensors[i];
+    m->n_tensors = n;
+    for (int64_t i = 0; i < n; i++) {
         lb_model_tensor_rec *r = &m->tensors[i];
-        r->name = t->name;
-        if (st_to_type(t->dtype, &r->type) != LB_OK)
-            return lb_err_set(L->err, LB_ERR_UNSUPPORTED, "tensor %s has dtype %s; supported weight dtypes are F32, F16, BF16",
-                              t->name, st_dtype_name(t->dtype));
-        r->n_dims = t->n_dims > 4 ? 4 : t->n_dims;
-        if (t->n_dims > 4) return lb_err_set(L->err, LB_ERR_UNSUPPORTED, "tensor %s has %d dimensions", t->name, t->n_dims);
-        for (int d = 0; d < t->n_dims; d++) r->shape[d] = t->shape[d];
-        r->n_elements = t->n_elements;
-        r->n_bytes = t->n_bytes;
-        m->info.n_params += t->n_elements;
-        m->info.n_bytes += t->n_bytes;
+        if (m->st) {
+            const st_tensor *t = &m->st->tensors[i];
+            r->name = t->name;
+            if (st_to_type(t->dtype, &r->type) != LB_OK)
+                return lb_err_set(L->err, LB_ERR_UNSUPPORTED, "tensor %s has dtype %s; supported weight dtypes are F32, F16, BF16",
+                                  t->name, st_dtype_name(t->dtype));
+            if (t->n_dims > 4) return lb_err_set(L->err, LB_ERR_UNSUPPORTED, "tensor %s has %d dimensions", t->name, t->n_dims);
+            r->n_dims = t->n_dims;
+            for (int d = 0; d < t->n_dims; d++) r->shape[d] = t->shape[d];
+            r->n_elements = t->n_elements;
+            r->n_bytes = t->n_bytes;
+        } else {
+            const gguf_tensor *t = &m->gguf->tensors[i];
+            r->name = t->name;
+            r->type = t->type;
+            r->n_dims = t->n_dims;
+            for (int d = 0; d < t->n_dims; d++) r->shape[d] = t->ne[t->n_dims - 1 - d];
+            r->n_elements = t->n_elements;
+            r->n_bytes = t->n_bytes;
+        }
+        m->info.n_params += r->n_elements;
+        m->info.n_bytes += r->n_bytes;
     }
     return LB_OK;
 }
 
+/* hyperparameters of a GGUF file from its {arch}.* keys (docs/formats.md 1.7) */
+static lb_status gguf_hparams(loader *L) {
+    lb_model *m = L->m;
+    lb_model_info *h = &m->info;
+    const gguf_file *g = m->gguf;
+    size_t alen = 0;
+    const char *arch = gguf_get_str(g, "general.architecture", &alen);
+    if (!arch) return lb_err_set(L->err, LB_ERR_FORMAT, "general.architecture is missing");
+    if (alen >= sizeof h->model_type) alen = sizeof h->model_type - 1;
+    memcpy(h->model_type, arch, alen);
+    h->model_type[alen] = 0;
+    if (strcmp(h->model_type, "llama") && strcmp(h->model_type, "qwen2") && strcmp(h->model_type, "qwen3"))
+        return lb_err_set(L->err, LB_ERR_UNSUPPORTED, "GGUF architecture \"%s\" is not supported (supported: llama, qwen2, qwen3)",
+                          h->model_type);
+    snprintf(h->architecture, sizeof h->architecture, "%s (GGUF)", h->model_type);
+    struct { const char *key; int64_t *dst; bool required; } ints[] = {
+        {"embedding_length", &h->n_embd, true}, {"block_count", &h->n_layer, true},
+        {"feed_forward_length", &h->n_ff, true}, {"attention.head_count", &h->n_head, true},
+        {"attention.head_count_kv", &h->n_head_kv, false}, {"context_length", &h->n_ctx_train, false},
+        {"attention.key_length", &h->head_dim, false},
+    };
+    char key[128];
+    for (size_t k = 0; k < sizeof ints / sizeof ints[0]; k++) {
+        *ints[k].dst = 0;
+        snprintf(key, sizeof key, "%s.%s", h->model_type, ints[k].key);
+        const gguf_kv *kv = gguf_find_kv(g, key);
+        if (!kv && ints[k].required) return lb_err_set(L->err, LB_ERR_FORMAT, "metadata key %s is missing", key);
+        if (kv && (!gguf_kv_int(kv, ints[k].dst) || *ints[k].dst <= 0 || *ints[k].dst > (1LL << 31)))
+            return lb_err_set(L->err, LB_ERR_FORMAT, "metadata key %s must be a positive integer (per-layer arrays are not supported)", key);
+    }
+    if (!h->n_head_kv) h->n_head_kv = h->n_head;
+    if (!h->head_dim) h->head_dim = h->n_embd / h->n_head;
+    if (h->n_head % h->n_head_kv || h->head_dim % 2)
+        return lb_err_set(L->err, LB_ERR_FORMAT, "inconsistent heads: %lld heads, %lld KV heads, head size %lld",
+                          (long long)h->n_head, (long long)h->n_head_kv, (long long)h->head_dim);
+    double v = 0;
+    snprintf(key, sizeof key, "%s.attention.layer_norm_rms_epsilon", h->model_type);
+    if (!gguf_get_float(g, key, &v) || !(v > 0)) return lb_err_set(L->err, LB_ERR_FORMAT, "metadata key %s is missing or invalid", key);
+    h->rms_eps = (float)v;
+    snprintf(key, sizeof key, "%s.rope.freq_base", h->model_type);
+    h->rope_theta = gguf_get_float(g, key, &v) ? (float)v : 10000.0f;
+    snprintf(key, sizeof key, "%s.rope.scaling.type", h->model_type);
+    size_t sl = 0;
+    const char *sc = gguf_get_str(g, key, &sl);
+    if (sc && !(sl == 4 && !memcmp(sc, "none", 4))) {
+        snprintf(key, sizeof key, "%s.rope.scaling.factor", h->model_type);
+        if (sl == 6 && !memcmp(sc, "linear", 6) && gguf_get_float(g, key, &v) && v > 0) {
+            h->rope_scaling = LB_ROPE_LINEAR;
+            h->rope_factor = (float)v;
+        } else {
+            return lb_err_set(L->err, LB_ERR_UNSUPPORTED, "rope scaling \"%.*s\" is not supported", (int)sl, sc);
+        }
+    }
+    if (gguf_find_tensor(g, "rope_freqs.weight"))
+        return lb_err_set(L->err, LB_ERR_UNSUPPORTED, "rope_freqs.weight (Llama-3.1 rope scaling in GGUF) is not supported yet");
+    const gguf_tensor *emb = gguf_find_tensor(g, "token_embd.weight");
+    if (!emb || emb->n_dims != 2) return lb_err_set(L->err, LB_ERR_FORMAT, "tensor token_embd.weight is missing or not 2-D");
+    h->n_vocab = emb->ne[1];
+    h->tied_embeddings = gguf_find_tensor(g, "output.weight") == NULL;
+    h->attn_bias = gguf_find_tensor(g, "blk.0.attn_q.bias") != NULL;
+    h->qk_norm = gguf_find_tensor(g, "blk.0.attn_q_norm.weight") != NULL;
+    int64_t id;
+    h->bos_id = gguf_get_int(g, "tokenizer.ggml.bos_token_id", &id) ? (int32_t)id : -1;
+    h->eos_id = gguf_get_int(g, "tokenizer.ggml.eos_token_id", &id) ? (int32_t)id : -1;
+    m->rope_interleaved = strcmp(h->model_type, "llama") == 0;
+    return LB_OK;
+}
+
+static bool is_gguf_file(const char *path) {
+    FILE *f = fopen(path, "rb");
+    char magic[4] = {0};
+    bool yes = f && fread(magic, 1, 4, f) == 4 && memcmp(magic, "GGUF", 4) == 0;
+    if (f) fclose(f);
+    return yes;
+}
+
 lb_status lb_model_load(const char *path, lb_model **out, lb_error *err) {
     if (!path || !out) return lb_err_set(err, LB_ERR_ARG, "lb_model_load: NULL argument");
-    if (!lb_path_is_dir(path)) {
+    bool dir = lb_path_is_dir(path);
+    if (!dir) {
         if (!lb_path_exists(path)) return lb_err_set(err, LB_ERR_IO, "%s: no such file or directory", path);
-        return lb_err_set(err, LB_ERR_UNSUPPORTED, "%s: expected a Hugging Face model directory (config.json + *.safetensors)", path);
+        if (!is_gguf_file(path))
+            return lb_err_set(err, LB_ERR_UNSUPPORTED,
+                              "%s: expected a Hugging Face model directory (config.json + *.safetensors) or a GGUF file", path);
     }
     lb_model *m = calloc(1, sizeof *m);
     if (!m) return lb_err_set(err, LB_ERR_NOMEM, "out of memory");
     loader L = {m, err};
-    lb_status s = hf_config_load(path, &m->info, err);
-    if (s == LB_OK) s = st_open(path, &m->st, err);
-    if (s == LB_OK) s = build_tensor_table(&L);
+    lb_status s;
     const lb_model_info *h = &m->info;
-    if (s == LB_OK) s = load_matrix(&L, "model.embed_tokens.weight", h->n_vocab, 0, h->n_vocab, h->n_embd, &m->tok_embd);
-    if (s == LB_OK) s = load_vector(&L, "model.norm.weight", h->n_embd, true, &m->out_norm);
+    bool gguf = !dir;
+    if (gguf) {
+        s = gguf_open(path, &m->gguf, err);
+        if (s == LB_OK) s = gguf_hparams(&L);
+    } else {
+        s = hf_config_load(path, &m->info, err);
+        if (s == LB_OK) s = st_open(path, &m->st, err);
+    }
+    if (s == LB_OK) s = build_tensor_table(&L);
+    if (s == LB_OK)
+        s = load_matrix(&L, gguf ? "token_embd.weight" : "model.embed_tokens.weight", h->n_vocab, 0, h->n_vocab, h->n_embd,
+                        &m->tok_embd);
+    if (s == LB_OK) s = load_vector(&L, gguf ? "output_norm.weight" : "model.norm.weight", h->n_embd, true, &m->out_norm);
     if (s == LB_OK) {
         if (h->tied_embeddings)
             m->output = m->tok_embd;
         else
-            s = load_matrix(&L, "lm_head.weight", h->n_vocab, 0, h->n_vocab, h->n_embd, &m->output);
+            s = load_matrix(&L, gguf ? "output.weight" : "lm_head.weight", h->n_vocab, 0, h->n_vocab, h->n_embd, &m->output);
     }
     if (s == LB_OK) {
         m->layers = calloc((size_t)h->n_layer, sizeof *m->layers);
         if (!m->layers) s = lb_err_set(err, LB_ERR_NOMEM, "out of memory");
     }
-    for (int64_t i = 0; s == LB_OK && i < h->n_layer; i++) s = load_layer(&L, i, &m->layers[i]);
+    for (int64_t i = 0; s == LB_OK && i < h->n_layer; i++)
+        s = gguf ? load_layer_gguf(&L, i, &m->layers[i]) : load_layer(&L, i, &m->layers[i]);
     if (s != LB_OK) {
         if (err && !strstr(err->msg, path)) lb_err_prefix(err, s, "%s", path);
         lb_model_free(m);
@@ -247,6 +423,7 @@ void lb_model_free(lb_model *m) {
     free(m->layers);
     free(m->tensors);
     st_close(m->st);
+    gguf_close(m->gguf);
     free(m);
 }
 

@@ -30,7 +30,8 @@ typedef struct lb_model_tensor_rec {
 
 struct lb_model {
     lb_model_info info;
-    st_file *st;
+    st_file *st;         /* the source: safetensors ... */
+    struct gguf_file *gguf; /* ... or a GGUF file */
     lb_weight tok_embd;  /* (n_vocab, n_embd) */
     lb_weight output;    /* (n_vocab, n_embd): tok_embd when tied */
     float *out_norm;     /* (n_embd) */
