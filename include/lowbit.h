@@ -171,7 +171,8 @@ typedef struct lb_tokenizer lb_tokenizer;
 /*
  * Load a Hugging Face tokenizer.json: byte-level BPE (GPT-2, Llama-3 and Qwen2 split rules) or
  * SentencePiece-style BPE with byte fallback, with added/special tokens and NFC normalization.
- * `path` may be the file or the directory holding it.
+ * `path` may be the file, the directory holding it, or a GGUF file (its tokenizer.ggml.* metadata;
+ * byte-level BPE tokenizers, tokenizer.ggml.model "gpt2").
  */
 lb_status lb_tokenizer_load(const char *path, lb_tokenizer **out, lb_error *err);
 void lb_tokenizer_free(lb_tokenizer *t);

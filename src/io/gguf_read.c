@@ -129,7 +129,8 @@ static lb_status parse_header(cursor *c, gguf_file *f, uint64_t *n_tensors, uint
     if (memcmp(c->p, GGUF_MAGIC_SWAPPED, 4) == 0 || (v != 0 && (v & 0xffffu) == 0))
         return fail(c, LB_ERR_UNSUPPORTED, "big-endian GGUF files are not supported (version field 0x%08x)", v);
     if (v == 1) return fail(c, LB_ERR_UNSUPPORTED, "GGUF version 1 is not supported (versions 2 and 3 are)");
-    if (v != 2 && v != 3) return fail(c, LB_ERR_UNSUPPORTED, "GGUF version %u is not supported (versions 2 and 3 are)", v);
+    if (v != 2 && v != 3)
+        return fail(c, LB_ERR_UNSUPPORTED, "GGUF version %u is not supported (versions 2 and 3 are)", v);
     f->version = v;
     if ((s = rd_u64(c, n_tensors, "tensor count")) != LB_OK || (s = rd_u64(c, n_kv, "KV count")) != LB_OK) return s;
     size_t room = c->size - HEADER_BYTES;
@@ -553,7 +554,9 @@ static bool value_float(const uint8_t *p, gguf_vtype t, double *out) {
     return false;
 }
 
-bool gguf_kv_int(const gguf_kv *kv, int64_t *out) { return kv && kv->type != GGUF_VT_ARR && value_int(kv->data, kv->type, out); }
+bool gguf_kv_int(const gguf_kv *kv, int64_t *out) {
+    return kv && kv->type != GGUF_VT_ARR && value_int(kv->data, kv->type, out);
+}
 bool gguf_kv_float(const gguf_kv *kv, double *out) { return kv && value_float(kv->data, kv->type, out); }
 
 bool gguf_kv_bool(const gguf_kv *kv, bool *out) {
@@ -568,13 +571,23 @@ const char *gguf_kv_str(const gguf_kv *kv, size_t *len) {
     return (const char *)kv->data;
 }
 
-bool gguf_get_int(const gguf_file *f, const char *key, int64_t *out) { return gguf_kv_int(gguf_find_kv(f, key), out); }
-bool gguf_get_float(const gguf_file *f, const char *key, double *out) { return gguf_kv_float(gguf_find_kv(f, key), out); }
-bool gguf_get_bool(const gguf_file *f, const char *key, bool *out) { return gguf_kv_bool(gguf_find_kv(f, key), out); }
-const char *gguf_get_str(const gguf_file *f, const char *key, size_t *len) { return gguf_kv_str(gguf_find_kv(f, key), len); }
+bool gguf_get_int(const gguf_file *f, const char *key, int64_t *out) {
+    return gguf_kv_int(gguf_find_kv(f, key), out);
+}
+bool gguf_get_float(const gguf_file *f, const char *key, double *out) {
+    return gguf_kv_float(gguf_find_kv(f, key), out);
+}
+bool gguf_get_bool(const gguf_file *f, const char *key, bool *out) {
+    return gguf_kv_bool(gguf_find_kv(f, key), out);
+}
+const char *gguf_get_str(const gguf_file *f, const char *key, size_t *len) {
+    return gguf_kv_str(gguf_find_kv(f, key), len);
+}
 
 uint64_t gguf_arr_n(const gguf_kv *kv) { return kv && kv->type == GGUF_VT_ARR ? kv->n : 0; }
-gguf_vtype gguf_arr_type(const gguf_kv *kv) { return kv && kv->type == GGUF_VT_ARR ? kv->arr_type : GGUF_VT_COUNT; }
+gguf_vtype gguf_arr_type(const gguf_kv *kv) {
+    return kv && kv->type == GGUF_VT_ARR ? kv->arr_type : GGUF_VT_COUNT;
+}
 
 const char *gguf_get_arr_str(const gguf_kv *kv, uint64_t i, size_t *len) {
     if (!kv || kv->type != GGUF_VT_ARR || kv->arr_type != GGUF_VT_STR || i >= kv->n) return NULL;

@@ -1,11 +1,13 @@
 /*
- * tokenizer_internal.h - what the rest of liblowbit (the GGUF writer) reads from a loaded tokenizer
- * beyond the public API: the model and pre-tokenizer kinds, the merge list and per-token types.
+ * tokenizer_internal.h - what the rest of liblowbit reads from a loaded tokenizer beyond the public
+ * API: the model and pre-tokenizer kinds, the merge list and per-token types; and the tokenizer as
+ * GGUF metadata (tokenizer.ggml.*), read from a GGUF file and written into one (tokenizer_gguf.c).
  */
 #ifndef LB_TOKENIZER_INTERNAL_H
 #define LB_TOKENIZER_INTERNAL_H
 
 #include "lowbit.h"
+#include "../io/gguf.h"
 
 #include <stddef.h>
 #include <stdint.h>
@@ -55,5 +57,34 @@ int32_t lb_tokenizer_eos_id(const lb_tokenizer *t);
 int32_t lb_tokenizer_unk_id(const lb_tokenizer *t);
 /* 1 when the post-processor adds BOS in front of a single sequence, 0 otherwise (or absent). */
 int lb_tokenizer_add_bos(const lb_tokenizer *t);
+
+/*
+ * GGUF metadata (docs/formats.md 1.7; llama.cpp src/llama-vocab.cpp reads it, convert_hf_to_gguf.py
+ * and gguf-py vocab.py write it).
+ *
+ * lb_tokenizer_from_gguf builds a tokenizer from f's tokenizer.ggml.* keys, which must stay valid only
+ * during the call. Supported: tokenizer.ggml.model "gpt2" (byte-level BPE) with tokenizer.ggml.pre
+ * "gpt-2" (GPT-2 regex), "llama-bpe" / "llama3" / "llama-v3" (Llama-3 regex; merges ignored for
+ * whole words, as llama.cpp does) or "qwen2" (Qwen2 regex after NFC). Token types CONTROL become special
+ * added tokens and USER_DEFINED non-special ones, both matched in the raw text; UNUSED ids are holes.
+ * bos/eos ids, add_bos_token (default: true for the Llama-3 regex, as llama.cpp) and the other keys the
+ * converter writes are kept, so lb_tokenizer_write_gguf reproduces them. Errors: LB_ERR_UNSUPPORTED
+ * naming any other model or pre value, LB_ERR_FORMAT for missing or mistyped keys, a token_type array
+ * of another length, merges naming unknown tokens, LB_ERR_NOMEM.
+ */
+lb_status lb_tokenizer_from_gguf(const gguf_file *f, lb_tokenizer **out, lb_error *err);
+
+/*
+ * Write t's tokenizer.ggml.* metadata into w as llama.cpp's convert_hf_to_gguf.py writes it for the
+ * same tokenizer.json (and tokenizer_config.json beside it): model, pre, tokens (ids 0..n_vocab-1; an
+ * id without a token is "[PAD<id>]" of type UNUSED), token_type, merges ("left right"), bos/eos ids
+ * (u32, each only when >= 0), the other special token ids tokenizer_config.json names, add_bos_token /
+ * add_eos_token / add_sep_token as the converter derives them, and the chat template. n_vocab is the
+ * model's vocabulary size (config.json vocab_size), at least lb_tokenizer_n_vocab(t); 0 means exactly
+ * that. Only byte-level BPE tokenizers whose rules GGUF can express are exportable: anything else is
+ * LB_ERR_UNSUPPORTED. Writer failures come back as the writer reports them.
+ */
+lb_status lb_tokenizer_write_gguf(const lb_tokenizer *t, gguf_writer *w, int64_t n_vocab, int32_t bos, int32_t eos,
+                                  lb_error *err);
 
 #endif

@@ -1,0 +1,188 @@
+/*
+ * cmd_quantize.c - `lowbit quantize INPUT -o OUT.gguf --type TYPE`: an HF checkpoint or a GGUF file into
+ * a quantized GGUF, with llama-quantize's mixture names and overrides. Progress (tensor, done/total,
+ * elapsed) on stderr; a summary table at the end, or one JSON object with --json.
+ */
+#include "cli.h"
+
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#define MAX_OVERRIDES 64
+
+static void usage(FILE *f) {
+    fputs("usage: lowbit quantize INPUT -o OUTPUT.gguf --type TYPE [options]\n\n"
+          "  INPUT                      Hugging Face model directory, or a GGUF file (F32/F16/BF16)\n"
+          "  -o, --output FILE          the GGUF file to write (written whole or not at all)\n"
+          "  --type TYPE                q8_0, q6_k, q5_k_m, q5_k_s, q4_k_m, q4_k_s, q4_0, q4_1, q5_0, q5_1,\n"
+          "                             q3_k_l, q3_k_m, q3_k_s, q2_k, iq4_nl, iq4_xs, f16, bf16, f32\n"
+          "  --encoder default|ref      lowbit's encoders (lower error) or ggml's reference ones, bit for bit\n"
+          "  --pure                     no mixture rules: every quantized tensor gets TYPE's base type\n"
+          "  --tensor-type REGEX=TYPE   tensors whose GGUF name matches REGEX get TYPE (repeatable; first wins)\n"
+          "  --output-tensor-type TYPE  type of output.weight (or of the tied embedding)\n"
+          "  --token-embedding-type TYPE type of token_embd.weight\n"
+          "  --allow-requantize         accept an already-quantized GGUF input (loses quality)\n"
+          "  -t, --threads N            worker threads (default: all CPUs); output is identical for any N\n"
+          "  --json                     the summary as one JSON object on stdout\n"
+          "  -q, --quiet                no progress on stderr\n",
+          f);
+}
+
+typedef struct qopts {
+    const char *input, *output;
+    lb_quantize_params p;
+    const char *patterns[MAX_OVERRIDES];
+    lb_type types[MAX_OVERRIDES];
+    char *pattern_buf[MAX_OVERRIDES];
+    bool json, quiet;
+} qopts;
+
+static bool parse_type(const char *opt, const char *v, int *out) {
+    int t = lb_type_from_name(v);
+    if (t < 0 || !strcmp(v, "q8_1") || !strcmp(v, "q8_k")) {
+        cli_fail("%s: unknown tensor type \"%s\" (f32, f16, bf16, q4_0, q4_1, q5_0, q5_1, q8_0, q2_k, q3_k, q4_k, q5_k, q6_k, iq4_nl, iq4_xs)",
+                 opt, v);
+        return false;
+    }
+    *out = t;
+    return true;
+}
+
+static int parse(int argc, char **argv, qopts *o) {
+    o->p = lb_quantize_default_params();
+    o->p.ftype = NULL;
+    for (int i = 1; i < argc; i++) {
+        const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
+        if (!strcmp(a, "-h") || !strcmp(a, "--help")) { usage(stdout); return -1; }
+        else if (!strcmp(a, "--json")) o->json = true;
+        else if (!strcmp(a, "-q") || !strcmp(a, "--quiet")) o->quiet = true;
+        else if (!strcmp(a, "--pure")) o->p.pure = 1;
+        else if (!strcmp(a, "--allow-requantize")) o->p.allow_requantize = 1;
+        else if ((!strcmp(a, "-o") || !strcmp(a, "--output")) && v) { o->output = v; i++; }
+        else if (!strcmp(a, "--type") && v) { o->p.ftype = v; i++; }
+        else if (!strcmp(a, "--encoder") && v) {
+            if (!strcmp(v, "ref")) o->p.encoder = LB_ENCODER_REF;
+            else if (!strcmp(v, "default")) o->p.encoder = LB_ENCODER_DEFAULT;
+            else return cli_fail("--encoder expects default or ref, got \"%s\"", v);
+            i++;
+        } else if (!strcmp(a, "--output-tensor-type") && v) { if (!parse_type(a, v, &o->p.output_type)) return 1; i++; }
+        else if (!strcmp(a, "--token-embedding-type") && v) { if (!parse_type(a, v, &o->p.token_embd_type)) return 1; i++; }
+        else if (!strcmp(a, "--tensor-type") && v) {
+            const char *eq = strrchr(v, '=');
+            int t;
+            if (!eq || eq == v) return cli_fail("--tensor-type expects REGEX=TYPE, got \"%s\"", v);
+            if (o->p.n_tensor_types == MAX_OVERRIDES) return cli_fail("--tensor-type: at most %d overrides", MAX_OVERRIDES);
+            if (!parse_type(a, eq + 1, &t)) return 1;
+            char *pat = strndup(v, (size_t)(eq - v));
+            if (!pat) return cli_fail("out of memory");
+            o->pattern_buf[o->p.n_tensor_types] = pat;
+            o->patterns[o->p.n_tensor_types] = pat;
+            o->types[o->p.n_tensor_types++] = (lb_type)t;
+            i++;
+        } else if (!strcmp(a, "--imatrix") && v) {
+            return cli_fail("--imatrix: importance matrices are not supported yet");
+        } else if ((!strcmp(a, "-t") || !strcmp(a, "--threads")) && v) {
+            int64_t n;
+            if (!cli_int(a, v, 1, 256, &n)) return 1;
+            o->p.n_threads = (int)n;
+            i++;
+        } else if (a[0] == '-') { usage(stderr); return cli_fail("quantize: unknown option or missing value: %s", a); }
+        else if (!o->input) o->input = a;
+        else { usage(stderr); return cli_fail("quantize: unexpected argument %s", a); }
+    }
+    if (!o->input || !o->output || !o->p.ftype) {
+        usage(stderr);
+        return cli_fail("quantize: INPUT, -o OUTPUT and --type TYPE are required");
+    }
+    o->p.tensor_type_patterns = o->patterns;
+    o->p.tensor_type_types = o->types;
+    return 0;
+}
+
+typedef struct qprogress {
+    double t0;
+    bool tty, quiet;
+} qprogress;
+
+static int on_progress(const char *name, int64_t done, int64_t total, void *user) {
+    qprogress *q = user;
+    if (q->quiet) return 0;
+    double el = cli_now() - q->t0;
+    if (q->tty) {
+        fprintf(stderr, "\r\033[Kquantize [%3lld/%lld] %-40s %6.1fs", (long long)done, (long long)total, name, el);
+        if (done == total) fputc('\n', stderr);
+    } else if (10 * done / total != 10 * (done - 1) / total || done == total) { /* logs: every tenth */
+        fprintf(stderr, "quantize [%lld/%lld] %s %.1fs\n", (long long)done, (long long)total, name, el);
+    }
+    fflush(stderr);
+    return 0;
+}
+
+static void print_summary(const qopts *o, const lb_quantize_report *r) {
+    if (o->json) {
+        printf("{\"input\": ");
+        cli_json_str(stdout, o->input);
+        printf(", \"output\": ");
+        cli_json_str(stdout, o->output);
+        printf(", \"type\": ");
+        cli_json_str(stdout, o->p.ftype);
+        printf(", \"encoder\": \"%s\", \"architecture\": \"%s\", \"n_params\": %lld, \"file_bytes\": %zu, "
+               "\"bits_per_weight\": %.4f, \"seconds\": %.3f, \"peak_rss_bytes\": %zu, \"requantized\": %s, \"types\": {",
+               o->p.encoder == LB_ENCODER_REF ? "ref" : "default", r->architecture, (long long)r->n_params, r->file_bytes,
+               r->bits_per_weight, r->seconds, r->peak_rss_bytes, r->requantized ? "true" : "false");
+        int first = 1;
+        for (int t = 0; t < LB_TYPE_COUNT; t++) {
+            if (!r->type_tensors[t]) continue;
+            printf("%s\"%s\": {\"tensors\": %lld, \"elements\": %lld}", first ? "" : ", ", lb_type_name((lb_type)t),
+                   (long long)r->type_tensors[t], (long long)r->type_elements[t]);
+            first = 0;
+        }
+        printf("}, \"tensors\": [");
+        for (int64_t i = 0; i < r->n_tensors; i++) {
+            const lb_quantize_tensor *t = &r->tensors[i];
+            printf("%s\n  {\"name\": \"%s\", \"type\": \"%s\", \"ne\": [%lld, %lld], \"bytes\": %zu, \"fallback\": %s}",
+                   i ? "," : "", t->name, lb_type_name(t->type), (long long)t->ne[0], (long long)t->ne[1], t->n_bytes,
+                   t->fallback ? "true" : "false");
+        }
+        printf("]}\n");
+        return;
+    }
+    printf("%-8s %8s %12s %8s\n", "type", "tensors", "elements", "share");
+    for (int t = 0; t < LB_TYPE_COUNT; t++) {
+        if (!r->type_tensors[t]) continue;
+        printf("%-8s %8lld %12lld %7.2f%%\n", lb_type_name((lb_type)t), (long long)r->type_tensors[t],
+               (long long)r->type_elements[t], 100.0 * (double)r->type_elements[t] / (double)r->n_params);
+    }
+    int64_t fb = 0;
+    for (int64_t i = 0; i < r->n_tensors; i++) fb += r->tensors[i].fallback;
+    if (fb) printf("%lld tensors used a fallback type because their rows do not fit the block size\n", (long long)fb);
+    printf("wrote %s: %zu bytes (%.2f MiB), %lld parameters, %.3f bits per weight, %.2f s, peak memory %.1f MiB\n",
+           o->output, r->file_bytes, (double)r->file_bytes / 1048576.0, (long long)r->n_params, r->bits_per_weight,
+           r->seconds, (double)r->peak_rss_bytes / 1048576.0);
+}
+
+int cmd_quantize(int argc, char **argv) {
+    qopts o;
+    memset(&o, 0, sizeof o);
+    int rc = parse(argc, argv, &o);
+    if (rc == 0) {
+        qprogress prog = {cli_now(), isatty(2) != 0, o.quiet};
+        o.p.progress = on_progress;
+        o.p.progress_user = &prog;
+        if (o.p.allow_requantize && !o.quiet)
+            fprintf(stderr, "lowbit: warning: requantizing an already-quantized model compounds the rounding error\n");
+        lb_quantize_report r;
+        lb_error e;
+        lb_status s = lb_quantize_model(o.input, o.output, &o.p, &r, &e);
+        if (s != LB_OK) {
+            if (!o.quiet && prog.tty) fputc('\n', stderr);
+            rc = cli_fail_lb(s, &e);
+        } else {
+            print_summary(&o, &r);
+            lb_quantize_report_free(&r);
+        }
+    }
+    for (int k = 0; k < o.p.n_tensor_types; k++) free(o.pattern_buf[k]);
+    return rc < 0 ? 0 : rc;
+}

@@ -1,0 +1,390 @@
+/*
+ * quantize.c - lb_quantize_model: a Hugging Face checkpoint or a GGUF file into a quantized GGUF file.
+ *
+ * The output is what llama.cpp's converter + llama-quantize would make (docs/formats.md 1.7-1.9, 2.7):
+ * GGUF v3, llama.cpp tensor names and hyperparameter keys, the tokenizer in tokenizer.ggml.*, q/k rows
+ * of arch "llama" permuted, norms and biases in F32, weights in the types the mixture rules choose.
+ * Tensors are streamed: each is converted to f32 rows, quantized row-parallel on the thread pool (rows are
+ * independent, so the bytes do not depend on the thread count), written, and its source pages released.
+ */
+#include "../io/gguf.h"
+#include "../model/arch.h"
+#include "../model/model.h"
+#include "../model/tokenizer_internal.h"
+#include "../quant/quant.h"
+#include "mix.h"
+
+#include <regex.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+/* Rows per quantization task: enough work to amortize the hand-off, small enough to balance. */
+#define ROWS_PER_TASK 16
+
+lb_quantize_params lb_quantize_default_params(void) {
+    lb_quantize_params p;
+    memset(&p, 0, sizeof p);
+    p.ftype = "q4_k_m";
+    p.output_type = -1;
+    p.token_embd_type = -1;
+    return p;
+}
+
+void lb_quantize_report_free(lb_quantize_report *r) {
+    if (!r) return;
+    free(r->tensors);
+    r->tensors = NULL;
+    r->n_tensors = 0;
+}
+
+/* One output tensor: where its values come from. */
+typedef struct out_tensor {
+    char name[64];
+    int n_dims;
+    int64_t ne[2];          /* GGUF order */
+    const lb_weight *w;     /* a matrix, or */
+    const float *vec;       /* an f32 vector (norms, biases) */
+    bool permute_qk;        /* HF q/k rows -> llama.cpp's permuted order */
+    lb_type type;
+    bool fallback;
+} out_tensor;
+
+typedef struct plan {
+    out_tensor *t;
+    int64_t n, cap;
+} plan;
+
+static lb_status plan_add(plan *p, const char *name, const lb_weight *w, const float *vec, int64_t vec_n, bool perm,
+                          lb_error *err) {
+    if (p->n == p->cap) {
+        int64_t cap = p->cap ? 2 * p->cap : 64;
+        out_tensor *t = realloc(p->t, (size_t)cap * sizeof *t);
+        if (!t) return lb_err_set(err, LB_ERR_NOMEM, "out of memory");
+        p->t = t;
+        p->cap = cap;
+    }
+    out_tensor *o = &p->t[p->n++];
+    memset(o, 0, sizeof *o);
+    snprintf(o->name, sizeof o->name, "%s", name);
+    o->w = w;
+    o->vec = vec;
+    o->permute_qk = perm;
+    if (w) {
+        o->n_dims = 2;
+        o->ne[0] = w->cols;
+        o->ne[1] = w->rows;
+    } else {
+        o->n_dims = 1;
+        o->ne[0] = vec_n;
+        o->ne[1] = 1;
+    }
+    return LB_OK;
+}
+
+/* The GGUF tensors of a model, in llama.cpp's converter order. */
+static lb_status build_plan(const lb_model *m, bool permute, plan *p, lb_error *err) {
+    const lb_model_info *h = &m->info;
+    int64_t E = h->n_embd, D = h->head_dim, qd = h->n_head * D, kvd = h->n_head_kv * D;
+    char n[64];
+    lb_status s = plan_add(p, "token_embd.weight", &m->tok_embd, NULL, 0, false, err);
+    for (int64_t i = 0; s == LB_OK && i < h->n_layer; i++) {
+        const lb_layer *l = &m->layers[i];
+        struct { lb_role role; const lb_weight *w; const float *v; int64_t len; bool perm; } items[] = {
+            {LB_ROLE_ATTN_NORM, NULL, l->attn_norm, E, false},
+            {LB_ROLE_ATTN_Q, &l->wq, NULL, 0, permute},
+            {LB_ROLE_ATTN_Q_BIAS, NULL, l->bq, qd, false},
+            {LB_ROLE_ATTN_K, &l->wk, NULL, 0, permute},
+            {LB_ROLE_ATTN_K_BIAS, NULL, l->bk, kvd, false},
+            {LB_ROLE_ATTN_V, &l->wv, NULL, 0, false},
+            {LB_ROLE_ATTN_V_BIAS, NULL, l->bv, kvd, false},
+            {LB_ROLE_ATTN_Q_NORM, NULL, l->q_norm, D, false},
+            {LB_ROLE_ATTN_K_NORM, NULL, l->k_norm, D, false},
+            {LB_ROLE_ATTN_OUT, &l->wo, NULL, 0, false},
+            {LB_ROLE_FFN_NORM, NULL, l->ffn_norm, E, false},
+            {LB_ROLE_FFN_GATE, &l->w_gate, NULL, 0, false},
+            {LB_ROLE_FFN_UP, &l->w_up, NULL, 0, false},
+            {LB_ROLE_FFN_DOWN, &l->w_down, NULL, 0, false},
+        };
+        for (size_t k = 0; s == LB_OK && k < sizeof items / sizeof items[0]; k++) {
+            if (!items[k].w && !items[k].v) continue;
+            snprintf(n, sizeof n, "blk.%lld.%s", (long long)i, lb_role_gguf_suffix(items[k].role));
+            s = plan_add(p, n, items[k].w, items[k].v, items[k].len, items[k].perm, err);
+        }
+    }
+    if (s == LB_OK) s = plan_add(p, "output_norm.weight", NULL, m->out_norm, E, false, err);
+    if (s == LB_OK && !h->tied_embeddings) s = plan_add(p, "output.weight", &m->output, NULL, 0, false, err);
+    return s;
+}
+
+/* ---------------------------------------------------------------- row-parallel quantization ----------- */
+
+typedef struct qjob {
+    const out_tensor *t;
+    lb_quantize_fn quantize;
+    const float *imatrix;
+    uint8_t *out;
+    size_t row_bytes;
+    float *scratch;         /* per thread: ROWS_PER_TASK * cols floats */
+    int64_t head_dim;
+} qjob;
+
+static void quant_task(void *arg, int64_t task, int thread) {
+    const qjob *j = arg;
+    const lb_weight *w = j->t->w;
+    int64_t r0 = task * ROWS_PER_TASK, nr = w->rows - r0 < ROWS_PER_TASK ? w->rows - r0 : ROWS_PER_TASK;
+    float *buf = j->scratch + (size_t)thread * ROWS_PER_TASK * (size_t)w->cols;
+    for (int64_t r = 0; r < nr; r++) {
+        int64_t src = j->t->permute_qk ? lb_llama_qk_hf_row(r0 + r, j->head_dim) : r0 + r;
+        lb_weight_row_f32(w, src, buf + r * w->cols);
+    }
+    j->quantize(buf, j->out + (size_t)r0 * j->row_bytes, nr, w->cols, j->imatrix);
+}
+
+/* ---------------------------------------------------------------- metadata ----------------------------- */
+
+/* GGUF arch name of a model: Mistral and Phi-3 are written as "llama" (q/k/v split, SwiGLU), as
+ * llama.cpp's converter does for Mistral. */
+static const char *gguf_arch(const lb_model *m) {
+    const char *t = m->info.model_type;
+    if (!strcmp(t, "llama") || !strcmp(t, "mistral") || !strcmp(t, "phi3")) return "llama";
+    if (!strcmp(t, "qwen2")) return "qwen2";
+    if (!strcmp(t, "qwen3")) return "qwen3";
+    return NULL;
+}
+
+static lb_status write_hparams(gguf_writer *w, const lb_model *m, const char *arch, lb_error *err) {
+    const lb_model_info *h = &m->info;
+    char key[96];
+    struct { const char *k; int64_t v; } u32s[] = {
+        {"vocab_size", h->n_vocab}, {"context_length", h->n_ctx_train}, {"embedding_length", h->n_embd},
+        {"block_count", h->n_layer}, {"feed_forward_length", h->n_ff}, {"attention.head_count", h->n_head},
+        {"attention.head_count_kv", h->n_head_kv}, {"rope.dimension_count", h->head_dim},
+        {"attention.key_length", h->head_dim}, {"attention.value_length", h->head_dim},
+    };
+    lb_status s = LB_OK;
+    for (size_t k = 0; s == LB_OK && k < sizeof u32s / sizeof u32s[0]; k++) {
+        if (k >= 8 && h->head_dim == h->n_embd / h->n_head) break; /* key/value length only when they differ */
+        snprintf(key, sizeof key, "%s.%s", arch, u32s[k].k);
+        s = gguf_writer_set_u32(w, key, (uint32_t)u32s[k].v, err);
+    }
+    if (s == LB_OK) {
+        snprintf(key, sizeof key, "%s.rope.freq_base", arch);
+        s = gguf_writer_set_f32(w, key, h->rope_theta, err);
+    }
+    if (s == LB_OK) {
+        snprintf(key, sizeof key, "%s.attention.layer_norm_rms_epsilon", arch);
+        s = gguf_writer_set_f32(w, key, h->rms_eps, err);
+    }
+    if (s == LB_OK && h->rope_scaling == LB_ROPE_LINEAR) {
+        snprintf(key, sizeof key, "%s.rope.scaling.type", arch);
+        s = gguf_writer_set_str(w, key, "linear", 6, err);
+        snprintf(key, sizeof key, "%s.rope.scaling.factor", arch);
+        if (s == LB_OK) s = gguf_writer_set_f32(w, key, h->rope_factor, err);
+    }
+    return s;
+}
+
+/* keys the quantizer writes itself, never copied from a GGUF input */
+static bool regenerated_key(const char *k) {
+    return !strcmp(k, "general.file_type") || !strcmp(k, "general.quantization_version") || !strcmp(k, "general.alignment");
+}
+
+static lb_status write_metadata(gguf_writer *w, const lb_model *m, const lb_tokenizer *tok, const char *arch,
+                                const char *name, int file_type, lb_error *err) {
+    lb_status s = LB_OK;
+    if (m->gguf) { /* requantizing: keep everything the input says */
+        for (int64_t i = 0; s == LB_OK && i < m->gguf->n_kv; i++)
+            if (!regenerated_key(m->gguf->kvs[i].key)) s = gguf_writer_set_kv(w, &m->gguf->kvs[i], err);
+    } else {
+        s = gguf_writer_set_str(w, "general.architecture", arch, strlen(arch), err);
+        if (s == LB_OK) s = gguf_writer_set_str(w, "general.name", name, strlen(name), err);
+        if (s == LB_OK) s = write_hparams(w, m, arch, err);
+        if (s == LB_OK) s = lb_tokenizer_write_gguf(tok, w, m->info.n_vocab, m->info.bos_id, m->info.eos_id, err);
+    }
+    if (s == LB_OK) s = gguf_writer_set_u32(w, "general.file_type", (uint32_t)file_type, err);
+    if (s == LB_OK) s = gguf_writer_set_u32(w, "general.quantization_version", 2, err);
+    return s;
+}
+
+/* ---------------------------------------------------------------- the driver --------------------------- */
+
+typedef struct run {
+    const lb_quantize_params *p;
+    lb_model *m;
+    lb_tokenizer *tok;
+    plan plan;
+    regex_t *re;
+    int n_re;
+    lb_pool *pool;
+    gguf_writer *w;
+    lb_mix mix;
+    float *scratch;
+    uint8_t *out;
+    size_t out_cap;
+} run;
+
+static lb_status choose_types(run *R, lb_error *err) {
+    for (int64_t i = 0; i < R->plan.n; i++) {
+        out_tensor *t = &R->plan.t[i];
+        if (t->w && lb_mix_quantizable(t->name, t->n_dims))
+            t->type = lb_mix_choose(&R->mix, t->name, t->ne[0], &t->fallback);
+        else
+            t->type = LB_TYPE_F32;
+        if (t->ne[0] % lb_type_block_elems(t->type))
+            return lb_err_set(err, LB_ERR_UNSUPPORTED, "tensor %s: row length %lld does not fit type %s", t->name,
+                              (long long)t->ne[0], lb_type_name(t->type));
+    }
+    return LB_OK;
+}
+
+static lb_status write_tensor(run *R, int64_t i, lb_error *err) {
+    const out_tensor *t = &R->plan.t[i];
+    size_t row_bytes = lb_type_row_size(t->type, t->ne[0]), bytes = row_bytes * (size_t)t->ne[1];
+    if (bytes > R->out_cap) {
+        uint8_t *o = realloc(R->out, bytes);
+        if (!o) return lb_err_set(err, LB_ERR_NOMEM, "out of memory for tensor %s (%zu bytes)", t->name, bytes);
+        R->out = o;
+        R->out_cap = bytes;
+    }
+    if (!t->w) {
+        memcpy(R->out, t->vec, bytes);
+    } else {
+        const lb_type_traits *tt = lb_type_traits_get(t->type);
+        qjob j = {t, R->p->encoder == LB_ENCODER_REF ? tt->quantize_ref : tt->quantize, NULL, R->out, row_bytes,
+                  R->scratch, R->m->info.head_dim};
+        lb_pool_run(R->pool, (t->ne[1] + ROWS_PER_TASK - 1) / ROWS_PER_TASK, quant_task, &j);
+        lb_mmap_release(t->w->data, lb_weight_row_bytes(t->w) * (size_t)t->w->rows);
+    }
+    return gguf_writer_write_tensor(R->w, i, R->out, bytes, err);
+}
+
+static lb_status setup(run *R, const char *input, lb_error *err) {
+    const lb_quantize_params *p = R->p;
+    int ft = lb_ftype_from_name(p->ftype);
+    if (ft < 0) return lb_err_set(err, LB_ERR_ARG, "unknown type \"%s\" (known: %s)", p->ftype ? p->ftype : "", lb_ftype_names());
+    for (int k = 0; k < p->n_tensor_types; k++)
+        if ((unsigned)p->tensor_type_types[k] >= LB_TYPE_COUNT || !lb_type_traits_get(p->tensor_type_types[k])->weight_type)
+            return lb_err_set(err, LB_ERR_ARG, "tensor type override %d is not a weight type", k);
+    if (p->n_tensor_types > 0) {
+        R->re = calloc((size_t)p->n_tensor_types, sizeof *R->re);
+        if (!R->re) return lb_err_set(err, LB_ERR_NOMEM, "out of memory");
+        for (; R->n_re < p->n_tensor_types; R->n_re++)
+            if (regcomp(&R->re[R->n_re], p->tensor_type_patterns[R->n_re], REG_EXTENDED | REG_NOSUB) != 0)
+                return lb_err_set(err, LB_ERR_ARG, "invalid tensor pattern \"%s\"", p->tensor_type_patterns[R->n_re]);
+    }
+    lb_status s = lb_model_load(input, &R->m, err);
+    if (s != LB_OK) return s;
+    const lb_model_info *h = &R->m->info;
+    if (R->m->gguf) {
+        bool quantized = false;
+        for (int64_t i = 0; i < R->m->gguf->n_tensors; i++) quantized |= lb_type_traits_get(R->m->gguf->tensors[i].type)->is_quant;
+        if (quantized && !p->allow_requantize)
+            return lb_err_set(err, LB_ERR_ARG, "%s is already quantized; requantizing loses quality (pass --allow-requantize to do it anyway)", input);
+    } else if ((s = lb_tokenizer_load(input, &R->tok, err)) != LB_OK) {
+        return s;
+    }
+    if (!gguf_arch(R->m)) return lb_err_set(err, LB_ERR_UNSUPPORTED, "architecture %s cannot be written as GGUF", h->model_type);
+    R->mix = (lb_mix){(lb_ftype)ft, h->n_layer, h->n_head / h->n_head_kv, h->tied_embeddings != 0, false, p->pure != 0,
+                      p->output_type, p->token_embd_type, R->n_re, R->re, p->tensor_type_types, 0, 0};
+    bool permute = !R->m->gguf && !strcmp(gguf_arch(R->m), "llama");
+    if ((s = build_plan(R->m, permute, &R->plan, err)) != LB_OK || (s = choose_types(R, err)) != LB_OK) return s;
+    int nt = p->n_threads > 0 ? p->n_threads : lb_cpu_count();
+    R->pool = lb_pool_new(nt);
+    int64_t kmax = 0;
+    for (int64_t i = 0; i < R->plan.n; i++) kmax = R->plan.t[i].ne[0] > kmax ? R->plan.t[i].ne[0] : kmax;
+    R->scratch = malloc((size_t)nt * ROWS_PER_TASK * (size_t)kmax * sizeof(float));
+    if (!R->pool || !R->scratch) return lb_err_set(err, LB_ERR_NOMEM, "out of memory");
+    return LB_OK;
+}
+
+static void cleanup(run *R) {
+    gguf_writer_abort(R->w);
+    free(R->out);
+    free(R->scratch);
+    lb_pool_free(R->pool);
+    for (int k = 0; k < R->n_re; k++) regfree(&R->re[k]);
+    free(R->re);
+    free(R->plan.t);
+    lb_tokenizer_free(R->tok);
+    lb_model_free(R->m);
+}
+
+static void base_name(const char *path, char *out, size_t n) {
+    size_t len = strlen(path);
+    while (len > 1 && path[len - 1] == '/') len--;
+    size_t b = len;
+    while (b > 0 && path[b - 1] != '/') b--;
+    snprintf(out, n, "%.*s", (int)(len - b), path + b);
+}
+
+static void fill_report(run *R, lb_quantize_report *r, lb_quantize_tensor *rows, double t0, const char *output) {
+    memset(r, 0, sizeof *r);
+    r->tensors = rows;
+    r->n_tensors = R->plan.n;
+    for (int64_t i = 0; i < R->plan.n; i++) {
+        r->type_tensors[rows[i].type]++;
+        r->type_elements[rows[i].type] += rows[i].n_elements;
+        r->n_params += rows[i].n_elements;
+    }
+    lb_mmap mm;
+    if (lb_mmap_open(output, &mm, NULL) == LB_OK) {
+        r->file_bytes = mm.size;
+        lb_mmap_close(&mm);
+    }
+    r->bits_per_weight = r->n_params ? 8.0 * (double)r->file_bytes / (double)r->n_params : 0;
+    r->seconds = lb_time_sec() - t0;
+    r->peak_rss_bytes = lb_peak_rss();
+    r->requantized = R->m->gguf != NULL && R->p->allow_requantize;
+    snprintf(r->architecture, sizeof r->architecture, "%s", gguf_arch(R->m));
+}
+
+lb_status lb_quantize_model(const char *input, const char *output, const lb_quantize_params *p,
+                            lb_quantize_report *report, lb_error *err) {
+    if (!input || !output || !p) return lb_err_set(err, LB_ERR_ARG, "lb_quantize_model: NULL argument");
+    double t0 = lb_time_sec();
+    run R;
+    memset(&R, 0, sizeof R);
+    R.p = p;
+    lb_quantize_tensor *rows = NULL;
+    lb_status s = setup(&R, input, err);
+    if (s == LB_OK && !(rows = calloc((size_t)R.plan.n + 1, sizeof *rows))) s = lb_err_set(err, LB_ERR_NOMEM, "out of memory");
+    if (s == LB_OK) s = gguf_writer_open(output, &R.w, err);
+    char name[256];
+    base_name(input, name, sizeof name);
+    if (s == LB_OK)
+        s = write_metadata(R.w, R.m, R.tok, gguf_arch(R.m), name, lb_ftype_get(R.mix.ftype)->llama_ftype, err);
+    for (int64_t i = 0; s == LB_OK && i < R.plan.n; i++) {
+        const out_tensor *t = &R.plan.t[i];
+        s = gguf_writer_add_tensor(R.w, t->name, t->type, t->n_dims, t->ne, err);
+    }
+    if (s == LB_OK) s = gguf_writer_begin_data(R.w, err);
+    for (int64_t i = 0; s == LB_OK && i < R.plan.n; i++) {
+        const out_tensor *t = &R.plan.t[i];
+        double ts = lb_time_sec();
+        s = write_tensor(&R, i, err);
+        lb_quantize_tensor *q = &rows[i];
+        snprintf(q->name, sizeof q->name, "%s", t->name);
+        q->type = t->type;
+        q->n_dims = t->n_dims;
+        q->ne[0] = t->ne[0];
+        q->ne[1] = t->ne[1];
+        q->n_elements = t->ne[0] * t->ne[1];
+        q->n_bytes = lb_type_row_size(t->type, t->ne[0]) * (size_t)t->ne[1];
+        q->fallback = t->fallback;
+        q->seconds = lb_time_sec() - ts;
+        if (s == LB_OK && p->progress && p->progress(t->name, i + 1, R.plan.n, p->progress_user))
+            s = lb_err_set(err, LB_ERR_CANCELLED, "cancelled");
+    }
+    if (s == LB_OK) {
+        s = gguf_writer_finish(R.w, err);
+        R.w = NULL;
+    }
+    if (s == LB_OK && report) {
+        fill_report(&R, report, rows, t0, output);
+        rows = NULL;
+    }
+    free(rows);
+    cleanup(&R);
+    return s;
+}

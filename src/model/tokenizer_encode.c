@@ -1,0 +1,465 @@
+/*
+ * tokenizer_encode.c - encoding with a loaded tokenizer: added tokens (raw, then normalized), the
+ * normalizer, the pre-tokenizer (ByteLevel / split regexes) and BPE on each word.
+ *
+ * Source: huggingface/tokenizers 0.2x: tokenizer/added_vocabulary.rs (find_matches and its flags),
+ * pre_tokenizers/byte_level.rs and split.rs, models/bpe/model.rs and word.rs (merge order, byte
+ * fallback, unk fusing, ignore_merges); checked against tests/golden/conformance/tokenizers.
+ */
+#include "tokenizer_impl.h"
+
+#include "unicode.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define CACHE_MAX_WORD 64 /* longer words are not cached during an encode */
+
+/* ---------------------------------------------------------------------------------------------- */
+/* encoding state                                                                                 */
+
+typedef struct sym {
+    int32_t id, prev, next;
+    bool alive;
+} sym;
+
+typedef struct hentry {
+    uint32_t rank, pos;
+    int32_t new_id;
+} hentry;
+
+typedef struct cslot {
+    uint32_t koff, klen, ioff, icount; /* klen == 0: free */
+    uint64_t h;
+} cslot;
+
+typedef struct enc {
+    const lb_tokenizer *t;
+    int32_t *ids;
+    size_t n_ids, cap_ids;
+    sym *syms;
+    size_t cap_syms;
+    hentry *heap;
+    size_t n_heap, cap_heap;
+    uint8_t *tmp; /* the word with a prefix space, or its byte-level string */
+    size_t cap_tmp;
+    cslot *cache; /* words seen during this call -> their ids */
+    size_t cache_mask, cache_used;
+    uint8_t *ckeys;
+    size_t n_ckeys, cap_ckeys;
+    int32_t *cids;
+    size_t n_cids, cap_cids;
+    bool oom;
+} enc;
+
+static bool grow(enc *e, void **p, size_t *cap, size_t need, size_t elem) {
+    if (need <= *cap) return true;
+    size_t c = *cap ? *cap : 64;
+    while (c < need) c *= 2;
+    void *q = realloc(*p, c * elem);
+    if (!q) {
+        e->oom = true;
+        return false;
+    }
+    *p = q;
+    *cap = c;
+    return true;
+}
+
+static void push_id(enc *e, int32_t id) {
+    if (!grow(e, (void **)&e->ids, &e->cap_ids, e->n_ids + 1, sizeof *e->ids)) return;
+    e->ids[e->n_ids++] = id;
+}
+
+static void heap_push(enc *e, hentry h) {
+    if (!grow(e, (void **)&e->heap, &e->cap_heap, e->n_heap + 1, sizeof *e->heap)) return;
+    size_t i = e->n_heap++;
+    while (i > 0) {
+        size_t p = (i - 1) / 2;
+        hentry *q = &e->heap[p];
+        if (q->rank < h.rank || (q->rank == h.rank && q->pos < h.pos)) break;
+        e->heap[i] = *q;
+        i = p;
+    }
+    e->heap[i] = h;
+}
+
+static hentry heap_pop(enc *e) {
+    hentry top = e->heap[0], last = e->heap[--e->n_heap];
+    size_t i = 0, n = e->n_heap;
+    for (;;) {
+        size_t c = 2 * i + 1;
+        if (c >= n) break;
+        if (c + 1 < n && (e->heap[c + 1].rank < e->heap[c].rank ||
+                          (e->heap[c + 1].rank == e->heap[c].rank && e->heap[c + 1].pos < e->heap[c].pos)))
+            c++;
+        if (last.rank < e->heap[c].rank || (last.rank == e->heap[c].rank && last.pos < e->heap[c].pos)) break;
+        e->heap[i] = e->heap[c];
+        i = c;
+    }
+    if (n) e->heap[i] = last;
+    return top;
+}
+
+/* ---------------------------------------------------------------------------------------------- */
+/* BPE on one word (models/bpe/model.rs merge_word + word.rs merge_all)                             */
+
+typedef struct word_build {
+    size_t n;
+    int32_t unk; /* pending unk symbol, -1 when none */
+} word_build;
+
+static void add_sym(enc *e, word_build *w, int32_t id) {
+    if (!grow(e, (void **)&e->syms, &e->cap_syms, w->n + 1, sizeof *e->syms)) return;
+    e->syms[w->n] = (sym){id, (int32_t)w->n - 1, (int32_t)w->n + 1, true};
+    w->n++;
+}
+
+/* One character of the word: its vocabulary id, else byte fallback, else unk (fused), else dropped. */
+static void add_char(enc *e, word_build *w, const uint8_t *ch, size_t len, int32_t id) {
+    const lb_tokenizer *t = e->t;
+    if (id >= 0) {
+        if (w->unk >= 0) add_sym(e, w, w->unk), w->unk = -1;
+        add_sym(e, w, id);
+        return;
+    }
+    if (t->byte_fallback) {
+        int32_t ids[4];
+        size_t k = 0;
+        for (; k < len; k++) {
+            char name[7];
+            snprintf(name, sizeof name, "<0x%02X>", ch[k]);
+            ids[k] = tok_vocab_find(t, name, 6);
+            if (ids[k] < 0) break;
+        }
+        if (k == len) { /* HF adds these without flushing a pending unk first */
+            for (k = 0; k < len; k++) add_sym(e, w, ids[k]);
+            return;
+        }
+    }
+    if (t->unk_id < 0) return;
+    if (w->unk >= 0 && !t->fuse_unk) add_sym(e, w, w->unk);
+    w->unk = t->unk_id;
+}
+
+static void merge_all(enc *e, size_t n) {
+    const lb_tokenizer *t = e->t;
+    sym *s = e->syms;
+    if (n) s[n - 1].next = -1;
+    e->n_heap = 0;
+    for (size_t i = 0; i + 1 < n; i++) {
+        const merge_slot *m = tok_merge_find(t, s[i].id, s[i + 1].id);
+        if (m) heap_push(e, (hentry){m->rank, (uint32_t)i, m->new_id});
+    }
+    while (e->n_heap && !e->oom) {
+        hentry top = heap_pop(e);
+        sym *cur = &s[top.pos];
+        if (!cur->alive || cur->next < 0) continue;
+        sym *right = &s[cur->next];
+        const merge_slot *m = tok_merge_find(t, cur->id, right->id);
+        if (!m || m->new_id != top.new_id) continue; /* stale entry */
+        cur->id = top.new_id;
+        cur->next = right->next;
+        right->alive = false;
+        if (cur->next >= 0) s[cur->next].prev = (int32_t)top.pos;
+        if (cur->prev >= 0) {
+            m = tok_merge_find(t, s[cur->prev].id, cur->id);
+            if (m) heap_push(e, (hentry){m->rank, (uint32_t)cur->prev, m->new_id});
+        }
+        if (cur->next >= 0) {
+            m = tok_merge_find(t, cur->id, s[cur->next].id);
+            if (m) heap_push(e, (hentry){m->rank, top.pos, m->new_id});
+        }
+    }
+}
+
+/* Tokenize one pre-token word (raw UTF-8 bytes) and append its ids. */
+static void bpe_word(enc *e, const uint8_t *w, size_t n) {
+    const lb_tokenizer *t = e->t;
+    bool bl = t->model == LB_TOK_MODEL_BYTE_BPE;
+    if (t->ignore_merges) {
+        const uint8_t *key = w;
+        size_t kl = n;
+        if (bl) { /* the word as its byte-level string */
+            if (!grow(e, (void **)&e->tmp, &e->cap_tmp, n * 2, 1)) return;
+            kl = 0;
+            for (size_t i = 0; i < n; i++) kl += utf8_encode(t->byte_char[w[i]], e->tmp + kl);
+            key = e->tmp;
+        }
+        int32_t id = tok_vocab_find(t, key, kl);
+        if (id >= 0) {
+            push_id(e, id);
+            return;
+        }
+    }
+    word_build wb = {0, -1};
+    for (size_t i = 0; i < n;) {
+        if (bl) {
+            uint8_t u[4];
+            int32_t id = t->byte_id[w[i]];
+            size_t ul = id >= 0 ? 0 : utf8_encode(t->byte_char[w[i]], u);
+            add_char(e, &wb, u, ul, id);
+            i++;
+        } else {
+            size_t l;
+            utf8_cp_at(w, n, i, &l);
+            add_char(e, &wb, w + i, l, tok_vocab_find(t, w + i, l));
+            i += l;
+        }
+    }
+    if (wb.unk >= 0) add_sym(e, &wb, wb.unk);
+    if (e->oom) return;
+    merge_all(e, wb.n);
+    for (size_t i = 0; i < wb.n; i++)
+        if (e->syms[i].alive) push_id(e, e->syms[i].id);
+}
+
+/* ---------------------------------------------------------------------------------------------- */
+/* word cache (per encode call, since a tokenizer is shared read-only between threads)              */
+
+static cslot *cache_find(enc *e, const uint8_t *w, size_t n, uint64_t h) {
+    size_t i = h & e->cache_mask;
+    for (;;) {
+        cslot *c = &e->cache[i];
+        if (!c->klen || (c->h == h && c->klen == n && memcmp(e->ckeys + c->koff, w, n) == 0)) return c;
+        i = (i + 1) & e->cache_mask;
+    }
+}
+
+static bool cache_grow(enc *e) {
+    size_t cap = e->cache ? (e->cache_mask + 1) * 2 : 4096;
+    cslot *old = e->cache;
+    size_t old_cap = old ? e->cache_mask + 1 : 0;
+    e->cache = calloc(cap, sizeof *e->cache);
+    if (!e->cache) {
+        e->cache = old;
+        e->oom = true;
+        return false;
+    }
+    e->cache_mask = cap - 1;
+    for (size_t i = 0; i < old_cap; i++) {
+        if (!old[i].klen) continue;
+        size_t j = old[i].h & e->cache_mask;
+        while (e->cache[j].klen) j = (j + 1) & e->cache_mask;
+        e->cache[j] = old[i];
+    }
+    free(old);
+    return true;
+}
+
+static void encode_word(enc *e, const uint8_t *w, size_t n) {
+    if (n > CACHE_MAX_WORD) {
+        bpe_word(e, w, n);
+        return;
+    }
+    if ((e->cache_used + 1) * 2 > (e->cache ? e->cache_mask + 1 : 0) && !cache_grow(e)) return;
+    uint64_t h = tok_hash_bytes(w, n);
+    cslot *c = cache_find(e, w, n, h);
+    if (c->klen) {
+        if (grow(e, (void **)&e->ids, &e->cap_ids, e->n_ids + c->icount, sizeof *e->ids)) {
+            memcpy(e->ids + e->n_ids, e->cids + c->ioff, c->icount * sizeof *e->ids);
+            e->n_ids += c->icount;
+        }
+        return;
+    }
+    size_t before = e->n_ids;
+    bpe_word(e, w, n);
+    size_t cnt = e->n_ids - before;
+    if (e->oom || !grow(e, (void **)&e->ckeys, &e->cap_ckeys, e->n_ckeys + n, 1) ||
+        !grow(e, (void **)&e->cids, &e->cap_cids, e->n_cids + cnt, sizeof *e->cids))
+        return;
+    c = cache_find(e, w, n, h); /* the slot is still free: nothing was inserted meanwhile */
+    *c = (cslot){(uint32_t)e->n_ckeys, (uint32_t)n, (uint32_t)e->n_cids, (uint32_t)cnt, h};
+    memcpy(e->ckeys + e->n_ckeys, w, n);
+    memcpy(e->cids + e->n_cids, e->ids + before, cnt * sizeof *e->ids);
+    e->n_ckeys += n;
+    e->n_cids += cnt;
+    e->cache_used++;
+}
+
+/* ---------------------------------------------------------------------------------------------- */
+/* the pipeline: added tokens -> normalizer -> normalized added tokens -> pre-tokenizer -> BPE     */
+
+static void split_words(enc *e, const uint8_t *s, size_t n, lb_tok_pre kind) {
+    for (size_t i = 0; i < n && !e->oom;) {
+        size_t j = lb_tok_pre_match(kind, s, n, i);
+        encode_word(e, s + i, j - i);
+        i = j;
+    }
+}
+
+/* ByteLevel stage on one piece: a prefix space if asked for, then the GPT-2 regex if use_regex. */
+static void byte_level_piece(enc *e, const uint8_t *s, size_t n) {
+    const lb_tokenizer *t = e->t;
+    uint8_t *buf = NULL;
+    if (t->bl_prefix_space && s[0] != ' ') {
+        buf = malloc(n + 1);
+        if (!buf) {
+            e->oom = true;
+            return;
+        }
+        buf[0] = ' ';
+        memcpy(buf + 1, s, n);
+        s = buf;
+        n++;
+    }
+    if (t->bl_use_regex) split_words(e, s, n, LB_TOK_PRE_GPT2);
+    else encode_word(e, s, n);
+    free(buf);
+}
+
+/* One word of a tokenizer without pre-tokenizer, cut where no merge can cross (see build_pairs). Cuts
+ * fall only between characters that are tokens themselves, so unk fusing and byte fallback are kept. */
+static void cut_word(enc *e, const uint8_t *s, size_t n) {
+    const lb_tokenizer *t = e->t;
+    size_t start = 0, l;
+    uint32_t prev = utf8_cp_at(s, n, 0, &l);
+    bool prev_known = tok_vocab_find(t, s, l) >= 0;
+    for (size_t i = l; i < n && !e->oom; i += l) {
+        uint32_t cp = utf8_cp_at(s, n, i, &l);
+        bool known = tok_vocab_find(t, s + i, l) >= 0;
+        if (prev_known && known && !tok_pair_find(t, prev, cp)) {
+            encode_word(e, s + start, i - start);
+            start = i;
+        }
+        prev = cp;
+        prev_known = known;
+    }
+    encode_word(e, s + start, n - start);
+}
+
+static void pre_stage2(enc *e, const uint8_t *s, size_t n) {
+    if (e->t->bl_pre) byte_level_piece(e, s, n);
+    else if (e->t->pair_slots) cut_word(e, s, n);
+    else encode_word(e, s, n);
+}
+
+/* Pre-tokenize normalized text and run the model on each word. */
+static void pretokenize(enc *e, const uint8_t *s, size_t n) {
+    const lb_tokenizer *t = e->t;
+    if (!n) return;
+    if (t->split == LB_TOK_PRE_NONE) {
+        pre_stage2(e, s, n);
+        return;
+    }
+    for (size_t i = 0; i < n && !e->oom;) {
+        size_t j = lb_tok_pre_match(t->split, s, n, i);
+        pre_stage2(e, s + i, j - i);
+        i = j;
+    }
+}
+
+static bool is_word_before(const uint8_t *s, size_t i) {
+    if (!i) return false;
+    size_t k = i - 1;
+    while (k > 0 && (s[k] & 0xC0) == 0x80) k--;
+    uint32_t cp;
+    utf8_decode(s + k, i - k, &cp);
+    return uni_flags(cp) & UNI_WORD;
+}
+
+static bool is_word_at(const uint8_t *s, size_t n, size_t i) {
+    size_t l;
+    return i < n && (uni_flags(utf8_cp_at(s, n, i, &l)) & UNI_WORD);
+}
+
+/* Longest added token of the set starting at p, or -1. */
+static int64_t added_at(const lb_tokenizer *t, const added_set *set, const uint8_t *s, size_t n, size_t p) {
+    int64_t best = -1;
+    size_t best_len = 0;
+    for (uint32_t k = set->first[s[p]]; k < set->first[s[p] + 1]; k++) {
+        const added_tok *a = &t->added[set->idx[k]];
+        if (a->norm_len > best_len && a->norm_len <= n - p && memcmp(s + p, a->norm, a->norm_len) == 0)
+            best = set->idx[k], best_len = a->norm_len;
+    }
+    return best;
+}
+
+typedef void (*piece_fn)(enc *e, const uint8_t *s, size_t n);
+
+/* Split s on the added tokens of `set` as AddedVocabulary::find_matches does (leftmost-longest,
+ * single_word, lstrip, rstrip), emitting token ids and handing the text between them to fn. */
+static void split_added(enc *e, const added_set *set, const uint8_t *s, size_t n, piece_fn fn) {
+    const lb_tokenizer *t = e->t;
+    size_t done = 0, scan = 0;
+    while (set->first[256] && scan < n && !e->oom) {
+        int64_t ai = -1;
+        size_t p = scan;
+        for (; p < n; p++)
+            if (set->first[s[p]] != set->first[s[p] + 1] && (ai = added_at(t, set, s, n, p)) >= 0) break;
+        if (ai < 0) break;
+        const added_tok *a = &t->added[ai];
+        size_t start = p, stop = p + a->norm_len;
+        scan = stop;
+        if (a->single_word && (is_word_before(s, start) || is_word_at(s, n, stop))) continue;
+        if (a->lstrip) {
+            while (start > done) {
+                size_t k = start - 1;
+                while (k > done && (s[k] & 0xC0) == 0x80) k--;
+                uint32_t cp;
+                utf8_decode(s + k, start - k, &cp);
+                if (!uni_is_space(cp)) break;
+                start = k;
+            }
+        }
+        if (a->rstrip) { /* the search goes on from the match end, so matches may overlap, as in HF */
+            size_t l;
+            while (stop < n && uni_is_space(utf8_cp_at(s, n, stop, &l))) stop += l;
+        }
+        if (start > done) fn(e, s + done, start - done);
+        push_id(e, a->id);
+        done = stop;
+    }
+    if (done < n && !e->oom) fn(e, s + done, n - done);
+}
+
+static void normalized_piece(enc *e, const uint8_t *s, size_t n) {
+    split_added(e, &e->t->norm_set, s, n, pretokenize);
+}
+
+static void raw_piece(enc *e, const uint8_t *s, size_t n) {
+    if (!e->t->n_norm) {
+        normalized_piece(e, s, n);
+        return;
+    }
+    uint8_t *o;
+    size_t ol;
+    if (tok_apply_norm(e->t, s, n, &o, &ol)) {
+        e->oom = true;
+        return;
+    }
+    normalized_piece(e, o, ol);
+    free(o);
+}
+
+lb_status lb_tokenizer_encode(const lb_tokenizer *t, const char *text, size_t len, int32_t **ids, int64_t *n_ids,
+                              lb_error *err) {
+    if (!t || !ids || !n_ids || (!text && len))
+        return lb_err_set(err, LB_ERR_ARG, "lb_tokenizer_encode: tokenizer, text, ids and n_ids must not be NULL");
+    const uint8_t *s = (const uint8_t *)text;
+    int64_t bad = utf8_invalid_offset(s, len);
+    if (bad >= 0)
+        return lb_err_set(err, LB_ERR_ARG, "text is not valid UTF-8 at byte offset %lld (byte 0x%02X)", (long long)bad,
+                          s[bad]);
+    enc e = {.t = t};
+    if (len) split_added(&e, &t->raw_set, s, len, raw_piece);
+    free(e.syms);
+    free(e.heap);
+    free(e.tmp);
+    free(e.cache);
+    free(e.ckeys);
+    free(e.cids);
+    if (!e.oom && !e.ids) {
+        e.ids = malloc(sizeof *e.ids);
+        e.oom = !e.ids;
+    }
+    if (e.oom) {
+        free(e.ids);
+        return lb_err_set(err, LB_ERR_NOMEM, "out of memory while encoding %zu bytes", len);
+    }
+    *ids = e.ids;
+    *n_ids = (int64_t)e.n_ids;
+    return LB_OK;
+}
+
