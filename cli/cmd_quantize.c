@@ -170,8 +170,6 @@ int cmd_quantize(int argc, char **argv) {
         qprogress prog = {cli_now(), isatty(2) != 0, o.quiet};
         o.p.progress = on_progress;
         o.p.progress_user = &prog;
-        if (o.p.allow_requantize && !o.quiet)
-            fprintf(stderr, "lowbit: warning: requantizing an already-quantized model compounds the rounding error\n");
         lb_quantize_report r;
         lb_error e;
         lb_status s = lb_quantize_model(o.input, o.output, &o.p, &r, &e);
@@ -179,6 +177,8 @@ int cmd_quantize(int argc, char **argv) {
             if (!o.quiet && prog.tty) fputc('\n', stderr);
             rc = cli_fail_lb(s, &e);
         } else {
+            if (r.requantized)
+                fprintf(stderr, "lowbit: warning: %s was already quantized; requantizing compounds the rounding error\n", o.input);
             print_summary(&o, &r);
             lb_quantize_report_free(&r);
         }
