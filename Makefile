@@ -10,7 +10,7 @@ ASAN_BUILD ?= build-asan
 all: build
 
 build:
-	@cmake -S . -B $(BUILD) -DCMAKE_BUILD_TYPE=Release >/dev/null
+	@cmake -S . -B $(BUILD) -DCMAKE_BUILD_TYPE=Release $(if $(LB_PYTHON),-DLB_PYTHON=$(LB_PYTHON)) >/dev/null
 	@cmake --build $(BUILD) -j $(JOBS)
 
 test: build

@@ -7,9 +7,10 @@
  * symmetric q3_K and q6_K; layouts in docs/formats.md 2.3). Starting from ggml's encoding
  * (quantize_<t>_ref), the encoder alternates two steps until the error stops falling:
  *   1. sub-blocks, with D and M fixed: try integer scales sc_j in windows around the current value,
- *      the least-squares value of the current codes and (symmetric types) its mirror; for each take the
- *      optimal codes q = clamp(round((x + b)/a)) and, for the affine types, move the integer min m_j to
- *      its least-squares value while that lowers the error;
+ *      the least-squares value of the current codes and (symmetric types) its mirror (q2_K: all 16);
+ *      for each take the optimal codes q = clamp(round((x + b)/a)); for the affine types each trial
+ *      scale gets the least-squares integer min of the current codes, and the two best trials then
+ *      alternate min and codes while that lowers the error;
  *   2. super-block, with every integer fixed: re-fit D (and M) by weighted least squares in closed form,
  *      take the best of the fp16 neighbours of the solution and the current value, re-derive the codes.
  * Neither step can raise the error. Finally each super-block keeps whichever of this result and ggml's
@@ -30,7 +31,7 @@
 #define MAX_SUB 16      /* sub-blocks per super-block, at most */
 #define MAX_SUB_LEN 32  /* elements per sub-block, at most */
 #define MAX_ITERS 3     /* rounds of (sub-block search, global re-fit); more gain little */
-#define MIN_GAIN 1e-6   /* stop when a round lowers the error by less than this fraction */
+#define MIN_GAIN 1e-3   /* stop when a round lowers the error by less than this fraction */
 
 /* a super-block as integers: what every k-quant format stores, unpacked */
 typedef struct kq_state {
@@ -55,7 +56,7 @@ typedef struct kq_spec {
 static inline float h2f(uint16_t h) { return lb_fp16_to_f32(h); }
 
 /*
- * round(v) clamped to [lo, hi], well defined for every input (NaN gives hi): adding 1.5·2^23 rounds to
+ * round(v) clamped to [lo, hi], well defined for every input (NaN gives an end of the range): adding 1.5·2^23 rounds to
  * an integer (half to even) held in the low mantissa bits, exactly when |v| < 2^22; outside that range
  * the exponent (or the sign) of the sum says which end to clamp to. Integer selects only, no branches.
  */
@@ -192,7 +193,7 @@ static void sub_search(const kq_spec *sp, const float *x, const float *w, float 
             best = e;
             *sc = list[k];
             *m = mg;
-            memcpy(qbest, qt, sizeof qt);
+            memcpy(qbest, qt, (size_t)sp->sub * sizeof *qt);
         }
         const int slot = e < etop[0] ? 0 : e < etop[1] ? 1 : 2;
         if (sp->mmax && slot < 2) {
@@ -210,7 +211,7 @@ static void sub_search(const kq_spec *sp, const float *x, const float *w, float 
             best = e;
             *sc = top[k];
             *m = mt;
-            memcpy(qbest, qt, sizeof qt);
+            memcpy(qbest, qt, (size_t)sp->sub * sizeof *qt);
         }
     }
     for (int i = 0; i < sp->sub; ++i) q[i] = (int8_t)qbest[i];
@@ -523,22 +524,22 @@ static const kq_spec SPEC_Q5_K = {8, 32, 0, 31, 0, 63, 63, 3, sizeof(block_q5_K)
 static const kq_spec SPEC_Q6_K = {16, 16, -32, 31, -128, 127, 0, 3, sizeof(block_q6_K), unpack_q6_K, pack_q6_K,
                                   dequantize_row_q6_K_ref, quantize_q6_K_ref};
 
-void quantize_q2_K(const float *x, void *y, int64_t nrows, int64_t n_per_row, const float *imatrix) {
+void quantize_q2_K_best(const float *x, void *y, int64_t nrows, int64_t n_per_row, const float *imatrix) {
     quantize_rows(&SPEC_Q2_K, x, y, nrows, n_per_row, imatrix);
 }
 
-void quantize_q3_K(const float *x, void *y, int64_t nrows, int64_t n_per_row, const float *imatrix) {
+void quantize_q3_K_best(const float *x, void *y, int64_t nrows, int64_t n_per_row, const float *imatrix) {
     quantize_rows(&SPEC_Q3_K, x, y, nrows, n_per_row, imatrix);
 }
 
-void quantize_q4_K(const float *x, void *y, int64_t nrows, int64_t n_per_row, const float *imatrix) {
+void quantize_q4_K_best(const float *x, void *y, int64_t nrows, int64_t n_per_row, const float *imatrix) {
     quantize_rows(&SPEC_Q4_K, x, y, nrows, n_per_row, imatrix);
 }
 
-void quantize_q5_K(const float *x, void *y, int64_t nrows, int64_t n_per_row, const float *imatrix) {
+void quantize_q5_K_best(const float *x, void *y, int64_t nrows, int64_t n_per_row, const float *imatrix) {
     quantize_rows(&SPEC_Q5_K, x, y, nrows, n_per_row, imatrix);
 }
 
-void quantize_q6_K(const float *x, void *y, int64_t nrows, int64_t n_per_row, const float *imatrix) {
+void quantize_q6_K_best(const float *x, void *y, int64_t nrows, int64_t n_per_row, const float *imatrix) {
     quantize_rows(&SPEC_Q6_K, x, y, nrows, n_per_row, imatrix);
 }

@@ -13,10 +13,10 @@
 
 #include <stdint.h>
 
-void quantize_q2_K(const float *x, void *y, int64_t nrows, int64_t n_per_row, const float *imatrix);
-void quantize_q3_K(const float *x, void *y, int64_t nrows, int64_t n_per_row, const float *imatrix);
-void quantize_q4_K(const float *x, void *y, int64_t nrows, int64_t n_per_row, const float *imatrix);
-void quantize_q5_K(const float *x, void *y, int64_t nrows, int64_t n_per_row, const float *imatrix);
-void quantize_q6_K(const float *x, void *y, int64_t nrows, int64_t n_per_row, const float *imatrix);
+void quantize_q2_K_best(const float *x, void *y, int64_t nrows, int64_t n_per_row, const float *imatrix);
+void quantize_q3_K_best(const float *x, void *y, int64_t nrows, int64_t n_per_row, const float *imatrix);
+void quantize_q4_K_best(const float *x, void *y, int64_t nrows, int64_t n_per_row, const float *imatrix);
+void quantize_q5_K_best(const float *x, void *y, int64_t nrows, int64_t n_per_row, const float *imatrix);
+void quantize_q6_K_best(const float *x, void *y, int64_t nrows, int64_t n_per_row, const float *imatrix);
 
 #endif

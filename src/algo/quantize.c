@@ -12,6 +12,7 @@
 #include "../model/model.h"
 #include "../model/tokenizer_internal.h"
 #include "../quant/quant.h"
+#include "encoders.h"
 #include "mix.h"
 
 #include <regex.h>
@@ -250,9 +251,7 @@ static lb_status write_tensor(run *R, int64_t i, lb_error *err) {
     if (!t->w) {
         memcpy(R->out, t->vec, bytes);
     } else {
-        const lb_type_traits *tt = lb_type_traits_get(t->type);
-        qjob j = {t, R->p->encoder == LB_ENCODER_REF ? tt->quantize_ref : tt->quantize, NULL, R->out, row_bytes,
-                  R->scratch, R->m->info.head_dim};
+        qjob j = {t, lb_encoder_get(t->type, R->p->encoder), NULL, R->out, row_bytes, R->scratch, R->m->info.head_dim};
         lb_pool_run(R->pool, (t->ne[1] + ROWS_PER_TASK - 1) / ROWS_PER_TASK, quant_task, &j);
         lb_mmap_release(t->w->data, lb_weight_row_bytes(t->w) * (size_t)t->w->rows);
     }

@@ -21,8 +21,8 @@ typedef struct lb_type_traits {
     lb_type vec_dot_type;    /* activation type of vec_dot */
     lb_to_float_fn to_float;          /* reference dequantization */
     lb_from_float_fn from_float_ref;  /* ggml's reference quantizer of one row */
-    lb_quantize_fn quantize_ref;      /* ggml_quantize_chunk (llama-quantize), bit exact */
-    lb_quantize_fn quantize;          /* lowbit's default encoder (never worse than quantize_ref) */
+    lb_quantize_fn quantize_ref;      /* ggml_quantize_chunk (llama-quantize), bit exact; lowbit's own
+                                         encoders live in algo/ (encoders.h) */
     lb_vec_dot_fn vec_dot_ref;        /* reference dot against vec_dot_type */
 } lb_type_traits;
 

@@ -11,8 +11,7 @@
 #include <strings.h>
 
 #define ROW(T, nm, be, bb, gid, q, w, vdt, t)                                                              \
-    [T] = {nm, be, bb, gid, q, w, vdt, dequantize_row_##t##_ref, quantize_row_##t##_ref, quantize_##t##_ref, \
-           quantize_##t##_ref, NULL}
+    [T] = {nm, be, bb, gid, q, w, vdt, dequantize_row_##t##_ref, quantize_row_##t##_ref, quantize_##t##_ref, NULL}
 
 static lb_type_traits TYPES[LB_TYPE_COUNT] = {
     ROW(LB_TYPE_F32, "f32", 1, 4, 0, false, true, LB_TYPE_F32, f32),

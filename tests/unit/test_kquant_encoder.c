@@ -35,11 +35,11 @@ typedef struct {
 } kq_case;
 
 static const kq_case TYPES[] = {
-    {"q2_k", sizeof(block_q2_K), quantize_q2_K, quantize_q2_K_ref, dequantize_row_q2_K_ref},
-    {"q3_k", sizeof(block_q3_K), quantize_q3_K, quantize_q3_K_ref, dequantize_row_q3_K_ref},
-    {"q4_k", sizeof(block_q4_K), quantize_q4_K, quantize_q4_K_ref, dequantize_row_q4_K_ref},
-    {"q5_k", sizeof(block_q5_K), quantize_q5_K, quantize_q5_K_ref, dequantize_row_q5_K_ref},
-    {"q6_k", sizeof(block_q6_K), quantize_q6_K, quantize_q6_K_ref, dequantize_row_q6_K_ref},
+    {"q2_k", sizeof(block_q2_K), quantize_q2_K_best, quantize_q2_K_ref, dequantize_row_q2_K_ref},
+    {"q3_k", sizeof(block_q3_K), quantize_q3_K_best, quantize_q3_K_ref, dequantize_row_q3_K_ref},
+    {"q4_k", sizeof(block_q4_K), quantize_q4_K_best, quantize_q4_K_ref, dequantize_row_q4_K_ref},
+    {"q5_k", sizeof(block_q5_K), quantize_q5_K_best, quantize_q5_K_ref, dequantize_row_q5_K_ref},
+    {"q6_k", sizeof(block_q6_K), quantize_q6_K_best, quantize_q6_K_ref, dequantize_row_q6_K_ref},
 };
 #define NTYPES ((int)(sizeof TYPES / sizeof TYPES[0]))
 
