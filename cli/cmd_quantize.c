@@ -22,6 +22,7 @@ static void usage(FILE *f) {
           "  --tensor-type REGEX=TYPE   tensors whose GGUF name matches REGEX get TYPE (repeatable; first wins)\n"
           "  --output-tensor-type TYPE  type of output.weight (or of the tied embedding)\n"
           "  --token-embedding-type TYPE type of token_embd.weight\n"
+          "  --imatrix FILE             importance matrix (llama.cpp's .dat or GGUF imatrix file) weighting the error\n"
           "  --allow-requantize         accept an already-quantized GGUF input (loses quality)\n"
           "  -t, --threads N            worker threads (default: all CPUs); output is identical for any N\n"
           "  --json                     the summary as one JSON object on stdout\n"
@@ -81,7 +82,8 @@ static int parse(int argc, char **argv, qopts *o) {
             o->types[o->p.n_tensor_types++] = (lb_type)t;
             i++;
         } else if (!strcmp(a, "--imatrix") && v) {
-            return cli_fail("--imatrix: importance matrices are not supported yet");
+            o->p.imatrix = v;
+            i++;
         } else if ((!strcmp(a, "-t") || !strcmp(a, "--threads")) && v) {
             int64_t n;
             if (!cli_int(a, v, 1, 256, &n)) return 1;

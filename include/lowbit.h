@@ -321,6 +321,7 @@ typedef struct lb_quantize_params {
                                  regex, searched anywhere in the name) get type i; the first match wins */
     const char *const *tensor_type_patterns;
     const lb_type *tensor_type_types;
+    const char *imatrix;      /* importance matrix file (llama.cpp's .dat or GGUF imatrix format), or NULL */
     lb_quant_progress_fn progress;
     void *progress_user;
 } lb_quantize_params;

@@ -8,6 +8,7 @@
  * independent, so the bytes do not depend on the thread count), written, and its source pages released.
  */
 #include "../io/gguf.h"
+#include "../io/imatrix.h"
 #include "../model/arch.h"
 #include "../model/model.h"
 #include "../model/tokenizer_internal.h"
@@ -188,11 +189,12 @@ static lb_status write_hparams(gguf_writer *w, const lb_model *m, const char *ar
 
 /* keys the quantizer writes itself, never copied from a GGUF input */
 static bool regenerated_key(const char *k) {
-    return !strcmp(k, "general.file_type") || !strcmp(k, "general.quantization_version") || !strcmp(k, "general.alignment");
+    return !strcmp(k, "general.file_type") || !strcmp(k, "general.quantization_version") || !strcmp(k, "general.alignment") ||
+           !strncmp(k, "quantize.imatrix.", 17);
 }
 
 static lb_status write_metadata(gguf_writer *w, const lb_model *m, const lb_tokenizer *tok, const char *arch,
-                                const char *name, int file_type, lb_error *err) {
+                                const char *name, int file_type, const lb_imatrix *im, const char *im_path, lb_error *err) {
     lb_status s = LB_OK;
     if (m->gguf) { /* requantizing: keep everything the input says */
         for (int64_t i = 0; s == LB_OK && i < m->gguf->n_kv; i++)
@@ -202,6 +204,13 @@ static lb_status write_metadata(gguf_writer *w, const lb_model *m, const lb_toke
         if (s == LB_OK) s = gguf_writer_set_str(w, "general.name", name, strlen(name), err);
         if (s == LB_OK) s = write_hparams(w, m, arch, err);
         if (s == LB_OK) s = lb_tokenizer_write_gguf(tok, w, m->info.n_vocab, m->info.bos_id, m->info.eos_id, err);
+    }
+    if (s == LB_OK && im) { /* what llama-quantize records about the importance matrix */
+        const char *ds = im->dataset ? im->dataset : "";
+        s = gguf_writer_set_str(w, "quantize.imatrix.file", im_path, strlen(im_path), err);
+        if (s == LB_OK) s = gguf_writer_set_str(w, "quantize.imatrix.dataset", ds, strlen(ds), err);
+        if (s == LB_OK) s = gguf_writer_set_i32(w, "quantize.imatrix.entries_count", (int32_t)im->n_entries, err);
+        if (s == LB_OK) s = gguf_writer_set_i32(w, "quantize.imatrix.chunks_count", (int32_t)im->chunks, err);
     }
     if (s == LB_OK) s = gguf_writer_set_u32(w, "general.file_type", (uint32_t)file_type, err);
     if (s == LB_OK) s = gguf_writer_set_u32(w, "general.quantization_version", 2, err);
@@ -220,6 +229,7 @@ typedef struct run {
     lb_pool *pool;
     gguf_writer *w;
     lb_mix mix;
+    lb_imatrix *imatrix;
     float *scratch;
     uint8_t *out;
     size_t out_cap;
@@ -251,7 +261,12 @@ static lb_status write_tensor(run *R, int64_t i, lb_error *err) {
     if (!t->w) {
         memcpy(R->out, t->vec, bytes);
     } else {
-        qjob j = {t, lb_encoder_get(t->type, R->p->encoder), NULL, R->out, row_bytes, R->scratch, R->m->info.head_dim};
+        const lb_imatrix_entry *im = lb_imatrix_find(R->imatrix, t->name);
+        if (im && im->n != t->ne[0])
+            return lb_err_set(err, LB_ERR_FORMAT, "importance matrix entry %s has %lld values, the tensor's rows have %lld",
+                              t->name, (long long)im->n, (long long)t->ne[0]);
+        qjob j = {t, lb_encoder_get(t->type, R->p->encoder), im ? im->values : NULL, R->out, row_bytes, R->scratch,
+                  R->m->info.head_dim};
         lb_pool_run(R->pool, (t->ne[1] + ROWS_PER_TASK - 1) / ROWS_PER_TASK, quant_task, &j);
         lb_mmap_release(t->w->data, lb_weight_row_bytes(t->w) * (size_t)t->w->rows);
     }
@@ -273,6 +288,7 @@ static lb_status setup(run *R, const char *input, lb_error *err) {
                 return lb_err_set(err, LB_ERR_ARG, "invalid tensor pattern \"%s\"", p->tensor_type_patterns[R->n_re]);
     }
     lb_status s = lb_model_load(input, &R->m, err);
+    if (s == LB_OK && p->imatrix) s = lb_imatrix_load(p->imatrix, &R->imatrix, err);
     if (s != LB_OK) return s;
     const lb_model_info *h = &R->m->info;
     if (R->m->gguf) {
@@ -284,7 +300,7 @@ static lb_status setup(run *R, const char *input, lb_error *err) {
         return s;
     }
     if (!gguf_arch(R->m)) return lb_err_set(err, LB_ERR_UNSUPPORTED, "architecture %s cannot be written as GGUF", h->model_type);
-    R->mix = (lb_mix){(lb_ftype)ft, h->n_layer, h->n_head / h->n_head_kv, h->tied_embeddings != 0, false, p->pure != 0,
+    R->mix = (lb_mix){(lb_ftype)ft, h->n_layer, h->n_head / h->n_head_kv, h->tied_embeddings != 0, R->imatrix != NULL, p->pure != 0,
                       p->output_type, p->token_embd_type, R->n_re, R->re, p->tensor_type_types, 0, 0};
     bool permute = !R->m->gguf && !strcmp(gguf_arch(R->m), "llama");
     if ((s = build_plan(R->m, permute, &R->plan, err)) != LB_OK || (s = choose_types(R, err)) != LB_OK) return s;
@@ -306,6 +322,7 @@ static void cleanup(run *R) {
     free(R->re);
     free(R->plan.t);
     lb_tokenizer_free(R->tok);
+    lb_imatrix_free(R->imatrix);
     lb_model_free(R->m);
 }
 
@@ -352,7 +369,8 @@ lb_status lb_quantize_model(const char *input, const char *output, const lb_quan
     char name[256];
     base_name(input, name, sizeof name);
     if (s == LB_OK)
-        s = write_metadata(R.w, R.m, R.tok, gguf_arch(R.m), name, lb_ftype_get(R.mix.ftype)->llama_ftype, err);
+        s = write_metadata(R.w, R.m, R.tok, gguf_arch(R.m), name, lb_ftype_get(R.mix.ftype)->llama_ftype, R.imatrix,
+                           p->imatrix, err);
     for (int64_t i = 0; s == LB_OK && i < R.plan.n; i++) {
         const out_tensor *t = &R.plan.t[i];
         s = gguf_writer_add_tensor(R.w, t->name, t->type, t->n_dims, t->ne, err);

@@ -70,6 +70,9 @@ expect_fail "GGUF version 1" "version" "$T/o/x.gguf" "$LOWBIT" quantize "$T/v1.g
 expect_fail "unwritable output" "/nonexistent-dir/x.gguf" "$T/o/x.gguf" "$LOWBIT" quantize models/tiny -o /nonexistent-dir/x.gguf --type q8_0
 # disk full: a 1 MiB file-size limit makes the writes fail with EFBIG part-way through
 expect_fail "disk full" "(File too large|No space)" "$T/o/full.gguf" bash -c "trap '' XFSZ; ulimit -f 1024; exec \"$LOWBIT\" quantize models/tiny -o \"$T/o/full.gguf\" --type q8_0 -q"
+head -c 5000 tests/golden/gguf/tiny.imatrix >"$T/trunc.imatrix"
+expect_fail "truncated imatrix" "trunc.imatrix.*(truncated|bad)" "$T/o/x.gguf" "$LOWBIT" quantize models/tiny -o "$T/o/x.gguf" --type q4_k_m --imatrix "$T/trunc.imatrix"
+expect_fail "imatrix of another model" "has 512 values" "$T/o/x.gguf" "$LOWBIT" quantize models/tiny -o "$T/o/x.gguf" --type q4_k_m --imatrix "${LB_SHARED:-../shared}/golden/gguf/small.imatrix"
 [ -z "$(ls -A "$T/o")" ] && ok || bad "files left behind in the output directory: $(ls -A "$T/o")"
 
 # the same output for 1 and 2 threads

@@ -62,6 +62,35 @@ static void test_matches_llamacpp(void) {
     }
 }
 
+/* with llama.cpp's importance matrix, the reference encoder reproduces llama-quantize --imatrix */
+static void test_matches_llamacpp_imatrix(void) {
+    const char *types[] = {"q4_k_m", "q3_k_m", "q2_k"};
+    for (size_t i = 0; i < 3; i++) {
+        char out[256], golden[256];
+        lb_error e;
+        snprintf(out, sizeof out, "%s/tiny-%s-imat.gguf", tmpdir, types[i]);
+        snprintf(golden, sizeof golden, "tests/golden/gguf/tiny-%s-imat.gguf", types[i]);
+        lb_quantize_params p = lb_quantize_default_params();
+        p.ftype = types[i];
+        p.encoder = LB_ENCODER_REF;
+        p.imatrix = "tests/golden/gguf/tiny.imatrix";
+        lb_quantize_report r;
+        REQUIRE(lb_quantize_model("models/tiny", out, &p, &r, &e) == LB_OK, "%s", e.msg);
+        lb_quantize_report_free(&r);
+        int bad = same_tensors(golden, out, true);
+        CHECK(bad == 0, "%s + imatrix: %d tensors differ from llama-quantize's", types[i], bad);
+        if (!bad) printf("%s + imatrix: every tensor byte-identical to llama.cpp's %s\n", types[i], golden);
+        gguf_file *g = NULL;
+        REQUIRE(gguf_open(out, &g, &e) == LB_OK, "%s", e.msg);
+        int64_t n = 0;
+        size_t dl = 0;
+        const char *ds = gguf_get_str(g, "quantize.imatrix.dataset", &dl);
+        CHECK(gguf_get_int(g, "quantize.imatrix.entries_count", &n) && n == 28 && ds && dl == 9 && !memcmp(ds, "calib.txt", 9),
+              "imatrix metadata");
+        gguf_close(g);
+    }
+}
+
 static bool file_bytes_equal(const char *a, const char *b) {
     char *x, *y;
     size_t nx, ny;
@@ -124,6 +153,7 @@ static void test_errors(void) {
 int main(void) {
     REQUIRE(mkdtemp(tmpdir), "mkdtemp");
     test_matches_llamacpp();
+    test_matches_llamacpp_imatrix();
     test_determinism_and_gguf_input();
     test_errors();
     TEST_DONE();
