@@ -26,7 +26,7 @@ from llama_cpp import Llama
 LOWBIT = os.environ.get("LOWBIT", "build/lowbit")
 SHARED = os.environ.get("LB_SHARED", "../shared")
 TEXT = "tests/golden/data/valid.txt"
-CTX, WINDOWS = 512, 8
+CTX, WINDOWS = 512, 4
 results = {"passed": 0, "failed": 0}
 
 
