@@ -8,8 +8,12 @@
 #include <stdlib.h>
 #include <string.h>
 
+#define MAX_MODELS 64
+
 static void usage(FILE *f) {
-    fputs("usage: lowbit eval MODEL --text FILE [options]\n\n"
+    fputs("usage: lowbit eval MODEL [MODEL...] --text FILE [options]\n\n"
+          "  MODEL           HF directory or GGUF file; several models are scored on the same windows (the\n"
+          "                  tokenizer is the first model's); with --base the base model runs once for all\n"
           "  --text FILE     UTF-8 text to score (tokenized whole, no BOS)\n"
           "  --ctx N         window length in tokens (default 512)\n"
           "  --chunks N      score only the first N windows (default: all full windows)\n"
@@ -22,12 +26,15 @@ static void usage(FILE *f) {
 
 typedef struct eval_opts {
     const char *model, *text, *base;
+    const char *models[MAX_MODELS];
+    int n_models;
     int64_t ctx, chunks, threads;
     bool json, quiet;
 } eval_opts;
 
 static int parse(int argc, char **argv, eval_opts *o) {
-    *o = (eval_opts){NULL, NULL, NULL, 512, 0, 0, false, false};
+    memset(o, 0, sizeof *o);
+    o->ctx = 512;
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
         const char *v = i + 1 < argc ? argv[i + 1] : NULL;
@@ -40,9 +47,10 @@ static int parse(int argc, char **argv, eval_opts *o) {
         else if (!strcmp(a, "--chunks") && v) { if (!cli_int(a, v, 1, INT32_MAX, &o->chunks)) return 1; i++; }
         else if ((!strcmp(a, "-t") || !strcmp(a, "--threads")) && v) { if (!cli_int(a, v, 1, 256, &o->threads)) return 1; i++; }
         else if (a[0] == '-') { usage(stderr); return cli_fail("eval: unknown option or missing value: %s", a); }
-        else if (!o->model) o->model = a;
-        else { usage(stderr); return cli_fail("eval: unexpected argument %s", a); }
+        else if (o->n_models < MAX_MODELS) o->models[o->n_models++] = a;
+        else { usage(stderr); return cli_fail("eval: at most %d models", MAX_MODELS); }
     }
+    o->model = o->n_models ? o->models[0] : NULL;
     if (!o->model || !o->text) {
         usage(stderr);
         return cli_fail("eval: MODEL and --text FILE are required");
@@ -50,11 +58,12 @@ static int parse(int argc, char **argv, eval_opts *o) {
     return 0;
 }
 
-static void print_result(const eval_opts *o, const lb_eval_result *r, int64_t ctx) {
-    double tps = r->seconds > 0 ? (double)(r->chunks * ctx * (r->has_base ? 2 : 1)) / r->seconds : 0;
+static void print_result(const eval_opts *o, const char *model, const lb_eval_result *r, int64_t ctx) {
+    /* every model and the base ran over the windows */
+    double tps = r->seconds > 0 ? (double)(r->chunks * ctx * (o->n_models + (r->has_base ? 1 : 0))) / r->seconds : 0;
     if (o->json) {
         printf("{\"model\": ");
-        cli_json_str(stdout, o->model);
+        cli_json_str(stdout, model);
         printf(", \"text\": ");
         cli_json_str(stdout, o->text);
         printf(", \"ctx\": %lld, \"chunks\": %lld, \"n_tokens\": %lld, \"tokens_scored\": %lld, \"mean_nll\": %.8f, "
@@ -70,7 +79,7 @@ static void print_result(const eval_opts *o, const lb_eval_result *r, int64_t ct
         printf(", \"seconds\": %.3f, \"tokens_per_second\": %.1f}\n", r->seconds, tps);
         return;
     }
-    printf("model       %s\n", o->model);
+    printf("model       %s\n", model);
     printf("text        %s: %lld tokens, %lld windows of %lld (%lld positions scored)\n", o->text, (long long)r->n_tokens,
            (long long)r->chunks, (long long)ctx, (long long)r->n_scored);
     printf("perplexity  %.4f   (mean NLL %.6f)\n", r->ppl, r->mean_nll);
@@ -88,16 +97,19 @@ int cmd_eval(int argc, char **argv) {
     int rc = parse(argc, argv, &o);
     if (rc) return rc < 0 ? 0 : rc;
     lb_error e;
-    lb_status s;
-    lb_model *m = NULL, *base = NULL;
+    lb_status s = LB_OK;
+    lb_model *ms[MAX_MODELS] = {0}, *base = NULL;
     lb_tokenizer *tok = NULL;
+    lb_eval_result res[MAX_MODELS];
     char *text = NULL;
     int32_t *ids = NULL;
     int64_t n_ids = 0;
     size_t len;
     if ((rc = cli_read_text(o.text, &text, &len))) return rc;
-    if ((s = lb_model_load(o.model, &m, &e)) != LB_OK || (s = lb_tokenizer_load(o.model, &tok, &e)) != LB_OK ||
-        (o.base && (s = lb_model_load(o.base, &base, &e)) != LB_OK)) {
+    for (int k = 0; s == LB_OK && k < o.n_models; k++) s = lb_model_load(o.models[k], &ms[k], &e);
+    if (s == LB_OK) s = lb_tokenizer_load(o.model, &tok, &e);
+    if (s == LB_OK && o.base) s = lb_model_load(o.base, &base, &e);
+    if (s != LB_OK) {
         rc = cli_fail_lb(s, &e);
         goto done;
     }
@@ -119,17 +131,19 @@ int cmd_eval(int argc, char **argv) {
     p.n_threads = (int)o.threads;
     p.progress = cli_progress_cb;
     p.progress_user = &prog;
-    lb_eval_result r;
-    if ((s = lb_eval_perplexity(m, base, ids, n_ids, &p, &r, &e)) != LB_OK) {
+    if ((s = lb_eval_perplexity_multi((const lb_model *const *)ms, o.n_models, base, ids, n_ids, &p, res, &e)) != LB_OK) {
         rc = cli_fail_lb(s, &e);
         goto done;
     }
-    print_result(&o, &r, o.ctx);
+    for (int k = 0; k < o.n_models; k++) {
+        if (k && !o.json) putchar('\n');
+        print_result(&o, o.models[k], &res[k], o.ctx);
+    }
 done:
     lb_free(ids);
     free(text);
     lb_tokenizer_free(tok);
-    lb_model_free(m);
+    for (int k = 0; k < o.n_models; k++) lb_model_free(ms[k]);
     lb_model_free(base);
     return rc;
 }

@@ -297,6 +297,14 @@ typedef struct lb_eval_result {
 lb_status lb_eval_perplexity(const lb_model *m, const lb_model *base, const int32_t *tokens, int64_t n_tokens,
                              const lb_eval_params *p, lb_eval_result *out, lb_error *err);
 
+/*
+ * The same for n_models models on the same windows (out has n_models results): the base model runs once
+ * per window and is shared, which is how one compares many quantizations of a model cheaply. All models
+ * must have the same vocabulary size. `seconds` is the time of the whole run.
+ */
+lb_status lb_eval_perplexity_multi(const lb_model *const *models, int n_models, const lb_model *base, const int32_t *tokens,
+                                   int64_t n_tokens, const lb_eval_params *p, lb_eval_result *out, lb_error *err);
+
 /* ------------------------------------------------------------------------------------------------
  * Quantization
  * ---------------------------------------------------------------------------------------------- */

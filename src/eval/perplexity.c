@@ -49,13 +49,41 @@ static int cmp_double(const void *a, const void *b) {
     return (x > y) - (x < y);
 }
 
-lb_status lb_eval_perplexity(const lb_model *m, const lb_model *base, const int32_t *tokens, int64_t n_tokens,
-                             const lb_eval_params *p, lb_eval_result *out, lb_error *err) {
-    if (!m || !out || (!tokens && n_tokens > 0)) return lb_err_set(err, LB_ERR_ARG, "lb_eval_perplexity: NULL argument");
+/* per-model accumulators */
+typedef struct acc {
+    lb_context *c;
+    double nll, kl;
+    int64_t agree;
+    double *kls;
+} acc;
+
+static void finish(lb_eval_result *r, const acc *a, int64_t n_scored, double base_nll, bool has_base) {
+    r->mean_nll = a->nll / (double)n_scored;
+    r->ppl = exp(r->mean_nll);
+    if (!has_base) return;
+    r->has_base = 1;
+    r->base_mean_nll = base_nll / (double)n_scored;
+    r->base_ppl = exp(r->base_mean_nll);
+    r->kld_mean = a->kl / (double)n_scored;
+    r->top1 = (double)a->agree / (double)n_scored;
+    qsort(a->kls, (size_t)n_scored, sizeof *a->kls, cmp_double);
+    int64_t k = (int64_t)ceil(0.99 * (double)n_scored) - 1; /* nearest-rank percentile */
+    r->kld_p99 = a->kls[k < 0 ? 0 : k];
+    r->kld_max = a->kls[n_scored - 1];
+}
+
+lb_status lb_eval_perplexity_multi(const lb_model *const *models, int n_models, const lb_model *base, const int32_t *tokens,
+                                   int64_t n_tokens, const lb_eval_params *p, lb_eval_result *out, lb_error *err) {
+    if (!models || n_models < 1 || !out || (!tokens && n_tokens > 0))
+        return lb_err_set(err, LB_ERR_ARG, "lb_eval_perplexity: invalid argument");
     lb_eval_params dp = lb_eval_default_params();
     if (!p) p = &dp;
-    int64_t ctx = p->ctx, V = m->info.n_vocab;
+    int64_t ctx = p->ctx, V = models[0]->info.n_vocab;
     if (ctx < 2) return lb_err_set(err, LB_ERR_ARG, "window length %lld is too short (at least 2 tokens)", (long long)ctx);
+    for (int k = 1; k < n_models; k++)
+        if (models[k]->info.n_vocab != V)
+            return lb_err_set(err, LB_ERR_ARG, "model %d's vocabulary (%lld) differs from the first model's (%lld)", k + 1,
+                              (long long)models[k]->info.n_vocab, (long long)V);
     if (base && base->info.n_vocab != V)
         return lb_err_set(err, LB_ERR_ARG, "the base model's vocabulary (%lld) differs from the model's (%lld)",
                           (long long)base->info.n_vocab, (long long)V);
@@ -67,75 +95,90 @@ lb_status lb_eval_perplexity(const lb_model *m, const lb_model *base, const int3
 
     double t0 = lb_time_sec();
     lb_context_params cp = {ctx, p->n_threads};
-    lb_context *c = NULL, *cb = NULL;
+    lb_context *cb = NULL;
     float *lg = NULL, *lgb = NULL;
-    double *kls = NULL;
-    int64_t n_scored_max = chunks * (ctx - 1);
-    lb_status s = lb_context_new(m, &cp, &c, err);
+    double *lseb = NULL;
+    int64_t *amb = NULL;
+    int64_t n_scored_max = chunks * (ctx - 1), n_scored = 0;
+    acc *A = calloc((size_t)n_models, sizeof *A);
+    lb_status s = A ? LB_OK : lb_err_set(err, LB_ERR_NOMEM, "out of memory");
+    for (int k = 0; s == LB_OK && k < n_models; k++) {
+        s = lb_context_new(models[k], &cp, &A[k].c, err);
+        if (s == LB_OK && base && !(A[k].kls = malloc((size_t)n_scored_max * sizeof(double))))
+            s = lb_err_set(err, LB_ERR_NOMEM, "out of memory");
+    }
     if (s == LB_OK && base) s = lb_context_new(base, &cp, &cb, err);
     if (s == LB_OK) {
         lg = malloc((size_t)(ctx * V) * sizeof *lg);
         if (base) {
             lgb = malloc((size_t)(ctx * V) * sizeof *lgb);
-            kls = malloc((size_t)n_scored_max * sizeof *kls);
+            lseb = malloc((size_t)ctx * sizeof *lseb);
+            amb = malloc((size_t)ctx * sizeof *amb);
         }
-        if (!lg || (base && (!lgb || !kls))) s = lb_err_set(err, LB_ERR_NOMEM, "out of memory for %lld x %lld logits",
-                                                             (long long)ctx, (long long)V);
+        if (!lg || (base && (!lgb || !lseb || !amb)))
+            s = lb_err_set(err, LB_ERR_NOMEM, "out of memory for %lld x %lld logits", (long long)ctx, (long long)V);
     }
-    lb_eval_result r;
-    memset(&r, 0, sizeof r);
-    r.n_tokens = n_tokens;
-    double nll_sum = 0.0, nll_base_sum = 0.0, kl_sum = 0.0;
-    int64_t agree = 0;
+    double base_nll = 0.0;
+    int64_t done_chunks = 0;
     for (int64_t w = 0; s == LB_OK && w < chunks; w++) {
         const int32_t *tk = tokens + w * ctx;
-        lb_context_reset(c);
-        s = lb_context_eval(c, tk, ctx, lg, 1, err);
-        if (s == LB_OK && cb) {
+        if (cb) { /* the base model once per window, shared by every model */
             lb_context_reset(cb);
-            s = lb_context_eval(cb, tk, ctx, lgb, 1, err);
+            if ((s = lb_context_eval(cb, tk, ctx, lgb, 1, err)) != LB_OK) break;
+            for (int64_t i = 0; i + 1 < ctx; i++) {
+                lseb[i] = lse(lgb + i * V, V);
+                amb[i] = argmax(lgb + i * V, V);
+                base_nll += lseb[i] - lgb[i * V + tk[i + 1]];
+            }
+        }
+        for (int k = 0; s == LB_OK && k < n_models; k++) {
+            acc *a = &A[k];
+            lb_context_reset(a->c);
+            if ((s = lb_context_eval(a->c, tk, ctx, lg, 1, err)) != LB_OK) break;
+            for (int64_t i = 0; i + 1 < ctx; i++) {
+                const float *row = lg + i * V;
+                double l = lse(row, V);
+                a->nll += l - row[tk[i + 1]];
+                if (cb) {
+                    double kl = kl_div(lgb + i * V, lseb[i], row, l, V);
+                    a->kls[n_scored + i] = kl;
+                    a->kl += kl;
+                    a->agree += amb[i] == argmax(row, V);
+                }
+            }
         }
         if (s != LB_OK) break;
-        for (int64_t i = 0; i + 1 < ctx; i++) {
-            const float *row = lg + i * V;
-            double l = lse(row, V);
-            nll_sum += l - row[tk[i + 1]];
-            if (cb) {
-                const float *rb = lgb + i * V;
-                double l2 = lse(rb, V);
-                nll_base_sum += l2 - rb[tk[i + 1]];
-                double kl = kl_div(rb, l2, row, l, V);
-                kls[r.n_scored] = kl;
-                kl_sum += kl;
-                agree += argmax(rb, V) == argmax(row, V);
-            }
-            r.n_scored++;
-        }
-        r.chunks++;
+        n_scored += ctx - 1;
+        done_chunks++;
         if (p->progress && p->progress(w + 1, chunks, p->progress_user)) s = lb_err_set(err, LB_ERR_CANCELLED, "cancelled");
     }
     if (s == LB_OK) {
-        r.mean_nll = nll_sum / (double)r.n_scored;
-        r.ppl = exp(r.mean_nll);
-        if (cb) {
-            r.has_base = 1;
-            r.base_mean_nll = nll_base_sum / (double)r.n_scored;
-            r.base_ppl = exp(r.base_mean_nll);
-            r.kld_mean = kl_sum / (double)r.n_scored;
-            r.top1 = (double)agree / (double)r.n_scored;
-            qsort(kls, (size_t)r.n_scored, sizeof *kls, cmp_double);
-            /* nearest-rank percentile */
-            int64_t k = (int64_t)ceil(0.99 * (double)r.n_scored) - 1;
-            r.kld_p99 = kls[k < 0 ? 0 : k];
-            r.kld_max = kls[r.n_scored - 1];
+        double secs = lb_time_sec() - t0;
+        for (int k = 0; k < n_models; k++) {
+            lb_eval_result *r = &out[k];
+            memset(r, 0, sizeof *r);
+            r->n_tokens = n_tokens;
+            r->chunks = done_chunks;
+            r->n_scored = n_scored;
+            r->seconds = secs;
+            finish(r, &A[k], n_scored, base_nll, cb != NULL);
         }
-        r.seconds = lb_time_sec() - t0;
-        *out = r;
     }
+    for (int k = 0; A && k < n_models; k++) {
+        lb_context_free(A[k].c);
+        free(A[k].kls);
+    }
+    free(A);
     free(lg);
     free(lgb);
-    free(kls);
-    lb_context_free(c);
+    free(lseb);
+    free(amb);
     lb_context_free(cb);
     return s;
+}
+
+lb_status lb_eval_perplexity(const lb_model *m, const lb_model *base, const int32_t *tokens, int64_t n_tokens,
+                             const lb_eval_params *p, lb_eval_result *out, lb_error *err) {
+    if (!m) return lb_err_set(err, LB_ERR_ARG, "lb_eval_perplexity: NULL model");
+    return lb_eval_perplexity_multi(&m, 1, base, tokens, n_tokens, p, out, err);
 }

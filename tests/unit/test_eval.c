@@ -85,6 +85,18 @@ int main(void) {
     CHECK(fabs(r.top1 - (double)agree / (double)scored) < 1e-12, "top1 %.6f vs %.6f", r.top1, (double)agree / (double)scored);
     CHECK(r.kld_mean > 0.01, "two different models have a positive KL divergence (%.4f)", r.kld_mean);
 
+    /* several models at once: each result equals its single-model run */
+    {
+        const lb_model *both[2] = {base, m};
+        lb_eval_result rm[2], r1;
+        REQUIRE(lb_eval_perplexity_multi(both, 2, m, tok, n, &p, rm, &e) == LB_OK, "%s", e.msg);
+        REQUIRE(lb_eval_perplexity(base, m, tok, n, &p, &r1, &e) == LB_OK, "%s", e.msg);
+        CHECK(rm[0].mean_nll == r1.mean_nll && rm[0].kld_mean == r1.kld_mean && rm[0].kld_p99 == r1.kld_p99 &&
+                  rm[0].top1 == r1.top1, "multi-model result 1 differs from its single run");
+        CHECK(fabs(rm[1].mean_nll - rm[1].base_mean_nll) < 1e-12 && rm[1].kld_mean < 1e-12 && rm[1].top1 == 1.0,
+              "the base against itself");
+    }
+
     /* max_chunks limits the windows */
     p.max_chunks = 1;
     REQUIRE(lb_eval_perplexity(m, NULL, tok, n, &p, &r, &e) == LB_OK, "%s", e.msg);
