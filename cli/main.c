@@ -9,6 +9,7 @@ int cmd_inspect(int argc, char **argv);
 int cmd_eval(int argc, char **argv);
 int cmd_run(int argc, char **argv);
 int cmd_quantize(int argc, char **argv);
+int cmd_imatrix(int argc, char **argv);
 
 typedef struct command {
     const char *name;
@@ -18,6 +19,7 @@ typedef struct command {
 
 static const command COMMANDS[] = {
     {"quantize", cmd_quantize, "quantize an HF checkpoint or GGUF file into a GGUF file (q4_k_m, q8_0, ...)"},
+    {"imatrix", cmd_imatrix, "importance matrix of a model over calibration text (for quantize --imatrix)"},
     {"inspect", cmd_inspect, "show a model's architecture, parameters and tensors"},
     {"eval", cmd_eval, "perplexity on a text; with --base, KL divergence and top-1 agreement"},
     {"run", cmd_run, "generate text from a prompt"},
@@ -46,6 +48,6 @@ int main(int argc, char **argv) {
     }
     for (size_t i = 0; i < sizeof COMMANDS / sizeof COMMANDS[0]; i++)
         if (!strcmp(argv[1], COMMANDS[i].name)) return COMMANDS[i].fn(argc - 1, argv + 1);
-    cli_fail("unknown command \"%s\" (commands: quantize, inspect, eval, run; see 'lowbit --help')", argv[1]);
+    cli_fail("unknown command \"%s\" (commands: quantize, imatrix, inspect, eval, run; see 'lowbit --help')", argv[1]);
     return 2;
 }

@@ -237,6 +237,23 @@ int64_t lb_context_pos(const lb_context *c);
 lb_status lb_context_eval(lb_context *c, const int32_t *tokens, int64_t n, float *logits, int all_logits,
                           lb_error *err);
 
+/* Points of the forward pass where the input of a matrix product can be observed. */
+typedef enum lb_obs_point {
+    LB_OBS_ATTN_IN = 0,     /* input of attn_q / attn_k / attn_v (after the attention norm), n_embd wide */
+    LB_OBS_ATTN_OUT_IN = 1, /* input of attn_output (the attention result), n_head * head_dim wide */
+    LB_OBS_FFN_IN = 2,      /* input of ffn_gate / ffn_up (after the FFN norm), n_embd wide */
+    LB_OBS_FFN_DOWN_IN = 3, /* input of ffn_down (silu(gate) * up), n_ff wide */
+    LB_OBS_OUTPUT_IN = 4,   /* input of the output head (after the final norm), n_embd wide; layer = -1 */
+} lb_obs_point;
+
+/* Called with x of shape (n_tokens, dim), valid only during the call. */
+typedef void (*lb_observer_fn)(void *user, int64_t layer, lb_obs_point point, const float *x, int64_t n_tokens,
+                               int64_t dim);
+
+/* Observe every matrix-product input of later lb_context_eval() calls (NULL stops). Calibration statistics
+ * (importance matrices, GPTQ Hessians, AWQ scales) are gathered this way, by the code that runs the model. */
+void lb_context_set_observer(lb_context *c, lb_observer_fn fn, void *user);
+
 /* ------------------------------------------------------------------------------------------------
  * Sampling
  * ---------------------------------------------------------------------------------------------- */
@@ -370,6 +387,37 @@ typedef struct lb_quantize_report {
 lb_status lb_quantize_model(const char *input, const char *output, const lb_quantize_params *p,
                             lb_quantize_report *report, lb_error *err);
 void lb_quantize_report_free(lb_quantize_report *r);
+
+/* ------------------------------------------------------------------------------------------------
+ * Calibration
+ * ---------------------------------------------------------------------------------------------- */
+
+typedef struct lb_calib_params {
+    int64_t ctx;        /* window length in tokens (default 512) */
+    int64_t n_tokens;   /* calibration tokens: n_tokens / ctx windows (default 128 x 512) */
+    uint64_t seed;      /* which windows of the text are used (default 1); the same seed, the same windows */
+    int n_threads;      /* 0 = all online CPUs */
+    lb_progress_fn progress;
+    void *progress_user;
+} lb_calib_params;
+
+lb_calib_params lb_calib_default_params(void);
+
+/*
+ * Choose calibration windows: the text's tokens are cut into non-overlapping windows of ctx tokens and
+ * n_tokens / ctx of them are picked by a seeded shuffle (all of them if the text has fewer), returned in
+ * text order. *starts (release with lb_free) receives *n_windows token offsets.
+ */
+lb_status lb_calib_windows(int64_t n_text_tokens, const lb_calib_params *p, int64_t **starts, int64_t *n_windows,
+                           lb_error *err);
+
+/*
+ * Importance matrix: run the model over the calibration windows and write, for every matrix, the mean
+ * squared input activation E[x_j^2] of each input column, in llama.cpp's imatrix file format (the legacy
+ * .dat layout that llama-quantize --imatrix and lowbit quantize --imatrix read). `dataset` names the text.
+ */
+lb_status lb_imatrix_compute(const lb_model *m, const int32_t *tokens, int64_t n_tokens, const lb_calib_params *p,
+                             const char *dataset, const char *out_path, lb_error *err);
 
 #ifdef __cplusplus
 }

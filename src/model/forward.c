@@ -36,7 +36,19 @@ struct lb_context {
     float *mm_scratch;  /* pool size x matmul scratch */
     float *att_scratch; /* pool size x n_ctx */
     void *block;        /* one allocation holding all of the above */
+    lb_observer_fn obs;
+    void *obs_user;
 };
+
+void lb_context_set_observer(lb_context *c, lb_observer_fn fn, void *user) {
+    if (!c) return;
+    c->obs = fn;
+    c->obs_user = user;
+}
+
+static void observe(lb_context *c, int64_t layer, lb_obs_point pt, const float *x, int64_t T, int64_t dim) {
+    if (c->obs) c->obs(c->obs_user, layer, pt, x, T, dim);
+}
 
 lb_context_params lb_context_default_params(void) {
     lb_context_params p = {0, 0};
@@ -216,6 +228,7 @@ static void layer_forward(lb_context *c, int64_t il, int64_t T) {
     int64_t qd = H * D, kvd = KV * D, pos0 = c->pos;
 
     for (int64_t t = 0; t < T; t++) rmsnorm(c->xn + t * E, c->x + t * E, l->attn_norm, E, h->rms_eps);
+    observe(c, il, LB_OBS_ATTN_IN, c->xn, T, E);
     mm(c, c->xn, T, &l->wq, c->q);
     mm(c, c->xn, T, &l->wk, c->k);
     mm(c, c->xn, T, &l->wv, c->v);
@@ -237,11 +250,13 @@ static void layer_forward(lb_context *c, int64_t il, int64_t T) {
     }
     att_job aj = {c, il, pos0, T};
     lb_pool_run(c->pool, T * H, att_task, &aj);
+    observe(c, il, LB_OBS_ATTN_OUT_IN, c->att, T, qd);
     mm(c, c->att, T, &l->wo, c->tmp);
     add_bias(c->tmp, l->bo, T, E);
     for (int64_t i = 0; i < T * E; i++) c->x[i] += c->tmp[i];
 
     for (int64_t t = 0; t < T; t++) rmsnorm(c->xn + t * E, c->x + t * E, l->ffn_norm, E, h->rms_eps);
+    observe(c, il, LB_OBS_FFN_IN, c->xn, T, E);
     mm(c, c->xn, T, &l->w_gate, c->g);
     mm(c, c->xn, T, &l->w_up, c->u);
     add_bias(c->g, l->b_gate, T, F);
@@ -250,6 +265,7 @@ static void layer_forward(lb_context *c, int64_t il, int64_t T) {
         float g = c->g[i];
         c->g[i] = g / (1.0f + expf(-g)) * c->u[i];
     }
+    observe(c, il, LB_OBS_FFN_DOWN_IN, c->g, T, F);
     mm(c, c->g, T, &l->w_down, c->tmp);
     add_bias(c->tmp, l->b_down, T, E);
     for (int64_t i = 0; i < T * E; i++) c->x[i] += c->tmp[i];
@@ -271,6 +287,7 @@ static lb_status eval_batch(lb_context *c, const int32_t *tokens, int64_t T, flo
     if (!logits) return LB_OK;
     if (all_logits) {
         for (int64_t t = 0; t < T; t++) rmsnorm(c->xn + t * E, c->x + t * E, m->out_norm, E, h->rms_eps);
+        observe(c, -1, LB_OBS_OUTPUT_IN, c->xn, T, E);
         lb_matmul(c->pool, c->mm_scratch, c->xn, T, &m->output, logits, V);
     } else if (want_last) {
         rmsnorm(c->xn, c->x + (T - 1) * E, m->out_norm, E, h->rms_eps);

@@ -1,0 +1,160 @@
+/*
+ * calib.c - calibration data: the choice of windows, and the importance matrix (per matrix, the mean
+ * squared input activation of each column, llama.cpp tools/imatrix; docs/formats.md 2.6), gathered
+ * through the forward pass's observer hook and written in llama.cpp's legacy imatrix file layout.
+ */
+#include "../model/model.h"
+
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+lb_calib_params lb_calib_default_params(void) {
+    lb_calib_params p;
+    memset(&p, 0, sizeof p);
+    p.ctx = 512;
+    p.n_tokens = 128 * 512;
+    p.seed = 1;
+    return p;
+}
+
+static uint64_t splitmix(uint64_t *s) {
+    uint64_t z = (*s += 0x9e3779b97f4a7c15ULL);
+    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ULL;
+    z = (z ^ (z >> 27)) * 0x94d049bb133111ebULL;
+    return z ^ (z >> 31);
+}
+
+static int cmp_i64(const void *a, const void *b) {
+    int64_t x = *(const int64_t *)a, y = *(const int64_t *)b;
+    return (x > y) - (x < y);
+}
+
+lb_status lb_calib_windows(int64_t n_text_tokens, const lb_calib_params *p, int64_t **starts, int64_t *n_windows,
+                           lb_error *err) {
+    if (!p || !starts || !n_windows || p->ctx < 2) return lb_err_set(err, LB_ERR_ARG, "calibration: invalid window length");
+    int64_t avail = n_text_tokens / p->ctx, want = p->n_tokens / p->ctx;
+    if (avail < 1)
+        return lb_err_set(err, LB_ERR_ARG, "the calibration text has %lld tokens, fewer than one %lld-token window",
+                          (long long)n_text_tokens, (long long)p->ctx);
+    if (want < 1) return lb_err_set(err, LB_ERR_ARG, "calibration needs at least %lld tokens", (long long)p->ctx);
+    int64_t *idx = malloc((size_t)avail * sizeof *idx);
+    if (!idx) return lb_err_set(err, LB_ERR_NOMEM, "out of memory");
+    for (int64_t i = 0; i < avail; i++) idx[i] = i;
+    uint64_t st = p->seed;
+    for (int64_t i = avail - 1; i > 0; i--) { /* Fisher-Yates */
+        int64_t j = (int64_t)(splitmix(&st) % (uint64_t)(i + 1)), t = idx[i];
+        idx[i] = idx[j];
+        idx[j] = t;
+    }
+    int64_t n = want < avail ? want : avail;
+    qsort(idx, (size_t)n, sizeof *idx, cmp_i64);
+    for (int64_t i = 0; i < n; i++) idx[i] *= p->ctx;
+    *starts = idx;
+    *n_windows = n;
+    return LB_OK;
+}
+
+/* ---------------------------------------------------------------- importance matrix -------------------- */
+
+typedef struct imat_acc {
+    const lb_model *m;
+    double *sum[5];  /* per point: n_layer (or 1) x dim */
+    int64_t dim[5];
+    int64_t tokens;
+} imat_acc;
+
+static void imat_observe(void *user, int64_t layer, lb_obs_point pt, const float *x, int64_t T, int64_t dim) {
+    imat_acc *a = user;
+    double *s = a->sum[pt] + (pt == LB_OBS_OUTPUT_IN ? 0 : layer) * dim;
+    for (int64_t t = 0; t < T; t++)
+        for (int64_t j = 0; j < dim; j++) s[j] += (double)x[t * dim + j] * x[t * dim + j];
+    if (pt == LB_OBS_OUTPUT_IN) a->tokens += T;
+}
+
+static bool put_i32(FILE *f, int32_t v) { return fwrite(&v, 4, 1, f) == 1; }
+
+static bool put_entry(FILE *f, const char *name, int32_t ncall, const double *sum, int64_t dim, int64_t tokens) {
+    bool ok = put_i32(f, (int32_t)strlen(name)) && fwrite(name, 1, strlen(name), f) == strlen(name) && put_i32(f, ncall) &&
+              put_i32(f, (int32_t)dim);
+    for (int64_t j = 0; ok && j < dim; j++) {
+        float v = (float)(sum[j] / (double)tokens * ncall); /* the layout stores mean * ncall */
+        ok = fwrite(&v, 4, 1, f) == 1;
+    }
+    return ok;
+}
+
+static lb_status write_dat(const imat_acc *a, int32_t ncall, const char *dataset, const char *path, lb_error *err) {
+    const lb_model_info *h = &a->m->info;
+    size_t pl = strlen(path);
+    char *tmp = malloc(pl + 32);
+    if (!tmp) return lb_err_set(err, LB_ERR_NOMEM, "out of memory");
+    snprintf(tmp, pl + 32, "%s.tmp.%ld", path, (long)getpid());
+    FILE *f = fopen(tmp, "wb");
+    if (!f) {
+        lb_status s = lb_err_set(err, LB_ERR_IO, "%s: cannot create: %s", path, strerror(errno));
+        free(tmp);
+        return s;
+    }
+    static const struct { lb_obs_point pt; const char *suffix; } E[] = {
+        {LB_OBS_ATTN_IN, "attn_q"}, {LB_OBS_ATTN_IN, "attn_k"}, {LB_OBS_ATTN_IN, "attn_v"}, {LB_OBS_ATTN_OUT_IN, "attn_output"},
+        {LB_OBS_FFN_IN, "ffn_gate"}, {LB_OBS_FFN_IN, "ffn_up"}, {LB_OBS_FFN_DOWN_IN, "ffn_down"},
+    };
+    int32_t n_entries = (int32_t)(h->n_layer * 7 + 1);
+    bool ok = put_i32(f, n_entries);
+    char name[96];
+    for (int64_t l = 0; ok && l < h->n_layer; l++)
+        for (int k = 0; ok && k < 7; k++) {
+            snprintf(name, sizeof name, "blk.%lld.%s.weight", (long long)l, E[k].suffix);
+            ok = put_entry(f, name, ncall, a->sum[E[k].pt] + l * a->dim[E[k].pt], a->dim[E[k].pt], a->tokens);
+        }
+    if (ok) ok = put_entry(f, h->tied_embeddings ? "token_embd.weight" : "output.weight", ncall, a->sum[LB_OBS_OUTPUT_IN],
+                           h->n_embd, a->tokens);
+    if (ok) ok = put_i32(f, ncall) && put_i32(f, (int32_t)strlen(dataset)) && fwrite(dataset, 1, strlen(dataset), f) == strlen(dataset);
+    if (fflush(f) != 0) ok = false;
+    int e = errno;
+    if (fclose(f) != 0 && ok) {
+        ok = false;
+        e = errno;
+    }
+    lb_status s = LB_OK;
+    if (!ok) s = lb_err_set(err, LB_ERR_IO, "%s: write failed: %s", path, strerror(e));
+    else if (rename(tmp, path) != 0) s = lb_err_set(err, LB_ERR_IO, "%s: cannot rename the temporary file: %s", path, strerror(errno));
+    if (s != LB_OK) remove(tmp);
+    free(tmp);
+    return s;
+}
+
+lb_status lb_imatrix_compute(const lb_model *m, const int32_t *tokens, int64_t n_tokens, const lb_calib_params *p,
+                             const char *dataset, const char *out_path, lb_error *err) {
+    if (!m || !tokens || !p || !out_path) return lb_err_set(err, LB_ERR_ARG, "lb_imatrix_compute: NULL argument");
+    const lb_model_info *h = &m->info;
+    int64_t *starts = NULL, nw = 0;
+    lb_status s = lb_calib_windows(n_tokens, p, &starts, &nw, err);
+    if (s != LB_OK) return s;
+    imat_acc a = {m, {NULL}, {h->n_embd, h->n_head * h->head_dim, h->n_embd, h->n_ff, h->n_embd}, 0};
+    for (int k = 0; k < 5; k++) {
+        a.sum[k] = calloc((size_t)(k == LB_OBS_OUTPUT_IN ? 1 : h->n_layer) * (size_t)a.dim[k], sizeof(double));
+        if (!a.sum[k]) s = lb_err_set(err, LB_ERR_NOMEM, "out of memory");
+    }
+    lb_context *c = NULL;
+    float *logits = NULL;
+    lb_context_params cp = {p->ctx, p->n_threads};
+    if (s == LB_OK) s = lb_context_new(m, &cp, &c, err);
+    if (s == LB_OK && !(logits = malloc((size_t)(p->ctx * h->n_vocab) * sizeof *logits)))
+        s = lb_err_set(err, LB_ERR_NOMEM, "out of memory");
+    if (s == LB_OK) lb_context_set_observer(c, imat_observe, &a);
+    for (int64_t w = 0; s == LB_OK && w < nw; w++) {
+        lb_context_reset(c);
+        s = lb_context_eval(c, tokens + starts[w], p->ctx, logits, 1, err);
+        if (s == LB_OK && p->progress && p->progress(w + 1, nw, p->progress_user)) s = lb_err_set(err, LB_ERR_CANCELLED, "cancelled");
+    }
+    if (s == LB_OK) s = write_dat(&a, (int32_t)nw, dataset ? dataset : "", out_path, err);
+    lb_context_free(c);
+    free(logits);
+    free(starts);
+    for (int k = 0; k < 5; k++) free(a.sum[k]);
+    return s;
+}
