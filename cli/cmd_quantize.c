@@ -23,6 +23,12 @@ static void usage(FILE *f) {
           "  --output-tensor-type TYPE  type of output.weight (or of the tied embedding)\n"
           "  --token-embedding-type TYPE type of token_embd.weight\n"
           "  --imatrix FILE             importance matrix (llama.cpp's .dat or GGUF imatrix file) weighting the error\n"
+          "  --method M                 rtn (default), imatrix, gptq, awq, awq+gptq; all but rtn need --calib\n"
+          "  --calib FILE               calibration text (UTF-8); never evaluate on it\n"
+          "  --calib-tokens N           calibration tokens, as N / 512 windows (default 65536)\n"
+          "  --seed S                   which calibration windows (default 1)\n"
+          "  --damp F                   GPTQ damping, fraction of mean(diag H) (default 0.01)\n"
+          "  --act-order                GPTQ in decreasing activation order\n"
           "  --allow-requantize         accept an already-quantized GGUF input (loses quality)\n"
           "  -t, --threads N            worker threads (default: all CPUs); output is identical for any N\n"
           "  --json                     the summary as one JSON object on stdout\n"
@@ -31,7 +37,7 @@ static void usage(FILE *f) {
 }
 
 typedef struct qopts {
-    const char *input, *output;
+    const char *input, *output, *calib;
     lb_quantize_params p;
     const char *patterns[MAX_OVERRIDES];
     lb_type types[MAX_OVERRIDES];
@@ -81,6 +87,27 @@ static int parse(int argc, char **argv, qopts *o) {
             o->patterns[o->p.n_tensor_types] = pat;
             o->types[o->p.n_tensor_types++] = (lb_type)t;
             i++;
+        } else if (!strcmp(a, "--method") && v) {
+            int m = lb_method_from_name(v);
+            if (m < 0) return cli_fail("--method expects rtn, imatrix, gptq, awq or awq+gptq, got \"%s\"", v);
+            o->p.method = (lb_method)m;
+            i++;
+        } else if (!strcmp(a, "--calib") && v) {
+            o->calib = v;
+            i++;
+        } else if (!strcmp(a, "--calib-tokens") && v) {
+            if (!cli_int(a, v, 2, INT64_MAX / 2, &o->p.calib_n_tokens)) return 1;
+            i++;
+        } else if (!strcmp(a, "--seed") && v) {
+            int64_t n;
+            if (!cli_int(a, v, 0, INT64_MAX, &n)) return 1;
+            o->p.calib_seed = (uint64_t)n;
+            i++;
+        } else if (!strcmp(a, "--damp") && v) {
+            if (!cli_float(a, v, 0, 10, &o->p.gptq_damp)) return 1;
+            i++;
+        } else if (!strcmp(a, "--act-order")) {
+            o->p.gptq_act_order = 1;
         } else if (!strcmp(a, "--imatrix") && v) {
             o->p.imatrix = v;
             i++;
@@ -93,6 +120,8 @@ static int parse(int argc, char **argv, qopts *o) {
         else if (!o->input) o->input = a;
         else { usage(stderr); return cli_fail("quantize: unexpected argument %s", a); }
     }
+    if (o->p.method != LB_METHOD_RTN && !o->calib)
+        return cli_fail("quantize: --method %s needs calibration text: --calib FILE", lb_method_name(o->p.method));
     if (!o->input || !o->output || !o->p.ftype) {
         usage(stderr);
         return cli_fail("quantize: INPUT, -o OUTPUT and --type TYPE are required");
@@ -129,6 +158,7 @@ static void print_summary(const qopts *o, const lb_quantize_report *r) {
         cli_json_str(stdout, o->output);
         printf(", \"type\": ");
         cli_json_str(stdout, o->p.ftype);
+        printf(", \"method\": \"%s\"", lb_method_name(o->p.method));
         printf(", \"encoder\": \"%s\", \"architecture\": \"%s\", \"n_params\": %lld, \"file_bytes\": %zu, "
                "\"bits_per_weight\": %.4f, \"seconds\": %.3f, \"peak_rss_bytes\": %zu, \"requantized\": %s, \"types\": {",
                o->p.encoder == LB_ENCODER_REF ? "ref" : "default", r->architecture, (long long)r->n_params, r->file_bytes,
@@ -174,7 +204,21 @@ int cmd_quantize(int argc, char **argv) {
         o.p.progress_user = &prog;
         lb_quantize_report r;
         lb_error e;
-        lb_status s = lb_quantize_model(o.input, o.output, &o.p, &r, &e);
+        lb_status s = LB_OK;
+        int32_t *ids = NULL;
+        if (o.calib) { /* the calibration text, tokenized by the input's own tokenizer */
+            char *text = NULL;
+            size_t len;
+            lb_tokenizer *tok = NULL;
+            if ((rc = cli_read_text(o.calib, &text, &len))) goto out;
+            s = lb_tokenizer_load(o.input, &tok, &e);
+            if (s == LB_OK) s = lb_tokenizer_encode(tok, text, len, &ids, &o.p.n_calib_tokens, &e);
+            o.p.calib_tokens = ids;
+            lb_tokenizer_free(tok);
+            free(text);
+        }
+        if (s == LB_OK) s = lb_quantize_model(o.input, o.output, &o.p, &r, &e);
+        lb_free(ids);
         if (s != LB_OK) {
             if (!o.quiet && prog.tty) fputc('\n', stderr);
             rc = cli_fail_lb(s, &e);
@@ -185,6 +229,7 @@ int cmd_quantize(int argc, char **argv) {
             lb_quantize_report_free(&r);
         }
     }
+out:
     for (int k = 0; k < o.p.n_tensor_types; k++) free(o.pattern_buf[k]);
     return rc < 0 ? 0 : rc;
 }

@@ -331,6 +331,19 @@ typedef enum lb_encoder {
     LB_ENCODER_REF = 1,     /* ggml's reference encoders, bit for bit (what llama-quantize writes) */
 } lb_encoder;
 
+/* How the values of each quantized matrix are chosen. All but RTN need calibration tokens. */
+typedef enum lb_method {
+    LB_METHOD_RTN = 0,      /* the encoder alone (weighted by the --imatrix file when one is given) */
+    LB_METHOD_IMATRIX = 1,  /* the encoder weighted by E[x^2] of each input column, measured on the calibration text */
+    LB_METHOD_GPTQ = 2,     /* GPTQ with the target block format as the quantizer */
+    LB_METHOD_AWQ = 3,      /* activation-aware per-channel scaling, folded into the previous norm / matrix */
+    LB_METHOD_AWQ_GPTQ = 4, /* AWQ scaling, then GPTQ */
+} lb_method;
+
+/* "rtn", "imatrix", "gptq", "awq", "awq+gptq"; the method called name, or -1. */
+const char *lb_method_name(lb_method m);
+int lb_method_from_name(const char *name);
+
 /* Progress of a quantization: tensor `name` is number done (1-based) of total. Non-zero cancels. */
 typedef int (*lb_quant_progress_fn)(const char *name, int64_t done, int64_t total, void *user);
 
@@ -347,6 +360,14 @@ typedef struct lb_quantize_params {
     const char *const *tensor_type_patterns;
     const lb_type *tensor_type_types;
     const char *imatrix;      /* importance matrix file (llama.cpp's .dat or GGUF imatrix format), or NULL */
+    lb_method method;
+    const int32_t *calib_tokens; /* the tokenized calibration text (methods other than RTN) */
+    int64_t n_calib_tokens;
+    int64_t calib_ctx;        /* calibration window length (default 512) */
+    int64_t calib_n_tokens;   /* calibration tokens used (default 128 x 512) */
+    uint64_t calib_seed;      /* which windows (default 1) */
+    double gptq_damp;         /* GPTQ damping, a fraction of mean(diag H) (default 0.01) */
+    int gptq_act_order;       /* GPTQ in decreasing diag(H) order */
     lb_quant_progress_fn progress;
     void *progress_user;
 } lb_quantize_params;

@@ -13,6 +13,7 @@
 #include "../model/model.h"
 #include "../model/tokenizer_internal.h"
 #include "../quant/quant.h"
+#include "calib.h"
 #include "encoders.h"
 #include "mix.h"
 
@@ -23,6 +24,16 @@
 
 /* Rows per quantization task: enough work to amortize the hand-off, small enough to balance. */
 #define ROWS_PER_TASK 16
+
+static const char *METHODS[] = {"rtn", "imatrix", "gptq", "awq", "awq+gptq"};
+
+const char *lb_method_name(lb_method m) { return (unsigned)m <= LB_METHOD_AWQ_GPTQ ? METHODS[m] : "?"; }
+
+int lb_method_from_name(const char *name) {
+    for (int k = 0; k <= LB_METHOD_AWQ_GPTQ; k++)
+        if (name && !strcmp(name, METHODS[k])) return k;
+    return -1;
+}
 
 lb_quantize_params lb_quantize_default_params(void) {
     lb_quantize_params p;
@@ -50,6 +61,9 @@ typedef struct out_tensor {
     bool permute_qk;        /* HF q/k rows -> llama.cpp's permuted order */
     lb_type type;
     bool fallback;
+    int64_t layer;          /* decoder layer, or -1 */
+    int slot;               /* within a layer: matrices 0..6 (q k v o gate up down), 7 attn_norm, 8 ffn_norm,
+                               9 v bias; -1 otherwise */
 } out_tensor;
 
 typedef struct plan {
@@ -58,7 +72,7 @@ typedef struct plan {
 } plan;
 
 static lb_status plan_add(plan *p, const char *name, const lb_weight *w, const float *vec, int64_t vec_n, bool perm,
-                          lb_error *err) {
+                          int64_t layer, int slot, lb_error *err) {
     if (p->n == p->cap) {
         int64_t cap = p->cap ? 2 * p->cap : 64;
         out_tensor *t = realloc(p->t, (size_t)cap * sizeof *t);
@@ -72,6 +86,8 @@ static lb_status plan_add(plan *p, const char *name, const lb_weight *w, const f
     o->w = w;
     o->vec = vec;
     o->permute_qk = perm;
+    o->layer = layer;
+    o->slot = slot;
     if (w) {
         o->n_dims = 2;
         o->ne[0] = w->cols;
@@ -89,33 +105,33 @@ static lb_status build_plan(const lb_model *m, bool permute, plan *p, lb_error *
     const lb_model_info *h = &m->info;
     int64_t E = h->n_embd, D = h->head_dim, qd = h->n_head * D, kvd = h->n_head_kv * D;
     char n[64];
-    lb_status s = plan_add(p, "token_embd.weight", &m->tok_embd, NULL, 0, false, err);
+    lb_status s = plan_add(p, "token_embd.weight", &m->tok_embd, NULL, 0, false, -1, -1, err);
     for (int64_t i = 0; s == LB_OK && i < h->n_layer; i++) {
         const lb_layer *l = &m->layers[i];
-        struct { lb_role role; const lb_weight *w; const float *v; int64_t len; bool perm; } items[] = {
-            {LB_ROLE_ATTN_NORM, NULL, l->attn_norm, E, false},
-            {LB_ROLE_ATTN_Q, &l->wq, NULL, 0, permute},
-            {LB_ROLE_ATTN_Q_BIAS, NULL, l->bq, qd, false},
-            {LB_ROLE_ATTN_K, &l->wk, NULL, 0, permute},
-            {LB_ROLE_ATTN_K_BIAS, NULL, l->bk, kvd, false},
-            {LB_ROLE_ATTN_V, &l->wv, NULL, 0, false},
-            {LB_ROLE_ATTN_V_BIAS, NULL, l->bv, kvd, false},
-            {LB_ROLE_ATTN_Q_NORM, NULL, l->q_norm, D, false},
-            {LB_ROLE_ATTN_K_NORM, NULL, l->k_norm, D, false},
-            {LB_ROLE_ATTN_OUT, &l->wo, NULL, 0, false},
-            {LB_ROLE_FFN_NORM, NULL, l->ffn_norm, E, false},
-            {LB_ROLE_FFN_GATE, &l->w_gate, NULL, 0, false},
-            {LB_ROLE_FFN_UP, &l->w_up, NULL, 0, false},
-            {LB_ROLE_FFN_DOWN, &l->w_down, NULL, 0, false},
+        struct { lb_role role; const lb_weight *w; const float *v; int64_t len; bool perm; int slot; } items[] = {
+            {LB_ROLE_ATTN_NORM, NULL, l->attn_norm, E, false, 7},
+            {LB_ROLE_ATTN_Q, &l->wq, NULL, 0, permute, 0},
+            {LB_ROLE_ATTN_Q_BIAS, NULL, l->bq, qd, false, -1},
+            {LB_ROLE_ATTN_K, &l->wk, NULL, 0, permute, 1},
+            {LB_ROLE_ATTN_K_BIAS, NULL, l->bk, kvd, false, -1},
+            {LB_ROLE_ATTN_V, &l->wv, NULL, 0, false, 2},
+            {LB_ROLE_ATTN_V_BIAS, NULL, l->bv, kvd, false, 9},
+            {LB_ROLE_ATTN_Q_NORM, NULL, l->q_norm, D, false, -1},
+            {LB_ROLE_ATTN_K_NORM, NULL, l->k_norm, D, false, -1},
+            {LB_ROLE_ATTN_OUT, &l->wo, NULL, 0, false, 3},
+            {LB_ROLE_FFN_NORM, NULL, l->ffn_norm, E, false, 8},
+            {LB_ROLE_FFN_GATE, &l->w_gate, NULL, 0, false, 4},
+            {LB_ROLE_FFN_UP, &l->w_up, NULL, 0, false, 5},
+            {LB_ROLE_FFN_DOWN, &l->w_down, NULL, 0, false, 6},
         };
         for (size_t k = 0; s == LB_OK && k < sizeof items / sizeof items[0]; k++) {
             if (!items[k].w && !items[k].v) continue;
             snprintf(n, sizeof n, "blk.%lld.%s", (long long)i, lb_role_gguf_suffix(items[k].role));
-            s = plan_add(p, n, items[k].w, items[k].v, items[k].len, items[k].perm, err);
+            s = plan_add(p, n, items[k].w, items[k].v, items[k].len, items[k].perm, i, items[k].slot, err);
         }
     }
-    if (s == LB_OK) s = plan_add(p, "output_norm.weight", NULL, m->out_norm, E, false, err);
-    if (s == LB_OK && !h->tied_embeddings) s = plan_add(p, "output.weight", &m->output, NULL, 0, false, err);
+    if (s == LB_OK) s = plan_add(p, "output_norm.weight", NULL, m->out_norm, E, false, -1, -1, err);
+    if (s == LB_OK && !h->tied_embeddings) s = plan_add(p, "output.weight", &m->output, NULL, 0, false, -1, -1, err);
     return s;
 }
 
@@ -230,6 +246,11 @@ typedef struct run {
     gguf_writer *w;
     lb_mix mix;
     lb_imatrix *imatrix;
+    lb_calib *cal;          /* calibrated methods: the activations entering the next layer */
+    lb_gptq_params gptq;
+    int64_t cached_layer;   /* the layer whose quantized tensors are in cache */
+    uint8_t *cache[7];
+    float *norms[2], *bv;
     float *scratch;
     uint8_t *out;
     size_t out_cap;
@@ -249,6 +270,74 @@ static lb_status choose_types(run *R, lb_error *err) {
     return LB_OK;
 }
 
+static bool calibrated(const run *R) { return R->p->method != LB_METHOD_RTN; }
+
+static void drop_cache(run *R) {
+    for (int k = 0; k < 7; k++) {
+        free(R->cache[k]);
+        R->cache[k] = NULL;
+    }
+    free(R->norms[0]), free(R->norms[1]), free(R->bv);
+    R->norms[0] = R->norms[1] = R->bv = NULL;
+    R->cached_layer = -1;
+}
+
+static float *copy_vec(const float *v, int64_t n) {
+    float *c = v ? malloc((size_t)n * sizeof *c) : NULL;
+    if (c) memcpy(c, v, (size_t)n * sizeof *c);
+    return c;
+}
+
+/* quantize decoder layer il by the calibrated method into the cache */
+static lb_status calibrate_layer(run *R, int64_t il, lb_error *err) {
+    drop_cache(R);
+    const lb_model_info *h = &R->m->info;
+    lb_type types[7] = {0};
+    int found = 0;
+    for (int64_t i = 0; i < R->plan.n; i++)
+        if (R->plan.t[i].layer == il && R->plan.t[i].slot >= 0 && R->plan.t[i].slot < 7) {
+            types[R->plan.t[i].slot] = R->plan.t[i].type;
+            found++;
+        }
+    if (found != 7) return lb_err_set(err, LB_ERR_UNSUPPORTED, "layer %lld: calibrated methods need 7 matrices", (long long)il);
+    const lb_layer *l = &R->m->layers[il];
+    R->norms[0] = copy_vec(l->attn_norm, h->n_embd);
+    R->norms[1] = copy_vec(l->ffn_norm, h->n_embd);
+    R->bv = copy_vec(l->bv, h->n_head_kv * h->head_dim);
+    if (!R->norms[0] || !R->norms[1] || (l->bv && !R->bv)) return lb_err_set(err, LB_ERR_NOMEM, "out of memory");
+    lb_status s = lb_calib_quantize_layer(R->cal, R->pool, R->m, il, R->p->method, R->p->encoder, &R->gptq, types, R->cache,
+                                          R->norms, R->bv, err);
+    if (s == LB_OK) R->cached_layer = il;
+    return s;
+}
+
+/* bytes of tensor t, when the calibrated path produced them (rows permuted for llama's q/k as needed) */
+static lb_status calibrated_bytes(run *R, const out_tensor *t, uint8_t *out, bool *done, lb_error *err) {
+    *done = false;
+    if (t->layer >= 0 && t->slot >= 0) {
+        if (R->cached_layer != t->layer) {
+            lb_status s = calibrate_layer(R, t->layer, err);
+            if (s != LB_OK) return s;
+        }
+        size_t rb = lb_type_row_size(t->type, t->ne[0]);
+        if (t->slot < 7) {
+            const uint8_t *src = R->cache[t->slot];
+            for (int64_t r = 0; r < t->ne[1]; r++) {
+                int64_t from = t->permute_qk ? lb_llama_qk_hf_row(r, R->m->info.head_dim) : r;
+                memcpy(out + (size_t)r * rb, src + (size_t)from * rb, rb);
+            }
+        } else {
+            const float *v = t->slot == 7 ? R->norms[0] : t->slot == 8 ? R->norms[1] : R->bv;
+            memcpy(out, v, (size_t)t->ne[0] * sizeof(float));
+        }
+        *done = true;
+    } else if (!strcmp(t->name, "output.weight")) {
+        *done = true;
+        return lb_calib_quantize_output(R->cal, R->pool, R->m, t->type, R->p->method, R->p->encoder, &R->gptq, out, err);
+    }
+    return LB_OK;
+}
+
 static lb_status write_tensor(run *R, int64_t i, lb_error *err) {
     const out_tensor *t = &R->plan.t[i];
     size_t row_bytes = lb_type_row_size(t->type, t->ne[0]), bytes = row_bytes * (size_t)t->ne[1];
@@ -258,7 +347,13 @@ static lb_status write_tensor(run *R, int64_t i, lb_error *err) {
         R->out = o;
         R->out_cap = bytes;
     }
-    if (!t->w) {
+    bool done = false;
+    if (calibrated(R)) {
+        lb_status s = calibrated_bytes(R, t, R->out, &done, err);
+        if (s != LB_OK) return s;
+    }
+    if (done) {
+    } else if (!t->w) {
         memcpy(R->out, t->vec, bytes);
     } else {
         const lb_imatrix_entry *im = lb_imatrix_find(R->imatrix, t->name);
@@ -269,6 +364,17 @@ static lb_status write_tensor(run *R, int64_t i, lb_error *err) {
                   R->m->info.head_dim};
         lb_pool_run(R->pool, (t->ne[1] + ROWS_PER_TASK - 1) / ROWS_PER_TASK, quant_task, &j);
         lb_mmap_release(t->w->data, lb_weight_row_bytes(t->w) * (size_t)t->w->rows);
+    }
+    if (calibrated(R) && !strcmp(t->name, "token_embd.weight")) {
+        /* the calibration activations start from the embedding as it will be stored */
+        lb_calib_params cp = lb_calib_default_params();
+        if (R->p->calib_ctx > 0) cp.ctx = R->p->calib_ctx;
+        if (R->p->calib_n_tokens > 0) cp.n_tokens = R->p->calib_n_tokens;
+        cp.seed = R->p->calib_seed ? R->p->calib_seed : 1;
+        cp.n_threads = lb_pool_size(R->pool);
+        lb_weight embd = {t->type, R->out, t->ne[1], t->ne[0]};
+        lb_status s = lb_calib_new(R->m, &embd, R->p->calib_tokens, R->p->n_calib_tokens, &cp, &R->cal, err);
+        if (s != LB_OK) return s;
     }
     return gguf_writer_write_tensor(R->w, i, R->out, bytes, err);
 }
@@ -287,6 +393,16 @@ static lb_status setup(run *R, const char *input, lb_error *err) {
             if (regcomp(&R->re[R->n_re], p->tensor_type_patterns[R->n_re], REG_EXTENDED | REG_NOSUB) != 0)
                 return lb_err_set(err, LB_ERR_ARG, "invalid tensor pattern \"%s\"", p->tensor_type_patterns[R->n_re]);
     }
+    R->cached_layer = -1;
+    lb_gptq_params_default(&R->gptq);
+    if (p->gptq_damp > 0) R->gptq.damp = p->gptq_damp;
+    R->gptq.act_order = p->gptq_act_order != 0;
+    if ((unsigned)p->method > LB_METHOD_AWQ_GPTQ) return lb_err_set(err, LB_ERR_ARG, "unknown method %d", (int)p->method);
+    if (p->method != LB_METHOD_RTN && (!p->calib_tokens || p->n_calib_tokens <= 0))
+        return lb_err_set(err, LB_ERR_ARG, "method %s needs calibration text (--calib FILE)", lb_method_name(p->method));
+    if (p->method != LB_METHOD_RTN && p->imatrix)
+        return lb_err_set(err, LB_ERR_ARG, "--imatrix goes with the rtn method; %s measures its own statistics",
+                          lb_method_name(p->method));
     lb_status s = lb_model_load(input, &R->m, err);
     if (s == LB_OK && p->imatrix) s = lb_imatrix_load(p->imatrix, &R->imatrix, err);
     if (s != LB_OK) return s;
@@ -300,7 +416,8 @@ static lb_status setup(run *R, const char *input, lb_error *err) {
         return s;
     }
     if (!gguf_arch(R->m)) return lb_err_set(err, LB_ERR_UNSUPPORTED, "architecture %s cannot be written as GGUF", h->model_type);
-    R->mix = (lb_mix){(lb_ftype)ft, h->n_layer, h->n_head / h->n_head_kv, h->tied_embeddings != 0, R->imatrix != NULL, p->pure != 0,
+    R->mix = (lb_mix){(lb_ftype)ft, h->n_layer, h->n_head / h->n_head_kv, h->tied_embeddings != 0,
+                      R->imatrix != NULL || p->method != LB_METHOD_RTN, p->pure != 0,
                       p->output_type, p->token_embd_type, R->n_re, R->re, p->tensor_type_types, 0, 0};
     bool permute = !R->m->gguf && !strcmp(gguf_arch(R->m), "llama");
     if ((s = build_plan(R->m, permute, &R->plan, err)) != LB_OK || (s = choose_types(R, err)) != LB_OK) return s;
@@ -315,6 +432,8 @@ static lb_status setup(run *R, const char *input, lb_error *err) {
 
 static void cleanup(run *R) {
     gguf_writer_abort(R->w);
+    drop_cache(R);
+    lb_calib_free(R->cal);
     free(R->out);
     free(R->scratch);
     lb_pool_free(R->pool);

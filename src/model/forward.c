@@ -221,9 +221,8 @@ static void mm(lb_context *c, const float *x, int64_t T, const lb_weight *w, flo
     lb_matmul(c->pool, c->mm_scratch, x, T, w, out, w->rows);
 }
 
-static void layer_forward(lb_context *c, int64_t il, int64_t T) {
+static void layer_forward(lb_context *c, const lb_layer *l, int64_t il, int64_t T) {
     const lb_model_info *h = &c->m->info;
-    const lb_layer *l = &c->m->layers[il];
     int64_t E = h->n_embd, D = h->head_dim, H = h->n_head, KV = h->n_head_kv, F = h->n_ff;
     int64_t qd = H * D, kvd = KV * D, pos0 = c->pos;
 
@@ -282,7 +281,7 @@ static lb_status eval_batch(lb_context *c, const int32_t *tokens, int64_t T, flo
                               tokens[t], (long long)(c->pos + t), (long long)V - 1);
     }
     for (int64_t t = 0; t < T; t++) lb_weight_row_f32(&m->tok_embd, tokens[t], c->x + t * E);
-    for (int64_t il = 0; il < h->n_layer; il++) layer_forward(c, il, T);
+    for (int64_t il = 0; il < h->n_layer; il++) layer_forward(c, &m->layers[il], il, T);
     c->pos += T;
     if (!logits) return LB_OK;
     if (all_logits) {
@@ -309,5 +308,17 @@ lb_status lb_context_eval(lb_context *c, const int32_t *tokens, int64_t n, float
         lb_status s = eval_batch(c, tokens + i, T, lg, all_logits, i + T == n, err);
         if (s != LB_OK) return s;
     }
+    return LB_OK;
+}
+
+lb_status lb_context_run_layer(lb_context *c, const lb_layer *l, int64_t il, float *x, int64_t T, lb_error *err) {
+    int64_t E = c->m->info.n_embd;
+    if (T < 1 || T > c->n_batch || T > c->n_ctx)
+        return lb_err_set(err, LB_ERR_ARG, "%lld tokens do not fit one batch of %lld", (long long)T, (long long)c->n_batch);
+    c->pos = 0;
+    memcpy(c->x, x, (size_t)(T * E) * sizeof(float));
+    layer_forward(c, l, il, T);
+    memcpy(x, c->x, (size_t)(T * E) * sizeof(float));
+    c->pos = 0;
     return LB_OK;
 }

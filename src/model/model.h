@@ -43,4 +43,11 @@ struct lb_model {
     int64_t n_owned, cap_owned;
 };
 
+/*
+ * Run decoder layer il with the weights `l` (the model's own or replacements, e.g. quantized ones) on
+ * x (T, n_embd): one sequence from position 0, T at most the context's batch; x is replaced by the
+ * layer's output. The context's observer sees the matrix inputs. For calibration.
+ */
+lb_status lb_context_run_layer(lb_context *c, const lb_layer *l, int64_t il, float *x, int64_t T, lb_error *err);
+
 #endif

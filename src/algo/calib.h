@@ -1,0 +1,56 @@
+/*
+ * calib.h - layer-by-layer calibration state for GPTQ, AWQ and importance weighting: the calibration
+ * activations X (n_windows * ctx, n_embd) entering the current decoder layer, and per layer the second
+ * moments H = sum_t x_t x_t^T of every matrix input and the mean absolute activation per channel.
+ *
+ * Only X, one layer's statistics and the layer's weights are in memory: X is advanced through each layer
+ * (with its quantized weights, so later layers calibrate on what the quantized model really computes).
+ */
+#ifndef LB_ALGO_CALIB_H
+#define LB_ALGO_CALIB_H
+
+#include "../model/model.h"
+
+/* the four matrix inputs of a decoder layer (lb_obs_point values) and the output head */
+#define LB_CALIB_POINTS 5
+
+typedef struct lb_calib lb_calib;
+
+/* Windows of `tokens` chosen by p; X starts as the embedding rows (taken from `embd`, e.g. the quantized
+ * token embedding, (n_vocab, n_embd)). */
+lb_status lb_calib_new(const lb_model *m, const lb_weight *embd, const int32_t *tokens, int64_t n_tokens,
+                       const lb_calib_params *p, lb_calib **out, lb_error *err);
+void lb_calib_free(lb_calib *c);
+
+/* Statistics of layer il run with weights l on the current X (X is not changed). */
+lb_status lb_calib_layer_stats(lb_calib *c, const lb_layer *l, int64_t il, lb_error *err);
+/* Move X through layer il with weights l. */
+lb_status lb_calib_layer_advance(lb_calib *c, const lb_layer *l, int64_t il, lb_error *err);
+/* Statistics of the output head's input: the final norm applied to X. */
+lb_status lb_calib_output_stats(lb_calib *c, const float *out_norm, lb_error *err);
+
+/* H (dim, dim) of a point from the last *_stats call, its dim, mean |x| per channel, and the token count. */
+const double *lb_calib_h(const lb_calib *c, lb_obs_point pt, int64_t *dim);
+const float *lb_calib_mean_abs(const lb_calib *c, lb_obs_point pt);
+int64_t lb_calib_tokens(const lb_calib *c);
+/* diag(H) / tokens = E[x_j^2] (the importance matrix) into out (dim floats). */
+void lb_calib_imatrix(const lb_calib *c, lb_obs_point pt, float *out);
+
+#include "gptq.h"
+
+/*
+ * Quantize decoder layer il from its statistics on the current calibration activations, then move the
+ * activations through the quantized layer. The 7 matrices in the order q, k, v, o, gate, up, down (rows
+ * in the model's own order) get types[k]; out[k] receives malloc'd blocks (the caller frees them).
+ * norms[0], norms[1] are copies of the attention and FFN norm weights and bv a copy of the v bias (or
+ * NULL); AWQ divides them by its scales, and they must be written in place of the originals.
+ */
+lb_status lb_calib_quantize_layer(lb_calib *c, lb_pool *pool, const lb_model *m, int64_t il, lb_method method,
+                                  lb_encoder enc, const lb_gptq_params *gp, const lb_type types[7], uint8_t *out[7],
+                                  float *norms[2], float *bv, lb_error *err);
+/* The output head (untied models) from the statistics of the final-norm output: GPTQ for the GPTQ methods,
+ * the importance-weighted encoder otherwise. out: rows of blocks of type t. */
+lb_status lb_calib_quantize_output(lb_calib *c, lb_pool *pool, const lb_model *m, lb_type t, lb_method method,
+                                   lb_encoder enc, const lb_gptq_params *gp, uint8_t *out, lb_error *err);
+
+#endif

@@ -1,0 +1,217 @@
+/*
+ * calib_quant.c - calibrated quantization of one decoder layer (or the output head) from the layer's
+ * activation statistics (calib.h):
+ * - imatrix: the encoder weighted by E[x_j^2] = diag(H)/N (llama.cpp's importance matrix, docs/formats.md 2.6);
+ * - GPTQ (gptq.h) with the layer's H;
+ * - AWQ (Lin et al. 2023; docs/formats.md 5): per input channel scales s = mean|x|^alpha (normalized by
+ *   sqrt(max s * min s)), alpha searched on a grid of 21 values for the smallest output error
+ *   sum_k tr((W_k - Q_k) H (W_k - Q_k)^T), where Q_k = Q(W_k diag(s)) diag(1/s) — which H gives exactly,
+ *   without keeping activations. The scales are folded into what produces the input: the attention / FFN
+ *   norm weights for q,k,v and gate,up; the rows of up_proj for down_proj; the rows of v_proj for o_proj
+ *   when every attention head has its own v head (no grouped-query sharing). Then the scaled weights are
+ *   quantized (by the weighted encoder, or by GPTQ with H' = diag(1/s) H diag(1/s) for awq+gptq).
+ */
+#include "calib.h"
+
+#include "../quant/matmul.h"
+#include "encoders.h"
+#include "awq.h"
+#include "gptq.h"
+
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+
+/* the 7 matrices of a layer and the point that feeds each */
+static const lb_obs_point POINT[7] = {LB_OBS_ATTN_IN, LB_OBS_ATTN_IN, LB_OBS_ATTN_IN, LB_OBS_ATTN_OUT_IN,
+                                      LB_OBS_FFN_IN, LB_OBS_FFN_IN, LB_OBS_FFN_DOWN_IN};
+
+static const lb_weight *layer_matrix(const lb_layer *l, int k) {
+    const lb_weight *w[7] = {&l->wq, &l->wk, &l->wv, &l->wo, &l->w_gate, &l->w_up, &l->w_down};
+    return w[k];
+}
+
+/* W (rows, cols) as f32 */
+static float *to_f32(const lb_weight *w) {
+    float *x = malloc((size_t)(w->rows * w->cols) * sizeof *x);
+    if (x)
+        for (int64_t r = 0; r < w->rows; r++) lb_weight_row_f32(w, r, x + r * w->cols);
+    return x;
+}
+
+/* ---------------------------------------------------------------- encoder, row-parallel ---------------- */
+
+typedef struct enc_job {
+    const float *x;
+    uint8_t *y;
+    int64_t cols;
+    size_t row_bytes;
+    lb_quantize_fn fn;
+    const float *im;
+} enc_job;
+
+static void enc_task(void *arg, int64_t r, int thread) {
+    const enc_job *j = arg;
+    j->fn(j->x + r * j->cols, j->y + (size_t)r * j->row_bytes, 1, j->cols, j->im);
+}
+
+static void encode(lb_pool *pool, const float *x, int64_t rows, int64_t cols, lb_type t, lb_encoder enc, const float *im,
+                   uint8_t *y) {
+    enc_job j = {x, y, cols, lb_type_row_size(t, cols), lb_encoder_get(t, enc), im};
+    lb_pool_run(pool, rows, enc_task, &j);
+}
+
+/* ---------------------------------------------------------------- the layer ---------------------------- */
+
+typedef struct layer_work {
+    float *w[7];      /* f32 copies of the 7 matrices (scaled by AWQ) */
+    float *s_in[4];   /* AWQ input scales per point (NULL: 1) */
+    double *h[4];     /* H per point, scaled */
+} layer_work;
+
+static void free_work(layer_work *lw) {
+    for (int k = 0; k < 7; k++) free(lw->w[k]);
+    for (int k = 0; k < 4; k++) {
+        free(lw->s_in[k]);
+        free(lw->h[k]);
+    }
+}
+
+/* AWQ: scales per group, applied to the matrices (columns * s) and to what feeds them (/ s) */
+static lb_status awq_apply(lb_calib *c, lb_pool *pool, const lb_model *m, const lb_type types[7], layer_work *lw, float *norms[2],
+                           float *bv_scaled, lb_error *err) {
+    const lb_model_info *h = &m->info;
+    bool mha = h->n_head == h->n_head_kv;
+    /* groups: (q,k,v) <- attn_norm; (o) <- v rows if MHA; (gate,up) <- ffn_norm; (down) <- up rows */
+    struct { int pt; int mats[3]; int n; } G[4] = {{LB_OBS_ATTN_IN, {0, 1, 2}, 3}, {LB_OBS_ATTN_OUT_IN, {3}, 1},
+                                                  {LB_OBS_FFN_IN, {4, 5}, 2}, {LB_OBS_FFN_DOWN_IN, {6}, 1}};
+    for (int g = 0; g < 4; g++) {
+        if (g == 1 && !mha) continue;
+        int64_t d;
+        const double *H = lb_calib_h(c, (lb_obs_point)G[g].pt, &d);
+        awq_group grp = {G[g].n, {NULL}, {0}, {0}};
+        for (int k = 0; k < G[g].n; k++) {
+            int mi = G[g].mats[k];
+            grp.w[k] = lw->w[mi];
+            grp.rows[k] = layer_matrix(&m->layers[0], mi)->rows;
+            grp.type[k] = types[mi];
+        }
+        float *s = malloc((size_t)d * sizeof *s);
+        double loss;
+        if (!s) return lb_err_set(err, LB_ERR_NOMEM, "out of memory");
+        lb_status st = lb_awq_search(pool, &grp, d, H, lb_calib_mean_abs(c, (lb_obs_point)G[g].pt), s, &loss, err);
+        if (st != LB_OK) {
+            free(s);
+            return st;
+        }
+        lw->s_in[G[g].pt] = s;
+        for (int k = 0; k < G[g].n; k++) { /* columns of the consumers * s */
+            int mi = G[g].mats[k];
+            for (int64_t r = 0; r < grp.rows[k]; r++)
+                for (int64_t j = 0; j < d; j++) lw->w[mi][r * d + j] *= s[j];
+        }
+        /* the producer / s */
+        if (g == 0) for (int64_t j = 0; j < d; j++) norms[0][j] /= s[j];
+        if (g == 2) for (int64_t j = 0; j < d; j++) norms[1][j] /= s[j];
+        if (g == 1) { /* v rows (and bias) */
+            int64_t cols = h->n_embd;
+            for (int64_t j = 0; j < d; j++) {
+                for (int64_t i = 0; i < cols; i++) lw->w[2][j * cols + i] /= s[j];
+                if (bv_scaled) bv_scaled[j] /= s[j];
+            }
+        }
+        if (g == 3) { /* up rows */
+            int64_t cols = h->n_embd;
+            for (int64_t j = 0; j < d; j++)
+                for (int64_t i = 0; i < cols; i++) lw->w[5][j * cols + i] /= s[j];
+        }
+    }
+    return LB_OK;
+}
+
+/* H per point, scaled by 1/s (x' = x / s) */
+static lb_status scaled_h(lb_calib *c, layer_work *lw, lb_error *err) {
+    for (int p = 0; p < 4; p++) {
+        int64_t d;
+        const double *H = lb_calib_h(c, (lb_obs_point)p, &d);
+        lw->h[p] = malloc((size_t)(d * d) * sizeof(double));
+        if (!lw->h[p]) return lb_err_set(err, LB_ERR_NOMEM, "out of memory");
+        const float *s = lw->s_in[p];
+        for (int64_t i = 0; i < d; i++)
+            for (int64_t j = 0; j < d; j++) lw->h[p][i * d + j] = s ? H[i * d + j] / ((double)s[i] * s[j]) : H[i * d + j];
+    }
+    return LB_OK;
+}
+
+/* quantize one f32 matrix (rows, d) by the method into y */
+static lb_status quantize_matrix(lb_pool *pool, float *w, int64_t rows, int64_t d, const double *H, int64_t tokens,
+                                 lb_type t, lb_method method, lb_encoder enc, const lb_gptq_params *gp, uint8_t *y,
+                                 lb_error *err) {
+    if (method == LB_METHOD_GPTQ || method == LB_METHOD_AWQ_GPTQ) {
+        double *hc = malloc((size_t)(d * d) * sizeof *hc);
+        if (!hc) return lb_err_set(err, LB_ERR_NOMEM, "out of memory");
+        memcpy(hc, H, (size_t)(d * d) * sizeof *hc);
+        lb_status s = lb_gptq_quantize(pool, w, rows, d, hc, t, enc, gp, y, NULL, err);
+        free(hc);
+        return s;
+    }
+    float *im = malloc((size_t)d * sizeof *im);
+    if (!im) return lb_err_set(err, LB_ERR_NOMEM, "out of memory");
+    for (int64_t j = 0; j < d; j++) im[j] = tokens ? (float)(H[j * d + j] / (double)tokens) : 1.0f;
+    encode(pool, w, rows, d, t, enc, im, y);
+    free(im);
+    return LB_OK;
+}
+
+lb_status lb_calib_quantize_layer(lb_calib *c, lb_pool *pool, const lb_model *m, int64_t il, lb_method method,
+                                  lb_encoder enc, const lb_gptq_params *gp, const lb_type types[7], uint8_t *out[7],
+                                  float *norms[2], float *bv, lb_error *err) {
+    const lb_layer *orig = &m->layers[il];
+    lb_status s = lb_calib_layer_stats(c, orig, il, err);
+    layer_work lw;
+    memset(&lw, 0, sizeof lw);
+    for (int k = 0; s == LB_OK && k < 7; k++) {
+        const lb_weight *w = layer_matrix(orig, k);
+        out[k] = malloc(lb_type_row_size(types[k], w->cols) * (size_t)w->rows);
+        lw.w[k] = to_f32(w);
+        if (!out[k] || !lw.w[k]) s = lb_err_set(err, LB_ERR_NOMEM, "out of memory for layer %lld", (long long)il);
+    }
+    if (s == LB_OK && (method == LB_METHOD_AWQ || method == LB_METHOD_AWQ_GPTQ)) s = awq_apply(c, pool, m, types, &lw, norms, bv, err);
+    if (s == LB_OK) s = scaled_h(c, &lw, err);
+    for (int k = 0; s == LB_OK && k < 7; k++) {
+        const lb_weight *w = layer_matrix(orig, k);
+        lb_method mm = method == LB_METHOD_AWQ ? LB_METHOD_IMATRIX : method;
+        s = quantize_matrix(pool, lw.w[k], w->rows, w->cols, lw.h[POINT[k]], lb_calib_tokens(c), types[k], mm, enc, gp, out[k], err);
+    }
+    if (s == LB_OK) { /* move the calibration activations through the quantized layer */
+        lb_layer q = *orig;
+        lb_weight *qw[7] = {&q.wq, &q.wk, &q.wv, &q.wo, &q.w_gate, &q.w_up, &q.w_down};
+        for (int k = 0; k < 7; k++) *qw[k] = (lb_weight){types[k], out[k], qw[k]->rows, qw[k]->cols};
+        q.attn_norm = norms[0];
+        q.ffn_norm = norms[1];
+        if (bv) q.bv = bv;
+        s = lb_calib_layer_advance(c, &q, il, err);
+    }
+    free_work(&lw);
+    if (s != LB_OK)
+        for (int k = 0; k < 7; k++) {
+            free(out[k]);
+            out[k] = NULL;
+        }
+    return s;
+}
+
+lb_status lb_calib_quantize_output(lb_calib *c, lb_pool *pool, const lb_model *m, lb_type t, lb_method method,
+                                   lb_encoder enc, const lb_gptq_params *gp, uint8_t *out, lb_error *err) {
+    lb_status s = lb_calib_output_stats(c, m->out_norm, err);
+    if (s != LB_OK) return s;
+    float *w = to_f32(&m->output);
+    if (!w) return lb_err_set(err, LB_ERR_NOMEM, "out of memory");
+    int64_t d;
+    const double *H = lb_calib_h(c, LB_OBS_OUTPUT_IN, &d);
+    lb_method mm = method == LB_METHOD_GPTQ || method == LB_METHOD_AWQ_GPTQ ? LB_METHOD_GPTQ : LB_METHOD_IMATRIX;
+    s = quantize_matrix(pool, w, m->output.rows, d, H, lb_calib_tokens(c), t, mm, enc, gp, out, err);
+    free(w);
+    return s;
+}

@@ -1,0 +1,339 @@
+/*
+ * gptq.c - GPTQ whose quantizer is the target ggml block format: the blocks' scales come from the type's
+ * encoder (algo/encoders.h) and each element is rounded on its block's grid (quant/grid.h), so the output
+ * is ordinary ggml blocks.
+ *
+ * Source: Frantar et al., "GPTQ: Accurate Post-Training Quantization for Generative Pre-trained
+ * Transformers" (2022), Algorithm 1, and the reference procedure of docs/formats.md 4.1: dead columns,
+ * damping lambda = damp * mean(diag H) (raised tenfold on a failed Cholesky, as GPTQModel's automatic
+ * damping does), Hinv = upper Cholesky factor of H^-1, columns in lazy batches of B with the in-batch
+ * error propagation and the delayed update W[:, i2:] -= Err Hinv[i1:i2, i2:], optional act-order with
+ * static groups (formats.md 4.1 step 3 and 4.3: scales from the initial W, g_idx[c] = c / group, which is
+ * what lets the result stay in ggml's column order).
+ *
+ * Groups are ggml blocks: in the default order the block's scales are chosen when GPTQ reaches its first
+ * column, from the current (error-updated) weights, with diag(H) as importance weights.
+ *
+ * Rows are independent in GPTQ (Hinv is shared, each row carries its own errors), so the work is split
+ * into tiles of TILE_ROWS rows, one pool task each, that run the whole column sweep. Every element of W
+ * receives its updates one column at a time, in processing order, each rounded to float
+ * (w = w - err * Hinv[k][c]); the lazy batching only changes when they are applied, not their order or
+ * their rounding, so the result equals plain column-by-column GPTQ bit for bit and does not depend on
+ * the tiling or the thread count.
+ */
+#include "gptq.h"
+
+#include "../linalg/linalg.h"
+#include "../quant/grid.h"
+#include "encoders.h"
+
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define TILE_ROWS 16    /* rows per task: they share each streamed slice of Hinv */
+#define UPDATE_CHUNK 32 /* columns of the delayed update kept in registers across the batch */
+
+void lb_gptq_params_default(lb_gptq_params *p) {
+    p->damp = 0.01;
+    p->max_damp_tries = 6;
+    p->block_cols = 128;
+    p->act_order = false;
+}
+
+typedef struct gptq_ctx {
+    float *W; /* (rows, cols) */
+    int64_t rows, cols;
+    const float *U;       /* (cols, cols) Hinv, upper triangle, processing order */
+    const int64_t *perm;  /* processing position -> column; NULL for the identity */
+    const float *imp;     /* (cols) diag(H), column order: the encoder's importance weights */
+    lb_type type;
+    lb_quantize_fn enc;
+    lb_to_float_fn to_float;
+    int64_t be, batch; /* block elements, lazy-batch width */
+    size_t bb, row_bytes;
+    uint8_t *out;
+    float *scratch; /* per thread: TILE_ROWS * cols (the tile) + TILE_ROWS * batch (its errors) */
+    size_t scratch_floats;
+    double *row_loss; /* (rows) */
+} gptq_ctx;
+
+/* ---- the column sweep of one tile (kernels: no allocation) ---- */
+
+/* Quantize processing column k of the tile's rows T (nr, cols); errors to E (nr, batch) at k - i1, and
+ * the error spread over the rest of the batch, columns (k, i2). */
+static void quantize_column(const gptq_ctx *c, float *T, float *E, int64_t r0, int64_t nr, int64_t k, int64_t i1,
+                            int64_t i2, double *loss) {
+    const int64_t col = c->perm ? c->perm[k] : k;
+    const int e = (int)(col % c->be);
+    const float *u = c->U + k * c->cols;
+    const float ukk = u[k];
+    for (int64_t r = 0; r < nr; r++) {
+        float *t = T + r * c->cols;
+        uint8_t *blk = c->out + (size_t)(r0 + r) * c->row_bytes + (size_t)(col / c->be) * c->bb;
+        if (!c->perm && e == 0) c->enc(t + k, blk, 1, c->be, c->imp + k);
+        lb_grid g;
+        lb_grid_get(c->type, blk, e, &g);
+        const float w = t[k];
+        const int q = lb_grid_nearest(&g, w);
+        lb_grid_set(c->type, blk, e, q);
+        const float d = w - lb_grid_value(&g, q);
+        const float er = d / ukk;
+        E[r * c->batch + (k - i1)] = er;
+        loss[r] += (double)d * d / ((double)ukk * ukk) / 2;
+        for (int64_t j = k + 1; j < i2; j++) t[j] = t[j] - er * u[j];
+    }
+}
+
+/* T[:, c0:c1] -= E (nr, nb) @ U[i1:i1+nb, c0:c1], one batch column after another (the order of the plain
+ * sweep), over column chunks so that a chunk of a row stays in registers and the U slice in L1. */
+static void delayed_update(float *T, int64_t ld, int64_t nr, const float *E, int64_t lde, int64_t nb,
+                           const float *U, int64_t c0, int64_t c1) {
+    float acc[UPDATE_CHUNK];
+    for (int64_t cc = c0; cc < c1; cc += UPDATE_CHUNK) {
+        const int64_t w = c1 - cc < UPDATE_CHUNK ? c1 - cc : UPDATE_CHUNK;
+        for (int64_t r = 0; r < nr; r++) {
+            float *t = T + r * ld + cc;
+            const float *er = E + r * lde;
+            memcpy(acc, t, (size_t)w * sizeof *acc);
+            for (int64_t k = 0; k < nb; k++) {
+                const float ek = er[k];
+                const float *u = U + k * ld + cc;
+                for (int64_t i = 0; i < w; i++) acc[i] = acc[i] - ek * u[i];
+            }
+            memcpy(t, acc, (size_t)w * sizeof *acc);
+        }
+    }
+}
+
+/* Static groups (act-order): every block's scales from the initial weights. */
+static void encode_static(const gptq_ctx *c, int64_t r0, int64_t nr) {
+    for (int64_t r = r0; r < r0 + nr; r++)
+        for (int64_t b = 0; b < c->cols / c->be; b++)
+            c->enc(c->W + r * c->cols + b * c->be, c->out + (size_t)r * c->row_bytes + (size_t)b * c->bb, 1, c->be,
+                   c->imp + b * c->be);
+}
+
+static void tile_task(void *arg, int64_t task, int thread) {
+    const gptq_ctx *c = arg;
+    const int64_t r0 = task * TILE_ROWS, nr = c->rows - r0 < TILE_ROWS ? c->rows - r0 : TILE_ROWS;
+    const int64_t n = c->cols;
+    float *T = c->scratch + (size_t)thread * c->scratch_floats, *E = T + TILE_ROWS * n;
+    double loss[TILE_ROWS] = {0};
+    if (c->perm) encode_static(c, r0, nr);
+    for (int64_t r = 0; r < nr; r++) {
+        const float *w = c->W + (r0 + r) * n;
+        float *t = T + r * n;
+        if (c->perm)
+            for (int64_t k = 0; k < n; k++) t[k] = w[c->perm[k]];
+        else
+            memcpy(t, w, (size_t)n * sizeof *t);
+    }
+    for (int64_t i1 = 0; i1 < n; i1 += c->batch) {
+        const int64_t i2 = i1 + c->batch < n ? i1 + c->batch : n;
+        for (int64_t k = i1; k < i2; k++) quantize_column(c, T, E, r0, nr, k, i1, i2, loss);
+        if (i2 < n) delayed_update(T, n, nr, E, c->batch, i2 - i1, c->U + i1 * n, i2, n);
+    }
+    for (int64_t r = 0; r < nr; r++) {
+        c->to_float(c->out + (size_t)(r0 + r) * c->row_bytes, c->W + (r0 + r) * n, n);
+        c->row_loss[r0 + r] = loss[r];
+    }
+}
+
+/* ---- preparing H (driver) ---- */
+
+static lb_status check_finite(const float *W, int64_t rows, const double *H, int64_t cols, lb_error *err) {
+    for (int64_t r = 0; r < rows; r++)
+        for (int64_t j = 0; j < cols; j++)
+            if (!isfinite(W[r * cols + j]))
+                return lb_err_set(err, LB_ERR_ARG, "gptq: W[%lld, %lld] is not finite", (long long)r, (long long)j);
+    for (int64_t i = 0; i < cols; i++)
+        for (int64_t j = 0; j < cols; j++)
+            if (!isfinite(H[i * cols + j]))
+                return lb_err_set(err, LB_ERR_ARG, "gptq: H[%lld, %lld] is not finite", (long long)i, (long long)j);
+    return LB_OK;
+}
+
+/* Dead inputs (H_jj == 0): H_jj = 1, W[:, j] = 0. Returns how many. */
+static int64_t fix_dead(float *W, int64_t rows, double *H, int64_t n) {
+    int64_t dead = 0;
+    for (int64_t j = 0; j < n; j++) {
+        if (H[j * n + j] != 0) continue;
+        dead++;
+        H[j * n + j] = 1;
+        for (int64_t r = 0; r < rows; r++) W[r * n + j] = 0;
+    }
+    return dead;
+}
+
+typedef struct { double d; int64_t i; } diag_key;
+
+/* Decreasing diagonal, ties by increasing column: a total order, so the permutation is deterministic. */
+static int cmp_desc(const void *a, const void *b) {
+    const diag_key *x = a, *y = b;
+    if (x->d != y->d) return x->d > y->d ? -1 : 1;
+    return x->i < y->i ? -1 : x->i > y->i;
+}
+
+static lb_status act_order_perm(const double *diag, int64_t n, int64_t *perm, lb_error *err) {
+    diag_key *k = malloc((size_t)n * sizeof *k);
+    if (!k) return lb_err_set(err, LB_ERR_NOMEM, "gptq: out of memory");
+    for (int64_t i = 0; i < n; i++) k[i] = (diag_key){diag[i], i};
+    qsort(k, (size_t)n, sizeof *k, cmp_desc);
+    for (int64_t i = 0; i < n; i++) perm[i] = k[i].i;
+    free(k);
+    return LB_OK;
+}
+
+/* H <- H[perm][:, perm] in place: columns of each row through tmp, then rows along the cycles of perm. */
+static void permute_sym(double *H, int64_t n, const int64_t *perm, double *tmp, uint8_t *seen) {
+    for (int64_t i = 0; i < n; i++) {
+        double *h = H + i * n;
+        for (int64_t j = 0; j < n; j++) tmp[j] = h[perm[j]];
+        memcpy(h, tmp, (size_t)n * sizeof *h);
+    }
+    memset(seen, 0, (size_t)n);
+    for (int64_t s = 0; s < n; s++) {
+        if (seen[s]) continue;
+        memcpy(tmp, H + s * n, (size_t)n * sizeof *tmp);
+        int64_t i = s;
+        for (;;) {
+            seen[i] = 1;
+            const int64_t j = perm[i];
+            if (j == s) {
+                memcpy(H + i * n, tmp, (size_t)n * sizeof *tmp);
+                break;
+            }
+            memcpy(H + i * n, H + j * n, (size_t)n * sizeof *tmp);
+            i = j;
+        }
+    }
+}
+
+/* Hinv (upper, in H) with damping raised tenfold after each failed attempt. diag: H's diagonal before
+ * damping; the strictly lower triangle of H is the pristine copy each attempt restores from. */
+static lb_status factor_hinv(double *H, int64_t n, const double *diag, double mean, const lb_gptq_params *p,
+                             double *work, lb_gptq_stats *st, lb_error *err) {
+    double damp = p->damp;
+    for (int t = 1; t <= p->max_damp_tries; t++) {
+        for (int64_t i = 0; i < n; i++) {
+            for (int64_t j = i + 1; j < n; j++) H[i * n + j] = H[j * n + i];
+            H[i * n + i] = diag[i] + damp * mean;
+        }
+        if (lb_chol_inv_upper(H, n, work)) {
+            st->damp = damp;
+            st->damp_tries = t;
+            return LB_OK;
+        }
+        damp = damp > 0 ? damp * 10 : LB_GPTQ_DAMP_FLOOR;
+    }
+    return lb_err_set(err, LB_ERR_ARG, "gptq: H is not positive definite (Cholesky failed %d times, up to damp %g)",
+                      p->max_damp_tries, damp / 10);
+}
+
+/* ---- driver ---- */
+
+static lb_status check_args(const float *W, int64_t rows, int64_t cols, const double *H, lb_type type,
+                            const lb_gptq_params *p, const void *out, lb_error *err) {
+    if (!W || !H || !out || rows <= 0 || cols <= 0)
+        return lb_err_set(err, LB_ERR_ARG, "gptq: null pointer or empty matrix (%lld x %lld)", (long long)rows,
+                          (long long)cols);
+    if (!lb_grid_supported(type))
+        return lb_err_set(err, LB_ERR_UNSUPPORTED, "gptq: type %s is not a supported block type", lb_type_name(type));
+    if (cols % lb_type_block_elems(type))
+        return lb_err_set(err, LB_ERR_ARG, "gptq: row length %lld is not a multiple of %lld (%s)", (long long)cols,
+                          (long long)lb_type_block_elems(type), lb_type_name(type));
+    if (!(p->damp >= 0) || !isfinite(p->damp) || p->max_damp_tries < 1 || p->block_cols < 1)
+        return lb_err_set(err, LB_ERR_ARG, "gptq: bad parameters (damp %g, tries %d, block_cols %d)", p->damp,
+                          p->max_damp_tries, p->block_cols);
+    size_t sq;
+    if (!lb_mul_size((size_t)cols, (size_t)cols, &sq) || !lb_mul_size(sq, sizeof(double), &sq))
+        return lb_err_set(err, LB_ERR_ARG, "gptq: %lld columns is too many", (long long)cols);
+    return LB_OK;
+}
+
+/* Scratch of the sweep; U is H's upper triangle as float. */
+static lb_status sweep(lb_pool *pool, gptq_ctx *c, const double *H, lb_error *err) {
+    const int64_t n = c->cols, nthreads = pool ? lb_pool_size(pool) : 1;
+    float *U = malloc((size_t)n * (size_t)n * sizeof *U);
+    c->scratch_floats = (size_t)TILE_ROWS * (size_t)(n + c->batch);
+    c->scratch = malloc((size_t)nthreads * c->scratch_floats * sizeof *c->scratch);
+    c->row_loss = malloc((size_t)c->rows * sizeof *c->row_loss);
+    lb_status s = LB_OK;
+    if (!U || !c->scratch || !c->row_loss) {
+        s = lb_err_set(err, LB_ERR_NOMEM, "gptq: out of memory (%lld columns)", (long long)n);
+    } else {
+        for (int64_t i = 0; i < n; i++)
+            for (int64_t j = 0; j < n; j++) U[i * n + j] = j >= i ? (float)H[i * n + j] : 0.0f;
+        c->U = U;
+        lb_pool_run(pool, (c->rows + TILE_ROWS - 1) / TILE_ROWS, tile_task, c);
+    }
+    free(U);
+    free(c->scratch);
+    return s;
+}
+
+/* The H-side preparation: dead columns, importance, act-order permutation, damping and Hinv. */
+static lb_status prepare(float *W, int64_t rows, int64_t n, double *H, const lb_gptq_params *p, gptq_ctx *c,
+                         float *imp, int64_t *perm, lb_gptq_stats *st, lb_error *err) {
+    st->dead_cols = fix_dead(W, rows, H, n);
+    double *diag = malloc((size_t)n * 2 * sizeof *diag), *work = diag + n;
+    uint8_t *seen = malloc((size_t)n);
+    lb_status s = LB_OK;
+    if (!diag || !seen) s = lb_err_set(err, LB_ERR_NOMEM, "gptq: out of memory");
+    double mean = 0;
+    for (int64_t j = 0; s == LB_OK && j < n; j++) {
+        diag[j] = H[j * n + j];
+        imp[j] = (float)diag[j];
+        mean += diag[j];
+    }
+    mean /= (double)n;
+    if (s == LB_OK && p->act_order) {
+        s = act_order_perm(diag, n, perm, err);
+        if (s == LB_OK) {
+            permute_sym(H, n, perm, work, seen);
+            for (int64_t k = 0; k < n; k++) work[k] = imp[perm[k]];
+            for (int64_t k = 0; k < n; k++) diag[k] = work[k];
+            c->perm = perm;
+        }
+    }
+    if (s == LB_OK) s = factor_hinv(H, n, diag, mean, p, work, st, err);
+    free(diag);
+    free(seen);
+    return s;
+}
+
+lb_status lb_gptq_quantize(lb_pool *pool, float *W, int64_t rows, int64_t cols, double *H, lb_type type,
+                           lb_encoder enc, const lb_gptq_params *params, void *out, lb_gptq_stats *stats,
+                           lb_error *err) {
+    lb_gptq_params p;
+    if (params) p = *params;
+    else lb_gptq_params_default(&p);
+    lb_status s = check_args(W, rows, cols, H, type, &p, out, err);
+    if (s == LB_OK) s = check_finite(W, rows, H, cols, err);
+    if (s != LB_OK) return s;
+    const lb_type_traits *tt = lb_type_traits_get(type);
+    gptq_ctx c = {.W = W, .rows = rows, .cols = cols, .type = type, .enc = lb_encoder_get(type, enc),
+                  .to_float = tt->to_float, .be = tt->block_elems, .bb = tt->block_bytes,
+                  .row_bytes = lb_type_row_size(type, cols), .out = out};
+    if (!c.enc) return lb_err_set(err, LB_ERR_ARG, "gptq: no encoder %d for %s", (int)enc, tt->name);
+    /* in the default order a block's scales are chosen at its first column, which must have received
+     * every earlier update by then: batches of whole blocks */
+    c.batch = p.act_order ? p.block_cols : (p.block_cols + c.be - 1) / c.be * c.be;
+    if (c.batch > cols) c.batch = cols;
+    lb_gptq_stats st = {0};
+    float *imp = malloc((size_t)cols * sizeof *imp);
+    int64_t *perm = malloc((size_t)cols * sizeof *perm);
+    if (!imp || !perm) s = lb_err_set(err, LB_ERR_NOMEM, "gptq: out of memory");
+    if (s == LB_OK) s = prepare(W, rows, cols, H, &p, &c, imp, perm, &st, err);
+    c.imp = imp;
+    if (s == LB_OK) s = sweep(pool, &c, H, err);
+    if (s == LB_OK) {
+        for (int64_t r = 0; r < rows; r++) st.loss += c.row_loss[r];
+        if (stats) *stats = st;
+    }
+    free(c.row_loss);
+    free(imp);
+    free(perm);
+    return s;
+}

@@ -1,0 +1,510 @@
+/*
+ * test_gptq.c - GPTQ onto ggml block formats and what it rests on:
+ *   (a) element grids (quant/grid.h) bit-exact against the reference dequantizers, every type, element
+ *       and code, on random blocks; lb_grid_nearest against brute force;
+ *   (b) Cholesky, inverse and upper factor of the inverse against slow direct math (Gauss-Jordan);
+ *   (c) lb_gptq_quantize equals a plain column-by-column GPTQ written here (no lazy batches, no tiles),
+ *       byte for byte, for q4_0, q8_0 and q4_K;
+ *   (d) GPTQ's proxy error tr((W-Q) H (W-Q)^T) is below the encoder's own output (RTN with the same
+ *       importance weights) for every type; (f) likewise with act-order;
+ *   (e) 1 and 3 threads give identical bytes;
+ *   (g) a singular or indefinite H raises the damping and still succeeds; bad inputs give clear errors.
+ * Also prints the time of a 1536 x 512 q4_K layer.
+ */
+#include "algo/encoders.h"
+#include "algo/gptq.h"
+#include "linalg/linalg.h"
+#include "quant/blocks.h"
+#include "quant/grid.h"
+#include "quant/quant.h"
+#include "test.h"
+
+#include <math.h>
+#include <stddef.h>
+
+static const lb_type TYPES[] = {LB_TYPE_Q4_0, LB_TYPE_Q4_1, LB_TYPE_Q5_0, LB_TYPE_Q5_1, LB_TYPE_Q8_0, LB_TYPE_Q2_K,
+                                LB_TYPE_Q3_K, LB_TYPE_Q4_K, LB_TYPE_Q5_K, LB_TYPE_Q6_K, LB_TYPE_IQ4_NL, LB_TYPE_IQ4_XS};
+#define N_TYPES (int)(sizeof TYPES / sizeof TYPES[0])
+
+/* ---- random numbers ---- */
+
+static uint64_t rng_state = 0x9E3779B97F4A7C15ull;
+static uint64_t rnd(void) {
+    uint64_t z = (rng_state += 0x9E3779B97F4A7C15ull);
+    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
+    z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
+    return z ^ (z >> 31);
+}
+static double unif(void) { return (double)(rnd() >> 11) * (1.0 / 9007199254740992.0); }
+static double gauss(void) {
+    double u = unif(), v = unif();
+    return sqrt(-2 * log(u + 1e-300)) * cos(6.283185307179586 * v);
+}
+
+static uint32_t fbits(float f) {
+    uint32_t u;
+    memcpy(&u, &f, 4);
+    return u;
+}
+
+/* ---- (a) grids ---- */
+
+/* Offsets of the fp16 scale fields (d, and the second one, m / dmin, or -1). */
+static void scale_fields(lb_type t, int *od, int *om) {
+    *om = -1;
+    switch (t) {
+    case LB_TYPE_Q4_1: *od = 0; *om = 2; break;
+    case LB_TYPE_Q5_1: *od = 0; *om = 2; break;
+    case LB_TYPE_Q2_K: *od = offsetof(block_q2_K, d); *om = offsetof(block_q2_K, dmin); break;
+    case LB_TYPE_Q3_K: *od = offsetof(block_q3_K, d); break;
+    case LB_TYPE_Q4_K: case LB_TYPE_Q5_K: *od = 0; *om = 2; break;
+    case LB_TYPE_Q6_K: *od = offsetof(block_q6_K, d); break;
+    default: *od = 0; break;
+    }
+}
+
+static uint16_t rand_half(int i) {
+    if (i == 0) return lb_f32_to_fp16(0.0f);
+    if (i == 1) return lb_f32_to_fp16(-0.0f);
+    const float v = (float)exp(unif() * 8 - 6);
+    return lb_f32_to_fp16(rnd() & 1 ? -v : v);
+}
+
+static void random_block(lb_type t, uint8_t *b, size_t bb, int i) {
+    int od, om;
+    for (size_t k = 0; k < bb; k++) b[k] = (uint8_t)rnd();
+    scale_fields(t, &od, &om);
+    uint16_t h = rand_half(i);
+    memcpy(b + od, &h, 2);
+    if (om >= 0) {
+        h = rand_half(i == 2 ? 0 : 3);
+        memcpy(b + om, &h, 2);
+    }
+}
+
+/* Brute-force nearest with the documented tie rules. */
+static int brute_nearest(const lb_grid *g, float w) {
+    if (g->a == 0 && !g->codebook) return g->qmin > 0 ? g->qmin : g->qmax < 0 ? g->qmax : 0;
+    int best = g->qmin;
+    double bd = INFINITY;
+    for (int q = g->qmin; q <= g->qmax; q++) {
+        const double d = fabs((double)w - (double)lb_grid_value(g, q));
+        if (d < bd) {
+            bd = d;
+            best = q;
+        }
+    }
+    return best;
+}
+
+/* Every code q of element j: set, dequantize, compare with value(q); the rest of the block unchanged. */
+static int check_element(lb_type t, const uint8_t *blk, int j, const float *y0, uint8_t *tmp, float *y) {
+    const lb_type_traits *tt = lb_type_traits_get(t);
+    const int be = (int)tt->block_elems;
+    lb_grid g, g2;
+    lb_grid_get(t, blk, j, &g);
+    int bad = 0;
+    for (int q = g.qmin; q <= g.qmax; q++) {
+        memcpy(tmp, blk, tt->block_bytes);
+        lb_grid_set(t, tmp, j, q);
+        tt->to_float(tmp, y, be);
+        const float v = lb_grid_value(&g, q);
+        if (fbits(y[j]) != fbits(v)) bad++;
+        for (int k = 0; k < be; k++)
+            if (k != j && fbits(y[k]) != fbits(y0[k])) bad++;
+        lb_grid_get(t, tmp, j, &g2);
+        if (fbits(g2.a) != fbits(g.a) || fbits(g2.b) != fbits(g.b)) bad++;
+        if (g.a != 0 && lb_grid_nearest(&g, v) != q) bad++;
+    }
+    for (int i = 0; i < 8; i++) {
+        const float w = (float)(gauss() * 40 * fabsf(g.a) + g.b);
+        if (lb_grid_nearest(&g, w) != brute_nearest(&g, w)) bad++;
+    }
+    return bad;
+}
+
+static void test_grids(void) {
+    static const int levels[N_TYPES] = {16, 16, 32, 32, 255, 4, 8, 16, 32, 64, 16, 16};
+    uint8_t blk[256], tmp[256];
+    float y0[256], y[256];
+    for (int ti = 0; ti < N_TYPES; ti++) {
+        const lb_type t = TYPES[ti];
+        const lb_type_traits *tt = lb_type_traits_get(t);
+        int bad = 0, nlev = 0;
+        for (int i = 0; i < 10; i++) {
+            random_block(t, blk, tt->block_bytes, i);
+            tt->to_float(blk, y0, tt->block_elems);
+            for (int j = 0; j < tt->block_elems; j++) {
+                lb_grid g;
+                lb_grid_get(t, blk, j, &g);
+                nlev = g.qmax - g.qmin + 1;
+                bad += check_element(t, blk, j, y0, tmp, y);
+            }
+        }
+        CHECK(bad == 0, "%s: %d mismatches against the reference dequantizer", tt->name, bad);
+        CHECK(nlev == levels[ti], "%s: %d levels", tt->name, nlev);
+    }
+    CHECK(!lb_grid_supported(LB_TYPE_F16) && !lb_grid_supported(LB_TYPE_Q8_K), "float and activation types");
+}
+
+/* ---- (b) dense algebra ---- */
+
+/* Inverse by Gauss-Jordan with partial pivoting (false when singular). */
+static bool gj_inverse(const double *A, int n, double *X) {
+    double *M = malloc(sizeof *M * (size_t)(n * 2 * n));
+    for (int i = 0; i < n; i++)
+        for (int j = 0; j < 2 * n; j++) M[i * 2 * n + j] = j < n ? A[i * n + j] : (j - n == i);
+    bool ok = true;
+    for (int c = 0; c < n && ok; c++) {
+        int p = c;
+        for (int i = c + 1; i < n; i++)
+            if (fabs(M[i * 2 * n + c]) > fabs(M[p * 2 * n + c])) p = i;
+        if (M[p * 2 * n + c] == 0) ok = false;
+        for (int j = 0; ok && j < 2 * n; j++) {
+            const double s = M[c * 2 * n + j];
+            M[c * 2 * n + j] = M[p * 2 * n + j];
+            M[p * 2 * n + j] = s;
+        }
+        const double piv = M[c * 2 * n + c];
+        for (int j = 0; ok && j < 2 * n; j++) M[c * 2 * n + j] /= piv;
+        for (int i = 0; ok && i < n; i++) {
+            const double f = M[i * 2 * n + c];
+            if (i == c || f == 0) continue;
+            for (int j = 0; j < 2 * n; j++) M[i * 2 * n + j] -= f * M[c * 2 * n + j];
+        }
+    }
+    for (int i = 0; i < n; i++) memcpy(X + i * n, M + i * 2 * n + n, sizeof *X * (size_t)n);
+    free(M);
+    return ok;
+}
+
+/* Upper U with U^T U = M (Cholesky-Banachiewicz on the upper side). */
+static void slow_upper_chol(const double *M, int n, double *U) {
+    memset(U, 0, sizeof *U * (size_t)(n * n));
+    for (int i = 0; i < n; i++) {
+        double s = M[i * n + i];
+        for (int k = 0; k < i; k++) s -= U[k * n + i] * U[k * n + i];
+        U[i * n + i] = sqrt(s);
+        for (int j = i + 1; j < n; j++) {
+            double t = M[i * n + j];
+            for (int k = 0; k < i; k++) t -= U[k * n + i] * U[k * n + j];
+            U[i * n + j] = t / U[i * n + i];
+        }
+    }
+}
+
+static double max_rel_diff(const double *a, const double *b, int n) {
+    double m = 0, d = 0;
+    for (int i = 0; i < n; i++) {
+        m = fmax(m, fabs(b[i]));
+        d = fmax(d, fabs(a[i] - b[i]));
+    }
+    return d / m;
+}
+
+/* A = B^T B / rb + shift I for a random (rb, n) B. */
+static void random_gram(double *A, int n, int rb, double shift) {
+    double *B = malloc(sizeof *B * (size_t)(rb * n));
+    for (int i = 0; i < rb * n; i++) B[i] = gauss();
+    for (int i = 0; i < n; i++)
+        for (int j = 0; j < n; j++) {
+            double s = 0;
+            for (int k = 0; k < rb; k++) s += B[k * n + i] * B[k * n + j];
+            A[i * n + j] = s / rb + (i == j) * shift;
+        }
+    free(B);
+}
+
+static void test_linalg(void) {
+    enum { N = 41 };
+    static double A[N * N], C[N * N], X[N * N], U[N * N], P[N * N], work[N];
+    random_gram(A, N, 60, 0.1);
+    /* L L^T = A, strictly upper untouched */
+    memcpy(C, A, sizeof A);
+    CHECK(lb_chol(C, N), "chol of an SPD matrix");
+    bool upper_kept = true;
+    for (int i = 0; i < N; i++)
+        for (int j = 0; j < N; j++) {
+            double s = 0;
+            for (int k = 0; k <= (i < j ? i : j); k++) s += C[i * N + k] * C[j * N + k];
+            P[i * N + j] = s;
+            if (j > i && C[i * N + j] != A[i * N + j]) upper_kept = false;
+        }
+    CHECK(max_rel_diff(P, A, N * N) < 1e-13, "L L^T vs A: %g", max_rel_diff(P, A, N * N));
+    CHECK(upper_kept, "lb_chol wrote the strictly upper triangle");
+    /* inverse */
+    CHECK(gj_inverse(A, N, X), "Gauss-Jordan");
+    memcpy(C, A, sizeof A);
+    CHECK(lb_chol_inverse(C, N), "chol inverse");
+    CHECK(max_rel_diff(C, X, N * N) < 1e-10, "inverse vs Gauss-Jordan: %g", max_rel_diff(C, X, N * N));
+    /* upper factor of the inverse */
+    slow_upper_chol(X, N, U);
+    memcpy(C, A, sizeof A);
+    CHECK(lb_chol_inv_upper(C, N, work), "chol inv upper");
+    CHECK(max_rel_diff(C, U, N * N) < 1e-10, "U vs chol(inv(A)): %g", max_rel_diff(C, U, N * N));
+    /* not positive definite: indefinite and singular; the strictly lower triangle survives the failure */
+    memcpy(C, A, sizeof A);
+    C[7 * N + 7] = -1;
+    CHECK(!lb_chol(C, N), "chol of an indefinite matrix");
+    random_gram(A, N, 20, 0.0); /* rank 20 */
+    memcpy(C, A, sizeof A);
+    CHECK(!lb_chol(C, N), "chol of a singular matrix");
+    memcpy(C, A, sizeof A);
+    CHECK(!lb_chol_inverse(C, N), "inverse of a singular matrix");
+    memcpy(C, A, sizeof A);
+    CHECK(!lb_chol_inv_upper(C, N, work), "inv upper of a singular matrix");
+    bool lower_kept = true;
+    for (int i = 0; i < N; i++)
+        for (int j = 0; j < i; j++) lower_kept &= C[i * N + j] == A[i * N + j];
+    CHECK(lower_kept, "lb_chol_inv_upper touched the lower triangle on failure");
+}
+
+/* ---- layers ---- */
+
+/* W (rows, cols) ~ N(0, 0.02^2) with a few outliers; H = X^T X for ntok tokens whose columns are
+ * correlated (shared latent factors plus a smoothed per-column signal) and scaled per column. */
+static void make_layer(int64_t rows, int64_t cols, int64_t ntok, bool vary_scale, float *W, double *H) {
+    enum { NF = 6 };
+    double *X = malloc(sizeof *X * (size_t)(ntok * cols)), *A = malloc(sizeof *A * (size_t)(NF * cols));
+    double *sc = malloc(sizeof *sc * (size_t)cols);
+    for (int64_t i = 0; i < rows * cols; i++) W[i] = (float)(0.02 * gauss() * (unif() < 0.01 ? 6 : 1));
+    for (int64_t i = 0; i < NF * cols; i++) A[i] = gauss();
+    for (int64_t c = 0; c < cols; c++) sc[c] = vary_scale ? exp(0.7 * gauss()) : 1;
+    for (int64_t t = 0; t < ntok; t++) {
+        double z[NF], prev = 0;
+        for (int f = 0; f < NF; f++) z[f] = gauss();
+        for (int64_t c = 0; c < cols; c++) {
+            double v = 0;
+            for (int f = 0; f < NF; f++) v += z[f] * A[f * cols + c];
+            prev = 0.8 * prev + 0.6 * gauss();
+            X[t * cols + c] = sc[c] * (0.5 * v + prev);
+        }
+    }
+    for (int64_t i = 0; i < cols; i++)
+        for (int64_t j = 0; j <= i; j++) {
+            double s = 0;
+            for (int64_t t = 0; t < ntok; t++) s += X[t * cols + i] * X[t * cols + j];
+            H[i * cols + j] = H[j * cols + i] = s;
+        }
+    free(X);
+    free(A);
+    free(sc);
+}
+
+/* sum over rows of (w - q)^T H (w - q) */
+static double proxy_err(const float *W, const float *Q, int64_t rows, int64_t n, const double *H) {
+    double *d = malloc(sizeof *d * (size_t)n), tot = 0;
+    for (int64_t r = 0; r < rows; r++) {
+        for (int64_t j = 0; j < n; j++) d[j] = (double)W[r * n + j] - Q[r * n + j];
+        for (int64_t i = 0; i < n; i++) {
+            double s = 0;
+            for (int64_t j = 0; j < n; j++) s += H[i * n + j] * d[j];
+            tot += d[i] * s;
+        }
+    }
+    free(d);
+    return tot;
+}
+
+/* ---- (c) plain GPTQ, one column at a time ---- */
+
+static void slow_gptq(float *W, int64_t rows, int64_t n, const double *H0, lb_type t, lb_encoder enc, uint8_t *out) {
+    const lb_type_traits *tt = lb_type_traits_get(t);
+    const int64_t be = tt->block_elems;
+    const size_t rb = lb_type_row_size(t, n);
+    const lb_quantize_fn q_enc = lb_encoder_get(t, enc);
+    double *Hd = malloc(sizeof *Hd * (size_t)(n * n)), *work = malloc(sizeof *work * (size_t)n), mean = 0;
+    float *U = malloc(sizeof *U * (size_t)(n * n)), *imp = malloc(sizeof *imp * (size_t)n);
+    memcpy(Hd, H0, sizeof *Hd * (size_t)(n * n));
+    for (int64_t j = 0; j < n; j++) {
+        imp[j] = (float)H0[j * n + j];
+        mean += H0[j * n + j];
+    }
+    mean /= (double)n;
+    for (int64_t j = 0; j < n; j++) Hd[j * n + j] = H0[j * n + j] + 0.01 * mean;
+    REQUIRE(lb_chol_inv_upper(Hd, n, work), "slow gptq: H not PD");
+    for (int64_t i = 0; i < n * n; i++) U[i] = (float)Hd[i];
+    for (int64_t j = 0; j < n; j++)
+        for (int64_t r = 0; r < rows; r++) {
+            float *w = W + r * n;
+            uint8_t *blk = out + r * rb + (j / be) * tt->block_bytes;
+            if (j % be == 0) q_enc(w + j, blk, 1, be, imp + j);
+            lb_grid g;
+            lb_grid_get(t, blk, (int)(j % be), &g);
+            const int q = lb_grid_nearest(&g, w[j]);
+            lb_grid_set(t, blk, (int)(j % be), q);
+            const float err = (w[j] - lb_grid_value(&g, q)) / U[j * n + j];
+            for (int64_t c = j + 1; c < n; c++) w[c] = w[c] - err * U[j * n + c];
+        }
+    for (int64_t r = 0; r < rows; r++) tt->to_float(out + r * rb, W + r * n, n);
+    free(Hd);
+    free(work);
+    free(U);
+    free(imp);
+}
+
+typedef struct layer {
+    int64_t rows, cols;
+    float *W0, *W;
+    double *H0, *H;
+    uint8_t *out;
+} layer;
+
+static layer layer_new(int64_t rows, int64_t cols, int64_t ntok, bool vary_scale) {
+    layer L = {rows, cols, malloc(sizeof(float) * (size_t)(rows * cols)), malloc(sizeof(float) * (size_t)(rows * cols)),
+               malloc(sizeof(double) * (size_t)(cols * cols)), malloc(sizeof(double) * (size_t)(cols * cols)),
+               malloc(lb_type_row_size(LB_TYPE_Q8_0, cols) * (size_t)rows)}; /* q8_0: the widest row here */
+    make_layer(rows, cols, ntok, vary_scale, L.W0, L.H0);
+    return L;
+}
+
+static void layer_free(layer *L) {
+    free(L->W0);
+    free(L->W);
+    free(L->H0);
+    free(L->H);
+    free(L->out);
+}
+
+/* Fresh copies of W and H, then GPTQ. */
+static lb_status run_gptq(layer *L, lb_pool *pool, lb_type t, const lb_gptq_params *p, lb_gptq_stats *st, lb_error *e) {
+    memcpy(L->W, L->W0, sizeof(float) * (size_t)(L->rows * L->cols));
+    memcpy(L->H, L->H0, sizeof(double) * (size_t)(L->cols * L->cols));
+    return lb_gptq_quantize(pool, L->W, L->rows, L->cols, L->H, t, LB_ENCODER_DEFAULT, p, L->out, st, e);
+}
+
+static void test_equivalence(void) {
+    const lb_type types[] = {LB_TYPE_Q4_0, LB_TYPE_Q8_0, LB_TYPE_Q4_K};
+    for (int i = 0; i < 3; i++) {
+        const int64_t rows = 64, cols = types[i] == LB_TYPE_Q4_K ? 256 : 128;
+        layer L = layer_new(rows, cols, 2 * cols, true);
+        const size_t nb = lb_type_row_size(types[i], cols) * (size_t)rows;
+        uint8_t *ref = malloc(nb);
+        float *Wref = malloc(sizeof(float) * (size_t)(rows * cols));
+        memcpy(Wref, L.W0, sizeof(float) * (size_t)(rows * cols));
+        slow_gptq(Wref, rows, cols, L.H0, types[i], LB_ENCODER_DEFAULT, ref);
+        lb_error e;
+        lb_gptq_params p;
+        lb_gptq_params_default(&p);
+        p.block_cols = 48; /* several batches, not a multiple of the block size */
+        CHECK(run_gptq(&L, NULL, types[i], &p, NULL, &e) == LB_OK, "%s", e.msg);
+        CHECK(memcmp(L.out, ref, nb) == 0, "%s: GPTQ differs from the column-by-column version", lb_type_name(types[i]));
+        CHECK(memcmp(L.W, Wref, sizeof(float) * (size_t)(rows * cols)) == 0, "%s: dequantized W differs",
+              lb_type_name(types[i]));
+        free(ref);
+        free(Wref);
+        layer_free(&L);
+    }
+}
+
+/* ---- (d, f) error against RTN; (e) threads ---- */
+
+static void test_quality(lb_pool *pool3) {
+    layer L = layer_new(48, 256, 512, true);
+    const int64_t n = L.cols, rows = L.rows;
+    float *Q = malloc(sizeof *Q * (size_t)(rows * n)), *imp = malloc(sizeof *imp * (size_t)n);
+    for (int64_t j = 0; j < n; j++) imp[j] = (float)L.H0[j * n + j];
+    uint8_t *out1 = malloc(lb_type_row_size(LB_TYPE_Q8_0, n) * (size_t)rows);
+    for (int ti = 0; ti < N_TYPES; ti++) {
+        const lb_type t = TYPES[ti];
+        const size_t nb = lb_type_row_size(t, n) * (size_t)rows;
+        lb_encoder_get(t, LB_ENCODER_DEFAULT)(L.W0, L.out, rows, n, imp);
+        for (int64_t r = 0; r < rows; r++) lb_type_traits_get(t)->to_float(L.out + r * lb_type_row_size(t, n), Q + r * n, n);
+        const double e_rtn = proxy_err(L.W0, Q, rows, n, L.H0);
+        double e_g[2];
+        for (int act = 0; act < 2; act++) {
+            lb_gptq_params p;
+            lb_gptq_params_default(&p);
+            p.act_order = act;
+            lb_error e;
+            lb_gptq_stats st;
+            CHECK(run_gptq(&L, NULL, t, &p, &st, &e) == LB_OK, "%s", e.msg);
+            e_g[act] = proxy_err(L.W0, L.W, rows, n, L.H0);
+            memcpy(out1, L.out, nb);
+            CHECK(run_gptq(&L, pool3, t, &p, NULL, &e) == LB_OK, "%s", e.msg);
+            CHECK(memcmp(out1, L.out, nb) == 0, "%s act_order %d: 1 and 3 threads differ", lb_type_name(t), act);
+            CHECK(st.damp_tries == 1 && st.damp == 0.01 && st.loss > 0, "%s: stats", lb_type_name(t));
+        }
+        CHECK(e_g[0] < e_rtn, "%s: GPTQ %g vs RTN %g", lb_type_name(t), e_g[0], e_rtn);
+        CHECK(e_g[1] < e_rtn, "%s: GPTQ act-order %g vs RTN %g", lb_type_name(t), e_g[1], e_rtn);
+        printf("%-7s proxy error / RTN: gptq %.3f  act-order %.3f\n", lb_type_name(t), e_g[0] / e_rtn, e_g[1] / e_rtn);
+    }
+    free(Q);
+    free(imp);
+    free(out1);
+    layer_free(&L);
+}
+
+/* ---- (g) damping and errors ---- */
+
+static void test_damping_and_errors(void) {
+    layer L = layer_new(20, 256, 64, false); /* 64 tokens: H has rank 64 */
+    const int64_t n = L.cols;
+    lb_gptq_params p;
+    lb_gptq_params_default(&p);
+    lb_gptq_stats st;
+    lb_error e;
+    CHECK(run_gptq(&L, NULL, LB_TYPE_Q4_K, &p, &st, &e) == LB_OK && st.damp_tries == 1, "rank-deficient H, damp 0.01");
+    p.damp = 0;
+    CHECK(run_gptq(&L, NULL, LB_TYPE_Q4_K, &p, &st, &e) == LB_OK, "%s", e.msg);
+    CHECK(st.damp_tries == 2 && st.damp == LB_GPTQ_DAMP_FLOOR, "singular H, damp 0: tries %d damp %g", st.damp_tries, st.damp);
+    /* indefinite: lowest eigenvalue -0.05 mean(diag), so damp 0.01 fails and 0.1 succeeds */
+    double mean = 0;
+    for (int64_t j = 0; j < n; j++) mean += L.H0[j * n + j] / (double)n;
+    for (int64_t j = 0; j < n; j++) L.H0[j * n + j] -= 0.05 * mean;
+    lb_gptq_params_default(&p);
+    CHECK(run_gptq(&L, NULL, LB_TYPE_Q4_K, &p, &st, &e) == LB_OK, "%s", e.msg);
+    CHECK(st.damp_tries == 2 && fabs(st.damp - 0.1) < 1e-12, "indefinite H: tries %d damp %g", st.damp_tries, st.damp);
+    p.max_damp_tries = 1;
+    CHECK(run_gptq(&L, NULL, LB_TYPE_Q4_K, &p, &st, &e) == LB_ERR_ARG && strstr(e.msg, "positive definite"), "%s", e.msg);
+    /* dead column */
+    for (int64_t j = 0; j < n; j++) L.H0[5 * n + j] = L.H0[j * n + 5] = 0;
+    lb_gptq_params_default(&p);
+    p.damp = 0.1;
+    CHECK(run_gptq(&L, NULL, LB_TYPE_Q8_0, &p, &st, &e) == LB_OK && st.dead_cols == 1, "dead column: %s", e.msg);
+    bool zero = true; /* q8_0 represents 0 exactly */
+    for (int64_t r = 0; r < L.rows; r++) zero &= L.W[r * n + 5] == 0;
+    CHECK(zero, "dead column not zeroed");
+    /* bad inputs */
+    L.W0[3 * n + 17] = NAN;
+    CHECK(run_gptq(&L, NULL, LB_TYPE_Q4_K, &p, &st, &e) == LB_ERR_ARG && strstr(e.msg, "W[3, 17] is not finite"), "%s", e.msg);
+    L.W0[3 * n + 17] = 0;
+    L.H0[2 * n + 9] = INFINITY;
+    CHECK(run_gptq(&L, NULL, LB_TYPE_Q4_K, &p, &st, &e) == LB_ERR_ARG && strstr(e.msg, "H[2, 9] is not finite"), "%s", e.msg);
+    L.H0[2 * n + 9] = 0;
+    CHECK(lb_gptq_quantize(NULL, L.W, L.rows, 100, L.H, LB_TYPE_Q4_0, LB_ENCODER_DEFAULT, NULL, L.out, NULL, &e) == LB_ERR_ARG,
+          "%s", e.msg);
+    CHECK(lb_gptq_quantize(NULL, L.W, L.rows, n, L.H, LB_TYPE_F16, LB_ENCODER_DEFAULT, NULL, L.out, NULL, &e) ==
+              LB_ERR_UNSUPPORTED, "%s", e.msg);
+    layer_free(&L);
+}
+
+static void bench(lb_pool *pool) {
+    const int64_t rows = 1536, cols = 512;
+    layer L = layer_new(rows, cols, 768, true);
+    free(L.out);
+    L.out = malloc(lb_type_row_size(LB_TYPE_Q4_K, cols) * (size_t)rows);
+    lb_error e;
+    for (int th = 0; th < 2; th++) {
+        const double t0 = lb_time_sec();
+        CHECK(run_gptq(&L, th ? pool : NULL, LB_TYPE_Q4_K, NULL, NULL, &e) == LB_OK, "%s", e.msg);
+        printf("gptq q4_K %lld x %lld: %.3f s (%d threads)\n", (long long)rows, (long long)cols, lb_time_sec() - t0,
+               th ? lb_pool_size(pool) : 1);
+    }
+    layer_free(&L);
+}
+
+int main(void) {
+    lb_pool *pool3 = lb_pool_new(3);
+    REQUIRE(pool3, "pool");
+    test_grids();
+    test_linalg();
+    test_equivalence();
+    test_quality(pool3);
+    test_damping_and_errors();
+    lb_pool *pool2 = lb_pool_new(2);
+    bench(pool2);
+    lb_pool_free(pool2);
+    lb_pool_free(pool3);
+    TEST_DONE();
+}
