@@ -23,8 +23,9 @@ asan:
 	  ctest --output-on-failure -j $(JOBS) -LE slow
 
 demo: build
-	./$(BUILD)/lowbit eval models/tiny --text tests/golden/data/valid.txt --chunks 40
-	./$(BUILD)/lowbit run models/tiny -p "The kernel" -n 48
+	./$(BUILD)/lowbit quantize models/tiny -o $(BUILD)/tiny-q4_k_m.gguf --type q4_k_m
+	./$(BUILD)/lowbit eval $(BUILD)/tiny-q4_k_m.gguf --base models/tiny --text tests/golden/data/valid.txt --chunks 10
+	./$(BUILD)/lowbit run $(BUILD)/tiny-q4_k_m.gguf -p "The kernel" -n 48
 
 clean:
 	rm -rf $(BUILD) $(ASAN_BUILD)
