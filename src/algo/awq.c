@@ -4,6 +4,7 @@
 #include "awq.h"
 
 #include "../quant/matmul.h"
+#include "encoders.h"
 
 #include <math.h>
 #include <stdlib.h>
@@ -19,19 +20,6 @@ void lb_awq_scales(const float *mean_abs, int64_t d, int a, float *s) {
     }
     float norm = (float)sqrt(mx * mn);
     for (int64_t j = 0; j < d; j++) s[j] /= norm;
-}
-
-typedef struct enc_job {
-    const float *x;
-    uint8_t *y;
-    int64_t cols;
-    size_t row_bytes;
-    lb_quantize_fn fn;
-} enc_job;
-
-static void enc_task(void *arg, int64_t r, int thread) {
-    const enc_job *j = arg;
-    j->fn(j->x + r * j->cols, j->y + (size_t)r * j->row_bytes, 1, j->cols, NULL);
 }
 
 /* sum over rows of e_r^T H e_r for E = W - Q (rows, d), with H given as f32 (d, d) */
@@ -66,8 +54,7 @@ lb_status lb_awq_search(lb_pool *pool, const awq_group *g, int64_t d, const doub
             int64_t rows = g->rows[k];
             for (int64_t r = 0; r < rows; r++)
                 for (int64_t j = 0; j < d; j++) ws[r * d + j] = g->w[k][r * d + j] * cand[j];
-            enc_job ej = {ws, q, d, lb_type_row_size(g->type[k], d), lb_type_traits_get(g->type[k])->quantize_ref};
-            lb_pool_run(pool, rows, enc_task, &ej);
+            lb_encode_rows(pool, lb_encoder_get(g->type[k], LB_ENCODER_REF), ws, rows, d, g->type[k], NULL, q);
             for (int64_t r = 0; r < rows; r++) {
                 tt->to_float(q + (size_t)r * lb_type_row_size(g->type[k], d), ws + r * d, d);
                 for (int64_t j = 0; j < d; j++) ws[r * d + j] = g->w[k][r * d + j] - ws[r * d + j] / cand[j];

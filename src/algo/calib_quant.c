@@ -40,28 +40,6 @@ static float *to_f32(const lb_weight *w) {
     return x;
 }
 
-/* ---------------------------------------------------------------- encoder, row-parallel ---------------- */
-
-typedef struct enc_job {
-    const float *x;
-    uint8_t *y;
-    int64_t cols;
-    size_t row_bytes;
-    lb_quantize_fn fn;
-    const float *im;
-} enc_job;
-
-static void enc_task(void *arg, int64_t r, int thread) {
-    const enc_job *j = arg;
-    j->fn(j->x + r * j->cols, j->y + (size_t)r * j->row_bytes, 1, j->cols, j->im);
-}
-
-static void encode(lb_pool *pool, const float *x, int64_t rows, int64_t cols, lb_type t, lb_encoder enc, const float *im,
-                   uint8_t *y) {
-    enc_job j = {x, y, cols, lb_type_row_size(t, cols), lb_encoder_get(t, enc), im};
-    lb_pool_run(pool, rows, enc_task, &j);
-}
-
 /* ---------------------------------------------------------------- the layer ---------------------------- */
 
 typedef struct layer_work {
@@ -159,7 +137,7 @@ static lb_status quantize_matrix(lb_pool *pool, float *w, int64_t rows, int64_t 
     float *im = malloc((size_t)d * sizeof *im);
     if (!im) return lb_err_set(err, LB_ERR_NOMEM, "out of memory");
     for (int64_t j = 0; j < d; j++) im[j] = tokens ? (float)(H[j * d + j] / (double)tokens) : 1.0f;
-    encode(pool, w, rows, d, t, enc, im, y);
+    lb_encode_rows(pool, lb_encoder_get(t, enc), w, rows, d, t, im, y);
     free(im);
     return LB_OK;
 }

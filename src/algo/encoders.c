@@ -27,3 +27,22 @@ lb_quantize_fn lb_encoder_get(lb_type t, lb_encoder enc) {
     default: return tt->quantize_ref;
     }
 }
+
+typedef struct enc_job {
+    lb_quantize_fn fn;
+    const float *x, *im;
+    uint8_t *y;
+    int64_t cols;
+    size_t row_bytes;
+} enc_job;
+
+static void enc_task(void *arg, int64_t r, int thread) {
+    const enc_job *j = arg;
+    j->fn(j->x + r * j->cols, j->y + (size_t)r * j->row_bytes, 1, j->cols, j->im);
+}
+
+void lb_encode_rows(lb_pool *pool, lb_quantize_fn fn, const float *x, int64_t rows, int64_t cols, lb_type t,
+                    const float *imatrix, void *y) {
+    enc_job j = {fn, x, imatrix, y, cols, lb_type_row_size(t, cols)};
+    lb_pool_run(pool, rows, enc_task, &j);
+}
