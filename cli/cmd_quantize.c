@@ -29,6 +29,8 @@ static void usage(FILE *f) {
           "  --seed S                   which calibration windows (default 1)\n"
           "  --damp F                   GPTQ damping, fraction of mean(diag H) (default 0.01)\n"
           "  --act-order                GPTQ in decreasing activation order\n"
+          "  --passes N                 GPTQ sweeps, each re-choosing block scales from the last (1-16, default 4)\n"
+          "  --cd-sweeps N              coordinate-descent sweeps over the codes after GPTQ (0-64, default 4)\n"
           "  --allow-requantize         accept an already-quantized GGUF input (loses quality)\n"
           "  -t, --threads N            worker threads (default: all CPUs); output is identical for any N\n"
           "  --json                     the summary as one JSON object on stdout\n"
@@ -105,6 +107,16 @@ static int parse(int argc, char **argv, qopts *o) {
             i++;
         } else if (!strcmp(a, "--damp") && v) {
             if (!cli_float(a, v, 0, 10, &o->p.gptq_damp)) return 1;
+            i++;
+        } else if (!strcmp(a, "--passes") && v) {
+            int64_t n;
+            if (!cli_int(a, v, 1, 16, &n)) return 1;
+            o->p.gptq_passes = (int)n;
+            i++;
+        } else if (!strcmp(a, "--cd-sweeps") && v) {
+            int64_t n;
+            if (!cli_int(a, v, 0, 64, &n)) return 1;
+            o->p.gptq_cd_sweeps = n ? (int)n : -1;
             i++;
         } else if (!strcmp(a, "--act-order")) {
             o->p.gptq_act_order = 1;

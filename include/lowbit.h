@@ -368,6 +368,8 @@ typedef struct lb_quantize_params {
     uint64_t calib_seed;      /* which windows (default 1) */
     double gptq_damp;         /* GPTQ damping, a fraction of mean(diag H) (default 0.01) */
     int gptq_act_order;       /* GPTQ in decreasing diag(H) order */
+    int gptq_passes;          /* GPTQ sweeps, each re-choosing the block scales from the last (0: default 4) */
+    int gptq_cd_sweeps;       /* coordinate-descent sweeps over the codes after GPTQ (-1: none, 0: default 4) */
     lb_quant_progress_fn progress;
     void *progress_user;
 } lb_quantize_params;

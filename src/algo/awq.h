@@ -6,6 +6,15 @@
  *     L(s) = sum_k tr((W_k - Q_k) H (W_k - Q_k)^T),   Q_k = Q(W_k diag(s)) diag(1/s),
  * with H = sum_t x_t x_t^T, which equals sum_t ||W_k x_t - Q_k x_t||^2 exactly; Q is the target type's
  * reference encoder (round-to-nearest with ggml's scale choice).
+ *
+ * Then AWQ's clip search (llm-awq auto_clip; docs/formats.md 5.3), lb_awq_clip: per output row and per
+ * block g of the target type (32 elements, 256 for k-quants and iq4_xs), the weights are clamped to
+ * [-r*max|w_g|, r*max|w_g|] (formats with an offset, q4_1, q5_1, q2_K, q4_K, q5_K: [r*min w_g, r*max w_g])
+ * for r = 1 - i/20, i = 0..9, and the r with the smallest output error e_g^T H_gg e_g,
+ * e_g = w_g - Q(clamp(w_g)), is kept (H_gg: the diagonal block of H over g's columns). Q is the encoder
+ * the final quantization uses, run on the whole row clamped at the same r (as llm-awq clamps all groups of
+ * a row at once); for encoders that work block by block (all but the imatrix-weighted q4_0..q5_1
+ * references, whose weights use the row's mean square) this is exactly the block that will be written.
  */
 #ifndef LB_ALGO_AWQ_H
 #define LB_ALGO_AWQ_H
@@ -13,6 +22,8 @@
 #include "../quant/quant.h"
 
 #define LB_AWQ_GRID 20
+#define LB_AWQ_CLIP_GRID 20  /* clip ratios r_i = 1 - i/20 (llm-awq n_grid) */
+#define LB_AWQ_CLIP_STEPS 10 /* i = 0..9: shrink below 0.5 is not tried (llm-awq max_shrink) */
 
 typedef struct awq_group {
     int n;                 /* matrices sharing the input (1..3) */
@@ -28,5 +39,18 @@ lb_status lb_awq_search(lb_pool *pool, const awq_group *g, int64_t d, const doub
 
 /* The scales of grid point a (0..LB_AWQ_GRID) into s. */
 void lb_awq_scales(const float *mean_abs, int64_t d, int a, float *s);
+
+/* Clip ratio r_i, as float. i = 0 gives 1 (no clipping). */
+static inline float lb_awq_clip_ratio(int i) { return 1.0f - (float)i / (float)LB_AWQ_CLIP_GRID; }
+
+/* The clip search above on w (rows, d) f32, in place: each block is replaced by its clamp at the chosen
+ * r. H (d, d) symmetric (for scaled weights, the scaled H); imatrix (d) or NULL is passed to the encoder
+ * lb_encoder_get(type, enc) as the final quantization gets it. The chosen i per (row, block) goes to
+ * choice (rows, d / block elements) unless NULL. Ties go to the smaller i (less clipping), so a block is
+ * clamped only where that strictly lowers its error. For a type without a grid (lb_grid_supported: f32,
+ * f16, bf16) w is left as it is and choice is all 0. Row-parallel on pool (may be NULL); the result does
+ * not depend on the thread count. LB_ERR_ARG when d is not a multiple of the block. */
+lb_status lb_awq_clip(lb_pool *pool, float *w, int64_t rows, int64_t d, const double *H, lb_type type, lb_encoder enc,
+                      const float *imatrix, uint8_t *choice, lb_error *err);
 
 #endif

@@ -39,6 +39,8 @@ void lb_gptq_params_default(lb_gptq_params *p) {
     p->max_damp_tries = 6;
     p->block_cols = 128;
     p->act_order = false;
+    p->passes = 1;
+    p->cd_sweeps = 0;
 }
 
 typedef struct gptq_ctx {
@@ -53,17 +55,21 @@ typedef struct gptq_ctx {
     int64_t be, batch; /* block elements, lazy-batch width */
     size_t bb, row_bytes;
     uint8_t *out;
-    float *scratch; /* per thread: TILE_ROWS * cols (the tile) + TILE_ROWS * batch (its errors) */
+    int passes;     /* sweeps; each after the first takes its scales from the previous one's pre-rounding values */
+    int cd_sweeps;  /* coordinate-descent sweeps over the codes afterwards */
+    const float *Hf; /* (cols, cols) H as float, column order, for the coordinate descent (NULL without) */
+    float *scratch; /* per thread: the tile, its errors, its pre-rounding values, its best rows' bytes */
     size_t scratch_floats;
     double *row_loss; /* (rows) */
 } gptq_ctx;
 
 /* ---- the column sweep of one tile (kernels: no allocation) ---- */
 
-/* Quantize processing column k of the tile's rows T (nr, cols); errors to E (nr, batch) at k - i1, and
- * the error spread over the rest of the batch, columns (k, i2). */
-static void quantize_column(const gptq_ctx *c, float *T, float *E, int64_t r0, int64_t nr, int64_t k, int64_t i1,
-                            int64_t i2, double *loss) {
+/* Quantize processing column k of the tile's rows T (nr, cols); errors to E (nr, batch) at k - i1, the
+ * value before rounding to P (nr, cols) at its column, and the error spread over the rest of the batch,
+ * columns (k, i2). dynamic: a block's scales are chosen when its first column is reached. */
+static void quantize_column(const gptq_ctx *c, float *T, float *E, float *P, bool dynamic, int64_t r0, int64_t nr,
+                            int64_t k, int64_t i1, int64_t i2, double *loss) {
     const int64_t col = c->perm ? c->perm[k] : k;
     const int e = (int)(col % c->be);
     const float *u = c->U + k * c->cols;
@@ -71,10 +77,11 @@ static void quantize_column(const gptq_ctx *c, float *T, float *E, int64_t r0, i
     for (int64_t r = 0; r < nr; r++) {
         float *t = T + r * c->cols;
         uint8_t *blk = c->out + (size_t)(r0 + r) * c->row_bytes + (size_t)(col / c->be) * c->bb;
-        if (!c->perm && e == 0) c->enc(t + k, blk, 1, c->be, c->imp + k);
+        if (dynamic && e == 0) c->enc(t + k, blk, 1, c->be, c->imp + k);
         lb_grid g;
         lb_grid_get(c->type, blk, e, &g);
         const float w = t[k];
+        P[r * c->cols + col] = w;
         const int q = lb_grid_nearest(&g, w);
         lb_grid_set(c->type, blk, e, q);
         const float d = w - lb_grid_value(&g, q);
@@ -106,37 +113,116 @@ static void delayed_update(float *T, int64_t ld, int64_t nr, const float *E, int
     }
 }
 
-/* Static groups (act-order): every block's scales from the initial weights. */
-static void encode_static(const gptq_ctx *c, int64_t r0, int64_t nr) {
-    for (int64_t r = r0; r < r0 + nr; r++)
+/* Static groups: every block's scales from S (rows r0.., cols, column order): the initial weights
+ * (act-order's first sweep) or the previous sweep's pre-rounding values. */
+static void encode_static(const gptq_ctx *c, const float *S, int64_t ld, int64_t r0, int64_t nr) {
+    for (int64_t r = 0; r < nr; r++)
         for (int64_t b = 0; b < c->cols / c->be; b++)
-            c->enc(c->W + r * c->cols + b * c->be, c->out + (size_t)r * c->row_bytes + (size_t)b * c->bb, 1, c->be,
+            c->enc(S + r * ld + b * c->be, c->out + (size_t)(r0 + r) * c->row_bytes + (size_t)b * c->bb, 1, c->be,
                    c->imp + b * c->be);
 }
 
+/*
+ * Coordinate descent on the codes of one row with the blocks' scales fixed: the output error
+ * err(e) = e^T H e of e = w - q decreases with every accepted change. With g = H e, moving element j by
+ * delta changes err by -2 delta g_j + delta^2 H_jj, a parabola whose minimum over the element's grid is
+ * the grid value nearest to q_j + g_j / H_jj; each sweep visits the columns in order, takes that value and
+ * updates g (g -= delta H[j, :]). g is recomputed from e at the start of every sweep; the sweeps stop
+ * early once one changes nothing. q: the row's
+ * dequantized values (kept current); g: cols floats of scratch. Returns err after the last sweep.
+ */
+static double cd_row(const gptq_ctx *c, const float *w, uint8_t *row, float *q, float *g) {
+    const int64_t n = c->cols;
+    const float *H = c->Hf;
+    bool changed = true;
+    for (int s = 0; s < c->cd_sweeps && changed; s++) {
+        changed = false;
+        for (int64_t i = 0; i < n; i++) g[i] = 0;
+        for (int64_t j = 0; j < n; j++) {
+            const float ej = w[j] - q[j];
+            if (ej == 0) continue;
+            const float *h = H + j * n;
+            for (int64_t i = 0; i < n; i++) g[i] += ej * h[i];
+        }
+        for (int64_t j = 0; j < n; j++) {
+            const float hjj = H[j * n + j];
+            if (!(hjj > 0)) continue;
+            uint8_t *blk = row + (size_t)(j / c->be) * c->bb;
+            const int e = (int)(j % c->be);
+            lb_grid gr;
+            lb_grid_get(c->type, blk, e, &gr);
+            const int code = lb_grid_nearest(&gr, q[j] + g[j] / hjj);
+            const float v = lb_grid_value(&gr, code), delta = v - q[j];
+            if (delta == 0) continue;
+            /* accept only a strict decrease (rounding of g can otherwise cycle) */
+            if (-2.0 * delta * g[j] + (double)delta * delta * hjj >= 0) continue;
+            lb_grid_set(c->type, blk, e, code);
+            q[j] = v;
+            changed = true;
+            const float *h = H + j * n;
+            for (int64_t i = 0; i < n; i++) g[i] -= delta * h[i];
+        }
+    }
+    double err = 0;
+    for (int64_t i = 0; i < n; i++) g[i] = 0;
+    for (int64_t j = 0; j < n; j++) {
+        const float ej = w[j] - q[j];
+        const float *h = H + j * n;
+        for (int64_t i = 0; i < n; i++) g[i] += ej * h[i];
+    }
+    for (int64_t j = 0; j < n; j++) err += (double)(w[j] - q[j]) * g[j];
+    return err;
+}
+
+/*
+ * One tile: `passes` sweeps. The first chooses each block's scales at its first column (default order) or
+ * from the initial weights (act-order). Each later sweep takes every block's scales from the values its
+ * elements had just before rounding in the sweep before (what GPTQ actually rounded, after the error
+ * feedback), and rounds with those scales fixed. Per row, the sweep with the smallest GPTQ loss — the
+ * exact output error sum_k (w_k - q_k)^2 / U_kk^2 of that sweep — is kept.
+ */
 static void tile_task(void *arg, int64_t task, int thread) {
     const gptq_ctx *c = arg;
     const int64_t r0 = task * TILE_ROWS, nr = c->rows - r0 < TILE_ROWS ? c->rows - r0 : TILE_ROWS;
     const int64_t n = c->cols;
-    float *T = c->scratch + (size_t)thread * c->scratch_floats, *E = T + TILE_ROWS * n;
-    double loss[TILE_ROWS] = {0};
-    if (c->perm) encode_static(c, r0, nr);
-    for (int64_t r = 0; r < nr; r++) {
-        const float *w = c->W + (r0 + r) * n;
-        float *t = T + r * n;
-        if (c->perm)
-            for (int64_t k = 0; k < n; k++) t[k] = w[c->perm[k]];
-        else
-            memcpy(t, w, (size_t)n * sizeof *t);
+    float *T = c->scratch + (size_t)thread * c->scratch_floats, *E = T + TILE_ROWS * n, *P = E + TILE_ROWS * c->batch;
+    uint8_t *best = (uint8_t *)(P + TILE_ROWS * n);
+    double best_loss[TILE_ROWS];
+    for (int pass = 0; pass < c->passes; pass++) {
+        double loss[TILE_ROWS] = {0};
+        if (pass > 0) encode_static(c, P, n, r0, nr);
+        else if (c->perm) encode_static(c, c->W + r0 * n, n, r0, nr);
+        for (int64_t r = 0; r < nr; r++) {
+            const float *w = c->W + (r0 + r) * n;
+            float *t = T + r * n;
+            if (c->perm)
+                for (int64_t k = 0; k < n; k++) t[k] = w[c->perm[k]];
+            else
+                memcpy(t, w, (size_t)n * sizeof *t);
+        }
+        const bool dynamic = pass == 0 && !c->perm;
+        for (int64_t i1 = 0; i1 < n; i1 += c->batch) {
+            const int64_t i2 = i1 + c->batch < n ? i1 + c->batch : n;
+            for (int64_t k = i1; k < i2; k++) quantize_column(c, T, E, P, dynamic, r0, nr, k, i1, i2, loss);
+            if (i2 < n) delayed_update(T, n, nr, E, c->batch, i2 - i1, c->U + i1 * n, i2, n);
+        }
+        for (int64_t r = 0; r < nr; r++) {
+            uint8_t *o = c->out + (size_t)(r0 + r) * c->row_bytes, *b = best + (size_t)r * c->row_bytes;
+            if (pass == 0 || loss[r] < best_loss[r]) {
+                best_loss[r] = loss[r];
+                if (c->passes > 1) memcpy(b, o, c->row_bytes);
+            }
+        }
     }
-    for (int64_t i1 = 0; i1 < n; i1 += c->batch) {
-        const int64_t i2 = i1 + c->batch < n ? i1 + c->batch : n;
-        for (int64_t k = i1; k < i2; k++) quantize_column(c, T, E, r0, nr, k, i1, i2, loss);
-        if (i2 < n) delayed_update(T, n, nr, E, c->batch, i2 - i1, c->U + i1 * n, i2, n);
-    }
     for (int64_t r = 0; r < nr; r++) {
-        c->to_float(c->out + (size_t)(r0 + r) * c->row_bytes, c->W + (r0 + r) * n, n);
-        c->row_loss[r0 + r] = loss[r];
+        uint8_t *o = c->out + (size_t)(r0 + r) * c->row_bytes;
+        if (c->passes > 1) memcpy(o, best + (size_t)r * c->row_bytes, c->row_bytes);
+        if (c->cd_sweeps > 0) { /* T and P rows as scratch: the dequantized row and H e */
+            c->to_float(o, T, n);
+            best_loss[r] = cd_row(c, c->W + (r0 + r) * n, o, T, P) / 2;
+        }
+        c->to_float(o, c->W + (r0 + r) * n, n);
+        c->row_loss[r0 + r] = best_loss[r];
     }
 }
 
@@ -243,9 +329,10 @@ static lb_status check_args(const float *W, int64_t rows, int64_t cols, const do
     if (cols % lb_type_block_elems(type))
         return lb_err_set(err, LB_ERR_ARG, "gptq: row length %lld is not a multiple of %lld (%s)", (long long)cols,
                           (long long)lb_type_block_elems(type), lb_type_name(type));
-    if (!(p->damp >= 0) || !isfinite(p->damp) || p->max_damp_tries < 1 || p->block_cols < 1)
-        return lb_err_set(err, LB_ERR_ARG, "gptq: bad parameters (damp %g, tries %d, block_cols %d)", p->damp,
-                          p->max_damp_tries, p->block_cols);
+    if (!(p->damp >= 0) || !isfinite(p->damp) || p->max_damp_tries < 1 || p->block_cols < 1 || p->passes < 1 ||
+        p->passes > 16 || p->cd_sweeps < 0 || p->cd_sweeps > 64)
+        return lb_err_set(err, LB_ERR_ARG, "gptq: bad parameters (damp %g, tries %d, block_cols %d, passes %d)", p->damp,
+                          p->max_damp_tries, p->block_cols, p->passes);
     size_t sq;
     if (!lb_mul_size((size_t)cols, (size_t)cols, &sq) || !lb_mul_size(sq, sizeof(double), &sq))
         return lb_err_set(err, LB_ERR_ARG, "gptq: %lld columns is too many", (long long)cols);
@@ -256,7 +343,8 @@ static lb_status check_args(const float *W, int64_t rows, int64_t cols, const do
 static lb_status sweep(lb_pool *pool, gptq_ctx *c, const double *H, lb_error *err) {
     const int64_t n = c->cols, nthreads = pool ? lb_pool_size(pool) : 1;
     float *U = malloc((size_t)n * (size_t)n * sizeof *U);
-    c->scratch_floats = (size_t)TILE_ROWS * (size_t)(n + c->batch);
+    /* T, E, P, then the best rows' bytes (in floats, rounded up) */
+    c->scratch_floats = (size_t)TILE_ROWS * ((size_t)(2 * n + c->batch) + (c->row_bytes + sizeof(float) - 1) / sizeof(float));
     c->scratch = malloc((size_t)nthreads * c->scratch_floats * sizeof *c->scratch);
     c->row_loss = malloc((size_t)c->rows * sizeof *c->row_loss);
     lb_status s = LB_OK;
@@ -275,8 +363,10 @@ static lb_status sweep(lb_pool *pool, gptq_ctx *c, const double *H, lb_error *er
 
 /* The H-side preparation: dead columns, importance, act-order permutation, damping and Hinv. */
 static lb_status prepare(float *W, int64_t rows, int64_t n, double *H, const lb_gptq_params *p, gptq_ctx *c,
-                         float *imp, int64_t *perm, lb_gptq_stats *st, lb_error *err) {
+                         float *imp, int64_t *perm, float *Hf, lb_gptq_stats *st, lb_error *err) {
     st->dead_cols = fix_dead(W, rows, H, n);
+    if (Hf)
+        for (int64_t i = 0; i < n * n; i++) Hf[i] = (float)H[i];
     double *diag = malloc((size_t)n * 2 * sizeof *diag), *work = diag + n;
     uint8_t *seen = malloc((size_t)n);
     lb_status s = LB_OK;
@@ -298,6 +388,8 @@ static lb_status prepare(float *W, int64_t rows, int64_t n, double *H, const lb_
         }
     }
     if (s == LB_OK) s = factor_hinv(H, n, diag, mean, p, work, st, err);
+    if (s == LB_OK && Hf) /* the damped H GPTQ minimized, for the coordinate descent */
+        for (int64_t j = 0; j < n; j++) Hf[j * n + j] += (float)(st->damp * mean);
     free(diag);
     free(seen);
     return s;
@@ -315,7 +407,8 @@ lb_status lb_gptq_quantize(lb_pool *pool, float *W, int64_t rows, int64_t cols, 
     const lb_type_traits *tt = lb_type_traits_get(type);
     gptq_ctx c = {.W = W, .rows = rows, .cols = cols, .type = type, .enc = lb_encoder_get(type, enc),
                   .to_float = tt->to_float, .be = tt->block_elems, .bb = tt->block_bytes,
-                  .row_bytes = lb_type_row_size(type, cols), .out = out};
+                  .row_bytes = lb_type_row_size(type, cols), .out = out, .passes = p.passes,
+                  .cd_sweeps = p.cd_sweeps};
     if (!c.enc) return lb_err_set(err, LB_ERR_ARG, "gptq: no encoder %d for %s", (int)enc, tt->name);
     /* in the default order a block's scales are chosen at its first column, which must have received
      * every earlier update by then: batches of whole blocks */
@@ -324,15 +417,18 @@ lb_status lb_gptq_quantize(lb_pool *pool, float *W, int64_t rows, int64_t cols, 
     lb_gptq_stats st = {0};
     float *imp = malloc((size_t)cols * sizeof *imp);
     int64_t *perm = malloc((size_t)cols * sizeof *perm);
-    if (!imp || !perm) s = lb_err_set(err, LB_ERR_NOMEM, "gptq: out of memory");
-    if (s == LB_OK) s = prepare(W, rows, cols, H, &p, &c, imp, perm, &st, err);
+    float *Hf = p.cd_sweeps > 0 ? malloc((size_t)cols * (size_t)cols * sizeof *Hf) : NULL;
+    if (!imp || !perm || (p.cd_sweeps > 0 && !Hf)) s = lb_err_set(err, LB_ERR_NOMEM, "gptq: out of memory");
+    if (s == LB_OK) s = prepare(W, rows, cols, H, &p, &c, imp, perm, Hf, &st, err);
     c.imp = imp;
+    c.Hf = Hf;
     if (s == LB_OK) s = sweep(pool, &c, H, err);
     if (s == LB_OK) {
         for (int64_t r = 0; r < rows; r++) st.loss += c.row_loss[r];
         if (stats) *stats = st;
     }
     free(c.row_loss);
+    free(Hf);
     free(imp);
     free(perm);
     return s;

@@ -12,6 +12,10 @@ typedef struct lb_gptq_params {
     int max_damp_tries; /* Cholesky attempts; after a failure damp *= 10 (from LB_GPTQ_DAMP_FLOOR when 0) */
     int block_cols;     /* lazy-batch width B in columns (default 128; rounded up to whole ggml blocks) */
     bool act_order;     /* process columns in decreasing diag(H) order, scales fixed up front */
+    int passes;         /* sweeps (1..16, default 1): each later one re-chooses every block's scales from the
+                           values GPTQ rounded in the one before; per row the sweep with the smallest loss is kept */
+    int cd_sweeps;      /* then coordinate-descent sweeps over the codes (0..64, default 0), scales fixed, each
+                           change lowering e^T H e (H damped as for GPTQ) */
 } lb_gptq_params;
 
 #define LB_GPTQ_DAMP_FLOOR 1e-4
@@ -23,7 +27,7 @@ typedef struct lb_gptq_stats {
     double loss;      /* GPTQ's objective: sum over rows and columns of (w - q)^2 / Hinv_jj^2 / 2 */
 } lb_gptq_stats;
 
-/* damp 0.01, 6 tries, block_cols 128, no act-order. */
+/* damp 0.01, 6 tries, block_cols 128, no act-order, 1 pass. */
 void lb_gptq_params_default(lb_gptq_params *p);
 
 /*

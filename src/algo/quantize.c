@@ -397,6 +397,9 @@ static lb_status setup(run *R, const char *input, lb_error *err) {
     lb_gptq_params_default(&R->gptq);
     if (p->gptq_damp > 0) R->gptq.damp = p->gptq_damp;
     R->gptq.act_order = p->gptq_act_order != 0;
+    /* GPTQ refinement defaults of the driver: 4 passes, then up to 4 coordinate-descent sweeps */
+    R->gptq.passes = p->gptq_passes > 0 ? p->gptq_passes : 4;
+    R->gptq.cd_sweeps = p->gptq_cd_sweeps > 0 ? p->gptq_cd_sweeps : p->gptq_cd_sweeps < 0 ? 0 : 4;
     if ((unsigned)p->method > LB_METHOD_AWQ_GPTQ) return lb_err_set(err, LB_ERR_ARG, "unknown method %d", (int)p->method);
     if (p->method != LB_METHOD_RTN && (!p->calib_tokens || p->n_calib_tokens <= 0))
         return lb_err_set(err, LB_ERR_ARG, "method %s needs calibration text (--calib FILE)", lb_method_name(p->method));
