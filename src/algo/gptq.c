@@ -122,6 +122,17 @@ static void encode_static(const gptq_ctx *c, const float *S, int64_t ld, int64_t
                    c->imp + b * c->be);
 }
 
+/* g = H e for e = w - q (H symmetric: a sum of H's rows, skipping the zero entries of e) */
+static void h_times_e(const float *H, int64_t n, const float *w, const float *q, float *g) {
+    for (int64_t i = 0; i < n; i++) g[i] = 0;
+    for (int64_t j = 0; j < n; j++) {
+        const float ej = w[j] - q[j];
+        if (ej == 0) continue;
+        const float *h = H + j * n;
+        for (int64_t i = 0; i < n; i++) g[i] += ej * h[i];
+    }
+}
+
 /*
  * Coordinate descent on the codes of one row with the blocks' scales fixed: the output error
  * err(e) = e^T H e of e = w - q decreases with every accepted change. With g = H e, moving element j by
@@ -137,13 +148,7 @@ static double cd_row(const gptq_ctx *c, const float *w, uint8_t *row, float *q, 
     bool changed = true;
     for (int s = 0; s < c->cd_sweeps && changed; s++) {
         changed = false;
-        for (int64_t i = 0; i < n; i++) g[i] = 0;
-        for (int64_t j = 0; j < n; j++) {
-            const float ej = w[j] - q[j];
-            if (ej == 0) continue;
-            const float *h = H + j * n;
-            for (int64_t i = 0; i < n; i++) g[i] += ej * h[i];
-        }
+        h_times_e(H, n, w, q, g);
         for (int64_t j = 0; j < n; j++) {
             const float hjj = H[j * n + j];
             if (!(hjj > 0)) continue;
@@ -164,12 +169,7 @@ static double cd_row(const gptq_ctx *c, const float *w, uint8_t *row, float *q, 
         }
     }
     double err = 0;
-    for (int64_t i = 0; i < n; i++) g[i] = 0;
-    for (int64_t j = 0; j < n; j++) {
-        const float ej = w[j] - q[j];
-        const float *h = H + j * n;
-        for (int64_t i = 0; i < n; i++) g[i] += ej * h[i];
-    }
+    h_times_e(H, n, w, q, g);
     for (int64_t j = 0; j < n; j++) err += (double)(w[j] - q[j]) * g[j];
     return err;
 }

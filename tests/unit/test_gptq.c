@@ -400,7 +400,8 @@ static void test_equivalence(void) {
 /* ---- (h) refinement: passes and coordinate descent ---- */
 
 /* One static sweep of column-by-column GPTQ with every block's scales encoded from S, as the definition
- * of a later pass: the values before rounding into P, the per-row loss sum d^2 / U_jj^2 / 2 into loss. */
+ * of a later pass (S NULL: the blocks in out keep the scales they have): the values before rounding into
+ * P, the per-row loss sum d^2 / U_jj^2 / 2 into loss. */
 static void slow_static_sweep(const float *W0, const float *S, float *P, int64_t rows, int64_t n, const float *U,
                               const float *imp, lb_type t, uint8_t *out, double *loss) {
     const lb_type_traits *tt = lb_type_traits_get(t);
@@ -408,7 +409,7 @@ static void slow_static_sweep(const float *W0, const float *S, float *P, int64_t
     const size_t rb = lb_type_row_size(t, n);
     float *w = malloc(sizeof *w * (size_t)n);
     for (int64_t r = 0; r < rows; r++) {
-        for (int64_t b = 0; b < n / be; b++)
+        for (int64_t b = 0; S && b < n / be; b++)
             lb_encoder_get(t, LB_ENCODER_DEFAULT)(S + r * n + b * be, out + r * rb + b * tt->block_bytes, 1, be, imp + b * be);
         memcpy(w, W0 + r * n, sizeof *w * (size_t)n);
         loss[r] = 0;
@@ -468,24 +469,9 @@ static void test_refinement(lb_pool *pool3) {
         for (int64_t k = 0; k < n * n; k++) U[k] = (float)Hd[k];
         memcpy(S, L.W0, sizeof(float) * (size_t)(rows * n));
         slow_gptq(S, rows, n, L.H0, t, LB_ENCODER_DEFAULT, best); /* pass 1 (S becomes its dequantization) */
-        {
-            /* pass 1's values before rounding: its sweep replayed with its blocks fixed (its dynamic scales
-             * were chosen from those same values, so the replay rounds to the same codes) */
-            float *w = malloc(sizeof(float) * (size_t)n);
-            for (int64_t r = 0; r < rows; r++) {
-                memcpy(w, L.W0 + r * n, sizeof(float) * (size_t)n);
-                best_loss[r] = 0;
-                for (int64_t j = 0; j < n; j++) {
-                    lb_grid g;
-                    lb_grid_get(t, best + r * rb + (j / tt->block_elems) * tt->block_bytes, (int)(j % tt->block_elems), &g);
-                    P[r * n + j] = w[j];
-                    const float d = w[j] - lb_grid_value(&g, lb_grid_nearest(&g, w[j])), err = d / U[j * n + j];
-                    best_loss[r] += (double)d * d / ((double)U[j * n + j] * U[j * n + j]) / 2;
-                    for (int64_t c = j + 1; c < n; c++) w[c] = w[c] - err * U[j * n + c];
-                }
-            }
-            free(w);
-        }
+        /* pass 1's values before rounding: its sweep replayed with its blocks fixed (its dynamic scales were
+         * chosen from those same values, so the replay rounds to the same codes) */
+        slow_static_sweep(L.W0, NULL, P, rows, n, U, imp, t, best, best_loss);
         memcpy(ref, best, nb);
         for (int pass = 1; pass < 3; pass++) {
             memcpy(S, P, sizeof(float) * (size_t)(rows * n));
