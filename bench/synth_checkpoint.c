@@ -1,10 +1,14 @@
 /*
- * synth_checkpoint.c - writes a synthetic Hugging Face Llama checkpoint (config.json, model.safetensors
- * with bf16 weights drawn from N(0, 0.02^2), norms at 1, and a copy of a given tokenizer.json) for
- * memory and speed benchmarks. The default shape is Llama-3.2-1B's (hidden 2048, 16 layers, ffn 8192,
- * 32 heads / 8 KV heads, head_dim 64) with an 8192-token vocabulary: about 1.0e9 parameters, 2.0 GB.
+ * synth_checkpoint.c - writes a synthetic Hugging Face Llama checkpoint (config.json, bf16 weights drawn
+ * from N(0, 0.02^2) with norms at 1 in model.safetensors or in shards with model.safetensors.index.json,
+ * and a copy of a given tokenizer.json) for memory and speed benchmarks. Shapes:
+ *   llama3.2-1b (default): Llama-3.2-1B's (hidden 2048, 16 layers, ffn 8192, 32 heads / 8 KV heads,
+ *                          head_dim 64) with an 8192-token vocabulary: about 1.0e9 parameters, 2.0 GB;
+ *   tinyllama:             TinyLlama-1.1B's (hidden 2048, 22 layers, ffn 5632, 32 heads / 4 KV heads,
+ *                          head_dim 64, vocabulary 32000): about 1.1e9 parameters, 2.2 GB.
+ * The tokenizer may have fewer tokens than the vocabulary (the rest are padding rows).
  *
- * usage: synth_checkpoint OUT_DIR TOKENIZER_JSON [n_layer]
+ * usage: synth_checkpoint OUT_DIR TOKENIZER_JSON [n_layer] [--shape NAME] [--shards N]
  */
 #include <errno.h>
 #include <inttypes.h>
@@ -14,12 +18,11 @@
 #include <string.h>
 #include <sys/stat.h>
 
-#define E 2048
-#define F 8192
-#define H 32
-#define KV 8
-#define D 64
-#define V 8192
+typedef struct shape { const char *name; int E, F, H, KV, D, V, L; double rope_theta; } shape;
+static const shape SHAPES[] = {
+    {"llama3.2-1b", 2048, 8192, 32, 8, 64, 8192, 16, 500000.0},
+    {"tinyllama", 2048, 5632, 32, 4, 64, 32000, 22, 10000.0},
+};
 
 typedef struct tensor { char name[96]; int64_t rows, cols; int norm; } tensor;
 
@@ -37,14 +40,80 @@ static uint16_t to_bf16(float f) {
     u += 0x7fff + ((u >> 16) & 1);
     return (uint16_t)(u >> 16);
 }
+static uint64_t tensor_bytes(const tensor *t) { return (uint64_t)t->rows * (uint64_t)(t->cols ? t->cols : 1) * 2; }
+
+/* One safetensors file holding tensors [t0, t1). */
+static int write_file(const char *path, const tensor *t, int t0, int t1, uint16_t *buf) {
+    size_t cap = 1 << 20, len = 0;
+    char *hdr = malloc(cap);
+    uint64_t off = 0;
+    len += (size_t)snprintf(hdr + len, cap - len, "{");
+    for (int i = t0; i < t1; i++) {
+        const uint64_t bytes = tensor_bytes(&t[i]);
+        if (t[i].cols)
+            len += (size_t)snprintf(hdr + len, cap - len, "%s\"%s\":{\"dtype\":\"BF16\",\"shape\":[%" PRId64 ",%" PRId64 "],\"data_offsets\":[%" PRIu64 ",%" PRIu64 "]}",
+                                    i > t0 ? "," : "", t[i].name, t[i].rows, t[i].cols, off, off + bytes);
+        else
+            len += (size_t)snprintf(hdr + len, cap - len, "%s\"%s\":{\"dtype\":\"BF16\",\"shape\":[%" PRId64 "],\"data_offsets\":[%" PRIu64 ",%" PRIu64 "]}",
+                                    i > t0 ? "," : "", t[i].name, t[i].rows, off, off + bytes);
+        off += bytes;
+    }
+    len += (size_t)snprintf(hdr + len, cap - len, "}");
+    while ((len + 8) % 8) hdr[len++] = ' ';
+    FILE *f = fopen(path, "wb");
+    if (!f) {
+        fprintf(stderr, "%s: %s\n", path, strerror(errno));
+        return 1;
+    }
+    uint64_t hl = len;
+    fwrite(&hl, 8, 1, f);
+    fwrite(hdr, 1, len, f);
+    free(hdr);
+    for (int i = t0; i < t1; i++) {
+        int64_t cols = t[i].cols ? t[i].cols : t[i].rows, rows = t[i].cols ? t[i].rows : 1;
+        for (int64_t r = 0; r < rows; r++) {
+            for (int64_t c = 0; c < cols; c++) buf[c] = t[i].norm ? to_bf16(1.0f) : to_bf16(0.02f * gauss());
+            if (fwrite(buf, 2, (size_t)cols, f) != (size_t)cols) {
+                fprintf(stderr, "%s: write failed: %s\n", path, strerror(errno));
+                return 1;
+            }
+        }
+    }
+    if (fclose(f) != 0) {
+        fprintf(stderr, "%s: %s\n", path, strerror(errno));
+        return 1;
+    }
+    return 0;
+}
 
 int main(int argc, char **argv) {
-    if (argc < 3) {
-        fprintf(stderr, "usage: %s OUT_DIR TOKENIZER_JSON [n_layer]\n", argv[0]);
+    const shape *sh = &SHAPES[0];
+    int n_layer = -1, shards = 1, pos = 0;
+    const char *out = NULL, *tok = NULL;
+    for (int i = 1; i < argc; i++) {
+        if (!strcmp(argv[i], "--shape") && i + 1 < argc) {
+            const char *nm = argv[++i];
+            sh = NULL;
+            for (size_t k = 0; k < sizeof SHAPES / sizeof *SHAPES; k++)
+                if (!strcmp(nm, SHAPES[k].name)) sh = &SHAPES[k];
+            if (!sh) {
+                fprintf(stderr, "unknown shape %s (llama3.2-1b, tinyllama)\n", nm);
+                return 2;
+            }
+        } else if (!strcmp(argv[i], "--shards") && i + 1 < argc) {
+            shards = atoi(argv[++i]);
+        } else if (pos == 0) out = argv[i], pos++;
+        else if (pos == 1) tok = argv[i], pos++;
+        else if (pos == 2) n_layer = atoi(argv[i]), pos++;
+        else pos = 99;
+    }
+    if (!out || !tok || pos > 3 || shards < 1 || shards > 99) {
+        fprintf(stderr, "usage: %s OUT_DIR TOKENIZER_JSON [n_layer] [--shape llama3.2-1b|tinyllama] [--shards N]\n", argv[0]);
         return 2;
     }
-    int n_layer = argc > 3 ? atoi(argv[3]) : 16;
-    mkdir(argv[1], 0755);
+    if (n_layer < 0) n_layer = sh->L;
+    const int E = sh->E, F = sh->F, H = sh->H, KV = sh->KV, D = sh->D, V = sh->V;
+    mkdir(out, 0755);
     tensor *t = calloc((size_t)(4 + 9 * n_layer), sizeof *t);
     int n = 0;
     snprintf(t[n].name, 96, "model.embed_tokens.weight"), t[n].rows = V, t[n++].cols = E;
@@ -62,59 +131,53 @@ int main(int argc, char **argv) {
     snprintf(t[n].name, 96, "model.norm.weight"), t[n].rows = E, t[n++].norm = 1;
     snprintf(t[n].name, 96, "lm_head.weight"), t[n].rows = V, t[n++].cols = E;
 
-    /* header */
-    size_t cap = 1 << 20, len = 0;
-    char *hdr = malloc(cap);
-    uint64_t off = 0;
-    len += (size_t)snprintf(hdr + len, cap - len, "{");
-    for (int i = 0; i < n; i++) {
-        uint64_t bytes = (uint64_t)t[i].rows * (uint64_t)(t[i].cols ? t[i].cols : 1) * 2;
-        if (t[i].cols)
-            len += (size_t)snprintf(hdr + len, cap - len, "%s\"%s\":{\"dtype\":\"BF16\",\"shape\":[%" PRId64 ",%" PRId64 "],\"data_offsets\":[%" PRIu64 ",%" PRIu64 "]}",
-                                    i ? "," : "", t[i].name, t[i].rows, t[i].cols, off, off + bytes);
-        else
-            len += (size_t)snprintf(hdr + len, cap - len, "%s\"%s\":{\"dtype\":\"BF16\",\"shape\":[%" PRId64 "],\"data_offsets\":[%" PRIu64 ",%" PRIu64 "]}",
-                                    i ? "," : "", t[i].name, t[i].rows, off, off + bytes);
-        off += bytes;
-    }
-    len += (size_t)snprintf(hdr + len, cap - len, "}");
-    while ((len + 8) % 8) hdr[len++] = ' ';
+    uint64_t total = 0;
+    for (int i = 0; i < n; i++) total += tensor_bytes(&t[i]);
+    int wide = E > F ? E : F;
+    uint16_t *buf = malloc((size_t)(wide > H * D ? wide : H * D) * 2);
     char path[4096];
-    snprintf(path, sizeof path, "%s/model.safetensors", argv[1]);
-    FILE *f = fopen(path, "wb");
+    if (shards == 1) {
+        snprintf(path, sizeof path, "%s/model.safetensors", out);
+        if (write_file(path, t, 0, n, buf)) return 1;
+    } else { /* shards of about total / shards bytes, whole tensors each, and the index */
+        snprintf(path, sizeof path, "%s/model.safetensors.index.json", out);
+        FILE *ix = fopen(path, "w");
+        if (!ix) {
+            fprintf(stderr, "%s: %s\n", path, strerror(errno));
+            return 1;
+        }
+        fprintf(ix, "{\"metadata\": {\"total_size\": %" PRIu64 "}, \"weight_map\": {", total);
+        uint64_t done = 0;
+        for (int s = 0, t0 = 0; s < shards; s++) {
+            int t1 = t0;
+            while (t1 < n && (s == shards - 1 || t1 == t0 || done + tensor_bytes(&t[t1]) <= total * (uint64_t)(s + 1) / (uint64_t)shards))
+                done += tensor_bytes(&t[t1++]);
+            char name[64];
+            snprintf(name, sizeof name, "model-%05d-of-%05d.safetensors", s + 1, shards);
+            for (int i = t0; i < t1; i++) fprintf(ix, "%s\"%s\": \"%s\"", i ? ", " : "", t[i].name, name);
+            snprintf(path, sizeof path, "%s/%s", out, name);
+            if (write_file(path, t, t0, t1, buf)) return 1;
+            t0 = t1;
+        }
+        fprintf(ix, "}}\n");
+        fclose(ix);
+    }
+    snprintf(path, sizeof path, "%s/config.json", out);
+    FILE *f = fopen(path, "w");
     if (!f) {
         fprintf(stderr, "%s: %s\n", path, strerror(errno));
         return 1;
     }
-    uint64_t hl = len;
-    fwrite(&hl, 8, 1, f);
-    fwrite(hdr, 1, len, f);
-    uint16_t *buf = malloc((size_t)F * 2);
-    for (int i = 0; i < n; i++) {
-        int64_t cols = t[i].cols ? t[i].cols : t[i].rows, rows = t[i].cols ? t[i].rows : 1;
-        for (int64_t r = 0; r < rows; r++) {
-            for (int64_t c = 0; c < cols; c++) buf[c] = t[i].norm ? to_bf16(1.0f) : to_bf16(0.02f * gauss());
-            if (fwrite(buf, 2, (size_t)cols, f) != (size_t)cols) {
-                fprintf(stderr, "%s: write failed: %s\n", path, strerror(errno));
-                return 1;
-            }
-        }
-    }
-    if (fclose(f) != 0) {
-        fprintf(stderr, "%s: %s\n", path, strerror(errno));
-        return 1;
-    }
-    snprintf(path, sizeof path, "%s/config.json", argv[1]);
-    f = fopen(path, "w");
     fprintf(f, "{\"architectures\": [\"LlamaForCausalLM\"], \"model_type\": \"llama\", \"hidden_size\": %d, "
                "\"intermediate_size\": %d, \"num_hidden_layers\": %d, \"num_attention_heads\": %d, "
                "\"num_key_value_heads\": %d, \"head_dim\": %d, \"vocab_size\": %d, \"max_position_embeddings\": 2048, "
-               "\"rms_norm_eps\": 1e-05, \"rope_theta\": 500000.0, \"hidden_act\": \"silu\", \"tie_word_embeddings\": false, "
+               "\"rms_norm_eps\": 1e-05, \"rope_theta\": %.1f, \"hidden_act\": \"silu\", \"tie_word_embeddings\": false, "
                "\"bos_token_id\": 0, \"eos_token_id\": 0, \"torch_dtype\": \"bfloat16\"}\n",
-            E, F, n_layer, H, KV, D, V);
+            E, F, n_layer, H, KV, D, V, sh->rope_theta);
     fclose(f);
-    snprintf(path, sizeof path, "cp '%s' '%s/tokenizer.json'", argv[2], argv[1]);
+    snprintf(path, sizeof path, "cp '%s' '%s/tokenizer.json'", tok, out);
     if (system(path) != 0) return 1;
-    printf("%s: %d tensors, %" PRIu64 " bytes of bf16 weights\n", argv[1], n, off);
+    printf("%s: %s shape, %d layers, %d tensors in %d file(s), %" PRIu64 " bytes of bf16 weights\n", out, sh->name,
+           n_layer, n, shards, total);
     return 0;
 }

@@ -31,6 +31,11 @@ static void usage(FILE *f) {
           "  --act-order                GPTQ in decreasing activation order\n"
           "  --passes N                 GPTQ sweeps, each re-choosing block scales from the last (1-16, default 4)\n"
           "  --cd-sweeps N              coordinate-descent sweeps over the codes after GPTQ (0-64, default 4)\n"
+          "  --own-target               GPTQ targets each matrix's own output on the quantized model's inputs\n"
+          "                             (default: the unquantized model's output, which needs a second copy\n"
+          "                             of the calibration activations)\n"
+          "  --ref-damp F               pull of that target towards the original weights, a fraction of\n"
+          "                             mean(diag H) (default 1)\n"
           "  --allow-requantize         accept an already-quantized GGUF input (loses quality)\n"
           "  -t, --threads N            worker threads (default: all CPUs); output is identical for any N\n"
           "  --json                     the summary as one JSON object on stdout\n"
@@ -118,6 +123,11 @@ static int parse(int argc, char **argv, qopts *o) {
             if (!cli_int(a, v, 0, 64, &n)) return 1;
             o->p.gptq_cd_sweeps = n ? (int)n : -1;
             i++;
+        } else if (!strcmp(a, "--ref-damp") && v) {
+            if (!cli_float(a, v, 1e-6, 1e6, &o->p.gptq_ref_damp)) return 1;
+            i++;
+        } else if (!strcmp(a, "--own-target")) {
+            o->p.gptq_own_target = 1;
         } else if (!strcmp(a, "--act-order")) {
             o->p.gptq_act_order = 1;
         } else if (!strcmp(a, "--imatrix") && v) {

@@ -17,24 +17,29 @@
 typedef struct lb_calib lb_calib;
 
 /* Windows of `tokens` chosen by p; X starts as the embedding rows (taken from `embd`, e.g. the quantized
- * token embedding, (n_vocab, n_embd)). */
-lb_status lb_calib_new(const lb_model *m, const lb_weight *embd, const int32_t *tokens, int64_t n_tokens,
+ * token embedding, (n_vocab, n_embd)). embd_ref (NULL: none) starts a reference stream Xr, moved through
+ * the unquantized layers, whose matrix inputs give the cross statistics C = sum_t xr_t x_t^T. */
+lb_status lb_calib_new(const lb_model *m, const lb_weight *embd, const lb_weight *embd_ref, const int32_t *tokens, int64_t n_tokens,
                        const lb_calib_params *p, lb_calib **out, lb_error *err);
 void lb_calib_free(lb_calib *c);
 
-/* Statistics of layer il run with weights l on the current X (X is not changed). */
-lb_status lb_calib_layer_stats(lb_calib *c, const lb_layer *l, int64_t il, lb_error *err);
-/* Move X through layer il with weights l. */
-lb_status lb_calib_layer_advance(lb_calib *c, const lb_layer *l, int64_t il, lb_error *err);
+/* Statistics of point pt (a layer point, not LB_OBS_OUTPUT_IN) of layer il run with weights l on the
+ * current X (X is not changed); with a reference stream also C, ref being the unquantized layer. They
+ * replace the statistics of any earlier call. */
+lb_status lb_calib_layer_stats(lb_calib *c, const lb_layer *l, const lb_layer *ref, lb_obs_point pt, int64_t il,
+                               lb_error *err);
+/* Move X through layer il with weights l (and Xr, if kept, through ref). */
+lb_status lb_calib_layer_advance(lb_calib *c, const lb_layer *l, const lb_layer *ref, int64_t il, lb_error *err);
 /* Statistics of the output head's input: the final norm applied to X. */
 lb_status lb_calib_output_stats(lb_calib *c, const float *out_norm, lb_error *err);
 
-/* H (dim, dim) of a point from the last *_stats call, its dim, mean |x| per channel, and the token count. */
+/* H (dim, dim) of the point of the last *_stats call (NULL for another point), its dim, mean |x| per
+ * channel, and the token count. */
 const double *lb_calib_h(const lb_calib *c, lb_obs_point pt, int64_t *dim);
+/* C (dim, dim), C[i][j] = sum_t xr_t[i] x_t[j], of the last *_stats call; NULL without a reference stream. */
+const double *lb_calib_cross(const lb_calib *c, lb_obs_point pt);
 const float *lb_calib_mean_abs(const lb_calib *c, lb_obs_point pt);
 int64_t lb_calib_tokens(const lb_calib *c);
-/* diag(H) / tokens = E[x_j^2] (the importance matrix) into out (dim floats). */
-void lb_calib_imatrix(const lb_calib *c, lb_obs_point pt, float *out);
 
 #include "gptq.h"
 

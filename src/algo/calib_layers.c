@@ -1,9 +1,19 @@
 /*
  * calib_layers.c - the layer-by-layer calibration state of calib.h.
  *
- * H = sum_t x_t x_t^T is accumulated per window as one matrix product, X^T X computed by lb_matmul on
- * the transposed window (f32, 512 tokens at a time) and added into f64, so the statistics of a layer
- * cost about as much as running it.
+ * H = sum_t x_t x_t^T is accumulated per window by matrix products: X^T X computed by lb_matmul on the
+ * transposed window (f32, 512 tokens at a time) and added into f64. H is symmetric, so only its upper
+ * triangle is computed, H_ROWS rows at a time (rows i of X^T X from column i on), and mirrored when the
+ * statistics are complete. Every element is the same lb_matmul dot product as in the full product, so H
+ * is the same to the bit.
+ *
+ * Statistics are gathered for one point at a time, so one H (and one C) of the largest input dimension
+ * serves every point: the memory of calibration is that of the widest matrix input, n_ff^2 doubles.
+ *
+ * With a reference stream (lb_calib_new's embd_ref), a second copy of the activations, Xr, is moved through
+ * the unquantized layers. A statistics run then first runs the reference layer on each window of Xr and
+ * keeps its matrix inputs, then the layer under quantization on the same window of X, and adds
+ * C = sum_t xr_t x_t^T (the same lb_matmul products, all d x d elements) beside H.
  */
 #include "calib.h"
 
@@ -13,55 +23,104 @@
 #include <stdlib.h>
 #include <string.h>
 
+#define H_ROWS 64 /* rows of H per product; the part below the diagonal computed anyway is H_ROWS / 2 per row */
+#define MIRROR_TILE 32 /* tile of the transpositions */
+
 struct lb_calib {
     const lb_model *m;
     lb_context *ctx;
     lb_pool *pool;
     int64_t n_win, win;    /* windows, tokens per window */
     float *x;              /* (n_win * win, n_embd) */
-    double *h[LB_CALIB_POINTS];
-    double *abs_sum[LB_CALIB_POINTS];
-    float *mean_abs[LB_CALIB_POINTS];
+    double *h;             /* H of the current point, (dim, dim) */
+    double *abs_sum;
+    float *mean_abs;
     int64_t dim[LB_CALIB_POINTS];
+    int pt;                /* the point of the current statistics (-1: none) */
     int64_t tokens;        /* tokens in the current statistics */
-    float *xt, *prod, *scratch; /* transposed window, its product, matmul scratch */
+    float *xr;             /* the reference stream (n_win * win, n_embd), NULL when not kept */
+    double *cx;            /* C of the current point, NULL without a reference stream */
+    float *ref;            /* the reference window's input at the point (win, dim) */
+    float *xtr;            /* the transposed reference window */
+    bool capture;          /* the observer keeps the reference inputs instead of accumulating */
+    float *xt, *prod, *scratch; /* transposed window (dim, win), H_ROWS rows of its product, matmul scratch */
     lb_status st;
     lb_error *err;
 };
 
-static void accumulate(lb_calib *c, lb_obs_point pt, const float *x, int64_t T, int64_t dim) {
-    /* xt (dim, T) so that lb_matmul gives prod (dim, dim) = xt . xt^T = X^T X */
-    for (int64_t t = 0; t < T; t++)
-        for (int64_t j = 0; j < dim; j++) c->xt[j * T + t] = x[t * dim + j];
-    lb_weight w = {LB_TYPE_F32, c->xt, dim, T};
-    lb_matmul(c->pool, c->scratch, c->xt, dim, &w, c->prod, dim);
-    double *h = c->h[pt];
-    for (int64_t i = 0; i < dim * dim; i++) h[i] += c->prod[i];
-    double *a = c->abs_sum[pt];
+static void accumulate(lb_calib *c, const float *x, int64_t T, int64_t dim) {
+    /* xt (dim, T) = X^T, in tiles, so that lb_matmul of its rows gives X^T X */
+    for (int64_t t0 = 0; t0 < T; t0 += MIRROR_TILE)
+        for (int64_t j0 = 0; j0 < dim; j0 += MIRROR_TILE)
+            for (int64_t t = t0; t < t0 + MIRROR_TILE && t < T; t++)
+                for (int64_t j = j0; j < j0 + MIRROR_TILE && j < dim; j++) c->xt[j * T + t] = x[t * dim + j];
+    double *h = c->h, *cx = c->cx;
+    if (cx) { /* C (dim, dim) = Xr^T X: rows of xtr (Xr^T) times rows of xt */
+        const float *r = c->ref;
+        for (int64_t t0 = 0; t0 < T; t0 += MIRROR_TILE)
+            for (int64_t j0 = 0; j0 < dim; j0 += MIRROR_TILE)
+                for (int64_t t = t0; t < t0 + MIRROR_TILE && t < T; t++)
+                    for (int64_t j = j0; j < j0 + MIRROR_TILE && j < dim; j++) c->xtr[j * T + t] = r[t * dim + j];
+        lb_weight w = {LB_TYPE_F32, c->xt, dim, T};
+        for (int64_t i0 = 0; i0 < dim; i0 += H_ROWS) {
+            const int64_t nr = dim - i0 < H_ROWS ? dim - i0 : H_ROWS;
+            lb_matmul(c->pool, c->scratch, c->xtr + i0 * T, nr, &w, c->prod, dim);
+            for (int64_t k = 0; k < nr * dim; k++) cx[i0 * dim + k] += c->prod[k];
+        }
+    }
+    for (int64_t i0 = 0; i0 < dim; i0 += H_ROWS) {
+        /* prod (nr, nc) = xt[i0, i0 + nr) . xt[i0, dim)^T: rows i0.. of X^T X, columns i0.. */
+        const int64_t nr = dim - i0 < H_ROWS ? dim - i0 : H_ROWS, nc = dim - i0;
+        lb_weight w = {LB_TYPE_F32, c->xt + i0 * T, nc, T};
+        lb_matmul(c->pool, c->scratch, c->xt + i0 * T, nr, &w, c->prod, nc);
+        for (int64_t r = 0; r < nr; r++) {
+            double *hr = h + (i0 + r) * dim + i0;
+            const float *pr = c->prod + r * nc;
+            for (int64_t j = r; j < nc; j++) hr[j] += pr[j];
+        }
+    }
+    double *a = c->abs_sum;
     for (int64_t t = 0; t < T; t++)
         for (int64_t j = 0; j < dim; j++) a[j] += fabsf(x[t * dim + j]);
 }
 
 static void observer(void *user, int64_t layer, lb_obs_point pt, const float *x, int64_t T, int64_t dim) {
     lb_calib *c = user;
-    accumulate(c, pt, x, T, dim);
-    if (pt == LB_OBS_ATTN_IN) c->tokens += T;
+    (void)layer;
+    if ((int)pt != c->pt) return;
+    if (T != c->win) { /* the forward pass hands over whole windows; anything else is a bug, not data */
+        if (c->st == LB_OK) c->st = LB_ERR_ARG;
+        return;
+    }
+    if (c->capture) memcpy(c->ref, x, (size_t)(T * dim) * sizeof *x);
+    else accumulate(c, x, T, dim);
 }
 
-static void reset_stats(lb_calib *c) {
-    for (int k = 0; k < LB_CALIB_POINTS; k++) {
-        memset(c->h[k], 0, (size_t)(c->dim[k] * c->dim[k]) * sizeof(double));
-        memset(c->abs_sum[k], 0, (size_t)c->dim[k] * sizeof(double));
-    }
+static void reset_stats(lb_calib *c, lb_obs_point pt) {
+    const int64_t d = c->dim[pt];
+    c->pt = (int)pt;
+    memset(c->h, 0, (size_t)(d * d) * sizeof(double));
+    if (c->cx) memset(c->cx, 0, (size_t)(d * d) * sizeof(double));
+    memset(c->abs_sum, 0, (size_t)d * sizeof(double));
     c->tokens = 0;
+    c->st = LB_OK;
+}
+
+/* The strictly lower triangle of h (d, d) from the upper, in tiles so that the column reads stay cached. */
+static void mirror(double *h, int64_t d) {
+    for (int64_t i0 = 0; i0 < d; i0 += MIRROR_TILE)
+        for (int64_t j0 = 0; j0 <= i0; j0 += MIRROR_TILE)
+            for (int64_t i = i0; i < i0 + MIRROR_TILE && i < d; i++)
+                for (int64_t j = j0; j < j0 + MIRROR_TILE && j < i; j++) h[i * d + j] = h[j * d + i];
 }
 
 static void finish_stats(lb_calib *c) {
-    for (int k = 0; k < LB_CALIB_POINTS; k++)
-        for (int64_t j = 0; j < c->dim[k]; j++) c->mean_abs[k][j] = c->tokens ? (float)(c->abs_sum[k][j] / (double)c->tokens) : 0.0f;
+    const int64_t d = c->dim[c->pt];
+    mirror(c->h, d);
+    for (int64_t j = 0; j < d; j++) c->mean_abs[j] = c->tokens ? (float)(c->abs_sum[j] / (double)c->tokens) : 0.0f;
 }
 
-lb_status lb_calib_new(const lb_model *m, const lb_weight *embd, const int32_t *tokens, int64_t n_tokens,
+lb_status lb_calib_new(const lb_model *m, const lb_weight *embd, const lb_weight *embd_ref, const int32_t *tokens, int64_t n_tokens,
                        const lb_calib_params *p, lb_calib **out, lb_error *err) {
     const lb_model_info *h = &m->info;
     int64_t *starts = NULL, nw = 0;
@@ -81,16 +140,27 @@ lb_status lb_calib_new(const lb_model *m, const lb_weight *embd, const int32_t *
     for (int k = 0; k < LB_CALIB_POINTS; k++) {
         c->dim[k] = dims[k];
         dmax = dims[k] > dmax ? dims[k] : dmax;
-        c->h[k] = malloc((size_t)(dims[k] * dims[k]) * sizeof(double));
-        c->abs_sum[k] = malloc((size_t)dims[k] * sizeof(double));
-        c->mean_abs[k] = malloc((size_t)dims[k] * sizeof(float));
-        ok &= c->h[k] && c->abs_sum[k] && c->mean_abs[k];
+    }
+    c->pt = -1;
+    c->h = malloc((size_t)(dmax * dmax) * sizeof(double));
+    c->abs_sum = malloc((size_t)dmax * sizeof(double));
+    c->mean_abs = malloc((size_t)dmax * sizeof(float));
+    ok &= c->h && c->abs_sum && c->mean_abs;
+    if (embd_ref) {
+        c->cx = malloc((size_t)(dmax * dmax) * sizeof(double));
+        c->ref = malloc((size_t)(dmax * p->ctx) * sizeof(float));
+        ok &= c->cx && c->ref;
     }
     int nt = p->n_threads > 0 ? p->n_threads : lb_cpu_count();
     c->pool = lb_pool_new(nt);
     c->x = malloc((size_t)(nw * p->ctx * h->n_embd) * sizeof(float));
     c->xt = malloc((size_t)(dmax * p->ctx) * sizeof(float));
-    c->prod = malloc((size_t)(dmax * dmax) * sizeof(float));
+    if (embd_ref) {
+        c->xr = malloc((size_t)(nw * p->ctx * h->n_embd) * sizeof(float));
+        c->xtr = malloc((size_t)(dmax * p->ctx) * sizeof(float));
+        ok &= c->xr && c->xtr;
+    }
+    c->prod = malloc((size_t)(H_ROWS * dmax) * sizeof(float));
     c->scratch = malloc((size_t)nt * lb_matmul_scratch_floats(p->ctx) * sizeof(float));
     ok &= c->pool && c->x && c->xt && c->prod && c->scratch;
     lb_context_params cp = {p->ctx, nt};
@@ -104,6 +174,7 @@ lb_status lb_calib_new(const lb_model *m, const lb_weight *embd, const int32_t *
                 break;
             }
             lb_weight_row_f32(embd, id, c->x + (w * p->ctx + t) * h->n_embd);
+            if (c->xr) lb_weight_row_f32(embd_ref, id, c->xr + (w * p->ctx + t) * h->n_embd);
         }
     free(starts);
     if (s != LB_OK) {
@@ -119,62 +190,86 @@ void lb_calib_free(lb_calib *c) {
     if (!c) return;
     lb_context_free(c->ctx);
     lb_pool_free(c->pool);
-    for (int k = 0; k < LB_CALIB_POINTS; k++) {
-        free(c->h[k]);
-        free(c->abs_sum[k]);
-        free(c->mean_abs[k]);
-    }
+    free(c->h);
+    free(c->cx);
+    free(c->ref);
+    free(c->abs_sum);
+    free(c->mean_abs);
     free(c->x);
     free(c->xt);
     free(c->prod);
     free(c->scratch);
+    free(c->xr);
+    free(c->xtr);
     free(c);
 }
 
-static lb_status run_layer(lb_calib *c, const lb_layer *l, int64_t il, bool advance, lb_error *err) {
+/* Layer il with weights l on every window of xs (n_win * win, n_embd): in place when advancing, else on a
+ * copy of each window, with the reference layer ref first run on the same window of the reference stream
+ * (its inputs captured) when ref is given. */
+static lb_status run_layer(lb_calib *c, float *xs, const lb_layer *l, const lb_layer *ref, int64_t il, bool advance,
+                           lb_error *err) {
     int64_t E = c->m->info.n_embd;
     float *tmp = advance ? NULL : malloc((size_t)(c->win * E) * sizeof *tmp);
     if (!advance && !tmp) return lb_err_set(err, LB_ERR_NOMEM, "out of memory");
     lb_status s = LB_OK;
     for (int64_t w = 0; s == LB_OK && w < c->n_win; w++) {
-        float *xw = c->x + w * c->win * E;
+        float *xw = xs + w * c->win * E;
+        if (ref) {
+            memcpy(tmp, c->xr + w * c->win * E, (size_t)(c->win * E) * sizeof *tmp);
+            c->capture = true;
+            s = lb_context_run_layer(c->ctx, ref, il, tmp, c->win, err);
+            c->capture = false;
+            if (s != LB_OK) break;
+        }
         if (!advance) memcpy(tmp, xw, (size_t)(c->win * E) * sizeof *tmp);
         s = lb_context_run_layer(c->ctx, l, il, advance ? xw : tmp, c->win, err);
+        if (!advance) c->tokens += c->win;
     }
     free(tmp);
     return s;
 }
 
-lb_status lb_calib_layer_stats(lb_calib *c, const lb_layer *l, int64_t il, lb_error *err) {
-    reset_stats(c);
+lb_status lb_calib_layer_stats(lb_calib *c, const lb_layer *l, const lb_layer *ref, lb_obs_point pt, int64_t il,
+                               lb_error *err) {
+    if (pt < 0 || pt >= LB_OBS_OUTPUT_IN) return lb_err_set(err, LB_ERR_ARG, "calibration: not a layer point");
+    reset_stats(c, pt);
     lb_context_set_observer(c->ctx, observer, c);
-    lb_status s = run_layer(c, l, il, false, err);
+    lb_status s = run_layer(c, c->x, l, c->xr ? ref : NULL, il, false, err);
+    if (s == LB_OK && c->st != LB_OK) s = lb_err_set(err, c->st, "calibration: a matrix input was not a whole window");
     finish_stats(c);
     return s;
 }
 
-lb_status lb_calib_layer_advance(lb_calib *c, const lb_layer *l, int64_t il, lb_error *err) {
+lb_status lb_calib_layer_advance(lb_calib *c, const lb_layer *l, const lb_layer *ref, int64_t il, lb_error *err) {
     lb_context_set_observer(c->ctx, NULL, NULL);
-    lb_status s = run_layer(c, l, il, true, err);
+    lb_status s = run_layer(c, c->x, l, NULL, il, true, err);
+    if (s == LB_OK && c->xr) s = run_layer(c, c->xr, ref, NULL, il, true, err);
     lb_context_set_observer(c->ctx, observer, c);
     return s;
 }
 
+/* The final norm of window xw (win, E) into xn. */
+static void out_norm_window(const lb_calib *c, const float *out_norm, const float *xw, float *xn) {
+    const int64_t E = c->m->info.n_embd;
+    const float eps = c->m->info.rms_eps;
+    for (int64_t t = 0; t < c->win; t++) {
+        double ss = 0;
+        for (int64_t j = 0; j < E; j++) ss += (double)xw[t * E + j] * xw[t * E + j];
+        float r = (float)(1.0 / sqrt(ss / (double)E + (double)eps));
+        for (int64_t j = 0; j < E; j++) xn[t * E + j] = out_norm[j] * (xw[t * E + j] * r);
+    }
+}
+
 lb_status lb_calib_output_stats(lb_calib *c, const float *out_norm, lb_error *err) {
-    reset_stats(c);
+    reset_stats(c, LB_OBS_OUTPUT_IN);
     int64_t E = c->m->info.n_embd;
     float *xn = malloc((size_t)(c->win * E) * sizeof *xn);
     if (!xn) return lb_err_set(err, LB_ERR_NOMEM, "out of memory");
-    float eps = c->m->info.rms_eps;
     for (int64_t w = 0; w < c->n_win; w++) {
-        const float *xw = c->x + w * c->win * E;
-        for (int64_t t = 0; t < c->win; t++) {
-            double ss = 0;
-            for (int64_t j = 0; j < E; j++) ss += (double)xw[t * E + j] * xw[t * E + j];
-            float r = (float)(1.0 / sqrt(ss / (double)E + (double)eps));
-            for (int64_t j = 0; j < E; j++) xn[t * E + j] = out_norm[j] * (xw[t * E + j] * r);
-        }
-        accumulate(c, LB_OBS_OUTPUT_IN, xn, c->win, E);
+        if (c->xr) out_norm_window(c, out_norm, c->xr + w * c->win * E, c->ref);
+        out_norm_window(c, out_norm, c->x + w * c->win * E, xn);
+        accumulate(c, xn, c->win, E);
         c->tokens += c->win;
     }
     free(xn);
@@ -184,13 +279,9 @@ lb_status lb_calib_output_stats(lb_calib *c, const float *out_norm, lb_error *er
 
 const double *lb_calib_h(const lb_calib *c, lb_obs_point pt, int64_t *dim) {
     if (dim) *dim = c->dim[pt];
-    return c->h[pt];
+    return (int)pt == c->pt ? c->h : NULL;
 }
 
-const float *lb_calib_mean_abs(const lb_calib *c, lb_obs_point pt) { return c->mean_abs[pt]; }
+const double *lb_calib_cross(const lb_calib *c, lb_obs_point pt) { return (int)pt == c->pt ? c->cx : NULL; }
+const float *lb_calib_mean_abs(const lb_calib *c, lb_obs_point pt) { return (int)pt == c->pt ? c->mean_abs : NULL; }
 int64_t lb_calib_tokens(const lb_calib *c) { return c->tokens; }
-
-void lb_calib_imatrix(const lb_calib *c, lb_obs_point pt, float *out) {
-    int64_t d = c->dim[pt];
-    for (int64_t j = 0; j < d; j++) out[j] = c->tokens ? (float)(c->h[pt][j * d + j] / (double)c->tokens) : 1.0f;
-}

@@ -48,20 +48,19 @@ static float *to_f32(const lb_weight *w) {
 typedef struct layer_work {
     float *w[7];      /* f32 copies of the 7 matrices (scaled by AWQ) */
     float *s_in[4];   /* AWQ input scales per point (NULL: 1) */
-    double *h[4];     /* H per point, scaled */
+    double *h;        /* H of the current point, scaled */
 } layer_work;
 
 static void free_work(layer_work *lw) {
     for (int k = 0; k < 7; k++) free(lw->w[k]);
-    for (int k = 0; k < 4; k++) {
-        free(lw->s_in[k]);
-        free(lw->h[k]);
-    }
+    for (int k = 0; k < 4; k++) free(lw->s_in[k]);
+    free(lw->h);
 }
 
-/* AWQ: scales per group, applied to the matrices (columns * s) and to what feeds them (/ s) */
-static lb_status awq_apply(lb_calib *c, lb_pool *pool, const lb_model *m, const lb_type types[7], layer_work *lw, float *norms[2],
-                           float *bv_scaled, lb_error *err) {
+/* AWQ: scales per group, each from its input's statistics on the unquantized layer, applied to the
+ * matrices (columns * s) and to what feeds them (/ s) */
+static lb_status awq_apply(lb_calib *c, lb_pool *pool, const lb_model *m, int64_t il, const lb_type types[7],
+                           layer_work *lw, float *norms[2], float *bv_scaled, lb_error *err) {
     const lb_model_info *h = &m->info;
     bool mha = h->n_head == h->n_head_kv;
     /* groups: (q,k,v) <- attn_norm; (o) <- v rows if MHA; (gate,up) <- ffn_norm; (down) <- up rows */
@@ -69,6 +68,8 @@ static lb_status awq_apply(lb_calib *c, lb_pool *pool, const lb_model *m, const 
                                                   {LB_OBS_FFN_IN, {4, 5}, 2}, {LB_OBS_FFN_DOWN_IN, {6}, 1}};
     for (int g = 0; g < 4; g++) {
         if (g == 1 && !mha) continue;
+        lb_status st = lb_calib_layer_stats(c, &m->layers[il], NULL, (lb_obs_point)G[g].pt, il, err);
+        if (st != LB_OK) return st;
         int64_t d;
         const double *H = lb_calib_h(c, (lb_obs_point)G[g].pt, &d);
         awq_group grp = {G[g].n, {NULL}, {0}, {0}};
@@ -81,7 +82,7 @@ static lb_status awq_apply(lb_calib *c, lb_pool *pool, const lb_model *m, const 
         float *s = malloc((size_t)d * sizeof *s);
         double loss;
         if (!s) return lb_err_set(err, LB_ERR_NOMEM, "out of memory");
-        lb_status st = lb_awq_search(pool, &grp, d, H, lb_calib_mean_abs(c, (lb_obs_point)G[g].pt), s, &loss, err);
+        st = lb_awq_search(pool, &grp, d, H, lb_calib_mean_abs(c, (lb_obs_point)G[g].pt), s, &loss, err);
         if (st != LB_OK) {
             free(s);
             return st;
@@ -111,36 +112,31 @@ static lb_status awq_apply(lb_calib *c, lb_pool *pool, const lb_model *m, const 
     return LB_OK;
 }
 
-/* AWQ's clip search on every matrix but q and k, with the scaled H and the importance weights diag(H')/N
- * that quantize_matrix gives the encoder */
-static lb_status awq_clip(lb_calib *c, lb_pool *pool, const lb_layer *l, const lb_type types[7], lb_encoder enc,
+/* AWQ's clip search on matrix k (not q or k, which feed the attention scores) with the scaled H and the
+ * importance weights diag(H')/N that quantize_matrix gives the encoder */
+static lb_status awq_clip(lb_calib *c, lb_pool *pool, const lb_layer *l, int k, const lb_type types[7], lb_encoder enc,
                           layer_work *lw, lb_error *err) {
     int64_t tokens = lb_calib_tokens(c);
-    for (int k = 2; k < 7; k++) {
-        const lb_weight *w = layer_matrix(l, k);
-        int64_t d = w->cols;
-        const double *H = lw->h[POINT[k]];
-        float *im = malloc((size_t)d * sizeof *im);
-        if (!im) return lb_err_set(err, LB_ERR_NOMEM, "out of memory");
-        for (int64_t j = 0; j < d; j++) im[j] = tokens ? (float)(H[j * d + j] / (double)tokens) : 1.0f;
-        lb_status s = lb_awq_clip(pool, lw->w[k], w->rows, d, H, types[k], enc, im, NULL, err);
-        free(im);
-        if (s != LB_OK) return s;
-    }
-    return LB_OK;
+    const lb_weight *w = layer_matrix(l, k);
+    int64_t d = w->cols;
+    float *im = malloc((size_t)d * sizeof *im);
+    if (!im) return lb_err_set(err, LB_ERR_NOMEM, "out of memory");
+    for (int64_t j = 0; j < d; j++) im[j] = tokens ? (float)(lw->h[j * d + j] / (double)tokens) : 1.0f;
+    lb_status s = lb_awq_clip(pool, lw->w[k], w->rows, d, lw->h, types[k], enc, im, NULL, err);
+    free(im);
+    return s;
 }
 
-/* H per point, scaled by 1/s (x' = x / s) */
-static lb_status scaled_h(lb_calib *c, layer_work *lw, lb_error *err) {
-    for (int p = 0; p < 4; p++) {
-        int64_t d;
-        const double *H = lb_calib_h(c, (lb_obs_point)p, &d);
-        lw->h[p] = malloc((size_t)(d * d) * sizeof(double));
-        if (!lw->h[p]) return lb_err_set(err, LB_ERR_NOMEM, "out of memory");
-        const float *s = lw->s_in[p];
-        for (int64_t i = 0; i < d; i++)
-            for (int64_t j = 0; j < d; j++) lw->h[p][i * d + j] = s ? H[i * d + j] / ((double)s[i] * s[j]) : H[i * d + j];
-    }
+/* H of point p, scaled by 1/s (x' = x / s), into lw->h */
+static lb_status scaled_h(lb_calib *c, lb_obs_point p, layer_work *lw, lb_error *err) {
+    int64_t d;
+    const double *H = lb_calib_h(c, p, &d);
+    free(lw->h);
+    lw->h = malloc((size_t)(d * d) * sizeof(double));
+    if (!lw->h) return lb_err_set(err, LB_ERR_NOMEM, "out of memory");
+    const float *s = lw->s_in[p];
+    for (int64_t i = 0; i < d; i++)
+        for (int64_t j = 0; j < d; j++) lw->h[i * d + j] = s ? H[i * d + j] / ((double)s[i] * s[j]) : H[i * d + j];
     return LB_OK;
 }
 
@@ -164,11 +160,64 @@ static lb_status quantize_matrix(lb_pool *pool, float *w, int64_t rows, int64_t 
     return LB_OK;
 }
 
+/* GPTQ's sequential order within a layer: the statistics of each stage's input come from the layer with
+ * the matrices of the stages before already quantized (q, k, v | o | gate, up | down). */
+static const int STAGE_FIRST[5] = {0, 3, 4, 6, 7};
+
+/* The layer as it stands: matrices [0, nq) quantized (out), the rest the f32 work copies; scaled norms. */
+static lb_layer current_layer(const lb_layer *orig, const lb_type types[7], uint8_t *const out[7], const layer_work *lw,
+                              int nq, float *norms[2], float *bv) {
+    lb_layer q = *orig;
+    lb_weight *qw[7] = {&q.wq, &q.wk, &q.wv, &q.wo, &q.w_gate, &q.w_up, &q.w_down};
+    for (int k = 0; k < 7; k++)
+        *qw[k] = k < nq ? (lb_weight){types[k], out[k], qw[k]->rows, qw[k]->cols}
+                        : (lb_weight){LB_TYPE_F32, lw->w[k], qw[k]->rows, qw[k]->cols};
+    q.attn_norm = norms[0];
+    q.ffn_norm = norms[1];
+    if (bv) q.bv = bv;
+    return q;
+}
+
+/* GPTQ over the four stages; with a reference stream each matrix's target is first moved to the
+ * unquantized model's output (lb_gptq_ref_target). */
+static lb_status gptq_stages(lb_calib *c, lb_pool *pool, const lb_layer *orig, int64_t il, lb_encoder enc,
+                             const lb_gptq_params *gp, const lb_type types[7], uint8_t *out[7], layer_work *lw,
+                             float *norms[2], float *bv, lb_error *err) {
+    lb_status s = LB_OK;
+    for (int g = 0; s == LB_OK && g < 4; g++) {
+        const lb_obs_point pt = POINT[STAGE_FIRST[g]];
+        lb_layer cur = current_layer(orig, types, out, lw, STAGE_FIRST[g], norms, bv);
+        s = lb_calib_layer_stats(c, &cur, orig, pt, il, err);
+        int64_t d;
+        const double *H = lb_calib_h(c, pt, &d), *C = lb_calib_cross(c, pt);
+        if (s == LB_OK && C) {
+            float *ws[3];
+            int64_t rows[3];
+            const int nm = STAGE_FIRST[g + 1] - STAGE_FIRST[g];
+            for (int k = 0; k < nm; k++) {
+                ws[k] = lw->w[STAGE_FIRST[g] + k];
+                rows[k] = layer_matrix(orig, STAGE_FIRST[g] + k)->rows;
+            }
+            bool applied;
+            s = lb_gptq_ref_target(pool, ws, rows, nm, d, H, C, lw->s_in[pt], gp->ref_damp, gp->max_damp_tries, &applied, err);
+        }
+        for (int k = STAGE_FIRST[g]; s == LB_OK && k < STAGE_FIRST[g + 1]; k++) {
+            const lb_weight *w = layer_matrix(orig, k);
+            if (s == LB_OK)
+                s = quantize_matrix(pool, lw->w[k], w->rows, d, H, lb_calib_tokens(c), types[k], LB_METHOD_GPTQ, enc, gp,
+                                    out[k], err);
+        }
+    }
+    return s;
+}
+
 lb_status lb_calib_quantize_layer(lb_calib *c, lb_pool *pool, const lb_model *m, int64_t il, lb_method method,
                                   lb_encoder enc, const lb_gptq_params *gp, const lb_type types[7], uint8_t *out[7],
                                   float *norms[2], float *bv, lb_error *err) {
     const lb_layer *orig = &m->layers[il];
-    lb_status s = lb_calib_layer_stats(c, orig, il, err);
+    const bool gptq = method == LB_METHOD_GPTQ || method == LB_METHOD_AWQ_GPTQ;
+    const bool awq = method == LB_METHOD_AWQ || method == LB_METHOD_AWQ_GPTQ;
+    lb_status s = LB_OK;
     layer_work lw;
     memset(&lw, 0, sizeof lw);
     for (int k = 0; s == LB_OK && k < 7; k++) {
@@ -177,24 +226,28 @@ lb_status lb_calib_quantize_layer(lb_calib *c, lb_pool *pool, const lb_model *m,
         lw.w[k] = to_f32(w);
         if (!out[k] || !lw.w[k]) s = lb_err_set(err, LB_ERR_NOMEM, "out of memory for layer %lld", (long long)il);
     }
-    if (s == LB_OK && (method == LB_METHOD_AWQ || method == LB_METHOD_AWQ_GPTQ)) s = awq_apply(c, pool, m, types, &lw, norms, bv, err);
-    if (s == LB_OK) s = scaled_h(c, &lw, err);
-    /* clip only for plain AWQ: before GPTQ it measured worse at 4 and 3 bits (GPTQ's error feedback does
-     * what the clip does, on the unclipped target) */
-    if (s == LB_OK && method == LB_METHOD_AWQ) s = awq_clip(c, pool, orig, types, enc, &lw, err);
-    for (int k = 0; s == LB_OK && k < 7; k++) {
-        const lb_weight *w = layer_matrix(orig, k);
-        lb_method mm = method == LB_METHOD_AWQ ? LB_METHOD_IMATRIX : method;
-        s = quantize_matrix(pool, lw.w[k], w->rows, w->cols, lw.h[POINT[k]], lb_calib_tokens(c), types[k], mm, enc, gp, out[k], err);
+    if (s == LB_OK && awq) s = awq_apply(c, pool, m, il, types, &lw, norms, bv, err);
+    if (gptq) {
+        if (s == LB_OK) s = gptq_stages(c, pool, orig, il, enc, gp, types, out, &lw, norms, bv, err);
+    } else { /* the importance-weighted encoder, each point's statistics on the unquantized layer */
+        for (int g = 0; s == LB_OK && g < 4; g++) {
+            const lb_obs_point pt = POINT[STAGE_FIRST[g]];
+            s = lb_calib_layer_stats(c, orig, NULL, pt, il, err);
+            if (s == LB_OK) s = scaled_h(c, pt, &lw, err);
+            for (int k = STAGE_FIRST[g]; s == LB_OK && k < STAGE_FIRST[g + 1]; k++) {
+                const lb_weight *w = layer_matrix(orig, k);
+                /* clip only for plain AWQ: before GPTQ it measured worse at 4 and 3 bits (GPTQ's error
+                 * feedback does what the clip does, on the unclipped target) */
+                if (method == LB_METHOD_AWQ && k >= 2) s = awq_clip(c, pool, orig, k, types, enc, &lw, err);
+                if (s == LB_OK)
+                    s = quantize_matrix(pool, lw.w[k], w->rows, w->cols, lw.h, lb_calib_tokens(c), types[k],
+                                        LB_METHOD_IMATRIX, enc, gp, out[k], err);
+            }
+        }
     }
     if (s == LB_OK) { /* move the calibration activations through the quantized layer */
-        lb_layer q = *orig;
-        lb_weight *qw[7] = {&q.wq, &q.wk, &q.wv, &q.wo, &q.w_gate, &q.w_up, &q.w_down};
-        for (int k = 0; k < 7; k++) *qw[k] = (lb_weight){types[k], out[k], qw[k]->rows, qw[k]->cols};
-        q.attn_norm = norms[0];
-        q.ffn_norm = norms[1];
-        if (bv) q.bv = bv;
-        s = lb_calib_layer_advance(c, &q, il, err);
+        lb_layer q = current_layer(orig, types, out, &lw, 7, norms, bv);
+        s = lb_calib_layer_advance(c, &q, orig, il, err);
     }
     free_work(&lw);
     if (s != LB_OK)
@@ -212,9 +265,12 @@ lb_status lb_calib_quantize_output(lb_calib *c, lb_pool *pool, const lb_model *m
     float *w = to_f32(&m->output);
     if (!w) return lb_err_set(err, LB_ERR_NOMEM, "out of memory");
     int64_t d;
-    const double *H = lb_calib_h(c, LB_OBS_OUTPUT_IN, &d);
+    const double *H = lb_calib_h(c, LB_OBS_OUTPUT_IN, &d), *C = lb_calib_cross(c, LB_OBS_OUTPUT_IN);
     lb_method mm = method == LB_METHOD_GPTQ || method == LB_METHOD_AWQ_GPTQ ? LB_METHOD_GPTQ : LB_METHOD_IMATRIX;
-    s = quantize_matrix(pool, w, m->output.rows, d, H, lb_calib_tokens(c), t, mm, enc, gp, out, err);
+    bool applied;
+    if (mm == LB_METHOD_GPTQ && C)
+        s = lb_gptq_ref_target(pool, &w, &m->output.rows, 1, d, H, C, NULL, gp->ref_damp, gp->max_damp_tries, &applied, err);
+    if (s == LB_OK) s = quantize_matrix(pool, w, m->output.rows, d, H, lb_calib_tokens(c), t, mm, enc, gp, out, err);
     free(w);
     return s;
 }

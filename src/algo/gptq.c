@@ -25,6 +25,7 @@
 
 #include "../linalg/linalg.h"
 #include "../quant/grid.h"
+#include "../quant/matmul.h"
 #include "encoders.h"
 
 #include <math.h>
@@ -41,6 +42,7 @@ void lb_gptq_params_default(lb_gptq_params *p) {
     p->act_order = false;
     p->passes = 1;
     p->cd_sweeps = 0;
+    p->ref_damp = 1.0;
 }
 
 typedef struct gptq_ctx {
@@ -298,7 +300,7 @@ static void permute_sym(double *H, int64_t n, const int64_t *perm, double *tmp, 
 
 /* Hinv (upper, in H) with damping raised tenfold after each failed attempt. diag: H's diagonal before
  * damping; the strictly lower triangle of H is the pristine copy each attempt restores from. */
-static lb_status factor_hinv(double *H, int64_t n, const double *diag, double mean, const lb_gptq_params *p,
+static lb_status factor_hinv(lb_pool *pool, double *H, int64_t n, const double *diag, double mean, const lb_gptq_params *p,
                              double *work, lb_gptq_stats *st, lb_error *err) {
     double damp = p->damp;
     for (int t = 1; t <= p->max_damp_tries; t++) {
@@ -306,7 +308,7 @@ static lb_status factor_hinv(double *H, int64_t n, const double *diag, double me
             for (int64_t j = i + 1; j < n; j++) H[i * n + j] = H[j * n + i];
             H[i * n + i] = diag[i] + damp * mean;
         }
-        if (lb_chol_inv_upper(H, n, work)) {
+        if (lb_chol_inv_upper_pool(pool, H, n, work)) {
             st->damp = damp;
             st->damp_tries = t;
             return LB_OK;
@@ -362,7 +364,7 @@ static lb_status sweep(lb_pool *pool, gptq_ctx *c, const double *H, lb_error *er
 }
 
 /* The H-side preparation: dead columns, importance, act-order permutation, damping and Hinv. */
-static lb_status prepare(float *W, int64_t rows, int64_t n, double *H, const lb_gptq_params *p, gptq_ctx *c,
+static lb_status prepare(lb_pool *pool, float *W, int64_t rows, int64_t n, double *H, const lb_gptq_params *p, gptq_ctx *c,
                          float *imp, int64_t *perm, float *Hf, lb_gptq_stats *st, lb_error *err) {
     st->dead_cols = fix_dead(W, rows, H, n);
     if (Hf)
@@ -387,7 +389,7 @@ static lb_status prepare(float *W, int64_t rows, int64_t n, double *H, const lb_
             c->perm = perm;
         }
     }
-    if (s == LB_OK) s = factor_hinv(H, n, diag, mean, p, work, st, err);
+    if (s == LB_OK) s = factor_hinv(pool, H, n, diag, mean, p, work, st, err);
     if (s == LB_OK && Hf) /* the damped H GPTQ minimized, for the coordinate descent */
         for (int64_t j = 0; j < n; j++) Hf[j * n + j] += (float)(st->damp * mean);
     free(diag);
@@ -419,7 +421,7 @@ lb_status lb_gptq_quantize(lb_pool *pool, float *W, int64_t rows, int64_t cols, 
     int64_t *perm = malloc((size_t)cols * sizeof *perm);
     float *Hf = p.cd_sweeps > 0 ? malloc((size_t)cols * (size_t)cols * sizeof *Hf) : NULL;
     if (!imp || !perm || (p.cd_sweeps > 0 && !Hf)) s = lb_err_set(err, LB_ERR_NOMEM, "gptq: out of memory");
-    if (s == LB_OK) s = prepare(W, rows, cols, H, &p, &c, imp, perm, Hf, &st, err);
+    if (s == LB_OK) s = prepare(pool, W, rows, cols, H, &p, &c, imp, perm, Hf, &st, err);
     c.imp = imp;
     c.Hf = Hf;
     if (s == LB_OK) s = sweep(pool, &c, H, err);
@@ -432,4 +434,75 @@ lb_status lb_gptq_quantize(lb_pool *pool, float *W, int64_t rows, int64_t cols, 
     free(imp);
     free(perm);
     return s;
+}
+
+/* ---- the reference-stream target ---- */
+
+/* out (rows, n) = x (rows, K) . w^T for w (n, K) f32 row-major, through lb_matmul */
+static lb_status mat_f32(lb_pool *pool, const float *x, int64_t rows, const float *w, int64_t n, int64_t K, float *out,
+                         lb_error *err) {
+    const int nt = pool ? lb_pool_size(pool) : 1;
+    float *scratch = malloc((size_t)nt * lb_matmul_scratch_floats(K) * sizeof *scratch);
+    if (!scratch) return lb_err_set(err, LB_ERR_NOMEM, "gptq: out of memory");
+    lb_weight lw = {LB_TYPE_F32, (void *)w, n, K};
+    lb_matmul(pool, scratch, x, rows, &lw, out, n);
+    free(scratch);
+    return LB_OK;
+}
+
+lb_status lb_gptq_ref_target(lb_pool *pool, float *const *W, const int64_t *rows, int n_mat, int64_t cols,
+                             const double *H, const double *C, const float *s, double damp, int max_tries, bool *applied,
+                             lb_error *err) {
+    const int64_t n = cols;
+    *applied = false;
+    double mean = 0;
+    for (int64_t j = 0; j < n; j++) mean += H[j * n + j];
+    mean /= (double)n;
+    if (!(mean > 0) || !isfinite(mean)) return LB_OK;
+    int64_t rmax = 0;
+    for (int k = 0; k < n_mat; k++) rmax = rows[k] > rmax ? rows[k] : rmax;
+    /* buffers, released as soon as they are done with: f1 (D C)^T, then U; f2 U^T; tmp one product */
+    float *f1 = malloc((size_t)(n * n) * sizeof *f1), *f2 = NULL, *tmp = malloc((size_t)(rmax * n) * sizeof *tmp);
+    double *A = NULL, *work = malloc((size_t)n * sizeof *work);
+    lb_status st = LB_OK;
+    if (!f1 || !tmp || !work) st = lb_err_set(err, LB_ERR_NOMEM, "gptq: out of memory for the reference target");
+    /* the factorization first, so that a failure leaves every W as it is */
+    if (st == LB_OK && !(A = malloc((size_t)(n * n) * sizeof *A)))
+        st = lb_err_set(err, LB_ERR_NOMEM, "gptq: out of memory for the reference target");
+    double lam = 0;
+    bool ok = false;
+    for (int t = 0; st == LB_OK && !ok && t < max_tries; t++, damp = damp > 0 ? damp * 10 : LB_GPTQ_DAMP_FLOOR) {
+        lam = damp * mean;
+        memcpy(A, H, (size_t)(n * n) * sizeof *A);
+        for (int64_t j = 0; j < n; j++) A[j * n + j] += lam;
+        ok = lb_chol_inv_upper_pool(pool, A, n, work); /* U^T U = (H + lam I)^-1 in A's upper triangle */
+    }
+    if (st == LB_OK && ok) {
+        float *u = malloc((size_t)(n * n) * sizeof *u); /* U, f32 (zero below the diagonal) */
+        if (!u) st = lb_err_set(err, LB_ERR_NOMEM, "gptq: out of memory for the reference target");
+        for (int64_t i = 0; u && i < n * n; i++) u[i] = (float)A[i];
+        free(A);
+        A = NULL;
+        /* M = W D C + lam W over W: f1 = (D C)^T, so that M[r][j] = sum_i W[r][i] f1[j][i] */
+        for (int64_t i = 0; st == LB_OK && i < n; i++)
+            for (int64_t j = 0; j < n; j++) f1[j * n + i] = (float)(C[i * n + j] / (s ? s[i] : 1.0));
+        for (int k = 0; st == LB_OK && k < n_mat; k++) {
+            st = mat_f32(pool, W[k], rows[k], f1, n, n, tmp, err);
+            for (int64_t e = 0; st == LB_OK && e < rows[k] * n; e++) W[k][e] = tmp[e] + (float)lam * W[k][e];
+        }
+        /* W = M U^T U: P = M U^T (w rows = U's rows), then W = P U (w rows = U's columns, f2 = U^T) */
+        free(f1);
+        f1 = u;
+        if (st == LB_OK && !(f2 = malloc((size_t)(n * n) * sizeof *f2)))
+            st = lb_err_set(err, LB_ERR_NOMEM, "gptq: out of memory for the reference target");
+        for (int64_t i = 0; st == LB_OK && i < n; i++)
+            for (int64_t j = 0; j < n; j++) f2[j * n + i] = u[i * n + j];
+        for (int k = 0; st == LB_OK && k < n_mat; k++) {
+            st = mat_f32(pool, W[k], rows[k], f1, n, n, tmp, err);
+            if (st == LB_OK) st = mat_f32(pool, tmp, rows[k], f2, n, n, W[k], err);
+        }
+        *applied = st == LB_OK;
+    }
+    free(A), free(work), free(f1), free(f2), free(tmp);
+    return st;
 }

@@ -16,6 +16,7 @@ typedef struct lb_gptq_params {
                            values GPTQ rounded in the one before; per row the sweep with the smallest loss is kept */
     int cd_sweeps;      /* then coordinate-descent sweeps over the codes (0..64, default 0), scales fixed, each
                            change lowering e^T H e (H damped as for GPTQ) */
+    double ref_damp;    /* lb_gptq_ref_target's damp when a caller moves the target (default 1: lam = mean(diag H)) */
 } lb_gptq_params;
 
 #define LB_GPTQ_DAMP_FLOOR 1e-4
@@ -49,5 +50,22 @@ void lb_gptq_params_default(lb_gptq_params *p);
 lb_status lb_gptq_quantize(lb_pool *pool, float *W /* (rows, cols) */, int64_t rows, int64_t cols,
                            double *H /* (cols, cols) */, lb_type type, lb_encoder enc, const lb_gptq_params *p,
                            void *out, lb_gptq_stats *stats, lb_error *err);
+
+/*
+ * GPTQ's target moved to the unquantized model: with X the calibration inputs the quantized model feeds
+ * the matrices, Xr those the unquantized model feeds them, H = X X^T and C = Xr X^T (C[i][j] =
+ * sum_t xr_t[i] x_t[j]), each of the n_mat matrices W[k] (rows[k], cols) sharing that input becomes
+ *   W <- (W D C + lam W) (H + lam I)^-1,   lam = damp * mean(diag H),  D = diag(1 / s) (s NULL: D = I),
+ * the minimizer of ||W D Xr - W' X||^2 + lam ||W' - W||^2. GPTQ's ||(W' - Q) X||^2 on the result is then,
+ * up to a constant, ||W D Xr - Q X||^2: the error of the layers before, visible in X, is compensated too.
+ * s: per-input-channel scales already multiplied into W's columns (AWQ), which X carries divided out and
+ * Xr does not. damp is raised tenfold (up to max_tries attempts) when H + lam I is not positive definite;
+ * *applied is false when every attempt failed, or H has no energy, and the W were left as they are.
+ * Products in f32 (lb_matmul), the factorization in f64; the same result for any thread count. Memory:
+ * 3 cols^2 floats at most, and one matrix's rows.
+ */
+lb_status lb_gptq_ref_target(lb_pool *pool, float *const *W, const int64_t *rows, int n_mat, int64_t cols,
+                             const double *H /* (cols, cols) */, const double *C /* (cols, cols) */, const float *s,
+                             double damp, int max_tries, bool *applied, lb_error *err);
 
 #endif

@@ -373,7 +373,8 @@ static lb_status write_tensor(run *R, int64_t i, lb_error *err) {
         cp.seed = R->p->calib_seed ? R->p->calib_seed : 1;
         cp.n_threads = lb_pool_size(R->pool);
         lb_weight embd = {t->type, R->out, t->ne[1], t->ne[0]};
-        lb_status s = lb_calib_new(R->m, &embd, R->p->calib_tokens, R->p->n_calib_tokens, &cp, &R->cal, err);
+        const bool ref = !R->p->gptq_own_target && (R->p->method == LB_METHOD_GPTQ || R->p->method == LB_METHOD_AWQ_GPTQ);
+        lb_status s = lb_calib_new(R->m, &embd, ref ? &R->m->tok_embd : NULL, R->p->calib_tokens, R->p->n_calib_tokens, &cp, &R->cal, err);
         if (s != LB_OK) return s;
     }
     return gguf_writer_write_tensor(R->w, i, R->out, bytes, err);
@@ -396,6 +397,7 @@ static lb_status setup(run *R, const char *input, lb_error *err) {
     R->cached_layer = -1;
     lb_gptq_params_default(&R->gptq);
     if (p->gptq_damp > 0) R->gptq.damp = p->gptq_damp;
+    if (p->gptq_ref_damp > 0) R->gptq.ref_damp = p->gptq_ref_damp;
     R->gptq.act_order = p->gptq_act_order != 0;
     /* GPTQ refinement defaults of the driver: 4 passes, then up to 4 coordinate-descent sweeps */
     R->gptq.passes = p->gptq_passes > 0 ? p->gptq_passes : 4;

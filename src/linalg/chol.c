@@ -29,9 +29,6 @@ static double dot(const double *a, const double *b, int64_t n) {
     return (s0 + s1) + (s2 + s3);
 }
 
-/* A pivot s taken from the diagonal entry a is accepted when it is clearly positive. */
-static bool pivot_ok(double s, double a) { return s > LB_CHOL_REL_EPS * a && isfinite(s); }
-
 bool lb_chol(double *A, int64_t n) {
     for (int64_t i = 0; i < n; i++) {
         double *Li = A + i * n;
@@ -40,7 +37,7 @@ bool lb_chol(double *A, int64_t n) {
             Li[j] = (Li[j] - dot(Li, Lj, j)) / Lj[j];
         }
         const double s = Li[i] - dot(Li, Li, i);
-        if (!pivot_ok(s, Li[i])) return false;
+        if (!lb_chol_pivot_ok(s, Li[i])) return false;
         Li[i] = sqrt(s);
     }
     return true;
@@ -87,7 +84,7 @@ static bool chol_upper_rev(double *A, int64_t n) {
     for (int64_t j = n - 1; j >= 0; j--) {
         double *Rj = A + j * n;
         const double s = Rj[j] - dot(Rj + j + 1, Rj + j + 1, n - j - 1);
-        if (!pivot_ok(s, Rj[j])) return false;
+        if (!lb_chol_pivot_ok(s, Rj[j])) return false;
         const double rjj = sqrt(s);
         Rj[j] = rjj;
         for (int64_t i = 0; i < j; i++) {
@@ -116,7 +113,7 @@ static void tri_inv_upper(double *A, int64_t n, double *work) {
     }
 }
 
-bool lb_chol_inv_upper(double *A, int64_t n, double *work) {
+bool lb_chol_inv_upper_ref(double *A, int64_t n, double *work) {
     if (!chol_upper_rev(A, n)) return false;
     tri_inv_upper(A, n, work);
     for (int64_t i = 1; i < n; i++) memset(A + i * n, 0, (size_t)i * sizeof *A);

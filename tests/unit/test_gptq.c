@@ -8,7 +8,10 @@
  *   (d) GPTQ's proxy error tr((W-Q) H (W-Q)^T) is below the encoder's own output (RTN with the same
  *       importance weights) for every type; (f) likewise with act-order;
  *   (e) 1 and 3 threads give identical bytes;
- *   (g) a singular or indefinite H raises the damping and still succeeds; bad inputs give clear errors.
+ *   (g) a singular or indefinite H raises the damping and still succeeds; bad inputs give clear errors;
+ *   (h) lb_gptq_ref_target satisfies the normal equations of the objective it states, lowers that objective
+ *       against random perturbations, leaves W alone when the two streams agree, is thread-count
+ *       independent, and declines an H without energy.
  * Also prints the time of a 1536 x 512 q4_K layer.
  */
 #include "algo/encoders.h"
@@ -622,6 +625,103 @@ static void bench(lb_pool *pool) {
     layer_free(&L);
 }
 
+/* ---- (h) the reference-stream target ---- */
+
+/* f(V) = ||W D Xr - V X||^2 + lam ||V - W||^2 for X, Xr (d, T) column-major by token: x_t = X + t d */
+static double ref_objective(const float *V, const float *W, const float *s, const double *X, const double *Xr,
+                            int rows, int d, int T, double lam) {
+    double f = 0;
+    for (int r = 0; r < rows; r++) {
+        for (int t = 0; t < T; t++) {
+            double a = 0, b = 0;
+            for (int j = 0; j < d; j++) {
+                a += (double)W[r * d + j] / (s ? s[j] : 1.0) * Xr[t * d + j];
+                b += (double)V[r * d + j] * X[t * d + j];
+            }
+            f += (a - b) * (a - b);
+        }
+        for (int j = 0; j < d; j++) f += lam * ((double)V[r * d + j] - W[r * d + j]) * ((double)V[r * d + j] - W[r * d + j]);
+    }
+    return f;
+}
+
+static void test_ref_target(lb_pool *pool3) {
+    enum { R = 20, D = 48, T = 400 };
+    double *X = malloc(sizeof *X * D * T), *Xr = malloc(sizeof *X * D * T), *H = malloc(sizeof *H * D * D),
+           *C = malloc(sizeof *C * D * D);
+    float W[R * D], V[R * D], V3[R * D], P[R * D], sc[D];
+    for (int j = 0; j < D; j++) sc[j] = (float)(0.5 + unif());
+    for (int t = 0; t < T; t++) /* correlated channels; the reference stream = X plus a structured error */
+        for (int j = 0; j < D; j++) {
+            X[t * D + j] = gauss() + (j ? 0.6 * X[t * D + j - 1] : 0);
+            Xr[t * D + j] = X[t * D + j] * (1 + 0.1 * sin(j)) + 0.2 * gauss();
+        }
+    for (int i = 0; i < R * D; i++) W[i] = (float)gauss();
+    for (int pass = 0; pass < 2; pass++) { /* without and with AWQ-style input scales */
+        const float *s = pass ? sc : NULL;
+        for (int i = 0; i < D; i++)
+            for (int j = 0; j < D; j++) {
+                double h = 0, c = 0;
+                for (int t = 0; t < T; t++) {
+                    h += X[t * D + i] * X[t * D + j];
+                    c += Xr[t * D + i] * X[t * D + j];
+                }
+                H[i * D + j] = h;
+                C[i * D + j] = c;
+            }
+        double mean = 0;
+        for (int j = 0; j < D; j++) mean += H[j * D + j] / D;
+        const double damp = 0.3, lam = damp * mean;
+        bool applied = false;
+        memcpy(V, W, sizeof V);
+        lb_error err;
+        CHECK(lb_gptq_ref_target(NULL, (float *[]){V}, (int64_t[]){R}, 1, D, H, C, s, damp, 6, &applied, &err) == LB_OK && applied, "ref target failed");
+        memcpy(V3, W, sizeof V3);
+        CHECK(lb_gptq_ref_target(pool3, (float *[]){V3}, (int64_t[]){R}, 1, D, H, C, s, damp, 6, &applied, &err) == LB_OK, "ref target (3 threads)");
+        CHECK(!memcmp(V, V3, sizeof V), "ref target: 1 and 3 threads differ");
+        float Va[R * D], Vb[R / 2 * D];
+        memcpy(Va, W, sizeof Va);
+        memcpy(Vb, W, sizeof Vb);
+        CHECK(lb_gptq_ref_target(pool3, (float *[]){Vb, Va}, (int64_t[]){R / 2, R}, 2, D, H, C, s, damp, 6, &applied, &err) ==
+                      LB_OK && !memcmp(Va, V, sizeof Va),
+              "ref target: two matrices at once differ from one at a time");
+        /* normal equations: V (H + lam I) = W D C + lam W, relative to the size of the right side */
+        double res = 0, rhs = 0;
+        for (int r = 0; r < R; r++)
+            for (int j = 0; j < D; j++) {
+                double a = lam * V[r * D + j], b = lam * W[r * D + j];
+                for (int i = 0; i < D; i++) {
+                    a += (double)V[r * D + i] * H[i * D + j];
+                    b += (double)W[r * D + i] / (s ? s[i] : 1.0) * C[i * D + j];
+                }
+                res = fmax(res, fabs(a - b));
+                rhs = fmax(rhs, fabs(b));
+            }
+        CHECK(res <= 1e-4 * rhs, "ref target: normal-equation residual %g (right side %g)", res, rhs);
+        const double f0 = ref_objective(V, W, s, X, Xr, R, D, T, lam);
+        CHECK(f0 < ref_objective(W, W, s, X, Xr, R, D, T, lam), "ref target: no better than W itself");
+        for (int k = 0; k < 20; k++) {
+            for (int i = 0; i < R * D; i++) P[i] = V[i] + (float)(1e-2 * gauss());
+            CHECK(ref_objective(P, W, s, X, Xr, R, D, T, lam) > f0, "ref target: a perturbation lowers the objective");
+        }
+    }
+    /* the streams agree, no scales: W stays (to f32 rounding) */
+    for (int i = 0; i < D * D; i++) C[i] = H[i];
+    memcpy(V, W, sizeof V);
+    bool applied = false;
+    lb_error err;
+    lb_gptq_ref_target(NULL, (float *[]){V}, (int64_t[]){R}, 1, D, H, C, NULL, 0.01, 6, &applied, &err);
+    double dev = 0;
+    for (int i = 0; i < R * D; i++) dev = fmax(dev, fabs((double)V[i] - W[i]));
+    CHECK(applied && dev < 1e-3, "ref target: identical streams moved W by %g", dev);
+    /* no energy: declined, W untouched */
+    memset(H, 0, sizeof *H * D * D);
+    memcpy(V, W, sizeof V);
+    CHECK(lb_gptq_ref_target(NULL, (float *[]){V}, (int64_t[]){R}, 1, D, H, C, NULL, 0.01, 6, &applied, &err) == LB_OK && !applied &&
+              !memcmp(V, W, sizeof V), "ref target: zero H not declined");
+    free(X), free(Xr), free(H), free(C);
+}
+
 int main(void) {
     lb_pool *pool3 = lb_pool_new(3);
     REQUIRE(pool3, "pool");
@@ -631,6 +731,7 @@ int main(void) {
     test_quality(pool3);
     test_damping_and_errors();
     test_refinement(pool3);
+    test_ref_target(pool3);
     lb_pool *pool2 = lb_pool_new(2);
     bench(pool2);
     lb_pool_free(pool2);
