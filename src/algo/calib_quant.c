@@ -203,9 +203,8 @@ static lb_status gptq_stages(lb_calib *c, lb_pool *pool, const lb_layer *orig, i
         }
         for (int k = STAGE_FIRST[g]; s == LB_OK && k < STAGE_FIRST[g + 1]; k++) {
             const lb_weight *w = layer_matrix(orig, k);
-            if (s == LB_OK)
-                s = quantize_matrix(pool, lw->w[k], w->rows, d, H, lb_calib_tokens(c), types[k], LB_METHOD_GPTQ, enc, gp,
-                                    out[k], err);
+            s = quantize_matrix(pool, lw->w[k], w->rows, d, H, lb_calib_tokens(c), types[k], LB_METHOD_GPTQ, enc, gp,
+                                out[k], err);
         }
     }
     return s;
