@@ -31,6 +31,8 @@ static void usage(FILE *f) {
           "  --act-order                GPTQ in decreasing activation order\n"
           "  --passes N                 GPTQ sweeps, each re-choosing block scales from the last (1-16, default 4)\n"
           "  --cd-sweeps N              coordinate-descent sweeps over the codes after GPTQ (0-64, default 4)\n"
+          "  --codes-only-cd            the coordinate descent leaves the sub-block scales alone (default: it\n"
+          "                             also steps k-quant / iq4_xs sub-block scales and mins by +-1)\n"
           "  --own-target               GPTQ targets each matrix's own output on the quantized model's inputs\n"
           "                             (default: the unquantized model's output, which needs a second copy\n"
           "                             of the calibration activations)\n"
@@ -126,6 +128,8 @@ static int parse(int argc, char **argv, qopts *o) {
         } else if (!strcmp(a, "--ref-damp") && v) {
             if (!cli_float(a, v, 1e-6, 1e6, &o->p.gptq_ref_damp)) return 1;
             i++;
+        } else if (!strcmp(a, "--codes-only-cd")) {
+            o->p.gptq_cd_scales = -1;
         } else if (!strcmp(a, "--own-target")) {
             o->p.gptq_own_target = 1;
         } else if (!strcmp(a, "--act-order")) {

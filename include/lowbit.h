@@ -370,6 +370,8 @@ typedef struct lb_quantize_params {
     int gptq_act_order;       /* GPTQ in decreasing diag(H) order */
     int gptq_passes;          /* GPTQ sweeps, each re-choosing the block scales from the last (0: default 4) */
     int gptq_cd_sweeps;       /* coordinate-descent sweeps over the codes after GPTQ (-1: none, 0: default 4) */
+    int gptq_cd_scales;       /* the coordinate descent also steps the integer sub-block scales of k-quants and
+                                 iq4_xs (-1: codes only, 0: default on) */
     int gptq_own_target;      /* GPTQ reproduces each matrix's own output on the quantized model's inputs
                                  instead of the unquantized model's output (0: the unquantized model's) */
     double gptq_ref_damp;     /* the pull of that target towards the original weights, a fraction of mean(diag H)

@@ -42,6 +42,7 @@ void lb_gptq_params_default(lb_gptq_params *p) {
     p->act_order = false;
     p->passes = 1;
     p->cd_sweeps = 0;
+    p->cd_scales = false;
     p->ref_damp = 1.0;
 }
 
@@ -59,6 +60,7 @@ typedef struct gptq_ctx {
     uint8_t *out;
     int passes;     /* sweeps; each after the first takes its scales from the previous one's pre-rounding values */
     int cd_sweeps;  /* coordinate-descent sweeps over the codes afterwards */
+    bool cd_scales; /* each sweep also steps the blocks' integer sub-block scales */
     const float *Hf; /* (cols, cols) H as float, column order, for the coordinate descent (NULL without) */
     float *scratch; /* per thread: the tile, its errors, its pre-rounding values, its best rows' bytes */
     size_t scratch_floats;
@@ -136,6 +138,75 @@ static void h_times_e(const float *H, int64_t n, const float *w, const float *q,
 }
 
 /*
+ * One sweep over the integer sub-block parameters (scales, mins; quant/grid.h) of one row, codes fixed:
+ * for each parameter in block order, the neighbours v - 1 and v + 1 are tried; moving the n elements of
+ * its sub-block by delta changes err(e) by -2 delta^T g + delta^T H delta (g = H e), and the step with the
+ * most negative change, if any, is taken (g -= H delta). The codes are read back as each element's nearest
+ * code under the grid before the step and written again with it, so the stored codes stay those whose
+ * values are q. Returns whether anything changed.
+ */
+static bool cd_params(const gptq_ctx *c, uint8_t *row, float *q, float *g) {
+    const int np = lb_grid_n_params(c->type);
+    const int64_t n = c->cols;
+    const float *H = c->Hf;
+    bool changed = false;
+    for (int64_t b = 0; b < n / c->be; b++) {
+        uint8_t *blk = row + (size_t)b * c->bb;
+        for (int p = 0; p < np; p++) {
+            lb_grid_param pi;
+            lb_grid_param_info(c->type, p, &pi);
+            const int64_t j0 = b * c->be + pi.first;
+            int codes[32];
+            float v_try[32], d_try[32], v_best[32], d_best[32];
+            lb_grid gr;
+            for (int k = 0; k < pi.n; k++) {
+                lb_grid_get(c->type, blk, pi.first + k, &gr);
+                codes[k] = lb_grid_nearest(&gr, q[j0 + k]);
+            }
+            const int cur = lb_grid_param_get(c->type, blk, p);
+            int best_v = cur;
+            double best_change = 0;
+            for (int v = cur - 1; v <= cur + 1; v += 2) {
+                if (v < pi.lo || v > pi.hi) continue;
+                lb_grid_param_set(c->type, blk, p, v);
+                double lin = 0, quad = 0;
+                for (int k = 0; k < pi.n; k++) {
+                    lb_grid_get(c->type, blk, pi.first + k, &gr);
+                    v_try[k] = lb_grid_value(&gr, codes[k]);
+                    d_try[k] = v_try[k] - q[j0 + k];
+                    lin += (double)d_try[k] * g[j0 + k];
+                }
+                for (int k = 0; k < pi.n; k++) {
+                    if (d_try[k] == 0) continue;
+                    const float *h = H + (j0 + k) * n + j0;
+                    double acc = 0;
+                    for (int l = 0; l < pi.n; l++) acc += (double)h[l] * d_try[l];
+                    quad += acc * d_try[k];
+                }
+                const double change = -2.0 * lin + quad;
+                if (change < best_change) {
+                    best_change = change;
+                    best_v = v;
+                    memcpy(d_best, d_try, (size_t)pi.n * sizeof *d_best);
+                    memcpy(v_best, v_try, (size_t)pi.n * sizeof *v_best);
+                }
+            }
+            lb_grid_param_set(c->type, blk, p, best_v);
+            if (best_v == cur) continue;
+            changed = true;
+            for (int k = 0; k < pi.n; k++) {
+                lb_grid_set(c->type, blk, pi.first + k, codes[k]);
+                q[j0 + k] = v_best[k];
+                if (d_best[k] == 0) continue;
+                const float *h = H + (j0 + k) * n;
+                for (int64_t i = 0; i < n; i++) g[i] -= d_best[k] * h[i];
+            }
+        }
+    }
+    return changed;
+}
+
+/*
  * Coordinate descent on the codes of one row with the blocks' scales fixed: the output error
  * err(e) = e^T H e of e = w - q decreases with every accepted change. With g = H e, moving element j by
  * delta changes err by -2 delta g_j + delta^2 H_jj, a parabola whose minimum over the element's grid is
@@ -169,6 +240,7 @@ static double cd_row(const gptq_ctx *c, const float *w, uint8_t *row, float *q, 
             const float *h = H + j * n;
             for (int64_t i = 0; i < n; i++) g[i] -= delta * h[i];
         }
+        if (c->cd_scales && cd_params(c, row, q, g)) changed = true;
     }
     double err = 0;
     h_times_e(H, n, w, q, g);
@@ -410,7 +482,7 @@ lb_status lb_gptq_quantize(lb_pool *pool, float *W, int64_t rows, int64_t cols, 
     gptq_ctx c = {.W = W, .rows = rows, .cols = cols, .type = type, .enc = lb_encoder_get(type, enc),
                   .to_float = tt->to_float, .be = tt->block_elems, .bb = tt->block_bytes,
                   .row_bytes = lb_type_row_size(type, cols), .out = out, .passes = p.passes,
-                  .cd_sweeps = p.cd_sweeps};
+                  .cd_sweeps = p.cd_sweeps, .cd_scales = p.cd_scales};
     if (!c.enc) return lb_err_set(err, LB_ERR_ARG, "gptq: no encoder %d for %s", (int)enc, tt->name);
     /* in the default order a block's scales are chosen at its first column, which must have received
      * every earlier update by then: batches of whole blocks */

@@ -16,6 +16,8 @@ typedef struct lb_gptq_params {
                            values GPTQ rounded in the one before; per row the sweep with the smallest loss is kept */
     int cd_sweeps;      /* then coordinate-descent sweeps over the codes (0..64, default 0), scales fixed, each
                            change lowering e^T H e (H damped as for GPTQ) */
+    bool cd_scales;     /* each coordinate-descent sweep then also steps every integer sub-block scale / min
+                           by +-1 where that lowers e^T H e (quant/grid.h parameters; default false) */
     double ref_damp;    /* lb_gptq_ref_target's damp when a caller moves the target (default 1: lam = mean(diag H)) */
 } lb_gptq_params;
 

@@ -399,9 +399,11 @@ static lb_status setup(run *R, const char *input, lb_error *err) {
     if (p->gptq_damp > 0) R->gptq.damp = p->gptq_damp;
     if (p->gptq_ref_damp > 0) R->gptq.ref_damp = p->gptq_ref_damp;
     R->gptq.act_order = p->gptq_act_order != 0;
-    /* GPTQ refinement defaults of the driver: 4 passes, then up to 4 coordinate-descent sweeps */
+    /* GPTQ refinement defaults of the driver: 4 passes, then up to 4 coordinate-descent sweeps over the codes
+     * and the sub-block scales */
     R->gptq.passes = p->gptq_passes > 0 ? p->gptq_passes : 4;
     R->gptq.cd_sweeps = p->gptq_cd_sweeps > 0 ? p->gptq_cd_sweeps : p->gptq_cd_sweeps < 0 ? 0 : 4;
+    R->gptq.cd_scales = p->gptq_cd_scales >= 0;
     if ((unsigned)p->method > LB_METHOD_AWQ_GPTQ) return lb_err_set(err, LB_ERR_ARG, "unknown method %d", (int)p->method);
     if (p->method != LB_METHOD_RTN && (!p->calib_tokens || p->n_calib_tokens <= 0))
         return lb_err_set(err, LB_ERR_ARG, "method %s needs calibration text (--calib FILE)", lb_method_name(p->method));

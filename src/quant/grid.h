@@ -44,4 +44,23 @@ static inline float lb_grid_value(const lb_grid *g, int q) {
  * grid whose values are all equal (a == 0) gives the q of smallest magnitude. w must not be NaN. */
 int lb_grid_nearest(const lb_grid *g, float w);
 
+/*
+ * Sub-block parameters: the integer scales (and mins) of a block, which set a and b of a run of
+ * consecutive elements without touching their codes. Parameter p of a block moves elements
+ * [first, first + n) and takes integer values in [lo, hi]: q2_K 32 (16 4-bit scales, then 16 4-bit
+ * mins), q3_K 16 signed 6-bit scales, q4_K / q5_K 16 (8 6-bit scales, then 8 6-bit mins), q6_K 16 int8
+ * scales, iq4_xs 8 signed 6-bit scales. The other types have none (their fp16 scales are not parameters
+ * here).
+ */
+typedef struct lb_grid_param {
+    int first, n, lo, hi;
+} lb_grid_param;
+
+int lb_grid_n_params(lb_type t);
+/* 0 <= p < lb_grid_n_params(t) */
+void lb_grid_param_info(lb_type t, int p, lb_grid_param *info);
+int lb_grid_param_get(lb_type t, const void *block, int p);
+/* lo <= v <= hi */
+void lb_grid_param_set(lb_type t, void *block, int p, int v);
+
 #endif

@@ -25,9 +25,12 @@ done
 # GPTQ aimed at each matrix's own output on the quantized model's inputs instead of the unquantized model's
 q -o "$T/gptq-own.gguf" --method gptq --own-target --calib "$CALIB" --calib-tokens 8192 -t 2 && files+=("$T/gptq-own.gguf")
 ! cmp -s "$T/gptq-own.gguf" "$T/gptq.gguf" && ok || bad "gptq --own-target gives the same file as the default target"
+# coordinate descent over the codes alone, the sub-block scales left as the passes chose them
+q -o "$T/gptq-codes.gguf" --method gptq --codes-only-cd --calib "$CALIB" --calib-tokens 8192 -t 2 && files+=("$T/gptq-codes.gguf")
+! cmp -s "$T/gptq-codes.gguf" "$T/gptq.gguf" && ok || bad "gptq --codes-only-cd gives the same file as the default"
 out=$("$LOWBIT" eval "${files[@]}" --base models/tiny --text tests/golden/data/valid.txt --chunks 8 --json -q)
 rtn=$(grep -F "\"model\": \"$T/rtn.gguf\"" <<<"$out")
-for m in imatrix gptq gptq-own awq awq+gptq; do
+for m in imatrix gptq gptq-own gptq-codes awq awq+gptq; do
   r=$(grep -F "\"model\": \"$T/$m.gguf\"" <<<"$out")
   if awk -v a="$(field "$r" kld_mean)" -v b="$(field "$rtn" kld_mean)" 'BEGIN { exit !(a < b) }'; then ok
   else bad "$m KLD $(field "$r" kld_mean) not below rtn $(field "$rtn" kld_mean)"; fi

@@ -150,6 +150,55 @@ static void test_grids(void) {
     CHECK(!lb_grid_supported(LB_TYPE_F16) && !lb_grid_supported(LB_TYPE_Q8_K), "float and activation types");
 }
 
+/* Every sub-block parameter of random blocks: set to values across its range, read back; the reference
+ * dequantizer then changes only that sub-block's elements, whose grids become a = d * v (a scale) or
+ * b = -(dmin * v) (a min) with d / dmin the block's fp16 fields, the other parameters unchanged. */
+static void test_grid_params(void) {
+    static const int expect[N_TYPES] = {0, 0, 0, 0, 0, 32, 16, 16, 16, 16, 0, 8};
+    uint8_t blk[256], tmp[256];
+    float y0[256], y[256];
+    for (int ti = 0; ti < N_TYPES; ti++) {
+        const lb_type t = TYPES[ti];
+        const lb_type_traits *tt = lb_type_traits_get(t);
+        const int np = lb_grid_n_params(t), be = (int)tt->block_elems;
+        CHECK(np == expect[ti], "%s: %d parameters", tt->name, np);
+        int od, om, bad = 0;
+        scale_fields(t, &od, &om);
+        for (int i = 3; i < 8; i++) {
+            random_block(t, blk, tt->block_bytes, i);
+            tt->to_float(blk, y0, be);
+            uint16_t hd, hm = 0;
+            memcpy(&hd, blk + od, 2);
+            if (om >= 0) memcpy(&hm, blk + om, 2);
+            const float d = lb_fp16_to_f32(hd), dm = lb_fp16_to_f32(hm);
+            for (int p = 0; p < np; p++) {
+                lb_grid_param pi;
+                lb_grid_param_info(t, p, &pi);
+                if (pi.first < 0 || pi.n < 1 || pi.first + pi.n > be || pi.lo > pi.hi) bad++;
+                /* a min: the parameters of the second half of q2_K / q4_K / q5_K */
+                const bool is_min = om >= 0 && p >= np / 2;
+                for (int v = pi.lo; v <= pi.hi; v += pi.hi - pi.lo > 20 ? 7 : 1) {
+                    memcpy(tmp, blk, tt->block_bytes);
+                    lb_grid_param_set(t, tmp, p, v);
+                    if (lb_grid_param_get(t, tmp, p) != v) bad++;
+                    for (int p2 = 0; p2 < np; p2++)
+                        if (p2 != p && lb_grid_param_get(t, tmp, p2) != lb_grid_param_get(t, blk, p2)) bad++;
+                    tt->to_float(tmp, y, be);
+                    for (int k = 0; k < be; k++) {
+                        const bool inside = k >= pi.first && k < pi.first + pi.n;
+                        lb_grid g;
+                        lb_grid_get(t, tmp, k, &g);
+                        if (!inside && fbits(y[k]) != fbits(y0[k])) bad++;
+                        if (inside && !is_min && fbits(g.a) != fbits(d * (float)v)) bad++;
+                        if (inside && is_min && fbits(g.b) != fbits(-(dm * (float)v))) bad++;
+                    }
+                }
+            }
+        }
+        CHECK(bad == 0, "%s: %d parameter mismatches", tt->name, bad);
+    }
+}
+
 /* ---- (b) dense algebra ---- */
 
 /* Inverse by Gauss-Jordan with partial pivoting (false when singular). */
@@ -522,6 +571,50 @@ static void test_refinement(lb_pool *pool3) {
         CHECK(run_gptq(&L, pool3, t, &p, NULL, &e) == LB_OK && memcmp(cur, L.out, nb) == 0, "%s: cd differs with 3 threads",
               tt->name);
         printf("%-5s 3 passes + cd: error %.2f %% below 3 passes\n", tt->name, 100 * improved / before);
+        /* (3) coordinate descent with the sub-block scales: never raises any row's error against the passes,
+         * ends where no single +-1 step of any scale / min (read back through the reference dequantizer)
+         * lowers it, same for any thread count */
+        p.cd_scales = true;
+        CHECK(run_gptq(&L, NULL, t, &p, &st, &e) == LB_OK, "%s", e.msg);
+        memcpy(cur, L.out, nb);
+        double improved_s = 0;
+        int steps = 0, lower = 0;
+        float *y = malloc(sizeof(float) * (size_t)n);
+        uint8_t *tmp = malloc(rb);
+        for (int64_t r = 0; r < rows; r++) {
+            const double e0 = row_err(L.W0 + r * n, Q0 + r * n, n, L.H0, 0.01 * mean);
+            tt->to_float(cur + r * rb, y, n);
+            const double e1 = row_err(L.W0 + r * n, y, n, L.H0, 0.01 * mean);
+            CHECK(memcmp(y, L.W + r * n, sizeof(float) * (size_t)n) == 0, "%s row %lld: W is not the output", tt->name,
+                  (long long)r);
+            CHECK(e1 <= e0 * (1 + 1e-6), "%s row %lld: cd raised the error %g -> %g", tt->name, (long long)r, e0, e1);
+            improved_s += e0 - e1;
+            for (int64_t b = 0; b < n / tt->block_elems; b++)
+                for (int pp = 0; pp < lb_grid_n_params(t); pp++) {
+                    lb_grid_param pi;
+                    lb_grid_param_info(t, pp, &pi);
+                    uint8_t *blk = tmp + b * tt->block_bytes;
+                    memcpy(tmp, cur + r * rb, rb);
+                    const int v0 = lb_grid_param_get(t, blk, pp);
+                    for (int v = v0 - 1; v <= v0 + 1; v += 2) {
+                        if (v < pi.lo || v > pi.hi) continue;
+                        lb_grid_param_set(t, blk, pp, v);
+                        tt->to_float(tmp, y, n);
+                        const double e2 = row_err(L.W0 + r * n, y, n, L.H0, 0.01 * mean);
+                        steps++;
+                        if (e2 < e1 - 1e-5 * e1) lower++;
+                        lb_grid_param_set(t, blk, pp, v0);
+                    }
+                }
+        }
+        CHECK(lb_grid_n_params(t) == 0 || steps > 0, "%s: no parameter steps tried", tt->name);
+        CHECK(lower == 0, "%s: %d of %d single scale steps lower the error", tt->name, lower, steps);
+        CHECK(run_gptq(&L, pool3, t, &p, NULL, &e) == LB_OK && memcmp(cur, L.out, nb) == 0,
+              "%s: cd with scales differs with 3 threads", tt->name);
+        printf("%-5s 3 passes + cd with scales: error %.2f %% below 3 passes\n", tt->name, 100 * improved_s / before);
+        free(y);
+        free(tmp);
+        p.cd_scales = false;
         free(Q0);
         free(ref), free(cur), free(best), free(P), free(S), free(U), free(imp), free(Hd), free(work);
         layer_free(&L);
@@ -726,6 +819,7 @@ int main(void) {
     lb_pool *pool3 = lb_pool_new(3);
     REQUIRE(pool3, "pool");
     test_grids();
+    test_grid_params();
     test_linalg();
     test_equivalence();
     test_quality(pool3);

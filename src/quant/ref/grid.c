@@ -230,6 +230,93 @@ void lb_grid_set(lb_type t, void *block, int j, int q) {
     }
 }
 
+/* ---- sub-block parameters ---- */
+
+/* q4_K / q5_K: write the 6-bit scale (which 0) or min (which 1) of sub-block j, inverse of k4_scale_min. */
+static void k4_set(uint8_t *s, int j, int which, int v) {
+    if (j < 4) {
+        uint8_t *p = &s[j + 4 * which];
+        *p = (uint8_t)((*p & 0xC0) | (v & 63));
+    } else {
+        uint8_t *lo = &s[j + 4], *hi = &s[j - 4 + 4 * which];
+        *lo = which ? (uint8_t)((*lo & 0x0F) | ((v & 0xF) << 4)) : (uint8_t)((*lo & 0xF0) | (v & 0xF));
+        *hi = (uint8_t)((*hi & 0x3F) | ((v >> 4) << 6));
+    }
+}
+
+/* q3_K: write the signed 6-bit scale of sub-block j, inverse of q3_scale. */
+static void q3_set(uint8_t *s, int j, int v) {
+    const int u = v + 32, sh = 2 * (j / 4);
+    uint8_t *lo = &s[j % 8], *hi = &s[8 + j % 4];
+    *lo = j < 8 ? (uint8_t)((*lo & 0xF0) | (u & 0xF)) : (uint8_t)((*lo & 0x0F) | ((u & 0xF) << 4));
+    *hi = (uint8_t)((*hi & ~(3u << sh)) | ((unsigned)(u >> 4) << sh));
+}
+
+int lb_grid_n_params(lb_type t) {
+    switch (t) {
+    case LB_TYPE_Q2_K: return 32;
+    case LB_TYPE_Q3_K: case LB_TYPE_Q6_K: return 16;
+    case LB_TYPE_Q4_K: case LB_TYPE_Q5_K: return 16;
+    case LB_TYPE_IQ4_XS: return 8;
+    default: return 0;
+    }
+}
+
+void lb_grid_param_info(lb_type t, int p, lb_grid_param *info) {
+    int sub = 16, lo = 0, hi = 15, j = p;
+    switch (t) {
+    case LB_TYPE_Q2_K: j = p % 16; break; /* 0..15 scales, 16..31 mins */
+    case LB_TYPE_Q3_K: lo = -32; hi = 31; break;
+    case LB_TYPE_Q6_K: lo = -128; hi = 127; break;
+    case LB_TYPE_Q4_K: case LB_TYPE_Q5_K: sub = 32; j = p % 8; hi = 63; break; /* 0..7 scales, 8..15 mins */
+    default: sub = 32; lo = -32; hi = 31; break; /* LB_TYPE_IQ4_XS */
+    }
+    info->first = j * sub;
+    info->n = sub;
+    info->lo = lo;
+    info->hi = hi;
+}
+
+int lb_grid_param_get(lb_type t, const void *block, int p) {
+    int sc, m;
+    switch (t) {
+    case LB_TYPE_Q2_K: {
+        const uint8_t s = ((const block_q2_K *)block)->scales[p % 16];
+        return p < 16 ? s & 0xF : s >> 4;
+    }
+    case LB_TYPE_Q3_K: return q3_scale(((const block_q3_K *)block)->scales, p);
+    case LB_TYPE_Q6_K: return ((const block_q6_K *)block)->scales[p];
+    case LB_TYPE_Q4_K: case LB_TYPE_Q5_K:
+        k4_scale_min(t == LB_TYPE_Q4_K ? ((const block_q4_K *)block)->scales : ((const block_q5_K *)block)->scales,
+                     p % 8, &sc, &m);
+        return p < 8 ? sc : m;
+    default: return xs_scale(block, p); /* LB_TYPE_IQ4_XS */
+    }
+}
+
+void lb_grid_param_set(lb_type t, void *block, int p, int v) {
+    switch (t) {
+    case LB_TYPE_Q2_K: {
+        uint8_t *s = &((block_q2_K *)block)->scales[p % 16];
+        *s = p < 16 ? (uint8_t)((*s & 0xF0) | (v & 0xF)) : (uint8_t)((*s & 0x0F) | ((v & 0xF) << 4));
+        break;
+    }
+    case LB_TYPE_Q3_K: q3_set(((block_q3_K *)block)->scales, p, v); break;
+    case LB_TYPE_Q6_K: ((block_q6_K *)block)->scales[p] = (int8_t)v; break;
+    case LB_TYPE_Q4_K: k4_set(((block_q4_K *)block)->scales, p % 8, p >= 8, v); break;
+    case LB_TYPE_Q5_K: k4_set(((block_q5_K *)block)->scales, p % 8, p >= 8, v); break;
+    case LB_TYPE_IQ4_XS: {
+        block_iq4_xs *b = block;
+        const int u = v + 32;
+        uint8_t *lo = &b->scales_l[p / 2];
+        *lo = (uint8_t)((*lo & ~(0xFu << (4 * (p % 2)))) | ((unsigned)(u & 0xF) << (4 * (p % 2))));
+        b->scales_h = (uint16_t)((b->scales_h & ~(3u << (2 * p))) | ((unsigned)(u >> 4) << (2 * p)));
+        break;
+    }
+    default: break;
+    }
+}
+
 /* ---- rounding ---- */
 
 /* Better of candidate q against the best so far (smaller distance, then smaller q). */
