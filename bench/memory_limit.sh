@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Quantizing a checkpoint larger than the memory the process may use: builds a synthetic TinyLlama-1.1B-shaped
-# bf16 checkpoint (bench/synth_checkpoint.c, about 2.2 GB in 3 shards) and quantizes it to q4_k_m inside a
+# Quantizing a checkpoint larger than the memory the process may use: builds a synthetic bf16 checkpoint
+# (bench/synth_checkpoint.c; SHAPE tinyllama: TinyLlama-1.1B's, about 2.2 GB, or mid: about 0.57 GB, in
+# 3 shards) and quantizes it to q4_k_m inside a
 # cgroup-v1 memory cgroup (memory and memory+swap limited): by round-to-nearest under LIMIT_MIB, by GPTQ on
 # CALIB_TOKENS calibration tokens under GPTQ_LIMIT_MIB. Prints per run: wall time, lowbit's peak RSS, the
 # cgroup's peak usage (page cache of the memory-mapped checkpoint and of the output included) and failcnt
@@ -12,7 +13,7 @@
 # env:   LOWBIT, SYNTH (binaries; default build/), LB_SHARED (default ../shared), CALIB_TOKENS (default 2048),
 #        THREADS (default 2), GPTQ_ARGS (default "--passes 1 --cd-sweeps 0": plain GPTQ; the refinement
 #        lowbit adds by default costs many times the time, not memory beyond one float (cols, cols) matrix),
-#        KEEP=1 keeps (and reuses) the checkpoint
+#        KEEP=1 keeps (and reuses) the checkpoint, SHAPE (default tinyllama)
 set -euo pipefail
 DIR=${1:-/tmp}
 LIMIT_MIB=${2:-1024}
@@ -23,7 +24,8 @@ SHARED=${LB_SHARED:-../shared}
 CALIB_TOKENS=${CALIB_TOKENS:-2048}
 THREADS=${THREADS:-2}
 GPTQ_ARGS=${GPTQ_ARGS:---passes 1 --cd-sweeps 0}
-CKPT=$DIR/lowbit-synth-tinyllama
+SHAPE=${SHAPE:-tinyllama}
+CKPT=$DIR/lowbit-synth-$SHAPE
 OUT=$DIR/lowbit-synth-q4_k_m.gguf
 CG=/sys/fs/cgroup/memory/lowbit-bench-$$
 
@@ -39,7 +41,7 @@ cleanup() {
 }
 trap cleanup EXIT
 
-[ -d "$CKPT" ] || "$SYNTH" "$CKPT" "$SHARED/models/small/tokenizer.json" --shape tinyllama --shards 3
+[ -d "$CKPT" ] || "$SYNTH" "$CKPT" "$SHARED/models/small/tokenizer.json" --shape "$SHAPE" --shards 3
 ckpt_bytes=$(cat "$CKPT"/*.safetensors | wc -c)
 mkdir "$CG"
 echo "checkpoint $CKPT: $ckpt_bytes bytes ($((ckpt_bytes >> 20)) MiB)"

@@ -5,7 +5,9 @@
  *   llama3.2-1b (default): Llama-3.2-1B's (hidden 2048, 16 layers, ffn 8192, 32 heads / 8 KV heads,
  *                          head_dim 64) with an 8192-token vocabulary: about 1.0e9 parameters, 2.0 GB;
  *   tinyllama:             TinyLlama-1.1B's (hidden 2048, 22 layers, ffn 5632, 32 heads / 4 KV heads,
- *                          head_dim 64, vocabulary 32000): about 1.1e9 parameters, 2.2 GB.
+ *                          head_dim 64, vocabulary 32000): about 1.1e9 parameters, 2.2 GB;
+ *   mid:                   half TinyLlama's width (hidden 1024, 24 layers, ffn 2816, 16 heads / 4 KV
+ *                          heads, head_dim 64, vocabulary 8192): about 2.9e8 parameters, 0.57 GB.
  * The tokenizer may have fewer tokens than the vocabulary (the rest are padding rows).
  *
  * usage: synth_checkpoint OUT_DIR TOKENIZER_JSON [n_layer] [--shape NAME] [--shards N]
@@ -22,6 +24,7 @@ typedef struct shape { const char *name; int E, F, H, KV, D, V, L; double rope_t
 static const shape SHAPES[] = {
     {"llama3.2-1b", 2048, 8192, 32, 8, 64, 8192, 16, 500000.0},
     {"tinyllama", 2048, 5632, 32, 4, 64, 32000, 22, 10000.0},
+    {"mid", 1024, 2816, 16, 4, 64, 8192, 24, 10000.0},
 };
 
 typedef struct tensor { char name[96]; int64_t rows, cols; int norm; } tensor;
@@ -97,7 +100,7 @@ int main(int argc, char **argv) {
             for (size_t k = 0; k < sizeof SHAPES / sizeof *SHAPES; k++)
                 if (!strcmp(nm, SHAPES[k].name)) sh = &SHAPES[k];
             if (!sh) {
-                fprintf(stderr, "unknown shape %s (llama3.2-1b, tinyllama)\n", nm);
+                fprintf(stderr, "unknown shape %s (llama3.2-1b, tinyllama, mid)\n", nm);
                 return 2;
             }
         } else if (!strcmp(argv[i], "--shards") && i + 1 < argc) {
@@ -108,7 +111,7 @@ int main(int argc, char **argv) {
         else pos = 99;
     }
     if (!out || !tok || pos > 3 || shards < 1 || shards > 99) {
-        fprintf(stderr, "usage: %s OUT_DIR TOKENIZER_JSON [n_layer] [--shape llama3.2-1b|tinyllama] [--shards N]\n", argv[0]);
+        fprintf(stderr, "usage: %s OUT_DIR TOKENIZER_JSON [n_layer] [--shape llama3.2-1b|tinyllama|mid] [--shards N]\n", argv[0]);
         return 2;
     }
     if (n_layer < 0) n_layer = sh->L;

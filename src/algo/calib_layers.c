@@ -8,7 +8,10 @@
  * is the same to the bit.
  *
  * Statistics are gathered for one point at a time, so one H (and one C) of the largest input dimension
- * serves every point: the memory of calibration is that of the widest matrix input, n_ff^2 doubles.
+ * serves every point: the memory of calibration is that of the widest matrix input, n_ff^2 doubles. GPTQ
+ * takes the buffers over (lb_calib_take_h / _cross) to factor them in place; the next run allocates anew.
+ * A statistics run stops each window's layer right after the point it measures
+ * (lb_context_run_layer_until): the rest of the layer would not change the statistics.
  *
  * With a reference stream (lb_calib_new's embd_ref), a second copy of the activations, Xr, is moved through
  * the unquantized layers. A statistics run then first runs the reference layer on each window of Xr and
@@ -32,7 +35,9 @@ struct lb_calib {
     lb_pool *pool;
     int64_t n_win, win;    /* windows, tokens per window */
     float *x;              /* (n_win * win, n_embd) */
-    double *h;             /* H of the current point, (dim, dim) */
+    double *h;             /* H of the current point, (dim, dim); NULL once taken */
+    int64_t h_cap, cx_cap; /* doubles the h and cx buffers hold */
+    bool has_ref;          /* C is gathered (a reference stream is kept) */
     double *abs_sum;
     float *mean_abs;
     int64_t dim[LB_CALIB_POINTS];
@@ -96,14 +101,28 @@ static void observer(void *user, int64_t layer, lb_obs_point pt, const float *x,
     else accumulate(c, x, T, dim);
 }
 
-static void reset_stats(lb_calib *c, lb_obs_point pt) {
+/* A buffer of at least n doubles in *b (capacity *cap), reallocated when taken or too small. */
+static bool ensure(double **b, int64_t *cap, int64_t n) {
+    if (*b && *cap >= n) return true;
+    free(*b);
+    *b = malloc((size_t)n * sizeof **b);
+    *cap = *b ? n : 0;
+    return *b != NULL;
+}
+
+static lb_status reset_stats(lb_calib *c, lb_obs_point pt, lb_error *err) {
     const int64_t d = c->dim[pt];
+    c->pt = -1;
+    if (!ensure(&c->h, &c->h_cap, d * d) || (c->has_ref && !ensure(&c->cx, &c->cx_cap, d * d)))
+        return lb_err_set(err, LB_ERR_NOMEM, "out of memory for the calibration statistics (%lld x %lld)", (long long)d,
+                          (long long)d);
     c->pt = (int)pt;
     memset(c->h, 0, (size_t)(d * d) * sizeof(double));
     if (c->cx) memset(c->cx, 0, (size_t)(d * d) * sizeof(double));
     memset(c->abs_sum, 0, (size_t)d * sizeof(double));
     c->tokens = 0;
     c->st = LB_OK;
+    return LB_OK;
 }
 
 /* The strictly lower triangle of h (d, d) from the upper, in tiles so that the column reads stay cached. */
@@ -143,11 +162,14 @@ lb_status lb_calib_new(const lb_model *m, const lb_weight *embd, const lb_weight
     }
     c->pt = -1;
     c->h = malloc((size_t)(dmax * dmax) * sizeof(double));
+    c->h_cap = dmax * dmax;
     c->abs_sum = malloc((size_t)dmax * sizeof(double));
     c->mean_abs = malloc((size_t)dmax * sizeof(float));
     ok &= c->h && c->abs_sum && c->mean_abs;
     if (embd_ref) {
         c->cx = malloc((size_t)(dmax * dmax) * sizeof(double));
+        c->cx_cap = dmax * dmax;
+        c->has_ref = true;
         c->ref = malloc((size_t)(dmax * p->ctx) * sizeof(float));
         ok &= c->cx && c->ref;
     }
@@ -204,38 +226,38 @@ void lb_calib_free(lb_calib *c) {
     free(c);
 }
 
-/* Layer il with weights l on every window of xs (n_win * win, n_embd): in place when advancing, else on a
- * copy of each window, with the reference layer ref first run on the same window of the reference stream
- * (its inputs captured) when ref is given. */
+/* Layer il with weights l on every window of xs (n_win * win, n_embd): in place when advancing; else each
+ * window only up to point pt (statistics), with the reference layer ref first run up to pt on the same
+ * window of the reference stream (its inputs captured) when ref is given. */
 static lb_status run_layer(lb_calib *c, float *xs, const lb_layer *l, const lb_layer *ref, int64_t il, bool advance,
-                           lb_error *err) {
+                           lb_obs_point pt, lb_error *err) {
     int64_t E = c->m->info.n_embd;
-    float *tmp = advance ? NULL : malloc((size_t)(c->win * E) * sizeof *tmp);
-    if (!advance && !tmp) return lb_err_set(err, LB_ERR_NOMEM, "out of memory");
     lb_status s = LB_OK;
     for (int64_t w = 0; s == LB_OK && w < c->n_win; w++) {
         float *xw = xs + w * c->win * E;
+        if (advance) {
+            s = lb_context_run_layer(c->ctx, l, il, xw, c->win, err);
+            continue;
+        }
         if (ref) {
-            memcpy(tmp, c->xr + w * c->win * E, (size_t)(c->win * E) * sizeof *tmp);
             c->capture = true;
-            s = lb_context_run_layer(c->ctx, ref, il, tmp, c->win, err);
+            s = lb_context_run_layer_until(c->ctx, ref, il, c->xr + w * c->win * E, c->win, pt, err);
             c->capture = false;
             if (s != LB_OK) break;
         }
-        if (!advance) memcpy(tmp, xw, (size_t)(c->win * E) * sizeof *tmp);
-        s = lb_context_run_layer(c->ctx, l, il, advance ? xw : tmp, c->win, err);
-        if (!advance) c->tokens += c->win;
+        s = lb_context_run_layer_until(c->ctx, l, il, xw, c->win, pt, err);
+        c->tokens += c->win;
     }
-    free(tmp);
     return s;
 }
 
 lb_status lb_calib_layer_stats(lb_calib *c, const lb_layer *l, const lb_layer *ref, lb_obs_point pt, int64_t il,
                                lb_error *err) {
     if (pt < 0 || pt >= LB_OBS_OUTPUT_IN) return lb_err_set(err, LB_ERR_ARG, "calibration: not a layer point");
-    reset_stats(c, pt);
+    lb_status s0 = reset_stats(c, pt, err);
+    if (s0 != LB_OK) return s0;
     lb_context_set_observer(c->ctx, observer, c);
-    lb_status s = run_layer(c, c->x, l, c->xr ? ref : NULL, il, false, err);
+    lb_status s = run_layer(c, c->x, l, c->xr ? ref : NULL, il, false, pt, err);
     if (s == LB_OK && c->st != LB_OK) s = lb_err_set(err, c->st, "calibration: a matrix input was not a whole window");
     finish_stats(c);
     return s;
@@ -243,8 +265,8 @@ lb_status lb_calib_layer_stats(lb_calib *c, const lb_layer *l, const lb_layer *r
 
 lb_status lb_calib_layer_advance(lb_calib *c, const lb_layer *l, const lb_layer *ref, int64_t il, lb_error *err) {
     lb_context_set_observer(c->ctx, NULL, NULL);
-    lb_status s = run_layer(c, c->x, l, NULL, il, true, err);
-    if (s == LB_OK && c->xr) s = run_layer(c, c->xr, ref, NULL, il, true, err);
+    lb_status s = run_layer(c, c->x, l, NULL, il, true, LB_OBS_ATTN_IN, err);
+    if (s == LB_OK && c->xr) s = run_layer(c, c->xr, ref, NULL, il, true, LB_OBS_ATTN_IN, err);
     lb_context_set_observer(c->ctx, observer, c);
     return s;
 }
@@ -262,7 +284,8 @@ static void out_norm_window(const lb_calib *c, const float *out_norm, const floa
 }
 
 lb_status lb_calib_output_stats(lb_calib *c, const float *out_norm, lb_error *err) {
-    reset_stats(c, LB_OBS_OUTPUT_IN);
+    lb_status s0 = reset_stats(c, LB_OBS_OUTPUT_IN, err);
+    if (s0 != LB_OK) return s0;
     int64_t E = c->m->info.n_embd;
     float *xn = malloc((size_t)(c->win * E) * sizeof *xn);
     if (!xn) return lb_err_set(err, LB_ERR_NOMEM, "out of memory");
@@ -280,6 +303,22 @@ lb_status lb_calib_output_stats(lb_calib *c, const float *out_norm, lb_error *er
 const double *lb_calib_h(const lb_calib *c, lb_obs_point pt, int64_t *dim) {
     if (dim) *dim = c->dim[pt];
     return (int)pt == c->pt ? c->h : NULL;
+}
+
+double *lb_calib_take_h(lb_calib *c, lb_obs_point pt) {
+    if ((int)pt != c->pt) return NULL;
+    double *h = c->h;
+    c->h = NULL;
+    c->h_cap = 0;
+    return h;
+}
+
+double *lb_calib_take_cross(lb_calib *c, lb_obs_point pt) {
+    if ((int)pt != c->pt) return NULL;
+    double *x = c->cx;
+    c->cx = NULL;
+    c->cx_cap = 0;
+    return x;
 }
 
 const double *lb_calib_cross(const lb_calib *c, lb_obs_point pt) { return (int)pt == c->pt ? c->cx : NULL; }

@@ -141,15 +141,17 @@ static lb_status scaled_h(lb_calib *c, lb_obs_point p, layer_work *lw, lb_error 
 }
 
 /* quantize one f32 matrix (rows, d) by the method into y */
-static lb_status quantize_matrix(lb_pool *pool, float *w, int64_t rows, int64_t d, const double *H, int64_t tokens,
-                                 lb_type t, lb_method method, lb_encoder enc, const lb_gptq_params *gp, uint8_t *y,
-                                 lb_error *err) {
+/* GPTQ overwrites H: it works on a copy, or on H_own (the same statistics, owned by the caller, the last
+ * matrix that needs them) when given. */
+static lb_status quantize_matrix(lb_pool *pool, float *w, int64_t rows, int64_t d, const double *H, double *H_own,
+                                 int64_t tokens, lb_type t, lb_method method, lb_encoder enc, const lb_gptq_params *gp,
+                                 uint8_t *y, lb_error *err) {
     if (method == LB_METHOD_GPTQ || method == LB_METHOD_AWQ_GPTQ) {
-        double *hc = malloc((size_t)(d * d) * sizeof *hc);
+        double *hc = H_own ? H_own : malloc((size_t)(d * d) * sizeof *hc);
         if (!hc) return lb_err_set(err, LB_ERR_NOMEM, "out of memory");
-        memcpy(hc, H, (size_t)(d * d) * sizeof *hc);
+        if (!H_own) memcpy(hc, H, (size_t)(d * d) * sizeof *hc);
         lb_status s = lb_gptq_quantize(pool, w, rows, d, hc, t, enc, gp, y, NULL, err);
-        free(hc);
+        if (!H_own) free(hc);
         return s;
     }
     float *im = malloc((size_t)d * sizeof *im);
@@ -189,7 +191,8 @@ static lb_status gptq_stages(lb_calib *c, lb_pool *pool, const lb_layer *orig, i
         lb_layer cur = current_layer(orig, types, out, lw, STAGE_FIRST[g], norms, bv);
         s = lb_calib_layer_stats(c, &cur, orig, pt, il, err);
         int64_t d;
-        const double *H = lb_calib_h(c, pt, &d), *C = lb_calib_cross(c, pt);
+        const double *H = lb_calib_h(c, pt, &d);
+        double *C = lb_calib_take_cross(c, pt);
         if (s == LB_OK && C) {
             float *ws[3];
             int64_t rows[3];
@@ -201,10 +204,14 @@ static lb_status gptq_stages(lb_calib *c, lb_pool *pool, const lb_layer *orig, i
             bool applied;
             s = lb_gptq_ref_target(pool, ws, rows, nm, d, H, C, lw->s_in[pt], gp->ref_damp, gp->max_damp_tries, &applied, err);
         }
+        free(C);
         for (int k = STAGE_FIRST[g]; s == LB_OK && k < STAGE_FIRST[g + 1]; k++) {
             const lb_weight *w = layer_matrix(orig, k);
-            s = quantize_matrix(pool, lw->w[k], w->rows, d, H, lb_calib_tokens(c), types[k], LB_METHOD_GPTQ, enc, gp,
-                                out[k], err);
+            const bool last = k + 1 == STAGE_FIRST[g + 1];
+            const int64_t tokens = lb_calib_tokens(c);
+            double *own = last ? lb_calib_take_h(c, pt) : NULL;
+            s = quantize_matrix(pool, lw->w[k], w->rows, d, H, own, tokens, types[k], LB_METHOD_GPTQ, enc, gp, out[k], err);
+            free(own);
         }
     }
     return s;
@@ -239,7 +246,7 @@ lb_status lb_calib_quantize_layer(lb_calib *c, lb_pool *pool, const lb_model *m,
                  * feedback does what the clip does, on the unclipped target) */
                 if (method == LB_METHOD_AWQ && k >= 2) s = awq_clip(c, pool, orig, k, types, enc, &lw, err);
                 if (s == LB_OK)
-                    s = quantize_matrix(pool, lw.w[k], w->rows, w->cols, lw.h, lb_calib_tokens(c), types[k],
+                    s = quantize_matrix(pool, lw.w[k], w->rows, w->cols, lw.h, NULL, lb_calib_tokens(c), types[k],
                                         LB_METHOD_IMATRIX, enc, gp, out[k], err);
             }
         }
@@ -264,12 +271,17 @@ lb_status lb_calib_quantize_output(lb_calib *c, lb_pool *pool, const lb_model *m
     float *w = to_f32(&m->output);
     if (!w) return lb_err_set(err, LB_ERR_NOMEM, "out of memory");
     int64_t d;
-    const double *H = lb_calib_h(c, LB_OBS_OUTPUT_IN, &d), *C = lb_calib_cross(c, LB_OBS_OUTPUT_IN);
+    const double *H = lb_calib_h(c, LB_OBS_OUTPUT_IN, &d);
+    double *C = lb_calib_take_cross(c, LB_OBS_OUTPUT_IN);
     lb_method mm = method == LB_METHOD_GPTQ || method == LB_METHOD_AWQ_GPTQ ? LB_METHOD_GPTQ : LB_METHOD_IMATRIX;
     bool applied;
     if (mm == LB_METHOD_GPTQ && C)
         s = lb_gptq_ref_target(pool, &w, &m->output.rows, 1, d, H, C, NULL, gp->ref_damp, gp->max_damp_tries, &applied, err);
-    if (s == LB_OK) s = quantize_matrix(pool, w, m->output.rows, d, H, lb_calib_tokens(c), t, mm, enc, gp, out, err);
+    free(C);
+    const int64_t tokens = lb_calib_tokens(c);
+    double *own = mm == LB_METHOD_GPTQ ? lb_calib_take_h(c, LB_OBS_OUTPUT_IN) : NULL;
+    if (s == LB_OK) s = quantize_matrix(pool, w, m->output.rows, d, H, own, tokens, t, mm, enc, gp, out, err);
+    free(own);
     free(w);
     return s;
 }

@@ -523,7 +523,7 @@ static lb_status mat_f32(lb_pool *pool, const float *x, int64_t rows, const floa
 }
 
 lb_status lb_gptq_ref_target(lb_pool *pool, float *const *W, const int64_t *rows, int n_mat, int64_t cols,
-                             const double *H, const double *C, const float *s, double damp, int max_tries, bool *applied,
+                             const double *H, double *C, const float *s, double damp, int max_tries, bool *applied,
                              lb_error *err) {
     const int64_t n = cols;
     *applied = false;
@@ -533,14 +533,16 @@ lb_status lb_gptq_ref_target(lb_pool *pool, float *const *W, const int64_t *rows
     if (!(mean > 0) || !isfinite(mean)) return LB_OK;
     int64_t rmax = 0;
     for (int k = 0; k < n_mat; k++) rmax = rows[k] > rmax ? rows[k] : rmax;
-    /* buffers, released as soon as they are done with: f1 (D C)^T, then U; f2 U^T; tmp one product */
+    /* buffers, released as soon as they are done with: f1 (D C)^T, then U; f2 U^T; tmp one product; C, once
+     * f1 holds it, becomes A, the matrix factored */
     float *f1 = malloc((size_t)(n * n) * sizeof *f1), *f2 = NULL, *tmp = malloc((size_t)(rmax * n) * sizeof *tmp);
-    double *A = NULL, *work = malloc((size_t)n * sizeof *work);
+    double *A = C, *work = malloc((size_t)n * sizeof *work);
     lb_status st = LB_OK;
     if (!f1 || !tmp || !work) st = lb_err_set(err, LB_ERR_NOMEM, "gptq: out of memory for the reference target");
-    /* the factorization first, so that a failure leaves every W as it is */
-    if (st == LB_OK && !(A = malloc((size_t)(n * n) * sizeof *A)))
-        st = lb_err_set(err, LB_ERR_NOMEM, "gptq: out of memory for the reference target");
+    /* f1 = (D C)^T, so that M = W D C has M[r][j] = sum_i W[r][i] f1[j][i] */
+    for (int64_t i = 0; st == LB_OK && i < n; i++)
+        for (int64_t j = 0; j < n; j++) f1[j * n + i] = (float)(C[i * n + j] / (s ? s[i] : 1.0));
+    /* the factorization before any W changes, so that a failure leaves every W as it is */
     double lam = 0;
     bool ok = false;
     for (int t = 0; st == LB_OK && !ok && t < max_tries; t++, damp = damp > 0 ? damp * 10 : LB_GPTQ_DAMP_FLOOR) {
@@ -553,11 +555,7 @@ lb_status lb_gptq_ref_target(lb_pool *pool, float *const *W, const int64_t *rows
         float *u = malloc((size_t)(n * n) * sizeof *u); /* U, f32 (zero below the diagonal) */
         if (!u) st = lb_err_set(err, LB_ERR_NOMEM, "gptq: out of memory for the reference target");
         for (int64_t i = 0; u && i < n * n; i++) u[i] = (float)A[i];
-        free(A);
-        A = NULL;
-        /* M = W D C + lam W over W: f1 = (D C)^T, so that M[r][j] = sum_i W[r][i] f1[j][i] */
-        for (int64_t i = 0; st == LB_OK && i < n; i++)
-            for (int64_t j = 0; j < n; j++) f1[j * n + i] = (float)(C[i * n + j] / (s ? s[i] : 1.0));
+        /* M = W D C + lam W over W */
         for (int k = 0; st == LB_OK && k < n_mat; k++) {
             st = mat_f32(pool, W[k], rows[k], f1, n, n, tmp, err);
             for (int64_t e = 0; st == LB_OK && e < rows[k] * n; e++) W[k][e] = tmp[e] + (float)lam * W[k][e];
@@ -575,6 +573,6 @@ lb_status lb_gptq_ref_target(lb_pool *pool, float *const *W, const int64_t *rows
         }
         *applied = st == LB_OK;
     }
-    free(A), free(work), free(f1), free(f2), free(tmp);
+    free(work), free(f1), free(f2), free(tmp);
     return st;
 }

@@ -63,11 +63,11 @@ lb_status lb_gptq_quantize(lb_pool *pool, float *W /* (rows, cols) */, int64_t r
  * s: per-input-channel scales already multiplied into W's columns (AWQ), which X carries divided out and
  * Xr does not. damp is raised tenfold (up to max_tries attempts) when H + lam I is not positive definite;
  * *applied is false when every attempt failed, or H has no energy, and the W were left as they are.
- * Products in f32 (lb_matmul), the factorization in f64; the same result for any thread count. Memory:
- * 3 cols^2 floats at most, and one matrix's rows.
+ * Products in f32 (lb_matmul), the factorization in f64; the same result for any thread count. C is overwritten (it
+ * becomes the matrix factored). Memory beyond H and C: 2 cols^2 floats at most, and one matrix's rows.
  */
 lb_status lb_gptq_ref_target(lb_pool *pool, float *const *W, const int64_t *rows, int n_mat, int64_t cols,
-                             const double *H /* (cols, cols) */, const double *C /* (cols, cols) */, const float *s,
+                             const double *H /* (cols, cols) */, double *C /* (cols, cols), overwritten */, const float *s,
                              double damp, int max_tries, bool *applied, lb_error *err);
 
 #endif

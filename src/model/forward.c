@@ -221,13 +221,15 @@ static void mm(lb_context *c, const float *x, int64_t T, const lb_weight *w, flo
     lb_matmul(c->pool, c->mm_scratch, x, T, w, out, w->rows);
 }
 
-static void layer_forward(lb_context *c, const lb_layer *l, int64_t il, int64_t T) {
+/* stop: the point after whose observation the layer ends early (x then is not the layer's output), or -1 */
+static void layer_forward(lb_context *c, const lb_layer *l, int64_t il, int64_t T, int stop) {
     const lb_model_info *h = &c->m->info;
     int64_t E = h->n_embd, D = h->head_dim, H = h->n_head, KV = h->n_head_kv, F = h->n_ff;
     int64_t qd = H * D, kvd = KV * D, pos0 = c->pos;
 
     for (int64_t t = 0; t < T; t++) rmsnorm(c->xn + t * E, c->x + t * E, l->attn_norm, E, h->rms_eps);
     observe(c, il, LB_OBS_ATTN_IN, c->xn, T, E);
+    if (stop == LB_OBS_ATTN_IN) return;
     mm(c, c->xn, T, &l->wq, c->q);
     mm(c, c->xn, T, &l->wk, c->k);
     mm(c, c->xn, T, &l->wv, c->v);
@@ -250,12 +252,14 @@ static void layer_forward(lb_context *c, const lb_layer *l, int64_t il, int64_t 
     att_job aj = {c, il, pos0, T};
     lb_pool_run(c->pool, T * H, att_task, &aj);
     observe(c, il, LB_OBS_ATTN_OUT_IN, c->att, T, qd);
+    if (stop == LB_OBS_ATTN_OUT_IN) return;
     mm(c, c->att, T, &l->wo, c->tmp);
     add_bias(c->tmp, l->bo, T, E);
     for (int64_t i = 0; i < T * E; i++) c->x[i] += c->tmp[i];
 
     for (int64_t t = 0; t < T; t++) rmsnorm(c->xn + t * E, c->x + t * E, l->ffn_norm, E, h->rms_eps);
     observe(c, il, LB_OBS_FFN_IN, c->xn, T, E);
+    if (stop == LB_OBS_FFN_IN) return;
     mm(c, c->xn, T, &l->w_gate, c->g);
     mm(c, c->xn, T, &l->w_up, c->u);
     add_bias(c->g, l->b_gate, T, F);
@@ -265,6 +269,7 @@ static void layer_forward(lb_context *c, const lb_layer *l, int64_t il, int64_t 
         c->g[i] = g / (1.0f + expf(-g)) * c->u[i];
     }
     observe(c, il, LB_OBS_FFN_DOWN_IN, c->g, T, F);
+    if (stop == LB_OBS_FFN_DOWN_IN) return;
     mm(c, c->g, T, &l->w_down, c->tmp);
     add_bias(c->tmp, l->b_down, T, E);
     for (int64_t i = 0; i < T * E; i++) c->x[i] += c->tmp[i];
@@ -281,7 +286,7 @@ static lb_status eval_batch(lb_context *c, const int32_t *tokens, int64_t T, flo
                               tokens[t], (long long)(c->pos + t), (long long)V - 1);
     }
     for (int64_t t = 0; t < T; t++) lb_weight_row_f32(&m->tok_embd, tokens[t], c->x + t * E);
-    for (int64_t il = 0; il < h->n_layer; il++) layer_forward(c, &m->layers[il], il, T);
+    for (int64_t il = 0; il < h->n_layer; il++) layer_forward(c, &m->layers[il], il, T, -1);
     c->pos += T;
     if (!logits) return LB_OK;
     if (all_logits) {
@@ -311,13 +316,27 @@ lb_status lb_context_eval(lb_context *c, const int32_t *tokens, int64_t n, float
     return LB_OK;
 }
 
+lb_status lb_context_run_layer_until(lb_context *c, const lb_layer *l, int64_t il, const float *x, int64_t T,
+                                     lb_obs_point stop, lb_error *err) {
+    int64_t E = c->m->info.n_embd;
+    if (T < 1 || T > c->n_batch || T > c->n_ctx)
+        return lb_err_set(err, LB_ERR_ARG, "%lld tokens do not fit one batch of %lld", (long long)T, (long long)c->n_batch);
+    if (stop < LB_OBS_ATTN_IN || stop > LB_OBS_FFN_DOWN_IN)
+        return lb_err_set(err, LB_ERR_ARG, "run_layer_until: %d is not a point inside a layer", (int)stop);
+    c->pos = 0;
+    memcpy(c->x, x, (size_t)(T * E) * sizeof(float));
+    layer_forward(c, l, il, T, (int)stop);
+    c->pos = 0;
+    return LB_OK;
+}
+
 lb_status lb_context_run_layer(lb_context *c, const lb_layer *l, int64_t il, float *x, int64_t T, lb_error *err) {
     int64_t E = c->m->info.n_embd;
     if (T < 1 || T > c->n_batch || T > c->n_ctx)
         return lb_err_set(err, LB_ERR_ARG, "%lld tokens do not fit one batch of %lld", (long long)T, (long long)c->n_batch);
     c->pos = 0;
     memcpy(c->x, x, (size_t)(T * E) * sizeof(float));
-    layer_forward(c, l, il, T);
+    layer_forward(c, l, il, T, -1);
     memcpy(x, c->x, (size_t)(T * E) * sizeof(float));
     c->pos = 0;
     return LB_OK;

@@ -49,5 +49,9 @@ struct lb_model {
  * layer's output. The context's observer sees the matrix inputs. For calibration.
  */
 lb_status lb_context_run_layer(lb_context *c, const lb_layer *l, int64_t il, float *x, int64_t T, lb_error *err);
+/* The same computation stopped right after the observer has seen point `stop` (a point inside the layer):
+ * what statistics of that point need, without the rest of the layer; x is left as it is. */
+lb_status lb_context_run_layer_until(lb_context *c, const lb_layer *l, int64_t il, const float *x, int64_t T,
+                                     lb_obs_point stop, lb_error *err);
 
 #endif

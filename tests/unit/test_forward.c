@@ -180,6 +180,70 @@ static void test_consistency(void) {
     lb_model_free(m);
 }
 
+/* ---- one layer on its own, whole and stopped early (calibration's statistics runs) ---- */
+
+typedef struct obs_log {
+    int n;
+    lb_obs_point pt[8];
+    int64_t layer[8], dim[8];
+    float *x[8];
+} obs_log;
+
+static void obs_record(void *user, int64_t layer, lb_obs_point pt, const float *x, int64_t T, int64_t dim) {
+    obs_log *L = user;
+    if (L->n >= 8) return;
+    L->pt[L->n] = pt;
+    L->layer[L->n] = layer;
+    L->dim[L->n] = dim;
+    L->x[L->n] = malloc((size_t)(T * dim) * sizeof(float));
+    memcpy(L->x[L->n], x, (size_t)(T * dim) * sizeof(float));
+    L->n++;
+}
+
+static void obs_clear(obs_log *L) {
+    for (int i = 0; i < L->n; i++) free(L->x[i]);
+    L->n = 0;
+}
+
+/* lb_context_run_layer shows the four matrix inputs of the layer in order; lb_context_run_layer_until(pt)
+ * shows the same ones, bit for bit, up to pt and none after, and leaves x alone. */
+static void test_run_layer_until(void) {
+    lb_model *m = NULL;
+    lb_error e;
+    REQUIRE(lb_model_load("models/tiny", &m, &e) == LB_OK, "%s", e.msg);
+    const int64_t E = lb_model_get_info(m)->n_embd, T = 24, il = 1;
+    lb_context_params p = {64, 2};
+    lb_context *c = NULL;
+    REQUIRE(lb_context_new(m, &p, &c, &e) == LB_OK, "%s", e.msg);
+    float *x = malloc((size_t)(T * E) * sizeof *x), *x0 = malloc((size_t)(T * E) * sizeof *x0);
+    for (int64_t t = 0; t < T; t++) lb_weight_row_f32(&m->tok_embd, (t * 131 + 7) % lb_model_get_info(m)->n_vocab, x0 + t * E);
+    obs_log full = {0}, part = {0};
+    memcpy(x, x0, (size_t)(T * E) * sizeof *x);
+    lb_context_set_observer(c, obs_record, &full);
+    CHECK(lb_context_run_layer(c, &m->layers[il], il, x, T, &e) == LB_OK, "%s", e.msg);
+    const lb_obs_point order[4] = {LB_OBS_ATTN_IN, LB_OBS_ATTN_OUT_IN, LB_OBS_FFN_IN, LB_OBS_FFN_DOWN_IN};
+    CHECK(full.n == 4, "%d points observed in a layer", full.n);
+    for (int i = 0; i < full.n && i < 4; i++) CHECK(full.pt[i] == order[i] && full.layer[i] == il, "point %d", i);
+    for (int k = 0; k < 4 && full.n == 4; k++) {
+        lb_context_set_observer(c, obs_record, &part);
+        memcpy(x, x0, (size_t)(T * E) * sizeof *x);
+        CHECK(lb_context_run_layer_until(c, &m->layers[il], il, x, T, order[k], &e) == LB_OK, "%s", e.msg);
+        CHECK(part.n == k + 1, "stopped at point %d: %d points observed", k, part.n);
+        for (int i = 0; i < part.n && i <= k; i++)
+            CHECK(part.pt[i] == full.pt[i] && part.dim[i] == full.dim[i] &&
+                      !memcmp(part.x[i], full.x[i], (size_t)(T * part.dim[i]) * sizeof(float)),
+                  "stopped at point %d: point %d differs from the whole layer's", k, i);
+        CHECK(!memcmp(x, x0, (size_t)(T * E) * sizeof *x), "stopped at point %d: x changed", k);
+        obs_clear(&part);
+    }
+    CHECK(lb_context_run_layer_until(c, &m->layers[il], il, x, T, LB_OBS_OUTPUT_IN, &e) == LB_ERR_ARG, "output point accepted");
+    obs_clear(&full);
+    free(x);
+    free(x0);
+    lb_context_free(c);
+    lb_model_free(m);
+}
+
 /* safetensors does not align tensor data: a header one byte longer shifts every tensor off its natural
  * alignment; the logits must not change (and UBSan must not see a misaligned load). */
 static void test_misaligned(const char *name) {
@@ -275,6 +339,7 @@ int main(void) {
         test_arch(arch[i], "arch_v4");
     }
     test_consistency();
+    test_run_layer_until();
     test_misaligned("mistral");
     test_permuted_layout();
     test_misaligned("llama_tied_bf16");

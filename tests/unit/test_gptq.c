@@ -721,6 +721,19 @@ static void bench(lb_pool *pool) {
 /* ---- (h) the reference-stream target ---- */
 
 /* f(V) = ||W D Xr - V X||^2 + lam ||V - W||^2 for X, Xr (d, T) column-major by token: x_t = X + t d */
+/* A copy of C (n, n) for lb_gptq_ref_target, which overwrites it; one buffer, reused. */
+static double *cdup(const double *C, int64_t n) {
+    static double *buf;
+    static int64_t cap;
+    if (cap < n * n) {
+        free(buf);
+        buf = malloc(sizeof *buf * (size_t)(n * n));
+        cap = n * n;
+    }
+    memcpy(buf, C, sizeof *buf * (size_t)(n * n));
+    return buf;
+}
+
 static double ref_objective(const float *V, const float *W, const float *s, const double *X, const double *Xr,
                             int rows, int d, int T, double lam) {
     double f = 0;
@@ -768,14 +781,14 @@ static void test_ref_target(lb_pool *pool3) {
         bool applied = false;
         memcpy(V, W, sizeof V);
         lb_error err;
-        CHECK(lb_gptq_ref_target(NULL, (float *[]){V}, (int64_t[]){R}, 1, D, H, C, s, damp, 6, &applied, &err) == LB_OK && applied, "ref target failed");
+        CHECK(lb_gptq_ref_target(NULL, (float *[]){V}, (int64_t[]){R}, 1, D, H, cdup(C, D), s, damp, 6, &applied, &err) == LB_OK && applied, "ref target failed");
         memcpy(V3, W, sizeof V3);
-        CHECK(lb_gptq_ref_target(pool3, (float *[]){V3}, (int64_t[]){R}, 1, D, H, C, s, damp, 6, &applied, &err) == LB_OK, "ref target (3 threads)");
+        CHECK(lb_gptq_ref_target(pool3, (float *[]){V3}, (int64_t[]){R}, 1, D, H, cdup(C, D), s, damp, 6, &applied, &err) == LB_OK, "ref target (3 threads)");
         CHECK(!memcmp(V, V3, sizeof V), "ref target: 1 and 3 threads differ");
         float Va[R * D], Vb[R / 2 * D];
         memcpy(Va, W, sizeof Va);
         memcpy(Vb, W, sizeof Vb);
-        CHECK(lb_gptq_ref_target(pool3, (float *[]){Vb, Va}, (int64_t[]){R / 2, R}, 2, D, H, C, s, damp, 6, &applied, &err) ==
+        CHECK(lb_gptq_ref_target(pool3, (float *[]){Vb, Va}, (int64_t[]){R / 2, R}, 2, D, H, cdup(C, D), s, damp, 6, &applied, &err) ==
                       LB_OK && !memcmp(Va, V, sizeof Va),
               "ref target: two matrices at once differ from one at a time");
         /* normal equations: V (H + lam I) = W D C + lam W, relative to the size of the right side */
@@ -803,14 +816,14 @@ static void test_ref_target(lb_pool *pool3) {
     memcpy(V, W, sizeof V);
     bool applied = false;
     lb_error err;
-    lb_gptq_ref_target(NULL, (float *[]){V}, (int64_t[]){R}, 1, D, H, C, NULL, 0.01, 6, &applied, &err);
+    lb_gptq_ref_target(NULL, (float *[]){V}, (int64_t[]){R}, 1, D, H, cdup(C, D), NULL, 0.01, 6, &applied, &err);
     double dev = 0;
     for (int i = 0; i < R * D; i++) dev = fmax(dev, fabs((double)V[i] - W[i]));
     CHECK(applied && dev < 1e-3, "ref target: identical streams moved W by %g", dev);
     /* no energy: declined, W untouched */
     memset(H, 0, sizeof *H * D * D);
     memcpy(V, W, sizeof V);
-    CHECK(lb_gptq_ref_target(NULL, (float *[]){V}, (int64_t[]){R}, 1, D, H, C, NULL, 0.01, 6, &applied, &err) == LB_OK && !applied &&
+    CHECK(lb_gptq_ref_target(NULL, (float *[]){V}, (int64_t[]){R}, 1, D, H, cdup(C, D), NULL, 0.01, 6, &applied, &err) == LB_OK && !applied &&
               !memcmp(V, W, sizeof V), "ref target: zero H not declined");
     free(X), free(Xr), free(H), free(C);
 }
