@@ -6,7 +6,8 @@
 # peak memory to quantize.
 #
 # usage: bench/quality_calib.sh MODEL_DIR NAME "TYPES" "METHODS" [LLAMACPP_FILES...]
-#   env: CALIB_TOKENS (default 65536), THREADS=2, OUT=bench/out
+#   env: CALIB_TOKENS (default 65536), THREADS=2, OUT=bench/out, REUSE=1 keeps a file (and its quantize
+#        summary, OUT/NAME-TYPE-METHOD.json) already made by an earlier run instead of making it again
 set -euo pipefail
 LOWBIT=${LOWBIT:-build/lowbit}
 MODEL=$1
@@ -25,7 +26,11 @@ declare -A qjson
 for t in $TYPES; do
   for m in $METHODS; do
     f="$OUT/$NAME-$t-$m.gguf"
-    qjson[$f]=$("$LOWBIT" quantize "$MODEL" -o "$f" --type "$t" --method "$m" --calib "$CALIB" --calib-tokens "$CALIB_TOKENS" -t "$THREADS" --json -q)
+    if [ "${REUSE:-0}" != 1 ] || [ ! -s "$f" ] || [ ! -s "${f%.gguf}.json" ]; then
+      "$LOWBIT" quantize "$MODEL" -o "$f" --type "$t" --method "$m" --calib "$CALIB" --calib-tokens "$CALIB_TOKENS" \
+        -t "$THREADS" --json -q >"${f%.gguf}.json"
+    fi
+    qjson[$f]=$(cat "${f%.gguf}.json")
     files+=("$f")
   done
 done
