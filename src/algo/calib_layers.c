@@ -305,21 +305,16 @@ const double *lb_calib_h(const lb_calib *c, lb_obs_point pt, int64_t *dim) {
     return (int)pt == c->pt ? c->h : NULL;
 }
 
-double *lb_calib_take_h(lb_calib *c, lb_obs_point pt) {
+static double *take(const lb_calib *c, lb_obs_point pt, double **buf, int64_t *cap) {
     if ((int)pt != c->pt) return NULL;
-    double *h = c->h;
-    c->h = NULL;
-    c->h_cap = 0;
-    return h;
+    double *b = *buf;
+    *buf = NULL;
+    *cap = 0;
+    return b;
 }
 
-double *lb_calib_take_cross(lb_calib *c, lb_obs_point pt) {
-    if ((int)pt != c->pt) return NULL;
-    double *x = c->cx;
-    c->cx = NULL;
-    c->cx_cap = 0;
-    return x;
-}
+double *lb_calib_take_h(lb_calib *c, lb_obs_point pt) { return take(c, pt, &c->h, &c->h_cap); }
+double *lb_calib_take_cross(lb_calib *c, lb_obs_point pt) { return take(c, pt, &c->cx, &c->cx_cap); }
 
 const double *lb_calib_cross(const lb_calib *c, lb_obs_point pt) { return (int)pt == c->pt ? c->cx : NULL; }
 const float *lb_calib_mean_abs(const lb_calib *c, lb_obs_point pt) { return (int)pt == c->pt ? c->mean_abs : NULL; }
