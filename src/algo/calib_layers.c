@@ -37,7 +37,6 @@ struct lb_calib {
     float *x;              /* (n_win * win, n_embd) */
     double *h;             /* H of the current point, (dim, dim); NULL once taken */
     int64_t h_cap, cx_cap; /* doubles the h and cx buffers hold */
-    bool has_ref;          /* C is gathered (a reference stream is kept) */
     double *abs_sum;
     float *mean_abs;
     int64_t dim[LB_CALIB_POINTS];
@@ -113,7 +112,7 @@ static bool ensure(double **b, int64_t *cap, int64_t n) {
 static lb_status reset_stats(lb_calib *c, lb_obs_point pt, lb_error *err) {
     const int64_t d = c->dim[pt];
     c->pt = -1;
-    if (!ensure(&c->h, &c->h_cap, d * d) || (c->has_ref && !ensure(&c->cx, &c->cx_cap, d * d)))
+    if (!ensure(&c->h, &c->h_cap, d * d) || (c->xr && !ensure(&c->cx, &c->cx_cap, d * d)))
         return lb_err_set(err, LB_ERR_NOMEM, "out of memory for the calibration statistics (%lld x %lld)", (long long)d,
                           (long long)d);
     c->pt = (int)pt;
@@ -169,7 +168,6 @@ lb_status lb_calib_new(const lb_model *m, const lb_weight *embd, const lb_weight
     if (embd_ref) {
         c->cx = malloc((size_t)(dmax * dmax) * sizeof(double));
         c->cx_cap = dmax * dmax;
-        c->has_ref = true;
         c->ref = malloc((size_t)(dmax * p->ctx) * sizeof(float));
         ok &= c->cx && c->ref;
     }
@@ -226,19 +224,15 @@ void lb_calib_free(lb_calib *c) {
     free(c);
 }
 
-/* Layer il with weights l on every window of xs (n_win * win, n_embd): in place when advancing; else each
- * window only up to point pt (statistics), with the reference layer ref first run up to pt on the same
- * window of the reference stream (its inputs captured) when ref is given. */
-static lb_status run_layer(lb_calib *c, float *xs, const lb_layer *l, const lb_layer *ref, int64_t il, bool advance,
-                           lb_obs_point pt, lb_error *err) {
+/* Layer il with weights l on every window of X, each only up to point pt (statistics), with the reference
+ * layer ref first run up to pt on the same window of the reference stream (its inputs captured) when ref
+ * is given. */
+static lb_status stats_windows(lb_calib *c, const lb_layer *l, const lb_layer *ref, int64_t il, lb_obs_point pt,
+                               lb_error *err) {
     int64_t E = c->m->info.n_embd;
     lb_status s = LB_OK;
     for (int64_t w = 0; s == LB_OK && w < c->n_win; w++) {
-        float *xw = xs + w * c->win * E;
-        if (advance) {
-            s = lb_context_run_layer(c->ctx, l, il, xw, c->win, err);
-            continue;
-        }
+        const float *xw = c->x + w * c->win * E;
         if (ref) {
             c->capture = true;
             s = lb_context_run_layer_until(c->ctx, ref, il, c->xr + w * c->win * E, c->win, pt, err);
@@ -251,13 +245,22 @@ static lb_status run_layer(lb_calib *c, float *xs, const lb_layer *l, const lb_l
     return s;
 }
 
+/* Every window of xs (n_win * win, n_embd) through layer il with weights l, in place. */
+static lb_status advance_windows(lb_calib *c, float *xs, const lb_layer *l, int64_t il, lb_error *err) {
+    const int64_t E = c->m->info.n_embd;
+    lb_status s = LB_OK;
+    for (int64_t w = 0; s == LB_OK && w < c->n_win; w++)
+        s = lb_context_run_layer(c->ctx, l, il, xs + w * c->win * E, c->win, err);
+    return s;
+}
+
 lb_status lb_calib_layer_stats(lb_calib *c, const lb_layer *l, const lb_layer *ref, lb_obs_point pt, int64_t il,
                                lb_error *err) {
     if (pt < 0 || pt >= LB_OBS_OUTPUT_IN) return lb_err_set(err, LB_ERR_ARG, "calibration: not a layer point");
     lb_status s0 = reset_stats(c, pt, err);
     if (s0 != LB_OK) return s0;
     lb_context_set_observer(c->ctx, observer, c);
-    lb_status s = run_layer(c, c->x, l, c->xr ? ref : NULL, il, false, pt, err);
+    lb_status s = stats_windows(c, l, c->xr ? ref : NULL, il, pt, err);
     if (s == LB_OK && c->st != LB_OK) s = lb_err_set(err, c->st, "calibration: a matrix input was not a whole window");
     finish_stats(c);
     return s;
@@ -265,8 +268,8 @@ lb_status lb_calib_layer_stats(lb_calib *c, const lb_layer *l, const lb_layer *r
 
 lb_status lb_calib_layer_advance(lb_calib *c, const lb_layer *l, const lb_layer *ref, int64_t il, lb_error *err) {
     lb_context_set_observer(c->ctx, NULL, NULL);
-    lb_status s = run_layer(c, c->x, l, NULL, il, true, LB_OBS_ATTN_IN, err);
-    if (s == LB_OK && c->xr) s = run_layer(c, c->xr, ref, NULL, il, true, LB_OBS_ATTN_IN, err);
+    lb_status s = advance_windows(c, c->x, l, il, err);
+    if (s == LB_OK && c->xr) s = advance_windows(c, c->xr, ref, il, err);
     lb_context_set_observer(c->ctx, observer, c);
     return s;
 }
