@@ -31,9 +31,103 @@
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
+#if defined(__x86_64__)
+#include <immintrin.h>
+#endif
 
 #define TILE_ROWS 16    /* rows per task: they share each streamed slice of Hinv */
 #define UPDATE_CHUNK 32 /* columns of the delayed update kept in registers across the batch */
+
+/*
+ * The two element loops of the sweep and the coordinate descent, each a scalar reference and an AVX2
+ * kernel (chosen per call of lb_gptq_quantize; LB_FORCE_REF=1 pins the references). Both round every
+ * product and every difference to float in the same order (no fused multiply-add), so they give the same
+ * bits and the result does not depend on the CPU.
+ *   axpy:   y[i] = y[i] - a x[i], i < n
+ *   update: T[r][c0:c1] -= E[r][0:nb] . U[0:nb][c0:c1] one k after another (the delayed update)
+ */
+typedef void (*axpy_fn)(float *y, float a, const float *x, int64_t n);
+typedef void (*update_fn)(float *T, int64_t ld, int64_t nr, const float *E, int64_t lde, int64_t nb, const float *U,
+                          int64_t c0, int64_t c1);
+typedef struct gptq_kernels {
+    axpy_fn axpy;
+    update_fn update;
+} gptq_kernels;
+
+static void axpy_ref(float *y, float a, const float *x, int64_t n) {
+    for (int64_t i = 0; i < n; i++) y[i] = y[i] - a * x[i];
+}
+
+/* one chunk of at most UPDATE_CHUNK columns of one row, kept in acc across the batch */
+static void update_chunk_ref(float *t, const float *er, int64_t nb, const float *U, int64_t ld, int64_t w) {
+    float acc[UPDATE_CHUNK];
+    memcpy(acc, t, (size_t)w * sizeof *acc);
+    for (int64_t k = 0; k < nb; k++) {
+        const float ek = er[k];
+        const float *u = U + k * ld;
+        for (int64_t i = 0; i < w; i++) acc[i] = acc[i] - ek * u[i];
+    }
+    memcpy(t, acc, (size_t)w * sizeof *acc);
+}
+
+/* over column chunks so that a chunk of a row stays in registers and the U slice in L1 */
+static void update_ref(float *T, int64_t ld, int64_t nr, const float *E, int64_t lde, int64_t nb, const float *U,
+                       int64_t c0, int64_t c1) {
+    for (int64_t cc = c0; cc < c1; cc += UPDATE_CHUNK) {
+        const int64_t w = c1 - cc < UPDATE_CHUNK ? c1 - cc : UPDATE_CHUNK;
+        for (int64_t r = 0; r < nr; r++) update_chunk_ref(T + r * ld + cc, E + r * lde, nb, U + cc, ld, w);
+    }
+}
+
+#if defined(__x86_64__)
+#define AVX2 __attribute__((target("avx2")))
+
+AVX2 static void axpy_avx2(float *y, float a, const float *x, int64_t n) {
+    const __m256 va = _mm256_set1_ps(a);
+    int64_t i = 0;
+    for (; i + 8 <= n; i += 8)
+        _mm256_storeu_ps(y + i, _mm256_sub_ps(_mm256_loadu_ps(y + i), _mm256_mul_ps(va, _mm256_loadu_ps(x + i))));
+    for (; i < n; i++) y[i] = y[i] - a * x[i];
+}
+
+AVX2 static void update_avx2(float *T, int64_t ld, int64_t nr, const float *E, int64_t lde, int64_t nb, const float *U,
+                             int64_t c0, int64_t c1) {
+    for (int64_t cc = c0; cc < c1; cc += UPDATE_CHUNK) {
+        const int64_t w = c1 - cc < UPDATE_CHUNK ? c1 - cc : UPDATE_CHUNK;
+        for (int64_t r = 0; r < nr; r++) {
+            float *t = T + r * ld + cc;
+            const float *er = E + r * lde;
+            if (w < UPDATE_CHUNK) {
+                update_chunk_ref(t, er, nb, U + cc, ld, w);
+                continue;
+            }
+            __m256 a0 = _mm256_loadu_ps(t), a1 = _mm256_loadu_ps(t + 8), a2 = _mm256_loadu_ps(t + 16),
+                   a3 = _mm256_loadu_ps(t + 24);
+            for (int64_t k = 0; k < nb; k++) {
+                const __m256 ek = _mm256_set1_ps(er[k]);
+                const float *u = U + k * ld + cc;
+                a0 = _mm256_sub_ps(a0, _mm256_mul_ps(ek, _mm256_loadu_ps(u)));
+                a1 = _mm256_sub_ps(a1, _mm256_mul_ps(ek, _mm256_loadu_ps(u + 8)));
+                a2 = _mm256_sub_ps(a2, _mm256_mul_ps(ek, _mm256_loadu_ps(u + 16)));
+                a3 = _mm256_sub_ps(a3, _mm256_mul_ps(ek, _mm256_loadu_ps(u + 24)));
+            }
+            _mm256_storeu_ps(t, a0);
+            _mm256_storeu_ps(t + 8, a1);
+            _mm256_storeu_ps(t + 16, a2);
+            _mm256_storeu_ps(t + 24, a3);
+        }
+    }
+}
+#endif
+
+static gptq_kernels pick_kernels(void) {
+    const char *f = getenv("LB_FORCE_REF");
+    if (f && *f && strcmp(f, "0") != 0) return (gptq_kernels){axpy_ref, update_ref};
+#if defined(__x86_64__)
+    if (__builtin_cpu_supports("avx2")) return (gptq_kernels){axpy_avx2, update_avx2};
+#endif
+    return (gptq_kernels){axpy_ref, update_ref};
+}
 
 void lb_gptq_params_default(lb_gptq_params *p) {
     p->damp = 0.01;
@@ -65,6 +159,7 @@ typedef struct gptq_ctx {
     float *scratch; /* per thread: the tile, its errors, its pre-rounding values, its best rows' bytes */
     size_t scratch_floats;
     double *row_loss; /* (rows) */
+    gptq_kernels k;
 } gptq_ctx;
 
 /* ---- the column sweep of one tile (kernels: no allocation) ---- */
@@ -92,28 +187,7 @@ static void quantize_column(const gptq_ctx *c, float *T, float *E, float *P, boo
         const float er = d / ukk;
         E[r * c->batch + (k - i1)] = er;
         loss[r] += (double)d * d / ((double)ukk * ukk) / 2;
-        for (int64_t j = k + 1; j < i2; j++) t[j] = t[j] - er * u[j];
-    }
-}
-
-/* T[:, c0:c1] -= E (nr, nb) @ U[i1:i1+nb, c0:c1], one batch column after another (the order of the plain
- * sweep), over column chunks so that a chunk of a row stays in registers and the U slice in L1. */
-static void delayed_update(float *T, int64_t ld, int64_t nr, const float *E, int64_t lde, int64_t nb,
-                           const float *U, int64_t c0, int64_t c1) {
-    float acc[UPDATE_CHUNK];
-    for (int64_t cc = c0; cc < c1; cc += UPDATE_CHUNK) {
-        const int64_t w = c1 - cc < UPDATE_CHUNK ? c1 - cc : UPDATE_CHUNK;
-        for (int64_t r = 0; r < nr; r++) {
-            float *t = T + r * ld + cc;
-            const float *er = E + r * lde;
-            memcpy(acc, t, (size_t)w * sizeof *acc);
-            for (int64_t k = 0; k < nb; k++) {
-                const float ek = er[k];
-                const float *u = U + k * ld + cc;
-                for (int64_t i = 0; i < w; i++) acc[i] = acc[i] - ek * u[i];
-            }
-            memcpy(t, acc, (size_t)w * sizeof *acc);
-        }
+        c->k.axpy(t + k + 1, er, u + k + 1, i2 - k - 1);
     }
 }
 
@@ -126,14 +200,19 @@ static void encode_static(const gptq_ctx *c, const float *S, int64_t ld, int64_t
                    c->imp + b * c->be);
 }
 
-/* g = H e for e = w - q (H symmetric: a sum of H's rows, skipping the zero entries of e) */
-static void h_times_e(const float *H, int64_t n, const float *w, const float *q, float *g) {
-    for (int64_t i = 0; i < n; i++) g[i] = 0;
+/* G[r] = H e_r for e_r = w_r - q_r, the rows of the tile with sel[r] (H symmetric: a sum of H's rows,
+ * skipping the zero entries of e_r). Row by row the sums run in the same order as for one row alone; the
+ * rows take turns at each row of H so that it is read from memory once per tile. */
+static void h_times_e(const gptq_ctx *c, const float *W, const float *Q, float *G, int64_t nr, const bool *sel) {
+    const int64_t n = c->cols;
+    for (int64_t r = 0; r < nr; r++)
+        if (sel[r]) memset(G + r * n, 0, (size_t)n * sizeof *G);
     for (int64_t j = 0; j < n; j++) {
-        const float ej = w[j] - q[j];
-        if (ej == 0) continue;
-        const float *h = H + j * n;
-        for (int64_t i = 0; i < n; i++) g[i] += ej * h[i];
+        const float *h = c->Hf + j * n;
+        for (int64_t r = 0; r < nr; r++) {
+            const float ej = W[r * n + j] - Q[r * n + j];
+            if (sel[r] && ej != 0) c->k.axpy(G + r * n, -ej, h, n); /* g + ej h, exactly */
+        }
     }
 }
 
@@ -197,9 +276,7 @@ static bool cd_params(const gptq_ctx *c, uint8_t *row, float *q, float *g) {
             for (int k = 0; k < pi.n; k++) {
                 lb_grid_set(c->type, blk, pi.first + k, codes[k]);
                 q[j0 + k] = v_best[k];
-                if (d_best[k] == 0) continue;
-                const float *h = H + (j0 + k) * n;
-                for (int64_t i = 0; i < n; i++) g[i] -= d_best[k] * h[i];
+                if (d_best[k] != 0) c->k.axpy(g, d_best[k], H + (j0 + k) * n, n);
             }
         }
     }
@@ -207,45 +284,59 @@ static bool cd_params(const gptq_ctx *c, uint8_t *row, float *q, float *g) {
 }
 
 /*
- * Coordinate descent on the codes of one row with the blocks' scales fixed: the output error
+ * Coordinate descent on the codes of each row of a tile with the blocks' scales fixed: the output error
  * err(e) = e^T H e of e = w - q decreases with every accepted change. With g = H e, moving element j by
  * delta changes err by -2 delta g_j + delta^2 H_jj, a parabola whose minimum over the element's grid is
  * the grid value nearest to q_j + g_j / H_jj; each sweep visits the columns in order, takes that value and
- * updates g (g -= delta H[j, :]). g is recomputed from e at the start of every sweep; the sweeps stop
- * early once one changes nothing. q: the row's
- * dequantized values (kept current); g: cols floats of scratch. Returns err after the last sweep.
+ * updates g (g -= delta H[j, :]). g is recomputed from e at the start of every sweep; a row's sweeps stop
+ * once one changes nothing in it. Rows are independent: they take turns at each column only so that H's
+ * row j is read once per tile. W: the tile's weights; Q: its dequantized rows (kept current); G: nr * cols
+ * floats of scratch; err[r] = e^T H e after row r's last sweep.
  */
-static double cd_row(const gptq_ctx *c, const float *w, uint8_t *row, float *q, float *g) {
+static void cd_tile(const gptq_ctx *c, int64_t r0, int64_t nr, float *Q, float *G, double *err) {
     const int64_t n = c->cols;
-    const float *H = c->Hf;
-    bool changed = true;
-    for (int s = 0; s < c->cd_sweeps && changed; s++) {
-        changed = false;
-        h_times_e(H, n, w, q, g);
+    const float *H = c->Hf, *W = c->W + r0 * n;
+    bool active[TILE_ROWS];
+    for (int64_t r = 0; r < nr; r++) active[r] = true;
+    for (int s = 0; s < c->cd_sweeps; s++) {
+        bool changed[TILE_ROWS] = {false}, any = false;
+        for (int64_t r = 0; r < nr; r++) any |= active[r];
+        if (!any) break;
+        h_times_e(c, W, Q, G, nr, active);
         for (int64_t j = 0; j < n; j++) {
             const float hjj = H[j * n + j];
             if (!(hjj > 0)) continue;
-            uint8_t *blk = row + (size_t)(j / c->be) * c->bb;
             const int e = (int)(j % c->be);
-            lb_grid gr;
-            lb_grid_get(c->type, blk, e, &gr);
-            const int code = lb_grid_nearest(&gr, q[j] + g[j] / hjj);
-            const float v = lb_grid_value(&gr, code), delta = v - q[j];
-            if (delta == 0) continue;
-            /* accept only a strict decrease (rounding of g can otherwise cycle) */
-            if (-2.0 * delta * g[j] + (double)delta * delta * hjj >= 0) continue;
-            lb_grid_set(c->type, blk, e, code);
-            q[j] = v;
-            changed = true;
-            const float *h = H + j * n;
-            for (int64_t i = 0; i < n; i++) g[i] -= delta * h[i];
+            for (int64_t r = 0; r < nr; r++) {
+                if (!active[r]) continue;
+                float *q = Q + r * n, *g = G + r * n;
+                uint8_t *blk = c->out + (size_t)(r0 + r) * c->row_bytes + (size_t)(j / c->be) * c->bb;
+                lb_grid gr;
+                lb_grid_get(c->type, blk, e, &gr);
+                const int code = lb_grid_nearest(&gr, q[j] + g[j] / hjj);
+                const float v = lb_grid_value(&gr, code), delta = v - q[j];
+                if (delta == 0) continue;
+                /* accept only a strict decrease (rounding of g can otherwise cycle) */
+                if (-2.0 * delta * g[j] + (double)delta * delta * hjj >= 0) continue;
+                lb_grid_set(c->type, blk, e, code);
+                q[j] = v;
+                changed[r] = true;
+                c->k.axpy(g, delta, H + j * n, n);
+            }
         }
-        if (c->cd_scales && cd_params(c, row, q, g)) changed = true;
+        for (int64_t r = 0; r < nr; r++) {
+            if (active[r] && c->cd_scales && cd_params(c, c->out + (size_t)(r0 + r) * c->row_bytes, Q + r * n, G + r * n))
+                changed[r] = true;
+            active[r] = active[r] && changed[r];
+        }
     }
-    double err = 0;
-    h_times_e(H, n, w, q, g);
-    for (int64_t j = 0; j < n; j++) err += (double)(w[j] - q[j]) * g[j];
-    return err;
+    for (int64_t r = 0; r < nr; r++) active[r] = true;
+    h_times_e(c, W, Q, G, nr, active);
+    for (int64_t r = 0; r < nr; r++) {
+        double e2 = 0;
+        for (int64_t j = 0; j < n; j++) e2 += (double)(W[r * n + j] - Q[r * n + j]) * G[r * n + j];
+        err[r] = e2;
+    }
 }
 
 /*
@@ -278,7 +369,7 @@ static void tile_task(void *arg, int64_t task, int thread) {
         for (int64_t i1 = 0; i1 < n; i1 += c->batch) {
             const int64_t i2 = i1 + c->batch < n ? i1 + c->batch : n;
             for (int64_t k = i1; k < i2; k++) quantize_column(c, T, E, P, dynamic, r0, nr, k, i1, i2, loss);
-            if (i2 < n) delayed_update(T, n, nr, E, c->batch, i2 - i1, c->U + i1 * n, i2, n);
+            if (i2 < n) c->k.update(T, n, nr, E, c->batch, i2 - i1, c->U + i1 * n, i2, n);
         }
         for (int64_t r = 0; r < nr; r++) {
             uint8_t *o = c->out + (size_t)(r0 + r) * c->row_bytes, *b = best + (size_t)r * c->row_bytes;
@@ -291,11 +382,15 @@ static void tile_task(void *arg, int64_t task, int thread) {
     for (int64_t r = 0; r < nr; r++) {
         uint8_t *o = c->out + (size_t)(r0 + r) * c->row_bytes;
         if (c->passes > 1) memcpy(o, best + (size_t)r * c->row_bytes, c->row_bytes);
-        if (c->cd_sweeps > 0) { /* T and P rows as scratch: the dequantized row and H e */
-            c->to_float(o, T, n);
-            best_loss[r] = cd_row(c, c->W + (r0 + r) * n, o, T, P) / 2;
-        }
-        c->to_float(o, c->W + (r0 + r) * n, n);
+        if (c->cd_sweeps > 0) c->to_float(o, T + r * n, n); /* T: the dequantized rows; P: H e */
+    }
+    if (c->cd_sweeps > 0) {
+        double e2[TILE_ROWS];
+        cd_tile(c, r0, nr, T, P, e2);
+        for (int64_t r = 0; r < nr; r++) best_loss[r] = e2[r] / 2;
+    }
+    for (int64_t r = 0; r < nr; r++) {
+        c->to_float(c->out + (size_t)(r0 + r) * c->row_bytes, c->W + (r0 + r) * n, n);
         c->row_loss[r0 + r] = best_loss[r];
     }
 }
@@ -482,7 +577,7 @@ lb_status lb_gptq_quantize(lb_pool *pool, float *W, int64_t rows, int64_t cols, 
     gptq_ctx c = {.W = W, .rows = rows, .cols = cols, .type = type, .enc = lb_encoder_get(type, enc),
                   .to_float = tt->to_float, .be = tt->block_elems, .bb = tt->block_bytes,
                   .row_bytes = lb_type_row_size(type, cols), .out = out, .passes = p.passes,
-                  .cd_sweeps = p.cd_sweeps, .cd_scales = p.cd_scales};
+                  .cd_sweeps = p.cd_sweeps, .cd_scales = p.cd_scales, .k = pick_kernels()};
     if (!c.enc) return lb_err_set(err, LB_ERR_ARG, "gptq: no encoder %d for %s", (int)enc, tt->name);
     /* in the default order a block's scales are chosen at its first column, which must have received
      * every earlier update by then: batches of whole blocks */

@@ -7,7 +7,7 @@
  *       byte for byte, for q4_0, q8_0 and q4_K;
  *   (d) GPTQ's proxy error tr((W-Q) H (W-Q)^T) is below the encoder's own output (RTN with the same
  *       importance weights) for every type; (f) likewise with act-order;
- *   (e) 1 and 3 threads give identical bytes;
+ *   (e) 1 and 3 threads, and the scalar reference kernels (LB_FORCE_REF=1), give identical bytes;
  *   (g) a singular or indefinite H raises the damping and still succeeds; bad inputs give clear errors;
  *   (h) lb_gptq_ref_target satisfies the normal equations of the objective it states, lowers that objective
  *       against random perturbations, leaves W alone when the two streams agree, is thread-count
@@ -611,6 +611,10 @@ static void test_refinement(lb_pool *pool3) {
         CHECK(lower == 0, "%s: %d of %d single scale steps lower the error", tt->name, lower, steps);
         CHECK(run_gptq(&L, pool3, t, &p, NULL, &e) == LB_OK && memcmp(cur, L.out, nb) == 0,
               "%s: cd with scales differs with 3 threads", tt->name);
+        setenv("LB_FORCE_REF", "1", 1);
+        CHECK(run_gptq(&L, pool3, t, &p, NULL, &e) == LB_OK && memcmp(cur, L.out, nb) == 0,
+              "%s: cd with scales differs with the reference kernels", tt->name);
+        unsetenv("LB_FORCE_REF");
         printf("%-5s 3 passes + cd with scales: error %.2f %% below 3 passes\n", tt->name, 100 * improved_s / before);
         free(y);
         free(tmp);
@@ -647,6 +651,10 @@ static void test_quality(lb_pool *pool3) {
             memcpy(out1, L.out, nb);
             CHECK(run_gptq(&L, pool3, t, &p, NULL, &e) == LB_OK, "%s", e.msg);
             CHECK(memcmp(out1, L.out, nb) == 0, "%s act_order %d: 1 and 3 threads differ", lb_type_name(t), act);
+            setenv("LB_FORCE_REF", "1", 1);
+            CHECK(run_gptq(&L, pool3, t, &p, NULL, &e) == LB_OK, "%s", e.msg);
+            unsetenv("LB_FORCE_REF");
+            CHECK(memcmp(out1, L.out, nb) == 0, "%s act_order %d: the reference kernels differ", lb_type_name(t), act);
             CHECK(st.damp_tries == 1 && st.damp == 0.01 && st.loss > 0, "%s: stats", lb_type_name(t));
         }
         CHECK(e_g[0] < e_rtn, "%s: GPTQ %g vs RTN %g", lb_type_name(t), e_g[0], e_rtn);
