@@ -27,7 +27,8 @@ static void usage(FILE *f) {
           "  --calib FILE               calibration text (UTF-8); never evaluate on it\n"
           "  --calib-tokens N           calibration tokens, as N / 512 windows (default 65536)\n"
           "  --seed S                   which calibration windows (default 1)\n"
-          "  --damp F                   GPTQ damping, fraction of mean(diag H) (default 0.01)\n"
+          "  --damp F                   GPTQ damping, fraction of mean(diag H) (default 0.01, and 0.3 for a\n"
+          "                             matrix with fewer than 16 calibration tokens per column)\n"
           "  --act-order                GPTQ in decreasing activation order\n"
           "  --passes N                 GPTQ sweeps, each re-choosing block scales from the last (1-16, default 4)\n"
           "  --cd-sweeps N              coordinate-descent sweeps over the codes after GPTQ (0-64, default 4)\n"
@@ -113,7 +114,7 @@ static int parse(int argc, char **argv, qopts *o) {
             o->p.calib_seed = (uint64_t)n;
             i++;
         } else if (!strcmp(a, "--damp") && v) {
-            if (!cli_float(a, v, 0, 10, &o->p.gptq_damp)) return 1;
+            if (!cli_float(a, v, 1e-6, 10, &o->p.gptq_damp)) return 1;
             i++;
         } else if (!strcmp(a, "--passes") && v) {
             int64_t n;

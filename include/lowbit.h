@@ -366,7 +366,8 @@ typedef struct lb_quantize_params {
     int64_t calib_ctx;        /* calibration window length (default 512) */
     int64_t calib_n_tokens;   /* calibration tokens used (default 128 x 512) */
     uint64_t calib_seed;      /* which windows (default 1) */
-    double gptq_damp;         /* GPTQ damping, a fraction of mean(diag H) (default 0.01) */
+    double gptq_damp;         /* GPTQ damping, a fraction of mean(diag H) (default: 0.01, and 0.3 for a matrix
+                                 with fewer than 16 calibration tokens per column; a value given is used as is) */
     int gptq_act_order;       /* GPTQ in decreasing diag(H) order */
     int gptq_passes;          /* GPTQ sweeps, each re-choosing the block scales from the last (0: default 4) */
     int gptq_cd_sweeps;       /* coordinate-descent sweeps over the codes after GPTQ (-1: none, 0: default 4) */

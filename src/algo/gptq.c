@@ -138,6 +138,7 @@ void lb_gptq_params_default(lb_gptq_params *p) {
     p->cd_sweeps = 0;
     p->cd_scales = false;
     p->ref_damp = 1.0;
+    p->few_tokens_damp = 0;
 }
 
 typedef struct gptq_ctx {
