@@ -152,7 +152,7 @@ static lb_status quantize_matrix(lb_pool *pool, float *w, int64_t rows, int64_t 
         if (!H_own) memcpy(hc, H, (size_t)(d * d) * sizeof *hc);
         /* H from few tokens per column is a noisy estimate: damp it harder towards its mean diagonal */
         lb_gptq_params p = *gp;
-        if (tokens < 16 * d && p.few_tokens_damp > p.damp) p.damp = p.few_tokens_damp;
+        if (tokens < LB_GPTQ_FEW_TOKENS_PER_COL * d && p.few_tokens_damp > p.damp) p.damp = p.few_tokens_damp;
         lb_status s = lb_gptq_quantize(pool, w, rows, d, hc, t, enc, &p, y, NULL, err);
         if (!H_own) free(hc);
         return s;

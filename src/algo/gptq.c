@@ -44,21 +44,20 @@
  * product and every difference to float in the same order (no fused multiply-add), so they give the same
  * bits and the result does not depend on the CPU.
  *   axpy:   y[i] = y[i] - a x[i], i < n
- *   update: T[r][c0:c1] -= E[r][0:nb] . U[0:nb][c0:c1] one k after another (the delayed update)
+ *   update_chunk: one row's chunk of the delayed update, one batch column after another
  */
 typedef void (*axpy_fn)(float *y, float a, const float *x, int64_t n);
-typedef void (*update_fn)(float *T, int64_t ld, int64_t nr, const float *E, int64_t lde, int64_t nb, const float *U,
-                          int64_t c0, int64_t c1);
+typedef void (*chunk_fn)(float *t, const float *er, int64_t nb, const float *U, int64_t ld, int64_t w);
 typedef struct gptq_kernels {
     axpy_fn axpy;
-    update_fn update;
+    chunk_fn update_chunk; /* the delayed update of one row's chunk of w <= UPDATE_CHUNK columns */
 } gptq_kernels;
 
 static void axpy_ref(float *y, float a, const float *x, int64_t n) {
     for (int64_t i = 0; i < n; i++) y[i] = y[i] - a * x[i];
 }
 
-/* one chunk of at most UPDATE_CHUNK columns of one row, kept in acc across the batch */
+/* t[0:w] -= er[0:nb] . U[0:nb][0:w] (row stride ld), kept in acc across the batch */
 static void update_chunk_ref(float *t, const float *er, int64_t nb, const float *U, int64_t ld, int64_t w) {
     float acc[UPDATE_CHUNK];
     memcpy(acc, t, (size_t)w * sizeof *acc);
@@ -68,15 +67,6 @@ static void update_chunk_ref(float *t, const float *er, int64_t nb, const float 
         for (int64_t i = 0; i < w; i++) acc[i] = acc[i] - ek * u[i];
     }
     memcpy(t, acc, (size_t)w * sizeof *acc);
-}
-
-/* over column chunks so that a chunk of a row stays in registers and the U slice in L1 */
-static void update_ref(float *T, int64_t ld, int64_t nr, const float *E, int64_t lde, int64_t nb, const float *U,
-                       int64_t c0, int64_t c1) {
-    for (int64_t cc = c0; cc < c1; cc += UPDATE_CHUNK) {
-        const int64_t w = c1 - cc < UPDATE_CHUNK ? c1 - cc : UPDATE_CHUNK;
-        for (int64_t r = 0; r < nr; r++) update_chunk_ref(T + r * ld + cc, E + r * lde, nb, U + cc, ld, w);
-    }
 }
 
 #if defined(__x86_64__)
@@ -90,43 +80,33 @@ AVX2 static void axpy_avx2(float *y, float a, const float *x, int64_t n) {
     for (; i < n; i++) y[i] = y[i] - a * x[i];
 }
 
-AVX2 static void update_avx2(float *T, int64_t ld, int64_t nr, const float *E, int64_t lde, int64_t nb, const float *U,
-                             int64_t c0, int64_t c1) {
-    for (int64_t cc = c0; cc < c1; cc += UPDATE_CHUNK) {
-        const int64_t w = c1 - cc < UPDATE_CHUNK ? c1 - cc : UPDATE_CHUNK;
-        for (int64_t r = 0; r < nr; r++) {
-            float *t = T + r * ld + cc;
-            const float *er = E + r * lde;
-            if (w < UPDATE_CHUNK) {
-                update_chunk_ref(t, er, nb, U + cc, ld, w);
-                continue;
-            }
-            __m256 a0 = _mm256_loadu_ps(t), a1 = _mm256_loadu_ps(t + 8), a2 = _mm256_loadu_ps(t + 16),
-                   a3 = _mm256_loadu_ps(t + 24);
-            for (int64_t k = 0; k < nb; k++) {
-                const __m256 ek = _mm256_set1_ps(er[k]);
-                const float *u = U + k * ld + cc;
-                a0 = _mm256_sub_ps(a0, _mm256_mul_ps(ek, _mm256_loadu_ps(u)));
-                a1 = _mm256_sub_ps(a1, _mm256_mul_ps(ek, _mm256_loadu_ps(u + 8)));
-                a2 = _mm256_sub_ps(a2, _mm256_mul_ps(ek, _mm256_loadu_ps(u + 16)));
-                a3 = _mm256_sub_ps(a3, _mm256_mul_ps(ek, _mm256_loadu_ps(u + 24)));
-            }
-            _mm256_storeu_ps(t, a0);
-            _mm256_storeu_ps(t + 8, a1);
-            _mm256_storeu_ps(t + 16, a2);
-            _mm256_storeu_ps(t + 24, a3);
-        }
+/* a whole chunk in four registers; a narrower one goes to the reference */
+AVX2 static void update_chunk_avx2(float *t, const float *er, int64_t nb, const float *U, int64_t ld, int64_t w) {
+    if (w < UPDATE_CHUNK) {
+        update_chunk_ref(t, er, nb, U, ld, w);
+        return;
     }
+    __m256 a0 = _mm256_loadu_ps(t), a1 = _mm256_loadu_ps(t + 8), a2 = _mm256_loadu_ps(t + 16), a3 = _mm256_loadu_ps(t + 24);
+    for (int64_t k = 0; k < nb; k++) {
+        const __m256 ek = _mm256_set1_ps(er[k]);
+        const float *u = U + k * ld;
+        a0 = _mm256_sub_ps(a0, _mm256_mul_ps(ek, _mm256_loadu_ps(u)));
+        a1 = _mm256_sub_ps(a1, _mm256_mul_ps(ek, _mm256_loadu_ps(u + 8)));
+        a2 = _mm256_sub_ps(a2, _mm256_mul_ps(ek, _mm256_loadu_ps(u + 16)));
+        a3 = _mm256_sub_ps(a3, _mm256_mul_ps(ek, _mm256_loadu_ps(u + 24)));
+    }
+    _mm256_storeu_ps(t, a0);
+    _mm256_storeu_ps(t + 8, a1);
+    _mm256_storeu_ps(t + 16, a2);
+    _mm256_storeu_ps(t + 24, a3);
 }
 #endif
 
 static gptq_kernels pick_kernels(void) {
-    const char *f = getenv("LB_FORCE_REF");
-    if (f && *f && strcmp(f, "0") != 0) return (gptq_kernels){axpy_ref, update_ref};
 #if defined(__x86_64__)
-    if (__builtin_cpu_supports("avx2")) return (gptq_kernels){axpy_avx2, update_avx2};
+    if (!lb_force_ref() && __builtin_cpu_supports("avx2")) return (gptq_kernels){axpy_avx2, update_chunk_avx2};
 #endif
-    return (gptq_kernels){axpy_ref, update_ref};
+    return (gptq_kernels){axpy_ref, update_chunk_ref};
 }
 
 void lb_gptq_params_default(lb_gptq_params *p) {
@@ -189,6 +169,16 @@ static void quantize_column(const gptq_ctx *c, float *T, float *E, float *P, boo
         E[r * c->batch + (k - i1)] = er;
         loss[r] += (double)d * d / ((double)ukk * ukk) / 2;
         c->k.axpy(t + k + 1, er, u + k + 1, i2 - k - 1);
+    }
+}
+
+/* T[:, c0:c1] -= E (nr, nb) @ U[i1:i1+nb, c0:c1], one batch column after another (the order of the plain
+ * sweep), over column chunks so that a chunk of a row stays in registers and the U slice in L1. */
+static void delayed_update(const gptq_ctx *c, float *T, int64_t ld, int64_t nr, const float *E, int64_t lde, int64_t nb,
+                           const float *U, int64_t c0, int64_t c1) {
+    for (int64_t cc = c0; cc < c1; cc += UPDATE_CHUNK) {
+        const int64_t w = c1 - cc < UPDATE_CHUNK ? c1 - cc : UPDATE_CHUNK;
+        for (int64_t r = 0; r < nr; r++) c->k.update_chunk(T + r * ld + cc, E + r * lde, nb, U + cc, ld, w);
     }
 }
 
@@ -370,7 +360,7 @@ static void tile_task(void *arg, int64_t task, int thread) {
         for (int64_t i1 = 0; i1 < n; i1 += c->batch) {
             const int64_t i2 = i1 + c->batch < n ? i1 + c->batch : n;
             for (int64_t k = i1; k < i2; k++) quantize_column(c, T, E, P, dynamic, r0, nr, k, i1, i2, loss);
-            if (i2 < n) c->k.update(T, n, nr, E, c->batch, i2 - i1, c->U + i1 * n, i2, n);
+            if (i2 < n) delayed_update(c, T, n, nr, E, c->batch, i2 - i1, c->U + i1 * n, i2, n);
         }
         for (int64_t r = 0; r < nr; r++) {
             uint8_t *o = c->out + (size_t)(r0 + r) * c->row_bytes, *b = best + (size_t)r * c->row_bytes;

@@ -19,11 +19,13 @@ typedef struct lb_gptq_params {
     bool cd_scales;     /* each coordinate-descent sweep then also steps every integer sub-block scale / min
                            by +-1 where that lowers e^T H e (quant/grid.h parameters; default false) */
     double ref_damp;    /* lb_gptq_ref_target's damp when a caller moves the target (default 1: lam = mean(diag H)) */
-    double few_tokens_damp; /* for a caller that knows how many tokens N built H: when N < 16 * cols, damp is
-                               raised to at least this (default 0: damp as given; lb_gptq_quantize ignores it) */
+    double few_tokens_damp; /* for a caller that knows how many tokens N built H: when
+                               N < LB_GPTQ_FEW_TOKENS_PER_COL * cols, damp is raised to at least this
+                               (default 0: damp as given; lb_gptq_quantize ignores it) */
 } lb_gptq_params;
 
 #define LB_GPTQ_DAMP_FLOOR 1e-4
+#define LB_GPTQ_FEW_TOKENS_PER_COL 16 /* below this many calibration tokens per column few_tokens_damp applies */
 
 typedef struct lb_gptq_stats {
     double damp;      /* the damp that succeeded */

@@ -55,6 +55,10 @@ void lb_mmap_release(const void *p, size_t n);
 /* Peak resident set size of this process in bytes (0 if unknown). */
 size_t lb_peak_rss(void);
 
+/* Whether LB_FORCE_REF is set to something other than "" or "0": every fast kernel then gives way to its
+ * scalar reference. */
+bool lb_force_ref(void);
+
 bool lb_path_is_dir(const char *path);
 bool lb_path_exists(const char *path);
 /* dir + "/" + name into a malloc'd string; NULL on allocation failure. */

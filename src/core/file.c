@@ -100,6 +100,11 @@ bool lb_path_is_dir(const char *path) {
     return stat(path, &st) == 0 && S_ISDIR(st.st_mode);
 }
 
+bool lb_force_ref(void) {
+    const char *f = getenv("LB_FORCE_REF");
+    return f && *f && strcmp(f, "0") != 0;
+}
+
 bool lb_path_exists(const char *path) {
     struct stat st;
     return stat(path, &st) == 0;

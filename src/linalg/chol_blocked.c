@@ -269,8 +269,7 @@ static void invert(lb_pool *pool, job *j) {
 }
 
 static bool use_avx2(void) {
-    const char *f = getenv("LB_FORCE_REF");
-    if (f && *f && strcmp(f, "0") != 0) return false;
+    if (lb_force_ref()) return false;
 #if defined(__x86_64__)
     return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
 #else

@@ -181,13 +181,11 @@ typedef void (*convert_fn)(const lb_weight *, int64_t, int, float *);
 static int use_avx2(void) {
     static int cached = -1;
     if (cached < 0) {
-        const char *f = getenv("LB_FORCE_REF");
-        int forced = f && *f && strcmp(f, "0") != 0;
 #if defined(__x86_64__)
-        cached = !forced && __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") && __builtin_cpu_supports("f16c");
+        cached = !lb_force_ref() && __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") &&
+                 __builtin_cpu_supports("f16c");
 #else
         cached = 0;
-        (void)forced;
 #endif
     }
     return cached;
