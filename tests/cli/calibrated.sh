@@ -48,7 +48,7 @@ q -o "$T/i1.gguf" --method imatrix --calib "$CALIB" --calib-tokens 8192 -t 1 && 
 # GGUF F16 input (llama.cpp's conversion of the same checkpoint), with little calibration text: 2,048
 # tokens, under 16 per column of every matrix, where the default damping rises to 0.3 (with 0.01 this run
 # does worse than round-to-nearest)
-if "$LOWBIT" quantize tests/golden/gguf/tiny-f16.gguf -o "$T/gg.gguf" --type q4_k_m --method gptq --calib "$CALIB" --calib-tokens 2048 -q >/dev/null 2>"$T/err"; then
+if "$LOWBIT" quantize "$SHARED/golden/gguf/tiny-f16.gguf" -o "$T/gg.gguf" --type q4_k_m --method gptq --calib "$CALIB" --calib-tokens 2048 -q >/dev/null 2>"$T/err"; then
   r=$("$LOWBIT" eval "$T/gg.gguf" --base models/tiny --text tests/golden/data/valid.txt --chunks 8 --json -q)
   awk -v a="$(field "$r" kld_mean)" -v b="$(field "$rtn" kld_mean)" 'BEGIN { exit !(a < b) }' && ok || bad "gptq from GGUF F16: KLD $(field "$r" kld_mean)"
 else

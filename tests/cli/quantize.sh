@@ -63,14 +63,14 @@ rm -f "$T/o/rq.gguf"
 expect_fail "unknown type" 'unknown type "q4_k_x"' "$T/o/x.gguf" "$LOWBIT" quantize models/tiny -o "$T/o/x.gguf" --type q4_k_x
 expect_fail "unknown tensor type" 'unknown tensor type "q9"' "$T/o/x.gguf" "$LOWBIT" quantize models/tiny -o "$T/o/x.gguf" --type q4_0 --tensor-type 'ffn=q9'
 expect_fail "bad regex" 'invalid tensor pattern' "$T/o/x.gguf" "$LOWBIT" quantize models/tiny -o "$T/o/x.gguf" --type q4_0 --tensor-type '(ffn=q8_0'
-head -c 3000000 tests/golden/gguf/tiny-f16.gguf >"$T/trunc.gguf"
+head -c 3000000 "${LB_SHARED:-../shared}/golden/gguf/tiny-f16.gguf" >"$T/trunc.gguf"
 expect_fail "truncated GGUF input" "trunc.gguf" "$T/o/x.gguf" "$LOWBIT" quantize "$T/trunc.gguf" -o "$T/o/x.gguf" --type q8_0
 printf 'GGUF\x01\x00\x00\x00' >"$T/v1.gguf"
 expect_fail "GGUF version 1" "version" "$T/o/x.gguf" "$LOWBIT" quantize "$T/v1.gguf" -o "$T/o/x.gguf" --type q8_0
 expect_fail "unwritable output" "/nonexistent-dir/x.gguf" "$T/o/x.gguf" "$LOWBIT" quantize models/tiny -o /nonexistent-dir/x.gguf --type q8_0
 # disk full: a 1 MiB file-size limit makes the writes fail with EFBIG part-way through
 expect_fail "disk full" "(File too large|No space)" "$T/o/full.gguf" bash -c "trap '' XFSZ; ulimit -f 1024; exec \"$LOWBIT\" quantize models/tiny -o \"$T/o/full.gguf\" --type q8_0 -q"
-head -c 5000 tests/golden/gguf/tiny.imatrix >"$T/trunc.imatrix"
+head -c 5000 "${LB_SHARED:-../shared}/golden/gguf/tiny.imatrix" >"$T/trunc.imatrix"
 expect_fail "truncated imatrix" "trunc.imatrix.*(truncated|bad)" "$T/o/x.gguf" "$LOWBIT" quantize models/tiny -o "$T/o/x.gguf" --type q4_k_m --imatrix "$T/trunc.imatrix"
 expect_fail "imatrix of another model" "has 512 values" "$T/o/x.gguf" "$LOWBIT" quantize models/tiny -o "$T/o/x.gguf" --type q4_k_m --imatrix "${LB_SHARED:-../shared}/golden/gguf/small.imatrix"
 [ -z "$(ls -A "$T/o")" ] && ok || bad "files left behind in the output directory: $(ls -A "$T/o")"

@@ -47,4 +47,14 @@ static inline const char *test_shared_dir(void) {
     return s && *s ? s : "../shared";
 }
 
+/* Path of a file among llama.cpp's GGUF fixtures ($LB_SHARED/golden/gguf), in one of eight rotating
+   static buffers (so a few may be used in one call). */
+static inline const char *test_gguf(const char *name) {
+    static char buf[8][1024];
+    static int next;
+    char *b = buf[next++ & 7];
+    snprintf(b, sizeof buf[0], "%s/golden/gguf/%s", test_shared_dir(), name);
+    return b;
+}
+
 #endif

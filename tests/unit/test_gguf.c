@@ -149,15 +149,15 @@ static void check_golden(const char *dir, const golden *g, bool tiny) {
 }
 
 static void test_golden(void) {
-    for (size_t i = 0; i < sizeof TINY / sizeof TINY[0]; i++) check_golden("tests/golden/gguf", &TINY[i], true);
     char dir[512];
     snprintf(dir, sizeof dir, "%s/golden/gguf", test_shared_dir());
     REQUIRE(lb_path_is_dir(dir), "%s is missing (set LB_SHARED)", dir);
+    for (size_t i = 0; i < sizeof TINY / sizeof TINY[0]; i++) check_golden(dir, &TINY[i], true);
     for (size_t i = 0; i < sizeof SMALL / sizeof SMALL[0]; i++) check_golden(dir, &SMALL[i], false);
     /* a closer look at one file: shapes and offsets as the Python parser saw them */
     gguf_file *f = NULL;
     lb_error err;
-    REQUIRE(gguf_open("tests/golden/gguf/tiny-f16.gguf", &f, &err) == LB_OK, "%s", err.msg);
+    REQUIRE(gguf_open(test_gguf("tiny-f16.gguf"), &f, &err) == LB_OK, "%s", err.msg);
     const gguf_tensor *t = &f->tensors[0];
     CHECK(strcmp(t->name, "token_embd.weight") == 0 && t->type == LB_TYPE_F16 && t->n_dims == 2 &&
           t->ne[0] == 256 && t->ne[1] == 8192 && t->ne[2] == 1 && t->offset == 0 && t->n_bytes == 4194304,
@@ -414,7 +414,7 @@ static lb_status rewrite(const gguf_file *f, const char *path, lb_error *err) {
 static void test_rewrite(void) {
     for (size_t g = 0; g < sizeof TINY / sizeof TINY[0]; g++) {
         char src[256];
-        snprintf(src, sizeof src, "tests/golden/gguf/%s", TINY[g].name);
+        snprintf(src, sizeof src, "%s", test_gguf(TINY[g].name));
         gguf_file *f = NULL;
         lb_error err = {{0}};
         REQUIRE(gguf_open(src, &f, &err) == LB_OK, "%s", err.msg);
@@ -640,7 +640,7 @@ static void test_hostile(void) {
 /* Cut tiny-q8_0.gguf every 97 bytes through its header and at points through its data. */
 static void test_truncated(void) {
     size_t n;
-    uint8_t *p = read_all("tests/golden/gguf/tiny-q8_0.gguf", &n);
+    uint8_t *p = read_all(test_gguf("tiny-q8_0.gguf"), &n);
     gguf_file *f = NULL;
     lb_error err;
     REQUIRE(gguf_open_memory(p, n, "q8", &f, &err) == LB_OK, "%s", err.msg);

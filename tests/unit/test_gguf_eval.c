@@ -27,7 +27,7 @@ int main(void) {
     for (size_t i = 0; i < json_len(files); i++) {
         const char *name = json_key_at(files, i, NULL);
         char path[512];
-        snprintf(path, sizeof path, "tests/golden/gguf/%s", name);
+        snprintf(path, sizeof path, "%s", test_gguf(name));
         double want = 0;
         REQUIRE(json_num(json_get(json_get(json_get(json_at(files, i), "ppl_valid"), "kv_f32"), "ppl"), &want), "%s ppl", name);
         lb_model *m = NULL;

@@ -88,12 +88,12 @@ int main(void) {
     const char *tiny[][2] = {{"q8_0", "q8_0"}, {"q4_0", "q4_0"}, {"q4_k_m", "q4_k_m"}, {"q2_k", "q2_k"}, {"iq4_xs", "iq4_xs"}};
     char path[512];
     for (size_t i = 0; i < sizeof tiny / sizeof tiny[0]; i++) {
-        snprintf(path, sizeof path, "tests/golden/gguf/tiny-%s.gguf", tiny[i][0]);
+        snprintf(path, sizeof path, "%s/golden/gguf/tiny-%s.gguf", test_shared_dir(), tiny[i][0]);
         check_file(path, tiny[i][1], false);
     }
     const char *imat[] = {"q4_k_m", "q3_k_m", "q2_k"};
     for (size_t i = 0; i < 3; i++) {
-        snprintf(path, sizeof path, "tests/golden/gguf/tiny-%s-imat.gguf", imat[i]);
+        snprintf(path, sizeof path, "%s/golden/gguf/tiny-%s-imat.gguf", test_shared_dir(), imat[i]);
         check_file(path, imat[i], true);
         snprintf(path, sizeof path, "%s/golden/gguf/small-%s-imat.gguf", test_shared_dir(), imat[i]);
         check_file(path, imat[i], true);

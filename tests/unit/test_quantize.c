@@ -54,7 +54,7 @@ static void test_matches_llamacpp(void) {
         char out[256], golden[256];
         lb_error e;
         snprintf(out, sizeof out, "%s/tiny-%s.gguf", tmpdir, types[i]);
-        snprintf(golden, sizeof golden, "tests/golden/gguf/tiny-%s.gguf", types[i]);
+        snprintf(golden, sizeof golden, "%s/golden/gguf/tiny-%s.gguf", test_shared_dir(), types[i]);
         REQUIRE(quantize("models/tiny", out, types[i], LB_ENCODER_REF, 2, &e) == LB_OK, "%s", e.msg);
         int bad = same_tensors(golden, out, true);
         CHECK(bad == 0, "%s: %d tensors differ from llama-quantize's", types[i], bad);
@@ -69,11 +69,11 @@ static void test_matches_llamacpp_imatrix(void) {
         char out[256], golden[256];
         lb_error e;
         snprintf(out, sizeof out, "%s/tiny-%s-imat.gguf", tmpdir, types[i]);
-        snprintf(golden, sizeof golden, "tests/golden/gguf/tiny-%s-imat.gguf", types[i]);
+        snprintf(golden, sizeof golden, "%s/golden/gguf/tiny-%s-imat.gguf", test_shared_dir(), types[i]);
         lb_quantize_params p = lb_quantize_default_params();
         p.ftype = types[i];
         p.encoder = LB_ENCODER_REF;
-        p.imatrix = "tests/golden/gguf/tiny.imatrix";
+        p.imatrix = test_gguf("tiny.imatrix");
         lb_quantize_report r;
         REQUIRE(lb_quantize_model("models/tiny", out, &p, &r, &e) == LB_OK, "%s", e.msg);
         lb_quantize_report_free(&r);
@@ -116,8 +116,8 @@ static void test_determinism_and_gguf_input(void) {
     }
     /* F16 GGUF input (llama.cpp's conversion of the same checkpoint) -> the same tensors */
     snprintf(c, sizeof c, "%s/from-gguf-q4_k_m.gguf", tmpdir);
-    REQUIRE(quantize("tests/golden/gguf/tiny-f16.gguf", c, "q4_k_m", LB_ENCODER_REF, 2, &e) == LB_OK, "%s", e.msg);
-    CHECK(same_tensors("tests/golden/gguf/tiny-q4_k_m.gguf", c, true) == 0, "GGUF F16 input differs");
+    REQUIRE(quantize(test_gguf("tiny-f16.gguf"), c, "q4_k_m", LB_ENCODER_REF, 2, &e) == LB_OK, "%s", e.msg);
+    CHECK(same_tensors(test_gguf("tiny-q4_k_m.gguf"), c, true) == 0, "GGUF F16 input differs");
 }
 
 static void test_errors(void) {
@@ -127,7 +127,7 @@ static void test_errors(void) {
     CHECK(quantize("models/tiny", out, "q4_k_x", LB_ENCODER_DEFAULT, 1, &e) == LB_ERR_ARG && strstr(e.msg, "q4_k_x"), "%s", e.msg);
     CHECK(!lb_path_exists(out), "no output after an unknown type");
     CHECK(quantize("models/nonexistent", out, "q8_0", LB_ENCODER_DEFAULT, 1, &e) == LB_ERR_IO && strstr(e.msg, "nonexistent"), "%s", e.msg);
-    CHECK(quantize("tests/golden/gguf/tiny-q4_0.gguf", out, "q8_0", LB_ENCODER_DEFAULT, 1, &e) == LB_ERR_ARG &&
+    CHECK(quantize(test_gguf("tiny-q4_0.gguf"), out, "q8_0", LB_ENCODER_DEFAULT, 1, &e) == LB_ERR_ARG &&
               strstr(e.msg, "already quantized") && strstr(e.msg, "--allow-requantize"), "%s", e.msg);
     CHECK(!lb_path_exists(out), "no output after a refused requantization");
     CHECK(quantize("models/tiny", "/nonexistent-dir/x.gguf", "q8_0", LB_ENCODER_DEFAULT, 1, &e) == LB_ERR_IO &&
@@ -136,7 +136,7 @@ static void test_errors(void) {
     p.ftype = "q8_0";
     p.allow_requantize = 1;
     lb_quantize_report r;
-    CHECK(lb_quantize_model("tests/golden/gguf/tiny-q4_0.gguf", out, &p, &r, &e) == LB_OK, "%s", e.msg);
+    CHECK(lb_quantize_model(test_gguf("tiny-q4_0.gguf"), out, &p, &r, &e) == LB_OK, "%s", e.msg);
     CHECK(r.requantized, "report says requantized");
     lb_quantize_report_free(&r);
     remove(out);

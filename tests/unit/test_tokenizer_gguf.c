@@ -142,7 +142,7 @@ static lb_status export_to(const lb_tokenizer *t, const char *path, int64_t n_vo
 /* ---------------------------------------------------------------------------------------------- */
 
 static void test_llamacpp_files(void) {
-    const char *files[] = {"tests/golden/gguf/tiny-q8_0.gguf", "tests/golden/gguf/tiny-f16.gguf"};
+    const char *files[] = {test_gguf("tiny-q8_0.gguf"), test_gguf("tiny-f16.gguf")};
     for (int i = 0; i < 2; i++) {
         lb_tokenizer *t = load(files[i]);
         CHECK(lb_tokenizer_n_vocab(t) == 8192, "n_vocab %lld", (long long)lb_tokenizer_n_vocab(t));
@@ -201,7 +201,7 @@ static void test_export_tiny(void) {
     lb_tokenizer_free(t);
     gguf_file *got = NULL, *want = NULL;
     REQUIRE(gguf_open(path, &got, &err) == LB_OK, "open %s: %s", path, err.msg);
-    REQUIRE(gguf_open("tests/golden/gguf/tiny-f16.gguf", &want, &err) == LB_OK, "open tiny-f16: %s", err.msg);
+    REQUIRE(gguf_open(test_gguf("tiny-f16.gguf"), &want, &err) == LB_OK, "open tiny-f16: %s", err.msg);
     compare_tokenizer_keys(got, want);
     gguf_close(got);
     gguf_close(want);
