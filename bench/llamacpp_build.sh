@@ -1,0 +1,34 @@
+#!/usr/bin/env bash
+# Builds llama.cpp's command-line tools (llama-quantize, llama-imatrix, llama-perplexity, llama-bench,
+# llama-tokenize) from the llama.cpp source that the llama-cpp-python source distribution on PyPI carries,
+# so that benchmarks can run llama.cpp beside lowbit on the same files. Never part of lowbit's build.
+# usage: bench/llamacpp_build.sh            prints the bin directory on its last line
+#   env: LLAMACPP_DIR (default ~/.cache/lowbit/llama.cpp), LLAMACPP_PY_VERSION (default: the version in
+#        tests/python/requirements.txt), JOBS (default nproc), LLAMACPP_CMAKE_ARGS (extra, e.g. -DGGML_CUDA=ON)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+DIR=${LLAMACPP_DIR:-$HOME/.cache/lowbit/llama.cpp}
+VER=${LLAMACPP_PY_VERSION:-$(sed -n 's/^llama-cpp-python==//p' tests/python/requirements.txt)}
+JOBS=${JOBS:-$(nproc)}
+TOOLS="llama-quantize llama-imatrix llama-perplexity llama-bench llama-tokenize"
+mkdir -p "$DIR"
+if [ ! -d "$DIR/src/vendor/llama.cpp" ]; then
+  sdist=$(ls "$DIR"/llama_cpp_python-"$VER".tar.gz 2>/dev/null || true)
+  if [ -z "$sdist" ]; then
+    python3 -m pip download -q --no-deps --no-binary :all: "llama-cpp-python==$VER" -d "$DIR"
+    sdist=$(ls "$DIR"/llama_cpp_python-"$VER".tar.gz)
+  fi
+  rm -rf "$DIR/src.tmp" && mkdir -p "$DIR/src.tmp"
+  tar -xzf "$sdist" -C "$DIR/src.tmp" --strip-components=1
+  mv "$DIR/src.tmp" "$DIR/src"
+fi
+missing=0
+for t in $TOOLS; do [ -x "$DIR/build/bin/$t" ] || missing=1; done
+if [ "$missing" = 1 ]; then
+  cmake -S "$DIR/src/vendor/llama.cpp" -B "$DIR/build" -DCMAKE_BUILD_TYPE=Release -DGGML_NATIVE=ON \
+    -DLLAMA_CURL=OFF -DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_SERVER=OFF ${LLAMACPP_CMAKE_ARGS:-} >"$DIR/cmake.log"
+  cmake --build "$DIR/build" -j "$JOBS" --target $TOOLS >"$DIR/build.log"
+fi
+git -C "$DIR/src/vendor/llama.cpp" rev-parse --short HEAD 2>/dev/null | sed 's/^/llama.cpp commit /' >&2 || true
+grep -o '"version": *"[^"]*"\|^version = .*' "$DIR/src/pyproject.toml" 2>/dev/null | head -1 >&2 || true
+echo "$DIR/build/bin"
