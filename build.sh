@@ -23,19 +23,22 @@ for tool in cmake make gcc; do command -v "$tool" >/dev/null 2>&1 || need+=("$to
 
 python_refs() {
   export LB_VENV=${LB_VENV:-$HOME/.cache/lowbit/venv}
-  if "$LB_VENV/bin/python" -c "import llama_cpp, gguf, numpy" >/dev/null 2>&1; then return; fi
+  # up to date when the venv was made from this very requirements.txt
+  if cmp -s tests/python/requirements.txt "$LB_VENV/.requirements.txt" &&
+     "$LB_VENV/bin/python" -c "import llama_cpp, gguf, numpy" >/dev/null 2>&1; then return; fi
   local pkgs=()
   command -v python3 >/dev/null 2>&1 || pkgs+=(python3)
   python3 -c "import venv, ensurepip" >/dev/null 2>&1 || pkgs+=(python3-venv)
   command -v g++ >/dev/null 2>&1 || pkgs+=(g++)
   [ ${#pkgs[@]} -eq 0 ] || apt_install "${pkgs[@]}" python3-dev
-  echo "build.sh: creating $LB_VENV with the test references (tests/python/requirements.txt)" >&2
-  python3 -m venv "$LB_VENV"
+  echo "build.sh: installing the test references (tests/python/requirements.txt) into $LB_VENV" >&2
+  [ -x "$LB_VENV/bin/python" ] || python3 -m venv "$LB_VENV"
   mkdir -p "$HOME/.cache/lowbit/wheels"
   # llama-cpp-python builds llama.cpp from source; the multimodal library is not needed
   CMAKE_ARGS="-DLLAVA_BUILD=OFF -DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_EXAMPLES=OFF" CMAKE_BUILD_PARALLEL_LEVEL=$(nproc) \
     "$LB_VENV/bin/pip" install -q --find-links "$HOME/.cache/lowbit/wheels" -r tests/python/requirements.txt
   "$LB_VENV/bin/python" -c "import llama_cpp, gguf, numpy"
+  cp tests/python/requirements.txt "$LB_VENV/.requirements.txt"
 }
 
 case "${1:-build}" in

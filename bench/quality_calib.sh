@@ -6,7 +6,8 @@
 # peak memory to quantize.
 #
 # usage: bench/quality_calib.sh MODEL_DIR NAME "TYPES" "METHODS" [LLAMACPP_FILES...]
-#   env: CALIB_TOKENS (default 65536), THREADS=2, OUT=bench/out, REUSE=1 keeps a file (and its quantize
+#   env: CALIB_TOKENS (default 65536), THREADS=2, OUT=bench/out, CHUNKS (eval windows per text, default 40),
+#        VALID / WIKI (the two texts, default tests/golden/data/{valid,wikitext-2-test}.txt), REUSE=1 keeps a file (and its quantize
 #        summary, OUT/NAME-TYPE-METHOD.json) already made by an earlier run instead of making it again
 set -euo pipefail
 LOWBIT=${LOWBIT:-build/lowbit}
@@ -19,6 +20,9 @@ THREADS=${THREADS:-2}
 OUT=${OUT:-bench/out}
 CALIB_TOKENS=${CALIB_TOKENS:-65536}
 CALIB=${CALIB:-../shared/data/calib.txt}
+CHUNKS=${CHUNKS:-40}
+VALID=${VALID:-tests/golden/data/valid.txt}
+WIKI=${WIKI:-tests/golden/data/wikitext-2-test.txt}
 mkdir -p "$OUT"
 field() { grep -o "\"$2\": [-0-9.e+]*" <<<"$1" | head -1 | awk '{print $2}'; }
 files=()
@@ -35,8 +39,8 @@ for t in $TYPES; do
   done
 done
 files+=("$@")
-"$LOWBIT" eval "${files[@]}" --base "$MODEL" --text tests/golden/data/valid.txt --chunks 40 -t "$THREADS" --json -q >"$OUT/$NAME-calib-valid.jsonl"
-"$LOWBIT" eval "${files[@]}" --base "$MODEL" --text tests/golden/data/wikitext-2-test.txt --chunks 40 -t "$THREADS" --json -q >"$OUT/$NAME-calib-wiki.jsonl"
+"$LOWBIT" eval "${files[@]}" --base "$MODEL" --text "$VALID" --chunks "$CHUNKS" -t "$THREADS" --json -q >"$OUT/$NAME-calib-valid.jsonl"
+"$LOWBIT" eval "${files[@]}" --base "$MODEL" --text "$WIKI" --chunks "$CHUNKS" -t "$THREADS" --json -q >"$OUT/$NAME-calib-wiki.jsonl"
 echo "| model | file | bits/weight | file bytes | ppl valid | ppl wikitext2 | KLD valid | KLD wikitext2 | top-1 % valid | top-1 % wikitext2 | quantize s | peak MiB |"
 echo "|---|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|"
 for f in "${files[@]}"; do

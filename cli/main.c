@@ -10,6 +10,7 @@ int cmd_eval(int argc, char **argv);
 int cmd_run(int argc, char **argv);
 int cmd_quantize(int argc, char **argv);
 int cmd_imatrix(int argc, char **argv);
+int cmd_export(int argc, char **argv);
 
 typedef struct command {
     const char *name;
@@ -20,6 +21,7 @@ typedef struct command {
 static const command COMMANDS[] = {
     {"quantize", cmd_quantize, "quantize an HF checkpoint or GGUF file into a GGUF file (q4_k_m, q8_0, ...)"},
     {"imatrix", cmd_imatrix, "importance matrix of a model over calibration text (for quantize --imatrix)"},
+    {"export", cmd_export, "write a model (HF or GGUF, any type) as a Hugging Face directory (f16/bf16/f32)"},
     {"inspect", cmd_inspect, "show a model's architecture, parameters and tensors"},
     {"eval", cmd_eval, "perplexity on a text; with --base, KL divergence and top-1 agreement"},
     {"run", cmd_run, "generate text from a prompt"},

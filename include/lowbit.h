@@ -418,6 +418,16 @@ lb_status lb_quantize_model(const char *input, const char *output, const lb_quan
                             lb_quantize_report *report, lb_error *err);
 void lb_quantize_report_free(lb_quantize_report *r);
 
+/*
+ * Write `input` (an HF directory or a GGUF file, any weight types) as a new Hugging Face directory
+ * `out_dir` (which must not exist): model.safetensors with every tensor converted to `dtype`
+ * (LB_TYPE_F16, LB_TYPE_BF16 or LB_TYPE_F32; quantized blocks are dequantized), config.json,
+ * generation_config.json, and the tokenizer (an HF input's files copied; a GGUF file's byte-level BPE
+ * vocabulary written as tokenizer.json + tokenizer_config.json with its chat template). Built under a
+ * temporary name and renamed when complete; on failure nothing is left at `out_dir`.
+ */
+lb_status lb_export_hf(const char *input, const char *out_dir, lb_type dtype, lb_error *err);
+
 /* ------------------------------------------------------------------------------------------------
  * Calibration
  * ---------------------------------------------------------------------------------------------- */
