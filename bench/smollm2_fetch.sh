@@ -5,7 +5,8 @@
 # repository) and makes the F16 base with lowbit itself (every tensor dequantized to F16). Its weights
 # lie on the Q4_1 grid, so 4-bit types near that grid look better than on the original; its activations
 # are the real model's.
-# usage: bench/smollm2_fetch.sh      prints two lines: the Q4_1 file, then the F16 base
+# usage: bench/smollm2_fetch.sh      prints three lines: the Q4_1 file, the F16 base GGUF, the F16 base as a
+#                                    Hugging Face directory (lowbit export)
 #   env: LOWBIT (default build/lowbit), SMOLLM2_DIR (default ~/.cache/lowbit/smollm2)
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -22,5 +23,8 @@ if [ ! -s "$BASE" ]; then
   mkdir -p "$DIR/base"
   "$LOWBIT" quantize "$Q41" -o "$BASE" --type f16 --allow-requantize -q >&2
 fi
+HF=$DIR/base/hf
+[ -s "$HF/model.safetensors" ] || "$LOWBIT" export "$BASE" -o "$HF" >&2
 echo "$Q41"
 echo "$BASE"
+echo "$HF"
