@@ -1,10 +1,10 @@
 /*
- * tokenizer_internal.h - what the rest of liblowbit reads from a loaded tokenizer beyond the public
- * API: the model and pre-tokenizer kinds, the merge list and per-token types; and the tokenizer as
+ * text.h - the one way into src/text for the rest of liblowbit (the public tokenizer API is in
+ * include/lowbit.h): what it reads from a loaded tokenizer beyond that API: the model and pre-tokenizer kinds, the merge list and per-token types; and the tokenizer as
  * GGUF metadata (tokenizer.ggml.*), read from a GGUF file and written into one (tokenizer_gguf.c).
  */
-#ifndef LB_TOKENIZER_INTERNAL_H
-#define LB_TOKENIZER_INTERNAL_H
+#ifndef LB_TEXT_H
+#define LB_TEXT_H
 
 #include "lowbit.h"
 #include "../io/gguf.h"

@@ -8,7 +8,7 @@
  * whitespace char before a non-space). \p{L}, \p{N} and \s come from unicode_data.h.
  * Patterns: openai/gpt-2 src/encoder.py; meta-llama/Meta-Llama-3-8B and Qwen/Qwen2-7B tokenizer.json.
  */
-#include "tokenizer_internal.h"
+#include "text.h"
 #include "unicode.h"
 
 #include <string.h>
