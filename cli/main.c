@@ -11,6 +11,7 @@ int cmd_run(int argc, char **argv);
 int cmd_quantize(int argc, char **argv);
 int cmd_imatrix(int argc, char **argv);
 int cmd_export(int argc, char **argv);
+int cmd_tokenize(int argc, char **argv);
 
 typedef struct command {
     const char *name;
@@ -25,6 +26,7 @@ static const command COMMANDS[] = {
     {"inspect", cmd_inspect, "show a model's architecture, parameters and tensors"},
     {"eval", cmd_eval, "perplexity on a text; with --base, KL divergence and top-1 agreement"},
     {"run", cmd_run, "generate text from a prompt"},
+    {"tokenize", cmd_tokenize, "the token ids of a text under a model's tokenizer"},
 };
 
 static void usage(FILE *f) {
@@ -50,6 +52,6 @@ int main(int argc, char **argv) {
     }
     for (size_t i = 0; i < sizeof COMMANDS / sizeof COMMANDS[0]; i++)
         if (!strcmp(argv[1], COMMANDS[i].name)) return COMMANDS[i].fn(argc - 1, argv + 1);
-    cli_fail("unknown command \"%s\" (commands: quantize, imatrix, inspect, eval, run; see 'lowbit --help')", argv[1]);
+    cli_fail("unknown command \"%s\" (commands: quantize, imatrix, inspect, eval, run, tokenize; see 'lowbit --help')", argv[1]);
     return 2;
 }

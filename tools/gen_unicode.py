@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Generate src/model/unicode_data.h: the Unicode tables the tokenizer needs.
+"""Generate src/text/unicode_data.h: the Unicode tables the tokenizer needs.
 
 Tables (all from Python's unicodedata; the header records its Unicode version):
   - a two-stage property table: code point -> flags (letter \\p{L}, number \\p{N}, whitespace as
@@ -10,7 +10,7 @@ Tables (all from Python's unicodedata; the header records its Unicode version):
     composite survives NFC (so composition exclusions, singletons and non-starter decompositions
     are left out).
 
-Usage: python3 tools/gen_unicode.py > src/model/unicode_data.h
+Usage: python3 tools/gen_unicode.py > src/text/unicode_data.h
 """
 import sys
 import unicodedata

@@ -11,7 +11,7 @@
 #include "../io/imatrix.h"
 #include "../model/arch.h"
 #include "../model/model.h"
-#include "../model/tokenizer_internal.h"
+#include "../text/text.h"
 #include "../quant/quant.h"
 #include "calib.h"
 #include "encoders.h"

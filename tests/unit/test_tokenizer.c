@@ -6,7 +6,7 @@
 #include "core/core.h"
 #include "core/json.h"
 #include "lowbit.h"
-#include "model/tokenizer_internal.h"
+#include "text/text.h"
 #include "test.h"
 
 #include <stdint.h>

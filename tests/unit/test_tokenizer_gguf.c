@@ -9,7 +9,7 @@
 #include "core/json.h"
 #include "io/gguf.h"
 #include "lowbit.h"
-#include "model/tokenizer_internal.h"
+#include "text/text.h"
 #include "test.h"
 
 #include <stdint.h>

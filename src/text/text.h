@@ -1,10 +1,10 @@
 /*
- * tokenizer_internal.h - what the rest of liblowbit reads from a loaded tokenizer beyond the public
- * API: the model and pre-tokenizer kinds, the merge list and per-token types; and the tokenizer as
+ * text.h - the one way into src/text for the rest of liblowbit (the public tokenizer API is in
+ * include/lowbit.h): what it reads from a loaded tokenizer beyond that API: the model and pre-tokenizer kinds, the merge list and per-token types; and the tokenizer as
  * GGUF metadata (tokenizer.ggml.*), read from a GGUF file and written into one (tokenizer_gguf.c).
  */
-#ifndef LB_TOKENIZER_INTERNAL_H
-#define LB_TOKENIZER_INTERNAL_H
+#ifndef LB_TEXT_H
+#define LB_TEXT_H
 
 #include "lowbit.h"
 #include "../io/gguf.h"
@@ -22,12 +22,14 @@ typedef enum lb_tok_pre {
     LB_TOK_PRE_GPT2 = 1,   /* ByteLevel's own GPT-2 regex */
     LB_TOK_PRE_LLAMA3 = 2, /* Split with Llama-3's regex (digits in groups of up to 3) */
     LB_TOK_PRE_QWEN2 = 3,  /* Split with Qwen2's regex (single digits) */
+    LB_TOK_PRE_SMOLLM = 4, /* every \\p{N} char alone, then the GPT-2 regex (llama.cpp "smollm") */
+    LB_TOK_PRE_DIGITS = 5, /* split only: every \\p{N} char alone (Digits individual_digits) */
 } lb_tok_pre;
 
 /* The pre-tokenizer kind whose regex is exactly `re`; LB_TOK_PRE_NONE for any other pattern. */
 lb_tok_pre lb_tok_pre_from_regex(const char *re);
 /* End of the pre-token starting at byte i of valid UTF-8 text s[0..n) under the regex of `kind`
- * (GPT-2, Llama-3 or Qwen2); always > i. */
+ * (GPT-2, Llama-3, Qwen2 or single digits); always > i. */
 size_t lb_tok_pre_match(lb_tok_pre kind, const uint8_t *s, size_t n, size_t i);
 
 /* Token types, numbered as GGUF's tokenizer.ggml.token_type. */
@@ -65,7 +67,8 @@ int lb_tokenizer_add_bos(const lb_tokenizer *t);
  * lb_tokenizer_from_gguf builds a tokenizer from f's tokenizer.ggml.* keys, which must stay valid only
  * during the call. Supported: tokenizer.ggml.model "gpt2" (byte-level BPE) with tokenizer.ggml.pre
  * "gpt-2" (GPT-2 regex), "llama-bpe" / "llama3" / "llama-v3" (Llama-3 regex; merges ignored for
- * whole words, as llama.cpp does) or "qwen2" (Qwen2 regex after NFC). Token types CONTROL become special
+ * whole words, as llama.cpp does), "qwen2" (Qwen2 regex after NFC) or "smollm" (single digits, then
+ * the GPT-2 regex). Token types CONTROL become special
  * added tokens and USER_DEFINED non-special ones, both matched in the raw text; UNUSED ids are holes.
  * bos/eos ids, add_bos_token (default: true for the Llama-3 regex, as llama.cpp) and the other keys the
  * converter writes are kept, so lb_tokenizer_write_gguf reproduces them. Errors: LB_ERR_UNSUPPORTED

@@ -1,12 +1,15 @@
 /*
- * tokenizer_impl.h - the lb_tokenizer struct and the helpers shared by the tokenizer's files:
- * tokenizer.c (tokenizer.json loading, the shared tables, accessors, normalization), tokenizer_encode.c,
- * tokenizer_decode.c and tokenizer_gguf.c (GGUF metadata in and out). Private to src/model.
+ * tokenizer_impl.h - the lb_tokenizer struct and the table functions of tokenizer_table.c, shared by
+ * the files of src/text: the loaders (tokenizer_json.c, tokenizer_gguf.c, entered from tokenizer.c),
+ * tokenizer_encode.c and tokenizer_decode.c. Private to src/text; the rest of liblowbit includes text.h.
+ *
+ * Calls point one way: tokenizer.c -> tokenizer_json.c, tokenizer_gguf.c -> tokenizer_encode.c,
+ * tokenizer_decode.c -> tokenizer_table.c -> pretok.c -> unicode.c.
  */
 #ifndef LB_TOKENIZER_IMPL_H
 #define LB_TOKENIZER_IMPL_H
 
-#include "tokenizer_internal.h"
+#include "text.h"
 
 #include "../core/core.h"
 
@@ -107,7 +110,7 @@ struct lb_tokenizer {
     arena_blk *arena;
 };
 
-/* ---- helpers (tokenizer.c) ---- */
+/* ---- helpers (tokenizer_table.c) ---- */
 
 void *tok_arena_alloc(lb_tokenizer *t, size_t n);
 /* NUL-terminated arena copy of n bytes; NULL on allocation failure. */
@@ -129,7 +132,7 @@ uint8_t *tok_replace_all(const uint8_t *s, size_t n, const char *a, size_t al, c
 /* Run the normalizer steps over s into a malloc'd buffer (LB_ERR_NOMEM on allocation failure). */
 lb_status tok_apply_norm(const lb_tokenizer *t, const uint8_t *s, size_t n, uint8_t **out, size_t *out_len);
 
-/* ---- building a tokenizer from another source (tokenizer_gguf.c) ---- */
+/* ---- building a tokenizer (tokenizer_table.c; used by the loaders) ---- */
 
 /* A zeroed tokenizer with the byte alphabet set up, no tables; NULL when out of memory. */
 lb_tokenizer *tok_new(void);
@@ -146,5 +149,11 @@ int32_t tok_set_merge(lb_tokenizer *t, int64_t i, int32_t a, int32_t b);
 /* Once vocabulary, merges, added tokens and steps are in: build the added-token sets and the
  * per-token tables, copying every string into the tokenizer. */
 lb_status tok_finish(lb_tokenizer *t, lb_error *err);
+
+/* ---- loaders ---- */
+
+/* A Hugging Face tokenizer.json file, with tokenizer_config.json beside it when there is one
+ * (tokenizer_json.c). */
+lb_status tok_load_json(const char *file, lb_tokenizer **out, lb_error *err);
 
 #endif

@@ -8,7 +8,7 @@
  * whitespace char before a non-space). \p{L}, \p{N} and \s come from unicode_data.h.
  * Patterns: openai/gpt-2 src/encoder.py; meta-llama/Meta-Llama-3-8B and Qwen/Qwen2-7B tokenizer.json.
  */
-#include "tokenizer_internal.h"
+#include "text.h"
 #include "unicode.h"
 
 #include <string.h>
@@ -114,8 +114,17 @@ static size_t match_llama3(const uint8_t *s, size_t n, size_t i, size_t max_digi
     return match_space_tail(s, n, i, l0);
 }
 
+/* \p{N} with every match isolated: one number char, or the run of other chars up to the next. */
+static size_t match_digit(const uint8_t *s, size_t n, size_t i) {
+    size_t l;
+    if (char_class(utf8_cp_at(s, n, i, &l)) == C_NUMBER) return i + l;
+    while (i < n && char_class(utf8_cp_at(s, n, i, &l)) != C_NUMBER) i += l;
+    return i;
+}
+
 size_t lb_tok_pre_match(lb_tok_pre kind, const uint8_t *s, size_t n, size_t i) {
     switch (kind) {
+    case LB_TOK_PRE_DIGITS: return match_digit(s, n, i);
     case LB_TOK_PRE_GPT2: return match_gpt2(s, n, i);
     case LB_TOK_PRE_LLAMA3: return match_llama3(s, n, i, 3);
     case LB_TOK_PRE_QWEN2: return match_llama3(s, n, i, 1);

@@ -41,6 +41,7 @@ static const struct {
 } pre_names[] = {
     {"gpt-2", LB_TOK_PRE_GPT2},      {"phi-2", LB_TOK_PRE_GPT2},  {"llama-bpe", LB_TOK_PRE_LLAMA3},
     {"llama3", LB_TOK_PRE_LLAMA3},   {"llama-v3", LB_TOK_PRE_LLAMA3}, {"qwen2", LB_TOK_PRE_QWEN2},
+    {"smollm", LB_TOK_PRE_SMOLLM},
 };
 
 static lb_status gg_err(lb_error *err, const gguf_file *f, lb_status s, const char *fmt, ...) LB_PRINTF(4, 5);
@@ -104,7 +105,7 @@ static lb_status read_kind(const gguf_file *f, lb_tok_pre *kind, lb_error *err) 
         }
     }
     return gg_err(err, f, LB_ERR_UNSUPPORTED,
-                  "%s \"%.*s\" is not supported (supported: gpt-2, phi-2, llama-bpe, llama3, llama-v3, qwen2)", KEY_PRE,
+                  "%s \"%.*s\" is not supported (supported: gpt-2, phi-2, llama-bpe, llama3, llama-v3, qwen2, smollm)", KEY_PRE,
                   (int)(pl < 64 ? pl : 64), pre);
 }
 
@@ -238,13 +239,14 @@ static lb_status read_specials(lb_tokenizer *t, const gguf_file *f, lb_error *er
 }
 
 /* The pipeline llama.cpp runs for a "gpt2" model: the split regex, byte-level BPE, the ByteLevel
- * decoder; NFC first for Qwen2 (as its tokenizer.json has it). */
+ * decoder; NFC first for Qwen2 (as its tokenizer.json has it); for smollm single digits are split off
+ * first, then the GPT-2 regex runs on each piece. */
 static void set_rules(lb_tokenizer *t, lb_tok_pre kind) {
     t->model = LB_TOK_MODEL_BYTE_BPE;
     t->pre = kind;
     t->bl_pre = true;
-    t->bl_use_regex = kind == LB_TOK_PRE_GPT2;
-    t->split = kind == LB_TOK_PRE_GPT2 ? LB_TOK_PRE_NONE : kind;
+    t->bl_use_regex = kind == LB_TOK_PRE_GPT2 || kind == LB_TOK_PRE_SMOLLM;
+    t->split = kind == LB_TOK_PRE_GPT2 ? LB_TOK_PRE_NONE : kind == LB_TOK_PRE_SMOLLM ? LB_TOK_PRE_DIGITS : kind;
     t->ignore_merges = kind == LB_TOK_PRE_LLAMA3;
     t->dec[0] = (step){.kind = DEC_BYTELEVEL};
     t->n_dec = 1;
@@ -412,7 +414,10 @@ static const char *ex_merge(void *user, uint64_t i, size_t *len) {
 }
 
 static const char *pre_value(lb_tok_pre kind) {
-    return kind == LB_TOK_PRE_GPT2 ? "gpt-2" : kind == LB_TOK_PRE_LLAMA3 ? "llama-bpe" : "qwen2";
+    return kind == LB_TOK_PRE_GPT2     ? "gpt-2"
+           : kind == LB_TOK_PRE_LLAMA3 ? "llama-bpe"
+           : kind == LB_TOK_PRE_SMOLLM ? "smollm"
+                                       : "qwen2";
 }
 
 /* Whether GGUF (model "gpt2" and a pre value) says everything this tokenizer does. */
