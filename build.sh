@@ -23,8 +23,14 @@ for tool in cmake make gcc; do command -v "$tool" >/dev/null 2>&1 || need+=("$to
 
 python_refs() {
   export LB_VENV=${LB_VENV:-$HOME/.cache/lowbit/venv}
-  # up to date when the venv was made from this very requirements.txt
-  if cmp -s tests/python/requirements.txt "$LB_VENV/.requirements.txt" &&
+  # llama.cpp for the tests is built for any x86-64 CPU with AVX2, never with -march=native: on CPUs that
+  # report AMX where the kernel does not enable it (some VMs), a native build faults in ldtilecfg
+  local llama_args="-DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON -DGGML_BMI2=ON"
+  llama_args+=" -DLLAVA_BUILD=OFF -DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_EXAMPLES=OFF"
+  local stamp
+  stamp="$(cat tests/python/requirements.txt; echo "CMAKE_ARGS=$llama_args")"
+  # up to date when the venv was made from this very requirements.txt and llama.cpp build
+  if [ "$stamp" = "$(cat "$LB_VENV/.requirements.txt" 2>/dev/null)" ] &&
      "$LB_VENV/bin/python" -c "import llama_cpp, gguf, numpy" >/dev/null 2>&1; then return; fi
   local pkgs=()
   command -v python3 >/dev/null 2>&1 || pkgs+=(python3)
@@ -34,11 +40,14 @@ python_refs() {
   echo "build.sh: installing the test references (tests/python/requirements.txt) into $LB_VENV" >&2
   [ -x "$LB_VENV/bin/python" ] || python3 -m venv "$LB_VENV"
   mkdir -p "$HOME/.cache/lowbit/wheels"
-  # llama-cpp-python builds llama.cpp from source; the multimodal library is not needed
-  CMAKE_ARGS="-DLLAVA_BUILD=OFF -DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_EXAMPLES=OFF" CMAKE_BUILD_PARALLEL_LEVEL=$(nproc) \
-    "$LB_VENV/bin/pip" install -q --find-links "$HOME/.cache/lowbit/wheels" -r tests/python/requirements.txt
+  # llama-cpp-python builds llama.cpp from source (the multimodal library is not needed); a build made with
+  # other flags is replaced, not reused from pip's wheel cache
+  local reinstall=()
+  grep -q "CMAKE_ARGS=$llama_args" "$LB_VENV/.requirements.txt" 2>/dev/null || reinstall=(--force-reinstall --no-cache-dir)
+  CMAKE_ARGS="$llama_args" CMAKE_BUILD_PARALLEL_LEVEL=$(nproc) \
+    "$LB_VENV/bin/pip" install -q "${reinstall[@]}" --find-links "$HOME/.cache/lowbit/wheels" -r tests/python/requirements.txt
   "$LB_VENV/bin/python" -c "import llama_cpp, gguf, numpy"
-  cp tests/python/requirements.txt "$LB_VENV/.requirements.txt"
+  echo "$stamp" >"$LB_VENV/.requirements.txt"
 }
 
 case "${1:-build}" in

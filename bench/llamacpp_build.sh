@@ -25,7 +25,19 @@ fi
 missing=0
 for t in $TOOLS; do [ -x "$DIR/build/bin/$t" ] || missing=1; done
 if [ "$missing" = 1 ]; then
-  cmake -S "$DIR/src/vendor/llama.cpp" -B "$DIR/build" -DCMAKE_BUILD_TYPE=Release -DGGML_NATIVE=ON \
+  # not -march=native: ggml then uses AMX wherever the CPU reports it, and where the kernel does not enable
+  # AMX (some VMs) it faults; every other instruction set the CPU has is turned on by name instead
+  flags=$(grep -m1 '^flags' /proc/cpuinfo || true)
+  isa="-DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON -DGGML_BMI2=ON"
+  has() { grep -qw "$1" <<<"$flags"; }
+  if has avx512f && has avx512bw && has avx512vl && has avx512dq; then isa+=" -DGGML_AVX512=ON"; fi
+  has avx512_vnni && isa+=" -DGGML_AVX512_VNNI=ON"
+  has avx512_bf16 && isa+=" -DGGML_AVX512_BF16=ON"
+  has avx512vbmi && isa+=" -DGGML_AVX512_VBMI=ON"
+  has avx_vnni && isa+=" -DGGML_AVX_VNNI=ON"
+  echo "llama.cpp ISA flags: $isa" >&2
+  # shellcheck disable=SC2086
+  cmake -S "$DIR/src/vendor/llama.cpp" -B "$DIR/build" -DCMAKE_BUILD_TYPE=Release -DGGML_NATIVE=OFF $isa \
     -DLLAMA_CURL=OFF -DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_SERVER=OFF ${LLAMACPP_CMAKE_ARGS:-} >"$DIR/cmake.log"
   cmake --build "$DIR/build" -j "$JOBS" --target $TOOLS >"$DIR/build.log"
 fi
