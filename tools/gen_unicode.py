@@ -2,10 +2,15 @@
 """Generate src/text/unicode_data.h: the Unicode tables the tokenizer needs.
 
 Tables (all from Python's unicodedata; the header records its Unicode version):
+  - a two-stage general category table: code point -> index into GC_NAMES (Lu .. Cn);
   - a two-stage property table: code point -> flags (letter \\p{L}, number \\p{N}, whitespace as
     Oniguruma's \\s defines it, has a canonical decomposition, non-zero combining class, \\w);
   - canonical combining classes of the non-starters;
   - full canonical decompositions (recursively expanded), Hangul excluded (done algorithmically);
+  - full compatibility decompositions (NFKD of one code point) where they differ from the canonical
+    ones, for NFKC;
+  - lowercase mappings (Python's str.lower() of one code point, which is Unicode's full lowercase
+    mapping without the context-dependent final sigma), for the Lowercase normalizer;
   - primary composites for NFC: pairs (a, b) -> c for every canonical pair decomposition whose
     composite survives NFC (so composition exclusions, singletons and non-starter decompositions
     are left out).
@@ -19,6 +24,10 @@ MAX_CP = 0x110000
 BLOCK = 256
 
 F_L, F_N, F_WS, F_DECOMP, F_CCC, F_WORD = 1, 2, 4, 8, 16, 32
+
+# general categories in the order of unicode.h's uni_gc enum
+GC_NAMES = ["Lu", "Ll", "Lt", "Lm", "Lo", "Mn", "Mc", "Me", "Nd", "Nl", "No", "Pc", "Pd", "Ps", "Pe", "Pi", "Pf",
+            "Po", "Sm", "Sc", "Sk", "So", "Zs", "Zl", "Zp", "Cc", "Cf", "Cs", "Co", "Cn"]
 
 # Oniguruma's \s for Unicode encodings: U+0009-U+000D, U+0085 and the categories Zs, Zl, Zp.
 # (This equals the White_Space property; Python's str.isspace() would add U+001C-U+001F.)
@@ -39,7 +48,35 @@ def canon_decomp(cp):
     return unicodedata.normalize("NFD", chr(cp))
 
 
+def two_stage(values):
+    blocks = {}
+    stage1 = []
+    stage2 = []
+    for b in range(MAX_CP // BLOCK):
+        blk = tuple(values[b * BLOCK:(b + 1) * BLOCK])
+        if blk not in blocks:
+            blocks[blk] = len(stage2)
+            stage2.append(blk)
+        stage1.append(blocks[blk])
+    return stage1, stage2
+
+
+def write_two_stage(w, name, stage1, stage2):
+    w("static const uint16_t %s_stage1[%d] = {\n" % (name, len(stage1)))
+    for i in range(0, len(stage1), 16):
+        w("    " + ", ".join(str(x) for x in stage1[i:i + 16]) + ",\n")
+    w("};\n\n")
+    w("static const uint8_t %s_stage2[%d][%d] = {\n" % (name, len(stage2), BLOCK))
+    for blk in stage2:
+        w("    {\n")
+        for i in range(0, BLOCK, 32):
+            w("        " + ",".join(str(x) for x in blk[i:i + 32]) + ",\n")
+        w("    },\n")
+    w("};\n\n")
+
+
 def main():
+    gc = [GC_NAMES.index(unicodedata.category(chr(cp))) for cp in range(MAX_CP)]
     flags = [0] * MAX_CP
     ccc = []
     decomps = []
@@ -74,16 +111,9 @@ def main():
                     pairs.append((int(raw[0], 16), int(raw[1], 16), cp))
         flags[cp] = f
 
-    # two-stage table with deduplicated blocks
-    blocks = {}
-    stage1 = []
-    stage2 = []
-    for b in range(MAX_CP // BLOCK):
-        blk = tuple(flags[b * BLOCK:(b + 1) * BLOCK])
-        if blk not in blocks:
-            blocks[blk] = len(stage2)
-            stage2.append(blk)
-        stage1.append(blocks[blk])
+    # two-stage tables with deduplicated blocks
+    stage1, stage2 = two_stage(flags)
+    gc1, gc2 = two_stage(gc)
 
     pairs.sort()
     out = sys.stdout
@@ -93,17 +123,9 @@ def main():
     w("#ifndef LB_UNICODE_DATA_H\n#define LB_UNICODE_DATA_H\n\n#include <stdint.h>\n\n")
     w("#define UNI_DATA_VERSION \"%s\"\n" % unicodedata.unidata_version)
     w("#define UNI_BLOCK_SHIFT 8\n#define UNI_BLOCK_MASK 0xFF\n\n")
-    w("static const uint16_t uni_stage1[%d] = {\n" % len(stage1))
-    for i in range(0, len(stage1), 16):
-        w("    " + ", ".join(str(x) for x in stage1[i:i + 16]) + ",\n")
-    w("};\n\n")
-    w("static const uint8_t uni_stage2[%d][%d] = {\n" % (len(stage2), BLOCK))
-    for blk in stage2:
-        w("    {\n")
-        for i in range(0, BLOCK, 32):
-            w("        " + ",".join(str(x) for x in blk[i:i + 32]) + ",\n")
-        w("    },\n")
-    w("};\n\n")
+    write_two_stage(w, "uni", stage1, stage2)
+    w("/* general category of each code point: index into %s */\n" % " ".join(GC_NAMES))
+    write_two_stage(w, "uni_gc", gc1, gc2)
     w("/* (code point, canonical combining class), sorted */\n")
     w("static const uint32_t uni_ccc[%d][2] = {\n" % len(ccc))
     for i in range(0, len(ccc), 6):
@@ -128,6 +150,36 @@ def main():
     for i in range(0, len(pairs), 4):
         w("    " + " ".join("{0x%X, 0x%X, 0x%X}," % x for x in pairs[i:i + 4]) + "\n")
     w("};\n\n")
+    def write_map(name, what, pairs_):
+        pool_, index_ = [], []
+        for cp_, d_ in pairs_:
+            index_.append((cp_, len(pool_), len(d_)))
+            pool_.extend(d_)
+        w("/* (code point, offset into %s_pool, length): %s, sorted */\n" % (name, what))
+        w("static const uint32_t %s[%d][3] = {\n" % (name, len(index_)))
+        for i in range(0, len(index_), 4):
+            w("    " + " ".join("{0x%X, %d, %d}," % x for x in index_[i:i + 4]) + "\n")
+        w("};\n\n")
+        w("static const uint32_t %s_pool[%d] = {\n" % (name, len(pool_)))
+        for i in range(0, len(pool_), 10):
+            w("    " + ", ".join("0x%X" % x for x in pool_[i:i + 10]) + ",\n")
+        w("};\n\n")
+
+    kd, low = [], []
+    for cp in range(MAX_CP):
+        if 0xD800 <= cp <= 0xDFFF:
+            continue
+        ch = chr(cp)
+        if not is_hangul_syllable(cp):
+            k = unicodedata.normalize("NFKD", ch)
+            if k != unicodedata.normalize("NFD", ch):
+                kd.append((cp, [ord(x) for x in k]))
+        lo_ = ch.lower()
+        if lo_ != ch:
+            low.append((cp, [ord(x) for x in lo_]))
+    write_map("uni_kdecomp", "full compatibility decompositions that differ from the canonical ones", kd)
+    w("#define UNI_KDECOMP_MAX %d\n\n" % max(len(d) for _, d in kd))
+    write_map("uni_lower", "lowercase mappings", low)
     w("/* text below this code point is unchanged by NFC (nothing decomposes, composes or reorders) */\n")
     unstable = [cp for cp, _ in decomps if unicodedata.normalize("NFC", chr(cp)) != chr(cp)]
     lo = min([c for c, _ in ccc] + unstable + [b for _, b, _ in pairs] + [0x1100])

@@ -17,20 +17,15 @@ typedef enum lb_tok_model {
     LB_TOK_MODEL_SPM_BPE = 1,  /* SentencePiece-style BPE ("▁" for spaces, <0xNN> byte fallback) */
 } lb_tok_model;
 
+/* What a tokenizer's pre-tokenizer is, as far as GGUF export cares. */
 typedef enum lb_tok_pre {
     LB_TOK_PRE_NONE = 0,   /* no splitting (SentencePiece style) */
     LB_TOK_PRE_GPT2 = 1,   /* ByteLevel's own GPT-2 regex */
     LB_TOK_PRE_LLAMA3 = 2, /* Split with Llama-3's regex (digits in groups of up to 3) */
     LB_TOK_PRE_QWEN2 = 3,  /* Split with Qwen2's regex (single digits) */
     LB_TOK_PRE_SMOLLM = 4, /* every \\p{N} char alone, then the GPT-2 regex (llama.cpp "smollm") */
-    LB_TOK_PRE_DIGITS = 5, /* split only: every \\p{N} char alone (Digits individual_digits) */
+    LB_TOK_PRE_OTHER = 5,  /* any other split rules (another GGUF pre value, other pre-tokenizers) */
 } lb_tok_pre;
-
-/* The pre-tokenizer kind whose regex is exactly `re`; LB_TOK_PRE_NONE for any other pattern. */
-lb_tok_pre lb_tok_pre_from_regex(const char *re);
-/* End of the pre-token starting at byte i of valid UTF-8 text s[0..n) under the regex of `kind`
- * (GPT-2, Llama-3, Qwen2 or single digits); always > i. */
-size_t lb_tok_pre_match(lb_tok_pre kind, const uint8_t *s, size_t n, size_t i);
 
 /* Token types, numbered as GGUF's tokenizer.ggml.token_type. */
 typedef enum lb_tok_type {
@@ -65,14 +60,14 @@ int lb_tokenizer_add_bos(const lb_tokenizer *t);
  * and gguf-py vocab.py write it).
  *
  * lb_tokenizer_from_gguf builds a tokenizer from f's tokenizer.ggml.* keys, which must stay valid only
- * during the call. Supported: tokenizer.ggml.model "gpt2" (byte-level BPE) with tokenizer.ggml.pre
- * "gpt-2" (GPT-2 regex), "llama-bpe" / "llama3" / "llama-v3" (Llama-3 regex; merges ignored for
- * whole words, as llama.cpp does), "qwen2" (Qwen2 regex after NFC) or "smollm" (single digits, then
- * the GPT-2 regex). Token types CONTROL become special
+ * during the call. Supported: tokenizer.ggml.model "gpt2" (byte-level BPE) with every
+ * tokenizer.ggml.pre value llama.cpp's llama-vocab.cpp accepts for byte-encoded BPE (pre_llama_table.h:
+ * its split steps, ignore_merges and add_bos defaults; a missing value is "default", as there), split
+ * exactly as llama.cpp does (regex.h RX_LLAMA). Token types CONTROL become special
  * added tokens and USER_DEFINED non-special ones, both matched in the raw text; UNUSED ids are holes.
- * bos/eos ids, add_bos_token (default: true for the Llama-3 regex, as llama.cpp) and the other keys the
- * converter writes are kept, so lb_tokenizer_write_gguf reproduces them. Errors: LB_ERR_UNSUPPORTED
- * naming any other model or pre value, LB_ERR_FORMAT for missing or mistyped keys, a token_type array
+ * bos/eos ids, add_bos_token and the other keys the converter writes are kept, so
+ * lb_tokenizer_write_gguf reproduces them. Errors: LB_ERR_UNSUPPORTED naming any other model or pre
+ * value, LB_ERR_FORMAT for missing or mistyped keys, a token_type array
  * of another length, merges naming unknown tokens, LB_ERR_NOMEM.
  */
 lb_status lb_tokenizer_from_gguf(const gguf_file *f, lb_tokenizer **out, lb_error *err);

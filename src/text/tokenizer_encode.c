@@ -10,6 +10,7 @@
 
 #include "unicode.h"
 
+#include <ctype.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -34,8 +35,19 @@ typedef struct cslot {
     uint64_t h;
 } cslot;
 
+typedef struct step_buf {
+    uint32_t *cp; /* the piece's code points */
+    size_t *off;  /* their byte offsets */
+    uint8_t *txt; /* a rewritten piece (prefix space, Metaspace) */
+    size_t cap_cp, cap_off, cap_txt;
+} step_buf;
+
 typedef struct enc {
     const lb_tokenizer *t;
+    const uint8_t *input; /* the text being encoded */
+    const uint8_t *text;  /* the normalized text of the current raw piece */
+    bool at_start;        /* that raw piece starts the input (Metaspace's prepend_scheme "first") */
+    step_buf sb[MAX_PRE_STEPS];
     int32_t *ids;
     size_t n_ids, cap_ids;
     sym *syms;
@@ -281,34 +293,6 @@ static void encode_word(enc *e, const uint8_t *w, size_t n) {
 /* ---------------------------------------------------------------------------------------------- */
 /* the pipeline: added tokens -> normalizer -> normalized added tokens -> pre-tokenizer -> BPE     */
 
-static void split_words(enc *e, const uint8_t *s, size_t n, lb_tok_pre kind) {
-    for (size_t i = 0; i < n && !e->oom;) {
-        size_t j = lb_tok_pre_match(kind, s, n, i);
-        encode_word(e, s + i, j - i);
-        i = j;
-    }
-}
-
-/* ByteLevel stage on one piece: a prefix space if asked for, then the GPT-2 regex if use_regex. */
-static void byte_level_piece(enc *e, const uint8_t *s, size_t n) {
-    const lb_tokenizer *t = e->t;
-    uint8_t *buf = NULL;
-    if (t->bl_prefix_space && s[0] != ' ') {
-        buf = malloc(n + 1);
-        if (!buf) {
-            e->oom = true;
-            return;
-        }
-        buf[0] = ' ';
-        memcpy(buf + 1, s, n);
-        s = buf;
-        n++;
-    }
-    if (t->bl_use_regex) split_words(e, s, n, LB_TOK_PRE_GPT2);
-    else encode_word(e, s, n);
-    free(buf);
-}
-
 /* One word of a tokenizer without pre-tokenizer, cut where no merge can cross (see build_pairs). Cuts
  * fall only between characters that are tokens themselves, so unk fusing and byte fallback are kept. */
 static void cut_word(enc *e, const uint8_t *s, size_t n) {
@@ -329,25 +313,210 @@ static void cut_word(enc *e, const uint8_t *s, size_t n) {
     encode_word(e, s + start, n - start);
 }
 
-static void pre_stage2(enc *e, const uint8_t *s, size_t n) {
-    if (e->t->bl_pre) byte_level_piece(e, s, n);
-    else if (e->t->pair_slots) cut_word(e, s, n);
-    else encode_word(e, s, n);
+/* One char of s[0..n) with a Digits / Punctuation / WhitespaceSplit property (Rust's char methods). */
+static bool has_prop(int prop, uint32_t c) {
+    switch (prop) {
+    case CH_NUMERIC: return uni_is_number(c);
+    case CH_PUNCT: return (c < 128 && ispunct((int)c)) || (UNI_GCM(uni_category(c)) & UNI_GCM_P);
+    default: return uni_is_space(c);
+    }
+}
+
+static void pre_run(enc *e, int k, const uint8_t *s, size_t n, bool first);
+
+/* The SplitDelimiterBehavior stream of one step: segments come in order, matches flagged. */
+typedef struct segs {
+    enc *e;
+    int k;
+    const pre_step *st;
+    const uint8_t *s;
+    bool first;
+    bool have, pend_match, prev_match;
+    size_t ps, pe;
+} segs;
+
+static void seg_out(segs *g, size_t a, size_t b) {
+    if (a < b && !g->e->oom) pre_run(g->e, g->k + 1, g->s + a, b - a, g->first && a == 0);
+}
+
+static void seg_flush(segs *g) {
+    if (g->have) seg_out(g, g->ps, g->pe);
+    g->have = false;
+}
+
+static void seg_push(segs *g, size_t a, size_t b, bool m) {
+    m = m != g->st->invert;
+    switch (g->st->behavior) {
+    case SB_ISOLATED: seg_out(g, a, b); return;
+    case SB_REMOVED:
+        if (!m) seg_out(g, a, b);
+        return;
+    case SB_CONTIGUOUS:
+        if (g->have && m == g->pend_match) {
+            g->pe = b;
+            return;
+        }
+        break;
+    case SB_MERGED_PREV:
+        if (m && !g->prev_match && g->have) {
+            g->pe = b;
+            g->prev_match = m;
+            return;
+        }
+        g->prev_match = m;
+        break;
+    default: /* SB_MERGED_NEXT: a match joins the piece after it when that one is no match */
+        if (g->have && g->pend_match && !m) {
+            g->pe = b;
+            g->pend_match = false;
+            seg_flush(g);
+            return;
+        }
+        break;
+    }
+    seg_flush(g);
+    g->have = true;
+    g->ps = a, g->pe = b, g->pend_match = m;
+}
+
+/* Decode s into e's code point buffer of step k: cp[i] starts at byte off[i]; off[count] = n. */
+static size_t decode_piece(enc *e, int k, const uint8_t *s, size_t n) {
+    step_buf *b = &e->sb[k];
+    if (!grow(e, (void **)&b->cp, &b->cap_cp, n + 1, sizeof *b->cp) ||
+        !grow(e, (void **)&b->off, &b->cap_off, n + 1, sizeof *b->off))
+        return 0;
+    size_t m = 0;
+    for (size_t i = 0; i < n;) {
+        size_t l;
+        b->off[m] = i;
+        b->cp[m++] = utf8_cp_at(s, n, i, &l);
+        i += l;
+    }
+    b->off[m] = n;
+    return m;
+}
+
+static void split_regex(enc *e, segs *g, const uint8_t *s, size_t n) {
+    size_t m = decode_piece(e, g->k, s, n), from = 0, prev = 0;
+    const size_t *off = e->sb[g->k].off;
+    const uint32_t *cp = e->sb[g->k].cp;
+    bool llama = rx_mode_of(g->st->re) == RX_LLAMA, no_empty_at_from = false;
+    while (from <= m && !e->oom) {
+        size_t end;
+        int64_t st = rx_search_ex(g->st->re, cp, m, from, no_empty_at_from, &end);
+        if (st < 0) break;
+        if ((size_t)st > prev) seg_push(g, off[prev], off[st], false);
+        seg_push(g, off[st], off[end], true);
+        prev = end;
+        /* after an empty match: std::regex retries a non-empty one there, Oniguruma moves on */
+        if (end == (size_t)st) {
+            if (llama) from = end, no_empty_at_from = true;
+            else from = end + 1;
+        } else {
+            from = end, no_empty_at_from = false;
+        }
+    }
+    if (prev < m) seg_push(g, off[prev], n, false);
+}
+
+static void split_step(enc *e, segs *g, const uint8_t *s, size_t n) {
+    const pre_step *st = g->st;
+    if (st->kind == PS_SPLIT) {
+        for (size_t i = 0; i < n && !e->oom;) {
+            size_t j = pre_split_end((pre_split)st->split_kind, s, n, i);
+            seg_out(g, i, j);
+            i = j;
+        }
+    } else if (st->kind == PS_REGEX) {
+        split_regex(e, g, s, n);
+    } else if (st->kind == PS_CHARS) {
+        size_t gap = 0, l;
+        for (size_t i = 0; i < n; i += l) {
+            if (!has_prop(st->prop, utf8_cp_at(s, n, i, &l))) continue;
+            if (gap < i) seg_push(g, gap, i, false);
+            seg_push(g, i, i + l, true);
+            gap = i + l;
+        }
+        if (gap < n) seg_push(g, gap, n, false);
+    } else { /* PS_LITERAL and Metaspace's split */
+        size_t gap = 0, i = 0, L = st->lit_len;
+        while (L && i + L <= n) {
+            if (memcmp(s + i, st->lit, L) != 0) {
+                i++;
+                continue;
+            }
+            if (gap < i) seg_push(g, gap, i, false);
+            seg_push(g, i, i + L, true);
+            gap = i = i + L;
+        }
+        if (gap < n) seg_push(g, gap, n, false);
+    }
+    seg_flush(g);
+}
+
+/* Metaspace: every ' ' becomes the replacement, which is prepended as the scheme says; into the
+ * step's text buffer. */
+static const uint8_t *metaspace(enc *e, int k, const pre_step *st, const uint8_t *s, size_t *n, bool first) {
+    step_buf *b = &e->sb[k];
+    size_t cap = (*n + 1) * (st->lit_len > 1 ? st->lit_len : 1) + 1;
+    if (!grow(e, (void **)&b->txt, &b->cap_txt, cap, 1)) return NULL;
+    size_t o = 0;
+    bool starts = *n >= st->lit_len && memcmp(s, st->lit, st->lit_len) == 0;
+    bool lead_space = *n && s[0] == ' '; /* becomes the replacement itself */
+    if (!starts && !lead_space && (st->prepend == MS_ALWAYS || (st->prepend == MS_FIRST && first)))
+        memcpy(b->txt, st->lit, st->lit_len), o = st->lit_len;
+    for (size_t i = 0; i < *n; i++) {
+        if (s[i] == ' ') memcpy(b->txt + o, st->lit, st->lit_len), o += st->lit_len;
+        else b->txt[o++] = s[i];
+    }
+    *n = o;
+    return b->txt;
+}
+
+/* Pre-tokenizer step k on one piece; past the last step the piece is a word for the model. */
+static void pre_run(enc *e, int k, const uint8_t *s, size_t n, bool first) {
+    const lb_tokenizer *t = e->t;
+    if (k == t->n_pre) {
+        if (!t->n_pre && !t->bl_pre && t->pair_slots) cut_word(e, s, n);
+        else encode_word(e, s, n);
+        return;
+    }
+    const pre_step *st = &t->pre_steps[k];
+    segs g = {.e = e, .k = k, .st = st, .s = s, .first = first};
+    if (st->kind == PS_BYTELEVEL) {
+        if (st->prefix_space && s[0] != ' ') {
+            step_buf *b = &e->sb[k];
+            if (!grow(e, (void **)&b->txt, &b->cap_txt, n + 1, 1)) return;
+            b->txt[0] = ' ';
+            memcpy(b->txt + 1, s, n);
+            s = g.s = b->txt;
+            n++;
+        }
+        if (!st->use_regex) {
+            pre_run(e, k + 1, s, n, first);
+            return;
+        }
+        pre_step gpt2 = {.kind = PS_SPLIT, .split_kind = SPLIT_GPT2};
+        g.st = &gpt2;
+        split_step(e, &g, s, n);
+        return;
+    }
+    if (st->kind == PS_METASPACE) {
+        if (!(s = metaspace(e, k, st, s, &n, first))) return;
+        g.s = s;
+        if (!st->split) {
+            pre_run(e, k + 1, s, n, first);
+            return;
+        }
+        pre_step ms = {.kind = PS_LITERAL, .behavior = SB_MERGED_NEXT, .lit = st->lit, .lit_len = st->lit_len};
+        g.st = &ms;
+    }
+    split_step(e, &g, s, n);
 }
 
 /* Pre-tokenize normalized text and run the model on each word. */
 static void pretokenize(enc *e, const uint8_t *s, size_t n) {
-    const lb_tokenizer *t = e->t;
-    if (!n) return;
-    if (t->split == LB_TOK_PRE_NONE) {
-        pre_stage2(e, s, n);
-        return;
-    }
-    for (size_t i = 0; i < n && !e->oom;) {
-        size_t j = lb_tok_pre_match(t->split, s, n, i);
-        pre_stage2(e, s + i, j - i);
-        i = j;
-    }
+    if (n) pre_run(e, 0, s, n, e->at_start && s == e->text);
 }
 
 static bool is_word_before(const uint8_t *s, size_t i) {
@@ -419,7 +588,9 @@ static void normalized_piece(enc *e, const uint8_t *s, size_t n) {
 }
 
 static void raw_piece(enc *e, const uint8_t *s, size_t n) {
+    e->at_start = s == e->input;
     if (!e->t->n_norm) {
+        e->text = s;
         normalized_piece(e, s, n);
         return;
     }
@@ -429,6 +600,7 @@ static void raw_piece(enc *e, const uint8_t *s, size_t n) {
         e->oom = true;
         return;
     }
+    e->text = o;
     normalized_piece(e, o, ol);
     free(o);
 }
@@ -442,8 +614,9 @@ lb_status lb_tokenizer_encode(const lb_tokenizer *t, const char *text, size_t le
     if (bad >= 0)
         return lb_err_set(err, LB_ERR_ARG, "text is not valid UTF-8 at byte offset %lld (byte 0x%02X)", (long long)bad,
                           s[bad]);
-    enc e = {.t = t};
+    enc e = {.t = t, .input = s};
     if (len) split_added(&e, &t->raw_set, s, len, raw_piece);
+    for (int k = 0; k < MAX_PRE_STEPS; k++) free(e.sb[k].cp), free(e.sb[k].off), free(e.sb[k].txt);
     free(e.syms);
     free(e.heap);
     free(e.tmp);

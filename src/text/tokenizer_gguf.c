@@ -34,16 +34,6 @@ static const char *const id_keys[CONV_N_ID] = {"tokenizer.ggml.unknown_token_id"
                                                "tokenizer.ggml.padding_token_id", "tokenizer.ggml.cls_token_id",
                                                "tokenizer.ggml.mask_token_id"};
 
-/* tokenizer.ggml.pre values and the split rules llama.cpp gives them (llama-vocab.cpp). */
-static const struct {
-    const char *name;
-    lb_tok_pre kind;
-} pre_names[] = {
-    {"gpt-2", LB_TOK_PRE_GPT2},      {"phi-2", LB_TOK_PRE_GPT2},  {"llama-bpe", LB_TOK_PRE_LLAMA3},
-    {"llama3", LB_TOK_PRE_LLAMA3},   {"llama-v3", LB_TOK_PRE_LLAMA3}, {"qwen2", LB_TOK_PRE_QWEN2},
-    {"smollm", LB_TOK_PRE_SMOLLM},
-};
-
 static lb_status gg_err(lb_error *err, const gguf_file *f, lb_status s, const char *fmt, ...) LB_PRINTF(4, 5);
 static lb_status gg_err(lb_error *err, const gguf_file *f, lb_status s, const char *fmt, ...) {
     if (!err) return s;
@@ -84,29 +74,27 @@ static const gguf_kv *need_arr(const gguf_file *f, const char *key, gguf_vtype e
     return kv;
 }
 
-/* tokenizer.ggml.model and .pre: the split rules, or an error. */
-static lb_status read_kind(const gguf_file *f, lb_tok_pre *kind, lb_error *err) {
+/* tokenizer.ggml.model and .pre: llama.cpp's rules for the pre value (a missing one is "default",
+ * as in llama.cpp), or an error naming the value. */
+static lb_status read_kind(const gguf_file *f, const llama_pre **pre, char name[48], lb_error *err) {
     lb_status st = LB_OK;
-    size_t ml, pl;
+    size_t ml, pl = 7;
     const char *model = need_str(f, KEY_MODEL, &ml, &st, err);
     if (!model) return st;
     if (ml != 4 || memcmp(model, "gpt2", 4) != 0)
         return gg_err(err, f, LB_ERR_UNSUPPORTED, "%s \"%.*s\" is not supported (only \"gpt2\", byte-level BPE)", KEY_MODEL,
                       (int)(ml < 64 ? ml : 64), model);
-    if (!gguf_find_kv(f, KEY_PRE))
-        return gg_err(err, f, LB_ERR_UNSUPPORTED, "%s is missing (llama.cpp's \"default\" pre-tokenizer is not supported)",
-                      KEY_PRE);
-    const char *pre = need_str(f, KEY_PRE, &pl, &st, err);
-    if (!pre) return st;
-    for (size_t i = 0; i < sizeof pre_names / sizeof pre_names[0]; i++) {
-        if (strlen(pre_names[i].name) == pl && memcmp(pre_names[i].name, pre, pl) == 0) {
-            *kind = pre_names[i].kind;
-            return LB_OK;
-        }
-    }
-    return gg_err(err, f, LB_ERR_UNSUPPORTED,
-                  "%s \"%.*s\" is not supported (supported: gpt-2, phi-2, llama-bpe, llama3, llama-v3, qwen2, smollm)", KEY_PRE,
-                  (int)(pl < 64 ? pl : 64), pre);
+    const char *p = "default";
+    if (gguf_find_kv(f, KEY_PRE) && !(p = need_str(f, KEY_PRE, &pl, &st, err))) return st;
+    if (llama_pre_known_unsupported(p, pl))
+        return gg_err(err, f, LB_ERR_UNSUPPORTED, "%s \"%.*s\" is not supported (its BPE runs on raw UTF-8 with escaped "
+                      "whitespace, not byte-level)", KEY_PRE, (int)(pl < 64 ? pl : 64), p);
+    *pre = llama_pre_find(p, pl);
+    if (!*pre)
+        return gg_err(err, f, LB_ERR_UNSUPPORTED, "%s \"%.*s\" is not supported (llama.cpp does not know it either)", KEY_PRE,
+                      (int)(pl < 64 ? pl : 64), p);
+    snprintf(name, 48, "%.*s", (int)(pl < 47 ? pl : 47), p);
+    return LB_OK;
 }
 
 /* Token type of id i (NORMAL without a token_type array), or an error for a value outside 0..6. */
@@ -226,7 +214,7 @@ static lb_status read_specials(lb_tokenizer *t, const gguf_file *f, lb_error *er
             t->conv.add_order[t->conv.n_add++] = (uint8_t)k;
         }
     }
-    int add_bos = t->conv.add[CONV_BOS] >= 0 ? t->conv.add[CONV_BOS] : t->pre == LB_TOK_PRE_LLAMA3;
+    int add_bos = t->conv.add[CONV_BOS] >= 0 ? t->conv.add[CONV_BOS] : t->add_bos;
     t->add_bos = add_bos && t->bos_id >= 0;
     size_t len;
     const char *tmpl = gguf_get_str(f, KEY_CHAT, &len);
@@ -238,36 +226,52 @@ static lb_status read_specials(lb_tokenizer *t, const gguf_file *f, lb_error *er
     return LB_OK;
 }
 
-/* The pipeline llama.cpp runs for a "gpt2" model: the split regex, byte-level BPE, the ByteLevel
- * decoder; NFC first for Qwen2 (as its tokenizer.json has it); for smollm single digits are split off
- * first, then the GPT-2 regex runs on each piece. */
-static void set_rules(lb_tokenizer *t, lb_tok_pre kind) {
+/* The pipeline llama.cpp runs for a "gpt2" model: the split steps of its pre value, byte-level BPE
+ * (merges ignored for words in the vocabulary where llama.cpp sets ignore_merges), the ByteLevel decoder. */
+static lb_status set_rules(lb_tokenizer *t, const llama_pre *pre, const char *name, const gguf_file *f, lb_error *err) {
     t->model = LB_TOK_MODEL_BYTE_BPE;
-    t->pre = kind;
     t->bl_pre = true;
-    t->bl_use_regex = kind == LB_TOK_PRE_GPT2 || kind == LB_TOK_PRE_SMOLLM;
-    t->split = kind == LB_TOK_PRE_GPT2 ? LB_TOK_PRE_NONE : kind == LB_TOK_PRE_SMOLLM ? LB_TOK_PRE_DIGITS : kind;
-    t->ignore_merges = kind == LB_TOK_PRE_LLAMA3;
+    t->ignore_merges = pre->ignore_merges;
+    snprintf(t->pre_name, sizeof t->pre_name, "%s", name);
     t->dec[0] = (step){.kind = DEC_BYTELEVEL};
     t->n_dec = 1;
     t->has_decoder = true;
-    if (kind == LB_TOK_PRE_QWEN2) {
-        t->norm[0] = (step){.kind = NORM_NFC};
-        t->n_norm = 1;
+    for (int i = 0; i < LLAMA_PRE_MAX_STEPS && pre->steps[i].split; i++) {
+        const llama_pre_step *ls = &pre->steps[i];
+        pre_step *ps = &t->pre_steps[t->n_pre++];
+        *ps = (pre_step){.kind = PS_SPLIT, .split_kind = ls->split, .behavior = SB_ISOLATED};
+        if (ls->split > 0) continue;
+        ps->kind = PS_REGEX;
+        lb_status st = rx_compile(ls->regex, strlen(ls->regex), ls->onig ? RX_ONIG : RX_LLAMA, &ps->re, err);
+        if (st) return lb_err_prefix(err, st, "%s: %s \"%s\"", f->path ? f->path : "GGUF", KEY_PRE, name);
     }
+    const pre_step *p = t->pre_steps;
+    if (t->n_pre == 1 && p[0].kind == PS_SPLIT)
+        t->pre = p[0].split_kind == SPLIT_GPT2 ? LB_TOK_PRE_GPT2 : p[0].split_kind == SPLIT_LLAMA3_CPP ? LB_TOK_PRE_LLAMA3
+                 : p[0].split_kind == SPLIT_QWEN2_CPP ? LB_TOK_PRE_QWEN2 : LB_TOK_PRE_OTHER;
+    else if (t->n_pre == 2 && p[0].kind == PS_SPLIT && p[0].split_kind == SPLIT_DIGIT && p[1].kind == PS_SPLIT &&
+             p[1].split_kind == SPLIT_GPT2)
+        t->pre = LB_TOK_PRE_SMOLLM;
+    else t->pre = LB_TOK_PRE_OTHER;
+    return LB_OK;
 }
 
 lb_status lb_tokenizer_from_gguf(const gguf_file *f, lb_tokenizer **out, lb_error *err) {
     if (!f || !out) return lb_err_set(err, LB_ERR_ARG, "lb_tokenizer_from_gguf: f and out must not be NULL");
-    lb_tok_pre kind = LB_TOK_PRE_NONE;
-    lb_status st = read_kind(f, &kind, err);
+    const llama_pre *pre = NULL;
+    char name[48];
+    lb_status st = read_kind(f, &pre, name, err);
     if (st) return st;
     lb_tokenizer *t = tok_new();
     if (!t) return lb_err_set(err, LB_ERR_NOMEM, "out of memory");
-    set_rules(t, kind);
-    st = read_tokens(t, f, err);
+    st = set_rules(t, pre, name, f, err);
+    if (!st) st = read_tokens(t, f, err);
     if (!st) st = read_merges(t, f, err);
-    if (!st) st = read_specials(t, f, err);
+    if (!st) {
+        t->add_bos = pre->add_bos; /* llama.cpp's default when add_bos_token is absent */
+        st = read_specials(t, f, err);
+    }
+    if (!st && pre->no_bos_id) t->bos_id = -1, t->add_bos = 0; /* llama.cpp drops the BOS id */
     if (!st) st = tok_finish(t, err);
     if (st) {
         lb_tokenizer_free(t);
@@ -413,11 +417,13 @@ static const char *ex_merge(void *user, uint64_t i, size_t *len) {
     return x->buf;
 }
 
-static const char *pre_value(lb_tok_pre kind) {
-    return kind == LB_TOK_PRE_GPT2     ? "gpt-2"
-           : kind == LB_TOK_PRE_LLAMA3 ? "llama-bpe"
-           : kind == LB_TOK_PRE_SMOLLM ? "smollm"
-                                       : "qwen2";
+/* The tokenizer.ggml.pre value: the one read from GGUF, else the one matching the split rules. */
+static const char *pre_value(const lb_tokenizer *t) {
+    if (t->pre_name[0]) return t->pre_name;
+    return t->pre == LB_TOK_PRE_GPT2     ? "gpt-2"
+           : t->pre == LB_TOK_PRE_LLAMA3 ? "llama-bpe"
+           : t->pre == LB_TOK_PRE_SMOLLM ? "smollm"
+                                         : "qwen2";
 }
 
 /* Whether GGUF (model "gpt2" and a pre value) says everything this tokenizer does. */
@@ -425,10 +431,11 @@ static lb_status check_exportable(const lb_tokenizer *t, lb_error *err) {
     const char *what = NULL;
     if (t->model != LB_TOK_MODEL_BYTE_BPE)
         what = "it is a SentencePiece-style BPE tokenizer (only byte-level BPE can be written now)";
-    else if (t->pre == LB_TOK_PRE_NONE)
-        what = "its byte-level BPE uses no GPT-2, Llama-3 or Qwen2 split regex, so no tokenizer.ggml.pre value fits";
-    else if (t->bl_prefix_space)
-        what = "its ByteLevel pre-tokenizer adds a prefix space, which GGUF cannot express";
+    else if (t->pre_name[0])
+        what = NULL; /* read from GGUF: written back as it was */
+    else if (t->pre == LB_TOK_PRE_NONE || t->pre == LB_TOK_PRE_OTHER)
+        what = "its pre-tokenizer is not one GGUF names (GPT-2, Llama-3 or Qwen2 regex, or smollm's digits + GPT-2), "
+               "so no tokenizer.ggml.pre value fits";
     else if (t->pre == LB_TOK_PRE_QWEN2 ? !(t->n_norm == 1 && t->norm[0].kind == NORM_NFC) : t->n_norm != 0)
         what = t->pre == LB_TOK_PRE_QWEN2 ? "the Qwen2 pre-tokenizer in GGUF implies an NFC normalizer, and it has another"
                                           : "it has a normalizer, which its tokenizer.ggml.pre value does not imply";
@@ -472,7 +479,7 @@ lb_status lb_tokenizer_write_gguf(const lb_tokenizer *t, gguf_writer *w, int64_t
     exporter x = {.t = t, .n_vocab = n_vocab};
     st = ex_prepare(&x, err);
     if (!st) st = gguf_writer_set_str(w, KEY_MODEL, "gpt2", 4, err);
-    if (!st) st = gguf_writer_set_str(w, KEY_PRE, pre_value(t->pre), strlen(pre_value(t->pre)), err);
+    if (!st) st = gguf_writer_set_str(w, KEY_PRE, pre_value(t), strlen(pre_value(t)), err);
     if (!st) st = gguf_writer_set_arr_str_fn(w, KEY_TOKENS, (uint64_t)n_vocab, ex_token, &x, err);
     if (!st) st = gguf_writer_set_arr(w, KEY_TYPES, GGUF_VT_I32, x.type, (uint64_t)n_vocab, err);
     if (!st) st = gguf_writer_set_arr_str_fn(w, KEY_MERGES, (uint64_t)t->n_merges, ex_merge, &x, err);

@@ -10,6 +10,8 @@
 #define LB_TOKENIZER_IMPL_H
 
 #include "text.h"
+#include "pretok.h"
+#include "regex.h"
 
 #include "../core/core.h"
 
@@ -19,10 +21,13 @@
 #define MAX_STEPS 16                    /* normalizer / decoder steps in a Sequence */
 #define N_BYTE_CHARS 324                /* GPT-2 alphabet code points are below 256 + 68 */
 
-typedef enum { NORM_NFC, NORM_PREPEND, NORM_REPLACE } norm_kind;
+#define MAX_PRE_STEPS 8 /* pre-tokenizer steps in a Sequence */
+
+typedef enum { NORM_NFC, NORM_PREPEND, NORM_REPLACE, NORM_NFD, NORM_NFKC, NORM_NFKD, NORM_LOWERCASE, NORM_STRIP } norm_kind;
 typedef enum { DEC_BYTELEVEL, DEC_REPLACE, DEC_BYTEFALLBACK, DEC_FUSE, DEC_STRIP } dec_kind;
 
-/* One normalizer or decoder step; a/b are its strings (Prepend: a; Replace: a -> b). */
+/* One normalizer or decoder step; a/b are its strings (Prepend: a; Replace: a -> b). Strip: the
+ * decoder's strip_cp/start/stop, the normalizer's left/right (start, stop non-zero). */
 typedef struct step {
     int kind;
     const char *a, *b;
@@ -30,6 +35,30 @@ typedef struct step {
     uint32_t strip_cp;
     int64_t start, stop;
 } step;
+
+/* One pre-tokenizer step. The splitting kinds cut a piece into matches and the text between them,
+ * then apply `behavior` (HF's SplitDelimiterBehavior; llama.cpp's are all Isolated); the others
+ * rewrite the piece first (ByteLevel's prefix space, Metaspace's replacement) and then split. */
+typedef enum {
+    PS_SPLIT,     /* a hand-written splitter (pretok.h), always Isolated */
+    PS_REGEX,     /* rx matches */
+    PS_CHARS,     /* each char with a property is a match (Digits, Punctuation, WhitespaceSplit) */
+    PS_LITERAL,   /* occurrences of a string (Split with a String pattern) */
+    PS_BYTELEVEL, /* HF ByteLevel: prefix space, then the GPT-2 regex when use_regex */
+    PS_METASPACE, /* HF Metaspace: ' ' -> replacement, prepend, split before each replacement */
+} pstep_kind;
+typedef enum { SB_ISOLATED, SB_REMOVED, SB_MERGED_PREV, SB_MERGED_NEXT, SB_CONTIGUOUS } split_behavior;
+typedef enum { CH_NUMERIC, CH_PUNCT, CH_WHITESPACE } char_prop;
+typedef enum { MS_NEVER, MS_FIRST, MS_ALWAYS } ms_prepend;
+
+typedef struct pre_step {
+    uint8_t kind, behavior, prop, prepend;
+    bool invert, prefix_space, use_regex, split;
+    int split_kind;    /* PS_SPLIT: a pre_split */
+    rx *re;            /* PS_REGEX, owned */
+    const char *lit;   /* PS_LITERAL: the string; PS_METASPACE: the replacement (arena) */
+    size_t lit_len;
+} pre_step;
 
 typedef struct added_tok {
     int32_t id;
@@ -82,9 +111,11 @@ typedef struct added_set {
 
 struct lb_tokenizer {
     lb_tok_model model;
-    lb_tok_pre pre;   /* reported kind: the regex in use */
-    lb_tok_pre split; /* the regex of a Split pre-tokenizer, NONE without one */
-    bool bl_pre, bl_prefix_space, bl_use_regex; /* a ByteLevel pre-tokenizer and its options */
+    lb_tok_pre pre;  /* reported kind: what GGUF would call the pre-tokenizer */
+    char pre_name[48]; /* the tokenizer.ggml.pre value read from a GGUF file, "" otherwise */
+    pre_step pre_steps[MAX_PRE_STEPS];
+    int n_pre;
+    bool bl_pre; /* byte-level BPE: a ByteLevel pre-tokenizer, or GGUF model "gpt2" */
     step norm[MAX_STEPS], dec[MAX_STEPS];
     int n_norm, n_dec;
     bool has_decoder, byte_fallback, fuse_unk, ignore_merges;

@@ -249,7 +249,7 @@ static lb_status load_normalizer(lb_tokenizer *t, const json_value *o, const cha
     const char *type = json_str(json_get(o, "type"), NULL);
     if (!type) return file_err(err, path, LB_ERR_FORMAT, "normalizer has no type");
     step s = {0};
-    if (!strcmp(type, "Sequence") && depth == 0) {
+    if (!strcmp(type, "Sequence") && depth < 4) {
         const json_value *list = json_get(o, "normalizers");
         if (json_type(list) != JSON_ARRAY) return file_err(err, path, LB_ERR_FORMAT, "normalizer Sequence has no normalizers list");
         for (size_t i = 0; i < json_len(list); i++) {
@@ -258,8 +258,19 @@ static lb_status load_normalizer(lb_tokenizer *t, const json_value *o, const cha
         }
         return LB_OK;
     }
-    if (!strcmp(type, "NFC")) {
-        s.kind = NORM_NFC;
+    static const struct {
+        const char *name;
+        norm_kind kind;
+    } plain[] = {{"NFC", NORM_NFC}, {"NFD", NORM_NFD}, {"NFKC", NORM_NFKC}, {"NFKD", NORM_NFKD}, {"Lowercase", NORM_LOWERCASE}};
+    s.kind = -1;
+    for (size_t i = 0; i < sizeof plain / sizeof plain[0]; i++)
+        if (!strcmp(type, plain[i].name)) s.kind = plain[i].kind;
+    if (s.kind >= 0) {
+    } else if (!strcmp(type, "Strip")) {
+        bool l = true, r = true;
+        if (!opt_bool(o, "strip_left", &l) || !opt_bool(o, "strip_right", &r))
+            return file_err(err, path, LB_ERR_FORMAT, "normalizer Strip: strip_left or strip_right is not a bool");
+        s.kind = NORM_STRIP, s.start = l, s.stop = r;
     } else if (!strcmp(type, "Prepend")) {
         s.kind = NORM_PREPEND;
         s.a = json_str(json_get(o, "prepend"), &s.a_len);
@@ -273,40 +284,77 @@ static lb_status load_normalizer(lb_tokenizer *t, const json_value *o, const cha
     return add_step(t, t->norm, &t->n_norm, s, "normalizer", path, err);
 }
 
-static lb_status load_byte_level(lb_tokenizer *t, const json_value *o, const char *path, lb_error *err) {
-    t->bl_pre = true;
-    t->bl_prefix_space = false;
-    t->bl_use_regex = true;
-    if (!opt_bool(o, "add_prefix_space", &t->bl_prefix_space) || !opt_bool(o, "use_regex", &t->bl_use_regex))
-        return file_err(err, path, LB_ERR_FORMAT, "pre_tokenizer ByteLevel: add_prefix_space or use_regex is not a bool");
-    if (t->bl_use_regex) {
-        if (t->split != LB_TOK_PRE_NONE)
-            return file_err(err, path, LB_ERR_UNSUPPORTED, "pre_tokenizer: a Split followed by a regex ByteLevel is not supported");
-        t->pre = LB_TOK_PRE_GPT2;
+/* Append a pre-tokenizer step; the caller has filled it. */
+static lb_status add_pre(lb_tokenizer *t, pre_step ps, const char *path, lb_error *err) {
+    if (t->n_pre >= MAX_PRE_STEPS) {
+        rx_free(ps.re);
+        return file_err(err, path, LB_ERR_UNSUPPORTED, "pre_tokenizer has more than %d steps", MAX_PRE_STEPS);
     }
+    t->pre_steps[t->n_pre++] = ps;
     return LB_OK;
+}
+
+static lb_status load_byte_level(lb_tokenizer *t, const json_value *o, const char *path, lb_error *err) {
+    pre_step ps = {.kind = PS_BYTELEVEL, .use_regex = true};
+    if (!opt_bool(o, "add_prefix_space", &ps.prefix_space) || !opt_bool(o, "use_regex", &ps.use_regex))
+        return file_err(err, path, LB_ERR_FORMAT, "pre_tokenizer ByteLevel: add_prefix_space or use_regex is not a bool");
+    t->bl_pre = true;
+    return add_pre(t, ps, path, err);
+}
+
+/* A SplitDelimiterBehavior name; false when unknown. */
+static bool read_behavior(const json_value *v, uint8_t *out) {
+    static const char *const names[] = {"Isolated", "Removed", "MergedWithPrevious", "MergedWithNext", "Contiguous"};
+    for (int i = 0; i < 5; i++)
+        if (str_eq(v, names[i])) return *out = (uint8_t)i, true;
+    return false;
 }
 
 static lb_status load_split(lb_tokenizer *t, const json_value *o, const char *path, lb_error *err) {
     const json_value *pat = json_get(o, "pattern");
-    const char *re = json_str(json_get(pat, "Regex"), NULL);
-    bool invert = false;
-    if (!re) return file_err(err, path, LB_ERR_UNSUPPORTED, "pre_tokenizer Split without a Regex pattern is not supported");
-    if (!str_eq(json_get(o, "behavior"), "Isolated") || !opt_bool(o, "invert", &invert) || invert)
-        return file_err(err, path, LB_ERR_UNSUPPORTED, "pre_tokenizer Split: only behavior Isolated without invert is supported");
-    if (t->split != LB_TOK_PRE_NONE || t->bl_pre)
-        return file_err(err, path, LB_ERR_UNSUPPORTED, "pre_tokenizer: only one Split, before ByteLevel, is supported");
-    t->split = lb_tok_pre_from_regex(re);
-    if (t->split == LB_TOK_PRE_NONE) return file_err(err, path, LB_ERR_UNSUPPORTED, "pre_tokenizer Split regex \"%.200s\" is not supported", re);
-    t->pre = t->split;
-    return LB_OK;
+    size_t len = 0;
+    const char *re = json_str(json_get(pat, "Regex"), &len), *lit = json_str(json_get(pat, "String"), &len);
+    pre_step ps = {.kind = PS_REGEX};
+    if (!re && !lit) return file_err(err, path, LB_ERR_FORMAT, "pre_tokenizer Split needs pattern.Regex or pattern.String");
+    if (!read_behavior(json_get(o, "behavior"), &ps.behavior) || !opt_bool(o, "invert", &ps.invert))
+        return file_err(err, path, LB_ERR_FORMAT, "pre_tokenizer Split: unknown behavior or invert not a bool");
+    int kind = re && ps.behavior == SB_ISOLATED && !ps.invert ? pre_split_from_regex(re) : -1;
+    if (kind >= 0) {
+        ps.kind = PS_SPLIT, ps.split_kind = kind;
+        t->pre = kind == SPLIT_LLAMA3 ? LB_TOK_PRE_LLAMA3 : kind == SPLIT_QWEN2 ? LB_TOK_PRE_QWEN2 : LB_TOK_PRE_OTHER;
+    } else if (re) {
+        lb_status st = rx_compile(re, len, RX_ONIG, &ps.re, err);
+        if (st) return lb_err_prefix(err, st, "%s: pre_tokenizer Split", path);
+    } else {
+        ps.kind = PS_LITERAL;
+        if (!(ps.lit = tok_arena_str(t, lit, len))) return lb_err_set(err, LB_ERR_NOMEM, "out of memory");
+        ps.lit_len = len;
+    }
+    return add_pre(t, ps, path, err);
+}
+
+static lb_status load_metaspace(lb_tokenizer *t, const json_value *o, const char *path, lb_error *err) {
+    size_t len = 0;
+    const char *rep = json_str(json_get(o, "replacement"), &len);
+    pre_step ps = {.kind = PS_METASPACE, .split = true, .prepend = MS_ALWAYS};
+    if (!rep || !len) return file_err(err, path, LB_ERR_FORMAT, "pre_tokenizer Metaspace needs a replacement char");
+    const json_value *scheme = json_get(o, "prepend_scheme");
+    bool add = true;
+    if (str_eq(scheme, "first")) ps.prepend = MS_FIRST;
+    else if (str_eq(scheme, "never")) ps.prepend = MS_NEVER;
+    else if (scheme && !str_eq(scheme, "always")) return file_err(err, path, LB_ERR_FORMAT, "pre_tokenizer Metaspace: unknown prepend_scheme");
+    else if (!scheme && opt_bool(o, "add_prefix_space", &add) && !add) ps.prepend = MS_NEVER; /* older files */
+    if (!opt_bool(o, "split", &ps.split)) return file_err(err, path, LB_ERR_FORMAT, "pre_tokenizer Metaspace: split is not a bool");
+    if (!(ps.lit = tok_arena_str(t, rep, len))) return lb_err_set(err, LB_ERR_NOMEM, "out of memory");
+    ps.lit_len = len;
+    return add_pre(t, ps, path, err);
 }
 
 static lb_status load_pretokenizer(lb_tokenizer *t, const json_value *o, const char *path, int depth, lb_error *err) {
     if (!o || json_type(o) == JSON_NULL) return LB_OK;
     const char *type = json_str(json_get(o, "type"), NULL);
     if (!type) return file_err(err, path, LB_ERR_FORMAT, "pre_tokenizer has no type");
-    if (!strcmp(type, "Sequence") && depth == 0) {
+    if (!strcmp(type, "Sequence") && depth < 4) {
         const json_value *list = json_get(o, "pretokenizers");
         if (json_type(list) != JSON_ARRAY)
             return file_err(err, path, LB_ERR_FORMAT, "pre_tokenizer Sequence has no pretokenizers list");
@@ -319,7 +367,43 @@ static lb_status load_pretokenizer(lb_tokenizer *t, const json_value *o, const c
     if (t->bl_pre) return file_err(err, path, LB_ERR_UNSUPPORTED, "pre_tokenizer: nothing may follow ByteLevel");
     if (!strcmp(type, "ByteLevel")) return load_byte_level(t, o, path, err);
     if (!strcmp(type, "Split")) return load_split(t, o, path, err);
-    return file_err(err, path, LB_ERR_UNSUPPORTED, "pre_tokenizer type \"%.64s\" is not supported", type);
+    if (!strcmp(type, "Metaspace")) return load_metaspace(t, o, path, err);
+    pre_step ps = {.kind = PS_CHARS};
+    if (!strcmp(type, "Digits")) {
+        bool single = false;
+        if (!opt_bool(o, "individual_digits", &single))
+            return file_err(err, path, LB_ERR_FORMAT, "pre_tokenizer Digits: individual_digits is not a bool");
+        ps.prop = CH_NUMERIC, ps.behavior = single ? SB_ISOLATED : SB_CONTIGUOUS;
+    } else if (!strcmp(type, "Punctuation")) {
+        ps.prop = CH_PUNCT, ps.behavior = SB_ISOLATED;
+        const json_value *b = json_get(o, "behavior");
+        if (b && !read_behavior(b, &ps.behavior)) return file_err(err, path, LB_ERR_FORMAT, "pre_tokenizer Punctuation: unknown behavior");
+    } else if (!strcmp(type, "WhitespaceSplit")) {
+        ps.prop = CH_WHITESPACE, ps.behavior = SB_REMOVED;
+    } else if (!strcmp(type, "Whitespace")) {
+        static const char re[] = "\\w+|[^\\w\\s]+";
+        ps.kind = PS_REGEX, ps.behavior = SB_REMOVED, ps.invert = true;
+        lb_status st = rx_compile(re, sizeof re - 1, RX_ONIG, &ps.re, err);
+        if (st) return st;
+    } else {
+        return file_err(err, path, LB_ERR_UNSUPPORTED, "pre_tokenizer type \"%.64s\" is not supported", type);
+    }
+    return add_pre(t, ps, path, err);
+}
+
+/* What GGUF would call the pre-tokenizer: GPT-2 (a regex ByteLevel alone), Llama-3 or Qwen2 (their
+ * Split, then ByteLevel without regex), smollm (single digits, then a regex ByteLevel). */
+static lb_tok_pre pre_kind(const lb_tokenizer *t) {
+    const pre_step *p = t->pre_steps;
+    bool bl_last = t->n_pre && p[t->n_pre - 1].kind == PS_BYTELEVEL && !p[t->n_pre - 1].prefix_space;
+    if (!t->n_pre) return LB_TOK_PRE_NONE;
+    if (!bl_last) return LB_TOK_PRE_OTHER;
+    bool rx_bl = p[t->n_pre - 1].use_regex;
+    if (t->n_pre == 1) return rx_bl ? LB_TOK_PRE_GPT2 : LB_TOK_PRE_OTHER;
+    if (t->n_pre != 2) return LB_TOK_PRE_OTHER;
+    if (rx_bl) return p[0].kind == PS_CHARS && p[0].prop == CH_NUMERIC && p[0].behavior == SB_ISOLATED ? LB_TOK_PRE_SMOLLM : LB_TOK_PRE_OTHER;
+    if (p[0].kind != PS_SPLIT) return LB_TOK_PRE_OTHER;
+    return p[0].split_kind == SPLIT_LLAMA3 ? LB_TOK_PRE_LLAMA3 : p[0].split_kind == SPLIT_QWEN2 ? LB_TOK_PRE_QWEN2 : LB_TOK_PRE_OTHER;
 }
 
 static lb_status load_decoder(lb_tokenizer *t, const json_value *o, const char *path, int depth, lb_error *err) {
@@ -415,6 +499,7 @@ static lb_status load_doc(lb_tokenizer *t, const json_value *root, const char *p
         return file_err(err, path, LB_ERR_FORMAT, "token id %lld is far beyond the %zu vocabulary entries",
                         (long long)t->n_vocab - 1, json_len(json_get(model, "vocab")));
     t->model = t->bl_pre ? LB_TOK_MODEL_BYTE_BPE : LB_TOK_MODEL_SPM_BPE;
+    t->pre = pre_kind(t);
     st = tok_alloc_vocab(t, t->n_vocab, json_len(json_get(model, "vocab")), err);
     if (!st) st = load_model_tables(t, model, path, err);
     if (st) return st;

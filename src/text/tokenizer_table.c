@@ -371,7 +371,7 @@ static lb_status build_pairs(lb_tokenizer *t, lb_error *err) {
 lb_status tok_finish(lb_tokenizer *t, lb_error *err) {
     lb_status st = build_added_sets(t, err);
     if (!st) st = finish_tables(t, err);
-    if (!st && !t->bl_pre && t->split == LB_TOK_PRE_NONE && !t->ignore_merges) st = build_pairs(t, err);
+    if (!st && !t->bl_pre && !t->n_pre && !t->ignore_merges) st = build_pairs(t, err);
     return st;
 }
 
@@ -392,6 +392,7 @@ void lb_tokenizer_free(lb_tokenizer *t) {
         free(b);
         b = next;
     }
+    for (int i = 0; i < t->n_pre; i++) rx_free(t->pre_steps[i].re);
     free(t->tok);
     free(t->vocab_slots);
     free(t->merges);
@@ -446,6 +447,7 @@ int lb_tokenizer_add_bos(const lb_tokenizer *t) { return t->add_bos; }
 
 /* Run the normalizer steps over s into a malloc'd buffer. Returns non-zero on allocation failure. */
 lb_status tok_apply_norm(const lb_tokenizer *t, const uint8_t *s, size_t n, uint8_t **out, size_t *out_len) {
+    static const uni_form forms[] = {[NORM_NFC] = UNI_NFC, [NORM_NFD] = UNI_NFD, [NORM_NFKC] = UNI_NFKC, [NORM_NFKD] = UNI_NFKD};
     uint8_t *cur = malloc(n + 1);
     if (!cur) return LB_ERR_NOMEM;
     memcpy(cur, s, n);
@@ -453,9 +455,29 @@ lb_status tok_apply_norm(const lb_tokenizer *t, const uint8_t *s, size_t n, uint
         const step *st = &t->norm[i];
         uint8_t *next = NULL;
         size_t nl = 0;
-        if (st->kind == NORM_NFC) {
-            if (!uni_nfc(cur, n, &next, &nl)) next = NULL;
-        } else if (st->kind == NORM_PREPEND) {
+        switch (st->kind) {
+        case NORM_NFC:
+        case NORM_NFD:
+        case NORM_NFKC:
+        case NORM_NFKD:
+            if (!uni_normalize(forms[st->kind], cur, n, &next, &nl)) next = NULL;
+            break;
+        case NORM_LOWERCASE:
+            if (!uni_lowercase(cur, n, &next, &nl)) next = NULL;
+            break;
+        case NORM_STRIP: {
+            size_t a = 0, b = n, l;
+            while (st->start && a < b && uni_is_space(utf8_cp_at(cur, n, a, &l))) a += l;
+            while (st->stop && b > a) {
+                size_t k = b - 1;
+                while (k > a && (cur[k] & 0xC0) == 0x80) k--;
+                if (!uni_is_space(utf8_cp_at(cur, n, k, &l))) break;
+                b = k;
+            }
+            if ((next = malloc(b - a + 1))) memcpy(next, cur + a, b - a), nl = b - a;
+            break;
+        }
+        case NORM_PREPEND:
             if (!n) continue; /* HF prepends only to non-empty text */
             next = malloc(n + st->a_len + 1);
             if (next) {
@@ -463,8 +485,8 @@ lb_status tok_apply_norm(const lb_tokenizer *t, const uint8_t *s, size_t n, uint
                 memcpy(next + st->a_len, cur, n);
                 nl = n + st->a_len;
             }
-        } else {
-            next = tok_replace_all(cur, n, st->a, st->a_len, st->b, st->b_len, &nl);
+            break;
+        default: next = tok_replace_all(cur, n, st->a, st->a_len, st->b, st->b_len, &nl); break;
         }
         free(cur);
         if (!next) return LB_ERR_NOMEM;

@@ -1,8 +1,10 @@
 /*
- * unicode.c - UTF-8 coding, character classes and NFC for the tokenizer.
+ * unicode.c - UTF-8 coding, character classes, general categories, the four normalization forms and
+ * lowercasing for the tokenizer.
  *
  * Sources: Unicode Standard ch. 3.9 (UTF-8, Table 3-7 well-formed byte sequences) and 3.11
- * (canonical ordering, the canonical composition algorithm, Hangul syllables), UAX #15 (NFC).
+ * (canonical ordering, the canonical composition algorithm, Hangul syllables), UAX #15 (NFC, NFD,
+ * NFKC, NFKD).
  * Lossy decoding follows Rust's String::from_utf8_lossy: one U+FFFD per maximal subpart of an
  * ill-formed sequence (Unicode ch. 3.9, "U+FFFD substitution of maximal subparts").
  * Tables come from tools/gen_unicode.py (unicode_data.h).
@@ -12,6 +14,11 @@
 
 #include <stdlib.h>
 #include <string.h>
+
+uni_gc uni_category(uint32_t cp) {
+    if (cp >= 0x110000) return UNI_GC_CN;
+    return (uni_gc)uni_gc_stage2[uni_gc_stage1[cp >> UNI_BLOCK_SHIFT]][cp & UNI_BLOCK_MASK];
+}
 
 unsigned uni_flags(uint32_t cp) {
     if (cp >= 0x110000) return 0;
@@ -143,8 +150,27 @@ static unsigned ccc_of(uint32_t cp) {
     return lo < sizeof uni_ccc / sizeof uni_ccc[0] && uni_ccc[lo][0] == cp ? uni_ccc[lo][1] : 0;
 }
 
-/* Full canonical decomposition of cp appended at buf[*n] (room for 4 + pool max is ensured by caller). */
-static void decompose(uint32_t cp, uint32_t *buf, size_t *n) {
+/* Index of cp in a sorted (code point, offset, length) table, or -1. */
+static long map_find(const uint32_t (*map)[3], size_t n, uint32_t cp) {
+    size_t lo = 0, hi = n;
+    while (lo < hi) {
+        size_t mid = (lo + hi) / 2;
+        if (map[mid][0] < cp) lo = mid + 1;
+        else hi = mid;
+    }
+    return lo < n && map[lo][0] == cp ? (long)lo : -1;
+}
+
+/* Full decomposition of cp appended at buf[*n] (the caller ensures room for UNI_KDECOMP_MAX);
+ * compatibility decompositions too when compat. */
+static void decompose(uint32_t cp, uint32_t *buf, size_t *n, bool compat) {
+    if (compat && cp >= 0xA0) {
+        long k = map_find(uni_kdecomp, sizeof uni_kdecomp / sizeof uni_kdecomp[0], cp);
+        if (k >= 0) {
+            for (uint32_t j = 0; j < uni_kdecomp[k][2]; j++) buf[(*n)++] = uni_kdecomp_pool[uni_kdecomp[k][1] + j];
+            return;
+        }
+    }
     if (cp >= S_BASE && cp < S_BASE + S_COUNT) {
         uint32_t si = cp - S_BASE;
         buf[(*n)++] = L_BASE + si / N_COUNT;
@@ -223,9 +249,13 @@ static size_t canonical_compose(uint32_t *cp, uint8_t *cc, size_t n) {
     return out;
 }
 
-bool uni_nfc(const uint8_t *s, size_t n, uint8_t **out, size_t *out_len) {
+bool uni_normalize(uni_form form, const uint8_t *s, size_t n, uint8_t **out, size_t *out_len) {
+    bool compat = form == UNI_NFKC || form == UNI_NFKD, compose_ = form == UNI_NFC || form == UNI_NFKC;
     size_t i = 0;
-    while (i < n && s[i] < 0xCC) i++; /* bytes below 0xCC start code points below U+0300 */
+    if (!compat)
+        while (i < n && s[i] < 0xCC) i++; /* bytes below 0xCC start code points below U+0300 */
+    else
+        while (i < n && s[i] < 0x80) i++;
     if (i == n) { /* fast path: nothing here can change */
         uint8_t *o = malloc(n + 1);
         if (!o) return false;
@@ -234,8 +264,8 @@ bool uni_nfc(const uint8_t *s, size_t n, uint8_t **out, size_t *out_len) {
         *out_len = n;
         return true;
     }
-    /* a code point takes at least one byte and decomposes into at most 4 code points */
-    size_t cap = n * 4 + 8;
+    /* a code point takes at least one byte and decomposes into at most UNI_KDECOMP_MAX code points */
+    size_t cap = n * (compat ? UNI_KDECOMP_MAX : 4) + 8;
     uint32_t *cp = malloc(cap * sizeof *cp);
     uint8_t *cc = malloc(cap);
     if (!cp || !cc) {
@@ -247,11 +277,11 @@ bool uni_nfc(const uint8_t *s, size_t n, uint8_t **out, size_t *out_len) {
         uint32_t c;
         i += utf8_decode(s + i, n - i, &c);
         size_t before = m;
-        decompose(c, cp, &m);
+        decompose(c, cp, &m, compat);
         for (size_t k = before; k < m; k++) cc[k] = (uint8_t)ccc_of(cp[k]);
     }
     canonical_order(cp, cc, m);
-    m = canonical_compose(cp, cc, m);
+    if (compose_) m = canonical_compose(cp, cc, m);
     uint8_t *o = malloc(m * 4 + 1);
     if (!o) {
         free(cp), free(cc);
@@ -261,6 +291,36 @@ bool uni_nfc(const uint8_t *s, size_t n, uint8_t **out, size_t *out_len) {
     for (size_t k = 0; k < m; k++) ol += utf8_encode(cp[k], o + ol);
     free(cp);
     free(cc);
+    *out = o;
+    *out_len = ol;
+    return true;
+}
+
+bool uni_nfc(const uint8_t *s, size_t n, uint8_t **out, size_t *out_len) { return uni_normalize(UNI_NFC, s, n, out, out_len); }
+
+uint32_t uni_lower_cp(uint32_t c) {
+    if (c < 0x80) return c >= 'A' && c <= 'Z' ? c + 32 : c;
+    long k = map_find(uni_lower, sizeof uni_lower / sizeof uni_lower[0], c);
+    return k >= 0 && uni_lower[k][2] == 1 ? uni_lower_pool[uni_lower[k][1]] : c;
+}
+
+bool uni_lowercase(const uint8_t *s, size_t n, uint8_t **out, size_t *out_len) {
+    uint8_t *o = malloc(n * 3 + 1); /* a mapping at most triples the bytes (U+0130: 2 -> 3) */
+    if (!o) return false;
+    size_t ol = 0;
+    for (size_t i = 0; i < n;) {
+        uint32_t c;
+        size_t l = utf8_decode(s + i, n - i, &c);
+        if (c < 0x80) {
+            o[ol++] = (uint8_t)(c >= 'A' && c <= 'Z' ? c + 32 : c);
+        } else {
+            long k = map_find(uni_lower, sizeof uni_lower / sizeof uni_lower[0], c);
+            if (k < 0) memcpy(o + ol, s + i, l), ol += l;
+            else
+                for (uint32_t j = 0; j < uni_lower[k][2]; j++) ol += utf8_encode(uni_lower_pool[uni_lower[k][1] + j], o + ol);
+        }
+        i += l;
+    }
     *out = o;
     *out_len = ol;
     return true;

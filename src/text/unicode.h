@@ -1,6 +1,7 @@
 /*
  * unicode.h - the Unicode the tokenizer needs: UTF-8 coding (strict validation and Rust-style lossy
- * repair), the character classes of the pre-tokenizer regexes (\p{L}, \p{N}, \s) and NFC.
+ * repair), general categories and the character classes of the pre-tokenizer regexes (\p{L}, \p{N},
+ * \s), the normalization forms and lowercasing.
  */
 #ifndef LB_UNICODE_H
 #define LB_UNICODE_H
@@ -17,6 +18,29 @@ enum {
     UNI_CCC = 16,    /* non-zero canonical combining class */
     UNI_WORD = 32,   /* \w of Rust regex (L, M, Nd, Nl, Pc, ZWNJ/ZWJ): word boundaries of added tokens */
 };
+
+/* Unicode general categories, in this order (unicode_data.h's tables use these numbers). */
+typedef enum uni_gc {
+    UNI_GC_LU, UNI_GC_LL, UNI_GC_LT, UNI_GC_LM, UNI_GC_LO, UNI_GC_MN, UNI_GC_MC, UNI_GC_ME, UNI_GC_ND, UNI_GC_NL,
+    UNI_GC_NO, UNI_GC_PC, UNI_GC_PD, UNI_GC_PS, UNI_GC_PE, UNI_GC_PI, UNI_GC_PF, UNI_GC_PO, UNI_GC_SM, UNI_GC_SC,
+    UNI_GC_SK, UNI_GC_SO, UNI_GC_ZS, UNI_GC_ZL, UNI_GC_ZP, UNI_GC_CC, UNI_GC_CF, UNI_GC_CS, UNI_GC_CO, UNI_GC_CN,
+    UNI_GC_COUNT
+} uni_gc;
+/* Bit masks over uni_gc for the one-letter categories. */
+#define UNI_GCM(c) (1u << (c))
+#define UNI_GCM_L (UNI_GCM(UNI_GC_LU) | UNI_GCM(UNI_GC_LL) | UNI_GCM(UNI_GC_LT) | UNI_GCM(UNI_GC_LM) | UNI_GCM(UNI_GC_LO))
+#define UNI_GCM_M (UNI_GCM(UNI_GC_MN) | UNI_GCM(UNI_GC_MC) | UNI_GCM(UNI_GC_ME))
+#define UNI_GCM_N (UNI_GCM(UNI_GC_ND) | UNI_GCM(UNI_GC_NL) | UNI_GCM(UNI_GC_NO))
+#define UNI_GCM_P \
+    (UNI_GCM(UNI_GC_PC) | UNI_GCM(UNI_GC_PD) | UNI_GCM(UNI_GC_PS) | UNI_GCM(UNI_GC_PE) | UNI_GCM(UNI_GC_PI) | \
+     UNI_GCM(UNI_GC_PF) | UNI_GCM(UNI_GC_PO))
+#define UNI_GCM_S (UNI_GCM(UNI_GC_SM) | UNI_GCM(UNI_GC_SC) | UNI_GCM(UNI_GC_SK) | UNI_GCM(UNI_GC_SO))
+#define UNI_GCM_Z (UNI_GCM(UNI_GC_ZS) | UNI_GCM(UNI_GC_ZL) | UNI_GCM(UNI_GC_ZP))
+#define UNI_GCM_C \
+    (UNI_GCM(UNI_GC_CC) | UNI_GCM(UNI_GC_CF) | UNI_GCM(UNI_GC_CS) | UNI_GCM(UNI_GC_CO) | UNI_GCM(UNI_GC_CN))
+
+/* General category of a code point (Cn beyond U+10FFFF). */
+uni_gc uni_category(uint32_t cp);
 
 /* Flags of a code point (0 beyond U+10FFFF). */
 unsigned uni_flags(uint32_t cp);
@@ -49,7 +73,16 @@ size_t utf8_lossy(const uint8_t *s, size_t n, uint8_t *out);
 /* true when s is entirely valid UTF-8. */
 static inline bool utf8_valid(const uint8_t *s, size_t n) { return utf8_invalid_offset(s, n) < 0; }
 
-/* NFC of valid UTF-8 text into a malloc'd buffer (*out, *out_len); false on allocation failure. */
+typedef enum uni_form { UNI_NFC, UNI_NFD, UNI_NFKC, UNI_NFKD } uni_form;
+
+/* A normalization form of valid UTF-8 text into a malloc'd buffer (*out, *out_len); false on
+ * allocation failure. uni_nfc is uni_normalize(UNI_NFC, ...). */
+bool uni_normalize(uni_form form, const uint8_t *s, size_t n, uint8_t **out, size_t *out_len);
 bool uni_nfc(const uint8_t *s, size_t n, uint8_t **out, size_t *out_len);
+/* Each code point replaced by its full lowercase mapping (no final-sigma context), as Rust's
+ * char::to_lowercase; malloc'd, false on allocation failure. */
+bool uni_lowercase(const uint8_t *s, size_t n, uint8_t **out, size_t *out_len);
+/* The lowercase of one code point when it is one code point, else cp itself. */
+uint32_t uni_lower_cp(uint32_t cp);
 
 #endif

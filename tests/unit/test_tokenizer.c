@@ -199,12 +199,18 @@ static void test_bad_files(void) {
     expect_bad("{\"model\": {\"type\": \"BPE\", " VOCAB ", \"merges\": [[\"a\"]]}}", LB_ERR_FORMAT, "merges[0]");
     expect_bad("{\"model\": {\"type\": \"BPE\", " VOCAB ", \"merges\": [], \"unk_token\": \"<unk>\"}}", LB_ERR_FORMAT,
                "unk_token");
-    expect_bad("{\"model\": " BPE_OK ", \"pre_tokenizer\": {\"type\": \"Split\", \"pattern\": {\"Regex\": \"\\\\w+\"}, "
+    expect_bad("{\"model\": " BPE_OK ", \"pre_tokenizer\": {\"type\": \"Split\", \"pattern\": {\"Regex\": \"(?<=a)b\"}, "
                "\"behavior\": \"Isolated\", \"invert\": false}}",
-               LB_ERR_UNSUPPORTED, "regex");
-    expect_bad("{\"model\": " BPE_OK ", \"pre_tokenizer\": {\"type\": \"Metaspace\"}}", LB_ERR_UNSUPPORTED,
+               LB_ERR_FORMAT, "regex");
+    expect_bad("{\"model\": " BPE_OK ", \"pre_tokenizer\": {\"type\": \"Split\", \"pattern\": {\"Regex\": \"a\"}, "
+               "\"behavior\": \"Sideways\"}}",
+               LB_ERR_FORMAT, "behavior");
+    expect_bad("{\"model\": " BPE_OK ", \"pre_tokenizer\": {\"type\": \"Metaspace\"}}", LB_ERR_FORMAT,
                "Metaspace");
-    expect_bad("{\"model\": " BPE_OK ", \"normalizer\": {\"type\": \"NFKD\"}}", LB_ERR_UNSUPPORTED, "NFKD");
+    expect_bad("{\"model\": " BPE_OK ", \"pre_tokenizer\": {\"type\": \"BertPreTokenizer\"}}", LB_ERR_UNSUPPORTED,
+               "BertPreTokenizer");
+    expect_bad("{\"model\": " BPE_OK ", \"normalizer\": {\"type\": \"BertNormalizer\"}}", LB_ERR_UNSUPPORTED,
+               "BertNormalizer");
     expect_bad("{\"model\": " BPE_OK ", \"normalizer\": {\"type\": \"Replace\", \"pattern\": {\"Regex\": \" +\"}, "
                "\"content\": \"x\"}}",
                LB_ERR_UNSUPPORTED, "Regex");

@@ -10,6 +10,7 @@
 #include "io/gguf.h"
 #include "lowbit.h"
 #include "text/text.h"
+#include "text/unicode.h"
 #include "test.h"
 
 #include <stdint.h>
@@ -74,6 +75,18 @@ static int check_decode(const lb_tokenizer *t, const json_value *ids_v, const ch
     return ok;
 }
 
+/* Set while checking a GGUF Qwen2 tokenizer: llama.cpp applies no NFC, which HF's Qwen2 tokenizer.json
+ * does, so encodings of text that NFC changes are not compared with HF's. */
+static bool nfc_only;
+
+static bool is_nfc(const char *s, size_t n) {
+    uint8_t *o = NULL;
+    size_t ol = 0;
+    bool same = uni_nfc((const uint8_t *)s, n, &o, &ol) && ol == n && memcmp(o, s, n) == 0;
+    free(o);
+    return same;
+}
+
 /* Every case of a conformance style: encode and decode exactly as HF did. */
 static void check_cases(const lb_tokenizer *t, const char *style, const char *where) {
     char path[256];
@@ -81,7 +94,7 @@ static void check_cases(const lb_tokenizer *t, const char *style, const char *wh
     json_doc *doc = read_json(path);
     REQUIRE(doc, "cannot read %s", path);
     const json_value *cases = json_get(json_root(doc), "cases");
-    size_t n = json_len(cases), enc_ok = 0, dec_ok = 0;
+    size_t n = json_len(cases), enc_ok = 0, dec_ok = 0, skipped = 0;
     REQUIRE(n > 0, "%s has no cases", path);
     for (size_t i = 0; i < n; i++) {
         const json_value *c = json_at(cases, i);
@@ -89,10 +102,12 @@ static void check_cases(const lb_tokenizer *t, const char *style, const char *wh
         const char *text = json_str(json_get(c, "text"), &tl);
         const char *dec = json_str(json_get(c, "decoded"), &dl);
         REQUIRE(text && dec, "%s: case %zu lacks text or decoded", path, i);
-        enc_ok += (size_t)check_encode(t, text, tl, json_get(c, "ids"), where);
+        if (nfc_only && !is_nfc(text, tl)) skipped++;
+        else enc_ok += (size_t)check_encode(t, text, tl, json_get(c, "ids"), where);
         dec_ok += (size_t)check_decode(t, json_get(c, "ids"), dec, dl, where);
     }
-    printf("%-40s %-6s cases: encode %zu/%zu, decode %zu/%zu\n", where, style, enc_ok, n, dec_ok, n);
+    printf("%-40s %-6s cases: encode %zu/%zu, decode %zu/%zu", where, style, enc_ok, n - skipped, dec_ok, n);
+    printf(skipped ? " (%zu texts not in NFC not encoded: llama.cpp does not normalize)\n" : "\n", skipped);
     json_free(doc);
 }
 
@@ -248,7 +263,9 @@ static void test_round_trip(const char *style, const char *pre, int extra) {
         same = lb_tokenizer_token_type(t, id) == lb_tokenizer_token_type(back, id) && (a == b || (a && b && !strcmp(a, b)));
     }
     CHECK(same, "%s: tokens, types or merges differ after the round trip", style);
+    nfc_only = !strcmp(pre, "qwen2");
     check_cases(back, style, where);
+    nfc_only = false;
     lb_tokenizer_free(back);
     lb_tokenizer_free(t);
 }
@@ -327,6 +344,11 @@ static void test_small(void) {
     lb_free(ids);
     lb_free(back);
     lb_tokenizer_free(t);
+    /* without tokenizer.ggml.pre llama.cpp uses its "default" rules, and so does lowbit */
+    REQUIRE(write_small(path, BAD_NO_PRE, &err) == LB_OK, "write: %s", err.msg);
+    t = load(path);
+    CHECK(lb_tokenizer_pre_kind(t) == LB_TOK_PRE_OTHER, "no pre: kind %d", lb_tokenizer_pre_kind(t));
+    lb_tokenizer_free(t);
 }
 
 static void test_bad_metadata(void) {
@@ -342,7 +364,6 @@ static void test_bad_metadata(void) {
         {BAD_MODEL_BERT, LB_ERR_UNSUPPORTED, "tokenizer.ggml.model \"bert\" is not supported"},
         {BAD_MODEL_LLAMA, LB_ERR_UNSUPPORTED, "\"llama\""},
         {BAD_PRE, LB_ERR_UNSUPPORTED, "tokenizer.ggml.pre \"mystery\" is not supported"},
-        {BAD_NO_PRE, LB_ERR_UNSUPPORTED, "tokenizer.ggml.pre is missing"},
         {BAD_TYPES_LEN, LB_ERR_FORMAT, "tokenizer.ggml.token_type has 6 entries but tokenizer.ggml.tokens has 5"},
         {BAD_MERGE_NO_SPACE, LB_ERR_FORMAT, "not two tokens separated by one space"},
         {BAD_MERGE_RESULT, LB_ERR_FORMAT, "merged token \"ba\""},

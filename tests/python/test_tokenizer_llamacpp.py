@@ -1,0 +1,176 @@
+#!/usr/bin/env python3
+"""lowbit's GGUF tokenizers against llama.cpp's own (llama-cpp-python, vocab only), for every
+tokenizer.ggml.pre value llama.cpp accepts for byte-level BPE.
+
+For each value a vocabulary-only GGUF file is written with gguf-py: the vocabulary and merges of the
+GPT-2-style conformance tokenizer ($LB_SHARED/conformance/tokenizers/gpt2/tokenizer.json), its added
+tokens typed CONTROL / USER_DEFINED, tokenizer.ggml.pre set to the value. Texts: the conformance
+strings of all four styles (every third) and seeded random mixed-script text (digits, CJK, kana, Hangul, emoji with
+modifiers, accents precomposed and combining, Greek, Cyrillic, Arabic, Devanagari, symbols, whitespace
+runs with tabs, CR/LF, NBSP and U+3000, apostrophes and contractions). All texts go through one
+`lowbit tokenize` call per value, joined by the control token <|endoftext|>, which both tokenizers
+match as a special token (llama.cpp: special=True), so every text is tokenized on its own; the id
+lists must be identical.
+
+Values llama.cpp runs without byte encoding (SentencePiece-style BPE on raw UTF-8) and values llama.cpp
+does not know must be refused by lowbit with an error naming the value.
+
+Prints "N passed, N failed"; exits non-zero on any failure.
+"""
+import json
+import os
+import random
+import subprocess
+import sys
+import tempfile
+
+import gguf
+from llama_cpp import Llama
+
+LOWBIT = os.environ.get("LOWBIT", "build/lowbit")
+SHARED = os.environ.get("LB_SHARED", "../shared")
+CONF = os.path.join(SHARED, "conformance", "tokenizers")
+SEP = "<|endoftext|>"
+results = {"passed": 0, "failed": 0}
+
+# Every value llama.cpp 0.3.36's llama-vocab.cpp accepts for a BPE vocabulary, in its groups (one
+# branch of its if-chain each; the first value of a group is compared on all texts, the others, which
+# llama.cpp treats exactly alike, on the first ALIAS_TEXTS).
+PRE_GROUPS = [g.split() for g in """default | llama3 llama-v3 llama-bpe falcon3 falcon-h1 pixtral midm-2.0 lfm2 jina-v5-nano
+| minicpm5 | deepseek-llm | deepseek-coder | deepseek-v3 | spark2_5 | youtu | falcon | mpt | starcoder
+| gpt-2 phi-2 jina-es jina-de gigachat jina-v2-es jina-v2-de a.x-4.0 mellum modern-bert | jais-2
+| jina-v1-en jina-v2-code roberta-bpe | refact | command-r | qwen2 deepseek-r1-qwen kormo f2llmv2 | qwen35
+| stablelm2 | olmo | dbrx | smaug-bpe | poro-chat | chatglm-bpe | glm4 glm5 | viking | jais | tekken | smollm
+| codeshell | bloom | gpt3-finnish | exaone | exaone4 | exaone-moe | chameleon | minerva-7b | megrez
+| gpt-4o llama4 kanana2 talkie | granite-embed-multi-97m | tiny_aya cohere2moe | superbpe | trillion
+| granite-docling | bailingmoe bailingmoe2 llada-moe | seed-coder | hunyuan | hunyuan-dense | hy_v4 | joyai-llm
+| kimi-k2 | ufakzeka | grok-2 | afmoe | laguna | minimax-m2 | solar-open | mellum2""".split("|")]
+ALIAS_TEXTS = 40
+# BPE on raw UTF-8 with escaped whitespace (no GPT-2 byte encoding): lowbit refuses these.
+RAW_UTF8_VALUES = ["gemma4", "granite-embed-multi-311m", "sarvam-moe", "whitespace"]
+
+
+def check(cond, msg):
+    results["passed" if cond else "failed"] += 1
+    if not cond:
+        print("FAIL", msg, flush=True)
+
+
+def write_vocab(path, pre):
+    tj = json.load(open(os.path.join(CONF, "gpt2", "tokenizer.json"), encoding="utf-8"))
+    vocab, added = tj["model"]["vocab"], tj.get("added_tokens", [])
+    n = max([*vocab.values(), *(a["id"] for a in added)]) + 1
+    toks, types = [f"[PAD{i}]" for i in range(n)], [gguf.TokenType.UNUSED] * n
+    for k, v in vocab.items():
+        toks[v], types[v] = k, gguf.TokenType.NORMAL
+    for a in added:
+        toks[a["id"]] = a["content"]
+        types[a["id"]] = gguf.TokenType.CONTROL if a["special"] else gguf.TokenType.USER_DEFINED
+    w = gguf.GGUFWriter(path, "llama")
+    w.add_tokenizer_model("gpt2")
+    if pre is not None:
+        w.add_tokenizer_pre(pre)
+    w.add_token_list(toks)
+    w.add_token_types(types)
+    w.add_token_merges([m if isinstance(m, str) else " ".join(m) for m in tj["model"]["merges"]])
+    w.write_header_to_file()
+    w.write_kv_data_to_file()
+    w.write_tensors_to_file()
+    w.close()
+
+
+def random_texts(n, seed=11):
+    rng = random.Random(seed)
+    pools = [
+        lambda: rng.choice(["the", "The", "tokenizer", "GGUF", "CamelCase", "snake_case", "naïve", "café",
+                            "e\u0301cole", "Straße", "ſpeed", "İstanbul"]),
+        lambda: "".join(rng.choice("0123456789") for _ in range(rng.randint(1, 9))),
+        lambda: "".join(chr(rng.randint(0x4E00, 0x9FA5)) for _ in range(rng.randint(1, 5))),
+        lambda: "".join(chr(rng.randint(0x3041, 0x3096)) for _ in range(rng.randint(1, 4))) + "カタカナ",
+        lambda: "".join(chr(rng.randint(0xAC00, 0xD7A3)) for _ in range(rng.randint(1, 4))),
+        lambda: rng.choice(["\U0001F600", "\U0001F44D\U0001F3FD", "\U0001F1EF\U0001F1F5", "\u2764\ufe0f", "\U0001F680"]),
+        lambda: rng.choice(["αβγ Ωμέγα", "Привет мир", "مرحبا", "हिन्दी भाषा", "ไทย", "עברית"]),
+        lambda: rng.choice(["$5", "+1", "<=>", "^_^", "`x`", "|a|", "~/", "€10", "©", "½", "Ⅻ", "２３", "٣٤", "...", "—",
+                            "“q”", "(a)", "[b]", "{c}", "#!", "@x", "%d", "&&", "*/"]),
+        lambda: rng.choice([" ", "  ", "   ", "\t", "\n", "\n\n", "\r\n", " \n ", "\u00a0", "\u3000", "\t\t ", "    "]),
+        lambda: rng.choice(["'s", "'t", "'re", "'ve", "'m", "'ll", "'d", "'S", "'LL", "'Re", "’s", "'x", "''"]),
+    ]
+    out = []
+    for _ in range(n):
+        parts = [rng.choice(pools)() for _ in range(rng.randint(1, 14))]
+        glue = [rng.choice(["", " ", " ", "", "\n"]) for _ in parts]
+        out.append("".join(p + g for p, g in zip(parts, glue)))
+    return out
+
+
+def conformance_texts():
+    texts = []
+    for style in sorted(os.listdir(CONF)):
+        f = os.path.join(CONF, style, "cases.json")
+        if os.path.exists(f):
+            texts += [c["text"] for c in json.load(open(f, encoding="utf-8"))["cases"]]
+    return [t for t in texts if t and "<|" not in t and "\0" not in t]
+
+
+def lowbit_ids(model, text_path):
+    out = subprocess.run([LOWBIT, "tokenize", model, "--text", text_path, "--json"], capture_output=True, text=True)
+    if out.returncode != 0:
+        return None, out.stderr.strip()
+    return json.loads(out.stdout)["ids"], ""
+
+
+def first_diff(texts, sep_id, ref, got):
+    """The text whose ids differ first, with both id lists."""
+    def pieces(ids):
+        cur, res = [], []
+        for i in ids:
+            if i == sep_id:
+                res.append(cur)
+                cur = []
+            else:
+                cur.append(i)
+        return res + [cur]
+    for t, a, b in zip(texts, pieces(ref), pieces(got)):
+        if a != b:
+            return f"{t!r}: llama.cpp {a}, lowbit {b}"
+    return f"piece counts differ ({len(pieces(ref))} vs {len(pieces(got))})"
+
+
+def main():
+    texts = random_texts(150) + conformance_texts()[::3]
+    joined = SEP.join(texts)
+    with tempfile.TemporaryDirectory() as tmp:
+        text_path = os.path.join(tmp, "texts.txt")
+        with open(text_path, "w", encoding="utf-8", newline="") as f:
+            f.write(joined)
+        alias_path = os.path.join(tmp, "alias.txt")
+        with open(alias_path, "w", encoding="utf-8", newline="") as f:
+            f.write(SEP.join(texts[:ALIAS_TEXTS]))
+        model = os.path.join(tmp, "vocab.gguf")
+        n_values = 0
+        runs = [(g[0], True) for g in PRE_GROUPS] + [(p, False) for g in PRE_GROUPS for p in g[1:]] + [(None, False)]
+        for pre, full in runs:
+            write_vocab(model, pre)
+            these = texts if full else texts[:ALIAS_TEXTS]
+            llm = Llama(model_path=model, vocab_only=True, verbose=False)
+            ref = llm.tokenize(SEP.join(these).encode("utf-8"), add_bos=False, special=True)
+            sep_id = llm.tokenize(SEP.encode(), add_bos=False, special=True)[0]
+            del llm
+            got, msg = lowbit_ids(model, text_path if full else alias_path)
+            name = pre if pre is not None else "(no tokenizer.ggml.pre)"
+            check(got is not None, f"{name}: lowbit failed: {msg}")
+            if got is not None:
+                check(got == ref, f"{name}: {first_diff(these, sep_id, ref, got)}")
+            n_values += 1
+        for pre in RAW_UTF8_VALUES + ["mystery-pre"]:
+            write_vocab(model, pre)
+            got, msg = lowbit_ids(model, text_path)
+            check(got is None and f'"{pre}"' in msg and "not supported" in msg, f"{pre}: wanted a clear error, got {msg!r}")
+    print(f"{n_values} pre values compared with llama.cpp: {len(PRE_GROUPS)} on {len(texts)} texts "
+          f"({len(joined.encode())} bytes), the rest on {ALIAS_TEXTS}")
+    print(f"{results['passed']} passed, {results['failed']} failed")
+    return 1 if results["failed"] else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
