@@ -10,6 +10,7 @@ int cmd_eval(int argc, char **argv);
 int cmd_run(int argc, char **argv);
 int cmd_quantize(int argc, char **argv);
 int cmd_imatrix(int argc, char **argv);
+int cmd_template(int argc, char **argv);
 
 typedef struct command {
     const char *name;
@@ -22,7 +23,8 @@ static const command COMMANDS[] = {
     {"imatrix", cmd_imatrix, "importance matrix of a model over calibration text (for quantize --imatrix)"},
     {"inspect", cmd_inspect, "show a model's architecture, parameters and tensors"},
     {"eval", cmd_eval, "perplexity on a text; with --base, KL divergence and top-1 agreement"},
-    {"run", cmd_run, "generate text from a prompt"},
+    {"run", cmd_run, "generate text from a prompt (--chat: as a conversation, through the chat template)"},
+    {"template", cmd_template, "print the prompt a model's chat template makes of a conversation"},
 };
 
 static void usage(FILE *f) {

