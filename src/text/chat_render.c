@@ -545,6 +545,43 @@ static void exec_set(ct_ctx *c, const ct_node *n) {
     bind_targets(c, n, v);
 }
 
+#define MAX_CALL_DEPTH 64
+
+/* A {% macro %} called: a new frame over the top level, parameters bound, the body rendered to a string. */
+static ct_value *call_macro(ct_ctx *c, const ct_node *at, const ct_value *f, const ct_args *a) {
+    const ct_node *m = f->macro;
+    if (c->call_depth >= MAX_CALL_DEPTH) return ct_fail(c, at, LB_ERR_UNSUPPORTED, "macros nested deeper than %d", MAX_CALL_DEPTH);
+    if (a->n_pos > m->n_targets)
+        return ct_fail(c, at, LB_ERR_ARG, "macro '%s' takes %d arguments, got %d", m->name, m->n_targets, a->n_pos);
+    for (int k = 0; k < a->n_kw; k++) {
+        bool known = false;
+        for (int i = 0; i < m->n_targets; i++) known |= !strcmp(m->targets[i], a->kw_names[k]);
+        if (!known) return ct_fail(c, at, LB_ERR_ARG, "macro '%s' has no parameter '%s'", m->name, a->kw_names[k]);
+    }
+    ct_frame fr = {.parent = c->top}, *saved_frame = c->frame;
+    ct_buf b = {0}, *saved_out = c->out;
+    int saved_loops = c->loop_depth;
+    c->frame = &fr;
+    for (int i = 0; i < m->n_targets && !ct_failed(c); i++) {
+        ct_value *v = i < a->n_pos ? a->pos[i] : NULL;
+        for (int k = 0; !v && k < a->n_kw; k++)
+            if (!strcmp(m->targets[i], a->kw_names[k])) v = a->kw[k];
+        if (!v) v = m->kids[1 + i] ? eval(c, m->kids[1 + i]) : ct_undef(c, m->targets[i]);
+        assign(c, m->targets[i], v);
+    }
+    c->out = &b;
+    c->loop_depth = 0;
+    c->call_depth++;
+    exec_body(c, m->kids[0]);
+    c->call_depth--;
+    c->loop_depth = saved_loops;
+    c->out = saved_out;
+    c->frame = saved_frame;
+    ct_value *r = ct_failed(c) ? NULL : b.oom ? ct_fail(c, at, LB_ERR_NOMEM, "out of memory") : ct_str(c, b.p ? b.p : "", b.n);
+    free(b.p);
+    return r;
+}
+
 static void exec(ct_ctx *c, const ct_node *n) {
     if (ct_failed(c)) return;
     switch (n->op) {
@@ -573,6 +610,15 @@ static void exec(ct_ctx *c, const ct_node *n) {
         return;
     case CT_S_FOR: exec_for(c, n); return;
     case CT_S_SET: exec_set(c, n); return;
+    case CT_S_MACRO: {
+        ct_value *f = ct_new(c, CT_FUNC);
+        if (!f) return;
+        f->fn = call_macro;
+        f->macro = n;
+        f->fname = n->name;
+        assign(c, n->name, f);
+        return;
+    }
     case CT_S_BREAK: case CT_S_CONTINUE:
         if (!c->loop_depth) {
             ct_fail(c, n, LB_ERR_FORMAT, "'%s' outside a for loop", n->op == CT_S_BREAK ? "break" : "continue");
@@ -588,6 +634,7 @@ static void exec(ct_ctx *c, const ct_node *n) {
 lb_status ct_render(ct_ctx *c, const lb_chat_template *t, ct_value *vars) {
     ct_frame top;
     push_frame(c, &top);
+    c->top = &top;
     for (size_t i = 0; i < vars->n && !ct_failed(c); i++) {
         const ct_value *k = vars->keys[i];
         if (k->kind == CT_STR) assign(c, k->s, vars->items[i]);

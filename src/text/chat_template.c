@@ -985,7 +985,42 @@ static ct_node *parse_set(parser *p, int line) {
     return tag_done(p) ? n : NULL;
 }
 
-static const char *const unsupported_stmts[] = {"macro", "call", "filter", "block", "extends", "include", "import",
+/* {% macro name(a, b=default) %}body{% endmacro %} */
+static ct_node *parse_macro(parser *p, int line) {
+    ct_node *n = node(p, CT_S_MACRO, line);
+    if (!n) return NULL;
+    if (cur(p)->kind != TK_NAME) return fail(p, line, LB_ERR_FORMAT, "expected a macro name"), NULL;
+    n->name = cur(p)->s;
+    p->ti++;
+    if (!expect_op(p, "(")) return NULL;
+    kids k = {0}, names = {0};
+    if (!kids_push(p, &k, node(p, CT_S_BODY, line), NULL)) return NULL; /* body placeholder */
+    while (!is_op(p, ")")) {
+        if (names.n && !expect_op(p, ",")) return NULL;
+        if (cur(p)->kind != TK_NAME) return fail(p, line, LB_ERR_FORMAT, "expected a parameter name in macro '%s'", n->name), NULL;
+        const char *param = cur(p)->s;
+        p->ti++;
+        ct_node *def = NULL;
+        if (is_op(p, "=")) {
+            p->ti++;
+            if (!(def = parse_expr(p))) return NULL;
+        }
+        if (!kids_push(p, &names, node(p, CT_E_LIT, line), param)) return NULL;
+        if (!kids_push(p, &k, def ? def : node(p, CT_E_LIT, line), NULL)) return NULL;
+        if (!def) k.v[k.n - 1] = NULL;
+    }
+    p->ti++;
+    if (!tag_done(p)) return NULL;
+    static const char *const ends[] = {"endmacro", NULL};
+    const char *found;
+    if (!(k.v[0] = parse_body(p, ends, &found))) return NULL;
+    set_kids(n, &k);
+    n->targets = names.names;
+    n->n_targets = names.n;
+    return tag_done(p) ? n : NULL;
+}
+
+static const char *const unsupported_stmts[] = {"call", "filter", "block", "extends", "include", "import",
                                                 "from", "with", "raw", "autoescape", "do", "generation", NULL};
 
 /* Statements until one of `ends` (NULL-terminated; NULL itself: the end of the template). */
@@ -1025,6 +1060,7 @@ static ct_node *parse_body(parser *p, const char *const *ends, const char **foun
             if (!strcmp(kw, "if")) n = parse_if(p, pc->line);
             else if (!strcmp(kw, "for")) n = parse_for(p, pc->line);
             else if (!strcmp(kw, "set")) n = parse_set(p, pc->line);
+            else if (!strcmp(kw, "macro")) n = parse_macro(p, pc->line);
             else if (!strcmp(kw, "break") || !strcmp(kw, "continue")) {
                 if ((n = node(p, kw[0] == 'b' ? CT_S_BREAK : CT_S_CONTINUE, pc->line)) && !tag_done(p)) n = NULL;
             } else {

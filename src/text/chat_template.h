@@ -79,6 +79,7 @@ struct ct_value {
     ct_builtin fn;    /* CT_FUNC */
     ct_value *self;   /* CT_FUNC: the bound object of a method, else NULL */
     const char *fname;
+    const ct_node *macro; /* CT_FUNC of a {% macro %}: its CT_S_MACRO node */
 };
 
 /* ---- AST ---- */
@@ -104,6 +105,7 @@ typedef enum ct_op {
     CT_S_IF,       /* kids: cond, body, cond, body, ..., [else body] ; n_kids odd when there is an else */
     CT_S_FOR,      /* targets (names), kids[0] iterable, kids[1] filter or NULL, kids[2] body, kids[3] else */
     CT_S_SET,      /* targets (names) or name.attr (flag = attribute), kids[0] value or body (flag2) */
+    CT_S_MACRO,    /* name, targets = parameters, kids[0] body, kids[1 + i] default of parameter i or NULL */
     CT_S_BREAK,
     CT_S_CONTINUE,
     CT_S_BODY,     /* kids: statements */
@@ -148,7 +150,8 @@ struct ct_ctx {
     lb_status status; /* first failure; once set every evaluation unwinds */
     ct_buf *out;      /* where text goes (a `set` block captures into its own) */
     struct ct_frame *frame;
-    int loop_depth;
+    struct ct_frame *top; /* the template's top-level frame, which macros see */
+    int loop_depth, call_depth;
     int ctrl; /* 1 break, 2 continue pending */
 };
 
