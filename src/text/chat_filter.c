@@ -472,6 +472,8 @@ static ct_value *g_range(ct_ctx *c, const ct_node *at, const ct_value *f, const 
     if (v[2] == 0) return ct_fail(c, at, LB_ERR_ARG, "range() step must not be zero");
     double count = ((double)v[1] - (double)v[0]) / (double)v[2];
     if (count > CT_MAX_RANGE) return ct_fail(c, at, LB_ERR_UNSUPPORTED, "range() longer than %d", CT_MAX_RANGE);
+    if (count > 0 && (c->steps += (int64_t)count) > CT_MAX_STEPS)
+        return ct_fail(c, at, LB_ERR_UNSUPPORTED, "the template's range() calls pass %d elements", CT_MAX_STEPS);
     ct_value *l = ct_list(c, count > 0 ? (size_t)count + 1 : 1);
     for (int64_t i = v[0]; l && (v[2] > 0 ? i < v[1] : i > v[1]); i += v[2])
         if (!ct_list_push(c, l, ct_int(c, i))) return NULL;

@@ -494,6 +494,10 @@ static void exec_for(ct_ctx *c, const ct_node *n) {
     if (n->kids[1]) { /* `for x in xs if cond`: filter first, so loop.* counts what is kept */
         ct_value *kept = ct_list(c, items->n);
         for (size_t i = 0; kept && i < items->n; i++) {
+            if (++c->steps > CT_MAX_STEPS) {
+                ct_fail(c, n, LB_ERR_UNSUPPORTED, "the template runs more than %d loop iterations", CT_MAX_STEPS);
+                return;
+            }
             ct_frame f;
             push_frame(c, &f);
             ct_value *cond = bind_targets(c, n, items->items[i]) ? eval(c, n->kids[1]) : NULL;
@@ -506,6 +510,10 @@ static void exec_for(ct_ctx *c, const ct_node *n) {
     }
     c->loop_depth++;
     for (size_t i = 0; i < items->n && !ct_failed(c); i++) {
+        if (++c->steps > CT_MAX_STEPS) {
+            ct_fail(c, n, LB_ERR_UNSUPPORTED, "the template runs more than %d loop iterations", CT_MAX_STEPS);
+            break;
+        }
         ct_frame f;
         push_frame(c, &f);
         if (bind_targets(c, n, items->items[i]) && assign(c, "loop", loop_object(c, items, i))) exec_body(c, n->kids[2]);
@@ -550,6 +558,7 @@ static void exec_set(ct_ctx *c, const ct_node *n) {
 /* A {% macro %} called: a new frame over the top level, parameters bound, the body rendered to a string. */
 static ct_value *call_macro(ct_ctx *c, const ct_node *at, const ct_value *f, const ct_args *a) {
     const ct_node *m = f->macro;
+    if (++c->steps > CT_MAX_STEPS) return ct_fail(c, at, LB_ERR_UNSUPPORTED, "the template makes more than %d calls", CT_MAX_STEPS);
     if (c->call_depth >= MAX_CALL_DEPTH) return ct_fail(c, at, LB_ERR_UNSUPPORTED, "macros nested deeper than %d", MAX_CALL_DEPTH);
     if (a->n_pos > m->n_targets)
         return ct_fail(c, at, LB_ERR_ARG, "macro '%s' takes %d arguments, got %d", m->name, m->n_targets, a->n_pos);

@@ -28,7 +28,10 @@ typedef struct ct_chunk {
 
 struct ct_arena {
     ct_chunk *head;
+    size_t total;
 };
+
+#define CT_MAX_ARENA ((size_t)512 << 20) /* a render holding more is a runaway template */
 
 ct_arena *ct_arena_new(void) { return calloc(1, sizeof(ct_arena)); }
 
@@ -47,12 +50,14 @@ void *ct_alloc(ct_arena *a, size_t n) {
     ct_chunk *c = a->head;
     if (!c || c->cap - c->used < n) {
         size_t cap = n > ((size_t)1 << 16) ? n : ((size_t)1 << 16);
+        if (cap > CT_MAX_ARENA || a->total > CT_MAX_ARENA - cap) return NULL;
         c = malloc(sizeof *c + cap);
         if (!c) return NULL;
         c->used = 0;
         c->cap = cap;
         c->next = a->head;
         a->head = c;
+        a->total += cap;
     }
     void *p = (char *)c->data + c->used;
     c->used += n;
@@ -120,6 +125,8 @@ static bool fail(parser *p, int line, lb_status s, const char *fmt, ...) {
     va_start(ap, fmt);
     vsnprintf(msg, sizeof msg, fmt, ap);
     va_end(ap);
+    for (char *q = msg; *q; q++) /* one line, whatever names or messages the template holds */
+        if ((unsigned char)*q < 0x20) *q = ' ';
     p->st = lb_err_set(p->err, s, "chat template line %d: %s", line, msg);
     return false;
 }

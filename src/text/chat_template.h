@@ -143,6 +143,7 @@ lb_status ct_parse(lb_chat_template *t, const char *src, size_t len, lb_error *e
 
 #define CT_MAX_OUTPUT ((size_t)64 << 20) /* a render producing more is stopped (a runaway template) */
 #define CT_MAX_RANGE 1000000             /* range() and string repetition past this are refused */
+#define CT_MAX_STEPS 2000000             /* loop iterations + macro calls in one render */
 
 struct ct_ctx {
     ct_arena *arena;
@@ -152,6 +153,7 @@ struct ct_ctx {
     struct ct_frame *frame;
     struct ct_frame *top; /* the template's top-level frame, which macros see */
     int loop_depth, call_depth;
+    int64_t steps;
     int ctrl; /* 1 break, 2 continue pending */
 };
 

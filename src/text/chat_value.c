@@ -19,6 +19,8 @@ ct_value *ct_fail(ct_ctx *c, const ct_node *at, lb_status s, const char *fmt, ..
     va_start(ap, fmt);
     vsnprintf(msg, sizeof msg, fmt, ap);
     va_end(ap);
+    for (char *q = msg; *q; q++) /* one line, whatever names or messages the template holds */
+        if ((unsigned char)*q < 0x20) *q = ' ';
     if (at) c->status = lb_err_set(c->err, s, "chat template line %d: %s", at->line, msg);
     else c->status = lb_err_set(c->err, s, "chat template: %s", msg);
     return NULL;
@@ -295,12 +297,23 @@ static void put_repr_str(ct_buf *b, const char *s, size_t n) {
     ct_buf_put(b, &q, 1);
 }
 
-void ct_buf_repr(ct_buf *b, const ct_value *v) {
+#define MAX_PRINT_DEPTH 64 /* a namespace may hold itself: print "..." below this depth */
+
+static void put_str(ct_buf *b, const ct_value *v, int depth);
+
+static void put_repr(ct_buf *b, const ct_value *v, int depth) {
     if (v->kind == CT_STR) put_repr_str(b, v->s, v->n);
-    else ct_buf_str(b, v);
+    else put_str(b, v, depth);
 }
 
-void ct_buf_str(ct_buf *b, const ct_value *v) {
+void ct_buf_repr(ct_buf *b, const ct_value *v) { put_repr(b, v, 0); }
+void ct_buf_str(ct_buf *b, const ct_value *v) { put_str(b, v, 0); }
+
+static void put_str(ct_buf *b, const ct_value *v, int depth) {
+    if (depth > MAX_PRINT_DEPTH) {
+        put_cstr(b, "...");
+        return;
+    }
     switch (v->kind) {
     case CT_UNDEF: return;
     case CT_NONE: put_cstr(b, "None"); return;
@@ -312,7 +325,7 @@ void ct_buf_str(ct_buf *b, const ct_value *v) {
         put_cstr(b, "[");
         for (size_t i = 0; i < v->n; i++) {
             if (i) put_cstr(b, ", ");
-            ct_buf_repr(b, v->items[i]);
+            put_repr(b, v->items[i], depth + 1);
         }
         put_cstr(b, "]");
         return;
@@ -320,9 +333,9 @@ void ct_buf_str(ct_buf *b, const ct_value *v) {
         put_cstr(b, v->kind == CT_NS ? "<Namespace {" : "{");
         for (size_t i = 0; i < v->n; i++) {
             if (i) put_cstr(b, ", ");
-            ct_buf_repr(b, v->keys[i]);
+            put_repr(b, v->keys[i], depth + 1);
             put_cstr(b, ": ");
-            ct_buf_repr(b, v->items[i]);
+            put_repr(b, v->items[i], depth + 1);
         }
         put_cstr(b, v->kind == CT_NS ? "}>" : "}");
         return;
