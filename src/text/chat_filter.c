@@ -25,21 +25,72 @@ static ct_value *want_str(ct_ctx *c, const ct_node *at, const char *what, ct_val
     return ct_fail(c, at, LB_ERR_ARG, "%s expects a string, got %s", what, v ? ct_kind_name(v) : "nothing");
 }
 
-static bool is_space(char ch) { return ch == ' ' || ch == '\t' || ch == '\n' || ch == '\r' || ch == '\v' || ch == '\f'; }
+/* The code point at byte i (invalid UTF-8: the byte alone, as a non-character) and its length. */
+static size_t cp_at(const char *s, size_t n, size_t i, uint32_t *cp) {
+    unsigned char c0 = (unsigned char)s[i];
+    size_t len = c0 < 0x80 ? 1 : c0 >= 0xF0 ? 4 : c0 >= 0xE0 ? 3 : c0 >= 0xC0 ? 2 : 0;
+    if (len == 0 || i + len > n) {
+        *cp = 0xFFFFFFFFu;
+        return 1;
+    }
+    uint32_t v = len == 1 ? c0 : c0 & (0x7F >> len);
+    for (size_t k = 1; k < len; k++) {
+        if (((unsigned char)s[i + k] & 0xC0) != 0x80) {
+            *cp = 0xFFFFFFFFu;
+            return 1;
+        }
+        v = v << 6 | ((unsigned char)s[i + k] & 0x3F);
+    }
+    *cp = v;
+    return len;
+}
 
-static bool in_set(char ch, const ct_value *chars) {
-    if (!chars || chars->kind != CT_STR) return is_space(ch);
-    return memchr(chars->s, ch, chars->n) != NULL;
+/* The code point ending at byte `end` (> start) and its length. */
+static size_t cp_before(const char *s, size_t start, size_t end, uint32_t *cp) {
+    size_t i = end - 1;
+    while (i > start && end - i < 4 && ((unsigned char)s[i] & 0xC0) == 0x80) i--;
+    size_t len = cp_at(s, end, i, cp);
+    if (i + len != end) { /* not a whole character: the last byte alone */
+        *cp = 0xFFFFFFFFu;
+        return 1;
+    }
+    return len;
+}
+
+/* Python's str.isspace() (what strip() and split() remove). */
+static bool py_space(uint32_t c) {
+    return (c >= 0x09 && c <= 0x0D) || (c >= 0x1C && c <= 0x20) || c == 0x85 || c == 0xA0 || c == 0x1680 ||
+           (c >= 0x2000 && c <= 0x200A) || c == 0x2028 || c == 0x2029 || c == 0x202F || c == 0x205F || c == 0x3000;
+}
+
+
+static bool in_set(uint32_t cp, const ct_value *chars) {
+    if (!chars || chars->kind != CT_STR) return py_space(cp);
+    for (size_t i = 0; i < chars->n;) {
+        uint32_t c;
+        i += cp_at(chars->s, chars->n, i, &c);
+        if (c == cp) return true;
+    }
+    return false;
 }
 
 /* Python's strip / lstrip / rstrip (which: 3 both, 1 left, 2 right), chars a string or whitespace. */
 static ct_value *strip(ct_ctx *c, const ct_value *s, const ct_value *chars, int which) {
     size_t a = 0, b = s->n;
+    uint32_t cp;
     if (which & 1)
-        while (a < b && in_set(s->s[a], chars)) a++;
+        for (size_t len; a < b && (len = cp_at(s->s, b, a, &cp)) && in_set(cp, chars);) a += len;
     if (which & 2)
-        while (b > a && in_set(s->s[b - 1], chars)) b--;
+        for (size_t len; b > a && (len = cp_before(s->s, a, b, &cp)) && in_set(cp, chars);) b -= len;
     return ct_str(c, s->s + a, b - a);
+}
+
+/* Whitespace run (Python's definition) starting at i: its byte length. */
+static size_t space_run(const char *s, size_t n, size_t i) {
+    size_t j = i;
+    uint32_t cp;
+    for (size_t len; j < n && (len = cp_at(s, n, j, &cp)) && py_space(cp);) j += len;
+    return j - i;
 }
 
 /* lower 1, upper 2, capitalize 3, title 4 (ASCII). */
@@ -65,15 +116,14 @@ static ct_value *split(ct_ctx *c, const ct_node *at, const ct_value *s, const ct
     if (!l) return NULL;
     if (!sep || sep->kind == CT_NONE) { /* runs of whitespace, none at the ends */
         for (;;) {
-            while (i < n && is_space(s->s[i])) i++;
+            i += space_run(s->s, n, i);
             if (i == n) return l;
             size_t j = i;
-            if (maxsplit >= 0 && (int64_t)l->n >= maxsplit) j = n;
-            while (j < n && !is_space(s->s[j])) j++;
-            if (maxsplit >= 0 && (int64_t)l->n >= maxsplit) { /* rest, right-stripped */
+            uint32_t cp;
+            if (maxsplit >= 0 && (int64_t)l->n >= maxsplit) /* the rest, as it is */
                 j = n;
-                while (j > i && is_space(s->s[j - 1])) j--;
-            }
+            else
+                for (size_t len; j < n && (len = cp_at(s->s, n, j, &cp)) && !py_space(cp);) j += len;
             if (!ct_list_push(c, l, ct_str(c, s->s + i, j - i))) return NULL;
             i = j;
         }
@@ -185,6 +235,7 @@ static ct_value *m_dict(ct_ctx *c, const ct_node *at, const ct_value *f, const c
         else if (!strcmp(name, "items")) {
             v = ct_list(c, 2);
             if (!v || !ct_list_push(c, v, self->keys[i]) || !ct_list_push(c, v, self->items[i])) return NULL;
+            v->b = true; /* Python's items are tuples */
         }
         if (!ct_list_push(c, l, v)) return NULL;
     }
@@ -381,7 +432,14 @@ ct_value *ct_apply_filter(ct_ctx *c, const ct_node *at, const char *name, ct_val
         if (k == CT_UNDEF) return ct_int(c, 0);
         return ct_fail(c, at, LB_ERR_ARG, "object of type '%s' has no len()", ct_kind_name(v));
     }
-    if (!strcmp(name, "list")) return items_of(c, at, v);
+    if (!strcmp(name, "list")) {
+        ct_value *l = items_of(c, at, v);
+        if (l == v && v->b) { /* a tuple becomes a list */
+            l = ct_list(c, v->n);
+            for (size_t i = 0; l && i < v->n; i++) ct_list_push(c, l, v->items[i]);
+        }
+        return l;
+    }
     if (!strcmp(name, "first") || !strcmp(name, "last")) {
         ct_value *l = items_of(c, at, v);
         if (!l) return NULL;
@@ -395,6 +453,7 @@ ct_value *ct_apply_filter(ct_ctx *c, const ct_node *at, const char *name, ct_val
         for (size_t i = 0; l && i < v->n; i++) {
             ct_value *p = ct_list(c, 2);
             if (!p || !ct_list_push(c, p, v->keys[i]) || !ct_list_push(c, p, v->items[i]) || !ct_list_push(c, l, p)) return NULL;
+            p->b = true;
         }
         return l;
     }

@@ -149,6 +149,7 @@ static ct_value *slice(ct_ctx *c, const ct_node *at, ct_value *obj, ct_value *bo
             ct_buf_put(&sb, obj->s + a, b - a);
         }
     }
+    if (out) out->b = obj->kind == CT_LIST && obj->b; /* a tuple's slice is a tuple */
     if (obj->kind == CT_STR) {
         ct_value *s = sb.oom ? ct_fail(c, at, LB_ERR_NOMEM, "out of memory") : ct_str(c, sb.p ? sb.p : "", sb.n);
         free(sb.p);
@@ -201,6 +202,15 @@ static ct_value *arith(ct_ctx *c, const ct_node *at, const char *op, ct_value *a
         bool ints = a->kind != CT_FLOAT && b->kind != CT_FLOAT;
         int64_t x = inum(a), y = inum(b), r;
         double fx = num(a), fy = num(b);
+        if (!strcmp(op, "**")) {
+            if (ints && y >= 0) {
+                int64_t acc = 1;
+                for (int64_t k = 0; k < y; k++)
+                    if (__builtin_mul_overflow(acc, x, &acc)) return ct_fail(c, at, LB_ERR_UNSUPPORTED, "integer too large");
+                return ct_int(c, acc);
+            }
+            return ct_float(c, pow(fx, fy));
+        }
         switch (op[0]) {
         case '+': case '-':
             if (!ints) return ct_float(c, op[0] == '+' ? fx + fy : fx - fy);
@@ -232,16 +242,7 @@ static ct_value *arith(ct_ctx *c, const ct_node *at, const char *op, ct_value *a
             r = x % y;
             if (r != 0 && ((r < 0) != (y < 0))) r += y;
             return ct_int(c, r);
-        default: break; /* '**' */
-        }
-        if (op[0] == '*' && op[1] == '*') {
-            if (ints && y >= 0) {
-                int64_t acc = 1;
-                for (int64_t k = 0; k < y; k++)
-                    if (__builtin_mul_overflow(acc, x, &acc)) return ct_fail(c, at, LB_ERR_UNSUPPORTED, "integer too large");
-                return ct_int(c, acc);
-            }
-            return ct_float(c, pow(fx, fy));
+        default: break;
         }
         return ct_fail(c, at, LB_ERR_UNSUPPORTED, "integer too large");
     }
@@ -381,6 +382,7 @@ static ct_value *eval(ct_ctx *c, const ct_node *n) {
         ct_value *l = ct_list(c, (size_t)n->n_kids);
         for (int i = 0; l && i < n->n_kids; i++)
             if (!ct_list_push(c, l, eval(c, n->kids[i]))) return NULL;
+        if (l) l->b = n->flag;
         return l;
     }
     case CT_E_DICT: return eval_dict(c, n);

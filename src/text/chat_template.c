@@ -582,13 +582,15 @@ static ct_node *parse_primary(parser *p) {
         p->ti++;
         if (is_op(p, ")")) { /* empty tuple */
             p->ti++;
-            return node(p, CT_E_LIST, line);
+            if ((n = node(p, CT_E_LIST, line))) n->flag = true;
+            return n;
         }
         n = parse_expr(p);
         if (n && is_op(p, ",")) { /* a tuple: evaluated as a list */
             ct_node *l = node(p, CT_E_LIST, line);
             kids k = {0};
             if (!l || !kids_push(p, &k, n, NULL)) return NULL;
+            l->flag = true;
             while (is_op(p, ",")) {
                 p->ti++;
                 if (is_op(p, ")")) break;

@@ -68,7 +68,7 @@ typedef ct_value *(*ct_builtin)(ct_ctx *c, const ct_node *at, const ct_value *f,
 
 struct ct_value {
     ct_kind kind;
-    bool b;
+    bool b;        /* CT_BOOL: the value; CT_LIST: a tuple (prints with parentheses) */
     int64_t i;
     double f;
     const char *s; /* CT_STR: bytes (NUL-terminated), n bytes; CT_UNDEF: the name that was missing */
@@ -88,7 +88,7 @@ typedef enum ct_op {
     /* expressions */
     CT_E_LIT,      /* value */
     CT_E_NAME,     /* name */
-    CT_E_LIST,     /* kids */
+    CT_E_LIST,     /* kids; flag: a tuple */
     CT_E_DICT,     /* kids: key, value, key, value... */
     CT_E_ATTR,     /* kids[0] . name */
     CT_E_INDEX,    /* kids[0] [ kids[1] ] */

@@ -187,7 +187,7 @@ bool ct_equal(const ct_value *a, const ct_value *b) {
     case CT_UNDEF: case CT_NONE: return true;
     case CT_STR: return a->n == b->n && !memcmp(a->s, b->s, a->n);
     case CT_LIST:
-        if (a->n != b->n) return false;
+        if (a->n != b->n || a->b != b->b) return false; /* a tuple never equals a list */
         for (size_t i = 0; i < a->n; i++)
             if (!ct_equal(a->items[i], b->items[i])) return false;
         return true;
@@ -322,12 +322,12 @@ static void put_str(ct_buf *b, const ct_value *v, int depth) {
     case CT_FLOAT: put_float(b, v->f, false); return;
     case CT_STR: ct_buf_put(b, v->s, v->n); return;
     case CT_LIST:
-        put_cstr(b, "[");
+        put_cstr(b, v->b ? "(" : "[");
         for (size_t i = 0; i < v->n; i++) {
             if (i) put_cstr(b, ", ");
             put_repr(b, v->items[i], depth + 1);
         }
-        put_cstr(b, "]");
+        put_cstr(b, v->b ? (v->n == 1 ? ",)" : ")") : "]");
         return;
     case CT_DICT: case CT_NS:
         put_cstr(b, v->kind == CT_NS ? "<Namespace {" : "{");

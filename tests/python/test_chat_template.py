@@ -55,7 +55,41 @@ CONVERSATIONS = {
     "ends_assistant": [M("user", "2+2?"), M("assistant", "4")],
     "text_edges": [M("system", "  Système: réponds en français.\n"),
                    M("user", "Quote \"this\" and 'that'\\n\ttab, emoji 🙂, <|im_end|> literal {{ not a tag }}\n\n")],
+    "unicode_space": [M("user", "\u3000\u00a0 spaced  out\u2003\n\x1f"), M("assistant", "\u2028ok\u00a0"),
+                      M("user", "日本語の質問です。")],
 }
+
+# The engine's features one by one (not a model's template): each line is compared with jinja2 as well.
+FEATURES = r"""{%- set s = messages[-1].content -%}
+split: {{ s.split() }} {{ 'a,b,,c'.split(',') }} {{ 'a b c'.split(' ', 1) }} {{ '  x  y '.split(none, 1) }}
+strip: [{{ s.strip() }}] [{{ '--x--'.strip('-') }}] [{{ 'xxa'.lstrip('x') }}] [{{ 'axx'.rstrip('x') }}] [{{ s | trim }}]
+case: {{ 'hello world'.title() }} {{ 'hELLO'.capitalize() }} {{ 'MiXed' | lower }} {{ 'MiXed' | upper }}
+affix: {{ 'prefix'.startswith('pre') }} {{ 'prefix'.endswith(('x', 'y')) }} {{ 'abc'.replace('b', 'BB') }} {{ 'aaa'.replace('a', 'b', 2) }}
+slice: {{ 'héllo wörld'[1:4] }} {{ 'héllo'[::-1] }} {{ [1, 2, 3, 4, 5][::2] }} {{ [1, 2, 3][-2:] }} {{ 'abc'[-1] }} {{ 'héllo' | length }}
+num: {{ 7 // 2 }} {{ -7 // 2 }} {{ -7 % 3 }} {{ 7 % -3 }} {{ 2 ** 10 }} {{ 7 / 2 }} {{ 1 / 3 }} {{ 1e20 }} {{ 0.0001 }} {{ 1.5e-7 }} {{ 3 * 'ab' }}
+cmp: {{ 1 < 2 }} {{ 'a' < 'b' }} {{ 1 == 1.0 }} {{ [1, 2] == [1, 2] }} {{ {'a': 1} == {'a': 1} }} {{ 'b' in 'abc' }} {{ 3 not in [1, 2] }}
+logic: {{ none or 'x' }} {{ 0 and 'y' }} {{ 'a' if messages else 'b' }} {{ not messages }} {{ 'x' ~ 1 ~ none ~ true }}
+tests: {{ s is string }} {{ 1 is number }} {{ messages is sequence }} {{ nothing is undefined }} {{ 4 is divisibleby 2 }} {{ 3 is odd }} {{ none is none }} {{ {} is mapping }}
+filters: {{ messages | first | tojson }} {{ (messages | last).role }} {{ nothing | default('dflt') }} {{ '' | default('empty', true) }} {{ '42' | int + 1 }} {{ -3 | abs }}
+more: {{ messages | map(attribute='role') | join('/') }} {{ messages | selectattr('role', 'equalto', 'user') | list | length }} {{ [1, 0, 2] | select | list }} {{ [1, 2, 3] | reject('odd') | list }}
+dict: {% for k, v in {'b': 1, 'a': [1, 'x', none]} | items %}{{ k }}={{ v }};{% endfor %} {{ {'b': 1, 'a': 2} | tojson(sort_keys=true) }} {{ {'k': 'v'}.get('k') }} {{ {'k': 'v'}.get('z', 'dz') }} {{ {'k': 1}.keys() | list }}
+json: {{ {'s': 'a"b\\c\n\u00e9\x41', 'n': none, 'f': 1.5, 'l': [true, false]} | tojson }} {{ messages | tojson(indent=2) }}
+loop: {% for m in messages %}{{ loop.index }}/{{ loop.revindex }}/{{ loop.revindex0 }}{{ '^' if loop.first }}{{ '$' if loop.last }}({{ loop.previtem.role if loop.previtem is defined }}>{{ loop.nextitem.role if loop.nextitem is defined }}) {% endfor %}
+ctl: {% for i in range(10) %}{% if i == 2 %}{% continue %}{% endif %}{% if i > 5 %}{% break %}{% endif %}{{ i }}{% endfor %} {% for i in [] %}x{% else %}empty{% endfor %} {% for i in range(10, 0, -3) if i != 4 %}{{ i }}{% endfor %}
+{% macro tag(name, body='', close=true) -%}
+<{{ name }}>{{ body }}{% if close %}</{{ name }}>{% endif %}
+{%- endmacro -%}
+macro: {{ tag('b', 'bold') }} {{ tag('br', close=false) }} {{ tag(name='i', body=s | trim) }}
+{% set block %}
+  captured {{ messages | length }}
+{% endset -%}
+setblock: [{{ block }}]
+{% set ns = namespace(count=0, last=none) -%}
+{% for m in messages %}{% set ns.count = ns.count + 1 %}{% set ns.last = m.role %}{% endfor -%}
+ns: {{ ns.count }} {{ ns.last }}
+repr: {{ [1, 'it\'s', "q\"", 'both\'"', 'nl\n', none, 2.0, {'k': [true]}] }} {{ {'a': none} }} {{ (1, 2) }} {{ (1,) }} {{ (1, 2, 3)[1:] }} {{ (1, 2) | list }} {{ {'k': 1}.items() | list }} {{ (1, 2) == [1, 2] }}
+"""
+
 
 
 def lowbit_render(template_path, variables, model=None):
@@ -132,6 +166,13 @@ def main():
                     template_path=path)
         finally:
             os.unlink(path)
+    with tempfile.NamedTemporaryFile("w", suffix=".jinja", delete=False, encoding="utf-8") as f:
+        f.write(FEATURES)
+        path = f.name
+    try:
+        c.check("features", FEATURES, "<s>", "</s>", template_path=path)
+    finally:
+        os.unlink(path)
     if os.path.exists(SMOLLM2):
         import gguf
         r = gguf.GGUFReader(SMOLLM2)
