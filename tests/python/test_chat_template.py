@@ -10,6 +10,7 @@ SmolLM2-135M-Instruct's from its GGUF file when the download is cached (~/.cache
 """
 import json
 import os
+import random
 import subprocess
 import sys
 import tempfile
@@ -143,6 +144,57 @@ class Checker:
                     self.passed += 1
 
 
+# Random templates (fixed seeds) mixing text, whitespace control, comments, blocks and expressions: the
+# whitespace rules (trim_blocks, lstrip_blocks, `-` and `+`) are where renderers differ most.
+RANDOM_TEXTS = ["", " ", "  ", "\n", " \n", "\n  ", "a", " a ", "a\n", "\n\nb", "\t", "x \n \ny", " \t\n"]
+RANDOM_EXPRS = ["x", "messages | length", "'s' ~ x", "loop.index if loop is defined else 0", "none", "true", "[1, 'a']",
+                "{'k': x}", "x * 2 - 1", "'q' * x", "1.5 * x", "x / 3", "messages[0].role", "messages[-1].content | trim"]
+
+
+def random_template(r, depth=0):
+    def tag(body):
+        return "{%" + r.choice(["", "", "-", "+"]) + r.choice(["", " ", "  "]) + body + r.choice(["", " ", "  "]) + \
+            r.choice(["", "", "-", "+"]) + "%}"
+    out = []
+    for _ in range(r.randint(1, 5)):
+        k = r.random()
+        if k < 0.3:
+            out.append(r.choice(RANDOM_TEXTS))
+        elif k < 0.5:
+            out.append("{{" + r.choice(["", "-"]) + " " + r.choice(RANDOM_EXPRS) + " " + r.choice(["", "-"]) + "}}")
+        elif k < 0.6:
+            out.append("{#" + r.choice(["", "-"]) + " c " + r.choice(["", "-"]) + "#}")
+        elif k < 0.75 and depth < 3:
+            out.append(tag("if x > %d" % r.randint(0, 3)) + random_template(r, depth + 1) +
+                       (tag("else") + random_template(r, depth + 1) if r.random() < 0.5 else "") + tag("endif"))
+        elif k < 0.9 and depth < 3:
+            out.append(tag("for m in messages" + (" if m.role != 'system'" if r.random() < 0.3 else "")) +
+                       random_template(r, depth + 1) + tag("endfor"))
+        else:
+            out.append(tag("set x = " + r.choice(["x + 1", "2", "x - 1"])))
+        out.append(r.choice(RANDOM_TEXTS))
+    return "".join(out)
+
+
+def check_random(c, count):
+    variables = {"messages": [M("system", " s "), M("user", "u\n")], "add_generation_prompt": True}
+    for i in range(count):
+        r = random.Random(i)
+        src = "{% set x = 1 %}" + random_template(r) + ("\n" if r.random() < 0.3 else "")
+        expected = c.env.from_string(src).render(**variables).encode("utf-8")
+        with tempfile.NamedTemporaryFile("w", suffix=".jinja", delete=False, encoding="utf-8") as f:
+            f.write(src)
+            path = f.name
+        try:
+            rc, out, err = lowbit_render(path, variables)
+        finally:
+            os.unlink(path)
+        if rc != 0 or out != expected:
+            c.fail(f"random template {i} {src!r}", f"lowbit rc={rc} {out!r} {err}; jinja2 {expected!r}")
+        else:
+            c.passed += 1
+
+
 def main():
     c = Checker()
     files = sorted(f for f in os.listdir(GOLDEN) if f.endswith(".jinja"))
@@ -173,6 +225,7 @@ def main():
         c.check("features", FEATURES, "<s>", "</s>", template_path=path)
     finally:
         os.unlink(path)
+    check_random(c, 300)
     if os.path.exists(SMOLLM2):
         import gguf
         r = gguf.GGUFReader(SMOLLM2)
