@@ -175,6 +175,43 @@ static ct_value *replace(ct_ctx *c, const ct_node *at, const ct_value *s, const 
     return r;
 }
 
+/* Python's str.format with plain fields only: {}, {0}, {name}, and {{ }} escapes. */
+static ct_value *format(ct_ctx *c, const ct_node *at, const ct_value *s, const ct_args *a) {
+    ct_buf b = {0};
+    int auto_idx = 0;
+    for (size_t i = 0; i < s->n && !b.oom; i++) {
+        char ch = s->s[i];
+        if ((ch == '{' || ch == '}') && i + 1 < s->n && s->s[i + 1] == ch) {
+            ct_buf_put(&b, &ch, 1);
+            i++;
+            continue;
+        }
+        if (ch == '}') { free(b.p); return ct_fail(c, at, LB_ERR_ARG, "format(): single '}' in the format string"); }
+        if (ch != '{') { ct_buf_put(&b, &ch, 1); continue; }
+        size_t j = i + 1;
+        while (j < s->n && s->s[j] != '}') j++;
+        if (j == s->n) { free(b.p); return ct_fail(c, at, LB_ERR_ARG, "format(): single '{' in the format string"); }
+        const char *f = s->s + i + 1;
+        size_t fl = j - i - 1;
+        ct_value *v = NULL;
+        if (memchr(f, ':', fl) || memchr(f, '!', fl) || memchr(f, '.', fl) || memchr(f, '[', fl)) {
+            free(b.p);
+            return ct_fail(c, at, LB_ERR_UNSUPPORTED, "format(): only plain {} / {N} / {name} fields are supported");
+        }
+        if (fl == 0) v = arg(a, auto_idx++, NULL);
+        else if (f[0] >= '0' && f[0] <= '9') v = arg(a, atoi(f), NULL);
+        else
+            for (int k = 0; k < a->n_kw && !v; k++)
+                if (strlen(a->kw_names[k]) == fl && !memcmp(a->kw_names[k], f, fl)) v = a->kw[k];
+        if (!v) { free(b.p); return ct_fail(c, at, LB_ERR_ARG, "format(): no argument for field {%.*s}", (int)fl, f); }
+        ct_buf_str(&b, v);
+        i = j;
+    }
+    ct_value *r = b.oom ? ct_fail(c, at, LB_ERR_NOMEM, "out of memory") : ct_str(c, b.p ? b.p : "", b.n);
+    free(b.p);
+    return r;
+}
+
 static bool affix(const ct_value *s, const ct_value *p, bool end) {
     if (p->kind != CT_STR || p->n > s->n) return false;
     return !memcmp(s->s + (end ? s->n - p->n : 0), p->s, p->n);
@@ -209,6 +246,7 @@ static ct_value *m_str(ct_ctx *c, const ct_node *at, const ct_value *f, const ct
         }
         return ct_bool(c, r);
     }
+    if (!strcmp(name, "format")) return format(c, at, self, a);
     if (!strcmp(name, "find")) {
         ct_value *p = want_str(c, at, "find()", arg(a, 0, NULL));
         if (!p) return NULL;
@@ -244,7 +282,7 @@ static ct_value *m_dict(ct_ctx *c, const ct_node *at, const ct_value *f, const c
 
 ct_value *ct_method(ct_ctx *c, const ct_node *at, ct_value *obj, const char *name) {
     static const char *const str_methods[] = {"strip", "lstrip", "rstrip", "lower", "upper", "capitalize", "title",
-                                              "replace", "split", "startswith", "endswith", "find", NULL};
+                                              "replace", "split", "startswith", "endswith", "find", "format", NULL};
     static const char *const dict_methods[] = {"get", "keys", "values", "items", NULL};
     const char *const *names = obj->kind == CT_STR ? str_methods : obj->kind == CT_DICT ? dict_methods : NULL;
     for (int i = 0; names && names[i]; i++)
@@ -257,7 +295,7 @@ ct_value *ct_method(ct_ctx *c, const ct_node *at, ct_value *obj, const char *nam
             return f;
         }
     if (obj->kind == CT_STR || obj->kind == CT_LIST) {
-        static const char *const other[] = {"format", "join", "count", "index", "rfind", "rsplit", "splitlines",
+        static const char *const other[] = {"join", "count", "index", "rfind", "rsplit", "splitlines",
                                             "zfill", "isdigit", "isalpha", "append", "pop", "extend", "insert", NULL};
         for (int i = 0; other[i]; i++)
             if (!strcmp(other[i], name))
@@ -416,6 +454,49 @@ static ct_value *map(ct_ctx *c, const ct_node *at, ct_value *v, const ct_args *a
     return out;
 }
 
+/* jinja2's dictsort: (key, value) pairs sorted by key (or by value with by='value'), strings compared
+ * case-insensitively unless case_sensitive. */
+static int sort_cmp(const ct_value *x, const ct_value *y, bool cs) {
+    if (x->kind == CT_STR && y->kind == CT_STR) {
+        for (size_t i = 0; i < x->n && i < y->n; i++) {
+            int p = (unsigned char)x->s[i], q = (unsigned char)y->s[i];
+            if (!cs && p >= 'A' && p <= 'Z') p += 32;
+            if (!cs && q >= 'A' && q <= 'Z') q += 32;
+            if (p != q) return p < q ? -1 : 1;
+        }
+        return x->n < y->n ? -1 : x->n > y->n;
+    }
+    double p = x->kind == CT_FLOAT ? x->f : (double)x->i, q = y->kind == CT_FLOAT ? y->f : (double)y->i;
+    return p < q ? -1 : p > q;
+}
+
+static ct_value *dictsort(ct_ctx *c, const ct_node *at, ct_value *v, const ct_args *a) {
+    if (v->kind != CT_DICT) return ct_fail(c, at, LB_ERR_ARG, "dictsort expects a mapping, got %s", ct_kind_name(v));
+    ct_value *cs = arg(a, 0, "case_sensitive"), *by = arg(a, 1, "by"), *rev = arg(a, 2, "reverse");
+    bool by_value = by && by->kind == CT_STR && !strcmp(by->s, "value"), sens = cs && ct_truthy(cs);
+    bool reverse = rev && ct_truthy(rev);
+    ct_value *l = ct_list(c, v->n);
+    for (size_t i = 0; l && i < v->n; i++) {
+        const ct_value *k = by_value ? v->items[i] : v->keys[i];
+        if (k->kind != CT_STR && k->kind != CT_INT && k->kind != CT_FLOAT)
+            return ct_fail(c, at, LB_ERR_UNSUPPORTED, "dictsort: cannot order a %s", ct_kind_name(k));
+        ct_value *p = ct_list(c, 2);
+        if (!p || !ct_list_push(c, p, v->keys[i]) || !ct_list_push(c, p, v->items[i]) || !ct_list_push(c, l, p)) return NULL;
+        p->b = true;
+        if ((k->kind == CT_STR) != (l->items[0]->items[by_value]->kind == CT_STR))
+            return ct_fail(c, at, LB_ERR_ARG, "dictsort: cannot compare a string with a number");
+    }
+    for (size_t i = 1; l && i < l->n; i++) /* insertion sort: stable, and dicts in templates are small */
+        for (size_t j = i; j > 0; j--) {
+            int r = sort_cmp(l->items[j - 1]->items[by_value], l->items[j]->items[by_value], sens);
+            if (reverse ? r >= 0 : r <= 0) break;
+            ct_value *t = l->items[j];
+            l->items[j] = l->items[j - 1];
+            l->items[j - 1] = t;
+        }
+    return l;
+}
+
 ct_value *ct_apply_filter(ct_ctx *c, const ct_node *at, const char *name, ct_value *v, const ct_args *a) {
     ct_kind k = v->kind;
     if (!strcmp(name, "default") || !strcmp(name, "d")) {
@@ -458,6 +539,7 @@ ct_value *ct_apply_filter(ct_ctx *c, const ct_node *at, const char *name, ct_val
         return l;
     }
     if (!strcmp(name, "join")) return join(c, at, v, a);
+    if (!strcmp(name, "dictsort")) return dictsort(c, at, v, a);
     if (!strcmp(name, "map")) return map(c, at, v, a);
     if (!strcmp(name, "select")) return select_items(c, at, v, a, true, false);
     if (!strcmp(name, "reject")) return select_items(c, at, v, a, false, false);

@@ -88,6 +88,7 @@ setblock: [{{ block }}]
 {% set ns = namespace(count=0, last=none) -%}
 {% for m in messages %}{% set ns.count = ns.count + 1 %}{% set ns.last = m.role %}{% endfor -%}
 ns: {{ ns.count }} {{ ns.last }}
+fmt: {{ '<{}|{}>'.format('a', 2) }} {{ '{1}{0}{{x}}'.format('a', 'b') }} {{ '{n}!'.format(n=none) }} {% for k, v in {'b': 1, 'A': 2, 'c': 0} | dictsort %}{{ k }}{{ v }}{% endfor %} {{ {'b': 1, 'A': 2} | dictsort(true) }} {{ {'x': 3, 'y': 1} | dictsort(by='value', reverse=true) }}
 repr: {{ [1, 'it\'s', "q\"", 'both\'"', 'nl\n', none, 2.0, {'k': [true]}] }} {{ {'a': none} }} {{ (1, 2) }} {{ (1,) }} {{ (1, 2, 3)[1:] }} {{ (1, 2) | list }} {{ {'k': 1}.items() | list }} {{ (1, 2) == [1, 2] }}
 """
 

@@ -141,7 +141,8 @@ static void test_errors(void) {
     expect_error("{{ 'a' + 1 }}", LB_ERR_ARG, "unsupported operand types for +: 'str' and 'int'");
     expect_error("{{ 'unterminated }}", LB_ERR_FORMAT, "unterminated string literal");
     expect_error("{% set x = 1 %}{% set x.y = 2 %}", LB_ERR_ARG, "not a namespace()");
-    expect_error("{{ messages[0].role.format(1) }}", LB_ERR_UNSUPPORTED, "str method 'format' is not supported");
+    expect_error("{{ '{:>5}'.format(1) }}", LB_ERR_UNSUPPORTED, "only plain {} / {N} / {name} fields");
+    expect_error("{{ messages[0].role.zfill(3) }}", LB_ERR_UNSUPPORTED, "str method 'zfill' is not supported");
     expect_error("{% break %}", LB_ERR_FORMAT, "'break' outside a for loop");
     expect_error("{{ 1 2 }}", LB_ERR_FORMAT, "unexpected 'a number' at the end of a tag");
     expect_error("{% for x in 5 %}{% endfor %}", LB_ERR_ARG, "'int' object is not iterable");
