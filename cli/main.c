@@ -12,6 +12,7 @@ int cmd_quantize(int argc, char **argv);
 int cmd_imatrix(int argc, char **argv);
 int cmd_export(int argc, char **argv);
 int cmd_tokenize(int argc, char **argv);
+int cmd_template(int argc, char **argv);
 
 typedef struct command {
     const char *name;
@@ -25,8 +26,9 @@ static const command COMMANDS[] = {
     {"export", cmd_export, "write a model (HF or GGUF, any type) as a Hugging Face directory (f16/bf16/f32)"},
     {"inspect", cmd_inspect, "show a model's architecture, parameters and tensors"},
     {"eval", cmd_eval, "perplexity on a text; with --base, KL divergence and top-1 agreement"},
-    {"run", cmd_run, "generate text from a prompt"},
+    {"run", cmd_run, "generate text from a prompt (--chat: as a conversation, through the chat template)"},
     {"tokenize", cmd_tokenize, "the token ids of a text under a model's tokenizer"},
+    {"template", cmd_template, "print the prompt a model's chat template makes of a conversation"},
 };
 
 static void usage(FILE *f) {

@@ -208,6 +208,60 @@ int32_t lb_tokenizer_bos_id(const lb_tokenizer *t);
 const char *lb_tokenizer_token_text(const lb_tokenizer *t, int32_t id);
 
 /* ------------------------------------------------------------------------------------------------
+ * Chat templates
+ * ---------------------------------------------------------------------------------------------- */
+
+/*
+ * A model's chat template: the Jinja program (tokenizer.chat_template) that turns a conversation into
+ * the prompt text the model was trained on. lowbit renders the Jinja subset real templates use (ChatML,
+ * Llama-3, Mistral, Qwen, Phi, Gemma...) exactly as Hugging Face does (jinja2 with trim_blocks and
+ * lstrip_blocks): {{ }}, {% %}, {# #}, whitespace control, if/elif/else, for (loop.*, `if` filters,
+ * else, break/continue), set (also namespace attributes and set blocks), the usual operators, tests and
+ * filters, string and dict methods, raise_exception, strftime_now, namespace and range. Anything else
+ * (macros, includes, ...) is an LB_ERR_UNSUPPORTED error naming the line and the construct.
+ * A parsed template is immutable and may be rendered from several threads at once.
+ */
+typedef struct lb_chat_template lb_chat_template;
+
+typedef struct lb_chat_message {
+    const char *role;    /* "system", "user", "assistant", ... (UTF-8, NUL-terminated) */
+    const char *content;
+} lb_chat_message;
+
+/* Parse `len` bytes of template source. Syntax errors: LB_ERR_FORMAT with the line; unsupported
+ * constructs: LB_ERR_UNSUPPORTED. */
+lb_status lb_chat_template_parse(const char *source, size_t len, lb_chat_template **out, lb_error *err);
+/*
+ * The template of a model: a GGUF file's tokenizer.chat_template, or in a Hugging Face directory
+ * tokenizer_config.json's chat_template (a string, or the list of named templates, of which the one named
+ * "default" is used) or else chat_template.jinja. The BOS and EOS token texts the files name are kept as
+ * the variables bos_token / eos_token. A model without a template is LB_ERR_UNSUPPORTED.
+ */
+lb_status lb_chat_template_load(const char *model_path, lb_chat_template **out, lb_error *err);
+void lb_chat_template_free(lb_chat_template *t);
+/* The template's source text (NUL-terminated, valid while t lives); *len gets its length if not NULL. */
+const char *lb_chat_template_source(const lb_chat_template *t, size_t *len);
+
+typedef struct lb_chat_params {
+    int add_generation_prompt; /* end with the header of the assistant's turn */
+    const char *bos_token;     /* NULL: the model's (when lb_chat_template_load found one) */
+    const char *eos_token;     /* NULL: the model's */
+} lb_chat_params;
+
+/*
+ * Render a conversation. The template sees messages (a list of {role, content}), add_generation_prompt,
+ * bos_token, eos_token, and tools = documents = none, as transformers' apply_chat_template passes them.
+ * On success *text (release with lb_free) is NUL-terminated and *len excludes the NUL. A template's
+ * raise_exception() is LB_ERR_ARG with its message.
+ */
+lb_status lb_chat_template_render(const lb_chat_template *t, const lb_chat_message *messages, int64_t n_messages,
+                                  const lb_chat_params *params, char **text, size_t *len, lb_error *err);
+/* The same with the variables given as a JSON object ({"messages": [...], "add_generation_prompt": true,
+ * "tools": [...], ...}); bos_token / eos_token default to the model's. */
+lb_status lb_chat_template_render_json(const lb_chat_template *t, const char *json, size_t json_len, char **text,
+                                       size_t *len, lb_error *err);
+
+/* ------------------------------------------------------------------------------------------------
  * Running a model
  * ---------------------------------------------------------------------------------------------- */
 

