@@ -483,6 +483,7 @@ static void pre_run(enc *e, int k, const uint8_t *s, size_t n, bool first) {
     }
     const pre_step *st = &t->pre_steps[k];
     segs g = {.e = e, .k = k, .st = st, .s = s, .first = first};
+    pre_step sub; /* the split a ByteLevel or Metaspace step runs */
     if (st->kind == PS_BYTELEVEL) {
         if (st->prefix_space && s[0] != ' ') {
             step_buf *b = &e->sb[k];
@@ -496,8 +497,8 @@ static void pre_run(enc *e, int k, const uint8_t *s, size_t n, bool first) {
             pre_run(e, k + 1, s, n, first);
             return;
         }
-        pre_step gpt2 = {.kind = PS_SPLIT, .split_kind = SPLIT_GPT2};
-        g.st = &gpt2;
+        sub = (pre_step){.kind = PS_SPLIT, .split_kind = SPLIT_GPT2};
+        g.st = &sub;
         split_step(e, &g, s, n);
         return;
     }
@@ -508,8 +509,8 @@ static void pre_run(enc *e, int k, const uint8_t *s, size_t n, bool first) {
             pre_run(e, k + 1, s, n, first);
             return;
         }
-        pre_step ms = {.kind = PS_LITERAL, .behavior = SB_MERGED_NEXT, .lit = st->lit, .lit_len = st->lit_len};
-        g.st = &ms;
+        sub = (pre_step){.kind = PS_LITERAL, .behavior = SB_MERGED_NEXT, .lit = st->lit, .lit_len = st->lit_len};
+        g.st = &sub;
     }
     split_step(e, &g, s, n);
 }
