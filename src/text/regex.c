@@ -15,8 +15,9 @@
 #include <stdlib.h>
 #include <string.h>
 
-#define MAX_DEPTH 100000     /* nested matcher calls before a match attempt gives up */
+#define MAX_DEPTH 10000      /* nested matcher calls before a match attempt gives up: about 3 MB of stack */
 #define MAX_REPEAT 100000    /* largest {n,m} count */
+#define MAX_STEPS 1000000    /* matcher calls for one start position (catastrophic backtracking) */
 #define SENT 0x110000u       /* collapsed-text stand-ins for categories, beyond Unicode */
 enum { S_L, S_N, S_P, S_M, S_S, S_OTHER };
 
@@ -24,6 +25,7 @@ typedef enum { N_CHAR, N_CLASS, N_ANY, N_SEQ, N_ALT, N_REP, N_LOOK, N_ATOMIC, N_
 
 typedef struct node {
     uint8_t kind, icase, neg, greed; /* greed: 0 lazy, 1 greedy, 2 possessive */
+    uint8_t w1;                      /* every match of this node is exactly one char (lookaheads aside) */
     int32_t min, max;                /* N_REP; max -1 = unbounded */
     int32_t child;                   /* first child (SEQ/ALT list) or the only one (REP/LOOK/ATOMIC) */
     int32_t next;                    /* next node in the parent's SEQ or ALT list, -1 at the end */
@@ -483,6 +485,36 @@ static int32_t parse_alt(parser *ps) {
     return alt;
 }
 
+/* Mark the nodes whose every match is exactly one char: a char test, an alternation of such nodes, or
+ * a sequence of lookaheads around one such node. A repeat of one is counted without recursion. */
+static bool mark_w1(rx *r, int32_t ni) {
+    node *nd = &r->nodes[ni];
+    bool w = false;
+    int n_w1 = 0, n_other = 0;
+    switch (nd->kind) {
+    case N_CHAR:
+    case N_CLASS:
+    case N_ANY: w = true; break;
+    case N_ALT:
+        w = nd->child >= 0;
+        for (int32_t a = nd->child; a >= 0; a = r->nodes[a].next) w &= mark_w1(r, a);
+        break;
+    case N_SEQ:
+        for (int32_t a = nd->child; a >= 0; a = r->nodes[a].next) {
+            bool y = mark_w1(r, a);
+            if (y) n_w1++;
+            else if (r->nodes[a].kind != N_LOOK) n_other++;
+        }
+        w = n_w1 == 1 && n_other == 0;
+        break;
+    default:
+        if (nd->child >= 0) mark_w1(r, nd->child);
+        break;
+    }
+    nd->w1 = w;
+    return w;
+}
+
 /* RX_LLAMA: whether the pattern names a category llama.cpp collapses (it checks the plain text). */
 static bool names_category(const char *pat, size_t len) {
     static const char *const keys[] = {"\\p{N}", "\\p{L}", "\\p{P}", "\\p{M}", "\\p{S}",
@@ -507,6 +539,7 @@ lb_status rx_compile(const char *pat, size_t len, rx_mode mode, rx **out, lb_err
     parser ps = {.r = r, .p = cps, .n = n, .err = err};
     r->root = parse_alt(&ps);
     if (r->root >= 0 && more(&ps)) fail(&ps, "unbalanced )");
+    if (r->root >= 0 && !ps.st) mark_w1(r, r->root);
     free(cps);
     if (ps.st || r->root < 0) {
         rx_free(r);
@@ -553,6 +586,7 @@ typedef struct mctx {
     size_t no_empty_at; /* an end here is rejected (SIZE_MAX: none) */
     size_t *top_end; /* the K_END of the whole match (inner K_ENDs end lookaheads and atomic groups) */
     int depth;
+    long steps;
     bool overflow;
 } mctx;
 
@@ -561,21 +595,23 @@ static bool run(mctx *c, const kont *k, size_t pos);
 
 static inline uint32_t unit_at(const mctx *c, size_t pos) { return unit_of(c->r, c->cp[pos]); }
 
+static bool w1_match(mctx *c, int32_t ni, size_t pos);
+
 /* Repeat node ni having done `count` iterations, now at pos. */
 static bool rep_step(mctx *c, int32_t ni, int32_t count, size_t pos, const kont *k) {
     const node *nd = &c->r->nodes[ni];
     const node *ch = &c->r->nodes[nd->child];
     bool can_more = nd->max < 0 || count < nd->max;
-    if (ch->kind == N_CHAR || ch->kind == N_CLASS || ch->kind == N_ANY) { /* single chars: count, then give back */
+    if (ch->w1) { /* one char per iteration: count, then give back */
         size_t j = pos, lim = nd->max < 0 ? c->n : pos + (size_t)(nd->max - count);
         if (lim > c->n) lim = c->n;
         if (nd->greed == 0) {
             for (;; j++) {
                 if ((int64_t)(j - pos) + count >= nd->min && run(c, k, j)) return true;
-                if (j >= lim || !char_match(c->r, ch, unit_at(c, j))) return false;
+                if (j >= lim || !w1_match(c, nd->child, j)) return false;
             }
         }
-        while (j < lim && char_match(c->r, ch, unit_at(c, j))) j++;
+        while (j < lim && w1_match(c, nd->child, j)) j++;
         for (;; j--) {
             if ((int64_t)(j - pos) + count < nd->min) return false;
             if (run(c, k, j)) return true;
@@ -621,6 +657,33 @@ static bool run(mctx *c, const kont *k, size_t pos) {
     }
 }
 
+/* Whether w1 node ni matches the char at pos. */
+static bool w1_match(mctx *c, int32_t ni, size_t pos) {
+    const node *nd = &c->r->nodes[ni];
+    switch (nd->kind) {
+    case N_CHAR:
+    case N_CLASS:
+    case N_ANY: return pos < c->n && char_match(c->r, nd, unit_at(c, pos));
+    case N_ALT:
+        for (int32_t a = nd->child; a >= 0; a = c->r->nodes[a].next)
+            if (w1_match(c, a, pos)) return true;
+        return false;
+    default: /* N_SEQ: lookaheads at pos or pos + 1 around the one char */
+        for (int32_t a = nd->child; a >= 0; a = c->r->nodes[a].next) {
+            const node *x = &c->r->nodes[a];
+            if (x->w1) {
+                if (!w1_match(c, a, pos)) return false;
+                pos++;
+                continue;
+            }
+            size_t e = pos;
+            kont end = {.kind = K_END, .endp = &e};
+            if (m(c, x->child, pos, &end) == x->neg) return false;
+        }
+        return true;
+    }
+}
+
 static bool wordb(const mctx *c, size_t pos) {
     bool a = pos > 0 && is_word_unit(c->r, unit_at(c, pos - 1));
     bool b = pos < c->n && is_word_unit(c->r, unit_at(c, pos));
@@ -662,7 +725,7 @@ static bool m_inner(mctx *c, int32_t ni, size_t pos, const kont *k) {
 
 static bool m(mctx *c, int32_t ni, size_t pos, const kont *k) {
     if (c->overflow) return false;
-    if (++c->depth > MAX_DEPTH) {
+    if (++c->depth > MAX_DEPTH || ++c->steps > MAX_STEPS) {
         c->overflow = true;
         c->depth--;
         return false;
@@ -687,6 +750,7 @@ int64_t rx_search_ex(const rx *r, const uint32_t *cp, size_t n, size_t from, boo
         c.no_empty_at = no_empty_at_from && s == from ? s : SIZE_MAX;
         c.overflow = false;
         c.depth = 0;
+        c.steps = 0;
         if (m(&c, r->root, s, &k)) {
             *end = e;
             return (int64_t)s;
