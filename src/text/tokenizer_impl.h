@@ -116,6 +116,8 @@ struct lb_tokenizer {
     pre_step pre_steps[MAX_PRE_STEPS];
     int n_pre;
     bool bl_pre; /* byte-level BPE: a ByteLevel pre-tokenizer, or GGUF model "gpt2" */
+    float *scores;         /* LB_TOK_MODEL_SPM: per id */
+    bool add_space_prefix; /* LB_TOK_MODEL_SPM */
     step norm[MAX_STEPS], dec[MAX_STEPS];
     int n_norm, n_dec;
     bool has_decoder, byte_fallback, fuse_unk, ignore_merges;

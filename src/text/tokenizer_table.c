@@ -371,7 +371,7 @@ static lb_status build_pairs(lb_tokenizer *t, lb_error *err) {
 lb_status tok_finish(lb_tokenizer *t, lb_error *err) {
     lb_status st = build_added_sets(t, err);
     if (!st) st = finish_tables(t, err);
-    if (!st && !t->bl_pre && !t->n_pre && !t->ignore_merges) st = build_pairs(t, err);
+    if (!st && t->model == LB_TOK_MODEL_SPM_BPE && !t->n_pre && !t->ignore_merges) st = build_pairs(t, err);
     return st;
 }
 
@@ -394,6 +394,7 @@ void lb_tokenizer_free(lb_tokenizer *t) {
     }
     for (int i = 0; i < t->n_pre; i++) rx_free(t->pre_steps[i].re);
     free(t->tok);
+    free(t->scores);
     free(t->vocab_slots);
     free(t->merges);
     free(t->merge_slots);

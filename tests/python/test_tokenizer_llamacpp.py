@@ -12,6 +12,10 @@ runs with tabs, CR/LF, NBSP and U+3000, apostrophes and contractions). All texts
 match as a special token (llama.cpp: special=True), so every text is tokenized on its own; the id
 lists must be identical.
 
+The same for SentencePiece vocabularies (tokenizer.ggml.model "llama", llama.cpp's score-driven
+merging): the spm_bpe conformance vocabulary with scores -id or seeded random, with and without
+add_space_prefix, joined by </s>.
+
 Values llama.cpp runs without byte encoding (SentencePiece-style BPE on raw UTF-8) and values llama.cpp
 does not know must be refused by lowbit with an error naming the value.
 
@@ -77,6 +81,45 @@ def write_vocab(path, pre):
     w.write_kv_data_to_file()
     w.write_tensors_to_file()
     w.close()
+
+
+def write_spm(path, add_space_prefix, seed):
+    """A SentencePiece GGUF (model "llama") from the spm_bpe vocabulary: scores -id, or seeded random."""
+    tj = json.load(open(os.path.join(CONF, "spm_bpe", "tokenizer.json"), encoding="utf-8"))
+    vocab = tj["model"]["vocab"]
+    n = max(vocab.values()) + 1
+    rng = random.Random(seed)
+    toks, types, scores = [""] * n, [gguf.TokenType.NORMAL] * n, [0.0] * n
+    for k, v in vocab.items():
+        toks[v], scores[v] = k, (-float(v) if seed is None else rng.uniform(-20, 0))
+        if len(k) == 6 and k.startswith("<0x") and k.endswith(">"):
+            types[v] = gguf.TokenType.BYTE
+    types[vocab["<unk>"]] = gguf.TokenType.UNKNOWN
+    types[vocab["<s>"]] = types[vocab["</s>"]] = gguf.TokenType.CONTROL
+    w = gguf.GGUFWriter(path, "llama")
+    w.add_tokenizer_model("llama")
+    w.add_token_list(toks)
+    w.add_token_types(types)
+    w.add_token_scores(scores)
+    w.add_bos_token_id(vocab["<s>"])
+    w.add_eos_token_id(vocab["</s>"])
+    w.add_unk_token_id(vocab["<unk>"])
+    w.add_add_space_prefix(add_space_prefix)
+    w.write_header_to_file()
+    w.write_kv_data_to_file()
+    w.write_tensors_to_file()
+    w.close()
+
+
+def compare(model, texts, text_path, sep, name):
+    llm = Llama(model_path=model, vocab_only=True, verbose=False)
+    ref = llm.tokenize(sep.join(texts).encode("utf-8"), add_bos=False, special=True)
+    sep_id = llm.tokenize(sep.encode(), add_bos=False, special=True)[-1]
+    del llm
+    got, msg = lowbit_ids(model, text_path)
+    check(got is not None, f"{name}: lowbit failed: {msg}")
+    if got is not None:
+        check(got == ref, f"{name}: {first_diff(texts, sep_id, ref, got)}")
 
 
 def random_texts(n, seed=11):
@@ -152,16 +195,14 @@ def main():
         for pre, full in runs:
             write_vocab(model, pre)
             these = texts if full else texts[:ALIAS_TEXTS]
-            llm = Llama(model_path=model, vocab_only=True, verbose=False)
-            ref = llm.tokenize(SEP.join(these).encode("utf-8"), add_bos=False, special=True)
-            sep_id = llm.tokenize(SEP.encode(), add_bos=False, special=True)[0]
-            del llm
-            got, msg = lowbit_ids(model, text_path if full else alias_path)
-            name = pre if pre is not None else "(no tokenizer.ggml.pre)"
-            check(got is not None, f"{name}: lowbit failed: {msg}")
-            if got is not None:
-                check(got == ref, f"{name}: {first_diff(these, sep_id, ref, got)}")
+            compare(model, these, text_path if full else alias_path, SEP, pre if pre is not None else "(no pre)")
             n_values += 1
+        spm_path = os.path.join(tmp, "spm_texts.txt")
+        with open(spm_path, "w", encoding="utf-8", newline="") as f:
+            f.write("</s>".join(texts))
+        for asp, seed in ((True, None), (False, None), (True, 3)):
+            write_spm(model, asp, seed)
+            compare(model, texts, spm_path, "</s>", f"SentencePiece add_space_prefix={asp} scores={seed or '-id'}")
         for pre in RAW_UTF8_VALUES + ["mystery-pre"]:
             write_vocab(model, pre)
             got, msg = lowbit_ids(model, text_path)
