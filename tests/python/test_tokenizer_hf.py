@@ -32,6 +32,11 @@ results = {"passed": 0, "failed": 0}
 BL = {"type": "ByteLevel", "add_prefix_space": False, "trim_offsets": True, "use_regex": True}
 BL_NORX = dict(BL, use_regex=False)
 WORDS_RE = "\\p{L}+|\\p{N}{1,2}|[^\\s\\p{L}\\p{N}]+"
+# Edge cases: separators, NEL, joiners, private use, unassigned and control code points, lone CRs,
+# ligatures and compatibility characters, titlecase letters, stacked marks, long whitespace.
+EDGE_TEXTS = ["a\u2028b\u0085c", "x\u200dy\u200c", "\ue000\U000f0000 pua", "\u0378\u0379 unassigned", "tab\t\tend\t",
+              " " * 300 + "x", "\r\rline\r", "\x01\x02ctl", "ﬁ ﬂ ㎏ Ⅻ ①", "a'b 'Z' ''s", "x\u00a0\u00a0y", "\u3000\u3000z",
+              "\U0001F469\u200d\U0001F4BB", "Ǆǅǆ ᾈ ΣΑΣ", "A\u0301\u0301B", " \n", "\n "]
 BEHAVIORS = ["Isolated", "Removed", "MergedWithPrevious", "MergedWithNext", "Contiguous"]
 
 
@@ -166,7 +171,7 @@ def run_variant(tmp, base, sep, name, norm, pre, texts):
 
 
 def main():
-    texts = random_texts(150) + conformance_texts()[::3]
+    texts = EDGE_TEXTS + random_texts(150) + conformance_texts()[::3]
     gpt2 = json.load(open(os.path.join(CONF, "gpt2", "tokenizer.json"), encoding="utf-8"))
     spm = json.load(open(os.path.join(CONF, "spm_bpe", "tokenizer.json"), encoding="utf-8"))
     n = 0

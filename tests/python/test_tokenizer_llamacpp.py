@@ -7,7 +7,7 @@ GPT-2-style conformance tokenizer ($LB_SHARED/conformance/tokenizers/gpt2/tokeni
 tokens typed CONTROL / USER_DEFINED, tokenizer.ggml.pre set to the value. Texts: the conformance
 strings of all four styles (every third) and seeded random mixed-script text (digits, CJK, kana, Hangul, emoji with
 modifiers, accents precomposed and combining, Greek, Cyrillic, Arabic, Devanagari, symbols, whitespace
-runs with tabs, CR/LF, NBSP and U+3000, apostrophes and contractions). All texts go through one
+runs with tabs, CR/LF, NBSP and U+3000, apostrophes and contractions) and a list of edge cases. All texts go through one
 `lowbit tokenize` call per value, joined by the control token <|endoftext|>, which both tokenizers
 match as a special token (llama.cpp: special=True), so every text is tokenized on its own; the id
 lists must be identical.
@@ -50,6 +50,11 @@ PRE_GROUPS = [g.split() for g in """default | llama3 llama-v3 llama-bpe falcon3 
 | granite-docling | bailingmoe bailingmoe2 llada-moe | seed-coder | hunyuan | hunyuan-dense | hy_v4 | joyai-llm
 | kimi-k2 | ufakzeka | grok-2 | afmoe | laguna | minimax-m2 | solar-open | mellum2""".split("|")]
 ALIAS_TEXTS = 40
+# Edge cases: line/paragraph separators, NEL, joiners, private use, unassigned and control code points,
+# long whitespace runs (jais-2's \s{512}), lone CRs, ligatures, titlecase letters, stacked marks.
+EDGE_TEXTS = ["a\u2028b\u0085c", "x\u200dy\u200c", "\ue000\U000f0000 pua", "\u0378\u0379 unassigned", "tab\t\tend\t",
+              " " * 600 + "x", "\r\rline\r", "\x01\x02ctl", "ﬁ ﬂ ㎏", "a'b 'Z' ''s", "١٢٣٤٥٦٧ ١", "x\u00a0\u00a0y",
+              "\u3000\u3000z", "\U0001F469\u200d\U0001F4BB", "Ǆǅǆ ᾈ", "A\u0301\u0301B", "99999999999", " \n", "\n "]
 # BPE on raw UTF-8 with escaped whitespace (no GPT-2 byte encoding): lowbit refuses these.
 RAW_UTF8_VALUES = ["gemma4", "granite-embed-multi-311m", "sarvam-moe", "whitespace"]
 
@@ -180,7 +185,7 @@ def first_diff(texts, sep_id, ref, got):
 
 
 def main():
-    texts = random_texts(150) + conformance_texts()[::3]
+    texts = EDGE_TEXTS + random_texts(150) + conformance_texts()[::3]
     joined = SEP.join(texts)
     with tempfile.TemporaryDirectory() as tmp:
         text_path = os.path.join(tmp, "texts.txt")
