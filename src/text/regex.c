@@ -32,10 +32,10 @@ typedef struct node {
     uint32_t val;                    /* N_CHAR: code point; N_CLASS: class index */
 } node;
 
-typedef enum { CI_RANGE, CI_GC, CI_SPACE, CI_DIGIT, CI_WORD } ci_kind;
+typedef enum { CI_RANGE, CI_GC, CI_SPACE, CI_DIGIT, CI_WORD, CI_SUB } ci_kind;
 typedef struct citem {
     uint8_t kind, neg;
-    uint32_t lo, hi; /* CI_RANGE bounds; CI_GC: the category mask in lo */
+    uint32_t lo, hi; /* CI_RANGE bounds; CI_GC: the category mask in lo; CI_SUB: a nested class index */
 } citem;
 
 typedef struct cclass {
@@ -86,6 +86,8 @@ static bool is_word_unit(const rx *r, uint32_t u) {
     return r->mode == RX_ONIG && (uni_flags(u) & UNI_WORD);
 }
 
+static bool class_match(const rx *r, const cclass *c, uint32_t u);
+
 static bool item_match(const rx *r, const citem *it, uint32_t u) {
     bool y;
     switch (it->kind) {
@@ -98,6 +100,7 @@ static bool item_match(const rx *r, const citem *it, uint32_t u) {
                 (u == SENT + S_S && (it->lo & UNI_GCM_S));
         break;
     case CI_SPACE: y = r->mode == RX_ONIG ? uni_is_space(u) : (u >= 9 && u <= 13) || u == ' '; break;
+    case CI_SUB: y = class_match(r, &r->classes[it->lo], u); break;
     case CI_DIGIT: y = r->mode == RX_ONIG ? u < SENT && uni_category(u) == UNI_GC_ND : u >= '0' && u <= '9'; break;
     default: y = is_word_unit(r, u); break;
     }
@@ -281,41 +284,79 @@ static bool parse_escape(parser *ps, citem *it, bool *is_item, uint32_t *cp) {
     }
 }
 
-static int32_t parse_class(parser *ps) {
-    rx *r = ps->r;
-    if (!grow(ps, (void **)&r->classes, &r->cap_classes, r->n_classes + 1, sizeof *r->classes)) return -1;
-    int32_t ci = r->n_classes++;
-    cclass c = {.first = r->n_items, .icase = ps->icase};
-    if (peek(ps) == '^') c.neg = true, ps->i++;
-    bool first = true;
-    while (more(ps) && (peek(ps) != ']' || first)) {
-        first = false;
-        uint32_t lo = ps->p[ps->i++];
-        citem it;
-        bool is_item = false;
-        if (lo == '[') return fail(ps, "nested classes are not supported"), -1;
-        if (lo == '\\' && !parse_escape(ps, &it, &is_item, &lo)) return -1;
-        if (is_item) {
-            if (!add_item(ps, it)) return -1;
-            continue;
-        }
-        uint32_t hi = lo;
-        if (peek(ps) == '-' && ps->i + 1 < ps->n && ps->p[ps->i + 1] != ']') {
-            ps->i++;
-            hi = ps->p[ps->i++];
-            if (hi == '\\' && (!parse_escape(ps, &it, &is_item, &hi) || is_item))
-                return is_item ? (fail(ps, "a class escape cannot end a range"), -1) : -1;
-            if (hi < lo) return fail(ps, "range out of order"), -1;
-        }
-        if (!add_item(ps, (citem){.kind = CI_RANGE, .lo = lo, .hi = hi})) return -1;
+/* The items of one class being parsed, kept apart until it ends so each class's items stay contiguous
+ * (a nested class adds its own first). */
+typedef struct item_list {
+    citem *v;
+    int32_t n, cap;
+} item_list;
+
+static bool list_add(parser *ps, item_list *l, citem it) {
+    if (!grow(ps, (void **)&l->v, &l->cap, l->n + 1, sizeof *l->v)) return false;
+    l->v[l->n++] = it;
+    return true;
+}
+
+/* One element of a class, whose first char lo was just consumed, into l. */
+static bool class_elem(parser *ps, item_list *l, uint32_t lo, int depth);
+static int32_t class_body(parser *ps, int depth);
+
+static bool class_elem(parser *ps, item_list *l, uint32_t lo, int depth) {
+    citem it;
+    bool is_item = false;
+    if (lo == '[' && ps->r->mode == RX_ONIG) { /* Oniguruma: a nested class joins the union */
+        int32_t sub = class_body(ps, depth + 1);
+        return sub >= 0 && list_add(ps, l, (citem){.kind = CI_SUB, .lo = (uint32_t)sub});
     }
-    if (!more(ps)) return fail(ps, "unterminated ["), -1;
-    ps->i++;
-    c.n = r->n_items - c.first;
+    if (lo == '&' && peek(ps) == '&' && ps->r->mode == RX_ONIG) return fail(ps, "class intersection (&&) is not supported");
+    if (lo == '\\' && !parse_escape(ps, &it, &is_item, &lo)) return false;
+    if (is_item) return list_add(ps, l, it);
+    uint32_t hi = lo;
+    if (peek(ps) == '-' && ps->i + 1 < ps->n && ps->p[ps->i + 1] != ']') {
+        ps->i++;
+        hi = ps->p[ps->i++];
+        if (hi == '\\' && (!parse_escape(ps, &it, &is_item, &hi) || is_item))
+            return is_item ? fail(ps, "a class escape cannot end a range") : false;
+        if (hi < lo) return fail(ps, "range out of order");
+    }
+    return list_add(ps, l, (citem){.kind = CI_RANGE, .lo = lo, .hi = hi});
+}
+
+/* A class after its '['; returns its index. */
+static int32_t class_body(parser *ps, int depth) {
+    rx *r = ps->r;
+    if (depth > 16) return fail(ps, "classes nested too deeply"), -1;
+    cclass c = {.icase = ps->icase};
+    item_list l = {0};
+    if (peek(ps) == '^') c.neg = true, ps->i++;
+    bool first = true, ok = true;
+    while (ok && more(ps) && (peek(ps) != ']' || first)) {
+        first = false;
+        ok = class_elem(ps, &l, ps->p[ps->i++], depth);
+    }
+    if (ok && !more(ps)) ok = fail(ps, "unterminated [");
+    if (ok) ps->i++;
+    ok = ok && grow(ps, (void **)&r->classes, &r->cap_classes, r->n_classes + 1, sizeof *r->classes) &&
+         grow(ps, (void **)&r->items, &r->cap_items, r->n_items + l.n, sizeof *r->items);
+    if (!ok) {
+        free(l.v);
+        return -1;
+    }
+    c.first = r->n_items;
+    c.n = l.n;
+    memcpy(r->items + r->n_items, l.v, (size_t)l.n * sizeof *l.v);
+    r->n_items += l.n;
+    free(l.v);
     class_finish(r, &c);
-    r->classes[ci] = c;
+    r->classes[r->n_classes] = c;
+    return r->n_classes++;
+}
+
+static int32_t parse_class(parser *ps) {
+    int32_t ci = class_body(ps, 0);
+    if (ci < 0) return -1;
     int32_t nd = new_node(ps, N_CLASS);
-    if (nd >= 0) r->nodes[nd].val = (uint32_t)ci;
+    if (nd >= 0) ps->r->nodes[nd].val = (uint32_t)ci;
     return nd;
 }
 

@@ -69,6 +69,22 @@ def byte_level_variants():
          seq({"type": "Digits", "individual_digits": True}, {"type": "Punctuation", "behavior": "MergedWithPrevious"},
              split(" ", "MergedWithNext", literal=True), BL_NORX)),
     ]
+    real = {  # Split regexes of published tokenizer.json files
+        "BLOOM": " ?[^(\\s|[.,!?…。，、।۔،])]+",
+        "GPT-4o": "[^\\r\\n\\p{L}\\p{N}]?[\\p{Lu}\\p{Lt}\\p{Lm}\\p{Lo}\\p{M}]*[\\p{Ll}\\p{Lm}\\p{Lo}\\p{M}]+(?i:'s|'t|'re|'ve|'m|'ll|'d)?|"
+                  "[^\\r\\n\\p{L}\\p{N}]?[\\p{Lu}\\p{Lt}\\p{Lm}\\p{Lo}\\p{M}]+[\\p{Ll}\\p{Lm}\\p{Lo}\\p{M}]*(?i:'s|'t|'re|'ve|'m|'ll|'d)?|"
+                  "\\p{N}{1,3}| ?[^\\s\\p{L}\\p{N}]+[\\r\\n/]*|\\s*[\\r\\n]+|\\s+(?!\\S)|\\s+",
+        "Bailing (possessive)": "'(?i:[sdmt]|ll|ve|re)|[^\\r\\n\\p{L}\\p{N}]?+\\p{L}+|\\p{N}| ?[^\\s\\p{L}\\p{N}]++[\\r\\n]*|"
+                                "\\s*[\\r\\n]|\\s+(?!\\S)|\\s+",
+        # Llama-3's regex with a redundant last alternative: the regex engine, not the hand-written splitter
+        "Llama-3 via the engine": "(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\\r\\n\\p{L}\\p{N}]?\\p{L}+|\\p{N}{1,3}| ?[^\\s\\p{L}\\p{N}]+[\\r\\n]*|"
+                                  "\\s*[\\r\\n]+|\\s+(?!\\S)|\\s+|\\s+",
+    }
+    for name, rgx in real.items():
+        v.append((f"Split {name}", None, seq(split(rgx), BL_NORX)))
+    v.append(("DeepSeek-V3 Splits", None, seq(split("\\p{N}{1,3}"), split("[一-龥\u3040-ゟ゠-ヿ]+"),
+                                           split("[!\"#$%&'()*+,\\-./:;<=>?@\\[\\\\\\]^_`{|}~][A-Za-z]+|[^\r\n\\p{L}\\p{P}\\p{S}]?"
+                                                 "[\\p{L}\\p{M}]+| ?[\\p{P}\\p{S}]+[\r\n]*|\\s*[\r\n]+|\\s+(?!\\S)|\\s+"), BL_NORX)))
     for b in BEHAVIORS:
         for inv in (False, True):
             v.append((f"Split regex {b} invert={inv}", None, seq(split(WORDS_RE, b, inv), BL_NORX)))
