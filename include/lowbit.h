@@ -173,8 +173,8 @@ typedef struct lb_tokenizer lb_tokenizer;
  * with added/special tokens, its normalizers (NFC, NFD, NFKC, NFKD, Lowercase, Strip, Replace, Prepend)
  * and pre-tokenizers (ByteLevel, Split, Digits, Punctuation, Whitespace, WhitespaceSplit, Metaspace).
  * `path` may be the file, the directory holding it, or a GGUF file: its tokenizer.ggml.* metadata read
- * as llama.cpp reads it (model "gpt2" with any byte-level tokenizer.ggml.pre value llama.cpp knows, or
- * "llama", SentencePiece); an unknown pre value is LB_ERR_UNSUPPORTED naming it.
+ * as llama.cpp reads it (model "gpt2" with any tokenizer.ggml.pre value llama.cpp knows, or "llama",
+ * SentencePiece); an unknown pre value is LB_ERR_UNSUPPORTED naming it.
  */
 lb_status lb_tokenizer_load(const char *path, lb_tokenizer **out, lb_error *err);
 void lb_tokenizer_free(lb_tokenizer *t);

@@ -207,6 +207,15 @@ static void merge_all(enc *e, size_t n) {
 static void bpe_word(enc *e, const uint8_t *w, size_t n) {
     const lb_tokenizer *t = e->t;
     bool bl = t->model == LB_TOK_MODEL_BYTE_BPE;
+    if (t->newline_whole && n && w[0] == '\n') {
+        size_t k = 0;
+        while (k < n && w[k] == '\n') k++;
+        int32_t id = k == n ? tok_vocab_find(t, w, n) : -1;
+        if (id >= 0) {
+            push_id(e, id);
+            return;
+        }
+    }
     if (t->ignore_merges) {
         const uint8_t *key = w;
         size_t kl = n;

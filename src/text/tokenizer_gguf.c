@@ -94,9 +94,6 @@ static lb_status read_kind(const gguf_file *f, const llama_pre **pre, char name[
                       (int)(ml < 64 ? ml : 64), model);
     const char *p = "default";
     if (gguf_find_kv(f, KEY_PRE) && !(p = need_str(f, KEY_PRE, &pl, &st, err))) return st;
-    if (llama_pre_known_unsupported(p, pl))
-        return gg_err(err, f, LB_ERR_UNSUPPORTED, "%s \"%.*s\" is not supported (its BPE runs on raw UTF-8 with escaped "
-                      "whitespace, not byte-level)", KEY_PRE, (int)(pl < 64 ? pl : 64), p);
     *pre = llama_pre_find(p, pl);
     if (!*pre)
         return gg_err(err, f, LB_ERR_UNSUPPORTED, "%s \"%.*s\" is not supported (llama.cpp does not know it either)", KEY_PRE,
@@ -235,14 +232,25 @@ static lb_status read_specials(lb_tokenizer *t, const gguf_file *f, lb_error *er
 }
 
 /* The pipeline llama.cpp runs for a "gpt2" model: the split steps of its pre value, byte-level BPE
- * (merges ignored for words in the vocabulary where llama.cpp sets ignore_merges), the ByteLevel decoder. */
+ * (merges ignored for words in the vocabulary where llama.cpp sets ignore_merges), the ByteLevel decoder;
+ * for the values without byte encoding, spaces escaped as U+2581 where llama.cpp escapes them, BPE on
+ * UTF-8 chars with <0xNN> byte fallback, and a SentencePiece-style decoder. */
 static lb_status set_rules(lb_tokenizer *t, const llama_pre *pre, const char *name, const gguf_file *f, lb_error *err) {
-    t->model = LB_TOK_MODEL_BYTE_BPE;
-    t->bl_pre = true;
+    t->model = pre->raw_utf8 ? LB_TOK_MODEL_SPM_BPE : LB_TOK_MODEL_BYTE_BPE;
+    t->bl_pre = !pre->raw_utf8;
+    t->byte_fallback = pre->raw_utf8;
     t->ignore_merges = pre->ignore_merges;
+    t->newline_whole = pre->newline_whole;
     snprintf(t->pre_name, sizeof t->pre_name, "%s", name);
-    t->dec[0] = (step){.kind = DEC_BYTELEVEL};
-    t->n_dec = 1;
+    static const char sp[] = "\xE2\x96\x81";
+    if (pre->escape_spaces) t->norm[t->n_norm++] = (step){.kind = NORM_REPLACE, .a = " ", .a_len = 1, .b = sp, .b_len = 3};
+    if (pre->raw_utf8) {
+        t->dec[t->n_dec++] = (step){.kind = DEC_REPLACE, .a = sp, .a_len = 3, .b = " ", .b_len = 1};
+        t->dec[t->n_dec++] = (step){.kind = DEC_BYTEFALLBACK};
+        t->dec[t->n_dec++] = (step){.kind = DEC_FUSE};
+    } else {
+        t->dec[t->n_dec++] = (step){.kind = DEC_BYTELEVEL};
+    }
     t->has_decoder = true;
     for (int i = 0; i < LLAMA_PRE_MAX_STEPS && pre->steps[i].split; i++) {
         const llama_pre_step *ls = &pre->steps[i];

@@ -121,6 +121,7 @@ struct lb_tokenizer {
     step norm[MAX_STEPS], dec[MAX_STEPS];
     int n_norm, n_dec;
     bool has_decoder, byte_fallback, fuse_unk, ignore_merges;
+    bool newline_whole; /* a word of '\n' only is looked up whole first (llama.cpp, Gemma 4) */
     int32_t unk_id, bos_id, eos_id;
     int add_bos;
     tok_conv conv; /* what llama.cpp's converter would write beside the vocabulary */
