@@ -18,6 +18,7 @@
 #define MAX_DEPTH 10000      /* nested matcher calls before a match attempt gives up: about 3 MB of stack */
 #define MAX_REPEAT 100000    /* largest {n,m} count */
 #define MAX_STEPS 1000000    /* matcher calls for one start position (catastrophic backtracking) */
+#define MAX_TOTAL_STEPS 50000000L /* matcher calls for one search: beyond, the search gives up */
 #define SENT 0x110000u       /* collapsed-text stand-ins for categories, beyond Unicode */
 enum { S_L, S_N, S_P, S_M, S_S, S_OTHER };
 
@@ -627,7 +628,8 @@ typedef struct mctx {
     size_t no_empty_at; /* an end here is rejected (SIZE_MAX: none) */
     size_t *top_end; /* the K_END of the whole match (inner K_ENDs end lookaheads and atomic groups) */
     int depth;
-    long steps;
+    long steps; /* matcher calls from this start */
+    long scan;  /* chars tested by one-char repeats from this start */
     bool overflow;
 } mctx;
 
@@ -653,6 +655,7 @@ static bool rep_step(mctx *c, int32_t ni, int32_t count, size_t pos, const kont 
             }
         }
         while (j < lim && w1_match(c, nd->child, j)) j++;
+        c->scan += (long)(j - pos);
         for (;; j--) {
             if ((int64_t)(j - pos) + count < nd->min) return false;
             if (run(c, k, j)) return true;
@@ -784,18 +787,20 @@ int64_t rx_search(const rx *r, const uint32_t *cp, size_t n, size_t from, size_t
 
 int64_t rx_search_ex(const rx *r, const uint32_t *cp, size_t n, size_t from, bool no_empty_at_from, size_t *end) {
     mctx c = {.r = r, .cp = cp, .n = n};
-    for (size_t s = from; s <= n; s++) {
+    long total = 0;
+    for (size_t s = from; s <= n && total < MAX_TOTAL_STEPS; s++) {
         size_t e = s;
         kont k = {.kind = K_END, .endp = &e};
         c.top_end = &e;
         c.no_empty_at = no_empty_at_from && s == from ? s : SIZE_MAX;
         c.overflow = false;
         c.depth = 0;
-        c.steps = 0;
+        c.steps = c.scan = 0;
         if (m(&c, r->root, s, &k)) {
             *end = e;
             return (int64_t)s;
         }
+        total += c.steps + c.scan;
     }
     return -1;
 }
