@@ -1,9 +1,10 @@
 #!/usr/bin/env python3
 """lowbit's GGUF tokenizers against llama.cpp's own (llama-cpp-python, vocab only), for every
-tokenizer.ggml.pre value llama.cpp accepts for byte-level BPE.
+tokenizer.ggml.pre value llama.cpp accepts and for SentencePiece vocabularies.
 
 For each value a vocabulary-only GGUF file is written with gguf-py: the vocabulary and merges of the
-GPT-2-style conformance tokenizer ($LB_SHARED/conformance/tokenizers/gpt2/tokenizer.json), its added
+GPT-2-style conformance tokenizer ($LB_SHARED/conformance/tokenizers/gpt2/tokenizer.json; for the raw
+UTF-8 values below, the spm_bpe one), its added
 tokens typed CONTROL / USER_DEFINED, tokenizer.ggml.pre set to the value. Texts: the conformance
 strings of all four styles (every third) and seeded random mixed-script text (digits, CJK, kana, Hangul, emoji with
 modifiers, accents precomposed and combining, Greek, Cyrillic, Arabic, Devanagari, symbols, whitespace
