@@ -26,12 +26,13 @@
 typedef enum { NORM_NFC, NORM_PREPEND, NORM_REPLACE, NORM_NFD, NORM_NFKC, NORM_NFKD, NORM_LOWERCASE, NORM_STRIP } norm_kind;
 typedef enum { DEC_BYTELEVEL, DEC_REPLACE, DEC_BYTEFALLBACK, DEC_FUSE, DEC_STRIP } dec_kind;
 
-/* One normalizer or decoder step; a/b are its strings (Prepend: a; Replace: a -> b). Strip: the
+/* One normalizer or decoder step; a/b are its strings (Prepend: a; Replace: a -> b, or re -> b). Strip: the
  * decoder's strip_cp/start/stop, the normalizer's left/right (start, stop non-zero). */
 typedef struct step {
     int kind;
     const char *a, *b;
     size_t a_len, b_len;
+    rx *re; /* normalizer Replace with a Regex pattern (owned); a is NULL then */
     uint32_t strip_cp;
     int64_t start, stop;
 } step;

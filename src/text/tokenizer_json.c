@@ -225,10 +225,13 @@ static lb_status scan_added(lb_tokenizer *t, const json_value *list, const char 
 /* Append a step, copying its strings out of the JSON document (freed when loading ends). */
 static lb_status add_step(lb_tokenizer *t, step *steps, int *n, step s, const char *what, const char *path,
                           lb_error *err) {
-    if (*n >= MAX_STEPS) return file_err(err, path, LB_ERR_UNSUPPORTED, "%s has more than %d steps", what, MAX_STEPS);
-    if ((s.a && !(s.a = tok_arena_str(t, s.a, s.a_len))) || (s.b && !(s.b = tok_arena_str(t, s.b, s.b_len))))
+    if (*n >= MAX_STEPS) {
+        rx_free(s.re);
+        return file_err(err, path, LB_ERR_UNSUPPORTED, "%s has more than %d steps", what, MAX_STEPS);
+    }
+    steps[(*n)++] = s; /* owns s.re from here */
+    if ((s.a && !(steps[*n - 1].a = tok_arena_str(t, s.a, s.a_len))) || (s.b && !(steps[*n - 1].b = tok_arena_str(t, s.b, s.b_len))))
         return lb_err_set(err, LB_ERR_NOMEM, "out of memory");
-    steps[(*n)++] = s;
     return LB_OK;
 }
 
@@ -236,10 +239,16 @@ static lb_status add_step(lb_tokenizer *t, step *steps, int *n, step s, const ch
 static lb_status replace_step(const json_value *o, int kind, step *s, const char *what, const char *path,
                               lb_error *err) {
     const json_value *pat = json_get(o, "pattern");
+    size_t rl = 0;
+    const char *re = json_str(json_get(pat, "Regex"), &rl);
     s->kind = kind;
     s->a = json_str(json_get(pat, "String"), &s->a_len);
     s->b = json_str(json_get(o, "content"), &s->b_len);
-    if (json_get(pat, "Regex")) return file_err(err, path, LB_ERR_UNSUPPORTED, "%s Replace with a Regex pattern is not supported", what);
+    if (re && kind == NORM_REPLACE && s->b) {
+        lb_status st = rx_compile(re, rl, RX_ONIG, &s->re, err);
+        return st ? lb_err_prefix(err, st, "%s: %s Replace", path, what) : LB_OK;
+    }
+    if (re) return file_err(err, path, LB_ERR_UNSUPPORTED, "%s Replace with a Regex pattern is not supported", what);
     if (!s->a || !s->a_len || !s->b) return file_err(err, path, LB_ERR_FORMAT, "%s Replace needs pattern.String and content", what);
     return LB_OK;
 }

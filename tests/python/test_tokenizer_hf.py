@@ -6,7 +6,7 @@ spm_bpe for SentencePiece-style BPE) are written with other `pre_tokenizer` / `n
 Digits (individual or not), Split with regex and string patterns under every behavior and invert,
 Punctuation, Whitespace, WhitespaceSplit, Metaspace (each prepend scheme, split or not), ByteLevel with
 and without its regex and prefix space, in Sequences; and the normalizers NFC, NFD, NFKC, NFKD,
-Lowercase, Strip, Replace, Prepend, alone and in a Sequence. Each variant tokenizes the conformance
+Lowercase, Strip, Replace (string and regex), Prepend, alone and in a Sequence. Each variant tokenizes the conformance
 strings (every third) and seeded random mixed-script text, joined by the tokenizer's special token
 (which both sides match before normalizing, so every text is tokenized on its own, Metaspace's "first"
 scheme prepending only at the start of the whole input): one `lowbit tokenize` call must give exactly
@@ -95,6 +95,8 @@ def byte_level_variants():
         "Strip right": {"type": "Strip", "strip_left": False, "strip_right": True},
         "Replace": {"type": "Replace", "pattern": {"String": "  "}, "content": "\t"},
         "Prepend": {"type": "Prepend", "prepend": "¶"},
+        "Replace regex": {"type": "Replace", "pattern": {"Regex": " {2,}|\\p{Nd}+"}, "content": "#"},
+        "Replace regex, folded": {"type": "Replace", "pattern": {"Regex": "(?i:the)|\\s(?=\\n)"}, "content": "ðe"},
     }
     for name, n in norms.items():
         v.append((f"normalizer {name}", n, BL))
