@@ -1,10 +1,15 @@
 /*
  * tokenizer_encode.c - encoding with a loaded tokenizer: added tokens (raw, then normalized), the
- * normalizer, the pre-tokenizer (ByteLevel / split regexes) and BPE on each word.
+ * normalizer, the pre-tokenizer steps (each cuts its pieces into matches and gaps and applies a split
+ * behavior, the next step runs on every piece) and BPE on each word; or, for a GGUF SentencePiece
+ * vocabulary, llama.cpp's merging by token scores on each raw piece.
  *
  * Source: huggingface/tokenizers 0.2x: tokenizer/added_vocabulary.rs (find_matches and its flags),
- * pre_tokenizers/byte_level.rs and split.rs, models/bpe/model.rs and word.rs (merge order, byte
- * fallback, unk fusing, ignore_merges); checked against tests/golden/conformance/tokenizers.
+ * tokenizer/normalizer.rs (split behaviors), pre_tokenizers/ (byte_level.rs, split.rs, metaspace.rs,
+ * digits.rs, punctuation.rs, whitespace.rs), models/bpe/model.rs and word.rs (merge order, byte
+ * fallback, unk fusing, ignore_merges); llama.cpp src/llama-vocab.cpp (llm_tokenizer_spm_session,
+ * the BPE session's newline words); checked against tests/golden/conformance/tokenizers and the
+ * Python tests (tokenizers, llama-cpp-python).
  */
 #include "tokenizer_impl.h"
 

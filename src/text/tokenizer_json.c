@@ -1,14 +1,18 @@
 /*
  * tokenizer_json.c - Hugging Face tokenizer.json, reproduced exactly: BPE models (byte-level as GPT-2,
- * Llama-3 and Qwen2 use it, and SentencePiece-style with byte fallback), added tokens, the NFC,
- * Prepend and Replace normalizers, the GPT-2 / Llama-3 / Qwen2 split regexes as hand-written
- * matchers, and the ByteLevel, Replace, ByteFallback, Fuse and Strip decoders. This file loads
+ * Llama-3 and Qwen2 use it, and SentencePiece-style with byte fallback), added tokens, the normalizers
+ * NFC, NFD, NFKC, NFKD, Lowercase, Strip, Prepend and Replace (string or regex), the pre-tokenizers
+ * ByteLevel, Split (regex or string, every behavior, invert), Digits, Punctuation, Whitespace,
+ * WhitespaceSplit and Metaspace in any Sequence (the Llama-3 / Qwen2 regexes on hand-written
+ * splitters, other regexes on regex.c), and the ByteLevel, Replace, ByteFallback, Fuse and Strip
+ * decoders. This file loads
  * tokenizer.json (and what tokenizer_config.json adds for GGUF export) into the tables of
  * tokenizer_table.c; tokenizer_encode.c and tokenizer_decode.c run them.
  *
  * Source: the behaviour of huggingface/tokenizers 0.2x (models/bpe/word.rs merge order,
- * tokenizer/added_vocabulary.rs matching rules, pre_tokenizers/byte_level.rs, the decoders), checked
- * case by case against its output in tests/golden/conformance/tokenizers. The byte-to-unicode
+ * tokenizer/added_vocabulary.rs matching rules, pre_tokenizers/, normalizers/, the decoders), checked
+ * case by case against its output in tests/golden/conformance/tokenizers and by
+ * tests/python/test_tokenizer_hf.py. The byte-to-unicode
  * alphabet is GPT-2's bytes_to_unicode() (openai/gpt-2, src/encoder.py).
  */
 #include "tokenizer_impl.h"
