@@ -169,10 +169,12 @@ lb_status lb_model_tensor(const lb_model *m, int64_t i, lb_tensor_info *out);
 typedef struct lb_tokenizer lb_tokenizer;
 
 /*
- * Load a Hugging Face tokenizer.json: byte-level BPE (GPT-2, Llama-3 and Qwen2 split rules) or
- * SentencePiece-style BPE with byte fallback, with added/special tokens and NFC normalization.
- * `path` may be the file, the directory holding it, or a GGUF file (its tokenizer.ggml.* metadata;
- * byte-level BPE tokenizers, tokenizer.ggml.model "gpt2").
+ * Load a Hugging Face tokenizer.json: byte-level BPE or SentencePiece-style BPE with byte fallback,
+ * with added/special tokens, its normalizers (NFC, NFD, NFKC, NFKD, Lowercase, Strip, Replace, Prepend)
+ * and pre-tokenizers (ByteLevel, Split, Digits, Punctuation, Whitespace, WhitespaceSplit, Metaspace).
+ * `path` may be the file, the directory holding it, or a GGUF file: its tokenizer.ggml.* metadata read
+ * as llama.cpp reads it (model "gpt2" with any tokenizer.ggml.pre value llama.cpp knows, or "llama",
+ * SentencePiece); an unknown pre value is LB_ERR_UNSUPPORTED naming it.
  */
 lb_status lb_tokenizer_load(const char *path, lb_tokenizer **out, lb_error *err);
 void lb_tokenizer_free(lb_tokenizer *t);

@@ -26,5 +26,3 @@ const llama_pre *llama_pre_find(const char *name, size_t len) {
         if (in_list(pre_llama_table[i].names, name, len)) return &pre_llama_table[i];
     return NULL;
 }
-
-bool llama_pre_known_unsupported(const char *name, size_t len) { return in_list(pre_llama_unsupported, name, len); }

@@ -44,11 +44,13 @@ typedef struct llama_pre {
     const char *names; /* the tokenizer.ggml.pre values, separated by '|' */
     llama_pre_step steps[LLAMA_PRE_MAX_STEPS];
     bool ignore_merges, add_bos, no_bos_id;
+    bool raw_utf8;      /* BPE on UTF-8 chars with <0xNN> byte fallback, not GPT-2's byte encoding */
+    bool escape_spaces; /* ' ' becomes U+2581 before splitting */
+    bool newline_whole; /* a word of newlines only is one token when the vocabulary has it */
 } llama_pre;
 
 /* The entry for a tokenizer.ggml.pre value (len bytes), or NULL when llama.cpp does not know it. */
 const llama_pre *llama_pre_find(const char *name, size_t len);
-/* Whether llama.cpp knows the value but its BPE runs without GPT-2 byte encoding (not supported). */
-bool llama_pre_known_unsupported(const char *name, size_t len);
+
 
 #endif

@@ -15,8 +15,10 @@
 #include <stdlib.h>
 #include <string.h>
 
-#define MAX_DEPTH 100000     /* nested matcher calls before a match attempt gives up */
+#define MAX_DEPTH 10000      /* nested matcher calls before a match attempt gives up: about 3 MB of stack */
 #define MAX_REPEAT 100000    /* largest {n,m} count */
+#define MAX_STEPS 1000000    /* matcher calls for one start position (catastrophic backtracking) */
+#define MAX_TOTAL_STEPS 50000000L /* matcher calls for one search: beyond, the search gives up */
 #define SENT 0x110000u       /* collapsed-text stand-ins for categories, beyond Unicode */
 enum { S_L, S_N, S_P, S_M, S_S, S_OTHER };
 
@@ -24,16 +26,17 @@ typedef enum { N_CHAR, N_CLASS, N_ANY, N_SEQ, N_ALT, N_REP, N_LOOK, N_ATOMIC, N_
 
 typedef struct node {
     uint8_t kind, icase, neg, greed; /* greed: 0 lazy, 1 greedy, 2 possessive */
+    uint8_t w1;                      /* every match of this node is exactly one char (lookaheads aside) */
     int32_t min, max;                /* N_REP; max -1 = unbounded */
     int32_t child;                   /* first child (SEQ/ALT list) or the only one (REP/LOOK/ATOMIC) */
     int32_t next;                    /* next node in the parent's SEQ or ALT list, -1 at the end */
     uint32_t val;                    /* N_CHAR: code point; N_CLASS: class index */
 } node;
 
-typedef enum { CI_RANGE, CI_GC, CI_SPACE, CI_DIGIT, CI_WORD } ci_kind;
+typedef enum { CI_RANGE, CI_GC, CI_SPACE, CI_DIGIT, CI_WORD, CI_SUB } ci_kind;
 typedef struct citem {
     uint8_t kind, neg;
-    uint32_t lo, hi; /* CI_RANGE bounds; CI_GC: the category mask in lo */
+    uint32_t lo, hi; /* CI_RANGE bounds; CI_GC: the category mask in lo; CI_SUB: a nested class index */
 } citem;
 
 typedef struct cclass {
@@ -84,6 +87,8 @@ static bool is_word_unit(const rx *r, uint32_t u) {
     return r->mode == RX_ONIG && (uni_flags(u) & UNI_WORD);
 }
 
+static bool class_match(const rx *r, const cclass *c, uint32_t u);
+
 static bool item_match(const rx *r, const citem *it, uint32_t u) {
     bool y;
     switch (it->kind) {
@@ -96,6 +101,7 @@ static bool item_match(const rx *r, const citem *it, uint32_t u) {
                 (u == SENT + S_S && (it->lo & UNI_GCM_S));
         break;
     case CI_SPACE: y = r->mode == RX_ONIG ? uni_is_space(u) : (u >= 9 && u <= 13) || u == ' '; break;
+    case CI_SUB: y = class_match(r, &r->classes[it->lo], u); break;
     case CI_DIGIT: y = r->mode == RX_ONIG ? u < SENT && uni_category(u) == UNI_GC_ND : u >= '0' && u <= '9'; break;
     default: y = is_word_unit(r, u); break;
     }
@@ -279,41 +285,79 @@ static bool parse_escape(parser *ps, citem *it, bool *is_item, uint32_t *cp) {
     }
 }
 
-static int32_t parse_class(parser *ps) {
-    rx *r = ps->r;
-    if (!grow(ps, (void **)&r->classes, &r->cap_classes, r->n_classes + 1, sizeof *r->classes)) return -1;
-    int32_t ci = r->n_classes++;
-    cclass c = {.first = r->n_items, .icase = ps->icase};
-    if (peek(ps) == '^') c.neg = true, ps->i++;
-    bool first = true;
-    while (more(ps) && (peek(ps) != ']' || first)) {
-        first = false;
-        uint32_t lo = ps->p[ps->i++];
-        citem it;
-        bool is_item = false;
-        if (lo == '[') return fail(ps, "nested classes are not supported"), -1;
-        if (lo == '\\' && !parse_escape(ps, &it, &is_item, &lo)) return -1;
-        if (is_item) {
-            if (!add_item(ps, it)) return -1;
-            continue;
-        }
-        uint32_t hi = lo;
-        if (peek(ps) == '-' && ps->i + 1 < ps->n && ps->p[ps->i + 1] != ']') {
-            ps->i++;
-            hi = ps->p[ps->i++];
-            if (hi == '\\' && (!parse_escape(ps, &it, &is_item, &hi) || is_item))
-                return is_item ? (fail(ps, "a class escape cannot end a range"), -1) : -1;
-            if (hi < lo) return fail(ps, "range out of order"), -1;
-        }
-        if (!add_item(ps, (citem){.kind = CI_RANGE, .lo = lo, .hi = hi})) return -1;
+/* The items of one class being parsed, kept apart until it ends so each class's items stay contiguous
+ * (a nested class adds its own first). */
+typedef struct item_list {
+    citem *v;
+    int32_t n, cap;
+} item_list;
+
+static bool list_add(parser *ps, item_list *l, citem it) {
+    if (!grow(ps, (void **)&l->v, &l->cap, l->n + 1, sizeof *l->v)) return false;
+    l->v[l->n++] = it;
+    return true;
+}
+
+/* One element of a class, whose first char lo was just consumed, into l. */
+static bool class_elem(parser *ps, item_list *l, uint32_t lo, int depth);
+static int32_t class_body(parser *ps, int depth);
+
+static bool class_elem(parser *ps, item_list *l, uint32_t lo, int depth) {
+    citem it;
+    bool is_item = false;
+    if (lo == '[' && ps->r->mode == RX_ONIG) { /* Oniguruma: a nested class joins the union */
+        int32_t sub = class_body(ps, depth + 1);
+        return sub >= 0 && list_add(ps, l, (citem){.kind = CI_SUB, .lo = (uint32_t)sub});
     }
-    if (!more(ps)) return fail(ps, "unterminated ["), -1;
-    ps->i++;
-    c.n = r->n_items - c.first;
+    if (lo == '&' && peek(ps) == '&' && ps->r->mode == RX_ONIG) return fail(ps, "class intersection (&&) is not supported");
+    if (lo == '\\' && !parse_escape(ps, &it, &is_item, &lo)) return false;
+    if (is_item) return list_add(ps, l, it);
+    uint32_t hi = lo;
+    if (peek(ps) == '-' && ps->i + 1 < ps->n && ps->p[ps->i + 1] != ']') {
+        ps->i++;
+        hi = ps->p[ps->i++];
+        if (hi == '\\' && (!parse_escape(ps, &it, &is_item, &hi) || is_item))
+            return is_item ? fail(ps, "a class escape cannot end a range") : false;
+        if (hi < lo) return fail(ps, "range out of order");
+    }
+    return list_add(ps, l, (citem){.kind = CI_RANGE, .lo = lo, .hi = hi});
+}
+
+/* A class after its '['; returns its index. */
+static int32_t class_body(parser *ps, int depth) {
+    rx *r = ps->r;
+    if (depth > 16) return fail(ps, "classes nested too deeply"), -1;
+    cclass c = {.icase = ps->icase};
+    item_list l = {0};
+    if (peek(ps) == '^') c.neg = true, ps->i++;
+    bool first = true, ok = true;
+    while (ok && more(ps) && (peek(ps) != ']' || first)) {
+        first = false;
+        ok = class_elem(ps, &l, ps->p[ps->i++], depth);
+    }
+    if (ok && !more(ps)) ok = fail(ps, "unterminated [");
+    if (ok) ps->i++;
+    ok = ok && grow(ps, (void **)&r->classes, &r->cap_classes, r->n_classes + 1, sizeof *r->classes) &&
+         grow(ps, (void **)&r->items, &r->cap_items, r->n_items + l.n, sizeof *r->items);
+    if (!ok) {
+        free(l.v);
+        return -1;
+    }
+    c.first = r->n_items;
+    c.n = l.n;
+    memcpy(r->items + r->n_items, l.v, (size_t)l.n * sizeof *l.v);
+    r->n_items += l.n;
+    free(l.v);
     class_finish(r, &c);
-    r->classes[ci] = c;
+    r->classes[r->n_classes] = c;
+    return r->n_classes++;
+}
+
+static int32_t parse_class(parser *ps) {
+    int32_t ci = class_body(ps, 0);
+    if (ci < 0) return -1;
     int32_t nd = new_node(ps, N_CLASS);
-    if (nd >= 0) r->nodes[nd].val = (uint32_t)ci;
+    if (nd >= 0) ps->r->nodes[nd].val = (uint32_t)ci;
     return nd;
 }
 
@@ -483,6 +527,36 @@ static int32_t parse_alt(parser *ps) {
     return alt;
 }
 
+/* Mark the nodes whose every match is exactly one char: a char test, an alternation of such nodes, or
+ * a sequence of lookaheads around one such node. A repeat of one is counted without recursion. */
+static bool mark_w1(rx *r, int32_t ni) {
+    node *nd = &r->nodes[ni];
+    bool w = false;
+    int n_w1 = 0, n_other = 0;
+    switch (nd->kind) {
+    case N_CHAR:
+    case N_CLASS:
+    case N_ANY: w = true; break;
+    case N_ALT:
+        w = nd->child >= 0;
+        for (int32_t a = nd->child; a >= 0; a = r->nodes[a].next) w &= mark_w1(r, a);
+        break;
+    case N_SEQ:
+        for (int32_t a = nd->child; a >= 0; a = r->nodes[a].next) {
+            bool y = mark_w1(r, a);
+            if (y) n_w1++;
+            else if (r->nodes[a].kind != N_LOOK) n_other++;
+        }
+        w = n_w1 == 1 && n_other == 0;
+        break;
+    default:
+        if (nd->child >= 0) mark_w1(r, nd->child);
+        break;
+    }
+    nd->w1 = w;
+    return w;
+}
+
 /* RX_LLAMA: whether the pattern names a category llama.cpp collapses (it checks the plain text). */
 static bool names_category(const char *pat, size_t len) {
     static const char *const keys[] = {"\\p{N}", "\\p{L}", "\\p{P}", "\\p{M}", "\\p{S}",
@@ -507,6 +581,7 @@ lb_status rx_compile(const char *pat, size_t len, rx_mode mode, rx **out, lb_err
     parser ps = {.r = r, .p = cps, .n = n, .err = err};
     r->root = parse_alt(&ps);
     if (r->root >= 0 && more(&ps)) fail(&ps, "unbalanced )");
+    if (r->root >= 0 && !ps.st) mark_w1(r, r->root);
     free(cps);
     if (ps.st || r->root < 0) {
         rx_free(r);
@@ -553,6 +628,8 @@ typedef struct mctx {
     size_t no_empty_at; /* an end here is rejected (SIZE_MAX: none) */
     size_t *top_end; /* the K_END of the whole match (inner K_ENDs end lookaheads and atomic groups) */
     int depth;
+    long steps; /* matcher calls from this start */
+    long scan;  /* chars tested by one-char repeats from this start */
     bool overflow;
 } mctx;
 
@@ -561,21 +638,24 @@ static bool run(mctx *c, const kont *k, size_t pos);
 
 static inline uint32_t unit_at(const mctx *c, size_t pos) { return unit_of(c->r, c->cp[pos]); }
 
+static bool w1_match(mctx *c, int32_t ni, size_t pos);
+
 /* Repeat node ni having done `count` iterations, now at pos. */
 static bool rep_step(mctx *c, int32_t ni, int32_t count, size_t pos, const kont *k) {
     const node *nd = &c->r->nodes[ni];
     const node *ch = &c->r->nodes[nd->child];
     bool can_more = nd->max < 0 || count < nd->max;
-    if (ch->kind == N_CHAR || ch->kind == N_CLASS || ch->kind == N_ANY) { /* single chars: count, then give back */
+    if (ch->w1) { /* one char per iteration: count, then give back */
         size_t j = pos, lim = nd->max < 0 ? c->n : pos + (size_t)(nd->max - count);
         if (lim > c->n) lim = c->n;
         if (nd->greed == 0) {
             for (;; j++) {
                 if ((int64_t)(j - pos) + count >= nd->min && run(c, k, j)) return true;
-                if (j >= lim || !char_match(c->r, ch, unit_at(c, j))) return false;
+                if (j >= lim || !w1_match(c, nd->child, j)) return false;
             }
         }
-        while (j < lim && char_match(c->r, ch, unit_at(c, j))) j++;
+        while (j < lim && w1_match(c, nd->child, j)) j++;
+        c->scan += (long)(j - pos);
         for (;; j--) {
             if ((int64_t)(j - pos) + count < nd->min) return false;
             if (run(c, k, j)) return true;
@@ -621,6 +701,33 @@ static bool run(mctx *c, const kont *k, size_t pos) {
     }
 }
 
+/* Whether w1 node ni matches the char at pos. */
+static bool w1_match(mctx *c, int32_t ni, size_t pos) {
+    const node *nd = &c->r->nodes[ni];
+    switch (nd->kind) {
+    case N_CHAR:
+    case N_CLASS:
+    case N_ANY: return pos < c->n && char_match(c->r, nd, unit_at(c, pos));
+    case N_ALT:
+        for (int32_t a = nd->child; a >= 0; a = c->r->nodes[a].next)
+            if (w1_match(c, a, pos)) return true;
+        return false;
+    default: /* N_SEQ: lookaheads at pos or pos + 1 around the one char */
+        for (int32_t a = nd->child; a >= 0; a = c->r->nodes[a].next) {
+            const node *x = &c->r->nodes[a];
+            if (x->w1) {
+                if (!w1_match(c, a, pos)) return false;
+                pos++;
+                continue;
+            }
+            size_t e = pos;
+            kont end = {.kind = K_END, .endp = &e};
+            if (m(c, x->child, pos, &end) == x->neg) return false;
+        }
+        return true;
+    }
+}
+
 static bool wordb(const mctx *c, size_t pos) {
     bool a = pos > 0 && is_word_unit(c->r, unit_at(c, pos - 1));
     bool b = pos < c->n && is_word_unit(c->r, unit_at(c, pos));
@@ -662,7 +769,7 @@ static bool m_inner(mctx *c, int32_t ni, size_t pos, const kont *k) {
 
 static bool m(mctx *c, int32_t ni, size_t pos, const kont *k) {
     if (c->overflow) return false;
-    if (++c->depth > MAX_DEPTH) {
+    if (++c->depth > MAX_DEPTH || ++c->steps > MAX_STEPS) {
         c->overflow = true;
         c->depth--;
         return false;
@@ -680,17 +787,20 @@ int64_t rx_search(const rx *r, const uint32_t *cp, size_t n, size_t from, size_t
 
 int64_t rx_search_ex(const rx *r, const uint32_t *cp, size_t n, size_t from, bool no_empty_at_from, size_t *end) {
     mctx c = {.r = r, .cp = cp, .n = n};
-    for (size_t s = from; s <= n; s++) {
+    long total = 0;
+    for (size_t s = from; s <= n && total < MAX_TOTAL_STEPS; s++) {
         size_t e = s;
         kont k = {.kind = K_END, .endp = &e};
         c.top_end = &e;
         c.no_empty_at = no_empty_at_from && s == from ? s : SIZE_MAX;
         c.overflow = false;
         c.depth = 0;
+        c.steps = c.scan = 0;
         if (m(&c, r->root, s, &k)) {
             *end = e;
             return (int64_t)s;
         }
+        total += c.steps + c.scan;
     }
     return -1;
 }

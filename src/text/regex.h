@@ -37,7 +37,10 @@ void rx_free(rx *r);
 /*
  * Leftmost match in cp[from..n) of the text cp[0..n) (code points; positions before `from` are seen by
  * \b). Returns the match start and sets *end, or returns -1. A match may be empty (*end == start).
- * A match that would need more than about 10^5 nested steps counts as no match.
+ * A match that would need more than 10^4 nested steps (a group repeated thousands of times in one
+ * match) or more than 10^6 steps from one start (catastrophic backtracking) counts as no match there,
+ * and a search gives up (no match) after 5 * 10^7 steps in all, so the stack stays below about 3 MB
+ * and the time bounded.
  */
 int64_t rx_search(const rx *r, const uint32_t *cp, size_t n, size_t from, size_t *end);
 /* The same; with no_empty_at_from an empty match at `from` itself does not count (std::regex_iterator's

@@ -15,6 +15,7 @@
 typedef enum lb_tok_model {
     LB_TOK_MODEL_BYTE_BPE = 0, /* byte-level BPE (GPT-2 byte-to-unicode alphabet) */
     LB_TOK_MODEL_SPM_BPE = 1,  /* SentencePiece-style BPE ("▁" for spaces, <0xNN> byte fallback) */
+    LB_TOK_MODEL_SPM = 2,      /* SentencePiece by token scores, as llama.cpp runs GGUF model "llama" */
 } lb_tok_model;
 
 /* What a tokenizer's pre-tokenizer is, as far as GGUF export cares. */
@@ -60,10 +61,13 @@ int lb_tokenizer_add_bos(const lb_tokenizer *t);
  * and gguf-py vocab.py write it).
  *
  * lb_tokenizer_from_gguf builds a tokenizer from f's tokenizer.ggml.* keys, which must stay valid only
- * during the call. Supported: tokenizer.ggml.model "gpt2" (byte-level BPE) with every
- * tokenizer.ggml.pre value llama.cpp's llama-vocab.cpp accepts for byte-encoded BPE (pre_llama_table.h:
- * its split steps, ignore_merges and add_bos defaults; a missing value is "default", as there), split
- * exactly as llama.cpp does (regex.h RX_LLAMA). Token types CONTROL become special
+ * during the call. Supported: tokenizer.ggml.model "llama" (SentencePiece: spaces escaped as U+2581,
+ * one prefixed to text that starts the input or follows an added token unless add_space_prefix is
+ * false, pieces merged by the highest tokenizer.ggml.scores first, <0xNN> byte fallback: llama.cpp's
+ * llm_tokenizer_spm), and "gpt2" (BPE) with every tokenizer.ggml.pre value llama.cpp's llama-vocab.cpp
+ * accepts (pre_llama_table.h: its split steps, ignore_merges and add_bos defaults, byte-level or raw
+ * UTF-8 BPE, escaped spaces; a missing value is "default", as there), split exactly as llama.cpp does
+ * (regex.h RX_LLAMA). Token types CONTROL become special
  * added tokens and USER_DEFINED non-special ones, both matched in the raw text; UNUSED ids are holes.
  * bos/eos ids, add_bos_token and the other keys the converter writes are kept, so
  * lb_tokenizer_write_gguf reproduces them. Errors: LB_ERR_UNSUPPORTED naming any other model or pre

@@ -1,10 +1,15 @@
 /*
  * tokenizer_encode.c - encoding with a loaded tokenizer: added tokens (raw, then normalized), the
- * normalizer, the pre-tokenizer (ByteLevel / split regexes) and BPE on each word.
+ * normalizer, the pre-tokenizer steps (each cuts its pieces into matches and gaps and applies a split
+ * behavior, the next step runs on every piece) and BPE on each word; or, for a GGUF SentencePiece
+ * vocabulary, llama.cpp's merging by token scores on each raw piece.
  *
  * Source: huggingface/tokenizers 0.2x: tokenizer/added_vocabulary.rs (find_matches and its flags),
- * pre_tokenizers/byte_level.rs and split.rs, models/bpe/model.rs and word.rs (merge order, byte
- * fallback, unk fusing, ignore_merges); checked against tests/golden/conformance/tokenizers.
+ * tokenizer/normalizer.rs (split behaviors), pre_tokenizers/ (byte_level.rs, split.rs, metaspace.rs,
+ * digits.rs, punctuation.rs, whitespace.rs), models/bpe/model.rs and word.rs (merge order, byte
+ * fallback, unk fusing, ignore_merges); llama.cpp src/llama-vocab.cpp (llm_tokenizer_spm_session,
+ * the BPE session's newline words); checked against tests/golden/conformance/tokenizers and the
+ * Python tests (tokenizers, llama-cpp-python).
  */
 #include "tokenizer_impl.h"
 
@@ -35,6 +40,18 @@ typedef struct cslot {
     uint64_t h;
 } cslot;
 
+/* SentencePiece by scores: a symbol, and a candidate pair */
+typedef struct ssym {
+    uint32_t off, n; /* bytes of the symbol in the escaped text; n == 0 once merged away */
+    int32_t prev, next;
+} ssym;
+
+typedef struct sbig {
+    float score;
+    int32_t left, right;
+    uint32_t size;
+} sbig;
+
 typedef struct step_buf {
     uint32_t *cp; /* the piece's code points */
     size_t *off;  /* their byte offsets */
@@ -47,6 +64,11 @@ typedef struct enc {
     const uint8_t *input; /* the text being encoded */
     const uint8_t *text;  /* the normalized text of the current raw piece */
     bool at_start;        /* that raw piece starts the input (Metaspace's prepend_scheme "first") */
+    bool prev_special;    /* SentencePiece: the text starts the input or follows an added token */
+    ssym *ssyms;
+    size_t cap_ssyms;
+    sbig *sheap;
+    size_t n_sheap, cap_sheap;
     step_buf sb[MAX_PRE_STEPS];
     int32_t *ids;
     size_t n_ids, cap_ids;
@@ -190,6 +212,15 @@ static void merge_all(enc *e, size_t n) {
 static void bpe_word(enc *e, const uint8_t *w, size_t n) {
     const lb_tokenizer *t = e->t;
     bool bl = t->model == LB_TOK_MODEL_BYTE_BPE;
+    if (t->newline_whole && n && w[0] == '\n') {
+        size_t k = 0;
+        while (k < n && w[k] == '\n') k++;
+        int32_t id = k == n ? tok_vocab_find(t, w, n) : -1;
+        if (id >= 0) {
+            push_id(e, id);
+            return;
+        }
+    }
     if (t->ignore_merges) {
         const uint8_t *key = w;
         size_t kl = n;
@@ -483,6 +514,7 @@ static void pre_run(enc *e, int k, const uint8_t *s, size_t n, bool first) {
     }
     const pre_step *st = &t->pre_steps[k];
     segs g = {.e = e, .k = k, .st = st, .s = s, .first = first};
+    pre_step sub; /* the split a ByteLevel or Metaspace step runs */
     if (st->kind == PS_BYTELEVEL) {
         if (st->prefix_space && s[0] != ' ') {
             step_buf *b = &e->sb[k];
@@ -496,8 +528,8 @@ static void pre_run(enc *e, int k, const uint8_t *s, size_t n, bool first) {
             pre_run(e, k + 1, s, n, first);
             return;
         }
-        pre_step gpt2 = {.kind = PS_SPLIT, .split_kind = SPLIT_GPT2};
-        g.st = &gpt2;
+        sub = (pre_step){.kind = PS_SPLIT, .split_kind = SPLIT_GPT2};
+        g.st = &sub;
         split_step(e, &g, s, n);
         return;
     }
@@ -508,15 +540,113 @@ static void pre_run(enc *e, int k, const uint8_t *s, size_t n, bool first) {
             pre_run(e, k + 1, s, n, first);
             return;
         }
-        pre_step ms = {.kind = PS_LITERAL, .behavior = SB_MERGED_NEXT, .lit = st->lit, .lit_len = st->lit_len};
-        g.st = &ms;
+        sub = (pre_step){.kind = PS_LITERAL, .behavior = SB_MERGED_NEXT, .lit = st->lit, .lit_len = st->lit_len};
+        g.st = &sub;
     }
     split_step(e, &g, s, n);
 }
 
+/* ---------------------------------------------------------------------------------------------- */
+/* SentencePiece by scores (llama.cpp's llm_tokenizer_spm_session)                                 */
+
+/* Max-heap order: higher score first, then the leftmost pair. */
+static bool sbig_before(const sbig *a, const sbig *b) { return a->score > b->score || (a->score == b->score && a->left < b->left); }
+
+static void sheap_push(enc *e, sbig b) {
+    if (!grow(e, (void **)&e->sheap, &e->cap_sheap, e->n_sheap + 1, sizeof *e->sheap)) return;
+    size_t i = e->n_sheap++;
+    while (i > 0 && sbig_before(&b, &e->sheap[(i - 1) / 2])) {
+        e->sheap[i] = e->sheap[(i - 1) / 2];
+        i = (i - 1) / 2;
+    }
+    e->sheap[i] = b;
+}
+
+static sbig sheap_pop(enc *e) {
+    sbig top = e->sheap[0], last = e->sheap[--e->n_sheap];
+    size_t i = 0, n = e->n_sheap;
+    for (;;) {
+        size_t c = 2 * i + 1;
+        if (c >= n) break;
+        if (c + 1 < n && sbig_before(&e->sheap[c + 1], &e->sheap[c])) c++;
+        if (!sbig_before(&e->sheap[c], &last)) break;
+        e->sheap[i] = e->sheap[c];
+        i = c;
+    }
+    if (n) e->sheap[i] = last;
+    return top;
+}
+
+static void spm_bigram(enc *e, const uint8_t *s, const ssym *sy, int32_t l, int32_t r) {
+    if (l < 0 || r < 0) return;
+    uint32_t size = sy[l].n + sy[r].n;
+    int32_t id = tok_vocab_find(e->t, s + sy[l].off, size);
+    if (id >= 0) sheap_push(e, (sbig){e->t->scores[id], l, r, size});
+}
+
+/* A final symbol: its token, else its bytes as <0xNN> tokens (or the byte itself as a token). */
+static void spm_emit(enc *e, const uint8_t *s, size_t n) {
+    const lb_tokenizer *t = e->t;
+    int32_t id = tok_vocab_find(t, s, n);
+    if (id >= 0) {
+        push_id(e, id);
+        return;
+    }
+    for (size_t k = 0; k < n; k++) {
+        char name[7];
+        snprintf(name, sizeof name, "<0x%02X>", s[k]);
+        int32_t b = tok_vocab_find(t, name, 6);
+        if (b < 0) b = tok_vocab_find(t, s + k, 1);
+        if (b < 0) b = t->unk_id;
+        if (b >= 0) push_id(e, b);
+    }
+}
+
+/* One piece of raw text: the space prefix, spaces escaped, then merges by score. */
+static void spm_piece(enc *e, const uint8_t *s0, size_t n0) {
+    const lb_tokenizer *t = e->t;
+    bool prefix = t->add_space_prefix && e->prev_special;
+    e->prev_special = false;
+    size_t spaces = prefix;
+    for (size_t i = 0; i < n0; i++) spaces += s0[i] == ' ';
+    if (!grow(e, (void **)&e->tmp, &e->cap_tmp, n0 + 2 * spaces + 1, 1)) return;
+    uint8_t *s = e->tmp;
+    size_t n = 0;
+    if (prefix) memcpy(s, "\xE2\x96\x81", 3), n = 3;
+    for (size_t i = 0; i < n0; i++) {
+        if (s0[i] == ' ') memcpy(s + n, "\xE2\x96\x81", 3), n += 3;
+        else s[n++] = s0[i];
+    }
+    if (!grow(e, (void **)&e->ssyms, &e->cap_ssyms, n + 1, sizeof *e->ssyms)) return; /* a symbol per char */
+    ssym *sy = e->ssyms;
+    int32_t m = 0;
+    for (size_t i = 0; i < n; m++) {
+        size_t l;
+        utf8_cp_at(s, n, i, &l);
+        sy[m] = (ssym){(uint32_t)i, (uint32_t)l, m - 1, i + l == n ? -1 : m + 1};
+        i += l;
+    }
+    e->n_sheap = 0;
+    for (int32_t i = 1; i < m; i++) spm_bigram(e, s, sy, i - 1, i);
+    while (e->n_sheap && !e->oom) {
+        sbig b = sheap_pop(e);
+        ssym *l = &sy[b.left], *r = &sy[b.right];
+        if (!l->n || !r->n || l->n + r->n != b.size) continue; /* stale */
+        l->n += r->n;
+        r->n = 0;
+        l->next = r->next;
+        if (r->next >= 0) sy[r->next].prev = b.left;
+        spm_bigram(e, s, sy, l->prev, b.left);
+        spm_bigram(e, s, sy, b.left, l->next);
+    }
+    for (int32_t i = 0; m && i != -1 && !e->oom; i = sy[i].next) spm_emit(e, s + sy[i].off, sy[i].n);
+}
+
 /* Pre-tokenize normalized text and run the model on each word. */
 static void pretokenize(enc *e, const uint8_t *s, size_t n) {
-    if (n) pre_run(e, 0, s, n, e->at_start && s == e->text);
+    if (!n) return;
+    if (e->t->model == LB_TOK_MODEL_SPM) spm_piece(e, s, n);
+    else pre_run(e, 0, s, n, e->at_start && s == e->text);
 }
 
 static bool is_word_before(const uint8_t *s, size_t i) {
@@ -578,6 +708,7 @@ static void split_added(enc *e, const added_set *set, const uint8_t *s, size_t n
         }
         if (start > done) fn(e, s + done, start - done);
         push_id(e, a->id);
+        e->prev_special = true;
         done = stop;
     }
     if (done < n && !e->oom) fn(e, s + done, n - done);
@@ -614,9 +745,11 @@ lb_status lb_tokenizer_encode(const lb_tokenizer *t, const char *text, size_t le
     if (bad >= 0)
         return lb_err_set(err, LB_ERR_ARG, "text is not valid UTF-8 at byte offset %lld (byte 0x%02X)", (long long)bad,
                           s[bad]);
-    enc e = {.t = t, .input = s};
+    enc e = {.t = t, .input = s, .prev_special = true};
     if (len) split_added(&e, &t->raw_set, s, len, raw_piece);
     for (int k = 0; k < MAX_PRE_STEPS; k++) free(e.sb[k].cp), free(e.sb[k].off), free(e.sb[k].txt);
+    free(e.ssyms);
+    free(e.sheap);
     free(e.syms);
     free(e.heap);
     free(e.tmp);

@@ -24,6 +24,8 @@
 #define KEY_TOKENS "tokenizer.ggml.tokens"
 #define KEY_TYPES "tokenizer.ggml.token_type"
 #define KEY_MERGES "tokenizer.ggml.merges"
+#define KEY_SCORES "tokenizer.ggml.scores"
+#define KEY_SPACE_PREFIX "tokenizer.ggml.add_space_prefix"
 #define KEY_BOS "tokenizer.ggml.bos_token_id"
 #define KEY_EOS "tokenizer.ggml.eos_token_id"
 #define KEY_CHAT "tokenizer.chat_template"
@@ -77,18 +79,21 @@ static const gguf_kv *need_arr(const gguf_file *f, const char *key, gguf_vtype e
 /* tokenizer.ggml.model and .pre: llama.cpp's rules for the pre value (a missing one is "default",
  * as in llama.cpp), or an error naming the value. */
 static lb_status read_kind(const gguf_file *f, const llama_pre **pre, char name[48], lb_error *err) {
+    name[0] = 0;
     lb_status st = LB_OK;
     size_t ml, pl = 7;
     const char *model = need_str(f, KEY_MODEL, &ml, &st, err);
     if (!model) return st;
+    if (ml == 5 && memcmp(model, "llama", 5) == 0) {
+        *pre = NULL; /* SentencePiece: no pre-tokenizer */
+        return LB_OK;
+    }
     if (ml != 4 || memcmp(model, "gpt2", 4) != 0)
-        return gg_err(err, f, LB_ERR_UNSUPPORTED, "%s \"%.*s\" is not supported (only \"gpt2\", byte-level BPE)", KEY_MODEL,
+        return gg_err(err, f, LB_ERR_UNSUPPORTED,
+                      "%s \"%.*s\" is not supported (only \"gpt2\", byte-level BPE, and \"llama\", SentencePiece)", KEY_MODEL,
                       (int)(ml < 64 ? ml : 64), model);
     const char *p = "default";
     if (gguf_find_kv(f, KEY_PRE) && !(p = need_str(f, KEY_PRE, &pl, &st, err))) return st;
-    if (llama_pre_known_unsupported(p, pl))
-        return gg_err(err, f, LB_ERR_UNSUPPORTED, "%s \"%.*s\" is not supported (its BPE runs on raw UTF-8 with escaped "
-                      "whitespace, not byte-level)", KEY_PRE, (int)(pl < 64 ? pl : 64), p);
     *pre = llama_pre_find(p, pl);
     if (!*pre)
         return gg_err(err, f, LB_ERR_UNSUPPORTED, "%s \"%.*s\" is not supported (llama.cpp does not know it either)", KEY_PRE,
@@ -227,14 +232,25 @@ static lb_status read_specials(lb_tokenizer *t, const gguf_file *f, lb_error *er
 }
 
 /* The pipeline llama.cpp runs for a "gpt2" model: the split steps of its pre value, byte-level BPE
- * (merges ignored for words in the vocabulary where llama.cpp sets ignore_merges), the ByteLevel decoder. */
+ * (merges ignored for words in the vocabulary where llama.cpp sets ignore_merges), the ByteLevel decoder;
+ * for the values without byte encoding, spaces escaped as U+2581 where llama.cpp escapes them, BPE on
+ * UTF-8 chars with <0xNN> byte fallback, and a SentencePiece-style decoder. */
 static lb_status set_rules(lb_tokenizer *t, const llama_pre *pre, const char *name, const gguf_file *f, lb_error *err) {
-    t->model = LB_TOK_MODEL_BYTE_BPE;
-    t->bl_pre = true;
+    t->model = pre->raw_utf8 ? LB_TOK_MODEL_SPM_BPE : LB_TOK_MODEL_BYTE_BPE;
+    t->bl_pre = !pre->raw_utf8;
+    t->byte_fallback = pre->raw_utf8;
     t->ignore_merges = pre->ignore_merges;
+    t->newline_whole = pre->newline_whole;
     snprintf(t->pre_name, sizeof t->pre_name, "%s", name);
-    t->dec[0] = (step){.kind = DEC_BYTELEVEL};
-    t->n_dec = 1;
+    static const char sp[] = "\xE2\x96\x81";
+    if (pre->escape_spaces) t->norm[t->n_norm++] = (step){.kind = NORM_REPLACE, .a = " ", .a_len = 1, .b = sp, .b_len = 3};
+    if (pre->raw_utf8) {
+        t->dec[t->n_dec++] = (step){.kind = DEC_REPLACE, .a = sp, .a_len = 3, .b = " ", .b_len = 1};
+        t->dec[t->n_dec++] = (step){.kind = DEC_BYTEFALLBACK};
+        t->dec[t->n_dec++] = (step){.kind = DEC_FUSE};
+    } else {
+        t->dec[t->n_dec++] = (step){.kind = DEC_BYTELEVEL};
+    }
     t->has_decoder = true;
     for (int i = 0; i < LLAMA_PRE_MAX_STEPS && pre->steps[i].split; i++) {
         const llama_pre_step *ls = &pre->steps[i];
@@ -256,6 +272,37 @@ static lb_status set_rules(lb_tokenizer *t, const llama_pre *pre, const char *na
     return LB_OK;
 }
 
+/* llama.cpp's SentencePiece model: scores, the space prefix, BOS added by default, and the decoder
+ * of a Llama-2 tokenizer.json (U+2581 back to spaces, byte tokens, the leading space dropped). */
+static lb_status set_spm(lb_tokenizer *t, const gguf_file *f, lb_error *err) {
+    t->model = LB_TOK_MODEL_SPM;
+    t->pre = LB_TOK_PRE_NONE;
+    bool b = true;
+    const gguf_kv *kv = gguf_find_kv(f, KEY_SPACE_PREFIX);
+    t->add_space_prefix = !kv || !gguf_kv_bool(kv, &b) || b;
+    static const char sp[] = "\xE2\x96\x81";
+    t->dec[0] = (step){.kind = DEC_REPLACE, .a = sp, .a_len = 3, .b = " ", .b_len = 1};
+    t->dec[1] = (step){.kind = DEC_BYTEFALLBACK};
+    t->dec[2] = (step){.kind = DEC_FUSE};
+    t->dec[3] = (step){.kind = DEC_STRIP, .strip_cp = ' ', .start = 1, .stop = 0};
+    t->n_dec = 4;
+    t->has_decoder = true;
+    lb_status st = LB_OK;
+    const gguf_kv *scores = need_arr(f, KEY_SCORES, GGUF_VT_F32, false, &st, err);
+    if (st) return st;
+    if (scores && gguf_arr_n(scores) != (uint64_t)t->n_vocab)
+        return gg_err(err, f, LB_ERR_FORMAT, "%s has %llu entries but %s has %lld", KEY_SCORES,
+                      (unsigned long long)gguf_arr_n(scores), KEY_TOKENS, (long long)t->n_vocab);
+    t->scores = calloc((size_t)t->n_vocab, sizeof *t->scores);
+    if (!t->scores) return lb_err_set(err, LB_ERR_NOMEM, "out of memory for the scores");
+    for (int64_t i = 0; scores && i < t->n_vocab; i++) {
+        double v = 0;
+        gguf_get_arr_float(scores, (uint64_t)i, &v);
+        t->scores[i] = (float)v;
+    }
+    return LB_OK;
+}
+
 lb_status lb_tokenizer_from_gguf(const gguf_file *f, lb_tokenizer **out, lb_error *err) {
     if (!f || !out) return lb_err_set(err, LB_ERR_ARG, "lb_tokenizer_from_gguf: f and out must not be NULL");
     const llama_pre *pre = NULL;
@@ -264,14 +311,14 @@ lb_status lb_tokenizer_from_gguf(const gguf_file *f, lb_tokenizer **out, lb_erro
     if (st) return st;
     lb_tokenizer *t = tok_new();
     if (!t) return lb_err_set(err, LB_ERR_NOMEM, "out of memory");
-    st = set_rules(t, pre, name, f, err);
+    if (pre) st = set_rules(t, pre, name, f, err);
     if (!st) st = read_tokens(t, f, err);
-    if (!st) st = read_merges(t, f, err);
+    if (!st) st = pre ? read_merges(t, f, err) : set_spm(t, f, err);
     if (!st) {
-        t->add_bos = pre->add_bos; /* llama.cpp's default when add_bos_token is absent */
+        t->add_bos = pre ? pre->add_bos : true; /* llama.cpp's default when add_bos_token is absent */
         st = read_specials(t, f, err);
     }
-    if (!st && pre->no_bos_id) t->bos_id = -1, t->add_bos = 0; /* llama.cpp drops the BOS id */
+    if (!st && pre && pre->no_bos_id) t->bos_id = -1, t->add_bos = 0; /* llama.cpp drops the BOS id */
     if (!st) st = tok_finish(t, err);
     if (st) {
         lb_tokenizer_free(t);

@@ -26,12 +26,13 @@
 typedef enum { NORM_NFC, NORM_PREPEND, NORM_REPLACE, NORM_NFD, NORM_NFKC, NORM_NFKD, NORM_LOWERCASE, NORM_STRIP } norm_kind;
 typedef enum { DEC_BYTELEVEL, DEC_REPLACE, DEC_BYTEFALLBACK, DEC_FUSE, DEC_STRIP } dec_kind;
 
-/* One normalizer or decoder step; a/b are its strings (Prepend: a; Replace: a -> b). Strip: the
+/* One normalizer or decoder step; a/b are its strings (Prepend: a; Replace: a -> b, or re -> b). Strip: the
  * decoder's strip_cp/start/stop, the normalizer's left/right (start, stop non-zero). */
 typedef struct step {
     int kind;
     const char *a, *b;
     size_t a_len, b_len;
+    rx *re; /* normalizer Replace with a Regex pattern (owned); a is NULL then */
     uint32_t strip_cp;
     int64_t start, stop;
 } step;
@@ -116,9 +117,12 @@ struct lb_tokenizer {
     pre_step pre_steps[MAX_PRE_STEPS];
     int n_pre;
     bool bl_pre; /* byte-level BPE: a ByteLevel pre-tokenizer, or GGUF model "gpt2" */
+    float *scores;         /* LB_TOK_MODEL_SPM: per id */
+    bool add_space_prefix; /* LB_TOK_MODEL_SPM */
     step norm[MAX_STEPS], dec[MAX_STEPS];
     int n_norm, n_dec;
     bool has_decoder, byte_fallback, fuse_unk, ignore_merges;
+    bool newline_whole; /* a word of '\n' only is looked up whole first (llama.cpp, Gemma 4) */
     int32_t unk_id, bos_id, eos_id;
     int add_bos;
     tok_conv conv; /* what llama.cpp's converter would write beside the vocabulary */

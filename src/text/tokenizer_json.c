@@ -1,14 +1,18 @@
 /*
  * tokenizer_json.c - Hugging Face tokenizer.json, reproduced exactly: BPE models (byte-level as GPT-2,
- * Llama-3 and Qwen2 use it, and SentencePiece-style with byte fallback), added tokens, the NFC,
- * Prepend and Replace normalizers, the GPT-2 / Llama-3 / Qwen2 split regexes as hand-written
- * matchers, and the ByteLevel, Replace, ByteFallback, Fuse and Strip decoders. This file loads
+ * Llama-3 and Qwen2 use it, and SentencePiece-style with byte fallback), added tokens, the normalizers
+ * NFC, NFD, NFKC, NFKD, Lowercase, Strip, Prepend and Replace (string or regex), the pre-tokenizers
+ * ByteLevel, Split (regex or string, every behavior, invert), Digits, Punctuation, Whitespace,
+ * WhitespaceSplit and Metaspace in any Sequence (the Llama-3 / Qwen2 regexes on hand-written
+ * splitters, other regexes on regex.c), and the ByteLevel, Replace, ByteFallback, Fuse and Strip
+ * decoders. This file loads
  * tokenizer.json (and what tokenizer_config.json adds for GGUF export) into the tables of
  * tokenizer_table.c; tokenizer_encode.c and tokenizer_decode.c run them.
  *
  * Source: the behaviour of huggingface/tokenizers 0.2x (models/bpe/word.rs merge order,
- * tokenizer/added_vocabulary.rs matching rules, pre_tokenizers/byte_level.rs, the decoders), checked
- * case by case against its output in tests/golden/conformance/tokenizers. The byte-to-unicode
+ * tokenizer/added_vocabulary.rs matching rules, pre_tokenizers/, normalizers/, the decoders), checked
+ * case by case against its output in tests/golden/conformance/tokenizers and by
+ * tests/python/test_tokenizer_hf.py. The byte-to-unicode
  * alphabet is GPT-2's bytes_to_unicode() (openai/gpt-2, src/encoder.py).
  */
 #include "tokenizer_impl.h"
@@ -225,10 +229,13 @@ static lb_status scan_added(lb_tokenizer *t, const json_value *list, const char 
 /* Append a step, copying its strings out of the JSON document (freed when loading ends). */
 static lb_status add_step(lb_tokenizer *t, step *steps, int *n, step s, const char *what, const char *path,
                           lb_error *err) {
-    if (*n >= MAX_STEPS) return file_err(err, path, LB_ERR_UNSUPPORTED, "%s has more than %d steps", what, MAX_STEPS);
-    if ((s.a && !(s.a = tok_arena_str(t, s.a, s.a_len))) || (s.b && !(s.b = tok_arena_str(t, s.b, s.b_len))))
+    if (*n >= MAX_STEPS) {
+        rx_free(s.re);
+        return file_err(err, path, LB_ERR_UNSUPPORTED, "%s has more than %d steps", what, MAX_STEPS);
+    }
+    steps[(*n)++] = s; /* owns s.re from here */
+    if ((s.a && !(steps[*n - 1].a = tok_arena_str(t, s.a, s.a_len))) || (s.b && !(steps[*n - 1].b = tok_arena_str(t, s.b, s.b_len))))
         return lb_err_set(err, LB_ERR_NOMEM, "out of memory");
-    steps[(*n)++] = s;
     return LB_OK;
 }
 
@@ -236,10 +243,16 @@ static lb_status add_step(lb_tokenizer *t, step *steps, int *n, step s, const ch
 static lb_status replace_step(const json_value *o, int kind, step *s, const char *what, const char *path,
                               lb_error *err) {
     const json_value *pat = json_get(o, "pattern");
+    size_t rl = 0;
+    const char *re = json_str(json_get(pat, "Regex"), &rl);
     s->kind = kind;
     s->a = json_str(json_get(pat, "String"), &s->a_len);
     s->b = json_str(json_get(o, "content"), &s->b_len);
-    if (json_get(pat, "Regex")) return file_err(err, path, LB_ERR_UNSUPPORTED, "%s Replace with a Regex pattern is not supported", what);
+    if (re && kind == NORM_REPLACE && s->b) {
+        lb_status st = rx_compile(re, rl, RX_ONIG, &s->re, err);
+        return st ? lb_err_prefix(err, st, "%s: %s Replace", path, what) : LB_OK;
+    }
+    if (re) return file_err(err, path, LB_ERR_UNSUPPORTED, "%s Replace with a Regex pattern is not supported", what);
     if (!s->a || !s->a_len || !s->b) return file_err(err, path, LB_ERR_FORMAT, "%s Replace needs pattern.String and content", what);
     return LB_OK;
 }

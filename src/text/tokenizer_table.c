@@ -371,7 +371,7 @@ static lb_status build_pairs(lb_tokenizer *t, lb_error *err) {
 lb_status tok_finish(lb_tokenizer *t, lb_error *err) {
     lb_status st = build_added_sets(t, err);
     if (!st) st = finish_tables(t, err);
-    if (!st && !t->bl_pre && !t->n_pre && !t->ignore_merges) st = build_pairs(t, err);
+    if (!st && t->model == LB_TOK_MODEL_SPM_BPE && !t->n_pre && !t->ignore_merges) st = build_pairs(t, err);
     return st;
 }
 
@@ -393,7 +393,9 @@ void lb_tokenizer_free(lb_tokenizer *t) {
         b = next;
     }
     for (int i = 0; i < t->n_pre; i++) rx_free(t->pre_steps[i].re);
+    for (int i = 0; i < t->n_norm; i++) rx_free(t->norm[i].re);
     free(t->tok);
+    free(t->scores);
     free(t->vocab_slots);
     free(t->merges);
     free(t->merge_slots);
@@ -446,6 +448,43 @@ int lb_tokenizer_add_bos(const lb_tokenizer *t) { return t->add_bos; }
 /* normalization                                                                                  */
 
 /* Run the normalizer steps over s into a malloc'd buffer. Returns non-zero on allocation failure. */
+/* Replace every match of st->re in s with st->b (Oniguruma's match iteration: an empty match right
+ * where the previous one ended is skipped); malloc'd, NULL when out of memory. */
+static uint8_t *replace_regex(const step *st, const uint8_t *s, size_t n, size_t *out_len) {
+    uint32_t *cp = malloc((n + 1) * sizeof *cp);
+    size_t *off = malloc((n + 1) * sizeof *off), m = 0;
+    uint8_t *o = NULL;
+    if (!cp || !off) goto done;
+    for (size_t i = 0, l; i < n; i += l) off[m] = i, cp[m++] = utf8_cp_at(s, n, i, &l);
+    off[m] = n;
+    size_t count = 0, from = 0, last_end = SIZE_MAX, end;
+    int64_t b;
+    for (from = 0; from <= m && (b = rx_search(st->re, cp, m, from, &end)) >= 0;) {
+        bool skip = (size_t)b == end && end == last_end;
+        count += !skip;
+        last_end = end;
+        from = (size_t)b == end ? end + 1 : end;
+    }
+    if (!(o = malloc(n + count * st->b_len + 1))) goto done;
+    size_t k = 0, prev = 0;
+    last_end = SIZE_MAX;
+    for (from = 0; from <= m && (b = rx_search(st->re, cp, m, from, &end)) >= 0;) {
+        if (!((size_t)b == end && end == last_end)) {
+            memcpy(o + k, s + off[prev], off[b] - off[prev]), k += off[b] - off[prev];
+            memcpy(o + k, st->b, st->b_len), k += st->b_len;
+            prev = end;
+        }
+        last_end = end;
+        from = (size_t)b == end ? end + 1 : end;
+    }
+    memcpy(o + k, s + off[prev], n - off[prev]);
+    *out_len = k + n - off[prev];
+done:
+    free(cp);
+    free(off);
+    return o;
+}
+
 lb_status tok_apply_norm(const lb_tokenizer *t, const uint8_t *s, size_t n, uint8_t **out, size_t *out_len) {
     static const uni_form forms[] = {[NORM_NFC] = UNI_NFC, [NORM_NFD] = UNI_NFD, [NORM_NFKC] = UNI_NFKC, [NORM_NFKD] = UNI_NFKD};
     uint8_t *cur = malloc(n + 1);
@@ -486,7 +525,9 @@ lb_status tok_apply_norm(const lb_tokenizer *t, const uint8_t *s, size_t n, uint
                 nl = n + st->a_len;
             }
             break;
-        default: next = tok_replace_all(cur, n, st->a, st->a_len, st->b, st->b_len, &nl); break;
+        default:
+            next = st->re ? replace_regex(st, cur, n, &nl) : tok_replace_all(cur, n, st->a, st->a_len, st->b, st->b_len, &nl);
+            break;
         }
         free(cur);
         if (!next) return LB_ERR_NOMEM;

@@ -252,10 +252,10 @@ static size_t canonical_compose(uint32_t *cp, uint8_t *cc, size_t n) {
 bool uni_normalize(uni_form form, const uint8_t *s, size_t n, uint8_t **out, size_t *out_len) {
     bool compat = form == UNI_NFKC || form == UNI_NFKD, compose_ = form == UNI_NFC || form == UNI_NFKC;
     size_t i = 0;
-    if (!compat)
+    if (form == UNI_NFC)
         while (i < n && s[i] < 0xCC) i++; /* bytes below 0xCC start code points below U+0300 */
     else
-        while (i < n && s[i] < 0x80) i++;
+        while (i < n && s[i] < 0x80) i++; /* decomposing forms change Latin-1 letters too */
     if (i == n) { /* fast path: nothing here can change */
         uint8_t *o = malloc(n + 1);
         if (!o) return false;

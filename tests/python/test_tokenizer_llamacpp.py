@@ -1,25 +1,32 @@
 #!/usr/bin/env python3
 """lowbit's GGUF tokenizers against llama.cpp's own (llama-cpp-python, vocab only), for every
-tokenizer.ggml.pre value llama.cpp accepts for byte-level BPE.
+tokenizer.ggml.pre value llama.cpp accepts and for SentencePiece vocabularies.
 
 For each value a vocabulary-only GGUF file is written with gguf-py: the vocabulary and merges of the
-GPT-2-style conformance tokenizer ($LB_SHARED/conformance/tokenizers/gpt2/tokenizer.json), its added
+GPT-2-style conformance tokenizer ($LB_SHARED/conformance/tokenizers/gpt2/tokenizer.json; for the raw
+UTF-8 values below, the spm_bpe one), its added
 tokens typed CONTROL / USER_DEFINED, tokenizer.ggml.pre set to the value. Texts: the conformance
 strings of all four styles (every third) and seeded random mixed-script text (digits, CJK, kana, Hangul, emoji with
 modifiers, accents precomposed and combining, Greek, Cyrillic, Arabic, Devanagari, symbols, whitespace
-runs with tabs, CR/LF, NBSP and U+3000, apostrophes and contractions). All texts go through one
+runs with tabs, CR/LF, NBSP and U+3000, apostrophes and contractions) and a list of edge cases. All texts go through one
 `lowbit tokenize` call per value, joined by the control token <|endoftext|>, which both tokenizers
 match as a special token (llama.cpp: special=True), so every text is tokenized on its own; the id
 lists must be identical.
 
-Values llama.cpp runs without byte encoding (SentencePiece-style BPE on raw UTF-8) and values llama.cpp
-does not know must be refused by lowbit with an error naming the value.
+The same for SentencePiece vocabularies (tokenizer.ggml.model "llama", llama.cpp's score-driven
+merging): the spm_bpe conformance vocabulary with scores -id or seeded random, with and without
+add_space_prefix, joined by </s>.
+
+The values llama.cpp runs without byte encoding (BPE on raw UTF-8 with <0xNN> byte fallback, spaces
+escaped as U+2581 for Gemma 4 and Sarvam) are compared on the spm_bpe vocabulary and its merges. Values
+llama.cpp does not know must be refused by lowbit with an error naming the value.
 
 Prints "N passed, N failed"; exits non-zero on any failure.
 """
 import json
 import os
 import random
+import re
 import subprocess
 import sys
 import tempfile
@@ -46,7 +53,13 @@ PRE_GROUPS = [g.split() for g in """default | llama3 llama-v3 llama-bpe falcon3 
 | granite-docling | bailingmoe bailingmoe2 llada-moe | seed-coder | hunyuan | hunyuan-dense | hy_v4 | joyai-llm
 | kimi-k2 | ufakzeka | grok-2 | afmoe | laguna | minimax-m2 | solar-open | mellum2""".split("|")]
 ALIAS_TEXTS = 40
-# BPE on raw UTF-8 with escaped whitespace (no GPT-2 byte encoding): lowbit refuses these.
+# Edge cases: line/paragraph separators, NEL, joiners, private use, unassigned and control code points,
+# long whitespace runs (jais-2's \s{512}), lone CRs, ligatures, titlecase letters, stacked marks.
+EDGE_TEXTS = ["a\u2028b\u0085c", "x\u200dy\u200c", "\ue000\U000f0000 pua", "\u0378\u0379 unassigned", "tab\t\tend\t",
+              " " * 600 + "x", "\r\rline\r", "\x01\x02ctl", "ﬁ ﬂ ㎏", "a'b 'Z' ''s", "١٢٣٤٥٦٧ ١", "x\u00a0\u00a0y",
+              "\u3000\u3000z", "\U0001F469\u200d\U0001F4BB", "Ǆǅǆ ᾈ", "A\u0301\u0301B", "99999999999", " \n", "\n "]
+# Values whose BPE runs on raw UTF-8 (no GPT-2 byte encoding; the first three escape spaces as U+2581):
+# compared on a SentencePiece-style vocabulary with merges.
 RAW_UTF8_VALUES = ["gemma4", "granite-embed-multi-311m", "sarvam-moe", "whitespace"]
 
 
@@ -56,13 +69,15 @@ def check(cond, msg):
         print("FAIL", msg, flush=True)
 
 
-def write_vocab(path, pre):
-    tj = json.load(open(os.path.join(CONF, "gpt2", "tokenizer.json"), encoding="utf-8"))
+def write_vocab(path, pre, style="gpt2"):
+    tj = json.load(open(os.path.join(CONF, style, "tokenizer.json"), encoding="utf-8"))
     vocab, added = tj["model"]["vocab"], tj.get("added_tokens", [])
     n = max([*vocab.values(), *(a["id"] for a in added)]) + 1
     toks, types = [f"[PAD{i}]" for i in range(n)], [gguf.TokenType.UNUSED] * n
     for k, v in vocab.items():
         toks[v], types[v] = k, gguf.TokenType.NORMAL
+        if len(k) == 6 and k.startswith("<0x") and k.endswith(">"):
+            types[v] = gguf.TokenType.BYTE
     for a in added:
         toks[a["id"]] = a["content"]
         types[a["id"]] = gguf.TokenType.CONTROL if a["special"] else gguf.TokenType.USER_DEFINED
@@ -77,6 +92,45 @@ def write_vocab(path, pre):
     w.write_kv_data_to_file()
     w.write_tensors_to_file()
     w.close()
+
+
+def write_spm(path, add_space_prefix, seed):
+    """A SentencePiece GGUF (model "llama") from the spm_bpe vocabulary: scores -id, or seeded random."""
+    tj = json.load(open(os.path.join(CONF, "spm_bpe", "tokenizer.json"), encoding="utf-8"))
+    vocab = tj["model"]["vocab"]
+    n = max(vocab.values()) + 1
+    rng = random.Random(seed)
+    toks, types, scores = [""] * n, [gguf.TokenType.NORMAL] * n, [0.0] * n
+    for k, v in vocab.items():
+        toks[v], scores[v] = k, (-float(v) if seed is None else rng.uniform(-20, 0))
+        if len(k) == 6 and k.startswith("<0x") and k.endswith(">"):
+            types[v] = gguf.TokenType.BYTE
+    types[vocab["<unk>"]] = gguf.TokenType.UNKNOWN
+    types[vocab["<s>"]] = types[vocab["</s>"]] = gguf.TokenType.CONTROL
+    w = gguf.GGUFWriter(path, "llama")
+    w.add_tokenizer_model("llama")
+    w.add_token_list(toks)
+    w.add_token_types(types)
+    w.add_token_scores(scores)
+    w.add_bos_token_id(vocab["<s>"])
+    w.add_eos_token_id(vocab["</s>"])
+    w.add_unk_token_id(vocab["<unk>"])
+    w.add_add_space_prefix(add_space_prefix)
+    w.write_header_to_file()
+    w.write_kv_data_to_file()
+    w.write_tensors_to_file()
+    w.close()
+
+
+def compare(model, texts, text_path, sep, name):
+    llm = Llama(model_path=model, vocab_only=True, verbose=False)
+    ref = llm.tokenize(sep.join(texts).encode("utf-8"), add_bos=False, special=True)
+    sep_id = llm.tokenize(sep.encode(), add_bos=False, special=True)[-1]
+    del llm
+    got, msg = lowbit_ids(model, text_path)
+    check(got is not None, f"{name}: lowbit failed: {msg}")
+    if got is not None:
+        check(got == ref, f"{name}: {first_diff(texts, sep_id, ref, got)}")
 
 
 def random_texts(n, seed=11):
@@ -137,7 +191,7 @@ def first_diff(texts, sep_id, ref, got):
 
 
 def main():
-    texts = random_texts(150) + conformance_texts()[::3]
+    texts = EDGE_TEXTS + random_texts(150) + conformance_texts()[::3]
     joined = SEP.join(texts)
     with tempfile.TemporaryDirectory() as tmp:
         text_path = os.path.join(tmp, "texts.txt")
@@ -152,17 +206,26 @@ def main():
         for pre, full in runs:
             write_vocab(model, pre)
             these = texts if full else texts[:ALIAS_TEXTS]
-            llm = Llama(model_path=model, vocab_only=True, verbose=False)
-            ref = llm.tokenize(SEP.join(these).encode("utf-8"), add_bos=False, special=True)
-            sep_id = llm.tokenize(SEP.encode(), add_bos=False, special=True)[0]
-            del llm
-            got, msg = lowbit_ids(model, text_path if full else alias_path)
-            name = pre if pre is not None else "(no tokenizer.ggml.pre)"
-            check(got is not None, f"{name}: lowbit failed: {msg}")
-            if got is not None:
-                check(got == ref, f"{name}: {first_diff(these, sep_id, ref, got)}")
+            compare(model, these, text_path if full else alias_path, SEP, pre if pre is not None else "(no pre)")
             n_values += 1
-        for pre in RAW_UTF8_VALUES + ["mystery-pre"]:
+        spm_path = os.path.join(tmp, "spm_texts.txt")
+        with open(spm_path, "w", encoding="utf-8", newline="") as f:
+            f.write("</s>".join(texts))
+        for asp, seed in ((True, None), (False, None), (True, 3)):
+            write_spm(model, asp, seed)
+            compare(model, texts, spm_path, "</s>", f"SentencePiece add_space_prefix={asp} scores={seed or '-id'}")
+        # llama.cpp aborts when a raw-UTF-8 BPE word holds a space next to another char (find_bpe_rank
+        # asserts), which "whitespace" (no escaping) meets at every run of spaces: it gets runs of one
+        ws_texts = [re.sub(r"\s+", lambda m: m.group(0) if " " not in m.group(0) else " ", t) for t in texts]
+        ws_path = os.path.join(tmp, "ws_texts.txt")
+        with open(ws_path, "w", encoding="utf-8", newline="") as f:
+            f.write("</s>".join(ws_texts))
+        for pre in RAW_UTF8_VALUES:
+            write_vocab(model, pre, "spm_bpe")
+            ws = pre == "whitespace"
+            compare(model, ws_texts if ws else texts, ws_path if ws else spm_path, "</s>", f"{pre} (raw UTF-8 BPE)")
+            n_values += 1
+        for pre in ["mystery-pre"]:
             write_vocab(model, pre)
             got, msg = lowbit_ids(model, text_path)
             check(got is None and f'"{pre}"' in msg and "not supported" in msg, f"{pre}: wanted a clear error, got {msg!r}")

@@ -211,9 +211,12 @@ static void test_bad_files(void) {
                "BertPreTokenizer");
     expect_bad("{\"model\": " BPE_OK ", \"normalizer\": {\"type\": \"BertNormalizer\"}}", LB_ERR_UNSUPPORTED,
                "BertNormalizer");
-    expect_bad("{\"model\": " BPE_OK ", \"normalizer\": {\"type\": \"Replace\", \"pattern\": {\"Regex\": \" +\"}, "
+    expect_bad("{\"model\": " BPE_OK ", \"decoder\": {\"type\": \"Replace\", \"pattern\": {\"Regex\": \" +\"}, "
                "\"content\": \"x\"}}",
                LB_ERR_UNSUPPORTED, "Regex");
+    expect_bad("{\"model\": " BPE_OK ", \"normalizer\": {\"type\": \"Replace\", \"pattern\": {\"Regex\": \"(?<=a)\"}, "
+               "\"content\": \"x\"}}",
+               LB_ERR_FORMAT, "regex");
     expect_bad("{\"model\": " BPE_OK ", \"decoder\": {\"type\": \"WordPiece\"}}", LB_ERR_UNSUPPORTED, "WordPiece");
     expect_bad("{\"model\": " BPE_OK ", \"added_tokens\": {}}", LB_ERR_FORMAT, "added_tokens");
     expect_bad("{\"model\": " BPE_OK ", \"added_tokens\": [{\"id\": 3}]}", LB_ERR_FORMAT, "content");
