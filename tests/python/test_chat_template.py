@@ -117,18 +117,20 @@ class Checker:
         self.failed += 1
         print(f"FAIL {what}: {detail}")
 
-    def check(self, name, source, bos, eos, template_path=None, model=None):
+    def check(self, name, source, bos, eos, template_path=None, model=None, model_knows_special=False):
+        """model_knows_special: bos/eos are not passed to lowbit, which must take them from the model's files."""
         compiled = self.env.from_string(source)
         for conv_name, messages in CONVERSATIONS.items():
             for gen in (True, False):
-                variables = {"messages": messages, "add_generation_prompt": gen, "bos_token": bos,
-                             "eos_token": eos, "tools": None, "documents": None}
+                variables = {"messages": messages, "add_generation_prompt": gen, "tools": None, "documents": None}
+                given = dict(variables) if model_knows_special else None
+                variables.update({"bos_token": bos, "eos_token": eos})
                 what = f"{name} / {conv_name} / add_generation_prompt={gen}"
                 try:
                     expected, error = compiled.render(**variables).encode("utf-8"), None
                 except Exception as e:  # a template's raise_exception, or a Python error inside jinja2
                     expected, error = None, str(e) if isinstance(e, RaisedByTemplate) else ""
-                rc, out, err = lowbit_render(template_path, variables, model)
+                rc, out, err = lowbit_render(template_path, given or variables, model)
                 if error is not None:
                     if rc == 0 or error not in err:
                         self.fail(what, f"jinja2 raised {error!r}; lowbit rc={rc} stderr={err!r}")
@@ -196,6 +198,31 @@ def check_random(c, count):
             c.passed += 1
 
 
+def check_hf_dirs(c):
+    """A Hugging Face directory: tokenizer_config.json's chat_template as a string and as the list of named
+    templates, with bos/eos taken from the same file; chat_template.jinja when the config has none."""
+    with open(os.path.join(GOLDEN, "meta-llama-Llama-3.1-8B-Instruct.jinja"), encoding="utf-8") as fh:
+        llama = fh.read()
+    with open(os.path.join(GOLDEN, "Qwen-Qwen2.5-7B-Instruct.jinja"), encoding="utf-8") as fh:
+        qwen = fh.read()
+    forms = {
+        "string": ({"chat_template": qwen, "bos_token": None, "eos_token": "<|im_end|>"}, None, qwen, "", "<|im_end|>"),
+        "list": ({"chat_template": [{"name": "tool_use", "template": "{{ raise_exception('wrong one') }}"},
+                                    {"name": "default", "template": llama}],
+                  "bos_token": {"content": "<|begin_of_text|>", "lstrip": False}, "eos_token": "<|eot_id|>"},
+                 None, llama, "<|begin_of_text|>", "<|eot_id|>"),
+        "jinja_file": ({"eos_token": "</s>", "bos_token": "<s>"}, qwen, qwen, "<s>", "</s>"),
+    }
+    for form, (config, jinja_file, src, bos, eos) in forms.items():
+        with tempfile.TemporaryDirectory() as d:
+            with open(os.path.join(d, "tokenizer_config.json"), "w", encoding="utf-8") as f:
+                json.dump(config, f)
+            if jinja_file:
+                with open(os.path.join(d, "chat_template.jinja"), "w", encoding="utf-8") as f:
+                    f.write(jinja_file)
+            c.check(f"HF directory, chat_template {form}", src, bos, eos, model=d, model_knows_special=True)
+
+
 def main():
     c = Checker()
     files = sorted(f for f in os.listdir(GOLDEN) if f.endswith(".jinja"))
@@ -226,6 +253,7 @@ def main():
         c.check("features", FEATURES, "<s>", "</s>", template_path=path)
     finally:
         os.unlink(path)
+    check_hf_dirs(c)
     check_random(c, 300)
     if os.path.exists(SMOLLM2):
         import gguf
@@ -234,7 +262,7 @@ def main():
         tokens = r.fields["tokenizer.ggml.tokens"]
         bos = tokens.contents(r.fields["tokenizer.ggml.bos_token_id"].contents())
         eos = tokens.contents(r.fields["tokenizer.ggml.eos_token_id"].contents())
-        c.check("SmolLM2-135M-Instruct GGUF", src, bos, eos, model=SMOLLM2)
+        c.check("SmolLM2-135M-Instruct GGUF", src, bos, eos, model=SMOLLM2, model_knows_special=True)
     else:
         print(f"SKIPPED (LOUDLY): {SMOLLM2} is not downloaded; SmolLM2's GGUF template was not checked")
     print(f"{c.passed} passed, {c.failed} failed")
