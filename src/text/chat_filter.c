@@ -392,9 +392,15 @@ static ct_value *attr_of(ct_ctx *c, ct_value *v, ct_value *name) {
     return ct_undef(c, name->s);
 }
 
-/* select / reject / selectattr / rejectattr. */
+static ct_value *lazy_empty(ct_ctx *c) {
+    ct_value *l = ct_list(c, 0);
+    if (l) l->lazy = true;
+    return l;
+}
+
+/* select / reject / selectattr / rejectattr: a generator, as jinja2's. */
 static ct_value *select_items(ct_ctx *c, const ct_node *at, ct_value *v, const ct_args *a, bool keep, bool by_attr) {
-    if (!ct_truthy(v)) return ct_list(c, 0); /* jinja2 walks the sequence only `if seq` */
+    if (!ct_truthy(v)) return lazy_empty(c); /* jinja2 walks the sequence only `if seq` */
     ct_value *l = items_of(c, at, v), *out = l ? ct_list(c, l->n) : NULL;
     int first = by_attr ? 1 : 0;
     ct_value *attr = by_attr ? want_str(c, at, "selectattr", arg(a, 0, NULL)) : NULL;
@@ -409,6 +415,7 @@ static ct_value *select_items(ct_ctx *c, const ct_node *at, ct_value *v, const c
         if (r < 0) return NULL;
         if ((r != 0) == keep && !ct_list_push(c, out, l->items[i])) return NULL;
     }
+    out->lazy = true;
     return out;
 }
 
@@ -430,18 +437,18 @@ static ct_value *join(ct_ctx *c, const ct_node *at, ct_value *v, const ct_args *
 static ct_value *tojson(ct_ctx *c, const ct_node *at, ct_value *v, const ct_args *a) {
     ct_value *ind = arg(a, 1, "indent"), *sort = arg(a, 3, "sort_keys"), *ascii = arg(a, 0, "ensure_ascii");
     ct_value *sep = arg(a, 2, "separators");
-    if (ascii && ct_truthy(ascii)) return ct_fail(c, at, LB_ERR_UNSUPPORTED, "tojson(ensure_ascii=true) is not supported");
     if (sep && sep->kind != CT_NONE) return ct_fail(c, at, LB_ERR_UNSUPPORTED, "tojson(separators=...) is not supported");
     int indent = ind && ind->kind == CT_INT ? (int)(ind->i < 0 ? 0 : ind->i > 64 ? 64 : ind->i) : -1;
     ct_buf b = {0};
-    bool ok = ct_buf_json(c, at, &b, v, indent, sort && ct_truthy(sort), 0);
+    int flags = (sort && ct_truthy(sort) ? CT_JSON_SORT : 0) | (ascii && ct_truthy(ascii) ? CT_JSON_ASCII : 0);
+    bool ok = ct_buf_json(c, at, &b, v, indent, flags, 0);
     ct_value *r = !ok ? NULL : b.oom ? ct_fail(c, at, LB_ERR_NOMEM, "out of memory") : ct_str(c, b.p ? b.p : "", b.n);
     free(b.p);
     return r;
 }
 
 static ct_value *map(ct_ctx *c, const ct_node *at, ct_value *v, const ct_args *a) {
-    if (!ct_truthy(v)) return ct_list(c, 0); /* as jinja2's do_map */
+    if (!ct_truthy(v)) return lazy_empty(c); /* as jinja2's do_map */
     ct_value *l = items_of(c, at, v), *attr = arg(a, -1, "attribute"), *f = arg(a, 0, NULL);
     ct_value *out = l ? ct_list(c, l->n) : NULL;
     if (!out) return NULL;
@@ -451,6 +458,7 @@ static ct_value *map(ct_ctx *c, const ct_node *at, ct_value *v, const ct_args *a
         ct_value *x = attr ? attr_of(c, l->items[i], attr) : ct_apply_filter(c, at, f->s, l->items[i], &fa);
         if (!ct_list_push(c, out, x)) return NULL;
     }
+    out->lazy = true;
     return out;
 }
 
@@ -497,6 +505,27 @@ static ct_value *dictsort(ct_ctx *c, const ct_node *at, ct_value *v, const ct_ar
     return l;
 }
 
+/* min / max: the smallest / largest item (by `attribute`), strings compared case-insensitively unless
+ * case_sensitive; an empty sequence gives undefined. */
+static ct_value *min_max(ct_ctx *c, const ct_node *at, ct_value *v, const ct_args *a, bool max) {
+    ct_value *l = items_of(c, at, v), *cs = arg(a, 0, "case_sensitive"), *attr = arg(a, 1, "attribute");
+    ct_value *best = NULL, *best_key = NULL;
+    for (size_t i = 0; l && i < l->n; i++) {
+        ct_value *k = attr && attr->kind == CT_STR ? attr_of(c, l->items[i], attr) : l->items[i];
+        if (!k) return NULL;
+        bool num = k->kind == CT_INT || k->kind == CT_FLOAT;
+        if (!num && k->kind != CT_STR) return ct_fail(c, at, LB_ERR_ARG, "%s: cannot order a %s", max ? "max" : "min", ct_kind_name(k));
+        if (best_key && (best_key->kind == CT_STR) != (k->kind == CT_STR))
+            return ct_fail(c, at, LB_ERR_ARG, "%s: cannot compare a string with a number", max ? "max" : "min");
+        int r = best_key ? sort_cmp(k, best_key, cs && ct_truthy(cs)) : 0;
+        if (!best_key || (max ? r > 0 : r < 0)) {
+            best = l->items[i];
+            best_key = k;
+        }
+    }
+    return l ? (best ? best : ct_undef(c, max ? "max" : "min")) : NULL;
+}
+
 ct_value *ct_apply_filter(ct_ctx *c, const ct_node *at, const char *name, ct_value *v, const ct_args *a) {
     ct_kind k = v->kind;
     if (!strcmp(name, "default") || !strcmp(name, "d")) {
@@ -504,9 +533,15 @@ ct_value *ct_apply_filter(ct_ctx *c, const ct_node *at, const char *name, ct_val
         bool use = k == CT_UNDEF || (boolean && ct_truthy(boolean) && !ct_truthy(v));
         return use ? (d ? d : ct_str(c, "", 0)) : v;
     }
-    if (!strcmp(name, "safe")) return v;
+    if (!strcmp(name, "safe")) { /* a Markup string: `+` with a plain string escapes that one */
+        ct_value *m = ct_to_str(c, v);
+        if (m && !m->b && (m = ct_str(c, m->s, m->n))) m->b = true;
+        return m;
+    }
     if (!strcmp(name, "string")) return ct_to_str(c, v);
     if (!strcmp(name, "tojson")) return tojson(c, at, v, a);
+    if (k == CT_LIST && v->lazy && (!strcmp(name, "length") || !strcmp(name, "count") || !strcmp(name, "last")))
+        return ct_fail(c, at, LB_ERR_ARG, "filter '%s' on a generator (add '| list' first)", name);
     if (!strcmp(name, "length") || !strcmp(name, "count")) {
         if (k == CT_STR) return ct_int(c, (int64_t)ct_utf8_count(v->s, v->n));
         if (k == CT_LIST || k == CT_DICT || k == CT_NS) return ct_int(c, (int64_t)v->n);
@@ -515,7 +550,7 @@ ct_value *ct_apply_filter(ct_ctx *c, const ct_node *at, const char *name, ct_val
     }
     if (!strcmp(name, "list")) {
         ct_value *l = items_of(c, at, v);
-        if (l == v && v->b) { /* a tuple becomes a list */
+        if (l == v && (v->b || v->lazy)) { /* a tuple or generator becomes a list */
             l = ct_list(c, v->n);
             for (size_t i = 0; l && i < v->n; i++) ct_list_push(c, l, v->items[i]);
         }
@@ -540,6 +575,7 @@ ct_value *ct_apply_filter(ct_ctx *c, const ct_node *at, const char *name, ct_val
     }
     if (!strcmp(name, "join")) return join(c, at, v, a);
     if (!strcmp(name, "dictsort")) return dictsort(c, at, v, a);
+    if (!strcmp(name, "min") || !strcmp(name, "max")) return min_max(c, at, v, a, name[1] == 'a');
     if (!strcmp(name, "map")) return map(c, at, v, a);
     if (!strcmp(name, "select")) return select_items(c, at, v, a, true, false);
     if (!strcmp(name, "reject")) return select_items(c, at, v, a, false, false);

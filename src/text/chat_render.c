@@ -91,6 +91,7 @@ static ct_value *get_item(ct_ctx *c, const ct_node *at, ct_value *obj, ct_value 
         return NULL;
     case CT_LIST: case CT_STR: {
         size_t idx;
+        if (obj->lazy) return ct_fail(c, at, LB_ERR_ARG, "'generator' object is not subscriptable");
         if (key->kind != CT_INT && key->kind != CT_BOOL) return NULL;
         int64_t k = key->kind == CT_INT ? key->i : key->b;
         if (obj->kind == CT_LIST) return norm_index(k, obj->n, &idx) ? obj->items[idx] : NULL;
@@ -127,7 +128,7 @@ static ct_value *slice(ct_ctx *c, const ct_node *at, ct_value *obj, ct_value *bo
     }
     int64_t step = given[2] ? v[2] : 1;
     if (step == 0) return ct_fail(c, at, LB_ERR_ARG, "slice step cannot be zero");
-    if (obj->kind != CT_LIST && obj->kind != CT_STR)
+    if ((obj->kind != CT_LIST && obj->kind != CT_STR) || obj->lazy)
         return ct_fail(c, at, LB_ERR_ARG, "cannot slice a %s", ct_kind_name(obj));
     int64_t len = (int64_t)(obj->kind == CT_LIST ? obj->n : ct_utf8_count(obj->s, obj->n));
     int64_t lo = step > 0 ? 0 : -1, hi = step > 0 ? len : len - 1; /* Python's PySlice_AdjustIndices */
@@ -172,6 +173,27 @@ static ct_value *type_error(ct_ctx *c, const ct_node *at, const char *op, const 
     return ct_fail(c, at, LB_ERR_ARG, "unsupported operand types for %s: '%s' and '%s'", op, ct_kind_name(a), ct_kind_name(b));
 }
 
+/* markupsafe's escape(): & < > " ' as HTML entities. */
+static ct_value *html_escape(ct_ctx *c, const ct_value *s) {
+    ct_buf b = {0};
+    for (size_t i = 0; i < s->n; i++) {
+        const char *r = NULL;
+        switch (s->s[i]) {
+        case '&': r = "&amp;"; break;
+        case '<': r = "&lt;"; break;
+        case '>': r = "&gt;"; break;
+        case '"': r = "&#34;"; break;
+        case '\'': r = "&#39;"; break;
+        }
+        if (r) ct_buf_put(&b, r, strlen(r));
+        else ct_buf_put(&b, s->s + i, 1);
+    }
+    ct_value *v = b.oom ? ct_fail(c, NULL, LB_ERR_NOMEM, "out of memory") : ct_str(c, b.p ? b.p : "", b.n);
+    free(b.p);
+    return v;
+}
+
+/* Strings or lists joined (the result is a plain string / list). */
 static ct_value *concat(ct_ctx *c, const ct_node *at, const ct_value *a, const ct_value *b) {
     if (a->kind == CT_STR && b->kind == CT_STR) {
         char *s = ct_alloc(c->arena, a->n + b->n + 1);
@@ -246,8 +268,17 @@ static ct_value *arith(ct_ctx *c, const ct_node *at, const char *op, ct_value *a
         }
         return ct_fail(c, at, LB_ERR_UNSUPPORTED, "integer too large");
     }
-    if (op[0] == '+' && ((a->kind == CT_STR && b->kind == CT_STR) || (a->kind == CT_LIST && b->kind == CT_LIST)))
-        return concat(c, at, a, b);
+    if (op[0] == '+' && ((a->kind == CT_STR && b->kind == CT_STR) || (a->kind == CT_LIST && b->kind == CT_LIST && !a->lazy && !b->lazy))) {
+        if (a->kind == CT_STR && a->b != b->b) { /* Markup + str escapes the str, and stays Markup (markupsafe) */
+            ct_value *ea = a->b ? a : html_escape(c, a), *eb = b->b ? b : html_escape(c, b);
+            ct_value *r = ea && eb ? concat(c, at, ea, eb) : NULL;
+            if (r) r->b = true;
+            return r;
+        }
+        ct_value *r = concat(c, at, a, b);
+        if (r && a->kind == CT_STR) r->b = a->b && b->b;
+        return r;
+    }
     if (op[0] == '*' && !op[1]) {
         if ((a->kind == CT_STR || a->kind == CT_LIST) && (b->kind == CT_INT || b->kind == CT_BOOL)) return repeat(c, at, a, inum(b));
         if ((b->kind == CT_STR || b->kind == CT_LIST) && (a->kind == CT_INT || a->kind == CT_BOOL)) return repeat(c, at, b, inum(a));

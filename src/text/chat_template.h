@@ -68,7 +68,8 @@ typedef ct_value *(*ct_builtin)(ct_ctx *c, const ct_node *at, const ct_value *f,
 
 struct ct_value {
     ct_kind kind;
-    bool b;        /* CT_BOOL: the value; CT_LIST: a tuple (prints with parentheses) */
+    bool b;        /* CT_BOOL: the value; CT_LIST: a tuple (prints with parentheses); CT_STR: Markup (|safe) */
+    bool lazy;     /* CT_LIST: a generator (what map/select/reject return): true, no len(), no index, no JSON */
     int64_t i;
     double f;
     const char *s; /* CT_STR: bytes (NUL-terminated), n bytes; CT_UNDEF: the name that was missing */
@@ -184,9 +185,10 @@ void ct_buf_str(ct_buf *b, const ct_value *v);
 void ct_buf_repr(ct_buf *b, const ct_value *v);
 /* str(v) as a new string value. */
 ct_value *ct_to_str(ct_ctx *c, const ct_value *v);
-/* json.dumps(v, ensure_ascii=False, indent=indent (<0: none), sort_keys=sort) into b; false on a value
- * JSON cannot hold (the error is set). */
-bool ct_buf_json(ct_ctx *c, const ct_node *at, ct_buf *b, const ct_value *v, int indent, bool sort, int depth);
+/* json.dumps(v, ensure_ascii=flags & CT_JSON_ASCII, indent=indent (<0: none), sort_keys=flags & CT_JSON_SORT)
+ * into b; false on a value JSON cannot hold (the error is set). */
+enum { CT_JSON_SORT = 1, CT_JSON_ASCII = 2 };
+bool ct_buf_json(ct_ctx *c, const ct_node *at, ct_buf *b, const ct_value *v, int indent, int flags, int depth);
 /* Number of code points of a UTF-8 string, and the byte offset of code point i (0 <= i <= count). */
 size_t ct_utf8_count(const char *s, size_t n);
 size_t ct_utf8_offset(const char *s, size_t n, size_t i);

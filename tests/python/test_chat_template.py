@@ -60,6 +60,20 @@ CONVERSATIONS = {
                       M("user", "日本語の質問です。")],
 }
 
+# Tool use: tool schemas, an assistant tool call (arguments as a dict) and the tool's answer, which real
+# templates render with tojson(indent=...), items(), selectattr() and the like.
+TOOLS = [{"type": "function", "function": {
+    "name": "get_weather", "description": "Current weather in a city",
+    "parameters": {"type": "object", "properties": {"city": {"type": "string", "description": "City name"},
+                                                    "unit": {"type": "string", "enum": ["c", "f"]}},
+                   "required": ["city"]}}}]
+TOOL_CONVERSATION = [
+    M("system", "You can call tools."), M("user", "Weather in Paris?"),
+    {"role": "assistant", "content": "", "tool_calls": [{"id": "call12345", "type": "function", "function": {
+        "name": "get_weather", "arguments": {"city": "Paris", "unit": "c"}}}]},
+    {"role": "tool", "tool_call_id": "call12345", "name": "get_weather", "content": "{\"temp\": 21.5, \"sky\": \"clear\"}"},
+    M("assistant", "It is 21.5 °C and clear in Paris."), M("user", "Thanks!")]
+
 # The engine's features one by one (not a model's template): each line is compared with jinja2 as well.
 FEATURES = r"""{%- set s = messages[-1].content -%}
 split: {{ s.split() }} {{ 'a,b,,c'.split(',') }} {{ 'a b c'.split(' ', 1) }} {{ '  x  y '.split(none, 1) }}
@@ -89,6 +103,8 @@ setblock: [{{ block }}]
 {% for m in messages %}{% set ns.count = ns.count + 1 %}{% set ns.last = m.role %}{% endfor -%}
 ns: {{ ns.count }} {{ ns.last }}
 fmt: {{ '<{}|{}>'.format('a', 2) }} {{ '{1}{0}{{x}}'.format('a', 'b') }} {{ '{n}!'.format(n=none) }} {% for k, v in {'b': 1, 'A': 2, 'c': 0} | dictsort %}{{ k }}{{ v }}{% endfor %} {{ {'b': 1, 'A': 2} | dictsort(true) }} {{ {'x': 3, 'y': 1} | dictsort(by='value', reverse=true) }}
+gen: {{ [] | select | list }} {{ 'yes' if [] | select else 'no' }} {{ messages | map(attribute='role') | first }} {{ [3, 1, 2] | min }} {{ [3, 1, 2] | max }} {{ ['b', 'A', 'c'] | min }} {{ messages | max(attribute='role') | tojson }} {{ [] | max is defined }}
+markup: {{ '<b>' | safe + '"x" & y' }} {{ 'a<' + '>' | safe }} {{ '<i>' | safe ~ '<' }} {{ {'k': 'é'} | tojson(ensure_ascii=true) }} {{ '🙂' | tojson(ensure_ascii=true) }}
 repr: {{ [1, 'it\'s', "q\"", 'both\'"', 'nl\n', none, 2.0, {'k': [true]}] }} {{ {'a': none} }} {{ (1, 2) }} {{ (1,) }} {{ (1, 2, 3)[1:] }} {{ (1, 2) | list }} {{ {'k': 1}.items() | list }} {{ (1, 2) == [1, 2] }}
 """
 
@@ -120,9 +136,10 @@ class Checker:
     def check(self, name, source, bos, eos, template_path=None, model=None, model_knows_special=False):
         """model_knows_special: bos/eos are not passed to lowbit, which must take them from the model's files."""
         compiled = self.env.from_string(source)
-        for conv_name, messages in CONVERSATIONS.items():
+        cases = [(n, m, None) for n, m in CONVERSATIONS.items()] + [("tools", TOOL_CONVERSATION, TOOLS)]
+        for conv_name, messages, tools in cases:
             for gen in (True, False):
-                variables = {"messages": messages, "add_generation_prompt": gen, "tools": None, "documents": None}
+                variables = {"messages": messages, "add_generation_prompt": gen, "tools": tools, "documents": None}
                 given = dict(variables) if model_knows_special else None
                 variables.update({"bos_token": bos, "eos_token": eos})
                 what = f"{name} / {conv_name} / add_generation_prompt={gen}"
