@@ -330,9 +330,9 @@ int ct_apply_test(ct_ctx *c, const ct_node *at, const char *name, ct_value *v, c
         return 1;
     }
     if (!strcmp(name, "odd") || !strcmp(name, "even") || !strcmp(name, "divisibleby")) {
-        int64_t d = !strcmp(name, "divisibleby") ? (x && x->kind == CT_INT ? x->i : 0) : 2;
-        if (k != CT_INT || d == 0) return ct_fail(c, at, LB_ERR_ARG, "test '%s' needs integers", name), -1;
-        int64_t r = v->i % d;
+        int64_t d = !strcmp(name, "divisibleby") ? (x && (x->kind == CT_INT || x->kind == CT_BOOL) ? (x->kind == CT_INT ? x->i : x->b) : 0) : 2;
+        if ((k != CT_INT && k != CT_BOOL) || d == 0) return ct_fail(c, at, LB_ERR_ARG, "test '%s' needs integers", name), -1;
+        int64_t r = (k == CT_INT ? v->i : v->b) % d;
         return name[0] == 'o' ? r != 0 : r == 0;
     }
     if (!x && strcmp(name, "in"))
@@ -474,7 +474,8 @@ static int sort_cmp(const ct_value *x, const ct_value *y, bool cs) {
         }
         return x->n < y->n ? -1 : x->n > y->n;
     }
-    double p = x->kind == CT_FLOAT ? x->f : (double)x->i, q = y->kind == CT_FLOAT ? y->f : (double)y->i;
+    double p = x->kind == CT_FLOAT ? x->f : x->kind == CT_BOOL ? x->b : (double)x->i;
+    double q = y->kind == CT_FLOAT ? y->f : y->kind == CT_BOOL ? y->b : (double)y->i;
     return p < q ? -1 : p > q;
 }
 
@@ -526,6 +527,97 @@ static ct_value *min_max(ct_ctx *c, const ct_node *at, ct_value *v, const ct_arg
     return l ? (best ? best : ct_undef(c, max ? "max" : "min")) : NULL;
 }
 
+/* float, round, sum, reverse, sort, unique; NULL (no error) for any other name. */
+static ct_value *more_filters(ct_ctx *c, const ct_node *at, const char *name, ct_value *v, const ct_args *a) {
+    ct_kind k = v->kind;
+    if (!strcmp(name, "float")) {
+        if (k == CT_INT || k == CT_BOOL || k == CT_FLOAT) return ct_float(c, k == CT_FLOAT ? v->f : k == CT_INT ? (double)v->i : v->b);
+        if (k == CT_STR) {
+            char *e;
+            double f = strtod(v->s, &e);
+            if (e != v->s && !*e) return ct_float(c, f);
+        }
+        ct_value *d = arg(a, 0, "default");
+        return d ? d : ct_float(c, 0.0);
+    }
+    if (!strcmp(name, "round")) { /* Python's round(value, precision): halves to even; an int stays an int */
+        ct_value *pr = arg(a, 0, "precision"), *m = arg(a, 1, "method");
+        if (k != CT_INT && k != CT_FLOAT && k != CT_BOOL) return ct_fail(c, at, LB_ERR_ARG, "round: not a number");
+        if (m && m->kind == CT_STR && strcmp(m->s, "common"))
+            return ct_fail(c, at, LB_ERR_UNSUPPORTED, "round: method '%s' is not supported", m->s);
+        if (k != CT_FLOAT) return ct_int(c, k == CT_INT ? v->i : v->b);
+        int prec = pr && pr->kind == CT_INT ? (int)(pr->i < 0 ? 0 : pr->i > 15 ? 15 : pr->i) : 0;
+        double scale = pow(10.0, prec);
+        return ct_float(c, nearbyint(v->f * scale) / scale);
+    }
+    if (!strcmp(name, "sum")) {
+        ct_value *l = items_of(c, at, v), *attr = arg(a, 0, "attribute"), *acc = arg(a, 1, "start");
+        if (!acc) acc = ct_int(c, 0);
+        for (size_t i = 0; l && acc && i < l->n; i++) {
+            ct_value *x = attr && attr->kind == CT_STR ? attr_of(c, l->items[i], attr) : l->items[i];
+            bool ok = (acc->kind == CT_INT || acc->kind == CT_FLOAT || acc->kind == CT_BOOL) &&
+                      (x->kind == CT_INT || x->kind == CT_FLOAT || x->kind == CT_BOOL);
+            if (!ok) return ct_fail(c, at, LB_ERR_ARG, "sum: unsupported operand types '%s' and '%s'", ct_kind_name(acc), ct_kind_name(x));
+            if (acc->kind != CT_FLOAT && x->kind != CT_FLOAT) {
+                int64_t r;
+                if (__builtin_add_overflow(acc->kind == CT_INT ? acc->i : acc->b, x->kind == CT_INT ? x->i : x->b, &r))
+                    return ct_fail(c, at, LB_ERR_UNSUPPORTED, "sum: integer too large");
+                acc = ct_int(c, r);
+            } else {
+                double p = acc->kind == CT_FLOAT ? acc->f : acc->kind == CT_INT ? (double)acc->i : acc->b;
+                double q = x->kind == CT_FLOAT ? x->f : x->kind == CT_INT ? (double)x->i : x->b;
+                acc = ct_float(c, p + q);
+            }
+        }
+        return l ? acc : NULL;
+    }
+    if (!strcmp(name, "reverse")) {
+        if (k == CT_STR) {
+            ct_value *l = items_of(c, at, v);
+            ct_buf b = {0};
+            for (size_t i = l ? l->n : 0; i > 0; i--) ct_buf_put(&b, l->items[i - 1]->s, l->items[i - 1]->n);
+            ct_value *r = !l ? NULL : b.oom ? ct_fail(c, at, LB_ERR_NOMEM, "out of memory") : ct_str(c, b.p ? b.p : "", b.n);
+            free(b.p);
+            return r;
+        }
+        ct_value *l = items_of(c, at, v), *r = l ? ct_list(c, l->n) : NULL;
+        for (size_t i = l ? l->n : 0; r && i > 0; i--) ct_list_push(c, r, l->items[i - 1]);
+        if (r && k == CT_LIST) r->lazy = true; /* jinja2 returns reversed(), an iterator */
+        return r;
+    }
+    if (!strcmp(name, "sort") || !strcmp(name, "unique")) {
+        bool sort = name[0] == 's';
+        ct_value *rev = sort ? arg(a, 0, "reverse") : NULL, *cs = arg(a, sort ? 1 : 0, "case_sensitive");
+        ct_value *attr = arg(a, sort ? 2 : 1, "attribute");
+        ct_value *l = items_of(c, at, v), *r = l ? ct_list(c, l->n) : NULL;
+        bool sens = cs && ct_truthy(cs), reverse = rev && ct_truthy(rev);
+        for (size_t i = 0; r && i < l->n; i++) {
+            ct_value *x = l->items[i], *kx = attr && attr->kind == CT_STR ? attr_of(c, x, attr) : x;
+            if (kx->kind != CT_STR && kx->kind != CT_INT && kx->kind != CT_FLOAT && kx->kind != CT_BOOL)
+                return ct_fail(c, at, LB_ERR_UNSUPPORTED, "%s: cannot order a %s", name, ct_kind_name(kx));
+            bool dup = false;
+            size_t j = r->n;
+            for (size_t q = 0; q < r->n && !sort && !dup; q++) {
+                ct_value *kq = attr && attr->kind == CT_STR ? attr_of(c, r->items[q], attr) : r->items[q];
+                dup = (kq->kind == CT_STR) == (kx->kind == CT_STR) && sort_cmp(kq, kx, sens) == 0;
+            }
+            if (dup || !ct_list_push(c, r, x)) continue;
+            for (; sort && j > 0; j--) { /* insertion sort, stable */
+                ct_value *kp = attr && attr->kind == CT_STR ? attr_of(c, r->items[j - 1], attr) : r->items[j - 1];
+                if ((kp->kind == CT_STR) != (kx->kind == CT_STR))
+                    return ct_fail(c, at, LB_ERR_ARG, "sort: cannot compare a string with a number");
+                int cmp = sort_cmp(kp, kx, sens);
+                if (reverse ? cmp >= 0 : cmp <= 0) break;
+                r->items[j] = r->items[j - 1];
+                r->items[j - 1] = x;
+            }
+        }
+        if (r && !sort) r->lazy = true; /* unique yields, as jinja2's */
+        return r;
+    }
+    return NULL;
+}
+
 ct_value *ct_apply_filter(ct_ctx *c, const ct_node *at, const char *name, ct_value *v, const ct_args *a) {
     ct_kind k = v->kind;
     if (!strcmp(name, "default") || !strcmp(name, "d")) {
@@ -575,12 +667,16 @@ ct_value *ct_apply_filter(ct_ctx *c, const ct_node *at, const char *name, ct_val
     }
     if (!strcmp(name, "join")) return join(c, at, v, a);
     if (!strcmp(name, "dictsort")) return dictsort(c, at, v, a);
+    ct_value *more = more_filters(c, at, name, v, a);
+    if (more || ct_failed(c)) return more;
     if (!strcmp(name, "min") || !strcmp(name, "max")) return min_max(c, at, v, a, name[1] == 'a');
     if (!strcmp(name, "map")) return map(c, at, v, a);
     if (!strcmp(name, "select")) return select_items(c, at, v, a, true, false);
     if (!strcmp(name, "reject")) return select_items(c, at, v, a, false, false);
     if (!strcmp(name, "selectattr")) return select_items(c, at, v, a, true, true);
     if (!strcmp(name, "rejectattr")) return select_items(c, at, v, a, false, true);
+    if ((!strcmp(name, "int") || !strcmp(name, "float")) && k == CT_UNDEF)
+        return ct_fail(c, at, LB_ERR_ARG, "'%s' is undefined (filter '%s')", v->s ? v->s : "value", name);
     if (!strcmp(name, "int")) {
         if (k == CT_INT || k == CT_BOOL) return ct_int(c, k == CT_INT ? v->i : v->b);
         if (k == CT_FLOAT && isfinite(v->f) && fabs(v->f) < 9e18) return ct_int(c, (int64_t)v->f);
@@ -593,6 +689,7 @@ ct_value *ct_apply_filter(ct_ctx *c, const ct_node *at, const char *name, ct_val
         return d ? d : ct_int(c, 0);
     }
     if (!strcmp(name, "abs")) {
+        if (k == CT_BOOL) return ct_int(c, v->b);
         if (k == CT_INT && v->i != INT64_MIN) return ct_int(c, v->i < 0 ? -v->i : v->i);
         if (k == CT_FLOAT) return ct_float(c, fabs(v->f));
         return ct_fail(c, at, LB_ERR_ARG, "bad operand type for abs(): '%s'", ct_kind_name(v));

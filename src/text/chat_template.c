@@ -740,12 +740,13 @@ static ct_node *unary(parser *p, const char *op, ct_node *x, int line) {
     return n;
 }
 
+/* Operands of `**` are unary expressions with their filters, as in jinja2: -2 ** 2 is (-2) ** 2. */
 static ct_node *parse_pow(parser *p) {
-    ct_node *l = parse_postfix(p, parse_primary(p));
+    ct_node *l = parse_unary(p, true);
     while (l && is_op(p, "**")) {
         int line = cur(p)->line;
         p->ti++;
-        l = binary(p, "**", l, parse_unary(p, false), line);
+        l = binary(p, "**", l, parse_unary(p, true), line);
     }
     return l;
 }
@@ -759,19 +760,20 @@ static ct_node *parse_unary(parser *p, bool with_filter) {
         p->ti++;
         n = unary(p, op, parse_unary(p, false), line);
     } else {
-        n = parse_pow(p);
+        n = parse_primary(p);
     }
+    n = parse_postfix(p, n);
     p->depth--;
     return with_filter ? parse_filters(p, n) : n;
 }
 
 static ct_node *parse_math2(parser *p) {
-    ct_node *l = parse_unary(p, true);
+    ct_node *l = parse_pow(p);
     while (l && (is_op(p, "*") || is_op(p, "/") || is_op(p, "//") || is_op(p, "%"))) {
         const char *op = cur(p)->s;
         int line = cur(p)->line;
         p->ti++;
-        l = binary(p, op, l, parse_unary(p, true), line);
+        l = binary(p, op, l, parse_pow(p), line);
     }
     return l;
 }
@@ -800,6 +802,9 @@ static ct_node *parse_concat(parser *p) {
 static ct_node *parse_compare(parser *p) {
     ct_node *l = parse_concat(p);
     static const char *const ops[] = {"==", "!=", "<", ">", "<=", ">="};
+    kids operands = {0}, names = {0};
+    int line0 = cur(p)->line;
+    if (l && !kids_push(p, &operands, l, NULL)) return NULL;
     while (l) {
         int line = cur(p)->line;
         const char *op = NULL;
@@ -816,10 +821,18 @@ static ct_node *parse_compare(parser *p) {
         } else {
             break;
         }
-        /* a chained comparison (a < b < c) is not used by chat templates; it parses left-assoc */
-        l = binary(p, op, l, parse_concat(p), line);
+        ct_node *r = parse_concat(p);
+        if (!r || !kids_push(p, &operands, r, NULL) || !kids_push(p, &names, operands.v[0], op)) return NULL;
+        (void)line;
     }
-    return l;
+    if (!l || operands.n == 1) return l;
+    if (operands.n == 2) return binary(p, names.names[0], operands.v[0], operands.v[1], line0);
+    ct_node *n = node(p, CT_E_CHAIN, line0); /* a < b < c is (a < b) and (b < c), b evaluated once */
+    if (!n) return NULL;
+    set_kids(n, &operands);
+    n->targets = names.names;
+    n->n_targets = names.n;
+    return n;
 }
 
 static ct_node *parse_not(parser *p) {
@@ -866,9 +879,9 @@ static ct_node *parse_expr(parser *p) {
         c->n_kids = 3;
         c->kids[0] = n;
         if (!(c->kids[1] = parse_or(p))) return NULL;
-        if (is_name(p, "else")) {
+        if (is_name(p, "else")) { /* a if x else b if y else c: the else part is itself conditional */
             p->ti++;
-            if (!(c->kids[2] = parse_or(p))) return NULL;
+            if (!(c->kids[2] = parse_expr(p))) return NULL;
         }
         n = c;
     }

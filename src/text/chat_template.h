@@ -100,6 +100,7 @@ typedef enum ct_op {
     CT_E_UNARY,    /* name: "not", "-", "+" ; kids[0] */
     CT_E_BINARY,   /* name: operator; kids[0], kids[1] */
     CT_E_COND,     /* kids[0] if kids[1] else kids[2] (kids[2] may be NULL) */
+    CT_E_CHAIN,    /* kids[0] targets[0] kids[1] targets[1] kids[2]...: a chained comparison (a < b < c) */
     /* statements */
     CT_S_TEXT,     /* text */
     CT_S_OUTPUT,   /* {{ kids[0] }} */

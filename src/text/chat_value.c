@@ -134,7 +134,7 @@ ct_value *ct_from_json(ct_ctx *c, const json_value *j) {
     case JSON_NUMBER: {
         int64_t i;
         double f = 0;
-        if (json_int(j, &i)) return ct_int(c, i);
+        if (json_int_literal(j, &i)) return ct_int(c, i); /* 3 is an int, 3.0 a float, as in Python */
         json_num(j, &f);
         return ct_float(c, f);
     }
