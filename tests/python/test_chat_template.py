@@ -56,6 +56,8 @@ CONVERSATIONS = {
     "ends_assistant": [M("user", "2+2?"), M("assistant", "4")],
     "text_edges": [M("system", "  Système: réponds en français.\n"),
                    M("user", "Quote \"this\" and 'that'\\n\ttab, emoji 🙂, <|im_end|> literal {{ not a tag }}\n\n")],
+    "content_parts": [M("system", [{"type": "text", "text": "Be terse."}]),
+                      M("user", [{"type": "text", "text": "Describe"}, {"type": "image"}, {"type": "text", "text": " this."}])],
     "unicode_space": [M("user", "\u3000\u00a0 spaced  out\u2003\n\x1f"), M("assistant", "\u2028ok\u00a0"),
                       M("user", "日本語の質問です。")],
 }
