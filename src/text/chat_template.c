@@ -410,7 +410,6 @@ static ct_node *node(parser *p, ct_op op, int line) {
 
 /* Kids are collected in a small growable array, then copied into the arena. */
 typedef struct kids {
-    ct_node *buf[8];
     ct_node **v;
     const char **names;
     int n, cap;
@@ -806,7 +805,6 @@ static ct_node *parse_compare(parser *p) {
     int line0 = cur(p)->line;
     if (l && !kids_push(p, &operands, l, NULL)) return NULL;
     while (l) {
-        int line = cur(p)->line;
         const char *op = NULL;
         for (size_t i = 0; i < sizeof ops / sizeof *ops; i++)
             if (is_op(p, ops[i])) op = ops[i];
@@ -823,7 +821,6 @@ static ct_node *parse_compare(parser *p) {
         }
         ct_node *r = parse_concat(p);
         if (!r || !kids_push(p, &operands, r, NULL) || !kids_push(p, &names, operands.v[0], op)) return NULL;
-        (void)line;
     }
     if (!l || operands.n == 1) return l;
     if (operands.n == 2) return binary(p, names.names[0], operands.v[0], operands.v[1], line0);
