@@ -684,6 +684,21 @@ static void exec(ct_ctx *c, const ct_node *n) {
         return;
     case CT_S_FOR: exec_for(c, n); return;
     case CT_S_SET: exec_set(c, n); return;
+    case CT_S_FILTER: {
+        ct_buf b = {0}, *saved = c->out;
+        ct_frame f;
+        c->out = &b;
+        exec_body(c, n->kids[0]);
+        c->out = saved;
+        push_frame(c, &f);
+        ct_value *body = ct_failed(c) ? NULL : b.oom ? ct_fail(c, n, LB_ERR_NOMEM, "out of memory") : ct_str(c, b.p ? b.p : "", b.n);
+        ct_value *v = body && assign(c, CT_FILTER_BODY, body) ? eval(c, n->kids[1]) : NULL;
+        pop_frame(c);
+        free(b.p);
+        ct_value *s = v ? ct_to_str(c, v) : NULL;
+        if (s) emit(c, n, s->s, s->n);
+        return;
+    }
     case CT_S_MACRO: {
         ct_value *f = ct_new(c, CT_FUNC);
         if (!f) return;

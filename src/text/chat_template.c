@@ -679,6 +679,31 @@ static ct_node *parse_postfix(parser *p, ct_node *n) {
     return n;
 }
 
+/* One filter or test applied to n, from its name on: name, name(args), or a test's one bare argument. */
+static ct_node *filter_call(parser *p, ct_node *n, bool filter, bool negate, int line) {
+    if (cur(p)->kind != TK_NAME)
+        return fail(p, line, LB_ERR_FORMAT, "expected a %s name after '%s'", filter ? "filter" : "test", filter ? "|" : "is"), NULL;
+    ct_node *f = node(p, filter ? CT_E_FILTER : CT_E_TEST, line);
+    if (!f) return NULL;
+    f->name = cur(p)->s;
+    f->flag = negate;
+    p->ti++;
+    kids k = {0};
+    if (!kids_push(p, &k, n, NULL)) return NULL;
+    if (is_op(p, "(")) {
+        p->ti++;
+        if (!parse_args(p, &k)) return NULL;
+    } else if (!filter) { /* `is divisibleby 3`, `is sameas none` */
+        token *t = cur(p);
+        bool starts = t->kind == TK_STR || t->kind == TK_INT || t->kind == TK_FLOAT ||
+                      (t->kind == TK_NAME && strcmp(t->s, "else") && strcmp(t->s, "or") && strcmp(t->s, "and")) ||
+                      (t->kind == TK_OP && (!strcmp(t->s, "[") || !strcmp(t->s, "{")));
+        if (starts && !kids_push(p, &k, parse_postfix(p, parse_primary(p)), NULL)) return NULL;
+    }
+    finish_args(f, &k, 1);
+    return f;
+}
+
 /* `| name(args)` and `is [not] name(args)` after n. */
 static ct_node *parse_filters(parser *p, ct_node *n) {
     while (n) {
@@ -688,28 +713,7 @@ static ct_node *parse_filters(parser *p, ct_node *n) {
         p->ti++;
         bool negate = test && is_name(p, "not");
         if (negate) p->ti++;
-        if (cur(p)->kind != TK_NAME)
-            return fail(p, line, LB_ERR_FORMAT, "expected a %s name after '%s'", filter ? "filter" : "test", filter ? "|" : "is"), NULL;
-        ct_node *f = node(p, filter ? CT_E_FILTER : CT_E_TEST, line);
-        if (!f) return NULL;
-        f->name = cur(p)->s;
-        f->flag = negate;
-        p->ti++;
-        /* dotted filter names do not occur in chat templates */
-        kids k = {0};
-        if (!kids_push(p, &k, n, NULL)) return NULL;
-        if (is_op(p, "(")) {
-            p->ti++;
-            if (!parse_args(p, &k)) return NULL;
-        } else if (test) { /* one bare argument: `is divisibleby 3`, `is sameas none` */
-            token *t = cur(p);
-            bool starts = t->kind == TK_STR || t->kind == TK_INT || t->kind == TK_FLOAT ||
-                          (t->kind == TK_NAME && strcmp(t->s, "else") && strcmp(t->s, "or") && strcmp(t->s, "and")) ||
-                          (t->kind == TK_OP && (!strcmp(t->s, "[") || !strcmp(t->s, "{")));
-            if (starts && !kids_push(p, &k, parse_postfix(p, parse_primary(p)), NULL)) return NULL;
-        }
-        finish_args(f, &k, 1);
-        n = f;
+        n = filter_call(p, n, filter, negate, line);
     }
     return n;
 }
@@ -1039,7 +1043,22 @@ static ct_node *parse_macro(parser *p, int line) {
     return tag_done(p) ? n : NULL;
 }
 
-static const char *const unsupported_stmts[] = {"call", "filter", "block", "extends", "include", "import",
+/* {% filter name(args) | name2 %}body{% endfilter %}: the body's text through the filters. The body is
+ * bound to a name no template can write (CT_FILTER_BODY) that the filter chain reads. */
+static ct_node *parse_filter_block(parser *p, int line) {
+    ct_node *n = node(p, CT_S_FILTER, line), *body = node(p, CT_E_NAME, line);
+    if (!n || !body) return NULL;
+    body->name = CT_FILTER_BODY;
+    if (!(n->kids = ct_alloc(p->a, 2 * sizeof *n->kids))) return oom(p), NULL;
+    n->n_kids = 2;
+    if (!(n->kids[1] = parse_filters(p, filter_call(p, body, true, false, line))) || !tag_done(p)) return NULL;
+    static const char *const ends[] = {"endfilter", NULL};
+    const char *found;
+    if (!(n->kids[0] = parse_body(p, ends, &found))) return NULL;
+    return tag_done(p) ? n : NULL;
+}
+
+static const char *const unsupported_stmts[] = {"call", "block", "extends", "include", "import",
                                                 "from", "with", "raw", "autoescape", "do", "generation", NULL};
 
 /* Statements until one of `ends` (NULL-terminated; NULL itself: the end of the template). */
@@ -1080,6 +1099,7 @@ static ct_node *parse_body(parser *p, const char *const *ends, const char **foun
             else if (!strcmp(kw, "for")) n = parse_for(p, pc->line);
             else if (!strcmp(kw, "set")) n = parse_set(p, pc->line);
             else if (!strcmp(kw, "macro")) n = parse_macro(p, pc->line);
+            else if (!strcmp(kw, "filter")) n = parse_filter_block(p, pc->line);
             else if (!strcmp(kw, "break") || !strcmp(kw, "continue")) {
                 if ((n = node(p, kw[0] == 'b' ? CT_S_BREAK : CT_S_CONTINUE, pc->line)) && !tag_done(p)) n = NULL;
             } else {

@@ -107,6 +107,7 @@ typedef enum ct_op {
     CT_S_IF,       /* kids: cond, body, cond, body, ..., [else body] ; n_kids odd when there is an else */
     CT_S_FOR,      /* targets (names), kids[0] iterable, kids[1] filter or NULL, kids[2] body, kids[3] else */
     CT_S_SET,      /* targets (names) or name.attr (flag = attribute), kids[0] value or body (flag2) */
+    CT_S_FILTER,   /* kids[0] body, kids[1] the filter chain over the name CT_FILTER_BODY */
     CT_S_MACRO,    /* name, targets = parameters, kids[0] body, kids[1 + i] default of parameter i or NULL */
     CT_S_BREAK,
     CT_S_CONTINUE,
@@ -128,6 +129,8 @@ struct ct_node {
     const char **kw_names; /* CT_E_CALL / FILTER / TEST: keyword arguments are the last n_kw kids */
     int n_kw;
 };
+
+#define CT_FILTER_BODY " filter body" /* not a name a template can write */
 
 /* A parsed template: its AST, the arena holding it, and what the model files said beside it. */
 struct lb_chat_template {

@@ -101,6 +101,8 @@ macro: {{ tag('b', 'bold') }} {{ tag('br', close=false) }} {{ tag(name='i', body
   captured {{ messages | length }}
 {% endset -%}
 setblock: [{{ block }}]
+filterblock: [{% filter trim | upper %}
+   shout {{ messages | length }}  {% endfilter %}] [{%- filter replace('a', 'o') %}banana{% endfilter -%}]
 {% set ns = namespace(count=0, last=none) -%}
 {% for m in messages %}{% set ns.count = ns.count + 1 %}{% set ns.last = m.role %}{% endfor -%}
 ns: {{ ns.count }} {{ ns.last }}
