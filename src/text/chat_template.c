@@ -113,6 +113,7 @@ typedef struct parser {
     token *tk;     /* tokens of the current tag */
     int ti;        /* current token */
     int depth;     /* expression nesting, bounded */
+    int loops;     /* for loops around the statement being parsed (break / continue need one) */
 } parser;
 
 #define MAX_DEPTH 200
@@ -967,7 +968,10 @@ static ct_node *parse_for(parser *p, int line) {
     static const char *const ends[] = {"else", "endfor", NULL};
     const char *found;
     p->depth++;
-    if (!(n->kids[2] = parse_body(p, ends, &found))) return NULL;
+    p->loops++;
+    n->kids[2] = parse_body(p, ends, &found);
+    p->loops--;
+    if (!n->kids[2]) return NULL;
     if (!strcmp(found, "else")) {
         static const char *const end_only[] = {"endfor", NULL};
         if (!tag_done(p) || !(n->kids[3] = parse_body(p, end_only, &found))) return NULL;
@@ -1036,7 +1040,11 @@ static ct_node *parse_macro(parser *p, int line) {
     if (!tag_done(p)) return NULL;
     static const char *const ends[] = {"endmacro", NULL};
     const char *found;
-    if (!(k.v[0] = parse_body(p, ends, &found))) return NULL;
+    int loops = p->loops;
+    p->loops = 0; /* a macro body is not inside the caller's loop */
+    k.v[0] = parse_body(p, ends, &found);
+    p->loops = loops;
+    if (!k.v[0]) return NULL;
     set_kids(n, &k);
     n->targets = names.names;
     n->n_targets = names.n;
@@ -1101,6 +1109,7 @@ static ct_node *parse_body(parser *p, const char *const *ends, const char **foun
             else if (!strcmp(kw, "macro")) n = parse_macro(p, pc->line);
             else if (!strcmp(kw, "filter")) n = parse_filter_block(p, pc->line);
             else if (!strcmp(kw, "break") || !strcmp(kw, "continue")) {
+                if (!p->loops) return fail(p, pc->line, LB_ERR_FORMAT, "'{%% %s %%}' outside a for loop", kw), NULL;
                 if ((n = node(p, kw[0] == 'b' ? CT_S_BREAK : CT_S_CONTINUE, pc->line)) && !tag_done(p)) n = NULL;
             } else {
                 for (int i = 0; unsupported_stmts[i]; i++)

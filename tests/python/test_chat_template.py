@@ -168,14 +168,17 @@ class Checker:
                     self.passed += 1
 
 
-# Random templates (fixed seeds) mixing text, whitespace control, comments, blocks and expressions: the
-# whitespace rules (trim_blocks, lstrip_blocks, `-` and `+`) are where renderers differ most.
+# Random templates (fixed seeds) mixing text, whitespace control, comments, if/for blocks, break/continue,
+# set, namespace attributes, a macro and loop variables: the whitespace rules (trim_blocks, lstrip_blocks,
+# `-` and `+`) and scoping are where renderers differ most.
 RANDOM_TEXTS = ["", " ", "  ", "\n", " \n", "\n  ", "a", " a ", "a\n", "\n\nb", "\t", "x \n \ny", " \t\n"]
-RANDOM_EXPRS = ["x", "messages | length", "'s' ~ x", "loop.index if loop is defined else 0", "none", "true", "[1, 'a']",
+RANDOM_EXPRS = ["loop.index0 if loop is defined else -1", "loop.revindex if loop is defined else -1",
+                "loop.first if loop is defined else 'nf'", "ns.v", "m.role if m is defined else 'nom'", "mac(x)",
+                "mac(x, sep='|')", "x", "messages | length", "'s' ~ x", "loop.index if loop is defined else 0", "none", "true", "[1, 'a']",
                 "{'k': x}", "x * 2 - 1", "'q' * x", "1.5 * x", "x / 3", "messages[0].role", "messages[-1].content | trim"]
 
 
-def random_template(r, depth=0):
+def random_template(r, depth=0, loops=0):
     def tag(body):
         return "{%" + r.choice(["", "", "-", "+"]) + r.choice(["", " ", "  "]) + body + r.choice(["", " ", "  "]) + \
             r.choice(["", "", "-", "+"]) + "%}"
@@ -189,11 +192,14 @@ def random_template(r, depth=0):
         elif k < 0.6:
             out.append("{#" + r.choice(["", "-"]) + " c " + r.choice(["", "-"]) + "#}")
         elif k < 0.75 and depth < 3:
-            out.append(tag("if x > %d" % r.randint(0, 3)) + random_template(r, depth + 1) +
-                       (tag("else") + random_template(r, depth + 1) if r.random() < 0.5 else "") + tag("endif"))
+            out.append(tag("if x > %d" % r.randint(0, 3)) + random_template(r, depth + 1, loops) +
+                       (tag("else") + random_template(r, depth + 1, loops) if r.random() < 0.5 else "") + tag("endif"))
         elif k < 0.9 and depth < 3:
             out.append(tag("for m in messages" + (" if m.role != 'system'" if r.random() < 0.3 else "")) +
-                       random_template(r, depth + 1) + tag("endfor"))
+                       random_template(r, depth + 1, loops + 1) + tag("endfor"))
+        elif k < 0.93:
+            in_loop = loops > 0 and r.random() < 0.5
+            out.append(tag(r.choice(["break", "continue"])) if in_loop else tag("set ns.v = ns.v ~ x"))
         else:
             out.append(tag("set x = " + r.choice(["x + 1", "2", "x - 1"])))
         out.append(r.choice(RANDOM_TEXTS))
@@ -204,7 +210,8 @@ def check_random(c, count):
     variables = {"messages": [M("system", " s "), M("user", "u\n")], "add_generation_prompt": True}
     for i in range(count):
         r = random.Random(i)
-        src = "{% set x = 1 %}" + random_template(r) + ("\n" if r.random() < 0.3 else "")
+        src = ("{% set x = 1 %}{% set ns = namespace(v='') %}{% macro mac(a, sep='-') %}[{{ a }}{{ sep }}{{ x }}]"
+               "{% endmacro %}" + random_template(r) + ("\n" if r.random() < 0.3 else ""))
         expected = c.env.from_string(src).render(**variables).encode("utf-8")
         with tempfile.NamedTemporaryFile("w", suffix=".jinja", delete=False, encoding="utf-8") as f:
             f.write(src)
