@@ -218,9 +218,10 @@ const char *lb_tokenizer_token_text(const lb_tokenizer *t, int32_t id);
  * the prompt text the model was trained on. lowbit renders the Jinja subset real templates use (ChatML,
  * Llama-3, Mistral, Qwen, Phi, Gemma...) exactly as Hugging Face does (jinja2 with trim_blocks and
  * lstrip_blocks): {{ }}, {% %}, {# #}, whitespace control, if/elif/else, for (loop.*, `if` filters,
- * else, break/continue), set (also namespace attributes and set blocks), the usual operators, tests and
- * filters, string and dict methods, raise_exception, strftime_now, namespace and range. Anything else
- * (macros, includes, ...) is an LB_ERR_UNSUPPORTED error naming the line and the construct.
+ * else, break/continue), set (also namespace attributes and set blocks), macro, filter blocks, the
+ * operators, tests and filters of jinja2 that templates use, str and dict methods, raise_exception,
+ * strftime_now, namespace and range. Anything else ({% include %}, {% call %}, str.format specs, ...) is an
+ * LB_ERR_UNSUPPORTED error naming the line and the construct.
  * A parsed template is immutable and may be rendered from several threads at once.
  */
 typedef struct lb_chat_template lb_chat_template;

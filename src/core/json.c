@@ -12,7 +12,8 @@
 
 struct json_value {
     json_kind kind;
-    bool is_int;         /* number written as an integer that fits int64 */
+    bool is_int;         /* number with an integral value that fits int64 */
+    bool int_literal;    /* number written as an integer (no fraction or exponent) that fits int64 */
     size_t n;            /* string length / child count */
     const char *key;     /* member key when inside an object */
     size_t key_len;
@@ -261,7 +262,7 @@ static bool parse_number(parser *ps, json_value *v) {
     buf[len] = 0;
     v->kind = JSON_NUMBER;
     v->u.num = strtod(buf, NULL);
-    v->is_int = false;
+    v->is_int = v->int_literal = false;
     if (integral) {
         /* exact int64 parse */
         const char *d = buf;
@@ -275,7 +276,7 @@ static bool parse_number(parser *ps, json_value *v) {
             acc = acc * 10 + dig;
         }
         if (ok && (neg ? acc <= (uint64_t)INT64_MAX + 1 : acc <= (uint64_t)INT64_MAX)) {
-            v->is_int = true;
+            v->is_int = v->int_literal = true;
             v->ival = neg ? (int64_t)(0 - acc) : (int64_t)acc;
         }
     } else if (isfinite(v->u.num) && v->u.num == floor(v->u.num) && fabs(v->u.num) < 9.0e18) {
@@ -436,6 +437,12 @@ bool json_num(const json_value *v, double *out) {
 
 bool json_int(const json_value *v, int64_t *out) {
     if (!v || v->kind != JSON_NUMBER || !v->is_int) return false;
+    *out = v->ival;
+    return true;
+}
+
+bool json_int_literal(const json_value *v, int64_t *out) {
+    if (!v || v->kind != JSON_NUMBER || !v->int_literal) return false;
     *out = v->ival;
     return true;
 }

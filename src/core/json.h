@@ -50,6 +50,9 @@ bool json_num(const json_value *v, double *out);
 /* true when v is a number holding an integer exactly representable as int64 (written without
  * fraction/exponent, or with ones that leave it integral). */
 bool json_int(const json_value *v, int64_t *out);
+/* true when v is a number written as an integer (no fraction or exponent) that fits int64: what Python's
+ * json.loads makes an int rather than a float. */
+bool json_int_literal(const json_value *v, int64_t *out);
 /* true when v is true/false. */
 bool json_bool(const json_value *v, bool *out);
 

@@ -330,9 +330,9 @@ int ct_apply_test(ct_ctx *c, const ct_node *at, const char *name, ct_value *v, c
         return 1;
     }
     if (!strcmp(name, "odd") || !strcmp(name, "even") || !strcmp(name, "divisibleby")) {
-        int64_t d = !strcmp(name, "divisibleby") ? (x && x->kind == CT_INT ? x->i : 0) : 2;
-        if (k != CT_INT || d == 0) return ct_fail(c, at, LB_ERR_ARG, "test '%s' needs integers", name), -1;
-        int64_t r = v->i % d;
+        int64_t d = !strcmp(name, "divisibleby") ? (x && (x->kind == CT_INT || x->kind == CT_BOOL) ? (x->kind == CT_INT ? x->i : x->b) : 0) : 2;
+        if ((k != CT_INT && k != CT_BOOL) || d == 0) return ct_fail(c, at, LB_ERR_ARG, "test '%s' needs integers", name), -1;
+        int64_t r = (k == CT_INT ? v->i : v->b) % d;
         return name[0] == 'o' ? r != 0 : r == 0;
     }
     if (!x && strcmp(name, "in"))
@@ -392,9 +392,15 @@ static ct_value *attr_of(ct_ctx *c, ct_value *v, ct_value *name) {
     return ct_undef(c, name->s);
 }
 
-/* select / reject / selectattr / rejectattr. */
+static ct_value *lazy_empty(ct_ctx *c) {
+    ct_value *l = ct_list(c, 0);
+    if (l) l->lazy = true;
+    return l;
+}
+
+/* select / reject / selectattr / rejectattr: a generator, as jinja2's. */
 static ct_value *select_items(ct_ctx *c, const ct_node *at, ct_value *v, const ct_args *a, bool keep, bool by_attr) {
-    if (!ct_truthy(v)) return ct_list(c, 0); /* jinja2 walks the sequence only `if seq` */
+    if (!ct_truthy(v)) return lazy_empty(c); /* jinja2 walks the sequence only `if seq` */
     ct_value *l = items_of(c, at, v), *out = l ? ct_list(c, l->n) : NULL;
     int first = by_attr ? 1 : 0;
     ct_value *attr = by_attr ? want_str(c, at, "selectattr", arg(a, 0, NULL)) : NULL;
@@ -409,6 +415,7 @@ static ct_value *select_items(ct_ctx *c, const ct_node *at, ct_value *v, const c
         if (r < 0) return NULL;
         if ((r != 0) == keep && !ct_list_push(c, out, l->items[i])) return NULL;
     }
+    out->lazy = true;
     return out;
 }
 
@@ -430,18 +437,18 @@ static ct_value *join(ct_ctx *c, const ct_node *at, ct_value *v, const ct_args *
 static ct_value *tojson(ct_ctx *c, const ct_node *at, ct_value *v, const ct_args *a) {
     ct_value *ind = arg(a, 1, "indent"), *sort = arg(a, 3, "sort_keys"), *ascii = arg(a, 0, "ensure_ascii");
     ct_value *sep = arg(a, 2, "separators");
-    if (ascii && ct_truthy(ascii)) return ct_fail(c, at, LB_ERR_UNSUPPORTED, "tojson(ensure_ascii=true) is not supported");
     if (sep && sep->kind != CT_NONE) return ct_fail(c, at, LB_ERR_UNSUPPORTED, "tojson(separators=...) is not supported");
     int indent = ind && ind->kind == CT_INT ? (int)(ind->i < 0 ? 0 : ind->i > 64 ? 64 : ind->i) : -1;
     ct_buf b = {0};
-    bool ok = ct_buf_json(c, at, &b, v, indent, sort && ct_truthy(sort), 0);
+    int flags = (sort && ct_truthy(sort) ? CT_JSON_SORT : 0) | (ascii && ct_truthy(ascii) ? CT_JSON_ASCII : 0);
+    bool ok = ct_buf_json(c, at, &b, v, indent, flags, 0);
     ct_value *r = !ok ? NULL : b.oom ? ct_fail(c, at, LB_ERR_NOMEM, "out of memory") : ct_str(c, b.p ? b.p : "", b.n);
     free(b.p);
     return r;
 }
 
 static ct_value *map(ct_ctx *c, const ct_node *at, ct_value *v, const ct_args *a) {
-    if (!ct_truthy(v)) return ct_list(c, 0); /* as jinja2's do_map */
+    if (!ct_truthy(v)) return lazy_empty(c); /* as jinja2's do_map */
     ct_value *l = items_of(c, at, v), *attr = arg(a, -1, "attribute"), *f = arg(a, 0, NULL);
     ct_value *out = l ? ct_list(c, l->n) : NULL;
     if (!out) return NULL;
@@ -451,6 +458,7 @@ static ct_value *map(ct_ctx *c, const ct_node *at, ct_value *v, const ct_args *a
         ct_value *x = attr ? attr_of(c, l->items[i], attr) : ct_apply_filter(c, at, f->s, l->items[i], &fa);
         if (!ct_list_push(c, out, x)) return NULL;
     }
+    out->lazy = true;
     return out;
 }
 
@@ -466,7 +474,8 @@ static int sort_cmp(const ct_value *x, const ct_value *y, bool cs) {
         }
         return x->n < y->n ? -1 : x->n > y->n;
     }
-    double p = x->kind == CT_FLOAT ? x->f : (double)x->i, q = y->kind == CT_FLOAT ? y->f : (double)y->i;
+    double p = x->kind == CT_FLOAT ? x->f : x->kind == CT_BOOL ? x->b : (double)x->i;
+    double q = y->kind == CT_FLOAT ? y->f : y->kind == CT_BOOL ? y->b : (double)y->i;
     return p < q ? -1 : p > q;
 }
 
@@ -497,85 +506,246 @@ static ct_value *dictsort(ct_ctx *c, const ct_node *at, ct_value *v, const ct_ar
     return l;
 }
 
-ct_value *ct_apply_filter(ct_ctx *c, const ct_node *at, const char *name, ct_value *v, const ct_args *a) {
+/* min / max: the smallest / largest item (by `attribute`), strings compared case-insensitively unless
+ * case_sensitive; an empty sequence gives undefined. */
+static ct_value *min_max(ct_ctx *c, const ct_node *at, ct_value *v, const ct_args *a, bool max) {
+    ct_value *l = items_of(c, at, v), *cs = arg(a, 0, "case_sensitive"), *attr = arg(a, 1, "attribute");
+    ct_value *best = NULL, *best_key = NULL;
+    for (size_t i = 0; l && i < l->n; i++) {
+        ct_value *k = attr && attr->kind == CT_STR ? attr_of(c, l->items[i], attr) : l->items[i];
+        if (!k) return NULL;
+        bool num = k->kind == CT_INT || k->kind == CT_FLOAT;
+        if (!num && k->kind != CT_STR) return ct_fail(c, at, LB_ERR_ARG, "%s: cannot order a %s", max ? "max" : "min", ct_kind_name(k));
+        if (best_key && (best_key->kind == CT_STR) != (k->kind == CT_STR))
+            return ct_fail(c, at, LB_ERR_ARG, "%s: cannot compare a string with a number", max ? "max" : "min");
+        int r = best_key ? sort_cmp(k, best_key, cs && ct_truthy(cs)) : 0;
+        if (!best_key || (max ? r > 0 : r < 0)) {
+            best = l->items[i];
+            best_key = k;
+        }
+    }
+    return l ? (best ? best : ct_undef(c, max ? "max" : "min")) : NULL;
+}
+
+/* ---- the filter table ---- */
+
+static ct_value *f_default(ct_ctx *c, const ct_node *at, ct_value *v, const ct_args *a) {
+    ct_value *d = arg(a, 0, "default_value"), *boolean = arg(a, 1, "boolean");
+    bool use = v->kind == CT_UNDEF || (boolean && ct_truthy(boolean) && !ct_truthy(v));
+    return use ? (d ? d : ct_str(c, "", 0)) : v;
+}
+
+static ct_value *f_safe(ct_ctx *c, const ct_node *at, ct_value *v, const ct_args *a) {
+    ct_value *m = ct_to_str(c, v); /* a Markup string: `+` with a plain string escapes that one */
+    if (m && !m->b && (m = ct_str(c, m->s, m->n))) m->b = true;
+    return m;
+}
+
+static ct_value *f_string(ct_ctx *c, const ct_node *at, ct_value *v, const ct_args *a) { return ct_to_str(c, v); }
+
+static ct_value *f_length(ct_ctx *c, const ct_node *at, ct_value *v, const ct_args *a) {
     ct_kind k = v->kind;
-    if (!strcmp(name, "default") || !strcmp(name, "d")) {
-        ct_value *d = arg(a, 0, "default_value"), *boolean = arg(a, 1, "boolean");
-        bool use = k == CT_UNDEF || (boolean && ct_truthy(boolean) && !ct_truthy(v));
-        return use ? (d ? d : ct_str(c, "", 0)) : v;
+    if (k == CT_STR) return ct_int(c, (int64_t)ct_utf8_count(v->s, v->n));
+    if ((k == CT_LIST && !v->lazy) || k == CT_DICT || k == CT_NS) return ct_int(c, (int64_t)v->n);
+    if (k == CT_UNDEF) return ct_int(c, 0);
+    return ct_fail(c, at, LB_ERR_ARG, "object of type '%s' has no len()", ct_kind_name(v));
+}
+
+static ct_value *f_list(ct_ctx *c, const ct_node *at, ct_value *v, const ct_args *a) {
+    ct_value *l = items_of(c, at, v);
+    if (l == v && (v->b || v->lazy)) { /* a tuple or generator becomes a list */
+        l = ct_list(c, v->n);
+        for (size_t i = 0; l && i < v->n; i++) ct_list_push(c, l, v->items[i]);
     }
-    if (!strcmp(name, "safe")) return v;
-    if (!strcmp(name, "string")) return ct_to_str(c, v);
-    if (!strcmp(name, "tojson")) return tojson(c, at, v, a);
-    if (!strcmp(name, "length") || !strcmp(name, "count")) {
-        if (k == CT_STR) return ct_int(c, (int64_t)ct_utf8_count(v->s, v->n));
-        if (k == CT_LIST || k == CT_DICT || k == CT_NS) return ct_int(c, (int64_t)v->n);
-        if (k == CT_UNDEF) return ct_int(c, 0);
-        return ct_fail(c, at, LB_ERR_ARG, "object of type '%s' has no len()", ct_kind_name(v));
+    return l;
+}
+
+static ct_value *first_last(ct_ctx *c, const ct_node *at, ct_value *v, bool last) {
+    if (last && v->kind == CT_LIST && v->lazy) return ct_fail(c, at, LB_ERR_ARG, "'generator' object is not reversible");
+    ct_value *l = items_of(c, at, v);
+    if (!l) return NULL;
+    if (!l->n) return ct_undef(c, last ? "last" : "first");
+    return l->items[last ? l->n - 1 : 0];
+}
+
+static ct_value *f_first(ct_ctx *c, const ct_node *at, ct_value *v, const ct_args *a) { return first_last(c, at, v, false); }
+static ct_value *f_last(ct_ctx *c, const ct_node *at, ct_value *v, const ct_args *a) { return first_last(c, at, v, true); }
+
+static ct_value *f_items(ct_ctx *c, const ct_node *at, ct_value *v, const ct_args *a) {
+    if (v->kind == CT_UNDEF) return ct_list(c, 0);
+    if (v->kind != CT_DICT) return ct_fail(c, at, LB_ERR_ARG, "filter 'items' expects a mapping, got %s", ct_kind_name(v));
+    ct_value *l = ct_list(c, v->n);
+    for (size_t i = 0; l && i < v->n; i++) {
+        ct_value *p = ct_list(c, 2);
+        if (!p || !ct_list_push(c, p, v->keys[i]) || !ct_list_push(c, p, v->items[i]) || !ct_list_push(c, l, p)) return NULL;
+        p->b = true;
     }
-    if (!strcmp(name, "list")) {
-        ct_value *l = items_of(c, at, v);
-        if (l == v && v->b) { /* a tuple becomes a list */
-            l = ct_list(c, v->n);
-            for (size_t i = 0; l && i < v->n; i++) ct_list_push(c, l, v->items[i]);
+    return l;
+}
+
+static ct_value *f_min(ct_ctx *c, const ct_node *at, ct_value *v, const ct_args *a) { return min_max(c, at, v, a, false); }
+static ct_value *f_max(ct_ctx *c, const ct_node *at, ct_value *v, const ct_args *a) { return min_max(c, at, v, a, true); }
+static ct_value *f_select(ct_ctx *c, const ct_node *at, ct_value *v, const ct_args *a) { return select_items(c, at, v, a, true, false); }
+static ct_value *f_reject(ct_ctx *c, const ct_node *at, ct_value *v, const ct_args *a) { return select_items(c, at, v, a, false, false); }
+static ct_value *f_selectattr(ct_ctx *c, const ct_node *at, ct_value *v, const ct_args *a) { return select_items(c, at, v, a, true, true); }
+static ct_value *f_rejectattr(ct_ctx *c, const ct_node *at, ct_value *v, const ct_args *a) { return select_items(c, at, v, a, false, true); }
+
+static ct_value *f_int(ct_ctx *c, const ct_node *at, ct_value *v, const ct_args *a) {
+    ct_kind k = v->kind;
+    if (k == CT_UNDEF) return ct_fail(c, at, LB_ERR_ARG, "'%s' is undefined (filter 'int')", v->s ? v->s : "value");
+    if (k == CT_INT || k == CT_BOOL) return ct_int(c, k == CT_INT ? v->i : v->b);
+    if (k == CT_FLOAT && isfinite(v->f) && fabs(v->f) < 9e18) return ct_int(c, (int64_t)v->f);
+    if (k == CT_STR) {
+        char *e;
+        long long r = strtoll(v->s, &e, 10);
+        if (e != v->s && !*e) return ct_int(c, r);
+    }
+    ct_value *d = arg(a, 0, "default");
+    return d ? d : ct_int(c, 0);
+}
+
+static ct_value *f_float(ct_ctx *c, const ct_node *at, ct_value *v, const ct_args *a) {
+    ct_kind k = v->kind;
+    if (k == CT_UNDEF) return ct_fail(c, at, LB_ERR_ARG, "'%s' is undefined (filter 'float')", v->s ? v->s : "value");
+    if (k == CT_INT || k == CT_BOOL || k == CT_FLOAT) return ct_float(c, k == CT_FLOAT ? v->f : k == CT_INT ? (double)v->i : v->b);
+    if (k == CT_STR) {
+        char *e;
+        double f = strtod(v->s, &e);
+        if (e != v->s && !*e) return ct_float(c, f);
+    }
+    ct_value *d = arg(a, 0, "default");
+    return d ? d : ct_float(c, 0.0);
+}
+
+static ct_value *f_abs(ct_ctx *c, const ct_node *at, ct_value *v, const ct_args *a) {
+    if (v->kind == CT_BOOL) return ct_int(c, v->b);
+    if (v->kind == CT_INT && v->i != INT64_MIN) return ct_int(c, v->i < 0 ? -v->i : v->i);
+    if (v->kind == CT_FLOAT) return ct_float(c, fabs(v->f));
+    return ct_fail(c, at, LB_ERR_ARG, "bad operand type for abs(): '%s'", ct_kind_name(v));
+}
+
+/* Python's round(value, precision): halves to even; an int stays an int. */
+static ct_value *f_round(ct_ctx *c, const ct_node *at, ct_value *v, const ct_args *a) {
+    ct_value *pr = arg(a, 0, "precision"), *m = arg(a, 1, "method");
+    ct_kind k = v->kind;
+    if (k != CT_INT && k != CT_FLOAT && k != CT_BOOL) return ct_fail(c, at, LB_ERR_ARG, "round: not a number");
+    if (m && m->kind == CT_STR && strcmp(m->s, "common"))
+        return ct_fail(c, at, LB_ERR_UNSUPPORTED, "round: method '%s' is not supported", m->s);
+    if (k != CT_FLOAT) return ct_int(c, k == CT_INT ? v->i : v->b);
+    int prec = pr && pr->kind == CT_INT ? (int)(pr->i < 0 ? 0 : pr->i > 15 ? 15 : pr->i) : 0;
+    double scale = pow(10.0, prec);
+    return ct_float(c, nearbyint(v->f * scale) / scale);
+}
+
+static double num_of(const ct_value *x) { return x->kind == CT_FLOAT ? x->f : x->kind == CT_INT ? (double)x->i : x->b; }
+
+static ct_value *f_sum(ct_ctx *c, const ct_node *at, ct_value *v, const ct_args *a) {
+    ct_value *l = items_of(c, at, v), *attr = arg(a, 0, "attribute"), *acc = arg(a, 1, "start");
+    if (!acc) acc = ct_int(c, 0);
+    for (size_t i = 0; l && acc && i < l->n; i++) {
+        ct_value *x = attr && attr->kind == CT_STR ? attr_of(c, l->items[i], attr) : l->items[i];
+        bool ok = (acc->kind == CT_INT || acc->kind == CT_FLOAT || acc->kind == CT_BOOL) &&
+                  (x->kind == CT_INT || x->kind == CT_FLOAT || x->kind == CT_BOOL);
+        if (!ok) return ct_fail(c, at, LB_ERR_ARG, "sum: unsupported operand types '%s' and '%s'", ct_kind_name(acc), ct_kind_name(x));
+        int64_t r;
+        if (acc->kind == CT_FLOAT || x->kind == CT_FLOAT) acc = ct_float(c, num_of(acc) + num_of(x));
+        else if (__builtin_add_overflow(acc->kind == CT_INT ? acc->i : acc->b, x->kind == CT_INT ? x->i : x->b, &r))
+            return ct_fail(c, at, LB_ERR_UNSUPPORTED, "sum: integer too large");
+        else acc = ct_int(c, r);
+    }
+    return l ? acc : NULL;
+}
+
+static ct_value *f_reverse(ct_ctx *c, const ct_node *at, ct_value *v, const ct_args *a) {
+    ct_value *l = items_of(c, at, v);
+    if (!l) return NULL;
+    if (v->kind == CT_STR) {
+        ct_buf b = {0};
+        for (size_t i = l->n; i > 0; i--) ct_buf_put(&b, l->items[i - 1]->s, l->items[i - 1]->n);
+        ct_value *r = b.oom ? ct_fail(c, at, LB_ERR_NOMEM, "out of memory") : ct_str(c, b.p ? b.p : "", b.n);
+        free(b.p);
+        return r;
+    }
+    ct_value *r = ct_list(c, l->n);
+    for (size_t i = l->n; r && i > 0; i--) ct_list_push(c, r, l->items[i - 1]);
+    if (r && v->kind == CT_LIST) r->lazy = true; /* jinja2 returns reversed(), an iterator */
+    return r;
+}
+
+/* sort (reverse, case_sensitive, attribute) and unique (case_sensitive, attribute). */
+static ct_value *sort_unique(ct_ctx *c, const ct_node *at, ct_value *v, const ct_args *a, bool sort) {
+    ct_value *rev = sort ? arg(a, 0, "reverse") : NULL, *cs = arg(a, sort ? 1 : 0, "case_sensitive");
+    ct_value *attr = arg(a, sort ? 2 : 1, "attribute");
+    ct_value *l = items_of(c, at, v), *r = l ? ct_list(c, l->n) : NULL;
+    bool sens = cs && ct_truthy(cs), reverse = rev && ct_truthy(rev), by_attr = attr && attr->kind == CT_STR;
+    for (size_t i = 0; r && i < l->n; i++) {
+        ct_value *x = l->items[i], *kx = by_attr ? attr_of(c, x, attr) : x;
+        if (kx->kind != CT_STR && kx->kind != CT_INT && kx->kind != CT_FLOAT && kx->kind != CT_BOOL)
+            return ct_fail(c, at, LB_ERR_UNSUPPORTED, "%s: cannot order a %s", sort ? "sort" : "unique", ct_kind_name(kx));
+        bool dup = false;
+        for (size_t q = 0; q < r->n && !sort && !dup; q++) {
+            ct_value *kq = by_attr ? attr_of(c, r->items[q], attr) : r->items[q];
+            dup = (kq->kind == CT_STR) == (kx->kind == CT_STR) && sort_cmp(kq, kx, sens) == 0;
         }
-        return l;
-    }
-    if (!strcmp(name, "first") || !strcmp(name, "last")) {
-        ct_value *l = items_of(c, at, v);
-        if (!l) return NULL;
-        if (!l->n) return ct_undef(c, name);
-        return l->items[name[0] == 'f' ? 0 : l->n - 1];
-    }
-    if (!strcmp(name, "items")) {
-        if (k == CT_UNDEF) return ct_list(c, 0);
-        if (k != CT_DICT) return ct_fail(c, at, LB_ERR_ARG, "filter 'items' expects a mapping, got %s", ct_kind_name(v));
-        ct_value *l = ct_list(c, v->n);
-        for (size_t i = 0; l && i < v->n; i++) {
-            ct_value *p = ct_list(c, 2);
-            if (!p || !ct_list_push(c, p, v->keys[i]) || !ct_list_push(c, p, v->items[i]) || !ct_list_push(c, l, p)) return NULL;
-            p->b = true;
+        if (dup || !ct_list_push(c, r, x)) continue;
+        for (size_t j = r->n - 1; sort && j > 0; j--) { /* insertion sort, stable */
+            ct_value *kp = by_attr ? attr_of(c, r->items[j - 1], attr) : r->items[j - 1];
+            if ((kp->kind == CT_STR) != (kx->kind == CT_STR))
+                return ct_fail(c, at, LB_ERR_ARG, "sort: cannot compare a string with a number");
+            int cmp = sort_cmp(kp, kx, sens);
+            if (reverse ? cmp >= 0 : cmp <= 0) break;
+            r->items[j] = r->items[j - 1];
+            r->items[j - 1] = x;
         }
-        return l;
     }
-    if (!strcmp(name, "join")) return join(c, at, v, a);
-    if (!strcmp(name, "dictsort")) return dictsort(c, at, v, a);
-    if (!strcmp(name, "map")) return map(c, at, v, a);
-    if (!strcmp(name, "select")) return select_items(c, at, v, a, true, false);
-    if (!strcmp(name, "reject")) return select_items(c, at, v, a, false, false);
-    if (!strcmp(name, "selectattr")) return select_items(c, at, v, a, true, true);
-    if (!strcmp(name, "rejectattr")) return select_items(c, at, v, a, false, true);
-    if (!strcmp(name, "int")) {
-        if (k == CT_INT || k == CT_BOOL) return ct_int(c, k == CT_INT ? v->i : v->b);
-        if (k == CT_FLOAT && isfinite(v->f) && fabs(v->f) < 9e18) return ct_int(c, (int64_t)v->f);
-        if (k == CT_STR) {
-            char *e;
-            long long r = strtoll(v->s, &e, 10);
-            if (e != v->s && !*e) return ct_int(c, r);
-        }
-        ct_value *d = arg(a, 0, "default");
-        return d ? d : ct_int(c, 0);
-    }
-    if (!strcmp(name, "abs")) {
-        if (k == CT_INT && v->i != INT64_MIN) return ct_int(c, v->i < 0 ? -v->i : v->i);
-        if (k == CT_FLOAT) return ct_float(c, fabs(v->f));
-        return ct_fail(c, at, LB_ERR_ARG, "bad operand type for abs(): '%s'", ct_kind_name(v));
-    }
-    /* the rest work on strings; jinja2 converts the value with str() first */
-    static const char *const string_filters[] = {"trim", "lower", "upper", "capitalize", "title", "replace", NULL};
-    for (int i = 0; string_filters[i]; i++)
-        if (!strcmp(name, string_filters[i])) {
-            ct_value *s = ct_to_str(c, v);
-            if (!s) return NULL;
-            switch (i) {
-            case 0: return strip(c, s, arg(a, 0, "chars"), 3);
-            case 1: return recase(c, s, 1);
-            case 2: return recase(c, s, 2);
-            case 3: return recase(c, s, 3);
-            case 4: return recase(c, s, 4);
-            default: return replace(c, at, s, a);
-            }
-        }
+    if (r && !sort) r->lazy = true; /* unique yields, as jinja2's */
+    return r;
+}
+
+static ct_value *f_sort(ct_ctx *c, const ct_node *at, ct_value *v, const ct_args *a) { return sort_unique(c, at, v, a, true); }
+static ct_value *f_unique(ct_ctx *c, const ct_node *at, ct_value *v, const ct_args *a) { return sort_unique(c, at, v, a, false); }
+
+/* The string filters: jinja2 converts the value with str() first. */
+static ct_value *f_trim(ct_ctx *c, const ct_node *at, ct_value *v, const ct_args *a) {
+    ct_value *s = ct_to_str(c, v);
+    return s ? strip(c, s, arg(a, 0, "chars"), 3) : NULL;
+}
+static ct_value *case_filter(ct_ctx *c, ct_value *v, int how) {
+    ct_value *s = ct_to_str(c, v);
+    return s ? recase(c, s, how) : NULL;
+}
+static ct_value *f_lower(ct_ctx *c, const ct_node *at, ct_value *v, const ct_args *a) { return case_filter(c, v, 1); }
+static ct_value *f_upper(ct_ctx *c, const ct_node *at, ct_value *v, const ct_args *a) { return case_filter(c, v, 2); }
+static ct_value *f_capitalize(ct_ctx *c, const ct_node *at, ct_value *v, const ct_args *a) { return case_filter(c, v, 3); }
+static ct_value *f_title(ct_ctx *c, const ct_node *at, ct_value *v, const ct_args *a) { return case_filter(c, v, 4); }
+static ct_value *f_replace(ct_ctx *c, const ct_node *at, ct_value *v, const ct_args *a) {
+    ct_value *s = ct_to_str(c, v);
+    return s ? replace(c, at, s, a) : NULL;
+}
+
+typedef ct_value *(*filter_fn)(ct_ctx *c, const ct_node *at, ct_value *v, const ct_args *a);
+
+static const struct {
+    const char *name;
+    filter_fn fn;
+} FILTERS[] = {
+    {"default", f_default}, {"d", f_default},       {"safe", f_safe},
+    {"string", f_string},   {"tojson", tojson},     {"length", f_length},
+    {"count", f_length},    {"list", f_list},       {"first", f_first},
+    {"last", f_last},       {"items", f_items},     {"join", join},
+    {"dictsort", dictsort}, {"min", f_min},         {"max", f_max},
+    {"map", map},           {"select", f_select},   {"reject", f_reject},
+    {"selectattr", f_selectattr}, {"rejectattr", f_rejectattr},
+    {"int", f_int},         {"float", f_float},     {"abs", f_abs},
+    {"round", f_round},     {"sum", f_sum},         {"reverse", f_reverse},
+    {"sort", f_sort},       {"unique", f_unique},   {"trim", f_trim},
+    {"lower", f_lower},     {"upper", f_upper},     {"capitalize", f_capitalize},
+    {"title", f_title},     {"replace", f_replace},
+};
+
+ct_value *ct_apply_filter(ct_ctx *c, const ct_node *at, const char *name, ct_value *v, const ct_args *a) {
+    for (size_t i = 0; i < sizeof FILTERS / sizeof *FILTERS; i++)
+        if (!strcmp(FILTERS[i].name, name)) return FILTERS[i].fn(c, at, v, a);
     return ct_fail(c, at, LB_ERR_UNSUPPORTED, "filter '%s' is not supported by lowbit's template engine", name);
 }
 

@@ -91,6 +91,7 @@ static ct_value *get_item(ct_ctx *c, const ct_node *at, ct_value *obj, ct_value 
         return NULL;
     case CT_LIST: case CT_STR: {
         size_t idx;
+        if (obj->lazy) return NULL;
         if (key->kind != CT_INT && key->kind != CT_BOOL) return NULL;
         int64_t k = key->kind == CT_INT ? key->i : key->b;
         if (obj->kind == CT_LIST) return norm_index(k, obj->n, &idx) ? obj->items[idx] : NULL;
@@ -119,16 +120,14 @@ static ct_value *get_attr(ct_ctx *c, const ct_node *at, ct_value *obj, const cha
 static ct_value *slice(ct_ctx *c, const ct_node *at, ct_value *obj, ct_value *bounds[3]) {
     int64_t v[3];
     bool given[3];
+    /* what Python refuses to slice (wrong types, step 0) is undefined, as jinja2's getitem makes it */
     for (int k = 0; k < 3; k++) {
         given[k] = bounds[k] && bounds[k]->kind != CT_NONE;
-        if (given[k] && bounds[k]->kind != CT_INT)
-            return ct_fail(c, at, LB_ERR_ARG, "slice indices must be integers, not %s", ct_kind_name(bounds[k]));
-        v[k] = given[k] ? bounds[k]->i : 0;
+        if (given[k] && bounds[k]->kind != CT_INT && bounds[k]->kind != CT_BOOL) return ct_undef(c, "slice");
+        v[k] = given[k] ? (bounds[k]->kind == CT_INT ? bounds[k]->i : bounds[k]->b) : 0;
     }
     int64_t step = given[2] ? v[2] : 1;
-    if (step == 0) return ct_fail(c, at, LB_ERR_ARG, "slice step cannot be zero");
-    if (obj->kind != CT_LIST && obj->kind != CT_STR)
-        return ct_fail(c, at, LB_ERR_ARG, "cannot slice a %s", ct_kind_name(obj));
+    if (step == 0 || (obj->kind != CT_LIST && obj->kind != CT_STR) || obj->lazy) return ct_undef(c, "slice");
     int64_t len = (int64_t)(obj->kind == CT_LIST ? obj->n : ct_utf8_count(obj->s, obj->n));
     int64_t lo = step > 0 ? 0 : -1, hi = step > 0 ? len : len - 1; /* Python's PySlice_AdjustIndices */
     int64_t start = given[0] ? v[0] : (step > 0 ? 0 : len - 1), stop = given[1] ? v[1] : (step > 0 ? len : -1);
@@ -172,6 +171,27 @@ static ct_value *type_error(ct_ctx *c, const ct_node *at, const char *op, const 
     return ct_fail(c, at, LB_ERR_ARG, "unsupported operand types for %s: '%s' and '%s'", op, ct_kind_name(a), ct_kind_name(b));
 }
 
+/* markupsafe's escape(): & < > " ' as HTML entities. */
+static ct_value *html_escape(ct_ctx *c, const ct_value *s) {
+    ct_buf b = {0};
+    for (size_t i = 0; i < s->n; i++) {
+        const char *r = NULL;
+        switch (s->s[i]) {
+        case '&': r = "&amp;"; break;
+        case '<': r = "&lt;"; break;
+        case '>': r = "&gt;"; break;
+        case '"': r = "&#34;"; break;
+        case '\'': r = "&#39;"; break;
+        }
+        if (r) ct_buf_put(&b, r, strlen(r));
+        else ct_buf_put(&b, s->s + i, 1);
+    }
+    ct_value *v = b.oom ? ct_fail(c, NULL, LB_ERR_NOMEM, "out of memory") : ct_str(c, b.p ? b.p : "", b.n);
+    free(b.p);
+    return v;
+}
+
+/* Strings or lists joined (the result is a plain string / list). */
 static ct_value *concat(ct_ctx *c, const ct_node *at, const ct_value *a, const ct_value *b) {
     if (a->kind == CT_STR && b->kind == CT_STR) {
         char *s = ct_alloc(c->arena, a->n + b->n + 1);
@@ -246,8 +266,17 @@ static ct_value *arith(ct_ctx *c, const ct_node *at, const char *op, ct_value *a
         }
         return ct_fail(c, at, LB_ERR_UNSUPPORTED, "integer too large");
     }
-    if (op[0] == '+' && ((a->kind == CT_STR && b->kind == CT_STR) || (a->kind == CT_LIST && b->kind == CT_LIST)))
-        return concat(c, at, a, b);
+    if (op[0] == '+' && ((a->kind == CT_STR && b->kind == CT_STR) || (a->kind == CT_LIST && b->kind == CT_LIST && !a->lazy && !b->lazy))) {
+        if (a->kind == CT_STR && a->b != b->b) { /* Markup + str escapes the str, and stays Markup (markupsafe) */
+            ct_value *ea = a->b ? a : html_escape(c, a), *eb = b->b ? b : html_escape(c, b);
+            ct_value *r = ea && eb ? concat(c, at, ea, eb) : NULL;
+            if (r) r->b = true;
+            return r;
+        }
+        ct_value *r = concat(c, at, a, b);
+        if (r && a->kind == CT_STR) r->b = a->b && b->b;
+        return r;
+    }
     if (op[0] == '*' && !op[1]) {
         if ((a->kind == CT_STR || a->kind == CT_LIST) && (b->kind == CT_INT || b->kind == CT_BOOL)) return repeat(c, at, a, inum(b));
         if ((b->kind == CT_STR || b->kind == CT_LIST) && (a->kind == CT_INT || a->kind == CT_BOOL)) return repeat(c, at, b, inum(a));
@@ -255,16 +284,30 @@ static ct_value *arith(ct_ctx *c, const ct_node *at, const char *op, ct_value *a
     return type_error(c, at, op, a, b);
 }
 
-static int compare(ct_ctx *c, const ct_node *at, const char *op, ct_value *a, ct_value *b) {
-    int cmp;
+/* Python's ordering of two values: -1, 0, 1, or -2 when they cannot be ordered. Lists compare item by
+ * item. */
+static int order(const ct_value *a, const ct_value *b) {
     if (is_num(a) && is_num(b)) {
-        if (a->kind != CT_FLOAT && b->kind != CT_FLOAT) cmp = inum(a) < inum(b) ? -1 : inum(a) > inum(b);
-        else cmp = num(a) < num(b) ? -1 : num(a) > num(b);
-    } else if (a->kind == CT_STR && b->kind == CT_STR) {
+        if (a->kind != CT_FLOAT && b->kind != CT_FLOAT) return inum(a) < inum(b) ? -1 : inum(a) > inum(b);
+        return num(a) < num(b) ? -1 : num(a) > num(b);
+    }
+    if (a->kind == CT_STR && b->kind == CT_STR) {
         size_t m = a->n < b->n ? a->n : b->n;
-        cmp = memcmp(a->s, b->s, m);
-        if (!cmp) cmp = a->n < b->n ? -1 : a->n > b->n;
-    } else {
+        int cmp = memcmp(a->s, b->s, m);
+        if (cmp) return cmp < 0 ? -1 : 1;
+        return a->n < b->n ? -1 : a->n > b->n;
+    }
+    if (a->kind == CT_LIST && b->kind == CT_LIST && !a->lazy && !b->lazy && a->b == b->b) {
+        for (size_t i = 0; i < a->n && i < b->n; i++)
+            if (!ct_equal(a->items[i], b->items[i])) return order(a->items[i], b->items[i]);
+        return a->n < b->n ? -1 : a->n > b->n;
+    }
+    return -2;
+}
+
+static int compare(ct_ctx *c, const ct_node *at, const char *op, ct_value *a, ct_value *b) {
+    int cmp = order(a, b);
+    if (cmp == -2) {
         type_error(c, at, op, a, b);
         return -1;
     }
@@ -297,6 +340,8 @@ static int contains(ct_ctx *c, const ct_node *at, ct_value *item, ct_value *seq)
     }
 }
 
+static ct_value *apply_op(ct_ctx *c, const ct_node *n, const char *op, ct_value *a, ct_value *b);
+
 static ct_value *binary(ct_ctx *c, const ct_node *n) {
     const char *op = n->name;
     ct_value *a = eval(c, n->kids[0]);
@@ -304,7 +349,22 @@ static ct_value *binary(ct_ctx *c, const ct_node *n) {
     if (!strcmp(op, "and")) return ct_truthy(a) ? eval(c, n->kids[1]) : a;
     if (!strcmp(op, "or")) return ct_truthy(a) ? a : eval(c, n->kids[1]);
     ct_value *b = eval(c, n->kids[1]);
-    if (!b) return NULL;
+    return b ? apply_op(c, n, op, a, b) : NULL;
+}
+
+/* a < b <= c ...: each comparison in turn, stopping at the first false one. */
+static ct_value *chain(ct_ctx *c, const ct_node *n) {
+    ct_value *a = eval(c, n->kids[0]), *r = NULL;
+    for (int i = 0; a && i < n->n_targets; i++) {
+        ct_value *b = eval(c, n->kids[i + 1]);
+        if (!b || !(r = apply_op(c, n, n->targets[i], a, b))) return NULL;
+        if (!ct_truthy(r)) return r;
+        a = b;
+    }
+    return r;
+}
+
+static ct_value *apply_op(ct_ctx *c, const ct_node *n, const char *op, ct_value *a, ct_value *b) {
     if (!strcmp(op, "==")) return ct_bool(c, ct_equal(a, b));
     if (!strcmp(op, "!=")) return ct_bool(c, !ct_equal(a, b));
     if (!strcmp(op, "~")) {
@@ -395,6 +455,7 @@ static ct_value *eval(ct_ctx *c, const ct_node *n) {
         if (!k) return NULL;
         if (o->kind == CT_UNDEF)
             return ct_fail(c, n, LB_ERR_ARG, "'%s' is undefined (indexing it)", o->s ? o->s : "value");
+        if (k->kind == CT_LIST || k->kind == CT_DICT || k->kind == CT_NS) return ct_undef(c, "item"); /* unhashable */
         ct_value *v = get_item(c, n, o, k);
         if (v || ct_failed(c)) return v;
         if (k->kind == CT_STR) return get_attr(c, n, o, k->s); /* then the attribute */
@@ -403,6 +464,7 @@ static ct_value *eval(ct_ctx *c, const ct_node *n) {
     case CT_E_SLICE: {
         ct_value *o = eval(c, n->kids[0]), *b[3] = {NULL, NULL, NULL};
         if (!o) return NULL;
+        if (o->kind == CT_UNDEF) return ct_fail(c, n, LB_ERR_ARG, "'%s' is undefined (slicing it)", o->s ? o->s : "value");
         for (int i = 0; i < 3; i++)
             if (n->kids[i + 1] && !(b[i] = eval(c, n->kids[i + 1]))) return NULL;
         return slice(c, n, o, b);
@@ -423,6 +485,7 @@ static ct_value *eval(ct_ctx *c, const ct_node *n) {
     }
     case CT_E_UNARY: return unary_op(c, n);
     case CT_E_BINARY: return binary(c, n);
+    case CT_E_CHAIN: return chain(c, n);
     case CT_E_COND: {
         ct_value *cond = eval(c, n->kids[1]);
         if (!cond) return NULL;
@@ -621,6 +684,21 @@ static void exec(ct_ctx *c, const ct_node *n) {
         return;
     case CT_S_FOR: exec_for(c, n); return;
     case CT_S_SET: exec_set(c, n); return;
+    case CT_S_FILTER: {
+        ct_buf b = {0}, *saved = c->out;
+        ct_frame f;
+        c->out = &b;
+        exec_body(c, n->kids[0]);
+        c->out = saved;
+        push_frame(c, &f);
+        ct_value *body = ct_failed(c) ? NULL : b.oom ? ct_fail(c, n, LB_ERR_NOMEM, "out of memory") : ct_str(c, b.p ? b.p : "", b.n);
+        ct_value *v = body && assign(c, CT_FILTER_BODY, body) ? eval(c, n->kids[1]) : NULL;
+        pop_frame(c);
+        free(b.p);
+        ct_value *s = v ? ct_to_str(c, v) : NULL;
+        if (s) emit(c, n, s->s, s->n);
+        return;
+    }
     case CT_S_MACRO: {
         ct_value *f = ct_new(c, CT_FUNC);
         if (!f) return;

@@ -174,18 +174,14 @@ static bool add_var(ct_ctx *c, ct_value *vars, const char *name, ct_value *v) {
     return ct_dict_set(c, vars, ct_str(c, name, strlen(name)), v);
 }
 
-static ct_value *str_or_undef(ct_ctx *c, const char *s, const char *name) {
-    return s ? ct_str(c, s, strlen(s)) : ct_undef(c, name);
-}
-
 /* The variables every render starts from: the model's special tokens, tools and documents none. */
 static ct_value *base_vars(ct_ctx *c, const lb_chat_template *t, const char *bos, const char *eos) {
     ct_value *vars = ct_dict(c, CT_DICT);
     if (!vars) return NULL;
     bos = bos ? bos : t->bos_token;
     eos = eos ? eos : t->eos_token;
-    if (bos && !add_var(c, vars, "bos_token", str_or_undef(c, bos, "bos_token"))) return NULL;
-    if (eos && !add_var(c, vars, "eos_token", str_or_undef(c, eos, "eos_token"))) return NULL;
+    if (bos && !add_var(c, vars, "bos_token", ct_str(c, bos, strlen(bos)))) return NULL;
+    if (eos && !add_var(c, vars, "eos_token", ct_str(c, eos, strlen(eos)))) return NULL;
     if (!add_var(c, vars, "tools", ct_none(c)) || !add_var(c, vars, "documents", ct_none(c))) return NULL;
     return vars;
 }

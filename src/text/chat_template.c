@@ -113,6 +113,7 @@ typedef struct parser {
     token *tk;     /* tokens of the current tag */
     int ti;        /* current token */
     int depth;     /* expression nesting, bounded */
+    int loops;     /* for loops around the statement being parsed (break / continue need one) */
 } parser;
 
 #define MAX_DEPTH 200
@@ -410,7 +411,6 @@ static ct_node *node(parser *p, ct_op op, int line) {
 
 /* Kids are collected in a small growable array, then copied into the arena. */
 typedef struct kids {
-    ct_node *buf[8];
     ct_node **v;
     const char **names;
     int n, cap;
@@ -680,6 +680,31 @@ static ct_node *parse_postfix(parser *p, ct_node *n) {
     return n;
 }
 
+/* One filter or test applied to n, from its name on: name, name(args), or a test's one bare argument. */
+static ct_node *filter_call(parser *p, ct_node *n, bool filter, bool negate, int line) {
+    if (cur(p)->kind != TK_NAME)
+        return fail(p, line, LB_ERR_FORMAT, "expected a %s name after '%s'", filter ? "filter" : "test", filter ? "|" : "is"), NULL;
+    ct_node *f = node(p, filter ? CT_E_FILTER : CT_E_TEST, line);
+    if (!f) return NULL;
+    f->name = cur(p)->s;
+    f->flag = negate;
+    p->ti++;
+    kids k = {0};
+    if (!kids_push(p, &k, n, NULL)) return NULL;
+    if (is_op(p, "(")) {
+        p->ti++;
+        if (!parse_args(p, &k)) return NULL;
+    } else if (!filter) { /* `is divisibleby 3`, `is sameas none` */
+        token *t = cur(p);
+        bool starts = t->kind == TK_STR || t->kind == TK_INT || t->kind == TK_FLOAT ||
+                      (t->kind == TK_NAME && strcmp(t->s, "else") && strcmp(t->s, "or") && strcmp(t->s, "and")) ||
+                      (t->kind == TK_OP && (!strcmp(t->s, "[") || !strcmp(t->s, "{")));
+        if (starts && !kids_push(p, &k, parse_postfix(p, parse_primary(p)), NULL)) return NULL;
+    }
+    finish_args(f, &k, 1);
+    return f;
+}
+
 /* `| name(args)` and `is [not] name(args)` after n. */
 static ct_node *parse_filters(parser *p, ct_node *n) {
     while (n) {
@@ -689,28 +714,7 @@ static ct_node *parse_filters(parser *p, ct_node *n) {
         p->ti++;
         bool negate = test && is_name(p, "not");
         if (negate) p->ti++;
-        if (cur(p)->kind != TK_NAME)
-            return fail(p, line, LB_ERR_FORMAT, "expected a %s name after '%s'", filter ? "filter" : "test", filter ? "|" : "is"), NULL;
-        ct_node *f = node(p, filter ? CT_E_FILTER : CT_E_TEST, line);
-        if (!f) return NULL;
-        f->name = cur(p)->s;
-        f->flag = negate;
-        p->ti++;
-        /* dotted filter names do not occur in chat templates */
-        kids k = {0};
-        if (!kids_push(p, &k, n, NULL)) return NULL;
-        if (is_op(p, "(")) {
-            p->ti++;
-            if (!parse_args(p, &k)) return NULL;
-        } else if (test) { /* one bare argument: `is divisibleby 3`, `is sameas none` */
-            token *t = cur(p);
-            bool starts = t->kind == TK_STR || t->kind == TK_INT || t->kind == TK_FLOAT ||
-                          (t->kind == TK_NAME && strcmp(t->s, "else") && strcmp(t->s, "or") && strcmp(t->s, "and")) ||
-                          (t->kind == TK_OP && (!strcmp(t->s, "[") || !strcmp(t->s, "{")));
-            if (starts && !kids_push(p, &k, parse_postfix(p, parse_primary(p)), NULL)) return NULL;
-        }
-        finish_args(f, &k, 1);
-        n = f;
+        n = filter_call(p, n, filter, negate, line);
     }
     return n;
 }
@@ -740,12 +744,13 @@ static ct_node *unary(parser *p, const char *op, ct_node *x, int line) {
     return n;
 }
 
+/* Operands of `**` are unary expressions with their filters, as in jinja2: -2 ** 2 is (-2) ** 2. */
 static ct_node *parse_pow(parser *p) {
-    ct_node *l = parse_postfix(p, parse_primary(p));
+    ct_node *l = parse_unary(p, true);
     while (l && is_op(p, "**")) {
         int line = cur(p)->line;
         p->ti++;
-        l = binary(p, "**", l, parse_unary(p, false), line);
+        l = binary(p, "**", l, parse_unary(p, true), line);
     }
     return l;
 }
@@ -759,19 +764,20 @@ static ct_node *parse_unary(parser *p, bool with_filter) {
         p->ti++;
         n = unary(p, op, parse_unary(p, false), line);
     } else {
-        n = parse_pow(p);
+        n = parse_primary(p);
     }
+    n = parse_postfix(p, n);
     p->depth--;
     return with_filter ? parse_filters(p, n) : n;
 }
 
 static ct_node *parse_math2(parser *p) {
-    ct_node *l = parse_unary(p, true);
+    ct_node *l = parse_pow(p);
     while (l && (is_op(p, "*") || is_op(p, "/") || is_op(p, "//") || is_op(p, "%"))) {
         const char *op = cur(p)->s;
         int line = cur(p)->line;
         p->ti++;
-        l = binary(p, op, l, parse_unary(p, true), line);
+        l = binary(p, op, l, parse_pow(p), line);
     }
     return l;
 }
@@ -800,8 +806,10 @@ static ct_node *parse_concat(parser *p) {
 static ct_node *parse_compare(parser *p) {
     ct_node *l = parse_concat(p);
     static const char *const ops[] = {"==", "!=", "<", ">", "<=", ">="};
+    kids operands = {0}, names = {0};
+    int line0 = cur(p)->line;
+    if (l && !kids_push(p, &operands, l, NULL)) return NULL;
     while (l) {
-        int line = cur(p)->line;
         const char *op = NULL;
         for (size_t i = 0; i < sizeof ops / sizeof *ops; i++)
             if (is_op(p, ops[i])) op = ops[i];
@@ -816,10 +824,17 @@ static ct_node *parse_compare(parser *p) {
         } else {
             break;
         }
-        /* a chained comparison (a < b < c) is not used by chat templates; it parses left-assoc */
-        l = binary(p, op, l, parse_concat(p), line);
+        ct_node *r = parse_concat(p);
+        if (!r || !kids_push(p, &operands, r, NULL) || !kids_push(p, &names, operands.v[0], op)) return NULL;
     }
-    return l;
+    if (!l || operands.n == 1) return l;
+    if (operands.n == 2) return binary(p, names.names[0], operands.v[0], operands.v[1], line0);
+    ct_node *n = node(p, CT_E_CHAIN, line0); /* a < b < c is (a < b) and (b < c), b evaluated once */
+    if (!n) return NULL;
+    set_kids(n, &operands);
+    n->targets = names.names;
+    n->n_targets = names.n;
+    return n;
 }
 
 static ct_node *parse_not(parser *p) {
@@ -866,9 +881,9 @@ static ct_node *parse_expr(parser *p) {
         c->n_kids = 3;
         c->kids[0] = n;
         if (!(c->kids[1] = parse_or(p))) return NULL;
-        if (is_name(p, "else")) {
+        if (is_name(p, "else")) { /* a if x else b if y else c: the else part is itself conditional */
             p->ti++;
-            if (!(c->kids[2] = parse_or(p))) return NULL;
+            if (!(c->kids[2] = parse_expr(p))) return NULL;
         }
         n = c;
     }
@@ -953,7 +968,10 @@ static ct_node *parse_for(parser *p, int line) {
     static const char *const ends[] = {"else", "endfor", NULL};
     const char *found;
     p->depth++;
-    if (!(n->kids[2] = parse_body(p, ends, &found))) return NULL;
+    p->loops++;
+    n->kids[2] = parse_body(p, ends, &found);
+    p->loops--;
+    if (!n->kids[2]) return NULL;
     if (!strcmp(found, "else")) {
         static const char *const end_only[] = {"endfor", NULL};
         if (!tag_done(p) || !(n->kids[3] = parse_body(p, end_only, &found))) return NULL;
@@ -1022,14 +1040,33 @@ static ct_node *parse_macro(parser *p, int line) {
     if (!tag_done(p)) return NULL;
     static const char *const ends[] = {"endmacro", NULL};
     const char *found;
-    if (!(k.v[0] = parse_body(p, ends, &found))) return NULL;
+    int loops = p->loops;
+    p->loops = 0; /* a macro body is not inside the caller's loop */
+    k.v[0] = parse_body(p, ends, &found);
+    p->loops = loops;
+    if (!k.v[0]) return NULL;
     set_kids(n, &k);
     n->targets = names.names;
     n->n_targets = names.n;
     return tag_done(p) ? n : NULL;
 }
 
-static const char *const unsupported_stmts[] = {"call", "filter", "block", "extends", "include", "import",
+/* {% filter name(args) | name2 %}body{% endfilter %}: the body's text through the filters. The body is
+ * bound to a name no template can write (CT_FILTER_BODY) that the filter chain reads. */
+static ct_node *parse_filter_block(parser *p, int line) {
+    ct_node *n = node(p, CT_S_FILTER, line), *body = node(p, CT_E_NAME, line);
+    if (!n || !body) return NULL;
+    body->name = CT_FILTER_BODY;
+    if (!(n->kids = ct_alloc(p->a, 2 * sizeof *n->kids))) return oom(p), NULL;
+    n->n_kids = 2;
+    if (!(n->kids[1] = parse_filters(p, filter_call(p, body, true, false, line))) || !tag_done(p)) return NULL;
+    static const char *const ends[] = {"endfilter", NULL};
+    const char *found;
+    if (!(n->kids[0] = parse_body(p, ends, &found))) return NULL;
+    return tag_done(p) ? n : NULL;
+}
+
+static const char *const unsupported_stmts[] = {"call", "block", "extends", "include", "import",
                                                 "from", "with", "raw", "autoescape", "do", "generation", NULL};
 
 /* Statements until one of `ends` (NULL-terminated; NULL itself: the end of the template). */
@@ -1070,7 +1107,9 @@ static ct_node *parse_body(parser *p, const char *const *ends, const char **foun
             else if (!strcmp(kw, "for")) n = parse_for(p, pc->line);
             else if (!strcmp(kw, "set")) n = parse_set(p, pc->line);
             else if (!strcmp(kw, "macro")) n = parse_macro(p, pc->line);
+            else if (!strcmp(kw, "filter")) n = parse_filter_block(p, pc->line);
             else if (!strcmp(kw, "break") || !strcmp(kw, "continue")) {
+                if (!p->loops) return fail(p, pc->line, LB_ERR_FORMAT, "'{%% %s %%}' outside a for loop", kw), NULL;
                 if ((n = node(p, kw[0] == 'b' ? CT_S_BREAK : CT_S_CONTINUE, pc->line)) && !tag_done(p)) n = NULL;
             } else {
                 for (int i = 0; unsupported_stmts[i]; i++)

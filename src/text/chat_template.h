@@ -68,7 +68,8 @@ typedef ct_value *(*ct_builtin)(ct_ctx *c, const ct_node *at, const ct_value *f,
 
 struct ct_value {
     ct_kind kind;
-    bool b;        /* CT_BOOL: the value; CT_LIST: a tuple (prints with parentheses) */
+    bool b;        /* CT_BOOL: the value; CT_LIST: a tuple (prints with parentheses); CT_STR: Markup (|safe) */
+    bool lazy;     /* CT_LIST: a generator (what map/select/reject return): true, no len(), no index, no JSON */
     int64_t i;
     double f;
     const char *s; /* CT_STR: bytes (NUL-terminated), n bytes; CT_UNDEF: the name that was missing */
@@ -99,12 +100,14 @@ typedef enum ct_op {
     CT_E_UNARY,    /* name: "not", "-", "+" ; kids[0] */
     CT_E_BINARY,   /* name: operator; kids[0], kids[1] */
     CT_E_COND,     /* kids[0] if kids[1] else kids[2] (kids[2] may be NULL) */
+    CT_E_CHAIN,    /* kids[0] targets[0] kids[1] targets[1] kids[2]...: a chained comparison (a < b < c) */
     /* statements */
     CT_S_TEXT,     /* text */
     CT_S_OUTPUT,   /* {{ kids[0] }} */
     CT_S_IF,       /* kids: cond, body, cond, body, ..., [else body] ; n_kids odd when there is an else */
     CT_S_FOR,      /* targets (names), kids[0] iterable, kids[1] filter or NULL, kids[2] body, kids[3] else */
     CT_S_SET,      /* targets (names) or name.attr (flag = attribute), kids[0] value or body (flag2) */
+    CT_S_FILTER,   /* kids[0] body, kids[1] the filter chain over the name CT_FILTER_BODY */
     CT_S_MACRO,    /* name, targets = parameters, kids[0] body, kids[1 + i] default of parameter i or NULL */
     CT_S_BREAK,
     CT_S_CONTINUE,
@@ -126,6 +129,8 @@ struct ct_node {
     const char **kw_names; /* CT_E_CALL / FILTER / TEST: keyword arguments are the last n_kw kids */
     int n_kw;
 };
+
+#define CT_FILTER_BODY " filter body" /* not a name a template can write */
 
 /* A parsed template: its AST, the arena holding it, and what the model files said beside it. */
 struct lb_chat_template {
@@ -184,9 +189,10 @@ void ct_buf_str(ct_buf *b, const ct_value *v);
 void ct_buf_repr(ct_buf *b, const ct_value *v);
 /* str(v) as a new string value. */
 ct_value *ct_to_str(ct_ctx *c, const ct_value *v);
-/* json.dumps(v, ensure_ascii=False, indent=indent (<0: none), sort_keys=sort) into b; false on a value
- * JSON cannot hold (the error is set). */
-bool ct_buf_json(ct_ctx *c, const ct_node *at, ct_buf *b, const ct_value *v, int indent, bool sort, int depth);
+/* json.dumps(v, ensure_ascii=flags & CT_JSON_ASCII, indent=indent (<0: none), sort_keys=flags & CT_JSON_SORT)
+ * into b; false on a value JSON cannot hold (the error is set). */
+enum { CT_JSON_SORT = 1, CT_JSON_ASCII = 2 };
+bool ct_buf_json(ct_ctx *c, const ct_node *at, ct_buf *b, const ct_value *v, int indent, int flags, int depth);
 /* Number of code points of a UTF-8 string, and the byte offset of code point i (0 <= i <= count). */
 size_t ct_utf8_count(const char *s, size_t n);
 size_t ct_utf8_offset(const char *s, size_t n, size_t i);

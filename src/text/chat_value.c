@@ -134,7 +134,7 @@ ct_value *ct_from_json(ct_ctx *c, const json_value *j) {
     case JSON_NUMBER: {
         int64_t i;
         double f = 0;
-        if (json_int(j, &i)) return ct_int(c, i);
+        if (json_int_literal(j, &i)) return ct_int(c, i); /* 3 is an int, 3.0 a float, as in Python */
         json_num(j, &f);
         return ct_float(c, f);
     }
@@ -168,7 +168,8 @@ bool ct_truthy(const ct_value *v) {
     case CT_BOOL: return v->b;
     case CT_INT: return v->i != 0;
     case CT_FLOAT: return v->f != 0;
-    case CT_STR: case CT_LIST: case CT_DICT: return v->n != 0;
+    case CT_LIST: return v->lazy || v->n != 0; /* a generator object is always true */
+    case CT_STR: case CT_DICT: return v->n != 0;
     default: return true;
     }
 }
@@ -177,6 +178,7 @@ static bool numeric(const ct_value *v) { return v->kind == CT_INT || v->kind == 
 static double as_double(const ct_value *v) { return v->kind == CT_FLOAT ? v->f : v->kind == CT_INT ? (double)v->i : v->b; }
 
 bool ct_equal(const ct_value *a, const ct_value *b) {
+    if ((a->kind == CT_LIST && a->lazy) || (b->kind == CT_LIST && b->lazy)) return a == b;
     if (numeric(a) && numeric(b)) {
         if (a->kind != CT_FLOAT && b->kind != CT_FLOAT)
             return (a->kind == CT_INT ? a->i : a->b) == (b->kind == CT_INT ? b->i : b->b);
@@ -208,6 +210,8 @@ bool ct_equal(const ct_value *a, const ct_value *b) {
 }
 
 const char *ct_kind_name(const ct_value *v) {
+    if (v->kind == CT_LIST && v->lazy) return "generator";
+    if (v->kind == CT_LIST && v->b) return "tuple";
     static const char *const names[] = {"Undefined", "NoneType", "bool", "int", "float", "str", "list", "dict", "Namespace", "function"};
     return names[v->kind];
 }
@@ -322,6 +326,10 @@ static void put_str(ct_buf *b, const ct_value *v, int depth) {
     case CT_FLOAT: put_float(b, v->f, false); return;
     case CT_STR: ct_buf_put(b, v->s, v->n); return;
     case CT_LIST:
+        if (v->lazy) { /* jinja2 prints the object with its address; no render can match that */
+            put_cstr(b, "<generator object>");
+            return;
+        }
         put_cstr(b, v->b ? "(" : "[");
         for (size_t i = 0; i < v->n; i++) {
             if (i) put_cstr(b, ", ");
@@ -358,11 +366,33 @@ ct_value *ct_to_str(ct_ctx *c, const ct_value *v) {
 
 /* ---- json.dumps ---- */
 
-static void put_json_str(ct_buf *b, const char *s, size_t n) {
+/* Non-ASCII as \uXXXX (UTF-16, surrogate pairs above U+FFFF), as json.dumps(ensure_ascii=True). */
+static size_t put_json_ascii(ct_buf *b, const char *s, size_t n, size_t i) {
+    unsigned char c0 = (unsigned char)s[i];
+    size_t len = c0 >= 0xF0 ? 4 : c0 >= 0xE0 ? 3 : c0 >= 0xC0 ? 2 : 1;
+    if (i + len > n) len = 1;
+    uint32_t cp = len == 1 ? 0xFFFD : c0 & (0x7F >> len);
+    for (size_t k = 1; k < len; k++) cp = cp << 6 | ((unsigned char)s[i + k] & 0x3F);
+    char e[16];
+    if (cp >= 0x10000) {
+        cp -= 0x10000;
+        snprintf(e, sizeof e, "\\u%04x\\u%04x", 0xD800 + (cp >> 10), 0xDC00 + (cp & 0x3FF));
+    } else {
+        snprintf(e, sizeof e, "\\u%04x", cp);
+    }
+    put_cstr(b, e);
+    return len;
+}
+
+static void put_json_str(ct_buf *b, const char *s, size_t n, bool ascii) {
     put_cstr(b, "\"");
     for (size_t i = 0; i < n; i++) {
         unsigned char ch = (unsigned char)s[i];
         char e[8];
+        if (ascii && ch >= 0x80) {
+            i += put_json_ascii(b, s, n, i) - 1;
+            continue;
+        }
         switch (ch) {
         case '"': put_cstr(b, "\\\""); break;
         case '\\': put_cstr(b, "\\\\"); break;
@@ -404,21 +434,23 @@ static void key_order(const ct_value *v, size_t *ord, bool sort) {
         }
 }
 
-bool ct_buf_json(ct_ctx *c, const ct_node *at, ct_buf *b, const ct_value *v, int indent, bool sort, int depth) {
+bool ct_buf_json(ct_ctx *c, const ct_node *at, ct_buf *b, const ct_value *v, int indent, int flags, int depth) {
+    bool sort = flags & CT_JSON_SORT, ascii = flags & CT_JSON_ASCII;
     if (depth > 100) return ct_fail(c, at, LB_ERR_UNSUPPORTED, "tojson: value nested too deeply"), false;
     switch (v->kind) {
     case CT_NONE: put_cstr(b, "null"); return true;
     case CT_BOOL: put_cstr(b, v->b ? "true" : "false"); return true;
     case CT_INT: put_int(b, v->i); return true;
     case CT_FLOAT: put_float(b, v->f, true); return true;
-    case CT_STR: put_json_str(b, v->s, v->n); return true;
+    case CT_STR: put_json_str(b, v->s, v->n, ascii); return true;
     case CT_LIST:
+        if (v->lazy) return ct_fail(c, at, LB_ERR_ARG, "tojson: Object of type generator is not JSON serializable"), false;
         if (!v->n) { put_cstr(b, "[]"); return true; }
         put_cstr(b, "[");
         for (size_t i = 0; i < v->n; i++) {
             if (i) put_cstr(b, indent >= 0 ? "," : ", ");
             if (indent >= 0) json_newline(b, indent, depth + 1);
-            if (!ct_buf_json(c, at, b, v->items[i], indent, sort, depth + 1)) return false;
+            if (!ct_buf_json(c, at, b, v->items[i], indent, flags, depth + 1)) return false;
         }
         if (indent >= 0) json_newline(b, indent, depth);
         put_cstr(b, "]");
@@ -435,9 +467,9 @@ bool ct_buf_json(ct_ctx *c, const ct_node *at, ct_buf *b, const ct_value *v, int
         for (size_t i = 0; i < v->n; i++) {
             if (i) put_cstr(b, indent >= 0 ? "," : ", ");
             if (indent >= 0) json_newline(b, indent, depth + 1);
-            put_json_str(b, v->keys[ord[i]]->s, v->keys[ord[i]]->n);
+            put_json_str(b, v->keys[ord[i]]->s, v->keys[ord[i]]->n, ascii);
             put_cstr(b, ": ");
-            if (!ct_buf_json(c, at, b, v->items[ord[i]], indent, sort, depth + 1)) return false;
+            if (!ct_buf_json(c, at, b, v->items[ord[i]], indent, flags, depth + 1)) return false;
         }
         if (indent >= 0) json_newline(b, indent, depth);
         put_cstr(b, "}");

@@ -56,9 +56,25 @@ CONVERSATIONS = {
     "ends_assistant": [M("user", "2+2?"), M("assistant", "4")],
     "text_edges": [M("system", "  Système: réponds en français.\n"),
                    M("user", "Quote \"this\" and 'that'\\n\ttab, emoji 🙂, <|im_end|> literal {{ not a tag }}\n\n")],
+    "content_parts": [M("system", [{"type": "text", "text": "Be terse."}]),
+                      M("user", [{"type": "text", "text": "Describe"}, {"type": "image"}, {"type": "text", "text": " this."}])],
     "unicode_space": [M("user", "\u3000\u00a0 spaced  out\u2003\n\x1f"), M("assistant", "\u2028ok\u00a0"),
                       M("user", "日本語の質問です。")],
 }
+
+# Tool use: tool schemas, an assistant tool call (arguments as a dict) and the tool's answer, which real
+# templates render with tojson(indent=...), items(), selectattr() and the like.
+TOOLS = [{"type": "function", "function": {
+    "name": "get_weather", "description": "Current weather in a city",
+    "parameters": {"type": "object", "properties": {"city": {"type": "string", "description": "City name"},
+                                                    "unit": {"type": "string", "enum": ["c", "f"]}},
+                   "required": ["city"]}}}]
+TOOL_CONVERSATION = [
+    M("system", "You can call tools."), M("user", "Weather in Paris?"),
+    {"role": "assistant", "content": "", "tool_calls": [{"id": "call12345", "type": "function", "function": {
+        "name": "get_weather", "arguments": {"city": "Paris", "unit": "c"}}}]},
+    {"role": "tool", "tool_call_id": "call12345", "name": "get_weather", "content": "{\"temp\": 21.5, \"sky\": \"clear\"}"},
+    M("assistant", "It is 21.5 °C and clear in Paris."), M("user", "Thanks!")]
 
 # The engine's features one by one (not a model's template): each line is compared with jinja2 as well.
 FEATURES = r"""{%- set s = messages[-1].content -%}
@@ -85,10 +101,14 @@ macro: {{ tag('b', 'bold') }} {{ tag('br', close=false) }} {{ tag(name='i', body
   captured {{ messages | length }}
 {% endset -%}
 setblock: [{{ block }}]
+filterblock: [{% filter trim | upper %}
+   shout {{ messages | length }}  {% endfilter %}] [{%- filter replace('a', 'o') %}banana{% endfilter -%}]
 {% set ns = namespace(count=0, last=none) -%}
 {% for m in messages %}{% set ns.count = ns.count + 1 %}{% set ns.last = m.role %}{% endfor -%}
 ns: {{ ns.count }} {{ ns.last }}
 fmt: {{ '<{}|{}>'.format('a', 2) }} {{ '{1}{0}{{x}}'.format('a', 'b') }} {{ '{n}!'.format(n=none) }} {% for k, v in {'b': 1, 'A': 2, 'c': 0} | dictsort %}{{ k }}{{ v }}{% endfor %} {{ {'b': 1, 'A': 2} | dictsort(true) }} {{ {'x': 3, 'y': 1} | dictsort(by='value', reverse=true) }}
+gen: {{ [] | select | list }} {{ 'yes' if [] | select else 'no' }} {{ messages | map(attribute='role') | first }} {{ [3, 1, 2] | min }} {{ [3, 1, 2] | max }} {{ ['b', 'A', 'c'] | min }} {{ messages | max(attribute='role') | tojson }} {{ [] | max is defined }}
+markup: {{ '<b>' | safe + '"x" & y' }} {{ 'a<' + '>' | safe }} {{ '<i>' | safe ~ '<' }} {{ {'k': 'é'} | tojson(ensure_ascii=true) }} {{ '🙂' | tojson(ensure_ascii=true) }}
 repr: {{ [1, 'it\'s', "q\"", 'both\'"', 'nl\n', none, 2.0, {'k': [true]}] }} {{ {'a': none} }} {{ (1, 2) }} {{ (1,) }} {{ (1, 2, 3)[1:] }} {{ (1, 2) | list }} {{ {'k': 1}.items() | list }} {{ (1, 2) == [1, 2] }}
 """
 
@@ -117,18 +137,21 @@ class Checker:
         self.failed += 1
         print(f"FAIL {what}: {detail}")
 
-    def check(self, name, source, bos, eos, template_path=None, model=None):
+    def check(self, name, source, bos, eos, template_path=None, model=None, model_knows_special=False):
+        """model_knows_special: bos/eos are not passed to lowbit, which must take them from the model's files."""
         compiled = self.env.from_string(source)
-        for conv_name, messages in CONVERSATIONS.items():
+        cases = [(n, m, None) for n, m in CONVERSATIONS.items()] + [("tools", TOOL_CONVERSATION, TOOLS)]
+        for conv_name, messages, tools in cases:
             for gen in (True, False):
-                variables = {"messages": messages, "add_generation_prompt": gen, "bos_token": bos,
-                             "eos_token": eos, "tools": None, "documents": None}
+                variables = {"messages": messages, "add_generation_prompt": gen, "tools": tools, "documents": None}
+                given = dict(variables) if model_knows_special else None
+                variables.update({"bos_token": bos, "eos_token": eos})
                 what = f"{name} / {conv_name} / add_generation_prompt={gen}"
                 try:
                     expected, error = compiled.render(**variables).encode("utf-8"), None
                 except Exception as e:  # a template's raise_exception, or a Python error inside jinja2
                     expected, error = None, str(e) if isinstance(e, RaisedByTemplate) else ""
-                rc, out, err = lowbit_render(template_path, variables, model)
+                rc, out, err = lowbit_render(template_path, given or variables, model)
                 if error is not None:
                     if rc == 0 or error not in err:
                         self.fail(what, f"jinja2 raised {error!r}; lowbit rc={rc} stderr={err!r}")
@@ -145,14 +168,17 @@ class Checker:
                     self.passed += 1
 
 
-# Random templates (fixed seeds) mixing text, whitespace control, comments, blocks and expressions: the
-# whitespace rules (trim_blocks, lstrip_blocks, `-` and `+`) are where renderers differ most.
+# Random templates (fixed seeds) mixing text, whitespace control, comments, if/for blocks, break/continue,
+# set, namespace attributes, a macro and loop variables: the whitespace rules (trim_blocks, lstrip_blocks,
+# `-` and `+`) and scoping are where renderers differ most.
 RANDOM_TEXTS = ["", " ", "  ", "\n", " \n", "\n  ", "a", " a ", "a\n", "\n\nb", "\t", "x \n \ny", " \t\n"]
-RANDOM_EXPRS = ["x", "messages | length", "'s' ~ x", "loop.index if loop is defined else 0", "none", "true", "[1, 'a']",
+RANDOM_EXPRS = ["loop.index0 if loop is defined else -1", "loop.revindex if loop is defined else -1",
+                "loop.first if loop is defined else 'nf'", "ns.v", "m.role if m is defined else 'nom'", "mac(x)",
+                "mac(x, sep='|')", "x", "messages | length", "'s' ~ x", "loop.index if loop is defined else 0", "none", "true", "[1, 'a']",
                 "{'k': x}", "x * 2 - 1", "'q' * x", "1.5 * x", "x / 3", "messages[0].role", "messages[-1].content | trim"]
 
 
-def random_template(r, depth=0):
+def random_template(r, depth=0, loops=0):
     def tag(body):
         return "{%" + r.choice(["", "", "-", "+"]) + r.choice(["", " ", "  "]) + body + r.choice(["", " ", "  "]) + \
             r.choice(["", "", "-", "+"]) + "%}"
@@ -166,11 +192,14 @@ def random_template(r, depth=0):
         elif k < 0.6:
             out.append("{#" + r.choice(["", "-"]) + " c " + r.choice(["", "-"]) + "#}")
         elif k < 0.75 and depth < 3:
-            out.append(tag("if x > %d" % r.randint(0, 3)) + random_template(r, depth + 1) +
-                       (tag("else") + random_template(r, depth + 1) if r.random() < 0.5 else "") + tag("endif"))
+            out.append(tag("if x > %d" % r.randint(0, 3)) + random_template(r, depth + 1, loops) +
+                       (tag("else") + random_template(r, depth + 1, loops) if r.random() < 0.5 else "") + tag("endif"))
         elif k < 0.9 and depth < 3:
             out.append(tag("for m in messages" + (" if m.role != 'system'" if r.random() < 0.3 else "")) +
-                       random_template(r, depth + 1) + tag("endfor"))
+                       random_template(r, depth + 1, loops + 1) + tag("endfor"))
+        elif k < 0.93:
+            in_loop = loops > 0 and r.random() < 0.5
+            out.append(tag(r.choice(["break", "continue"])) if in_loop else tag("set ns.v = ns.v ~ x"))
         else:
             out.append(tag("set x = " + r.choice(["x + 1", "2", "x - 1"])))
         out.append(r.choice(RANDOM_TEXTS))
@@ -181,7 +210,8 @@ def check_random(c, count):
     variables = {"messages": [M("system", " s "), M("user", "u\n")], "add_generation_prompt": True}
     for i in range(count):
         r = random.Random(i)
-        src = "{% set x = 1 %}" + random_template(r) + ("\n" if r.random() < 0.3 else "")
+        src = ("{% set x = 1 %}{% set ns = namespace(v='') %}{% macro mac(a, sep='-') %}[{{ a }}{{ sep }}{{ x }}]"
+               "{% endmacro %}" + random_template(r) + ("\n" if r.random() < 0.3 else ""))
         expected = c.env.from_string(src).render(**variables).encode("utf-8")
         with tempfile.NamedTemporaryFile("w", suffix=".jinja", delete=False, encoding="utf-8") as f:
             f.write(src)
@@ -192,6 +222,98 @@ def check_random(c, count):
             os.unlink(path)
         if rc != 0 or out != expected:
             c.fail(f"random template {i} {src!r}", f"lowbit rc={rc} {out!r} {err}; jinja2 {expected!r}")
+        else:
+            c.passed += 1
+
+
+def check_hf_dirs(c):
+    """A Hugging Face directory: tokenizer_config.json's chat_template as a string and as the list of named
+    templates, with bos/eos taken from the same file; chat_template.jinja when the config has none."""
+    with open(os.path.join(GOLDEN, "meta-llama-Llama-3.1-8B-Instruct.jinja"), encoding="utf-8") as fh:
+        llama = fh.read()
+    with open(os.path.join(GOLDEN, "Qwen-Qwen2.5-7B-Instruct.jinja"), encoding="utf-8") as fh:
+        qwen = fh.read()
+    forms = {
+        "string": ({"chat_template": qwen, "bos_token": None, "eos_token": "<|im_end|>"}, None, qwen, "", "<|im_end|>"),
+        "list": ({"chat_template": [{"name": "tool_use", "template": "{{ raise_exception('wrong one') }}"},
+                                    {"name": "default", "template": llama}],
+                  "bos_token": {"content": "<|begin_of_text|>", "lstrip": False}, "eos_token": "<|eot_id|>"},
+                 None, llama, "<|begin_of_text|>", "<|eot_id|>"),
+        "jinja_file": ({"eos_token": "</s>", "bos_token": "<s>"}, qwen, qwen, "<s>", "</s>"),
+    }
+    for form, (config, jinja_file, src, bos, eos) in forms.items():
+        with tempfile.TemporaryDirectory() as d:
+            with open(os.path.join(d, "tokenizer_config.json"), "w", encoding="utf-8") as f:
+                json.dump(config, f)
+            if jinja_file:
+                with open(os.path.join(d, "chat_template.jinja"), "w", encoding="utf-8") as f:
+                    f.write(jinja_file)
+            c.check(f"HF directory, chat_template {form}", src, bos, eos, model=d, model_knows_special=True)
+
+
+# Random expressions (fixed seed) over literals, variables, operators, filters, tests, methods, subscripts
+# and conditionals: where jinja2 renders one, lowbit must print the same (precedence, Python semantics).
+EXPR_ATOMS = ["1", "2", "0", "-3", "2.5", "0.1", "'a'", "'Ab c'", "''", "true", "false", "none", "[1, 2, 3]", "[]",
+              "['x', 'y']", "{'k': 1, 'j': 'v'}", "{}", "n", "s", "l", "d", "u", "(1, 'b')", "' x '"]
+EXPR_BINARY = ["+", "-", "*", "/", "//", "%", "**", "~", "==", "!=", "<", ">", "<=", ">=", "and", "or", "in", "not in"]
+EXPR_FILTERS = ["length", "trim", "upper", "lower", "string", "list", "first", "last", "tojson", "default('D')",
+                "join('-')", "int", "abs", "items", "reverse", "sort", "unique", "sum", "capitalize", "title", "count",
+                "safe", "float", "round"]
+EXPR_TESTS = ["defined", "none", "string", "number", "mapping", "iterable", "sequence", "odd", "even", "true", "false",
+              "integer", "float", "boolean", "undefined", "lower", "upper", "divisibleby 2", "equalto 1", "sameas none",
+              "in [1, 2]"]
+EXPR_POSTFIX = [".strip()", ".upper()", ".split()", ".startswith('a')", ".endswith('c')", ".replace('a', 'z')",
+                ".items()", ".keys()", ".values()", ".get('k')", ".lstrip(' a')", ".title()", "[0]", "[-1]", "[1:]",
+                "[::-1]", "['k']", ".k"]
+
+
+def random_expr(r, d=0):
+    k = r.random()
+    if d > 3 or k < 0.3:
+        return r.choice(EXPR_ATOMS)
+    if k < 0.55:
+        return random_expr(r, d + 1) + " " + r.choice(EXPR_BINARY) + " " + random_expr(r, d + 1)
+    if k < 0.65:
+        return r.choice(["not ", "-", "+"]) + random_expr(r, d + 1)
+    if k < 0.75:
+        return "(" + random_expr(r, d + 1) + ")" + r.choice(EXPR_POSTFIX)
+    if k < 0.85:
+        return random_expr(r, d + 1) + " | " + r.choice(EXPR_FILTERS)
+    if k < 0.93:
+        return random_expr(r, d + 1) + " is " + r.choice(["", "not "]) + r.choice(EXPR_TESTS)
+    return random_expr(r, d + 1) + " if " + random_expr(r, d + 1) + \
+        (" else " + random_expr(r, d + 1) if r.random() < 0.7 else "")
+
+
+def check_expressions(c, count):
+    import warnings
+    variables = {"n": 3, "s": "hello", "l": [1, "two", 3.0], "d": {"a": 1, "b": [True, None]}, "messages": []}
+    r = random.Random(1)
+    good = []
+    for _ in range(count):
+        e = random_expr(r)
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                out = c.env.from_string("{{ " + e + " }}").render(**variables)
+        except Exception:
+            continue  # errors are compared on real templates; here only what renders
+        if not any(x in out for x in ("<generator", "dict_items", "dict_keys", "dict_values", " at 0x")):
+            good.append((e, out))
+    src = "\n".join("{{ " + e + " }}|" for e, _ in good)
+    with tempfile.NamedTemporaryFile("w", suffix=".jinja", delete=False, encoding="utf-8") as f:
+        f.write(src)
+        path = f.name
+    try:
+        rc, out, err = lowbit_render(path, variables)
+    finally:
+        os.unlink(path)
+    if rc != 0:
+        c.fail(f"{len(good)} random expressions", f"lowbit failed: {err}")
+        return
+    for (e, want), got in zip(good, out.decode("utf-8").split("\n")):
+        if got != want + "|":
+            c.fail(f"expression {e!r}", f"lowbit {got!r}, jinja2 {want + '|'!r}")
         else:
             c.passed += 1
 
@@ -226,7 +348,9 @@ def main():
         c.check("features", FEATURES, "<s>", "</s>", template_path=path)
     finally:
         os.unlink(path)
+    check_hf_dirs(c)
     check_random(c, 300)
+    check_expressions(c, 1000)
     if os.path.exists(SMOLLM2):
         import gguf
         r = gguf.GGUFReader(SMOLLM2)
@@ -234,7 +358,7 @@ def main():
         tokens = r.fields["tokenizer.ggml.tokens"]
         bos = tokens.contents(r.fields["tokenizer.ggml.bos_token_id"].contents())
         eos = tokens.contents(r.fields["tokenizer.ggml.eos_token_id"].contents())
-        c.check("SmolLM2-135M-Instruct GGUF", src, bos, eos, model=SMOLLM2)
+        c.check("SmolLM2-135M-Instruct GGUF", src, bos, eos, model=SMOLLM2, model_knows_special=True)
     else:
         print(f"SKIPPED (LOUDLY): {SMOLLM2} is not downloaded; SmolLM2's GGUF template was not checked")
     print(f"{c.passed} passed, {c.failed} failed")

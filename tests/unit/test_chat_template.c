@@ -143,7 +143,9 @@ static void test_errors(void) {
     expect_error("{% set x = 1 %}{% set x.y = 2 %}", LB_ERR_ARG, "not a namespace()");
     expect_error("{{ '{:>5}'.format(1) }}", LB_ERR_UNSUPPORTED, "only plain {} / {N} / {name} fields");
     expect_error("{{ messages[0].role.zfill(3) }}", LB_ERR_UNSUPPORTED, "str method 'zfill' is not supported");
-    expect_error("{% break %}", LB_ERR_FORMAT, "'break' outside a for loop");
+    expect_error("{% if false %}{% break %}{% endif %}", LB_ERR_FORMAT, "line 1: '{% break %}' outside a for loop");
+    expect_error("{% for m in messages %}{% macro f() %}{% continue %}{% endmacro %}{% endfor %}", LB_ERR_FORMAT,
+                 "'{% continue %}' outside a for loop");
     expect_error("{{ 1 2 }}", LB_ERR_FORMAT, "unexpected 'a number' at the end of a tag");
     expect_error("{% for x in 5 %}{% endfor %}", LB_ERR_ARG, "'int' object is not iterable");
     expect_error("{{ range(100000000) }}", LB_ERR_UNSUPPORTED, "range() longer than");
