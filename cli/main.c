@@ -54,6 +54,9 @@ int main(int argc, char **argv) {
     }
     for (size_t i = 0; i < sizeof COMMANDS / sizeof COMMANDS[0]; i++)
         if (!strcmp(argv[1], COMMANDS[i].name)) return COMMANDS[i].fn(argc - 1, argv + 1);
-    cli_fail("unknown command \"%s\" (commands: quantize, imatrix, inspect, eval, run, tokenize; see 'lowbit --help')", argv[1]);
+    char names[256] = "";
+    for (size_t i = 0, k = 0; i < sizeof COMMANDS / sizeof COMMANDS[0] && k < sizeof names; i++)
+        k += (size_t)snprintf(names + k, sizeof names - k, "%s%s", i ? ", " : "", COMMANDS[i].name);
+    cli_fail("unknown command \"%s\" (commands: %s; see 'lowbit --help')", argv[1], names);
     return 2;
 }
