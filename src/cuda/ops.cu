@@ -1,0 +1,243 @@
+/*
+ * ops.cu - the forward pass's other kernels (RMSNorm, biases, SwiGLU, rotary embedding, the F16 KV cache,
+ * causal grouped-query attention) and eval's scoring (log-sum-exp, NLL, argmax, KL divergence).
+ *
+ * Each follows the CPU code in model/forward.c and eval/perplexity.c: the same formulas, sums in double
+ * where the CPU sums in double, and products rounded separately where the CPU rounds them separately.
+ * Reductions run in a fixed order (strided per-thread sums, then a tree), so results repeat exactly.
+ */
+#include "kernels.cuh"
+
+#include <float.h>
+
+#define RED_THREADS 256
+
+/* block-wide sum of a double; every thread gets the result. sh: RED_THREADS doubles. */
+__device__ double block_sum(double v, double *sh) {
+    sh[threadIdx.x] = v;
+    __syncthreads();
+    for (int o = RED_THREADS / 2; o > 0; o /= 2) {
+        if ((int)threadIdx.x < o) sh[threadIdx.x] += sh[threadIdx.x + o];
+        __syncthreads();
+    }
+    double r = sh[0];
+    __syncthreads();
+    return r;
+}
+
+__global__ void k_rmsnorm(const float *x, const float *w, float *out, int n, int64_t stride, float eps) {
+    __shared__ double sh[RED_THREADS];
+    const float *xr = x + blockIdx.x * stride;
+    float *o = out + blockIdx.x * stride;
+    double ss = 0.0;
+    for (int i = threadIdx.x; i < n; i += RED_THREADS) ss += (double)xr[i] * xr[i];
+    ss = block_sum(ss, sh);
+    const float r = (float)(1.0 / sqrt(ss / (double)n + (double)eps));
+    for (int i = threadIdx.x; i < n; i += RED_THREADS) o[i] = __fmul_rn(w[i], __fmul_rn(xr[i], r));
+}
+
+void cu_rmsnorm(const float *x, const float *w, float *out, int64_t n_rows, int n, int64_t stride, float eps) {
+    k_rmsnorm<<<(unsigned)n_rows, RED_THREADS>>>(x, w, out, n, stride, eps);
+}
+
+__global__ void k_add_bias(float *y, const float *b, int64_t total, int n) {
+    const int64_t i = (int64_t)blockIdx.x * blockDim.x + threadIdx.x;
+    if (i < total) y[i] += b[i % n];
+}
+void cu_add_bias(float *y, const float *b, int T, int n) {
+    const int64_t total = (int64_t)T * n;
+    k_add_bias<<<(unsigned)((total + 255) / 256), 256>>>(y, b, total, n);
+}
+
+__global__ void k_add(float *x, const float *y, int64_t n) {
+    const int64_t i = (int64_t)blockIdx.x * blockDim.x + threadIdx.x;
+    if (i < n) x[i] += y[i];
+}
+void cu_add(float *x, const float *y, int64_t n) { k_add<<<(unsigned)((n + 255) / 256), 256>>>(x, y, n); }
+
+__global__ void k_silu_mul(float *g, const float *u, int64_t n) {
+    const int64_t i = (int64_t)blockIdx.x * blockDim.x + threadIdx.x;
+    if (i < n) {
+        const float a = g[i];
+        g[i] = __fmul_rn(__fdiv_rn(a, __fadd_rn(1.0f, expf(-a))), u[i]);
+    }
+}
+void cu_silu_mul(float *g, const float *u, int64_t n) { k_silu_mul<<<(unsigned)((n + 255) / 256), 256>>>(g, u, n); }
+
+__global__ void k_f32_to_f16(const float *x, int64_t n, __half *y) {
+    const int64_t i = (int64_t)blockIdx.x * blockDim.x + threadIdx.x;
+    if (i < n) y[i] = __float2half_rn(x[i]);
+}
+void cu_f32_to_f16(const float *x, int64_t n, __half *y) { k_f32_to_f16<<<(unsigned)((n + 255) / 256), 256>>>(x, n, y); }
+
+/* one thread per (token, head, pair); pair i is (x[i], x[i + D/2]) or, interleaved, (x[2i], x[2i+1]) */
+__global__ void k_rope(float *v, int T, int H, int D, const float *cs, const float *sn, int64_t pos0, int inter) {
+    const int half = D / 2;
+    const int64_t i = (int64_t)blockIdx.x * blockDim.x + threadIdx.x;
+    if (i >= (int64_t)T * H * half) return;
+    const int p = (int)(i % half);
+    const int64_t th = i / half;
+    const int t = (int)(th / H);
+    float *xr = v + th * D;
+    const int step = inter ? 2 : 1, off = inter ? 1 : half;
+    float *pa = xr + p * step, *pb = pa + off;
+    const float c = cs[(pos0 + t) * half + p], s = sn[(pos0 + t) * half + p];
+    const float a = *pa, b = *pb;
+    *pa = __fsub_rn(__fmul_rn(a, c), __fmul_rn(b, s));
+    *pb = __fadd_rn(__fmul_rn(b, c), __fmul_rn(a, s));
+}
+void cu_rope(float *v, int T, int H, int D, const float *cs, const float *sn, int64_t pos0, bool interleaved) {
+    const int64_t n = (int64_t)T * H * (D / 2);
+    k_rope<<<(unsigned)((n + 255) / 256), 256>>>(v, T, H, D, cs, sn, pos0, interleaved ? 1 : 0);
+}
+
+__global__ void k_kv_store(const float *k, const float *v, int64_t n, __half *kc, __half *vc) {
+    const int64_t i = (int64_t)blockIdx.x * blockDim.x + threadIdx.x;
+    if (i < n) {
+        kc[i] = __float2half_rn(k[i]);
+        vc[i] = __float2half_rn(v[i]);
+    }
+}
+void cu_kv_store(const float *k, const float *v, int T, int kvd, __half *kc, __half *vc, int64_t pos0) {
+    const int64_t n = (int64_t)T * kvd;
+    k_kv_store<<<(unsigned)((n + 255) / 256), 256>>>(k, v, n, kc + pos0 * kvd, vc + pos0 * kvd);
+}
+
+/*
+ * Attention: one block per (head, query token). Scores of the n = pos0 + t + 1 visible positions go to
+ * shared memory (a warp per position), softmax as on the CPU (float exponentials, double sum), then each
+ * thread sums one output dimension over the positions in order.
+ */
+#define ATT_THREADS 128
+__global__ void k_attention(const float *q, const __half *kc, const __half *vc, float *out, int H, int KV, int D,
+                            int64_t pos0) {
+    extern __shared__ float sm[];
+    __shared__ double red[RED_THREADS];
+    const int h = blockIdx.x, t = blockIdx.y, kvh = h / (H / KV), kvd = KV * D;
+    const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
+    const int64_t n = pos0 + t + 1;
+    float *qs = sm, *s = sm + D;
+    const float *qr = q + ((int64_t)t * H + h) * D;
+    for (int i = threadIdx.x; i < D; i += ATT_THREADS) qs[i] = qr[i];
+    __syncthreads();
+    const float scale = 1.0f / sqrtf((float)D);
+    for (int64_t p = warp; p < n; p += ATT_THREADS / 32) {
+        const __half *kr = kc + p * kvd + (int64_t)kvh * D;
+        float a = 0.0f;
+        for (int i = lane; i < D; i += 32) a = fmaf(qs[i], __half2float(kr[i]), a);
+        for (int o = 16; o > 0; o /= 2) a += __shfl_xor_sync(0xffffffffu, a, o);
+        if (lane == 0) s[p] = a * scale;
+    }
+    __syncthreads();
+    float mx = -FLT_MAX;
+    for (int64_t p = threadIdx.x; p < n; p += ATT_THREADS) mx = fmaxf(mx, s[p]);
+    for (int o = 16; o > 0; o /= 2) mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, o));
+    __shared__ float wmax[ATT_THREADS / 32];
+    if (lane == 0) wmax[warp] = mx;
+    __syncthreads();
+    mx = wmax[0];
+    for (int i = 1; i < ATT_THREADS / 32; i++) mx = fmaxf(mx, wmax[i]);
+    double sum = 0.0;
+    for (int64_t p = threadIdx.x; p < n; p += ATT_THREADS) {
+        const float e = expf(s[p] - mx);
+        s[p] = e;
+        sum += e;
+    }
+    /* block_sum over ATT_THREADS threads: pad the RED_THREADS tree with zeros */
+    red[threadIdx.x] = sum;
+    for (int i = threadIdx.x + ATT_THREADS; i < RED_THREADS; i += ATT_THREADS) red[i] = 0.0;
+    __syncthreads();
+    for (int o = RED_THREADS / 2; o > 0; o /= 2) {
+        for (int i = threadIdx.x; i < o; i += ATT_THREADS) red[i] += red[i + o];
+        __syncthreads();
+    }
+    const float inv = (float)(1.0 / red[0]);
+    float *orow = out + ((int64_t)t * H + h) * D;
+    for (int i = threadIdx.x; i < D; i += ATT_THREADS) {
+        const __half *vr = vc + (int64_t)kvh * D + i;
+        float a = 0.0f;
+        for (int64_t p = 0; p < n; p++) a = fmaf(s[p] * inv, __half2float(vr[p * kvd]), a);
+        orow[i] = a;
+    }
+}
+
+static int att_smem_limit(void) {
+    int dev = 0, v = 0;
+    cudaGetDevice(&dev);
+    if (cudaDeviceGetAttribute(&v, cudaDevAttrMaxSharedMemoryPerBlockOptin, dev) != cudaSuccess) v = 48 * 1024;
+    return v - (int)(RED_THREADS * sizeof(double)) - 1024;
+}
+
+int64_t cu_attention_max_ctx(void) { return att_smem_limit() / (int64_t)sizeof(float) - 512; }
+
+cudaError_t cu_attention(const float *q, const __half *kc, const __half *vc, float *out, int T, int H, int KV, int D,
+                         int64_t pos0) {
+    const size_t smem = (size_t)(D + pos0 + T) * sizeof(float);
+    if (smem > 48 * 1024) {
+        cudaError_t e = cudaFuncSetAttribute(k_attention, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem);
+        if (e != cudaSuccess) return e;
+    }
+    k_attention<<<dim3((unsigned)H, (unsigned)T), ATT_THREADS, smem>>>(q, kc, vc, out, H, KV, D, pos0);
+    return cudaGetLastError();
+}
+
+/*
+ * Scoring: one block per position. As eval/perplexity.c: max in float, sum of exp((double)x - max) in
+ * double, lse = log(sum) + max; the argmax is the first index of the largest logit; KL(base || model) =
+ * sum_v p_base (log p_base - log p_model) with both log-probabilities in double, clamped at 0.
+ */
+__global__ void k_score(const float *logits, int64_t V, const int32_t *next, const float *base, const double *base_lse,
+                        double *lse_out, double *nll, long long *amax, double *kl) {
+    __shared__ double sh[RED_THREADS];
+    __shared__ float smax[RED_THREADS];
+    __shared__ long long sidx[RED_THREADS];
+    const int64_t row = blockIdx.x;
+    const float *x = logits + row * V;
+    float mx = -FLT_MAX;
+    long long mi = 0x7fffffffffffffffLL;
+    for (int64_t i = threadIdx.x; i < V; i += RED_THREADS)
+        if (x[i] > mx || mi == 0x7fffffffffffffffLL) {
+            mx = x[i];
+            mi = i;
+        }
+    smax[threadIdx.x] = mx;
+    sidx[threadIdx.x] = mi;
+    __syncthreads();
+    for (int o = RED_THREADS / 2; o > 0; o /= 2) {
+        if ((int)threadIdx.x < o) {
+            const float a = smax[threadIdx.x], b = smax[threadIdx.x + o];
+            const long long ia = sidx[threadIdx.x], ib = sidx[threadIdx.x + o];
+            if (b > a || (b == a && ib < ia)) {
+                smax[threadIdx.x] = b;
+                sidx[threadIdx.x] = ib;
+            }
+        }
+        __syncthreads();
+    }
+    mx = smax[0];
+    const long long am = sidx[0];
+    double s = 0.0;
+    for (int64_t i = threadIdx.x; i < V; i += RED_THREADS) s += exp((double)x[i] - mx);
+    s = block_sum(s, sh);
+    const double l = log(s) + mx;
+    if (threadIdx.x == 0) {
+        lse_out[row] = l;
+        nll[row] = l - x[next[row]];
+        amax[row] = am;
+    }
+    if (!base) return;
+    const float *b = base + row * V;
+    const double lb0 = base_lse[row];
+    double k = 0.0;
+    for (int64_t i = threadIdx.x; i < V; i += RED_THREADS) {
+        const double lb = (double)b[i] - lb0, lm = (double)x[i] - l;
+        k += exp(lb) * (lb - lm);
+    }
+    k = block_sum(k, sh);
+    if (threadIdx.x == 0) kl[row] = k > 0.0 ? k : 0.0;
+}
+
+void cu_score(const float *logits, int64_t V, const int32_t *next, int n_rows, const float *base, const double *base_lse,
+              double *lse, double *nll, long long *amax, double *kl) {
+    k_score<<<(unsigned)n_rows, RED_THREADS>>>(logits, V, next, base, base_lse, lse, nll, amax, kl);
+}
