@@ -56,6 +56,7 @@ static lb_status use_device(int dev, lb_error *err) {
 
 typedef cublasStatus_t (*create_fn)(cublasHandle_t *);
 typedef cublasStatus_t (*destroy_fn)(cublasHandle_t);
+typedef cublasStatus_t (*stream_fn)(cublasHandle_t, cudaStream_t);
 typedef cublasStatus_t (*gemm_fn)(cublasHandle_t, cublasOperation_t, cublasOperation_t, int, int, int, const void *,
                                   const void *, cudaDataType, int, const void *, cudaDataType, int, const void *, void *,
                                   cudaDataType, int, cublasComputeType_t, cublasGemmAlgo_t);
@@ -63,6 +64,7 @@ static struct {
     int tried;
     create_fn create;
     destroy_fn destroy;
+    stream_fn set_stream;
     gemm_fn gemm;
     char why[256];
 } blas;
@@ -79,7 +81,8 @@ static lb_status blas_load(lb_error *err) {
             blas.create = (create_fn)dlsym(h, "cublasCreate_v2");
             blas.destroy = (destroy_fn)dlsym(h, "cublasDestroy_v2");
             blas.gemm = (gemm_fn)dlsym(h, "cublasGemmEx");
-            if (!blas.create || !blas.destroy || !blas.gemm) snprintf(blas.why, sizeof blas.why, "libcublas lacks cublasGemmEx");
+            blas.set_stream = (stream_fn)dlsym(h, "cublasSetStream_v2");
+            if (!blas.create || !blas.destroy || !blas.gemm || !blas.set_stream) snprintf(blas.why, sizeof blas.why, "libcublas lacks cublasGemmEx");
         }
     }
     if (blas.why[0]) return lb_err_set(err, LB_ERR_DEVICE, "%s", blas.why);
@@ -101,6 +104,7 @@ static lb_status mm_ws_ready(mm_ws *ws, size_t x_elems, lb_error *err) {
         lb_status s = blas_load(err);
         if (s != LB_OK) return s;
         if (blas.create(&ws->blas) != CUBLAS_STATUS_SUCCESS) return lb_err_set(err, LB_ERR_DEVICE, "cuBLAS: cannot create a handle");
+        blas.set_stream(ws->blas, lb_cu_stream);
         CK(cudaMalloc((void **)&ws->w16, WSCRATCH_ELEMS * sizeof(__half)), "for the weight scratch");
     }
     if (ws->x16_elems < x_elems) {
@@ -171,6 +175,13 @@ struct lb_cuda_ctx {
     double *lse, *nll, *kl;      /* n_batch */
     long long *amax;             /* n_batch */
     mm_ws ws;
+    cudaStream_t st;             /* every kernel and copy of the context */
+    int64_t *pos_d;              /* position of the batch's first token, read by the kernels */
+    int64_t *pin_pos;            /* pinned host staging of the position, the token ids and one row of logits */
+    int32_t *pin_tok;
+    float *pin_logits;
+    cudaGraphExec_t decode;      /* one decode step (1 token, last logits), captured at first use */
+    int decode_state;            /* 0: not tried, 1: captured, -1: capture failed (run without) */
     float *host;                 /* observer staging, n_batch * max width */
     lb_observer_fn obs;
     void *obs_user;
@@ -261,6 +272,15 @@ static lb_status alloc_state(lb_cuda_ctx *g, lb_error *err) {
     if (s == LB_OK) s = dalloc(g, (void **)&g->nll, (size_t)B * sizeof(double), "scores", err);
     if (s == LB_OK) s = dalloc(g, (void **)&g->kl, (size_t)B * sizeof(double), "scores", err);
     if (s == LB_OK) s = dalloc(g, (void **)&g->amax, (size_t)B * sizeof(long long), "scores", err);
+    if (s == LB_OK) s = dalloc(g, (void **)&g->pos_d, sizeof(int64_t), "the position", err);
+    if (s == LB_OK) CK(cudaStreamCreateWithFlags(&g->st, cudaStreamNonBlocking), "creating a stream");
+    if (s == LB_OK) CK(cudaMallocHost((void **)&g->pin_pos, sizeof(int64_t) + (size_t)B * sizeof(int32_t) + (size_t)V * sizeof(float) + 64),
+                       "allocating pinned host memory");
+    if (s == LB_OK) {
+        g->pin_tok = (int32_t *)(g->pin_pos + 1);
+        g->pin_logits = (float *)((uintptr_t)(g->pin_tok + B + 16) & ~(uintptr_t)15);
+    }
+    if (s == LB_OK) CK(cu_attention_prepare(C), "preparing attention");
     return s;
 }
 
@@ -293,9 +313,6 @@ extern "C" lb_status lb_cuda_ctx_new(const lb_model *m, int device, int64_t n_ct
     lb_status s = use_device(device, err);
     if (s != LB_OK) return s;
     const lb_model_info *h = &m->info;
-    if (n_ctx > cu_attention_max_ctx())
-        return lb_err_set(err, LB_ERR_UNSUPPORTED, "CUDA: a %lld-token context is longer than the attention kernel's %lld",
-                          (long long)n_ctx, (long long)cu_attention_max_ctx());
     size_t free_b = 0, total_b = 0, need = model_device_bytes(m);
     CK(cudaMemGetInfo(&free_b, &total_b), "reading free memory");
     if (need > free_b)
@@ -330,7 +347,12 @@ extern "C" lb_status lb_cuda_ctx_new(const lb_model *m, int device, int64_t n_ct
 extern "C" void lb_cuda_ctx_free(lb_cuda_ctx *g) {
     if (!g) return;
     cudaSetDevice(g->dev);
+    lb_cu_stream = g->st;
     mm_ws_free(&g->ws);
+    if (g->decode) cudaGraphExecDestroy(g->decode);
+    if (g->st) cudaStreamDestroy(g->st);
+    cudaFreeHost(g->pin_pos);
+    lb_cu_stream = 0;
     for (int i = 0; i < g->n_allocs; i++) cudaFree(g->allocs[i]);
     free(g->L);
     free(g->host);
@@ -353,7 +375,8 @@ static lb_status observe(lb_cuda_ctx *g, int64_t layer, lb_obs_point pt, const f
         g->host = (float *)malloc((size_t)(g->n_batch * w) * sizeof(float));
         if (!g->host) return lb_err_set(err, LB_ERR_NOMEM, "out of memory");
     }
-    CK(cudaMemcpy(g->host, x, (size_t)(T * dim) * sizeof(float), cudaMemcpyDeviceToHost), "copying an activation");
+    CK(cudaMemcpyAsync(g->host, x, (size_t)(T * dim) * sizeof(float), cudaMemcpyDeviceToHost, g->st), "copying an activation");
+    CK(cudaStreamSynchronize(g->st), "copying an activation");
     g->obs(g->obs_user, layer, pt, g->host, T, dim);
     return LB_OK;
 }
@@ -364,7 +387,8 @@ static lb_status observe(lb_cuda_ctx *g, int64_t layer, lb_obs_point pt, const f
         if (s_ != LB_OK) return s_;                                                                                 \
     } while (0)
 
-static lb_status layer_forward(lb_cuda_ctx *g, const dlayer *l, int64_t il, int64_t T, int64_t pos0, lb_error *err) {
+/* pos0: the batch's first position, also in g->pos_d; max_n: a bound of pos0 + T for the attention kernel */
+static lb_status layer_forward(lb_cuda_ctx *g, const dlayer *l, int64_t il, int64_t T, int64_t max_n, lb_error *err) {
     const lb_model_info *h = &g->m->info;
     const int64_t E = h->n_embd, D = h->head_dim, H = h->n_head, KV = h->n_head_kv, F = h->n_ff;
     const int64_t qd = H * D, kvd = KV * D;
@@ -381,11 +405,12 @@ static lb_status layer_forward(lb_cuda_ctx *g, const dlayer *l, int64_t il, int6
         cu_rmsnorm(g->q, l->q_norm, g->q, T * H, (int)D, D, eps);
         cu_rmsnorm(g->k, l->k_norm, g->k, T * KV, (int)D, D, eps);
     }
-    cu_rope(g->q, (int)T, (int)H, (int)D, g->cs, g->sn, pos0, g->m->rope_interleaved);
-    cu_rope(g->k, (int)T, (int)KV, (int)D, g->cs, g->sn, pos0, g->m->rope_interleaved);
+    cu_rope(g->q, (int)T, (int)H, (int)D, g->cs, g->sn, g->pos_d, g->m->rope_interleaved);
+    cu_rope(g->k, (int)T, (int)KV, (int)D, g->cs, g->sn, g->pos_d, g->m->rope_interleaved);
     const size_t lo = (size_t)(il * g->n_ctx * kvd);
-    cu_kv_store(g->k, g->v, (int)T, (int)kvd, g->kc + lo, g->vc + lo, pos0);
-    CK(cu_attention(g->q, g->kc + lo, g->vc + lo, g->att, (int)T, (int)H, (int)KV, (int)D, pos0), "in attention");
+    cu_kv_store(g->k, g->v, (int)T, (int)kvd, g->kc + lo, g->vc + lo, g->pos_d);
+    cu_attention(g->q, g->kc + lo, g->vc + lo, g->att, (int)T, (int)H, (int)KV, (int)D, g->pos_d, max_n);
+    CK(cudaGetLastError(), "in attention");
     TRY(observe(g, il, LB_OBS_ATTN_OUT_IN, g->att, T, qd, err));
     TRY(mm(&g->ws, g->att, T, &l->wo, g->tmp, E, -1, err));
     if (l->bo) cu_add_bias(g->tmp, l->bo, (int)T, (int)E);
@@ -404,28 +429,64 @@ static lb_status layer_forward(lb_cuda_ctx *g, const dlayer *l, int64_t il, int6
     return LB_OK;
 }
 
-extern "C" lb_status lb_cuda_ctx_eval(lb_cuda_ctx *g, const int32_t *tokens, int64_t T, int64_t pos0, int want, float *logits,
-                                      lb_error *err) {
+/* The work of one batch whose token ids and position are in pinned memory: copies in, layers, logits. */
+static lb_status forward(lb_cuda_ctx *g, int64_t T, int want, int64_t max_n, lb_error *err) {
     const lb_model_info *h = &g->m->info;
     const int64_t E = h->n_embd, V = h->n_vocab;
-    if (T < 1 || T > g->n_batch || pos0 + T > g->n_ctx) return lb_err_set(err, LB_ERR_ARG, "lb_cuda_ctx_eval: bad batch");
-    CK(cudaSetDevice(g->dev), "selecting the device");
-    CK(cudaMemcpy(g->tok_d, tokens, (size_t)T * sizeof(int32_t), cudaMemcpyHostToDevice), "uploading token ids");
+    CK(cudaMemcpyAsync(g->pos_d, g->pin_pos, sizeof(int64_t), cudaMemcpyHostToDevice, g->st), "uploading the position");
+    CK(cudaMemcpyAsync(g->tok_d, g->pin_tok, (size_t)T * sizeof(int32_t), cudaMemcpyHostToDevice, g->st), "uploading token ids");
     cu_embed(&g->tok, g->tok_d, (int)T, g->x);
-    for (int64_t il = 0; il < h->n_layer; il++) TRY(layer_forward(g, &g->L[il], il, T, pos0, err));
-    g->last_T = 0;
+    for (int64_t il = 0; il < h->n_layer; il++) TRY(layer_forward(g, &g->L[il], il, T, max_n, err));
     if (want == 2) {
         cu_rmsnorm(g->x, g->out_norm, g->xn, T, (int)E, E, h->rms_eps);
         TRY(observe(g, -1, LB_OBS_OUTPUT_IN, g->xn, T, E, err));
         TRY(mm(&g->ws, g->xn, T, &g->out, g->logits, V, -1, err));
-        g->last_T = T;
-        if (logits) CK(cudaMemcpy(logits, g->logits, (size_t)(T * V) * sizeof(float), cudaMemcpyDeviceToHost), "reading logits");
     } else if (want == 1) {
         cu_rmsnorm(g->x + (T - 1) * E, g->out_norm, g->xn, 1, (int)E, E, h->rms_eps);
         TRY(mm(&g->ws, g->xn, 1, &g->out, g->logits, V, -1, err));
-        if (logits) CK(cudaMemcpy(logits, g->logits, (size_t)V * sizeof(float), cudaMemcpyDeviceToHost), "reading logits");
+        CK(cudaMemcpyAsync(g->pin_logits, g->logits, (size_t)V * sizeof(float), cudaMemcpyDeviceToHost, g->st), "reading logits");
     }
-    CK(cudaDeviceSynchronize(), "running the forward pass");
+    return LB_OK;
+}
+
+/* Capture one decode step (1 token, last logits) as a graph: the position and token come from pinned memory,
+ * so the same graph replays at every position. On failure decoding goes on without it. */
+static void capture_decode(lb_cuda_ctx *g) {
+    g->decode_state = -1;
+    if (g->obs) return;
+    cudaGraph_t graph = NULL;
+    lb_error e;
+    if (cudaStreamBeginCapture(g->st, cudaStreamCaptureModeThreadLocal) != cudaSuccess) {
+        cudaGetLastError();
+        return;
+    }
+    lb_status s = forward(g, 1, 1, g->n_ctx, &e);
+    cudaError_t ce = cudaStreamEndCapture(g->st, &graph);
+    if (s == LB_OK && ce == cudaSuccess && cudaGraphInstantiate(&g->decode, graph, 0) == cudaSuccess) g->decode_state = 1;
+    if (graph) cudaGraphDestroy(graph);
+    cudaGetLastError();
+}
+
+extern "C" lb_status lb_cuda_ctx_eval(lb_cuda_ctx *g, const int32_t *tokens, int64_t T, int64_t pos0, int want, float *logits,
+                                      lb_error *err) {
+    const int64_t V = g->m->info.n_vocab;
+    if (T < 1 || T > g->n_batch || pos0 + T > g->n_ctx) return lb_err_set(err, LB_ERR_ARG, "lb_cuda_ctx_eval: bad batch");
+    CK(cudaSetDevice(g->dev), "selecting the device");
+    lb_cu_stream = g->st;
+    CK(cudaStreamSynchronize(g->st), "waiting for the device");
+    *g->pin_pos = pos0;
+    memcpy(g->pin_tok, tokens, (size_t)T * sizeof(int32_t));
+    g->last_T = 0;
+    if (T == 1 && want == 1 && !g->obs && g->decode_state == 0 && !getenv("LB_CUDA_NO_GRAPH")) capture_decode(g);
+    if (T == 1 && want == 1 && !g->obs && g->decode_state == 1) {
+        CK(cudaGraphLaunch(g->decode, g->st), "replaying the decode step");
+    } else {
+        TRY(forward(g, T, want, pos0 + T, err));
+    }
+    CK(cudaStreamSynchronize(g->st), "running the forward pass");
+    if (want == 2) g->last_T = T;
+    if (want == 2 && logits) CK(cudaMemcpy(logits, g->logits, (size_t)(T * V) * sizeof(float), cudaMemcpyDeviceToHost), "reading logits");
+    if (want == 1 && logits) memcpy(logits, g->pin_logits, (size_t)V * sizeof(float));
     return LB_OK;
 }
 
@@ -437,11 +498,13 @@ extern "C" lb_status lb_cuda_ctx_score(lb_cuda_ctx *g, const lb_cuda_ctx *base, 
         return lb_err_set(err, LB_ERR_ARG, "the base model runs on cuda:%d, the model on cuda:%d: scoring needs one device",
                           base->dev, g->dev);
     CK(cudaSetDevice(g->dev), "selecting the device");
+    lb_cu_stream = g->st;
     const int64_t V = g->m->info.n_vocab, n = T - 1;
-    CK(cudaMemcpy(g->tok_d, tokens + 1, (size_t)n * sizeof(int32_t), cudaMemcpyHostToDevice), "uploading token ids");
+    CK(cudaMemcpyAsync(g->tok_d, tokens + 1, (size_t)n * sizeof(int32_t), cudaMemcpyHostToDevice, g->st), "uploading token ids");
     cu_score(g->logits, V, g->tok_d, (int)n, base ? base->logits : NULL, base ? base->lse : NULL, g->lse, g->nll, g->amax,
              base ? g->kl : NULL);
     CK(cudaGetLastError(), "scoring");
+    CK(cudaStreamSynchronize(g->st), "scoring");
     if (lse) CK(cudaMemcpy(lse, g->lse, (size_t)n * sizeof(double), cudaMemcpyDeviceToHost), "reading scores");
     CK(cudaMemcpy(nll, g->nll, (size_t)n * sizeof(double), cudaMemcpyDeviceToHost), "reading scores");
     CK(cudaMemcpy(amax, g->amax, (size_t)n * sizeof(int64_t), cudaMemcpyDeviceToHost), "reading scores");
@@ -455,6 +518,7 @@ extern "C" lb_status lb_cuda_test_matmul(int device, lb_type type, const void *w
                                          int64_t T, float *out, int path, lb_error *err) {
     lb_status s = use_device(device, err);
     if (s != LB_OK) return s;
+    lb_cu_stream = 0;
     if (!cu_type_supported(type) || K % 32) return lb_err_set(err, LB_ERR_UNSUPPORTED, "no CUDA kernel for this shape or type");
     const size_t rb = lb_type_row_size(type, K);
     dweight d = {type, NULL, N, K, rb};

@@ -12,6 +12,9 @@
 
 #include "lowbit.h"
 
+/* The stream every launcher enqueues on, per host thread (each GPU context sets its own before its work). */
+extern thread_local cudaStream_t lb_cu_stream;
+
 /* A weight matrix on the device: rows of row_bytes, cols a multiple of 32. */
 typedef struct dweight {
     lb_type type;
@@ -40,15 +43,18 @@ void cu_rmsnorm(const float *x, const float *w, float *out, int64_t n_rows, int 
 void cu_add_bias(float *y, const float *b, int T, int n);
 void cu_add(float *x, const float *y, int64_t n);
 void cu_silu_mul(float *g, const float *u, int64_t n);
+/* The position of the batch's first token, pos0, is read from device memory (*pos), so that one captured
+ * graph serves every decode step. */
 /* rotary embedding of T tokens at positions pos0.. (tables (n_ctx, D/2)) over n_heads heads of D */
-void cu_rope(float *v, int T, int n_heads, int D, const float *cs, const float *sn, int64_t pos0, bool interleaved);
+void cu_rope(float *v, int T, int n_heads, int D, const float *cs, const float *sn, const int64_t *pos, bool interleaved);
 /* cache rows pos0..pos0+T-1 of a (n_ctx, kvd) F16 cache from k (T, kvd) */
-void cu_kv_store(const float *k, const float *v, int T, int kvd, __half *kc, __half *vc, int64_t pos0);
-/* causal grouped-query attention of T queries at pos0.. over the layer's cache; out (T, H*D) */
-cudaError_t cu_attention(const float *q, const __half *kc, const __half *vc, float *out, int T, int H, int KV, int D,
-                         int64_t pos0);
-/* Largest context cu_attention handles (its scores live in shared memory). */
-int64_t cu_attention_max_ctx(void);
+void cu_kv_store(const float *k, const float *v, int T, int kvd, __half *kc, __half *vc, const int64_t *pos);
+/* causal grouped-query attention of T queries at pos0.. over the layer's cache; out (T, H*D); max_n: an
+ * upper bound of pos0 + T (sizes the shared memory) */
+void cu_attention(const float *q, const __half *kc, const __half *vc, float *out, int T, int H, int KV, int D,
+                  const int64_t *pos, int64_t max_n);
+/* Allow cu_attention contexts of up to n_ctx positions; an error when the device cannot hold them. */
+cudaError_t cu_attention_prepare(int64_t n_ctx);
 /* Per row i < n_rows of logits (V wide): lse, NLL of next[i], argmax and, when base is not NULL, KL(base || row). */
 void cu_score(const float *logits, int64_t V, const int32_t *next, int n_rows, const float *base, const double *base_lse,
               double *lse, double *nll, long long *amax, double *kl);

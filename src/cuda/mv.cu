@@ -28,56 +28,69 @@ __device__ __forceinline__ void warp_copy(uint8_t *dst, const uint8_t *src, int 
     }
 }
 
-template <int TY, int NT>
+/* NT: tokens the kernel is built for (nt <= NT are used); R: weight rows per warp, sharing each activation load */
+template <int TY, int NT, int R>
 __global__ void __launch_bounds__(MV_WARPS * 32) k_matvec(const uint8_t *__restrict__ W, size_t rb, int64_t N, int K,
                                                           const float *__restrict__ x, int nt, float *__restrict__ out,
                                                           int64_t ldo) {
     using D = Dq<TY>;
     constexpr int PER = Stage<TY>::PER;
-    __shared__ __align__(16) uint8_t stage[MV_WARPS][Stage<TY>::BYTES];
+    __shared__ __align__(16) uint8_t stage[MV_WARPS][R][Stage<TY>::BYTES];
     const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
-    const int64_t row = (int64_t)blockIdx.x * MV_WARPS + warp;
-    if (row >= N) return;
-    const uint8_t *wr = W + row * rb;
-    uint8_t *st = stage[warp];
+    const int64_t row0 = ((int64_t)blockIdx.x * MV_WARPS + warp) * R;
+    if (row0 >= N) return;
+    const int nr = N - row0 < R ? (int)(N - row0) : R;
     const int nch = K / 32;
-    float acc[NT];
+    float acc[R][NT];
 #pragma unroll
-    for (int t = 0; t < NT; t++) acc[t] = 0.0f;
+    for (int r = 0; r < R; r++)
+#pragma unroll
+        for (int t = 0; t < NT; t++) acc[r][t] = 0.0f;
     for (int c0 = 0; c0 < nch; c0 += 32) {
         const int n = nch - c0 < 32 ? nch - c0 : 32;
-        warp_copy(st, wr + (size_t)(c0 / PER) * D::BB, (n / PER) * D::BB, lane);
+#pragma unroll
+        for (int r = 0; r < R; r++)
+            if (r < nr) warp_copy(stage[warp][r], W + (row0 + r) * rb + (size_t)(c0 / PER) * D::BB, (n / PER) * D::BB, lane);
         __syncwarp();
         if (lane < n) {
-            float w[32];
-            D::chunk(st + (lane / PER) * D::BB, lane % PER, w);
+            float w[R][32];
+#pragma unroll
+            for (int r = 0; r < R; r++) D::chunk(stage[warp][r] + (lane / PER) * D::BB, lane % PER, w[r]);
             const int c = c0 + lane;
 #pragma unroll
             for (int t = 0; t < NT; t++) {
                 if (t < nt) {
                     const float4 *xp = (const float4 *)(x + (size_t)t * K + 32 * c);
-                    float s0 = 0.f, s1 = 0.f, s2 = 0.f, s3 = 0.f;
+                    float s[R][4];
+#pragma unroll
+                    for (int r = 0; r < R; r++) s[r][0] = s[r][1] = s[r][2] = s[r][3] = 0.f;
 #pragma unroll
                     for (int j = 0; j < 8; j++) {
                         const float4 a = __ldg(xp + j);
-                        s0 = fmaf(w[4 * j], a.x, s0);
-                        s1 = fmaf(w[4 * j + 1], a.y, s1);
-                        s2 = fmaf(w[4 * j + 2], a.z, s2);
-                        s3 = fmaf(w[4 * j + 3], a.w, s3);
+#pragma unroll
+                        for (int r = 0; r < R; r++) {
+                            s[r][0] = fmaf(w[r][4 * j], a.x, s[r][0]);
+                            s[r][1] = fmaf(w[r][4 * j + 1], a.y, s[r][1]);
+                            s[r][2] = fmaf(w[r][4 * j + 2], a.z, s[r][2]);
+                            s[r][3] = fmaf(w[r][4 * j + 3], a.w, s[r][3]);
+                        }
                     }
-                    acc[t] += (s0 + s1) + (s2 + s3);
+#pragma unroll
+                    for (int r = 0; r < R; r++) acc[r][t] += (s[r][0] + s[r][1]) + (s[r][2] + s[r][3]);
                 }
             }
         }
         __syncwarp();
     }
 #pragma unroll
-    for (int t = 0; t < NT; t++) {
-        float v = acc[t];
+    for (int r = 0; r < R; r++)
 #pragma unroll
-        for (int o = 16; o > 0; o /= 2) v += __shfl_xor_sync(0xffffffffu, v, o);
-        if (lane == 0 && t < nt) out[(size_t)t * ldo + row] = v;
-    }
+        for (int t = 0; t < NT; t++) {
+            float v = acc[r][t];
+#pragma unroll
+            for (int o = 16; o > 0; o /= 2) v += __shfl_xor_sync(0xffffffffu, v, o);
+            if (lane == 0 && t < nt && r < nr) out[(size_t)t * ldo + row0 + r] = v;
+        }
 }
 
 template <int TY, typename OUT>
@@ -121,17 +134,21 @@ __global__ void k_embed(const uint8_t *__restrict__ W, size_t rb, int K, const i
 
 /* ---------------------------------------------------------------- launchers -------------------------------- */
 
-template <int TY, int NT> static void launch_mv(const dweight *w, const float *x, int T, float *out, int64_t ldo) {
-    const unsigned blocks = (unsigned)((w->rows + MV_WARPS - 1) / MV_WARPS);
-    k_matvec<TY, NT><<<blocks, MV_WARPS * 32>>>(w->data, w->row_bytes, w->rows, (int)w->cols, x, T, out, ldo);
+template <int TY, int NT, int R> static void launch_mv(const dweight *w, const float *x, int T, float *out, int64_t ldo) {
+    const unsigned blocks = (unsigned)((w->rows + MV_WARPS * R - 1) / (MV_WARPS * R));
+    k_matvec<TY, NT, R><<<blocks, MV_WARPS * 32, 0, lb_cu_stream>>>(w->data, w->row_bytes, w->rows, (int)w->cols, x, T, out, ldo);
 }
 
+/* Rows at which two rows per warp still leave every multiprocessor of a large GPU several blocks. */
+#define MV_TWO_ROWS_MIN 2048
+
 template <int TY> static void mv_type(const dweight *w, const float *x, int T, float *out, int64_t ldo) {
-    if (T == 1) launch_mv<TY, 1>(w, x, T, out, ldo);
-    else if (T == 2) launch_mv<TY, 2>(w, x, T, out, ldo);
-    else if (T <= 4) launch_mv<TY, 4>(w, x, T, out, ldo);
-    else if (T <= 8) launch_mv<TY, 8>(w, x, T, out, ldo);
-    else launch_mv<TY, 16>(w, x, T, out, ldo);
+    const bool two = w->rows >= MV_TWO_ROWS_MIN && Stage<TY>::BYTES <= 2048;
+    if (T == 1) two ? launch_mv<TY, 1, 2>(w, x, T, out, ldo) : launch_mv<TY, 1, 1>(w, x, T, out, ldo);
+    else if (T == 2) two ? launch_mv<TY, 2, 2>(w, x, T, out, ldo) : launch_mv<TY, 2, 1>(w, x, T, out, ldo);
+    else if (T <= 4) two ? launch_mv<TY, 4, 2>(w, x, T, out, ldo) : launch_mv<TY, 4, 1>(w, x, T, out, ldo);
+    else if (T <= 8) launch_mv<TY, 8, 1>(w, x, T, out, ldo);
+    else launch_mv<TY, 16, 1>(w, x, T, out, ldo);
 }
 
 static unsigned grid_for(int64_t n, int bs) { return (unsigned)((n + bs - 1) / bs); }
@@ -146,7 +163,7 @@ void cu_matvec(const dweight *w, const float *x, int nt, float *out, int64_t ldo
 }
 
 #define CASE_DQ(T)                                                                                                  \
-    case T: k_dequant<T, OUTT><<<grid_for(R * (w->cols / 32), 256), 256>>>(w->data, w->row_bytes, r0, R, (int)w->cols, dst); break;
+    case T: k_dequant<T, OUTT><<<grid_for(R * (w->cols / 32), 256), 256, 0, lb_cu_stream>>>(w->data, w->row_bytes, r0, R, (int)w->cols, dst); break;
 #define OUTT __half
 void cu_dequant_f16(const dweight *w, int64_t r0, int64_t R, __half *dst) {
     switch (w->type) {
@@ -165,7 +182,7 @@ void cu_dequant_f32(const dweight *w, int64_t r0, int64_t R, float *dst) {
 #undef OUTT
 
 #define CASE_EMB(T)                                                                                                 \
-    case T: k_embed<T><<<grid_for((int64_t)nt * (w->cols / 32), 128), 128>>>(w->data, w->row_bytes, (int)w->cols, tok, nt, out); break;
+    case T: k_embed<T><<<grid_for((int64_t)nt * (w->cols / 32), 128), 128, 0, lb_cu_stream>>>(w->data, w->row_bytes, (int)w->cols, tok, nt, out); break;
 void cu_embed(const dweight *w, const int32_t *tok, int nt, float *out) {
     switch (w->type) {
         LB_CUDA_WEIGHT_TYPES(CASE_EMB)

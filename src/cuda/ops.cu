@@ -11,6 +11,9 @@
 #include <float.h>
 
 #define RED_THREADS 256
+#define STREAM lb_cu_stream
+
+thread_local cudaStream_t lb_cu_stream = 0;
 
 /* block-wide sum of a double; every thread gets the result. sh: RED_THREADS doubles. */
 __device__ double block_sum(double v, double *sh) {
@@ -37,7 +40,7 @@ __global__ void k_rmsnorm(const float *x, const float *w, float *out, int n, int
 }
 
 void cu_rmsnorm(const float *x, const float *w, float *out, int64_t n_rows, int n, int64_t stride, float eps) {
-    k_rmsnorm<<<(unsigned)n_rows, RED_THREADS>>>(x, w, out, n, stride, eps);
+    k_rmsnorm<<<(unsigned)n_rows, RED_THREADS, 0, STREAM>>>(x, w, out, n, stride, eps);
 }
 
 __global__ void k_add_bias(float *y, const float *b, int64_t total, int n) {
@@ -46,14 +49,14 @@ __global__ void k_add_bias(float *y, const float *b, int64_t total, int n) {
 }
 void cu_add_bias(float *y, const float *b, int T, int n) {
     const int64_t total = (int64_t)T * n;
-    k_add_bias<<<(unsigned)((total + 255) / 256), 256>>>(y, b, total, n);
+    k_add_bias<<<(unsigned)((total + 255) / 256), 256, 0, STREAM>>>(y, b, total, n);
 }
 
 __global__ void k_add(float *x, const float *y, int64_t n) {
     const int64_t i = (int64_t)blockIdx.x * blockDim.x + threadIdx.x;
     if (i < n) x[i] += y[i];
 }
-void cu_add(float *x, const float *y, int64_t n) { k_add<<<(unsigned)((n + 255) / 256), 256>>>(x, y, n); }
+void cu_add(float *x, const float *y, int64_t n) { k_add<<<(unsigned)((n + 255) / 256), 256, 0, STREAM>>>(x, y, n); }
 
 __global__ void k_silu_mul(float *g, const float *u, int64_t n) {
     const int64_t i = (int64_t)blockIdx.x * blockDim.x + threadIdx.x;
@@ -62,17 +65,18 @@ __global__ void k_silu_mul(float *g, const float *u, int64_t n) {
         g[i] = __fmul_rn(__fdiv_rn(a, __fadd_rn(1.0f, expf(-a))), u[i]);
     }
 }
-void cu_silu_mul(float *g, const float *u, int64_t n) { k_silu_mul<<<(unsigned)((n + 255) / 256), 256>>>(g, u, n); }
+void cu_silu_mul(float *g, const float *u, int64_t n) { k_silu_mul<<<(unsigned)((n + 255) / 256), 256, 0, STREAM>>>(g, u, n); }
 
 __global__ void k_f32_to_f16(const float *x, int64_t n, __half *y) {
     const int64_t i = (int64_t)blockIdx.x * blockDim.x + threadIdx.x;
     if (i < n) y[i] = __float2half_rn(x[i]);
 }
-void cu_f32_to_f16(const float *x, int64_t n, __half *y) { k_f32_to_f16<<<(unsigned)((n + 255) / 256), 256>>>(x, n, y); }
+void cu_f32_to_f16(const float *x, int64_t n, __half *y) { k_f32_to_f16<<<(unsigned)((n + 255) / 256), 256, 0, STREAM>>>(x, n, y); }
 
 /* one thread per (token, head, pair); pair i is (x[i], x[i + D/2]) or, interleaved, (x[2i], x[2i+1]) */
-__global__ void k_rope(float *v, int T, int H, int D, const float *cs, const float *sn, int64_t pos0, int inter) {
+__global__ void k_rope(float *v, int T, int H, int D, const float *cs, const float *sn, const int64_t *pos, int inter) {
     const int half = D / 2;
+    const int64_t pos0 = *pos;
     const int64_t i = (int64_t)blockIdx.x * blockDim.x + threadIdx.x;
     if (i >= (int64_t)T * H * half) return;
     const int p = (int)(i % half);
@@ -86,21 +90,22 @@ __global__ void k_rope(float *v, int T, int H, int D, const float *cs, const flo
     *pa = __fsub_rn(__fmul_rn(a, c), __fmul_rn(b, s));
     *pb = __fadd_rn(__fmul_rn(b, c), __fmul_rn(a, s));
 }
-void cu_rope(float *v, int T, int H, int D, const float *cs, const float *sn, int64_t pos0, bool interleaved) {
+void cu_rope(float *v, int T, int H, int D, const float *cs, const float *sn, const int64_t *pos0, bool interleaved) {
     const int64_t n = (int64_t)T * H * (D / 2);
-    k_rope<<<(unsigned)((n + 255) / 256), 256>>>(v, T, H, D, cs, sn, pos0, interleaved ? 1 : 0);
+    k_rope<<<(unsigned)((n + 255) / 256), 256, 0, STREAM>>>(v, T, H, D, cs, sn, pos0, interleaved ? 1 : 0);
 }
 
-__global__ void k_kv_store(const float *k, const float *v, int64_t n, __half *kc, __half *vc) {
+__global__ void k_kv_store(const float *k, const float *v, int64_t n, int kvd, __half *kc, __half *vc, const int64_t *pos) {
     const int64_t i = (int64_t)blockIdx.x * blockDim.x + threadIdx.x;
+    const int64_t o = *pos * kvd + i;
     if (i < n) {
-        kc[i] = __float2half_rn(k[i]);
-        vc[i] = __float2half_rn(v[i]);
+        kc[o] = __float2half_rn(k[i]);
+        vc[o] = __float2half_rn(v[i]);
     }
 }
-void cu_kv_store(const float *k, const float *v, int T, int kvd, __half *kc, __half *vc, int64_t pos0) {
+void cu_kv_store(const float *k, const float *v, int T, int kvd, __half *kc, __half *vc, const int64_t *pos) {
     const int64_t n = (int64_t)T * kvd;
-    k_kv_store<<<(unsigned)((n + 255) / 256), 256>>>(k, v, n, kc + pos0 * kvd, vc + pos0 * kvd);
+    k_kv_store<<<(unsigned)((n + 255) / 256), 256, 0, STREAM>>>(k, v, n, kvd, kc, vc, pos);
 }
 
 /*
@@ -110,7 +115,8 @@ void cu_kv_store(const float *k, const float *v, int T, int kvd, __half *kc, __h
  */
 #define ATT_THREADS 128
 __global__ void k_attention(const float *q, const __half *kc, const __half *vc, float *out, int H, int KV, int D,
-                            int64_t pos0) {
+                            const int64_t *pos) {
+    const int64_t pos0 = *pos;
     extern __shared__ float sm[];
     __shared__ double red[RED_THREADS];
     const int h = blockIdx.x, t = blockIdx.y, kvh = h / (H / KV), kvd = KV * D;
@@ -161,24 +167,16 @@ __global__ void k_attention(const float *q, const __half *kc, const __half *vc, 
     }
 }
 
-static int att_smem_limit(void) {
-    int dev = 0, v = 0;
-    cudaGetDevice(&dev);
-    if (cudaDeviceGetAttribute(&v, cudaDevAttrMaxSharedMemoryPerBlockOptin, dev) != cudaSuccess) v = 48 * 1024;
-    return v - (int)(RED_THREADS * sizeof(double)) - 1024;
+cudaError_t cu_attention_prepare(int64_t n_ctx) {
+    const size_t smem = (size_t)(n_ctx + 1024) * sizeof(float);
+    if (smem <= 48 * 1024) return cudaSuccess;
+    return cudaFuncSetAttribute(k_attention, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem);
 }
 
-int64_t cu_attention_max_ctx(void) { return att_smem_limit() / (int64_t)sizeof(float) - 512; }
-
-cudaError_t cu_attention(const float *q, const __half *kc, const __half *vc, float *out, int T, int H, int KV, int D,
-                         int64_t pos0) {
-    const size_t smem = (size_t)(D + pos0 + T) * sizeof(float);
-    if (smem > 48 * 1024) {
-        cudaError_t e = cudaFuncSetAttribute(k_attention, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem);
-        if (e != cudaSuccess) return e;
-    }
-    k_attention<<<dim3((unsigned)H, (unsigned)T), ATT_THREADS, smem>>>(q, kc, vc, out, H, KV, D, pos0);
-    return cudaGetLastError();
+void cu_attention(const float *q, const __half *kc, const __half *vc, float *out, int T, int H, int KV, int D,
+                  const int64_t *pos, int64_t max_n) {
+    const size_t smem = (size_t)(D + max_n) * sizeof(float);
+    k_attention<<<dim3((unsigned)H, (unsigned)T), ATT_THREADS, smem, STREAM>>>(q, kc, vc, out, H, KV, D, pos);
 }
 
 /*
@@ -239,5 +237,5 @@ __global__ void k_score(const float *logits, int64_t V, const int32_t *next, con
 
 void cu_score(const float *logits, int64_t V, const int32_t *next, int n_rows, const float *base, const double *base_lse,
               double *lse, double *nll, long long *amax, double *kl) {
-    k_score<<<(unsigned)n_rows, RED_THREADS>>>(logits, V, next, base, base_lse, lse, nll, amax, kl);
+    k_score<<<(unsigned)n_rows, RED_THREADS, 0, STREAM>>>(logits, V, next, base, base_lse, lse, nll, amax, kl);
 }

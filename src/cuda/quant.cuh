@@ -20,8 +20,18 @@
 __device__ __forceinline__ uint32_t ld16(const uint8_t *p) { return (uint32_t)p[0] | ((uint32_t)p[1] << 8); }
 __device__ __forceinline__ float ldh(const uint8_t *p) { return __half2float(__ushort_as_half((unsigned short)ld16(p))); }
 __device__ __forceinline__ float mul(float a, float b) { return __fmul_rn(a, b); }
+/* 4 (2) bytes at p, which must be 4- (2-) byte aligned: the block layouts guarantee it where these are used */
+__device__ __forceinline__ uint32_t ld32a(const uint8_t *p) { return *(const uint32_t *)p; }
+__device__ __forceinline__ uint32_t ld16a(const uint8_t *p) { return *(const uint16_t *)p; }
+__device__ __forceinline__ int byte_of(uint32_t v, int j) { return (int)((v >> (8 * j)) & 0xFF); }
 
-__constant__ static const int8_t kIq4nl[16] = {-127, -104, -83, -65, -49, -35, -22, -10, 1, 13, 25, 38, 53, 69, 89, 113};
+/* the IQ4_NL codebook value of code c (0..15), from registers: the 16 int8 values are 4 little-endian words
+ * {-127, -104, -83, -65, -49, -35, -22, -10, 1, 13, 25, 38, 53, 69, 89, 113} picked with byte permutes */
+__device__ __forceinline__ float kiq(int c) {
+    const uint32_t t0 = 0xBFAD9881u, t1 = 0xF6EADDCFu, t2 = 0x26190D01u, t3 = 0x71594535u;
+    const uint32_t b = c < 8 ? __byte_perm(t0, t1, (unsigned)c) : __byte_perm(t2, t3, (unsigned)(c - 8));
+    return (float)(int8_t)(b & 0xFF);
+}
 
 template <int T> struct Dq;
 
@@ -29,34 +39,44 @@ template <> struct Dq<LB_TYPE_F32> {
     static constexpr int BE = 32, BB = 128;
     static __device__ __forceinline__ void chunk(const uint8_t *b, int, float *y) {
 #pragma unroll
-        for (int j = 0; j < 32; j++) {
-            uint32_t u = ld16(b + 4 * j) | (ld16(b + 4 * j + 2) << 16);
-            y[j] = __uint_as_float(u);
-        }
+        for (int j = 0; j < 32; j++) y[j] = __uint_as_float(ld32a(b + 4 * j));
     }
 };
 template <> struct Dq<LB_TYPE_F16> {
     static constexpr int BE = 32, BB = 64;
     static __device__ __forceinline__ void chunk(const uint8_t *b, int, float *y) {
 #pragma unroll
-        for (int j = 0; j < 32; j++) y[j] = ldh(b + 2 * j);
+        for (int j = 0; j < 16; j++) {
+            const uint32_t v = ld32a(b + 4 * j);
+            y[2 * j] = __half2float(__ushort_as_half((unsigned short)(v & 0xFFFF)));
+            y[2 * j + 1] = __half2float(__ushort_as_half((unsigned short)(v >> 16)));
+        }
     }
 };
 template <> struct Dq<LB_TYPE_BF16> {
     static constexpr int BE = 32, BB = 64;
     static __device__ __forceinline__ void chunk(const uint8_t *b, int, float *y) {
 #pragma unroll
-        for (int j = 0; j < 32; j++) y[j] = __uint_as_float(ld16(b + 2 * j) << 16);
+        for (int j = 0; j < 16; j++) {
+            const uint32_t v = ld32a(b + 4 * j);
+            y[2 * j] = __uint_as_float(v << 16);
+            y[2 * j + 1] = __uint_as_float(v & 0xFFFF0000u);
+        }
     }
 };
 template <> struct Dq<LB_TYPE_Q4_0> {
     static constexpr int BE = 32, BB = 18;
     static __device__ __forceinline__ void chunk(const uint8_t *b, int, float *y) {
-        const float d = ldh(b);
+        const float d = __half2float(__ushort_as_half((unsigned short)ld16a(b)));
 #pragma unroll
-        for (int j = 0; j < 16; j++) {
-            y[j] = mul((float)((b[2 + j] & 0xF) - 8), d);
-            y[j + 16] = mul((float)((b[2 + j] >> 4) - 8), d);
+        for (int i = 0; i < 8; i++) {
+            const uint32_t v = ld16a(b + 2 + 2 * i);
+#pragma unroll
+            for (int h = 0; h < 2; h++) {
+                const int q = byte_of(v, h);
+                y[2 * i + h] = mul((float)((q & 0xF) - 8), d);
+                y[2 * i + h + 16] = mul((float)((q >> 4) - 8), d);
+            }
         }
     }
 };
@@ -65,9 +85,14 @@ template <> struct Dq<LB_TYPE_Q4_1> {
     static __device__ __forceinline__ void chunk(const uint8_t *b, int, float *y) {
         const float d = ldh(b), m = ldh(b + 2);
 #pragma unroll
-        for (int j = 0; j < 16; j++) {
-            y[j] = __fadd_rn(mul((float)(b[4 + j] & 0xF), d), m);
-            y[j + 16] = __fadd_rn(mul((float)(b[4 + j] >> 4), d), m);
+        for (int i = 0; i < 4; i++) {
+            const uint32_t v = ld32a(b + 4 + 4 * i);
+#pragma unroll
+            for (int h = 0; h < 4; h++) {
+                const int q = byte_of(v, h);
+                y[4 * i + h] = __fadd_rn(mul((float)(q & 0xF), d), m);
+                y[4 * i + h + 16] = __fadd_rn(mul((float)(q >> 4), d), m);
+            }
         }
     }
 };
@@ -100,9 +125,13 @@ template <> struct Dq<LB_TYPE_Q5_1> {
 template <> struct Dq<LB_TYPE_Q8_0> {
     static constexpr int BE = 32, BB = 34;
     static __device__ __forceinline__ void chunk(const uint8_t *b, int, float *y) {
-        const float d = ldh(b);
+        const float d = __half2float(__ushort_as_half((unsigned short)ld16a(b)));
 #pragma unroll
-        for (int j = 0; j < 32; j++) y[j] = mul((float)(int8_t)b[2 + j], d);
+        for (int i = 0; i < 16; i++) {
+            const uint32_t v = ld16a(b + 2 + 2 * i);
+            y[2 * i] = mul((float)(int8_t)(v & 0xFF), d);
+            y[2 * i + 1] = mul((float)(int8_t)(v >> 8), d);
+        }
     }
 };
 template <> struct Dq<LB_TYPE_IQ4_NL> {
@@ -111,8 +140,8 @@ template <> struct Dq<LB_TYPE_IQ4_NL> {
         const float d = ldh(b);
 #pragma unroll
         for (int j = 0; j < 16; j++) {
-            y[j] = mul(d, (float)kIq4nl[b[2 + j] & 0xF]);
-            y[j + 16] = mul(d, (float)kIq4nl[b[2 + j] >> 4]);
+            y[j] = mul(d, kiq(b[2 + j] & 0xF));
+            y[j + 16] = mul(d, kiq(b[2 + j] >> 4));
         }
     }
 };
@@ -174,7 +203,11 @@ template <> struct Dq<LB_TYPE_Q4_K> {
         const uint8_t *q = b + 16 + 32 * (s / 2);
         const int shift = 4 * (s & 1);
 #pragma unroll
-        for (int l = 0; l < 32; l++) y[l] = __fsub_rn(mul(d1, (float)((q[l] >> shift) & 0xF)), m1);
+        for (int i = 0; i < 8; i++) {
+            const uint32_t v = ld32a(q + 4 * i) >> shift;
+#pragma unroll
+            for (int h = 0; h < 4; h++) y[4 * i + h] = __fsub_rn(mul(d1, (float)((v >> (8 * h)) & 0xF)), m1);
+        }
     }
 };
 template <> struct Dq<LB_TYPE_Q5_K> {
@@ -186,9 +219,13 @@ template <> struct Dq<LB_TYPE_Q5_K> {
         const uint8_t *q = b + 48 + 32 * (s / 2), *qh = b + 16;
         const int shift = 4 * (s & 1);
 #pragma unroll
-        for (int l = 0; l < 32; l++) {
-            const int code = ((q[l] >> shift) & 0xF) + (((qh[l] >> s) & 1) ? 16 : 0);
-            y[l] = __fsub_rn(mul(d1, (float)code), m1);
+        for (int i = 0; i < 8; i++) {
+            const uint32_t v = ld32a(q + 4 * i) >> shift, hv = ld32a(qh + 4 * i) >> s;
+#pragma unroll
+            for (int h = 0; h < 4; h++) {
+                const int code = (int)((v >> (8 * h)) & 0xF) + (((hv >> (8 * h)) & 1) ? 16 : 0);
+                y[4 * i + h] = __fsub_rn(mul(d1, (float)code), m1);
+            }
         }
     }
 };
@@ -204,10 +241,14 @@ template <> struct Dq<LB_TYPE_Q6_K> {
         for (int half = 0; half < 2; half++) {
             const float ds = mul(d, (float)(int8_t)b[192 + 8 * h + 2 * k + half]);
 #pragma unroll
-            for (int l = 0; l < 16; l++) {
-                const int e = 16 * half + l;
-                const int code = (((ql[e] >> lshift) & 0xF) | (((qh[e] >> (2 * k)) & 3) << 4)) - 32;
-                y[e] = mul(ds, (float)code);
+            for (int i = 0; i < 8; i++) {
+                const int e = 16 * half + 2 * i;
+                const uint32_t lv = ld16a(ql + e) >> lshift, hv = ld16a(qh + e) >> (2 * k);
+#pragma unroll
+                for (int h = 0; h < 2; h++) {
+                    const int code = (int)(((lv >> (8 * h)) & 0xF) | (((hv >> (8 * h)) & 3) << 4)) - 32;
+                    y[e + h] = mul(ds, (float)code);
+                }
             }
         }
     }
@@ -220,9 +261,14 @@ template <> struct Dq<LB_TYPE_IQ4_XS> {
         const float dl = mul(ldh(b), (float)(ls - 32));
         const uint8_t *q = b + 8 + 16 * s;
 #pragma unroll
-        for (int j = 0; j < 16; j++) {
-            y[j] = mul(dl, (float)kIq4nl[q[j] & 0xF]);
-            y[j + 16] = mul(dl, (float)kIq4nl[q[j] >> 4]);
+        for (int i = 0; i < 4; i++) {
+            const uint32_t v = ld32a(q + 4 * i);
+#pragma unroll
+            for (int h = 0; h < 4; h++) {
+                const int c = byte_of(v, h);
+                y[4 * i + h] = mul(dl, kiq(c & 0xF));
+                y[4 * i + h + 16] = mul(dl, kiq(c >> 4));
+            }
         }
     }
 };

@@ -1,7 +1,8 @@
 /*
  * test_cuda_kernels.c - every CUDA weight kernel against the CPU reference kernels (src/quant/ref), for
- * every weight type of the table, on odd shapes (rows not a multiple of the kernels' 4-row blocks, row
- * lengths whose chunk count is not a multiple of the 32 chunks a warp takes per step). Needs a GPU.
+ * every weight type of the table, on odd shapes (rows not a multiple of the kernels' row blocks, 2051 rows
+ * for the two-rows-per-warp variant, row lengths whose chunk count is not a multiple of the 32 chunks a
+ * warp takes per step). Needs a GPU.
  *
  * - dequantization to F32: bit-identical to the reference dequantization (the decoders repeat its
  *   arithmetic with separately rounded operations);
@@ -110,6 +111,7 @@ int main(void) {
         const int64_t K1 = tt->block_elems == 256 ? 256 * 5 : 32 * 11, K2 = tt->block_elems == 256 ? 256 * 9 : 32 * 45;
         check_type((lb_type)t, 37, K1);
         check_type((lb_type)t, 5, K2);
+        check_type((lb_type)t, 2051, tt->block_elems == 256 ? 256 : 64); /* two rows per warp (>= 2048 rows) */
     }
     TEST_DONE();
 }
