@@ -280,7 +280,11 @@ static lb_status alloc_state(lb_cuda_ctx *g, lb_error *err) {
         g->pin_tok = (int32_t *)(g->pin_pos + 1);
         g->pin_logits = (float *)((uintptr_t)(g->pin_tok + B + 16) & ~(uintptr_t)15);
     }
-    if (s == LB_OK) CK(cu_attention_prepare(C), "preparing attention");
+    if (s == LB_OK && cu_attention_prepare((int)h->n_head, (int)h->n_head_kv, (int)D, C) != cudaSuccess) {
+        cudaGetLastError();
+        s = lb_err_set(err, LB_ERR_UNSUPPORTED, "CUDA: a %lld-token context does not fit the attention kernel's shared memory",
+                       (long long)C);
+    }
     return s;
 }
 

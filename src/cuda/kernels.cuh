@@ -54,7 +54,7 @@ void cu_kv_store(const float *k, const float *v, int T, int kvd, __half *kc, __h
 void cu_attention(const float *q, const __half *kc, const __half *vc, float *out, int T, int H, int KV, int D,
                   const int64_t *pos, int64_t max_n);
 /* Allow cu_attention contexts of up to n_ctx positions; an error when the device cannot hold them. */
-cudaError_t cu_attention_prepare(int64_t n_ctx);
+cudaError_t cu_attention_prepare(int H, int KV, int D, int64_t n_ctx);
 /* Per row i < n_rows of logits (V wide): lse, NLL of next[i], argmax and, when base is not NULL, KL(base || row). */
 void cu_score(const float *logits, int64_t V, const int32_t *next, int n_rows, const float *base, const double *base_lse,
               double *lse, double *nll, long long *amax, double *kl);

@@ -28,7 +28,11 @@ __device__ __forceinline__ void warp_copy(uint8_t *dst, const uint8_t *src, int 
     }
 }
 
-/* NT: tokens the kernel is built for (nt <= NT are used); R: weight rows per warp, sharing each activation load */
+/*
+ * NT: tokens the kernel is built for (nt <= NT are used); R: weight rows per block, sharing each activation
+ * load. The block's MV_WARPS warps split the row length: warp w takes the 32-chunk steps w, w + MV_WARPS, ...,
+ * so even a few thousand rows keep every multiprocessor busy; the warps' sums are added in warp order.
+ */
 template <int TY, int NT, int R>
 __global__ void __launch_bounds__(MV_WARPS * 32) k_matvec(const uint8_t *__restrict__ W, size_t rb, int64_t N, int K,
                                                           const float *__restrict__ x, int nt, float *__restrict__ out,
@@ -36,9 +40,9 @@ __global__ void __launch_bounds__(MV_WARPS * 32) k_matvec(const uint8_t *__restr
     using D = Dq<TY>;
     constexpr int PER = Stage<TY>::PER;
     __shared__ __align__(16) uint8_t stage[MV_WARPS][R][Stage<TY>::BYTES];
+    __shared__ float red[MV_WARPS][R][NT];
     const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
-    const int64_t row0 = ((int64_t)blockIdx.x * MV_WARPS + warp) * R;
-    if (row0 >= N) return;
+    const int64_t row0 = (int64_t)blockIdx.x * R;
     const int nr = N - row0 < R ? (int)(N - row0) : R;
     const int nch = K / 32;
     float acc[R][NT];
@@ -46,7 +50,7 @@ __global__ void __launch_bounds__(MV_WARPS * 32) k_matvec(const uint8_t *__restr
     for (int r = 0; r < R; r++)
 #pragma unroll
         for (int t = 0; t < NT; t++) acc[r][t] = 0.0f;
-    for (int c0 = 0; c0 < nch; c0 += 32) {
+    for (int c0 = 32 * warp; c0 < nch; c0 += 32 * MV_WARPS) {
         const int n = nch - c0 < 32 ? nch - c0 : 32;
 #pragma unroll
         for (int r = 0; r < R; r++)
@@ -89,22 +93,37 @@ __global__ void __launch_bounds__(MV_WARPS * 32) k_matvec(const uint8_t *__restr
             float v = acc[r][t];
 #pragma unroll
             for (int o = 16; o > 0; o /= 2) v += __shfl_xor_sync(0xffffffffu, v, o);
-            if (lane == 0 && t < nt && r < nr) out[(size_t)t * ldo + row0 + r] = v;
+            if (lane == 0) red[warp][r][t] = v;
         }
+    __syncthreads();
+    if ((int)threadIdx.x < R * NT) {
+        const int r = threadIdx.x / NT, t = threadIdx.x % NT;
+        float v = red[0][r][t];
+#pragma unroll
+        for (int w = 1; w < MV_WARPS; w++) v += red[w][r][t];
+        if (t < nt && r < nr) out[(size_t)t * ldo + row0 + r] = v;
+    }
 }
 
+/* Dequantization: a warp per 32-chunk span of a row, staged like the fused kernel; lane l writes chunk l. */
 template <int TY, typename OUT>
-__global__ void k_dequant(const uint8_t *__restrict__ W, size_t rb, int64_t r0, int64_t R, int K, OUT *__restrict__ dst) {
+__global__ void __launch_bounds__(MV_WARPS * 32) k_dequant(const uint8_t *__restrict__ W, size_t rb, int64_t r0, int64_t R,
+                                                           int K, OUT *__restrict__ dst) {
     using D = Dq<TY>;
-    constexpr int PER = D::BE / 32;
-    const int nch = K / 32;
-    const int64_t i = (int64_t)blockIdx.x * blockDim.x + threadIdx.x;
-    if (i >= R * nch) return;
-    const int64_t r = i / nch;
-    const int c = (int)(i % nch);
+    constexpr int PER = Stage<TY>::PER;
+    __shared__ __align__(16) uint8_t stage[MV_WARPS][Stage<TY>::BYTES];
+    const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
+    const int nch = K / 32, spans = (nch + 31) / 32;
+    const int64_t gw = (int64_t)blockIdx.x * MV_WARPS + warp;
+    if (gw >= R * spans) return;
+    const int64_t r = gw / spans;
+    const int c0 = (int)(gw % spans) * 32, n = nch - c0 < 32 ? nch - c0 : 32;
+    warp_copy(stage[warp], W + (r0 + r) * rb + (size_t)(c0 / PER) * D::BB, (n / PER) * D::BB, lane);
+    __syncwarp();
+    if (lane >= n) return;
     float w[32];
-    D::chunk(W + (r0 + r) * rb + (size_t)(c / PER) * D::BB, c % PER, w);
-    OUT *o = dst + r * K + 32 * c;
+    D::chunk(stage[warp] + (lane / PER) * D::BB, lane % PER, w);
+    OUT *o = dst + r * K + 32 * (c0 + lane);
     if (sizeof(OUT) == 2) {
         __half2 h[16];
 #pragma unroll
@@ -135,7 +154,7 @@ __global__ void k_embed(const uint8_t *__restrict__ W, size_t rb, int K, const i
 /* ---------------------------------------------------------------- launchers -------------------------------- */
 
 template <int TY, int NT, int R> static void launch_mv(const dweight *w, const float *x, int T, float *out, int64_t ldo) {
-    const unsigned blocks = (unsigned)((w->rows + MV_WARPS * R - 1) / (MV_WARPS * R));
+    const unsigned blocks = (unsigned)((w->rows + R - 1) / R);
     k_matvec<TY, NT, R><<<blocks, MV_WARPS * 32, 0, lb_cu_stream>>>(w->data, w->row_bytes, w->rows, (int)w->cols, x, T, out, ldo);
 }
 
@@ -147,8 +166,8 @@ template <int TY> static void mv_type(const dweight *w, const float *x, int T, f
     if (T == 1) two ? launch_mv<TY, 1, 2>(w, x, T, out, ldo) : launch_mv<TY, 1, 1>(w, x, T, out, ldo);
     else if (T == 2) two ? launch_mv<TY, 2, 2>(w, x, T, out, ldo) : launch_mv<TY, 2, 1>(w, x, T, out, ldo);
     else if (T <= 4) two ? launch_mv<TY, 4, 2>(w, x, T, out, ldo) : launch_mv<TY, 4, 1>(w, x, T, out, ldo);
-    else if (T <= 8) launch_mv<TY, 8, 1>(w, x, T, out, ldo);
-    else launch_mv<TY, 16, 1>(w, x, T, out, ldo);
+    else if (T <= 8) two ? launch_mv<TY, 8, 2>(w, x, T, out, ldo) : launch_mv<TY, 8, 1>(w, x, T, out, ldo);
+    else two ? launch_mv<TY, 16, 2>(w, x, T, out, ldo) : launch_mv<TY, 16, 1>(w, x, T, out, ldo);
 }
 
 static unsigned grid_for(int64_t n, int bs) { return (unsigned)((n + bs - 1) / bs); }
@@ -163,7 +182,10 @@ void cu_matvec(const dweight *w, const float *x, int nt, float *out, int64_t ldo
 }
 
 #define CASE_DQ(T)                                                                                                  \
-    case T: k_dequant<T, OUTT><<<grid_for(R * (w->cols / 32), 256), 256, 0, lb_cu_stream>>>(w->data, w->row_bytes, r0, R, (int)w->cols, dst); break;
+    case T:                                                                                                         \
+        k_dequant<T, OUTT><<<grid_for(R * ((w->cols / 32 + 31) / 32), MV_WARPS), MV_WARPS * 32, 0, lb_cu_stream>>>(        \
+            w->data, w->row_bytes, r0, R, (int)w->cols, dst);                                                       \
+        break;
 #define OUTT __half
 void cu_dequant_f16(const dweight *w, int64_t r0, int64_t R, __half *dst) {
     switch (w->type) {

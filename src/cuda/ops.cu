@@ -109,74 +109,105 @@ void cu_kv_store(const float *k, const float *v, int T, int kvd, __half *kc, __h
 }
 
 /*
- * Attention: one block per (head, query token). Scores of the n = pos0 + t + 1 visible positions go to
- * shared memory (a warp per position), softmax as on the CPU (float exponentials, double sum), then each
- * thread sums one output dimension over the positions in order.
+ * Attention: one block per (group of HB query heads sharing one KV head, query token). Scores of the n =
+ * pos0 + t + 1 visible positions go to shared memory (a warp per position reads its K row once for all HB
+ * heads), softmax per head as on the CPU (float exponentials, double sum), then each thread sums one output
+ * dimension of every head over the positions in order, reading each V element once.
  */
 #define ATT_THREADS 128
-__global__ void k_attention(const float *q, const __half *kc, const __half *vc, float *out, int H, int KV, int D,
-                            const int64_t *pos) {
-    const int64_t pos0 = *pos;
+#define ATT_MAX_HB 8
+__global__ void k_attention(const float *q, const __half *kc, const __half *vc, float *out, int H, int KV, int D, int hb,
+                            const int64_t *pos, int64_t max_n) {
     extern __shared__ float sm[];
     __shared__ double red[RED_THREADS];
-    const int h = blockIdx.x, t = blockIdx.y, kvh = h / (H / KV), kvd = KV * D;
+    __shared__ float wmax[ATT_THREADS / 32];
+    const int64_t pos0 = *pos;
+    const int h0 = blockIdx.x * hb, t = blockIdx.y, kvh = h0 / (H / KV), kvd = KV * D;
     const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
     const int64_t n = pos0 + t + 1;
-    float *qs = sm, *s = sm + D;
-    const float *qr = q + ((int64_t)t * H + h) * D;
-    for (int i = threadIdx.x; i < D; i += ATT_THREADS) qs[i] = qr[i];
+    float *qs = sm, *s = sm + hb * D; /* qs (hb, D); s (hb, max_n) */
+    for (int i = threadIdx.x; i < hb * D; i += ATT_THREADS) qs[i] = q[((int64_t)t * H + h0) * D + i];
     __syncthreads();
     const float scale = 1.0f / sqrtf((float)D);
     for (int64_t p = warp; p < n; p += ATT_THREADS / 32) {
         const __half *kr = kc + p * kvd + (int64_t)kvh * D;
-        float a = 0.0f;
-        for (int i = lane; i < D; i += 32) a = fmaf(qs[i], __half2float(kr[i]), a);
-        for (int o = 16; o > 0; o /= 2) a += __shfl_xor_sync(0xffffffffu, a, o);
-        if (lane == 0) s[p] = a * scale;
+        float a[ATT_MAX_HB];
+#pragma unroll
+        for (int g = 0; g < ATT_MAX_HB; g++) a[g] = 0.0f;
+        for (int i = lane; i < D; i += 32) {
+            const float kv = __half2float(kr[i]);
+#pragma unroll
+            for (int g = 0; g < ATT_MAX_HB; g++)
+                if (g < hb) a[g] = fmaf(qs[g * D + i], kv, a[g]);
+        }
+#pragma unroll
+        for (int g = 0; g < ATT_MAX_HB; g++) {
+            if (g >= hb) break;
+            float v = a[g];
+            for (int o = 16; o > 0; o /= 2) v += __shfl_xor_sync(0xffffffffu, v, o);
+            if (lane == 0) s[g * max_n + p] = v * scale;
+        }
     }
     __syncthreads();
-    float mx = -FLT_MAX;
-    for (int64_t p = threadIdx.x; p < n; p += ATT_THREADS) mx = fmaxf(mx, s[p]);
-    for (int o = 16; o > 0; o /= 2) mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, o));
-    __shared__ float wmax[ATT_THREADS / 32];
-    if (lane == 0) wmax[warp] = mx;
-    __syncthreads();
-    mx = wmax[0];
-    for (int i = 1; i < ATT_THREADS / 32; i++) mx = fmaxf(mx, wmax[i]);
-    double sum = 0.0;
-    for (int64_t p = threadIdx.x; p < n; p += ATT_THREADS) {
-        const float e = expf(s[p] - mx);
-        s[p] = e;
-        sum += e;
-    }
-    /* block_sum over ATT_THREADS threads: pad the RED_THREADS tree with zeros */
-    red[threadIdx.x] = sum;
-    for (int i = threadIdx.x + ATT_THREADS; i < RED_THREADS; i += ATT_THREADS) red[i] = 0.0;
-    __syncthreads();
-    for (int o = RED_THREADS / 2; o > 0; o /= 2) {
-        for (int i = threadIdx.x; i < o; i += ATT_THREADS) red[i] += red[i + o];
+    for (int g = 0; g < hb; g++) {
+        float *sg = s + g * max_n;
+        float mx = -FLT_MAX;
+        for (int64_t p = threadIdx.x; p < n; p += ATT_THREADS) mx = fmaxf(mx, sg[p]);
+        for (int o = 16; o > 0; o /= 2) mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, o));
+        if (lane == 0) wmax[warp] = mx;
+        __syncthreads();
+        mx = wmax[0];
+        for (int i = 1; i < ATT_THREADS / 32; i++) mx = fmaxf(mx, wmax[i]);
+        double sum = 0.0;
+        for (int64_t p = threadIdx.x; p < n; p += ATT_THREADS) {
+            const float e = expf(sg[p] - mx);
+            sg[p] = e;
+            sum += e;
+        }
+        /* a RED_THREADS-wide tree, the slots past ATT_THREADS zero */
+        red[threadIdx.x] = sum;
+        for (int i = threadIdx.x + ATT_THREADS; i < RED_THREADS; i += ATT_THREADS) red[i] = 0.0;
+        __syncthreads();
+        for (int o = RED_THREADS / 2; o > 0; o /= 2) {
+            for (int i = threadIdx.x; i < o; i += ATT_THREADS) red[i] += red[i + o];
+            __syncthreads();
+        }
+        const float inv = (float)(1.0 / red[0]);
+        for (int64_t p = threadIdx.x; p < n; p += ATT_THREADS) sg[p] *= inv;
         __syncthreads();
     }
-    const float inv = (float)(1.0 / red[0]);
-    float *orow = out + ((int64_t)t * H + h) * D;
     for (int i = threadIdx.x; i < D; i += ATT_THREADS) {
         const __half *vr = vc + (int64_t)kvh * D + i;
-        float a = 0.0f;
-        for (int64_t p = 0; p < n; p++) a = fmaf(s[p] * inv, __half2float(vr[p * kvd]), a);
-        orow[i] = a;
+        float a[ATT_MAX_HB];
+#pragma unroll
+        for (int g = 0; g < ATT_MAX_HB; g++) a[g] = 0.0f;
+        for (int64_t p = 0; p < n; p++) {
+            const float v = __half2float(vr[p * kvd]);
+#pragma unroll
+            for (int g = 0; g < ATT_MAX_HB; g++)
+                if (g < hb) a[g] = fmaf(s[g * max_n + p], v, a[g]);
+        }
+#pragma unroll
+        for (int g = 0; g < ATT_MAX_HB; g++)
+            if (g < hb) out[((int64_t)t * H + h0 + g) * D + i] = a[g];
     }
 }
 
-cudaError_t cu_attention_prepare(int64_t n_ctx) {
-    const size_t smem = (size_t)(n_ctx + 1024) * sizeof(float);
+/* heads per block: the whole group sharing a KV head when it has at most ATT_MAX_HB heads, else one */
+static int att_hb(int H, int KV) { return H / KV <= ATT_MAX_HB ? H / KV : 1; }
+static size_t att_smem(int hb, int D, int64_t max_n) { return (size_t)hb * (size_t)(D + max_n) * sizeof(float); }
+
+cudaError_t cu_attention_prepare(int H, int KV, int D, int64_t n_ctx) {
+    const size_t smem = att_smem(att_hb(H, KV), D, n_ctx);
     if (smem <= 48 * 1024) return cudaSuccess;
     return cudaFuncSetAttribute(k_attention, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem);
 }
 
 void cu_attention(const float *q, const __half *kc, const __half *vc, float *out, int T, int H, int KV, int D,
                   const int64_t *pos, int64_t max_n) {
-    const size_t smem = (size_t)(D + max_n) * sizeof(float);
-    k_attention<<<dim3((unsigned)H, (unsigned)T), ATT_THREADS, smem, STREAM>>>(q, kc, vc, out, H, KV, D, pos);
+    const int hb = att_hb(H, KV);
+    k_attention<<<dim3((unsigned)(H / hb), (unsigned)T), ATT_THREADS, att_smem(hb, D, max_n), STREAM>>>(q, kc, vc, out, H, KV,
+                                                                                                     D, hb, pos, max_n);
 }
 
 /*
