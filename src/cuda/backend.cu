@@ -99,8 +99,9 @@ typedef struct mm_ws {
     size_t x16_elems;
 } mm_ws;
 
-static lb_status mm_ws_ready(mm_ws *ws, size_t x_elems, lb_error *err) {
-    if (!ws->blas) {
+/* x16 of at least x_elems; with blas, also the cuBLAS handle and the weight scratch */
+static lb_status mm_ws_ready(mm_ws *ws, size_t x_elems, bool blas_too, lb_error *err) {
+    if (blas_too && !ws->blas) {
         lb_status s = blas_load(err);
         if (s != LB_OK) return s;
         if (blas.create(&ws->blas) != CUBLAS_STATUS_SUCCESS) return lb_err_set(err, LB_ERR_DEVICE, "cuBLAS: cannot create a handle");
@@ -128,20 +129,22 @@ static void mm_ws_free(mm_ws *ws) {
 static lb_status mm(mm_ws *ws, const float *x, int64_t T, const dweight *w, float *out, int64_t ldo, int force, lb_error *err) {
     const int64_t K = w->cols, N = w->rows;
     const int path = force >= 0 ? force : T <= LB_CUDA_MV_MAX ? 0 : 1;
+    lb_status s = mm_ws_ready(ws, (size_t)(T * K), path == 1, err);
+    if (s != LB_OK) return s;
+    cu_f32_to_f16(x, T * K, ws->x16);
     if (path == 0) {
-        cu_matvec(w, x, (int)T, out, ldo);
+        cu_matvec(w, ws->x16, (int)T, out, ldo);
         CK(cudaGetLastError(), "in a weight product");
         return LB_OK;
     }
-    lb_status s = mm_ws_ready(ws, (size_t)(T * K), err);
-    if (s != LB_OK) return s;
-    cu_f32_to_f16(x, T * K, ws->x16);
     const int64_t tile = (int64_t)(WSCRATCH_ELEMS / (size_t)K) < N ? (int64_t)(WSCRATCH_ELEMS / (size_t)K) : N;
     const float one = 1.0f, zero = 0.0f;
     for (int64_t r0 = 0; r0 < N; r0 += tile) {
         const int64_t R = N - r0 < tile ? N - r0 : tile;
-        cu_dequant_f16(w, r0, R, ws->w16);
-        cublasStatus_t bs = blas.gemm(ws->blas, CUBLAS_OP_T, CUBLAS_OP_N, (int)R, (int)T, (int)K, &one, ws->w16, CUDA_R_16F,
+        const __half *wt = ws->w16;
+        if (w->type == LB_TYPE_F16) wt = (const __half *)(w->data + (size_t)r0 * w->row_bytes); /* used in place */
+        else cu_dequant_f16(w, r0, R, ws->w16);
+        cublasStatus_t bs = blas.gemm(ws->blas, CUBLAS_OP_T, CUBLAS_OP_N, (int)R, (int)T, (int)K, &one, wt, CUDA_R_16F,
                                       (int)K, ws->x16, CUDA_R_16F, (int)K, &zero, out + r0, CUDA_R_32F, (int)ldo,
                                       CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT);
         if (bs != CUBLAS_STATUS_SUCCESS) return lb_err_set(err, LB_ERR_DEVICE, "cuBLAS GemmEx failed (status %d)", (int)bs);
@@ -273,6 +276,9 @@ static lb_status alloc_state(lb_cuda_ctx *g, lb_error *err) {
     if (s == LB_OK) s = dalloc(g, (void **)&g->kl, (size_t)B * sizeof(double), "scores", err);
     if (s == LB_OK) s = dalloc(g, (void **)&g->amax, (size_t)B * sizeof(long long), "scores", err);
     if (s == LB_OK) s = dalloc(g, (void **)&g->pos_d, sizeof(int64_t), "the position", err);
+    int64_t kmax = E > qd ? E : qd;
+    kmax = kmax > F ? kmax : F;
+    if (s == LB_OK) s = mm_ws_ready(&g->ws, (size_t)(B * kmax), false, err); /* before any graph capture */
     if (s == LB_OK) CK(cudaStreamCreateWithFlags(&g->st, cudaStreamNonBlocking), "creating a stream");
     if (s == LB_OK) CK(cudaMallocHost((void **)&g->pin_pos, sizeof(int64_t) + (size_t)B * sizeof(int32_t) + (size_t)V * sizeof(float) + 64),
                        "allocating pinned host memory");

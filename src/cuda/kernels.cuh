@@ -29,8 +29,9 @@ typedef struct dweight {
 /* Whether the type has device decoders (every weight type of the table). */
 bool cu_type_supported(lb_type t);
 
-/* out (T, ldo) = x (T, K) . W^T for T <= LB_CUDA_MV_MAX, fused: each weight byte read once. */
-void cu_matvec(const dweight *w, const float *x, int T, float *out, int64_t ldo);
+/* out (T, ldo) = x (T, K) . W^T for T <= LB_CUDA_MV_MAX, fused: each weight byte read once; x in F16, the
+ * products and sums in F32. */
+void cu_matvec(const dweight *w, const __half *x, int T, float *out, int64_t ldo);
 /* rows [r0, r0 + R) of W dequantized to dst (R, K), F16 or F32. */
 void cu_dequant_f16(const dweight *w, int64_t r0, int64_t R, __half *dst);
 void cu_dequant_f32(const dweight *w, int64_t r0, int64_t R, float *dst);

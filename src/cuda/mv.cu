@@ -35,7 +35,7 @@ __device__ __forceinline__ void warp_copy(uint8_t *dst, const uint8_t *src, int 
  */
 template <int TY, int NT, int R>
 __global__ void __launch_bounds__(MV_WARPS * 32) k_matvec(const uint8_t *__restrict__ W, size_t rb, int64_t N, int K,
-                                                          const float *__restrict__ x, int nt, float *__restrict__ out,
+                                                          const __half *__restrict__ x, int nt, float *__restrict__ out,
                                                           int64_t ldo) {
     using D = Dq<TY>;
     constexpr int PER = Stage<TY>::PER;
@@ -56,7 +56,35 @@ __global__ void __launch_bounds__(MV_WARPS * 32) k_matvec(const uint8_t *__restr
         for (int r = 0; r < R; r++)
             if (r < nr) warp_copy(stage[warp][r], W + (row0 + r) * rb + (size_t)(c0 / PER) * D::BB, (n / PER) * D::BB, lane);
         __syncwarp();
-        if (lane < n) {
+        if (NT == 1 && lane < n) { /* one token: its 32 activations stay in registers across the rows */
+            const uint4 *xp = (const uint4 *)(x + 32 * (c0 + lane));
+            float xv[32];
+#pragma unroll
+            for (int j = 0; j < 4; j++) {
+                const uint4 u = __ldg(xp + j);
+                const uint32_t q4[4] = {u.x, u.y, u.z, u.w};
+#pragma unroll
+                for (int k = 0; k < 4; k++) {
+                    const float2 f = __half22float2(*(const __half2 *)&q4[k]);
+                    xv[8 * j + 2 * k] = f.x;
+                    xv[8 * j + 2 * k + 1] = f.y;
+                }
+            }
+#pragma unroll
+            for (int r = 0; r < R; r++) {
+                float w[32];
+                D::chunk(stage[warp][r] + (lane / PER) * D::BB, lane % PER, w);
+                float s0 = 0.f, s1 = 0.f, s2 = 0.f, s3 = 0.f;
+#pragma unroll
+                for (int j = 0; j < 8; j++) {
+                    s0 = fmaf(w[4 * j], xv[4 * j], s0);
+                    s1 = fmaf(w[4 * j + 1], xv[4 * j + 1], s1);
+                    s2 = fmaf(w[4 * j + 2], xv[4 * j + 2], s2);
+                    s3 = fmaf(w[4 * j + 3], xv[4 * j + 3], s3);
+                }
+                acc[r][0] += (s0 + s1) + (s2 + s3);
+            }
+        } else if (lane < n) {
             float w[R][32];
 #pragma unroll
             for (int r = 0; r < R; r++) D::chunk(stage[warp][r] + (lane / PER) * D::BB, lane % PER, w[r]);
@@ -64,13 +92,16 @@ __global__ void __launch_bounds__(MV_WARPS * 32) k_matvec(const uint8_t *__restr
 #pragma unroll
             for (int t = 0; t < NT; t++) {
                 if (t < nt) {
-                    const float4 *xp = (const float4 *)(x + (size_t)t * K + 32 * c);
+                    const uint4 *xp = (const uint4 *)(x + (size_t)t * K + 32 * c);
                     float s[R][4];
 #pragma unroll
                     for (int r = 0; r < R; r++) s[r][0] = s[r][1] = s[r][2] = s[r][3] = 0.f;
 #pragma unroll
                     for (int j = 0; j < 8; j++) {
-                        const float4 a = __ldg(xp + j);
+                        const uint4 u = __ldg(xp + j / 2);
+                        const uint32_t lo = (j & 1) ? u.z : u.x, hi = (j & 1) ? u.w : u.y;
+                        const float2 f0 = __half22float2(*(const __half2 *)&lo), f1 = __half22float2(*(const __half2 *)&hi);
+                        const float4 a = make_float4(f0.x, f0.y, f1.x, f1.y);
 #pragma unroll
                         for (int r = 0; r < R; r++) {
                             s[r][0] = fmaf(w[r][4 * j], a.x, s[r][0]);
@@ -153,17 +184,19 @@ __global__ void k_embed(const uint8_t *__restrict__ W, size_t rb, int K, const i
 
 /* ---------------------------------------------------------------- launchers -------------------------------- */
 
-template <int TY, int NT, int R> static void launch_mv(const dweight *w, const float *x, int T, float *out, int64_t ldo) {
+template <int TY, int NT, int R> static void launch_mv(const dweight *w, const __half *x, int T, float *out, int64_t ldo) {
     const unsigned blocks = (unsigned)((w->rows + R - 1) / R);
     k_matvec<TY, NT, R><<<blocks, MV_WARPS * 32, 0, lb_cu_stream>>>(w->data, w->row_bytes, w->rows, (int)w->cols, x, T, out, ldo);
 }
 
-/* Rows at which two rows per warp still leave every multiprocessor of a large GPU several blocks. */
+/* Rows at which two rows per block (four from twice as many) still leave every multiprocessor of a large GPU
+ * several blocks. */
 #define MV_TWO_ROWS_MIN 2048
 
-template <int TY> static void mv_type(const dweight *w, const float *x, int T, float *out, int64_t ldo) {
-    const bool two = w->rows >= MV_TWO_ROWS_MIN && Stage<TY>::BYTES <= 2048;
-    if (T == 1) two ? launch_mv<TY, 1, 2>(w, x, T, out, ldo) : launch_mv<TY, 1, 1>(w, x, T, out, ldo);
+template <int TY> static void mv_type(const dweight *w, const __half *x, int T, float *out, int64_t ldo) {
+    const bool two = w->rows >= MV_TWO_ROWS_MIN && Stage<TY>::BYTES <= 2048, four = two && w->rows >= 2 * MV_TWO_ROWS_MIN;
+    constexpr int R4 = Stage<TY>::BYTES <= 2048 ? 4 : 1; /* the four-row stage fits static shared memory */
+    if (T == 1) four ? launch_mv<TY, 1, R4>(w, x, T, out, ldo) : two ? launch_mv<TY, 1, 2>(w, x, T, out, ldo) : launch_mv<TY, 1, 1>(w, x, T, out, ldo);
     else if (T == 2) two ? launch_mv<TY, 2, 2>(w, x, T, out, ldo) : launch_mv<TY, 2, 1>(w, x, T, out, ldo);
     else if (T <= 4) two ? launch_mv<TY, 4, 2>(w, x, T, out, ldo) : launch_mv<TY, 4, 1>(w, x, T, out, ldo);
     else if (T <= 8) two ? launch_mv<TY, 8, 2>(w, x, T, out, ldo) : launch_mv<TY, 8, 1>(w, x, T, out, ldo);
@@ -174,7 +207,7 @@ static unsigned grid_for(int64_t n, int bs) { return (unsigned)((n + bs - 1) / b
 
 #define CASE_MV(T)                                                                                                  \
     case T: mv_type<T>(w, x, nt, out, ldo); break;
-void cu_matvec(const dweight *w, const float *x, int nt, float *out, int64_t ldo) {
+void cu_matvec(const dweight *w, const __half *x, int nt, float *out, int64_t ldo) {
     switch (w->type) {
         LB_CUDA_WEIGHT_TYPES(CASE_MV)
     default: break;
