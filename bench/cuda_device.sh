@@ -84,7 +84,7 @@ fi
 if has ncu_pp; then
   stamp ncu_pp
   NCU=$(command -v ncu || ls /opt/nvidia/nsight-compute/*/ncu 2>/dev/null | head -1)
-  timeout 200 "$NCU" --clock-control none -c 40 --section SpeedOfLight build/cuda_bench "$W/q4_k_m.gguf" --pp 512 --tg 1 --reps 1 \
+  timeout 90 "$NCU" --clock-control none -c 30 --section SpeedOfLight build/cuda_bench "$W/q4_k_m.gguf" --pp 512 --tg 1 --reps 1 \
     >"$OUT/ncu_pp.txt" 2>&1
   grep -E "^  [a-zA-Z_].*\(|Duration" "$OUT/ncu_pp.txt" | sed -E 's/\(const .*//; s/ +/ /g' | paste - - | head -40
 fi
