@@ -4,9 +4,11 @@
  * - The five conformance architectures (Llama-3 RoPE scaling, Qwen3 q/k norms, Mistral, Phi-3, tied BF16
  *   Llama) and tiny (Qwen2 biases): GPU logits for a whole prompt (cuBLAS path), for the same tokens fed
  *   as a prompt and then one by one (fused decode kernels), against Hugging Face's goldens and the CPU.
- *   The GPU rounds activations to F16 for prompts and keeps an F16 KV cache, so per logit it differs from
- *   the CPU by about 2^-11 relative to the products' magnitudes; the bound is KL(cpu || gpu) below 1e-5
- *   per position and the same argmax, and the goldens' own 1e-3 on logits relaxed to 5e-3.
+ *   The GPU rounds the activations entering every weight product to F16 and keeps an F16 KV cache, so a
+ *   logit differs from the CPU's by about 2^-11 of the sum of its products' magnitudes: on these models'
+ *   logits up to 2.7e-2 on 48-token prompts (measured, tests/cuda output in docs/BENCHMARKS.md). The bound
+ *   is KL(cpu || gpu) below 1e-5 per position, the same argmax where the CPU's lead is clear, and 3e-2 on
+ *   logits against the transformers goldens (the CPU's own test holds 1e-3 with f32 activations).
  * - Repeated runs on the GPU are bit-identical.
  * - tiny quantized to every weight type (--pure) and to q4_k_m: `eval` on the GPU (device-side scoring)
  *   within 0.1 % perplexity of the CPU and KL(cpu || gpu) of the logits below 1e-4; with a base model the
@@ -113,7 +115,7 @@ static void compare_model(const char *dir, const char *goldens) {
                 json_num(json_at(json_at(L, (size_t)i), (size_t)j), &want);
                 mx = fmax(mx, fabs(lg[i * V + j] - want));
             }
-        CHECK(mx <= 5e-3, "%s: GPU vs transformers: max |logit diff| %.3g > 5e-3", dir, mx);
+        CHECK(mx <= 3e-2, "%s: GPU vs transformers: max |logit diff| %.3g > 3e-2", dir, mx);
         printf("%-45s GPU vs transformers (%lld tokens): max |logit diff| %.2e\n", dir, (long long)gn, mx);
         free(gid);
         free(lg);
