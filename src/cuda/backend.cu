@@ -42,6 +42,9 @@ static lb_status use_device(int dev, lb_error *err) {
     cudaError_t e = cudaGetDeviceCount(&n);
     if (e != cudaSuccess) {
         cudaGetLastError();
+        if (e == cudaErrorInsufficientDriver) /* also what the runtime says when there is no driver at all */
+            return lb_err_set(err, LB_ERR_DEVICE, "no CUDA driver/device: no NVIDIA driver new enough for CUDA 13 (%s)",
+                              cudaGetErrorString(e));
         return lb_err_set(err, LB_ERR_DEVICE, "no CUDA driver/device: %s", cudaGetErrorString(e));
     }
     if (n == 0) return lb_err_set(err, LB_ERR_DEVICE, "no CUDA driver/device: no CUDA device found");
