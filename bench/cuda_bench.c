@@ -78,6 +78,7 @@ int main(int argc, char **argv) {
     lb_context_params cp = {pp + tg, 0, dev};
     if (lb_context_new(m, &cp, &c, &e) != LB_OK) {
         fprintf(stderr, "cuda_bench: %s\n", e.msg);
+        lb_model_free(m);
         return 1;
     }
     double t_load = now() - t0;
