@@ -5,7 +5,7 @@ JOBS ?= $(shell nproc 2>/dev/null || echo 2)
 BUILD ?= build
 ASAN_BUILD ?= build-asan
 
-.PHONY: all build test asan demo clean
+.PHONY: all build test test-cuda asan demo clean
 
 all: build
 
@@ -13,14 +13,18 @@ build:
 	@cmake -S . -B $(BUILD) -DCMAKE_BUILD_TYPE=Release $(if $(LB_PYTHON),-DLB_PYTHON=$(LB_PYTHON)) >/dev/null
 	@cmake --build $(BUILD) -j $(JOBS)
 
+# GPU tests (label cuda) need an NVIDIA GPU: `make test` leaves them out, `make test-cuda` runs them.
 test: build
-	cd $(BUILD) && ctest --output-on-failure -j $(JOBS)
+	cd $(BUILD) && ctest --output-on-failure -j $(JOBS) -LE cuda
+
+test-cuda: build
+	cd $(BUILD) && ctest --output-on-failure -L cuda
 
 asan:
 	@cmake -S . -B $(ASAN_BUILD) -DCMAKE_BUILD_TYPE=RelWithDebInfo -DLB_SANITIZE=ON >/dev/null
 	@cmake --build $(ASAN_BUILD) -j $(JOBS)
 	cd $(ASAN_BUILD) && ASAN_OPTIONS=detect_leaks=1 UBSAN_OPTIONS=print_stacktrace=1 \
-	  ctest --output-on-failure -j $(JOBS) -LE slow
+	  ctest --output-on-failure -j $(JOBS) -LE 'slow|cuda'
 
 demo: build
 	./$(BUILD)/lowbit quantize models/tiny -o $(BUILD)/tiny-q4_k_m.gguf --type q4_k_m

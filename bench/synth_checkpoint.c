@@ -7,7 +7,11 @@
  *   tinyllama:             TinyLlama-1.1B's (hidden 2048, 22 layers, ffn 5632, 32 heads / 4 KV heads,
  *                          head_dim 64, vocabulary 32000): about 1.1e9 parameters, 2.2 GB;
  *   mid:                   half TinyLlama's width (hidden 1024, 24 layers, ffn 2816, 16 heads / 4 KV
- *                          heads, head_dim 64, vocabulary 8192): about 2.9e8 parameters, 0.57 GB.
+ *                          heads, head_dim 64, vocabulary 8192): about 2.9e8 parameters, 0.57 GB;
+ *   llama3-8b:             Llama-3-8B's (hidden 4096, 32 layers, ffn 14336, 32 heads / 8 KV heads, head_dim
+ *                          128, vocabulary 128256, rope theta 500000): about 8.0e9 parameters, 16.1 GB. Its
+ *                          rows are windows at random offsets of one pool of 2^24 N(0, 0.02^2) values (the
+ *                          same distribution, written at disk speed), for the GPU speed benchmarks.
  * The tokenizer may have fewer tokens than the vocabulary (the rest are padding rows).
  *
  * usage: synth_checkpoint OUT_DIR TOKENIZER_JSON [n_layer] [--shape NAME] [--shards N]
@@ -20,12 +24,16 @@
 #include <string.h>
 #include <sys/stat.h>
 
-typedef struct shape { const char *name; int E, F, H, KV, D, V, L; double rope_theta; } shape;
+typedef struct shape { const char *name; int E, F, H, KV, D, V, L; double rope_theta; int pooled; } shape;
 static const shape SHAPES[] = {
-    {"llama3.2-1b", 2048, 8192, 32, 8, 64, 8192, 16, 500000.0},
-    {"tinyllama", 2048, 5632, 32, 4, 64, 32000, 22, 10000.0},
-    {"mid", 1024, 2816, 16, 4, 64, 8192, 24, 10000.0},
+    {"llama3.2-1b", 2048, 8192, 32, 8, 64, 8192, 16, 500000.0, 0},
+    {"tinyllama", 2048, 5632, 32, 4, 64, 32000, 22, 10000.0, 0},
+    {"mid", 1024, 2816, 16, 4, 64, 8192, 24, 10000.0, 0},
+    {"llama3-8b", 4096, 14336, 32, 8, 128, 128256, 32, 500000.0, 1},
 };
+
+#define POOL_BITS 24
+static uint16_t *pool; /* 2^POOL_BITS bf16 N(0, 0.02^2) values plus one row of slack, for pooled shapes */
 
 typedef struct tensor { char name[96]; int64_t rows, cols; int norm; } tensor;
 
@@ -75,8 +83,16 @@ static int write_file(const char *path, const tensor *t, int t0, int t1, uint16_
     for (int i = t0; i < t1; i++) {
         int64_t cols = t[i].cols ? t[i].cols : t[i].rows, rows = t[i].cols ? t[i].rows : 1;
         for (int64_t r = 0; r < rows; r++) {
-            for (int64_t c = 0; c < cols; c++) buf[c] = t[i].norm ? to_bf16(1.0f) : to_bf16(0.02f * gauss());
-            if (fwrite(buf, 2, (size_t)cols, f) != (size_t)cols) {
+            const uint16_t *src = buf;
+            if (pool && !t[i].norm) {
+                rng ^= rng << 13;
+                rng ^= rng >> 7;
+                rng ^= rng << 17;
+                src = pool + (rng >> (64 - POOL_BITS));
+            } else {
+                for (int64_t c = 0; c < cols; c++) buf[c] = t[i].norm ? to_bf16(1.0f) : to_bf16(0.02f * gauss());
+            }
+            if (fwrite(src, 2, (size_t)cols, f) != (size_t)cols) {
                 fprintf(stderr, "%s: write failed: %s\n", path, strerror(errno));
                 return 1;
             }
@@ -100,7 +116,7 @@ int main(int argc, char **argv) {
             for (size_t k = 0; k < sizeof SHAPES / sizeof *SHAPES; k++)
                 if (!strcmp(nm, SHAPES[k].name)) sh = &SHAPES[k];
             if (!sh) {
-                fprintf(stderr, "unknown shape %s (llama3.2-1b, tinyllama, mid)\n", nm);
+                fprintf(stderr, "unknown shape %s (llama3.2-1b, tinyllama, mid, llama3-8b)\n", nm);
                 return 2;
             }
         } else if (!strcmp(argv[i], "--shards") && i + 1 < argc) {
@@ -111,7 +127,7 @@ int main(int argc, char **argv) {
         else pos = 99;
     }
     if (!out || !tok || pos > 3 || shards < 1 || shards > 99) {
-        fprintf(stderr, "usage: %s OUT_DIR TOKENIZER_JSON [n_layer] [--shape llama3.2-1b|tinyllama|mid] [--shards N]\n", argv[0]);
+        fprintf(stderr, "usage: %s OUT_DIR TOKENIZER_JSON [n_layer] [--shape llama3.2-1b|tinyllama|mid|llama3-8b] [--shards N]\n", argv[0]);
         return 2;
     }
     if (n_layer < 0) n_layer = sh->L;
@@ -138,6 +154,11 @@ int main(int argc, char **argv) {
     for (int i = 0; i < n; i++) total += tensor_bytes(&t[i]);
     int wide = E > F ? E : F;
     uint16_t *buf = malloc((size_t)(wide > H * D ? wide : H * D) * 2);
+    if (sh->pooled) {
+        size_t np = ((size_t)1 << POOL_BITS) + (size_t)(wide > H * D ? wide : H * D);
+        pool = malloc(np * 2);
+        for (size_t i = 0; i < np; i++) pool[i] = to_bf16(0.02f * gauss());
+    }
     char path[4096];
     if (shards == 1) {
         snprintf(path, sizeof path, "%s/model.safetensors", out);

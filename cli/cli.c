@@ -36,6 +36,13 @@ bool cli_int(const char *opt, const char *v, int64_t lo, int64_t hi, int64_t *ou
     return true;
 }
 
+bool cli_device(const char *v, lb_device *out) {
+    lb_error e;
+    lb_status s = lb_device_parse(v, out, &e);
+    if (s != LB_OK) cli_fail("--device: %s", e.msg);
+    return s == LB_OK;
+}
+
 bool cli_float(const char *opt, const char *v, double lo, double hi, double *out) {
     char *end;
     errno = 0;

@@ -17,6 +17,8 @@ int cli_fail_lb(lb_status s, const lb_error *e);
 
 /* Parse a whole-string integer / float option value; print an error naming the option and return false. */
 bool cli_int(const char *opt, const char *v, int64_t lo, int64_t hi, int64_t *out);
+/* --device cpu|cuda[:N]; false (after printing why) on a bad name */
+bool cli_device(const char *v, lb_device *out);
 bool cli_float(const char *opt, const char *v, double lo, double hi, double *out);
 
 /* Write s as a JSON string literal (quotes included). */

@@ -19,6 +19,7 @@ static void usage(FILE *f) {
           "  --chunks N      score only the first N windows (default: all full windows)\n"
           "  --base MODEL2   reference model (e.g. the F16 original): adds KL(base || model) and top-1 agreement\n"
           "  -t, --threads N worker threads (default: all CPUs)\n"
+          "  --device D      cpu (default), cuda or cuda:N: where the models run and are scored\n"
           "  --json          machine-readable result on stdout\n"
           "  -q, --quiet     no progress on stderr\n",
           f);
@@ -30,6 +31,7 @@ typedef struct eval_opts {
     int n_models;
     int64_t ctx, chunks, threads;
     bool json, quiet;
+    lb_device device;
 } eval_opts;
 
 static int parse(int argc, char **argv, eval_opts *o) {
@@ -43,6 +45,7 @@ static int parse(int argc, char **argv, eval_opts *o) {
         else if (!strcmp(a, "-q") || !strcmp(a, "--quiet")) o->quiet = true;
         else if (!strcmp(a, "--text") && v) { o->text = v; i++; }
         else if (!strcmp(a, "--base") && v) { o->base = v; i++; }
+        else if (!strcmp(a, "--device") && v) { if (!cli_device(v, &o->device)) return 1; i++; }
         else if (!strcmp(a, "--ctx") && v) { if (!cli_int(a, v, 2, 1 << 20, &o->ctx)) return 1; i++; }
         else if (!strcmp(a, "--chunks") && v) { if (!cli_int(a, v, 1, INT32_MAX, &o->chunks)) return 1; i++; }
         else if ((!strcmp(a, "-t") || !strcmp(a, "--threads")) && v) { if (!cli_int(a, v, 1, 256, &o->threads)) return 1; i++; }
@@ -129,6 +132,7 @@ int cmd_eval(int argc, char **argv) {
     p.ctx = o.ctx;
     p.max_chunks = o.chunks;
     p.n_threads = (int)o.threads;
+    p.device = o.device;
     p.progress = cli_progress_cb;
     p.progress_user = &prog;
     if ((s = lb_eval_perplexity_multi((const lb_model *const *)ms, o.n_models, base, ids, n_ids, &p, res, &e)) != LB_OK) {

@@ -15,6 +15,7 @@ static void usage(FILE *f) {
           "  --ctx N              window length (default 512)\n"
           "  --seed S             which windows are used (default 1)\n"
           "  -t, --threads N      worker threads (default: all CPUs)\n"
+          "  --device D           cpu (default), cuda or cuda:N\n"
           "  -q, --quiet          no progress on stderr\n",
           f);
 }
@@ -34,6 +35,7 @@ int cmd_imatrix(int argc, char **argv) {
         else if (!strcmp(a, "--ctx") && v) { if (!cli_int(a, v, 2, 1 << 20, &p.ctx)) return 1; i++; }
         else if (!strcmp(a, "--seed") && v) { if (!cli_int(a, v, 0, INT64_MAX, &n)) return 1; p.seed = (uint64_t)n; i++; }
         else if ((!strcmp(a, "-t") || !strcmp(a, "--threads")) && v) { if (!cli_int(a, v, 1, 256, &n)) return 1; p.n_threads = (int)n; i++; }
+        else if (!strcmp(a, "--device") && v) { if (!cli_device(v, &p.device)) return 1; i++; }
         else if (a[0] == '-') { usage(stderr); return cli_fail("imatrix: unknown option or missing value: %s", a); }
         else if (!model) model = a;
         else { usage(stderr); return cli_fail("imatrix: unexpected argument %s", a); }

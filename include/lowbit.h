@@ -41,6 +41,7 @@ typedef enum lb_status {
     LB_ERR_NOMEM = -4,       /* an allocation failed */
     LB_ERR_ARG = -5,         /* the caller passed an invalid argument */
     LB_ERR_CANCELLED = -6,   /* a progress callback asked to stop */
+    LB_ERR_DEVICE = -7,      /* a compute device is missing, out of memory or failed (no driver, bad index) */
 } lb_status;
 
 #define LB_ERROR_MAX 512
@@ -265,6 +266,27 @@ lb_status lb_chat_template_render_json(const lb_chat_template *t, const char *js
                                        size_t *len, lb_error *err);
 
 /* ------------------------------------------------------------------------------------------------
+ * Devices
+ * ---------------------------------------------------------------------------------------------- */
+
+typedef enum lb_device_kind {
+    LB_DEVICE_CPU = 0,  /* the default: every zero-initialized lb_device is the CPU */
+    LB_DEVICE_CUDA = 1, /* an NVIDIA GPU, through the CUDA backend (builds with LOWBIT_CUDA) */
+} lb_device_kind;
+
+/* Where a model runs. */
+typedef struct lb_device {
+    lb_device_kind kind;
+    int index; /* CUDA device ordinal */
+} lb_device;
+
+/* Parse "cpu", "cuda" (device 0) or "cuda:N". Only the spelling is checked here: whether the device
+ * exists is known when a context is created on it (LB_ERR_DEVICE, with the reason). */
+lb_status lb_device_parse(const char *s, lb_device *out, lb_error *err);
+/* 1 when this library was built with the CUDA backend, else 0. Says nothing about a GPU being present. */
+int lb_cuda_compiled(void);
+
+/* ------------------------------------------------------------------------------------------------
  * Running a model
  * ---------------------------------------------------------------------------------------------- */
 
@@ -273,11 +295,16 @@ typedef struct lb_context lb_context;
 typedef struct lb_context_params {
     int64_t n_ctx;   /* KV cache length in tokens; 0 = the model's n_ctx_train */
     int n_threads;   /* worker threads; 0 = all online CPUs */
+    lb_device device; /* where the forward pass runs (zero = CPU). A CUDA context uploads the model's weights
+                         to the GPU once, in their stored types, when it is created; the lb_model stays as it is */
 } lb_context_params;
 
 lb_context_params lb_context_default_params(void);
 
-/* A KV cache and scratch space for one sequence. The model must outlive the context. */
+/* A KV cache and scratch space for one sequence. The model must outlive the context. On a CUDA device
+ * the cache (F16) and the activations live on the GPU; LB_ERR_DEVICE when there is no driver or device,
+ * the index does not exist or the GPU's memory is too small. Results on one GPU are identical run to run;
+ * they differ from the CPU's by rounding (docs/BENCHMARKS.md gives the measured perplexity and KL gap). */
 lb_status lb_context_new(const lb_model *m, const lb_context_params *p, lb_context **out, lb_error *err);
 void lb_context_free(lb_context *c);
 
@@ -339,6 +366,7 @@ typedef struct lb_eval_params {
     int n_threads;     /* 0 = all online CPUs */
     lb_progress_fn progress;
     void *progress_user;
+    lb_device device;  /* where the models run (zero = CPU); on a GPU the scoring runs there too */
 } lb_eval_params;
 
 lb_eval_params lb_eval_default_params(void);
@@ -496,6 +524,7 @@ typedef struct lb_calib_params {
     int n_threads;      /* 0 = all online CPUs */
     lb_progress_fn progress;
     void *progress_user;
+    lb_device device;   /* where the model runs for lb_imatrix_compute (zero = CPU) */
 } lb_calib_params;
 
 lb_calib_params lb_calib_default_params(void);

@@ -17,6 +17,7 @@ const char *lb_status_str(lb_status s) {
     case LB_ERR_NOMEM: return "out of memory";
     case LB_ERR_ARG: return "invalid argument";
     case LB_ERR_CANCELLED: return "cancelled";
+    case LB_ERR_DEVICE: return "device error";
     }
     return "unknown status";
 }

@@ -14,7 +14,7 @@
 #include <string.h>
 
 lb_eval_params lb_eval_default_params(void) {
-    lb_eval_params p = {512, 0, 0, NULL, NULL};
+    lb_eval_params p = {512, 0, 0, NULL, NULL, {LB_DEVICE_CPU, 0}};
     return p;
 }
 
@@ -72,6 +72,30 @@ static void finish(lb_eval_result *r, const acc *a, int64_t n_scored, double bas
     r->kld_max = a->kls[n_scored - 1];
 }
 
+/* One window on a GPU: the base model once, then each model scored against it on the device; the sums run
+ * in the same order as on the CPU. lseb/amb/nllw/amw: ctx entries of scratch. */
+static lb_status score_window_gpu(acc *A, int n_models, lb_context *cb, const int32_t *tk, int64_t ctx, int64_t n_scored,
+                                  double *base_nll, double *lseb, int64_t *amb, double *nllw, int64_t *amw, lb_error *err) {
+    lb_status s = LB_OK;
+    if (cb) {
+        if ((s = lb_context_score(cb, NULL, tk, ctx, lseb, nllw, amb, NULL, err)) != LB_OK) return s;
+        for (int64_t i = 0; i + 1 < ctx; i++) *base_nll += nllw[i];
+    }
+    for (int k = 0; k < n_models; k++) {
+        acc *a = &A[k];
+        double *kls = cb ? a->kls + n_scored : NULL;
+        if ((s = lb_context_score(a->c, cb, tk, ctx, NULL, nllw, amw, kls, err)) != LB_OK) return s;
+        for (int64_t i = 0; i + 1 < ctx; i++) {
+            a->nll += nllw[i];
+            if (cb) {
+                a->kl += kls[i];
+                a->agree += amb[i] == amw[i];
+            }
+        }
+    }
+    return s;
+}
+
 lb_status lb_eval_perplexity_multi(const lb_model *const *models, int n_models, const lb_model *base, const int32_t *tokens,
                                    int64_t n_tokens, const lb_eval_params *p, lb_eval_result *out, lb_error *err) {
     if (!models || n_models < 1 || !out || (!tokens && n_tokens > 0))
@@ -94,11 +118,12 @@ lb_status lb_eval_perplexity_multi(const lb_model *const *models, int n_models, 
     if (p->max_chunks > 0 && p->max_chunks < chunks) chunks = p->max_chunks;
 
     double t0 = lb_time_sec();
-    lb_context_params cp = {ctx, p->n_threads};
+    lb_context_params cp = {ctx, p->n_threads, p->device};
+    bool gpu = p->device.kind != LB_DEVICE_CPU;
     lb_context *cb = NULL;
     float *lg = NULL, *lgb = NULL;
-    double *lseb = NULL;
-    int64_t *amb = NULL;
+    double *lseb = NULL, *nllw = NULL;
+    int64_t *amb = NULL, *amw = NULL;
     int64_t n_scored_max = chunks * (ctx - 1), n_scored = 0;
     acc *A = calloc((size_t)n_models, sizeof *A);
     lb_status s = A ? LB_OK : lb_err_set(err, LB_ERR_NOMEM, "out of memory");
@@ -108,7 +133,13 @@ lb_status lb_eval_perplexity_multi(const lb_model *const *models, int n_models, 
             s = lb_err_set(err, LB_ERR_NOMEM, "out of memory");
     }
     if (s == LB_OK && base) s = lb_context_new(base, &cp, &cb, err);
-    if (s == LB_OK) {
+    if (s == LB_OK && gpu) { /* logits stay on the device; per-position scores come back */
+        lseb = malloc((size_t)ctx * sizeof *lseb);
+        amb = malloc((size_t)ctx * sizeof *amb);
+        nllw = malloc((size_t)ctx * sizeof *nllw);
+        amw = malloc((size_t)ctx * sizeof *amw);
+        if (!lseb || !amb || !nllw || !amw) s = lb_err_set(err, LB_ERR_NOMEM, "out of memory");
+    } else if (s == LB_OK) {
         lg = malloc((size_t)(ctx * V) * sizeof *lg);
         if (base) {
             lgb = malloc((size_t)(ctx * V) * sizeof *lgb);
@@ -122,7 +153,10 @@ lb_status lb_eval_perplexity_multi(const lb_model *const *models, int n_models, 
     int64_t done_chunks = 0;
     for (int64_t w = 0; s == LB_OK && w < chunks; w++) {
         const int32_t *tk = tokens + w * ctx;
-        if (cb) { /* the base model once per window, shared by every model */
+        if (gpu) {
+            s = score_window_gpu(A, n_models, cb, tk, ctx, n_scored, &base_nll, lseb, amb, nllw, amw, err);
+            if (s != LB_OK) break;
+        } else if (cb) { /* the base model once per window, shared by every model */
             lb_context_reset(cb);
             if ((s = lb_context_eval(cb, tk, ctx, lgb, 1, err)) != LB_OK) break;
             for (int64_t i = 0; i + 1 < ctx; i++) {
@@ -131,7 +165,7 @@ lb_status lb_eval_perplexity_multi(const lb_model *const *models, int n_models, 
                 base_nll += lseb[i] - lgb[i * V + tk[i + 1]];
             }
         }
-        for (int k = 0; s == LB_OK && k < n_models; k++) {
+        for (int k = 0; !gpu && s == LB_OK && k < n_models; k++) {
             acc *a = &A[k];
             lb_context_reset(a->c);
             if ((s = lb_context_eval(a->c, tk, ctx, lg, 1, err)) != LB_OK) break;
@@ -173,6 +207,8 @@ lb_status lb_eval_perplexity_multi(const lb_model *const *models, int n_models, 
     free(lgb);
     free(lseb);
     free(amb);
+    free(nllw);
+    free(amw);
     lb_context_free(cb);
     return s;
 }

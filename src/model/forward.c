@@ -9,6 +9,7 @@
  */
 #include "model.h"
 
+#include "../cuda/cuda.h"
 #include "../quant/matmul.h"
 
 #include <math.h>
@@ -38,12 +39,14 @@ struct lb_context {
     void *block;        /* one allocation holding all of the above */
     lb_observer_fn obs;
     void *obs_user;
+    lb_cuda_ctx *gpu; /* set when the context runs on a CUDA device (cuda/cuda.h); then none of the above is used */
 };
 
 void lb_context_set_observer(lb_context *c, lb_observer_fn fn, void *user) {
     if (!c) return;
     c->obs = fn;
     c->obs_user = user;
+    if (c->gpu) lb_cuda_ctx_set_observer(c->gpu, fn, user);
 }
 
 static void observe(lb_context *c, int64_t layer, lb_obs_point pt, const float *x, int64_t T, int64_t dim) {
@@ -51,11 +54,28 @@ static void observe(lb_context *c, int64_t layer, lb_obs_point pt, const float *
 }
 
 lb_context_params lb_context_default_params(void) {
-    lb_context_params p = {0, 0};
+    lb_context_params p = {0, 0, {LB_DEVICE_CPU, 0}};
     return p;
 }
 
-static void rope_inv_freq(const lb_model_info *h, float *inv) {
+/* A context on a CUDA device: the executor in cuda/ holds the cache and activations. */
+static lb_status context_new_cuda(const lb_model *m, const lb_context_params *p, int64_t n_ctx, lb_context **out,
+                                  lb_error *err) {
+    lb_context *c = calloc(1, sizeof *c);
+    if (!c) return lb_err_set(err, LB_ERR_NOMEM, "out of memory");
+    c->m = m;
+    c->n_ctx = n_ctx;
+    c->n_batch = n_ctx < DEFAULT_BATCH ? n_ctx : DEFAULT_BATCH;
+    lb_status s = lb_cuda_ctx_new(m, p->device.index, n_ctx, c->n_batch, &c->gpu, err);
+    if (s != LB_OK) {
+        free(c);
+        return s;
+    }
+    *out = c;
+    return LB_OK;
+}
+
+void lb_rope_inv_freq(const lb_model_info *h, float *inv) {
     int64_t D = h->head_dim;
     for (int64_t i = 0; i < D / 2; i++) {
         float e = (float)(2 * i) / (float)D;
@@ -86,6 +106,8 @@ lb_status lb_context_new(const lb_model *m, const lb_context_params *p, lb_conte
     const lb_model_info *h = &m->info;
     int64_t n_ctx = p->n_ctx > 0 ? p->n_ctx : h->n_ctx_train;
     if (n_ctx <= 0 || n_ctx > (1 << 24)) return lb_err_set(err, LB_ERR_ARG, "context length %lld is out of range", (long long)n_ctx);
+    if (p->device.kind == LB_DEVICE_CUDA) return context_new_cuda(m, p, n_ctx, out, err);
+    if (p->device.kind != LB_DEVICE_CPU) return lb_err_set(err, LB_ERR_ARG, "unknown device kind %d", (int)p->device.kind);
     int nt = p->n_threads > 0 ? p->n_threads : lb_cpu_count();
     if (nt > 256) nt = 256;
     lb_context *c = calloc(1, sizeof *c);
@@ -127,7 +149,7 @@ lb_status lb_context_new(const lb_model *m, const lb_context_params *p, lb_conte
         lb_context_free(c);
         return lb_err_set(err, LB_ERR_NOMEM, "out of memory");
     }
-    rope_inv_freq(h, inv);
+    lb_rope_inv_freq(h, inv);
     for (int64_t pos = 0; pos < n_ctx; pos++)
         for (int64_t i = 0; i < D / 2; i++) {
             float ang = (float)pos * inv[i];
@@ -141,6 +163,7 @@ lb_status lb_context_new(const lb_model *m, const lb_context_params *p, lb_conte
 
 void lb_context_free(lb_context *c) {
     if (!c) return;
+    lb_cuda_ctx_free(c->gpu);
     lb_pool_free(c->pool);
     free(c->block);
     free(c);
@@ -151,6 +174,8 @@ void lb_context_reset(lb_context *c) {
 }
 
 int64_t lb_context_pos(const lb_context *c) { return c ? c->pos : 0; }
+
+int lb_context_on_gpu(const lb_context *c) { return c && c->gpu; }
 
 /* ---------------------------------------------------------------- building blocks ---------------------- */
 
@@ -310,14 +335,41 @@ lb_status lb_context_eval(lb_context *c, const int32_t *tokens, int64_t n, float
     for (int64_t i = 0; i < n; i += c->n_batch) {
         int64_t T = n - i < c->n_batch ? n - i : c->n_batch;
         float *lg = logits ? (all_logits ? logits + i * V : logits) : NULL;
-        lb_status s = eval_batch(c, tokens + i, T, lg, all_logits, i + T == n, err);
+        lb_status s;
+        if (c->gpu) {
+            int want = !logits ? 0 : all_logits ? 2 : i + T == n;
+            s = lb_cuda_ctx_eval(c->gpu, tokens + i, T, c->pos, want, lg, err);
+            if (s == LB_OK) c->pos += T;
+        } else {
+            s = eval_batch(c, tokens + i, T, lg, all_logits, i + T == n, err);
+        }
         if (s != LB_OK) return s;
     }
     return LB_OK;
 }
 
+lb_status lb_context_score(lb_context *c, const lb_context *base, const int32_t *tokens, int64_t n, double *lse,
+                           double *nll, int64_t *amax, double *kl, lb_error *err) {
+    if (!c || !c->gpu || (base && !base->gpu))
+        return lb_err_set(err, LB_ERR_UNSUPPORTED, "lb_context_score: only contexts on a CUDA device score on the device");
+    if (n < 2 || n > c->n_batch) return lb_err_set(err, LB_ERR_ARG, "lb_context_score: %lld tokens is not one batch", (long long)n);
+    for (int64_t t = 0; t < n; t++)
+        if (tokens[t] < 0 || tokens[t] >= c->m->info.n_vocab)
+            return lb_err_set(err, LB_ERR_ARG, "token id %d at position %lld is outside the vocabulary", tokens[t], (long long)t);
+    lb_context_reset(c);
+    lb_status s = lb_cuda_ctx_eval(c->gpu, tokens, n, 0, 2, NULL, err);
+    if (s == LB_OK) c->pos = n;
+    if (s == LB_OK) s = lb_cuda_ctx_score(c->gpu, base ? base->gpu : NULL, tokens, n, lse, nll, amax, kl, err);
+    return s;
+}
+
+static lb_status no_gpu_layers(const lb_context *c, lb_error *err) {
+    return c->gpu ? lb_err_set(err, LB_ERR_UNSUPPORTED, "one-layer runs for calibration run on the CPU only") : LB_OK;
+}
+
 lb_status lb_context_run_layer_until(lb_context *c, const lb_layer *l, int64_t il, const float *x, int64_t T,
                                      lb_obs_point stop, lb_error *err) {
+    if (no_gpu_layers(c, err)) return LB_ERR_UNSUPPORTED;
     int64_t E = c->m->info.n_embd;
     if (T < 1 || T > c->n_batch || T > c->n_ctx)
         return lb_err_set(err, LB_ERR_ARG, "%lld tokens do not fit one batch of %lld", (long long)T, (long long)c->n_batch);
@@ -331,6 +383,7 @@ lb_status lb_context_run_layer_until(lb_context *c, const lb_layer *l, int64_t i
 }
 
 lb_status lb_context_run_layer(lb_context *c, const lb_layer *l, int64_t il, float *x, int64_t T, lb_error *err) {
+    if (no_gpu_layers(c, err)) return LB_ERR_UNSUPPORTED;
     int64_t E = c->m->info.n_embd;
     if (T < 1 || T > c->n_batch || T > c->n_ctx)
         return lb_err_set(err, LB_ERR_ARG, "%lld tokens do not fit one batch of %lld", (long long)T, (long long)c->n_batch);

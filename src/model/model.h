@@ -54,4 +54,17 @@ lb_status lb_context_run_layer(lb_context *c, const lb_layer *l, int64_t il, flo
 lb_status lb_context_run_layer_until(lb_context *c, const lb_layer *l, int64_t il, const float *x, int64_t T,
                                      lb_obs_point stop, lb_error *err);
 
+/*
+ * Scoring on the device, for eval: run tokens[0..n) from an empty cache (n at most one batch) keeping the
+ * logits on the GPU, then per position i < n-1 the log-sum-exp, NLL of tokens[i+1], argmax and, with a
+ * base context on the same device that last scored the same tokens, KL(base || c) (arrays of n-1). Only
+ * for contexts on a CUDA device (LB_ERR_UNSUPPORTED otherwise).
+ */
+lb_status lb_context_score(lb_context *c, const lb_context *base, const int32_t *tokens, int64_t n, double *lse,
+                           double *nll, int64_t *amax, double *kl, lb_error *err);
+/* 1 when the context runs on a CUDA device. */
+int lb_context_on_gpu(const lb_context *c);
+/* Rotary inverse frequencies inv[0 .. head_dim/2) with the model's frequency scaling (both executors). */
+void lb_rope_inv_freq(const lb_model_info *h, float *inv);
+
 #endif

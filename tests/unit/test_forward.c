@@ -55,7 +55,7 @@ static int64_t argmax(const float *v, int64_t n) {
 
 static float *run_all(const lb_model *m, const int32_t *ids, int64_t n, int threads, int one_by_one) {
     int64_t V = lb_model_get_info(m)->n_vocab;
-    lb_context_params p = {n + 8, threads};
+    lb_context_params p = {n + 8, threads, {LB_DEVICE_CPU, 0}};
     lb_context *c = NULL;
     lb_error e;
     REQUIRE(lb_context_new(m, &p, &c, &e) == LB_OK, "%s", e.msg);
@@ -170,7 +170,7 @@ static void test_consistency(void) {
     free(b);
     free(c);
     /* a context that is too short and an out-of-vocabulary token are errors, not crashes */
-    lb_context_params p = {8, 1};
+    lb_context_params p = {8, 1, {LB_DEVICE_CPU, 0}};
     lb_context *c2 = NULL;
     REQUIRE(lb_context_new(m, &p, &c2, &e) == LB_OK, "%s", e.msg);
     CHECK(lb_context_eval(c2, ids, 9, NULL, 0, &e) == LB_ERR_ARG && strstr(e.msg, "do not fit"), "%s", e.msg);
@@ -212,7 +212,7 @@ static void test_run_layer_until(void) {
     lb_error e;
     REQUIRE(lb_model_load("models/tiny", &m, &e) == LB_OK, "%s", e.msg);
     const int64_t E = lb_model_get_info(m)->n_embd, T = 24, il = 1;
-    lb_context_params p = {64, 2};
+    lb_context_params p = {64, 2, {LB_DEVICE_CPU, 0}};
     lb_context *c = NULL;
     REQUIRE(lb_context_new(m, &p, &c, &e) == LB_OK, "%s", e.msg);
     float *x = malloc((size_t)(T * E) * sizeof *x), *x0 = malloc((size_t)(T * E) * sizeof *x0);

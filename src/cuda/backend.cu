@@ -1,0 +1,559 @@
+/*
+ * backend.cu - the CUDA executor of the forward pass (cuda.h): device checks, weight upload, cuBLAS
+ * loaded at first use, and the layer driver, which mirrors layer_forward in model/forward.c step by step.
+ *
+ * The CUDA runtime is linked statically and touches the driver only when a context is created, so a CUDA
+ * build runs every CPU path on a machine with no GPU or driver. cuBLAS is opened with dlopen the first
+ * time a GPU context needs it (for prompts of more than LB_CUDA_MV_MAX tokens), for the same reason.
+ */
+#include "kernels.cuh"
+
+#include <cublas_v2.h>
+#include <dlfcn.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+extern "C" {
+#include "../model/model.h"
+#include "cuda.h"
+}
+
+/* Elements of the F16 scratch a prompt's weight tile is dequantized into (64 Mi = 128 MiB). */
+#define WSCRATCH_ELEMS ((size_t)64 << 20)
+
+/* ---------------------------------------------------------------- errors ------------------------------------ */
+
+static lb_status cuda_fail(lb_error *err, cudaError_t e, const char *what) {
+    if (e == cudaErrorMemoryAllocation)
+        return lb_err_set(err, LB_ERR_DEVICE, "CUDA: out of GPU memory %s", what);
+    return lb_err_set(err, LB_ERR_DEVICE, "CUDA error %s: %s", what, cudaGetErrorString(e));
+}
+#define CK(call, what)                                                                                              \
+    do {                                                                                                            \
+        cudaError_t e_ = (call);                                                                                    \
+        if (e_ != cudaSuccess) return cuda_fail(err, e_, what);                                                     \
+    } while (0)
+
+/* Select device `dev`, with the reason when there is none. */
+static lb_status use_device(int dev, lb_error *err) {
+    int n = 0;
+    cudaError_t e = cudaGetDeviceCount(&n);
+    if (e != cudaSuccess) {
+        cudaGetLastError();
+        if (e == cudaErrorInsufficientDriver) /* also what the runtime says when there is no driver at all */
+            return lb_err_set(err, LB_ERR_DEVICE, "no CUDA driver/device: no NVIDIA driver new enough for CUDA 13 (%s)",
+                              cudaGetErrorString(e));
+        return lb_err_set(err, LB_ERR_DEVICE, "no CUDA driver/device: %s", cudaGetErrorString(e));
+    }
+    if (n == 0) return lb_err_set(err, LB_ERR_DEVICE, "no CUDA driver/device: no CUDA device found");
+    if (dev < 0 || dev >= n)
+        return lb_err_set(err, LB_ERR_DEVICE, "CUDA device %d does not exist (this machine has %d: cuda:0..cuda:%d)", dev, n,
+                          n - 1);
+    CK(cudaSetDevice(dev), "selecting the device");
+    return LB_OK;
+}
+
+/* ---------------------------------------------------------------- cuBLAS, loaded at first use --------------- */
+
+typedef cublasStatus_t (*create_fn)(cublasHandle_t *);
+typedef cublasStatus_t (*destroy_fn)(cublasHandle_t);
+typedef cublasStatus_t (*stream_fn)(cublasHandle_t, cudaStream_t);
+typedef cublasStatus_t (*gemm_fn)(cublasHandle_t, cublasOperation_t, cublasOperation_t, int, int, int, const void *,
+                                  const void *, cudaDataType, int, const void *, cudaDataType, int, const void *, void *,
+                                  cudaDataType, int, cublasComputeType_t, cublasGemmAlgo_t);
+static struct {
+    int tried;
+    create_fn create;
+    destroy_fn destroy;
+    stream_fn set_stream;
+    gemm_fn gemm;
+    char why[256];
+} blas;
+
+static lb_status blas_load(lb_error *err) {
+    if (!blas.tried) {
+        blas.tried = 1;
+        const char *names[] = {"libcublas.so.13", "libcublas.so", "/usr/local/cuda/lib64/libcublas.so.13"};
+        void *h = NULL;
+        for (size_t i = 0; !h && i < sizeof names / sizeof names[0]; i++) h = dlopen(names[i], RTLD_NOW | RTLD_LOCAL);
+        if (!h) {
+            snprintf(blas.why, sizeof blas.why, "cannot load cuBLAS (libcublas.so.13): %s", dlerror());
+        } else {
+            blas.create = (create_fn)dlsym(h, "cublasCreate_v2");
+            blas.destroy = (destroy_fn)dlsym(h, "cublasDestroy_v2");
+            blas.gemm = (gemm_fn)dlsym(h, "cublasGemmEx");
+            blas.set_stream = (stream_fn)dlsym(h, "cublasSetStream_v2");
+            if (!blas.create || !blas.destroy || !blas.gemm || !blas.set_stream) snprintf(blas.why, sizeof blas.why, "libcublas lacks cublasGemmEx");
+        }
+    }
+    if (blas.why[0]) return lb_err_set(err, LB_ERR_DEVICE, "%s", blas.why);
+    return LB_OK;
+}
+
+/* ---------------------------------------------------------------- matrix products --------------------------- */
+
+/* What a weight product needs besides its operands: a cuBLAS handle and F16 scratch, made at first use. */
+typedef struct mm_ws {
+    cublasHandle_t blas;
+    __half *w16;   /* WSCRATCH_ELEMS */
+    __half *x16;   /* x16_elems */
+    size_t x16_elems;
+} mm_ws;
+
+/* x16 of at least x_elems; with blas, also the cuBLAS handle and the weight scratch */
+static lb_status mm_ws_ready(mm_ws *ws, size_t x_elems, bool blas_too, lb_error *err) {
+    if (blas_too && !ws->blas) {
+        lb_status s = blas_load(err);
+        if (s != LB_OK) return s;
+        if (blas.create(&ws->blas) != CUBLAS_STATUS_SUCCESS) return lb_err_set(err, LB_ERR_DEVICE, "cuBLAS: cannot create a handle");
+        blas.set_stream(ws->blas, lb_cu_stream);
+        CK(cudaMalloc((void **)&ws->w16, WSCRATCH_ELEMS * sizeof(__half)), "for the weight scratch");
+    }
+    if (ws->x16_elems < x_elems) {
+        cudaFree(ws->x16);
+        ws->x16 = NULL;
+        ws->x16_elems = 0;
+        CK(cudaMalloc((void **)&ws->x16, x_elems * sizeof(__half)), "for the activation scratch");
+        ws->x16_elems = x_elems;
+    }
+    return LB_OK;
+}
+
+static void mm_ws_free(mm_ws *ws) {
+    if (ws->blas) blas.destroy(ws->blas);
+    cudaFree(ws->w16);
+    cudaFree(ws->x16);
+    memset(ws, 0, sizeof *ws);
+}
+
+/* out (T, ldo) = x (T, K) . W^T: fused kernels for few tokens, else F16 tiles of W through cuBLAS. */
+static lb_status mm(mm_ws *ws, const float *x, int64_t T, const dweight *w, float *out, int64_t ldo, int force, lb_error *err) {
+    const int64_t K = w->cols, N = w->rows;
+    const int path = force >= 0 ? force : T <= LB_CUDA_MV_MAX ? 0 : 1;
+    lb_status s = mm_ws_ready(ws, (size_t)(T * K), path == 1, err);
+    if (s != LB_OK) return s;
+    cu_f32_to_f16(x, T * K, ws->x16);
+    if (path == 0) {
+        cu_matvec(w, ws->x16, (int)T, out, ldo);
+        CK(cudaGetLastError(), "in a weight product");
+        return LB_OK;
+    }
+    const int64_t tile = (int64_t)(WSCRATCH_ELEMS / (size_t)K) < N ? (int64_t)(WSCRATCH_ELEMS / (size_t)K) : N;
+    const float one = 1.0f, zero = 0.0f;
+    for (int64_t r0 = 0; r0 < N; r0 += tile) {
+        const int64_t R = N - r0 < tile ? N - r0 : tile;
+        const __half *wt = ws->w16;
+        if (w->type == LB_TYPE_F16) wt = (const __half *)(w->data + (size_t)r0 * w->row_bytes); /* used in place */
+        else cu_dequant_f16(w, r0, R, ws->w16);
+        cublasStatus_t bs = blas.gemm(ws->blas, CUBLAS_OP_T, CUBLAS_OP_N, (int)R, (int)T, (int)K, &one, wt, CUDA_R_16F,
+                                      (int)K, ws->x16, CUDA_R_16F, (int)K, &zero, out + r0, CUDA_R_32F, (int)ldo,
+                                      CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT);
+        if (bs != CUBLAS_STATUS_SUCCESS) return lb_err_set(err, LB_ERR_DEVICE, "cuBLAS GemmEx failed (status %d)", (int)bs);
+    }
+    CK(cudaGetLastError(), "in a weight product");
+    return LB_OK;
+}
+
+/* ---------------------------------------------------------------- the context ------------------------------- */
+
+typedef struct dlayer {
+    float *attn_norm, *ffn_norm, *q_norm, *k_norm;
+    dweight wq, wk, wv, wo, w_gate, w_up, w_down;
+    float *bq, *bk, *bv, *bo, *b_gate, *b_up, *b_down;
+} dlayer;
+
+#define MAX_ALLOCS 4096
+
+struct lb_cuda_ctx {
+    const lb_model *m;
+    int dev;
+    int64_t n_ctx, n_batch, last_T;
+    dweight tok, out;
+    float *out_norm;
+    dlayer *L;
+    __half *kc, *vc;             /* (n_layer, n_ctx, kvd) */
+    float *cs, *sn;              /* (n_ctx, D/2) */
+    float *x, *xn, *q, *k, *v, *att, *g, *u, *tmp; /* n_batch rows */
+    float *logits;               /* (n_batch, V) */
+    int32_t *tok_d;              /* n_batch */
+    double *lse, *nll, *kl;      /* n_batch */
+    long long *amax;             /* n_batch */
+    mm_ws ws;
+    cudaStream_t st;             /* every kernel and copy of the context */
+    int64_t *pos_d;              /* position of the batch's first token, read by the kernels */
+    int64_t *pin_pos;            /* pinned host staging of the position, the token ids and one row of logits */
+    int32_t *pin_tok;
+    float *pin_logits;
+    cudaGraphExec_t decode;      /* one decode step (1 token, last logits), captured at first use */
+    int decode_state;            /* 0: not tried, 1: captured, -1: capture failed (run without) */
+    float *host;                 /* observer staging, n_batch * max width */
+    lb_observer_fn obs;
+    void *obs_user;
+    void *allocs[MAX_ALLOCS];
+    int n_allocs;
+};
+
+static lb_status dalloc(lb_cuda_ctx *g, void **p, size_t bytes, const char *what, lb_error *err) {
+    if (g->n_allocs == MAX_ALLOCS) return lb_err_set(err, LB_ERR_DEVICE, "CUDA: too many device buffers");
+    cudaError_t e = cudaMalloc(p, bytes ? bytes : 16);
+    if (e != cudaSuccess) {
+        cudaGetLastError();
+        return lb_err_set(err, LB_ERR_DEVICE, "CUDA: out of GPU memory allocating %.1f MiB for %s", (double)bytes / 1048576.0,
+                          what);
+    }
+    g->allocs[g->n_allocs++] = *p;
+    return LB_OK;
+}
+
+static lb_status upload(lb_cuda_ctx *g, void **dst, const void *src, size_t bytes, const char *what, lb_error *err) {
+    lb_status s = dalloc(g, dst, bytes, what, err);
+    if (s != LB_OK) return s;
+    CK(cudaMemcpy(*dst, src, bytes, cudaMemcpyHostToDevice), "uploading a weight");
+    return LB_OK;
+}
+
+static lb_status upload_vec(lb_cuda_ctx *g, float **dst, const float *src, int64_t n, lb_error *err) {
+    *dst = NULL;
+    if (!src) return LB_OK;
+    return upload(g, (void **)dst, src, (size_t)n * sizeof(float), "a norm or bias vector", err);
+}
+
+static lb_status upload_weight(lb_cuda_ctx *g, dweight *d, const lb_weight *w, const char *what, lb_error *err) {
+    if (!cu_type_supported(w->type))
+        return lb_err_set(err, LB_ERR_UNSUPPORTED, "%s: type %s has no CUDA kernels", what, lb_type_name(w->type));
+    if (w->cols % 32)
+        return lb_err_set(err, LB_ERR_UNSUPPORTED, "%s: row length %lld is not a multiple of 32, which the CUDA kernels need",
+                          what, (long long)w->cols);
+    d->type = w->type;
+    d->rows = w->rows;
+    d->cols = w->cols;
+    d->row_bytes = lb_weight_row_bytes(w);
+    return upload(g, (void **)&d->data, w->data, d->row_bytes * (size_t)w->rows, what, err);
+}
+
+static lb_status upload_layer(lb_cuda_ctx *g, const lb_layer *l, dlayer *d, lb_error *err) {
+    const lb_model_info *h = &g->m->info;
+    const int64_t E = h->n_embd, D = h->head_dim, qd = h->n_head * D, kvd = h->n_head_kv * D, F = h->n_ff;
+    lb_status s = LB_OK;
+    const lb_weight *ws[] = {&l->wq, &l->wk, &l->wv, &l->wo, &l->w_gate, &l->w_up, &l->w_down};
+    dweight *ds[] = {&d->wq, &d->wk, &d->wv, &d->wo, &d->w_gate, &d->w_up, &d->w_down};
+    const char *names[] = {"attn_q", "attn_k", "attn_v", "attn_output", "ffn_gate", "ffn_up", "ffn_down"};
+    for (int i = 0; s == LB_OK && i < 7; i++) s = upload_weight(g, ds[i], ws[i], names[i], err);
+    float *const *src[] = {&l->attn_norm, &l->ffn_norm, &l->q_norm, &l->k_norm, &l->bq, &l->bk, &l->bv,
+                           &l->bo, &l->b_gate, &l->b_up, &l->b_down};
+    float **dst[] = {&d->attn_norm, &d->ffn_norm, &d->q_norm, &d->k_norm, &d->bq, &d->bk, &d->bv,
+                     &d->bo, &d->b_gate, &d->b_up, &d->b_down};
+    const int64_t len[] = {E, E, D, D, qd, kvd, kvd, E, F, F, E};
+    for (int i = 0; s == LB_OK && i < 11; i++) s = upload_vec(g, dst[i], *src[i], len[i], err);
+    return s;
+}
+
+static size_t model_device_bytes(const lb_model *m) {
+    size_t b = 0;
+    const lb_weight *tied = m->output.data == m->tok_embd.data ? NULL : &m->output;
+    b += lb_weight_row_bytes(&m->tok_embd) * (size_t)m->tok_embd.rows;
+    if (tied) b += lb_weight_row_bytes(tied) * (size_t)tied->rows;
+    for (int64_t i = 0; i < m->info.n_layer; i++) {
+        const lb_layer *l = &m->layers[i];
+        const lb_weight *ws[] = {&l->wq, &l->wk, &l->wv, &l->wo, &l->w_gate, &l->w_up, &l->w_down};
+        for (int j = 0; j < 7; j++) b += lb_weight_row_bytes(ws[j]) * (size_t)ws[j]->rows;
+    }
+    return b;
+}
+
+static lb_status alloc_state(lb_cuda_ctx *g, lb_error *err) {
+    const lb_model_info *h = &g->m->info;
+    const int64_t B = g->n_batch, E = h->n_embd, D = h->head_dim, qd = h->n_head * D, kvd = h->n_head_kv * D, F = h->n_ff;
+    const int64_t V = h->n_vocab, C = g->n_ctx, L = h->n_layer;
+    lb_status s = LB_OK;
+    float **fp[] = {&g->x, &g->xn, &g->q, &g->k, &g->v, &g->att, &g->g, &g->u, &g->tmp, &g->logits};
+    const int64_t fn[] = {B * E, B * E, B * qd, B * kvd, B * kvd, B * qd, B * F, B * F, B * E, B * V};
+    for (int i = 0; s == LB_OK && i < 10; i++) s = dalloc(g, (void **)fp[i], (size_t)fn[i] * sizeof(float), "activations", err);
+    if (s == LB_OK) s = dalloc(g, (void **)&g->kc, (size_t)(L * C * kvd) * sizeof(__half), "the KV cache", err);
+    if (s == LB_OK) s = dalloc(g, (void **)&g->vc, (size_t)(L * C * kvd) * sizeof(__half), "the KV cache", err);
+    if (s == LB_OK) s = dalloc(g, (void **)&g->tok_d, (size_t)B * sizeof(int32_t), "token ids", err);
+    if (s == LB_OK) s = dalloc(g, (void **)&g->lse, (size_t)B * sizeof(double), "scores", err);
+    if (s == LB_OK) s = dalloc(g, (void **)&g->nll, (size_t)B * sizeof(double), "scores", err);
+    if (s == LB_OK) s = dalloc(g, (void **)&g->kl, (size_t)B * sizeof(double), "scores", err);
+    if (s == LB_OK) s = dalloc(g, (void **)&g->amax, (size_t)B * sizeof(long long), "scores", err);
+    if (s == LB_OK) s = dalloc(g, (void **)&g->pos_d, sizeof(int64_t), "the position", err);
+    int64_t kmax = E > qd ? E : qd;
+    kmax = kmax > F ? kmax : F;
+    if (s == LB_OK) s = mm_ws_ready(&g->ws, (size_t)(B * kmax), false, err); /* before any graph capture */
+    if (s == LB_OK) CK(cudaStreamCreateWithFlags(&g->st, cudaStreamNonBlocking), "creating a stream");
+    if (s == LB_OK) CK(cudaMallocHost((void **)&g->pin_pos, sizeof(int64_t) + (size_t)B * sizeof(int32_t) + (size_t)V * sizeof(float) + 64),
+                       "allocating pinned host memory");
+    if (s == LB_OK) {
+        g->pin_tok = (int32_t *)(g->pin_pos + 1);
+        g->pin_logits = (float *)((uintptr_t)(g->pin_tok + B + 16) & ~(uintptr_t)15);
+    }
+    if (s == LB_OK && cu_attention_prepare((int)h->n_head, (int)h->n_head_kv, (int)D, C) != cudaSuccess) {
+        cudaGetLastError();
+        s = lb_err_set(err, LB_ERR_UNSUPPORTED, "CUDA: a %lld-token context does not fit the attention kernel's shared memory",
+                       (long long)C);
+    }
+    return s;
+}
+
+/* the CPU's rotary tables (forward.c computes them the same way), uploaded */
+static lb_status rope_tables(lb_cuda_ctx *g, lb_error *err) {
+    const lb_model_info *h = &g->m->info;
+    const int64_t D = h->head_dim, C = g->n_ctx, n = C * (D / 2);
+    float *cs = (float *)malloc((size_t)n * sizeof(float)), *sn = (float *)malloc((size_t)n * sizeof(float));
+    float *inv = (float *)malloc((size_t)(D / 2 + 1) * sizeof(float));
+    lb_status s = cs && sn && inv ? LB_OK : lb_err_set(err, LB_ERR_NOMEM, "out of memory");
+    if (s == LB_OK) {
+        lb_rope_inv_freq(h, inv);
+        for (int64_t p = 0; p < C; p++)
+            for (int64_t i = 0; i < D / 2; i++) {
+                float ang = (float)p * inv[i];
+                cs[p * (D / 2) + i] = (float)cos((double)ang);
+                sn[p * (D / 2) + i] = (float)sin((double)ang);
+            }
+        s = upload(g, (void **)&g->cs, cs, (size_t)n * sizeof(float), "rotary tables", err);
+        if (s == LB_OK) s = upload(g, (void **)&g->sn, sn, (size_t)n * sizeof(float), "rotary tables", err);
+    }
+    free(cs);
+    free(sn);
+    free(inv);
+    return s;
+}
+
+extern "C" lb_status lb_cuda_ctx_new(const lb_model *m, int device, int64_t n_ctx, int64_t n_batch, lb_cuda_ctx **out,
+                                     lb_error *err) {
+    lb_status s = use_device(device, err);
+    if (s != LB_OK) return s;
+    const lb_model_info *h = &m->info;
+    size_t free_b = 0, total_b = 0, need = model_device_bytes(m);
+    CK(cudaMemGetInfo(&free_b, &total_b), "reading free memory");
+    if (need > free_b)
+        return lb_err_set(err, LB_ERR_DEVICE, "CUDA device %d: the weights need %.1f MiB, %.1f MiB of %.1f MiB are free", device,
+                          need / 1048576.0, free_b / 1048576.0, total_b / 1048576.0);
+    lb_cuda_ctx *g = (lb_cuda_ctx *)calloc(1, sizeof *g);
+    if (!g) return lb_err_set(err, LB_ERR_NOMEM, "out of memory");
+    g->m = m;
+    g->dev = device;
+    g->n_ctx = n_ctx;
+    g->n_batch = n_batch;
+    g->L = (dlayer *)calloc((size_t)h->n_layer, sizeof(dlayer));
+    if (!g->L) s = lb_err_set(err, LB_ERR_NOMEM, "out of memory");
+    if (s == LB_OK) s = upload_weight(g, &g->tok, &m->tok_embd, "token_embd", err);
+    if (s == LB_OK && m->output.data == m->tok_embd.data) g->out = g->tok;
+    else if (s == LB_OK) s = upload_weight(g, &g->out, &m->output, "output", err);
+    if (s == LB_OK) s = upload_vec(g, &g->out_norm, m->out_norm, h->n_embd, err);
+    for (int64_t i = 0; s == LB_OK && i < h->n_layer; i++) {
+        s = upload_layer(g, &m->layers[i], &g->L[i], err);
+        if (s != LB_OK) lb_err_prefix(err, s, "layer %lld", (long long)i);
+    }
+    if (s == LB_OK) s = alloc_state(g, err);
+    if (s == LB_OK) s = rope_tables(g, err);
+    if (s != LB_OK) {
+        lb_cuda_ctx_free(g);
+        return s;
+    }
+    *out = g;
+    return LB_OK;
+}
+
+extern "C" void lb_cuda_ctx_free(lb_cuda_ctx *g) {
+    if (!g) return;
+    cudaSetDevice(g->dev);
+    lb_cu_stream = g->st;
+    mm_ws_free(&g->ws);
+    if (g->decode) cudaGraphExecDestroy(g->decode);
+    if (g->st) cudaStreamDestroy(g->st);
+    cudaFreeHost(g->pin_pos);
+    lb_cu_stream = 0;
+    for (int i = 0; i < g->n_allocs; i++) cudaFree(g->allocs[i]);
+    free(g->L);
+    free(g->host);
+    free(g);
+}
+
+extern "C" void lb_cuda_ctx_set_observer(lb_cuda_ctx *g, lb_observer_fn fn, void *user) {
+    if (!g) return;
+    g->obs = fn;
+    g->obs_user = user;
+}
+
+/* the observer gets a host copy of a device activation */
+static lb_status observe(lb_cuda_ctx *g, int64_t layer, lb_obs_point pt, const float *x, int64_t T, int64_t dim, lb_error *err) {
+    if (!g->obs) return LB_OK;
+    const lb_model_info *h = &g->m->info;
+    if (!g->host) {
+        int64_t w = h->n_embd > h->n_ff ? h->n_embd : h->n_ff;
+        if (h->n_head * h->head_dim > w) w = h->n_head * h->head_dim;
+        g->host = (float *)malloc((size_t)(g->n_batch * w) * sizeof(float));
+        if (!g->host) return lb_err_set(err, LB_ERR_NOMEM, "out of memory");
+    }
+    CK(cudaMemcpyAsync(g->host, x, (size_t)(T * dim) * sizeof(float), cudaMemcpyDeviceToHost, g->st), "copying an activation");
+    CK(cudaStreamSynchronize(g->st), "copying an activation");
+    g->obs(g->obs_user, layer, pt, g->host, T, dim);
+    return LB_OK;
+}
+
+#define TRY(call)                                                                                                   \
+    do {                                                                                                            \
+        lb_status s_ = (call);                                                                                      \
+        if (s_ != LB_OK) return s_;                                                                                 \
+    } while (0)
+
+/* pos0: the batch's first position, also in g->pos_d; max_n: a bound of pos0 + T for the attention kernel */
+static lb_status layer_forward(lb_cuda_ctx *g, const dlayer *l, int64_t il, int64_t T, int64_t max_n, lb_error *err) {
+    const lb_model_info *h = &g->m->info;
+    const int64_t E = h->n_embd, D = h->head_dim, H = h->n_head, KV = h->n_head_kv, F = h->n_ff;
+    const int64_t qd = H * D, kvd = KV * D;
+    const float eps = h->rms_eps;
+    cu_rmsnorm(g->x, l->attn_norm, g->xn, T, (int)E, E, eps);
+    TRY(observe(g, il, LB_OBS_ATTN_IN, g->xn, T, E, err));
+    TRY(mm(&g->ws, g->xn, T, &l->wq, g->q, qd, -1, err));
+    TRY(mm(&g->ws, g->xn, T, &l->wk, g->k, kvd, -1, err));
+    TRY(mm(&g->ws, g->xn, T, &l->wv, g->v, kvd, -1, err));
+    if (l->bq) cu_add_bias(g->q, l->bq, (int)T, (int)qd);
+    if (l->bk) cu_add_bias(g->k, l->bk, (int)T, (int)kvd);
+    if (l->bv) cu_add_bias(g->v, l->bv, (int)T, (int)kvd);
+    if (l->q_norm) {
+        cu_rmsnorm(g->q, l->q_norm, g->q, T * H, (int)D, D, eps);
+        cu_rmsnorm(g->k, l->k_norm, g->k, T * KV, (int)D, D, eps);
+    }
+    cu_rope(g->q, (int)T, (int)H, (int)D, g->cs, g->sn, g->pos_d, g->m->rope_interleaved);
+    cu_rope(g->k, (int)T, (int)KV, (int)D, g->cs, g->sn, g->pos_d, g->m->rope_interleaved);
+    const size_t lo = (size_t)(il * g->n_ctx * kvd);
+    cu_kv_store(g->k, g->v, (int)T, (int)kvd, g->kc + lo, g->vc + lo, g->pos_d);
+    cu_attention(g->q, g->kc + lo, g->vc + lo, g->att, (int)T, (int)H, (int)KV, (int)D, g->pos_d, max_n);
+    CK(cudaGetLastError(), "in attention");
+    TRY(observe(g, il, LB_OBS_ATTN_OUT_IN, g->att, T, qd, err));
+    TRY(mm(&g->ws, g->att, T, &l->wo, g->tmp, E, -1, err));
+    if (l->bo) cu_add_bias(g->tmp, l->bo, (int)T, (int)E);
+    cu_add(g->x, g->tmp, T * E);
+    cu_rmsnorm(g->x, l->ffn_norm, g->xn, T, (int)E, E, eps);
+    TRY(observe(g, il, LB_OBS_FFN_IN, g->xn, T, E, err));
+    TRY(mm(&g->ws, g->xn, T, &l->w_gate, g->g, F, -1, err));
+    TRY(mm(&g->ws, g->xn, T, &l->w_up, g->u, F, -1, err));
+    if (l->b_gate) cu_add_bias(g->g, l->b_gate, (int)T, (int)F);
+    if (l->b_up) cu_add_bias(g->u, l->b_up, (int)T, (int)F);
+    cu_silu_mul(g->g, g->u, T * F);
+    TRY(observe(g, il, LB_OBS_FFN_DOWN_IN, g->g, T, F, err));
+    TRY(mm(&g->ws, g->g, T, &l->w_down, g->tmp, E, -1, err));
+    if (l->b_down) cu_add_bias(g->tmp, l->b_down, (int)T, (int)E);
+    cu_add(g->x, g->tmp, T * E);
+    return LB_OK;
+}
+
+/* The work of one batch whose token ids and position are in pinned memory: copies in, layers, logits. */
+static lb_status forward(lb_cuda_ctx *g, int64_t T, int want, int64_t max_n, lb_error *err) {
+    const lb_model_info *h = &g->m->info;
+    const int64_t E = h->n_embd, V = h->n_vocab;
+    CK(cudaMemcpyAsync(g->pos_d, g->pin_pos, sizeof(int64_t), cudaMemcpyHostToDevice, g->st), "uploading the position");
+    CK(cudaMemcpyAsync(g->tok_d, g->pin_tok, (size_t)T * sizeof(int32_t), cudaMemcpyHostToDevice, g->st), "uploading token ids");
+    cu_embed(&g->tok, g->tok_d, (int)T, g->x);
+    for (int64_t il = 0; il < h->n_layer; il++) TRY(layer_forward(g, &g->L[il], il, T, max_n, err));
+    if (want == 2) {
+        cu_rmsnorm(g->x, g->out_norm, g->xn, T, (int)E, E, h->rms_eps);
+        TRY(observe(g, -1, LB_OBS_OUTPUT_IN, g->xn, T, E, err));
+        TRY(mm(&g->ws, g->xn, T, &g->out, g->logits, V, -1, err));
+    } else if (want == 1) {
+        cu_rmsnorm(g->x + (T - 1) * E, g->out_norm, g->xn, 1, (int)E, E, h->rms_eps);
+        TRY(mm(&g->ws, g->xn, 1, &g->out, g->logits, V, -1, err));
+        CK(cudaMemcpyAsync(g->pin_logits, g->logits, (size_t)V * sizeof(float), cudaMemcpyDeviceToHost, g->st), "reading logits");
+    }
+    return LB_OK;
+}
+
+/* Capture one decode step (1 token, last logits) as a graph: the position and token come from pinned memory,
+ * so the same graph replays at every position. On failure decoding goes on without it. */
+static void capture_decode(lb_cuda_ctx *g) {
+    g->decode_state = -1;
+    if (g->obs) return;
+    cudaGraph_t graph = NULL;
+    lb_error e;
+    if (cudaStreamBeginCapture(g->st, cudaStreamCaptureModeThreadLocal) != cudaSuccess) {
+        cudaGetLastError();
+        return;
+    }
+    lb_status s = forward(g, 1, 1, g->n_ctx, &e);
+    cudaError_t ce = cudaStreamEndCapture(g->st, &graph);
+    if (s == LB_OK && ce == cudaSuccess && cudaGraphInstantiate(&g->decode, graph, 0) == cudaSuccess) g->decode_state = 1;
+    if (graph) cudaGraphDestroy(graph);
+    cudaGetLastError();
+}
+
+extern "C" lb_status lb_cuda_ctx_eval(lb_cuda_ctx *g, const int32_t *tokens, int64_t T, int64_t pos0, int want, float *logits,
+                                      lb_error *err) {
+    const int64_t V = g->m->info.n_vocab;
+    if (T < 1 || T > g->n_batch || pos0 + T > g->n_ctx) return lb_err_set(err, LB_ERR_ARG, "lb_cuda_ctx_eval: bad batch");
+    CK(cudaSetDevice(g->dev), "selecting the device");
+    lb_cu_stream = g->st;
+    CK(cudaStreamSynchronize(g->st), "waiting for the device");
+    *g->pin_pos = pos0;
+    memcpy(g->pin_tok, tokens, (size_t)T * sizeof(int32_t));
+    g->last_T = 0;
+    if (T == 1 && want == 1 && !g->obs && g->decode_state == 0 && !getenv("LB_CUDA_NO_GRAPH")) capture_decode(g);
+    if (T == 1 && want == 1 && !g->obs && g->decode_state == 1) {
+        CK(cudaGraphLaunch(g->decode, g->st), "replaying the decode step");
+    } else {
+        TRY(forward(g, T, want, pos0 + T, err));
+    }
+    CK(cudaStreamSynchronize(g->st), "running the forward pass");
+    if (want == 2) g->last_T = T;
+    if (want == 2 && logits) CK(cudaMemcpy(logits, g->logits, (size_t)(T * V) * sizeof(float), cudaMemcpyDeviceToHost), "reading logits");
+    if (want == 1 && logits) memcpy(logits, g->pin_logits, (size_t)V * sizeof(float));
+    return LB_OK;
+}
+
+extern "C" lb_status lb_cuda_ctx_score(lb_cuda_ctx *g, const lb_cuda_ctx *base, const int32_t *tokens, int64_t T, double *lse,
+                                       double *nll, int64_t *amax, double *kl, lb_error *err) {
+    if (g->last_T != T || (base && base->last_T != T))
+        return lb_err_set(err, LB_ERR_ARG, "lb_cuda_ctx_score: the logits of %lld tokens are not on the device", (long long)T);
+    if (base && base->dev != g->dev)
+        return lb_err_set(err, LB_ERR_ARG, "the base model runs on cuda:%d, the model on cuda:%d: scoring needs one device",
+                          base->dev, g->dev);
+    CK(cudaSetDevice(g->dev), "selecting the device");
+    lb_cu_stream = g->st;
+    const int64_t V = g->m->info.n_vocab, n = T - 1;
+    CK(cudaMemcpyAsync(g->tok_d, tokens + 1, (size_t)n * sizeof(int32_t), cudaMemcpyHostToDevice, g->st), "uploading token ids");
+    cu_score(g->logits, V, g->tok_d, (int)n, base ? base->logits : NULL, base ? base->lse : NULL, g->lse, g->nll, g->amax,
+             base ? g->kl : NULL);
+    CK(cudaGetLastError(), "scoring");
+    CK(cudaStreamSynchronize(g->st), "scoring");
+    if (lse) CK(cudaMemcpy(lse, g->lse, (size_t)n * sizeof(double), cudaMemcpyDeviceToHost), "reading scores");
+    CK(cudaMemcpy(nll, g->nll, (size_t)n * sizeof(double), cudaMemcpyDeviceToHost), "reading scores");
+    CK(cudaMemcpy(amax, g->amax, (size_t)n * sizeof(int64_t), cudaMemcpyDeviceToHost), "reading scores");
+    if (base && kl) CK(cudaMemcpy(kl, g->kl, (size_t)n * sizeof(double), cudaMemcpyDeviceToHost), "reading scores");
+    return LB_OK;
+}
+
+/* ---------------------------------------------------------------- test entry ------------------------------- */
+
+extern "C" lb_status lb_cuda_test_matmul(int device, lb_type type, const void *w, int64_t N, int64_t K, const float *x,
+                                         int64_t T, float *out, int path, lb_error *err) {
+    lb_status s = use_device(device, err);
+    if (s != LB_OK) return s;
+    lb_cu_stream = 0;
+    if (!cu_type_supported(type) || K % 32) return lb_err_set(err, LB_ERR_UNSUPPORTED, "no CUDA kernel for this shape or type");
+    const size_t rb = lb_type_row_size(type, K);
+    dweight d = {type, NULL, N, K, rb};
+    float *xd = NULL, *od = NULL;
+    const size_t out_n = (size_t)(path == 2 ? N * K : T * N);
+    mm_ws ws;
+    memset(&ws, 0, sizeof ws);
+    CK(cudaMalloc((void **)&d.data, rb * (size_t)N), "test weights");
+    cudaError_t e = cudaMalloc((void **)&xd, (size_t)(T * K) * sizeof(float) + 16);
+    if (e == cudaSuccess) e = cudaMalloc((void **)&od, out_n * sizeof(float));
+    if (e == cudaSuccess) e = cudaMemcpy((void *)d.data, w, rb * (size_t)N, cudaMemcpyHostToDevice);
+    if (e == cudaSuccess && T) e = cudaMemcpy(xd, x, (size_t)(T * K) * sizeof(float), cudaMemcpyHostToDevice);
+    if (e == cudaSuccess) e = cudaMemset(od, 0xff, out_n * sizeof(float)); /* NaN: every output must be written */
+    if (e != cudaSuccess) s = cuda_fail(err, e, "in the matmul test");
+    if (s == LB_OK && path == 2) cu_dequant_f32(&d, 0, N, od);
+    else if (s == LB_OK) s = mm(&ws, xd, T, &d, od, N, path, err);
+    if (s == LB_OK && (e = cudaDeviceSynchronize()) != cudaSuccess) s = cuda_fail(err, e, "in the matmul test");
+    if (s == LB_OK && (e = cudaMemcpy(out, od, out_n * sizeof(float), cudaMemcpyDeviceToHost)) != cudaSuccess)
+        s = cuda_fail(err, e, "reading the test result");
+    mm_ws_free(&ws);
+    cudaFree((void *)d.data);
+    cudaFree(xd);
+    cudaFree(od);
+    return s;
+}

@@ -1,0 +1,59 @@
+/*
+ * cuda.h - the CUDA executor of the forward pass, as the model layer sees it (C, opaque handles).
+ *
+ * model/forward.c owns lb_context and hands a context whose device is CUDA to this executor: one GPU
+ * context per lb_context, holding the model's weights uploaded once in their stored types, an F16 KV
+ * cache, activations and scratch on the GPU. The layer steps mirror forward.c's layer_forward one for
+ * one (same order, same observer points), so a change to the model's arithmetic is made in both.
+ * Without the CUDA build (LB_HAVE_CUDA undefined) every entry point fails with LB_ERR_DEVICE.
+ */
+#ifndef LB_CUDA_H
+#define LB_CUDA_H
+
+#include "../core/core.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+struct lb_model;
+typedef struct lb_cuda_ctx lb_cuda_ctx;
+
+/* Upload m's weights to CUDA device `device` and allocate an n_ctx-token F16 KV cache plus activations for
+ * n_batch tokens. */
+lb_status lb_cuda_ctx_new(const struct lb_model *m, int device, int64_t n_ctx, int64_t n_batch, lb_cuda_ctx **out,
+                          lb_error *err);
+void lb_cuda_ctx_free(lb_cuda_ctx *g);
+void lb_cuda_ctx_set_observer(lb_cuda_ctx *g, lb_observer_fn fn, void *user);
+
+/*
+ * Run T tokens (at most n_batch) at positions pos0.. through every layer. Logits: `want` 0 = none, 1 = the
+ * last token's, 2 = all T tokens' (kept on the GPU for lb_cuda_ctx_score). `logits` (host, may be NULL)
+ * receives them: (1, V) or (T, V).
+ */
+lb_status lb_cuda_ctx_eval(lb_cuda_ctx *g, const int32_t *tokens, int64_t T, int64_t pos0, int want, float *logits,
+                           lb_error *err);
+
+/*
+ * Score the logits of the last lb_cuda_ctx_eval(want = 2) of T tokens against next tokens tokens[1..T-1],
+ * on the GPU: per position i < T-1 the log-sum-exp, the NLL of tokens[i+1], the argmax and, when base is
+ * not NULL (a context on the same device holding its own logits of the same tokens), KL(base || this).
+ * Arrays have T-1 entries; lse may be NULL, kl is NULL without a base. The base must have scored the same
+ * tokens last (its log-sum-exps stay on the GPU for this).
+ */
+lb_status lb_cuda_ctx_score(lb_cuda_ctx *g, const lb_cuda_ctx *base, const int32_t *tokens, int64_t T, double *lse,
+                            double *nll, int64_t *amax, double *kl, lb_error *err);
+
+/* ---- kernel entry points for tests (host arrays in, host arrays out; synchronous) ---- */
+
+/* out (T, N) = x (T, K) . W (N, K)^T with W of type `type` (rows row_bytes apart), on device `device`.
+ * path 0: the fused dequantize-multiply kernels (T <= 16), 1: dequantize to F16 + cuBLAS, 2: dequantize
+ * to F32 only (out is then W as f32, (N, K)); -1: what the forward pass picks for T. */
+lb_status lb_cuda_test_matmul(int device, lb_type type, const void *w, int64_t N, int64_t K, const float *x, int64_t T,
+                              float *out, int path, lb_error *err);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif

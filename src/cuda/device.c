@@ -1,0 +1,59 @@
+/*
+ * device.c - device names ("cpu", "cuda", "cuda:N") and, in builds without the CUDA backend, the
+ * executor's entry points failing with one clear line.
+ */
+#include "cuda.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+lb_status lb_device_parse(const char *s, lb_device *out, lb_error *err) {
+    if (!s || !out) return lb_err_set(err, LB_ERR_ARG, "lb_device_parse: NULL argument");
+    lb_device d = {LB_DEVICE_CPU, 0};
+    if (!strcmp(s, "cpu")) {
+        *out = d;
+        return LB_OK;
+    }
+    if (!strncmp(s, "cuda", 4) && (s[4] == 0 || s[4] == ':')) {
+        d.kind = LB_DEVICE_CUDA;
+        if (s[4] == ':') {
+            char *end = NULL;
+            long v = strtol(s + 5, &end, 10);
+            if (s[5] < '0' || s[5] > '9' || *end || v < 0 || v > 1023)
+                return lb_err_set(err, LB_ERR_ARG, "device '%s': the index after 'cuda:' must be a number 0..1023", s);
+            d.index = (int)v;
+        }
+        *out = d;
+        return LB_OK;
+    }
+    return lb_err_set(err, LB_ERR_ARG, "unknown device '%s' (cpu, cuda or cuda:N)", s);
+}
+
+#ifdef LB_HAVE_CUDA
+int lb_cuda_compiled(void) { return 1; }
+#else
+int lb_cuda_compiled(void) { return 0; }
+
+static lb_status no_cuda(lb_error *err) {
+    return lb_err_set(err, LB_ERR_DEVICE, "this lowbit was built without CUDA (configure with -DLOWBIT_CUDA=ON and nvcc)");
+}
+
+lb_status lb_cuda_ctx_new(const struct lb_model *m, int device, int64_t n_ctx, int64_t n_batch, lb_cuda_ctx **out,
+                          lb_error *err) {
+    return no_cuda(err);
+}
+void lb_cuda_ctx_free(lb_cuda_ctx *g) {}
+void lb_cuda_ctx_set_observer(lb_cuda_ctx *g, lb_observer_fn fn, void *user) {}
+lb_status lb_cuda_ctx_eval(lb_cuda_ctx *g, const int32_t *tokens, int64_t T, int64_t pos0, int want, float *logits,
+                           lb_error *err) {
+    return no_cuda(err);
+}
+lb_status lb_cuda_ctx_score(lb_cuda_ctx *g, const lb_cuda_ctx *base, const int32_t *tokens, int64_t T, double *lse,
+                            double *nll, int64_t *amax, double *kl, lb_error *err) {
+    return no_cuda(err);
+}
+lb_status lb_cuda_test_matmul(int device, lb_type type, const void *w, int64_t N, int64_t K, const float *x, int64_t T,
+                              float *out, int path, lb_error *err) {
+    return no_cuda(err);
+}
+#endif

@@ -1,0 +1,63 @@
+/*
+ * kernels.cuh - launchers of the CUDA kernels (mv.cu: weight products and dequantization; ops.cu: the
+ * rest of the forward pass and eval scoring). All run on the current device's default stream and only
+ * enqueue work; callers check cudaGetLastError / synchronize where they need to. Shapes are row-major.
+ */
+#ifndef LB_CUDA_KERNELS_CUH
+#define LB_CUDA_KERNELS_CUH
+
+#include <cuda_fp16.h>
+#include <cuda_runtime.h>
+#include <stdint.h>
+
+#include "lowbit.h"
+
+/* The stream every launcher enqueues on, per host thread (each GPU context sets its own before its work). */
+extern thread_local cudaStream_t lb_cu_stream;
+
+/* A weight matrix on the device: rows of row_bytes, cols a multiple of 32. */
+typedef struct dweight {
+    lb_type type;
+    const uint8_t *data;
+    int64_t rows, cols;
+    size_t row_bytes;
+} dweight;
+
+/* Most tokens the fused dequantize-multiply kernels take; longer batches go through cuBLAS. */
+#define LB_CUDA_MV_MAX 16
+
+/* Whether the type has device decoders (every weight type of the table). */
+bool cu_type_supported(lb_type t);
+
+/* out (T, ldo) = x (T, K) . W^T for T <= LB_CUDA_MV_MAX, fused: each weight byte read once; x in F16, the
+ * products and sums in F32. */
+void cu_matvec(const dweight *w, const __half *x, int T, float *out, int64_t ldo);
+/* rows [r0, r0 + R) of W dequantized to dst (R, K), F16 or F32. */
+void cu_dequant_f16(const dweight *w, int64_t r0, int64_t R, __half *dst);
+void cu_dequant_f32(const dweight *w, int64_t r0, int64_t R, float *dst);
+/* out (T, K) = rows tokens[t] of W as f32. */
+void cu_embed(const dweight *w, const int32_t *tokens, int T, float *out);
+
+void cu_f32_to_f16(const float *x, int64_t n, __half *y);
+/* out[r] = w * x[r] / rms(x[r]) for n_rows rows of n (in and out rows `stride` floats apart; may alias) */
+void cu_rmsnorm(const float *x, const float *w, float *out, int64_t n_rows, int n, int64_t stride, float eps);
+void cu_add_bias(float *y, const float *b, int T, int n);
+void cu_add(float *x, const float *y, int64_t n);
+void cu_silu_mul(float *g, const float *u, int64_t n);
+/* The position of the batch's first token, pos0, is read from device memory (*pos), so that one captured
+ * graph serves every decode step. */
+/* rotary embedding of T tokens at positions pos0.. (tables (n_ctx, D/2)) over n_heads heads of D */
+void cu_rope(float *v, int T, int n_heads, int D, const float *cs, const float *sn, const int64_t *pos, bool interleaved);
+/* cache rows pos0..pos0+T-1 of a (n_ctx, kvd) F16 cache from k (T, kvd) */
+void cu_kv_store(const float *k, const float *v, int T, int kvd, __half *kc, __half *vc, const int64_t *pos);
+/* causal grouped-query attention of T queries at pos0.. over the layer's cache; out (T, H*D); max_n: an
+ * upper bound of pos0 + T (sizes the shared memory) */
+void cu_attention(const float *q, const __half *kc, const __half *vc, float *out, int T, int H, int KV, int D,
+                  const int64_t *pos, int64_t max_n);
+/* Allow cu_attention contexts of up to n_ctx positions; an error when the device cannot hold them. */
+cudaError_t cu_attention_prepare(int H, int KV, int D, int64_t n_ctx);
+/* Per row i < n_rows of logits (V wide): lse, NLL of next[i], argmax and, when base is not NULL, KL(base || row). */
+void cu_score(const float *logits, int64_t V, const int32_t *next, int n_rows, const float *base, const double *base_lse,
+              double *lse, double *nll, long long *amax, double *kl);
+
+#endif

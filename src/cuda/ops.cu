@@ -1,0 +1,272 @@
+/*
+ * ops.cu - the forward pass's other kernels (RMSNorm, biases, SwiGLU, rotary embedding, the F16 KV cache,
+ * causal grouped-query attention) and eval's scoring (log-sum-exp, NLL, argmax, KL divergence).
+ *
+ * Each follows the CPU code in model/forward.c and eval/perplexity.c: the same formulas, sums in double
+ * where the CPU sums in double, and products rounded separately where the CPU rounds them separately.
+ * Reductions run in a fixed order (strided per-thread sums, then a tree), so results repeat exactly.
+ */
+#include "kernels.cuh"
+
+#include <float.h>
+
+#define RED_THREADS 256
+#define STREAM lb_cu_stream
+
+thread_local cudaStream_t lb_cu_stream = 0;
+
+/* block-wide sum of a double; every thread gets the result. sh: RED_THREADS doubles. */
+__device__ double block_sum(double v, double *sh) {
+    sh[threadIdx.x] = v;
+    __syncthreads();
+    for (int o = RED_THREADS / 2; o > 0; o /= 2) {
+        if ((int)threadIdx.x < o) sh[threadIdx.x] += sh[threadIdx.x + o];
+        __syncthreads();
+    }
+    double r = sh[0];
+    __syncthreads();
+    return r;
+}
+
+__global__ void k_rmsnorm(const float *x, const float *w, float *out, int n, int64_t stride, float eps) {
+    __shared__ double sh[RED_THREADS];
+    const float *xr = x + blockIdx.x * stride;
+    float *o = out + blockIdx.x * stride;
+    double ss = 0.0;
+    for (int i = threadIdx.x; i < n; i += RED_THREADS) ss += (double)xr[i] * xr[i];
+    ss = block_sum(ss, sh);
+    const float r = (float)(1.0 / sqrt(ss / (double)n + (double)eps));
+    for (int i = threadIdx.x; i < n; i += RED_THREADS) o[i] = __fmul_rn(w[i], __fmul_rn(xr[i], r));
+}
+
+void cu_rmsnorm(const float *x, const float *w, float *out, int64_t n_rows, int n, int64_t stride, float eps) {
+    k_rmsnorm<<<(unsigned)n_rows, RED_THREADS, 0, STREAM>>>(x, w, out, n, stride, eps);
+}
+
+__global__ void k_add_bias(float *y, const float *b, int64_t total, int n) {
+    const int64_t i = (int64_t)blockIdx.x * blockDim.x + threadIdx.x;
+    if (i < total) y[i] += b[i % n];
+}
+void cu_add_bias(float *y, const float *b, int T, int n) {
+    const int64_t total = (int64_t)T * n;
+    k_add_bias<<<(unsigned)((total + 255) / 256), 256, 0, STREAM>>>(y, b, total, n);
+}
+
+__global__ void k_add(float *x, const float *y, int64_t n) {
+    const int64_t i = (int64_t)blockIdx.x * blockDim.x + threadIdx.x;
+    if (i < n) x[i] += y[i];
+}
+void cu_add(float *x, const float *y, int64_t n) { k_add<<<(unsigned)((n + 255) / 256), 256, 0, STREAM>>>(x, y, n); }
+
+__global__ void k_silu_mul(float *g, const float *u, int64_t n) {
+    const int64_t i = (int64_t)blockIdx.x * blockDim.x + threadIdx.x;
+    if (i < n) {
+        const float a = g[i];
+        g[i] = __fmul_rn(__fdiv_rn(a, __fadd_rn(1.0f, expf(-a))), u[i]);
+    }
+}
+void cu_silu_mul(float *g, const float *u, int64_t n) { k_silu_mul<<<(unsigned)((n + 255) / 256), 256, 0, STREAM>>>(g, u, n); }
+
+__global__ void k_f32_to_f16(const float *x, int64_t n, __half *y) {
+    const int64_t i = (int64_t)blockIdx.x * blockDim.x + threadIdx.x;
+    if (i < n) y[i] = __float2half_rn(x[i]);
+}
+void cu_f32_to_f16(const float *x, int64_t n, __half *y) { k_f32_to_f16<<<(unsigned)((n + 255) / 256), 256, 0, STREAM>>>(x, n, y); }
+
+/* one thread per (token, head, pair); pair i is (x[i], x[i + D/2]) or, interleaved, (x[2i], x[2i+1]) */
+__global__ void k_rope(float *v, int T, int H, int D, const float *cs, const float *sn, const int64_t *pos, int inter) {
+    const int half = D / 2;
+    const int64_t pos0 = *pos;
+    const int64_t i = (int64_t)blockIdx.x * blockDim.x + threadIdx.x;
+    if (i >= (int64_t)T * H * half) return;
+    const int p = (int)(i % half);
+    const int64_t th = i / half;
+    const int t = (int)(th / H);
+    float *xr = v + th * D;
+    const int step = inter ? 2 : 1, off = inter ? 1 : half;
+    float *pa = xr + p * step, *pb = pa + off;
+    const float c = cs[(pos0 + t) * half + p], s = sn[(pos0 + t) * half + p];
+    const float a = *pa, b = *pb;
+    *pa = __fsub_rn(__fmul_rn(a, c), __fmul_rn(b, s));
+    *pb = __fadd_rn(__fmul_rn(b, c), __fmul_rn(a, s));
+}
+void cu_rope(float *v, int T, int H, int D, const float *cs, const float *sn, const int64_t *pos0, bool interleaved) {
+    const int64_t n = (int64_t)T * H * (D / 2);
+    k_rope<<<(unsigned)((n + 255) / 256), 256, 0, STREAM>>>(v, T, H, D, cs, sn, pos0, interleaved ? 1 : 0);
+}
+
+__global__ void k_kv_store(const float *k, const float *v, int64_t n, int kvd, __half *kc, __half *vc, const int64_t *pos) {
+    const int64_t i = (int64_t)blockIdx.x * blockDim.x + threadIdx.x;
+    const int64_t o = *pos * kvd + i;
+    if (i < n) {
+        kc[o] = __float2half_rn(k[i]);
+        vc[o] = __float2half_rn(v[i]);
+    }
+}
+void cu_kv_store(const float *k, const float *v, int T, int kvd, __half *kc, __half *vc, const int64_t *pos) {
+    const int64_t n = (int64_t)T * kvd;
+    k_kv_store<<<(unsigned)((n + 255) / 256), 256, 0, STREAM>>>(k, v, n, kvd, kc, vc, pos);
+}
+
+/*
+ * Attention: one block per (group of HB query heads sharing one KV head, query token). Scores of the n =
+ * pos0 + t + 1 visible positions go to shared memory (a warp per position reads its K row once for all HB
+ * heads), softmax per head as on the CPU (float exponentials, double sum), then each thread sums one output
+ * dimension of every head over the positions in order, reading each V element once.
+ */
+#define ATT_THREADS 128
+#define ATT_MAX_HB 8
+__global__ void k_attention(const float *q, const __half *kc, const __half *vc, float *out, int H, int KV, int D, int hb,
+                            const int64_t *pos, int64_t max_n) {
+    extern __shared__ float sm[];
+    __shared__ double red[RED_THREADS];
+    __shared__ float wmax[ATT_THREADS / 32];
+    const int64_t pos0 = *pos;
+    const int h0 = blockIdx.x * hb, t = blockIdx.y, kvh = h0 / (H / KV), kvd = KV * D;
+    const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
+    const int64_t n = pos0 + t + 1;
+    float *qs = sm, *s = sm + hb * D; /* qs (hb, D); s (hb, max_n) */
+    for (int i = threadIdx.x; i < hb * D; i += ATT_THREADS) qs[i] = q[((int64_t)t * H + h0) * D + i];
+    __syncthreads();
+    const float scale = 1.0f / sqrtf((float)D);
+    for (int64_t p = warp; p < n; p += ATT_THREADS / 32) {
+        const __half *kr = kc + p * kvd + (int64_t)kvh * D;
+        float a[ATT_MAX_HB];
+#pragma unroll
+        for (int g = 0; g < ATT_MAX_HB; g++) a[g] = 0.0f;
+        for (int i = lane; i < D; i += 32) {
+            const float kv = __half2float(kr[i]);
+#pragma unroll
+            for (int g = 0; g < ATT_MAX_HB; g++)
+                if (g < hb) a[g] = fmaf(qs[g * D + i], kv, a[g]);
+        }
+#pragma unroll
+        for (int g = 0; g < ATT_MAX_HB; g++) {
+            if (g >= hb) break;
+            float v = a[g];
+            for (int o = 16; o > 0; o /= 2) v += __shfl_xor_sync(0xffffffffu, v, o);
+            if (lane == 0) s[g * max_n + p] = v * scale;
+        }
+    }
+    __syncthreads();
+    for (int g = 0; g < hb; g++) {
+        float *sg = s + g * max_n;
+        float mx = -FLT_MAX;
+        for (int64_t p = threadIdx.x; p < n; p += ATT_THREADS) mx = fmaxf(mx, sg[p]);
+        for (int o = 16; o > 0; o /= 2) mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, o));
+        if (lane == 0) wmax[warp] = mx;
+        __syncthreads();
+        mx = wmax[0];
+        for (int i = 1; i < ATT_THREADS / 32; i++) mx = fmaxf(mx, wmax[i]);
+        double sum = 0.0;
+        for (int64_t p = threadIdx.x; p < n; p += ATT_THREADS) {
+            const float e = expf(sg[p] - mx);
+            sg[p] = e;
+            sum += e;
+        }
+        /* a RED_THREADS-wide tree, the slots past ATT_THREADS zero */
+        red[threadIdx.x] = sum;
+        for (int i = threadIdx.x + ATT_THREADS; i < RED_THREADS; i += ATT_THREADS) red[i] = 0.0;
+        __syncthreads();
+        for (int o = RED_THREADS / 2; o > 0; o /= 2) {
+            for (int i = threadIdx.x; i < o; i += ATT_THREADS) red[i] += red[i + o];
+            __syncthreads();
+        }
+        const float inv = (float)(1.0 / red[0]);
+        for (int64_t p = threadIdx.x; p < n; p += ATT_THREADS) sg[p] *= inv;
+        __syncthreads();
+    }
+    for (int i = threadIdx.x; i < D; i += ATT_THREADS) {
+        const __half *vr = vc + (int64_t)kvh * D + i;
+        float a[ATT_MAX_HB];
+#pragma unroll
+        for (int g = 0; g < ATT_MAX_HB; g++) a[g] = 0.0f;
+        for (int64_t p = 0; p < n; p++) {
+            const float v = __half2float(vr[p * kvd]);
+#pragma unroll
+            for (int g = 0; g < ATT_MAX_HB; g++)
+                if (g < hb) a[g] = fmaf(s[g * max_n + p], v, a[g]);
+        }
+#pragma unroll
+        for (int g = 0; g < ATT_MAX_HB; g++)
+            if (g < hb) out[((int64_t)t * H + h0 + g) * D + i] = a[g];
+    }
+}
+
+/* heads per block: the whole group sharing a KV head when it has at most ATT_MAX_HB heads, else one */
+static int att_hb(int H, int KV) { return H / KV <= ATT_MAX_HB ? H / KV : 1; }
+static size_t att_smem(int hb, int D, int64_t max_n) { return (size_t)hb * (size_t)(D + max_n) * sizeof(float); }
+
+cudaError_t cu_attention_prepare(int H, int KV, int D, int64_t n_ctx) {
+    const size_t smem = att_smem(att_hb(H, KV), D, n_ctx);
+    if (smem <= 48 * 1024) return cudaSuccess;
+    return cudaFuncSetAttribute(k_attention, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem);
+}
+
+void cu_attention(const float *q, const __half *kc, const __half *vc, float *out, int T, int H, int KV, int D,
+                  const int64_t *pos, int64_t max_n) {
+    const int hb = att_hb(H, KV);
+    k_attention<<<dim3((unsigned)(H / hb), (unsigned)T), ATT_THREADS, att_smem(hb, D, max_n), STREAM>>>(q, kc, vc, out, H, KV,
+                                                                                                     D, hb, pos, max_n);
+}
+
+/*
+ * Scoring: one block per position. As eval/perplexity.c: max in float, sum of exp((double)x - max) in
+ * double, lse = log(sum) + max; the argmax is the first index of the largest logit; KL(base || model) =
+ * sum_v p_base (log p_base - log p_model) with both log-probabilities in double, clamped at 0.
+ */
+__global__ void k_score(const float *logits, int64_t V, const int32_t *next, const float *base, const double *base_lse,
+                        double *lse_out, double *nll, long long *amax, double *kl) {
+    __shared__ double sh[RED_THREADS];
+    __shared__ float smax[RED_THREADS];
+    __shared__ long long sidx[RED_THREADS];
+    const int64_t row = blockIdx.x;
+    const float *x = logits + row * V;
+    float mx = -FLT_MAX;
+    long long mi = 0x7fffffffffffffffLL;
+    for (int64_t i = threadIdx.x; i < V; i += RED_THREADS)
+        if (x[i] > mx || mi == 0x7fffffffffffffffLL) {
+            mx = x[i];
+            mi = i;
+        }
+    smax[threadIdx.x] = mx;
+    sidx[threadIdx.x] = mi;
+    __syncthreads();
+    for (int o = RED_THREADS / 2; o > 0; o /= 2) {
+        if ((int)threadIdx.x < o) {
+            const float a = smax[threadIdx.x], b = smax[threadIdx.x + o];
+            const long long ia = sidx[threadIdx.x], ib = sidx[threadIdx.x + o];
+            if (b > a || (b == a && ib < ia)) {
+                smax[threadIdx.x] = b;
+                sidx[threadIdx.x] = ib;
+            }
+        }
+        __syncthreads();
+    }
+    mx = smax[0];
+    const long long am = sidx[0];
+    double s = 0.0;
+    for (int64_t i = threadIdx.x; i < V; i += RED_THREADS) s += exp((double)x[i] - mx);
+    s = block_sum(s, sh);
+    const double l = log(s) + mx;
+    if (threadIdx.x == 0) {
+        lse_out[row] = l;
+        nll[row] = l - x[next[row]];
+        amax[row] = am;
+    }
+    if (!base) return;
+    const float *b = base + row * V;
+    const double lb0 = base_lse[row];
+    double k = 0.0;
+    for (int64_t i = threadIdx.x; i < V; i += RED_THREADS) {
+        const double lb = (double)b[i] - lb0, lm = (double)x[i] - l;
+        k += exp(lb) * (lb - lm);
+    }
+    k = block_sum(k, sh);
+    if (threadIdx.x == 0) kl[row] = k > 0.0 ? k : 0.0;
+}
+
+void cu_score(const float *logits, int64_t V, const int32_t *next, int n_rows, const float *base, const double *base_lse,
+              double *lse, double *nll, long long *amax, double *kl) {
+    k_score<<<(unsigned)n_rows, RED_THREADS, 0, STREAM>>>(logits, V, next, base, base_lse, lse, nll, amax, kl);
+}

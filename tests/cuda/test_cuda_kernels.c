@@ -1,0 +1,123 @@
+/*
+ * test_cuda_kernels.c - every CUDA weight kernel against the CPU reference kernels (src/quant/ref), for
+ * every weight type of the table, on odd shapes (rows not a multiple of the kernels' row blocks, 2051 and 4099 rows
+ * for the two- and four-rows-per-block variants, row lengths whose chunk count is not a multiple of the 32 chunks a
+ * warp takes per step). Needs a GPU.
+ *
+ * - dequantization to F32: bit-identical to the reference dequantization (the decoders repeat its
+ *   arithmetic with separately rounded operations);
+ * - fused dequantize-multiply (1..16 tokens, activations rounded to F16): |gpu - ref| <= K 2^-23 sum_k |x_k w_k|
+ *   (the worst case of any order of K float32 additions, against the float64 reference) + 2^-11 sum |x_k w_k|
+ *   (x_k rounded to F16, relative error 2^-11) + 2^-25 K max|w| (x_k below F16's normal range) + 2^-60;
+ * - F16 tiles through cuBLAS (40 tokens): the same with 2^-10 for rounding both operands to F16 and 2^-24
+ *   sum |x_k| max|w| for weights F16 cannot hold as normals.
+ * Outputs are poisoned with NaN before each run, so an unwritten element fails.
+ */
+#include "cuda/cuda.h"
+#include "quant/quant.h"
+#include "test.h"
+
+#include <math.h>
+
+static uint64_t rng = 0x9e3779b97f4a7c15ULL;
+static double uni(void) {
+    rng ^= rng << 13;
+    rng ^= rng >> 7;
+    rng ^= rng << 17;
+    return (double)(rng >> 11) / 9007199254740992.0;
+}
+static float gauss(void) { return (float)(sqrt(-2.0 * log(uni() + 1e-300)) * cos(6.283185307179586 * uni())); }
+
+/* a random (N, K) matrix in type t: rows of N(0,1) values with a few outliers, encoded by ggml's reference */
+static void *make_weights(lb_type t, int64_t N, int64_t K, float *f32) {
+    const lb_type_traits *tt = lb_type_traits_get(t);
+    size_t rb = lb_type_row_size(t, K);
+    uint8_t *w = malloc(rb * (size_t)N);
+    for (int64_t i = 0; i < N * K; i++) f32[i] = gauss() * (uni() < 0.01 ? 8.0f : 1.0f);
+    for (int64_t r = 0; r < N; r++) tt->from_float_ref(f32 + r * K, w + rb * (size_t)r, K);
+    return w;
+}
+
+static void check_type(lb_type t, int64_t N, int64_t K) {
+    const char *name = lb_type_name(t);
+    float *src = malloc((size_t)(N * K) * sizeof(float)), *deq = malloc((size_t)(N * K) * sizeof(float));
+    float *gpu = malloc((size_t)(N * K) * sizeof(float));
+    void *w = make_weights(t, N, K, src);
+    lb_weight lw = {t, w, N, K};
+    lb_error e;
+    for (int64_t r = 0; r < N; r++) lb_weight_row_f32(&lw, r, deq + r * K);
+
+    /* dequantization: exact */
+    lb_status s = lb_cuda_test_matmul(0, t, w, N, K, NULL, 0, gpu, 2, &e);
+    REQUIRE(s == LB_OK, "%s: %s", name, e.msg);
+    int64_t bad = 0;
+    for (int64_t i = 0; i < N * K; i++) bad += memcmp(&gpu[i], &deq[i], sizeof(float)) != 0;
+    CHECK(bad == 0, "%s (%lld x %lld): %lld dequantized values differ from the reference", name, (long long)N, (long long)K,
+          (long long)bad);
+
+    const int64_t Ts[] = {1, 2, 3, 5, 8, 13, 16, 40};
+    for (size_t ti = 0; ti < sizeof Ts / sizeof Ts[0]; ti++) {
+        const int64_t T = Ts[ti];
+        const int path = T <= 16 ? 0 : 1;
+        float *x = malloc((size_t)(T * K) * sizeof(float)), *ref = malloc((size_t)(T * N) * sizeof(float));
+        float *out = malloc((size_t)(T * N) * sizeof(float));
+        for (int64_t i = 0; i < T * K; i++) x[i] = gauss();
+        for (int64_t tk = 0; tk < T; tk++) /* the float64 reference product (lb_matmul_ref's, on the rows above) */
+            for (int64_t n = 0; n < N; n++) {
+                double acc = 0;
+                for (int64_t k = 0; k < K; k++) acc += (double)x[tk * K + k] * deq[n * K + k];
+                ref[tk * N + n] = (float)acc;
+            }
+        s = lb_cuda_test_matmul(0, t, w, N, K, x, T, out, path, &e);
+        REQUIRE(s == LB_OK, "%s T=%lld: %s", name, (long long)T, e.msg);
+        double worst = 0;
+        int64_t fails = 0;
+        for (int64_t tk = 0; tk < T; tk++)
+            for (int64_t n = 0; n < N; n++) {
+                double mag = 0, xs = 0, wmax = 0;
+                for (int64_t k = 0; k < K; k++) {
+                    mag += fabs((double)x[tk * K + k] * deq[n * K + k]);
+                    xs += fabs(x[tk * K + k]);
+                    wmax = fmax(wmax, fabs(deq[n * K + k]));
+                }
+                double tol = (double)K * ldexp(1, -23) * mag + ldexp(1, -11) * mag + ldexp(1, -25) * (double)K * wmax + ldexp(1, -60);
+                if (path == 1) tol += ldexp(1, -11) * mag + ldexp(1, -24) * xs * wmax;
+                double d = fabs((double)out[tk * N + n] - ref[tk * N + n]);
+                if (!(d <= tol)) fails++;
+                if (mag > 0 && d / mag > worst) worst = d / mag;
+            }
+        CHECK(fails == 0, "%s (%lld x %lld) T=%lld path %d: %lld outputs outside the bound (worst |d|/sum|xw| %.3g)", name,
+              (long long)N, (long long)K, (long long)T, path, (long long)fails, worst);
+        if (T == 1 || T == 40)
+            printf("%-7s %4lld x %5lld T=%2lld %-6s worst |gpu-ref|/sum|xw| = %.2e\n", name, (long long)N, (long long)K,
+                   (long long)T, path ? "cublas" : "fused", worst);
+        free(x);
+        free(ref);
+        free(out);
+    }
+    free(src);
+    free(deq);
+    free(gpu);
+    free(w);
+}
+
+int main(void) {
+    lb_error e;
+    /* errors: a device index that does not exist is one clear line */
+    float one = 1.0f;
+    uint16_t w16[32] = {0};
+    lb_status s = lb_cuda_test_matmul(4096, LB_TYPE_F16, w16, 1, 32, &one, 0, &one, 0, &e);
+    CHECK(s == LB_ERR_DEVICE && strstr(e.msg, "does not exist"), "device 4096: status %d, '%s'", (int)s, e.msg);
+
+    for (int t = 0; t < LB_TYPE_COUNT; t++) {
+        const lb_type_traits *tt = lb_type_traits_get((lb_type)t);
+        if (!tt->weight_type) continue;
+        /* odd rows; 11 and 45 chunks of 32 (one partial and one full + partial warp step) */
+        const int64_t K1 = tt->block_elems == 256 ? 256 * 5 : 32 * 11, K2 = tt->block_elems == 256 ? 256 * 9 : 32 * 45;
+        check_type((lb_type)t, 37, K1);
+        check_type((lb_type)t, 5, K2);
+        check_type((lb_type)t, 2051, tt->block_elems == 256 ? 256 : 64); /* two rows per block (>= 2048 rows) */
+        check_type((lb_type)t, 4099, tt->block_elems == 256 ? 256 : 32); /* four rows per block at one token */
+    }
+    TEST_DONE();
+}
