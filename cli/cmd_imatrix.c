@@ -42,16 +42,19 @@ int cmd_imatrix(int argc, char **argv) {
         usage(stderr);
         return cli_fail("imatrix: MODEL, --calib FILE and -o OUT are required");
     }
+    lb_error e;
+    const char *inputs[2] = {model, calib};
+    lb_status s = lb_output_check(out, inputs, 2, &e);
+    if (s != LB_OK) return cli_fail_lb(s, &e);
     char *text = NULL;
     size_t len;
     int rc = cli_read_text(calib, &text, &len);
     if (rc) return rc;
-    lb_error e;
     lb_model *m = NULL;
     lb_tokenizer *tok = NULL;
     int32_t *ids = NULL;
     int64_t n_ids = 0;
-    lb_status s = lb_model_load(model, &m, &e);
+    s = lb_model_load(model, &m, &e);
     if (s == LB_OK) s = lb_tokenizer_load(model, &tok, &e);
     if (s == LB_OK) s = lb_tokenizer_encode(tok, text, len, &ids, &n_ids, &e);
     if (s == LB_OK) {

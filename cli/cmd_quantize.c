@@ -187,9 +187,10 @@ static void print_summary(const qopts *o, const lb_quantize_report *r) {
         cli_json_str(stdout, o->p.ftype);
         printf(", \"method\": \"%s\"", lb_method_name(o->p.method));
         printf(", \"encoder\": \"%s\", \"architecture\": \"%s\", \"n_params\": %lld, \"file_bytes\": %zu, "
-               "\"bits_per_weight\": %.4f, \"seconds\": %.3f, \"peak_rss_bytes\": %zu, \"requantized\": %s, \"types\": {",
+               "\"bits_per_weight\": %.4f, \"seconds\": %.3f, \"peak_rss_bytes\": %zu, \"requantized\": %s, \"imatrix_covered\": %lld, \"imatrix_matrices\": %lld, \"types\": {",
                o->p.encoder == LB_ENCODER_REF ? "ref" : "default", r->architecture, (long long)r->n_params, r->file_bytes,
-               r->bits_per_weight, r->seconds, r->peak_rss_bytes, r->requantized ? "true" : "false");
+               r->bits_per_weight, r->seconds, r->peak_rss_bytes, r->requantized ? "true" : "false",
+               (long long)r->imatrix_covered, (long long)r->imatrix_matrices);
         int first = 1;
         for (int t = 0; t < LB_TYPE_COUNT; t++) {
             if (!r->type_tensors[t]) continue;
@@ -233,6 +234,11 @@ int cmd_quantize(int argc, char **argv) {
         lb_error e;
         lb_status s = LB_OK;
         int32_t *ids = NULL;
+        const char *inputs[3] = {o.input, o.p.imatrix, o.calib};
+        if ((s = lb_output_check(o.output, inputs, 3, &e)) != LB_OK) {
+            rc = cli_fail_lb(s, &e);
+            goto out;
+        }
         if (o.calib) { /* the calibration text, tokenized by the input's own tokenizer */
             char *text = NULL;
             size_t len;
@@ -252,6 +258,10 @@ int cmd_quantize(int argc, char **argv) {
         } else {
             if (r.requantized)
                 fprintf(stderr, "lowbit: warning: %s was already quantized; requantizing compounds the rounding error\n", o.input);
+            if (o.p.imatrix && !o.quiet)
+                fprintf(stderr, "importance matrix %s: %lld of %lld quantized matrices covered (%lld entries in the file)%s\n",
+                        o.p.imatrix, (long long)r.imatrix_covered, (long long)r.imatrix_matrices, (long long)r.imatrix_entries,
+                        r.imatrix_covered < r.imatrix_matrices ? "; the others are quantized without it" : "");
             print_summary(&o, &r);
             lb_quantize_report_free(&r);
         }

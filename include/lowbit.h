@@ -57,6 +57,29 @@ const char *lb_status_str(lb_status s);
 void lb_free(void *p);
 
 /* ------------------------------------------------------------------------------------------------
+ * Output files
+ * ---------------------------------------------------------------------------------------------- */
+
+/*
+ * Check an output path before any work: fails (LB_ERR_ARG, or LB_ERR_IO for a missing or unwritable
+ * directory) when `output` exists and is not a regular file (a directory, a symbolic link, a device, a
+ * FIFO: lowbit never replaces one), when its directory does not exist, when it is the same file (device
+ * and inode) as one of the n_inputs `inputs` (files, or checkpoint directories and the files in them), or
+ * when it lies inside an input directory. NULL inputs are skipped. lb_quantize_model() and
+ * lb_imatrix_compute() check the inputs they read themselves; callers add any others (calibration text).
+ * Every output is written to `<output>.lowbit-tmp`, locked with flock() while it is written (a second
+ * process writing the same output fails at once), and renamed over `output` when complete.
+ */
+lb_status lb_output_check(const char *output, const char *const *inputs, int n_inputs, lb_error *err);
+
+/*
+ * Delete the temporary files of every output this process is writing. Async-signal-safe: meant for the
+ * caller's SIGINT/SIGTERM/SIGHUP handler, which then ends the process (the library installs no handlers).
+ * After it the writes in progress fail or produce nothing.
+ */
+void lb_remove_temporaries(void);
+
+/* ------------------------------------------------------------------------------------------------
  * Element types
  * ---------------------------------------------------------------------------------------------- */
 
@@ -214,7 +237,7 @@ const char *lb_tokenizer_token_text(const lb_tokenizer *t, int32_t id);
 typedef struct lb_context lb_context;
 
 typedef struct lb_context_params {
-    int64_t n_ctx;   /* KV cache length in tokens; 0 = the model's n_ctx_train */
+    int64_t n_ctx;   /* KV cache length in tokens; 0 = the model's n_ctx_train, which is also the most allowed */
     int n_threads;   /* worker threads; 0 = all online CPUs */
 } lb_context_params;
 
@@ -404,8 +427,11 @@ typedef struct lb_quantize_report {
     double bits_per_weight;           /* file bytes * 8 / n_params */
     double seconds;
     size_t peak_rss_bytes;            /* of the whole process, at the end */
-    int requantized;                  /* the input's weights were already quantized */
+    int requantized;                  /* the input's tensors were already in a quantized type */
     char architecture[32];            /* GGUF general.architecture written */
+    int64_t imatrix_entries;          /* entries of the --imatrix file (0 without one) */
+    int64_t imatrix_covered;          /* quantized matrices it has an entry for (none is an error) ... */
+    int64_t imatrix_matrices;         /* ... of this many quantized matrices */
 } lb_quantize_report;
 
 /*

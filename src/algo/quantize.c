@@ -254,6 +254,8 @@ typedef struct run {
     float *scratch;
     uint8_t *out;
     size_t out_cap;
+    bool requantized;       /* the input's weights are in a quantized type */
+    int64_t imatrix_used, imatrix_matrices; /* quantized matrices the importance matrix covers, of all */
 } run;
 
 static lb_status choose_types(run *R, lb_error *err) {
@@ -267,6 +269,31 @@ static lb_status choose_types(run *R, lb_error *err) {
             return lb_err_set(err, LB_ERR_UNSUPPORTED, "tensor %s: row length %lld does not fit type %s", t->name,
                               (long long)t->ne[0], lb_type_name(t->type));
     }
+    return LB_OK;
+}
+
+/* how many quantized matrices the importance matrix covers: none is an error, as is an entry of the wrong length */
+static lb_status imatrix_coverage(run *R, lb_error *err) {
+    int64_t matrices = 0;
+    const char *example = NULL;
+    R->imatrix_used = 0;
+    for (int64_t i = 0; i < R->plan.n; i++) {
+        const out_tensor *t = &R->plan.t[i];
+        if (!t->w || !lb_type_traits_get(t->type)->is_quant) continue;
+        matrices++;
+        example = example ? example : t->name;
+        const lb_imatrix_entry *im = lb_imatrix_find(R->imatrix, t->name);
+        if (!im) continue;
+        if (im->n != t->ne[0])
+            return lb_err_set(err, LB_ERR_FORMAT, "%s: entry %s has %lld values, the tensor's rows have %lld", R->p->imatrix,
+                              t->name, (long long)im->n, (long long)t->ne[0]);
+        R->imatrix_used++;
+    }
+    if (R->imatrix_used == 0 && matrices > 0)
+        return lb_err_set(err, LB_ERR_FORMAT, "%s: the importance matrix covers none of the %lld quantized matrices (its "
+                          "entries are named like \"%s\", the model's like \"%s\"): is it for another model?",
+                          R->p->imatrix, (long long)matrices, R->imatrix->entries[0].name, example);
+    R->imatrix_matrices = matrices;
     return LB_OK;
 }
 
@@ -421,6 +448,7 @@ static lb_status setup(run *R, const char *input, lb_error *err) {
     if (R->m->gguf) {
         bool quantized = false;
         for (int64_t i = 0; i < R->m->gguf->n_tensors; i++) quantized |= lb_type_traits_get(R->m->gguf->tensors[i].type)->is_quant;
+        R->requantized = quantized;
         if (quantized && !p->allow_requantize)
             return lb_err_set(err, LB_ERR_ARG, "%s is already quantized; requantizing loses quality (pass --allow-requantize to do it anyway)", input);
     } else if ((s = lb_tokenizer_load(input, &R->tok, err)) != LB_OK) {
@@ -432,6 +460,7 @@ static lb_status setup(run *R, const char *input, lb_error *err) {
                       p->output_type, p->token_embd_type, R->n_re, R->re, p->tensor_type_types, 0, 0};
     bool permute = !R->m->gguf && !strcmp(gguf_arch(R->m), "llama");
     if ((s = build_plan(R->m, permute, &R->plan, err)) != LB_OK || (s = choose_types(R, err)) != LB_OK) return s;
+    if (R->imatrix && (s = imatrix_coverage(R, err)) != LB_OK) return s;
     int nt = p->n_threads > 0 ? p->n_threads : lb_cpu_count();
     R->pool = lb_pool_new(nt);
     int64_t kmax = 0;
@@ -464,7 +493,7 @@ static void base_name(const char *path, char *out, size_t n) {
     snprintf(out, n, "%.*s", (int)(len - b), path + b);
 }
 
-static void fill_report(run *R, lb_quantize_report *r, lb_quantize_tensor *rows, double t0, const char *output) {
+static void fill_report(run *R, lb_quantize_report *r, lb_quantize_tensor *rows, double t0, size_t file_bytes) {
     memset(r, 0, sizeof *r);
     r->tensors = rows;
     r->n_tensors = R->plan.n;
@@ -473,15 +502,14 @@ static void fill_report(run *R, lb_quantize_report *r, lb_quantize_tensor *rows,
         r->type_elements[rows[i].type] += rows[i].n_elements;
         r->n_params += rows[i].n_elements;
     }
-    lb_mmap mm;
-    if (lb_mmap_open(output, &mm, NULL) == LB_OK) {
-        r->file_bytes = mm.size;
-        lb_mmap_close(&mm);
-    }
+    r->file_bytes = file_bytes; /* what this run wrote (the lock keeps other writers of the name out) */
     r->bits_per_weight = r->n_params ? 8.0 * (double)r->file_bytes / (double)r->n_params : 0;
     r->seconds = lb_time_sec() - t0;
     r->peak_rss_bytes = lb_peak_rss();
-    r->requantized = R->m->gguf != NULL && R->p->allow_requantize;
+    r->requantized = R->requantized;
+    r->imatrix_entries = R->imatrix ? R->imatrix->n_entries : 0;
+    r->imatrix_covered = R->imatrix_used;
+    r->imatrix_matrices = R->imatrix_matrices;
     snprintf(r->architecture, sizeof r->architecture, "%s", gguf_arch(R->m));
 }
 
@@ -493,7 +521,9 @@ lb_status lb_quantize_model(const char *input, const char *output, const lb_quan
     memset(&R, 0, sizeof R);
     R.p = p;
     lb_quantize_tensor *rows = NULL;
-    lb_status s = setup(&R, input, err);
+    const char *inputs[2] = {input, p->imatrix};
+    lb_status s = lb_output_check(output, inputs, 2, err);
+    if (s == LB_OK) s = setup(&R, input, err);
     if (s == LB_OK && !(rows = calloc((size_t)R.plan.n + 1, sizeof *rows))) s = lb_err_set(err, LB_ERR_NOMEM, "out of memory");
     if (s == LB_OK) s = gguf_writer_open(output, &R.w, err);
     char name[256];
@@ -523,12 +553,13 @@ lb_status lb_quantize_model(const char *input, const char *output, const lb_quan
         if (s == LB_OK && p->progress && p->progress(t->name, i + 1, R.plan.n, p->progress_user))
             s = lb_err_set(err, LB_ERR_CANCELLED, "cancelled");
     }
+    size_t file_bytes = (size_t)gguf_writer_size(R.w);
     if (s == LB_OK) {
         s = gguf_writer_finish(R.w, err);
         R.w = NULL;
     }
     if (s == LB_OK && report) {
-        fill_report(&R, report, rows, t0, output);
+        fill_report(&R, report, rows, t0, file_bytes);
         rows = NULL;
     }
     free(rows);

@@ -66,6 +66,23 @@ char *lb_path_join(const char *dir, const char *name);
 /* Copy of the directory part of path ("." when none); NULL on allocation failure. */
 char *lb_path_dirname(const char *path);
 
+/* ---- output files (outfile.c): see lb_output_check() in lowbit.h for the rules ---- */
+
+/* An output being written: `path` is replaced only by lb_outfile_commit(). */
+typedef struct lb_outfile {
+    char *path, *tmp; /* tmp = path + ".lowbit-tmp", locked (flock) while open */
+    int fd;
+    int slot;         /* entry in the list lb_remove_temporaries() deletes */
+} lb_outfile;
+/* Refuses an existing `path` that is not a regular file, and a temporary another process holds. */
+lb_status lb_outfile_open(lb_outfile *o, const char *path, lb_error *err);
+lb_status lb_outfile_write(lb_outfile *o, const void *data, size_t n, lb_error *err);
+/* fsync, check `path` is still replaceable, rename; on failure the temporary is deleted. Either way o is
+ * released. */
+lb_status lb_outfile_commit(lb_outfile *o, lb_error *err);
+/* Delete the temporary and release o; a released or zeroed o is a no-op. */
+void lb_outfile_abort(lb_outfile *o);
+
 /* ---- threads ---- */
 
 /* Number of online CPUs (at least 1). */

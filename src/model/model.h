@@ -30,6 +30,7 @@ typedef struct lb_model_tensor_rec {
 
 struct lb_model {
     lb_model_info info;
+    char *path;          /* what it was loaded from */
     st_file *st;         /* the source: safetensors ... */
     struct gguf_file *gguf; /* ... or a GGUF file */
     lb_weight tok_embd;  /* (n_vocab, n_embd) */
