@@ -15,6 +15,7 @@ static void usage(FILE *f) {
           "  --ctx N              window length (default 512)\n"
           "  --seed S             which windows are used (default 1)\n"
           "  -t, --threads N      worker threads (default: all CPUs)\n"
+          "  --allow-nonfinite    load NaN/Inf weights (the statistics must still come out finite)\n"
           "  -q, --quiet          no progress on stderr\n",
           f);
 }
@@ -23,11 +24,13 @@ int cmd_imatrix(int argc, char **argv) {
     const char *model = NULL, *calib = NULL, *out = NULL;
     lb_calib_params p = lb_calib_default_params();
     bool quiet = false;
+    lb_model_params mp = lb_model_default_params();
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
         int64_t n;
         if (!strcmp(a, "-h") || !strcmp(a, "--help")) { usage(stdout); return 0; }
         else if (!strcmp(a, "-q") || !strcmp(a, "--quiet")) quiet = true;
+        else if (!strcmp(a, "--allow-nonfinite")) mp.allow_nonfinite = 1;
         else if (!strcmp(a, "--calib") && v) { calib = v; i++; }
         else if ((!strcmp(a, "-o") || !strcmp(a, "--output")) && v) { out = v; i++; }
         else if (!strcmp(a, "--calib-tokens") && v) { if (!cli_int(a, v, 2, INT64_MAX / 2, &p.n_tokens)) return 1; i++; }
@@ -54,7 +57,7 @@ int cmd_imatrix(int argc, char **argv) {
     lb_tokenizer *tok = NULL;
     int32_t *ids = NULL;
     int64_t n_ids = 0;
-    s = lb_model_load(model, &m, &e);
+    s = lb_model_load_with(model, &mp, &m, &e);
     if (s == LB_OK) s = lb_tokenizer_load(model, &tok, &e);
     if (s == LB_OK) s = lb_tokenizer_encode(tok, text, len, &ids, &n_ids, &e);
     if (s == LB_OK) {

@@ -40,6 +40,7 @@ static void usage(FILE *f) {
           "  --ref-damp F               pull of that target towards the original weights, a fraction of\n"
           "                             mean(diag H) (default 1)\n"
           "  --allow-requantize         accept an already-quantized GGUF input (loses quality)\n"
+          "  --allow-nonfinite          quantize NaN/Inf weights as they come (default: an error naming the first)\n"
           "  -t, --threads N            worker threads (default: all CPUs); output is identical for any N\n"
           "  --json                     the summary as one JSON object on stdout\n"
           "  -q, --quiet                no progress on stderr\n",
@@ -76,6 +77,7 @@ static int parse(int argc, char **argv, qopts *o) {
         else if (!strcmp(a, "-q") || !strcmp(a, "--quiet")) o->quiet = true;
         else if (!strcmp(a, "--pure")) o->p.pure = 1;
         else if (!strcmp(a, "--allow-requantize")) o->p.allow_requantize = 1;
+        else if (!strcmp(a, "--allow-nonfinite")) o->p.allow_nonfinite = 1;
         else if ((!strcmp(a, "-o") || !strcmp(a, "--output")) && v) { o->output = v; i++; }
         else if (!strcmp(a, "--type") && v) { o->p.ftype = v; i++; }
         else if (!strcmp(a, "--encoder") && v) {

@@ -178,6 +178,20 @@ typedef struct lb_model lb_model;
  * The tokenizer is not loaded here; see lb_tokenizer_load().
  */
 lb_status lb_model_load(const char *path, lb_model **out, lb_error *err);
+
+/* Options of lb_model_load_with(). */
+typedef struct lb_model_params {
+    int allow_nonfinite; /* accept NaN/Inf weights; by default loading fails naming the first such tensor and element */
+} lb_model_params;
+lb_model_params lb_model_default_params(void);
+
+/*
+ * lb_model_load() with options. Every weight is checked to be finite at load (one pass over the data; the
+ * error names the tensor and the first bad element) unless p->allow_nonfinite. lb_model_load() is this with
+ * the defaults. Tensors the architecture does not use (a layer count or a bias flag that does not describe
+ * the checkpoint) are an error.
+ */
+lb_status lb_model_load_with(const char *path, const lb_model_params *p, lb_model **out, lb_error *err);
 void lb_model_free(lb_model *m);
 
 const lb_model_info *lb_model_get_info(const lb_model *m);
@@ -305,6 +319,7 @@ typedef struct lb_eval_params {
     int n_threads;     /* 0 = all online CPUs */
     lb_progress_fn progress;
     void *progress_user;
+    int allow_nonfinite; /* report NaN/Inf results; by default a window whose logits are not finite is an error */
 } lb_eval_params;
 
 lb_eval_params lb_eval_default_params(void);
@@ -402,6 +417,8 @@ typedef struct lb_quantize_params {
                                  (default 1) */
     lb_quant_progress_fn progress;
     void *progress_user;
+    int allow_nonfinite;      /* quantize NaN/Inf weights as they come; by default the first one is an error naming
+                                 the tensor and the element */
 } lb_quantize_params;
 
 lb_quantize_params lb_quantize_default_params(void);

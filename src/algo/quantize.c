@@ -145,6 +145,8 @@ typedef struct qjob {
     size_t row_bytes;
     float *scratch;         /* per thread: ROWS_PER_TASK * cols floats */
     int64_t head_dim;
+    int64_t *first_bad;     /* per thread: the least flat index (output row * cols + col) of a NaN/Inf, or INT64_MAX;
+                               NULL: not checked */
 } qjob;
 
 static void quant_task(void *arg, int64_t task, int thread) {
@@ -155,6 +157,8 @@ static void quant_task(void *arg, int64_t task, int thread) {
     for (int64_t r = 0; r < nr; r++) {
         int64_t src = j->t->permute_qk ? lb_llama_qk_hf_row(r0 + r, j->head_dim) : r0 + r;
         lb_weight_row_f32(w, src, buf + r * w->cols);
+        int64_t bad = j->first_bad ? lb_first_nonfinite(buf + r * w->cols, w->cols) : -1;
+        if (bad >= 0 && (r0 + r) * w->cols + bad < j->first_bad[thread]) j->first_bad[thread] = (r0 + r) * w->cols + bad;
     }
     j->quantize(buf, j->out + (size_t)r0 * j->row_bytes, nr, w->cols, j->imatrix);
 }
@@ -252,6 +256,7 @@ typedef struct run {
     uint8_t *cache[7];
     float *norms[2], *bv;
     float *scratch;
+    int64_t *first_bad;     /* per thread (qjob) */
     uint8_t *out;
     size_t out_cap;
     bool requantized;       /* the input's weights are in a quantized type */
@@ -387,10 +392,19 @@ static lb_status write_tensor(run *R, int64_t i, lb_error *err) {
         if (im && im->n != t->ne[0])
             return lb_err_set(err, LB_ERR_FORMAT, "importance matrix entry %s has %lld values, the tensor's rows have %lld",
                               t->name, (long long)im->n, (long long)t->ne[0]);
+        int nt = lb_pool_size(R->pool);
+        for (int k = 0; k < nt; k++) R->first_bad[k] = INT64_MAX;
         qjob j = {t, lb_encoder_get(t->type, R->p->encoder), im ? im->values : NULL, R->out, row_bytes, R->scratch,
-                  R->m->info.head_dim};
+                  R->m->info.head_dim, R->p->allow_nonfinite ? NULL : R->first_bad};
         lb_pool_run(R->pool, (t->ne[1] + ROWS_PER_TASK - 1) / ROWS_PER_TASK, quant_task, &j);
         lb_mmap_release(t->w->data, lb_weight_row_bytes(t->w) * (size_t)t->w->rows);
+        int64_t bad = INT64_MAX;
+        for (int k = 0; k < nt; k++) bad = R->first_bad[k] < bad ? R->first_bad[k] : bad;
+        if (bad != INT64_MAX) { /* reported in the source's row order */
+            int64_t r = bad / t->ne[0], c = bad % t->ne[0];
+            if (t->permute_qk) r = lb_llama_qk_hf_row(r, R->m->info.head_dim);
+            return lb_err_nonfinite(err, t->name, r, c, lb_weight_get(t->w, r, c));
+        }
     }
     if (calibrated(R) && !strcmp(t->name, "token_embd.weight")) {
         /* the calibration activations start from the embedding as it will be stored */
@@ -441,7 +455,9 @@ static lb_status setup(run *R, const char *input, lb_error *err) {
     if (p->method != LB_METHOD_RTN && p->imatrix)
         return lb_err_set(err, LB_ERR_ARG, "--imatrix goes with the rtn method; %s measures its own statistics",
                           lb_method_name(p->method));
-    lb_status s = lb_model_load(input, &R->m, err);
+    /* NaN/Inf: the round-to-nearest path checks each row as it converts it; the calibrated ones at load */
+    bool check = !p->allow_nonfinite;
+    lb_status s = lb_model_load_checked(input, check && p->method != LB_METHOD_RTN, check, &R->m, err);
     if (s == LB_OK && p->imatrix) s = lb_imatrix_load(p->imatrix, &R->imatrix, err);
     if (s != LB_OK) return s;
     const lb_model_info *h = &R->m->info;
@@ -466,7 +482,8 @@ static lb_status setup(run *R, const char *input, lb_error *err) {
     int64_t kmax = 0;
     for (int64_t i = 0; i < R->plan.n; i++) kmax = R->plan.t[i].ne[0] > kmax ? R->plan.t[i].ne[0] : kmax;
     R->scratch = malloc((size_t)nt * ROWS_PER_TASK * (size_t)kmax * sizeof(float));
-    if (!R->pool || !R->scratch) return lb_err_set(err, LB_ERR_NOMEM, "out of memory");
+    R->first_bad = malloc((size_t)nt * sizeof *R->first_bad);
+    if (!R->pool || !R->scratch || !R->first_bad) return lb_err_set(err, LB_ERR_NOMEM, "out of memory");
     return LB_OK;
 }
 
@@ -476,6 +493,7 @@ static void cleanup(run *R) {
     lb_calib_free(R->cal);
     free(R->out);
     free(R->scratch);
+    free(R->first_bad);
     lb_pool_free(R->pool);
     for (int k = 0; k < R->n_re; k++) regfree(&R->re[k]);
     free(R->re);

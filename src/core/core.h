@@ -27,6 +27,14 @@ static inline bool lb_mul_size(size_t a, size_t b, size_t *out) { return !__buil
 static inline bool lb_add_size(size_t a, size_t b, size_t *out) { return !__builtin_add_overflow(a, b, out); }
 static inline bool lb_mul_i64(int64_t a, int64_t b, int64_t *out) { return !__builtin_mul_overflow(a, b, out); }
 
+/* Index of the first NaN or infinite value of x[0..n), or -1. */
+int64_t lb_first_nonfinite(const float *x, int64_t n);
+/* The error for such a value: "tensor NAME: element [r, c] is NaN" (c < 0: a vector, "element r"). */
+lb_status lb_err_nonfinite(lb_error *err, const char *name, int64_t r, int64_t c, float v);
+
+/* Bytes of the longest valid UTF-8 prefix of p[0..n) (n when all of it is valid). */
+size_t lb_utf8_valid_prefix(const void *p, size_t n);
+
 /* ---- fp16 / bf16 (exact IEEE conversions; round-to-nearest-even on the way down) ---- */
 float lb_fp16_to_f32(uint16_t h);
 uint16_t lb_f32_to_fp16(float f);

@@ -36,6 +36,7 @@ typedef struct loader {
     lb_model *m;
     lb_error *err;
     uint8_t *used; /* per source tensor: read by the architecture */
+    bool check_matrices, check_vectors; /* refuse NaN/Inf values */
 } loader;
 
 /* n bytes owned by the model (freed with it), 32-byte aligned; NULL on allocation failure. */
@@ -124,6 +125,20 @@ static lb_status get_type(loader *L, const src_tensor *t, lb_type *type) {
     return LB_OK;
 }
 
+/* Every value of w finite (rows of w are rows row0.. of tensor `name`): one pass, row by row through f32. */
+static lb_status check_finite(loader *L, const char *name, const lb_weight *w, int64_t row0) {
+    float *row = malloc((size_t)w->cols * sizeof *row);
+    if (!row) return lb_err_set(L->err, LB_ERR_NOMEM, "out of memory");
+    lb_status s = LB_OK;
+    for (int64_t r = 0; s == LB_OK && r < w->rows; r++) {
+        lb_weight_row_f32(w, r, row);
+        int64_t bad = lb_first_nonfinite(row, w->cols);
+        if (bad >= 0) s = lb_err_nonfinite(L->err, name, row0 + r, bad, row[bad]);
+    }
+    free(row);
+    return s;
+}
+
 /* A (rows, cols) matrix, or row range [row0, row0+rows) of a larger one when `total_rows` > rows. */
 static lb_status load_matrix(loader *L, const char *name, int64_t total_rows, int64_t row0, int64_t rows, int64_t cols,
                              lb_weight *w) {
@@ -149,7 +164,7 @@ static lb_status load_matrix(loader *L, const char *name, int64_t total_rows, in
     w->data = data + (size_t)row0 * lb_type_row_size(w->type, cols);
     w->rows = rows;
     w->cols = cols;
-    return LB_OK;
+    return L->check_matrices ? check_finite(L, name, w, row0) : LB_OK;
 }
 
 /* A vector of n converted to f32 (NULL and LB_OK when absent and optional). */
@@ -170,6 +185,8 @@ static lb_status load_vector(loader *L, const char *name, int64_t n, bool requir
     /* the source may be unaligned: convert from an aligned copy */
     memcpy(raw, t->data, t->n_bytes);
     lb_type_traits_get(type)->to_float(raw, v, n);
+    int64_t bad = L->check_vectors ? lb_first_nonfinite(v, n) : -1;
+    if (bad >= 0) return lb_err_nonfinite(L->err, name, bad, -1, v[bad]);
     *out = v;
     return LB_OK;
 }
@@ -440,7 +457,19 @@ static bool is_gguf_file(const char *path) {
     return yes;
 }
 
-lb_status lb_model_load(const char *path, lb_model **out, lb_error *err) {
+lb_model_params lb_model_default_params(void) {
+    lb_model_params p = {0};
+    return p;
+}
+
+lb_status lb_model_load(const char *path, lb_model **out, lb_error *err) { return lb_model_load_with(path, NULL, out, err); }
+
+lb_status lb_model_load_with(const char *path, const lb_model_params *p, lb_model **out, lb_error *err) {
+    bool check = !p || !p->allow_nonfinite;
+    return lb_model_load_checked(path, check, check, out, err);
+}
+
+lb_status lb_model_load_checked(const char *path, bool check_matrices, bool check_vectors, lb_model **out, lb_error *err) {
     if (!path || !out) return lb_err_set(err, LB_ERR_ARG, "lb_model_load: NULL argument");
     bool dir = lb_path_is_dir(path);
     if (!dir) {
@@ -451,7 +480,7 @@ lb_status lb_model_load(const char *path, lb_model **out, lb_error *err) {
     }
     lb_model *m = calloc(1, sizeof *m);
     if (!m) return lb_err_set(err, LB_ERR_NOMEM, "out of memory");
-    loader L = {m, err, NULL};
+    loader L = {m, err, NULL, check_matrices, check_vectors};
     lb_status s = (m->path = strdup(path)) ? LB_OK : lb_err_set(err, LB_ERR_NOMEM, "out of memory");
     const lb_model_info *h = &m->info;
     bool gguf = !dir;

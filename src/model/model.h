@@ -44,6 +44,10 @@ struct lb_model {
     int64_t n_owned, cap_owned;
 };
 
+/* lb_model_load_with() choosing which weights are checked to be finite at load: the matrices (one pass over
+ * them) and the small vectors (norms, biases). The quantizer checks the matrices itself as it converts them. */
+lb_status lb_model_load_checked(const char *path, bool check_matrices, bool check_vectors, lb_model **out, lb_error *err);
+
 /*
  * Run decoder layer il with the weights `l` (the model's own or replacements, e.g. quantized ones) on
  * x (T, n_embd): one sequence from position 0, T at most the context's batch; x is replaced by the
