@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Build lowbit and run something, installing what this machine lacks first.
 #   ./build.sh demo   build, then run the main job on the bundled tiny model
-#   ./build.sh test   build, then run every test (ctest), then the fast tests under ASan+UBSan
+#   ./build.sh test   build, then run every test (ctest), then the fast tests under ASan+UBSan and under
+#                     clang's UBSan, then each libFuzzer target for a few seconds
 #   ./build.sh        build only
 # The tests use Python packages as independent references (llama.cpp's gguf reader and llama-cpp-python);
 # `test` installs them into a virtualenv at $LB_VENV (default ~/.cache/lowbit/venv), once. On a fresh
@@ -44,7 +45,8 @@ case "${1:-build}" in
   test)
     python_refs
     export LB_PYTHON="$LB_VENV/bin/python"
-    make test && make asan
+    command -v clang >/dev/null 2>&1 || apt_install clang libclang-rt-dev # UBSan and libFuzzer runtimes
+    make test && make asan && make ubsan && make fuzz
     ;;
   *) echo "usage: ./build.sh [build|demo|test]" >&2; exit 2 ;;
 esac

@@ -203,9 +203,10 @@ static void print_summary(const qopts *o, const lb_quantize_report *r) {
         printf("}, \"tensors\": [");
         for (int64_t i = 0; i < r->n_tensors; i++) {
             const lb_quantize_tensor *t = &r->tensors[i];
-            printf("%s\n  {\"name\": \"%s\", \"type\": \"%s\", \"ne\": [%lld, %lld], \"bytes\": %zu, \"fallback\": %s}",
-                   i ? "," : "", t->name, lb_type_name(t->type), (long long)t->ne[0], (long long)t->ne[1], t->n_bytes,
-                   t->fallback ? "true" : "false");
+            printf("%s\n  {\"name\": ", i ? "," : "");
+            cli_json_str(stdout, t->name);
+            printf(", \"type\": \"%s\", \"ne\": [%lld, %lld], \"bytes\": %zu, \"fallback\": %s}", lb_type_name(t->type),
+                   (long long)t->ne[0], (long long)t->ne[1], t->n_bytes, t->fallback ? "true" : "false");
         }
         printf("]}\n");
         return;
