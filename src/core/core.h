@@ -95,6 +95,8 @@ void lb_outfile_abort(lb_outfile *o);
 
 /* Number of online CPUs (at least 1). */
 int lb_cpu_count(void);
+/* Whether the CPU has F16C (through cpuid: clang before 19 does not know __builtin_cpu_supports("f16c")). */
+bool lb_cpu_has_f16c(void);
 
 typedef struct lb_pool lb_pool;
 /* A pool of n_threads workers counting the caller (n_threads - 1 threads are started). NULL on failure. */

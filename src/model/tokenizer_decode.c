@@ -84,7 +84,7 @@ static void dec_byte_level(const lb_tokenizer *t, const strlist *in, strlist *ou
         else memcpy(raw + n, SL_STR(in, i), SL_LEN(in, i)), n += SL_LEN(in, i);
     }
     sl_begin(out);
-    if (sl_reserve(out, 3 * n)) {
+    if (n > 0 && sl_reserve(out, 3 * n)) { /* nothing to append for no bytes (and no buffer yet) */
         size_t w = utf8_lossy(raw, n, out->buf + out->len);
         out->len += w;
         if (!out->oom) out->span[out->n - 1][1] = w;
