@@ -24,7 +24,7 @@ typedef struct strlist {
 } strlist;
 
 static bool sl_reserve(strlist *l, size_t more) {
-    if (l->len + more > l->cap) {
+    if (l->len + more > l->cap || !l->buf) { /* always a buffer: SL_STR of an empty string must not offset NULL */
         size_t c = l->cap ? l->cap : 256;
         while (c < l->len + more) c *= 2;
         uint8_t *b = realloc(l->buf, c);
@@ -37,7 +37,7 @@ static bool sl_reserve(strlist *l, size_t more) {
 
 /* Start a new string in the list. */
 static void sl_begin(strlist *l) {
-    if (l->oom) return;
+    if (l->oom || !sl_reserve(l, 0)) return;
     if (l->n == l->cap_n) {
         size_t c = l->cap_n ? l->cap_n * 2 : 64;
         void *p = realloc(l->span, c * sizeof *l->span);
@@ -84,7 +84,7 @@ static void dec_byte_level(const lb_tokenizer *t, const strlist *in, strlist *ou
         else memcpy(raw + n, SL_STR(in, i), SL_LEN(in, i)), n += SL_LEN(in, i);
     }
     sl_begin(out);
-    if (n > 0 && sl_reserve(out, 3 * n)) { /* nothing to append for no bytes (and no buffer yet) */
+    if (sl_reserve(out, 3 * n)) {
         size_t w = utf8_lossy(raw, n, out->buf + out->len);
         out->len += w;
         if (!out->oom) out->span[out->n - 1][1] = w;
