@@ -39,13 +39,24 @@ python_refs() {
   "$LB_VENV/bin/python" -c "import llama_cpp, gguf, numpy"
 }
 
+# whether clang can build a libFuzzer program with ASan+UBSan (the runtimes are a separate package)
+clang_sanitizers() {
+  local exe
+  exe=$(mktemp)
+  printf 'int LLVMFuzzerTestOneInput(const char *d, unsigned long n) { return 0; }\n' |
+    clang -x c - -fsanitize=fuzzer,address,undefined -o "$exe" >/dev/null 2>&1
+  local rc=$?
+  rm -f "$exe"
+  return $rc
+}
+
 case "${1:-build}" in
   build) make build ;;
   demo) make demo ;;
   test)
     python_refs
     export LB_PYTHON="$LB_VENV/bin/python"
-    command -v clang >/dev/null 2>&1 || apt_install clang libclang-rt-dev # UBSan and libFuzzer runtimes
+    clang_sanitizers || apt_install clang libclang-rt-dev # clang with its UBSan and libFuzzer runtimes
     make test && make asan && make ubsan && make fuzz
     ;;
   *) echo "usage: ./build.sh [build|demo|test]" >&2; exit 2 ;;
