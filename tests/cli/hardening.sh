@@ -108,7 +108,7 @@ for sig in INT TERM HUP; do
   pid=$!
   for _ in $(seq 200); do [ -e "$T/sig$sig/out.gguf.lowbit-tmp" ] && break; sleep 0.01; done
   kill -s "$sig" "$pid"
-  wait "$pid"
+  wait "$pid" 2>/dev/null
   rc=$?
   left=$(ls -A "$T/sig$sig")
   if [ $rc -ge 128 ] && [ -z "$left" ]; then ok; else ko "SIG$sig: rc=$rc, left: $left"; fi
@@ -182,6 +182,12 @@ expect_error "unused layers" "tensors the architecture does not use \(model.laye
 sed -i 's/"num_hidden_layers": 2/"num_hidden_layers": 2147483647/' "$T/l2/config.json"
 expect_error "huge layer count" "says 2147483647 layers, but the checkpoint has only [0-9]+ tensors" \
   "$LOWBIT" "${Q[@]}" "$T/l2" -o "$T/o.gguf"
+
+$PY -c 'import sys; sys.path[:0] = ["tests/fuzz", "tests/cli"]; import make_corpus as m
+m.gguf_model(path=sys.argv[1]); m.gguf_model([("blk.1.attn_q.weight", [8, 8])], path=sys.argv[2])' "$T/one.gguf" "$T/extra.gguf"
+expect_ok "1-layer GGUF" "$LOWBIT" inspect "$T/one.gguf"
+expect_error "unused GGUF tensor" "1 tensor the architecture does not use \(blk.1.attn_q.weight\): the GGUF metadata" \
+  "$LOWBIT" quantize -q --type q8_0 "$T/extra.gguf" -o "$T/o.gguf"
 
 # ---- inputs that would block; context lengths ----
 mkfifo "$T/textfifo"

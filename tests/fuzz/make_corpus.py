@@ -57,7 +57,8 @@ def numel(shape):
     return n
 
 
-def gguf_model():
+def gguf_model(extra=(), path="/tmp/lb_seed.gguf"):
+    """the 1-layer model as GGUF bytes; `extra`: more (name, ne) f32 tensors"""
     kvs = [("general.architecture", 8, gguf_str(b"llama"))]
     for k, v in [("embedding_length", E), ("block_count", 1), ("feed_forward_length", F), ("attention.head_count", H),
                  ("attention.head_count_kv", HKV), ("context_length", CTX)]:
@@ -67,8 +68,10 @@ def gguf_model():
     ts = []
     for i, (_, name, shape) in enumerate(tensors()):
         ts.append((name.encode(), list(reversed(shape)), 0, f32(values(numel(shape), i))))
-    write_gguf("/tmp/lb_seed.gguf", kvs, ts)
-    with open("/tmp/lb_seed.gguf", "rb") as f:
+    for name, ne in extra:
+        ts.append((name.encode(), ne, 0, f32(values(numel(ne), 0))))
+    write_gguf(path, kvs, ts)
+    with open(path, "rb") as f:
         return f.read()
 
 
