@@ -161,7 +161,8 @@ static lb_status open_locked(const char *path, const char *tmp, int *fd_out, lb_
             close(fd);
             return lb_err_set(err, LB_ERR_IO, "%s: the temporary file %s is not a regular file", path, tmp);
         }
-        if (flock(fd, LOCK_EX | LOCK_NB) != 0) {
+        /* a file system without flock (some network ones) is written unlocked rather than refused */
+        if (flock(fd, LOCK_EX | LOCK_NB) != 0 && errno != ENOLCK && errno != EOPNOTSUPP) {
             int e = errno;
             close(fd);
             if (e == EWOULDBLOCK)
