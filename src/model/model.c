@@ -164,7 +164,12 @@ static lb_status load_matrix(loader *L, const char *name, int64_t total_rows, in
     w->data = data + (size_t)row0 * lb_type_row_size(w->type, cols);
     w->rows = rows;
     w->cols = cols;
-    return L->check_matrices ? check_finite(L, name, w, row0) : LB_OK;
+    if (!L->check_matrices) return LB_OK;
+    s = check_finite(L, name, w, row0);
+    /* pages of the file read by the check are handed back, so loading keeps resident memory as low as before
+     * (never for a copy: releasing private memory would zero it) */
+    if (data == t->data) lb_mmap_release(w->data, lb_weight_row_bytes(w) * (size_t)rows);
+    return s;
 }
 
 /* A vector of n converted to f32 (NULL and LB_OK when absent and optional). */
