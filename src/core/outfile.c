@@ -199,15 +199,18 @@ lb_status lb_outfile_open(lb_outfile *o, const char *path, lb_error *err) {
     }
     memcpy(o->tmp, path, n);
     memcpy(o->tmp + n, TMP_SUFFIX, sizeof TMP_SUFFIX);
+    /* listed before it is created, so that a signal never leaves it behind; a signal in the instant before a
+     * failed lock is noticed could delete another writer's temporary, which then fails cleanly at its rename */
+    o->slot = live_add(o->tmp);
     s = open_locked(path, o->tmp, &o->fd, err);
     if (s != LB_OK) {
+        live_drop(o->slot);
+        o->slot = -1;
         free(o->tmp); /* not ours (or not there): never unlink it */
         o->tmp = NULL;
         lb_outfile_abort(o);
-        return s;
     }
-    o->slot = live_add(o->tmp);
-    return LB_OK;
+    return s;
 }
 
 lb_status lb_outfile_write(lb_outfile *o, const void *data, size_t n, lb_error *err) {
