@@ -453,9 +453,12 @@ typedef struct lb_quantize_report {
 
 /*
  * Quantize `input` (a Hugging Face model directory or a GGUF file) into a GGUF file at `output`, tensor
- * by tensor: memory stays about one tensor plus per-thread buffers. The file is written under a
- * temporary name and renamed when complete; on any failure no file is left at `output`. The report
- * (may be NULL) is filled on success; release it with lb_quantize_report_free().
+ * by tensor: memory stays about one tensor plus per-thread buffers. `output` is checked first with
+ * lb_output_check() against `input` and p->imatrix. The file is written under a temporary name and renamed
+ * when complete; on any failure no file is left at `output`. NaN/Inf weights are an error naming the
+ * tensor and element unless p->allow_nonfinite; an importance matrix that covers none of the quantized
+ * matrices is an error. The report (may be NULL) is filled on success; release it with
+ * lb_quantize_report_free().
  */
 lb_status lb_quantize_model(const char *input, const char *output, const lb_quantize_params *p,
                             lb_quantize_report *report, lb_error *err);
@@ -488,6 +491,8 @@ lb_status lb_calib_windows(int64_t n_text_tokens, const lb_calib_params *p, int6
  * Importance matrix: run the model over the calibration windows and write, for every matrix, the mean
  * squared input activation E[x_j^2] of each input column, in llama.cpp's imatrix file format (the legacy
  * .dat layout that llama-quantize --imatrix and lowbit quantize --imatrix read). `dataset` names the text.
+ * `out_path` is checked first with lb_output_check() against the model's own path; a mean that comes out
+ * NaN or infinite is an error naming the entry and column, and nothing is written.
  */
 lb_status lb_imatrix_compute(const lb_model *m, const int32_t *tokens, int64_t n_tokens, const lb_calib_params *p,
                              const char *dataset, const char *out_path, lb_error *err);
