@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Build lowbit and run something, installing what this machine lacks first.
 #   ./build.sh demo   build, then run the main job on the bundled tiny model
-#   ./build.sh test   build, then run every test (ctest), then the fast tests under ASan+UBSan
+#   ./build.sh test   build, then run every test (ctest), then the fast tests under ASan+UBSan and under
+#                     clang's UBSan, then each libFuzzer target for a few seconds
 #   ./build.sh        build only
 # The tests use Python packages as independent references (llama.cpp's gguf reader and llama-cpp-python);
 # `test` installs them into a virtualenv at $LB_VENV (default ~/.cache/lowbit/venv), once. On a fresh
@@ -50,13 +51,25 @@ python_refs() {
   echo "$stamp" >"$LB_VENV/.requirements.txt"
 }
 
+# whether clang can build a libFuzzer program with ASan+UBSan (the runtimes are a separate package)
+clang_sanitizers() {
+  local exe
+  exe=$(mktemp)
+  printf 'int LLVMFuzzerTestOneInput(const char *d, unsigned long n) { return 0; }\n' |
+    clang -x c - -fsanitize=fuzzer,address,undefined -o "$exe" >/dev/null 2>&1
+  local rc=$?
+  rm -f "$exe"
+  return $rc
+}
+
 case "${1:-build}" in
   build) make build ;;
   demo) make demo ;;
   test)
     python_refs
     export LB_PYTHON="$LB_VENV/bin/python"
-    make test && make asan
+    clang_sanitizers || apt_install clang libclang-rt-dev # clang with its UBSan and libFuzzer runtimes
+    make test && make asan && make ubsan && make fuzz
     ;;
   *) echo "usage: ./build.sh [build|demo|test]" >&2; exit 2 ;;
 esac

@@ -4,6 +4,7 @@
 #include "cli.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <math.h>
 #include <stdarg.h>
 #include <stdlib.h>
@@ -55,14 +56,26 @@ bool cli_float(const char *opt, const char *v, double lo, double hi, double *out
     return true;
 }
 
+static size_t utf8_bad_offset(const unsigned char *s, size_t n);
+
 void cli_json_str(FILE *f, const char *s) {
     fputc('"', f);
-    for (const unsigned char *p = (const unsigned char *)s; *p; p++) {
+    size_t n = strlen(s);
+    for (const unsigned char *p = (const unsigned char *)s, *end = p + n; p < end; p++) {
         if (*p == '"' || *p == '\\') fprintf(f, "\\%c", *p);
         else if (*p == '\n') fputs("\\n", f);
         else if (*p == '\t') fputs("\\t", f);
         else if (*p < 0x20) fprintf(f, "\\u%04x", *p);
-        else fputc(*p, f);
+        else if (*p < 0x80) fputc(*p, f);
+        else { /* a valid UTF-8 sequence as it is; each byte of an invalid one as U+FFFD (JSON is UTF-8) */
+            size_t len = *p >= 0xf0 ? 4 : *p >= 0xe0 ? 3 : 2;
+            if (utf8_bad_offset(p, (size_t)(end - p)) == 0) {
+                fputs("\\ufffd", f);
+            } else {
+                fwrite(p, 1, len, f);
+                p += len - 1;
+            }
+        }
     }
     fputc('"', f);
 }
@@ -122,12 +135,17 @@ static size_t utf8_bad_offset(const unsigned char *s, size_t n) {
 }
 
 int cli_read_text(const char *path, char **text, size_t *len) {
-    FILE *f = fopen(path, "rb");
-    if (!f) return cli_fail("%s: cannot open: %s", path, strerror(errno));
+    int fd = open(path, O_RDONLY | O_CLOEXEC | O_NONBLOCK); /* a FIFO must not block: it is refused below */
+    if (fd < 0) return cli_fail("%s: cannot open: %s", path, strerror(errno));
     struct stat st;
-    if (fstat(fileno(f), &st) != 0 || !S_ISREG(st.st_mode)) {
-        fclose(f);
+    if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
+        close(fd);
         return cli_fail("%s: not a regular file", path);
+    }
+    FILE *f = fdopen(fd, "rb");
+    if (!f) {
+        close(fd);
+        return cli_fail("%s: cannot open: %s", path, strerror(errno));
     }
     size_t n = (size_t)st.st_size;
     char *buf = malloc(n + 1);

@@ -21,6 +21,7 @@ static void usage(FILE *f) {
           "  -t, --threads N worker threads (default: all CPUs)\n"
           "  --device D      cpu (default), cuda or cuda:N: where the models run and are scored\n"
           "  --json          machine-readable result on stdout\n"
+          "  --allow-nonfinite  load NaN/Inf weights and report NaN results (default: an error naming them)\n"
           "  -q, --quiet     no progress on stderr\n",
           f);
 }
@@ -30,7 +31,7 @@ typedef struct eval_opts {
     const char *models[MAX_MODELS];
     int n_models;
     int64_t ctx, chunks, threads;
-    bool json, quiet;
+    bool json, quiet, allow_nonfinite;
     lb_device device;
 } eval_opts;
 
@@ -43,6 +44,7 @@ static int parse(int argc, char **argv, eval_opts *o) {
         if (!strcmp(a, "-h") || !strcmp(a, "--help")) { usage(stdout); return -1; }
         else if (!strcmp(a, "--json")) o->json = true;
         else if (!strcmp(a, "-q") || !strcmp(a, "--quiet")) o->quiet = true;
+        else if (!strcmp(a, "--allow-nonfinite")) o->allow_nonfinite = true;
         else if (!strcmp(a, "--text") && v) { o->text = v; i++; }
         else if (!strcmp(a, "--base") && v) { o->base = v; i++; }
         else if (!strcmp(a, "--device") && v) { if (!cli_device(v, &o->device)) return 1; i++; }
@@ -109,12 +111,23 @@ int cmd_eval(int argc, char **argv) {
     int64_t n_ids = 0;
     size_t len;
     if ((rc = cli_read_text(o.text, &text, &len))) return rc;
-    for (int k = 0; s == LB_OK && k < o.n_models; k++) s = lb_model_load(o.models[k], &ms[k], &e);
+    lb_model_params mp = lb_model_default_params();
+    mp.allow_nonfinite = o.allow_nonfinite;
+    for (int k = 0; s == LB_OK && k < o.n_models; k++) s = lb_model_load_with(o.models[k], &mp, &ms[k], &e);
     if (s == LB_OK) s = lb_tokenizer_load(o.model, &tok, &e);
-    if (s == LB_OK && o.base) s = lb_model_load(o.base, &base, &e);
+    if (s == LB_OK && o.base) s = lb_model_load_with(o.base, &mp, &base, &e);
     if (s != LB_OK) {
         rc = cli_fail_lb(s, &e);
         goto done;
+    }
+    for (int k = 0; k <= o.n_models; k++) { /* the window must fit every model's trained context */
+        const lb_model *m = k < o.n_models ? ms[k] : base;
+        int64_t n_ctx = m ? lb_model_get_info(m)->n_ctx_train : 0;
+        if (n_ctx > 0 && o.ctx > n_ctx) {
+            rc = cli_fail("--ctx %lld exceeds the max_position_embeddings (%lld) of %s", (long long)o.ctx, (long long)n_ctx,
+                          k < o.n_models ? o.models[k] : o.base);
+            goto done;
+        }
     }
     if (!o.quiet) fprintf(stderr, "tokenizing %s (%zu bytes)\n", o.text, len);
     if ((s = lb_tokenizer_encode(tok, text, len, &ids, &n_ids, &e)) != LB_OK) {
@@ -135,6 +148,7 @@ int cmd_eval(int argc, char **argv) {
     p.device = o.device;
     p.progress = cli_progress_cb;
     p.progress_user = &prog;
+    p.allow_nonfinite = o.allow_nonfinite;
     if ((s = lb_eval_perplexity_multi((const lb_model *const *)ms, o.n_models, base, ids, n_ids, &p, res, &e)) != LB_OK) {
         rc = cli_fail_lb(s, &e);
         goto done;

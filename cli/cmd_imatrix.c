@@ -16,6 +16,7 @@ static void usage(FILE *f) {
           "  --seed S             which windows are used (default 1)\n"
           "  -t, --threads N      worker threads (default: all CPUs)\n"
           "  --device D           cpu (default), cuda or cuda:N\n"
+          "  --allow-nonfinite    load NaN/Inf weights (the statistics must still come out finite)\n"
           "  -q, --quiet          no progress on stderr\n",
           f);
 }
@@ -24,11 +25,13 @@ int cmd_imatrix(int argc, char **argv) {
     const char *model = NULL, *calib = NULL, *out = NULL;
     lb_calib_params p = lb_calib_default_params();
     bool quiet = false;
+    lb_model_params mp = lb_model_default_params();
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
         int64_t n;
         if (!strcmp(a, "-h") || !strcmp(a, "--help")) { usage(stdout); return 0; }
         else if (!strcmp(a, "-q") || !strcmp(a, "--quiet")) quiet = true;
+        else if (!strcmp(a, "--allow-nonfinite")) mp.allow_nonfinite = 1;
         else if (!strcmp(a, "--calib") && v) { calib = v; i++; }
         else if ((!strcmp(a, "-o") || !strcmp(a, "--output")) && v) { out = v; i++; }
         else if (!strcmp(a, "--calib-tokens") && v) { if (!cli_int(a, v, 2, INT64_MAX / 2, &p.n_tokens)) return 1; i++; }
@@ -44,16 +47,19 @@ int cmd_imatrix(int argc, char **argv) {
         usage(stderr);
         return cli_fail("imatrix: MODEL, --calib FILE and -o OUT are required");
     }
+    lb_error e;
+    const char *inputs[2] = {model, calib};
+    lb_status s = lb_output_check(out, inputs, 2, &e);
+    if (s != LB_OK) return cli_fail_lb(s, &e);
     char *text = NULL;
     size_t len;
     int rc = cli_read_text(calib, &text, &len);
     if (rc) return rc;
-    lb_error e;
     lb_model *m = NULL;
     lb_tokenizer *tok = NULL;
     int32_t *ids = NULL;
     int64_t n_ids = 0;
-    lb_status s = lb_model_load(model, &m, &e);
+    s = lb_model_load_with(model, &mp, &m, &e);
     if (s == LB_OK) s = lb_tokenizer_load(model, &tok, &e);
     if (s == LB_OK) s = lb_tokenizer_encode(tok, text, len, &ids, &n_ids, &e);
     if (s == LB_OK) {

@@ -86,7 +86,9 @@ int cmd_inspect(int argc, char **argv) {
     }
     lb_model *m = NULL;
     lb_error e;
-    lb_status s = lb_model_load(path, &m, &e);
+    lb_model_params mp = lb_model_default_params();
+    mp.allow_nonfinite = 1; /* metadata only: no pass over the weights */
+    lb_status s = lb_model_load_with(path, &mp, &m, &e);
     if (s != LB_OK) return cli_fail_lb(s, &e);
     if (json) print_json(path, m);
     else print_text(path, m);

@@ -40,6 +40,7 @@ static void usage(FILE *f) {
           "  --ref-damp F               pull of that target towards the original weights, a fraction of\n"
           "                             mean(diag H) (default 1)\n"
           "  --allow-requantize         accept an already-quantized GGUF input (loses quality)\n"
+          "  --allow-nonfinite          quantize NaN/Inf weights as they come (default: an error naming the first)\n"
           "  -t, --threads N            worker threads (default: all CPUs); output is identical for any N\n"
           "  --json                     the summary as one JSON object on stdout\n"
           "  -q, --quiet                no progress on stderr\n",
@@ -76,6 +77,7 @@ static int parse(int argc, char **argv, qopts *o) {
         else if (!strcmp(a, "-q") || !strcmp(a, "--quiet")) o->quiet = true;
         else if (!strcmp(a, "--pure")) o->p.pure = 1;
         else if (!strcmp(a, "--allow-requantize")) o->p.allow_requantize = 1;
+        else if (!strcmp(a, "--allow-nonfinite")) o->p.allow_nonfinite = 1;
         else if ((!strcmp(a, "-o") || !strcmp(a, "--output")) && v) { o->output = v; i++; }
         else if (!strcmp(a, "--type") && v) { o->p.ftype = v; i++; }
         else if (!strcmp(a, "--encoder") && v) {
@@ -187,9 +189,10 @@ static void print_summary(const qopts *o, const lb_quantize_report *r) {
         cli_json_str(stdout, o->p.ftype);
         printf(", \"method\": \"%s\"", lb_method_name(o->p.method));
         printf(", \"encoder\": \"%s\", \"architecture\": \"%s\", \"n_params\": %lld, \"file_bytes\": %zu, "
-               "\"bits_per_weight\": %.4f, \"seconds\": %.3f, \"peak_rss_bytes\": %zu, \"requantized\": %s, \"types\": {",
+               "\"bits_per_weight\": %.4f, \"seconds\": %.3f, \"peak_rss_bytes\": %zu, \"requantized\": %s, \"imatrix_covered\": %lld, \"imatrix_matrices\": %lld, \"types\": {",
                o->p.encoder == LB_ENCODER_REF ? "ref" : "default", r->architecture, (long long)r->n_params, r->file_bytes,
-               r->bits_per_weight, r->seconds, r->peak_rss_bytes, r->requantized ? "true" : "false");
+               r->bits_per_weight, r->seconds, r->peak_rss_bytes, r->requantized ? "true" : "false",
+               (long long)r->imatrix_covered, (long long)r->imatrix_matrices);
         int first = 1;
         for (int t = 0; t < LB_TYPE_COUNT; t++) {
             if (!r->type_tensors[t]) continue;
@@ -200,9 +203,10 @@ static void print_summary(const qopts *o, const lb_quantize_report *r) {
         printf("}, \"tensors\": [");
         for (int64_t i = 0; i < r->n_tensors; i++) {
             const lb_quantize_tensor *t = &r->tensors[i];
-            printf("%s\n  {\"name\": \"%s\", \"type\": \"%s\", \"ne\": [%lld, %lld], \"bytes\": %zu, \"fallback\": %s}",
-                   i ? "," : "", t->name, lb_type_name(t->type), (long long)t->ne[0], (long long)t->ne[1], t->n_bytes,
-                   t->fallback ? "true" : "false");
+            printf("%s\n  {\"name\": ", i ? "," : "");
+            cli_json_str(stdout, t->name);
+            printf(", \"type\": \"%s\", \"ne\": [%lld, %lld], \"bytes\": %zu, \"fallback\": %s}", lb_type_name(t->type),
+                   (long long)t->ne[0], (long long)t->ne[1], t->n_bytes, t->fallback ? "true" : "false");
         }
         printf("]}\n");
         return;
@@ -233,6 +237,11 @@ int cmd_quantize(int argc, char **argv) {
         lb_error e;
         lb_status s = LB_OK;
         int32_t *ids = NULL;
+        const char *inputs[3] = {o.input, o.p.imatrix, o.calib};
+        if ((s = lb_output_check(o.output, inputs, 3, &e)) != LB_OK) {
+            rc = cli_fail_lb(s, &e);
+            goto out;
+        }
         if (o.calib) { /* the calibration text, tokenized by the input's own tokenizer */
             char *text = NULL;
             size_t len;
@@ -252,6 +261,10 @@ int cmd_quantize(int argc, char **argv) {
         } else {
             if (r.requantized)
                 fprintf(stderr, "lowbit: warning: %s was already quantized; requantizing compounds the rounding error\n", o.input);
+            if (o.p.imatrix && !o.quiet)
+                fprintf(stderr, "importance matrix %s: %lld of %lld quantized matrices covered (%lld entries in the file)%s\n",
+                        o.p.imatrix, (long long)r.imatrix_covered, (long long)r.imatrix_matrices, (long long)r.imatrix_entries,
+                        r.imatrix_covered < r.imatrix_matrices ? "; the others are quantized without it" : "");
             print_summary(&o, &r);
             lb_quantize_report_free(&r);
         }

@@ -3,6 +3,7 @@
  */
 #include "cli.h"
 
+#include <signal.h>
 #include <string.h>
 
 int cmd_inspect(int argc, char **argv);
@@ -39,7 +40,27 @@ static void usage(FILE *f) {
     fprintf(f, "\n'lowbit <command> --help' shows a command's options.\n");
 }
 
+/* SIGINT/SIGTERM/SIGHUP: delete the temporary file of the output being written, then die of the signal */
+static void on_signal(int sig) {
+    lb_remove_temporaries();
+    signal(sig, SIG_DFL);
+    raise(sig);
+}
+
+static void install_handlers(void) {
+    static const int sigs[] = {SIGINT, SIGTERM, SIGHUP};
+    for (size_t i = 0; i < sizeof sigs / sizeof sigs[0]; i++) {
+        struct sigaction sa, old;
+        memset(&sa, 0, sizeof sa);
+        sa.sa_handler = on_signal;
+        sigemptyset(&sa.sa_mask);
+        /* a signal ignored by whoever started us (nohup) stays ignored */
+        if (sigaction(sigs[i], NULL, &old) == 0 && old.sa_handler != SIG_IGN) sigaction(sigs[i], &sa, NULL);
+    }
+}
+
 int main(int argc, char **argv) {
+    install_handlers();
     if (argc < 2) {
         usage(stderr);
         return 2;

@@ -58,6 +58,29 @@ const char *lb_status_str(lb_status s);
 void lb_free(void *p);
 
 /* ------------------------------------------------------------------------------------------------
+ * Output files
+ * ---------------------------------------------------------------------------------------------- */
+
+/*
+ * Check an output path before any work: fails (LB_ERR_ARG, or LB_ERR_IO for a missing or unwritable
+ * directory) when `output` exists and is not a regular file (a directory, a symbolic link, a device, a
+ * FIFO: lowbit never replaces one), when its directory does not exist, when it is the same file (device
+ * and inode) as one of the n_inputs `inputs` (files, or checkpoint directories and the files in them), or
+ * when it lies inside an input directory. NULL inputs are skipped. lb_quantize_model() and
+ * lb_imatrix_compute() check the inputs they read themselves; callers add any others (calibration text).
+ * Every output is written to `<output>.lowbit-tmp`, locked with flock() while it is written (a second
+ * process writing the same output fails at once), and renamed over `output` when complete.
+ */
+lb_status lb_output_check(const char *output, const char *const *inputs, int n_inputs, lb_error *err);
+
+/*
+ * Delete the temporary files of every output this process is writing. Async-signal-safe: meant for the
+ * caller's SIGINT/SIGTERM/SIGHUP handler, which then ends the process (the library installs no handlers).
+ * After it the writes in progress fail or produce nothing.
+ */
+void lb_remove_temporaries(void);
+
+/* ------------------------------------------------------------------------------------------------
  * Element types
  * ---------------------------------------------------------------------------------------------- */
 
@@ -156,6 +179,20 @@ typedef struct lb_model lb_model;
  * The tokenizer is not loaded here; see lb_tokenizer_load().
  */
 lb_status lb_model_load(const char *path, lb_model **out, lb_error *err);
+
+/* Options of lb_model_load_with(). */
+typedef struct lb_model_params {
+    int allow_nonfinite; /* accept NaN/Inf weights; by default loading fails naming the first such tensor and element */
+} lb_model_params;
+lb_model_params lb_model_default_params(void);
+
+/*
+ * lb_model_load() with options. Every weight is checked to be finite at load (one pass over the data; the
+ * error names the tensor and the first bad element) unless p->allow_nonfinite. lb_model_load() is this with
+ * the defaults. Tensors the architecture does not use (a layer count or a bias flag that does not describe
+ * the checkpoint) are an error.
+ */
+lb_status lb_model_load_with(const char *path, const lb_model_params *p, lb_model **out, lb_error *err);
 void lb_model_free(lb_model *m);
 
 const lb_model_info *lb_model_get_info(const lb_model *m);
@@ -293,7 +330,7 @@ int lb_cuda_compiled(void);
 typedef struct lb_context lb_context;
 
 typedef struct lb_context_params {
-    int64_t n_ctx;   /* KV cache length in tokens; 0 = the model's n_ctx_train */
+    int64_t n_ctx;   /* KV cache length in tokens; 0 = the model's n_ctx_train, which is also the most allowed */
     int n_threads;   /* worker threads; 0 = all online CPUs */
     lb_device device; /* where the forward pass runs (zero = CPU). A CUDA context uploads the model's weights
                          to the GPU once, in their stored types, when it is created; the lb_model stays as it is */
@@ -367,6 +404,7 @@ typedef struct lb_eval_params {
     lb_progress_fn progress;
     void *progress_user;
     lb_device device;  /* where the models run (zero = CPU); on a GPU the scoring runs there too */
+    int allow_nonfinite; /* report NaN/Inf results; by default a window whose logits are not finite is an error */
 } lb_eval_params;
 
 lb_eval_params lb_eval_default_params(void);
@@ -464,6 +502,8 @@ typedef struct lb_quantize_params {
                                  (default 1) */
     lb_quant_progress_fn progress;
     void *progress_user;
+    int allow_nonfinite;      /* quantize NaN/Inf weights as they come; by default the first one is an error naming
+                                 the tensor and the element */
 } lb_quantize_params;
 
 lb_quantize_params lb_quantize_default_params(void);
@@ -489,15 +529,21 @@ typedef struct lb_quantize_report {
     double bits_per_weight;           /* file bytes * 8 / n_params */
     double seconds;
     size_t peak_rss_bytes;            /* of the whole process, at the end */
-    int requantized;                  /* the input's weights were already quantized */
+    int requantized;                  /* the input's tensors were already in a quantized type */
     char architecture[32];            /* GGUF general.architecture written */
+    int64_t imatrix_entries;          /* entries of the --imatrix file (0 without one) */
+    int64_t imatrix_covered;          /* quantized matrices it has an entry for (none is an error) ... */
+    int64_t imatrix_matrices;         /* ... of this many quantized matrices */
 } lb_quantize_report;
 
 /*
  * Quantize `input` (a Hugging Face model directory or a GGUF file) into a GGUF file at `output`, tensor
- * by tensor: memory stays about one tensor plus per-thread buffers. The file is written under a
- * temporary name and renamed when complete; on any failure no file is left at `output`. The report
- * (may be NULL) is filled on success; release it with lb_quantize_report_free().
+ * by tensor: memory stays about one tensor plus per-thread buffers. `output` is checked first with
+ * lb_output_check() against `input` and p->imatrix. The file is written under a temporary name and renamed
+ * when complete; on any failure no file is left at `output`. NaN/Inf weights are an error naming the
+ * tensor and element unless p->allow_nonfinite; an importance matrix that covers none of the quantized
+ * matrices is an error. The report (may be NULL) is filled on success; release it with
+ * lb_quantize_report_free().
  */
 lb_status lb_quantize_model(const char *input, const char *output, const lb_quantize_params *p,
                             lb_quantize_report *report, lb_error *err);
@@ -541,6 +587,8 @@ lb_status lb_calib_windows(int64_t n_text_tokens, const lb_calib_params *p, int6
  * Importance matrix: run the model over the calibration windows and write, for every matrix, the mean
  * squared input activation E[x_j^2] of each input column, in llama.cpp's imatrix file format (the legacy
  * .dat layout that llama-quantize --imatrix and lowbit quantize --imatrix read). `dataset` names the text.
+ * `out_path` is checked first with lb_output_check() against the model's own path; a mean that comes out
+ * NaN or infinite is an error naming the entry and column, and nothing is written.
  */
 lb_status lb_imatrix_compute(const lb_model *m, const int32_t *tokens, int64_t n_tokens, const lb_calib_params *p,
                              const char *dataset, const char *out_path, lb_error *err);

@@ -6,6 +6,7 @@
 #include "../model/model.h"
 
 #include <errno.h>
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -74,56 +75,78 @@ static void imat_observe(void *user, int64_t layer, lb_obs_point pt, const float
     if (pt == LB_OBS_OUTPUT_IN) a->tokens += T;
 }
 
-static bool put_i32(FILE *f, int32_t v) { return fwrite(&v, 4, 1, f) == 1; }
+/* the file is built in memory (it is small: one float per input column of each matrix), then written */
+typedef struct dat_buf {
+    uint8_t *p;
+    size_t n, cap;
+    bool nomem;
+} dat_buf;
 
-static bool put_entry(FILE *f, const char *name, int32_t ncall, const double *sum, int64_t dim, int64_t tokens) {
-    bool ok = put_i32(f, (int32_t)strlen(name)) && fwrite(name, 1, strlen(name), f) == strlen(name) && put_i32(f, ncall) &&
-              put_i32(f, (int32_t)dim);
-    for (int64_t j = 0; ok && j < dim; j++) {
-        float v = (float)(sum[j] / (double)tokens * ncall); /* the layout stores mean * ncall */
-        ok = fwrite(&v, 4, 1, f) == 1;
+static void put_bytes(dat_buf *b, const void *p, size_t n) {
+    if (b->nomem) return;
+    if (b->n + n > b->cap) {
+        size_t cap = b->cap ? b->cap : 4096;
+        while (cap < b->n + n) cap *= 2;
+        uint8_t *q = realloc(b->p, cap);
+        if (!q) {
+            b->nomem = true;
+            return;
+        }
+        b->p = q;
+        b->cap = cap;
     }
-    return ok;
+    memcpy(b->p + b->n, p, n);
+    b->n += n;
+}
+
+static void put_i32(dat_buf *b, int32_t v) { put_bytes(b, &v, 4); }
+
+/* one entry; fails (naming the entry and the first bad column) when a mean is not finite */
+static lb_status put_entry(dat_buf *b, const char *name, int32_t ncall, const double *sum, int64_t dim, int64_t tokens,
+                           lb_error *err) {
+    put_i32(b, (int32_t)strlen(name));
+    put_bytes(b, name, strlen(name));
+    put_i32(b, ncall);
+    put_i32(b, (int32_t)dim);
+    for (int64_t j = 0; j < dim; j++) {
+        float v = (float)(sum[j] / (double)tokens * ncall); /* the layout stores mean * ncall */
+        if (!isfinite(v))
+            return lb_err_set(err, LB_ERR_FORMAT, "importance matrix %s: value %lld is %s (the model's activations overflow: "
+                              "are its weights finite?)", name, (long long)j, isnan(v) ? "NaN" : "infinite");
+        put_bytes(b, &v, 4);
+    }
+    return LB_OK;
 }
 
 static lb_status write_dat(const imat_acc *a, int32_t ncall, const char *dataset, const char *path, lb_error *err) {
     const lb_model_info *h = &a->m->info;
-    size_t pl = strlen(path);
-    char *tmp = malloc(pl + 32);
-    if (!tmp) return lb_err_set(err, LB_ERR_NOMEM, "out of memory");
-    snprintf(tmp, pl + 32, "%s.tmp.%ld", path, (long)getpid());
-    FILE *f = fopen(tmp, "wb");
-    if (!f) {
-        lb_status s = lb_err_set(err, LB_ERR_IO, "%s: cannot create: %s", path, strerror(errno));
-        free(tmp);
-        return s;
-    }
     static const struct { lb_obs_point pt; const char *suffix; } E[] = {
         {LB_OBS_ATTN_IN, "attn_q"}, {LB_OBS_ATTN_IN, "attn_k"}, {LB_OBS_ATTN_IN, "attn_v"}, {LB_OBS_ATTN_OUT_IN, "attn_output"},
         {LB_OBS_FFN_IN, "ffn_gate"}, {LB_OBS_FFN_IN, "ffn_up"}, {LB_OBS_FFN_DOWN_IN, "ffn_down"},
     };
-    int32_t n_entries = (int32_t)(h->n_layer * 7 + 1);
-    bool ok = put_i32(f, n_entries);
+    dat_buf b = {0};
+    put_i32(&b, (int32_t)(h->n_layer * 7 + 1));
     char name[96];
-    for (int64_t l = 0; ok && l < h->n_layer; l++)
-        for (int k = 0; ok && k < 7; k++) {
-            snprintf(name, sizeof name, "blk.%lld.%s.weight", (long long)l, E[k].suffix);
-            ok = put_entry(f, name, ncall, a->sum[E[k].pt] + l * a->dim[E[k].pt], a->dim[E[k].pt], a->tokens);
-        }
-    if (ok) ok = put_entry(f, h->tied_embeddings ? "token_embd.weight" : "output.weight", ncall, a->sum[LB_OBS_OUTPUT_IN],
-                           h->n_embd, a->tokens);
-    if (ok) ok = put_i32(f, ncall) && put_i32(f, (int32_t)strlen(dataset)) && fwrite(dataset, 1, strlen(dataset), f) == strlen(dataset);
-    if (fflush(f) != 0) ok = false;
-    int e = errno;
-    if (fclose(f) != 0 && ok) {
-        ok = false;
-        e = errno;
-    }
     lb_status s = LB_OK;
-    if (!ok) s = lb_err_set(err, LB_ERR_IO, "%s: write failed: %s", path, strerror(e));
-    else if (rename(tmp, path) != 0) s = lb_err_set(err, LB_ERR_IO, "%s: cannot rename the temporary file: %s", path, strerror(errno));
-    if (s != LB_OK) remove(tmp);
-    free(tmp);
+    for (int64_t l = 0; s == LB_OK && l < h->n_layer; l++)
+        for (int k = 0; s == LB_OK && k < 7; k++) {
+            snprintf(name, sizeof name, "blk.%lld.%s.weight", (long long)l, E[k].suffix);
+            s = put_entry(&b, name, ncall, a->sum[E[k].pt] + l * a->dim[E[k].pt], a->dim[E[k].pt], a->tokens, err);
+        }
+    if (s == LB_OK)
+        s = put_entry(&b, h->tied_embeddings ? "token_embd.weight" : "output.weight", ncall, a->sum[LB_OBS_OUTPUT_IN], h->n_embd,
+                      a->tokens, err);
+    put_i32(&b, ncall);
+    put_i32(&b, (int32_t)strlen(dataset));
+    put_bytes(&b, dataset, strlen(dataset));
+    if (s == LB_OK && b.nomem) s = lb_err_set(err, LB_ERR_NOMEM, "out of memory");
+    lb_outfile of;
+    if (s == LB_OK && (s = lb_outfile_open(&of, path, err)) == LB_OK) {
+        s = lb_outfile_write(&of, b.p, b.n, err);
+        if (s == LB_OK) s = lb_outfile_commit(&of, err);
+        else lb_outfile_abort(&of);
+    }
+    free(b.p);
     return s;
 }
 
@@ -132,7 +155,9 @@ lb_status lb_imatrix_compute(const lb_model *m, const int32_t *tokens, int64_t n
     if (!m || !tokens || !p || !out_path) return lb_err_set(err, LB_ERR_ARG, "lb_imatrix_compute: NULL argument");
     const lb_model_info *h = &m->info;
     int64_t *starts = NULL, nw = 0;
-    lb_status s = lb_calib_windows(n_tokens, p, &starts, &nw, err);
+    const char *inputs[1] = {m->path};
+    lb_status s = lb_output_check(out_path, inputs, 1, err);
+    if (s == LB_OK) s = lb_calib_windows(n_tokens, p, &starts, &nw, err);
     if (s != LB_OK) return s;
     imat_acc a = {m, {NULL}, {h->n_embd, h->n_head * h->head_dim, h->n_embd, h->n_ff, h->n_embd}, 0};
     for (int k = 0; k < 5; k++) {

@@ -145,6 +145,8 @@ typedef struct qjob {
     size_t row_bytes;
     float *scratch;         /* per thread: ROWS_PER_TASK * cols floats */
     int64_t head_dim;
+    int64_t *first_bad;     /* per thread: the least flat index (output row * cols + col) of a NaN/Inf, or INT64_MAX;
+                               NULL: not checked */
 } qjob;
 
 static void quant_task(void *arg, int64_t task, int thread) {
@@ -155,6 +157,8 @@ static void quant_task(void *arg, int64_t task, int thread) {
     for (int64_t r = 0; r < nr; r++) {
         int64_t src = j->t->permute_qk ? lb_llama_qk_hf_row(r0 + r, j->head_dim) : r0 + r;
         lb_weight_row_f32(w, src, buf + r * w->cols);
+        int64_t bad = j->first_bad ? lb_first_nonfinite(buf + r * w->cols, w->cols) : -1;
+        if (bad >= 0 && (r0 + r) * w->cols + bad < j->first_bad[thread]) j->first_bad[thread] = (r0 + r) * w->cols + bad;
     }
     j->quantize(buf, j->out + (size_t)r0 * j->row_bytes, nr, w->cols, j->imatrix);
 }
@@ -252,8 +256,11 @@ typedef struct run {
     uint8_t *cache[7];
     float *norms[2], *bv;
     float *scratch;
+    int64_t *first_bad;     /* per thread (qjob) */
     uint8_t *out;
     size_t out_cap;
+    bool requantized;       /* the input's weights are in a quantized type */
+    int64_t imatrix_used, imatrix_matrices; /* quantized matrices the importance matrix covers, of all */
 } run;
 
 static lb_status choose_types(run *R, lb_error *err) {
@@ -267,6 +274,31 @@ static lb_status choose_types(run *R, lb_error *err) {
             return lb_err_set(err, LB_ERR_UNSUPPORTED, "tensor %s: row length %lld does not fit type %s", t->name,
                               (long long)t->ne[0], lb_type_name(t->type));
     }
+    return LB_OK;
+}
+
+/* how many quantized matrices the importance matrix covers: none is an error, as is an entry of the wrong length */
+static lb_status imatrix_coverage(run *R, lb_error *err) {
+    int64_t matrices = 0;
+    const char *example = NULL;
+    R->imatrix_used = 0;
+    for (int64_t i = 0; i < R->plan.n; i++) {
+        const out_tensor *t = &R->plan.t[i];
+        if (!t->w || !lb_type_traits_get(t->type)->is_quant) continue;
+        matrices++;
+        example = example ? example : t->name;
+        const lb_imatrix_entry *im = lb_imatrix_find(R->imatrix, t->name);
+        if (!im) continue;
+        if (im->n != t->ne[0])
+            return lb_err_set(err, LB_ERR_FORMAT, "%s: entry %s has %lld values, the tensor's rows have %lld", R->p->imatrix,
+                              t->name, (long long)im->n, (long long)t->ne[0]);
+        R->imatrix_used++;
+    }
+    if (R->imatrix_used == 0 && matrices > 0)
+        return lb_err_set(err, LB_ERR_FORMAT, "%s: the importance matrix covers none of the %lld quantized matrices (its "
+                          "entries are named like \"%s\", the model's like \"%s\"): is it for another model?",
+                          R->p->imatrix, (long long)matrices, R->imatrix->entries[0].name, example);
+    R->imatrix_matrices = matrices;
     return LB_OK;
 }
 
@@ -360,10 +392,19 @@ static lb_status write_tensor(run *R, int64_t i, lb_error *err) {
         if (im && im->n != t->ne[0])
             return lb_err_set(err, LB_ERR_FORMAT, "importance matrix entry %s has %lld values, the tensor's rows have %lld",
                               t->name, (long long)im->n, (long long)t->ne[0]);
+        int nt = lb_pool_size(R->pool);
+        for (int k = 0; k < nt; k++) R->first_bad[k] = INT64_MAX;
         qjob j = {t, lb_encoder_get(t->type, R->p->encoder), im ? im->values : NULL, R->out, row_bytes, R->scratch,
-                  R->m->info.head_dim};
+                  R->m->info.head_dim, R->p->allow_nonfinite ? NULL : R->first_bad};
         lb_pool_run(R->pool, (t->ne[1] + ROWS_PER_TASK - 1) / ROWS_PER_TASK, quant_task, &j);
         lb_mmap_release(t->w->data, lb_weight_row_bytes(t->w) * (size_t)t->w->rows);
+        int64_t bad = INT64_MAX;
+        for (int k = 0; k < nt; k++) bad = R->first_bad[k] < bad ? R->first_bad[k] : bad;
+        if (bad != INT64_MAX) { /* reported in the source's row order */
+            int64_t r = bad / t->ne[0], c = bad % t->ne[0];
+            if (t->permute_qk) r = lb_llama_qk_hf_row(r, R->m->info.head_dim);
+            return lb_err_nonfinite(err, t->name, r, c, lb_weight_get(t->w, r, c));
+        }
     }
     if (calibrated(R) && !strcmp(t->name, "token_embd.weight")) {
         /* the calibration activations start from the embedding as it will be stored */
@@ -414,13 +455,16 @@ static lb_status setup(run *R, const char *input, lb_error *err) {
     if (p->method != LB_METHOD_RTN && p->imatrix)
         return lb_err_set(err, LB_ERR_ARG, "--imatrix goes with the rtn method; %s measures its own statistics",
                           lb_method_name(p->method));
-    lb_status s = lb_model_load(input, &R->m, err);
+    /* NaN/Inf: the round-to-nearest path checks each row as it converts it; the calibrated ones at load */
+    bool check = !p->allow_nonfinite;
+    lb_status s = lb_model_load_checked(input, check && p->method != LB_METHOD_RTN, check, &R->m, err);
     if (s == LB_OK && p->imatrix) s = lb_imatrix_load(p->imatrix, &R->imatrix, err);
     if (s != LB_OK) return s;
     const lb_model_info *h = &R->m->info;
     if (R->m->gguf) {
         bool quantized = false;
         for (int64_t i = 0; i < R->m->gguf->n_tensors; i++) quantized |= lb_type_traits_get(R->m->gguf->tensors[i].type)->is_quant;
+        R->requantized = quantized;
         if (quantized && !p->allow_requantize)
             return lb_err_set(err, LB_ERR_ARG, "%s is already quantized; requantizing loses quality (pass --allow-requantize to do it anyway)", input);
     } else if ((s = lb_tokenizer_load(input, &R->tok, err)) != LB_OK) {
@@ -432,12 +476,14 @@ static lb_status setup(run *R, const char *input, lb_error *err) {
                       p->output_type, p->token_embd_type, R->n_re, R->re, p->tensor_type_types, 0, 0};
     bool permute = !R->m->gguf && !strcmp(gguf_arch(R->m), "llama");
     if ((s = build_plan(R->m, permute, &R->plan, err)) != LB_OK || (s = choose_types(R, err)) != LB_OK) return s;
+    if (R->imatrix && (s = imatrix_coverage(R, err)) != LB_OK) return s;
     int nt = p->n_threads > 0 ? p->n_threads : lb_cpu_count();
     R->pool = lb_pool_new(nt);
     int64_t kmax = 0;
     for (int64_t i = 0; i < R->plan.n; i++) kmax = R->plan.t[i].ne[0] > kmax ? R->plan.t[i].ne[0] : kmax;
     R->scratch = malloc((size_t)nt * ROWS_PER_TASK * (size_t)kmax * sizeof(float));
-    if (!R->pool || !R->scratch) return lb_err_set(err, LB_ERR_NOMEM, "out of memory");
+    R->first_bad = malloc((size_t)nt * sizeof *R->first_bad);
+    if (!R->pool || !R->scratch || !R->first_bad) return lb_err_set(err, LB_ERR_NOMEM, "out of memory");
     return LB_OK;
 }
 
@@ -447,6 +493,7 @@ static void cleanup(run *R) {
     lb_calib_free(R->cal);
     free(R->out);
     free(R->scratch);
+    free(R->first_bad);
     lb_pool_free(R->pool);
     for (int k = 0; k < R->n_re; k++) regfree(&R->re[k]);
     free(R->re);
@@ -464,7 +511,7 @@ static void base_name(const char *path, char *out, size_t n) {
     snprintf(out, n, "%.*s", (int)(len - b), path + b);
 }
 
-static void fill_report(run *R, lb_quantize_report *r, lb_quantize_tensor *rows, double t0, const char *output) {
+static void fill_report(run *R, lb_quantize_report *r, lb_quantize_tensor *rows, double t0, size_t file_bytes) {
     memset(r, 0, sizeof *r);
     r->tensors = rows;
     r->n_tensors = R->plan.n;
@@ -473,15 +520,14 @@ static void fill_report(run *R, lb_quantize_report *r, lb_quantize_tensor *rows,
         r->type_elements[rows[i].type] += rows[i].n_elements;
         r->n_params += rows[i].n_elements;
     }
-    lb_mmap mm;
-    if (lb_mmap_open(output, &mm, NULL) == LB_OK) {
-        r->file_bytes = mm.size;
-        lb_mmap_close(&mm);
-    }
+    r->file_bytes = file_bytes; /* what this run wrote (the lock keeps other writers of the name out) */
     r->bits_per_weight = r->n_params ? 8.0 * (double)r->file_bytes / (double)r->n_params : 0;
     r->seconds = lb_time_sec() - t0;
     r->peak_rss_bytes = lb_peak_rss();
-    r->requantized = R->m->gguf != NULL && R->p->allow_requantize;
+    r->requantized = R->requantized;
+    r->imatrix_entries = R->imatrix ? R->imatrix->n_entries : 0;
+    r->imatrix_covered = R->imatrix_used;
+    r->imatrix_matrices = R->imatrix_matrices;
     snprintf(r->architecture, sizeof r->architecture, "%s", gguf_arch(R->m));
 }
 
@@ -493,7 +539,9 @@ lb_status lb_quantize_model(const char *input, const char *output, const lb_quan
     memset(&R, 0, sizeof R);
     R.p = p;
     lb_quantize_tensor *rows = NULL;
-    lb_status s = setup(&R, input, err);
+    const char *inputs[2] = {input, p->imatrix};
+    lb_status s = lb_output_check(output, inputs, 2, err);
+    if (s == LB_OK) s = setup(&R, input, err);
     if (s == LB_OK && !(rows = calloc((size_t)R.plan.n + 1, sizeof *rows))) s = lb_err_set(err, LB_ERR_NOMEM, "out of memory");
     if (s == LB_OK) s = gguf_writer_open(output, &R.w, err);
     char name[256];
@@ -523,12 +571,13 @@ lb_status lb_quantize_model(const char *input, const char *output, const lb_quan
         if (s == LB_OK && p->progress && p->progress(t->name, i + 1, R.plan.n, p->progress_user))
             s = lb_err_set(err, LB_ERR_CANCELLED, "cancelled");
     }
+    size_t file_bytes = (size_t)gguf_writer_size(R.w);
     if (s == LB_OK) {
         s = gguf_writer_finish(R.w, err);
         R.w = NULL;
     }
     if (s == LB_OK && report) {
-        fill_report(&R, report, rows, t0, output);
+        fill_report(&R, report, rows, t0, file_bytes);
         rows = NULL;
     }
     free(rows);

@@ -27,6 +27,14 @@ static inline bool lb_mul_size(size_t a, size_t b, size_t *out) { return !__buil
 static inline bool lb_add_size(size_t a, size_t b, size_t *out) { return !__builtin_add_overflow(a, b, out); }
 static inline bool lb_mul_i64(int64_t a, int64_t b, int64_t *out) { return !__builtin_mul_overflow(a, b, out); }
 
+/* Index of the first NaN or infinite value of x[0..n), or -1. */
+int64_t lb_first_nonfinite(const float *x, int64_t n);
+/* The error for such a value: "tensor NAME: element [r, c] is NaN" (c < 0: a vector, "element r"). */
+lb_status lb_err_nonfinite(lb_error *err, const char *name, int64_t r, int64_t c, float v);
+
+/* Bytes of the longest valid UTF-8 prefix of p[0..n) (n when all of it is valid). */
+size_t lb_utf8_valid_prefix(const void *p, size_t n);
+
 /* ---- fp16 / bf16 (exact IEEE conversions; round-to-nearest-even on the way down) ---- */
 float lb_fp16_to_f32(uint16_t h);
 uint16_t lb_f32_to_fp16(float f);
@@ -66,10 +74,29 @@ char *lb_path_join(const char *dir, const char *name);
 /* Copy of the directory part of path ("." when none); NULL on allocation failure. */
 char *lb_path_dirname(const char *path);
 
+/* ---- output files (outfile.c): see lb_output_check() in lowbit.h for the rules ---- */
+
+/* An output being written: `path` is replaced only by lb_outfile_commit(). */
+typedef struct lb_outfile {
+    char *path, *tmp; /* tmp = path + ".lowbit-tmp", locked (flock) while open */
+    int fd;
+    int slot;         /* entry in the list lb_remove_temporaries() deletes */
+} lb_outfile;
+/* Refuses an existing `path` that is not a regular file, and a temporary another process holds. */
+lb_status lb_outfile_open(lb_outfile *o, const char *path, lb_error *err);
+lb_status lb_outfile_write(lb_outfile *o, const void *data, size_t n, lb_error *err);
+/* fsync, check `path` is still replaceable, rename; on failure the temporary is deleted. Either way o is
+ * released. */
+lb_status lb_outfile_commit(lb_outfile *o, lb_error *err);
+/* Delete the temporary and release o; a released or zeroed o is a no-op. */
+void lb_outfile_abort(lb_outfile *o);
+
 /* ---- threads ---- */
 
 /* Number of online CPUs (at least 1). */
 int lb_cpu_count(void);
+/* Whether the CPU has F16C (through cpuid: clang before 19 does not know __builtin_cpu_supports("f16c")). */
+bool lb_cpu_has_f16c(void);
 
 typedef struct lb_pool lb_pool;
 /* A pool of n_threads workers counting the caller (n_threads - 1 threads are started). NULL on failure. */

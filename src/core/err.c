@@ -3,6 +3,7 @@
  */
 #include "core.h"
 
+#include <math.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -54,4 +55,16 @@ lb_status lb_err_prefix(lb_error *err, lb_status s, const char *fmt, ...) {
         err->msg[pl + 2 + ol] = 0;
     }
     return s;
+}
+
+int64_t lb_first_nonfinite(const float *x, int64_t n) {
+    for (int64_t i = 0; i < n; i++)
+        if (!isfinite(x[i])) return i;
+    return -1;
+}
+
+lb_status lb_err_nonfinite(lb_error *err, const char *name, int64_t r, int64_t c, float v) {
+    const char *what = isnan(v) ? "NaN" : "infinite";
+    if (c < 0) return lb_err_set(err, LB_ERR_FORMAT, "tensor %s: element %lld is %s", name, (long long)r, what);
+    return lb_err_set(err, LB_ERR_FORMAT, "tensor %s: element [%lld, %lld] is %s", name, (long long)r, (long long)c, what);
 }

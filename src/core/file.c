@@ -14,7 +14,7 @@
 #include <unistd.h>
 
 lb_status lb_read_file(const char *path, size_t max_bytes, char **data, size_t *len, lb_error *err) {
-    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    int fd = open(path, O_RDONLY | O_CLOEXEC | O_NONBLOCK); /* a FIFO must not block: it is refused below */
     if (fd < 0) return lb_err_set(err, LB_ERR_IO, "%s: cannot open: %s", path, strerror(errno));
     struct stat st;
     if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
@@ -52,7 +52,7 @@ lb_status lb_read_file(const char *path, size_t max_bytes, char **data, size_t *
 }
 
 lb_status lb_mmap_open(const char *path, lb_mmap *m, lb_error *err) {
-    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    int fd = open(path, O_RDONLY | O_CLOEXEC | O_NONBLOCK); /* a FIFO must not block: it is refused below */
     if (fd < 0) return lb_err_set(err, LB_ERR_IO, "%s: cannot open: %s", path, strerror(errno));
     struct stat st;
     if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {

@@ -167,6 +167,17 @@ static size_t utf8_valid_len(const unsigned char *s, size_t n) {
     return len;
 }
 
+size_t lb_utf8_valid_prefix(const void *p, size_t n) {
+    const unsigned char *s = p;
+    size_t i = 0;
+    while (i < n) {
+        size_t l = utf8_valid_len(s + i, n - i);
+        if (l == 0) break;
+        i += l;
+    }
+    return i;
+}
+
 /* Parse a string at ps->p (on the opening quote); result copied into the arena. */
 static bool parse_string(parser *ps, const char **out, size_t *out_len) {
     ps->p++;

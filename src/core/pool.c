@@ -4,6 +4,10 @@
  */
 #include "core.h"
 
+#if defined(__x86_64__) || defined(__i386__)
+#include <cpuid.h>
+#endif
+
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdlib.h>
@@ -129,4 +133,13 @@ void lb_pool_run(lb_pool *p, int64_t n_tasks, lb_task_fn fn, void *arg) {
     pthread_mutex_lock(&p->mu);
     while (p->active > 0) pthread_cond_wait(&p->done_cv, &p->mu);
     pthread_mutex_unlock(&p->mu);
+}
+
+bool lb_cpu_has_f16c(void) {
+#if defined(__x86_64__) || defined(__i386__)
+    unsigned a, b, c, d;
+    return __get_cpuid(1, &a, &b, &c, &d) && (c & bit_F16C);
+#else
+    return false;
+#endif
 }

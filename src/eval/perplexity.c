@@ -10,11 +10,12 @@
 #include "../model/model.h"
 
 #include <math.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 lb_eval_params lb_eval_default_params(void) {
-    lb_eval_params p = {512, 0, 0, NULL, NULL, {LB_DEVICE_CPU, 0}};
+    lb_eval_params p = {512, 0, 0, NULL, NULL, {LB_DEVICE_CPU, 0}, 0};
     return p;
 }
 
@@ -181,6 +182,15 @@ lb_status lb_eval_perplexity_multi(const lb_model *const *models, int n_models, 
                 }
             }
         }
+        if (s != LB_OK) break;
+        for (int k = -1; !p->allow_nonfinite && k < n_models; k++)
+            if (!isfinite(k < 0 ? base_nll : A[k].nll) || (cb && k >= 0 && !isfinite(A[k].kl))) {
+                char who[32] = "the base model";
+                if (k >= 0) snprintf(who, sizeof who, "model %d", k + 1);
+                s = lb_err_set(err, LB_ERR_FORMAT, "%s: the logits of window %lld are not finite (the weights or the "
+                               "activations overflow)", who, (long long)w);
+                break;
+            }
         if (s != LB_OK) break;
         n_scored += ctx - 1;
         done_chunks++;

@@ -17,7 +17,8 @@
  *
  * The writer streams: metadata goes to the file as it is set, tensor infos are kept (about 100 bytes
  * a tensor) until gguf_writer_begin_data(), then tensor data is written in declaration order. It
- * writes `<path>.tmp.<pid>` and renames it to `path` only in gguf_writer_finish(); any failure deletes
+ * writes `<path>.lowbit-tmp` (an lb_outfile: locked, never replacing a non-regular file) and renames it
+ * to `path` only in gguf_writer_finish(); any failure deletes
  * the temporary file, so no partial file ever appears at `path`. Its output is the layout llama.cpp
  * writes: offsets are running sums, every tensor (the last one included) is padded with zeros.
  */
@@ -142,7 +143,7 @@ bool gguf_get_arr_float(const gguf_kv *kv, uint64_t i, double *out);
 typedef struct gguf_writer gguf_writer;
 
 /*
- * Start writing `path` (through `<path>.tmp.<pid>` in the same directory). Every later call fails once
+ * Start writing `path` (through `<path>.lowbit-tmp` in the same directory). Every later call fails once
  * one has failed: the first failure deletes the temporary file and later calls repeat its status and
  * message. Argument errors are LB_ERR_ARG, write errors (ENOSPC, EFBIG, EIO) LB_ERR_IO naming the path.
  * The handle is released by gguf_writer_finish() or gguf_writer_abort(), whatever happened.
@@ -194,6 +195,8 @@ lb_status gguf_writer_write_tensor(gguf_writer *w, int64_t i, const void *data, 
 /* The same in pieces: appends n bytes to tensor i (the next one); it is complete when all its bytes are in. */
 lb_status gguf_writer_write_tensor_part(gguf_writer *w, int64_t i, const void *data, size_t n, lb_error *err);
 
+/* Bytes of the file so far (all of it once every tensor is written). */
+uint64_t gguf_writer_size(const gguf_writer *w);
 /* Check every tensor was written (calling begin_data first if nobody did), flush, fsync, close and
  * rename to `path`. Releases w, on success and on failure (when the temporary file is deleted). */
 lb_status gguf_writer_finish(gguf_writer *w, lb_error *err);

@@ -212,6 +212,7 @@ static lb_status parse_kv(cursor *c, gguf_kv *kv, const uint8_t **key_at, size_t
     lb_status s = rd_str(c, key_at, key_len, "key");
     if (s != LB_OK) return s;
     if (*key_len == 0) return fail(c, LB_ERR_FORMAT, "empty key");
+    if (lb_utf8_valid_prefix(*key_at, *key_len) != *key_len) return fail(c, LB_ERR_FORMAT, "key is not valid UTF-8");
     set_ctx(c, "key", *key_at, *key_len);
     if (memchr(*key_at, 0, *key_len)) return fail(c, LB_ERR_FORMAT, "key contains a NUL byte");
     return parse_value(c, kv);
@@ -337,10 +338,11 @@ static lb_status parse_type(cursor *c, gguf_tensor *t) {
 
 static lb_status parse_tensor_info(cursor *c, gguf_file *f, gguf_tensor *t, int64_t i) {
     snprintf(c->ctx, sizeof c->ctx, "tensor %lld", (long long)i);
-    const uint8_t *name;
-    size_t len;
+    const uint8_t *name = NULL;
+    size_t len = 0;
     lb_status s = rd_str(c, &name, &len, "name");
     if (s != LB_OK) return s;
+    if (lb_utf8_valid_prefix(name, len) != len) return fail(c, LB_ERR_FORMAT, "name is not valid UTF-8");
     set_ctx(c, "tensor", name, len);
     if (len >= GGUF_MAX_NAME)
         return fail(c, LB_ERR_FORMAT, "name of %zu bytes is too long (at most %d)", len, GGUF_MAX_NAME - 1);

@@ -7,8 +7,8 @@
  *
  * Metadata is written to the file as it is set (the counts in the header are patched in by
  * gguf_writer_begin_data), tensor infos are kept in memory until then, and tensor data goes straight
- * from the caller's buffer to the file. Output goes to `<path>.tmp.<pid>`, renamed to `path` after
- * fsync; the first failure of any kind deletes the temporary file and sticks.
+ * from the caller's buffer to the file. Output goes through an lb_outfile (`<path>.lowbit-tmp`, locked,
+ * renamed to `path` after fsync); the first failure of any kind deletes the temporary file and sticks.
  */
 #include "gguf.h"
 
@@ -40,8 +40,8 @@ typedef struct wtensor {
 } wtensor;
 
 struct gguf_writer {
-    char *path, *tmp;
-    int fd;
+    char *path;
+    lb_outfile of;
     uint8_t *buf;
     size_t buf_len;
     uint64_t pos;          /* bytes written or buffered so far */
@@ -108,11 +108,7 @@ static lb_status repeat(const gguf_writer *w, lb_error *err) {
     return lb_err_set(err, w->failed, "%s", w->fail_msg);
 }
 
-static void discard(gguf_writer *w) {
-    if (w->fd >= 0) close(w->fd);
-    w->fd = -1;
-    if (w->tmp) unlink(w->tmp);
-}
+static void discard(gguf_writer *w) { lb_outfile_abort(&w->of); }
 
 /* Record the first failure (message prefixed with the path), delete the temporary file, return s. */
 static lb_status wfail(gguf_writer *w, lb_error *err, lb_status s, const char *fmt, ...) LB_PRINTF(4, 5);
@@ -132,14 +128,14 @@ static lb_status wfail(gguf_writer *w, lb_error *err, lb_status s, const char *f
 }
 
 static lb_status io_fail(gguf_writer *w, lb_error *err, const char *what, int e) {
-    return wfail(w, err, LB_ERR_IO, "%s failed (temporary file %s): %s", what, w->tmp, strerror(e));
+    return wfail(w, err, LB_ERR_IO, "%s failed (temporary file %s): %s", what, w->of.tmp ? w->of.tmp : "", strerror(e));
 }
 
 /* ---- buffered output ---- */
 
 static lb_status raw_write(gguf_writer *w, lb_error *err, const uint8_t *p, size_t n) {
     while (n > 0) {
-        ssize_t r = write(w->fd, p, n);
+        ssize_t r = write(w->of.fd, p, n);
         if (r < 0 && errno == EINTR) continue;
         if (r <= 0) return io_fail(w, err, "write", r < 0 ? errno : EIO);
         p += r;
@@ -207,7 +203,7 @@ static void release(gguf_writer *w) {
     strset_free(&w->names);
     free(w->tensors);
     free(w->buf);
-    free(w->tmp);
+    lb_outfile_abort(&w->of);
     free(w->path);
     free(w);
 }
@@ -221,23 +217,18 @@ void gguf_writer_abort(gguf_writer *w) {
 lb_status gguf_writer_open(const char *path, gguf_writer **out, lb_error *err) {
     if (!path || !*path || !out) return lb_err_set(err, LB_ERR_ARG, "gguf_writer_open: no path");
     gguf_writer *w = calloc(1, sizeof *w);
-    size_t tl = strlen(path) + 32;
-    if (w) w->fd = -1;
-    if (!w || !(w->path = strdup(path)) || !(w->tmp = malloc(tl)) || !(w->buf = malloc(WBUF_BYTES))) {
+    if (w) w->of.fd = w->of.slot = -1;
+    if (!w || !(w->path = strdup(path)) || !(w->buf = malloc(WBUF_BYTES))) {
         if (w) release(w);
         return lb_err_set(err, LB_ERR_NOMEM, "%s: out of memory", path);
     }
-    snprintf(w->tmp, tl, "%s.tmp.%ld", path, (long)getpid());
     w->alignment = GGUF_DEFAULT_ALIGNMENT;
-    w->fd = open(w->tmp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
-    if (w->fd < 0) {
-        lb_status s = lb_err_set(err, LB_ERR_IO, "%s: cannot create %s: %s", path, w->tmp, strerror(errno));
-        free(w->tmp);
-        w->tmp = NULL; /* not ours: do not unlink */
+    lb_status s = lb_outfile_open(&w->of, path, err);
+    if (s != LB_OK) {
         release(w);
         return s;
     }
-    lb_status s = put(w, err, "GGUF", 4);
+    s = put(w, err, "GGUF", 4);
     if (s == LB_OK) s = put_u32(w, err, GGUF_VERSION);
     if (s == LB_OK) s = put_zeros(w, err, 16); /* counts, patched in by begin_data */
     if (s != LB_OK) {
@@ -498,7 +489,7 @@ static lb_status patch_counts(gguf_writer *w, lb_error *err) {
     le_bytes(b + 8, w->n_kv, 8);
     size_t done = 0;
     while (done < sizeof b) {
-        ssize_t r = pwrite(w->fd, b + done, sizeof b - done, (off_t)(COUNTS_OFFSET + done));
+        ssize_t r = pwrite(w->of.fd, b + done, sizeof b - done, (off_t)(COUNTS_OFFSET + done));
         if (r < 0 && errno == EINTR) continue;
         if (r <= 0) return io_fail(w, err, "write", r < 0 ? errno : EIO);
         done += (size_t)r;
@@ -556,17 +547,6 @@ lb_status gguf_writer_write_tensor(gguf_writer *w, int64_t i, const void *data, 
 
 /* ---- finish ---- */
 
-static void sync_dir(const char *path) { /* best effort: make the rename durable */
-    char *dir = lb_path_dirname(path);
-    if (!dir) return;
-    int fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-    if (fd >= 0) {
-        fsync(fd);
-        close(fd);
-    }
-    free(dir);
-}
-
 static lb_status complete(gguf_writer *w, lb_error *err) {
     lb_status s = LB_OK;
     if (!w->data_begun && (s = gguf_writer_begin_data(w, err)) != LB_OK) return s;
@@ -574,14 +554,12 @@ static lb_status complete(gguf_writer *w, lb_error *err) {
         return wfail(w, err, LB_ERR_ARG, "tensor %lld '%s' (of %lld) was not written", (long long)w->next,
                      w->tensors[w->next].name, (long long)w->n_tensors);
     if ((s = flush(w, err)) != LB_OK) return s;
-    if (fsync(w->fd) != 0) return io_fail(w, err, "fsync", errno);
-    int fd = w->fd;
-    w->fd = -1;
-    if (close(fd) != 0) return io_fail(w, err, "close", errno);
-    if (rename(w->tmp, w->path) != 0) return io_fail(w, err, "rename", errno);
-    sync_dir(w->path);
+    lb_error e;
+    if ((s = lb_outfile_commit(&w->of, &e)) != LB_OK) return wfail(w, err, s, "%s", e.msg + strlen(w->path) + 2);
     return LB_OK;
 }
+
+uint64_t gguf_writer_size(const gguf_writer *w) { return w ? w->pos : 0; }
 
 lb_status gguf_writer_finish(gguf_writer *w, lb_error *err) {
     if (!w) return lb_err_set(err, LB_ERR_ARG, "gguf writer: NULL handle");

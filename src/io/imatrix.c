@@ -14,6 +14,7 @@
 
 #define MAX_ENTRIES (1 << 20)
 #define MAX_NAME 4096
+#define MIN_ENTRY_BYTES 16 /* name length, a 1-byte name, ncall, nval, one value */
 
 typedef struct cursor {
     const uint8_t *p, *end;
@@ -45,7 +46,7 @@ static lb_status add_entry(lb_imatrix *m, const char *name, size_t name_len, int
 static lb_status load_dat(const char *path, const lb_mmap *map, lb_imatrix *m, lb_error *err) {
     cursor c = {map->data, map->data + map->size};
     int32_t n;
-    if (!read_i32(&c, &n) || n <= 0 || n > MAX_ENTRIES)
+    if (!read_i32(&c, &n) || n <= 0 || n > MAX_ENTRIES || (size_t)n > (map->size - 4) / MIN_ENTRY_BYTES)
         return lb_err_set(err, LB_ERR_FORMAT, "%s: not an importance matrix (bad entry count)", path);
     m->entries = calloc((size_t)n, sizeof *m->entries);
     if (!m->entries) return lb_err_set(err, LB_ERR_NOMEM, "out of memory");
@@ -93,17 +94,21 @@ static lb_status load_gguf(const char *path, lb_imatrix *m, lb_error *err) {
         char cname[GGUF_MAX_NAME + 8];
         snprintf(cname, sizeof cname, "%.*s.counts", (int)(nl - 8), t->name);
         const gguf_tensor *ct = gguf_find_tensor(g, cname);
-        if (t->type != LB_TYPE_F32 || !ct || ct->type != LB_TYPE_F32 || ct->n_elements != t->ne[1])
+        /* in_sum2 is [ne0, n_mat] and counts one value per matrix: E[x^2] of element j divides by counts[j / ne0] */
+        if (t->n_dims > 2 || t->ne[0] <= 0)
+            s = lb_err_set(err, LB_ERR_FORMAT, "%s: %s has %d dimensions or is empty (an importance matrix tensor has 1 or 2)",
+                           path, t->name, t->n_dims);
+        else if (t->type != LB_TYPE_F32 || !ct || ct->type != LB_TYPE_F32 || ct->n_elements != t->n_elements / t->ne[0])
             s = lb_err_set(err, LB_ERR_FORMAT, "%s: %s has no matching f32 .counts tensor", path, t->name);
         if (s == LB_OK) s = add_entry(m, t->name, nl - 8, t->n_elements, err);
         if (s != LB_OK) break;
         lb_imatrix_entry *e = &m->entries[m->n_entries - 1];
-        for (int64_t j = 0; j < t->n_elements; j++) {
+        for (int64_t j = 0; s == LB_OK && j < t->n_elements; j++) {
             float v, cnt;
             memcpy(&v, t->data + 4 * (size_t)j, 4);
             memcpy(&cnt, ct->data + 4 * (size_t)(j / t->ne[0]), 4);
             e->values[j] = cnt > 0 ? v / cnt : 1.0f;
-            if (!isfinite(e->values[j]) || e->values[j] < 0)
+            if (s == LB_OK && (!isfinite(e->values[j]) || e->values[j] < 0))
                 s = lb_err_set(err, LB_ERR_FORMAT, "%s: %s: value %lld is negative or not finite", path, e->name, (long long)j);
         }
     }
@@ -118,6 +123,7 @@ lb_status lb_imatrix_load(const char *path, lb_imatrix **out, lb_error *err) {
     if (s != LB_OK) return s;
     lb_imatrix *m = calloc(1, sizeof *m);
     if (!m) s = lb_err_set(err, LB_ERR_NOMEM, "out of memory");
+    else if (map.size == 0) s = lb_err_set(err, LB_ERR_FORMAT, "%s: the importance matrix file is empty", path);
     else if (map.size >= 4 && memcmp(map.data, "GGUF", 4) == 0) s = load_gguf(path, m, err);
     else s = load_dat(path, &map, m, err);
     lb_mmap_close(&map);

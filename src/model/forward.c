@@ -106,6 +106,9 @@ lb_status lb_context_new(const lb_model *m, const lb_context_params *p, lb_conte
     const lb_model_info *h = &m->info;
     int64_t n_ctx = p->n_ctx > 0 ? p->n_ctx : h->n_ctx_train;
     if (n_ctx <= 0 || n_ctx > (1 << 24)) return lb_err_set(err, LB_ERR_ARG, "context length %lld is out of range", (long long)n_ctx);
+    if (h->n_ctx_train > 0 && n_ctx > h->n_ctx_train)
+        return lb_err_set(err, LB_ERR_ARG, "a context of %lld tokens exceeds what the model was trained for "
+                          "(max_position_embeddings %lld)", (long long)n_ctx, (long long)h->n_ctx_train);
     if (p->device.kind == LB_DEVICE_CUDA) return context_new_cuda(m, p, n_ctx, out, err);
     if (p->device.kind != LB_DEVICE_CPU) return lb_err_set(err, LB_ERR_ARG, "unknown device kind %d", (int)p->device.kind);
     int nt = p->n_threads > 0 ? p->n_threads : lb_cpu_count();

@@ -15,9 +15,13 @@
 #include "../io/hf_config.h"
 #include "arch.h"
 
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+
+/* fewest tensors a decoder layer has (Phi-3's fused layout: 2 norms, qkv, o, gate_up, down) */
+#define MIN_LAYER_TENSORS 6
 
 static lb_status st_to_type(st_dtype d, lb_type *t) {
     switch (d) {
@@ -31,6 +35,8 @@ static lb_status st_to_type(st_dtype d, lb_type *t) {
 typedef struct loader {
     lb_model *m;
     lb_error *err;
+    uint8_t *used; /* per source tensor: read by the architecture */
+    bool check_matrices, check_vectors; /* refuse NaN/Inf values */
 } loader;
 
 /* n bytes owned by the model (freed with it), 32-byte aligned; NULL on allocation failure. */
@@ -67,6 +73,7 @@ static lb_status find(loader *L, const char *name, bool required, src_tensor *ou
         const st_tensor *t = st_find(L->m->st, name);
         if (t) {
             *found = true;
+            if (L->used) L->used[t - L->m->st->tensors] = 1;
             out->name = t->name;
             out->st_ok = st_to_type(t->dtype, &out->type) == LB_OK;
             out->dtype = st_dtype_name(t->dtype);
@@ -79,6 +86,7 @@ static lb_status find(loader *L, const char *name, bool required, src_tensor *ou
         const gguf_tensor *t = gguf_find_tensor(L->m->gguf, name);
         if (t) {
             *found = true;
+            if (L->used) L->used[t - L->m->gguf->tensors] = 1;
             out->name = t->name;
             out->st_ok = 1;
             out->type = t->type;
@@ -117,6 +125,20 @@ static lb_status get_type(loader *L, const src_tensor *t, lb_type *type) {
     return LB_OK;
 }
 
+/* Every value of w finite (rows of w are rows row0.. of tensor `name`): one pass, row by row through f32. */
+static lb_status check_finite(loader *L, const char *name, const lb_weight *w, int64_t row0) {
+    float *row = malloc((size_t)w->cols * sizeof *row);
+    if (!row) return lb_err_set(L->err, LB_ERR_NOMEM, "out of memory");
+    lb_status s = LB_OK;
+    for (int64_t r = 0; s == LB_OK && r < w->rows; r++) {
+        lb_weight_row_f32(w, r, row);
+        int64_t bad = lb_first_nonfinite(row, w->cols);
+        if (bad >= 0) s = lb_err_nonfinite(L->err, name, row0 + r, bad, row[bad]);
+    }
+    free(row);
+    return s;
+}
+
 /* A (rows, cols) matrix, or row range [row0, row0+rows) of a larger one when `total_rows` > rows. */
 static lb_status load_matrix(loader *L, const char *name, int64_t total_rows, int64_t row0, int64_t rows, int64_t cols,
                              lb_weight *w) {
@@ -142,7 +164,12 @@ static lb_status load_matrix(loader *L, const char *name, int64_t total_rows, in
     w->data = data + (size_t)row0 * lb_type_row_size(w->type, cols);
     w->rows = rows;
     w->cols = cols;
-    return LB_OK;
+    if (!L->check_matrices) return LB_OK;
+    s = check_finite(L, name, w, row0);
+    /* pages of the file read by the check are handed back, so loading keeps resident memory as low as before
+     * (never for a copy: releasing private memory would zero it) */
+    if (data == t->data) lb_mmap_release(w->data, lb_weight_row_bytes(w) * (size_t)rows);
+    return s;
 }
 
 /* A vector of n converted to f32 (NULL and LB_OK when absent and optional). */
@@ -163,6 +190,8 @@ static lb_status load_vector(loader *L, const char *name, int64_t n, bool requir
     /* the source may be unaligned: convert from an aligned copy */
     memcpy(raw, t->data, t->n_bytes);
     lb_type_traits_get(type)->to_float(raw, v, n);
+    int64_t bad = L->check_vectors ? lb_first_nonfinite(v, n) : -1;
+    if (bad >= 0) return lb_err_nonfinite(L->err, name, bad, -1, v[bad]);
     *out = v;
     return LB_OK;
 }
@@ -329,10 +358,13 @@ static lb_status gguf_hparams(loader *L) {
                           (long long)h->n_head, (long long)h->n_head_kv, (long long)h->head_dim);
     double v = 0;
     snprintf(key, sizeof key, "%s.attention.layer_norm_rms_epsilon", h->model_type);
-    if (!gguf_get_float(g, key, &v) || !(v > 0)) return lb_err_set(L->err, LB_ERR_FORMAT, "metadata key %s is missing or invalid", key);
+    if (!gguf_get_float(g, key, &v) || !(v > 0) || !isfinite((float)v) || (float)v == 0)
+        return lb_err_set(L->err, LB_ERR_FORMAT, "metadata key %s is missing or not a positive finite number", key);
     h->rms_eps = (float)v;
     snprintf(key, sizeof key, "%s.rope.freq_base", h->model_type);
-    h->rope_theta = gguf_get_float(g, key, &v) ? (float)v : 10000.0f;
+    if (gguf_find_kv(g, key) && (!gguf_get_float(g, key, &v) || !(v > 0) || !isfinite((float)v) || (float)v == 0))
+        return lb_err_set(L->err, LB_ERR_FORMAT, "metadata key %s must be a positive finite number", key);
+    h->rope_theta = gguf_find_kv(g, key) ? (float)v : 10000.0f;
     snprintf(key, sizeof key, "%s.rope.scaling.type", h->model_type);
     size_t sl = 0;
     const char *sc = gguf_get_str(g, key, &sl);
@@ -360,15 +392,89 @@ static lb_status gguf_hparams(loader *L) {
     return LB_OK;
 }
 
+/* A float hyperparameter must be positive and finite (as a float: what the forward pass uses). */
+static lb_status check_pos(loader *L, const char *what, float v) {
+    if (v > 0 && isfinite(v)) return LB_OK;
+    return lb_err_set(L->err, LB_ERR_FORMAT, "%s %g must be a positive finite number", what, (double)v);
+}
+
+/* Checks every source's hyperparameters must pass, made before anything is allocated from them. */
+static lb_status check_hparams(loader *L) {
+    const lb_model_info *h = &L->m->info;
+    const char *src = L->m->st ? "config.json" : "GGUF";
+    char what[64];
+    lb_status s = LB_OK;
+    struct { const char *name; float v; bool used; } f[] = {
+        {"rms_norm_eps", h->rms_eps, true}, {"rope_theta", h->rope_theta, true},
+        {"rope scaling factor", h->rope_factor, h->rope_scaling != LB_ROPE_NONE},
+        {"rope low_freq_factor", h->rope_low_freq_factor, h->rope_scaling == LB_ROPE_LLAMA3},
+        {"rope high_freq_factor", h->rope_high_freq_factor, h->rope_scaling == LB_ROPE_LLAMA3},
+    };
+    for (size_t k = 0; s == LB_OK && k < sizeof f / sizeof f[0]; k++) {
+        snprintf(what, sizeof what, "%s: %s", src, f[k].name);
+        if (f[k].used) s = check_pos(L, what, f[k].v);
+    }
+    if (s != LB_OK) return s;
+    /* every layer has at least MIN_LAYER_TENSORS tensors: a layer count the file cannot hold is refused
+     * before per-layer state is allocated */
+    int64_t n = L->m->st ? L->m->st->n_tensors : L->m->gguf->n_tensors;
+    if (h->n_layer > n / MIN_LAYER_TENSORS)
+        return lb_err_set(L->err, LB_ERR_FORMAT, "%s says %lld layers, but the checkpoint has only %lld tensors (a layer has at least %d)",
+                          src, (long long)h->n_layer, (long long)n, MIN_LAYER_TENSORS);
+    const int32_t ids[2] = {h->bos_id, h->eos_id};
+    for (int k = 0; k < 2; k++)
+        if (ids[k] < -1 || ids[k] >= h->n_vocab)
+            return lb_err_set(L->err, LB_ERR_FORMAT, "%s: %s token id %d is outside the vocabulary (0..%lld)", src,
+                              k ? "EOS" : "BOS", ids[k], (long long)h->n_vocab - 1);
+    return LB_OK;
+}
+
+/* tensors a checkpoint may hold that no architecture reads */
+static bool ignorable(const lb_model *m, const char *name) {
+    size_t n = strlen(name);
+    static const char inv_freq[] = ".rotary_emb.inv_freq"; /* older transformers saved the rope frequencies */
+    if (n >= sizeof inv_freq - 1 && !strcmp(name + n - (sizeof inv_freq - 1), inv_freq)) return true;
+    return m->st && m->info.tied_embeddings && !strcmp(name, "lm_head.weight"); /* a saved copy of the tied embedding */
+}
+
+/* Tensors the architecture did not read mean the hyperparameters do not describe the checkpoint (a wrong layer
+ * count, a bias flag off): an error naming the first few. */
+static lb_status check_unused(loader *L) {
+    const lb_model *m = L->m;
+    int64_t n_unused = 0;
+    char names[192] = "";
+    size_t k = 0;
+    for (int64_t i = 0; i < m->n_tensors; i++) {
+        if (L->used[i] || ignorable(m, m->tensors[i].name)) continue;
+        if (n_unused++ < 3 && k < sizeof names)
+            k += (size_t)snprintf(names + k, sizeof names - k, "%s%s", k ? ", " : "", m->tensors[i].name);
+    }
+    if (n_unused == 0) return LB_OK;
+    return lb_err_set(L->err, LB_ERR_FORMAT, "%lld tensor%s the architecture does not use (%s%s): the %s does not describe "
+                      "this checkpoint (layer count, bias flags?)", (long long)n_unused, n_unused > 1 ? "s" : "", names,
+                      n_unused > 3 ? ", ..." : "", m->st ? "config.json" : "GGUF metadata");
+}
+
 static bool is_gguf_file(const char *path) {
-    FILE *f = fopen(path, "rb");
-    char magic[4] = {0};
-    bool yes = f && fread(magic, 1, 4, f) == 4 && memcmp(magic, "GGUF", 4) == 0;
-    if (f) fclose(f);
+    lb_mmap map = {0};
+    bool yes = lb_mmap_open(path, &map, NULL) == LB_OK && map.size >= 4 && memcmp(map.data, "GGUF", 4) == 0;
+    lb_mmap_close(&map);
     return yes;
 }
 
-lb_status lb_model_load(const char *path, lb_model **out, lb_error *err) {
+lb_model_params lb_model_default_params(void) {
+    lb_model_params p = {0};
+    return p;
+}
+
+lb_status lb_model_load(const char *path, lb_model **out, lb_error *err) { return lb_model_load_with(path, NULL, out, err); }
+
+lb_status lb_model_load_with(const char *path, const lb_model_params *p, lb_model **out, lb_error *err) {
+    bool check = !p || !p->allow_nonfinite;
+    return lb_model_load_checked(path, check, check, out, err);
+}
+
+lb_status lb_model_load_checked(const char *path, bool check_matrices, bool check_vectors, lb_model **out, lb_error *err) {
     if (!path || !out) return lb_err_set(err, LB_ERR_ARG, "lb_model_load: NULL argument");
     bool dir = lb_path_is_dir(path);
     if (!dir) {
@@ -379,18 +485,20 @@ lb_status lb_model_load(const char *path, lb_model **out, lb_error *err) {
     }
     lb_model *m = calloc(1, sizeof *m);
     if (!m) return lb_err_set(err, LB_ERR_NOMEM, "out of memory");
-    loader L = {m, err};
-    lb_status s;
+    loader L = {m, err, NULL, check_matrices, check_vectors};
+    lb_status s = (m->path = strdup(path)) ? LB_OK : lb_err_set(err, LB_ERR_NOMEM, "out of memory");
     const lb_model_info *h = &m->info;
     bool gguf = !dir;
-    if (gguf) {
+    if (s == LB_OK && gguf) {
         s = gguf_open(path, &m->gguf, err);
         if (s == LB_OK) s = gguf_hparams(&L);
-    } else {
+    } else if (s == LB_OK) {
         s = hf_config_load(path, &m->info, err);
         if (s == LB_OK) s = st_open(path, &m->st, err);
     }
+    if (s == LB_OK) s = check_hparams(&L);
     if (s == LB_OK) s = build_tensor_table(&L);
+    if (s == LB_OK && !(L.used = calloc((size_t)m->n_tensors + 1, 1))) s = lb_err_set(err, LB_ERR_NOMEM, "out of memory");
     if (s == LB_OK)
         s = load_matrix(&L, gguf ? "token_embd.weight" : "model.embed_tokens.weight", h->n_vocab, 0, h->n_vocab, h->n_embd,
                         &m->tok_embd);
@@ -407,6 +515,8 @@ lb_status lb_model_load(const char *path, lb_model **out, lb_error *err) {
     }
     for (int64_t i = 0; s == LB_OK && i < h->n_layer; i++)
         s = gguf ? load_layer_gguf(&L, i, &m->layers[i]) : load_layer(&L, i, &m->layers[i]);
+    if (s == LB_OK) s = check_unused(&L);
+    free(L.used);
     if (s != LB_OK) {
         if (err && !strstr(err->msg, path)) lb_err_prefix(err, s, "%s", path);
         lb_model_free(m);
@@ -422,6 +532,7 @@ void lb_model_free(lb_model *m) {
     free(m->owned);
     free(m->layers);
     free(m->tensors);
+    free(m->path);
     st_close(m->st);
     gguf_close(m->gguf);
     free(m);

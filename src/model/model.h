@@ -30,6 +30,7 @@ typedef struct lb_model_tensor_rec {
 
 struct lb_model {
     lb_model_info info;
+    char *path;          /* what it was loaded from */
     st_file *st;         /* the source: safetensors ... */
     struct gguf_file *gguf; /* ... or a GGUF file */
     lb_weight tok_embd;  /* (n_vocab, n_embd) */
@@ -42,6 +43,10 @@ struct lb_model {
     void **owned;        /* f32 vectors allocated at load */
     int64_t n_owned, cap_owned;
 };
+
+/* lb_model_load_with() choosing which weights are checked to be finite at load: the matrices (one pass over
+ * them) and the small vectors (norms, biases). The quantizer checks the matrices itself as it converts them. */
+lb_status lb_model_load_checked(const char *path, bool check_matrices, bool check_vectors, lb_model **out, lb_error *err);
 
 /*
  * Run decoder layer il with the weights `l` (the model's own or replacements, e.g. quantized ones) on

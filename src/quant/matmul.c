@@ -183,7 +183,7 @@ static int use_avx2(void) {
     if (cached < 0) {
 #if defined(__x86_64__)
         cached = !lb_force_ref() && __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") &&
-                 __builtin_cpu_supports("f16c");
+                 lb_cpu_has_f16c();
 #else
         cached = 0;
 #endif

@@ -12,12 +12,10 @@
 
 
 /* Whether the file starts with the GGUF magic. */
-static bool is_gguf(const char *path) {
-    FILE *f = fopen(path, "rb");
-    char magic[4] = {0};
-    if (!f) return false;
-    bool yes = fread(magic, 1, 4, f) == 4 && memcmp(magic, "GGUF", 4) == 0;
-    fclose(f);
+static bool is_gguf(const char *path) { /* a map: opening a FIFO must not block */
+    lb_mmap map = {0};
+    bool yes = lb_mmap_open(path, &map, NULL) == LB_OK && map.size >= 4 && memcmp(map.data, "GGUF", 4) == 0;
+    lb_mmap_close(&map);
     return yes;
 }
 

@@ -24,7 +24,7 @@ typedef struct strlist {
 } strlist;
 
 static bool sl_reserve(strlist *l, size_t more) {
-    if (l->len + more > l->cap) {
+    if (l->len + more > l->cap || !l->buf) { /* always a buffer: SL_STR of an empty string must not offset NULL */
         size_t c = l->cap ? l->cap : 256;
         while (c < l->len + more) c *= 2;
         uint8_t *b = realloc(l->buf, c);
@@ -37,7 +37,7 @@ static bool sl_reserve(strlist *l, size_t more) {
 
 /* Start a new string in the list. */
 static void sl_begin(strlist *l) {
-    if (l->oom) return;
+    if (l->oom || !sl_reserve(l, 0)) return;
     if (l->n == l->cap_n) {
         size_t c = l->cap_n ? l->cap_n * 2 : 64;
         void *p = realloc(l->span, c * sizeof *l->span);

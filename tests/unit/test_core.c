@@ -85,7 +85,7 @@ __attribute__((target("f16c"))) static float hw_f16_to_f32(uint16_t h) { return 
 
 static void test_fp16(void) {
 #if defined(__x86_64__)
-    if (!__builtin_cpu_supports("f16c")) {
+    if (!lb_cpu_has_f16c()) {
         CHECK(0, "this test needs F16C as the independent reference");
         return;
     }

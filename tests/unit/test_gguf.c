@@ -265,7 +265,7 @@ static void write_rt(const char *path, uint32_t align) {
         free(d);
     }
     char tmp[400];
-    snprintf(tmp, sizeof tmp, "%s.tmp.%ld", path, (long)getpid());
+    snprintf(tmp, sizeof tmp, "%s.lowbit-tmp", path);
     CHECK(lb_path_exists(tmp) && !lb_path_exists(path), "the temporary file is not where it should be");
     CHECK(gguf_writer_finish(w, &err) == LB_OK, "finish: %s", err.msg);
     CHECK(!lb_path_exists(tmp) && lb_path_exists(path), "rename");
@@ -671,9 +671,9 @@ static void test_truncated(void) {
 
 /* ---- writer failures ---- */
 
-static bool tmp_exists(const char *path, long pid) {
+static bool tmp_exists(const char *path) {
     char tmp[400];
-    snprintf(tmp, sizeof tmp, "%s.tmp.%ld", path, pid);
+    snprintf(tmp, sizeof tmp, "%s.lowbit-tmp", path);
     return lb_path_exists(tmp);
 }
 
@@ -683,7 +683,7 @@ static void expect_open_fails(const char *path, const char *sub) {
     lb_status s = gguf_writer_open(path, &w, &err);
     CHECK(s == LB_ERR_IO && w == NULL, "%s: status %d", path, s);
     CHECK(strstr(err.msg, path) && strstr(err.msg, sub), "%s: message \"%s\" lacks \"%s\"", path, err.msg, sub);
-    CHECK(!lb_path_exists(path) && !tmp_exists(path, (long)getpid()), "%s: a file appeared", path);
+    CHECK(!lb_path_exists(path) && !tmp_exists(path), "%s: a file appeared", path);
     if (s == LB_OK) gguf_writer_abort(w);
 }
 
@@ -722,7 +722,7 @@ static gguf_writer *two_tensor_writer(const char *path) {
 static void expect_writer_fail_(int line, lb_status s, const lb_error *err, const char *path, const char *sub) {
     CHECK(s == LB_ERR_ARG, "line %d: status %d: %s", line, s, err->msg);
     CHECK(strstr(err->msg, path) && strstr(err->msg, sub), "line %d: message \"%s\" lacks \"%s\"", line, err->msg, sub);
-    CHECK(!tmp_exists(path, (long)getpid()), "line %d: temporary file left behind", line);
+    CHECK(!tmp_exists(path), "line %d: temporary file left behind", line);
 }
 #define expect_writer_fail(...) expect_writer_fail_(__LINE__, __VA_ARGS__)
 
@@ -850,7 +850,7 @@ static void test_disk_full(void) {
         waitpid(pid, &st, 0);
         CHECK(WIFEXITED(st) && WEXITSTATUS(st) == 0, "limit %llu: child status %d", (unsigned long long)limits[i],
               WIFEXITED(st) ? WEXITSTATUS(st) : -1);
-        CHECK(!lb_path_exists(path) && !tmp_exists(path, (long)pid), "limit %llu: a file was left",
+        CHECK(!lb_path_exists(path) && !tmp_exists(path), "limit %llu: a file was left",
               (unsigned long long)limits[i]);
     }
 }
