@@ -105,7 +105,7 @@ lb_status lb_context_new(const lb_model *m, const lb_context_params *p, lb_conte
         (size_t)(h->n_layer * n_ctx * kvd), (size_t)(h->n_layer * n_ctx * kvd), (size_t)(n_ctx * (D / 2)),
         (size_t)(n_ctx * (D / 2)), (size_t)(B * E), (size_t)(B * E), (size_t)(B * qd), (size_t)(B * kvd),
         (size_t)(B * kvd), (size_t)(B * qd), (size_t)(B * F), (size_t)(B * F), (size_t)(B * E),
-        (size_t)nt * lb_matmul_scratch_floats(kmax), (size_t)nt * (size_t)n_ctx,
+        lb_matmul_scratch_floats(kmax, B, nt), (size_t)nt * (size_t)n_ctx,
     };
     float **ptrs[] = {&c->k_cache, &c->v_cache, &c->rope_cos, &c->rope_sin, &c->x, &c->xn, &c->q, &c->k,
                       &c->v, &c->att, &c->g, &c->u, &c->tmp, &c->mm_scratch, &c->att_scratch};

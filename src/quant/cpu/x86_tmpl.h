@@ -1,0 +1,435 @@
+/*
+ * x86_tmpl.h - the x86 kernels, written once and compiled per instruction set by x86_avx2.c and
+ * x86_avx512.c (each defines TGT, SFX and DOT32 before including this file). Every function follows the
+ * arithmetic order of cpu.h exactly, so all instantiations and the scalar reference agree bit for bit.
+ *
+ * DOT32(acc, u, s): acc (8 x int32) += sums of 4 adjacent products u[i] * s[i] (u unsigned, s signed bytes).
+ */
+#include "../blocks.h"
+
+#include <immintrin.h>
+#include <math.h>
+#include <string.h>
+
+/* ---------------------------------------------------------------- helpers ------------------------------ */
+
+TGT static inline float SFX(hsum8)(__m256 v) {
+    __m128 lo = _mm256_castps256_ps128(v), hi = _mm256_extractf128_ps(v, 1);
+    lo = _mm_add_ps(lo, hi);
+    lo = _mm_add_ps(lo, _mm_movehl_ps(lo, lo));
+    lo = _mm_add_ss(lo, _mm_movehdup_ps(lo));
+    return _mm_cvtss_f32(lo);
+}
+
+TGT static inline int32_t SFX(hsumi)(__m256i v) {
+    __m128i s = _mm_add_epi32(_mm256_castsi256_si128(v), _mm256_extracti128_si256(v, 1));
+    s = _mm_add_epi32(s, _mm_shuffle_epi32(s, 0x4E));
+    s = _mm_add_epi32(s, _mm_shuffle_epi32(s, 0xB1));
+    return _mm_cvtsi128_si32(s);
+}
+
+/* 16 packed bytes -> 32 bytes: low nibbles first, then high nibbles */
+TGT static inline __m256i SFX(nibbles)(const uint8_t *p) {
+    __m128i v = _mm_loadu_si128((const __m128i *)p), m = _mm_set1_epi8(0x0F);
+    return _mm256_set_m128i(_mm_and_si128(_mm_srli_epi16(v, 4), m), _mm_and_si128(v, m));
+}
+
+/* 32 bits -> 32 bytes, byte j = 0x10 where bit j is set */
+TGT static inline __m256i SFX(bits16)(const uint8_t *qh) {
+    uint32_t h;
+    memcpy(&h, qh, 4);
+    __m256i v = _mm256_shuffle_epi8(_mm256_set1_epi32((int)h),
+                                    _mm256_set_epi64x(0x0303030303030303LL, 0x0202020202020202LL, 0x0101010101010101LL, 0));
+    __m256i bit = _mm256_set1_epi64x(0x8040201008040201LL);
+    return _mm256_and_si256(_mm256_cmpeq_epi8(_mm256_and_si256(v, bit), bit), _mm256_set1_epi8(0x10));
+}
+
+TGT static inline void SFX(set32)(const lb_qrow *o, int64_t b, float d, float dm, int mn) {
+    o->sc[2 * b] = o->sc[2 * b + 1] = 1;
+    o->mn[2 * b] = o->mn[2 * b + 1] = (int16_t)mn;
+    o->d[b] = d;
+    o->dm[b] = dm;
+}
+
+#define ST(p, v) _mm256_storeu_si256((__m256i *)(p), (v))
+#define LD(p) _mm256_loadu_si256((const __m256i *)(p))
+
+/* ---------------------------------------------------------------- unpacking (32-element blocks) -------- */
+
+TGT static void SFX(unpack_q4_0)(const void *row, int64_t K, const lb_qrow *o) {
+    const block_q4_0 *x = row;
+    for (int64_t b = 0; b < K / 32; b++) {
+        ST(o->q + 32 * b, _mm256_sub_epi8(SFX(nibbles)(x[b].qs), _mm256_set1_epi8(8)));
+        SFX(set32)(o, b, lb_fp16_to_f32(x[b].d), 0.0f, 0);
+    }
+}
+
+TGT static void SFX(unpack_q4_1)(const void *row, int64_t K, const lb_qrow *o) {
+    const block_q4_1 *x = row;
+    for (int64_t b = 0; b < K / 32; b++) {
+        ST(o->q + 32 * b, SFX(nibbles)(x[b].qs));
+        SFX(set32)(o, b, lb_fp16_to_f32(x[b].d), lb_fp16_to_f32(x[b].m), 1);
+    }
+}
+
+TGT static void SFX(unpack_q5_0)(const void *row, int64_t K, const lb_qrow *o) {
+    const block_q5_0 *x = row;
+    for (int64_t b = 0; b < K / 32; b++) {
+        __m256i q = _mm256_or_si256(SFX(nibbles)(x[b].qs), SFX(bits16)(x[b].qh));
+        ST(o->q + 32 * b, _mm256_sub_epi8(q, _mm256_set1_epi8(16)));
+        SFX(set32)(o, b, lb_fp16_to_f32(x[b].d), 0.0f, 0);
+    }
+}
+
+TGT static void SFX(unpack_q5_1)(const void *row, int64_t K, const lb_qrow *o) {
+    const block_q5_1 *x = row;
+    for (int64_t b = 0; b < K / 32; b++) {
+        ST(o->q + 32 * b, _mm256_or_si256(SFX(nibbles)(x[b].qs), SFX(bits16)(x[b].qh)));
+        SFX(set32)(o, b, lb_fp16_to_f32(x[b].d), lb_fp16_to_f32(x[b].m), 1);
+    }
+}
+
+TGT static void SFX(unpack_q8_0)(const void *row, int64_t K, const lb_qrow *o) {
+    const block_q8_0 *x = row;
+    for (int64_t b = 0; b < K / 32; b++) {
+        ST(o->q + 32 * b, LD(x[b].qs));
+        SFX(set32)(o, b, lb_fp16_to_f32(x[b].d), 0.0f, 0);
+    }
+}
+
+TGT static inline __m256i SFX(iq4_values)(const uint8_t *qs) {
+    const __m256i tab = _mm256_broadcastsi128_si256(_mm_loadu_si128((const __m128i *)kvalues_iq4nl));
+    return _mm256_shuffle_epi8(tab, SFX(nibbles)(qs));
+}
+
+TGT static void SFX(unpack_iq4_nl)(const void *row, int64_t K, const lb_qrow *o) {
+    const block_iq4_nl *x = row;
+    for (int64_t b = 0; b < K / 32; b++) {
+        ST(o->q + 32 * b, SFX(iq4_values)(x[b].qs));
+        SFX(set32)(o, b, lb_fp16_to_f32(x[b].d), 0.0f, 0);
+    }
+}
+
+/* ---------------------------------------------------------------- unpacking (256-element blocks) ------- */
+
+/* 2-bit codes: byte 32h + l holds element 128h + 32k + l in bits 2k (q2_K, q3_K) */
+TGT static inline __m256i SFX(crumbs)(const uint8_t *qs, int h, int k) {
+    return _mm256_and_si256(_mm256_srli_epi16(LD(qs + 32 * h), 2 * k), _mm256_set1_epi8(3));
+}
+
+TGT static void SFX(unpack_q2_K)(const void *row, int64_t K, const lb_qrow *o) {
+    const block_q2_K *x = row;
+    for (int64_t b = 0; b < K / QK_K; b++) {
+        int8_t *q = o->q + QK_K * b;
+        for (int h = 0; h < 2; h++)
+            for (int k = 0; k < 4; k++) ST(q + 128 * h + 32 * k, SFX(crumbs)(x[b].qs, h, k));
+        __m256i s = _mm256_cvtepu8_epi16(_mm_loadu_si128((const __m128i *)x[b].scales));
+        ST(o->sc + 16 * b, _mm256_and_si256(s, _mm256_set1_epi16(0xF)));
+        ST(o->mn + 16 * b, _mm256_srli_epi16(s, 4));
+        o->d[b] = lb_fp16_to_f32(x[b].d);
+        o->dm[b] = -lb_fp16_to_f32(x[b].dmin);
+    }
+}
+
+/* 32 bytes of v with bit j of each byte: 0xFF where clear */
+TGT static inline __m256i SFX(bitclear)(__m256i v, int j) {
+    __m256i m = _mm256_set1_epi8((char)(1 << j));
+    return _mm256_cmpeq_epi8(_mm256_and_si256(v, m), _mm256_setzero_si256());
+}
+
+TGT static void SFX(unpack_q3_K)(const void *row, int64_t K, const lb_qrow *o) {
+    const block_q3_K *x = row;
+    for (int64_t b = 0; b < K / QK_K; b++) {
+        int8_t *q = o->q + QK_K * b;
+        __m256i hm = LD(x[b].hmask);
+        for (int h = 0; h < 2; h++)
+            for (int k = 0; k < 4; k++) {
+                __m256i four = _mm256_and_si256(SFX(bitclear)(hm, 4 * h + k), _mm256_set1_epi8(4));
+                ST(q + 128 * h + 32 * k, _mm256_sub_epi8(SFX(crumbs)(x[b].qs, h, k), four));
+            }
+        const uint8_t *s = x[b].scales;
+        for (int j = 0; j < 16; j++) {
+            int lo = j < 8 ? s[j] & 0xF : s[j - 8] >> 4;
+            o->sc[16 * b + j] = (int16_t)((lo | (((s[8 + j % 4] >> (2 * (j / 4))) & 3) << 4)) - 32);
+        }
+        memset(o->mn + 16 * b, 0, 32);
+        o->d[b] = lb_fp16_to_f32(x[b].d);
+        o->dm[b] = 0.0f;
+    }
+}
+
+TGT static inline void SFX(k4_scales)(const uint8_t *q, int16_t *sc, int16_t *mn) {
+    for (int j = 0; j < 8; j++) {
+        int s, m;
+        if (j < 4) {
+            s = q[j] & 63;
+            m = q[j + 4] & 63;
+        } else {
+            s = (q[j + 4] & 0xF) | ((q[j - 4] >> 6) << 4);
+            m = (q[j + 4] >> 4) | ((q[j] >> 6) << 4);
+        }
+        sc[2 * j] = sc[2 * j + 1] = (int16_t)s;
+        mn[2 * j] = mn[2 * j + 1] = (int16_t)m;
+    }
+}
+
+/* q4_K / q5_K codes: 32 bytes at 32c: low nibbles = elements 64c..64c+31, high = 64c+32..; qh bit j of byte l
+ * adds 16 to element 32j + l */
+TGT static inline void SFX(k4_codes)(const uint8_t *qs, const uint8_t *qh, int8_t *q) {
+    __m256i m4 = _mm256_set1_epi8(0x0F), hv = qh ? LD(qh) : _mm256_setzero_si256();
+    for (int c = 0; c < 4; c++) {
+        __m256i v = LD(qs + 32 * c);
+        __m256i lo = _mm256_and_si256(v, m4), hi = _mm256_and_si256(_mm256_srli_epi16(v, 4), m4);
+        if (qh) {
+            __m256i s = _mm256_set1_epi8(16);
+            lo = _mm256_add_epi8(lo, _mm256_andnot_si256(SFX(bitclear)(hv, 2 * c), s));
+            hi = _mm256_add_epi8(hi, _mm256_andnot_si256(SFX(bitclear)(hv, 2 * c + 1), s));
+        }
+        ST(q + 64 * c, lo);
+        ST(q + 64 * c + 32, hi);
+    }
+}
+
+TGT static void SFX(unpack_q4_K)(const void *row, int64_t K, const lb_qrow *o) {
+    const block_q4_K *x = row;
+    for (int64_t b = 0; b < K / QK_K; b++) {
+        SFX(k4_codes)(x[b].qs, NULL, o->q + QK_K * b);
+        SFX(k4_scales)(x[b].scales, o->sc + 16 * b, o->mn + 16 * b);
+        o->d[b] = lb_fp16_to_f32(x[b].d);
+        o->dm[b] = -lb_fp16_to_f32(x[b].dmin);
+    }
+}
+
+TGT static void SFX(unpack_q5_K)(const void *row, int64_t K, const lb_qrow *o) {
+    const block_q5_K *x = row;
+    for (int64_t b = 0; b < K / QK_K; b++) {
+        SFX(k4_codes)(x[b].qs, x[b].qh, o->q + QK_K * b);
+        SFX(k4_scales)(x[b].scales, o->sc + 16 * b, o->mn + 16 * b);
+        o->d[b] = lb_fp16_to_f32(x[b].d);
+        o->dm[b] = -lb_fp16_to_f32(x[b].dmin);
+    }
+}
+
+TGT static void SFX(unpack_q6_K)(const void *row, int64_t K, const lb_qrow *o) {
+    const block_q6_K *x = row;
+    __m256i m4 = _mm256_set1_epi8(0x0F), m2 = _mm256_set1_epi8(0x30), off = _mm256_set1_epi8(32);
+    for (int64_t b = 0; b < K / QK_K; b++) {
+        int8_t *q = o->q + QK_K * b;
+        for (int h = 0; h < 2; h++) {
+            __m256i l0 = LD(x[b].ql + 64 * h), l1 = LD(x[b].ql + 64 * h + 32), hv = LD(x[b].qh + 32 * h);
+            __m256i c0 = _mm256_or_si256(_mm256_and_si256(l0, m4), _mm256_and_si256(_mm256_slli_epi16(hv, 4), m2));
+            __m256i c1 = _mm256_or_si256(_mm256_and_si256(l1, m4), _mm256_and_si256(_mm256_slli_epi16(hv, 2), m2));
+            __m256i c2 = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(l0, 4), m4), _mm256_and_si256(hv, m2));
+            __m256i c3 = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(l1, 4), m4),
+                                         _mm256_and_si256(_mm256_srli_epi16(hv, 2), m2));
+            ST(q + 128 * h, _mm256_sub_epi8(c0, off));
+            ST(q + 128 * h + 32, _mm256_sub_epi8(c1, off));
+            ST(q + 128 * h + 64, _mm256_sub_epi8(c2, off));
+            ST(q + 128 * h + 96, _mm256_sub_epi8(c3, off));
+        }
+        ST(o->sc + 16 * b, _mm256_cvtepi8_epi16(_mm_loadu_si128((const __m128i *)x[b].scales)));
+        memset(o->mn + 16 * b, 0, 32);
+        o->d[b] = lb_fp16_to_f32(x[b].d);
+        o->dm[b] = 0.0f;
+    }
+}
+
+TGT static void SFX(unpack_iq4_xs)(const void *row, int64_t K, const lb_qrow *o) {
+    const block_iq4_xs *x = row;
+    for (int64_t b = 0; b < K / QK_K; b++) {
+        for (int ib = 0; ib < 8; ib++) {
+            ST(o->q + QK_K * b + 32 * ib, SFX(iq4_values)(x[b].qs + 16 * ib));
+            int ls = (((x[b].scales_l[ib / 2] >> (4 * (ib % 2))) & 0xF) | (((x[b].scales_h >> (2 * ib)) & 3) << 4)) - 32;
+            o->sc[16 * b + 2 * ib] = o->sc[16 * b + 2 * ib + 1] = (int16_t)ls;
+        }
+        memset(o->mn + 16 * b, 0, 32);
+        o->d[b] = lb_fp16_to_f32(x[b].d);
+        o->dm[b] = 0.0f;
+    }
+}
+
+/* ---------------------------------------------------------------- quantized dot ------------------------ */
+
+/* exact int min term M of block b */
+TGT static inline int32_t SFX(minsum)(const lb_qrow *w, const lb_act *a, int64_t b, int64_t be) {
+    if (be == 32)
+        return (int32_t)w->mn[2 * b] * a->bsum[2 * b] + (int32_t)w->mn[2 * b + 1] * a->bsum[2 * b + 1];
+    __m256i s = _mm256_setzero_si256();
+    for (int64_t g = b * be / 16; g < (b + 1) * be / 16; g += 16)
+        s = _mm256_add_epi32(s, _mm256_madd_epi16(LD(w->mn + g), LD(a->bsum + g)));
+    return SFX(hsumi)(s);
+}
+
+/* NT tokens (1..4) against one row; unscaled (be == 32: every scale is 1) or with 16-element scales */
+#define QDOT_BODY(NT)                                                                                      \
+    __m256 facc[NT];                                                                                       \
+    float accm[NT];                                                                                        \
+    for (int t = 0; t < NT; t++) {                                                                         \
+        facc[t] = _mm256_setzero_ps();                                                                     \
+        accm[t] = 0.0f;                                                                                    \
+    }                                                                                                      \
+    const __m256i scmask = _mm256_set_epi8(3, 2, 3, 2, 3, 2, 3, 2, 3, 2, 3, 2, 3, 2, 3, 2, 1, 0, 1, 0, 1, 0,    \
+                                           1, 0, 1, 0, 1, 0, 1, 0, 1, 0);                                  \
+    for (int64_t b = 0; b < K / be; b++) {                                                                 \
+        __m256i iacc[NT];                                                                                  \
+        for (int t = 0; t < NT; t++) iacc[t] = _mm256_setzero_si256();                                     \
+        for (int64_t e = b * be; e < (b + 1) * be; e += 32) {                                              \
+            __m256i wq = LD(w->q + e), uw = _mm256_sign_epi8(wq, wq);                                      \
+            if (be == 32) {                                                                                \
+                for (int t = 0; t < NT; t++) DOT32(iacc[t], uw, _mm256_sign_epi8(LD(a[t].q + e), wq));     \
+            } else {                                                                                       \
+                int32_t s2;                                                                                \
+                memcpy(&s2, w->sc + e / 16, 4);                                                            \
+                __m256i scv = _mm256_shuffle_epi8(_mm256_set1_epi32(s2), scmask);                          \
+                for (int t = 0; t < NT; t++) {                                                             \
+                    __m256i p = _mm256_maddubs_epi16(uw, _mm256_sign_epi8(LD(a[t].q + e), wq));            \
+                    iacc[t] = _mm256_add_epi32(iacc[t], _mm256_madd_epi16(p, scv));                        \
+                }                                                                                          \
+            }                                                                                              \
+        }                                                                                                  \
+        for (int t = 0; t < NT; t++) {                                                                     \
+            __m256 dd = _mm256_set1_ps(w->d[b] * a[t].d[b]);                                               \
+            facc[t] = _mm256_fmadd_ps(dd, _mm256_cvtepi32_ps(iacc[t]), facc[t]);                           \
+            if (has_min) accm[t] = fmaf(w->dm[b] * a[t].d[b], (float)SFX(minsum)(w, &a[t], b, be), accm[t]); \
+        }                                                                                                  \
+    }                                                                                                      \
+    for (int t = 0; t < NT; t++) out[t * ldo] = SFX(hsum8)(facc[t]) + accm[t];
+
+TGT static void SFX(qdot1)(const lb_qrow *w, const lb_act *a, int64_t K, int64_t be, bool has_min, float *out, int64_t ldo) {
+    QDOT_BODY(1)
+}
+TGT static void SFX(qdot2)(const lb_qrow *w, const lb_act *a, int64_t K, int64_t be, bool has_min, float *out, int64_t ldo) {
+    QDOT_BODY(2)
+}
+TGT static void SFX(qdot4)(const lb_qrow *w, const lb_act *a, int64_t K, int64_t be, bool has_min, float *out, int64_t ldo) {
+    QDOT_BODY(4)
+}
+
+TGT static void SFX(qdot)(const lb_qrow *w, const lb_act *a, int nt, int64_t K, int64_t be, bool has_min, float *out,
+                          int64_t ldo) {
+    if (nt == 4) {
+        SFX(qdot4)(w, a, K, be, has_min, out, ldo);
+        return;
+    }
+    for (; nt >= 2; nt -= 2, a += 2, out += 2 * ldo) SFX(qdot2)(w, a, K, be, has_min, out, ldo);
+    if (nt) SFX(qdot1)(w, a, K, be, has_min, out, ldo);
+}
+
+/* ---------------------------------------------------------------- float weights ------------------------ */
+
+/* out[t][r] for up to 4 rows and 3 tokens: 12 accumulators, lane j = element j mod 8; tail by fmaf */
+TGT static void SFX(kernel_4x3)(const float *x, int64_t nt, int64_t K, const float *wt, int nr, float *out, int64_t ldo) {
+    const float *x0 = x, *x1 = x + (nt > 1 ? K : 0), *x2 = x + (nt > 2 ? 2 * K : 0);
+    const float *w0 = wt, *w1 = wt + (nr > 1 ? K : 0), *w2 = wt + (nr > 2 ? 2 * K : 0), *w3 = wt + (nr > 3 ? 3 * K : 0);
+    __m256 c00 = _mm256_setzero_ps(), c01 = c00, c02 = c00, c10 = c00, c11 = c00, c12 = c00;
+    __m256 c20 = c00, c21 = c00, c22 = c00, c30 = c00, c31 = c00, c32 = c00;
+    int64_t k = 0;
+    for (; k + 8 <= K; k += 8) {
+        __m256 a0 = _mm256_loadu_ps(x0 + k), a1 = _mm256_loadu_ps(x1 + k), a2 = _mm256_loadu_ps(x2 + k);
+        __m256 b = _mm256_loadu_ps(w0 + k);
+        c00 = _mm256_fmadd_ps(a0, b, c00);
+        c01 = _mm256_fmadd_ps(a1, b, c01);
+        c02 = _mm256_fmadd_ps(a2, b, c02);
+        b = _mm256_loadu_ps(w1 + k);
+        c10 = _mm256_fmadd_ps(a0, b, c10);
+        c11 = _mm256_fmadd_ps(a1, b, c11);
+        c12 = _mm256_fmadd_ps(a2, b, c12);
+        b = _mm256_loadu_ps(w2 + k);
+        c20 = _mm256_fmadd_ps(a0, b, c20);
+        c21 = _mm256_fmadd_ps(a1, b, c21);
+        c22 = _mm256_fmadd_ps(a2, b, c22);
+        b = _mm256_loadu_ps(w3 + k);
+        c30 = _mm256_fmadd_ps(a0, b, c30);
+        c31 = _mm256_fmadd_ps(a1, b, c31);
+        c32 = _mm256_fmadd_ps(a2, b, c32);
+    }
+    __m256 acc[4][3] = {{c00, c01, c02}, {c10, c11, c12}, {c20, c21, c22}, {c30, c31, c32}};
+    const float *xr[3] = {x0, x1, x2}, *wr[4] = {w0, w1, w2, w3};
+    for (int r = 0; r < nr; r++)
+        for (int t = 0; t < nt; t++) {
+            float s = SFX(hsum8)(acc[r][t]);
+            for (int64_t j = k; j < K; j++) s = fmaf(xr[t][j], wr[r][j], s);
+            out[t * ldo + r] = s;
+        }
+}
+
+/* Tokens per cache block: keeps a block of activation rows resident while all tile rows pass over it. */
+#define MM_TOKEN_BLOCK 24
+
+TGT static void SFX(ftile)(const float *x, int64_t T, int64_t K, const float *wt, int R, float *out, int64_t ldo) {
+    for (int64_t tb = 0; tb < T; tb += MM_TOKEN_BLOCK) {
+        int64_t te = T - tb < MM_TOKEN_BLOCK ? T : tb + MM_TOKEN_BLOCK;
+        for (int r = 0; r < R; r += 4)
+            for (int64_t t = tb; t < te; t += 3) {
+                int64_t nt = te - t < 3 ? te - t : 3;
+                SFX(kernel_4x3)(x + t * K, nt, K, wt + (int64_t)r * K, R - r < 4 ? R - r : 4, out + t * ldo + r, ldo);
+            }
+    }
+}
+
+TGT static void SFX(fconv)(const lb_weight *w, int64_t r0, int R, float *dst) {
+    int64_t K = w->cols, n = (int64_t)R * K;
+    const uint16_t *src = (const uint16_t *)w->data + r0 * K;
+    int64_t i = 0;
+    if (w->type == LB_TYPE_F16) {
+        for (; i + 8 <= n; i += 8)
+            _mm256_storeu_ps(dst + i, _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(src + i))));
+        for (; i < n; i++) dst[i] = lb_fp16_to_f32(src[i]);
+    } else if (w->type == LB_TYPE_BF16) {
+        for (; i + 8 <= n; i += 8) {
+            __m256i v = _mm256_cvtepu16_epi32(_mm_loadu_si128((const __m128i *)(src + i)));
+            _mm256_storeu_ps(dst + i, _mm256_castsi256_ps(_mm256_slli_epi32(v, 16)));
+        }
+        for (; i < n; i++) dst[i] = lb_bf16_to_f32(src[i]);
+    } else {
+        for (int r = 0; r < R; r++) lb_weight_row_f32(w, r0 + r, dst + (int64_t)r * K);
+    }
+}
+
+TGT static void SFX(vdots)(const float *q, const float *m, int64_t stride, int64_t n, int64_t D, float *s) {
+    int64_t D8 = D - D % 8;
+    for (int64_t p = 0; p < n; p++) {
+        const float *k = m + p * stride;
+        __m256 a = _mm256_setzero_ps();
+        for (int64_t i = 0; i < D8; i += 8) a = _mm256_fmadd_ps(_mm256_loadu_ps(q + i), _mm256_loadu_ps(k + i), a);
+        float r = SFX(hsum8)(a);
+        for (int64_t i = D8; i < D; i++) r = fmaf(q[i], k[i], r);
+        s[p] = r;
+    }
+}
+
+TGT static void SFX(vwsum)(const float *w, const float *m, int64_t stride, int64_t n, int64_t D, float *o) {
+    int64_t D8 = D - D % 8;
+    for (int64_t i0 = 0; i0 < D8; i0 += 128) {
+        int64_t nv = (D8 - i0 < 128 ? D8 - i0 : 128) / 8;
+        __m256 acc[16];
+        for (int64_t j = 0; j < nv; j++) acc[j] = _mm256_setzero_ps();
+        for (int64_t p = 0; p < n; p++) {
+            __m256 wp = _mm256_set1_ps(w[p]);
+            const float *v = m + p * stride + i0;
+            for (int64_t j = 0; j < nv; j++) acc[j] = _mm256_fmadd_ps(wp, _mm256_loadu_ps(v + 8 * j), acc[j]);
+        }
+        for (int64_t j = 0; j < nv; j++) _mm256_storeu_ps(o + i0 + 8 * j, acc[j]);
+    }
+    for (int64_t i = D8; i < D; i++) {
+        float s = 0.0f;
+        for (int64_t p = 0; p < n; p++) s = fmaf(w[p], m[p * stride + i], s);
+        o[i] = s;
+    }
+}
+
+#undef ST
+#undef LD
+
+static const lb_cpu_kernels SFX(KERNELS) = {
+    .unpack = {[LB_TYPE_Q4_0] = SFX(unpack_q4_0), [LB_TYPE_Q4_1] = SFX(unpack_q4_1), [LB_TYPE_Q5_0] = SFX(unpack_q5_0),
+               [LB_TYPE_Q5_1] = SFX(unpack_q5_1), [LB_TYPE_Q8_0] = SFX(unpack_q8_0), [LB_TYPE_Q2_K] = SFX(unpack_q2_K),
+               [LB_TYPE_Q3_K] = SFX(unpack_q3_K), [LB_TYPE_Q4_K] = SFX(unpack_q4_K), [LB_TYPE_Q5_K] = SFX(unpack_q5_K),
+               [LB_TYPE_Q6_K] = SFX(unpack_q6_K), [LB_TYPE_IQ4_NL] = SFX(unpack_iq4_nl),
+               [LB_TYPE_IQ4_XS] = SFX(unpack_iq4_xs)},
+    .qdot = SFX(qdot),
+    .ftile = SFX(ftile),
+    .fconv = SFX(fconv),
+    .vdots = SFX(vdots),
+    .vwsum = SFX(vwsum),
+};
