@@ -10,6 +10,7 @@ int cmd_eval(int argc, char **argv);
 int cmd_run(int argc, char **argv);
 int cmd_quantize(int argc, char **argv);
 int cmd_imatrix(int argc, char **argv);
+int cmd_bench(int argc, char **argv);
 
 typedef struct command {
     const char *name;
@@ -23,6 +24,7 @@ static const command COMMANDS[] = {
     {"inspect", cmd_inspect, "show a model's architecture, parameters and tensors"},
     {"eval", cmd_eval, "perplexity on a text; with --base, KL divergence and top-1 agreement"},
     {"run", cmd_run, "generate text from a prompt"},
+    {"bench", cmd_bench, "prompt and generation speed (llama-bench style) and decode against memory bandwidth"},
 };
 
 static void usage(FILE *f) {

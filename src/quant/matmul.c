@@ -127,3 +127,5 @@ void lb_vec_wsum(const float *w, const float *m, int64_t stride, int64_t n, int6
 }
 
 const char *lb_matmul_impl(void) { return lb_cpu_kernels_best()->name; }
+
+const char *lb_cpu_kernels_name(void) { return lb_matmul_impl(); }
