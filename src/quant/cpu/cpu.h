@@ -47,14 +47,28 @@ typedef struct lb_act {
 /* Bytes of one lb_qrow / lb_act for K elements (a multiple of be), including alignment padding. */
 size_t lb_qrow_bytes(int64_t K, int64_t be);
 size_t lb_act_bytes(int64_t K, int64_t be);
+#define LB_ALIGN64(n) (((size_t)(n) + 63) & ~(size_t)63)
+
 /* Lay out a row / an activation in buf (64-byte aligned, lb_qrow_bytes / lb_act_bytes long). */
-lb_qrow lb_qrow_at(void *buf, int64_t K, int64_t be);
-lb_act lb_act_at(void *buf, int64_t K, int64_t be);
+static inline lb_qrow lb_qrow_at(void *buf, int64_t K, int64_t be) {
+    uint8_t *p = buf;
+    size_t g = LB_ALIGN64((size_t)(K / 16) * 2), f = LB_ALIGN64((size_t)(K / be) * 4);
+    lb_qrow r = {(int8_t *)p, (int16_t *)(p + LB_ALIGN64(K)), (int16_t *)(p + LB_ALIGN64(K) + g),
+                 (float *)(p + LB_ALIGN64(K) + 2 * g), (float *)(p + LB_ALIGN64(K) + 2 * g + f)};
+    return r;
+}
+
+static inline lb_act lb_act_at(void *buf, int64_t K, int64_t be) {
+    uint8_t *p = buf;
+    lb_act a = {(int8_t *)p, (int16_t *)(p + LB_ALIGN64(K)), (float *)(p + LB_ALIGN64(K) + LB_ALIGN64((size_t)(K / 16) * 2))};
+    return a;
+}
 
 /* Quantize K floats to an lb_act (scalar, shared by every implementation). */
 void lb_act_quantize(const float *x, int64_t K, int64_t be, const lb_act *a);
 
-/* Whether type t's unpacked rows carry a min term (q4_1, q5_1, q2_K, q4_K, q5_K). */
+/* Whether type t's unpacked rows carry a min term (q4_1, q5_1, q2_K, q4_K, q5_K); exactly these have
+ * non-negative codes. */
 bool lb_qtype_has_min(lb_type t);
 
 typedef void (*lb_unpack_fn)(const void *row, int64_t K, const lb_qrow *out);

@@ -12,38 +12,12 @@
 
 /* ---------------------------------------------------------------- layouts ------------------------------ */
 
-#define ALIGN64(n) (((size_t)(n) + 63) & ~(size_t)63)
-
 size_t lb_qrow_bytes(int64_t K, int64_t be) {
-    return ALIGN64(K) + 2 * ALIGN64((size_t)(K / 16) * 2) + 2 * ALIGN64((size_t)(K / be) * 4);
+    return LB_ALIGN64(K) + 2 * LB_ALIGN64((size_t)(K / 16) * 2) + 2 * LB_ALIGN64((size_t)(K / be) * 4);
 }
 
-size_t lb_act_bytes(int64_t K, int64_t be) { return ALIGN64(K) + ALIGN64((size_t)(K / 16) * 2) + ALIGN64((size_t)(K / be) * 4); }
-
-lb_qrow lb_qrow_at(void *buf, int64_t K, int64_t be) {
-    uint8_t *p = buf;
-    lb_qrow r;
-    r.q = (int8_t *)p;
-    p += ALIGN64(K);
-    r.sc = (int16_t *)p;
-    p += ALIGN64((size_t)(K / 16) * 2);
-    r.mn = (int16_t *)p;
-    p += ALIGN64((size_t)(K / 16) * 2);
-    r.d = (float *)p;
-    p += ALIGN64((size_t)(K / be) * 4);
-    r.dm = (float *)p;
-    return r;
-}
-
-lb_act lb_act_at(void *buf, int64_t K, int64_t be) {
-    uint8_t *p = buf;
-    lb_act a;
-    a.q = (int8_t *)p;
-    p += ALIGN64(K);
-    a.bsum = (int16_t *)p;
-    p += ALIGN64((size_t)(K / 16) * 2);
-    a.d = (float *)p;
-    return a;
+size_t lb_act_bytes(int64_t K, int64_t be) {
+    return LB_ALIGN64(K) + LB_ALIGN64((size_t)(K / 16) * 2) + LB_ALIGN64((size_t)(K / be) * 4);
 }
 
 void lb_act_quantize(const float *x, int64_t K, int64_t be, const lb_act *a) {

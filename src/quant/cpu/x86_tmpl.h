@@ -28,6 +28,8 @@ TGT static inline int32_t SFX(hsumi)(__m256i v) {
     return _mm_cvtsi128_si32(s);
 }
 
+TGT static inline float SFX(h2f)(uint16_t h) { return _cvtsh_ss(h); }
+
 /* 16 packed bytes -> 32 bytes: low nibbles first, then high nibbles */
 TGT static inline __m256i SFX(nibbles)(const uint8_t *p) {
     __m128i v = _mm_loadu_si128((const __m128i *)p), m = _mm_set1_epi8(0x0F);
@@ -60,7 +62,7 @@ TGT static void SFX(unpack_q4_0)(const void *row, int64_t K, const lb_qrow *o) {
     const block_q4_0 *x = row;
     for (int64_t b = 0; b < K / 32; b++) {
         ST(o->q + 32 * b, _mm256_sub_epi8(SFX(nibbles)(x[b].qs), _mm256_set1_epi8(8)));
-        SFX(set32)(o, b, lb_fp16_to_f32(x[b].d), 0.0f, 0);
+        SFX(set32)(o, b, SFX(h2f)(x[b].d), 0.0f, 0);
     }
 }
 
@@ -68,7 +70,7 @@ TGT static void SFX(unpack_q4_1)(const void *row, int64_t K, const lb_qrow *o) {
     const block_q4_1 *x = row;
     for (int64_t b = 0; b < K / 32; b++) {
         ST(o->q + 32 * b, SFX(nibbles)(x[b].qs));
-        SFX(set32)(o, b, lb_fp16_to_f32(x[b].d), lb_fp16_to_f32(x[b].m), 1);
+        SFX(set32)(o, b, SFX(h2f)(x[b].d), SFX(h2f)(x[b].m), 1);
     }
 }
 
@@ -77,7 +79,7 @@ TGT static void SFX(unpack_q5_0)(const void *row, int64_t K, const lb_qrow *o) {
     for (int64_t b = 0; b < K / 32; b++) {
         __m256i q = _mm256_or_si256(SFX(nibbles)(x[b].qs), SFX(bits16)(x[b].qh));
         ST(o->q + 32 * b, _mm256_sub_epi8(q, _mm256_set1_epi8(16)));
-        SFX(set32)(o, b, lb_fp16_to_f32(x[b].d), 0.0f, 0);
+        SFX(set32)(o, b, SFX(h2f)(x[b].d), 0.0f, 0);
     }
 }
 
@@ -85,7 +87,7 @@ TGT static void SFX(unpack_q5_1)(const void *row, int64_t K, const lb_qrow *o) {
     const block_q5_1 *x = row;
     for (int64_t b = 0; b < K / 32; b++) {
         ST(o->q + 32 * b, _mm256_or_si256(SFX(nibbles)(x[b].qs), SFX(bits16)(x[b].qh)));
-        SFX(set32)(o, b, lb_fp16_to_f32(x[b].d), lb_fp16_to_f32(x[b].m), 1);
+        SFX(set32)(o, b, SFX(h2f)(x[b].d), SFX(h2f)(x[b].m), 1);
     }
 }
 
@@ -93,7 +95,7 @@ TGT static void SFX(unpack_q8_0)(const void *row, int64_t K, const lb_qrow *o) {
     const block_q8_0 *x = row;
     for (int64_t b = 0; b < K / 32; b++) {
         ST(o->q + 32 * b, LD(x[b].qs));
-        SFX(set32)(o, b, lb_fp16_to_f32(x[b].d), 0.0f, 0);
+        SFX(set32)(o, b, SFX(h2f)(x[b].d), 0.0f, 0);
     }
 }
 
@@ -106,7 +108,7 @@ TGT static void SFX(unpack_iq4_nl)(const void *row, int64_t K, const lb_qrow *o)
     const block_iq4_nl *x = row;
     for (int64_t b = 0; b < K / 32; b++) {
         ST(o->q + 32 * b, SFX(iq4_values)(x[b].qs));
-        SFX(set32)(o, b, lb_fp16_to_f32(x[b].d), 0.0f, 0);
+        SFX(set32)(o, b, SFX(h2f)(x[b].d), 0.0f, 0);
     }
 }
 
@@ -126,8 +128,8 @@ TGT static void SFX(unpack_q2_K)(const void *row, int64_t K, const lb_qrow *o) {
         __m256i s = _mm256_cvtepu8_epi16(_mm_loadu_si128((const __m128i *)x[b].scales));
         ST(o->sc + 16 * b, _mm256_and_si256(s, _mm256_set1_epi16(0xF)));
         ST(o->mn + 16 * b, _mm256_srli_epi16(s, 4));
-        o->d[b] = lb_fp16_to_f32(x[b].d);
-        o->dm[b] = -lb_fp16_to_f32(x[b].dmin);
+        o->d[b] = SFX(h2f)(x[b].d);
+        o->dm[b] = -SFX(h2f)(x[b].dmin);
     }
 }
 
@@ -153,24 +155,25 @@ TGT static void SFX(unpack_q3_K)(const void *row, int64_t K, const lb_qrow *o) {
             o->sc[16 * b + j] = (int16_t)((lo | (((s[8 + j % 4] >> (2 * (j / 4))) & 3) << 4)) - 32);
         }
         memset(o->mn + 16 * b, 0, 32);
-        o->d[b] = lb_fp16_to_f32(x[b].d);
+        o->d[b] = SFX(h2f)(x[b].d);
         o->dm[b] = 0.0f;
     }
 }
 
+/* q4_K / q5_K: the 8 six-bit scales and mins packed in 12 bytes (formats.md 2.3), each stored for both
+ * 16-element halves of its 32-element sub-block */
 TGT static inline void SFX(k4_scales)(const uint8_t *q, int16_t *sc, int16_t *mn) {
-    for (int j = 0; j < 8; j++) {
-        int s, m;
-        if (j < 4) {
-            s = q[j] & 63;
-            m = q[j + 4] & 63;
-        } else {
-            s = (q[j + 4] & 0xF) | ((q[j - 4] >> 6) << 4);
-            m = (q[j + 4] >> 4) | ((q[j] >> 6) << 4);
-        }
-        sc[2 * j] = sc[2 * j + 1] = (int16_t)s;
-        mn[2 * j] = mn[2 * j + 1] = (int16_t)m;
-    }
+    uint32_t u[3], s[4];
+    memcpy(u, q, 12);
+    const uint32_t m6 = 0x3f3f3f3fu, m4 = 0x0f0f0f0fu, m2 = 0x03030303u;
+    s[0] = u[0] & m6;                                     /* scales 0..3 */
+    s[1] = (u[2] & m4) | (((u[0] >> 6) & m2) << 4);       /* scales 4..7 */
+    s[2] = u[1] & m6;                                     /* mins 0..3 */
+    s[3] = ((u[2] >> 4) & m4) | (((u[1] >> 6) & m2) << 4); /* mins 4..7 */
+    __m128i v = _mm_loadu_si128((const __m128i *)s);
+    __m128i dup = _mm_unpacklo_epi8(v, v), dupm = _mm_unpackhi_epi8(v, v);
+    ST(sc, _mm256_cvtepu8_epi16(dup));
+    ST(mn, _mm256_cvtepu8_epi16(dupm));
 }
 
 /* q4_K / q5_K codes: 32 bytes at 32c: low nibbles = elements 64c..64c+31, high = 64c+32..; qh bit j of byte l
@@ -195,8 +198,8 @@ TGT static void SFX(unpack_q4_K)(const void *row, int64_t K, const lb_qrow *o) {
     for (int64_t b = 0; b < K / QK_K; b++) {
         SFX(k4_codes)(x[b].qs, NULL, o->q + QK_K * b);
         SFX(k4_scales)(x[b].scales, o->sc + 16 * b, o->mn + 16 * b);
-        o->d[b] = lb_fp16_to_f32(x[b].d);
-        o->dm[b] = -lb_fp16_to_f32(x[b].dmin);
+        o->d[b] = SFX(h2f)(x[b].d);
+        o->dm[b] = -SFX(h2f)(x[b].dmin);
     }
 }
 
@@ -205,8 +208,8 @@ TGT static void SFX(unpack_q5_K)(const void *row, int64_t K, const lb_qrow *o) {
     for (int64_t b = 0; b < K / QK_K; b++) {
         SFX(k4_codes)(x[b].qs, x[b].qh, o->q + QK_K * b);
         SFX(k4_scales)(x[b].scales, o->sc + 16 * b, o->mn + 16 * b);
-        o->d[b] = lb_fp16_to_f32(x[b].d);
-        o->dm[b] = -lb_fp16_to_f32(x[b].dmin);
+        o->d[b] = SFX(h2f)(x[b].d);
+        o->dm[b] = -SFX(h2f)(x[b].dmin);
     }
 }
 
@@ -229,7 +232,7 @@ TGT static void SFX(unpack_q6_K)(const void *row, int64_t K, const lb_qrow *o) {
         }
         ST(o->sc + 16 * b, _mm256_cvtepi8_epi16(_mm_loadu_si128((const __m128i *)x[b].scales)));
         memset(o->mn + 16 * b, 0, 32);
-        o->d[b] = lb_fp16_to_f32(x[b].d);
+        o->d[b] = SFX(h2f)(x[b].d);
         o->dm[b] = 0.0f;
     }
 }
@@ -243,7 +246,7 @@ TGT static void SFX(unpack_iq4_xs)(const void *row, int64_t K, const lb_qrow *o)
             o->sc[16 * b + 2 * ib] = o->sc[16 * b + 2 * ib + 1] = (int16_t)ls;
         }
         memset(o->mn + 16 * b, 0, 32);
-        o->d[b] = lb_fp16_to_f32(x[b].d);
+        o->d[b] = SFX(h2f)(x[b].d);
         o->dm[b] = 0.0f;
     }
 }
@@ -260,59 +263,83 @@ TGT static inline int32_t SFX(minsum)(const lb_qrow *w, const lb_act *a, int64_t
     return SFX(hsumi)(s);
 }
 
-/* NT tokens (1..4) against one row; unscaled (be == 32: every scale is 1) or with 16-element scales */
-#define QDOT_BODY(NT)                                                                                      \
-    __m256 facc[NT];                                                                                       \
-    float accm[NT];                                                                                        \
-    for (int t = 0; t < NT; t++) {                                                                         \
-        facc[t] = _mm256_setzero_ps();                                                                     \
-        accm[t] = 0.0f;                                                                                    \
-    }                                                                                                      \
-    const __m256i scmask = _mm256_set_epi8(3, 2, 3, 2, 3, 2, 3, 2, 3, 2, 3, 2, 3, 2, 3, 2, 1, 0, 1, 0, 1, 0,    \
-                                           1, 0, 1, 0, 1, 0, 1, 0, 1, 0);                                  \
-    for (int64_t b = 0; b < K / be; b++) {                                                                 \
-        __m256i iacc[NT];                                                                                  \
-        for (int t = 0; t < NT; t++) iacc[t] = _mm256_setzero_si256();                                     \
-        for (int64_t e = b * be; e < (b + 1) * be; e += 32) {                                              \
-            __m256i wq = LD(w->q + e), uw = _mm256_sign_epi8(wq, wq);                                      \
-            if (be == 32) {                                                                                \
-                for (int t = 0; t < NT; t++) DOT32(iacc[t], uw, _mm256_sign_epi8(LD(a[t].q + e), wq));     \
-            } else {                                                                                       \
-                int32_t s2;                                                                                \
-                memcpy(&s2, w->sc + e / 16, 4);                                                            \
-                __m256i scv = _mm256_shuffle_epi8(_mm256_set1_epi32(s2), scmask);                          \
-                for (int t = 0; t < NT; t++) {                                                             \
-                    __m256i p = _mm256_maddubs_epi16(uw, _mm256_sign_epi8(LD(a[t].q + e), wq));            \
-                    iacc[t] = _mm256_add_epi32(iacc[t], _mm256_madd_epi16(p, scv));                        \
-                }                                                                                          \
-            }                                                                                              \
-        }                                                                                                  \
-        for (int t = 0; t < NT; t++) {                                                                     \
-            __m256 dd = _mm256_set1_ps(w->d[b] * a[t].d[b]);                                               \
-            facc[t] = _mm256_fmadd_ps(dd, _mm256_cvtepi32_ps(iacc[t]), facc[t]);                           \
-            if (has_min) accm[t] = fmaf(w->dm[b] * a[t].d[b], (float)SFX(minsum)(w, &a[t], b, be), accm[t]); \
-        }                                                                                                  \
-    }                                                                                                      \
-    for (int t = 0; t < NT; t++) out[t * ldo] = SFX(hsum8)(facc[t]) + accm[t];
+/*
+ * NT tokens (1..4) against one row, blocks of BE (32: every scale is 1; 256: 16-element scales). UNS: the
+ * codes are non-negative (the types with a min term), so they multiply the activations directly; signed
+ * codes go through |q| * (a with q's sign). Either way the integer lanes are exact.
+ */
+#define QDOT_SCMASK _mm256_set_epi8(3, 2, 3, 2, 3, 2, 3, 2, 3, 2, 3, 2, 3, 2, 3, 2, 1, 0, 1, 0, 1, 0, 1, 0, 1, 0, 1, 0, 1, 0, 1, 0)
 
-TGT static void SFX(qdot1)(const lb_qrow *w, const lb_act *a, int64_t K, int64_t be, bool has_min, float *out, int64_t ldo) {
-    QDOT_BODY(1)
+__attribute__((always_inline)) TGT static inline void SFX(qdot_gen)(const lb_qrow *w, const lb_act *a, int64_t K, float *out,
+                                                                   int64_t ldo, const int NT, const int BE, const int UNS) {
+    __m256 facc[4];
+    float accm[4];
+    for (int t = 0; t < NT; t++) {
+        facc[t] = _mm256_setzero_ps();
+        accm[t] = 0.0f;
+    }
+    for (int64_t b = 0; b < K / BE; b++) {
+        __m256i iacc[4];
+        for (int t = 0; t < NT; t++) iacc[t] = _mm256_setzero_si256();
+        __m256i sc16 = BE == 32 ? _mm256_setzero_si256() : LD(w->sc + b * 16);
+        for (int c = 0; c < BE / 32; c++) {
+            int64_t e = b * BE + 32 * c;
+            __m256i wq = LD(w->q + e), uw = UNS ? wq : _mm256_sign_epi8(wq, wq);
+            if (BE == 32) {
+                for (int t = 0; t < NT; t++) {
+                    __m256i av = LD(a[t].q + e);
+                    DOT32(iacc[t], uw, UNS ? av : _mm256_sign_epi8(av, wq));
+                }
+            } else {
+                __m256i scv = _mm256_shuffle_epi8(_mm256_permutevar8x32_epi32(sc16, _mm256_set1_epi32(c)), QDOT_SCMASK);
+                for (int t = 0; t < NT; t++) {
+                    __m256i av = LD(a[t].q + e);
+                    __m256i p = _mm256_maddubs_epi16(uw, UNS ? av : _mm256_sign_epi8(av, wq));
+                    iacc[t] = _mm256_add_epi32(iacc[t], _mm256_madd_epi16(p, scv));
+                }
+            }
+        }
+        for (int t = 0; t < NT; t++) {
+            __m256 dd = _mm256_set1_ps(w->d[b] * a[t].d[b]);
+            facc[t] = _mm256_fmadd_ps(dd, _mm256_cvtepi32_ps(iacc[t]), facc[t]);
+            if (UNS) accm[t] = fmaf(w->dm[b] * a[t].d[b], (float)SFX(minsum)(w, &a[t], b, BE), accm[t]);
+        }
+    }
+    for (int t = 0; t < NT; t++) out[t * ldo] = SFX(hsum8)(facc[t]) + accm[t];
 }
-TGT static void SFX(qdot2)(const lb_qrow *w, const lb_act *a, int64_t K, int64_t be, bool has_min, float *out, int64_t ldo) {
-    QDOT_BODY(2)
-}
-TGT static void SFX(qdot4)(const lb_qrow *w, const lb_act *a, int64_t K, int64_t be, bool has_min, float *out, int64_t ldo) {
-    QDOT_BODY(4)
-}
+
+#define QDOT_INST(NT, BE, UNS)                                                                              \
+    TGT static void SFX(qdot_##NT##_##BE##_##UNS)(const lb_qrow *w, const lb_act *a, int64_t K, float *out, int64_t ldo) { \
+        SFX(qdot_gen)(w, a, K, out, ldo, NT, BE, UNS);                                                      \
+    }
+QDOT_INST(1, 32, 0)
+QDOT_INST(2, 32, 0)
+QDOT_INST(4, 32, 0)
+QDOT_INST(1, 32, 1)
+QDOT_INST(2, 32, 1)
+QDOT_INST(4, 32, 1)
+QDOT_INST(1, 256, 0)
+QDOT_INST(2, 256, 0)
+QDOT_INST(4, 256, 0)
+QDOT_INST(1, 256, 1)
+QDOT_INST(2, 256, 1)
+QDOT_INST(4, 256, 1)
+
+typedef void (*SFX(qdot_fn))(const lb_qrow *, const lb_act *, int64_t, float *, int64_t);
 
 TGT static void SFX(qdot)(const lb_qrow *w, const lb_act *a, int nt, int64_t K, int64_t be, bool has_min, float *out,
                           int64_t ldo) {
+    static const SFX(qdot_fn) fns[2][2][3] = {
+        {{SFX(qdot_1_32_0), SFX(qdot_2_32_0), SFX(qdot_4_32_0)}, {SFX(qdot_1_32_1), SFX(qdot_2_32_1), SFX(qdot_4_32_1)}},
+        {{SFX(qdot_1_256_0), SFX(qdot_2_256_0), SFX(qdot_4_256_0)}, {SFX(qdot_1_256_1), SFX(qdot_2_256_1), SFX(qdot_4_256_1)}},
+    };
+    const SFX(qdot_fn) *f = fns[be == 256][has_min ? 1 : 0];
     if (nt == 4) {
-        SFX(qdot4)(w, a, K, be, has_min, out, ldo);
+        f[2](w, a, K, out, ldo);
         return;
     }
-    for (; nt >= 2; nt -= 2, a += 2, out += 2 * ldo) SFX(qdot2)(w, a, K, be, has_min, out, ldo);
-    if (nt) SFX(qdot1)(w, a, K, be, has_min, out, ldo);
+    for (; nt >= 2; nt -= 2, a += 2, out += 2 * ldo) f[1](w, a, K, out, ldo);
+    if (nt) f[0](w, a, K, out, ldo);
 }
 
 /* ---------------------------------------------------------------- float weights ------------------------ */
@@ -374,7 +401,7 @@ TGT static void SFX(fconv)(const lb_weight *w, int64_t r0, int R, float *dst) {
     if (w->type == LB_TYPE_F16) {
         for (; i + 8 <= n; i += 8)
             _mm256_storeu_ps(dst + i, _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(src + i))));
-        for (; i < n; i++) dst[i] = lb_fp16_to_f32(src[i]);
+        for (; i < n; i++) dst[i] = SFX(h2f)(src[i]);
     } else if (w->type == LB_TYPE_BF16) {
         for (; i + 8 <= n; i += 8) {
             __m256i v = _mm256_cvtepu16_epi32(_mm_loadu_si128((const __m128i *)(src + i)));
