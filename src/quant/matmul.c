@@ -80,6 +80,18 @@ static void quant_task(void *arg, int64_t task, int thread) {
     }
 }
 
+/* one token: fused products straight from the packed rows */
+static void gemv_task(void *arg, int64_t task, int thread) {
+    const mm_job *j = arg;
+    int64_t r0 = task * MM_TILE_ROWS, K = j->w->cols;
+    int64_t r1 = j->w->rows - r0 < MM_TILE_ROWS ? j->w->rows : r0 + MM_TILE_ROWS;
+    size_t wrow = lb_weight_row_bytes(j->w);
+    lb_gemv1_fn f = j->k->gemv1[j->w->type];
+    lb_act a = lb_act_at(j->act, K, j->be);
+    const uint8_t *base = j->w->data;
+    for (int64_t r = r0; r < r1; r++) j->out[r] = f(base + (size_t)r * wrow, K, &a);
+}
+
 static void act_task(void *arg, int64_t t, int thread) {
     const mm_job *j = arg;
     int64_t K = j->w->cols;
@@ -103,10 +115,12 @@ static void run(const lb_cpu_kernels *k, lb_pool *pool, float *scratch, const fl
     j.slots = base + act_bytes(K, T);
     j.act_stride = lb_act_bytes(K, j.be);
     j.row_stride = lb_qrow_bytes(K, j.be);
-    if (T == 1)
+    if (T == 1) {
         act_task(&j, 0, 0);
-    else
-        lb_pool_run(pool, T, act_task, &j);
+        lb_pool_run(pool, ntask, k->gemv1[w->type] ? gemv_task : quant_task, &j);
+        return;
+    }
+    lb_pool_run(pool, T, act_task, &j);
     lb_pool_run(pool, ntask, quant_task, &j);
 }
 

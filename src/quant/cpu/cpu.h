@@ -72,6 +72,8 @@ void lb_act_quantize(const float *x, int64_t K, int64_t be, const lb_act *a);
 bool lb_qtype_has_min(lb_type t);
 
 typedef void (*lb_unpack_fn)(const void *row, int64_t K, const lb_qrow *out);
+/* dot of one packed row of K weights with one token (activation blocks of the type's size) */
+typedef float (*lb_gemv1_fn)(const void *row, int64_t K, const lb_act *a);
 /* out[t * ldo] = dot(w, a[t]) for t < nt (nt <= 4), K elements in blocks of be. */
 typedef void (*lb_qdot_fn)(const lb_qrow *w, const lb_act *a, int nt, int64_t K, int64_t be, bool has_min, float *out,
                            int64_t ldo);
@@ -85,6 +87,7 @@ typedef void (*lb_vwsum_fn)(const float *w, const float *m, int64_t stride, int6
 typedef struct lb_cpu_kernels {
     const char *name; /* "ref", "avx2", "avx512vnni" */
     lb_unpack_fn unpack[LB_TYPE_COUNT]; /* NULL for types that are not quantized weight types */
+    lb_gemv1_fn gemv1[LB_TYPE_COUNT];   /* fused one-token product, where a type has one (else NULL) */
     lb_qdot_fn qdot;
     lb_ftile_fn ftile;
     lb_fconv_fn fconv;

@@ -342,6 +342,92 @@ TGT static void SFX(qdot)(const lb_qrow *w, const lb_act *a, int nt, int64_t K, 
     if (nt) f[0](w, a, K, out, ldo);
 }
 
+/* ---------------------------------------------------------------- fused one-token products ------------- */
+/* Decode: one row straight from its blocks against one token, without the unpacked row; the same integer
+ * lanes and float steps as unpack + qdot. */
+
+TGT static inline void SFX(finish_block)(__m256 *facc, __m256i iacc, float d, float da) {
+    *facc = _mm256_fmadd_ps(_mm256_set1_ps(d * da), _mm256_cvtepi32_ps(iacc), *facc);
+}
+
+TGT static float SFX(gemv_q4_0)(const void *row, int64_t K, const lb_act *a) {
+    const block_q4_0 *x = row;
+    __m256 facc = _mm256_setzero_ps();
+    for (int64_t b = 0; b < K / 32; b++) {
+        __m256i wq = _mm256_sub_epi8(SFX(nibbles)(x[b].qs), _mm256_set1_epi8(8)), iacc = _mm256_setzero_si256();
+        DOT32(iacc, _mm256_sign_epi8(wq, wq), _mm256_sign_epi8(LD(a->q + 32 * b), wq));
+        SFX(finish_block)(&facc, iacc, SFX(h2f)(x[b].d), a->d[b]);
+    }
+    return SFX(hsum8)(facc) + 0.0f;
+}
+
+TGT static float SFX(gemv_q8_0)(const void *row, int64_t K, const lb_act *a) {
+    const block_q8_0 *x = row;
+    __m256 facc = _mm256_setzero_ps();
+    for (int64_t b = 0; b < K / 32; b++) {
+        __m256i wq = LD(x[b].qs), iacc = _mm256_setzero_si256();
+        DOT32(iacc, _mm256_sign_epi8(wq, wq), _mm256_sign_epi8(LD(a->q + 32 * b), wq));
+        SFX(finish_block)(&facc, iacc, SFX(h2f)(x[b].d), a->d[b]);
+    }
+    return SFX(hsum8)(facc) + 0.0f;
+}
+
+/* iacc += the scaled lanes of 32 codes u (non-negative or signed) against activations at av */
+#define K_CHUNK(iacc, w, av, scv, UNS)                                                                      \
+    do {                                                                                                    \
+        __m256i a_ = LD(av);                                                                                \
+        __m256i p_ = UNS ? _mm256_maddubs_epi16((w), a_)                                                     \
+                         : _mm256_maddubs_epi16(_mm256_sign_epi8((w), (w)), _mm256_sign_epi8(a_, (w)));      \
+        (iacc) = _mm256_add_epi32((iacc), _mm256_madd_epi16(p_, (scv)));                                    \
+    } while (0)
+#define K_SCV(sc16, c) _mm256_shuffle_epi8(_mm256_permutevar8x32_epi32((sc16), _mm256_set1_epi32(c)), QDOT_SCMASK)
+
+TGT static float SFX(gemv_q4_K)(const void *row, int64_t K, const lb_act *a) {
+    const block_q4_K *x = row;
+    __m256 facc = _mm256_setzero_ps();
+    float accm = 0.0f;
+    const __m256i m4 = _mm256_set1_epi8(0x0F);
+    int16_t scm[32] __attribute__((aligned(32)));
+    for (int64_t b = 0; b < K / QK_K; b++) {
+        SFX(k4_scales)(x[b].scales, scm, scm + 16);
+        __m256i sc16 = LD(scm), iacc = _mm256_setzero_si256();
+        const int8_t *ab = a->q + QK_K * b;
+        for (int c = 0; c < 4; c++) {
+            __m256i v = LD(x[b].qs + 32 * c);
+            K_CHUNK(iacc, _mm256_and_si256(v, m4), ab + 64 * c, K_SCV(sc16, 2 * c), 1);
+            K_CHUNK(iacc, _mm256_and_si256(_mm256_srli_epi16(v, 4), m4), ab + 64 * c + 32, K_SCV(sc16, 2 * c + 1), 1);
+        }
+        SFX(finish_block)(&facc, iacc, SFX(h2f)(x[b].d), a->d[b]);
+        int32_t M = SFX(hsumi)(_mm256_madd_epi16(LD(scm + 16), LD(a->bsum + 16 * b)));
+        accm = fmaf(-SFX(h2f)(x[b].dmin) * a->d[b], (float)M, accm);
+    }
+    return SFX(hsum8)(facc) + accm;
+}
+
+TGT static float SFX(gemv_q6_K)(const void *row, int64_t K, const lb_act *a) {
+    const block_q6_K *x = row;
+    __m256 facc = _mm256_setzero_ps();
+    const __m256i m4 = _mm256_set1_epi8(0x0F), m2 = _mm256_set1_epi8(0x30), off = _mm256_set1_epi8(32);
+    for (int64_t b = 0; b < K / QK_K; b++) {
+        __m256i sc16 = _mm256_cvtepi8_epi16(_mm_loadu_si128((const __m128i *)x[b].scales)), iacc = _mm256_setzero_si256();
+        const int8_t *ab = a->q + QK_K * b;
+        for (int h = 0; h < 2; h++) {
+            __m256i l0 = LD(x[b].ql + 64 * h), l1 = LD(x[b].ql + 64 * h + 32), hv = LD(x[b].qh + 32 * h);
+            __m256i c0 = _mm256_or_si256(_mm256_and_si256(l0, m4), _mm256_and_si256(_mm256_slli_epi16(hv, 4), m2));
+            __m256i c1 = _mm256_or_si256(_mm256_and_si256(l1, m4), _mm256_and_si256(_mm256_slli_epi16(hv, 2), m2));
+            __m256i c2 = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(l0, 4), m4), _mm256_and_si256(hv, m2));
+            __m256i c3 = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(l1, 4), m4),
+                                         _mm256_and_si256(_mm256_srli_epi16(hv, 2), m2));
+            K_CHUNK(iacc, _mm256_sub_epi8(c0, off), ab + 128 * h, K_SCV(sc16, 4 * h), 0);
+            K_CHUNK(iacc, _mm256_sub_epi8(c1, off), ab + 128 * h + 32, K_SCV(sc16, 4 * h + 1), 0);
+            K_CHUNK(iacc, _mm256_sub_epi8(c2, off), ab + 128 * h + 64, K_SCV(sc16, 4 * h + 2), 0);
+            K_CHUNK(iacc, _mm256_sub_epi8(c3, off), ab + 128 * h + 96, K_SCV(sc16, 4 * h + 3), 0);
+        }
+        SFX(finish_block)(&facc, iacc, SFX(h2f)(x[b].d), a->d[b]);
+    }
+    return SFX(hsum8)(facc) + 0.0f;
+}
+
 /* ---------------------------------------------------------------- float weights ------------------------ */
 
 /* out[t][r] for up to 4 rows and 3 tokens: 12 accumulators, lane j = element j mod 8; tail by fmaf */
@@ -454,6 +540,8 @@ static const lb_cpu_kernels SFX(KERNELS) = {
                [LB_TYPE_Q3_K] = SFX(unpack_q3_K), [LB_TYPE_Q4_K] = SFX(unpack_q4_K), [LB_TYPE_Q5_K] = SFX(unpack_q5_K),
                [LB_TYPE_Q6_K] = SFX(unpack_q6_K), [LB_TYPE_IQ4_NL] = SFX(unpack_iq4_nl),
                [LB_TYPE_IQ4_XS] = SFX(unpack_iq4_xs)},
+    .gemv1 = {[LB_TYPE_Q4_0] = SFX(gemv_q4_0), [LB_TYPE_Q8_0] = SFX(gemv_q8_0), [LB_TYPE_Q4_K] = SFX(gemv_q4_K),
+              [LB_TYPE_Q6_K] = SFX(gemv_q6_K)},
     .qdot = SFX(qdot),
     .ftile = SFX(ftile),
     .fconv = SFX(fconv),
