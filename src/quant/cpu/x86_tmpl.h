@@ -263,6 +263,23 @@ TGT static inline int32_t SFX(minsum)(const lb_qrow *w, const lb_act *a, int64_t
     return SFX(hsumi)(s);
 }
 
+/* exact int min terms M of block b for tokens 0..3 */
+TGT static inline __m128i SFX(minsum4)(const lb_qrow *w, const lb_act *a, int64_t b, int64_t be) {
+    if (be == 32) {
+        int32_t m0 = w->mn[2 * b], m1 = w->mn[2 * b + 1];
+        return _mm_set_epi32(m0 * a[3].bsum[2 * b] + m1 * a[3].bsum[2 * b + 1], m0 * a[2].bsum[2 * b] + m1 * a[2].bsum[2 * b + 1],
+                             m0 * a[1].bsum[2 * b] + m1 * a[1].bsum[2 * b + 1], m0 * a[0].bsum[2 * b] + m1 * a[0].bsum[2 * b + 1]);
+    }
+    __m256i m[4];
+    for (int t = 0; t < 4; t++) {
+        m[t] = _mm256_setzero_si256();
+        for (int64_t g = b * be / 16; g < (b + 1) * be / 16; g += 16)
+            m[t] = _mm256_add_epi32(m[t], _mm256_madd_epi16(LD(w->mn + g), LD(a[t].bsum + g)));
+    }
+    __m256i s = _mm256_hadd_epi32(_mm256_hadd_epi32(m[0], m[1]), _mm256_hadd_epi32(m[2], m[3]));
+    return _mm_add_epi32(_mm256_castsi256_si128(s), _mm256_extracti128_si256(s, 1));
+}
+
 /*
  * NT tokens (1..4) against one row, blocks of BE (32: every scale is 1; 256: 16-element scales). UNS: the
  * codes are non-negative (the types with a min term), so they multiply the activations directly; signed
@@ -273,7 +290,8 @@ TGT static inline int32_t SFX(minsum)(const lb_qrow *w, const lb_act *a, int64_t
 __attribute__((always_inline)) TGT static inline void SFX(qdot_gen)(const lb_qrow *w, const lb_act *a, int64_t K, float *out,
                                                                    int64_t ldo, const int NT, const int BE, const int UNS) {
     __m256 facc[4];
-    float accm[4];
+    float accm[4] = {0};
+    __m128 accm4 = _mm_setzero_ps();
     for (int t = 0; t < NT; t++) {
         facc[t] = _mm256_setzero_ps();
         accm[t] = 0.0f;
@@ -282,6 +300,7 @@ __attribute__((always_inline)) TGT static inline void SFX(qdot_gen)(const lb_qro
         __m256i iacc[4];
         for (int t = 0; t < NT; t++) iacc[t] = _mm256_setzero_si256();
         __m256i sc16 = BE == 32 ? _mm256_setzero_si256() : LD(w->sc + b * 16);
+#pragma GCC unroll 1 /* fully unrolled, GCC reassociates the lanes' sums into a tree and spills */
         for (int c = 0; c < BE / 32; c++) {
             int64_t e = b * BE + 32 * c;
             __m256i wq = LD(w->q + e), uw = UNS ? wq : _mm256_sign_epi8(wq, wq);
@@ -299,12 +318,22 @@ __attribute__((always_inline)) TGT static inline void SFX(qdot_gen)(const lb_qro
                 }
             }
         }
+        if (NT == 4) { /* the per-token steps of the block four lanes at a time (the same operations) */
+            __m128 ad = _mm_set_ps(a[3].d[b], a[2].d[b], a[1].d[b], a[0].d[b]);
+            float dd[4] __attribute__((aligned(16)));
+            _mm_store_ps(dd, _mm_mul_ps(_mm_set1_ps(w->d[b]), ad));
+            for (int t = 0; t < NT; t++)
+                facc[t] = _mm256_fmadd_ps(_mm256_set1_ps(dd[t]), _mm256_cvtepi32_ps(iacc[t]), facc[t]);
+            if (UNS) accm4 = _mm_fmadd_ps(_mm_mul_ps(_mm_set1_ps(w->dm[b]), ad), _mm_cvtepi32_ps(SFX(minsum4)(w, a, b, BE)), accm4);
+            continue;
+        }
         for (int t = 0; t < NT; t++) {
             __m256 dd = _mm256_set1_ps(w->d[b] * a[t].d[b]);
             facc[t] = _mm256_fmadd_ps(dd, _mm256_cvtepi32_ps(iacc[t]), facc[t]);
             if (UNS) accm[t] = fmaf(w->dm[b] * a[t].d[b], (float)SFX(minsum)(w, &a[t], b, BE), accm[t]);
         }
     }
+    if (NT == 4) _mm_storeu_ps(accm, accm4);
     for (int t = 0; t < NT; t++) out[t * ldo] = SFX(hsum8)(facc[t]) + accm[t];
 }
 
