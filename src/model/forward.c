@@ -5,7 +5,8 @@
  * embeddings in the rotate-half convention with inv_freq = 1 / theta^(2i/d) computed in f32 (plus linear
  * and llama3 frequency scaling), grouped-query causal attention with scale 1/sqrt(head_dim), optional
  * q/k/v/o biases and per-head q/k RMSNorm (Qwen3), and the SwiGLU MLP down(silu(gate(x)) * up(x)).
- * Activations are f32. Prompts run in batches of up to n_batch tokens.
+ * Activations are f32; the matrix products of quantized weights quantize them to 8 bits per block (matmul.h).
+ * Prompts run in batches of up to n_batch tokens.
  */
 #include "model.h"
 

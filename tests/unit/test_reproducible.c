@@ -2,8 +2,8 @@
  * test_reproducible.c - the forward pass gives the same bits with the reference kernels (LB_FORCE_REF=1)
  * and with the fastest kernels of this CPU: logits of every position for the bundled tiny model (F16 HF
  * weights: the float path) and for llama.cpp's GGUF files of it (q8_0, q4_0, q4_k_m, q2_k, q3_k_m, iq4_xs:
- * the quantized path), at 1 and 2 threads. The kernel choice is fixed per process, so the test runs itself
- * twice with "--dump" (once under each setting) and compares the bytes.
+ * the quantized path), at 1 and 2 threads, and with the kernels capped at AVX2 (LB_KERNELS=avx2). The kernel
+ * choice is fixed per process, so the test runs itself with "--dump" under each setting and compares bytes.
  */
 #include "test.h"
 
@@ -44,9 +44,9 @@ static int dump(void) {
     return 0;
 }
 
-static char *run_self(const char *self, const char *force, size_t *len) {
+static char *run_self(const char *self, const char *env, size_t *len) {
     char cmd[2048];
-    snprintf(cmd, sizeof cmd, "LB_FORCE_REF=%s '%s' --dump", force, self);
+    snprintf(cmd, sizeof cmd, "%s '%s' --dump", env, self);
     FILE *f = popen(cmd, "r");
     if (!f) return NULL;
     size_t cap = 1 << 20, n = 0;
@@ -67,8 +67,16 @@ static char *run_self(const char *self, const char *force, size_t *len) {
 
 int main(int argc, char **argv) {
     if (argc > 1 && !strcmp(argv[1], "--dump")) return dump();
-    size_t la = 0, lb = 0;
-    char *a = run_self(argv[0], "1", &la), *b = run_self(argv[0], "0", &lb);
+    size_t la = 0, lb = 0, lc = 0;
+    char *a = run_self(argv[0], "LB_FORCE_REF=1", &la), *b = run_self(argv[0], "LB_FORCE_REF=0", &lb);
+    char *c = run_self(argv[0], "LB_FORCE_REF=0 LB_KERNELS=avx2", &lc); /* AVX2 where the default is AVX-512 */
+    REQUIRE(c, "the --dump run with LB_KERNELS=avx2 failed");
+    char *ec = memchr(c, '\n', lc);
+    REQUIRE(ec, "no kernel name in the avx2 dump");
+    CHECK(lc - (size_t)(ec - c) == lb - (size_t)(memchr(b, '\n', lb) ? (char *)memchr(b, '\n', lb) - b : 0) &&
+              memcmp(ec, memchr(b, '\n', lb), lc - (size_t)(ec - c)) == 0,
+          "logits differ between the %.*s kernels and the default ones", (int)(ec - c), c);
+    free(c);
     REQUIRE(a && b, "the --dump runs failed");
     char *ea = memchr(a, '\n', la), *eb = memchr(b, '\n', lb);
     REQUIRE(ea && eb, "no kernel name in the dumps");

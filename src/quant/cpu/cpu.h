@@ -99,7 +99,7 @@ typedef struct lb_cpu_kernels {
 const lb_cpu_kernels *lb_cpu_kernels_ref(void);
 const lb_cpu_kernels *lb_cpu_kernels_avx2(void);
 const lb_cpu_kernels *lb_cpu_kernels_avx512vnni(void);
-/* The best for this CPU (the reference under LB_FORCE_REF=1); chosen once. */
+/* The best for this CPU, chosen once: the reference under LB_FORCE_REF=1, at most AVX2 under LB_KERNELS=avx2. */
 const lb_cpu_kernels *lb_cpu_kernels_best(void);
 
 /* The canonical reduction of 8 partials. */

@@ -8,6 +8,7 @@
 #include "../blocks.h"
 
 #include <math.h>
+#include <stdlib.h>
 #include <string.h>
 
 /* ---------------------------------------------------------------- layouts ------------------------------ */
@@ -316,8 +317,9 @@ const lb_cpu_kernels *lb_cpu_kernels_best(void) {
     static const lb_cpu_kernels *best;
     if (!best) { /* racing first calls store the same pointer */
         const lb_cpu_kernels *k = NULL;
+        const char *want = getenv("LB_KERNELS"); /* "avx2" caps the choice at AVX2 (benchmarks, tests) */
         if (!lb_force_ref()) {
-            k = lb_cpu_kernels_avx512vnni();
+            if (!want || strcmp(want, "avx2") != 0) k = lb_cpu_kernels_avx512vnni();
             if (!k) k = lb_cpu_kernels_avx2();
         }
         best = k ? k : &REF;
