@@ -12,7 +12,7 @@
 #include "x86_tmpl.h"
 
 /*
- * One-token q4_K and q6_K products on 512-bit vectors: a register holds two 32-element chunks, the integer
+ * One-token q4_K and q6_K products and four-token products of every 256-element type on 512-bit vectors: a register holds two 32-element chunks, the integer
  * lanes of the two halves are added at the end of each block, so the 8 lanes and every float step are
  * those of cpu.h (the integers are exact in any grouping).
  */
@@ -86,6 +86,46 @@ TGT static float gemv_q6_K_z(const void *row, int64_t K, const lb_act *a) {
     return hsum8_avx512vnni(facc) + 0.0f;
 }
 
+/* Four tokens against one unpacked row of a 256-element type, two chunks per register (UNS: codes >= 0). */
+__attribute__((always_inline)) TGT static inline void qdot4_z(const lb_qrow *w, const lb_act *a, int64_t K, float *out,
+                                                             int64_t ldo, const int UNS) {
+    __m256 facc[4] = {_mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps()};
+    __m128 accm4 = _mm_setzero_ps();
+    for (int64_t b = 0; b < K / QK_K; b++) {
+        __m512i sc16 = _mm512_castsi256_si512(_mm256_loadu_si256((const __m256i *)(w->sc + 16 * b)));
+        __m512i iacc[4] = {_mm512_setzero_si512(), _mm512_setzero_si512(), _mm512_setzero_si512(), _mm512_setzero_si512()};
+#pragma GCC unroll 1
+        for (int P = 0; P < 4; P++) {
+            int64_t e = QK_K * b + 64 * P;
+            __m512i wq = _mm512_loadu_si512(w->q + e), uw = UNS ? wq : _mm512_abs_epi8(wq), scv = scale_pair(sc16, P);
+            __mmask64 neg = UNS ? 0 : _mm512_movepi8_mask(wq);
+            for (int t = 0; t < 4; t++) {
+                __m512i av = _mm512_loadu_si512(a[t].q + e);
+                __m512i sa = UNS ? av : _mm512_mask_sub_epi8(av, neg, _mm512_setzero_si512(), av);
+                iacc[t] = _mm512_add_epi32(iacc[t], _mm512_madd_epi16(_mm512_maddubs_epi16(uw, sa), scv));
+            }
+        }
+        __m128 ad = _mm_set_ps(a[3].d[b], a[2].d[b], a[1].d[b], a[0].d[b]);
+        float dd[4] __attribute__((aligned(16)));
+        _mm_store_ps(dd, _mm_mul_ps(_mm_set1_ps(w->d[b]), ad));
+        for (int t = 0; t < 4; t++) facc[t] = _mm256_fmadd_ps(_mm256_set1_ps(dd[t]), _mm256_cvtepi32_ps(fold_lanes(iacc[t])), facc[t]);
+        if (UNS)
+            accm4 = _mm_fmadd_ps(_mm_mul_ps(_mm_set1_ps(w->dm[b]), ad), _mm_cvtepi32_ps(minsum4_avx512vnni(w, a, b, QK_K)), accm4);
+    }
+    float accm[4];
+    _mm_storeu_ps(accm, accm4);
+    for (int t = 0; t < 4; t++) out[t * ldo] = hsum8_avx512vnni(facc[t]) + accm[t];
+}
+
+TGT static void qdot4_z_u(const lb_qrow *w, const lb_act *a, int64_t K, float *out, int64_t ldo) { qdot4_z(w, a, K, out, ldo, 1); }
+TGT static void qdot4_z_s(const lb_qrow *w, const lb_act *a, int64_t K, float *out, int64_t ldo) { qdot4_z(w, a, K, out, ldo, 0); }
+
+TGT static void qdot_z(const lb_qrow *w, const lb_act *a, int nt, int64_t K, int64_t be, bool has_min, float *out,
+                       int64_t ldo) {
+    if (nt == 4 && be == QK_K) (has_min ? qdot4_z_u : qdot4_z_s)(w, a, K, out, ldo);
+    else qdot_avx512vnni(w, a, nt, K, be, has_min, out, ldo);
+}
+
 const lb_cpu_kernels *lb_cpu_kernels_avx512vnni(void) {
     static lb_cpu_kernels k;
     if (!__builtin_cpu_supports("avx2") || !__builtin_cpu_supports("fma") || !__builtin_cpu_supports("f16c") ||
@@ -97,6 +137,7 @@ const lb_cpu_kernels *lb_cpu_kernels_avx512vnni(void) {
         t.name = "avx512vnni";
         t.gemv1[LB_TYPE_Q4_K] = gemv_q4_K_z;
         t.gemv1[LB_TYPE_Q6_K] = gemv_q6_K_z;
+        t.qdot = qdot_z;
         k = t;
     }
     return &k;
