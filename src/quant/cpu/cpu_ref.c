@@ -21,6 +21,8 @@ size_t lb_act_bytes(int64_t K, int64_t be) {
     return LB_ALIGN64(K) + LB_ALIGN64((size_t)(K / 16) * 2) + LB_ALIGN64((size_t)(K / be) * 4);
 }
 
+#define ROUND_MAGIC 12582912.0f /* 1.5 * 2^23 */
+
 void lb_act_quantize(const float *x, int64_t K, int64_t be, const lb_act *a) {
     for (int64_t b = 0; b < K / be; b++) {
         const float *xb = x + b * be;
@@ -32,8 +34,11 @@ void lb_act_quantize(const float *x, int64_t K, int64_t be, const lb_act *a) {
         float id = amax > 0.0f ? 127.0f / amax : 0.0f;
         a->d[b] = amax / 127.0f;
         for (int64_t i = 0; i < be; i++) {
-            long v = lrintf(xb[i] * id);
-            a->q[b * be + i] = (int8_t)(v > 127 ? 127 : v < -127 ? -127 : v);
+            float v = xb[i] * id;
+            v = v >= -127.0f ? v : -127.0f; /* NaN -> -127 */
+            v = v <= 127.0f ? v : 127.0f;
+            /* round to nearest, ties to even (exact for |v| < 2^22), as lrintf in the default mode */
+            a->q[b * be + i] = (int8_t)(int)((v + ROUND_MAGIC) - ROUND_MAGIC);
         }
     }
     for (int64_t g = 0; g < K / 16; g++) {
