@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The same command gives the same file on any x86-64 CPU: GPTQ (forward passes, Hessians, Cholesky and
 # the column updates) writes the same bytes with the reference kernels (LB_FORCE_REF=1, what a CPU without
-# AVX2 runs) as with this CPU's fastest kernels, and for 1 and 2 threads.
+# AVX2 runs) as with this CPU's fastest kernels and with them capped at AVX2, and for 1 and 2 threads.
 set -u
 LOWBIT=${LOWBIT:-build/lowbit}
 SHARED=${LB_SHARED:-../shared}
