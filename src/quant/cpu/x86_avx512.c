@@ -35,10 +35,10 @@ TGT static float gemv_q4_K_z(const void *row, int64_t K, const lb_act *a) {
     __m256 facc = _mm256_setzero_ps();
     float accm = 0.0f;
     const __m256i m4 = _mm256_set1_epi8(0x0F);
-    int16_t scm[32] __attribute__((aligned(32)));
     for (int64_t b = 0; b < K / QK_K; b++) {
-        k4_scales_avx512vnni(x[b].scales, scm, scm + 16);
-        __m512i sc16 = _mm512_castsi256_si512(_mm256_load_si256((const __m256i *)scm)), iacc = _mm512_setzero_si512();
+        __m256i sc, mn16;
+        k4_scales_v_avx512vnni(x[b].scales, &sc, &mn16);
+        __m512i sc16 = _mm512_castsi256_si512(sc), iacc = _mm512_setzero_si512();
         const int8_t *ab = a->q + QK_K * b;
         for (int c = 0; c < 4; c++) {
             __m256i v = _mm256_loadu_si256((const __m256i *)(x[b].qs + 32 * c));
@@ -47,8 +47,7 @@ TGT static float gemv_q4_K_z(const void *row, int64_t K, const lb_act *a) {
             iacc = _mm512_add_epi32(iacc, _mm512_madd_epi16(p, scale_pair(sc16, c)));
         }
         facc = _mm256_fmadd_ps(_mm256_set1_ps(h2f_avx512vnni(x[b].d) * a->d[b]), _mm256_cvtepi32_ps(fold_lanes(iacc)), facc);
-        int32_t M = hsumi_avx512vnni(_mm256_madd_epi16(_mm256_load_si256((const __m256i *)(scm + 16)),
-                                                       _mm256_loadu_si256((const __m256i *)(a->bsum + 16 * b))));
+        int32_t M = hsumi_avx512vnni(_mm256_madd_epi16(mn16, _mm256_loadu_si256((const __m256i *)(a->bsum + 16 * b))));
         accm = fmaf(-h2f_avx512vnni(x[b].dmin) * a->d[b], (float)M, accm);
     }
     return hsum8_avx512vnni(facc) + accm;

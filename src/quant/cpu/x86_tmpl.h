@@ -162,18 +162,23 @@ TGT static void SFX(unpack_q3_K)(const void *row, int64_t K, const lb_qrow *o) {
 
 /* q4_K / q5_K: the 8 six-bit scales and mins packed in 12 bytes (formats.md 2.3), each stored for both
  * 16-element halves of its 32-element sub-block */
-TGT static inline void SFX(k4_scales)(const uint8_t *q, int16_t *sc, int16_t *mn) {
-    uint32_t u[3], s[4];
+TGT static inline void SFX(k4_scales_v)(const uint8_t *q, __m256i *sc, __m256i *mn) {
+    uint32_t u[3];
     memcpy(u, q, 12);
     const uint32_t m6 = 0x3f3f3f3fu, m4 = 0x0f0f0f0fu, m2 = 0x03030303u;
-    s[0] = u[0] & m6;                                     /* scales 0..3 */
-    s[1] = (u[2] & m4) | (((u[0] >> 6) & m2) << 4);       /* scales 4..7 */
-    s[2] = u[1] & m6;                                     /* mins 0..3 */
-    s[3] = ((u[2] >> 4) & m4) | (((u[1] >> 6) & m2) << 4); /* mins 4..7 */
-    __m128i v = _mm_loadu_si128((const __m128i *)s);
-    __m128i dup = _mm_unpacklo_epi8(v, v), dupm = _mm_unpackhi_epi8(v, v);
-    ST(sc, _mm256_cvtepu8_epi16(dup));
-    ST(mn, _mm256_cvtepu8_epi16(dupm));
+    __m128i v = _mm_set_epi32((int)(((u[2] >> 4) & m4) | (((u[1] >> 6) & m2) << 4)), /* mins 4..7 */
+                              (int)(u[1] & m6),                                    /* mins 0..3 */
+                              (int)((u[2] & m4) | (((u[0] >> 6) & m2) << 4)),      /* scales 4..7 */
+                              (int)(u[0] & m6));                                   /* scales 0..3 */
+    *sc = _mm256_cvtepu8_epi16(_mm_unpacklo_epi8(v, v));
+    *mn = _mm256_cvtepu8_epi16(_mm_unpackhi_epi8(v, v));
+}
+
+TGT static inline void SFX(k4_scales)(const uint8_t *q, int16_t *sc, int16_t *mn) {
+    __m256i s, m;
+    SFX(k4_scales_v)(q, &s, &m);
+    ST(sc, s);
+    ST(mn, m);
 }
 
 /* q4_K / q5_K codes: 32 bytes at 32c: low nibbles = elements 64c..64c+31, high = 64c+32..; qh bit j of byte l
@@ -416,10 +421,9 @@ TGT static float SFX(gemv_q4_K)(const void *row, int64_t K, const lb_act *a) {
     __m256 facc = _mm256_setzero_ps();
     float accm = 0.0f;
     const __m256i m4 = _mm256_set1_epi8(0x0F);
-    int16_t scm[32] __attribute__((aligned(32)));
     for (int64_t b = 0; b < K / QK_K; b++) {
-        SFX(k4_scales)(x[b].scales, scm, scm + 16);
-        __m256i sc16 = LD(scm), iacc = _mm256_setzero_si256();
+        __m256i sc16, mn16, iacc = _mm256_setzero_si256();
+        SFX(k4_scales_v)(x[b].scales, &sc16, &mn16);
         const int8_t *ab = a->q + QK_K * b;
         for (int c = 0; c < 4; c++) {
             __m256i v = LD(x[b].qs + 32 * c);
@@ -427,7 +431,7 @@ TGT static float SFX(gemv_q4_K)(const void *row, int64_t K, const lb_act *a) {
             K_CHUNK(iacc, _mm256_and_si256(_mm256_srli_epi16(v, 4), m4), ab + 64 * c + 32, K_SCV(sc16, 2 * c + 1), 1);
         }
         SFX(finish_block)(&facc, iacc, SFX(h2f)(x[b].d), a->d[b]);
-        int32_t M = SFX(hsumi)(_mm256_madd_epi16(LD(scm + 16), LD(a->bsum + 16 * b)));
+        int32_t M = SFX(hsumi)(_mm256_madd_epi16(mn16, LD(a->bsum + 16 * b)));
         accm = fmaf(-SFX(h2f)(x[b].dmin) * a->d[b], (float)M, accm);
     }
     return SFX(hsum8)(facc) + accm;
