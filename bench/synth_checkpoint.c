@@ -14,7 +14,9 @@
  *                          same distribution, written at disk speed), for the GPU speed benchmarks.
  * The tokenizer may have fewer tokens than the vocabulary (the rest are padding rows).
  *
- * usage: synth_checkpoint OUT_DIR TOKENIZER_JSON [n_layer] [--shape NAME] [--shards N]
+ * --vocab N replaces the shape's vocabulary size (Llama-3.2-1B's own is 128256).
+ *
+ * usage: synth_checkpoint OUT_DIR TOKENIZER_JSON [n_layer] [--shape NAME] [--shards N] [--vocab N]
  */
 #include <errno.h>
 #include <inttypes.h>
@@ -107,7 +109,7 @@ static int write_file(const char *path, const tensor *t, int t0, int t1, uint16_
 
 int main(int argc, char **argv) {
     const shape *sh = &SHAPES[0];
-    int n_layer = -1, shards = 1, pos = 0;
+    int n_layer = -1, shards = 1, pos = 0, vocab = 0;
     const char *out = NULL, *tok = NULL;
     for (int i = 1; i < argc; i++) {
         if (!strcmp(argv[i], "--shape") && i + 1 < argc) {
@@ -121,17 +123,19 @@ int main(int argc, char **argv) {
             }
         } else if (!strcmp(argv[i], "--shards") && i + 1 < argc) {
             shards = atoi(argv[++i]);
+        } else if (!strcmp(argv[i], "--vocab") && i + 1 < argc) {
+            vocab = atoi(argv[++i]);
         } else if (pos == 0) out = argv[i], pos++;
         else if (pos == 1) tok = argv[i], pos++;
         else if (pos == 2) n_layer = atoi(argv[i]), pos++;
         else pos = 99;
     }
-    if (!out || !tok || pos > 3 || shards < 1 || shards > 99) {
-        fprintf(stderr, "usage: %s OUT_DIR TOKENIZER_JSON [n_layer] [--shape llama3.2-1b|tinyllama|mid|llama3-8b] [--shards N]\n", argv[0]);
+    if (!out || !tok || pos > 3 || shards < 1 || shards > 99 || vocab < 0 || vocab > (1 << 20)) {
+        fprintf(stderr, "usage: %s OUT_DIR TOKENIZER_JSON [n_layer] [--shape llama3.2-1b|tinyllama|mid|llama3-8b] [--shards N] [--vocab N]\n", argv[0]);
         return 2;
     }
     if (n_layer < 0) n_layer = sh->L;
-    const int E = sh->E, F = sh->F, H = sh->H, KV = sh->KV, D = sh->D, V = sh->V;
+    const int E = sh->E, F = sh->F, H = sh->H, KV = sh->KV, D = sh->D, V = vocab > 0 ? vocab : sh->V;
     mkdir(out, 0755);
     tensor *t = calloc((size_t)(4 + 9 * n_layer), sizeof *t);
     int n = 0;

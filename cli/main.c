@@ -14,6 +14,7 @@ int cmd_imatrix(int argc, char **argv);
 int cmd_export(int argc, char **argv);
 int cmd_tokenize(int argc, char **argv);
 int cmd_template(int argc, char **argv);
+int cmd_bench(int argc, char **argv);
 
 typedef struct command {
     const char *name;
@@ -30,6 +31,7 @@ static const command COMMANDS[] = {
     {"run", cmd_run, "generate text from a prompt (--chat: as a conversation, through the chat template)"},
     {"tokenize", cmd_tokenize, "the token ids of a text under a model's tokenizer"},
     {"template", cmd_template, "print the prompt a model's chat template makes of a conversation"},
+    {"bench", cmd_bench, "prompt and generation speed (llama-bench style) and decode against memory bandwidth"},
 };
 
 static void usage(FILE *f) {

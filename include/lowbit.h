@@ -121,6 +121,11 @@ int lb_type_from_gguf_id(int id);
 /* Bytes taken by n elements of type t (n must be a whole number of blocks); 0 for an unknown type. */
 size_t lb_type_row_size(lb_type t, int64_t n);
 
+/* The CPU kernels matrix products use, chosen once from the CPU's features: "avx512vnni" (AVX-512 VNNI on
+ * 256-bit vectors + AVX2/FMA/F16C), "avx2" (AVX2 + FMA + F16C) or "ref" (scalar; forced by LB_FORCE_REF=1).
+ * All three give bit-identical results. Thread-safe. */
+const char *lb_cpu_kernels_name(void);
+
 /* ------------------------------------------------------------------------------------------------
  * Models
  * ---------------------------------------------------------------------------------------------- */

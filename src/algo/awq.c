@@ -40,7 +40,7 @@ lb_status lb_awq_search(lb_pool *pool, const awq_group *g, int64_t d, const doub
     float *hf = malloc((size_t)(d * d) * sizeof *hf), *ws = malloc((size_t)(rmax * d) * sizeof *ws);
     float *eh = malloc((size_t)(rmax * d) * sizeof *eh), *cand = malloc((size_t)d * sizeof *cand);
     uint8_t *q = malloc(lb_type_row_size(LB_TYPE_F32, d) * (size_t)rmax);
-    float *scratch = malloc((size_t)lb_pool_size(pool) * lb_matmul_scratch_floats(d) * sizeof *scratch);
+    float *scratch = malloc(lb_matmul_scratch_floats(d, rmax, lb_pool_size(pool)) * sizeof *scratch);
     if (!hf || !ws || !eh || !cand || !q || !scratch) {
         free(hf), free(ws), free(eh), free(cand), free(q), free(scratch);
         return lb_err_set(err, LB_ERR_NOMEM, "out of memory");

@@ -181,7 +181,7 @@ lb_status lb_calib_new(const lb_model *m, const lb_weight *embd, const lb_weight
         ok &= c->xr && c->xtr;
     }
     c->prod = malloc((size_t)(H_ROWS * dmax) * sizeof(float));
-    c->scratch = malloc((size_t)nt * lb_matmul_scratch_floats(p->ctx) * sizeof(float));
+    c->scratch = malloc(lb_matmul_scratch_floats(p->ctx, H_ROWS, nt) * sizeof(float));
     ok &= c->pool && c->x && c->xt && c->prod && c->scratch;
     lb_context_params cp = {p->ctx, nt, {LB_DEVICE_CPU, 0}};
     if (!ok) s = lb_err_set(err, LB_ERR_NOMEM, "out of memory for %lld calibration windows", (long long)nw);

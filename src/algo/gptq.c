@@ -600,7 +600,7 @@ lb_status lb_gptq_quantize(lb_pool *pool, float *W, int64_t rows, int64_t cols, 
 static lb_status mat_f32(lb_pool *pool, const float *x, int64_t rows, const float *w, int64_t n, int64_t K, float *out,
                          lb_error *err) {
     const int nt = pool ? lb_pool_size(pool) : 1;
-    float *scratch = malloc((size_t)nt * lb_matmul_scratch_floats(K) * sizeof *scratch);
+    float *scratch = malloc(lb_matmul_scratch_floats(K, rows, nt) * sizeof *scratch);
     if (!scratch) return lb_err_set(err, LB_ERR_NOMEM, "gptq: out of memory");
     lb_weight lw = {LB_TYPE_F32, (void *)w, n, K};
     lb_matmul(pool, scratch, x, rows, &lw, out, n);

@@ -26,6 +26,7 @@
  */
 #include "linalg.h"
 
+#include <math.h>
 #include <stdlib.h>
 #include <string.h>
 #if defined(__x86_64__)
@@ -38,7 +39,8 @@
 
 /* ---------------------------------------------------------------- kernels ------------------------------ */
 
-/* a . b over K: four partial sums over k mod 4, combined as (s0 + s2) + (s1 + s3), then the tail in order.
+/* a . b over K: four partial sums over k mod 4 by fma, combined as (s0 + s2) + (s1 + s3), then the tail in
+ * order by fma. The reference and the AVX2 kernels do exactly these operations, so they agree bit for bit.
  * dots: s[p][q] = a_p . b_q for rows a_p = a + p lda (p < np <= 4), b_q = b + q ldb (q < nq <= 3). */
 typedef double (*dot_fn)(const double *a, const double *b, int64_t K);
 typedef void (*dots_fn)(const double *a, int64_t lda, int np, const double *b, int64_t ldb, int nq, int64_t K,
@@ -48,13 +50,13 @@ static double dot_ref(const double *a, const double *b, int64_t K) {
     double s0 = 0, s1 = 0, s2 = 0, s3 = 0;
     int64_t k = 0;
     for (; k + 4 <= K; k += 4) {
-        s0 += a[k] * b[k];
-        s1 += a[k + 1] * b[k + 1];
-        s2 += a[k + 2] * b[k + 2];
-        s3 += a[k + 3] * b[k + 3];
+        s0 = fma(a[k], b[k], s0);
+        s1 = fma(a[k + 1], b[k + 1], s1);
+        s2 = fma(a[k + 2], b[k + 2], s2);
+        s3 = fma(a[k + 3], b[k + 3], s3);
     }
     double s = (s0 + s2) + (s1 + s3);
-    for (; k < K; k++) s += a[k] * b[k];
+    for (; k < K; k++) s = fma(a[k], b[k], s);
     return s;
 }
 
@@ -77,7 +79,7 @@ AVX2 static double dot_avx2(const double *a, const double *b, int64_t K) {
     int64_t k = 0;
     for (; k + 4 <= K; k += 4) c = _mm256_fmadd_pd(_mm256_loadu_pd(a + k), _mm256_loadu_pd(b + k), c);
     double s = hsum4(c);
-    for (; k < K; k++) s += a[k] * b[k];
+    for (; k < K; k++) s = fma(a[k], b[k], s);
     return s;
 }
 
@@ -113,7 +115,7 @@ AVX2 static void dots_avx2(const double *a, int64_t lda, int np, const double *b
     for (int p = 0; p < np; p++)
         for (int q = 0; q < nq; q++) {
             double v = hsum4(c[p][q]);
-            for (int64_t j = k; j < K; j++) v += ar[p][j] * br[q][j];
+            for (int64_t j = k; j < K; j++) v = fma(ar[p][j], br[q][j], v);
             s[p][q] = v;
         }
 }

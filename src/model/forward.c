@@ -5,7 +5,8 @@
  * embeddings in the rotate-half convention with inv_freq = 1 / theta^(2i/d) computed in f32 (plus linear
  * and llama3 frequency scaling), grouped-query causal attention with scale 1/sqrt(head_dim), optional
  * q/k/v/o biases and per-head q/k RMSNorm (Qwen3), and the SwiGLU MLP down(silu(gate(x)) * up(x)).
- * Activations are f32. Prompts run in batches of up to n_batch tokens.
+ * Activations are f32; the matrix products of quantized weights quantize them to 8 bits per block (matmul.h).
+ * Prompts run in batches of up to n_batch tokens.
  */
 #include "model.h"
 
@@ -130,7 +131,7 @@ lb_status lb_context_new(const lb_model *m, const lb_context_params *p, lb_conte
         (size_t)(h->n_layer * n_ctx * kvd), (size_t)(h->n_layer * n_ctx * kvd), (size_t)(n_ctx * (D / 2)),
         (size_t)(n_ctx * (D / 2)), (size_t)(B * E), (size_t)(B * E), (size_t)(B * qd), (size_t)(B * kvd),
         (size_t)(B * kvd), (size_t)(B * qd), (size_t)(B * F), (size_t)(B * F), (size_t)(B * E),
-        (size_t)nt * lb_matmul_scratch_floats(kmax), (size_t)nt * (size_t)n_ctx,
+        lb_matmul_scratch_floats(kmax, B, nt), (size_t)nt * (size_t)n_ctx,
     };
     float **ptrs[] = {&c->k_cache, &c->v_cache, &c->rope_cos, &c->rope_sin, &c->x, &c->xn, &c->q, &c->k,
                       &c->v, &c->att, &c->g, &c->u, &c->tmp, &c->mm_scratch, &c->att_scratch};

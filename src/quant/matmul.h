@@ -1,8 +1,13 @@
 /*
  * matmul.h - out (T, N) = x (T, K) . W (N, K)^T for weights of any supported lb_type, the one matrix
- * product the forward pass uses. Rows of W are split into fixed tiles handed to the thread pool; every
- * output element is computed by the same code whatever the thread count, so results are identical for
- * any number of threads.
+ * product the forward pass uses, on the kernels of quant/cpu (cpu.h gives the arithmetic).
+ *
+ * Quantized weights: the T activation rows are quantized to 8 bits once per call (blocks of the weight
+ * type's size), then each task unpacks MM_TILE_ROWS rows of W and multiplies them with every token. Float
+ * weights (F32, F16, BF16) are converted to f32 per tile and multiplied with the f32 activations. Rows of
+ * W are split into fixed tiles handed to the thread pool and every output element is computed by the same
+ * code whatever the thread count, so results are identical for any number of threads; the reference, AVX2
+ * and AVX-512 kernels follow one arithmetic order, so they are identical too.
  */
 #ifndef LB_MATMUL_H
 #define LB_MATMUL_H
@@ -10,27 +15,28 @@
 #include "../core/core.h"
 #include "quant.h"
 
-/* Rows of W per task; each thread needs scratch for MM_TILE_ROWS * K floats. */
+/* Rows of W per task. */
 #define MM_TILE_ROWS 16
 
-/* Floats of per-thread scratch lb_matmul needs for inner dimension K. */
-static inline size_t lb_matmul_scratch_floats(int64_t K) { return (size_t)MM_TILE_ROWS * (size_t)K + 16; }
+/* Floats of scratch lb_matmul needs for up to T activation rows of inner dimension K on n_threads threads. */
+size_t lb_matmul_scratch_floats(int64_t K, int64_t T, int n_threads);
 
 /*
  * x: (T, K) row-major; w: (N, K); out: (T, ldo) with ldo >= N, columns [0, N) written.
- * scratch: pool-size slots of lb_matmul_scratch_floats(K) floats each.
+ * scratch: lb_matmul_scratch_floats(K, T, lb_pool_size(pool)) floats.
  */
 void lb_matmul(lb_pool *pool, float *scratch, const float *x, int64_t T, const lb_weight *w, float *out, int64_t ldo);
 
-/* Reference kernel (the specification, float64 accumulation, single-threaded). */
-void lb_matmul_ref(const float *x, int64_t T, const lb_weight *w, float *out, int64_t ldo);
+/* The product through the scalar reference kernels whatever the CPU (the specification; single-threaded).
+ * scratch as for lb_matmul with one thread. */
+void lb_matmul_ref(float *scratch, const float *x, int64_t T, const lb_weight *w, float *out, int64_t ldo);
 
 /* Attention helpers over n rows of a (n, stride) matrix m holding D-wide vectors:
  * s[p] = q . m[p] for p in [0, n), and o = sum_p w[p] * m[p] (o has D floats). */
 void lb_vec_dots(const float *q, const float *m, int64_t stride, int64_t n, int64_t D, float *s);
 void lb_vec_wsum(const float *w, const float *m, int64_t stride, int64_t n, int64_t D, float *o);
 
-/* Which implementation lb_matmul uses: "avx2" or "ref" (LB_FORCE_REF=1 pins "ref"). */
+/* Which kernels lb_matmul uses: "avx512vnni", "avx2" or "ref" (LB_FORCE_REF=1 pins "ref"). */
 const char *lb_matmul_impl(void);
 
 #endif

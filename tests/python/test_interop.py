@@ -5,9 +5,9 @@
   reported, and the metadata llama.cpp needs is present with the types it demands;
 - llama-cpp-python (a current llama.cpp) loads every file, tokenizes the text to exactly as many tokens as
   lowbit does, and its perplexity over the first windows of valid.txt agrees with lowbit's: within 0.5% for
-  f16/bf16/q8_0 and 2% for the lower-bit types (llama.cpp rounds activations to 8 bits inside its matrix
-  products, lowbit does not; on llama.cpp's own files the two engines agree within 0.13%, see
-  tests/unit/test_gguf_eval.c);
+  f16/bf16/q8_0 and 2% for the lower-bit types (both round activations to 8 bits inside the products of
+  quantized weights, but not in the same way or order; on llama.cpp's own files the two engines agree
+  within 0.13%, see tests/unit/test_gguf_eval.c);
 - for `small` (arch "llama") this checks the q/k row permutation end to end.
 
 Prints "N passed, N failed"; exits non-zero on any failure.

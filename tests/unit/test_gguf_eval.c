@@ -4,10 +4,11 @@
  * perplexity llama.cpp computed for the same files (llamacpp_reference.json, its F32 KV-cache run):
  * within 0.5% for F16 and Q8_0, 2% for the lower-bit types.
  *
- * Why they can differ at all: llama.cpp rounds the activations to Q8_0/Q8_K (F16 for F16 weights) before
- * each matrix product, while lowbit multiplies f32 activations by the exactly dequantized weights. That
- * rounding is noise of the same order as the quantization of the weights for Q8_0, and small against it
- * for the 2-4 bit types; the tolerances bound its effect on perplexity.
+ * Why they can differ at all: both round the activations to 8 bits before the products of quantized
+ * weights, but lowbit's rounding (scale max|x| / 127, ties to even) and summation order are its own, and
+ * llama.cpp rounds activations to F16 for F16 weights where lowbit keeps f32. That is noise of the same
+ * order as the quantization of the weights for Q8_0, and small against it for the 2-4 bit types; the
+ * tolerances bound its effect on perplexity.
  */
 #include "core/json.h"
 #include "test.h"

@@ -1,0 +1,111 @@
+/*
+ * cpu.h - the CPU kernels behind lb_matmul: one canonical arithmetic, three implementations (scalar
+ * reference, AVX2, AVX-512 VNNI) that give identical bits.
+ *
+ * Quantized weights (every block type of the type table) are multiplied with activations quantized to 8
+ * bits per block of the weight's block size (lb_act: d = max|x| / 127, q = round-to-nearest-even(x / d),
+ * bsum = sum of q per 16 elements). A row of weights is first unpacked (lb_qrow) into signed int8 codes, an
+ * int16 sub-block scale and min multiplier per 16 elements, and per block a float scale d and a float min
+ * coefficient dm, so that element e of block b is d * sc[e/16] * q[e] + dm * mn[e/16].
+ *
+ * The dot product of a row with a token (the canonical order; every implementation follows it exactly):
+ *   acc[0..7] = 0, accm = 0
+ *   per block b, with da = the activation block's d:
+ *     L[l] = sum over the block's 32-element chunks c and i < 4 of sc * q * a at element 32c + 4l + i (exact)
+ *     acc[l] = fmaf(d[b] * da, (float)L[l], acc[l])                       for l = 0..7
+ *     if the type has a min term: accm = fmaf(dm[b] * da, (float)M, accm), M = sum_g mn[g] * bsum[g] (exact)
+ *   result = (((acc0+acc4) + (acc2+acc6)) + ((acc1+acc5) + (acc3+acc7))) + accm
+ * Integer sums are exact in any order, so only the float steps above are fixed.
+ *
+ * Float weights (F32, F16, BF16; f32 activations): element k goes to partial k mod 8 by fmaf over the
+ * first K - K % 8 elements, the partials are reduced by the same tree, then the last K % 8 elements are
+ * added one by one with fmaf. The attention helpers follow the orders documented at their reference.
+ */
+#ifndef LB_QUANT_CPU_H
+#define LB_QUANT_CPU_H
+
+#include "../quant.h"
+
+#include <stdint.h>
+
+/* One unpacked row of K weights of a block type with be elements per block (pointers into a buffer). */
+typedef struct lb_qrow {
+    int8_t *q;   /* (K) signed codes */
+    int16_t *sc; /* (K / 16) scale multiplier */
+    int16_t *mn; /* (K / 16) min multiplier */
+    float *d;    /* (K / be) block scale */
+    float *dm;   /* (K / be) min coefficient (0 for types without one) */
+} lb_qrow;
+
+/* One token's activations quantized in blocks of be elements. */
+typedef struct lb_act {
+    int8_t *q;     /* (K) */
+    int16_t *bsum; /* (K / 16) */
+    float *d;      /* (K / be) */
+} lb_act;
+
+/* Bytes of one lb_qrow / lb_act for K elements (a multiple of be), including alignment padding. */
+size_t lb_qrow_bytes(int64_t K, int64_t be);
+size_t lb_act_bytes(int64_t K, int64_t be);
+#define LB_ALIGN64(n) (((size_t)(n) + 63) & ~(size_t)63)
+
+/* Lay out a row / an activation in buf (64-byte aligned, lb_qrow_bytes / lb_act_bytes long). */
+static inline lb_qrow lb_qrow_at(void *buf, int64_t K, int64_t be) {
+    uint8_t *p = buf;
+    size_t g = LB_ALIGN64((size_t)(K / 16) * 2), f = LB_ALIGN64((size_t)(K / be) * 4);
+    lb_qrow r = {(int8_t *)p, (int16_t *)(p + LB_ALIGN64(K)), (int16_t *)(p + LB_ALIGN64(K) + g),
+                 (float *)(p + LB_ALIGN64(K) + 2 * g), (float *)(p + LB_ALIGN64(K) + 2 * g + f)};
+    return r;
+}
+
+static inline lb_act lb_act_at(void *buf, int64_t K, int64_t be) {
+    uint8_t *p = buf;
+    lb_act a = {(int8_t *)p, (int16_t *)(p + LB_ALIGN64(K)), (float *)(p + LB_ALIGN64(K) + LB_ALIGN64((size_t)(K / 16) * 2))};
+    return a;
+}
+
+/* Quantize K floats to an lb_act (scalar, shared by every implementation). */
+void lb_act_quantize(const float *x, int64_t K, int64_t be, const lb_act *a);
+
+/* Whether type t's unpacked rows carry a min term (q4_1, q5_1, q2_K, q4_K, q5_K); exactly these have
+ * non-negative codes. */
+bool lb_qtype_has_min(lb_type t);
+
+typedef void (*lb_unpack_fn)(const void *row, int64_t K, const lb_qrow *out);
+/* dot of one packed row of K weights with one token (activation blocks of the type's size) */
+typedef float (*lb_gemv1_fn)(const void *row, int64_t K, const lb_act *a);
+/* out[t * ldo] = dot(w, a[t]) for t < nt (nt <= 4), K elements in blocks of be. */
+typedef void (*lb_qdot_fn)(const lb_qrow *w, const lb_act *a, int nt, int64_t K, int64_t be, bool has_min, float *out,
+                           int64_t ldo);
+/* out[t * ldo + r] = dot(x[t], wt[r]) for t < T, r < R, f32 rows of K (the float-weight order above). */
+typedef void (*lb_ftile_fn)(const float *x, int64_t T, int64_t K, const float *wt, int R, float *out, int64_t ldo);
+/* R rows of an F16 / BF16 / F32 weight from row r0 to f32 (exact). */
+typedef void (*lb_fconv_fn)(const lb_weight *w, int64_t r0, int R, float *dst);
+typedef void (*lb_vdots_fn)(const float *q, const float *m, int64_t stride, int64_t n, int64_t D, float *s);
+typedef void (*lb_vwsum_fn)(const float *w, const float *m, int64_t stride, int64_t n, int64_t D, float *o);
+
+typedef struct lb_cpu_kernels {
+    const char *name; /* "ref", "avx2", "avx512vnni" */
+    lb_unpack_fn unpack[LB_TYPE_COUNT]; /* NULL for types that are not quantized weight types */
+    lb_gemv1_fn gemv1[LB_TYPE_COUNT];   /* fused one-token product, where a type has one (else NULL) */
+    lb_qdot_fn qdot;
+    lb_ftile_fn ftile;
+    lb_fconv_fn fconv;
+    lb_vdots_fn vdots;
+    lb_vwsum_fn vwsum;
+} lb_cpu_kernels;
+
+/* The implementations; avx2 / avx512vnni return NULL when the CPU lacks the features they need. */
+const lb_cpu_kernels *lb_cpu_kernels_ref(void);
+const lb_cpu_kernels *lb_cpu_kernels_avx2(void);
+const lb_cpu_kernels *lb_cpu_kernels_avx512vnni(void);
+/* The best for this CPU, chosen once: the reference under LB_FORCE_REF=1, at most AVX2 under LB_KERNELS=avx2. */
+const lb_cpu_kernels *lb_cpu_kernels_best(void);
+
+/* The canonical reduction of 8 partials. */
+static inline float lb_reduce8(const float *a) {
+    float s0 = a[0] + a[4], s1 = a[1] + a[5], s2 = a[2] + a[6], s3 = a[3] + a[7];
+    return (s0 + s2) + (s1 + s3);
+}
+
+#endif

@@ -1,0 +1,333 @@
+/*
+ * cpu_ref.c - the scalar reference of the CPU kernels (the specification; see cpu.h for the arithmetic
+ * order), the activation quantizer every implementation shares, and the choice of implementation.
+ * Weight layouts: docs/formats.md section 2 (ggml's block formats).
+ */
+#include "cpu.h"
+
+#include "../blocks.h"
+
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+/* ---------------------------------------------------------------- layouts ------------------------------ */
+
+size_t lb_qrow_bytes(int64_t K, int64_t be) {
+    return LB_ALIGN64(K) + 2 * LB_ALIGN64((size_t)(K / 16) * 2) + 2 * LB_ALIGN64((size_t)(K / be) * 4);
+}
+
+size_t lb_act_bytes(int64_t K, int64_t be) {
+    return LB_ALIGN64(K) + LB_ALIGN64((size_t)(K / 16) * 2) + LB_ALIGN64((size_t)(K / be) * 4);
+}
+
+#define ROUND_MAGIC 12582912.0f /* 1.5 * 2^23 */
+
+void lb_act_quantize(const float *x, int64_t K, int64_t be, const lb_act *a) {
+    for (int64_t b = 0; b < K / be; b++) {
+        const float *xb = x + b * be;
+        float amax = 0.0f;
+        for (int64_t i = 0; i < be; i++) {
+            float v = fabsf(xb[i]);
+            if (v > amax) amax = v;
+        }
+        float id = amax > 0.0f ? 127.0f / amax : 0.0f;
+        a->d[b] = amax / 127.0f;
+        for (int64_t i = 0; i < be; i++) {
+            float v = xb[i] * id;
+            v = v >= -127.0f ? v : -127.0f; /* NaN -> -127 */
+            v = v <= 127.0f ? v : 127.0f;
+            /* round to nearest, ties to even (exact for |v| < 2^22), as lrintf in the default mode */
+            a->q[b * be + i] = (int8_t)(int)((v + ROUND_MAGIC) - ROUND_MAGIC);
+        }
+    }
+    for (int64_t g = 0; g < K / 16; g++) {
+        int s = 0;
+        for (int i = 0; i < 16; i++) s += a->q[16 * g + i];
+        a->bsum[g] = (int16_t)s;
+    }
+}
+
+bool lb_qtype_has_min(lb_type t) {
+    return t == LB_TYPE_Q4_1 || t == LB_TYPE_Q5_1 || t == LB_TYPE_Q2_K || t == LB_TYPE_Q4_K || t == LB_TYPE_Q5_K;
+}
+
+/* ---------------------------------------------------------------- unpacking ---------------------------- */
+
+static inline float h2f(uint16_t h) { return lb_fp16_to_f32(h); }
+
+/* block b of a 32-element type: scale 1 for both 16-groups, min multiplier mn */
+static void set32(const lb_qrow *o, int64_t b, float d, float dm, int mn) {
+    o->sc[2 * b] = o->sc[2 * b + 1] = 1;
+    o->mn[2 * b] = o->mn[2 * b + 1] = (int16_t)mn;
+    o->d[b] = d;
+    o->dm[b] = dm;
+}
+
+static void unpack_q4_0_ref(const void *row, int64_t K, const lb_qrow *o) {
+    const block_q4_0 *x = row;
+    for (int64_t b = 0; b < K / 32; b++) {
+        for (int j = 0; j < 16; j++) {
+            o->q[32 * b + j] = (int8_t)((x[b].qs[j] & 0xF) - 8);
+            o->q[32 * b + j + 16] = (int8_t)((x[b].qs[j] >> 4) - 8);
+        }
+        set32(o, b, h2f(x[b].d), 0.0f, 0);
+    }
+}
+
+static void unpack_q4_1_ref(const void *row, int64_t K, const lb_qrow *o) {
+    const block_q4_1 *x = row;
+    for (int64_t b = 0; b < K / 32; b++) {
+        for (int j = 0; j < 16; j++) {
+            o->q[32 * b + j] = (int8_t)(x[b].qs[j] & 0xF);
+            o->q[32 * b + j + 16] = (int8_t)(x[b].qs[j] >> 4);
+        }
+        set32(o, b, h2f(x[b].d), h2f(x[b].m), 1);
+    }
+}
+
+static void q5_codes(const uint8_t *qs, const uint8_t *qh, int8_t *q, int off) {
+    uint32_t h;
+    memcpy(&h, qh, 4);
+    for (int j = 0; j < 16; j++) {
+        q[j] = (int8_t)(((qs[j] & 0xF) | (((h >> j) & 1) << 4)) - off);
+        q[j + 16] = (int8_t)(((qs[j] >> 4) | (((h >> (j + 16)) & 1) << 4)) - off);
+    }
+}
+
+static void unpack_q5_0_ref(const void *row, int64_t K, const lb_qrow *o) {
+    const block_q5_0 *x = row;
+    for (int64_t b = 0; b < K / 32; b++) {
+        q5_codes(x[b].qs, x[b].qh, o->q + 32 * b, 16);
+        set32(o, b, h2f(x[b].d), 0.0f, 0);
+    }
+}
+
+static void unpack_q5_1_ref(const void *row, int64_t K, const lb_qrow *o) {
+    const block_q5_1 *x = row;
+    for (int64_t b = 0; b < K / 32; b++) {
+        q5_codes(x[b].qs, x[b].qh, o->q + 32 * b, 0);
+        set32(o, b, h2f(x[b].d), h2f(x[b].m), 1);
+    }
+}
+
+static void unpack_q8_0_ref(const void *row, int64_t K, const lb_qrow *o) {
+    const block_q8_0 *x = row;
+    for (int64_t b = 0; b < K / 32; b++) {
+        memcpy(o->q + 32 * b, x[b].qs, 32);
+        set32(o, b, h2f(x[b].d), 0.0f, 0);
+    }
+}
+
+static void unpack_iq4_nl_ref(const void *row, int64_t K, const lb_qrow *o) {
+    const block_iq4_nl *x = row;
+    for (int64_t b = 0; b < K / 32; b++) {
+        for (int j = 0; j < 16; j++) {
+            o->q[32 * b + j] = kvalues_iq4nl[x[b].qs[j] & 0xF];
+            o->q[32 * b + j + 16] = kvalues_iq4nl[x[b].qs[j] >> 4];
+        }
+        set32(o, b, h2f(x[b].d), 0.0f, 0);
+    }
+}
+
+static void unpack_q2_K_ref(const void *row, int64_t K, const lb_qrow *o) {
+    const block_q2_K *x = row;
+    for (int64_t b = 0; b < K / QK_K; b++) {
+        int8_t *q = o->q + QK_K * b;
+        for (int e = 0; e < QK_K; e++) q[e] = (int8_t)((x[b].qs[32 * (e / 128) + e % 32] >> (2 * ((e % 128) / 32))) & 3);
+        for (int g = 0; g < 16; g++) {
+            o->sc[16 * b + g] = x[b].scales[g] & 0xF;
+            o->mn[16 * b + g] = x[b].scales[g] >> 4;
+        }
+        o->d[b] = h2f(x[b].d);
+        o->dm[b] = -h2f(x[b].dmin);
+    }
+}
+
+static int q3_scale(const uint8_t *s, int j) {
+    int lo = j < 8 ? s[j] & 0xF : s[j - 8] >> 4;
+    return (lo | (((s[8 + j % 4] >> (2 * (j / 4))) & 3) << 4)) - 32;
+}
+
+static void unpack_q3_K_ref(const void *row, int64_t K, const lb_qrow *o) {
+    const block_q3_K *x = row;
+    for (int64_t b = 0; b < K / QK_K; b++) {
+        int8_t *q = o->q + QK_K * b;
+        for (int e = 0; e < QK_K; e++) {
+            int low = (x[b].qs[32 * (e / 128) + e % 32] >> (2 * ((e % 128) / 32))) & 3;
+            q[e] = (int8_t)(low - (((x[b].hmask[e % 32] >> (e / 32)) & 1) ? 0 : 4));
+        }
+        for (int g = 0; g < 16; g++) {
+            o->sc[16 * b + g] = (int16_t)q3_scale(x[b].scales, g);
+            o->mn[16 * b + g] = 0;
+        }
+        o->d[b] = h2f(x[b].d);
+        o->dm[b] = 0.0f;
+    }
+}
+
+static void scale_min_k4(int j, const uint8_t *q, int *sc, int *m) {
+    if (j < 4) {
+        *sc = q[j] & 63;
+        *m = q[j + 4] & 63;
+    } else {
+        *sc = (q[j + 4] & 0xF) | ((q[j - 4] >> 6) << 4);
+        *m = (q[j + 4] >> 4) | ((q[j] >> 6) << 4);
+    }
+}
+
+/* q4_K / q5_K: codes from qs (and qh), 6-bit scales and mins per 32 elements */
+static void unpack_k4(const uint8_t *scales, const uint8_t *qs, const uint8_t *qh, int8_t *q, int16_t *sc, int16_t *mn) {
+    for (int e = 0; e < QK_K; e++) {
+        int c = e / 64, l = e % 32;
+        int v = (e % 64 < 32) ? qs[32 * c + l] & 0xF : qs[32 * c + l] >> 4;
+        if (qh && ((qh[l] >> (e / 32)) & 1)) v += 16;
+        q[e] = (int8_t)v;
+    }
+    for (int j = 0; j < 8; j++) {
+        int s, m;
+        scale_min_k4(j, scales, &s, &m);
+        sc[2 * j] = sc[2 * j + 1] = (int16_t)s;
+        mn[2 * j] = mn[2 * j + 1] = (int16_t)m;
+    }
+}
+
+static void unpack_q4_K_ref(const void *row, int64_t K, const lb_qrow *o) {
+    const block_q4_K *x = row;
+    for (int64_t b = 0; b < K / QK_K; b++) {
+        unpack_k4(x[b].scales, x[b].qs, NULL, o->q + QK_K * b, o->sc + 16 * b, o->mn + 16 * b);
+        o->d[b] = h2f(x[b].d);
+        o->dm[b] = -h2f(x[b].dmin);
+    }
+}
+
+static void unpack_q5_K_ref(const void *row, int64_t K, const lb_qrow *o) {
+    const block_q5_K *x = row;
+    for (int64_t b = 0; b < K / QK_K; b++) {
+        unpack_k4(x[b].scales, x[b].qs, x[b].qh, o->q + QK_K * b, o->sc + 16 * b, o->mn + 16 * b);
+        o->d[b] = h2f(x[b].d);
+        o->dm[b] = -h2f(x[b].dmin);
+    }
+}
+
+static void unpack_q6_K_ref(const void *row, int64_t K, const lb_qrow *o) {
+    const block_q6_K *x = row;
+    for (int64_t b = 0; b < K / QK_K; b++) {
+        int8_t *q = o->q + QK_K * b;
+        for (int e = 0; e < QK_K; e++) {
+            int h = e / 128, r = e % 128, l = r % 32, k = r / 32;
+            uint8_t ql = x[b].ql[64 * h + (k & 1) * 32 + l];
+            int low = k < 2 ? ql & 0xF : ql >> 4;
+            q[e] = (int8_t)((low | (((x[b].qh[32 * h + l] >> (2 * k)) & 3) << 4)) - 32);
+        }
+        for (int g = 0; g < 16; g++) {
+            o->sc[16 * b + g] = x[b].scales[g];
+            o->mn[16 * b + g] = 0;
+        }
+        o->d[b] = h2f(x[b].d);
+        o->dm[b] = 0.0f;
+    }
+}
+
+static void unpack_iq4_xs_ref(const void *row, int64_t K, const lb_qrow *o) {
+    const block_iq4_xs *x = row;
+    for (int64_t b = 0; b < K / QK_K; b++) {
+        for (int ib = 0; ib < 8; ib++) {
+            const uint8_t *qs = x[b].qs + 16 * ib;
+            int8_t *q = o->q + QK_K * b + 32 * ib;
+            for (int j = 0; j < 16; j++) {
+                q[j] = kvalues_iq4nl[qs[j] & 0xF];
+                q[j + 16] = kvalues_iq4nl[qs[j] >> 4];
+            }
+            int ls = (((x[b].scales_l[ib / 2] >> (4 * (ib % 2))) & 0xF) | (((x[b].scales_h >> (2 * ib)) & 3) << 4)) - 32;
+            o->sc[16 * b + 2 * ib] = o->sc[16 * b + 2 * ib + 1] = (int16_t)ls;
+            o->mn[16 * b + 2 * ib] = o->mn[16 * b + 2 * ib + 1] = 0;
+        }
+        o->d[b] = h2f(x[b].d);
+        o->dm[b] = 0.0f;
+    }
+}
+
+/* ---------------------------------------------------------------- products ----------------------------- */
+
+static void qdot_ref(const lb_qrow *w, const lb_act *a, int nt, int64_t K, int64_t be, bool has_min, float *out,
+                     int64_t ldo) {
+    for (int t = 0; t < nt; t++) {
+        float acc[8] = {0}, accm = 0.0f;
+        for (int64_t b = 0; b < K / be; b++) {
+            int32_t L[8] = {0};
+            for (int64_t e = b * be; e < (b + 1) * be; e++)
+                L[(e % 32) / 4] += (int32_t)w->sc[e / 16] * ((int32_t)w->q[e] * (int32_t)a[t].q[e]);
+            float dd = w->d[b] * a[t].d[b];
+            for (int l = 0; l < 8; l++) acc[l] = fmaf(dd, (float)L[l], acc[l]);
+            if (has_min) {
+                int32_t M = 0;
+                for (int64_t g = b * be / 16; g < (b + 1) * be / 16; g++) M += (int32_t)w->mn[g] * (int32_t)a[t].bsum[g];
+                accm = fmaf(w->dm[b] * a[t].d[b], (float)M, accm);
+            }
+        }
+        out[t * ldo] = lb_reduce8(acc) + accm;
+    }
+}
+
+static float fdot_ref(const float *a, const float *b, int64_t K) {
+    float acc[8] = {0};
+    int64_t K8 = K - K % 8;
+    for (int64_t k = 0; k < K8; k++) acc[k % 8] = fmaf(a[k], b[k], acc[k % 8]);
+    float s = lb_reduce8(acc);
+    for (int64_t k = K8; k < K; k++) s = fmaf(a[k], b[k], s);
+    return s;
+}
+
+static void ftile_ref(const float *x, int64_t T, int64_t K, const float *wt, int R, float *out, int64_t ldo) {
+    for (int64_t t = 0; t < T; t++)
+        for (int r = 0; r < R; r++) out[t * ldo + r] = fdot_ref(x + t * K, wt + (int64_t)r * K, K);
+}
+
+static void fconv_ref(const lb_weight *w, int64_t r0, int R, float *dst) {
+    for (int r = 0; r < R; r++) lb_weight_row_f32(w, r0 + r, dst + (int64_t)r * w->cols);
+}
+
+/* attention scores: each the float-weight dot order */
+static void vdots_ref(const float *q, const float *m, int64_t stride, int64_t n, int64_t D, float *s) {
+    for (int64_t p = 0; p < n; p++) s[p] = fdot_ref(q, m + p * stride, D);
+}
+
+/* weighted sum: o[i] accumulates w[p] * m[p][i] by fmaf in order of p */
+static void vwsum_ref(const float *w, const float *m, int64_t stride, int64_t n, int64_t D, float *o) {
+    for (int64_t i = 0; i < D; i++) o[i] = 0.0f;
+    for (int64_t p = 0; p < n; p++)
+        for (int64_t i = 0; i < D; i++) o[i] = fmaf(w[p], m[p * stride + i], o[i]);
+}
+
+/* ---------------------------------------------------------------- dispatch ----------------------------- */
+
+static const lb_cpu_kernels REF = {
+    .name = "ref",
+    .unpack = {[LB_TYPE_Q4_0] = unpack_q4_0_ref, [LB_TYPE_Q4_1] = unpack_q4_1_ref, [LB_TYPE_Q5_0] = unpack_q5_0_ref,
+               [LB_TYPE_Q5_1] = unpack_q5_1_ref, [LB_TYPE_Q8_0] = unpack_q8_0_ref, [LB_TYPE_Q2_K] = unpack_q2_K_ref,
+               [LB_TYPE_Q3_K] = unpack_q3_K_ref, [LB_TYPE_Q4_K] = unpack_q4_K_ref, [LB_TYPE_Q5_K] = unpack_q5_K_ref,
+               [LB_TYPE_Q6_K] = unpack_q6_K_ref, [LB_TYPE_IQ4_NL] = unpack_iq4_nl_ref,
+               [LB_TYPE_IQ4_XS] = unpack_iq4_xs_ref},
+    .qdot = qdot_ref,
+    .ftile = ftile_ref,
+    .fconv = fconv_ref,
+    .vdots = vdots_ref,
+    .vwsum = vwsum_ref,
+};
+
+const lb_cpu_kernels *lb_cpu_kernels_ref(void) { return &REF; }
+
+const lb_cpu_kernels *lb_cpu_kernels_best(void) {
+    static const lb_cpu_kernels *best;
+    if (!best) { /* racing first calls store the same pointer */
+        const lb_cpu_kernels *k = NULL;
+        const char *want = getenv("LB_KERNELS"); /* "avx2" caps the choice at AVX2 (benchmarks, tests) */
+        if (!lb_force_ref()) {
+            if (!want || strcmp(want, "avx2") != 0) k = lb_cpu_kernels_avx512vnni();
+            if (!k) k = lb_cpu_kernels_avx2();
+        }
+        best = k ? k : &REF;
+    }
+    return best;
+}

@@ -1,0 +1,25 @@
+/*
+ * x86_avx2.c - the CPU kernels for AVX2 + FMA + F16C (x86_tmpl.h), compiled with per-function target
+ * attributes so the rest of the binary stays baseline x86-64.
+ */
+#include "cpu.h"
+
+#if defined(__x86_64__) && defined(__GNUC__)
+#define TGT __attribute__((target("avx2,fma,f16c")))
+#define SFX(name) name##_avx2
+#define DOT32(acc, u, s) (acc) = _mm256_add_epi32((acc), _mm256_madd_epi16(_mm256_maddubs_epi16((u), (s)), _mm256_set1_epi16(1)))
+#include "x86_tmpl.h"
+
+const lb_cpu_kernels *lb_cpu_kernels_avx2(void) {
+    static lb_cpu_kernels k;
+    if (!__builtin_cpu_supports("avx2") || !__builtin_cpu_supports("fma") || !lb_cpu_has_f16c()) return NULL;
+    if (!k.name) { /* racing first calls write the same values */
+        lb_cpu_kernels t = KERNELS_avx2;
+        t.name = "avx2";
+        k = t;
+    }
+    return &k;
+}
+#else
+const lb_cpu_kernels *lb_cpu_kernels_avx2(void) { return NULL; }
+#endif

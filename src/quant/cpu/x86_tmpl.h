@@ -1,0 +1,583 @@
+/*
+ * x86_tmpl.h - the x86 kernels, written once and compiled per instruction set by x86_avx2.c and
+ * x86_avx512.c (each defines TGT, SFX and DOT32 before including this file). Every function follows the
+ * arithmetic order of cpu.h exactly, so all instantiations and the scalar reference agree bit for bit.
+ *
+ * DOT32(acc, u, s): acc (8 x int32) += sums of 4 adjacent products u[i] * s[i] (u unsigned, s signed bytes).
+ */
+#include "../blocks.h"
+
+#include <immintrin.h>
+#include <math.h>
+#include <string.h>
+
+/* ---------------------------------------------------------------- helpers ------------------------------ */
+
+TGT static inline float SFX(hsum8)(__m256 v) {
+    __m128 lo = _mm256_castps256_ps128(v), hi = _mm256_extractf128_ps(v, 1);
+    lo = _mm_add_ps(lo, hi);
+    lo = _mm_add_ps(lo, _mm_movehl_ps(lo, lo));
+    lo = _mm_add_ss(lo, _mm_movehdup_ps(lo));
+    return _mm_cvtss_f32(lo);
+}
+
+TGT static inline int32_t SFX(hsumi)(__m256i v) {
+    __m128i s = _mm_add_epi32(_mm256_castsi256_si128(v), _mm256_extracti128_si256(v, 1));
+    s = _mm_add_epi32(s, _mm_shuffle_epi32(s, 0x4E));
+    s = _mm_add_epi32(s, _mm_shuffle_epi32(s, 0xB1));
+    return _mm_cvtsi128_si32(s);
+}
+
+TGT static inline float SFX(h2f)(uint16_t h) { return _cvtsh_ss(h); }
+
+/* 16 packed bytes -> 32 bytes: low nibbles first, then high nibbles */
+TGT static inline __m256i SFX(nibbles)(const uint8_t *p) {
+    __m128i v = _mm_loadu_si128((const __m128i *)p), m = _mm_set1_epi8(0x0F);
+    return _mm256_set_m128i(_mm_and_si128(_mm_srli_epi16(v, 4), m), _mm_and_si128(v, m));
+}
+
+/* 32 bits -> 32 bytes, byte j = 0x10 where bit j is set */
+TGT static inline __m256i SFX(bits16)(const uint8_t *qh) {
+    uint32_t h;
+    memcpy(&h, qh, 4);
+    __m256i v = _mm256_shuffle_epi8(_mm256_set1_epi32((int)h),
+                                    _mm256_set_epi64x(0x0303030303030303LL, 0x0202020202020202LL, 0x0101010101010101LL, 0));
+    __m256i bit = _mm256_set1_epi64x(0x8040201008040201LL);
+    return _mm256_and_si256(_mm256_cmpeq_epi8(_mm256_and_si256(v, bit), bit), _mm256_set1_epi8(0x10));
+}
+
+TGT static inline void SFX(set32)(const lb_qrow *o, int64_t b, float d, float dm, int mn) {
+    o->sc[2 * b] = o->sc[2 * b + 1] = 1;
+    o->mn[2 * b] = o->mn[2 * b + 1] = (int16_t)mn;
+    o->d[b] = d;
+    o->dm[b] = dm;
+}
+
+#define ST(p, v) _mm256_storeu_si256((__m256i *)(p), (v))
+#define LD(p) _mm256_loadu_si256((const __m256i *)(p))
+
+/* ---------------------------------------------------------------- unpacking (32-element blocks) -------- */
+
+TGT static void SFX(unpack_q4_0)(const void *row, int64_t K, const lb_qrow *o) {
+    const block_q4_0 *x = row;
+    for (int64_t b = 0; b < K / 32; b++) {
+        ST(o->q + 32 * b, _mm256_sub_epi8(SFX(nibbles)(x[b].qs), _mm256_set1_epi8(8)));
+        SFX(set32)(o, b, SFX(h2f)(x[b].d), 0.0f, 0);
+    }
+}
+
+TGT static void SFX(unpack_q4_1)(const void *row, int64_t K, const lb_qrow *o) {
+    const block_q4_1 *x = row;
+    for (int64_t b = 0; b < K / 32; b++) {
+        ST(o->q + 32 * b, SFX(nibbles)(x[b].qs));
+        SFX(set32)(o, b, SFX(h2f)(x[b].d), SFX(h2f)(x[b].m), 1);
+    }
+}
+
+TGT static void SFX(unpack_q5_0)(const void *row, int64_t K, const lb_qrow *o) {
+    const block_q5_0 *x = row;
+    for (int64_t b = 0; b < K / 32; b++) {
+        __m256i q = _mm256_or_si256(SFX(nibbles)(x[b].qs), SFX(bits16)(x[b].qh));
+        ST(o->q + 32 * b, _mm256_sub_epi8(q, _mm256_set1_epi8(16)));
+        SFX(set32)(o, b, SFX(h2f)(x[b].d), 0.0f, 0);
+    }
+}
+
+TGT static void SFX(unpack_q5_1)(const void *row, int64_t K, const lb_qrow *o) {
+    const block_q5_1 *x = row;
+    for (int64_t b = 0; b < K / 32; b++) {
+        ST(o->q + 32 * b, _mm256_or_si256(SFX(nibbles)(x[b].qs), SFX(bits16)(x[b].qh)));
+        SFX(set32)(o, b, SFX(h2f)(x[b].d), SFX(h2f)(x[b].m), 1);
+    }
+}
+
+TGT static void SFX(unpack_q8_0)(const void *row, int64_t K, const lb_qrow *o) {
+    const block_q8_0 *x = row;
+    for (int64_t b = 0; b < K / 32; b++) {
+        ST(o->q + 32 * b, LD(x[b].qs));
+        SFX(set32)(o, b, SFX(h2f)(x[b].d), 0.0f, 0);
+    }
+}
+
+TGT static inline __m256i SFX(iq4_values)(const uint8_t *qs) {
+    const __m256i tab = _mm256_broadcastsi128_si256(_mm_loadu_si128((const __m128i *)kvalues_iq4nl));
+    return _mm256_shuffle_epi8(tab, SFX(nibbles)(qs));
+}
+
+TGT static void SFX(unpack_iq4_nl)(const void *row, int64_t K, const lb_qrow *o) {
+    const block_iq4_nl *x = row;
+    for (int64_t b = 0; b < K / 32; b++) {
+        ST(o->q + 32 * b, SFX(iq4_values)(x[b].qs));
+        SFX(set32)(o, b, SFX(h2f)(x[b].d), 0.0f, 0);
+    }
+}
+
+/* ---------------------------------------------------------------- unpacking (256-element blocks) ------- */
+
+/* 2-bit codes: byte 32h + l holds element 128h + 32k + l in bits 2k (q2_K, q3_K) */
+TGT static inline __m256i SFX(crumbs)(const uint8_t *qs, int h, int k) {
+    return _mm256_and_si256(_mm256_srli_epi16(LD(qs + 32 * h), 2 * k), _mm256_set1_epi8(3));
+}
+
+TGT static void SFX(unpack_q2_K)(const void *row, int64_t K, const lb_qrow *o) {
+    const block_q2_K *x = row;
+    for (int64_t b = 0; b < K / QK_K; b++) {
+        int8_t *q = o->q + QK_K * b;
+        for (int h = 0; h < 2; h++)
+            for (int k = 0; k < 4; k++) ST(q + 128 * h + 32 * k, SFX(crumbs)(x[b].qs, h, k));
+        __m256i s = _mm256_cvtepu8_epi16(_mm_loadu_si128((const __m128i *)x[b].scales));
+        ST(o->sc + 16 * b, _mm256_and_si256(s, _mm256_set1_epi16(0xF)));
+        ST(o->mn + 16 * b, _mm256_srli_epi16(s, 4));
+        o->d[b] = SFX(h2f)(x[b].d);
+        o->dm[b] = -SFX(h2f)(x[b].dmin);
+    }
+}
+
+/* 32 bytes of v with bit j of each byte: 0xFF where clear */
+TGT static inline __m256i SFX(bitclear)(__m256i v, int j) {
+    __m256i m = _mm256_set1_epi8((char)(1 << j));
+    return _mm256_cmpeq_epi8(_mm256_and_si256(v, m), _mm256_setzero_si256());
+}
+
+TGT static void SFX(unpack_q3_K)(const void *row, int64_t K, const lb_qrow *o) {
+    const block_q3_K *x = row;
+    for (int64_t b = 0; b < K / QK_K; b++) {
+        int8_t *q = o->q + QK_K * b;
+        __m256i hm = LD(x[b].hmask);
+        for (int h = 0; h < 2; h++)
+            for (int k = 0; k < 4; k++) {
+                __m256i four = _mm256_and_si256(SFX(bitclear)(hm, 4 * h + k), _mm256_set1_epi8(4));
+                ST(q + 128 * h + 32 * k, _mm256_sub_epi8(SFX(crumbs)(x[b].qs, h, k), four));
+            }
+        const uint8_t *s = x[b].scales;
+        for (int j = 0; j < 16; j++) {
+            int lo = j < 8 ? s[j] & 0xF : s[j - 8] >> 4;
+            o->sc[16 * b + j] = (int16_t)((lo | (((s[8 + j % 4] >> (2 * (j / 4))) & 3) << 4)) - 32);
+        }
+        memset(o->mn + 16 * b, 0, 32);
+        o->d[b] = SFX(h2f)(x[b].d);
+        o->dm[b] = 0.0f;
+    }
+}
+
+/* q4_K / q5_K: the 8 six-bit scales and mins packed in 12 bytes (formats.md 2.3), each stored for both
+ * 16-element halves of its 32-element sub-block */
+TGT static inline void SFX(k4_scales_v)(const uint8_t *q, __m256i *sc, __m256i *mn) {
+    uint32_t u[3];
+    memcpy(u, q, 12);
+    const uint32_t m6 = 0x3f3f3f3fu, m4 = 0x0f0f0f0fu, m2 = 0x03030303u;
+    __m128i v = _mm_set_epi32((int)(((u[2] >> 4) & m4) | (((u[1] >> 6) & m2) << 4)), /* mins 4..7 */
+                              (int)(u[1] & m6),                                    /* mins 0..3 */
+                              (int)((u[2] & m4) | (((u[0] >> 6) & m2) << 4)),      /* scales 4..7 */
+                              (int)(u[0] & m6));                                   /* scales 0..3 */
+    *sc = _mm256_cvtepu8_epi16(_mm_unpacklo_epi8(v, v));
+    *mn = _mm256_cvtepu8_epi16(_mm_unpackhi_epi8(v, v));
+}
+
+TGT static inline void SFX(k4_scales)(const uint8_t *q, int16_t *sc, int16_t *mn) {
+    __m256i s, m;
+    SFX(k4_scales_v)(q, &s, &m);
+    ST(sc, s);
+    ST(mn, m);
+}
+
+/* q4_K / q5_K codes: 32 bytes at 32c: low nibbles = elements 64c..64c+31, high = 64c+32..; qh bit j of byte l
+ * adds 16 to element 32j + l */
+TGT static inline void SFX(k4_codes)(const uint8_t *qs, const uint8_t *qh, int8_t *q) {
+    __m256i m4 = _mm256_set1_epi8(0x0F), hv = qh ? LD(qh) : _mm256_setzero_si256();
+    for (int c = 0; c < 4; c++) {
+        __m256i v = LD(qs + 32 * c);
+        __m256i lo = _mm256_and_si256(v, m4), hi = _mm256_and_si256(_mm256_srli_epi16(v, 4), m4);
+        if (qh) {
+            __m256i s = _mm256_set1_epi8(16);
+            lo = _mm256_add_epi8(lo, _mm256_andnot_si256(SFX(bitclear)(hv, 2 * c), s));
+            hi = _mm256_add_epi8(hi, _mm256_andnot_si256(SFX(bitclear)(hv, 2 * c + 1), s));
+        }
+        ST(q + 64 * c, lo);
+        ST(q + 64 * c + 32, hi);
+    }
+}
+
+TGT static void SFX(unpack_q4_K)(const void *row, int64_t K, const lb_qrow *o) {
+    const block_q4_K *x = row;
+    for (int64_t b = 0; b < K / QK_K; b++) {
+        SFX(k4_codes)(x[b].qs, NULL, o->q + QK_K * b);
+        SFX(k4_scales)(x[b].scales, o->sc + 16 * b, o->mn + 16 * b);
+        o->d[b] = SFX(h2f)(x[b].d);
+        o->dm[b] = -SFX(h2f)(x[b].dmin);
+    }
+}
+
+TGT static void SFX(unpack_q5_K)(const void *row, int64_t K, const lb_qrow *o) {
+    const block_q5_K *x = row;
+    for (int64_t b = 0; b < K / QK_K; b++) {
+        SFX(k4_codes)(x[b].qs, x[b].qh, o->q + QK_K * b);
+        SFX(k4_scales)(x[b].scales, o->sc + 16 * b, o->mn + 16 * b);
+        o->d[b] = SFX(h2f)(x[b].d);
+        o->dm[b] = -SFX(h2f)(x[b].dmin);
+    }
+}
+
+TGT static void SFX(unpack_q6_K)(const void *row, int64_t K, const lb_qrow *o) {
+    const block_q6_K *x = row;
+    __m256i m4 = _mm256_set1_epi8(0x0F), m2 = _mm256_set1_epi8(0x30), off = _mm256_set1_epi8(32);
+    for (int64_t b = 0; b < K / QK_K; b++) {
+        int8_t *q = o->q + QK_K * b;
+        for (int h = 0; h < 2; h++) {
+            __m256i l0 = LD(x[b].ql + 64 * h), l1 = LD(x[b].ql + 64 * h + 32), hv = LD(x[b].qh + 32 * h);
+            __m256i c0 = _mm256_or_si256(_mm256_and_si256(l0, m4), _mm256_and_si256(_mm256_slli_epi16(hv, 4), m2));
+            __m256i c1 = _mm256_or_si256(_mm256_and_si256(l1, m4), _mm256_and_si256(_mm256_slli_epi16(hv, 2), m2));
+            __m256i c2 = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(l0, 4), m4), _mm256_and_si256(hv, m2));
+            __m256i c3 = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(l1, 4), m4),
+                                         _mm256_and_si256(_mm256_srli_epi16(hv, 2), m2));
+            ST(q + 128 * h, _mm256_sub_epi8(c0, off));
+            ST(q + 128 * h + 32, _mm256_sub_epi8(c1, off));
+            ST(q + 128 * h + 64, _mm256_sub_epi8(c2, off));
+            ST(q + 128 * h + 96, _mm256_sub_epi8(c3, off));
+        }
+        ST(o->sc + 16 * b, _mm256_cvtepi8_epi16(_mm_loadu_si128((const __m128i *)x[b].scales)));
+        memset(o->mn + 16 * b, 0, 32);
+        o->d[b] = SFX(h2f)(x[b].d);
+        o->dm[b] = 0.0f;
+    }
+}
+
+TGT static void SFX(unpack_iq4_xs)(const void *row, int64_t K, const lb_qrow *o) {
+    const block_iq4_xs *x = row;
+    for (int64_t b = 0; b < K / QK_K; b++) {
+        for (int ib = 0; ib < 8; ib++) {
+            ST(o->q + QK_K * b + 32 * ib, SFX(iq4_values)(x[b].qs + 16 * ib));
+            int ls = (((x[b].scales_l[ib / 2] >> (4 * (ib % 2))) & 0xF) | (((x[b].scales_h >> (2 * ib)) & 3) << 4)) - 32;
+            o->sc[16 * b + 2 * ib] = o->sc[16 * b + 2 * ib + 1] = (int16_t)ls;
+        }
+        memset(o->mn + 16 * b, 0, 32);
+        o->d[b] = SFX(h2f)(x[b].d);
+        o->dm[b] = 0.0f;
+    }
+}
+
+/* ---------------------------------------------------------------- quantized dot ------------------------ */
+
+/* exact int min term M of block b */
+TGT static inline int32_t SFX(minsum)(const lb_qrow *w, const lb_act *a, int64_t b, int64_t be) {
+    if (be == 32)
+        return (int32_t)w->mn[2 * b] * a->bsum[2 * b] + (int32_t)w->mn[2 * b + 1] * a->bsum[2 * b + 1];
+    __m256i s = _mm256_setzero_si256();
+    for (int64_t g = b * be / 16; g < (b + 1) * be / 16; g += 16)
+        s = _mm256_add_epi32(s, _mm256_madd_epi16(LD(w->mn + g), LD(a->bsum + g)));
+    return SFX(hsumi)(s);
+}
+
+/* exact int min terms M of block b for tokens 0..3 */
+TGT static inline __m128i SFX(minsum4)(const lb_qrow *w, const lb_act *a, int64_t b, int64_t be) {
+    if (be == 32) {
+        int32_t m0 = w->mn[2 * b], m1 = w->mn[2 * b + 1];
+        return _mm_set_epi32(m0 * a[3].bsum[2 * b] + m1 * a[3].bsum[2 * b + 1], m0 * a[2].bsum[2 * b] + m1 * a[2].bsum[2 * b + 1],
+                             m0 * a[1].bsum[2 * b] + m1 * a[1].bsum[2 * b + 1], m0 * a[0].bsum[2 * b] + m1 * a[0].bsum[2 * b + 1]);
+    }
+    __m256i m[4];
+    for (int t = 0; t < 4; t++) {
+        m[t] = _mm256_setzero_si256();
+        for (int64_t g = b * be / 16; g < (b + 1) * be / 16; g += 16)
+            m[t] = _mm256_add_epi32(m[t], _mm256_madd_epi16(LD(w->mn + g), LD(a[t].bsum + g)));
+    }
+    __m256i s = _mm256_hadd_epi32(_mm256_hadd_epi32(m[0], m[1]), _mm256_hadd_epi32(m[2], m[3]));
+    return _mm_add_epi32(_mm256_castsi256_si128(s), _mm256_extracti128_si256(s, 1));
+}
+
+/*
+ * NT tokens (1..4) against one row, blocks of BE (32: every scale is 1; 256: 16-element scales). UNS: the
+ * codes are non-negative (the types with a min term), so they multiply the activations directly; signed
+ * codes go through |q| * (a with q's sign). Either way the integer lanes are exact.
+ */
+#define QDOT_SCMASK _mm256_set_epi8(3, 2, 3, 2, 3, 2, 3, 2, 3, 2, 3, 2, 3, 2, 3, 2, 1, 0, 1, 0, 1, 0, 1, 0, 1, 0, 1, 0, 1, 0, 1, 0)
+
+__attribute__((always_inline)) TGT static inline void SFX(qdot_gen)(const lb_qrow *w, const lb_act *a, int64_t K, float *out,
+                                                                   int64_t ldo, const int NT, const int BE, const int UNS) {
+    __m256 facc[4];
+    float accm[4] = {0};
+    __m128 accm4 = _mm_setzero_ps();
+    for (int t = 0; t < NT; t++) {
+        facc[t] = _mm256_setzero_ps();
+        accm[t] = 0.0f;
+    }
+    for (int64_t b = 0; b < K / BE; b++) {
+        __m256i iacc[4];
+        for (int t = 0; t < NT; t++) iacc[t] = _mm256_setzero_si256();
+        __m256i sc16 = BE == 32 ? _mm256_setzero_si256() : LD(w->sc + b * 16);
+#pragma GCC unroll 1 /* fully unrolled, GCC reassociates the lanes' sums into a tree and spills */
+        for (int c = 0; c < BE / 32; c++) {
+            int64_t e = b * BE + 32 * c;
+            __m256i wq = LD(w->q + e), uw = UNS ? wq : _mm256_sign_epi8(wq, wq);
+            if (BE == 32) {
+                for (int t = 0; t < NT; t++) {
+                    __m256i av = LD(a[t].q + e);
+                    DOT32(iacc[t], uw, UNS ? av : _mm256_sign_epi8(av, wq));
+                }
+            } else {
+                __m256i scv = _mm256_shuffle_epi8(_mm256_permutevar8x32_epi32(sc16, _mm256_set1_epi32(c)), QDOT_SCMASK);
+                for (int t = 0; t < NT; t++) {
+                    __m256i av = LD(a[t].q + e);
+                    __m256i p = _mm256_maddubs_epi16(uw, UNS ? av : _mm256_sign_epi8(av, wq));
+                    iacc[t] = _mm256_add_epi32(iacc[t], _mm256_madd_epi16(p, scv));
+                }
+            }
+        }
+        if (NT == 4) { /* the per-token steps of the block four lanes at a time (the same operations) */
+            __m128 ad = _mm_set_ps(a[3].d[b], a[2].d[b], a[1].d[b], a[0].d[b]);
+            float dd[4] __attribute__((aligned(16)));
+            _mm_store_ps(dd, _mm_mul_ps(_mm_set1_ps(w->d[b]), ad));
+            for (int t = 0; t < NT; t++)
+                facc[t] = _mm256_fmadd_ps(_mm256_set1_ps(dd[t]), _mm256_cvtepi32_ps(iacc[t]), facc[t]);
+            if (UNS) accm4 = _mm_fmadd_ps(_mm_mul_ps(_mm_set1_ps(w->dm[b]), ad), _mm_cvtepi32_ps(SFX(minsum4)(w, a, b, BE)), accm4);
+            continue;
+        }
+        for (int t = 0; t < NT; t++) {
+            __m256 dd = _mm256_set1_ps(w->d[b] * a[t].d[b]);
+            facc[t] = _mm256_fmadd_ps(dd, _mm256_cvtepi32_ps(iacc[t]), facc[t]);
+            if (UNS) accm[t] = fmaf(w->dm[b] * a[t].d[b], (float)SFX(minsum)(w, &a[t], b, BE), accm[t]);
+        }
+    }
+    if (NT == 4) _mm_storeu_ps(accm, accm4);
+    for (int t = 0; t < NT; t++) out[t * ldo] = SFX(hsum8)(facc[t]) + accm[t];
+}
+
+#define QDOT_INST(NT, BE, UNS)                                                                              \
+    TGT static void SFX(qdot_##NT##_##BE##_##UNS)(const lb_qrow *w, const lb_act *a, int64_t K, float *out, int64_t ldo) { \
+        SFX(qdot_gen)(w, a, K, out, ldo, NT, BE, UNS);                                                      \
+    }
+QDOT_INST(1, 32, 0)
+QDOT_INST(2, 32, 0)
+QDOT_INST(4, 32, 0)
+QDOT_INST(1, 32, 1)
+QDOT_INST(2, 32, 1)
+QDOT_INST(4, 32, 1)
+QDOT_INST(1, 256, 0)
+QDOT_INST(2, 256, 0)
+QDOT_INST(4, 256, 0)
+QDOT_INST(1, 256, 1)
+QDOT_INST(2, 256, 1)
+QDOT_INST(4, 256, 1)
+
+typedef void (*SFX(qdot_fn))(const lb_qrow *, const lb_act *, int64_t, float *, int64_t);
+
+TGT static void SFX(qdot)(const lb_qrow *w, const lb_act *a, int nt, int64_t K, int64_t be, bool has_min, float *out,
+                          int64_t ldo) {
+    static const SFX(qdot_fn) fns[2][2][3] = {
+        {{SFX(qdot_1_32_0), SFX(qdot_2_32_0), SFX(qdot_4_32_0)}, {SFX(qdot_1_32_1), SFX(qdot_2_32_1), SFX(qdot_4_32_1)}},
+        {{SFX(qdot_1_256_0), SFX(qdot_2_256_0), SFX(qdot_4_256_0)}, {SFX(qdot_1_256_1), SFX(qdot_2_256_1), SFX(qdot_4_256_1)}},
+    };
+    const SFX(qdot_fn) *f = fns[be == 256][has_min ? 1 : 0];
+    if (nt == 4) {
+        f[2](w, a, K, out, ldo);
+        return;
+    }
+    for (; nt >= 2; nt -= 2, a += 2, out += 2 * ldo) f[1](w, a, K, out, ldo);
+    if (nt) f[0](w, a, K, out, ldo);
+}
+
+/* ---------------------------------------------------------------- fused one-token products ------------- */
+/* Decode: one row straight from its blocks against one token, without the unpacked row; the same integer
+ * lanes and float steps as unpack + qdot. */
+
+TGT static inline void SFX(finish_block)(__m256 *facc, __m256i iacc, float d, float da) {
+    *facc = _mm256_fmadd_ps(_mm256_set1_ps(d * da), _mm256_cvtepi32_ps(iacc), *facc);
+}
+
+TGT static float SFX(gemv_q4_0)(const void *row, int64_t K, const lb_act *a) {
+    const block_q4_0 *x = row;
+    __m256 facc = _mm256_setzero_ps();
+    for (int64_t b = 0; b < K / 32; b++) {
+        __m256i wq = _mm256_sub_epi8(SFX(nibbles)(x[b].qs), _mm256_set1_epi8(8)), iacc = _mm256_setzero_si256();
+        DOT32(iacc, _mm256_sign_epi8(wq, wq), _mm256_sign_epi8(LD(a->q + 32 * b), wq));
+        SFX(finish_block)(&facc, iacc, SFX(h2f)(x[b].d), a->d[b]);
+    }
+    return SFX(hsum8)(facc) + 0.0f;
+}
+
+TGT static float SFX(gemv_q8_0)(const void *row, int64_t K, const lb_act *a) {
+    const block_q8_0 *x = row;
+    __m256 facc = _mm256_setzero_ps();
+    for (int64_t b = 0; b < K / 32; b++) {
+        __m256i wq = LD(x[b].qs), iacc = _mm256_setzero_si256();
+        DOT32(iacc, _mm256_sign_epi8(wq, wq), _mm256_sign_epi8(LD(a->q + 32 * b), wq));
+        SFX(finish_block)(&facc, iacc, SFX(h2f)(x[b].d), a->d[b]);
+    }
+    return SFX(hsum8)(facc) + 0.0f;
+}
+
+/* iacc += the scaled lanes of 32 codes u (non-negative or signed) against activations at av */
+#define K_CHUNK(iacc, w, av, scv, UNS)                                                                      \
+    do {                                                                                                    \
+        __m256i a_ = LD(av);                                                                                \
+        __m256i p_ = UNS ? _mm256_maddubs_epi16((w), a_)                                                     \
+                         : _mm256_maddubs_epi16(_mm256_sign_epi8((w), (w)), _mm256_sign_epi8(a_, (w)));      \
+        (iacc) = _mm256_add_epi32((iacc), _mm256_madd_epi16(p_, (scv)));                                    \
+    } while (0)
+#define K_SCV(sc16, c) _mm256_shuffle_epi8(_mm256_permutevar8x32_epi32((sc16), _mm256_set1_epi32(c)), QDOT_SCMASK)
+
+TGT static float SFX(gemv_q4_K)(const void *row, int64_t K, const lb_act *a) {
+    const block_q4_K *x = row;
+    __m256 facc = _mm256_setzero_ps();
+    float accm = 0.0f;
+    const __m256i m4 = _mm256_set1_epi8(0x0F);
+    for (int64_t b = 0; b < K / QK_K; b++) {
+        __m256i sc16, mn16, iacc = _mm256_setzero_si256();
+        SFX(k4_scales_v)(x[b].scales, &sc16, &mn16);
+        const int8_t *ab = a->q + QK_K * b;
+        for (int c = 0; c < 4; c++) {
+            __m256i v = LD(x[b].qs + 32 * c);
+            K_CHUNK(iacc, _mm256_and_si256(v, m4), ab + 64 * c, K_SCV(sc16, 2 * c), 1);
+            K_CHUNK(iacc, _mm256_and_si256(_mm256_srli_epi16(v, 4), m4), ab + 64 * c + 32, K_SCV(sc16, 2 * c + 1), 1);
+        }
+        SFX(finish_block)(&facc, iacc, SFX(h2f)(x[b].d), a->d[b]);
+        int32_t M = SFX(hsumi)(_mm256_madd_epi16(mn16, LD(a->bsum + 16 * b)));
+        accm = fmaf(-SFX(h2f)(x[b].dmin) * a->d[b], (float)M, accm);
+    }
+    return SFX(hsum8)(facc) + accm;
+}
+
+TGT static float SFX(gemv_q6_K)(const void *row, int64_t K, const lb_act *a) {
+    const block_q6_K *x = row;
+    __m256 facc = _mm256_setzero_ps();
+    const __m256i m4 = _mm256_set1_epi8(0x0F), m2 = _mm256_set1_epi8(0x30), off = _mm256_set1_epi8(32);
+    for (int64_t b = 0; b < K / QK_K; b++) {
+        __m256i sc16 = _mm256_cvtepi8_epi16(_mm_loadu_si128((const __m128i *)x[b].scales)), iacc = _mm256_setzero_si256();
+        const int8_t *ab = a->q + QK_K * b;
+        for (int h = 0; h < 2; h++) {
+            __m256i l0 = LD(x[b].ql + 64 * h), l1 = LD(x[b].ql + 64 * h + 32), hv = LD(x[b].qh + 32 * h);
+            __m256i c0 = _mm256_or_si256(_mm256_and_si256(l0, m4), _mm256_and_si256(_mm256_slli_epi16(hv, 4), m2));
+            __m256i c1 = _mm256_or_si256(_mm256_and_si256(l1, m4), _mm256_and_si256(_mm256_slli_epi16(hv, 2), m2));
+            __m256i c2 = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(l0, 4), m4), _mm256_and_si256(hv, m2));
+            __m256i c3 = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(l1, 4), m4),
+                                         _mm256_and_si256(_mm256_srli_epi16(hv, 2), m2));
+            K_CHUNK(iacc, _mm256_sub_epi8(c0, off), ab + 128 * h, K_SCV(sc16, 4 * h), 0);
+            K_CHUNK(iacc, _mm256_sub_epi8(c1, off), ab + 128 * h + 32, K_SCV(sc16, 4 * h + 1), 0);
+            K_CHUNK(iacc, _mm256_sub_epi8(c2, off), ab + 128 * h + 64, K_SCV(sc16, 4 * h + 2), 0);
+            K_CHUNK(iacc, _mm256_sub_epi8(c3, off), ab + 128 * h + 96, K_SCV(sc16, 4 * h + 3), 0);
+        }
+        SFX(finish_block)(&facc, iacc, SFX(h2f)(x[b].d), a->d[b]);
+    }
+    return SFX(hsum8)(facc) + 0.0f;
+}
+
+/* ---------------------------------------------------------------- float weights ------------------------ */
+
+/* out[t][r] for up to 4 rows and 3 tokens: 12 accumulators, lane j = element j mod 8; tail by fmaf */
+TGT static void SFX(kernel_4x3)(const float *x, int64_t nt, int64_t K, const float *wt, int nr, float *out, int64_t ldo) {
+    const float *x0 = x, *x1 = x + (nt > 1 ? K : 0), *x2 = x + (nt > 2 ? 2 * K : 0);
+    const float *w0 = wt, *w1 = wt + (nr > 1 ? K : 0), *w2 = wt + (nr > 2 ? 2 * K : 0), *w3 = wt + (nr > 3 ? 3 * K : 0);
+    __m256 c00 = _mm256_setzero_ps(), c01 = c00, c02 = c00, c10 = c00, c11 = c00, c12 = c00;
+    __m256 c20 = c00, c21 = c00, c22 = c00, c30 = c00, c31 = c00, c32 = c00;
+    int64_t k = 0;
+    for (; k + 8 <= K; k += 8) {
+        __m256 a0 = _mm256_loadu_ps(x0 + k), a1 = _mm256_loadu_ps(x1 + k), a2 = _mm256_loadu_ps(x2 + k);
+        __m256 b = _mm256_loadu_ps(w0 + k);
+        c00 = _mm256_fmadd_ps(a0, b, c00);
+        c01 = _mm256_fmadd_ps(a1, b, c01);
+        c02 = _mm256_fmadd_ps(a2, b, c02);
+        b = _mm256_loadu_ps(w1 + k);
+        c10 = _mm256_fmadd_ps(a0, b, c10);
+        c11 = _mm256_fmadd_ps(a1, b, c11);
+        c12 = _mm256_fmadd_ps(a2, b, c12);
+        b = _mm256_loadu_ps(w2 + k);
+        c20 = _mm256_fmadd_ps(a0, b, c20);
+        c21 = _mm256_fmadd_ps(a1, b, c21);
+        c22 = _mm256_fmadd_ps(a2, b, c22);
+        b = _mm256_loadu_ps(w3 + k);
+        c30 = _mm256_fmadd_ps(a0, b, c30);
+        c31 = _mm256_fmadd_ps(a1, b, c31);
+        c32 = _mm256_fmadd_ps(a2, b, c32);
+    }
+    __m256 acc[4][3] = {{c00, c01, c02}, {c10, c11, c12}, {c20, c21, c22}, {c30, c31, c32}};
+    const float *xr[3] = {x0, x1, x2}, *wr[4] = {w0, w1, w2, w3};
+    for (int r = 0; r < nr; r++)
+        for (int t = 0; t < nt; t++) {
+            float s = SFX(hsum8)(acc[r][t]);
+            for (int64_t j = k; j < K; j++) s = fmaf(xr[t][j], wr[r][j], s);
+            out[t * ldo + r] = s;
+        }
+}
+
+/* Tokens per cache block: keeps a block of activation rows resident while all tile rows pass over it. */
+#define MM_TOKEN_BLOCK 24
+
+TGT static void SFX(ftile)(const float *x, int64_t T, int64_t K, const float *wt, int R, float *out, int64_t ldo) {
+    for (int64_t tb = 0; tb < T; tb += MM_TOKEN_BLOCK) {
+        int64_t te = T - tb < MM_TOKEN_BLOCK ? T : tb + MM_TOKEN_BLOCK;
+        for (int r = 0; r < R; r += 4)
+            for (int64_t t = tb; t < te; t += 3) {
+                int64_t nt = te - t < 3 ? te - t : 3;
+                SFX(kernel_4x3)(x + t * K, nt, K, wt + (int64_t)r * K, R - r < 4 ? R - r : 4, out + t * ldo + r, ldo);
+            }
+    }
+}
+
+TGT static void SFX(fconv)(const lb_weight *w, int64_t r0, int R, float *dst) {
+    int64_t K = w->cols, n = (int64_t)R * K;
+    const uint16_t *src = (const uint16_t *)w->data + r0 * K;
+    int64_t i = 0;
+    if (w->type == LB_TYPE_F16) {
+        for (; i + 8 <= n; i += 8)
+            _mm256_storeu_ps(dst + i, _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(src + i))));
+        for (; i < n; i++) dst[i] = SFX(h2f)(src[i]);
+    } else if (w->type == LB_TYPE_BF16) {
+        for (; i + 8 <= n; i += 8) {
+            __m256i v = _mm256_cvtepu16_epi32(_mm_loadu_si128((const __m128i *)(src + i)));
+            _mm256_storeu_ps(dst + i, _mm256_castsi256_ps(_mm256_slli_epi32(v, 16)));
+        }
+        for (; i < n; i++) dst[i] = lb_bf16_to_f32(src[i]);
+    } else {
+        for (int r = 0; r < R; r++) lb_weight_row_f32(w, r0 + r, dst + (int64_t)r * K);
+    }
+}
+
+TGT static void SFX(vdots)(const float *q, const float *m, int64_t stride, int64_t n, int64_t D, float *s) {
+    int64_t D8 = D - D % 8;
+    for (int64_t p = 0; p < n; p++) {
+        const float *k = m + p * stride;
+        __m256 a = _mm256_setzero_ps();
+        for (int64_t i = 0; i < D8; i += 8) a = _mm256_fmadd_ps(_mm256_loadu_ps(q + i), _mm256_loadu_ps(k + i), a);
+        float r = SFX(hsum8)(a);
+        for (int64_t i = D8; i < D; i++) r = fmaf(q[i], k[i], r);
+        s[p] = r;
+    }
+}
+
+TGT static void SFX(vwsum)(const float *w, const float *m, int64_t stride, int64_t n, int64_t D, float *o) {
+    int64_t D8 = D - D % 8;
+    for (int64_t i0 = 0; i0 < D8; i0 += 128) {
+        int64_t nv = (D8 - i0 < 128 ? D8 - i0 : 128) / 8;
+        __m256 acc[16];
+        for (int64_t j = 0; j < nv; j++) acc[j] = _mm256_setzero_ps();
+        for (int64_t p = 0; p < n; p++) {
+            __m256 wp = _mm256_set1_ps(w[p]);
+            const float *v = m + p * stride + i0;
+            for (int64_t j = 0; j < nv; j++) acc[j] = _mm256_fmadd_ps(wp, _mm256_loadu_ps(v + 8 * j), acc[j]);
+        }
+        for (int64_t j = 0; j < nv; j++) _mm256_storeu_ps(o + i0 + 8 * j, acc[j]);
+    }
+    for (int64_t i = D8; i < D; i++) {
+        float s = 0.0f;
+        for (int64_t p = 0; p < n; p++) s = fmaf(w[p], m[p * stride + i], s);
+        o[i] = s;
+    }
+}
+
+#undef ST
+#undef LD
+
+static const lb_cpu_kernels SFX(KERNELS) = {
+    .unpack = {[LB_TYPE_Q4_0] = SFX(unpack_q4_0), [LB_TYPE_Q4_1] = SFX(unpack_q4_1), [LB_TYPE_Q5_0] = SFX(unpack_q5_0),
+               [LB_TYPE_Q5_1] = SFX(unpack_q5_1), [LB_TYPE_Q8_0] = SFX(unpack_q8_0), [LB_TYPE_Q2_K] = SFX(unpack_q2_K),
+               [LB_TYPE_Q3_K] = SFX(unpack_q3_K), [LB_TYPE_Q4_K] = SFX(unpack_q4_K), [LB_TYPE_Q5_K] = SFX(unpack_q5_K),
+               [LB_TYPE_Q6_K] = SFX(unpack_q6_K), [LB_TYPE_IQ4_NL] = SFX(unpack_iq4_nl),
+               [LB_TYPE_IQ4_XS] = SFX(unpack_iq4_xs)},
+    .gemv1 = {[LB_TYPE_Q4_0] = SFX(gemv_q4_0), [LB_TYPE_Q8_0] = SFX(gemv_q8_0), [LB_TYPE_Q4_K] = SFX(gemv_q4_K),
+              [LB_TYPE_Q6_K] = SFX(gemv_q6_K)},
+    .qdot = SFX(qdot),
+    .ftile = SFX(ftile),
+    .fconv = SFX(fconv),
+    .vdots = SFX(vdots),
+    .vwsum = SFX(vwsum),
+};

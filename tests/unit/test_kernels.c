@@ -1,0 +1,190 @@
+/*
+ * test_kernels.c - the CPU kernels (quant/cpu) against their scalar reference: for every weight type of the
+ * type table, unpacked rows are byte-identical and products bit-identical between the reference, AVX2 and
+ * AVX-512 VNNI (where the CPU has them) on odd sizes; lb_matmul is identical for 1, 2 and 3 threads; the
+ * reference itself agrees with a float64 dot of ggml's dequantized weights and the quantized activations;
+ * LB_FORCE_REF=1 pins the reference.
+ */
+#include "model/model.h"
+#include "quant/cpu/cpu.h"
+#include "quant/matmul.h"
+#include "test.h"
+
+#include <float.h>
+#include <math.h>
+#include <stdint.h>
+
+static uint64_t rng = 88172645463325252ULL;
+static float frand(void) {
+    rng ^= rng << 13, rng ^= rng >> 7, rng ^= rng << 17;
+    return (float)((rng >> 11) * (1.0 / 9007199254740992.0)) * 2.0f - 1.0f;
+}
+
+static const lb_cpu_kernels *impls[3];
+static int n_impls;
+
+static bool same_bytes(const void *a, const void *b, size_t n) { return memcmp(a, b, n) == 0; }
+
+/* unpack + qdot of every implementation equal to the reference; the reference near a float64 product */
+static void check_type(lb_type t, int64_t N, int64_t K, int64_t T) {
+    const lb_type_traits *tt = lb_type_traits_get(t);
+    int64_t be = tt->block_elems;
+    size_t rb = lb_type_row_size(t, K);
+    float *wf = malloc((size_t)(N * K) * sizeof *wf), *x = malloc((size_t)(T * K) * sizeof *x);
+    uint8_t *wq = malloc(rb * (size_t)N);
+    for (int64_t i = 0; i < N * K; i++) wf[i] = frand() * (1.0f + (float)(i % 7));
+    for (int64_t i = 0; i < T * K; i++) x[i] = frand() * (i % 13 == 0 ? 8.0f : 1.0f);
+    tt->quantize_ref(wf, wq, N, K, NULL);
+    lb_weight w = {t, wq, N, K};
+
+    /* unpacked rows and single dots */
+    size_t qb = lb_qrow_bytes(K, be), ab = lb_act_bytes(K, be);
+    void *rbuf = aligned_alloc(64, qb), *ibuf = aligned_alloc(64, qb), *abuf = aligned_alloc(64, ab * 4);
+    lb_qrow ref_row = lb_qrow_at(rbuf, K, be), row = lb_qrow_at(ibuf, K, be);
+    lb_act acts[4];
+    for (int i = 0; i < 4; i++) {
+        acts[i] = lb_act_at((uint8_t *)abuf + ab * (size_t)i, K, be);
+        lb_act_quantize(x + (i % T) * K, K, be, &acts[i]);
+    }
+    bool has_min = lb_qtype_has_min(t);
+    double *deq = malloc((size_t)K * sizeof *deq);
+    float *drow = malloc((size_t)K * sizeof *drow);
+    for (int64_t n = 0; n < N; n++) {
+        const void *src = wq + rb * (size_t)n;
+        memset(rbuf, 0, qb);
+        impls[0]->unpack[t](src, K, &ref_row);
+        float ref_out[4];
+        impls[0]->qdot(&ref_row, acts, 4, K, be, has_min, ref_out, 1);
+        /* the reference against float64: dequantized weight . dequantized activation */
+        lb_weight_row_f32(&w, n, drow);
+        double exact = 0, mag = 0;
+        for (int64_t k = 0; k < K; k++) {
+            double a = (double)acts[0].q[k] * acts[0].d[k / be];
+            exact += (double)drow[k] * a;
+            mag += fabs((double)drow[k] * a);
+        }
+        /* f32 rounding bound: each lane partial takes K / 8 roundings at most, plus the block scale product,
+         * the reduction and the min term: (K / 8 + 16) ulp of the sum of magnitudes */
+        double tol = ((double)K / 8 + 16) * FLT_EPSILON * mag;
+        CHECK(fabs(ref_out[0] - exact) <= tol + 1e-30, "%s K=%lld row %lld: ref %g vs float64 %g (|.| %g)",
+              tt->name, (long long)K, (long long)n, ref_out[0], exact, mag);
+        for (int i = 1; i < n_impls; i++) {
+            memset(ibuf, 0x5a, qb);
+            impls[i]->unpack[t](src, K, &row);
+            bool same = same_bytes(row.q, ref_row.q, (size_t)K) && same_bytes(row.sc, ref_row.sc, (size_t)K / 16 * 2) &&
+                        same_bytes(row.mn, ref_row.mn, (size_t)K / 16 * 2) && same_bytes(row.d, ref_row.d, (size_t)(K / be) * 4) &&
+                        same_bytes(row.dm, ref_row.dm, (size_t)(K / be) * 4);
+            CHECK(same, "%s %s K=%lld row %lld: unpacked row differs from the reference", impls[i]->name, tt->name,
+                  (long long)K, (long long)n);
+            if (impls[i]->gemv1[t]) {
+                float g = impls[i]->gemv1[t](src, K, &acts[0]);
+                CHECK(same_bytes(&g, ref_out, 4), "%s %s K=%lld: fused one-token dot %.9g vs reference %.9g", impls[i]->name,
+                      tt->name, (long long)K, g, ref_out[0]);
+            }
+            for (int nt = 1; nt <= 4; nt++) {
+                float o[4];
+                impls[i]->qdot(&ref_row, acts, nt, K, be, has_min, o, 1);
+                CHECK(same_bytes(o, ref_out, (size_t)nt * 4), "%s %s K=%lld nt=%d: dot %.9g vs reference %.9g", impls[i]->name,
+                      tt->name, (long long)K, nt, o[0], ref_out[0]);
+            }
+        }
+    }
+    free(deq), free(drow), free(rbuf), free(ibuf), free(abuf), free(wf), free(x), free(wq);
+}
+
+/* lb_matmul for 1, 2, 3 threads and lb_matmul_ref give the same bits */
+static void check_matmul(lb_type t, int64_t N, int64_t K, int64_t T) {
+    const lb_type_traits *tt = lb_type_traits_get(t);
+    size_t rb = lb_type_row_size(t, K);
+    float *wf = malloc((size_t)(N * K) * sizeof *wf), *x = malloc((size_t)(T * K) * sizeof *x);
+    uint8_t *wq = malloc(rb * (size_t)N + 4);
+    for (int64_t i = 0; i < N * K; i++) wf[i] = frand();
+    for (int64_t i = 0; i < T * K; i++) x[i] = frand();
+    if (tt->is_quant) tt->quantize_ref(wf, wq, N, K, NULL);
+    else tt->from_float_ref(wf, wq, N * K);
+    lb_weight w = {t, wq, N, K};
+    float *ref = malloc((size_t)(T * N) * sizeof *ref), *out = malloc((size_t)(T * N) * sizeof *out);
+    float *scr = malloc(lb_matmul_scratch_floats(K, T, 3) * sizeof(float));
+    lb_matmul_ref(scr, x, T, &w, ref, N);
+    for (int nt = 1; nt <= 3; nt++) {
+        lb_pool *p = lb_pool_new(nt);
+        memset(out, 0, (size_t)(T * N) * sizeof *out);
+        lb_matmul(p, scr, x, T, &w, out, N);
+        CHECK(same_bytes(out, ref, (size_t)(T * N) * 4), "%s N=%lld K=%lld T=%lld threads=%d (%s): differs from the reference",
+              tt->name, (long long)N, (long long)K, (long long)T, nt, lb_matmul_impl());
+        lb_pool_free(p);
+    }
+    if (!tt->is_quant) { /* float weights: the reference near float64 */
+        double worst = 0;
+        for (int64_t tk = 0; tk < T; tk++)
+            for (int64_t n = 0; n < N; n++) {
+                double e = 0, mag = 0;
+                for (int64_t k = 0; k < K; k++) {
+                    double v = (double)x[tk * K + k] * lb_weight_get(&w, n, k);
+                    e += v, mag += fabs(v);
+                }
+                double r = fabs(ref[tk * N + n] - e) / (mag + 1e-30);
+                if (r > worst) worst = r;
+            }
+        CHECK(worst < ((double)K / 8 + 16) * FLT_EPSILON, "%s K=%lld: relative error %g against float64", tt->name, (long long)K, worst);
+    }
+    free(wf), free(x), free(wq), free(ref), free(out), free(scr);
+}
+
+static void check_attention(int64_t n, int64_t D) {
+    int64_t stride = D + 3;
+    float *q = malloc((size_t)D * 4), *m = malloc((size_t)(n * stride) * 4), *w = malloc((size_t)n * 4);
+    float *s0 = malloc((size_t)n * 4), *s1 = malloc((size_t)n * 4), *o0 = malloc((size_t)D * 4), *o1 = malloc((size_t)D * 4);
+    for (int64_t i = 0; i < D; i++) q[i] = frand();
+    for (int64_t i = 0; i < n * stride; i++) m[i] = frand();
+    for (int64_t i = 0; i < n; i++) w[i] = frand();
+    impls[0]->vdots(q, m, stride, n, D, s0);
+    impls[0]->vwsum(w, m, stride, n, D, o0);
+    for (int i = 1; i < n_impls; i++) {
+        impls[i]->vdots(q, m, stride, n, D, s1);
+        impls[i]->vwsum(w, m, stride, n, D, o1);
+        CHECK(same_bytes(s0, s1, (size_t)n * 4), "%s vdots n=%lld D=%lld differs", impls[i]->name, (long long)n, (long long)D);
+        CHECK(same_bytes(o0, o1, (size_t)D * 4), "%s vwsum n=%lld D=%lld differs", impls[i]->name, (long long)n, (long long)D);
+    }
+    free(q), free(m), free(w), free(s0), free(s1), free(o0), free(o1);
+}
+
+int main(void) {
+    impls[n_impls++] = lb_cpu_kernels_ref();
+    if (lb_cpu_kernels_avx2()) impls[n_impls++] = lb_cpu_kernels_avx2();
+    if (lb_cpu_kernels_avx512vnni()) impls[n_impls++] = lb_cpu_kernels_avx512vnni();
+    printf("implementations:");
+    for (int i = 0; i < n_impls; i++) printf(" %s", impls[i]->name);
+    printf("; lb_matmul uses %s\n", lb_matmul_impl());
+    if (lb_force_ref()) CHECK(strcmp(lb_matmul_impl(), "ref") == 0, "LB_FORCE_REF=1 but lb_matmul uses %s", lb_matmul_impl());
+    else CHECK(strcmp(lb_matmul_impl(), impls[n_impls - 1]->name) == 0, "lb_matmul uses %s, best is %s", lb_matmul_impl(),
+               impls[n_impls - 1]->name);
+#if defined(__x86_64__)
+    if (!lb_force_ref() && __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma"))
+        CHECK(n_impls >= 2, "the CPU has AVX2 + FMA but no AVX2 kernels were offered");
+#endif
+    for (int t = 0; t < LB_TYPE_COUNT; t++) {
+        const lb_type_traits *tt = lb_type_traits_get((lb_type)t);
+        if (!tt->weight_type) continue;
+        if (tt->is_quant) {
+            CHECK(impls[0]->unpack[t] != NULL, "%s has no reference unpacker", tt->name);
+            for (int i = 1; i < n_impls; i++) CHECK(impls[i]->unpack[t] != NULL, "%s has no %s unpacker", tt->name, impls[i]->name);
+            if (!impls[0]->unpack[t]) continue;
+            int64_t be = tt->block_elems;
+            check_type((lb_type)t, 3, be, 1);
+            check_type((lb_type)t, 5, 3 * be, 3);
+            check_type((lb_type)t, 2, 7 * be, 5);
+            check_matmul((lb_type)t, 37, 3 * be, 1);
+            check_matmul((lb_type)t, 19, be, 70);
+        } else {
+            check_matmul((lb_type)t, 13, 37, 1);
+            check_matmul((lb_type)t, 21, 64, 7);
+            check_matmul((lb_type)t, 5, 131, 30);
+        }
+    }
+    check_attention(1, 64);
+    check_attention(17, 128);
+    check_attention(9, 37);
+    check_attention(33, 300);
+    TEST_DONE();
+}
