@@ -8,6 +8,7 @@
 #include "test.h"
 
 #include "lowbit.h"
+#include "core/core.h"
 
 #include <stdint.h>
 
@@ -83,7 +84,7 @@ int main(int argc, char **argv) {
     printf("kernels: \"%.*s\" and \"%.*s\"\n", (int)(ea - a), a, (int)(eb - b), b);
     CHECK(ea - a == 3 && !memcmp(a, "ref", 3), "LB_FORCE_REF=1 did not pin the reference kernels");
 #if defined(__x86_64__)
-    if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") && __builtin_cpu_supports("f16c"))
+    if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") && lb_cpu_has_f16c())
         CHECK(!(eb - b == 3 && !memcmp(b, "ref", 3)), "this CPU has AVX2 but the default run used the reference kernels");
 #endif
     size_t pa = (size_t)(ea - a) + 1, pb = (size_t)(eb - b) + 1;
