@@ -463,3 +463,17 @@ bool json_bool(const json_value *v, bool *out) {
     *out = v->kind == JSON_TRUE;
     return true;
 }
+
+bool json_write_str(FILE *f, const char *s, size_t n) {
+    bool ok = fputc('"', f) != EOF;
+    for (size_t i = 0; ok && i < n; i++) {
+        unsigned char c = (unsigned char)s[i];
+        if (c == '"' || c == '\\') ok = fprintf(f, "\\%c", c) > 0;
+        else if (c == '\n') ok = fputs("\\n", f) >= 0;
+        else if (c == '\t') ok = fputs("\\t", f) >= 0;
+        else if (c == '\r') ok = fputs("\\r", f) >= 0;
+        else if (c < 0x20) ok = fprintf(f, "\\u%04x", c) > 0;
+        else ok = fputc(c, f) != EOF;
+    }
+    return ok && fputc('"', f) != EOF;
+}

@@ -13,6 +13,8 @@
 
 #include "core.h"
 
+#include <stdio.h>
+
 #define JSON_MAX_DEPTH 256
 
 typedef enum json_kind {
@@ -55,5 +57,9 @@ bool json_int(const json_value *v, int64_t *out);
 bool json_int_literal(const json_value *v, int64_t *out);
 /* true when v is true/false. */
 bool json_bool(const json_value *v, bool *out);
+
+/* Write the n bytes of s to f as a JSON string literal: quote, backslash and control characters escaped
+ * (\n \t \r by name, the others as \u00XX), other bytes as they are. false on a write error. */
+bool json_write_str(FILE *f, const char *s, size_t n);
 
 #endif

@@ -7,6 +7,8 @@
  */
 #include "safetensors_write.h"
 
+#include "../core/json.h"
+
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -14,18 +16,6 @@
 
 /* safetensors pads the header with spaces so that the data section starts 8-byte aligned */
 #define ST_HEADER_ALIGN 8
-
-static bool put_json_str(FILE *f, const char *s) {
-    if (fputc('"', f) == EOF) return false;
-    for (const unsigned char *p = (const unsigned char *)s; *p; p++) {
-        int ok;
-        if (*p == '"' || *p == '\\') ok = fprintf(f, "\\%c", *p);
-        else if (*p < 0x20) ok = fprintf(f, "\\u%04x", *p);
-        else ok = fputc(*p, f) != EOF;
-        if (ok < 0 || ok == 0) return false;
-    }
-    return fputc('"', f) != EOF;
-}
 
 /* the JSON header without its padding, into a memory buffer */
 static lb_status header_json(const st_out_tensor *t, int64_t n, char **out, size_t *len, lb_error *err) {
@@ -45,7 +35,7 @@ static lb_status header_json(const st_out_tensor *t, int64_t n, char **out, size
             free(buf);
             return lb_err_set(err, LB_ERR_ARG, "tensor %s: size overflows", t[i].name);
         }
-        ok = fputc(',', f) != EOF && put_json_str(f, t[i].name) &&
+        ok = fputc(',', f) != EOF && json_write_str(f, t[i].name, strlen(t[i].name)) &&
              fprintf(f, ":{\"dtype\":\"%s\",\"shape\":[", st_dtype_name(t[i].dtype)) > 0;
         for (int d = 0; ok && d < t[i].n_dims; d++) ok = fprintf(f, "%s%lld", d ? "," : "", (long long)t[i].shape[d]) > 0;
         ok = ok && fprintf(f, "],\"data_offsets\":[%zu,%zu]}", off, end) > 0;

@@ -13,6 +13,7 @@
  */
 #include "model.h"
 
+#include "../core/json.h"
 #include "../io/gguf.h"
 #include "../io/safetensors_write.h"
 
@@ -150,21 +151,6 @@ static lb_status fill(void *user, int64_t i, int64_t r, void *out, lb_error *err
 
 /* ------------------------------------------------------------------------------------------ JSON out */
 
-static void json_str(FILE *f, const char *s, size_t n) {
-    fputc('"', f);
-    for (size_t i = 0; i < n; i++) {
-        unsigned char c = (unsigned char)s[i];
-        if (c == '"' || c == '\\') fprintf(f, "\\%c", c);
-        else if (c == '\n') fputs("\\n", f);
-        else if (c == '\t') fputs("\\t", f);
-        else if (c == '\r') fputs("\\r", f);
-        else if (c < 0x20) fprintf(f, "\\u%04x", c);
-        else fputc(c, f);
-    }
-    fputc('"', f);
-}
-
-
 static const char *hf_class(const char *model_type) {
     static const char *map[][2] = {{"llama", "LlamaForCausalLM"}, {"mistral", "MistralForCausalLM"},
                                    {"qwen2", "Qwen2ForCausalLM"}, {"qwen3", "Qwen3ForCausalLM"},
@@ -292,7 +278,7 @@ static lb_status write_tokenizer_gguf(const lb_model *m, const char *dir, lb_err
         if (ty != 3 && ty != 4) continue; /* llama.cpp token types: 3 control, 4 user-defined */
         const char *s = arr_str(tok, i, &len);
         fprintf(f, "%s\n    {\"id\": %llu, \"content\": ", n_added++ ? "," : "", (unsigned long long)i);
-        json_str(f, s ? s : "", s ? len : 0);
+        json_write_str(f, s ? s : "", s ? len : 0);
         fprintf(f, ", \"single_word\": false, \"lstrip\": false, \"rstrip\": false, \"normalized\": false, \"special\": %s}",
                 ty == 3 ? "true" : "false");
     }
@@ -306,14 +292,14 @@ static lb_status write_tokenizer_gguf(const lb_model *m, const char *dir, lb_err
     for (uint64_t i = 0; i < nt; i++) {
         const char *s = arr_str(tok, i, &len);
         fputs(i ? ",\n      " : "\n      ", f);
-        json_str(f, s ? s : "", s ? len : 0);
+        json_write_str(f, s ? s : "", s ? len : 0);
         fprintf(f, ": %llu", (unsigned long long)i);
     }
     fputs("\n    },\n    \"merges\": [", f);
     for (uint64_t i = 0; i < nm; i++) {
         const char *s = arr_str(merges, i, &len);
         fputs(i ? ",\n      " : "\n      ", f);
-        json_str(f, s ? s : "", s ? len : 0);
+        json_write_str(f, s ? s : "", s ? len : 0);
     }
     fputs("\n    ]\n  }\n}\n", f);
     bool ok = !ferror(f);
@@ -344,14 +330,14 @@ static lb_status write_tokenizer_gguf(const lb_model *m, const char *dir, lb_err
         const char *s;
         if (gguf_get_int(g, keys[k][0], &id) && id >= 0 && (uint64_t)id < nt && (s = arr_str(tok, (uint64_t)id, &len))) {
             fprintf(f, "  \"%s\": ", keys[k][1]);
-            json_str(f, s, len);
+            json_write_str(f, s, len);
             fputs(",\n", f);
         }
     }
     const char *tmpl = gguf_get_str(g, "tokenizer.chat_template", &len);
     if (tmpl) {
         fputs("  \"chat_template\": ", f);
-        json_str(f, tmpl, len);
+        json_write_str(f, tmpl, len);
         fputs(",\n", f);
     }
     fprintf(f, "  \"model_max_length\": %lld\n}\n", (long long)m->info.n_ctx_train);
