@@ -10,6 +10,9 @@
  */
 #include "lowbit.h"
 
+#define FUZZ_OWN_MAIN
+#include "fuzz_common.h"
+
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -77,33 +80,26 @@ static const char *const SEEDS[] = {
     "{{ render(messages[-1]) if messages else 'none' }}{{ (1 + 2 * 3 // 2 % 5 - -1) ** 2 }}{{ 'x' in 'xyz' and not false }}",
 };
 
-static uint64_t rng_state;
-static uint64_t rng(void) {
-    rng_state ^= rng_state << 13;
-    rng_state ^= rng_state >> 7;
-    rng_state ^= rng_state << 17;
-    return rng_state;
-}
 
 static const char *const TOKENS[] = {"{{", "}}", "{%", "%}", "{#", "#}", "{%-", "-%}", "(", ")", "[", "]", "'",
                                      "\"", "|", ".", ",", ":", " if ", " else ", " for x in ", " endfor ", " endif ",
                                      " set ", " macro ", " not ", " is ", "=", "\\", "\n", "loop.", "ns.", "9999999"};
 
 static void mutate(char *buf, size_t *len, size_t cap) {
-    int n = 1 + (int)(rng() % 4);
+    int n = 1 + (int)(fuzz_rnd() % 4);
     for (int k = 0; k < n; k++) {
-        size_t pos = *len ? rng() % *len : 0;
-        switch (rng() % 4) {
-        case 0: if (*len) buf[pos] = (char)rng(); break;
+        size_t pos = *len ? fuzz_rnd() % *len : 0;
+        switch (fuzz_rnd() % 4) {
+        case 0: if (*len) buf[pos] = (char)fuzz_rnd(); break;
         case 1: { /* delete a range */
-            size_t d = 1 + rng() % 16;
+            size_t d = 1 + fuzz_rnd() % 16;
             if (pos + d > *len) d = *len - pos;
             memmove(buf + pos, buf + pos + d, *len - pos - d);
             *len -= d;
             break;
         }
         case 2: { /* insert a token */
-            const char *t = TOKENS[rng() % (sizeof TOKENS / sizeof *TOKENS)];
+            const char *t = TOKENS[fuzz_rnd() % (sizeof TOKENS / sizeof *TOKENS)];
             size_t tl = strlen(t);
             if (*len + tl > cap) break;
             memmove(buf + pos + tl, buf + pos, *len - pos);
@@ -112,7 +108,7 @@ static void mutate(char *buf, size_t *len, size_t cap) {
             break;
         }
         default: { /* duplicate a range */
-            size_t d = 1 + rng() % 32;
+            size_t d = 1 + fuzz_rnd() % 32;
             if (pos + d > *len) d = *len - pos;
             if (*len + d > cap) break;
             memmove(buf + pos + d, buf + pos, *len - pos);
@@ -125,14 +121,14 @@ static void mutate(char *buf, size_t *len, size_t cap) {
 
 int main(int argc, char **argv) {
     long iters = argc > 1 ? atol(argv[1]) : 20000;
-    rng_state = (argc > 2 ? (uint64_t)atoll(argv[2]) : 1) * 0x9E3779B97F4A7C15ULL + 1;
+    fuzz_seed_rng(argc > 2 ? (uint64_t)atoll(argv[2]) : 1);
     enum { CAP = 8192 };
     char *buf = malloc(CAP);
     if (!buf) return 1;
     size_t n_seeds = sizeof SEEDS / sizeof *SEEDS;
     for (size_t i = 0; i < n_seeds; i++) LLVMFuzzerTestOneInput((const uint8_t *)SEEDS[i], strlen(SEEDS[i]));
     for (long it = 0; it < iters; it++) {
-        const char *seed = SEEDS[rng() % n_seeds];
+        const char *seed = SEEDS[fuzz_rnd() % n_seeds];
         size_t len = strlen(seed);
         memcpy(buf, seed, len);
         mutate(buf, &len, CAP);

@@ -4,7 +4,9 @@
  *     fuzz_<name> [iterations (default 2000)] [seed (default 1)] [corpus dir (default tests/fuzz/corpus/<name>)]
  * Each iteration takes a seed file, applies 1-4 byte-level mutations (bit flips, interesting integers,
  * deleted, duplicated or truncated spans) and calls LLVMFuzzerTestOneInput. A target defines FUZZ_NAME
- * before including this file. See tests/fuzz/README.md.
+ * before including this file. A target whose inputs want a structure-aware mutator (a grammar's tokens, a
+ * header rebuilt around mutated text) defines FUZZ_OWN_MAIN instead and writes its own main() with
+ * fuzz_seed_rng / fuzz_rnd / fuzz_below. See tests/fuzz/README.md.
  */
 #ifndef LB_FUZZ_COMMON_H
 #define LB_FUZZ_COMMON_H
@@ -76,14 +78,19 @@ static inline void fuzz_split(const uint8_t *data, size_t size, const char *sep,
 
 static uint64_t fuzz_rng_;
 
-static uint64_t fuzz_rnd(void) { /* xorshift64* */
+static inline uint64_t fuzz_rnd(void) { /* xorshift64* */
     fuzz_rng_ ^= fuzz_rng_ >> 12;
     fuzz_rng_ ^= fuzz_rng_ << 25;
     fuzz_rng_ ^= fuzz_rng_ >> 27;
     return fuzz_rng_ * 2685821657736338717ull;
 }
 
-static size_t fuzz_below(size_t n) { return n ? (size_t)(fuzz_rnd() % n) : 0; }
+static inline size_t fuzz_below(size_t n) { return n ? (size_t)(fuzz_rnd() % n) : 0; }
+
+/* Seed the generator from the command line's seed argument (never zero: xorshift would stay at zero). */
+static inline void fuzz_seed_rng(uint64_t seed) { fuzz_rng_ = 0x9e3779b97f4a7c15ull * seed + 1; }
+
+#ifndef FUZZ_OWN_MAIN
 
 typedef struct fuzz_seed_ {
     uint8_t *p;
@@ -128,7 +135,7 @@ static size_t fuzz_mutate_(uint8_t *b, size_t n, size_t cap) {
 
 int main(int argc, char **argv) {
     long iters = argc > 1 ? atol(argv[1]) : 2000;
-    fuzz_rng_ = 0x9e3779b97f4a7c15ull * (uint64_t)(argc > 2 ? atol(argv[2]) : 1) + 1;
+    fuzz_seed_rng((uint64_t)(argc > 2 ? atol(argv[2]) : 1));
     char dir[512];
     snprintf(dir, sizeof dir, "%s", argc > 3 ? argv[3] : "tests/fuzz/corpus/" FUZZ_NAME);
     fuzz_seed_ seeds[64];
@@ -186,6 +193,7 @@ int main(int argc, char **argv) {
     return 0;
 }
 
+#endif /* FUZZ_OWN_MAIN */
 #endif /* LB_LIBFUZZER */
 
 #endif

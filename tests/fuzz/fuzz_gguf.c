@@ -11,26 +11,20 @@
  */
 #include "io/gguf.h"
 
+#define FUZZ_OWN_MAIN
+#include "fuzz_common.h"
+
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
 
-static char out_path[64];
-
-static void cleanup(void) {
-    if (out_path[0]) unlink(out_path);
-}
-
+/* The writer's output (in the scratch directory: tmpfs when there is one, where fsync is cheap). */
 static const char *scratch_path(void) {
-    if (!out_path[0]) {
-        /* tmpfs when there is one: the writer's fsync would otherwise dominate the run time */
-        const char *dir = lb_path_is_dir("/dev/shm") ? "/dev/shm" : "/tmp";
-        snprintf(out_path, sizeof out_path, "%s/lb_fuzz_gguf_%ld.gguf", dir, (long)getpid());
-        atexit(cleanup);
-    }
-    return out_path;
+    static char p[128];
+    if (!p[0]) snprintf(p, sizeof p, "%s/out.gguf", fuzz_dir());
+    return p;
 }
 
 static void check(bool ok, const char *what) {
@@ -129,17 +123,6 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
 
 #ifndef LB_LIBFUZZER
 
-static uint64_t rng_state;
-
-static uint64_t rnd(void) { /* xorshift64* */
-    rng_state ^= rng_state >> 12;
-    rng_state ^= rng_state << 25;
-    rng_state ^= rng_state >> 27;
-    return rng_state * 2685821657736338717ull;
-}
-
-static size_t rnd_below(size_t n) { return n ? (size_t)(rnd() % n) : 0; }
-
 static const char *seed_str(void *user, uint64_t i, size_t *len) {
     static const char *const s[] = {"<s>", "", "\xc4\xa0the", "a b"};
     (void)user;
@@ -190,7 +173,7 @@ static uint8_t *make_seed(int kind, size_t *len) {
 static uint64_t interesting(size_t size, size_t pos) {
     static const uint64_t v[] = {0, 1, 2, 3, 4, 5, 8, 9, 12, 13, 31, 32, 33, 63, 64, 255, 256, 0x7fffffff,
                                  0xffffffff, 1ull << 32, 1ull << 62, 1ull << 63, UINT64_MAX, INT64_MAX};
-    size_t k = rnd_below(sizeof v / sizeof v[0] + 2);
+    size_t k = fuzz_below(sizeof v / sizeof v[0] + 2);
     if (k == sizeof v / sizeof v[0]) return size;
     if (k > sizeof v / sizeof v[0]) return size - pos;
     return v[k];
@@ -198,27 +181,27 @@ static uint64_t interesting(size_t size, size_t pos) {
 
 /* Mutate buf (length *len, capacity cap) in place. */
 static void mutate(uint8_t *buf, size_t *len, size_t cap) {
-    int n = 1 + (int)rnd_below(3);
+    int n = 1 + (int)fuzz_below(3);
     for (int k = 0; k < n && *len > 0; k++) {
-        size_t pos = rnd_below(*len);
-        switch (rnd_below(6)) {
-        case 0: buf[pos] ^= (uint8_t)(1u << rnd_below(8)); break;
-        case 1: buf[pos] = (uint8_t)rnd(); break;
+        size_t pos = fuzz_below(*len);
+        switch (fuzz_below(6)) {
+        case 0: buf[pos] ^= (uint8_t)(1u << fuzz_below(8)); break;
+        case 1: buf[pos] = (uint8_t)fuzz_rnd(); break;
         case 2: { /* an interesting u32 or u64 */
             uint64_t v = interesting(*len, pos);
-            size_t w = rnd_below(2) ? 4 : 8;
+            size_t w = fuzz_below(2) ? 4 : 8;
             for (size_t i = 0; i < w && pos + i < *len; i++) buf[pos + i] = (uint8_t)(v >> (8 * i));
             break;
         }
         case 3: { /* delete a span */
-            size_t d = 1 + rnd_below(16);
+            size_t d = 1 + fuzz_below(16);
             if (pos + d > *len) d = *len - pos;
             memmove(buf + pos, buf + pos + d, *len - pos - d);
             *len -= d;
             break;
         }
         case 4: { /* duplicate a span */
-            size_t a = rnd_below(*len), d = 1 + rnd_below(32);
+            size_t a = fuzz_below(*len), d = 1 + fuzz_below(32);
             if (a + d > *len) d = *len - a;
             if (*len + d <= cap) {
                 uint8_t tmp[32];
@@ -229,15 +212,14 @@ static void mutate(uint8_t *buf, size_t *len, size_t cap) {
             }
             break;
         }
-        default: *len = rnd_below(*len + 1); break; /* truncate */
+        default: *len = fuzz_below(*len + 1); break; /* truncate */
         }
     }
 }
 
 int main(int argc, char **argv) {
     long iters = argc > 1 ? atol(argv[1]) : 20000;
-    rng_state = argc > 2 ? strtoull(argv[2], NULL, 10) : 1;
-    if (rng_state == 0) rng_state = 1;
+    fuzz_seed_rng(argc > 2 ? strtoull(argv[2], NULL, 10) : 1);
     enum { N_SEEDS = 3, CAP = 1 << 16 };
     uint8_t *seeds[N_SEEDS];
     size_t seed_len[N_SEEDS];

@@ -12,6 +12,9 @@
 #include "text/regex.h"
 #include "text/unicode.h"
 
+#define FUZZ_OWN_MAIN
+#include "fuzz_common.h"
+
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -77,15 +80,6 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
 
 #ifndef LB_LIBFUZZER
 
-static uint64_t rng_state;
-
-static uint64_t rnd(void) { /* xorshift64* */
-    rng_state ^= rng_state >> 12;
-    rng_state ^= rng_state << 25;
-    rng_state ^= rng_state >> 27;
-    return rng_state * 2685821657736338717ull;
-}
-
 static const char *const seeds[] = {
     "'s|'t|'re|'ve|'m|'ll|'d| ?\\p{L}+| ?\\p{N}+| ?[^\\s\\p{L}\\p{N}]+|\\s+(?!\\S)|\\s+",
     "(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\\r\\n\\p{L}\\p{N}]?\\p{L}+|\\p{N}{1,3}| ?[^\\s\\p{L}\\p{N}]+[\\r\\n]*|\\s*[\\r\\n]+",
@@ -101,30 +95,30 @@ static const char dict[] = "()[]{}*+?|\\^$.-:=!<>,0123pPLNsSdDwWbB{}iu";
 static const char *const texts[] = {"Hello world 12345 it's", "naïve 日本語 😀 \t\n x", "aaaaaaaaaaaaaaaaaaaaab", "'S 'll 1,000.5 $$"};
 
 static void mutate(uint8_t *buf, size_t *len, size_t cap) {
-    int n = 1 + (int)(rnd() % 4);
+    int n = 1 + (int)(fuzz_rnd() % 4);
     for (int k = 0; k < n; k++) {
-        size_t op = rnd() % 4, i = *len ? rnd() % *len : 0;
-        if (op == 0 && *len) buf[i] = dict[rnd() % (sizeof dict - 1)];
+        size_t op = fuzz_rnd() % 4, i = *len ? fuzz_rnd() % *len : 0;
+        if (op == 0 && *len) buf[i] = dict[fuzz_rnd() % (sizeof dict - 1)];
         else if (op == 1 && *len < cap) {
             memmove(buf + i + 1, buf + i, *len - i);
-            buf[i] = dict[rnd() % (sizeof dict - 1)];
+            buf[i] = dict[fuzz_rnd() % (sizeof dict - 1)];
             (*len)++;
         } else if (op == 2 && *len) {
             memmove(buf + i, buf + i + 1, *len - i - 1);
             (*len)--;
         } else if (*len) {
-            buf[i] = (uint8_t)rnd();
+            buf[i] = (uint8_t)fuzz_rnd();
         }
     }
 }
 
 int main(int argc, char **argv) {
     long iters = argc > 1 ? atol(argv[1]) : 20000;
-    rng_state = argc > 2 ? strtoull(argv[2], NULL, 10) * 0x9E3779B97F4A7C15ull + 1 : 1;
+    fuzz_seed_rng(argc > 2 ? strtoull(argv[2], NULL, 10) : 1);
     uint8_t buf[1024];
     for (long it = 0; it < iters; it++) {
-        const char *p = seeds[rnd() % (sizeof seeds / sizeof seeds[0])];
-        const char *t = texts[rnd() % (sizeof texts / sizeof texts[0])];
+        const char *p = seeds[fuzz_rnd() % (sizeof seeds / sizeof seeds[0])];
+        const char *t = texts[fuzz_rnd() % (sizeof texts / sizeof texts[0])];
         size_t pl = strlen(p), tl = strlen(t);
         memcpy(buf, p, pl);
         if (it) mutate(buf, &pl, 400);

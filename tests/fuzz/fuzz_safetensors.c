@@ -11,43 +11,22 @@
 #include "io/hf_config.h"
 #include "io/safetensors.h"
 
+#define FUZZ_OWN_MAIN
+#include "fuzz_common.h"
+
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
 
-static char fuzz_path[64];
-
-static void cleanup(void) {
-    if (fuzz_path[0]) unlink(fuzz_path);
-}
-
-static int write_input(const uint8_t *data, size_t size) {
-    if (!fuzz_path[0]) {
-        snprintf(fuzz_path, sizeof fuzz_path, "/tmp/lb_fuzz_st_XXXXXX");
-        int fd = mkstemp(fuzz_path);
-        if (fd < 0) {
-            fuzz_path[0] = 0;
-            return -1;
-        }
-        close(fd);
-        atexit(cleanup);
-    }
-    FILE *f = fopen(fuzz_path, "wb");
-    if (!f) return -1;
-    size_t w = size ? fwrite(data, 1, size, f) : 0;
-    fclose(f);
-    return w == size ? 0 : -1;
-}
-
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
-    if (write_input(data, size) != 0) return 0;
+    const char *path = fuzz_file("model.safetensors", data, size);
     st_file *f = NULL;
     lb_error err;
-    if (st_open(fuzz_path, &f, &err) == LB_OK) {
+    if (st_open(path, &f, &err) == LB_OK) {
         volatile uint8_t sink = 0;
         for (int64_t i = 0; i < f->n_tensors; i++) {
             const st_tensor *t = &f->tensors[i];
@@ -64,17 +43,6 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
 }
 
 #ifndef LB_LIBFUZZER
-
-static uint64_t rng_state;
-
-static uint64_t rnd(void) { /* xorshift64* */
-    rng_state ^= rng_state >> 12;
-    rng_state ^= rng_state << 25;
-    rng_state ^= rng_state >> 27;
-    return rng_state * 2685821657736338717ull;
-}
-
-static size_t rnd_below(size_t n) { return n ? (size_t)(rnd() % n) : 0; }
 
 static const char *const seed_headers[] = {
     "{\"__metadata__\":{\"format\":\"pt\"},"
@@ -96,32 +64,32 @@ static const char *const tokens[] = {"\"dtype\"", "\"shape\"", "\"data_offsets\"
 
 /* Mutate the header text in place (buffer of capacity cap), return its new length. */
 static size_t mutate_text(char *h, size_t len, size_t cap) {
-    int n = 1 + (int)rnd_below(4);
+    int n = 1 + (int)fuzz_below(4);
     for (int k = 0; k < n; k++) {
-        size_t pos = rnd_below(len + 1);
-        switch (rnd_below(6)) {
+        size_t pos = fuzz_below(len + 1);
+        switch (fuzz_below(6)) {
         case 0: /* flip a bit */
-            if (len) h[rnd_below(len)] ^= (char)(1u << rnd_below(8));
+            if (len) h[fuzz_below(len)] ^= (char)(1u << fuzz_below(8));
             break;
         case 1: /* change a digit */
             for (size_t i = 0; i < len; i++) {
                 size_t j = (pos + i) % len;
                 if (h[j] >= '0' && h[j] <= '9') {
-                    h[j] = (char)('0' + rnd_below(10));
+                    h[j] = (char)('0' + fuzz_below(10));
                     break;
                 }
             }
             break;
         case 2: /* delete a span */
             if (len) {
-                size_t d = 1 + rnd_below(len - pos < 16 ? len - pos + 1 : 16);
+                size_t d = 1 + fuzz_below(len - pos < 16 ? len - pos + 1 : 16);
                 if (pos + d > len) d = len - pos;
                 memmove(h + pos, h + pos + d, len - pos - d);
                 len -= d;
             }
             break;
         case 3: { /* insert a token */
-            const char *t = tokens[rnd_below(sizeof tokens / sizeof tokens[0])];
+            const char *t = tokens[fuzz_below(sizeof tokens / sizeof tokens[0])];
             size_t tl = strlen(t);
             if (len + tl <= cap) {
                 memmove(h + pos + tl, h + pos, len - pos);
@@ -132,7 +100,7 @@ static size_t mutate_text(char *h, size_t len, size_t cap) {
         }
         case 4: /* duplicate a span */
             if (len) {
-                size_t a = rnd_below(len), d = 1 + rnd_below(32);
+                size_t a = fuzz_below(len), d = 1 + fuzz_below(32);
                 if (a + d > len) d = len - a;
                 if (len + d <= cap) {
                     char tmp[32];
@@ -144,7 +112,7 @@ static size_t mutate_text(char *h, size_t len, size_t cap) {
             }
             break;
         default: /* random byte */
-            if (len) h[rnd_below(len)] = (char)rnd();
+            if (len) h[fuzz_below(len)] = (char)fuzz_rnd();
             break;
         }
     }
@@ -153,8 +121,7 @@ static size_t mutate_text(char *h, size_t len, size_t cap) {
 
 int main(int argc, char **argv) {
     long iters = argc > 1 ? atol(argv[1]) : 20000;
-    rng_state = argc > 2 ? strtoull(argv[2], NULL, 10) : 1;
-    if (rng_state == 0) rng_state = 1;
+    fuzz_seed_rng(argc > 2 ? strtoull(argv[2], NULL, 10) : 1);
     enum { CAP = 4096 };
     char *h = malloc(CAP);
     uint8_t *file = malloc(8 + CAP + 64);
@@ -165,15 +132,15 @@ int main(int argc, char **argv) {
         size_t len = strlen(seed);
         memcpy(h, seed, len);
         if (it >= (long)n_seeds) len = mutate_text(h, len, CAP);
-        size_t data_len = rnd_below(40);
+        size_t data_len = fuzz_below(40);
         uint64_t hl = len;
-        if (rnd_below(8) == 0) hl = rnd(); /* an arbitrary header length now and then */
+        if (fuzz_below(8) == 0) hl = fuzz_rnd(); /* an arbitrary header length now and then */
         for (int i = 0; i < 8; i++) file[i] = (uint8_t)(hl >> (8 * i));
         memcpy(file + 8, h, len);
-        for (size_t i = 0; i < data_len; i++) file[8 + len + i] = (uint8_t)rnd();
+        for (size_t i = 0; i < data_len; i++) file[8 + len + i] = (uint8_t)fuzz_rnd();
         size_t size = 8 + len + data_len;
-        if (rnd_below(16) == 0) size = rnd_below(size + 1); /* truncate */
-        if (rnd_below(16) == 0 && size) file[rnd_below(size)] ^= 0x80; /* raw byte damage */
+        if (fuzz_below(16) == 0) size = fuzz_below(size + 1); /* truncate */
+        if (fuzz_below(16) == 0 && size) file[fuzz_below(size)] ^= 0x80; /* raw byte damage */
         LLVMFuzzerTestOneInput(file, size);
         /* the text alone too, as a config.json */
         hf_config_parse(h, len, &(lb_model_info){0}, NULL);
