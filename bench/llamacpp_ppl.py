@@ -14,12 +14,8 @@ import numpy as np
 from llama_cpp import Llama
 
 
-def main():
-    path, text_path = sys.argv[1], sys.argv[2]
-    windows = int(sys.argv[3]) if len(sys.argv) > 3 else 10
-    ctx = int(sys.argv[4]) if len(sys.argv) > 4 else 512
-    threads = int(sys.argv[5]) if len(sys.argv) > 5 else 2
-    text = open(text_path, encoding="utf-8").read()
+def llama_ppl(path, text, windows=10, ctx=512, threads=2):
+    """Perplexity of the first `windows` windows of `text` under lowbit's protocol, and the text's token ids."""
     llm = Llama(model_path=path, n_ctx=ctx, n_batch=ctx, logits_all=True, verbose=False,
                 n_threads=threads, seed=1)
     toks = llm.tokenize(text.encode("utf-8"), add_bos=False, special=False)
@@ -35,8 +31,18 @@ def main():
         idx = np.arange(ctx - 1)
         nll += float((lse[idx] - logits[idx, np.asarray(win[1:])]).sum())
         n += ctx - 1
-    print(json.dumps({"model": path, "text_tokens": len(toks), "windows": windows, "tokens_scored": n,
-                      "ppl": float(np.exp(nll / n)), "nll": nll / n}))
+    del llm
+    return {"text_tokens": len(toks), "windows": windows, "tokens_scored": n, "ppl": float(np.exp(nll / n)),
+            "nll": nll / n}
+
+
+def main():
+    path, text_path = sys.argv[1], sys.argv[2]
+    windows = int(sys.argv[3]) if len(sys.argv) > 3 else 10
+    ctx = int(sys.argv[4]) if len(sys.argv) > 4 else 512
+    threads = int(sys.argv[5]) if len(sys.argv) > 5 else 2
+    text = open(text_path, encoding="utf-8").read()
+    print(json.dumps({"model": path, **llama_ppl(path, text, windows, ctx, threads)}))
 
 
 if __name__ == "__main__":

@@ -13,15 +13,15 @@
 Prints "N passed, N failed"; exits non-zero on any failure.
 """
 import json
-import math
 import os
 import subprocess
 import sys
 import tempfile
 
-import numpy as np
 from gguf import GGUFReader, GGMLQuantizationType
-from llama_cpp import Llama
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "bench"))
+import llamacpp_ppl  # noqa: E402  llama.cpp's perplexity under lowbit's protocol (bench/llamacpp_ppl.py)
 
 LOWBIT = os.environ.get("LOWBIT", "build/lowbit")
 SHARED = os.environ.get("LB_SHARED", "../shared")
@@ -44,21 +44,9 @@ def lowbit(*args):
 
 
 def llama_ppl(path, text):
-    llm = Llama(model_path=path, n_ctx=CTX, n_batch=CTX, logits_all=True, verbose=False, n_threads=2, seed=1)
-    toks = llm.tokenize(text.encode("utf-8"), add_bos=False, special=False)
-    nll, n = 0.0, 0
-    for w in range(WINDOWS):
-        win = toks[w * CTX:(w + 1) * CTX]
-        llm.reset()
-        llm.eval(win)
-        logits = np.asarray(llm.scores[:CTX], dtype=np.float64)
-        mx = logits.max(axis=1, keepdims=True)
-        lse = np.log(np.exp(logits - mx).sum(axis=1)) + mx[:, 0]
-        for i in range(CTX - 1):
-            nll += lse[i] - logits[i, win[i + 1]]
-            n += 1
-    del llm
-    return math.exp(nll / n), len(toks)
+    r = llamacpp_ppl.llama_ppl(path, text, WINDOWS, CTX, 2)
+    check(r["windows"] == WINDOWS, f"{path}: only {r['windows']} windows of {CTX} tokens in the text")
+    return r["ppl"], r["text_tokens"]
 
 
 def check_gguf_py(path, report):
