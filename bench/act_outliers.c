@@ -48,10 +48,13 @@ static int cmp_float(const void *a, const void *b) {
     return (x > y) - (x < y);
 }
 
-/* max / median of v[0..n) (v is reordered) */
+/* the median of sorted v[0..n) */
+static double median_sorted(const float *v, int64_t n) { return n % 2 ? v[n / 2] : 0.5 * ((double)v[n / 2 - 1] + v[n / 2]); }
+
+/* max / median of v[0..n) (v is sorted in place) */
 static double ratio(float *v, int64_t n) {
     qsort(v, (size_t)n, sizeof *v, cmp_float);
-    double med = n % 2 ? v[n / 2] : 0.5 * ((double)v[n / 2 - 1] + v[n / 2]);
+    double med = median_sorted(v, n);
     return med > 0 ? v[n - 1] / med : INFINITY;
 }
 
@@ -119,7 +122,7 @@ int main(int argc, char **argv) {
         for (int64_t l = 0; l < nl; l++) {
             memcpy(tmp, st.maxabs[k] + l * d, (size_t)d * sizeof *tmp);
             double q = ratio(tmp, d);
-            double med = d % 2 ? tmp[d / 2] : 0.5 * ((double)tmp[d / 2 - 1] + tmp[d / 2]), maxv = tmp[d - 1];
+            double med = median_sorted(tmp, d), maxv = tmp[d - 1];
             for (int64_t j = 0; j < d; j++) tmp[j] = (float)(st.sumabs[k][l * d + j] / (double)(st.tokens[k] ? st.tokens[k] : 1));
             double qm = ratio(tmp, d);
             if (qm > worst_mean[k]) worst_mean[k] = qm;
@@ -129,7 +132,7 @@ int main(int argc, char **argv) {
             if (q > worst[k]) worst[k] = q;
         }
         qsort(r, (size_t)nl, sizeof *r, cmp_float);
-        med_of_ratio[k] = nl % 2 ? r[nl / 2] : 0.5 * ((double)r[nl / 2 - 1] + r[nl / 2]);
+        med_of_ratio[k] = median_sorted(r, nl);
         free(r);
         free(tmp);
     }
