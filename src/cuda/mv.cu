@@ -2,10 +2,13 @@
  * mv.cu - the weight products' kernels for every weight type: fused dequantize-and-multiply for a few
  * tokens (decode), dequantization to F16/F32 scratch (prompts go on to cuBLAS), and embedding rows.
  *
- * Fused kernel: one warp per weight row. Per step the warp copies the bytes of 32 consecutive chunks (32
- * elements each) of its row into shared memory with 16-byte (or 8-byte) loads, coalesced, then each lane
- * decodes one chunk (quant.cuh) and multiplies it with the activations of every token; a butterfly over
- * the warp sums the lanes. Summation order is fixed by K alone, so results repeat exactly run to run.
+ * Three fused kernels: k_mvq (8-bit activations, dp4a) and k_mvm (8-bit activations, int8 tensor cores,
+ * 5-16 tokens) for the block types with integer decoders (Mq, quant.cuh), k_matvec (F16 activations, F32
+ * products) for the float types and q2_K. k_matvec: one warp per weight row. Per step the warp copies the
+ * bytes of 32 consecutive chunks (32 elements each) of its row into shared memory with 16-byte (or 8-byte)
+ * loads, coalesced, then each lane decodes one chunk (quant.cuh) and multiplies it with the activations of
+ * every token; a butterfly over the warp sums the lanes. In every kernel the summation order is fixed by K
+ * alone, so results repeat exactly run to run.
  */
 #include <stdlib.h>
 
@@ -510,14 +513,18 @@ template <int TY> static void mv_type(const dweight *w, const __half *x, int T, 
     else two ? launch_mv<TY, 16, 2>(w, x, T, out, ldo) : launch_mv<TY, 16, 1>(w, x, T, out, ldo);
 }
 
+/* the widest cp.async copy (16, 8, 4) that rows at data, rb bytes apart, in steps of step bytes allow; 0: none */
+static int copy_width(const dweight *w, size_t step) {
+    int cw = 16;
+    while (cw >= 4 && (((uintptr_t)w->data | w->row_bytes | step) & (size_t)(cw - 1))) cw /= 2;
+    return cw < 4 ? 0 : cw;
+}
+
 template <int TY, int NT, int R, bool SPLIT> static void launch_mvq(const dweight *w, const void *xa, int T, float *out, int64_t ldo) {
     const int64_t N = w->rows, K = w->cols;
     const int8_t *xq = (const int8_t *)xa;
     const float2 *xd = (const float2 *)(xq + (size_t)T * K);
-    /* the widest copy the rows' addresses and the step size allow */
-    int cw = 16;
-    while (cw >= 4 && (((uintptr_t)w->data | w->row_bytes | (size_t)Stage<TY>::BYTES) & (size_t)(cw - 1))) cw /= 2;
-    if (cw < 4) cw = 0;
+    const int cw = copy_width(w, Stage<TY>::BYTES);
     const int64_t per = SPLIT ? R : (int64_t)R * MV_WARPS;
     k_mvq<TY, NT, R, SPLIT><<<(unsigned)((N + per - 1) / per), MV_WARPS * 32, 0, lb_cu_stream>>>(w->data, w->row_bytes, N, (int)K, xq,
                                                                                                xd, T, out, ldo, cw);
@@ -535,7 +542,7 @@ template <int TY, int NT> static void mvq_nt(const dweight *w, const void *xa, i
     else launch_mvq<TY, NT, RW, false>(w, xa, T, out, ldo);
 }
 
-template <int TY, int NT> static void launch_mvm(const dweight *w, const void *xa, int T, float *out, int64_t ldo) {
+template <int TY, int NT> static void launch_mvm(const dweight *w, const void *xa, int T, float *out, int64_t ldo, int cw) {
     using S = MvmShape<TY>;
     constexpr size_t smem = S::STAGE + MV_WARPS * 32 * (NT / 8) * 4 * sizeof(float);
     static bool ready = false; /* the dynamic shared memory limit raised once per kernel (idempotent) */
@@ -545,15 +552,14 @@ template <int TY, int NT> static void launch_mvm(const dweight *w, const void *x
     }
     const int64_t N = w->rows, K = w->cols;
     const int8_t *xq = (const int8_t *)xa;
-    int cw = 16;
-    while (cw >= 4 && (((uintptr_t)w->data | w->row_bytes | (size_t)S::BYTES) & (size_t)(cw - 1))) cw /= 2;
-    if (cw < 4) cw = 0;
     k_mvm<TY, NT><<<(unsigned)((N + MVM_ROWS - 1) / MVM_ROWS), MV_WARPS * 32, smem, lb_cu_stream>>>(
         w->data, w->row_bytes, N, (int)K, xq, (const float2 *)(xq + (size_t)T * K), T, out, ldo, cw);
 }
 
-/* Batches of 5..16 tokens go to the tensor-core kernel (types with word decoders) unless LB_CUDA_NO_MMA is
- * set (the dp4a kernels then take them, as they take every batch of the other types). */
+/* Batches of 5..16 tokens go to the tensor-core kernel (types with word decoders) when its 16-row steps can
+ * be copied by cp.async (not q6_K: a 210-byte super-block per step, only 2-byte aligned, which byte copies
+ * made 10x slower on the H200) and LB_CUDA_NO_MMA is not set; else to the dp4a kernels, as every batch of
+ * the other types. */
 static bool mvm_enabled() {
     static int on = -1;
     if (on < 0) on = getenv("LB_CUDA_NO_MMA") == NULL;
@@ -562,8 +568,9 @@ static bool mvm_enabled() {
 
 template <int TY> static void mvq_type(const dweight *w, const void *xa, int T, float *out, int64_t ldo) {
     if constexpr (Mq<TY>::WORD) {
-        if (T > 4 && mvm_enabled()) {
-            T <= 8 ? launch_mvm<TY, 8>(w, xa, T, out, ldo) : launch_mvm<TY, 16>(w, xa, T, out, ldo);
+        const int cw = copy_width(w, MvmShape<TY>::BYTES);
+        if (T > 4 && cw && mvm_enabled()) {
+            T <= 8 ? launch_mvm<TY, 8>(w, xa, T, out, ldo, cw) : launch_mvm<TY, 16>(w, xa, T, out, ldo, cw);
             return;
         }
     }
