@@ -1,13 +1,16 @@
 #!/usr/bin/env bash
 # cuda_device.sh - everything lowbit's CUDA numbers need, in one run on a GPU machine (results in
 # docs/BENCHMARKS.md). Run from the repository root:
-#   bench/cuda_device.sh OUT_DIR [phases...]   phases: build tests cli gen kernels bench eval ncu ncu_pp (default: all)
+#   bench/cuda_device.sh OUT_DIR [phases...]   phases: build tests cli gen kernels bench eval ncu ncu_layer ncu_pp (default: all but ncu_layer)
 # build: Release build with -DLOWBIT_CUDA=ON; tests: ctest -L cuda; gen: the Llama-3-8B-shape checkpoint
 # (bench/synth_checkpoint) quantized by lowbit to f16, q8_0, q4_0 and q4_k_m (ggml's reference encoders,
 # --encoder ref, the fastest) in $LB_BENCH_DIR (default /tmp/lb8b); kernels: bench/cuda_kernels (runs
 # while gen quantizes, on the GPU only); bench: pp512 / tg128 of each file; eval: q4_k_m against its
 # f16 base on the GPU; ncu: Nsight Compute on the decode kernels (--clock-control none); ncu_pp: the
-# kernels of a 512-token prompt's first layer; cli: run/eval/imatrix on tiny with --device cuda and the errors.
+# kernels of a 512-token prompt's first layer; ncu_layer: every kernel of about one layer of a decode step
+# (SpeedOfLight: duration, DRAM throughput); cli: run/eval/imatrix on tiny with --device cuda and the errors.
+# With binaries built elsewhere (no build phase, no CTest tree in build/), tests runs the test binaries
+# directly. LB_KERNELS_ARGS passes arguments to cuda_kernels (--quick: the 8B shapes without the head).
 set -uo pipefail
 OUT=${1:?usage: bench/cuda_device.sh OUT_DIR [phases...]}
 shift
@@ -26,8 +29,12 @@ if has build; then
 fi
 if has tests; then
   stamp tests
-  (cd build && ctest -L cuda --output-on-failure -V) >"$OUT/tests.log" 2>&1
-  grep -E "passed|failed|FAIL" "$OUT/tests.log" | tail -8
+  if [ -f build/CTestTestfile.cmake ]; then
+    (cd build && ctest -L cuda --output-on-failure -V) >"$OUT/tests.log" 2>&1
+  else
+    for t in build/tests/test_cuda_kernels build/tests/test_cuda_forward; do echo "== $t"; /usr/bin/time -f "$t: %e s" $t; done >"$OUT/tests.log" 2>&1
+  fi
+  grep -E "passed|failed|FAIL| s$" "$OUT/tests.log" | tail -12
 fi
 if has cli; then
   stamp cli
@@ -48,14 +55,17 @@ fi
 KPID=
 if has gen; then
   stamp gen
-  if has kernels; then stamp kernels; build/cuda_kernels >"$OUT/kernels.txt" 2>&1 & KPID=$!; fi
-  [ -f "$W/hf/config.json" ] || build/synth_checkpoint "$W/hf" models/tiny/tokenizer.json --shape llama3-8b >"$OUT/gen.log" 2>&1
-  for t in f16 q8_0 q4_0 q4_k_m; do
-    [ -f "$W/$t.gguf" ] && continue
-    /usr/bin/time -f "$t: %e s, %M KB peak" build/lowbit quantize "$W/hf" -o "$W/$t.gguf" --type $t --encoder ref -t "$J" \
-      >>"$OUT/gen.log" 2>&1
-    tail -1 "$OUT/gen.log"
-  done
+  if has kernels; then stamp kernels; build/cuda_kernels ${LB_KERNELS_ARGS:-} >"$OUT/kernels.txt" 2>&1 & KPID=$!; fi
+  [ -f "$W/hf/config.json" ] || /usr/bin/time -f "synth: %e s" build/synth_checkpoint "$W/hf" models/tiny/tokenizer.json --shape llama3-8b >"$OUT/gen.log" 2>&1
+  stamp quantize
+  quant() {
+    [ -f "$W/$1.gguf" ] || /usr/bin/time -f "$1: %e s, %M KB peak" build/lowbit quantize "$W/hf" -o "$W/$1.gguf" --type $1 --encoder ref \
+      -t "$J" >"$OUT/gen_$1.log" 2>&1
+  }
+  quant q4_k_m & QPID=$! # the longest (CPU-bound); the others beside it
+  for t in q4_0 q8_0 f16; do quant $t; done
+  wait $QPID
+  tail -qn1 "$OUT"/gen_*.log
   rm -rf "$W/hf"
 elif has kernels; then
   stamp kernels
@@ -76,10 +86,17 @@ fi
 if has ncu; then
   stamp ncu
   NCU=$(command -v ncu || ls /opt/nvidia/nsight-compute/*/ncu 2>/dev/null | head -1)
-  LB_CUDA_NO_GRAPH=1 timeout 240 "$NCU" --clock-control none -k regex:k_matvec -s 40 -c 7 --section SpeedOfLight \
+  LB_CUDA_NO_GRAPH=1 timeout ${LB_NCU_TIMEOUT:-240} "$NCU" --clock-control none -k regex:k_mv -s 40 -c ${LB_NCU_COUNT:-7} --section SpeedOfLight \
     --section MemoryWorkloadAnalysis --section Occupancy --section LaunchStats \
     build/cuda_bench "$W/q4_k_m.gguf" --pp 1 --tg 8 --reps 1 >"$OUT/ncu.txt" 2>&1
-  grep -E "k_matvec|Duration|Memory Throughput|DRAM Throughput|Achieved Occupancy|Registers Per|L1/TEX Hit|Compute \(SM\)" "$OUT/ncu.txt" | head -60
+  grep -E "k_mv|Duration|Memory Throughput|DRAM Throughput|Achieved Occupancy|Registers Per|L1/TEX Hit|Compute \(SM\)" "$OUT/ncu.txt" | head -60
+fi
+if has ncu_layer; then
+  stamp ncu_layer
+  NCU=$(command -v ncu || ls /opt/nvidia/nsight-compute/*/ncu 2>/dev/null | head -1)
+  LB_CUDA_NO_GRAPH=1 timeout ${LB_NCU_TIMEOUT:-240} "$NCU" --clock-control none -s 1100 -c 48 --section SpeedOfLight \
+    build/cuda_bench "$W/q4_k_m.gguf" --pp 1 --tg 8 --reps 1 >"$OUT/ncu.txt" 2>&1
+  grep -E "^  [a-zA-Z_].*\(|Duration|DRAM Throughput" "$OUT/ncu.txt" | sed -E 's/\(const .*//; s/ +/ /g' | paste - - - | head -50
 fi
 if has ncu_pp; then
   stamp ncu_pp

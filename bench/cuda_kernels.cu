@@ -2,14 +2,16 @@
  * cuda_kernels.cu - the weight kernels alone against the two ceilings measured in the same run:
  *   - HBM read bandwidth: a kernel summing 4 GiB (16-byte loads), and a 4 GiB device-to-device copy;
  *   - cuBLAS BF16 GemmEx (F32 accumulation) on the same shape and batch, weights rotated the same way.
- * For each type and shape (N, K) and batch T (1, 8, 16): lowbit's fused dequantize-multiply kernel (F16
- * activations, converted once per product in the forward pass and not counted here) over a
+ * For each type and shape (N, K) and batch T (1, 8, 16): lowbit's fused dequantize-multiply kernel over a
  * set of weight copies larger than 1 GiB (each call reads a copy not in the 60 MiB L2), timed with events
  * over 200 calls, median of 5; reported as weight bytes per second and as the ratio to cuBLAS BF16's time.
+ * The activations' preparation (cu_act_prepare: 8 bits per 32 elements for the block types, F16 for float
+ * weights; once per product in the forward pass) is timed apart, column "prep us", and not in the ratio.
  * Weights are random bytes with every scale field set to a small normal F16 (speed does not depend on
  * the values).
  *
- * usage: cuda_kernels [--quick]
+ * usage: cuda_kernels [--quick]   (--quick: the 8B shape's three FFN/attention shapes plus its k/v shape,
+ *                                    instead of the output head)
  */
 #include "../src/cuda/kernels.cuh"
 
@@ -18,6 +20,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <string>
 #include <vector>
 
 #define CK(x)                                                                                                       \
@@ -93,10 +96,24 @@ static float time_loop(int n_calls, void (*fn)(int, void *), void *arg) {
     return v[2];
 }
 
-typedef struct mv_arg { dweight *w; int copies; const __half *x; int T; float *out; } mv_arg;
+typedef struct mv_arg { dweight *w; int copies; const void *x; int T; float *out; } mv_arg;
 static void run_mv(int i, void *p) {
     mv_arg *a = (mv_arg *)p;
     cu_matvec(&a->w[i % a->copies], a->x, a->T, a->out, a->w[0].rows);
+}
+typedef struct prep_arg { lb_type t; const float *x; int T, K; void *xa; } prep_arg;
+static void run_prep(int, void *p) {
+    prep_arg *a = (prep_arg *)p;
+    cu_act_prepare(a->t, a->x, a->T, a->K, a->xa);
+}
+__global__ void k_fill_f32(float *p, size_t n, uint32_t seed) { /* uniform in [-2, 2) */
+    for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < n; i += (size_t)gridDim.x * blockDim.x) {
+        uint32_t x = (uint32_t)i * 2654435761u ^ seed;
+        x ^= x >> 16;
+        x *= 0x7feb352du;
+        x ^= x >> 15;
+        p[i] = (float)(x >> 8) * (4.0f / 16777216.0f) - 2.0f;
+    }
 }
 typedef struct blas_arg { cublasHandle_t h; const __nv_bfloat16 *const *w; int copies; const __nv_bfloat16 *x; float *out; int N, K, T; } blas_arg;
 static void run_blas(int i, void *p) {
@@ -144,21 +161,23 @@ int main(int argc, char **argv) {
 
     cublasHandle_t h;
     cublasCreate(&h);
-    struct { int N, K; } shapes[] = {{14336, 4096}, {4096, 14336}, {128256, 4096}, {4096, 4096}};
-    const int n_shapes = quick ? 2 : 4;
+    struct { int N, K; } full[] = {{14336, 4096}, {4096, 14336}, {128256, 4096}, {4096, 4096}},
+                         small[] = {{14336, 4096}, {4096, 14336}, {4096, 4096}, {1024, 4096}};
+    const int n_shapes = 4;
+    auto *shapes = quick ? small : full;
     const int Ts[] = {1, 8, 16};
-    float *out;
-    __half *x;
+    float *out, *xf;
+    void *x;
     __nv_bfloat16 *xb;
     CK(cudaMalloc(&x, 16 * 14336 * sizeof(__half)));
+    CK(cudaMalloc(&xf, 16 * 14336 * sizeof(float)));
+    k_fill_f32<<<64, 256>>>(xf, 16 * 14336, 5);
     CK(cudaMalloc(&xb, 16 * 14336 * sizeof(__nv_bfloat16)));
     CK(cudaMalloc(&out, (size_t)16 * 128256 * sizeof(float)));
-    k_fill<<<64, 256>>>((uint32_t *)x, 8 * 14336, 7);
-    k_fix_halves<<<64, 256>>>((uint16_t *)x, 16 * 14336, 0);
     k_fill<<<64, 256>>>((uint32_t *)xb, 8 * 14336, 9);
     k_fix_halves<<<64, 256>>>((uint16_t *)xb, 16 * 14336, 1);
-    printf("\n%-7s %6s %6s %3s  %10s %8s %9s  %10s  %s\n", "type", "N", "K", "T", "lowbit us", "TB/s", "% of read", "cuBLAS us",
-           "cuBLAS bf16 / lowbit");
+    printf("\n%-7s %6s %6s %3s  %10s %8s %9s  %10s  %-20s  %s\n", "type", "N", "K", "T", "lowbit us", "TB/s", "% of read",
+           "cuBLAS us", "cuBLAS bf16 / lowbit", "prep us");
     for (int si = 0; si < n_shapes; si++) {
         const int N = shapes[si].N, K = shapes[si].K;
         /* cuBLAS BF16 reference weights */
@@ -176,7 +195,7 @@ int main(int argc, char **argv) {
             t_blas[ti] = time_loop(200, run_blas, &ba);
         }
         for (int c = 0; c < bcopies; c++) CK(cudaFree(bw[c]));
-        const int n_types = quick ? 5 : (int)(sizeof TYPES / sizeof TYPES[0]);
+        const int n_types = (int)(sizeof TYPES / sizeof TYPES[0]);
         for (int ty = 0; ty < n_types; ty++) {
             const tinfo *tt = &TYPES[ty];
             const size_t rb = (size_t)K / tt->be * tt->bb, bytes = rb * N;
@@ -192,10 +211,13 @@ int main(int argc, char **argv) {
             }
             CK(cudaDeviceSynchronize());
             for (int ti = 0; ti < 3; ti++) {
+                prep_arg pa = {tt->t, xf, Ts[ti], K, x};
+                const float tp = time_loop(200, run_prep, &pa); /* leaves x prepared for the weights' type */
                 mv_arg ma = {w.data(), copies, x, Ts[ti], out};
                 const float t = time_loop(200, run_mv, &ma);
-                printf("%-7s %6d %6d %3d  %10.2f %8.2f %8.1f%%  %10.2f  %.2fx\n", tt->name, N, K, Ts[ti], t * 1e3,
-                       bytes / (t * 1e-3) / 1e12, 100.0 * bytes / (t * 1e-3) / read_bw, t_blas[ti] * 1e3, t_blas[ti] / t);
+                printf("%-7s %6d %6d %3d  %10.2f %8.2f %8.1f%%  %10.2f  %-20s  %.2f\n", tt->name, N, K, Ts[ti], t * 1e3,
+                       bytes / (t * 1e-3) / 1e12, 100.0 * bytes / (t * 1e-3) / read_bw, t_blas[ti] * 1e3,
+                       (std::to_string(t_blas[ti] / t).substr(0, 4) + "x").c_str(), tp * 1e3);
             }
             for (int c = 0; c < copies; c++) CK(cudaFree((void *)w[c].data));
         }

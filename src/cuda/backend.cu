@@ -134,12 +134,13 @@ static lb_status mm(mm_ws *ws, const float *x, int64_t T, const dweight *w, floa
     const int path = force >= 0 ? force : T <= LB_CUDA_MV_MAX ? 0 : 1;
     lb_status s = mm_ws_ready(ws, (size_t)(T * K), path == 1, err);
     if (s != LB_OK) return s;
-    cu_f32_to_f16(x, T * K, ws->x16);
     if (path == 0) {
+        cu_act_prepare(w->type, x, (int)T, K, ws->x16);
         cu_matvec(w, ws->x16, (int)T, out, ldo);
         CK(cudaGetLastError(), "in a weight product");
         return LB_OK;
     }
+    cu_f32_to_f16(x, T * K, ws->x16);
     const int64_t tile = (int64_t)(WSCRATCH_ELEMS / (size_t)K) < N ? (int64_t)(WSCRATCH_ELEMS / (size_t)K) : N;
     const float one = 1.0f, zero = 0.0f;
     for (int64_t r0 = 0; r0 < N; r0 += tile) {

@@ -52,6 +52,10 @@ lb_status lb_cuda_ctx_score(lb_cuda_ctx *g, const lb_cuda_ctx *base, const int32
 lb_status lb_cuda_test_matmul(int device, lb_type type, const void *w, int64_t N, int64_t K, const float *x, int64_t T,
                               float *out, int path, lb_error *err);
 
+/* Whether the fused kernels (path 0) multiply weights of this type with activations rounded to 8 bits per 32
+ * elements (lb_act_quantize's rounding) rather than to F16. */
+bool lb_cuda_mv_q8(lb_type type);
+
 #ifdef __cplusplus
 }
 #endif

@@ -56,4 +56,5 @@ lb_status lb_cuda_test_matmul(int device, lb_type type, const void *w, int64_t N
                               float *out, int path, lb_error *err) {
     return no_cuda(err);
 }
+bool lb_cuda_mv_q8(lb_type type) { return false; }
 #endif

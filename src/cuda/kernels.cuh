@@ -29,9 +29,14 @@ typedef struct dweight {
 /* Whether the type has device decoders (every weight type of the table). */
 bool cu_type_supported(lb_type t);
 
-/* out (T, ldo) = x (T, K) . W^T for T <= LB_CUDA_MV_MAX, fused: each weight byte read once; x in F16, the
- * products and sums in F32. */
-void cu_matvec(const dweight *w, const __half *x, int T, float *out, int64_t ldo);
+/* Whether W's fused kernel takes 8-bit activations (the integer-grid block types) rather than F16. */
+bool cu_matvec_q8(lb_type t);
+/* x (T, K) f32 in the layout cu_matvec takes for a weight of type wtype, into xa (at least 2 T K bytes,
+ * 16-byte aligned): F16, or 8 bits per element with a scale and a code sum per 32 (mv.cu). */
+void cu_act_prepare(lb_type wtype, const float *x, int T, int64_t K, void *xa);
+/* out (T, ldo) = x (T, K) . W^T for T <= LB_CUDA_MV_MAX, fused: each weight byte read once; x as
+ * cu_act_prepare laid it out for W's type, the products and sums in F32 (integer sums for 8-bit activations). */
+void cu_matvec(const dweight *w, const void *x, int T, float *out, int64_t ldo);
 /* rows [r0, r0 + R) of W dequantized to dst (R, K), F16 or F32. */
 void cu_dequant_f16(const dweight *w, int64_t r0, int64_t R, __half *dst);
 void cu_dequant_f32(const dweight *w, int64_t r0, int64_t R, float *dst);

@@ -2,11 +2,16 @@
  * mv.cu - the weight products' kernels for every weight type: fused dequantize-and-multiply for a few
  * tokens (decode), dequantization to F16/F32 scratch (prompts go on to cuBLAS), and embedding rows.
  *
- * Fused kernel: one warp per weight row. Per step the warp copies the bytes of 32 consecutive chunks (32
- * elements each) of its row into shared memory with 16-byte (or 8-byte) loads, coalesced, then each lane
- * decodes one chunk (quant.cuh) and multiplies it with the activations of every token; a butterfly over
- * the warp sums the lanes. Summation order is fixed by K alone, so results repeat exactly run to run.
+ * Three fused kernels: k_mvq (8-bit activations, dp4a) and k_mvm (8-bit activations, int8 tensor cores,
+ * 5-16 tokens) for the block types with integer decoders (Mq, quant.cuh), k_matvec (F16 activations, F32
+ * products) for the float types and q2_K. k_matvec: one warp per weight row. Per step the warp copies the
+ * bytes of 32 consecutive chunks (32 elements each) of its row into shared memory with 16-byte (or 8-byte)
+ * loads, coalesced, then each lane decodes one chunk (quant.cuh) and multiplies it with the activations of
+ * every token; a butterfly over the warp sums the lanes. In every kernel the summation order is fixed by K
+ * alone, so results repeat exactly run to run.
  */
+#include <stdlib.h>
+
 #include "kernels.cuh"
 #include "quant.cuh"
 
@@ -136,6 +141,311 @@ __global__ void __launch_bounds__(MV_WARPS * 32) k_matvec(const uint8_t *__restr
     }
 }
 
+/* ---------------------------------------------------------------- 8-bit activations, integer sums --------- */
+/*
+ * Types with an integer decoder (Mq in quant.cuh) multiply activations quantized to 8 bits per 32 elements:
+ * per token, int8 codes q (K) and per 32 elements {d, d * sum(q)} (float2), laid out as q of every token
+ * then the float2s. d = max|x| / 127 and q = round-to-nearest-even(x * 127 / max|x|): the CPU's rounding
+ * (lb_act_quantize in quant/cpu) at 32-element blocks, bit for bit.
+ *
+ * Kernel k_mvq: a warp owns R rows (SPLIT: the block's MV_WARPS warps share R rows and take every
+ * MV_WARPS-th step, for matrices with few rows). A step is 32 chunks of 32 elements: the warp's lanes copy
+ * the R rows' bytes of the step into shared memory with consecutive 16-byte (8-, 4-byte where the rows'
+ * alignment allows no more) cp.async copies, MVQ_STAGES - 1 steps ahead of the one being computed; then
+ * lane l decodes chunk l of each row to int8 codes (Mq::chunk) and forms its dot products with every
+ * token's activation chunk by dp4a, scaled in F32. A butterfly over the warp sums the lanes (and, SPLIT,
+ * the warps' sums are added in warp order): the summation order depends on K alone.
+ */
+#define MVQ_STAGES(R) ((R) >= 4 ? 2 : 3)
+
+__device__ __forceinline__ void cp_async(void *smem, const void *g, int bytes) {
+#if __CUDA_ARCH__ >= 800
+    const unsigned s = (unsigned)__cvta_generic_to_shared(smem);
+    const size_t ga = __cvta_generic_to_global(g);
+    if (bytes == 16) asm volatile("cp.async.cg.shared.global [%0], [%1], 16;\n" ::"r"(s), "l"(ga));
+    else if (bytes == 8) asm volatile("cp.async.ca.shared.global [%0], [%1], 8;\n" ::"r"(s), "l"(ga));
+    else asm volatile("cp.async.ca.shared.global [%0], [%1], 4;\n" ::"r"(s), "l"(ga));
+#else
+    if (bytes == 16) *(uint4 *)smem = __ldg((const uint4 *)g);
+    else if (bytes == 8) *(uint2 *)smem = __ldg((const uint2 *)g);
+    else *(uint32_t *)smem = __ldg((const uint32_t *)g);
+#endif
+}
+__device__ __forceinline__ void cp_commit() {
+#if __CUDA_ARCH__ >= 800
+    asm volatile("cp.async.commit_group;\n" ::);
+#endif
+}
+template <int N> __device__ __forceinline__ void cp_wait() {
+#if __CUDA_ARCH__ >= 800
+    asm volatile("cp.async.wait_group %0;\n" ::"n"(N));
+#endif
+}
+
+/* n bytes from src to dst in cw-byte copies (cw 16, 8 or 4; 0: byte loads), the rest byte by byte */
+__device__ __forceinline__ void stage_fill(uint8_t *dst, const uint8_t *src, int n, int cw, int lane) {
+    int done = 0;
+    if (cw == 16) {
+        for (int i = lane; i < n / 16; i += 32) cp_async(dst + 16 * i, src + 16 * i, 16);
+        done = n & ~15;
+    } else if (cw == 8) {
+        for (int i = lane; i < n / 8; i += 32) cp_async(dst + 8 * i, src + 8 * i, 8);
+        done = n & ~7;
+    } else if (cw == 4) {
+        for (int i = lane; i < n / 4; i += 32) cp_async(dst + 4 * i, src + 4 * i, 4);
+        done = n & ~3;
+    }
+    for (int i = done + lane; i < n; i += 32) dst[i] = __ldg(src + i);
+}
+
+template <int TY, int NT, int R, bool SPLIT>
+__global__ void __launch_bounds__(MV_WARPS * 32) k_mvq(const uint8_t *__restrict__ W, size_t rb, int64_t N, int K,
+                                                       const int8_t *__restrict__ xq, const float2 *__restrict__ xd, int nt,
+                                                       float *__restrict__ out, int64_t ldo, int cw) {
+    using D = Dq<TY>;
+    /* SB: a row's stage, 16-byte aligned, with a word of slack for ldw (quant.cuh) */
+    constexpr int PER = Stage<TY>::PER, BYTES = Stage<TY>::BYTES, SB = (BYTES + 15) / 16 * 16 + 16, ST = MVQ_STAGES(R);
+    __shared__ __align__(16) uint8_t stage[MV_WARPS][ST][R][SB];
+    __shared__ float red[SPLIT ? MV_WARPS : 1][R][NT];
+    const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
+    const int64_t row0 = SPLIT ? (int64_t)blockIdx.x * R : ((int64_t)blockIdx.x * MV_WARPS + warp) * R;
+    const int nr = row0 >= N ? 0 : N - row0 < R ? (int)(N - row0) : R;
+    if (!SPLIT && nr == 0) return;
+    const int nch = K / 32, nsteps = (nch + 31) / 32, first = SPLIT ? warp : 0, stride = SPLIT ? MV_WARPS : 1;
+    const int64_t xs = K / 32; /* float2s per token */
+    auto issue = [&](int j) {
+        const int s = first + j * stride;
+        if (s < nsteps) {
+            const int n = nch - 32 * s < 32 ? nch - 32 * s : 32;
+#pragma unroll
+            for (int r = 0; r < R; r++)
+                if (r < nr) stage_fill(stage[warp][j % ST][r], W + (row0 + r) * rb + (size_t)s * BYTES, (n / PER) * D::BB, cw, lane);
+        }
+        cp_commit(); /* an empty group past the end keeps the wait count uniform */
+    };
+    float acc[R][NT];
+#pragma unroll
+    for (int r = 0; r < R; r++)
+#pragma unroll
+        for (int t = 0; t < NT; t++) acc[r][t] = 0.0f;
+#pragma unroll
+    for (int j = 0; j < ST - 1; j++) issue(j);
+    for (int j = 0; first + j * stride < nsteps; j++) {
+        issue(j + ST - 1);
+        cp_wait<ST - 1>();
+        __syncwarp();
+        const int s = first + j * stride, c = 32 * s + lane;
+        if (c < nch) {
+            int w[R][8];
+            float d0[R], d1[R], m[R];
+#pragma unroll
+            for (int r = 0; r < R; r++) Mq<TY>::chunk(stage[warp][j % ST][r] + (lane / PER) * D::BB, lane % PER, w[r], d0[r], d1[r], m[r]);
+#pragma unroll
+            for (int t = 0; t < NT; t++) {
+                if (t < nt) {
+                    const uint4 *xp = (const uint4 *)(xq + (size_t)t * K + 32 * (size_t)c);
+                    const uint4 a0 = __ldg(xp), a1 = __ldg(xp + 1);
+                    const float2 ad = __ldg(xd + t * xs + c);
+                    const int a[8] = {(int)a0.x, (int)a0.y, (int)a0.z, (int)a0.w, (int)a1.x, (int)a1.y, (int)a1.z, (int)a1.w};
+#pragma unroll
+                    for (int r = 0; r < R; r++) {
+                        int i0 = 0, i1 = 0;
+#pragma unroll
+                        for (int k = 0; k < 4; k++) {
+                            i0 = __dp4a(w[r][k], a[k], i0);
+                            i1 = __dp4a(w[r][k + 4], a[k + 4], i1);
+                        }
+                        acc[r][t] = fmaf(ad.x, fmaf(d0[r], (float)i0, d1[r] * (float)i1), fmaf(m[r], ad.y, acc[r][t]));
+                    }
+                }
+            }
+        }
+        __syncwarp(); /* the buffer computed here is the next issue's */
+    }
+    cp_wait<0>();
+#pragma unroll
+    for (int r = 0; r < R; r++)
+#pragma unroll
+        for (int t = 0; t < NT; t++) {
+            float v = acc[r][t];
+#pragma unroll
+            for (int o = 16; o > 0; o /= 2) v += __shfl_xor_sync(0xffffffffu, v, o);
+            acc[r][t] = v;
+        }
+    if constexpr (!SPLIT) { /* every lane holds every sum: lane (r * NT + t) % 32 writes (t, row0 + r) */
+#pragma unroll
+        for (int r = 0; r < R; r++)
+#pragma unroll
+            for (int t = 0; t < NT; t++)
+                if (lane == (r * NT + t) % 32 && r < nr && t < nt) out[(size_t)t * ldo + row0 + r] = acc[r][t];
+    } else {
+        if (lane == 0)
+#pragma unroll
+            for (int r = 0; r < R; r++)
+#pragma unroll
+                for (int t = 0; t < NT; t++) red[warp][r][t] = acc[r][t];
+        __syncthreads();
+        if ((int)threadIdx.x < R * NT) {
+            const int r = threadIdx.x / NT, t = threadIdx.x % NT;
+            float v = red[0][r][t];
+#pragma unroll
+            for (int w = 1; w < MV_WARPS; w++) v += red[w][r][t];
+            if (t < nt && r < nr) out[(size_t)t * ldo + row0 + r] = v;
+        }
+    }
+}
+
+/*
+ * Kernel k_mvm, 5..16 tokens, types with per-word decoders (Mq::WORD): integer tensor-core products. A block
+ * owns MVM_ROWS = 16 rows; its MV_WARPS warps take every MV_WARPS-th step of MVM_CH chunks, each staged for
+ * the 16 rows by cp.async MVM_ST - 1 steps ahead (dynamic shared memory). Per chunk, lane (g, t) = (lane / 4,
+ * lane % 4) decodes words t and t + 4 of rows g and g + 8 (the A fragments of two m16n8k16 int8 products, one
+ * per 16-element half, so each half keeps its own scale) and loads words t and t + 4 of token g's codes (B);
+ * the int32 results are scaled in F32 into the accumulators of rows g, g + 8 and tokens 2t, 2t + 1 of each
+ * 8-token tile. The warps' sums are added in warp order: the order depends on K alone.
+ */
+#define MVM_ROWS 16
+#define MVM_CH 8
+#define MVM_ST 4
+
+__device__ __forceinline__ void mma_s8_16(int *c, uint32_t a0, uint32_t a1, uint32_t b) {
+#if __CUDA_ARCH__ >= 800
+    asm volatile("mma.sync.aligned.m16n8k16.row.col.s32.s8.s8.s32 {%0,%1,%2,%3}, {%4,%5}, {%6}, {%7,%7,%7,%7};\n"
+                 : "=r"(c[0]), "=r"(c[1]), "=r"(c[2]), "=r"(c[3])
+                 : "r"(a0), "r"(a1), "r"(b), "r"(0));
+#else
+    c[0] = c[1] = c[2] = c[3] = 0 * (int)(a0 ^ a1 ^ b); /* not built below sm_80 (the build's oldest PTX) */
+#endif
+}
+
+/* n bytes of each of nr rows (src rows sstride apart) to dst rows dstride apart, cw-byte copies as stage_fill */
+__device__ __forceinline__ void stage_fill_rows(uint8_t *dst, int dstride, const uint8_t *src, size_t sstride, int nr, int n, int cw,
+                                                int lane) {
+    const int units = cw ? n / cw : 0, done = units * cw;
+    for (int u = lane; u < nr * units; u += 32) {
+        const int r = u / units, i = u - r * units;
+        cp_async(dst + r * dstride + i * cw, src + r * sstride + (size_t)i * cw, cw);
+    }
+    const int rest = n - done;
+    for (int u = lane; u < nr * rest; u += 32) {
+        const int r = u / rest, i = done + u - r * rest;
+        dst[r * dstride + i] = __ldg(src + r * sstride + i);
+    }
+}
+
+template <int TY> struct MvmShape {
+    static constexpr int PER = Dq<TY>::BE / 32, BYTES = (MVM_CH / PER) * Dq<TY>::BB, SB = (BYTES + 15) / 16 * 16 + 16;
+    static constexpr int STAGE = MV_WARPS * MVM_ST * MVM_ROWS * SB;
+};
+
+template <int TY, int NT>
+__global__ void __launch_bounds__(MV_WARPS * 32) k_mvm(const uint8_t *__restrict__ W, size_t rb, int64_t N, int K,
+                                                       const int8_t *__restrict__ xq, const float2 *__restrict__ xd, int nt,
+                                                       float *__restrict__ out, int64_t ldo, int cw) {
+    using D = Dq<TY>;
+    using S = MvmShape<TY>;
+    constexpr int NTL = NT / 8, SB = S::SB, ST = MVM_ST;
+    extern __shared__ __align__(16) uint8_t smem[];
+    const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, g = lane / 4, t = lane % 4;
+    uint8_t *stage = smem + warp * (ST * MVM_ROWS * SB);
+    float *red = (float *)(smem + S::STAGE); /* [MV_WARPS][32][NTL * 4] */
+    const int64_t row0 = (int64_t)blockIdx.x * MVM_ROWS;
+    const int nr = N - row0 < MVM_ROWS ? (int)(N - row0) : MVM_ROWS;
+    const int nch = K / 32, nsteps = (nch + MVM_CH - 1) / MVM_CH;
+    const int64_t xs = K / 32;
+    auto issue = [&](int j) {
+        const int s = warp + j * MV_WARPS;
+        if (s < nsteps) {
+            const int n = nch - MVM_CH * s < MVM_CH ? nch - MVM_CH * s : MVM_CH;
+            stage_fill_rows(stage + (j % ST) * MVM_ROWS * SB, SB, W + row0 * rb + (size_t)s * S::BYTES, rb, nr, (n / S::PER) * D::BB, cw, lane);
+        }
+        cp_commit();
+    };
+    float acc[NTL][4];
+#pragma unroll
+    for (int i = 0; i < NTL; i++) acc[i][0] = acc[i][1] = acc[i][2] = acc[i][3] = 0.0f;
+#pragma unroll
+    for (int j = 0; j < ST - 1; j++) issue(j);
+    for (int j = 0; warp + j * MV_WARPS < nsteps; j++) {
+        issue(j + ST - 1);
+        cp_wait<ST - 1>();
+        __syncwarp();
+        const int s = warp + j * MV_WARPS, n = nch - MVM_CH * s < MVM_CH ? nch - MVM_CH * s : MVM_CH;
+        const uint8_t *r0p = stage + (j % ST) * MVM_ROWS * SB + g * SB, *r1p = r0p + 8 * SB;
+#pragma unroll 2
+        for (int cc = 0; cc < n; cc++) {
+            const int c = MVM_CH * s + cc, blk = cc / S::PER, sub = cc % S::PER;
+            const uint8_t *b0 = r0p + blk * D::BB, *b1 = r1p + blk * D::BB;
+            const uint32_t a00 = Mq<TY>::word(b0, sub, t), a01 = Mq<TY>::word(b0, sub, t + 4);
+            const uint32_t a10 = Mq<TY>::word(b1, sub, t), a11 = Mq<TY>::word(b1, sub, t + 4);
+            float d00, d01, m0, d10, d11, m1;
+            Mq<TY>::scales(b0, sub, d00, d01, m0);
+            Mq<TY>::scales(b1, sub, d10, d11, m1);
+#pragma unroll
+            for (int tl = 0; tl < NTL; tl++) {
+                const int tb = 8 * tl + g, t0 = 8 * tl + 2 * t;
+                uint32_t x0 = 0, x1 = 0;
+                if (tb < nt) {
+                    const uint32_t *xp = (const uint32_t *)(xq + (size_t)tb * K + 32 * (size_t)c);
+                    x0 = __ldg(xp + t);
+                    x1 = __ldg(xp + t + 4);
+                }
+                const float2 f0 = t0 < nt ? __ldg(xd + t0 * xs + c) : make_float2(0.f, 0.f);
+                const float2 f1 = t0 + 1 < nt ? __ldg(xd + (t0 + 1) * xs + c) : make_float2(0.f, 0.f);
+                int lo[4], hi[4];
+                mma_s8_16(lo, a00, a10, x0);
+                mma_s8_16(hi, a01, a11, x1);
+                acc[tl][0] = fmaf(f0.x, fmaf(d00, (float)lo[0], d01 * (float)hi[0]), fmaf(m0, f0.y, acc[tl][0]));
+                acc[tl][1] = fmaf(f1.x, fmaf(d00, (float)lo[1], d01 * (float)hi[1]), fmaf(m0, f1.y, acc[tl][1]));
+                acc[tl][2] = fmaf(f0.x, fmaf(d10, (float)lo[2], d11 * (float)hi[2]), fmaf(m1, f0.y, acc[tl][2]));
+                acc[tl][3] = fmaf(f1.x, fmaf(d10, (float)lo[3], d11 * (float)hi[3]), fmaf(m1, f1.y, acc[tl][3]));
+            }
+        }
+        __syncwarp();
+    }
+    cp_wait<0>();
+#pragma unroll
+    for (int tl = 0; tl < NTL; tl++)
+#pragma unroll
+        for (int i = 0; i < 4; i++) red[(warp * 32 + lane) * NTL * 4 + tl * 4 + i] = acc[tl][i];
+    __syncthreads();
+    for (int idx = threadIdx.x; idx < 32 * NTL * 4; idx += MV_WARPS * 32) {
+        const int l = idx / (NTL * 4), sl = idx % (NTL * 4), tl = sl / 4, i = sl % 4;
+        float v = red[idx];
+#pragma unroll
+        for (int w = 1; w < MV_WARPS; w++) v += red[w * 32 * NTL * 4 + idx];
+        const int row = l / 4 + (i >= 2 ? 8 : 0), tok = 8 * tl + 2 * (l % 4) + (i & 1);
+        if (row < nr && tok < nt) out[(size_t)tok * ldo + row0 + row] = v;
+    }
+}
+
+/* one warp per 32 activations of a token: the 8-bit layout above */
+__global__ void k_act_q8(const float *__restrict__ x, int64_t nblk, int8_t *__restrict__ q, float2 *__restrict__ d) {
+    const int64_t b = ((int64_t)blockIdx.x * blockDim.x + threadIdx.x) / 32;
+    const int lane = threadIdx.x % 32;
+    if (b >= nblk) return;
+    const float v = x[32 * b + lane];
+    float amax = fabsf(v);
+#pragma unroll
+    for (int o = 16; o > 0; o /= 2) {
+        const float u = __shfl_xor_sync(0xffffffffu, amax, o);
+        amax = u > amax ? u : amax;
+    }
+    const float id = amax > 0.0f ? __fdiv_rn(127.0f, amax) : 0.0f;
+    float u = __fmul_rn(v, id);
+    u = u >= -127.0f ? u : -127.0f; /* NaN -> -127, as the CPU */
+    u = u <= 127.0f ? u : 127.0f;
+    const int qi = __float2int_rn(u);
+    q[32 * b + lane] = (int8_t)qi;
+    int sum = qi;
+#pragma unroll
+    for (int o = 16; o > 0; o /= 2) sum += __shfl_xor_sync(0xffffffffu, sum, o);
+    if (lane == 0) {
+        const float dd = __fdiv_rn(amax, 127.0f);
+        d[b] = make_float2(dd, __fmul_rn(dd, (float)sum));
+    }
+}
+
 /* Dequantization: a warp per 32-chunk span of a row, staged like the fused kernel; lane l writes chunk l. */
 template <int TY, typename OUT>
 __global__ void __launch_bounds__(MV_WARPS * 32) k_dequant(const uint8_t *__restrict__ W, size_t rb, int64_t r0, int64_t R,
@@ -203,11 +513,84 @@ template <int TY> static void mv_type(const dweight *w, const __half *x, int T, 
     else two ? launch_mv<TY, 16, 2>(w, x, T, out, ldo) : launch_mv<TY, 16, 1>(w, x, T, out, ldo);
 }
 
+/* the widest cp.async copy (16, 8, 4) that rows at data, rb bytes apart, in steps of step bytes allow; 0: none */
+static int copy_width(const dweight *w, size_t step) {
+    int cw = 16;
+    while (cw >= 4 && (((uintptr_t)w->data | w->row_bytes | step) & (size_t)(cw - 1))) cw /= 2;
+    return cw < 4 ? 0 : cw;
+}
+
+template <int TY, int NT, int R, bool SPLIT> static void launch_mvq(const dweight *w, const void *xa, int T, float *out, int64_t ldo) {
+    const int64_t N = w->rows, K = w->cols;
+    const int8_t *xq = (const int8_t *)xa;
+    const float2 *xd = (const float2 *)(xq + (size_t)T * K);
+    const int cw = copy_width(w, Stage<TY>::BYTES);
+    const int64_t per = SPLIT ? R : (int64_t)R * MV_WARPS;
+    k_mvq<TY, NT, R, SPLIT><<<(unsigned)((N + per - 1) / per), MV_WARPS * 32, 0, lb_cu_stream>>>(w->data, w->row_bytes, N, (int)K, xq,
+                                                                                               xd, T, out, ldo, cw);
+}
+
+/* Rows below which the warps of a block share its rows (split over K), and from which each warp takes two
+ * (four from 4 tokens) rows: enough warps per multiprocessor either way, and rows share activation loads. */
+#define MVQ_SPLIT_BELOW 2048
+#define MVQ_WIDE_FROM 8192
+
+template <int TY, int NT> static void mvq_nt(const dweight *w, const void *xa, int T, float *out, int64_t ldo) {
+    constexpr int RW = NT <= 2 ? 2 : 4;
+    if (w->rows < MVQ_SPLIT_BELOW) launch_mvq<TY, NT, 1, true>(w, xa, T, out, ldo);
+    else if (w->rows < MVQ_WIDE_FROM) launch_mvq<TY, NT, RW / 2, false>(w, xa, T, out, ldo);
+    else launch_mvq<TY, NT, RW, false>(w, xa, T, out, ldo);
+}
+
+template <int TY, int NT> static void launch_mvm(const dweight *w, const void *xa, int T, float *out, int64_t ldo, int cw) {
+    using S = MvmShape<TY>;
+    constexpr size_t smem = S::STAGE + MV_WARPS * 32 * (NT / 8) * 4 * sizeof(float);
+    static bool ready = false; /* the dynamic shared memory limit raised once per kernel (idempotent) */
+    if (!ready) {
+        cudaFuncSetAttribute(k_mvm<TY, NT>, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem);
+        ready = true;
+    }
+    const int64_t N = w->rows, K = w->cols;
+    const int8_t *xq = (const int8_t *)xa;
+    k_mvm<TY, NT><<<(unsigned)((N + MVM_ROWS - 1) / MVM_ROWS), MV_WARPS * 32, smem, lb_cu_stream>>>(
+        w->data, w->row_bytes, N, (int)K, xq, (const float2 *)(xq + (size_t)T * K), T, out, ldo, cw);
+}
+
+/* Batches of 5..16 tokens go to the tensor-core kernel (types with word decoders) when its 16-row steps can
+ * be copied by cp.async (not q6_K: a 210-byte super-block per step, only 2-byte aligned, which byte copies
+ * made 10x slower on the H200) and LB_CUDA_NO_MMA is not set; else to the dp4a kernels, as every batch of
+ * the other types. */
+static bool mvm_enabled() {
+    static int on = -1;
+    if (on < 0) on = getenv("LB_CUDA_NO_MMA") == NULL;
+    return on != 0;
+}
+
+template <int TY> static void mvq_type(const dweight *w, const void *xa, int T, float *out, int64_t ldo) {
+    if constexpr (Mq<TY>::WORD) {
+        const int cw = copy_width(w, MvmShape<TY>::BYTES);
+        if (T > 4 && cw && mvm_enabled()) {
+            T <= 8 ? launch_mvm<TY, 8>(w, xa, T, out, ldo, cw) : launch_mvm<TY, 16>(w, xa, T, out, ldo, cw);
+            return;
+        }
+    }
+    if (T == 1) mvq_nt<TY, 1>(w, xa, T, out, ldo);
+    else if (T == 2) mvq_nt<TY, 2>(w, xa, T, out, ldo);
+    else if (T <= 4) mvq_nt<TY, 4>(w, xa, T, out, ldo);
+    else if (T <= 8) mvq_nt<TY, 8>(w, xa, T, out, ldo);
+    else mvq_nt<TY, 16>(w, xa, T, out, ldo);
+}
+
+template <int TY> static void matvec_type(const dweight *w, const void *xa, int T, float *out, int64_t ldo) {
+    if constexpr (Mq<TY>::OK) mvq_type<TY>(w, xa, T, out, ldo);
+    else mv_type<TY>(w, (const __half *)xa, T, out, ldo);
+}
+
 static unsigned grid_for(int64_t n, int bs) { return (unsigned)((n + bs - 1) / bs); }
 
 #define CASE_MV(T)                                                                                                  \
-    case T: mv_type<T>(w, x, nt, out, ldo); break;
-void cu_matvec(const dweight *w, const __half *x, int nt, float *out, int64_t ldo) {
+    case T: matvec_type<T>(w, x, nt, out, ldo); break;
+void cu_matvec(const dweight *w, const void *x, int nt, float *out, int64_t ldo) {
     switch (w->type) {
         LB_CUDA_WEIGHT_TYPES(CASE_MV)
     default: break;
@@ -244,6 +627,27 @@ void cu_embed(const dweight *w, const int32_t *tok, int nt, float *out) {
     default: break;
     }
 }
+
+#define CASE_Q8(T)                                                                                                  \
+    case T: return Mq<T>::OK;
+bool cu_matvec_q8(lb_type t) {
+    switch (t) {
+        LB_CUDA_WEIGHT_TYPES(CASE_Q8)
+    default: return false;
+    }
+}
+
+void cu_act_prepare(lb_type wtype, const float *x, int T, int64_t K, void *xa) {
+    if (!cu_matvec_q8(wtype)) {
+        cu_f32_to_f16(x, (int64_t)T * K, (__half *)xa);
+        return;
+    }
+    const int64_t nblk = (int64_t)T * K / 32;
+    int8_t *q = (int8_t *)xa;
+    k_act_q8<<<grid_for(nblk * 32, 256), 256, 0, lb_cu_stream>>>(x, nblk, q, (float2 *)(q + (size_t)T * K));
+}
+
+extern "C" bool lb_cuda_mv_q8(lb_type t) { return cu_matvec_q8(t); }
 
 #define CASE_OK(T) case T:
 bool cu_type_supported(lb_type t) {

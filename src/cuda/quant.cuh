@@ -273,6 +273,257 @@ template <> struct Dq<LB_TYPE_IQ4_XS> {
     }
 };
 
+/*
+ * Integer decoders for the fused kernels with 8-bit activations (mv.cu). Mq<T>::chunk(block, s, w, d0, d1,
+ * m) gives sub-chunk s of the block as eight words of four signed int8 codes (byte i of word j is element
+ * 4j + i of the chunk) with the float factors that make the chunk's dot product with an activation chunk
+ * (int8 codes a, scale da, da * sum(a) = sa):
+ *     da * (d0 * sum_{e<16} w_e a_e + d1 * sum_{e>=16} w_e a_e) + m * sa
+ * d0 and d1 are the scales of the two 16-element halves (equal for types with one scale per 32), m the min
+ * term (0 for types without one). Each element's value d * code (+ m) is the reference's dequantized value
+ * up to the rounding of its one final add. Types without an Mq use the float decoders above.
+ */
+template <int T> struct Mq {
+    static constexpr bool OK = false, WORD = false;
+};
+/*
+ * Types whose Mq also has word(b, s, j) (word j of sub-chunk s, as chunk's w[j]) and scales(b, s, d0, d1, m)
+ * (chunk's factors) set WORD: the tensor-core kernel (mv.cu) decodes only the words of its fragments.
+ */
+/* 4 bytes at a 2-byte aligned p */
+__device__ __forceinline__ uint32_t ld32h(const uint8_t *p) { return ld16a(p) | (ld16a(p + 2) << 16); }
+/* n words of 4 bytes from a 2-byte aligned p in shared memory: n + 1 aligned loads and funnel shifts (the
+ * word after the last may be read: the kernels' stages are padded) */
+template <int N> __device__ __forceinline__ void ldw(const uint8_t *p, uint32_t *w) {
+    const uint32_t *a = (const uint32_t *)((uintptr_t)p & ~(uintptr_t)3);
+    const int sh = (int)((uintptr_t)p & 2) * 8;
+    uint32_t lo = a[0];
+#pragma unroll
+    for (int i = 0; i < N; i++) {
+        const uint32_t hi = a[i + 1];
+        w[i] = __funnelshift_r(lo, hi, sh);
+        lo = hi;
+    }
+}
+
+template <> struct Mq<LB_TYPE_Q4_0> {
+    static constexpr bool OK = true, WORD = true;
+    static __device__ __forceinline__ uint32_t word(const uint8_t *b, int, int j) {
+        const uint32_t v = ld32h(b + 2 + 4 * (j & 3));
+        return __vsub4((j < 4 ? v : v >> 4) & 0x0F0F0F0Fu, 0x08080808u);
+    }
+    static __device__ __forceinline__ void scales(const uint8_t *b, int, float &d0, float &d1, float &m) {
+        d0 = d1 = ldh(b);
+        m = 0.0f;
+    }
+    static __device__ __forceinline__ void chunk(const uint8_t *b, int, int *w, float &d0, float &d1, float &m) {
+        uint32_t v[4];
+        ldw<4>(b + 2, v);
+#pragma unroll
+        for (int i = 0; i < 4; i++) {
+            w[i] = (int)__vsub4(v[i] & 0x0F0F0F0Fu, 0x08080808u);
+            w[i + 4] = (int)__vsub4((v[i] >> 4) & 0x0F0F0F0Fu, 0x08080808u);
+        }
+        d0 = d1 = ldh(b);
+        m = 0.0f;
+    }
+};
+template <> struct Mq<LB_TYPE_Q4_1> {
+    static constexpr bool OK = true, WORD = false;
+    static __device__ __forceinline__ void chunk(const uint8_t *b, int, int *w, float &d0, float &d1, float &m) {
+#pragma unroll
+        for (int i = 0; i < 4; i++) {
+            const uint32_t v = ld32a(b + 4 + 4 * i);
+            w[i] = (int)(v & 0x0F0F0F0Fu);
+            w[i + 4] = (int)((v >> 4) & 0x0F0F0F0Fu);
+        }
+        d0 = d1 = ldh(b);
+        m = ldh(b + 2);
+    }
+};
+/* the fifth bits of four elements, bits j..j+3 of h, moved to bit 4 of each byte */
+__device__ __forceinline__ uint32_t hi4(uint32_t h, int j) {
+    const uint32_t n = (h >> j) & 0xF;
+    return ((n & 1) << 4) | ((n & 2) << 11) | ((n & 4) << 18) | ((n & 8) << 25);
+}
+template <> struct Mq<LB_TYPE_Q5_0> {
+    static constexpr bool OK = true, WORD = false;
+    static __device__ __forceinline__ void chunk(const uint8_t *b, int, int *w, float &d0, float &d1, float &m) {
+        uint32_t v[5];
+        ldw<5>(b + 2, v);
+        const uint32_t h = v[0];
+#pragma unroll
+        for (int i = 0; i < 4; i++) {
+            w[i] = (int)__vsub4((v[i + 1] & 0x0F0F0F0Fu) | hi4(h, 4 * i), 0x10101010u);
+            w[i + 4] = (int)__vsub4(((v[i + 1] >> 4) & 0x0F0F0F0Fu) | hi4(h, 16 + 4 * i), 0x10101010u);
+        }
+        d0 = d1 = ldh(b);
+        m = 0.0f;
+    }
+};
+template <> struct Mq<LB_TYPE_Q5_1> {
+    static constexpr bool OK = true, WORD = false;
+    static __device__ __forceinline__ void chunk(const uint8_t *b, int, int *w, float &d0, float &d1, float &m) {
+        const uint32_t h = ld32a(b + 4);
+#pragma unroll
+        for (int i = 0; i < 4; i++) {
+            const uint32_t v = ld32a(b + 8 + 4 * i);
+            w[i] = (int)((v & 0x0F0F0F0Fu) | hi4(h, 4 * i));
+            w[i + 4] = (int)(((v >> 4) & 0x0F0F0F0Fu) | hi4(h, 16 + 4 * i));
+        }
+        d0 = d1 = ldh(b);
+        m = ldh(b + 2);
+    }
+};
+template <> struct Mq<LB_TYPE_Q8_0> {
+    static constexpr bool OK = true, WORD = true;
+    static __device__ __forceinline__ uint32_t word(const uint8_t *b, int, int j) { return ld32h(b + 2 + 4 * j); }
+    static __device__ __forceinline__ void scales(const uint8_t *b, int, float &d0, float &d1, float &m) {
+        d0 = d1 = ldh(b);
+        m = 0.0f;
+    }
+    static __device__ __forceinline__ void chunk(const uint8_t *b, int, int *w, float &d0, float &d1, float &m) {
+        ldw<8>(b + 2, (uint32_t *)w);
+        d0 = d1 = ldh(b);
+        m = 0.0f;
+    }
+};
+template <> struct Mq<LB_TYPE_Q4_K> {
+    static constexpr bool OK = true, WORD = true;
+    static __device__ __forceinline__ uint32_t word(const uint8_t *b, int s, int j) {
+        return (ld32a(b + 16 + 32 * (s / 2) + 4 * j) >> (4 * (s & 1))) & 0x0F0F0F0Fu;
+    }
+    static __device__ __forceinline__ void scales(const uint8_t *b, int s, float &d0, float &d1, float &m) {
+        int sc, mn;
+        k4_scale_min(s, b + 4, &sc, &mn);
+        d0 = d1 = mul(ldh(b), (float)sc);
+        m = -mul(ldh(b + 2), (float)mn);
+    }
+    static __device__ __forceinline__ void chunk(const uint8_t *b, int s, int *w, float &d0, float &d1, float &m) {
+        int sc, mn;
+        k4_scale_min(s, b + 4, &sc, &mn);
+        d0 = d1 = mul(ldh(b), (float)sc);
+        m = -mul(ldh(b + 2), (float)mn);
+        const uint8_t *q = b + 16 + 32 * (s / 2);
+        const int shift = 4 * (s & 1);
+#pragma unroll
+        for (int i = 0; i < 8; i++) w[i] = (int)((ld32a(q + 4 * i) >> shift) & 0x0F0F0F0Fu);
+    }
+};
+template <> struct Mq<LB_TYPE_Q5_K> {
+    static constexpr bool OK = true, WORD = true;
+    static __device__ __forceinline__ uint32_t word(const uint8_t *b, int s, int j) {
+        return ((ld32a(b + 48 + 32 * (s / 2) + 4 * j) >> (4 * (s & 1))) & 0x0F0F0F0Fu) | (((ld32a(b + 16 + 4 * j) >> s) & 0x01010101u) << 4);
+    }
+    static __device__ __forceinline__ void scales(const uint8_t *b, int s, float &d0, float &d1, float &m) {
+        int sc, mn;
+        k4_scale_min(s, b + 4, &sc, &mn);
+        d0 = d1 = mul(ldh(b), (float)sc);
+        m = -mul(ldh(b + 2), (float)mn);
+    }
+    static __device__ __forceinline__ void chunk(const uint8_t *b, int s, int *w, float &d0, float &d1, float &m) {
+        int sc, mn;
+        k4_scale_min(s, b + 4, &sc, &mn);
+        d0 = d1 = mul(ldh(b), (float)sc);
+        m = -mul(ldh(b + 2), (float)mn);
+        const uint8_t *q = b + 48 + 32 * (s / 2), *qh = b + 16;
+        const int shift = 4 * (s & 1);
+#pragma unroll
+        for (int i = 0; i < 8; i++)
+            w[i] = (int)(((ld32a(q + 4 * i) >> shift) & 0x0F0F0F0Fu) | (((ld32a(qh + 4 * i) >> s) & 0x01010101u) << 4));
+    }
+};
+template <> struct Mq<LB_TYPE_Q6_K> {
+    static constexpr bool OK = true, WORD = true;
+    static __device__ __forceinline__ uint32_t word(const uint8_t *b, int s, int j) {
+        const int h = s / 4, k = s % 4;
+        const uint32_t lo = (ld32h(b + 64 * h + (k & 1) * 32 + 4 * j) >> (k < 2 ? 0 : 4)) & 0x0F0F0F0Fu;
+        const uint32_t hi = (ld32h(b + 128 + 32 * h + 4 * j) >> (2 * k)) & 0x03030303u;
+        return __vsub4(lo | (hi << 4), 0x20202020u);
+    }
+    static __device__ __forceinline__ void scales(const uint8_t *b, int s, float &d0, float &d1, float &m) {
+        const float d = ldh(b + 208);
+        const int h = s / 4, k = s % 4;
+        d0 = mul(d, (float)(int8_t)b[192 + 8 * h + 2 * k]);
+        d1 = mul(d, (float)(int8_t)b[192 + 8 * h + 2 * k + 1]);
+        m = 0.0f;
+    }
+    static __device__ __forceinline__ void chunk(const uint8_t *b, int s, int *w, float &d0, float &d1, float &m) {
+        const float d = ldh(b + 208);
+        const int h = s / 4, k = s % 4;
+        const uint8_t *ql = b + 64 * h + (k & 1) * 32, *qh = b + 128 + 32 * h;
+        const int lshift = k < 2 ? 0 : 4;
+        uint32_t l[8], hh[8];
+        ldw<8>(ql, l);
+        ldw<8>(qh, hh);
+#pragma unroll
+        for (int i = 0; i < 8; i++) {
+            const uint32_t lo = (l[i] >> lshift) & 0x0F0F0F0Fu, hi = (hh[i] >> (2 * k)) & 0x03030303u;
+            w[i] = (int)__vsub4(lo | (hi << 4), 0x20202020u);
+        }
+        d0 = mul(d, (float)(int8_t)b[192 + 8 * h + 2 * k]);
+        d1 = mul(d, (float)(int8_t)b[192 + 8 * h + 2 * k + 1]);
+        m = 0.0f;
+    }
+};
+template <> struct Mq<LB_TYPE_Q3_K> {
+    static constexpr bool OK = true, WORD = false;
+    static __device__ __forceinline__ void chunk(const uint8_t *b, int s, int *w, float &d0, float &d1, float &m) {
+        const float d = ldh(b + 108);
+        const uint8_t *q = b + 32 + 32 * (s / 4);
+        const int shift = 2 * (s % 4);
+        uint32_t l[8], hm[8];
+        ldw<8>(q, l);
+        ldw<8>(b, hm);
+#pragma unroll
+        for (int i = 0; i < 8; i++) {
+            /* code = low two bits - (hmask bit clear ? 4 : 0) = low + 4 * bit - 4 */
+            const uint32_t lo = (l[i] >> shift) & 0x03030303u, hb = (hm[i] >> s) & 0x01010101u;
+            w[i] = (int)__vsub4(lo | (hb << 2), 0x04040404u);
+        }
+        d0 = mul(d, (float)Dq<LB_TYPE_Q3_K>::scale(b + 96, 2 * s));
+        d1 = mul(d, (float)Dq<LB_TYPE_Q3_K>::scale(b + 96, 2 * s + 1));
+        m = 0.0f;
+    }
+};
+/* four codebook values of the IQ4_NL table for the four nibbles in bits 0-3 of each byte of v */
+__device__ __forceinline__ uint32_t kiq4(uint32_t v) {
+    const uint32_t t0 = 0xBFAD9881u, t1 = 0xF6EADDCFu, t2 = 0x26190D01u, t3 = 0x71594535u;
+    const uint32_t sel = (v & 0x7) | ((v >> 4) & 0x70) | ((v >> 8) & 0x700) | ((v >> 12) & 0x7000);
+    const uint32_t lo = __byte_perm(t0, t1, sel), hi = __byte_perm(t2, t3, sel);
+    const uint32_t big = ((v >> 3) & 0x01010101u) * 0xFFu; /* 0xFF in the bytes whose code is >= 8 */
+    return (lo & ~big) | (hi & big);
+}
+template <> struct Mq<LB_TYPE_IQ4_NL> {
+    static constexpr bool OK = true, WORD = false;
+    static __device__ __forceinline__ void chunk(const uint8_t *b, int, int *w, float &d0, float &d1, float &m) {
+        uint32_t v[4];
+        ldw<4>(b + 2, v);
+#pragma unroll
+        for (int i = 0; i < 4; i++) {
+            w[i] = (int)kiq4(v[i] & 0x0F0F0F0Fu);
+            w[i + 4] = (int)kiq4((v[i] >> 4) & 0x0F0F0F0Fu);
+        }
+        d0 = d1 = ldh(b);
+        m = 0.0f;
+    }
+};
+template <> struct Mq<LB_TYPE_IQ4_XS> {
+    static constexpr bool OK = true, WORD = false;
+    static __device__ __forceinline__ void chunk(const uint8_t *b, int s, int *w, float &d0, float &d1, float &m) {
+        const int ls = ((b[4 + s / 2] >> (4 * (s % 2))) & 0xF) | (((int)(ld16(b + 2) >> (2 * s)) & 3) << 4);
+        d0 = d1 = mul(ldh(b), (float)(ls - 32));
+        m = 0.0f;
+        const uint8_t *q = b + 8 + 16 * s;
+#pragma unroll
+        for (int i = 0; i < 4; i++) {
+            const uint32_t v = ld32a(q + 4 * i);
+            w[i] = (int)kiq4(v & 0x0F0F0F0Fu);
+            w[i + 4] = (int)kiq4((v >> 4) & 0x0F0F0F0Fu);
+        }
+    }
+};
+
 /* Calls F::template run<T>() for the weight type t; false for a type with no decoder. */
 #define LB_CUDA_WEIGHT_TYPES(X)                                                                                     \
     X(LB_TYPE_F32) X(LB_TYPE_F16) X(LB_TYPE_BF16) X(LB_TYPE_Q4_0) X(LB_TYPE_Q4_1) X(LB_TYPE_Q5_0) X(LB_TYPE_Q5_1) \

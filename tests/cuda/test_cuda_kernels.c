@@ -6,14 +6,22 @@
  *
  * - dequantization to F32: bit-identical to the reference dequantization (the decoders repeat its
  *   arithmetic with separately rounded operations);
- * - fused dequantize-multiply (1..16 tokens, activations rounded to F16): |gpu - ref| <= K 2^-23 sum_k |x_k w_k|
- *   (the worst case of any order of K float32 additions, against the float64 reference) + 2^-11 sum |x_k w_k|
- *   (x_k rounded to F16, relative error 2^-11) + 2^-25 K max|w| (x_k below F16's normal range) + 2^-60;
+ * - fused dequantize-multiply (1..16 tokens), float weights (activations rounded to F16): |gpu - ref| <= K 2^-23
+ *   sum_k |x_k w_k| (the worst case of any order of K float32 additions, against the float64 reference) +
+ *   2^-11 sum |x_k w_k| (x_k rounded to F16, relative error 2^-11) + 2^-25 K max|w| (x_k below F16's normal
+ *   range) + 2^-60;
+ * - fused, block types with 8-bit activations (lb_cuda_mv_q8): the reference multiplies the activations as
+ *   the CPU rounds them to 8 bits per 32 elements (lb_act_quantize, be = 32; the kernels round identically),
+ *   so only float rounding remains: K 2^-23 sum_k |x8_k w_k| + 2^-60. The integer sums are exact; each
+ *   32-element chunk adds a few rounded scale products, and the reference's dequantized w_k carry one
+ *   rounding (2^-24 |w_k|) the kernels do not make: all inside K 2^-23. A wrong code, scale or activation
+ *   block is off by about sum |x w| / sqrt(K), far outside it;
  * - F16 tiles through cuBLAS (40 tokens): the same with 2^-10 for rounding both operands to F16 and 2^-24
  *   sum |x_k| max|w| for weights F16 cannot hold as normals.
  * Outputs are poisoned with NaN before each run, so an unwritten element fails.
  */
 #include "cuda/cuda.h"
+#include "quant/cpu/cpu.h"
 #include "quant/quant.h"
 #include "test.h"
 
@@ -62,10 +70,23 @@ static void check_type(lb_type t, int64_t N, int64_t K) {
         float *x = malloc((size_t)(T * K) * sizeof(float)), *ref = malloc((size_t)(T * N) * sizeof(float));
         float *out = malloc((size_t)(T * N) * sizeof(float));
         for (int64_t i = 0; i < T * K; i++) x[i] = gauss();
+        const bool q8 = path == 0 && lb_cuda_mv_q8(t);
+        float *xr = malloc((size_t)(T * K) * sizeof(float)); /* the activations as the kernel multiplies them */
+        if (q8) {
+            void *abuf = malloc(lb_act_bytes(K, 32));
+            const lb_act a = lb_act_at(abuf, K, 32);
+            for (int64_t tk = 0; tk < T; tk++) {
+                lb_act_quantize(x + tk * K, K, 32, &a);
+                for (int64_t k = 0; k < K; k++) xr[tk * K + k] = a.d[k / 32] * (float)a.q[k];
+            }
+            free(abuf);
+        } else {
+            memcpy(xr, x, (size_t)(T * K) * sizeof(float));
+        }
         for (int64_t tk = 0; tk < T; tk++) /* the float64 reference product (lb_matmul_ref's, on the rows above) */
             for (int64_t n = 0; n < N; n++) {
                 double acc = 0;
-                for (int64_t k = 0; k < K; k++) acc += (double)x[tk * K + k] * deq[n * K + k];
+                for (int64_t k = 0; k < K; k++) acc += (double)xr[tk * K + k] * deq[n * K + k];
                 ref[tk * N + n] = (float)acc;
             }
         s = lb_cuda_test_matmul(0, t, w, N, K, x, T, out, path, &e);
@@ -76,11 +97,12 @@ static void check_type(lb_type t, int64_t N, int64_t K) {
             for (int64_t n = 0; n < N; n++) {
                 double mag = 0, xs = 0, wmax = 0;
                 for (int64_t k = 0; k < K; k++) {
-                    mag += fabs((double)x[tk * K + k] * deq[n * K + k]);
+                    mag += fabs((double)xr[tk * K + k] * deq[n * K + k]);
                     xs += fabs(x[tk * K + k]);
                     wmax = fmax(wmax, fabs(deq[n * K + k]));
                 }
-                double tol = (double)K * ldexp(1, -23) * mag + ldexp(1, -11) * mag + ldexp(1, -25) * (double)K * wmax + ldexp(1, -60);
+                double tol = (double)K * ldexp(1, -23) * mag + ldexp(1, -60);
+                if (!q8) tol += ldexp(1, -11) * mag + ldexp(1, -25) * (double)K * wmax;
                 if (path == 1) tol += ldexp(1, -11) * mag + ldexp(1, -24) * xs * wmax;
                 double d = fabs((double)out[tk * N + n] - ref[tk * N + n]);
                 if (!(d <= tol)) fails++;
@@ -88,9 +110,10 @@ static void check_type(lb_type t, int64_t N, int64_t K) {
             }
         CHECK(fails == 0, "%s (%lld x %lld) T=%lld path %d: %lld outputs outside the bound (worst |d|/sum|xw| %.3g)", name,
               (long long)N, (long long)K, (long long)T, path, (long long)fails, worst);
-        if (T == 1 || T == 40)
+        if (T == 1 || T == 16 || T == 40)
             printf("%-7s %4lld x %5lld T=%2lld %-6s worst |gpu-ref|/sum|xw| = %.2e\n", name, (long long)N, (long long)K,
-                   (long long)T, path ? "cublas" : "fused", worst);
+                   (long long)T, path ? "cublas" : q8 ? "fused8" : "fused", worst);
+        free(xr);
         free(x);
         free(ref);
         free(out);
@@ -118,6 +141,11 @@ int main(void) {
         check_type((lb_type)t, 5, K2);
         check_type((lb_type)t, 2051, tt->block_elems == 256 ? 256 : 64); /* two rows per block (>= 2048 rows) */
         check_type((lb_type)t, 4099, tt->block_elems == 256 ? 256 : 32); /* four rows per block at one token */
+        /* 8-bit path: rows 16-byte aligned (cp.async copies), a partial last step (40 chunks) and four full
+         * steps (the copy pipeline wraps); two and four rows per warp (>= 8192 rows) */
+        check_type((lb_type)t, 67, 1280);
+        check_type((lb_type)t, 131, 4096);
+        check_type((lb_type)t, 8195, tt->block_elems == 256 ? 256 : 64);
     }
     TEST_DONE();
 }
