@@ -140,7 +140,7 @@ static lb_status mm(mm_ws *ws, const float *x, int64_t T, const dweight *w, floa
         CK(cudaGetLastError(), "in a weight product");
         return LB_OK;
     }
-    cu_f32_to_f16(x, T * K, ws->x16);
+    cu_act_f16(w->type, x, (int)T, K, ws->x16);
     const int64_t tile = (int64_t)(WSCRATCH_ELEMS / (size_t)K) < N ? (int64_t)(WSCRATCH_ELEMS / (size_t)K) : N;
     const float one = 1.0f, zero = 0.0f;
     for (int64_t r0 = 0; r0 < N; r0 += tile) {

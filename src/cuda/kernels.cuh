@@ -32,8 +32,12 @@ bool cu_type_supported(lb_type t);
 /* Whether W's fused kernel takes 8-bit activations (the integer-grid block types) rather than F16. */
 bool cu_matvec_q8(lb_type t);
 /* x (T, K) f32 in the layout cu_matvec takes for a weight of type wtype, into xa (at least 2 T K bytes,
- * 16-byte aligned): F16, or 8 bits per element with a scale and a code sum per 32 (mv.cu). */
+ * 16-byte aligned): F16, or 8 bits per element with a scale and a code sum per 32 (mv.cu). Activations
+ * of block-type weights are rounded to 8 bits per weight block exactly as the CPU rounds them. */
 void cu_act_prepare(lb_type wtype, const float *x, int T, int64_t K, void *xa);
+/* x (T, K) as F16 for a product with a weight of type wtype: for block types the CPU's 8-bit rounding
+ * (per weight block) first, then d * q in F16; float types plain F16. */
+void cu_act_f16(lb_type wtype, const float *x, int T, int64_t K, __half *y);
 /* out (T, ldo) = x (T, K) . W^T for T <= LB_CUDA_MV_MAX, fused: each weight byte read once; x as
  * cu_act_prepare laid it out for W's type, the products and sums in F32 (integer sums for 8-bit activations). */
 void cu_matvec(const dweight *w, const void *x, int T, float *out, int64_t ldo);

@@ -15,6 +15,10 @@
 #include "kernels.cuh"
 #include "quant.cuh"
 
+extern "C" {
+#include "../quant/quant.h"
+}
+
 #define MV_WARPS 4
 
 template <int TY> struct Stage {
@@ -419,31 +423,59 @@ __global__ void __launch_bounds__(MV_WARPS * 32) k_mvm(const uint8_t *__restrict
     }
 }
 
-/* one warp per 32 activations of a token: the 8-bit layout above */
-__global__ void k_act_q8(const float *__restrict__ x, int64_t nblk, int8_t *__restrict__ q, float2 *__restrict__ d) {
+/* The CPU's 8-bit rounding of activations (lb_act_quantize): one scale per `be` elements (the weight type's block,
+ * 32 or 256), amax / 127, the codes rounded to nearest-even from x * (127 / amax), NaN to -127; the same IEEE
+ * operations, so codes and scales are the CPU's to the bit. One warp per be-block; lane l holds elements
+ * 32 c + l. Q8 = true writes the 8-bit layout above (a scale and a code sum per 32: the scale repeated over a
+ * 256-block), false the rounded values d * q as F16 (the fallback decoders and the cuBLAS prompt path). */
+template <int BE, bool Q8>
+__global__ void k_act_round(const float *__restrict__ x, int64_t nblk, int8_t *__restrict__ q, float2 *__restrict__ d,
+                            __half *__restrict__ y) {
+    constexpr int C = BE / 32;
     const int64_t b = ((int64_t)blockIdx.x * blockDim.x + threadIdx.x) / 32;
     const int lane = threadIdx.x % 32;
     if (b >= nblk) return;
-    const float v = x[32 * b + lane];
-    float amax = fabsf(v);
+    float v[C];
+    float amax = 0.0f;
+#pragma unroll
+    for (int c = 0; c < C; c++) {
+        v[c] = x[BE * b + 32 * c + lane];
+        const float a = fabsf(v[c]);
+        amax = a > amax ? a : amax;
+    }
 #pragma unroll
     for (int o = 16; o > 0; o /= 2) {
         const float u = __shfl_xor_sync(0xffffffffu, amax, o);
         amax = u > amax ? u : amax;
     }
     const float id = amax > 0.0f ? __fdiv_rn(127.0f, amax) : 0.0f;
-    float u = __fmul_rn(v, id);
-    u = u >= -127.0f ? u : -127.0f; /* NaN -> -127, as the CPU */
-    u = u <= 127.0f ? u : 127.0f;
-    const int qi = __float2int_rn(u);
-    q[32 * b + lane] = (int8_t)qi;
-    int sum = qi;
+    const float dd = __fdiv_rn(amax, 127.0f);
 #pragma unroll
-    for (int o = 16; o > 0; o /= 2) sum += __shfl_xor_sync(0xffffffffu, sum, o);
-    if (lane == 0) {
-        const float dd = __fdiv_rn(amax, 127.0f);
-        d[b] = make_float2(dd, __fmul_rn(dd, (float)sum));
+    for (int c = 0; c < C; c++) {
+        float u = __fmul_rn(v[c], id);
+        u = u >= -127.0f ? u : -127.0f; /* NaN -> -127, as the CPU */
+        u = u <= 127.0f ? u : 127.0f;
+        const int qi = __float2int_rn(u);
+        const int64_t i = BE * b + 32 * c + lane;
+        if (Q8) {
+            q[i] = (int8_t)qi;
+            int sum = qi;
+#pragma unroll
+            for (int o = 16; o > 0; o /= 2) sum += __shfl_xor_sync(0xffffffffu, sum, o);
+            if (lane == 0) d[i / 32] = make_float2(dd, __fmul_rn(dd, (float)sum));
+        } else {
+            y[i] = __float2half_rn(__fmul_rn(dd, (float)qi));
+        }
     }
+}
+
+static unsigned grid_for(int64_t n, int bs) { return (unsigned)((n + bs - 1) / bs); }
+
+template <bool Q8>
+static void act_round(int64_t be, const float *x, int64_t n, int8_t *q, float2 *d, __half *y) {
+    const int64_t nblk = n / be;
+    if (be == 256) k_act_round<256, Q8><<<grid_for(nblk * 32, 256), 256, 0, lb_cu_stream>>>(x, nblk, q, d, y);
+    else k_act_round<32, Q8><<<grid_for(nblk * 32, 256), 256, 0, lb_cu_stream>>>(x, nblk, q, d, y);
 }
 
 /* Dequantization: a warp per 32-chunk span of a row, staged like the fused kernel; lane l writes chunk l. */
@@ -586,7 +618,6 @@ template <int TY> static void matvec_type(const dweight *w, const void *xa, int 
     else mv_type<TY>(w, (const __half *)xa, T, out, ldo);
 }
 
-static unsigned grid_for(int64_t n, int bs) { return (unsigned)((n + bs - 1) / bs); }
 
 #define CASE_MV(T)                                                                                                  \
     case T: matvec_type<T>(w, x, nt, out, ldo); break;
@@ -639,12 +670,17 @@ bool cu_matvec_q8(lb_type t) {
 
 void cu_act_prepare(lb_type wtype, const float *x, int T, int64_t K, void *xa) {
     if (!cu_matvec_q8(wtype)) {
-        cu_f32_to_f16(x, (int64_t)T * K, (__half *)xa);
+        cu_act_f16(wtype, x, T, K, (__half *)xa);
         return;
     }
-    const int64_t nblk = (int64_t)T * K / 32;
     int8_t *q = (int8_t *)xa;
-    k_act_q8<<<grid_for(nblk * 32, 256), 256, 0, lb_cu_stream>>>(x, nblk, q, (float2 *)(q + (size_t)T * K));
+    act_round<true>(lb_type_traits_get(wtype)->block_elems, x, (int64_t)T * K, q, (float2 *)(q + (size_t)T * K), NULL);
+}
+
+void cu_act_f16(lb_type wtype, const float *x, int T, int64_t K, __half *y) {
+    const lb_type_traits *tt = lb_type_traits_get(wtype);
+    if (!tt->is_quant) cu_f32_to_f16(x, (int64_t)T * K, y);
+    else act_round<false>(tt->block_elems, x, (int64_t)T * K, NULL, NULL, y);
 }
 
 extern "C" bool lb_cuda_mv_q8(lb_type t) { return cu_matvec_q8(t); }

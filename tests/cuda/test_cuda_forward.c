@@ -11,10 +11,18 @@
  *   logits against the transformers goldens (the CPU's own test holds 1e-3 with f32 activations).
  * - Repeated runs on the GPU are bit-identical.
  * - tiny quantized to every weight type (--pure) and to q4_k_m: `eval` on the GPU (device-side scoring)
- *   within 0.1 % perplexity of the CPU and KL(cpu || gpu) of the logits below 1e-4 (eval windows go through
- *   the GPU's prompt path: F16 activations; the CPU rounds them to 8 bits for block types); then a decode
- *   through the fused kernels against the CPU's (bounds below); with a base model the
- *   GPU's KL(base || model) within 1 % (or 1e-5) of the CPU's.
+ *   against the CPU's, then a decode through the fused kernels against the CPU's. Both executors round the
+ *   activations entering a block-type product to 8 bits per weight block with the same operations, but
+ *   from inputs that differ at the F16 level (F16 KV cache, F16 weight tiles, other summation orders), and
+ *   an input difference of 2^-11 of a block's largest value moves about 2 * 127 * 2^-11 = 12 % of the codes
+ *   by one step: the two results are two independent 8-bit roundings, as far apart as each is from exact
+ *   activations (q8_0: KL(cpu || gpu) 4.4e-4 against its KL(base || model) 5.0e-4). Measured on the H200
+ *   (bench/results/cuda-h200/run7_forward_actround.log): KL(cpu || gpu) 4.1e-4 to 1.9e-3 per position,
+ *   perplexity up to 0.28 % apart in eval and 1.1 % over the decode's 63 tokens, KL(base || model) up to
+ *   1.6 % apart. The bounds sit above that spread (eval: 0.5 %, KL 4e-3, 3 % of KL(base || model);
+ *   decode: 2 %, KL 5e-3); float weights, whose activations are not rounded, agree to 4.5e-7. Wiring faults
+ *   (activation layouts, batch sizes, the decode graph) break the logits outright; the kernels' arithmetic
+ *   is checked exactly in test_cuda_kernels.
  * - A device index that does not exist: LB_ERR_DEVICE with one line.
  */
 #include "core/json.h"
@@ -154,26 +162,20 @@ static void check_quantized(const char *ftype, const int32_t *ids, int64_t n_ids
     p.device = cuda0;
     REQUIRE(lb_eval_perplexity(m, base, ids, n_ids, &p, &rg, &e) == LB_OK, "%s", e.msg);
     double rel = fabs(rg.ppl / rc.ppl - 1.0), krel = fabs(rg.kld_mean - rc.kld_mean);
-    CHECK(rel < 1e-3, "%s: GPU perplexity %.6f vs CPU %.6f", ftype, rg.ppl, rc.ppl);
-    CHECK(krel < fmax(1e-5, 0.01 * rc.kld_mean), "%s: GPU KL(base||model) %.6g vs CPU %.6g", ftype, rg.kld_mean, rc.kld_mean);
+    CHECK(rel < 5e-3, "%s: GPU perplexity %.6f vs CPU %.6f", ftype, rg.ppl, rc.ppl);
+    CHECK(krel < fmax(1e-5, 0.03 * rc.kld_mean), "%s: GPU KL(base||model) %.6g vs CPU %.6g", ftype, rg.kld_mean, rc.kld_mean);
     CHECK(fabs(rg.base_ppl / rc.base_ppl - 1.0) < 1e-3, "%s: base perplexity GPU %.6f vs CPU %.6f", ftype, rg.base_ppl, rc.base_ppl);
     /* the logits themselves: KL(cpu || gpu) over the first window */
     float *lc = run(m, (lb_device){LB_DEVICE_CPU, 0}, ids, ctx, ctx), *lg = run(m, cuda0, ids, ctx, ctx);
     int64_t flips;
     double kl = kl_rows(lc, lg, ctx, V, &flips);
-    CHECK(kl < 1e-4, "%s: KL(cpu||gpu) %.3g", ftype, kl);
+    CHECK(kl < 4e-3, "%s: KL(cpu||gpu) %.3g", ftype, kl);
     printf("%-7s ppl cpu %.4f gpu %.4f (rel %.1e)  KL(base||m) cpu %.6f gpu %.6f  KL(cpu||gpu) %.2e  argmax flips %lld/%lld\n",
            ftype, rc.ppl, rg.ppl, rel, rc.kld_mean, rg.kld_mean, kl, (long long)flips, (long long)ctx);
     free(lc);
     free(lg);
     /* decode through the fused kernels: an 8-token prompt, then 56 tokens one by one; the perplexity of the
-     * 63 next-token predictions and KL(cpu || gpu) per position. Both devices round the activations of the
-     * block types to 8 bits (the CPU per weight block, the GPU per 32 elements), from inputs that already
-     * differ by the F16 KV cache, so their rounding decisions differ: on H200, KL(cpu || gpu) 4e-4 (32-element
-     * types) to 2e-3 (k-quants) per position, perplexity up to 1.5 % apart over these 63 tokens (test output
-     * in docs/BENCHMARKS.md). The bounds (KL < 1e-2, 5 %) sit above that spread; the kernels' arithmetic is
-     * checked exactly in test_cuda_kernels, this catches wiring (activation layouts, batch sizes, the decode
-     * graph), which breaks the logits outright. */
+     * 63 next-token predictions and KL(cpu || gpu) per position (bounds: see the top of the file) */
     const int64_t nd = 64;
     lc = run(m, (lb_device){LB_DEVICE_CPU, 0}, ids, nd, 8);
     lg = run(m, cuda0, ids, nd, 8);
@@ -184,7 +186,7 @@ static void check_quantized(const char *ftype, const int32_t *ids, int64_t n_ids
     }
     const double dpc = exp(nc / (double)(nd - 1)), dpg = exp(ng / (double)(nd - 1)), drel = fabs(dpg / dpc - 1.0);
     kl = kl_rows(lc, lg, nd, V, &flips);
-    CHECK(drel < 5e-2 && kl < 1e-2, "%s decode: perplexity GPU %.6f vs CPU %.6f, KL(cpu||gpu) %.3g", ftype, dpg, dpc, kl);
+    CHECK(drel < 2e-2 && kl < 5e-3, "%s decode: perplexity GPU %.6f vs CPU %.6f, KL(cpu||gpu) %.3g", ftype, dpg, dpc, kl);
     printf("%-7s decode (8 + 56 tokens): ppl cpu %.4f gpu %.4f (rel %.1e)  KL(cpu||gpu) %.2e  argmax flips %lld/%lld\n", ftype,
            dpc, dpg, drel, kl, (long long)flips, (long long)nd);
     free(lc);

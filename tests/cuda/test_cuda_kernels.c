@@ -10,13 +10,15 @@
  *   sum_k |x_k w_k| (the worst case of any order of K float32 additions, against the float64 reference) +
  *   2^-11 sum |x_k w_k| (x_k rounded to F16, relative error 2^-11) + 2^-25 K max|w| (x_k below F16's normal
  *   range) + 2^-60;
- * - fused, block types with 8-bit activations (lb_cuda_mv_q8): the reference multiplies the activations as
- *   the CPU rounds them to 8 bits per 32 elements (lb_act_quantize, be = 32; the kernels round identically),
- *   so only float rounding remains: K 2^-23 sum_k |x8_k w_k| + 2^-60. The integer sums are exact; each
+ * - block types: activations are rounded to 8 bits per weight block (32 or 256 elements) as the CPU rounds
+ *   them (lb_act_quantize; the kernels make the same IEEE operations, so codes and scales are identical), on
+ *   every path, and the reference multiplies those rounded activations;
+ * - fused, block types with 8-bit activations (lb_cuda_mv_q8): only float rounding remains: K 2^-23 sum_k |x8_k w_k| + 2^-60. The integer sums are exact; each
  *   32-element chunk adds a few rounded scale products, and the reference's dequantized w_k carry one
  *   rounding (2^-24 |w_k|) the kernels do not make: all inside K 2^-23. A wrong code, scale or activation
  *   block is off by about sum |x w| / sqrt(K), far outside it;
- * - F16 tiles through cuBLAS (40 tokens): the same with 2^-10 for rounding both operands to F16 and 2^-24
+ * - F16 tiles through cuBLAS (40 tokens), and the fused F16 kernel of block types without 8-bit products (the
+ *   rounded activations d q in F16): the same with 2^-10 for rounding both operands to F16 and 2^-24
  *   sum |x_k| max|w| for weights F16 cannot hold as normals.
  * Outputs are poisoned with NaN before each run, so an unwritten element fails.
  */
@@ -71,13 +73,15 @@ static void check_type(lb_type t, int64_t N, int64_t K) {
         float *out = malloc((size_t)(T * N) * sizeof(float));
         for (int64_t i = 0; i < T * K; i++) x[i] = gauss();
         const bool q8 = path == 0 && lb_cuda_mv_q8(t);
+        const lb_type_traits *tt = lb_type_traits_get(t);
         float *xr = malloc((size_t)(T * K) * sizeof(float)); /* the activations as the kernel multiplies them */
-        if (q8) {
-            void *abuf = malloc(lb_act_bytes(K, 32));
-            const lb_act a = lb_act_at(abuf, K, 32);
+        if (tt->is_quant) { /* the CPU's 8-bit rounding per weight block, on every path */
+            const int64_t be = tt->block_elems;
+            void *abuf = malloc(lb_act_bytes(K, be));
+            const lb_act a = lb_act_at(abuf, K, be);
             for (int64_t tk = 0; tk < T; tk++) {
-                lb_act_quantize(x + tk * K, K, 32, &a);
-                for (int64_t k = 0; k < K; k++) xr[tk * K + k] = a.d[k / 32] * (float)a.q[k];
+                lb_act_quantize(x + tk * K, K, be, &a);
+                for (int64_t k = 0; k < K; k++) xr[tk * K + k] = a.d[k / be] * (float)a.q[k];
             }
             free(abuf);
         } else {
