@@ -25,6 +25,8 @@ static void usage(FILE *f) {
           "  --imatrix FILE             importance matrix (llama.cpp's .dat or GGUF imatrix file) weighting the error\n"
           "  --method M                 rtn (default), imatrix, gptq, awq, awq+gptq; all but rtn need --calib\n"
           "  --calib FILE               calibration text (UTF-8); never evaluate on it\n"
+          "  --device D                 where calibration runs the model and sums statistics: cpu (default),\n"
+          "                             cuda or cuda:N (GPTQ/AWQ solvers and encoders stay on CPU threads)\n"
           "  --calib-tokens N           calibration tokens, as N / 512 windows (default 65536)\n"
           "  --seed S                   which calibration windows (default 1)\n"
           "  --damp F                   GPTQ damping, fraction of mean(diag H) (default 0.01, and 0.3 for a\n"
@@ -140,6 +142,9 @@ static int parse(int argc, char **argv, qopts *o) {
         } else if (!strcmp(a, "--imatrix") && v) {
             o->p.imatrix = v;
             i++;
+        } else if (!strcmp(a, "--device") && v) {
+            if (!cli_device(v, &o->p.device)) return 1;
+            i++;
         } else if ((!strcmp(a, "-t") || !strcmp(a, "--threads")) && v) {
             int64_t n;
             if (!cli_int(a, v, 1, 256, &n)) return 1;
@@ -189,9 +194,9 @@ static void print_summary(const qopts *o, const lb_quantize_report *r) {
         cli_json_str(stdout, o->p.ftype);
         printf(", \"method\": \"%s\"", lb_method_name(o->p.method));
         printf(", \"encoder\": \"%s\", \"architecture\": \"%s\", \"n_params\": %lld, \"file_bytes\": %zu, "
-               "\"bits_per_weight\": %.4f, \"seconds\": %.3f, \"peak_rss_bytes\": %zu, \"requantized\": %s, \"imatrix_covered\": %lld, \"imatrix_matrices\": %lld, \"types\": {",
+               "\"bits_per_weight\": %.4f, \"seconds\": %.3f, \"peak_rss_bytes\": %zu, \"gpu_peak_bytes\": %zu, \"stats_seconds\": %.3f, \"solve_seconds\": %.3f, \"requantized\": %s, \"imatrix_covered\": %lld, \"imatrix_matrices\": %lld, \"types\": {",
                o->p.encoder == LB_ENCODER_REF ? "ref" : "default", r->architecture, (long long)r->n_params, r->file_bytes,
-               r->bits_per_weight, r->seconds, r->peak_rss_bytes, r->requantized ? "true" : "false",
+               r->bits_per_weight, r->seconds, r->peak_rss_bytes, r->gpu_peak_bytes, r->stats_seconds, r->solve_seconds, r->requantized ? "true" : "false",
                (long long)r->imatrix_covered, (long long)r->imatrix_matrices);
         int first = 1;
         for (int t = 0; t < LB_TYPE_COUNT; t++) {

@@ -509,6 +509,9 @@ typedef struct lb_quantize_params {
     void *progress_user;
     int allow_nonfinite;      /* quantize NaN/Inf weights as they come; by default the first one is an error naming
                                  the tensor and the element */
+    lb_device device;         /* where the calibrated methods run the model and sum their statistics (zero = CPU;
+                                 on a CUDA device LB_ERR_DEVICE before any work when it cannot be used). GPTQ's
+                                 and AWQ's solvers and the encoders run on CPU threads either way. */
 } lb_quantize_params;
 
 lb_quantize_params lb_quantize_default_params(void);
@@ -534,6 +537,9 @@ typedef struct lb_quantize_report {
     double bits_per_weight;           /* file bytes * 8 / n_params */
     double seconds;
     size_t peak_rss_bytes;            /* of the whole process, at the end */
+    size_t gpu_peak_bytes;            /* calibration on a GPU: the most device memory seen in use (0 on the CPU) */
+    double stats_seconds;             /* calibrated methods: the forward passes and statistics (both streams) */
+    double solve_seconds;             /* ... and the rest of the layers' work: GPTQ / AWQ solvers and the encoders */
     int requantized;                  /* the input's tensors were already in a quantized type */
     char architecture[32];            /* GGUF general.architecture written */
     int64_t imatrix_entries;          /* entries of the --imatrix file (0 without one) */

@@ -46,6 +46,10 @@ double *lb_calib_take_h(lb_calib *c, lb_obs_point pt);
 double *lb_calib_take_cross(lb_calib *c, lb_obs_point pt);
 const float *lb_calib_mean_abs(const lb_calib *c, lb_obs_point pt);
 int64_t lb_calib_tokens(const lb_calib *c);
+/* On a GPU: the most device memory seen in use so far (bytes); 0 on the CPU. */
+size_t lb_calib_gpu_peak(const lb_calib *c);
+/* Seconds spent so far in lb_calib_new and the *_stats / *_advance calls (forward passes and sums). */
+double lb_calib_seconds(const lb_calib *c);
 
 #include "gptq.h"
 

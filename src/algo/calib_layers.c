@@ -17,9 +17,13 @@
  * the unquantized layers. A statistics run then first runs the reference layer on each window of Xr and
  * keeps its matrix inputs, then the layer under quantization on the same window of X, and adds
  * C = sum_t xr_t x_t^T (the same lb_matmul products, all d x d elements) beside H.
+ *
+ * On a CUDA device (lb_calib_params.device) the streams live on the GPU and the layer runs and the sums are
+ * cuda/calib.h's; this file then keeps only the host copies of the statistics that it hands out.
  */
 #include "calib.h"
 
+#include "../cuda/calib.h"
 #include "../quant/matmul.h"
 
 #include <math.h>
@@ -50,6 +54,9 @@ struct lb_calib {
     float *xt, *prod, *scratch; /* transposed window (dim, win), H_ROWS rows of its product, matmul scratch */
     lb_status st;
     lb_error *err;
+    lb_cuda_calib *gpu;    /* the streams and sums on a CUDA device (then x, xr, ctx, pool are unused) */
+    bool has_ref;          /* a reference stream is kept (on the host or the GPU) */
+    double seconds;        /* in lb_calib_new and the statistics / advance calls */
 };
 
 static void accumulate(lb_calib *c, const float *x, int64_t T, int64_t dim) {
@@ -112,12 +119,14 @@ static bool ensure(double **b, int64_t *cap, int64_t n) {
 static lb_status reset_stats(lb_calib *c, lb_obs_point pt, lb_error *err) {
     const int64_t d = c->dim[pt];
     c->pt = -1;
-    if (!ensure(&c->h, &c->h_cap, d * d) || (c->xr && !ensure(&c->cx, &c->cx_cap, d * d)))
+    if (!ensure(&c->h, &c->h_cap, d * d) || (c->has_ref && !ensure(&c->cx, &c->cx_cap, d * d)))
         return lb_err_set(err, LB_ERR_NOMEM, "out of memory for the calibration statistics (%lld x %lld)", (long long)d,
                           (long long)d);
     c->pt = (int)pt;
-    memset(c->h, 0, (size_t)(d * d) * sizeof(double));
-    if (c->cx) memset(c->cx, 0, (size_t)(d * d) * sizeof(double));
+    if (!c->gpu) { /* the GPU's sums replace these whole */
+        memset(c->h, 0, (size_t)(d * d) * sizeof(double));
+        if (c->cx) memset(c->cx, 0, (size_t)(d * d) * sizeof(double));
+    }
     memset(c->abs_sum, 0, (size_t)d * sizeof(double));
     c->tokens = 0;
     c->st = LB_OK;
@@ -134,13 +143,62 @@ static void mirror(double *h, int64_t d) {
 
 static void finish_stats(lb_calib *c) {
     const int64_t d = c->dim[c->pt];
-    mirror(c->h, d);
+    if (!c->gpu) mirror(c->h, d); /* the GPU's H is whole */
     for (int64_t j = 0; j < d; j++) c->mean_abs[j] = c->tokens ? (float)(c->abs_sum[j] / (double)c->tokens) : 0.0f;
+}
+
+/* The CPU's streams, context and scratch. */
+static lb_status cpu_init(lb_calib *c, int64_t dmax, bool ref, const lb_calib_params *p, lb_error *err) {
+    const lb_model_info *h = &c->m->info;
+    const int64_t nw = c->n_win;
+    bool ok = true;
+    int nt = p->n_threads > 0 ? p->n_threads : lb_cpu_count();
+    c->pool = lb_pool_new(nt);
+    c->x = malloc((size_t)(nw * p->ctx * h->n_embd) * sizeof(float));
+    c->xt = malloc((size_t)(dmax * p->ctx) * sizeof(float));
+    if (ref) {
+        c->ref = malloc((size_t)(dmax * p->ctx) * sizeof(float));
+        c->xr = malloc((size_t)(nw * p->ctx * h->n_embd) * sizeof(float));
+        c->xtr = malloc((size_t)(dmax * p->ctx) * sizeof(float));
+        ok &= c->ref && c->xr && c->xtr;
+    }
+    c->prod = malloc((size_t)(H_ROWS * dmax) * sizeof(float));
+    c->scratch = malloc(lb_matmul_scratch_floats(p->ctx, H_ROWS, nt) * sizeof(float));
+    ok &= c->pool && c->x && c->xt && c->prod && c->scratch;
+    if (!ok) return lb_err_set(err, LB_ERR_NOMEM, "out of memory for %lld calibration windows", (long long)nw);
+    lb_context_params cp = {p->ctx, nt, {LB_DEVICE_CPU, 0}};
+    return lb_context_new(c->m, &cp, &c->ctx, err);
+}
+
+/* The embedding rows of the windows into the streams: on the host, or a window at a time to the GPU. */
+static lb_status fill_streams(lb_calib *c, const lb_weight *embd, const lb_weight *embd_ref, const int32_t *tokens,
+                              const int64_t *starts, lb_error *err) {
+    const int64_t E = c->m->info.n_embd, win = c->win;
+    float *stage = NULL;
+    if (c->gpu && !(stage = malloc((size_t)(2 * win * E) * sizeof *stage))) return lb_err_set(err, LB_ERR_NOMEM, "out of memory");
+    lb_status s = LB_OK;
+    for (int64_t w = 0; s == LB_OK && w < c->n_win; w++) {
+        float *x = c->gpu ? stage : c->x + w * win * E, *xr = c->gpu ? stage + win * E : c->xr ? c->xr + w * win * E : NULL;
+        for (int64_t t = 0; t < win; t++) {
+            int32_t id = tokens[starts[w] + t];
+            if (id < 0 || id >= c->m->info.n_vocab) {
+                s = lb_err_set(err, LB_ERR_ARG, "calibration token %d is outside the vocabulary", id);
+                break;
+            }
+            lb_weight_row_f32(embd, id, x + t * E);
+            if (embd_ref) lb_weight_row_f32(embd_ref, id, xr + t * E);
+        }
+        if (s == LB_OK && c->gpu) s = lb_cuda_calib_upload(c->gpu, 0, w * win, x, win, err);
+        if (s == LB_OK && c->gpu && embd_ref) s = lb_cuda_calib_upload(c->gpu, 1, w * win, xr, win, err);
+    }
+    free(stage);
+    return s;
 }
 
 lb_status lb_calib_new(const lb_model *m, const lb_weight *embd, const lb_weight *embd_ref, const int32_t *tokens, int64_t n_tokens,
                        const lb_calib_params *p, lb_calib **out, lb_error *err) {
     const lb_model_info *h = &m->info;
+    const double t0 = lb_time_sec();
     int64_t *starts = NULL, nw = 0;
     lb_status s = lb_calib_windows(n_tokens, p, &starts, &nw, err);
     if (s != LB_OK) return s;
@@ -152,9 +210,9 @@ lb_status lb_calib_new(const lb_model *m, const lb_weight *embd, const lb_weight
     c->m = m;
     c->n_win = nw;
     c->win = p->ctx;
+    c->has_ref = embd_ref != NULL;
     int64_t dims[LB_CALIB_POINTS] = {h->n_embd, h->n_head * h->head_dim, h->n_embd, h->n_ff, h->n_embd};
     int64_t dmax = 0;
-    bool ok = true;
     for (int k = 0; k < LB_CALIB_POINTS; k++) {
         c->dim[k] = dims[k];
         dmax = dims[k] > dmax ? dims[k] : dmax;
@@ -164,50 +222,31 @@ lb_status lb_calib_new(const lb_model *m, const lb_weight *embd, const lb_weight
     c->h_cap = dmax * dmax;
     c->abs_sum = malloc((size_t)dmax * sizeof(double));
     c->mean_abs = malloc((size_t)dmax * sizeof(float));
-    ok &= c->h && c->abs_sum && c->mean_abs;
+    bool ok = c->h && c->abs_sum && c->mean_abs;
     if (embd_ref) {
         c->cx = malloc((size_t)(dmax * dmax) * sizeof(double));
         c->cx_cap = dmax * dmax;
-        c->ref = malloc((size_t)(dmax * p->ctx) * sizeof(float));
-        ok &= c->cx && c->ref;
+        ok &= c->cx != NULL;
     }
-    int nt = p->n_threads > 0 ? p->n_threads : lb_cpu_count();
-    c->pool = lb_pool_new(nt);
-    c->x = malloc((size_t)(nw * p->ctx * h->n_embd) * sizeof(float));
-    c->xt = malloc((size_t)(dmax * p->ctx) * sizeof(float));
-    if (embd_ref) {
-        c->xr = malloc((size_t)(nw * p->ctx * h->n_embd) * sizeof(float));
-        c->xtr = malloc((size_t)(dmax * p->ctx) * sizeof(float));
-        ok &= c->xr && c->xtr;
-    }
-    c->prod = malloc((size_t)(H_ROWS * dmax) * sizeof(float));
-    c->scratch = malloc(lb_matmul_scratch_floats(p->ctx, H_ROWS, nt) * sizeof(float));
-    ok &= c->pool && c->x && c->xt && c->prod && c->scratch;
-    lb_context_params cp = {p->ctx, nt, {LB_DEVICE_CPU, 0}};
-    if (!ok) s = lb_err_set(err, LB_ERR_NOMEM, "out of memory for %lld calibration windows", (long long)nw);
-    else s = lb_context_new(m, &cp, &c->ctx, err);
-    for (int64_t w = 0; s == LB_OK && w < nw; w++)
-        for (int64_t t = 0; t < p->ctx; t++) {
-            int32_t id = tokens[starts[w] + t];
-            if (id < 0 || id >= h->n_vocab) {
-                s = lb_err_set(err, LB_ERR_ARG, "calibration token %d is outside the vocabulary", id);
-                break;
-            }
-            lb_weight_row_f32(embd, id, c->x + (w * p->ctx + t) * h->n_embd);
-            if (c->xr) lb_weight_row_f32(embd_ref, id, c->xr + (w * p->ctx + t) * h->n_embd);
-        }
+    if (!ok) s = lb_err_set(err, LB_ERR_NOMEM, "out of memory for the calibration statistics");
+    else if (p->device.kind == LB_DEVICE_CUDA)
+        s = lb_cuda_calib_new(m, p->device.index, nw, p->ctx, embd_ref != NULL, dmax, &c->gpu, err);
+    else s = cpu_init(c, dmax, embd_ref != NULL, p, err);
+    if (s == LB_OK) s = fill_streams(c, embd, embd_ref, tokens, starts, err);
+    c->seconds = lb_time_sec() - t0;
     free(starts);
     if (s != LB_OK) {
         lb_calib_free(c);
         return s;
     }
-    lb_context_set_observer(c->ctx, observer, c);
+    if (c->ctx) lb_context_set_observer(c->ctx, observer, c);
     *out = c;
     return LB_OK;
 }
 
 void lb_calib_free(lb_calib *c) {
     if (!c) return;
+    lb_cuda_calib_free(c->gpu);
     lb_context_free(c->ctx);
     lb_pool_free(c->pool);
     free(c->h);
@@ -254,11 +293,17 @@ static lb_status advance_windows(lb_calib *c, float *xs, const lb_layer *l, int6
     return s;
 }
 
-lb_status lb_calib_layer_stats(lb_calib *c, const lb_layer *l, const lb_layer *ref, lb_obs_point pt, int64_t il,
+static lb_status layer_stats_run(lb_calib *c, const lb_layer *l, const lb_layer *ref, lb_obs_point pt, int64_t il,
                                lb_error *err) {
     if (pt < 0 || pt >= LB_OBS_OUTPUT_IN) return lb_err_set(err, LB_ERR_ARG, "calibration: not a layer point");
     lb_status s0 = reset_stats(c, pt, err);
     if (s0 != LB_OK) return s0;
+    if (c->gpu) {
+        lb_status s = lb_cuda_calib_stats(c->gpu, l, c->has_ref ? ref : NULL, il, pt, c->h, c->cx, c->abs_sum, err);
+        c->tokens = c->n_win * c->win;
+        finish_stats(c);
+        return s;
+    }
     lb_context_set_observer(c->ctx, observer, c);
     lb_status s = stats_windows(c, l, c->xr ? ref : NULL, il, pt, err);
     if (s == LB_OK && c->st != LB_OK) s = lb_err_set(err, c->st, "calibration: a matrix input was not a whole window");
@@ -266,7 +311,8 @@ lb_status lb_calib_layer_stats(lb_calib *c, const lb_layer *l, const lb_layer *r
     return s;
 }
 
-lb_status lb_calib_layer_advance(lb_calib *c, const lb_layer *l, const lb_layer *ref, int64_t il, lb_error *err) {
+static lb_status layer_advance_run(lb_calib *c, const lb_layer *l, const lb_layer *ref, int64_t il, lb_error *err) {
+    if (c->gpu) return lb_cuda_calib_advance(c->gpu, l, c->has_ref ? ref : NULL, il, err);
     lb_context_set_observer(c->ctx, NULL, NULL);
     lb_status s = advance_windows(c, c->x, l, il, err);
     if (s == LB_OK && c->xr) s = advance_windows(c, c->xr, ref, il, err);
@@ -286,9 +332,15 @@ static void out_norm_window(const lb_calib *c, const float *out_norm, const floa
     }
 }
 
-lb_status lb_calib_output_stats(lb_calib *c, const float *out_norm, lb_error *err) {
+static lb_status output_stats_run(lb_calib *c, const float *out_norm, lb_error *err) {
     lb_status s0 = reset_stats(c, LB_OBS_OUTPUT_IN, err);
     if (s0 != LB_OK) return s0;
+    if (c->gpu) {
+        lb_status s = lb_cuda_calib_output_stats(c->gpu, out_norm, c->h, c->cx, c->abs_sum, err);
+        c->tokens = c->n_win * c->win;
+        finish_stats(c);
+        return s;
+    }
     int64_t E = c->m->info.n_embd;
     float *xn = malloc((size_t)(c->win * E) * sizeof *xn);
     if (!xn) return lb_err_set(err, LB_ERR_NOMEM, "out of memory");
@@ -322,3 +374,27 @@ double *lb_calib_take_cross(lb_calib *c, lb_obs_point pt) { return take(c, pt, &
 const double *lb_calib_cross(const lb_calib *c, lb_obs_point pt) { return (int)pt == c->pt ? c->cx : NULL; }
 const float *lb_calib_mean_abs(const lb_calib *c, lb_obs_point pt) { return (int)pt == c->pt ? c->mean_abs : NULL; }
 int64_t lb_calib_tokens(const lb_calib *c) { return c->tokens; }
+size_t lb_calib_gpu_peak(const lb_calib *c) { return lb_cuda_calib_peak_bytes(c->gpu); }
+
+lb_status lb_calib_layer_stats(lb_calib *c, const lb_layer *l, const lb_layer *ref, lb_obs_point pt, int64_t il,
+                               lb_error *err) {
+    const double t0 = lb_time_sec();
+    lb_status s = layer_stats_run(c, l, ref, pt, il, err);
+    c->seconds += lb_time_sec() - t0;
+    return s;
+}
+
+lb_status lb_calib_layer_advance(lb_calib *c, const lb_layer *l, const lb_layer *ref, int64_t il, lb_error *err) {
+    const double t0 = lb_time_sec();
+    lb_status s = layer_advance_run(c, l, ref, il, err);
+    c->seconds += lb_time_sec() - t0;
+    return s;
+}
+
+lb_status lb_calib_output_stats(lb_calib *c, const float *out_norm, lb_error *err) {
+    const double t0 = lb_time_sec();
+    lb_status s = output_stats_run(c, out_norm, err);
+    c->seconds += lb_time_sec() - t0;
+    return s;
+}
+double lb_calib_seconds(const lb_calib *c) { return c->seconds; }

@@ -10,6 +10,7 @@
 #include "../io/gguf.h"
 #include "../io/imatrix.h"
 #include "../model/arch.h"
+#include "../cuda/cuda.h"
 #include "../model/model.h"
 #include "../text/text.h"
 #include "../quant/quant.h"
@@ -251,6 +252,7 @@ typedef struct run {
     lb_mix mix;
     lb_imatrix *imatrix;
     lb_calib *cal;          /* calibrated methods: the activations entering the next layer */
+    double calib_seconds;   /* in the calibrated layers and output head (statistics, solvers, encoders) */
     lb_gptq_params gptq;
     int64_t cached_layer;   /* the layer whose quantized tensors are in cache */
     uint8_t *cache[7];
@@ -337,8 +339,10 @@ static lb_status calibrate_layer(run *R, int64_t il, lb_error *err) {
     R->norms[1] = copy_vec(l->ffn_norm, h->n_embd);
     R->bv = copy_vec(l->bv, h->n_head_kv * h->head_dim);
     if (!R->norms[0] || !R->norms[1] || (l->bv && !R->bv)) return lb_err_set(err, LB_ERR_NOMEM, "out of memory");
+    const double t0 = lb_time_sec();
     lb_status s = lb_calib_quantize_layer(R->cal, R->pool, R->m, il, R->p->method, R->p->encoder, &R->gptq, types, R->cache,
                                           R->norms, R->bv, err);
+    R->calib_seconds += lb_time_sec() - t0;
     if (s == LB_OK) R->cached_layer = il;
     return s;
 }
@@ -365,7 +369,10 @@ static lb_status calibrated_bytes(run *R, const out_tensor *t, uint8_t *out, boo
         *done = true;
     } else if (!strcmp(t->name, "output.weight")) {
         *done = true;
-        return lb_calib_quantize_output(R->cal, R->pool, R->m, t->type, R->p->method, R->p->encoder, &R->gptq, out, err);
+        const double t0 = lb_time_sec();
+        lb_status s = lb_calib_quantize_output(R->cal, R->pool, R->m, t->type, R->p->method, R->p->encoder, &R->gptq, out, err);
+        R->calib_seconds += lb_time_sec() - t0;
+        return s;
     }
     return LB_OK;
 }
@@ -413,9 +420,12 @@ static lb_status write_tensor(run *R, int64_t i, lb_error *err) {
         if (R->p->calib_n_tokens > 0) cp.n_tokens = R->p->calib_n_tokens;
         cp.seed = R->p->calib_seed ? R->p->calib_seed : 1;
         cp.n_threads = lb_pool_size(R->pool);
+        cp.device = R->p->device;
         lb_weight embd = {t->type, R->out, t->ne[1], t->ne[0]};
         const bool ref = !R->p->gptq_own_target && (R->p->method == LB_METHOD_GPTQ || R->p->method == LB_METHOD_AWQ_GPTQ);
+        const double t0 = lb_time_sec();
         lb_status s = lb_calib_new(R->m, &embd, ref ? &R->m->tok_embd : NULL, R->p->calib_tokens, R->p->n_calib_tokens, &cp, &R->cal, err);
+        R->calib_seconds += lb_time_sec() - t0;
         if (s != LB_OK) return s;
     }
     return gguf_writer_write_tensor(R->w, i, R->out, bytes, err);
@@ -455,6 +465,10 @@ static lb_status setup(run *R, const char *input, lb_error *err) {
     if (p->method != LB_METHOD_RTN && p->imatrix)
         return lb_err_set(err, LB_ERR_ARG, "--imatrix goes with the rtn method; %s measures its own statistics",
                           lb_method_name(p->method));
+    if (p->method != LB_METHOD_RTN && p->device.kind == LB_DEVICE_CUDA) { /* fail before any work */
+        lb_status sd = lb_cuda_device_check(p->device.index, err);
+        if (sd != LB_OK) return sd;
+    }
     /* NaN/Inf: the round-to-nearest path checks each row as it converts it; the calibrated ones at load */
     bool check = !p->allow_nonfinite;
     lb_status s = lb_model_load_checked(input, check && p->method != LB_METHOD_RTN, check, &R->m, err);
@@ -524,6 +538,9 @@ static void fill_report(run *R, lb_quantize_report *r, lb_quantize_tensor *rows,
     r->bits_per_weight = r->n_params ? 8.0 * (double)r->file_bytes / (double)r->n_params : 0;
     r->seconds = lb_time_sec() - t0;
     r->peak_rss_bytes = lb_peak_rss();
+    r->gpu_peak_bytes = R->cal ? lb_calib_gpu_peak(R->cal) : 0;
+    r->stats_seconds = R->cal ? lb_calib_seconds(R->cal) : 0;
+    r->solve_seconds = R->calib_seconds - r->stats_seconds;
     r->requantized = R->requantized;
     r->imatrix_entries = R->imatrix ? R->imatrix->n_entries : 0;
     r->imatrix_covered = R->imatrix_used;

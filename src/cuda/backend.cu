@@ -6,9 +6,9 @@
  * build runs every CPU path on a machine with no GPU or driver. cuBLAS is opened with dlopen the first
  * time a GPU context needs it (for prompts of more than LB_CUDA_MV_MAX tokens), for the same reason.
  */
+#include "blas.cuh"
 #include "kernels.cuh"
 
-#include <cublas_v2.h>
 #include <dlfcn.h>
 #include <math.h>
 #include <stdio.h>
@@ -57,38 +57,30 @@ static lb_status use_device(int dev, lb_error *err) {
 
 /* ---------------------------------------------------------------- cuBLAS, loaded at first use --------------- */
 
-typedef cublasStatus_t (*create_fn)(cublasHandle_t *);
-typedef cublasStatus_t (*destroy_fn)(cublasHandle_t);
-typedef cublasStatus_t (*stream_fn)(cublasHandle_t, cudaStream_t);
-typedef cublasStatus_t (*gemm_fn)(cublasHandle_t, cublasOperation_t, cublasOperation_t, int, int, int, const void *,
-                                  const void *, cudaDataType, int, const void *, cudaDataType, int, const void *, void *,
-                                  cudaDataType, int, cublasComputeType_t, cublasGemmAlgo_t);
+cu_blas_api cu_blas;
 static struct {
     int tried;
-    create_fn create;
-    destroy_fn destroy;
-    stream_fn set_stream;
-    gemm_fn gemm;
     char why[256];
-} blas;
+} blas_state;
 
-static lb_status blas_load(lb_error *err) {
-    if (!blas.tried) {
-        blas.tried = 1;
+lb_status cu_blas_load(lb_error *err) {
+    if (!blas_state.tried) {
+        blas_state.tried = 1;
         const char *names[] = {"libcublas.so.13", "libcublas.so", "/usr/local/cuda/lib64/libcublas.so.13"};
         void *h = NULL;
         for (size_t i = 0; !h && i < sizeof names / sizeof names[0]; i++) h = dlopen(names[i], RTLD_NOW | RTLD_LOCAL);
         if (!h) {
-            snprintf(blas.why, sizeof blas.why, "cannot load cuBLAS (libcublas.so.13): %s", dlerror());
+            snprintf(blas_state.why, sizeof blas_state.why, "cannot load cuBLAS (libcublas.so.13): %s", dlerror());
         } else {
-            blas.create = (create_fn)dlsym(h, "cublasCreate_v2");
-            blas.destroy = (destroy_fn)dlsym(h, "cublasDestroy_v2");
-            blas.gemm = (gemm_fn)dlsym(h, "cublasGemmEx");
-            blas.set_stream = (stream_fn)dlsym(h, "cublasSetStream_v2");
-            if (!blas.create || !blas.destroy || !blas.gemm || !blas.set_stream) snprintf(blas.why, sizeof blas.why, "libcublas lacks cublasGemmEx");
+            cu_blas.create = (cu_blas_create_fn)dlsym(h, "cublasCreate_v2");
+            cu_blas.destroy = (cu_blas_destroy_fn)dlsym(h, "cublasDestroy_v2");
+            cu_blas.gemm = (cu_blas_gemm_fn)dlsym(h, "cublasGemmEx");
+            cu_blas.set_stream = (cu_blas_stream_fn)dlsym(h, "cublasSetStream_v2");
+            if (!cu_blas.create || !cu_blas.destroy || !cu_blas.gemm || !cu_blas.set_stream)
+                snprintf(blas_state.why, sizeof blas_state.why, "libcublas lacks cublasGemmEx");
         }
     }
-    if (blas.why[0]) return lb_err_set(err, LB_ERR_DEVICE, "%s", blas.why);
+    if (blas_state.why[0]) return lb_err_set(err, LB_ERR_DEVICE, "%s", blas_state.why);
     return LB_OK;
 }
 
@@ -105,10 +97,10 @@ typedef struct mm_ws {
 /* x16 of at least x_elems; with blas, also the cuBLAS handle and the weight scratch */
 static lb_status mm_ws_ready(mm_ws *ws, size_t x_elems, bool blas_too, lb_error *err) {
     if (blas_too && !ws->blas) {
-        lb_status s = blas_load(err);
+        lb_status s = cu_blas_load(err);
         if (s != LB_OK) return s;
-        if (blas.create(&ws->blas) != CUBLAS_STATUS_SUCCESS) return lb_err_set(err, LB_ERR_DEVICE, "cuBLAS: cannot create a handle");
-        blas.set_stream(ws->blas, lb_cu_stream);
+        if (cu_blas.create(&ws->blas) != CUBLAS_STATUS_SUCCESS) return lb_err_set(err, LB_ERR_DEVICE, "cuBLAS: cannot create a handle");
+        cu_blas.set_stream(ws->blas, lb_cu_stream);
         CK(cudaMalloc((void **)&ws->w16, WSCRATCH_ELEMS * sizeof(__half)), "for the weight scratch");
     }
     if (ws->x16_elems < x_elems) {
@@ -122,7 +114,7 @@ static lb_status mm_ws_ready(mm_ws *ws, size_t x_elems, bool blas_too, lb_error 
 }
 
 static void mm_ws_free(mm_ws *ws) {
-    if (ws->blas) blas.destroy(ws->blas);
+    if (ws->blas) cu_blas.destroy(ws->blas);
     cudaFree(ws->w16);
     cudaFree(ws->x16);
     memset(ws, 0, sizeof *ws);
@@ -148,7 +140,7 @@ static lb_status mm(mm_ws *ws, const float *x, int64_t T, const dweight *w, floa
         const __half *wt = ws->w16;
         if (w->type == LB_TYPE_F16) wt = (const __half *)(w->data + (size_t)r0 * w->row_bytes); /* used in place */
         else cu_dequant_f16(w, r0, R, ws->w16);
-        cublasStatus_t bs = blas.gemm(ws->blas, CUBLAS_OP_T, CUBLAS_OP_N, (int)R, (int)T, (int)K, &one, wt, CUDA_R_16F,
+        cublasStatus_t bs = cu_blas.gemm(ws->blas, CUBLAS_OP_T, CUBLAS_OP_N, (int)R, (int)T, (int)K, &one, wt, CUDA_R_16F,
                                       (int)K, ws->x16, CUDA_R_16F, (int)K, &zero, out + r0, CUDA_R_32F, (int)ldo,
                                       CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT);
         if (bs != CUBLAS_STATUS_SUCCESS) return lb_err_set(err, LB_ERR_DEVICE, "cuBLAS GemmEx failed (status %d)", (int)bs);
@@ -166,6 +158,16 @@ typedef struct dlayer {
 } dlayer;
 
 #define MAX_ALLOCS 4096
+
+/* One uploaded layer of a layerwise context: buffers reused while large enough. */
+#define SLOT_BUFS 18 /* 7 matrices, 11 vectors */
+typedef struct lslot {
+    dlayer d;
+    void *buf[SLOT_BUFS];
+    size_t cap[SLOT_BUFS];
+    const lb_layer *src; /* what slot 1 holds (NULL: nothing) */
+    unsigned have;       /* matrices uploaded (bit k: matrix k in the order q, k, v, o, gate, up, down) */
+} lslot;
 
 struct lb_cuda_ctx {
     const lb_model *m;
@@ -192,6 +194,10 @@ struct lb_cuda_ctx {
     float *host;                 /* observer staging, n_batch * max width */
     lb_observer_fn obs;
     void *obs_user;
+    lb_cuda_observer_fn dobs;    /* device observer (one-layer runs) */
+    void *dobs_user;
+    bool layerwise;              /* one layer at a time: a one-layer KV cache, no model weights, no logits */
+    lslot slot[2];               /* a layerwise context's layers */
     void *allocs[MAX_ALLOCS];
     int n_allocs;
 };
@@ -267,7 +273,7 @@ static size_t model_device_bytes(const lb_model *m) {
 static lb_status alloc_state(lb_cuda_ctx *g, lb_error *err) {
     const lb_model_info *h = &g->m->info;
     const int64_t B = g->n_batch, E = h->n_embd, D = h->head_dim, qd = h->n_head * D, kvd = h->n_head_kv * D, F = h->n_ff;
-    const int64_t V = h->n_vocab, C = g->n_ctx, L = h->n_layer;
+    const int64_t V = g->layerwise ? 0 : h->n_vocab, C = g->n_ctx, L = g->layerwise ? 1 : h->n_layer;
     lb_status s = LB_OK;
     float **fp[] = {&g->x, &g->xn, &g->q, &g->k, &g->v, &g->att, &g->g, &g->u, &g->tmp, &g->logits};
     const int64_t fn[] = {B * E, B * E, B * qd, B * kvd, B * kvd, B * qd, B * F, B * F, B * E, B * V};
@@ -368,6 +374,8 @@ extern "C" void lb_cuda_ctx_free(lb_cuda_ctx *g) {
     cudaFreeHost(g->pin_pos);
     lb_cu_stream = 0;
     for (int i = 0; i < g->n_allocs; i++) cudaFree(g->allocs[i]);
+    for (int k = 0; k < 2; k++)
+        for (int i = 0; i < SLOT_BUFS; i++) cudaFree(g->slot[k].buf[i]);
     free(g->L);
     free(g->host);
     free(g);
@@ -381,6 +389,7 @@ extern "C" void lb_cuda_ctx_set_observer(lb_cuda_ctx *g, lb_observer_fn fn, void
 
 /* the observer gets a host copy of a device activation */
 static lb_status observe(lb_cuda_ctx *g, int64_t layer, lb_obs_point pt, const float *x, int64_t T, int64_t dim, lb_error *err) {
+    if (g->dobs) return g->dobs(g->dobs_user, layer, pt, x, T, dim, err);
     if (!g->obs) return LB_OK;
     const lb_model_info *h = &g->m->info;
     if (!g->host) {
@@ -401,14 +410,22 @@ static lb_status observe(lb_cuda_ctx *g, int64_t layer, lb_obs_point pt, const f
         if (s_ != LB_OK) return s_;                                                                                 \
     } while (0)
 
-/* pos0: the batch's first position, also in g->pos_d; max_n: a bound of pos0 + T for the attention kernel */
-static lb_status layer_forward(lb_cuda_ctx *g, const dlayer *l, int64_t il, int64_t T, int64_t max_n, lb_error *err) {
+/* The observation of point pt, then the end of the layer when it is the stop point (forward.c's `stop`). */
+#define OBSERVE(pt, x, dim)                                                                                         \
+    do {                                                                                                            \
+        TRY(observe(g, il, pt, x, T, dim, err));                                                                    \
+        if (stop == (int)(pt)) return LB_OK;                                                                        \
+    } while (0)
+
+/* pos0: the batch's first position, also in g->pos_d; max_n: a bound of pos0 + T for the attention kernel;
+ * stop: the point after whose observation the layer ends early (g->x then is not the layer's output), or -1 */
+static lb_status layer_forward(lb_cuda_ctx *g, const dlayer *l, int64_t il, int64_t T, int64_t max_n, int stop, lb_error *err) {
     const lb_model_info *h = &g->m->info;
     const int64_t E = h->n_embd, D = h->head_dim, H = h->n_head, KV = h->n_head_kv, F = h->n_ff;
     const int64_t qd = H * D, kvd = KV * D;
     const float eps = h->rms_eps;
     cu_rmsnorm(g->x, l->attn_norm, g->xn, T, (int)E, E, eps);
-    TRY(observe(g, il, LB_OBS_ATTN_IN, g->xn, T, E, err));
+    OBSERVE(LB_OBS_ATTN_IN, g->xn, E);
     TRY(mm(&g->ws, g->xn, T, &l->wq, g->q, qd, -1, err));
     TRY(mm(&g->ws, g->xn, T, &l->wk, g->k, kvd, -1, err));
     TRY(mm(&g->ws, g->xn, T, &l->wv, g->v, kvd, -1, err));
@@ -421,22 +438,22 @@ static lb_status layer_forward(lb_cuda_ctx *g, const dlayer *l, int64_t il, int6
     }
     cu_rope(g->q, (int)T, (int)H, (int)D, g->cs, g->sn, g->pos_d, g->m->rope_interleaved);
     cu_rope(g->k, (int)T, (int)KV, (int)D, g->cs, g->sn, g->pos_d, g->m->rope_interleaved);
-    const size_t lo = (size_t)(il * g->n_ctx * kvd);
+    const size_t lo = (size_t)((g->layerwise ? 0 : il) * g->n_ctx * kvd);
     cu_kv_store(g->k, g->v, (int)T, (int)kvd, g->kc + lo, g->vc + lo, g->pos_d);
     cu_attention(g->q, g->kc + lo, g->vc + lo, g->att, (int)T, (int)H, (int)KV, (int)D, g->pos_d, max_n);
     CK(cudaGetLastError(), "in attention");
-    TRY(observe(g, il, LB_OBS_ATTN_OUT_IN, g->att, T, qd, err));
+    OBSERVE(LB_OBS_ATTN_OUT_IN, g->att, qd);
     TRY(mm(&g->ws, g->att, T, &l->wo, g->tmp, E, -1, err));
     if (l->bo) cu_add_bias(g->tmp, l->bo, (int)T, (int)E);
     cu_add(g->x, g->tmp, T * E);
     cu_rmsnorm(g->x, l->ffn_norm, g->xn, T, (int)E, E, eps);
-    TRY(observe(g, il, LB_OBS_FFN_IN, g->xn, T, E, err));
+    OBSERVE(LB_OBS_FFN_IN, g->xn, E);
     TRY(mm(&g->ws, g->xn, T, &l->w_gate, g->g, F, -1, err));
     TRY(mm(&g->ws, g->xn, T, &l->w_up, g->u, F, -1, err));
     if (l->b_gate) cu_add_bias(g->g, l->b_gate, (int)T, (int)F);
     if (l->b_up) cu_add_bias(g->u, l->b_up, (int)T, (int)F);
     cu_silu_mul(g->g, g->u, T * F);
-    TRY(observe(g, il, LB_OBS_FFN_DOWN_IN, g->g, T, F, err));
+    OBSERVE(LB_OBS_FFN_DOWN_IN, g->g, F);
     TRY(mm(&g->ws, g->g, T, &l->w_down, g->tmp, E, -1, err));
     if (l->b_down) cu_add_bias(g->tmp, l->b_down, (int)T, (int)E);
     cu_add(g->x, g->tmp, T * E);
@@ -450,7 +467,7 @@ static lb_status forward(lb_cuda_ctx *g, int64_t T, int want, int64_t max_n, lb_
     CK(cudaMemcpyAsync(g->pos_d, g->pin_pos, sizeof(int64_t), cudaMemcpyHostToDevice, g->st), "uploading the position");
     CK(cudaMemcpyAsync(g->tok_d, g->pin_tok, (size_t)T * sizeof(int32_t), cudaMemcpyHostToDevice, g->st), "uploading token ids");
     cu_embed(&g->tok, g->tok_d, (int)T, g->x);
-    for (int64_t il = 0; il < h->n_layer; il++) TRY(layer_forward(g, &g->L[il], il, T, max_n, err));
+    for (int64_t il = 0; il < h->n_layer; il++) TRY(layer_forward(g, &g->L[il], il, T, max_n, -1, err));
     if (want == 2) {
         cu_rmsnorm(g->x, g->out_norm, g->xn, T, (int)E, E, h->rms_eps);
         TRY(observe(g, -1, LB_OBS_OUTPUT_IN, g->xn, T, E, err));
@@ -484,7 +501,7 @@ static void capture_decode(lb_cuda_ctx *g) {
 extern "C" lb_status lb_cuda_ctx_eval(lb_cuda_ctx *g, const int32_t *tokens, int64_t T, int64_t pos0, int want, float *logits,
                                       lb_error *err) {
     const int64_t V = g->m->info.n_vocab;
-    if (T < 1 || T > g->n_batch || pos0 + T > g->n_ctx) return lb_err_set(err, LB_ERR_ARG, "lb_cuda_ctx_eval: bad batch");
+    if (T < 1 || T > g->n_batch || pos0 + T > g->n_ctx || g->layerwise) return lb_err_set(err, LB_ERR_ARG, "lb_cuda_ctx_eval: bad batch");
     CK(cudaSetDevice(g->dev), "selecting the device");
     lb_cu_stream = g->st;
     CK(cudaStreamSynchronize(g->st), "waiting for the device");
@@ -525,6 +542,128 @@ extern "C" lb_status lb_cuda_ctx_score(lb_cuda_ctx *g, const lb_cuda_ctx *base, 
     if (base && kl) CK(cudaMemcpy(kl, g->kl, (size_t)n * sizeof(double), cudaMemcpyDeviceToHost), "reading scores");
     return LB_OK;
 }
+
+/* ---------------------------------------------------------------- one layer at a time --------------------- */
+
+extern "C" lb_status lb_cuda_device_check(int device, lb_error *err) { return use_device(device, err); }
+
+extern "C" lb_status lb_cuda_ctx_new_layerwise(const lb_model *m, int device, int64_t n_batch, lb_cuda_ctx **out,
+                                               lb_error *err) {
+    lb_status s = use_device(device, err);
+    if (s != LB_OK) return s;
+    lb_cuda_ctx *g = (lb_cuda_ctx *)calloc(1, sizeof *g);
+    if (!g) return lb_err_set(err, LB_ERR_NOMEM, "out of memory");
+    g->m = m;
+    g->dev = device;
+    g->n_ctx = n_batch;
+    g->n_batch = n_batch;
+    g->layerwise = true;
+    s = alloc_state(g, err);
+    if (s == LB_OK) s = rope_tables(g, err);
+    if (s == LB_OK) {
+        cudaError_t e = cudaMemsetAsync(g->pos_d, 0, sizeof(int64_t), g->st); /* every run starts at position 0 */
+        if (e == cudaSuccess) e = cudaStreamSynchronize(g->st);
+        if (e != cudaSuccess) s = cuda_fail(err, e, "preparing a layerwise context");
+    }
+    if (s != LB_OK) {
+        lb_cuda_ctx_free(g);
+        return s;
+    }
+    *out = g;
+    return LB_OK;
+}
+
+/* matrices a run up to `stop` reads: q, k, v before the attention output, o before the FFN input, gate and
+ * up before down's input, all 7 for a whole layer */
+static int mats_before(int stop) {
+    switch (stop) {
+    case LB_OBS_ATTN_IN: return 0;
+    case LB_OBS_ATTN_OUT_IN: return 3;
+    case LB_OBS_FFN_IN: return 4;
+    case LB_OBS_FFN_DOWN_IN: return 6;
+    default: return 7;
+    }
+}
+
+static lb_status slot_put(lslot *sl, int i, const void *src, size_t bytes, void **dst, lb_error *err) {
+    if (sl->cap[i] < bytes) {
+        cudaFree(sl->buf[i]);
+        sl->buf[i] = NULL;
+        sl->cap[i] = 0;
+        CK(cudaMalloc(&sl->buf[i], bytes ? bytes : 16), "for a layer's weights");
+        sl->cap[i] = bytes;
+    }
+    if (bytes) CK(cudaMemcpy(sl->buf[i], src, bytes, cudaMemcpyHostToDevice), "uploading a layer");
+    *dst = sl->buf[i];
+    return LB_OK;
+}
+
+extern "C" lb_status lb_cuda_ctx_load_layer(lb_cuda_ctx *g, int slot, const lb_layer *l, int stop, lb_error *err) {
+    if (slot < 0 || slot > 1 || !l) return lb_err_set(err, LB_ERR_ARG, "lb_cuda_ctx_load_layer: bad slot or layer");
+    CK(cudaSetDevice(g->dev), "selecting the device");
+    CK(cudaStreamSynchronize(g->st), "waiting for the device"); /* the slot's buffers may still be read */
+    const lb_model_info *h = &g->m->info;
+    const int64_t E = h->n_embd, D = h->head_dim, qd = h->n_head * D, kvd = h->n_head_kv * D, F = h->n_ff;
+    lslot *sl = &g->slot[slot];
+    const bool fresh = slot == 0 || sl->src != l;
+    if (fresh) sl->have = 0;
+    sl->src = NULL;
+    const lb_weight *ws[] = {&l->wq, &l->wk, &l->wv, &l->wo, &l->w_gate, &l->w_up, &l->w_down};
+    dweight *ds[] = {&sl->d.wq, &sl->d.wk, &sl->d.wv, &sl->d.wo, &sl->d.w_gate, &sl->d.w_up, &sl->d.w_down};
+    const char *names[] = {"attn_q", "attn_k", "attn_v", "attn_output", "ffn_gate", "ffn_up", "ffn_down"};
+    for (int k = 0; k < mats_before(stop); k++) {
+        if (sl->have & (1u << k)) continue;
+        const lb_weight *w = ws[k];
+        if (!cu_type_supported(w->type))
+            return lb_err_set(err, LB_ERR_UNSUPPORTED, "%s: type %s has no CUDA kernels", names[k], lb_type_name(w->type));
+        if (w->cols % 32)
+            return lb_err_set(err, LB_ERR_UNSUPPORTED, "%s: row length %lld is not a multiple of 32", names[k], (long long)w->cols);
+        *ds[k] = (dweight){w->type, NULL, w->rows, w->cols, lb_weight_row_bytes(w)};
+        void *p = NULL;
+        TRY(slot_put(sl, k, w->data, ds[k]->row_bytes * (size_t)w->rows, &p, err));
+        ds[k]->data = (const uint8_t *)p;
+        sl->have |= 1u << k;
+    }
+    if (fresh) {
+        float *const src[] = {l->attn_norm, l->ffn_norm, l->q_norm, l->k_norm, l->bq, l->bk, l->bv, l->bo, l->b_gate, l->b_up, l->b_down};
+        float **dst[] = {&sl->d.attn_norm, &sl->d.ffn_norm, &sl->d.q_norm, &sl->d.k_norm, &sl->d.bq, &sl->d.bk, &sl->d.bv,
+                         &sl->d.bo, &sl->d.b_gate, &sl->d.b_up, &sl->d.b_down};
+        const int64_t len[] = {E, E, D, D, qd, kvd, kvd, E, F, F, E};
+        for (int i = 0; i < 11; i++) {
+            void *p = NULL;
+            if (src[i]) TRY(slot_put(sl, 7 + i, src[i], (size_t)len[i] * sizeof(float), &p, err));
+            *dst[i] = (float *)p;
+        }
+    }
+    if (slot == 1) sl->src = l;
+    return LB_OK;
+}
+
+extern "C" void lb_cuda_ctx_set_device_observer(lb_cuda_ctx *g, lb_cuda_observer_fn fn, void *user) {
+    if (!g) return;
+    g->dobs = fn;
+    g->dobs_user = user;
+}
+
+extern "C" lb_status lb_cuda_ctx_run_layer(lb_cuda_ctx *g, int slot, int64_t il, float *x, int64_t T, int stop, lb_error *err) {
+    if (!g->layerwise || slot < 0 || slot > 1 || T < 1 || T > g->n_batch)
+        return lb_err_set(err, LB_ERR_ARG, "lb_cuda_ctx_run_layer: not a layerwise context, or %lld tokens do not fit", (long long)T);
+    const lslot *sl = &g->slot[slot];
+    const unsigned need = (1u << mats_before(stop)) - 1;
+    if ((sl->have & need) != need || !sl->d.attn_norm)
+        return lb_err_set(err, LB_ERR_ARG, "lb_cuda_ctx_run_layer: slot %d does not hold the layer's matrices", slot);
+    CK(cudaSetDevice(g->dev), "selecting the device");
+    lb_cu_stream = g->st;
+    const size_t bytes = (size_t)(T * g->m->info.n_embd) * sizeof(float);
+    CK(cudaMemcpyAsync(g->x, x, bytes, cudaMemcpyDeviceToDevice, g->st), "copying activations");
+    TRY(layer_forward(g, &sl->d, il, T, T, stop, err));
+    if (stop < 0) CK(cudaMemcpyAsync(x, g->x, bytes, cudaMemcpyDeviceToDevice, g->st), "copying activations");
+    CK(cudaGetLastError(), "running a layer");
+    return LB_OK;
+}
+
+extern "C" void *lb_cuda_ctx_stream(const lb_cuda_ctx *g) { return (void *)g->st; }
+extern "C" int lb_cuda_ctx_device(const lb_cuda_ctx *g) { return g->dev; }
 
 /* ---------------------------------------------------------------- test entry ------------------------------- */
 

@@ -17,6 +17,7 @@ extern "C" {
 #endif
 
 struct lb_model;
+struct lb_layer;
 typedef struct lb_cuda_ctx lb_cuda_ctx;
 
 /* Upload m's weights to CUDA device `device` and allocate an n_ctx-token F16 KV cache plus activations for
@@ -43,6 +44,37 @@ lb_status lb_cuda_ctx_eval(lb_cuda_ctx *g, const int32_t *tokens, int64_t T, int
  */
 lb_status lb_cuda_ctx_score(lb_cuda_ctx *g, const lb_cuda_ctx *base, const int32_t *tokens, int64_t T, double *lse,
                             double *nll, int64_t *amax, double *kl, lb_error *err);
+
+/* LB_OK when CUDA device `device` exists and can be used; else LB_ERR_DEVICE with the reason. */
+lb_status lb_cuda_device_check(int device, lb_error *err);
+
+/* ---- one layer at a time (calibration, cuda/calib.cu) ---- */
+
+/* A context for one-layer runs of T <= n_batch tokens at positions 0..T-1: no model weights uploaded, a
+ * one-layer KV cache, no logits. Layers are uploaded into its two slots by lb_cuda_ctx_load_layer. */
+lb_status lb_cuda_ctx_new_layerwise(const struct lb_model *m, int device, int64_t n_batch, lb_cuda_ctx **out, lb_error *err);
+
+/*
+ * Upload what a run of l up to point `stop` (an lb_obs_point inside a layer; -1: the whole layer) reads
+ * into slot 0 or 1: the norms and biases, and the matrices that run before the point. Slot 1 keeps what it
+ * holds while it is given the same l (the model's own, unchanging weights: only missing matrices are
+ * uploaded); slot 0 is uploaded anew at every call (work copies that change between calls).
+ */
+lb_status lb_cuda_ctx_load_layer(lb_cuda_ctx *g, int slot, const struct lb_layer *l, int stop, lb_error *err);
+
+/* Observer of device activations: x (T, dim) is on the GPU, valid until the function returns; work it
+ * enqueues on lb_cuda_ctx_stream(g) is ordered before the run goes on. */
+typedef lb_status (*lb_cuda_observer_fn)(void *user, int64_t layer, lb_obs_point pt, const float *x, int64_t T, int64_t dim,
+                                         lb_error *err);
+void lb_cuda_ctx_set_device_observer(lb_cuda_ctx *g, lb_cuda_observer_fn fn, void *user);
+
+/* Run the layer in `slot` (as layer il) on x (T, n_embd), a device array: up to `stop` (x unchanged) or,
+ * stop = -1, the whole layer (x becomes its output). Enqueued on the context's stream (not synchronized). */
+lb_status lb_cuda_ctx_run_layer(lb_cuda_ctx *g, int slot, int64_t il, float *x, int64_t T, int stop, lb_error *err);
+
+/* The context's stream (a cudaStream_t) and device. */
+void *lb_cuda_ctx_stream(const lb_cuda_ctx *g);
+int lb_cuda_ctx_device(const lb_cuda_ctx *g);
 
 /* ---- kernel entry points for tests (host arrays in, host arrays out; synchronous) ---- */
 

@@ -2,6 +2,7 @@
  * device.c - device names ("cpu", "cuda", "cuda:N") and, in builds without the CUDA backend, the
  * executor's entry points failing with one clear line.
  */
+#include "calib.h"
 #include "cuda.h"
 
 #include <stdlib.h>
@@ -57,4 +58,38 @@ lb_status lb_cuda_test_matmul(int device, lb_type type, const void *w, int64_t N
     return no_cuda(err);
 }
 bool lb_cuda_mv_q8(lb_type type) { return false; }
+lb_status lb_cuda_device_check(int device, lb_error *err) { return no_cuda(err); }
+lb_status lb_cuda_ctx_new_layerwise(const struct lb_model *m, int device, int64_t n_batch, lb_cuda_ctx **out, lb_error *err) {
+    return no_cuda(err);
+}
+lb_status lb_cuda_ctx_load_layer(lb_cuda_ctx *g, int slot, const struct lb_layer *l, int stop, lb_error *err) {
+    return no_cuda(err);
+}
+void lb_cuda_ctx_set_device_observer(lb_cuda_ctx *g, lb_cuda_observer_fn fn, void *user) {}
+lb_status lb_cuda_ctx_run_layer(lb_cuda_ctx *g, int slot, int64_t il, float *x, int64_t T, int stop, lb_error *err) {
+    return no_cuda(err);
+}
+void *lb_cuda_ctx_stream(const lb_cuda_ctx *g) { return NULL; }
+int lb_cuda_ctx_device(const lb_cuda_ctx *g) { return 0; }
+lb_status lb_cuda_calib_new(const struct lb_model *m, int device, int64_t n_win, int64_t win, int with_ref, int64_t dmax,
+                            lb_cuda_calib **out, lb_error *err) {
+    return no_cuda(err);
+}
+void lb_cuda_calib_free(lb_cuda_calib *c) {}
+lb_status lb_cuda_calib_upload(lb_cuda_calib *c, int s, int64_t row0, const float *x, int64_t n, lb_error *err) {
+    return no_cuda(err);
+}
+lb_status lb_cuda_calib_stats(lb_cuda_calib *c, const struct lb_layer *l, const struct lb_layer *ref, int64_t il,
+                              lb_obs_point pt, double *h, double *cx, double *abs_sum, lb_error *err) {
+    return no_cuda(err);
+}
+lb_status lb_cuda_calib_advance(lb_cuda_calib *c, const struct lb_layer *l, const struct lb_layer *ref, int64_t il,
+                                lb_error *err) {
+    return no_cuda(err);
+}
+lb_status lb_cuda_calib_output_stats(lb_cuda_calib *c, const float *out_norm, double *h, double *cx, double *abs_sum,
+                                     lb_error *err) {
+    return no_cuda(err);
+}
+size_t lb_cuda_calib_peak_bytes(const lb_cuda_calib *c) { return 0; }
 #endif

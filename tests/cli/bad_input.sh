@@ -114,6 +114,12 @@ expect_error "unknown command" "unknown command" "$LOWBIT" frobnicate
 expect_error "bad --ctx" "--ctx expects an integer" "$LOWBIT" eval models/tiny --text "$T/short.txt" --ctx 1
 expect_error "bad -n" "-n expects an integer" "$LOWBIT" run models/tiny -p hi -n lots
 expect_error "base with another vocabulary" "vocabulary" "$LOWBIT" eval models/tiny --base tests/golden/conformance/arch/mistral --text tests/golden/data/valid.txt --chunks 1
+expect_error "quantize on an unknown device" "unknown device 'gpu'" "$LOWBIT" quantize models/tiny -o "$T/dev.gguf" --type q4_k_m --method imatrix --calib tests/golden/data/valid.txt --device gpu
+# calibration on a GPU where there is none (CI): one line before any work, no output (tests/cuda covers the GPU)
+if ! nvidia-smi -L >/dev/null 2>&1; then
+  expect_error "quantize --device cuda without a GPU" "CUDA" "$LOWBIT" quantize models/tiny -o "$T/gpu.gguf" --type q4_k_m --method gptq --calib tests/golden/data/valid.txt --device cuda
+  [ ! -e "$T/gpu.gguf" ] && pass=$((pass + 1)) || { fail=$((fail + 1)); echo "FAIL quantize --device cuda left an output"; }
+fi
 
 echo "$pass passed, $fail failed"
 [ "$fail" -eq 0 ]

@@ -1,0 +1,52 @@
+/*
+ * calib.h - the calibration statistics of algo/calib_layers.c on a CUDA device (C interface; cuda/calib.cu).
+ *
+ * The two activation streams (X through the quantized layers, Xr through the unquantized ones), each
+ * (n_win * win, n_embd) F32, live on the GPU and are moved through one layer at a time by the executor
+ * (cuda.h's layerwise context). The statistics of one matrix input (H = sum_t x_t x_t^T, C = sum_t xr_t
+ * x_t^T, sum_t |x_t|) are summed on the GPU, per window an F32 cuBLAS product added into double, and
+ * copied to the host when the point is complete. Without the CUDA build every entry point fails with
+ * LB_ERR_DEVICE.
+ */
+#ifndef LB_CUDA_CALIB_H
+#define LB_CUDA_CALIB_H
+
+#include "cuda.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+typedef struct lb_cuda_calib lb_cuda_calib;
+
+/* n_win windows of win tokens on device `device`; with_ref keeps the reference stream Xr too; dmax: the
+ * widest matrix input. The streams start undefined: lb_cuda_calib_upload fills them. */
+lb_status lb_cuda_calib_new(const struct lb_model *m, int device, int64_t n_win, int64_t win, int with_ref, int64_t dmax,
+                            lb_cuda_calib **out, lb_error *err);
+void lb_cuda_calib_free(lb_cuda_calib *c);
+
+/* Rows [row0, row0 + n) of stream s (0: X, 1: Xr) from x (n, n_embd) on the host. */
+lb_status lb_cuda_calib_upload(lb_cuda_calib *c, int s, int64_t row0, const float *x, int64_t n, lb_error *err);
+
+/*
+ * Statistics of point pt of layer il run with weights l on every window of X, each window first run through
+ * ref (when not NULL: the unquantized layer, on Xr) for C. h, cx (dim, dim; cx may be NULL without ref) and
+ * abs_sum (dim) receive the sums, h full and symmetric. l may be the model's own layer il (then it is
+ * uploaded once for the layer's calls) or work copies (uploaded at every call).
+ */
+lb_status lb_cuda_calib_stats(lb_cuda_calib *c, const struct lb_layer *l, const struct lb_layer *ref, int64_t il,
+                              lb_obs_point pt, double *h, double *cx, double *abs_sum, lb_error *err);
+/* Move X through layer il with weights l, and Xr (when kept) through ref. */
+lb_status lb_cuda_calib_advance(lb_cuda_calib *c, const struct lb_layer *l, const struct lb_layer *ref, int64_t il,
+                                lb_error *err);
+/* Statistics of the output head's input, the final norm (out_norm, n_embd) applied to X (and Xr for C). */
+lb_status lb_cuda_calib_output_stats(lb_cuda_calib *c, const float *out_norm, double *h, double *cx, double *abs_sum,
+                                     lb_error *err);
+/* Peak GPU memory in use so far by the process on the device, in bytes (0 when unknown). */
+size_t lb_cuda_calib_peak_bytes(const lb_cuda_calib *c);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif

@@ -1,0 +1,329 @@
+/*
+ * test_cuda_calib.c - calibration on a CUDA device (cuda/calib.cu through algo/calib.h) against the CPU
+ * implementation (algo/calib_layers.c). Needs a GPU.
+ *
+ * - Statistics: tiny's windows from wikitext-2 with a reference stream; each layer is run with random F32
+ *   work matrices (the slot of work copies) against the model's own layer (the reference slot), and both
+ *   streams are moved on, X through the random layer and Xr through the model's: H, C and mean |x| of
+ *   every point of every layer and of the output head against the CPU's, by relative Frobenius error.
+ *   At layer 0's first point the inputs are the same on both (the embedding rows, RMSNorm in double), so
+ *   only the F32 summation order inside a window differs: bound 1e-5. Everywhere else the GPU's forward
+ *   pass rounds the activations entering each weight product to F16 (cuda.h), and the statistics differ
+ *   by about 2^-11 relative per product: bound 1e-2 (the measured values are printed). C is not
+ *   symmetric once the streams differ, so a transposed C fails by O(1).
+ * - GPTQ from the GPU's statistics against GPTQ from the CPU's on a random matrix (q4_K): the objective
+ *   tr(E H E^T) under the CPU's H within 2 % (rounding decisions flip where H differs; the objective is a
+ *   sum over all of them), and both below the importance-weighted encoder's (diag H as the imatrix).
+ * - The library path the CLI calls (lb_quantize_model with device cuda): imatrix and gptq on tiny; twice
+ *   the same bytes; KL divergence against tiny on valid.txt within 5 % of the CPU path's at the same
+ *   settings (4,096 calibration tokens: the statistics' rounding moves GPTQ's decisions, 2 % is the
+ *   benchmark's target at 65,536 tokens) and below RTN's. And the CLI: `quantize --device cuda --json`
+ *   reports the GPU memory peak; cuda:999 fails with one line.
+ */
+#include "algo/calib.h"
+#include "algo/encoders.h"
+#include "algo/gptq.h"
+#include "model/model.h"
+#include "quant/quant.h"
+#include "test.h"
+
+#include <math.h>
+#include <unistd.h>
+
+static const lb_device cuda0 = {LB_DEVICE_CUDA, 0};
+
+static uint64_t rng = 88172645463325252ULL;
+static double urand(void) {
+    rng ^= rng << 13;
+    rng ^= rng >> 7;
+    rng ^= rng << 17;
+    return (double)(rng >> 11) / 9007199254740992.0;
+}
+static float nrand(void) { return (float)(sqrt(-2.0 * log(urand() + 1e-300)) * cos(6.283185307179586 * urand())); }
+
+static double rel_fro_d(const double *a, const double *b, int64_t n) {
+    double num = 0, den = 0;
+    for (int64_t i = 0; i < n; i++) {
+        num += (a[i] - b[i]) * (a[i] - b[i]);
+        den += b[i] * b[i];
+    }
+    return den > 0 ? sqrt(num / den) : sqrt(num);
+}
+static double rel_fro_f(const float *a, const float *b, int64_t n) {
+    double num = 0, den = 0;
+    for (int64_t i = 0; i < n; i++) {
+        num += ((double)a[i] - b[i]) * ((double)a[i] - b[i]);
+        den += (double)b[i] * b[i];
+    }
+    return den > 0 ? sqrt(num / den) : sqrt(num);
+}
+
+/* a copy of layer l whose 7 matrices are random F32 with each row's scale of the original */
+typedef struct rand_layer {
+    lb_layer l;
+    float *w[7];
+} rand_layer;
+
+static void make_random(const lb_layer *src, rand_layer *r) {
+    r->l = *src;
+    lb_weight *ws[7] = {&r->l.wq, &r->l.wk, &r->l.wv, &r->l.wo, &r->l.w_gate, &r->l.w_up, &r->l.w_down};
+    for (int k = 0; k < 7; k++) {
+        const int64_t R = ws[k]->rows, K = ws[k]->cols;
+        float *row = malloc((size_t)K * sizeof *row);
+        r->w[k] = malloc((size_t)(R * K) * sizeof(float));
+        REQUIRE(row && r->w[k], "out of memory");
+        for (int64_t i = 0; i < R; i++) {
+            lb_weight_row_f32(ws[k], i, row);
+            double ss = 0;
+            for (int64_t j = 0; j < K; j++) ss += (double)row[j] * row[j];
+            const float sd = (float)sqrt(ss / (double)K);
+            for (int64_t j = 0; j < K; j++) r->w[k][i * K + j] = sd * nrand();
+        }
+        free(row);
+        *ws[k] = (lb_weight){LB_TYPE_F32, r->w[k], R, K};
+    }
+}
+
+static void free_random(rand_layer *r) {
+    for (int k = 0; k < 7; k++) free(r->w[k]);
+}
+
+/* the GPTQ objective tr(E H E^T) / 2 of E = W0 - Q, rows x d, H (d, d) */
+static double objective(const float *W0, const float *Q, int64_t rows, int64_t d, const double *H) {
+    double tot = 0;
+    double *e = malloc((size_t)d * sizeof *e);
+    for (int64_t r = 0; r < rows; r++) {
+        for (int64_t j = 0; j < d; j++) e[j] = (double)W0[r * d + j] - Q[r * d + j];
+        for (int64_t i = 0; i < d; i++) {
+            double s = 0;
+            for (int64_t j = 0; j < d; j++) s += H[i * d + j] * e[j];
+            tot += e[i] * s;
+        }
+    }
+    free(e);
+    return tot / 2;
+}
+
+/* GPTQ (q4_K) of a random (rows, d) matrix from the GPU's and the CPU's H of the same point */
+static void check_gptq(const double *Hc, const double *Hg, int64_t d) {
+    const int64_t rows = 64;
+    float *W0 = malloc((size_t)(rows * d) * sizeof *W0), *Wc = malloc((size_t)(rows * d) * sizeof *Wc);
+    float *Wg = malloc((size_t)(rows * d) * sizeof *Wg), *Wr = malloc((size_t)(rows * d) * sizeof *Wr);
+    double *hc = malloc((size_t)(d * d) * sizeof *hc), *hg = malloc((size_t)(d * d) * sizeof *hg);
+    const size_t rb = lb_type_row_size(LB_TYPE_Q4_K, d);
+    uint8_t *q = malloc(rb * (size_t)rows);
+    REQUIRE(W0 && Wc && Wg && Wr && hc && hg && q, "out of memory");
+    for (int64_t i = 0; i < rows * d; i++) W0[i] = nrand();
+    memcpy(Wc, W0, (size_t)(rows * d) * sizeof *Wc);
+    memcpy(Wg, W0, (size_t)(rows * d) * sizeof *Wg);
+    memcpy(hc, Hc, (size_t)(d * d) * sizeof *hc);
+    memcpy(hg, Hg, (size_t)(d * d) * sizeof *hg);
+    lb_gptq_params p;
+    lb_gptq_params_default(&p);
+    p.passes = 4;
+    p.cd_sweeps = 4;
+    p.cd_scales = true;
+    lb_error e;
+    REQUIRE(lb_gptq_quantize(NULL, Wc, rows, d, hc, LB_TYPE_Q4_K, LB_ENCODER_DEFAULT, &p, q, NULL, &e) == LB_OK, "%s", e.msg);
+    REQUIRE(lb_gptq_quantize(NULL, Wg, rows, d, hg, LB_TYPE_Q4_K, LB_ENCODER_DEFAULT, &p, q, NULL, &e) == LB_OK, "%s", e.msg);
+    float *imp = malloc((size_t)d * sizeof *imp); /* the importance-weighted encoder (imatrix) as the baseline */
+    for (int64_t j = 0; j < d; j++) imp[j] = (float)Hc[j * d + j];
+    lb_encoder_get(LB_TYPE_Q4_K, LB_ENCODER_DEFAULT)(W0, q, rows, d, imp);
+    free(imp);
+    lb_type_traits_get(LB_TYPE_Q4_K)->to_float(q, Wr, rows * d);
+    const double oc = objective(W0, Wc, rows, d, Hc), og = objective(W0, Wg, rows, d, Hc), orr = objective(W0, Wr, rows, d, Hc);
+    printf("gptq q4_K (%lld x %lld): objective from CPU H %.6g, from GPU H %.6g (%+.3f %%), imatrix-weighted RTN %.6g\n", (long long)rows,
+           (long long)d, oc, og, 100 * (og / oc - 1), orr);
+    CHECK(fabs(og / oc - 1) < 0.02, "GPTQ objective from the GPU's H %.6g vs the CPU's %.6g", og, oc);
+    CHECK(og < orr && oc < orr, "GPTQ (%.6g, %.6g) does not beat RTN %.6g", oc, og, orr);
+    free(W0), free(Wc), free(Wg), free(Wr), free(hc), free(hg), free(q);
+}
+
+static void compare_point(lb_calib *cc, lb_calib *cg, lb_obs_point pt, const char *what, double bound, bool gptq) {
+    int64_t d;
+    const double *hc = lb_calib_h(cc, pt, &d), *hg = lb_calib_h(cg, pt, NULL);
+    const double *xc = lb_calib_cross(cc, pt), *xg = lb_calib_cross(cg, pt);
+    const float *ac = lb_calib_mean_abs(cc, pt), *ag = lb_calib_mean_abs(cg, pt);
+    REQUIRE(hc && hg && xc && xg && ac && ag, "%s: statistics missing", what);
+    bool sym = true;
+    for (int64_t i = 0; i < d && sym; i++)
+        for (int64_t j = 0; j < i; j++) sym &= hg[i * d + j] == hg[j * d + i];
+    const double eh = rel_fro_d(hg, hc, d * d), ec = rel_fro_d(xg, xc, d * d), ea = rel_fro_f(ag, ac, d);
+    const double asym = rel_fro_d(xc, hc, d * d);
+    printf("%-24s dim %5lld  H %.2e  C %.2e  mean|x| %.2e  (|C - H| / |H| %.2e)\n", what, (long long)d, eh, ec, ea, asym);
+    CHECK(eh < bound && ec < bound && ea < bound, "%s: H %.3g C %.3g mean|x| %.3g (bound %g)", what, eh, ec, ea, bound);
+    CHECK(sym, "%s: the GPU's H is not symmetric", what);
+    CHECK(lb_calib_tokens(cc) == lb_calib_tokens(cg), "%s: tokens %lld vs %lld", what, (long long)lb_calib_tokens(cc),
+          (long long)lb_calib_tokens(cg));
+    if (gptq) check_gptq(hc, hg, d);
+}
+
+static void check_statistics(const lb_model *m, const int32_t *ids, int64_t n_ids) {
+    lb_calib_params p = lb_calib_default_params();
+    p.ctx = 128;
+    p.n_tokens = 1024;
+    p.n_threads = 4;
+    lb_calib *cc = NULL, *cg = NULL;
+    lb_error e;
+    REQUIRE(lb_calib_new(m, &m->tok_embd, &m->tok_embd, ids, n_ids, &p, &cc, &e) == LB_OK, "%s", e.msg);
+    p.device = cuda0;
+    REQUIRE(lb_calib_new(m, &m->tok_embd, &m->tok_embd, ids, n_ids, &p, &cg, &e) == LB_OK, "%s", e.msg);
+    const lb_obs_point pts[4] = {LB_OBS_ATTN_IN, LB_OBS_ATTN_OUT_IN, LB_OBS_FFN_IN, LB_OBS_FFN_DOWN_IN};
+    for (int64_t il = 0; il < m->info.n_layer; il++) {
+        rand_layer r;
+        make_random(&m->layers[il], &r);
+        for (int k = 0; k < 4; k++) {
+            char what[64];
+            snprintf(what, sizeof what, "layer %lld point %d", (long long)il, (int)pts[k]);
+            REQUIRE(lb_calib_layer_stats(cc, &r.l, &m->layers[il], pts[k], il, &e) == LB_OK, "cpu %s: %s", what, e.msg);
+            REQUIRE(lb_calib_layer_stats(cg, &r.l, &m->layers[il], pts[k], il, &e) == LB_OK, "gpu %s: %s", what, e.msg);
+            compare_point(cc, cg, pts[k], what, il == 0 && k == 0 ? 1e-5 : 1e-2, il == 1 && k == 2);
+        }
+        /* the model's own layer as the layer under test too (the reference slot serves both) */
+        REQUIRE(lb_calib_layer_stats(cc, &m->layers[il], NULL, LB_OBS_FFN_IN, il, &e) == LB_OK, "%s", e.msg);
+        REQUIRE(lb_calib_layer_stats(cg, &m->layers[il], NULL, LB_OBS_FFN_IN, il, &e) == LB_OK, "%s", e.msg);
+        int64_t d;
+        const double *hg = lb_calib_h(cg, LB_OBS_FFN_IN, &d), *hc = lb_calib_h(cc, LB_OBS_FFN_IN, NULL);
+        const double eh = rel_fro_d(hg, hc, d * d);
+        CHECK(eh < 1e-2, "layer %lld own weights: H %.3g", (long long)il, eh);
+        REQUIRE(lb_calib_layer_advance(cc, &r.l, &m->layers[il], il, &e) == LB_OK, "%s", e.msg);
+        REQUIRE(lb_calib_layer_advance(cg, &r.l, &m->layers[il], il, &e) == LB_OK, "%s", e.msg);
+        free_random(&r);
+    }
+    REQUIRE(lb_calib_output_stats(cc, m->out_norm, &e) == LB_OK, "%s", e.msg);
+    REQUIRE(lb_calib_output_stats(cg, m->out_norm, &e) == LB_OK, "%s", e.msg);
+    compare_point(cc, cg, LB_OBS_OUTPUT_IN, "output head", 1e-2, false);
+    CHECK(lb_calib_gpu_peak(cg) > 0 && lb_calib_gpu_peak(cc) == 0, "GPU peak %zu, CPU %zu", lb_calib_gpu_peak(cg),
+          lb_calib_gpu_peak(cc));
+    lb_calib_free(cc);
+    lb_calib_free(cg);
+}
+
+/* ---------------------------------------------------------------- the quantizer ---------------------------- */
+
+static void quantize(const char *method, lb_device dev, const int32_t *calib, int64_t n_calib, const char *path) {
+    lb_quantize_params qp = lb_quantize_default_params();
+    qp.ftype = "q4_k_m";
+    qp.n_threads = 0; /* all CPUs: the result is the same for any count */
+    qp.method = (lb_method)lb_method_from_name(method);
+    qp.calib_tokens = calib;
+    qp.n_calib_tokens = n_calib;
+    qp.calib_n_tokens = 4096;
+    qp.device = dev;
+    lb_quantize_report r;
+    lb_error e;
+    REQUIRE(lb_quantize_model("models/tiny", path, &qp, &r, &e) == LB_OK, "%s on %s: %s", method,
+            dev.kind ? "cuda" : "cpu", e.msg);
+    CHECK((r.gpu_peak_bytes > 0) == (dev.kind == LB_DEVICE_CUDA), "%s: gpu_peak_bytes %zu", method, r.gpu_peak_bytes);
+    lb_quantize_report_free(&r);
+}
+
+static bool same_file(const char *a, const char *b) {
+    char *x, *y;
+    size_t nx, ny;
+    lb_error e;
+    REQUIRE(lb_read_file(a, (size_t)1 << 30, &x, &nx, &e) == LB_OK, "%s", e.msg);
+    REQUIRE(lb_read_file(b, (size_t)1 << 30, &y, &ny, &e) == LB_OK, "%s", e.msg);
+    bool same = nx == ny && !memcmp(x, y, nx);
+    lb_free(x);
+    lb_free(y);
+    return same;
+}
+
+static double kld(const char *path, const lb_model *base, const int32_t *ids, int64_t n_ids) {
+    lb_model *m = NULL;
+    lb_error e;
+    REQUIRE(lb_model_load(path, &m, &e) == LB_OK, "%s", e.msg);
+    lb_eval_params p = lb_eval_default_params();
+    p.ctx = 256;
+    p.max_chunks = 16;
+    p.device = cuda0;
+    lb_eval_result r;
+    REQUIRE(lb_eval_perplexity(m, base, ids, n_ids, &p, &r, &e) == LB_OK, "%s", e.msg);
+    lb_model_free(m);
+    return r.kld_mean;
+}
+
+static void check_quantizer(const lb_model *base, const int32_t *calib, int64_t n_calib, const int32_t *ids, int64_t n_ids) {
+    char dir[64], a[128], b[128], c[128];
+    snprintf(dir, sizeof dir, "/tmp/lowbit-cuda-calib-%d", (int)getpid());
+    snprintf(a, sizeof a, "%s-rtn.gguf", dir);
+    quantize("rtn", (lb_device){LB_DEVICE_CPU, 0}, NULL, 0, a);
+    const double k_rtn = kld(a, base, ids, n_ids);
+    remove(a);
+    const char *methods[] = {"imatrix", "gptq"};
+    for (int i = 0; i < 2; i++) {
+        snprintf(a, sizeof a, "%s-%s-cpu.gguf", dir, methods[i]);
+        snprintf(b, sizeof b, "%s-%s-gpu1.gguf", dir, methods[i]);
+        snprintf(c, sizeof c, "%s-%s-gpu2.gguf", dir, methods[i]);
+        quantize(methods[i], (lb_device){LB_DEVICE_CPU, 0}, calib, n_calib, a);
+        quantize(methods[i], cuda0, calib, n_calib, b);
+        quantize(methods[i], cuda0, calib, n_calib, c);
+        CHECK(same_file(b, c), "%s on the GPU: two runs differ", methods[i]);
+        const double kc = kld(a, base, ids, n_ids), kg = kld(b, base, ids, n_ids);
+        printf("q4_k_m %-8s KL(base||q): cpu %.6f  gpu %.6f (%+.2f %%)  rtn %.6f\n", methods[i], kc, kg, 100 * (kg / kc - 1), k_rtn);
+        CHECK(fabs(kg / kc - 1) < 0.05, "%s: GPU KL %.6g vs CPU %.6g", methods[i], kg, kc);
+        CHECK(kg < k_rtn && kc < k_rtn, "%s: KL cpu %.6g gpu %.6g not below RTN %.6g", methods[i], kc, kg, k_rtn);
+        remove(a), remove(b), remove(c);
+    }
+}
+
+/* the CLI: --device cuda with --json reports the GPU peak; a device that does not exist is one line */
+static void check_cli(void) {
+    const char *bin = getenv("LOWBIT");
+    REQUIRE(bin && *bin, "LOWBIT (the lowbit binary) is not set");
+    char cmd[1024], out[8192];
+    snprintf(cmd, sizeof cmd,
+             "%s quantize models/tiny -o /tmp/lowbit-cuda-cli-%d.gguf --type q4_k_m --method awq --calib "
+             "tests/golden/data/wikitext-2-test.txt --calib-tokens 2048 --device cuda --json -q 2>&1; rm -f /tmp/lowbit-cuda-cli-%d.gguf",
+             bin, (int)getpid(), (int)getpid());
+    FILE *f = popen(cmd, "r");
+    REQUIRE(f, "popen");
+    size_t n = fread(out, 1, sizeof out - 1, f);
+    out[n] = 0;
+    CHECK(pclose(f) == 0, "cli awq --device cuda failed: %s", out);
+    const char *g = strstr(out, "\"gpu_peak_bytes\": ");
+    CHECK(g && atoll(g + 18) > 0, "cli: no GPU peak in %s", out);
+    snprintf(cmd, sizeof cmd,
+             "%s quantize models/tiny -o /tmp/lowbit-cuda-cli-%d.gguf --type q4_k_m --method gptq --calib "
+             "tests/golden/data/wikitext-2-test.txt --device cuda:999 2>&1; echo rc=$?",
+             bin, (int)getpid());
+    f = popen(cmd, "r");
+    REQUIRE(f, "popen");
+    n = fread(out, 1, sizeof out - 1, f);
+    out[n] = 0;
+    pclose(f);
+    int lines = 0;
+    for (char *p = out; *p; p++) lines += *p == '\n';
+    CHECK(strstr(out, "does not exist") && strstr(out, "rc=1") && lines == 2, "cli cuda:999: %s", out);
+}
+
+static int32_t *tokenize(const lb_tokenizer *tok, const char *path, int64_t *n) {
+    char *text;
+    size_t len;
+    int32_t *ids = NULL;
+    lb_error e;
+    REQUIRE(lb_read_file(path, (size_t)1 << 26, &text, &len, &e) == LB_OK, "%s", e.msg);
+    REQUIRE(lb_tokenizer_encode(tok, text, len, &ids, n, &e) == LB_OK, "%s", e.msg);
+    lb_free(text);
+    return ids;
+}
+
+int main(void) {
+    lb_error e;
+    lb_model *tiny = NULL;
+    lb_tokenizer *tok = NULL;
+    REQUIRE(lb_model_load("models/tiny", &tiny, &e) == LB_OK, "%s", e.msg);
+    REQUIRE(lb_tokenizer_load("models/tiny", &tok, &e) == LB_OK, "%s", e.msg);
+    int64_t n_calib, n_valid;
+    int32_t *calib = tokenize(tok, "tests/golden/data/wikitext-2-test.txt", &n_calib);
+    int32_t *valid = tokenize(tok, "tests/golden/data/valid.txt", &n_valid);
+    check_statistics(tiny, calib, n_calib);
+    check_quantizer(tiny, calib, n_calib, valid, n_valid);
+    check_cli();
+    lb_free(calib);
+    lb_free(valid);
+    lb_tokenizer_free(tok);
+    lb_model_free(tiny);
+    TEST_DONE();
+}
