@@ -182,6 +182,8 @@ static void test_grid_params(void) {
                 lb_grid_param pi;
                 lb_grid_param_info(t, p, &pi);
                 if (pi.first < 0 || pi.n < 1 || pi.first + pi.n > be || pi.lo > pi.hi) bad++;
+                /* a parameter moves one run of elements that share a grid (what GPTQ's scale steps assume) */
+                if (pi.n != lb_grid_run(t) || pi.first % pi.n != 0 || pi.n > 32) bad++;
                 /* a min: the parameters of the second half of q2_K / q4_K / q5_K */
                 const bool is_min = om >= 0 && p >= np / 2;
                 for (int v = pi.lo; v <= pi.hi; v += pi.hi - pi.lo > 20 ? 7 : 1) {
