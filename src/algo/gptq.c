@@ -48,35 +48,10 @@
  */
 typedef void (*axpy_fn)(float *y, float a, const float *x, int64_t n);
 typedef void (*chunk_fn)(float *t, const float *er, int64_t nb, const float *U, int64_t ld, int64_t w);
-typedef void (*he_fn)(float *const *g, const float *const *w, const float *const *q, int nq, const float *H, int64_t n,
-                      int64_t w0);
 typedef struct gptq_kernels {
     axpy_fn axpy;
     chunk_fn update_chunk; /* the delayed update of one row's chunk of w <= UPDATE_CHUNK columns */
-    he_fn he_chunk;        /* HE_CHUNK columns of H e for up to HE_ROWS rows */
 } gptq_kernels;
-
-#define HE_ROWS 4   /* rows of H e per kernel call */
-#define HE_CHUNK 16 /* columns of H e per kernel call, kept in registers over all of H's rows */
-
-/*
- * g_i[w0 : w0 + HE_CHUNK] = H e_i there, e_i = w_i - q_i (rows i < nq <= HE_ROWS of n columns; H (n, n)):
- * for j = 0, 1, ... in order, where e_ij != 0, g_i = g_i - (-e_ij) H[j] (each product and difference
- * rounded to float), from g_i = 0: per element the operations of axpy over H's rows one after another.
- */
-static void he_chunk_ref(float *const *g, const float *const *w, const float *const *q, int nq, const float *H, int64_t n,
-                         int64_t w0) {
-    float acc[HE_ROWS][HE_CHUNK] = {{0}};
-    for (int64_t j = 0; j < n; j++) {
-        const float *h = H + j * n + w0;
-        for (int i = 0; i < nq; i++) {
-            const float a = -(w[i][j] - q[i][j]);
-            if (a == 0) continue;
-            for (int k = 0; k < HE_CHUNK; k++) acc[i][k] = acc[i][k] - a * h[k];
-        }
-    }
-    for (int i = 0; i < nq; i++) memcpy(g[i] + w0, acc[i], sizeof acc[i]);
-}
 
 static void axpy_ref(float *y, float a, const float *x, int64_t n) {
     for (int64_t i = 0; i < n; i++) y[i] = y[i] - a * x[i];
@@ -125,50 +100,13 @@ AVX2 static void update_chunk_avx2(float *t, const float *er, int64_t nb, const 
     _mm256_storeu_ps(t + 16, a2);
     _mm256_storeu_ps(t + 24, a3);
 }
-
-AVX2 static void he_chunk_avx2(float *const *g, const float *const *w, const float *const *q, int nq, const float *H,
-                               int64_t n, int64_t w0) {
-    __m256 a0 = _mm256_setzero_ps(), a1 = a0, b0 = a0, b1 = a0, c0 = a0, c1 = a0, d0 = a0, d1 = a0;
-    const float *w1 = w[nq > 1 ? 1 : 0], *w2 = w[nq > 2 ? 2 : 0], *w3 = w[nq > 3 ? 3 : 0];
-    const float *q1 = q[nq > 1 ? 1 : 0], *q2 = q[nq > 2 ? 2 : 0], *q3 = q[nq > 3 ? 3 : 0];
-    for (int64_t j = 0; j < n; j++) {
-        const __m256 h0 = _mm256_loadu_ps(H + j * n + w0), h1 = _mm256_loadu_ps(H + j * n + w0 + 8);
-        const float e0 = -(w[0][j] - q[0][j]), e1 = -(w1[j] - q1[j]), e2 = -(w2[j] - q2[j]), e3 = -(w3[j] - q3[j]);
-        if (e0 != 0) {
-            const __m256 e = _mm256_set1_ps(e0);
-            a0 = _mm256_sub_ps(a0, _mm256_mul_ps(e, h0));
-            a1 = _mm256_sub_ps(a1, _mm256_mul_ps(e, h1));
-        }
-        if (e1 != 0) {
-            const __m256 e = _mm256_set1_ps(e1);
-            b0 = _mm256_sub_ps(b0, _mm256_mul_ps(e, h0));
-            b1 = _mm256_sub_ps(b1, _mm256_mul_ps(e, h1));
-        }
-        if (e2 != 0) {
-            const __m256 e = _mm256_set1_ps(e2);
-            c0 = _mm256_sub_ps(c0, _mm256_mul_ps(e, h0));
-            c1 = _mm256_sub_ps(c1, _mm256_mul_ps(e, h1));
-        }
-        if (e3 != 0) {
-            const __m256 e = _mm256_set1_ps(e3);
-            d0 = _mm256_sub_ps(d0, _mm256_mul_ps(e, h0));
-            d1 = _mm256_sub_ps(d1, _mm256_mul_ps(e, h1));
-        }
-    }
-    const __m256 out[HE_ROWS][2] = {{a0, a1}, {b0, b1}, {c0, c1}, {d0, d1}};
-    for (int i = 0; i < nq; i++) {
-        _mm256_storeu_ps(g[i] + w0, out[i][0]);
-        _mm256_storeu_ps(g[i] + w0 + 8, out[i][1]);
-    }
-}
 #endif
 
 static gptq_kernels pick_kernels(void) {
 #if defined(__x86_64__)
-    if (!lb_force_ref() && __builtin_cpu_supports("avx2"))
-        return (gptq_kernels){axpy_avx2, update_chunk_avx2, he_chunk_avx2};
+    if (!lb_force_ref() && __builtin_cpu_supports("avx2")) return (gptq_kernels){axpy_avx2, update_chunk_avx2};
 #endif
-    return (gptq_kernels){axpy_ref, update_chunk_ref, he_chunk_ref};
+    return (gptq_kernels){axpy_ref, update_chunk_ref};
 }
 
 void lb_gptq_params_default(lb_gptq_params *p) {
@@ -258,30 +196,17 @@ static void encode_static(const gptq_ctx *c, const float *S, int64_t ld, int64_t
 }
 
 /* G[r] = H e_r for e_r = w_r - q_r, the rows of the tile with sel[r] (H symmetric: a sum of H's rows,
- * skipping the zero entries of e_r). Each element is summed over H's rows in order, as axpy row after row
- * would; the kernel keeps HE_ROWS rows' HE_CHUNK columns in registers while it streams down H. */
+ * skipping the zero entries of e_r). Row by row the sums run in the same order as for one row alone; the
+ * rows take turns at each row of H so that it is read from memory once per tile. */
 static void h_times_e(const gptq_ctx *c, const float *W, const float *Q, float *G, int64_t nr, const bool *sel) {
     const int64_t n = c->cols;
-    int64_t rs[TILE_ROWS], ns = 0;
     for (int64_t r = 0; r < nr; r++)
-        if (sel[r]) rs[ns++] = r;
-    for (int64_t i0 = 0; i0 < ns; i0 += HE_ROWS) {
-        const int nq = (int)(ns - i0 < HE_ROWS ? ns - i0 : HE_ROWS);
-        float *g[HE_ROWS];
-        const float *w[HE_ROWS], *q[HE_ROWS];
-        for (int i = 0; i < nq; i++) {
-            g[i] = G + rs[i0 + i] * n;
-            w[i] = W + rs[i0 + i] * n;
-            q[i] = Q + rs[i0 + i] * n;
-        }
-        int64_t w0 = 0;
-        for (; w0 + HE_CHUNK <= n; w0 += HE_CHUNK) c->k.he_chunk(g, w, q, nq, c->Hf, n, w0);
-        for (int i = 0; i < nq; i++) { /* the last n % HE_CHUNK columns as before, one row at a time */
-            memset(g[i] + w0, 0, (size_t)(n - w0) * sizeof *G);
-            for (int64_t j = 0; j < n && w0 < n; j++) {
-                const float ej = w[i][j] - q[i][j];
-                if (ej != 0) axpy_ref(g[i] + w0, -ej, c->Hf + j * n + w0, n - w0); /* g + ej h, exactly */
-            }
+        if (sel[r]) memset(G + r * n, 0, (size_t)n * sizeof *G);
+    for (int64_t j = 0; j < n; j++) {
+        const float *h = c->Hf + j * n;
+        for (int64_t r = 0; r < nr; r++) {
+            const float ej = W[r * n + j] - Q[r * n + j];
+            if (sel[r] && ej != 0) c->k.axpy(G + r * n, -ej, h, n); /* g + ej h, exactly */
         }
     }
 }
