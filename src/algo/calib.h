@@ -30,6 +30,20 @@ lb_status lb_calib_layer_stats(lb_calib *c, const lb_layer *l, const lb_layer *r
                                lb_error *err);
 /* Move X through layer il with weights l (and Xr, if kept, through ref). */
 lb_status lb_calib_layer_advance(lb_calib *c, const lb_layer *l, const lb_layer *ref, int64_t il, lb_error *err);
+/*
+ * GPTQ's stages: the statistics of the four points of layer il in order (ATTN_IN, ATTN_OUT_IN, FFN_IN,
+ * FFN_DOWN_IN, l each time the layer with the matrices before pt quantized and the parts already run
+ * unchanged), then lb_calib_stage_advance. The same statistics and the same X and Xr, to the bit, as
+ * lb_calib_layer_stats for each point and lb_calib_layer_advance, but each part of the layer runs once per
+ * window: the attention outputs of X are kept from the ATTN_OUT_IN stage (n_windows * ctx * n_head * head_dim
+ * floats, allocated then and kept), X moves past the attention block in the FFN_IN stage and Xr (through
+ * ref, required with a reference stream) past it in the ATTN_OUT_IN stage and through the rest of the layer
+ * in the last. Between the first stage and the advance X and Xr are inside the layer: the other statistics
+ * calls must not be mixed in. LB_ERR_ARG for a stage out of order.
+ */
+lb_status lb_calib_stage_stats(lb_calib *c, const lb_layer *l, const lb_layer *ref, lb_obs_point pt, int64_t il,
+                               lb_error *err);
+lb_status lb_calib_stage_advance(lb_calib *c, const lb_layer *l, int64_t il, lb_error *err);
 /* Statistics of the output head's input: the final norm applied to X. */
 lb_status lb_calib_output_stats(lb_calib *c, const float *out_norm, lb_error *err);
 

@@ -52,6 +52,9 @@ struct lb_calib {
     float *xtr;            /* the transposed reference window */
     bool capture;          /* the observer keeps the reference inputs instead of accumulating */
     float *xt, *prod, *scratch; /* transposed window (dim, win), H_ROWS rows of its product, matmul scratch */
+    float *att;            /* GPTQ's stages: the attention outputs of X (n_win * win, n_head * head_dim) */
+    int stage;             /* GPTQ's stages: the last point whose statistics were taken in stage order, or -1 */
+    const lb_layer *stage_ref; /* GPTQ's stages on a GPU: the reference layer, for the advance */
     lb_status st;
     lb_error *err;
     lb_cuda_calib *gpu;    /* the streams and sums on a CUDA device (then x, xr, ctx, pool are unused) */
@@ -218,6 +221,7 @@ lb_status lb_calib_new(const lb_model *m, const lb_weight *embd, const lb_weight
         dmax = dims[k] > dmax ? dims[k] : dmax;
     }
     c->pt = -1;
+    c->stage = -1;
     c->h = malloc((size_t)(dmax * dmax) * sizeof(double));
     c->h_cap = dmax * dmax;
     c->abs_sum = malloc((size_t)dmax * sizeof(double));
@@ -260,6 +264,7 @@ void lb_calib_free(lb_calib *c) {
     free(c->scratch);
     free(c->xr);
     free(c->xtr);
+    free(c->att);
     free(c);
 }
 
@@ -316,6 +321,79 @@ static lb_status layer_advance_run(lb_calib *c, const lb_layer *l, const lb_laye
     lb_context_set_observer(c->ctx, NULL, NULL);
     lb_status s = advance_windows(c, c->x, l, il, err);
     if (s == LB_OK && c->xr) s = advance_windows(c, c->xr, ref, il, err);
+    lb_context_set_observer(c->ctx, observer, c);
+    return s;
+}
+
+/*
+ * GPTQ's stages. Which part of the layer each stage runs on a window (from, stop; -1: to the end), for X
+ * and for the reference stream Xr: X keeps its attention outputs (c->att) from the attention stage and
+ * moves past the attention block in the FFN_IN stage; Xr, whose layer does not change, moves past the
+ * attention block in the ATTN_OUT_IN stage and through the rest of the layer in the last stage.
+ */
+static const int STAGE_X[4][2] = {{LB_OBS_ATTN_IN, LB_OBS_ATTN_IN}, {LB_OBS_ATTN_IN, LB_OBS_ATTN_OUT_IN},
+                                  {LB_OBS_ATTN_OUT_IN, LB_OBS_FFN_IN}, {LB_OBS_FFN_IN, LB_OBS_FFN_DOWN_IN}};
+static const int STAGE_XR[4][2] = {{LB_OBS_ATTN_IN, LB_OBS_ATTN_IN}, {LB_OBS_ATTN_IN, LB_OBS_FFN_IN},
+                                   {LB_OBS_FFN_IN, LB_OBS_FFN_IN}, {LB_OBS_FFN_IN, -1}};
+
+static lb_status stage_windows(lb_calib *c, const lb_layer *l, const lb_layer *ref, int64_t il, lb_obs_point pt,
+                               lb_error *err) {
+    const int64_t E = c->m->info.n_embd, qd = c->m->info.n_head * c->m->info.head_dim;
+    lb_status s = LB_OK;
+    for (int64_t w = 0; s == LB_OK && w < c->n_win; w++) {
+        float *att = pt == LB_OBS_ATTN_OUT_IN || pt == LB_OBS_FFN_IN ? c->att + w * c->win * qd : NULL;
+        if (c->xr) {
+            c->capture = true;
+            s = lb_context_run_layer_part(c->ctx, ref, il, c->xr + w * c->win * E, NULL, c->win,
+                                          (lb_obs_point)STAGE_XR[pt][0], STAGE_XR[pt][1], err);
+            c->capture = false;
+            if (s != LB_OK) break;
+        }
+        s = lb_context_run_layer_part(c->ctx, l, il, c->x + w * c->win * E, att, c->win, (lb_obs_point)STAGE_X[pt][0],
+                                      STAGE_X[pt][1], err);
+        c->tokens += c->win;
+    }
+    return s;
+}
+
+static lb_status stage_stats_run(lb_calib *c, const lb_layer *l, const lb_layer *ref, lb_obs_point pt, int64_t il,
+                                 lb_error *err) {
+    if (pt < 0 || pt >= LB_OBS_OUTPUT_IN) return lb_err_set(err, LB_ERR_ARG, "calibration: not a layer point");
+    if ((pt > 0 && c->stage != (int)pt - 1) || (c->has_ref && !ref))
+        return lb_err_set(err, LB_ERR_ARG, "calibration: stage %d out of order (after %d) or without its reference layer",
+                          (int)pt, c->stage);
+    c->stage = -1;
+    if (c->gpu) { /* the device runs each point's part of the layer itself: the plain per-point statistics */
+        c->stage_ref = ref;
+        lb_status s = layer_stats_run(c, l, ref, pt, il, err);
+        if (s == LB_OK) c->stage = (int)pt;
+        return s;
+    }
+    if (pt == LB_OBS_ATTN_OUT_IN && !c->att) {
+        const lb_model_info *h = &c->m->info;
+        c->att = malloc((size_t)(c->n_win * c->win * h->n_head * h->head_dim) * sizeof *c->att);
+        if (!c->att) return lb_err_set(err, LB_ERR_NOMEM, "out of memory for the attention outputs of the calibration windows");
+    }
+    lb_status s = reset_stats(c, pt, err);
+    if (s != LB_OK) return s;
+    lb_context_set_observer(c->ctx, observer, c);
+    s = stage_windows(c, l, ref, il, pt, err);
+    if (s == LB_OK && c->st != LB_OK) s = lb_err_set(err, c->st, "calibration: a matrix input was not a whole window");
+    finish_stats(c);
+    if (s == LB_OK) c->stage = (int)pt;
+    return s;
+}
+
+static lb_status stage_advance_run(lb_calib *c, const lb_layer *l, int64_t il, lb_error *err) {
+    if (c->stage != LB_OBS_FFN_DOWN_IN)
+        return lb_err_set(err, LB_ERR_ARG, "calibration: advance before the last stage (after %d)", c->stage);
+    c->stage = -1;
+    if (c->gpu) return layer_advance_run(c, l, c->stage_ref, il, err);
+    const int64_t E = c->m->info.n_embd;
+    lb_context_set_observer(c->ctx, NULL, NULL);
+    lb_status s = LB_OK;
+    for (int64_t w = 0; s == LB_OK && w < c->n_win; w++)
+        s = lb_context_run_layer_part(c->ctx, l, il, c->x + w * c->win * E, NULL, c->win, LB_OBS_FFN_IN, -1, err);
     lb_context_set_observer(c->ctx, observer, c);
     return s;
 }
@@ -387,6 +465,21 @@ lb_status lb_calib_layer_stats(lb_calib *c, const lb_layer *l, const lb_layer *r
 lb_status lb_calib_layer_advance(lb_calib *c, const lb_layer *l, const lb_layer *ref, int64_t il, lb_error *err) {
     const double t0 = lb_time_sec();
     lb_status s = layer_advance_run(c, l, ref, il, err);
+    c->seconds += lb_time_sec() - t0;
+    return s;
+}
+
+lb_status lb_calib_stage_stats(lb_calib *c, const lb_layer *l, const lb_layer *ref, lb_obs_point pt, int64_t il,
+                               lb_error *err) {
+    const double t0 = lb_time_sec();
+    lb_status s = stage_stats_run(c, l, ref, pt, il, err);
+    c->seconds += lb_time_sec() - t0;
+    return s;
+}
+
+lb_status lb_calib_stage_advance(lb_calib *c, const lb_layer *l, int64_t il, lb_error *err) {
+    const double t0 = lb_time_sec();
+    lb_status s = stage_advance_run(c, l, il, err);
     c->seconds += lb_time_sec() - t0;
     return s;
 }

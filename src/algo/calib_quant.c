@@ -192,7 +192,7 @@ static lb_status gptq_stages(lb_calib *c, lb_pool *pool, const lb_layer *orig, i
     for (int g = 0; s == LB_OK && g < 4; g++) {
         const lb_obs_point pt = POINT[STAGE_FIRST[g]];
         lb_layer cur = current_layer(orig, types, out, lw, STAGE_FIRST[g], norms, bv);
-        s = lb_calib_layer_stats(c, &cur, orig, pt, il, err);
+        s = lb_calib_stage_stats(c, &cur, orig, pt, il, err);
         int64_t d;
         const double *H = lb_calib_h(c, pt, &d);
         double *C = lb_calib_take_cross(c, pt);
@@ -256,7 +256,7 @@ lb_status lb_calib_quantize_layer(lb_calib *c, lb_pool *pool, const lb_model *m,
     }
     if (s == LB_OK) { /* move the calibration activations through the quantized layer */
         lb_layer q = current_layer(orig, types, out, &lw, 7, norms, bv);
-        s = lb_calib_layer_advance(c, &q, orig, il, err);
+        s = gptq ? lb_calib_stage_advance(c, &q, il, err) : lb_calib_layer_advance(c, &q, orig, il, err);
     }
     free_work(&lw);
     if (s != LB_OK)

@@ -131,12 +131,15 @@ typedef struct gptq_ctx {
     lb_quantize_fn enc;
     lb_to_float_fn to_float;
     int64_t be, batch; /* block elements, lazy-batch width */
+    int run;           /* elements that share one grid (lb_grid_run) */
     size_t bb, row_bytes;
     uint8_t *out;
     int passes;     /* sweeps; each after the first takes its scales from the previous one's pre-rounding values */
     int cd_sweeps;  /* coordinate-descent sweeps over the codes afterwards */
     bool cd_scales; /* each sweep also steps the blocks' integer sub-block scales */
     const float *Hf; /* (cols, cols) H as float, column order, for the coordinate descent (NULL without) */
+    float *Ht;       /* (cols / run, run, run) H's diagonal run x run blocks transposed, Ht[b][l][k] =
+                        Hf[(b run + k) cols + b run + l], for the sub-block scale steps (NULL without) */
     float *scratch; /* per thread: the tile, its errors, its pre-rounding values, its best rows' bytes */
     size_t scratch_floats;
     double *row_loss; /* (rows) */
@@ -149,22 +152,23 @@ typedef struct gptq_ctx {
  * value before rounding to P (nr, cols) at its column, and the error spread over the rest of the batch,
  * columns (k, i2). dynamic: a block's scales are chosen when its first column is reached. */
 static void quantize_column(const gptq_ctx *c, float *T, float *E, float *P, bool dynamic, int64_t r0, int64_t nr,
-                            int64_t k, int64_t i1, int64_t i2, double *loss) {
+                            int64_t k, int64_t i1, int64_t i2, lb_grid *grids, double *loss) {
     const int64_t col = c->perm ? c->perm[k] : k;
     const int e = (int)(col % c->be);
+    const bool new_grid = c->perm || e % c->run == 0; /* grids[r]: element e's grid, per run of elements */
     const float *u = c->U + k * c->cols;
     const float ukk = u[k];
     for (int64_t r = 0; r < nr; r++) {
         float *t = T + r * c->cols;
         uint8_t *blk = c->out + (size_t)(r0 + r) * c->row_bytes + (size_t)(col / c->be) * c->bb;
         if (dynamic && e == 0) c->enc(t + k, blk, 1, c->be, c->imp + k);
-        lb_grid g;
-        lb_grid_get(c->type, blk, e, &g);
+        const lb_grid *g = &grids[r];
+        if (new_grid) lb_grid_get(c->type, blk, e, &grids[r]);
         const float w = t[k];
         P[r * c->cols + col] = w;
-        const int q = lb_grid_nearest(&g, w);
+        const int q = lb_grid_nearest(g, w);
         lb_grid_set(c->type, blk, e, q);
-        const float d = w - lb_grid_value(&g, q);
+        const float d = w - lb_grid_value(g, q);
         const float er = d / ukk;
         E[r * c->batch + (k - i1)] = er;
         loss[r] += (double)d * d / ((double)ukk * ukk) / 2;
@@ -246,13 +250,16 @@ static bool cd_params(const gptq_ctx *c, uint8_t *row, float *q, float *g) {
                     d_try[k] = v_try[k] - q[j0 + k];
                     lin += (double)d_try[k] * g[j0 + k];
                 }
-                for (int k = 0; k < pi.n; k++) {
-                    if (d_try[k] == 0) continue;
-                    const float *h = H + (j0 + k) * n + j0;
-                    double acc = 0;
-                    for (int l = 0; l < pi.n; l++) acc += (double)h[l] * d_try[l];
-                    quad += acc * d_try[k];
+                /* acc[k] = sum over l, in order, of H[j0 + k][j0 + l] d_l (exact products), for every k
+                 * at once from the transposed block: independent sums the compiler can vectorize */
+                const float *ht = c->Ht + (j0 / c->run) * c->run * c->run;
+                double acc[32] = {0};
+                for (int l = 0; l < pi.n; l++) {
+                    const double dl = d_try[l];
+                    for (int k = 0; k < pi.n; k++) acc[k] += (double)ht[l * c->run + k] * dl;
                 }
+                for (int k = 0; k < pi.n; k++)
+                    if (d_try[k] != 0) quad += acc[k] * d_try[k];
                 const double change = -2.0 * lin + quad;
                 if (change < best_change) {
                     best_change = change;
@@ -294,18 +301,20 @@ static void cd_tile(const gptq_ctx *c, int64_t r0, int64_t nr, float *Q, float *
         for (int64_t r = 0; r < nr; r++) any |= active[r];
         if (!any) break;
         h_times_e(c, W, Q, G, nr, active);
+        lb_grid grids[TILE_ROWS]; /* element j's grid per row, read at the start of each run of elements */
         for (int64_t j = 0; j < n; j++) {
-            const float hjj = H[j * n + j];
-            if (!(hjj > 0)) continue;
             const int e = (int)(j % c->be);
+            const bool new_grid = e % c->run == 0;
+            const float hjj = H[j * n + j];
             for (int64_t r = 0; r < nr; r++) {
                 if (!active[r]) continue;
-                float *q = Q + r * n, *g = G + r * n;
                 uint8_t *blk = c->out + (size_t)(r0 + r) * c->row_bytes + (size_t)(j / c->be) * c->bb;
-                lb_grid gr;
-                lb_grid_get(c->type, blk, e, &gr);
-                const int code = lb_grid_nearest(&gr, q[j] + g[j] / hjj);
-                const float v = lb_grid_value(&gr, code), delta = v - q[j];
+                if (new_grid) lb_grid_get(c->type, blk, e, &grids[r]);
+                if (!(hjj > 0)) continue;
+                float *q = Q + r * n, *g = G + r * n;
+                const lb_grid *gr = &grids[r];
+                const int code = lb_grid_nearest(gr, q[j] + g[j] / hjj);
+                const float v = lb_grid_value(gr, code), delta = v - q[j];
                 if (delta == 0) continue;
                 /* accept only a strict decrease (rounding of g can otherwise cycle) */
                 if (-2.0 * delta * g[j] + (double)delta * delta * hjj >= 0) continue;
@@ -344,6 +353,7 @@ static void tile_task(void *arg, int64_t task, int thread) {
     float *T = c->scratch + (size_t)thread * c->scratch_floats, *E = T + TILE_ROWS * n, *P = E + TILE_ROWS * c->batch;
     uint8_t *best = (uint8_t *)(P + TILE_ROWS * n);
     double best_loss[TILE_ROWS];
+    lb_grid grids[TILE_ROWS];
     for (int pass = 0; pass < c->passes; pass++) {
         double loss[TILE_ROWS] = {0};
         if (pass > 0) encode_static(c, P, n, r0, nr);
@@ -359,7 +369,7 @@ static void tile_task(void *arg, int64_t task, int thread) {
         const bool dynamic = pass == 0 && !c->perm;
         for (int64_t i1 = 0; i1 < n; i1 += c->batch) {
             const int64_t i2 = i1 + c->batch < n ? i1 + c->batch : n;
-            for (int64_t k = i1; k < i2; k++) quantize_column(c, T, E, P, dynamic, r0, nr, k, i1, i2, loss);
+            for (int64_t k = i1; k < i2; k++) quantize_column(c, T, E, P, dynamic, r0, nr, k, i1, i2, grids, loss);
             if (i2 < n) delayed_update(c, T, n, nr, E, c->batch, i2 - i1, c->U + i1 * n, i2, n);
         }
         for (int64_t r = 0; r < nr; r++) {
@@ -479,6 +489,16 @@ static lb_status factor_hinv(lb_pool *pool, double *H, int64_t n, const double *
 
 /* ---- driver ---- */
 
+/* Ht (n / L, L, L): the diagonal L x L blocks of H (n, n) transposed (gptq_ctx.Ht) */
+static float *diag_blocks_t(const float *H, int64_t n, int L) {
+    float *Ht = malloc((size_t)n * (size_t)L * sizeof *Ht);
+    if (!Ht) return NULL;
+    for (int64_t j0 = 0; j0 < n; j0 += L)
+        for (int l = 0; l < L; l++)
+            for (int k = 0; k < L; k++) Ht[j0 * L + l * L + k] = H[(j0 + k) * n + j0 + l];
+    return Ht;
+}
+
 static lb_status check_args(const float *W, int64_t rows, int64_t cols, const double *H, lb_type type,
                             const lb_gptq_params *p, const void *out, lb_error *err) {
     if (!W || !H || !out || rows <= 0 || cols <= 0)
@@ -568,7 +588,7 @@ lb_status lb_gptq_quantize(lb_pool *pool, float *W, int64_t rows, int64_t cols, 
     gptq_ctx c = {.W = W, .rows = rows, .cols = cols, .type = type, .enc = lb_encoder_get(type, enc),
                   .to_float = tt->to_float, .be = tt->block_elems, .bb = tt->block_bytes,
                   .row_bytes = lb_type_row_size(type, cols), .out = out, .passes = p.passes,
-                  .cd_sweeps = p.cd_sweeps, .cd_scales = p.cd_scales, .k = pick_kernels()};
+                  .cd_sweeps = p.cd_sweeps, .cd_scales = p.cd_scales, .k = pick_kernels(), .run = lb_grid_run(type)};
     if (!c.enc) return lb_err_set(err, LB_ERR_ARG, "gptq: no encoder %d for %s", (int)enc, tt->name);
     /* in the default order a block's scales are chosen at its first column, which must have received
      * every earlier update by then: batches of whole blocks */
@@ -582,12 +602,15 @@ lb_status lb_gptq_quantize(lb_pool *pool, float *W, int64_t rows, int64_t cols, 
     if (s == LB_OK) s = prepare(pool, W, rows, cols, H, &p, &c, imp, perm, Hf, &st, err);
     c.imp = imp;
     c.Hf = Hf;
+    if (s == LB_OK && Hf && p.cd_scales && !(c.Ht = diag_blocks_t(Hf, cols, c.run)))
+        s = lb_err_set(err, LB_ERR_NOMEM, "gptq: out of memory");
     if (s == LB_OK) s = sweep(pool, &c, H, err);
     if (s == LB_OK) {
         for (int64_t r = 0; r < rows; r++) st.loss += c.row_loss[r];
         if (stats) *stats = st;
     }
     free(c.row_loss);
+    free(c.Ht);
     free(Hf);
     free(imp);
     free(perm);

@@ -250,15 +250,11 @@ static void mm(lb_context *c, const float *x, int64_t T, const lb_weight *w, flo
     lb_matmul(c->pool, c->mm_scratch, x, T, w, out, w->rows);
 }
 
-/* stop: the point after whose observation the layer ends early (x then is not the layer's output), or -1 */
-static void layer_forward(lb_context *c, const lb_layer *l, int64_t il, int64_t T, int stop) {
+/* c->att from the normed input c->xn: q, k, v, rotary, the layer's KV cache, causal attention */
+static void attention(lb_context *c, const lb_layer *l, int64_t il, int64_t T) {
     const lb_model_info *h = &c->m->info;
-    int64_t E = h->n_embd, D = h->head_dim, H = h->n_head, KV = h->n_head_kv, F = h->n_ff;
+    int64_t D = h->head_dim, H = h->n_head, KV = h->n_head_kv;
     int64_t qd = H * D, kvd = KV * D, pos0 = c->pos;
-
-    for (int64_t t = 0; t < T; t++) rmsnorm(c->xn + t * E, c->x + t * E, l->attn_norm, E, h->rms_eps);
-    observe(c, il, LB_OBS_ATTN_IN, c->xn, T, E);
-    if (stop == LB_OBS_ATTN_IN) return;
     mm(c, c->xn, T, &l->wq, c->q);
     mm(c, c->xn, T, &l->wk, c->k);
     mm(c, c->xn, T, &l->wv, c->v);
@@ -280,12 +276,31 @@ static void layer_forward(lb_context *c, const lb_layer *l, int64_t il, int64_t 
     }
     att_job aj = {c, il, pos0, T};
     lb_pool_run(c->pool, T * H, att_task, &aj);
-    observe(c, il, LB_OBS_ATTN_OUT_IN, c->att, T, qd);
-    if (stop == LB_OBS_ATTN_OUT_IN) return;
-    mm(c, c->att, T, &l->wo, c->tmp);
-    add_bias(c->tmp, l->bo, T, E);
-    for (int64_t i = 0; i < T * E; i++) c->x[i] += c->tmp[i];
+}
 
+/*
+ * The layer on c->x, from point `from` (LB_OBS_ATTN_IN: the start, c->x the layer's input;
+ * LB_OBS_ATTN_OUT_IN: c->x the layer's input and c->att the attention output; LB_OBS_FFN_IN: c->x the
+ * residual stream after the attention block), observing every point from `from` on. stop: the point after
+ * whose observation the layer ends early (c->x then is the residual stream as it stands), or -1.
+ */
+static void layer_forward(lb_context *c, const lb_layer *l, int64_t il, int64_t T, int from, int stop) {
+    const lb_model_info *h = &c->m->info;
+    int64_t E = h->n_embd, qd = h->n_head * h->head_dim, F = h->n_ff;
+
+    if (from == LB_OBS_ATTN_IN) {
+        for (int64_t t = 0; t < T; t++) rmsnorm(c->xn + t * E, c->x + t * E, l->attn_norm, E, h->rms_eps);
+        observe(c, il, LB_OBS_ATTN_IN, c->xn, T, E);
+        if (stop == LB_OBS_ATTN_IN) return;
+        attention(c, l, il, T);
+    }
+    if (from <= LB_OBS_ATTN_OUT_IN) {
+        observe(c, il, LB_OBS_ATTN_OUT_IN, c->att, T, qd);
+        if (stop == LB_OBS_ATTN_OUT_IN) return;
+        mm(c, c->att, T, &l->wo, c->tmp);
+        add_bias(c->tmp, l->bo, T, E);
+        for (int64_t i = 0; i < T * E; i++) c->x[i] += c->tmp[i];
+    }
     for (int64_t t = 0; t < T; t++) rmsnorm(c->xn + t * E, c->x + t * E, l->ffn_norm, E, h->rms_eps);
     observe(c, il, LB_OBS_FFN_IN, c->xn, T, E);
     if (stop == LB_OBS_FFN_IN) return;
@@ -315,7 +330,7 @@ static lb_status eval_batch(lb_context *c, const int32_t *tokens, int64_t T, flo
                               tokens[t], (long long)(c->pos + t), (long long)V - 1);
     }
     for (int64_t t = 0; t < T; t++) lb_weight_row_f32(&m->tok_embd, tokens[t], c->x + t * E);
-    for (int64_t il = 0; il < h->n_layer; il++) layer_forward(c, &m->layers[il], il, T, -1);
+    for (int64_t il = 0; il < h->n_layer; il++) layer_forward(c, &m->layers[il], il, T, LB_OBS_ATTN_IN, -1);
     c->pos += T;
     if (!logits) return LB_OK;
     if (all_logits) {
@@ -381,7 +396,7 @@ lb_status lb_context_run_layer_until(lb_context *c, const lb_layer *l, int64_t i
         return lb_err_set(err, LB_ERR_ARG, "run_layer_until: %d is not a point inside a layer", (int)stop);
     c->pos = 0;
     memcpy(c->x, x, (size_t)(T * E) * sizeof(float));
-    layer_forward(c, l, il, T, (int)stop);
+    layer_forward(c, l, il, T, LB_OBS_ATTN_IN, (int)stop);
     c->pos = 0;
     return LB_OK;
 }
@@ -393,7 +408,28 @@ lb_status lb_context_run_layer(lb_context *c, const lb_layer *l, int64_t il, flo
         return lb_err_set(err, LB_ERR_ARG, "%lld tokens do not fit one batch of %lld", (long long)T, (long long)c->n_batch);
     c->pos = 0;
     memcpy(c->x, x, (size_t)(T * E) * sizeof(float));
-    layer_forward(c, l, il, T, -1);
+    layer_forward(c, l, il, T, LB_OBS_ATTN_IN, -1);
+    memcpy(x, c->x, (size_t)(T * E) * sizeof(float));
+    c->pos = 0;
+    return LB_OK;
+}
+
+lb_status lb_context_run_layer_part(lb_context *c, const lb_layer *l, int64_t il, float *x, float *att, int64_t T,
+                                    lb_obs_point from, int stop, lb_error *err) {
+    if (no_gpu_layers(c, err)) return LB_ERR_UNSUPPORTED;
+    const lb_model_info *h = &c->m->info;
+    const int64_t E = h->n_embd, qd = h->n_head * h->head_dim;
+    if (T < 1 || T > c->n_batch || T > c->n_ctx)
+        return lb_err_set(err, LB_ERR_ARG, "%lld tokens do not fit one batch of %lld", (long long)T, (long long)c->n_batch);
+    if (from < LB_OBS_ATTN_IN || from > LB_OBS_FFN_IN || (stop != -1 && (stop < (int)from || stop > LB_OBS_FFN_DOWN_IN)) ||
+        (from == LB_OBS_ATTN_OUT_IN && !att))
+        return lb_err_set(err, LB_ERR_ARG, "run_layer_part: no run from point %d to %d", (int)from, stop);
+    c->pos = 0;
+    memcpy(c->x, x, (size_t)(T * E) * sizeof(float));
+    if (from == LB_OBS_ATTN_OUT_IN) memcpy(c->att, att, (size_t)(T * qd) * sizeof(float));
+    layer_forward(c, l, il, T, (int)from, stop);
+    if (att && from == LB_OBS_ATTN_IN && (stop == -1 || stop >= LB_OBS_ATTN_OUT_IN))
+        memcpy(att, c->att, (size_t)(T * qd) * sizeof(float));
     memcpy(x, c->x, (size_t)(T * E) * sizeof(float));
     c->pos = 0;
     return LB_OK;

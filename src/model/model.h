@@ -58,6 +58,18 @@ lb_status lb_context_run_layer(lb_context *c, const lb_layer *l, int64_t il, flo
  * what statistics of that point need, without the rest of the layer; x is left as it is. */
 lb_status lb_context_run_layer_until(lb_context *c, const lb_layer *l, int64_t il, const float *x, int64_t T,
                                      lb_obs_point stop, lb_error *err);
+/*
+ * Part of the same computation, for calibration runs that resume where an earlier one stopped: the layer
+ * from point `from` up to point `stop` (from <= stop <= LB_OBS_FFN_DOWN_IN) or to its end (stop -1), the
+ * observer seeing every point from `from` on. x (T, n_embd) in: the layer's input for from = LB_OBS_ATTN_IN
+ * or LB_OBS_ATTN_OUT_IN, the residual stream after the attention block (input + attn_output's product)
+ * for LB_OBS_FFN_IN; out: the residual stream where the run stopped (the layer's output for stop -1; the
+ * stream after the attention block when the run got past it). att (T, n_head * head_dim): the attention
+ * output the run starts from for from = LB_OBS_ATTN_OUT_IN; otherwise NULL or, for a run from the start
+ * past the attention, where that output is copied. Bit for bit the values of lb_context_run_layer(_until).
+ */
+lb_status lb_context_run_layer_part(lb_context *c, const lb_layer *l, int64_t il, float *x, float *att, int64_t T,
+                                    lb_obs_point from, int stop, lb_error *err);
 
 /*
  * Scoring on the device, for eval: run tokens[0..n) from an empty cache (n at most one batch) keeping the

@@ -17,6 +17,8 @@
 
 #include "../core/core.h"
 
+#include <math.h>
+
 typedef struct lb_grid {
     float a, b;
     int qmin, qmax;
@@ -40,9 +42,42 @@ static inline float lb_grid_value(const lb_grid *g, int q) {
     return g->a * (g->codebook ? (float)g->codebook[q] : (float)q) + g->b;
 }
 
+/* How many consecutive elements share one grid, from every multiple of it on (the sub-block length of the
+ * k-quants and iq4_xs, the block length of the others): lb_grid_get gives the same grid for elements j and
+ * j' of a block when j / run == j' / run. */
+int lb_grid_run(lb_type t);
+
+/* Better of candidate q against the best so far (smaller distance, then smaller q). */
+static inline void lb_grid_consider_(const lb_grid *g, float w, int q, int *best, double *best_d) {
+    const double d = fabs((double)w - (double)lb_grid_value(g, q));
+    if (d < *best_d || (d == *best_d && q < *best)) {
+        *best = q;
+        *best_d = d;
+    }
+}
+
 /* The q whose value is nearest to w (distance |w - value(q)| in double); on a tie the smaller q. A linear
- * grid whose values are all equal (a == 0) gives the q of smallest magnitude. w must not be NaN. */
-int lb_grid_nearest(const lb_grid *g, float w);
+ * grid whose values are all equal (a == 0) gives the q of smallest magnitude. w must not be NaN. Inline:
+ * GPTQ calls it for every element of every sweep. */
+static inline int lb_grid_nearest(const lb_grid *g, float w) {
+    int best = g->qmin;
+    double best_d = INFINITY;
+    if (g->codebook) {
+        for (int q = g->qmin; q <= g->qmax; q++) lb_grid_consider_(g, w, q, &best, &best_d);
+        return best;
+    }
+    if (!(g->a != 0.0f) || !isfinite(g->a) || !isfinite(g->b))
+        return g->qmin > 0 ? g->qmin : g->qmax < 0 ? g->qmax : 0;
+    /* value(q) is monotone in q, so the nearest lies next to t = (w - b)/a; the neighbours on each side
+     * cover float rounding of the grid values */
+    double t = ((double)w - (double)g->b) / (double)g->a;
+    if (!(t >= g->qmin)) t = g->qmin;
+    if (t > g->qmax) t = g->qmax;
+    const int q0 = (int)floor(t);
+    for (int q = q0 - 1; q <= q0 + 2; q++)
+        if (q >= g->qmin && q <= g->qmax) lb_grid_consider_(g, w, q, &best, &best_d);
+    return best;
+}
 
 /*
  * Sub-block parameters: the integer scales (and mins) of a block, which set a and b of a run of

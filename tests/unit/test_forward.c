@@ -328,6 +328,55 @@ static void test_permuted_layout(void) {
     lb_model_free(m);
 }
 
+/* lb_context_run_layer_part: the layer run in three parts (to the attention output, on to the FFN input, then
+ * to the end), each resuming from what the one before returned, observes the same points with the same
+ * values and ends with the same output as the whole layer; bad spans are refused. */
+static void test_run_layer_part(void) {
+    lb_model *m = NULL;
+    lb_error e;
+    REQUIRE(lb_model_load("models/tiny", &m, &e) == LB_OK, "%s", e.msg);
+    const lb_model_info *h = lb_model_get_info(m);
+    const int64_t E = h->n_embd, qd = h->n_head * h->head_dim, T = 21, il = 2;
+    lb_context_params p = {64, 2, {LB_DEVICE_CPU, 0}};
+    lb_context *c = NULL;
+    REQUIRE(lb_context_new(m, &p, &c, &e) == LB_OK, "%s", e.msg);
+    float *x = malloc((size_t)(T * E) * sizeof *x), *x0 = malloc((size_t)(T * E) * sizeof *x0);
+    float *att = malloc((size_t)(T * qd) * sizeof *att);
+    for (int64_t t = 0; t < T; t++) lb_weight_row_f32(&m->tok_embd, (t * 97 + 5) % h->n_vocab, x0 + t * E);
+    obs_log full = {0}, part = {0};
+    memcpy(x, x0, (size_t)(T * E) * sizeof *x);
+    lb_context_set_observer(c, obs_record, &full);
+    CHECK(lb_context_run_layer(c, &m->layers[il], il, x, T, &e) == LB_OK, "%s", e.msg);
+    float *y_full = malloc((size_t)(T * E) * sizeof *y_full);
+    memcpy(y_full, x, (size_t)(T * E) * sizeof *x);
+    memcpy(x, x0, (size_t)(T * E) * sizeof *x);
+    lb_context_set_observer(c, obs_record, &part);
+    CHECK(lb_context_run_layer_part(c, &m->layers[il], il, x, att, T, LB_OBS_ATTN_IN, LB_OBS_ATTN_OUT_IN, &e) == LB_OK, "%s", e.msg);
+    CHECK(!memcmp(x, x0, (size_t)(T * E) * sizeof *x), "x changed before the attention block's sum");
+    CHECK(full.n == 4 && !memcmp(att, full.x[1], (size_t)(T * qd) * sizeof *att), "attention output differs");
+    CHECK(lb_context_run_layer_part(c, &m->layers[il], il, x, att, T, LB_OBS_ATTN_OUT_IN, LB_OBS_FFN_IN, &e) == LB_OK, "%s", e.msg);
+    CHECK(lb_context_run_layer_part(c, &m->layers[il], il, x, NULL, T, LB_OBS_FFN_IN, -1, &e) == LB_OK, "%s", e.msg);
+    CHECK(!memcmp(x, y_full, (size_t)(T * E) * sizeof *x), "the layer in parts ends elsewhere than the whole layer");
+    /* observed: ATTN_IN, ATTN_OUT_IN | ATTN_OUT_IN, FFN_IN | FFN_IN, FFN_DOWN_IN */
+    const int same_as[6] = {0, 1, 1, 2, 2, 3};
+    CHECK(part.n == 6, "%d points observed", part.n);
+    for (int i = 0; i < part.n && i < 6 && full.n == 4; i++)
+        CHECK(part.pt[i] == full.pt[same_as[i]] && part.dim[i] == full.dim[same_as[i]] &&
+                  !memcmp(part.x[i], full.x[same_as[i]], (size_t)(T * part.dim[i]) * sizeof(float)),
+              "observation %d differs from the whole layer's", i);
+    CHECK(lb_context_run_layer_part(c, &m->layers[il], il, x, NULL, T, LB_OBS_ATTN_OUT_IN, -1, &e) == LB_ERR_ARG,
+          "a run from the attention output without it accepted");
+    CHECK(lb_context_run_layer_part(c, &m->layers[il], il, x, att, T, LB_OBS_FFN_IN, LB_OBS_ATTN_OUT_IN, &e) == LB_ERR_ARG,
+          "a run that stops before it starts accepted");
+    CHECK(lb_context_run_layer_part(c, &m->layers[il], il, x, att, T, LB_OBS_FFN_DOWN_IN, -1, &e) == LB_ERR_ARG,
+          "a run from inside the FFN accepted");
+    obs_clear(&full);
+    obs_clear(&part);
+    free(x), free(x0), free(att), free(y_full);
+    lb_context_free(c);
+    lb_model_free(m);
+}
+
 int main(void) {
     char small[512];
     snprintf(small, sizeof small, "%s/models/small", test_shared_dir());
@@ -340,6 +389,7 @@ int main(void) {
     }
     test_consistency();
     test_run_layer_until();
+    test_run_layer_part();
     test_misaligned("mistral");
     test_permuted_layout();
     test_misaligned("llama_tied_bf16");

@@ -1,7 +1,8 @@
 /*
  * test_gptq.c - GPTQ onto ggml block formats and what it rests on:
  *   (a) element grids (quant/grid.h) bit-exact against the reference dequantizers, every type, element
- *       and code, on random blocks; lb_grid_nearest against brute force;
+ *       and code, on random blocks, and the same within each run of lb_grid_run elements; lb_grid_nearest
+ *       against brute force;
  *   (b) Cholesky, inverse and upper factor of the inverse against slow direct math (Gauss-Jordan);
  *   (c) lb_gptq_quantize equals a plain column-by-column GPTQ written here (no lazy batches, no tiles),
  *       byte for byte, for q4_0, q8_0 and q4_K;
@@ -137,14 +138,20 @@ static void test_grids(void) {
         for (int i = 0; i < 10; i++) {
             random_block(t, blk, tt->block_bytes, i);
             tt->to_float(blk, y0, tt->block_elems);
+            const int run = lb_grid_run(t);
             for (int j = 0; j < tt->block_elems; j++) {
-                lb_grid g;
+                lb_grid g, g0;
                 lb_grid_get(t, blk, j, &g);
+                lb_grid_get(t, blk, j - j % run, &g0); /* the grid of the run's first element */
+                if (fbits(g.a) != fbits(g0.a) || fbits(g.b) != fbits(g0.b) || g.qmin != g0.qmin || g.qmax != g0.qmax ||
+                    g.codebook != g0.codebook)
+                    bad++;
                 nlev = g.qmax - g.qmin + 1;
                 bad += check_element(t, blk, j, y0, tmp, y);
             }
         }
-        CHECK(bad == 0, "%s: %d mismatches against the reference dequantizer", tt->name, bad);
+        CHECK(bad == 0, "%s: %d mismatches against the reference dequantizer or within a run", tt->name, bad);
+        CHECK(lb_grid_run(t) >= 16 && tt->block_elems % lb_grid_run(t) == 0, "%s: run %d", tt->name, lb_grid_run(t));
         CHECK(nlev == levels[ti], "%s: %d levels", tt->name, nlev);
     }
     CHECK(!lb_grid_supported(LB_TYPE_F16) && !lb_grid_supported(LB_TYPE_Q8_K), "float and activation types");
@@ -175,6 +182,8 @@ static void test_grid_params(void) {
                 lb_grid_param pi;
                 lb_grid_param_info(t, p, &pi);
                 if (pi.first < 0 || pi.n < 1 || pi.first + pi.n > be || pi.lo > pi.hi) bad++;
+                /* a parameter moves one run of elements that share a grid (what GPTQ's scale steps assume) */
+                if (pi.n != lb_grid_run(t) || pi.first % pi.n != 0 || pi.n > 32) bad++;
                 /* a min: the parameters of the second half of q2_K / q4_K / q5_K */
                 const bool is_min = om >= 0 && p >= np / 2;
                 for (int v = pi.lo; v <= pi.hi; v += pi.hi - pi.lo > 20 ? 7 : 1) {

@@ -1,7 +1,7 @@
 /*
  * grid.c - per-element value grids of the weight block types: read a block's scales and give the
- * values one element can take (lb_grid_get), write one element's code (lb_grid_set), and round to the
- * nearest grid value (lb_grid_nearest).
+ * values one element can take (lb_grid_get), write one element's code (lb_grid_set), and say how many
+ * elements share one grid (lb_grid_run; the rounding, lb_grid_nearest, is inline in grid.h).
  *
  * Source: the layouts and decode formulas of docs/formats.md sections 2.2 and 2.3, in the exact float
  * form of the reference dequantizers in this directory (legacy.c, kquants.c, iq4.c): a and b are the
@@ -317,33 +317,12 @@ void lb_grid_param_set(lb_type t, void *block, int p, int v) {
     }
 }
 
-/* ---- rounding ---- */
+/* ---- runs ---- */
 
-/* Better of candidate q against the best so far (smaller distance, then smaller q). */
-static void consider(const lb_grid *g, float w, int q, int *best, double *best_d) {
-    const double d = fabs((double)w - (double)lb_grid_value(g, q));
-    if (d < *best_d || (d == *best_d && q < *best)) {
-        *best = q;
-        *best_d = d;
+int lb_grid_run(lb_type t) {
+    switch (t) {
+    case LB_TYPE_Q2_K: case LB_TYPE_Q3_K: case LB_TYPE_Q6_K: return 16;
+    case LB_TYPE_Q4_K: case LB_TYPE_Q5_K: case LB_TYPE_IQ4_XS: return 32;
+    default: return lb_grid_supported(t) ? (int)lb_type_block_elems(t) : 1;
     }
-}
-
-int lb_grid_nearest(const lb_grid *g, float w) {
-    int best = g->qmin;
-    double best_d = INFINITY;
-    if (g->codebook) {
-        for (int q = g->qmin; q <= g->qmax; q++) consider(g, w, q, &best, &best_d);
-        return best;
-    }
-    if (!(g->a != 0.0f) || !isfinite(g->a) || !isfinite(g->b))
-        return g->qmin > 0 ? g->qmin : g->qmax < 0 ? g->qmax : 0;
-    /* value(q) is monotone in q, so the nearest lies next to t = (w - b)/a; the neighbours on each side
-     * cover float rounding of the grid values */
-    double t = ((double)w - (double)g->b) / (double)g->a;
-    if (!(t >= g->qmin)) t = g->qmin;
-    if (t > g->qmax) t = g->qmax;
-    const int q0 = (int)floor(t);
-    for (int q = q0 - 1; q <= q0 + 2; q++)
-        if (q >= g->qmin && q <= g->qmax) consider(g, w, q, &best, &best_d);
-    return best;
 }

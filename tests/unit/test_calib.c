@@ -1,0 +1,102 @@
+/*
+ * test_calib.c - the layer-by-layer calibration state (algo/calib.h): GPTQ's staged statistics
+ * (lb_calib_stage_stats / lb_calib_stage_advance, which resume each stage from the one before) give the same
+ * H, C and mean |x| at every point, and the same activations afterwards (seen through the output head's
+ * statistics), bit for bit, as the plain runs of the whole layer up to each point (lb_calib_layer_stats /
+ * lb_calib_layer_advance); with and without the reference stream; stages out of order are refused.
+ */
+#include "algo/calib.h"
+#include "test.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+#define N_TOK 96 /* three windows of 32 */
+
+/* the 7 matrices of a layer, q, k, v, o, gate, up, down */
+static lb_weight *mat(lb_layer *l, int k) {
+    lb_weight *w[7] = {&l->wq, &l->wk, &l->wv, &l->wo, &l->w_gate, &l->w_up, &l->w_down};
+    return w[k];
+}
+
+/* the layer with matrices [0, nq) replaced by f32 copies scaled by 0.9 (what quantization does to them,
+ * for this test: a layer that differs from the reference) */
+static lb_layer changed_layer(const lb_layer *orig, float *const f[7], int nq) {
+    lb_layer l = *orig;
+    for (int k = 0; k < nq; k++) {
+        lb_weight *w = mat(&l, k);
+        *w = (lb_weight){LB_TYPE_F32, f[k], w->rows, w->cols};
+    }
+    return l;
+}
+
+static void compare_stats(lb_calib *a, lb_calib *b, lb_obs_point pt, bool ref, const char *what) {
+    int64_t da, db;
+    const double *ha = lb_calib_h(a, pt, &da), *hb = lb_calib_h(b, pt, &db);
+    CHECK(ha && hb && da == db && !memcmp(ha, hb, (size_t)(da * da) * sizeof *ha), "%s: H of point %d differs", what, (int)pt);
+    const double *ca = lb_calib_cross(a, pt), *cb = lb_calib_cross(b, pt);
+    if (ref) CHECK(ca && cb && !memcmp(ca, cb, (size_t)(da * da) * sizeof *ca), "%s: C of point %d differs", what, (int)pt);
+    else CHECK(!ca && !cb, "%s: C without a reference stream", what);
+    const float *ma = lb_calib_mean_abs(a, pt), *mb = lb_calib_mean_abs(b, pt);
+    CHECK(ma && mb && !memcmp(ma, mb, (size_t)da * sizeof *ma), "%s: mean |x| of point %d differs", what, (int)pt);
+    CHECK(lb_calib_tokens(a) == N_TOK && lb_calib_tokens(b) == N_TOK, "%s: tokens", what);
+}
+
+static void test_stages(const lb_model *m, bool ref) {
+    const char *what = ref ? "with the reference stream" : "without it";
+    const lb_model_info *h = lb_model_get_info(m);
+    int32_t tokens[N_TOK];
+    for (int t = 0; t < N_TOK; t++) tokens[t] = (int32_t)((t * 7919 + 13) % h->n_vocab);
+    lb_calib_params cp = lb_calib_default_params();
+    cp.ctx = 32;
+    cp.n_tokens = N_TOK;
+    cp.n_threads = 2;
+    lb_calib *a = NULL, *b = NULL;
+    lb_error e;
+    const lb_weight *er = ref ? &m->tok_embd : NULL;
+    REQUIRE(lb_calib_new(m, &m->tok_embd, er, tokens, N_TOK, &cp, &a, &e) == LB_OK, "%s", e.msg);
+    REQUIRE(lb_calib_new(m, &m->tok_embd, er, tokens, N_TOK, &cp, &b, &e) == LB_OK, "%s", e.msg);
+    static const int first[5] = {0, 3, 4, 6, 7};
+    static const lb_obs_point pts[4] = {LB_OBS_ATTN_IN, LB_OBS_ATTN_OUT_IN, LB_OBS_FFN_IN, LB_OBS_FFN_DOWN_IN};
+    for (int64_t il = 0; il < 2; il++) {
+        const lb_layer *orig = &m->layers[il];
+        lb_layer lc = *orig;
+        float *f[7];
+        for (int k = 0; k < 7; k++) {
+            const lb_weight *w = mat(&lc, k);
+            f[k] = malloc((size_t)(w->rows * w->cols) * sizeof *f[k]);
+            REQUIRE(f[k], "out of memory");
+            for (int64_t r = 0; r < w->rows; r++) lb_weight_row_f32(w, r, f[k] + r * w->cols);
+            for (int64_t i = 0; i < w->rows * w->cols; i++) f[k][i] *= 0.9f;
+        }
+        if (il == 0)
+            CHECK(lb_calib_stage_stats(a, orig, orig, LB_OBS_FFN_IN, il, &e) == LB_ERR_ARG, "a stage out of order accepted");
+        for (int g = 0; g < 4; g++) {
+            lb_layer cur = changed_layer(orig, f, first[g]);
+            CHECK(lb_calib_stage_stats(a, &cur, orig, pts[g], il, &e) == LB_OK, "%s", e.msg);
+            CHECK(lb_calib_layer_stats(b, &cur, orig, pts[g], il, &e) == LB_OK, "%s", e.msg);
+            compare_stats(a, b, pts[g], ref, what);
+        }
+        lb_layer all = changed_layer(orig, f, 7);
+        CHECK(lb_calib_stage_advance(a, &all, il, &e) == LB_OK, "%s", e.msg);
+        CHECK(lb_calib_layer_advance(b, &all, orig, il, &e) == LB_OK, "%s", e.msg);
+        CHECK(lb_calib_stage_advance(a, &all, il, &e) == LB_ERR_ARG, "a second advance accepted");
+        for (int k = 0; k < 7; k++) free(f[k]);
+    }
+    /* the activations after two layers, through the statistics of the output head's input */
+    CHECK(lb_calib_output_stats(a, m->out_norm, &e) == LB_OK, "%s", e.msg);
+    CHECK(lb_calib_output_stats(b, m->out_norm, &e) == LB_OK, "%s", e.msg);
+    compare_stats(a, b, LB_OBS_OUTPUT_IN, ref, what);
+    lb_calib_free(a);
+    lb_calib_free(b);
+}
+
+int main(void) {
+    lb_model *m = NULL;
+    lb_error e;
+    REQUIRE(lb_model_load("models/tiny", &m, &e) == LB_OK, "%s", e.msg);
+    test_stages(m, true);
+    test_stages(m, false);
+    lb_model_free(m);
+    TEST_DONE();
+}
