@@ -15,7 +15,7 @@
  *   tr(E H E^T) under the CPU's H within 2 % (rounding decisions flip where H differs; the objective is a
  *   sum over all of them), and both below the importance-weighted encoder's (diag H as the imatrix).
  * - The library path the CLI calls (lb_quantize_model with device cuda): imatrix and gptq on tiny; twice
- *   the same bytes; KL divergence against tiny on valid.txt within 5 % of the CPU path's at the same
+ *   the same bytes; KL divergence against tiny on valid.txt no more than 5 % above the CPU path's at the same
  *   settings (4,096 calibration tokens: the statistics' rounding moves GPTQ's decisions, 2 % is the
  *   benchmark's target at 65,536 tokens) and below RTN's. And the CLI: `quantize --device cuda --json`
  *   reports the GPU memory peak; cuda:999 fails with one line.
@@ -262,7 +262,10 @@ static void check_quantizer(const lb_model *base, const int32_t *calib, int64_t 
         CHECK(same_file(b, c), "%s on the GPU: two runs differ", methods[i]);
         const double kc = kld(a, base, ids, n_ids), kg = kld(b, base, ids, n_ids);
         printf("q4_k_m %-8s KL(base||q): cpu %.6f  gpu %.6f (%+.2f %%)  rtn %.6f\n", methods[i], kc, kg, 100 * (kg / kc - 1), k_rtn);
-        CHECK(fabs(kg / kc - 1) < 0.05, "%s: GPU KL %.6g vs CPU %.6g", methods[i], kg, kc);
+        /* not worse than the CPU's by more than 5 % (better is fine): the two executors' statistics differ at the
+         * F16 level and, with 8-bit activations in the quantized stream, by independent roundings, which on
+         * tiny at 4,096 tokens moves GPTQ's result by a few percent either way (H200: -5.7 % to +2.7 %) */
+        CHECK(kg / kc - 1 < 0.05, "%s: GPU KL %.6g vs CPU %.6g", methods[i], kg, kc);
         CHECK(kg < k_rtn && kc < k_rtn, "%s: KL cpu %.6g gpu %.6g not below RTN %.6g", methods[i], kc, kg, k_rtn);
         remove(a), remove(b), remove(c);
     }
