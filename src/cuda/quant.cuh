@@ -324,8 +324,7 @@ template <> struct Mq<LB_TYPE_Q4_0> {
             w[i] = (int)__vsub4(v[i] & 0x0F0F0F0Fu, 0x08080808u);
             w[i + 4] = (int)__vsub4((v[i] >> 4) & 0x0F0F0F0Fu, 0x08080808u);
         }
-        d0 = d1 = ldh(b);
-        m = 0.0f;
+        scales(b, 0, d0, d1, m);
     }
 };
 template <> struct Mq<LB_TYPE_Q4_1> {
@@ -384,8 +383,7 @@ template <> struct Mq<LB_TYPE_Q8_0> {
     }
     static __device__ __forceinline__ void chunk(const uint8_t *b, int, int *w, float &d0, float &d1, float &m) {
         ldw<8>(b + 2, (uint32_t *)w);
-        d0 = d1 = ldh(b);
-        m = 0.0f;
+        scales(b, 0, d0, d1, m);
     }
 };
 template <> struct Mq<LB_TYPE_Q4_K> {
@@ -400,14 +398,9 @@ template <> struct Mq<LB_TYPE_Q4_K> {
         m = -mul(ldh(b + 2), (float)mn);
     }
     static __device__ __forceinline__ void chunk(const uint8_t *b, int s, int *w, float &d0, float &d1, float &m) {
-        int sc, mn;
-        k4_scale_min(s, b + 4, &sc, &mn);
-        d0 = d1 = mul(ldh(b), (float)sc);
-        m = -mul(ldh(b + 2), (float)mn);
-        const uint8_t *q = b + 16 + 32 * (s / 2);
-        const int shift = 4 * (s & 1);
+        scales(b, s, d0, d1, m);
 #pragma unroll
-        for (int i = 0; i < 8; i++) w[i] = (int)((ld32a(q + 4 * i) >> shift) & 0x0F0F0F0Fu);
+        for (int i = 0; i < 8; i++) w[i] = (int)word(b, s, i);
     }
 };
 template <> struct Mq<LB_TYPE_Q5_K> {
@@ -422,15 +415,9 @@ template <> struct Mq<LB_TYPE_Q5_K> {
         m = -mul(ldh(b + 2), (float)mn);
     }
     static __device__ __forceinline__ void chunk(const uint8_t *b, int s, int *w, float &d0, float &d1, float &m) {
-        int sc, mn;
-        k4_scale_min(s, b + 4, &sc, &mn);
-        d0 = d1 = mul(ldh(b), (float)sc);
-        m = -mul(ldh(b + 2), (float)mn);
-        const uint8_t *q = b + 48 + 32 * (s / 2), *qh = b + 16;
-        const int shift = 4 * (s & 1);
+        scales(b, s, d0, d1, m);
 #pragma unroll
-        for (int i = 0; i < 8; i++)
-            w[i] = (int)(((ld32a(q + 4 * i) >> shift) & 0x0F0F0F0Fu) | (((ld32a(qh + 4 * i) >> s) & 0x01010101u) << 4));
+        for (int i = 0; i < 8; i++) w[i] = (int)word(b, s, i);
     }
 };
 template <> struct Mq<LB_TYPE_Q6_K> {
@@ -449,7 +436,6 @@ template <> struct Mq<LB_TYPE_Q6_K> {
         m = 0.0f;
     }
     static __device__ __forceinline__ void chunk(const uint8_t *b, int s, int *w, float &d0, float &d1, float &m) {
-        const float d = ldh(b + 208);
         const int h = s / 4, k = s % 4;
         const uint8_t *ql = b + 64 * h + (k & 1) * 32, *qh = b + 128 + 32 * h;
         const int lshift = k < 2 ? 0 : 4;
@@ -461,9 +447,7 @@ template <> struct Mq<LB_TYPE_Q6_K> {
             const uint32_t lo = (l[i] >> lshift) & 0x0F0F0F0Fu, hi = (hh[i] >> (2 * k)) & 0x03030303u;
             w[i] = (int)__vsub4(lo | (hi << 4), 0x20202020u);
         }
-        d0 = mul(d, (float)(int8_t)b[192 + 8 * h + 2 * k]);
-        d1 = mul(d, (float)(int8_t)b[192 + 8 * h + 2 * k + 1]);
-        m = 0.0f;
+        scales(b, s, d0, d1, m);
     }
 };
 template <> struct Mq<LB_TYPE_Q3_K> {
