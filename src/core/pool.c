@@ -1,16 +1,29 @@
 /*
  * pool.c - a small pthread pool. lb_pool_run() hands out task indices from an atomic counter to the
- * workers and the caller, then waits for all of them. Workers sleep on a condition variable between runs.
+ * workers and the caller, then waits for all of them.
+ *
+ * Between runs a worker first polls the run counter for a short while (LB_POOL_SPIN_US, default 200
+ * microseconds) and only then sleeps on a condition variable; the caller likewise polls for the workers'
+ * completion before it sleeps. Decoding one token issues a few hundred short runs, and a condition-variable
+ * wake-up costs tens of microseconds on a virtual machine, more than many of those runs take: polling
+ * keeps the hand-over in the cache. The polling is bounded so that an idle pool costs no CPU, and a
+ * loaded machine loses at most one poll window per run. Which thread runs which task never affects the
+ * results (see lb_pool_run's contract), so none of this changes any output.
  */
 #include "core.h"
 
 #if defined(__x86_64__) || defined(__i386__)
 #include <cpuid.h>
+#include <immintrin.h>
+#define cpu_relax() _mm_pause()
+#else
+#define cpu_relax() ((void)0)
 #endif
 
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdlib.h>
+#include <time.h>
 #include <unistd.h>
 
 struct lb_pool {
@@ -18,9 +31,10 @@ struct lb_pool {
     pthread_t *threads;
     pthread_mutex_t mu;
     pthread_cond_t start_cv, done_cv;
-    uint64_t generation;  /* bumped per run */
-    int active;           /* workers still inside the current run */
-    int stop;
+    atomic_ullong generation; /* bumped per run, after fn/arg/n_tasks/next are set */
+    atomic_int active;        /* workers still inside the current run */
+    atomic_int stop;
+    int64_t spin_ns;          /* how long to poll before sleeping */
     lb_task_fn fn;
     void *arg;
     int64_t n_tasks;
@@ -37,6 +51,36 @@ int lb_cpu_count(void) {
     return n > 0 ? (int)n : 1;
 }
 
+static int64_t now_ns(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
+}
+
+/* Poll until done(p, v) or spin_ns have passed; returns whether done. */
+static bool poll_until(const lb_pool *p, bool (*done)(const lb_pool *, uint64_t), uint64_t v) {
+    if (done(p, v)) return true;
+    if (p->spin_ns <= 0) return false;
+    int64_t t_end = now_ns() + p->spin_ns;
+    for (;;) {
+        for (int i = 0; i < 32; i++) {
+            cpu_relax();
+            if (done(p, v)) return true;
+        }
+        if (now_ns() >= t_end) return false;
+    }
+}
+
+static bool run_started(const lb_pool *p, uint64_t seen) {
+    return atomic_load_explicit(&((lb_pool *)p)->generation, memory_order_acquire) != seen ||
+           atomic_load_explicit(&((lb_pool *)p)->stop, memory_order_relaxed);
+}
+
+static bool workers_done(const lb_pool *p, uint64_t unused) {
+    (void)unused;
+    return atomic_load_explicit(&((lb_pool *)p)->active, memory_order_acquire) == 0;
+}
+
 static void drain(lb_pool *p, int id) {
     for (;;) {
         int64_t t = atomic_fetch_add(&p->next, 1);
@@ -51,18 +95,33 @@ static void *worker_main(void *v) {
     int id = wa->id;
     free(wa);
     uint64_t seen = 0;
-    pthread_mutex_lock(&p->mu);
     for (;;) {
-        while (!p->stop && p->generation == seen) pthread_cond_wait(&p->start_cv, &p->mu);
-        if (p->stop) break;
-        seen = p->generation;
-        pthread_mutex_unlock(&p->mu);
+        if (!poll_until(p, run_started, seen)) {
+            pthread_mutex_lock(&p->mu);
+            while (!run_started(p, seen)) pthread_cond_wait(&p->start_cv, &p->mu);
+            pthread_mutex_unlock(&p->mu);
+        }
+        if (atomic_load(&p->stop)) break;
+        seen = atomic_load_explicit(&p->generation, memory_order_acquire);
         drain(p, id);
-        pthread_mutex_lock(&p->mu);
-        if (--p->active == 0) pthread_cond_signal(&p->done_cv);
+        if (atomic_fetch_sub_explicit(&p->active, 1, memory_order_acq_rel) == 1) {
+            /* the last worker out wakes the caller in case it went to sleep (it checks under mu) */
+            pthread_mutex_lock(&p->mu);
+            pthread_cond_signal(&p->done_cv);
+            pthread_mutex_unlock(&p->mu);
+        }
     }
-    pthread_mutex_unlock(&p->mu);
     return NULL;
+}
+
+static int64_t spin_ns_from_env(void) {
+    const char *e = getenv("LB_POOL_SPIN_US");
+    if (e && *e) {
+        char *end;
+        long v = strtol(e, &end, 10);
+        if (*end == 0 && v >= 0 && v <= 1000000) return (int64_t)v * 1000;
+    }
+    return 200 * 1000;
 }
 
 lb_pool *lb_pool_new(int n_threads) {
@@ -70,6 +129,7 @@ lb_pool *lb_pool_new(int n_threads) {
     lb_pool *p = calloc(1, sizeof *p);
     if (!p) return NULL;
     p->n_threads = n_threads;
+    p->spin_ns = spin_ns_from_env();
     pthread_mutex_init(&p->mu, NULL);
     pthread_cond_init(&p->start_cv, NULL);
     pthread_cond_init(&p->done_cv, NULL);
@@ -100,7 +160,7 @@ void lb_pool_free(lb_pool *p) {
     if (!p) return;
     if (p->threads) {
         pthread_mutex_lock(&p->mu);
-        p->stop = 1;
+        atomic_store(&p->stop, 1);
         pthread_cond_broadcast(&p->start_cv);
         pthread_mutex_unlock(&p->mu);
         for (int i = 1; i < p->n_threads; i++) pthread_join(p->threads[i - 1], NULL);
@@ -120,19 +180,23 @@ void lb_pool_run(lb_pool *p, int64_t n_tasks, lb_task_fn fn, void *arg) {
         for (int64_t t = 0; t < n_tasks; t++) fn(arg, t, 0);
         return;
     }
-    pthread_mutex_lock(&p->mu);
+    /* every worker has left the previous run (active reached 0), so these plain stores are unobserved
+       until the release of the new generation below */
     p->fn = fn;
     p->arg = arg;
     p->n_tasks = n_tasks;
-    atomic_store(&p->next, 0);
-    p->active = p->n_threads - 1;
-    p->generation++;
+    atomic_store_explicit(&p->next, 0, memory_order_relaxed);
+    atomic_store_explicit(&p->active, p->n_threads - 1, memory_order_relaxed);
+    pthread_mutex_lock(&p->mu); /* a worker about to sleep checks the generation under mu */
+    atomic_fetch_add_explicit(&p->generation, 1, memory_order_release);
     pthread_cond_broadcast(&p->start_cv);
     pthread_mutex_unlock(&p->mu);
     drain(p, 0);
-    pthread_mutex_lock(&p->mu);
-    while (p->active > 0) pthread_cond_wait(&p->done_cv, &p->mu);
-    pthread_mutex_unlock(&p->mu);
+    if (!poll_until(p, workers_done, 0)) {
+        pthread_mutex_lock(&p->mu);
+        while (!workers_done(p, 0)) pthread_cond_wait(&p->done_cv, &p->mu);
+        pthread_mutex_unlock(&p->mu);
+    }
 }
 
 bool lb_cpu_has_f16c(void) {

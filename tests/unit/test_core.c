@@ -8,6 +8,8 @@
 
 #include <math.h>
 #include <stdatomic.h>
+#include <stdlib.h>
+#include <time.h>
 #include <string.h>
 #if defined(__x86_64__)
 #include <immintrin.h>
@@ -115,26 +117,48 @@ static void test_fp16(void) {
 }
 
 static atomic_int counter;
+static atomic_int bad_thread;
+static int pool_threads;
 static void count_task(void *arg, int64_t t, int thread) {
     int *out = arg;
     out[t] = (int)t * 2;
+    if (thread < 0 || thread >= pool_threads) atomic_fetch_add(&bad_thread, 1);
+    if (t % 7 == 3) /* uneven task lengths, so that threads finish at different times */
+        for (volatile int i = 0; i < 2000; i++) {}
     atomic_fetch_add(&counter, 1);
 }
 
+/* Many short runs back to back (the decode pattern), with the pool polling between runs and, with
+   LB_POOL_SPIN_US=0, sleeping on its condition variables at once; and runs after an idle pause, when the
+   workers have gone to sleep. */
 static void test_pool(void) {
-    for (int nt = 1; nt <= 4; nt++) {
-        lb_pool *p = lb_pool_new(nt);
-        REQUIRE(p, "pool");
-        for (int rep = 0; rep < 50; rep++) {
-            int out[37] = {0};
-            atomic_store(&counter, 0);
-            lb_pool_run(p, 37, count_task, out);
-            int ok = atomic_load(&counter) == 37;
-            for (int t = 0; t < 37; t++) ok &= out[t] == t * 2;
-            CHECK(ok, "pool of %d, rep %d", nt, rep);
+    const char *spins[] = {NULL, "0", "1"};
+    for (int s = 0; s < 3; s++) {
+        if (spins[s]) setenv("LB_POOL_SPIN_US", spins[s], 1); else unsetenv("LB_POOL_SPIN_US");
+        for (int nt = 1; nt <= 4; nt++) {
+            lb_pool *p = lb_pool_new(nt);
+            REQUIRE(p, "pool");
+            pool_threads = nt;
+            atomic_store(&bad_thread, 0);
+            for (int rep = 0; rep < 600; rep++) {
+                int out[37] = {0};
+                int n = rep % 5 == 4 ? 1 : 37 - rep % 3;
+                atomic_store(&counter, 0);
+                if (rep % 200 == 199) {
+                    struct timespec ts = {0, 2 * 1000 * 1000};
+                    nanosleep(&ts, NULL);
+                }
+                lb_pool_run(p, n, count_task, out);
+                int ok = atomic_load(&counter) == n;
+                for (int t = 0; t < n; t++) ok &= out[t] == t * 2;
+                for (int t = n; t < 37; t++) ok &= out[t] == 0;
+                CHECK(ok, "pool of %d, rep %d, spin %s", nt, rep, spins[s] ? spins[s] : "default");
+            }
+            CHECK(atomic_load(&bad_thread) == 0, "thread index out of range (pool of %d)", nt);
+            lb_pool_free(p);
         }
-        lb_pool_free(p);
     }
+    unsetenv("LB_POOL_SPIN_US");
     lb_pool_free(NULL);
 }
 
