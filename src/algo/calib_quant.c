@@ -205,7 +205,7 @@ static lb_status gptq_stages(lb_calib *c, lb_pool *pool, const lb_layer *orig, i
                 rows[k] = layer_matrix(orig, STAGE_FIRST[g] + k)->rows;
             }
             bool applied;
-            s = lb_gptq_ref_target(pool, ws, rows, nm, d, H, C, lw->s_in[pt], gp->ref_damp, gp->max_damp_tries, &applied, err);
+            s = lb_gptq_ref_target(pool, ws, rows, nm, d, H, C, lw->s_in[pt], gp->ref_damp, gp->max_damp_tries, NULL, &applied, err);
         }
         free(C);
         for (int k = STAGE_FIRST[g]; s == LB_OK && k < STAGE_FIRST[g + 1]; k++) {
@@ -279,7 +279,7 @@ lb_status lb_calib_quantize_output(lb_calib *c, lb_pool *pool, const lb_model *m
     lb_method mm = method == LB_METHOD_GPTQ || method == LB_METHOD_AWQ_GPTQ ? LB_METHOD_GPTQ : LB_METHOD_IMATRIX;
     bool applied;
     if (mm == LB_METHOD_GPTQ && C)
-        s = lb_gptq_ref_target(pool, &w, &m->output.rows, 1, d, H, C, NULL, gp->ref_damp, gp->max_damp_tries, &applied, err);
+        s = lb_gptq_ref_target(pool, &w, &m->output.rows, 1, d, H, C, NULL, gp->ref_damp, gp->max_damp_tries, NULL, &applied, err);
     free(C);
     const int64_t tokens = lb_calib_tokens(c);
     double *own = mm == LB_METHOD_GPTQ ? lb_calib_take_h(c, LB_OBS_OUTPUT_IN) : NULL;

@@ -7,6 +7,44 @@
 
 #include "../quant/quant.h"
 
+/*
+ * The heavy linear algebra of lb_gptq_quantize and lb_gptq_ref_target behind a table, so that it can run on
+ * another device: the inverse factor, the delayed block updates of the sweep, the products H e of the
+ * coordinate descent and the reference target's matrix products. NULL (lb_gptq_ops_cpu()) is the CPU
+ * implementation on the pool, which defines the results; a device implementation (algo/gptq_cuda.c through
+ * cuda/gptq.h) computes the same quantities in another summation order. Everything else (the columns of a
+ * batch, the grids, the encoders, the coordinate descent's steps) stays on the caller's threads.
+ * Entries return LB_OK or a device error (LB_ERR_DEVICE, LB_ERR_NOMEM); NULL entries do nothing.
+ */
+typedef struct lb_gptq_ops {
+    void *user;
+    const char *name; /* "cpu", "cuda" */
+    /* device memory for one matrix of rows x n (cd: with the coordinate descent's H), before anything else:
+     * on failure lb_gptq_quantize runs that matrix on the CPU implementation (lb_gptq_stats.fallback) */
+    lb_status (*reserve)(void *user, int64_t rows, int64_t n, bool cd, lb_error *err);
+    /* lb_chol_inv_upper_pool's contract on A (n, n); *ok false when A is not positive definite */
+    lb_status (*inv_upper)(void *user, lb_pool *pool, double *A, int64_t n, double *work, bool *ok, lb_error *err);
+    /* a matrix's sweeps start: U (n, n) f32, upper, processing order; Hf (n, n) f32 or NULL (no coordinate
+     * descent). Both stay valid until end. */
+    lb_status (*begin)(void *user, const float *U, const float *Hf, int64_t rows, int64_t n, lb_error *err);
+    /* a pass starts from T (rows, n) */
+    lb_status (*load)(void *user, const float *T, int64_t rows, int64_t n, lb_error *err);
+    /* T[:, i2:n] -= E[:, 0:i2-i1] U[i1:i2, i2:n], E (rows, lde); on return T[:, i2:i3] holds the result on the
+     * host (the columns after i3 may live on the device only, until the next load) */
+    lb_status (*update)(void *user, lb_pool *pool, float *T, int64_t rows, int64_t n, const float *E, int64_t lde,
+                        const float *U, int64_t i1, int64_t i2, int64_t i3, lb_error *err);
+    /* G[r] = Hf (W[r] - Q[r]) for the rows r with sel[r] (G's other rows are left as they are) */
+    lb_status (*h_times_e)(void *user, lb_pool *pool, const float *W, const float *Q, float *G, int64_t rows, int64_t n,
+                           const float *Hf, const bool *sel, lb_error *err);
+    /* out (rows, n) = x (rows, K) . w^T, w (n, K); all f32 row-major */
+    lb_status (*matmul)(void *user, lb_pool *pool, const float *x, int64_t rows, const float *w, int64_t n, int64_t K,
+                        float *out, lb_error *err);
+    void (*end)(void *user); /* after a matrix's sweeps (also after a failure) */
+} lb_gptq_ops;
+
+/* The CPU implementation (the specification of every other). */
+const lb_gptq_ops *lb_gptq_ops_cpu(void);
+
 typedef struct lb_gptq_params {
     double damp;        /* lambda = damp * mean(diag H) is added to the diagonal (default 0.01; 0 allowed) */
     int max_damp_tries; /* Cholesky attempts; after a failure damp *= 10 (from LB_GPTQ_DAMP_FLOOR when 0) */
@@ -22,6 +60,7 @@ typedef struct lb_gptq_params {
     double few_tokens_damp; /* for a caller that knows how many tokens N built H: when
                                N < LB_GPTQ_FEW_TOKENS_PER_COL * cols, damp is raised to at least this
                                (default 0: damp as given; lb_gptq_quantize ignores it) */
+    const lb_gptq_ops *ops; /* where the linear algebra runs (default NULL: lb_gptq_ops_cpu()) */
 } lb_gptq_params;
 
 #define LB_GPTQ_DAMP_FLOOR 1e-4
@@ -32,6 +71,8 @@ typedef struct lb_gptq_stats {
     int damp_tries;   /* Cholesky attempts made (1 when the first one succeeded) */
     int64_t dead_cols; /* columns with H_jj == 0 (zeroed in W) */
     double loss;      /* GPTQ's objective: sum over rows and columns of (w - q)^2 / Hinv_jj^2 / 2 */
+    bool fallback;    /* params.ops could not take the matrix (reserve failed): it ran on the CPU */
+    char fallback_msg[200]; /* ... and why */
 } lb_gptq_stats;
 
 /* damp 0.01, 6 tries, block_cols 128, no act-order, 1 pass. */
@@ -69,9 +110,11 @@ lb_status lb_gptq_quantize(lb_pool *pool, float *W /* (rows, cols) */, int64_t r
  * *applied is false when every attempt failed, or H has no energy, and the W were left as they are.
  * Products in f32 (lb_matmul), the factorization in f64; the same result for any thread count. C is overwritten (it
  * becomes the matrix factored). Memory beyond H and C: 2 cols^2 floats at most, and one matrix's rows.
+ * ops: where the factorization and the products run (NULL: the CPU); a device error is returned as it is,
+ * with every W as it was when the factorization failed, and possibly changed when a product failed.
  */
 lb_status lb_gptq_ref_target(lb_pool *pool, float *const *W, const int64_t *rows, int n_mat, int64_t cols,
                              const double *H /* (cols, cols) */, double *C /* (cols, cols), overwritten */, const float *s,
-                             double damp, int max_tries, bool *applied, lb_error *err);
+                             double damp, int max_tries, const lb_gptq_ops *ops, bool *applied, lb_error *err);
 
 #endif

@@ -798,14 +798,14 @@ static void test_ref_target(lb_pool *pool3) {
         bool applied = false;
         memcpy(V, W, sizeof V);
         lb_error err;
-        CHECK(lb_gptq_ref_target(NULL, (float *[]){V}, (int64_t[]){R}, 1, D, H, cdup(C, D), s, damp, 6, &applied, &err) == LB_OK && applied, "ref target failed");
+        CHECK(lb_gptq_ref_target(NULL, (float *[]){V}, (int64_t[]){R}, 1, D, H, cdup(C, D), s, damp, 6, NULL, &applied, &err) == LB_OK && applied, "ref target failed");
         memcpy(V3, W, sizeof V3);
-        CHECK(lb_gptq_ref_target(pool3, (float *[]){V3}, (int64_t[]){R}, 1, D, H, cdup(C, D), s, damp, 6, &applied, &err) == LB_OK, "ref target (3 threads)");
+        CHECK(lb_gptq_ref_target(pool3, (float *[]){V3}, (int64_t[]){R}, 1, D, H, cdup(C, D), s, damp, 6, NULL, &applied, &err) == LB_OK, "ref target (3 threads)");
         CHECK(!memcmp(V, V3, sizeof V), "ref target: 1 and 3 threads differ");
         float Va[R * D], Vb[R / 2 * D];
         memcpy(Va, W, sizeof Va);
         memcpy(Vb, W, sizeof Vb);
-        CHECK(lb_gptq_ref_target(pool3, (float *[]){Vb, Va}, (int64_t[]){R / 2, R}, 2, D, H, cdup(C, D), s, damp, 6, &applied, &err) ==
+        CHECK(lb_gptq_ref_target(pool3, (float *[]){Vb, Va}, (int64_t[]){R / 2, R}, 2, D, H, cdup(C, D), s, damp, 6, NULL, &applied, &err) ==
                       LB_OK && !memcmp(Va, V, sizeof Va),
               "ref target: two matrices at once differ from one at a time");
         /* normal equations: V (H + lam I) = W D C + lam W, relative to the size of the right side */
@@ -833,14 +833,14 @@ static void test_ref_target(lb_pool *pool3) {
     memcpy(V, W, sizeof V);
     bool applied = false;
     lb_error err;
-    lb_gptq_ref_target(NULL, (float *[]){V}, (int64_t[]){R}, 1, D, H, cdup(C, D), NULL, 0.01, 6, &applied, &err);
+    lb_gptq_ref_target(NULL, (float *[]){V}, (int64_t[]){R}, 1, D, H, cdup(C, D), NULL, 0.01, 6, NULL, &applied, &err);
     double dev = 0;
     for (int i = 0; i < R * D; i++) dev = fmax(dev, fabs((double)V[i] - W[i]));
     CHECK(applied && dev < 1e-3, "ref target: identical streams moved W by %g", dev);
     /* no energy: declined, W untouched */
     memset(H, 0, sizeof *H * D * D);
     memcpy(V, W, sizeof V);
-    CHECK(lb_gptq_ref_target(NULL, (float *[]){V}, (int64_t[]){R}, 1, D, H, cdup(C, D), NULL, 0.01, 6, &applied, &err) == LB_OK && !applied &&
+    CHECK(lb_gptq_ref_target(NULL, (float *[]){V}, (int64_t[]){R}, 1, D, H, cdup(C, D), NULL, 0.01, 6, NULL, &applied, &err) == LB_OK && !applied &&
               !memcmp(V, W, sizeof V), "ref target: zero H not declined");
     free(X), free(Xr), free(H), free(C);
 }
