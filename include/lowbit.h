@@ -545,6 +545,9 @@ typedef struct lb_quantize_report {
     int64_t imatrix_entries;          /* entries of the --imatrix file (0 without one) */
     int64_t imatrix_covered;          /* quantized matrices it has an entry for (none is an error) ... */
     int64_t imatrix_matrices;         /* ... of this many quantized matrices */
+    int64_t gpu_fallbacks;            /* calibration on a GPU: GPTQ computations (a matrix's solve or reference
+                                         target) that ran on CPU threads instead (no cuSOLVER, out of GPU memory) */
+    char gpu_fallback_reason[200];    /* ... the first one's reason ("" when none) */
 } lb_quantize_report;
 
 /*

@@ -45,6 +45,13 @@ typedef struct lb_gptq_ops {
 /* The CPU implementation (the specification of every other). */
 const lb_gptq_ops *lb_gptq_ops_cpu(void);
 
+/* The CUDA implementation on device `device` (algo/gptq_cuda.c, cuda/gptq.h): LB_ERR_DEVICE with the reason
+ * when there is no such device, no cuBLAS or no cuSOLVER, or the build has no CUDA. One caller at a time;
+ * released by lb_gptq_ops_cuda_free. _peak: the most device memory seen in use (bytes). */
+lb_status lb_gptq_ops_cuda_new(int device, lb_gptq_ops **out, lb_error *err);
+void lb_gptq_ops_cuda_free(lb_gptq_ops *ops);
+size_t lb_gptq_ops_cuda_peak(const lb_gptq_ops *ops);
+
 typedef struct lb_gptq_params {
     double damp;        /* lambda = damp * mean(diag H) is added to the diagonal (default 0.01; 0 allowed) */
     int max_damp_tries; /* Cholesky attempts; after a failure damp *= 10 (from LB_GPTQ_DAMP_FLOOR when 0) */
@@ -92,7 +99,8 @@ void lb_gptq_params_default(lb_gptq_params *p);
  * overwritten with the dequantized result. pool may be NULL (one thread); the result is the same for any
  * thread count. stats may be NULL. Fails with LB_ERR_ARG on a bad argument, a non-finite value in W or H,
  * or an H that is not positive definite even after the damping tries; LB_ERR_NOMEM when scratch
- * (cols^2 floats + a few rows per thread) cannot be allocated. Thread-safe for distinct arguments.
+ * (cols^2 floats + 2 rows x cols floats) cannot be allocated; a device error of p->ops as it is (when its
+ * reserve fails the matrix runs on the CPU instead, stats->fallback). Thread-safe for distinct arguments.
  */
 lb_status lb_gptq_quantize(lb_pool *pool, float *W /* (rows, cols) */, int64_t rows, int64_t cols,
                            double *H /* (cols, cols) */, lb_type type, lb_encoder enc, const lb_gptq_params *p,
@@ -110,7 +118,8 @@ lb_status lb_gptq_quantize(lb_pool *pool, float *W /* (rows, cols) */, int64_t r
  * *applied is false when every attempt failed, or H has no energy, and the W were left as they are.
  * Products in f32 (lb_matmul), the factorization in f64; the same result for any thread count. C is overwritten (it
  * becomes the matrix factored). Memory beyond H and C: 2 cols^2 floats at most, and one matrix's rows.
- * ops: where the factorization and the products run (NULL: the CPU); a device error is returned as it is,
+ * ops: where the factorization and the products run (NULL: the CPU; a device table reserved by the caller for
+ * the largest rows[k] and cols, without coordinate descent or with); a device error is returned as it is,
  * with every W as it was when the factorization failed, and possibly changed when a product failed.
  */
 lb_status lb_gptq_ref_target(lb_pool *pool, float *const *W, const int64_t *rows, int n_mat, int64_t cols,
