@@ -75,6 +75,10 @@ double lb_calib_seconds(const lb_calib *c);
  * kept); _fallbacks returns how many, with that reason.
  */
 const lb_gptq_ops *lb_calib_gptq_ops(lb_calib *c);
+/* GPTQ's time per phase (lb_gptq_stats.seconds; sec may be NULL) and of the reference target, summed;
+ * _gptq_seconds reads the sums back: out[LB_GPTQ_PHASES] = the reference target's. */
+void lb_calib_note_gptq(lb_calib *c, const double *sec, double ref_seconds);
+void lb_calib_gptq_seconds(const lb_calib *c, double out[LB_GPTQ_PHASES + 1]);
 void lb_calib_note_fallback(lb_calib *c, const char *why);
 int64_t lb_calib_fallbacks(const lb_calib *c, const char **why);
 

@@ -64,6 +64,7 @@ struct lb_calib {
     bool gptq_ops_tried;
     int64_t fallbacks;     /* matrices whose GPTQ algebra ran on the CPU although the device was asked for */
     char fallback_msg[200]; /* the first reason */
+    double gptq_sec[LB_GPTQ_PHASES + 1]; /* GPTQ's phases, then the reference target */
     bool has_ref;          /* a reference stream is kept (on the host or the GPU) */
     double seconds;        /* in lb_calib_new and the statistics / advance calls */
 };
@@ -476,6 +477,15 @@ const lb_gptq_ops *lb_calib_gptq_ops(lb_calib *c) {
         lb_calib_note_fallback(c, e.msg);
     }
     return c->gptq_ops;
+}
+
+void lb_calib_note_gptq(lb_calib *c, const double *sec, double ref_seconds) {
+    for (int k = 0; sec && k < LB_GPTQ_PHASES; k++) c->gptq_sec[k] += sec[k];
+    c->gptq_sec[LB_GPTQ_PHASES] += ref_seconds;
+}
+
+void lb_calib_gptq_seconds(const lb_calib *c, double out[LB_GPTQ_PHASES + 1]) {
+    memcpy(out, c->gptq_sec, sizeof c->gptq_sec);
 }
 
 void lb_calib_note_fallback(lb_calib *c, const char *why) {

@@ -168,6 +168,7 @@ static lb_status quantize_matrix(lb_calib *c, lb_pool *pool, float *w, int64_t r
         lb_gptq_stats st;
         lb_status s = lb_gptq_quantize(pool, w, rows, d, hc, t, enc, &p, y, &st, err);
         if (s == LB_OK && st.fallback) lb_calib_note_fallback(c, st.fallback_msg);
+        if (s == LB_OK) lb_calib_note_gptq(c, st.seconds, 0);
         if (!H_own) free(hc);
         return s;
     }
@@ -222,7 +223,9 @@ static lb_status gptq_stages(lb_calib *c, lb_pool *pool, const lb_layer *orig, i
             int64_t rmax = 0;
             for (int k = 0; k < nm; k++) rmax = rows[k] > rmax ? rows[k] : rmax;
             const lb_gptq_ops *o = ops_for(c, rmax, d, gp->cd_sweeps > 0);
+            const double t0 = lb_time_sec();
             s = lb_gptq_ref_target(pool, ws, rows, nm, d, H, C, lw->s_in[pt], gp->ref_damp, gp->max_damp_tries, o, &applied, err);
+            lb_calib_note_gptq(c, NULL, lb_time_sec() - t0);
         }
         free(C);
         for (int k = STAGE_FIRST[g]; s == LB_OK && k < STAGE_FIRST[g + 1]; k++) {
@@ -295,9 +298,12 @@ lb_status lb_calib_quantize_output(lb_calib *c, lb_pool *pool, const lb_model *m
     double *C = lb_calib_take_cross(c, LB_OBS_OUTPUT_IN);
     lb_method mm = method == LB_METHOD_GPTQ || method == LB_METHOD_AWQ_GPTQ ? LB_METHOD_GPTQ : LB_METHOD_IMATRIX;
     bool applied;
-    if (mm == LB_METHOD_GPTQ && C)
+    if (mm == LB_METHOD_GPTQ && C) {
+        const double t0 = lb_time_sec();
         s = lb_gptq_ref_target(pool, &w, &m->output.rows, 1, d, H, C, NULL, gp->ref_damp, gp->max_damp_tries,
                                ops_for(c, m->output.rows, d, gp->cd_sweeps > 0), &applied, err);
+        lb_calib_note_gptq(c, NULL, lb_time_sec() - t0);
+    }
     free(C);
     const int64_t tokens = lb_calib_tokens(c);
     double *own = mm == LB_METHOD_GPTQ ? lb_calib_take_h(c, LB_OBS_OUTPUT_IN) : NULL;

@@ -435,37 +435,49 @@ static void finish_task(void *arg, int64_t task, int thread) {
  * rounds with those scales fixed. Per row, the sweep with the smallest GPTQ loss — the exact output error
  * sum_k (w_k - q_k)^2 / U_kk^2 of that sweep — is kept. Then the coordinate descent (cd_sweep).
  */
-static lb_status run_sweeps(lb_pool *pool, gptq_ctx *c, lb_error *err) {
+static lb_status run_sweeps(lb_pool *pool, gptq_ctx *c, double *sec, lb_error *err) {
     const lb_gptq_ops *o = c->ops;
     const int64_t n = c->cols, tasks = (c->rows + TILE_ROWS - 1) / TILE_ROWS;
     step sp = {c, 0, 0, 0};
     lb_status s = LB_OK;
+    double t = lb_time_sec(), t1;
+#define PHASE(ph) (t1 = lb_time_sec(), sec[ph] += t1 - t, t = t1)
     for (int pass = 0; s == LB_OK && pass < c->passes; pass++) {
         sp.pass = pass;
         lb_pool_run(pool, tasks, pass_start_task, &sp);
+        PHASE(LB_GPTQ_PH_COLUMNS);
         if (o->load) s = o->load(o->user, c->T, c->rows, n, err);
+        PHASE(LB_GPTQ_PH_UPDATE);
         for (int64_t i1 = 0; s == LB_OK && i1 < n; i1 += c->batch) {
             const int64_t i2 = i1 + c->batch < n ? i1 + c->batch : n, i3 = i2 + c->batch < n ? i2 + c->batch : n;
             sp.i1 = i1;
             sp.i2 = i2;
             lb_pool_run(pool, tasks, columns_task, &sp);
+            PHASE(LB_GPTQ_PH_COLUMNS);
             if (i2 < n) s = o->update(o->user, pool, c->T, c->rows, n, c->E, c->batch, c->U, i1, i2, i3, err);
+            PHASE(LB_GPTQ_PH_UPDATE);
         }
         if (s == LB_OK) lb_pool_run(pool, tasks, pass_end_task, &sp);
     }
     if (s == LB_OK) lb_pool_run(pool, tasks, sweeps_done_task, &sp);
+    PHASE(LB_GPTQ_PH_COLUMNS);
     for (int sw = 0; s == LB_OK && sw < c->cd_sweeps; sw++) {
         bool any = false;
         for (int64_t r = 0; r < c->rows; r++) any |= c->active[r];
         if (!any) break;
         s = o->h_times_e(o->user, pool, c->W, c->T, c->P, c->rows, n, c->Hf, c->active, err);
+        PHASE(LB_GPTQ_PH_PRODUCTS);
         if (s == LB_OK) lb_pool_run(pool, tasks, cd_sweep_task, &sp);
+        PHASE(LB_GPTQ_PH_CD);
     }
     if (s == LB_OK && c->cd_sweeps > 0) {
         for (int64_t r = 0; r < c->rows; r++) c->active[r] = true;
         s = o->h_times_e(o->user, pool, c->W, c->T, c->P, c->rows, n, c->Hf, c->active, err);
+        PHASE(LB_GPTQ_PH_PRODUCTS);
     }
     if (s == LB_OK) lb_pool_run(pool, tasks, finish_task, &sp);
+    PHASE(LB_GPTQ_PH_CD);
+#undef PHASE
     return s;
 }
 
@@ -622,16 +634,33 @@ static void permute_sym(double *H, int64_t n, const int64_t *perm, double *tmp, 
     }
 }
 
+#define TT 32 /* tile of the transpositions: the column-wise side stays in cache */
+
+/* H's strictly upper triangle from its strictly lower one (n, n), tile by tile */
+static void lower_to_upper(double *H, int64_t n) {
+    for (int64_t i0 = 0; i0 < n; i0 += TT)
+        for (int64_t j0 = i0; j0 < n; j0 += TT)
+            for (int64_t i = i0; i < i0 + TT && i < n; i++)
+                for (int64_t j = j0 > i + 1 ? j0 : i + 1; j < j0 + TT && j < n; j++) H[i * n + j] = H[j * n + i];
+}
+
+/* dst (n, n) = (float)(src^T), row i of src divided by s[i] first when s is given, tile by tile */
+static void transpose_f32(float *dst, const double *src, const float *src32, const float *s, int64_t n) {
+    for (int64_t i0 = 0; i0 < n; i0 += TT)
+        for (int64_t j0 = 0; j0 < n; j0 += TT)
+            for (int64_t i = i0; i < i0 + TT && i < n; i++)
+                for (int64_t j = j0; j < j0 + TT && j < n; j++)
+                    dst[j * n + i] = src ? (float)(src[i * n + j] / (s ? s[i] : 1.0)) : src32[i * n + j];
+}
+
 /* Hinv (upper, in H) with damping raised tenfold after each failed attempt. diag: H's diagonal before
  * damping; the strictly lower triangle of H is the pristine copy each attempt restores from. */
 static lb_status factor_hinv(lb_pool *pool, const lb_gptq_ops *o, double *H, int64_t n, const double *diag, double mean,
                              const lb_gptq_params *p, double *work, lb_gptq_stats *st, lb_error *err) {
     double damp = p->damp;
     for (int t = 1; t <= p->max_damp_tries; t++) {
-        for (int64_t i = 0; i < n; i++) {
-            for (int64_t j = i + 1; j < n; j++) H[i * n + j] = H[j * n + i];
-            H[i * n + i] = diag[i] + damp * mean;
-        }
+        lower_to_upper(H, n);
+        for (int64_t i = 0; i < n; i++) H[i * n + i] = diag[i] + damp * mean;
         bool ok = false;
         lb_status s = o->inv_upper(o->user, pool, H, n, work, &ok, err);
         if (s != LB_OK) return s;
@@ -679,7 +708,7 @@ static lb_status check_args(const float *W, int64_t rows, int64_t cols, const do
 }
 
 /* The sweeps' buffers; U is H's upper triangle as float. */
-static lb_status sweep(lb_pool *pool, gptq_ctx *c, const double *H, lb_error *err) {
+static lb_status sweep(lb_pool *pool, gptq_ctx *c, const double *H, double *sec, lb_error *err) {
     const int64_t n = c->cols, rows = c->rows;
     const size_t rn = (size_t)rows * (size_t)n;
     float *U = malloc((size_t)n * (size_t)n * sizeof *U);
@@ -692,6 +721,7 @@ static lb_status sweep(lb_pool *pool, gptq_ctx *c, const double *H, lb_error *er
     c->best_loss = c->loss ? c->loss + rows : NULL;
     c->row_loss = c->loss ? c->loss + 2 * rows : NULL;
     lb_status s = LB_OK;
+    const double t0 = lb_time_sec();
     if (!U || !c->T || !c->P || !c->E || (c->passes > 1 && !c->best) || !c->loss || !c->active) {
         s = lb_err_set(err, LB_ERR_NOMEM, "gptq: out of memory (%lld x %lld)", (long long)rows, (long long)n);
     } else {
@@ -699,7 +729,8 @@ static lb_status sweep(lb_pool *pool, gptq_ctx *c, const double *H, lb_error *er
             for (int64_t j = 0; j < n; j++) U[i * n + j] = j >= i ? (float)H[i * n + j] : 0.0f;
         c->U = U;
         if (c->ops->begin) s = c->ops->begin(c->ops->user, U, c->Hf, rows, n, err);
-        if (s == LB_OK) s = run_sweeps(pool, c, err);
+        sec[LB_GPTQ_PH_FACTOR] += lb_time_sec() - t0;
+        if (s == LB_OK) s = run_sweeps(pool, c, sec, err);
         if (c->ops->end) c->ops->end(c->ops->user);
     }
     free(U);
@@ -748,6 +779,7 @@ static lb_status prepare(lb_pool *pool, float *W, int64_t rows, int64_t n, doubl
 lb_status lb_gptq_quantize(lb_pool *pool, float *W, int64_t rows, int64_t cols, double *H, lb_type type,
                            lb_encoder enc, const lb_gptq_params *params, void *out, lb_gptq_stats *stats,
                            lb_error *err) {
+    const double t0 = lb_time_sec();
     lb_gptq_params p;
     if (params) p = *params;
     else lb_gptq_params_default(&p);
@@ -783,7 +815,8 @@ lb_status lb_gptq_quantize(lb_pool *pool, float *W, int64_t rows, int64_t cols, 
     c.Hf = Hf;
     if (s == LB_OK && Hf && p.cd_scales && !(c.Ht = diag_blocks_t(Hf, cols, c.run)))
         s = lb_err_set(err, LB_ERR_NOMEM, "gptq: out of memory");
-    if (s == LB_OK) s = sweep(pool, &c, H, err);
+    st.seconds[LB_GPTQ_PH_FACTOR] = lb_time_sec() - t0; /* with the allocations and the float copies of H */
+    if (s == LB_OK) s = sweep(pool, &c, H, st.seconds, err);
     if (s == LB_OK) {
         for (int64_t r = 0; r < rows; r++) st.loss += c.row_loss[r];
         if (stats) *stats = st;
@@ -817,8 +850,7 @@ lb_status lb_gptq_ref_target(lb_pool *pool, float *const *W, const int64_t *rows
     lb_status st = LB_OK;
     if (!f1 || !tmp || !work) st = lb_err_set(err, LB_ERR_NOMEM, "gptq: out of memory for the reference target");
     /* f1 = (D C)^T, so that M = W D C has M[r][j] = sum_i W[r][i] f1[j][i] */
-    for (int64_t i = 0; st == LB_OK && i < n; i++)
-        for (int64_t j = 0; j < n; j++) f1[j * n + i] = (float)(C[i * n + j] / (s ? s[i] : 1.0));
+    if (st == LB_OK) transpose_f32(f1, C, NULL, s, n);
     /* the factorization before any W changes, so that a failure leaves every W as it is */
     double lam = 0;
     bool ok = false;
@@ -842,8 +874,7 @@ lb_status lb_gptq_ref_target(lb_pool *pool, float *const *W, const int64_t *rows
         f1 = u;
         if (st == LB_OK && !(f2 = malloc((size_t)(n * n) * sizeof *f2)))
             st = lb_err_set(err, LB_ERR_NOMEM, "gptq: out of memory for the reference target");
-        for (int64_t i = 0; st == LB_OK && i < n; i++)
-            for (int64_t j = 0; j < n; j++) f2[j * n + i] = u[i * n + j];
+        if (st == LB_OK) transpose_f32(f2, NULL, u, NULL, n);
         for (int k = 0; st == LB_OK && k < n_mat; k++) {
             st = o->matmul(o->user, pool, W[k], rows[k], f1, n, n, tmp, err);
             if (st == LB_OK) st = o->matmul(o->user, pool, tmp, rows[k], f2, n, n, W[k], err);

@@ -73,11 +73,26 @@ typedef struct lb_gptq_params {
 #define LB_GPTQ_DAMP_FLOOR 1e-4
 #define LB_GPTQ_FEW_TOKENS_PER_COL 16 /* below this many calibration tokens per column few_tokens_damp applies */
 
+/* Where lb_gptq_quantize's time goes (lb_gptq_stats.seconds), for profiles: the preparation of H (checks,
+ * dead columns, act-order, the inverse factor with its damping tries), the columns of each batch and the
+ * scales (CPU threads), the delayed updates (ops->update, waits for the device included), the coordinate
+ * descent's steps (CPU threads) and its products H e (ops->h_times_e); the reference target is timed by its
+ * caller. */
+typedef enum lb_gptq_phase {
+    LB_GPTQ_PH_FACTOR,
+    LB_GPTQ_PH_COLUMNS,
+    LB_GPTQ_PH_UPDATE,
+    LB_GPTQ_PH_CD,
+    LB_GPTQ_PH_PRODUCTS,
+    LB_GPTQ_PHASES
+} lb_gptq_phase;
+
 typedef struct lb_gptq_stats {
     double damp;      /* the damp that succeeded */
     int damp_tries;   /* Cholesky attempts made (1 when the first one succeeded) */
     int64_t dead_cols; /* columns with H_jj == 0 (zeroed in W) */
     double loss;      /* GPTQ's objective: sum over rows and columns of (w - q)^2 / Hinv_jj^2 / 2 */
+    double seconds[LB_GPTQ_PHASES]; /* wall time per phase (lb_gptq_phase) */
     bool fallback;    /* params.ops could not take the matrix (reserve failed): it ran on the CPU */
     char fallback_msg[200]; /* ... and why */
 } lb_gptq_stats;
