@@ -13,7 +13,8 @@
 #     split and the pieces (inverse factor, a sweep's updates, H e) -> gptq-SHAPE.jsonl; then (llama3-8b)
 #     the whole checkpoint of GPTQ_LAYERS layers (default 2) end to end with --method gptq --device cuda and
 #     65,536 calibration tokens: per-layer time from the progress lines, gptq_seconds from --json -> gptq-e2e.txt.
-#     GPTQ_CPU=1 adds the same run with the solver on CPU threads (LB_GPTQ_CPU=1), cut at BIG_LIMIT.
+#     GPTQ_CPU=1 adds the same run with the solver on CPU threads (LB_GPTQ_CPU=1), cut at BIG_LIMIT;
+#     GPTQ_SKIP_E2E=1 / GPTQ_ONLY_E2E=1 run only the per-matrix part / only the checkpoint.
 # LOWBIT (default build/lowbit), SYNTH (default build/synth_checkpoint), CALIB (default ../shared/data/calib.txt),
 # THREADS (default: all CPUs), TYPES, METHODS override the defaults.
 set -uo pipefail
@@ -71,13 +72,13 @@ elif [ "$mode" = gptq ]; then
     *) echo "unknown shape $shape" >&2; exit 2 ;;
   esac
   # rows x cols of q, k, v, o, gate, up, down (rows: outputs, cols: the input dimension GPTQ factors)
-  for m in "q $E $E" "k $KV $E" "v $KV $E" "o $E $E" "gate $F $E" "up $F $E" "down $E $F"; do
+  [ "${GPTQ_ONLY_E2E:-0}" = 1 ] || for m in "q $E $E" "k $KV $E" "v $KV $E" "o $E $E" "gate $F $E" "up $F $E" "down $E $F"; do
     set -- $m
     echo "== $shape $1 ($2 x $3)" >>"$out/gptq-$shape.txt"
     timeout "${BIG_LIMIT:-600}" "$BENCH" "$2" "$3" q4_K cuda "$THREADS" 2>>"$out/gptq-$shape.txt" |
       sed "s/^{/{\"shape\": \"$shape\", \"matrix\": \"$1\", /" | tee -a "$out/gptq-$shape.jsonl"
   done
-  if [ "$shape" = llama3-8b ]; then
+  if [ "$shape" = llama3-8b ] && [ "${GPTQ_SKIP_E2E:-0}" != 1 ]; then
     W=${BIG_DIR:-/tmp/lbcal8b}
     mkdir -p "$W"
     [ -f "$W/hf/config.json" ] || "$SYNTH" "$W/hf" models/tiny/tokenizer.json "${GPTQ_LAYERS:-2}" --shape llama3-8b --vocab 8192 \
