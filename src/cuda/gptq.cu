@@ -256,9 +256,9 @@ extern "C" lb_status lb_cuda_gptq_reserve(lb_cuda_gptq *g, int64_t rows, int64_t
 /* B (column-major, n x n) = the lower triangle of J A J: B[i + j n] = A[n-1-i][n-1-j] for i >= j (A's upper
  * triangle, row-major) */
 __global__ void k_reverse_lower(double *B, const double *A, int64_t n) {
-    const int64_t i = (int64_t)blockIdx.x * blockDim.x + threadIdx.x, j = blockIdx.y;
-    if (i >= n || i < j) return;
-    B[i + j * n] = A[(n - 1 - i) * n + (n - 1 - j)];
+    const int64_t i = (int64_t)blockIdx.x * blockDim.x + threadIdx.x;
+    if (i >= n) return;
+    for (int64_t j = blockIdx.y; j <= i; j += gridDim.y) B[i + j * n] = A[(n - 1 - i) * n + (n - 1 - j)];
 }
 
 /* the pivot check of linalg.h on the factor L (column-major): L_jj^2 = the pivot, against A's diagonal
@@ -273,9 +273,9 @@ __global__ void k_check_pivots(const double *L, const double *A, int64_t n, int 
 
 /* A (row-major) = U = J Linv J: U[i][j] = Linv[n-1-i + (n-1-j) n] for j >= i, 0 below the diagonal */
 __global__ void k_unreverse_upper(double *A, const double *Linv, int64_t n) {
-    const int64_t j = (int64_t)blockIdx.x * blockDim.x + threadIdx.x, i = blockIdx.y;
+    const int64_t j = (int64_t)blockIdx.x * blockDim.x + threadIdx.x;
     if (j >= n) return;
-    A[i * n + j] = j >= i ? Linv[(n - 1 - i) + (n - 1 - j) * n] : 0.0;
+    for (int64_t i = blockIdx.y; i < n; i += gridDim.y) A[i * n + j] = j >= i ? Linv[(n - 1 - i) + (n - 1 - j) * n] : 0.0;
 }
 
 extern "C" lb_status lb_cuda_gptq_inv_upper(lb_cuda_gptq *g, double *A, int64_t n, bool *ok, lb_error *err) {
@@ -283,13 +283,19 @@ extern "C" lb_status lb_cuda_gptq_inv_upper(lb_cuda_gptq *g, double *A, int64_t 
     if (n > g->cap_n) return lb_err_set(err, LB_ERR_ARG, "gptq (cuda): %lld columns beyond the reservation", (long long)n);
     if (use(g, err) != LB_OK) return LB_ERR_DEVICE;
     const size_t nn = (size_t)n * (size_t)n;
-    const dim3 grid((unsigned)((n + 255) / 256), (unsigned)n);
+    const dim3 grid((unsigned)((n + 255) / 256), (unsigned)(n < 65535 ? n : 65535)); /* y: rows, strided */
     int info[2] = {0, 0};
+    int lw = 0; /* the workspaces for this n (reserve sized them for the largest) */
+    size_t dbytes = 0, hbytes = 0;
+    CKS(cs.potrf_size(g->solver, CUBLAS_FILL_MODE_LOWER, (int)n, g->B, (int)n, &lw), "sizing the Cholesky workspace");
+    CKS(cs.trtri_size(g->solver, CUBLAS_FILL_MODE_LOWER, CUBLAS_DIAG_NON_UNIT, n, CUDA_R_64F, g->B, n, &dbytes, &hbytes),
+        "sizing the triangular inverse's workspace");
+    if ((size_t)lw * sizeof(double) > g->work_bytes || dbytes > g->work_bytes || hbytes > g->hwork_bytes)
+        return lb_err_set(err, LB_ERR_DEVICE, "cuSOLVER: the workspace for %lld columns exceeds the reserved one", (long long)n);
     CK(cudaMemcpyAsync(g->A, A, nn * sizeof(double), cudaMemcpyHostToDevice, g->st), "uploading H");
     k_reverse_lower<<<grid, 256, 0, g->st>>>(g->B, g->A, n);
     CK(cudaGetLastError(), "reversing H");
-    CKS(cs.potrf(g->solver, CUBLAS_FILL_MODE_LOWER, (int)n, g->B, (int)n, (double *)g->work, (int)(g->work_bytes / sizeof(double)),
-                 g->info),
+    CKS(cs.potrf(g->solver, CUBLAS_FILL_MODE_LOWER, (int)n, g->B, (int)n, (double *)g->work, lw, g->info),
         "in Dpotrf");
     CK(cudaMemcpyAsync(&info[0], g->info, sizeof(int), cudaMemcpyDeviceToHost, g->st), "reading Dpotrf's status");
     CK(cudaStreamSynchronize(g->st), "factoring H");
@@ -300,8 +306,8 @@ extern "C" lb_status lb_cuda_gptq_inv_upper(lb_cuda_gptq *g, double *A, int64_t 
     CK(cudaMemcpyAsync(&info[1], g->info + 1, sizeof(int), cudaMemcpyDeviceToHost, g->st), "reading the pivot check");
     CK(cudaStreamSynchronize(g->st), "checking the pivots");
     if (info[1] != 0) return LB_OK;
-    CKS(cs.trtri(g->solver, CUBLAS_FILL_MODE_LOWER, CUBLAS_DIAG_NON_UNIT, n, CUDA_R_64F, g->B, n, g->work, g->work_bytes, g->hwork,
-                 g->hwork_bytes, g->info),
+    CKS(cs.trtri(g->solver, CUBLAS_FILL_MODE_LOWER, CUBLAS_DIAG_NON_UNIT, n, CUDA_R_64F, g->B, n, g->work, dbytes, g->hwork, hbytes,
+                 g->info),
         "in Xtrtri");
     k_unreverse_upper<<<grid, 256, 0, g->st>>>(g->A, g->B, n);
     CK(cudaGetLastError(), "placing the inverse factor");
