@@ -636,22 +636,45 @@ static void permute_sym(double *H, int64_t n, const int64_t *perm, double *tmp, 
 
 #define TT 32 /* tile of the transpositions: the column-wise side stays in cache */
 
-/* H's strictly upper triangle from its strictly lower one (n, n), tile by tile */
-static void lower_to_upper(double *H, int64_t n) {
-    for (int64_t i0 = 0; i0 < n; i0 += TT)
-        for (int64_t j0 = i0; j0 < n; j0 += TT)
-            for (int64_t i = i0; i < i0 + TT && i < n; i++)
-                for (int64_t j = j0 > i + 1 ? j0 : i + 1; j < j0 + TT && j < n; j++) H[i * n + j] = H[j * n + i];
+/* The O(n^2) element-wise preparations, split over the pool by tiles of TT rows (each output element is
+ * written by one task, with the same value whatever the split). */
+typedef enum { EW_TO_F32, EW_UPPER_F32, EW_LOWER_TO_UPPER, EW_TRANSPOSE } ew_op;
+typedef struct ew_job {
+    ew_op op;
+    int64_t n;
+    float *dst;          /* EW_TO_F32, EW_UPPER_F32, EW_TRANSPOSE */
+    double *H;           /* EW_LOWER_TO_UPPER: in place */
+    const double *src;   /* EW_TO_F32, EW_UPPER_F32; EW_TRANSPOSE: src or src32 */
+    const float *src32, *s;
+} ew_job;
+
+static void ew_task(void *arg, int64_t task, int thread) {
+    const ew_job *j = arg;
+    const int64_t n = j->n, i0 = task * TT, i1 = i0 + TT < n ? i0 + TT : n;
+    (void)thread;
+    switch (j->op) {
+    case EW_TO_F32:
+        for (int64_t k = i0 * n; k < i1 * n; k++) j->dst[k] = (float)j->src[k];
+        break;
+    case EW_UPPER_F32:
+        for (int64_t i = i0; i < i1; i++)
+            for (int64_t c = 0; c < n; c++) j->dst[i * n + c] = c >= i ? (float)j->src[i * n + c] : 0.0f;
+        break;
+    case EW_LOWER_TO_UPPER: /* rows i0..i1 of the strictly upper triangle, tile by tile */
+        for (int64_t c0 = i0; c0 < n; c0 += TT)
+            for (int64_t i = i0; i < i1; i++)
+                for (int64_t c = c0 > i + 1 ? c0 : i + 1; c < c0 + TT && c < n; c++) j->H[i * n + c] = j->H[c * n + i];
+        break;
+    case EW_TRANSPOSE: /* dst rows i0..i1 = columns of src, row r of src divided by s[r] */
+        for (int64_t r0 = 0; r0 < n; r0 += TT)
+            for (int64_t r = r0; r < r0 + TT && r < n; r++)
+                for (int64_t i = i0; i < i1; i++)
+                    j->dst[i * n + r] = j->src ? (float)(j->src[r * n + i] / (j->s ? j->s[r] : 1.0)) : j->src32[r * n + i];
+        break;
+    }
 }
 
-/* dst (n, n) = (float)(src^T), row i of src divided by s[i] first when s is given, tile by tile */
-static void transpose_f32(float *dst, const double *src, const float *src32, const float *s, int64_t n) {
-    for (int64_t i0 = 0; i0 < n; i0 += TT)
-        for (int64_t j0 = 0; j0 < n; j0 += TT)
-            for (int64_t i = i0; i < i0 + TT && i < n; i++)
-                for (int64_t j = j0; j < j0 + TT && j < n; j++)
-                    dst[j * n + i] = src ? (float)(src[i * n + j] / (s ? s[i] : 1.0)) : src32[i * n + j];
-}
+static void ew_run(lb_pool *pool, ew_job j) { lb_pool_run(pool, (j.n + TT - 1) / TT, ew_task, &j); }
 
 /* Hinv (upper, in H) with damping raised tenfold after each failed attempt. diag: H's diagonal before
  * damping; the strictly lower triangle of H is the pristine copy each attempt restores from. */
@@ -659,7 +682,7 @@ static lb_status factor_hinv(lb_pool *pool, const lb_gptq_ops *o, double *H, int
                              const lb_gptq_params *p, double *work, lb_gptq_stats *st, lb_error *err) {
     double damp = p->damp;
     for (int t = 1; t <= p->max_damp_tries; t++) {
-        lower_to_upper(H, n);
+        ew_run(pool, (ew_job){.op = EW_LOWER_TO_UPPER, .n = n, .H = H});
         for (int64_t i = 0; i < n; i++) H[i * n + i] = diag[i] + damp * mean;
         bool ok = false;
         lb_status s = o->inv_upper(o->user, pool, H, n, work, &ok, err);
@@ -725,8 +748,7 @@ static lb_status sweep(lb_pool *pool, gptq_ctx *c, const double *H, double *sec,
     if (!U || !c->T || !c->P || !c->E || (c->passes > 1 && !c->best) || !c->loss || !c->active) {
         s = lb_err_set(err, LB_ERR_NOMEM, "gptq: out of memory (%lld x %lld)", (long long)rows, (long long)n);
     } else {
-        for (int64_t i = 0; i < n; i++)
-            for (int64_t j = 0; j < n; j++) U[i * n + j] = j >= i ? (float)H[i * n + j] : 0.0f;
+        ew_run(pool, (ew_job){.op = EW_UPPER_F32, .n = n, .dst = U, .src = H});
         c->U = U;
         if (c->ops->begin) s = c->ops->begin(c->ops->user, U, c->Hf, rows, n, err);
         sec[LB_GPTQ_PH_FACTOR] += lb_time_sec() - t0;
@@ -747,7 +769,7 @@ static lb_status prepare(lb_pool *pool, float *W, int64_t rows, int64_t n, doubl
                          float *imp, int64_t *perm, float *Hf, lb_gptq_stats *st, lb_error *err) {
     st->dead_cols = fix_dead(W, rows, H, n);
     if (Hf)
-        for (int64_t i = 0; i < n * n; i++) Hf[i] = (float)H[i];
+        ew_run(pool, (ew_job){.op = EW_TO_F32, .n = n, .dst = Hf, .src = H});
     double *diag = malloc((size_t)n * 2 * sizeof *diag), *work = diag + n;
     uint8_t *seen = malloc((size_t)n);
     lb_status s = LB_OK;
@@ -850,7 +872,7 @@ lb_status lb_gptq_ref_target(lb_pool *pool, float *const *W, const int64_t *rows
     lb_status st = LB_OK;
     if (!f1 || !tmp || !work) st = lb_err_set(err, LB_ERR_NOMEM, "gptq: out of memory for the reference target");
     /* f1 = (D C)^T, so that M = W D C has M[r][j] = sum_i W[r][i] f1[j][i] */
-    if (st == LB_OK) transpose_f32(f1, C, NULL, s, n);
+    if (st == LB_OK) ew_run(pool, (ew_job){.op = EW_TRANSPOSE, .n = n, .dst = f1, .src = C, .s = s});
     /* the factorization before any W changes, so that a failure leaves every W as it is */
     double lam = 0;
     bool ok = false;
@@ -863,7 +885,7 @@ lb_status lb_gptq_ref_target(lb_pool *pool, float *const *W, const int64_t *rows
     if (st == LB_OK && ok) {
         float *u = malloc((size_t)(n * n) * sizeof *u); /* U, f32 (zero below the diagonal) */
         if (!u) st = lb_err_set(err, LB_ERR_NOMEM, "gptq: out of memory for the reference target");
-        for (int64_t i = 0; u && i < n * n; i++) u[i] = (float)A[i];
+        if (u) ew_run(pool, (ew_job){.op = EW_TO_F32, .n = n, .dst = u, .src = A});
         /* M = W D C + lam W over W */
         for (int k = 0; st == LB_OK && k < n_mat; k++) {
             st = o->matmul(o->user, pool, W[k], rows[k], f1, n, n, tmp, err);
@@ -874,7 +896,7 @@ lb_status lb_gptq_ref_target(lb_pool *pool, float *const *W, const int64_t *rows
         f1 = u;
         if (st == LB_OK && !(f2 = malloc((size_t)(n * n) * sizeof *f2)))
             st = lb_err_set(err, LB_ERR_NOMEM, "gptq: out of memory for the reference target");
-        if (st == LB_OK) transpose_f32(f2, NULL, u, NULL, n);
+        if (st == LB_OK) ew_run(pool, (ew_job){.op = EW_TRANSPOSE, .n = n, .dst = f2, .src32 = u});
         for (int k = 0; st == LB_OK && k < n_mat; k++) {
             st = o->matmul(o->user, pool, W[k], rows[k], f1, n, n, tmp, err);
             if (st == LB_OK) st = o->matmul(o->user, pool, tmp, rows[k], f2, n, n, W[k], err);
