@@ -38,6 +38,7 @@
 
 #define TILE_ROWS 16    /* rows per task: they share each streamed slice of Hinv */
 #define UPDATE_CHUNK 32 /* columns of the delayed update kept in registers across the batch */
+#define CPU_PANEL_TILES 4 /* tiles per thread in a panel of rows swept together on the CPU */
 
 /*
  * The two element loops of the sweep and the coordinate descent, each a scalar reference and an AVX2
@@ -147,6 +148,8 @@ typedef struct gptq_ctx {
     float *P;        /* (rows, cols) the values before rounding, column order; then H e */
     uint8_t *best;   /* (rows, row_bytes) each row's best sweep so far (passes > 1) */
     double *loss, *best_loss, *row_loss; /* (rows) each: this sweep's, the best sweep's, the result's */
+    /* sweep() runs the rows in panels: T, E, P, best, loss, best_loss and active hold one panel; W, out and
+     * row_loss then point at the panel's first row */
     bool *active, *changed;              /* (rows) the coordinate descent's rows still moving */
     gptq_kernels k;
     const lb_gptq_ops *ops;
@@ -732,27 +735,37 @@ static lb_status check_args(const float *W, int64_t rows, int64_t cols, const do
 
 /* The sweeps' buffers; U is H's upper triangle as float. */
 static lb_status sweep(lb_pool *pool, gptq_ctx *c, const double *H, double *sec, lb_error *err) {
-    const int64_t n = c->cols, rows = c->rows;
-    const size_t rn = (size_t)rows * (size_t)n;
+    const int64_t n = c->cols, rows = c->rows, nthreads = pool ? lb_pool_size(pool) : 1;
+    /* rows are independent: on the CPU the sweeps run over panels of a few tiles per thread, so that the
+     * scratch stays a few rows x n; a device table takes all rows at once */
+    int64_t panel = c->ops == &cpu_ops ? TILE_ROWS * CPU_PANEL_TILES * nthreads : rows;
+    if (panel > rows) panel = rows;
+    const size_t pn = (size_t)panel * (size_t)n;
     float *U = malloc((size_t)n * (size_t)n * sizeof *U);
-    c->T = malloc(rn * sizeof *c->T);
-    c->P = malloc(rn * sizeof *c->P);
-    c->E = malloc((size_t)rows * (size_t)c->batch * sizeof *c->E);
-    c->best = c->passes > 1 ? malloc((size_t)rows * c->row_bytes) : NULL;
-    c->loss = malloc((size_t)rows * 3 * sizeof *c->loss);
-    c->active = malloc((size_t)rows * sizeof *c->active);
-    c->best_loss = c->loss ? c->loss + rows : NULL;
-    c->row_loss = c->loss ? c->loss + 2 * rows : NULL;
+    c->T = malloc(pn * sizeof *c->T);
+    c->P = malloc(pn * sizeof *c->P);
+    c->E = malloc((size_t)panel * (size_t)c->batch * sizeof *c->E);
+    c->best = c->passes > 1 ? malloc((size_t)panel * c->row_bytes) : NULL;
+    c->loss = malloc((size_t)panel * 2 * sizeof *c->loss);
+    c->active = malloc((size_t)panel * sizeof *c->active);
+    c->best_loss = c->loss ? c->loss + panel : NULL;
     lb_status s = LB_OK;
     const double t0 = lb_time_sec();
     if (!U || !c->T || !c->P || !c->E || (c->passes > 1 && !c->best) || !c->loss || !c->active) {
-        s = lb_err_set(err, LB_ERR_NOMEM, "gptq: out of memory (%lld x %lld)", (long long)rows, (long long)n);
+        s = lb_err_set(err, LB_ERR_NOMEM, "gptq: out of memory (%lld x %lld)", (long long)panel, (long long)n);
     } else {
         ew_run(pool, (ew_job){.op = EW_UPPER_F32, .n = n, .dst = U, .src = H});
         c->U = U;
-        if (c->ops->begin) s = c->ops->begin(c->ops->user, U, c->Hf, rows, n, err);
+        if (c->ops->begin) s = c->ops->begin(c->ops->user, U, c->Hf, panel, n, err);
         sec[LB_GPTQ_PH_FACTOR] += lb_time_sec() - t0;
-        if (s == LB_OK) s = run_sweeps(pool, c, sec, err);
+        gptq_ctx v = *c; /* one panel of rows */
+        for (int64_t r0 = 0; s == LB_OK && r0 < rows; r0 += panel) {
+            v.rows = rows - r0 < panel ? rows - r0 : panel;
+            v.W = c->W + r0 * n;
+            v.out = c->out + (size_t)r0 * c->row_bytes;
+            v.row_loss = c->row_loss + r0;
+            s = run_sweeps(pool, &v, sec, err);
+        }
         if (c->ops->end) c->ops->end(c->ops->user);
     }
     free(U);
@@ -760,6 +773,7 @@ static lb_status sweep(lb_pool *pool, gptq_ctx *c, const double *H, double *sec,
     free(c->P);
     free(c->E);
     free(c->best);
+    free(c->loss);
     free(c->active);
     return s;
 }
@@ -838,12 +852,14 @@ lb_status lb_gptq_quantize(lb_pool *pool, float *W, int64_t rows, int64_t cols, 
     if (s == LB_OK && Hf && p.cd_scales && !(c.Ht = diag_blocks_t(Hf, cols, c.run)))
         s = lb_err_set(err, LB_ERR_NOMEM, "gptq: out of memory");
     st.seconds[LB_GPTQ_PH_FACTOR] = lb_time_sec() - t0; /* with the allocations and the float copies of H */
+    if (s == LB_OK && !(c.row_loss = malloc((size_t)rows * sizeof *c.row_loss)))
+        s = lb_err_set(err, LB_ERR_NOMEM, "gptq: out of memory");
     if (s == LB_OK) s = sweep(pool, &c, H, st.seconds, err);
     if (s == LB_OK) {
         for (int64_t r = 0; r < rows; r++) st.loss += c.row_loss[r];
         if (stats) *stats = st;
     }
-    free(c.loss);
+    free(c.row_loss);
     free(c.Ht);
     free(Hf);
     free(imp);

@@ -114,7 +114,8 @@ void lb_gptq_params_default(lb_gptq_params *p);
  * overwritten with the dequantized result. pool may be NULL (one thread); the result is the same for any
  * thread count. stats may be NULL. Fails with LB_ERR_ARG on a bad argument, a non-finite value in W or H,
  * or an H that is not positive definite even after the damping tries; LB_ERR_NOMEM when scratch
- * (cols^2 floats + 2 rows x cols floats) cannot be allocated; a device error of p->ops as it is (when its
+ * (cols^2 floats + 2 x 64 rows per thread x cols floats on the CPU, 2 rows x cols floats with a device table)
+ * cannot be allocated; a device error of p->ops as it is (when its
  * reserve fails the matrix runs on the CPU instead, stats->fallback). Thread-safe for distinct arguments.
  */
 lb_status lb_gptq_quantize(lb_pool *pool, float *W /* (rows, cols) */, int64_t rows, int64_t cols,
