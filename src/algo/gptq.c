@@ -380,10 +380,9 @@ static void pass_end_task(void *arg, int64_t task, int thread) {
     const int64_t nr = tile_rows(c, task, &r0);
     (void)thread;
     for (int64_t r = r0; r < r0 + nr; r++) {
-        uint8_t *o = c->out + (size_t)r * c->row_bytes, *b = c->best + (size_t)r * c->row_bytes;
         if (sp->pass == 0 || c->loss[r] < c->best_loss[r]) {
             c->best_loss[r] = c->loss[r];
-            if (c->passes > 1) memcpy(b, o, c->row_bytes);
+            if (c->passes > 1) memcpy(c->best + (size_t)r * c->row_bytes, c->out + (size_t)r * c->row_bytes, c->row_bytes);
         }
     }
 }
