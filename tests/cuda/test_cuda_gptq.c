@@ -2,6 +2,7 @@
  * test_cuda_gptq.c - GPTQ's linear algebra on a CUDA device (cuda/gptq.h, through algo/gptq_cuda.c's table)
  * against the CPU implementation (lb_gptq_ops_cpu, the specification) on the same inputs. Needs a GPU.
  *
+ * - reserve: beyond the GPU's memory, one line "out of GPU memory", and the table still works afterwards.
  * - inv_upper: random SPD matrices of odd sizes: the GPU's U against lb_chol_inv_upper's by relative
  *   Frobenius error, bound 1e-9 (both in double; they differ by about n eps cond); U upper with a zero
  *   strictly lower triangle; an indefinite matrix gives ok = false and leaves A as it was.
@@ -69,6 +70,17 @@ static lb_gptq_ops *gpu_ops(void) {
 }
 
 /* ---------------------------------------------------------------- pieces ---------------------------------- */
+
+/* A reservation beyond the GPU's memory fails with one line (lb_gptq_quantize then runs the matrix on the
+ * CPU: unit_gptq's device-like table covers that path) and leaves the table usable. */
+static void check_reserve_failure(lb_gptq_ops *g) {
+    lb_error e = {{0}};
+    const lb_status s = g->reserve(g->user, (int64_t)1 << 20, (int64_t)1 << 18, true, &e); /* 2^36 doubles x 2 */
+    printf("reserve beyond the GPU: %s\n", e.msg);
+    CHECK(s == LB_ERR_DEVICE && strstr(e.msg, "out of GPU memory") && !strchr(e.msg, '\n'), "huge reserve: status %d, '%s'",
+          (int)s, e.msg);
+    CHECK(g->reserve(g->user, 16, 64, true, &e) == LB_OK, "a small reserve after a failed one: %s", e.msg);
+}
 
 static void check_inv_upper(lb_gptq_ops *g) {
     const lb_gptq_ops *c = lb_gptq_ops_cpu();
@@ -372,6 +384,7 @@ int main(void) {
     lb_gptq_ops *g = gpu_ops();
     lb_pool *pool = lb_pool_new(4);
     REQUIRE(pool, "pool");
+    check_reserve_failure(g);
     check_inv_upper(g);
     check_update(g);
     check_products(g);
