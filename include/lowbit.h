@@ -545,6 +545,14 @@ typedef struct lb_quantize_report {
     int64_t imatrix_entries;          /* entries of the --imatrix file (0 without one) */
     int64_t imatrix_covered;          /* quantized matrices it has an entry for (none is an error) ... */
     int64_t imatrix_matrices;         /* ... of this many quantized matrices */
+    int64_t gpu_fallbacks;            /* calibration on a GPU: GPTQ computations (a matrix's solve or reference
+                                         target) that ran on CPU threads instead (no cuSOLVER, out of GPU memory) */
+    char gpu_fallback_reason[200];    /* ... the first one's reason ("" when none) */
+    /* GPTQ's part of solve_seconds, summed over matrices (a profile; wall time): preparing H and the inverse
+     * factor, the columns of each batch and the block scales (CPU threads), the delayed block updates
+     * (device or CPU), the coordinate descent's steps and its products H e, the reference target */
+    double gptq_factor_seconds, gptq_columns_seconds, gptq_update_seconds, gptq_cd_seconds, gptq_products_seconds,
+        gptq_ref_seconds;
 } lb_quantize_report;
 
 /*

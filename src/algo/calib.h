@@ -68,6 +68,21 @@ double lb_calib_seconds(const lb_calib *c);
 #include "gptq.h"
 
 /*
+ * Where GPTQ's linear algebra runs for this calibration: on a CUDA device the CUDA table (made at the first
+ * call, owned by c), else NULL (the CPU). When the device's table cannot be made (no cuSOLVER, ...) the
+ * reason is noted as a fallback and NULL returned, every later call too. LB_GPTQ_CPU=1 in the environment
+ * pins the CPU (for comparisons). _note_fallback records a matrix that ran on the CPU (the first reason is
+ * kept); _fallbacks returns how many, with that reason.
+ */
+const lb_gptq_ops *lb_calib_gptq_ops(lb_calib *c);
+/* GPTQ's time per phase (lb_gptq_stats.seconds; sec may be NULL) and of the reference target, summed;
+ * _gptq_seconds reads the sums back: out[LB_GPTQ_PHASES] = the reference target's. */
+void lb_calib_note_gptq(lb_calib *c, const double *sec, double ref_seconds);
+void lb_calib_gptq_seconds(const lb_calib *c, double out[LB_GPTQ_PHASES + 1]);
+void lb_calib_note_fallback(lb_calib *c, const char *why);
+int64_t lb_calib_fallbacks(const lb_calib *c, const char **why);
+
+/*
  * Quantize decoder layer il from its statistics on the current calibration activations, then move the
  * activations through the quantized layer. The 7 matrices in the order q, k, v, o, gate, up, down (rows
  * in the model's own order) get types[k]; out[k] receives malloc'd blocks (the caller frees them).

@@ -27,6 +27,7 @@
 #include "../quant/matmul.h"
 
 #include <math.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -58,6 +59,12 @@ struct lb_calib {
     lb_status st;
     lb_error *err;
     lb_cuda_calib *gpu;    /* the streams and sums on a CUDA device (then x, xr, ctx, pool are unused) */
+    int device;            /* its index */
+    lb_gptq_ops *gptq_ops; /* GPTQ's algebra on that device, made at first use (NULL: not yet, or the CPU) */
+    bool gptq_ops_tried;
+    int64_t fallbacks;     /* matrices whose GPTQ algebra ran on the CPU although the device was asked for */
+    char fallback_msg[200]; /* the first reason */
+    double gptq_sec[LB_GPTQ_PHASES + 1]; /* GPTQ's phases, then the reference target */
     bool has_ref;          /* a reference stream is kept (on the host or the GPU) */
     double seconds;        /* in lb_calib_new and the statistics / advance calls */
 };
@@ -211,6 +218,7 @@ lb_status lb_calib_new(const lb_model *m, const lb_weight *embd, const lb_weight
         return lb_err_set(err, LB_ERR_NOMEM, "out of memory");
     }
     c->m = m;
+    c->device = p->device.index;
     c->n_win = nw;
     c->win = p->ctx;
     c->has_ref = embd_ref != NULL;
@@ -250,6 +258,7 @@ lb_status lb_calib_new(const lb_model *m, const lb_weight *embd, const lb_weight
 
 void lb_calib_free(lb_calib *c) {
     if (!c) return;
+    lb_gptq_ops_cuda_free(c->gptq_ops);
     lb_cuda_calib_free(c->gpu);
     lb_context_free(c->ctx);
     lb_pool_free(c->pool);
@@ -452,7 +461,41 @@ double *lb_calib_take_cross(lb_calib *c, lb_obs_point pt) { return take(c, pt, &
 const double *lb_calib_cross(const lb_calib *c, lb_obs_point pt) { return (int)pt == c->pt ? c->cx : NULL; }
 const float *lb_calib_mean_abs(const lb_calib *c, lb_obs_point pt) { return (int)pt == c->pt ? c->mean_abs : NULL; }
 int64_t lb_calib_tokens(const lb_calib *c) { return c->tokens; }
-size_t lb_calib_gpu_peak(const lb_calib *c) { return lb_cuda_calib_peak_bytes(c->gpu); }
+size_t lb_calib_gpu_peak(const lb_calib *c) {
+    const size_t a = lb_cuda_calib_peak_bytes(c->gpu), b = lb_gptq_ops_cuda_peak(c->gptq_ops);
+    return a > b ? a : b;
+}
+
+const lb_gptq_ops *lb_calib_gptq_ops(lb_calib *c) {
+    if (!c->gpu || c->gptq_ops_tried) return c->gptq_ops;
+    c->gptq_ops_tried = true;
+    const char *pin = getenv("LB_GPTQ_CPU");
+    if (pin && pin[0] && strcmp(pin, "0")) return NULL;
+    lb_error e = {0};
+    if (lb_gptq_ops_cuda_new(c->device, &c->gptq_ops, &e) != LB_OK) {
+        c->gptq_ops = NULL;
+        lb_calib_note_fallback(c, e.msg);
+    }
+    return c->gptq_ops;
+}
+
+void lb_calib_note_gptq(lb_calib *c, const double *sec, double ref_seconds) {
+    for (int k = 0; sec && k < LB_GPTQ_PHASES; k++) c->gptq_sec[k] += sec[k];
+    c->gptq_sec[LB_GPTQ_PHASES] += ref_seconds;
+}
+
+void lb_calib_gptq_seconds(const lb_calib *c, double out[LB_GPTQ_PHASES + 1]) {
+    memcpy(out, c->gptq_sec, sizeof c->gptq_sec);
+}
+
+void lb_calib_note_fallback(lb_calib *c, const char *why) {
+    if (c->fallbacks++ == 0) snprintf(c->fallback_msg, sizeof c->fallback_msg, "%.199s", why ? why : "");
+}
+
+int64_t lb_calib_fallbacks(const lb_calib *c, const char **why) {
+    if (why) *why = c->fallback_msg;
+    return c->fallbacks;
+}
 
 lb_status lb_calib_layer_stats(lb_calib *c, const lb_layer *l, const lb_layer *ref, lb_obs_point pt, int64_t il,
                                lb_error *err) {

@@ -140,10 +140,21 @@ static lb_status scaled_h(lb_calib *c, lb_obs_point p, layer_work *lw, lb_error 
     return LB_OK;
 }
 
+/* Where GPTQ's algebra runs for a matrix of rows x d (cd: with the coordinate descent): the calibration's
+ * device table when it can take the matrix, else NULL (the CPU), noted as a fallback. */
+static const lb_gptq_ops *ops_for(lb_calib *c, int64_t rows, int64_t d, bool cd) {
+    const lb_gptq_ops *o = lb_calib_gptq_ops(c);
+    if (!o || !o->reserve) return o;
+    lb_error e = {0};
+    if (o->reserve(o->user, rows, d, cd, &e) == LB_OK) return o;
+    lb_calib_note_fallback(c, e.msg);
+    return NULL;
+}
+
 /* quantize one f32 matrix (rows, d) by the method into y */
 /* GPTQ overwrites H: it works on a copy, or on H_own (the same statistics, owned by the caller, the last
  * matrix that needs them) when given. */
-static lb_status quantize_matrix(lb_pool *pool, float *w, int64_t rows, int64_t d, const double *H, double *H_own,
+static lb_status quantize_matrix(lb_calib *c, lb_pool *pool, float *w, int64_t rows, int64_t d, const double *H, double *H_own,
                                  int64_t tokens, lb_type t, lb_method method, lb_encoder enc, const lb_gptq_params *gp,
                                  uint8_t *y, lb_error *err) {
     if (method == LB_METHOD_GPTQ || method == LB_METHOD_AWQ_GPTQ) {
@@ -153,7 +164,11 @@ static lb_status quantize_matrix(lb_pool *pool, float *w, int64_t rows, int64_t 
         /* H from few tokens per column is a noisy estimate: damp it harder towards its mean diagonal */
         lb_gptq_params p = *gp;
         if (tokens < LB_GPTQ_FEW_TOKENS_PER_COL * d && p.few_tokens_damp > p.damp) p.damp = p.few_tokens_damp;
-        lb_status s = lb_gptq_quantize(pool, w, rows, d, hc, t, enc, &p, y, NULL, err);
+        p.ops = ops_for(c, rows, d, p.cd_sweeps > 0);
+        lb_gptq_stats st;
+        lb_status s = lb_gptq_quantize(pool, w, rows, d, hc, t, enc, &p, y, &st, err);
+        if (s == LB_OK && st.fallback) lb_calib_note_fallback(c, st.fallback_msg);
+        if (s == LB_OK) lb_calib_note_gptq(c, st.seconds, 0);
         if (!H_own) free(hc);
         return s;
     }
@@ -205,7 +220,12 @@ static lb_status gptq_stages(lb_calib *c, lb_pool *pool, const lb_layer *orig, i
                 rows[k] = layer_matrix(orig, STAGE_FIRST[g] + k)->rows;
             }
             bool applied;
-            s = lb_gptq_ref_target(pool, ws, rows, nm, d, H, C, lw->s_in[pt], gp->ref_damp, gp->max_damp_tries, &applied, err);
+            int64_t rmax = 0;
+            for (int k = 0; k < nm; k++) rmax = rows[k] > rmax ? rows[k] : rmax;
+            const lb_gptq_ops *o = ops_for(c, rmax, d, gp->cd_sweeps > 0);
+            const double t0 = lb_time_sec();
+            s = lb_gptq_ref_target(pool, ws, rows, nm, d, H, C, lw->s_in[pt], gp->ref_damp, gp->max_damp_tries, o, &applied, err);
+            lb_calib_note_gptq(c, NULL, lb_time_sec() - t0);
         }
         free(C);
         for (int k = STAGE_FIRST[g]; s == LB_OK && k < STAGE_FIRST[g + 1]; k++) {
@@ -213,7 +233,7 @@ static lb_status gptq_stages(lb_calib *c, lb_pool *pool, const lb_layer *orig, i
             const bool last = k + 1 == STAGE_FIRST[g + 1];
             const int64_t tokens = lb_calib_tokens(c);
             double *own = last ? lb_calib_take_h(c, pt) : NULL;
-            s = quantize_matrix(pool, lw->w[k], w->rows, d, H, own, tokens, types[k], LB_METHOD_GPTQ, enc, gp, out[k], err);
+            s = quantize_matrix(c, pool, lw->w[k], w->rows, d, H, own, tokens, types[k], LB_METHOD_GPTQ, enc, gp, out[k], err);
             free(own);
         }
     }
@@ -249,7 +269,7 @@ lb_status lb_calib_quantize_layer(lb_calib *c, lb_pool *pool, const lb_model *m,
                  * feedback does what the clip does, on the unclipped target) */
                 if (method == LB_METHOD_AWQ && k >= 2) s = awq_clip(c, pool, orig, k, types, enc, &lw, err);
                 if (s == LB_OK)
-                    s = quantize_matrix(pool, lw.w[k], w->rows, w->cols, lw.h, NULL, lb_calib_tokens(c), types[k],
+                    s = quantize_matrix(c, pool, lw.w[k], w->rows, w->cols, lw.h, NULL, lb_calib_tokens(c), types[k],
                                         LB_METHOD_IMATRIX, enc, gp, out[k], err);
             }
         }
@@ -278,12 +298,16 @@ lb_status lb_calib_quantize_output(lb_calib *c, lb_pool *pool, const lb_model *m
     double *C = lb_calib_take_cross(c, LB_OBS_OUTPUT_IN);
     lb_method mm = method == LB_METHOD_GPTQ || method == LB_METHOD_AWQ_GPTQ ? LB_METHOD_GPTQ : LB_METHOD_IMATRIX;
     bool applied;
-    if (mm == LB_METHOD_GPTQ && C)
-        s = lb_gptq_ref_target(pool, &w, &m->output.rows, 1, d, H, C, NULL, gp->ref_damp, gp->max_damp_tries, &applied, err);
+    if (mm == LB_METHOD_GPTQ && C) {
+        const double t0 = lb_time_sec();
+        s = lb_gptq_ref_target(pool, &w, &m->output.rows, 1, d, H, C, NULL, gp->ref_damp, gp->max_damp_tries,
+                               ops_for(c, m->output.rows, d, gp->cd_sweeps > 0), &applied, err);
+        lb_calib_note_gptq(c, NULL, lb_time_sec() - t0);
+    }
     free(C);
     const int64_t tokens = lb_calib_tokens(c);
     double *own = mm == LB_METHOD_GPTQ ? lb_calib_take_h(c, LB_OBS_OUTPUT_IN) : NULL;
-    if (s == LB_OK) s = quantize_matrix(pool, w, m->output.rows, d, H, own, tokens, t, mm, enc, gp, out, err);
+    if (s == LB_OK) s = quantize_matrix(c, pool, w, m->output.rows, d, H, own, tokens, t, mm, enc, gp, out, err);
     free(own);
     free(w);
     return s;

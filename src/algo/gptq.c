@@ -29,6 +29,7 @@
 #include "encoders.h"
 
 #include <math.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #if defined(__x86_64__)
@@ -37,6 +38,7 @@
 
 #define TILE_ROWS 16    /* rows per task: they share each streamed slice of Hinv */
 #define UPDATE_CHUNK 32 /* columns of the delayed update kept in registers across the batch */
+#define CPU_PANEL_TILES 4 /* tiles per thread in a panel of rows swept together on the CPU */
 
 /*
  * The two element loops of the sweep and the coordinate descent, each a scalar reference and an AVX2
@@ -119,6 +121,7 @@ void lb_gptq_params_default(lb_gptq_params *p) {
     p->cd_scales = false;
     p->ref_damp = 1.0;
     p->few_tokens_damp = 0;
+    p->ops = NULL;
 }
 
 typedef struct gptq_ctx {
@@ -140,13 +143,19 @@ typedef struct gptq_ctx {
     const float *Hf; /* (cols, cols) H as float, column order, for the coordinate descent (NULL without) */
     float *Ht;       /* (cols / run, run, run) H's diagonal run x run blocks transposed, Ht[b][l][k] =
                         Hf[(b run + k) cols + b run + l], for the sub-block scale steps (NULL without) */
-    float *scratch; /* per thread: the tile, its errors, its pre-rounding values, its best rows' bytes */
-    size_t scratch_floats;
-    double *row_loss; /* (rows) */
+    float *T;        /* (rows, cols) the weights being swept, processing order; then the dequantized rows */
+    float *E;        /* (rows, batch) the scaled errors of the current batch */
+    float *P;        /* (rows, cols) the values before rounding, column order; then H e */
+    uint8_t *best;   /* (rows, row_bytes) each row's best sweep so far (passes > 1) */
+    double *loss, *best_loss, *row_loss; /* (rows) each: this sweep's, the best sweep's, the result's */
+    /* sweep() runs the rows in panels: T, E, P, best, loss, best_loss and active hold one panel; W, out and
+     * row_loss then point at the panel's first row */
+    bool *active, *changed;              /* (rows) the coordinate descent's rows still moving */
     gptq_kernels k;
+    const lb_gptq_ops *ops;
 } gptq_ctx;
 
-/* ---- the column sweep of one tile (kernels: no allocation) ---- */
+/* ---- the column sweep (kernels: no allocation) ---- */
 
 /* Quantize processing column k of the tile's rows T (nr, cols); errors to E (nr, batch) at k - i1, the
  * value before rounding to P (nr, cols) at its column, and the error spread over the rest of the batch,
@@ -178,11 +187,11 @@ static void quantize_column(const gptq_ctx *c, float *T, float *E, float *P, boo
 
 /* T[:, c0:c1] -= E (nr, nb) @ U[i1:i1+nb, c0:c1], one batch column after another (the order of the plain
  * sweep), over column chunks so that a chunk of a row stays in registers and the U slice in L1. */
-static void delayed_update(const gptq_ctx *c, float *T, int64_t ld, int64_t nr, const float *E, int64_t lde, int64_t nb,
+static void delayed_update(const gptq_kernels *k, float *T, int64_t ld, int64_t nr, const float *E, int64_t lde, int64_t nb,
                            const float *U, int64_t c0, int64_t c1) {
     for (int64_t cc = c0; cc < c1; cc += UPDATE_CHUNK) {
         const int64_t w = c1 - cc < UPDATE_CHUNK ? c1 - cc : UPDATE_CHUNK;
-        for (int64_t r = 0; r < nr; r++) c->k.update_chunk(T + r * ld + cc, E + r * lde, nb, U + cc, ld, w);
+        for (int64_t r = 0; r < nr; r++) k->update_chunk(T + r * ld + cc, E + r * lde, nb, U + cc, ld, w);
     }
 }
 
@@ -193,22 +202,6 @@ static void encode_static(const gptq_ctx *c, const float *S, int64_t ld, int64_t
         for (int64_t b = 0; b < c->cols / c->be; b++)
             c->enc(S + r * ld + b * c->be, c->out + (size_t)(r0 + r) * c->row_bytes + (size_t)b * c->bb, 1, c->be,
                    c->imp + b * c->be);
-}
-
-/* G[r] = H e_r for e_r = w_r - q_r, the rows of the tile with sel[r] (H symmetric: a sum of H's rows,
- * skipping the zero entries of e_r). Row by row the sums run in the same order as for one row alone; the
- * rows take turns at each row of H so that it is read from memory once per tile. */
-static void h_times_e(const gptq_ctx *c, const float *W, const float *Q, float *G, int64_t nr, const bool *sel) {
-    const int64_t n = c->cols;
-    for (int64_t r = 0; r < nr; r++)
-        if (sel[r]) memset(G + r * n, 0, (size_t)n * sizeof *G);
-    for (int64_t j = 0; j < n; j++) {
-        const float *h = c->Hf + j * n;
-        for (int64_t r = 0; r < nr; r++) {
-            const float ej = W[r * n + j] - Q[r * n + j];
-            if (sel[r] && ej != 0) c->k.axpy(G + r * n, -ej, h, n); /* g + ej h, exactly */
-        }
-    }
 }
 
 /*
@@ -282,119 +275,296 @@ static bool cd_params(const gptq_ctx *c, uint8_t *row, float *q, float *g) {
 }
 
 /*
- * Coordinate descent on the codes of each row of a tile with the blocks' scales fixed: the output error
- * err(e) = e^T H e of e = w - q decreases with every accepted change. With g = H e, moving element j by
- * delta changes err by -2 delta g_j + delta^2 H_jj, a parabola whose minimum over the element's grid is
- * the grid value nearest to q_j + g_j / H_jj; each sweep visits the columns in order, takes that value and
- * updates g (g -= delta H[j, :]). g is recomputed from e at the start of every sweep; a row's sweeps stop
- * once one changes nothing in it. Rows are independent: they take turns at each column only so that H's
- * row j is read once per tile. W: the tile's weights; Q: its dequantized rows (kept current); G: nr * cols
- * floats of scratch; err[r] = e^T H e after row r's last sweep.
+ * One sweep of coordinate descent on the codes of the active rows of a tile, the blocks' scales fixed: the
+ * output error err(e) = e^T H e of e = w - q decreases with every accepted change. With g = H e (in P,
+ * computed by c->ops before the sweep), moving element j by delta changes err by -2 delta g_j + delta^2 H_jj,
+ * a parabola whose minimum over the element's grid is the grid value nearest to q_j + g_j / H_jj; the sweep
+ * visits the columns in order, takes that value and updates g (g -= delta H[j, :]). A row stops (active
+ * false) once a sweep changes nothing in it. Rows are independent: they take turns at each column only so
+ * that H's row j is read once per tile. T holds the dequantized rows, kept current.
  */
-static void cd_tile(const gptq_ctx *c, int64_t r0, int64_t nr, float *Q, float *G, double *err) {
+static void cd_sweep(const gptq_ctx *c, int64_t r0, int64_t nr) {
     const int64_t n = c->cols;
-    const float *H = c->Hf, *W = c->W + r0 * n;
-    bool active[TILE_ROWS];
-    for (int64_t r = 0; r < nr; r++) active[r] = true;
-    for (int s = 0; s < c->cd_sweeps; s++) {
-        bool changed[TILE_ROWS] = {false}, any = false;
-        for (int64_t r = 0; r < nr; r++) any |= active[r];
-        if (!any) break;
-        h_times_e(c, W, Q, G, nr, active);
-        lb_grid grids[TILE_ROWS]; /* element j's grid per row, read at the start of each run of elements */
-        for (int64_t j = 0; j < n; j++) {
-            const int e = (int)(j % c->be);
-            const bool new_grid = e % c->run == 0;
-            const float hjj = H[j * n + j];
-            for (int64_t r = 0; r < nr; r++) {
-                if (!active[r]) continue;
-                uint8_t *blk = c->out + (size_t)(r0 + r) * c->row_bytes + (size_t)(j / c->be) * c->bb;
-                if (new_grid) lb_grid_get(c->type, blk, e, &grids[r]);
-                if (!(hjj > 0)) continue;
-                float *q = Q + r * n, *g = G + r * n;
-                const lb_grid *gr = &grids[r];
-                const int code = lb_grid_nearest(gr, q[j] + g[j] / hjj);
-                const float v = lb_grid_value(gr, code), delta = v - q[j];
-                if (delta == 0) continue;
-                /* accept only a strict decrease (rounding of g can otherwise cycle) */
-                if (-2.0 * delta * g[j] + (double)delta * delta * hjj >= 0) continue;
-                lb_grid_set(c->type, blk, e, code);
-                q[j] = v;
-                changed[r] = true;
-                c->k.axpy(g, delta, H + j * n, n);
-            }
-        }
+    const float *H = c->Hf;
+    float *Q = c->T + r0 * n, *G = c->P + r0 * n;
+    bool *active = c->active + r0;
+    bool changed[TILE_ROWS] = {false};
+    lb_grid grids[TILE_ROWS]; /* element j's grid per row, read at the start of each run of elements */
+    for (int64_t j = 0; j < n; j++) {
+        const int e = (int)(j % c->be);
+        const bool new_grid = e % c->run == 0;
+        const float hjj = H[j * n + j];
         for (int64_t r = 0; r < nr; r++) {
-            if (active[r] && c->cd_scales && cd_params(c, c->out + (size_t)(r0 + r) * c->row_bytes, Q + r * n, G + r * n))
-                changed[r] = true;
-            active[r] = active[r] && changed[r];
+            if (!active[r]) continue;
+            uint8_t *blk = c->out + (size_t)(r0 + r) * c->row_bytes + (size_t)(j / c->be) * c->bb;
+            if (new_grid) lb_grid_get(c->type, blk, e, &grids[r]);
+            if (!(hjj > 0)) continue;
+            float *q = Q + r * n, *g = G + r * n;
+            const lb_grid *gr = &grids[r];
+            const int code = lb_grid_nearest(gr, q[j] + g[j] / hjj);
+            const float v = lb_grid_value(gr, code), delta = v - q[j];
+            if (delta == 0) continue;
+            /* accept only a strict decrease (rounding of g can otherwise cycle) */
+            if (-2.0 * delta * g[j] + (double)delta * delta * hjj >= 0) continue;
+            lb_grid_set(c->type, blk, e, code);
+            q[j] = v;
+            changed[r] = true;
+            c->k.axpy(g, delta, H + j * n, n);
         }
     }
-    for (int64_t r = 0; r < nr; r++) active[r] = true;
-    h_times_e(c, W, Q, G, nr, active);
     for (int64_t r = 0; r < nr; r++) {
-        double e2 = 0;
-        for (int64_t j = 0; j < n; j++) e2 += (double)(W[r * n + j] - Q[r * n + j]) * G[r * n + j];
-        err[r] = e2;
+        if (active[r] && c->cd_scales && cd_params(c, c->out + (size_t)(r0 + r) * c->row_bytes, Q + r * n, G + r * n))
+            changed[r] = true;
+        active[r] = active[r] && changed[r];
     }
 }
 
 /*
- * One tile: `passes` sweeps. The first chooses each block's scales at its first column (default order) or
- * from the initial weights (act-order). Each later sweep takes every block's scales from the values its
- * elements had just before rounding in the sweep before (what GPTQ actually rounded, after the error
- * feedback), and rounds with those scales fixed. Per row, the sweep with the smallest GPTQ loss — the
- * exact output error sum_k (w_k - q_k)^2 / U_kk^2 of that sweep — is kept.
+ * The sweeps, in steps over all rows, each step a pool run over tiles of TILE_ROWS rows (rows are
+ * independent in GPTQ: every element receives the same operations in the same order whatever the tiling,
+ * so the result does not depend on it or on the thread count). The delayed updates and the products H e
+ * go through c->ops; everything else runs here.
  */
-static void tile_task(void *arg, int64_t task, int thread) {
-    const gptq_ctx *c = arg;
-    const int64_t r0 = task * TILE_ROWS, nr = c->rows - r0 < TILE_ROWS ? c->rows - r0 : TILE_ROWS;
+typedef struct step {
+    const gptq_ctx *c;
+    int pass;
+    int64_t i1, i2; /* the batch */
+} step;
+
+static int64_t tile_rows(const gptq_ctx *c, int64_t task, int64_t *r0) {
+    *r0 = task * TILE_ROWS;
+    return c->rows - *r0 < TILE_ROWS ? c->rows - *r0 : TILE_ROWS;
+}
+
+/* A sweep starts: static scales (act-order's first sweep, or every later one), T from W, the loss at 0. */
+static void pass_start_task(void *arg, int64_t task, int thread) {
+    const step *sp = arg;
+    const gptq_ctx *c = sp->c;
     const int64_t n = c->cols;
-    float *T = c->scratch + (size_t)thread * c->scratch_floats, *E = T + TILE_ROWS * n, *P = E + TILE_ROWS * c->batch;
-    uint8_t *best = (uint8_t *)(P + TILE_ROWS * n);
-    double best_loss[TILE_ROWS];
-    lb_grid grids[TILE_ROWS];
-    for (int pass = 0; pass < c->passes; pass++) {
-        double loss[TILE_ROWS] = {0};
-        if (pass > 0) encode_static(c, P, n, r0, nr);
-        else if (c->perm) encode_static(c, c->W + r0 * n, n, r0, nr);
-        for (int64_t r = 0; r < nr; r++) {
-            const float *w = c->W + (r0 + r) * n;
-            float *t = T + r * n;
-            if (c->perm)
-                for (int64_t k = 0; k < n; k++) t[k] = w[c->perm[k]];
-            else
-                memcpy(t, w, (size_t)n * sizeof *t);
-        }
-        const bool dynamic = pass == 0 && !c->perm;
-        for (int64_t i1 = 0; i1 < n; i1 += c->batch) {
-            const int64_t i2 = i1 + c->batch < n ? i1 + c->batch : n;
-            for (int64_t k = i1; k < i2; k++) quantize_column(c, T, E, P, dynamic, r0, nr, k, i1, i2, grids, loss);
-            if (i2 < n) delayed_update(c, T, n, nr, E, c->batch, i2 - i1, c->U + i1 * n, i2, n);
-        }
-        for (int64_t r = 0; r < nr; r++) {
-            uint8_t *o = c->out + (size_t)(r0 + r) * c->row_bytes, *b = best + (size_t)r * c->row_bytes;
-            if (pass == 0 || loss[r] < best_loss[r]) {
-                best_loss[r] = loss[r];
-                if (c->passes > 1) memcpy(b, o, c->row_bytes);
-            }
-        }
-    }
-    for (int64_t r = 0; r < nr; r++) {
-        uint8_t *o = c->out + (size_t)(r0 + r) * c->row_bytes;
-        if (c->passes > 1) memcpy(o, best + (size_t)r * c->row_bytes, c->row_bytes);
-        if (c->cd_sweeps > 0) c->to_float(o, T + r * n, n); /* T: the dequantized rows; P: H e */
-    }
-    if (c->cd_sweeps > 0) {
-        double e2[TILE_ROWS];
-        cd_tile(c, r0, nr, T, P, e2);
-        for (int64_t r = 0; r < nr; r++) best_loss[r] = e2[r] / 2;
-    }
-    for (int64_t r = 0; r < nr; r++) {
-        c->to_float(c->out + (size_t)(r0 + r) * c->row_bytes, c->W + (r0 + r) * n, n);
-        c->row_loss[r0 + r] = best_loss[r];
+    int64_t r0;
+    const int64_t nr = tile_rows(c, task, &r0);
+    (void)thread;
+    if (sp->pass > 0) encode_static(c, c->P + r0 * n, n, r0, nr);
+    else if (c->perm) encode_static(c, c->W + r0 * n, n, r0, nr);
+    for (int64_t r = r0; r < r0 + nr; r++) {
+        const float *w = c->W + r * n;
+        float *t = c->T + r * n;
+        if (c->perm)
+            for (int64_t k = 0; k < n; k++) t[k] = w[c->perm[k]];
+        else
+            memcpy(t, w, (size_t)n * sizeof *t);
+        c->loss[r] = 0;
     }
 }
+
+/* The columns of one batch (whole blocks in the default order, so a grid never spans two batches). */
+static void columns_task(void *arg, int64_t task, int thread) {
+    const step *sp = arg;
+    const gptq_ctx *c = sp->c;
+    const int64_t n = c->cols;
+    int64_t r0;
+    const int64_t nr = tile_rows(c, task, &r0);
+    const bool dynamic = sp->pass == 0 && !c->perm;
+    lb_grid grids[TILE_ROWS];
+    (void)thread;
+    for (int64_t k = sp->i1; k < sp->i2; k++)
+        quantize_column(c, c->T + r0 * n, c->E + r0 * c->batch, c->P + r0 * n, dynamic, r0, nr, k, sp->i1, sp->i2, grids,
+                        c->loss + r0);
+}
+
+/* Per row, the sweep with the smallest loss so far. */
+static void pass_end_task(void *arg, int64_t task, int thread) {
+    const step *sp = arg;
+    const gptq_ctx *c = sp->c;
+    int64_t r0;
+    const int64_t nr = tile_rows(c, task, &r0);
+    (void)thread;
+    for (int64_t r = r0; r < r0 + nr; r++) {
+        if (sp->pass == 0 || c->loss[r] < c->best_loss[r]) {
+            c->best_loss[r] = c->loss[r];
+            if (c->passes > 1) memcpy(c->best + (size_t)r * c->row_bytes, c->out + (size_t)r * c->row_bytes, c->row_bytes);
+        }
+    }
+}
+
+/* After the sweeps: the best one's bytes; with the coordinate descent, T becomes the dequantized rows. */
+static void sweeps_done_task(void *arg, int64_t task, int thread) {
+    const step *sp = arg;
+    const gptq_ctx *c = sp->c;
+    int64_t r0;
+    const int64_t nr = tile_rows(c, task, &r0);
+    (void)thread;
+    for (int64_t r = r0; r < r0 + nr; r++) {
+        uint8_t *o = c->out + (size_t)r * c->row_bytes;
+        if (c->passes > 1) memcpy(o, c->best + (size_t)r * c->row_bytes, c->row_bytes);
+        if (c->cd_sweeps > 0) c->to_float(o, c->T + r * c->cols, c->cols);
+        c->active[r] = true;
+    }
+}
+
+static void cd_sweep_task(void *arg, int64_t task, int thread) {
+    const step *sp = arg;
+    int64_t r0;
+    const int64_t nr = tile_rows(sp->c, task, &r0);
+    (void)thread;
+    cd_sweep(sp->c, r0, nr);
+}
+
+/* The result: W = the dequantized rows, the rows' losses (e^T H e / 2 after the coordinate descent). */
+static void finish_task(void *arg, int64_t task, int thread) {
+    const step *sp = arg;
+    const gptq_ctx *c = sp->c;
+    const int64_t n = c->cols;
+    int64_t r0;
+    const int64_t nr = tile_rows(c, task, &r0);
+    (void)thread;
+    for (int64_t r = r0; r < r0 + nr; r++) {
+        if (c->cd_sweeps > 0) {
+            const float *w = c->W + r * n, *q = c->T + r * n, *g = c->P + r * n;
+            double e2 = 0;
+            for (int64_t j = 0; j < n; j++) e2 += (double)(w[j] - q[j]) * g[j];
+            c->best_loss[r] = e2 / 2;
+        }
+        c->to_float(c->out + (size_t)r * c->row_bytes, c->W + r * n, n);
+        c->row_loss[r] = c->best_loss[r];
+    }
+}
+
+/*
+ * `passes` sweeps. The first chooses each block's scales at its first column (default order) or from the
+ * initial weights (act-order). Each later sweep takes every block's scales from the values its elements
+ * had just before rounding in the sweep before (what GPTQ actually rounded, after the error feedback), and
+ * rounds with those scales fixed. Per row, the sweep with the smallest GPTQ loss — the exact output error
+ * sum_k (w_k - q_k)^2 / U_kk^2 of that sweep — is kept. Then the coordinate descent (cd_sweep).
+ */
+static lb_status run_sweeps(lb_pool *pool, gptq_ctx *c, double *sec, lb_error *err) {
+    const lb_gptq_ops *o = c->ops;
+    const int64_t n = c->cols, tasks = (c->rows + TILE_ROWS - 1) / TILE_ROWS;
+    step sp = {c, 0, 0, 0};
+    lb_status s = LB_OK;
+    double t = lb_time_sec(), t1;
+#define PHASE(ph) (t1 = lb_time_sec(), sec[ph] += t1 - t, t = t1)
+    for (int pass = 0; s == LB_OK && pass < c->passes; pass++) {
+        sp.pass = pass;
+        lb_pool_run(pool, tasks, pass_start_task, &sp);
+        PHASE(LB_GPTQ_PH_COLUMNS);
+        if (o->load) s = o->load(o->user, c->T, c->rows, n, err);
+        PHASE(LB_GPTQ_PH_UPDATE);
+        for (int64_t i1 = 0; s == LB_OK && i1 < n; i1 += c->batch) {
+            const int64_t i2 = i1 + c->batch < n ? i1 + c->batch : n, i3 = i2 + c->batch < n ? i2 + c->batch : n;
+            sp.i1 = i1;
+            sp.i2 = i2;
+            lb_pool_run(pool, tasks, columns_task, &sp);
+            PHASE(LB_GPTQ_PH_COLUMNS);
+            if (i2 < n) s = o->update(o->user, pool, c->T, c->rows, n, c->E, c->batch, c->U, i1, i2, i3, err);
+            PHASE(LB_GPTQ_PH_UPDATE);
+        }
+        if (s == LB_OK) lb_pool_run(pool, tasks, pass_end_task, &sp);
+    }
+    if (s == LB_OK) lb_pool_run(pool, tasks, sweeps_done_task, &sp);
+    PHASE(LB_GPTQ_PH_COLUMNS);
+    for (int sw = 0; s == LB_OK && sw < c->cd_sweeps; sw++) {
+        bool any = false;
+        for (int64_t r = 0; r < c->rows; r++) any |= c->active[r];
+        if (!any) break;
+        s = o->h_times_e(o->user, pool, c->W, c->T, c->P, c->rows, n, c->Hf, c->active, err);
+        PHASE(LB_GPTQ_PH_PRODUCTS);
+        if (s == LB_OK) lb_pool_run(pool, tasks, cd_sweep_task, &sp);
+        PHASE(LB_GPTQ_PH_CD);
+    }
+    if (s == LB_OK && c->cd_sweeps > 0) {
+        for (int64_t r = 0; r < c->rows; r++) c->active[r] = true;
+        s = o->h_times_e(o->user, pool, c->W, c->T, c->P, c->rows, n, c->Hf, c->active, err);
+        PHASE(LB_GPTQ_PH_PRODUCTS);
+    }
+    if (s == LB_OK) lb_pool_run(pool, tasks, finish_task, &sp);
+    PHASE(LB_GPTQ_PH_CD);
+#undef PHASE
+    return s;
+}
+
+/* ---- the CPU implementation of lb_gptq_ops ---- */
+
+/* G[r] = H e_r for e_r = w_r - q_r, the rows of a tile with sel[r] (H symmetric: a sum of H's rows,
+ * skipping the zero entries of e_r). Row by row the sums run in the same order as for one row alone; the
+ * rows take turns at each row of H so that it is read from memory once per tile. */
+static void h_times_e_tile(axpy_fn axpy, const float *H, int64_t n, const float *W, const float *Q, float *G, int64_t nr,
+                           const bool *sel) {
+    for (int64_t r = 0; r < nr; r++)
+        if (sel[r]) memset(G + r * n, 0, (size_t)n * sizeof *G);
+    for (int64_t j = 0; j < n; j++) {
+        const float *h = H + j * n;
+        for (int64_t r = 0; r < nr; r++) {
+            const float ej = W[r * n + j] - Q[r * n + j];
+            if (sel[r] && ej != 0) axpy(G + r * n, -ej, h, n); /* g + ej h, exactly */
+        }
+    }
+}
+
+typedef struct cpu_job {
+    gptq_kernels k;
+    int64_t rows, n;
+    float *T;
+    const float *E, *U, *W, *Q, *H;
+    float *G;
+    const bool *sel;
+    int64_t lde, i1, i2;
+} cpu_job;
+
+static void cpu_update_task(void *arg, int64_t task, int thread) {
+    const cpu_job *j = arg;
+    const int64_t r0 = task * TILE_ROWS, nr = j->rows - r0 < TILE_ROWS ? j->rows - r0 : TILE_ROWS;
+    (void)thread;
+    delayed_update(&j->k, j->T + r0 * j->n, j->n, nr, j->E + r0 * j->lde, j->lde, j->i2 - j->i1, j->U + j->i1 * j->n, j->i2,
+                   j->n);
+}
+
+static lb_status cpu_update(void *user, lb_pool *pool, float *T, int64_t rows, int64_t n, const float *E, int64_t lde,
+                            const float *U, int64_t i1, int64_t i2, int64_t i3, lb_error *err) {
+    cpu_job j = {.k = pick_kernels(), .rows = rows, .n = n, .T = T, .E = E, .U = U, .lde = lde, .i1 = i1, .i2 = i2};
+    (void)user, (void)i3, (void)err;
+    lb_pool_run(pool, (rows + TILE_ROWS - 1) / TILE_ROWS, cpu_update_task, &j);
+    return LB_OK;
+}
+
+static void cpu_h_times_e_task(void *arg, int64_t task, int thread) {
+    const cpu_job *j = arg;
+    const int64_t r0 = task * TILE_ROWS, nr = j->rows - r0 < TILE_ROWS ? j->rows - r0 : TILE_ROWS;
+    (void)thread;
+    h_times_e_tile(j->k.axpy, j->H, j->n, j->W + r0 * j->n, j->Q + r0 * j->n, j->G + r0 * j->n, nr, j->sel + r0);
+}
+
+static lb_status cpu_h_times_e(void *user, lb_pool *pool, const float *W, const float *Q, float *G, int64_t rows, int64_t n,
+                               const float *Hf, const bool *sel, lb_error *err) {
+    cpu_job j = {.k = pick_kernels(), .rows = rows, .n = n, .W = W, .Q = Q, .G = G, .H = Hf, .sel = sel};
+    (void)user, (void)err;
+    lb_pool_run(pool, (rows + TILE_ROWS - 1) / TILE_ROWS, cpu_h_times_e_task, &j);
+    return LB_OK;
+}
+
+static lb_status cpu_inv_upper(void *user, lb_pool *pool, double *A, int64_t n, double *work, bool *ok, lb_error *err) {
+    (void)user, (void)err;
+    *ok = lb_chol_inv_upper_pool(pool, A, n, work);
+    return LB_OK;
+}
+
+/* out (rows, n) = x (rows, K) . w^T for w (n, K) f32 row-major, through lb_matmul */
+static lb_status cpu_matmul(void *user, lb_pool *pool, const float *x, int64_t rows, const float *w, int64_t n, int64_t K,
+                            float *out, lb_error *err) {
+    (void)user;
+    const int nt = pool ? lb_pool_size(pool) : 1;
+    float *scratch = malloc(lb_matmul_scratch_floats(K, rows, nt) * sizeof *scratch);
+    if (!scratch) return lb_err_set(err, LB_ERR_NOMEM, "gptq: out of memory");
+    lb_weight lw = {LB_TYPE_F32, (void *)w, n, K};
+    lb_matmul(pool, scratch, x, rows, &lw, out, n);
+    free(scratch);
+    return LB_OK;
+}
+
+static const lb_gptq_ops cpu_ops = {.name = "cpu", .inv_upper = cpu_inv_upper, .update = cpu_update,
+                                    .h_times_e = cpu_h_times_e, .matmul = cpu_matmul};
+
+const lb_gptq_ops *lb_gptq_ops_cpu(void) { return &cpu_ops; }
 
 /* ---- preparing H (driver) ---- */
 
@@ -466,17 +636,60 @@ static void permute_sym(double *H, int64_t n, const int64_t *perm, double *tmp, 
     }
 }
 
+#define TT 32 /* tile of the transpositions: the column-wise side stays in cache */
+
+/* The O(n^2) element-wise preparations, split over the pool by tiles of TT rows (each output element is
+ * written by one task, with the same value whatever the split). */
+typedef enum { EW_TO_F32, EW_UPPER_F32, EW_LOWER_TO_UPPER, EW_TRANSPOSE } ew_op;
+typedef struct ew_job {
+    ew_op op;
+    int64_t n;
+    float *dst;          /* EW_TO_F32, EW_UPPER_F32, EW_TRANSPOSE */
+    double *H;           /* EW_LOWER_TO_UPPER: in place */
+    const double *src;   /* EW_TO_F32, EW_UPPER_F32; EW_TRANSPOSE: src or src32 */
+    const float *src32, *s;
+} ew_job;
+
+static void ew_task(void *arg, int64_t task, int thread) {
+    const ew_job *j = arg;
+    const int64_t n = j->n, i0 = task * TT, i1 = i0 + TT < n ? i0 + TT : n;
+    (void)thread;
+    switch (j->op) {
+    case EW_TO_F32:
+        for (int64_t k = i0 * n; k < i1 * n; k++) j->dst[k] = (float)j->src[k];
+        break;
+    case EW_UPPER_F32:
+        for (int64_t i = i0; i < i1; i++)
+            for (int64_t c = 0; c < n; c++) j->dst[i * n + c] = c >= i ? (float)j->src[i * n + c] : 0.0f;
+        break;
+    case EW_LOWER_TO_UPPER: /* rows i0..i1 of the strictly upper triangle, tile by tile */
+        for (int64_t c0 = i0; c0 < n; c0 += TT)
+            for (int64_t i = i0; i < i1; i++)
+                for (int64_t c = c0 > i + 1 ? c0 : i + 1; c < c0 + TT && c < n; c++) j->H[i * n + c] = j->H[c * n + i];
+        break;
+    case EW_TRANSPOSE: /* dst rows i0..i1 = columns of src, row r of src divided by s[r] */
+        for (int64_t r0 = 0; r0 < n; r0 += TT)
+            for (int64_t r = r0; r < r0 + TT && r < n; r++)
+                for (int64_t i = i0; i < i1; i++)
+                    j->dst[i * n + r] = j->src ? (float)(j->src[r * n + i] / (j->s ? j->s[r] : 1.0)) : j->src32[r * n + i];
+        break;
+    }
+}
+
+static void ew_run(lb_pool *pool, ew_job j) { lb_pool_run(pool, (j.n + TT - 1) / TT, ew_task, &j); }
+
 /* Hinv (upper, in H) with damping raised tenfold after each failed attempt. diag: H's diagonal before
  * damping; the strictly lower triangle of H is the pristine copy each attempt restores from. */
-static lb_status factor_hinv(lb_pool *pool, double *H, int64_t n, const double *diag, double mean, const lb_gptq_params *p,
-                             double *work, lb_gptq_stats *st, lb_error *err) {
+static lb_status factor_hinv(lb_pool *pool, const lb_gptq_ops *o, double *H, int64_t n, const double *diag, double mean,
+                             const lb_gptq_params *p, double *work, lb_gptq_stats *st, lb_error *err) {
     double damp = p->damp;
     for (int t = 1; t <= p->max_damp_tries; t++) {
-        for (int64_t i = 0; i < n; i++) {
-            for (int64_t j = i + 1; j < n; j++) H[i * n + j] = H[j * n + i];
-            H[i * n + i] = diag[i] + damp * mean;
-        }
-        if (lb_chol_inv_upper_pool(pool, H, n, work)) {
+        ew_run(pool, (ew_job){.op = EW_LOWER_TO_UPPER, .n = n, .H = H});
+        for (int64_t i = 0; i < n; i++) H[i * n + i] = diag[i] + damp * mean;
+        bool ok = false;
+        lb_status s = o->inv_upper(o->user, pool, H, n, work, &ok, err);
+        if (s != LB_OK) return s;
+        if (ok) {
             st->damp = damp;
             st->damp_tries = t;
             return LB_OK;
@@ -519,25 +732,48 @@ static lb_status check_args(const float *W, int64_t rows, int64_t cols, const do
     return LB_OK;
 }
 
-/* Scratch of the sweep; U is H's upper triangle as float. */
-static lb_status sweep(lb_pool *pool, gptq_ctx *c, const double *H, lb_error *err) {
-    const int64_t n = c->cols, nthreads = pool ? lb_pool_size(pool) : 1;
+/* The sweeps' buffers; U is H's upper triangle as float. */
+static lb_status sweep(lb_pool *pool, gptq_ctx *c, const double *H, double *sec, lb_error *err) {
+    const int64_t n = c->cols, rows = c->rows, nthreads = pool ? lb_pool_size(pool) : 1;
+    /* rows are independent: on the CPU the sweeps run over panels of a few tiles per thread, so that the
+     * scratch stays a few rows x n; a device table takes all rows at once */
+    int64_t panel = c->ops == &cpu_ops ? TILE_ROWS * CPU_PANEL_TILES * nthreads : rows;
+    if (panel > rows) panel = rows;
+    const size_t pn = (size_t)panel * (size_t)n;
     float *U = malloc((size_t)n * (size_t)n * sizeof *U);
-    /* T, E, P, then the best rows' bytes (in floats, rounded up) */
-    c->scratch_floats = (size_t)TILE_ROWS * ((size_t)(2 * n + c->batch) + (c->row_bytes + sizeof(float) - 1) / sizeof(float));
-    c->scratch = malloc((size_t)nthreads * c->scratch_floats * sizeof *c->scratch);
-    c->row_loss = malloc((size_t)c->rows * sizeof *c->row_loss);
+    c->T = malloc(pn * sizeof *c->T);
+    c->P = malloc(pn * sizeof *c->P);
+    c->E = malloc((size_t)panel * (size_t)c->batch * sizeof *c->E);
+    c->best = c->passes > 1 ? malloc((size_t)panel * c->row_bytes) : NULL;
+    c->loss = malloc((size_t)panel * 2 * sizeof *c->loss);
+    c->active = malloc((size_t)panel * sizeof *c->active);
+    c->best_loss = c->loss ? c->loss + panel : NULL;
     lb_status s = LB_OK;
-    if (!U || !c->scratch || !c->row_loss) {
-        s = lb_err_set(err, LB_ERR_NOMEM, "gptq: out of memory (%lld columns)", (long long)n);
+    const double t0 = lb_time_sec();
+    if (!U || !c->T || !c->P || !c->E || (c->passes > 1 && !c->best) || !c->loss || !c->active) {
+        s = lb_err_set(err, LB_ERR_NOMEM, "gptq: out of memory (%lld x %lld)", (long long)panel, (long long)n);
     } else {
-        for (int64_t i = 0; i < n; i++)
-            for (int64_t j = 0; j < n; j++) U[i * n + j] = j >= i ? (float)H[i * n + j] : 0.0f;
+        ew_run(pool, (ew_job){.op = EW_UPPER_F32, .n = n, .dst = U, .src = H});
         c->U = U;
-        lb_pool_run(pool, (c->rows + TILE_ROWS - 1) / TILE_ROWS, tile_task, c);
+        if (c->ops->begin) s = c->ops->begin(c->ops->user, U, c->Hf, panel, n, err);
+        sec[LB_GPTQ_PH_FACTOR] += lb_time_sec() - t0;
+        gptq_ctx v = *c; /* one panel of rows */
+        for (int64_t r0 = 0; s == LB_OK && r0 < rows; r0 += panel) {
+            v.rows = rows - r0 < panel ? rows - r0 : panel;
+            v.W = c->W + r0 * n;
+            v.out = c->out + (size_t)r0 * c->row_bytes;
+            v.row_loss = c->row_loss + r0;
+            s = run_sweeps(pool, &v, sec, err);
+        }
+        if (c->ops->end) c->ops->end(c->ops->user);
     }
     free(U);
-    free(c->scratch);
+    free(c->T);
+    free(c->P);
+    free(c->E);
+    free(c->best);
+    free(c->loss);
+    free(c->active);
     return s;
 }
 
@@ -546,7 +782,7 @@ static lb_status prepare(lb_pool *pool, float *W, int64_t rows, int64_t n, doubl
                          float *imp, int64_t *perm, float *Hf, lb_gptq_stats *st, lb_error *err) {
     st->dead_cols = fix_dead(W, rows, H, n);
     if (Hf)
-        for (int64_t i = 0; i < n * n; i++) Hf[i] = (float)H[i];
+        ew_run(pool, (ew_job){.op = EW_TO_F32, .n = n, .dst = Hf, .src = H});
     double *diag = malloc((size_t)n * 2 * sizeof *diag), *work = diag + n;
     uint8_t *seen = malloc((size_t)n);
     lb_status s = LB_OK;
@@ -567,7 +803,7 @@ static lb_status prepare(lb_pool *pool, float *W, int64_t rows, int64_t n, doubl
             c->perm = perm;
         }
     }
-    if (s == LB_OK) s = factor_hinv(pool, H, n, diag, mean, p, work, st, err);
+    if (s == LB_OK) s = factor_hinv(pool, c->ops, H, n, diag, mean, p, work, st, err);
     if (s == LB_OK && Hf) /* the damped H GPTQ minimized, for the coordinate descent */
         for (int64_t j = 0; j < n; j++) Hf[j * n + j] += (float)(st->damp * mean);
     free(diag);
@@ -578,6 +814,7 @@ static lb_status prepare(lb_pool *pool, float *W, int64_t rows, int64_t n, doubl
 lb_status lb_gptq_quantize(lb_pool *pool, float *W, int64_t rows, int64_t cols, double *H, lb_type type,
                            lb_encoder enc, const lb_gptq_params *params, void *out, lb_gptq_stats *stats,
                            lb_error *err) {
+    const double t0 = lb_time_sec();
     lb_gptq_params p;
     if (params) p = *params;
     else lb_gptq_params_default(&p);
@@ -590,11 +827,20 @@ lb_status lb_gptq_quantize(lb_pool *pool, float *W, int64_t rows, int64_t cols, 
                   .row_bytes = lb_type_row_size(type, cols), .out = out, .passes = p.passes,
                   .cd_sweeps = p.cd_sweeps, .cd_scales = p.cd_scales, .k = pick_kernels(), .run = lb_grid_run(type)};
     if (!c.enc) return lb_err_set(err, LB_ERR_ARG, "gptq: no encoder %d for %s", (int)enc, tt->name);
+    lb_gptq_stats st = {0};
+    c.ops = p.ops ? p.ops : &cpu_ops;
+    if (c.ops->reserve) { /* a device that cannot take the matrix leaves it to the CPU, before H is touched */
+        lb_error e = {0};
+        if (c.ops->reserve(c.ops->user, rows, cols, p.cd_sweeps > 0, &e) != LB_OK) {
+            st.fallback = true;
+            snprintf(st.fallback_msg, sizeof st.fallback_msg, "%.199s", e.msg);
+            c.ops = &cpu_ops;
+        }
+    }
     /* in the default order a block's scales are chosen at its first column, which must have received
      * every earlier update by then: batches of whole blocks */
     c.batch = p.act_order ? p.block_cols : (p.block_cols + c.be - 1) / c.be * c.be;
     if (c.batch > cols) c.batch = cols;
-    lb_gptq_stats st = {0};
     float *imp = malloc((size_t)cols * sizeof *imp);
     int64_t *perm = malloc((size_t)cols * sizeof *perm);
     float *Hf = p.cd_sweeps > 0 ? malloc((size_t)cols * (size_t)cols * sizeof *Hf) : NULL;
@@ -604,7 +850,10 @@ lb_status lb_gptq_quantize(lb_pool *pool, float *W, int64_t rows, int64_t cols, 
     c.Hf = Hf;
     if (s == LB_OK && Hf && p.cd_scales && !(c.Ht = diag_blocks_t(Hf, cols, c.run)))
         s = lb_err_set(err, LB_ERR_NOMEM, "gptq: out of memory");
-    if (s == LB_OK) s = sweep(pool, &c, H, err);
+    st.seconds[LB_GPTQ_PH_FACTOR] = lb_time_sec() - t0; /* with the allocations and the float copies of H */
+    if (s == LB_OK && !(c.row_loss = malloc((size_t)rows * sizeof *c.row_loss)))
+        s = lb_err_set(err, LB_ERR_NOMEM, "gptq: out of memory");
+    if (s == LB_OK) s = sweep(pool, &c, H, st.seconds, err);
     if (s == LB_OK) {
         for (int64_t r = 0; r < rows; r++) st.loss += c.row_loss[r];
         if (stats) *stats = st;
@@ -619,21 +868,10 @@ lb_status lb_gptq_quantize(lb_pool *pool, float *W, int64_t rows, int64_t cols, 
 
 /* ---- the reference-stream target ---- */
 
-/* out (rows, n) = x (rows, K) . w^T for w (n, K) f32 row-major, through lb_matmul */
-static lb_status mat_f32(lb_pool *pool, const float *x, int64_t rows, const float *w, int64_t n, int64_t K, float *out,
-                         lb_error *err) {
-    const int nt = pool ? lb_pool_size(pool) : 1;
-    float *scratch = malloc(lb_matmul_scratch_floats(K, rows, nt) * sizeof *scratch);
-    if (!scratch) return lb_err_set(err, LB_ERR_NOMEM, "gptq: out of memory");
-    lb_weight lw = {LB_TYPE_F32, (void *)w, n, K};
-    lb_matmul(pool, scratch, x, rows, &lw, out, n);
-    free(scratch);
-    return LB_OK;
-}
-
 lb_status lb_gptq_ref_target(lb_pool *pool, float *const *W, const int64_t *rows, int n_mat, int64_t cols,
-                             const double *H, double *C, const float *s, double damp, int max_tries, bool *applied,
-                             lb_error *err) {
+                             const double *H, double *C, const float *s, double damp, int max_tries, const lb_gptq_ops *ops,
+                             bool *applied, lb_error *err) {
+    const lb_gptq_ops *o = ops ? ops : &cpu_ops;
     const int64_t n = cols;
     *applied = false;
     double mean = 0;
@@ -649,8 +887,7 @@ lb_status lb_gptq_ref_target(lb_pool *pool, float *const *W, const int64_t *rows
     lb_status st = LB_OK;
     if (!f1 || !tmp || !work) st = lb_err_set(err, LB_ERR_NOMEM, "gptq: out of memory for the reference target");
     /* f1 = (D C)^T, so that M = W D C has M[r][j] = sum_i W[r][i] f1[j][i] */
-    for (int64_t i = 0; st == LB_OK && i < n; i++)
-        for (int64_t j = 0; j < n; j++) f1[j * n + i] = (float)(C[i * n + j] / (s ? s[i] : 1.0));
+    if (st == LB_OK) ew_run(pool, (ew_job){.op = EW_TRANSPOSE, .n = n, .dst = f1, .src = C, .s = s});
     /* the factorization before any W changes, so that a failure leaves every W as it is */
     double lam = 0;
     bool ok = false;
@@ -658,15 +895,15 @@ lb_status lb_gptq_ref_target(lb_pool *pool, float *const *W, const int64_t *rows
         lam = damp * mean;
         memcpy(A, H, (size_t)(n * n) * sizeof *A);
         for (int64_t j = 0; j < n; j++) A[j * n + j] += lam;
-        ok = lb_chol_inv_upper_pool(pool, A, n, work); /* U^T U = (H + lam I)^-1 in A's upper triangle */
+        st = o->inv_upper(o->user, pool, A, n, work, &ok, err); /* U^T U = (H + lam I)^-1 in A's upper triangle */
     }
     if (st == LB_OK && ok) {
         float *u = malloc((size_t)(n * n) * sizeof *u); /* U, f32 (zero below the diagonal) */
         if (!u) st = lb_err_set(err, LB_ERR_NOMEM, "gptq: out of memory for the reference target");
-        for (int64_t i = 0; u && i < n * n; i++) u[i] = (float)A[i];
+        if (u) ew_run(pool, (ew_job){.op = EW_TO_F32, .n = n, .dst = u, .src = A});
         /* M = W D C + lam W over W */
         for (int k = 0; st == LB_OK && k < n_mat; k++) {
-            st = mat_f32(pool, W[k], rows[k], f1, n, n, tmp, err);
+            st = o->matmul(o->user, pool, W[k], rows[k], f1, n, n, tmp, err);
             for (int64_t e = 0; st == LB_OK && e < rows[k] * n; e++) W[k][e] = tmp[e] + (float)lam * W[k][e];
         }
         /* W = M U^T U: P = M U^T (w rows = U's rows), then W = P U (w rows = U's columns, f2 = U^T) */
@@ -674,11 +911,10 @@ lb_status lb_gptq_ref_target(lb_pool *pool, float *const *W, const int64_t *rows
         f1 = u;
         if (st == LB_OK && !(f2 = malloc((size_t)(n * n) * sizeof *f2)))
             st = lb_err_set(err, LB_ERR_NOMEM, "gptq: out of memory for the reference target");
-        for (int64_t i = 0; st == LB_OK && i < n; i++)
-            for (int64_t j = 0; j < n; j++) f2[j * n + i] = u[i * n + j];
+        if (st == LB_OK) ew_run(pool, (ew_job){.op = EW_TRANSPOSE, .n = n, .dst = f2, .src32 = u});
         for (int k = 0; st == LB_OK && k < n_mat; k++) {
-            st = mat_f32(pool, W[k], rows[k], f1, n, n, tmp, err);
-            if (st == LB_OK) st = mat_f32(pool, tmp, rows[k], f2, n, n, W[k], err);
+            st = o->matmul(o->user, pool, W[k], rows[k], f1, n, n, tmp, err);
+            if (st == LB_OK) st = o->matmul(o->user, pool, tmp, rows[k], f2, n, n, W[k], err);
         }
         *applied = st == LB_OK;
     }

@@ -7,6 +7,51 @@
 
 #include "../quant/quant.h"
 
+/*
+ * The heavy linear algebra of lb_gptq_quantize and lb_gptq_ref_target behind a table, so that it can run on
+ * another device: the inverse factor, the delayed block updates of the sweep, the products H e of the
+ * coordinate descent and the reference target's matrix products. NULL (lb_gptq_ops_cpu()) is the CPU
+ * implementation on the pool, which defines the results; a device implementation (algo/gptq_cuda.c through
+ * cuda/gptq.h) computes the same quantities in another summation order. Everything else (the columns of a
+ * batch, the grids, the encoders, the coordinate descent's steps) stays on the caller's threads.
+ * Entries return LB_OK or a device error (LB_ERR_DEVICE, LB_ERR_NOMEM); NULL entries do nothing.
+ */
+typedef struct lb_gptq_ops {
+    void *user;
+    const char *name; /* "cpu", "cuda" */
+    /* device memory for one matrix of rows x n (cd: with the coordinate descent's H), before anything else:
+     * on failure lb_gptq_quantize runs that matrix on the CPU implementation (lb_gptq_stats.fallback) */
+    lb_status (*reserve)(void *user, int64_t rows, int64_t n, bool cd, lb_error *err);
+    /* lb_chol_inv_upper_pool's contract on A (n, n); *ok false when A is not positive definite */
+    lb_status (*inv_upper)(void *user, lb_pool *pool, double *A, int64_t n, double *work, bool *ok, lb_error *err);
+    /* a matrix's sweeps start: U (n, n) f32, upper, processing order; Hf (n, n) f32 or NULL (no coordinate
+     * descent). Both stay valid until end. */
+    lb_status (*begin)(void *user, const float *U, const float *Hf, int64_t rows, int64_t n, lb_error *err);
+    /* a pass starts from T (rows, n) */
+    lb_status (*load)(void *user, const float *T, int64_t rows, int64_t n, lb_error *err);
+    /* T[:, i2:n] -= E[:, 0:i2-i1] U[i1:i2, i2:n], E (rows, lde); on return T[:, i2:i3] holds the result on the
+     * host (the columns after i3 may live on the device only, until the next load) */
+    lb_status (*update)(void *user, lb_pool *pool, float *T, int64_t rows, int64_t n, const float *E, int64_t lde,
+                        const float *U, int64_t i1, int64_t i2, int64_t i3, lb_error *err);
+    /* G[r] = Hf (W[r] - Q[r]) for the rows r with sel[r] (G's other rows are left as they are) */
+    lb_status (*h_times_e)(void *user, lb_pool *pool, const float *W, const float *Q, float *G, int64_t rows, int64_t n,
+                           const float *Hf, const bool *sel, lb_error *err);
+    /* out (rows, n) = x (rows, K) . w^T, w (n, K); all f32 row-major */
+    lb_status (*matmul)(void *user, lb_pool *pool, const float *x, int64_t rows, const float *w, int64_t n, int64_t K,
+                        float *out, lb_error *err);
+    void (*end)(void *user); /* after a matrix's sweeps (also after a failure) */
+} lb_gptq_ops;
+
+/* The CPU implementation (the specification of every other). */
+const lb_gptq_ops *lb_gptq_ops_cpu(void);
+
+/* The CUDA implementation on device `device` (algo/gptq_cuda.c, cuda/gptq.h): LB_ERR_DEVICE with the reason
+ * when there is no such device, no cuBLAS or no cuSOLVER, or the build has no CUDA. One caller at a time;
+ * released by lb_gptq_ops_cuda_free. _peak: the most device memory seen in use (bytes). */
+lb_status lb_gptq_ops_cuda_new(int device, lb_gptq_ops **out, lb_error *err);
+void lb_gptq_ops_cuda_free(lb_gptq_ops *ops);
+size_t lb_gptq_ops_cuda_peak(const lb_gptq_ops *ops);
+
 typedef struct lb_gptq_params {
     double damp;        /* lambda = damp * mean(diag H) is added to the diagonal (default 0.01; 0 allowed) */
     int max_damp_tries; /* Cholesky attempts; after a failure damp *= 10 (from LB_GPTQ_DAMP_FLOOR when 0) */
@@ -22,16 +67,34 @@ typedef struct lb_gptq_params {
     double few_tokens_damp; /* for a caller that knows how many tokens N built H: when
                                N < LB_GPTQ_FEW_TOKENS_PER_COL * cols, damp is raised to at least this
                                (default 0: damp as given; lb_gptq_quantize ignores it) */
+    const lb_gptq_ops *ops; /* where the linear algebra runs (default NULL: lb_gptq_ops_cpu()) */
 } lb_gptq_params;
 
 #define LB_GPTQ_DAMP_FLOOR 1e-4
 #define LB_GPTQ_FEW_TOKENS_PER_COL 16 /* below this many calibration tokens per column few_tokens_damp applies */
+
+/* Where lb_gptq_quantize's time goes (lb_gptq_stats.seconds), for profiles: the preparation of H (checks,
+ * dead columns, act-order, the inverse factor with its damping tries), the columns of each batch and the
+ * scales (CPU threads), the delayed updates (ops->update, waits for the device included), the coordinate
+ * descent's steps (CPU threads) and its products H e (ops->h_times_e); the reference target is timed by its
+ * caller. */
+typedef enum lb_gptq_phase {
+    LB_GPTQ_PH_FACTOR,
+    LB_GPTQ_PH_COLUMNS,
+    LB_GPTQ_PH_UPDATE,
+    LB_GPTQ_PH_CD,
+    LB_GPTQ_PH_PRODUCTS,
+    LB_GPTQ_PHASES
+} lb_gptq_phase;
 
 typedef struct lb_gptq_stats {
     double damp;      /* the damp that succeeded */
     int damp_tries;   /* Cholesky attempts made (1 when the first one succeeded) */
     int64_t dead_cols; /* columns with H_jj == 0 (zeroed in W) */
     double loss;      /* GPTQ's objective: sum over rows and columns of (w - q)^2 / Hinv_jj^2 / 2 */
+    double seconds[LB_GPTQ_PHASES]; /* wall time per phase (lb_gptq_phase) */
+    bool fallback;    /* params.ops could not take the matrix (reserve failed): it ran on the CPU */
+    char fallback_msg[200]; /* ... and why */
 } lb_gptq_stats;
 
 /* damp 0.01, 6 tries, block_cols 128, no act-order, 1 pass. */
@@ -51,7 +114,9 @@ void lb_gptq_params_default(lb_gptq_params *p);
  * overwritten with the dequantized result. pool may be NULL (one thread); the result is the same for any
  * thread count. stats may be NULL. Fails with LB_ERR_ARG on a bad argument, a non-finite value in W or H,
  * or an H that is not positive definite even after the damping tries; LB_ERR_NOMEM when scratch
- * (cols^2 floats + a few rows per thread) cannot be allocated. Thread-safe for distinct arguments.
+ * (cols^2 floats + 2 x 64 rows per thread x cols floats on the CPU, 2 rows x cols floats with a device table)
+ * cannot be allocated; a device error of p->ops as it is (when its
+ * reserve fails the matrix runs on the CPU instead, stats->fallback). Thread-safe for distinct arguments.
  */
 lb_status lb_gptq_quantize(lb_pool *pool, float *W /* (rows, cols) */, int64_t rows, int64_t cols,
                            double *H /* (cols, cols) */, lb_type type, lb_encoder enc, const lb_gptq_params *p,
@@ -69,9 +134,12 @@ lb_status lb_gptq_quantize(lb_pool *pool, float *W /* (rows, cols) */, int64_t r
  * *applied is false when every attempt failed, or H has no energy, and the W were left as they are.
  * Products in f32 (lb_matmul), the factorization in f64; the same result for any thread count. C is overwritten (it
  * becomes the matrix factored). Memory beyond H and C: 2 cols^2 floats at most, and one matrix's rows.
+ * ops: where the factorization and the products run (NULL: the CPU; a device table reserved by the caller for
+ * the largest rows[k] and cols, without coordinate descent or with); a device error is returned as it is,
+ * with every W as it was when the factorization failed, and possibly changed when a product failed.
  */
 lb_status lb_gptq_ref_target(lb_pool *pool, float *const *W, const int64_t *rows, int n_mat, int64_t cols,
                              const double *H /* (cols, cols) */, double *C /* (cols, cols), overwritten */, const float *s,
-                             double damp, int max_tries, bool *applied, lb_error *err);
+                             double damp, int max_tries, const lb_gptq_ops *ops, bool *applied, lb_error *err);
 
 #endif

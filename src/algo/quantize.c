@@ -539,6 +539,19 @@ static void fill_report(run *R, lb_quantize_report *r, lb_quantize_tensor *rows,
     r->seconds = lb_time_sec() - t0;
     r->peak_rss_bytes = lb_peak_rss();
     r->gpu_peak_bytes = R->cal ? lb_calib_gpu_peak(R->cal) : 0;
+    if (R->cal) {
+        const char *why = "";
+        r->gpu_fallbacks = lb_calib_fallbacks(R->cal, &why);
+        snprintf(r->gpu_fallback_reason, sizeof r->gpu_fallback_reason, "%s", why);
+        double g[LB_GPTQ_PHASES + 1];
+        lb_calib_gptq_seconds(R->cal, g);
+        r->gptq_factor_seconds = g[LB_GPTQ_PH_FACTOR];
+        r->gptq_columns_seconds = g[LB_GPTQ_PH_COLUMNS];
+        r->gptq_update_seconds = g[LB_GPTQ_PH_UPDATE];
+        r->gptq_cd_seconds = g[LB_GPTQ_PH_CD];
+        r->gptq_products_seconds = g[LB_GPTQ_PH_PRODUCTS];
+        r->gptq_ref_seconds = g[LB_GPTQ_PHASES];
+    }
     r->stats_seconds = R->cal ? lb_calib_seconds(R->cal) : 0;
     r->solve_seconds = R->calib_seconds - r->stats_seconds;
     r->requantized = R->requantized;

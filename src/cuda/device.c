@@ -4,6 +4,7 @@
  */
 #include "calib.h"
 #include "cuda.h"
+#include "gptq.h"
 
 #include <stdlib.h>
 #include <string.h>
@@ -92,4 +93,25 @@ lb_status lb_cuda_calib_output_stats(lb_cuda_calib *c, const float *out_norm, do
     return no_cuda(err);
 }
 size_t lb_cuda_calib_peak_bytes(const lb_cuda_calib *c) { return 0; }
+lb_status lb_cuda_gptq_new(int device, lb_cuda_gptq **out, lb_error *err) { return no_cuda(err); }
+void lb_cuda_gptq_free(lb_cuda_gptq *g) {}
+lb_status lb_cuda_gptq_reserve(lb_cuda_gptq *g, int64_t rows, int64_t n, bool cd, lb_error *err) { return no_cuda(err); }
+lb_status lb_cuda_gptq_inv_upper(lb_cuda_gptq *g, double *A, int64_t n, bool *ok, lb_error *err) { return no_cuda(err); }
+lb_status lb_cuda_gptq_begin(lb_cuda_gptq *g, const float *U, const float *Hf, int64_t rows, int64_t n, lb_error *err) {
+    return no_cuda(err);
+}
+lb_status lb_cuda_gptq_load(lb_cuda_gptq *g, const float *T, int64_t rows, int64_t n, lb_error *err) { return no_cuda(err); }
+lb_status lb_cuda_gptq_update(lb_cuda_gptq *g, float *T, int64_t rows, int64_t n, const float *E, int64_t lde, int64_t i1,
+                              int64_t i2, int64_t i3, lb_error *err) {
+    return no_cuda(err);
+}
+lb_status lb_cuda_gptq_h_times_e(lb_cuda_gptq *g, const float *W, const float *Q, float *G, int64_t rows, int64_t n,
+                                 const bool *sel, lb_error *err) {
+    return no_cuda(err);
+}
+lb_status lb_cuda_gptq_matmul(lb_cuda_gptq *g, const float *x, int64_t rows, const float *w, int64_t n, int64_t K,
+                              float *out, lb_error *err) {
+    return no_cuda(err);
+}
+size_t lb_cuda_gptq_peak_bytes(const lb_cuda_gptq *g) { return 0; }
 #endif

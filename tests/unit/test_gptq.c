@@ -12,7 +12,12 @@
  *   (g) a singular or indefinite H raises the damping and still succeeds; bad inputs give clear errors;
  *   (h) lb_gptq_ref_target satisfies the normal equations of the objective it states, lowers that objective
  *       against random perturbations, leaves W alone when the two streams agree, is thread-count
- *       independent, and declines an H without energy.
+ *       independent, and declines an H without energy;
+ *   (i) the table of operations (lb_gptq_ops) with a device-like implementation written here (its own copy
+ *       of the weights, double sums, only the next batch handed back and the rest poisoned): the error
+ *       within 1 % of the CPU table's, the calls in the documented order; a table that cannot reserve gives
+ *       the CPU's bytes with a note; a device error mid-sweep is returned; the reference target through it
+ *       equals the CPU's to float rounding.
  * Also prints the time of a 1536 x 512 q4_K layer.
  */
 #include "algo/encoders.h"
@@ -798,14 +803,14 @@ static void test_ref_target(lb_pool *pool3) {
         bool applied = false;
         memcpy(V, W, sizeof V);
         lb_error err;
-        CHECK(lb_gptq_ref_target(NULL, (float *[]){V}, (int64_t[]){R}, 1, D, H, cdup(C, D), s, damp, 6, &applied, &err) == LB_OK && applied, "ref target failed");
+        CHECK(lb_gptq_ref_target(NULL, (float *[]){V}, (int64_t[]){R}, 1, D, H, cdup(C, D), s, damp, 6, NULL, &applied, &err) == LB_OK && applied, "ref target failed");
         memcpy(V3, W, sizeof V3);
-        CHECK(lb_gptq_ref_target(pool3, (float *[]){V3}, (int64_t[]){R}, 1, D, H, cdup(C, D), s, damp, 6, &applied, &err) == LB_OK, "ref target (3 threads)");
+        CHECK(lb_gptq_ref_target(pool3, (float *[]){V3}, (int64_t[]){R}, 1, D, H, cdup(C, D), s, damp, 6, NULL, &applied, &err) == LB_OK, "ref target (3 threads)");
         CHECK(!memcmp(V, V3, sizeof V), "ref target: 1 and 3 threads differ");
         float Va[R * D], Vb[R / 2 * D];
         memcpy(Va, W, sizeof Va);
         memcpy(Vb, W, sizeof Vb);
-        CHECK(lb_gptq_ref_target(pool3, (float *[]){Vb, Va}, (int64_t[]){R / 2, R}, 2, D, H, cdup(C, D), s, damp, 6, &applied, &err) ==
+        CHECK(lb_gptq_ref_target(pool3, (float *[]){Vb, Va}, (int64_t[]){R / 2, R}, 2, D, H, cdup(C, D), s, damp, 6, NULL, &applied, &err) ==
                       LB_OK && !memcmp(Va, V, sizeof Va),
               "ref target: two matrices at once differ from one at a time");
         /* normal equations: V (H + lam I) = W D C + lam W, relative to the size of the right side */
@@ -833,16 +838,200 @@ static void test_ref_target(lb_pool *pool3) {
     memcpy(V, W, sizeof V);
     bool applied = false;
     lb_error err;
-    lb_gptq_ref_target(NULL, (float *[]){V}, (int64_t[]){R}, 1, D, H, cdup(C, D), NULL, 0.01, 6, &applied, &err);
+    lb_gptq_ref_target(NULL, (float *[]){V}, (int64_t[]){R}, 1, D, H, cdup(C, D), NULL, 0.01, 6, NULL, &applied, &err);
     double dev = 0;
     for (int i = 0; i < R * D; i++) dev = fmax(dev, fabs((double)V[i] - W[i]));
     CHECK(applied && dev < 1e-3, "ref target: identical streams moved W by %g", dev);
     /* no energy: declined, W untouched */
     memset(H, 0, sizeof *H * D * D);
     memcpy(V, W, sizeof V);
-    CHECK(lb_gptq_ref_target(NULL, (float *[]){V}, (int64_t[]){R}, 1, D, H, cdup(C, D), NULL, 0.01, 6, &applied, &err) == LB_OK && !applied &&
+    CHECK(lb_gptq_ref_target(NULL, (float *[]){V}, (int64_t[]){R}, 1, D, H, cdup(C, D), NULL, 0.01, 6, NULL, &applied, &err) == LB_OK && !applied &&
               !memcmp(V, W, sizeof V), "ref target: zero H not declined");
     free(X), free(Xr), free(H), free(C);
+}
+
+/* ---- (i) the table of operations, with a device-like implementation written here ---- */
+
+/* Keeps its own copy of T (the "device"), sums in double (another order and rounding than the CPU's), hands
+ * back only T[:, i2:i3] after an update and poisons the host's columns after i3 with NaN, so that a sweep
+ * reading a column before its batch was handed back fails. Can fail reserve or the n-th update. */
+typedef struct fake_dev {
+    float *T;
+    const float *U, *Hf;
+    int64_t rows, n;
+    bool fail_reserve;
+    int fail_update_at; /* 1-based; 0: never */
+    int reserves, loads, updates, begins, ends, invs, htes, mms;
+} fake_dev;
+
+static lb_status fake_reserve(void *u, int64_t rows, int64_t n, bool cd, lb_error *err) {
+    fake_dev *f = u;
+    (void)cd;
+    f->reserves++;
+    if (f->fail_reserve) return lb_err_set(err, LB_ERR_DEVICE, "fake device: out of GPU memory");
+    free(f->T);
+    f->T = malloc(sizeof *f->T * (size_t)(rows * n));
+    f->rows = rows, f->n = n;
+    return LB_OK;
+}
+static lb_status fake_inv_upper(void *u, lb_pool *pool, double *A, int64_t n, double *work, bool *ok, lb_error *err) {
+    (void)pool, (void)err;
+    ((fake_dev *)u)->invs++;
+    *ok = lb_chol_inv_upper_ref(A, n, work); /* the unblocked specification: another order than the pool's */
+    return LB_OK;
+}
+static lb_status fake_begin(void *u, const float *U, const float *Hf, int64_t rows, int64_t n, lb_error *err) {
+    fake_dev *f = u;
+    (void)err;
+    f->begins++;
+    f->U = U, f->Hf = Hf;
+    CHECK(rows <= f->rows && n == f->n, "begin beyond the reservation");
+    return LB_OK;
+}
+static lb_status fake_load(void *u, const float *T, int64_t rows, int64_t n, lb_error *err) {
+    fake_dev *f = u;
+    (void)err;
+    f->loads++;
+    memcpy(f->T, T, sizeof *T * (size_t)(rows * n));
+    return LB_OK;
+}
+static lb_status fake_update(void *u, lb_pool *pool, float *T, int64_t rows, int64_t n, const float *E, int64_t lde,
+                             const float *U, int64_t i1, int64_t i2, int64_t i3, lb_error *err) {
+    fake_dev *f = u;
+    (void)pool, (void)U;
+    if (++f->updates == f->fail_update_at) return lb_err_set(err, LB_ERR_DEVICE, "fake device: kernel failed");
+    for (int64_t r = 0; r < rows; r++)
+        for (int64_t c = i2; c < n; c++) {
+            double s = 0;
+            for (int64_t k = 0; k < i2 - i1; k++) s += (double)E[r * lde + k] * f->U[(i1 + k) * n + c];
+            f->T[r * n + c] = (float)(f->T[r * n + c] - s);
+        }
+    for (int64_t r = 0; r < rows; r++)
+        for (int64_t c = i2; c < n; c++) T[r * n + c] = c < i3 ? f->T[r * n + c] : NAN;
+    return LB_OK;
+}
+static lb_status fake_h_times_e(void *u, lb_pool *pool, const float *W, const float *Q, float *G, int64_t rows, int64_t n,
+                                const float *Hf, const bool *sel, lb_error *err) {
+    fake_dev *f = u;
+    (void)pool, (void)Hf, (void)err;
+    f->htes++;
+    for (int64_t r = 0; r < rows; r++) {
+        if (!sel[r]) continue;
+        for (int64_t i = 0; i < n; i++) {
+            double s = 0;
+            for (int64_t j = 0; j < n; j++) s += ((double)W[r * n + j] - Q[r * n + j]) * f->Hf[j * n + i];
+            G[r * n + i] = (float)s;
+        }
+    }
+    return LB_OK;
+}
+static lb_status fake_matmul(void *u, lb_pool *pool, const float *x, int64_t rows, const float *w, int64_t n, int64_t K,
+                             float *out, lb_error *err) {
+    (void)pool, (void)err;
+    ((fake_dev *)u)->mms++;
+    for (int64_t r = 0; r < rows; r++)
+        for (int64_t i = 0; i < n; i++) {
+            double s = 0;
+            for (int64_t k = 0; k < K; k++) s += (double)x[r * K + k] * w[i * K + k];
+            out[r * n + i] = (float)s;
+        }
+    return LB_OK;
+}
+static void fake_end(void *u) { ((fake_dev *)u)->ends++; }
+
+static lb_gptq_ops fake_ops(fake_dev *f) {
+    return (lb_gptq_ops){.user = f, .name = "fake", .reserve = fake_reserve, .inv_upper = fake_inv_upper, .begin = fake_begin,
+                         .load = fake_load, .update = fake_update, .h_times_e = fake_h_times_e, .matmul = fake_matmul,
+                         .end = fake_end};
+}
+
+static void test_ops(lb_pool *pool3) {
+    const struct { lb_type t; int64_t cols; int block_cols; bool act_order; } cases[] = {
+        {LB_TYPE_Q4_K, 768, 128, false}, {LB_TYPE_Q4_0, 320, 64, true}, {LB_TYPE_IQ4_XS, 512, 96, false}};
+    for (int i = 0; i < 3; i++) {
+        const int64_t rows = 37, n = cases[i].cols;
+        layer L = layer_new(rows, n, 2 * n, true);
+        const size_t bytes = lb_type_row_size(cases[i].t, n) * (size_t)rows;
+        uint8_t *cpu = malloc(bytes);
+        float *Qc = malloc(sizeof *Qc * (size_t)(rows * n));
+        lb_gptq_params p;
+        lb_gptq_params_default(&p);
+        p.block_cols = cases[i].block_cols;
+        p.act_order = cases[i].act_order;
+        p.passes = 2;
+        p.cd_sweeps = 2;
+        p.cd_scales = true;
+        lb_gptq_stats st;
+        lb_error e;
+        REQUIRE(run_gptq(&L, pool3, cases[i].t, &p, &st, &e) == LB_OK, "%s", e.msg);
+        memcpy(cpu, L.out, bytes);
+        memcpy(Qc, L.W, sizeof *Qc * (size_t)(rows * n));
+        const double ec = proxy_err(L.W0, Qc, rows, n, L.H0);
+        /* the device-like table: close, not equal */
+        fake_dev f = {0};
+        lb_gptq_ops o = fake_ops(&f);
+        p.ops = &o;
+        REQUIRE(run_gptq(&L, pool3, cases[i].t, &p, &st, &e) == LB_OK, "%s", e.msg);
+        const double ef = proxy_err(L.W0, L.W, rows, n, L.H0);
+        const int64_t batch = p.act_order ? p.block_cols : (p.block_cols + lb_type_block_elems(cases[i].t) - 1) /
+                                                               lb_type_block_elems(cases[i].t) * lb_type_block_elems(cases[i].t);
+        const int nb = (int)((n + batch - 1) / batch);
+        printf("ops %-7s %lld x %lld: error cpu %.6g, device-like table %.6g (%+.3f %%)\n", lb_type_name(cases[i].t),
+               (long long)rows, (long long)n, ec, ef, 100 * (ef / ec - 1));
+        CHECK(fabs(ef / ec - 1) < 0.01 && !st.fallback, "%s: device-like table error %.6g vs cpu %.6g", lb_type_name(cases[i].t),
+              ef, ec);
+        bool finite = true;
+        for (int64_t k = 0; k < rows * n; k++) finite &= isfinite(L.W[k]) != 0;
+        CHECK(finite, "%s: a column was read before the table handed it back", lb_type_name(cases[i].t));
+        CHECK(f.reserves == 1 && f.begins == 1 && f.ends == 1 && f.loads == p.passes && f.updates == p.passes * (nb - 1) &&
+                  f.invs >= 1 && f.htes >= 2 && f.htes <= p.cd_sweeps + 1,
+              "%s: calls reserve %d begin %d end %d load %d update %d (batches %d) inv %d h.e %d", lb_type_name(cases[i].t),
+              f.reserves, f.begins, f.ends, f.loads, f.updates, nb, f.invs, f.htes);
+        /* a table that cannot take the matrix: the CPU's bytes, noted */
+        f.fail_reserve = true;
+        REQUIRE(run_gptq(&L, pool3, cases[i].t, &p, &st, &e) == LB_OK, "%s", e.msg);
+        CHECK(st.fallback && strstr(st.fallback_msg, "out of GPU memory") && !memcmp(L.out, cpu, bytes),
+              "%s: fallback %d (%s), same bytes %d", lb_type_name(cases[i].t), st.fallback, st.fallback_msg, !memcmp(L.out, cpu, bytes));
+        /* a device error in the middle: returned as it is, buffers released */
+        f.fail_reserve = false;
+        f.fail_update_at = f.updates + 2;
+        const int ends = f.ends;
+        CHECK(run_gptq(&L, pool3, cases[i].t, &p, &st, &e) == LB_ERR_DEVICE && strstr(e.msg, "kernel failed") && f.ends == ends + 1,
+              "%s: a failing update gave '%s'", lb_type_name(cases[i].t), e.msg);
+        free(f.T);
+        free(cpu);
+        free(Qc);
+        layer_free(&L);
+    }
+    /* the reference target through the table: the CPU's result to float rounding */
+    enum { R = 19, D = 40, T = 300 };
+    double *X = malloc(sizeof *X * D * T), *H = malloc(sizeof *H * D * D), *C = malloc(sizeof *C * D * D);
+    float *W = malloc(sizeof *W * R * D), *V1 = malloc(sizeof *W * R * D), *V2 = malloc(sizeof *W * R * D);
+    for (int t = 0; t < T * D; t++) X[t] = gauss() + (t % D ? 0.5 * X[t - 1] : 0);
+    for (int k = 0; k < R * D; k++) W[k] = (float)gauss();
+    for (int i = 0; i < D; i++)
+        for (int j = 0; j < D; j++) {
+            double h = 0, c = 0;
+            for (int t = 0; t < T; t++) {
+                h += X[t * D + i] * X[t * D + j];
+                c += X[t * D + i] * (1 + 0.1 * sin(j)) * X[t * D + j];
+            }
+            H[i * D + j] = h, C[i * D + j] = c;
+        }
+    fake_dev f = {0};
+    lb_gptq_ops o = fake_ops(&f);
+    bool a1 = false, a2 = false;
+    lb_error e;
+    memcpy(V1, W, sizeof *W * R * D);
+    memcpy(V2, W, sizeof *W * R * D);
+    REQUIRE(lb_gptq_ref_target(pool3, (float *[]){V1}, (int64_t[]){R}, 1, D, H, cdup(C, D), NULL, 0.3, 6, NULL, &a1, &e) == LB_OK, "%s", e.msg);
+    REQUIRE(lb_gptq_ref_target(pool3, (float *[]){V2}, (int64_t[]){R}, 1, D, H, cdup(C, D), NULL, 0.3, 6, &o, &a2, &e) == LB_OK, "%s", e.msg);
+    double num = 0, den = 0;
+    for (int k = 0; k < R * D; k++) num += ((double)V1[k] - V2[k]) * ((double)V1[k] - V2[k]), den += (double)V1[k] * V1[k];
+    printf("ops: reference target through the device-like table: relative difference %.2e\n", sqrt(num / den));
+    CHECK(a1 && a2 && sqrt(num / den) < 1e-5 && f.invs == 1 && f.mms == 3, "ref target: applied %d %d, difference %.3g, calls %d %d", a1,
+          a2, sqrt(num / den), f.invs, f.mms);
+    free(X), free(H), free(C), free(W), free(V1), free(V2);
 }
 
 int main(void) {
@@ -856,6 +1045,7 @@ int main(void) {
     test_damping_and_errors();
     test_refinement(pool3);
     test_ref_target(pool3);
+    test_ops(pool3);
     lb_pool *pool2 = lb_pool_new(2);
     bench(pool2);
     lb_pool_free(pool2);

@@ -1,0 +1,69 @@
+/*
+ * gptq_cuda.c - lb_gptq_ops on a CUDA device: the functions of cuda/gptq.h (cuda/gptq.cu) in the table of
+ * gptq.h, so that gptq.c runs its linear algebra there without knowing it. In a build without CUDA,
+ * lb_gptq_ops_cuda_new fails with LB_ERR_DEVICE (cuda/device.c).
+ */
+#include "gptq.h"
+
+#include "../cuda/gptq.h"
+
+#include <stdlib.h>
+
+typedef struct cuda_ops {
+    lb_gptq_ops ops; /* first: the table handed out is the struct */
+    lb_cuda_gptq *g;
+} cuda_ops;
+
+static lb_status op_reserve(void *u, int64_t rows, int64_t n, bool cd, lb_error *err) {
+    return lb_cuda_gptq_reserve(u, rows, n, cd, err);
+}
+static lb_status op_inv_upper(void *u, lb_pool *pool, double *A, int64_t n, double *work, bool *ok, lb_error *err) {
+    (void)pool, (void)work;
+    return lb_cuda_gptq_inv_upper(u, A, n, ok, err);
+}
+static lb_status op_begin(void *u, const float *U, const float *Hf, int64_t rows, int64_t n, lb_error *err) {
+    return lb_cuda_gptq_begin(u, U, Hf, rows, n, err);
+}
+static lb_status op_load(void *u, const float *T, int64_t rows, int64_t n, lb_error *err) {
+    return lb_cuda_gptq_load(u, T, rows, n, err);
+}
+static lb_status op_update(void *u, lb_pool *pool, float *T, int64_t rows, int64_t n, const float *E, int64_t lde,
+                           const float *U, int64_t i1, int64_t i2, int64_t i3, lb_error *err) {
+    (void)pool, (void)U; /* U: begin's device copy */
+    return lb_cuda_gptq_update(u, T, rows, n, E, lde, i1, i2, i3, err);
+}
+static lb_status op_h_times_e(void *u, lb_pool *pool, const float *W, const float *Q, float *G, int64_t rows, int64_t n,
+                              const float *Hf, const bool *sel, lb_error *err) {
+    (void)pool, (void)Hf; /* Hf: begin's device copy */
+    return lb_cuda_gptq_h_times_e(u, W, Q, G, rows, n, sel, err);
+}
+static lb_status op_matmul(void *u, lb_pool *pool, const float *x, int64_t rows, const float *w, int64_t n, int64_t K,
+                           float *out, lb_error *err) {
+    (void)pool;
+    return lb_cuda_gptq_matmul(u, x, rows, w, n, K, out, err);
+}
+
+lb_status lb_gptq_ops_cuda_new(int device, lb_gptq_ops **out, lb_error *err) {
+    *out = NULL;
+    cuda_ops *o = calloc(1, sizeof *o);
+    if (!o) return lb_err_set(err, LB_ERR_NOMEM, "out of memory");
+    lb_status s = lb_cuda_gptq_new(device, &o->g, err);
+    if (s != LB_OK) {
+        free(o);
+        return s;
+    }
+    o->ops = (lb_gptq_ops){.user = o->g, .name = "cuda", .reserve = op_reserve, .inv_upper = op_inv_upper,
+                           .begin = op_begin, .load = op_load, .update = op_update, .h_times_e = op_h_times_e,
+                           .matmul = op_matmul};
+    *out = &o->ops;
+    return LB_OK;
+}
+
+void lb_gptq_ops_cuda_free(lb_gptq_ops *ops) {
+    if (!ops) return;
+    cuda_ops *o = (cuda_ops *)ops;
+    lb_cuda_gptq_free(o->g);
+    free(o);
+}
+
+size_t lb_gptq_ops_cuda_peak(const lb_gptq_ops *ops) { return ops ? lb_cuda_gptq_peak_bytes(((const cuda_ops *)ops)->g) : 0; }

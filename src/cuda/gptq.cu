@@ -1,0 +1,420 @@
+/*
+ * gptq.cu - GPTQ's heavy linear algebra on a CUDA device (gptq.h): the inverse factor through cuSOLVER,
+ * the sweep's delayed updates, the coordinate descent's products H e and the reference target's products
+ * through cuBLAS. The CPU implementation in algo/gptq.c is the specification of each.
+ *
+ * Layouts: the host hands over row-major matrices; cuBLAS and cuSOLVER are column-major, so a row-major
+ * (r, c) matrix is used as its column-major transpose (c, r) with leading dimension c, and the products
+ * are written for the transposes (comments give the row-major meaning).
+ */
+#include "blas.cuh"
+
+#include <cusolverDn.h>
+#include <dlfcn.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+extern "C" {
+#include "../linalg/linalg.h"
+#include "cuda.h"
+#include "gptq.h"
+}
+
+/* ---------------------------------------------------------------- cuSOLVER, opened with dlopen ------------- */
+
+typedef cusolverStatus_t (*cs_create_fn)(cusolverDnHandle_t *);
+typedef cusolverStatus_t (*cs_destroy_fn)(cusolverDnHandle_t);
+typedef cusolverStatus_t (*cs_stream_fn)(cusolverDnHandle_t, cudaStream_t);
+typedef cusolverStatus_t (*cs_potrf_size_fn)(cusolverDnHandle_t, cublasFillMode_t, int, double *, int, int *);
+typedef cusolverStatus_t (*cs_potrf_fn)(cusolverDnHandle_t, cublasFillMode_t, int, double *, int, double *, int, int *);
+typedef cusolverStatus_t (*cs_trtri_size_fn)(cusolverDnHandle_t, cublasFillMode_t, cublasDiagType_t, int64_t, cudaDataType,
+                                             void *, int64_t, size_t *, size_t *);
+typedef cusolverStatus_t (*cs_trtri_fn)(cusolverDnHandle_t, cublasFillMode_t, cublasDiagType_t, int64_t, cudaDataType, void *,
+                                        int64_t, void *, size_t, void *, size_t, int *);
+
+static struct {
+    int tried;
+    char why[200];
+    cs_create_fn create;
+    cs_destroy_fn destroy;
+    cs_stream_fn set_stream;
+    cs_potrf_size_fn potrf_size;
+    cs_potrf_fn potrf;
+    cs_trtri_size_fn trtri_size;
+    cs_trtri_fn trtri;
+} cs;
+
+static lb_status cs_load(lb_error *err) {
+    if (!cs.tried) {
+        cs.tried = 1;
+        const char *names[] = {"libcusolver.so.12", "libcusolver.so.11", "libcusolver.so",
+                               "/usr/local/cuda/lib64/libcusolver.so.12"};
+        void *h = NULL;
+        for (size_t i = 0; !h && i < sizeof names / sizeof names[0]; i++) h = dlopen(names[i], RTLD_NOW | RTLD_LOCAL);
+        if (!h) {
+            snprintf(cs.why, sizeof cs.why, "cannot load cuSOLVER (libcusolver.so.12): %s", dlerror());
+        } else {
+            cs.create = (cs_create_fn)dlsym(h, "cusolverDnCreate");
+            cs.destroy = (cs_destroy_fn)dlsym(h, "cusolverDnDestroy");
+            cs.set_stream = (cs_stream_fn)dlsym(h, "cusolverDnSetStream");
+            cs.potrf_size = (cs_potrf_size_fn)dlsym(h, "cusolverDnDpotrf_bufferSize");
+            cs.potrf = (cs_potrf_fn)dlsym(h, "cusolverDnDpotrf");
+            cs.trtri_size = (cs_trtri_size_fn)dlsym(h, "cusolverDnXtrtri_bufferSize");
+            cs.trtri = (cs_trtri_fn)dlsym(h, "cusolverDnXtrtri");
+            if (!cs.create || !cs.destroy || !cs.set_stream || !cs.potrf_size || !cs.potrf || !cs.trtri_size || !cs.trtri)
+                snprintf(cs.why, sizeof cs.why, "libcusolver lacks cusolverDnDpotrf or cusolverDnXtrtri");
+        }
+    }
+    if (cs.why[0]) return lb_err_set(err, LB_ERR_DEVICE, "%s", cs.why);
+    return LB_OK;
+}
+
+/* ---------------------------------------------------------------- the state -------------------------------- */
+
+struct lb_cuda_gptq {
+    int device;
+    cudaStream_t st;
+    cublasHandle_t blas;
+    cusolverDnHandle_t solver;
+    int64_t cap_n, cap_rows; /* the reservation */
+    bool cap_cd;
+    double *A, *B;     /* (cap_n, cap_n) each: A as given / U, its reversal / factor */
+    void *work;        /* cuSOLVER's device workspace */
+    size_t work_bytes;
+    void *hwork;       /* Xtrtri's host workspace */
+    size_t hwork_bytes;
+    int *info;         /* cuSOLVER's status; then the pivot check's flag */
+    cudaEvent_t copied; /* the update's columns are on the host */
+    float *U, *Hf;     /* (cap_n, cap_n) F32 */
+    float *T, *E, *G;  /* (cap_rows, cap_n) F32 */
+    float *stage;      /* (cap_rows, cap_n) host: W - Q and the products H e */
+    size_t peak;
+};
+
+static lb_status fail(lb_error *err, cudaError_t e, const char *what) {
+    cudaGetLastError();
+    if (e == cudaErrorMemoryAllocation) return lb_err_set(err, LB_ERR_DEVICE, "CUDA: out of GPU memory %s", what);
+    return lb_err_set(err, LB_ERR_DEVICE, "CUDA error %s: %s", what, cudaGetErrorString(e));
+}
+#define CK(call, what)                                                                                              \
+    do {                                                                                                            \
+        cudaError_t e_ = (call);                                                                                    \
+        if (e_ != cudaSuccess) return fail(err, e_, what);                                                          \
+    } while (0)
+#define CKB(call, what)                                                                                             \
+    do {                                                                                                            \
+        cublasStatus_t b_ = (call);                                                                                 \
+        if (b_ != CUBLAS_STATUS_SUCCESS) return lb_err_set(err, LB_ERR_DEVICE, "cuBLAS failed %s (status %d)", what, (int)b_); \
+    } while (0)
+#define CKS(call, what)                                                                                             \
+    do {                                                                                                            \
+        cusolverStatus_t s_ = (call);                                                                               \
+        if (s_ != CUSOLVER_STATUS_SUCCESS)                                                                          \
+            return lb_err_set(err, LB_ERR_DEVICE, "cuSOLVER failed %s (status %d)", what, (int)s_);                 \
+    } while (0)
+
+static void note_peak(lb_cuda_gptq *g) {
+    size_t fr = 0, tot = 0;
+    if (cudaMemGetInfo(&fr, &tot) == cudaSuccess && tot - fr > g->peak) g->peak = tot - fr;
+    cudaGetLastError();
+}
+
+/* *p: at least `bytes` of device memory (freed and allocated anew when it was smaller) */
+static lb_status grow(void **p, size_t *have, size_t bytes, const char *what, lb_error *err) {
+    if (*p && *have >= bytes) return LB_OK;
+    cudaFree(*p);
+    *p = NULL;
+    *have = 0;
+    cudaError_t e = cudaMalloc(p, bytes ? bytes : 16);
+    if (e != cudaSuccess) {
+        cudaGetLastError();
+        *p = NULL;
+        return lb_err_set(err, LB_ERR_DEVICE, "CUDA: out of GPU memory allocating %.1f MiB for %s", (double)bytes / 1048576.0,
+                          what);
+    }
+    *have = bytes;
+    return LB_OK;
+}
+
+static lb_status use(lb_cuda_gptq *g, lb_error *err) {
+    CK(cudaSetDevice(g->device), "selecting the device");
+    return LB_OK;
+}
+
+extern "C" lb_status lb_cuda_gptq_new(int device, lb_cuda_gptq **out, lb_error *err) {
+    *out = NULL;
+    lb_status s = lb_cuda_device_check(device, err);
+    if (s == LB_OK) s = cu_blas_load(err);
+    if (s == LB_OK) s = cs_load(err);
+    if (s != LB_OK) return s;
+    lb_cuda_gptq *g = (lb_cuda_gptq *)calloc(1, sizeof *g);
+    if (!g) return lb_err_set(err, LB_ERR_NOMEM, "out of memory");
+    g->device = device;
+    cudaError_t e = cudaSetDevice(device);
+    if (e == cudaSuccess) e = cudaStreamCreateWithFlags(&g->st, cudaStreamNonBlocking);
+    if (e != cudaSuccess) s = fail(err, e, "creating a stream for GPTQ");
+    if (s == LB_OK && cu_blas.create(&g->blas) != CUBLAS_STATUS_SUCCESS) {
+        g->blas = NULL;
+        s = lb_err_set(err, LB_ERR_DEVICE, "cuBLAS: cannot create a handle");
+    }
+    if (s == LB_OK && cs.create(&g->solver) != CUSOLVER_STATUS_SUCCESS) {
+        g->solver = NULL;
+        s = lb_err_set(err, LB_ERR_DEVICE, "cuSOLVER: cannot create a handle");
+    }
+    if (s == LB_OK && (cu_blas.set_stream(g->blas, g->st) != CUBLAS_STATUS_SUCCESS ||
+                       cs.set_stream(g->solver, g->st) != CUSOLVER_STATUS_SUCCESS))
+        s = lb_err_set(err, LB_ERR_DEVICE, "cuBLAS/cuSOLVER: cannot set the stream");
+    if (s == LB_OK) {
+        e = cudaMalloc((void **)&g->info, 2 * sizeof(int));
+        if (e == cudaSuccess) e = cudaEventCreateWithFlags(&g->copied, cudaEventDisableTiming);
+        else g->info = NULL;
+        if (e != cudaSuccess) s = fail(err, e, "allocating a status word");
+    }
+    if (s != LB_OK) {
+        lb_cuda_gptq_free(g);
+        return s;
+    }
+    note_peak(g);
+    *out = g;
+    return LB_OK;
+}
+
+extern "C" void lb_cuda_gptq_free(lb_cuda_gptq *g) {
+    if (!g) return;
+    cudaSetDevice(g->device);
+    if (g->st) cudaStreamSynchronize(g->st);
+    if (g->blas) cu_blas.destroy(g->blas);
+    if (g->solver) cs.destroy(g->solver);
+    void *bufs[] = {g->A, g->B, g->work, g->info, g->U, g->Hf, g->T, g->E, g->G};
+    for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++) cudaFree(bufs[i]);
+    if (g->copied) cudaEventDestroy(g->copied);
+    if (g->st) cudaStreamDestroy(g->st);
+    cudaGetLastError();
+    free(g->stage);
+    free(g->hwork);
+    free(g);
+}
+
+extern "C" size_t lb_cuda_gptq_peak_bytes(const lb_cuda_gptq *g) { return g ? g->peak : 0; }
+
+/* Every buffer a matrix of rows x n needs, allocated up front so that a shortage shows before any work. */
+extern "C" lb_status lb_cuda_gptq_reserve(lb_cuda_gptq *g, int64_t rows, int64_t n, bool cd, lb_error *err) {
+    if (rows <= 0 || n <= 0 || n > INT32_MAX || rows > INT32_MAX)
+        return lb_err_set(err, LB_ERR_ARG, "gptq (cuda): bad size %lld x %lld", (long long)rows, (long long)n);
+    if (n <= g->cap_n && rows <= g->cap_rows && (!cd || g->cap_cd)) return LB_OK;
+    if (use(g, err) != LB_OK) return LB_ERR_DEVICE;
+    const int64_t N = n > g->cap_n ? n : g->cap_n, R = rows > g->cap_rows ? rows : g->cap_rows;
+    const bool CD = cd || g->cap_cd;
+    const size_t nn = (size_t)N * (size_t)N, rn = (size_t)R * (size_t)N;
+    size_t have;
+    g->cap_n = g->cap_rows = 0; /* until everything below is in place */
+    cudaFree(g->A), cudaFree(g->B), cudaFree(g->U), cudaFree(g->Hf), cudaFree(g->T), cudaFree(g->E), cudaFree(g->G);
+    g->A = g->B = NULL, g->U = g->Hf = g->T = g->E = g->G = NULL;
+    free(g->stage);
+    g->stage = NULL;
+#define GROW(p, bytes, what)                                                                                        \
+    do {                                                                                                            \
+        have = 0;                                                                                                   \
+        lb_status s_ = grow((void **)&(p), &have, (bytes), (what), err);                                            \
+        if (s_ != LB_OK) return s_;                                                                                 \
+    } while (0)
+    GROW(g->A, nn * sizeof(double), "GPTQ's H");
+    GROW(g->B, nn * sizeof(double), "GPTQ's Cholesky factor");
+    GROW(g->U, nn * sizeof(float), "GPTQ's inverse factor");
+    GROW(g->T, rn * sizeof(float), "GPTQ's weights");
+    GROW(g->E, rn * sizeof(float), "GPTQ's errors");
+    if (CD) {
+        GROW(g->Hf, nn * sizeof(float), "the coordinate descent's H");
+        GROW(g->G, rn * sizeof(float), "the coordinate descent's products");
+        g->stage = (float *)malloc(rn * sizeof(float));
+        if (!g->stage) return lb_err_set(err, LB_ERR_NOMEM, "out of memory (GPTQ's host staging, %lld x %lld)", (long long)R, (long long)N);
+    }
+#undef GROW
+    int lw = 0;
+    CKS(cs.potrf_size(g->solver, CUBLAS_FILL_MODE_LOWER, (int)N, g->B, (int)N, &lw), "sizing the Cholesky workspace");
+    size_t dbytes = 0, hbytes = 0;
+    CKS(cs.trtri_size(g->solver, CUBLAS_FILL_MODE_LOWER, CUBLAS_DIAG_NON_UNIT, N, CUDA_R_64F, g->B, N, &dbytes, &hbytes),
+        "sizing the triangular inverse's workspace");
+    size_t need = (size_t)lw * sizeof(double);
+    if (dbytes > need) need = dbytes;
+    lb_status s = grow(&g->work, &g->work_bytes, need, "cuSOLVER's workspace", err);
+    if (s != LB_OK) return s;
+    if (hbytes > g->hwork_bytes) {
+        free(g->hwork);
+        g->hwork = malloc(hbytes);
+        g->hwork_bytes = g->hwork ? hbytes : 0;
+        if (!g->hwork) return lb_err_set(err, LB_ERR_NOMEM, "out of memory (cuSOLVER's host workspace)");
+    }
+    g->cap_n = N, g->cap_rows = R, g->cap_cd = CD;
+    note_peak(g);
+    return LB_OK;
+}
+
+/* ---------------------------------------------------------------- the inverse factor ----------------------- */
+
+/* B (column-major, n x n) = the lower triangle of J A J: B[i + j n] = A[n-1-i][n-1-j] for i >= j (A's upper
+ * triangle, row-major) */
+__global__ void k_reverse_lower(double *B, const double *A, int64_t n) {
+    const int64_t i = (int64_t)blockIdx.x * blockDim.x + threadIdx.x;
+    if (i >= n) return;
+    for (int64_t j = blockIdx.y; j <= i; j += gridDim.y) B[i + j * n] = A[(n - 1 - i) * n + (n - 1 - j)];
+}
+
+/* the pivot check of linalg.h on the factor L (column-major): L_jj^2 = the pivot, against A's diagonal
+ * entry it came from; flag = 1 when any fails */
+__global__ void k_check_pivots(const double *L, const double *A, int64_t n, int *flag) {
+    const int64_t j = (int64_t)blockIdx.x * blockDim.x + threadIdx.x;
+    if (j >= n) return;
+    const double l = L[j + j * n], a = A[(n - 1 - j) * n + (n - 1 - j)];
+    const double p = l * l;
+    if (!(p > LB_CHOL_REL_EPS * a && isfinite(p))) *flag = 1;
+}
+
+/* A (row-major) = U = J Linv J: U[i][j] = Linv[n-1-i + (n-1-j) n] for j >= i, 0 below the diagonal */
+__global__ void k_unreverse_upper(double *A, const double *Linv, int64_t n) {
+    const int64_t j = (int64_t)blockIdx.x * blockDim.x + threadIdx.x;
+    if (j >= n) return;
+    for (int64_t i = blockIdx.y; i < n; i += gridDim.y) A[i * n + j] = j >= i ? Linv[(n - 1 - i) + (n - 1 - j) * n] : 0.0;
+}
+
+extern "C" lb_status lb_cuda_gptq_inv_upper(lb_cuda_gptq *g, double *A, int64_t n, bool *ok, lb_error *err) {
+    *ok = false;
+    if (n > g->cap_n) return lb_err_set(err, LB_ERR_ARG, "gptq (cuda): %lld columns beyond the reservation", (long long)n);
+    if (use(g, err) != LB_OK) return LB_ERR_DEVICE;
+    const size_t nn = (size_t)n * (size_t)n;
+    const dim3 grid((unsigned)((n + 255) / 256), (unsigned)(n < 65535 ? n : 65535)); /* y: rows, strided */
+    int info[2] = {0, 0};
+    int lw = 0; /* the workspaces for this n (reserve sized them for the largest) */
+    size_t dbytes = 0, hbytes = 0;
+    CKS(cs.potrf_size(g->solver, CUBLAS_FILL_MODE_LOWER, (int)n, g->B, (int)n, &lw), "sizing the Cholesky workspace");
+    CKS(cs.trtri_size(g->solver, CUBLAS_FILL_MODE_LOWER, CUBLAS_DIAG_NON_UNIT, n, CUDA_R_64F, g->B, n, &dbytes, &hbytes),
+        "sizing the triangular inverse's workspace");
+    if ((size_t)lw * sizeof(double) > g->work_bytes || dbytes > g->work_bytes || hbytes > g->hwork_bytes)
+        return lb_err_set(err, LB_ERR_DEVICE, "cuSOLVER: the workspace for %lld columns exceeds the reserved one", (long long)n);
+    CK(cudaMemcpyAsync(g->A, A, nn * sizeof(double), cudaMemcpyHostToDevice, g->st), "uploading H");
+    k_reverse_lower<<<grid, 256, 0, g->st>>>(g->B, g->A, n);
+    CK(cudaGetLastError(), "reversing H");
+    CKS(cs.potrf(g->solver, CUBLAS_FILL_MODE_LOWER, (int)n, g->B, (int)n, (double *)g->work, lw, g->info),
+        "in Dpotrf");
+    CK(cudaMemcpyAsync(&info[0], g->info, sizeof(int), cudaMemcpyDeviceToHost, g->st), "reading Dpotrf's status");
+    CK(cudaStreamSynchronize(g->st), "factoring H");
+    if (info[0] != 0) return LB_OK; /* a non-positive pivot: not positive definite */
+    CK(cudaMemsetAsync(g->info + 1, 0, sizeof(int), g->st), "clearing a flag");
+    k_check_pivots<<<(unsigned)((n + 255) / 256), 256, 0, g->st>>>(g->B, g->A, n, g->info + 1);
+    CK(cudaGetLastError(), "checking the pivots");
+    CK(cudaMemcpyAsync(&info[1], g->info + 1, sizeof(int), cudaMemcpyDeviceToHost, g->st), "reading the pivot check");
+    CK(cudaStreamSynchronize(g->st), "checking the pivots");
+    if (info[1] != 0) return LB_OK;
+    CKS(cs.trtri(g->solver, CUBLAS_FILL_MODE_LOWER, CUBLAS_DIAG_NON_UNIT, n, CUDA_R_64F, g->B, n, g->work, dbytes, g->hwork, hbytes,
+                 g->info),
+        "in Xtrtri");
+    k_unreverse_upper<<<grid, 256, 0, g->st>>>(g->A, g->B, n);
+    CK(cudaGetLastError(), "placing the inverse factor");
+    CK(cudaMemcpyAsync(&info[0], g->info, sizeof(int), cudaMemcpyDeviceToHost, g->st), "reading Xtrtri's status");
+    CK(cudaStreamSynchronize(g->st), "inverting the factor");
+    if (info[0] != 0) return lb_err_set(err, LB_ERR_DEVICE, "cuSOLVER Xtrtri: singular factor (info %d)", info[0]);
+    CK(cudaMemcpy(A, g->A, nn * sizeof(double), cudaMemcpyDeviceToHost), "reading the inverse factor");
+    note_peak(g);
+    *ok = true;
+    return LB_OK;
+}
+
+/* ---------------------------------------------------------------- the sweep -------------------------------- */
+
+extern "C" lb_status lb_cuda_gptq_begin(lb_cuda_gptq *g, const float *U, const float *Hf, int64_t rows, int64_t n,
+                                        lb_error *err) {
+    if (n > g->cap_n || rows > g->cap_rows || (Hf && !g->cap_cd))
+        return lb_err_set(err, LB_ERR_ARG, "gptq (cuda): %lld x %lld beyond the reservation", (long long)rows, (long long)n);
+    if (use(g, err) != LB_OK) return LB_ERR_DEVICE;
+    const size_t nn = (size_t)n * (size_t)n;
+    CK(cudaMemcpyAsync(g->U, U, nn * sizeof(float), cudaMemcpyHostToDevice, g->st), "uploading GPTQ's inverse factor");
+    if (Hf) CK(cudaMemcpyAsync(g->Hf, Hf, nn * sizeof(float), cudaMemcpyHostToDevice, g->st), "uploading H");
+    CK(cudaStreamSynchronize(g->st), "uploading GPTQ's matrices");
+    return LB_OK;
+}
+
+extern "C" lb_status lb_cuda_gptq_load(lb_cuda_gptq *g, const float *T, int64_t rows, int64_t n, lb_error *err) {
+    if (n > g->cap_n || rows > g->cap_rows) return lb_err_set(err, LB_ERR_ARG, "gptq (cuda): beyond the reservation");
+    if (use(g, err) != LB_OK) return LB_ERR_DEVICE;
+    CK(cudaMemcpyAsync(g->T, T, (size_t)rows * (size_t)n * sizeof(float), cudaMemcpyHostToDevice, g->st), "uploading GPTQ's weights");
+    return LB_OK;
+}
+
+/* T[:, c0:c1] -= E[:, 0:nb] U[i1:i1+nb, c0:c1] on the device: column-major T^T (n x rows) gets
+ * -(U-slice as (c1-c0) x nb, ld n) (E^T, nb x rows, ld lde) */
+static lb_status update_cols(lb_cuda_gptq *g, int64_t rows, int64_t n, int64_t lde, int64_t i1, int64_t nb, int64_t c0,
+                             int64_t c1, lb_error *err) {
+    if (c1 <= c0) return LB_OK;
+    const float one = 1.0f, minus = -1.0f;
+    CKB(cu_blas.gemm(g->blas, CUBLAS_OP_N, CUBLAS_OP_N, (int)(c1 - c0), (int)rows, (int)nb, &minus, g->U + i1 * n + c0, CUDA_R_32F,
+                     (int)n, g->E, CUDA_R_32F, (int)lde, &one, g->T + c0, CUDA_R_32F, (int)n, CUBLAS_COMPUTE_32F,
+                     CUBLAS_GEMM_DEFAULT),
+        "in GPTQ's block update");
+    return LB_OK;
+}
+
+extern "C" lb_status lb_cuda_gptq_update(lb_cuda_gptq *g, float *T, int64_t rows, int64_t n, const float *E, int64_t lde,
+                                         int64_t i1, int64_t i2, int64_t i3, lb_error *err) {
+    if (n > g->cap_n || rows > g->cap_rows || lde > n || i1 < 0 || i2 <= i1 || i2 - i1 > lde || i3 < i2 || i3 > n)
+        return lb_err_set(err, LB_ERR_ARG, "gptq (cuda): bad update of columns %lld..%lld", (long long)i1, (long long)i2);
+    if (use(g, err) != LB_OK) return LB_ERR_DEVICE;
+    CK(cudaMemcpyAsync(g->E, E, (size_t)rows * (size_t)lde * sizeof(float), cudaMemcpyHostToDevice, g->st), "uploading GPTQ's errors");
+    lb_status s = update_cols(g, rows, n, lde, i1, i2 - i1, i2, i3, err); /* the next batch first ... */
+    if (s != LB_OK) return s;
+    if (i3 > i2) /* ... back to the host while the rest is updated */
+        CK(cudaMemcpy2DAsync(T + i2, (size_t)n * sizeof(float), g->T + i2, (size_t)n * sizeof(float), (size_t)(i3 - i2) * sizeof(float),
+                             (size_t)rows, cudaMemcpyDeviceToHost, g->st),
+           "reading GPTQ's next columns");
+    CK(cudaEventRecord(g->copied, g->st), "in GPTQ's block update");
+    s = update_cols(g, rows, n, lde, i1, i2 - i1, i3, n, err);
+    if (s != LB_OK) return s;
+    CK(cudaGetLastError(), "in GPTQ's block update");
+    /* the host reads T[:, i2:i3] next; the rest's GEMM runs on (the next upload of E waits for it in the
+     * stream's order, the next load or h_times_e too) */
+    CK(cudaEventSynchronize(g->copied), "in GPTQ's block update");
+    return LB_OK;
+}
+
+/* ---------------------------------------------------------------- products --------------------------------- */
+
+extern "C" lb_status lb_cuda_gptq_h_times_e(lb_cuda_gptq *g, const float *W, const float *Q, float *G, int64_t rows, int64_t n,
+                                            const bool *sel, lb_error *err) {
+    if (n > g->cap_n || rows > g->cap_rows || !g->cap_cd || !g->stage)
+        return lb_err_set(err, LB_ERR_ARG, "gptq (cuda): H e beyond the reservation");
+    if (use(g, err) != LB_OK) return LB_ERR_DEVICE;
+    const size_t rn = (size_t)rows * (size_t)n;
+    for (size_t i = 0; i < rn; i++) g->stage[i] = W[i] - Q[i];
+    const float one = 1.0f, zero = 0.0f;
+    CK(cudaMemcpyAsync(g->E, g->stage, rn * sizeof(float), cudaMemcpyHostToDevice, g->st), "uploading the errors");
+    /* G^T (n x rows) = Hf^T-as-stored (n x n) E^T (n x rows): G[r][i] = sum_j e_j Hf[j][i] */
+    CKB(cu_blas.gemm(g->blas, CUBLAS_OP_N, CUBLAS_OP_N, (int)n, (int)rows, (int)n, &one, g->Hf, CUDA_R_32F, (int)n, g->E, CUDA_R_32F,
+                     (int)n, &zero, g->G, CUDA_R_32F, (int)n, CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT),
+        "in H e");
+    CK(cudaMemcpyAsync(g->stage, g->G, rn * sizeof(float), cudaMemcpyDeviceToHost, g->st), "reading H e");
+    CK(cudaStreamSynchronize(g->st), "computing H e");
+    for (int64_t r = 0; r < rows; r++)
+        if (sel[r]) memcpy(G + r * n, g->stage + r * n, (size_t)n * sizeof *G);
+    return LB_OK;
+}
+
+extern "C" lb_status lb_cuda_gptq_matmul(lb_cuda_gptq *g, const float *x, int64_t rows, const float *w, int64_t n, int64_t K,
+                                         float *out, lb_error *err) {
+    if (rows <= 0 || n <= 0 || K <= 0 || rows > g->cap_rows || n > g->cap_n || K > g->cap_n)
+        return lb_err_set(err, LB_ERR_ARG, "gptq (cuda): product %lld x %lld x %lld beyond the reservation", (long long)rows,
+                          (long long)n, (long long)K);
+    if (use(g, err) != LB_OK) return LB_ERR_DEVICE;
+    const size_t xs = (size_t)rows * (size_t)K, ws = (size_t)n * (size_t)K, os = (size_t)rows * (size_t)n;
+    float *dx = g->T, *dw = g->U, *dout = g->E; /* the sweep's buffers: (rows, n), (n, n), (rows, n) at least */
+    const float one = 1.0f, zero = 0.0f;
+    CK(cudaMemcpyAsync(dx, x, xs * sizeof(float), cudaMemcpyHostToDevice, g->st), "uploading a product's input");
+    CK(cudaMemcpyAsync(dw, w, ws * sizeof(float), cudaMemcpyHostToDevice, g->st), "uploading a product's matrix");
+    /* out^T (n x rows) = (w as K x n)^T (x as K x rows) */
+    CKB(cu_blas.gemm(g->blas, CUBLAS_OP_T, CUBLAS_OP_N, (int)n, (int)rows, (int)K, &one, dw, CUDA_R_32F, (int)K, dx, CUDA_R_32F,
+                     (int)K, &zero, dout, CUDA_R_32F, (int)n, CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT),
+        "in a product");
+    CK(cudaMemcpyAsync(out, dout, os * sizeof(float), cudaMemcpyDeviceToHost, g->st), "reading a product");
+    CK(cudaStreamSynchronize(g->st), "computing a product");
+    note_peak(g);
+    return LB_OK;
+}

@@ -1,0 +1,63 @@
+/*
+ * gptq.h - GPTQ's heavy linear algebra on a CUDA device (C interface; cuda/gptq.cu). algo/gptq_cuda.c
+ * turns these into an lb_gptq_ops table (algo/gptq.h), whose CPU implementation is the specification:
+ * each function here computes the same quantity as its CPU counterpart, in another summation order.
+ *
+ * - the upper Cholesky factor U of A^-1 (lb_chol_inv_upper's contract), in double: cuSOLVER's Dpotrf of
+ *   J A J (J the order reversal) gives A = R R^T with R = J L J upper, Xtrtri inverts L, U = J L^-1 J;
+ * - the sweep's delayed update T[:, i2:] -= E U[i1:i2, i2:] and the products G = (W - Q) H: cuBLAS GEMMs
+ *   with F32 operands and CUBLAS_COMPUTE_32F (no TF32);
+ * - out = x w^T (the reference target's products), the same GEMM.
+ * cuBLAS and cuSOLVER are opened with dlopen at lb_cuda_gptq_new. Device buffers grow to the largest matrix
+ * reserved and are kept until lb_cuda_gptq_free; nothing else allocates device memory. Without the CUDA build every entry point fails with
+ * LB_ERR_DEVICE. Not thread-safe: one caller at a time per handle.
+ */
+#ifndef LB_CUDA_GPTQ_H
+#define LB_CUDA_GPTQ_H
+
+#include "../core/core.h"
+
+#include <stdbool.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+typedef struct lb_cuda_gptq lb_cuda_gptq;
+
+/* A handle on device `device`: its stream, a cuBLAS and a cuSOLVER handle. LB_ERR_DEVICE when the device,
+ * cuBLAS or cuSOLVER is missing. */
+lb_status lb_cuda_gptq_new(int device, lb_cuda_gptq **out, lb_error *err);
+void lb_cuda_gptq_free(lb_cuda_gptq *g);
+
+/* Device buffers for a matrix of rows x n (cd: also H and the products H e): LB_ERR_DEVICE "out of GPU
+ * memory ..." when they do not fit. The other calls need a reservation covering their sizes. */
+lb_status lb_cuda_gptq_reserve(lb_cuda_gptq *g, int64_t rows, int64_t n, bool cd, lb_error *err);
+
+/* lb_chol_inv_upper's contract on A (n, n) row-major on the host: *ok false when A is not positive definite
+ * (a pivot not above LB_CHOL_REL_EPS times its diagonal entry), and A is then left as it was. */
+lb_status lb_cuda_gptq_inv_upper(lb_cuda_gptq *g, double *A, int64_t n, bool *ok, lb_error *err);
+
+/* A matrix's sweeps: U (n, n) upper F32 and, for the coordinate descent, Hf (n, n) F32 (may be NULL). */
+lb_status lb_cuda_gptq_begin(lb_cuda_gptq *g, const float *U, const float *Hf, int64_t rows, int64_t n, lb_error *err);
+/* A pass starts from T (rows, n) on the host. */
+lb_status lb_cuda_gptq_load(lb_cuda_gptq *g, const float *T, int64_t rows, int64_t n, lb_error *err);
+/* T[:, i2:n] -= E (rows, lde; columns 0..i2-i1) U[i1:i2, i2:n] on the device; T[:, i2:i3] is copied back to
+ * the host T before the call returns, the columns after i3 are updated on the device meanwhile. */
+lb_status lb_cuda_gptq_update(lb_cuda_gptq *g, float *T, int64_t rows, int64_t n, const float *E, int64_t lde, int64_t i1,
+                              int64_t i2, int64_t i3, lb_error *err);
+/* G[r] = Hf (W[r] - Q[r]) for the rows with sel[r]; all (rows, n) on the host. */
+lb_status lb_cuda_gptq_h_times_e(lb_cuda_gptq *g, const float *W, const float *Q, float *G, int64_t rows, int64_t n,
+                                 const bool *sel, lb_error *err);
+/* out (rows, n) = x (rows, K) . w^T, w (n, K); host pointers; rows, n, K within the reservation (its buffers
+ * serve: not during a matrix's sweeps). */
+lb_status lb_cuda_gptq_matmul(lb_cuda_gptq *g, const float *x, int64_t rows, const float *w, int64_t n, int64_t K,
+                              float *out, lb_error *err);
+/* Peak GPU memory in use so far by the process on the device, in bytes. */
+size_t lb_cuda_gptq_peak_bytes(const lb_cuda_gptq *g);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif

@@ -1,0 +1,408 @@
+/*
+ * test_cuda_gptq.c - GPTQ's linear algebra on a CUDA device (cuda/gptq.h, through algo/gptq_cuda.c's table)
+ * against the CPU implementation (lb_gptq_ops_cpu, the specification) on the same inputs. Needs a GPU.
+ *
+ * - reserve: beyond the GPU's memory, one line "out of GPU memory", and the table still works afterwards.
+ * - inv_upper: random SPD matrices of odd sizes: the GPU's U against lb_chol_inv_upper's by relative
+ *   Frobenius error, bound 1e-9 (both in double; they differ by about n eps cond); U upper with a zero
+ *   strictly lower triangle; an indefinite matrix gives ok = false and leaves A as it was.
+ * - update, h_times_e, matmul: odd sizes; each element against the CPU's within the rounding bound of any
+ *   summation order, |gpu - cpu| <= 4 k 2^-24 sum_k |a_k b_k| + 2^-23 |cpu| (the CPU rounds each product and
+ *   each difference, the GPU fuses them): a wrong element, index or transpose fails it by orders of magnitude. The update
+ *   hands back only T[:, i2:i3]: the host's columns after i3 must be untouched.
+ * - lb_gptq_quantize with the GPU table against the CPU table on the same random layer (q4_K, q3_K, iq4_xs;
+ *   4 passes, coordinate descent with scales, as the driver runs it): the objective tr(E H E^T) within 1 %
+ *   (GEMMs sum in another order; elements near a midpoint of their grid round the other way, few and both
+ *   ways). Twice on the GPU: the same bytes.
+ * - lb_quantize_model on tiny with --device cuda: GPTQ's algebra on the GPU against the CPU threads
+ *   (LB_GPTQ_CPU=1), the same GPU statistics: KL divergence not above the CPU solver's by more than 3 % (the
+ *   issue's 2 % is for 65,536 tokens; see check_quantizer), below RTN's, no fallback; two GPU runs give the
+ *   same bytes.
+ */
+#include "algo/encoders.h"
+#include "algo/gptq.h"
+#include "linalg/linalg.h"
+#include "model/model.h"
+#include "quant/quant.h"
+#include "test.h"
+
+#include <math.h>
+#include <stdlib.h>
+#include <unistd.h>
+
+static const lb_device cuda0 = {LB_DEVICE_CUDA, 0};
+#define EPS32 5.9604644775390625e-8 /* 2^-24 */
+
+static uint64_t rng = 0x2545F4914F6CDD1DULL;
+static double urand(void) {
+    rng ^= rng << 13;
+    rng ^= rng >> 7;
+    rng ^= rng << 17;
+    return (double)(rng >> 11) / 9007199254740992.0;
+}
+static double nrand(void) { return sqrt(-2.0 * log(urand() + 1e-300)) * cos(6.283185307179586 * urand()); }
+
+static double rel_fro(const double *a, const double *b, int64_t n) {
+    double num = 0, den = 0;
+    for (int64_t i = 0; i < n; i++) num += (a[i] - b[i]) * (a[i] - b[i]), den += b[i] * b[i];
+    return den > 0 ? sqrt(num / den) : sqrt(num);
+}
+
+/* A = X^T X / T + shift I for T random correlated tokens (n, n) */
+static void random_spd(double *A, int64_t n, int64_t T, double shift) {
+    double *X = malloc(sizeof *X * (size_t)(T * n));
+    for (int64_t t = 0; t < T; t++)
+        for (int64_t j = 0; j < n; j++) X[t * n + j] = nrand() + (j ? 0.5 * X[t * n + j - 1] : 0);
+    for (int64_t i = 0; i < n; i++)
+        for (int64_t j = 0; j <= i; j++) {
+            double s = 0;
+            for (int64_t t = 0; t < T; t++) s += X[t * n + i] * X[t * n + j];
+            A[i * n + j] = A[j * n + i] = s / (double)T + (i == j ? shift : 0);
+        }
+    free(X);
+}
+
+static lb_gptq_ops *gpu_ops(void) {
+    lb_gptq_ops *o = NULL;
+    lb_error e;
+    REQUIRE(lb_gptq_ops_cuda_new(0, &o, &e) == LB_OK, "%s", e.msg);
+    return o;
+}
+
+/* ---------------------------------------------------------------- pieces ---------------------------------- */
+
+/* A reservation beyond the GPU's memory fails with one line (lb_gptq_quantize then runs the matrix on the
+ * CPU: unit_gptq's device-like table covers that path) and leaves the table usable. */
+static void check_reserve_failure(lb_gptq_ops *g) {
+    lb_error e = {{0}};
+    const lb_status s = g->reserve(g->user, (int64_t)1 << 20, (int64_t)1 << 18, true, &e); /* 2^36 doubles x 2 */
+    printf("reserve beyond the GPU: %s\n", e.msg);
+    CHECK(s == LB_ERR_DEVICE && strstr(e.msg, "out of GPU memory") && !strchr(e.msg, '\n'), "huge reserve: status %d, '%s'",
+          (int)s, e.msg);
+    CHECK(g->reserve(g->user, 16, 64, true, &e) == LB_OK, "a small reserve after a failed one: %s", e.msg);
+}
+
+static void check_inv_upper(lb_gptq_ops *g) {
+    const lb_gptq_ops *c = lb_gptq_ops_cpu();
+    const int64_t sizes[] = {1, 7, 130, 301, 1000};
+    lb_error e;
+    for (int k = 0; k < 5; k++) {
+        const int64_t n = sizes[k];
+        double *A = malloc(sizeof *A * (size_t)(n * n)), *Ac = malloc(sizeof *A * (size_t)(n * n)), *Ag = malloc(sizeof *A * (size_t)(n * n));
+        double *work = malloc(sizeof *work * (size_t)n);
+        random_spd(A, n, 2 * n + 3, 0.01);
+        memcpy(Ac, A, sizeof *A * (size_t)(n * n));
+        memcpy(Ag, A, sizeof *A * (size_t)(n * n));
+        bool okc = false, okg = false;
+        REQUIRE(g->reserve(g->user, 3, n, false, &e) == LB_OK, "reserve: %s", e.msg);
+        REQUIRE(c->inv_upper(c->user, NULL, Ac, n, work, &okc, &e) == LB_OK && okc, "cpu inv_upper");
+        REQUIRE(g->inv_upper(g->user, NULL, Ag, n, work, &okg, &e) == LB_OK, "gpu inv_upper: %s", e.msg);
+        bool lower0 = true;
+        for (int64_t i = 0; i < n; i++)
+            for (int64_t j = 0; j < i; j++) lower0 &= Ag[i * n + j] == 0;
+        const double d = rel_fro(Ag, Ac, n * n);
+        printf("inv_upper n %5lld: relative Frobenius difference %.2e\n", (long long)n, d);
+        CHECK(okg && d < 1e-9 && lower0, "inv_upper n %lld: ok %d, difference %.3g, lower zero %d", (long long)n, okg, d, lower0);
+        /* indefinite: a negative diagonal entry in the middle */
+        memcpy(Ag, A, sizeof *A * (size_t)(n * n));
+        Ag[(n / 2) * n + n / 2] = -1;
+        memcpy(Ac, Ag, sizeof *A * (size_t)(n * n));
+        REQUIRE(g->inv_upper(g->user, NULL, Ag, n, work, &okg, &e) == LB_OK, "gpu inv_upper: %s", e.msg);
+        CHECK(!okg && !memcmp(Ag, Ac, sizeof *A * (size_t)(n * n)), "inv_upper n %lld: an indefinite A gave ok %d or was changed",
+              (long long)n, okg);
+        free(A), free(Ac), free(Ag), free(work);
+    }
+}
+
+/* every element of got against want within the rounding bound 4 k eps mag[i] + 2 eps |want[i]| (the CPU's
+ * separately rounded products and differences, 2 k roundings, plus the GPU's k fused ones) */
+static int64_t beyond_bound(const float *got, const float *want, const double *mag, int64_t n, int64_t k, double *worst) {
+    int64_t bad = 0;
+    *worst = 0;
+    for (int64_t i = 0; i < n; i++) {
+        const double bound = 4.0 * (double)k * EPS32 * mag[i] + 2.0 * EPS32 * fabs(want[i]) + 1e-30;
+        const double r = fabs((double)got[i] - want[i]) / bound;
+        if (r > *worst) *worst = r;
+        bad += !(r <= 1);
+    }
+    return bad;
+}
+
+static void check_update(lb_gptq_ops *g) {
+    const lb_gptq_ops *c = lb_gptq_ops_cpu();
+    const int64_t rows = 37, n = 301, lde = 53;
+    const int64_t cases[][3] = {{0, 53, 106}, {53, 101, 301}, {240, 293, 301}, {100, 137, 137 + 50}};
+    float *U = malloc(sizeof *U * (size_t)(n * n)), *T0 = malloc(sizeof *U * (size_t)(rows * n));
+    float *Tc = malloc(sizeof *U * (size_t)(rows * n)), *Tg = malloc(sizeof *U * (size_t)(rows * n));
+    float *E = malloc(sizeof *E * (size_t)(rows * lde));
+    double *mag = malloc(sizeof *mag * (size_t)(rows * n));
+    lb_error e;
+    for (int64_t i = 0; i < n; i++)
+        for (int64_t j = 0; j < n; j++) U[i * n + j] = j >= i ? (float)(nrand() / (1 + 0.01 * (j - i))) : 0;
+    for (int64_t i = 0; i < rows * n; i++) T0[i] = (float)nrand();
+    for (int64_t i = 0; i < rows * lde; i++) E[i] = (float)nrand();
+    REQUIRE(g->reserve(g->user, rows, n, false, &e) == LB_OK, "reserve: %s", e.msg);
+    REQUIRE(g->begin(g->user, U, NULL, rows, n, &e) == LB_OK, "begin: %s", e.msg);
+    for (int k = 0; k < 4; k++) {
+        const int64_t i1 = cases[k][0], i2 = cases[k][1], i3 = cases[k][2], nb = i2 - i1;
+        memcpy(Tc, T0, sizeof *Tc * (size_t)(rows * n));
+        memcpy(Tg, T0, sizeof *Tg * (size_t)(rows * n));
+        REQUIRE(g->load(g->user, Tg, rows, n, &e) == LB_OK, "load: %s", e.msg);
+        REQUIRE(c->update(c->user, NULL, Tc, rows, n, E, lde, U, i1, i2, i3, &e) == LB_OK, "cpu update");
+        REQUIRE(g->update(g->user, NULL, Tg, rows, n, E, lde, U, i1, i2, i3, &e) == LB_OK, "gpu update: %s", e.msg);
+        int64_t bad = 0, moved = 0;
+        double worst = 0;
+        for (int64_t r = 0; r < rows; r++)
+            for (int64_t col = 0; col < n; col++) {
+                double m = fabs((double)T0[r * n + col]);
+                for (int64_t q = 0; q < nb && col >= i2; q++) m += fabs((double)E[r * lde + q] * U[(i1 + q) * n + col]);
+                mag[r * n + col] = m;
+                if (col < i2 || col >= i3) moved += Tg[r * n + col] != T0[r * n + col]; /* not handed back: untouched */
+            }
+        /* the handed-back columns against the CPU's */
+        for (int64_t r = 0; r < rows; r++) {
+            double w;
+            bad += beyond_bound(Tg + r * n + i2, Tc + r * n + i2, mag + r * n + i2, i3 - i2, nb + 1, &w);
+            worst = w > worst ? w : worst;
+        }
+        printf("update rows %lld, columns %lld..%lld (batch %lld, back to %lld): worst error / bound %.3f\n", (long long)rows,
+               (long long)i2, (long long)n, (long long)nb, (long long)i3, worst);
+        CHECK(bad == 0 && moved == 0, "update %lld..%lld..%lld: %lld elements beyond the bound, %lld host elements outside "
+              "[i2, i3) changed", (long long)i1, (long long)i2, (long long)i3, (long long)bad, (long long)moved);
+    }
+    /* the device's columns after i3 are updated too: a second update whose next batch covers them */
+    memcpy(Tc, T0, sizeof *Tc * (size_t)(rows * n));
+    memcpy(Tg, T0, sizeof *Tg * (size_t)(rows * n));
+    REQUIRE(g->load(g->user, Tg, rows, n, &e) == LB_OK, "load: %s", e.msg);
+    REQUIRE(c->update(c->user, NULL, Tc, rows, n, E, lde, U, 0, 50, 100, &e) == LB_OK, "cpu update");
+    REQUIRE(g->update(g->user, NULL, Tg, rows, n, E, lde, U, 0, 50, 100, &e) == LB_OK, "gpu update: %s", e.msg);
+    REQUIRE(c->update(c->user, NULL, Tc, rows, n, E, lde, U, 50, 100, n, &e) == LB_OK, "cpu update");
+    REQUIRE(g->update(g->user, NULL, Tg, rows, n, E, lde, U, 50, 100, n, &e) == LB_OK, "gpu update: %s", e.msg);
+    double num = 0, den = 0;
+    for (int64_t r = 0; r < rows; r++)
+        for (int64_t col = 100; col < n; col++) {
+            const double d = (double)Tg[r * n + col] - Tc[r * n + col];
+            num += d * d, den += (double)Tc[r * n + col] * Tc[r * n + col];
+        }
+    printf("update: two batches in a row, relative difference %.2e\n", sqrt(num / den));
+    CHECK(sqrt(num / den) < 1e-5, "two updates in a row: relative difference %.3g", sqrt(num / den));
+    free(U), free(T0), free(Tc), free(Tg), free(E), free(mag);
+}
+
+static void check_products(lb_gptq_ops *g) {
+    const lb_gptq_ops *c = lb_gptq_ops_cpu();
+    const int64_t rows = 45, n = 299, K = 131;
+    float *W = malloc(sizeof *W * (size_t)(rows * n)), *Q = malloc(sizeof *Q * (size_t)(rows * n));
+    float *H = malloc(sizeof *H * (size_t)(n * n)), *Gc = malloc(sizeof *Gc * (size_t)(rows * n)), *Gg = malloc(sizeof *Gg * (size_t)(rows * n));
+    double *mag = malloc(sizeof *mag * (size_t)(rows * n));
+    bool *sel = malloc((size_t)rows);
+    lb_error e;
+    for (int64_t i = 0; i < rows * n; i++) {
+        W[i] = (float)nrand();
+        Q[i] = urand() < 0.2 ? W[i] : W[i] + (float)(0.1 * nrand()); /* some exact zeros in e, as after rounding */
+    }
+    for (int64_t i = 0; i < n; i++)
+        for (int64_t j = 0; j <= i; j++) H[i * n + j] = H[j * n + i] = (float)(nrand() + (i == j ? 5 : 0));
+    for (int64_t r = 0; r < rows; r++) sel[r] = r % 3 != 1;
+    for (int64_t i = 0; i < rows * n; i++) Gc[i] = Gg[i] = -7.0f;
+    REQUIRE(g->reserve(g->user, rows, n, true, &e) == LB_OK, "reserve: %s", e.msg);
+    REQUIRE(g->begin(g->user, H, H, rows, n, &e) == LB_OK, "begin: %s", e.msg); /* U unused here */
+    REQUIRE(c->h_times_e(c->user, NULL, W, Q, Gc, rows, n, H, sel, &e) == LB_OK, "cpu h_times_e");
+    REQUIRE(g->h_times_e(g->user, NULL, W, Q, Gg, rows, n, H, sel, &e) == LB_OK, "gpu h_times_e: %s", e.msg);
+    for (int64_t r = 0; r < rows; r++)
+        for (int64_t i = 0; i < n; i++) {
+            double m = 0;
+            for (int64_t j = 0; j < n; j++) m += fabs(((double)W[r * n + j] - Q[r * n + j]) * H[j * n + i]);
+            mag[r * n + i] = m;
+        }
+    double worst;
+    int64_t bad = beyond_bound(Gg, Gc, mag, rows * n, n, &worst), kept = 0;
+    for (int64_t r = 0; r < rows; r++)
+        for (int64_t i = 0; !sel[r] && i < n; i++) kept += Gg[r * n + i] == -7.0f;
+    printf("h_times_e %lld x %lld: worst error / bound %.3f\n", (long long)rows, (long long)n, worst);
+    CHECK(bad == 0 && kept == (rows / 3) * n, "h_times_e: %lld elements beyond the bound, %lld of the unselected rows' kept",
+          (long long)bad, (long long)kept);
+    /* out (rows, n) = x (rows, K) w^T */
+    float *x = malloc(sizeof *x * (size_t)(rows * K)), *w = malloc(sizeof *w * (size_t)(n * K));
+    for (int64_t i = 0; i < rows * K; i++) x[i] = (float)nrand();
+    for (int64_t i = 0; i < n * K; i++) w[i] = (float)nrand();
+    REQUIRE(c->matmul(c->user, NULL, x, rows, w, n, K, Gc, &e) == LB_OK, "cpu matmul");
+    REQUIRE(g->matmul(g->user, NULL, x, rows, w, n, K, Gg, &e) == LB_OK, "gpu matmul: %s", e.msg);
+    for (int64_t r = 0; r < rows; r++)
+        for (int64_t i = 0; i < n; i++) {
+            double m = 0;
+            for (int64_t k = 0; k < K; k++) m += fabs((double)x[r * K + k] * w[i * K + k]);
+            mag[r * n + i] = m;
+        }
+    bad = beyond_bound(Gg, Gc, mag, rows * n, K, &worst);
+    printf("matmul %lld x %lld x %lld: worst error / bound %.3f\n", (long long)rows, (long long)n, (long long)K, worst);
+    CHECK(bad == 0, "matmul: %lld elements beyond the bound", (long long)bad);
+    free(W), free(Q), free(H), free(Gc), free(Gg), free(mag), free(sel), free(x), free(w);
+}
+
+/* ---------------------------------------------------------------- GPTQ whole ------------------------------ */
+
+static double objective(const float *W0, const float *Q, int64_t rows, int64_t d, const double *H) {
+    double tot = 0, *e = malloc(sizeof *e * (size_t)d);
+    for (int64_t r = 0; r < rows; r++) {
+        for (int64_t j = 0; j < d; j++) e[j] = (double)W0[r * d + j] - Q[r * d + j];
+        for (int64_t i = 0; i < d; i++) {
+            double s = 0;
+            for (int64_t j = 0; j < d; j++) s += H[i * d + j] * e[j];
+            tot += e[i] * s;
+        }
+    }
+    free(e);
+    return tot / 2;
+}
+
+static void check_gptq(lb_gptq_ops *g, lb_pool *pool) {
+    const lb_type types[] = {LB_TYPE_Q4_K, LB_TYPE_Q3_K, LB_TYPE_IQ4_XS};
+    const int64_t rows = 67, d = 768;
+    double *H0 = malloc(sizeof *H0 * (size_t)(d * d)), *H = malloc(sizeof *H * (size_t)(d * d));
+    float *W0 = malloc(sizeof *W0 * (size_t)(rows * d)), *Wc = malloc(sizeof *Wc * (size_t)(rows * d)), *Wg = malloc(sizeof *Wg * (size_t)(rows * d));
+    random_spd(H0, d, 3 * d, 0);
+    for (int64_t i = 0; i < rows * d; i++) W0[i] = (float)(0.02 * nrand());
+    for (int t = 0; t < 3; t++) {
+        const size_t bytes = lb_type_row_size(types[t], d) * (size_t)rows;
+        uint8_t *qc = malloc(bytes), *qg = malloc(bytes), *qg2 = malloc(bytes);
+        lb_gptq_params p;
+        lb_gptq_params_default(&p);
+        p.passes = 4;
+        p.cd_sweeps = 4;
+        p.cd_scales = true;
+        lb_gptq_stats st;
+        lb_error e;
+        memcpy(Wc, W0, sizeof *Wc * (size_t)(rows * d));
+        memcpy(H, H0, sizeof *H * (size_t)(d * d));
+        REQUIRE(lb_gptq_quantize(pool, Wc, rows, d, H, types[t], LB_ENCODER_DEFAULT, &p, qc, NULL, &e) == LB_OK, "%s", e.msg);
+        p.ops = g;
+        memcpy(Wg, W0, sizeof *Wg * (size_t)(rows * d));
+        memcpy(H, H0, sizeof *H * (size_t)(d * d));
+        REQUIRE(lb_gptq_quantize(pool, Wg, rows, d, H, types[t], LB_ENCODER_DEFAULT, &p, qg, &st, &e) == LB_OK, "%s", e.msg);
+        CHECK(!st.fallback, "%s: fell back: %s", lb_type_name(types[t]), st.fallback_msg);
+        memcpy(Wg, W0, sizeof *Wg * (size_t)(rows * d));
+        memcpy(H, H0, sizeof *H * (size_t)(d * d));
+        REQUIRE(lb_gptq_quantize(pool, Wg, rows, d, H, types[t], LB_ENCODER_DEFAULT, &p, qg2, NULL, &e) == LB_OK, "%s", e.msg);
+        const double oc = objective(W0, Wc, rows, d, H0), og = objective(W0, Wg, rows, d, H0);
+        size_t diff = 0;
+        for (size_t i = 0; i < bytes; i++) diff += qc[i] != qg[i];
+        printf("gptq %-7s %lld x %lld: objective cpu %.6g, gpu %.6g (%+.3f %%), %zu of %zu bytes differ\n", lb_type_name(types[t]),
+               (long long)rows, (long long)d, oc, og, 100 * (og / oc - 1), diff, bytes);
+        CHECK(fabs(og / oc - 1) < 0.01, "%s: GPU objective %.6g vs CPU %.6g", lb_type_name(types[t]), og, oc);
+        CHECK(!memcmp(qg, qg2, bytes), "%s: two GPU runs differ", lb_type_name(types[t]));
+        free(qc), free(qg), free(qg2);
+    }
+    free(H0), free(H), free(W0), free(Wc), free(Wg);
+}
+
+/* ---------------------------------------------------------------- the quantizer --------------------------- */
+
+static void quantize(const char *method, lb_device dev, bool cpu_solver, const int32_t *calib, int64_t n_calib, const char *path) {
+    lb_quantize_params qp = lb_quantize_default_params();
+    qp.ftype = "q4_k_m";
+    qp.n_threads = 0;
+    qp.method = (lb_method)lb_method_from_name(method);
+    qp.calib_tokens = calib;
+    qp.n_calib_tokens = n_calib;
+    qp.calib_n_tokens = 4096;
+    qp.device = dev;
+    if (cpu_solver) setenv("LB_GPTQ_CPU", "1", 1);
+    else unsetenv("LB_GPTQ_CPU");
+    lb_quantize_report r;
+    lb_error e;
+    REQUIRE(lb_quantize_model("models/tiny", path, &qp, &r, &e) == LB_OK, "%s: %s", method, e.msg);
+    CHECK(r.gpu_fallbacks == 0, "%s: %lld fallbacks (%s)", method, (long long)r.gpu_fallbacks, r.gpu_fallback_reason);
+    lb_quantize_report_free(&r);
+    unsetenv("LB_GPTQ_CPU");
+}
+
+static bool same_file(const char *a, const char *b) {
+    char *x, *y;
+    size_t nx, ny;
+    lb_error e;
+    REQUIRE(lb_read_file(a, (size_t)1 << 30, &x, &nx, &e) == LB_OK, "%s", e.msg);
+    REQUIRE(lb_read_file(b, (size_t)1 << 30, &y, &ny, &e) == LB_OK, "%s", e.msg);
+    bool same = nx == ny && !memcmp(x, y, nx);
+    lb_free(x);
+    lb_free(y);
+    return same;
+}
+
+static double kld(const char *path, const lb_model *base, const int32_t *ids, int64_t n_ids) {
+    lb_model *m = NULL;
+    lb_error e;
+    REQUIRE(lb_model_load(path, &m, &e) == LB_OK, "%s", e.msg);
+    lb_eval_params p = lb_eval_default_params();
+    p.ctx = 256;
+    p.max_chunks = 16;
+    p.device = cuda0;
+    lb_eval_result r;
+    REQUIRE(lb_eval_perplexity(m, base, ids, n_ids, &p, &r, &e) == LB_OK, "%s", e.msg);
+    lb_model_free(m);
+    return r.kld_mean;
+}
+
+static void check_quantizer(const lb_model *base, const int32_t *calib, int64_t n_calib, const int32_t *ids, int64_t n_ids) {
+    char a[128], b[128], c[128];
+    const int pid = (int)getpid();
+    snprintf(a, sizeof a, "/tmp/lowbit-cuda-gptq-%d-rtn.gguf", pid);
+    quantize("rtn", (lb_device){LB_DEVICE_CPU, 0}, false, NULL, 0, a);
+    const double k_rtn = kld(a, base, ids, n_ids);
+    snprintf(a, sizeof a, "/tmp/lowbit-cuda-gptq-%d-cpu.gguf", pid);
+    snprintf(b, sizeof b, "/tmp/lowbit-cuda-gptq-%d-gpu1.gguf", pid);
+    snprintf(c, sizeof c, "/tmp/lowbit-cuda-gptq-%d-gpu2.gguf", pid);
+    quantize("gptq", cuda0, true, calib, n_calib, a);
+    quantize("gptq", cuda0, false, calib, n_calib, b);
+    quantize("gptq", cuda0, false, calib, n_calib, c);
+    CHECK(same_file(b, c), "gptq with the GPU solver: two runs differ");
+    const double kc = kld(a, base, ids, n_ids), kg = kld(b, base, ids, n_ids);
+    printf("q4_k_m gptq, GPU statistics, KL(base||q): solver on CPU threads %.6f, on the GPU %.6f (%+.2f %%), rtn %.6f\n", kc, kg,
+           100 * (kg / kc - 1), k_rtn);
+    /* not worse by more than 3 % (better is fine): the issue's 2 % is at 65,536 tokens; at 4,096 on tiny
+     * the statistics' rounding alone moved GPTQ's KL by -5.7 % to +2.7 % (test_cuda_calib), the solver's
+     * summation order is a smaller change of the same kind */
+    CHECK(kg / kc - 1 < 0.03, "GPU solver KL %.6g vs CPU solver %.6g", kg, kc);
+    CHECK(kg < k_rtn, "GPU solver KL %.6g not below RTN %.6g", kg, k_rtn);
+    remove(a), remove(b), remove(c);
+    snprintf(a, sizeof a, "/tmp/lowbit-cuda-gptq-%d-rtn.gguf", pid);
+    remove(a);
+}
+
+static int32_t *tokenize(const lb_tokenizer *tok, const char *path, int64_t *n) {
+    char *text;
+    size_t len;
+    int32_t *ids = NULL;
+    lb_error e;
+    REQUIRE(lb_read_file(path, (size_t)1 << 26, &text, &len, &e) == LB_OK, "%s", e.msg);
+    REQUIRE(lb_tokenizer_encode(tok, text, len, &ids, n, &e) == LB_OK, "%s", e.msg);
+    lb_free(text);
+    return ids;
+}
+
+int main(void) {
+    lb_gptq_ops *g = gpu_ops();
+    lb_pool *pool = lb_pool_new(4);
+    REQUIRE(pool, "pool");
+    check_reserve_failure(g);
+    check_inv_upper(g);
+    check_update(g);
+    check_products(g);
+    check_gptq(g, pool);
+    lb_gptq_ops_cuda_free(g);
+    lb_pool_free(pool);
+    lb_error e;
+    lb_model *tiny = NULL;
+    lb_tokenizer *tok = NULL;
+    REQUIRE(lb_model_load("models/tiny", &tiny, &e) == LB_OK, "%s", e.msg);
+    REQUIRE(lb_tokenizer_load("models/tiny", &tok, &e) == LB_OK, "%s", e.msg);
+    int64_t n_calib, n_valid;
+    int32_t *calib = tokenize(tok, "tests/golden/data/wikitext-2-test.txt", &n_calib);
+    int32_t *valid = tokenize(tok, "tests/golden/data/valid.txt", &n_valid);
+    check_quantizer(tiny, calib, n_calib, valid, n_valid);
+    lb_free(calib);
+    lb_free(valid);
+    lb_tokenizer_free(tok);
+    lb_model_free(tiny);
+    TEST_DONE();
+}
