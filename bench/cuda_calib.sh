@@ -13,7 +13,7 @@
 #     split and the pieces (inverse factor, a sweep's updates, H e) -> gptq-SHAPE.jsonl; then (llama3-8b)
 #     the whole checkpoint of GPTQ_LAYERS layers (default 2) end to end with --method gptq --device cuda and
 #     65,536 calibration tokens: per-layer time from the progress lines, gptq_seconds from --json -> gptq-e2e.txt.
-#     GPTQ_CPU=1 adds the same run with the solver on CPU threads (LB_GPTQ_CPU=1), cut at BIG_LIMIT;
+#     GPTQ_CPU=1 adds the same run with the solver on CPU threads (LB_GPTQ_GPU=0), cut at BIG_LIMIT;
 #     GPTQ_SKIP_E2E=1 / GPTQ_ONLY_E2E=1 run only the per-matrix part / only the checkpoint.
 # LOWBIT (default build/lowbit), SYNTH (default build/synth_checkpoint), CALIB (default ../shared/data/calib.txt),
 # THREADS (default: all CPUs), TYPES, METHODS override the defaults.
@@ -87,7 +87,7 @@ elif [ "$mode" = gptq ]; then
     [ "${GPTQ_CPU:-0}" = 1 ] && runs+=(cpu)
     for r in "${runs[@]}"; do
       echo "== gptq, solver on the $r" >>"$out/gptq-e2e.txt"
-      LB_GPTQ_CPU=$([ "$r" = cpu ] && echo 1 || echo 0) /usr/bin/time -f "gptq ($r solver): %e s wall, %M KB peak RSS" \
+      LB_GPTQ_GPU=$([ "$r" = cpu ] && echo 0 || echo 1) /usr/bin/time -f "gptq ($r solver): %e s wall, %M KB peak RSS" \
         timeout "${BIG_LIMIT:-600}" "$LOWBIT" quantize "$W/hf" -o "$W/gptq-$r.gguf" --type q4_k_m --method gptq --calib "$CALIB" \
         --calib-tokens 65536 --device cuda -t "$THREADS" --json >>"$out/gptq-e2e.txt" 2>&1
     done
