@@ -9,13 +9,16 @@
  * coefficient dm, so that element e of block b is d * sc[e/16] * q[e] + dm * mn[e/16].
  *
  * The dot product of a row with a token (the canonical order; every implementation follows it exactly):
- *   acc[0..7] = 0, accm = 0
+ *   acc = 0
  *   per block b, with da = the activation block's d:
- *     L[l] = sum over the block's 32-element chunks c and i < 4 of sc * q * a at element 32c + 4l + i (exact)
- *     acc[l] = fmaf(d[b] * da, (float)L[l], acc[l])                       for l = 0..7
- *     if the type has a min term: accm = fmaf(dm[b] * da, (float)M, accm), M = sum_g mn[g] * bsum[g] (exact)
- *   result = (((acc0+acc4) + (acc2+acc6)) + ((acc1+acc5) + (acc3+acc7))) + accm
- * Integer sums are exact in any order, so only the float steps above are fixed.
+ *     S = sum over the block's elements e of sc[e/16] * q[e] * a[e]            (exact int32)
+ *     acc = fmaf(d[b] * da, (float)S, acc)
+ *     if the type has a min term: acc = fmaf(dm[b] * da, (float)M, acc), M = sum_g mn[g] * bsum[g] (exact)
+ *   result = acc
+ * Integer sums are exact in any order (|S| < 2^31 for every type), so only the float steps above are fixed;
+ * (float)S rounds to nearest even. One float accumulator per row and token lets a kernel keep the lanes of
+ * a vector on different rows (the interleaved tiles of lb_cpu_kernels.qgemm) or reduce a row's integer
+ * lanes once per block.
  *
  * Float weights (F32, F16, BF16; f32 activations): element k goes to partial k mod 8 by fmaf over the
  * first K - K % 8 elements, the partials are reduced by the same tree, then the last K % 8 elements are

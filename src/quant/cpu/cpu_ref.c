@@ -253,20 +253,18 @@ static void unpack_iq4_xs_ref(const void *row, int64_t K, const lb_qrow *o) {
 static void qdot_ref(const lb_qrow *w, const lb_act *a, int nt, int64_t K, int64_t be, bool has_min, float *out,
                      int64_t ldo) {
     for (int t = 0; t < nt; t++) {
-        float acc[8] = {0}, accm = 0.0f;
+        float acc = 0.0f;
         for (int64_t b = 0; b < K / be; b++) {
-            int32_t L[8] = {0};
-            for (int64_t e = b * be; e < (b + 1) * be; e++)
-                L[(e % 32) / 4] += (int32_t)w->sc[e / 16] * ((int32_t)w->q[e] * (int32_t)a[t].q[e]);
-            float dd = w->d[b] * a[t].d[b];
-            for (int l = 0; l < 8; l++) acc[l] = fmaf(dd, (float)L[l], acc[l]);
+            int32_t S = 0;
+            for (int64_t e = b * be; e < (b + 1) * be; e++) S += (int32_t)w->sc[e / 16] * ((int32_t)w->q[e] * (int32_t)a[t].q[e]);
+            acc = fmaf(w->d[b] * a[t].d[b], (float)S, acc);
             if (has_min) {
                 int32_t M = 0;
                 for (int64_t g = b * be / 16; g < (b + 1) * be / 16; g++) M += (int32_t)w->mn[g] * (int32_t)a[t].bsum[g];
-                accm = fmaf(w->dm[b] * a[t].d[b], (float)M, accm);
+                acc = fmaf(w->dm[b] * a[t].d[b], (float)M, acc);
             }
         }
-        out[t * ldo] = lb_reduce8(acc) + accm;
+        out[t * ldo] = acc;
     }
 }
 

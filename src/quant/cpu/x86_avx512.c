@@ -32,8 +32,7 @@ TGT static inline __m512i pair(__m256i lo, __m256i hi) { return _mm512_inserti64
 
 TGT static float gemv_q4_K_z(const void *row, int64_t K, const lb_act *a) {
     const block_q4_K *x = row;
-    __m256 facc = _mm256_setzero_ps();
-    float accm = 0.0f;
+    float acc = 0.0f;
     const __m256i m4 = _mm256_set1_epi8(0x0F);
     for (int64_t b = 0; b < K / QK_K; b++) {
         __m256i sc, mn16;
@@ -46,16 +45,16 @@ TGT static float gemv_q4_K_z(const void *row, int64_t K, const lb_act *a) {
             __m512i p = _mm512_maddubs_epi16(w, _mm512_loadu_si512(ab + 64 * c));
             iacc = _mm512_add_epi32(iacc, _mm512_madd_epi16(p, scale_pair(sc16, c)));
         }
-        facc = _mm256_fmadd_ps(_mm256_set1_ps(h2f_avx512vnni(x[b].d) * a->d[b]), _mm256_cvtepi32_ps(fold_lanes(iacc)), facc);
+        acc = fmaf(h2f_avx512vnni(x[b].d) * a->d[b], (float)_mm512_reduce_add_epi32(iacc), acc);
         int32_t M = hsumi_avx512vnni(_mm256_madd_epi16(mn16, _mm256_loadu_si256((const __m256i *)(a->bsum + 16 * b))));
-        accm = fmaf(-h2f_avx512vnni(x[b].dmin) * a->d[b], (float)M, accm);
+        acc = fmaf(-h2f_avx512vnni(x[b].dmin) * a->d[b], (float)M, acc);
     }
-    return hsum8_avx512vnni(facc) + accm;
+    return acc;
 }
 
 TGT static float gemv_q6_K_z(const void *row, int64_t K, const lb_act *a) {
     const block_q6_K *x = row;
-    __m256 facc = _mm256_setzero_ps();
+    float acc = 0.0f;
     const __m256i m4 = _mm256_set1_epi8(0x0F), m2 = _mm256_set1_epi8(0x30);
     const __m512i off = _mm512_set1_epi8(32);
     for (int64_t b = 0; b < K / QK_K; b++) {
@@ -80,16 +79,15 @@ TGT static float gemv_q6_K_z(const void *row, int64_t K, const lb_act *a) {
                 iacc = _mm512_add_epi32(iacc, _mm512_madd_epi16(p, scale_pair(sc16, 2 * h + k)));
             }
         }
-        facc = _mm256_fmadd_ps(_mm256_set1_ps(h2f_avx512vnni(x[b].d) * a->d[b]), _mm256_cvtepi32_ps(fold_lanes(iacc)), facc);
+        acc = fmaf(h2f_avx512vnni(x[b].d) * a->d[b], (float)_mm512_reduce_add_epi32(iacc), acc);
     }
-    return hsum8_avx512vnni(facc) + 0.0f;
+    return acc;
 }
 
 /* Four tokens against one unpacked row of a 256-element type, two chunks per register (UNS: codes >= 0). */
 __attribute__((always_inline)) TGT static inline void qdot4_z(const lb_qrow *w, const lb_act *a, int64_t K, float *out,
                                                              int64_t ldo, const int UNS) {
-    __m256 facc[4] = {_mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps()};
-    __m128 accm4 = _mm_setzero_ps();
+    __m128 acc4 = _mm_setzero_ps();
     for (int64_t b = 0; b < K / QK_K; b++) {
         __m512i sc16 = _mm512_castsi256_si512(_mm256_loadu_si256((const __m256i *)(w->sc + 16 * b)));
         __m512i iacc[4] = {_mm512_setzero_si512(), _mm512_setzero_si512(), _mm512_setzero_si512(), _mm512_setzero_si512()};
@@ -105,15 +103,14 @@ __attribute__((always_inline)) TGT static inline void qdot4_z(const lb_qrow *w, 
             }
         }
         __m128 ad = _mm_set_ps(a[3].d[b], a[2].d[b], a[1].d[b], a[0].d[b]);
-        float dd[4] __attribute__((aligned(16)));
-        _mm_store_ps(dd, _mm_mul_ps(_mm_set1_ps(w->d[b]), ad));
-        for (int t = 0; t < 4; t++) facc[t] = _mm256_fmadd_ps(_mm256_set1_ps(dd[t]), _mm256_cvtepi32_ps(fold_lanes(iacc[t])), facc[t]);
+        __m256i f[4] = {fold_lanes(iacc[0]), fold_lanes(iacc[1]), fold_lanes(iacc[2]), fold_lanes(iacc[3])};
+        acc4 = _mm_fmadd_ps(_mm_mul_ps(_mm_set1_ps(w->d[b]), ad), _mm_cvtepi32_ps(hsum4i_avx512vnni(f)), acc4);
         if (UNS)
-            accm4 = _mm_fmadd_ps(_mm_mul_ps(_mm_set1_ps(w->dm[b]), ad), _mm_cvtepi32_ps(minsum4_avx512vnni(w, a, b, QK_K)), accm4);
+            acc4 = _mm_fmadd_ps(_mm_mul_ps(_mm_set1_ps(w->dm[b]), ad), _mm_cvtepi32_ps(minsum4_avx512vnni(w, a, b, QK_K)), acc4);
     }
-    float accm[4];
-    _mm_storeu_ps(accm, accm4);
-    for (int t = 0; t < 4; t++) out[t * ldo] = hsum8_avx512vnni(facc[t]) + accm[t];
+    float acc[4];
+    _mm_storeu_ps(acc, acc4);
+    for (int t = 0; t < 4; t++) out[t * ldo] = acc[t];
 }
 
 TGT static void qdot4_z_u(const lb_qrow *w, const lb_act *a, int64_t K, float *out, int64_t ldo) { qdot4_z(w, a, K, out, ldo, 1); }

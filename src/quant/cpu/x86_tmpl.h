@@ -28,6 +28,12 @@ TGT static inline int32_t SFX(hsumi)(__m256i v) {
     return _mm_cvtsi128_si32(s);
 }
 
+/* the sums of four vectors of 8 int32 lanes */
+TGT static inline __m128i SFX(hsum4i)(const __m256i *v) {
+    __m256i s = _mm256_hadd_epi32(_mm256_hadd_epi32(v[0], v[1]), _mm256_hadd_epi32(v[2], v[3]));
+    return _mm_add_epi32(_mm256_castsi256_si128(s), _mm256_extracti128_si256(s, 1));
+}
+
 TGT static inline float SFX(h2f)(uint16_t h) { return _cvtsh_ss(h); }
 
 /* 16 packed bytes -> 32 bytes: low nibbles first, then high nibbles */
@@ -294,13 +300,8 @@ TGT static inline __m128i SFX(minsum4)(const lb_qrow *w, const lb_act *a, int64_
 
 __attribute__((always_inline)) TGT static inline void SFX(qdot_gen)(const lb_qrow *w, const lb_act *a, int64_t K, float *out,
                                                                    int64_t ldo, const int NT, const int BE, const int UNS) {
-    __m256 facc[4];
-    float accm[4] = {0};
-    __m128 accm4 = _mm_setzero_ps();
-    for (int t = 0; t < NT; t++) {
-        facc[t] = _mm256_setzero_ps();
-        accm[t] = 0.0f;
-    }
+    float acc[4] = {0};
+    __m128 acc4 = _mm_setzero_ps();
     for (int64_t b = 0; b < K / BE; b++) {
         __m256i iacc[4];
         for (int t = 0; t < NT; t++) iacc[t] = _mm256_setzero_si256();
@@ -325,21 +326,17 @@ __attribute__((always_inline)) TGT static inline void SFX(qdot_gen)(const lb_qro
         }
         if (NT == 4) { /* the per-token steps of the block four lanes at a time (the same operations) */
             __m128 ad = _mm_set_ps(a[3].d[b], a[2].d[b], a[1].d[b], a[0].d[b]);
-            float dd[4] __attribute__((aligned(16)));
-            _mm_store_ps(dd, _mm_mul_ps(_mm_set1_ps(w->d[b]), ad));
-            for (int t = 0; t < NT; t++)
-                facc[t] = _mm256_fmadd_ps(_mm256_set1_ps(dd[t]), _mm256_cvtepi32_ps(iacc[t]), facc[t]);
-            if (UNS) accm4 = _mm_fmadd_ps(_mm_mul_ps(_mm_set1_ps(w->dm[b]), ad), _mm_cvtepi32_ps(SFX(minsum4)(w, a, b, BE)), accm4);
+            acc4 = _mm_fmadd_ps(_mm_mul_ps(_mm_set1_ps(w->d[b]), ad), _mm_cvtepi32_ps(SFX(hsum4i)(iacc)), acc4);
+            if (UNS) acc4 = _mm_fmadd_ps(_mm_mul_ps(_mm_set1_ps(w->dm[b]), ad), _mm_cvtepi32_ps(SFX(minsum4)(w, a, b, BE)), acc4);
             continue;
         }
         for (int t = 0; t < NT; t++) {
-            __m256 dd = _mm256_set1_ps(w->d[b] * a[t].d[b]);
-            facc[t] = _mm256_fmadd_ps(dd, _mm256_cvtepi32_ps(iacc[t]), facc[t]);
-            if (UNS) accm[t] = fmaf(w->dm[b] * a[t].d[b], (float)SFX(minsum)(w, &a[t], b, BE), accm[t]);
+            acc[t] = fmaf(w->d[b] * a[t].d[b], (float)SFX(hsumi)(iacc[t]), acc[t]);
+            if (UNS) acc[t] = fmaf(w->dm[b] * a[t].d[b], (float)SFX(minsum)(w, &a[t], b, BE), acc[t]);
         }
     }
-    if (NT == 4) _mm_storeu_ps(accm, accm4);
-    for (int t = 0; t < NT; t++) out[t * ldo] = SFX(hsum8)(facc[t]) + accm[t];
+    if (NT == 4) _mm_storeu_ps(acc, acc4);
+    for (int t = 0; t < NT; t++) out[t * ldo] = acc[t];
 }
 
 #define QDOT_INST(NT, BE, UNS)                                                                              \
@@ -380,30 +377,30 @@ TGT static void SFX(qdot)(const lb_qrow *w, const lb_act *a, int nt, int64_t K, 
 /* Decode: one row straight from its blocks against one token, without the unpacked row; the same integer
  * lanes and float steps as unpack + qdot. */
 
-TGT static inline void SFX(finish_block)(__m256 *facc, __m256i iacc, float d, float da) {
-    *facc = _mm256_fmadd_ps(_mm256_set1_ps(d * da), _mm256_cvtepi32_ps(iacc), *facc);
+TGT static inline float SFX(finish_block)(float acc, __m256i iacc, float d, float da) {
+    return fmaf(d * da, (float)SFX(hsumi)(iacc), acc);
 }
 
 TGT static float SFX(gemv_q4_0)(const void *row, int64_t K, const lb_act *a) {
     const block_q4_0 *x = row;
-    __m256 facc = _mm256_setzero_ps();
+    float acc = 0.0f;
     for (int64_t b = 0; b < K / 32; b++) {
         __m256i wq = _mm256_sub_epi8(SFX(nibbles)(x[b].qs), _mm256_set1_epi8(8)), iacc = _mm256_setzero_si256();
         DOT32(iacc, _mm256_sign_epi8(wq, wq), _mm256_sign_epi8(LD(a->q + 32 * b), wq));
-        SFX(finish_block)(&facc, iacc, SFX(h2f)(x[b].d), a->d[b]);
+        acc = SFX(finish_block)(acc, iacc, SFX(h2f)(x[b].d), a->d[b]);
     }
-    return SFX(hsum8)(facc) + 0.0f;
+    return acc;
 }
 
 TGT static float SFX(gemv_q8_0)(const void *row, int64_t K, const lb_act *a) {
     const block_q8_0 *x = row;
-    __m256 facc = _mm256_setzero_ps();
+    float acc = 0.0f;
     for (int64_t b = 0; b < K / 32; b++) {
         __m256i wq = LD(x[b].qs), iacc = _mm256_setzero_si256();
         DOT32(iacc, _mm256_sign_epi8(wq, wq), _mm256_sign_epi8(LD(a->q + 32 * b), wq));
-        SFX(finish_block)(&facc, iacc, SFX(h2f)(x[b].d), a->d[b]);
+        acc = SFX(finish_block)(acc, iacc, SFX(h2f)(x[b].d), a->d[b]);
     }
-    return SFX(hsum8)(facc) + 0.0f;
+    return acc;
 }
 
 /* iacc += the scaled lanes of 32 codes u (non-negative or signed) against activations at av */
@@ -418,8 +415,7 @@ TGT static float SFX(gemv_q8_0)(const void *row, int64_t K, const lb_act *a) {
 
 TGT static float SFX(gemv_q4_K)(const void *row, int64_t K, const lb_act *a) {
     const block_q4_K *x = row;
-    __m256 facc = _mm256_setzero_ps();
-    float accm = 0.0f;
+    float acc = 0.0f;
     const __m256i m4 = _mm256_set1_epi8(0x0F);
     for (int64_t b = 0; b < K / QK_K; b++) {
         __m256i sc16, mn16, iacc = _mm256_setzero_si256();
@@ -430,16 +426,16 @@ TGT static float SFX(gemv_q4_K)(const void *row, int64_t K, const lb_act *a) {
             K_CHUNK(iacc, _mm256_and_si256(v, m4), ab + 64 * c, K_SCV(sc16, 2 * c), 1);
             K_CHUNK(iacc, _mm256_and_si256(_mm256_srli_epi16(v, 4), m4), ab + 64 * c + 32, K_SCV(sc16, 2 * c + 1), 1);
         }
-        SFX(finish_block)(&facc, iacc, SFX(h2f)(x[b].d), a->d[b]);
+        acc = SFX(finish_block)(acc, iacc, SFX(h2f)(x[b].d), a->d[b]);
         int32_t M = SFX(hsumi)(_mm256_madd_epi16(mn16, LD(a->bsum + 16 * b)));
-        accm = fmaf(-SFX(h2f)(x[b].dmin) * a->d[b], (float)M, accm);
+        acc = fmaf(-SFX(h2f)(x[b].dmin) * a->d[b], (float)M, acc);
     }
-    return SFX(hsum8)(facc) + accm;
+    return acc;
 }
 
 TGT static float SFX(gemv_q6_K)(const void *row, int64_t K, const lb_act *a) {
     const block_q6_K *x = row;
-    __m256 facc = _mm256_setzero_ps();
+    float acc = 0.0f;
     const __m256i m4 = _mm256_set1_epi8(0x0F), m2 = _mm256_set1_epi8(0x30), off = _mm256_set1_epi8(32);
     for (int64_t b = 0; b < K / QK_K; b++) {
         __m256i sc16 = _mm256_cvtepi8_epi16(_mm_loadu_si128((const __m128i *)x[b].scales)), iacc = _mm256_setzero_si256();
@@ -456,9 +452,9 @@ TGT static float SFX(gemv_q6_K)(const void *row, int64_t K, const lb_act *a) {
             K_CHUNK(iacc, _mm256_sub_epi8(c2, off), ab + 128 * h + 64, K_SCV(sc16, 4 * h + 2), 0);
             K_CHUNK(iacc, _mm256_sub_epi8(c3, off), ab + 128 * h + 96, K_SCV(sc16, 4 * h + 3), 0);
         }
-        SFX(finish_block)(&facc, iacc, SFX(h2f)(x[b].d), a->d[b]);
+        acc = SFX(finish_block)(acc, iacc, SFX(h2f)(x[b].d), a->d[b]);
     }
-    return SFX(hsum8)(facc) + 0.0f;
+    return acc;
 }
 
 /* ---------------------------------------------------------------- float weights ------------------------ */
