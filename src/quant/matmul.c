@@ -18,7 +18,11 @@ static size_t align64(size_t n) { return (n + 63) & ~(size_t)63; }
 /* bytes of one thread's slot: an f32 tile or an unpacked tile, whichever is larger */
 static size_t slot_bytes(int64_t K) {
     size_t f = (size_t)MM_TILE_ROWS * (size_t)K * sizeof(float), q = 0;
-    if (K % 32 == 0) q = (size_t)MM_TILE_ROWS * lb_qrow_bytes(K, 32);
+    if (K % 32 == 0) {
+        q = (size_t)MM_TILE_ROWS * lb_qrow_bytes(K, 32);
+        size_t it = lb_qtile_bytes(K, 32) + lb_qrow_bytes(K, 32);
+        if (it > q) q = it;
+    }
     return align64(f > q ? f : q);
 }
 
@@ -62,6 +66,12 @@ static void quant_task(void *arg, int64_t task, int thread) {
     int R = (int)(j->w->rows - r0 < MM_TILE_ROWS ? j->w->rows - r0 : MM_TILE_ROWS);
     uint8_t *slot = j->slots + (size_t)thread * j->slot_stride;
     size_t wrow = lb_weight_row_bytes(j->w);
+    if (j->T > 1 && j->k->qgemm) { /* an interleaved tile against every token */
+        const uint8_t *src = (const uint8_t *)j->w->data + (size_t)r0 * wrow;
+        lb_qtile tile = lb_qtile_pack(j->w->type, j->k->unpack[j->w->type], src, wrow, R, K, slot, slot + lb_qtile_bytes(K, j->be));
+        j->k->qgemm(&tile, R, j->act, j->act_stride, j->T, K, j->be, j->out + r0, j->ldo);
+        return;
+    }
     bool has_min = lb_qtype_has_min(j->w->type);
     lb_qrow rows[MM_TILE_ROWS];
     for (int r = 0; r < R; r++) {

@@ -87,11 +87,40 @@ typedef void (*lb_fconv_fn)(const lb_weight *w, int64_t r0, int R, float *dst);
 typedef void (*lb_vdots_fn)(const float *q, const float *m, int64_t stride, int64_t n, int64_t D, float *s);
 typedef void (*lb_vwsum_fn)(const float *w, const float *m, int64_t stride, int64_t n, int64_t D, float *o);
 
+/*
+ * An interleaved tile of LB_QTILE_ROWS unpacked rows for the many-token product (qgemm): the codes of the 16
+ * rows stored 4 elements at a time, so that one 64-byte vector holds elements 4s..4s+3 of every row and a
+ * vector lane is a row. Codes are stored unsigned: q for the types with a min term (q >= 0), q + 128 for the
+ * others, whose products then lose 128 * sum_g sc[g] * bsum[g] (gsc). Rows past R are zero.
+ */
+#define LB_QTILE_ROWS 16
+typedef struct lb_qtile {
+    uint8_t *u;   /* (K / 4, 16 rows, 4) codes */
+    int32_t *sc;  /* (K / sg, 16) scale of each sg-element group (256-element types) */
+    int32_t *gsc; /* (K / 32, 16) int16 pairs (sc[2p], sc[2p + 1]): the offset's correction */
+    int32_t *gmn; /* (K / 32, 16) int16 pairs (mn[2p], mn[2p + 1]): the min term */
+    float *d;     /* (K / be, 16) */
+    float *dm;    /* (K / be, 16) */
+    int sg;       /* elements per scale group: 16 or 32 (256-element types), be for 32-element types */
+    bool has_min;
+} lb_qtile;
+
+size_t lb_qtile_bytes(int64_t K, int64_t be);
+/* Unpack R <= 16 rows (row_bytes apart) of type t with unpack into a tile laid out in buf (lb_qtile_bytes,
+ * 64-byte aligned); tmp: lb_qrow_bytes(K, be) bytes, 64-byte aligned. */
+lb_qtile lb_qtile_pack(lb_type t, lb_unpack_fn unpack, const uint8_t *rows, size_t row_bytes, int R, int64_t K, void *buf,
+                       void *tmp);
+/* out[t * ldo + r] = dot(row r of the tile, token t) for t < T, r < R (the order above); token t's lb_act is
+ * laid out at act + t * act_stride. */
+typedef void (*lb_qgemm_fn)(const lb_qtile *w, int R, const uint8_t *act, size_t act_stride, int64_t T, int64_t K,
+                            int64_t be, float *out, int64_t ldo);
+
 typedef struct lb_cpu_kernels {
     const char *name; /* "ref", "avx2", "avx512vnni" */
     lb_unpack_fn unpack[LB_TYPE_COUNT]; /* NULL for types that are not quantized weight types */
     lb_gemv1_fn gemv1[LB_TYPE_COUNT];   /* fused one-token product, where a type has one (else NULL) */
     lb_qdot_fn qdot;
+    lb_qgemm_fn qgemm; /* many tokens against an interleaved tile, or NULL (then unpack + qdot) */
     lb_ftile_fn ftile;
     lb_fconv_fn fconv;
     lb_vdots_fn vdots;

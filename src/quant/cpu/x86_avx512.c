@@ -122,6 +122,104 @@ TGT static void qdot_z(const lb_qrow *w, const lb_act *a, int nt, int64_t K, int
     else qdot_avx512vnni(w, a, nt, K, be, has_min, out, ldo);
 }
 
+/* ---------------------------------------------------------------- many tokens: interleaved tiles ------ */
+
+/* the 4 bytes at p as one int32 in every lane */
+TGT static inline __m512i bcast4(const void *p) {
+    int32_t v;
+    memcpy(&v, p, 4);
+    return _mm512_set1_epi32(v);
+}
+
+/*
+ * NT tokens against a 16-row tile (lane r = row r): per block, S = the exact integer sums (vpdpbusd of the
+ * unsigned codes and the signed activations, times the group scales, minus 128 * sum sc * bsum for the
+ * types stored with an offset), then the block's float steps of cpu.h in every lane at once.
+ */
+__attribute__((always_inline)) TGT static inline void qgemm_nt(const lb_qtile *w, const lb_act *a, int64_t K, __mmask16 mask,
+                                                              float *out, int64_t ldo, const int NT, const int BE, const int SG,
+                                                              const int MIN) {
+    __m512 F[8];
+    __m512i S[8], P[8];
+    const __m512i *u = (const __m512i *)w->u;
+    for (int t = 0; t < NT; t++) F[t] = _mm512_setzero_ps();
+    for (int64_t b = 0; b < K / BE; b++) {
+        for (int t = 0; t < NT; t++) S[t] = _mm512_setzero_si512();
+        if (BE == 32) {
+            for (int s = 0; s < 8; s++) {
+                __m512i wv = _mm512_load_si512(u + 8 * b + s);
+                for (int t = 0; t < NT; t++) S[t] = _mm512_dpbusd_epi32(S[t], wv, bcast4(a[t].q + 32 * b + 4 * s));
+            }
+        } else {
+#pragma GCC unroll 1
+            for (int j = 0; j < BE / SG; j++) {
+                int64_t e = BE * b + SG * j;
+                for (int t = 0; t < NT; t++) P[t] = _mm512_setzero_si512();
+                for (int s = 0; s < SG / 4; s++) {
+                    __m512i wv = _mm512_load_si512(u + e / 4 + s);
+                    for (int t = 0; t < NT; t++) P[t] = _mm512_dpbusd_epi32(P[t], wv, bcast4(a[t].q + e + 4 * s));
+                }
+                __m512i scv = _mm512_load_si512(w->sc + 16 * (e / SG));
+                for (int t = 0; t < NT; t++) S[t] = _mm512_add_epi32(S[t], _mm512_mullo_epi32(P[t], scv));
+            }
+        }
+        if (!MIN) { /* the codes' offset: S -= 128 * sum_g sc[g] * bsum[g] */
+            for (int t = 0; t < NT; t++) P[t] = _mm512_setzero_si512();
+            for (int p = 0; p < BE / 32; p++) {
+                int64_t g = BE / 32 * b + p;
+                __m512i gv = _mm512_load_si512(w->gsc + 16 * g);
+                for (int t = 0; t < NT; t++) P[t] = _mm512_dpwssd_epi32(P[t], gv, bcast4(a[t].bsum + 2 * g));
+            }
+            for (int t = 0; t < NT; t++) S[t] = _mm512_sub_epi32(S[t], _mm512_slli_epi32(P[t], 7));
+        }
+        __m512 dv = _mm512_load_ps(w->d + 16 * b);
+        for (int t = 0; t < NT; t++)
+            F[t] = _mm512_fmadd_ps(_mm512_mul_ps(dv, _mm512_set1_ps(a[t].d[b])), _mm512_cvtepi32_ps(S[t]), F[t]);
+        if (MIN) {
+            for (int t = 0; t < NT; t++) P[t] = _mm512_setzero_si512();
+            for (int p = 0; p < BE / 32; p++) {
+                int64_t g = BE / 32 * b + p;
+                __m512i gv = _mm512_load_si512(w->gmn + 16 * g);
+                for (int t = 0; t < NT; t++) P[t] = _mm512_dpwssd_epi32(P[t], gv, bcast4(a[t].bsum + 2 * g));
+            }
+            __m512 dmv = _mm512_load_ps(w->dm + 16 * b);
+            for (int t = 0; t < NT; t++)
+                F[t] = _mm512_fmadd_ps(_mm512_mul_ps(dmv, _mm512_set1_ps(a[t].d[b])), _mm512_cvtepi32_ps(P[t]), F[t]);
+        }
+    }
+    for (int t = 0; t < NT; t++) _mm512_mask_storeu_ps(out + t * ldo, mask, F[t]);
+}
+
+typedef void (*qgemm_fn)(const lb_qtile *, const lb_act *, int64_t, __mmask16, float *, int64_t);
+#define QGEMM_INST(NT, BE, SG, MIN)                                                                         \
+    TGT static void qgemm_##NT##_##BE##_##SG##_##MIN(const lb_qtile *w, const lb_act *a, int64_t K, __mmask16 m, float *out, \
+                                                    int64_t ldo) {                                            \
+        qgemm_nt(w, a, K, m, out, ldo, NT, BE, SG, MIN);                                                    \
+    }
+#define QGEMM_NTS(BE, SG, MIN) QGEMM_INST(8, BE, SG, MIN) QGEMM_INST(4, BE, SG, MIN) QGEMM_INST(2, BE, SG, MIN) QGEMM_INST(1, BE, SG, MIN)
+QGEMM_NTS(32, 32, 0)
+QGEMM_NTS(32, 32, 1)
+QGEMM_NTS(256, 16, 0)
+QGEMM_NTS(256, 16, 1)
+QGEMM_NTS(256, 32, 0)
+QGEMM_NTS(256, 32, 1)
+#define QGEMM_ROW(BE, SG, MIN) {qgemm_8_##BE##_##SG##_##MIN, qgemm_4_##BE##_##SG##_##MIN, qgemm_2_##BE##_##SG##_##MIN, qgemm_1_##BE##_##SG##_##MIN}
+
+TGT static void qgemm_z(const lb_qtile *w, int R, const uint8_t *act, size_t act_stride, int64_t T, int64_t K, int64_t be,
+                        float *out, int64_t ldo) {
+    static const qgemm_fn fns[6][4] = {QGEMM_ROW(32, 32, 0),  QGEMM_ROW(32, 32, 1),  QGEMM_ROW(256, 16, 0),
+                                       QGEMM_ROW(256, 16, 1), QGEMM_ROW(256, 32, 0), QGEMM_ROW(256, 32, 1)};
+    const qgemm_fn *f = fns[(be == 256 ? (w->sg == 16 ? 2 : 4) : 0) + (w->has_min ? 1 : 0)];
+    __mmask16 mask = (__mmask16)((1u << R) - 1);
+    for (int64_t t = 0; t < T;) {
+        int n = T - t >= 8 ? 8 : T - t >= 4 ? 4 : T - t >= 2 ? 2 : 1;
+        lb_act a[8];
+        for (int i = 0; i < n; i++) a[i] = lb_act_at((void *)(act + (size_t)(t + i) * act_stride), K, be);
+        f[n == 8 ? 0 : n == 4 ? 1 : n == 2 ? 2 : 3](w, a, K, mask, out + t * ldo, ldo);
+        t += n;
+    }
+}
+
 const lb_cpu_kernels *lb_cpu_kernels_avx512vnni(void) {
     static lb_cpu_kernels k;
     if (!__builtin_cpu_supports("avx2") || !__builtin_cpu_supports("fma") || !lb_cpu_has_f16c() ||
@@ -134,6 +232,7 @@ const lb_cpu_kernels *lb_cpu_kernels_avx512vnni(void) {
         t.gemv1[LB_TYPE_Q4_K] = gemv_q4_K_z;
         t.gemv1[LB_TYPE_Q6_K] = gemv_q6_K_z;
         t.qdot = qdot_z;
+        t.qgemm = qgemm_z;
         k = t;
     }
     return &k;
