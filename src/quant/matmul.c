@@ -106,7 +106,7 @@ static void act_task(void *arg, int64_t t, int thread) {
     const mm_job *j = arg;
     int64_t K = j->w->cols;
     lb_act a = lb_act_at(j->act + (size_t)t * j->act_stride, K, j->be);
-    lb_act_quantize(j->x + t * K, K, j->be, &a);
+    j->k->actq(j->x + t * K, K, j->be, &a);
 }
 
 static void run(const lb_cpu_kernels *k, lb_pool *pool, float *scratch, const float *x, int64_t T, const lb_weight *w,

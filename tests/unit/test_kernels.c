@@ -131,6 +131,33 @@ static void check_matmul(lb_type t, int64_t N, int64_t K, int64_t T) {
     free(wf), free(x), free(wq), free(ref), free(out), free(scr);
 }
 
+/* every implementation's activation quantizer gives lb_act_quantize's bytes, NaN, infinities, zero blocks,
+ * ties of the rounding and signed zeros included */
+static void check_actq(int64_t K, int64_t be) {
+    size_t ab = lb_act_bytes(K, be);
+    float *x = malloc((size_t)K * sizeof *x);
+    void *b0 = aligned_alloc(64, ab), *b1 = aligned_alloc(64, ab);
+    for (int64_t i = 0; i < K; i++) x[i] = frand() * (i % 11 == 0 ? 100.0f : 1.0f);
+    for (int64_t i = 0; i < be; i++) x[i] = (float)(i % 9) - 4.0f + 0.5f * (float)(i % 2); /* ties at amax 127 */
+    x[be] = 127.0f;
+    if (K >= 3 * be) {
+        for (int64_t i = 2 * be; i < 3 * be; i++) x[i] = (i % 2) ? -0.0f : 0.0f; /* a zero block */
+    }
+    if (K >= 4 * be) x[3 * be + 5] = NAN, x[3 * be + 7] = INFINITY;
+    if (K >= 5 * be) x[4 * be + 1] = -INFINITY;
+    lb_act r = lb_act_at(b0, K, be), o = lb_act_at(b1, K, be);
+    memset(b0, 0, ab);
+    lb_act_quantize(x, K, be, &r);
+    for (int i = 0; i < n_impls; i++) {
+        memset(b1, 0x5a, ab);
+        impls[i]->actq(x, K, be, &o);
+        CHECK(same_bytes(r.q, o.q, (size_t)K) && same_bytes(r.bsum, o.bsum, (size_t)K / 16 * 2) &&
+                  same_bytes(r.d, o.d, (size_t)(K / be) * 4),
+              "%s activation quantizer K=%lld be=%lld differs from lb_act_quantize", impls[i]->name, (long long)K, (long long)be);
+    }
+    free(x), free(b0), free(b1);
+}
+
 static void check_attention(int64_t n, int64_t D) {
     int64_t stride = D + 3;
     float *q = malloc((size_t)D * 4), *m = malloc((size_t)(n * stride) * 4), *w = malloc((size_t)n * 4);
@@ -176,11 +203,17 @@ int main(void) {
             check_type((lb_type)t, 2, 7 * be, 5);
             check_matmul((lb_type)t, 37, 3 * be, 1);
             check_matmul((lb_type)t, 19, be, 70);
+            check_matmul((lb_type)t, 53, 2 * be, 15); /* 16-row tiles with 5 rows left, 8 + 4 + 2 + 1 tokens */
         } else {
             check_matmul((lb_type)t, 13, 37, 1);
             check_matmul((lb_type)t, 21, 64, 7);
             check_matmul((lb_type)t, 5, 131, 30);
         }
+    }
+    for (int64_t be = 32; be <= 256; be *= 8) {
+        check_actq(be, be);
+        check_actq(5 * be, be);
+        check_actq(9 * be, be);
     }
     check_attention(1, 64);
     check_attention(17, 128);

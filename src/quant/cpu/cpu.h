@@ -67,7 +67,7 @@ static inline lb_act lb_act_at(void *buf, int64_t K, int64_t be) {
     return a;
 }
 
-/* Quantize K floats to an lb_act (scalar, shared by every implementation). */
+/* Quantize K floats to an lb_act (the scalar specification; lb_cpu_kernels.actq gives the same bytes). */
 void lb_act_quantize(const float *x, int64_t K, int64_t be, const lb_act *a);
 
 /* Whether type t's unpacked rows carry a min term (q4_1, q5_1, q2_K, q4_K, q5_K); exactly these have
@@ -84,6 +84,7 @@ typedef void (*lb_qdot_fn)(const lb_qrow *w, const lb_act *a, int nt, int64_t K,
 typedef void (*lb_ftile_fn)(const float *x, int64_t T, int64_t K, const float *wt, int R, float *out, int64_t ldo);
 /* R rows of an F16 / BF16 / F32 weight from row r0 to f32 (exact). */
 typedef void (*lb_fconv_fn)(const lb_weight *w, int64_t r0, int R, float *dst);
+typedef void (*lb_actq_fn)(const float *x, int64_t K, int64_t be, const lb_act *a);
 typedef void (*lb_vdots_fn)(const float *q, const float *m, int64_t stride, int64_t n, int64_t D, float *s);
 typedef void (*lb_vwsum_fn)(const float *w, const float *m, int64_t stride, int64_t n, int64_t D, float *o);
 
@@ -121,6 +122,7 @@ typedef struct lb_cpu_kernels {
     lb_gemv1_fn gemv1[LB_TYPE_COUNT];   /* fused one-token product, where a type has one (else NULL) */
     lb_qdot_fn qdot;
     lb_qgemm_fn qgemm; /* many tokens against an interleaved tile, or NULL (then unpack + qdot) */
+    lb_actq_fn actq; /* lb_act_quantize */
     lb_ftile_fn ftile;
     lb_fconv_fn fconv;
     lb_vdots_fn vdots;

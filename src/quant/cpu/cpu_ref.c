@@ -360,6 +360,7 @@ static const lb_cpu_kernels REF = {
                [LB_TYPE_Q6_K] = unpack_q6_K_ref, [LB_TYPE_IQ4_NL] = unpack_iq4_nl_ref,
                [LB_TYPE_IQ4_XS] = unpack_iq4_xs_ref},
     .qdot = qdot_ref,
+    .actq = lb_act_quantize,
     .ftile = ftile_ref,
     .fconv = fconv_ref,
     .vdots = vdots_ref,

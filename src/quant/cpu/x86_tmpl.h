@@ -457,6 +457,42 @@ TGT static float SFX(gemv_q6_K)(const void *row, int64_t K, const lb_act *a) {
     return acc;
 }
 
+/* ---------------------------------------------------------------- activations ------------------------- */
+
+/* lb_act_quantize with the same float operations, 8 elements at a time (maxps / minps keep the reference's
+ * NaN handling: a NaN |x| never raises amax, a NaN x * id clamps to -127) */
+TGT static void SFX(actq)(const float *x, int64_t K, int64_t be, const lb_act *a) {
+    const __m256 sign = _mm256_set1_ps(-0.0f), lo = _mm256_set1_ps(-127.0f), hi = _mm256_set1_ps(127.0f);
+    const __m256 mg = _mm256_set1_ps(12582912.0f);
+    const __m256i perm = _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7);
+    for (int64_t b = 0; b < K / be; b++) {
+        const float *xb = x + b * be;
+        __m256 m = _mm256_setzero_ps();
+        for (int64_t i = 0; i < be; i += 8) m = _mm256_max_ps(_mm256_andnot_ps(sign, _mm256_loadu_ps(xb + i)), m);
+        __m128 h = _mm_max_ps(_mm256_castps256_ps128(m), _mm256_extractf128_ps(m, 1));
+        h = _mm_max_ps(h, _mm_movehl_ps(h, h));
+        h = _mm_max_ss(h, _mm_movehdup_ps(h));
+        float amax = _mm_cvtss_f32(h);
+        __m256 id = _mm256_set1_ps(amax > 0.0f ? 127.0f / amax : 0.0f);
+        a->d[b] = amax / 127.0f;
+        for (int64_t i = 0; i < be; i += 32) {
+            __m256i v[4];
+            for (int k = 0; k < 4; k++) {
+                __m256 f = _mm256_mul_ps(_mm256_loadu_ps(xb + i + 8 * k), id);
+                f = _mm256_min_ps(_mm256_max_ps(f, lo), hi);
+                v[k] = _mm256_cvtps_epi32(_mm256_sub_ps(_mm256_add_ps(f, mg), mg));
+            }
+            __m256i p = _mm256_packs_epi16(_mm256_packs_epi32(v[0], v[1]), _mm256_packs_epi32(v[2], v[3]));
+            ST(a->q + b * be + i, _mm256_permutevar8x32_epi32(p, perm));
+        }
+    }
+    const __m128i flip = _mm_set1_epi8((char)0x80);
+    for (int64_t g = 0; g < K / 16; g++) { /* sum of (q + 128) by psadbw, less 16 * 128 */
+        __m128i s = _mm_sad_epu8(_mm_xor_si128(_mm_loadu_si128((const __m128i *)(a->q + 16 * g)), flip), _mm_setzero_si128());
+        a->bsum[g] = (int16_t)(_mm_cvtsi128_si32(s) + _mm_extract_epi16(s, 4) - 2048);
+    }
+}
+
 /* ---------------------------------------------------------------- float weights ------------------------ */
 
 /* out[t][r] for up to 4 rows and 3 tokens: 12 accumulators, lane j = element j mod 8; tail by fmaf */
@@ -572,6 +608,7 @@ static const lb_cpu_kernels SFX(KERNELS) = {
     .gemv1 = {[LB_TYPE_Q4_0] = SFX(gemv_q4_0), [LB_TYPE_Q8_0] = SFX(gemv_q8_0), [LB_TYPE_Q4_K] = SFX(gemv_q4_K),
               [LB_TYPE_Q6_K] = SFX(gemv_q6_K)},
     .qdot = SFX(qdot),
+    .actq = SFX(actq),
     .ftile = SFX(ftile),
     .fconv = SFX(fconv),
     .vdots = SFX(vdots),
