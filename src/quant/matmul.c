@@ -13,11 +13,14 @@
  * pass over them. */
 #define MM_QTOKENS 64
 
+/* Tokens from which float weights go through the interleaved-tile kernel (a copy of the tile per task). */
+#define MM_FGEMM_MIN_T 4
+
 static size_t align64(size_t n) { return (n + 63) & ~(size_t)63; }
 
 /* bytes of one thread's slot: an f32 tile or an unpacked tile, whichever is larger */
 static size_t slot_bytes(int64_t K) {
-    size_t f = (size_t)MM_TILE_ROWS * (size_t)K * sizeof(float), q = 0;
+    size_t f = lb_fgemm_slot_bytes(K), q = 0;
     if (K % 32 == 0) {
         q = (size_t)MM_TILE_ROWS * lb_qrow_bytes(K, 32);
         size_t it = lb_qtile_bytes(K, 32) + lb_qrow_bytes(K, 32);
@@ -49,6 +52,10 @@ static void float_task(void *arg, int64_t task, int thread) {
     const mm_job *j = arg;
     int64_t r0 = task * MM_TILE_ROWS, K = j->w->cols;
     int R = (int)(j->w->rows - r0 < MM_TILE_ROWS ? j->w->rows - r0 : MM_TILE_ROWS);
+    if (j->k->fgemm && j->T >= MM_FGEMM_MIN_T) {
+        j->k->fgemm(j->w, r0, R, j->x, j->T, j->out + r0, j->ldo, j->slots + (size_t)thread * j->slot_stride);
+        return;
+    }
     const float *wt;
     if (j->w->type == LB_TYPE_F32) {
         wt = (const float *)j->w->data + r0 * K;

@@ -84,6 +84,11 @@ typedef void (*lb_qdot_fn)(const lb_qrow *w, const lb_act *a, int nt, int64_t K,
 typedef void (*lb_ftile_fn)(const float *x, int64_t T, int64_t K, const float *wt, int R, float *out, int64_t ldo);
 /* R rows of an F16 / BF16 / F32 weight from row r0 to f32 (exact). */
 typedef void (*lb_fconv_fn)(const lb_weight *w, int64_t r0, int R, float *dst);
+/* out[t * ldo + r] = dot(x[t], row r0 + r of w) for t < T, r < R <= 16, f32 / f16 / bf16 weights (the float
+ * order above); slot: lb_fgemm_slot_bytes(K) bytes, 64-byte aligned. */
+typedef void (*lb_fgemm_fn)(const lb_weight *w, int64_t r0, int R, const float *x, int64_t T, float *out, int64_t ldo,
+                            void *slot);
+#define lb_fgemm_slot_bytes(K) ((size_t)16 * (size_t)(K) * sizeof(float) + 64 * 16)
 typedef void (*lb_actq_fn)(const float *x, int64_t K, int64_t be, const lb_act *a);
 typedef void (*lb_vdots_fn)(const float *q, const float *m, int64_t stride, int64_t n, int64_t D, float *s);
 typedef void (*lb_vwsum_fn)(const float *w, const float *m, int64_t stride, int64_t n, int64_t D, float *o);
@@ -124,6 +129,7 @@ typedef struct lb_cpu_kernels {
     lb_qgemm_fn qgemm; /* many tokens against an interleaved tile, or NULL (then unpack + qdot) */
     lb_actq_fn actq; /* lb_act_quantize */
     lb_ftile_fn ftile;
+    lb_fgemm_fn fgemm; /* many tokens against 16 float rows, or NULL (then fconv + ftile) */
     lb_fconv_fn fconv;
     lb_vdots_fn vdots;
     lb_vwsum_fn vwsum;

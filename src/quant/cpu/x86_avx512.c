@@ -220,6 +220,104 @@ TGT static void qgemm_z(const lb_qtile *w, int R, const uint8_t *act, size_t act
     }
 }
 
+/* ---------------------------------------------------------------- many tokens: float weights ---------- */
+
+/*
+ * The tile: rows in pairs, each 8-element step of a pair one 512-bit vector (row 2i's elements k..k+7, then
+ * row 2i+1's), so that one fma updates the 8 partials of two rows; the K % 8 last elements of each row
+ * follow at tail (16 rows of K % 8).
+ */
+TGT static void ftile_pack(const lb_weight *w, int64_t r0, int R, float *tile) {
+    int64_t K = w->cols, K8 = K - K % 8;
+    float *tail = tile + 16 * K8;
+    for (int r = 0; r < 16; r++) {
+        float *dst = tile + (int64_t)(r / 2) * 2 * K8 + 8 * (r % 2);
+        if (r >= R) {
+            for (int64_t k = 0; k < K8; k += 8) _mm256_store_ps(dst + 2 * k, _mm256_setzero_ps());
+            for (int64_t k = K8; k < K; k++) tail[r * (K - K8) + k - K8] = 0.0f;
+            continue;
+        }
+        const uint16_t *h = (const uint16_t *)w->data + (r0 + r) * K;
+        const float *f = (const float *)w->data + (r0 + r) * K;
+        for (int64_t k = 0; k < K8; k += 8) {
+            __m256 v;
+            if (w->type == LB_TYPE_F16) v = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(h + k)));
+            else if (w->type == LB_TYPE_BF16)
+                v = _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(_mm_loadu_si128((const __m128i *)(h + k))), 16));
+            else v = _mm256_loadu_ps(f + k);
+            _mm256_store_ps(dst + 2 * k, v);
+        }
+        for (int64_t k = K8; k < K; k++)
+            tail[r * (K - K8) + k - K8] = w->type == LB_TYPE_F16    ? h2f_avx512vnni(h[k])
+                                          : w->type == LB_TYPE_BF16 ? lb_bf16_to_f32(h[k])
+                                                                    : f[k];
+    }
+}
+
+/* the canonical reduction of the two 8-partial halves of v: (half 0, half 1) */
+TGT static inline __m128 reduce_pair(__m512 v) {
+    __m256 a = _mm512_castps512_ps256(v), b = _mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(v), 1));
+    __m256 s = _mm256_add_ps(_mm256_permute2f128_ps(a, b, 0x20), _mm256_permute2f128_ps(a, b, 0x31)); /* s0..s3 | s0'..s3' */
+    __m256 e = _mm256_add_ps(s, _mm256_permute_ps(s, 0x4E));                                        /* s0+s2, s1+s3 */
+    __m256 r = _mm256_add_ps(e, _mm256_permute_ps(e, 0xB1));                                        /* (s0+s2)+(s1+s3) */
+    return _mm_unpacklo_ps(_mm256_castps256_ps128(r), _mm256_extractf128_ps(r, 1));
+}
+
+/* 8 rows (4 pairs) x NT tokens over the first K8 elements, then the tree and the tail (R8 rows stored) */
+__attribute__((always_inline)) TGT static inline void fgemm_nt(const float *tile, const float *tail, int64_t K, const float *x,
+                                                              int R8, float *out, int64_t ldo, const int NT) {
+    int64_t K8 = K - K % 8;
+    __m512 acc[4][6];
+    for (int p = 0; p < 4; p++)
+        for (int t = 0; t < NT; t++) acc[p][t] = _mm512_setzero_ps();
+    for (int64_t k = 0; k < K8; k += 8) {
+        __m512 xv[6];
+        for (int t = 0; t < NT; t++) xv[t] = _mm512_castpd_ps(_mm512_broadcast_f64x4(_mm256_loadu_pd((const double *)(x + t * K + k))));
+        for (int p = 0; p < 4; p++) {
+            __m512 wv = _mm512_load_ps(tile + p * 2 * K8 + 2 * k);
+            for (int t = 0; t < NT; t++) acc[p][t] = _mm512_fmadd_ps(xv[t], wv, acc[p][t]);
+        }
+    }
+    for (int p = 0; p < 4; p++)
+        for (int t = 0; t < NT; t++) {
+            float s2[4];
+            _mm_storeu_ps(s2, reduce_pair(acc[p][t]));
+            for (int h = 0; h < 2; h++) {
+                int r = 2 * p + h;
+                if (r >= R8) continue;
+                float v = s2[h];
+                for (int64_t k = K8; k < K; k++) v = fmaf(x[t * K + k], tail[r * (K - K8) + k - K8], v);
+                out[t * ldo + r] = v;
+            }
+        }
+}
+
+#define FGEMM_INST(NT)                                                                                      \
+    TGT static void fgemm_##NT(const float *tile, const float *tail, int64_t K, const float *x, int R8, float *out, \
+                               int64_t ldo) {                                                               \
+        fgemm_nt(tile, tail, K, x, R8, out, ldo, NT);                                                       \
+    }
+FGEMM_INST(6)
+FGEMM_INST(5)
+FGEMM_INST(4)
+FGEMM_INST(3)
+FGEMM_INST(2)
+FGEMM_INST(1)
+
+TGT static void fgemm_z(const lb_weight *w, int64_t r0, int R, const float *x, int64_t T, float *out, int64_t ldo, void *slot) {
+    static void (*const fns[7])(const float *, const float *, int64_t, const float *, int, float *, int64_t) = {
+        NULL, fgemm_1, fgemm_2, fgemm_3, fgemm_4, fgemm_5, fgemm_6};
+    int64_t K = w->cols, K8 = K - K % 8;
+    float *tile = slot;
+    ftile_pack(w, r0, R, tile);
+    for (int64_t t = 0; t < T; t += 6) {
+        int nt = T - t < 6 ? (int)(T - t) : 6;
+        for (int g = 0; g < R; g += 8) /* rows g..g+7: pairs from g / 2, tails from row g */
+            fns[nt](tile + (int64_t)(g / 2) * 2 * K8, tile + 16 * K8 + g * (K - K8), K, x + t * K, R - g < 8 ? R - g : 8,
+                    out + t * ldo + g, ldo);
+    }
+}
+
 const lb_cpu_kernels *lb_cpu_kernels_avx512vnni(void) {
     static lb_cpu_kernels k;
     if (!__builtin_cpu_supports("avx2") || !__builtin_cpu_supports("fma") || !lb_cpu_has_f16c() ||
@@ -233,6 +331,7 @@ const lb_cpu_kernels *lb_cpu_kernels_avx512vnni(void) {
         t.gemv1[LB_TYPE_Q6_K] = gemv_q6_K_z;
         t.qdot = qdot_z;
         t.qgemm = qgemm_z;
+        t.fgemm = fgemm_z;
         k = t;
     }
     return &k;
