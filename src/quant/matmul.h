@@ -27,6 +27,13 @@ size_t lb_matmul_scratch_floats(int64_t K, int64_t T, int n_threads);
  */
 void lb_matmul(lb_pool *pool, float *scratch, const float *x, int64_t T, const lb_weight *w, float *out, int64_t ldo);
 
+/* out[i] (T, ldo[i]) = x . w[i]^T for n weights with the same cols (q, k and v; gate and up): the same bits as
+ * n lb_matmul calls, with fewer pool runs (the tasks of up to LB_MATMUL_MULTI_MAX weights whose activations
+ * share a format go in one run) and the activations quantized once per run. scratch as for lb_matmul. */
+#define LB_MATMUL_MULTI_MAX 4
+void lb_matmul_multi(lb_pool *pool, float *scratch, const float *x, int64_t T, const lb_weight *const *w, float *const *out,
+                     const int64_t *ldo, int n);
+
 /* The product through the scalar reference kernels whatever the CPU (the specification; single-threaded).
  * scratch as for lb_matmul with one thread. */
 void lb_matmul_ref(float *scratch, const float *x, int64_t T, const lb_weight *w, float *out, int64_t ldo);

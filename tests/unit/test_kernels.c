@@ -131,6 +131,40 @@ static void check_matmul(lb_type t, int64_t N, int64_t K, int64_t T) {
     free(wf), free(x), free(wq), free(ref), free(out), free(scr);
 }
 
+/* lb_matmul_multi on weights of mixed types (shared and separate activation formats) gives the bits of
+ * lb_matmul_ref on each */
+static void check_multi(const lb_type *types, int n, int64_t K, int64_t T) {
+    lb_weight w[6];
+    const lb_weight *wp[6];
+    float *out[6], *ref[6];
+    int64_t ldo[6], rows[6] = {37, 16, 5, 40, 3, 21};
+    float *x = malloc((size_t)(T * K) * sizeof *x), *wf = malloc((size_t)(40 * K) * sizeof *wf);
+    for (int64_t i = 0; i < T * K; i++) x[i] = frand();
+    float *scr = malloc(lb_matmul_scratch_floats(K, T, 3) * sizeof(float));
+    for (int i = 0; i < n; i++) {
+        const lb_type_traits *tt = lb_type_traits_get(types[i]);
+        void *q = malloc(lb_type_row_size(types[i], K) * (size_t)rows[i]);
+        for (int64_t e = 0; e < rows[i] * K; e++) wf[e] = frand();
+        if (tt->is_quant) tt->quantize_ref(wf, q, rows[i], K, NULL);
+        else tt->from_float_ref(wf, q, rows[i] * K);
+        w[i] = (lb_weight){types[i], q, rows[i], K};
+        wp[i] = &w[i];
+        ldo[i] = rows[i] + i;
+        out[i] = calloc((size_t)(T * ldo[i]), sizeof(float));
+        ref[i] = calloc((size_t)(T * ldo[i]), sizeof(float));
+        lb_matmul_ref(scr, x, T, &w[i], ref[i], ldo[i]);
+    }
+    lb_pool *p = lb_pool_new(2);
+    lb_matmul_multi(p, scr, x, T, wp, out, ldo, n);
+    for (int i = 0; i < n; i++) {
+        CHECK(same_bytes(out[i], ref[i], (size_t)(T * ldo[i]) * 4), "lb_matmul_multi weight %d (%s) of %d, K=%lld T=%lld differs", i,
+              lb_type_traits_get(types[i])->name, n, (long long)K, (long long)T);
+        free(out[i]), free(ref[i]), free((void *)w[i].data);
+    }
+    lb_pool_free(p);
+    free(x), free(wf), free(scr);
+}
+
 /* every implementation's activation quantizer gives lb_act_quantize's bytes, NaN, infinities, zero blocks,
  * ties of the rounding and signed zeros included */
 static void check_actq(int64_t K, int64_t be) {
@@ -209,6 +243,12 @@ int main(void) {
             check_matmul((lb_type)t, 21, 64, 7);
             check_matmul((lb_type)t, 5, 131, 30);
         }
+    }
+    const lb_type qkv[3] = {LB_TYPE_Q4_K, LB_TYPE_Q4_K, LB_TYPE_Q6_K};
+    const lb_type mixed[6] = {LB_TYPE_Q4_0, LB_TYPE_Q8_0, LB_TYPE_Q4_K, LB_TYPE_F16, LB_TYPE_F32, LB_TYPE_IQ4_NL};
+    for (int64_t T = 1; T <= 9; T += 8) {
+        check_multi(qkv, 3, 512, T);
+        check_multi(mixed, 6, 256, T);
     }
     for (int64_t be = 32; be <= 256; be *= 8) {
         check_actq(be, be);
