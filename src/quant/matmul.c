@@ -106,6 +106,10 @@ static void gemv_task(void *arg, int64_t task, int thread) {
     lb_gemv1_fn f = j->k->gemv1[j->w->type];
     lb_act a = lb_act_at(j->act, K, j->be);
     const uint8_t *base = j->w->data;
+    if (j->k->gemvr[j->w->type]) {
+        j->k->gemvr[j->w->type](base + (size_t)r0 * wrow, wrow, (int)(r1 - r0), K, &a, j->out + r0);
+        return;
+    }
     for (int64_t r = r0; r < r1; r++) j->out[r] = f(base + (size_t)r * wrow, K, &a);
 }
 
@@ -151,7 +155,7 @@ static void run(const lb_cpu_kernels *k, lb_pool *pool, float *scratch, const fl
             j.slots = base + act_bytes(K, T);
             j.act_stride = lb_act_bytes(K, be);
             j.row_stride = lb_qrow_bytes(K, be);
-            m.fn[p] = T == 1 && k->gemv1[w[p]->type] ? gemv_task : quant_task;
+            m.fn[p] = T == 1 && (k->gemv1[w[p]->type] || k->gemvr[w[p]->type]) ? gemv_task : quant_task;
         } else {
             m.fn[p] = float_task;
         }

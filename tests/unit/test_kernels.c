@@ -47,6 +47,7 @@ static void check_type(lb_type t, int64_t N, int64_t K, int64_t T) {
         lb_act_quantize(x + (i % T) * K, K, be, &acts[i]);
     }
     bool has_min = lb_qtype_has_min(t);
+    float *ref_tok0 = malloc((size_t)N * sizeof *ref_tok0), *gr = malloc((size_t)N * sizeof *gr);
     double *deq = malloc((size_t)K * sizeof *deq);
     float *drow = malloc((size_t)K * sizeof *drow);
     for (int64_t n = 0; n < N; n++) {
@@ -55,6 +56,7 @@ static void check_type(lb_type t, int64_t N, int64_t K, int64_t T) {
         impls[0]->unpack[t](src, K, &ref_row);
         float ref_out[4];
         impls[0]->qdot(&ref_row, acts, 4, K, be, has_min, ref_out, 1);
+        ref_tok0[n] = ref_out[0];
         /* the reference against float64: dequantized weight . dequantized activation */
         lb_weight_row_f32(&w, n, drow);
         double exact = 0, mag = 0;
@@ -89,6 +91,13 @@ static void check_type(lb_type t, int64_t N, int64_t K, int64_t T) {
             }
         }
     }
+    for (int i = 1; i < n_impls; i++) /* several rows at once: every count up to N */
+        for (int R = 1; impls[i]->gemvr[t] && R <= N; R++) {
+            impls[i]->gemvr[t](wq, rb, R, K, &acts[0], gr);
+            CHECK(same_bytes(gr, ref_tok0, (size_t)R * 4), "%s %s K=%lld: %d-row one-token product differs from the reference",
+                  impls[i]->name, tt->name, (long long)K, R);
+        }
+    free(ref_tok0), free(gr);
     free(deq), free(drow), free(rbuf), free(ibuf), free(abuf), free(wf), free(x), free(wq);
 }
 
@@ -235,6 +244,7 @@ int main(void) {
             check_type((lb_type)t, 3, be, 1);
             check_type((lb_type)t, 5, 3 * be, 3);
             check_type((lb_type)t, 2, 7 * be, 5);
+            check_type((lb_type)t, 11, 2 * be, 2);
             check_matmul((lb_type)t, 37, 3 * be, 1);
             check_matmul((lb_type)t, 19, be, 70);
             check_matmul((lb_type)t, 53, 2 * be, 15); /* 16-row tiles with 5 rows left, 8 + 4 + 2 + 1 tokens */

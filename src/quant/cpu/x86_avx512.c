@@ -122,6 +122,126 @@ TGT static void qdot_z(const lb_qrow *w, const lb_act *a, int nt, int64_t K, int
     else qdot_avx512vnni(w, a, nt, K, be, has_min, out, ldo);
 }
 
+/* ---------------------------------------------------------------- one token, four rows at a time ------ */
+/* Four rows share the activation loads; their exact block sums are reduced together and the float steps of
+ * cpu.h run with one row per lane (rows past R repeat row 0 and are not stored). */
+
+TGT static inline __m128 h2f4(uint16_t a, uint16_t b, uint16_t c, uint16_t d) {
+    return _mm_cvtph_ps(_mm_set_epi16(0, 0, 0, 0, (short)d, (short)c, (short)b, (short)a));
+}
+
+TGT static inline void store_rows(float *out, int n, __m128 v) {
+    float t[4];
+    _mm_storeu_ps(t, v);
+    for (int i = 0; i < n; i++) out[i] = t[i];
+}
+
+#define ROWS4(T, rows, rb, R, r0, x)                                                                        \
+    const T *x[4];                                                                                          \
+    for (int i_ = 0; i_ < 4; i_++) x[i_] = (const T *)((rows) + (size_t)((r0) + i_ < (R) ? (r0) + i_ : (r0)) * (rb))
+
+/* q4_0 and q8_0: the codes unsigned (nibble = q + 8; q ^ 0x80 = q + 128) by vpdpbusd, less off * sum(a) */
+TGT static void gemvr_q4_0_z(const uint8_t *rows, size_t rb, int R, int64_t K, const lb_act *a, float *out) {
+    for (int r0 = 0; r0 < R; r0 += 4) {
+        ROWS4(block_q4_0, rows, rb, R, r0, x);
+        __m128 acc = _mm_setzero_ps();
+        for (int64_t b = 0; b < K / 32; b++) {
+            __m256i av = _mm256_load_si256((const __m256i *)(a->q + 32 * b)), U[4];
+            for (int i = 0; i < 4; i++) U[i] = _mm256_dpbusd_epi32(_mm256_setzero_si256(), nibbles_avx512vnni(x[i][b].qs), av);
+            __m128i S = _mm_sub_epi32(hsum4i_avx512vnni(U), _mm_set1_epi32(8 * (a->bsum[2 * b] + a->bsum[2 * b + 1])));
+            __m128 d = h2f4(x[0][b].d, x[1][b].d, x[2][b].d, x[3][b].d);
+            acc = _mm_fmadd_ps(_mm_mul_ps(d, _mm_set1_ps(a->d[b])), _mm_cvtepi32_ps(S), acc);
+        }
+        store_rows(out + r0, R - r0 < 4 ? R - r0 : 4, acc);
+    }
+}
+
+TGT static void gemvr_q8_0_z(const uint8_t *rows, size_t rb, int R, int64_t K, const lb_act *a, float *out) {
+    const __m256i flip = _mm256_set1_epi8((char)0x80);
+    for (int r0 = 0; r0 < R; r0 += 4) {
+        ROWS4(block_q8_0, rows, rb, R, r0, x);
+        __m128 acc = _mm_setzero_ps();
+        for (int64_t b = 0; b < K / 32; b++) {
+            __m256i av = _mm256_load_si256((const __m256i *)(a->q + 32 * b)), U[4];
+            for (int i = 0; i < 4; i++)
+                U[i] = _mm256_dpbusd_epi32(_mm256_setzero_si256(), _mm256_xor_si256(_mm256_loadu_si256((const __m256i *)x[i][b].qs), flip), av);
+            __m128i S = _mm_sub_epi32(hsum4i_avx512vnni(U), _mm_set1_epi32(128 * (a->bsum[2 * b] + a->bsum[2 * b + 1])));
+            __m128 d = h2f4(x[0][b].d, x[1][b].d, x[2][b].d, x[3][b].d);
+            acc = _mm_fmadd_ps(_mm_mul_ps(d, _mm_set1_ps(a->d[b])), _mm_cvtepi32_ps(S), acc);
+        }
+        store_rows(out + r0, R - r0 < 4 ? R - r0 : 4, acc);
+    }
+}
+
+/* q4_K: one row's block: the scaled code sums (8 lanes) and the min products (8 lanes) */
+TGT static inline void q4_K_block(const block_q4_K *x, const int8_t *ab, const int16_t *bs, __m256i *S, __m256i *M) {
+    const __m256i m4 = _mm256_set1_epi8(0x0F);
+    __m256i sc, mn16;
+    k4_scales_v_avx512vnni(x->scales, &sc, &mn16);
+    __m512i sc16 = _mm512_castsi256_si512(sc), iacc = _mm512_setzero_si512();
+    for (int c = 0; c < 4; c++) {
+        __m256i v = _mm256_loadu_si256((const __m256i *)(x->qs + 32 * c));
+        __m512i w = pair(_mm256_and_si256(v, m4), _mm256_and_si256(_mm256_srli_epi16(v, 4), m4));
+        __m512i p = _mm512_maddubs_epi16(w, _mm512_load_si512(ab + 64 * c));
+        iacc = _mm512_add_epi32(iacc, _mm512_madd_epi16(p, scale_pair(sc16, c)));
+    }
+    *S = fold_lanes(iacc);
+    *M = _mm256_madd_epi16(mn16, _mm256_load_si256((const __m256i *)bs));
+}
+
+TGT static void gemvr_q4_K_z(const uint8_t *rows, size_t rb, int R, int64_t K, const lb_act *a, float *out) {
+    for (int r0 = 0; r0 < R; r0 += 4) {
+        ROWS4(block_q4_K, rows, rb, R, r0, x);
+        __m128 acc = _mm_setzero_ps();
+        for (int64_t b = 0; b < K / QK_K; b++) {
+            __m256i S[4], M[4];
+            for (int i = 0; i < 4; i++) q4_K_block(&x[i][b], a->q + QK_K * b, a->bsum + 16 * b, &S[i], &M[i]);
+            __m128 da = _mm_set1_ps(a->d[b]);
+            __m128 d = h2f4(x[0][b].d, x[1][b].d, x[2][b].d, x[3][b].d);
+            __m128 dm = _mm_xor_ps(h2f4(x[0][b].dmin, x[1][b].dmin, x[2][b].dmin, x[3][b].dmin), _mm_set1_ps(-0.0f));
+            acc = _mm_fmadd_ps(_mm_mul_ps(d, da), _mm_cvtepi32_ps(hsum4i_avx512vnni(S)), acc);
+            acc = _mm_fmadd_ps(_mm_mul_ps(dm, da), _mm_cvtepi32_ps(hsum4i_avx512vnni(M)), acc);
+        }
+        store_rows(out + r0, R - r0 < 4 ? R - r0 : 4, acc);
+    }
+}
+
+/* q6_K: one row's block, codes q + 32 (0..63) unsigned against the activations, less 32 * sum sc * bsum */
+TGT static inline __m256i q6_K_block(const block_q6_K *x, const int8_t *ab, const int16_t *bs) {
+    const __m256i m4 = _mm256_set1_epi8(0x0F), m2 = _mm256_set1_epi8(0x30);
+    __m256i sc = _mm256_cvtepi8_epi16(_mm_loadu_si128((const __m128i *)x->scales));
+    __m512i sc16 = _mm512_castsi256_si512(sc), iacc = _mm512_setzero_si512();
+    for (int h = 0; h < 2; h++) {
+        __m256i l0 = _mm256_loadu_si256((const __m256i *)(x->ql + 64 * h));
+        __m256i l1 = _mm256_loadu_si256((const __m256i *)(x->ql + 64 * h + 32));
+        __m256i hv = _mm256_loadu_si256((const __m256i *)(x->qh + 32 * h));
+        __m256i c0 = _mm256_or_si256(_mm256_and_si256(l0, m4), _mm256_and_si256(_mm256_slli_epi16(hv, 4), m2));
+        __m256i c1 = _mm256_or_si256(_mm256_and_si256(l1, m4), _mm256_and_si256(_mm256_slli_epi16(hv, 2), m2));
+        __m256i c2 = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(l0, 4), m4), _mm256_and_si256(hv, m2));
+        __m256i c3 = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(l1, 4), m4), _mm256_and_si256(_mm256_srli_epi16(hv, 2), m2));
+        __m512i p0 = _mm512_maddubs_epi16(pair(c0, c1), _mm512_load_si512(ab + 128 * h));
+        __m512i p1 = _mm512_maddubs_epi16(pair(c2, c3), _mm512_load_si512(ab + 128 * h + 64));
+        iacc = _mm512_add_epi32(iacc, _mm512_madd_epi16(p0, scale_pair(sc16, 2 * h)));
+        iacc = _mm512_add_epi32(iacc, _mm512_madd_epi16(p1, scale_pair(sc16, 2 * h + 1)));
+    }
+    __m256i corr = _mm256_madd_epi16(sc, _mm256_load_si256((const __m256i *)bs)); /* sum sc * bsum, 8 lanes */
+    return _mm256_sub_epi32(fold_lanes(iacc), _mm256_slli_epi32(corr, 5));
+}
+
+TGT static void gemvr_q6_K_z(const uint8_t *rows, size_t rb, int R, int64_t K, const lb_act *a, float *out) {
+    for (int r0 = 0; r0 < R; r0 += 4) {
+        ROWS4(block_q6_K, rows, rb, R, r0, x);
+        __m128 acc = _mm_setzero_ps();
+        for (int64_t b = 0; b < K / QK_K; b++) {
+            __m256i S[4];
+            for (int i = 0; i < 4; i++) S[i] = q6_K_block(&x[i][b], a->q + QK_K * b, a->bsum + 16 * b);
+            __m128 d = h2f4(x[0][b].d, x[1][b].d, x[2][b].d, x[3][b].d);
+            acc = _mm_fmadd_ps(_mm_mul_ps(d, _mm_set1_ps(a->d[b])), _mm_cvtepi32_ps(hsum4i_avx512vnni(S)), acc);
+        }
+        store_rows(out + r0, R - r0 < 4 ? R - r0 : 4, acc);
+    }
+}
+
 /* ---------------------------------------------------------------- many tokens: interleaved tiles ------ */
 
 /* the 4 bytes at p as one int32 in every lane */
@@ -329,6 +449,10 @@ const lb_cpu_kernels *lb_cpu_kernels_avx512vnni(void) {
         t.name = "avx512vnni";
         t.gemv1[LB_TYPE_Q4_K] = gemv_q4_K_z;
         t.gemv1[LB_TYPE_Q6_K] = gemv_q6_K_z;
+        t.gemvr[LB_TYPE_Q4_0] = gemvr_q4_0_z;
+        t.gemvr[LB_TYPE_Q8_0] = gemvr_q8_0_z;
+        t.gemvr[LB_TYPE_Q4_K] = gemvr_q4_K_z;
+        t.gemvr[LB_TYPE_Q6_K] = gemvr_q6_K_z;
         t.qdot = qdot_z;
         t.qgemm = qgemm_z;
         t.fgemm = fgemm_z;
