@@ -52,6 +52,10 @@ static void float_task(void *arg, int64_t task, int thread) {
     const mm_job *j = arg;
     int64_t r0 = task * MM_TILE_ROWS, K = j->w->cols;
     int R = (int)(j->w->rows - r0 < MM_TILE_ROWS ? j->w->rows - r0 : MM_TILE_ROWS);
+    if (j->k->fgemv && j->T == 1) {
+        j->k->fgemv(j->w, r0, R, j->x, j->out + r0);
+        return;
+    }
     if (j->k->fgemm && j->T >= MM_FGEMM_MIN_T) {
         j->k->fgemm(j->w, r0, R, j->x, j->T, j->out + r0, j->ldo, j->slots + (size_t)thread * j->slot_stride);
         return;

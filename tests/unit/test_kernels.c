@@ -123,6 +123,27 @@ static void check_matmul(lb_type t, int64_t N, int64_t K, int64_t T) {
               tt->name, (long long)N, (long long)K, (long long)T, nt, lb_matmul_impl());
         lb_pool_free(p);
     }
+    if (!tt->is_quant) /* each implementation's float kernels, whichever lb_matmul picks */
+        for (int i = 1; i < n_impls; i++) {
+            void *slot = aligned_alloc(64, (lb_fgemm_slot_bytes(K) + 63) & ~(size_t)63);
+            for (int64_t r0 = 0; r0 < N; r0 += 16) {
+                int R = N - r0 < 16 ? (int)(N - r0) : 16;
+                memset(out, 0, (size_t)(T * N) * sizeof *out);
+                if (impls[i]->fgemv) {
+                    impls[i]->fgemv(&w, r0, R, x, out);
+                    CHECK(same_bytes(out, ref + r0, (size_t)R * 4), "%s %s fgemv rows %lld+%d K=%lld differs", impls[i]->name,
+                          tt->name, (long long)r0, R, (long long)K);
+                }
+                if (impls[i]->fgemm) {
+                    impls[i]->fgemm(&w, r0, R, x, T, out, N, slot);
+                    bool same = true;
+                    for (int64_t tk = 0; tk < T; tk++) same = same && same_bytes(out + tk * N, ref + tk * N + r0, (size_t)R * 4);
+                    CHECK(same, "%s %s fgemm rows %lld+%d K=%lld T=%lld differs", impls[i]->name, tt->name, (long long)r0, R,
+                          (long long)K, (long long)T);
+                }
+            }
+            free(slot);
+        }
     if (!tt->is_quant) { /* float weights: the reference near float64 */
         double worst = 0;
         for (int64_t tk = 0; tk < T; tk++)

@@ -91,6 +91,8 @@ typedef void (*lb_fconv_fn)(const lb_weight *w, int64_t r0, int R, float *dst);
 typedef void (*lb_fgemm_fn)(const lb_weight *w, int64_t r0, int R, const float *x, int64_t T, float *out, int64_t ldo,
                             void *slot);
 #define lb_fgemm_slot_bytes(K) ((size_t)16 * (size_t)(K) * sizeof(float) + 64 * 16)
+/* out[r] = dot(x, row r0 + r of w) for r < R, one token, f32 / f16 / bf16 weights read in place */
+typedef void (*lb_fgemv_fn)(const lb_weight *w, int64_t r0, int R, const float *x, float *out);
 typedef void (*lb_actq_fn)(const float *x, int64_t K, int64_t be, const lb_act *a);
 typedef void (*lb_vdots_fn)(const float *q, const float *m, int64_t stride, int64_t n, int64_t D, float *s);
 typedef void (*lb_vwsum_fn)(const float *w, const float *m, int64_t stride, int64_t n, int64_t D, float *o);
@@ -133,6 +135,7 @@ typedef struct lb_cpu_kernels {
     lb_actq_fn actq; /* lb_act_quantize */
     lb_ftile_fn ftile;
     lb_fgemm_fn fgemm; /* many tokens against 16 float rows, or NULL (then fconv + ftile) */
+    lb_fgemv_fn fgemv; /* one token against float rows, or NULL (then fconv + ftile) */
     lb_fconv_fn fconv;
     lb_vdots_fn vdots;
     lb_vwsum_fn vwsum;

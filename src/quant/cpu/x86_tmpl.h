@@ -531,6 +531,41 @@ TGT static void SFX(kernel_4x3)(const float *x, int64_t nt, int64_t K, const flo
         }
 }
 
+/* 8 weights of a float row from element k as f32 (exact) */
+TGT static inline __m256 SFX(fload8)(const lb_weight *w, const void *row, int64_t k) {
+    if (w->type == LB_TYPE_F16) return _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)((const uint16_t *)row + k)));
+    if (w->type == LB_TYPE_BF16)
+        return _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(_mm_loadu_si128((const __m128i *)((const uint16_t *)row + k))), 16));
+    return _mm256_loadu_ps((const float *)row + k);
+}
+
+TGT static inline float SFX(fget)(const lb_weight *w, const void *row, int64_t k) {
+    if (w->type == LB_TYPE_F16) return SFX(h2f)(((const uint16_t *)row)[k]);
+    if (w->type == LB_TYPE_BF16) return lb_bf16_to_f32(((const uint16_t *)row)[k]);
+    return ((const float *)row)[k];
+}
+
+/* one token against R float rows read in place, four rows at a time (the float order of cpu.h) */
+TGT static void SFX(fgemv)(const lb_weight *w, int64_t r0, int R, const float *x, float *out) {
+    int64_t K = w->cols, K8 = K - K % 8;
+    size_t rb = lb_weight_row_bytes(w);
+    for (int g = 0; g < R; g += 4) {
+        int n = R - g < 4 ? R - g : 4;
+        const void *row[4];
+        for (int i = 0; i < 4; i++) row[i] = (const uint8_t *)w->data + (size_t)(r0 + g + (i < n ? i : 0)) * rb;
+        __m256 acc[4] = {_mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps()};
+        for (int64_t k = 0; k < K8; k += 8) {
+            __m256 xv = _mm256_loadu_ps(x + k);
+            for (int i = 0; i < 4; i++) acc[i] = _mm256_fmadd_ps(xv, SFX(fload8)(w, row[i], k), acc[i]);
+        }
+        for (int i = 0; i < n; i++) {
+            float s = SFX(hsum8)(acc[i]);
+            for (int64_t k = K8; k < K; k++) s = fmaf(x[k], SFX(fget)(w, row[i], k), s);
+            out[g + i] = s;
+        }
+    }
+}
+
 /* Tokens per cache block: keeps a block of activation rows resident while all tile rows pass over it. */
 #define MM_TOKEN_BLOCK 24
 
@@ -610,6 +645,7 @@ static const lb_cpu_kernels SFX(KERNELS) = {
     .qdot = SFX(qdot),
     .actq = SFX(actq),
     .ftile = SFX(ftile),
+    .fgemv = SFX(fgemv),
     .fconv = SFX(fconv),
     .vdots = SFX(vdots),
     .vwsum = SFX(vwsum),
