@@ -600,8 +600,25 @@ TGT static void SFX(fconv)(const lb_weight *w, int64_t r0, int R, float *dst) {
 }
 
 TGT static void SFX(vdots)(const float *q, const float *m, int64_t stride, int64_t n, int64_t D, float *s) {
-    int64_t D8 = D - D % 8;
-    for (int64_t p = 0; p < n; p++) {
+    int64_t D8 = D - D % 8, p = 0;
+    for (; p + 4 <= n; p += 4) { /* four keys at a time: shared loads of q, the four trees reduced together */
+        const float *k[4] = {m + p * stride, m + (p + 1) * stride, m + (p + 2) * stride, m + (p + 3) * stride};
+        __m256 a[4] = {_mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps()};
+        for (int64_t i = 0; i < D8; i += 8) {
+            __m256 qv = _mm256_loadu_ps(q + i);
+            for (int j = 0; j < 4; j++) a[j] = _mm256_fmadd_ps(qv, _mm256_loadu_ps(k[j] + i), a[j]);
+        }
+        __m128 c[4];
+        for (int j = 0; j < 4; j++) c[j] = _mm_add_ps(_mm256_castps256_ps128(a[j]), _mm256_extractf128_ps(a[j], 1));
+        _MM_TRANSPOSE4_PS(c[0], c[1], c[2], c[3]); /* c[l] = partial sum l (l + l+4) of each key */
+        float r[4];
+        _mm_storeu_ps(r, _mm_add_ps(_mm_add_ps(c[0], c[2]), _mm_add_ps(c[1], c[3])));
+        for (int j = 0; j < 4; j++) {
+            for (int64_t i = D8; i < D; i++) r[j] = fmaf(q[i], k[j][i], r[j]);
+            s[p + j] = r[j];
+        }
+    }
+    for (; p < n; p++) {
         const float *k = m + p * stride;
         __m256 a = _mm256_setzero_ps();
         for (int64_t i = 0; i < D8; i += 8) a = _mm256_fmadd_ps(_mm256_loadu_ps(q + i), _mm256_loadu_ps(k + i), a);
