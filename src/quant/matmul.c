@@ -13,6 +13,8 @@
  * pass over them. */
 #define MM_QTOKENS 64
 
+_Static_assert(MM_TILE_ROWS == LB_QTILE_ROWS, "a task's rows are one interleaved tile");
+
 /* Tokens from which float weights go through the interleaved-tile kernel (a copy of the tile per task). */
 #define MM_FGEMM_MIN_T 4
 

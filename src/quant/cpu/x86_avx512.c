@@ -1,7 +1,9 @@
 /*
- * x86_avx512.c - the CPU kernels with AVX-512 VNNI (vpdpbusd on 256-bit vectors, AVX512VL): the same
- * template as x86_avx2.c with the 4-byte integer dot product in one instruction. Vectors stay 256 bits
- * wide so that the float accumulation order (8 partials, cpu.h) is the same as AVX2's and the reference's.
+ * x86_avx512.c - the CPU kernels with AVX-512 VNNI (AVX512F/VL/BW + VNNI): the template of x86_avx2.c with
+ * vpdpbusd for the 4-byte integer dot product, plus kernels of their own: one-token products four rows at a
+ * time, the many-token product on interleaved 16-row tiles (a 512-bit lane per row), and the float-weight
+ * product on row pairs. Float partials keep the layout of cpu.h (8 per row for float weights, one per row
+ * and token for quantized ones), so every kernel gives the reference's bits.
  */
 #include "cpu.h"
 
