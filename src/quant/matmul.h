@@ -3,11 +3,14 @@
  * product the forward pass uses, on the kernels of quant/cpu (cpu.h gives the arithmetic).
  *
  * Quantized weights: the T activation rows are quantized to 8 bits once per call (blocks of the weight
- * type's size), then each task unpacks MM_TILE_ROWS rows of W and multiplies them with every token. Float
- * weights (F32, F16, BF16) are converted to f32 per tile and multiplied with the f32 activations. Rows of
- * W are split into fixed tiles handed to the thread pool and every output element is computed by the same
- * code whatever the thread count, so results are identical for any number of threads; the reference, AVX2
- * and AVX-512 kernels follow one arithmetic order, so they are identical too.
+ * type's size). One token: each task multiplies MM_TILE_ROWS packed rows with it in place (fused kernels).
+ * Several tokens: each task unpacks MM_TILE_ROWS rows into an interleaved tile (a vector lane per row; the
+ * AVX-512 VNNI kernels) or into unpacked rows (AVX2, reference) and multiplies it with every token. Float
+ * weights (F32, F16, BF16): one token reads the rows in place; several tokens multiply a tile converted to
+ * f32 (row pairs per 512-bit vector on AVX-512). Rows of W are split into fixed tiles handed to the thread
+ * pool and every output element is computed by the same code whatever the thread count, so results are
+ * identical for any number of threads; the reference, AVX2 and AVX-512 kernels follow one arithmetic order
+ * (quant/cpu/cpu.h), so they are identical too.
  */
 #ifndef LB_MATMUL_H
 #define LB_MATMUL_H
@@ -26,6 +29,13 @@ size_t lb_matmul_scratch_floats(int64_t K, int64_t T, int n_threads);
  * scratch: lb_matmul_scratch_floats(K, T, lb_pool_size(pool)) floats.
  */
 void lb_matmul(lb_pool *pool, float *scratch, const float *x, int64_t T, const lb_weight *w, float *out, int64_t ldo);
+
+/* out[i] (T, ldo[i]) = x . w[i]^T for n weights with the same cols (q, k and v; gate and up): the same bits as
+ * n lb_matmul calls, with fewer pool runs (the tasks of up to LB_MATMUL_MULTI_MAX weights whose activations
+ * share a format go in one run) and the activations quantized once per run. scratch as for lb_matmul. */
+#define LB_MATMUL_MULTI_MAX 4
+void lb_matmul_multi(lb_pool *pool, float *scratch, const float *x, int64_t T, const lb_weight *const *w, float *const *out,
+                     const int64_t *ldo, int n);
 
 /* The product through the scalar reference kernels whatever the CPU (the specification; single-threaded).
  * scratch as for lb_matmul with one thread. */

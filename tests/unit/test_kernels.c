@@ -47,6 +47,7 @@ static void check_type(lb_type t, int64_t N, int64_t K, int64_t T) {
         lb_act_quantize(x + (i % T) * K, K, be, &acts[i]);
     }
     bool has_min = lb_qtype_has_min(t);
+    float *ref_tok0 = malloc((size_t)N * sizeof *ref_tok0), *gr = malloc((size_t)N * sizeof *gr);
     double *deq = malloc((size_t)K * sizeof *deq);
     float *drow = malloc((size_t)K * sizeof *drow);
     for (int64_t n = 0; n < N; n++) {
@@ -55,6 +56,7 @@ static void check_type(lb_type t, int64_t N, int64_t K, int64_t T) {
         impls[0]->unpack[t](src, K, &ref_row);
         float ref_out[4];
         impls[0]->qdot(&ref_row, acts, 4, K, be, has_min, ref_out, 1);
+        ref_tok0[n] = ref_out[0];
         /* the reference against float64: dequantized weight . dequantized activation */
         lb_weight_row_f32(&w, n, drow);
         double exact = 0, mag = 0;
@@ -89,6 +91,13 @@ static void check_type(lb_type t, int64_t N, int64_t K, int64_t T) {
             }
         }
     }
+    for (int i = 1; i < n_impls; i++) /* several rows at once: every count up to N */
+        for (int R = 1; impls[i]->gemvr[t] && R <= N; R++) {
+            impls[i]->gemvr[t](wq, rb, R, K, &acts[0], gr);
+            CHECK(same_bytes(gr, ref_tok0, (size_t)R * 4), "%s %s K=%lld: %d-row one-token product differs from the reference",
+                  impls[i]->name, tt->name, (long long)K, R);
+        }
+    free(ref_tok0), free(gr);
     free(deq), free(drow), free(rbuf), free(ibuf), free(abuf), free(wf), free(x), free(wq);
 }
 
@@ -114,6 +123,27 @@ static void check_matmul(lb_type t, int64_t N, int64_t K, int64_t T) {
               tt->name, (long long)N, (long long)K, (long long)T, nt, lb_matmul_impl());
         lb_pool_free(p);
     }
+    if (!tt->is_quant) /* each implementation's float kernels, whichever lb_matmul picks */
+        for (int i = 1; i < n_impls; i++) {
+            void *slot = aligned_alloc(64, (lb_fgemm_slot_bytes(K) + 63) & ~(size_t)63);
+            for (int64_t r0 = 0; r0 < N; r0 += 16) {
+                int R = N - r0 < 16 ? (int)(N - r0) : 16;
+                memset(out, 0, (size_t)(T * N) * sizeof *out);
+                if (impls[i]->fgemv) {
+                    impls[i]->fgemv(&w, r0, R, x, out);
+                    CHECK(same_bytes(out, ref + r0, (size_t)R * 4), "%s %s fgemv rows %lld+%d K=%lld differs", impls[i]->name,
+                          tt->name, (long long)r0, R, (long long)K);
+                }
+                if (impls[i]->fgemm) {
+                    impls[i]->fgemm(&w, r0, R, x, T, out, N, slot);
+                    bool same = true;
+                    for (int64_t tk = 0; tk < T; tk++) same = same && same_bytes(out + tk * N, ref + tk * N + r0, (size_t)R * 4);
+                    CHECK(same, "%s %s fgemm rows %lld+%d K=%lld T=%lld differs", impls[i]->name, tt->name, (long long)r0, R,
+                          (long long)K, (long long)T);
+                }
+            }
+            free(slot);
+        }
     if (!tt->is_quant) { /* float weights: the reference near float64 */
         double worst = 0;
         for (int64_t tk = 0; tk < T; tk++)
@@ -129,6 +159,67 @@ static void check_matmul(lb_type t, int64_t N, int64_t K, int64_t T) {
         CHECK(worst < ((double)K / 8 + 16) * FLT_EPSILON, "%s K=%lld: relative error %g against float64", tt->name, (long long)K, worst);
     }
     free(wf), free(x), free(wq), free(ref), free(out), free(scr);
+}
+
+/* lb_matmul_multi on weights of mixed types (shared and separate activation formats) gives the bits of
+ * lb_matmul_ref on each */
+static void check_multi(const lb_type *types, int n, int64_t K, int64_t T) {
+    lb_weight w[6];
+    const lb_weight *wp[6];
+    float *out[6], *ref[6];
+    int64_t ldo[6], rows[6] = {37, 16, 5, 40, 3, 21};
+    float *x = malloc((size_t)(T * K) * sizeof *x), *wf = malloc((size_t)(40 * K) * sizeof *wf);
+    for (int64_t i = 0; i < T * K; i++) x[i] = frand();
+    float *scr = malloc(lb_matmul_scratch_floats(K, T, 3) * sizeof(float));
+    for (int i = 0; i < n; i++) {
+        const lb_type_traits *tt = lb_type_traits_get(types[i]);
+        void *q = malloc(lb_type_row_size(types[i], K) * (size_t)rows[i]);
+        for (int64_t e = 0; e < rows[i] * K; e++) wf[e] = frand();
+        if (tt->is_quant) tt->quantize_ref(wf, q, rows[i], K, NULL);
+        else tt->from_float_ref(wf, q, rows[i] * K);
+        w[i] = (lb_weight){types[i], q, rows[i], K};
+        wp[i] = &w[i];
+        ldo[i] = rows[i] + i;
+        out[i] = calloc((size_t)(T * ldo[i]), sizeof(float));
+        ref[i] = calloc((size_t)(T * ldo[i]), sizeof(float));
+        lb_matmul_ref(scr, x, T, &w[i], ref[i], ldo[i]);
+    }
+    lb_pool *p = lb_pool_new(2);
+    lb_matmul_multi(p, scr, x, T, wp, out, ldo, n);
+    for (int i = 0; i < n; i++) {
+        CHECK(same_bytes(out[i], ref[i], (size_t)(T * ldo[i]) * 4), "lb_matmul_multi weight %d (%s) of %d, K=%lld T=%lld differs", i,
+              lb_type_traits_get(types[i])->name, n, (long long)K, (long long)T);
+        free(out[i]), free(ref[i]), free((void *)w[i].data);
+    }
+    lb_pool_free(p);
+    free(x), free(wf), free(scr);
+}
+
+/* every implementation's activation quantizer gives lb_act_quantize's bytes, NaN, infinities, zero blocks,
+ * ties of the rounding and signed zeros included */
+static void check_actq(int64_t K, int64_t be) {
+    size_t ab = lb_act_bytes(K, be);
+    float *x = malloc((size_t)K * sizeof *x);
+    void *b0 = aligned_alloc(64, ab), *b1 = aligned_alloc(64, ab);
+    for (int64_t i = 0; i < K; i++) x[i] = frand() * (i % 11 == 0 ? 100.0f : 1.0f);
+    for (int64_t i = 0; i < be; i++) x[i] = (float)(i % 9) - 4.0f + 0.5f * (float)(i % 2); /* ties at amax 127 */
+    x[be] = 127.0f;
+    if (K >= 3 * be) {
+        for (int64_t i = 2 * be; i < 3 * be; i++) x[i] = (i % 2) ? -0.0f : 0.0f; /* a zero block */
+    }
+    if (K >= 4 * be) x[3 * be + 5] = NAN, x[3 * be + 7] = INFINITY;
+    if (K >= 5 * be) x[4 * be + 1] = -INFINITY;
+    lb_act r = lb_act_at(b0, K, be), o = lb_act_at(b1, K, be);
+    memset(b0, 0, ab);
+    lb_act_quantize(x, K, be, &r);
+    for (int i = 0; i < n_impls; i++) {
+        memset(b1, 0x5a, ab);
+        impls[i]->actq(x, K, be, &o);
+        CHECK(same_bytes(r.q, o.q, (size_t)K) && same_bytes(r.bsum, o.bsum, (size_t)K / 16 * 2) &&
+                  same_bytes(r.d, o.d, (size_t)(K / be) * 4),
+              "%s activation quantizer K=%lld be=%lld differs from lb_act_quantize", impls[i]->name, (long long)K, (long long)be);
+    }
+    free(x), free(b0), free(b1);
 }
 
 static void check_attention(int64_t n, int64_t D) {
@@ -174,13 +265,26 @@ int main(void) {
             check_type((lb_type)t, 3, be, 1);
             check_type((lb_type)t, 5, 3 * be, 3);
             check_type((lb_type)t, 2, 7 * be, 5);
+            check_type((lb_type)t, 11, 2 * be, 2);
             check_matmul((lb_type)t, 37, 3 * be, 1);
             check_matmul((lb_type)t, 19, be, 70);
+            check_matmul((lb_type)t, 53, 2 * be, 15); /* 16-row tiles with 5 rows left, 8 + 4 + 2 + 1 tokens */
         } else {
             check_matmul((lb_type)t, 13, 37, 1);
             check_matmul((lb_type)t, 21, 64, 7);
             check_matmul((lb_type)t, 5, 131, 30);
         }
+    }
+    const lb_type qkv[3] = {LB_TYPE_Q4_K, LB_TYPE_Q4_K, LB_TYPE_Q6_K};
+    const lb_type mixed[6] = {LB_TYPE_Q4_0, LB_TYPE_Q8_0, LB_TYPE_Q4_K, LB_TYPE_F16, LB_TYPE_F32, LB_TYPE_IQ4_NL};
+    for (int64_t T = 1; T <= 9; T += 8) {
+        check_multi(qkv, 3, 512, T);
+        check_multi(mixed, 6, 256, T);
+    }
+    for (int64_t be = 32; be <= 256; be *= 8) {
+        check_actq(be, be);
+        check_actq(5 * be, be);
+        check_actq(9 * be, be);
     }
     check_attention(1, 64);
     check_attention(17, 128);

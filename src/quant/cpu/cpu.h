@@ -9,13 +9,16 @@
  * coefficient dm, so that element e of block b is d * sc[e/16] * q[e] + dm * mn[e/16].
  *
  * The dot product of a row with a token (the canonical order; every implementation follows it exactly):
- *   acc[0..7] = 0, accm = 0
+ *   acc = 0
  *   per block b, with da = the activation block's d:
- *     L[l] = sum over the block's 32-element chunks c and i < 4 of sc * q * a at element 32c + 4l + i (exact)
- *     acc[l] = fmaf(d[b] * da, (float)L[l], acc[l])                       for l = 0..7
- *     if the type has a min term: accm = fmaf(dm[b] * da, (float)M, accm), M = sum_g mn[g] * bsum[g] (exact)
- *   result = (((acc0+acc4) + (acc2+acc6)) + ((acc1+acc5) + (acc3+acc7))) + accm
- * Integer sums are exact in any order, so only the float steps above are fixed.
+ *     S = sum over the block's elements e of sc[e/16] * q[e] * a[e]            (exact int32)
+ *     acc = fmaf(d[b] * da, (float)S, acc)
+ *     if the type has a min term: acc = fmaf(dm[b] * da, (float)M, acc), M = sum_g mn[g] * bsum[g] (exact)
+ *   result = acc
+ * Integer sums are exact in any order (|S| < 2^31 for every type), so only the float steps above are fixed;
+ * (float)S rounds to nearest even. One float accumulator per row and token lets a kernel keep the lanes of
+ * a vector on different rows (the interleaved tiles of lb_cpu_kernels.qgemm) or reduce a row's integer
+ * lanes once per block.
  *
  * Float weights (F32, F16, BF16; f32 activations): element k goes to partial k mod 8 by fmaf over the
  * first K - K % 8 elements, the partials are reduced by the same tree, then the last K % 8 elements are
@@ -64,7 +67,7 @@ static inline lb_act lb_act_at(void *buf, int64_t K, int64_t be) {
     return a;
 }
 
-/* Quantize K floats to an lb_act (scalar, shared by every implementation). */
+/* Quantize K floats to an lb_act (the scalar specification; lb_cpu_kernels.actq gives the same bytes). */
 void lb_act_quantize(const float *x, int64_t K, int64_t be, const lb_act *a);
 
 /* Whether type t's unpacked rows carry a min term (q4_1, q5_1, q2_K, q4_K, q5_K); exactly these have
@@ -74,6 +77,8 @@ bool lb_qtype_has_min(lb_type t);
 typedef void (*lb_unpack_fn)(const void *row, int64_t K, const lb_qrow *out);
 /* dot of one packed row of K weights with one token (activation blocks of the type's size) */
 typedef float (*lb_gemv1_fn)(const void *row, int64_t K, const lb_act *a);
+/* out[r] = dot of packed row r (rows + r * row_bytes) with one token, r < R */
+typedef void (*lb_gemvr_fn)(const uint8_t *rows, size_t row_bytes, int R, int64_t K, const lb_act *a, float *out);
 /* out[t * ldo] = dot(w, a[t]) for t < nt (nt <= 4), K elements in blocks of be. */
 typedef void (*lb_qdot_fn)(const lb_qrow *w, const lb_act *a, int nt, int64_t K, int64_t be, bool has_min, float *out,
                            int64_t ldo);
@@ -81,15 +86,56 @@ typedef void (*lb_qdot_fn)(const lb_qrow *w, const lb_act *a, int nt, int64_t K,
 typedef void (*lb_ftile_fn)(const float *x, int64_t T, int64_t K, const float *wt, int R, float *out, int64_t ldo);
 /* R rows of an F16 / BF16 / F32 weight from row r0 to f32 (exact). */
 typedef void (*lb_fconv_fn)(const lb_weight *w, int64_t r0, int R, float *dst);
+/* out[t * ldo + r] = dot(x[t], row r0 + r of w) for t < T, r < R <= 16, f32 / f16 / bf16 weights (the float
+ * order above); slot: lb_fgemm_slot_bytes(K) bytes, 64-byte aligned. */
+typedef void (*lb_fgemm_fn)(const lb_weight *w, int64_t r0, int R, const float *x, int64_t T, float *out, int64_t ldo,
+                            void *slot);
+#define lb_fgemm_slot_bytes(K) ((size_t)16 * (size_t)(K) * sizeof(float) + 64 * 16)
+/* out[r] = dot(x, row r0 + r of w) for r < R, one token, f32 / f16 / bf16 weights read in place */
+typedef void (*lb_fgemv_fn)(const lb_weight *w, int64_t r0, int R, const float *x, float *out);
+typedef void (*lb_actq_fn)(const float *x, int64_t K, int64_t be, const lb_act *a);
 typedef void (*lb_vdots_fn)(const float *q, const float *m, int64_t stride, int64_t n, int64_t D, float *s);
 typedef void (*lb_vwsum_fn)(const float *w, const float *m, int64_t stride, int64_t n, int64_t D, float *o);
+
+/*
+ * An interleaved tile of LB_QTILE_ROWS unpacked rows for the many-token product (qgemm): the codes of the 16
+ * rows stored 4 elements at a time, so that one 64-byte vector holds elements 4s..4s+3 of every row and a
+ * vector lane is a row. Codes are stored unsigned: q for the types with a min term (q >= 0), q + 128 for the
+ * others, whose products then lose 128 * sum_g sc[g] * bsum[g] (gsc). Rows past R are zero.
+ */
+#define LB_QTILE_ROWS 16
+typedef struct lb_qtile {
+    uint8_t *u;   /* (K / 4, 16 rows, 4) codes */
+    int32_t *sc;  /* (K / sg, 16) scale of each sg-element group (256-element types) */
+    int32_t *gsc; /* (K / 32, 16) int16 pairs (sc[2p], sc[2p + 1]): the offset's correction */
+    int32_t *gmn; /* (K / 32, 16) int16 pairs (mn[2p], mn[2p + 1]): the min term */
+    float *d;     /* (K / be, 16) */
+    float *dm;    /* (K / be, 16) */
+    int sg;       /* elements per scale group: 16 or 32 (256-element types), be for 32-element types */
+    bool has_min;
+} lb_qtile;
+
+size_t lb_qtile_bytes(int64_t K, int64_t be);
+/* Unpack R <= 16 rows (row_bytes apart) of type t with unpack into a tile laid out in buf (lb_qtile_bytes,
+ * 64-byte aligned); tmp: lb_qrow_bytes(K, be) bytes, 64-byte aligned. */
+lb_qtile lb_qtile_pack(lb_type t, lb_unpack_fn unpack, const uint8_t *rows, size_t row_bytes, int R, int64_t K, void *buf,
+                       void *tmp);
+/* out[t * ldo + r] = dot(row r of the tile, token t) for t < T, r < R (the order above); token t's lb_act is
+ * laid out at act + t * act_stride. */
+typedef void (*lb_qgemm_fn)(const lb_qtile *w, int R, const uint8_t *act, size_t act_stride, int64_t T, int64_t K,
+                            int64_t be, float *out, int64_t ldo);
 
 typedef struct lb_cpu_kernels {
     const char *name; /* "ref", "avx2", "avx512vnni" */
     lb_unpack_fn unpack[LB_TYPE_COUNT]; /* NULL for types that are not quantized weight types */
     lb_gemv1_fn gemv1[LB_TYPE_COUNT];   /* fused one-token product, where a type has one (else NULL) */
+    lb_gemvr_fn gemvr[LB_TYPE_COUNT];   /* the same over several rows at once, where a type has one (else NULL) */
     lb_qdot_fn qdot;
+    lb_qgemm_fn qgemm; /* many tokens against an interleaved tile, or NULL (then unpack + qdot) */
+    lb_actq_fn actq; /* lb_act_quantize */
     lb_ftile_fn ftile;
+    lb_fgemm_fn fgemm; /* many tokens against 16 float rows, or NULL (then fconv + ftile) */
+    lb_fgemv_fn fgemv; /* one token against float rows, or NULL (then fconv + ftile) */
     lb_fconv_fn fconv;
     lb_vdots_fn vdots;
     lb_vwsum_fn vwsum;

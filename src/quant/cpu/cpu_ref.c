@@ -21,6 +21,58 @@ size_t lb_act_bytes(int64_t K, int64_t be) {
     return LB_ALIGN64(K) + LB_ALIGN64((size_t)(K / 16) * 2) + LB_ALIGN64((size_t)(K / be) * 4);
 }
 
+size_t lb_qtile_bytes(int64_t K, int64_t be) {
+    size_t n = (size_t)K * LB_QTILE_ROWS, v = 4 * LB_QTILE_ROWS;
+    return LB_ALIGN64(n) + LB_ALIGN64((size_t)(K / 16) * v) + 2 * LB_ALIGN64((size_t)(K / 32) * v) +
+           2 * LB_ALIGN64((size_t)(K / be) * v);
+}
+
+/* elements per scale group in a tile: the types whose 16-element scales come in equal pairs use 32 */
+static int qtile_sg(lb_type t, int64_t be) {
+    if (be == 32 || t == LB_TYPE_Q4_K || t == LB_TYPE_Q5_K || t == LB_TYPE_IQ4_XS) return 32;
+    return 16;
+}
+
+static int32_t pair16(int16_t lo, int16_t hi) { return (int32_t)((uint32_t)(uint16_t)lo | ((uint32_t)(uint16_t)hi << 16)); }
+
+lb_qtile lb_qtile_pack(lb_type t, lb_unpack_fn unpack, const uint8_t *rows, size_t row_bytes, int R, int64_t K, void *buf,
+                       void *tmp) {
+    const int N = LB_QTILE_ROWS;
+    int64_t be = lb_type_traits_get(t)->block_elems;
+    uint8_t *p = buf;
+    lb_qtile w;
+    w.u = p, p += LB_ALIGN64((size_t)K * N);
+    w.sc = (int32_t *)p, p += LB_ALIGN64((size_t)(K / 16) * 4 * N);
+    w.gsc = (int32_t *)p, p += LB_ALIGN64((size_t)(K / 32) * 4 * N);
+    w.gmn = (int32_t *)p, p += LB_ALIGN64((size_t)(K / 32) * 4 * N);
+    w.d = (float *)p, p += LB_ALIGN64((size_t)(K / be) * 4 * N);
+    w.dm = (float *)p;
+    w.sg = qtile_sg(t, be);
+    w.has_min = lb_qtype_has_min(t);
+    lb_qrow q = lb_qrow_at(tmp, K, be);
+    uint32_t flip = w.has_min ? 0 : 0x80808080u; /* q + 128 in each byte */
+    for (int r = 0; r < N; r++) {
+        if (r < R) unpack(rows + (size_t)r * row_bytes, K, &q);
+        else memset(tmp, 0, lb_qrow_bytes(K, be));
+        uint32_t *u = (uint32_t *)w.u;
+        for (int64_t s = 0; s < K / 4; s++) {
+            uint32_t v;
+            memcpy(&v, q.q + 4 * s, 4);
+            u[s * N + r] = v ^ flip;
+        }
+        for (int64_t g = 0; g < K / w.sg; g++) w.sc[g * N + r] = q.sc[g * w.sg / 16];
+        for (int64_t g = 0; g < K / 32; g++) {
+            w.gsc[g * N + r] = pair16(q.sc[2 * g], q.sc[2 * g + 1]);
+            w.gmn[g * N + r] = pair16(q.mn[2 * g], q.mn[2 * g + 1]);
+        }
+        for (int64_t b = 0; b < K / be; b++) {
+            w.d[b * N + r] = q.d[b];
+            w.dm[b * N + r] = q.dm[b];
+        }
+    }
+    return w;
+}
+
 #define ROUND_MAGIC 12582912.0f /* 1.5 * 2^23 */
 
 void lb_act_quantize(const float *x, int64_t K, int64_t be, const lb_act *a) {
@@ -253,20 +305,18 @@ static void unpack_iq4_xs_ref(const void *row, int64_t K, const lb_qrow *o) {
 static void qdot_ref(const lb_qrow *w, const lb_act *a, int nt, int64_t K, int64_t be, bool has_min, float *out,
                      int64_t ldo) {
     for (int t = 0; t < nt; t++) {
-        float acc[8] = {0}, accm = 0.0f;
+        float acc = 0.0f;
         for (int64_t b = 0; b < K / be; b++) {
-            int32_t L[8] = {0};
-            for (int64_t e = b * be; e < (b + 1) * be; e++)
-                L[(e % 32) / 4] += (int32_t)w->sc[e / 16] * ((int32_t)w->q[e] * (int32_t)a[t].q[e]);
-            float dd = w->d[b] * a[t].d[b];
-            for (int l = 0; l < 8; l++) acc[l] = fmaf(dd, (float)L[l], acc[l]);
+            int32_t S = 0;
+            for (int64_t e = b * be; e < (b + 1) * be; e++) S += (int32_t)w->sc[e / 16] * ((int32_t)w->q[e] * (int32_t)a[t].q[e]);
+            acc = fmaf(w->d[b] * a[t].d[b], (float)S, acc);
             if (has_min) {
                 int32_t M = 0;
                 for (int64_t g = b * be / 16; g < (b + 1) * be / 16; g++) M += (int32_t)w->mn[g] * (int32_t)a[t].bsum[g];
-                accm = fmaf(w->dm[b] * a[t].d[b], (float)M, accm);
+                acc = fmaf(w->dm[b] * a[t].d[b], (float)M, acc);
             }
         }
-        out[t * ldo] = lb_reduce8(acc) + accm;
+        out[t * ldo] = acc;
     }
 }
 
@@ -310,6 +360,7 @@ static const lb_cpu_kernels REF = {
                [LB_TYPE_Q6_K] = unpack_q6_K_ref, [LB_TYPE_IQ4_NL] = unpack_iq4_nl_ref,
                [LB_TYPE_IQ4_XS] = unpack_iq4_xs_ref},
     .qdot = qdot_ref,
+    .actq = lb_act_quantize,
     .ftile = ftile_ref,
     .fconv = fconv_ref,
     .vdots = vdots_ref,

@@ -28,6 +28,12 @@ TGT static inline int32_t SFX(hsumi)(__m256i v) {
     return _mm_cvtsi128_si32(s);
 }
 
+/* the sums of four vectors of 8 int32 lanes */
+TGT static inline __m128i SFX(hsum4i)(const __m256i *v) {
+    __m256i s = _mm256_hadd_epi32(_mm256_hadd_epi32(v[0], v[1]), _mm256_hadd_epi32(v[2], v[3]));
+    return _mm_add_epi32(_mm256_castsi256_si128(s), _mm256_extracti128_si256(s, 1));
+}
+
 TGT static inline float SFX(h2f)(uint16_t h) { return _cvtsh_ss(h); }
 
 /* 16 packed bytes -> 32 bytes: low nibbles first, then high nibbles */
@@ -294,13 +300,8 @@ TGT static inline __m128i SFX(minsum4)(const lb_qrow *w, const lb_act *a, int64_
 
 __attribute__((always_inline)) TGT static inline void SFX(qdot_gen)(const lb_qrow *w, const lb_act *a, int64_t K, float *out,
                                                                    int64_t ldo, const int NT, const int BE, const int UNS) {
-    __m256 facc[4];
-    float accm[4] = {0};
-    __m128 accm4 = _mm_setzero_ps();
-    for (int t = 0; t < NT; t++) {
-        facc[t] = _mm256_setzero_ps();
-        accm[t] = 0.0f;
-    }
+    float acc[4] = {0};
+    __m128 acc4 = _mm_setzero_ps();
     for (int64_t b = 0; b < K / BE; b++) {
         __m256i iacc[4];
         for (int t = 0; t < NT; t++) iacc[t] = _mm256_setzero_si256();
@@ -325,21 +326,17 @@ __attribute__((always_inline)) TGT static inline void SFX(qdot_gen)(const lb_qro
         }
         if (NT == 4) { /* the per-token steps of the block four lanes at a time (the same operations) */
             __m128 ad = _mm_set_ps(a[3].d[b], a[2].d[b], a[1].d[b], a[0].d[b]);
-            float dd[4] __attribute__((aligned(16)));
-            _mm_store_ps(dd, _mm_mul_ps(_mm_set1_ps(w->d[b]), ad));
-            for (int t = 0; t < NT; t++)
-                facc[t] = _mm256_fmadd_ps(_mm256_set1_ps(dd[t]), _mm256_cvtepi32_ps(iacc[t]), facc[t]);
-            if (UNS) accm4 = _mm_fmadd_ps(_mm_mul_ps(_mm_set1_ps(w->dm[b]), ad), _mm_cvtepi32_ps(SFX(minsum4)(w, a, b, BE)), accm4);
+            acc4 = _mm_fmadd_ps(_mm_mul_ps(_mm_set1_ps(w->d[b]), ad), _mm_cvtepi32_ps(SFX(hsum4i)(iacc)), acc4);
+            if (UNS) acc4 = _mm_fmadd_ps(_mm_mul_ps(_mm_set1_ps(w->dm[b]), ad), _mm_cvtepi32_ps(SFX(minsum4)(w, a, b, BE)), acc4);
             continue;
         }
         for (int t = 0; t < NT; t++) {
-            __m256 dd = _mm256_set1_ps(w->d[b] * a[t].d[b]);
-            facc[t] = _mm256_fmadd_ps(dd, _mm256_cvtepi32_ps(iacc[t]), facc[t]);
-            if (UNS) accm[t] = fmaf(w->dm[b] * a[t].d[b], (float)SFX(minsum)(w, &a[t], b, BE), accm[t]);
+            acc[t] = fmaf(w->d[b] * a[t].d[b], (float)SFX(hsumi)(iacc[t]), acc[t]);
+            if (UNS) acc[t] = fmaf(w->dm[b] * a[t].d[b], (float)SFX(minsum)(w, &a[t], b, BE), acc[t]);
         }
     }
-    if (NT == 4) _mm_storeu_ps(accm, accm4);
-    for (int t = 0; t < NT; t++) out[t * ldo] = SFX(hsum8)(facc[t]) + accm[t];
+    if (NT == 4) _mm_storeu_ps(acc, acc4);
+    for (int t = 0; t < NT; t++) out[t * ldo] = acc[t];
 }
 
 #define QDOT_INST(NT, BE, UNS)                                                                              \
@@ -380,30 +377,30 @@ TGT static void SFX(qdot)(const lb_qrow *w, const lb_act *a, int nt, int64_t K, 
 /* Decode: one row straight from its blocks against one token, without the unpacked row; the same integer
  * lanes and float steps as unpack + qdot. */
 
-TGT static inline void SFX(finish_block)(__m256 *facc, __m256i iacc, float d, float da) {
-    *facc = _mm256_fmadd_ps(_mm256_set1_ps(d * da), _mm256_cvtepi32_ps(iacc), *facc);
+TGT static inline float SFX(finish_block)(float acc, __m256i iacc, float d, float da) {
+    return fmaf(d * da, (float)SFX(hsumi)(iacc), acc);
 }
 
 TGT static float SFX(gemv_q4_0)(const void *row, int64_t K, const lb_act *a) {
     const block_q4_0 *x = row;
-    __m256 facc = _mm256_setzero_ps();
+    float acc = 0.0f;
     for (int64_t b = 0; b < K / 32; b++) {
         __m256i wq = _mm256_sub_epi8(SFX(nibbles)(x[b].qs), _mm256_set1_epi8(8)), iacc = _mm256_setzero_si256();
         DOT32(iacc, _mm256_sign_epi8(wq, wq), _mm256_sign_epi8(LD(a->q + 32 * b), wq));
-        SFX(finish_block)(&facc, iacc, SFX(h2f)(x[b].d), a->d[b]);
+        acc = SFX(finish_block)(acc, iacc, SFX(h2f)(x[b].d), a->d[b]);
     }
-    return SFX(hsum8)(facc) + 0.0f;
+    return acc;
 }
 
 TGT static float SFX(gemv_q8_0)(const void *row, int64_t K, const lb_act *a) {
     const block_q8_0 *x = row;
-    __m256 facc = _mm256_setzero_ps();
+    float acc = 0.0f;
     for (int64_t b = 0; b < K / 32; b++) {
         __m256i wq = LD(x[b].qs), iacc = _mm256_setzero_si256();
         DOT32(iacc, _mm256_sign_epi8(wq, wq), _mm256_sign_epi8(LD(a->q + 32 * b), wq));
-        SFX(finish_block)(&facc, iacc, SFX(h2f)(x[b].d), a->d[b]);
+        acc = SFX(finish_block)(acc, iacc, SFX(h2f)(x[b].d), a->d[b]);
     }
-    return SFX(hsum8)(facc) + 0.0f;
+    return acc;
 }
 
 /* iacc += the scaled lanes of 32 codes u (non-negative or signed) against activations at av */
@@ -418,8 +415,7 @@ TGT static float SFX(gemv_q8_0)(const void *row, int64_t K, const lb_act *a) {
 
 TGT static float SFX(gemv_q4_K)(const void *row, int64_t K, const lb_act *a) {
     const block_q4_K *x = row;
-    __m256 facc = _mm256_setzero_ps();
-    float accm = 0.0f;
+    float acc = 0.0f;
     const __m256i m4 = _mm256_set1_epi8(0x0F);
     for (int64_t b = 0; b < K / QK_K; b++) {
         __m256i sc16, mn16, iacc = _mm256_setzero_si256();
@@ -430,16 +426,16 @@ TGT static float SFX(gemv_q4_K)(const void *row, int64_t K, const lb_act *a) {
             K_CHUNK(iacc, _mm256_and_si256(v, m4), ab + 64 * c, K_SCV(sc16, 2 * c), 1);
             K_CHUNK(iacc, _mm256_and_si256(_mm256_srli_epi16(v, 4), m4), ab + 64 * c + 32, K_SCV(sc16, 2 * c + 1), 1);
         }
-        SFX(finish_block)(&facc, iacc, SFX(h2f)(x[b].d), a->d[b]);
+        acc = SFX(finish_block)(acc, iacc, SFX(h2f)(x[b].d), a->d[b]);
         int32_t M = SFX(hsumi)(_mm256_madd_epi16(mn16, LD(a->bsum + 16 * b)));
-        accm = fmaf(-SFX(h2f)(x[b].dmin) * a->d[b], (float)M, accm);
+        acc = fmaf(-SFX(h2f)(x[b].dmin) * a->d[b], (float)M, acc);
     }
-    return SFX(hsum8)(facc) + accm;
+    return acc;
 }
 
 TGT static float SFX(gemv_q6_K)(const void *row, int64_t K, const lb_act *a) {
     const block_q6_K *x = row;
-    __m256 facc = _mm256_setzero_ps();
+    float acc = 0.0f;
     const __m256i m4 = _mm256_set1_epi8(0x0F), m2 = _mm256_set1_epi8(0x30), off = _mm256_set1_epi8(32);
     for (int64_t b = 0; b < K / QK_K; b++) {
         __m256i sc16 = _mm256_cvtepi8_epi16(_mm_loadu_si128((const __m128i *)x[b].scales)), iacc = _mm256_setzero_si256();
@@ -456,9 +452,45 @@ TGT static float SFX(gemv_q6_K)(const void *row, int64_t K, const lb_act *a) {
             K_CHUNK(iacc, _mm256_sub_epi8(c2, off), ab + 128 * h + 64, K_SCV(sc16, 4 * h + 2), 0);
             K_CHUNK(iacc, _mm256_sub_epi8(c3, off), ab + 128 * h + 96, K_SCV(sc16, 4 * h + 3), 0);
         }
-        SFX(finish_block)(&facc, iacc, SFX(h2f)(x[b].d), a->d[b]);
+        acc = SFX(finish_block)(acc, iacc, SFX(h2f)(x[b].d), a->d[b]);
     }
-    return SFX(hsum8)(facc) + 0.0f;
+    return acc;
+}
+
+/* ---------------------------------------------------------------- activations ------------------------- */
+
+/* lb_act_quantize with the same float operations, 8 elements at a time (maxps / minps keep the reference's
+ * NaN handling: a NaN |x| never raises amax, a NaN x * id clamps to -127) */
+TGT static void SFX(actq)(const float *x, int64_t K, int64_t be, const lb_act *a) {
+    const __m256 sign = _mm256_set1_ps(-0.0f), lo = _mm256_set1_ps(-127.0f), hi = _mm256_set1_ps(127.0f);
+    const __m256 mg = _mm256_set1_ps(12582912.0f);
+    const __m256i perm = _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7);
+    for (int64_t b = 0; b < K / be; b++) {
+        const float *xb = x + b * be;
+        __m256 m = _mm256_setzero_ps();
+        for (int64_t i = 0; i < be; i += 8) m = _mm256_max_ps(_mm256_andnot_ps(sign, _mm256_loadu_ps(xb + i)), m);
+        __m128 h = _mm_max_ps(_mm256_castps256_ps128(m), _mm256_extractf128_ps(m, 1));
+        h = _mm_max_ps(h, _mm_movehl_ps(h, h));
+        h = _mm_max_ss(h, _mm_movehdup_ps(h));
+        float amax = _mm_cvtss_f32(h);
+        __m256 id = _mm256_set1_ps(amax > 0.0f ? 127.0f / amax : 0.0f);
+        a->d[b] = amax / 127.0f;
+        for (int64_t i = 0; i < be; i += 32) {
+            __m256i v[4];
+            for (int k = 0; k < 4; k++) {
+                __m256 f = _mm256_mul_ps(_mm256_loadu_ps(xb + i + 8 * k), id);
+                f = _mm256_min_ps(_mm256_max_ps(f, lo), hi);
+                v[k] = _mm256_cvtps_epi32(_mm256_sub_ps(_mm256_add_ps(f, mg), mg));
+            }
+            __m256i p = _mm256_packs_epi16(_mm256_packs_epi32(v[0], v[1]), _mm256_packs_epi32(v[2], v[3]));
+            ST(a->q + b * be + i, _mm256_permutevar8x32_epi32(p, perm));
+        }
+    }
+    const __m128i flip = _mm_set1_epi8((char)0x80);
+    for (int64_t g = 0; g < K / 16; g++) { /* sum of (q + 128) by psadbw, less 16 * 128 */
+        __m128i s = _mm_sad_epu8(_mm_xor_si128(_mm_loadu_si128((const __m128i *)(a->q + 16 * g)), flip), _mm_setzero_si128());
+        a->bsum[g] = (int16_t)(_mm_cvtsi128_si32(s) + _mm_extract_epi16(s, 4) - 2048);
+    }
 }
 
 /* ---------------------------------------------------------------- float weights ------------------------ */
@@ -499,6 +531,41 @@ TGT static void SFX(kernel_4x3)(const float *x, int64_t nt, int64_t K, const flo
         }
 }
 
+/* 8 weights of a float row from element k as f32 (exact) */
+TGT static inline __m256 SFX(fload8)(const lb_weight *w, const void *row, int64_t k) {
+    if (w->type == LB_TYPE_F16) return _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)((const uint16_t *)row + k)));
+    if (w->type == LB_TYPE_BF16)
+        return _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(_mm_loadu_si128((const __m128i *)((const uint16_t *)row + k))), 16));
+    return _mm256_loadu_ps((const float *)row + k);
+}
+
+TGT static inline float SFX(fget)(const lb_weight *w, const void *row, int64_t k) {
+    if (w->type == LB_TYPE_F16) return SFX(h2f)(((const uint16_t *)row)[k]);
+    if (w->type == LB_TYPE_BF16) return lb_bf16_to_f32(((const uint16_t *)row)[k]);
+    return ((const float *)row)[k];
+}
+
+/* one token against R float rows read in place, four rows at a time (the float order of cpu.h) */
+TGT static void SFX(fgemv)(const lb_weight *w, int64_t r0, int R, const float *x, float *out) {
+    int64_t K = w->cols, K8 = K - K % 8;
+    size_t rb = lb_weight_row_bytes(w);
+    for (int g = 0; g < R; g += 4) {
+        int n = R - g < 4 ? R - g : 4;
+        const void *row[4];
+        for (int i = 0; i < 4; i++) row[i] = (const uint8_t *)w->data + (size_t)(r0 + g + (i < n ? i : 0)) * rb;
+        __m256 acc[4] = {_mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps()};
+        for (int64_t k = 0; k < K8; k += 8) {
+            __m256 xv = _mm256_loadu_ps(x + k);
+            for (int i = 0; i < 4; i++) acc[i] = _mm256_fmadd_ps(xv, SFX(fload8)(w, row[i], k), acc[i]);
+        }
+        for (int i = 0; i < n; i++) {
+            float s = SFX(hsum8)(acc[i]);
+            for (int64_t k = K8; k < K; k++) s = fmaf(x[k], SFX(fget)(w, row[i], k), s);
+            out[g + i] = s;
+        }
+    }
+}
+
 /* Tokens per cache block: keeps a block of activation rows resident while all tile rows pass over it. */
 #define MM_TOKEN_BLOCK 24
 
@@ -533,8 +600,25 @@ TGT static void SFX(fconv)(const lb_weight *w, int64_t r0, int R, float *dst) {
 }
 
 TGT static void SFX(vdots)(const float *q, const float *m, int64_t stride, int64_t n, int64_t D, float *s) {
-    int64_t D8 = D - D % 8;
-    for (int64_t p = 0; p < n; p++) {
+    int64_t D8 = D - D % 8, p = 0;
+    for (; p + 4 <= n; p += 4) { /* four keys at a time: shared loads of q, the four trees reduced together */
+        const float *k[4] = {m + p * stride, m + (p + 1) * stride, m + (p + 2) * stride, m + (p + 3) * stride};
+        __m256 a[4] = {_mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps()};
+        for (int64_t i = 0; i < D8; i += 8) {
+            __m256 qv = _mm256_loadu_ps(q + i);
+            for (int j = 0; j < 4; j++) a[j] = _mm256_fmadd_ps(qv, _mm256_loadu_ps(k[j] + i), a[j]);
+        }
+        __m128 c[4];
+        for (int j = 0; j < 4; j++) c[j] = _mm_add_ps(_mm256_castps256_ps128(a[j]), _mm256_extractf128_ps(a[j], 1));
+        _MM_TRANSPOSE4_PS(c[0], c[1], c[2], c[3]); /* c[l] = partial sum l (l + l+4) of each key */
+        float r[4];
+        _mm_storeu_ps(r, _mm_add_ps(_mm_add_ps(c[0], c[2]), _mm_add_ps(c[1], c[3])));
+        for (int j = 0; j < 4; j++) {
+            for (int64_t i = D8; i < D; i++) r[j] = fmaf(q[i], k[j][i], r[j]);
+            s[p + j] = r[j];
+        }
+    }
+    for (; p < n; p++) {
         const float *k = m + p * stride;
         __m256 a = _mm256_setzero_ps();
         for (int64_t i = 0; i < D8; i += 8) a = _mm256_fmadd_ps(_mm256_loadu_ps(q + i), _mm256_loadu_ps(k + i), a);
@@ -576,7 +660,9 @@ static const lb_cpu_kernels SFX(KERNELS) = {
     .gemv1 = {[LB_TYPE_Q4_0] = SFX(gemv_q4_0), [LB_TYPE_Q8_0] = SFX(gemv_q8_0), [LB_TYPE_Q4_K] = SFX(gemv_q4_K),
               [LB_TYPE_Q6_K] = SFX(gemv_q6_K)},
     .qdot = SFX(qdot),
+    .actq = SFX(actq),
     .ftile = SFX(ftile),
+    .fgemv = SFX(fgemv),
     .fconv = SFX(fconv),
     .vdots = SFX(vdots),
     .vwsum = SFX(vwsum),
