@@ -9,6 +9,9 @@
  * keeps the hand-over in the cache. The polling is bounded so that an idle pool costs no CPU, and a
  * loaded machine loses at most one poll window per run. Which thread runs which task never affects the
  * results (see lb_pool_run's contract), so none of this changes any output.
+ *
+ * lb_pool_run_stages() runs several dependent steps as one run: the threads pass from one stage to the next
+ * through a shared count of finished tasks, as a barrier would, without a new hand-over per step.
  */
 #include "core.h"
 
@@ -35,10 +38,13 @@ struct lb_pool {
     atomic_int active;        /* workers still inside the current run */
     atomic_int stop;
     int64_t spin_ns;          /* how long to poll before sleeping */
-    lb_task_fn fn;
+    lb_task_fn fn;            /* a plain run, or */
+    lb_stage_fn sfn;          /* a staged run, with */
+    const int64_t *ends;      /* its stages' ends */
     void *arg;
     int64_t n_tasks;
     atomic_llong next;
+    atomic_llong done;        /* tasks of a staged run finished */
 };
 
 typedef struct worker_arg {
@@ -81,7 +87,27 @@ static bool workers_done(const lb_pool *p, uint64_t unused) {
     return atomic_load_explicit(&((lb_pool *)p)->active, memory_order_acquire) == 0;
 }
 
+/* Tasks are handed out in index order, so when a task of stage s is handed out every task before it is
+ * running or done, and `done` reaching the stage's first index means all of those have finished: tasks of
+ * stage s and later cannot finish before that. A thread's stage only moves forward. */
+static void drain_stages(lb_pool *p, int id) {
+    int s = 0;
+    for (;;) {
+        int64_t t = atomic_fetch_add(&p->next, 1);
+        if (t >= p->n_tasks) break;
+        while (t >= p->ends[s]) s++;
+        int64_t start = s ? p->ends[s - 1] : 0;
+        while (atomic_load_explicit(&p->done, memory_order_acquire) < start) cpu_relax();
+        p->sfn(p->arg, s, t - start, id);
+        atomic_fetch_add_explicit(&p->done, 1, memory_order_release);
+    }
+}
+
 static void drain(lb_pool *p, int id) {
+    if (p->sfn) {
+        drain_stages(p, id);
+        return;
+    }
     for (;;) {
         int64_t t = atomic_fetch_add(&p->next, 1);
         if (t >= p->n_tasks) break;
@@ -174,18 +200,12 @@ void lb_pool_free(lb_pool *p) {
 
 int lb_pool_size(const lb_pool *p) { return p ? p->n_threads : 1; }
 
-void lb_pool_run(lb_pool *p, int64_t n_tasks, lb_task_fn fn, void *arg) {
-    if (n_tasks <= 0) return;
-    if (!p || p->n_threads == 1 || n_tasks == 1) {
-        for (int64_t t = 0; t < n_tasks; t++) fn(arg, t, 0);
-        return;
-    }
+/* hand the run set up in p->fn / p->sfn, p->arg, p->n_tasks to the workers, take part, wait for them */
+static void run_all(lb_pool *p) {
     /* every worker has left the previous run (active reached 0), so these plain stores are unobserved
        until the release of the new generation below */
-    p->fn = fn;
-    p->arg = arg;
-    p->n_tasks = n_tasks;
     atomic_store_explicit(&p->next, 0, memory_order_relaxed);
+    atomic_store_explicit(&p->done, 0, memory_order_relaxed);
     atomic_store_explicit(&p->active, p->n_threads - 1, memory_order_relaxed);
     pthread_mutex_lock(&p->mu); /* a worker about to sleep checks the generation under mu */
     atomic_fetch_add_explicit(&p->generation, 1, memory_order_release);
@@ -197,6 +217,35 @@ void lb_pool_run(lb_pool *p, int64_t n_tasks, lb_task_fn fn, void *arg) {
         while (!workers_done(p, 0)) pthread_cond_wait(&p->done_cv, &p->mu);
         pthread_mutex_unlock(&p->mu);
     }
+}
+
+void lb_pool_run(lb_pool *p, int64_t n_tasks, lb_task_fn fn, void *arg) {
+    if (n_tasks <= 0) return;
+    if (!p || p->n_threads == 1 || n_tasks == 1) {
+        for (int64_t t = 0; t < n_tasks; t++) fn(arg, t, 0);
+        return;
+    }
+    p->fn = fn;
+    p->sfn = NULL;
+    p->arg = arg;
+    p->n_tasks = n_tasks;
+    run_all(p);
+}
+
+void lb_pool_run_stages(lb_pool *p, int n_stages, const int64_t *ends, lb_stage_fn fn, void *arg) {
+    int64_t n_tasks = n_stages > 0 ? ends[n_stages - 1] : 0;
+    if (n_tasks <= 0) return;
+    if (!p || p->n_threads == 1 || n_tasks == 1) {
+        for (int s = 0; s < n_stages; s++)
+            for (int64_t t = s ? ends[s - 1] : 0; t < ends[s]; t++) fn(arg, s, t - (s ? ends[s - 1] : 0), 0);
+        return;
+    }
+    p->fn = NULL;
+    p->sfn = fn;
+    p->ends = ends;
+    p->arg = arg;
+    p->n_tasks = n_tasks;
+    run_all(p);
 }
 
 bool lb_cpu_has_f16c(void) {
