@@ -207,6 +207,8 @@ int64_t lb_context_pos(const lb_context *c) { return c ? c->pos : 0; }
 
 int lb_context_on_gpu(const lb_context *c) { return c && c->gpu; }
 
+lb_pool *lb_context_pool(lb_context *c) { return c ? c->pool : NULL; }
+
 /* ---------------------------------------------------------------- building blocks ---------------------- */
 
 /* RMSNorm in two halves: r for a row of n, then out = w * (x * r) over any part of it */
@@ -480,11 +482,12 @@ static void kv_task(lb_context *c, const step *s, int64_t task) {
     memcpy(c->v_cache + off, v, (size_t)D * sizeof(float));
 }
 
-/* token t, head hd: q's bias, norm and rotary, then causal attention over the cache */
+/* token t, head hd: q's bias, norm and rotary, then causal attention over the cache. The last token, with
+ * the longest attention, comes first, so that the threads finish together. */
 static void att_task(lb_context *c, const step *s, int64_t task, int thread) {
     const lb_model_info *h = &c->m->info;
     int64_t H = h->n_head, D = h->head_dim, kvd = h->n_head_kv * D;
-    int64_t t = task / H, hd = task % H, kvh = hd / (H / h->n_head_kv), pos = c->pos + t, n = pos + 1;
+    int64_t t = s->T - 1 - task / H, hd = task % H, kvh = hd / (H / h->n_head_kv), pos = c->pos + t, n = pos + 1;
     float *q = c->q + t * H * D + hd * D;
     if (s->l->bq) add_vec(q, s->l->bq + hd * D, D);
     if (s->l->q_norm) rmsnorm(q, q, s->l->q_norm, D, h->rms_eps);

@@ -57,15 +57,16 @@ static void tile_unpacked(const lb_cpu_kernels *k, const lb_mm_in *in, const lb_
         rows[r] = lb_qrow_at((uint8_t *)slot + (size_t)r * rstride, K, be);
         k->unpack[w->type]((const uint8_t *)w->data + (size_t)(r0 + r) * wrow, K, &rows[r]);
     }
+    size_t astride = lb_mm_act_row_bytes(K, be);
+    lb_act a[QTOKENS];
     for (int64_t t0 = 0; t0 < in->T; t0 += QTOKENS) {
-        int64_t t1 = in->T - t0 < QTOKENS ? in->T : t0 + QTOKENS;
-        for (int r = 0; r < R; r++)
-            for (int64_t t = t0; t < t1; t += 4) {
-                lb_act a[4];
-                int nt = (int)(t1 - t < 4 ? t1 - t : 4);
-                for (int i = 0; i < nt; i++) a[i] = act_row(in, t + i);
-                k->qdot(&rows[r], a, nt, K, be, has_min, out + t * ldo + r0 + r, ldo);
-            }
+        int nb = (int)(in->T - t0 < QTOKENS ? in->T - t0 : QTOKENS);
+        for (int i = 0; i < nb; i++) a[i] = lb_act_at(in->act + (size_t)(t0 + i) * astride, K, be);
+        for (int r = 0; r < R; r++) {
+            float *o = out + t0 * ldo + r0 + r;
+            for (int i = 0; i < nb; i += 4)
+                k->qdot(&rows[r], a + i, nb - i < 4 ? nb - i : 4, K, be, has_min, o + i * ldo, ldo);
+        }
     }
 }
 
