@@ -11,7 +11,8 @@
  * results (see lb_pool_run's contract), so none of this changes any output.
  *
  * lb_pool_run_stages() runs several dependent steps as one run: the threads pass from one stage to the next
- * through a shared count of finished tasks, as a barrier would, without a new hand-over per step.
+ * through a shared count of finished tasks, as a barrier would, without a new hand-over per step; a thread
+ * waiting there polls for the same bounded time and then sleeps.
  */
 #include "core.h"
 
@@ -33,7 +34,7 @@ struct lb_pool {
     int n_threads;
     pthread_t *threads;
     pthread_mutex_t mu;
-    pthread_cond_t start_cv, done_cv;
+    pthread_cond_t start_cv, done_cv, stage_cv;
     atomic_ullong generation; /* bumped per run, after fn/arg/n_tasks/next are set */
     atomic_int active;        /* workers still inside the current run */
     atomic_int stop;
@@ -45,6 +46,7 @@ struct lb_pool {
     int64_t n_tasks;
     atomic_llong next;
     atomic_llong done;        /* tasks of a staged run finished */
+    atomic_int stage_sleepers; /* threads asleep on stage_cv, waiting for `done` */
 };
 
 typedef struct worker_arg {
@@ -90,6 +92,22 @@ static bool workers_done(const lb_pool *p, uint64_t unused) {
 /* Tasks are handed out in index order, so when a task of stage s is handed out every task before it is
  * running or done, and `done` reaching the stage's first index means all of those have finished: tasks of
  * stage s and later cannot finish before that. A thread's stage only moves forward. */
+static bool stage_ready(const lb_pool *p, uint64_t need) {
+    return (uint64_t)atomic_load(&((lb_pool *)p)->done) >= need;
+}
+
+/* Wait until `need` tasks have finished: poll, then sleep (a loaded machine may have descheduled the thread
+ * that runs the last of them; polling would keep it off the core). The sleeper count and `done` are both
+ * sequentially consistent, so a finishing thread either sees the sleeper or the sleeper sees its count. */
+static void wait_stage(lb_pool *p, int64_t need) {
+    if (poll_until(p, stage_ready, (uint64_t)need)) return;
+    pthread_mutex_lock(&p->mu);
+    atomic_fetch_add(&p->stage_sleepers, 1);
+    while (!stage_ready(p, (uint64_t)need)) pthread_cond_wait(&p->stage_cv, &p->mu);
+    atomic_fetch_sub(&p->stage_sleepers, 1);
+    pthread_mutex_unlock(&p->mu);
+}
+
 static void drain_stages(lb_pool *p, int id) {
     int s = 0;
     for (;;) {
@@ -97,9 +115,14 @@ static void drain_stages(lb_pool *p, int id) {
         if (t >= p->n_tasks) break;
         while (t >= p->ends[s]) s++;
         int64_t start = s ? p->ends[s - 1] : 0;
-        while (atomic_load_explicit(&p->done, memory_order_acquire) < start) cpu_relax();
+        if (start > 0) wait_stage(p, start);
         p->sfn(p->arg, s, t - start, id);
-        atomic_fetch_add_explicit(&p->done, 1, memory_order_release);
+        atomic_fetch_add(&p->done, 1);
+        if (atomic_load(&p->stage_sleepers) > 0) {
+            pthread_mutex_lock(&p->mu);
+            pthread_cond_broadcast(&p->stage_cv);
+            pthread_mutex_unlock(&p->mu);
+        }
     }
 }
 
@@ -159,6 +182,7 @@ lb_pool *lb_pool_new(int n_threads) {
     pthread_mutex_init(&p->mu, NULL);
     pthread_cond_init(&p->start_cv, NULL);
     pthread_cond_init(&p->done_cv, NULL);
+    pthread_cond_init(&p->stage_cv, NULL);
     if (n_threads > 1) {
         p->threads = calloc((size_t)n_threads - 1, sizeof *p->threads);
         if (!p->threads) {
@@ -195,6 +219,7 @@ void lb_pool_free(lb_pool *p) {
     pthread_mutex_destroy(&p->mu);
     pthread_cond_destroy(&p->start_cv);
     pthread_cond_destroy(&p->done_cv);
+    pthread_cond_destroy(&p->stage_cv);
     free(p);
 }
 

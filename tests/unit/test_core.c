@@ -163,7 +163,8 @@ static void test_pool(void) {
 }
 
 /* Staged runs: every task of a stage reads all the results of the stage before (a task that started early
-   would see a missing value), with empty stages between, interleaved with plain runs. */
+   would see a missing value), with empty stages between, interleaved with plain runs; with polling and
+   with waits that sleep at once. */
 typedef struct staged {
     int64_t v[3][41];
     int64_t n[3];
@@ -182,7 +183,9 @@ static void stage_task(void *arg, int stage, int64_t t, int thread) {
 }
 
 static void test_pool_stages(void) {
+    for (int sp = 0; sp < 2; sp++) /* default polling; none (waits between stages sleep at once) */
     for (int nt = 1; nt <= 4; nt++) {
+        if (sp) setenv("LB_POOL_SPIN_US", "0", 1); else unsetenv("LB_POOL_SPIN_US");
         lb_pool *p = lb_pool_new(nt);
         REQUIRE(p, "pool");
         pool_threads = nt;
@@ -212,6 +215,7 @@ static void test_pool_stages(void) {
         CHECK(atomic_load(&bad_thread) == 0, "thread index out of range (pool of %d)", nt);
         lb_pool_free(p);
     }
+    unsetenv("LB_POOL_SPIN_US");
 }
 
 int main(void) {
