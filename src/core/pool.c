@@ -27,26 +27,31 @@
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdlib.h>
+#include <string.h>
 #include <time.h>
 #include <unistd.h>
+
+/* The counters every task touches (next, done) and the run's hand-over (generation, active) each have a
+ * cache line of their own, apart from the fields that are only read during a run. */
+#define LINE 64
 
 struct lb_pool {
     int n_threads;
     pthread_t *threads;
-    pthread_mutex_t mu;
-    pthread_cond_t start_cv, done_cv, stage_cv;
-    atomic_ullong generation; /* bumped per run, after fn/arg/n_tasks/next are set */
-    atomic_int active;        /* workers still inside the current run */
-    atomic_int stop;
     int64_t spin_ns;          /* how long to poll before sleeping */
     lb_task_fn fn;            /* a plain run, or */
     lb_stage_fn sfn;          /* a staged run, with */
     const int64_t *ends;      /* its stages' ends */
     void *arg;
     int64_t n_tasks;
-    atomic_llong next;
-    atomic_llong done;        /* tasks of a staged run finished */
     atomic_int stage_sleepers; /* threads asleep on stage_cv, waiting for `done` */
+    pthread_mutex_t mu;
+    pthread_cond_t start_cv, done_cv, stage_cv;
+    _Alignas(LINE) atomic_ullong generation; /* bumped per run, after fn/arg/n_tasks/next are set */
+    atomic_int active;        /* workers still inside the current run */
+    atomic_int stop;
+    _Alignas(LINE) atomic_llong next;
+    _Alignas(LINE) atomic_llong done; /* tasks of a staged run finished */
 };
 
 typedef struct worker_arg {
@@ -109,14 +114,17 @@ static void wait_stage(lb_pool *p, int64_t need) {
 }
 
 static void drain_stages(lb_pool *p, int id) {
+    const int64_t *ends = p->ends, n = p->n_tasks;
+    lb_stage_fn fn = p->sfn;
+    void *arg = p->arg;
     int s = 0;
     for (;;) {
         int64_t t = atomic_fetch_add(&p->next, 1);
-        if (t >= p->n_tasks) break;
-        while (t >= p->ends[s]) s++;
-        int64_t start = s ? p->ends[s - 1] : 0;
+        if (t >= n) break;
+        while (t >= ends[s]) s++;
+        int64_t start = s ? ends[s - 1] : 0;
         if (start > 0) wait_stage(p, start);
-        p->sfn(p->arg, s, t - start, id);
+        fn(arg, s, t - start, id);
         atomic_fetch_add(&p->done, 1);
         if (atomic_load(&p->stage_sleepers) > 0) {
             pthread_mutex_lock(&p->mu);
@@ -131,10 +139,13 @@ static void drain(lb_pool *p, int id) {
         drain_stages(p, id);
         return;
     }
+    const int64_t n = p->n_tasks;
+    lb_task_fn fn = p->fn;
+    void *arg = p->arg;
     for (;;) {
         int64_t t = atomic_fetch_add(&p->next, 1);
-        if (t >= p->n_tasks) break;
-        p->fn(p->arg, t, id);
+        if (t >= n) break;
+        fn(arg, t, id);
     }
 }
 
@@ -175,8 +186,9 @@ static int64_t spin_ns_from_env(void) {
 
 lb_pool *lb_pool_new(int n_threads) {
     if (n_threads < 1) n_threads = 1;
-    lb_pool *p = calloc(1, sizeof *p);
+    lb_pool *p = aligned_alloc(LINE, sizeof *p);
     if (!p) return NULL;
+    memset(p, 0, sizeof *p);
     p->n_threads = n_threads;
     p->spin_ns = spin_ns_from_env();
     pthread_mutex_init(&p->mu, NULL);

@@ -24,6 +24,8 @@
 #define LB_INPUT_CHUNK 256
 /* Quantized copies one product input can need at once (q, k and v could each have their own block size). */
 #define LB_ACT_AREAS 3
+/* A one-token product step is cut into at least this many tasks per thread, each of whole tiles. */
+#define TASKS_PER_THREAD 16
 /* Steps of a layer's plan, at most. */
 #define STEPS_PER_LAYER 13
 
@@ -298,7 +300,8 @@ typedef struct step {
     prod_in in;   /* S_NORM_R, S_INPUT */
     prod p[3];    /* S_PROD (np of them), S_SWIGLU (gate, up) */
     int np;
-    int64_t tiles[3];
+    int64_t tiles[3], tasks[3]; /* per product: tiles of rows, and tasks of `group` tiles */
+    int64_t group;
     int obs;      /* observation after this step (-1: none): x (obs_T, obs_dim) at layer il */
     const float *obs_x;
     int64_t obs_dim;
@@ -449,12 +452,14 @@ static void prod_tile(lb_context *c, const prod *p, int64_t T, int64_t r0, int t
 
 static void prod_task(lb_context *c, const step *s, int64_t task, int thread) {
     int i = 0;
-    while (task >= s->tiles[i]) task -= s->tiles[i++];
-    prod_tile(c, &s->p[i], s->T, task * LB_MM_TILE, thread);
+    while (task >= s->tasks[i]) task -= s->tasks[i++];
+    int64_t t1 = (task + 1) * s->group < s->tiles[i] ? (task + 1) * s->group : s->tiles[i];
+    for (int64_t tile = task * s->group; tile < t1; tile++) prod_tile(c, &s->p[i], s->T, tile * LB_MM_TILE, thread);
 }
 
-static void swiglu_task(lb_context *c, const step *s, int64_t task, int thread) {
-    int64_t r0 = task * LB_MM_TILE, F = s->p[0].ldo;
+/* tile `tile` of gate and of up, then silu(gate) * up over its rows */
+static void swiglu_tile(lb_context *c, const step *s, int64_t tile, int thread) {
+    int64_t r0 = tile * LB_MM_TILE, F = s->p[0].ldo;
     int R = (int)(F - r0 < LB_MM_TILE ? F - r0 : LB_MM_TILE);
     prod_tile(c, &s->p[0], s->T, r0, thread);
     prod_tile(c, &s->p[1], s->T, r0, thread);
@@ -466,6 +471,11 @@ static void swiglu_task(lb_context *c, const step *s, int64_t task, int thread) 
             g[r] = gv / (1.0f + expf(-gv)) * u[r];
         }
     }
+}
+
+static void swiglu_task(lb_context *c, const step *s, int64_t task, int thread) {
+    int64_t t1 = (task + 1) * s->group < s->tiles[0] ? (task + 1) * s->group : s->tiles[0];
+    for (int64_t tile = task * s->group; tile < t1; tile++) swiglu_tile(c, s, tile, thread);
 }
 
 /* token t, kv head j: biases of k and v, k norm, rotary, into the cache */
@@ -536,12 +546,15 @@ static void step_task(void *arg, int stage, int64_t task, int thread) {
 static void run_plan(lb_context *c) {
     for (int i = 0; i < c->n_plan; i++) {
         step *s = &c->plan[i];
-        if (s->kind == S_PROD) {
-            s->n = 0;
-            for (int k = 0; k < s->np; k++) s->n += s->tiles[k] = ntiles(s->p[k].w->rows);
-        } else if (s->kind == S_SWIGLU) {
-            s->n = ntiles(s->p[0].w->rows);
-        }
+        if (s->kind != S_PROD && s->kind != S_SWIGLU) continue;
+        int np = s->kind == S_PROD ? s->np : 1;
+        int64_t all = 0;
+        for (int k = 0; k < np; k++) all += s->tiles[k] = ntiles(s->p[k].w->rows);
+        /* one token: a task of several tiles where there are many, fewer hand-outs of tiny tasks */
+        s->group = s->T == 1 ? all / (TASKS_PER_THREAD * lb_pool_size(c->pool)) : 1;
+        if (s->group < 1) s->group = 1;
+        s->n = 0;
+        for (int k = 0; k < np; k++) s->n += s->tasks[k] = (s->tiles[k] + s->group - 1) / s->group;
     }
     int i = 0;
     while (i < c->n_plan) {
