@@ -9,6 +9,10 @@
  * keeps the hand-over in the cache. The polling is bounded so that an idle pool costs no CPU, and a
  * loaded machine loses at most one poll window per run. Which thread runs which task never affects the
  * results (see lb_pool_run's contract), so none of this changes any output.
+ *
+ * lb_pool_run_stages() runs several dependent steps as one run: the threads pass from one stage to the next
+ * through a shared count of finished tasks, as a barrier would, without a new hand-over per step; a thread
+ * waiting there polls for the same bounded time and then sleeps.
  */
 #include "core.h"
 
@@ -23,22 +27,31 @@
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdlib.h>
+#include <string.h>
 #include <time.h>
 #include <unistd.h>
+
+/* The counters every task touches (next, done) and the run's hand-over (generation, active) each have a
+ * cache line of their own, apart from the fields that are only read during a run. */
+#define LINE 64
 
 struct lb_pool {
     int n_threads;
     pthread_t *threads;
-    pthread_mutex_t mu;
-    pthread_cond_t start_cv, done_cv;
-    atomic_ullong generation; /* bumped per run, after fn/arg/n_tasks/next are set */
-    atomic_int active;        /* workers still inside the current run */
-    atomic_int stop;
     int64_t spin_ns;          /* how long to poll before sleeping */
-    lb_task_fn fn;
+    lb_task_fn fn;            /* a plain run, or */
+    lb_stage_fn sfn;          /* a staged run, with */
+    const int64_t *ends;      /* its stages' ends */
     void *arg;
     int64_t n_tasks;
-    atomic_llong next;
+    atomic_int stage_sleepers; /* threads asleep on stage_cv, waiting for `done` */
+    pthread_mutex_t mu;
+    pthread_cond_t start_cv, done_cv, stage_cv;
+    _Alignas(LINE) atomic_ullong generation; /* bumped per run, after fn/arg/n_tasks/next are set */
+    atomic_int active;        /* workers still inside the current run */
+    atomic_int stop;
+    _Alignas(LINE) atomic_llong next;
+    _Alignas(LINE) atomic_llong done; /* tasks of a staged run finished */
 };
 
 typedef struct worker_arg {
@@ -81,11 +94,58 @@ static bool workers_done(const lb_pool *p, uint64_t unused) {
     return atomic_load_explicit(&((lb_pool *)p)->active, memory_order_acquire) == 0;
 }
 
-static void drain(lb_pool *p, int id) {
+/* Tasks are handed out in index order, so when a task of stage s is handed out every task before it is
+ * running or done, and `done` reaching the stage's first index means all of those have finished: tasks of
+ * stage s and later cannot finish before that. A thread's stage only moves forward. */
+static bool stage_ready(const lb_pool *p, uint64_t need) {
+    return (uint64_t)atomic_load(&((lb_pool *)p)->done) >= need;
+}
+
+/* Wait until `need` tasks have finished: poll, then sleep (a loaded machine may have descheduled the thread
+ * that runs the last of them; polling would keep it off the core). The sleeper count and `done` are both
+ * sequentially consistent, so a finishing thread either sees the sleeper or the sleeper sees its count. */
+static void wait_stage(lb_pool *p, int64_t need) {
+    if (poll_until(p, stage_ready, (uint64_t)need)) return;
+    pthread_mutex_lock(&p->mu);
+    atomic_fetch_add(&p->stage_sleepers, 1);
+    while (!stage_ready(p, (uint64_t)need)) pthread_cond_wait(&p->stage_cv, &p->mu);
+    atomic_fetch_sub(&p->stage_sleepers, 1);
+    pthread_mutex_unlock(&p->mu);
+}
+
+static void drain_stages(lb_pool *p, int id) {
+    const int64_t *ends = p->ends, n = p->n_tasks;
+    lb_stage_fn fn = p->sfn;
+    void *arg = p->arg;
+    int s = 0;
     for (;;) {
         int64_t t = atomic_fetch_add(&p->next, 1);
-        if (t >= p->n_tasks) break;
-        p->fn(p->arg, t, id);
+        if (t >= n) break;
+        while (t >= ends[s]) s++;
+        int64_t start = s ? ends[s - 1] : 0;
+        if (start > 0) wait_stage(p, start);
+        fn(arg, s, t - start, id);
+        atomic_fetch_add(&p->done, 1);
+        if (atomic_load(&p->stage_sleepers) > 0) {
+            pthread_mutex_lock(&p->mu);
+            pthread_cond_broadcast(&p->stage_cv);
+            pthread_mutex_unlock(&p->mu);
+        }
+    }
+}
+
+static void drain(lb_pool *p, int id) {
+    if (p->sfn) {
+        drain_stages(p, id);
+        return;
+    }
+    const int64_t n = p->n_tasks;
+    lb_task_fn fn = p->fn;
+    void *arg = p->arg;
+    for (;;) {
+        int64_t t = atomic_fetch_add(&p->next, 1);
+        if (t >= n) break;
+        fn(arg, t, id);
     }
 }
 
@@ -126,13 +186,15 @@ static int64_t spin_ns_from_env(void) {
 
 lb_pool *lb_pool_new(int n_threads) {
     if (n_threads < 1) n_threads = 1;
-    lb_pool *p = calloc(1, sizeof *p);
+    lb_pool *p = aligned_alloc(LINE, sizeof *p);
     if (!p) return NULL;
+    memset(p, 0, sizeof *p);
     p->n_threads = n_threads;
     p->spin_ns = spin_ns_from_env();
     pthread_mutex_init(&p->mu, NULL);
     pthread_cond_init(&p->start_cv, NULL);
     pthread_cond_init(&p->done_cv, NULL);
+    pthread_cond_init(&p->stage_cv, NULL);
     if (n_threads > 1) {
         p->threads = calloc((size_t)n_threads - 1, sizeof *p->threads);
         if (!p->threads) {
@@ -169,23 +231,18 @@ void lb_pool_free(lb_pool *p) {
     pthread_mutex_destroy(&p->mu);
     pthread_cond_destroy(&p->start_cv);
     pthread_cond_destroy(&p->done_cv);
+    pthread_cond_destroy(&p->stage_cv);
     free(p);
 }
 
 int lb_pool_size(const lb_pool *p) { return p ? p->n_threads : 1; }
 
-void lb_pool_run(lb_pool *p, int64_t n_tasks, lb_task_fn fn, void *arg) {
-    if (n_tasks <= 0) return;
-    if (!p || p->n_threads == 1 || n_tasks == 1) {
-        for (int64_t t = 0; t < n_tasks; t++) fn(arg, t, 0);
-        return;
-    }
+/* hand the run set up in p->fn / p->sfn, p->arg, p->n_tasks to the workers, take part, wait for them */
+static void run_all(lb_pool *p) {
     /* every worker has left the previous run (active reached 0), so these plain stores are unobserved
        until the release of the new generation below */
-    p->fn = fn;
-    p->arg = arg;
-    p->n_tasks = n_tasks;
     atomic_store_explicit(&p->next, 0, memory_order_relaxed);
+    atomic_store_explicit(&p->done, 0, memory_order_relaxed);
     atomic_store_explicit(&p->active, p->n_threads - 1, memory_order_relaxed);
     pthread_mutex_lock(&p->mu); /* a worker about to sleep checks the generation under mu */
     atomic_fetch_add_explicit(&p->generation, 1, memory_order_release);
@@ -197,6 +254,35 @@ void lb_pool_run(lb_pool *p, int64_t n_tasks, lb_task_fn fn, void *arg) {
         while (!workers_done(p, 0)) pthread_cond_wait(&p->done_cv, &p->mu);
         pthread_mutex_unlock(&p->mu);
     }
+}
+
+void lb_pool_run(lb_pool *p, int64_t n_tasks, lb_task_fn fn, void *arg) {
+    if (n_tasks <= 0) return;
+    if (!p || p->n_threads == 1 || n_tasks == 1) {
+        for (int64_t t = 0; t < n_tasks; t++) fn(arg, t, 0);
+        return;
+    }
+    p->fn = fn;
+    p->sfn = NULL;
+    p->arg = arg;
+    p->n_tasks = n_tasks;
+    run_all(p);
+}
+
+void lb_pool_run_stages(lb_pool *p, int n_stages, const int64_t *ends, lb_stage_fn fn, void *arg) {
+    int64_t n_tasks = n_stages > 0 ? ends[n_stages - 1] : 0;
+    if (n_tasks <= 0) return;
+    if (!p || p->n_threads == 1 || n_tasks == 1) {
+        for (int s = 0; s < n_stages; s++)
+            for (int64_t t = s ? ends[s - 1] : 0; t < ends[s]; t++) fn(arg, s, t - (s ? ends[s - 1] : 0), 0);
+        return;
+    }
+    p->fn = NULL;
+    p->sfn = fn;
+    p->ends = ends;
+    p->arg = arg;
+    p->n_tasks = n_tasks;
+    run_all(p);
 }
 
 bool lb_cpu_has_f16c(void) {

@@ -45,6 +45,25 @@ static double kl_div(const float *base, double lse_b, const float *model, double
     return kl > 0.0 ? kl : 0.0;
 }
 
+/* The per-position scores of one window, computed over the context's pool (positions are independent; the
+ * sums over positions are taken afterwards in position order, so the results do not depend on threads). */
+typedef struct score_job {
+    const float *lg, *lgb; /* (ctx, V) the model's and, for KL, the base model's logits */
+    const double *lseb;    /* (ctx) the base's log-sum-exps, for KL */
+    int64_t V;
+    double *lse, *kl;      /* out: per position */
+    int64_t *am;           /* out: argmax per position, or NULL */
+} score_job;
+
+static void score_task(void *arg, int64_t i, int thread) {
+    const score_job *j = arg;
+    (void)thread;
+    const float *row = j->lg + i * j->V;
+    j->lse[i] = lse(row, j->V);
+    if (j->am) j->am[i] = argmax(row, j->V);
+    if (j->kl) j->kl[i] = kl_div(j->lgb + i * j->V, j->lseb[i], row, j->lse[i], j->V);
+}
+
 static int cmp_double(const void *a, const void *b) {
     double x = *(const double *)a, y = *(const double *)b;
     return (x > y) - (x < y);
@@ -123,7 +142,7 @@ lb_status lb_eval_perplexity_multi(const lb_model *const *models, int n_models, 
     bool gpu = p->device.kind != LB_DEVICE_CPU;
     lb_context *cb = NULL;
     float *lg = NULL, *lgb = NULL;
-    double *lseb = NULL, *nllw = NULL;
+    double *lseb = NULL, *nllw = NULL, *lsew = NULL;
     int64_t *amb = NULL, *amw = NULL;
     int64_t n_scored_max = chunks * (ctx - 1), n_scored = 0;
     acc *A = calloc((size_t)n_models, sizeof *A);
@@ -142,12 +161,14 @@ lb_status lb_eval_perplexity_multi(const lb_model *const *models, int n_models, 
         if (!lseb || !amb || !nllw || !amw) s = lb_err_set(err, LB_ERR_NOMEM, "out of memory");
     } else if (s == LB_OK) {
         lg = malloc((size_t)(ctx * V) * sizeof *lg);
+        lsew = malloc((size_t)ctx * sizeof *lsew);
+        amw = malloc((size_t)ctx * sizeof *amw);
         if (base) {
             lgb = malloc((size_t)(ctx * V) * sizeof *lgb);
             lseb = malloc((size_t)ctx * sizeof *lseb);
             amb = malloc((size_t)ctx * sizeof *amb);
         }
-        if (!lg || (base && (!lgb || !lseb || !amb)))
+        if (!lg || !lsew || !amw || (base && (!lgb || !lseb || !amb)))
             s = lb_err_set(err, LB_ERR_NOMEM, "out of memory for %lld x %lld logits", (long long)ctx, (long long)V);
     }
     double base_nll = 0.0;
@@ -160,25 +181,21 @@ lb_status lb_eval_perplexity_multi(const lb_model *const *models, int n_models, 
         } else if (cb) { /* the base model once per window, shared by every model */
             lb_context_reset(cb);
             if ((s = lb_context_eval(cb, tk, ctx, lgb, 1, err)) != LB_OK) break;
-            for (int64_t i = 0; i + 1 < ctx; i++) {
-                lseb[i] = lse(lgb + i * V, V);
-                amb[i] = argmax(lgb + i * V, V);
-                base_nll += lseb[i] - lgb[i * V + tk[i + 1]];
-            }
+            score_job j = {lgb, NULL, NULL, V, lseb, NULL, amb};
+            lb_pool_run(lb_context_pool(cb), ctx - 1, score_task, &j);
+            for (int64_t i = 0; i + 1 < ctx; i++) base_nll += lseb[i] - lgb[i * V + tk[i + 1]];
         }
         for (int k = 0; !gpu && s == LB_OK && k < n_models; k++) {
             acc *a = &A[k];
             lb_context_reset(a->c);
             if ((s = lb_context_eval(a->c, tk, ctx, lg, 1, err)) != LB_OK) break;
+            score_job j = {lg, lgb, lseb, V, lsew, cb ? a->kls + n_scored : NULL, cb ? amw : NULL};
+            lb_pool_run(lb_context_pool(a->c), ctx - 1, score_task, &j);
             for (int64_t i = 0; i + 1 < ctx; i++) {
-                const float *row = lg + i * V;
-                double l = lse(row, V);
-                a->nll += l - row[tk[i + 1]];
+                a->nll += lsew[i] - lg[i * V + tk[i + 1]];
                 if (cb) {
-                    double kl = kl_div(lgb + i * V, lseb[i], row, l, V);
-                    a->kls[n_scored + i] = kl;
-                    a->kl += kl;
-                    a->agree += amb[i] == argmax(row, V);
+                    a->kl += a->kls[n_scored + i];
+                    a->agree += amb[i] == amw[i];
                 }
             }
         }
@@ -218,6 +235,7 @@ lb_status lb_eval_perplexity_multi(const lb_model *const *models, int n_models, 
     free(lseb);
     free(amb);
     free(nllw);
+    free(lsew);
     free(amw);
     lb_context_free(cb);
     return s;

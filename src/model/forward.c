@@ -12,12 +12,24 @@
 
 #include "../cuda/cuda.h"
 #include "../quant/matmul.h"
+#include "../quant/mm_tile.h"
 
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
 
 #define DEFAULT_BATCH 512
+/* Product inputs of one token are normed and quantized in chunks of this many elements across the threads
+ * (a multiple of every block size and of 16). */
+#define LB_INPUT_CHUNK 256
+/* Quantized copies one product input can need at once (q, k and v could each have their own block size). */
+#define LB_ACT_AREAS 3
+/* A one-token product step is cut into at least this many tasks per thread, each of whole tiles. */
+#define TASKS_PER_THREAD 16
+/* Steps of a layer's plan, at most. */
+#define STEPS_PER_LAYER 13
+
+struct step;
 
 struct lb_context {
     const lb_model *m;
@@ -35,9 +47,16 @@ struct lb_context {
     float *g;   /* (B, F) */
     float *u;   /* (B, F) */
     float *tmp; /* (B, E) */
-    float *mm_scratch;  /* pool size x matmul scratch */
     float *att_scratch; /* pool size x n_ctx */
     void *block;        /* one allocation holding all of the above */
+    uint8_t *act[LB_ACT_AREAS]; /* quantized product inputs, B rows each */
+    uint8_t *slots;     /* pool size x slot_bytes: the threads' tile scratch */
+    size_t slot_bytes;
+    void *mm_block;     /* one 64-byte aligned allocation holding act and slots */
+    struct step *plan;  /* the steps of the current forward pass, n_plan of them */
+    int64_t *ends;      /* their tasks' ends, for lb_pool_run_stages */
+    int n_plan, max_plan;
+    float norm_r;       /* RMSNorm scale of a token normed in chunks */
     lb_observer_fn obs;
     void *obs_user;
     lb_cuda_ctx *gpu; /* set when the context runs on a CUDA device (cuda/cuda.h); then none of the above is used */
@@ -100,6 +119,8 @@ void lb_rope_inv_freq(const lb_model_info *h, float *inv) {
     }
 }
 
+static bool plan_new(lb_context *c, int nt, int64_t kmax);
+
 lb_status lb_context_new(const lb_model *m, const lb_context_params *p, lb_context **out, lb_error *err) {
     if (!m || !out) return lb_err_set(err, LB_ERR_ARG, "lb_context_new: NULL argument");
     lb_context_params dp = lb_context_default_params();
@@ -131,10 +152,10 @@ lb_status lb_context_new(const lb_model *m, const lb_context_params *p, lb_conte
         (size_t)(h->n_layer * n_ctx * kvd), (size_t)(h->n_layer * n_ctx * kvd), (size_t)(n_ctx * (D / 2)),
         (size_t)(n_ctx * (D / 2)), (size_t)(B * E), (size_t)(B * E), (size_t)(B * qd), (size_t)(B * kvd),
         (size_t)(B * kvd), (size_t)(B * qd), (size_t)(B * F), (size_t)(B * F), (size_t)(B * E),
-        lb_matmul_scratch_floats(kmax, B, nt), (size_t)nt * (size_t)n_ctx,
+        (size_t)nt * (size_t)n_ctx,
     };
     float **ptrs[] = {&c->k_cache, &c->v_cache, &c->rope_cos, &c->rope_sin, &c->x, &c->xn, &c->q, &c->k,
-                      &c->v, &c->att, &c->g, &c->u, &c->tmp, &c->mm_scratch, &c->att_scratch};
+                      &c->v, &c->att, &c->g, &c->u, &c->tmp, &c->att_scratch};
     size_t total = 0;
     for (size_t i = 0; i < sizeof sizes / sizeof sizes[0]; i++) total += (sizes[i] + 15) & ~(size_t)15;
     c->block = malloc(total * sizeof(float));
@@ -147,6 +168,10 @@ lb_status lb_context_new(const lb_model *m, const lb_context_params *p, lb_conte
     for (size_t i = 0; i < sizeof sizes / sizeof sizes[0]; i++) {
         *ptrs[i] = f;
         f += (sizes[i] + 15) & ~(size_t)15;
+    }
+    if (!plan_new(c, nt, kmax)) {
+        lb_context_free(c);
+        return lb_err_set(err, LB_ERR_NOMEM, "out of memory");
     }
     float *inv = malloc((size_t)(D / 2 + 1) * sizeof *inv);
     if (!inv) {
@@ -170,6 +195,9 @@ void lb_context_free(lb_context *c) {
     lb_cuda_ctx_free(c->gpu);
     lb_pool_free(c->pool);
     free(c->block);
+    free(c->mm_block);
+    free(c->plan);
+    free(c->ends);
     free(c);
 }
 
@@ -181,19 +209,28 @@ int64_t lb_context_pos(const lb_context *c) { return c ? c->pos : 0; }
 
 int lb_context_on_gpu(const lb_context *c) { return c && c->gpu; }
 
+lb_pool *lb_context_pool(lb_context *c) { return c ? c->pool : NULL; }
+
 /* ---------------------------------------------------------------- building blocks ---------------------- */
 
-static void rmsnorm(float *out, const float *x, const float *w, int64_t n, float eps) {
+/* RMSNorm in two halves: r for a row of n, then out = w * (x * r) over any part of it */
+static float rms_scale(const float *x, int64_t n, float eps) {
     double ss = 0.0;
     for (int64_t i = 0; i < n; i++) ss += (double)x[i] * x[i];
-    float r = (float)(1.0 / sqrt(ss / (double)n + (double)eps));
+    return (float)(1.0 / sqrt(ss / (double)n + (double)eps));
+}
+
+static void rms_apply(float *out, const float *x, const float *w, int64_t n, float r) {
     for (int64_t i = 0; i < n; i++) out[i] = w[i] * (x[i] * r);
 }
 
-static void add_bias(float *y, const float *b, int64_t T, int64_t n) {
-    if (!b) return;
-    for (int64_t t = 0; t < T; t++)
-        for (int64_t i = 0; i < n; i++) y[t * n + i] += b[i];
+static void rmsnorm(float *out, const float *x, const float *w, int64_t n, float eps) {
+    rms_apply(out, x, w, n, rms_scale(x, n, eps));
+}
+
+static void add_vec(float *y, const float *b, int64_t n) {
+    if (b)
+        for (int64_t i = 0; i < n; i++) y[i] += b[i];
 }
 
 /*
@@ -214,68 +251,322 @@ static void rope(float *v, int64_t n_heads, int64_t D, const float *cs, const fl
     }
 }
 
-typedef struct att_job {
-    lb_context *c;
-    int64_t layer, pos0, T;
-} att_job;
+/* ---------------------------------------------------------------- the layer as a plan of steps --------- */
+/*
+ * A forward pass on the CPU is a list of steps, each a set of independent tasks (rows of a norm, tiles of
+ * weight rows, attention heads); consecutive steps run as the stages of one pool run (lb_pool_run_stages),
+ * so a decoded token costs one hand-over to the pool instead of one per matrix product, and the steps
+ * between the products (norms, activation quantization, biases, rotary, SwiGLU, residual adds) are split
+ * across the threads too. Each product input is quantized once per block size and shared by the products
+ * that read it. Every value is computed by the same code as a plain sequential pass (the products by
+ * lb_mm_tile, the arithmetic of lb_matmul), so results do not depend on the thread count. With an observer
+ * attached, the run breaks after each observed step to call it.
+ */
 
-/* one (token, head) pair of causal attention over the cache */
-static void att_task(void *arg, int64_t task, int thread) {
-    const att_job *j = arg;
-    lb_context *c = j->c;
+typedef enum step_kind {
+    S_NONE,    /* no work (an observation point at the start of a partial layer) */
+    S_NORM_R,  /* 1 task: RMSNorm scale of the one token whose norm is split in chunks */
+    S_INPUT,   /* (token, chunk): x = RMSNorm(src) when norm is set; quantize x per block size */
+    S_PROD,    /* tiles of one to three products of the same input, one after the other */
+    S_KV,      /* (token, kv head): k/v biases, k norm, rotary, KV cache */
+    S_ATT,     /* (token, head): q bias, q norm, rotary, causal attention over the cache */
+    S_SWIGLU,  /* tiles of gate and up over the same rows, biases, silu(gate) * up */
+} step_kind;
+
+/* The input of products: T rows of K floats, and per block size its quantized rows. */
+typedef struct prod_in {
+    float *x;                /* (T, K) */
+    const float *src, *norm; /* RMSNorm: x = norm(src), src (T, K); norm NULL: x is given */
+    int64_t T, K, chunk;     /* T == 1 splits the row into chunks of `chunk` (K % chunk == 0) */
+    int nq;
+    lb_mm_in q[LB_ACT_AREAS];
+    lb_mm_in f;              /* the f32 view for float weights */
+} prod_in;
+
+typedef struct prod {
+    const lb_weight *w;
+    const lb_mm_in *in;
+    float *out;      /* (T, ldo) */
+    int64_t ldo;
+    const float *b;  /* bias or NULL */
+    float *resid;    /* residual: resid (T, ldo) += out + b, or NULL */
+} prod;
+
+typedef struct step {
+    step_kind kind;
+    int64_t n; /* tasks */
+    int64_t il, T;
+    const lb_layer *l;
+    prod_in in;   /* S_NORM_R, S_INPUT */
+    prod p[3];    /* S_PROD (np of them), S_SWIGLU (gate, up) */
+    int np;
+    int64_t tiles[3], tasks[3]; /* per product: tiles of rows, and tasks of `group` tiles */
+    int64_t group;
+    int obs;      /* observation after this step (-1: none): x (obs_T, obs_dim) at layer il */
+    const float *obs_x;
+    int64_t obs_dim;
+} step;
+
+/* The plan's arrays and the products' scratch: LB_ACT_AREAS quantized inputs of B rows of up to kmax
+ * elements (in blocks of the smallest block size), one tile slot per thread. */
+static bool plan_new(lb_context *c, int nt, int64_t kmax) {
+    int64_t be_min = 0;
+    for (int t = 0; t < LB_TYPE_COUNT; t++) {
+        const lb_type_traits *tt = lb_type_traits_get((lb_type)t);
+        if (tt && tt->is_quant && (be_min == 0 || tt->block_elems < be_min)) be_min = tt->block_elems;
+    }
+    size_t area = ((size_t)c->n_batch * lb_mm_act_row_bytes(kmax, be_min) + 63) & ~(size_t)63;
+    c->slot_bytes = lb_mm_slot_bytes(kmax);
+    c->mm_block = aligned_alloc(64, LB_ACT_AREAS * area + (size_t)nt * c->slot_bytes);
+    c->max_plan = (int)(STEPS_PER_LAYER * c->m->info.n_layer + STEPS_PER_LAYER);
+    c->plan = malloc((size_t)c->max_plan * sizeof *c->plan);
+    c->ends = malloc((size_t)c->max_plan * sizeof *c->ends);
+    if (!c->mm_block || !c->plan || !c->ends) return false;
+    for (int i = 0; i < LB_ACT_AREAS; i++) c->act[i] = (uint8_t *)c->mm_block + i * area;
+    c->slots = (uint8_t *)c->mm_block + LB_ACT_AREAS * area;
+    return true;
+}
+
+static int64_t ntiles(int64_t rows) { return (rows + LB_MM_TILE - 1) / LB_MM_TILE; }
+
+/* the quantized view of in for w, or the f32 view */
+static const lb_mm_in *in_for(const prod_in *in, const lb_weight *w) {
+    int64_t be = lb_mm_act_block(w);
+    for (int i = 0; i < in->nq; i++)
+        if (in->q[i].be == be) return &in->q[i];
+    return &in->f;
+}
+
+static step *add_step(lb_context *c, step_kind kind, int64_t n, int64_t il, int64_t T, const lb_layer *l) {
+    step *s = &c->plan[c->n_plan++];
+    memset(s, 0, sizeof *s);
+    s->kind = kind;
+    s->n = n;
+    s->il = il;
+    s->T = T;
+    s->l = l;
+    s->obs = -1;
+    return s;
+}
+
+/* the steps that make x (T, K) (RMSNorm of src when norm) the input of products with weights ws */
+static prod_in *add_input(lb_context *c, float *x, const float *src, const float *norm, int64_t T, int64_t K,
+                          const lb_weight *const *ws, int nw, int64_t il) {
+    int64_t chunk = T == 1 && K % LB_INPUT_CHUNK == 0 ? LB_INPUT_CHUNK : K;
+    if (norm && chunk < K) add_step(c, S_NORM_R, 1, il, T, NULL);
+    step *s = add_step(c, S_INPUT, T * (K / chunk), il, T, NULL);
+    prod_in *in = &s->in;
+    *in = (prod_in){.x = x, .src = src, .norm = norm, .T = T, .K = K, .chunk = chunk};
+    in->f = (lb_mm_in){x, NULL, T, K, 0};
+    for (int i = 0; i < nw; i++) {
+        int64_t be = lb_mm_act_block(ws[i]);
+        bool seen = be == 0;
+        for (int j = 0; j < in->nq && !seen; j++) seen = in->q[j].be == be;
+        if (seen) continue;
+        in->q[in->nq] = (lb_mm_in){x, c->act[in->nq], T, K, be};
+        in->nq++;
+    }
+    if (norm && chunk < K) s[-1].in = *in;
+    return in;
+}
+
+static void set_prod(prod *p, const lb_weight *w, const prod_in *in, float *out, int64_t ldo, const float *b, float *resid) {
+    *p = (prod){w, in_for(in, w), out, ldo, b, resid};
+}
+
+static void observe_after(step *s, int pt, const float *x, int64_t dim) {
+    s->obs = pt;
+    s->obs_x = x;
+    s->obs_dim = dim;
+}
+
+/* Append the steps of layer il on c->x from point `from` to point `stop` (see layer_forward). */
+static void plan_layer(lb_context *c, const lb_layer *l, int64_t il, int64_t T, int from, int stop) {
+    const lb_model_info *h = &c->m->info;
+    int64_t E = h->n_embd, D = h->head_dim, qd = h->n_head * D, kvd = h->n_head_kv * D, F = h->n_ff;
+    if (from == LB_OBS_ATTN_IN) {
+        const lb_weight *ws[] = {&l->wq, &l->wk, &l->wv};
+        prod_in *in = add_input(c, c->xn, c->x, l->attn_norm, T, E, ws, 3, il);
+        observe_after(&c->plan[c->n_plan - 1], LB_OBS_ATTN_IN, c->xn, E);
+        if (stop == LB_OBS_ATTN_IN) return;
+        step *s = add_step(c, S_PROD, 0, il, T, l);
+        set_prod(&s->p[0], &l->wq, in, c->q, qd, NULL, NULL);
+        set_prod(&s->p[1], &l->wk, in, c->k, kvd, NULL, NULL);
+        set_prod(&s->p[2], &l->wv, in, c->v, kvd, NULL, NULL);
+        s->np = 3;
+        add_step(c, S_KV, T * h->n_head_kv, il, T, l);
+        observe_after(add_step(c, S_ATT, T * h->n_head, il, T, l), LB_OBS_ATTN_OUT_IN, c->att, qd);
+    } else if (from == LB_OBS_ATTN_OUT_IN) {
+        observe_after(add_step(c, S_NONE, 0, il, T, l), LB_OBS_ATTN_OUT_IN, c->att, qd);
+    }
+    if (from <= LB_OBS_ATTN_OUT_IN) {
+        if (stop == LB_OBS_ATTN_OUT_IN) return;
+        const lb_weight *wo = &l->wo;
+        prod_in *in = add_input(c, c->att, NULL, NULL, T, qd, &wo, 1, il);
+        step *s = add_step(c, S_PROD, 0, il, T, l);
+        set_prod(&s->p[0], wo, in, c->tmp, E, l->bo, c->x);
+        s->np = 1;
+    }
+    const lb_weight *ws[] = {&l->w_gate, &l->w_up};
+    prod_in *in = add_input(c, c->xn, c->x, l->ffn_norm, T, E, ws, 2, il);
+    observe_after(&c->plan[c->n_plan - 1], LB_OBS_FFN_IN, c->xn, E);
+    if (stop == LB_OBS_FFN_IN) return;
+    step *s = add_step(c, S_SWIGLU, 0, il, T, l);
+    set_prod(&s->p[0], &l->w_gate, in, c->g, F, l->b_gate, NULL);
+    set_prod(&s->p[1], &l->w_up, in, c->u, F, l->b_up, NULL);
+    s->np = 2;
+    observe_after(s, LB_OBS_FFN_DOWN_IN, c->g, F);
+    if (stop == LB_OBS_FFN_DOWN_IN) return;
+    const lb_weight *wd = &l->w_down;
+    in = add_input(c, c->g, NULL, NULL, T, F, &wd, 1, il);
+    s = add_step(c, S_PROD, 0, il, T, l);
+    set_prod(&s->p[0], wd, in, c->tmp, E, l->b_down, c->x);
+    s->np = 1;
+}
+
+/* ---------------------------------------------------------------- the steps' tasks --------------------- */
+
+static void input_task(lb_context *c, const step *s, int64_t task) {
+    const prod_in *in = &s->in;
+    int64_t nch = in->K / in->chunk, t = task / nch, k0 = task % nch * in->chunk;
+    if (in->norm) {
+        const float *src = in->src + t * in->K;
+        float r = nch > 1 ? c->norm_r : rms_scale(src, in->K, c->m->info.rms_eps);
+        rms_apply(in->x + t * in->K + k0, src + k0, in->norm + k0, in->chunk, r);
+    }
+    for (int i = 0; i < in->nq; i++) lb_mm_quantize(&in->q[i], t, k0, in->chunk);
+}
+
+/* tile r0 of product p for all T tokens, then its bias and residual */
+static void prod_tile(lb_context *c, const prod *p, int64_t T, int64_t r0, int thread) {
+    int R = (int)(p->w->rows - r0 < LB_MM_TILE ? p->w->rows - r0 : LB_MM_TILE);
+    lb_mm_tile(p->in, p->w, r0, R, p->out, p->ldo, c->slots + (size_t)thread * c->slot_bytes);
+    if (!p->b && !p->resid) return;
+    for (int64_t t = 0; t < T; t++) {
+        float *o = p->out + t * p->ldo + r0;
+        if (p->b) add_vec(o, p->b + r0, R);
+        if (p->resid)
+            for (int r = 0; r < R; r++) p->resid[t * p->ldo + r0 + r] += o[r];
+    }
+}
+
+static void prod_task(lb_context *c, const step *s, int64_t task, int thread) {
+    int i = 0;
+    while (task >= s->tasks[i]) task -= s->tasks[i++];
+    int64_t t1 = (task + 1) * s->group < s->tiles[i] ? (task + 1) * s->group : s->tiles[i];
+    for (int64_t tile = task * s->group; tile < t1; tile++) prod_tile(c, &s->p[i], s->T, tile * LB_MM_TILE, thread);
+}
+
+/* tile `tile` of gate and of up, then silu(gate) * up over its rows */
+static void swiglu_tile(lb_context *c, const step *s, int64_t tile, int thread) {
+    int64_t r0 = tile * LB_MM_TILE, F = s->p[0].ldo;
+    int R = (int)(F - r0 < LB_MM_TILE ? F - r0 : LB_MM_TILE);
+    prod_tile(c, &s->p[0], s->T, r0, thread);
+    prod_tile(c, &s->p[1], s->T, r0, thread);
+    for (int64_t t = 0; t < s->T; t++) {
+        float *g = c->g + t * F + r0;
+        const float *u = c->u + t * F + r0;
+        for (int r = 0; r < R; r++) {
+            float gv = g[r];
+            g[r] = gv / (1.0f + expf(-gv)) * u[r];
+        }
+    }
+}
+
+static void swiglu_task(lb_context *c, const step *s, int64_t task, int thread) {
+    int64_t t1 = (task + 1) * s->group < s->tiles[0] ? (task + 1) * s->group : s->tiles[0];
+    for (int64_t tile = task * s->group; tile < t1; tile++) swiglu_tile(c, s, tile, thread);
+}
+
+/* token t, kv head j: biases of k and v, k norm, rotary, into the cache */
+static void kv_task(lb_context *c, const step *s, int64_t task) {
+    const lb_model_info *h = &c->m->info;
+    int64_t D = h->head_dim, KV = h->n_head_kv, kvd = KV * D, t = task / KV, j = task % KV, pos = c->pos + t;
+    float *k = c->k + t * kvd + j * D, *v = c->v + t * kvd + j * D;
+    if (s->l->bk) add_vec(k, s->l->bk + j * D, D);
+    if (s->l->bv) add_vec(v, s->l->bv + j * D, D);
+    if (s->l->k_norm) rmsnorm(k, k, s->l->k_norm, D, h->rms_eps);
+    rope(k, 1, D, c->rope_cos + pos * (D / 2), c->rope_sin + pos * (D / 2), c->m->rope_interleaved);
+    size_t off = (size_t)((s->il * c->n_ctx + pos) * kvd + j * D);
+    memcpy(c->k_cache + off, k, (size_t)D * sizeof(float));
+    memcpy(c->v_cache + off, v, (size_t)D * sizeof(float));
+}
+
+/* token t, head hd: q's bias, norm and rotary, then causal attention over the cache. The last token, with
+ * the longest attention, comes first, so that the threads finish together. */
+static void att_task(lb_context *c, const step *s, int64_t task, int thread) {
     const lb_model_info *h = &c->m->info;
     int64_t H = h->n_head, D = h->head_dim, kvd = h->n_head_kv * D;
-    int64_t t = task / H, hd = task % H, kvh = hd / (H / h->n_head_kv), n = j->pos0 + t + 1;
-    const float *q = c->q + t * H * D + hd * D;
-    const float *kc = c->k_cache + j->layer * c->n_ctx * kvd + kvh * D;
-    const float *vc = c->v_cache + j->layer * c->n_ctx * kvd + kvh * D;
-    float *s = c->att_scratch + (size_t)thread * (size_t)c->n_ctx;
+    int64_t t = s->T - 1 - task / H, hd = task % H, kvh = hd / (H / h->n_head_kv), pos = c->pos + t, n = pos + 1;
+    float *q = c->q + t * H * D + hd * D;
+    if (s->l->bq) add_vec(q, s->l->bq + hd * D, D);
+    if (s->l->q_norm) rmsnorm(q, q, s->l->q_norm, D, h->rms_eps);
+    rope(q, 1, D, c->rope_cos + pos * (D / 2), c->rope_sin + pos * (D / 2), c->m->rope_interleaved);
+    const float *kc = c->k_cache + s->il * c->n_ctx * kvd + kvh * D;
+    const float *vc = c->v_cache + s->il * c->n_ctx * kvd + kvh * D;
+    float *sc = c->att_scratch + (size_t)thread * (size_t)c->n_ctx;
     float scale = 1.0f / sqrtf((float)D), mx = -INFINITY;
-    lb_vec_dots(q, kc, kvd, n, D, s);
+    lb_vec_dots(q, kc, kvd, n, D, sc);
     for (int64_t p = 0; p < n; p++) {
-        s[p] *= scale;
-        if (s[p] > mx) mx = s[p];
+        sc[p] *= scale;
+        if (sc[p] > mx) mx = sc[p];
     }
     double sum = 0.0;
     for (int64_t p = 0; p < n; p++) {
-        s[p] = expf(s[p] - mx);
-        sum += s[p];
+        sc[p] = expf(sc[p] - mx);
+        sum += sc[p];
     }
     float inv = (float)(1.0 / sum);
-    for (int64_t p = 0; p < n; p++) s[p] *= inv;
-    lb_vec_wsum(s, vc, kvd, n, D, c->att + t * H * D + hd * D);
+    for (int64_t p = 0; p < n; p++) sc[p] *= inv;
+    lb_vec_wsum(sc, vc, kvd, n, D, c->att + t * H * D + hd * D);
 }
 
-static void mm(lb_context *c, const float *x, int64_t T, const lb_weight *w, float *out) {
-    lb_matmul(c->pool, c->mm_scratch, x, T, w, out, w->rows);
-}
+typedef struct plan_run {
+    lb_context *c;
+    const step *s; /* the run's first step */
+} plan_run;
 
-/* c->att from the normed input c->xn: q, k, v, rotary, the layer's KV cache, causal attention */
-static void attention(lb_context *c, const lb_layer *l, int64_t il, int64_t T) {
-    const lb_model_info *h = &c->m->info;
-    int64_t D = h->head_dim, H = h->n_head, KV = h->n_head_kv;
-    int64_t qd = H * D, kvd = KV * D, pos0 = c->pos;
-    mm(c, c->xn, T, &l->wq, c->q);
-    mm(c, c->xn, T, &l->wk, c->k);
-    mm(c, c->xn, T, &l->wv, c->v);
-    add_bias(c->q, l->bq, T, qd);
-    add_bias(c->k, l->bk, T, kvd);
-    add_bias(c->v, l->bv, T, kvd);
-    for (int64_t t = 0; t < T; t++) {
-        float *q = c->q + t * qd, *k = c->k + t * kvd;
-        if (l->q_norm) {
-            for (int64_t hd = 0; hd < H; hd++) rmsnorm(q + hd * D, q + hd * D, l->q_norm, D, h->rms_eps);
-            for (int64_t hd = 0; hd < KV; hd++) rmsnorm(k + hd * D, k + hd * D, l->k_norm, D, h->rms_eps);
-        }
-        const float *cs = c->rope_cos + (pos0 + t) * (D / 2), *sn = c->rope_sin + (pos0 + t) * (D / 2);
-        rope(q, H, D, cs, sn, c->m->rope_interleaved);
-        rope(k, KV, D, cs, sn, c->m->rope_interleaved);
-        size_t off = (size_t)((il * c->n_ctx + pos0 + t) * kvd);
-        memcpy(c->k_cache + off, k, (size_t)kvd * sizeof(float));
-        memcpy(c->v_cache + off, c->v + t * kvd, (size_t)kvd * sizeof(float));
+static void step_task(void *arg, int stage, int64_t task, int thread) {
+    const plan_run *pr = arg;
+    lb_context *c = pr->c;
+    const step *s = pr->s + stage;
+    switch (s->kind) {
+    case S_NORM_R: c->norm_r = rms_scale(s->in.src, s->in.K, c->m->info.rms_eps); break;
+    case S_INPUT: input_task(c, s, task); break;
+    case S_PROD: prod_task(c, s, task, thread); break;
+    case S_KV: kv_task(c, s, task); break;
+    case S_ATT: att_task(c, s, task, thread); break;
+    case S_SWIGLU: swiglu_task(c, s, task, thread); break;
+    case S_NONE: break;
     }
-    att_job aj = {c, il, pos0, T};
-    lb_pool_run(c->pool, T * H, att_task, &aj);
+}
+
+/* Run c->plan: consecutive steps as one staged pool run, broken after each observed step when an observer
+ * is attached. */
+static void run_plan(lb_context *c) {
+    for (int i = 0; i < c->n_plan; i++) {
+        step *s = &c->plan[i];
+        if (s->kind != S_PROD && s->kind != S_SWIGLU) continue;
+        int np = s->kind == S_PROD ? s->np : 1;
+        int64_t all = 0;
+        for (int k = 0; k < np; k++) all += s->tiles[k] = ntiles(s->p[k].w->rows);
+        /* one token: a task of several tiles where there are many, fewer hand-outs of tiny tasks */
+        s->group = s->T == 1 ? all / (TASKS_PER_THREAD * lb_pool_size(c->pool)) : 1;
+        if (s->group < 1) s->group = 1;
+        s->n = 0;
+        for (int k = 0; k < np; k++) s->n += s->tasks[k] = (s->tiles[k] + s->group - 1) / s->group;
+    }
+    int i = 0;
+    while (i < c->n_plan) {
+        int j = i;
+        while (j < c->n_plan - 1 && !(c->obs && c->plan[j].obs >= 0)) j++;
+        for (int k = i; k <= j; k++) c->ends[k - i] = (k > i ? c->ends[k - i - 1] : 0) + c->plan[k].n;
+        plan_run pr = {c, &c->plan[i]};
+        lb_pool_run_stages(c->pool, j - i + 1, c->ends, step_task, &pr);
+        const step *s = &c->plan[j];
+        if (c->obs && s->obs >= 0) observe(c, s->il, (lb_obs_point)s->obs, s->obs_x, s->T, s->obs_dim);
+        i = j + 1;
+    }
 }
 
 /*
@@ -285,38 +576,9 @@ static void attention(lb_context *c, const lb_layer *l, int64_t il, int64_t T) {
  * whose observation the layer ends early (c->x then is the residual stream as it stands), or -1.
  */
 static void layer_forward(lb_context *c, const lb_layer *l, int64_t il, int64_t T, int from, int stop) {
-    const lb_model_info *h = &c->m->info;
-    int64_t E = h->n_embd, qd = h->n_head * h->head_dim, F = h->n_ff;
-
-    if (from == LB_OBS_ATTN_IN) {
-        for (int64_t t = 0; t < T; t++) rmsnorm(c->xn + t * E, c->x + t * E, l->attn_norm, E, h->rms_eps);
-        observe(c, il, LB_OBS_ATTN_IN, c->xn, T, E);
-        if (stop == LB_OBS_ATTN_IN) return;
-        attention(c, l, il, T);
-    }
-    if (from <= LB_OBS_ATTN_OUT_IN) {
-        observe(c, il, LB_OBS_ATTN_OUT_IN, c->att, T, qd);
-        if (stop == LB_OBS_ATTN_OUT_IN) return;
-        mm(c, c->att, T, &l->wo, c->tmp);
-        add_bias(c->tmp, l->bo, T, E);
-        for (int64_t i = 0; i < T * E; i++) c->x[i] += c->tmp[i];
-    }
-    for (int64_t t = 0; t < T; t++) rmsnorm(c->xn + t * E, c->x + t * E, l->ffn_norm, E, h->rms_eps);
-    observe(c, il, LB_OBS_FFN_IN, c->xn, T, E);
-    if (stop == LB_OBS_FFN_IN) return;
-    mm(c, c->xn, T, &l->w_gate, c->g);
-    mm(c, c->xn, T, &l->w_up, c->u);
-    add_bias(c->g, l->b_gate, T, F);
-    add_bias(c->u, l->b_up, T, F);
-    for (int64_t i = 0; i < T * F; i++) {
-        float g = c->g[i];
-        c->g[i] = g / (1.0f + expf(-g)) * c->u[i];
-    }
-    observe(c, il, LB_OBS_FFN_DOWN_IN, c->g, T, F);
-    if (stop == LB_OBS_FFN_DOWN_IN) return;
-    mm(c, c->g, T, &l->w_down, c->tmp);
-    add_bias(c->tmp, l->b_down, T, E);
-    for (int64_t i = 0; i < T * E; i++) c->x[i] += c->tmp[i];
+    c->n_plan = 0;
+    plan_layer(c, l, il, T, from, stop);
+    run_plan(c);
 }
 
 static lb_status eval_batch(lb_context *c, const int32_t *tokens, int64_t T, float *logits, int all_logits, int want_last,
@@ -330,17 +592,19 @@ static lb_status eval_batch(lb_context *c, const int32_t *tokens, int64_t T, flo
                               tokens[t], (long long)(c->pos + t), (long long)V - 1);
     }
     for (int64_t t = 0; t < T; t++) lb_weight_row_f32(&m->tok_embd, tokens[t], c->x + t * E);
-    for (int64_t il = 0; il < h->n_layer; il++) layer_forward(c, &m->layers[il], il, T, LB_OBS_ATTN_IN, -1);
-    c->pos += T;
-    if (!logits) return LB_OK;
-    if (all_logits) {
-        for (int64_t t = 0; t < T; t++) rmsnorm(c->xn + t * E, c->x + t * E, m->out_norm, E, h->rms_eps);
-        observe(c, -1, LB_OBS_OUTPUT_IN, c->xn, T, E);
-        lb_matmul(c->pool, c->mm_scratch, c->xn, T, &m->output, logits, V);
-    } else if (want_last) {
-        rmsnorm(c->xn, c->x + (T - 1) * E, m->out_norm, E, h->rms_eps);
-        lb_matmul(c->pool, c->mm_scratch, c->xn, 1, &m->output, logits, V);
+    c->n_plan = 0;
+    for (int64_t il = 0; il < h->n_layer; il++) plan_layer(c, &m->layers[il], il, T, LB_OBS_ATTN_IN, -1);
+    if (logits && (all_logits || want_last)) {
+        const lb_weight *wo = &m->output;
+        int64_t To = all_logits ? T : 1;
+        prod_in *in = add_input(c, c->xn, c->x + (T - To) * E, m->out_norm, To, E, &wo, 1, -1);
+        if (all_logits) observe_after(&c->plan[c->n_plan - 1], LB_OBS_OUTPUT_IN, c->xn, E);
+        step *s = add_step(c, S_PROD, 0, -1, To, NULL);
+        set_prod(&s->p[0], wo, in, logits, V, NULL, NULL);
+        s->np = 1;
     }
+    run_plan(c);
+    c->pos += T;
     return LB_OK;
 }
 

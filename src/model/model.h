@@ -81,6 +81,8 @@ lb_status lb_context_score(lb_context *c, const lb_context *base, const int32_t 
                            double *nll, int64_t *amax, double *kl, lb_error *err);
 /* 1 when the context runs on a CUDA device. */
 int lb_context_on_gpu(const lb_context *c);
+/* The context's thread pool (NULL on a CUDA device), for work beside the forward pass such as scoring. */
+lb_pool *lb_context_pool(lb_context *c);
 /* Rotary inverse frequencies inv[0 .. head_dim/2) with the model's frequency scaling (both executors). */
 void lb_rope_inv_freq(const lb_model_info *h, float *inv);
 

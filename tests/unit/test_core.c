@@ -162,10 +162,67 @@ static void test_pool(void) {
     lb_pool_free(NULL);
 }
 
+/* Staged runs: every task of a stage reads all the results of the stage before (a task that started early
+   would see a missing value), with empty stages between, interleaved with plain runs; with polling and
+   with waits that sleep at once. */
+typedef struct staged {
+    int64_t v[3][41];
+    int64_t n[3];
+} staged;
+
+static void stage_task(void *arg, int stage, int64_t t, int thread) {
+    staged *st = arg;
+    if (thread < 0 || thread >= pool_threads) atomic_fetch_add(&bad_thread, 1);
+    int k = stage / 2; /* stages 1 and 3 are empty */
+    int64_t sum = 0;
+    if (k > 0)
+        for (int64_t i = 0; i < st->n[k - 1]; i++) sum += st->v[k - 1][i];
+    if (t % 5 == 1)
+        for (volatile int i = 0; i < 3000; i++) {}
+    st->v[k][t] = sum + t + 1;
+}
+
+static void test_pool_stages(void) {
+    for (int sp = 0; sp < 2; sp++) /* default polling; none (waits between stages sleep at once) */
+    for (int nt = 1; nt <= 4; nt++) {
+        if (sp) setenv("LB_POOL_SPIN_US", "0", 1); else unsetenv("LB_POOL_SPIN_US");
+        lb_pool *p = lb_pool_new(nt);
+        REQUIRE(p, "pool");
+        pool_threads = nt;
+        atomic_store(&bad_thread, 0);
+        for (int rep = 0; rep < 400; rep++) {
+            staged st = {{{0}}, {1 + rep % 41, 1 + rep * 7 % 41, 1 + rep * 13 % 41}};
+            int64_t ends[5] = {st.n[0], st.n[0], st.n[0] + st.n[1], st.n[0] + st.n[1], st.n[0] + st.n[1] + st.n[2]};
+            lb_pool_run_stages(p, 5, ends, stage_task, &st);
+            int ok = 1;
+            int64_t prev = 0;
+            for (int k = 0; k < 3; k++) {
+                int64_t sum = 0;
+                for (int64_t i = 0; i < st.n[k]; i++) {
+                    ok &= st.v[k][i] == prev + i + 1;
+                    sum += st.v[k][i];
+                }
+                prev = sum;
+            }
+            CHECK(ok, "staged run: pool of %d, rep %d", nt, rep);
+            if (rep % 3 == 0) {
+                int out[37] = {0};
+                atomic_store(&counter, 0);
+                lb_pool_run(p, 37, count_task, out);
+                CHECK(atomic_load(&counter) == 37, "plain run after a staged one: pool of %d", nt);
+            }
+        }
+        CHECK(atomic_load(&bad_thread) == 0, "thread index out of range (pool of %d)", nt);
+        lb_pool_free(p);
+    }
+    unsetenv("LB_POOL_SPIN_US");
+}
+
 int main(void) {
     test_json_valid();
     test_json_hostile();
     test_fp16();
     test_pool();
+    test_pool_stages();
     TEST_DONE();
 }
