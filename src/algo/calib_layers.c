@@ -498,40 +498,37 @@ int64_t lb_calib_fallbacks(const lb_calib *c, const char **why) {
     return c->fallbacks;
 }
 
-lb_status lb_calib_layer_stats(lb_calib *c, const lb_layer *l, const lb_layer *ref, lb_obs_point pt, int64_t il,
-                               lb_error *err) {
-    const double t0 = lb_time_sec();
-    lb_status s = layer_stats_run(c, l, ref, pt, il, err);
+/* adds the time since t0 to the calibration's seconds and passes s on (the argument is evaluated first) */
+static lb_status timed(lb_calib *c, double t0, lb_status s) {
     c->seconds += lb_time_sec() - t0;
     return s;
 }
 
+lb_status lb_calib_layer_stats(lb_calib *c, const lb_layer *l, const lb_layer *ref, lb_obs_point pt, int64_t il,
+                               lb_error *err) {
+    const double t0 = lb_time_sec();
+    return timed(c, t0, layer_stats_run(c, l, ref, pt, il, err));
+}
+
 lb_status lb_calib_layer_advance(lb_calib *c, const lb_layer *l, const lb_layer *ref, int64_t il, lb_error *err) {
     const double t0 = lb_time_sec();
-    lb_status s = layer_advance_run(c, l, ref, il, err);
-    c->seconds += lb_time_sec() - t0;
-    return s;
+    return timed(c, t0, layer_advance_run(c, l, ref, il, err));
 }
 
 lb_status lb_calib_stage_stats(lb_calib *c, const lb_layer *l, const lb_layer *ref, lb_obs_point pt, int64_t il,
                                lb_error *err) {
     const double t0 = lb_time_sec();
-    lb_status s = stage_stats_run(c, l, ref, pt, il, err);
-    c->seconds += lb_time_sec() - t0;
-    return s;
+    return timed(c, t0, stage_stats_run(c, l, ref, pt, il, err));
 }
 
 lb_status lb_calib_stage_advance(lb_calib *c, const lb_layer *l, int64_t il, lb_error *err) {
     const double t0 = lb_time_sec();
-    lb_status s = stage_advance_run(c, l, il, err);
-    c->seconds += lb_time_sec() - t0;
-    return s;
+    return timed(c, t0, stage_advance_run(c, l, il, err));
 }
 
 lb_status lb_calib_output_stats(lb_calib *c, const float *out_norm, lb_error *err) {
     const double t0 = lb_time_sec();
-    lb_status s = output_stats_run(c, out_norm, err);
-    c->seconds += lb_time_sec() - t0;
-    return s;
+    return timed(c, t0, output_stats_run(c, out_norm, err));
 }
+
 double lb_calib_seconds(const lb_calib *c) { return c->seconds; }
