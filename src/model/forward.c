@@ -357,13 +357,13 @@ static prod_in *add_input(lb_context *c, float *x, const float *src, const float
     step *s = add_step(c, S_INPUT, T * (K / chunk), il, T, NULL);
     prod_in *in = &s->in;
     *in = (prod_in){.x = x, .src = src, .norm = norm, .T = T, .K = K, .chunk = chunk};
-    in->f = (lb_mm_in){x, NULL, T, K, 0};
+    in->f = (lb_mm_in){x, NULL, T, K, 0, NULL};
     for (int i = 0; i < nw; i++) {
         int64_t be = lb_mm_act_block(ws[i]);
         bool seen = be == 0;
         for (int j = 0; j < in->nq && !seen; j++) seen = in->q[j].be == be;
         if (seen) continue;
-        in->q[in->nq] = (lb_mm_in){x, c->act[in->nq], T, K, be};
+        in->q[in->nq] = (lb_mm_in){x, c->act[in->nq], T, K, be, NULL};
         in->nq++;
     }
     if (norm && chunk < K) s[-1].in = *in;

@@ -1,8 +1,11 @@
 /*
- * mm_tile.c - one tile of the forward pass's matrix product (see mm_tile.h), on the kernels of quant/cpu,
- * in the arithmetic of lb_matmul (matmul.c): fused one-token row products where the type has them, else
- * a tile of rows unpacked once and multiplied with up to 4 tokens at a time; float weights converted to f32
- * per tile and multiplied with f32 activations.
+ * mm_tile.c - one tile of the matrix product (see mm_tile.h) on the kernels of quant/cpu: the single place
+ * that chooses a kernel for a tile, used by lb_matmul (matmul.c) and by the forward pass's staged runs
+ * (model/forward.c). Quantized weights: one token through the fused row products (several rows at a time
+ * where the type has them); several tokens through an interleaved tile (qgemm, AVX-512 VNNI) or unpacked
+ * rows multiplied with up to 4 tokens at a time. Float weights: one token reads the rows in place (fgemv),
+ * from MM_FGEMM_MIN_T tokens the f32 tile kernel (fgemm), else a tile converted to f32 (fconv + ftile).
+ * Every choice gives the same bits (cpu.h's order).
  */
 #include "mm_tile.h"
 
@@ -12,6 +15,11 @@
  * pass over them. */
 #define QTOKENS 64
 
+/* Tokens from which float weights go through the tile kernel (a copy of the tile per task). */
+#define MM_FGEMM_MIN_T 4
+
+_Static_assert(LB_MM_TILE == LB_QTILE_ROWS, "a tile's rows are one interleaved tile");
+
 int64_t lb_mm_act_block(const lb_weight *w) {
     const lb_type_traits *tt = lb_type_traits_get(w->type);
     return tt->is_quant && lb_cpu_kernels_best()->unpack[w->type] ? tt->block_elems : 0;
@@ -20,10 +28,17 @@ int64_t lb_mm_act_block(const lb_weight *w) {
 size_t lb_mm_act_row_bytes(int64_t K, int64_t be) { return LB_ALIGN64(lb_act_bytes(K, be)); }
 
 size_t lb_mm_slot_bytes(int64_t K) {
-    size_t f = (size_t)LB_MM_TILE * (size_t)K * sizeof(float), q = 0;
-    if (K % 32 == 0) q = (size_t)LB_MM_TILE * lb_qrow_bytes(K, 32);
+    size_t f = lb_fgemm_slot_bytes(K), q = 0;
+    if ((size_t)LB_MM_TILE * (size_t)K * sizeof(float) > f) f = (size_t)LB_MM_TILE * (size_t)K * sizeof(float);
+    if (K % 32 == 0) {
+        q = (size_t)LB_MM_TILE * lb_qrow_bytes(K, 32);
+        size_t it = lb_qtile_bytes(K, 32) + lb_qrow_bytes(K, 32);
+        if (it > q) q = it;
+    }
     return LB_ALIGN64(f > q ? f : q);
 }
+
+static const lb_cpu_kernels *kernels(const lb_mm_in *in) { return in->k ? in->k : lb_cpu_kernels_best(); }
 
 static lb_act act_row(const lb_mm_in *in, int64_t t) {
     return lb_act_at(in->act + (size_t)t * lb_mm_act_row_bytes(in->K, in->be), in->K, in->be);
@@ -32,11 +47,19 @@ static lb_act act_row(const lb_mm_in *in, int64_t t) {
 void lb_mm_quantize(const lb_mm_in *in, int64_t t, int64_t k0, int64_t n) {
     lb_act a = act_row(in, t);
     lb_act part = {a.q + k0, a.bsum + k0 / 16, a.d + k0 / in->be};
-    lb_act_quantize(in->x + t * in->K + k0, n, in->be, &part);
+    kernels(in)->actq(in->x + t * in->K + k0, n, in->be, &part);
 }
 
 static void tile_float(const lb_cpu_kernels *k, const lb_mm_in *in, const lb_weight *w, int64_t r0, int R,
                        float *out, int64_t ldo, void *slot) {
+    if (k->fgemv && in->T == 1) {
+        k->fgemv(w, r0, R, in->x, out + r0);
+        return;
+    }
+    if (k->fgemm && in->T >= MM_FGEMM_MIN_T) {
+        k->fgemm(w, r0, R, in->x, in->T, out + r0, ldo, slot);
+        return;
+    }
     const float *wt;
     if (w->type == LB_TYPE_F32) {
         wt = (const float *)w->data + r0 * w->cols;
@@ -71,17 +94,27 @@ static void tile_unpacked(const lb_cpu_kernels *k, const lb_mm_in *in, const lb_
 }
 
 void lb_mm_tile(const lb_mm_in *in, const lb_weight *w, int64_t r0, int R, float *out, int64_t ldo, void *slot) {
-    const lb_cpu_kernels *k = lb_cpu_kernels_best();
+    const lb_cpu_kernels *k = kernels(in);
     if (in->be == 0) {
         tile_float(k, in, w, r0, R, out, ldo, slot);
         return;
     }
-    lb_gemv1_fn f = k->gemv1[w->type];
-    if (in->T == 1 && f) {
-        size_t wrow = lb_weight_row_bytes(w);
+    size_t wrow = lb_weight_row_bytes(w);
+    const uint8_t *base = (const uint8_t *)w->data + (size_t)r0 * wrow;
+    if (in->T == 1 && k->gemvr[w->type]) {
         lb_act a = act_row(in, 0);
-        const uint8_t *base = (const uint8_t *)w->data + (size_t)r0 * wrow;
-        for (int r = 0; r < R; r++) out[r0 + r] = f(base + (size_t)r * wrow, in->K, &a);
+        k->gemvr[w->type](base, wrow, R, in->K, &a, out + r0);
+        return;
+    }
+    if (in->T == 1 && k->gemv1[w->type]) {
+        lb_act a = act_row(in, 0);
+        for (int r = 0; r < R; r++) out[r0 + r] = k->gemv1[w->type](base + (size_t)r * wrow, in->K, &a);
+        return;
+    }
+    if (in->T > 1 && k->qgemm) {
+        lb_qtile tile = lb_qtile_pack(w->type, k->unpack[w->type], base, wrow, R, in->K, slot,
+                                      (uint8_t *)slot + lb_qtile_bytes(in->K, in->be));
+        k->qgemm(&tile, R, in->act, lb_mm_act_row_bytes(in->K, in->be), in->T, in->K, in->be, out + r0, ldo);
         return;
     }
     tile_unpacked(k, in, w, r0, R, out, ldo, slot);

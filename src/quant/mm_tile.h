@@ -28,6 +28,7 @@ typedef struct lb_mm_in {
     const float *x;  /* (T, K) */
     uint8_t *act;    /* T rows of lb_mm_act_row_bytes(K, be), 64-byte aligned (be > 0) */
     int64_t T, K, be;
+    const struct lb_cpu_kernels *k; /* the kernels; NULL: the best for this CPU (lb_cpu_kernels_best) */
 } lb_mm_in;
 
 /* Quantize elements [k0, k0 + n) of token t of in->x into in->act (k0 and n multiples of in->be and of 16);
