@@ -125,15 +125,16 @@ static lb_status get_type(loader *L, const src_tensor *t, lb_type *type) {
     return LB_OK;
 }
 
-/* Every value of w finite (rows of w are rows row0.. of tensor `name`): one pass, row by row through f32. */
+/* Every value of w finite (rows of w are rows row0.. of tensor `name`): row by row, reading the blocks' fp16
+ * factors (or a float row's bits) and dequantizing only a row that has a non-finite value. */
 static lb_status check_finite(loader *L, const char *name, const lb_weight *w, int64_t row0) {
     float *row = malloc((size_t)w->cols * sizeof *row);
     if (!row) return lb_err_set(L->err, LB_ERR_NOMEM, "out of memory");
     lb_status s = LB_OK;
     for (int64_t r = 0; s == LB_OK && r < w->rows; r++) {
-        lb_weight_row_f32(w, r, row);
-        int64_t bad = lb_first_nonfinite(row, w->cols);
-        if (bad >= 0) s = lb_err_nonfinite(L->err, name, row0 + r, bad, row[bad]);
+        int64_t col;
+        float v;
+        if (lb_weight_row_nonfinite(w, r, row, &col, &v)) s = lb_err_nonfinite(L->err, name, row0 + r, col, v);
     }
     free(row);
     return s;

@@ -24,6 +24,10 @@ typedef struct lb_type_traits {
     lb_quantize_fn quantize_ref;      /* ggml_quantize_chunk (llama-quantize), bit exact; lowbit's own
                                          encoders live in algo/ (encoders.h) */
     lb_vec_dot_fn vec_dot_ref;        /* reference dot against vec_dot_type */
+    /* Byte offsets in a block of its fp16 factors (d, and dmin / m where the type has one; -1: none). Every
+     * dequantized value is a product of these with integers of magnitude below 2^14, so a
+     * block's values are all finite exactly when its factors are; lb_weight_first_nonfinite reads only these. */
+    int fp16_factor[2];
 } lb_type_traits;
 
 /* The row of t, or NULL for a value outside the table. */
@@ -42,5 +46,9 @@ static inline size_t lb_weight_row_bytes(const lb_weight *w) { return lb_type_ro
 float lb_weight_get(const lb_weight *w, int64_t r, int64_t i);
 /* Convert row r of w to f32 (cols floats). */
 void lb_weight_row_f32(const lb_weight *w, int64_t r, float *out);
+/* The first element of row r of w that is NaN or infinite as lb_weight_row_f32 gives it (its column in *col,
+ * its value in *v), or false when the row is finite; reads only the blocks' fp16 factors, or the raw bits of
+ * F16 / BF16 / F32 rows, unless the row has a non-finite value. scratch: cols floats. */
+bool lb_weight_row_nonfinite(const lb_weight *w, int64_t r, float *scratch, int64_t *col, float *v);
 
 #endif

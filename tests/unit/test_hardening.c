@@ -2,12 +2,14 @@
  * test_hardening.c - library-level guarantees on bad input and outputs that the CLI tests cannot reach:
  * the NaN/Inf policy of lb_eval_perplexity apart from the load check, lb_remove_temporaries() (what a
  * signal handler calls), the output lock, importance-matrix files at their size limits, and calls with
- * empty inputs (built under UBSan in CI: null pointer plus zero and the like).
+ * empty inputs (built under UBSan in CI: null pointer plus zero and the like), and the load check's
+ * non-finite scan (lb_weight_row_nonfinite) against dequantizing every row.
  */
 #include "core/core.h"
 #include "io/gguf.h"
 #include "io/imatrix.h"
 #include "model/model.h"
+#include "quant/quant.h"
 #include "test.h"
 
 #include <math.h>
@@ -117,6 +119,85 @@ static void test_empty_calls(void) {
     lb_tokenizer_free(tok);
 }
 
+/* the load check's scan of the fp16 factors / raw bits against dequantizing the row and looking at every
+ * value: the same answer (column and kind) for every weight type, with non-finite factors or values put
+ * in random places, and finite rows (also with the largest finite factors and random codes) pass */
+static void test_nonfinite_scan(void) {
+    enum { KMAX = 512 };
+    static float x[KMAX], y[KMAX], scratch[KMAX];
+    static uint8_t row[KMAX * 4];
+    static const uint16_t h_special[3] = {0x7E00, 0x7C00, 0xFC00};       /* NaN, +inf, -inf (f16) */
+    static const uint16_t b_special[3] = {0x7FC0, 0x7F80, 0xFF80};       /* the same in bf16 */
+    unsigned seed = 12345;
+    int types = 0;
+    for (int t = 0; t < LB_TYPE_COUNT; t++) {
+        const lb_type_traits *tt = lb_type_traits_get((lb_type)t);
+        if (!tt || !tt->weight_type) continue;
+        types++;
+        for (int trial = 0; trial < 40; trial++) {
+            /* float rows also of odd lengths (values after the last whole 64-bit word) */
+            int64_t K = tt->is_quant ? 512 : 512 - trial % 4;
+            int64_t nb = K / tt->block_elems;
+            size_t rb = lb_type_row_size((lb_type)t, K);
+            lb_weight w = {(lb_type)t, row, 1, K};
+            for (int i = 0; i < K; i++) {
+                seed = seed * 1103515245u + 12345u;
+                x[i] = ((float)(seed >> 8) / 16777216.0f - 0.5f) * (trial % 2 ? 1e4f : 2.0f);
+            }
+            tt->from_float_ref(x, row, K);
+            if (trial % 4 == 3 && tt->is_quant) { /* random codes, largest finite factors */
+                for (size_t i = 0; i < rb; i++) {
+                    seed = seed * 1103515245u + 12345u;
+                    row[i] = (uint8_t)(seed >> 16);
+                }
+                for (int64_t b = 0; b < nb; b++)
+                    for (int f = 0; f < 2 && tt->fp16_factor[f] >= 0; f++) {
+                        uint16_t big = (b + f) % 2 ? 0x7BFF : 0xFBFF;
+                        memcpy(row + (size_t)b * tt->block_bytes + tt->fp16_factor[f], &big, 2);
+                    }
+            }
+            int64_t col = -7;
+            float v = 0;
+            tt->to_float(row, y, K);
+            int64_t first = -1;
+            for (int i = 0; i < K && first < 0; i++)
+                if (!isfinite(y[i])) first = i;
+            CHECK(first < 0, "%s trial %d: a finite row dequantizes to a non-finite value at %lld", tt->name, trial,
+                  (long long)first);
+            CHECK(!lb_weight_row_nonfinite(&w, 0, scratch, &col, &v), "%s trial %d: finite row reported", tt->name, trial);
+            /* one or two non-finite factors / values */
+            int n_bad = 1 + trial % 2;
+            for (int k = 0; k < n_bad; k++) {
+                seed = seed * 1103515245u + 12345u;
+                int which = (int)((seed >> 10) % 3);
+                if (tt->is_quant) {
+                    int nf = tt->fp16_factor[1] >= 0 ? 2 : 1;
+                    int64_t b = (int64_t)((seed >> 4) % (unsigned)nb);
+                    int f = (int)((seed >> 20) % (unsigned)nf);
+                    memcpy(row + (size_t)b * tt->block_bytes + tt->fp16_factor[f], &h_special[which], 2);
+                } else {
+                    int64_t i = trial % 4 && k == 0 ? K - 1 : (int64_t)((seed >> 4) % K); /* also past the last word */
+                    if (t == LB_TYPE_F16) memcpy(row + 2 * i, &h_special[which], 2);
+                    else if (t == LB_TYPE_BF16) memcpy(row + 2 * i, &b_special[which], 2);
+                    else {
+                        float s = which == 0 ? NAN : which == 1 ? INFINITY : -INFINITY;
+                        memcpy(row + 4 * i, &s, 4);
+                    }
+                }
+            }
+            tt->to_float(row, y, K);
+            first = -1;
+            for (int i = 0; i < K && first < 0; i++)
+                if (!isfinite(y[i])) first = i;
+            bool got = lb_weight_row_nonfinite(&w, 0, scratch, &col, &v);
+            CHECK(first >= 0, "%s trial %d: a non-finite factor left the row finite", tt->name, trial);
+            CHECK(got && col == first && isnan(v) == isnan(y[first]), "%s trial %d: scan says %d at %lld, dequantized first at %lld",
+                  tt->name, trial, got, (long long)col, (long long)first);
+        }
+    }
+    CHECK(types >= 15, "%d weight types", types);
+}
+
 int main(void) {
     snprintf(dir, sizeof dir, "/tmp/lb_hardening_XXXXXX");
     REQUIRE(mkdtemp(dir), "mkdtemp");
@@ -125,6 +206,7 @@ int main(void) {
     test_output_check();
     test_imatrix_sizes();
     test_empty_calls();
+    test_nonfinite_scan();
     char cmd[128];
     snprintf(cmd, sizeof cmd, "rm -rf %s", dir);
     if (system(cmd) != 0) fprintf(stderr, "cannot remove %s\n", dir);
