@@ -53,6 +53,28 @@ size_t lb_act_bytes(int64_t K, int64_t be);
 #define LB_ALIGN64(n) (((size_t)(n) + 63) & ~(size_t)63)
 
 /* Lay out a row / an activation in buf (64-byte aligned, lb_qrow_bytes / lb_act_bytes long). */
+/*
+ * Software prefetch for the one-token products, which read a group of `group` rows (rb bytes apart) side by
+ * side: row i's stream continues in row i + group (the next group, or the next task's rows). Prefetches the
+ * line LB_GEMV_AHEAD bytes past offset off in that stream. The hardware does not fetch these interleaved
+ * streams of short rows ahead on its own (1B q4_k_m decode at one thread 2.7x faster with it).
+ */
+#define LB_GEMV_AHEAD 2048
+static inline void lb_prefetch_stream(const void *row, size_t off, size_t rb, int group) {
+    size_t o = off + LB_GEMV_AHEAD;
+    __builtin_prefetch((const char *)row + (o < rb ? o : (size_t)(group - 1) * rb + o), 0, 3);
+}
+
+/* the same for block b of sz bytes: every line of a block of 64 bytes or more, else about one per line */
+static inline void lb_prefetch_block(const void *row, int64_t b, size_t sz, size_t rb, int group) {
+    size_t off = (size_t)b * sz;
+    if (sz >= 64) {
+        for (size_t l = 0; l < sz; l += 64) lb_prefetch_stream(row, off + l, rb, group);
+    } else if (off % 64 < sz) {
+        lb_prefetch_stream(row, off, rb, group);
+    }
+}
+
 static inline lb_qrow lb_qrow_at(void *buf, int64_t K, int64_t be) {
     uint8_t *p = buf;
     size_t g = LB_ALIGN64((size_t)(K / 16) * 2), f = LB_ALIGN64((size_t)(K / be) * 4);

@@ -142,12 +142,17 @@ TGT static inline void store_rows(float *out, int n, __m128 v) {
     const T *x[4];                                                                                          \
     for (int i_ = 0; i_ < 4; i_++) x[i_] = (const T *)((rows) + (size_t)((r0) + i_ < (R) ? (r0) + i_ : (r0)) * (rb))
 
+/* lb_prefetch_block for each of the four rows */
+#define PREFETCH_BLOCK(x, b, rb)                                                                            \
+    for (int i_ = 0; i_ < 4; i_++) lb_prefetch_block(x[i_], b, sizeof x[0][0], rb, 4)
+
 /* q4_0 and q8_0: the codes unsigned (nibble = q + 8; q ^ 0x80 = q + 128) by vpdpbusd, less off * sum(a) */
 TGT static void gemvr_q4_0_z(const uint8_t *rows, size_t rb, int R, int64_t K, const lb_act *a, float *out) {
     for (int r0 = 0; r0 < R; r0 += 4) {
         ROWS4(block_q4_0, rows, rb, R, r0, x);
         __m128 acc = _mm_setzero_ps();
         for (int64_t b = 0; b < K / 32; b++) {
+            PREFETCH_BLOCK(x, b, rb);
             __m256i av = _mm256_load_si256((const __m256i *)(a->q + 32 * b)), U[4];
             for (int i = 0; i < 4; i++) U[i] = _mm256_dpbusd_epi32(_mm256_setzero_si256(), nibbles_avx512vnni(x[i][b].qs), av);
             __m128i S = _mm_sub_epi32(hsum4i_avx512vnni(U), _mm_set1_epi32(8 * (a->bsum[2 * b] + a->bsum[2 * b + 1])));
@@ -164,6 +169,7 @@ TGT static void gemvr_q8_0_z(const uint8_t *rows, size_t rb, int R, int64_t K, c
         ROWS4(block_q8_0, rows, rb, R, r0, x);
         __m128 acc = _mm_setzero_ps();
         for (int64_t b = 0; b < K / 32; b++) {
+            PREFETCH_BLOCK(x, b, rb);
             __m256i av = _mm256_load_si256((const __m256i *)(a->q + 32 * b)), U[4];
             for (int i = 0; i < 4; i++)
                 U[i] = _mm256_dpbusd_epi32(_mm256_setzero_si256(), _mm256_xor_si256(_mm256_loadu_si256((const __m256i *)x[i][b].qs), flip), av);
@@ -196,6 +202,7 @@ TGT static void gemvr_q4_K_z(const uint8_t *rows, size_t rb, int R, int64_t K, c
         ROWS4(block_q4_K, rows, rb, R, r0, x);
         __m128 acc = _mm_setzero_ps();
         for (int64_t b = 0; b < K / QK_K; b++) {
+            PREFETCH_BLOCK(x, b, rb);
             __m256i S[4], M[4];
             for (int i = 0; i < 4; i++) q4_K_block(&x[i][b], a->q + QK_K * b, a->bsum + 16 * b, &S[i], &M[i]);
             __m128 da = _mm_set1_ps(a->d[b]);
@@ -235,6 +242,7 @@ TGT static void gemvr_q6_K_z(const uint8_t *rows, size_t rb, int R, int64_t K, c
         ROWS4(block_q6_K, rows, rb, R, r0, x);
         __m128 acc = _mm_setzero_ps();
         for (int64_t b = 0; b < K / QK_K; b++) {
+            PREFETCH_BLOCK(x, b, rb);
             __m256i S[4];
             for (int i = 0; i < 4; i++) S[i] = q6_K_block(&x[i][b], a->q + QK_K * b, a->bsum + 16 * b);
             __m128 d = h2f4(x[0][b].d, x[1][b].d, x[2][b].d, x[3][b].d);

@@ -554,7 +554,10 @@ TGT static void SFX(fgemv)(const lb_weight *w, int64_t r0, int R, const float *x
         const void *row[4];
         for (int i = 0; i < 4; i++) row[i] = (const uint8_t *)w->data + (size_t)(r0 + g + (i < n ? i : 0)) * rb;
         __m256 acc[4] = {_mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps()};
+        size_t es = lb_type_traits_get(w->type)->block_bytes, line = 64 / es;
         for (int64_t k = 0; k < K8; k += 8) {
+            if ((size_t)k % line == 0)
+                for (int i = 0; i < 4; i++) lb_prefetch_stream(row[i], (size_t)k * es, rb, 4);
             __m256 xv = _mm256_loadu_ps(x + k);
             for (int i = 0; i < 4; i++) acc[i] = _mm256_fmadd_ps(xv, SFX(fload8)(w, row[i], k), acc[i]);
         }
