@@ -281,7 +281,9 @@ __attribute__((always_inline)) TGT static inline void qgemm_nt(const lb_qtile *w
                 for (int t = 0; t < NT; t++) S[t] = _mm512_dpbusd_epi32(S[t], wv, bcast4(a[t].q + 32 * b + 4 * s));
             }
         } else {
+#ifndef __SANITIZE_ADDRESS__ /* GCC with ASan drops this loop's annotation with a warning (an error under -Werror) */
 #pragma GCC unroll 1
+#endif
             for (int j = 0; j < BE / SG; j++) {
                 int64_t e = BE * b + SG * j;
                 for (int t = 0; t < NT; t++) P[t] = _mm512_setzero_si512();
