@@ -336,7 +336,7 @@ static void check_softmax(int64_t n, int kase) {
     else
         for (int64_t i = 0; i < n; i++) CHECK(*(uint32_t *)&r[i] == LB_NAN_BITS, "softmax case %d: not the canonical NaN", kase);
     memcpy(g0, g, (size_t)n * 4);
-    impls[0]->swiglu(g0, u, n);
+    impls[0]->swiglu(g0, u, n, 1, n);
     for (int64_t i = 0; i < n; i++)
         if (isfinite(g[i])) {
             double e = (double)g[i] / (1.0 + exp(-(double)g[i])) * (double)u[i];
@@ -347,8 +347,16 @@ static void check_softmax(int64_t n, int kase) {
         impls[i]->softmax(o, n, 0.125f);
         CHECK(same_bytes(r, o, (size_t)n * 4), "%s softmax n=%lld case %d differs", impls[i]->name, (long long)n, kase);
         memcpy(o, g, (size_t)n * 4);
-        impls[i]->swiglu(o, u, n);
+        impls[i]->swiglu(o, u, n, 1, n);
         CHECK(same_or_nan(g0, o, n), "%s swiglu n=%lld case %d differs", impls[i]->name, (long long)n, kase);
+        for (int64_t w = 1; w <= 17; w += 15) { /* rows of w floats w + 3 apart, the gaps untouched */
+            int64_t ld = w + 3, rows = n / ld;
+            memcpy(o, g, (size_t)n * 4);
+            impls[i]->swiglu(o, u, w, rows, ld);
+            for (int64_t e = 0; e < n; e++)
+                CHECK(e % ld < w && e / ld < rows ? same_or_nan(g0 + e, o + e, 1) : same_bytes(g + e, o + e, 4),
+                      "%s swiglu rows of %lld: element %lld", impls[i]->name, (long long)w, (long long)e);
+        }
     }
     free(s), free(r), free(o), free(g), free(u), free(g0);
 }

@@ -123,8 +123,8 @@ typedef void (*lb_vwsumq_fn)(const float *w, int64_t ldw, int nq, const int64_t 
                              int64_t D, float *o, int64_t ldo);
 /* s (n floats) = softmax(s * scale) in place, the order above */
 typedef void (*lb_softmax_fn)(float *s, int64_t n, float scale);
-/* g (n floats) = silu(g) * u, the order above */
-typedef void (*lb_swiglu_fn)(float *g, const float *u, int64_t n);
+/* g = silu(g) * u, the order above, over `rows` rows of n floats ld apart (g + r * ld, u + r * ld) */
+typedef void (*lb_swiglu_fn)(float *g, const float *u, int64_t n, int64_t rows, int64_t ld);
 /* y[i] = lb_expf(x[i]), i < n */
 typedef void (*lb_vexp_fn)(const float *x, int64_t n, float *y);
 

@@ -383,8 +383,9 @@ static void softmax_ref(float *s, int64_t n, float scale) {
     for (int64_t p = 0; p < n; p++) s[p] *= inv;
 }
 
-static void swiglu_ref(float *g, const float *u, int64_t n) {
-    for (int64_t i = 0; i < n; i++) g[i] = g[i] / (1.0f + lb_expf(-g[i])) * u[i];
+static void swiglu_ref(float *g, const float *u, int64_t n, int64_t rows, int64_t ld) {
+    for (int64_t r = 0; r < rows; r++, g += ld, u += ld)
+        for (int64_t i = 0; i < n; i++) g[i] = g[i] / (1.0f + lb_expf(-g[i])) * u[i];
 }
 
 static void vexp_ref(const float *x, int64_t n, float *y) {

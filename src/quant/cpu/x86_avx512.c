@@ -473,15 +473,26 @@ TGT static void vexp_z(const float *x, int64_t n, float *y) {
     }
 }
 
-TGT static void swiglu_z(float *g, const float *u, int64_t n) {
-    const __m512 one = _mm512_set1_ps(1.0f);
-    const __m512i sign = _mm512_set1_epi32((int)0x80000000u);
-    for (int64_t i = 0; i < n; i += 16) {
-        __mmask16 m = tail16(n - i);
-        __m512 gv = _mm512_maskz_loadu_ps(m, g + i);
-        __m512 e = exp16(_mm512_castsi512_ps(_mm512_xor_si512(_mm512_castps_si512(gv), sign)));
-        _mm512_mask_storeu_ps(g + i, m, _mm512_mul_ps(_mm512_div_ps(gv, _mm512_add_ps(one, e)), _mm512_maskz_loadu_ps(m, u + i)));
-    }
+TGT static inline __m512 silu_mul16(__m512 gv, __m512 uv) {
+    __m512 e = exp16(_mm512_castsi512_ps(_mm512_xor_si512(_mm512_castps_si512(gv), _mm512_set1_epi32((int)0x80000000u))));
+    return _mm512_mul_ps(_mm512_div_ps(gv, _mm512_add_ps(_mm512_set1_ps(1.0f), e)), uv);
+}
+
+/* rows of 16 (a tile of the forward pass): four rows per step, independent chains */
+TGT static void swiglu_z(float *g, const float *u, int64_t n, int64_t rows, int64_t ld) {
+    int64_t r = 0;
+    if (n == 16)
+        for (; r + 4 <= rows; r += 4) {
+            __m512 gv[4], uv[4];
+            for (int k = 0; k < 4; k++) gv[k] = _mm512_loadu_ps(g + (r + k) * ld), uv[k] = _mm512_loadu_ps(u + (r + k) * ld);
+            for (int k = 0; k < 4; k++) _mm512_storeu_ps(g + (r + k) * ld, silu_mul16(gv[k], uv[k]));
+        }
+    for (; r < rows; r++)
+        for (int64_t i = 0; i < n; i += 16) {
+            __mmask16 m = tail16(n - i);
+            float *gr = g + r * ld + i;
+            _mm512_mask_storeu_ps(gr, m, silu_mul16(_mm512_maskz_loadu_ps(m, gr), _mm512_maskz_loadu_ps(m, u + r * ld + i)));
+        }
 }
 
 /* the softmax of cpu.h: 16 scores per step, both halves added to the 8 double partials (p mod 8) in order */

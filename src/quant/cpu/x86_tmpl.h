@@ -686,15 +686,17 @@ TGT static void SFX(vexp)(const float *x, int64_t n, float *y) {
     for (; i < n; i++) y[i] = lb_expf(x[i]);
 }
 
-TGT static void SFX(swiglu)(float *g, const float *u, int64_t n) {
+TGT static void SFX(swiglu)(float *g, const float *u, int64_t n, int64_t rows, int64_t ld) {
     const __m256 one = _mm256_set1_ps(1.0f), sign = _mm256_set1_ps(-0.0f);
-    int64_t i = 0;
-    for (; i + 8 <= n; i += 8) {
-        __m256 gv = _mm256_loadu_ps(g + i);
-        __m256 e = SFX(exp8)(_mm256_xor_ps(gv, sign));
-        _mm256_storeu_ps(g + i, _mm256_mul_ps(_mm256_div_ps(gv, _mm256_add_ps(one, e)), _mm256_loadu_ps(u + i)));
+    for (int64_t r = 0; r < rows; r++, g += ld, u += ld) {
+        int64_t i = 0;
+        for (; i + 8 <= n; i += 8) {
+            __m256 gv = _mm256_loadu_ps(g + i);
+            __m256 e = SFX(exp8)(_mm256_xor_ps(gv, sign));
+            _mm256_storeu_ps(g + i, _mm256_mul_ps(_mm256_div_ps(gv, _mm256_add_ps(one, e)), _mm256_loadu_ps(u + i)));
+        }
+        for (; i < n; i++) g[i] = g[i] / (1.0f + lb_expf(-g[i])) * u[i];
     }
-    for (; i < n; i++) g[i] = g[i] / (1.0f + lb_expf(-g[i])) * u[i];
 }
 
 /* the softmax of cpu.h: lane l of the two double vectors is partial l (lo) and l + 4 (hi) */
