@@ -543,24 +543,21 @@ TGT static inline __m512 bcast8(const float *p) {
     return _mm512_castpd_ps(_mm512_broadcast_f64x4(_mm256_castps_pd(_mm256_loadu_ps(p))));
 }
 
-/* t[4] accumulators of one pair for keys 0..3 -> scores of both queries: out[0..3] query 2i, out[4..7] 2i+1 */
-TGT static inline void reduce_pair4(const __m512 *a, float *lo, float *hi) {
-    /* step 1: s_l = a_l + a_{l+4}, per (key, query) quad */
-    __m512 x01 = _mm512_shuffle_f32x4(a[0], a[1], _MM_SHUFFLE(2, 0, 2, 0)); /* k0.q0 lo4, k0.q1 lo4, k1.q0, k1.q1 */
-    __m512 y01 = _mm512_shuffle_f32x4(a[0], a[1], _MM_SHUFFLE(3, 1, 3, 1)); /* the high 4 of each */
-    __m512 x23 = _mm512_shuffle_f32x4(a[2], a[3], _MM_SHUFFLE(2, 0, 2, 0));
-    __m512 y23 = _mm512_shuffle_f32x4(a[2], a[3], _MM_SHUFFLE(3, 1, 3, 1));
-    __m512 s01 = _mm512_add_ps(x01, y01), s23 = _mm512_add_ps(x23, y23);
-    /* step 2: (s0 + s2), (s1 + s3): lanes 0, 1 from s01, lanes 2, 3 from s23 */
-    __m512 u = _mm512_shuffle_ps(s01, s23, _MM_SHUFFLE(1, 0, 1, 0)), v = _mm512_shuffle_ps(s01, s23, _MM_SHUFFLE(3, 2, 3, 2));
-    __m512 t = _mm512_add_ps(u, v);
-    /* step 3: (s0 + s2) + (s1 + s3): lane 0 from s01's quad, lane 1 from s23's */
+/* the accumulators of one pair for keys 0..3 -> lanes 0..3: query 2i's four scores, lanes 4..7: query 2i + 1's */
+TGT static inline __m128 reduce_pair4(const __m512 *a, __m128 *hi) {
+    /* step 1: s_l = a_l + a_{l+4}; 128-bit lane L of s01: (key L >> 1, query half L & 1), of s23 keys 2, 3 */
+    __m512 s01 = _mm512_add_ps(_mm512_shuffle_f32x4(a[0], a[1], _MM_SHUFFLE(2, 0, 2, 0)),
+                               _mm512_shuffle_f32x4(a[0], a[1], _MM_SHUFFLE(3, 1, 3, 1)));
+    __m512 s23 = _mm512_add_ps(_mm512_shuffle_f32x4(a[2], a[3], _MM_SHUFFLE(2, 0, 2, 0)),
+                               _mm512_shuffle_f32x4(a[2], a[3], _MM_SHUFFLE(3, 1, 3, 1)));
+    /* step 2: (s0 + s2), (s1 + s3): elements 0, 1 of each lane from s01, 2, 3 from s23 */
+    __m512 t = _mm512_add_ps(_mm512_shuffle_ps(s01, s23, _MM_SHUFFLE(1, 0, 1, 0)), _mm512_shuffle_ps(s01, s23, _MM_SHUFFLE(3, 2, 3, 2)));
+    /* step 3: (s0 + s2) + (s1 + s3): element 0 of lane L from s01's, element 1 from s23's */
     __m512 r = _mm512_add_ps(_mm512_shuffle_ps(t, t, _MM_SHUFFLE(2, 0, 2, 0)), _mm512_shuffle_ps(t, t, _MM_SHUFFLE(3, 1, 3, 1)));
-    float z[16];
-    _mm512_storeu_ps(z, r);
-    /* 128-bit lane L, element e: L = 2 * (key & 1) + query half, e = key >> 1 */
-    lo[0] = z[0], lo[1] = z[8], lo[2] = z[1], lo[3] = z[9];
-    hi[0] = z[4], hi[1] = z[12], hi[2] = z[5], hi[3] = z[13];
+    /* keys 0, 1, 2, 3 of the low query are elements 0, 8, 1, 9; of the high query 4, 12, 5, 13 */
+    r = _mm512_permutexvar_ps(_mm512_set_epi32(0, 0, 0, 0, 0, 0, 0, 0, 13, 5, 12, 4, 9, 1, 8, 0), r);
+    *hi = _mm512_extractf32x4_ps(r, 1);
+    return _mm512_castps512_ps128(r);
 }
 
 __attribute__((always_inline)) TGT static inline void dotsq_nt(const float *qp, int NP, int nq, const float *q, int64_t ldq,
@@ -581,22 +578,19 @@ __attribute__((always_inline)) TGT static inline void dotsq_nt(const float *qp, 
             }
         }
         for (int i = 0; i < NP; i++) {
-            float lo[4], hi[4];
             __m512 a[4] = {acc[0][i], acc[1][i], acc[2][i], acc[3][i]};
-            reduce_pair4(a, lo, hi);
-            for (int k = 0; k < 4; k++) {
-                float *sl = s + (2 * i) * lds + p + k;
-                const float *qq = q + (2 * i) * ldq, *kk = k0 + k * stride;
-                float r = lo[k];
-                for (int64_t e = D8; e < D; e++) r = fmaf(qq[e], kk[e], r);
-                *sl = r;
-                if (2 * i + 1 < nq) {
-                    qq += ldq, r = hi[k];
-                    for (int64_t e = D8; e < D; e++) r = fmaf(qq[e], kk[e], r);
-                    sl[lds] = r;
-                }
-            }
+            __m128 hi, lo = reduce_pair4(a, &hi);
+            _mm_storeu_ps(s + (2 * i) * lds + p, lo);
+            if (2 * i + 1 < nq) _mm_storeu_ps(s + (2 * i + 1) * lds + p, hi);
         }
+        if (D8 < D) /* the last D % 8 elements one by one */
+            for (int j = 0; j < nq; j++)
+                for (int k = 0; k < 4; k++) {
+                    const float *qq = q + j * ldq, *kk = k0 + k * stride;
+                    float r = s[j * lds + p + k];
+                    for (int64_t e = D8; e < D; e++) r = fmaf(qq[e], kk[e], r);
+                    s[j * lds + p + k] = r;
+                }
     }
     for (; p < n; p++) { /* one key: the same lanes, the tree on the low and high halves */
         const float *kr = m + p * stride;
