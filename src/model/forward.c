@@ -246,14 +246,23 @@ static void add_vec(float *y, const float *b, int64_t n) {
  * rotate pair i by pos * inv_freq[i], so the two layouts give the same attention scores.
  */
 static void rope(float *v, int64_t n_heads, int64_t D, const float *cs, const float *sn, bool interleaved) {
-    int64_t half = D / 2, step = interleaved ? 2 : 1, off = interleaved ? 1 : half;
+    int64_t half = D / 2;
     for (int64_t hd = 0; hd < n_heads; hd++) {
         float *x = v + hd * D;
-        for (int64_t i = 0; i < half; i++) {
-            float *pa = x + i * step, *pb = pa + off;
-            float a = *pa, b = *pb;
-            *pa = a * cs[i] - b * sn[i];
-            *pb = b * cs[i] + a * sn[i];
+        if (interleaved) {
+            float *restrict y = x;
+            for (int64_t i = 0; i < half; i++) {
+                float a = y[2 * i], b = y[2 * i + 1];
+                y[2 * i] = a * cs[i] - b * sn[i];
+                y[2 * i + 1] = b * cs[i] + a * sn[i];
+            }
+        } else {
+            float *restrict xa = x, *restrict xb = x + half;
+            for (int64_t i = 0; i < half; i++) {
+                float a = xa[i], b = xb[i];
+                xa[i] = a * cs[i] - b * sn[i];
+                xb[i] = b * cs[i] + a * sn[i];
+            }
         }
     }
 }
