@@ -26,6 +26,11 @@
 #define LB_ACT_AREAS 3
 /* A one-token product step is cut into at least this many tasks per thread, each of whole tiles. */
 #define TASKS_PER_THREAD 16
+/* Query tokens per attention task of a prompt: each key and value row is read once for the block
+ * (LB_ATT_QMAX of quant/cpu/cpu.h at most). */
+#define ATT_QBLOCK 8
+/* Attention tasks of a step of T tokens: (block of ATT_QBLOCK tokens, head) */
+static int64_t att_blocks(int64_t T) { return (T + ATT_QBLOCK - 1) / ATT_QBLOCK; }
 /* Steps of a layer's plan, at most. */
 #define STEPS_PER_LAYER 13
 
@@ -47,7 +52,8 @@ struct lb_context {
     float *g;   /* (B, F) */
     float *u;   /* (B, F) */
     float *tmp; /* (B, E) */
-    float *att_scratch; /* pool size x n_ctx */
+    float *att_scratch; /* pool size x att_rows x n_ctx: attention scores */
+    int64_t att_rows;   /* query tokens per attention task, at most */
     void *block;        /* one allocation holding all of the above */
     uint8_t *act[LB_ACT_AREAS]; /* quantized product inputs, B rows each */
     uint8_t *slots;     /* pool size x slot_bytes: the threads' tile scratch */
@@ -152,8 +158,9 @@ lb_status lb_context_new(const lb_model *m, const lb_context_params *p, lb_conte
         (size_t)(h->n_layer * n_ctx * kvd), (size_t)(h->n_layer * n_ctx * kvd), (size_t)(n_ctx * (D / 2)),
         (size_t)(n_ctx * (D / 2)), (size_t)(B * E), (size_t)(B * E), (size_t)(B * qd), (size_t)(B * kvd),
         (size_t)(B * kvd), (size_t)(B * qd), (size_t)(B * F), (size_t)(B * F), (size_t)(B * E),
-        (size_t)nt * (size_t)n_ctx,
+        (size_t)nt * (size_t)(B < ATT_QBLOCK ? B : ATT_QBLOCK) * (size_t)n_ctx,
     };
+    c->att_rows = B < ATT_QBLOCK ? B : ATT_QBLOCK;
     float **ptrs[] = {&c->k_cache, &c->v_cache, &c->rope_cos, &c->rope_sin, &c->x, &c->xn, &c->q, &c->k,
                       &c->v, &c->att, &c->g, &c->u, &c->tmp, &c->att_scratch};
     size_t total = 0;
@@ -239,14 +246,23 @@ static void add_vec(float *y, const float *b, int64_t n) {
  * rotate pair i by pos * inv_freq[i], so the two layouts give the same attention scores.
  */
 static void rope(float *v, int64_t n_heads, int64_t D, const float *cs, const float *sn, bool interleaved) {
-    int64_t half = D / 2, step = interleaved ? 2 : 1, off = interleaved ? 1 : half;
+    int64_t half = D / 2;
     for (int64_t hd = 0; hd < n_heads; hd++) {
         float *x = v + hd * D;
-        for (int64_t i = 0; i < half; i++) {
-            float *pa = x + i * step, *pb = pa + off;
-            float a = *pa, b = *pb;
-            *pa = a * cs[i] - b * sn[i];
-            *pb = b * cs[i] + a * sn[i];
+        if (interleaved) {
+            float *restrict y = x;
+            for (int64_t i = 0; i < half; i++) {
+                float a = y[2 * i], b = y[2 * i + 1];
+                y[2 * i] = a * cs[i] - b * sn[i];
+                y[2 * i + 1] = b * cs[i] + a * sn[i];
+            }
+        } else {
+            float *restrict xa = x, *restrict xb = x + half;
+            for (int64_t i = 0; i < half; i++) {
+                float a = xa[i], b = xb[i];
+                xa[i] = a * cs[i] - b * sn[i];
+                xb[i] = b * cs[i] + a * sn[i];
+            }
         }
     }
 }
@@ -269,7 +285,7 @@ typedef enum step_kind {
     S_INPUT,   /* (token, chunk): x = RMSNorm(src) when norm is set; quantize x per block size */
     S_PROD,    /* tiles of one to three products of the same input, one after the other */
     S_KV,      /* (token, kv head): k/v biases, k norm, rotary, KV cache */
-    S_ATT,     /* (token, head): q bias, q norm, rotary, causal attention over the cache */
+    S_ATT,     /* (block of tokens, head): q bias, q norm, rotary, causal attention over the cache */
     S_SWIGLU,  /* tiles of gate and up over the same rows, biases, silu(gate) * up */
 } step_kind;
 
@@ -395,7 +411,7 @@ static void plan_layer(lb_context *c, const lb_layer *l, int64_t il, int64_t T, 
         set_prod(&s->p[2], &l->wv, in, c->v, kvd, NULL, NULL);
         s->np = 3;
         add_step(c, S_KV, T * h->n_head_kv, il, T, l);
-        observe_after(add_step(c, S_ATT, T * h->n_head, il, T, l), LB_OBS_ATTN_OUT_IN, c->att, qd);
+        observe_after(add_step(c, S_ATT, att_blocks(T) * h->n_head, il, T, l), LB_OBS_ATTN_OUT_IN, c->att, qd);
     } else if (from == LB_OBS_ATTN_OUT_IN) {
         observe_after(add_step(c, S_NONE, 0, il, T, l), LB_OBS_ATTN_OUT_IN, c->att, qd);
     }
@@ -463,14 +479,7 @@ static void swiglu_tile(lb_context *c, const step *s, int64_t tile, int thread) 
     int R = (int)(F - r0 < LB_MM_TILE ? F - r0 : LB_MM_TILE);
     prod_tile(c, &s->p[0], s->T, r0, thread);
     prod_tile(c, &s->p[1], s->T, r0, thread);
-    for (int64_t t = 0; t < s->T; t++) {
-        float *g = c->g + t * F + r0;
-        const float *u = c->u + t * F + r0;
-        for (int r = 0; r < R; r++) {
-            float gv = g[r];
-            g[r] = gv / (1.0f + expf(-gv)) * u[r];
-        }
-    }
+    lb_vec_swiglu(c->g + r0, c->u + r0, R, s->T, F);
 }
 
 static void swiglu_task(lb_context *c, const step *s, int64_t task, int thread) {
@@ -492,33 +501,38 @@ static void kv_task(lb_context *c, const step *s, int64_t task) {
     memcpy(c->v_cache + off, v, (size_t)D * sizeof(float));
 }
 
-/* token t, head hd: q's bias, norm and rotary, then causal attention over the cache. The last token, with
- * the longest attention, comes first, so that the threads finish together. */
+/* block b of tokens, head hd: q's bias, norm and rotary per token, then causal attention over the cache (token t
+ * attends to positions 0 .. pos + t). The last block, with the longest attention, comes first, so that the
+ * threads finish together. Every score, softmax and output element is the same as for one token at a time. */
 static void att_task(lb_context *c, const step *s, int64_t task, int thread) {
     const lb_model_info *h = &c->m->info;
     int64_t H = h->n_head, D = h->head_dim, kvd = h->n_head_kv * D;
-    int64_t t = s->T - 1 - task / H, hd = task % H, kvh = hd / (H / h->n_head_kv), pos = c->pos + t, n = pos + 1;
-    float *q = c->q + t * H * D + hd * D;
-    if (s->l->bq) add_vec(q, s->l->bq + hd * D, D);
-    if (s->l->q_norm) rmsnorm(q, q, s->l->q_norm, D, h->rms_eps);
-    rope(q, 1, D, c->rope_cos + pos * (D / 2), c->rope_sin + pos * (D / 2), c->m->rope_interleaved);
+    int64_t b = att_blocks(s->T) - 1 - task / H, hd = task % H, kvh = hd / (H / h->n_head_kv);
+    int64_t t0 = b * ATT_QBLOCK, nq = s->T - t0 < ATT_QBLOCK ? s->T - t0 : ATT_QBLOCK, n[ATT_QBLOCK];
+    for (int64_t j = 0; j < nq; j++) {
+        int64_t pos = c->pos + t0 + j;
+        float *q = c->q + (t0 + j) * H * D + hd * D;
+        if (s->l->bq) add_vec(q, s->l->bq + hd * D, D);
+        if (s->l->q_norm) rmsnorm(q, q, s->l->q_norm, D, h->rms_eps);
+        rope(q, 1, D, c->rope_cos + pos * (D / 2), c->rope_sin + pos * (D / 2), c->m->rope_interleaved);
+        n[j] = pos + 1;
+    }
     const float *kc = c->k_cache + s->il * c->n_ctx * kvd + kvh * D;
     const float *vc = c->v_cache + s->il * c->n_ctx * kvd + kvh * D;
-    float *sc = c->att_scratch + (size_t)thread * (size_t)c->n_ctx;
-    float scale = 1.0f / sqrtf((float)D), mx = -INFINITY;
-    lb_vec_dots(q, kc, kvd, n, D, sc);
-    for (int64_t p = 0; p < n; p++) {
-        sc[p] *= scale;
-        if (sc[p] > mx) mx = sc[p];
+    const float *q = c->q + t0 * H * D + hd * D;
+    float *out = c->att + t0 * H * D + hd * D;
+    float *sc = c->att_scratch + (size_t)thread * c->att_rows * (size_t)c->n_ctx;
+    float scale = 1.0f / sqrtf((float)D);
+    if (nq == 1) {
+        lb_vec_dots(q, kc, kvd, n[0], D, sc);
+        lb_vec_softmax(sc, n[0], scale);
+        lb_vec_wsum(sc, vc, kvd, n[0], D, out);
+        return;
     }
-    double sum = 0.0;
-    for (int64_t p = 0; p < n; p++) {
-        sc[p] = expf(sc[p] - mx);
-        sum += sc[p];
-    }
-    float inv = (float)(1.0 / sum);
-    for (int64_t p = 0; p < n; p++) sc[p] *= inv;
-    lb_vec_wsum(sc, vc, kvd, n, D, c->att + t * H * D + hd * D);
+    /* the block's scores over the last token's rows (the first tokens' extra scores are not used) */
+    lb_vec_dotsq(q, H * D, (int)nq, kc, kvd, n[nq - 1], D, sc, c->n_ctx);
+    for (int64_t j = 0; j < nq; j++) lb_vec_softmax(sc + j * c->n_ctx, n[j], scale);
+    lb_vec_wsumq(sc, c->n_ctx, (int)nq, n, vc, kvd, D, out, H * D);
 }
 
 typedef struct plan_run {

@@ -101,6 +101,22 @@ void lb_vec_wsum(const float *w, const float *m, int64_t stride, int64_t n, int6
     lb_cpu_kernels_best()->vwsum(w, m, stride, n, D, o);
 }
 
+void lb_vec_dotsq(const float *q, int64_t ldq, int nq, const float *m, int64_t stride, int64_t n, int64_t D, float *s,
+                  int64_t lds) {
+    lb_cpu_kernels_best()->vdotsq(q, ldq, nq, m, stride, n, D, s, lds);
+}
+
+void lb_vec_wsumq(const float *w, int64_t ldw, int nq, const int64_t *n, const float *m, int64_t stride, int64_t D,
+                  float *o, int64_t ldo) {
+    lb_cpu_kernels_best()->vwsumq(w, ldw, nq, n, m, stride, D, o, ldo);
+}
+
+void lb_vec_softmax(float *s, int64_t n, float scale) { lb_cpu_kernels_best()->softmax(s, n, scale); }
+
+void lb_vec_swiglu(float *g, const float *u, int64_t n, int64_t rows, int64_t ld) {
+    lb_cpu_kernels_best()->swiglu(g, u, n, rows, ld);
+}
+
 const char *lb_matmul_impl(void) { return lb_cpu_kernels_best()->name; }
 
 const char *lb_cpu_kernels_name(void) { return lb_matmul_impl(); }

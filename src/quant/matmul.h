@@ -45,6 +45,17 @@ void lb_matmul_ref(float *scratch, const float *x, int64_t T, const lb_weight *w
  * s[p] = q . m[p] for p in [0, n), and o = sum_p w[p] * m[p] (o has D floats). */
 void lb_vec_dots(const float *q, const float *m, int64_t stride, int64_t n, int64_t D, float *s);
 void lb_vec_wsum(const float *w, const float *m, int64_t stride, int64_t n, int64_t D, float *o);
+/* The same for nq <= 8 queries at once (each result the same bits as one query at a time): s[j * lds + p] =
+ * q_j . m[p] for p < n with q_j = q + j * ldq; o_j = o + j * ldo = sum over p < n[j] of w_j[p] * m[p] with
+ * w_j = w + j * ldw. */
+void lb_vec_dotsq(const float *q, int64_t ldq, int nq, const float *m, int64_t stride, int64_t n, int64_t D, float *s,
+                  int64_t lds);
+void lb_vec_wsumq(const float *w, int64_t ldw, int nq, const int64_t *n, const float *m, int64_t stride, int64_t D,
+                  float *o, int64_t ldo);
+/* s = softmax(s * scale) over n floats, in place; g = silu(g) * u over rows of n floats ld apart (quant/cpu/cpu.h: lb_expf and
+ * the fixed orders every kernel set follows). */
+void lb_vec_softmax(float *s, int64_t n, float scale);
+void lb_vec_swiglu(float *g, const float *u, int64_t n, int64_t rows, int64_t ld);
 
 /* Which kernels lb_matmul uses: "avx512vnni", "avx2" or "ref" (LB_FORCE_REF=1 pins "ref"). */
 const char *lb_matmul_impl(void);

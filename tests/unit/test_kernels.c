@@ -3,7 +3,8 @@
  * type table, unpacked rows are byte-identical and products bit-identical between the reference, AVX2 and
  * AVX-512 VNNI (where the CPU has them) on odd sizes; lb_matmul is identical for 1, 2 and 3 threads; the
  * reference itself agrees with a float64 dot of ggml's dequantized weights and the quantized activations;
- * LB_FORCE_REF=1 pins the reference.
+ * LB_FORCE_REF=1 pins the reference; lb_expf against exp in double; the attention, softmax, SwiGLU and exponential
+ * kernels bit for bit (odd lengths, NaN and infinities).
  */
 #include "model/model.h"
 #include "quant/cpu/cpu.h"
@@ -240,6 +241,154 @@ static void check_attention(int64_t n, int64_t D) {
     free(q), free(m), free(w), free(s0), free(s1), free(o0), free(o1);
 }
 
+/* equal bits, or both NaN where the spec leaves NaN bits open */
+static bool same_or_nan(const float *a, const float *b, int64_t n) {
+    for (int64_t i = 0; i < n; i++)
+        if (memcmp(a + i, b + i, 4) != 0 && !(isnan(a[i]) && isnan(b[i]))) return false;
+    return true;
+}
+
+static float f_bits(uint32_t u) {
+    float f;
+    memcpy(&f, &u, 4);
+    return f;
+}
+
+/* lb_expf against exp in double (ulps of the float spacing at the exact value, 2^-149 below 2^-126), and the
+ * vector versions bit for bit: a sweep of every 4099th float, edges, NaN, infinities, the denormal range */
+static void check_exp(void) {
+    enum { N = 1 << 16 };
+    float *x = malloc(N * 4), *y0 = malloc(N * 4), *y1 = malloc(N * 4);
+    double worst = 0.0;
+    float wx = 0.0f;
+    int64_t fill = 0;
+    for (uint64_t u = 0; u < 0x100000000ull; u += 4099) {
+        x[fill++] = f_bits((uint32_t)u);
+        if (fill == N || u + 4099 >= 0x100000000ull) {
+            for (int64_t i = 0; i < fill; i++) {
+                y0[i] = lb_expf(x[i]);
+                if (isnan(x[i])) {
+                    CHECK(isnan(y0[i]), "lb_expf(NaN) is not NaN");
+                    continue;
+                }
+                double e = exp((double)x[i]);
+                if (e > (double)FLT_MAX) {
+                    CHECK(isinf(y0[i]) || y0[i] == FLT_MAX, "lb_expf(%a) = %a, exp %g", x[i], y0[i], e);
+                    continue;
+                }
+                int ex;
+                frexp(e, &ex);
+                double err = fabs((double)y0[i] - e) / ldexp(1.0, ex - 24 < -149 ? -149 : ex - 24);
+                if (err > worst) worst = err, wx = x[i];
+            }
+            for (int i = 1; i < n_impls; i++) {
+                impls[i]->vexp(x, fill, y1);
+                CHECK(same_bytes(y0, y1, (size_t)fill * 4), "%s vexp differs from lb_expf", impls[i]->name);
+            }
+            fill = 0;
+        }
+    }
+    printf("lb_expf: max error %.4f ulp (at %a) on the sweep\n", worst, wx);
+    CHECK(worst < 1.0, "lb_expf error %.4f ulp at %a", worst, wx);
+    /* edges, specials and the denormal range, at odd lengths */
+    const float edge[] = {0.0f, -0.0f, INFINITY, -INFINITY, NAN, -NAN, f_bits(0x7fa00001u), f_bits(0xffc12345u), 88.72283f,
+                          88.7228394f, 89.0f, 1e30f, -103.972084f, -103.97209f, -104.0f, -1e30f, -87.33655f, -87.3366f,
+                          -100.0f, -95.5f, 1e-30f, -1e-30f, f_bits(1), f_bits(0x80000001u), 0.34657359f, -0.34657359f,
+                          FLT_MAX, -FLT_MAX, 1.0f, -1.0f, 0.5f};
+    int ne = (int)(sizeof edge / sizeof edge[0]);
+    for (int i = 0; i < ne; i++) x[i] = edge[i];
+    for (int i = ne; i < 4000; i++) x[i] = -87.0f - 17.0f * (frand() * 0.5f + 0.5f); /* denormal results */
+    for (int64_t n = 1; n <= 4000; n += n < 40 ? 1 : 997) {
+        for (int64_t i = 0; i < n; i++) y0[i] = lb_expf(x[i]);
+        for (int i = 1; i < n_impls; i++) {
+            impls[i]->vexp(x, n, y1);
+            CHECK(same_bytes(y0, y1, (size_t)n * 4), "%s vexp n=%lld differs from lb_expf", impls[i]->name, (long long)n);
+        }
+    }
+    impls[0]->vexp(x, ne, y0);
+    CHECK(lb_expf(INFINITY) == INFINITY && lb_expf(-INFINITY) == 0.0f && lb_expf(0.0f) == 1.0f && lb_expf(-0.0f) == 1.0f &&
+              lb_expf(88.7228394f) == INFINITY && lb_expf(-103.97209f) == 0.0f && !signbit(lb_expf(-1e30f)) &&
+              lb_expf(-100.0f) > 0.0f && lb_expf(-100.0f) < FLT_MIN,
+          "lb_expf special cases");
+    free(x), free(y0), free(y1);
+}
+
+/* softmax, swiglu: every implementation equal to the reference (case: 0 random, 1 a NaN, 2 +inf, 3 -inf
+ * among them, 4 all -inf, 5 wide range) */
+static void check_softmax(int64_t n, int kase) {
+    float *s = malloc((size_t)n * 4), *r = malloc((size_t)n * 4), *o = malloc((size_t)n * 4);
+    float *g = malloc((size_t)n * 4), *u = malloc((size_t)n * 4), *g0 = malloc((size_t)n * 4);
+    for (int64_t i = 0; i < n; i++) {
+        s[i] = frand() * (kase == 5 ? 200.0f : 8.0f);
+        g[i] = frand() * (i % 5 == 0 ? 120.0f : 6.0f);
+        u[i] = frand();
+    }
+    if (kase == 1) s[n / 2] = NAN, g[n / 2] = NAN;
+    if (kase == 2) s[n - 1] = INFINITY, g[n - 1] = INFINITY;
+    if (kase == 3) s[0] = -INFINITY, g[0] = -INFINITY;
+    if (kase == 4)
+        for (int64_t i = 0; i < n; i++) s[i] = -INFINITY;
+    memcpy(r, s, (size_t)n * 4);
+    impls[0]->softmax(r, n, 0.125f);
+    double tot = 0.0;
+    for (int64_t i = 0; i < n; i++) tot += r[i];
+    if (kase == 0 || (kase == 3 && n > 1) || kase == 5) CHECK(fabs(tot - 1.0) < 1e-5 * (double)n, "softmax n=%lld sums to %g", (long long)n, tot);
+    else
+        for (int64_t i = 0; i < n; i++) CHECK(*(uint32_t *)&r[i] == LB_NAN_BITS, "softmax case %d: not the canonical NaN", kase);
+    memcpy(g0, g, (size_t)n * 4);
+    impls[0]->swiglu(g0, u, n, 1, n);
+    for (int64_t i = 0; i < n; i++)
+        if (isfinite(g[i])) {
+            double e = (double)g[i] / (1.0 + exp(-(double)g[i])) * (double)u[i];
+            CHECK(fabs(g0[i] - e) <= 4e-7 * fabs(e) + 1e-30, "swiglu(%g) = %g, %g", g[i], g0[i], e);
+        }
+    for (int i = 1; i < n_impls; i++) {
+        memcpy(o, s, (size_t)n * 4);
+        impls[i]->softmax(o, n, 0.125f);
+        CHECK(same_bytes(r, o, (size_t)n * 4), "%s softmax n=%lld case %d differs", impls[i]->name, (long long)n, kase);
+        memcpy(o, g, (size_t)n * 4);
+        impls[i]->swiglu(o, u, n, 1, n);
+        CHECK(same_or_nan(g0, o, n), "%s swiglu n=%lld case %d differs", impls[i]->name, (long long)n, kase);
+        for (int64_t w = 1; w <= 17; w += 15) { /* rows of w floats w + 3 apart, the gaps untouched */
+            int64_t ld = w + 3, rows = n / ld;
+            memcpy(o, g, (size_t)n * 4);
+            impls[i]->swiglu(o, u, w, rows, ld);
+            for (int64_t e = 0; e < n; e++)
+                CHECK(e % ld < w && e / ld < rows ? same_or_nan(g0 + e, o + e, 1) : same_bytes(g + e, o + e, 4),
+                      "%s swiglu rows of %lld: element %lld", impls[i]->name, (long long)w, (long long)e);
+        }
+    }
+    free(s), free(r), free(o), free(g), free(u), free(g0);
+}
+
+/* several queries at once: the same bits as one query at a time through the reference */
+static void check_attention_q(int nq, int64_t n0, int64_t D, bool causal) {
+    int64_t stride = D + 5, ldq = D + 3, n1 = n0 + nq - 1, lds = n1 + 2, ldo = D + 1;
+    float *q = malloc((size_t)(nq * ldq) * 4), *m = malloc((size_t)(n1 * stride) * 4), *w = malloc((size_t)(nq * lds) * 4);
+    float *s0 = calloc((size_t)(nq * lds), 4), *s1 = calloc((size_t)(nq * lds), 4);
+    float *o0 = calloc((size_t)(nq * ldo), 4), *o1 = calloc((size_t)(nq * ldo), 4);
+    int64_t n[LB_ATT_QMAX];
+    for (int j = 0; j < nq; j++) n[j] = causal ? n0 + j : 1 + (int64_t)((frand() * 0.5f + 0.5f) * (float)(n1 - 1));
+    for (int64_t i = 0; i < nq * ldq; i++) q[i] = frand();
+    for (int64_t i = 0; i < n1 * stride; i++) m[i] = frand() * (i % 17 == 0 ? 30.0f : 1.0f);
+    for (int64_t i = 0; i < nq * lds; i++) w[i] = frand();
+    for (int j = 0; j < nq; j++) {
+        impls[0]->vdots(q + j * ldq, m, stride, n1, D, s0 + j * lds);
+        impls[0]->vwsum(w + j * lds, m, stride, n[j], D, o0 + j * ldo);
+    }
+    for (int i = 0; i < n_impls; i++) {
+        memset(s1, 0, (size_t)(nq * lds) * 4);
+        memset(o1, 0, (size_t)(nq * ldo) * 4);
+        impls[i]->vdotsq(q, ldq, nq, m, stride, n1, D, s1, lds);
+        impls[i]->vwsumq(w, lds, nq, n, m, stride, D, o1, ldo);
+        CHECK(same_bytes(s0, s1, (size_t)(nq * lds) * 4), "%s vdotsq nq=%d n=%lld D=%lld differs", impls[i]->name, nq,
+              (long long)n1, (long long)D);
+        CHECK(same_bytes(o0, o1, (size_t)(nq * ldo) * 4), "%s vwsumq nq=%d n0=%lld D=%lld differs", impls[i]->name, nq,
+              (long long)n0, (long long)D);
+    }
+    free(q), free(m), free(w), free(s0), free(s1), free(o0), free(o1);
+}
+
 int main(void) {
     impls[n_impls++] = lb_cpu_kernels_ref();
     if (lb_cpu_kernels_avx2()) impls[n_impls++] = lb_cpu_kernels_avx2();
@@ -290,5 +439,16 @@ int main(void) {
     check_attention(17, 128);
     check_attention(9, 37);
     check_attention(33, 300);
+    check_exp();
+    const int64_t sn[] = {1, 2, 7, 8, 9, 15, 16, 17, 33, 100, 513, 4099};
+    for (size_t i = 0; i < sizeof sn / sizeof sn[0]; i++)
+        for (int kase = 0; kase < 6; kase++) check_softmax(sn[i], kase);
+    const int64_t dims[] = {64, 128, 8, 37, 5, 80, 256, 264};
+    for (int nq = 1; nq <= LB_ATT_QMAX; nq++)
+        for (size_t d = 0; d < sizeof dims / sizeof dims[0]; d++) {
+            check_attention_q(nq, 1, dims[d], true);
+            check_attention_q(nq, 13, dims[d], true);
+            check_attention_q(nq, 70, dims[d], nq % 2 == 0);
+        }
     TEST_DONE();
 }

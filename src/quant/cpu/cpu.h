@@ -23,13 +23,30 @@
  * Float weights (F32, F16, BF16; f32 activations): element k goes to partial k mod 8 by fmaf over the
  * first K - K % 8 elements, the partials are reduced by the same tree, then the last K % 8 elements are
  * added one by one with fmaf. The attention helpers follow the orders documented at their reference.
+ *
+ * Attention and the nonlinearities (every implementation follows these steps exactly):
+ *   vdots:   s[p] = the float-weight dot above of q with row p (D elements), p < n.
+ *   vdotsq:  the same for nq <= LB_ATT_QMAX queries over the same rows (each score the same bits as vdots).
+ *   vwsum:   o[i] = 0, then o[i] = fmaf(w[p], m[p][i], o[i]) for p = 0, 1, ..., n - 1 in order.
+ *   vwsumq:  the same for nq queries, query j over its own n[j] rows (each output the same bits as vwsum).
+ *   softmax: v_p = s_p * scale (float), mx = the largest v_p (NaN ignored; -inf if none), e_p = lb_expf(v_p -
+ *            mx), sum = the e_p in 8 double partials (e_p goes to partial p mod 8, added in order of p,
+ *            partials start at +0), reduced as lb_reduce8 does in double: ((d0 + d4) + (d2 + d6)) + ((d1 + d5)
+ *            + (d3 + d7)); then s_p = e_p * (float)(1.0 / sum). If sum is NaN (a NaN or +inf score, or no
+ *            finite largest score: all -inf) every s_p is the quiet NaN 0x7fc00000; otherwise every s_p is in
+ *            [0, 1]. The same bits for any mx of either sign of zero (lb_expf(+-0) = 1).
+ *   swiglu:  g_i = g_i / (1.0f + lb_expf(-g_i)) * u_i (float division and product, in this order).
+ *   vexp:    y_i = lb_expf(x_i).
+ * NaN results of vdots, vwsum and swiglu are NaN, with unspecified sign and payload bits.
  */
 #ifndef LB_QUANT_CPU_H
 #define LB_QUANT_CPU_H
 
 #include "../quant.h"
 
+#include <math.h>
 #include <stdint.h>
+#include <string.h>
 
 /* One unpacked row of K weights of a block type with be elements per block (pointers into a buffer). */
 typedef struct lb_qrow {
@@ -118,6 +135,20 @@ typedef void (*lb_fgemv_fn)(const lb_weight *w, int64_t r0, int R, const float *
 typedef void (*lb_actq_fn)(const float *x, int64_t K, int64_t be, const lb_act *a);
 typedef void (*lb_vdots_fn)(const float *q, const float *m, int64_t stride, int64_t n, int64_t D, float *s);
 typedef void (*lb_vwsum_fn)(const float *w, const float *m, int64_t stride, int64_t n, int64_t D, float *o);
+/* Queries per call of the several-query attention kernels. */
+#define LB_ATT_QMAX 8
+/* s[j * lds + p] = vdots of q + j * ldq with row p, for j < nq <= LB_ATT_QMAX and p < n */
+typedef void (*lb_vdotsq_fn)(const float *q, int64_t ldq, int nq, const float *m, int64_t stride, int64_t n, int64_t D,
+                             float *s, int64_t lds);
+/* o + j * ldo = vwsum of weights w + j * ldw over rows p < n[j], for j < nq <= LB_ATT_QMAX */
+typedef void (*lb_vwsumq_fn)(const float *w, int64_t ldw, int nq, const int64_t *n, const float *m, int64_t stride,
+                             int64_t D, float *o, int64_t ldo);
+/* s (n floats) = softmax(s * scale) in place, the order above */
+typedef void (*lb_softmax_fn)(float *s, int64_t n, float scale);
+/* g = silu(g) * u, the order above, over `rows` rows of n floats ld apart (g + r * ld, u + r * ld) */
+typedef void (*lb_swiglu_fn)(float *g, const float *u, int64_t n, int64_t rows, int64_t ld);
+/* y[i] = lb_expf(x[i]), i < n */
+typedef void (*lb_vexp_fn)(const float *x, int64_t n, float *y);
 
 /*
  * An interleaved tile of LB_QTILE_ROWS unpacked rows for the many-token product (qgemm): the codes of the 16
@@ -161,6 +192,11 @@ typedef struct lb_cpu_kernels {
     lb_fconv_fn fconv;
     lb_vdots_fn vdots;
     lb_vwsum_fn vwsum;
+    lb_vdotsq_fn vdotsq;
+    lb_vwsumq_fn vwsumq;
+    lb_softmax_fn softmax;
+    lb_swiglu_fn swiglu;
+    lb_vexp_fn vexp;
 } lb_cpu_kernels;
 
 /* The implementations; avx2 / avx512vnni return NULL when the CPU lacks the features they need. */
@@ -175,5 +211,62 @@ static inline float lb_reduce8(const float *a) {
     float s0 = a[0] + a[4], s1 = a[1] + a[5], s2 = a[2] + a[6], s3 = a[3] + a[7];
     return (s0 + s2) + (s1 + s3);
 }
+
+/*
+ * lb_expf: the exponential every implementation computes (softmax, SwiGLU), specified in IEEE basic operations
+ * that vector instructions reproduce exactly (fmaf, float add / sub / mul, min / max, integer exponent bits):
+ *   NaN: x + x (the input, quieted).
+ *   xc = x clamped to [LB_EXP_LO, LB_EXP_HI] by (x > LO ? x : LO), then (xc < HI ? xc : HI).
+ *   kf = fmaf(xc, log2(e), 1.5 * 2^23) - 1.5 * 2^23         (round to nearest even of xc * log2(e); |k| <= 150)
+ *   r = fmaf(-kf, ln2_hi, xc); r = fmaf(-kf, ln2_lo, r)     (Cody-Waite: ln2_hi has 9 significant bits)
+ *   p = c5; p = fmaf(p, r, c_i) for c4 .. c1 (c1 = 1/2), then p = fmaf(p, r, 1), p = fmaf(p, r, 1)   (Horner)
+ *   k1 = floor(k / 2), k2 = k - k1; result = (p * 2^k1) * 2^k2  (the first product exact, the second rounds
+ *   once, so results below 2^-126 are correctly rounded denormals and results past FLT_MAX are +inf).
+ * So x <= -103.972... gives +0 (-inf too), x >= 88.7228... gives +inf (+inf too), lb_expf(+-0) = 1.
+ * Error against exp in double precision: at most 0.878 ulp (at x = -59.95...) over every float in [-110, 90]
+ * (an exhaustive check), denormal results included (ulp 2^-149); tests/unit/test_kernels.c samples it.
+ * Independent of the rounding mode only in round-to-nearest, the mode lowbit runs in; FTZ / DAZ modes are
+ * not used.
+ */
+#define LB_EXP_LO (-104.0f)
+#define LB_EXP_HI 89.0f
+#define LB_EXP_LOG2E 1.44269502f /* 0x3fb8aa3b */
+#define LB_EXP_MAGIC 12582912.0f /* 1.5 * 2^23 */
+#define LB_EXP_LN2HI 0.693359375f
+#define LB_EXP_LN2LO (-2.12194440e-4f)
+#define LB_EXP_C5 0.000198527617612853646278381f
+#define LB_EXP_C4 0.00139304355252534151077271f
+#define LB_EXP_C3 0.00833336077630519866943359f
+#define LB_EXP_C2 0.0416664853692054748535156f
+#define LB_EXP_C1 0.166666671633720397949219f
+#define LB_EXP_C0 0.5f
+
+static inline float lb_f32_bits(uint32_t u) {
+    float f;
+    memcpy(&f, &u, sizeof f);
+    return f;
+}
+
+static inline float lb_expf(float x) {
+    if (x != x) return x + x;
+    float xc = x > LB_EXP_LO ? x : LB_EXP_LO;
+    xc = xc < LB_EXP_HI ? xc : LB_EXP_HI;
+    float kf = fmaf(xc, LB_EXP_LOG2E, LB_EXP_MAGIC) - LB_EXP_MAGIC;
+    float r = fmaf(-kf, LB_EXP_LN2HI, xc);
+    r = fmaf(-kf, LB_EXP_LN2LO, r);
+    float p = LB_EXP_C5;
+    p = fmaf(p, r, LB_EXP_C4);
+    p = fmaf(p, r, LB_EXP_C3);
+    p = fmaf(p, r, LB_EXP_C2);
+    p = fmaf(p, r, LB_EXP_C1);
+    p = fmaf(p, r, LB_EXP_C0);
+    p = fmaf(p, r, 1.0f);
+    p = fmaf(p, r, 1.0f);
+    int32_t k = (int32_t)kf, k1 = (k + 256) / 2 - 128, k2 = k - k1; /* k1 = floor(k / 2) */
+    return (p * lb_f32_bits((uint32_t)(k1 + 127) << 23)) * lb_f32_bits((uint32_t)(k2 + 127) << 23);
+}
+
+/* The canonical quiet NaN of softmax rows without a finite result. */
+#define LB_NAN_BITS 0x7fc00000u
 
 #endif

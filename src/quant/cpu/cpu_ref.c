@@ -350,6 +350,48 @@ static void vwsum_ref(const float *w, const float *m, int64_t stride, int64_t n,
         for (int64_t i = 0; i < D; i++) o[i] = fmaf(w[p], m[p * stride + i], o[i]);
 }
 
+static void vdotsq_ref(const float *q, int64_t ldq, int nq, const float *m, int64_t stride, int64_t n, int64_t D, float *s,
+                       int64_t lds) {
+    for (int j = 0; j < nq; j++) vdots_ref(q + j * ldq, m, stride, n, D, s + j * lds);
+}
+
+static void vwsumq_ref(const float *w, int64_t ldw, int nq, const int64_t *n, const float *m, int64_t stride, int64_t D,
+                       float *o, int64_t ldo) {
+    for (int j = 0; j < nq; j++) vwsum_ref(w + j * ldw, m, stride, n[j], D, o + j * ldo);
+}
+
+/* softmax of s * scale (cpu.h): the max, lb_expf, 8 double partials by p mod 8, one reciprocal */
+static void softmax_ref(float *s, int64_t n, float scale) {
+    float mx = -INFINITY;
+    for (int64_t p = 0; p < n; p++) {
+        float v = s[p] * scale;
+        s[p] = v;
+        mx = v > mx ? v : mx;
+    }
+    double d[8] = {0};
+    for (int64_t p = 0; p < n; p++) {
+        s[p] = lb_expf(s[p] - mx);
+        d[p % 8] += (double)s[p];
+    }
+    double sum = ((d[0] + d[4]) + (d[2] + d[6])) + ((d[1] + d[5]) + (d[3] + d[7]));
+    if (sum != sum) {
+        float nan = lb_f32_bits(LB_NAN_BITS);
+        for (int64_t p = 0; p < n; p++) s[p] = nan;
+        return;
+    }
+    float inv = (float)(1.0 / sum);
+    for (int64_t p = 0; p < n; p++) s[p] *= inv;
+}
+
+static void swiglu_ref(float *g, const float *u, int64_t n, int64_t rows, int64_t ld) {
+    for (int64_t r = 0; r < rows; r++, g += ld, u += ld)
+        for (int64_t i = 0; i < n; i++) g[i] = g[i] / (1.0f + lb_expf(-g[i])) * u[i];
+}
+
+static void vexp_ref(const float *x, int64_t n, float *y) {
+    for (int64_t i = 0; i < n; i++) y[i] = lb_expf(x[i]);
+}
+
 /* ---------------------------------------------------------------- dispatch ----------------------------- */
 
 static const lb_cpu_kernels REF = {
@@ -365,6 +407,11 @@ static const lb_cpu_kernels REF = {
     .fconv = fconv_ref,
     .vdots = vdots_ref,
     .vwsum = vwsum_ref,
+    .vdotsq = vdotsq_ref,
+    .vwsumq = vwsumq_ref,
+    .softmax = softmax_ref,
+    .swiglu = swiglu_ref,
+    .vexp = vexp_ref,
 };
 
 const lb_cpu_kernels *lb_cpu_kernels_ref(void) { return &REF; }

@@ -450,6 +450,276 @@ TGT static void fgemm_z(const lb_weight *w, int64_t r0, int R, const float *x, i
     }
 }
 
+/* ---------------------------------------------------------------- attention and nonlinearities -------- */
+
+/* lb_expf (cpu.h) on 16 lanes: the same operations, so the same bits */
+TGT static inline __m512 exp16(__m512 x) {
+    __m512 xc = _mm512_min_ps(_mm512_max_ps(x, _mm512_set1_ps(LB_EXP_LO)), _mm512_set1_ps(LB_EXP_HI));
+    __m512 kf = _mm512_sub_ps(_mm512_fmadd_ps(xc, _mm512_set1_ps(LB_EXP_LOG2E), _mm512_set1_ps(LB_EXP_MAGIC)),
+                              _mm512_set1_ps(LB_EXP_MAGIC));
+    __m512 r = _mm512_fnmadd_ps(kf, _mm512_set1_ps(LB_EXP_LN2HI), xc);
+    r = _mm512_fnmadd_ps(kf, _mm512_set1_ps(LB_EXP_LN2LO), r);
+    __m512 p = _mm512_fmadd_ps(_mm512_set1_ps(LB_EXP_C5), r, _mm512_set1_ps(LB_EXP_C4));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(LB_EXP_C3));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(LB_EXP_C2));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(LB_EXP_C1));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(LB_EXP_C0));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f));
+    __m512i k = _mm512_cvttps_epi32(kf), k1 = _mm512_srai_epi32(k, 1), k2 = _mm512_sub_epi32(k, k1);
+    __m512i bias = _mm512_set1_epi32(127);
+    __m512 s1 = _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_add_epi32(k1, bias), 23));
+    __m512 s2 = _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_add_epi32(k2, bias), 23));
+    __m512 y = _mm512_mul_ps(_mm512_mul_ps(p, s1), s2);
+    return _mm512_mask_add_ps(y, _mm512_cmp_ps_mask(x, x, _CMP_UNORD_Q), x, x);
+}
+
+static inline __mmask16 tail16(int64_t left) { return left >= 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << left) - 1); }
+
+TGT static void vexp_z(const float *x, int64_t n, float *y) {
+    for (int64_t i = 0; i < n; i += 16) {
+        __mmask16 m = tail16(n - i);
+        _mm512_mask_storeu_ps(y + i, m, exp16(_mm512_maskz_loadu_ps(m, x + i)));
+    }
+}
+
+TGT static inline __m512 silu_mul16(__m512 gv, __m512 uv) {
+    __m512 e = exp16(_mm512_castsi512_ps(_mm512_xor_si512(_mm512_castps_si512(gv), _mm512_set1_epi32((int)0x80000000u))));
+    return _mm512_mul_ps(_mm512_div_ps(gv, _mm512_add_ps(_mm512_set1_ps(1.0f), e)), uv);
+}
+
+/* rows of 16 (a tile of the forward pass): four rows per step, independent chains */
+TGT static void swiglu_z(float *g, const float *u, int64_t n, int64_t rows, int64_t ld) {
+    int64_t r = 0;
+    if (n == 16)
+        for (; r + 4 <= rows; r += 4) {
+            __m512 gv[4], uv[4];
+            for (int k = 0; k < 4; k++) gv[k] = _mm512_loadu_ps(g + (r + k) * ld), uv[k] = _mm512_loadu_ps(u + (r + k) * ld);
+            for (int k = 0; k < 4; k++) _mm512_storeu_ps(g + (r + k) * ld, silu_mul16(gv[k], uv[k]));
+        }
+    for (; r < rows; r++)
+        for (int64_t i = 0; i < n; i += 16) {
+            __mmask16 m = tail16(n - i);
+            float *gr = g + r * ld + i;
+            _mm512_mask_storeu_ps(gr, m, silu_mul16(_mm512_maskz_loadu_ps(m, gr), _mm512_maskz_loadu_ps(m, u + r * ld + i)));
+        }
+}
+
+/* the softmax of cpu.h: 16 scores per step, both halves added to the 8 double partials (p mod 8) in order */
+TGT static void softmax_z(float *s, int64_t n, float scale) {
+    const __m512 sv = _mm512_set1_ps(scale);
+    __m512 vm = _mm512_set1_ps(-INFINITY);
+    for (int64_t p = 0; p < n; p += 16) {
+        __mmask16 m = tail16(n - p);
+        __m512 v = _mm512_mul_ps(_mm512_maskz_loadu_ps(m, s + p), sv);
+        _mm512_mask_storeu_ps(s + p, m, v);
+        vm = _mm512_mask_max_ps(vm, m, v, vm); /* NaN in v keeps vm */
+    }
+    float mx = _mm512_reduce_max_ps(vm); /* no NaN among the lanes */
+    const __m512 mxv = _mm512_set1_ps(mx);
+    __m512d acc = _mm512_setzero_pd();
+    for (int64_t p = 0; p < n; p += 16) {
+        __mmask16 m = tail16(n - p);
+        __m512 e = _mm512_maskz_mov_ps(m, exp16(_mm512_sub_ps(_mm512_maskz_loadu_ps(m, s + p), mxv)));
+        _mm512_mask_storeu_ps(s + p, m, e);
+        acc = _mm512_add_pd(acc, _mm512_cvtps_pd(_mm512_castps512_ps256(e))); /* + 0 past n: exact */
+        acc = _mm512_add_pd(acc, _mm512_cvtps_pd(_mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(e), 1))));
+    }
+    double d[8];
+    _mm512_storeu_pd(d, acc);
+    double sum = ((d[0] + d[4]) + (d[2] + d[6])) + ((d[1] + d[5]) + (d[3] + d[7]));
+    if (sum != sum) {
+        float nan = lb_f32_bits(LB_NAN_BITS);
+        for (int64_t p = 0; p < n; p++) s[p] = nan;
+        return;
+    }
+    const __m512 iv = _mm512_set1_ps((float)(1.0 / sum));
+    for (int64_t p = 0; p < n; p += 16) {
+        __mmask16 m = tail16(n - p);
+        _mm512_mask_storeu_ps(s + p, m, _mm512_mul_ps(_mm512_maskz_loadu_ps(m, s + p), iv));
+    }
+}
+
+/*
+ * Scores of up to 8 queries: the queries in pairs, query 2i in the low and 2i + 1 in the high half of a
+ * 512-bit vector (8 elements of each), every key's 8 elements broadcast to both halves, so that one FMA
+ * updates the 8 partials of two (query, key) scores; 4 keys x NP pairs per step. The partials are reduced
+ * by the tree of lb_reduce8 in shuffles over 4 keys at a time.
+ */
+#define DQ_MAXC 32 /* 8-element chunks of D held packed (D8 <= 256), else one query at a time */
+
+/* 8 floats in both halves */
+TGT static inline __m512 bcast8(const float *p) {
+    return _mm512_castpd_ps(_mm512_broadcast_f64x4(_mm256_castps_pd(_mm256_loadu_ps(p))));
+}
+
+/* the accumulators of one pair for keys 0..3 -> lanes 0..3: query 2i's four scores, lanes 4..7: query 2i + 1's */
+TGT static inline __m128 reduce_pair4(const __m512 *a, __m128 *hi) {
+    /* step 1: s_l = a_l + a_{l+4}; 128-bit lane L of s01: (key L >> 1, query half L & 1), of s23 keys 2, 3 */
+    __m512 s01 = _mm512_add_ps(_mm512_shuffle_f32x4(a[0], a[1], _MM_SHUFFLE(2, 0, 2, 0)),
+                               _mm512_shuffle_f32x4(a[0], a[1], _MM_SHUFFLE(3, 1, 3, 1)));
+    __m512 s23 = _mm512_add_ps(_mm512_shuffle_f32x4(a[2], a[3], _MM_SHUFFLE(2, 0, 2, 0)),
+                               _mm512_shuffle_f32x4(a[2], a[3], _MM_SHUFFLE(3, 1, 3, 1)));
+    /* step 2: (s0 + s2), (s1 + s3): elements 0, 1 of each lane from s01, 2, 3 from s23 */
+    __m512 t = _mm512_add_ps(_mm512_shuffle_ps(s01, s23, _MM_SHUFFLE(1, 0, 1, 0)), _mm512_shuffle_ps(s01, s23, _MM_SHUFFLE(3, 2, 3, 2)));
+    /* step 3: (s0 + s2) + (s1 + s3): element 0 of lane L from s01's, element 1 from s23's */
+    __m512 r = _mm512_add_ps(_mm512_shuffle_ps(t, t, _MM_SHUFFLE(2, 0, 2, 0)), _mm512_shuffle_ps(t, t, _MM_SHUFFLE(3, 1, 3, 1)));
+    /* keys 0, 1, 2, 3 of the low query are elements 0, 8, 1, 9; of the high query 4, 12, 5, 13 */
+    r = _mm512_permutexvar_ps(_mm512_set_epi32(0, 0, 0, 0, 0, 0, 0, 0, 13, 5, 12, 4, 9, 1, 8, 0), r);
+    *hi = _mm512_extractf32x4_ps(r, 1);
+    return _mm512_castps512_ps128(r);
+}
+
+__attribute__((always_inline)) TGT static inline void dotsq_nt(const float *qp, int NP, int nq, const float *q, int64_t ldq,
+                                                              const float *m, int64_t stride, int64_t n, int64_t D,
+                                                              float *s, int64_t lds) {
+    int64_t D8 = D - D % 8, C = D8 / 8, p = 0;
+    for (; p + 4 <= n; p += 4) {
+        __m512 acc[4][4];
+        for (int k = 0; k < 4; k++)
+            for (int i = 0; i < NP; i++) acc[k][i] = _mm512_setzero_ps();
+        const float *k0 = m + p * stride;
+        for (int64_t c = 0; c < C; c++) {
+            __m512 kb[4];
+            for (int k = 0; k < 4; k++) kb[k] = bcast8(k0 + k * stride + 8 * c);
+            for (int i = 0; i < NP; i++) {
+                __m512 qv = _mm512_load_ps(qp + (c * 4 + i) * 16);
+                for (int k = 0; k < 4; k++) acc[k][i] = _mm512_fmadd_ps(qv, kb[k], acc[k][i]);
+            }
+        }
+        for (int i = 0; i < NP; i++) {
+            __m512 a[4] = {acc[0][i], acc[1][i], acc[2][i], acc[3][i]};
+            __m128 hi, lo = reduce_pair4(a, &hi);
+            _mm_storeu_ps(s + (2 * i) * lds + p, lo);
+            if (2 * i + 1 < nq) _mm_storeu_ps(s + (2 * i + 1) * lds + p, hi);
+        }
+        if (D8 < D) /* the last D % 8 elements one by one */
+            for (int j = 0; j < nq; j++)
+                for (int k = 0; k < 4; k++) {
+                    const float *qq = q + j * ldq, *kk = k0 + k * stride;
+                    float r = s[j * lds + p + k];
+                    for (int64_t e = D8; e < D; e++) r = fmaf(qq[e], kk[e], r);
+                    s[j * lds + p + k] = r;
+                }
+    }
+    for (; p < n; p++) { /* one key: the same lanes, the tree on the low and high halves */
+        const float *kr = m + p * stride;
+        for (int i = 0; i < NP; i++) {
+            __m512 acc = _mm512_setzero_ps();
+            for (int64_t c = 0; c < C; c++)
+                acc = _mm512_fmadd_ps(_mm512_load_ps(qp + (c * 4 + i) * 16), bcast8(kr + 8 * c), acc);
+            float a[16];
+            _mm512_storeu_ps(a, acc);
+            for (int h = 0; h < 2 && 2 * i + h < nq; h++) {
+                float r = lb_reduce8(a + 8 * h);
+                const float *qq = q + (2 * i + h) * ldq;
+                for (int64_t e = D8; e < D; e++) r = fmaf(qq[e], kr[e], r);
+                s[(2 * i + h) * lds + p] = r;
+            }
+        }
+    }
+}
+
+#define DOTSQ_INST(NP)                                                                                      \
+    TGT static void dotsq_##NP(const float *qp, int nq, const float *q, int64_t ldq, const float *m, int64_t stride, \
+                               int64_t n, int64_t D, float *s, int64_t lds) {                              \
+        dotsq_nt(qp, NP, nq, q, ldq, m, stride, n, D, s, lds);                                              \
+    }
+DOTSQ_INST(1)
+DOTSQ_INST(2)
+DOTSQ_INST(3)
+DOTSQ_INST(4)
+
+TGT static void vdotsq_z(const float *q, int64_t ldq, int nq, const float *m, int64_t stride, int64_t n, int64_t D, float *s,
+                         int64_t lds) {
+    int64_t C = (D - D % 8) / 8;
+    if (nq < 2 || C > DQ_MAXC || nq > LB_ATT_QMAX) {
+        for (int j = 0; j < nq; j++) vdots_avx512vnni(q + j * ldq, m, stride, n, D, s + j * lds);
+        return;
+    }
+    /* chunk c of pair i at qp + (4c + i) * 16: query 2i's 8 elements, then query 2i + 1's (or 2i's again) */
+    _Alignas(64) float qp[DQ_MAXC * 4 * 16];
+    int NP = (nq + 1) / 2;
+    for (int64_t c = 0; c < C; c++)
+        for (int i = 0; i < NP; i++) {
+            int j1 = 2 * i + 1 < nq ? 2 * i + 1 : 2 * i;
+            memcpy(qp + (c * 4 + i) * 16, q + 2 * i * ldq + 8 * c, 32);
+            memcpy(qp + (c * 4 + i) * 16 + 8, q + j1 * ldq + 8 * c, 32);
+        }
+    switch (NP) {
+    case 1: dotsq_1(qp, nq, q, ldq, m, stride, n, D, s, lds); break;
+    case 2: dotsq_2(qp, nq, q, ldq, m, stride, n, D, s, lds); break;
+    case 3: dotsq_3(qp, nq, q, ldq, m, stride, n, D, s, lds); break;
+    default: dotsq_4(qp, nq, q, ldq, m, stride, n, D, s, lds); break;
+    }
+}
+
+/*
+ * Weighted sums of up to 8 queries: 32 output elements of every query in registers (16 accumulators) while
+ * the rows pass once; each lane is one output element's fmaf chain in order of p. Rows past a query's own
+ * count are skipped for that query.
+ */
+__attribute__((always_inline)) TGT static inline void wsumq_nt(const float *w, int64_t ldw, int NQ, const int64_t *n,
+                                                              const float *m, int64_t stride, int64_t D, float *o, int64_t ldo) {
+    int64_t n0 = n[0], n1 = n[0];
+    for (int j = 1; j < NQ; j++) {
+        n0 = n[j] < n0 ? n[j] : n0;
+        n1 = n[j] > n1 ? n[j] : n1;
+    }
+    for (int64_t i0 = 0; i0 < D; i0 += 32) {
+        __mmask16 m0 = tail16(D - i0), m1 = D - i0 > 16 ? tail16(D - i0 - 16) : 0;
+        __m512 acc[LB_ATT_QMAX][2];
+        for (int j = 0; j < NQ; j++) acc[j][0] = acc[j][1] = _mm512_setzero_ps();
+        const float *v = m + i0;
+        int64_t p = 0;
+        for (; p < n0; p++, v += stride) {
+            __m512 v0 = _mm512_maskz_loadu_ps(m0, v), v1 = _mm512_maskz_loadu_ps(m1, v + 16);
+            for (int j = 0; j < NQ; j++) {
+                __m512 wj = _mm512_set1_ps(w[j * ldw + p]);
+                acc[j][0] = _mm512_fmadd_ps(wj, v0, acc[j][0]);
+                acc[j][1] = _mm512_fmadd_ps(wj, v1, acc[j][1]);
+            }
+        }
+        for (; p < n1; p++, v += stride) {
+            __m512 v0 = _mm512_maskz_loadu_ps(m0, v), v1 = _mm512_maskz_loadu_ps(m1, v + 16);
+            for (int j = 0; j < NQ; j++)
+                if (p < n[j]) {
+                    __m512 wj = _mm512_set1_ps(w[j * ldw + p]);
+                    acc[j][0] = _mm512_fmadd_ps(wj, v0, acc[j][0]);
+                    acc[j][1] = _mm512_fmadd_ps(wj, v1, acc[j][1]);
+                }
+        }
+        for (int j = 0; j < NQ; j++) {
+            _mm512_mask_storeu_ps(o + j * ldo + i0, m0, acc[j][0]);
+            _mm512_mask_storeu_ps(o + j * ldo + i0 + 16, m1, acc[j][1]);
+        }
+    }
+}
+
+#define WSUMQ_INST(NQ)                                                                                      \
+    TGT static void wsumq_##NQ(const float *w, int64_t ldw, const int64_t *n, const float *m, int64_t stride, int64_t D, \
+                               float *o, int64_t ldo) {                                                    \
+        wsumq_nt(w, ldw, NQ, n, m, stride, D, o, ldo);                                                      \
+    }
+WSUMQ_INST(1)
+WSUMQ_INST(2)
+WSUMQ_INST(3)
+WSUMQ_INST(4)
+WSUMQ_INST(5)
+WSUMQ_INST(6)
+WSUMQ_INST(7)
+WSUMQ_INST(8)
+
+TGT static void vwsumq_z(const float *w, int64_t ldw, int nq, const int64_t *n, const float *m, int64_t stride, int64_t D,
+                         float *o, int64_t ldo) {
+    typedef void (*fn)(const float *, int64_t, const int64_t *, const float *, int64_t, int64_t, float *, int64_t);
+    static const fn f[LB_ATT_QMAX] = {wsumq_1, wsumq_2, wsumq_3, wsumq_4, wsumq_5, wsumq_6, wsumq_7, wsumq_8};
+    for (int j = 0; j < nq; j += LB_ATT_QMAX) {
+        int k = nq - j < LB_ATT_QMAX ? nq - j : LB_ATT_QMAX;
+        f[k - 1](w + j * ldw, ldw, n + j, m, stride, D, o + j * ldo, ldo);
+    }
+}
+
 const lb_cpu_kernels *lb_cpu_kernels_avx512vnni(void) {
     static lb_cpu_kernels k;
     if (!__builtin_cpu_supports("avx2") || !__builtin_cpu_supports("fma") || !lb_cpu_has_f16c() ||
@@ -468,6 +738,11 @@ const lb_cpu_kernels *lb_cpu_kernels_avx512vnni(void) {
         t.qdot = qdot_z;
         t.qgemm = qgemm_z;
         t.fgemm = fgemm_z;
+        t.vdotsq = vdotsq_z;
+        t.vwsumq = vwsumq_z;
+        t.softmax = softmax_z;
+        t.swiglu = swiglu_z;
+        t.vexp = vexp_z;
         k = t;
     }
     return &k;

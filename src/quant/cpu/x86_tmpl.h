@@ -651,6 +651,196 @@ TGT static void SFX(vwsum)(const float *w, const float *m, int64_t stride, int64
     }
 }
 
+/* the canonical trees of four keys' 8 partials, reduced together */
+TGT static inline __m128 SFX(reduce4x8)(const __m256 *a) {
+    __m128 c[4];
+    for (int j = 0; j < 4; j++) c[j] = _mm_add_ps(_mm256_castps256_ps128(a[j]), _mm256_extractf128_ps(a[j], 1));
+    _MM_TRANSPOSE4_PS(c[0], c[1], c[2], c[3]); /* c[l] = partial sum l (l + l+4) of each key */
+    return _mm_add_ps(_mm_add_ps(c[0], c[2]), _mm_add_ps(c[1], c[3]));
+}
+
+/* two queries at a time: every key chunk loaded once for both, 4 keys x 2 queries = 8 accumulators */
+TGT static void SFX(vdotsq)(const float *q, int64_t ldq, int nq, const float *m, int64_t stride, int64_t n, int64_t D,
+                            float *s, int64_t lds) {
+    int64_t D8 = D - D % 8;
+    int j = 0;
+    for (; j + 2 <= nq; j += 2) {
+        const float *qa = q + j * ldq, *qb = qa + ldq;
+        float *sa = s + j * lds, *sb = sa + lds;
+        int64_t p = 0;
+        for (; p + 4 <= n; p += 4) {
+            const float *k[4] = {m + p * stride, m + (p + 1) * stride, m + (p + 2) * stride, m + (p + 3) * stride};
+            __m256 a[4], b[4];
+            for (int i = 0; i < 4; i++) a[i] = b[i] = _mm256_setzero_ps();
+            for (int64_t i = 0; i < D8; i += 8) {
+                __m256 va = _mm256_loadu_ps(qa + i), vb = _mm256_loadu_ps(qb + i);
+                for (int t = 0; t < 4; t++) {
+                    __m256 kv = _mm256_loadu_ps(k[t] + i);
+                    a[t] = _mm256_fmadd_ps(va, kv, a[t]);
+                    b[t] = _mm256_fmadd_ps(vb, kv, b[t]);
+                }
+            }
+            _mm_storeu_ps(sa + p, SFX(reduce4x8)(a));
+            _mm_storeu_ps(sb + p, SFX(reduce4x8)(b));
+            if (D8 < D)
+                for (int t = 0; t < 4; t++) {
+                    float ra = sa[p + t], rb = sb[p + t];
+                    for (int64_t i = D8; i < D; i++) ra = fmaf(qa[i], k[t][i], ra), rb = fmaf(qb[i], k[t][i], rb);
+                    sa[p + t] = ra, sb[p + t] = rb;
+                }
+        }
+        if (p < n) {
+            SFX(vdots)(qa, m + p * stride, stride, n - p, D, sa + p);
+            SFX(vdots)(qb, m + p * stride, stride, n - p, D, sb + p);
+        }
+    }
+    if (j < nq) SFX(vdots)(q + j * ldq, m, stride, n, D, s + j * lds);
+}
+
+/* NJ queries x 16 output elements in registers while the rows pass once; each lane one fmaf chain in order of p */
+__attribute__((always_inline)) TGT static inline void SFX(wsumq_nt)(const float *w, int64_t ldw, int NJ, const int64_t *n,
+                                                                   const float *m, int64_t stride, int64_t D, float *o,
+                                                                   int64_t ldo) {
+    int64_t D8 = D - D % 8, n0 = n[0], n1 = n[0];
+    for (int j = 1; j < NJ; j++) {
+        n0 = n[j] < n0 ? n[j] : n0;
+        n1 = n[j] > n1 ? n[j] : n1;
+    }
+    for (int64_t i0 = 0; i0 < D8; i0 += 16) {
+        int nv = D8 - i0 >= 16 ? 2 : 1;
+        __m256 acc[4][2];
+        for (int j = 0; j < NJ; j++) acc[j][0] = acc[j][1] = _mm256_setzero_ps();
+        const float *v = m + i0;
+        int64_t p = 0;
+        if (nv == 2)
+            for (; p < n0; p++, v += stride) {
+                __m256 v0 = _mm256_loadu_ps(v), v1 = _mm256_loadu_ps(v + 8);
+                for (int j = 0; j < NJ; j++) {
+                    __m256 wj = _mm256_broadcast_ss(w + j * ldw + p);
+                    acc[j][0] = _mm256_fmadd_ps(wj, v0, acc[j][0]);
+                    acc[j][1] = _mm256_fmadd_ps(wj, v1, acc[j][1]);
+                }
+            }
+        for (; p < n1; p++, v += stride) {
+            __m256 v0 = _mm256_loadu_ps(v), v1 = nv == 2 ? _mm256_loadu_ps(v + 8) : _mm256_setzero_ps();
+            for (int j = 0; j < NJ; j++)
+                if (p < n[j]) {
+                    __m256 wj = _mm256_broadcast_ss(w + j * ldw + p);
+                    acc[j][0] = _mm256_fmadd_ps(wj, v0, acc[j][0]);
+                    acc[j][1] = _mm256_fmadd_ps(wj, v1, acc[j][1]);
+                }
+        }
+        for (int j = 0; j < NJ; j++) {
+            _mm256_storeu_ps(o + j * ldo + i0, acc[j][0]);
+            if (nv == 2) _mm256_storeu_ps(o + j * ldo + i0 + 8, acc[j][1]);
+        }
+    }
+    for (int j = 0; j < NJ; j++)
+        for (int64_t i = D8; i < D; i++) {
+            float r = 0.0f;
+            for (int64_t p = 0; p < n[j]; p++) r = fmaf(w[j * ldw + p], m[p * stride + i], r);
+            o[j * ldo + i] = r;
+        }
+}
+
+TGT static void SFX(wsumq4)(const float *w, int64_t ldw, const int64_t *n, const float *m, int64_t stride, int64_t D, float *o,
+                            int64_t ldo) {
+    SFX(wsumq_nt)(w, ldw, 4, n, m, stride, D, o, ldo);
+}
+
+TGT static void SFX(vwsumq)(const float *w, int64_t ldw, int nq, const int64_t *n, const float *m, int64_t stride,
+                            int64_t D, float *o, int64_t ldo) {
+    int j = 0;
+    for (; j + 4 <= nq; j += 4) SFX(wsumq4)(w + j * ldw, ldw, n + j, m, stride, D, o + j * ldo, ldo);
+    for (; j < nq; j++) SFX(vwsum)(w + j * ldw, m, stride, n[j], D, o + j * ldo);
+}
+
+/* lb_expf (cpu.h) on 8 lanes: the same operations, so the same bits */
+TGT static inline __m256 SFX(exp8)(__m256 x) {
+    __m256 xc = _mm256_min_ps(_mm256_max_ps(x, _mm256_set1_ps(LB_EXP_LO)), _mm256_set1_ps(LB_EXP_HI));
+    __m256 kf = _mm256_sub_ps(_mm256_fmadd_ps(xc, _mm256_set1_ps(LB_EXP_LOG2E), _mm256_set1_ps(LB_EXP_MAGIC)),
+                              _mm256_set1_ps(LB_EXP_MAGIC));
+    __m256 r = _mm256_fnmadd_ps(kf, _mm256_set1_ps(LB_EXP_LN2HI), xc);
+    r = _mm256_fnmadd_ps(kf, _mm256_set1_ps(LB_EXP_LN2LO), r);
+    __m256 p = _mm256_fmadd_ps(_mm256_set1_ps(LB_EXP_C5), r, _mm256_set1_ps(LB_EXP_C4));
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(LB_EXP_C3));
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(LB_EXP_C2));
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(LB_EXP_C1));
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(LB_EXP_C0));
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.0f));
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.0f));
+    __m256i k = _mm256_cvttps_epi32(kf), k1 = _mm256_srai_epi32(k, 1), k2 = _mm256_sub_epi32(k, k1);
+    __m256i bias = _mm256_set1_epi32(127);
+    __m256 s1 = _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_add_epi32(k1, bias), 23));
+    __m256 s2 = _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_add_epi32(k2, bias), 23));
+    __m256 y = _mm256_mul_ps(_mm256_mul_ps(p, s1), s2);
+    return _mm256_blendv_ps(y, _mm256_add_ps(x, x), _mm256_cmp_ps(x, x, _CMP_UNORD_Q));
+}
+
+TGT static void SFX(vexp)(const float *x, int64_t n, float *y) {
+    int64_t i = 0;
+    for (; i + 8 <= n; i += 8) _mm256_storeu_ps(y + i, SFX(exp8)(_mm256_loadu_ps(x + i)));
+    for (; i < n; i++) y[i] = lb_expf(x[i]);
+}
+
+TGT static void SFX(swiglu)(float *g, const float *u, int64_t n, int64_t rows, int64_t ld) {
+    const __m256 one = _mm256_set1_ps(1.0f), sign = _mm256_set1_ps(-0.0f);
+    for (int64_t r = 0; r < rows; r++, g += ld, u += ld) {
+        int64_t i = 0;
+        for (; i + 8 <= n; i += 8) {
+            __m256 gv = _mm256_loadu_ps(g + i);
+            __m256 e = SFX(exp8)(_mm256_xor_ps(gv, sign));
+            _mm256_storeu_ps(g + i, _mm256_mul_ps(_mm256_div_ps(gv, _mm256_add_ps(one, e)), _mm256_loadu_ps(u + i)));
+        }
+        for (; i < n; i++) g[i] = g[i] / (1.0f + lb_expf(-g[i])) * u[i];
+    }
+}
+
+/* the softmax of cpu.h: lane l of the two double vectors is partial l (lo) and l + 4 (hi) */
+TGT static void SFX(softmax)(float *s, int64_t n, float scale) {
+    const __m256 sv = _mm256_set1_ps(scale);
+    int64_t n8 = n - n % 8, p = 0;
+    __m256 vm = _mm256_set1_ps(-INFINITY);
+    for (; p < n8; p += 8) {
+        __m256 v = _mm256_mul_ps(_mm256_loadu_ps(s + p), sv);
+        _mm256_storeu_ps(s + p, v);
+        vm = _mm256_max_ps(v, vm); /* NaN in v keeps vm */
+    }
+    float mv[8], mx = -INFINITY;
+    _mm256_storeu_ps(mv, vm);
+    for (int l = 0; l < 8; l++) mx = mv[l] > mx ? mv[l] : mx;
+    for (; p < n; p++) {
+        float v = s[p] * scale;
+        s[p] = v;
+        mx = v > mx ? v : mx;
+    }
+    const __m256 mxv = _mm256_set1_ps(mx);
+    __m256d lo = _mm256_setzero_pd(), hi = _mm256_setzero_pd();
+    for (p = 0; p < n8; p += 8) {
+        __m256 e = SFX(exp8)(_mm256_sub_ps(_mm256_loadu_ps(s + p), mxv));
+        _mm256_storeu_ps(s + p, e);
+        lo = _mm256_add_pd(lo, _mm256_cvtps_pd(_mm256_castps256_ps128(e)));
+        hi = _mm256_add_pd(hi, _mm256_cvtps_pd(_mm256_extractf128_ps(e, 1)));
+    }
+    double d[8];
+    _mm256_storeu_pd(d, lo);
+    _mm256_storeu_pd(d + 4, hi);
+    for (; p < n; p++) {
+        s[p] = lb_expf(s[p] - mx);
+        d[p % 8] += (double)s[p];
+    }
+    double sum = ((d[0] + d[4]) + (d[2] + d[6])) + ((d[1] + d[5]) + (d[3] + d[7]));
+    if (sum != sum) {
+        float nan = lb_f32_bits(LB_NAN_BITS);
+        for (p = 0; p < n; p++) s[p] = nan;
+        return;
+    }
+    const float inv = (float)(1.0 / sum);
+    const __m256 iv = _mm256_set1_ps(inv);
+    for (p = 0; p < n8; p += 8) _mm256_storeu_ps(s + p, _mm256_mul_ps(_mm256_loadu_ps(s + p), iv));
+    for (; p < n; p++) s[p] *= inv;
+}
+
 #undef ST
 #undef LD
 
@@ -669,4 +859,9 @@ static const lb_cpu_kernels SFX(KERNELS) = {
     .fconv = SFX(fconv),
     .vdots = SFX(vdots),
     .vwsum = SFX(vwsum),
+    .vdotsq = SFX(vdotsq),
+    .vwsumq = SFX(vwsumq),
+    .softmax = SFX(softmax),
+    .swiglu = SFX(swiglu),
+    .vexp = SFX(vexp),
 };
