@@ -204,7 +204,7 @@ static void check_actq(int64_t K, int64_t be) {
     void *b0 = aligned_alloc(64, ab), *b1 = aligned_alloc(64, ab);
     for (int64_t i = 0; i < K; i++) x[i] = frand() * (i % 11 == 0 ? 100.0f : 1.0f);
     for (int64_t i = 0; i < be; i++) x[i] = (float)(i % 9) - 4.0f + 0.5f * (float)(i % 2); /* ties at amax 127 */
-    x[be] = 127.0f;
+    if (K > be) x[be] = 127.0f;
     if (K >= 3 * be) {
         for (int64_t i = 2 * be; i < 3 * be; i++) x[i] = (i % 2) ? -0.0f : 0.0f; /* a zero block */
     }
