@@ -125,6 +125,25 @@ lb_qtile lb_qtile_pack(lb_type t, lb_unpack_fn unpack, const uint8_t *rows, size
 typedef void (*lb_qgemm_fn)(const lb_qtile *w, int R, const uint8_t *act, size_t act_stride, int64_t T, int64_t K,
                             int64_t be, float *out, int64_t ldo);
 
+/*
+ * The step search of ggml's make_qkx2_quants / make_qkx3_quants (ref/kquants.c, the affine sub-block fit of
+ * q2_K, q4_K and q5_K): for is = 0..nstep in order, iscale = (rmin + rdelta·is + nmax) / (max − min) with
+ * the best min so far, codes l_i = round(iscale·(x_i − min)) limited to [0, nmax], the weighted
+ * least-squares scale and min of those codes, and their error (Σ w·|diff| or Σ w·diff², in element order);
+ * a strictly smaller error replaces L, *scale, *min and *best_error. Every float operation is the
+ * reference's (lb_qkx_steps_ref): a fast kernel evaluates several steps at once, one per vector lane, and
+ * after a step that improves restarts from the next one with the new min, so it gives the same bits.
+ */
+#define LB_QKX_MAX_N 32
+typedef struct lb_qkx_search {
+    int n, nmax, nstep, use_mad, qkx3; /* n <= LB_QKX_MAX_N elements */
+    float rmin, rdelta, max, sum_w, sum_x;
+} lb_qkx_search;
+typedef void (*lb_qkx_fn)(const lb_qkx_search *s, const float *x, const float *w, uint8_t *L, float *scale, float *min,
+                          float *best_error);
+void lb_qkx_steps_ref(const lb_qkx_search *s, const float *x, const float *w, uint8_t *L, float *scale, float *min,
+                      float *best_error);
+
 typedef struct lb_cpu_kernels {
     const char *name; /* "ref", "avx2", "avx512vnni" */
     lb_unpack_fn unpack[LB_TYPE_COUNT]; /* NULL for types that are not quantized weight types */
@@ -139,6 +158,7 @@ typedef struct lb_cpu_kernels {
     lb_fconv_fn fconv;
     lb_vdots_fn vdots;
     lb_vwsum_fn vwsum;
+    lb_qkx_fn qkx;
 } lb_cpu_kernels;
 
 /* The implementations; avx2 / avx512vnni return NULL when the CPU lacks the features they need. */

@@ -365,6 +365,7 @@ static const lb_cpu_kernels REF = {
     .fconv = fconv_ref,
     .vdots = vdots_ref,
     .vwsum = vwsum_ref,
+    .qkx = lb_qkx_steps_ref,
 };
 
 const lb_cpu_kernels *lb_cpu_kernels_ref(void) { return &REF; }
