@@ -15,9 +15,6 @@
 
 _Static_assert(MM_TILE_ROWS == LB_QTILE_ROWS, "a task's rows are one interleaved tile");
 
-/* Tokens from which float weights go through the interleaved-tile kernel (a copy of the tile per task). */
-#define MM_FGEMM_MIN_T 4
-
 static size_t align64(size_t n) { return (n + 63) & ~(size_t)63; }
 
 /* bytes of one thread's slot: an f32 tile or an unpacked tile, whichever is larger */
@@ -58,7 +55,7 @@ static void float_task(void *arg, int64_t task, int thread) {
         j->k->fgemv(j->w, r0, R, j->x, j->out + r0);
         return;
     }
-    if (j->k->fgemm && j->T >= MM_FGEMM_MIN_T) {
+    if (j->k->fgemm && j->T >= LB_FGEMM_MIN_T) {
         j->k->fgemm(j->w, r0, R, j->x, j->T, j->out + r0, j->ldo, j->slots + (size_t)thread * j->slot_stride);
         return;
     }

@@ -1,8 +1,10 @@
 /*
  * mm_tile.c - one tile of the forward pass's matrix product (see mm_tile.h), on the kernels of quant/cpu,
- * in the arithmetic of lb_matmul (matmul.c): fused one-token row products where the type has them, else
- * a tile of rows unpacked once and multiplied with up to 4 tokens at a time; float weights converted to f32
- * per tile and multiplied with f32 activations.
+ * chosen as lb_matmul's tasks choose them (matmul.c): one token by the fused row products (several rows at
+ * once where the kernels have them), several tokens against an interleaved tile (qgemm) where the kernels
+ * have it, else a tile of rows unpacked once and multiplied with up to 4 tokens at a time; float weights
+ * read in place for one token, through the f32 tile kernel (fgemm) from LB_FGEMM_MIN_T tokens, else
+ * converted to f32 per tile and multiplied with f32 activations.
  */
 #include "mm_tile.h"
 
@@ -20,8 +22,12 @@ int64_t lb_mm_act_block(const lb_weight *w) {
 size_t lb_mm_act_row_bytes(int64_t K, int64_t be) { return LB_ALIGN64(lb_act_bytes(K, be)); }
 
 size_t lb_mm_slot_bytes(int64_t K) {
-    size_t f = (size_t)LB_MM_TILE * (size_t)K * sizeof(float), q = 0;
-    if (K % 32 == 0) q = (size_t)LB_MM_TILE * lb_qrow_bytes(K, 32);
+    size_t f = lb_fgemm_slot_bytes(K), q = 0;
+    if (K % 32 == 0) { /* 32-element blocks need the most bytes per row */
+        q = (size_t)LB_MM_TILE * lb_qrow_bytes(K, 32);
+        const size_t it = lb_qtile_bytes(K, 32) + lb_qrow_bytes(K, 32);
+        if (it > q) q = it;
+    }
     return LB_ALIGN64(f > q ? f : q);
 }
 
@@ -37,6 +43,14 @@ void lb_mm_quantize(const lb_mm_in *in, int64_t t, int64_t k0, int64_t n) {
 
 static void tile_float(const lb_cpu_kernels *k, const lb_mm_in *in, const lb_weight *w, int64_t r0, int R,
                        float *out, int64_t ldo, void *slot) {
+    if (k->fgemv && in->T == 1) {
+        k->fgemv(w, r0, R, in->x, out + r0);
+        return;
+    }
+    if (k->fgemm && in->T >= LB_FGEMM_MIN_T) {
+        k->fgemm(w, r0, R, in->x, in->T, out + r0, ldo, slot);
+        return;
+    }
     const float *wt;
     if (w->type == LB_TYPE_F32) {
         wt = (const float *)w->data + r0 * w->cols;
@@ -77,11 +91,22 @@ void lb_mm_tile(const lb_mm_in *in, const lb_weight *w, int64_t r0, int R, float
         return;
     }
     lb_gemv1_fn f = k->gemv1[w->type];
-    if (in->T == 1 && f) {
-        size_t wrow = lb_weight_row_bytes(w);
+    const size_t wrow = lb_weight_row_bytes(w);
+    const uint8_t *base = (const uint8_t *)w->data + (size_t)r0 * wrow;
+    if (in->T == 1 && k->gemvr[w->type]) {
         lb_act a = act_row(in, 0);
-        const uint8_t *base = (const uint8_t *)w->data + (size_t)r0 * wrow;
+        k->gemvr[w->type](base, wrow, R, in->K, &a, out + r0);
+        return;
+    }
+    if (in->T == 1 && f) {
+        lb_act a = act_row(in, 0);
         for (int r = 0; r < R; r++) out[r0 + r] = f(base + (size_t)r * wrow, in->K, &a);
+        return;
+    }
+    if (in->T > 1 && k->qgemm) { /* an interleaved tile against every token */
+        uint8_t *s = slot;
+        lb_qtile tile = lb_qtile_pack(w->type, k->unpack[w->type], base, wrow, R, in->K, s, s + lb_qtile_bytes(in->K, in->be));
+        k->qgemm(&tile, R, in->act, lb_mm_act_row_bytes(in->K, in->be), in->T, in->K, in->be, out + r0, ldo);
         return;
     }
     tile_unpacked(k, in, w, r0, R, out, ldo, slot);

@@ -90,6 +90,7 @@ typedef void (*lb_fconv_fn)(const lb_weight *w, int64_t r0, int R, float *dst);
  * order above); slot: lb_fgemm_slot_bytes(K) bytes, 64-byte aligned. */
 typedef void (*lb_fgemm_fn)(const lb_weight *w, int64_t r0, int R, const float *x, int64_t T, float *out, int64_t ldo,
                             void *slot);
+#define LB_FGEMM_MIN_T 4 /* tokens from which the products of float weights go through fgemm (lb_matmul, lb_mm_tile) */
 #define lb_fgemm_slot_bytes(K) ((size_t)16 * (size_t)(K) * sizeof(float) + 64 * 16)
 /* out[r] = dot(x, row r0 + r of w) for r < R, one token, f32 / f16 / bf16 weights read in place */
 typedef void (*lb_fgemv_fn)(const lb_weight *w, int64_t r0, int R, const float *x, float *out);
