@@ -69,40 +69,90 @@ struct lb_calib {
     double seconds;        /* in lb_calib_new and the statistics / advance calls */
 };
 
-static void accumulate(lb_calib *c, const float *x, int64_t T, int64_t dim) {
-    /* xt (dim, T) = X^T, in tiles, so that lb_matmul of its rows gives X^T X */
-    for (int64_t t0 = 0; t0 < T; t0 += MIRROR_TILE)
-        for (int64_t j0 = 0; j0 < dim; j0 += MIRROR_TILE)
-            for (int64_t t = t0; t < t0 + MIRROR_TILE && t < T; t++)
-                for (int64_t j = j0; j < j0 + MIRROR_TILE && j < dim; j++) c->xt[j * T + t] = x[t * dim + j];
-    double *h = c->h, *cx = c->cx;
-    if (cx) { /* C (dim, dim) = Xr^T X: rows of xtr (Xr^T) times rows of xt */
-        const float *r = c->ref;
+/* h[k] += p[k], k < n (each sum in double, element by element: the same bits on every path) */
+static void add_f32_ref(double *h, const float *p, int64_t n) {
+    for (int64_t k = 0; k < n; k++) h[k] += p[k];
+}
+
+#if defined(__x86_64__) && defined(__GNUC__)
+__attribute__((target("avx2"))) static void add_f32_avx2(double *h, const float *p, int64_t n) {
+    for (int64_t k = 0; k < n; k++) h[k] += p[k]; /* vectorized by the compiler: 4 doubles a step */
+}
+#endif
+
+typedef void (*add_fn)(double *h, const float *p, int64_t n);
+
+static add_fn pick_add(void) {
+#if defined(__x86_64__) && defined(__GNUC__)
+    if (!lb_force_ref() && __builtin_cpu_supports("avx2")) return add_f32_avx2;
+#endif
+    return add_f32_ref;
+}
+
+/* The element-wise parts of accumulate, split over the pool (each output element written by one task, in
+ * the same order of windows and tokens whatever the split). */
+typedef enum { ACC_TRANSPOSE, ACC_ADD_C, ACC_ADD_H } acc_op;
+typedef struct acc_job {
+    acc_op op;
+    add_fn add;
+    lb_calib *c;
+    const float *x; /* ACC_TRANSPOSE: (T, dim) */
+    int64_t T, dim, i0, nr, nc;
+} acc_job;
+
+static void acc_task(void *arg, int64_t task, int thread) {
+    const acc_job *j = arg;
+    lb_calib *c = j->c;
+    const int64_t T = j->T, dim = j->dim;
+    (void)thread;
+    switch (j->op) {
+    case ACC_TRANSPOSE: { /* columns [j0, j1) of x (and of the reference input): transposed, and |x| summed */
+        const int64_t j0 = task * MIRROR_TILE, j1 = j0 + MIRROR_TILE < dim ? j0 + MIRROR_TILE : dim;
         for (int64_t t0 = 0; t0 < T; t0 += MIRROR_TILE)
-            for (int64_t j0 = 0; j0 < dim; j0 += MIRROR_TILE)
+            for (int64_t t = t0; t < t0 + MIRROR_TILE && t < T; t++)
+                for (int64_t jj = j0; jj < j1; jj++) c->xt[jj * T + t] = j->x[t * dim + jj];
+        if (c->cx)
+            for (int64_t t0 = 0; t0 < T; t0 += MIRROR_TILE)
                 for (int64_t t = t0; t < t0 + MIRROR_TILE && t < T; t++)
-                    for (int64_t j = j0; j < j0 + MIRROR_TILE && j < dim; j++) c->xtr[j * T + t] = r[t * dim + j];
+                    for (int64_t jj = j0; jj < j1; jj++) c->xtr[jj * T + t] = c->ref[t * dim + jj];
+        double *a = c->abs_sum;
+        for (int64_t t = 0; t < T; t++)
+            for (int64_t jj = j0; jj < j1; jj++) a[jj] += fabsf(j->x[t * dim + jj]);
+        break;
+    }
+    case ACC_ADD_C: /* row i0 + task of C */
+        j->add(c->cx + (j->i0 + task) * dim, c->prod + task * dim, dim);
+        break;
+    case ACC_ADD_H: /* row i0 + task of H, from its diagonal on */
+        j->add(c->h + (j->i0 + task) * dim + j->i0 + task, c->prod + task * j->nc + task, j->nc - task);
+        break;
+    }
+}
+
+static void accumulate(lb_calib *c, const float *x, int64_t T, int64_t dim) {
+    acc_job j = {ACC_TRANSPOSE, pick_add(), c, x, T, dim, 0, 0, 0};
+    /* xt (dim, T) = X^T (and xtr = Xr^T), so that lb_matmul of its rows gives X^T X (and Xr^T X) */
+    lb_pool_run(c->pool, (dim + MIRROR_TILE - 1) / MIRROR_TILE, acc_task, &j);
+    if (c->cx) { /* C (dim, dim) = Xr^T X: rows of xtr (Xr^T) times rows of xt */
         lb_weight w = {LB_TYPE_F32, c->xt, dim, T};
+        j.op = ACC_ADD_C;
         for (int64_t i0 = 0; i0 < dim; i0 += H_ROWS) {
             const int64_t nr = dim - i0 < H_ROWS ? dim - i0 : H_ROWS;
             lb_matmul(c->pool, c->scratch, c->xtr + i0 * T, nr, &w, c->prod, dim);
-            for (int64_t k = 0; k < nr * dim; k++) cx[i0 * dim + k] += c->prod[k];
+            j.i0 = i0;
+            lb_pool_run(c->pool, nr, acc_task, &j);
         }
     }
+    j.op = ACC_ADD_H;
     for (int64_t i0 = 0; i0 < dim; i0 += H_ROWS) {
         /* prod (nr, nc) = xt[i0, i0 + nr) . xt[i0, dim)^T: rows i0.. of X^T X, columns i0.. */
         const int64_t nr = dim - i0 < H_ROWS ? dim - i0 : H_ROWS, nc = dim - i0;
         lb_weight w = {LB_TYPE_F32, c->xt + i0 * T, nc, T};
         lb_matmul(c->pool, c->scratch, c->xt + i0 * T, nr, &w, c->prod, nc);
-        for (int64_t r = 0; r < nr; r++) {
-            double *hr = h + (i0 + r) * dim + i0;
-            const float *pr = c->prod + r * nc;
-            for (int64_t j = r; j < nc; j++) hr[j] += pr[j];
-        }
+        j.i0 = i0;
+        j.nc = nc;
+        lb_pool_run(c->pool, nr, acc_task, &j);
     }
-    double *a = c->abs_sum;
-    for (int64_t t = 0; t < T; t++)
-        for (int64_t j = 0; j < dim; j++) a[j] += fabsf(x[t * dim + j]);
 }
 
 static void observer(void *user, int64_t layer, lb_obs_point pt, const float *x, int64_t T, int64_t dim) {
