@@ -1,11 +1,12 @@
 /*
  * calib_layers.c - the layer-by-layer calibration state of calib.h.
  *
- * H = sum_t x_t x_t^T is accumulated per window by matrix products: X^T X computed by lb_matmul on the
- * transposed window (f32, 512 tokens at a time) and added into f64. H is symmetric, so only its upper
- * triangle is computed, H_ROWS rows at a time (rows i of X^T X from column i on), and mirrored when the
- * statistics are complete. Every element is the same lb_matmul dot product as in the full product, so H
- * is the same to the bit.
+ * H = sum_t x_t x_t^T is accumulated per window by matrix products: X^T X computed tile by tile by
+ * lb_mm_tile (lb_matmul's kernels) on the transposed window (f32, 512 tokens at a time) and added into f64,
+ * all in one staged pool run per window (accumulate). H is symmetric, so only its upper triangle is
+ * computed, H_ROWS rows at a time (rows i of X^T X from column i on), and mirrored when the statistics are
+ * complete. Every element is the same lb_matmul dot product as in the full product, so H is the same to the
+ * bit.
  *
  * Statistics are gathered for one point at a time, so one H (and one C) of the largest input dimension
  * serves every point: the memory of calibration is that of the widest matrix input, n_ff^2 doubles. GPTQ
@@ -25,6 +26,7 @@
 
 #include "../cuda/calib.h"
 #include "../quant/matmul.h"
+#include "../quant/mm_tile.h"
 
 #include <math.h>
 #include <stdio.h>
@@ -52,7 +54,10 @@ struct lb_calib {
     float *ref;            /* the reference window's input at the point (win, dim) */
     float *xtr;            /* the transposed reference window */
     bool capture;          /* the observer keeps the reference inputs instead of accumulating */
-    float *xt, *prod, *scratch; /* transposed window (dim, win), H_ROWS rows of its product, matmul scratch */
+    float *xt, *prod;      /* transposed window (dim, win); per thread, H_ROWS rows of a product (accumulate) */
+    uint8_t *slots;        /* per thread, lb_mm_tile's slot of slot_bytes */
+    size_t slot_bytes;
+    int64_t *h_first;      /* accumulate's first task of each strip of H */
     float *att;            /* GPTQ's stages: the attention outputs of X (n_win * win, n_head * head_dim) */
     int stage;             /* GPTQ's stages: the last point whose statistics were taken in stage order, or -1 */
     const lb_layer *stage_ref; /* GPTQ's stages on a GPU: the reference layer, for the advance */
@@ -69,40 +74,102 @@ struct lb_calib {
     double seconds;        /* in lb_calib_new and the statistics / advance calls */
 };
 
-static void accumulate(lb_calib *c, const float *x, int64_t T, int64_t dim) {
-    /* xt (dim, T) = X^T, in tiles, so that lb_matmul of its rows gives X^T X */
+/* h[k] += p[k], k < n (each sum in double, element by element: the same bits on every path) */
+static void add_f32_ref(double *h, const float *p, int64_t n) {
+    for (int64_t k = 0; k < n; k++) h[k] += p[k];
+}
+
+#if defined(__x86_64__) && defined(__GNUC__)
+__attribute__((target("avx2"))) static void add_f32_avx2(double *h, const float *p, int64_t n) {
+    for (int64_t k = 0; k < n; k++) h[k] += p[k]; /* vectorized by the compiler: 4 doubles a step */
+}
+#endif
+
+typedef void (*add_fn)(double *h, const float *p, int64_t n);
+
+static add_fn pick_add(void) {
+#if defined(__x86_64__) && defined(__GNUC__)
+    if (!lb_force_ref() && __builtin_cpu_supports("avx2")) return add_f32_avx2;
+#endif
+    return add_f32_ref;
+}
+
+/*
+ * accumulate as one staged pool run: stage 0 transposes the window (and the reference input) by blocks of
+ * MIRROR_TILE columns and sums their |x|; stage 1 computes the products of H's and C's strips tile by tile
+ * (lb_mm_tile: rows [i0, i0 + nr) of xt or xtr as the tokens, LB_MM_TILE rows of xt as the weight, the
+ * elements lb_matmul gives) into the thread's rows of prod and adds each tile into H or C in double at once.
+ * Every element of H, C and the |x| sums is written by one task, once per window, in window order.
+ */
+typedef struct acc_job {
+    add_fn add;
+    lb_calib *c;
+    const float *x; /* (T, dim) */
+    int64_t T, dim, nstrip, ntile, c_tasks;
+    const int64_t *h_first; /* (nstrip + 1) the first task of each H strip in stage 1, after C's */
+} acc_job;
+
+static void acc_transpose(const acc_job *j, int64_t task) {
+    lb_calib *c = j->c;
+    const int64_t T = j->T, dim = j->dim, j0 = task * MIRROR_TILE, j1 = j0 + MIRROR_TILE < dim ? j0 + MIRROR_TILE : dim;
     for (int64_t t0 = 0; t0 < T; t0 += MIRROR_TILE)
-        for (int64_t j0 = 0; j0 < dim; j0 += MIRROR_TILE)
-            for (int64_t t = t0; t < t0 + MIRROR_TILE && t < T; t++)
-                for (int64_t j = j0; j < j0 + MIRROR_TILE && j < dim; j++) c->xt[j * T + t] = x[t * dim + j];
-    double *h = c->h, *cx = c->cx;
-    if (cx) { /* C (dim, dim) = Xr^T X: rows of xtr (Xr^T) times rows of xt */
-        const float *r = c->ref;
+        for (int64_t t = t0; t < t0 + MIRROR_TILE && t < T; t++)
+            for (int64_t jj = j0; jj < j1; jj++) c->xt[jj * T + t] = j->x[t * dim + jj];
+    if (c->cx)
         for (int64_t t0 = 0; t0 < T; t0 += MIRROR_TILE)
-            for (int64_t j0 = 0; j0 < dim; j0 += MIRROR_TILE)
-                for (int64_t t = t0; t < t0 + MIRROR_TILE && t < T; t++)
-                    for (int64_t j = j0; j < j0 + MIRROR_TILE && j < dim; j++) c->xtr[j * T + t] = r[t * dim + j];
-        lb_weight w = {LB_TYPE_F32, c->xt, dim, T};
-        for (int64_t i0 = 0; i0 < dim; i0 += H_ROWS) {
-            const int64_t nr = dim - i0 < H_ROWS ? dim - i0 : H_ROWS;
-            lb_matmul(c->pool, c->scratch, c->xtr + i0 * T, nr, &w, c->prod, dim);
-            for (int64_t k = 0; k < nr * dim; k++) cx[i0 * dim + k] += c->prod[k];
-        }
-    }
-    for (int64_t i0 = 0; i0 < dim; i0 += H_ROWS) {
-        /* prod (nr, nc) = xt[i0, i0 + nr) . xt[i0, dim)^T: rows i0.. of X^T X, columns i0.. */
-        const int64_t nr = dim - i0 < H_ROWS ? dim - i0 : H_ROWS, nc = dim - i0;
-        lb_weight w = {LB_TYPE_F32, c->xt + i0 * T, nc, T};
-        lb_matmul(c->pool, c->scratch, c->xt + i0 * T, nr, &w, c->prod, nc);
-        for (int64_t r = 0; r < nr; r++) {
-            double *hr = h + (i0 + r) * dim + i0;
-            const float *pr = c->prod + r * nc;
-            for (int64_t j = r; j < nc; j++) hr[j] += pr[j];
-        }
-    }
+            for (int64_t t = t0; t < t0 + MIRROR_TILE && t < T; t++)
+                for (int64_t jj = j0; jj < j1; jj++) c->xtr[jj * T + t] = c->ref[t * dim + jj];
     double *a = c->abs_sum;
     for (int64_t t = 0; t < T; t++)
-        for (int64_t j = 0; j < dim; j++) a[j] += fabsf(x[t * dim + j]);
+        for (int64_t jj = j0; jj < j1; jj++) a[jj] += fabsf(j->x[t * dim + jj]);
+}
+
+static void acc_product(const acc_job *j, int64_t task, int thread) {
+    lb_calib *c = j->c;
+    const int64_t T = j->T, dim = j->dim;
+    const bool is_c = task < j->c_tasks;
+    int64_t s, tile;
+    if (is_c) {
+        s = task / j->ntile;
+        tile = task % j->ntile;
+    } else {
+        const int64_t k = task - j->c_tasks;
+        s = 0;
+        while (k >= j->h_first[s + 1]) s++;
+        tile = k - j->h_first[s];
+    }
+    const int64_t i0 = s * H_ROWS, nr = dim - i0 < H_ROWS ? dim - i0 : H_ROWS, r0 = tile * LB_MM_TILE;
+    /* C: tokens = rows of Xr^T, weight = X^T (all dim rows); H: tokens = rows of X^T, weight = its rows i0.. */
+    const int64_t wrows = is_c ? dim : dim - i0;
+    const int R = (int)(wrows - r0 < LB_MM_TILE ? wrows - r0 : LB_MM_TILE);
+    const lb_mm_in in = {(is_c ? c->xtr : c->xt) + i0 * T, NULL, nr, T, 0, NULL};
+    const lb_weight w = {LB_TYPE_F32, c->xt + (is_c ? 0 : i0) * T, wrows, T};
+    float *prod = c->prod + (size_t)thread * (size_t)(H_ROWS * dim);
+    lb_mm_tile(&in, &w, r0, R, prod, dim, c->slots + (size_t)thread * c->slot_bytes);
+    for (int64_t t = 0; t < nr; t++) {
+        const float *p = prod + t * dim;
+        if (is_c) {
+            j->add(c->cx + (i0 + t) * dim + r0, p + r0, R);
+        } else { /* the upper triangle: column i0 + k for k >= t */
+            const int64_t k0 = r0 > t ? r0 : t;
+            if (k0 < r0 + R) j->add(c->h + (i0 + t) * dim + i0 + k0, p + k0, r0 + R - k0);
+        }
+    }
+}
+
+static void acc_task(void *arg, int stage, int64_t task, int thread) {
+    if (stage == 0) acc_transpose(arg, task);
+    else acc_product(arg, task, thread);
+}
+
+static void accumulate(lb_calib *c, const float *x, int64_t T, int64_t dim) {
+    const int64_t nstrip = (dim + H_ROWS - 1) / H_ROWS, ntile = (dim + LB_MM_TILE - 1) / LB_MM_TILE;
+    int64_t *hf = c->h_first;
+    hf[0] = 0;
+    for (int64_t s = 0; s < nstrip; s++) hf[s + 1] = hf[s] + (dim - s * H_ROWS + LB_MM_TILE - 1) / LB_MM_TILE;
+    acc_job j = {pick_add(), c, x, T, dim, nstrip, ntile, c->cx ? nstrip * ntile : 0, hf};
+    const int64_t ends[2] = {(dim + MIRROR_TILE - 1) / MIRROR_TILE, (dim + MIRROR_TILE - 1) / MIRROR_TILE + j.c_tasks + hf[nstrip]};
+    lb_pool_run_stages(c->pool, 2, ends, acc_task, &j);
 }
 
 static void observer(void *user, int64_t layer, lb_obs_point pt, const float *x, int64_t T, int64_t dim) {
@@ -172,9 +239,11 @@ static lb_status cpu_init(lb_calib *c, int64_t dmax, bool ref, const lb_calib_pa
         c->xtr = malloc((size_t)(dmax * p->ctx) * sizeof(float));
         ok &= c->ref && c->xr && c->xtr;
     }
-    c->prod = malloc((size_t)(H_ROWS * dmax) * sizeof(float));
-    c->scratch = malloc(lb_matmul_scratch_floats(p->ctx, H_ROWS, nt) * sizeof(float));
-    ok &= c->pool && c->x && c->xt && c->prod && c->scratch;
+    c->prod = malloc((size_t)nt * (size_t)(H_ROWS * dmax) * sizeof(float));
+    c->slot_bytes = lb_mm_slot_bytes(p->ctx);
+    c->slots = aligned_alloc(64, (size_t)nt * c->slot_bytes);
+    c->h_first = malloc((size_t)(dmax / H_ROWS + 2) * sizeof *c->h_first);
+    ok &= c->pool && c->x && c->xt && c->prod && c->slots && c->h_first;
     if (!ok) return lb_err_set(err, LB_ERR_NOMEM, "out of memory for %lld calibration windows", (long long)nw);
     lb_context_params cp = {p->ctx, nt, {LB_DEVICE_CPU, 0}};
     return lb_context_new(c->m, &cp, &c->ctx, err);
@@ -270,7 +339,8 @@ void lb_calib_free(lb_calib *c) {
     free(c->x);
     free(c->xt);
     free(c->prod);
-    free(c->scratch);
+    free(c->slots);
+    free(c->h_first);
     free(c->xr);
     free(c->xtr);
     free(c->att);

@@ -44,15 +44,18 @@
  * The two element loops of the sweep and the coordinate descent, each a scalar reference and an AVX2
  * kernel (chosen per call of lb_gptq_quantize; LB_FORCE_REF=1 pins the references). Both round every
  * product and every difference to float in the same order (no fused multiply-add), so they give the same
- * bits and the result does not depend on the CPU.
+ * bits and the result does not depend on the CPU (the axpy also on 512-bit vectors where lb_matmul uses the
+ * AVX-512 kernels).
  *   axpy:   y[i] = y[i] - a x[i], i < n
  *   update_chunk: one row's chunk of the delayed update, one batch column after another
  */
 typedef void (*axpy_fn)(float *y, float a, const float *x, int64_t n);
 typedef void (*chunk_fn)(float *t, const float *er, int64_t nb, const float *U, int64_t ld, int64_t w);
+typedef void (*quad_fn)(const float *ht, int64_t ld, const float *d, int n, double *acc);
 typedef struct gptq_kernels {
     axpy_fn axpy;
     chunk_fn update_chunk; /* the delayed update of one row's chunk of w <= UPDATE_CHUNK columns */
+    quad_fn quad;          /* the sub-block scale steps' H d (cd_params) */
 } gptq_kernels;
 
 static void axpy_ref(float *y, float a, const float *x, int64_t n) {
@@ -69,6 +72,15 @@ static void update_chunk_ref(float *t, const float *er, int64_t nb, const float 
         for (int64_t i = 0; i < w; i++) acc[i] = acc[i] - ek * u[i];
     }
     memcpy(t, acc, (size_t)w * sizeof *acc);
+}
+
+/* acc[k] = sum over l < n, in order, of (double)ht[l ld + k] * d[l], k < n <= 32 (each product exact in double) */
+static void quad_ref(const float *ht, int64_t ld, const float *d, int n, double *acc) {
+    for (int k = 0; k < n; k++) acc[k] = 0;
+    for (int l = 0; l < n; l++) {
+        const double dl = d[l];
+        for (int k = 0; k < n; k++) acc[k] += (double)ht[l * ld + k] * dl;
+    }
 }
 
 #if defined(__x86_64__)
@@ -102,13 +114,93 @@ AVX2 static void update_chunk_avx2(float *t, const float *er, int64_t nb, const 
     _mm256_storeu_ps(t + 16, a2);
     _mm256_storeu_ps(t + 24, a3);
 }
+
+/* quad_ref with the 16 or 32 sums of k in vector lanes (4 doubles each); other n go to the reference */
+AVX2 static void quad_avx2(const float *ht, int64_t ld, const float *d, int n, double *acc) {
+    if (n != 16 && n != 32) {
+        quad_ref(ht, ld, d, n, acc);
+        return;
+    }
+    __m256d a[8];
+    const int nv = n / 4;
+    for (int v = 0; v < 8; v++) a[v] = _mm256_setzero_pd();
+    for (int l = 0; l < n; l++) {
+        const __m256d dl = _mm256_set1_pd((double)d[l]);
+        const float *h = ht + l * ld;
+        for (int v = 0; v < 8; v++)
+            if (v < nv) a[v] = _mm256_add_pd(a[v], _mm256_mul_pd(_mm256_cvtps_pd(_mm_loadu_ps(h + 4 * v)), dl));
+    }
+    for (int v = 0; v < nv; v++) _mm256_storeu_pd(acc + 4 * v, a[v]);
+}
+
+/* the same with 8 doubles a vector */
+__attribute__((target("avx2,avx512f"))) static void quad_avx512(const float *ht, int64_t ld, const float *d, int n, double *acc) {
+    if (n != 16 && n != 32) {
+        quad_ref(ht, ld, d, n, acc);
+        return;
+    }
+    __m512d a[4];
+    const int nv = n / 8;
+    for (int v = 0; v < 4; v++) a[v] = _mm512_setzero_pd();
+    for (int l = 0; l < n; l++) {
+        const __m512d dl = _mm512_set1_pd((double)d[l]);
+        const float *h = ht + l * ld;
+        for (int v = 0; v < 4; v++)
+            if (v < nv) a[v] = _mm512_add_pd(a[v], _mm512_mul_pd(_mm512_cvtps_pd(_mm256_loadu_ps(h + 8 * v)), dl));
+    }
+    for (int v = 0; v < nv; v++) _mm512_storeu_pd(acc + 8 * v, a[v]);
+}
+
+/* the axpy on 512-bit vectors (the same element-wise operations), with the kernel set of lb_matmul */
+__attribute__((target("avx2,avx512f"))) static void axpy_avx512(float *y, float a, const float *x, int64_t n) {
+    const __m512 va = _mm512_set1_ps(a);
+    int64_t i = 0;
+    for (; i + 16 <= n; i += 16)
+        _mm512_storeu_ps(y + i, _mm512_sub_ps(_mm512_loadu_ps(y + i), _mm512_mul_ps(va, _mm512_loadu_ps(x + i))));
+    for (; i < n; i++) y[i] = y[i] - a * x[i];
+}
 #endif
 
 static gptq_kernels pick_kernels(void) {
 #if defined(__x86_64__)
-    if (!lb_force_ref() && __builtin_cpu_supports("avx2")) return (gptq_kernels){axpy_avx2, update_chunk_avx2};
+    if (!lb_force_ref() && __builtin_cpu_supports("avx2")) {
+        const bool z = strcmp(lb_matmul_impl(), "avx512vnni") == 0; /* LB_KERNELS=avx2 keeps the AVX2 kernels */
+        return (gptq_kernels){z ? axpy_avx512 : axpy_avx2, update_chunk_avx2, z ? quad_avx512 : quad_avx2};
+    }
 #endif
-    return (gptq_kernels){axpy_ref, update_chunk_ref};
+    return (gptq_kernels){axpy_ref, update_chunk_ref, quad_ref};
+}
+
+static bool kernels_impl(int impl, gptq_kernels *k) {
+    if (impl == 0) {
+        *k = (gptq_kernels){axpy_ref, update_chunk_ref, quad_ref};
+        return true;
+    }
+#if defined(__x86_64__)
+    if (impl == 1 && __builtin_cpu_supports("avx2")) {
+        *k = (gptq_kernels){axpy_avx2, update_chunk_avx2, quad_avx2};
+        return true;
+    }
+    if (impl == 2 && __builtin_cpu_supports("avx2") && __builtin_cpu_supports("avx512f")) {
+        *k = (gptq_kernels){axpy_avx512, update_chunk_avx2, quad_avx512};
+        return true;
+    }
+#endif
+    return false;
+}
+
+bool lb_gptq_kernel_axpy(int impl, float *y, float a, const float *x, int64_t n) {
+    gptq_kernels k;
+    if (!kernels_impl(impl, &k)) return false;
+    k.axpy(y, a, x, n);
+    return true;
+}
+
+bool lb_gptq_kernel_quad(int impl, const float *ht, int64_t ld, const float *d, int n, double *acc) {
+    gptq_kernels k;
+    if (!kernels_impl(impl, &k)) return false;
+    k.quad(ht, ld, d, n, acc);
+    return true;
 }
 
 void lb_gptq_params_default(lb_gptq_params *p) {
@@ -226,8 +318,11 @@ static bool cd_params(const gptq_ctx *c, uint8_t *row, float *q, float *g) {
             int codes[32];
             float v_try[32], d_try[32], v_best[32], d_best[32];
             lb_grid gr;
+            /* the parameter's elements share one grid where they lie in one run (every type's sub-blocks) */
+            const bool one = pi.first % c->run == 0 && pi.n <= c->run;
+            if (one) lb_grid_get(c->type, blk, pi.first, &gr);
             for (int k = 0; k < pi.n; k++) {
-                lb_grid_get(c->type, blk, pi.first + k, &gr);
+                if (!one) lb_grid_get(c->type, blk, pi.first + k, &gr);
                 codes[k] = lb_grid_nearest(&gr, q[j0 + k]);
             }
             const int cur = lb_grid_param_get(c->type, blk, p);
@@ -237,20 +332,18 @@ static bool cd_params(const gptq_ctx *c, uint8_t *row, float *q, float *g) {
                 if (v < pi.lo || v > pi.hi) continue;
                 lb_grid_param_set(c->type, blk, p, v);
                 double lin = 0, quad = 0;
+                if (one) lb_grid_get(c->type, blk, pi.first, &gr);
                 for (int k = 0; k < pi.n; k++) {
-                    lb_grid_get(c->type, blk, pi.first + k, &gr);
+                    if (!one) lb_grid_get(c->type, blk, pi.first + k, &gr);
                     v_try[k] = lb_grid_value(&gr, codes[k]);
                     d_try[k] = v_try[k] - q[j0 + k];
                     lin += (double)d_try[k] * g[j0 + k];
                 }
                 /* acc[k] = sum over l, in order, of H[j0 + k][j0 + l] d_l (exact products), for every k
-                 * at once from the transposed block: independent sums the compiler can vectorize */
+                 * at once from the transposed block: independent sums in vector lanes */
                 const float *ht = c->Ht + (j0 / c->run) * c->run * c->run;
-                double acc[32] = {0};
-                for (int l = 0; l < pi.n; l++) {
-                    const double dl = d_try[l];
-                    for (int k = 0; k < pi.n; k++) acc[k] += (double)ht[l * c->run + k] * dl;
-                }
+                double acc[32];
+                c->k.quad(ht, c->run, d_try, pi.n, acc);
                 for (int k = 0; k < pi.n; k++)
                     if (d_try[k] != 0) quad += acc[k] * d_try[k];
                 const double change = -2.0 * lin + quad;

@@ -524,22 +524,71 @@ static const kq_spec SPEC_Q5_K = {8, 32, 0, 31, 0, 63, 63, 3, sizeof(block_q5_K)
 static const kq_spec SPEC_Q6_K = {16, 16, -32, 31, -128, 127, 0, 3, sizeof(block_q6_K), unpack_q6_K, pack_q6_K,
                                   dequantize_row_q6_K_ref, quantize_q6_K_ref};
 
-void quantize_q2_K_best(const float *x, void *y, int64_t nrows, int64_t n_per_row, const float *imatrix) {
+/* This file is compiled twice: as itself (the baseline x86-64 code, which LB_FORCE_REF=1 pins) and through
+ * kquant_avx2.c for AVX2 (LB_KQUANT_AVX2). The C is the same, so are the float operations and their order
+ * (ISO C: no contraction into fused multiply-adds, no reassociation): the same bytes, more lanes per
+ * instruction where the compiler vectorizes (sub_fit, state_error, the sums). */
+#ifdef LB_KQUANT_AVX2
+#define KQ_ENTRY(name) name##_avx2
+#else
+#define KQ_ENTRY(name) name##_base
+#endif
+
+void KQ_ENTRY(quantize_q2_K_best)(const float *x, void *y, int64_t nrows, int64_t n_per_row, const float *imatrix);
+void KQ_ENTRY(quantize_q3_K_best)(const float *x, void *y, int64_t nrows, int64_t n_per_row, const float *imatrix);
+void KQ_ENTRY(quantize_q4_K_best)(const float *x, void *y, int64_t nrows, int64_t n_per_row, const float *imatrix);
+void KQ_ENTRY(quantize_q5_K_best)(const float *x, void *y, int64_t nrows, int64_t n_per_row, const float *imatrix);
+void KQ_ENTRY(quantize_q6_K_best)(const float *x, void *y, int64_t nrows, int64_t n_per_row, const float *imatrix);
+
+void KQ_ENTRY(quantize_q2_K_best)(const float *x, void *y, int64_t nrows, int64_t n_per_row, const float *imatrix) {
     quantize_rows(&SPEC_Q2_K, x, y, nrows, n_per_row, imatrix);
 }
 
-void quantize_q3_K_best(const float *x, void *y, int64_t nrows, int64_t n_per_row, const float *imatrix) {
+void KQ_ENTRY(quantize_q3_K_best)(const float *x, void *y, int64_t nrows, int64_t n_per_row, const float *imatrix) {
     quantize_rows(&SPEC_Q3_K, x, y, nrows, n_per_row, imatrix);
 }
 
-void quantize_q4_K_best(const float *x, void *y, int64_t nrows, int64_t n_per_row, const float *imatrix) {
+void KQ_ENTRY(quantize_q4_K_best)(const float *x, void *y, int64_t nrows, int64_t n_per_row, const float *imatrix) {
     quantize_rows(&SPEC_Q4_K, x, y, nrows, n_per_row, imatrix);
 }
 
-void quantize_q5_K_best(const float *x, void *y, int64_t nrows, int64_t n_per_row, const float *imatrix) {
+void KQ_ENTRY(quantize_q5_K_best)(const float *x, void *y, int64_t nrows, int64_t n_per_row, const float *imatrix) {
     quantize_rows(&SPEC_Q5_K, x, y, nrows, n_per_row, imatrix);
 }
 
-void quantize_q6_K_best(const float *x, void *y, int64_t nrows, int64_t n_per_row, const float *imatrix) {
+void KQ_ENTRY(quantize_q6_K_best)(const float *x, void *y, int64_t nrows, int64_t n_per_row, const float *imatrix) {
     quantize_rows(&SPEC_Q6_K, x, y, nrows, n_per_row, imatrix);
 }
+
+#ifndef LB_KQUANT_AVX2
+#if defined(__x86_64__) && defined(__GNUC__)
+void quantize_q2_K_best_avx2(const float *x, void *y, int64_t nrows, int64_t n_per_row, const float *imatrix);
+void quantize_q3_K_best_avx2(const float *x, void *y, int64_t nrows, int64_t n_per_row, const float *imatrix);
+void quantize_q4_K_best_avx2(const float *x, void *y, int64_t nrows, int64_t n_per_row, const float *imatrix);
+void quantize_q5_K_best_avx2(const float *x, void *y, int64_t nrows, int64_t n_per_row, const float *imatrix);
+void quantize_q6_K_best_avx2(const float *x, void *y, int64_t nrows, int64_t n_per_row, const float *imatrix);
+#define KQ_AVX2(name) (!lb_force_ref() && __builtin_cpu_supports("avx2") ? name##_avx2 : name##_base)
+#else
+#define KQ_AVX2(name) name##_base
+#endif
+
+void quantize_q2_K_best(const float *x, void *y, int64_t nrows, int64_t n_per_row, const float *imatrix) {
+    KQ_AVX2(quantize_q2_K_best)(x, y, nrows, n_per_row, imatrix);
+}
+
+void quantize_q3_K_best(const float *x, void *y, int64_t nrows, int64_t n_per_row, const float *imatrix) {
+    KQ_AVX2(quantize_q3_K_best)(x, y, nrows, n_per_row, imatrix);
+}
+
+void quantize_q4_K_best(const float *x, void *y, int64_t nrows, int64_t n_per_row, const float *imatrix) {
+    KQ_AVX2(quantize_q4_K_best)(x, y, nrows, n_per_row, imatrix);
+}
+
+void quantize_q5_K_best(const float *x, void *y, int64_t nrows, int64_t n_per_row, const float *imatrix) {
+    KQ_AVX2(quantize_q5_K_best)(x, y, nrows, n_per_row, imatrix);
+}
+
+void quantize_q6_K_best(const float *x, void *y, int64_t nrows, int64_t n_per_row, const float *imatrix) {
+    KQ_AVX2(quantize_q6_K_best)(x, y, nrows, n_per_row, imatrix);
+}
+#endif

@@ -4,7 +4,7 @@
  * (model/forward.c). Quantized weights: one token through the fused row products (several rows at a time
  * where the type has them); several tokens through an interleaved tile (qgemm, AVX-512 VNNI) or unpacked
  * rows multiplied with up to 4 tokens at a time. Float weights: one token reads the rows in place (fgemv),
- * from MM_FGEMM_MIN_T tokens the f32 tile kernel (fgemm), else a tile converted to f32 (fconv + ftile).
+ * from LB_FGEMM_MIN_T tokens the f32 tile kernel (fgemm), else a tile converted to f32 (fconv + ftile).
  * Every choice gives the same bits (cpu.h's order).
  */
 #include "mm_tile.h"
@@ -14,9 +14,6 @@
 /* Tokens per cache block of the unpacked product: their activations stay resident while the tile's rows
  * pass over them. */
 #define QTOKENS 64
-
-/* Tokens from which float weights go through the tile kernel (a copy of the tile per task). */
-#define MM_FGEMM_MIN_T 4
 
 _Static_assert(LB_MM_TILE == LB_QTILE_ROWS, "a tile's rows are one interleaved tile");
 
@@ -56,7 +53,7 @@ static void tile_float(const lb_cpu_kernels *k, const lb_mm_in *in, const lb_wei
         k->fgemv(w, r0, R, in->x, out + r0);
         return;
     }
-    if (k->fgemm && in->T >= MM_FGEMM_MIN_T) {
+    if (k->fgemm && in->T >= LB_FGEMM_MIN_T) {
         k->fgemm(w, r0, R, in->x, in->T, out + r0, ldo, slot);
         return;
     }

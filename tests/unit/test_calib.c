@@ -3,7 +3,9 @@
  * (lb_calib_stage_stats / lb_calib_stage_advance, which resume each stage from the one before) give the same
  * H, C and mean |x| at every point, and the same activations afterwards (seen through the output head's
  * statistics), bit for bit, as the plain runs of the whole layer up to each point (lb_calib_layer_stats /
- * lb_calib_layer_advance); with and without the reference stream; stages out of order are refused.
+ * lb_calib_layer_advance); with and without the reference stream; stages out of order are refused. The
+ * sums of H, C and |x| (vectorized, split over the pool) give the bits of the scalar reference on one thread
+ * (LB_FORCE_REF=1, which accumulate reads at each call).
  */
 #include "algo/calib.h"
 #include "test.h"
@@ -91,12 +93,44 @@ static void test_stages(const lb_model *m, bool ref) {
     lb_calib_free(b);
 }
 
+/* H, C and mean |x| on two threads with the fast sums against one thread with the reference sums */
+static void test_sum_paths(const lb_model *m) {
+    const lb_model_info *h = lb_model_get_info(m);
+    int32_t tokens[N_TOK];
+    for (int t = 0; t < N_TOK; t++) tokens[t] = (int32_t)((t * 104729 + 5) % h->n_vocab);
+    lb_calib_params cp = lb_calib_default_params();
+    cp.ctx = 32;
+    cp.n_tokens = N_TOK;
+    cp.n_threads = 2;
+    lb_calib *a = NULL, *b = NULL;
+    lb_error e;
+    REQUIRE(lb_calib_new(m, &m->tok_embd, &m->tok_embd, tokens, N_TOK, &cp, &a, &e) == LB_OK, "%s", e.msg);
+    cp.n_threads = 1;
+    REQUIRE(lb_calib_new(m, &m->tok_embd, &m->tok_embd, tokens, N_TOK, &cp, &b, &e) == LB_OK, "%s", e.msg);
+    static const lb_obs_point pts[4] = {LB_OBS_ATTN_IN, LB_OBS_ATTN_OUT_IN, LB_OBS_FFN_IN, LB_OBS_FFN_DOWN_IN};
+    const lb_layer *l = &m->layers[0];
+    for (int g = 0; g < 4; g++) {
+        CHECK(lb_calib_layer_stats(a, l, l, pts[g], 0, &e) == LB_OK, "%s", e.msg);
+        const char *old = getenv("LB_FORCE_REF");
+        char *keep = old ? strdup(old) : NULL;
+        setenv("LB_FORCE_REF", "1", 1);
+        CHECK(lb_calib_layer_stats(b, l, l, pts[g], 0, &e) == LB_OK, "%s", e.msg);
+        if (keep) setenv("LB_FORCE_REF", keep, 1);
+        else unsetenv("LB_FORCE_REF");
+        free(keep);
+        compare_stats(a, b, pts[g], true, "fast sums against the reference");
+    }
+    lb_calib_free(a);
+    lb_calib_free(b);
+}
+
 int main(void) {
     lb_model *m = NULL;
     lb_error e;
     REQUIRE(lb_model_load("models/tiny", &m, &e) == LB_OK, "%s", e.msg);
     test_stages(m, true);
     test_stages(m, false);
+    test_sum_paths(m);
     lb_model_free(m);
     TEST_DONE();
 }

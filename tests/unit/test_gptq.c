@@ -1034,9 +1034,44 @@ static void test_ops(lb_pool *pool3) {
     free(X), free(H), free(C), free(W), free(V1), free(V2);
 }
 
+/* the sweeps' element kernels: every implementation gives the reference's bits (axpy at every length to 70
+ * and with zeros, infinities and subnormals; the sub-block sums at 16, 32 and another length) */
+static void test_kernels(void) {
+    float x[80], y0[80], y1[80], ht[32 * 40], d[32];
+    double a0[32], a1[32];
+    int bad = 0, runs = 0;
+    for (int trial = 0; trial < 200; trial++) {
+        for (int i = 0; i < 80; i++) {
+            x[i] = (float)(rand() % 20001 - 10000) / 997.0f;
+            y0[i] = (float)(rand() % 20001 - 10000) / 331.0f;
+        }
+        if (trial % 7 == 0) x[trial % 80] = 1e-40f, y0[(trial + 1) % 80] = INFINITY, x[(trial + 2) % 80] = 0;
+        for (int i = 0; i < 32 * 40; i++) ht[i] = (float)(rand() % 20001 - 10000) / 1009.0f;
+        for (int i = 0; i < 32; i++) d[i] = i % 5 == 0 ? 0.0f : (float)(rand() % 2001 - 1000) / 37.0f;
+        const int n = trial % 71;
+        const float a = (float)(rand() % 2001 - 1000) / 97.0f;
+        const int nq = trial % 3 == 0 ? 16 : trial % 3 == 1 ? 32 : 8 + trial % 24;
+        memcpy(y1, y0, sizeof y0);
+        lb_gptq_kernel_axpy(0, y0, a, x, n);
+        lb_gptq_kernel_quad(0, ht, 40, d, nq, a0);
+        for (int impl = 1; impl <= 2; impl++) {
+            float y2[80];
+            memcpy(y2, y1, sizeof y1);
+            if (!lb_gptq_kernel_axpy(impl, y2, a, x, n)) continue;
+            runs++;
+            bad += memcmp(y0, y2, sizeof y2) != 0;
+            memset(a1, 0, sizeof a1);
+            CHECK(lb_gptq_kernel_quad(impl, ht, 40, d, nq, a1), "quad %d", impl);
+            bad += memcmp(a0, a1, (size_t)nq * sizeof *a1) != 0;
+        }
+    }
+    CHECK(bad == 0, "%d of %d kernel runs differ from the reference", bad, runs);
+}
+
 int main(void) {
     lb_pool *pool3 = lb_pool_new(3);
     REQUIRE(pool3, "pool");
+    test_kernels();
     test_grids();
     test_grid_params();
     test_linalg();

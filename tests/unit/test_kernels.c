@@ -389,6 +389,56 @@ static void check_attention_q(int nq, int64_t n0, int64_t D, bool causal) {
     free(q), free(m), free(w), free(s0), free(s1), free(o0), free(o1);
 }
 
+/* make_qkx_quants' step search: every implementation gives the reference's codes, scale, min and error from
+ * the same state, on random sub-blocks (the weights of the q2_K / q4_K / q5_K encoders and others), constant
+ * and near-constant ones, zero and negative weights, huge and tiny magnitudes, and a best error that no step
+ * beats, that the first beats or that is infinite (every step that fits improves until one does not). */
+static void check_qkx(void) {
+    static const int cfg[][5] = {/* n, nmax, nstep, use_mad, qkx3 */
+                                 {32, 15, 20, 0, 0}, {32, 31, 15, 0, 0}, {32, 15, 36, 0, 1}, {32, 31, 36, 0, 1},
+                                 {16, 3, 15, 1, 0},  {16, 3, 36, 0, 1},  {7, 5, 9, 1, 1},    {32, 15, 0, 1, 0}};
+    static const float rmins[] = {-1.0f, -0.5f, -0.9f}, rdeltas[] = {0.1f, 0.05f};
+    int bad = 0, runs = 0;
+    for (int c = 0; c < (int)(sizeof cfg / sizeof cfg[0]); c++)
+        for (int trial = 0; trial < 300; trial++) {
+            const int n = cfg[c][0], kind = trial % 10;
+            float x[LB_QKX_MAX_N] = {0}, w[LB_QKX_MAX_N] = {0};
+            const float mag = kind == 7 ? 3e4f : kind == 8 ? 1e-6f : 1.0f;
+            for (int i = 0; i < n; i++) {
+                x[i] = frand() * mag + (kind == 4 ? 0.5f * mag : 0.0f); /* kind 4: all of one sign, mostly */
+                w[i] = kind == 5 ? (float)(i % 3) : kind == 6 ? frand() : fabsf(frand()) + 0.01f;
+            }
+            if (kind == 2) for (int i = 0; i < n; i++) x[i] = 0.25f;           /* constant */
+            if (kind == 3) for (int i = 1; i < n; i++) x[i] = x[0] + (float)(i % 2) * 1e-7f; /* near-constant */
+            if (kind == 9) x[trial % n] = 100.0f;                             /* one outlier */
+            float mn = x[0], mx = x[0], sw = w[0], sx = w[0] * x[0];
+            for (int i = 1; i < n; i++) {
+                mn = x[i] < mn ? x[i] : mn;
+                mx = x[i] > mx ? x[i] : mx;
+                sw += w[i];
+                sx += w[i] * x[i];
+            }
+            if (mn > 0) mn = 0;
+            if (!(mx > mn)) mx = mn + 1.0f;
+            const lb_qkx_search q = {n, cfg[c][1], cfg[c][2], cfg[c][3], cfg[c][4], rmins[trial % 3], rdeltas[trial % 2], mx, sw, sx};
+            const float best0 = trial % 3 == 0 ? INFINITY : trial % 3 == 1 ? 0.0f : fabsf(frand()) * (float)n * mag * mag;
+            uint8_t L0[LB_QKX_MAX_N], L1[LB_QKX_MAX_N];
+            float s0 = 0.5f, m0 = mn, e0 = best0;
+            memset(L0, 7, sizeof L0);
+            impls[0]->qkx(&q, x, w, L0, &s0, &m0, &e0);
+            for (int i = 1; i < n_impls; i++) {
+                float s1 = 0.5f, m1 = mn, e1 = best0;
+                memset(L1, 7, sizeof L1);
+                impls[i]->qkx(&q, x, w, L1, &s1, &m1, &e1);
+                runs++;
+                if (!same_bytes(L0, L1, sizeof L0) || !same_bytes(&s0, &s1, 4) || !same_bytes(&m0, &m1, 4) ||
+                    !same_bytes(&e0, &e1, 4))
+                    bad++;
+            }
+        }
+    CHECK(bad == 0, "qkx: %d of %d runs differ from the reference", bad, runs);
+}
+
 int main(void) {
     impls[n_impls++] = lb_cpu_kernels_ref();
     if (lb_cpu_kernels_avx2()) impls[n_impls++] = lb_cpu_kernels_avx2();
@@ -450,5 +500,6 @@ int main(void) {
             check_attention_q(nq, 13, dims[d], true);
             check_attention_q(nq, 70, dims[d], nq % 2 == 0);
         }
+    check_qkx();
     TEST_DONE();
 }

@@ -5,10 +5,11 @@
  *   - random rows of 4096: gaussian (two scales), heavy-tailed (student-t, 3 dof), gaussian with rare
  *     large outliers, all positive, all zero, constant, tiny; a random imatrix with some zeros.
  * The error is E = Σ w_j (x_j − dequant_j)², w = imatrix or 1 (kquant.h). Checks: every super-block has
- * E(lowbit) <= E(ref) (equal bytes allowed); the output dequantizes to finite values; two calls, and a
- * call per row, give identical bytes; rows with NaN / Inf do not crash and are deterministic; the mean
- * over rows of 1 − E(lowbit)/E(ref) is positive. Prints that gain per type and set, and the time of a
- * (LB_KQUANT_BENCH_ROWS [64], 4096) gaussian matrix with 2 threads (wall and CPU) next to the reference.
+ * E(lowbit) <= E(ref) (equal bytes allowed); the output dequantizes to finite values; two calls, a call
+ * per row, and the encoder's baseline and AVX2 builds (LB_FORCE_REF) give identical bytes; rows with NaN /
+ * Inf do not crash and are deterministic; the mean over rows of 1 − E(lowbit)/E(ref) is positive. Prints
+ * that gain per type and set, and the time of a (LB_KQUANT_BENCH_ROWS [64], 4096) gaussian matrix with 2
+ * threads (wall and CPU) next to the reference.
  */
 #include "algo/kquant.h"
 #include "core/core.h"
@@ -123,6 +124,15 @@ static void check_matrix(const kq_case *t, const float *x, const float *w, int64
     CHECK(memcmp(ym, y2, all) == 0, "%s %s: two calls differ", t->name, what);
     for (int64_t r = 0; r < nrows; r++) t->mine(x + r * n, y2 + (size_t)r * rb, 1, n, w);
     CHECK(memcmp(ym, y2, all) == 0, "%s %s: row-by-row calls differ", t->name, what);
+    const char *old = getenv("LB_FORCE_REF"); /* the baseline build of kquant.c (its AVX2 build otherwise) */
+    char *keep = old ? strdup(old) : NULL;
+    setenv("LB_FORCE_REF", lb_force_ref() ? "0" : "1", 1);
+    memset(y2, 0x5A, all);
+    t->mine(x, y2, nrows, n, w);
+    if (keep) setenv("LB_FORCE_REF", keep, 1);
+    else unsetenv("LB_FORCE_REF");
+    free(keep);
+    CHECK(memcmp(ym, y2, all) == 0, "%s %s: the baseline and AVX2 builds differ", t->name, what);
     t->ref(x, yr, nrows, n, w);
     for (int64_t r = 0; r < nrows; r++)
         check_row(t, x + r * n, w, n, ym + (size_t)r * rb, yr + (size_t)r * rb, g, what, r);

@@ -129,6 +129,7 @@ typedef void (*lb_fconv_fn)(const lb_weight *w, int64_t r0, int R, float *dst);
  * order above); slot: lb_fgemm_slot_bytes(K) bytes, 64-byte aligned. */
 typedef void (*lb_fgemm_fn)(const lb_weight *w, int64_t r0, int R, const float *x, int64_t T, float *out, int64_t ldo,
                             void *slot);
+#define LB_FGEMM_MIN_T 4 /* tokens from which the products of float weights go through fgemm (lb_matmul, lb_mm_tile) */
 #define lb_fgemm_slot_bytes(K) ((size_t)16 * (size_t)(K) * sizeof(float) + 64 * 16)
 /* out[r] = dot(x, row r0 + r of w) for r < R, one token, f32 / f16 / bf16 weights read in place */
 typedef void (*lb_fgemv_fn)(const lb_weight *w, int64_t r0, int R, const float *x, float *out);
@@ -178,6 +179,25 @@ lb_qtile lb_qtile_pack(lb_type t, lb_unpack_fn unpack, const uint8_t *rows, size
 typedef void (*lb_qgemm_fn)(const lb_qtile *w, int R, const uint8_t *act, size_t act_stride, int64_t T, int64_t K,
                             int64_t be, float *out, int64_t ldo);
 
+/*
+ * The step search of ggml's make_qkx2_quants / make_qkx3_quants (ref/kquants.c, the affine sub-block fit of
+ * q2_K, q4_K and q5_K): for is = 0..nstep in order, iscale = (rmin + rdelta·is + nmax) / (max − min) with
+ * the best min so far, codes l_i = round(iscale·(x_i − min)) limited to [0, nmax], the weighted
+ * least-squares scale and min of those codes, and their error (Σ w·|diff| or Σ w·diff², in element order);
+ * a strictly smaller error replaces L, *scale, *min and *best_error. Every float operation is the
+ * reference's (lb_qkx_steps_ref): a fast kernel evaluates several steps at once, one per vector lane, and
+ * after a step that improves restarts from the next one with the new min, so it gives the same bits.
+ */
+#define LB_QKX_MAX_N 32
+typedef struct lb_qkx_search {
+    int n, nmax, nstep, use_mad, qkx3; /* n <= LB_QKX_MAX_N elements */
+    float rmin, rdelta, max, sum_w, sum_x;
+} lb_qkx_search;
+typedef void (*lb_qkx_fn)(const lb_qkx_search *s, const float *x, const float *w, uint8_t *L, float *scale, float *min,
+                          float *best_error);
+void lb_qkx_steps_ref(const lb_qkx_search *s, const float *x, const float *w, uint8_t *L, float *scale, float *min,
+                      float *best_error);
+
 typedef struct lb_cpu_kernels {
     const char *name; /* "ref", "avx2", "avx512vnni" */
     lb_unpack_fn unpack[LB_TYPE_COUNT]; /* NULL for types that are not quantized weight types */
@@ -197,6 +217,7 @@ typedef struct lb_cpu_kernels {
     lb_softmax_fn softmax;
     lb_swiglu_fn swiglu;
     lb_vexp_fn vexp;
+    lb_qkx_fn qkx;
 } lb_cpu_kernels;
 
 /* The implementations; avx2 / avx512vnni return NULL when the CPU lacks the features they need. */

@@ -412,6 +412,7 @@ static const lb_cpu_kernels REF = {
     .softmax = softmax_ref,
     .swiglu = swiglu_ref,
     .vexp = vexp_ref,
+    .qkx = lb_qkx_steps_ref,
 };
 
 const lb_cpu_kernels *lb_cpu_kernels_ref(void) { return &REF; }

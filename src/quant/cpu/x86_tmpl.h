@@ -841,6 +841,74 @@ TGT static void SFX(softmax)(float *s, int64_t n, float scale) {
     for (; p < n; p++) s[p] *= inv;
 }
 
+/* lb_qkx_steps_ref, eight steps at a time (one per lane, each lane the reference's float operations in its
+ * order, no fused multiply-adds); the steps after one that improves are evaluated again with the new min. */
+TGT static void SFX(qkx)(const lb_qkx_search *s, const float *x, const float *w, uint8_t *L, float *scale, float *pmin,
+                         float *best_error) {
+    const int n = s->n;
+    int32_t codes[LB_QKX_MAX_N][8];
+    float vD[8], vs[8], vm[8], ve[8];
+    const __m256 magic = _mm256_set1_ps(12582912.f), fnmax = _mm256_set1_ps((float)s->nmax), zero = _mm256_setzero_ps();
+    const __m256 sw = _mm256_set1_ps(s->sum_w), sx = _mm256_set1_ps(s->sum_x), absmask = _mm256_castsi256_ps(_mm256_set1_epi32(0x7fffffff));
+    const __m256i mant = _mm256_set1_epi32(0x007fffff), half = _mm256_set1_epi32(0x00400000), izero = _mm256_setzero_si256(),
+                  inmax = _mm256_set1_epi32(s->nmax), lanes = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
+    float min = *pmin;
+    int is0 = 0;
+    while (is0 <= s->nstep) {
+        const __m256 isv = _mm256_cvtepi32_ps(_mm256_add_epi32(_mm256_set1_epi32(is0), lanes));
+        const __m256 num = _mm256_add_ps(_mm256_add_ps(_mm256_set1_ps(s->rmin), _mm256_mul_ps(_mm256_set1_ps(s->rdelta), isv)), fnmax);
+        const __m256 iscale = _mm256_div_ps(num, _mm256_set1_ps(s->max - min));
+        __m256 sl = zero, sl2 = zero, sxl = zero;
+        for (int i = 0; i < n; i++) {
+            const __m256 v = _mm256_mul_ps(iscale, _mm256_set1_ps(x[i] - min));
+            __m256i l;
+            if (s->qkx3) { /* v > 0 ? round(v < nmax ? v : nmax) : 0 */
+                const __m256 r = _mm256_add_ps(_mm256_min_ps(v, fnmax), magic);
+                l = _mm256_sub_epi32(_mm256_and_si256(_mm256_castps_si256(r), mant), half);
+                l = _mm256_and_si256(l, _mm256_castps_si256(_mm256_cmp_ps(v, zero, _CMP_GT_OQ)));
+            } else { /* clamp(round(v), 0, nmax) */
+                const __m256 r = _mm256_add_ps(v, magic);
+                l = _mm256_sub_epi32(_mm256_and_si256(_mm256_castps_si256(r), mant), half);
+                l = _mm256_min_epi32(_mm256_max_epi32(l, izero), inmax);
+            }
+            _mm256_storeu_si256((__m256i *)codes[i], l);
+            const __m256 lf = _mm256_cvtepi32_ps(l), wl = _mm256_mul_ps(_mm256_set1_ps(w[i]), lf);
+            sl = _mm256_add_ps(sl, wl);
+            sl2 = _mm256_add_ps(sl2, _mm256_mul_ps(wl, lf));
+            sxl = _mm256_add_ps(sxl, _mm256_mul_ps(wl, _mm256_set1_ps(x[i])));
+        }
+        const __m256 D = _mm256_sub_ps(_mm256_mul_ps(sw, sl2), _mm256_mul_ps(sl, sl));
+        __m256 ts = _mm256_div_ps(_mm256_sub_ps(_mm256_mul_ps(sw, sxl), _mm256_mul_ps(sx, sl)), D);
+        __m256 tm = _mm256_div_ps(_mm256_sub_ps(_mm256_mul_ps(sl2, sx), _mm256_mul_ps(sl, sxl)), D);
+        const __m256 pos = _mm256_cmp_ps(tm, zero, _CMP_GT_OQ);
+        ts = _mm256_blendv_ps(ts, _mm256_div_ps(sxl, sl2), pos);
+        tm = _mm256_blendv_ps(tm, zero, pos);
+        __m256 err = zero;
+        for (int i = 0; i < n; i++) {
+            const __m256 lf = _mm256_cvtepi32_ps(_mm256_loadu_si256((const __m256i *)codes[i]));
+            __m256 diff = _mm256_sub_ps(_mm256_add_ps(_mm256_mul_ps(ts, lf), tm), _mm256_set1_ps(x[i]));
+            diff = s->use_mad ? _mm256_and_ps(diff, absmask) : _mm256_mul_ps(diff, diff);
+            err = _mm256_add_ps(err, _mm256_mul_ps(_mm256_set1_ps(w[i]), diff));
+        }
+        _mm256_storeu_ps(vD, D);
+        _mm256_storeu_ps(vs, ts);
+        _mm256_storeu_ps(vm, tm);
+        _mm256_storeu_ps(ve, err);
+        int next = is0 + 8;
+        for (int k = 0; k < 8 && is0 + k <= s->nstep; k++) {
+            if (!(vD[k] > 0) || !(ve[k] < *best_error)) continue;
+            *best_error = ve[k];
+            *scale = vs[k];
+            min = vm[k];
+            for (int i = 0; i < n; i++) L[i] = (uint8_t)codes[i][k];
+            next = is0 + k + 1;
+            break;
+        }
+        is0 = next;
+    }
+    *pmin = min;
+}
+
 #undef ST
 #undef LD
 
@@ -864,4 +932,5 @@ static const lb_cpu_kernels SFX(KERNELS) = {
     .softmax = SFX(softmax),
     .swiglu = SFX(swiglu),
     .vexp = SFX(vexp),
+    .qkx = SFX(qkx),
 };

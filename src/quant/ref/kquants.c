@@ -16,6 +16,7 @@
 
 #include "../../core/core.h"
 #include "../blocks.h"
+#include "../cpu/cpu.h"
 
 #include <math.h>
 #include <string.h>
@@ -233,7 +234,7 @@ static float affine_error(int n, const float *x, const float *w, const uint8_t *
  * measures the range against the best min found so far).
  */
 static float make_qkx_quants(int n, int nmax, const float *x, const float *w, uint8_t *L, float *the_min,
-                             uint8_t *Laux, float rmin, float rdelta, int nstep, int use_mad, int qkx3) {
+                             float rmin, float rdelta, int nstep, int use_mad, int qkx3) {
     float min = x[0], max = x[0], sum_w = w[0], sum_x = sum_w * x[0];
     for (int i = 1; i < n; ++i) {
         if (x[i] < min) min = x[i];
@@ -250,12 +251,25 @@ static float make_qkx_quants(int n, int nmax, const float *x, const float *w, ui
     float iscale = nmax / (max - min), scale = 1 / iscale;
     for (int i = 0; i < n; ++i) L[i] = (uint8_t)clampi(nearest_int(iscale * (x[i] - min)), 0, nmax);
     float best_error = affine_error(n, x, w, L, scale, min, use_mad);
-    for (int is = 0; is <= nstep; ++is) {
-        iscale = (rmin + rdelta * is + nmax) / (max - min);
+    const lb_qkx_search s = {n, nmax, nstep, use_mad, qkx3, rmin, rdelta, max, sum_w, sum_x};
+    lb_cpu_kernels_best()->qkx(&s, x, w, L, &scale, &min, &best_error);
+    *the_min = -min;
+    return scale;
+}
+
+/* make_qkx_quants' steps (the specification of lb_cpu_kernels.qkx) */
+void lb_qkx_steps_ref(const lb_qkx_search *s, const float *x, const float *w, uint8_t *L, float *scale, float *pmin,
+                      float *best_error) {
+    const int n = s->n, nmax = s->nmax;
+    const float max = s->max, sum_w = s->sum_w, sum_x = s->sum_x;
+    float min = *pmin;
+    uint8_t Laux[LB_QKX_MAX_N];
+    for (int is = 0; is <= s->nstep; ++is) {
+        const float iscale = (s->rmin + s->rdelta * is + nmax) / (max - min);
         float sum_l = 0, sum_l2 = 0, sum_xl = 0;
         for (int i = 0; i < n; ++i) {
             float v = iscale * (x[i] - min);
-            int l = qkx3 ? (v > 0 ? nearest_int(v < nmax ? v : (float)nmax) : 0) : clampi(nearest_int(v), 0, nmax);
+            int l = s->qkx3 ? (v > 0 ? nearest_int(v < nmax ? v : (float)nmax) : 0) : clampi(nearest_int(v), 0, nmax);
             Laux[i] = (uint8_t)l;
             sum_l += w[i] * l;
             sum_l2 += w[i] * l * l;
@@ -269,17 +283,16 @@ static float make_qkx_quants(int n, int nmax, const float *x, const float *w, ui
                 this_min = 0;
                 this_scale = sum_xl / sum_l2;
             }
-            float cur_error = affine_error(n, x, w, Laux, this_scale, this_min, use_mad);
-            if (cur_error < best_error) {
+            float cur_error = affine_error(n, x, w, Laux, this_scale, this_min, s->use_mad);
+            if (cur_error < *best_error) {
                 memcpy(L, Laux, (size_t)n);
-                best_error = cur_error;
-                scale = this_scale;
+                *best_error = cur_error;
+                *scale = this_scale;
                 min = this_min;
             }
         }
     }
-    *the_min = -min;
-    return scale;
+    *pmin = min;
 }
 
 /* weighted squared error of x ≈ scale·l with l = min(nmax, round(iscale·x)) (make_qp_quants' probe) */
@@ -387,14 +400,14 @@ static void q2_requantize(const float *x, const block_q2_K *b, uint8_t *L) {
 
 void quantize_row_q2_K_ref(const float *x, void *vy, int64_t n) {
     block_q2_K *y = vy;
-    uint8_t L[QK_K], Laux[16];
+    uint8_t L[QK_K];
     float weights[16], mins[QK_K / 16], scales[QK_K / 16];
     const float q4scale = 15.f;
     for (int64_t i = 0; i < n / QK_K; i++, x += QK_K) {
         float max_scale = 0, max_min = 0;
         for (int j = 0; j < QK_K / 16; ++j) {
             for (int l = 0; l < 16; ++l) weights[l] = fabsf(x[16 * j + l]);
-            scales[j] = make_qkx_quants(16, 3, x + 16 * j, weights, L + 16 * j, &mins[j], Laux, -0.5f, 0.1f, 15, 1, 0);
+            scales[j] = make_qkx_quants(16, 3, x + 16 * j, weights, L + 16 * j, &mins[j], -0.5f, 0.1f, 15, 1, 0);
             if (scales[j] > max_scale) max_scale = scales[j];
             if (mins[j] > max_min) max_min = mins[j];
         }
@@ -417,7 +430,7 @@ void quantize_row_q2_K_ref(const float *x, void *vy, int64_t n) {
 
 /* one q2_K super-block with importance weights qw (ggml quantize_row_q2_K_impl) */
 static void quantize_block_q2_K_imatrix(const float *x, block_q2_K *y, const float *qw) {
-    uint8_t L[QK_K], Laux[16], Ls[QK_K / 16], Lm[QK_K / 16];
+    uint8_t L[QK_K], Ls[QK_K / 16], Lm[QK_K / 16];
     float mins[QK_K / 16], scales[QK_K / 16], sw[QK_K / 16], weight[16];
     float sumx2 = 0;
     for (int j = 0; j < QK_K; ++j) sumx2 += x[j] * x[j];
@@ -426,7 +439,7 @@ static void quantize_block_q2_K_imatrix(const float *x, block_q2_K *y, const flo
         sw[j] = 0;
         for (int l = 0; l < 16; ++l) weight[l] = qw[16 * j + l] * sqrtf(sigma2 + x[16 * j + l] * x[16 * j + l]);
         for (int l = 0; l < 16; ++l) sw[j] += weight[l];
-        scales[j] = make_qkx_quants(16, 3, x + 16 * j, weight, L + 16 * j, &mins[j], Laux, -0.9f, 0.05f, 36, 0, 1);
+        scales[j] = make_qkx_quants(16, 3, x + 16 * j, weight, L + 16 * j, &mins[j], -0.9f, 0.05f, 36, 0, 1);
     }
     float dm = make_qp_quants(QK_K / 16, 15, scales, Ls, sw);
     float mm = make_qp_quants(QK_K / 16, 15, mins, Lm, sw);
@@ -619,14 +632,13 @@ static void k4_requantize(const float *x, k4_block *b, int nmax) {
 
 /* ggml quantize_row_q4_K_ref / q5_K_ref for one super-block */
 static void k4_encode_ref(const float *x, k4_block *b, int nmax, float rmin, int nstep) {
-    uint8_t Laux[32];
     float weights[32], mins[QK_K / 32], scales[QK_K / 32], max_scale = 0, max_min = 0;
     for (int j = 0; j < QK_K / 32; ++j) {
         float sum_x2 = 0;
         for (int l = 0; l < 32; ++l) sum_x2 += x[32 * j + l] * x[32 * j + l];
         float av_x = sqrtf(sum_x2 / 32);
         for (int l = 0; l < 32; ++l) weights[l] = av_x + fabsf(x[32 * j + l]);
-        scales[j] = make_qkx_quants(32, nmax, x + 32 * j, weights, b->L + 32 * j, &mins[j], Laux, rmin, 0.1f, nstep, 0, 0);
+        scales[j] = make_qkx_quants(32, nmax, x + 32 * j, weights, b->L + 32 * j, &mins[j], rmin, 0.1f, nstep, 0, 0);
         if (scales[j] > max_scale) max_scale = scales[j];
         if (mins[j] > max_min) max_min = mins[j];
     }
@@ -643,7 +655,7 @@ static void k4_encode_ref(const float *x, k4_block *b, int nmax, float rmin, int
 
 /* ggml quantize_row_q4_K_impl / q5_K_impl for one super-block (with importance weights qw) */
 static void k4_encode_imatrix(const float *x, k4_block *b, int nmax, const float *qw) {
-    uint8_t Laux[32], Ls[QK_K / 32], Lm[QK_K / 32];
+    uint8_t Ls[QK_K / 32], Lm[QK_K / 32];
     float weights[32], sw[QK_K / 32], mins[QK_K / 32], scales[QK_K / 32];
     float sum_x2 = 0;
     for (int l = 0; l < QK_K; ++l) sum_x2 += x[l] * x[l];
@@ -653,7 +665,7 @@ static void k4_encode_imatrix(const float *x, k4_block *b, int nmax, const float
         float sumw = 0;
         for (int l = 0; l < 32; ++l) sumw += weights[l];
         sw[j] = sumw;
-        scales[j] = make_qkx_quants(32, nmax, x + 32 * j, weights, b->L + 32 * j, &mins[j], Laux, -0.9f, 0.05f, 36, 0, 1);
+        scales[j] = make_qkx_quants(32, nmax, x + 32 * j, weights, b->L + 32 * j, &mins[j], -0.9f, 0.05f, 36, 0, 1);
     }
     float d_block = make_qp_quants(QK_K / 32, 63, scales, Ls, sw);
     float m_block = make_qp_quants(QK_K / 32, 63, mins, Lm, sw);
