@@ -7,6 +7,8 @@
  */
 #include "cpu.h"
 
+#include <stddef.h>
+
 #if defined(__x86_64__) && defined(__GNUC__)
 #define TGT __attribute__((target("avx2,fma,f16c,avx512f,avx512vl,avx512bw,avx512vnni")))
 #define SFX(name) name##_avx512vnni
@@ -146,12 +148,56 @@ TGT static inline void store_rows(float *out, int n, __m128 v) {
 #define PREFETCH_BLOCK(x, b, rb)                                                                            \
     for (int i_ = 0; i_ < 4; i_++) lb_prefetch_block(x[i_], b, sizeof x[0][0], rb, 4)
 
+/* The exact sums of four rows' 512-bit vpdpbusd results, each holding two blocks: 128-bit lane k of row i's
+ * vector belongs to block (k & 1) (q4_0's order below), or to block k / 2 when adjacent (q8_0's); returns (row 0..3 of the first block, row 0..3 of the
+ * second). Integer sums: any order gives the same values. */
+TGT static inline __m256i sum2blocks(const __m512i *U, const int adjacent) {
+    __m512i t01 = _mm512_add_epi32(_mm512_unpacklo_epi32(U[0], U[1]), _mm512_unpackhi_epi32(U[0], U[1]));
+    __m512i t23 = _mm512_add_epi32(_mm512_unpacklo_epi32(U[2], U[3]), _mm512_unpackhi_epi32(U[2], U[3]));
+    __m512i t = _mm512_add_epi32(_mm512_unpacklo_epi64(t01, t23), _mm512_unpackhi_epi64(t01, t23)); /* lane k: rows 0..3 */
+    if (adjacent) t = _mm512_shuffle_i64x2(t, t, _MM_SHUFFLE(3, 1, 2, 0)); /* blocks in lanes (0, 1), (2, 3) */
+    return _mm256_add_epi32(_mm512_castsi512_si256(t), _mm512_extracti64x4_epi64(t, 1)); /* lanes 0 + 2, 1 + 3 */
+}
+
+/* the fp16 factor at byte offset off of blocks b and b + 1 of the four rows, as (b: rows 0..3, b + 1: rows 0..3) */
+TGT static inline __m256 h2f8(const uint8_t *const *x, size_t bs, int64_t b, size_t off) {
+    uint16_t h[8];
+    for (int i = 0; i < 4; i++) {
+        memcpy(&h[i], x[i] + (size_t)b * bs + off, 2);
+        memcpy(&h[4 + i], x[i] + (size_t)(b + 1) * bs + off, 2);
+    }
+    return _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)h));
+}
+
 /* q4_0 and q8_0: the codes unsigned (nibble = q + 8; q ^ 0x80 = q + 128) by vpdpbusd, less off * sum(a) */
 TGT static void gemvr_q4_0_z(const uint8_t *rows, size_t rb, int R, int64_t K, const lb_act *a, float *out) {
+    const __m256i m4 = _mm256_set1_epi8(0x0F);
     for (int r0 = 0; r0 < R; r0 += 4) {
         ROWS4(block_q4_0, rows, rb, R, r0, x);
+        const uint8_t *xb[4] = {(const uint8_t *)x[0], (const uint8_t *)x[1], (const uint8_t *)x[2], (const uint8_t *)x[3]};
         __m128 acc = _mm_setzero_ps();
-        for (int64_t b = 0; b < K / 32; b++) {
+        int64_t b = 0;
+        for (; b + 2 <= K / 32; b += 2) { /* two blocks per 512-bit vector: lanes (b lo, b+1 lo, b hi, b+1 hi) */
+            PREFETCH_BLOCK(x, b, rb);
+            PREFETCH_BLOCK(x, b + 1, rb);
+            __m512i av = _mm512_loadu_si512((const __m512i *)(a->q + 32 * b));
+            av = _mm512_shuffle_i64x2(av, av, _MM_SHUFFLE(3, 1, 2, 0));
+            __m512i U[4];
+            for (int i = 0; i < 4; i++) {
+                __m256i v = _mm256_set_m128i(_mm_loadu_si128((const __m128i *)x[i][b + 1].qs), _mm_loadu_si128((const __m128i *)x[i][b].qs));
+                __m512i c = _mm512_inserti64x4(_mm512_castsi256_si512(_mm256_and_si256(v, m4)),
+                                               _mm256_and_si256(_mm256_srli_epi16(v, 4), m4), 1);
+                U[i] = _mm512_dpbusd_epi32(_mm512_setzero_si512(), c, av);
+            }
+            __m256i off = _mm256_set_m128i(_mm_set1_epi32(8 * (a->bsum[2 * b + 2] + a->bsum[2 * b + 3])),
+                                           _mm_set1_epi32(8 * (a->bsum[2 * b] + a->bsum[2 * b + 1])));
+            __m256 S = _mm256_cvtepi32_ps(_mm256_sub_epi32(sum2blocks(U, 0), off));
+            __m256 dd = _mm256_mul_ps(h2f8(xb, sizeof(block_q4_0), b, offsetof(block_q4_0, d)),
+                                      _mm256_set_m128(_mm_set1_ps(a->d[b + 1]), _mm_set1_ps(a->d[b])));
+            acc = _mm_fmadd_ps(_mm256_castps256_ps128(dd), _mm256_castps256_ps128(S), acc);
+            acc = _mm_fmadd_ps(_mm256_extractf128_ps(dd, 1), _mm256_extractf128_ps(S, 1), acc);
+        }
+        for (; b < K / 32; b++) {
             PREFETCH_BLOCK(x, b, rb);
             __m256i av = _mm256_load_si256((const __m256i *)(a->q + 32 * b)), U[4];
             for (int i = 0; i < 4; i++) U[i] = _mm256_dpbusd_epi32(_mm256_setzero_si256(), nibbles_avx512vnni(x[i][b].qs), av);
@@ -167,8 +213,28 @@ TGT static void gemvr_q8_0_z(const uint8_t *rows, size_t rb, int R, int64_t K, c
     const __m256i flip = _mm256_set1_epi8((char)0x80);
     for (int r0 = 0; r0 < R; r0 += 4) {
         ROWS4(block_q8_0, rows, rb, R, r0, x);
+        const uint8_t *xb[4] = {(const uint8_t *)x[0], (const uint8_t *)x[1], (const uint8_t *)x[2], (const uint8_t *)x[3]};
         __m128 acc = _mm_setzero_ps();
-        for (int64_t b = 0; b < K / 32; b++) {
+        int64_t b = 0;
+        for (; b + 2 <= K / 32; b += 2) { /* two blocks per 512-bit vector, in element order */
+            PREFETCH_BLOCK(x, b, rb);
+            PREFETCH_BLOCK(x, b + 1, rb);
+            __m512i av = _mm512_loadu_si512((const __m512i *)(a->q + 32 * b)), U[4];
+            const __m512i flip2 = _mm512_broadcast_i64x4(flip);
+            for (int i = 0; i < 4; i++) {
+                __m512i c = _mm512_inserti64x4(_mm512_castsi256_si512(_mm256_loadu_si256((const __m256i *)x[i][b].qs)),
+                                               _mm256_loadu_si256((const __m256i *)x[i][b + 1].qs), 1);
+                U[i] = _mm512_dpbusd_epi32(_mm512_setzero_si512(), _mm512_xor_si512(c, flip2), av);
+            }
+            __m256i off = _mm256_set_m128i(_mm_set1_epi32(128 * (a->bsum[2 * b + 2] + a->bsum[2 * b + 3])),
+                                           _mm_set1_epi32(128 * (a->bsum[2 * b] + a->bsum[2 * b + 1])));
+            __m256 S = _mm256_cvtepi32_ps(_mm256_sub_epi32(sum2blocks(U, 1), off));
+            __m256 dd = _mm256_mul_ps(h2f8(xb, sizeof(block_q8_0), b, offsetof(block_q8_0, d)),
+                                      _mm256_set_m128(_mm_set1_ps(a->d[b + 1]), _mm_set1_ps(a->d[b])));
+            acc = _mm_fmadd_ps(_mm256_castps256_ps128(dd), _mm256_castps256_ps128(S), acc);
+            acc = _mm_fmadd_ps(_mm256_extractf128_ps(dd, 1), _mm256_extractf128_ps(S, 1), acc);
+        }
+        for (; b < K / 32; b++) {
             PREFETCH_BLOCK(x, b, rb);
             __m256i av = _mm256_load_si256((const __m256i *)(a->q + 32 * b)), U[4];
             for (int i = 0; i < 4; i++)
