@@ -159,22 +159,33 @@ TGT static inline __m256i sum2blocks(const __m512i *U, const int adjacent) {
     return _mm256_add_epi32(_mm512_castsi512_si256(t), _mm512_extracti64x4_epi64(t, 1)); /* lanes 0 + 2, 1 + 3 */
 }
 
-/* the fp16 factor at byte offset off of blocks b and b + 1 of the four rows, as (b: rows 0..3, b + 1: rows 0..3) */
-TGT static inline __m256 h2f8(const uint8_t *const *x, size_t bs, int64_t b, size_t off) {
+/* The float steps of blocks b and b + 1 of four rows (x[i]: row i's blocks of bs bytes, the fp16 scale at
+ * byte 0) from their 512-bit vpdpbusd results U (lanes as sum2blocks reads them): S = the exact sums less
+ * off times each block's activation sum, then acc = fma(d * da, S, acc) for block b, then for b + 1 (cpu.h). */
+TGT static inline __m128 steps2blocks(const __m512i *U, int adjacent, int32_t off, const void *const *x, size_t bs,
+                                      const lb_act *a, int64_t b, __m128 acc) {
     uint16_t h[8];
     for (int i = 0; i < 4; i++) {
-        memcpy(&h[i], x[i] + (size_t)b * bs + off, 2);
-        memcpy(&h[4 + i], x[i] + (size_t)(b + 1) * bs + off, 2);
+        memcpy(&h[i], (const uint8_t *)x[i] + (size_t)b * bs, 2);
+        memcpy(&h[4 + i], (const uint8_t *)x[i] + (size_t)(b + 1) * bs, 2);
     }
-    return _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)h));
+    __m256i o = _mm256_set_m128i(_mm_set1_epi32(off * (a->bsum[2 * b + 2] + a->bsum[2 * b + 3])),
+                                 _mm_set1_epi32(off * (a->bsum[2 * b] + a->bsum[2 * b + 1])));
+    __m256 S = _mm256_cvtepi32_ps(_mm256_sub_epi32(sum2blocks(U, adjacent), o));
+    __m256 dd = _mm256_mul_ps(_mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)h)),
+                              _mm256_set_m128(_mm_set1_ps(a->d[b + 1]), _mm_set1_ps(a->d[b])));
+    acc = _mm_fmadd_ps(_mm256_castps256_ps128(dd), _mm256_castps256_ps128(S), acc);
+    return _mm_fmadd_ps(_mm256_extractf128_ps(dd, 1), _mm256_extractf128_ps(S, 1), acc);
 }
 
 /* q4_0 and q8_0: the codes unsigned (nibble = q + 8; q ^ 0x80 = q + 128) by vpdpbusd, less off * sum(a) */
+_Static_assert(offsetof(block_q4_0, d) == 0 && offsetof(block_q8_0, d) == 0, "steps2blocks reads the scale at byte 0");
+
 TGT static void gemvr_q4_0_z(const uint8_t *rows, size_t rb, int R, int64_t K, const lb_act *a, float *out) {
     const __m256i m4 = _mm256_set1_epi8(0x0F);
     for (int r0 = 0; r0 < R; r0 += 4) {
         ROWS4(block_q4_0, rows, rb, R, r0, x);
-        const uint8_t *xb[4] = {(const uint8_t *)x[0], (const uint8_t *)x[1], (const uint8_t *)x[2], (const uint8_t *)x[3]};
+        const void *xv[4] = {x[0], x[1], x[2], x[3]};
         __m128 acc = _mm_setzero_ps();
         int64_t b = 0;
         for (; b + 2 <= K / 32; b += 2) { /* two blocks per 512-bit vector: lanes (b lo, b+1 lo, b hi, b+1 hi) */
@@ -189,13 +200,7 @@ TGT static void gemvr_q4_0_z(const uint8_t *rows, size_t rb, int R, int64_t K, c
                                                _mm256_and_si256(_mm256_srli_epi16(v, 4), m4), 1);
                 U[i] = _mm512_dpbusd_epi32(_mm512_setzero_si512(), c, av);
             }
-            __m256i off = _mm256_set_m128i(_mm_set1_epi32(8 * (a->bsum[2 * b + 2] + a->bsum[2 * b + 3])),
-                                           _mm_set1_epi32(8 * (a->bsum[2 * b] + a->bsum[2 * b + 1])));
-            __m256 S = _mm256_cvtepi32_ps(_mm256_sub_epi32(sum2blocks(U, 0), off));
-            __m256 dd = _mm256_mul_ps(h2f8(xb, sizeof(block_q4_0), b, offsetof(block_q4_0, d)),
-                                      _mm256_set_m128(_mm_set1_ps(a->d[b + 1]), _mm_set1_ps(a->d[b])));
-            acc = _mm_fmadd_ps(_mm256_castps256_ps128(dd), _mm256_castps256_ps128(S), acc);
-            acc = _mm_fmadd_ps(_mm256_extractf128_ps(dd, 1), _mm256_extractf128_ps(S, 1), acc);
+            acc = steps2blocks(U, 0, 8, xv, sizeof(block_q4_0), a, b, acc);
         }
         for (; b < K / 32; b++) {
             PREFETCH_BLOCK(x, b, rb);
@@ -213,7 +218,7 @@ TGT static void gemvr_q8_0_z(const uint8_t *rows, size_t rb, int R, int64_t K, c
     const __m256i flip = _mm256_set1_epi8((char)0x80);
     for (int r0 = 0; r0 < R; r0 += 4) {
         ROWS4(block_q8_0, rows, rb, R, r0, x);
-        const uint8_t *xb[4] = {(const uint8_t *)x[0], (const uint8_t *)x[1], (const uint8_t *)x[2], (const uint8_t *)x[3]};
+        const void *xv[4] = {x[0], x[1], x[2], x[3]};
         __m128 acc = _mm_setzero_ps();
         int64_t b = 0;
         for (; b + 2 <= K / 32; b += 2) { /* two blocks per 512-bit vector, in element order */
@@ -226,13 +231,7 @@ TGT static void gemvr_q8_0_z(const uint8_t *rows, size_t rb, int R, int64_t K, c
                                                _mm256_loadu_si256((const __m256i *)x[i][b + 1].qs), 1);
                 U[i] = _mm512_dpbusd_epi32(_mm512_setzero_si512(), _mm512_xor_si512(c, flip2), av);
             }
-            __m256i off = _mm256_set_m128i(_mm_set1_epi32(128 * (a->bsum[2 * b + 2] + a->bsum[2 * b + 3])),
-                                           _mm_set1_epi32(128 * (a->bsum[2 * b] + a->bsum[2 * b + 1])));
-            __m256 S = _mm256_cvtepi32_ps(_mm256_sub_epi32(sum2blocks(U, 1), off));
-            __m256 dd = _mm256_mul_ps(h2f8(xb, sizeof(block_q8_0), b, offsetof(block_q8_0, d)),
-                                      _mm256_set_m128(_mm_set1_ps(a->d[b + 1]), _mm_set1_ps(a->d[b])));
-            acc = _mm_fmadd_ps(_mm256_castps256_ps128(dd), _mm256_castps256_ps128(S), acc);
-            acc = _mm_fmadd_ps(_mm256_extractf128_ps(dd, 1), _mm256_extractf128_ps(S, 1), acc);
+            acc = steps2blocks(U, 1, 128, xv, sizeof(block_q8_0), a, b, acc);
         }
         for (; b < K / 32; b++) {
             PREFETCH_BLOCK(x, b, rb);
