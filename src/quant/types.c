@@ -8,6 +8,7 @@
 #include "ref/ref.h"
 
 #include <math.h>
+#include <pthread.h>
 #include <stddef.h>
 #include <string.h>
 #include <strings.h>
@@ -55,12 +56,11 @@ static void set_dots(void) {
     TYPES[LB_TYPE_IQ4_XS].vec_dot_ref = vec_dot_iq4_xs_q8_K_ref;
 }
 
+static pthread_once_t dots_once = PTHREAD_ONCE_INIT;
+
 const lb_type_traits *lb_type_traits_get(lb_type t) {
-    static bool init;
-    if (!init) { /* idempotent; racing first calls write the same values */
-        set_dots();
-        init = true;
-    }
+    /* once (pthread_once): a thread must never see the table before its kernels are in */
+    (void)pthread_once(&dots_once, set_dots);
     return (unsigned)t < LB_TYPE_COUNT ? &TYPES[t] : NULL;
 }
 

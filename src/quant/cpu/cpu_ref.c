@@ -8,6 +8,7 @@
 #include "../blocks.h"
 
 #include <math.h>
+#include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -417,16 +418,21 @@ static const lb_cpu_kernels REF = {
 
 const lb_cpu_kernels *lb_cpu_kernels_ref(void) { return &REF; }
 
-const lb_cpu_kernels *lb_cpu_kernels_best(void) {
-    static const lb_cpu_kernels *best;
-    if (!best) { /* racing first calls store the same pointer */
-        const lb_cpu_kernels *k = NULL;
-        const char *want = getenv("LB_KERNELS"); /* "avx2" caps the choice at AVX2 (benchmarks, tests) */
-        if (!lb_force_ref()) {
-            if (!want || strcmp(want, "avx2") != 0) k = lb_cpu_kernels_avx512vnni();
-            if (!k) k = lb_cpu_kernels_avx2();
-        }
-        best = k ? k : &REF;
+/* chosen once (pthread_once): the first call decides, later calls and other threads read the result */
+static const lb_cpu_kernels *best_kernels = &REF;
+static pthread_once_t best_once = PTHREAD_ONCE_INIT;
+
+static void choose_best(void) {
+    const lb_cpu_kernels *k = NULL;
+    const char *want = getenv("LB_KERNELS"); /* "avx2" caps the choice at AVX2 (benchmarks, tests) */
+    if (!lb_force_ref()) {
+        if (!want || strcmp(want, "avx2") != 0) k = lb_cpu_kernels_avx512vnni();
+        if (!k) k = lb_cpu_kernels_avx2();
     }
-    return best;
+    best_kernels = k ? k : &REF;
+}
+
+const lb_cpu_kernels *lb_cpu_kernels_best(void) {
+    if (pthread_once(&best_once, choose_best) != 0) return &REF;
+    return best_kernels;
 }

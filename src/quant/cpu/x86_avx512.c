@@ -7,6 +7,8 @@
  */
 #include "cpu.h"
 
+#include <pthread.h>
+
 #include <stddef.h>
 
 #if defined(__x86_64__) && defined(__GNUC__)
@@ -785,32 +787,38 @@ TGT static void vwsumq_z(const float *w, int64_t ldw, int nq, const int64_t *n, 
     }
 }
 
+/* The table is filled once (pthread_once): threads asking for it at the same time must never see it half
+ * copied (its name set while an entry is still NULL). */
+static lb_cpu_kernels z_kernels;
+static pthread_once_t z_once = PTHREAD_ONCE_INIT;
+
+static void z_fill(void) {
+    lb_cpu_kernels t = KERNELS_avx512vnni;
+    t.name = "avx512vnni";
+    t.gemv1[LB_TYPE_Q4_K] = gemv_q4_K_z;
+    t.gemv1[LB_TYPE_Q6_K] = gemv_q6_K_z;
+    t.gemvr[LB_TYPE_Q4_0] = gemvr_q4_0_z;
+    t.gemvr[LB_TYPE_Q8_0] = gemvr_q8_0_z;
+    t.gemvr[LB_TYPE_Q4_K] = gemvr_q4_K_z;
+    t.gemvr[LB_TYPE_Q6_K] = gemvr_q6_K_z;
+    t.qdot = qdot_z;
+    t.qgemm = qgemm_z;
+    t.fgemm = fgemm_z;
+    t.vdotsq = vdotsq_z;
+    t.vwsumq = vwsumq_z;
+    t.softmax = softmax_z;
+    t.swiglu = swiglu_z;
+    t.vexp = vexp_z;
+    z_kernels = t;
+}
+
 const lb_cpu_kernels *lb_cpu_kernels_avx512vnni(void) {
-    static lb_cpu_kernels k;
     if (!__builtin_cpu_supports("avx2") || !__builtin_cpu_supports("fma") || !lb_cpu_has_f16c() ||
         !__builtin_cpu_supports("avx512vl") || !__builtin_cpu_supports("avx512bw") ||
         !__builtin_cpu_supports("avx512vnni"))
         return NULL;
-    if (!k.name) {
-        lb_cpu_kernels t = KERNELS_avx512vnni;
-        t.name = "avx512vnni";
-        t.gemv1[LB_TYPE_Q4_K] = gemv_q4_K_z;
-        t.gemv1[LB_TYPE_Q6_K] = gemv_q6_K_z;
-        t.gemvr[LB_TYPE_Q4_0] = gemvr_q4_0_z;
-        t.gemvr[LB_TYPE_Q8_0] = gemvr_q8_0_z;
-        t.gemvr[LB_TYPE_Q4_K] = gemvr_q4_K_z;
-        t.gemvr[LB_TYPE_Q6_K] = gemvr_q6_K_z;
-        t.qdot = qdot_z;
-        t.qgemm = qgemm_z;
-        t.fgemm = fgemm_z;
-        t.vdotsq = vdotsq_z;
-        t.vwsumq = vwsumq_z;
-        t.softmax = softmax_z;
-        t.swiglu = swiglu_z;
-        t.vexp = vexp_z;
-        k = t;
-    }
-    return &k;
+    if (pthread_once(&z_once, z_fill) != 0) return NULL;
+    return &z_kernels;
 }
 #else
 const lb_cpu_kernels *lb_cpu_kernels_avx512vnni(void) { return NULL; }
