@@ -92,7 +92,19 @@ typedef struct mm_ws {
     __half *w16;   /* WSCRATCH_ELEMS */
     __half *x16;   /* x16_elems */
     size_t x16_elems;
+    /* what x16 holds: the activations x (T, K) prepared for a path and a kind of weight (act_kind), so that
+     * the next product of the same input (q, k, v; gate, up) need not prepare them again */
+    const float *act_x;
+    int64_t act_T, act_K;
+    int act_path, act_kind;
 } mm_ws;
+
+/* how a weight type takes its activations: 8-bit per block, F16 after 8-bit rounding per block, or plain F16 */
+static int act_kind(lb_type t, int path) {
+    const lb_type_traits *tt = lb_type_traits_get(t);
+    if (path == 0 && cu_matvec_q8(t)) return 1000 + (int)tt->block_elems;
+    return tt->is_quant ? 2000 + (int)tt->block_elems : 0;
+}
 
 /* x16 of at least x_elems; with blas, also the cuBLAS handle and the weight scratch */
 static lb_status mm_ws_ready(mm_ws *ws, size_t x_elems, bool blas_too, lb_error *err) {
@@ -107,6 +119,7 @@ static lb_status mm_ws_ready(mm_ws *ws, size_t x_elems, bool blas_too, lb_error 
         cudaFree(ws->x16);
         ws->x16 = NULL;
         ws->x16_elems = 0;
+        ws->act_x = NULL;
         CK(cudaMalloc((void **)&ws->x16, x_elems * sizeof(__half)), "for the activation scratch");
         ws->x16_elems = x_elems;
     }
@@ -120,19 +133,32 @@ static void mm_ws_free(mm_ws *ws) {
     memset(ws, 0, sizeof *ws);
 }
 
-/* out (T, ldo) = x (T, K) . W^T: fused kernels for few tokens, else F16 tiles of W through cuBLAS. */
-static lb_status mm(mm_ws *ws, const float *x, int64_t T, const dweight *w, float *out, int64_t ldo, int force, lb_error *err) {
+/* out (T, ldo) = x (T, K) . W^T: fused kernels for few tokens, else F16 tiles of W through cuBLAS. same_x:
+ * x has not changed since the previous product, so activations it left prepared for the same kind of
+ * weight are used again. */
+static lb_status mm(mm_ws *ws, const float *x, int64_t T, const dweight *w, float *out, int64_t ldo, int force, bool same_x,
+                    lb_error *err) {
     const int64_t K = w->cols, N = w->rows;
     const int path = force >= 0 ? force : T <= LB_CUDA_MV_MAX ? 0 : 1;
     lb_status s = mm_ws_ready(ws, (size_t)(T * K), path == 1, err);
     if (s != LB_OK) return s;
+    const int kind = act_kind(w->type, path);
+    const bool ready = same_x && ws->act_x == x && ws->act_T == T && ws->act_K == K && ws->act_path == path &&
+                       ws->act_kind == kind;
+    if (!ready) {
+        if (path == 0) cu_act_prepare(w->type, x, (int)T, K, ws->x16);
+        else cu_act_f16(w->type, x, (int)T, K, ws->x16);
+        ws->act_x = x;
+        ws->act_T = T;
+        ws->act_K = K;
+        ws->act_path = path;
+        ws->act_kind = kind;
+    }
     if (path == 0) {
-        cu_act_prepare(w->type, x, (int)T, K, ws->x16);
         cu_matvec(w, ws->x16, (int)T, out, ldo);
         CK(cudaGetLastError(), "in a weight product");
         return LB_OK;
     }
-    cu_act_f16(w->type, x, (int)T, K, ws->x16);
     const int64_t tile = (int64_t)(WSCRATCH_ELEMS / (size_t)K) < N ? (int64_t)(WSCRATCH_ELEMS / (size_t)K) : N;
     const float one = 1.0f, zero = 0.0f;
     for (int64_t r0 = 0; r0 < N; r0 += tile) {
@@ -426,9 +452,9 @@ static lb_status layer_forward(lb_cuda_ctx *g, const dlayer *l, int64_t il, int6
     const float eps = h->rms_eps;
     cu_rmsnorm(g->x, l->attn_norm, g->xn, T, (int)E, E, eps);
     OBSERVE(LB_OBS_ATTN_IN, g->xn, E);
-    TRY(mm(&g->ws, g->xn, T, &l->wq, g->q, qd, -1, err));
-    TRY(mm(&g->ws, g->xn, T, &l->wk, g->k, kvd, -1, err));
-    TRY(mm(&g->ws, g->xn, T, &l->wv, g->v, kvd, -1, err));
+    TRY(mm(&g->ws, g->xn, T, &l->wq, g->q, qd, -1, false, err));
+    TRY(mm(&g->ws, g->xn, T, &l->wk, g->k, kvd, -1, true, err));
+    TRY(mm(&g->ws, g->xn, T, &l->wv, g->v, kvd, -1, true, err));
     if (l->bq) cu_add_bias(g->q, l->bq, (int)T, (int)qd);
     if (l->bk) cu_add_bias(g->k, l->bk, (int)T, (int)kvd);
     if (l->bv) cu_add_bias(g->v, l->bv, (int)T, (int)kvd);
@@ -436,25 +462,23 @@ static lb_status layer_forward(lb_cuda_ctx *g, const dlayer *l, int64_t il, int6
         cu_rmsnorm(g->q, l->q_norm, g->q, T * H, (int)D, D, eps);
         cu_rmsnorm(g->k, l->k_norm, g->k, T * KV, (int)D, D, eps);
     }
-    cu_rope(g->q, (int)T, (int)H, (int)D, g->cs, g->sn, g->pos_d, g->m->rope_interleaved);
-    cu_rope(g->k, (int)T, (int)KV, (int)D, g->cs, g->sn, g->pos_d, g->m->rope_interleaved);
     const size_t lo = (size_t)((g->layerwise ? 0 : il) * g->n_ctx * kvd);
-    cu_kv_store(g->k, g->v, (int)T, (int)kvd, g->kc + lo, g->vc + lo, g->pos_d);
+    cu_rope_kv(g->q, g->k, g->v, (int)T, (int)H, (int)KV, (int)D, g->cs, g->sn, g->pos_d, g->m->rope_interleaved, g->kc + lo,
+               g->vc + lo);
     cu_attention(g->q, g->kc + lo, g->vc + lo, g->att, (int)T, (int)H, (int)KV, (int)D, g->pos_d, max_n);
     CK(cudaGetLastError(), "in attention");
     OBSERVE(LB_OBS_ATTN_OUT_IN, g->att, qd);
-    TRY(mm(&g->ws, g->att, T, &l->wo, g->tmp, E, -1, err));
+    TRY(mm(&g->ws, g->att, T, &l->wo, g->tmp, E, -1, false, err));
     if (l->bo) cu_add_bias(g->tmp, l->bo, (int)T, (int)E);
-    cu_add(g->x, g->tmp, T * E);
-    cu_rmsnorm(g->x, l->ffn_norm, g->xn, T, (int)E, E, eps);
+    cu_add_rmsnorm(g->x, g->tmp, l->ffn_norm, g->xn, T, (int)E, eps);
     OBSERVE(LB_OBS_FFN_IN, g->xn, E);
-    TRY(mm(&g->ws, g->xn, T, &l->w_gate, g->g, F, -1, err));
-    TRY(mm(&g->ws, g->xn, T, &l->w_up, g->u, F, -1, err));
+    TRY(mm(&g->ws, g->xn, T, &l->w_gate, g->g, F, -1, false, err));
+    TRY(mm(&g->ws, g->xn, T, &l->w_up, g->u, F, -1, true, err));
     if (l->b_gate) cu_add_bias(g->g, l->b_gate, (int)T, (int)F);
     if (l->b_up) cu_add_bias(g->u, l->b_up, (int)T, (int)F);
     cu_silu_mul(g->g, g->u, T * F);
     OBSERVE(LB_OBS_FFN_DOWN_IN, g->g, F);
-    TRY(mm(&g->ws, g->g, T, &l->w_down, g->tmp, E, -1, err));
+    TRY(mm(&g->ws, g->g, T, &l->w_down, g->tmp, E, -1, false, err));
     if (l->b_down) cu_add_bias(g->tmp, l->b_down, (int)T, (int)E);
     cu_add(g->x, g->tmp, T * E);
     return LB_OK;
@@ -471,10 +495,10 @@ static lb_status forward(lb_cuda_ctx *g, int64_t T, int want, int64_t max_n, lb_
     if (want == 2) {
         cu_rmsnorm(g->x, g->out_norm, g->xn, T, (int)E, E, h->rms_eps);
         TRY(observe(g, -1, LB_OBS_OUTPUT_IN, g->xn, T, E, err));
-        TRY(mm(&g->ws, g->xn, T, &g->out, g->logits, V, -1, err));
+        TRY(mm(&g->ws, g->xn, T, &g->out, g->logits, V, -1, false, err));
     } else if (want == 1) {
         cu_rmsnorm(g->x + (T - 1) * E, g->out_norm, g->xn, 1, (int)E, E, h->rms_eps);
-        TRY(mm(&g->ws, g->xn, 1, &g->out, g->logits, V, -1, err));
+        TRY(mm(&g->ws, g->xn, 1, &g->out, g->logits, V, -1, false, err));
         CK(cudaMemcpyAsync(g->pin_logits, g->logits, (size_t)V * sizeof(float), cudaMemcpyDeviceToHost, g->st), "reading logits");
     }
     return LB_OK;
@@ -687,7 +711,7 @@ extern "C" lb_status lb_cuda_test_matmul(int device, lb_type type, const void *w
     if (e == cudaSuccess) e = cudaMemset(od, 0xff, out_n * sizeof(float)); /* NaN: every output must be written */
     if (e != cudaSuccess) s = cuda_fail(err, e, "in the matmul test");
     if (s == LB_OK && path == 2) cu_dequant_f32(&d, 0, N, od);
-    else if (s == LB_OK) s = mm(&ws, xd, T, &d, od, N, path, err);
+    else if (s == LB_OK) s = mm(&ws, xd, T, &d, od, N, path, false, err);
     if (s == LB_OK && (e = cudaDeviceSynchronize()) != cudaSuccess) s = cuda_fail(err, e, "in the matmul test");
     if (s == LB_OK && (e = cudaMemcpy(out, od, out_n * sizeof(float), cudaMemcpyDeviceToHost)) != cudaSuccess)
         s = cuda_fail(err, e, "reading the test result");

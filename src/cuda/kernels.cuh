@@ -50,6 +50,8 @@ void cu_embed(const dweight *w, const int32_t *tokens, int T, float *out);
 void cu_f32_to_f16(const float *x, int64_t n, __half *y);
 /* out[r] = w * x[r] / rms(x[r]) for n_rows rows of n (in and out rows `stride` floats apart; may alias) */
 void cu_rmsnorm(const float *x, const float *w, float *out, int64_t n_rows, int n, int64_t stride, float eps);
+/* x += y, then out = cu_rmsnorm(x), for n_rows contiguous rows of n (one launch) */
+void cu_add_rmsnorm(float *x, const float *y, const float *w, float *out, int64_t n_rows, int n, float eps);
 void cu_add_bias(float *y, const float *b, int T, int n);
 void cu_add(float *x, const float *y, int64_t n);
 void cu_silu_mul(float *g, const float *u, int64_t n);
@@ -59,6 +61,9 @@ void cu_silu_mul(float *g, const float *u, int64_t n);
 void cu_rope(float *v, int T, int n_heads, int D, const float *cs, const float *sn, const int64_t *pos, bool interleaved);
 /* cache rows pos0..pos0+T-1 of a (n_ctx, kvd) F16 cache from k (T, kvd) */
 void cu_kv_store(const float *k, const float *v, int T, int kvd, __half *kc, __half *vc, const int64_t *pos);
+/* cu_rope of q (T, H, D) and k (T, KV, D), then cu_kv_store of the rotated k and v, in one launch */
+void cu_rope_kv(float *q, float *k, const float *v, int T, int H, int KV, int D, const float *cs, const float *sn,
+                const int64_t *pos0, bool interleaved, __half *kc, __half *vc);
 /* causal grouped-query attention of T queries at pos0.. over the layer's cache; out (T, H*D); max_n: an
  * upper bound of pos0 + T (sizes the shared memory) */
 void cu_attention(const float *q, const __half *kc, const __half *vc, float *out, int T, int H, int KV, int D,
