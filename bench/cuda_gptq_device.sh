@@ -23,7 +23,7 @@ has() { [[ " $PHASES " == *" $1 "* ]]; }
 nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv >>"$OUT/run.log" 2>&1
 nproc >>"$OUT/run.log"
 export LOWBIT=build/lowbit SYNTH=build/synth_checkpoint CALIB=build/calib.txt BENCH=build/cuda_gptq
-export LB_GPTQ_GPU=${LB_GPTQ_GPU:-1}   # the CUDA solver is opt-in (src/algo/calib_layers.c)
+export LB_GPTQ_GPU=${LB_GPTQ_GPU:-1}   # the CUDA solver (the default on --device cuda; 0: CPU threads)
 if has tests; then
   stamp test_cuda_gptq
   LOWBIT=build/lowbit timeout $(($(left) < 240 ? $(left) : 240)) build/tests/test_cuda_gptq >"$OUT/test_gptq.log" 2>&1

@@ -70,8 +70,8 @@ double lb_calib_seconds(const lb_calib *c);
 /*
  * Where GPTQ's linear algebra runs for this calibration: on a CUDA device the CUDA table (made at the first
  * call, owned by c), else NULL (the CPU). When the device's table cannot be made (no cuSOLVER, ...) the
- * reason is noted as a fallback and NULL returned, every later call too. The CUDA table is used only with LB_GPTQ_GPU=1 in the
- * environment (opt-in until it has been verified on a GPU); otherwise the CPU solver runs. _note_fallback records a matrix that ran on the CPU (the first reason is
+ * reason is noted as a fallback and NULL returned, every later call too. LB_GPTQ_GPU=0 in the environment keeps
+ * the solver on CPU threads (NULL). _note_fallback records a matrix that ran on the CPU (the first reason is
  * kept); _fallbacks returns how many, with that reason.
  */
 const lb_gptq_ops *lb_calib_gptq_ops(lb_calib *c);

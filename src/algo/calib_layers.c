@@ -539,9 +539,9 @@ size_t lb_calib_gpu_peak(const lb_calib *c) {
 const lb_gptq_ops *lb_calib_gptq_ops(lb_calib *c) {
     if (!c->gpu || c->gptq_ops_tried) return c->gptq_ops;
     c->gptq_ops_tried = true;
-    /* opt-in until the CUDA solver has been verified on a GPU (docs/ARCHITECTURE.md) */
+    /* LB_GPTQ_GPU=0 keeps the solver on CPU threads (comparisons, benchmarks) */
     const char *on = getenv("LB_GPTQ_GPU");
-    if (!on || !on[0] || !strcmp(on, "0")) return NULL;
+    if (on && !strcmp(on, "0")) return NULL;
     lb_error e = {0};
     if (lb_gptq_ops_cuda_new(c->device, &c->gptq_ops, &e) != LB_OK) {
         c->gptq_ops = NULL;
