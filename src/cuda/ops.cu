@@ -247,16 +247,16 @@ void cu_rope_kv(float *q, float *k, const float *v, int T, int H, int KV, int D,
 /*
  * Attention: one block per (group of HB query heads sharing one KV head, query token). Scores of the n =
  * pos0 + t + 1 visible positions go to shared memory (a warp per position reads its K row once for all HB
- * heads), softmax per head as on the CPU (float exponentials, double sum), then each thread sums one output
- * dimension of every head over the positions in order, reading each V element once.
+ * heads), softmax per head as on the CPU (float exponentials, double sum; the heads reduced together), then
+ * each thread sums one output dimension of every head over the positions in order, reading each V element once.
  */
 #define ATT_THREADS 128
 #define ATT_MAX_HB 8
 __global__ void k_attention(const float *q, const __half *kc, const __half *vc, float *out, int H, int KV, int D, int hb,
                             const int64_t *pos, int64_t max_n) {
     extern __shared__ float sm[];
-    __shared__ double red[RED_THREADS];
-    __shared__ float wmax[ATT_THREADS / 32];
+    __shared__ double wsum[ATT_MAX_HB][ATT_THREADS / 32];
+    __shared__ float wmax[ATT_MAX_HB][ATT_THREADS / 32];
     const int64_t pos0 = *pos;
     const int h0 = blockIdx.x * hb, t = blockIdx.y, kvh = h0 / (H / KV), kvd = KV * D;
     const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
@@ -285,33 +285,44 @@ __global__ void k_attention(const float *q, const __half *kc, const __half *vc, 
         }
     }
     __syncthreads();
-    for (int g = 0; g < hb; g++) {
+    /* softmax of every head at once: per head the maximum, then the exponentials and their double sum, each
+     * reduced by warp shuffles and then over the warps in order (three barriers in all) */
+#pragma unroll
+    for (int g = 0; g < ATT_MAX_HB; g++) {
+        if (g >= hb) break;
+        const float *sg = s + g * max_n;
+        float m = -FLT_MAX;
+        for (int64_t p = threadIdx.x; p < n; p += ATT_THREADS) m = fmaxf(m, sg[p]);
+        for (int o = 16; o > 0; o /= 2) m = fmaxf(m, __shfl_xor_sync(0xffffffffu, m, o));
+        if (lane == 0) wmax[g][warp] = m;
+    }
+    __syncthreads();
+#pragma unroll
+    for (int g = 0; g < ATT_MAX_HB; g++) {
+        if (g >= hb) break;
+        float m = wmax[g][0];
+        for (int i = 1; i < ATT_THREADS / 32; i++) m = fmaxf(m, wmax[g][i]);
         float *sg = s + g * max_n;
-        float mx = -FLT_MAX;
-        for (int64_t p = threadIdx.x; p < n; p += ATT_THREADS) mx = fmaxf(mx, sg[p]);
-        for (int o = 16; o > 0; o /= 2) mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, o));
-        if (lane == 0) wmax[warp] = mx;
-        __syncthreads();
-        mx = wmax[0];
-        for (int i = 1; i < ATT_THREADS / 32; i++) mx = fmaxf(mx, wmax[i]);
         double sum = 0.0;
         for (int64_t p = threadIdx.x; p < n; p += ATT_THREADS) {
-            const float e = expf(sg[p] - mx);
+            const float e = expf(sg[p] - m);
             sg[p] = e;
             sum += e;
         }
-        /* a RED_THREADS-wide tree, the slots past ATT_THREADS zero */
-        red[threadIdx.x] = sum;
-        for (int i = threadIdx.x + ATT_THREADS; i < RED_THREADS; i += ATT_THREADS) red[i] = 0.0;
-        __syncthreads();
-        for (int o = RED_THREADS / 2; o > 0; o /= 2) {
-            for (int i = threadIdx.x; i < o; i += ATT_THREADS) red[i] += red[i + o];
-            __syncthreads();
-        }
-        const float inv = (float)(1.0 / red[0]);
-        for (int64_t p = threadIdx.x; p < n; p += ATT_THREADS) sg[p] *= inv;
-        __syncthreads();
+        for (int o = 16; o > 0; o /= 2) sum += __shfl_xor_sync(0xffffffffu, sum, o);
+        if (lane == 0) wsum[g][warp] = sum;
     }
+    __syncthreads();
+#pragma unroll
+    for (int g = 0; g < ATT_MAX_HB; g++) {
+        if (g >= hb) break;
+        double sum = wsum[g][0];
+        for (int i = 1; i < ATT_THREADS / 32; i++) sum += wsum[g][i];
+        const float inv = (float)(1.0 / sum);
+        float *sg = s + g * max_n;
+        for (int64_t p = threadIdx.x; p < n; p += ATT_THREADS) sg[p] *= inv;
+    }
+    __syncthreads();
     for (int i = threadIdx.x; i < D; i += ATT_THREADS) {
         const __half *vr = vc + (int64_t)kvh * D + i;
         float a[ATT_MAX_HB];
