@@ -25,6 +25,7 @@
 
 #include "../linalg/linalg.h"
 #include "../quant/grid.h"
+#include "../quant/cpu/cpu.h"
 #include "../quant/matmul.h"
 #include "encoders.h"
 
@@ -32,174 +33,27 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#if defined(__x86_64__)
-#include <immintrin.h>
-#endif
 
 #define TILE_ROWS 16    /* rows per task: they share each streamed slice of Hinv */
-#define UPDATE_CHUNK 32 /* columns of the delayed update kept in registers across the batch */
+#define UPDATE_CHUNK LB_GPTQ_CHUNK /* columns of the delayed update kept in registers across the batch */
 #define CPU_PANEL_TILES 4 /* tiles per thread in a panel of rows swept together on the CPU */
 
-/*
- * The two element loops of the sweep and the coordinate descent, each a scalar reference and an AVX2
- * kernel (chosen per call of lb_gptq_quantize; LB_FORCE_REF=1 pins the references). Both round every
- * product and every difference to float in the same order (no fused multiply-add), so they give the same
- * bits and the result does not depend on the CPU (the axpy also on 512-bit vectors where lb_matmul uses the
- * AVX-512 kernels).
- *   axpy:   y[i] = y[i] - a x[i], i < n
- *   update_chunk: one row's chunk of the delayed update, one batch column after another
- */
 typedef void (*axpy_fn)(float *y, float a, const float *x, int64_t n);
-typedef void (*chunk_fn)(float *t, const float *er, int64_t nb, const float *U, int64_t ld, int64_t w);
-typedef void (*quad_fn)(const float *ht, int64_t ld, const float *d, int n, double *acc);
-typedef struct gptq_kernels {
-    axpy_fn axpy;
-    chunk_fn update_chunk; /* the delayed update of one row's chunk of w <= UPDATE_CHUNK columns */
-    quad_fn quad;          /* the sub-block scale steps' H d (cd_params) */
-} gptq_kernels;
+typedef lb_gptq_kernels gptq_kernels; /* the element loops (quant/cpu/gptq_kern.c) */
 
-static void axpy_ref(float *y, float a, const float *x, int64_t n) {
-    for (int64_t i = 0; i < n; i++) y[i] = y[i] - a * x[i];
-}
-
-/* t[0:w] -= er[0:nb] . U[0:nb][0:w] (row stride ld), kept in acc across the batch */
-static void update_chunk_ref(float *t, const float *er, int64_t nb, const float *U, int64_t ld, int64_t w) {
-    float acc[UPDATE_CHUNK];
-    memcpy(acc, t, (size_t)w * sizeof *acc);
-    for (int64_t k = 0; k < nb; k++) {
-        const float ek = er[k];
-        const float *u = U + k * ld;
-        for (int64_t i = 0; i < w; i++) acc[i] = acc[i] - ek * u[i];
-    }
-    memcpy(t, acc, (size_t)w * sizeof *acc);
-}
-
-/* acc[k] = sum over l < n, in order, of (double)ht[l ld + k] * d[l], k < n <= 32 (each product exact in double) */
-static void quad_ref(const float *ht, int64_t ld, const float *d, int n, double *acc) {
-    for (int k = 0; k < n; k++) acc[k] = 0;
-    for (int l = 0; l < n; l++) {
-        const double dl = d[l];
-        for (int k = 0; k < n; k++) acc[k] += (double)ht[l * ld + k] * dl;
-    }
-}
-
-#if defined(__x86_64__)
-#define AVX2 __attribute__((target("avx2")))
-
-AVX2 static void axpy_avx2(float *y, float a, const float *x, int64_t n) {
-    const __m256 va = _mm256_set1_ps(a);
-    int64_t i = 0;
-    for (; i + 8 <= n; i += 8)
-        _mm256_storeu_ps(y + i, _mm256_sub_ps(_mm256_loadu_ps(y + i), _mm256_mul_ps(va, _mm256_loadu_ps(x + i))));
-    for (; i < n; i++) y[i] = y[i] - a * x[i];
-}
-
-/* a whole chunk in four registers; a narrower one goes to the reference */
-AVX2 static void update_chunk_avx2(float *t, const float *er, int64_t nb, const float *U, int64_t ld, int64_t w) {
-    if (w < UPDATE_CHUNK) {
-        update_chunk_ref(t, er, nb, U, ld, w);
-        return;
-    }
-    __m256 a0 = _mm256_loadu_ps(t), a1 = _mm256_loadu_ps(t + 8), a2 = _mm256_loadu_ps(t + 16), a3 = _mm256_loadu_ps(t + 24);
-    for (int64_t k = 0; k < nb; k++) {
-        const __m256 ek = _mm256_set1_ps(er[k]);
-        const float *u = U + k * ld;
-        a0 = _mm256_sub_ps(a0, _mm256_mul_ps(ek, _mm256_loadu_ps(u)));
-        a1 = _mm256_sub_ps(a1, _mm256_mul_ps(ek, _mm256_loadu_ps(u + 8)));
-        a2 = _mm256_sub_ps(a2, _mm256_mul_ps(ek, _mm256_loadu_ps(u + 16)));
-        a3 = _mm256_sub_ps(a3, _mm256_mul_ps(ek, _mm256_loadu_ps(u + 24)));
-    }
-    _mm256_storeu_ps(t, a0);
-    _mm256_storeu_ps(t + 8, a1);
-    _mm256_storeu_ps(t + 16, a2);
-    _mm256_storeu_ps(t + 24, a3);
-}
-
-/* quad_ref with the 16 or 32 sums of k in vector lanes (4 doubles each); other n go to the reference */
-AVX2 static void quad_avx2(const float *ht, int64_t ld, const float *d, int n, double *acc) {
-    if (n != 16 && n != 32) {
-        quad_ref(ht, ld, d, n, acc);
-        return;
-    }
-    __m256d a[8];
-    const int nv = n / 4;
-    for (int v = 0; v < 8; v++) a[v] = _mm256_setzero_pd();
-    for (int l = 0; l < n; l++) {
-        const __m256d dl = _mm256_set1_pd((double)d[l]);
-        const float *h = ht + l * ld;
-        for (int v = 0; v < 8; v++)
-            if (v < nv) a[v] = _mm256_add_pd(a[v], _mm256_mul_pd(_mm256_cvtps_pd(_mm_loadu_ps(h + 4 * v)), dl));
-    }
-    for (int v = 0; v < nv; v++) _mm256_storeu_pd(acc + 4 * v, a[v]);
-}
-
-/* the same with 8 doubles a vector */
-__attribute__((target("avx2,avx512f"))) static void quad_avx512(const float *ht, int64_t ld, const float *d, int n, double *acc) {
-    if (n != 16 && n != 32) {
-        quad_ref(ht, ld, d, n, acc);
-        return;
-    }
-    __m512d a[4];
-    const int nv = n / 8;
-    for (int v = 0; v < 4; v++) a[v] = _mm512_setzero_pd();
-    for (int l = 0; l < n; l++) {
-        const __m512d dl = _mm512_set1_pd((double)d[l]);
-        const float *h = ht + l * ld;
-        for (int v = 0; v < 4; v++)
-            if (v < nv) a[v] = _mm512_add_pd(a[v], _mm512_mul_pd(_mm512_cvtps_pd(_mm256_loadu_ps(h + 8 * v)), dl));
-    }
-    for (int v = 0; v < nv; v++) _mm512_storeu_pd(acc + 8 * v, a[v]);
-}
-
-/* the axpy on 512-bit vectors (the same element-wise operations), with the kernel set of lb_matmul */
-__attribute__((target("avx2,avx512f"))) static void axpy_avx512(float *y, float a, const float *x, int64_t n) {
-    const __m512 va = _mm512_set1_ps(a);
-    int64_t i = 0;
-    for (; i + 16 <= n; i += 16)
-        _mm512_storeu_ps(y + i, _mm512_sub_ps(_mm512_loadu_ps(y + i), _mm512_mul_ps(va, _mm512_loadu_ps(x + i))));
-    for (; i < n; i++) y[i] = y[i] - a * x[i];
-}
-#endif
-
-static gptq_kernels pick_kernels(void) {
-#if defined(__x86_64__)
-    if (!lb_force_ref() && __builtin_cpu_supports("avx2")) {
-        const bool z = strcmp(lb_matmul_impl(), "avx512vnni") == 0; /* LB_KERNELS=avx2 keeps the AVX2 kernels */
-        return (gptq_kernels){z ? axpy_avx512 : axpy_avx2, update_chunk_avx2, z ? quad_avx512 : quad_avx2};
-    }
-#endif
-    return (gptq_kernels){axpy_ref, update_chunk_ref, quad_ref};
-}
-
-static bool kernels_impl(int impl, gptq_kernels *k) {
-    if (impl == 0) {
-        *k = (gptq_kernels){axpy_ref, update_chunk_ref, quad_ref};
-        return true;
-    }
-#if defined(__x86_64__)
-    if (impl == 1 && __builtin_cpu_supports("avx2")) {
-        *k = (gptq_kernels){axpy_avx2, update_chunk_avx2, quad_avx2};
-        return true;
-    }
-    if (impl == 2 && __builtin_cpu_supports("avx2") && __builtin_cpu_supports("avx512f")) {
-        *k = (gptq_kernels){axpy_avx512, update_chunk_avx2, quad_avx512};
-        return true;
-    }
-#endif
-    return false;
-}
+static gptq_kernels pick_kernels(void) { return *lb_gptq_kernels_best(); }
 
 bool lb_gptq_kernel_axpy(int impl, float *y, float a, const float *x, int64_t n) {
-    gptq_kernels k;
-    if (!kernels_impl(impl, &k)) return false;
-    k.axpy(y, a, x, n);
+    const lb_gptq_kernels *k = lb_gptq_kernels_impl(impl);
+    if (!k) return false;
+    k->axpy(y, a, x, n);
     return true;
 }
 
 bool lb_gptq_kernel_quad(int impl, const float *ht, int64_t ld, const float *d, int n, double *acc) {
-    gptq_kernels k;
-    if (!kernels_impl(impl, &k)) return false;
-    k.quad(ht, ld, d, n, acc);
+    const lb_gptq_kernels *k = lb_gptq_kernels_impl(impl);
+    if (!k) return false;
+    k->quad(ht, ld, d, n, acc);
     return true;
 }
 

@@ -26,11 +26,11 @@
 #include "model/model.h"
 #include "quant/quant.h"
 #include "test.h"
+#include "cuda_test.h"
 
 #include <math.h>
 #include <unistd.h>
 
-static const lb_device cuda0 = {LB_DEVICE_CUDA, 0};
 
 static uint64_t rng = 88172645463325252ULL;
 static double urand(void) {
@@ -86,22 +86,6 @@ static void make_random(const lb_layer *src, rand_layer *r) {
 
 static void free_random(rand_layer *r) {
     for (int k = 0; k < 7; k++) free(r->w[k]);
-}
-
-/* the GPTQ objective tr(E H E^T) / 2 of E = W0 - Q, rows x d, H (d, d) */
-static double objective(const float *W0, const float *Q, int64_t rows, int64_t d, const double *H) {
-    double tot = 0;
-    double *e = malloc((size_t)d * sizeof *e);
-    for (int64_t r = 0; r < rows; r++) {
-        for (int64_t j = 0; j < d; j++) e[j] = (double)W0[r * d + j] - Q[r * d + j];
-        for (int64_t i = 0; i < d; i++) {
-            double s = 0;
-            for (int64_t j = 0; j < d; j++) s += H[i * d + j] * e[j];
-            tot += e[i] * s;
-        }
-    }
-    free(e);
-    return tot / 2;
 }
 
 /* GPTQ (q4_K) of a random (rows, d) matrix from the GPU's and the CPU's H of the same point */
@@ -201,54 +185,11 @@ static void check_statistics(const lb_model *m, const int32_t *ids, int64_t n_id
 
 /* ---------------------------------------------------------------- the quantizer ---------------------------- */
 
-static void quantize(const char *method, lb_device dev, const int32_t *calib, int64_t n_calib, const char *path) {
-    lb_quantize_params qp = lb_quantize_default_params();
-    qp.ftype = "q4_k_m";
-    qp.n_threads = 0; /* all CPUs: the result is the same for any count */
-    qp.method = (lb_method)lb_method_from_name(method);
-    qp.calib_tokens = calib;
-    qp.n_calib_tokens = n_calib;
-    qp.calib_n_tokens = 4096;
-    qp.device = dev;
-    lb_quantize_report r;
-    lb_error e;
-    REQUIRE(lb_quantize_model("models/tiny", path, &qp, &r, &e) == LB_OK, "%s on %s: %s", method,
-            dev.kind ? "cuda" : "cpu", e.msg);
-    CHECK((r.gpu_peak_bytes > 0) == (dev.kind == LB_DEVICE_CUDA), "%s: gpu_peak_bytes %zu", method, r.gpu_peak_bytes);
-    lb_quantize_report_free(&r);
-}
-
-static bool same_file(const char *a, const char *b) {
-    char *x, *y;
-    size_t nx, ny;
-    lb_error e;
-    REQUIRE(lb_read_file(a, (size_t)1 << 30, &x, &nx, &e) == LB_OK, "%s", e.msg);
-    REQUIRE(lb_read_file(b, (size_t)1 << 30, &y, &ny, &e) == LB_OK, "%s", e.msg);
-    bool same = nx == ny && !memcmp(x, y, nx);
-    lb_free(x);
-    lb_free(y);
-    return same;
-}
-
-static double kld(const char *path, const lb_model *base, const int32_t *ids, int64_t n_ids) {
-    lb_model *m = NULL;
-    lb_error e;
-    REQUIRE(lb_model_load(path, &m, &e) == LB_OK, "%s", e.msg);
-    lb_eval_params p = lb_eval_default_params();
-    p.ctx = 256;
-    p.max_chunks = 16;
-    p.device = cuda0;
-    lb_eval_result r;
-    REQUIRE(lb_eval_perplexity(m, base, ids, n_ids, &p, &r, &e) == LB_OK, "%s", e.msg);
-    lb_model_free(m);
-    return r.kld_mean;
-}
-
 static void check_quantizer(const lb_model *base, const int32_t *calib, int64_t n_calib, const int32_t *ids, int64_t n_ids) {
     char dir[64], a[128], b[128], c[128];
     snprintf(dir, sizeof dir, "/tmp/lowbit-cuda-calib-%d", (int)getpid());
     snprintf(a, sizeof a, "%s-rtn.gguf", dir);
-    quantize("rtn", (lb_device){LB_DEVICE_CPU, 0}, NULL, 0, a);
+    quantize_tiny("rtn", (lb_device){LB_DEVICE_CPU, 0}, NULL, 0, a);
     const double k_rtn = kld(a, base, ids, n_ids);
     remove(a);
     const char *methods[] = {"imatrix", "gptq"};
@@ -256,9 +197,9 @@ static void check_quantizer(const lb_model *base, const int32_t *calib, int64_t 
         snprintf(a, sizeof a, "%s-%s-cpu.gguf", dir, methods[i]);
         snprintf(b, sizeof b, "%s-%s-gpu1.gguf", dir, methods[i]);
         snprintf(c, sizeof c, "%s-%s-gpu2.gguf", dir, methods[i]);
-        quantize(methods[i], (lb_device){LB_DEVICE_CPU, 0}, calib, n_calib, a);
-        quantize(methods[i], cuda0, calib, n_calib, b);
-        quantize(methods[i], cuda0, calib, n_calib, c);
+        quantize_tiny(methods[i], (lb_device){LB_DEVICE_CPU, 0}, calib, n_calib, a);
+        quantize_tiny(methods[i], cuda0, calib, n_calib, b);
+        quantize_tiny(methods[i], cuda0, calib, n_calib, c);
         CHECK(same_file(b, c), "%s on the GPU: two runs differ", methods[i]);
         const double kc = kld(a, base, ids, n_ids), kg = kld(b, base, ids, n_ids);
         printf("q4_k_m %-8s KL(base||q): cpu %.6f  gpu %.6f (%+.2f %%)  rtn %.6f\n", methods[i], kc, kg, 100 * (kg / kc - 1), k_rtn);
@@ -299,17 +240,6 @@ static void check_cli(void) {
     int lines = 0;
     for (char *p = out; *p; p++) lines += *p == '\n';
     CHECK(strstr(out, "does not exist") && strstr(out, "rc=1") && lines == 2, "cli cuda:999: %s", out);
-}
-
-static int32_t *tokenize(const lb_tokenizer *tok, const char *path, int64_t *n) {
-    char *text;
-    size_t len;
-    int32_t *ids = NULL;
-    lb_error e;
-    REQUIRE(lb_read_file(path, (size_t)1 << 26, &text, &len, &e) == LB_OK, "%s", e.msg);
-    REQUIRE(lb_tokenizer_encode(tok, text, len, &ids, n, &e) == LB_OK, "%s", e.msg);
-    lb_free(text);
-    return ids;
 }
 
 int main(void) {

@@ -25,12 +25,12 @@
 #include "model/model.h"
 #include "quant/quant.h"
 #include "test.h"
+#include "cuda_test.h"
 
 #include <math.h>
 #include <stdlib.h>
 #include <unistd.h>
 
-static const lb_device cuda0 = {LB_DEVICE_CUDA, 0};
 #define EPS32 5.9604644775390625e-8 /* 2^-24 */
 
 static uint64_t rng = 0x2545F4914F6CDD1DULL;
@@ -242,20 +242,6 @@ static void check_products(lb_gptq_ops *g) {
 
 /* ---------------------------------------------------------------- GPTQ whole ------------------------------ */
 
-static double objective(const float *W0, const float *Q, int64_t rows, int64_t d, const double *H) {
-    double tot = 0, *e = malloc(sizeof *e * (size_t)d);
-    for (int64_t r = 0; r < rows; r++) {
-        for (int64_t j = 0; j < d; j++) e[j] = (double)W0[r * d + j] - Q[r * d + j];
-        for (int64_t i = 0; i < d; i++) {
-            double s = 0;
-            for (int64_t j = 0; j < d; j++) s += H[i * d + j] * e[j];
-            tot += e[i] * s;
-        }
-    }
-    free(e);
-    return tot / 2;
-}
-
 static void check_gptq(lb_gptq_ops *g, lb_pool *pool) {
     const lb_type types[] = {LB_TYPE_Q4_K, LB_TYPE_Q3_K, LB_TYPE_IQ4_XS};
     const int64_t rows = 67, d = 768;
@@ -298,48 +284,11 @@ static void check_gptq(lb_gptq_ops *g, lb_pool *pool) {
 
 /* ---------------------------------------------------------------- the quantizer --------------------------- */
 
+/* quantize_tiny with GPTQ's solver on CPU threads (LB_GPTQ_GPU=0) or on the GPU */
 static void quantize(const char *method, lb_device dev, bool cpu_solver, const int32_t *calib, int64_t n_calib, const char *path) {
-    lb_quantize_params qp = lb_quantize_default_params();
-    qp.ftype = "q4_k_m";
-    qp.n_threads = 0;
-    qp.method = (lb_method)lb_method_from_name(method);
-    qp.calib_tokens = calib;
-    qp.n_calib_tokens = n_calib;
-    qp.calib_n_tokens = 4096;
-    qp.device = dev;
     setenv("LB_GPTQ_GPU", cpu_solver ? "0" : "1", 1);
-    lb_quantize_report r;
-    lb_error e;
-    REQUIRE(lb_quantize_model("models/tiny", path, &qp, &r, &e) == LB_OK, "%s: %s", method, e.msg);
-    CHECK(r.gpu_fallbacks == 0, "%s: %lld fallbacks (%s)", method, (long long)r.gpu_fallbacks, r.gpu_fallback_reason);
-    lb_quantize_report_free(&r);
+    quantize_tiny(method, dev, calib, n_calib, path);
     unsetenv("LB_GPTQ_GPU");
-}
-
-static bool same_file(const char *a, const char *b) {
-    char *x, *y;
-    size_t nx, ny;
-    lb_error e;
-    REQUIRE(lb_read_file(a, (size_t)1 << 30, &x, &nx, &e) == LB_OK, "%s", e.msg);
-    REQUIRE(lb_read_file(b, (size_t)1 << 30, &y, &ny, &e) == LB_OK, "%s", e.msg);
-    bool same = nx == ny && !memcmp(x, y, nx);
-    lb_free(x);
-    lb_free(y);
-    return same;
-}
-
-static double kld(const char *path, const lb_model *base, const int32_t *ids, int64_t n_ids) {
-    lb_model *m = NULL;
-    lb_error e;
-    REQUIRE(lb_model_load(path, &m, &e) == LB_OK, "%s", e.msg);
-    lb_eval_params p = lb_eval_default_params();
-    p.ctx = 256;
-    p.max_chunks = 16;
-    p.device = cuda0;
-    lb_eval_result r;
-    REQUIRE(lb_eval_perplexity(m, base, ids, n_ids, &p, &r, &e) == LB_OK, "%s", e.msg);
-    lb_model_free(m);
-    return r.kld_mean;
 }
 
 static void check_quantizer(const lb_model *base, const int32_t *calib, int64_t n_calib, const int32_t *ids, int64_t n_ids) {
@@ -366,17 +315,6 @@ static void check_quantizer(const lb_model *base, const int32_t *calib, int64_t 
     remove(a), remove(b), remove(c);
     snprintf(a, sizeof a, "/tmp/lowbit-cuda-gptq-%d-rtn.gguf", pid);
     remove(a);
-}
-
-static int32_t *tokenize(const lb_tokenizer *tok, const char *path, int64_t *n) {
-    char *text;
-    size_t len;
-    int32_t *ids = NULL;
-    lb_error e;
-    REQUIRE(lb_read_file(path, (size_t)1 << 26, &text, &len, &e) == LB_OK, "%s", e.msg);
-    REQUIRE(lb_tokenizer_encode(tok, text, len, &ids, n, &e) == LB_OK, "%s", e.msg);
-    lb_free(text);
-    return ids;
 }
 
 int main(void) {

@@ -227,6 +227,25 @@ const lb_cpu_kernels *lb_cpu_kernels_avx512vnni(void);
 /* The best for this CPU, chosen once: the reference under LB_FORCE_REF=1, at most AVX2 under LB_KERNELS=avx2. */
 const lb_cpu_kernels *lb_cpu_kernels_best(void);
 
+/*
+ * GPTQ's element loops (algo/gptq.c); each implementation rounds every product and every difference to float
+ * in this order (no fused multiply-add), so all give the same bits:
+ *   axpy:         y[i] = y[i] - a * x[i], i < n
+ *   update_chunk: for k = 0..nb-1 in order, t[i] = t[i] - er[k] * U[k ld + i], i < w <= LB_GPTQ_CHUNK
+ *   quad:         acc[k] = sum over l < n, in order, of (double)ht[l ld + k] * d[l], k < n <= 32 (products
+ *                 exact in double)
+ */
+#define LB_GPTQ_CHUNK 32
+typedef struct lb_gptq_kernels {
+    void (*axpy)(float *y, float a, const float *x, int64_t n);
+    void (*update_chunk)(float *t, const float *er, int64_t nb, const float *U, int64_t ld, int64_t w);
+    void (*quad)(const float *ht, int64_t ld, const float *d, int n, double *acc);
+} lb_gptq_kernels;
+/* impl 0 the scalar reference, 1 AVX2, 2 AVX-512 (NULL where the CPU lacks it); _best: the reference under
+ * LB_FORCE_REF=1, else the vector width of lb_cpu_kernels_best() */
+const lb_gptq_kernels *lb_gptq_kernels_impl(int impl);
+const lb_gptq_kernels *lb_gptq_kernels_best(void);
+
 /* The canonical reduction of 8 partials. */
 static inline float lb_reduce8(const float *a) {
     float s0 = a[0] + a[4], s1 = a[1] + a[5], s2 = a[2] + a[6], s3 = a[3] + a[7];

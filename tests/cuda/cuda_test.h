@@ -1,0 +1,92 @@
+/*
+ * cuda_test.h - what the GPU calibration tests (test_cuda_calib, test_cuda_gptq) share: tiny quantized with
+ * a method on a device, two files compared byte for byte, a file's KL divergence against its base on the
+ * GPU, a text file tokenized, and the GPTQ objective of a quantized matrix.
+ */
+#ifndef LB_CUDA_TEST_H
+#define LB_CUDA_TEST_H
+
+#include "lowbit.h"
+#include "model/model.h"
+#include "test.h"
+
+#include <stdbool.h>
+#include <stdlib.h>
+#include <string.h>
+
+static const lb_device cuda0 = {LB_DEVICE_CUDA, 0};
+
+/* models/tiny to q4_k_m at path by method on dev, 4,096 calibration tokens of calib; on a GPU the report
+ * must show its peak and no matrix fallen back to the CPU */
+static void quantize_tiny(const char *method, lb_device dev, const int32_t *calib, int64_t n_calib, const char *path) {
+    lb_quantize_params qp = lb_quantize_default_params();
+    qp.ftype = "q4_k_m";
+    qp.n_threads = 0; /* all CPUs: the result is the same for any count */
+    qp.method = (lb_method)lb_method_from_name(method);
+    qp.calib_tokens = calib;
+    qp.n_calib_tokens = n_calib;
+    qp.calib_n_tokens = 4096;
+    qp.device = dev;
+    lb_quantize_report r;
+    lb_error e;
+    REQUIRE(lb_quantize_model("models/tiny", path, &qp, &r, &e) == LB_OK, "%s on %s: %s", method,
+            dev.kind ? "cuda" : "cpu", e.msg);
+    CHECK((r.gpu_peak_bytes > 0) == (dev.kind == LB_DEVICE_CUDA), "%s: gpu_peak_bytes %zu", method, r.gpu_peak_bytes);
+    CHECK(r.gpu_fallbacks == 0, "%s: %lld fallbacks (%s)", method, (long long)r.gpu_fallbacks, r.gpu_fallback_reason);
+    lb_quantize_report_free(&r);
+}
+
+static bool same_file(const char *a, const char *b) {
+    char *x, *y;
+    size_t nx, ny;
+    lb_error e;
+    REQUIRE(lb_read_file(a, (size_t)1 << 30, &x, &nx, &e) == LB_OK, "%s", e.msg);
+    REQUIRE(lb_read_file(b, (size_t)1 << 30, &y, &ny, &e) == LB_OK, "%s", e.msg);
+    bool same = nx == ny && !memcmp(x, y, nx);
+    lb_free(x);
+    lb_free(y);
+    return same;
+}
+
+/* mean KL(base || the model at path) over 16 windows of 256 tokens of ids, evaluated on the GPU */
+static double kld(const char *path, const lb_model *base, const int32_t *ids, int64_t n_ids) {
+    lb_model *m = NULL;
+    lb_error e;
+    REQUIRE(lb_model_load(path, &m, &e) == LB_OK, "%s", e.msg);
+    lb_eval_params p = lb_eval_default_params();
+    p.ctx = 256;
+    p.max_chunks = 16;
+    p.device = cuda0;
+    lb_eval_result r;
+    REQUIRE(lb_eval_perplexity(m, base, ids, n_ids, &p, &r, &e) == LB_OK, "%s", e.msg);
+    lb_model_free(m);
+    return r.kld_mean;
+}
+
+static int32_t *tokenize(const lb_tokenizer *tok, const char *path, int64_t *n) {
+    char *text;
+    size_t len;
+    int32_t *ids = NULL;
+    lb_error e;
+    REQUIRE(lb_read_file(path, (size_t)1 << 26, &text, &len, &e) == LB_OK, "%s", e.msg);
+    REQUIRE(lb_tokenizer_encode(tok, text, len, &ids, n, &e) == LB_OK, "%s", e.msg);
+    lb_free(text);
+    return ids;
+}
+
+/* the GPTQ objective tr(E H E^T) / 2 of E = W0 - Q, rows x d, H (d, d) */
+static double objective(const float *W0, const float *Q, int64_t rows, int64_t d, const double *H) {
+    double tot = 0, *e = malloc(sizeof *e * (size_t)d);
+    for (int64_t r = 0; r < rows; r++) {
+        for (int64_t j = 0; j < d; j++) e[j] = (double)W0[r * d + j] - Q[r * d + j];
+        for (int64_t i = 0; i < d; i++) {
+            double s = 0;
+            for (int64_t j = 0; j < d; j++) s += H[i * d + j] * e[j];
+            tot += e[i] * s;
+        }
+    }
+    free(e);
+    return tot / 2;
+}
+
+#endif
