@@ -443,41 +443,6 @@ static lb_status observe(lb_cuda_ctx *g, int64_t layer, lb_obs_point pt, const f
         if (stop == (int)(pt)) return LB_OK;                                                                        \
     } while (0)
 
-/* The product about to take x (T, K) with weight w runs on the fused 8-bit path: its producer can round the
- * activations in the same launch (into ws->x16, marked as prepared for w's kind). Otherwise the prepared
- * activations are forgotten, so that mm(..., same_x = true) prepares x itself. */
-static bool fuse_act(lb_cuda_ctx *g, const dweight *w, int64_t T, int64_t K, lb_error *err, lb_status *s) {
-    mm_ws *ws = &g->ws;
-    ws->act_x = NULL;
-    *s = LB_OK;
-    if (T > LB_CUDA_MV_MAX || !cu_matvec_q8(w->type) || w->cols != K) return false;
-    *s = mm_ws_ready(ws, (size_t)(T * K), false, err);
-    return *s == LB_OK;
-}
-
-static void act_prepared(mm_ws *ws, const float *x, const dweight *w, int64_t T) {
-    ws->act_x = x;
-    ws->act_T = T;
-    ws->act_K = w->cols;
-    ws->act_path = 0;
-    ws->act_kind = act_kind(w->type, 0);
-}
-
-/* g->xn = RMSNorm(x) (with y: x += y first), rounded for the product with w in the same launch where it can be */
-static lb_status norm_for(lb_cuda_ctx *g, float *x, const float *y, const float *nw, const dweight *w, int64_t T, lb_error *err) {
-    const int64_t E = g->m->info.n_embd;
-    const float eps = g->m->info.rms_eps;
-    lb_status s;
-    if (fuse_act(g, w, T, E, err, &s)) {
-        cu_rmsnorm_q8(x, y, nw, g->xn, T, (int)E, eps, (int)lb_type_traits_get(w->type)->block_elems, g->ws.x16);
-        act_prepared(&g->ws, g->xn, w, T);
-    } else if (s == LB_OK) {
-        if (y) cu_add_rmsnorm(x, y, nw, g->xn, T, (int)E, eps);
-        else cu_rmsnorm(x, nw, g->xn, T, (int)E, E, eps);
-    }
-    return s;
-}
-
 /* pos0: the batch's first position, also in g->pos_d; max_n: a bound of pos0 + T for the attention kernel;
  * stop: the point after whose observation the layer ends early (g->x then is not the layer's output), or -1 */
 static lb_status layer_forward(lb_cuda_ctx *g, const dlayer *l, int64_t il, int64_t T, int64_t max_n, int stop, lb_error *err) {
@@ -485,9 +450,9 @@ static lb_status layer_forward(lb_cuda_ctx *g, const dlayer *l, int64_t il, int6
     const int64_t E = h->n_embd, D = h->head_dim, H = h->n_head, KV = h->n_head_kv, F = h->n_ff;
     const int64_t qd = H * D, kvd = KV * D;
     const float eps = h->rms_eps;
-    TRY(norm_for(g, g->x, NULL, l->attn_norm, &l->wq, T, err));
+    cu_rmsnorm(g->x, l->attn_norm, g->xn, T, (int)E, E, eps);
     OBSERVE(LB_OBS_ATTN_IN, g->xn, E);
-    TRY(mm(&g->ws, g->xn, T, &l->wq, g->q, qd, -1, true, err));
+    TRY(mm(&g->ws, g->xn, T, &l->wq, g->q, qd, -1, false, err));
     TRY(mm(&g->ws, g->xn, T, &l->wk, g->k, kvd, -1, true, err));
     TRY(mm(&g->ws, g->xn, T, &l->wv, g->v, kvd, -1, true, err));
     if (l->bq) cu_add_bias(g->q, l->bq, (int)T, (int)qd);
@@ -505,22 +470,15 @@ static lb_status layer_forward(lb_cuda_ctx *g, const dlayer *l, int64_t il, int6
     OBSERVE(LB_OBS_ATTN_OUT_IN, g->att, qd);
     TRY(mm(&g->ws, g->att, T, &l->wo, g->tmp, E, -1, false, err));
     if (l->bo) cu_add_bias(g->tmp, l->bo, (int)T, (int)E);
-    TRY(norm_for(g, g->x, g->tmp, l->ffn_norm, &l->w_gate, T, err));
+    cu_add_rmsnorm(g->x, g->tmp, l->ffn_norm, g->xn, T, (int)E, eps);
     OBSERVE(LB_OBS_FFN_IN, g->xn, E);
-    TRY(mm(&g->ws, g->xn, T, &l->w_gate, g->g, F, -1, true, err));
+    TRY(mm(&g->ws, g->xn, T, &l->w_gate, g->g, F, -1, false, err));
     TRY(mm(&g->ws, g->xn, T, &l->w_up, g->u, F, -1, true, err));
     if (l->b_gate) cu_add_bias(g->g, l->b_gate, (int)T, (int)F);
     if (l->b_up) cu_add_bias(g->u, l->b_up, (int)T, (int)F);
-    lb_status fs;
-    if (fuse_act(g, &l->w_down, T, F, err, &fs)) {
-        cu_silu_mul_q8(g->g, g->u, T * F, (int)lb_type_traits_get(l->w_down.type)->block_elems, g->ws.x16);
-        act_prepared(&g->ws, g->g, &l->w_down, T);
-    } else if (fs == LB_OK) {
-        cu_silu_mul(g->g, g->u, T * F);
-    }
-    TRY(fs);
+    cu_silu_mul(g->g, g->u, T * F);
     OBSERVE(LB_OBS_FFN_DOWN_IN, g->g, F);
-    TRY(mm(&g->ws, g->g, T, &l->w_down, g->tmp, E, -1, true, err));
+    TRY(mm(&g->ws, g->g, T, &l->w_down, g->tmp, E, -1, false, err));
     if (l->b_down) cu_add_bias(g->tmp, l->b_down, (int)T, (int)E);
     cu_add(g->x, g->tmp, T * E);
     return LB_OK;
@@ -761,50 +719,5 @@ extern "C" lb_status lb_cuda_test_matmul(int device, lb_type type, const void *w
     cudaFree((void *)d.data);
     cudaFree(xd);
     cudaFree(od);
-    return s;
-}
-
-extern "C" lb_status lb_cuda_test_fused_act(int device, lb_type type, int op, const float *x, const float *y, const float *w,
-                                            int64_t T, int64_t n, float eps, float *out_fused, float *out_sep, void *act_fused,
-                                            void *act_sep, lb_error *err) {
-    lb_status s = use_device(device, err);
-    if (s != LB_OK) return s;
-    lb_cu_stream = 0;
-    if (!cu_matvec_q8(type) || n % lb_type_traits_get(type)->block_elems || op < 0 || op > 2)
-        return lb_err_set(err, LB_ERR_ARG, "no fused rounding for this type, shape or op");
-    const int be = (int)lb_type_traits_get(type)->block_elems;
-    const size_t fb = (size_t)(T * n) * sizeof(float), ab = (size_t)(T * n) + (size_t)(T * n) / 32 * sizeof(float2);
-    float *d = NULL; /* x1, x2, y, w, out1, out2 */
-    uint8_t *a = NULL; /* act1, act2 */
-    cudaError_t e = cudaMalloc((void **)&d, 6 * fb);
-    if (e == cudaSuccess) e = cudaMalloc((void **)&a, 2 * ab);
-    float *x1 = d, *x2 = d + T * n, *yd = d + 2 * T * n, *wd = d + 3 * T * n, *o1 = d + 4 * T * n, *o2 = d + 5 * T * n;
-    if (e == cudaSuccess) e = cudaMemcpy(x1, x, fb, cudaMemcpyHostToDevice);
-    if (e == cudaSuccess) e = cudaMemcpy(x2, x, fb, cudaMemcpyHostToDevice);
-    if (e == cudaSuccess && y) e = cudaMemcpy(yd, y, fb, cudaMemcpyHostToDevice);
-    if (e == cudaSuccess && w) e = cudaMemcpy(wd, w, (size_t)n * sizeof(float), cudaMemcpyHostToDevice);
-    if (e == cudaSuccess) e = cudaMemset(a, 0x5a, 2 * ab);
-    if (e != cudaSuccess) s = cuda_fail(err, e, "in the fused rounding test");
-    if (s == LB_OK) {
-        if (op == 2) {
-            cu_silu_mul_q8(x1, yd, T * n, be, a);
-            cu_silu_mul(x2, yd, T * n);
-            o1 = x1;
-            o2 = x2;
-        } else {
-            cu_rmsnorm_q8(x1, op == 1 ? yd : NULL, wd, o1, T, (int)n, eps, be, a);
-            if (op == 1) cu_add_rmsnorm(x2, yd, wd, o2, T, (int)n, eps);
-            else cu_rmsnorm(x2, wd, o2, T, (int)n, n, eps);
-        }
-        cu_act_prepare(type, o2, (int)T, n, a + ab);
-        if ((e = cudaDeviceSynchronize()) != cudaSuccess) s = cuda_fail(err, e, "in the fused rounding test");
-    }
-    if (s == LB_OK && ((e = cudaMemcpy(out_fused, o1, fb, cudaMemcpyDeviceToHost)) != cudaSuccess ||
-                       (e = cudaMemcpy(out_sep, o2, fb, cudaMemcpyDeviceToHost)) != cudaSuccess ||
-                       (e = cudaMemcpy(act_fused, a, ab, cudaMemcpyDeviceToHost)) != cudaSuccess ||
-                       (e = cudaMemcpy(act_sep, a + ab, ab, cudaMemcpyDeviceToHost)) != cudaSuccess))
-        s = cuda_fail(err, e, "reading the fused rounding test");
-    cudaFree(d);
-    cudaFree(a);
     return s;
 }

@@ -84,14 +84,6 @@ int lb_cuda_ctx_device(const lb_cuda_ctx *g);
 lb_status lb_cuda_test_matmul(int device, lb_type type, const void *w, int64_t N, int64_t K, const float *x, int64_t T,
                               float *out, int path, lb_error *err);
 
-/* The producers that round their result for a product in the same launch (cu_rmsnorm_q8, cu_silu_mul_q8)
- * against the separate kernels, for a weight of `type` (an 8-bit-path type): op 0 RMSNorm(x) * w, op 1 the
- * same after x += y, op 2 SiLU(x) * y; T rows of n. The results (T n floats) and the prepared activations
- * (T n + T n / 4 bytes) of both ways are written back for the caller to compare. */
-lb_status lb_cuda_test_fused_act(int device, lb_type type, int op, const float *x, const float *y, const float *w, int64_t T,
-                                 int64_t n, float eps, float *out_fused, float *out_sep, void *act_fused, void *act_sep,
-                                 lb_error *err);
-
 /* Whether the fused kernels (path 0) multiply weights of this type with activations rounded to 8 bits per 32
  * elements (lb_act_quantize's rounding) rather than to F16. */
 bool lb_cuda_mv_q8(lb_type type);

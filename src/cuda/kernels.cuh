@@ -52,15 +52,9 @@ void cu_f32_to_f16(const float *x, int64_t n, __half *y);
 void cu_rmsnorm(const float *x, const float *w, float *out, int64_t n_rows, int n, int64_t stride, float eps);
 /* x += y, then out = cu_rmsnorm(x), for n_rows contiguous rows of n (one launch) */
 void cu_add_rmsnorm(float *x, const float *y, const float *w, float *out, int64_t n_rows, int n, float eps);
-/* cu_rmsnorm (with y: cu_add_rmsnorm) of n_rows contiguous rows, and in the same launch the result laid out in
- * xa as cu_act_prepare lays it out for a weight type of the 8-bit path with be-element blocks (32 or 256;
- * n a multiple of be): the same values as the separate kernels */
-void cu_rmsnorm_q8(float *x, const float *y, const float *w, float *out, int64_t n_rows, int n, float eps, int be, void *xa);
 void cu_add_bias(float *y, const float *b, int T, int n);
 void cu_add(float *x, const float *y, int64_t n);
 void cu_silu_mul(float *g, const float *u, int64_t n);
-/* cu_silu_mul, and the result in xa as cu_act_prepare lays it out for the 8-bit path with be-element blocks */
-void cu_silu_mul_q8(float *g, const float *u, int64_t n, int be, void *xa);
 /* The position of the batch's first token, pos0, is read from device memory (*pos), so that one captured
  * graph serves every decode step. */
 /* rotary embedding of T tokens at positions pos0.. (tables (n_ctx, D/2)) over n_heads heads of D */

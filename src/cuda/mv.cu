@@ -14,7 +14,6 @@
 
 #include "kernels.cuh"
 #include "quant.cuh"
-#include "act.cuh"
 
 extern "C" {
 #include "../quant/quant.h"
@@ -424,9 +423,11 @@ __global__ void __launch_bounds__(MV_WARPS * 32) k_mvm(const uint8_t *__restrict
     }
 }
 
-/* The CPU's 8-bit rounding of activations (lb_act_quantize, act.cuh): one scale per `be` elements (the weight
- * type's block, 32 or 256); one warp per be-block, lane l holding elements 32 c + l. Q8 = true writes the
- * 8-bit layout above, false the rounded values d * q as F16 (the fallback decoders and the cuBLAS prompt path). */
+/* The CPU's 8-bit rounding of activations (lb_act_quantize): one scale per `be` elements (the weight type's block,
+ * 32 or 256), amax / 127, the codes rounded to nearest-even from x * (127 / amax), NaN to -127; the same IEEE
+ * operations, so codes and scales are the CPU's to the bit. One warp per be-block; lane l holds elements
+ * 32 c + l. Q8 = true writes the 8-bit layout above (a scale and a code sum per 32: the scale repeated over a
+ * 256-block), false the rounded values d * q as F16 (the fallback decoders and the cuBLAS prompt path). */
 template <int BE, bool Q8>
 __global__ void k_act_round(const float *__restrict__ x, int64_t nblk, int8_t *__restrict__ q, float2 *__restrict__ d,
                             __half *__restrict__ y) {
@@ -435,9 +436,37 @@ __global__ void k_act_round(const float *__restrict__ x, int64_t nblk, int8_t *_
     const int lane = threadIdx.x % 32;
     if (b >= nblk) return;
     float v[C];
+    float amax = 0.0f;
 #pragma unroll
-    for (int c = 0; c < C; c++) v[c] = x[BE * b + 32 * c + lane];
-    act_round_warp<C, Q8>(v, BE * b, lane, q, d, y);
+    for (int c = 0; c < C; c++) {
+        v[c] = x[BE * b + 32 * c + lane];
+        const float a = fabsf(v[c]);
+        amax = a > amax ? a : amax;
+    }
+#pragma unroll
+    for (int o = 16; o > 0; o /= 2) {
+        const float u = __shfl_xor_sync(0xffffffffu, amax, o);
+        amax = u > amax ? u : amax;
+    }
+    const float id = amax > 0.0f ? __fdiv_rn(127.0f, amax) : 0.0f;
+    const float dd = __fdiv_rn(amax, 127.0f);
+#pragma unroll
+    for (int c = 0; c < C; c++) {
+        float u = __fmul_rn(v[c], id);
+        u = u >= -127.0f ? u : -127.0f; /* NaN -> -127, as the CPU */
+        u = u <= 127.0f ? u : 127.0f;
+        const int qi = __float2int_rn(u);
+        const int64_t i = BE * b + 32 * c + lane;
+        if (Q8) {
+            q[i] = (int8_t)qi;
+            int sum = qi;
+#pragma unroll
+            for (int o = 16; o > 0; o /= 2) sum += __shfl_xor_sync(0xffffffffu, sum, o);
+            if (lane == 0) d[i / 32] = make_float2(dd, __fmul_rn(dd, (float)sum));
+        } else {
+            y[i] = __float2half_rn(__fmul_rn(dd, (float)qi));
+        }
+    }
 }
 
 static unsigned grid_for(int64_t n, int bs) { return (unsigned)((n + bs - 1) / bs); }

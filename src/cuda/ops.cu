@@ -7,7 +7,6 @@
  * Reductions run in a fixed order (strided per-thread sums, then a tree), so results repeat exactly.
  */
 #include "kernels.cuh"
-#include "act.cuh"
 
 #include <float.h>
 
@@ -31,7 +30,7 @@ __device__ double block_sum(double v, double *sh) {
 
 /* Sum of a double over a block of up to 1,024 threads (a multiple of 32): a shuffle tree in each warp, then
  * the warps' sums by the first warp; every thread gets the result. A fixed order, so results repeat. */
-static __device__ double block_sum_warps(double v, double *sh /* 32 */) {
+__device__ double block_sum_warps(double v, double *sh /* 32 */) {
     const int lane = threadIdx.x % 32, warp = threadIdx.x / 32, nw = blockDim.x / 32;
     for (int o = 16; o > 0; o /= 2) v += __shfl_xor_sync(0xffffffffu, v, o);
     if (lane == 0) sh[warp] = v;
@@ -45,10 +44,14 @@ static __device__ double block_sum_warps(double v, double *sh /* 32 */) {
     return sh[32];
 }
 
-/* 1 / rms of row xr (n elements; with yr, xr += yr first, the residual add): one block per row, about four
- * elements per thread so that a row's loads are all in flight at once (a 256-thread loop of dependent
- * iterations took 9 us for 4,096 elements at batch 1), the squares summed in double in a fixed order. */
-static __device__ float row_rinv(float *xr, const float *yr, int n, float eps, double *sh) {
+/* One block per row, about four elements per thread: the loads of a row are all in flight at once (a
+ * 256-thread loop of dependent iterations took 9 us for 4,096 elements at batch 1). With y, x += y first
+ * (the residual add) and the sum is taken of the new x. */
+__global__ void k_rmsnorm(float *x, const float *y, const float *w, float *out, int n, int64_t stride, float eps) {
+    __shared__ double sh[33];
+    float *xr = x + blockIdx.x * stride;
+    const float *yr = y ? y + blockIdx.x * stride : NULL;
+    float *o = out + blockIdx.x * stride;
     double ss = 0.0;
 #pragma unroll 4
     for (int i = threadIdx.x; i < n; i += blockDim.x) {
@@ -59,40 +62,10 @@ static __device__ float row_rinv(float *xr, const float *yr, int n, float eps, d
         }
         ss += (double)v * v;
     }
-    ss = block_sum_warps(ss, sh); /* its barrier also makes the new xr visible to the whole block */
-    return (float)(1.0 / sqrt(ss / (double)n + (double)eps));
-}
-
-__global__ void k_rmsnorm(float *x, const float *y, const float *w, float *out, int n, int64_t stride, float eps) {
-    __shared__ double sh[33];
-    float *xr = x + blockIdx.x * stride;
-    float *o = out + blockIdx.x * stride;
-    const float r = row_rinv(xr, y ? y + blockIdx.x * stride : NULL, n, eps, sh);
+    ss = block_sum_warps(ss, sh);
+    const float r = (float)(1.0 / sqrt(ss / (double)n + (double)eps));
 #pragma unroll 4
     for (int i = threadIdx.x; i < n; i += blockDim.x) o[i] = __fmul_rn(w[i], __fmul_rn(xr[i], r));
-}
-
-/* k_rmsnorm of contiguous rows, and the result's 8-bit rounding per BE elements (act.cuh) in the same launch:
- * warp w of the block takes the row's BE-blocks w, w + warps, ... */
-template <int BE>
-__global__ void k_rmsnorm_q8(float *x, const float *y, const float *w, float *out, int n, float eps, int8_t *q, float2 *d) {
-    constexpr int C = BE / 32;
-    __shared__ double sh[33];
-    const int64_t row = blockIdx.x;
-    float *xr = x + row * n;
-    float *o = out + row * n;
-    const float r = row_rinv(xr, y ? y + row * n : NULL, n, eps, sh);
-    const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, nw = blockDim.x / 32;
-    for (int b = warp; b < n / BE; b += nw) {
-        float v[C];
-#pragma unroll
-        for (int c = 0; c < C; c++) {
-            const int i = BE * b + 32 * c + lane;
-            v[c] = __fmul_rn(w[i], __fmul_rn(xr[i], r));
-            o[i] = v[c];
-        }
-        act_round_warp<C, true>(v, row * n + BE * b, lane, q, d, NULL);
-    }
 }
 
 static unsigned norm_threads(int n) {
@@ -106,13 +79,6 @@ void cu_rmsnorm(const float *x, const float *w, float *out, int64_t n_rows, int 
 
 void cu_add_rmsnorm(float *x, const float *y, const float *w, float *out, int64_t n_rows, int n, float eps) {
     k_rmsnorm<<<(unsigned)n_rows, norm_threads(n), 0, STREAM>>>(x, y, w, out, n, n, eps);
-}
-
-void cu_rmsnorm_q8(float *x, const float *y, const float *w, float *out, int64_t n_rows, int n, float eps, int be, void *xa) {
-    int8_t *q = (int8_t *)xa;
-    float2 *d = (float2 *)(q + (size_t)n_rows * n);
-    if (be == 256) k_rmsnorm_q8<256><<<(unsigned)n_rows, norm_threads(n), 0, STREAM>>>(x, y, w, out, n, eps, q, d);
-    else k_rmsnorm_q8<32><<<(unsigned)n_rows, norm_threads(n), 0, STREAM>>>(x, y, w, out, n, eps, q, d);
 }
 
 __global__ void k_add_bias(float *y, const float *b, int64_t total, int n) {
@@ -130,38 +96,14 @@ __global__ void k_add(float *x, const float *y, int64_t n) {
 }
 void cu_add(float *x, const float *y, int64_t n) { k_add<<<(unsigned)((n + 255) / 256), 256, 0, STREAM>>>(x, y, n); }
 
-__device__ __forceinline__ float silu_mul(float a, float u) { return __fmul_rn(__fdiv_rn(a, __fadd_rn(1.0f, expf(-a))), u); }
-
 __global__ void k_silu_mul(float *g, const float *u, int64_t n) {
     const int64_t i = (int64_t)blockIdx.x * blockDim.x + threadIdx.x;
-    if (i < n) g[i] = silu_mul(g[i], u[i]);
+    if (i < n) {
+        const float a = g[i];
+        g[i] = __fmul_rn(__fdiv_rn(a, __fadd_rn(1.0f, expf(-a))), u[i]);
+    }
 }
 void cu_silu_mul(float *g, const float *u, int64_t n) { k_silu_mul<<<(unsigned)((n + 255) / 256), 256, 0, STREAM>>>(g, u, n); }
-
-/* k_silu_mul and the result's 8-bit rounding per BE elements (act.cuh), one warp per BE-block */
-template <int BE>
-__global__ void k_silu_mul_q8(float *g, const float *u, int64_t nblk, int8_t *q, float2 *d) {
-    constexpr int C = BE / 32;
-    const int64_t b = ((int64_t)blockIdx.x * blockDim.x + threadIdx.x) / 32;
-    const int lane = threadIdx.x % 32;
-    if (b >= nblk) return;
-    float v[C];
-#pragma unroll
-    for (int c = 0; c < C; c++) {
-        const int64_t i = BE * b + 32 * c + lane;
-        v[c] = silu_mul(g[i], u[i]);
-        g[i] = v[c];
-    }
-    act_round_warp<C, true>(v, BE * b, lane, q, d, NULL);
-}
-void cu_silu_mul_q8(float *g, const float *u, int64_t n, int be, void *xa) {
-    int8_t *q = (int8_t *)xa;
-    float2 *d = (float2 *)(q + n);
-    const int64_t nblk = n / be;
-    const unsigned grid = (unsigned)((nblk * 32 + 255) / 256);
-    if (be == 256) k_silu_mul_q8<256><<<grid, 256, 0, STREAM>>>(g, u, nblk, q, d);
-    else k_silu_mul_q8<32><<<grid, 256, 0, STREAM>>>(g, u, nblk, q, d);
-}
 
 __global__ void k_f32_to_f16(const float *x, int64_t n, __half *y) {
     const int64_t i = (int64_t)blockIdx.x * blockDim.x + threadIdx.x;

@@ -21,10 +21,6 @@
  *   rounded activations d q in F16): the same with 2^-10 for rounding both operands to F16 and 2^-24
  *   sum |x_k| max|w| for weights F16 cannot hold as normals.
  * Outputs are poisoned with NaN before each run, so an unwritten element fails.
- * - the producers that round their result for the next product in the same launch (RMSNorm, RMSNorm after the
- *   residual add, SwiGLU; lb_cuda_test_fused_act): the same floats and the same prepared bytes as the separate
- *   kernels (the same IEEE operations in the same order), for 32- and 256-element blocks, 1-16 rows, rows of 256
- *   to 4,096 elements and one whose threads take five elements.
  */
 #include "cuda/cuda.h"
 #include "quant/cpu/cpu.h"
@@ -132,35 +128,6 @@ static void check_type(lb_type t, int64_t N, int64_t K) {
     free(w);
 }
 
-static void check_fused(lb_type t, int op, int64_t T, int64_t n) {
-    const size_t fn = (size_t)(T * n), ab = fn + fn / 32 * 8;
-    float *x = malloc(fn * sizeof(float)), *y = malloc(fn * sizeof(float)), *w = malloc((size_t)n * sizeof(float));
-    float *o1 = malloc(fn * sizeof(float)), *o2 = malloc(fn * sizeof(float));
-    uint8_t *a1 = malloc(ab), *a2 = malloc(ab);
-    for (size_t i = 0; i < fn; i++) {
-        x[i] = gauss() * (uni() < 0.01 ? 20.0f : 1.0f);
-        y[i] = gauss();
-    }
-    for (int64_t i = 0; i < n; i++) w[i] = 1.0f + 0.1f * gauss();
-    for (int64_t i = 0; i < (n < 64 ? n : 64); i++) x[i] = 0.0f; /* an all-zero block: scale 0 */
-    lb_error e;
-    lb_status s = lb_cuda_test_fused_act(0, t, op, x, y, w, T, n, 1e-5f, o1, o2, a1, a2, &e);
-    CHECK(s == LB_OK, "fused %s op %d: %s", lb_type_name(t), op, e.msg);
-    if (s == LB_OK) {
-        CHECK(!memcmp(o1, o2, fn * sizeof(float)), "fused %s op %d, %lld x %lld: the results differ", lb_type_name(t), op,
-              (long long)T, (long long)n);
-        CHECK(!memcmp(a1, a2, ab), "fused %s op %d, %lld x %lld: the rounded activations differ", lb_type_name(t), op,
-              (long long)T, (long long)n);
-    }
-    free(x);
-    free(y);
-    free(w);
-    free(o1);
-    free(o2);
-    free(a1);
-    free(a2);
-}
-
 int main(void) {
     lb_error e;
     /* errors: a device index that does not exist is one clear line */
@@ -183,15 +150,6 @@ int main(void) {
         check_type((lb_type)t, 67, 1280);
         check_type((lb_type)t, 131, 4096);
         check_type((lb_type)t, 8195, tt->block_elems == 256 ? 256 : 64);
-    }
-    const lb_type fused_types[] = {LB_TYPE_Q4_0, LB_TYPE_Q8_0, LB_TYPE_Q4_K, LB_TYPE_Q6_K};
-    for (int i = 0; i < 4; i++) {
-        if (!lb_cuda_mv_q8(fused_types[i])) continue;
-        for (int op = 0; op < 3; op++) {
-            check_fused(fused_types[i], op, 1, 4096);
-            check_fused(fused_types[i], op, 3, 256 * 3);
-            check_fused(fused_types[i], op, 16, 256 * 20); /* 1,280 elements per thread group of 1,024: five each */
-        }
     }
     TEST_DONE();
 }
