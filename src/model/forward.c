@@ -24,8 +24,10 @@
 #define LB_INPUT_CHUNK 256
 /* Quantized copies one product input can need at once (q, k and v could each have their own block size). */
 #define LB_ACT_AREAS 3
-/* A one-token product step is cut into at least this many tasks per thread, each of whole tiles. */
-#define TASKS_PER_THREAD 16
+/* A one-token product step is cut into about this many tasks per thread, each of whole tiles: few hand-outs
+ * and long row streams per task (2 threads, alternating runs: 4 was 4-8 % faster than 16 on small q4_k_m and 1B
+ * q4_0 decode, 2 level with 4), with some slack for threads that fall behind. */
+#define TASKS_PER_THREAD 4
 /* Query tokens per attention task of a prompt: each key and value row is read once for the block
  * (LB_ATT_QMAX of quant/cpu/cpu.h at most). */
 #define ATT_QBLOCK 8
