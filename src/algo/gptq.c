@@ -43,20 +43,6 @@ typedef lb_gptq_kernels gptq_kernels; /* the element loops (quant/cpu/gptq_kern.
 
 static gptq_kernels pick_kernels(void) { return *lb_gptq_kernels_best(); }
 
-bool lb_gptq_kernel_axpy(int impl, float *y, float a, const float *x, int64_t n) {
-    const lb_gptq_kernels *k = lb_gptq_kernels_impl(impl);
-    if (!k) return false;
-    k->axpy(y, a, x, n);
-    return true;
-}
-
-bool lb_gptq_kernel_quad(int impl, const float *ht, int64_t ld, const float *d, int n, double *acc) {
-    const lb_gptq_kernels *k = lb_gptq_kernels_impl(impl);
-    if (!k) return false;
-    k->quad(ht, ld, d, n, acc);
-    return true;
-}
-
 void lb_gptq_params_default(lb_gptq_params *p) {
     p->damp = 0.01;
     p->max_damp_tries = 6;

@@ -142,10 +142,4 @@ lb_status lb_gptq_ref_target(lb_pool *pool, float *const *W, const int64_t *rows
                              const double *H /* (cols, cols) */, double *C /* (cols, cols), overwritten */, const float *s,
                              double damp, int max_tries, const lb_gptq_ops *ops, bool *applied, lb_error *err);
 
-/* The element kernels of the sweeps, for tests: implementation impl (0 the scalar reference, 1 AVX2, 2 AVX-512)
- * of the axpy (y[i] = y[i] - a x[i], i < n) and of the sub-block steps' sums (acc[k] = sum over l < n, in order,
- * of (double)ht[l ld + k] * d[l], k < n <= 32). False where the CPU lacks the implementation. */
-bool lb_gptq_kernel_axpy(int impl, float *y, float a, const float *x, int64_t n);
-bool lb_gptq_kernel_quad(int impl, const float *ht, int64_t ld, const float *d, int n, double *acc);
-
 #endif

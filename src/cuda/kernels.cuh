@@ -57,11 +57,8 @@ void cu_add(float *x, const float *y, int64_t n);
 void cu_silu_mul(float *g, const float *u, int64_t n);
 /* The position of the batch's first token, pos0, is read from device memory (*pos), so that one captured
  * graph serves every decode step. */
-/* rotary embedding of T tokens at positions pos0.. (tables (n_ctx, D/2)) over n_heads heads of D */
-void cu_rope(float *v, int T, int n_heads, int D, const float *cs, const float *sn, const int64_t *pos, bool interleaved);
-/* cache rows pos0..pos0+T-1 of a (n_ctx, kvd) F16 cache from k (T, kvd) */
-void cu_kv_store(const float *k, const float *v, int T, int kvd, __half *kc, __half *vc, const int64_t *pos);
-/* cu_rope of q (T, H, D) and k (T, KV, D), then cu_kv_store of the rotated k and v, in one launch */
+/* rotary embedding of q (T, H, D) and k (T, KV, D) at positions pos0.. (tables (n_ctx, D/2)), then cache rows
+ * pos0..pos0+T-1 of the (n_ctx, KV D) F16 caches from the rotated k and from v, in one launch */
 void cu_rope_kv(float *q, float *k, const float *v, int T, int H, int KV, int D, const float *cs, const float *sn,
                 const int64_t *pos0, bool interleaved, __half *kc, __half *vc);
 /* causal grouped-query attention of T queries at pos0.. over the layer's cache; out (T, H*D); max_n: an

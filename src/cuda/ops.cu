@@ -111,43 +111,9 @@ __global__ void k_f32_to_f16(const float *x, int64_t n, __half *y) {
 }
 void cu_f32_to_f16(const float *x, int64_t n, __half *y) { k_f32_to_f16<<<(unsigned)((n + 255) / 256), 256, 0, STREAM>>>(x, n, y); }
 
-/* one thread per (token, head, pair); pair i is (x[i], x[i + D/2]) or, interleaved, (x[2i], x[2i+1]) */
-__global__ void k_rope(float *v, int T, int H, int D, const float *cs, const float *sn, const int64_t *pos, int inter) {
-    const int half = D / 2;
-    const int64_t pos0 = *pos;
-    const int64_t i = (int64_t)blockIdx.x * blockDim.x + threadIdx.x;
-    if (i >= (int64_t)T * H * half) return;
-    const int p = (int)(i % half);
-    const int64_t th = i / half;
-    const int t = (int)(th / H);
-    float *xr = v + th * D;
-    const int step = inter ? 2 : 1, off = inter ? 1 : half;
-    float *pa = xr + p * step, *pb = pa + off;
-    const float c = cs[(pos0 + t) * half + p], s = sn[(pos0 + t) * half + p];
-    const float a = *pa, b = *pb;
-    *pa = __fsub_rn(__fmul_rn(a, c), __fmul_rn(b, s));
-    *pb = __fadd_rn(__fmul_rn(b, c), __fmul_rn(a, s));
-}
-void cu_rope(float *v, int T, int H, int D, const float *cs, const float *sn, const int64_t *pos0, bool interleaved) {
-    const int64_t n = (int64_t)T * H * (D / 2);
-    k_rope<<<(unsigned)((n + 255) / 256), 256, 0, STREAM>>>(v, T, H, D, cs, sn, pos0, interleaved ? 1 : 0);
-}
-
-__global__ void k_kv_store(const float *k, const float *v, int64_t n, int kvd, __half *kc, __half *vc, const int64_t *pos) {
-    const int64_t i = (int64_t)blockIdx.x * blockDim.x + threadIdx.x;
-    const int64_t o = *pos * kvd + i;
-    if (i < n) {
-        kc[o] = __float2half_rn(k[i]);
-        vc[o] = __float2half_rn(v[i]);
-    }
-}
-void cu_kv_store(const float *k, const float *v, int T, int kvd, __half *kc, __half *vc, const int64_t *pos) {
-    const int64_t n = (int64_t)T * kvd;
-    k_kv_store<<<(unsigned)((n + 255) / 256), 256, 0, STREAM>>>(k, v, n, kvd, kc, vc, pos);
-}
-
-/* cu_rope of q (H heads) and k (KV heads), then k and v into the cache, as one launch: threads [0, nq) rotate
- * q's pairs, [nq, nq + nk) k's pairs (storing the rotated pair into the cache too), the rest copy v. */
+/* Rotary embedding of q (H heads) and k (KV heads), then k and v into the F16 cache, as one launch: threads
+ * [0, nq) rotate q's pairs ((x[i], x[i + D/2]) or, interleaved, (x[2i], x[2i+1])), [nq, nq + nk) k's pairs
+ * (storing the rotated pair into the cache at row pos0 + t too), the rest copy v. */
 __global__ void k_rope_kv(float *q, float *k, const float *v, int T, int H, int KV, int D, const float *cs, const float *sn,
                           const int64_t *pos, int inter, __half *kc, __half *vc) {
     const int half = D / 2, kvd = KV * D;

@@ -9,6 +9,7 @@
 #include "lowbit.h"
 #include "model/model.h"
 #include "test.h"
+#include "gptq_test.h"
 
 #include <stdbool.h>
 #include <stdlib.h>
@@ -76,17 +77,7 @@ static int32_t *tokenize(const lb_tokenizer *tok, const char *path, int64_t *n) 
 
 /* the GPTQ objective tr(E H E^T) / 2 of E = W0 - Q, rows x d, H (d, d) */
 static double objective(const float *W0, const float *Q, int64_t rows, int64_t d, const double *H) {
-    double tot = 0, *e = malloc(sizeof *e * (size_t)d);
-    for (int64_t r = 0; r < rows; r++) {
-        for (int64_t j = 0; j < d; j++) e[j] = (double)W0[r * d + j] - Q[r * d + j];
-        for (int64_t i = 0; i < d; i++) {
-            double s = 0;
-            for (int64_t j = 0; j < d; j++) s += H[i * d + j] * e[j];
-            tot += e[i] * s;
-        }
-    }
-    free(e);
-    return tot / 2;
+    return gptq_proxy(W0, Q, rows, d, H) / 2;
 }
 
 #endif

@@ -44,15 +44,21 @@ static void compare_stats(lb_calib *a, lb_calib *b, lb_obs_point pt, bool ref, c
     CHECK(lb_calib_tokens(a) == N_TOK && lb_calib_tokens(b) == N_TOK, "%s: tokens", what);
 }
 
-static void test_stages(const lb_model *m, bool ref) {
-    const char *what = ref ? "with the reference stream" : "without it";
+/* N_TOK tokens (t * mul + add) mod the vocabulary, and calibration parameters of windows of 32 on two threads */
+static lb_calib_params fixture(const lb_model *m, int64_t mul, int64_t add, int32_t *tokens) {
     const lb_model_info *h = lb_model_get_info(m);
-    int32_t tokens[N_TOK];
-    for (int t = 0; t < N_TOK; t++) tokens[t] = (int32_t)((t * 7919 + 13) % h->n_vocab);
+    for (int t = 0; t < N_TOK; t++) tokens[t] = (int32_t)((t * mul + add) % h->n_vocab);
     lb_calib_params cp = lb_calib_default_params();
     cp.ctx = 32;
     cp.n_tokens = N_TOK;
     cp.n_threads = 2;
+    return cp;
+}
+
+static void test_stages(const lb_model *m, bool ref) {
+    const char *what = ref ? "with the reference stream" : "without it";
+    int32_t tokens[N_TOK];
+    lb_calib_params cp = fixture(m, 7919, 13, tokens);
     lb_calib *a = NULL, *b = NULL;
     lb_error e;
     const lb_weight *er = ref ? &m->tok_embd : NULL;
@@ -95,13 +101,8 @@ static void test_stages(const lb_model *m, bool ref) {
 
 /* H, C and mean |x| on two threads with the fast sums against one thread with the reference sums */
 static void test_sum_paths(const lb_model *m) {
-    const lb_model_info *h = lb_model_get_info(m);
     int32_t tokens[N_TOK];
-    for (int t = 0; t < N_TOK; t++) tokens[t] = (int32_t)((t * 104729 + 5) % h->n_vocab);
-    lb_calib_params cp = lb_calib_default_params();
-    cp.ctx = 32;
-    cp.n_tokens = N_TOK;
-    cp.n_threads = 2;
+    lb_calib_params cp = fixture(m, 104729, 5, tokens);
     lb_calib *a = NULL, *b = NULL;
     lb_error e;
     REQUIRE(lb_calib_new(m, &m->tok_embd, &m->tok_embd, tokens, N_TOK, &cp, &a, &e) == LB_OK, "%s", e.msg);

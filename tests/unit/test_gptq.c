@@ -24,9 +24,11 @@
 #include "algo/gptq.h"
 #include "linalg/linalg.h"
 #include "quant/blocks.h"
+#include "quant/cpu/cpu.h"
 #include "quant/grid.h"
 #include "quant/quant.h"
 #include "test.h"
+#include "gptq_test.h"
 
 #include <math.h>
 #include <stddef.h>
@@ -357,21 +359,6 @@ static void make_layer(int64_t rows, int64_t cols, int64_t ntok, bool vary_scale
     free(sc);
 }
 
-/* sum over rows of (w - q)^T H (w - q) */
-static double proxy_err(const float *W, const float *Q, int64_t rows, int64_t n, const double *H) {
-    double *d = malloc(sizeof *d * (size_t)n), tot = 0;
-    for (int64_t r = 0; r < rows; r++) {
-        for (int64_t j = 0; j < n; j++) d[j] = (double)W[r * n + j] - Q[r * n + j];
-        for (int64_t i = 0; i < n; i++) {
-            double s = 0;
-            for (int64_t j = 0; j < n; j++) s += H[i * n + j] * d[j];
-            tot += d[i] * s;
-        }
-    }
-    free(d);
-    return tot;
-}
-
 /* ---- (c) plain GPTQ, one column at a time ---- */
 
 static void slow_gptq(float *W, int64_t rows, int64_t n, const double *H0, lb_type t, lb_encoder enc, uint8_t *out) {
@@ -652,7 +639,7 @@ static void test_quality(lb_pool *pool3) {
         const size_t nb = lb_type_row_size(t, n) * (size_t)rows;
         lb_encoder_get(t, LB_ENCODER_DEFAULT)(L.W0, L.out, rows, n, imp);
         for (int64_t r = 0; r < rows; r++) lb_type_traits_get(t)->to_float(L.out + r * lb_type_row_size(t, n), Q + r * n, n);
-        const double e_rtn = proxy_err(L.W0, Q, rows, n, L.H0);
+        const double e_rtn = gptq_proxy(L.W0, Q, rows, n, L.H0);
         double e_g[2];
         for (int act = 0; act < 2; act++) {
             lb_gptq_params p;
@@ -661,7 +648,7 @@ static void test_quality(lb_pool *pool3) {
             lb_error e;
             lb_gptq_stats st;
             CHECK(run_gptq(&L, NULL, t, &p, &st, &e) == LB_OK, "%s", e.msg);
-            e_g[act] = proxy_err(L.W0, L.W, rows, n, L.H0);
+            e_g[act] = gptq_proxy(L.W0, L.W, rows, n, L.H0);
             memcpy(out1, L.out, nb);
             CHECK(run_gptq(&L, pool3, t, &p, NULL, &e) == LB_OK, "%s", e.msg);
             CHECK(memcmp(out1, L.out, nb) == 0, "%s act_order %d: 1 and 3 threads differ", lb_type_name(t), act);
@@ -966,13 +953,13 @@ static void test_ops(lb_pool *pool3) {
         REQUIRE(run_gptq(&L, pool3, cases[i].t, &p, &st, &e) == LB_OK, "%s", e.msg);
         memcpy(cpu, L.out, bytes);
         memcpy(Qc, L.W, sizeof *Qc * (size_t)(rows * n));
-        const double ec = proxy_err(L.W0, Qc, rows, n, L.H0);
+        const double ec = gptq_proxy(L.W0, Qc, rows, n, L.H0);
         /* the device-like table: close, not equal */
         fake_dev f = {0};
         lb_gptq_ops o = fake_ops(&f);
         p.ops = &o;
         REQUIRE(run_gptq(&L, pool3, cases[i].t, &p, &st, &e) == LB_OK, "%s", e.msg);
-        const double ef = proxy_err(L.W0, L.W, rows, n, L.H0);
+        const double ef = gptq_proxy(L.W0, L.W, rows, n, L.H0);
         const int64_t batch = p.act_order ? p.block_cols : (p.block_cols + lb_type_block_elems(cases[i].t) - 1) /
                                                                lb_type_block_elems(cases[i].t) * lb_type_block_elems(cases[i].t);
         const int nb = (int)((n + batch - 1) / batch);
@@ -1052,16 +1039,18 @@ static void test_kernels(void) {
         const float a = (float)(rand() % 2001 - 1000) / 97.0f;
         const int nq = trial % 3 == 0 ? 16 : trial % 3 == 1 ? 32 : 8 + trial % 24;
         memcpy(y1, y0, sizeof y0);
-        lb_gptq_kernel_axpy(0, y0, a, x, n);
-        lb_gptq_kernel_quad(0, ht, 40, d, nq, a0);
+        lb_gptq_kernels_impl(0)->axpy(y0, a, x, n);
+        lb_gptq_kernels_impl(0)->quad(ht, 40, d, nq, a0);
         for (int impl = 1; impl <= 2; impl++) {
+            const lb_gptq_kernels *k = lb_gptq_kernels_impl(impl);
+            if (!k) continue; /* the CPU lacks this implementation */
             float y2[80];
             memcpy(y2, y1, sizeof y1);
-            if (!lb_gptq_kernel_axpy(impl, y2, a, x, n)) continue;
+            k->axpy(y2, a, x, n);
             runs++;
             bad += memcmp(y0, y2, sizeof y2) != 0;
             memset(a1, 0, sizeof a1);
-            CHECK(lb_gptq_kernel_quad(impl, ht, 40, d, nq, a1), "quad %d", impl);
+            k->quad(ht, 40, d, nq, a1);
             bad += memcmp(a0, a1, (size_t)nq * sizeof *a1) != 0;
         }
     }
