@@ -550,9 +550,10 @@ typedef struct lb_quantize_report {
     char gpu_fallback_reason[200];    /* ... the first one's reason ("" when none) */
     /* GPTQ's part of solve_seconds, summed over matrices (a profile; wall time): preparing H and the inverse
      * factor, the columns of each batch and the block scales (CPU threads), the delayed block updates
-     * (device or CPU), the coordinate descent's steps and its products H e, the reference target */
+     * (device or CPU), the coordinate descent's steps and its products H e, the reference target, and the
+     * block encoders where a GPU runs them (else they are part of the columns) */
     double gptq_factor_seconds, gptq_columns_seconds, gptq_update_seconds, gptq_cd_seconds, gptq_products_seconds,
-        gptq_ref_seconds;
+        gptq_ref_seconds, gptq_encode_seconds;
 } lb_quantize_report;
 
 /*

@@ -175,6 +175,21 @@ static lb_status quantize_matrix(lb_calib *c, lb_pool *pool, float *w, int64_t r
     float *im = malloc((size_t)d * sizeof *im);
     if (!im) return lb_err_set(err, LB_ERR_NOMEM, "out of memory");
     for (int64_t j = 0; j < d; j++) im[j] = tokens ? (float)(H[j * d + j] / (double)tokens) : 1.0f;
+    /* on a device that has the type's encoder: there (the same bytes), else on the pool */
+    const lb_gptq_ops *o = lb_calib_gptq_ops(c);
+    if (o && o->encode && o->encodes && o->encodes(o->user, t, enc)) {
+        lb_error e = {0};
+        const double t0 = lb_time_sec();
+        lb_status s = o->encode(o->user, t, enc, w, d, rows, 0, d, im, y, lb_type_row_size(t, d), &e);
+        if (s == LB_OK) {
+            double sec[LB_GPTQ_PHASES] = {0};
+            sec[LB_GPTQ_PH_ENCODE] = lb_time_sec() - t0;
+            lb_calib_note_gptq(c, sec, 0);
+            free(im);
+            return LB_OK;
+        }
+        lb_calib_note_fallback(c, e.msg);
+    }
     lb_encode_rows(pool, lb_encoder_get(t, enc), w, rows, d, t, im, y);
     free(im);
     return LB_OK;

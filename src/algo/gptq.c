@@ -64,6 +64,8 @@ typedef struct gptq_ctx {
     const float *imp;     /* (cols) diag(H), column order: the encoder's importance weights */
     lb_type type;
     lb_quantize_fn enc;
+    lb_encoder enc_kind;
+    bool dev_enc;      /* ops->encode takes the type's encoder: the blocks' scales are chosen there */
     lb_to_float_fn to_float;
     int64_t be, batch; /* block elements, lazy-batch width */
     int run;           /* elements that share one grid (lb_grid_run) */
@@ -262,6 +264,7 @@ typedef struct step {
     const gptq_ctx *c;
     int pass;
     int64_t i1, i2; /* the batch */
+    bool encoded;   /* the scales this step would choose are already in out (ops->encode) */
 } step;
 
 static int64_t tile_rows(const gptq_ctx *c, int64_t task, int64_t *r0) {
@@ -277,8 +280,12 @@ static void pass_start_task(void *arg, int64_t task, int thread) {
     int64_t r0;
     const int64_t nr = tile_rows(c, task, &r0);
     (void)thread;
-    if (sp->pass > 0) encode_static(c, c->P + r0 * n, n, r0, nr);
-    else if (c->perm) encode_static(c, c->W + r0 * n, n, r0, nr);
+    if (sp->encoded) { /* done by ops->encode */
+    } else if (sp->pass > 0) {
+        encode_static(c, c->P + r0 * n, n, r0, nr);
+    } else if (c->perm) {
+        encode_static(c, c->W + r0 * n, n, r0, nr);
+    }
     for (int64_t r = r0; r < r0 + nr; r++) {
         const float *w = c->W + r * n;
         float *t = c->T + r * n;
@@ -297,7 +304,7 @@ static void columns_task(void *arg, int64_t task, int thread) {
     const int64_t n = c->cols;
     int64_t r0;
     const int64_t nr = tile_rows(c, task, &r0);
-    const bool dynamic = sp->pass == 0 && !c->perm;
+    const bool dynamic = sp->pass == 0 && !c->perm && !sp->encoded;
     lb_grid grids[TILE_ROWS];
     (void)thread;
     for (int64_t k = sp->i1; k < sp->i2; k++)
@@ -373,12 +380,25 @@ static void finish_task(void *arg, int64_t task, int thread) {
 static lb_status run_sweeps(lb_pool *pool, gptq_ctx *c, double *sec, lb_error *err) {
     const lb_gptq_ops *o = c->ops;
     const int64_t n = c->cols, tasks = (c->rows + TILE_ROWS - 1) / TILE_ROWS;
-    step sp = {c, 0, 0, 0};
+    step sp = {c, 0, 0, 0, false};
     lb_status s = LB_OK;
     double t = lb_time_sec(), t1;
 #define PHASE(ph) (t1 = lb_time_sec(), sec[ph] += t1 - t, t = t1)
+    /* on a device that encodes: every block's scales at a pass's start (from the initial weights or the
+     * previous pass's values before rounding, as encode_static), or in the default order at each batch's
+     * start from the swept weights there (a batch is then exactly one block column: at its first column
+     * the block's elements have every update they get before it) */
+    const bool batch_enc = c->dev_enc && !c->perm && c->batch == c->be;
     for (int pass = 0; s == LB_OK && pass < c->passes; pass++) {
         sp.pass = pass;
+        sp.encoded = false;
+        if (c->dev_enc && (pass > 0 || c->perm)) {
+            s = o->encode(o->user, c->type, c->enc_kind, pass > 0 ? c->P : c->W, n, c->rows, 0, n, c->imp, c->out,
+                          c->row_bytes, err);
+            sp.encoded = true;
+            PHASE(LB_GPTQ_PH_ENCODE);
+            if (s != LB_OK) break;
+        }
         lb_pool_run(pool, tasks, pass_start_task, &sp);
         PHASE(LB_GPTQ_PH_COLUMNS);
         if (o->load) s = o->load(o->user, c->T, c->rows, n, err);
@@ -387,6 +407,14 @@ static lb_status run_sweeps(lb_pool *pool, gptq_ctx *c, double *sec, lb_error *e
             const int64_t i2 = i1 + c->batch < n ? i1 + c->batch : n, i3 = i2 + c->batch < n ? i2 + c->batch : n;
             sp.i1 = i1;
             sp.i2 = i2;
+            sp.encoded = false;
+            if (pass == 0 && batch_enc) {
+                s = o->encode(o->user, c->type, c->enc_kind, c->T, n, c->rows, i1, i2, c->imp + i1, c->out, c->row_bytes,
+                              err);
+                sp.encoded = true;
+                PHASE(LB_GPTQ_PH_ENCODE);
+                if (s != LB_OK) break;
+            }
             lb_pool_run(pool, tasks, columns_task, &sp);
             PHASE(LB_GPTQ_PH_COLUMNS);
             if (i2 < n) s = o->update(o->user, pool, c->T, c->rows, n, c->E, c->batch, c->U, i1, i2, i3, err);
@@ -755,7 +783,7 @@ lb_status lb_gptq_quantize(lb_pool *pool, float *W, int64_t rows, int64_t cols, 
     if (s == LB_OK) s = check_finite(W, rows, H, cols, err);
     if (s != LB_OK) return s;
     const lb_type_traits *tt = lb_type_traits_get(type);
-    gptq_ctx c = {.W = W, .rows = rows, .cols = cols, .type = type, .enc = lb_encoder_get(type, enc),
+    gptq_ctx c = {.W = W, .rows = rows, .cols = cols, .type = type, .enc = lb_encoder_get(type, enc), .enc_kind = enc,
                   .to_float = tt->to_float, .be = tt->block_elems, .bb = tt->block_bytes,
                   .row_bytes = lb_type_row_size(type, cols), .out = out, .passes = p.passes,
                   .cd_sweeps = p.cd_sweeps, .cd_scales = p.cd_scales, .k = pick_kernels(), .run = lb_grid_run(type)};
@@ -770,6 +798,7 @@ lb_status lb_gptq_quantize(lb_pool *pool, float *W, int64_t rows, int64_t cols, 
             c.ops = &cpu_ops;
         }
     }
+    c.dev_enc = c.ops->encode && c.ops->encodes && c.ops->encodes(c.ops->user, type, enc);
     /* in the default order a block's scales are chosen at its first column, which must have received
      * every earlier update by then: batches of whole blocks */
     c.batch = p.act_order ? p.block_cols : (p.block_cols + c.be - 1) / c.be * c.be;

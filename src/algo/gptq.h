@@ -40,6 +40,13 @@ typedef struct lb_gptq_ops {
     lb_status (*matmul)(void *user, lb_pool *pool, const float *x, int64_t rows, const float *w, int64_t n, int64_t K,
                         float *out, lb_error *err);
     void (*end)(void *user); /* after a matrix's sweeps (also after a failure) */
+    /* optional: whether encode takes type t with encoder enc */
+    bool (*encodes)(void *user, lb_type t, lb_encoder enc);
+    /* the blocks of columns [c0, c1) (block-aligned) of `rows` rows of S (ld floats apart) by type t's encoder
+     * enc (lb_encoder_get) with importance weights imp (c1 - c0 floats, or NULL), into the rows of out
+     * (row_bytes apart) at those columns' blocks: the bytes the CPU encoder writes */
+    lb_status (*encode)(void *user, lb_type t, lb_encoder enc, const float *S, int64_t ld, int64_t rows, int64_t c0,
+                        int64_t c1, const float *imp, uint8_t *out, size_t row_bytes, lb_error *err);
 } lb_gptq_ops;
 
 /* The CPU implementation (the specification of every other). */
@@ -84,6 +91,7 @@ typedef enum lb_gptq_phase {
     LB_GPTQ_PH_UPDATE,
     LB_GPTQ_PH_CD,
     LB_GPTQ_PH_PRODUCTS,
+    LB_GPTQ_PH_ENCODE, /* the block encoders through ops->encode (a device); on CPU threads they are in COLUMNS */
     LB_GPTQ_PHASES
 } lb_gptq_phase;
 

@@ -43,6 +43,19 @@ static lb_status op_matmul(void *u, lb_pool *pool, const float *x, int64_t rows,
     return lb_cuda_gptq_matmul(u, x, rows, w, n, K, out, err);
 }
 
+/* The block encoders on the GPU are opt-in (LB_GPU_ENCODE=1) until tests/cuda has run them on a GPU; without
+ * it they run on CPU threads (the same bytes). */
+static bool op_encodes(void *u, lb_type t, lb_encoder enc) {
+    (void)u;
+    const char *v = getenv("LB_GPU_ENCODE");
+    return v && v[0] == '1' && lb_cuda_kq_encodes(t, enc);
+}
+static lb_status op_encode(void *u, lb_type t, lb_encoder enc, const float *S, int64_t ld, int64_t rows, int64_t c0, int64_t c1,
+                           const float *imp, uint8_t *out, size_t row_bytes, lb_error *err) {
+    (void)enc; /* op_encodes said yes: the default encoder */
+    return lb_cuda_gptq_encode(u, t, S, ld, rows, c0, c1, imp, out, row_bytes, err);
+}
+
 lb_status lb_gptq_ops_cuda_new(int device, lb_gptq_ops **out, lb_error *err) {
     *out = NULL;
     cuda_ops *o = calloc(1, sizeof *o);
@@ -54,7 +67,7 @@ lb_status lb_gptq_ops_cuda_new(int device, lb_gptq_ops **out, lb_error *err) {
     }
     o->ops = (lb_gptq_ops){.user = o->g, .name = "cuda", .reserve = op_reserve, .inv_upper = op_inv_upper,
                            .begin = op_begin, .load = op_load, .update = op_update, .h_times_e = op_h_times_e,
-                           .matmul = op_matmul};
+                           .matmul = op_matmul, .encodes = op_encodes, .encode = op_encode};
     *out = &o->ops;
     return LB_OK;
 }

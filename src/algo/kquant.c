@@ -33,6 +33,8 @@
 #define MAX_ITERS 3     /* rounds of (sub-block search, global re-fit); more gain little */
 #define MIN_GAIN 1e-3   /* stop when a round lowers the error by less than this fraction */
 
+typedef enum { KQ_Q2_K, KQ_Q3_K, KQ_Q4_K, KQ_Q5_K, KQ_Q6_K } kq_fmt;
+
 /* a super-block as integers: what every k-quant format stores, unpacked */
 typedef struct kq_state {
     uint16_t d, dmin;                 /* fp16 D and M */
@@ -47,20 +49,23 @@ typedef struct kq_spec {
     int mmax;              /* integer min range; 0 for the symmetric types */
     int radius;            /* half-width of the scale windows; 0 searches the whole range */
     size_t block_bytes;
-    void (*unpack)(const void *blk, kq_state *st);
-    void (*pack)(const kq_state *st, void *blk);
-    void (*to_float)(const void *blk, float *y, int64_t n);
-    void (*quantize_ref)(const float *x, void *y, int64_t nrows, int64_t n_per_row, const float *imatrix);
+    kq_fmt fmt;            /* which layout: unpack / pack / the reference coder through kq_* below */
 } kq_spec;
 
-static inline float h2f(uint16_t h) { return lb_fp16_to_f32(h); }
+/* the layouts' functions, defined with the layouts further down */
+LB_HD static void kq_unpack(const kq_spec *sp, const void *blk, kq_state *st);
+LB_HD static void kq_pack(const kq_spec *sp, const kq_state *st, void *blk);
+LB_HD static void kq_to_float(const kq_spec *sp, const void *blk, float *y);
+LB_HD static void kq_quantize_ref(const kq_spec *sp, const float *x, void *blk, const float *imatrix);
+
+LB_HD static inline float h2f(uint16_t h) { return lb_fp16_to_f32(h); }
 
 /*
  * round(v) clamped to [lo, hi], well defined for every input (NaN gives an end of the range): adding 1.5·2^23 rounds to
  * an integer (half to even) held in the low mantissa bits, exactly when |v| < 2^22; outside that range
  * the exponent (or the sign) of the sum says which end to clamp to. Integer selects only, no branches.
  */
-static inline int round_clamp(float v, int lo, int hi) {
+LB_HD static inline int round_clamp(float v, int lo, int hi) {
     const float t = v + 12582912.f;
     uint32_t u;
     memcpy(&u, &t, sizeof u);
@@ -74,7 +79,7 @@ static inline int round_clamp(float v, int lo, int hi) {
 /* ---------------------------------------------------------------- one sub-block */
 
 /* Σ e[i] over n (a multiple of 8) in 8 fixed lanes, so that the compiler can vectorize it */
-static inline float sum8(const float *e, int n) {
+LB_HD static inline float sum8(const float *e, int n) {
     float acc[8] = {0};
     for (int i = 0; i < n; i += 8)
         for (int k = 0; k < 8; k++) acc[k] += e[i + k];
@@ -85,7 +90,7 @@ static inline float sum8(const float *e, int n) {
  * Optimal codes for y = a·q − b (as floats), their error Σ w (x − y)² computed with the
  * decoder's float operations, and *lsnum = Σ w (y − x) (the least-squares b is b + lsnum/Σw).
  */
-static float sub_fit(const kq_spec *sp, const float *restrict x, const float *restrict w, float a, float b,
+LB_HD static float sub_fit(const kq_spec *sp, const float *restrict x, const float *restrict w, float a, float b,
                      float *restrict q, float *lsnum) {
     const float ia = (a != 0 && isfinite(a)) ? 1.0f / a : 0.0f;
     float e[MAX_SUB_LEN], nm[MAX_SUB_LEN];
@@ -101,7 +106,7 @@ static float sub_fit(const kq_spec *sp, const float *restrict x, const float *re
 }
 
 /* affine sub-block at scale a: codes for min m0, then the least-squares min while it lowers the error */
-static float sub_try_affine(const kq_spec *sp, const float *x, const float *w, float inv_swM, float a, float M,
+LB_HD static float sub_try_affine(const kq_spec *sp, const float *x, const float *w, float inv_swM, float a, float M,
                             int m0, int *m_out, float *q) {
     float qt[MAX_SUB_LEN], num, numt;
     int m = m0;
@@ -121,7 +126,7 @@ static float sub_try_affine(const kq_spec *sp, const float *x, const float *w, f
 }
 
 /* least-squares scale of the current codes, in units of D (x ≈ s·q + c, affine; x ≈ s·q, symmetric) */
-static float sub_ls_center(const kq_spec *sp, const float *x, const float *w, const float *q, float D) {
+LB_HD static float sub_ls_center(const kq_spec *sp, const float *x, const float *w, const float *q, float D) {
     double Sw = 0, Sq = 0, Sqq = 0, Sx = 0, Sxq = 0;
     for (int i = 0; i < sp->sub; ++i) {
         Sw += w[i];
@@ -141,7 +146,7 @@ static float sub_ls_center(const kq_spec *sp, const float *x, const float *w, co
 }
 
 /* the scales to try: windows around the current value, the least-squares value and (symmetric) its mirror */
-static int sub_candidates(const kq_spec *sp, int cur, float center, int *list) {
+LB_HD static int sub_candidates(const kq_spec *sp, int cur, float center, int *list) {
     int n = 0;
     const int R = sp->radius;
     if (!R) {
@@ -161,7 +166,7 @@ static int sub_candidates(const kq_spec *sp, int cur, float center, int *list) {
 }
 
 /* Σw, Σw·q and Σw·x of a sub-block (for the least-squares min of a trial scale) */
-static void sub_sums(const kq_spec *sp, const float *x, const float *w, const float *q, float *sw, float *swq, float *swx) {
+LB_HD static void sub_sums(const kq_spec *sp, const float *x, const float *w, const float *q, float *sw, float *swq, float *swx) {
     float e0[MAX_SUB_LEN], e1[MAX_SUB_LEN];
     for (int i = 0; i < sp->sub; ++i) {
         e0[i] = w[i] * q[i];
@@ -177,7 +182,7 @@ static void sub_sums(const kq_spec *sp, const float *x, const float *w, const fl
  * screen every trial scale once, with the min that is least-squares for the current codes, and refine
  * the two best by alternating min and codes.
  */
-static void sub_search(const kq_spec *sp, const float *x, const float *w, float D, float M, int *sc, int *m, int8_t *q) {
+LB_HD static void sub_search(const kq_spec *sp, const float *x, const float *w, float D, float M, int *sc, int *m, int8_t *q) {
     float qbest[MAX_SUB_LEN], qt[MAX_SUB_LEN], num, sw, swq, swx;
     int list[256], top[2] = {-1, -1}, mtop[2] = {0, 0};
     float etop[2] = {INFINITY, INFINITY};
@@ -220,7 +225,7 @@ static void sub_search(const kq_spec *sp, const float *x, const float *w, float 
 /* ---------------------------------------------------------------- the whole super-block */
 
 /* exact error of a state, accumulated in double */
-static double state_error(const kq_spec *sp, const float *x, const float *w, const kq_state *st) {
+LB_HD static double state_error(const kq_spec *sp, const float *x, const float *w, const kq_state *st) {
     const float D = h2f(st->d), M = h2f(st->dmin);
     double e = 0;
     for (int j = 0; j < sp->nsub; j++) {
@@ -234,7 +239,7 @@ static double state_error(const kq_spec *sp, const float *x, const float *w, con
 }
 
 /* re-derive every code for the current D, M, scales and mins */
-static void requantize(const kq_spec *sp, const float *x, const float *w, kq_state *st) {
+LB_HD static void requantize(const kq_spec *sp, const float *x, const float *w, kq_state *st) {
     const float D = h2f(st->d), M = h2f(st->dmin);
     float q[MAX_SUB_LEN], num;
     for (int j = 0; j < sp->nsub; j++) {
@@ -245,7 +250,7 @@ static void requantize(const kq_spec *sp, const float *x, const float *w, kq_sta
 }
 
 /* fp16 h and its two neighbours (finite ones only); returns how many went into out */
-static int fp16_neighbours(double v, uint16_t *out) {
+LB_HD static int fp16_neighbours(double v, uint16_t *out) {
     uint16_t h = lb_f32_to_fp16((float)v);
     int n = 0;
     for (int k = -1; k <= 1; k++) {
@@ -256,7 +261,7 @@ static int fp16_neighbours(double v, uint16_t *out) {
 }
 
 /* weighted least-squares D (and M) for fixed integers, rounded to the best nearby fp16 values */
-static void refit_global(const kq_spec *sp, const float *x, const float *w, kq_state *st) {
+LB_HD static void refit_global(const kq_spec *sp, const float *x, const float *w, kq_state *st) {
     double Suu = 0, Suv = 0, Svv = 0, Sxu = 0, Sxv = 0;
     for (int e = 0; e < QK_K; e++) {
         const double u = (double)st->sc[e / sp->sub] * st->q[e], v = st->m[e / sp->sub], wx = (double)w[e] * x[e];
@@ -292,7 +297,7 @@ static void refit_global(const kq_spec *sp, const float *x, const float *w, kq_s
 }
 
 /* coordinate descent from *st; returns the final (never higher) error */
-static double optimize(const kq_spec *sp, const float *x, const float *w, kq_state *st) {
+LB_HD static double optimize(const kq_spec *sp, const float *x, const float *w, kq_state *st) {
     double err = state_error(sp, x, w, st);
     for (int it = 0; it < MAX_ITERS; it++) {
         kq_state t = *st;
@@ -320,9 +325,9 @@ static double optimize(const kq_spec *sp, const float *x, const float *w, kq_sta
 }
 
 /* Σ w (x − y)² of a packed block, through the type's reference dequantizer */
-static double block_error(const kq_spec *sp, const float *x, const float *w, const void *blk) {
+LB_HD static double block_error(const kq_spec *sp, const float *x, const float *w, const void *blk) {
     float y[QK_K];
-    sp->to_float(blk, y, QK_K);
+    kq_to_float(sp, blk, y);
     double e = 0;
     for (int i = 0; i < QK_K; i++) {
         const double d = (double)x[i] - y[i];
@@ -332,40 +337,50 @@ static double block_error(const kq_spec *sp, const float *x, const float *w, con
 }
 
 /* improve one super-block already holding ggml's encoding; keep ggml's bytes unless ours are better */
-static void improve_block(const kq_spec *sp, const float *x, const float *w, uint8_t *blk) {
+LB_HD static void improve_block(const kq_spec *sp, const float *x, const float *w, uint8_t *blk) {
     uint8_t mine[256];
     kq_state st;
-    sp->unpack(blk, &st);
+    kq_unpack(sp, blk, &st);
     optimize(sp, x, w, &st);
-    sp->pack(&st, mine);
+    kq_pack(sp, &st, mine);
     if (block_error(sp, x, w, mine) < block_error(sp, x, w, blk)) memcpy(blk, mine, sp->block_bytes);
 }
 
-static void quantize_rows(const kq_spec *sp, const float *x, void *vy, int64_t nrows, int64_t n_per_row,
-                          const float *imatrix) {
+/* one super-block: ggml's encoding, then improved (im: the block's importance weights, or NULL) */
+LB_HD static void encode_block(const kq_spec *sp, const float *x, const float *im, uint8_t *blk) {
     float ones[QK_K];
-    for (int i = 0; i < QK_K; i++) ones[i] = 1.0f;
-    sp->quantize_ref(x, vy, nrows, n_per_row, imatrix);
-    uint8_t *y = vy;
+    kq_quantize_ref(sp, x, blk, im);
+    if (!im)
+        for (int i = 0; i < QK_K; i++) ones[i] = 1.0f;
+    improve_block(sp, x, im ? im : ones, blk);
+}
+
+#ifndef LB_DEVICE_SOURCES
+static kq_spec kq_spec_of(kq_fmt f);
+
+static void quantize_rows(kq_fmt fmt, const float *x, void *vy, int64_t nrows, int64_t n_per_row, const float *imatrix) {
+    const kq_spec sp = kq_spec_of(fmt);
+    uint8_t *y = (uint8_t *)vy;
     const int64_t nb = n_per_row / QK_K;
     for (int64_t r = 0; r < nrows; r++)
         for (int64_t i = 0; i < nb; i++)
-            improve_block(sp, x + r * n_per_row + i * QK_K, imatrix ? imatrix + i * QK_K : ones,
-                          y + (size_t)(r * nb + i) * sp->block_bytes);
+            encode_block(&sp, x + r * n_per_row + i * QK_K, imatrix ? imatrix + i * QK_K : NULL,
+                         y + (size_t)(r * nb + i) * sp.block_bytes);
 }
+#endif
 
 /* ---------------------------------------------------------------- block layouts (formats.md 2.3) */
 
 /* 2-bit field of element e (q2_K codes, q3_K low bits) */
-static inline int get_2bit(const uint8_t *qs, int e) { return (qs[32 * (e / 128) + e % 32] >> (2 * ((e % 128) / 32))) & 3; }
+LB_HD static inline int get_2bit(const uint8_t *qs, int e) { return (qs[32 * (e / 128) + e % 32] >> (2 * ((e % 128) / 32))) & 3; }
 
-static void put_2bit(const int *L, uint8_t *qs) {
+LB_HD static void put_2bit(const int *L, uint8_t *qs) {
     memset(qs, 0, QK_K / 4);
     for (int e = 0; e < QK_K; e++) qs[32 * (e / 128) + e % 32] |= (uint8_t)((L[e] & 3) << (2 * ((e % 128) / 32)));
 }
 
-static void unpack_q2_K(const void *blk, kq_state *st) {
-    const block_q2_K *b = blk;
+LB_HD static void unpack_q2_K(const void *blk, kq_state *st) {
+    const block_q2_K *b = (const block_q2_K *)blk;
     st->d = b->d;
     st->dmin = b->dmin;
     for (int j = 0; j < 16; j++) {
@@ -375,8 +390,8 @@ static void unpack_q2_K(const void *blk, kq_state *st) {
     for (int e = 0; e < QK_K; e++) st->q[e] = (int8_t)get_2bit(b->qs, e);
 }
 
-static void pack_q2_K(const kq_state *st, void *blk) {
-    block_q2_K *b = blk;
+LB_HD static void pack_q2_K(const kq_state *st, void *blk) {
+    block_q2_K *b = (block_q2_K *)blk;
     int L[QK_K];
     b->d = st->d;
     b->dmin = st->dmin;
@@ -385,8 +400,8 @@ static void pack_q2_K(const kq_state *st, void *blk) {
     put_2bit(L, b->qs);
 }
 
-static void unpack_q3_K(const void *blk, kq_state *st) {
-    const block_q3_K *b = blk;
+LB_HD static void unpack_q3_K(const void *blk, kq_state *st) {
+    const block_q3_K *b = (const block_q3_K *)blk;
     st->d = b->d;
     st->dmin = 0;
     for (int j = 0; j < 16; j++) {
@@ -397,8 +412,8 @@ static void unpack_q3_K(const void *blk, kq_state *st) {
     for (int e = 0; e < QK_K; e++) st->q[e] = (int8_t)(get_2bit(b->qs, e) - (((b->hmask[e % 32] >> (e / 32)) & 1) ? 0 : 4));
 }
 
-static void pack_q3_K(const kq_state *st, void *blk) {
-    block_q3_K *b = blk;
+LB_HD static void pack_q3_K(const kq_state *st, void *blk) {
+    block_q3_K *b = (block_q3_K *)blk;
     int L[QK_K];
     b->d = st->d;
     memset(b->scales, 0, sizeof b->scales);
@@ -419,7 +434,7 @@ static void pack_q3_K(const kq_state *st, void *blk) {
 }
 
 /* q4_K / q5_K: 6-bit scales and mins packed in 12 bytes, codes in nibbles split per 64 (+ qh for q5_K) */
-static void unpack_k4(const uint8_t *s, const uint8_t *qs, const uint8_t *qh, kq_state *st) {
+LB_HD static void unpack_k4(const uint8_t *s, const uint8_t *qs, const uint8_t *qh, kq_state *st) {
     for (int j = 0; j < 8; j++) {
         st->sc[j] = j < 4 ? s[j] & 63 : (s[j + 4] & 0xF) | ((s[j - 4] >> 6) << 4);
         st->m[j] = j < 4 ? s[j + 4] & 63 : (s[j + 4] >> 4) | ((s[j] >> 6) << 4);
@@ -432,7 +447,7 @@ static void unpack_k4(const uint8_t *s, const uint8_t *qs, const uint8_t *qh, kq
     }
 }
 
-static void pack_k4(const kq_state *st, uint8_t *s, uint8_t *qs, uint8_t *qh) {
+LB_HD static void pack_k4(const kq_state *st, uint8_t *s, uint8_t *qs, uint8_t *qh) {
     for (int j = 0; j < 8; j++) {
         const int ls = st->sc[j], lm = st->m[j];
         if (j < 4) {
@@ -453,37 +468,37 @@ static void pack_k4(const kq_state *st, uint8_t *s, uint8_t *qs, uint8_t *qh) {
     }
 }
 
-static void unpack_q4_K(const void *blk, kq_state *st) {
-    const block_q4_K *b = blk;
+LB_HD static void unpack_q4_K(const void *blk, kq_state *st) {
+    const block_q4_K *b = (const block_q4_K *)blk;
     st->d = b->d;
     st->dmin = b->dmin;
     unpack_k4(b->scales, b->qs, NULL, st);
 }
 
-static void pack_q4_K(const kq_state *st, void *blk) {
-    block_q4_K *b = blk;
+LB_HD static void pack_q4_K(const kq_state *st, void *blk) {
+    block_q4_K *b = (block_q4_K *)blk;
     b->d = st->d;
     b->dmin = st->dmin;
     pack_k4(st, b->scales, b->qs, NULL);
 }
 
-static void unpack_q5_K(const void *blk, kq_state *st) {
-    const block_q5_K *b = blk;
+LB_HD static void unpack_q5_K(const void *blk, kq_state *st) {
+    const block_q5_K *b = (const block_q5_K *)blk;
     st->d = b->d;
     st->dmin = b->dmin;
     unpack_k4(b->scales, b->qs, b->qh, st);
 }
 
-static void pack_q5_K(const kq_state *st, void *blk) {
-    block_q5_K *b = blk;
+LB_HD static void pack_q5_K(const kq_state *st, void *blk) {
+    block_q5_K *b = (block_q5_K *)blk;
     b->d = st->d;
     b->dmin = st->dmin;
     pack_k4(st, b->scales, b->qs, b->qh);
 }
 
 /* q6_K: int8 scales; code = low 4 bits in ql, high 2 bits in qh, minus 32 */
-static void unpack_q6_K(const void *blk, kq_state *st) {
-    const block_q6_K *b = blk;
+LB_HD static void unpack_q6_K(const void *blk, kq_state *st) {
+    const block_q6_K *b = (const block_q6_K *)blk;
     st->d = b->d;
     st->dmin = 0;
     for (int j = 0; j < 16; j++) {
@@ -498,8 +513,8 @@ static void unpack_q6_K(const void *blk, kq_state *st) {
     }
 }
 
-static void pack_q6_K(const kq_state *st, void *blk) {
-    block_q6_K *b = blk;
+LB_HD static void pack_q6_K(const kq_state *st, void *blk) {
+    block_q6_K *b = (block_q6_K *)blk;
     b->d = st->d;
     for (int j = 0; j < 16; j++) b->scales[j] = (int8_t)st->sc[j];
     memset(b->ql, 0, sizeof b->ql);
@@ -513,19 +528,60 @@ static void pack_q6_K(const kq_state *st, void *blk) {
 
 /* ---------------------------------------------------------------- the five encoders */
 
-static const kq_spec SPEC_Q2_K = {16, 16, 0, 3, 0, 15, 15, 0, sizeof(block_q2_K), unpack_q2_K, pack_q2_K,
-                                  dequantize_row_q2_K_ref, quantize_q2_K_ref};
-static const kq_spec SPEC_Q3_K = {16, 16, -4, 3, -32, 31, 0, 3, sizeof(block_q3_K), unpack_q3_K, pack_q3_K,
-                                  dequantize_row_q3_K_ref, quantize_q3_K_ref};
-static const kq_spec SPEC_Q4_K = {8, 32, 0, 15, 0, 63, 63, 3, sizeof(block_q4_K), unpack_q4_K, pack_q4_K,
-                                  dequantize_row_q4_K_ref, quantize_q4_K_ref};
-static const kq_spec SPEC_Q5_K = {8, 32, 0, 31, 0, 63, 63, 3, sizeof(block_q5_K), unpack_q5_K, pack_q5_K,
-                                  dequantize_row_q5_K_ref, quantize_q5_K_ref};
-static const kq_spec SPEC_Q6_K = {16, 16, -32, 31, -128, 127, 0, 3, sizeof(block_q6_K), unpack_q6_K, pack_q6_K,
-                                  dequantize_row_q6_K_ref, quantize_q6_K_ref};
+/* the five formats' parameters (kq_spec's order) */
+LB_HD static kq_spec kq_spec_of(kq_fmt f) {
+    const kq_spec specs[5] = {
+        {16, 16, 0, 3, 0, 15, 15, 0, sizeof(block_q2_K), KQ_Q2_K}, {16, 16, -4, 3, -32, 31, 0, 3, sizeof(block_q3_K), KQ_Q3_K},
+        {8, 32, 0, 15, 0, 63, 63, 3, sizeof(block_q4_K), KQ_Q4_K},  {8, 32, 0, 31, 0, 63, 63, 3, sizeof(block_q5_K), KQ_Q5_K},
+        {16, 16, -32, 31, -128, 127, 0, 3, sizeof(block_q6_K), KQ_Q6_K}};
+    return specs[f];
+}
 
-/* This file is compiled twice: as itself (the baseline x86-64 code, which LB_FORCE_REF=1 pins) and through
- * kquant_avx2.c for AVX2 (LB_KQUANT_AVX2). The C is the same, so are the float operations and their order
+LB_HD static void kq_unpack(const kq_spec *sp, const void *blk, kq_state *st) {
+    switch (sp->fmt) {
+    case KQ_Q2_K: unpack_q2_K(blk, st); break;
+    case KQ_Q3_K: unpack_q3_K(blk, st); break;
+    case KQ_Q4_K: unpack_q4_K(blk, st); break;
+    case KQ_Q5_K: unpack_q5_K(blk, st); break;
+    case KQ_Q6_K: unpack_q6_K(blk, st); break;
+    }
+}
+
+LB_HD static void kq_pack(const kq_spec *sp, const kq_state *st, void *blk) {
+    switch (sp->fmt) {
+    case KQ_Q2_K: pack_q2_K(st, blk); break;
+    case KQ_Q3_K: pack_q3_K(st, blk); break;
+    case KQ_Q4_K: pack_q4_K(st, blk); break;
+    case KQ_Q5_K: pack_q5_K(st, blk); break;
+    case KQ_Q6_K: pack_q6_K(st, blk); break;
+    }
+}
+
+LB_HD static void kq_to_float(const kq_spec *sp, const void *blk, float *y) {
+    switch (sp->fmt) {
+    case KQ_Q2_K: dequantize_row_q2_K_ref(blk, y, QK_K); break;
+    case KQ_Q3_K: dequantize_row_q3_K_ref(blk, y, QK_K); break;
+    case KQ_Q4_K: dequantize_row_q4_K_ref(blk, y, QK_K); break;
+    case KQ_Q5_K: dequantize_row_q5_K_ref(blk, y, QK_K); break;
+    case KQ_Q6_K: dequantize_row_q6_K_ref(blk, y, QK_K); break;
+    }
+}
+
+/* ggml's encoding of one super-block (blocks are encoded independently: the same bytes as in a whole row) */
+LB_HD static void kq_quantize_ref(const kq_spec *sp, const float *x, void *blk, const float *imatrix) {
+    switch (sp->fmt) {
+    case KQ_Q2_K: quantize_q2_K_ref(x, blk, 1, QK_K, imatrix); break;
+    case KQ_Q3_K: quantize_q3_K_ref(x, blk, 1, QK_K, imatrix); break;
+    case KQ_Q4_K: quantize_q4_K_ref(x, blk, 1, QK_K, imatrix); break;
+    case KQ_Q5_K: quantize_q5_K_ref(x, blk, 1, QK_K, imatrix); break;
+    case KQ_Q6_K: quantize_q6_K_ref(x, blk, 1, QK_K, imatrix); break;
+    }
+}
+
+#ifndef LB_DEVICE_SOURCES
+/* This file is compiled three times: as itself (the baseline x86-64 code, which LB_FORCE_REF=1 pins), through
+ * kquant_avx2.c for AVX2 (LB_KQUANT_AVX2) and, up to encode_block and the layouts, as device code through
+ * cuda/kq_encode.cu (LB_DEVICE_SOURCES; what is below is left out there). The C is the same, so are the float operations and their order
  * (ISO C: no contraction into fused multiply-adds, no reassociation): the same bytes, more lanes per
  * instruction where the compiler vectorizes (sub_fit, state_error, the sums). */
 #ifdef LB_KQUANT_AVX2
@@ -541,23 +597,23 @@ void KQ_ENTRY(quantize_q5_K_best)(const float *x, void *y, int64_t nrows, int64_
 void KQ_ENTRY(quantize_q6_K_best)(const float *x, void *y, int64_t nrows, int64_t n_per_row, const float *imatrix);
 
 void KQ_ENTRY(quantize_q2_K_best)(const float *x, void *y, int64_t nrows, int64_t n_per_row, const float *imatrix) {
-    quantize_rows(&SPEC_Q2_K, x, y, nrows, n_per_row, imatrix);
+    quantize_rows(KQ_Q2_K, x, y, nrows, n_per_row, imatrix);
 }
 
 void KQ_ENTRY(quantize_q3_K_best)(const float *x, void *y, int64_t nrows, int64_t n_per_row, const float *imatrix) {
-    quantize_rows(&SPEC_Q3_K, x, y, nrows, n_per_row, imatrix);
+    quantize_rows(KQ_Q3_K, x, y, nrows, n_per_row, imatrix);
 }
 
 void KQ_ENTRY(quantize_q4_K_best)(const float *x, void *y, int64_t nrows, int64_t n_per_row, const float *imatrix) {
-    quantize_rows(&SPEC_Q4_K, x, y, nrows, n_per_row, imatrix);
+    quantize_rows(KQ_Q4_K, x, y, nrows, n_per_row, imatrix);
 }
 
 void KQ_ENTRY(quantize_q5_K_best)(const float *x, void *y, int64_t nrows, int64_t n_per_row, const float *imatrix) {
-    quantize_rows(&SPEC_Q5_K, x, y, nrows, n_per_row, imatrix);
+    quantize_rows(KQ_Q5_K, x, y, nrows, n_per_row, imatrix);
 }
 
 void KQ_ENTRY(quantize_q6_K_best)(const float *x, void *y, int64_t nrows, int64_t n_per_row, const float *imatrix) {
-    quantize_rows(&SPEC_Q6_K, x, y, nrows, n_per_row, imatrix);
+    quantize_rows(KQ_Q6_K, x, y, nrows, n_per_row, imatrix);
 }
 
 #ifndef LB_KQUANT_AVX2
@@ -592,3 +648,4 @@ void quantize_q6_K_best(const float *x, void *y, int64_t nrows, int64_t n_per_ro
     KQ_AVX2(quantize_q6_K_best)(x, y, nrows, n_per_row, imatrix);
 }
 #endif
+#endif /* LB_DEVICE_SOURCES */

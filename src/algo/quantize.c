@@ -551,6 +551,7 @@ static void fill_report(run *R, lb_quantize_report *r, lb_quantize_tensor *rows,
         r->gptq_cd_seconds = g[LB_GPTQ_PH_CD];
         r->gptq_products_seconds = g[LB_GPTQ_PH_PRODUCTS];
         r->gptq_ref_seconds = g[LB_GPTQ_PHASES];
+        r->gptq_encode_seconds = g[LB_GPTQ_PH_ENCODE];
     }
     r->stats_seconds = R->cal ? lb_calib_seconds(R->cal) : 0;
     r->solve_seconds = R->calib_seconds - r->stats_seconds;

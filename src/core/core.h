@@ -11,6 +11,17 @@
 #include <stddef.h>
 #include <stdint.h>
 
+/* LB_HD marks the functions of the sources that cuda/kq_encode.cu compiles a second time, as C++ for the
+ * device and the host (core/fp16.c, quant/ref/kquants.c, algo/kquant.c: the k-quant encoders):
+ * __host__ __device__ there, where the including file defines LB_DEVICE_SOURCES, and nothing in C. One
+ * source, so the GPU's encoders perform the CPU's float operations in the same order and give the same
+ * bytes; the host copy lets a machine without a GPU check that translation. */
+#if defined(__CUDACC__) && defined(LB_DEVICE_SOURCES)
+#define LB_HD __host__ __device__
+#else
+#define LB_HD
+#endif
+
 #if defined(__GNUC__)
 #define LB_PRINTF(a, b) __attribute__((format(printf, a, b)))
 #else

@@ -5,10 +5,10 @@
 
 #include <string.h>
 
-static inline uint32_t f32_bits(float f) { uint32_t u; memcpy(&u, &f, 4); return u; }
-static inline float bits_f32(uint32_t u) { float f; memcpy(&f, &u, 4); return f; }
+LB_HD static inline uint32_t f32_bits(float f) { uint32_t u; memcpy(&u, &f, 4); return u; }
+LB_HD static inline float bits_f32(uint32_t u) { float f; memcpy(&f, &u, 4); return f; }
 
-float lb_fp16_to_f32(uint16_t h) {
+LB_HD float lb_fp16_to_f32(uint16_t h) {
     uint32_t sign = (uint32_t)(h & 0x8000) << 16;
     uint32_t exp = (h >> 10) & 0x1f, man = h & 0x3ff;
     /* inf / nan; signalling NaNs come out quiet, as ggml's table-based conversion makes them */
@@ -22,7 +22,7 @@ float lb_fp16_to_f32(uint16_t h) {
     return bits_f32(sign | ((exp + 112) << 23) | (man << 13));
 }
 
-uint16_t lb_f32_to_fp16(float f) {
+LB_HD uint16_t lb_f32_to_fp16(float f) {
     uint32_t x = f32_bits(f);
     uint16_t sign = (uint16_t)((x >> 16) & 0x8000);
     uint32_t ax = x & 0x7fffffffu;
@@ -41,7 +41,7 @@ uint16_t lb_f32_to_fp16(float f) {
     return (uint16_t)(sign | ((r - 0x38000000u) >> 13));
 }
 
-uint16_t lb_f32_to_bf16(float f) {
+LB_HD uint16_t lb_f32_to_bf16(float f) {
     uint32_t x = f32_bits(f);
     if ((x & 0x7fffffffu) > 0x7f800000u) return (uint16_t)((x >> 16) | 0x40); /* quiet nan */
     x += 0x7fffu + ((x >> 16) & 1);

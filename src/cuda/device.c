@@ -114,4 +114,13 @@ lb_status lb_cuda_gptq_matmul(lb_cuda_gptq *g, const float *x, int64_t rows, con
     return no_cuda(err);
 }
 size_t lb_cuda_gptq_peak_bytes(const lb_cuda_gptq *g) { return 0; }
+bool lb_cuda_kq_encodes(lb_type t, lb_encoder enc) { return false; }
+lb_status lb_cuda_kq_encode_host(lb_type t, const float *x, int64_t ldx, int64_t rows, int64_t nblk, const float *imp, uint8_t *y,
+                                 int64_t ldy, lb_error *err) {
+    return no_cuda(err);
+}
+lb_status lb_cuda_gptq_encode(lb_cuda_gptq *g, lb_type t, const float *S, int64_t ld, int64_t rows, int64_t c0, int64_t c1,
+                              const float *imp, uint8_t *out, size_t row_bytes, lb_error *err) {
+    return no_cuda(err);
+}
 #endif

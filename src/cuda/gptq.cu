@@ -8,6 +8,7 @@
  * are written for the transposes (comments give the row-major meaning).
  */
 #include "blas.cuh"
+#include "kq_encode.cuh"
 
 #include <cusolverDn.h>
 #include <dlfcn.h>
@@ -89,6 +90,9 @@ struct lb_cuda_gptq {
     float *U, *Hf;     /* (cap_n, cap_n) F32 */
     float *T, *E, *G;  /* (cap_rows, cap_n) F32 */
     float *stage;      /* (cap_rows, cap_n) host: W - Q and the products H e */
+    float *enc_x, *enc_w; /* the encoders' input and importance weights */
+    uint8_t *enc_y;       /* ... and their blocks */
+    size_t enc_x_bytes, enc_w_bytes, enc_y_bytes;
     size_t peak;
 };
 
@@ -186,7 +190,7 @@ extern "C" void lb_cuda_gptq_free(lb_cuda_gptq *g) {
     if (g->st) cudaStreamSynchronize(g->st);
     if (g->blas) cu_blas.destroy(g->blas);
     if (g->solver) cs.destroy(g->solver);
-    void *bufs[] = {g->A, g->B, g->work, g->info, g->U, g->Hf, g->T, g->E, g->G};
+    void *bufs[] = {g->A, g->B, g->work, g->info, g->U, g->Hf, g->T, g->E, g->G, g->enc_x, g->enc_w, g->enc_y};
     for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++) cudaFree(bufs[i]);
     if (g->copied) cudaEventDestroy(g->copied);
     if (g->st) cudaStreamDestroy(g->st);
@@ -415,6 +419,36 @@ extern "C" lb_status lb_cuda_gptq_matmul(lb_cuda_gptq *g, const float *x, int64_
         "in a product");
     CK(cudaMemcpyAsync(out, dout, os * sizeof(float), cudaMemcpyDeviceToHost, g->st), "reading a product");
     CK(cudaStreamSynchronize(g->st), "computing a product");
+    note_peak(g);
+    return LB_OK;
+}
+
+/* ---------------------------------------------------------------- the block encoders ----------------------- */
+
+extern "C" bool lb_cuda_kq_encodes(lb_type t, lb_encoder enc) { return enc == LB_ENCODER_DEFAULT && cu_kq_block_bytes(t) > 0; }
+
+extern "C" lb_status lb_cuda_gptq_encode(lb_cuda_gptq *g, lb_type t, const float *S, int64_t ld, int64_t rows, int64_t c0,
+                                         int64_t c1, const float *imp, uint8_t *out, size_t row_bytes, lb_error *err) {
+    const size_t bb = cu_kq_block_bytes(t);
+    if (!bb || rows <= 0 || c0 < 0 || c1 <= c0 || c0 % 256 || c1 % 256 || c1 > ld || (size_t)(c1 / 256) * bb > row_bytes)
+        return lb_err_set(err, LB_ERR_ARG, "encode (cuda): bad arguments (type %d, columns %lld..%lld of %lld)", (int)t,
+                          (long long)c0, (long long)c1, (long long)ld);
+    if (use(g, err) != LB_OK) return LB_ERR_DEVICE;
+    const int64_t w = c1 - c0, nb = w / 256;
+    const size_t xb = (size_t)rows * (size_t)w * sizeof(float), yb = (size_t)rows * (size_t)nb * bb;
+    lb_status s = grow((void **)&g->enc_x, &g->enc_x_bytes, xb, "the encoders' input", err);
+    if (s == LB_OK) s = grow((void **)&g->enc_y, &g->enc_y_bytes, yb, "the encoders' blocks", err);
+    if (s == LB_OK && imp) s = grow((void **)&g->enc_w, &g->enc_w_bytes, (size_t)w * sizeof(float), "the encoders' weights", err);
+    if (s != LB_OK) return s;
+    CK(cudaMemcpy2DAsync(g->enc_x, (size_t)w * sizeof(float), S + c0, (size_t)ld * sizeof(float), (size_t)w * sizeof(float),
+                         (size_t)rows, cudaMemcpyHostToDevice, g->st),
+       "uploading the encoders' input");
+    if (imp) CK(cudaMemcpyAsync(g->enc_w, imp, (size_t)w * sizeof(float), cudaMemcpyHostToDevice, g->st), "uploading importance weights");
+    CK(cu_kq_encode(t, g->enc_x, w, rows, nb, imp ? g->enc_w : NULL, g->enc_y, (int64_t)(nb * bb), g->st), "in the block encoders");
+    CK(cudaMemcpy2DAsync(out + (size_t)(c0 / 256) * bb, row_bytes, g->enc_y, (size_t)nb * bb, (size_t)nb * bb, (size_t)rows,
+                         cudaMemcpyDeviceToHost, g->st),
+       "reading the encoded blocks");
+    CK(cudaStreamSynchronize(g->st), "in the block encoders");
     note_peak(g);
     return LB_OK;
 }

@@ -53,6 +53,20 @@ lb_status lb_cuda_gptq_h_times_e(lb_cuda_gptq *g, const float *W, const float *Q
  * serve: not during a matrix's sweeps). */
 lb_status lb_cuda_gptq_matmul(lb_cuda_gptq *g, const float *x, int64_t rows, const float *w, int64_t n, int64_t K,
                               float *out, lb_error *err);
+/* Whether lb_cuda_gptq_encode takes type t with encoder enc: the five k-quants with lowbit's default
+ * encoders (algo/kquant.c, compiled for the device from the same source by kq_encode.cu). */
+bool lb_cuda_kq_encodes(lb_type t, lb_encoder enc);
+/* The blocks of columns [c0, c1) (multiples of 256) of `rows` rows of S (host, ld floats apart) with importance
+ * weights imp (c1 - c0 floats, host, or NULL) into the rows of out (host, row_bytes apart) at those columns'
+ * blocks, one device thread per block: the bytes quantize_<t>_best writes. Its own device buffers, grown
+ * to the largest call; no reservation needed. */
+lb_status lb_cuda_gptq_encode(lb_cuda_gptq *g, lb_type t, const float *S, int64_t ld, int64_t rows, int64_t c0, int64_t c1,
+                              const float *imp, uint8_t *out, size_t row_bytes, lb_error *err);
+/* The host copy of the device's encoder code (kq_encode.cu: the same C++ translation of algo/kquant.c,
+ * compiled for the CPU): nblk blocks of each of `rows` rows of x into y, as cu_kq_encode does. Needs no
+ * GPU; a check of that translation against the C encoders. LB_ERR_DEVICE in a build without CUDA. */
+lb_status lb_cuda_kq_encode_host(lb_type t, const float *x, int64_t ldx, int64_t rows, int64_t nblk, const float *imp, uint8_t *y,
+                                 int64_t ldy, lb_error *err);
 /* Peak GPU memory in use so far by the process on the device, in bytes. */
 size_t lb_cuda_gptq_peak_bytes(const lb_cuda_gptq *g);
 

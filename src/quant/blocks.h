@@ -39,8 +39,13 @@ typedef struct { float d; int8_t qs[QK_K]; int16_t bsums[QK_K / 16]; } block_q8_
 typedef struct { uint16_t d; uint8_t qs[QK4_NL / 2]; } block_iq4_nl;
 typedef struct { uint16_t d, scales_h; uint8_t scales_l[QK_K / 64]; uint8_t qs[QK_K / 2]; } block_iq4_xs;
 
+#ifdef __cplusplus /* the CUDA sources include this too */
+#define LB_ASSERT_BLOCK(T, size) static_assert(sizeof(T) == (size), #T " size")
+#define LB_ASSERT_FIELD(T, f, off) static_assert(offsetof(T, f) == (off), #T "." #f " offset")
+#else
 #define LB_ASSERT_BLOCK(T, size) _Static_assert(sizeof(T) == (size), #T " size")
 #define LB_ASSERT_FIELD(T, f, off) _Static_assert(offsetof(T, f) == (off), #T "." #f " offset")
+#endif
 
 LB_ASSERT_BLOCK(block_q4_0, 18);
 LB_ASSERT_FIELD(block_q4_0, qs, 2);

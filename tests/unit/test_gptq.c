@@ -17,7 +17,9 @@
  *       of the weights, double sums, only the next batch handed back and the rest poisoned): the error
  *       within 1 % of the CPU table's, the calls in the documented order; a table that cannot reserve gives
  *       the CPU's bytes with a note; a device error mid-sweep is returned; the reference target through it
- *       equals the CPU's to float rounding.
+ *       equals the CPU's to float rounding; with the table's own block encoder (encode, here the CPU's
+ *       encoders block by block) the same bytes as without it, called once per later pass (and for
+ *       act-order's first) and once per batch of one block column.
  * Also prints the time of a 1536 x 512 q4_K layer.
  */
 #include "algo/encoders.h"
@@ -849,6 +851,8 @@ typedef struct fake_dev {
     bool fail_reserve;
     int fail_update_at; /* 1-based; 0: never */
     int reserves, loads, updates, begins, ends, invs, htes, mms;
+    bool encoder;          /* offers encodes / encode (the CPU encoders, block by block) */
+    int enc_all, enc_part; /* encode calls over all columns, over part of them */
 } fake_dev;
 
 static lb_status fake_reserve(void *u, int64_t rows, int64_t n, bool cd, lb_error *err) {
@@ -925,11 +929,25 @@ static lb_status fake_matmul(void *u, lb_pool *pool, const float *x, int64_t row
     return LB_OK;
 }
 static void fake_end(void *u) { ((fake_dev *)u)->ends++; }
+static bool fake_encodes(void *u, lb_type t, lb_encoder enc) { return ((fake_dev *)u)->encoder && lb_encoder_get(t, enc); }
+static lb_status fake_encode(void *u, lb_type t, lb_encoder enc, const float *S, int64_t ld, int64_t rows, int64_t c0, int64_t c1,
+                             const float *imp, uint8_t *out, size_t row_bytes, lb_error *err) {
+    fake_dev *f = u;
+    const int64_t be = lb_type_block_elems(t);
+    const size_t bb = lb_type_traits_get(t)->block_bytes;
+    if (c0 % be || c1 % be || c1 > ld || c0 >= c1) return lb_err_set(err, LB_ERR_ARG, "fake encode: columns %lld..%lld", (long long)c0, (long long)c1);
+    *(c0 == 0 && c1 == ld ? &f->enc_all : &f->enc_part) += 1;
+    for (int64_t r = 0; r < rows; r++)
+        for (int64_t b = c0 / be; b < c1 / be; b++)
+            lb_encoder_get(t, enc)(S + r * ld + b * be, out + (size_t)r * row_bytes + (size_t)b * bb, 1, be,
+                                   imp ? imp + (b * be - c0) : NULL);
+    return LB_OK;
+}
 
 static lb_gptq_ops fake_ops(fake_dev *f) {
     return (lb_gptq_ops){.user = f, .name = "fake", .reserve = fake_reserve, .inv_upper = fake_inv_upper, .begin = fake_begin,
                          .load = fake_load, .update = fake_update, .h_times_e = fake_h_times_e, .matmul = fake_matmul,
-                         .end = fake_end};
+                         .end = fake_end, .encodes = fake_encodes, .encode = fake_encode};
 }
 
 static void test_ops(lb_pool *pool3) {
@@ -974,6 +992,19 @@ static void test_ops(lb_pool *pool3) {
                   f.invs >= 1 && f.htes >= 2 && f.htes <= p.cd_sweeps + 1,
               "%s: calls reserve %d begin %d end %d load %d update %d (batches %d) inv %d h.e %d", lb_type_name(cases[i].t),
               f.reserves, f.begins, f.ends, f.loads, f.updates, nb, f.invs, f.htes);
+        /* the same table encoding the blocks itself (as the CUDA table does): the same bytes; every later pass's
+         * scales at once (and act-order's first), in the default order each batch of one block column at
+         * its start (an encoder reading a column before the table handed it back sees NaN) */
+        uint8_t *dev = malloc(bytes);
+        memcpy(dev, L.out, bytes);
+        f.encoder = true;
+        REQUIRE(run_gptq(&L, pool3, cases[i].t, &p, &st, &e) == LB_OK, "%s", e.msg);
+        const bool per_batch = !p.act_order && batch == lb_type_block_elems(cases[i].t);
+        CHECK(!memcmp(L.out, dev, bytes) && f.enc_all == p.passes - 1 + p.act_order && f.enc_part == (per_batch ? nb : 0),
+              "%s: encoding through the table: same bytes %d, whole-matrix encodes %d, per-batch %d (batches %d)",
+              lb_type_name(cases[i].t), !memcmp(L.out, dev, bytes), f.enc_all, f.enc_part, nb);
+        f.encoder = false;
+        free(dev);
         /* a table that cannot take the matrix: the CPU's bytes, noted */
         f.fail_reserve = true;
         REQUIRE(run_gptq(&L, pool3, cases[i].t, &p, &st, &e) == LB_OK, "%s", e.msg);

@@ -93,7 +93,7 @@ static inline void lb_prefetch_block(const void *row, int64_t b, size_t sz, size
 }
 
 static inline lb_qrow lb_qrow_at(void *buf, int64_t K, int64_t be) {
-    uint8_t *p = buf;
+    uint8_t *p = (uint8_t *)buf;
     size_t g = LB_ALIGN64((size_t)(K / 16) * 2), f = LB_ALIGN64((size_t)(K / be) * 4);
     lb_qrow r = {(int8_t *)p, (int16_t *)(p + LB_ALIGN64(K)), (int16_t *)(p + LB_ALIGN64(K) + g),
                  (float *)(p + LB_ALIGN64(K) + 2 * g), (float *)(p + LB_ALIGN64(K) + 2 * g + f)};
@@ -101,7 +101,7 @@ static inline lb_qrow lb_qrow_at(void *buf, int64_t K, int64_t be) {
 }
 
 static inline lb_act lb_act_at(void *buf, int64_t K, int64_t be) {
-    uint8_t *p = buf;
+    uint8_t *p = (uint8_t *)buf;
     lb_act a = {(int8_t *)p, (int16_t *)(p + LB_ALIGN64(K)), (float *)(p + LB_ALIGN64(K) + LB_ALIGN64((size_t)(K / 16) * 2))};
     return a;
 }

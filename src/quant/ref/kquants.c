@@ -26,19 +26,19 @@
 /* ---------------------------------------------------------------- helpers */
 
 /* Round to nearest, ties to even, by adding 1.5*2^23 (exact for |f| < 2^22; defined for any input). */
-static inline int nearest_int(float f) {
+LB_HD static inline int nearest_int(float f) {
     float v = f + 12582912.f;
     int32_t i;
     memcpy(&i, &v, sizeof i);
     return (i & 0x007fffff) - 0x00400000;
 }
 
-static inline int clampi(int v, int lo, int hi) { return v < lo ? lo : v > hi ? hi : v; }
-static inline float h2f(uint16_t h) { return lb_fp16_to_f32(h); }
-static inline uint16_t f2h(float f) { return lb_f32_to_fp16(f); }
+LB_HD static inline int clampi(int v, int lo, int hi) { return v < lo ? lo : v > hi ? hi : v; }
+LB_HD static inline float h2f(uint16_t h) { return lb_fp16_to_f32(h); }
+LB_HD static inline uint16_t f2h(float f) { return lb_f32_to_fp16(f); }
 
 /* q4_K / q5_K 6-bit scale and min of sub-block j from the 12-byte packed array */
-static inline void get_scale_min_k4(int j, const uint8_t *q, uint8_t *sc, uint8_t *m) {
+LB_HD static inline void get_scale_min_k4(int j, const uint8_t *q, uint8_t *sc, uint8_t *m) {
     if (j < 4) {
         *sc = q[j] & 63;
         *m = q[j + 4] & 63;
@@ -48,7 +48,7 @@ static inline void get_scale_min_k4(int j, const uint8_t *q, uint8_t *sc, uint8_
     }
 }
 
-static void set_scale_min_k4(int j, uint8_t *q, uint8_t ls, uint8_t lm) {
+LB_HD static void set_scale_min_k4(int j, uint8_t *q, uint8_t ls, uint8_t lm) {
     if (j < 4) {
         q[j] = ls;
         q[j + 4] = lm;
@@ -60,13 +60,13 @@ static void set_scale_min_k4(int j, uint8_t *q, uint8_t ls, uint8_t lm) {
 }
 
 /* q3_K signed 6-bit scale j (-32..31) from the 12-byte packed array */
-static inline int q3_scale(const uint8_t *s, int j) {
+LB_HD static inline int q3_scale(const uint8_t *s, int j) {
     int lo = j < 8 ? s[j] & 0xF : s[j - 8] >> 4;
     return (lo | (((s[8 + j % 4] >> (2 * (j / 4))) & 3) << 4)) - 32;
 }
 
 /* store l (0..63, the scale biased by 32) as q3_K scale j; s must start zeroed */
-static void q3_set_scale(uint8_t *s, int j, int l) {
+LB_HD static void q3_set_scale(uint8_t *s, int j, int l) {
     if (j < 8)
         s[j] = (uint8_t)(l & 0xF);
     else
@@ -75,20 +75,20 @@ static void q3_set_scale(uint8_t *s, int j, int l) {
 }
 
 /* 2-bit codes of 256 elements: byte 32h+l holds elements 128h+l+32k in bits 2k..2k+1 (q2_K, q3_K) */
-static void pack_2bit(const uint8_t *L, uint8_t *qs) {
+LB_HD static void pack_2bit(const uint8_t *L, uint8_t *qs) {
     for (int j = 0; j < QK_K; j += 128)
         for (int l = 0; l < 32; ++l)
             qs[j / 4 + l] = (uint8_t)(L[j + l] | (L[j + l + 32] << 2) | (L[j + l + 64] << 4) | (L[j + l + 96] << 6));
 }
 
 /* 4-bit codes: byte 32c+l holds element 64c+l (low nibble) and 64c+32+l (high nibble) (q4_K, q5_K) */
-static void pack_4bit_k(const uint8_t *L, uint8_t *qs) {
+LB_HD static void pack_4bit_k(const uint8_t *L, uint8_t *qs) {
     for (int j = 0; j < QK_K; j += 64)
         for (int l = 0; l < 32; ++l) qs[j / 2 + l] = (uint8_t)((L[j + l] & 0xF) | ((L[j + l + 32] & 0xF) << 4));
 }
 
 /* q5_K: the fifth bit of element e is bit e/32 of qh[e%32] */
-static void pack_q5_K(const uint8_t *L, block_q5_K *b) {
+LB_HD static void pack_q5_K(const uint8_t *L, block_q5_K *b) {
     pack_4bit_k(L, b->qs);
     memset(b->qh, 0, sizeof b->qh);
     for (int e = 0; e < QK_K; ++e)
@@ -96,7 +96,7 @@ static void pack_q5_K(const uint8_t *L, block_q5_K *b) {
 }
 
 /* q3_K: codes 0..7; the high bit of element e goes to bit e/32 of hmask[e%32] */
-static void pack_q3_K(uint8_t *L, block_q3_K *b) {
+LB_HD static void pack_q3_K(uint8_t *L, block_q3_K *b) {
     memset(b->hmask, 0, sizeof b->hmask);
     for (int e = 0; e < QK_K; ++e) {
         if (L[e] > 3) {
@@ -108,7 +108,7 @@ static void pack_q3_K(uint8_t *L, block_q3_K *b) {
 }
 
 /* q6_K: codes 0..63; low nibbles in ql, high 2 bits in qh (formats.md 2.3) */
-static void pack_q6_K(const uint8_t *L, block_q6_K *b) {
+LB_HD static void pack_q6_K(const uint8_t *L, block_q6_K *b) {
     for (int j = 0; j < QK_K; j += 128) {
         uint8_t *ql = b->ql + j / 2, *qh = b->qh + j / 4;
         for (int l = 0; l < 32; ++l) {
@@ -127,7 +127,7 @@ static void pack_q6_K(const uint8_t *L, block_q6_K *b) {
  * NULL); tries iscale = -(nmax + 0.1·is)/max, is = -9..9, and keeps the best least-squares scale.
  * (ggml make_qx_quants with rmse_type 1.)
  */
-static float make_qx_quants(int n, int nmax, const float *x, int8_t *L, const float *qw) {
+LB_HD static float make_qx_quants(int n, int nmax, const float *x, int8_t *L, const float *qw) {
     float max = 0, amax = 0;
     for (int i = 0; i < n; ++i) {
         float ax = fabsf(x[i]);
@@ -167,7 +167,7 @@ static float make_qx_quants(int n, int nmax, const float *x, int8_t *L, const fl
 }
 
 /* one pass of q3's coordinate search: move single codes to their best value for the current scale */
-static int q3_refine_pass(int n, int nmax, const float *x, int8_t *L, float *sumlx, float *suml2) {
+LB_HD static int q3_refine_pass(int n, int nmax, const float *x, int8_t *L, float *sumlx, float *suml2) {
     int n_changed = 0;
     for (int i = 0; i < n; ++i) {
         float w = x[i] * x[i];
@@ -191,7 +191,7 @@ static int q3_refine_pass(int n, int nmax, const float *x, int8_t *L, float *sum
 }
 
 /* q3_K codes l in [-nmax, nmax-1] (stored l+nmax), weights x², up to 5 refinement passes (make_q3_quants) */
-static float make_q3_quants(int n, int nmax, const float *x, int8_t *L) {
+LB_HD static float make_q3_quants(int n, int nmax, const float *x, int8_t *L) {
     float max = 0, amax = 0;
     for (int i = 0; i < n; ++i) {
         float ax = fabsf(x[i]);
@@ -216,7 +216,7 @@ static float make_q3_quants(int n, int nmax, const float *x, int8_t *L) {
 }
 
 /* weighted error of x ≈ scale·L + min (|diff| when use_mad, else diff²) */
-static float affine_error(int n, const float *x, const float *w, const uint8_t *L, float scale, float min,
+LB_HD static float affine_error(int n, const float *x, const float *w, const uint8_t *L, float scale, float min,
                           int use_mad) {
     float err = 0;
     for (int i = 0; i < n; ++i) {
@@ -227,13 +227,18 @@ static float affine_error(int n, const float *x, const float *w, const uint8_t *
     return err;
 }
 
+#ifdef LB_DEVICE_SOURCES
+LB_HD void lb_qkx_steps_ref(const lb_qkx_search *s, const float *x, const float *w, uint8_t *L, float *scale, float *pmin,
+                            float *best_error);
+#endif
+
 /*
  * Affine codes L in [0, nmax] for x ≈ scale·L + min with min ≤ 0; returns scale, *the_min = -min.
  * Tries iscale = (rmin + rdelta·is + nmax)/(max − min), is = 0..nstep, each with a weighted
  * least-squares refit of scale and min (ggml make_qkx2_quants; qkx3 = 1 gives make_qkx3_quants, which
  * measures the range against the best min found so far).
  */
-static float make_qkx_quants(int n, int nmax, const float *x, const float *w, uint8_t *L, float *the_min,
+LB_HD static float make_qkx_quants(int n, int nmax, const float *x, const float *w, uint8_t *L, float *the_min,
                              float rmin, float rdelta, int nstep, int use_mad, int qkx3) {
     float min = x[0], max = x[0], sum_w = w[0], sum_x = sum_w * x[0];
     for (int i = 1; i < n; ++i) {
@@ -252,13 +257,19 @@ static float make_qkx_quants(int n, int nmax, const float *x, const float *w, ui
     for (int i = 0; i < n; ++i) L[i] = (uint8_t)clampi(nearest_int(iscale * (x[i] - min)), 0, nmax);
     float best_error = affine_error(n, x, w, L, scale, min, use_mad);
     const lb_qkx_search s = {n, nmax, nstep, use_mad, qkx3, rmin, rdelta, max, sum_w, sum_x};
+#ifdef LB_DEVICE_SOURCES
+    /* the GPU: the specification itself (the parentheses keep C++'s argument-dependent lookup from also
+     * finding the CPU's declaration) */
+    (lb_qkx_steps_ref)(&s, x, w, L, &scale, &min, &best_error);
+#else
     lb_cpu_kernels_best()->qkx(&s, x, w, L, &scale, &min, &best_error);
+#endif
     *the_min = -min;
     return scale;
 }
 
 /* make_qkx_quants' steps (the specification of lb_cpu_kernels.qkx) */
-void lb_qkx_steps_ref(const lb_qkx_search *s, const float *x, const float *w, uint8_t *L, float *scale, float *pmin,
+LB_HD void lb_qkx_steps_ref(const lb_qkx_search *s, const float *x, const float *w, uint8_t *L, float *scale, float *pmin,
                       float *best_error) {
     const int n = s->n, nmax = s->nmax;
     const float max = s->max, sum_w = s->sum_w, sum_x = s->sum_x;
@@ -296,7 +307,7 @@ void lb_qkx_steps_ref(const lb_qkx_search *s, const float *x, const float *w, ui
 }
 
 /* weighted squared error of x ≈ scale·l with l = min(nmax, round(iscale·x)) (make_qp_quants' probe) */
-static float qp_probe(int n, int nmax, const float *x, const float *w, float iscale) {
+LB_HD static float qp_probe(int n, int nmax, const float *x, const float *w, float iscale) {
     float scale = 1 / iscale, mse = 0;
     for (int i = 0; i < n; ++i) {
         int l = nearest_int(iscale * x[i]);
@@ -308,7 +319,7 @@ static float qp_probe(int n, int nmax, const float *x, const float *w, float isc
 }
 
 /* one pass of make_qp_quants' coordinate search (codes in L are uint8, as in ggml) */
-static int qp_refine_pass(int n, int nmax, const float *x, const float *w, uint8_t *L, float *sumlx, float *suml2) {
+LB_HD static int qp_refine_pass(int n, int nmax, const float *x, const float *w, uint8_t *L, float *sumlx, float *suml2) {
     int n_changed = 0;
     for (int i = 0; i < n; ++i) {
         float slx = *sumlx - w[i] * x[i] * L[i];
@@ -335,7 +346,7 @@ static int qp_refine_pass(int n, int nmax, const float *x, const float *w, uint8
  * Non-negative codes L in [0, nmax] for non-negative x (sub-block scales or mins) ≈ scale·L, weights w:
  * best of iscale = (nmax + 0.1·is)/max, is = -4..4, then up to 5 coordinate passes (make_qp_quants).
  */
-static float make_qp_quants(int n, int nmax, const float *x, uint8_t *L, const float *w) {
+LB_HD static float make_qp_quants(int n, int nmax, const float *x, uint8_t *L, const float *w) {
     float max = 0;
     for (int i = 0; i < n; ++i) max = max > x[i] ? max : x[i];
     if (max < GROUP_MAX_EPS) {
@@ -373,8 +384,8 @@ static float make_qp_quants(int n, int nmax, const float *x, uint8_t *L, const f
 
 /* ---------------------------------------------------------------- q2_K */
 
-void dequantize_row_q2_K_ref(const void *vx, float *y, int64_t n) {
-    const block_q2_K *x = vx;
+LB_HD void dequantize_row_q2_K_ref(const void *vx, float *y, int64_t n) {
+    const block_q2_K *x = (const block_q2_K *)vx;
     for (int64_t i = 0; i < n / QK_K; i++) {
         const float d = h2f(x[i].d), min = h2f(x[i].dmin);
         for (int e = 0; e < QK_K; ++e) {
@@ -388,7 +399,7 @@ void dequantize_row_q2_K_ref(const void *vx, float *y, int64_t n) {
 }
 
 /* re-derive the codes of every sub-block from the block's final (fp16) scales; q = clamp(round((x+m)/d)) */
-static void q2_requantize(const float *x, const block_q2_K *b, uint8_t *L) {
+LB_HD static void q2_requantize(const float *x, const block_q2_K *b, uint8_t *L) {
     const float dm = h2f(b->d), mm = h2f(b->dmin);
     for (int j = 0; j < QK_K / 16; ++j) {
         const float d = dm * (b->scales[j] & 0xF);
@@ -398,8 +409,8 @@ static void q2_requantize(const float *x, const block_q2_K *b, uint8_t *L) {
     }
 }
 
-void quantize_row_q2_K_ref(const float *x, void *vy, int64_t n) {
-    block_q2_K *y = vy;
+LB_HD void quantize_row_q2_K_ref(const float *x, void *vy, int64_t n) {
+    block_q2_K *y = (block_q2_K *)vy;
     uint8_t L[QK_K];
     float weights[16], mins[QK_K / 16], scales[QK_K / 16];
     const float q4scale = 15.f;
@@ -429,7 +440,7 @@ void quantize_row_q2_K_ref(const float *x, void *vy, int64_t n) {
 }
 
 /* one q2_K super-block with importance weights qw (ggml quantize_row_q2_K_impl) */
-static void quantize_block_q2_K_imatrix(const float *x, block_q2_K *y, const float *qw) {
+LB_HD static void quantize_block_q2_K_imatrix(const float *x, block_q2_K *y, const float *qw) {
     uint8_t L[QK_K], Ls[QK_K / 16], Lm[QK_K / 16];
     float mins[QK_K / 16], scales[QK_K / 16], sw[QK_K / 16], weight[16];
     float sumx2 = 0;
@@ -450,19 +461,19 @@ static void quantize_block_q2_K_imatrix(const float *x, block_q2_K *y, const flo
     pack_2bit(L, y->qs);
 }
 
-void quantize_q2_K_ref(const float *x, void *vy, int64_t nrows, int64_t n_per_row, const float *imatrix) {
+LB_HD void quantize_q2_K_ref(const float *x, void *vy, int64_t nrows, int64_t n_per_row, const float *imatrix) {
     if (!imatrix) {
         quantize_row_q2_K_ref(x, vy, nrows * n_per_row);
         return;
     }
-    block_q2_K *y = vy;
+    block_q2_K *y = (block_q2_K *)vy;
     for (int64_t r = 0; r < nrows; r++)
         for (int64_t i = 0; i < n_per_row / QK_K; i++, y++, x += QK_K) quantize_block_q2_K_imatrix(x, y, imatrix + QK_K * i);
 }
 
-void vec_dot_q2_K_q8_K_ref(int64_t n, float *s, const void *vx, const void *vy) {
-    const block_q2_K *x = vx;
-    const block_q8_K *y = vy;
+LB_HD void vec_dot_q2_K_q8_K_ref(int64_t n, float *s, const void *vx, const void *vy) {
+    const block_q2_K *x = (const block_q2_K *)vx;
+    const block_q8_K *y = (const block_q8_K *)vy;
     float sumf = 0;
     for (int64_t i = 0; i < n / QK_K; ++i) {
         int summs = 0, isum = 0;
@@ -484,14 +495,14 @@ void vec_dot_q2_K_q8_K_ref(int64_t n, float *s, const void *vx, const void *vy) 
 
 /* ---------------------------------------------------------------- q3_K */
 
-static inline int q3_code(const block_q3_K *b, int e) {
+LB_HD static inline int q3_code(const block_q3_K *b, int e) {
     const int h = e / 128, r = e % 128;
     const int low = (b->qs[32 * h + r % 32] >> (2 * (r / 32))) & 3;
     return low - ((b->hmask[e % 32] >> (e / 32)) & 1 ? 0 : 4);
 }
 
-void dequantize_row_q3_K_ref(const void *vx, float *y, int64_t n) {
-    const block_q3_K *x = vx;
+LB_HD void dequantize_row_q3_K_ref(const void *vx, float *y, int64_t n) {
+    const block_q3_K *x = (const block_q3_K *)vx;
     for (int64_t i = 0; i < n / QK_K; i++) {
         const float d_all = h2f(x[i].d);
         for (int j = 0; j < QK_K / 16; ++j) {
@@ -502,7 +513,7 @@ void dequantize_row_q3_K_ref(const void *vx, float *y, int64_t n) {
 }
 
 /* codes from the block's final scales, q = clamp(round(x/d), -4, 3) + 4, then pack */
-static void q3_requantize_pack(const float *x, block_q3_K *b, int8_t *L) {
+LB_HD static void q3_requantize_pack(const float *x, block_q3_K *b, int8_t *L) {
     for (int j = 0; j < QK_K / 16; ++j) {
         const float d = h2f(b->d) * q3_scale(b->scales, j);
         if (!d) continue;
@@ -511,8 +522,8 @@ static void q3_requantize_pack(const float *x, block_q3_K *b, int8_t *L) {
     pack_q3_K((uint8_t *)L, b);
 }
 
-void quantize_row_q3_K_ref(const float *x, void *vy, int64_t n) {
-    block_q3_K *y = vy;
+LB_HD void quantize_row_q3_K_ref(const float *x, void *vy, int64_t n) {
+    block_q3_K *y = (block_q3_K *)vy;
     int8_t L[QK_K];
     float scales[QK_K / 16];
     for (int64_t i = 0; i < n / QK_K; i++, x += QK_K) {
@@ -538,7 +549,7 @@ void quantize_row_q3_K_ref(const float *x, void *vy, int64_t n) {
 }
 
 /* one q3_K super-block with importance weights qw (ggml quantize_row_q3_K_impl) */
-static void quantize_block_q3_K_imatrix(const float *x, block_q3_K *y, const float *qw) {
+LB_HD static void quantize_block_q3_K_imatrix(const float *x, block_q3_K *y, const float *qw) {
     int8_t L[QK_K], Ls[QK_K / 16];
     float scales[QK_K / 16], weight[16], sw[QK_K / 16];
     float sumx2 = 0;
@@ -558,19 +569,19 @@ static void quantize_block_q3_K_imatrix(const float *x, block_q3_K *y, const flo
     q3_requantize_pack(x, y, L);
 }
 
-void quantize_q3_K_ref(const float *x, void *vy, int64_t nrows, int64_t n_per_row, const float *imatrix) {
+LB_HD void quantize_q3_K_ref(const float *x, void *vy, int64_t nrows, int64_t n_per_row, const float *imatrix) {
     if (!imatrix) {
         quantize_row_q3_K_ref(x, vy, nrows * n_per_row);
         return;
     }
-    block_q3_K *y = vy;
+    block_q3_K *y = (block_q3_K *)vy;
     for (int64_t r = 0; r < nrows; r++)
         for (int64_t i = 0; i < n_per_row / QK_K; i++, y++, x += QK_K) quantize_block_q3_K_imatrix(x, y, imatrix + QK_K * i);
 }
 
-void vec_dot_q3_K_q8_K_ref(int64_t n, float *s, const void *vx, const void *vy) {
-    const block_q3_K *x = vx;
-    const block_q8_K *y = vy;
+LB_HD void vec_dot_q3_K_q8_K_ref(int64_t n, float *s, const void *vx, const void *vy) {
+    const block_q3_K *x = (const block_q3_K *)vx;
+    const block_q8_K *y = (const block_q8_K *)vy;
     float sumf = 0;
     for (int64_t i = 0; i < n / QK_K; ++i) {
         int isum = 0;
@@ -587,14 +598,14 @@ void vec_dot_q3_K_q8_K_ref(int64_t n, float *s, const void *vx, const void *vy) 
 /* ---------------------------------------------------------------- q4_K and q5_K (shared encoder) */
 
 /* code of element e: low nibble (q4_K), plus the qh bit (q5_K when qh != NULL) */
-static inline int k4_code(const uint8_t *qs, const uint8_t *qh, int e) {
+LB_HD static inline int k4_code(const uint8_t *qs, const uint8_t *qh, int e) {
     const int c = e / 64, l = e % 32;
     int q = (e % 64 < 32) ? qs[32 * c + l] & 0xF : qs[32 * c + l] >> 4;
     if (qh && ((qh[l] >> (e / 32)) & 1)) q += 16;
     return q;
 }
 
-static void dequantize_k4(const uint16_t dh, const uint16_t mh, const uint8_t *scales, const uint8_t *qs,
+LB_HD static void dequantize_k4(const uint16_t dh, const uint16_t mh, const uint8_t *scales, const uint8_t *qs,
                           const uint8_t *qh, float *y) {
     const float d = h2f(dh), min = h2f(mh);
     for (int j = 0; j < QK_K / 32; ++j) {
@@ -605,13 +616,13 @@ static void dequantize_k4(const uint16_t dh, const uint16_t mh, const uint8_t *s
     }
 }
 
-void dequantize_row_q4_K_ref(const void *vx, float *y, int64_t n) {
-    const block_q4_K *x = vx;
+LB_HD void dequantize_row_q4_K_ref(const void *vx, float *y, int64_t n) {
+    const block_q4_K *x = (const block_q4_K *)vx;
     for (int64_t i = 0; i < n / QK_K; i++) dequantize_k4(x[i].d, x[i].dmin, x[i].scales, x[i].qs, NULL, y + QK_K * i);
 }
 
-void dequantize_row_q5_K_ref(const void *vx, float *y, int64_t n) {
-    const block_q5_K *x = vx;
+LB_HD void dequantize_row_q5_K_ref(const void *vx, float *y, int64_t n) {
+    const block_q5_K *x = (const block_q5_K *)vx;
     for (int64_t i = 0; i < n / QK_K; i++) dequantize_k4(x[i].d, x[i].dmin, x[i].scales, x[i].qs, x[i].qh, y + QK_K * i);
 }
 
@@ -619,7 +630,7 @@ void dequantize_row_q5_K_ref(const void *vx, float *y, int64_t n) {
 typedef struct { uint16_t d, dmin; uint8_t scales[K_SCALE_SIZE]; uint8_t L[QK_K]; } k4_block;
 
 /* codes from the block's final scales: q = clamp(round((x + dmin·m)/(d·sc)), 0, nmax) */
-static void k4_requantize(const float *x, k4_block *b, int nmax) {
+LB_HD static void k4_requantize(const float *x, k4_block *b, int nmax) {
     for (int j = 0; j < QK_K / 32; ++j) {
         uint8_t sc, m;
         get_scale_min_k4(j, b->scales, &sc, &m);
@@ -631,7 +642,7 @@ static void k4_requantize(const float *x, k4_block *b, int nmax) {
 }
 
 /* ggml quantize_row_q4_K_ref / q5_K_ref for one super-block */
-static void k4_encode_ref(const float *x, k4_block *b, int nmax, float rmin, int nstep) {
+LB_HD static void k4_encode_ref(const float *x, k4_block *b, int nmax, float rmin, int nstep) {
     float weights[32], mins[QK_K / 32], scales[QK_K / 32], max_scale = 0, max_min = 0;
     for (int j = 0; j < QK_K / 32; ++j) {
         float sum_x2 = 0;
@@ -654,7 +665,7 @@ static void k4_encode_ref(const float *x, k4_block *b, int nmax, float rmin, int
 }
 
 /* ggml quantize_row_q4_K_impl / q5_K_impl for one super-block (with importance weights qw) */
-static void k4_encode_imatrix(const float *x, k4_block *b, int nmax, const float *qw) {
+LB_HD static void k4_encode_imatrix(const float *x, k4_block *b, int nmax, const float *qw) {
     uint8_t Ls[QK_K / 32], Lm[QK_K / 32];
     float weights[32], sw[QK_K / 32], mins[QK_K / 32], scales[QK_K / 32];
     float sum_x2 = 0;
@@ -675,22 +686,22 @@ static void k4_encode_imatrix(const float *x, k4_block *b, int nmax, const float
     k4_requantize(x, b, nmax);
 }
 
-static void store_q4_K(const k4_block *k, block_q4_K *y) {
+LB_HD static void store_q4_K(const k4_block *k, block_q4_K *y) {
     y->d = k->d;
     y->dmin = k->dmin;
     memcpy(y->scales, k->scales, K_SCALE_SIZE);
     pack_4bit_k(k->L, y->qs);
 }
 
-static void store_q5_K(const k4_block *k, block_q5_K *y) {
+LB_HD static void store_q5_K(const k4_block *k, block_q5_K *y) {
     y->d = k->d;
     y->dmin = k->dmin;
     memcpy(y->scales, k->scales, K_SCALE_SIZE);
     pack_q5_K(k->L, y);
 }
 
-void quantize_row_q4_K_ref(const float *x, void *vy, int64_t n) {
-    block_q4_K *y = vy;
+LB_HD void quantize_row_q4_K_ref(const float *x, void *vy, int64_t n) {
+    block_q4_K *y = (block_q4_K *)vy;
     for (int64_t i = 0; i < n / QK_K; i++) {
         k4_block k;
         k4_encode_ref(x + QK_K * i, &k, 15, -1.f, 20);
@@ -698,8 +709,8 @@ void quantize_row_q4_K_ref(const float *x, void *vy, int64_t n) {
     }
 }
 
-void quantize_row_q5_K_ref(const float *x, void *vy, int64_t n) {
-    block_q5_K *y = vy;
+LB_HD void quantize_row_q5_K_ref(const float *x, void *vy, int64_t n) {
+    block_q5_K *y = (block_q5_K *)vy;
     for (int64_t i = 0; i < n / QK_K; i++) {
         k4_block k;
         k4_encode_ref(x + QK_K * i, &k, 31, -0.5f, 15);
@@ -707,12 +718,12 @@ void quantize_row_q5_K_ref(const float *x, void *vy, int64_t n) {
     }
 }
 
-void quantize_q4_K_ref(const float *x, void *vy, int64_t nrows, int64_t n_per_row, const float *imatrix) {
+LB_HD void quantize_q4_K_ref(const float *x, void *vy, int64_t nrows, int64_t n_per_row, const float *imatrix) {
     if (!imatrix) {
         quantize_row_q4_K_ref(x, vy, nrows * n_per_row);
         return;
     }
-    block_q4_K *y = vy;
+    block_q4_K *y = (block_q4_K *)vy;
     for (int64_t r = 0; r < nrows; r++)
         for (int64_t i = 0; i < n_per_row / QK_K; i++, y++, x += QK_K) {
             k4_block k;
@@ -721,12 +732,12 @@ void quantize_q4_K_ref(const float *x, void *vy, int64_t nrows, int64_t n_per_ro
         }
 }
 
-void quantize_q5_K_ref(const float *x, void *vy, int64_t nrows, int64_t n_per_row, const float *imatrix) {
+LB_HD void quantize_q5_K_ref(const float *x, void *vy, int64_t nrows, int64_t n_per_row, const float *imatrix) {
     if (!imatrix) {
         quantize_row_q5_K_ref(x, vy, nrows * n_per_row);
         return;
     }
-    block_q5_K *y = vy;
+    block_q5_K *y = (block_q5_K *)vy;
     for (int64_t r = 0; r < nrows; r++)
         for (int64_t i = 0; i < n_per_row / QK_K; i++, y++, x += QK_K) {
             k4_block k;
@@ -736,7 +747,7 @@ void quantize_q5_K_ref(const float *x, void *vy, int64_t nrows, int64_t n_per_ro
 }
 
 /* one q4_K/q5_K super-block against q8_K: d·Σ sc_j·(Σ q·q8) − dmin·Σ m_j·(bsums of sub-block j) */
-static float dot_k4_block(uint16_t dh, uint16_t mh, const uint8_t *scales, const uint8_t *qs, const uint8_t *qh,
+LB_HD static float dot_k4_block(uint16_t dh, uint16_t mh, const uint8_t *scales, const uint8_t *qs, const uint8_t *qh,
                           const block_q8_K *y) {
     int isum = 0, summs = 0;
     for (int j = 0; j < QK_K / 32; ++j) {
@@ -750,17 +761,17 @@ static float dot_k4_block(uint16_t dh, uint16_t mh, const uint8_t *scales, const
     return h2f(dh) * y->d * isum - h2f(mh) * y->d * summs;
 }
 
-void vec_dot_q4_K_q8_K_ref(int64_t n, float *s, const void *vx, const void *vy) {
-    const block_q4_K *x = vx;
-    const block_q8_K *y = vy;
+LB_HD void vec_dot_q4_K_q8_K_ref(int64_t n, float *s, const void *vx, const void *vy) {
+    const block_q4_K *x = (const block_q4_K *)vx;
+    const block_q8_K *y = (const block_q8_K *)vy;
     float sumf = 0;
     for (int64_t i = 0; i < n / QK_K; ++i) sumf += dot_k4_block(x[i].d, x[i].dmin, x[i].scales, x[i].qs, NULL, &y[i]);
     *s = sumf;
 }
 
-void vec_dot_q5_K_q8_K_ref(int64_t n, float *s, const void *vx, const void *vy) {
-    const block_q5_K *x = vx;
-    const block_q8_K *y = vy;
+LB_HD void vec_dot_q5_K_q8_K_ref(int64_t n, float *s, const void *vx, const void *vy) {
+    const block_q5_K *x = (const block_q5_K *)vx;
+    const block_q8_K *y = (const block_q8_K *)vy;
     float sumf = 0;
     for (int64_t i = 0; i < n / QK_K; ++i) sumf += dot_k4_block(x[i].d, x[i].dmin, x[i].scales, x[i].qs, x[i].qh, &y[i]);
     *s = sumf;
@@ -768,15 +779,15 @@ void vec_dot_q5_K_q8_K_ref(int64_t n, float *s, const void *vx, const void *vy) 
 
 /* ---------------------------------------------------------------- q6_K */
 
-static inline int q6_code(const block_q6_K *b, int e) {
+LB_HD static inline int q6_code(const block_q6_K *b, int e) {
     const int h = e / 128, r = e % 128, l = r % 32, k = r / 32;
     const uint8_t ql = b->ql[64 * h + (k & 1) * 32 + l];
     const int low = k < 2 ? ql & 0xF : ql >> 4;
     return (low | (((b->qh[32 * h + l] >> (2 * k)) & 3) << 4)) - 32;
 }
 
-void dequantize_row_q6_K_ref(const void *vx, float *y, int64_t n) {
-    const block_q6_K *x = vx;
+LB_HD void dequantize_row_q6_K_ref(const void *vx, float *y, int64_t n) {
+    const block_q6_K *x = (const block_q6_K *)vx;
     for (int64_t i = 0; i < n / QK_K; i++) {
         const float d = h2f(x[i].d);
         for (int e = 0; e < QK_K; ++e) y[QK_K * i + e] = d * x[i].scales[e / 16] * q6_code(&x[i], e);
@@ -784,7 +795,7 @@ void dequantize_row_q6_K_ref(const void *vx, float *y, int64_t n) {
 }
 
 /* one q6_K super-block; qw = importance weights or NULL (x² weights; ggml q6_K_ref / q6_K_impl) */
-static void quantize_block_q6_K(const float *x, block_q6_K *y, const float *qw) {
+LB_HD static void quantize_block_q6_K(const float *x, block_q6_K *y, const float *qw) {
     int8_t L[QK_K];
     float scales[QK_K / 16], max_scale = 0, max_abs_scale = 0;
     for (int ib = 0; ib < QK_K / 16; ++ib) {
@@ -813,24 +824,24 @@ static void quantize_block_q6_K(const float *x, block_q6_K *y, const float *qw) 
     pack_q6_K((const uint8_t *)L, y);
 }
 
-void quantize_row_q6_K_ref(const float *x, void *vy, int64_t n) {
-    block_q6_K *y = vy;
+LB_HD void quantize_row_q6_K_ref(const float *x, void *vy, int64_t n) {
+    block_q6_K *y = (block_q6_K *)vy;
     for (int64_t i = 0; i < n / QK_K; i++) quantize_block_q6_K(x + QK_K * i, &y[i], NULL);
 }
 
-void quantize_q6_K_ref(const float *x, void *vy, int64_t nrows, int64_t n_per_row, const float *imatrix) {
+LB_HD void quantize_q6_K_ref(const float *x, void *vy, int64_t nrows, int64_t n_per_row, const float *imatrix) {
     if (!imatrix) {
         quantize_row_q6_K_ref(x, vy, nrows * n_per_row);
         return;
     }
-    block_q6_K *y = vy;
+    block_q6_K *y = (block_q6_K *)vy;
     for (int64_t r = 0; r < nrows; r++)
         for (int64_t i = 0; i < n_per_row / QK_K; i++, y++, x += QK_K) quantize_block_q6_K(x, y, imatrix + QK_K * i);
 }
 
-void vec_dot_q6_K_q8_K_ref(int64_t n, float *s, const void *vx, const void *vy) {
-    const block_q6_K *x = vx;
-    const block_q8_K *y = vy;
+LB_HD void vec_dot_q6_K_q8_K_ref(int64_t n, float *s, const void *vx, const void *vy) {
+    const block_q6_K *x = (const block_q6_K *)vx;
+    const block_q8_K *y = (const block_q8_K *)vy;
     float sumf = 0;
     for (int64_t i = 0; i < n / QK_K; ++i) {
         int isum = 0;
@@ -846,15 +857,15 @@ void vec_dot_q6_K_q8_K_ref(int64_t n, float *s, const void *vx, const void *vy) 
 
 /* ---------------------------------------------------------------- q8_K */
 
-void dequantize_row_q8_K_ref(const void *vx, float *y, int64_t n) {
-    const block_q8_K *x = vx;
+LB_HD void dequantize_row_q8_K_ref(const void *vx, float *y, int64_t n) {
+    const block_q8_K *x = (const block_q8_K *)vx;
     for (int64_t i = 0; i < n / QK_K; i++)
         for (int e = 0; e < QK_K; ++e) y[QK_K * i + e] = x[i].d * x[i].qs[e];
 }
 
 /* d = max/−127 of the signed value with the largest |x|, q = min(127, round(x/d)); bsums per 16 */
-void quantize_row_q8_K_ref(const float *x, void *vy, int64_t n) {
-    block_q8_K *y = vy;
+LB_HD void quantize_row_q8_K_ref(const float *x, void *vy, int64_t n) {
+    block_q8_K *y = (block_q8_K *)vy;
     for (int64_t i = 0; i < n / QK_K; i++, x += QK_K) {
         float max = 0, amax = 0;
         for (int j = 0; j < QK_K; ++j) {
@@ -881,7 +892,7 @@ void quantize_row_q8_K_ref(const float *x, void *vy, int64_t n) {
     }
 }
 
-void quantize_q8_K_ref(const float *x, void *y, int64_t nrows, int64_t n_per_row, const float *imatrix) {
+LB_HD void quantize_q8_K_ref(const float *x, void *y, int64_t nrows, int64_t n_per_row, const float *imatrix) {
     (void)imatrix;
     quantize_row_q8_K_ref(x, y, nrows * n_per_row);
 }
