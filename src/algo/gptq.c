@@ -389,9 +389,18 @@ static lb_status run_sweeps(lb_pool *pool, gptq_ctx *c, double *sec, lb_error *e
      * start from the swept weights there (a batch is then exactly one block column: at its first column
      * the block's elements have every update they get before it) */
     const bool batch_enc = c->dev_enc && !c->perm && c->batch == c->be;
+    /* a device that runs whole passes: each pass there, its blocks and losses back for the choice below */
+    const bool dev_pass = batch_enc && o->pass;
     for (int pass = 0; s == LB_OK && pass < c->passes; pass++) {
         sp.pass = pass;
         sp.encoded = false;
+        if (dev_pass) {
+            s = o->pass(o->user, c->type, c->enc_kind, c->W, c->rows, n, c->batch, c->imp, pass > 0, c->out, c->row_bytes, c->loss,
+                        err);
+            PHASE(LB_GPTQ_PH_COLUMNS);
+            if (s == LB_OK) lb_pool_run(pool, tasks, pass_end_task, &sp);
+            continue;
+        }
         if (c->dev_enc && (pass > 0 || c->perm)) {
             s = o->encode(o->user, c->type, c->enc_kind, pass > 0 ? c->P : c->W, n, c->rows, 0, n, c->imp, c->out,
                           c->row_bytes, err);

@@ -47,6 +47,13 @@ typedef struct lb_gptq_ops {
      * (row_bytes apart) at those columns' blocks: the bytes the CPU encoder writes */
     lb_status (*encode)(void *user, lb_type t, lb_encoder enc, const float *S, int64_t ld, int64_t rows, int64_t c0,
                         int64_t c1, const float *imp, uint8_t *out, size_t row_bytes, lb_error *err);
+    /* optional: one whole pass of the column sweep on the device, default order, for a type that encodes
+     * with batches of one block column (batch == the block length): T from W; the scales of every block
+     * encoded from the previous pass's values before rounding (static_scales; that pass ran through this
+     * entry) or of each batch's block column at its start; the columns and the delayed updates. The pass's
+     * blocks go to out (rows x row_bytes), each row's GPTQ loss to loss (rows). Needs begin's U. */
+    lb_status (*pass)(void *user, lb_type t, lb_encoder enc, const float *W, int64_t rows, int64_t n, int64_t batch,
+                      const float *imp, bool static_scales, uint8_t *out, size_t row_bytes, double *loss, lb_error *err);
 } lb_gptq_ops;
 
 /* The CPU implementation (the specification of every other). */

@@ -56,6 +56,12 @@ static lb_status op_encode(void *u, lb_type t, lb_encoder enc, const float *S, i
     return lb_cuda_gptq_encode(u, t, S, ld, rows, c0, c1, imp, out, row_bytes, err);
 }
 
+static lb_status op_pass(void *u, lb_type t, lb_encoder enc, const float *W, int64_t rows, int64_t n, int64_t batch, const float *imp,
+                         bool static_scales, uint8_t *out, size_t row_bytes, double *loss, lb_error *err) {
+    (void)enc; /* encodes said yes: the default encoder */
+    return lb_cuda_gptq_pass(u, t, W, rows, n, batch, imp, static_scales, out, row_bytes, loss, err);
+}
+
 lb_status lb_gptq_ops_cuda_new(int device, lb_gptq_ops **out, lb_error *err) {
     *out = NULL;
     cuda_ops *o = calloc(1, sizeof *o);
@@ -68,6 +74,9 @@ lb_status lb_gptq_ops_cuda_new(int device, lb_gptq_ops **out, lb_error *err) {
     o->ops = (lb_gptq_ops){.user = o->g, .name = "cuda", .reserve = op_reserve, .inv_upper = op_inv_upper,
                            .begin = op_begin, .load = op_load, .update = op_update, .h_times_e = op_h_times_e,
                            .matmul = op_matmul, .encodes = op_encodes, .encode = op_encode};
+    /* whole passes on the GPU: opt-in (LB_GPU_SWEEP=1, with LB_GPU_ENCODE=1) until tests/cuda has run them on a GPU */
+    const char *v = getenv("LB_GPU_SWEEP");
+    if (v && v[0] == '1') o->ops.pass = op_pass;
     *out = &o->ops;
     return LB_OK;
 }

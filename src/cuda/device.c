@@ -115,6 +115,15 @@ lb_status lb_cuda_gptq_matmul(lb_cuda_gptq *g, const float *x, int64_t rows, con
 }
 size_t lb_cuda_gptq_peak_bytes(const lb_cuda_gptq *g) { return 0; }
 bool lb_cuda_kq_encodes(lb_type t, lb_encoder enc) { return false; }
+lb_status lb_cuda_gptq_pass(lb_cuda_gptq *g, lb_type t, const float *W, int64_t rows, int64_t n, int64_t batch, const float *imp,
+                            bool static_scales, uint8_t *out, size_t row_bytes, double *loss, lb_error *err) {
+    return no_cuda(err);
+}
+lb_status lb_cuda_gptq_pass_host(lb_type t, const float *W, int64_t rows, int64_t n, int64_t batch, const float *U, const float *imp,
+                                 bool static_scales, float *T, float *P, float *E, uint8_t *out, size_t row_bytes, double *loss,
+                                 lb_error *err) {
+    return no_cuda(err);
+}
 lb_status lb_cuda_kq_encode_host(lb_type t, const float *x, int64_t ldx, int64_t rows, int64_t nblk, const float *imp, uint8_t *y,
                                  int64_t ldy, lb_error *err) {
     return no_cuda(err);

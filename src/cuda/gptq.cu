@@ -90,6 +90,11 @@ struct lb_cuda_gptq {
     float *U, *Hf;     /* (cap_n, cap_n) F32 */
     float *T, *E, *G;  /* (cap_rows, cap_n) F32 */
     float *stage;      /* (cap_rows, cap_n) host: W - Q and the products H e */
+    float *P;             /* (rows, n) a device pass's values before rounding, kept for the next pass */
+    uint8_t *qout;        /* (rows, row_bytes) a device pass's blocks */
+    double *ploss;        /* (rows) its losses */
+    float *pimp;          /* (n) its importance weights */
+    size_t P_bytes, qout_bytes, ploss_bytes, pimp_bytes;
     float *enc_x, *enc_w; /* the encoders' input and importance weights */
     uint8_t *enc_y;       /* ... and their blocks */
     size_t enc_x_bytes, enc_w_bytes, enc_y_bytes;
@@ -190,7 +195,7 @@ extern "C" void lb_cuda_gptq_free(lb_cuda_gptq *g) {
     if (g->st) cudaStreamSynchronize(g->st);
     if (g->blas) cu_blas.destroy(g->blas);
     if (g->solver) cs.destroy(g->solver);
-    void *bufs[] = {g->A, g->B, g->work, g->info, g->U, g->Hf, g->T, g->E, g->G, g->enc_x, g->enc_w, g->enc_y};
+    void *bufs[] = {g->A, g->B, g->work, g->info, g->U, g->Hf, g->T, g->E, g->G, g->enc_x, g->enc_w, g->enc_y, g->P, g->qout, g->ploss, g->pimp};
     for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++) cudaFree(bufs[i]);
     if (g->copied) cudaEventDestroy(g->copied);
     if (g->st) cudaStreamDestroy(g->st);
@@ -449,6 +454,48 @@ extern "C" lb_status lb_cuda_gptq_encode(lb_cuda_gptq *g, lb_type t, const float
                          cudaMemcpyDeviceToHost, g->st),
        "reading the encoded blocks");
     CK(cudaStreamSynchronize(g->st), "in the block encoders");
+    note_peak(g);
+    return LB_OK;
+}
+
+/* ---------------------------------------------------------------- a whole pass ----------------------------- */
+
+extern "C" lb_status lb_cuda_gptq_pass(lb_cuda_gptq *g, lb_type t, const float *W, int64_t rows, int64_t n, int64_t batch,
+                                      const float *imp, bool static_scales, uint8_t *out, size_t row_bytes, double *loss,
+                                      lb_error *err) {
+    const size_t bb = cu_kq_block_bytes(t);
+    if (!bb || batch != 256 || n % 256 || rows <= 0 || n > g->cap_n || rows > g->cap_rows || (size_t)(n / 256) * bb != row_bytes)
+        return lb_err_set(err, LB_ERR_ARG, "gptq pass (cuda): type %d, %lld x %lld, batch %lld beyond what it takes", (int)t,
+                          (long long)rows, (long long)n, (long long)batch);
+    if (static_scales && (!g->P || g->P_bytes < (size_t)rows * (size_t)n * sizeof(float)))
+        return lb_err_set(err, LB_ERR_ARG, "gptq pass (cuda): static scales without a previous pass");
+    if (use(g, err) != LB_OK) return LB_ERR_DEVICE;
+    const size_t rn = (size_t)rows * (size_t)n;
+    lb_status s = grow((void **)&g->P, &g->P_bytes, rn * sizeof(float), "GPTQ's values before rounding", err);
+    if (s == LB_OK) s = grow((void **)&g->qout, &g->qout_bytes, (size_t)rows * row_bytes, "GPTQ's blocks", err);
+    if (s == LB_OK) s = grow((void **)&g->ploss, &g->ploss_bytes, (size_t)rows * sizeof(double), "GPTQ's losses", err);
+    if (s == LB_OK && imp) s = grow((void **)&g->pimp, &g->pimp_bytes, (size_t)n * sizeof(float), "importance weights", err);
+    if (s != LB_OK) return s;
+    const float *dimp = imp ? g->pimp : NULL;
+    CK(cudaMemcpyAsync(g->T, W, rn * sizeof(float), cudaMemcpyHostToDevice, g->st), "uploading GPTQ's weights");
+    if (imp) CK(cudaMemcpyAsync(g->pimp, imp, (size_t)n * sizeof(float), cudaMemcpyHostToDevice, g->st), "uploading importance weights");
+    CK(cudaMemsetAsync(g->ploss, 0, (size_t)rows * sizeof(double), g->st), "clearing GPTQ's losses");
+    if (static_scales) CK(cu_kq_encode(t, g->P, n, rows, n / 256, dimp, g->qout, (int64_t)row_bytes, g->st), "in the block encoders");
+    for (int64_t i1 = 0; i1 < n; i1 += batch) {
+        const int64_t i2 = i1 + batch, i3 = i2 + batch < n ? i2 + batch : n;
+        if (!static_scales)
+            CK(cu_kq_encode(t, g->T + i1, n, rows, 1, dimp ? dimp + i1 : NULL, g->qout + (size_t)(i1 / 256) * bb, (int64_t)row_bytes,
+                            g->st),
+               "in the block encoders");
+        CK(cu_gptq_columns(t, g->qout, row_bytes, g->T, g->U, rows, n, i1, i2, g->E, batch, g->P, g->ploss, g->st), "in GPTQ's columns");
+        /* the delayed update as lb_cuda_gptq_update runs it (the next batch's columns, then the rest): the same GEMMs */
+        s = update_cols(g, rows, n, batch, i1, batch, i2, i3, err);
+        if (s == LB_OK) s = update_cols(g, rows, n, batch, i1, batch, i3, n, err);
+        if (s != LB_OK) return s;
+    }
+    CK(cudaMemcpyAsync(out, g->qout, (size_t)rows * row_bytes, cudaMemcpyDeviceToHost, g->st), "reading GPTQ's blocks");
+    CK(cudaMemcpyAsync(loss, g->ploss, (size_t)rows * sizeof(double), cudaMemcpyDeviceToHost, g->st), "reading GPTQ's losses");
+    CK(cudaStreamSynchronize(g->st), "in GPTQ's pass");
     note_peak(g);
     return LB_OK;
 }

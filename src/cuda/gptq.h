@@ -67,6 +67,22 @@ lb_status lb_cuda_gptq_encode(lb_cuda_gptq *g, lb_type t, const float *S, int64_
  * GPU; a check of that translation against the C encoders. LB_ERR_DEVICE in a build without CUDA. */
 lb_status lb_cuda_kq_encode_host(lb_type t, const float *x, int64_t ldx, int64_t rows, int64_t nblk, const float *imp, uint8_t *y,
                                  int64_t ldy, lb_error *err);
+/* One pass of the column sweep on the device, default order, a k-quant type that lb_cuda_kq_encodes, batch
+ * 256 (one block column), n a multiple of 256, within the reservation and after begin (U on the device): W
+ * (rows, n, host) into T; the scales of every block encoded from the previous pass's values before rounding
+ * (static_scales; that pass ran here) or of each batch's block column at its start from T; the columns
+ * (cu_gptq_columns) and the delayed updates as lb_cuda_gptq_update's two GEMMs. The pass's blocks go to out
+ * (host, rows x row_bytes) and each row's GPTQ loss to loss (host, rows). The bits of the same pass with
+ * the columns on CPU threads and lb_cuda_gptq_update. */
+lb_status lb_cuda_gptq_pass(lb_cuda_gptq *g, lb_type t, const float *W, int64_t rows, int64_t n, int64_t batch, const float *imp,
+                            bool static_scales, uint8_t *out, size_t row_bytes, double *loss, lb_error *err);
+/* The host copy of that pass (gptq_sweep.cu's C++ on the CPU, no GPU needed), with U (n, n) F32 given and
+ * the caller's scratch T and P (rows, n; P carries the values before rounding to the next pass) and E
+ * (rows, batch); the delayed update in the CPU's order, so the bits are the CPU's. LB_ERR_DEVICE in a build
+ * without CUDA. */
+lb_status lb_cuda_gptq_pass_host(lb_type t, const float *W, int64_t rows, int64_t n, int64_t batch, const float *U, const float *imp,
+                                 bool static_scales, float *T, float *P, float *E, uint8_t *out, size_t row_bytes, double *loss,
+                                 lb_error *err);
 /* Peak GPU memory in use so far by the process on the device, in bytes. */
 size_t lb_cuda_gptq_peak_bytes(const lb_cuda_gptq *g);
 

@@ -17,4 +17,12 @@ cudaError_t cu_kq_encode(lb_type t, const float *x, int64_t ldx, int64_t rows, i
                          int64_t ldy, cudaStream_t st);
 size_t cu_kq_block_bytes(lb_type t);
 
+/* gptq_sweep.cu: columns [i1, i2) of GPTQ's sweep in the default order for a k-quant type, one thread per
+ * row: T (rows, n) the weights, U (n, n) the upper inverse factor, the blocks of out (rows, row_bytes) with
+ * this batch's scales in place; writes each element's code, E (rows, lde) the batch's scaled errors, P
+ * (rows, n) the values before rounding, and adds each row's GPTQ loss into loss (rows). T's columns after
+ * i2 are not touched (the delayed update is the caller's). */
+cudaError_t cu_gptq_columns(lb_type type, uint8_t *out, size_t row_bytes, float *T, const float *U, int64_t rows, int64_t n,
+                            int64_t i1, int64_t i2, float *E, int64_t lde, float *P, double *loss, cudaStream_t st);
+
 #endif

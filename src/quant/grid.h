@@ -26,19 +26,19 @@ typedef struct lb_grid {
 } lb_grid;
 
 /* Whether t has a grid (the 12 weight block types above). */
-bool lb_grid_supported(lb_type t);
+LB_HD bool lb_grid_supported(lb_type t);
 
 /* The grid of element j (0 <= j < block elements) of one block of type t. For a type without a grid,
  * g becomes the single value 0. */
-void lb_grid_get(lb_type t, const void *block, int j, lb_grid *g);
+LB_HD void lb_grid_get(lb_type t, const void *block, int j, lb_grid *g);
 
 /* Write code q (qmin <= q <= qmax of that element's grid) as element j of the block; the scales and every
  * other element stay as they are. */
-void lb_grid_set(lb_type t, void *block, int j, int q);
+LB_HD void lb_grid_set(lb_type t, void *block, int j, int q);
 
 /* value(q), bit-exact with the reference dequantizer. b is -0.0f for formats without an offset, so that
  * a*q + b keeps the sign of a zero product as the dequantizer does. */
-static inline float lb_grid_value(const lb_grid *g, int q) {
+LB_HD static inline float lb_grid_value(const lb_grid *g, int q) {
     return g->a * (g->codebook ? (float)g->codebook[q] : (float)q) + g->b;
 }
 
@@ -48,7 +48,7 @@ static inline float lb_grid_value(const lb_grid *g, int q) {
 int lb_grid_run(lb_type t);
 
 /* Better of candidate q against the best so far (smaller distance, then smaller q). */
-static inline void lb_grid_consider_(const lb_grid *g, float w, int q, int *best, double *best_d) {
+LB_HD static inline void lb_grid_consider_(const lb_grid *g, float w, int q, int *best, double *best_d) {
     const double d = fabs((double)w - (double)lb_grid_value(g, q));
     if (d < *best_d || (d == *best_d && q < *best)) {
         *best = q;
@@ -59,7 +59,7 @@ static inline void lb_grid_consider_(const lb_grid *g, float w, int q, int *best
 /* The q whose value is nearest to w (distance |w - value(q)| in double); on a tie the smaller q. A linear
  * grid whose values are all equal (a == 0) gives the q of smallest magnitude. w must not be NaN. Inline:
  * GPTQ calls it for every element of every sweep. */
-static inline int lb_grid_nearest(const lb_grid *g, float w) {
+LB_HD static inline int lb_grid_nearest(const lb_grid *g, float w) {
     int best = g->qmin;
     double best_d = INFINITY;
     if (g->codebook) {
@@ -91,11 +91,11 @@ typedef struct lb_grid_param {
     int first, n, lo, hi;
 } lb_grid_param;
 
-int lb_grid_n_params(lb_type t);
+LB_HD int lb_grid_n_params(lb_type t);
 /* 0 <= p < lb_grid_n_params(t) */
-void lb_grid_param_info(lb_type t, int p, lb_grid_param *info);
-int lb_grid_param_get(lb_type t, const void *block, int p);
+LB_HD void lb_grid_param_info(lb_type t, int p, lb_grid_param *info);
+LB_HD int lb_grid_param_get(lb_type t, const void *block, int p);
 /* lo <= v <= hi */
-void lb_grid_param_set(lb_type t, void *block, int p, int v);
+LB_HD void lb_grid_param_set(lb_type t, void *block, int p, int v);
 
 #endif

@@ -18,9 +18,18 @@
 
 #define NEG_ZERO (-0.0f)
 
-static inline float h2f(uint16_t h) { return lb_fp16_to_f32(h); }
+/* The device copy of this file (cuda/gptq_sweep.cu, LB_DEVICE_SOURCES) serves the k-quants without a
+ * codebook only: blocks.h's table is host memory, so there iq4_nl / iq4_xs would get no codebook (the
+ * device code never takes those types, lb_cuda_kq_encodes). */
+#ifdef LB_DEVICE_SOURCES
+#define IQ4_CODEBOOK NULL
+#else
+#define IQ4_CODEBOOK kvalues_iq4nl
+#endif
 
-static void linear(lb_grid *g, float a, float b, int qmin, int qmax) {
+LB_HD static inline float h2f(uint16_t h) { return lb_fp16_to_f32(h); }
+
+LB_HD static void linear(lb_grid *g, float a, float b, int qmin, int qmax) {
     g->a = a;
     g->b = b;
     g->qmin = qmin;
@@ -31,38 +40,38 @@ static void linear(lb_grid *g, float a, float b, int qmin, int qmax) {
 /* ---- nibble / bit-plane accessors ---- */
 
 /* Legacy 32-element split-half nibbles: element j < 16 low nibble of qs[j], j >= 16 high nibble of qs[j-16]. */
-static void set_nibble32(uint8_t *qs, int j, int v) {
+LB_HD static void set_nibble32(uint8_t *qs, int j, int v) {
     uint8_t *p = &qs[j % 16];
     *p = j < 16 ? (uint8_t)((*p & 0xF0) | (v & 0xF)) : (uint8_t)((*p & 0x0F) | ((v & 0xF) << 4));
 }
 
 /* Bit j of a little-endian bit array. */
-static void set_bit(uint8_t *bits, int j, int v) {
+LB_HD static void set_bit(uint8_t *bits, int j, int v) {
     if (v) bits[j / 8] |= (uint8_t)(1u << (j % 8));
     else bits[j / 8] &= (uint8_t)~(1u << (j % 8));
 }
 
 /* Bit b of byte bits[i]. */
-static void set_bit_at(uint8_t *bits, int i, int b, int v) {
+LB_HD static void set_bit_at(uint8_t *bits, int i, int b, int v) {
     if (v) bits[i] |= (uint8_t)(1u << b);
     else bits[i] &= (uint8_t)~(1u << b);
 }
 
 /* q2_K / q3_K 2-bit planes: element e in bits 2*(r/32) of qs[32h + r%32], h = e/128, r = e%128. */
-static void set_2bit(uint8_t *qs, int e, int v) {
+LB_HD static void set_2bit(uint8_t *qs, int e, int v) {
     const int h = e / 128, r = e % 128, sh = 2 * (r / 32);
     uint8_t *p = &qs[32 * h + r % 32];
     *p = (uint8_t)((*p & ~(3u << sh)) | ((unsigned)(v & 3) << sh));
 }
 
 /* q4_K / q5_K nibbles: element e in byte 32*(e/64) + e%32, low nibble when e%64 < 32. */
-static void set_nibble64(uint8_t *qs, int e, int v) {
+LB_HD static void set_nibble64(uint8_t *qs, int e, int v) {
     uint8_t *p = &qs[32 * (e / 64) + e % 32];
     *p = e % 64 < 32 ? (uint8_t)((*p & 0xF0) | (v & 0xF)) : (uint8_t)((*p & 0x0F) | ((v & 0xF) << 4));
 }
 
 /* q4_K / q5_K 6-bit scale and min of sub-block j (formats.md 2.3, get_scale_min_k4). */
-static void k4_scale_min(const uint8_t *s, int j, int *sc, int *m) {
+LB_HD static void k4_scale_min(const uint8_t *s, int j, int *sc, int *m) {
     if (j < 4) {
         *sc = s[j] & 63;
         *m = s[j + 4] & 63;
@@ -73,81 +82,81 @@ static void k4_scale_min(const uint8_t *s, int j, int *sc, int *m) {
 }
 
 /* q3_K signed 6-bit scale of sub-block j. */
-static int q3_scale(const uint8_t *s, int j) {
+LB_HD static int q3_scale(const uint8_t *s, int j) {
     const int lo = j < 8 ? s[j] & 0xF : s[j - 8] >> 4;
     return (lo | (((s[8 + j % 4] >> (2 * (j / 4))) & 3) << 4)) - 32;
 }
 
 /* iq4_xs 6-bit scale of sub-block ib, unbiased. */
-static int xs_scale(const block_iq4_xs *b, int ib) {
+LB_HD static int xs_scale(const block_iq4_xs *b, int ib) {
     return (((b->scales_l[ib / 2] >> (4 * (ib % 2))) & 0xF) | (((b->scales_h >> (2 * ib)) & 3) << 4)) - 32;
 }
 
 /* ---- grids ---- */
 
-static void get_legacy(lb_type t, const void *blk, lb_grid *g) {
+LB_HD static void get_legacy(lb_type t, const void *blk, lb_grid *g) {
     switch (t) {
     case LB_TYPE_Q4_0: linear(g, h2f(((const block_q4_0 *)blk)->d), NEG_ZERO, -8, 7); break;
     case LB_TYPE_Q4_1: {
-        const block_q4_1 *b = blk;
+        const block_q4_1 *b = (const block_q4_1 *)blk;
         linear(g, h2f(b->d), h2f(b->m), 0, 15);
         break;
     }
     case LB_TYPE_Q5_0: linear(g, h2f(((const block_q5_0 *)blk)->d), NEG_ZERO, -16, 15); break;
     case LB_TYPE_Q5_1: {
-        const block_q5_1 *b = blk;
+        const block_q5_1 *b = (const block_q5_1 *)blk;
         linear(g, h2f(b->d), h2f(b->m), 0, 31);
         break;
     }
     case LB_TYPE_Q8_0: linear(g, h2f(((const block_q8_0 *)blk)->d), NEG_ZERO, -127, 127); break;
     default: /* LB_TYPE_IQ4_NL */
         linear(g, h2f(((const block_iq4_nl *)blk)->d), NEG_ZERO, 0, 15);
-        g->codebook = kvalues_iq4nl;
+        g->codebook = IQ4_CODEBOOK;
         break;
     }
 }
 
-static void get_kquant(lb_type t, const void *blk, int e, lb_grid *g) {
+LB_HD static void get_kquant(lb_type t, const void *blk, int e, lb_grid *g) {
     int sc, m;
     switch (t) {
     case LB_TYPE_Q2_K: {
-        const block_q2_K *b = blk;
+        const block_q2_K *b = (const block_q2_K *)blk;
         const uint8_t s = b->scales[e / 16];
         linear(g, h2f(b->d) * (float)(s & 0xF), -(h2f(b->dmin) * (float)(s >> 4)), 0, 3);
         break;
     }
     case LB_TYPE_Q3_K: {
-        const block_q3_K *b = blk;
+        const block_q3_K *b = (const block_q3_K *)blk;
         linear(g, h2f(b->d) * (float)q3_scale(b->scales, e / 16), NEG_ZERO, -4, 3);
         break;
     }
     case LB_TYPE_Q4_K: {
-        const block_q4_K *b = blk;
+        const block_q4_K *b = (const block_q4_K *)blk;
         k4_scale_min(b->scales, e / 32, &sc, &m);
         linear(g, h2f(b->d) * (float)sc, -(h2f(b->dmin) * (float)m), 0, 15);
         break;
     }
     case LB_TYPE_Q5_K: {
-        const block_q5_K *b = blk;
+        const block_q5_K *b = (const block_q5_K *)blk;
         k4_scale_min(b->scales, e / 32, &sc, &m);
         linear(g, h2f(b->d) * (float)sc, -(h2f(b->dmin) * (float)m), 0, 31);
         break;
     }
     case LB_TYPE_Q6_K: {
-        const block_q6_K *b = blk;
+        const block_q6_K *b = (const block_q6_K *)blk;
         linear(g, h2f(b->d) * (float)b->scales[e / 16], NEG_ZERO, -32, 31);
         break;
     }
     default: { /* LB_TYPE_IQ4_XS */
-        const block_iq4_xs *b = blk;
+        const block_iq4_xs *b = (const block_iq4_xs *)blk;
         linear(g, h2f(b->d) * (float)xs_scale(b, e / 32), NEG_ZERO, 0, 15);
-        g->codebook = kvalues_iq4nl;
+        g->codebook = IQ4_CODEBOOK;
         break;
     }
     }
 }
 
-bool lb_grid_supported(lb_type t) {
+LB_HD bool lb_grid_supported(lb_type t) {
     switch (t) {
     case LB_TYPE_Q4_0: case LB_TYPE_Q4_1: case LB_TYPE_Q5_0: case LB_TYPE_Q5_1: case LB_TYPE_Q8_0:
     case LB_TYPE_Q2_K: case LB_TYPE_Q3_K: case LB_TYPE_Q4_K: case LB_TYPE_Q5_K: case LB_TYPE_Q6_K:
@@ -156,7 +165,7 @@ bool lb_grid_supported(lb_type t) {
     }
 }
 
-void lb_grid_get(lb_type t, const void *block, int j, lb_grid *g) {
+LB_HD void lb_grid_get(lb_type t, const void *block, int j, lb_grid *g) {
     switch (t) {
     case LB_TYPE_Q4_0: case LB_TYPE_Q4_1: case LB_TYPE_Q5_0: case LB_TYPE_Q5_1: case LB_TYPE_Q8_0:
     case LB_TYPE_IQ4_NL: get_legacy(t, block, g); break;
@@ -168,18 +177,18 @@ void lb_grid_get(lb_type t, const void *block, int j, lb_grid *g) {
 
 /* ---- codes ---- */
 
-static void set_legacy(lb_type t, void *blk, int j, int q) {
+LB_HD static void set_legacy(lb_type t, void *blk, int j, int q) {
     switch (t) {
     case LB_TYPE_Q4_0: set_nibble32(((block_q4_0 *)blk)->qs, j, q + 8); break;
     case LB_TYPE_Q4_1: set_nibble32(((block_q4_1 *)blk)->qs, j, q); break;
     case LB_TYPE_Q5_0: {
-        block_q5_0 *b = blk;
+        block_q5_0 *b = (block_q5_0 *)blk;
         set_nibble32(b->qs, j, q + 16);
         set_bit(b->qh, j, (q + 16) >> 4);
         break;
     }
     case LB_TYPE_Q5_1: {
-        block_q5_1 *b = blk;
+        block_q5_1 *b = (block_q5_1 *)blk;
         set_nibble32(b->qs, j, q);
         set_bit(b->qh, j, q >> 4);
         break;
@@ -190,37 +199,37 @@ static void set_legacy(lb_type t, void *blk, int j, int q) {
 }
 
 /* q6_K: low nibble in ql[64h + 32*(k&1) + l] (low half for k < 2), high 2 bits at bit 2k of qh[32h + l]. */
-static void set_q6_K(block_q6_K *b, int e, int q) {
+LB_HD static void set_q6_K(block_q6_K *b, int e, int q) {
     const int v = q + 32, h = e / 128, r = e % 128, l = r % 32, k = r / 32;
     uint8_t *ql = &b->ql[64 * h + (k & 1) * 32 + l], *qh = &b->qh[32 * h + l];
     *ql = k < 2 ? (uint8_t)((*ql & 0xF0) | (v & 0xF)) : (uint8_t)((*ql & 0x0F) | ((v & 0xF) << 4));
     *qh = (uint8_t)((*qh & ~(3u << (2 * k))) | ((unsigned)(v >> 4) << (2 * k)));
 }
 
-static void set_kquant(lb_type t, void *blk, int e, int q) {
+LB_HD static void set_kquant(lb_type t, void *blk, int e, int q) {
     switch (t) {
     case LB_TYPE_Q2_K: set_2bit(((block_q2_K *)blk)->qs, e, q); break;
     case LB_TYPE_Q3_K: {
-        block_q3_K *b = blk;
+        block_q3_K *b = (block_q3_K *)blk;
         set_2bit(b->qs, e, (q + 4) & 3);
         set_bit_at(b->hmask, e % 32, e / 32, (q + 4) >> 2);
         break;
     }
     case LB_TYPE_Q4_K: set_nibble64(((block_q4_K *)blk)->qs, e, q); break;
     case LB_TYPE_Q5_K: {
-        block_q5_K *b = blk;
+        block_q5_K *b = (block_q5_K *)blk;
         set_nibble64(b->qs, e, q);
         set_bit_at(b->qh, e % 32, e / 32, q >> 4);
         break;
     }
-    case LB_TYPE_Q6_K: set_q6_K(blk, e, q); break;
+    case LB_TYPE_Q6_K: set_q6_K((block_q6_K *)blk, e, q); break;
     default: /* LB_TYPE_IQ4_XS: sub-block e/32 uses qs[16*(e/32) ..], split-half nibbles */
         set_nibble32(((block_iq4_xs *)blk)->qs + 16 * (e / 32), e % 32, q);
         break;
     }
 }
 
-void lb_grid_set(lb_type t, void *block, int j, int q) {
+LB_HD void lb_grid_set(lb_type t, void *block, int j, int q) {
     switch (t) {
     case LB_TYPE_Q4_0: case LB_TYPE_Q4_1: case LB_TYPE_Q5_0: case LB_TYPE_Q5_1: case LB_TYPE_Q8_0:
     case LB_TYPE_IQ4_NL: set_legacy(t, block, j, q); break;
@@ -233,7 +242,7 @@ void lb_grid_set(lb_type t, void *block, int j, int q) {
 /* ---- sub-block parameters ---- */
 
 /* q4_K / q5_K: write the 6-bit scale (which 0) or min (which 1) of sub-block j, inverse of k4_scale_min. */
-static void k4_set(uint8_t *s, int j, int which, int v) {
+LB_HD static void k4_set(uint8_t *s, int j, int which, int v) {
     if (j < 4) {
         uint8_t *p = &s[j + 4 * which];
         *p = (uint8_t)((*p & 0xC0) | (v & 63));
@@ -245,14 +254,14 @@ static void k4_set(uint8_t *s, int j, int which, int v) {
 }
 
 /* q3_K: write the signed 6-bit scale of sub-block j, inverse of q3_scale. */
-static void q3_set(uint8_t *s, int j, int v) {
+LB_HD static void q3_set(uint8_t *s, int j, int v) {
     const int u = v + 32, sh = 2 * (j / 4);
     uint8_t *lo = &s[j % 8], *hi = &s[8 + j % 4];
     *lo = j < 8 ? (uint8_t)((*lo & 0xF0) | (u & 0xF)) : (uint8_t)((*lo & 0x0F) | ((u & 0xF) << 4));
     *hi = (uint8_t)((*hi & ~(3u << sh)) | ((unsigned)(u >> 4) << sh));
 }
 
-int lb_grid_n_params(lb_type t) {
+LB_HD int lb_grid_n_params(lb_type t) {
     switch (t) {
     case LB_TYPE_Q2_K: return 32;
     case LB_TYPE_Q3_K: case LB_TYPE_Q6_K: return 16;
@@ -262,7 +271,7 @@ int lb_grid_n_params(lb_type t) {
     }
 }
 
-void lb_grid_param_info(lb_type t, int p, lb_grid_param *info) {
+LB_HD void lb_grid_param_info(lb_type t, int p, lb_grid_param *info) {
     int sub = 16, lo = 0, hi = 15, j = p;
     switch (t) {
     case LB_TYPE_Q2_K: j = p % 16; break; /* 0..15 scales, 16..31 mins */
@@ -277,7 +286,7 @@ void lb_grid_param_info(lb_type t, int p, lb_grid_param *info) {
     info->hi = hi;
 }
 
-int lb_grid_param_get(lb_type t, const void *block, int p) {
+LB_HD int lb_grid_param_get(lb_type t, const void *block, int p) {
     int sc, m;
     switch (t) {
     case LB_TYPE_Q2_K: {
@@ -290,11 +299,11 @@ int lb_grid_param_get(lb_type t, const void *block, int p) {
         k4_scale_min(t == LB_TYPE_Q4_K ? ((const block_q4_K *)block)->scales : ((const block_q5_K *)block)->scales,
                      p % 8, &sc, &m);
         return p < 8 ? sc : m;
-    default: return xs_scale(block, p); /* LB_TYPE_IQ4_XS */
+    default: return xs_scale((const block_iq4_xs *)block, p); /* LB_TYPE_IQ4_XS */
     }
 }
 
-void lb_grid_param_set(lb_type t, void *block, int p, int v) {
+LB_HD void lb_grid_param_set(lb_type t, void *block, int p, int v) {
     switch (t) {
     case LB_TYPE_Q2_K: {
         uint8_t *s = &((block_q2_K *)block)->scales[p % 16];
@@ -306,7 +315,7 @@ void lb_grid_param_set(lb_type t, void *block, int p, int v) {
     case LB_TYPE_Q4_K: k4_set(((block_q4_K *)block)->scales, p % 8, p >= 8, v); break;
     case LB_TYPE_Q5_K: k4_set(((block_q5_K *)block)->scales, p % 8, p >= 8, v); break;
     case LB_TYPE_IQ4_XS: {
-        block_iq4_xs *b = block;
+        block_iq4_xs *b = (block_iq4_xs *)block;
         const int u = v + 32;
         uint8_t *lo = &b->scales_l[p / 2];
         *lo = (uint8_t)((*lo & ~(0xFu << (4 * (p % 2)))) | ((unsigned)(u & 0xF) << (4 * (p % 2))));
@@ -319,7 +328,7 @@ void lb_grid_param_set(lb_type t, void *block, int p, int v) {
 
 /* ---- runs ---- */
 
-int lb_grid_run(lb_type t) {
+int lb_grid_run(lb_type t) { /* host only: the type table */
     switch (t) {
     case LB_TYPE_Q2_K: case LB_TYPE_Q3_K: case LB_TYPE_Q6_K: return 16;
     case LB_TYPE_Q4_K: case LB_TYPE_Q5_K: case LB_TYPE_IQ4_XS: return 32;
