@@ -433,7 +433,13 @@ static lb_status run_sweeps(lb_pool *pool, gptq_ctx *c, double *sec, lb_error *e
     }
     if (s == LB_OK) lb_pool_run(pool, tasks, sweeps_done_task, &sp);
     PHASE(LB_GPTQ_PH_COLUMNS);
-    for (int sw = 0; s == LB_OK && sw < c->cd_sweeps; sw++) {
+    /* a device that runs the descent: all of it there (the steps below, in their order per row) */
+    const bool dev_cd = c->cd_sweeps > 0 && c->dev_enc && o->cd;
+    if (s == LB_OK && dev_cd) {
+        s = o->cd(o->user, c->type, c->W, c->T, c->out, c->row_bytes, c->P, c->rows, n, c->cd_sweeps, c->cd_scales, c->Ht, err);
+        PHASE(LB_GPTQ_PH_CD);
+    }
+    for (int sw = 0; s == LB_OK && !dev_cd && sw < c->cd_sweeps; sw++) {
         bool any = false;
         for (int64_t r = 0; r < c->rows; r++) any |= c->active[r];
         if (!any) break;
@@ -442,7 +448,7 @@ static lb_status run_sweeps(lb_pool *pool, gptq_ctx *c, double *sec, lb_error *e
         if (s == LB_OK) lb_pool_run(pool, tasks, cd_sweep_task, &sp);
         PHASE(LB_GPTQ_PH_CD);
     }
-    if (s == LB_OK && c->cd_sweeps > 0) {
+    if (s == LB_OK && c->cd_sweeps > 0 && !dev_cd) {
         for (int64_t r = 0; r < c->rows; r++) c->active[r] = true;
         s = o->h_times_e(o->user, pool, c->W, c->T, c->P, c->rows, n, c->Hf, c->active, err);
         PHASE(LB_GPTQ_PH_PRODUCTS);

@@ -54,6 +54,12 @@ typedef struct lb_gptq_ops {
      * blocks go to out (rows x row_bytes), each row's GPTQ loss to loss (rows). Needs begin's U. */
     lb_status (*pass)(void *user, lb_type t, lb_encoder enc, const float *W, int64_t rows, int64_t n, int64_t batch,
                       const float *imp, bool static_scales, uint8_t *out, size_t row_bytes, double *loss, lb_error *err);
+    /* optional: the coordinate descent on the device for a type that encodes: `sweeps` sweeps as lb_gptq_quantize
+     * runs them (stop when no row moved; each from G = H (W - Q)) from the blocks out and their values Q
+     * (rows x n), then G = H (W - Q) for every row; out, Q and G written back. H from begin's Hf; Ht
+     * (n x run, the diagonal blocks transposed) when scales. */
+    lb_status (*cd)(void *user, lb_type t, const float *W, float *Q, uint8_t *out, size_t row_bytes, float *G, int64_t rows,
+                    int64_t n, int sweeps, bool scales, const float *Ht, lb_error *err);
 } lb_gptq_ops;
 
 /* The CPU implementation (the specification of every other). */

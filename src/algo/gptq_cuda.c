@@ -62,6 +62,11 @@ static lb_status op_pass(void *u, lb_type t, lb_encoder enc, const float *W, int
     return lb_cuda_gptq_pass(u, t, W, rows, n, batch, imp, static_scales, out, row_bytes, loss, err);
 }
 
+static lb_status op_cd(void *u, lb_type t, const float *W, float *Q, uint8_t *out, size_t row_bytes, float *G, int64_t rows, int64_t n,
+                       int sweeps, bool scales, const float *Ht, lb_error *err) {
+    return lb_cuda_gptq_cd(u, t, W, Q, out, row_bytes, G, rows, n, sweeps, scales, Ht, err);
+}
+
 lb_status lb_gptq_ops_cuda_new(int device, lb_gptq_ops **out, lb_error *err) {
     *out = NULL;
     cuda_ops *o = calloc(1, sizeof *o);
@@ -74,9 +79,10 @@ lb_status lb_gptq_ops_cuda_new(int device, lb_gptq_ops **out, lb_error *err) {
     o->ops = (lb_gptq_ops){.user = o->g, .name = "cuda", .reserve = op_reserve, .inv_upper = op_inv_upper,
                            .begin = op_begin, .load = op_load, .update = op_update, .h_times_e = op_h_times_e,
                            .matmul = op_matmul, .encodes = op_encodes, .encode = op_encode};
-    /* whole passes on the GPU: opt-in (LB_GPU_SWEEP=1, with LB_GPU_ENCODE=1) until tests/cuda has run them on a GPU */
+    /* whole passes and the coordinate descent on the GPU: opt-in (LB_GPU_SWEEP=1, with LB_GPU_ENCODE=1) until
+     * tests/cuda has run them on a GPU */
     const char *v = getenv("LB_GPU_SWEEP");
-    if (v && v[0] == '1') o->ops.pass = op_pass;
+    if (v && v[0] == '1') o->ops.pass = op_pass, o->ops.cd = op_cd;
     *out = &o->ops;
     return LB_OK;
 }

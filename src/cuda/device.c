@@ -115,6 +115,11 @@ lb_status lb_cuda_gptq_matmul(lb_cuda_gptq *g, const float *x, int64_t rows, con
 }
 size_t lb_cuda_gptq_peak_bytes(const lb_cuda_gptq *g) { return 0; }
 bool lb_cuda_kq_encodes(lb_type t, lb_encoder enc) { return false; }
+lb_status lb_cuda_gptq_cd(lb_cuda_gptq *g, lb_type t, const float *W, float *Q, uint8_t *out, size_t row_bytes, float *G, int64_t rows,
+                          int64_t n, int sweeps, bool scales, const float *Ht, lb_error *err) {
+    return no_cuda(err);
+}
+lb_status lb_cuda_gptq_cd_rows_host(const lb_cd_rows *a, lb_error *err) { return no_cuda(err); }
 lb_status lb_cuda_gptq_pass(lb_cuda_gptq *g, lb_type t, const float *W, int64_t rows, int64_t n, int64_t batch, const float *imp,
                             bool static_scales, uint8_t *out, size_t row_bytes, double *loss, lb_error *err) {
     return no_cuda(err);

@@ -95,6 +95,9 @@ struct lb_cuda_gptq {
     double *ploss;        /* (rows) its losses */
     float *pimp;          /* (n) its importance weights */
     size_t P_bytes, qout_bytes, ploss_bytes, pimp_bytes;
+    float *Ht;            /* the coordinate descent's diagonal blocks */
+    bool *act;            /* (rows) its active rows */
+    size_t Ht_bytes, act_bytes;
     float *enc_x, *enc_w; /* the encoders' input and importance weights */
     uint8_t *enc_y;       /* ... and their blocks */
     size_t enc_x_bytes, enc_w_bytes, enc_y_bytes;
@@ -195,7 +198,7 @@ extern "C" void lb_cuda_gptq_free(lb_cuda_gptq *g) {
     if (g->st) cudaStreamSynchronize(g->st);
     if (g->blas) cu_blas.destroy(g->blas);
     if (g->solver) cs.destroy(g->solver);
-    void *bufs[] = {g->A, g->B, g->work, g->info, g->U, g->Hf, g->T, g->E, g->G, g->enc_x, g->enc_w, g->enc_y, g->P, g->qout, g->ploss, g->pimp};
+    void *bufs[] = {g->A, g->B, g->work, g->info, g->U, g->Hf, g->T, g->E, g->G, g->enc_x, g->enc_w, g->enc_y, g->P, g->qout, g->ploss, g->pimp, g->Ht, g->act};
     for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++) cudaFree(bufs[i]);
     if (g->copied) cudaEventDestroy(g->copied);
     if (g->st) cudaStreamDestroy(g->st);
@@ -496,6 +499,70 @@ extern "C" lb_status lb_cuda_gptq_pass(lb_cuda_gptq *g, lb_type t, const float *
     CK(cudaMemcpyAsync(out, g->qout, (size_t)rows * row_bytes, cudaMemcpyDeviceToHost, g->st), "reading GPTQ's blocks");
     CK(cudaMemcpyAsync(loss, g->ploss, (size_t)rows * sizeof(double), cudaMemcpyDeviceToHost, g->st), "reading GPTQ's losses");
     CK(cudaStreamSynchronize(g->st), "in GPTQ's pass");
+    note_peak(g);
+    return LB_OK;
+}
+
+/* ---------------------------------------------------------------- the coordinate descent ------------------ */
+
+__global__ void k_sub(float *d, const float *a, const float *b, size_t n) {
+    const size_t i = (size_t)blockIdx.x * blockDim.x + threadIdx.x;
+    if (i < n) d[i] = a[i] - b[i];
+}
+
+/* G = Hf (W - Q) for all rows: lb_cuda_gptq_h_times_e's difference and GEMM, on device copies */
+static lb_status cd_products(lb_cuda_gptq *g, const float *dW, const float *dQ, int64_t rows, int64_t n, lb_error *err) {
+    const size_t rn = (size_t)rows * (size_t)n;
+    const float one = 1.0f, zero = 0.0f;
+    k_sub<<<(unsigned)((rn + 255) / 256), 256, 0, g->st>>>(g->E, dW, dQ, rn);
+    CK(cudaGetLastError(), "forming the errors");
+    CKB(cu_blas.gemm(g->blas, CUBLAS_OP_N, CUBLAS_OP_N, (int)n, (int)rows, (int)n, &one, g->Hf, CUDA_R_32F, (int)n, g->E, CUDA_R_32F,
+                     (int)n, &zero, g->G, CUDA_R_32F, (int)n, CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT),
+        "in H e");
+    return LB_OK;
+}
+
+extern "C" lb_status lb_cuda_gptq_cd(lb_cuda_gptq *g, lb_type t, const float *W, float *Q, uint8_t *out, size_t row_bytes, float *G,
+                                    int64_t rows, int64_t n, int sweeps, bool scales, const float *Ht, lb_error *err) {
+    const size_t bb = cu_kq_block_bytes(t);
+    if (!bb || n % 256 || rows <= 0 || n > g->cap_n || rows > g->cap_rows || !g->cap_cd || (size_t)(n / 256) * bb != row_bytes ||
+        (scales && !Ht))
+        return lb_err_set(err, LB_ERR_ARG, "coordinate descent (cuda): type %d, %lld x %lld beyond what it takes", (int)t,
+                          (long long)rows, (long long)n);
+    if (use(g, err) != LB_OK) return LB_ERR_DEVICE;
+    const int run = t == LB_TYPE_Q4_K || t == LB_TYPE_Q5_K ? 32 : 16; /* lb_grid_run of the k-quants */
+    const size_t rn = (size_t)rows * (size_t)n;
+    lb_status s = grow((void **)&g->P, &g->P_bytes, rn * sizeof(float), "the dequantized rows", err);
+    if (s == LB_OK) s = grow((void **)&g->qout, &g->qout_bytes, (size_t)rows * row_bytes, "GPTQ's blocks", err);
+    if (s == LB_OK) s = grow((void **)&g->act, &g->act_bytes, (size_t)rows, "the active rows", err);
+    if (s == LB_OK && scales) s = grow((void **)&g->Ht, &g->Ht_bytes, (size_t)n * run * sizeof(float), "H's diagonal blocks", err);
+    if (s != LB_OK) return s;
+    bool *act = (bool *)malloc((size_t)rows);
+    if (!act) return lb_err_set(err, LB_ERR_NOMEM, "out of memory");
+    float *dW = g->T, *dQ = g->P;
+    lb_cd_rows a = {t, 256, run, bb, row_bytes, rows, n, scales, g->Hf, scales ? g->Ht : NULL, g->qout, dQ, g->G, g->act};
+    cudaError_t e = cudaMemcpyAsync(dW, W, rn * sizeof(float), cudaMemcpyHostToDevice, g->st);
+    if (e == cudaSuccess) e = cudaMemcpyAsync(dQ, Q, rn * sizeof(float), cudaMemcpyHostToDevice, g->st);
+    if (e == cudaSuccess) e = cudaMemcpyAsync(g->qout, out, (size_t)rows * row_bytes, cudaMemcpyHostToDevice, g->st);
+    if (e == cudaSuccess && scales) e = cudaMemcpyAsync(g->Ht, Ht, (size_t)n * run * sizeof(float), cudaMemcpyHostToDevice, g->st);
+    if (e == cudaSuccess) e = cudaMemsetAsync(g->act, 1, (size_t)rows, g->st);
+    for (int sw = 0; s == LB_OK && e == cudaSuccess && sw < sweeps; sw++) {
+        e = cudaMemcpyAsync(act, g->act, (size_t)rows, cudaMemcpyDeviceToHost, g->st);
+        if (e == cudaSuccess) e = cudaStreamSynchronize(g->st);
+        bool any = false;
+        for (int64_t r = 0; e == cudaSuccess && r < rows; r++) any |= act[r];
+        if (e != cudaSuccess || !any) break;
+        s = cd_products(g, dW, dQ, rows, n, err);
+        if (s == LB_OK) e = cu_gptq_cd(&a, g->st);
+    }
+    free(act);
+    if (e != cudaSuccess) return fail(err, e, "in the coordinate descent");
+    if (s == LB_OK) s = cd_products(g, dW, dQ, rows, n, err);
+    if (s != LB_OK) return s;
+    CK(cudaMemcpyAsync(Q, dQ, rn * sizeof(float), cudaMemcpyDeviceToHost, g->st), "reading the dequantized rows");
+    CK(cudaMemcpyAsync(G, g->G, rn * sizeof(float), cudaMemcpyDeviceToHost, g->st), "reading H e");
+    CK(cudaMemcpyAsync(out, g->qout, (size_t)rows * row_bytes, cudaMemcpyDeviceToHost, g->st), "reading GPTQ's blocks");
+    CK(cudaStreamSynchronize(g->st), "in the coordinate descent");
     note_peak(g);
     return LB_OK;
 }

@@ -83,6 +83,31 @@ lb_status lb_cuda_gptq_pass(lb_cuda_gptq *g, lb_type t, const float *W, int64_t 
 lb_status lb_cuda_gptq_pass_host(lb_type t, const float *W, int64_t rows, int64_t n, int64_t batch, const float *U, const float *imp,
                                  bool static_scales, float *T, float *P, float *E, uint8_t *out, size_t row_bytes, double *loss,
                                  lb_error *err);
+/* One sweep of GPTQ's coordinate descent over the rows (algo/gptq.c's cd_sweep and, with scales, cd_params, row by
+ * row in their order; a k-quant type): for each row r with active[r], its blocks out + r row_bytes, its
+ * dequantized values Q + r n and its products G + r n = H (w - q) are stepped and active[r] cleared when
+ * nothing moved. H (n, n) F32 as the CPU's Hf; Ht its diagonal run x run blocks transposed (scales only). */
+typedef struct lb_cd_rows {
+    lb_type type;
+    int64_t be;   /* block elements (256) */
+    int run;      /* lb_grid_run(type) */
+    size_t bb, row_bytes;
+    int64_t rows, n;
+    bool scales;
+    const float *H, *Ht;
+    uint8_t *out;
+    float *Q, *G;
+    bool *active;
+} lb_cd_rows;
+/* The coordinate descent on the device: `sweeps` sweeps as algo/gptq.c runs them (each: stop when no row is
+ * active, G = H (W - Q) for all rows through the same GEMM as lb_cuda_gptq_h_times_e, then one sweep of the
+ * active rows, a warp per row), then G for all rows. W, Q (rows, n), out (rows, row_bytes) and G (rows, n) on
+ * the host; Q, out and G are written back. H from begin's Hf, Ht (n / run, run, run) from the host. */
+lb_status lb_cuda_gptq_cd(lb_cuda_gptq *g, lb_type t, const float *W, float *Q, uint8_t *out, size_t row_bytes, float *G, int64_t rows,
+                          int64_t n, int sweeps, bool scales, const float *Ht, lb_error *err);
+/* The host copy of one sweep of the rows (the same C++ as the device's, one lane per row). LB_ERR_DEVICE in
+ * a build without CUDA. */
+lb_status lb_cuda_gptq_cd_rows_host(const lb_cd_rows *a, lb_error *err);
 /* Peak GPU memory in use so far by the process on the device, in bytes. */
 size_t lb_cuda_gptq_peak_bytes(const lb_cuda_gptq *g);
 

@@ -81,6 +81,168 @@ cudaError_t cu_gptq_columns(lb_type type, uint8_t *out, size_t row_bytes, float 
     return cudaGetLastError();
 }
 
+/* ---------------------------------------------------------------- the coordinate descent ------------------ */
+
+/*
+ * algo/gptq.c's cd_sweep and cd_params for one row, by a warp (lane of nl lanes; the host copy: one lane).
+ * Every lane makes every decision itself from the same memory (the same result), the row's g updates
+ * (g -= delta H[j, :], the axpy kernels' y - a x) are split over the lanes, and lane 0 writes q and the
+ * blocks; each lane edits a private copy of the current block, which lane 0 writes back. The operations
+ * on each value and their order are the CPU's, so a row gets the CPU's bits.
+ */
+#ifdef __CUDA_ARCH__
+#define LANE_SYNC() __syncwarp()
+#else
+#define LANE_SYNC() ((void)0)
+#endif
+
+__host__ __device__ static void lane_axpy(float *g, float a, const float *x, int64_t n, int lane, int nl) {
+    LANE_SYNC(); /* every lane has read what this overwrites */
+    for (int64_t i = lane; i < n; i += nl) g[i] = g[i] - a * x[i];
+    LANE_SYNC();
+}
+
+__host__ __device__ static bool row_cd_elements(const lb_cd_rows *a, uint8_t *row, float *q, float *g, int lane, int nl) {
+    const int64_t n = a->n;
+    const int be = (int)a->be;
+    const size_t bb = a->bb;
+    bool changed = false, dirty = false;
+    uint8_t blk[256];
+    int64_t cur = -1;
+    gd::lb_grid gr;
+    for (int64_t j = 0; j < n; j++) {
+        const int e = (int)(j % be);
+        const int64_t b = j / be;
+        if (b != cur) {
+            if (dirty && lane == 0) memcpy(row + (size_t)cur * bb, blk, bb);
+            memcpy(blk, row + (size_t)b * bb, bb);
+            cur = b;
+            dirty = false;
+        }
+        const float hjj = a->H[j * n + j];
+        if (e % a->run == 0) gd::lb_grid_get(a->type, blk, e, &gr);
+        if (!(hjj > 0)) continue;
+        const int code = gd::lb_grid_nearest(&gr, q[j] + g[j] / hjj);
+        const float v = gd::lb_grid_value(&gr, code), delta = v - q[j];
+        if (delta == 0) continue;
+        /* accept only a strict decrease (rounding of g can otherwise cycle) */
+        if (-2.0 * delta * g[j] + (double)delta * delta * hjj >= 0) continue;
+        gd::lb_grid_set(a->type, blk, e, code);
+        dirty = true;
+        changed = true;
+        LANE_SYNC();
+        if (lane == 0) q[j] = v;
+        lane_axpy(g, delta, a->H + j * n, n, lane, nl);
+    }
+    if (dirty && lane == 0) memcpy(row + (size_t)cur * bb, blk, bb);
+    LANE_SYNC();
+    return changed;
+}
+
+__host__ __device__ static bool row_cd_params(const lb_cd_rows *a, uint8_t *row, float *q, float *g, int lane, int nl) {
+    const int np = gd::lb_grid_n_params(a->type);
+    const int64_t n = a->n;
+    const int run = a->run;
+    bool changed = false;
+    for (int64_t b = 0; b < n / a->be; b++) {
+        uint8_t blk[256];
+        bool dirty = false;
+        memcpy(blk, row + (size_t)b * a->bb, a->bb);
+        for (int p = 0; p < np; p++) {
+            gd::lb_grid_param pi;
+            gd::lb_grid_param_info(a->type, p, &pi);
+            const int64_t j0 = b * a->be + pi.first;
+            int codes[32];
+            float v_try[32], d_try[32], v_best[32], d_best[32];
+            gd::lb_grid gr;
+            const bool one = pi.first % run == 0 && pi.n <= run;
+            if (one) gd::lb_grid_get(a->type, blk, pi.first, &gr);
+            for (int k = 0; k < pi.n; k++) {
+                if (!one) gd::lb_grid_get(a->type, blk, pi.first + k, &gr);
+                codes[k] = gd::lb_grid_nearest(&gr, q[j0 + k]);
+            }
+            const int cur = gd::lb_grid_param_get(a->type, blk, p);
+            int best_v = cur;
+            double best_change = 0;
+            for (int v = cur - 1; v <= cur + 1; v += 2) {
+                if (v < pi.lo || v > pi.hi) continue;
+                gd::lb_grid_param_set(a->type, blk, p, v);
+                double lin = 0, quad = 0;
+                if (one) gd::lb_grid_get(a->type, blk, pi.first, &gr);
+                for (int k = 0; k < pi.n; k++) {
+                    if (!one) gd::lb_grid_get(a->type, blk, pi.first + k, &gr);
+                    v_try[k] = gd::lb_grid_value(&gr, codes[k]);
+                    d_try[k] = v_try[k] - q[j0 + k];
+                    lin += (double)d_try[k] * g[j0 + k];
+                }
+                /* the quad kernels' sums: acc[k] = sum over l, in order, of Ht[l][k] d_l (exact products) */
+                const float *ht = a->Ht + (j0 / run) * run * run;
+                double acc[32];
+                for (int k = 0; k < pi.n; k++) acc[k] = 0;
+                for (int l = 0; l < pi.n; l++) {
+                    const double dl = d_try[l];
+                    for (int k = 0; k < pi.n; k++) acc[k] += (double)ht[l * run + k] * dl;
+                }
+                for (int k = 0; k < pi.n; k++)
+                    if (d_try[k] != 0) quad += acc[k] * d_try[k];
+                const double change = -2.0 * lin + quad;
+                if (change < best_change) {
+                    best_change = change;
+                    best_v = v;
+                    memcpy(d_best, d_try, (size_t)pi.n * sizeof *d_best);
+                    memcpy(v_best, v_try, (size_t)pi.n * sizeof *v_best);
+                }
+            }
+            gd::lb_grid_param_set(a->type, blk, p, best_v);
+            if (best_v == cur) continue;
+            changed = true;
+            dirty = true;
+            LANE_SYNC();
+            for (int k = 0; k < pi.n; k++) {
+                gd::lb_grid_set(a->type, blk, pi.first + k, codes[k]);
+                if (lane == 0) q[j0 + k] = v_best[k];
+                if (d_best[k] != 0) lane_axpy(g, d_best[k], a->H + (j0 + k) * n, n, lane, nl);
+            }
+            LANE_SYNC(); /* lane 0's q before the next parameter reads it (a min moves a scale's elements) */
+        }
+        if (dirty && lane == 0) memcpy(row + (size_t)b * a->bb, blk, a->bb);
+        LANE_SYNC();
+    }
+    return changed;
+}
+
+/* one sweep of an active row: its steps, then (scales) its parameters; the row stays active if anything moved */
+__host__ __device__ static void row_cd(const lb_cd_rows *a, int64_t r, int lane, int nl) {
+    if (!a->active[r]) return;
+    uint8_t *row = a->out + (size_t)r * a->row_bytes;
+    float *q = a->Q + r * a->n, *g = a->G + r * a->n;
+    bool ch = row_cd_elements(a, row, q, g, lane, nl);
+    if (a->scales && row_cd_params(a, row, q, g, lane, nl)) ch = true;
+    LANE_SYNC();
+    if (lane == 0) a->active[r] = ch;
+}
+
+__global__ void k_gptq_cd(lb_cd_rows a) {
+    const int64_t r = ((int64_t)blockIdx.x * blockDim.x + threadIdx.x) / 32;
+    if (r >= a.rows) return; /* whole warps */
+    row_cd(&a, r, (int)(threadIdx.x % 32), 32);
+}
+
+cudaError_t cu_gptq_cd(const lb_cd_rows *a, cudaStream_t st) {
+    if (!cu_kq_block_bytes(a->type) || a->be != QK_K || a->bb > 256) return cudaErrorInvalidValue;
+    const int threads = 128; /* four rows per block */
+    k_gptq_cd<<<(unsigned)((a->rows * 32 + threads - 1) / threads), threads, 0, st>>>(*a);
+    return cudaGetLastError();
+}
+
+extern "C" lb_status lb_cuda_gptq_cd_rows_host(const lb_cd_rows *a, lb_error *err) {
+    if (!cu_kq_block_bytes(a->type) || a->be != QK_K || a->bb > 256 || a->run != gd::lb_grid_run(a->type) || (a->scales && !a->Ht))
+        return lb_err_set(err, LB_ERR_ARG, "coordinate descent (host copy): type %d, block %lld, run %d", (int)a->type, (long long)a->be,
+                          a->run);
+    for (int64_t r = 0; r < a->rows; r++) row_cd(a, r, 0, 1);
+    return LB_OK;
+}
+
 /* ---------------------------------------------------------------- the host copy of a pass ----------------- */
 
 extern "C" lb_status lb_cuda_gptq_pass_host(lb_type t, const float *W, int64_t rows, int64_t n, int64_t batch, const float *U,

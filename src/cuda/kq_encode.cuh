@@ -25,4 +25,9 @@ size_t cu_kq_block_bytes(lb_type t);
 cudaError_t cu_gptq_columns(lb_type type, uint8_t *out, size_t row_bytes, float *T, const float *U, int64_t rows, int64_t n,
                             int64_t i1, int64_t i2, float *E, int64_t lde, float *P, double *loss, cudaStream_t st);
 
+/* gptq_sweep.cu: one sweep of the coordinate descent over a's rows (cuda/gptq.h's lb_cd_rows, device
+ * pointers), a warp per row */
+struct lb_cd_rows;
+cudaError_t cu_gptq_cd(const struct lb_cd_rows *a, cudaStream_t st);
+
 #endif

@@ -18,8 +18,9 @@
  *   exactly, for all five types, with and without importance weights, on rows of several shapes (zero,
  *   tiny, huge and outlier blocks included) and on a column range of wider rows; and GPTQ with them (every
  *   pass's scales, act-order's too) the same bytes as GPTQ on the same GPU with the encoders on CPU threads
- *   (LB_GPU_ENCODE=0; this test sets 1, which the GPU encoders need while they are opt-in); whole passes on
- *   the GPU (the table's pass, LB_GPU_SWEEP=1) the same bytes as the columns on CPU threads.
+ *   (LB_GPU_ENCODE=0; this test sets 1, which the GPU encoders need while they are opt-in); whole passes and
+ *   the coordinate descent on the GPU (the table's pass and cd, LB_GPU_SWEEP=1) the same bytes as the columns
+ *   and the descent's steps on CPU threads.
  * - lb_quantize_model on tiny with --device cuda: GPTQ's algebra on the GPU against the CPU threads
  *   (LB_GPTQ_GPU=0), the same GPU statistics: KL divergence not above the CPU solver's by more than 3 % (the
  *   issue's 2 % is for 65,536 tokens; see check_quantizer), below RTN's, no fallback; two GPU runs give the
@@ -305,14 +306,19 @@ static void check_gptq(lb_gptq_ops *g, lb_pool *pool) {
         memcpy(H, H0, sizeof *H * (size_t)(d * d));
         REQUIRE(lb_gptq_quantize(pool, Wg, rows, d, H, types[t], LB_ENCODER_DEFAULT, &p, qg, NULL, &e) == LB_OK, "%s", e.msg);
         __typeof__(g->pass) pass = g->pass;
-        g->pass = NULL;
-        memcpy(Wg, W0, sizeof *Wg * (size_t)(rows * d));
-        memcpy(H, H0, sizeof *H * (size_t)(d * d));
-        REQUIRE(lb_gptq_quantize(pool, Wg, rows, d, H, types[t], LB_ENCODER_DEFAULT, &p, qg2, NULL, &e) == LB_OK, "%s", e.msg);
-        g->pass = pass;
-        CHECK(pass != NULL, "the table has no pass (LB_GPU_SWEEP=1)");
-        CHECK(!memcmp(qg, qg2, bytes), "%s: whole passes on the GPU and the columns on CPU threads give different bytes",
-              lb_type_name(types[t]));
+        __typeof__(g->cd) cd = g->cd;
+        CHECK(pass && cd, "the table has no pass or cd (LB_GPU_SWEEP=1)");
+        for (int off = 0; off < 2; off++) { /* without the descent on the GPU, then without both */
+            g->cd = NULL;
+            if (off) g->pass = NULL;
+            memcpy(Wg, W0, sizeof *Wg * (size_t)(rows * d));
+            memcpy(H, H0, sizeof *H * (size_t)(d * d));
+            REQUIRE(lb_gptq_quantize(pool, Wg, rows, d, H, types[t], LB_ENCODER_DEFAULT, &p, qg2, NULL, &e) == LB_OK, "%s", e.msg);
+            g->pass = pass;
+            g->cd = cd;
+            CHECK(!memcmp(qg, qg2, bytes), "%s: the sweep%s on CPU threads gives other bytes than on the GPU", lb_type_name(types[t]),
+                  off ? "'s columns and descent" : "'s descent");
+        }
         free(qc), free(qg), free(qg2);
     }
     free(H0), free(H), free(W0), free(Wc), free(Wg);

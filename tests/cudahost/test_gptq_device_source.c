@@ -3,14 +3,16 @@
  * thread per row through the device copy of quant/ref/grid.c, the blocks from the device copy of the
  * encoders), in its host copy lb_cuda_gptq_pass_host, whose delayed update runs in the CPU's order: through
  * lb_gptq_quantize with a table made of the CPU's operations plus that pass (and the host copy of the
- * encoders for what a pass does not cover, act-order), the bytes and the dequantized weights must be the
- * CPU table's exactly, for the five k-quants, 4 passes and the coordinate descent with scales. A
+ * encoders for what a pass does not cover, act-order) and the coordinate descent as lb_cuda_gptq_cd runs it
+ * (the CPU's H e, the host copy of the rows' sweeps, one lane per row), the bytes and the dequantized
+ * weights must be the CPU table's exactly, for the five k-quants, 4 passes and 4 descent sweeps with scales. A
  * construct that C++ reads differently from C, or a pass that orders an element's operations otherwise than
  * quantize_column, shows here, without a GPU. CUDA builds only (CI compiles one); the device's own rounding
  * and the GEMMs are checked on a GPU by tests/cuda/test_cuda_gptq.c.
  */
 #include "algo/gptq.h"
 #include "cuda/gptq.h"
+#include "quant/grid.h"
 #include "quant/quant.h"
 #include "test.h"
 
@@ -26,16 +28,16 @@ static double urand(void) {
 static double nrand(void) { return sqrt(-2.0 * log(urand() + 1e-300)) * cos(6.283185307179586 * urand()); }
 
 typedef struct host_dev {
-    const float *U;
+    const float *U, *Hf;
     float *T, *P, *E;
     int64_t rows, n;
-    int passes, encodes;
+    int passes, encodes, cds;
 } host_dev;
 
 static lb_status h_begin(void *u, const float *U, const float *Hf, int64_t rows, int64_t n, lb_error *err) {
     host_dev *h = u;
-    (void)Hf, (void)err;
-    h->U = U;
+    (void)err;
+    h->U = U, h->Hf = Hf;
     free(h->T), free(h->P), free(h->E);
     h->T = malloc(sizeof *h->T * (size_t)(rows * n));
     h->P = malloc(sizeof *h->P * (size_t)(rows * n));
@@ -63,6 +65,30 @@ static lb_status h_pass(void *u, lb_type t, lb_encoder enc, const float *W, int6
     h->passes++;
     REQUIRE(rows == h->rows && n == h->n, "pass beyond begin's size");
     return lb_cuda_gptq_pass_host(t, W, rows, n, batch, h->U, imp, static_scales, h->T, h->P, h->E, out, row_bytes, loss, err);
+}
+
+/* the descent as lb_cuda_gptq_cd runs it, with the CPU's H e and the host copy of the rows' sweeps */
+static lb_status h_cd(void *u, lb_type t, const float *W, float *Q, uint8_t *out, size_t row_bytes, float *G, int64_t rows, int64_t n,
+                      int sweeps, bool scales, const float *Ht, lb_error *err) {
+    host_dev *h = u;
+    h->cds++;
+    const lb_gptq_ops *cpu = lb_gptq_ops_cpu();
+    bool *act = malloc((size_t)rows);
+    REQUIRE(act, "out of memory");
+    for (int64_t r = 0; r < rows; r++) act[r] = true;
+    lb_cd_rows a = {t, 256, lb_grid_run(t), lb_type_traits_get(t)->block_bytes, row_bytes, rows, n, scales, h->Hf, Ht, out, Q, G, act};
+    lb_status s = LB_OK;
+    for (int sw = 0; s == LB_OK && sw < sweeps; sw++) {
+        bool any = false;
+        for (int64_t r = 0; r < rows; r++) any |= act[r];
+        if (!any) break;
+        s = cpu->h_times_e(NULL, NULL, W, Q, G, rows, n, h->Hf, act, err);
+        if (s == LB_OK) s = lb_cuda_gptq_cd_rows_host(&a, err);
+    }
+    for (int64_t r = 0; r < rows; r++) act[r] = true;
+    if (s == LB_OK) s = cpu->h_times_e(NULL, NULL, W, Q, G, rows, n, h->Hf, act, err);
+    free(act);
+    return s;
 }
 
 int main(void) {
@@ -109,6 +135,7 @@ int main(void) {
             o.encodes = h_encodes;
             o.encode = h_encode;
             o.pass = h_pass;
+            o.cd = h_cd;
             p.ops = &o;
             memcpy(Wh, W0, sizeof *Wh * (size_t)(rows * d));
             memcpy(H, H0, sizeof *H * (size_t)(d * d));
@@ -119,9 +146,9 @@ int main(void) {
             CHECK(diff == 0 && !memcmp(Wc, Wh, sizeof *Wc * (size_t)(rows * d)),
                   "%s%s: %zu of %zu bytes differ from the CPU's (weights equal %d)", lb_type_name(types[t]), ao ? " act-order" : "",
                   diff, bytes, !memcmp(Wc, Wh, sizeof *Wc * (size_t)(rows * d)));
-            CHECK(ao ? hd.passes == 0 && hd.encodes == p.passes : hd.passes == p.passes && hd.encodes == 0,
-                  "%s%s: %d passes and %d encodes through the table", lb_type_name(types[t]), ao ? " act-order" : "", hd.passes,
-                  hd.encodes);
+            CHECK(ao ? hd.passes == 0 && hd.encodes == p.passes && hd.cds == 1 : hd.passes == p.passes && hd.encodes == 0 && hd.cds == 1,
+                  "%s%s: %d passes, %d encodes, %d descents through the table", lb_type_name(types[t]), ao ? " act-order" : "",
+                  hd.passes, hd.encodes, hd.cds);
             free(hd.T), free(hd.P), free(hd.E);
             free(qc), free(qh);
         }
