@@ -25,8 +25,8 @@ static void usage(FILE *f) {
           "  --imatrix FILE             importance matrix (llama.cpp's .dat or GGUF imatrix file) weighting the error\n"
           "  --method M                 rtn (default), imatrix, gptq, awq, awq+gptq; all but rtn need --calib\n"
           "  --calib FILE               calibration text (UTF-8); never evaluate on it\n"
-          "  --device D                 where calibration runs the model and sums statistics: cpu (default),\n"
-          "                             cuda or cuda:N (GPTQ/AWQ solvers and encoders stay on CPU threads)\n"
+          "  --device D                 cpu (default), cuda or cuda:N: where calibration runs the model, sums\n"
+          "                             statistics and solves GPTQ's algebra (AWQ's search stays on CPU threads)\n"
           "  --calib-tokens N           calibration tokens, as N / 512 windows (default 65536)\n"
           "  --seed S                   which calibration windows (default 1)\n"
           "  --damp F                   GPTQ damping, fraction of mean(diag H) (default 0.01, and 0.3 for a\n"
@@ -194,10 +194,10 @@ static void print_summary(const qopts *o, const lb_quantize_report *r) {
         cli_json_str(stdout, o->p.ftype);
         printf(", \"method\": \"%s\"", lb_method_name(o->p.method));
         printf(", \"encoder\": \"%s\", \"architecture\": \"%s\", \"n_params\": %lld, \"file_bytes\": %zu, "
-               "\"bits_per_weight\": %.4f, \"seconds\": %.3f, \"peak_rss_bytes\": %zu, \"gpu_peak_bytes\": %zu, \"stats_seconds\": %.3f, \"solve_seconds\": %.3f, \"requantized\": %s, \"imatrix_covered\": %lld, \"imatrix_matrices\": %lld, \"gpu_fallbacks\": %lld, "
+               "\"bits_per_weight\": %.4f, \"seconds\": %.3f, \"peak_rss_bytes\": %zu, \"gpu_peak_bytes\": %zu, \"stats_seconds\": %.3f, \"stats_phase_seconds\": [%.3f, %.3f, %.3f], \"solve_seconds\": %.3f, \"requantized\": %s, \"imatrix_covered\": %lld, \"imatrix_matrices\": %lld, \"gpu_fallbacks\": %lld, "
                "\"gptq_seconds\": {\"factor\": %.3f, \"columns\": %.3f, \"update\": %.3f, \"cd\": %.3f, \"products\": %.3f, \"ref_target\": %.3f, \"encode\": %.3f}, \"types\": {",
                o->p.encoder == LB_ENCODER_REF ? "ref" : "default", r->architecture, (long long)r->n_params, r->file_bytes,
-               r->bits_per_weight, r->seconds, r->peak_rss_bytes, r->gpu_peak_bytes, r->stats_seconds, r->solve_seconds, r->requantized ? "true" : "false",
+               r->bits_per_weight, r->seconds, r->peak_rss_bytes, r->gpu_peak_bytes, r->stats_seconds, r->stats_phase_seconds[0], r->stats_phase_seconds[1], r->stats_phase_seconds[2], r->solve_seconds, r->requantized ? "true" : "false",
                (long long)r->imatrix_covered, (long long)r->imatrix_matrices, (long long)r->gpu_fallbacks,
                r->gptq_factor_seconds, r->gptq_columns_seconds, r->gptq_update_seconds, r->gptq_cd_seconds,
                r->gptq_products_seconds, r->gptq_ref_seconds, r->gptq_encode_seconds);

@@ -539,6 +539,9 @@ typedef struct lb_quantize_report {
     size_t peak_rss_bytes;            /* of the whole process, at the end */
     size_t gpu_peak_bytes;            /* calibration on a GPU: the most device memory seen in use (0 on the CPU) */
     double stats_seconds;             /* calibrated methods: the forward passes and statistics (both streams) */
+    double stats_phase_seconds[3];    /* ... on a GPU with LB_CALIB_PROFILE=1 in the environment (a profile that
+                                         waits for the device between phases): the forward passes, the
+                                         statistics' products and sums, their copies to the host; else 0 */
     double solve_seconds;             /* ... and the rest of the layers' work: GPTQ / AWQ solvers and the encoders */
     int requantized;                  /* the input's tensors were already in a quantized type */
     char architecture[32];            /* GGUF general.architecture written */

@@ -64,6 +64,8 @@ int64_t lb_calib_tokens(const lb_calib *c);
 size_t lb_calib_gpu_peak(const lb_calib *c);
 /* Seconds spent so far in lb_calib_new and the *_stats / *_advance calls (forward passes and sums). */
 double lb_calib_seconds(const lb_calib *c);
+/* On a GPU with LB_CALIB_PROFILE=1: lb_cuda_calib_phase_seconds (forward, sums, copies); zeros otherwise. */
+void lb_calib_gpu_phase_seconds(const lb_calib *c, double out[3]);
 
 #include "gptq.h"
 

@@ -602,3 +602,5 @@ lb_status lb_calib_output_stats(lb_calib *c, const float *out_norm, lb_error *er
 }
 
 double lb_calib_seconds(const lb_calib *c) { return c->seconds; }
+
+void lb_calib_gpu_phase_seconds(const lb_calib *c, double out[3]) { lb_cuda_calib_phase_seconds(c ? c->gpu : NULL, out); }

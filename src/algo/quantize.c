@@ -262,6 +262,9 @@ typedef struct run {
     uint8_t *out;
     size_t out_cap;
     bool requantized;       /* the input's weights are in a quantized type */
+    lb_gptq_ops *dev;       /* --device cuda: the block encoders of the row path there (when the table encodes the type) */
+    float *dev_rows;        /* a chunk of rows converted to f32 for it */
+    int64_t dev_rows_cap;   /* ... its size in floats */
     int64_t imatrix_used, imatrix_matrices; /* quantized matrices the importance matrix covers, of all */
 } run;
 
@@ -377,6 +380,53 @@ static lb_status calibrated_bytes(run *R, const out_tensor *t, uint8_t *out, boo
     return LB_OK;
 }
 
+/* Rows [r0, r0 + nr) of a tensor converted to f32 and checked as quant_task does, into dst (nr, cols). */
+typedef struct conv_job {
+    const out_tensor *t;
+    int64_t r0, nr, head_dim;
+    float *dst;
+    int64_t *first_bad; /* as qjob's */
+} conv_job;
+
+static void conv_task(void *arg, int64_t task, int thread) {
+    const conv_job *j = arg;
+    const lb_weight *w = j->t->w;
+    const int64_t a = task * ROWS_PER_TASK, n = j->nr - a < ROWS_PER_TASK ? j->nr - a : ROWS_PER_TASK;
+    for (int64_t r = a; r < a + n; r++) {
+        const int64_t row = j->r0 + r, src = j->t->permute_qk ? lb_llama_qk_hf_row(row, j->head_dim) : row;
+        float *d = j->dst + r * w->cols;
+        lb_weight_row_f32(w, src, d);
+        int64_t bad = j->first_bad ? lb_first_nonfinite(d, w->cols) : -1;
+        if (bad >= 0 && row * w->cols + bad < j->first_bad[thread]) j->first_bad[thread] = row * w->cols + bad;
+    }
+}
+
+/* The row path with the block encoders on the device: the pool converts chunks of about DEV_CHUNK_BYTES of rows,
+ * the device table encodes each (the bytes of quant_task's encoders). */
+#define DEV_CHUNK_BYTES ((int64_t)64 << 20)
+static lb_status dev_quantize(run *R, const out_tensor *t, const float *im, size_t row_bytes, lb_error *err) {
+    const int64_t cols = t->ne[0], rows = t->ne[1];
+    int64_t chunk = DEV_CHUNK_BYTES / (cols * (int64_t)sizeof(float));
+    chunk = chunk < ROWS_PER_TASK ? ROWS_PER_TASK : chunk / ROWS_PER_TASK * ROWS_PER_TASK;
+    if (chunk > rows) chunk = rows;
+    if (chunk * cols > R->dev_rows_cap) {
+        free(R->dev_rows);
+        R->dev_rows_cap = 0;
+        if (!(R->dev_rows = malloc((size_t)(chunk * cols) * sizeof *R->dev_rows)))
+            return lb_err_set(err, LB_ERR_NOMEM, "out of memory for tensor %s", t->name);
+        R->dev_rows_cap = chunk * cols;
+    }
+    lb_status s = LB_OK;
+    for (int64_t r0 = 0; s == LB_OK && r0 < rows; r0 += chunk) {
+        const int64_t nr = rows - r0 < chunk ? rows - r0 : chunk;
+        conv_job j = {t, r0, nr, R->m->info.head_dim, R->dev_rows, R->p->allow_nonfinite ? NULL : R->first_bad};
+        lb_pool_run(R->pool, (nr + ROWS_PER_TASK - 1) / ROWS_PER_TASK, conv_task, &j);
+        s = R->dev->encode(R->dev->user, t->type, R->p->encoder, R->dev_rows, cols, nr, 0, cols, im, R->out + (size_t)r0 * row_bytes,
+                           row_bytes, err);
+    }
+    return s;
+}
+
 static lb_status write_tensor(run *R, int64_t i, lb_error *err) {
     const out_tensor *t = &R->plan.t[i];
     size_t row_bytes = lb_type_row_size(t->type, t->ne[0]), bytes = row_bytes * (size_t)t->ne[1];
@@ -401,9 +451,14 @@ static lb_status write_tensor(run *R, int64_t i, lb_error *err) {
                               t->name, (long long)im->n, (long long)t->ne[0]);
         int nt = lb_pool_size(R->pool);
         for (int k = 0; k < nt; k++) R->first_bad[k] = INT64_MAX;
-        qjob j = {t, lb_encoder_get(t->type, R->p->encoder), im ? im->values : NULL, R->out, row_bytes, R->scratch,
-                  R->m->info.head_dim, R->p->allow_nonfinite ? NULL : R->first_bad};
-        lb_pool_run(R->pool, (t->ne[1] + ROWS_PER_TASK - 1) / ROWS_PER_TASK, quant_task, &j);
+        if (R->dev && R->dev->encodes(R->dev->user, t->type, R->p->encoder)) {
+            lb_status s = dev_quantize(R, t, im ? im->values : NULL, row_bytes, err);
+            if (s != LB_OK) return lb_err_prefix(err, s, "tensor %s", t->name);
+        } else {
+            qjob j = {t, lb_encoder_get(t->type, R->p->encoder), im ? im->values : NULL, R->out, row_bytes, R->scratch,
+                      R->m->info.head_dim, R->p->allow_nonfinite ? NULL : R->first_bad};
+            lb_pool_run(R->pool, (t->ne[1] + ROWS_PER_TASK - 1) / ROWS_PER_TASK, quant_task, &j);
+        }
         lb_mmap_release(t->w->data, lb_weight_row_bytes(t->w) * (size_t)t->w->rows);
         int64_t bad = INT64_MAX;
         for (int k = 0; k < nt; k++) bad = R->first_bad[k] < bad ? R->first_bad[k] : bad;
@@ -465,9 +520,13 @@ static lb_status setup(run *R, const char *input, lb_error *err) {
     if (p->method != LB_METHOD_RTN && p->imatrix)
         return lb_err_set(err, LB_ERR_ARG, "--imatrix goes with the rtn method; %s measures its own statistics",
                           lb_method_name(p->method));
-    if (p->method != LB_METHOD_RTN && p->device.kind == LB_DEVICE_CUDA) { /* fail before any work */
+    if (p->device.kind == LB_DEVICE_CUDA) { /* fail before any work */
         lb_status sd = lb_cuda_device_check(p->device.index, err);
         if (sd != LB_OK) return sd;
+        /* the row path's block encoders on the device where its table takes the type (k-quants; opt-in with
+         * LB_GPU_ENCODE=1 until run on a GPU); without a table (no cuBLAS, cuSOLVER) they stay on the CPU */
+        lb_error e = {0};
+        if (lb_gptq_ops_cuda_new(p->device.index, &R->dev, &e) != LB_OK) R->dev = NULL;
     }
     /* NaN/Inf: the round-to-nearest path checks each row as it converts it; the calibrated ones at load */
     bool check = !p->allow_nonfinite;
@@ -505,6 +564,8 @@ static void cleanup(run *R) {
     gguf_writer_abort(R->w);
     drop_cache(R);
     lb_calib_free(R->cal);
+    lb_gptq_ops_cuda_free(R->dev);
+    free(R->dev_rows);
     free(R->out);
     free(R->scratch);
     free(R->first_bad);
@@ -539,6 +600,8 @@ static void fill_report(run *R, lb_quantize_report *r, lb_quantize_tensor *rows,
     r->seconds = lb_time_sec() - t0;
     r->peak_rss_bytes = lb_peak_rss();
     r->gpu_peak_bytes = R->cal ? lb_calib_gpu_peak(R->cal) : 0;
+    const size_t dev_peak = lb_gptq_ops_cuda_peak(R->dev);
+    if (dev_peak > r->gpu_peak_bytes) r->gpu_peak_bytes = dev_peak;
     if (R->cal) {
         const char *why = "";
         r->gpu_fallbacks = lb_calib_fallbacks(R->cal, &why);
@@ -554,6 +617,7 @@ static void fill_report(run *R, lb_quantize_report *r, lb_quantize_tensor *rows,
         r->gptq_encode_seconds = g[LB_GPTQ_PH_ENCODE];
     }
     r->stats_seconds = R->cal ? lb_calib_seconds(R->cal) : 0;
+    lb_calib_gpu_phase_seconds(R->cal, r->stats_phase_seconds);
     r->solve_seconds = R->calib_seconds - r->stats_seconds;
     r->requantized = R->requantized;
     r->imatrix_entries = R->imatrix ? R->imatrix->n_entries : 0;

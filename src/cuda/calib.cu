@@ -18,6 +18,7 @@
 
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 extern "C" {
 #include "../model/model.h"
@@ -39,7 +40,25 @@ struct lb_cuda_calib {
     int pt;            /* the point measured */
     bool capture;      /* the observer keeps the reference input instead of accumulating */
     size_t peak;
+    bool profile;      /* LB_CALIB_PROFILE=1: wait for the device at each phase's end and time the phases */
+    double sec[3];     /* ... the forward passes, the sums of the statistics, the copies to the host */
+    double mark;       /* profile: when the phase being timed began */
 };
+
+static double now(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
+
+/* profile: the device's work since *t goes to phase ph (a wait for the stream first) */
+static void phase_end(lb_cuda_calib *c, int ph, double *t) {
+    if (!c->profile) return;
+    cudaStreamSynchronize(c->st);
+    const double t1 = now();
+    c->sec[ph] += t1 - *t;
+    *t = t1;
+}
 
 static lb_status fail(lb_error *err, cudaError_t e, const char *what) {
     cudaGetLastError();
@@ -120,7 +139,10 @@ static lb_status observer(void *user, int64_t layer, lb_obs_point pt, const floa
         CK(cudaMemcpyAsync(c->ref, x, (size_t)(T * dim) * sizeof(float), cudaMemcpyDeviceToDevice, c->st), "capturing an input");
         return LB_OK;
     }
-    return accumulate(c, x, T, dim, err);
+    phase_end(c, 0, &c->mark); /* the forward pass up to here */
+    lb_status s = accumulate(c, x, T, dim, err);
+    phase_end(c, 1, &c->mark);
+    return s;
 }
 
 static lb_status zero_stats(lb_cuda_calib *c, int64_t d, lb_error *err) {
@@ -133,10 +155,12 @@ static lb_status zero_stats(lb_cuda_calib *c, int64_t d, lb_error *err) {
 /* the point's sums to the host, once every window is done */
 static lb_status read_stats(lb_cuda_calib *c, int64_t d, double *h, double *cx, double *abs_sum, lb_error *err) {
     CK(cudaStreamSynchronize(c->st), "computing the calibration statistics");
+    phase_end(c, 0, &c->mark);
     note_peak(c);
     CK(cudaMemcpy(h, c->h, (size_t)(d * d) * sizeof(double), cudaMemcpyDeviceToHost), "reading the statistics");
     if (c->xr && cx) CK(cudaMemcpy(cx, c->cx, (size_t)(d * d) * sizeof(double), cudaMemcpyDeviceToHost), "reading the statistics");
     CK(cudaMemcpy(abs_sum, c->abs_sum, (size_t)d * sizeof(double), cudaMemcpyDeviceToHost), "reading the statistics");
+    phase_end(c, 2, &c->mark);
     return LB_OK;
 }
 
@@ -159,6 +183,7 @@ extern "C" lb_status lb_cuda_calib_stats(lb_cuda_calib *c, const lb_layer *l, co
     const int64_t d = point_dim(c->m, pt), E = c->m->info.n_embd;
     const int sl = slot_of(c, l, il);
     CK(cudaSetDevice(lb_cuda_ctx_device(c->g)), "selecting the device");
+    c->mark = now(); /* the layers' uploads and the forward passes up to the first sums: forward */
     TRY(lb_cuda_ctx_load_layer(c->g, sl, l, (int)pt, err));
     if (ref && ref != l) TRY(lb_cuda_ctx_load_layer(c->g, slot_of(c, ref, il), ref, (int)pt, err));
     c->pt = (int)pt;
@@ -180,6 +205,7 @@ extern "C" lb_status lb_cuda_calib_stats(lb_cuda_calib *c, const lb_layer *l, co
 extern "C" lb_status lb_cuda_calib_advance(lb_cuda_calib *c, const lb_layer *l, const lb_layer *ref, int64_t il, lb_error *err) {
     const int64_t E = c->m->info.n_embd;
     CK(cudaSetDevice(lb_cuda_ctx_device(c->g)), "selecting the device");
+    c->mark = now();
     const int sl = slot_of(c, l, il);
     TRY(lb_cuda_ctx_load_layer(c->g, sl, l, -1, err));
     c->pt = -1;
@@ -192,6 +218,7 @@ extern "C" lb_status lb_cuda_calib_advance(lb_cuda_calib *c, const lb_layer *l, 
             s = lb_cuda_ctx_run_layer(c->g, sr, il, c->xr + w * c->win * E, c->win, -1, err);
     }
     if (s == LB_OK) CK(cudaStreamSynchronize(c->st), "moving the calibration activations");
+    phase_end(c, 0, &c->mark);
     note_peak(c);
     return s;
 }
@@ -205,10 +232,13 @@ extern "C" lb_status lb_cuda_calib_output_stats(lb_cuda_calib *c, const float *o
     CK(cudaMemcpy(c->norm, out_norm, (size_t)E * sizeof(float), cudaMemcpyHostToDevice), "uploading the final norm");
     lb_cu_stream = c->st;
     TRY(zero_stats(c, E, err));
+    c->mark = now();
     for (int64_t w = 0; w < c->n_win; w++) {
         if (c->xr) cu_rmsnorm(c->xr + w * c->win * E, c->norm, c->ref, c->win, (int)E, E, eps);
         cu_rmsnorm(c->x + w * c->win * E, c->norm, c->xn, c->win, (int)E, E, eps);
+        phase_end(c, 0, &c->mark);
         TRY(accumulate(c, c->xn, c->win, E, err));
+        phase_end(c, 1, &c->mark);
     }
     return read_stats(c, E, h, cx, abs_sum, err);
 }
@@ -231,6 +261,8 @@ extern "C" lb_status lb_cuda_calib_new(const lb_model *m, int device, int64_t n_
     lb_cuda_calib *c = (lb_cuda_calib *)calloc(1, sizeof *c);
     if (!c) return lb_err_set(err, LB_ERR_NOMEM, "out of memory");
     c->m = m;
+    const char *pf = getenv("LB_CALIB_PROFILE");
+    c->profile = pf && pf[0] == '1';
     c->n_win = n_win;
     c->win = win;
     c->dmax = dmax;
@@ -289,3 +321,7 @@ extern "C" lb_status lb_cuda_calib_upload(lb_cuda_calib *c, int s, int64_t row0,
 }
 
 extern "C" size_t lb_cuda_calib_peak_bytes(const lb_cuda_calib *c) { return c ? c->peak : 0; }
+
+extern "C" void lb_cuda_calib_phase_seconds(const lb_cuda_calib *c, double out[3]) {
+    for (int k = 0; k < 3; k++) out[k] = c && c->profile ? c->sec[k] : 0;
+}

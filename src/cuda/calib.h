@@ -42,6 +42,11 @@ lb_status lb_cuda_calib_advance(lb_cuda_calib *c, const struct lb_layer *l, cons
 /* Statistics of the output head's input, the final norm (out_norm, n_embd) applied to X (and Xr for C). */
 lb_status lb_cuda_calib_output_stats(lb_cuda_calib *c, const float *out_norm, double *h, double *cx, double *abs_sum,
                                      lb_error *err);
+/* With LB_CALIB_PROFILE=1 in the environment at lb_cuda_calib_new the calls wait for the device at the end of
+ * each phase and time it (a profile: the waits cost some overlap): out[0] the forward passes (layer uploads
+ * included), out[1] the statistics' products and sums, out[2] the copies of the sums to the host, in
+ * seconds so far; zeros without it. */
+void lb_cuda_calib_phase_seconds(const lb_cuda_calib *c, double out[3]);
 /* Peak GPU memory in use so far by the process on the device, in bytes (0 when unknown). */
 size_t lb_cuda_calib_peak_bytes(const lb_cuda_calib *c);
 

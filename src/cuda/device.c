@@ -93,6 +93,7 @@ lb_status lb_cuda_calib_output_stats(lb_cuda_calib *c, const float *out_norm, do
     return no_cuda(err);
 }
 size_t lb_cuda_calib_peak_bytes(const lb_cuda_calib *c) { return 0; }
+void lb_cuda_calib_phase_seconds(const lb_cuda_calib *c, double out[3]) { out[0] = out[1] = out[2] = 0; }
 lb_status lb_cuda_gptq_new(int device, lb_cuda_gptq **out, lb_error *err) { return no_cuda(err); }
 void lb_cuda_gptq_free(lb_cuda_gptq *g) {}
 lb_status lb_cuda_gptq_reserve(lb_cuda_gptq *g, int64_t rows, int64_t n, bool cd, lb_error *err) { return no_cuda(err); }

@@ -119,6 +119,9 @@ expect_error "quantize on an unknown device" "unknown device 'gpu'" "$LOWBIT" qu
 if ! nvidia-smi -L >/dev/null 2>&1; then
   expect_error "quantize --device cuda without a GPU" "CUDA" "$LOWBIT" quantize models/tiny -o "$T/gpu.gguf" --type q4_k_m --method gptq --calib tests/golden/data/valid.txt --device cuda
   [ ! -e "$T/gpu.gguf" ] && pass=$((pass + 1)) || { fail=$((fail + 1)); echo "FAIL quantize --device cuda left an output"; }
+  # round-to-nearest on a GPU (its block encoders) too: the same error, not a silent CPU run
+  expect_error "rtn --device cuda without a GPU" "CUDA" "$LOWBIT" quantize models/tiny -o "$T/gpu-rtn.gguf" --type q4_k_m --device cuda
+  [ ! -e "$T/gpu-rtn.gguf" ] && pass=$((pass + 1)) || { fail=$((fail + 1)); echo "FAIL rtn --device cuda left an output"; }
 fi
 
 echo "$pass passed, $fail failed"

@@ -390,6 +390,11 @@ static void check_quantizer(const lb_model *base, const int32_t *calib, int64_t 
     const int pid = (int)getpid();
     snprintf(a, sizeof a, "/tmp/lowbit-cuda-gptq-%d-rtn.gguf", pid);
     quantize("rtn", (lb_device){LB_DEVICE_CPU, 0}, false, NULL, 0, a);
+    /* round-to-nearest with the block encoders on the GPU (the row path in chunks): the same file */
+    snprintf(b, sizeof b, "/tmp/lowbit-cuda-gptq-%d-rtn-gpu.gguf", pid);
+    quantize("rtn", cuda0, false, NULL, 0, b);
+    CHECK(same_file(a, b), "rtn with the GPU's encoders: another file than on the CPU");
+    remove(b);
     const double k_rtn = kld(a, base, ids, n_ids);
     snprintf(a, sizeof a, "/tmp/lowbit-cuda-gptq-%d-cpu.gguf", pid);
     snprintf(b, sizeof b, "/tmp/lowbit-cuda-gptq-%d-gpu1.gguf", pid);
