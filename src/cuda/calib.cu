@@ -5,7 +5,7 @@
  *
  * Per window of T tokens the device observer receives the point's input x (T, dim). cuBLAS forms the
  * window's product P = x^T x with F32 operands and CUBLAS_COMPUTE_32F (full F32 products and sums, no
- * TF32), and a kernel adds it into H, kept in double: H[i][j] and H[j][i] both take P's element from
+ * TF32; LB_CALIB_TF32=1 switches to TF32 tensor cores, an experiment whose quality is not established), and a kernel adds it into H, kept in double: H[i][j] and H[j][i] both take P's element from
  * the upper triangle, so H is exactly symmetric. With a reference stream the window's reference input xr
  * (captured from the unquantized layer just before) gives P = xr^T x, added into C. sum |x| per channel
  * is one thread per channel adding the window's tokens in order, in double. This is the CPU's scheme
@@ -40,6 +40,8 @@ struct lb_cuda_calib {
     int pt;            /* the point measured */
     bool capture;      /* the observer keeps the reference input instead of accumulating */
     size_t peak;
+    cublasComputeType_t prec; /* the statistics' products: CUBLAS_COMPUTE_32F, or TF32 tensor cores with
+                                 LB_CALIB_TF32=1 (an experiment: 10-bit operands, F32 sums) */
     bool profile;      /* LB_CALIB_PROFILE=1: wait for the device at each phase's end and time the phases */
     double sec[3];     /* ... the forward passes, the sums of the statistics, the copies to the host */
     double mark;       /* profile: when the phase being timed began */
@@ -116,13 +118,13 @@ static lb_status accumulate(lb_cuda_calib *c, const float *x, int64_t T, int64_t
     cublasStatus_t bs = CUBLAS_STATUS_SUCCESS;
     if (c->xr) { /* column-major (d, d): [j + i d] = sum_t x_t[j] xr_t[i] = C[i][j] row-major */
         bs = cu_blas.gemm(c->blas, CUBLAS_OP_N, CUBLAS_OP_T, (int)d, (int)d, (int)T, &one, x, CUDA_R_32F, (int)d, c->ref,
-                          CUDA_R_32F, (int)d, &zero, c->prod, CUDA_R_32F, (int)d, CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT);
+                          CUDA_R_32F, (int)d, &zero, c->prod, CUDA_R_32F, (int)d, c->prec, CUBLAS_GEMM_DEFAULT);
         if (bs == CUBLAS_STATUS_SUCCESS)
             k_add_f64<<<(unsigned)((d * d + 255) / 256), 256, 0, c->st>>>(c->cx, c->prod, d * d);
     }
     if (bs == CUBLAS_STATUS_SUCCESS)
         bs = cu_blas.gemm(c->blas, CUBLAS_OP_N, CUBLAS_OP_T, (int)d, (int)d, (int)T, &one, x, CUDA_R_32F, (int)d, x, CUDA_R_32F,
-                          (int)d, &zero, c->prod, CUDA_R_32F, (int)d, CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT);
+                          (int)d, &zero, c->prod, CUDA_R_32F, (int)d, c->prec, CUBLAS_GEMM_DEFAULT);
     if (bs != CUBLAS_STATUS_SUCCESS) return lb_err_set(err, LB_ERR_DEVICE, "cuBLAS GemmEx failed (status %d)", (int)bs);
     k_add_sym<<<dim3(nb, (unsigned)d), 256, 0, c->st>>>(c->h, c->prod, d);
     k_abs_sum<<<nb, 256, 0, c->st>>>(c->abs_sum, x, T, d);
@@ -261,8 +263,9 @@ extern "C" lb_status lb_cuda_calib_new(const lb_model *m, int device, int64_t n_
     lb_cuda_calib *c = (lb_cuda_calib *)calloc(1, sizeof *c);
     if (!c) return lb_err_set(err, LB_ERR_NOMEM, "out of memory");
     c->m = m;
-    const char *pf = getenv("LB_CALIB_PROFILE");
+    const char *pf = getenv("LB_CALIB_PROFILE"), *tf = getenv("LB_CALIB_TF32");
     c->profile = pf && pf[0] == '1';
+    c->prec = tf && tf[0] == '1' ? CUBLAS_COMPUTE_32F_FAST_TF32 : CUBLAS_COMPUTE_32F;
     c->n_win = n_win;
     c->win = win;
     c->dmax = dmax;
