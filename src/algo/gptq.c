@@ -868,6 +868,16 @@ lb_status lb_gptq_ref_target(lb_pool *pool, float *const *W, const int64_t *rows
     /* the factorization before any W changes, so that a failure leaves every W as it is */
     double lam = 0;
     bool ok = false;
+    if (st == LB_OK && o->ref_factor && o->ref_apply) { /* all of it on the device: H and (D C)^T go up once */
+        for (int t = 0; st == LB_OK && !ok && t < max_tries; t++, damp = damp > 0 ? damp * 10 : LB_GPTQ_DAMP_FLOOR) {
+            lam = damp * mean;
+            st = o->ref_factor(o->user, H, n, lam, t == 0, &ok, err);
+        }
+        for (int k = 0; st == LB_OK && ok && k < n_mat; k++) st = o->ref_apply(o->user, f1, n, lam, W[k], rows[k], k == 0, err);
+        *applied = st == LB_OK && ok;
+        free(work), free(f1), free(tmp);
+        return st;
+    }
     for (int t = 0; st == LB_OK && !ok && t < max_tries; t++, damp = damp > 0 ? damp * 10 : LB_GPTQ_DAMP_FLOOR) {
         lam = damp * mean;
         memcpy(A, H, (size_t)(n * n) * sizeof *A);

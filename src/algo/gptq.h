@@ -60,6 +60,13 @@ typedef struct lb_gptq_ops {
      * (n x run, the diagonal blocks transposed) when scales. */
     lb_status (*cd)(void *user, lb_type t, const float *W, float *Q, uint8_t *out, size_t row_bytes, float *G, int64_t rows,
                     int64_t n, int sweeps, bool scales, const float *Ht, lb_error *err);
+    /* optional pair: lb_gptq_ref_target's algebra kept on the device (it then calls these instead of inv_upper
+     * and matmul). ref_factor: U with U^T U = (H + lam I)^-1 from H (n x n; uploaded when upload, else the
+     * last one's), *ok false when H + lam I is not positive definite (inv_upper's test); ref_apply: W (rows x
+     * n) = (W DC + lam W) U^T U with the last factor, DCt = (D C)^T (n x n F32; uploaded when upload). */
+    lb_status (*ref_factor)(void *user, const double *H, int64_t n, double lam, bool upload, bool *ok, lb_error *err);
+    lb_status (*ref_apply)(void *user, const float *DCt, int64_t n, double lam, float *W, int64_t rows, bool upload,
+                           lb_error *err);
 } lb_gptq_ops;
 
 /* The CPU implementation (the specification of every other). */

@@ -67,6 +67,13 @@ static lb_status op_cd(void *u, lb_type t, const float *W, float *Q, uint8_t *ou
     return lb_cuda_gptq_cd(u, t, W, Q, out, row_bytes, G, rows, n, sweeps, scales, Ht, err);
 }
 
+static lb_status op_ref_factor(void *u, const double *H, int64_t n, double lam, bool upload, bool *ok, lb_error *err) {
+    return lb_cuda_gptq_ref_factor(u, H, n, lam, upload, ok, err);
+}
+static lb_status op_ref_apply(void *u, const float *DCt, int64_t n, double lam, float *W, int64_t rows, bool upload, lb_error *err) {
+    return lb_cuda_gptq_ref_apply(u, DCt, n, lam, W, rows, upload, err);
+}
+
 lb_status lb_gptq_ops_cuda_new(int device, lb_gptq_ops **out, lb_error *err) {
     *out = NULL;
     cuda_ops *o = calloc(1, sizeof *o);
@@ -79,10 +86,10 @@ lb_status lb_gptq_ops_cuda_new(int device, lb_gptq_ops **out, lb_error *err) {
     o->ops = (lb_gptq_ops){.user = o->g, .name = "cuda", .reserve = op_reserve, .inv_upper = op_inv_upper,
                            .begin = op_begin, .load = op_load, .update = op_update, .h_times_e = op_h_times_e,
                            .matmul = op_matmul, .encodes = op_encodes, .encode = op_encode};
-    /* whole passes and the coordinate descent on the GPU: opt-in (LB_GPU_SWEEP=1, with LB_GPU_ENCODE=1) until
-     * tests/cuda has run them on a GPU */
+    /* whole passes, the coordinate descent and the reference target kept on the GPU: opt-in (LB_GPU_SWEEP=1;
+     * the first two also need LB_GPU_ENCODE=1) until tests/cuda has run them on a GPU */
     const char *v = getenv("LB_GPU_SWEEP");
-    if (v && v[0] == '1') o->ops.pass = op_pass, o->ops.cd = op_cd;
+    if (v && v[0] == '1') o->ops.pass = op_pass, o->ops.cd = op_cd, o->ops.ref_factor = op_ref_factor, o->ops.ref_apply = op_ref_apply;
     *out = &o->ops;
     return LB_OK;
 }

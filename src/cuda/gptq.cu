@@ -95,6 +95,8 @@ struct lb_cuda_gptq {
     double *ploss;        /* (rows) its losses */
     float *pimp;          /* (n) its importance weights */
     size_t P_bytes, qout_bytes, ploss_bytes, pimp_bytes;
+    float *rt_dc;         /* the reference target's (D C)^T */
+    size_t rt_dc_bytes;
     float *Ht;            /* the coordinate descent's diagonal blocks */
     bool *act;            /* (rows) its active rows */
     size_t Ht_bytes, act_bytes;
@@ -198,7 +200,7 @@ extern "C" void lb_cuda_gptq_free(lb_cuda_gptq *g) {
     if (g->st) cudaStreamSynchronize(g->st);
     if (g->blas) cu_blas.destroy(g->blas);
     if (g->solver) cs.destroy(g->solver);
-    void *bufs[] = {g->A, g->B, g->work, g->info, g->U, g->Hf, g->T, g->E, g->G, g->enc_x, g->enc_w, g->enc_y, g->P, g->qout, g->ploss, g->pimp, g->Ht, g->act};
+    void *bufs[] = {g->A, g->B, g->work, g->info, g->U, g->Hf, g->T, g->E, g->G, g->enc_x, g->enc_w, g->enc_y, g->P, g->qout, g->ploss, g->pimp, g->Ht, g->act, g->rt_dc};
     for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++) cudaFree(bufs[i]);
     if (g->copied) cudaEventDestroy(g->copied);
     if (g->st) cudaStreamDestroy(g->st);
@@ -266,19 +268,20 @@ extern "C" lb_status lb_cuda_gptq_reserve(lb_cuda_gptq *g, int64_t rows, int64_t
 /* ---------------------------------------------------------------- the inverse factor ----------------------- */
 
 /* B (column-major, n x n) = the lower triangle of J A J: B[i + j n] = A[n-1-i][n-1-j] for i >= j (A's upper
- * triangle, row-major) */
-__global__ void k_reverse_lower(double *B, const double *A, int64_t n) {
+ * triangle, row-major), plus lam on the diagonal (the reference target's damping; 0 otherwise: the same
+ * doubles) */
+__global__ void k_reverse_lower(double *B, const double *A, int64_t n, double lam) {
     const int64_t i = (int64_t)blockIdx.x * blockDim.x + threadIdx.x;
     if (i >= n) return;
-    for (int64_t j = blockIdx.y; j <= i; j += gridDim.y) B[i + j * n] = A[(n - 1 - i) * n + (n - 1 - j)];
+    for (int64_t j = blockIdx.y; j <= i; j += gridDim.y) B[i + j * n] = A[(n - 1 - i) * n + (n - 1 - j)] + (i == j ? lam : 0.0);
 }
 
 /* the pivot check of linalg.h on the factor L (column-major): L_jj^2 = the pivot, against A's diagonal
  * entry it came from; flag = 1 when any fails */
-__global__ void k_check_pivots(const double *L, const double *A, int64_t n, int *flag) {
+__global__ void k_check_pivots(const double *L, const double *A, int64_t n, double lam, int *flag) {
     const int64_t j = (int64_t)blockIdx.x * blockDim.x + threadIdx.x;
     if (j >= n) return;
-    const double l = L[j + j * n], a = A[(n - 1 - j) * n + (n - 1 - j)];
+    const double l = L[j + j * n], a = A[(n - 1 - j) * n + (n - 1 - j)] + lam;
     const double p = l * l;
     if (!(p > LB_CHOL_REL_EPS * a && isfinite(p))) *flag = 1;
 }
@@ -305,7 +308,7 @@ extern "C" lb_status lb_cuda_gptq_inv_upper(lb_cuda_gptq *g, double *A, int64_t 
     if ((size_t)lw * sizeof(double) > g->work_bytes || dbytes > g->work_bytes || hbytes > g->hwork_bytes)
         return lb_err_set(err, LB_ERR_DEVICE, "cuSOLVER: the workspace for %lld columns exceeds the reserved one", (long long)n);
     CK(cudaMemcpyAsync(g->A, A, nn * sizeof(double), cudaMemcpyHostToDevice, g->st), "uploading H");
-    k_reverse_lower<<<grid, 256, 0, g->st>>>(g->B, g->A, n);
+    k_reverse_lower<<<grid, 256, 0, g->st>>>(g->B, g->A, n, 0.0);
     CK(cudaGetLastError(), "reversing H");
     CKS(cs.potrf(g->solver, CUBLAS_FILL_MODE_LOWER, (int)n, g->B, (int)n, (double *)g->work, lw, g->info),
         "in Dpotrf");
@@ -313,7 +316,7 @@ extern "C" lb_status lb_cuda_gptq_inv_upper(lb_cuda_gptq *g, double *A, int64_t 
     CK(cudaStreamSynchronize(g->st), "factoring H");
     if (info[0] != 0) return LB_OK; /* a non-positive pivot: not positive definite */
     CK(cudaMemsetAsync(g->info + 1, 0, sizeof(int), g->st), "clearing a flag");
-    k_check_pivots<<<(unsigned)((n + 255) / 256), 256, 0, g->st>>>(g->B, g->A, n, g->info + 1);
+    k_check_pivots<<<(unsigned)((n + 255) / 256), 256, 0, g->st>>>(g->B, g->A, n, 0.0, g->info + 1);
     CK(cudaGetLastError(), "checking the pivots");
     CK(cudaMemcpyAsync(&info[1], g->info + 1, sizeof(int), cudaMemcpyDeviceToHost, g->st), "reading the pivot check");
     CK(cudaStreamSynchronize(g->st), "checking the pivots");
@@ -563,6 +566,97 @@ extern "C" lb_status lb_cuda_gptq_cd(lb_cuda_gptq *g, lb_type t, const float *W,
     CK(cudaMemcpyAsync(G, g->G, rn * sizeof(float), cudaMemcpyDeviceToHost, g->st), "reading H e");
     CK(cudaMemcpyAsync(out, g->qout, (size_t)rows * row_bytes, cudaMemcpyDeviceToHost, g->st), "reading GPTQ's blocks");
     CK(cudaStreamSynchronize(g->st), "in the coordinate descent");
+    note_peak(g);
+    return LB_OK;
+}
+
+/* ---------------------------------------------------------------- the reference target ---------------------- */
+
+/* U (row-major, F32) = J Linv J as k_unreverse_upper places it, straight into F32 */
+__global__ void k_unreverse_upper_f32(float *U, const double *Linv, int64_t n) {
+    const int64_t j = (int64_t)blockIdx.x * blockDim.x + threadIdx.x;
+    if (j >= n) return;
+    for (int64_t i = blockIdx.y; i < n; i += gridDim.y) U[i * n + j] = j >= i ? (float)Linv[(n - 1 - i) + (n - 1 - j) * n] : 0.0f;
+}
+
+__global__ void k_add_scaled(float *w, const float *m, float lam, size_t n) {
+    const size_t i = (size_t)blockIdx.x * blockDim.x + threadIdx.x;
+    if (i < n) w[i] = m[i] + lam * w[i];
+}
+
+/* The factor of H + lam I into g->U (F32), H kept in g->A: inv_upper's steps with the damping added on the
+ * device, so that a retry needs no new upload. */
+extern "C" lb_status lb_cuda_gptq_ref_factor(lb_cuda_gptq *g, const double *H, int64_t n, double lam, bool upload, bool *ok,
+                                            lb_error *err) {
+    *ok = false;
+    if (n > g->cap_n) return lb_err_set(err, LB_ERR_ARG, "gptq (cuda): %lld columns beyond the reservation", (long long)n);
+    if (use(g, err) != LB_OK) return LB_ERR_DEVICE;
+    const dim3 grid((unsigned)((n + 255) / 256), (unsigned)(n < 65535 ? n : 65535));
+    int info[2] = {0, 0}, lw = 0;
+    size_t dbytes = 0, hbytes = 0;
+    CKS(cs.potrf_size(g->solver, CUBLAS_FILL_MODE_LOWER, (int)n, g->B, (int)n, &lw), "sizing the Cholesky workspace");
+    CKS(cs.trtri_size(g->solver, CUBLAS_FILL_MODE_LOWER, CUBLAS_DIAG_NON_UNIT, n, CUDA_R_64F, g->B, n, &dbytes, &hbytes),
+        "sizing the triangular inverse's workspace");
+    if ((size_t)lw * sizeof(double) > g->work_bytes || dbytes > g->work_bytes || hbytes > g->hwork_bytes)
+        return lb_err_set(err, LB_ERR_DEVICE, "cuSOLVER: the workspace for %lld columns exceeds the reserved one", (long long)n);
+    if (upload) CK(cudaMemcpyAsync(g->A, H, (size_t)n * (size_t)n * sizeof(double), cudaMemcpyHostToDevice, g->st), "uploading H");
+    k_reverse_lower<<<grid, 256, 0, g->st>>>(g->B, g->A, n, lam);
+    CK(cudaGetLastError(), "reversing H");
+    CKS(cs.potrf(g->solver, CUBLAS_FILL_MODE_LOWER, (int)n, g->B, (int)n, (double *)g->work, lw, g->info), "in Dpotrf");
+    CK(cudaMemcpyAsync(&info[0], g->info, sizeof(int), cudaMemcpyDeviceToHost, g->st), "reading Dpotrf's status");
+    CK(cudaStreamSynchronize(g->st), "factoring H");
+    if (info[0] != 0) return LB_OK;
+    CK(cudaMemsetAsync(g->info + 1, 0, sizeof(int), g->st), "clearing a flag");
+    k_check_pivots<<<(unsigned)((n + 255) / 256), 256, 0, g->st>>>(g->B, g->A, n, lam, g->info + 1);
+    CK(cudaGetLastError(), "checking the pivots");
+    CK(cudaMemcpyAsync(&info[1], g->info + 1, sizeof(int), cudaMemcpyDeviceToHost, g->st), "reading the pivot check");
+    CK(cudaStreamSynchronize(g->st), "checking the pivots");
+    if (info[1] != 0) return LB_OK;
+    CKS(cs.trtri(g->solver, CUBLAS_FILL_MODE_LOWER, CUBLAS_DIAG_NON_UNIT, n, CUDA_R_64F, g->B, n, g->work, dbytes, g->hwork, hbytes,
+                 g->info),
+        "in Xtrtri");
+    k_unreverse_upper_f32<<<grid, 256, 0, g->st>>>(g->U, g->B, n);
+    CK(cudaGetLastError(), "placing the inverse factor");
+    CK(cudaMemcpyAsync(&info[0], g->info, sizeof(int), cudaMemcpyDeviceToHost, g->st), "reading Xtrtri's status");
+    CK(cudaStreamSynchronize(g->st), "inverting the factor");
+    if (info[0] != 0) return lb_err_set(err, LB_ERR_DEVICE, "cuSOLVER Xtrtri: singular factor (info %d)", info[0]);
+    note_peak(g);
+    *ok = true;
+    return LB_OK;
+}
+
+/* W = (W DC + lam W) U^T U with ref_factor's U: the three products of lb_gptq_ref_target in T and E */
+extern "C" lb_status lb_cuda_gptq_ref_apply(lb_cuda_gptq *g, const float *DCt, int64_t n, double lam, float *W, int64_t rows, bool upload,
+                                           lb_error *err) {
+    if (rows <= 0 || rows > g->cap_rows || n > g->cap_n)
+        return lb_err_set(err, LB_ERR_ARG, "gptq (cuda): reference target %lld x %lld beyond the reservation", (long long)rows,
+                          (long long)n);
+    if (use(g, err) != LB_OK) return LB_ERR_DEVICE;
+    const size_t nn = (size_t)n * (size_t)n, rn = (size_t)rows * (size_t)n;
+    if (upload) {
+        lb_status s = grow((void **)&g->rt_dc, &g->rt_dc_bytes, nn * sizeof(float), "the reference target's (D C)^T", err);
+        if (s != LB_OK) return s;
+        CK(cudaMemcpyAsync(g->rt_dc, DCt, nn * sizeof(float), cudaMemcpyHostToDevice, g->st), "uploading (D C)^T");
+    } else if (!g->rt_dc || g->rt_dc_bytes < nn * sizeof(float)) {
+        return lb_err_set(err, LB_ERR_ARG, "gptq (cuda): reference target without (D C)^T");
+    }
+    const float one = 1.0f, zero = 0.0f;
+    CK(cudaMemcpyAsync(g->T, W, rn * sizeof(float), cudaMemcpyHostToDevice, g->st), "uploading a reference target");
+    /* E = W DC (out = x w^T with w = (D C)^T, as lb_cuda_gptq_matmul), then T = E + lam T */
+    CKB(cu_blas.gemm(g->blas, CUBLAS_OP_T, CUBLAS_OP_N, (int)n, (int)rows, (int)n, &one, g->rt_dc, CUDA_R_32F, (int)n, g->T, CUDA_R_32F,
+                     (int)n, &zero, g->E, CUDA_R_32F, (int)n, CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT),
+        "in the reference target");
+    k_add_scaled<<<(unsigned)((rn + 255) / 256), 256, 0, g->st>>>(g->T, g->E, (float)lam, rn);
+    CK(cudaGetLastError(), "in the reference target");
+    /* E = T U^T, then T = E U (column-major: T^T = (U as stored, i.e. U^T) E^T) */
+    CKB(cu_blas.gemm(g->blas, CUBLAS_OP_T, CUBLAS_OP_N, (int)n, (int)rows, (int)n, &one, g->U, CUDA_R_32F, (int)n, g->T, CUDA_R_32F,
+                     (int)n, &zero, g->E, CUDA_R_32F, (int)n, CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT),
+        "in the reference target");
+    CKB(cu_blas.gemm(g->blas, CUBLAS_OP_N, CUBLAS_OP_N, (int)n, (int)rows, (int)n, &one, g->U, CUDA_R_32F, (int)n, g->E, CUDA_R_32F,
+                     (int)n, &zero, g->T, CUDA_R_32F, (int)n, CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT),
+        "in the reference target");
+    CK(cudaMemcpyAsync(W, g->T, rn * sizeof(float), cudaMemcpyDeviceToHost, g->st), "reading a reference target");
+    CK(cudaStreamSynchronize(g->st), "in the reference target");
     note_peak(g);
     return LB_OK;
 }

@@ -108,6 +108,13 @@ lb_status lb_cuda_gptq_cd(lb_cuda_gptq *g, lb_type t, const float *W, float *Q, 
 /* The host copy of one sweep of the rows (the same C++ as the device's, one lane per row). LB_ERR_DEVICE in
  * a build without CUDA. */
 lb_status lb_cuda_gptq_cd_rows_host(const lb_cd_rows *a, lb_error *err);
+/* The reference target on the device (lb_gptq_ops' ref_factor / ref_apply): the factor of H + lam I as
+ * lb_cuda_gptq_inv_upper computes it, H uploaded once (upload) and kept for retries with another lam, U kept
+ * on the device in F32; then W (rows, n, host) = (W DC + lam W) U^T U by three GEMMs, DCt = (D C)^T uploaded
+ * once (upload). Within the reservation (rows, n). */
+lb_status lb_cuda_gptq_ref_factor(lb_cuda_gptq *g, const double *H, int64_t n, double lam, bool upload, bool *ok, lb_error *err);
+lb_status lb_cuda_gptq_ref_apply(lb_cuda_gptq *g, const float *DCt, int64_t n, double lam, float *W, int64_t rows, bool upload,
+                                 lb_error *err);
 /* Peak GPU memory in use so far by the process on the device, in bytes. */
 size_t lb_cuda_gptq_peak_bytes(const lb_cuda_gptq *g);
 

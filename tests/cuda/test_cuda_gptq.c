@@ -21,6 +21,8 @@
  *   (LB_GPU_ENCODE=0; this test sets 1, which the GPU encoders need while they are opt-in); whole passes and
  *   the coordinate descent on the GPU (the table's pass and cd, LB_GPU_SWEEP=1) the same bytes as the columns
  *   and the descent's steps on CPU threads.
+ * - lb_gptq_ref_target with H and (D C)^T kept on the GPU (the table's ref_factor / ref_apply) against the
+ *   CPU: relative difference below 1e-4, as through the table's inv_upper / matmul.
  * - lb_quantize_model on tiny with --device cuda: GPTQ's algebra on the GPU against the CPU threads
  *   (LB_GPTQ_GPU=0), the same GPU statistics: KL divergence not above the CPU solver's by more than 3 % (the
  *   issue's 2 % is for 65,536 tokens; see check_quantizer), below RTN's, no fallback; two GPU runs give the
@@ -376,6 +378,44 @@ static void check_encode(lb_gptq_ops *g) {
     free(x), free(imp);
 }
 
+/* ---------------------------------------------------------------- the reference target -------------------- */
+
+/* lb_gptq_ref_target with H and (D C)^T kept on the GPU (ref_factor / ref_apply) against the same table's
+ * inv_upper / matmul path and the CPU: the relative Frobenius difference of the targets below 1e-4 (F32
+ * products of the same values in other orders; the CPU unit test's double-summing table lands near 2e-7). */
+static void check_ref_target(lb_gptq_ops *g, lb_pool *pool) {
+    const int64_t R = 203, D = 1280, T = 3 * 1280;
+    double *H = malloc(sizeof *H * (size_t)(D * D)), *C = malloc(sizeof *C * (size_t)(D * D)), *Cc = malloc(sizeof *Cc * (size_t)(D * D));
+    float *W = malloc(sizeof *W * (size_t)(R * D)), *V[3];
+    random_spd(H, D, T, 0);
+    for (int64_t i = 0; i < D; i++)
+        for (int64_t j = 0; j < D; j++) C[i * D + j] = H[i * D + j] * (1 + 0.1 * sin((double)j));
+    for (int64_t k = 0; k < R * D; k++) W[k] = (float)(0.02 * nrand());
+    lb_gptq_ops plain = *g;
+    plain.ref_factor = NULL, plain.ref_apply = NULL;
+    const lb_gptq_ops *tables[3] = {NULL, &plain, g};
+    bool applied[3];
+    lb_error e;
+    CHECK(g->ref_factor && g->ref_apply, "the table has no ref_factor / ref_apply (LB_GPU_SWEEP=1)");
+    REQUIRE(g->reserve(g->user, R, D, false, &e) == LB_OK, "%s", e.msg);
+    for (int t = 0; t < 3; t++) {
+        V[t] = malloc(sizeof *W * (size_t)(R * D));
+        memcpy(V[t], W, sizeof *W * (size_t)(R * D));
+        memcpy(Cc, C, sizeof *C * (size_t)(D * D));
+        REQUIRE(lb_gptq_ref_target(pool, &V[t], &R, 1, D, H, Cc, NULL, 0.05, 6, tables[t], &applied[t], &e) == LB_OK, "%s", e.msg);
+    }
+    for (int t = 1; t < 3; t++) {
+        double num = 0, den = 0;
+        for (int64_t k = 0; k < R * D; k++) num += ((double)V[t][k] - V[0][k]) * ((double)V[t][k] - V[0][k]), den += (double)V[0][k] * V[0][k];
+        printf("ref target %lld x %lld %s: relative difference to the CPU's %.2e\n", (long long)R, (long long)D,
+               t == 1 ? "through inv_upper / matmul" : "kept on the GPU", sqrt(num / den));
+        CHECK(applied[0] && applied[t] && sqrt(num / den) < 1e-4, "ref target (%d): applied %d, difference %.3g", t, applied[t],
+              sqrt(num / den));
+    }
+    for (int t = 0; t < 3; t++) free(V[t]);
+    free(H), free(C), free(Cc), free(W);
+}
+
 /* ---------------------------------------------------------------- the quantizer --------------------------- */
 
 /* quantize_tiny with GPTQ's solver on CPU threads (LB_GPTQ_GPU=0) or on the GPU */
@@ -427,6 +467,7 @@ int main(void) {
     check_update(g);
     check_products(g);
     check_encode(g);
+    check_ref_target(g, pool);
     check_gptq(g, pool);
     lb_gptq_ops_cuda_free(g);
     lb_pool_free(pool);

@@ -852,6 +852,10 @@ typedef struct fake_dev {
     int fail_update_at; /* 1-based; 0: never */
     int reserves, loads, updates, begins, ends, invs, htes, mms;
     bool encoder;          /* offers encodes / encode (the CPU encoders, block by block) */
+    double *rH;            /* ref_factor's copy of H (n x n), uploaded once; its U in rU */
+    float *rU, *rDC;
+    int64_t rn;
+    int rfactors, rapplies, ruploads;
     int enc_all, enc_part; /* encode calls over all columns, over part of them */
 } fake_dev;
 
@@ -941,6 +945,63 @@ static lb_status fake_encode(void *u, lb_type t, lb_encoder enc, const float *S,
         for (int64_t b = c0 / be; b < c1 / be; b++)
             lb_encoder_get(t, enc)(S + r * ld + b * be, out + (size_t)r * row_bytes + (size_t)b * bb, 1, be,
                                    imp ? imp + (b * be - c0) : NULL);
+    return LB_OK;
+}
+
+/* the reference target kept on the "device": H and (D C)^T taken once, the factor by the unblocked
+ * specification, the products summed in double */
+static lb_status fake_ref_factor(void *u, const double *H, int64_t n, double lam, bool upload, bool *ok, lb_error *err) {
+    fake_dev *f = u;
+    (void)err;
+    f->rfactors++;
+    if (upload) {
+        f->ruploads++;
+        free(f->rH), free(f->rU);
+        f->rH = malloc(sizeof *f->rH * (size_t)(n * n));
+        f->rU = malloc(sizeof *f->rU * (size_t)(n * n));
+        memcpy(f->rH, H, sizeof *H * (size_t)(n * n));
+        f->rn = n;
+    }
+    CHECK(f->rH && f->rn == n, "ref_factor without an uploaded H");
+    double *A = malloc(sizeof *A * (size_t)(n * n)), *work = malloc(sizeof *work * (size_t)n);
+    memcpy(A, f->rH, sizeof *A * (size_t)(n * n));
+    for (int64_t j = 0; j < n; j++) A[j * n + j] += lam;
+    *ok = lb_chol_inv_upper_ref(A, n, work);
+    if (*ok)
+        for (int64_t i = 0; i < n * n; i++) f->rU[i] = (float)A[i];
+    free(A), free(work);
+    return LB_OK;
+}
+static lb_status fake_ref_apply(void *u, const float *DCt, int64_t n, double lam, float *W, int64_t rows, bool upload, lb_error *err) {
+    fake_dev *f = u;
+    (void)err;
+    f->rapplies++;
+    if (upload) {
+        free(f->rDC);
+        f->rDC = malloc(sizeof *f->rDC * (size_t)(n * n));
+        memcpy(f->rDC, DCt, sizeof *DCt * (size_t)(n * n));
+    }
+    CHECK(f->rDC != NULL, "ref_apply without (D C)^T");
+    float *M = malloc(sizeof *M * (size_t)(rows * n)), *P = malloc(sizeof *P * (size_t)(rows * n));
+    for (int64_t r = 0; r < rows; r++)
+        for (int64_t j = 0; j < n; j++) { /* M = W DC + lam W */
+            double s = 0;
+            for (int64_t i = 0; i < n; i++) s += (double)W[r * n + i] * f->rDC[j * n + i];
+            M[r * n + j] = (float)s + (float)lam * W[r * n + j];
+        }
+    for (int64_t r = 0; r < rows; r++)
+        for (int64_t j = 0; j < n; j++) { /* P = M U^T */
+            double s = 0;
+            for (int64_t i = 0; i < n; i++) s += (double)M[r * n + i] * f->rU[j * n + i];
+            P[r * n + j] = (float)s;
+        }
+    for (int64_t r = 0; r < rows; r++)
+        for (int64_t j = 0; j < n; j++) { /* W = P U */
+            double s = 0;
+            for (int64_t i = 0; i < n; i++) s += (double)P[r * n + i] * f->rU[i * n + j];
+            W[r * n + j] = (float)s;
+        }
+    free(M), free(P);
     return LB_OK;
 }
 
@@ -1049,6 +1110,36 @@ static void test_ops(lb_pool *pool3) {
     printf("ops: reference target through the device-like table: relative difference %.2e\n", sqrt(num / den));
     CHECK(a1 && a2 && sqrt(num / den) < 1e-5 && f.invs == 1 && f.mms == 3, "ref target: applied %d %d, difference %.3g, calls %d %d", a1,
           a2, sqrt(num / den), f.invs, f.mms);
+    /* with the table's ref_factor / ref_apply (H and (D C)^T up once, two matrices): the same to float rounding */
+    o.ref_factor = fake_ref_factor;
+    o.ref_apply = fake_ref_apply;
+    float *V3 = malloc(sizeof *W * R * D);
+    memcpy(V2, W, sizeof *W * R * D);
+    memcpy(V3, W, sizeof *W * R * D);
+    REQUIRE(lb_gptq_ref_target(pool3, (float *[]){V2, V3}, (int64_t[]){R, R / 2}, 2, D, H, cdup(C, D), NULL, 0.3, 6, &o, &a2, &e) == LB_OK,
+            "%s", e.msg);
+    num = den = 0;
+    for (int k = 0; k < R * D; k++) num += ((double)V1[k] - V2[k]) * ((double)V1[k] - V2[k]), den += (double)V1[k] * V1[k];
+    for (int k = 0; k < R / 2 * D; k++) num += ((double)V1[k] - V3[k]) * ((double)V1[k] - V3[k]), den += (double)V1[k] * V1[k];
+    printf("ops: reference target kept on the device-like table: relative difference %.2e\n", sqrt(num / den));
+    CHECK(a2 && sqrt(num / den) < 1e-5 && f.invs == 1 && f.mms == 3 && f.rfactors == 1 && f.rapplies == 2 && f.ruploads == 1,
+          "ref target kept on the table: applied %d, difference %.3g, calls inv %d mm %d factor %d apply %d uploads %d", a2,
+          sqrt(num / den), f.invs, f.mms, f.rfactors, f.rapplies, f.ruploads);
+    /* H with a negative eigenvalue of -0.5: the first tries fail, H is uploaded once for all of them, and
+     * the result is the CPU's with the same final damping */
+    H[3 * D + 3] = -0.5;
+    memcpy(V1, W, sizeof *W * R * D);
+    memcpy(V2, W, sizeof *W * R * D);
+    bool a0 = false;
+    REQUIRE(lb_gptq_ref_target(pool3, (float *[]){V1}, (int64_t[]){R}, 1, D, H, cdup(C, D), NULL, 1e-6, 8, NULL, &a0, &e) == LB_OK, "%s", e.msg);
+    f.rfactors = f.ruploads = 0;
+    REQUIRE(lb_gptq_ref_target(pool3, (float *[]){V2}, (int64_t[]){R}, 1, D, H, cdup(C, D), NULL, 1e-6, 8, &o, &a2, &e) == LB_OK, "%s", e.msg);
+    num = den = 0;
+    for (int k = 0; k < R * D; k++) num += ((double)V1[k] - V2[k]) * ((double)V1[k] - V2[k]), den += (double)V1[k] * V1[k];
+    CHECK(a0 == a2 && f.ruploads == 1 && f.rfactors > 1 && (!a0 || sqrt(num / den) < 1e-5),
+          "ref target with retries: applied %d / %d, factors %d, uploads %d, difference %.3g", a0, a2, f.rfactors, f.ruploads, sqrt(num / den));
+    free(f.rH), free(f.rU), free(f.rDC);
+    free(V3);
     free(X), free(H), free(C), free(W), free(V1), free(V2);
 }
 
