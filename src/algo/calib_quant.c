@@ -57,6 +57,36 @@ static void free_work(layer_work *lw) {
     free(lw->h);
 }
 
+/* The calibration's device table when it takes AWQ for these types (the k-quants, while the GPU encoders are
+ * enabled: `encodes`), else NULL. */
+static const lb_gptq_ops *awq_ops(lb_calib *c, const lb_type *types, int n) {
+    const lb_gptq_ops *o = lb_calib_gptq_ops(c);
+    if (!o || !o->encodes) return NULL;
+    for (int k = 0; k < n; k++)
+        if (!o->encodes(o->user, types[k], LB_ENCODER_DEFAULT)) return NULL;
+    return o;
+}
+
+/* lb_awq_search, on the device when its table takes the group: the candidates' scales made here, each scored there */
+static lb_status awq_search(lb_calib *c, lb_pool *pool, const awq_group *grp, int64_t d, const double *H, const float *mean_abs, float *s,
+                            double *loss, lb_error *err) {
+    const lb_gptq_ops *o = awq_ops(c, grp->type, grp->n);
+    if (!o || !o->awq_search) return lb_awq_search(pool, grp, d, H, mean_abs, s, loss, err);
+    float *cands = malloc((size_t)(LB_AWQ_GRID + 1) * (size_t)d * sizeof *cands);
+    if (!cands) return lb_err_set(err, LB_ERR_NOMEM, "out of memory");
+    for (int a = 0; a <= LB_AWQ_GRID; a++) lb_awq_scales(mean_abs, d, a, cands + (size_t)a * (size_t)d);
+    int best = -1;
+    const double t0 = lb_time_sec();
+    lb_status st = o->awq_search(o->user, grp->n, grp->w, grp->rows, grp->type, d, H, cands, LB_AWQ_GRID + 1, &best, loss, err);
+    if (st == LB_OK && best >= 0) memcpy(s, cands + (size_t)best * (size_t)d, (size_t)d * sizeof *s);
+    else if (st == LB_OK) st = lb_err_set(err, LB_ERR_ARG, "AWQ: no candidate scale has a finite loss (non-finite statistics)");
+    double sec[LB_GPTQ_PHASES] = {0};
+    sec[LB_GPTQ_PH_ENCODE] = lb_time_sec() - t0;
+    lb_calib_note_gptq(c, sec, 0);
+    free(cands);
+    return st;
+}
+
 /* AWQ: scales per group, each from its input's statistics on the unquantized layer, applied to the
  * matrices (columns * s) and to what feeds them (/ s) */
 static lb_status awq_apply(lb_calib *c, lb_pool *pool, const lb_model *m, int64_t il, const lb_type types[7],
@@ -82,7 +112,7 @@ static lb_status awq_apply(lb_calib *c, lb_pool *pool, const lb_model *m, int64_
         float *s = malloc((size_t)d * sizeof *s);
         double loss;
         if (!s) return lb_err_set(err, LB_ERR_NOMEM, "out of memory");
-        st = lb_awq_search(pool, &grp, d, H, lb_calib_mean_abs(c, (lb_obs_point)G[g].pt), s, &loss, err);
+        st = awq_search(c, pool, &grp, d, H, lb_calib_mean_abs(c, (lb_obs_point)G[g].pt), s, &loss, err);
         if (st != LB_OK) {
             free(s);
             return st;
@@ -122,7 +152,9 @@ static lb_status awq_clip(lb_calib *c, lb_pool *pool, const lb_layer *l, int k, 
     float *im = malloc((size_t)d * sizeof *im);
     if (!im) return lb_err_set(err, LB_ERR_NOMEM, "out of memory");
     for (int64_t j = 0; j < d; j++) im[j] = tokens ? (float)(lw->h[j * d + j] / (double)tokens) : 1.0f;
-    lb_status s = lb_awq_clip(pool, lw->w[k], w->rows, d, lw->h, types[k], enc, im, NULL, err);
+    const lb_gptq_ops *o = awq_ops(c, &types[k], 1);
+    lb_status s = o && o->awq_clip ? o->awq_clip(o->user, lw->w[k], w->rows, d, lw->h, types[k], enc, im, NULL, err)
+                                   : lb_awq_clip(pool, lw->w[k], w->rows, d, lw->h, types[k], enc, im, NULL, err);
     free(im);
     return s;
 }

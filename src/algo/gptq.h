@@ -67,6 +67,13 @@ typedef struct lb_gptq_ops {
     lb_status (*ref_factor)(void *user, const double *H, int64_t n, double lam, bool upload, bool *ok, lb_error *err);
     lb_status (*ref_apply)(void *user, const float *DCt, int64_t n, double lam, float *W, int64_t rows, bool upload,
                            lb_error *err);
+    /* optional, for AWQ on the device (types that encodes): lb_awq_clip's contract (algo/awq.h); and the loss
+     * of each of n_cand candidate scale vectors cands (n_cand, d) of lb_awq_search over n_mat matrices w[k]
+     * (rows[k], d) of types[k] with H (d, d): the first smallest in *best, its loss in *best_loss */
+    lb_status (*awq_clip)(void *user, float *w, int64_t rows, int64_t d, const double *H, lb_type t, lb_encoder enc,
+                          const float *imatrix, uint8_t *choice, lb_error *err);
+    lb_status (*awq_search)(void *user, int n_mat, const float *const *w, const int64_t *rows, const lb_type *types, int64_t d,
+                            const double *H, const float *cands, int n_cand, int *best, double *best_loss, lb_error *err);
 } lb_gptq_ops;
 
 /* The CPU implementation (the specification of every other). */

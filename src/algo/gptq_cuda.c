@@ -74,6 +74,15 @@ static lb_status op_ref_apply(void *u, const float *DCt, int64_t n, double lam, 
     return lb_cuda_gptq_ref_apply(u, DCt, n, lam, W, rows, upload, err);
 }
 
+static lb_status op_awq_clip(void *u, float *w, int64_t rows, int64_t d, const double *H, lb_type t, lb_encoder enc, const float *imatrix,
+                             uint8_t *choice, lb_error *err) {
+    return lb_cuda_awq_clip(u, w, rows, d, H, t, enc, imatrix, choice, err);
+}
+static lb_status op_awq_search(void *u, int n_mat, const float *const *w, const int64_t *rows, const lb_type *types, int64_t d,
+                               const double *H, const float *cands, int n_cand, int *best, double *best_loss, lb_error *err) {
+    return lb_cuda_awq_search(u, n_mat, w, rows, types, d, H, cands, n_cand, best, best_loss, err);
+}
+
 lb_status lb_gptq_ops_cuda_new(int device, lb_gptq_ops **out, lb_error *err) {
     *out = NULL;
     cuda_ops *o = calloc(1, sizeof *o);
@@ -85,7 +94,8 @@ lb_status lb_gptq_ops_cuda_new(int device, lb_gptq_ops **out, lb_error *err) {
     }
     o->ops = (lb_gptq_ops){.user = o->g, .name = "cuda", .reserve = op_reserve, .inv_upper = op_inv_upper,
                            .begin = op_begin, .load = op_load, .update = op_update, .h_times_e = op_h_times_e,
-                           .matmul = op_matmul, .encodes = op_encodes, .encode = op_encode};
+                           .matmul = op_matmul, .encodes = op_encodes, .encode = op_encode, .awq_clip = op_awq_clip,
+                           .awq_search = op_awq_search};
     /* whole passes, the coordinate descent and the reference target kept on the GPU: opt-in (LB_GPU_SWEEP=1;
      * the first two also need LB_GPU_ENCODE=1) until tests/cuda has run them on a GPU */
     const char *v = getenv("LB_GPU_SWEEP");

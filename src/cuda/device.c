@@ -121,6 +121,18 @@ lb_status lb_cuda_gptq_cd(lb_cuda_gptq *g, lb_type t, const float *W, float *Q, 
     return no_cuda(err);
 }
 lb_status lb_cuda_gptq_cd_rows_host(const lb_cd_rows *a, lb_error *err) { return no_cuda(err); }
+lb_status lb_cuda_awq_clip(lb_cuda_gptq *g, float *w, int64_t rows, int64_t d, const double *H, lb_type t, lb_encoder enc,
+                           const float *imatrix, uint8_t *choice, lb_error *err) {
+    return no_cuda(err);
+}
+lb_status lb_cuda_awq_search(lb_cuda_gptq *g, int n_mat, const float *const *w, const int64_t *rows, const lb_type *types, int64_t d,
+                             const double *H, const float *cands, int n_cand, int *best, double *best_loss, lb_error *err) {
+    return no_cuda(err);
+}
+lb_status lb_cuda_awq_clip_host(float *w, int64_t rows, int64_t d, const double *H, lb_type t, lb_encoder enc, const float *imatrix,
+                                uint8_t *choice, lb_error *err) {
+    return no_cuda(err);
+}
 lb_status lb_cuda_gptq_ref_factor(lb_cuda_gptq *g, const double *H, int64_t n, double lam, bool upload, bool *ok, lb_error *err) {
     return no_cuda(err);
 }

@@ -660,3 +660,128 @@ extern "C" lb_status lb_cuda_gptq_ref_apply(lb_cuda_gptq *g, const float *DCt, i
     note_peak(g);
     return LB_OK;
 }
+
+/* ---------------------------------------------------------------- AWQ ----------------------------------------- */
+
+/* a device buffer for one call (AWQ's are made per call: its searches run once per layer group) */
+static lb_status dbuf(void **p, size_t bytes, const char *what, lb_error *err) {
+    *p = NULL;
+    cudaError_t e = cudaMalloc(p, bytes ? bytes : 16);
+    if (e != cudaSuccess) {
+        cudaGetLastError();
+        *p = NULL;
+        return lb_err_set(err, LB_ERR_DEVICE, "CUDA: out of GPU memory allocating %.1f MiB for %s", (double)bytes / 1048576.0, what);
+    }
+    return LB_OK;
+}
+
+extern "C" lb_status lb_cuda_awq_clip(lb_cuda_gptq *g, float *w, int64_t rows, int64_t d, const double *H, lb_type t, lb_encoder enc,
+                                     const float *imatrix, uint8_t *choice, lb_error *err) {
+    const size_t bb = cu_kq_block_bytes(t);
+    if (!bb || d % 256 || rows <= 0) return lb_err_set(err, LB_ERR_ARG, "AWQ clip (cuda): type %d, %lld columns", (int)t, (long long)d);
+    if (use(g, err) != LB_OK) return LB_ERR_DEVICE;
+    const size_t rd = (size_t)rows * (size_t)d, nb = rd / 256;
+    float *dw = NULL, *dout = NULL, *dxc = NULL, *dim = NULL;
+    double *dH = NULL, *dberr = NULL;
+    uint8_t *dq = NULL, *dch = NULL;
+    lb_status s = dbuf((void **)&dw, rd * sizeof(float), "AWQ's weights", err);
+    if (s == LB_OK) s = dbuf((void **)&dout, rd * sizeof(float), "AWQ's clamped weights", err);
+    if (s == LB_OK) s = dbuf((void **)&dxc, rd * sizeof(float), "AWQ's clamps", err);
+    if (s == LB_OK) s = dbuf((void **)&dH, (size_t)d * (size_t)d * sizeof(double), "AWQ's H", err);
+    if (s == LB_OK) s = dbuf((void **)&dberr, nb * sizeof(double), "AWQ's block errors", err);
+    if (s == LB_OK) s = dbuf((void **)&dq, nb * bb, "AWQ's blocks", err);
+    if (s == LB_OK && choice) s = dbuf((void **)&dch, nb, "AWQ's choices", err);
+    if (s == LB_OK && imatrix) s = dbuf((void **)&dim, (size_t)d * sizeof(float), "importance weights", err);
+    cudaError_t e = cudaSuccess;
+    if (s == LB_OK) e = cudaMemcpyAsync(dw, w, rd * sizeof(float), cudaMemcpyHostToDevice, g->st);
+    if (s == LB_OK && e == cudaSuccess) e = cudaMemcpyAsync(dH, H, (size_t)d * (size_t)d * sizeof(double), cudaMemcpyHostToDevice, g->st);
+    if (s == LB_OK && e == cudaSuccess && imatrix) e = cudaMemcpyAsync(dim, imatrix, (size_t)d * sizeof(float), cudaMemcpyHostToDevice, g->st);
+    if (s == LB_OK && e == cudaSuccess) e = cu_awq_clip(t, enc == LB_ENCODER_REF, dw, rows, d, dH, dim, dout, dch, dxc, dq, dberr, g->st);
+    if (s == LB_OK && e == cudaSuccess) e = cudaMemcpyAsync(w, dout, rd * sizeof(float), cudaMemcpyDeviceToHost, g->st);
+    if (s == LB_OK && e == cudaSuccess && choice) e = cudaMemcpyAsync(choice, dch, nb, cudaMemcpyDeviceToHost, g->st);
+    if (s == LB_OK && e == cudaSuccess) e = cudaStreamSynchronize(g->st);
+    if (s == LB_OK && e != cudaSuccess) s = fail(err, e, "in AWQ's clip search");
+    if (s == LB_OK) note_peak(g);
+    void *bufs[] = {dw, dout, dxc, dim, dH, dberr, dq, dch};
+    for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++) cudaFree(bufs[i]);
+    return s;
+}
+
+/* partial[b] = sum over block b's chunk of a[i] b[i] in double, each block's chunk in a fixed order */
+#define DOT_BLOCKS 1024
+__global__ void k_dot_partials(const float *a, const float *b, size_t n, double *partial) {
+    __shared__ double sh[256];
+    const size_t chunk = (n + DOT_BLOCKS - 1) / DOT_BLOCKS, lo = blockIdx.x * chunk, hi = lo + chunk < n ? lo + chunk : n;
+    double acc = 0;
+    for (size_t i = lo + threadIdx.x; i < hi; i += 256) acc += (double)a[i] * (double)b[i];
+    sh[threadIdx.x] = acc;
+    __syncthreads();
+    for (int o = 128; o > 0; o /= 2) {
+        if ((int)threadIdx.x < o) sh[threadIdx.x] += sh[threadIdx.x + o];
+        __syncthreads();
+    }
+    if (threadIdx.x == 0) partial[blockIdx.x] = sh[0];
+}
+
+extern "C" lb_status lb_cuda_awq_search(lb_cuda_gptq *g, int n_mat, const float *const *w, const int64_t *rows, const lb_type *types,
+                                       int64_t d, const double *H, const float *cands, int n_cand, int *best, double *best_loss,
+                                       lb_error *err) {
+    if (n_mat < 1 || n_mat > 3 || d % 256) return lb_err_set(err, LB_ERR_ARG, "AWQ search (cuda): %d matrices, %lld columns", n_mat, (long long)d);
+    int64_t rmax = 0;
+    for (int k = 0; k < n_mat; k++) {
+        if (!cu_kq_block_bytes(types[k]) || rows[k] <= 0) return lb_err_set(err, LB_ERR_ARG, "AWQ search (cuda): type %d", (int)types[k]);
+        rmax = rows[k] > rmax ? rows[k] : rmax;
+    }
+    if (use(g, err) != LB_OK) return LB_ERR_DEVICE;
+    const size_t dd = (size_t)d * (size_t)d;
+    float *hf = (float *)malloc(dd * sizeof *hf);
+    double *part = (double *)malloc(DOT_BLOCKS * sizeof *part);
+    float *dw[3] = {NULL, NULL, NULL}, *dhf = NULL, *de = NULL, *deh = NULL, *dc = NULL;
+    double *dpart = NULL;
+    lb_status s = hf && part ? LB_OK : lb_err_set(err, LB_ERR_NOMEM, "out of memory");
+    for (int k = 0; s == LB_OK && k < n_mat; k++) s = dbuf((void **)&dw[k], (size_t)rows[k] * (size_t)d * sizeof(float), "AWQ's weights", err);
+    if (s == LB_OK) s = dbuf((void **)&dhf, dd * sizeof(float), "AWQ's H", err);
+    if (s == LB_OK) s = dbuf((void **)&de, (size_t)rmax * (size_t)d * sizeof(float), "AWQ's errors", err);
+    if (s == LB_OK) s = dbuf((void **)&deh, (size_t)rmax * (size_t)d * sizeof(float), "AWQ's products", err);
+    if (s == LB_OK) s = dbuf((void **)&dc, (size_t)d * sizeof(float), "AWQ's scales", err);
+    if (s == LB_OK) s = dbuf((void **)&dpart, DOT_BLOCKS * sizeof(double), "AWQ's sums", err);
+    cudaError_t e = cudaSuccess;
+    if (s == LB_OK) {
+        for (size_t i = 0; i < dd; i++) hf[i] = (float)H[i];
+        e = cudaMemcpyAsync(dhf, hf, dd * sizeof(float), cudaMemcpyHostToDevice, g->st);
+        for (int k = 0; e == cudaSuccess && k < n_mat; k++)
+            e = cudaMemcpyAsync(dw[k], w[k], (size_t)rows[k] * (size_t)d * sizeof(float), cudaMemcpyHostToDevice, g->st);
+    }
+    *best_loss = INFINITY;
+    *best = -1;
+    const float one = 1.0f, zero = 0.0f;
+    for (int a = 0; s == LB_OK && e == cudaSuccess && a < n_cand; a++) {
+        e = cudaMemcpyAsync(dc, cands + (size_t)a * (size_t)d, (size_t)d * sizeof(float), cudaMemcpyHostToDevice, g->st);
+        double loss = 0;
+        for (int k = 0; e == cudaSuccess && s == LB_OK && k < n_mat; k++) {
+            const size_t rn = (size_t)rows[k] * (size_t)d;
+            e = cu_awq_cand_error(types[k], dw[k], dc, rows[k], d, de, g->st);
+            if (e != cudaSuccess) break;
+            /* eh = E Hf (out = x w^T with w = Hf, symmetric), then sum eh e in double */
+            if (cu_blas.gemm(g->blas, CUBLAS_OP_T, CUBLAS_OP_N, (int)d, (int)rows[k], (int)d, &one, dhf, CUDA_R_32F, (int)d, de, CUDA_R_32F,
+                             (int)d, &zero, deh, CUDA_R_32F, (int)d, CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT) != CUBLAS_STATUS_SUCCESS) {
+                s = lb_err_set(err, LB_ERR_DEVICE, "cuBLAS failed in AWQ's search");
+                break;
+            }
+            k_dot_partials<<<DOT_BLOCKS, 256, 0, g->st>>>(deh, de, rn, dpart);
+            e = cudaMemcpyAsync(part, dpart, DOT_BLOCKS * sizeof(double), cudaMemcpyDeviceToHost, g->st);
+            if (e == cudaSuccess) e = cudaStreamSynchronize(g->st);
+            for (int b = 0; e == cudaSuccess && b < DOT_BLOCKS; b++) loss += part[b];
+        }
+        if (s == LB_OK && e == cudaSuccess && loss < *best_loss) {
+            *best_loss = loss;
+            *best = a;
+        }
+    }
+    if (s == LB_OK && e != cudaSuccess) s = fail(err, e, "in AWQ's search");
+    if (s == LB_OK) note_peak(g);
+    for (int k = 0; k < 3; k++) cudaFree(dw[k]);
+    cudaFree(dhf), cudaFree(de), cudaFree(deh), cudaFree(dc), cudaFree(dpart);
+    free(hf), free(part);
+    return s;
+}

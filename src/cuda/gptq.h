@@ -115,6 +115,19 @@ lb_status lb_cuda_gptq_cd_rows_host(const lb_cd_rows *a, lb_error *err);
 lb_status lb_cuda_gptq_ref_factor(lb_cuda_gptq *g, const double *H, int64_t n, double lam, bool upload, bool *ok, lb_error *err);
 lb_status lb_cuda_gptq_ref_apply(lb_cuda_gptq *g, const float *DCt, int64_t n, double lam, float *W, int64_t rows, bool upload,
                                  lb_error *err);
+/* AWQ on the device for k-quant types (d a multiple of 256; kq_encode.cu): lb_awq_clip's contract (the CPU's
+ * clamps and choices: the same float and double operations per block), and lb_awq_search's loss for each of
+ * n_cand candidate scale vectors cands (n_cand, d) over n_mat matrices w[k] (rows[k], d) of types[k]: e = w -
+ * Q(w s) / s by ggml's reference encoder as on the CPU, the loss sum_k tr(E H E^T) from an F32 GEMM with H as
+ * F32 and sums in double (cuBLAS's order: near-ties may pick another candidate than the CPU); the first
+ * candidate with the smallest loss in *best and its loss in *best_loss. Host pointers; device buffers per call. */
+lb_status lb_cuda_awq_clip(lb_cuda_gptq *g, float *w, int64_t rows, int64_t d, const double *H, lb_type t, lb_encoder enc,
+                           const float *imatrix, uint8_t *choice, lb_error *err);
+lb_status lb_cuda_awq_search(lb_cuda_gptq *g, int n_mat, const float *const *w, const int64_t *rows, const lb_type *types, int64_t d,
+                             const double *H, const float *cands, int n_cand, int *best, double *best_loss, lb_error *err);
+/* The host copy of the clip search (kq_encode.cu's C++ on the CPU; no GPU needed). LB_ERR_DEVICE without CUDA. */
+lb_status lb_cuda_awq_clip_host(float *w, int64_t rows, int64_t d, const double *H, lb_type t, lb_encoder enc, const float *imatrix,
+                                uint8_t *choice, lb_error *err);
 /* Peak GPU memory in use so far by the process on the device, in bytes. */
 size_t lb_cuda_gptq_peak_bytes(const lb_cuda_gptq *g);
 

@@ -98,3 +98,145 @@ extern "C" lb_status lb_cuda_kq_encode_host(lb_type t, const float *x, int64_t l
             kb::encode_block(&sp, x + r * ldx + b * QK_K, imp ? imp + b * QK_K : NULL, y + r * ldy + (size_t)b * sp.block_bytes);
     return LB_OK;
 }
+
+/* ---------------------------------------------------------------- AWQ ----------------------------------------- */
+
+/*
+ * lb_awq_clip's search (algo/awq.c clip_row) by (row, block): for one ratio, every block of every row clamped
+ * (clamp_block), the clamped rows encoded (k_kq_encode, or ggml's reference encoder for --encoder ref), then
+ * each block decoded and scored e^T H_gg e in double in awq.c's order (score_block), the best ratio so far
+ * kept. The float and double operations are awq.c's, so the clamps and choices are the CPU's.
+ */
+__host__ __device__ static void clamp_block(const float *wg, int64_t be, bool offset, float ratio, float *xc) {
+    float mn = wg[0], mx = wg[0];
+    for (int64_t k = 1; k < be; k++) {
+        mn = wg[k] < mn ? wg[k] : mn;
+        mx = wg[k] > mx ? wg[k] : mx;
+    }
+    const float hi = offset ? mx * ratio : fmaxf(fabsf(mn), fabsf(mx)) * ratio, lo = offset ? mn * ratio : -hi;
+    for (int64_t k = 0; k < be; k++) xc[k] = wg[k] < lo ? lo : wg[k] > hi ? hi : wg[k];
+}
+
+/* block g of a row: decode q's block, score it against w, keep it (the clamped xc) when it is the first ratio or
+ * strictly better */
+__host__ __device__ static void score_block(const kb::kq_spec *sp, const double *H, int64_t d, int64_t g, const float *w, const float *xc,
+                                            const uint8_t *qb, int i, double *berr, float *out, uint8_t *ch) {
+    const int64_t be = QK_K, o = g * be;
+    float xq[QK_K];
+    kb::kq_to_float(sp, qb, xq);
+    double e[QK_K];
+    for (int64_t k = 0; k < be; k++) e[k] = (double)w[o + k] - (double)xq[k];
+    double err = 0;
+    for (int64_t a = 0; a < be; a++) {
+        const double *h = H + (o + a) * d + o;
+        double t = 0;
+        for (int64_t b = 0; b < be; b++) t += h[b] * e[b];
+        err += e[a] * t;
+    }
+    if (i == 0 || err < *berr) {
+        *berr = err;
+        for (int64_t k = 0; k < be; k++) out[o + k] = xc[o + k];
+        if (ch) *ch = (uint8_t)i;
+    }
+}
+
+__host__ __device__ static void encode_one(const kb::kq_spec *sp, bool ref, const float *x, const float *im, uint8_t *blk) {
+    if (ref) kb::kq_quantize_ref(sp, x, blk, im);
+    else kb::encode_block(sp, x, im, blk);
+}
+
+__global__ void k_awq_clamp(const float *w, int64_t rows, int64_t d, bool offset, float ratio, float *xc) {
+    const int64_t i = (int64_t)blockIdx.x * blockDim.x + threadIdx.x, nb = d / QK_K;
+    if (i >= rows * nb) return;
+    clamp_block(w + i * QK_K, QK_K, offset, ratio, xc + i * QK_K); /* rows are contiguous: block i of the whole */
+}
+
+__global__ void k_awq_encode(int fmt, bool ref, const float *x, int64_t rows, int64_t d, const float *im, uint8_t *q) {
+    const int64_t i = (int64_t)blockIdx.x * blockDim.x + threadIdx.x, nb = d / QK_K;
+    if (i >= rows * nb) return;
+    const kb::kq_spec sp = kb::kq_spec_of((kb::kq_fmt)fmt);
+    encode_one(&sp, ref, x + i * QK_K, im ? im + (i % nb) * QK_K : NULL, q + (size_t)i * sp.block_bytes);
+}
+
+__global__ void k_awq_score(int fmt, const double *H, const float *w, const float *xc, const uint8_t *q, int64_t rows, int64_t d, int i,
+                            double *berr, float *out, uint8_t *ch) {
+    const int64_t t = (int64_t)blockIdx.x * blockDim.x + threadIdx.x, nb = d / QK_K;
+    if (t >= rows * nb) return;
+    const int64_t r = t / nb, g = t % nb;
+    const kb::kq_spec sp = kb::kq_spec_of((kb::kq_fmt)fmt);
+    score_block(&sp, H, d, g, w + r * d, xc + r * d, q + (size_t)t * sp.block_bytes, i, berr + t, out + r * d, ch ? ch + t : NULL);
+}
+
+static bool awq_offset(lb_type t) { return t == LB_TYPE_Q2_K || t == LB_TYPE_Q4_K || t == LB_TYPE_Q5_K; }
+
+cudaError_t cu_awq_clip(lb_type t, bool ref, const float *dw, int64_t rows, int64_t d, const double *dH, const float *dim, float *dout,
+                        uint8_t *dch, float *dxc, uint8_t *dq, double *dberr, cudaStream_t st) {
+    const int fmt = kq_fmt_of(t);
+    if (fmt < 0 || d % QK_K) return cudaErrorInvalidValue;
+    const int64_t n = rows * (d / QK_K);
+    const unsigned gb = (unsigned)((n + 63) / 64);
+    for (int i = 0; i < 10; i++) { /* LB_AWQ_CLIP_STEPS ratios 1 - i / LB_AWQ_CLIP_GRID (awq.h) */
+        const float ratio = 1.0f - (float)i / 20.0f;
+        k_awq_clamp<<<gb, 64, 0, st>>>(dw, rows, d, awq_offset(t), ratio, dxc);
+        k_awq_encode<<<gb, 64, 0, st>>>(fmt, ref, dxc, rows, d, dim, dq);
+        k_awq_score<<<gb, 64, 0, st>>>(fmt, dH, dw, dxc, dq, rows, d, i, dberr, dout, dch);
+    }
+    return cudaGetLastError();
+}
+
+/* the host copy of the same clip search (the check without a GPU) */
+extern "C" lb_status lb_cuda_awq_clip_host(float *w, int64_t rows, int64_t d, const double *H, lb_type t, lb_encoder enc,
+                                           const float *imatrix, uint8_t *choice, lb_error *err) {
+    const int fmt = kq_fmt_of(t);
+    if (fmt < 0 || d % QK_K) return lb_err_set(err, LB_ERR_ARG, "AWQ clip (host copy): type %d, %lld columns", (int)t, (long long)d);
+    const kb::kq_spec sp = kb::kq_spec_of((kb::kq_fmt)fmt);
+    const int64_t nb = d / QK_K;
+    float *xc = (float *)malloc(sizeof *xc * (size_t)d), *out = (float *)malloc(sizeof *out * (size_t)d);
+    uint8_t *q = (uint8_t *)malloc(sp.block_bytes * (size_t)nb);
+    double *berr = (double *)malloc(sizeof *berr * (size_t)nb);
+    if (!xc || !out || !q || !berr) {
+        free(xc), free(out), free(q), free(berr);
+        return lb_err_set(err, LB_ERR_NOMEM, "out of memory");
+    }
+    for (int64_t r = 0; r < rows; r++) {
+        float *wr = w + r * d;
+        for (int i = 0; i < 10; i++) {
+            const float ratio = 1.0f - (float)i / 20.0f;
+            for (int64_t g = 0; g < nb; g++) clamp_block(wr + g * QK_K, QK_K, awq_offset(t), ratio, xc + g * QK_K);
+            for (int64_t g = 0; g < nb; g++)
+                encode_one(&sp, enc == LB_ENCODER_REF, xc + g * QK_K, imatrix ? imatrix + g * QK_K : NULL, q + (size_t)g * sp.block_bytes);
+            for (int64_t g = 0; g < nb; g++)
+                score_block(&sp, H, d, g, wr, xc, q + (size_t)g * sp.block_bytes, i, berr + g, out, choice ? choice + r * nb + g : NULL);
+        }
+        memcpy(wr, out, sizeof *out * (size_t)d);
+    }
+    free(xc), free(out), free(q), free(berr);
+    return LB_OK;
+}
+
+/*
+ * lb_awq_search's errors for one candidate (algo/awq.c): ws = w * s, encoded by ggml's reference encoder,
+ * decoded, e = w - deq / s, per block as awq.c does per row (the same float operations); the loss e H e^T is
+ * the caller's GEMM.
+ */
+__global__ void k_awq_cand_error(int fmt, const float *w, const float *s, int64_t rows, int64_t d, float *e) {
+    const int64_t t = (int64_t)blockIdx.x * blockDim.x + threadIdx.x, nb = d / QK_K;
+    if (t >= rows * nb) return;
+    const int64_t g = t % nb;
+    const kb::kq_spec sp = kb::kq_spec_of((kb::kq_fmt)fmt);
+    const float *wb = w + t * QK_K, *sb = s + g * QK_K;
+    float x[QK_K], xq[QK_K];
+    uint8_t blk[256];
+    for (int k = 0; k < QK_K; k++) x[k] = wb[k] * sb[k];
+    kb::kq_quantize_ref(&sp, x, blk, NULL);
+    kb::kq_to_float(&sp, blk, xq);
+    for (int k = 0; k < QK_K; k++) e[t * QK_K + k] = wb[k] - xq[k] / sb[k];
+}
+
+cudaError_t cu_awq_cand_error(lb_type t, const float *dw, const float *ds, int64_t rows, int64_t d, float *de, cudaStream_t st) {
+    const int fmt = kq_fmt_of(t);
+    if (fmt < 0 || d % QK_K) return cudaErrorInvalidValue;
+    const int64_t n = rows * (d / QK_K);
+    k_awq_cand_error<<<(unsigned)((n + 63) / 64), 64, 0, st>>>(fmt, dw, ds, rows, d, de);
+    return cudaGetLastError();
+}

@@ -25,6 +25,15 @@ size_t cu_kq_block_bytes(lb_type t);
 cudaError_t cu_gptq_columns(lb_type type, uint8_t *out, size_t row_bytes, float *T, const float *U, int64_t rows, int64_t n,
                             int64_t i1, int64_t i2, float *E, int64_t lde, float *P, double *loss, cudaStream_t st);
 
+/* AWQ on the device (kq_encode.cu; device pointers, stream st, k-quant type t, d a multiple of 256): the clip
+ * search of lb_awq_clip for w (rows, d) with H (d, d) double and the encoder's importance weights im (d or NULL;
+ * ref: ggml's reference encoder), the chosen clamps into out (rows, d) and the choices into ch (rows, d / 256;
+ * may be NULL); scratch xc (rows, d), q (rows, d / 256 blocks), berr (rows * d / 256). And one candidate of
+ * lb_awq_search: e = w - Q(w * s) / s (rows, d) with ggml's reference encoder. */
+cudaError_t cu_awq_clip(lb_type t, bool ref, const float *dw, int64_t rows, int64_t d, const double *dH, const float *dim, float *dout,
+                        uint8_t *dch, float *dxc, uint8_t *dq, double *dberr, cudaStream_t st);
+cudaError_t cu_awq_cand_error(lb_type t, const float *dw, const float *ds, int64_t rows, int64_t d, float *de, cudaStream_t st);
+
 /* gptq_sweep.cu: one sweep of the coordinate descent over a's rows (cuda/gptq.h's lb_cd_rows, device
  * pointers), a warp per row */
 struct lb_cd_rows;

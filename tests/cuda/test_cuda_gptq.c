@@ -23,11 +23,14 @@
  *   and the descent's steps on CPU threads.
  * - lb_gptq_ref_target with H and (D C)^T kept on the GPU (the table's ref_factor / ref_apply) against the
  *   CPU: relative difference below 1e-4, as through the table's inv_upper / matmul.
+ * - AWQ on the GPU (the table's awq_clip / awq_search): the clip search's clamps and choices exactly the CPU's;
+ *   the scale search's loss within 1e-4 of the CPU's.
  * - lb_quantize_model on tiny with --device cuda: GPTQ's algebra on the GPU against the CPU threads
  *   (LB_GPTQ_GPU=0), the same GPU statistics: KL divergence not above the CPU solver's by more than 3 % (the
  *   issue's 2 % is for 65,536 tokens; see check_quantizer), below RTN's, no fallback; two GPU runs give the
  *   same bytes.
  */
+#include "algo/awq.h"
 #include "algo/encoders.h"
 #include "algo/gptq.h"
 #include "linalg/linalg.h"
@@ -416,6 +419,46 @@ static void check_ref_target(lb_gptq_ops *g, lb_pool *pool) {
     free(H), free(C), free(Cc), free(W);
 }
 
+/* ---------------------------------------------------------------- AWQ ------------------------------------- */
+
+/* AWQ's clip search on the GPU: lb_awq_clip's clamps and choices exactly (the same float and double operations
+ * per block); its scale search: the candidate the CPU picks, or one whose loss is within 1e-4 of it (the loss's
+ * F32 products sum in cuBLAS's order), and a loss within 1e-4 of the CPU's */
+static void check_awq(lb_gptq_ops *g, lb_pool *pool) {
+    const lb_type types[] = {LB_TYPE_Q4_K, LB_TYPE_Q6_K, LB_TYPE_Q3_K};
+    const int64_t rows = 97, d = 1024;
+    double *H = malloc(sizeof *H * (size_t)(d * d));
+    float *w0 = malloc(sizeof *w0 * (size_t)(rows * d)), *wc = malloc(sizeof *wc * (size_t)(rows * d)),
+          *wg = malloc(sizeof *wg * (size_t)(rows * d)), *im = malloc(sizeof *im * (size_t)d), *ma = malloc(sizeof *ma * (size_t)d);
+    uint8_t *cc = malloc((size_t)(rows * d / 256)), *cg = malloc((size_t)(rows * d / 256));
+    random_spd(H, d, 2 * d, 0);
+    for (int64_t i = 0; i < rows * d; i++) w0[i] = (float)(0.02 * nrand() * (i % 29 == 7 ? 8 : 1));
+    for (int64_t j = 0; j < d; j++) im[j] = (float)H[j * d + j], ma[j] = (float)sqrt(H[j * d + j]) * (j % 11 == 0 ? 4.0f : 1.0f);
+    lb_error e;
+    for (int t = 0; t < 3; t++) {
+        memcpy(wc, w0, sizeof *wc * (size_t)(rows * d));
+        memcpy(wg, w0, sizeof *wg * (size_t)(rows * d));
+        REQUIRE(lb_awq_clip(pool, wc, rows, d, H, types[t], LB_ENCODER_DEFAULT, im, cc, &e) == LB_OK, "%s", e.msg);
+        REQUIRE(g->awq_clip(g->user, wg, rows, d, H, types[t], LB_ENCODER_DEFAULT, im, cg, &e) == LB_OK, "%s", e.msg);
+        CHECK(!memcmp(wc, wg, sizeof *wc * (size_t)(rows * d)) && !memcmp(cc, cg, (size_t)(rows * d / 256)),
+              "AWQ clip %s: the GPU's clamps or choices differ from the CPU's", lb_type_name(types[t]));
+        /* the scale search over one matrix */
+        awq_group grp = {1, {w0}, {rows}, {types[t]}};
+        float *sc = malloc(sizeof *sc * (size_t)d), *cands = malloc(sizeof *cands * (size_t)(d * (LB_AWQ_GRID + 1)));
+        double lc, lg;
+        int best = -1;
+        REQUIRE(lb_awq_search(pool, &grp, d, H, ma, sc, &lc, &e) == LB_OK, "%s", e.msg);
+        for (int a = 0; a <= LB_AWQ_GRID; a++) lb_awq_scales(ma, d, a, cands + (size_t)a * (size_t)d);
+        REQUIRE(g->awq_search(g->user, 1, grp.w, grp.rows, grp.type, d, H, cands, LB_AWQ_GRID + 1, &best, &lg, &e) == LB_OK, "%s", e.msg);
+        const bool same = best >= 0 && !memcmp(sc, cands + (size_t)best * (size_t)d, sizeof *sc * (size_t)d);
+        printf("AWQ %s %lld x %lld: clip the CPU's bytes; search loss cpu %.6g, gpu %.6g (%+.2e), same candidate %d\n",
+               lb_type_name(types[t]), (long long)rows, (long long)d, lc, lg, lg / lc - 1, same);
+        CHECK(best >= 0 && fabs(lg / lc - 1) < 1e-4, "AWQ search %s: loss %.9g against the CPU's %.9g", lb_type_name(types[t]), lg, lc);
+        free(sc), free(cands);
+    }
+    free(H), free(w0), free(wc), free(wg), free(im), free(ma), free(cc), free(cg);
+}
+
 /* ---------------------------------------------------------------- the quantizer --------------------------- */
 
 /* quantize_tiny with GPTQ's solver on CPU threads (LB_GPTQ_GPU=0) or on the GPU */
@@ -468,6 +511,7 @@ int main(void) {
     check_products(g);
     check_encode(g);
     check_ref_target(g, pool);
+    check_awq(g, pool);
     check_gptq(g, pool);
     lb_gptq_ops_cuda_free(g);
     lb_pool_free(pool);
