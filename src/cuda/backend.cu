@@ -322,6 +322,11 @@ static lb_status alloc_state(lb_cuda_ctx *g, lb_error *err) {
         g->pin_tok = (int32_t *)(g->pin_pos + 1);
         g->pin_logits = (float *)((uintptr_t)(g->pin_tok + B + 16) & ~(uintptr_t)15);
     }
+    if (s == LB_OK && cu_attention_flash_ok((int)h->n_head, (int)h->n_head_kv, (int)D) && cu_attention_flash_prepare((int)D) != cudaSuccess) {
+        cudaGetLastError();
+        s = lb_err_set(err, LB_ERR_DEVICE, "CUDA: the flash attention kernel's shared memory (head size %lld) is not available",
+                       (long long)D);
+    }
     if (s == LB_OK && cu_attention_prepare((int)h->n_head, (int)h->n_head_kv, (int)D, C) != cudaSuccess) {
         cudaGetLastError();
         s = lb_err_set(err, LB_ERR_UNSUPPORTED, "CUDA: a %lld-token context does not fit the attention kernel's shared memory",
@@ -465,7 +470,10 @@ static lb_status layer_forward(lb_cuda_ctx *g, const dlayer *l, int64_t il, int6
     const size_t lo = (size_t)((g->layerwise ? 0 : il) * g->n_ctx * kvd);
     cu_rope_kv(g->q, g->k, g->v, (int)T, (int)H, (int)KV, (int)D, g->cs, g->sn, g->pos_d, g->m->rope_interleaved, g->kc + lo,
                g->vc + lo);
-    cu_attention(g->q, g->kc + lo, g->vc + lo, g->att, (int)T, (int)H, (int)KV, (int)D, g->pos_d, max_n);
+    if (T > LB_CUDA_MV_MAX && cu_attention_flash_ok((int)H, (int)KV, (int)D))
+        cu_attention_flash(g->q, g->kc + lo, g->vc + lo, g->att, (int)T, (int)H, (int)KV, (int)D, g->pos_d);
+    else
+        cu_attention(g->q, g->kc + lo, g->vc + lo, g->att, (int)T, (int)H, (int)KV, (int)D, g->pos_d, max_n);
     CK(cudaGetLastError(), "in attention");
     OBSERVE(LB_OBS_ATTN_OUT_IN, g->att, qd);
     TRY(mm(&g->ws, g->att, T, &l->wo, g->tmp, E, -1, false, err));
