@@ -4,6 +4,7 @@
  */
 #include "calib.h"
 #include "cuda.h"
+#include "comm.h"
 #include "gptq.h"
 
 #include <stdlib.h>
@@ -116,6 +117,16 @@ lb_status lb_cuda_gptq_matmul(lb_cuda_gptq *g, const float *x, int64_t rows, con
 }
 size_t lb_cuda_gptq_peak_bytes(const lb_cuda_gptq *g) { return 0; }
 bool lb_cuda_kq_encodes(lb_type t, lb_encoder enc) { return false; }
+lb_status lb_cuda_comm_new(const int *devices, int n, lb_cuda_comm **out, lb_error *err) {
+    *out = NULL;
+    return no_cuda(err);
+}
+void lb_cuda_comm_free(lb_cuda_comm *c) {}
+int lb_cuda_comm_size(const lb_cuda_comm *c) { return 0; }
+int lb_cuda_comm_nccl_version(void) { return 0; }
+lb_status lb_cuda_comm_allreduce_f64(lb_cuda_comm *c, double *const *buf, size_t n, lb_error *err) { return no_cuda(err); }
+lb_status lb_cuda_comm_allreduce_host_f64(lb_cuda_comm *c, double *const *host, size_t n, lb_error *err) { return no_cuda(err); }
+int lb_cuda_device_count(void) { return 0; }
 lb_status lb_cuda_gptq_cd(lb_cuda_gptq *g, lb_type t, const float *W, float *Q, uint8_t *out, size_t row_bytes, float *G, int64_t rows,
                           int64_t n, int sweeps, bool scales, const float *Ht, lb_error *err) {
     return no_cuda(err);
