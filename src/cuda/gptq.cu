@@ -286,6 +286,13 @@ __global__ void k_check_pivots(const double *L, const double *A, int64_t n, doub
     if (!(p > LB_CHOL_REL_EPS * a && isfinite(p))) *flag = 1;
 }
 
+/* U (row-major, F32) = J Linv J as k_unreverse_upper places it, straight into F32 (the reference target) */
+__global__ void k_unreverse_upper_f32(float *U, const double *Linv, int64_t n) {
+    const int64_t j = (int64_t)blockIdx.x * blockDim.x + threadIdx.x;
+    if (j >= n) return;
+    for (int64_t i = blockIdx.y; i < n; i += gridDim.y) U[i * n + j] = j >= i ? (float)Linv[(n - 1 - i) + (n - 1 - j) * n] : 0.0f;
+}
+
 /* A (row-major) = U = J Linv J: U[i][j] = Linv[n-1-i + (n-1-j) n] for j >= i, 0 below the diagonal */
 __global__ void k_unreverse_upper(double *A, const double *Linv, int64_t n) {
     const int64_t j = (int64_t)blockIdx.x * blockDim.x + threadIdx.x;
@@ -293,11 +300,11 @@ __global__ void k_unreverse_upper(double *A, const double *Linv, int64_t n) {
     for (int64_t i = blockIdx.y; i < n; i += gridDim.y) A[i * n + j] = j >= i ? Linv[(n - 1 - i) + (n - 1 - j) * n] : 0.0;
 }
 
-extern "C" lb_status lb_cuda_gptq_inv_upper(lb_cuda_gptq *g, double *A, int64_t n, bool *ok, lb_error *err) {
+/* The upper factor U of (A + lam I)^-1 from A (n x n, in g->A, left as it is): J (A + lam I) J reversed into
+ * B, Dpotrf, the pivot check against the damped diagonal, Xtrtri, U placed row-major into g->A in double
+ * (u32 NULL) or into u32 in F32. *ok false (and nothing placed) when A + lam I is not positive definite. */
+static lb_status factor(lb_cuda_gptq *g, int64_t n, double lam, float *u32, bool *ok, lb_error *err) {
     *ok = false;
-    if (n > g->cap_n) return lb_err_set(err, LB_ERR_ARG, "gptq (cuda): %lld columns beyond the reservation", (long long)n);
-    if (use(g, err) != LB_OK) return LB_ERR_DEVICE;
-    const size_t nn = (size_t)n * (size_t)n;
     const dim3 grid((unsigned)((n + 255) / 256), (unsigned)(n < 65535 ? n : 65535)); /* y: rows, strided */
     int info[2] = {0, 0};
     int lw = 0; /* the workspaces for this n (reserve sized them for the largest) */
@@ -307,16 +314,14 @@ extern "C" lb_status lb_cuda_gptq_inv_upper(lb_cuda_gptq *g, double *A, int64_t 
         "sizing the triangular inverse's workspace");
     if ((size_t)lw * sizeof(double) > g->work_bytes || dbytes > g->work_bytes || hbytes > g->hwork_bytes)
         return lb_err_set(err, LB_ERR_DEVICE, "cuSOLVER: the workspace for %lld columns exceeds the reserved one", (long long)n);
-    CK(cudaMemcpyAsync(g->A, A, nn * sizeof(double), cudaMemcpyHostToDevice, g->st), "uploading H");
-    k_reverse_lower<<<grid, 256, 0, g->st>>>(g->B, g->A, n, 0.0);
+    k_reverse_lower<<<grid, 256, 0, g->st>>>(g->B, g->A, n, lam);
     CK(cudaGetLastError(), "reversing H");
-    CKS(cs.potrf(g->solver, CUBLAS_FILL_MODE_LOWER, (int)n, g->B, (int)n, (double *)g->work, lw, g->info),
-        "in Dpotrf");
+    CKS(cs.potrf(g->solver, CUBLAS_FILL_MODE_LOWER, (int)n, g->B, (int)n, (double *)g->work, lw, g->info), "in Dpotrf");
     CK(cudaMemcpyAsync(&info[0], g->info, sizeof(int), cudaMemcpyDeviceToHost, g->st), "reading Dpotrf's status");
     CK(cudaStreamSynchronize(g->st), "factoring H");
     if (info[0] != 0) return LB_OK; /* a non-positive pivot: not positive definite */
     CK(cudaMemsetAsync(g->info + 1, 0, sizeof(int), g->st), "clearing a flag");
-    k_check_pivots<<<(unsigned)((n + 255) / 256), 256, 0, g->st>>>(g->B, g->A, n, 0.0, g->info + 1);
+    k_check_pivots<<<(unsigned)((n + 255) / 256), 256, 0, g->st>>>(g->B, g->A, n, lam, g->info + 1);
     CK(cudaGetLastError(), "checking the pivots");
     CK(cudaMemcpyAsync(&info[1], g->info + 1, sizeof(int), cudaMemcpyDeviceToHost, g->st), "reading the pivot check");
     CK(cudaStreamSynchronize(g->st), "checking the pivots");
@@ -324,14 +329,26 @@ extern "C" lb_status lb_cuda_gptq_inv_upper(lb_cuda_gptq *g, double *A, int64_t 
     CKS(cs.trtri(g->solver, CUBLAS_FILL_MODE_LOWER, CUBLAS_DIAG_NON_UNIT, n, CUDA_R_64F, g->B, n, g->work, dbytes, g->hwork, hbytes,
                  g->info),
         "in Xtrtri");
-    k_unreverse_upper<<<grid, 256, 0, g->st>>>(g->A, g->B, n);
+    if (u32) k_unreverse_upper_f32<<<grid, 256, 0, g->st>>>(u32, g->B, n);
+    else k_unreverse_upper<<<grid, 256, 0, g->st>>>(g->A, g->B, n);
     CK(cudaGetLastError(), "placing the inverse factor");
     CK(cudaMemcpyAsync(&info[0], g->info, sizeof(int), cudaMemcpyDeviceToHost, g->st), "reading Xtrtri's status");
     CK(cudaStreamSynchronize(g->st), "inverting the factor");
     if (info[0] != 0) return lb_err_set(err, LB_ERR_DEVICE, "cuSOLVER Xtrtri: singular factor (info %d)", info[0]);
+    *ok = true;
+    return LB_OK;
+}
+
+extern "C" lb_status lb_cuda_gptq_inv_upper(lb_cuda_gptq *g, double *A, int64_t n, bool *ok, lb_error *err) {
+    *ok = false;
+    if (n > g->cap_n) return lb_err_set(err, LB_ERR_ARG, "gptq (cuda): %lld columns beyond the reservation", (long long)n);
+    if (use(g, err) != LB_OK) return LB_ERR_DEVICE;
+    const size_t nn = (size_t)n * (size_t)n;
+    CK(cudaMemcpyAsync(g->A, A, nn * sizeof(double), cudaMemcpyHostToDevice, g->st), "uploading H");
+    lb_status s = factor(g, n, 0.0, NULL, ok, err);
+    if (s != LB_OK || !*ok) return s;
     CK(cudaMemcpy(A, g->A, nn * sizeof(double), cudaMemcpyDeviceToHost), "reading the inverse factor");
     note_peak(g);
-    *ok = true;
     return LB_OK;
 }
 
@@ -572,13 +589,6 @@ extern "C" lb_status lb_cuda_gptq_cd(lb_cuda_gptq *g, lb_type t, const float *W,
 
 /* ---------------------------------------------------------------- the reference target ---------------------- */
 
-/* U (row-major, F32) = J Linv J as k_unreverse_upper places it, straight into F32 */
-__global__ void k_unreverse_upper_f32(float *U, const double *Linv, int64_t n) {
-    const int64_t j = (int64_t)blockIdx.x * blockDim.x + threadIdx.x;
-    if (j >= n) return;
-    for (int64_t i = blockIdx.y; i < n; i += gridDim.y) U[i * n + j] = j >= i ? (float)Linv[(n - 1 - i) + (n - 1 - j) * n] : 0.0f;
-}
-
 __global__ void k_add_scaled(float *w, const float *m, float lam, size_t n) {
     const size_t i = (size_t)blockIdx.x * blockDim.x + threadIdx.x;
     if (i < n) w[i] = m[i] + lam * w[i];
@@ -591,38 +601,10 @@ extern "C" lb_status lb_cuda_gptq_ref_factor(lb_cuda_gptq *g, const double *H, i
     *ok = false;
     if (n > g->cap_n) return lb_err_set(err, LB_ERR_ARG, "gptq (cuda): %lld columns beyond the reservation", (long long)n);
     if (use(g, err) != LB_OK) return LB_ERR_DEVICE;
-    const dim3 grid((unsigned)((n + 255) / 256), (unsigned)(n < 65535 ? n : 65535));
-    int info[2] = {0, 0}, lw = 0;
-    size_t dbytes = 0, hbytes = 0;
-    CKS(cs.potrf_size(g->solver, CUBLAS_FILL_MODE_LOWER, (int)n, g->B, (int)n, &lw), "sizing the Cholesky workspace");
-    CKS(cs.trtri_size(g->solver, CUBLAS_FILL_MODE_LOWER, CUBLAS_DIAG_NON_UNIT, n, CUDA_R_64F, g->B, n, &dbytes, &hbytes),
-        "sizing the triangular inverse's workspace");
-    if ((size_t)lw * sizeof(double) > g->work_bytes || dbytes > g->work_bytes || hbytes > g->hwork_bytes)
-        return lb_err_set(err, LB_ERR_DEVICE, "cuSOLVER: the workspace for %lld columns exceeds the reserved one", (long long)n);
     if (upload) CK(cudaMemcpyAsync(g->A, H, (size_t)n * (size_t)n * sizeof(double), cudaMemcpyHostToDevice, g->st), "uploading H");
-    k_reverse_lower<<<grid, 256, 0, g->st>>>(g->B, g->A, n, lam);
-    CK(cudaGetLastError(), "reversing H");
-    CKS(cs.potrf(g->solver, CUBLAS_FILL_MODE_LOWER, (int)n, g->B, (int)n, (double *)g->work, lw, g->info), "in Dpotrf");
-    CK(cudaMemcpyAsync(&info[0], g->info, sizeof(int), cudaMemcpyDeviceToHost, g->st), "reading Dpotrf's status");
-    CK(cudaStreamSynchronize(g->st), "factoring H");
-    if (info[0] != 0) return LB_OK;
-    CK(cudaMemsetAsync(g->info + 1, 0, sizeof(int), g->st), "clearing a flag");
-    k_check_pivots<<<(unsigned)((n + 255) / 256), 256, 0, g->st>>>(g->B, g->A, n, lam, g->info + 1);
-    CK(cudaGetLastError(), "checking the pivots");
-    CK(cudaMemcpyAsync(&info[1], g->info + 1, sizeof(int), cudaMemcpyDeviceToHost, g->st), "reading the pivot check");
-    CK(cudaStreamSynchronize(g->st), "checking the pivots");
-    if (info[1] != 0) return LB_OK;
-    CKS(cs.trtri(g->solver, CUBLAS_FILL_MODE_LOWER, CUBLAS_DIAG_NON_UNIT, n, CUDA_R_64F, g->B, n, g->work, dbytes, g->hwork, hbytes,
-                 g->info),
-        "in Xtrtri");
-    k_unreverse_upper_f32<<<grid, 256, 0, g->st>>>(g->U, g->B, n);
-    CK(cudaGetLastError(), "placing the inverse factor");
-    CK(cudaMemcpyAsync(&info[0], g->info, sizeof(int), cudaMemcpyDeviceToHost, g->st), "reading Xtrtri's status");
-    CK(cudaStreamSynchronize(g->st), "inverting the factor");
-    if (info[0] != 0) return lb_err_set(err, LB_ERR_DEVICE, "cuSOLVER Xtrtri: singular factor (info %d)", info[0]);
-    note_peak(g);
-    *ok = true;
-    return LB_OK;
+    lb_status s = factor(g, n, lam, g->U, ok, err);
+    if (s == LB_OK && *ok) note_peak(g);
+    return s;
 }
 
 /* W = (W DC + lam W) U^T U with ref_factor's U: the three products of lb_gptq_ref_target in T and E */

@@ -15,17 +15,12 @@
 #include "quant/grid.h"
 #include "quant/quant.h"
 #include "test.h"
+#include "test_rand.h"
 
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
 
-static uint64_t rng = 0xD1B54A32D192ED03ULL;
-static double urand(void) {
-    rng ^= rng << 13, rng ^= rng >> 7, rng ^= rng << 17;
-    return (double)(rng >> 11) / 9007199254740992.0;
-}
-static double nrand(void) { return sqrt(-2.0 * log(urand() + 1e-300)) * cos(6.283185307179586 * urand()); }
 
 typedef struct host_dev {
     const float *U, *Hf;
@@ -92,6 +87,7 @@ static lb_status h_cd(void *u, lb_type t, const float *W, float *Q, uint8_t *out
 }
 
 int main(void) {
+    test_rng = 0xD1B54A32D192ED03ULL;
     const lb_type types[] = {LB_TYPE_Q2_K, LB_TYPE_Q3_K, LB_TYPE_Q4_K, LB_TYPE_Q5_K, LB_TYPE_Q6_K};
     const int64_t rows = 29, d = 768, toks = 3 * 768;
     double *H0 = malloc(sizeof *H0 * (size_t)(d * d)), *H = malloc(sizeof *H * (size_t)(d * d));

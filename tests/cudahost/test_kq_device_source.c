@@ -11,19 +11,15 @@
 #include "cuda/gptq.h"
 #include "quant/quant.h"
 #include "test.h"
+#include "test_rand.h"
 
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
 
-static uint64_t rng = 0x9E3779B97F4A7C15ULL;
-static double urand(void) {
-    rng ^= rng << 13, rng ^= rng >> 7, rng ^= rng << 17;
-    return (double)(rng >> 11) / 9007199254740992.0;
-}
-static double nrand(void) { return sqrt(-2.0 * log(urand() + 1e-300)) * cos(6.283185307179586 * urand()); }
 
 int main(void) {
+    test_rng = 0x9E3779B97F4A7C15ULL;
     const lb_type types[] = {LB_TYPE_Q2_K, LB_TYPE_Q3_K, LB_TYPE_Q4_K, LB_TYPE_Q5_K, LB_TYPE_Q6_K};
     const int64_t rows = 36, cols = 1024;
     float *x = malloc(sizeof *x * (size_t)(rows * cols)), *imp = malloc(sizeof *imp * (size_t)cols);
