@@ -26,7 +26,8 @@ static void usage(FILE *f) {
           "  --method M                 rtn (default), imatrix, gptq, awq, awq+gptq; all but rtn need --calib\n"
           "  --calib FILE               calibration text (UTF-8); never evaluate on it\n"
           "  --device D                 cpu (default), cuda or cuda:N: where calibration runs the model, sums\n"
-          "                             statistics and solves GPTQ's algebra (AWQ's search stays on CPU threads)\n"
+          "                             statistics and solves GPTQ's algebra (AWQ's search stays on CPU threads);\n"
+          "                             cuda:N,M,... or cuda:all spread the statistics over several GPUs (NCCL)\n"
           "  --calib-tokens N           calibration tokens, as N / 512 windows (default 65536)\n"
           "  --seed S                   which calibration windows (default 1)\n"
           "  --damp F                   GPTQ damping, fraction of mean(diag H) (default 0.01, and 0.3 for a\n"
@@ -143,7 +144,11 @@ static int parse(int argc, char **argv, qopts *o) {
             o->p.imatrix = v;
             i++;
         } else if (!strcmp(a, "--device") && v) {
-            if (!cli_device(v, &o->p.device)) return 1;
+            lb_error de;
+            if (lb_device_set_parse(v, &o->p.device, &o->p.n_devices, o->p.devices, &de) != LB_OK) {
+                cli_fail("--device: %s", de.msg);
+                return 1;
+            }
             i++;
         } else if ((!strcmp(a, "-t") || !strcmp(a, "--threads")) && v) {
             int64_t n;

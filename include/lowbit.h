@@ -325,6 +325,12 @@ typedef struct lb_device {
 /* Parse "cpu", "cuda" (device 0) or "cuda:N". Only the spelling is checked here: whether the device
  * exists is known when a context is created on it (LB_ERR_DEVICE, with the reason). */
 lb_status lb_device_parse(const char *s, lb_device *out, lb_error *err);
+
+#define LB_MAX_DEVICES 16
+/* lb_device_parse's spellings and, for a calibration spread over several GPUs, a set "cuda:N,M,..."
+ * (distinct, at most LB_MAX_DEVICES) or "cuda:all": *out is the one device or the set's first; *n_devices
+ * 0 for one device, the set's size with devices[] filled, or -1 for every visible GPU. */
+lb_status lb_device_set_parse(const char *s, lb_device *out, int *n_devices, int devices[LB_MAX_DEVICES], lb_error *err);
 /* 1 when this library was built with the CUDA backend, else 0. Says nothing about a GPU being present. */
 int lb_cuda_compiled(void);
 
@@ -510,8 +516,12 @@ typedef struct lb_quantize_params {
     int allow_nonfinite;      /* quantize NaN/Inf weights as they come; by default the first one is an error naming
                                  the tensor and the element */
     lb_device device;         /* where the calibrated methods run the model and sum their statistics (zero = CPU;
-                                 on a CUDA device LB_ERR_DEVICE before any work when it cannot be used). GPTQ's
-                                 and AWQ's solvers and the encoders run on CPU threads either way. */
+                                 on a CUDA device LB_ERR_DEVICE before any work when it cannot be used) and GPTQ's
+                                 algebra runs */
+    int n_devices;            /* with a CUDA device: 0 for it alone, else the calibration's statistics data
+                                 parallel over devices[0..n_devices) (-1: every visible GPU; lb_device_set_parse),
+                                 the solver on the first */
+    int devices[LB_MAX_DEVICES];
 } lb_quantize_params;
 
 lb_quantize_params lb_quantize_default_params(void);
@@ -594,6 +604,9 @@ typedef struct lb_calib_params {
     lb_progress_fn progress;
     void *progress_user;
     lb_device device;   /* where the model runs for lb_imatrix_compute (zero = CPU) */
+    int n_devices;      /* calibrated quantize on a CUDA device: 0 for it alone, else the statistics data parallel
+                           over devices[0..n_devices) (-1: every visible GPU) */
+    int devices[LB_MAX_DEVICES];
 } lb_calib_params;
 
 lb_calib_params lb_calib_default_params(void);

@@ -24,7 +24,7 @@
  */
 #include "calib.h"
 
-#include "../cuda/calib.h"
+#include "calib_gpus.h"
 #include "../quant/matmul.h"
 #include "../quant/mm_tile.h"
 
@@ -63,7 +63,7 @@ struct lb_calib {
     const lb_layer *stage_ref; /* GPTQ's stages on a GPU: the reference layer, for the advance */
     lb_status st;
     lb_error *err;
-    lb_cuda_calib *gpu;    /* the streams and sums on a CUDA device (then x, xr, ctx, pool are unused) */
+    lb_calib_gpus *gpu;    /* the streams and sums on a CUDA device or a set (then x, xr, ctx, pool are unused) */
     int device;            /* its index */
     lb_gptq_ops *gptq_ops; /* GPTQ's algebra on that device, made at first use (NULL: not yet, or the CPU) */
     bool gptq_ops_tried;
@@ -267,8 +267,8 @@ static lb_status fill_streams(lb_calib *c, const lb_weight *embd, const lb_weigh
             lb_weight_row_f32(embd, id, x + t * E);
             if (embd_ref) lb_weight_row_f32(embd_ref, id, xr + t * E);
         }
-        if (s == LB_OK && c->gpu) s = lb_cuda_calib_upload(c->gpu, 0, w * win, x, win, err);
-        if (s == LB_OK && c->gpu && embd_ref) s = lb_cuda_calib_upload(c->gpu, 1, w * win, xr, win, err);
+        if (s == LB_OK && c->gpu) s = lb_calib_gpus_upload(c->gpu, 0, w * win, x, win, err);
+        if (s == LB_OK && c->gpu && embd_ref) s = lb_calib_gpus_upload(c->gpu, 1, w * win, xr, win, err);
     }
     free(stage);
     return s;
@@ -311,7 +311,7 @@ lb_status lb_calib_new(const lb_model *m, const lb_weight *embd, const lb_weight
     }
     if (!ok) s = lb_err_set(err, LB_ERR_NOMEM, "out of memory for the calibration statistics");
     else if (p->device.kind == LB_DEVICE_CUDA)
-        s = lb_cuda_calib_new(m, p->device.index, nw, p->ctx, embd_ref != NULL, dmax, &c->gpu, err);
+        s = lb_calib_gpus_new(m, p->device.index, p->n_devices, p->devices, nw, p->ctx, embd_ref != NULL, dmax, &c->gpu, err);
     else s = cpu_init(c, dmax, embd_ref != NULL, p, err);
     if (s == LB_OK) s = fill_streams(c, embd, embd_ref, tokens, starts, err);
     c->seconds = lb_time_sec() - t0;
@@ -328,7 +328,7 @@ lb_status lb_calib_new(const lb_model *m, const lb_weight *embd, const lb_weight
 void lb_calib_free(lb_calib *c) {
     if (!c) return;
     lb_gptq_ops_cuda_free(c->gptq_ops);
-    lb_cuda_calib_free(c->gpu);
+    lb_calib_gpus_free(c->gpu);
     lb_context_free(c->ctx);
     lb_pool_free(c->pool);
     free(c->h);
@@ -383,7 +383,7 @@ static lb_status layer_stats_run(lb_calib *c, const lb_layer *l, const lb_layer 
     lb_status s0 = reset_stats(c, pt, err);
     if (s0 != LB_OK) return s0;
     if (c->gpu) {
-        lb_status s = lb_cuda_calib_stats(c->gpu, l, c->has_ref ? ref : NULL, il, pt, c->h, c->cx, c->abs_sum, err);
+        lb_status s = lb_calib_gpus_stats(c->gpu, l, c->has_ref ? ref : NULL, il, pt, c->h, c->cx, c->abs_sum, err);
         c->tokens = c->n_win * c->win;
         finish_stats(c);
         return s;
@@ -396,7 +396,7 @@ static lb_status layer_stats_run(lb_calib *c, const lb_layer *l, const lb_layer 
 }
 
 static lb_status layer_advance_run(lb_calib *c, const lb_layer *l, const lb_layer *ref, int64_t il, lb_error *err) {
-    if (c->gpu) return lb_cuda_calib_advance(c->gpu, l, c->has_ref ? ref : NULL, il, err);
+    if (c->gpu) return lb_calib_gpus_advance(c->gpu, l, c->has_ref ? ref : NULL, il, err);
     lb_context_set_observer(c->ctx, NULL, NULL);
     lb_status s = advance_windows(c, c->x, l, il, err);
     if (s == LB_OK && c->xr) s = advance_windows(c, c->xr, ref, il, err);
@@ -493,7 +493,7 @@ static lb_status output_stats_run(lb_calib *c, const float *out_norm, lb_error *
     lb_status s0 = reset_stats(c, LB_OBS_OUTPUT_IN, err);
     if (s0 != LB_OK) return s0;
     if (c->gpu) {
-        lb_status s = lb_cuda_calib_output_stats(c->gpu, out_norm, c->h, c->cx, c->abs_sum, err);
+        lb_status s = lb_calib_gpus_output_stats(c->gpu, out_norm, c->h, c->cx, c->abs_sum, err);
         c->tokens = c->n_win * c->win;
         finish_stats(c);
         return s;
@@ -532,7 +532,7 @@ const double *lb_calib_cross(const lb_calib *c, lb_obs_point pt) { return (int)p
 const float *lb_calib_mean_abs(const lb_calib *c, lb_obs_point pt) { return (int)pt == c->pt ? c->mean_abs : NULL; }
 int64_t lb_calib_tokens(const lb_calib *c) { return c->tokens; }
 size_t lb_calib_gpu_peak(const lb_calib *c) {
-    const size_t a = lb_cuda_calib_peak_bytes(c->gpu), b = lb_gptq_ops_cuda_peak(c->gptq_ops);
+    const size_t a = lb_calib_gpus_peak(c->gpu), b = lb_gptq_ops_cuda_peak(c->gptq_ops);
     return a > b ? a : b;
 }
 
@@ -603,4 +603,4 @@ lb_status lb_calib_output_stats(lb_calib *c, const float *out_norm, lb_error *er
 
 double lb_calib_seconds(const lb_calib *c) { return c->seconds; }
 
-void lb_calib_gpu_phase_seconds(const lb_calib *c, double out[3]) { lb_cuda_calib_phase_seconds(c ? c->gpu : NULL, out); }
+void lb_calib_gpu_phase_seconds(const lb_calib *c, double out[3]) { lb_calib_gpus_phase_seconds(c ? c->gpu : NULL, out); }

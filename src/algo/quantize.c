@@ -476,6 +476,8 @@ static lb_status write_tensor(run *R, int64_t i, lb_error *err) {
         cp.seed = R->p->calib_seed ? R->p->calib_seed : 1;
         cp.n_threads = lb_pool_size(R->pool);
         cp.device = R->p->device;
+        cp.n_devices = R->p->n_devices;
+        memcpy(cp.devices, R->p->devices, sizeof cp.devices);
         lb_weight embd = {t->type, R->out, t->ne[1], t->ne[0]};
         const bool ref = !R->p->gptq_own_target && (R->p->method == LB_METHOD_GPTQ || R->p->method == LB_METHOD_AWQ_GPTQ);
         const double t0 = lb_time_sec();
@@ -522,6 +524,9 @@ static lb_status setup(run *R, const char *input, lb_error *err) {
                           lb_method_name(p->method));
     if (p->device.kind == LB_DEVICE_CUDA) { /* fail before any work */
         lb_status sd = lb_cuda_device_check(p->device.index, err);
+        for (int k = 0; sd == LB_OK && k < p->n_devices; k++) sd = lb_cuda_device_check(p->devices[k], err);
+        if (sd == LB_OK && p->n_devices != 0 && p->method == LB_METHOD_RTN)
+            sd = lb_err_set(err, LB_ERR_UNSUPPORTED, "a set of GPUs spreads calibration; round-to-nearest takes one (cuda:N)");
         if (sd != LB_OK) return sd;
         /* the row path's block encoders on the device where its table takes the type (k-quants; opt-in with
          * LB_GPU_ENCODE=1 until run on a GPU); without a table (no cuBLAS, cuSOLVER) they stay on the CPU */

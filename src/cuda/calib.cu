@@ -328,3 +328,7 @@ extern "C" size_t lb_cuda_calib_peak_bytes(const lb_cuda_calib *c) { return c ? 
 extern "C" void lb_cuda_calib_phase_seconds(const lb_cuda_calib *c, double out[3]) {
     for (int k = 0; k < 3; k++) out[k] = c && c->profile ? c->sec[k] : 0;
 }
+
+extern "C" int64_t lb_cuda_calib_point_dim(const lb_cuda_calib *c, lb_obs_point pt) {
+    return pt == LB_OBS_OUTPUT_IN ? c->m->info.n_embd : point_dim(c->m, pt);
+}

@@ -42,6 +42,8 @@ lb_status lb_cuda_calib_advance(lb_cuda_calib *c, const struct lb_layer *l, cons
 /* Statistics of the output head's input, the final norm (out_norm, n_embd) applied to X (and Xr for C). */
 lb_status lb_cuda_calib_output_stats(lb_cuda_calib *c, const float *out_norm, double *h, double *cx, double *abs_sum,
                                      lb_error *err);
+/* The width of point pt's input (the statistics are dim x dim): n_embd for the output head's. */
+int64_t lb_cuda_calib_point_dim(const lb_cuda_calib *c, lb_obs_point pt);
 /* With LB_CALIB_PROFILE=1 in the environment at lb_cuda_calib_new the calls wait for the device at the end of
  * each phase and time it (a profile: the waits cost some overlap): out[0] the forward passes (layer uploads
  * included), out[1] the statistics' products and sums, out[2] the copies of the sums to the host, in

@@ -15,7 +15,7 @@
 extern "C" {
 #endif
 
-#define LB_MAX_RANKS 16
+#define LB_MAX_RANKS LB_MAX_DEVICES
 
 typedef struct lb_cuda_comm lb_cuda_comm;
 

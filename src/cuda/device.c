@@ -32,6 +32,35 @@ lb_status lb_device_parse(const char *s, lb_device *out, lb_error *err) {
     return lb_err_set(err, LB_ERR_ARG, "unknown device '%s' (cpu, cuda or cuda:N)", s);
 }
 
+lb_status lb_device_set_parse(const char *s, lb_device *out, int *n_devices, int devices[LB_MAX_DEVICES], lb_error *err) {
+    if (!s || !out || !n_devices || !devices) return lb_err_set(err, LB_ERR_ARG, "lb_device_set_parse: NULL argument");
+    *n_devices = 0;
+    if (strncmp(s, "cuda:", 5) || (!strchr(s, ',') && strcmp(s + 5, "all"))) return lb_device_parse(s, out, err);
+    lb_device d = {LB_DEVICE_CUDA, 0};
+    if (!strcmp(s + 5, "all")) {
+        *out = d;
+        *n_devices = -1;
+        return LB_OK;
+    }
+    int n = 0;
+    for (const char *p = s + 5;;) {
+        char *end = NULL;
+        long v = strtol(p, &end, 10);
+        if (*p < '0' || *p > '9' || (*end && *end != ',') || v < 0 || v > 1023)
+            return lb_err_set(err, LB_ERR_ARG, "devices '%s': after 'cuda:' numbers 0..1023 separated by commas", s);
+        if (n == LB_MAX_DEVICES) return lb_err_set(err, LB_ERR_ARG, "devices '%s': more than %d", s, LB_MAX_DEVICES);
+        for (int i = 0; i < n; i++)
+            if (devices[i] == (int)v) return lb_err_set(err, LB_ERR_ARG, "devices '%s': cuda:%ld named twice", s, v);
+        devices[n++] = (int)v;
+        if (!*end) break;
+        p = end + 1;
+    }
+    d.index = devices[0];
+    *out = d;
+    *n_devices = n;
+    return LB_OK;
+}
+
 #ifdef LB_HAVE_CUDA
 int lb_cuda_compiled(void) { return 1; }
 #else
@@ -95,6 +124,7 @@ lb_status lb_cuda_calib_output_stats(lb_cuda_calib *c, const float *out_norm, do
 }
 size_t lb_cuda_calib_peak_bytes(const lb_cuda_calib *c) { return 0; }
 void lb_cuda_calib_phase_seconds(const lb_cuda_calib *c, double out[3]) { out[0] = out[1] = out[2] = 0; }
+int64_t lb_cuda_calib_point_dim(const lb_cuda_calib *c, lb_obs_point pt) { return 0; }
 lb_status lb_cuda_gptq_new(int device, lb_cuda_gptq **out, lb_error *err) { return no_cuda(err); }
 void lb_cuda_gptq_free(lb_cuda_gptq *g) {}
 lb_status lb_cuda_gptq_reserve(lb_cuda_gptq *g, int64_t rows, int64_t n, bool cd, lb_error *err) { return no_cuda(err); }

@@ -19,7 +19,7 @@ static const lb_device cuda0 = {LB_DEVICE_CUDA, 0};
 
 /* models/tiny to q4_k_m at path by method on dev, 4,096 calibration tokens of calib; on a GPU the report
  * must show its peak and no matrix fallen back to the CPU */
-static void quantize_tiny(const char *method, lb_device dev, const int32_t *calib, int64_t n_calib, const char *path) {
+static inline void quantize_tiny(const char *method, lb_device dev, const int32_t *calib, int64_t n_calib, const char *path) {
     lb_quantize_params qp = lb_quantize_default_params();
     qp.ftype = "q4_k_m";
     qp.n_threads = 0; /* all CPUs: the result is the same for any count */
@@ -37,7 +37,7 @@ static void quantize_tiny(const char *method, lb_device dev, const int32_t *cali
     lb_quantize_report_free(&r);
 }
 
-static bool same_file(const char *a, const char *b) {
+static inline bool same_file(const char *a, const char *b) {
     char *x, *y;
     size_t nx, ny;
     lb_error e;
@@ -50,7 +50,7 @@ static bool same_file(const char *a, const char *b) {
 }
 
 /* mean KL(base || the model at path) over 16 windows of 256 tokens of ids, evaluated on the GPU */
-static double kld(const char *path, const lb_model *base, const int32_t *ids, int64_t n_ids) {
+static inline double kld(const char *path, const lb_model *base, const int32_t *ids, int64_t n_ids) {
     lb_model *m = NULL;
     lb_error e;
     REQUIRE(lb_model_load(path, &m, &e) == LB_OK, "%s", e.msg);
@@ -64,7 +64,7 @@ static double kld(const char *path, const lb_model *base, const int32_t *ids, in
     return r.kld_mean;
 }
 
-static int32_t *tokenize(const lb_tokenizer *tok, const char *path, int64_t *n) {
+static inline int32_t *tokenize(const lb_tokenizer *tok, const char *path, int64_t *n) {
     char *text;
     size_t len;
     int32_t *ids = NULL;
@@ -76,7 +76,7 @@ static int32_t *tokenize(const lb_tokenizer *tok, const char *path, int64_t *n) 
 }
 
 /* the GPTQ objective tr(E H E^T) / 2 of E = W0 - Q, rows x d, H (d, d) */
-static double objective(const float *W0, const float *Q, int64_t rows, int64_t d, const double *H) {
+static inline double objective(const float *W0, const float *Q, int64_t rows, int64_t d, const double *H) {
     return gptq_proxy(W0, Q, rows, d, H) / 2;
 }
 
