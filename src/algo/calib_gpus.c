@@ -17,7 +17,6 @@ struct lb_calib_gpus {
     lb_cuda_calib *c[LB_MAX_RANKS];
     lb_cuda_comm *comm;
     lb_pool *pool;                  /* one thread per rank */
-    double *h[LB_MAX_RANKS], *cx[LB_MAX_RANKS], *abs_sum[LB_MAX_RANKS]; /* ranks 1..: their sums on the host */
 };
 
 lb_status lb_calib_gpus_new(const struct lb_model *m, int device, int n_devices, const int *devices, int64_t n_win, int64_t win,
@@ -47,13 +46,7 @@ lb_status lb_calib_gpus_new(const struct lb_model *m, int device, int n_devices,
     if (s == LB_OK && g->set) {
         s = lb_cuda_comm_new(g->dev, g->n, &g->comm, err);
         if (s == LB_OK && !(g->pool = lb_pool_new(g->n))) s = lb_err_set(err, LB_ERR_NOMEM, "out of memory");
-        for (int r = 1; s == LB_OK && r < g->n; r++) {
-            g->h[r] = malloc((size_t)(dmax * dmax) * sizeof(double));
-            g->cx[r] = with_ref ? malloc((size_t)(dmax * dmax) * sizeof(double)) : NULL;
-            g->abs_sum[r] = malloc((size_t)dmax * sizeof(double));
-            if (!g->h[r] || (with_ref && !g->cx[r]) || !g->abs_sum[r])
-                s = lb_err_set(err, LB_ERR_NOMEM, "out of memory for rank %d's calibration statistics", r);
-        }
+        for (int r = 0; s == LB_OK && r < g->n; r++) lb_cuda_calib_keep_sums(g->c[r], true); /* summed on the devices */
     }
     if (s != LB_OK) {
         lb_calib_gpus_free(g);
@@ -65,10 +58,7 @@ lb_status lb_calib_gpus_new(const struct lb_model *m, int device, int n_devices,
 
 void lb_calib_gpus_free(lb_calib_gpus *g) {
     if (!g) return;
-    for (int r = 0; r < g->n; r++) {
-        lb_cuda_calib_free(g->c[r]);
-        free(g->h[r]), free(g->cx[r]), free(g->abs_sum[r]);
-    }
+    for (int r = 0; r < g->n; r++) lb_cuda_calib_free(g->c[r]);
     lb_cuda_comm_free(g->comm);
     lb_pool_free(g->pool);
     free(g);
@@ -100,16 +90,16 @@ typedef struct rank_job {
 static void rank_task(void *arg, int64_t r, int thread) {
     rank_job *j = arg;
     lb_calib_gpus *g = j->g;
-    double *h = r ? g->h[r] : j->h, *cx = r ? g->cx[r] : j->cx, *as = r ? g->abs_sum[r] : j->abs_sum;
     (void)thread;
-    switch (j->kind) {
-    case JOB_STATS: j->st[r] = lb_cuda_calib_stats(g->c[r], j->l, j->ref, j->il, j->pt, h, cx, as, &j->err[r]); break;
+    switch (j->kind) { /* with the sums kept on the devices, h, cx and abs_sum are not written here */
+    case JOB_STATS: j->st[r] = lb_cuda_calib_stats(g->c[r], j->l, j->ref, j->il, j->pt, j->h, j->cx, j->abs_sum, &j->err[r]); break;
     case JOB_ADVANCE: j->st[r] = lb_cuda_calib_advance(g->c[r], j->l, j->ref, j->il, &j->err[r]); break;
-    case JOB_OUTPUT: j->st[r] = lb_cuda_calib_output_stats(g->c[r], j->out_norm, h, cx, as, &j->err[r]); break;
+    case JOB_OUTPUT: j->st[r] = lb_cuda_calib_output_stats(g->c[r], j->out_norm, j->h, j->cx, j->abs_sum, &j->err[r]); break;
     }
 }
 
-/* run the job on every rank (one thread each), the first failure's error; then, for sums, the all-reduce */
+/* run the job on every rank (one thread each), the first failure's error; then, for sums, their all-reduce on
+ * the devices and rank 0's copy to the host */
 static lb_status run_ranks(lb_calib_gpus *g, rank_job *j, int64_t d, lb_error *err) {
     lb_pool_run(g->pool, g->n, rank_task, j);
     for (int r = 0; r < g->n; r++)
@@ -118,18 +108,13 @@ static lb_status run_ranks(lb_calib_gpus *g, rank_job *j, int64_t d, lb_error *e
             return j->st[r];
         }
     if (j->kind == JOB_ADVANCE) return LB_OK;
-    double *bufs[LB_MAX_RANKS];
+    double *h[LB_MAX_RANKS], *cx[LB_MAX_RANKS], *as[LB_MAX_RANKS];
+    for (int r = 0; r < g->n; r++) lb_cuda_calib_sums(g->c[r], &h[r], &cx[r], &as[r]);
     const size_t dd = (size_t)d * (size_t)d;
-    for (int r = 0; r < g->n; r++) bufs[r] = r ? g->h[r] : j->h;
-    lb_status s = lb_cuda_comm_allreduce_host_f64(g->comm, bufs, dd, err);
-    if (s == LB_OK && j->cx) {
-        for (int r = 0; r < g->n; r++) bufs[r] = r ? g->cx[r] : j->cx;
-        s = lb_cuda_comm_allreduce_host_f64(g->comm, bufs, dd, err);
-    }
-    if (s == LB_OK) {
-        for (int r = 0; r < g->n; r++) bufs[r] = r ? g->abs_sum[r] : j->abs_sum;
-        s = lb_cuda_comm_allreduce_host_f64(g->comm, bufs, (size_t)d, err);
-    }
+    lb_status s = lb_cuda_comm_allreduce_f64(g->comm, h, dd, err);
+    if (s == LB_OK && j->cx && cx[0]) s = lb_cuda_comm_allreduce_f64(g->comm, cx, dd, err);
+    if (s == LB_OK) s = lb_cuda_comm_allreduce_f64(g->comm, as, (size_t)d, err);
+    if (s == LB_OK) s = lb_cuda_calib_read_sums(g->c[0], j->pt, j->h, j->cx, j->abs_sum, err);
     return s;
 }
 

@@ -45,6 +45,7 @@ struct lb_cuda_calib {
     bool profile;      /* LB_CALIB_PROFILE=1: wait for the device at each phase's end and time the phases */
     double sec[3];     /* ... the forward passes, the sums of the statistics, the copies to the host */
     double mark;       /* profile: when the phase being timed began */
+    bool keep;         /* lb_cuda_calib_keep_sums: a point's sums stay on the device until lb_cuda_calib_read_sums */
 };
 
 static double now(void) {
@@ -200,7 +201,8 @@ extern "C" lb_status lb_cuda_calib_stats(lb_cuda_calib *c, const lb_layer *l, co
         if (s == LB_OK) s = lb_cuda_ctx_run_layer(c->g, sl, il, c->x + w * c->win * E, c->win, (int)pt, err);
     }
     c->pt = -1;
-    if (s == LB_OK) s = read_stats(c, d, h, ref ? cx : NULL, abs_sum, err);
+    if (s == LB_OK && c->keep) CK(cudaStreamSynchronize(c->st), "computing the calibration statistics");
+    else if (s == LB_OK) s = read_stats(c, d, h, ref ? cx : NULL, abs_sum, err);
     return s;
 }
 
@@ -241,6 +243,10 @@ extern "C" lb_status lb_cuda_calib_output_stats(lb_cuda_calib *c, const float *o
         phase_end(c, 0, &c->mark);
         TRY(accumulate(c, c->xn, c->win, E, err));
         phase_end(c, 1, &c->mark);
+    }
+    if (c->keep) {
+        CK(cudaStreamSynchronize(c->st), "computing the calibration statistics");
+        return LB_OK;
     }
     return read_stats(c, E, h, cx, abs_sum, err);
 }
@@ -331,4 +337,15 @@ extern "C" void lb_cuda_calib_phase_seconds(const lb_cuda_calib *c, double out[3
 
 extern "C" int64_t lb_cuda_calib_point_dim(const lb_cuda_calib *c, lb_obs_point pt) {
     return pt == LB_OBS_OUTPUT_IN ? c->m->info.n_embd : point_dim(c->m, pt);
+}
+
+extern "C" void lb_cuda_calib_keep_sums(lb_cuda_calib *c, bool keep) { c->keep = keep; }
+
+extern "C" void lb_cuda_calib_sums(lb_cuda_calib *c, double **h, double **cx, double **abs_sum) {
+    *h = c->h, *cx = c->xr ? c->cx : NULL, *abs_sum = c->abs_sum;
+}
+
+extern "C" lb_status lb_cuda_calib_read_sums(lb_cuda_calib *c, lb_obs_point pt, double *h, double *cx, double *abs_sum, lb_error *err) {
+    CK(cudaSetDevice(lb_cuda_ctx_device(c->g)), "selecting the device");
+    return read_stats(c, lb_cuda_calib_point_dim(c, pt), h, cx, abs_sum, err);
 }

@@ -42,6 +42,13 @@ lb_status lb_cuda_calib_advance(lb_cuda_calib *c, const struct lb_layer *l, cons
 /* Statistics of the output head's input, the final norm (out_norm, n_embd) applied to X (and Xr for C). */
 lb_status lb_cuda_calib_output_stats(lb_cuda_calib *c, const float *out_norm, double *h, double *cx, double *abs_sum,
                                      lb_error *err);
+/* For a data-parallel set (algo/calib_gpus.c): with keep, _stats and _output_stats leave a point's sums on the
+ * device (h and cx are not written); _sums gives their device addresses (H and C dim x dim, sum |x| dim, in
+ * double; cx NULL without a reference stream), to be all-reduced there, and _read_sums copies them to the
+ * host as _stats would have. */
+void lb_cuda_calib_keep_sums(lb_cuda_calib *c, bool keep);
+void lb_cuda_calib_sums(lb_cuda_calib *c, double **h, double **cx, double **abs_sum);
+lb_status lb_cuda_calib_read_sums(lb_cuda_calib *c, lb_obs_point pt, double *h, double *cx, double *abs_sum, lb_error *err);
 /* The width of point pt's input (the statistics are dim x dim): n_embd for the output head's. */
 int64_t lb_cuda_calib_point_dim(const lb_cuda_calib *c, lb_obs_point pt);
 /* With LB_CALIB_PROFILE=1 in the environment at lb_cuda_calib_new the calls wait for the device at the end of

@@ -125,6 +125,11 @@ lb_status lb_cuda_calib_output_stats(lb_cuda_calib *c, const float *out_norm, do
 size_t lb_cuda_calib_peak_bytes(const lb_cuda_calib *c) { return 0; }
 void lb_cuda_calib_phase_seconds(const lb_cuda_calib *c, double out[3]) { out[0] = out[1] = out[2] = 0; }
 int64_t lb_cuda_calib_point_dim(const lb_cuda_calib *c, lb_obs_point pt) { return 0; }
+void lb_cuda_calib_keep_sums(lb_cuda_calib *c, bool keep) {}
+void lb_cuda_calib_sums(lb_cuda_calib *c, double **h, double **cx, double **abs_sum) { *h = *cx = *abs_sum = NULL; }
+lb_status lb_cuda_calib_read_sums(lb_cuda_calib *c, lb_obs_point pt, double *h, double *cx, double *abs_sum, lb_error *err) {
+    return no_cuda(err);
+}
 lb_status lb_cuda_gptq_new(int device, lb_cuda_gptq **out, lb_error *err) { return no_cuda(err); }
 void lb_cuda_gptq_free(lb_cuda_gptq *g) {}
 lb_status lb_cuda_gptq_reserve(lb_cuda_gptq *g, int64_t rows, int64_t n, bool cd, lb_error *err) { return no_cuda(err); }
