@@ -120,12 +120,14 @@ __global__ void __launch_bounds__(FA_THREADS) k_flash(const float *q, const __ha
     }
 }
 
-static int flash_on(void) {
-    static int on = -1;
-    if (on < 0) {
-        const char *v = getenv("LB_CUDA_FLASH");
-        on = v && v[0] == '1';
-    }
+static bool flash_env(void) {
+    const char *v = getenv("LB_CUDA_FLASH");
+    return v && v[0] == '1';
+}
+
+/* read once (a function-local static: initialized once even when several host threads ask at the same time) */
+static bool flash_on(void) {
+    static const bool on = flash_env();
     return on;
 }
 
