@@ -36,12 +36,26 @@ static const lb_weight *layer_matrix(const lb_layer *l, int k) {
 }
 
 /* W (rows, cols) as f32 */
-static float *to_f32(const lb_weight *w) {
-    float *x = malloc((size_t)(w->rows * w->cols) * sizeof *x);
-    if (x)
-        for (int64_t r = 0; r < w->rows; r++) lb_weight_row_f32(w, r, x + r * w->cols);
-    return x;
+typedef struct conv_job {
+    const lb_weight *w;
+    float *x;
+} conv_job;
+
+#define CONV_ROWS 64
+static void conv_task(void *arg, int64_t task, int thread) {
+    const conv_job *j = arg;
+    const int64_t r0 = task * CONV_ROWS, r1 = r0 + CONV_ROWS < j->w->rows ? r0 + CONV_ROWS : j->w->rows;
+    (void)thread;
+    for (int64_t r = r0; r < r1; r++) lb_weight_row_f32(j->w, r, j->x + r * j->w->cols);
 }
+
+/* w as f32 (malloc'd), its rows converted on the pool (may be NULL) */
+static float *to_f32_pool(lb_pool *pool, const lb_weight *w) { /* the same floats as row by row */
+    conv_job j = {w, malloc((size_t)(w->rows * w->cols) * sizeof(float))};
+    if (j.x) lb_pool_run(pool, (w->rows + CONV_ROWS - 1) / CONV_ROWS, conv_task, &j);
+    return j.x;
+}
+
 
 /* ---------------------------------------------------------------- the layer ---------------------------- */
 
@@ -296,10 +310,15 @@ lb_status lb_calib_quantize_layer(lb_calib *c, lb_pool *pool, const lb_model *m,
     lb_status s = LB_OK;
     layer_work lw;
     memset(&lw, 0, sizeof lw);
+    /* the next layer's weights read ahead from the checkpoint while this one is calibrated */
+    for (int k = 0; il + 1 < m->info.n_layer && k < 7; k++) {
+        const lb_weight *nw = layer_matrix(&m->layers[il + 1], k);
+        lb_mmap_prefetch(nw->data, lb_weight_row_bytes(nw) * (size_t)nw->rows);
+    }
     for (int k = 0; s == LB_OK && k < 7; k++) {
         const lb_weight *w = layer_matrix(orig, k);
         out[k] = malloc(lb_type_row_size(types[k], w->cols) * (size_t)w->rows);
-        lw.w[k] = to_f32(w);
+        lw.w[k] = to_f32_pool(pool, w);
         if (!out[k] || !lw.w[k]) s = lb_err_set(err, LB_ERR_NOMEM, "out of memory for layer %lld", (long long)il);
     }
     if (s == LB_OK && awq) s = awq_apply(c, pool, m, il, types, &lw, norms, bv, err);
@@ -338,7 +357,7 @@ lb_status lb_calib_quantize_output(lb_calib *c, lb_pool *pool, const lb_model *m
                                    lb_encoder enc, const lb_gptq_params *gp, uint8_t *out, lb_error *err) {
     lb_status s = lb_calib_output_stats(c, m->out_norm, err);
     if (s != LB_OK) return s;
-    float *w = to_f32(&m->output);
+    float *w = to_f32_pool(pool, &m->output);
     if (!w) return lb_err_set(err, LB_ERR_NOMEM, "out of memory");
     int64_t d;
     const double *H = lb_calib_h(c, LB_OBS_OUTPUT_IN, &d);

@@ -71,6 +71,9 @@ void lb_mmap_close(lb_mmap *m);
 /* Tell the kernel the mapped pages wholly inside [p, p+n) are not needed for now (they stay readable and
  * are paged in again on access), so streaming through a large map keeps resident memory bounded. */
 void lb_mmap_release(const void *p, size_t n);
+/* Ask the kernel to read [p, p + n) of a file mapping ahead (MADV_WILLNEED; a hint, no error; heap memory is
+ * left as it is). */
+void lb_mmap_prefetch(const void *p, size_t n);
 /* Peak resident set size of this process in bytes (0 if unknown). */
 size_t lb_peak_rss(void);
 

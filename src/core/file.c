@@ -82,6 +82,13 @@ void lb_mmap_close(lb_mmap *m) {
     }
 }
 
+void lb_mmap_prefetch(const void *p, size_t n) {
+    long pg = sysconf(_SC_PAGESIZE);
+    if (pg <= 0 || !p || n == 0) return;
+    uintptr_t a = (uintptr_t)p & ~((uintptr_t)pg - 1), b = (uintptr_t)p + n;
+    madvise((void *)a, b - a, MADV_WILLNEED);
+}
+
 void lb_mmap_release(const void *p, size_t n) {
     long pg = sysconf(_SC_PAGESIZE);
     if (pg <= 0 || !p || n == 0) return;
