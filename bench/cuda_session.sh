@@ -39,6 +39,7 @@ grep -E "FAIL|^(encode|AWQ|ref target|gptq|q4_k_m|rtn|imatrix|NCCL)" "$OUT/tests
 
 log "2. 8B shape, 2 layers"
 W=/tmp/lb-session-8b
+mkdir -p "$W"
 [ -f "$W/hf/config.json" ] || build/synth_checkpoint "$W/hf" models/tiny/tokenizer.json 2 --shape llama3-8b --vocab 8192 >>"$OUT/e2e.txt" 2>&1
 for m in gptq imatrix; do
   [ "$(left)" -gt 60 ] || break
