@@ -73,11 +73,6 @@ lb_status lb_awq_search(lb_pool *pool, const awq_group *g, int64_t d, const doub
 
 /* ---------------------------------------------------------------- clip search ------------------------ */
 
-/* formats whose blocks have an offset (a min), clamped asymmetrically */
-static bool has_offset(lb_type t) {
-    return t == LB_TYPE_Q4_1 || t == LB_TYPE_Q5_1 || t == LB_TYPE_Q2_K || t == LB_TYPE_Q4_K || t == LB_TYPE_Q5_K;
-}
-
 typedef struct clip_job {
     float *w;              /* (rows, d), clipped in place */
     const double *H;       /* (d, d) */
@@ -91,18 +86,6 @@ typedef struct clip_job {
     uint8_t *scratch;
 } clip_job;
 
-/* e^T H_gg e for the block starting at column o (be elements), in double */
-static double block_error(const double *H, int64_t d, int64_t o, int64_t be, const double *e) {
-    double s = 0;
-    for (int64_t a = 0; a < be; a++) {
-        const double *h = H + (o + a) * d + o;
-        double t = 0;
-        for (int64_t b = 0; b < be; b++) t += h[b] * e[b];
-        s += e[a] * t;
-    }
-    return s;
-}
-
 /* one row: every ratio clamps the whole row, is encoded and decoded, and scored block by block */
 static void clip_row(void *arg, int64_t r, int thread) {
     const clip_job *j = arg;
@@ -115,21 +98,12 @@ static void clip_row(void *arg, int64_t r, int thread) {
     uint8_t *q = (uint8_t *)(out + d), *ch = j->choice ? j->choice + r * nb : NULL;
     for (int i = 0; i < LB_AWQ_CLIP_STEPS; i++) {
         const float ratio = lb_awq_clip_ratio(i);
-        for (int64_t g = 0; g < nb; g++) {
-            const float *wg = w + g * be;
-            float mn = wg[0], mx = wg[0];
-            for (int64_t k = 1; k < be; k++) {
-                mn = wg[k] < mn ? wg[k] : mn;
-                mx = wg[k] > mx ? wg[k] : mx;
-            }
-            float hi = j->offset ? mx * ratio : fmaxf(fabsf(mn), fabsf(mx)) * ratio, lo = j->offset ? mn * ratio : -hi;
-            for (int64_t k = 0; k < be; k++) xc[g * be + k] = wg[k] < lo ? lo : wg[k] > hi ? hi : wg[k];
-        }
+        for (int64_t g = 0; g < nb; g++) lb_awq_clamp(w + g * be, be, j->offset, ratio, xc + g * be);
         j->fn(xc, q, 1, d, j->im);
         j->deq(q, xq, d);
         for (int64_t g = 0; g < nb; g++) {
             for (int64_t k = 0; k < be; k++) e[k] = (double)w[g * be + k] - (double)xq[g * be + k];
-            double err = block_error(j->H, d, g * be, be, e);
+            double err = lb_awq_block_error(j->H, d, g * be, be, e);
             if (i == 0 || err < berr[g]) { /* strict: ties keep the larger ratio */
                 berr[g] = err;
                 memcpy(out + g * be, xc + g * be, (size_t)be * sizeof *out);
@@ -151,7 +125,7 @@ lb_status lb_awq_clip(lb_pool *pool, float *w, int64_t rows, int64_t d, const do
     if (d <= 0 || d % be != 0)
         return lb_err_set(err, LB_ERR_ARG, "AWQ clip: row length %lld is not a multiple of the %s block (%lld)",
                           (long long)d, tt->name, (long long)be);
-    clip_job j = {w, H, imatrix, choice, d, be, lb_encoder_get(type, enc), tt->to_float, has_offset(type),
+    clip_job j = {w, H, imatrix, choice, d, be, lb_encoder_get(type, enc), tt->to_float, lb_awq_has_offset(type),
                   lb_type_row_size(type, d), 0, NULL};
     j.stride = (size_t)(d / be + be) * sizeof(double) + (size_t)(3 * d) * sizeof(float) + j.row_bytes;
     j.stride = (j.stride + 63) / 64 * 64; /* keeps each thread's doubles aligned */

@@ -21,6 +21,8 @@
 
 #include "../quant/quant.h"
 
+#include <math.h>
+
 #define LB_AWQ_GRID 20
 #define LB_AWQ_CLIP_GRID 20  /* clip ratios r_i = 1 - i/20 (llm-awq n_grid) */
 #define LB_AWQ_CLIP_STEPS 10 /* i = 0..9: shrink below 0.5 is not tried (llm-awq max_shrink) */
@@ -42,6 +44,34 @@ void lb_awq_scales(const float *mean_abs, int64_t d, int a, float *s);
 
 /* Clip ratio r_i, as float. i = 0 gives 1 (no clipping). */
 static inline float lb_awq_clip_ratio(int i) { return 1.0f - (float)i / (float)LB_AWQ_CLIP_GRID; }
+
+/* The clip search's pieces, shared with its device copy (cuda/kq_encode.cu; LB_HD): formats whose blocks have
+ * an offset (a min) and are clamped asymmetrically; block wg's clamp at ratio into xc (be elements); and
+ * e^T H_gg e for the block starting at column o (be elements) of H (d, d), in double. */
+LB_HD static inline bool lb_awq_has_offset(lb_type t) {
+    return t == LB_TYPE_Q4_1 || t == LB_TYPE_Q5_1 || t == LB_TYPE_Q2_K || t == LB_TYPE_Q4_K || t == LB_TYPE_Q5_K;
+}
+
+LB_HD static inline void lb_awq_clamp(const float *wg, int64_t be, bool offset, float ratio, float *xc) {
+    float mn = wg[0], mx = wg[0];
+    for (int64_t k = 1; k < be; k++) {
+        mn = wg[k] < mn ? wg[k] : mn;
+        mx = wg[k] > mx ? wg[k] : mx;
+    }
+    const float hi = offset ? mx * ratio : fmaxf(fabsf(mn), fabsf(mx)) * ratio, lo = offset ? mn * ratio : -hi;
+    for (int64_t k = 0; k < be; k++) xc[k] = wg[k] < lo ? lo : wg[k] > hi ? hi : wg[k];
+}
+
+LB_HD static inline double lb_awq_block_error(const double *H, int64_t d, int64_t o, int64_t be, const double *e) {
+    double s = 0;
+    for (int64_t a = 0; a < be; a++) {
+        const double *h = H + (o + a) * d + o;
+        double t = 0;
+        for (int64_t b = 0; b < be; b++) t += h[b] * e[b];
+        s += e[a] * t;
+    }
+    return s;
+}
 
 /* The clip search above on w (rows, d) f32, in place: each block is replaced by its clamp at the chosen
  * r. H (d, d) symmetric (for scaled weights, the scaled H); imatrix (d) or NULL is passed to the encoder

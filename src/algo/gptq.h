@@ -85,6 +85,9 @@ const lb_gptq_ops *lb_gptq_ops_cpu(void);
 lb_status lb_gptq_ops_cuda_new(int device, lb_gptq_ops **out, lb_error *err);
 void lb_gptq_ops_cuda_free(lb_gptq_ops *ops);
 size_t lb_gptq_ops_cuda_peak(const lb_gptq_ops *ops);
+/* What a CUDA table's encodes answers, without a table: whether its GPU encoders are on (LB_GPU_ENCODE=1, while
+ * opt-in) and take type t with encoder enc. False without the CUDA build. */
+bool lb_gptq_cuda_encodes(lb_type t, lb_encoder enc);
 
 typedef struct lb_gptq_params {
     double damp;        /* lambda = damp * mean(diag H) is added to the diagonal (default 0.01; 0 allowed) */

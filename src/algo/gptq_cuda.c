@@ -45,10 +45,14 @@ static lb_status op_matmul(void *u, lb_pool *pool, const float *x, int64_t rows,
 
 /* The block encoders on the GPU are opt-in (LB_GPU_ENCODE=1) until tests/cuda has run them on a GPU; without
  * it they run on CPU threads (the same bytes). */
-static bool op_encodes(void *u, lb_type t, lb_encoder enc) {
-    (void)u;
+bool lb_gptq_cuda_encodes(lb_type t, lb_encoder enc) {
     const char *v = getenv("LB_GPU_ENCODE");
     return v && v[0] == '1' && lb_cuda_kq_encodes(t, enc);
+}
+
+static bool op_encodes(void *u, lb_type t, lb_encoder enc) {
+    (void)u;
+    return lb_gptq_cuda_encodes(t, enc);
 }
 static lb_status op_encode(void *u, lb_type t, lb_encoder enc, const float *S, int64_t ld, int64_t rows, int64_t c0, int64_t c1,
                            const float *imp, uint8_t *out, size_t row_bytes, lb_error *err) {

@@ -263,6 +263,7 @@ typedef struct run {
     size_t out_cap;
     bool requantized;       /* the input's weights are in a quantized type */
     lb_gptq_ops *dev;       /* --device cuda: the block encoders of the row path there (when the table encodes the type) */
+    bool dev_tried;         /* ... made once, at the first tensor it takes */
     float *dev_rows;        /* a chunk of rows converted to f32 for it */
     int64_t dev_rows_cap;   /* ... its size in floats */
     int64_t imatrix_used, imatrix_matrices; /* quantized matrices the importance matrix covers, of all */
@@ -451,7 +452,16 @@ static lb_status write_tensor(run *R, int64_t i, lb_error *err) {
                               t->name, (long long)im->n, (long long)t->ne[0]);
         int nt = lb_pool_size(R->pool);
         for (int k = 0; k < nt; k++) R->first_bad[k] = INT64_MAX;
-        if (R->dev && R->dev->encodes(R->dev->user, t->type, R->p->encoder)) {
+        /* the row path's block encoders on the device where they take the type (k-quants; opt-in with
+         * LB_GPU_ENCODE=1 until run on a GPU): its table made at the first such tensor; without one (no cuBLAS,
+         * cuSOLVER) they stay on the CPU */
+        const bool dev = R->p->device.kind == LB_DEVICE_CUDA && lb_gptq_cuda_encodes(t->type, R->p->encoder);
+        if (dev && !R->dev && !R->dev_tried) {
+            lb_error e = {0};
+            R->dev_tried = true;
+            if (lb_gptq_ops_cuda_new(R->p->device.index, &R->dev, &e) != LB_OK) R->dev = NULL;
+        }
+        if (dev && R->dev) {
             lb_status s = dev_quantize(R, t, im ? im->values : NULL, row_bytes, err);
             if (s != LB_OK) return lb_err_prefix(err, s, "tensor %s", t->name);
         } else {
@@ -528,10 +538,6 @@ static lb_status setup(run *R, const char *input, lb_error *err) {
         if (sd == LB_OK && p->n_devices != 0 && p->method == LB_METHOD_RTN)
             sd = lb_err_set(err, LB_ERR_UNSUPPORTED, "a set of GPUs spreads calibration; round-to-nearest takes one (cuda:N)");
         if (sd != LB_OK) return sd;
-        /* the row path's block encoders on the device where its table takes the type (k-quants; opt-in with
-         * LB_GPU_ENCODE=1 until run on a GPU); without a table (no cuBLAS, cuSOLVER) they stay on the CPU */
-        lb_error e = {0};
-        if (lb_gptq_ops_cuda_new(p->device.index, &R->dev, &e) != LB_OK) R->dev = NULL;
     }
     /* NaN/Inf: the round-to-nearest path checks each row as it converts it; the calibrated ones at load */
     bool check = !p->allow_nonfinite;

@@ -647,14 +647,9 @@ extern "C" lb_status lb_cuda_gptq_ref_apply(lb_cuda_gptq *g, const float *DCt, i
 
 /* a device buffer for one call (AWQ's are made per call: its searches run once per layer group) */
 static lb_status dbuf(void **p, size_t bytes, const char *what, lb_error *err) {
+    size_t have = 0;
     *p = NULL;
-    cudaError_t e = cudaMalloc(p, bytes ? bytes : 16);
-    if (e != cudaSuccess) {
-        cudaGetLastError();
-        *p = NULL;
-        return lb_err_set(err, LB_ERR_DEVICE, "CUDA: out of GPU memory allocating %.1f MiB for %s", (double)bytes / 1048576.0, what);
-    }
-    return LB_OK;
+    return grow(p, &have, bytes, what, err);
 }
 
 extern "C" lb_status lb_cuda_awq_clip(lb_cuda_gptq *g, float *w, int64_t rows, int64_t d, const double *H, lb_type t, lb_encoder enc,

@@ -20,6 +20,7 @@
 
 extern "C" {
 #include "gptq.h"
+#include "../algo/awq.h" /* the clip search's pieces, LB_HD: compiled here for the device too */
 #include "../algo/kquant.h"
 #include "../core/core.h"
 #include "../quant/blocks.h"
@@ -103,20 +104,10 @@ extern "C" lb_status lb_cuda_kq_encode_host(lb_type t, const float *x, int64_t l
 
 /*
  * lb_awq_clip's search (algo/awq.c clip_row) by (row, block): for one ratio, every block of every row clamped
- * (clamp_block), the clamped rows encoded (k_kq_encode, or ggml's reference encoder for --encoder ref), then
- * each block decoded and scored e^T H_gg e in double in awq.c's order (score_block), the best ratio so far
- * kept. The float and double operations are awq.c's, so the clamps and choices are the CPU's.
+ * (awq.h's lb_awq_clamp), the clamped rows encoded (k_kq_encode, or ggml's reference encoder for --encoder
+ * ref), then each block decoded and scored by awq.h's lb_awq_block_error (score_block), the best ratio so far
+ * kept. awq.c runs the same functions, so the clamps and choices are the CPU's.
  */
-__host__ __device__ static void clamp_block(const float *wg, int64_t be, bool offset, float ratio, float *xc) {
-    float mn = wg[0], mx = wg[0];
-    for (int64_t k = 1; k < be; k++) {
-        mn = wg[k] < mn ? wg[k] : mn;
-        mx = wg[k] > mx ? wg[k] : mx;
-    }
-    const float hi = offset ? mx * ratio : fmaxf(fabsf(mn), fabsf(mx)) * ratio, lo = offset ? mn * ratio : -hi;
-    for (int64_t k = 0; k < be; k++) xc[k] = wg[k] < lo ? lo : wg[k] > hi ? hi : wg[k];
-}
-
 /* block g of a row: decode q's block, score it against w, keep it (the clamped xc) when it is the first ratio or
  * strictly better */
 __host__ __device__ static void score_block(const kb::kq_spec *sp, const double *H, int64_t d, int64_t g, const float *w, const float *xc,
@@ -126,13 +117,7 @@ __host__ __device__ static void score_block(const kb::kq_spec *sp, const double 
     kb::kq_to_float(sp, qb, xq);
     double e[QK_K];
     for (int64_t k = 0; k < be; k++) e[k] = (double)w[o + k] - (double)xq[k];
-    double err = 0;
-    for (int64_t a = 0; a < be; a++) {
-        const double *h = H + (o + a) * d + o;
-        double t = 0;
-        for (int64_t b = 0; b < be; b++) t += h[b] * e[b];
-        err += e[a] * t;
-    }
+    const double err = lb_awq_block_error(H, d, o, be, e);
     if (i == 0 || err < *berr) {
         *berr = err;
         for (int64_t k = 0; k < be; k++) out[o + k] = xc[o + k];
@@ -148,7 +133,7 @@ __host__ __device__ static void encode_one(const kb::kq_spec *sp, bool ref, cons
 __global__ void k_awq_clamp(const float *w, int64_t rows, int64_t d, bool offset, float ratio, float *xc) {
     const int64_t i = (int64_t)blockIdx.x * blockDim.x + threadIdx.x, nb = d / QK_K;
     if (i >= rows * nb) return;
-    clamp_block(w + i * QK_K, QK_K, offset, ratio, xc + i * QK_K); /* rows are contiguous: block i of the whole */
+    lb_awq_clamp(w + i * QK_K, QK_K, offset, ratio, xc + i * QK_K); /* rows are contiguous: block i of the whole */
 }
 
 __global__ void k_awq_encode(int fmt, bool ref, const float *x, int64_t rows, int64_t d, const float *im, uint8_t *q) {
@@ -167,8 +152,6 @@ __global__ void k_awq_score(int fmt, const double *H, const float *w, const floa
     score_block(&sp, H, d, g, w + r * d, xc + r * d, q + (size_t)t * sp.block_bytes, i, berr + t, out + r * d, ch ? ch + t : NULL);
 }
 
-static bool awq_offset(lb_type t) { return t == LB_TYPE_Q2_K || t == LB_TYPE_Q4_K || t == LB_TYPE_Q5_K; }
-
 cudaError_t cu_awq_clip(lb_type t, bool ref, const float *dw, int64_t rows, int64_t d, const double *dH, const float *dim, float *dout,
                         uint8_t *dch, float *dxc, uint8_t *dq, double *dberr, cudaStream_t st) {
     const int fmt = kq_fmt_of(t);
@@ -177,7 +160,7 @@ cudaError_t cu_awq_clip(lb_type t, bool ref, const float *dw, int64_t rows, int6
     const unsigned gb = (unsigned)((n + 63) / 64);
     for (int i = 0; i < 10; i++) { /* LB_AWQ_CLIP_STEPS ratios 1 - i / LB_AWQ_CLIP_GRID (awq.h) */
         const float ratio = 1.0f - (float)i / 20.0f;
-        k_awq_clamp<<<gb, 64, 0, st>>>(dw, rows, d, awq_offset(t), ratio, dxc);
+        k_awq_clamp<<<gb, 64, 0, st>>>(dw, rows, d, lb_awq_has_offset(t), ratio, dxc);
         k_awq_encode<<<gb, 64, 0, st>>>(fmt, ref, dxc, rows, d, dim, dq);
         k_awq_score<<<gb, 64, 0, st>>>(fmt, dH, dw, dxc, dq, rows, d, i, dberr, dout, dch);
     }
@@ -202,7 +185,7 @@ extern "C" lb_status lb_cuda_awq_clip_host(float *w, int64_t rows, int64_t d, co
         float *wr = w + r * d;
         for (int i = 0; i < 10; i++) {
             const float ratio = 1.0f - (float)i / 20.0f;
-            for (int64_t g = 0; g < nb; g++) clamp_block(wr + g * QK_K, QK_K, awq_offset(t), ratio, xc + g * QK_K);
+            for (int64_t g = 0; g < nb; g++) lb_awq_clamp(wr + g * QK_K, QK_K, lb_awq_has_offset(t), ratio, xc + g * QK_K);
             for (int64_t g = 0; g < nb; g++)
                 encode_one(&sp, enc == LB_ENCODER_REF, xc + g * QK_K, imatrix ? imatrix + g * QK_K : NULL, q + (size_t)g * sp.block_bytes);
             for (int64_t g = 0; g < nb; g++)
