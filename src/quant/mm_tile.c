@@ -43,7 +43,7 @@ static lb_act act_row(const lb_mm_in *in, int64_t t) {
 
 void lb_mm_quantize(const lb_mm_in *in, int64_t t, int64_t k0, int64_t n) {
     lb_act a = act_row(in, t);
-    lb_act part = {a.q + k0, a.bsum + k0 / 16, a.d + k0 / in->be};
+    lb_act part = {a.q + k0, a.bsum + k0 / 16, a.d + k0 / in->be, a.off + k0 / 32};
     kernels(in)->actq(in->x + t * in->K + k0, n, in->be, &part);
 }
 

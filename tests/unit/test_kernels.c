@@ -213,11 +213,17 @@ static void check_actq(int64_t K, int64_t be) {
     lb_act r = lb_act_at(b0, K, be), o = lb_act_at(b1, K, be);
     memset(b0, 0, ab);
     lb_act_quantize(x, K, be, &r);
+    for (int64_t g = 0; g < K / 32; g++) {
+        int32_t sum = 0;
+        for (int64_t e = 32 * g; e < 32 * g + 32; e++) sum += r.q[e];
+        CHECK(r.off[g] == -128 * sum, "lb_act_quantize K=%lld be=%lld: off[%lld] = %d, not -128 * %d", (long long)K, (long long)be,
+              (long long)g, (int)r.off[g], (int)sum);
+    }
     for (int i = 0; i < n_impls; i++) {
         memset(b1, 0x5a, ab);
         impls[i]->actq(x, K, be, &o);
         CHECK(same_bytes(r.q, o.q, (size_t)K) && same_bytes(r.bsum, o.bsum, (size_t)K / 16 * 2) &&
-                  same_bytes(r.d, o.d, (size_t)(K / be) * 4),
+                  same_bytes(r.d, o.d, (size_t)(K / be) * 4) && same_bytes(r.off, o.off, (size_t)(K / 32) * 4),
               "%s activation quantizer K=%lld be=%lld differs from lb_act_quantize", impls[i]->name, (long long)K, (long long)be);
     }
     free(x), free(b0), free(b1);

@@ -62,6 +62,7 @@ typedef struct lb_act {
     int8_t *q;     /* (K) */
     int16_t *bsum; /* (K / 16) */
     float *d;      /* (K / be) */
+    int32_t *off;  /* (K / 32) -128 * the sum of the 32 codes: a unit-scale tile's offset correction (lb_qtile) */
 } lb_act;
 
 /* Bytes of one lb_qrow / lb_act for K elements (a multiple of be), including alignment padding. */
@@ -102,8 +103,15 @@ static inline lb_qrow lb_qrow_at(void *buf, int64_t K, int64_t be) {
 
 static inline lb_act lb_act_at(void *buf, int64_t K, int64_t be) {
     uint8_t *p = (uint8_t *)buf;
-    lb_act a = {(int8_t *)p, (int16_t *)(p + LB_ALIGN64(K)), (float *)(p + LB_ALIGN64(K) + LB_ALIGN64((size_t)(K / 16) * 2))};
+    size_t g = LB_ALIGN64((size_t)(K / 16) * 2), f = LB_ALIGN64((size_t)(K / be) * 4);
+    lb_act a = {(int8_t *)p, (int16_t *)(p + LB_ALIGN64(K)), (float *)(p + LB_ALIGN64(K) + g),
+                (int32_t *)(p + LB_ALIGN64(K) + g + f)};
     return a;
+}
+
+/* an lb_act's off from its bsum (every activation quantizer's last step) */
+static inline void lb_act_fill_off(const lb_act *a, int64_t K) {
+    for (int64_t g = 0; g < K / 32; g++) a->off[g] = -128 * ((int32_t)a->bsum[2 * g] + (int32_t)a->bsum[2 * g + 1]);
 }
 
 /* Quantize K floats to an lb_act (the scalar specification; lb_cpu_kernels.actq gives the same bytes). */
@@ -155,13 +163,15 @@ typedef void (*lb_vexp_fn)(const float *x, int64_t n, float *y);
  * An interleaved tile of LB_QTILE_ROWS unpacked rows for the many-token product (qgemm): the codes of the 16
  * rows stored 4 elements at a time, so that one 64-byte vector holds elements 4s..4s+3 of every row and a
  * vector lane is a row. Codes are stored unsigned: q for the types with a min term (q >= 0), q + 128 for the
- * others, whose products then lose 128 * sum_g sc[g] * bsum[g] (gsc). Rows past R are zero.
+ * others, whose products then lose 128 * sum_g sc[g] * bsum[g] (gsc holds -128 * sc, |sc| <= 128 for every
+ * such type, so that the correction is one vpdpwssd into the block's sum; the 32-element types' scales are
+ * all 1, so theirs is the same in every row, the activation's off). Rows past R are zero.
  */
 #define LB_QTILE_ROWS 16
 typedef struct lb_qtile {
     uint8_t *u;   /* (K / 4, 16 rows, 4) codes */
     int32_t *sc;  /* (K / sg, 16) scale of each sg-element group (256-element types) */
-    int32_t *gsc; /* (K / 32, 16) int16 pairs (sc[2p], sc[2p + 1]): the offset's correction */
+    int32_t *gsc; /* (K / 32, 16) int16 pairs (-128 sc[2p], -128 sc[2p + 1]): the offset's correction */
     int32_t *gmn; /* (K / 32, 16) int16 pairs (mn[2p], mn[2p + 1]): the min term */
     float *d;     /* (K / be, 16) */
     float *dm;    /* (K / be, 16) */

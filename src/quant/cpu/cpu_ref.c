@@ -19,7 +19,7 @@ size_t lb_qrow_bytes(int64_t K, int64_t be) {
 }
 
 size_t lb_act_bytes(int64_t K, int64_t be) {
-    return LB_ALIGN64(K) + LB_ALIGN64((size_t)(K / 16) * 2) + LB_ALIGN64((size_t)(K / be) * 4);
+    return LB_ALIGN64(K) + LB_ALIGN64((size_t)(K / 16) * 2) + LB_ALIGN64((size_t)(K / be) * 4) + LB_ALIGN64((size_t)(K / 32) * 4);
 }
 
 size_t lb_qtile_bytes(int64_t K, int64_t be) {
@@ -63,7 +63,7 @@ lb_qtile lb_qtile_pack(lb_type t, lb_unpack_fn unpack, const uint8_t *rows, size
         }
         for (int64_t g = 0; g < K / w.sg; g++) w.sc[g * N + r] = q.sc[g * w.sg / 16];
         for (int64_t g = 0; g < K / 32; g++) {
-            w.gsc[g * N + r] = pair16(q.sc[2 * g], q.sc[2 * g + 1]);
+            w.gsc[g * N + r] = pair16((int16_t)(-128 * q.sc[2 * g]), (int16_t)(-128 * q.sc[2 * g + 1]));
             w.gmn[g * N + r] = pair16(q.mn[2 * g], q.mn[2 * g + 1]);
         }
         for (int64_t b = 0; b < K / be; b++) {
@@ -99,6 +99,7 @@ void lb_act_quantize(const float *x, int64_t K, int64_t be, const lb_act *a) {
         for (int i = 0; i < 16; i++) s += a->q[16 * g + i];
         a->bsum[g] = (int16_t)s;
     }
+    lb_act_fill_off(a, K);
 }
 
 bool lb_qtype_has_min(lb_type t) {

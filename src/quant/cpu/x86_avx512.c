@@ -331,21 +331,30 @@ TGT static inline __m512i bcast4(const void *p) {
 /*
  * NT tokens against a 16-row tile (lane r = row r): per block, S = the exact integer sums (vpdpbusd of the
  * unsigned codes and the signed activations, times the group scales, minus 128 * sum sc * bsum for the
- * types stored with an offset), then the block's float steps of cpu.h in every lane at once.
+ * types stored with an offset), then the block's float steps of cpu.h in every lane at once. Token t's
+ * lb_act starts at x[t]; its arrays lie at the same offsets from there in every token (lb_act_at), so a
+ * block's loads are x[t] plus an offset shared by all tokens.
  */
-__attribute__((always_inline)) TGT static inline void qgemm_nt(const lb_qtile *w, const lb_act *a, int64_t K, __mmask16 mask,
-                                                              float *out, int64_t ldo, const int NT, const int BE, const int SG,
-                                                              const int MIN) {
+typedef struct qg_off {
+    size_t bsum, d, off;
+} qg_off;
+
+__attribute__((always_inline)) TGT static inline void qgemm_nt(const lb_qtile *w, const uint8_t *const *x, qg_off o, int64_t K,
+                                                              __mmask16 mask, float *out, int64_t ldo, const int NT, const int BE,
+                                                              const int SG, const int MIN) {
     __m512 F[8];
     __m512i S[8], P[8];
+    const uint8_t *xt[8];
     const __m512i *u = (const __m512i *)w->u;
-    for (int t = 0; t < NT; t++) F[t] = _mm512_setzero_ps();
+    for (int t = 0; t < NT; t++) F[t] = _mm512_setzero_ps(), xt[t] = x[t];
     for (int64_t b = 0; b < K / BE; b++) {
-        for (int t = 0; t < NT; t++) S[t] = _mm512_setzero_si512();
+        const size_t ob = o.off + 4 * (size_t)b, od = o.d + 4 * (size_t)b;
+        for (int t = 0; t < NT; t++)
+            S[t] = BE == 32 && !MIN ? _mm512_set1_epi32(*(const int32_t *)(xt[t] + ob)) : _mm512_setzero_si512();
         if (BE == 32) {
             for (int s = 0; s < 8; s++) {
                 __m512i wv = _mm512_load_si512(u + 8 * b + s);
-                for (int t = 0; t < NT; t++) S[t] = _mm512_dpbusd_epi32(S[t], wv, bcast4(a[t].q + 32 * b + 4 * s));
+                for (int t = 0; t < NT; t++) S[t] = _mm512_dpbusd_epi32(S[t], wv, bcast4(xt[t] + 32 * b + 4 * s));
             }
         } else {
 #ifndef __SANITIZE_ADDRESS__ /* GCC with ASan drops this loop's annotation with a warning (an error under -Werror) */
@@ -356,44 +365,42 @@ __attribute__((always_inline)) TGT static inline void qgemm_nt(const lb_qtile *w
                 for (int t = 0; t < NT; t++) P[t] = _mm512_setzero_si512();
                 for (int s = 0; s < SG / 4; s++) {
                     __m512i wv = _mm512_load_si512(u + e / 4 + s);
-                    for (int t = 0; t < NT; t++) P[t] = _mm512_dpbusd_epi32(P[t], wv, bcast4(a[t].q + e + 4 * s));
+                    for (int t = 0; t < NT; t++) P[t] = _mm512_dpbusd_epi32(P[t], wv, bcast4(xt[t] + e + 4 * s));
                 }
                 __m512i scv = _mm512_load_si512(w->sc + 16 * (e / SG));
                 for (int t = 0; t < NT; t++) S[t] = _mm512_add_epi32(S[t], _mm512_mullo_epi32(P[t], scv));
             }
         }
-        if (!MIN) { /* the codes' offset: S -= 128 * sum_g sc[g] * bsum[g] */
-            for (int t = 0; t < NT; t++) P[t] = _mm512_setzero_si512();
+        if (!MIN && BE == 256) { /* the codes' offset: S += sum_g (-128 sc[g]) * bsum[g] (32-element types: off) */
             for (int p = 0; p < BE / 32; p++) {
                 int64_t g = BE / 32 * b + p;
                 __m512i gv = _mm512_load_si512(w->gsc + 16 * g);
-                for (int t = 0; t < NT; t++) P[t] = _mm512_dpwssd_epi32(P[t], gv, bcast4(a[t].bsum + 2 * g));
+                for (int t = 0; t < NT; t++) S[t] = _mm512_dpwssd_epi32(S[t], gv, bcast4(xt[t] + o.bsum + 4 * (size_t)g));
             }
-            for (int t = 0; t < NT; t++) S[t] = _mm512_sub_epi32(S[t], _mm512_slli_epi32(P[t], 7));
         }
         __m512 dv = _mm512_load_ps(w->d + 16 * b);
         for (int t = 0; t < NT; t++)
-            F[t] = _mm512_fmadd_ps(_mm512_mul_ps(dv, _mm512_set1_ps(a[t].d[b])), _mm512_cvtepi32_ps(S[t]), F[t]);
+            F[t] = _mm512_fmadd_ps(_mm512_mul_ps(dv, _mm512_set1_ps(*(const float *)(xt[t] + od))), _mm512_cvtepi32_ps(S[t]), F[t]);
         if (MIN) {
             for (int t = 0; t < NT; t++) P[t] = _mm512_setzero_si512();
             for (int p = 0; p < BE / 32; p++) {
                 int64_t g = BE / 32 * b + p;
                 __m512i gv = _mm512_load_si512(w->gmn + 16 * g);
-                for (int t = 0; t < NT; t++) P[t] = _mm512_dpwssd_epi32(P[t], gv, bcast4(a[t].bsum + 2 * g));
+                for (int t = 0; t < NT; t++) P[t] = _mm512_dpwssd_epi32(P[t], gv, bcast4(xt[t] + o.bsum + 4 * (size_t)g));
             }
             __m512 dmv = _mm512_load_ps(w->dm + 16 * b);
             for (int t = 0; t < NT; t++)
-                F[t] = _mm512_fmadd_ps(_mm512_mul_ps(dmv, _mm512_set1_ps(a[t].d[b])), _mm512_cvtepi32_ps(P[t]), F[t]);
+                F[t] = _mm512_fmadd_ps(_mm512_mul_ps(dmv, _mm512_set1_ps(*(const float *)(xt[t] + od))), _mm512_cvtepi32_ps(P[t]), F[t]);
         }
     }
     for (int t = 0; t < NT; t++) _mm512_mask_storeu_ps(out + t * ldo, mask, F[t]);
 }
 
-typedef void (*qgemm_fn)(const lb_qtile *, const lb_act *, int64_t, __mmask16, float *, int64_t);
+typedef void (*qgemm_fn)(const lb_qtile *, const uint8_t *const *, qg_off, int64_t, __mmask16, float *, int64_t);
 #define QGEMM_INST(NT, BE, SG, MIN)                                                                         \
-    TGT static void qgemm_##NT##_##BE##_##SG##_##MIN(const lb_qtile *w, const lb_act *a, int64_t K, __mmask16 m, float *out, \
-                                                    int64_t ldo) {                                            \
-        qgemm_nt(w, a, K, m, out, ldo, NT, BE, SG, MIN);                                                    \
+    TGT static void qgemm_##NT##_##BE##_##SG##_##MIN(const lb_qtile *w, const uint8_t *const *x, qg_off o, int64_t K, \
+                                                    __mmask16 m, float *out, int64_t ldo) {                  \
+        qgemm_nt(w, x, o, K, m, out, ldo, NT, BE, SG, MIN);                                                 \
     }
 #define QGEMM_NTS(BE, SG, MIN) QGEMM_INST(8, BE, SG, MIN) QGEMM_INST(4, BE, SG, MIN) QGEMM_INST(2, BE, SG, MIN) QGEMM_INST(1, BE, SG, MIN)
 QGEMM_NTS(32, 32, 0)
@@ -410,11 +417,14 @@ TGT static void qgemm_z(const lb_qtile *w, int R, const uint8_t *act, size_t act
                                        QGEMM_ROW(256, 16, 1), QGEMM_ROW(256, 32, 0), QGEMM_ROW(256, 32, 1)};
     const qgemm_fn *f = fns[(be == 256 ? (w->sg == 16 ? 2 : 4) : 0) + (w->has_min ? 1 : 0)];
     __mmask16 mask = (__mmask16)((1u << R) - 1);
+    lb_act a0 = lb_act_at((void *)act, K, be);
+    qg_off o = {(size_t)((const uint8_t *)a0.bsum - act), (size_t)((const uint8_t *)a0.d - act),
+                (size_t)((const uint8_t *)a0.off - act)};
     for (int64_t t = 0; t < T;) {
         int n = T - t >= 8 ? 8 : T - t >= 4 ? 4 : T - t >= 2 ? 2 : 1;
-        lb_act a[8];
-        for (int i = 0; i < n; i++) a[i] = lb_act_at((void *)(act + (size_t)(t + i) * act_stride), K, be);
-        f[n == 8 ? 0 : n == 4 ? 1 : n == 2 ? 2 : 3](w, a, K, mask, out + t * ldo, ldo);
+        const uint8_t *x[8];
+        for (int i = 0; i < n; i++) x[i] = act + (size_t)(t + i) * act_stride;
+        f[n == 8 ? 0 : n == 4 ? 1 : n == 2 ? 2 : 3](w, x, o, K, mask, out + t * ldo, ldo);
         t += n;
     }
 }

@@ -491,6 +491,7 @@ TGT static void SFX(actq)(const float *x, int64_t K, int64_t be, const lb_act *a
         __m128i s = _mm_sad_epu8(_mm_xor_si128(_mm_loadu_si128((const __m128i *)(a->q + 16 * g)), flip), _mm_setzero_si128());
         a->bsum[g] = (int16_t)(_mm_cvtsi128_si32(s) + _mm_extract_epi16(s, 4) - 2048);
     }
+    lb_act_fill_off(a, K);
 }
 
 /* ---------------------------------------------------------------- float weights ------------------------ */
