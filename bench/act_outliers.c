@@ -103,7 +103,7 @@ int main(int argc, char **argv) {
         st.sumabs[k] = calloc(n, sizeof(double));
         if (!st.maxabs[k] || !st.sumabs[k]) { fprintf(stderr, "act_outliers: out of memory\n"); return 1; }
     }
-    lb_context_params cp = {ctx, threads, {LB_DEVICE_CPU, 0}};
+    lb_context_params cp = {.n_ctx = ctx, .n_threads = threads, .device = {LB_DEVICE_CPU, 0}};
     if ((s = lb_context_new(m, &cp, &c, &e)) != LB_OK) return die("context", s, &e);
     lb_context_set_observer(c, observe, &st);
     float *logits = malloc((size_t)ctx * (size_t)h->n_vocab * sizeof *logits); /* the head runs only for logits */

@@ -75,7 +75,7 @@ int main(int argc, char **argv) {
     }
     const lb_model_info *h = lb_model_get_info(m);
     double t0 = now();
-    lb_context_params cp = {pp + tg, 0, dev};
+    lb_context_params cp = {.n_ctx = pp + tg, .n_threads = 0, .device = dev};
     if (lb_context_new(m, &cp, &c, &e) != LB_OK) {
         fprintf(stderr, "cuda_bench: %s\n", e.msg);
         lb_model_free(m);

@@ -44,6 +44,13 @@ bool cli_device(const char *v, lb_device *out) {
     return s == LB_OK;
 }
 
+bool cli_device_set(const char *v, lb_device *out, int *n_devices, int devices[LB_MAX_DEVICES]) {
+    lb_error e;
+    lb_status s = lb_device_set_parse(v, out, n_devices, devices, &e);
+    if (s != LB_OK) cli_fail("--device: %s", e.msg);
+    return s == LB_OK;
+}
+
 bool cli_float(const char *opt, const char *v, double lo, double hi, double *out) {
     char *end;
     errno = 0;

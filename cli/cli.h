@@ -19,6 +19,8 @@ int cli_fail_lb(lb_status s, const lb_error *e);
 bool cli_int(const char *opt, const char *v, int64_t lo, int64_t hi, int64_t *out);
 /* --device cpu|cuda[:N]; false (after printing why) on a bad name */
 bool cli_device(const char *v, lb_device *out);
+/* --device with a set of GPUs: cuda:N,M,... or cuda:all (lb_device_set_parse) */
+bool cli_device_set(const char *v, lb_device *out, int *n_devices, int devices[LB_MAX_DEVICES]);
 bool cli_float(const char *opt, const char *v, double lo, double hi, double *out);
 
 /* Write s as a JSON string literal (quotes included). */

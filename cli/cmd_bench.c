@@ -141,7 +141,7 @@ static int measure(const lb_model *m, lb_device dev, int nt, int64_t p, int64_t 
                    bench_row *row) {
     lb_context *c = NULL;
     lb_error e;
-    lb_context_params cp = {(p > n ? p : n) + 1, nt, dev};
+    lb_context_params cp = {.n_ctx = (p > n ? p : n) + 1, .n_threads = nt, .device = dev};
     lb_status s = lb_context_new(m, &cp, &c, &e);
     if (s != LB_OK) return cli_fail_lb(s, &e);
     float *logits = malloc((size_t)lb_model_get_info(m)->n_vocab * sizeof *logits);

@@ -19,7 +19,9 @@ static void usage(FILE *f) {
           "  --chunks N      score only the first N windows (default: all full windows)\n"
           "  --base MODEL2   reference model (e.g. the F16 original): adds KL(base || model) and top-1 agreement\n"
           "  -t, --threads N worker threads (default: all CPUs)\n"
-          "  --device D      cpu (default), cuda or cuda:N: where the models run and are scored\n"
+          "  --device D      cpu (default), cuda or cuda:N: where the models run and are scored; cuda:N,M,...\n"
+          "                  or cuda:all split each model's layers over those GPUs in order (a model larger\n"
+          "                  than one GPU; the same results as on one)\n"
           "  --json          machine-readable result on stdout\n"
           "  --allow-nonfinite  load NaN/Inf weights and report NaN results (default: an error naming them)\n"
           "  -q, --quiet     no progress on stderr\n",
@@ -33,6 +35,7 @@ typedef struct eval_opts {
     int64_t ctx, chunks, threads;
     bool json, quiet, allow_nonfinite;
     lb_device device;
+    int n_devices, devices[LB_MAX_DEVICES];
 } eval_opts;
 
 static int parse(int argc, char **argv, eval_opts *o) {
@@ -47,7 +50,7 @@ static int parse(int argc, char **argv, eval_opts *o) {
         else if (!strcmp(a, "--allow-nonfinite")) o->allow_nonfinite = true;
         else if (!strcmp(a, "--text") && v) { o->text = v; i++; }
         else if (!strcmp(a, "--base") && v) { o->base = v; i++; }
-        else if (!strcmp(a, "--device") && v) { if (!cli_device(v, &o->device)) return 1; i++; }
+        else if (!strcmp(a, "--device") && v) { if (!cli_device_set(v, &o->device, &o->n_devices, o->devices)) return 1; i++; }
         else if (!strcmp(a, "--ctx") && v) { if (!cli_int(a, v, 2, 1 << 20, &o->ctx)) return 1; i++; }
         else if (!strcmp(a, "--chunks") && v) { if (!cli_int(a, v, 1, INT32_MAX, &o->chunks)) return 1; i++; }
         else if ((!strcmp(a, "-t") || !strcmp(a, "--threads")) && v) { if (!cli_int(a, v, 1, 256, &o->threads)) return 1; i++; }
@@ -146,6 +149,8 @@ int cmd_eval(int argc, char **argv) {
     p.max_chunks = o.chunks;
     p.n_threads = (int)o.threads;
     p.device = o.device;
+    p.n_devices = o.n_devices;
+    memcpy(p.devices, o.devices, sizeof p.devices);
     p.progress = cli_progress_cb;
     p.progress_user = &prog;
     p.allow_nonfinite = o.allow_nonfinite;

@@ -77,7 +77,8 @@ static void usage(FILE *f) {
           "  --seed S           random seed (default 1)\n"
           "  --ignore-eos       keep generating after the end-of-sequence token\n"
           "  -t, --threads N    worker threads (default: all CPUs)\n"
-          "  --device D         cpu (default), cuda or cuda:N\n"
+          "  --device D         cpu (default), cuda or cuda:N; cuda:N,M,... or cuda:all split the layers over\n"
+          "                     those GPUs in order (a model larger than one GPU)\n"
           "  -q, --quiet        no statistics on stderr\n",
           f);
 }
@@ -89,6 +90,7 @@ int cmd_run(int argc, char **argv) {
     bool ignore_eos = false, quiet = false;
     chat_opts chat = {false, NULL, NULL};
     lb_device dev = {LB_DEVICE_CPU, 0};
+    int n_devices = 0, devices[LB_MAX_DEVICES] = {0};
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
         if (!strcmp(a, "-h") || !strcmp(a, "--help")) { usage(stdout); return 0; }
@@ -99,7 +101,7 @@ int cmd_run(int argc, char **argv) {
         else if (!strcmp(a, "--top-p") && v) { if (!cli_float(a, v, 0, 1, &top_p)) return 1; i++; }
         else if (!strcmp(a, "--seed") && v) { if (!cli_int(a, v, 0, INT64_MAX, &seed)) return 1; i++; }
         else if ((!strcmp(a, "-t") || !strcmp(a, "--threads")) && v) { if (!cli_int(a, v, 1, 256, &threads)) return 1; i++; }
-        else if (!strcmp(a, "--device") && v) { if (!cli_device(v, &dev)) return 1; i++; }
+        else if (!strcmp(a, "--device") && v) { if (!cli_device_set(v, &dev, &n_devices, devices)) return 1; i++; }
         else if (!strcmp(a, "--ignore-eos")) ignore_eos = true;
         else if (!strcmp(a, "--chat")) chat.on = true;
         else if (!strcmp(a, "--system") && v) { chat.system = v; i++; }
@@ -148,7 +150,8 @@ int cmd_run(int argc, char **argv) {
         n_ids++;
     }
     if (n_ids == 0) { rc = cli_fail("run: the prompt is empty"); goto done; }
-    lb_context_params cp = {n_ids + n_gen, (int)threads, dev};
+    lb_context_params cp = {.n_ctx = n_ids + n_gen, .n_threads = (int)threads, .device = dev, .n_devices = n_devices};
+    memcpy(cp.devices, devices, sizeof cp.devices);
     if (cp.n_ctx > h->n_ctx_train && h->n_ctx_train > 0) {
         rc = cli_fail("run: prompt (%lld tokens) + %lld new tokens exceed the model's context of %lld", (long long)n_ids,
                       (long long)n_gen, (long long)h->n_ctx_train);

@@ -327,9 +327,9 @@ typedef struct lb_device {
 lb_status lb_device_parse(const char *s, lb_device *out, lb_error *err);
 
 #define LB_MAX_DEVICES 16
-/* lb_device_parse's spellings and, for a calibration spread over several GPUs, a set "cuda:N,M,..."
- * (distinct, at most LB_MAX_DEVICES) or "cuda:all": *out is the one device or the set's first; *n_devices
- * 0 for one device, the set's size with devices[] filled, or -1 for every visible GPU. */
+/* lb_device_parse's spellings and, for work spread over several GPUs (calibration, a pipeline of layers), a
+ * set "cuda:N,M,..." (distinct, at most LB_MAX_DEVICES) or "cuda:all": *out is the one device or the set's
+ * first; *n_devices 0 for one device, the set's size with devices[] filled, or -1 for every visible GPU. */
 lb_status lb_device_set_parse(const char *s, lb_device *out, int *n_devices, int devices[LB_MAX_DEVICES], lb_error *err);
 /* 1 when this library was built with the CUDA backend, else 0. Says nothing about a GPU being present. */
 int lb_cuda_compiled(void);
@@ -345,6 +345,11 @@ typedef struct lb_context_params {
     int n_threads;   /* worker threads; 0 = all online CPUs */
     lb_device device; /* where the forward pass runs (zero = CPU). A CUDA context uploads the model's weights
                          to the GPU once, in their stored types, when it is created; the lb_model stays as it is */
+    int n_devices;    /* with a CUDA device: 0 or 1 for it alone; more: the layers split over devices[0..n_devices)
+                         in that order (a pipeline: each GPU holds its layers' weights and KV cache, and the
+                         residual stream passes from one to the next), for a model larger than one GPU's memory;
+                         -1: every visible GPU. The same results as on one GPU, bit for bit */
+    int devices[LB_MAX_DEVICES];
 } lb_context_params;
 
 lb_context_params lb_context_default_params(void);
@@ -416,6 +421,9 @@ typedef struct lb_eval_params {
     void *progress_user;
     lb_device device;  /* where the models run (zero = CPU); on a GPU the scoring runs there too */
     int allow_nonfinite; /* report NaN/Inf results; by default a window whose logits are not finite is an error */
+    int n_devices;     /* with a CUDA device: the models' layers split over devices[0..n_devices) as in
+                          lb_context_params (0 or 1: the device alone; -1: every visible GPU) */
+    int devices[LB_MAX_DEVICES];
 } lb_eval_params;
 
 lb_eval_params lb_eval_default_params(void);

@@ -166,7 +166,7 @@ lb_status lb_imatrix_compute(const lb_model *m, const int32_t *tokens, int64_t n
     }
     lb_context *c = NULL;
     float *logits = NULL;
-    lb_context_params cp = {p->ctx, p->n_threads, p->device};
+    lb_context_params cp = {.n_ctx = p->ctx, .n_threads = p->n_threads, .device = p->device};
     if (s == LB_OK) s = lb_context_new(m, &cp, &c, err);
     if (s == LB_OK && !(logits = malloc((size_t)(p->ctx * h->n_vocab) * sizeof *logits)))
         s = lb_err_set(err, LB_ERR_NOMEM, "out of memory");

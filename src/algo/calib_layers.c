@@ -245,7 +245,7 @@ static lb_status cpu_init(lb_calib *c, int64_t dmax, bool ref, const lb_calib_pa
     c->h_first = malloc((size_t)(dmax / H_ROWS + 2) * sizeof *c->h_first);
     ok &= c->pool && c->x && c->xt && c->prod && c->slots && c->h_first;
     if (!ok) return lb_err_set(err, LB_ERR_NOMEM, "out of memory for %lld calibration windows", (long long)nw);
-    lb_context_params cp = {p->ctx, nt, {LB_DEVICE_CPU, 0}};
+    lb_context_params cp = {.n_ctx = p->ctx, .n_threads = nt, .device = {LB_DEVICE_CPU, 0}};
     return lb_context_new(c->m, &cp, &c->ctx, err);
 }
 

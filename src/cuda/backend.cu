@@ -223,6 +223,9 @@ struct lb_cuda_ctx {
     lb_cuda_observer_fn dobs;    /* device observer (one-layer runs) */
     void *dobs_user;
     bool layerwise;              /* one layer at a time: a one-layer KV cache, no model weights, no logits */
+    int64_t l0, l1;              /* a pipeline stage's layers (a one-device context: all of them) */
+    lb_cuda_ctx *next;           /* the pipeline's next stage (NULL: this is the last) */
+    bool head;                   /* this stage holds the head and the logits (the last stage) */
     lslot slot[2];               /* a layerwise context's layers */
     void *allocs[MAX_ALLOCS];
     int n_allocs;
@@ -283,12 +286,12 @@ static lb_status upload_layer(lb_cuda_ctx *g, const lb_layer *l, dlayer *d, lb_e
     return s;
 }
 
-static size_t model_device_bytes(const lb_model *m) {
+/* the weight bytes a stage holding layers l0 .. l1-1 uploads (the embedding in the first, the head in the last) */
+static size_t stage_device_bytes(const lb_model *m, int64_t l0, int64_t l1, bool first, bool last) {
     size_t b = 0;
-    const lb_weight *tied = m->output.data == m->tok_embd.data ? NULL : &m->output;
-    b += lb_weight_row_bytes(&m->tok_embd) * (size_t)m->tok_embd.rows;
-    if (tied) b += lb_weight_row_bytes(tied) * (size_t)tied->rows;
-    for (int64_t i = 0; i < m->info.n_layer; i++) {
+    if (first) b += lb_weight_row_bytes(&m->tok_embd) * (size_t)m->tok_embd.rows;
+    if (last && !(first && m->output.data == m->tok_embd.data)) b += lb_weight_row_bytes(&m->output) * (size_t)m->output.rows;
+    for (int64_t i = l0; i < l1; i++) {
         const lb_layer *l = &m->layers[i];
         const lb_weight *ws[] = {&l->wq, &l->wk, &l->wv, &l->wo, &l->w_gate, &l->w_up, &l->w_down};
         for (int j = 0; j < 7; j++) b += lb_weight_row_bytes(ws[j]) * (size_t)ws[j]->rows;
@@ -299,7 +302,7 @@ static size_t model_device_bytes(const lb_model *m) {
 static lb_status alloc_state(lb_cuda_ctx *g, lb_error *err) {
     const lb_model_info *h = &g->m->info;
     const int64_t B = g->n_batch, E = h->n_embd, D = h->head_dim, qd = h->n_head * D, kvd = h->n_head_kv * D, F = h->n_ff;
-    const int64_t V = g->layerwise ? 0 : h->n_vocab, C = g->n_ctx, L = g->layerwise ? 1 : h->n_layer;
+    const int64_t V = g->head ? h->n_vocab : 0, C = g->n_ctx, L = g->layerwise ? 1 : g->l1 - g->l0;
     lb_status s = LB_OK;
     float **fp[] = {&g->x, &g->xn, &g->q, &g->k, &g->v, &g->att, &g->g, &g->u, &g->tmp, &g->logits};
     const int64_t fn[] = {B * E, B * E, B * qd, B * kvd, B * kvd, B * qd, B * F, B * F, B * E, B * V};
@@ -359,29 +362,39 @@ static lb_status rope_tables(lb_cuda_ctx *g, lb_error *err) {
     return s;
 }
 
-extern "C" lb_status lb_cuda_ctx_new(const lb_model *m, int device, int64_t n_ctx, int64_t n_batch, lb_cuda_ctx **out,
-                                     lb_error *err) {
+/* one stage of a pipeline (a one-device context: the only one) */
+static lb_status stage_new(const lb_model *m, int device, int64_t l0, int64_t l1, bool first, bool last, int64_t n_ctx,
+                           int64_t n_batch, lb_cuda_ctx **out, lb_error *err) {
     lb_status s = use_device(device, err);
     if (s != LB_OK) return s;
     const lb_model_info *h = &m->info;
-    size_t free_b = 0, total_b = 0, need = model_device_bytes(m);
+    size_t free_b = 0, total_b = 0, need = stage_device_bytes(m, l0, l1, first, last);
     CK(cudaMemGetInfo(&free_b, &total_b), "reading free memory");
-    if (need > free_b)
-        return lb_err_set(err, LB_ERR_DEVICE, "CUDA device %d: the weights need %.1f MiB, %.1f MiB of %.1f MiB are free", device,
-                          need / 1048576.0, free_b / 1048576.0, total_b / 1048576.0);
+    if (need > free_b) {
+        if (first && last)
+            return lb_err_set(err, LB_ERR_DEVICE, "CUDA device %d: the weights need %.1f MiB, %.1f MiB of %.1f MiB are free", device,
+                              need / 1048576.0, free_b / 1048576.0, total_b / 1048576.0);
+        return lb_err_set(err, LB_ERR_DEVICE, "CUDA device %d: layers %lld-%lld need %.1f MiB, %.1f MiB of %.1f MiB are free", device,
+                          (long long)l0, (long long)l1 - 1, need / 1048576.0, free_b / 1048576.0, total_b / 1048576.0);
+    }
     lb_cuda_ctx *g = (lb_cuda_ctx *)calloc(1, sizeof *g);
     if (!g) return lb_err_set(err, LB_ERR_NOMEM, "out of memory");
     g->m = m;
     g->dev = device;
     g->n_ctx = n_ctx;
     g->n_batch = n_batch;
+    g->l0 = l0;
+    g->l1 = l1;
+    g->head = last;
     g->L = (dlayer *)calloc((size_t)h->n_layer, sizeof(dlayer));
     if (!g->L) s = lb_err_set(err, LB_ERR_NOMEM, "out of memory");
-    if (s == LB_OK) s = upload_weight(g, &g->tok, &m->tok_embd, "token_embd", err);
-    if (s == LB_OK && m->output.data == m->tok_embd.data) g->out = g->tok;
-    else if (s == LB_OK) s = upload_weight(g, &g->out, &m->output, "output", err);
-    if (s == LB_OK) s = upload_vec(g, &g->out_norm, m->out_norm, h->n_embd, err);
-    for (int64_t i = 0; s == LB_OK && i < h->n_layer; i++) {
+    if (s == LB_OK && first) s = upload_weight(g, &g->tok, &m->tok_embd, "token_embd", err);
+    if (s == LB_OK && last) {
+        if (first && m->output.data == m->tok_embd.data) g->out = g->tok;
+        else s = upload_weight(g, &g->out, &m->output, "output", err);
+        if (s == LB_OK) s = upload_vec(g, &g->out_norm, m->out_norm, h->n_embd, err);
+    }
+    for (int64_t i = l0; s == LB_OK && i < l1; i++) {
         s = upload_layer(g, &m->layers[i], &g->L[i], err);
         if (s != LB_OK) lb_err_prefix(err, s, "layer %lld", (long long)i);
     }
@@ -395,8 +408,35 @@ extern "C" lb_status lb_cuda_ctx_new(const lb_model *m, int device, int64_t n_ct
     return LB_OK;
 }
 
+extern "C" lb_status lb_cuda_ctx_new(const lb_model *m, int device, int64_t n_ctx, int64_t n_batch, lb_cuda_ctx **out,
+                                     lb_error *err) {
+    return stage_new(m, device, 0, m->info.n_layer, true, true, n_ctx, n_batch, out, err);
+}
+
+extern "C" lb_status lb_cuda_ctx_new_pipeline(const lb_model *m, const int *devices, const int64_t *first, int n, int64_t n_ctx,
+                                              int64_t n_batch, lb_cuda_ctx **out, lb_error *err) {
+    if (n < 1 || first[0] != 0 || first[n] != m->info.n_layer) return lb_err_set(err, LB_ERR_ARG, "lb_cuda_ctx_new_pipeline: bad split");
+    for (int r = 0; r < n; r++)
+        if (first[r + 1] <= first[r]) return lb_err_set(err, LB_ERR_ARG, "lb_cuda_ctx_new_pipeline: stage %d has no layers", r);
+    lb_cuda_ctx *head = NULL, *prev = NULL;
+    for (int r = 0; r < n; r++) {
+        lb_cuda_ctx *g = NULL;
+        lb_status s = stage_new(m, devices[r], first[r], first[r + 1], r == 0, r == n - 1, n_ctx, n_batch, &g, err);
+        if (s != LB_OK) {
+            lb_cuda_ctx_free(head);
+            return s;
+        }
+        if (prev) prev->next = g;
+        else head = g;
+        prev = g;
+    }
+    *out = head;
+    return LB_OK;
+}
+
 extern "C" void lb_cuda_ctx_free(lb_cuda_ctx *g) {
     if (!g) return;
+    lb_cuda_ctx_free(g->next);
     cudaSetDevice(g->dev);
     lb_cu_stream = g->st;
     mm_ws_free(&g->ws);
@@ -413,9 +453,10 @@ extern "C" void lb_cuda_ctx_free(lb_cuda_ctx *g) {
 }
 
 extern "C" void lb_cuda_ctx_set_observer(lb_cuda_ctx *g, lb_observer_fn fn, void *user) {
-    if (!g) return;
-    g->obs = fn;
-    g->obs_user = user;
+    for (; g; g = g->next) {
+        g->obs = fn;
+        g->obs_user = user;
+    }
 }
 
 /* the observer gets a host copy of a device activation */
@@ -467,7 +508,7 @@ static lb_status layer_forward(lb_cuda_ctx *g, const dlayer *l, int64_t il, int6
         cu_rmsnorm(g->q, l->q_norm, g->q, T * H, (int)D, D, eps);
         cu_rmsnorm(g->k, l->k_norm, g->k, T * KV, (int)D, D, eps);
     }
-    const size_t lo = (size_t)((g->layerwise ? 0 : il) * g->n_ctx * kvd);
+    const size_t lo = (size_t)((g->layerwise ? 0 : il - g->l0) * g->n_ctx * kvd);
     cu_rope_kv(g->q, g->k, g->v, (int)T, (int)H, (int)KV, (int)D, g->cs, g->sn, g->pos_d, g->m->rope_interleaved, g->kc + lo,
                g->vc + lo);
     if (T > LB_CUDA_MV_MAX && cu_attention_flash_ok((int)H, (int)KV, (int)D))
@@ -492,22 +533,49 @@ static lb_status layer_forward(lb_cuda_ctx *g, const dlayer *l, int64_t il, int6
     return LB_OK;
 }
 
-/* The work of one batch whose token ids and position are in pinned memory: copies in, layers, logits. */
+/* The last stage of a pipeline (a one-device context: itself). */
+static lb_cuda_ctx *tail(lb_cuda_ctx *g) {
+    while (g->next) g = g->next;
+    return g;
+}
+static const lb_cuda_ctx *tail_c(const lb_cuda_ctx *g) {
+    while (g->next) g = g->next;
+    return g;
+}
+
+/* The work of one batch whose token ids and position are in pinned memory: copies in, layers, logits. A
+ * pipeline runs its stages in turn, each on its device and stream; a stage's residual stream goes to the next
+ * stage's device once its layers are done (the host waits for the copy, so the next stage's work is ordered
+ * after it). */
 static lb_status forward(lb_cuda_ctx *g, int64_t T, int want, int64_t max_n, lb_error *err) {
     const lb_model_info *h = &g->m->info;
     const int64_t E = h->n_embd, V = h->n_vocab;
-    CK(cudaMemcpyAsync(g->pos_d, g->pin_pos, sizeof(int64_t), cudaMemcpyHostToDevice, g->st), "uploading the position");
-    CK(cudaMemcpyAsync(g->tok_d, g->pin_tok, (size_t)T * sizeof(int32_t), cudaMemcpyHostToDevice, g->st), "uploading token ids");
-    cu_embed(&g->tok, g->tok_d, (int)T, g->x);
-    for (int64_t il = 0; il < h->n_layer; il++) TRY(layer_forward(g, &g->L[il], il, T, max_n, -1, err));
+    for (lb_cuda_ctx *st = g; st; st = st->next) {
+        if (st != g) {
+            CK(cudaSetDevice(st->dev), "selecting the device");
+            lb_cu_stream = st->st;
+        }
+        CK(cudaMemcpyAsync(st->pos_d, st->pin_pos, sizeof(int64_t), cudaMemcpyHostToDevice, st->st), "uploading the position");
+        if (st == g) {
+            CK(cudaMemcpyAsync(g->tok_d, g->pin_tok, (size_t)T * sizeof(int32_t), cudaMemcpyHostToDevice, g->st), "uploading token ids");
+            cu_embed(&g->tok, g->tok_d, (int)T, g->x);
+        }
+        for (int64_t il = st->l0; il < st->l1; il++) TRY(layer_forward(st, &st->L[il], il, T, max_n, -1, err));
+        if (st->next) {
+            CK(cudaMemcpyPeerAsync(st->next->x, st->next->dev, st->x, st->dev, (size_t)(T * E) * sizeof(float), st->st),
+               "passing the residual stream to the next GPU");
+            CK(cudaStreamSynchronize(st->st), "running a pipeline stage");
+        }
+    }
+    lb_cuda_ctx *t = tail(g);
     if (want == 2) {
-        cu_rmsnorm(g->x, g->out_norm, g->xn, T, (int)E, E, h->rms_eps);
-        TRY(observe(g, -1, LB_OBS_OUTPUT_IN, g->xn, T, E, err));
-        TRY(mm(&g->ws, g->xn, T, &g->out, g->logits, V, -1, false, err));
+        cu_rmsnorm(t->x, t->out_norm, t->xn, T, (int)E, E, h->rms_eps);
+        TRY(observe(t, -1, LB_OBS_OUTPUT_IN, t->xn, T, E, err));
+        TRY(mm(&t->ws, t->xn, T, &t->out, t->logits, V, -1, false, err));
     } else if (want == 1) {
-        cu_rmsnorm(g->x + (T - 1) * E, g->out_norm, g->xn, 1, (int)E, E, h->rms_eps);
-        TRY(mm(&g->ws, g->xn, 1, &g->out, g->logits, V, -1, false, err));
-        CK(cudaMemcpyAsync(g->pin_logits, g->logits, (size_t)V * sizeof(float), cudaMemcpyDeviceToHost, g->st), "reading logits");
+        cu_rmsnorm(t->x + (T - 1) * E, t->out_norm, t->xn, 1, (int)E, E, h->rms_eps);
+        TRY(mm(&t->ws, t->xn, 1, &t->out, t->logits, V, -1, false, err));
+        CK(cudaMemcpyAsync(t->pin_logits, t->logits, (size_t)V * sizeof(float), cudaMemcpyDeviceToHost, t->st), "reading logits");
     }
     return LB_OK;
 }
@@ -516,7 +584,7 @@ static lb_status forward(lb_cuda_ctx *g, int64_t T, int want, int64_t max_n, lb_
  * so the same graph replays at every position. On failure decoding goes on without it. */
 static void capture_decode(lb_cuda_ctx *g) {
     g->decode_state = -1;
-    if (g->obs) return;
+    if (g->obs || g->next) return; /* a pipeline decodes kernel by kernel (its stages wait on each other) */
     cudaGraph_t graph = NULL;
     lb_error e;
     if (cudaStreamBeginCapture(g->st, cudaStreamCaptureModeThreadLocal) != cudaSuccess) {
@@ -534,31 +602,38 @@ extern "C" lb_status lb_cuda_ctx_eval(lb_cuda_ctx *g, const int32_t *tokens, int
                                       lb_error *err) {
     const int64_t V = g->m->info.n_vocab;
     if (T < 1 || T > g->n_batch || pos0 + T > g->n_ctx || g->layerwise) return lb_err_set(err, LB_ERR_ARG, "lb_cuda_ctx_eval: bad batch");
+    lb_cuda_ctx *t = tail(g);
+    for (lb_cuda_ctx *st = g; st; st = st->next) { /* every stage idle, with the batch's position */
+        CK(cudaSetDevice(st->dev), "selecting the device");
+        CK(cudaStreamSynchronize(st->st), "waiting for the device");
+        *st->pin_pos = pos0;
+    }
     CK(cudaSetDevice(g->dev), "selecting the device");
     lb_cu_stream = g->st;
-    CK(cudaStreamSynchronize(g->st), "waiting for the device");
-    *g->pin_pos = pos0;
     memcpy(g->pin_tok, tokens, (size_t)T * sizeof(int32_t));
-    g->last_T = 0;
+    g->last_T = t->last_T = 0;
     if (T == 1 && want == 1 && !g->obs && g->decode_state == 0 && !getenv("LB_CUDA_NO_GRAPH")) capture_decode(g);
     if (T == 1 && want == 1 && !g->obs && g->decode_state == 1) {
         CK(cudaGraphLaunch(g->decode, g->st), "replaying the decode step");
     } else {
         TRY(forward(g, T, want, pos0 + T, err));
     }
-    CK(cudaStreamSynchronize(g->st), "running the forward pass");
-    if (want == 2) g->last_T = T;
-    if (want == 2 && logits) CK(cudaMemcpy(logits, g->logits, (size_t)(T * V) * sizeof(float), cudaMemcpyDeviceToHost), "reading logits");
-    if (want == 1 && logits) memcpy(logits, g->pin_logits, (size_t)V * sizeof(float));
+    CK(cudaSetDevice(t->dev), "selecting the device");
+    CK(cudaStreamSynchronize(t->st), "running the forward pass");
+    if (want == 2) g->last_T = t->last_T = T;
+    if (want == 2 && logits) CK(cudaMemcpy(logits, t->logits, (size_t)(T * V) * sizeof(float), cudaMemcpyDeviceToHost), "reading logits");
+    if (want == 1 && logits) memcpy(logits, t->pin_logits, (size_t)V * sizeof(float));
     return LB_OK;
 }
 
-extern "C" lb_status lb_cuda_ctx_score(lb_cuda_ctx *g, const lb_cuda_ctx *base, const int32_t *tokens, int64_t T, double *lse,
+extern "C" lb_status lb_cuda_ctx_score(lb_cuda_ctx *g0, const lb_cuda_ctx *base0, const int32_t *tokens, int64_t T, double *lse,
                                        double *nll, int64_t *amax, double *kl, lb_error *err) {
+    lb_cuda_ctx *g = tail(g0);
+    const lb_cuda_ctx *base = base0 ? tail_c(base0) : NULL;
     if (g->last_T != T || (base && base->last_T != T))
         return lb_err_set(err, LB_ERR_ARG, "lb_cuda_ctx_score: the logits of %lld tokens are not on the device", (long long)T);
     if (base && base->dev != g->dev)
-        return lb_err_set(err, LB_ERR_ARG, "the base model runs on cuda:%d, the model on cuda:%d: scoring needs one device",
+        return lb_err_set(err, LB_ERR_ARG, "the base model's head runs on cuda:%d, the model's on cuda:%d: scoring needs one device",
                           base->dev, g->dev);
     CK(cudaSetDevice(g->dev), "selecting the device");
     lb_cu_stream = g->st;

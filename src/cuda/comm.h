@@ -10,6 +10,7 @@
 #define LB_CUDA_COMM_H
 
 #include "../core/core.h"
+#include "cuda.h" /* lb_cuda_device_count */
 
 #ifdef __cplusplus
 extern "C" {
@@ -35,9 +36,6 @@ lb_status lb_cuda_comm_allreduce_f64(lb_cuda_comm *c, double *const *buf, size_t
 /* The same for host arrays: host[r] (n doubles) goes to rank r's device, is all-reduced there and comes back,
  * so every host[r] holds the sum (device buffers made for the call). */
 lb_status lb_cuda_comm_allreduce_host_f64(lb_cuda_comm *c, double *const *host, size_t n, lb_error *err);
-
-/* How many CUDA devices this process sees (0 without a driver or device, or without the CUDA build). */
-int lb_cuda_device_count(void);
 
 #ifdef __cplusplus
 }

@@ -24,6 +24,21 @@ typedef struct lb_cuda_ctx lb_cuda_ctx;
  * n_batch tokens. */
 lb_status lb_cuda_ctx_new(const struct lb_model *m, int device, int64_t n_ctx, int64_t n_batch, lb_cuda_ctx **out,
                           lb_error *err);
+
+/*
+ * The same as a pipeline of n >= 1 stages: stage r on device devices[r] (a device may repeat) holds layers
+ * first[r] .. first[r+1]-1 (first[0] = 0, first[n] = n_layer, each stage at least one layer) with their KV
+ * cache, stage 0 the token embedding, stage n-1 the final norm, the head and the logits. A batch runs the
+ * stages in order, the residual stream (T, n_embd) copied from each stage's device to the next's; every
+ * layer's arithmetic is the one-device context's, so the results are its bits. The returned handle is
+ * stage 0; the other entry points take it as they take a one-device context (scoring: the stages n-1 of
+ * the model and its base must share a device).
+ */
+lb_status lb_cuda_ctx_new_pipeline(const struct lb_model *m, const int *devices, const int64_t *first, int n, int64_t n_ctx,
+                                   int64_t n_batch, lb_cuda_ctx **out, lb_error *err);
+
+/* How many CUDA devices this process sees (0 without a driver or device, or without the CUDA build). */
+int lb_cuda_device_count(void);
 void lb_cuda_ctx_free(lb_cuda_ctx *g);
 void lb_cuda_ctx_set_observer(lb_cuda_ctx *g, lb_observer_fn fn, void *user);
 

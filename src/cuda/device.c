@@ -74,6 +74,10 @@ lb_status lb_cuda_ctx_new(const struct lb_model *m, int device, int64_t n_ctx, i
                           lb_error *err) {
     return no_cuda(err);
 }
+lb_status lb_cuda_ctx_new_pipeline(const struct lb_model *m, const int *devices, const int64_t *first, int n, int64_t n_ctx,
+                                   int64_t n_batch, lb_cuda_ctx **out, lb_error *err) {
+    return no_cuda(err);
+}
 void lb_cuda_ctx_free(lb_cuda_ctx *g) {}
 void lb_cuda_ctx_set_observer(lb_cuda_ctx *g, lb_observer_fn fn, void *user) {}
 lb_status lb_cuda_ctx_eval(lb_cuda_ctx *g, const int32_t *tokens, int64_t T, int64_t pos0, int want, float *logits,

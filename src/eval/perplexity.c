@@ -15,7 +15,9 @@
 #include <string.h>
 
 lb_eval_params lb_eval_default_params(void) {
-    lb_eval_params p = {512, 0, 0, NULL, NULL, {LB_DEVICE_CPU, 0}, 0};
+    lb_eval_params p;
+    memset(&p, 0, sizeof p); /* the CPU, every CPU, every full window, no progress callback */
+    p.ctx = 512;
     return p;
 }
 
@@ -138,7 +140,9 @@ lb_status lb_eval_perplexity_multi(const lb_model *const *models, int n_models, 
     if (p->max_chunks > 0 && p->max_chunks < chunks) chunks = p->max_chunks;
 
     double t0 = lb_time_sec();
-    lb_context_params cp = {ctx, p->n_threads, p->device};
+    lb_context_params cp = lb_context_default_params();
+    cp.n_ctx = ctx, cp.n_threads = p->n_threads, cp.device = p->device, cp.n_devices = p->n_devices;
+    memcpy(cp.devices, p->devices, sizeof cp.devices);
     bool gpu = p->device.kind != LB_DEVICE_CPU;
     lb_context *cb = NULL;
     float *lg = NULL, *lgb = NULL;

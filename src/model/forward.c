@@ -82,19 +82,69 @@ static void observe(lb_context *c, int64_t layer, lb_obs_point pt, const float *
 }
 
 lb_context_params lb_context_default_params(void) {
-    lb_context_params p = {0, 0, {LB_DEVICE_CPU, 0}};
+    lb_context_params p;
+    memset(&p, 0, sizeof p); /* the CPU, the model's context length, every CPU */
     return p;
 }
 
-/* A context on a CUDA device: the executor in cuda/ holds the cache and activations. */
+static size_t weight_bytes(const lb_weight *w) { return lb_weight_row_bytes(w) * (size_t)w->rows; }
+
+lb_status lb_model_pipeline_split(const lb_model *m, int R, int64_t *first, lb_error *err) {
+    const int64_t L = m->info.n_layer;
+    if (R < 1 || R > LB_MAX_DEVICES) return lb_err_set(err, LB_ERR_ARG, "a pipeline of %d stages (1..%d)", R, LB_MAX_DEVICES);
+    if (L < R)
+        return lb_err_set(err, LB_ERR_ARG, "the model has %lld layers, fewer than the %d devices to split them over", (long long)L, R);
+    double *cum = malloc((size_t)(L + 1) * sizeof *cum); /* cum[i]: bytes of stage 0's embedding and layers < i */
+    if (!cum) return lb_err_set(err, LB_ERR_NOMEM, "out of memory");
+    cum[0] = (double)weight_bytes(&m->tok_embd);
+    for (int64_t i = 0; i < L; i++) {
+        const lb_layer *l = &m->layers[i];
+        const lb_weight *ws[] = {&l->wq, &l->wk, &l->wv, &l->wo, &l->w_gate, &l->w_up, &l->w_down};
+        double b = 0;
+        for (int j = 0; j < 7; j++) b += (double)weight_bytes(ws[j]);
+        cum[i + 1] = cum[i] + b;
+    }
+    /* the last stage holds the head (a copy of the embedding when tied and R > 1) */
+    const double total = cum[L] + (R > 1 || m->output.data != m->tok_embd.data ? (double)weight_bytes(&m->output) : 0.0);
+    first[0] = 0;
+    for (int r = 1; r < R; r++) { /* the layer boundary nearest r / R of the bytes, every stage keeping a layer */
+        const double want = total * r / R;
+        int64_t i = 1;
+        while (i < L && cum[i] < want) i++;
+        if (i > 1 && want - cum[i - 1] < cum[i] - want) i--;
+        if (i < first[r - 1] + 1) i = first[r - 1] + 1;
+        if (i > L - (R - r)) i = L - (R - r);
+        first[r] = i;
+    }
+    first[R] = L;
+    free(cum);
+    return LB_OK;
+}
+
+/* A context on a CUDA device (or a pipeline of them): the executor in cuda/ holds the cache and activations. */
 static lb_status context_new_cuda(const lb_model *m, const lb_context_params *p, int64_t n_ctx, lb_context **out,
                                   lb_error *err) {
+    int devs[LB_MAX_DEVICES], R = p->n_devices > 1 ? p->n_devices : 1;
+    int64_t first[LB_MAX_DEVICES + 1];
+    if (p->n_devices > LB_MAX_DEVICES) return lb_err_set(err, LB_ERR_ARG, "%d devices (at most %d)", p->n_devices, LB_MAX_DEVICES);
+    if (p->n_devices > 1)
+        memcpy(devs, p->devices, (size_t)R * sizeof *devs);
+    else if (p->n_devices == -1) { /* every visible GPU */
+        int n = lb_cuda_device_count();
+        if (n == 0) return lb_cuda_device_check(0, err); /* why there is none */
+        R = n < LB_MAX_DEVICES ? n : LB_MAX_DEVICES;
+        for (int r = 0; r < R; r++) devs[r] = r;
+    } else
+        devs[0] = p->device.index;
+    lb_status s = lb_cuda_device_check(devs[0], err); /* no driver or device: say so before anything else */
+    if (s == LB_OK) s = lb_model_pipeline_split(m, R, first, err);
+    if (s != LB_OK) return s;
     lb_context *c = calloc(1, sizeof *c);
     if (!c) return lb_err_set(err, LB_ERR_NOMEM, "out of memory");
     c->m = m;
     c->n_ctx = n_ctx;
     c->n_batch = n_ctx < DEFAULT_BATCH ? n_ctx : DEFAULT_BATCH;
-    lb_status s = lb_cuda_ctx_new(m, p->device.index, n_ctx, c->n_batch, &c->gpu, err);
+    s = lb_cuda_ctx_new_pipeline(m, devs, first, R, n_ctx, c->n_batch, &c->gpu, err);
     if (s != LB_OK) {
         free(c);
         return s;

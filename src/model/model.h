@@ -86,4 +86,11 @@ lb_pool *lb_context_pool(lb_context *c);
 /* Rotary inverse frequencies inv[0 .. head_dim/2) with the model's frequency scaling (both executors). */
 void lb_rope_inv_freq(const lb_model_info *h, float *inv);
 
+/* The layers of m over R pipeline stages in order (a CUDA context on several GPUs): stage r runs layers
+ * first[r] .. first[r+1]-1 (first has R + 1 entries, first[0] = 0, first[R] = n_layer), each stage at least
+ * one layer, the boundaries nearest r / R of the weight bytes, counting the token embedding in stage 0 and
+ * the head in stage R-1 (a tied head is a second copy there when R > 1). LB_ERR_ARG when the model has
+ * fewer layers than stages. */
+lb_status lb_model_pipeline_split(const lb_model *m, int R, int64_t *first, lb_error *err);
+
 #endif

@@ -122,7 +122,11 @@ if ! nvidia-smi -L >/dev/null 2>&1; then
   # round-to-nearest on a GPU (its block encoders) too: the same error, not a silent CPU run
   expect_error "rtn --device cuda without a GPU" "CUDA" "$LOWBIT" quantize models/tiny -o "$T/gpu-rtn.gguf" --type q4_k_m --device cuda
   [ ! -e "$T/gpu-rtn.gguf" ] && pass=$((pass + 1)) || { fail=$((fail + 1)); echo "FAIL rtn --device cuda left an output"; }
+  # eval and run with their layers split over GPUs: the same one line
+  expect_error "eval on a set of GPUs without a GPU" "CUDA" "$LOWBIT" eval models/tiny --text tests/golden/data/valid.txt --chunks 1 --device cuda:0,1
+  expect_error "run on every GPU without a GPU" "CUDA" "$LOWBIT" run models/tiny -p hi -n 2 --device cuda:all
 fi
+expect_error "eval on a repeated GPU" "more than once|twice|repeat|distinct" "$LOWBIT" eval models/tiny --text tests/golden/data/valid.txt --device cuda:1,1
 
 echo "$pass passed, $fail failed"
 [ "$fail" -eq 0 ]

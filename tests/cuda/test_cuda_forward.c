@@ -37,7 +37,7 @@ static lb_device cuda0 = {LB_DEVICE_CUDA, 0};
 /* all logits of ids through a context on dev: one batch of `first` tokens, then the rest one by one */
 static float *run(const lb_model *m, lb_device dev, const int32_t *ids, int64_t n, int64_t first) {
     int64_t V = lb_model_get_info(m)->n_vocab;
-    lb_context_params p = {n + 8, 2, dev};
+    lb_context_params p = {.n_ctx = n + 8, .n_threads = 2, .device = dev};
     lb_context *c = NULL;
     lb_error e;
     REQUIRE(lb_context_new(m, &p, &c, &e) == LB_OK, "%s", e.msg);
@@ -200,7 +200,7 @@ int main(void) {
     lb_model *tiny = NULL;
     REQUIRE(lb_model_load("models/tiny", &tiny, &e) == LB_OK, "%s", e.msg);
     lb_context *c = NULL;
-    lb_context_params bad = {64, 1, {LB_DEVICE_CUDA, 999}};
+    lb_context_params bad = {.n_ctx = 64, .n_threads = 1, .device = {LB_DEVICE_CUDA, 999}};
     lb_status s = lb_context_new(tiny, &bad, &c, &e);
     CHECK(s == LB_ERR_DEVICE && strstr(e.msg, "does not exist") && !strchr(e.msg, '\n'), "cuda:999: %d '%s'", (int)s, e.msg);
 

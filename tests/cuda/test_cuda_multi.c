@@ -12,8 +12,14 @@
  *   (the all-reduce of one rank changes nothing); with several, the windows are split and the sums meet in
  *   NCCL's order, so KL divergence within 0.5 % of the one-device file's (the issue's bound), and the same
  *   bytes for two runs.
+ * - the layers of a model split over a pipeline of GPUs (eval / run with cuda:N,M,...): tiny (F32) and tiny
+ *   at q4_k_m through pipelines of 2 and 4 stages on device 0 repeated (the whole path on one GPU: the
+ *   residual stream copied between stages, each stage's own KV cache and weights), and through the set of
+ *   all visible GPUs when there are several: a 40-token prompt's logits at every position, six decode steps
+ *   and the scoring against a base (NLL, argmax, KL), all bit for bit the one-device context's.
  */
 #include "cuda/comm.h"
+#include "cuda/cuda.h"
 #include "test.h"
 #include "cuda_test.h"
 
@@ -100,6 +106,133 @@ static void check_calibration(int nd) {
     lb_model_free(tiny);
 }
 
+/* what a context computes: all logits of a prompt, the last logits of decode steps, and its scores against a
+ * base (the base's scores when base is NULL) */
+typedef struct run_out {
+    float *prompt, *steps;
+    double nll[64], kl[64];
+    int64_t amax[64];
+} run_out;
+
+#define P_TOK 40
+#define P_STEPS 6
+
+static void run_ctx(lb_cuda_ctx *g, lb_cuda_ctx *base, const lb_model *m, run_out *o) {
+    const int64_t V = m->info.n_vocab;
+    int32_t ids[P_TOK + P_STEPS];
+    for (int i = 0; i < P_TOK + P_STEPS; i++) ids[i] = (int32_t)((i * 7919 + 13) % V);
+    lb_error e;
+    o->prompt = malloc((size_t)(P_TOK * V) * sizeof(float));
+    o->steps = malloc((size_t)(P_STEPS * V) * sizeof(float));
+    REQUIRE(o->prompt && o->steps, "out of memory");
+    if (base) REQUIRE(lb_cuda_ctx_eval(base, ids, P_TOK, 0, 2, NULL, &e) == LB_OK, "%s", e.msg);
+    REQUIRE(lb_cuda_ctx_eval(g, ids, P_TOK, 0, 2, o->prompt, &e) == LB_OK, "%s", e.msg);
+    if (base) REQUIRE(lb_cuda_ctx_score(base, NULL, ids, P_TOK, NULL, o->nll, o->amax, NULL, &e) == LB_OK, "%s", e.msg);
+    REQUIRE(lb_cuda_ctx_score(g, base, ids, P_TOK, NULL, o->nll, o->amax, base ? o->kl : NULL, &e) == LB_OK, "%s", e.msg);
+    for (int i = 0; i < P_STEPS; i++)
+        REQUIRE(lb_cuda_ctx_eval(g, ids + P_TOK + i, 1, P_TOK + i, 1, o->steps + (size_t)i * (size_t)V, &e) == LB_OK, "%s", e.msg);
+}
+
+static void run_free(run_out *o) { free(o->prompt), free(o->steps); }
+
+static void same_run(const run_out *a, const run_out *b, int64_t V, const char *what) {
+    CHECK(!memcmp(a->prompt, b->prompt, (size_t)(P_TOK * V) * sizeof(float)), "%s: the prompt's logits differ", what);
+    CHECK(!memcmp(a->steps, b->steps, (size_t)(P_STEPS * V) * sizeof(float)), "%s: the decode steps' logits differ", what);
+    CHECK(!memcmp(a->nll, b->nll, (P_TOK - 1) * sizeof(double)) && !memcmp(a->amax, b->amax, (P_TOK - 1) * sizeof(int64_t)) &&
+              !memcmp(a->kl, b->kl, (P_TOK - 1) * sizeof(double)),
+          "%s: the scores differ", what);
+}
+
+/* model m (base: the same model, scored against) on one device and through pipelines */
+static void check_pipeline_model(const lb_model *m, const char *name, int nd) {
+    const int64_t V = m->info.n_vocab, L = m->info.n_layer, n_ctx = 64, n_batch = 64;
+    lb_error e;
+    lb_cuda_ctx *one = NULL, *one_b = NULL;
+    REQUIRE(lb_cuda_ctx_new(m, 0, n_ctx, n_batch, &one, &e) == LB_OK, "%s", e.msg);
+    REQUIRE(lb_cuda_ctx_new(m, 0, n_ctx, n_batch, &one_b, &e) == LB_OK, "%s", e.msg);
+    run_out ref;
+    memset(&ref, 0, sizeof ref);
+    run_ctx(one, one_b, m, &ref);
+    for (int R = 2; R <= 4 && R <= L; R += 2) { /* device 0 repeated */
+        int devs[4] = {0, 0, 0, 0};
+        int64_t first[5];
+        REQUIRE(lb_model_pipeline_split(m, R, first, &e) == LB_OK, "%s", e.msg);
+        lb_cuda_ctx *p = NULL, *pb = NULL;
+        REQUIRE(lb_cuda_ctx_new_pipeline(m, devs, first, R, n_ctx, n_batch, &p, &e) == LB_OK, "%s", e.msg);
+        REQUIRE(lb_cuda_ctx_new_pipeline(m, devs, first, R, n_ctx, n_batch, &pb, &e) == LB_OK, "%s", e.msg);
+        run_out o;
+        memset(&o, 0, sizeof o);
+        run_ctx(p, pb, m, &o);
+        char what[96];
+        snprintf(what, sizeof what, "%s, %d stages on cuda:0", name, R);
+        same_run(&ref, &o, V, what);
+        printf("%s: the one-device bits\n", what);
+        run_free(&o);
+        lb_cuda_ctx_free(p), lb_cuda_ctx_free(pb);
+    }
+    if (nd > 1 && nd <= L) { /* every visible GPU, through the public context */
+        int devs[LB_MAX_DEVICES];
+        int64_t first[LB_MAX_DEVICES + 1];
+        for (int r = 0; r < nd && r < LB_MAX_DEVICES; r++) devs[r] = r;
+        REQUIRE(lb_model_pipeline_split(m, nd, first, &e) == LB_OK, "%s", e.msg);
+        lb_cuda_ctx *p = NULL, *pb = NULL;
+        REQUIRE(lb_cuda_ctx_new_pipeline(m, devs, first, nd, n_ctx, n_batch, &p, &e) == LB_OK, "%s", e.msg);
+        REQUIRE(lb_cuda_ctx_new_pipeline(m, devs, first, nd, n_ctx, n_batch, &pb, &e) == LB_OK, "%s", e.msg);
+        run_out o;
+        memset(&o, 0, sizeof o);
+        run_ctx(p, pb, m, &o);
+        char what[96];
+        snprintf(what, sizeof what, "%s over %d GPUs", name, nd);
+        same_run(&ref, &o, V, what);
+        printf("%s: the one-device bits\n", what);
+        run_free(&o);
+        lb_cuda_ctx_free(p), lb_cuda_ctx_free(pb);
+        /* the public context with cuda:all: greedy continuation equal to one device's */
+        lb_context_params cp = lb_context_default_params();
+        cp.n_ctx = n_ctx, cp.device = cuda0, cp.n_devices = -1;
+        lb_context *c = NULL;
+        REQUIRE(lb_context_new(m, &cp, &c, &e) == LB_OK, "cuda:all: %s", e.msg);
+        int32_t ids[P_TOK];
+        for (int i = 0; i < P_TOK; i++) ids[i] = (int32_t)((i * 7919 + 13) % V);
+        float *lg = malloc((size_t)(P_TOK * V) * sizeof *lg);
+        REQUIRE(lg && lb_context_eval(c, ids, P_TOK, lg, 1, &e) == LB_OK, "%s", e.msg);
+        CHECK(!memcmp(lg, ref.prompt, (size_t)(P_TOK * V) * sizeof *lg), "%s, lb_context cuda:all: the logits differ", name);
+        free(lg);
+        lb_context_free(c);
+    }
+    run_free(&ref);
+    lb_cuda_ctx_free(one), lb_cuda_ctx_free(one_b);
+}
+
+static void check_pipeline(int nd) {
+    lb_error e;
+    lb_model *m = NULL;
+    REQUIRE(lb_model_load("models/tiny", &m, &e) == LB_OK, "%s", e.msg);
+    check_pipeline_model(m, "tiny", nd);
+    lb_model_free(m);
+    char q[128];
+    snprintf(q, sizeof q, "/tmp/lowbit-multi-%d-q4_k_m.gguf", (int)getpid());
+    lb_quantize_params qp = lb_quantize_default_params();
+    qp.ftype = "q4_k_m";
+    lb_quantize_report r;
+    REQUIRE(lb_quantize_model("models/tiny", q, &qp, &r, &e) == LB_OK, "%s", e.msg);
+    lb_quantize_report_free(&r);
+    REQUIRE(lb_model_load(q, &m, &e) == LB_OK, "%s", e.msg);
+    check_pipeline_model(m, "tiny q4_k_m", nd);
+    lb_model_free(m);
+    remove(q);
+    /* more stages than layers, a missing device: one line each, no context */
+    REQUIRE(lb_model_load("models/tiny", &m, &e) == LB_OK, "%s", e.msg);
+    lb_context_params cp = lb_context_default_params();
+    cp.n_ctx = 32, cp.device = cuda0, cp.n_devices = 5;
+    for (int i = 0; i < 5; i++) cp.devices[i] = 0;
+    lb_context *c = NULL;
+    CHECK(lb_context_new(m, &cp, &c, &e) == LB_ERR_ARG && strstr(e.msg, "fewer than") && !c, "5 stages of 4 layers: '%s'", e.msg);
+    cp.n_devices = 2, cp.devices[1] = nd + 3;
+    CHECK(lb_context_new(m, &cp, &c, &e) == LB_ERR_DEVICE && strstr(e.msg, "does not exist") && !c, "a missing device: '%s'", e.msg);
+    lb_model_free(m);
+}
+
 int main(void) {
     const int nd = lb_cuda_device_count();
     REQUIRE(nd >= 1, "no CUDA device (this test needs a GPU)");
@@ -121,5 +254,6 @@ int main(void) {
           e.msg);
     CHECK(lb_cuda_comm_new(dev, 0, &c, &e) == LB_ERR_ARG && !c, "zero devices: '%s'", e.msg);
     check_calibration(nd);
+    check_pipeline(nd);
     TEST_DONE();
 }

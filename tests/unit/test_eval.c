@@ -39,7 +39,7 @@ int main(void) {
     double *kls = malloc((size_t)(chunks * ctx) * sizeof *kls);
     double nll = 0, nll_b = 0, kl_sum = 0;
     int64_t scored = 0, agree = 0;
-    lb_context_params cp = {ctx, 2, {LB_DEVICE_CPU, 0}};
+    lb_context_params cp = {.n_ctx = ctx, .n_threads = 2, .device = {LB_DEVICE_CPU, 0}};
     for (int64_t w = 0; w < chunks; w++) {
         lb_context *c1, *c2;
         REQUIRE(lb_context_new(m, &cp, &c1, &e) == LB_OK && lb_context_new(base, &cp, &c2, &e) == LB_OK, "%s", e.msg);

@@ -55,7 +55,7 @@ static int64_t argmax(const float *v, int64_t n) {
 
 static float *run_all(const lb_model *m, const int32_t *ids, int64_t n, int threads, int one_by_one) {
     int64_t V = lb_model_get_info(m)->n_vocab;
-    lb_context_params p = {n + 8, threads, {LB_DEVICE_CPU, 0}};
+    lb_context_params p = {.n_ctx = n + 8, .n_threads = threads, .device = {LB_DEVICE_CPU, 0}};
     lb_context *c = NULL;
     lb_error e;
     REQUIRE(lb_context_new(m, &p, &c, &e) == LB_OK, "%s", e.msg);
@@ -170,7 +170,7 @@ static void test_consistency(void) {
     free(b);
     free(c);
     /* a context that is too short and an out-of-vocabulary token are errors, not crashes */
-    lb_context_params p = {8, 1, {LB_DEVICE_CPU, 0}};
+    lb_context_params p = {.n_ctx = 8, .n_threads = 1, .device = {LB_DEVICE_CPU, 0}};
     lb_context *c2 = NULL;
     REQUIRE(lb_context_new(m, &p, &c2, &e) == LB_OK, "%s", e.msg);
     CHECK(lb_context_eval(c2, ids, 9, NULL, 0, &e) == LB_ERR_ARG && strstr(e.msg, "do not fit"), "%s", e.msg);
@@ -212,7 +212,7 @@ static void test_run_layer_until(void) {
     lb_error e;
     REQUIRE(lb_model_load("models/tiny", &m, &e) == LB_OK, "%s", e.msg);
     const int64_t E = lb_model_get_info(m)->n_embd, T = 24, il = 1;
-    lb_context_params p = {64, 2, {LB_DEVICE_CPU, 0}};
+    lb_context_params p = {.n_ctx = 64, .n_threads = 2, .device = {LB_DEVICE_CPU, 0}};
     lb_context *c = NULL;
     REQUIRE(lb_context_new(m, &p, &c, &e) == LB_OK, "%s", e.msg);
     float *x = malloc((size_t)(T * E) * sizeof *x), *x0 = malloc((size_t)(T * E) * sizeof *x0);
@@ -337,7 +337,7 @@ static void test_run_layer_part(void) {
     REQUIRE(lb_model_load("models/tiny", &m, &e) == LB_OK, "%s", e.msg);
     const lb_model_info *h = lb_model_get_info(m);
     const int64_t E = h->n_embd, qd = h->n_head * h->head_dim, T = 21, il = 2;
-    lb_context_params p = {64, 2, {LB_DEVICE_CPU, 0}};
+    lb_context_params p = {.n_ctx = 64, .n_threads = 2, .device = {LB_DEVICE_CPU, 0}};
     lb_context *c = NULL;
     REQUIRE(lb_context_new(m, &p, &c, &e) == LB_OK, "%s", e.msg);
     float *x = malloc((size_t)(T * E) * sizeof *x), *x0 = malloc((size_t)(T * E) * sizeof *x0);
@@ -377,6 +377,48 @@ static void test_run_layer_part(void) {
     lb_model_free(m);
 }
 
+/* lb_model_pipeline_split: contiguous non-empty stages covering every layer in order, each boundary the
+ * layer boundary nearest its share of the bytes (checked against every other boundary position), and an
+ * error for more stages than layers */
+static size_t wbytes(const lb_weight *w) { return lb_weight_row_bytes(w) * (size_t)w->rows; }
+static void test_pipeline_split(const char *dir) {
+    lb_model *m;
+    lb_error e;
+    REQUIRE(lb_model_load(dir, &m, &e) == LB_OK, "%s", e.msg);
+    const int64_t L = m->info.n_layer;
+    double layer[64], emb = (double)wbytes(&m->tok_embd), head = (double)wbytes(&m->output);
+    REQUIRE(L <= 64, "%s: %lld layers", dir, (long long)L);
+    for (int64_t i = 0; i < L; i++) {
+        const lb_layer *l = &m->layers[i];
+        const lb_weight *ws[] = {&l->wq, &l->wk, &l->wv, &l->wo, &l->w_gate, &l->w_up, &l->w_down};
+        layer[i] = 0;
+        for (int j = 0; j < 7; j++) layer[i] += (double)wbytes(ws[j]);
+    }
+    for (int R = 1; R <= L; R++) {
+        int64_t first[LB_MAX_DEVICES + 1];
+        CHECK(lb_model_pipeline_split(m, R, first, &e) == LB_OK, "%s R=%d: %s", dir, R, e.msg);
+        CHECK(first[0] == 0 && first[R] == L, "%s R=%d: stages cover [%lld, %lld)", dir, R, (long long)first[0], (long long)first[R]);
+        double total = emb + (R > 1 || m->output.data != m->tok_embd.data ? head : 0);
+        for (int64_t i = 0; i < L; i++) total += layer[i];
+        for (int r = 1; r < R; r++) {
+            CHECK(first[r] > first[r - 1], "%s R=%d: stage %d is empty", dir, R, r - 1);
+            /* the bytes before boundary i: the embedding and layers < i */
+            double want = total * r / R, at = emb;
+            for (int64_t i = 0; i < first[r]; i++) at += layer[i];
+            for (int64_t i = first[r - 1] + 1; i <= L - (R - r); i++) { /* every allowed position is no nearer */
+                double b = emb;
+                for (int64_t k = 0; k < i; k++) b += layer[k];
+                CHECK(fabs(at - want) <= fabs(b - want), "%s R=%d: boundary %d at layer %lld (%.0f bytes from %.0f), layer %lld is nearer",
+                      dir, R, r, (long long)first[r], fabs(at - want), want, (long long)i);
+            }
+        }
+    }
+    int64_t first[LB_MAX_DEVICES + 1];
+    CHECK(lb_model_pipeline_split(m, (int)L + 1, first, &e) == LB_ERR_ARG && strstr(e.msg, "fewer than"),
+          "%s: %lld + 1 stages accepted", dir, (long long)L);
+    lb_model_free(m);
+}
+
 int main(void) {
     char small[512];
     snprintf(small, sizeof small, "%s/models/small", test_shared_dir());
@@ -393,5 +435,8 @@ int main(void) {
     test_misaligned("mistral");
     test_permuted_layout();
     test_misaligned("llama_tied_bf16");
+    test_pipeline_split("models/tiny");
+    test_pipeline_split(small);
+    test_pipeline_split("tests/golden/conformance/arch/llama_tied_bf16");
     TEST_DONE();
 }

@@ -34,7 +34,7 @@ static int dump(void) {
         float *lg = malloc((size_t)(N_TOK * V) * sizeof *lg);
         for (int nt = 1; nt <= 2; nt++) {
             lb_context *c;
-            lb_context_params cp = {N_TOK, nt, {LB_DEVICE_CPU, 0}};
+            lb_context_params cp = {.n_ctx = N_TOK, .n_threads = nt, .device = {LB_DEVICE_CPU, 0}};
             if (!lg || lb_context_new(m, &cp, &c, &e) != LB_OK || lb_context_eval(c, toks, N_TOK, lg, 1, &e) != LB_OK) return 1;
             fwrite(lg, sizeof *lg, (size_t)(N_TOK * V), stdout);
             lb_context_free(c);
