@@ -85,6 +85,22 @@ void lb_calib_note_fallback(lb_calib *c, const char *why);
 int64_t lb_calib_fallbacks(const lb_calib *c, const char **why);
 
 /*
+ * GPTQ's solvers: where the matrices of one stage of a layer (q, k, v; gate, up) are solved side by side.
+ * On a set of several GPUs, one per rank: its device's GPTQ table (solver 0: lb_calib_gptq_ops) and a share
+ * of pool's threads for the CPU's part; elsewhere one solver (the device's table or the CPU, with pool). For a
+ * check of the mechanics on one GPU or the CPU, LB_CALIB_SOLVERS=N asks for N solvers (on the ranks' devices
+ * in turn, or CPU threads). Made at the first
+ * call (owned by c); a rank whose table cannot be made leaves the set at the ranks before it (the reason
+ * noted as a fallback). Returns their count; *runner is a pool with one thread per solver (NULL for one).
+ * Each matrix's bytes do not depend on its solver (the same arithmetic, any thread count).
+ */
+typedef struct lb_calib_solver {
+    const lb_gptq_ops *ops; /* NULL: the CPU */
+    lb_pool *pool;
+} lb_calib_solver;
+int lb_calib_solvers(lb_calib *c, lb_pool *pool, const lb_calib_solver **solvers, lb_pool **runner);
+
+/*
  * Quantize decoder layer il from its statistics on the current calibration activations, then move the
  * activations through the quantized layer. The 7 matrices in the order q, k, v, o, gate, up, down (rows
  * in the model's own order) get types[k]; out[k] receives malloc'd blocks (the caller frees them).

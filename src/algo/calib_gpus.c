@@ -149,3 +149,4 @@ size_t lb_calib_gpus_peak(const lb_calib_gpus *g) {
 void lb_calib_gpus_phase_seconds(const lb_calib_gpus *g, double out[3]) { lb_cuda_calib_phase_seconds(g ? g->c[0] : NULL, out); }
 int lb_calib_gpus_ranks(const lb_calib_gpus *g) { return g ? g->n : 0; }
 int lb_calib_gpus_first_device(const lb_calib_gpus *g) { return g ? g->dev[0] : 0; }
+int lb_calib_gpus_device(const lb_calib_gpus *g, int r) { return g && r >= 0 && r < g->n ? g->dev[r] : 0; }

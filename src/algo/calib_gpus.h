@@ -27,8 +27,9 @@ lb_status lb_calib_gpus_output_stats(lb_calib_gpus *g, const float *out_norm, do
 /* the most GPU memory in use on any rank's device; rank 0's phase split (lb_cuda_calib_phase_seconds) */
 size_t lb_calib_gpus_peak(const lb_calib_gpus *g);
 void lb_calib_gpus_phase_seconds(const lb_calib_gpus *g, double out[3]);
-/* the ranks (1 for one device) and rank 0's device, where GPTQ's solver runs */
+/* the ranks (1 for one device), rank 0's device (where GPTQ's solver runs) and rank r's */
 int lb_calib_gpus_ranks(const lb_calib_gpus *g);
 int lb_calib_gpus_first_device(const lb_calib_gpus *g);
+int lb_calib_gpus_device(const lb_calib_gpus *g, int r);
 
 #endif

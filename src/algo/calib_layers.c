@@ -67,6 +67,10 @@ struct lb_calib {
     int device;            /* its index */
     lb_gptq_ops *gptq_ops; /* GPTQ's algebra on that device, made at first use (NULL: not yet, or the CPU) */
     bool gptq_ops_tried;
+    int n_solvers;         /* lb_calib_solvers: 0 until made */
+    lb_calib_solver solver[LB_MAX_DEVICES];
+    lb_gptq_ops *solver_ops[LB_MAX_DEVICES]; /* the tables made for ranks 1.. (rank 0's is gptq_ops) */
+    lb_pool *solver_pool[LB_MAX_DEVICES], *solver_run;
     int64_t fallbacks;     /* matrices whose GPTQ algebra ran on the CPU although the device was asked for */
     char fallback_msg[200]; /* the first reason */
     double gptq_sec[LB_GPTQ_PHASES + 1]; /* GPTQ's phases, then the reference target */
@@ -327,6 +331,11 @@ lb_status lb_calib_new(const lb_model *m, const lb_weight *embd, const lb_weight
 
 void lb_calib_free(lb_calib *c) {
     if (!c) return;
+    for (int r = 0; r < LB_MAX_DEVICES; r++) {
+        lb_gptq_ops_cuda_free(c->solver_ops[r]);
+        lb_pool_free(c->solver_pool[r]);
+    }
+    lb_pool_free(c->solver_run);
     lb_gptq_ops_cuda_free(c->gptq_ops);
     lb_calib_gpus_free(c->gpu);
     lb_context_free(c->ctx);
@@ -548,6 +557,41 @@ const lb_gptq_ops *lb_calib_gptq_ops(lb_calib *c) {
         lb_calib_note_fallback(c, e.msg);
     }
     return c->gptq_ops;
+}
+
+int lb_calib_solvers(lb_calib *c, lb_pool *pool, const lb_calib_solver **solvers, lb_pool **runner) {
+    if (c->n_solvers == 0) {
+        const lb_gptq_ops *o0 = lb_calib_gptq_ops(c);
+        int want = 1, ranks = c->gpu ? lb_calib_gpus_ranks(c->gpu) : 1;
+        const char *v = getenv("LB_CALIB_SOLVERS"); /* more solvers than ranks: the ranks' devices in turn */
+        long asked = v ? strtol(v, NULL, 10) : 0;
+        if (o0 && c->gpu) want = ranks;
+        if ((o0 || !c->gpu) && asked > want) want = asked > LB_MAX_DEVICES ? LB_MAX_DEVICES : (int)asked;
+        int n = 1;
+        c->solver[0] = (lb_calib_solver){o0, pool};
+        if (want > 1) {
+            const int nt = lb_pool_size(pool), per = nt / want > 1 ? nt / want : 1;
+            for (n = 0; n < want; n++) {
+                if (o0 && n > 0) {
+                    lb_error e = {0};
+                    if (lb_gptq_ops_cuda_new(lb_calib_gpus_device(c->gpu, n % ranks), &c->solver_ops[n], &e) != LB_OK) {
+                        c->solver_ops[n] = NULL;
+                        lb_calib_note_fallback(c, e.msg);
+                        break;
+                    }
+                }
+                if (!(c->solver_pool[n] = lb_pool_new(per))) break;
+                c->solver[n] = (lb_calib_solver){n ? c->solver_ops[n] : o0, c->solver_pool[n]};
+            }
+            if (n > 1 && !(c->solver_run = lb_pool_new(n))) n = 1;
+            if (n <= 1) n = 1, c->solver[0] = (lb_calib_solver){o0, pool};
+        }
+        c->n_solvers = n;
+    }
+    if (c->n_solvers == 1) c->solver[0].pool = pool; /* the caller's pool, whichever it is this time */
+    *solvers = c->solver;
+    *runner = c->solver_run;
+    return c->n_solvers;
 }
 
 void lb_calib_note_gptq(lb_calib *c, const double *sec, double ref_seconds) {

@@ -22,6 +22,7 @@
 #include "gptq.h"
 
 #include <math.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -197,25 +198,49 @@ static const lb_gptq_ops *ops_for(lb_calib *c, int64_t rows, int64_t d, bool cd)
     return NULL;
 }
 
-/* quantize one f32 matrix (rows, d) by the method into y */
-/* GPTQ overwrites H: it works on a copy, or on H_own (the same statistics, owned by the caller, the last
- * matrix that needs them) when given. */
+/* GPTQ of one f32 matrix (rows, d) into y by a solver: its table when the table can take the matrix (else
+ * the CPU, the reason in why, sizeof(lb_error.msg) bytes), its pool. GPTQ overwrites H: it works on a copy, or on H_own (the same
+ * statistics, owned by the caller) when given. Touches nothing shared: solvers run side by side. */
+static lb_status gptq_matrix(const lb_calib_solver *sv, float *w, int64_t rows, int64_t d, const double *H, double *H_own,
+                             int64_t tokens, lb_type t, lb_encoder enc, const lb_gptq_params *gp, uint8_t *y, lb_gptq_stats *st,
+                             char *why, lb_error *err) {
+    why[0] = 0;
+    double *hc = H_own ? H_own : malloc((size_t)(d * d) * sizeof *hc);
+    if (!hc) return lb_err_set(err, LB_ERR_NOMEM, "out of memory");
+    if (!H_own) memcpy(hc, H, (size_t)(d * d) * sizeof *hc);
+    /* H from few tokens per column is a noisy estimate: damp it harder towards its mean diagonal */
+    lb_gptq_params p = *gp;
+    if (tokens < LB_GPTQ_FEW_TOKENS_PER_COL * d && p.few_tokens_damp > p.damp) p.damp = p.few_tokens_damp;
+    p.ops = sv->ops;
+    if (p.ops && p.ops->reserve) {
+        lb_error e = {0};
+        if (p.ops->reserve(p.ops->user, rows, d, p.cd_sweeps > 0, &e) != LB_OK) {
+            memcpy(why, e.msg, sizeof e.msg);
+            p.ops = NULL;
+        }
+    }
+    lb_status s = lb_gptq_quantize(sv->pool, w, rows, d, hc, t, enc, &p, y, st, err);
+    if (!H_own) free(hc);
+    return s;
+}
+
+/* what gptq_matrix noted, into c */
+static void note_matrix(lb_calib *c, const lb_gptq_stats *st, const char *why) {
+    if (why[0]) lb_calib_note_fallback(c, why);
+    if (st->fallback) lb_calib_note_fallback(c, st->fallback_msg);
+    lb_calib_note_gptq(c, st->seconds, 0);
+}
+
+/* quantize one f32 matrix (rows, d) by the method into y (GPTQ: gptq_matrix on the calibration's device) */
 static lb_status quantize_matrix(lb_calib *c, lb_pool *pool, float *w, int64_t rows, int64_t d, const double *H, double *H_own,
                                  int64_t tokens, lb_type t, lb_method method, lb_encoder enc, const lb_gptq_params *gp,
                                  uint8_t *y, lb_error *err) {
     if (method == LB_METHOD_GPTQ || method == LB_METHOD_AWQ_GPTQ) {
-        double *hc = H_own ? H_own : malloc((size_t)(d * d) * sizeof *hc);
-        if (!hc) return lb_err_set(err, LB_ERR_NOMEM, "out of memory");
-        if (!H_own) memcpy(hc, H, (size_t)(d * d) * sizeof *hc);
-        /* H from few tokens per column is a noisy estimate: damp it harder towards its mean diagonal */
-        lb_gptq_params p = *gp;
-        if (tokens < LB_GPTQ_FEW_TOKENS_PER_COL * d && p.few_tokens_damp > p.damp) p.damp = p.few_tokens_damp;
-        p.ops = ops_for(c, rows, d, p.cd_sweeps > 0);
+        const lb_calib_solver sv = {lb_calib_gptq_ops(c), pool};
         lb_gptq_stats st;
-        lb_status s = lb_gptq_quantize(pool, w, rows, d, hc, t, enc, &p, y, &st, err);
-        if (s == LB_OK && st.fallback) lb_calib_note_fallback(c, st.fallback_msg);
-        if (s == LB_OK) lb_calib_note_gptq(c, st.seconds, 0);
-        if (!H_own) free(hc);
+        char why[LB_ERROR_MAX];
+        lb_status s = gptq_matrix(&sv, w, rows, d, H, H_own, tokens, t, enc, gp, y, &st, why, err);
+        if (s == LB_OK) note_matrix(c, &st, why);
         return s;
     }
     float *im = malloc((size_t)d * sizeof *im);
@@ -259,6 +284,82 @@ static lb_layer current_layer(const lb_layer *orig, const lb_type types[7], uint
     return q;
 }
 
+/* A stage's matrices on several solvers at once (lb_calib_solvers): each matrix on one solver, the largest
+ * first to the solver with the fewest rows so far; every matrix gets its own H (copies made before the run,
+ * the last matrix takes the calibration's), and what they note reaches c afterwards in matrix order, so the
+ * bytes and the report are the sequential loop's. */
+#define MAX_STAGE 3
+typedef struct side_job {
+    const lb_calib_solver *sv;
+    int n;                 /* matrices */
+    int solver[MAX_STAGE]; /* each matrix's solver */
+    float *w[MAX_STAGE];
+    int64_t rows[MAX_STAGE], d, tokens;
+    double *h[MAX_STAGE];
+    lb_type t[MAX_STAGE];
+    lb_encoder enc;
+    const lb_gptq_params *gp;
+    uint8_t *y[MAX_STAGE];
+    lb_gptq_stats st[MAX_STAGE];
+    char why[MAX_STAGE][LB_ERROR_MAX];
+    lb_status s[MAX_STAGE];
+    lb_error e[MAX_STAGE];
+} side_job;
+
+static void side_task(void *arg, int64_t task, int thread) {
+    side_job *j = arg;
+    (void)thread;
+    for (int i = 0; i < j->n; i++)
+        if (j->solver[i] == (int)task)
+            j->s[i] = gptq_matrix(&j->sv[task], j->w[i], j->rows[i], j->d, NULL, j->h[i], j->tokens, j->t[i], j->enc, j->gp, j->y[i],
+                                  &j->st[i], j->why[i], &j->e[i]);
+}
+
+static lb_status stage_side_by_side(lb_calib *c, const lb_calib_solver *sv, int S, lb_pool *run, const lb_layer *orig, int k0, int nm,
+                                    lb_obs_point pt, int64_t d, lb_encoder enc, const lb_gptq_params *gp, const lb_type types[7],
+                                    uint8_t *out[7], layer_work *lw, lb_error *err) {
+    side_job *j = calloc(1, sizeof *j);
+    if (!j) return lb_err_set(err, LB_ERR_NOMEM, "out of memory");
+    *j = (side_job){.sv = sv, .n = nm, .d = d, .tokens = lb_calib_tokens(c), .enc = enc, .gp = gp};
+    int64_t load[LB_MAX_DEVICES] = {0};
+    bool placed[MAX_STAGE] = {false};
+    for (int i = 0; i < nm; i++) {
+        j->w[i] = lw->w[k0 + i];
+        j->rows[i] = layer_matrix(orig, k0 + i)->rows;
+        j->t[i] = types[k0 + i];
+        j->y[i] = out[k0 + i];
+    }
+    for (int n = 0; n < nm; n++) { /* the largest matrix not yet placed (the first of equals) to the least loaded solver */
+        int big = -1, to = 0;
+        for (int i = 0; i < nm; i++)
+            if (!placed[i] && (big < 0 || j->rows[i] > j->rows[big])) big = i;
+        for (int r = 1; r < S; r++)
+            if (load[r] < load[to]) to = r;
+        placed[big] = true;
+        j->solver[big] = to;
+        load[to] += j->rows[big];
+    }
+    const double *H = lb_calib_h(c, pt, &d);
+    lb_status s = LB_OK;
+    for (int i = 0; s == LB_OK && i + 1 < nm; i++)
+        if (!(j->h[i] = malloc((size_t)(d * d) * sizeof(double)))) s = lb_err_set(err, LB_ERR_NOMEM, "out of memory");
+        else memcpy(j->h[i], H, (size_t)(d * d) * sizeof(double));
+    if (s == LB_OK) {
+        j->h[nm - 1] = lb_calib_take_h(c, pt);
+        lb_pool_run(run, S, side_task, j);
+        for (int i = 0; s == LB_OK && i < nm; i++) {
+            if (j->s[i] != LB_OK) {
+                *err = j->e[i];
+                s = j->s[i];
+            } else
+                note_matrix(c, &j->st[i], j->why[i]);
+        }
+    }
+    for (int i = 0; i < nm; i++) free(j->h[i]);
+    free(j);
+    return s;
+}
+
 /* GPTQ over the four stages; with a reference stream each matrix's target is first moved to the
  * unquantized model's output (lb_gptq_ref_target). */
 static lb_status gptq_stages(lb_calib *c, lb_pool *pool, const lb_layer *orig, int64_t il, lb_encoder enc,
@@ -289,6 +390,14 @@ static lb_status gptq_stages(lb_calib *c, lb_pool *pool, const lb_layer *orig, i
             lb_calib_note_gptq(c, NULL, lb_time_sec() - t0);
         }
         free(C);
+        const lb_calib_solver *sv;
+        lb_pool *run;
+        const int nm = STAGE_FIRST[g + 1] - STAGE_FIRST[g];
+        if (s == LB_OK && nm > 1 && lb_calib_solvers(c, pool, &sv, &run) > 1) {
+            s = stage_side_by_side(c, sv, lb_calib_solvers(c, pool, &sv, &run), run, orig, STAGE_FIRST[g], nm, pt, d, enc, gp, types,
+                                   out, lw, err);
+            continue;
+        }
         for (int k = STAGE_FIRST[g]; s == LB_OK && k < STAGE_FIRST[g + 1]; k++) {
             const lb_weight *w = layer_matrix(orig, k);
             const bool last = k + 1 == STAGE_FIRST[g + 1];

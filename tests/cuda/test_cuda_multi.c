@@ -12,6 +12,8 @@
  *   (the all-reduce of one rank changes nothing); with several, the windows are split and the sums meet in
  *   NCCL's order, so KL divergence within 0.5 % of the one-device file's (the issue's bound), and the same
  *   bytes for two runs.
+ * - GPTQ's matrices of a layer stage solved side by side (lb_calib_solvers): two solvers on the first GPU
+ *   (LB_CALIB_SOLVERS=2) give the one-solver file byte for byte; over several GPUs the set runs one per rank.
  * - the layers of a model split over a pipeline of GPUs (eval / run with cuda:N,M,...): tiny (F32) and tiny
  *   at q4_k_m through pipelines of 2 and 4 stages on device 0 repeated (the whole path on one GPU: the
  *   residual stream copied between stages, each stage's own KV cache and weights), and through the set of
@@ -91,6 +93,16 @@ static void check_calibration(int nd) {
         quantize_set(methods[i], -1, calib, n_calib, b);
         quantize_set(methods[i], -1, calib, n_calib, c);
         CHECK(same_file(b, c), "%s over the set: two runs differ", methods[i]);
+        if (i == 1) { /* a stage's matrices solved side by side by two GPTQ tables on the first device: the same file */
+            char d[128];
+            snprintf(d, sizeof d, "/tmp/lowbit-multi-%d-%s-solvers.gguf", (int)getpid(), methods[i]);
+            setenv("LB_CALIB_SOLVERS", "2", 1);
+            quantize_set(methods[i], 0, calib, n_calib, d);
+            unsetenv("LB_CALIB_SOLVERS");
+            CHECK(same_file(a, d), "%s: two solvers on one GPU give another file than one", methods[i]);
+            printf("%s: two solvers side by side on cuda:0 = one, byte for byte\n", methods[i]);
+            remove(d);
+        }
         if (nd == 1) {
             CHECK(same_file(a, b), "%s: the one-rank set gives another file than one device", methods[i]);
             printf("%s: one rank of the set = one device, byte for byte\n", methods[i]);
