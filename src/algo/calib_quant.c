@@ -284,80 +284,104 @@ static lb_layer current_layer(const lb_layer *orig, const lb_type types[7], uint
     return q;
 }
 
-/* A stage's matrices on several solvers at once (lb_calib_solvers): each matrix on one solver, the largest
- * first to the solver with the fewest rows so far; every matrix gets its own H (copies made before the run,
- * the last matrix takes the calibration's), and what they note reaches c afterwards in matrix order, so the
- * bytes and the report are the sequential loop's. */
-#define MAX_STAGE 3
+/* Pieces of GPTQ work on several solvers at once (lb_calib_solvers): a stage's matrices, or the row panels of
+ * a matrix alone in its stage (GPTQ's rows are independent given H: a panel's blocks are the whole matrix's
+ * bytes). Each piece goes to one solver, the largest first to the solver with the fewest rows so far; every
+ * piece gets its own H (copies made before the run, the last piece takes the calibration's), and what they
+ * note reaches c afterwards in piece order, so the bytes and the report are the sequential loop's. */
+#define MAX_PIECES (LB_MAX_DEVICES > 3 ? LB_MAX_DEVICES : 3)
+typedef struct piece {
+    float *w;       /* (rows, d) */
+    int64_t rows;
+    uint8_t *y;     /* its blocks */
+    lb_type t;
+    double *h;      /* its H */
+    int solver;
+    lb_gptq_stats st;
+    char why[LB_ERROR_MAX];
+    lb_status s;
+    lb_error e;
+} piece;
+
 typedef struct side_job {
     const lb_calib_solver *sv;
-    int n;                 /* matrices */
-    int solver[MAX_STAGE]; /* each matrix's solver */
-    float *w[MAX_STAGE];
-    int64_t rows[MAX_STAGE], d, tokens;
-    double *h[MAX_STAGE];
-    lb_type t[MAX_STAGE];
+    int n;
+    piece p[MAX_PIECES];
+    int64_t d, tokens;
     lb_encoder enc;
     const lb_gptq_params *gp;
-    uint8_t *y[MAX_STAGE];
-    lb_gptq_stats st[MAX_STAGE];
-    char why[MAX_STAGE][LB_ERROR_MAX];
-    lb_status s[MAX_STAGE];
-    lb_error e[MAX_STAGE];
 } side_job;
 
 static void side_task(void *arg, int64_t task, int thread) {
     side_job *j = arg;
     (void)thread;
-    for (int i = 0; i < j->n; i++)
-        if (j->solver[i] == (int)task)
-            j->s[i] = gptq_matrix(&j->sv[task], j->w[i], j->rows[i], j->d, NULL, j->h[i], j->tokens, j->t[i], j->enc, j->gp, j->y[i],
-                                  &j->st[i], j->why[i], &j->e[i]);
+    for (int i = 0; i < j->n; i++) {
+        piece *q = &j->p[i];
+        if (q->solver == (int)task)
+            q->s = gptq_matrix(&j->sv[task], q->w, q->rows, j->d, NULL, q->h, j->tokens, q->t, j->enc, j->gp, q->y, &q->st, q->why, &q->e);
+    }
 }
 
-static lb_status stage_side_by_side(lb_calib *c, const lb_calib_solver *sv, int S, lb_pool *run, const lb_layer *orig, int k0, int nm,
-                                    lb_obs_point pt, int64_t d, lb_encoder enc, const lb_gptq_params *gp, const lb_type types[7],
-                                    uint8_t *out[7], layer_work *lw, lb_error *err) {
-    side_job *j = calloc(1, sizeof *j);
-    if (!j) return lb_err_set(err, LB_ERR_NOMEM, "out of memory");
-    *j = (side_job){.sv = sv, .n = nm, .d = d, .tokens = lb_calib_tokens(c), .enc = enc, .gp = gp};
+/* run j's pieces (w, rows, y, t set) with H of point pt */
+static lb_status side_by_side(lb_calib *c, const lb_calib_solver *sv, int S, lb_pool *run, side_job *j, lb_obs_point pt,
+                              lb_error *err) {
     int64_t load[LB_MAX_DEVICES] = {0};
-    bool placed[MAX_STAGE] = {false};
-    for (int i = 0; i < nm; i++) {
-        j->w[i] = lw->w[k0 + i];
-        j->rows[i] = layer_matrix(orig, k0 + i)->rows;
-        j->t[i] = types[k0 + i];
-        j->y[i] = out[k0 + i];
-    }
-    for (int n = 0; n < nm; n++) { /* the largest matrix not yet placed (the first of equals) to the least loaded solver */
+    bool placed[MAX_PIECES] = {false};
+    for (int n = 0; n < j->n; n++) { /* the largest piece not yet placed (the first of equals) to the least loaded solver */
         int big = -1, to = 0;
-        for (int i = 0; i < nm; i++)
-            if (!placed[i] && (big < 0 || j->rows[i] > j->rows[big])) big = i;
+        for (int i = 0; i < j->n; i++)
+            if (!placed[i] && (big < 0 || j->p[i].rows > j->p[big].rows)) big = i;
         for (int r = 1; r < S; r++)
             if (load[r] < load[to]) to = r;
         placed[big] = true;
-        j->solver[big] = to;
-        load[to] += j->rows[big];
+        j->p[big].solver = to;
+        load[to] += j->p[big].rows;
     }
+    int64_t d;
     const double *H = lb_calib_h(c, pt, &d);
-    lb_status s = LB_OK;
-    for (int i = 0; s == LB_OK && i + 1 < nm; i++)
-        if (!(j->h[i] = malloc((size_t)(d * d) * sizeof(double)))) s = lb_err_set(err, LB_ERR_NOMEM, "out of memory");
-        else memcpy(j->h[i], H, (size_t)(d * d) * sizeof(double));
+    lb_status s = d == j->d ? LB_OK : lb_err_set(err, LB_ERR_ARG, "gptq: statistics of %lld columns for %lld", (long long)d, (long long)j->d);
+    for (int i = 0; s == LB_OK && i + 1 < j->n; i++)
+        if (!(j->p[i].h = malloc((size_t)(d * d) * sizeof(double)))) s = lb_err_set(err, LB_ERR_NOMEM, "out of memory");
+        else memcpy(j->p[i].h, H, (size_t)(d * d) * sizeof(double));
     if (s == LB_OK) {
-        j->h[nm - 1] = lb_calib_take_h(c, pt);
+        j->sv = sv;
+        j->p[j->n - 1].h = lb_calib_take_h(c, pt);
         lb_pool_run(run, S, side_task, j);
-        for (int i = 0; s == LB_OK && i < nm; i++) {
-            if (j->s[i] != LB_OK) {
-                *err = j->e[i];
-                s = j->s[i];
+        for (int i = 0; s == LB_OK && i < j->n; i++) {
+            if (j->p[i].s != LB_OK) {
+                *err = j->p[i].e;
+                s = j->p[i].s;
             } else
-                note_matrix(c, &j->st[i], j->why[i]);
+                note_matrix(c, &j->p[i].st, j->p[i].why);
         }
     }
-    for (int i = 0; i < nm; i++) free(j->h[i]);
-    free(j);
+    for (int i = 0; i < j->n; i++) free(j->p[i].h);
     return s;
+}
+
+/* GPTQ of matrix w (rows, d) of type t into y with H of point pt, on several solvers when there are (its row
+ * panels side by side), else as quantize_matrix; 0 when there are not (the caller quantizes it) */
+static bool gptq_panels(lb_calib *c, lb_pool *pool, float *w, int64_t rows, int64_t d, lb_type t, lb_obs_point pt, lb_encoder enc,
+                        const lb_gptq_params *gp, uint8_t *y, lb_status *s, lb_error *err) {
+    const lb_calib_solver *sv;
+    lb_pool *run;
+    int S = lb_calib_solvers(c, pool, &sv, &run);
+    if (S > rows) S = (int)rows;
+    if (S < 2) return false;
+    side_job *j = calloc(1, sizeof *j);
+    if (!j) {
+        *s = lb_err_set(err, LB_ERR_NOMEM, "out of memory");
+        return true;
+    }
+    *j = (side_job){.n = S, .d = d, .tokens = lb_calib_tokens(c), .enc = enc, .gp = gp};
+    const size_t rb = lb_type_row_size(t, d);
+    for (int k = 0; k < S; k++) {
+        const int64_t r0 = rows * k / S, r1 = rows * (k + 1) / S;
+        j->p[k] = (piece){.w = w + r0 * d, .rows = r1 - r0, .y = y + (size_t)r0 * rb, .t = t};
+    }
+    *s = side_by_side(c, sv, S, run, j, pt, err);
+    free(j);
+    return true;
 }
 
 /* GPTQ over the four stages; with a reference stream each matrix's target is first moved to the
@@ -392,12 +416,22 @@ static lb_status gptq_stages(lb_calib *c, lb_pool *pool, const lb_layer *orig, i
         free(C);
         const lb_calib_solver *sv;
         lb_pool *run;
-        const int nm = STAGE_FIRST[g + 1] - STAGE_FIRST[g];
-        if (s == LB_OK && nm > 1 && lb_calib_solvers(c, pool, &sv, &run) > 1) {
-            s = stage_side_by_side(c, sv, lb_calib_solvers(c, pool, &sv, &run), run, orig, STAGE_FIRST[g], nm, pt, d, enc, gp, types,
-                                   out, lw, err);
+        const int nm = STAGE_FIRST[g + 1] - STAGE_FIRST[g], S = s == LB_OK ? lb_calib_solvers(c, pool, &sv, &run) : 1;
+        if (S > 1 && nm > 1) { /* the stage's matrices side by side */
+            side_job *j = calloc(1, sizeof *j);
+            if (!j) return lb_err_set(err, LB_ERR_NOMEM, "out of memory");
+            *j = (side_job){.n = nm, .d = d, .tokens = lb_calib_tokens(c), .enc = enc, .gp = gp};
+            for (int i = 0; i < nm; i++) {
+                const int k = STAGE_FIRST[g] + i;
+                j->p[i] = (piece){.w = lw->w[k], .rows = layer_matrix(orig, k)->rows, .y = out[k], .t = types[k]};
+            }
+            s = side_by_side(c, sv, S, run, j, pt, err);
+            free(j);
             continue;
         }
+        if (S > 1 && gptq_panels(c, pool, lw->w[STAGE_FIRST[g]], layer_matrix(orig, STAGE_FIRST[g])->rows, d, types[STAGE_FIRST[g]], pt,
+                                 enc, gp, out[STAGE_FIRST[g]], &s, err))
+            continue; /* a matrix alone: its row panels side by side */
         for (int k = STAGE_FIRST[g]; s == LB_OK && k < STAGE_FIRST[g + 1]; k++) {
             const lb_weight *w = layer_matrix(orig, k);
             const bool last = k + 1 == STAGE_FIRST[g + 1];
@@ -481,6 +515,10 @@ lb_status lb_calib_quantize_output(lb_calib *c, lb_pool *pool, const lb_model *m
     }
     free(C);
     const int64_t tokens = lb_calib_tokens(c);
+    if (s == LB_OK && mm == LB_METHOD_GPTQ && gptq_panels(c, pool, w, m->output.rows, d, t, LB_OBS_OUTPUT_IN, enc, gp, out, &s, err)) {
+        free(w);
+        return s;
+    }
     double *own = mm == LB_METHOD_GPTQ ? lb_calib_take_h(c, LB_OBS_OUTPUT_IN) : NULL;
     if (s == LB_OK) s = quantize_matrix(c, pool, w, m->output.rows, d, H, own, tokens, t, mm, enc, gp, out, err);
     free(own);

@@ -1179,6 +1179,44 @@ static void test_kernels(void) {
     CHECK(bad == 0, "%d of %d kernel runs differ from the reference", bad, runs);
 }
 
+/* GPTQ's rows are independent given H: the matrix cut into row panels, each panel quantized alone (another
+ * pool size too), gives the whole matrix's bytes, in the default order and with act-order (what solving the
+ * panels on several GPUs relies on, calib_quant.c's gptq_panels) */
+static void test_row_panels(lb_pool *pool3) {
+    const int64_t rows = 37, n = 512;
+    const lb_type types[] = {LB_TYPE_Q2_K, LB_TYPE_Q3_K, LB_TYPE_Q4_K, LB_TYPE_Q5_K, LB_TYPE_Q6_K, LB_TYPE_IQ4_XS, LB_TYPE_Q4_0};
+    float *W = malloc(sizeof *W * (size_t)(rows * n)), *Wc = malloc(sizeof *Wc * (size_t)(rows * n));
+    double *H = malloc(sizeof *H * (size_t)(n * n)), *Hc = malloc(sizeof *Hc * (size_t)(n * n));
+    make_layer(rows, n, 300, true, W, H);
+    lb_pool *pool1 = lb_pool_new(1);
+    for (size_t ti = 0; ti < sizeof types / sizeof types[0]; ti++)
+        for (int ao = 0; ao < 2; ao++) {
+            const lb_type t = types[ti];
+            const size_t rb = lb_type_row_size(t, n);
+            uint8_t *whole = malloc(rb * (size_t)rows), *parts = malloc(rb * (size_t)rows);
+            lb_gptq_params p;
+            lb_gptq_params_default(&p);
+            p.act_order = ao;
+            lb_error e;
+            memcpy(Wc, W, sizeof *W * (size_t)(rows * n));
+            memcpy(Hc, H, sizeof *H * (size_t)(n * n));
+            REQUIRE(lb_gptq_quantize(pool3, Wc, rows, n, Hc, t, LB_ENCODER_DEFAULT, &p, whole, NULL, &e) == LB_OK, "%s", e.msg);
+            const int64_t cut[4] = {0, 5, 22, rows};
+            for (int k = 0; k < 3; k++) {
+                memcpy(Wc, W, sizeof *W * (size_t)(rows * n));
+                memcpy(Hc, H, sizeof *H * (size_t)(n * n));
+                REQUIRE(lb_gptq_quantize(k == 1 ? pool1 : pool3, Wc + cut[k] * n, cut[k + 1] - cut[k], n, Hc, t, LB_ENCODER_DEFAULT, &p,
+                                         parts + (size_t)cut[k] * rb, NULL, &e) == LB_OK,
+                        "%s", e.msg);
+            }
+            CHECK(!memcmp(whole, parts, rb * (size_t)rows), "%s%s: row panels quantized alone differ from the whole matrix",
+                  lb_type_name(t), ao ? " act-order" : "");
+            free(whole), free(parts);
+        }
+    lb_pool_free(pool1);
+    free(W), free(Wc), free(H), free(Hc);
+}
+
 int main(void) {
     lb_pool *pool3 = lb_pool_new(3);
     REQUIRE(pool3, "pool");
@@ -1192,6 +1230,7 @@ int main(void) {
     test_refinement(pool3);
     test_ref_target(pool3);
     test_ops(pool3);
+    test_row_panels(pool3);
     lb_pool *pool2 = lb_pool_new(2);
     bench(pool2);
     lb_pool_free(pool2);
