@@ -575,6 +575,11 @@ typedef struct lb_quantize_report {
      * block encoders where a GPU runs them (else they are part of the columns) */
     double gptq_factor_seconds, gptq_columns_seconds, gptq_update_seconds, gptq_cd_seconds, gptq_products_seconds,
         gptq_ref_seconds, gptq_encode_seconds;
+    int gpus;                         /* calibration on a set of GPUs: the ranks its statistics were split over
+                                         (1 for one GPU, 0 on the CPU) ... */
+    double allreduce_seconds;         /* ... the time in the all-reduce of their sums (part of stats_seconds) */
+    int gptq_solvers;                 /* GPTQ: the solvers a layer stage's matrices or row panels ran on side by
+                                         side (one per GPU of a set; 1 otherwise) */
 } lb_quantize_report;
 
 /*

@@ -66,6 +66,9 @@ size_t lb_calib_gpu_peak(const lb_calib *c);
 double lb_calib_seconds(const lb_calib *c);
 /* On a GPU with LB_CALIB_PROFILE=1: lb_cuda_calib_phase_seconds (forward, sums, copies); zeros otherwise. */
 void lb_calib_gpu_phase_seconds(const lb_calib *c, double out[3]);
+/* the GPUs the statistics were split over (0 on the CPU), the seconds in their all-reduces, and GPTQ's solvers
+ * (lb_calib_solvers; 1 before the first GPTQ stage or with one) */
+void lb_calib_gpu_split(const lb_calib *c, int *gpus, double *allreduce_seconds, int *solvers);
 
 #include "gptq.h"
 

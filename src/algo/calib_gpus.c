@@ -17,6 +17,7 @@ struct lb_calib_gpus {
     lb_cuda_calib *c[LB_MAX_RANKS];
     lb_cuda_comm *comm;
     lb_pool *pool;                  /* one thread per rank */
+    double allreduce_sec;           /* in the all-reduces */
 };
 
 lb_status lb_calib_gpus_new(const struct lb_model *m, int device, int n_devices, const int *devices, int64_t n_win, int64_t win,
@@ -111,9 +112,11 @@ static lb_status run_ranks(lb_calib_gpus *g, rank_job *j, int64_t d, lb_error *e
     double *h[LB_MAX_RANKS], *cx[LB_MAX_RANKS], *as[LB_MAX_RANKS];
     for (int r = 0; r < g->n; r++) lb_cuda_calib_sums(g->c[r], &h[r], &cx[r], &as[r]);
     const size_t dd = (size_t)d * (size_t)d;
+    const double t0 = lb_time_sec();
     lb_status s = lb_cuda_comm_allreduce_f64(g->comm, h, dd, err);
     if (s == LB_OK && j->cx && cx[0]) s = lb_cuda_comm_allreduce_f64(g->comm, cx, dd, err);
     if (s == LB_OK) s = lb_cuda_comm_allreduce_f64(g->comm, as, (size_t)d, err);
+    g->allreduce_sec += lb_time_sec() - t0;
     if (s == LB_OK) s = lb_cuda_calib_read_sums(g->c[0], j->pt, j->h, j->cx, j->abs_sum, err);
     return s;
 }
@@ -148,5 +151,6 @@ size_t lb_calib_gpus_peak(const lb_calib_gpus *g) {
 
 void lb_calib_gpus_phase_seconds(const lb_calib_gpus *g, double out[3]) { lb_cuda_calib_phase_seconds(g ? g->c[0] : NULL, out); }
 int lb_calib_gpus_ranks(const lb_calib_gpus *g) { return g ? g->n : 0; }
+double lb_calib_gpus_allreduce_seconds(const lb_calib_gpus *g) { return g ? g->allreduce_sec : 0; }
 int lb_calib_gpus_first_device(const lb_calib_gpus *g) { return g ? g->dev[0] : 0; }
 int lb_calib_gpus_device(const lb_calib_gpus *g, int r) { return g && r >= 0 && r < g->n ? g->dev[r] : 0; }

@@ -31,5 +31,7 @@ void lb_calib_gpus_phase_seconds(const lb_calib_gpus *g, double out[3]);
 int lb_calib_gpus_ranks(const lb_calib_gpus *g);
 int lb_calib_gpus_first_device(const lb_calib_gpus *g);
 int lb_calib_gpus_device(const lb_calib_gpus *g, int r);
+/* the seconds spent in all-reduces of the ranks' sums (0 for one device) */
+double lb_calib_gpus_allreduce_seconds(const lb_calib_gpus *g);
 
 #endif

@@ -648,3 +648,8 @@ lb_status lb_calib_output_stats(lb_calib *c, const float *out_norm, lb_error *er
 double lb_calib_seconds(const lb_calib *c) { return c->seconds; }
 
 void lb_calib_gpu_phase_seconds(const lb_calib *c, double out[3]) { lb_calib_gpus_phase_seconds(c ? c->gpu : NULL, out); }
+void lb_calib_gpu_split(const lb_calib *c, int *gpus, double *allreduce_seconds, int *solvers) {
+    *gpus = c && c->gpu ? lb_calib_gpus_ranks(c->gpu) : 0;
+    *allreduce_seconds = c ? lb_calib_gpus_allreduce_seconds(c->gpu) : 0;
+    *solvers = c && c->n_solvers > 1 ? c->n_solvers : 1;
+}

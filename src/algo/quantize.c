@@ -629,6 +629,7 @@ static void fill_report(run *R, lb_quantize_report *r, lb_quantize_tensor *rows,
     }
     r->stats_seconds = R->cal ? lb_calib_seconds(R->cal) : 0;
     lb_calib_gpu_phase_seconds(R->cal, r->stats_phase_seconds);
+    lb_calib_gpu_split(R->cal, &r->gpus, &r->allreduce_seconds, &r->gptq_solvers);
     r->solve_seconds = R->calib_seconds - r->stats_seconds;
     r->requantized = R->requantized;
     r->imatrix_entries = R->imatrix ? R->imatrix->n_entries : 0;

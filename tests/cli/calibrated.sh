@@ -42,7 +42,9 @@ done
 # cheapest method shows it
 q -o "$T/g3.gguf" --method gptq --calib "$CALIB" --calib-tokens 8192 -t 3 && cmp -s "$T/g3.gguf" "$T/gptq.gguf" && ok || bad "gptq: 2 and 3 threads differ"
 # a layer stage's matrices solved side by side (as on a set of GPUs, here two solvers on CPU threads): the same file
-LB_CALIB_SOLVERS=2 q -o "$T/gs.gguf" --method gptq --calib "$CALIB" --calib-tokens 8192 -t 2 && cmp -s "$T/gs.gguf" "$T/gptq.gguf" && ok || bad "gptq: two solvers differ from one"
+js=$(LB_CALIB_SOLVERS=2 "$LOWBIT" quantize models/tiny --type q4_k_m -q -o "$T/gs.gguf" --method gptq --calib "$CALIB" --calib-tokens 8192 -t 2 --json) \
+  && cmp -s "$T/gs.gguf" "$T/gptq.gguf" && ok || bad "gptq: two solvers differ from one"
+[ "$(field "$js" gptq_solvers)" = 2 ] && [ "$(field "$js" gpus)" = 0 ] && ok || bad "gptq with two solvers: the report says gptq_solvers $(field "$js" gptq_solvers), gpus $(field "$js" gpus)"
 q -o "$T/a3.gguf" --method awq --calib "$CALIB" --calib-tokens 8192 -t 3 && cmp -s "$T/a3.gguf" "$T/awq.gguf" && ok || bad "awq: 2 and 3 threads differ"
 q -o "$T/i2.gguf" --method imatrix --calib "$CALIB" --calib-tokens 8192 -t 2 --seed 2 && ! cmp -s "$T/i2.gguf" "$T/imatrix.gguf" && ok || bad "another seed should pick other windows"
 q -o "$T/i1.gguf" --method imatrix --calib "$CALIB" --calib-tokens 8192 -t 1 && cmp -s "$T/i1.gguf" "$T/imatrix.gguf" && ok || bad "imatrix: 1 and 2 threads differ"
