@@ -11,7 +11,13 @@
  *   llama3-8b:             Llama-3-8B's (hidden 4096, 32 layers, ffn 14336, 32 heads / 8 KV heads, head_dim
  *                          128, vocabulary 128256, rope theta 500000): about 8.0e9 parameters, 16.1 GB. Its
  *                          rows are windows at random offsets of one pool of 2^24 N(0, 0.02^2) values (the
- *                          same distribution, written at disk speed), for the GPU speed benchmarks.
+ *                          same distribution, written at disk speed), for the GPU speed benchmarks;
+ *   llama3-70b:            Llama-3-70B's (hidden 8192, 80 layers, ffn 28672, 64 heads / 8 KV heads, head_dim
+ *                          128, vocabulary 128256): 1.7 GB of bf16 per layer, 4.2 GB for the embedding and
+ *                          the head; pooled like llama3-8b. Give a few layers (n_layer) to time per layer;
+ *   llama3-405b:           Llama-3.1-405B's (hidden 16384, 126 layers, ffn 53248, 128 heads / 8 KV heads,
+ *                          head_dim 128, vocabulary 128256): 6.5 GB per layer, 8.4 GB for the embedding and
+ *                          the head; pooled.
  * The tokenizer may have fewer tokens than the vocabulary (the rest are padding rows).
  *
  * --vocab N replaces the shape's vocabulary size (Llama-3.2-1B's own is 128256).
@@ -32,6 +38,8 @@ static const shape SHAPES[] = {
     {"tinyllama", 2048, 5632, 32, 4, 64, 32000, 22, 10000.0, 0},
     {"mid", 1024, 2816, 16, 4, 64, 8192, 24, 10000.0, 0},
     {"llama3-8b", 4096, 14336, 32, 8, 128, 128256, 32, 500000.0, 1},
+    {"llama3-70b", 8192, 28672, 64, 8, 128, 128256, 80, 500000.0, 1},
+    {"llama3-405b", 16384, 53248, 128, 8, 128, 128256, 126, 500000.0, 1},
 };
 
 #define POOL_BITS 24
@@ -118,7 +126,7 @@ int main(int argc, char **argv) {
             for (size_t k = 0; k < sizeof SHAPES / sizeof *SHAPES; k++)
                 if (!strcmp(nm, SHAPES[k].name)) sh = &SHAPES[k];
             if (!sh) {
-                fprintf(stderr, "unknown shape %s (llama3.2-1b, tinyllama, mid, llama3-8b)\n", nm);
+                fprintf(stderr, "unknown shape %s (llama3.2-1b, tinyllama, mid, llama3-8b, llama3-70b, llama3-405b)\n", nm);
                 return 2;
             }
         } else if (!strcmp(argv[i], "--shards") && i + 1 < argc) {
@@ -131,7 +139,7 @@ int main(int argc, char **argv) {
         else pos = 99;
     }
     if (!out || !tok || pos > 3 || shards < 1 || shards > 99 || vocab < 0 || vocab > (1 << 20)) {
-        fprintf(stderr, "usage: %s OUT_DIR TOKENIZER_JSON [n_layer] [--shape llama3.2-1b|tinyllama|mid|llama3-8b] [--shards N] [--vocab N]\n", argv[0]);
+        fprintf(stderr, "usage: %s OUT_DIR TOKENIZER_JSON [n_layer] [--shape llama3.2-1b|tinyllama|mid|llama3-8b|llama3-70b|llama3-405b] [--shards N] [--vocab N]\n", argv[0]);
         return 2;
     }
     if (n_layer < 0) n_layer = sh->L;
