@@ -155,6 +155,23 @@ static void same_run(const run_out *a, const run_out *b, int64_t V, const char *
           "%s: the scores differ", what);
 }
 
+/* m through a pipeline of R stages on devs (and its base, the same model, likewise) against ref, bit for bit */
+static void pipeline_vs(const lb_model *m, const int *devs, int R, const run_out *ref, const char *what) {
+    lb_error e;
+    int64_t first[LB_MAX_DEVICES + 1];
+    REQUIRE(lb_model_pipeline_split(m, R, first, &e) == LB_OK, "%s", e.msg);
+    lb_cuda_ctx *p = NULL, *pb = NULL;
+    REQUIRE(lb_cuda_ctx_new_pipeline(m, devs, first, R, 64, 64, &p, &e) == LB_OK, "%s", e.msg);
+    REQUIRE(lb_cuda_ctx_new_pipeline(m, devs, first, R, 64, 64, &pb, &e) == LB_OK, "%s", e.msg);
+    run_out o;
+    memset(&o, 0, sizeof o);
+    run_ctx(p, pb, m, &o);
+    same_run(ref, &o, m->info.n_vocab, what);
+    printf("%s: the one-device bits\n", what);
+    run_free(&o);
+    lb_cuda_ctx_free(p), lb_cuda_ctx_free(pb);
+}
+
 /* model m (base: the same model, scored against) on one device and through pipelines */
 static void check_pipeline_model(const lb_model *m, const char *name, int nd) {
     const int64_t V = m->info.n_vocab, L = m->info.n_layer, n_ctx = 64, n_batch = 64;
@@ -166,40 +183,18 @@ static void check_pipeline_model(const lb_model *m, const char *name, int nd) {
     memset(&ref, 0, sizeof ref);
     run_ctx(one, one_b, m, &ref);
     for (int R = 2; R <= 4 && R <= L; R += 2) { /* device 0 repeated */
-        int devs[4] = {0, 0, 0, 0};
-        int64_t first[5];
-        REQUIRE(lb_model_pipeline_split(m, R, first, &e) == LB_OK, "%s", e.msg);
-        lb_cuda_ctx *p = NULL, *pb = NULL;
-        REQUIRE(lb_cuda_ctx_new_pipeline(m, devs, first, R, n_ctx, n_batch, &p, &e) == LB_OK, "%s", e.msg);
-        REQUIRE(lb_cuda_ctx_new_pipeline(m, devs, first, R, n_ctx, n_batch, &pb, &e) == LB_OK, "%s", e.msg);
-        run_out o;
-        memset(&o, 0, sizeof o);
-        run_ctx(p, pb, m, &o);
+        const int devs[4] = {0, 0, 0, 0};
         char what[96];
         snprintf(what, sizeof what, "%s, %d stages on cuda:0", name, R);
-        same_run(&ref, &o, V, what);
-        printf("%s: the one-device bits\n", what);
-        run_free(&o);
-        lb_cuda_ctx_free(p), lb_cuda_ctx_free(pb);
+        pipeline_vs(m, devs, R, &ref, what);
     }
     if (nd > 1 && nd <= L) { /* every visible GPU, through the public context */
         int devs[LB_MAX_DEVICES];
-        int64_t first[LB_MAX_DEVICES + 1];
         for (int r = 0; r < nd && r < LB_MAX_DEVICES; r++) devs[r] = r;
-        REQUIRE(lb_model_pipeline_split(m, nd, first, &e) == LB_OK, "%s", e.msg);
-        lb_cuda_ctx *p = NULL, *pb = NULL;
-        REQUIRE(lb_cuda_ctx_new_pipeline(m, devs, first, nd, n_ctx, n_batch, &p, &e) == LB_OK, "%s", e.msg);
-        REQUIRE(lb_cuda_ctx_new_pipeline(m, devs, first, nd, n_ctx, n_batch, &pb, &e) == LB_OK, "%s", e.msg);
-        run_out o;
-        memset(&o, 0, sizeof o);
-        run_ctx(p, pb, m, &o);
         char what[96];
         snprintf(what, sizeof what, "%s over %d GPUs", name, nd);
-        same_run(&ref, &o, V, what);
-        printf("%s: the one-device bits\n", what);
-        run_free(&o);
-        lb_cuda_ctx_free(p), lb_cuda_ctx_free(pb);
-        /* the public context with cuda:all: greedy continuation equal to one device's */
+        pipeline_vs(m, devs, nd, &ref, what);
+        /* the public context with cuda:all: the prompt's logits, the one-device bits */
         lb_context_params cp = lb_context_default_params();
         cp.n_ctx = n_ctx, cp.device = cuda0, cp.n_devices = -1;
         lb_context *c = NULL;
