@@ -37,6 +37,20 @@ static inline void quantize_tiny(const char *method, lb_device dev, const int32_
     lb_quantize_report_free(&r);
 }
 
+/* where two byte arrays first differ, as "byte O (block B, row R)" for blocks of bb bytes in rows of rb bytes
+ * (what a failed comparison prints, so that a mismatch on the GPU says where it is); "nowhere" when equal */
+static inline const char *where_differ(const void *a, const void *b, size_t n, size_t bb, size_t rb) {
+    static char buf[96];
+    const unsigned char *x = (const unsigned char *)a, *y = (const unsigned char *)b;
+    size_t i = 0, count = 0;
+    while (i < n && x[i] == y[i]) i++;
+    if (i == n) return "nowhere";
+    for (size_t k = i; k < n; k++) count += x[k] != y[k];
+    snprintf(buf, sizeof buf, "byte %zu (row %zu, block %zu, byte %zu of it; %zu bytes differ)", i, rb ? i / rb : 0,
+             rb && bb ? i % rb / bb : 0, bb ? i % rb % bb : 0, count);
+    return buf;
+}
+
 static inline bool same_file(const char *a, const char *b) {
     char *x, *y;
     size_t nx, ny;

@@ -302,8 +302,8 @@ static void check_gptq(lb_gptq_ops *g, lb_pool *pool) {
             memcpy(H, H0, sizeof *H * (size_t)(d * d));
             REQUIRE(lb_gptq_quantize(pool, Wg, rows, d, H, types[t], LB_ENCODER_DEFAULT, &p, qg2, &st, &e) == LB_OK, "%s", e.msg);
             setenv("LB_GPU_ENCODE", "1", 1);
-            CHECK(!memcmp(qg, qg2, bytes), "%s%s: the GPU's encoders and the CPU's give different bytes", lb_type_name(types[t]),
-                  ao ? " act-order" : "");
+            CHECK(!memcmp(qg, qg2, bytes), "%s%s: the GPU's encoders and the CPU's give different bytes, first at %s", lb_type_name(types[t]),
+                  ao ? " act-order" : "", where_differ(qg, qg2, bytes, lb_type_traits_get(types[t])->block_bytes, bytes / (size_t)rows));
         }
         /* whole passes on the GPU (the table's pass, default order): the bytes of the columns on CPU threads */
         p.act_order = false;
@@ -321,8 +321,9 @@ static void check_gptq(lb_gptq_ops *g, lb_pool *pool) {
             REQUIRE(lb_gptq_quantize(pool, Wg, rows, d, H, types[t], LB_ENCODER_DEFAULT, &p, qg2, NULL, &e) == LB_OK, "%s", e.msg);
             g->pass = pass;
             g->cd = cd;
-            CHECK(!memcmp(qg, qg2, bytes), "%s: the sweep%s on CPU threads gives other bytes than on the GPU", lb_type_name(types[t]),
-                  off ? "'s columns and descent" : "'s descent");
+            CHECK(!memcmp(qg, qg2, bytes), "%s: the sweep%s on CPU threads gives other bytes than on the GPU, first at %s", lb_type_name(types[t]),
+                  off ? "'s columns and descent" : "'s descent",
+                  where_differ(qg, qg2, bytes, lb_type_traits_get(types[t])->block_bytes, bytes / (size_t)rows));
         }
         free(qc), free(qg), free(qg2);
     }
@@ -369,7 +370,8 @@ static void check_encode(lb_gptq_ops *g) {
             CHECK(diff == 0 && kept == skip * (size_t)rows, "%s%s columns %lld..%lld: %zu bytes differ from the CPU's, %zu of %zu before c0 kept",
                   lb_type_name(types[t]), w ? " (imatrix)" : "", (long long)c0, (long long)c1, diff, kept, skip * (size_t)rows);
             REQUIRE(g->encode(g->user, types[t], LB_ENCODER_DEFAULT, x, ld, rows, 0, ld, im, qg, rb, &e) == LB_OK, "%s", e.msg);
-            CHECK(!memcmp(qc, qg, bytes), "%s%s: whole rows differ from the CPU's bytes", lb_type_name(types[t]), w ? " (imatrix)" : "");
+            CHECK(!memcmp(qc, qg, bytes), "%s%s: whole rows differ from the CPU's bytes, first at %s", lb_type_name(types[t]), w ? " (imatrix)" : "",
+                  where_differ(qc, qg, bytes, bb, rb));
         }
         printf("encode %-5s %lld x %lld on the GPU: the CPU's bytes with and without importance weights\n", lb_type_name(types[t]),
                (long long)rows, (long long)ld);
