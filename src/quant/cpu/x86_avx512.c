@@ -136,11 +136,8 @@ TGT static inline __m128 h2f4(uint16_t a, uint16_t b, uint16_t c, uint16_t d) {
     return _mm_cvtph_ps(_mm_set_epi16(0, 0, 0, 0, (short)d, (short)c, (short)b, (short)a));
 }
 
-TGT static inline void store_rows(float *out, int n, __m128 v) {
-    float t[4];
-    _mm_storeu_ps(t, v);
-    for (int i = 0; i < n; i++) out[i] = t[i];
-}
+/* the first n <= 4 lanes of v to out (a masked store: a copy loop here became a libc memcpy call per four rows) */
+TGT static inline void store_rows(float *out, int n, __m128 v) { _mm_mask_storeu_ps(out, (__mmask8)((1u << n) - 1), v); }
 
 #define ROWS4(T, rows, rb, R, r0, x)                                                                        \
     const T *x[4];                                                                                          \
