@@ -245,8 +245,8 @@ TGT static void gemvr_q8_0_z(const uint8_t *rows, size_t rb, int R, int64_t K, c
     }
 }
 
-/* q4_K: one row's block: the scaled code sums (8 lanes) and the min products (8 lanes) */
-TGT static inline void q4_K_block(const block_q4_K *x, const int8_t *ab, const int16_t *bs, __m256i *S, __m256i *M) {
+/* q4_K: one row's block: the scaled code sums (16 lanes to add) and the min products (8 lanes to add) */
+TGT static inline __m512i q4_K_block(const block_q4_K *x, const int8_t *ab, const int16_t *bs, __m256i *M) {
     const __m256i m4 = _mm256_set1_epi8(0x0F);
     __m256i sc, mn16;
     k4_scales_v_avx512vnni(x->scales, &sc, &mn16);
@@ -257,8 +257,23 @@ TGT static inline void q4_K_block(const block_q4_K *x, const int8_t *ab, const i
         __m512i p = _mm512_maddubs_epi16(w, _mm512_load_si512(ab + 64 * c));
         iacc = _mm512_add_epi32(iacc, _mm512_madd_epi16(p, scale_pair(sc16, c)));
     }
-    *S = fold_lanes(iacc);
     *M = _mm256_madd_epi16(mn16, _mm256_load_si256((const __m256i *)bs));
+    return iacc;
+}
+
+/* the lane sums of four rows' vectors, (row 0, 1, 2, 3): unpacks that keep every value in registers */
+TGT static inline __m128i sum4x16(__m512i a, __m512i b, __m512i c, __m512i d) {
+    __m512i ab = _mm512_add_epi32(_mm512_unpacklo_epi32(a, b), _mm512_unpackhi_epi32(a, b));
+    __m512i cd = _mm512_add_epi32(_mm512_unpacklo_epi32(c, d), _mm512_unpackhi_epi32(c, d));
+    __m512i t = _mm512_add_epi32(_mm512_unpacklo_epi64(ab, cd), _mm512_unpackhi_epi64(ab, cd)); /* 128-bit lanes: rows 0..3 */
+    __m256i h = _mm256_add_epi32(_mm512_castsi512_si256(t), _mm512_extracti64x4_epi64(t, 1));
+    return _mm_add_epi32(_mm256_castsi256_si128(h), _mm256_extracti128_si256(h, 1));
+}
+TGT static inline __m128i sum4x8(__m256i a, __m256i b, __m256i c, __m256i d) {
+    __m256i ab = _mm256_add_epi32(_mm256_unpacklo_epi32(a, b), _mm256_unpackhi_epi32(a, b));
+    __m256i cd = _mm256_add_epi32(_mm256_unpacklo_epi32(c, d), _mm256_unpackhi_epi32(c, d));
+    __m256i t = _mm256_add_epi32(_mm256_unpacklo_epi64(ab, cd), _mm256_unpackhi_epi64(ab, cd));
+    return _mm_add_epi32(_mm256_castsi256_si128(t), _mm256_extracti128_si256(t, 1));
 }
 
 TGT static void gemvr_q4_K_z(const uint8_t *rows, size_t rb, int R, int64_t K, const lb_act *a, float *out) {
@@ -267,20 +282,24 @@ TGT static void gemvr_q4_K_z(const uint8_t *rows, size_t rb, int R, int64_t K, c
         __m128 acc = _mm_setzero_ps();
         for (int64_t b = 0; b < K / QK_K; b++) {
             PREFETCH_BLOCK(x, b, rb);
-            __m256i S[4], M[4];
-            for (int i = 0; i < 4; i++) q4_K_block(&x[i][b], a->q + QK_K * b, a->bsum + 16 * b, &S[i], &M[i]);
+            const int8_t *ab = a->q + QK_K * b;
+            const int16_t *bs = a->bsum + 16 * b;
+            __m256i M0, M1, M2, M3;
+            const __m512i S0 = q4_K_block(&x[0][b], ab, bs, &M0), S1 = q4_K_block(&x[1][b], ab, bs, &M1);
+            const __m512i S2 = q4_K_block(&x[2][b], ab, bs, &M2), S3 = q4_K_block(&x[3][b], ab, bs, &M3);
             __m128 da = _mm_set1_ps(a->d[b]);
             __m128 d = h2f4(x[0][b].d, x[1][b].d, x[2][b].d, x[3][b].d);
             __m128 dm = _mm_xor_ps(h2f4(x[0][b].dmin, x[1][b].dmin, x[2][b].dmin, x[3][b].dmin), _mm_set1_ps(-0.0f));
-            acc = _mm_fmadd_ps(_mm_mul_ps(d, da), _mm_cvtepi32_ps(hsum4i_avx512vnni(S)), acc);
-            acc = _mm_fmadd_ps(_mm_mul_ps(dm, da), _mm_cvtepi32_ps(hsum4i_avx512vnni(M)), acc);
+            acc = _mm_fmadd_ps(_mm_mul_ps(d, da), _mm_cvtepi32_ps(sum4x16(S0, S1, S2, S3)), acc);
+            acc = _mm_fmadd_ps(_mm_mul_ps(dm, da), _mm_cvtepi32_ps(sum4x8(M0, M1, M2, M3)), acc);
         }
         store_rows(out + r0, R - r0 < 4 ? R - r0 : 4, acc);
     }
 }
 
-/* q6_K: one row's block, codes q + 32 (0..63) unsigned against the activations, less 32 * sum sc * bsum */
-TGT static inline __m256i q6_K_block(const block_q6_K *x, const int8_t *ab, const int16_t *bs) {
+/* q6_K: one row's block, codes q + 32 (0..63) unsigned against the activations (16 lanes to add); *corr: sum sc *
+ * bsum (8 lanes to add), which the codes' offset makes 32 times too much */
+TGT static inline __m512i q6_K_block(const block_q6_K *x, const int8_t *ab, const int16_t *bs, __m256i *corr) {
     const __m256i m4 = _mm256_set1_epi8(0x0F), m2 = _mm256_set1_epi8(0x30);
     __m256i sc = _mm256_cvtepi8_epi16(_mm_loadu_si128((const __m128i *)x->scales));
     __m512i sc16 = _mm512_castsi256_si512(sc), iacc = _mm512_setzero_si512();
@@ -297,8 +316,8 @@ TGT static inline __m256i q6_K_block(const block_q6_K *x, const int8_t *ab, cons
         iacc = _mm512_add_epi32(iacc, _mm512_madd_epi16(p0, scale_pair(sc16, 2 * h)));
         iacc = _mm512_add_epi32(iacc, _mm512_madd_epi16(p1, scale_pair(sc16, 2 * h + 1)));
     }
-    __m256i corr = _mm256_madd_epi16(sc, _mm256_load_si256((const __m256i *)bs)); /* sum sc * bsum, 8 lanes */
-    return _mm256_sub_epi32(fold_lanes(iacc), _mm256_slli_epi32(corr, 5));
+    *corr = _mm256_madd_epi16(sc, _mm256_load_si256((const __m256i *)bs));
+    return iacc;
 }
 
 TGT static void gemvr_q6_K_z(const uint8_t *rows, size_t rb, int R, int64_t K, const lb_act *a, float *out) {
@@ -307,10 +326,14 @@ TGT static void gemvr_q6_K_z(const uint8_t *rows, size_t rb, int R, int64_t K, c
         __m128 acc = _mm_setzero_ps();
         for (int64_t b = 0; b < K / QK_K; b++) {
             PREFETCH_BLOCK(x, b, rb);
-            __m256i S[4];
-            for (int i = 0; i < 4; i++) S[i] = q6_K_block(&x[i][b], a->q + QK_K * b, a->bsum + 16 * b);
+            const int8_t *ab = a->q + QK_K * b;
+            const int16_t *bs = a->bsum + 16 * b;
+            __m256i C0, C1, C2, C3;
+            const __m512i U0 = q6_K_block(&x[0][b], ab, bs, &C0), U1 = q6_K_block(&x[1][b], ab, bs, &C1);
+            const __m512i U2 = q6_K_block(&x[2][b], ab, bs, &C2), U3 = q6_K_block(&x[3][b], ab, bs, &C3);
+            const __m128i S = _mm_sub_epi32(sum4x16(U0, U1, U2, U3), _mm_slli_epi32(sum4x8(C0, C1, C2, C3), 5));
             __m128 d = h2f4(x[0][b].d, x[1][b].d, x[2][b].d, x[3][b].d);
-            acc = _mm_fmadd_ps(_mm_mul_ps(d, _mm_set1_ps(a->d[b])), _mm_cvtepi32_ps(hsum4i_avx512vnni(S)), acc);
+            acc = _mm_fmadd_ps(_mm_mul_ps(d, _mm_set1_ps(a->d[b])), _mm_cvtepi32_ps(S), acc);
         }
         store_rows(out + r0, R - r0 < 4 ? R - r0 : 4, acc);
     }
