@@ -245,6 +245,128 @@ TGT static void gemvr_q8_0_z(const uint8_t *rows, size_t rb, int R, int64_t K, c
     }
 }
 
+/* The other 32-element types (q4_1, q5_0, q5_1, iq4_nl) as q4_0 above: two blocks per 512-bit vector, the codes
+ * unsigned (q + off) against the activations, then each block's float steps of cpu.h for four rows in lanes. */
+enum { T32_Q4_1, T32_Q5_0, T32_Q5_1, T32_IQ4_NL };
+
+/* the type's block: bytes, where its codes' nibbles and fifth bits are, whether it has a min (m, the fp16 after d),
+ * and the offset added to make the codes unsigned */
+#define T32_BS(T) ((T) == T32_Q4_1 ? sizeof(block_q4_1) : (T) == T32_Q5_0 ? sizeof(block_q5_0) : (T) == T32_Q5_1 ? sizeof(block_q5_1) : sizeof(block_iq4_nl))
+#define T32_QS(T) ((T) == T32_Q4_1 ? offsetof(block_q4_1, qs) : (T) == T32_Q5_0 ? offsetof(block_q5_0, qs) : (T) == T32_Q5_1 ? offsetof(block_q5_1, qs) : offsetof(block_iq4_nl, qs))
+#define T32_QH(T) ((T) == T32_Q5_0 ? offsetof(block_q5_0, qh) : offsetof(block_q5_1, qh))
+#define T32_MIN(T) ((T) == T32_Q4_1 || (T) == T32_Q5_1)
+#define T32_OFF(T) ((T) == T32_Q5_0 ? 16 : (T) == T32_IQ4_NL ? 128 : 0)
+_Static_assert(offsetof(block_q4_1, m) == 2 && offsetof(block_q5_1, m) == 2 && offsetof(block_q5_0, d) == 0 &&
+                   offsetof(block_iq4_nl, d) == 0, "the 32-element kernels read d at byte 0 and m at byte 2");
+
+/* the signed code of element e of a block (the tail's scalar products) */
+__attribute__((always_inline)) static inline int t32_code(const uint8_t *blk, int e, const int T) {
+    const uint8_t q = blk[T32_QS(T) + e % 16];
+    int v = e < 16 ? q & 0xF : q >> 4;
+    if (T == T32_IQ4_NL) return kvalues_iq4nl[v];
+    if (T == T32_Q5_0 || T == T32_Q5_1) {
+        uint32_t h;
+        memcpy(&h, blk + T32_QH(T), 4);
+        v |= (int)((h >> e) & 1) << 4;
+    }
+    return v - (T == T32_Q5_0 ? 16 : 0);
+}
+
+__attribute__((always_inline)) TGT static inline void gemvr32_z(const uint8_t *rows, size_t rb, int R, int64_t K, const lb_act *a, float *out,
+                                                               const int T) {
+    const size_t bs = T32_BS(T);
+    const __m256i m4 = _mm256_set1_epi8(0x0F);
+    const __m512i tbl = _mm512_broadcast_i32x4(_mm_loadu_si128((const __m128i *)kvalues_iq4nl)), flip = _mm512_set1_epi8((char)0x80);
+    for (int r0 = 0; r0 < R; r0 += 4) {
+        const uint8_t *x[4];
+        for (int i = 0; i < 4; i++) x[i] = rows + (size_t)(r0 + i < R ? r0 + i : r0) * rb;
+        __m128 acc = _mm_setzero_ps();
+        int64_t b = 0;
+        for (; b + 2 <= K / 32; b += 2) { /* lanes (b lo, b+1 lo, b hi, b+1 hi), as gemvr_q4_0_z */
+            for (int i = 0; i < 4; i++) {
+                lb_prefetch_block(x[i], b, bs, rb, 4);
+                lb_prefetch_block(x[i], b + 1, bs, rb, 4);
+            }
+            __m512i av = _mm512_loadu_si512((const __m512i *)(a->q + 32 * b));
+            av = _mm512_shuffle_i64x2(av, av, _MM_SHUFFLE(3, 1, 2, 0));
+            __m512i U[4];
+            for (int i = 0; i < 4; i++) {
+                const uint8_t *b0 = x[i] + (size_t)b * bs, *b1 = b0 + bs;
+                __m256i v = _mm256_set_m128i(_mm_loadu_si128((const __m128i *)(b1 + T32_QS(T))), _mm_loadu_si128((const __m128i *)(b0 + T32_QS(T))));
+                __m512i c = _mm512_inserti64x4(_mm512_castsi256_si512(_mm256_and_si256(v, m4)), _mm256_and_si256(_mm256_srli_epi16(v, 4), m4), 1);
+                if (T == T32_IQ4_NL) c = _mm512_xor_si512(_mm512_shuffle_epi8(tbl, c), flip); /* value + 128 */
+                if (T == T32_Q5_0 || T == T32_Q5_1) {
+                    uint32_t h0, h1;
+                    memcpy(&h0, b0 + T32_QH(T), 4);
+                    memcpy(&h1, b1 + T32_QH(T), 4);
+                    const __mmask64 hm = (uint64_t)(h0 & 0xFFFF) | (uint64_t)(h1 & 0xFFFF) << 16 | (uint64_t)(h0 >> 16) << 32 |
+                                         (uint64_t)(h1 >> 16) << 48;
+                    c = _mm512_or_si512(c, _mm512_maskz_mov_epi8(hm, _mm512_set1_epi8(0x10)));
+                }
+                U[i] = _mm512_dpbusd_epi32(_mm512_setzero_si512(), c, av);
+            }
+            const int32_t s0 = (int32_t)a->bsum[2 * b] + a->bsum[2 * b + 1], s1 = (int32_t)a->bsum[2 * b + 2] + a->bsum[2 * b + 3];
+            __m256i S = sum2blocks(U, 0);
+            if (T32_OFF(T)) S = _mm256_sub_epi32(S, _mm256_set_m128i(_mm_set1_epi32(T32_OFF(T) * s1), _mm_set1_epi32(T32_OFF(T) * s0)));
+            uint16_t h[8], hmn[8];
+            for (int i = 0; i < 4; i++) {
+                memcpy(&h[i], x[i] + (size_t)b * bs, 2);
+                memcpy(&h[4 + i], x[i] + (size_t)(b + 1) * bs, 2);
+                if (T32_MIN(T)) {
+                    memcpy(&hmn[i], x[i] + (size_t)b * bs + 2, 2);
+                    memcpy(&hmn[4 + i], x[i] + (size_t)(b + 1) * bs + 2, 2);
+                }
+            }
+            const __m256 da = _mm256_set_m128(_mm_set1_ps(a->d[b + 1]), _mm_set1_ps(a->d[b]));
+            const __m256 dd = _mm256_mul_ps(_mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)h)), da);
+            const __m256 Sf = _mm256_cvtepi32_ps(S);
+            if (T32_MIN(T)) { /* block b: the codes' step, the min's; then block b + 1 */
+                const __m256 dm = _mm256_mul_ps(_mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)hmn)), da);
+                acc = _mm_fmadd_ps(_mm256_castps256_ps128(dd), _mm256_castps256_ps128(Sf), acc);
+                acc = _mm_fmadd_ps(_mm256_castps256_ps128(dm), _mm_set1_ps((float)s0), acc);
+                acc = _mm_fmadd_ps(_mm256_extractf128_ps(dd, 1), _mm256_extractf128_ps(Sf, 1), acc);
+                acc = _mm_fmadd_ps(_mm256_extractf128_ps(dm, 1), _mm_set1_ps((float)s1), acc);
+            } else {
+                acc = _mm_fmadd_ps(_mm256_castps256_ps128(dd), _mm256_castps256_ps128(Sf), acc);
+                acc = _mm_fmadd_ps(_mm256_extractf128_ps(dd, 1), _mm256_extractf128_ps(Sf, 1), acc);
+            }
+        }
+        for (; b < K / 32; b++) { /* an odd last block: scalar exact sums */
+            int32_t S[4];
+            float d[4], dm[4];
+            for (int i = 0; i < 4; i++) {
+                const uint8_t *blk = x[i] + (size_t)b * bs;
+                int32_t sum = 0;
+                for (int e = 0; e < 32; e++) sum += t32_code(blk, e, T) * a->q[32 * b + e];
+                S[i] = sum;
+                uint16_t hd, hm;
+                memcpy(&hd, blk, 2);
+                memcpy(&hm, blk + 2, 2);
+                d[i] = lb_fp16_to_f32(hd);
+                dm[i] = T32_MIN(T) ? lb_fp16_to_f32(hm) : 0.0f;
+            }
+            const __m128 da = _mm_set1_ps(a->d[b]);
+            acc = _mm_fmadd_ps(_mm_mul_ps(_mm_loadu_ps(d), da), _mm_cvtepi32_ps(_mm_loadu_si128((const __m128i *)S)), acc);
+            if (T32_MIN(T))
+                acc = _mm_fmadd_ps(_mm_mul_ps(_mm_loadu_ps(dm), da), _mm_set1_ps((float)((int32_t)a->bsum[2 * b] + a->bsum[2 * b + 1])), acc);
+        }
+        store_rows(out + r0, R - r0 < 4 ? R - r0 : 4, acc);
+    }
+}
+
+TGT static void gemvr_q4_1_z(const uint8_t *rows, size_t rb, int R, int64_t K, const lb_act *a, float *out) {
+    gemvr32_z(rows, rb, R, K, a, out, T32_Q4_1);
+}
+TGT static void gemvr_q5_0_z(const uint8_t *rows, size_t rb, int R, int64_t K, const lb_act *a, float *out) {
+    gemvr32_z(rows, rb, R, K, a, out, T32_Q5_0);
+}
+TGT static void gemvr_q5_1_z(const uint8_t *rows, size_t rb, int R, int64_t K, const lb_act *a, float *out) {
+    gemvr32_z(rows, rb, R, K, a, out, T32_Q5_1);
+}
+TGT static void gemvr_iq4_nl_z(const uint8_t *rows, size_t rb, int R, int64_t K, const lb_act *a, float *out) {
+    gemvr32_z(rows, rb, R, K, a, out, T32_IQ4_NL);
+}
+
 /* q4_K: one row's block: the scaled code sums (16 lanes to add) and the min products (8 lanes to add) */
 TGT static inline __m512i q4_K_block(const block_q4_K *x, const int8_t *ab, const int16_t *bs, __m256i *M) {
     const __m256i m4 = _mm256_set1_epi8(0x0F);
@@ -828,6 +950,10 @@ static void z_fill(void) {
     t.gemv1[LB_TYPE_Q4_K] = gemv_q4_K_z;
     t.gemv1[LB_TYPE_Q6_K] = gemv_q6_K_z;
     t.gemvr[LB_TYPE_Q4_0] = gemvr_q4_0_z;
+    t.gemvr[LB_TYPE_Q4_1] = gemvr_q4_1_z;
+    t.gemvr[LB_TYPE_Q5_0] = gemvr_q5_0_z;
+    t.gemvr[LB_TYPE_Q5_1] = gemvr_q5_1_z;
+    t.gemvr[LB_TYPE_IQ4_NL] = gemvr_iq4_nl_z;
     t.gemvr[LB_TYPE_Q8_0] = gemvr_q8_0_z;
     t.gemvr[LB_TYPE_Q4_K] = gemvr_q4_K_z;
     t.gemvr[LB_TYPE_Q6_K] = gemvr_q6_K_z;
