@@ -367,20 +367,38 @@ TGT static void gemvr_iq4_nl_z(const uint8_t *rows, size_t rb, int R, int64_t K,
     gemvr32_z(rows, rb, R, K, a, out, T32_IQ4_NL);
 }
 
-/* q4_K: one row's block: the scaled code sums (16 lanes to add) and the min products (8 lanes to add) */
-TGT static inline __m512i q4_K_block(const block_q4_K *x, const int8_t *ab, const int16_t *bs, __m256i *M) {
+/* bit k of every byte of v moved to bit 4 (0x10 or 0), k = 0..7 (16-bit shifts: no bit crosses into the byte
+ * that is kept) */
+TGT static inline __m256i bit_to_16(__m256i v, int k) {
+    const __m256i m = _mm256_set1_epi8(0x10);
+    if (k <= 4) return _mm256_and_si256(_mm256_slli_epi16(v, 4 - k), m);
+    return _mm256_and_si256(_mm256_srli_epi16(v, k - 4), m);
+}
+
+/* q4_K / q5_K (qh not NULL: bit (e / 32) of qh[e % 32] adds 16): one row's block: the scaled code sums (16 lanes to
+ * add) and the min products (8 lanes to add) */
+TGT static inline __m512i k4_block(const uint8_t *scales, const uint8_t *qs, const uint8_t *qh, const int8_t *ab, const int16_t *bs,
+                                   __m256i *M) {
     const __m256i m4 = _mm256_set1_epi8(0x0F);
     __m256i sc, mn16;
-    k4_scales_v_avx512vnni(x->scales, &sc, &mn16);
+    k4_scales_v_avx512vnni(scales, &sc, &mn16);
     __m512i sc16 = _mm512_castsi256_si512(sc), iacc = _mm512_setzero_si512();
+    const __m256i hv = qh ? _mm256_loadu_si256((const __m256i *)qh) : _mm256_setzero_si256();
     for (int c = 0; c < 4; c++) {
-        __m256i v = _mm256_loadu_si256((const __m256i *)(x->qs + 32 * c));
-        __m512i w = pair(_mm256_and_si256(v, m4), _mm256_and_si256(_mm256_srli_epi16(v, 4), m4));
-        __m512i p = _mm512_maddubs_epi16(w, _mm512_load_si512(ab + 64 * c));
+        __m256i v = _mm256_loadu_si256((const __m256i *)(qs + 32 * c));
+        __m256i lo = _mm256_and_si256(v, m4), hi = _mm256_and_si256(_mm256_srli_epi16(v, 4), m4);
+        if (qh) lo = _mm256_or_si256(lo, bit_to_16(hv, 2 * c)), hi = _mm256_or_si256(hi, bit_to_16(hv, 2 * c + 1));
+        __m512i p = _mm512_maddubs_epi16(pair(lo, hi), _mm512_load_si512(ab + 64 * c));
         iacc = _mm512_add_epi32(iacc, _mm512_madd_epi16(p, scale_pair(sc16, c)));
     }
     *M = _mm256_madd_epi16(mn16, _mm256_load_si256((const __m256i *)bs));
     return iacc;
+}
+TGT static inline __m512i q4_K_block(const block_q4_K *x, const int8_t *ab, const int16_t *bs, __m256i *M) {
+    return k4_block(x->scales, x->qs, NULL, ab, bs, M);
+}
+TGT static inline __m512i q5_K_block(const block_q5_K *x, const int8_t *ab, const int16_t *bs, __m256i *M) {
+    return k4_block(x->scales, x->qs, x->qh, ab, bs, M);
 }
 
 /* the lane sums of four rows' vectors, (row 0, 1, 2, 3): unpacks that keep every value in registers */
@@ -398,25 +416,43 @@ TGT static inline __m128i sum4x8(__m256i a, __m256i b, __m256i c, __m256i d) {
     return _mm_add_epi32(_mm256_castsi256_si128(t), _mm256_extracti128_si256(t, 1));
 }
 
-TGT static void gemvr_q4_K_z(const uint8_t *rows, size_t rb, int R, int64_t K, const lb_act *a, float *out) {
+/* q4_K and q5_K (the same layout but for qh; block sizes bs) over four rows */
+__attribute__((always_inline)) TGT static inline void gemvr_k4_z(const uint8_t *rows, size_t rb, int R, int64_t K, const lb_act *a, float *out,
+                                                                 const int q5) {
+    const size_t bs = q5 ? sizeof(block_q5_K) : sizeof(block_q4_K);
     for (int r0 = 0; r0 < R; r0 += 4) {
-        ROWS4(block_q4_K, rows, rb, R, r0, x);
+        const uint8_t *x[4];
+        for (int i = 0; i < 4; i++) x[i] = rows + (size_t)(r0 + i < R ? r0 + i : r0) * rb;
         __m128 acc = _mm_setzero_ps();
         for (int64_t b = 0; b < K / QK_K; b++) {
-            PREFETCH_BLOCK(x, b, rb);
+            for (int i = 0; i < 4; i++) lb_prefetch_block(x[i], b, bs, rb, 4);
             const int8_t *ab = a->q + QK_K * b;
-            const int16_t *bs = a->bsum + 16 * b;
-            __m256i M0, M1, M2, M3;
-            const __m512i S0 = q4_K_block(&x[0][b], ab, bs, &M0), S1 = q4_K_block(&x[1][b], ab, bs, &M1);
-            const __m512i S2 = q4_K_block(&x[2][b], ab, bs, &M2), S3 = q4_K_block(&x[3][b], ab, bs, &M3);
+            const int16_t *bs16 = a->bsum + 16 * b;
+            /* d, dmin and scales lie alike in both types */
+            const block_q4_K *y0 = (const block_q4_K *)(x[0] + (size_t)b * bs), *y1 = (const block_q4_K *)(x[1] + (size_t)b * bs);
+            const block_q4_K *y2 = (const block_q4_K *)(x[2] + (size_t)b * bs), *y3 = (const block_q4_K *)(x[3] + (size_t)b * bs);
+            __m256i M0, M1, M2, M3; /* four named values, not arrays: GCC keeps arrays of vectors on the stack here */
+            const __m512i S0 = q5 ? q5_K_block((const block_q5_K *)y0, ab, bs16, &M0) : q4_K_block(y0, ab, bs16, &M0);
+            const __m512i S1 = q5 ? q5_K_block((const block_q5_K *)y1, ab, bs16, &M1) : q4_K_block(y1, ab, bs16, &M1);
+            const __m512i S2 = q5 ? q5_K_block((const block_q5_K *)y2, ab, bs16, &M2) : q4_K_block(y2, ab, bs16, &M2);
+            const __m512i S3 = q5 ? q5_K_block((const block_q5_K *)y3, ab, bs16, &M3) : q4_K_block(y3, ab, bs16, &M3);
             __m128 da = _mm_set1_ps(a->d[b]);
-            __m128 d = h2f4(x[0][b].d, x[1][b].d, x[2][b].d, x[3][b].d);
-            __m128 dm = _mm_xor_ps(h2f4(x[0][b].dmin, x[1][b].dmin, x[2][b].dmin, x[3][b].dmin), _mm_set1_ps(-0.0f));
+            __m128 d = h2f4(y0->d, y1->d, y2->d, y3->d);
+            __m128 dm = _mm_xor_ps(h2f4(y0->dmin, y1->dmin, y2->dmin, y3->dmin), _mm_set1_ps(-0.0f));
             acc = _mm_fmadd_ps(_mm_mul_ps(d, da), _mm_cvtepi32_ps(sum4x16(S0, S1, S2, S3)), acc);
             acc = _mm_fmadd_ps(_mm_mul_ps(dm, da), _mm_cvtepi32_ps(sum4x8(M0, M1, M2, M3)), acc);
         }
         store_rows(out + r0, R - r0 < 4 ? R - r0 : 4, acc);
     }
+}
+_Static_assert(offsetof(block_q5_K, d) == offsetof(block_q4_K, d) && offsetof(block_q5_K, dmin) == offsetof(block_q4_K, dmin) &&
+                   offsetof(block_q5_K, scales) == offsetof(block_q4_K, scales),
+               "gemvr_k4_z reads q5_K's d, dmin and scales where q4_K has them");
+TGT static void gemvr_q4_K_z(const uint8_t *rows, size_t rb, int R, int64_t K, const lb_act *a, float *out) {
+    gemvr_k4_z(rows, rb, R, K, a, out, 0);
+}
+TGT static void gemvr_q5_K_z(const uint8_t *rows, size_t rb, int R, int64_t K, const lb_act *a, float *out) {
+    gemvr_k4_z(rows, rb, R, K, a, out, 1);
 }
 
 /* q6_K: one row's block, codes q + 32 (0..63) unsigned against the activations (16 lanes to add); *corr: sum sc *
@@ -956,6 +992,7 @@ static void z_fill(void) {
     t.gemvr[LB_TYPE_IQ4_NL] = gemvr_iq4_nl_z;
     t.gemvr[LB_TYPE_Q8_0] = gemvr_q8_0_z;
     t.gemvr[LB_TYPE_Q4_K] = gemvr_q4_K_z;
+    t.gemvr[LB_TYPE_Q5_K] = gemvr_q5_K_z;
     t.gemvr[LB_TYPE_Q6_K] = gemvr_q6_K_z;
     t.qdot = qdot_z;
     t.qgemm = qgemm_z;
