@@ -455,6 +455,86 @@ TGT static void gemvr_q5_K_z(const uint8_t *rows, size_t rb, int R, int64_t K, c
     gemvr_k4_z(rows, rb, R, K, a, out, 1);
 }
 
+/* q2_K and q3_K: 2-bit codes, element 64c + j of a block from byte 32 (c / 2) + j % 32 of qs at bit 2 (2 (c % 2) +
+ * j / 32); q3_K's bit (2c + j / 32) of hmask[j % 32] adds 4 (its codes + 4, 0..7). One row's block: the code
+ * sums times the 16 groups' scales (sc16, int16), 16 lanes to add. */
+TGT static inline __m512i k2_block(const uint8_t *qs, const uint8_t *hmask, __m256i sc16, const int8_t *ab) {
+    const __m256i m3 = _mm256_set1_epi8(3), m4 = _mm256_set1_epi8(4);
+    const __m512i sc = _mm512_castsi256_si512(sc16);
+    const __m256i hm = hmask ? _mm256_loadu_si256((const __m256i *)hmask) : _mm256_setzero_si256();
+    __m512i iacc = _mm512_setzero_si512();
+    for (int c = 0; c < 4; c++) {
+        const __m256i q = _mm256_loadu_si256((const __m256i *)(qs + 32 * (c / 2)));
+        __m256i lo = _mm256_and_si256(_mm256_srli_epi16(q, 4 * (c % 2)), m3), hi = _mm256_and_si256(_mm256_srli_epi16(q, 4 * (c % 2) + 2), m3);
+        if (hmask) { /* bit 2c (2c + 1) of each byte to bit 2 */
+            lo = _mm256_or_si256(lo, _mm256_and_si256(2 * c >= 2 ? _mm256_srli_epi16(hm, 2 * c - 2) : _mm256_slli_epi16(hm, 2), m4));
+            hi = _mm256_or_si256(hi, _mm256_and_si256(2 * c + 1 >= 2 ? _mm256_srli_epi16(hm, 2 * c - 1) : _mm256_slli_epi16(hm, 1), m4));
+        }
+        __m512i p = _mm512_maddubs_epi16(pair(lo, hi), _mm512_load_si512(ab + 64 * c));
+        iacc = _mm512_add_epi32(iacc, _mm512_madd_epi16(p, scale_pair(sc, c)));
+    }
+    return iacc;
+}
+
+/* q3_K's 16 scales (6 bits, less 32) as int16 */
+TGT static inline __m256i q3_scales16(const uint8_t *s) {
+    uint64_t l;
+    uint32_t h;
+    memcpy(&l, s, 8);
+    memcpy(&h, s + 8, 4);
+    const __m128i v = _mm_cvtsi64_si128((long long)l), m = _mm_set1_epi8(0x0F);
+    const __m128i lo = _mm_unpacklo_epi64(_mm_and_si128(v, m), _mm_and_si128(_mm_srli_epi16(v, 4), m)); /* byte j: low 4 bits */
+    const __m128i hb = _mm_and_si128(_mm_srlv_epi32(_mm_set1_epi32((int)h), _mm_set_epi32(6, 4, 2, 0)), _mm_set1_epi8(3));
+    return _mm256_cvtepi8_epi16(_mm_sub_epi8(_mm_or_si128(lo, _mm_slli_epi16(hb, 4)), _mm_set1_epi8(32)));
+}
+
+TGT static void gemvr_q2_K_z(const uint8_t *rows, size_t rb, int R, int64_t K, const lb_act *a, float *out) {
+    for (int r0 = 0; r0 < R; r0 += 4) {
+        ROWS4(block_q2_K, rows, rb, R, r0, x);
+        __m128 acc = _mm_setzero_ps();
+        for (int64_t b = 0; b < K / QK_K; b++) {
+            PREFETCH_BLOCK(x, b, rb);
+            const int8_t *ab = a->q + QK_K * b;
+            const __m256i bsv = _mm256_load_si256((const __m256i *)(a->bsum + 16 * b)), m = _mm256_set1_epi16(0x0F);
+            __m256i sc0 = _mm256_cvtepu8_epi16(_mm_loadu_si128((const __m128i *)x[0][b].scales)), sc1 = _mm256_cvtepu8_epi16(_mm_loadu_si128((const __m128i *)x[1][b].scales));
+            __m256i sc2 = _mm256_cvtepu8_epi16(_mm_loadu_si128((const __m128i *)x[2][b].scales)), sc3 = _mm256_cvtepu8_epi16(_mm_loadu_si128((const __m128i *)x[3][b].scales));
+            const __m512i S0 = k2_block(x[0][b].qs, NULL, _mm256_and_si256(sc0, m), ab), S1 = k2_block(x[1][b].qs, NULL, _mm256_and_si256(sc1, m), ab);
+            const __m512i S2 = k2_block(x[2][b].qs, NULL, _mm256_and_si256(sc2, m), ab), S3 = k2_block(x[3][b].qs, NULL, _mm256_and_si256(sc3, m), ab);
+            const __m256i M0 = _mm256_madd_epi16(_mm256_srli_epi16(sc0, 4), bsv), M1 = _mm256_madd_epi16(_mm256_srli_epi16(sc1, 4), bsv);
+            const __m256i M2 = _mm256_madd_epi16(_mm256_srli_epi16(sc2, 4), bsv), M3 = _mm256_madd_epi16(_mm256_srli_epi16(sc3, 4), bsv);
+            __m128 da = _mm_set1_ps(a->d[b]);
+            __m128 d = h2f4(x[0][b].d, x[1][b].d, x[2][b].d, x[3][b].d);
+            __m128 dm = _mm_xor_ps(h2f4(x[0][b].dmin, x[1][b].dmin, x[2][b].dmin, x[3][b].dmin), _mm_set1_ps(-0.0f));
+            acc = _mm_fmadd_ps(_mm_mul_ps(d, da), _mm_cvtepi32_ps(sum4x16(S0, S1, S2, S3)), acc);
+            acc = _mm_fmadd_ps(_mm_mul_ps(dm, da), _mm_cvtepi32_ps(sum4x8(M0, M1, M2, M3)), acc);
+        }
+        store_rows(out + r0, R - r0 < 4 ? R - r0 : 4, acc);
+    }
+}
+
+TGT static void gemvr_q3_K_z(const uint8_t *rows, size_t rb, int R, int64_t K, const lb_act *a, float *out) {
+    for (int r0 = 0; r0 < R; r0 += 4) {
+        ROWS4(block_q3_K, rows, rb, R, r0, x);
+        __m128 acc = _mm_setzero_ps();
+        for (int64_t b = 0; b < K / QK_K; b++) {
+            PREFETCH_BLOCK(x, b, rb);
+            const int8_t *ab = a->q + QK_K * b;
+            const __m256i bsv = _mm256_load_si256((const __m256i *)(a->bsum + 16 * b));
+            const __m256i sc0 = q3_scales16(x[0][b].scales), sc1 = q3_scales16(x[1][b].scales);
+            const __m256i sc2 = q3_scales16(x[2][b].scales), sc3 = q3_scales16(x[3][b].scales);
+            const __m512i U0 = k2_block(x[0][b].qs, x[0][b].hmask, sc0, ab), U1 = k2_block(x[1][b].qs, x[1][b].hmask, sc1, ab);
+            const __m512i U2 = k2_block(x[2][b].qs, x[2][b].hmask, sc2, ab), U3 = k2_block(x[3][b].qs, x[3][b].hmask, sc3, ab);
+            /* the codes + 4: less 4 * sum sc * bsum */
+            const __m128i C = sum4x8(_mm256_madd_epi16(sc0, bsv), _mm256_madd_epi16(sc1, bsv), _mm256_madd_epi16(sc2, bsv),
+                                     _mm256_madd_epi16(sc3, bsv));
+            const __m128i S = _mm_sub_epi32(sum4x16(U0, U1, U2, U3), _mm_slli_epi32(C, 2));
+            __m128 d = h2f4(x[0][b].d, x[1][b].d, x[2][b].d, x[3][b].d);
+            acc = _mm_fmadd_ps(_mm_mul_ps(d, _mm_set1_ps(a->d[b])), _mm_cvtepi32_ps(S), acc);
+        }
+        store_rows(out + r0, R - r0 < 4 ? R - r0 : 4, acc);
+    }
+}
+
 /* q6_K: one row's block, codes q + 32 (0..63) unsigned against the activations (16 lanes to add); *corr: sum sc *
  * bsum (8 lanes to add), which the codes' offset makes 32 times too much */
 TGT static inline __m512i q6_K_block(const block_q6_K *x, const int8_t *ab, const int16_t *bs, __m256i *corr) {
@@ -993,6 +1073,8 @@ static void z_fill(void) {
     t.gemvr[LB_TYPE_Q8_0] = gemvr_q8_0_z;
     t.gemvr[LB_TYPE_Q4_K] = gemvr_q4_K_z;
     t.gemvr[LB_TYPE_Q5_K] = gemvr_q5_K_z;
+    t.gemvr[LB_TYPE_Q2_K] = gemvr_q2_K_z;
+    t.gemvr[LB_TYPE_Q3_K] = gemvr_q3_K_z;
     t.gemvr[LB_TYPE_Q6_K] = gemvr_q6_K_z;
     t.qdot = qdot_z;
     t.qgemm = qgemm_z;
