@@ -535,6 +535,45 @@ TGT static void gemvr_q3_K_z(const uint8_t *rows, size_t rb, int R, int64_t K, c
     }
 }
 
+/* iq4_xs: eight 32-element sub-blocks of iq4_nl codes (the table's values, signed) with 6-bit scales less 32; the
+ * products by |v| against the activations with v's sign (|v| |a| <= 127^2, so pairs of them fit int16). One row's
+ * block: the code sums times the scales, 16 lanes to add. */
+TGT static inline __m512i iq4_xs_block(const block_iq4_xs *x, const int8_t *ab) {
+    uint32_t l;
+    memcpy(&l, x->scales_l, 4);
+    const __m128i sl = _mm_cvtsi32_si128((int)l), m = _mm_set1_epi8(0x0F);
+    const __m128i lo4 = _mm_cvtepu8_epi16(_mm_unpacklo_epi8(_mm_and_si128(sl, m), _mm_and_si128(_mm_srli_epi16(sl, 4), m))); /* 8 x int16 */
+    const __m128i hi2 = _mm_and_si128(_mm_srlv_epi16(_mm_set1_epi16((short)x->scales_h), _mm_set_epi16(14, 12, 10, 8, 6, 4, 2, 0)),
+                                      _mm_set1_epi16(3));
+    const __m128i ls = _mm_sub_epi16(_mm_or_si128(lo4, _mm_slli_epi16(hi2, 4)), _mm_set1_epi16(32)); /* sub-block ib's scale */
+    const __m512i sc16 = _mm512_castsi256_si512(_mm256_set_m128i(_mm_unpackhi_epi16(ls, ls), _mm_unpacklo_epi16(ls, ls)));
+    const __m512i tbl = _mm512_broadcast_i32x4(_mm_loadu_si128((const __m128i *)kvalues_iq4nl));
+    __m512i iacc = _mm512_setzero_si512();
+    for (int c = 0; c < 4; c++) {
+        const __m512i v = _mm512_shuffle_epi8(tbl, pair(nibbles_avx512vnni(x->qs + 32 * c), nibbles_avx512vnni(x->qs + 32 * c + 16)));
+        const __m512i av = _mm512_load_si512(ab + 64 * c);
+        const __m512i sa = _mm512_mask_sub_epi8(av, _mm512_movepi8_mask(v), _mm512_setzero_si512(), av);
+        iacc = _mm512_add_epi32(iacc, _mm512_madd_epi16(_mm512_maddubs_epi16(_mm512_abs_epi8(v), sa), scale_pair(sc16, c)));
+    }
+    return iacc;
+}
+
+TGT static void gemvr_iq4_xs_z(const uint8_t *rows, size_t rb, int R, int64_t K, const lb_act *a, float *out) {
+    for (int r0 = 0; r0 < R; r0 += 4) {
+        ROWS4(block_iq4_xs, rows, rb, R, r0, x);
+        __m128 acc = _mm_setzero_ps();
+        for (int64_t b = 0; b < K / QK_K; b++) {
+            PREFETCH_BLOCK(x, b, rb);
+            const int8_t *ab = a->q + QK_K * b;
+            const __m512i S0 = iq4_xs_block(&x[0][b], ab), S1 = iq4_xs_block(&x[1][b], ab);
+            const __m512i S2 = iq4_xs_block(&x[2][b], ab), S3 = iq4_xs_block(&x[3][b], ab);
+            __m128 d = h2f4(x[0][b].d, x[1][b].d, x[2][b].d, x[3][b].d);
+            acc = _mm_fmadd_ps(_mm_mul_ps(d, _mm_set1_ps(a->d[b])), _mm_cvtepi32_ps(sum4x16(S0, S1, S2, S3)), acc);
+        }
+        store_rows(out + r0, R - r0 < 4 ? R - r0 : 4, acc);
+    }
+}
+
 /* q6_K: one row's block, codes q + 32 (0..63) unsigned against the activations (16 lanes to add); *corr: sum sc *
  * bsum (8 lanes to add), which the codes' offset makes 32 times too much */
 TGT static inline __m512i q6_K_block(const block_q6_K *x, const int8_t *ab, const int16_t *bs, __m256i *corr) {
@@ -1075,6 +1114,7 @@ static void z_fill(void) {
     t.gemvr[LB_TYPE_Q5_K] = gemvr_q5_K_z;
     t.gemvr[LB_TYPE_Q2_K] = gemvr_q2_K_z;
     t.gemvr[LB_TYPE_Q3_K] = gemvr_q3_K_z;
+    t.gemvr[LB_TYPE_IQ4_XS] = gemvr_iq4_xs_z;
     t.gemvr[LB_TYPE_Q6_K] = gemvr_q6_K_z;
     t.qdot = qdot_z;
     t.qgemm = qgemm_z;
