@@ -457,6 +457,141 @@ TGT static float SFX(gemv_q6_K)(const void *row, int64_t K, const lb_act *a) {
     return acc;
 }
 
+/* ---------------------------------------------------------------- one token, four rows -------------- */
+/* The one-token products above over four rows at once: the rows' exact block sums reduced together in registers,
+ * then the block's float steps of cpu.h with one row per lane (rows past R repeat row 0 and are not stored).
+ * x86_avx512.c replaces these with 512-bit ones. */
+
+/* (sum of a's lanes, of b's, of c's, of d's) */
+TGT static inline __m128i SFX(sum4_8)(__m256i a, __m256i b, __m256i c, __m256i d) {
+    __m256i ab = _mm256_add_epi32(_mm256_unpacklo_epi32(a, b), _mm256_unpackhi_epi32(a, b));
+    __m256i cd = _mm256_add_epi32(_mm256_unpacklo_epi32(c, d), _mm256_unpackhi_epi32(c, d));
+    __m256i t = _mm256_add_epi32(_mm256_unpacklo_epi64(ab, cd), _mm256_unpackhi_epi64(ab, cd));
+    return _mm_add_epi32(_mm256_castsi256_si128(t), _mm256_extracti128_si256(t, 1));
+}
+
+TGT static inline __m128 SFX(h2f_4)(uint16_t a, uint16_t b, uint16_t c, uint16_t d) {
+    return _mm_cvtph_ps(_mm_set_epi16(0, 0, 0, 0, (short)d, (short)c, (short)b, (short)a));
+}
+
+/* lanes 0 .. n-1 of v to out, n <= 4 */
+TGT static inline void SFX(store_n)(float *out, int n, __m128 v) {
+    _mm_maskstore_ps(out, _mm_cmpgt_epi32(_mm_set1_epi32(n), _mm_set_epi32(3, 2, 1, 0)), v);
+}
+
+#define ROWS4_T(T, rows, rb, R, r0, x)                                                                       \
+    const T *x[4];                                                                                           \
+    for (int i_ = 0; i_ < 4; i_++) x[i_] = (const T *)((rows) + (size_t)((r0) + i_ < (R) ? (r0) + i_ : (r0)) * (rb))
+
+TGT static void SFX(gemvr_q4_0)(const uint8_t *rows, size_t rb, int R, int64_t K, const lb_act *a, float *out) {
+    for (int r0 = 0; r0 < R; r0 += 4) {
+        ROWS4_T(block_q4_0, rows, rb, R, r0, x);
+        __m128 acc = _mm_setzero_ps();
+        for (int64_t b = 0; b < K / 32; b++) {
+            for (int i = 0; i < 4; i++) lb_prefetch_block(x[i], b, sizeof(block_q4_0), rb, 4);
+            const __m256i av = LD(a->q + 32 * b);
+            __m256i U0 = _mm256_setzero_si256(), U1 = U0, U2 = U0, U3 = U0; /* codes + 8 (0..15) against a */
+            DOT32(U0, SFX(nibbles)(x[0][b].qs), av);
+            DOT32(U1, SFX(nibbles)(x[1][b].qs), av);
+            DOT32(U2, SFX(nibbles)(x[2][b].qs), av);
+            DOT32(U3, SFX(nibbles)(x[3][b].qs), av);
+            const __m128i S = _mm_sub_epi32(SFX(sum4_8)(U0, U1, U2, U3), _mm_set1_epi32(8 * ((int32_t)a->bsum[2 * b] + a->bsum[2 * b + 1])));
+            const __m128 d = SFX(h2f_4)(x[0][b].d, x[1][b].d, x[2][b].d, x[3][b].d);
+            acc = _mm_fmadd_ps(_mm_mul_ps(d, _mm_set1_ps(a->d[b])), _mm_cvtepi32_ps(S), acc);
+        }
+        SFX(store_n)(out + r0, R - r0 < 4 ? R - r0 : 4, acc);
+    }
+}
+
+TGT static void SFX(gemvr_q8_0)(const uint8_t *rows, size_t rb, int R, int64_t K, const lb_act *a, float *out) {
+    for (int r0 = 0; r0 < R; r0 += 4) {
+        ROWS4_T(block_q8_0, rows, rb, R, r0, x);
+        __m128 acc = _mm_setzero_ps();
+        for (int64_t b = 0; b < K / 32; b++) {
+            for (int i = 0; i < 4; i++) lb_prefetch_block(x[i], b, sizeof(block_q8_0), rb, 4);
+            const __m256i av = LD(a->q + 32 * b);
+            const __m256i w0 = LD(x[0][b].qs), w1 = LD(x[1][b].qs), w2 = LD(x[2][b].qs), w3 = LD(x[3][b].qs);
+            __m256i U0 = _mm256_setzero_si256(), U1 = U0, U2 = U0, U3 = U0; /* |w| against a with w's sign */
+            DOT32(U0, _mm256_sign_epi8(w0, w0), _mm256_sign_epi8(av, w0));
+            DOT32(U1, _mm256_sign_epi8(w1, w1), _mm256_sign_epi8(av, w1));
+            DOT32(U2, _mm256_sign_epi8(w2, w2), _mm256_sign_epi8(av, w2));
+            DOT32(U3, _mm256_sign_epi8(w3, w3), _mm256_sign_epi8(av, w3));
+            const __m128 d = SFX(h2f_4)(x[0][b].d, x[1][b].d, x[2][b].d, x[3][b].d);
+            acc = _mm_fmadd_ps(_mm_mul_ps(d, _mm_set1_ps(a->d[b])), _mm_cvtepi32_ps(SFX(sum4_8)(U0, U1, U2, U3)), acc);
+        }
+        SFX(store_n)(out + r0, R - r0 < 4 ? R - r0 : 4, acc);
+    }
+}
+
+/* q4_K: one row's block, the scaled code sums (8 lanes to add) and the min products (*M, 8 lanes to add) */
+TGT static inline __m256i SFX(q4_K_rblock)(const block_q4_K *x, const int8_t *ab, const int16_t *bs, __m256i *M) {
+    const __m256i m4 = _mm256_set1_epi8(0x0F);
+    __m256i sc16, mn16, iacc = _mm256_setzero_si256();
+    SFX(k4_scales_v)(x->scales, &sc16, &mn16);
+    for (int c = 0; c < 4; c++) {
+        __m256i v = LD(x->qs + 32 * c);
+        K_CHUNK(iacc, _mm256_and_si256(v, m4), ab + 64 * c, K_SCV(sc16, 2 * c), 1);
+        K_CHUNK(iacc, _mm256_and_si256(_mm256_srli_epi16(v, 4), m4), ab + 64 * c + 32, K_SCV(sc16, 2 * c + 1), 1);
+    }
+    *M = _mm256_madd_epi16(mn16, LD(bs));
+    return iacc;
+}
+
+TGT static void SFX(gemvr_q4_K)(const uint8_t *rows, size_t rb, int R, int64_t K, const lb_act *a, float *out) {
+    for (int r0 = 0; r0 < R; r0 += 4) {
+        ROWS4_T(block_q4_K, rows, rb, R, r0, x);
+        __m128 acc = _mm_setzero_ps();
+        for (int64_t b = 0; b < K / QK_K; b++) {
+            for (int i = 0; i < 4; i++) lb_prefetch_block(x[i], b, sizeof(block_q4_K), rb, 4);
+            const int8_t *ab = a->q + QK_K * b;
+            const int16_t *bs = a->bsum + 16 * b;
+            __m256i M0, M1, M2, M3;
+            const __m256i S0 = SFX(q4_K_rblock)(&x[0][b], ab, bs, &M0), S1 = SFX(q4_K_rblock)(&x[1][b], ab, bs, &M1);
+            const __m256i S2 = SFX(q4_K_rblock)(&x[2][b], ab, bs, &M2), S3 = SFX(q4_K_rblock)(&x[3][b], ab, bs, &M3);
+            const __m128 da = _mm_set1_ps(a->d[b]);
+            const __m128 d = SFX(h2f_4)(x[0][b].d, x[1][b].d, x[2][b].d, x[3][b].d);
+            const __m128 dm = _mm_xor_ps(SFX(h2f_4)(x[0][b].dmin, x[1][b].dmin, x[2][b].dmin, x[3][b].dmin), _mm_set1_ps(-0.0f));
+            acc = _mm_fmadd_ps(_mm_mul_ps(d, da), _mm_cvtepi32_ps(SFX(sum4_8)(S0, S1, S2, S3)), acc);
+            acc = _mm_fmadd_ps(_mm_mul_ps(dm, da), _mm_cvtepi32_ps(SFX(sum4_8)(M0, M1, M2, M3)), acc);
+        }
+        SFX(store_n)(out + r0, R - r0 < 4 ? R - r0 : 4, acc);
+    }
+}
+
+/* q6_K: one row's block, the scaled code sums (8 lanes to add) */
+TGT static inline __m256i SFX(q6_K_rblock)(const block_q6_K *x, const int8_t *ab) {
+    const __m256i m4 = _mm256_set1_epi8(0x0F), m2 = _mm256_set1_epi8(0x30), off = _mm256_set1_epi8(32);
+    __m256i sc16 = _mm256_cvtepi8_epi16(_mm_loadu_si128((const __m128i *)x->scales)), iacc = _mm256_setzero_si256();
+    for (int h = 0; h < 2; h++) {
+        __m256i l0 = LD(x->ql + 64 * h), l1 = LD(x->ql + 64 * h + 32), hv = LD(x->qh + 32 * h);
+        __m256i c0 = _mm256_or_si256(_mm256_and_si256(l0, m4), _mm256_and_si256(_mm256_slli_epi16(hv, 4), m2));
+        __m256i c1 = _mm256_or_si256(_mm256_and_si256(l1, m4), _mm256_and_si256(_mm256_slli_epi16(hv, 2), m2));
+        __m256i c2 = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(l0, 4), m4), _mm256_and_si256(hv, m2));
+        __m256i c3 = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(l1, 4), m4), _mm256_and_si256(_mm256_srli_epi16(hv, 2), m2));
+        K_CHUNK(iacc, _mm256_sub_epi8(c0, off), ab + 128 * h, K_SCV(sc16, 4 * h), 0);
+        K_CHUNK(iacc, _mm256_sub_epi8(c1, off), ab + 128 * h + 32, K_SCV(sc16, 4 * h + 1), 0);
+        K_CHUNK(iacc, _mm256_sub_epi8(c2, off), ab + 128 * h + 64, K_SCV(sc16, 4 * h + 2), 0);
+        K_CHUNK(iacc, _mm256_sub_epi8(c3, off), ab + 128 * h + 96, K_SCV(sc16, 4 * h + 3), 0);
+    }
+    return iacc;
+}
+
+TGT static void SFX(gemvr_q6_K)(const uint8_t *rows, size_t rb, int R, int64_t K, const lb_act *a, float *out) {
+    for (int r0 = 0; r0 < R; r0 += 4) {
+        ROWS4_T(block_q6_K, rows, rb, R, r0, x);
+        __m128 acc = _mm_setzero_ps();
+        for (int64_t b = 0; b < K / QK_K; b++) {
+            for (int i = 0; i < 4; i++) lb_prefetch_block(x[i], b, sizeof(block_q6_K), rb, 4);
+            const int8_t *ab = a->q + QK_K * b;
+            const __m256i S0 = SFX(q6_K_rblock)(&x[0][b], ab), S1 = SFX(q6_K_rblock)(&x[1][b], ab);
+            const __m256i S2 = SFX(q6_K_rblock)(&x[2][b], ab), S3 = SFX(q6_K_rblock)(&x[3][b], ab);
+            const __m128 d = SFX(h2f_4)(x[0][b].d, x[1][b].d, x[2][b].d, x[3][b].d);
+            acc = _mm_fmadd_ps(_mm_mul_ps(d, _mm_set1_ps(a->d[b])), _mm_cvtepi32_ps(SFX(sum4_8)(S0, S1, S2, S3)), acc);
+        }
+        SFX(store_n)(out + r0, R - r0 < 4 ? R - r0 : 4, acc);
+    }
+}
+
 /* ---------------------------------------------------------------- activations ------------------------- */
 
 /* lb_act_quantize with the same float operations, 8 elements at a time (maxps / minps keep the reference's
@@ -921,6 +1056,8 @@ static const lb_cpu_kernels SFX(KERNELS) = {
                [LB_TYPE_IQ4_XS] = SFX(unpack_iq4_xs)},
     .gemv1 = {[LB_TYPE_Q4_0] = SFX(gemv_q4_0), [LB_TYPE_Q8_0] = SFX(gemv_q8_0), [LB_TYPE_Q4_K] = SFX(gemv_q4_K),
               [LB_TYPE_Q6_K] = SFX(gemv_q6_K)},
+    .gemvr = {[LB_TYPE_Q4_0] = SFX(gemvr_q4_0), [LB_TYPE_Q8_0] = SFX(gemvr_q8_0), [LB_TYPE_Q4_K] = SFX(gemvr_q4_K),
+              [LB_TYPE_Q6_K] = SFX(gemvr_q6_K)},
     .qdot = SFX(qdot),
     .actq = SFX(actq),
     .ftile = SFX(ftile),
