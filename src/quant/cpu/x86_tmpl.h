@@ -592,6 +592,77 @@ TGT static void SFX(gemvr_q6_K)(const uint8_t *rows, size_t rb, int R, int64_t K
     }
 }
 
+/* q4_1, q5_0, q5_1 and iq4_nl over four rows, one block at a time: the codes unsigned against the activations
+ * (q5_0 less 16 * its activation sum), iq4_nl's table values by |v| against the activations with v's sign, and
+ * the min's float step after each block's code step */
+enum { SFX(T32_Q4_1), SFX(T32_Q5_0), SFX(T32_Q5_1), SFX(T32_IQ4_NL) };
+
+/* the 32 fifth bits of a q5 block at bit 4 of bytes 0..31 (element order) */
+TGT static inline __m256i SFX(q5_high)(const uint8_t *qh) {
+    uint32_t h;
+    memcpy(&h, qh, 4);
+    const __m256i sel = _mm256_set_epi64x(0x0303030303030303LL, 0x0202020202020202LL, 0x0101010101010101LL, 0);
+    const __m256i bit = _mm256_set1_epi64x((long long)0x8040201008040201ULL);
+    const __m256i v = _mm256_and_si256(_mm256_shuffle_epi8(_mm256_set1_epi32((int)h), sel), bit);
+    return _mm256_and_si256(_mm256_cmpeq_epi8(v, bit), _mm256_set1_epi8(0x10));
+}
+
+__attribute__((always_inline)) TGT static inline void SFX(gemvr32)(const uint8_t *rows, size_t rb, int R, int64_t K, const lb_act *a,
+                                                                   float *out, const int T) {
+    const size_t bs = T == SFX(T32_Q4_1) ? sizeof(block_q4_1) : T == SFX(T32_Q5_0) ? sizeof(block_q5_0) : T == SFX(T32_Q5_1) ? sizeof(block_q5_1) : sizeof(block_iq4_nl);
+    const size_t qs = T == SFX(T32_Q4_1) ? offsetof(block_q4_1, qs) : T == SFX(T32_Q5_0) ? offsetof(block_q5_0, qs) : T == SFX(T32_Q5_1) ? offsetof(block_q5_1, qs) : offsetof(block_iq4_nl, qs);
+    const size_t qh = T == SFX(T32_Q5_0) ? offsetof(block_q5_0, qh) : offsetof(block_q5_1, qh);
+    const int has_min = T == SFX(T32_Q4_1) || T == SFX(T32_Q5_1);
+    const __m256i tbl = _mm256_broadcastsi128_si256(_mm_loadu_si128((const __m128i *)kvalues_iq4nl));
+    for (int r0 = 0; r0 < R; r0 += 4) {
+        const uint8_t *x[4];
+        for (int i = 0; i < 4; i++) x[i] = rows + (size_t)(r0 + i < R ? r0 + i : r0) * rb;
+        __m128 acc = _mm_setzero_ps();
+        for (int64_t b = 0; b < K / 32; b++) {
+            const __m256i av = LD(a->q + 32 * b);
+            __m256i U[4];
+            for (int i = 0; i < 4; i++) {
+                lb_prefetch_block(x[i], b, bs, rb, 4);
+                const uint8_t *blk = x[i] + (size_t)b * bs;
+                __m256i c = SFX(nibbles)(blk + qs);
+                U[i] = _mm256_setzero_si256();
+                if (T == SFX(T32_IQ4_NL)) {
+                    c = _mm256_shuffle_epi8(tbl, c);
+                    DOT32(U[i], _mm256_sign_epi8(c, c), _mm256_sign_epi8(av, c));
+                } else {
+                    if (T == SFX(T32_Q5_0) || T == SFX(T32_Q5_1)) c = _mm256_or_si256(c, SFX(q5_high)(blk + qh));
+                    DOT32(U[i], c, av);
+                }
+            }
+            const int32_t sa = (int32_t)a->bsum[2 * b] + a->bsum[2 * b + 1];
+            __m128i S = SFX(sum4_8)(U[0], U[1], U[2], U[3]);
+            if (T == SFX(T32_Q5_0)) S = _mm_sub_epi32(S, _mm_set1_epi32(16 * sa));
+            uint16_t h[4], hm[4];
+            for (int i = 0; i < 4; i++) {
+                memcpy(&h[i], x[i] + (size_t)b * bs, 2);
+                memcpy(&hm[i], x[i] + (size_t)b * bs + 2, 2);
+            }
+            const __m128 da = _mm_set1_ps(a->d[b]);
+            acc = _mm_fmadd_ps(_mm_mul_ps(SFX(h2f_4)(h[0], h[1], h[2], h[3]), da), _mm_cvtepi32_ps(S), acc);
+            if (has_min) acc = _mm_fmadd_ps(_mm_mul_ps(SFX(h2f_4)(hm[0], hm[1], hm[2], hm[3]), da), _mm_set1_ps((float)sa), acc);
+        }
+        SFX(store_n)(out + r0, R - r0 < 4 ? R - r0 : 4, acc);
+    }
+}
+
+TGT static void SFX(gemvr_q4_1)(const uint8_t *rows, size_t rb, int R, int64_t K, const lb_act *a, float *out) {
+    SFX(gemvr32)(rows, rb, R, K, a, out, SFX(T32_Q4_1));
+}
+TGT static void SFX(gemvr_q5_0)(const uint8_t *rows, size_t rb, int R, int64_t K, const lb_act *a, float *out) {
+    SFX(gemvr32)(rows, rb, R, K, a, out, SFX(T32_Q5_0));
+}
+TGT static void SFX(gemvr_q5_1)(const uint8_t *rows, size_t rb, int R, int64_t K, const lb_act *a, float *out) {
+    SFX(gemvr32)(rows, rb, R, K, a, out, SFX(T32_Q5_1));
+}
+TGT static void SFX(gemvr_iq4_nl)(const uint8_t *rows, size_t rb, int R, int64_t K, const lb_act *a, float *out) {
+    SFX(gemvr32)(rows, rb, R, K, a, out, SFX(T32_IQ4_NL));
+}
+
 /* ---------------------------------------------------------------- activations ------------------------- */
 
 /* lb_act_quantize with the same float operations, 8 elements at a time (maxps / minps keep the reference's
@@ -1057,7 +1128,8 @@ static const lb_cpu_kernels SFX(KERNELS) = {
     .gemv1 = {[LB_TYPE_Q4_0] = SFX(gemv_q4_0), [LB_TYPE_Q8_0] = SFX(gemv_q8_0), [LB_TYPE_Q4_K] = SFX(gemv_q4_K),
               [LB_TYPE_Q6_K] = SFX(gemv_q6_K)},
     .gemvr = {[LB_TYPE_Q4_0] = SFX(gemvr_q4_0), [LB_TYPE_Q8_0] = SFX(gemvr_q8_0), [LB_TYPE_Q4_K] = SFX(gemvr_q4_K),
-              [LB_TYPE_Q6_K] = SFX(gemvr_q6_K)},
+              [LB_TYPE_Q6_K] = SFX(gemvr_q6_K), [LB_TYPE_Q4_1] = SFX(gemvr_q4_1), [LB_TYPE_Q5_0] = SFX(gemvr_q5_0),
+              [LB_TYPE_Q5_1] = SFX(gemvr_q5_1), [LB_TYPE_IQ4_NL] = SFX(gemvr_iq4_nl)},
     .qdot = SFX(qdot),
     .actq = SFX(actq),
     .ftile = SFX(ftile),
