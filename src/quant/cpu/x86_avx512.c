@@ -367,14 +367,6 @@ TGT static void gemvr_iq4_nl_z(const uint8_t *rows, size_t rb, int R, int64_t K,
     gemvr32_z(rows, rb, R, K, a, out, T32_IQ4_NL);
 }
 
-/* bit k of every byte of v moved to bit 4 (0x10 or 0), k = 0..7 (16-bit shifts: no bit crosses into the byte
- * that is kept) */
-TGT static inline __m256i bit_to_16(__m256i v, int k) {
-    const __m256i m = _mm256_set1_epi8(0x10);
-    if (k <= 4) return _mm256_and_si256(_mm256_slli_epi16(v, 4 - k), m);
-    return _mm256_and_si256(_mm256_srli_epi16(v, k - 4), m);
-}
-
 /* q4_K / q5_K (qh not NULL: bit (e / 32) of qh[e % 32] adds 16): one row's block: the scaled code sums (16 lanes to
  * add) and the min products (8 lanes to add) */
 TGT static inline __m512i k4_block(const uint8_t *scales, const uint8_t *qs, const uint8_t *qh, const int8_t *ab, const int16_t *bs,
@@ -387,7 +379,7 @@ TGT static inline __m512i k4_block(const uint8_t *scales, const uint8_t *qs, con
     for (int c = 0; c < 4; c++) {
         __m256i v = _mm256_loadu_si256((const __m256i *)(qs + 32 * c));
         __m256i lo = _mm256_and_si256(v, m4), hi = _mm256_and_si256(_mm256_srli_epi16(v, 4), m4);
-        if (qh) lo = _mm256_or_si256(lo, bit_to_16(hv, 2 * c)), hi = _mm256_or_si256(hi, bit_to_16(hv, 2 * c + 1));
+        if (qh) lo = _mm256_or_si256(lo, bit_to_16_avx512vnni(hv, 2 * c)), hi = _mm256_or_si256(hi, bit_to_16_avx512vnni(hv, 2 * c + 1));
         __m512i p = _mm512_maddubs_epi16(pair(lo, hi), _mm512_load_si512(ab + 64 * c));
         iacc = _mm512_add_epi32(iacc, _mm512_madd_epi16(p, scale_pair(sc16, c)));
     }
@@ -476,18 +468,6 @@ TGT static inline __m512i k2_block(const uint8_t *qs, const uint8_t *hmask, __m2
     return iacc;
 }
 
-/* q3_K's 16 scales (6 bits, less 32) as int16 */
-TGT static inline __m256i q3_scales16(const uint8_t *s) {
-    uint64_t l;
-    uint32_t h;
-    memcpy(&l, s, 8);
-    memcpy(&h, s + 8, 4);
-    const __m128i v = _mm_cvtsi64_si128((long long)l), m = _mm_set1_epi8(0x0F);
-    const __m128i lo = _mm_unpacklo_epi64(_mm_and_si128(v, m), _mm_and_si128(_mm_srli_epi16(v, 4), m)); /* byte j: low 4 bits */
-    const __m128i hb = _mm_and_si128(_mm_srlv_epi32(_mm_set1_epi32((int)h), _mm_set_epi32(6, 4, 2, 0)), _mm_set1_epi8(3));
-    return _mm256_cvtepi8_epi16(_mm_sub_epi8(_mm_or_si128(lo, _mm_slli_epi16(hb, 4)), _mm_set1_epi8(32)));
-}
-
 TGT static void gemvr_q2_K_z(const uint8_t *rows, size_t rb, int R, int64_t K, const lb_act *a, float *out) {
     for (int r0 = 0; r0 < R; r0 += 4) {
         ROWS4(block_q2_K, rows, rb, R, r0, x);
@@ -520,8 +500,8 @@ TGT static void gemvr_q3_K_z(const uint8_t *rows, size_t rb, int R, int64_t K, c
             PREFETCH_BLOCK(x, b, rb);
             const int8_t *ab = a->q + QK_K * b;
             const __m256i bsv = _mm256_load_si256((const __m256i *)(a->bsum + 16 * b));
-            const __m256i sc0 = q3_scales16(x[0][b].scales), sc1 = q3_scales16(x[1][b].scales);
-            const __m256i sc2 = q3_scales16(x[2][b].scales), sc3 = q3_scales16(x[3][b].scales);
+            const __m256i sc0 = q3_scales16_avx512vnni(x[0][b].scales), sc1 = q3_scales16_avx512vnni(x[1][b].scales);
+            const __m256i sc2 = q3_scales16_avx512vnni(x[2][b].scales), sc3 = q3_scales16_avx512vnni(x[3][b].scales);
             const __m512i U0 = k2_block(x[0][b].qs, x[0][b].hmask, sc0, ab), U1 = k2_block(x[1][b].qs, x[1][b].hmask, sc1, ab);
             const __m512i U2 = k2_block(x[2][b].qs, x[2][b].hmask, sc2, ab), U3 = k2_block(x[3][b].qs, x[3][b].hmask, sc3, ab);
             /* the codes + 4: less 4 * sum sc * bsum */

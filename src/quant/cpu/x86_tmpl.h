@@ -413,50 +413,6 @@ TGT static float SFX(gemv_q8_0)(const void *row, int64_t K, const lb_act *a) {
     } while (0)
 #define K_SCV(sc16, c) _mm256_shuffle_epi8(_mm256_permutevar8x32_epi32((sc16), _mm256_set1_epi32(c)), QDOT_SCMASK)
 
-TGT static float SFX(gemv_q4_K)(const void *row, int64_t K, const lb_act *a) {
-    const block_q4_K *x = row;
-    float acc = 0.0f;
-    const __m256i m4 = _mm256_set1_epi8(0x0F);
-    for (int64_t b = 0; b < K / QK_K; b++) {
-        __m256i sc16, mn16, iacc = _mm256_setzero_si256();
-        SFX(k4_scales_v)(x[b].scales, &sc16, &mn16);
-        const int8_t *ab = a->q + QK_K * b;
-        for (int c = 0; c < 4; c++) {
-            __m256i v = LD(x[b].qs + 32 * c);
-            K_CHUNK(iacc, _mm256_and_si256(v, m4), ab + 64 * c, K_SCV(sc16, 2 * c), 1);
-            K_CHUNK(iacc, _mm256_and_si256(_mm256_srli_epi16(v, 4), m4), ab + 64 * c + 32, K_SCV(sc16, 2 * c + 1), 1);
-        }
-        acc = SFX(finish_block)(acc, iacc, SFX(h2f)(x[b].d), a->d[b]);
-        int32_t M = SFX(hsumi)(_mm256_madd_epi16(mn16, LD(a->bsum + 16 * b)));
-        acc = fmaf(-SFX(h2f)(x[b].dmin) * a->d[b], (float)M, acc);
-    }
-    return acc;
-}
-
-TGT static float SFX(gemv_q6_K)(const void *row, int64_t K, const lb_act *a) {
-    const block_q6_K *x = row;
-    float acc = 0.0f;
-    const __m256i m4 = _mm256_set1_epi8(0x0F), m2 = _mm256_set1_epi8(0x30), off = _mm256_set1_epi8(32);
-    for (int64_t b = 0; b < K / QK_K; b++) {
-        __m256i sc16 = _mm256_cvtepi8_epi16(_mm_loadu_si128((const __m128i *)x[b].scales)), iacc = _mm256_setzero_si256();
-        const int8_t *ab = a->q + QK_K * b;
-        for (int h = 0; h < 2; h++) {
-            __m256i l0 = LD(x[b].ql + 64 * h), l1 = LD(x[b].ql + 64 * h + 32), hv = LD(x[b].qh + 32 * h);
-            __m256i c0 = _mm256_or_si256(_mm256_and_si256(l0, m4), _mm256_and_si256(_mm256_slli_epi16(hv, 4), m2));
-            __m256i c1 = _mm256_or_si256(_mm256_and_si256(l1, m4), _mm256_and_si256(_mm256_slli_epi16(hv, 2), m2));
-            __m256i c2 = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(l0, 4), m4), _mm256_and_si256(hv, m2));
-            __m256i c3 = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(l1, 4), m4),
-                                         _mm256_and_si256(_mm256_srli_epi16(hv, 2), m2));
-            K_CHUNK(iacc, _mm256_sub_epi8(c0, off), ab + 128 * h, K_SCV(sc16, 4 * h), 0);
-            K_CHUNK(iacc, _mm256_sub_epi8(c1, off), ab + 128 * h + 32, K_SCV(sc16, 4 * h + 1), 0);
-            K_CHUNK(iacc, _mm256_sub_epi8(c2, off), ab + 128 * h + 64, K_SCV(sc16, 4 * h + 2), 0);
-            K_CHUNK(iacc, _mm256_sub_epi8(c3, off), ab + 128 * h + 96, K_SCV(sc16, 4 * h + 3), 0);
-        }
-        acc = SFX(finish_block)(acc, iacc, SFX(h2f)(x[b].d), a->d[b]);
-    }
-    return acc;
-}
-
 /* ---------------------------------------------------------------- one token, four rows -------------- */
 /* The one-token products above over four rows at once: the rows' exact block sums reduced together in registers,
  * then the block's float steps of cpu.h with one row per lane (rows past R repeat row 0 and are not stored).
@@ -523,40 +479,74 @@ TGT static void SFX(gemvr_q8_0)(const uint8_t *rows, size_t rb, int R, int64_t K
     }
 }
 
-/* q4_K: one row's block, the scaled code sums (8 lanes to add) and the min products (*M, 8 lanes to add) */
-TGT static inline __m256i SFX(q4_K_rblock)(const block_q4_K *x, const int8_t *ab, const int16_t *bs, __m256i *M) {
+/* bit k of every byte of v moved to bit 4 (0x10 or 0), k = 0..7 (16-bit shifts: no bit crosses into the byte
+ * that is kept) */
+TGT static inline __m256i SFX(bit_to_16)(__m256i v, int k) {
+    const __m256i m = _mm256_set1_epi8(0x10);
+    if (k <= 4) return _mm256_and_si256(_mm256_slli_epi16(v, 4 - k), m);
+    return _mm256_and_si256(_mm256_srli_epi16(v, k - 4), m);
+}
+
+/* q3_K's 16 scales (6 bits, less 32) as int16 */
+TGT static inline __m256i SFX(q3_scales16)(const uint8_t *s) {
+    uint64_t l;
+    uint32_t h;
+    memcpy(&l, s, 8);
+    memcpy(&h, s + 8, 4);
+    const __m128i v = _mm_cvtsi64_si128((long long)l), m = _mm_set1_epi8(0x0F);
+    const __m128i lo = _mm_unpacklo_epi64(_mm_and_si128(v, m), _mm_and_si128(_mm_srli_epi16(v, 4), m)); /* byte j: low 4 bits */
+    const __m128i hb = _mm_and_si128(_mm_srlv_epi32(_mm_set1_epi32((int)h), _mm_set_epi32(6, 4, 2, 0)), _mm_set1_epi8(3));
+    return _mm256_cvtepi8_epi16(_mm_sub_epi8(_mm_or_si128(lo, _mm_slli_epi16(hb, 4)), _mm_set1_epi8(32)));
+}
+
+/* q4_K / q5_K (qh not NULL: bit (e / 32) of qh[e % 32] adds 16): one row's block, the scaled code sums (8 lanes
+ * to add) and the min products (*M, 8 lanes to add) */
+TGT static inline __m256i SFX(k4_rblock)(const uint8_t *scales, const uint8_t *qs, const uint8_t *qh, const int8_t *ab, const int16_t *bs,
+                                         __m256i *M) {
     const __m256i m4 = _mm256_set1_epi8(0x0F);
     __m256i sc16, mn16, iacc = _mm256_setzero_si256();
-    SFX(k4_scales_v)(x->scales, &sc16, &mn16);
+    SFX(k4_scales_v)(scales, &sc16, &mn16);
+    const __m256i hv = qh ? LD(qh) : _mm256_setzero_si256();
     for (int c = 0; c < 4; c++) {
-        __m256i v = LD(x->qs + 32 * c);
-        K_CHUNK(iacc, _mm256_and_si256(v, m4), ab + 64 * c, K_SCV(sc16, 2 * c), 1);
-        K_CHUNK(iacc, _mm256_and_si256(_mm256_srli_epi16(v, 4), m4), ab + 64 * c + 32, K_SCV(sc16, 2 * c + 1), 1);
+        __m256i v = LD(qs + 32 * c);
+        __m256i lo = _mm256_and_si256(v, m4), hi = _mm256_and_si256(_mm256_srli_epi16(v, 4), m4);
+        if (qh) lo = _mm256_or_si256(lo, SFX(bit_to_16)(hv, 2 * c)), hi = _mm256_or_si256(hi, SFX(bit_to_16)(hv, 2 * c + 1));
+        K_CHUNK(iacc, lo, ab + 64 * c, K_SCV(sc16, 2 * c), 1);
+        K_CHUNK(iacc, hi, ab + 64 * c + 32, K_SCV(sc16, 2 * c + 1), 1);
     }
     *M = _mm256_madd_epi16(mn16, LD(bs));
     return iacc;
 }
-
-TGT static void SFX(gemvr_q4_K)(const uint8_t *rows, size_t rb, int R, int64_t K, const lb_act *a, float *out) {
-    for (int r0 = 0; r0 < R; r0 += 4) {
-        ROWS4_T(block_q4_K, rows, rb, R, r0, x);
-        __m128 acc = _mm_setzero_ps();
-        for (int64_t b = 0; b < K / QK_K; b++) {
-            for (int i = 0; i < 4; i++) lb_prefetch_block(x[i], b, sizeof(block_q4_K), rb, 4);
-            const int8_t *ab = a->q + QK_K * b;
-            const int16_t *bs = a->bsum + 16 * b;
-            __m256i M0, M1, M2, M3;
-            const __m256i S0 = SFX(q4_K_rblock)(&x[0][b], ab, bs, &M0), S1 = SFX(q4_K_rblock)(&x[1][b], ab, bs, &M1);
-            const __m256i S2 = SFX(q4_K_rblock)(&x[2][b], ab, bs, &M2), S3 = SFX(q4_K_rblock)(&x[3][b], ab, bs, &M3);
-            const __m128 da = _mm_set1_ps(a->d[b]);
-            const __m128 d = SFX(h2f_4)(x[0][b].d, x[1][b].d, x[2][b].d, x[3][b].d);
-            const __m128 dm = _mm_xor_ps(SFX(h2f_4)(x[0][b].dmin, x[1][b].dmin, x[2][b].dmin, x[3][b].dmin), _mm_set1_ps(-0.0f));
-            acc = _mm_fmadd_ps(_mm_mul_ps(d, da), _mm_cvtepi32_ps(SFX(sum4_8)(S0, S1, S2, S3)), acc);
-            acc = _mm_fmadd_ps(_mm_mul_ps(dm, da), _mm_cvtepi32_ps(SFX(sum4_8)(M0, M1, M2, M3)), acc);
-        }
-        SFX(store_n)(out + r0, R - r0 < 4 ? R - r0 : 4, acc);
-    }
+TGT static inline __m256i SFX(q4_K_rblock)(const block_q4_K *x, const int8_t *ab, const int16_t *bs, __m256i *M) {
+    return SFX(k4_rblock)(x->scales, x->qs, NULL, ab, bs, M);
 }
+TGT static inline __m256i SFX(q5_K_rblock)(const block_q5_K *x, const int8_t *ab, const int16_t *bs, __m256i *M) {
+    return SFX(k4_rblock)(x->scales, x->qs, x->qh, ab, bs, M);
+}
+
+#define GEMVR_K4(NAME, BT, RBLOCK)                                                                           \
+    TGT static void SFX(NAME)(const uint8_t *rows, size_t rb, int R, int64_t K, const lb_act *a, float *out) {  \
+    for (int r0 = 0; r0 < R; r0 += 4) {                                                                     \
+        ROWS4_T(BT, rows, rb, R, r0, x);                                                                    \
+        __m128 acc = _mm_setzero_ps();                                                                      \
+        for (int64_t b = 0; b < K / QK_K; b++) {                                                            \
+            for (int i = 0; i < 4; i++) lb_prefetch_block(x[i], b, sizeof(BT), rb, 4);                      \
+            const int8_t *ab = a->q + QK_K * b;                                                             \
+            const int16_t *bs = a->bsum + 16 * b;                                                           \
+            __m256i M0, M1, M2, M3;                                                                         \
+            const __m256i S0 = SFX(RBLOCK)(&x[0][b], ab, bs, &M0), S1 = SFX(RBLOCK)(&x[1][b], ab, bs, &M1); \
+            const __m256i S2 = SFX(RBLOCK)(&x[2][b], ab, bs, &M2), S3 = SFX(RBLOCK)(&x[3][b], ab, bs, &M3); \
+            const __m128 da = _mm_set1_ps(a->d[b]);                                                         \
+            const __m128 d = SFX(h2f_4)(x[0][b].d, x[1][b].d, x[2][b].d, x[3][b].d);                        \
+            const __m128 dm = _mm_xor_ps(SFX(h2f_4)(x[0][b].dmin, x[1][b].dmin, x[2][b].dmin, x[3][b].dmin), _mm_set1_ps(-0.0f)); \
+            acc = _mm_fmadd_ps(_mm_mul_ps(d, da), _mm_cvtepi32_ps(SFX(sum4_8)(S0, S1, S2, S3)), acc);       \
+            acc = _mm_fmadd_ps(_mm_mul_ps(dm, da), _mm_cvtepi32_ps(SFX(sum4_8)(M0, M1, M2, M3)), acc);      \
+        }                                                                                                   \
+        SFX(store_n)(out + r0, R - r0 < 4 ? R - r0 : 4, acc);                                               \
+    }                                                                                                       \
+}
+GEMVR_K4(gemvr_q4_K, block_q4_K, q4_K_rblock)
+GEMVR_K4(gemvr_q5_K, block_q5_K, q5_K_rblock)
 
 /* q6_K: one row's block, the scaled code sums (8 lanes to add) */
 TGT static inline __m256i SFX(q6_K_rblock)(const block_q6_K *x, const int8_t *ab) {
@@ -576,21 +566,130 @@ TGT static inline __m256i SFX(q6_K_rblock)(const block_q6_K *x, const int8_t *ab
     return iacc;
 }
 
-TGT static void SFX(gemvr_q6_K)(const uint8_t *rows, size_t rb, int R, int64_t K, const lb_act *a, float *out) {
+/* four rows of a type without a min term from its one-row block sums RBLOCK(block, activations) (8 lanes to add) */
+#define GEMVR_D(NAME, BT, RBLOCK)                                                                            \
+    TGT static void SFX(NAME)(const uint8_t *rows, size_t rb, int R, int64_t K, const lb_act *a, float *out) {  \
+        for (int r0 = 0; r0 < R; r0 += 4) {                                                                 \
+            ROWS4_T(BT, rows, rb, R, r0, x);                                                                \
+            __m128 acc = _mm_setzero_ps();                                                                  \
+            for (int64_t b = 0; b < K / QK_K; b++) {                                                        \
+                for (int i = 0; i < 4; i++) lb_prefetch_block(x[i], b, sizeof(BT), rb, 4);                  \
+                const int8_t *ab = a->q + QK_K * b;                                                         \
+                const __m256i S0 = SFX(RBLOCK)(&x[0][b], ab), S1 = SFX(RBLOCK)(&x[1][b], ab);               \
+                const __m256i S2 = SFX(RBLOCK)(&x[2][b], ab), S3 = SFX(RBLOCK)(&x[3][b], ab);               \
+                const __m128 d = SFX(h2f_4)(x[0][b].d, x[1][b].d, x[2][b].d, x[3][b].d);                    \
+                acc = _mm_fmadd_ps(_mm_mul_ps(d, _mm_set1_ps(a->d[b])), _mm_cvtepi32_ps(SFX(sum4_8)(S0, S1, S2, S3)), acc); \
+            }                                                                                               \
+            SFX(store_n)(out + r0, R - r0 < 4 ? R - r0 : 4, acc);                                           \
+        }                                                                                                   \
+    }
+GEMVR_D(gemvr_q6_K, block_q6_K, q6_K_rblock)
+
+/* one row (gemv1): the same block sums, reduced per block */
+TGT static float SFX(gemv_q4_K)(const void *row, int64_t K, const lb_act *a) {
+    const block_q4_K *x = row;
+    float acc = 0.0f;
+    for (int64_t b = 0; b < K / QK_K; b++) {
+        __m256i M;
+        const __m256i iacc = SFX(q4_K_rblock)(&x[b], a->q + QK_K * b, a->bsum + 16 * b, &M);
+        acc = SFX(finish_block)(acc, iacc, SFX(h2f)(x[b].d), a->d[b]);
+        acc = fmaf(-SFX(h2f)(x[b].dmin) * a->d[b], (float)SFX(hsumi)(M), acc);
+    }
+    return acc;
+}
+
+TGT static float SFX(gemv_q6_K)(const void *row, int64_t K, const lb_act *a) {
+    const block_q6_K *x = row;
+    float acc = 0.0f;
+    for (int64_t b = 0; b < K / QK_K; b++)
+        acc = SFX(finish_block)(acc, SFX(q6_K_rblock)(&x[b], a->q + QK_K * b), SFX(h2f)(x[b].d), a->d[b]);
+    return acc;
+}
+
+/* q2_K / q3_K over four rows: the 2-bit codes (q3_K: + 4 by hmask) times the 16 scales, one row's block (8 lanes to
+ * add); x86_avx512.c's k2_block in 256-bit halves */
+TGT static inline __m256i SFX(k2_rblock)(const uint8_t *qs, const uint8_t *hmask, __m256i sc16, const int8_t *ab) {
+    const __m256i m3 = _mm256_set1_epi8(3), m4 = _mm256_set1_epi8(4);
+    const __m256i hm = hmask ? LD(hmask) : _mm256_setzero_si256();
+    __m256i iacc = _mm256_setzero_si256();
+    for (int c = 0; c < 4; c++) {
+        const __m256i q = LD(qs + 32 * (c / 2));
+        __m256i lo = _mm256_and_si256(_mm256_srli_epi16(q, 4 * (c % 2)), m3), hi = _mm256_and_si256(_mm256_srli_epi16(q, 4 * (c % 2) + 2), m3);
+        if (hmask) { /* bit 2c (2c + 1) of each byte to bit 2 */
+            lo = _mm256_or_si256(lo, _mm256_and_si256(2 * c >= 2 ? _mm256_srli_epi16(hm, 2 * c - 2) : _mm256_slli_epi16(hm, 2), m4));
+            hi = _mm256_or_si256(hi, _mm256_and_si256(2 * c + 1 >= 2 ? _mm256_srli_epi16(hm, 2 * c - 1) : _mm256_slli_epi16(hm, 1), m4));
+        }
+        K_CHUNK(iacc, lo, ab + 64 * c, K_SCV(sc16, 2 * c), 1);
+        K_CHUNK(iacc, hi, ab + 64 * c + 32, K_SCV(sc16, 2 * c + 1), 1);
+    }
+    return iacc;
+}
+
+TGT static void SFX(gemvr_q2_K)(const uint8_t *rows, size_t rb, int R, int64_t K, const lb_act *a, float *out) {
     for (int r0 = 0; r0 < R; r0 += 4) {
-        ROWS4_T(block_q6_K, rows, rb, R, r0, x);
+        ROWS4_T(block_q2_K, rows, rb, R, r0, x);
         __m128 acc = _mm_setzero_ps();
         for (int64_t b = 0; b < K / QK_K; b++) {
-            for (int i = 0; i < 4; i++) lb_prefetch_block(x[i], b, sizeof(block_q6_K), rb, 4);
+            for (int i = 0; i < 4; i++) lb_prefetch_block(x[i], b, sizeof(block_q2_K), rb, 4);
             const int8_t *ab = a->q + QK_K * b;
-            const __m256i S0 = SFX(q6_K_rblock)(&x[0][b], ab), S1 = SFX(q6_K_rblock)(&x[1][b], ab);
-            const __m256i S2 = SFX(q6_K_rblock)(&x[2][b], ab), S3 = SFX(q6_K_rblock)(&x[3][b], ab);
+            const __m256i bsv = LD(a->bsum + 16 * b), m = _mm256_set1_epi16(0x0F);
+            __m256i S[4], M[4];
+            for (int i = 0; i < 4; i++) {
+                const __m256i sc = _mm256_cvtepu8_epi16(_mm_loadu_si128((const __m128i *)x[i][b].scales));
+                S[i] = SFX(k2_rblock)(x[i][b].qs, NULL, _mm256_and_si256(sc, m), ab);
+                M[i] = _mm256_madd_epi16(_mm256_srli_epi16(sc, 4), bsv);
+            }
+            const __m128 da = _mm_set1_ps(a->d[b]);
             const __m128 d = SFX(h2f_4)(x[0][b].d, x[1][b].d, x[2][b].d, x[3][b].d);
-            acc = _mm_fmadd_ps(_mm_mul_ps(d, _mm_set1_ps(a->d[b])), _mm_cvtepi32_ps(SFX(sum4_8)(S0, S1, S2, S3)), acc);
+            const __m128 dm = _mm_xor_ps(SFX(h2f_4)(x[0][b].dmin, x[1][b].dmin, x[2][b].dmin, x[3][b].dmin), _mm_set1_ps(-0.0f));
+            acc = _mm_fmadd_ps(_mm_mul_ps(d, da), _mm_cvtepi32_ps(SFX(sum4_8)(S[0], S[1], S[2], S[3])), acc);
+            acc = _mm_fmadd_ps(_mm_mul_ps(dm, da), _mm_cvtepi32_ps(SFX(sum4_8)(M[0], M[1], M[2], M[3])), acc);
         }
         SFX(store_n)(out + r0, R - r0 < 4 ? R - r0 : 4, acc);
     }
 }
+
+TGT static void SFX(gemvr_q3_K)(const uint8_t *rows, size_t rb, int R, int64_t K, const lb_act *a, float *out) {
+    for (int r0 = 0; r0 < R; r0 += 4) {
+        ROWS4_T(block_q3_K, rows, rb, R, r0, x);
+        __m128 acc = _mm_setzero_ps();
+        for (int64_t b = 0; b < K / QK_K; b++) {
+            for (int i = 0; i < 4; i++) lb_prefetch_block(x[i], b, sizeof(block_q3_K), rb, 4);
+            const int8_t *ab = a->q + QK_K * b;
+            const __m256i bsv = LD(a->bsum + 16 * b);
+            __m256i U[4], C[4];
+            for (int i = 0; i < 4; i++) {
+                const __m256i sc = SFX(q3_scales16)(x[i][b].scales);
+                U[i] = SFX(k2_rblock)(x[i][b].qs, x[i][b].hmask, sc, ab);
+                C[i] = _mm256_madd_epi16(sc, bsv);
+            }
+            /* the codes + 4: less 4 * sum sc * bsum */
+            const __m128i S = _mm_sub_epi32(SFX(sum4_8)(U[0], U[1], U[2], U[3]), _mm_slli_epi32(SFX(sum4_8)(C[0], C[1], C[2], C[3]), 2));
+            const __m128 d = SFX(h2f_4)(x[0][b].d, x[1][b].d, x[2][b].d, x[3][b].d);
+            acc = _mm_fmadd_ps(_mm_mul_ps(d, _mm_set1_ps(a->d[b])), _mm_cvtepi32_ps(S), acc);
+        }
+        SFX(store_n)(out + r0, R - r0 < 4 ? R - r0 : 4, acc);
+    }
+}
+
+/* iq4_xs over four rows: the table's values by |v| against the activations with v's sign, times the eight
+ * sub-blocks' scales (each 32-bit lane of sc16 holds one scale twice, as K_SCV reads pairs) */
+TGT static inline __m256i SFX(iq4_xs_rblock)(const block_iq4_xs *x, const int8_t *ab) {
+    uint32_t l;
+    memcpy(&l, x->scales_l, 4);
+    const __m128i sl = _mm_cvtsi32_si128((int)l), m = _mm_set1_epi8(0x0F);
+    const __m256i lo4 = _mm256_cvtepu8_epi32(_mm_unpacklo_epi8(_mm_and_si128(sl, m), _mm_and_si128(_mm_srli_epi16(sl, 4), m)));
+    const __m256i hi2 = _mm256_and_si256(_mm256_srlv_epi32(_mm256_set1_epi32(x->scales_h), _mm256_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14)),
+                                         _mm256_set1_epi32(3));
+    const __m256i ls = _mm256_sub_epi32(_mm256_or_si256(lo4, _mm256_slli_epi32(hi2, 4)), _mm256_set1_epi32(32));
+    const __m256i sc16 = _mm256_or_si256(_mm256_and_si256(ls, _mm256_set1_epi32(0xFFFF)), _mm256_slli_epi32(ls, 16));
+    const __m256i tbl = _mm256_broadcastsi128_si256(_mm_loadu_si128((const __m128i *)kvalues_iq4nl));
+    __m256i iacc = _mm256_setzero_si256();
+    for (int ib = 0; ib < 8; ib++) K_CHUNK(iacc, _mm256_shuffle_epi8(tbl, SFX(nibbles)(x->qs + 16 * ib)), ab + 32 * ib, K_SCV(sc16, ib), 0);
+    return iacc;
+}
+
+GEMVR_D(gemvr_iq4_xs, block_iq4_xs, iq4_xs_rblock)
 
 /* q4_1, q5_0, q5_1 and iq4_nl over four rows, one block at a time: the codes unsigned against the activations
  * (q5_0 less 16 * its activation sum), iq4_nl's table values by |v| against the activations with v's sign, and
@@ -1129,7 +1228,8 @@ static const lb_cpu_kernels SFX(KERNELS) = {
               [LB_TYPE_Q6_K] = SFX(gemv_q6_K)},
     .gemvr = {[LB_TYPE_Q4_0] = SFX(gemvr_q4_0), [LB_TYPE_Q8_0] = SFX(gemvr_q8_0), [LB_TYPE_Q4_K] = SFX(gemvr_q4_K),
               [LB_TYPE_Q6_K] = SFX(gemvr_q6_K), [LB_TYPE_Q4_1] = SFX(gemvr_q4_1), [LB_TYPE_Q5_0] = SFX(gemvr_q5_0),
-              [LB_TYPE_Q5_1] = SFX(gemvr_q5_1), [LB_TYPE_IQ4_NL] = SFX(gemvr_iq4_nl)},
+              [LB_TYPE_Q5_1] = SFX(gemvr_q5_1), [LB_TYPE_IQ4_NL] = SFX(gemvr_iq4_nl), [LB_TYPE_Q5_K] = SFX(gemvr_q5_K),
+              [LB_TYPE_Q2_K] = SFX(gemvr_q2_K), [LB_TYPE_Q3_K] = SFX(gemvr_q3_K), [LB_TYPE_IQ4_XS] = SFX(gemvr_iq4_xs)},
     .qdot = SFX(qdot),
     .actq = SFX(actq),
     .ftile = SFX(ftile),
