@@ -180,9 +180,55 @@ TGT static inline __m128 steps2blocks(const __m512i *U, int adjacent, int32_t of
 /* q4_0 and q8_0: the codes unsigned (nibble = q + 8; q ^ 0x80 = q + 128) by vpdpbusd, less off * sum(a) */
 _Static_assert(offsetof(block_q4_0, d) == 0 && offsetof(block_q8_0, d) == 0, "steps2blocks reads the scale at byte 0");
 
-TGT static void gemvr_q4_0_z(const uint8_t *rows, size_t rb, int R, int64_t K, const lb_act *a, float *out) {
+/* blocks b and b + 1 of four q4_0 rows against av (the activations' lanes in q4_0's order): acc's next two steps */
+TGT static inline __m128 q4_0_pair(const block_q4_0 *const *x, const void *const *xv, __m512i av, const lb_act *a, int64_t b, __m128 acc) {
     const __m256i m4 = _mm256_set1_epi8(0x0F);
-    for (int r0 = 0; r0 < R; r0 += 4) {
+    __m512i U[4];
+    for (int i = 0; i < 4; i++) {
+        __m256i v = _mm256_set_m128i(_mm_loadu_si128((const __m128i *)x[i][b + 1].qs), _mm_loadu_si128((const __m128i *)x[i][b].qs));
+        __m512i c = _mm512_inserti64x4(_mm512_castsi256_si512(_mm256_and_si256(v, m4)), _mm256_and_si256(_mm256_srli_epi16(v, 4), m4), 1);
+        U[i] = _mm512_dpbusd_epi32(_mm512_setzero_si512(), c, av);
+    }
+    return steps2blocks(U, 0, 8, xv, sizeof(block_q4_0), a, b, acc);
+}
+
+/* block b of four q4_0 rows (an odd last block) */
+TGT static inline __m128 q4_0_one(const block_q4_0 *const *x, const lb_act *a, int64_t b, __m128 acc) {
+    __m256i av = _mm256_load_si256((const __m256i *)(a->q + 32 * b)), U[4];
+    for (int i = 0; i < 4; i++) U[i] = _mm256_dpbusd_epi32(_mm256_setzero_si256(), nibbles_avx512vnni(x[i][b].qs), av);
+    __m128i S = _mm_sub_epi32(hsum4i_avx512vnni(U), _mm_set1_epi32(8 * (a->bsum[2 * b] + a->bsum[2 * b + 1])));
+    __m128 d = h2f4(x[0][b].d, x[1][b].d, x[2][b].d, x[3][b].d);
+    return _mm_fmadd_ps(_mm_mul_ps(d, _mm_set1_ps(a->d[b])), _mm_cvtepi32_ps(S), acc);
+}
+
+/* Eight rows at a time where there are eight (two groups of four, each with its accumulators' chain of fmas, so
+ * that the two chains overlap), then four. */
+TGT static void gemvr_q4_0_z(const uint8_t *rows, size_t rb, int R, int64_t K, const lb_act *a, float *out) {
+    int r0 = 0;
+    for (; r0 + 8 <= R; r0 += 8) {
+        const block_q4_0 *x[8];
+        for (int i = 0; i < 8; i++) x[i] = (const block_q4_0 *)(rows + (size_t)(r0 + i) * rb);
+        const void *xa[4] = {x[0], x[1], x[2], x[3]}, *xb[4] = {x[4], x[5], x[6], x[7]};
+        __m128 acc0 = _mm_setzero_ps(), acc1 = _mm_setzero_ps();
+        int64_t b = 0;
+        for (; b + 2 <= K / 32; b += 2) {
+            for (int i = 0; i < 8; i++) {
+                lb_prefetch_block(x[i], b, sizeof(block_q4_0), rb, 8);
+                lb_prefetch_block(x[i], b + 1, sizeof(block_q4_0), rb, 8);
+            }
+            __m512i av = _mm512_loadu_si512((const __m512i *)(a->q + 32 * b));
+            av = _mm512_shuffle_i64x2(av, av, _MM_SHUFFLE(3, 1, 2, 0));
+            acc0 = q4_0_pair(x, xa, av, a, b, acc0);
+            acc1 = q4_0_pair(x + 4, xb, av, a, b, acc1);
+        }
+        for (; b < K / 32; b++) {
+            acc0 = q4_0_one(x, a, b, acc0);
+            acc1 = q4_0_one(x + 4, a, b, acc1);
+        }
+        _mm_storeu_ps(out + r0, acc0);
+        _mm_storeu_ps(out + r0 + 4, acc1);
+    }
+    for (; r0 < R; r0 += 4) {
         ROWS4(block_q4_0, rows, rb, R, r0, x);
         const void *xv[4] = {x[0], x[1], x[2], x[3]};
         __m128 acc = _mm_setzero_ps();
@@ -192,22 +238,11 @@ TGT static void gemvr_q4_0_z(const uint8_t *rows, size_t rb, int R, int64_t K, c
             PREFETCH_BLOCK(x, b + 1, rb);
             __m512i av = _mm512_loadu_si512((const __m512i *)(a->q + 32 * b));
             av = _mm512_shuffle_i64x2(av, av, _MM_SHUFFLE(3, 1, 2, 0));
-            __m512i U[4];
-            for (int i = 0; i < 4; i++) {
-                __m256i v = _mm256_set_m128i(_mm_loadu_si128((const __m128i *)x[i][b + 1].qs), _mm_loadu_si128((const __m128i *)x[i][b].qs));
-                __m512i c = _mm512_inserti64x4(_mm512_castsi256_si512(_mm256_and_si256(v, m4)),
-                                               _mm256_and_si256(_mm256_srli_epi16(v, 4), m4), 1);
-                U[i] = _mm512_dpbusd_epi32(_mm512_setzero_si512(), c, av);
-            }
-            acc = steps2blocks(U, 0, 8, xv, sizeof(block_q4_0), a, b, acc);
+            acc = q4_0_pair(x, xv, av, a, b, acc);
         }
         for (; b < K / 32; b++) {
             PREFETCH_BLOCK(x, b, rb);
-            __m256i av = _mm256_load_si256((const __m256i *)(a->q + 32 * b)), U[4];
-            for (int i = 0; i < 4; i++) U[i] = _mm256_dpbusd_epi32(_mm256_setzero_si256(), nibbles_avx512vnni(x[i][b].qs), av);
-            __m128i S = _mm_sub_epi32(hsum4i_avx512vnni(U), _mm_set1_epi32(8 * (a->bsum[2 * b] + a->bsum[2 * b + 1])));
-            __m128 d = h2f4(x[0][b].d, x[1][b].d, x[2][b].d, x[3][b].d);
-            acc = _mm_fmadd_ps(_mm_mul_ps(d, _mm_set1_ps(a->d[b])), _mm_cvtepi32_ps(S), acc);
+            acc = q4_0_one(x, a, b, acc);
         }
         store_rows(out + r0, R - r0 < 4 ? R - r0 : 4, acc);
     }
