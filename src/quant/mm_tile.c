@@ -103,11 +103,6 @@ void lb_mm_tile(const lb_mm_in *in, const lb_weight *w, int64_t r0, int R, float
         k->gemvr[w->type](base, wrow, R, in->K, &a, out + r0);
         return;
     }
-    if (in->T == 1 && k->gemv1[w->type]) {
-        lb_act a = act_row(in, 0);
-        for (int r = 0; r < R; r++) out[r0 + r] = k->gemv1[w->type](base + (size_t)r * wrow, in->K, &a);
-        return;
-    }
     if (in->T > 1 && k->qgemm) {
         lb_qtile tile = lb_qtile_pack(w->type, k->unpack[w->type], base, wrow, R, in->K, slot,
                                       (uint8_t *)slot + lb_qtile_bytes(in->K, in->be));

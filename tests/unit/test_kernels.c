@@ -79,11 +79,6 @@ static void check_type(lb_type t, int64_t N, int64_t K, int64_t T) {
                         same_bytes(row.dm, ref_row.dm, (size_t)(K / be) * 4);
             CHECK(same, "%s %s K=%lld row %lld: unpacked row differs from the reference", impls[i]->name, tt->name,
                   (long long)K, (long long)n);
-            if (impls[i]->gemv1[t]) {
-                float g = impls[i]->gemv1[t](src, K, &acts[0]);
-                CHECK(same_bytes(&g, ref_out, 4), "%s %s K=%lld: fused one-token dot %.9g vs reference %.9g", impls[i]->name,
-                      tt->name, (long long)K, g, ref_out[0]);
-            }
             for (int nt = 1; nt <= 4; nt++) {
                 float o[4];
                 impls[i]->qdot(&ref_row, acts, nt, K, be, has_min, o, 1);

@@ -122,8 +122,6 @@ void lb_act_quantize(const float *x, int64_t K, int64_t be, const lb_act *a);
 bool lb_qtype_has_min(lb_type t);
 
 typedef void (*lb_unpack_fn)(const void *row, int64_t K, const lb_qrow *out);
-/* dot of one packed row of K weights with one token (activation blocks of the type's size) */
-typedef float (*lb_gemv1_fn)(const void *row, int64_t K, const lb_act *a);
 /* out[r] = dot of packed row r (rows + r * row_bytes) with one token, r < R */
 typedef void (*lb_gemvr_fn)(const uint8_t *rows, size_t row_bytes, int R, int64_t K, const lb_act *a, float *out);
 /* out[t * ldo] = dot(w, a[t]) for t < nt (nt <= 4), K elements in blocks of be. */
@@ -211,8 +209,7 @@ void lb_qkx_steps_ref(const lb_qkx_search *s, const float *x, const float *w, ui
 typedef struct lb_cpu_kernels {
     const char *name; /* "ref", "avx2", "avx512vnni" */
     lb_unpack_fn unpack[LB_TYPE_COUNT]; /* NULL for types that are not quantized weight types */
-    lb_gemv1_fn gemv1[LB_TYPE_COUNT];   /* fused one-token product, where a type has one (else NULL) */
-    lb_gemvr_fn gemvr[LB_TYPE_COUNT];   /* the same over several rows at once, where a type has one (else NULL) */
+    lb_gemvr_fn gemvr[LB_TYPE_COUNT];   /* fused one-token product over several rows, where a type has one (else NULL) */
     lb_qdot_fn qdot;
     lb_qgemm_fn qgemm; /* many tokens against an interleaved tile, or NULL (then unpack + qdot) */
     lb_actq_fn actq; /* lb_act_quantize */

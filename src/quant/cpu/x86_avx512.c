@@ -18,9 +18,9 @@
 #include "x86_tmpl.h"
 
 /*
- * One-token q4_K and q6_K products and four-token products of every 256-element type on 512-bit vectors: a register holds two 32-element chunks, the integer
- * lanes of the two halves are added at the end of each block, so the 8 lanes and every float step are
- * those of cpu.h (the integers are exact in any grouping).
+ * Four-token products of every 256-element type on 512-bit vectors: a register holds two 32-element chunks,
+ * the integer lanes of the two halves are added at the end of each block, so the 8 lanes and every float step
+ * are those of cpu.h (the integers are exact in any grouping).
  */
 
 /* int16 scale of each 16-element group for the 64 elements of chunk pair P (groups 4P .. 4P+3) */
@@ -35,60 +35,6 @@ TGT static inline __m256i fold_lanes(__m512i v) {
 }
 
 TGT static inline __m512i pair(__m256i lo, __m256i hi) { return _mm512_inserti64x4(_mm512_castsi256_si512(lo), hi, 1); }
-
-TGT static float gemv_q4_K_z(const void *row, int64_t K, const lb_act *a) {
-    const block_q4_K *x = row;
-    float acc = 0.0f;
-    const __m256i m4 = _mm256_set1_epi8(0x0F);
-    for (int64_t b = 0; b < K / QK_K; b++) {
-        __m256i sc, mn16;
-        k4_scales_v_avx512vnni(x[b].scales, &sc, &mn16);
-        __m512i sc16 = _mm512_castsi256_si512(sc), iacc = _mm512_setzero_si512();
-        const int8_t *ab = a->q + QK_K * b;
-        for (int c = 0; c < 4; c++) {
-            __m256i v = _mm256_loadu_si256((const __m256i *)(x[b].qs + 32 * c));
-            __m512i w = pair(_mm256_and_si256(v, m4), _mm256_and_si256(_mm256_srli_epi16(v, 4), m4));
-            __m512i p = _mm512_maddubs_epi16(w, _mm512_loadu_si512(ab + 64 * c));
-            iacc = _mm512_add_epi32(iacc, _mm512_madd_epi16(p, scale_pair(sc16, c)));
-        }
-        acc = fmaf(h2f_avx512vnni(x[b].d) * a->d[b], (float)_mm512_reduce_add_epi32(iacc), acc);
-        int32_t M = hsumi_avx512vnni(_mm256_madd_epi16(mn16, _mm256_loadu_si256((const __m256i *)(a->bsum + 16 * b))));
-        acc = fmaf(-h2f_avx512vnni(x[b].dmin) * a->d[b], (float)M, acc);
-    }
-    return acc;
-}
-
-TGT static float gemv_q6_K_z(const void *row, int64_t K, const lb_act *a) {
-    const block_q6_K *x = row;
-    float acc = 0.0f;
-    const __m256i m4 = _mm256_set1_epi8(0x0F), m2 = _mm256_set1_epi8(0x30);
-    const __m512i off = _mm512_set1_epi8(32);
-    for (int64_t b = 0; b < K / QK_K; b++) {
-        __m512i sc16 = _mm512_castsi256_si512(_mm256_cvtepi8_epi16(_mm_loadu_si128((const __m128i *)x[b].scales)));
-        __m512i iacc = _mm512_setzero_si512();
-        const int8_t *ab = a->q + QK_K * b;
-        for (int h = 0; h < 2; h++) {
-            __m256i l0 = _mm256_loadu_si256((const __m256i *)(x[b].ql + 64 * h));
-            __m256i l1 = _mm256_loadu_si256((const __m256i *)(x[b].ql + 64 * h + 32));
-            __m256i hv = _mm256_loadu_si256((const __m256i *)(x[b].qh + 32 * h));
-            __m256i c0 = _mm256_or_si256(_mm256_and_si256(l0, m4), _mm256_and_si256(_mm256_slli_epi16(hv, 4), m2));
-            __m256i c1 = _mm256_or_si256(_mm256_and_si256(l1, m4), _mm256_and_si256(_mm256_slli_epi16(hv, 2), m2));
-            __m256i c2 = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(l0, 4), m4), _mm256_and_si256(hv, m2));
-            __m256i c3 = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(l1, 4), m4),
-                                         _mm256_and_si256(_mm256_srli_epi16(hv, 2), m2));
-            __m512i w[2] = {_mm512_sub_epi8(pair(c0, c1), off), _mm512_sub_epi8(pair(c2, c3), off)};
-            for (int k = 0; k < 2; k++) {
-                __m512i av = _mm512_loadu_si512(ab + 128 * h + 64 * k);
-                __mmask64 neg = _mm512_movepi8_mask(w[k]);
-                __m512i sa = _mm512_mask_sub_epi8(av, neg, _mm512_setzero_si512(), av);
-                __m512i p = _mm512_maddubs_epi16(_mm512_abs_epi8(w[k]), sa);
-                iacc = _mm512_add_epi32(iacc, _mm512_madd_epi16(p, scale_pair(sc16, 2 * h + k)));
-            }
-        }
-        acc = fmaf(h2f_avx512vnni(x[b].d) * a->d[b], (float)_mm512_reduce_add_epi32(iacc), acc);
-    }
-    return acc;
-}
 
 /* Four tokens against one unpacked row of a 256-element type, two chunks per register (UNS: codes >= 0). */
 __attribute__((always_inline)) TGT static inline void qdot4_z(const lb_qrow *w, const lb_act *a, int64_t K, float *out,
@@ -1117,8 +1063,6 @@ static pthread_once_t z_once = PTHREAD_ONCE_INIT;
 static void z_fill(void) {
     lb_cpu_kernels t = KERNELS_avx512vnni;
     t.name = "avx512vnni";
-    t.gemv1[LB_TYPE_Q4_K] = gemv_q4_K_z;
-    t.gemv1[LB_TYPE_Q6_K] = gemv_q6_K_z;
     t.gemvr[LB_TYPE_Q4_0] = gemvr_q4_0_z;
     t.gemvr[LB_TYPE_Q4_1] = gemvr_q4_1_z;
     t.gemvr[LB_TYPE_Q5_0] = gemvr_q5_0_z;

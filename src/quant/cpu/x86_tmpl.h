@@ -377,32 +377,6 @@ TGT static void SFX(qdot)(const lb_qrow *w, const lb_act *a, int nt, int64_t K, 
 /* Decode: one row straight from its blocks against one token, without the unpacked row; the same integer
  * lanes and float steps as unpack + qdot. */
 
-TGT static inline float SFX(finish_block)(float acc, __m256i iacc, float d, float da) {
-    return fmaf(d * da, (float)SFX(hsumi)(iacc), acc);
-}
-
-TGT static float SFX(gemv_q4_0)(const void *row, int64_t K, const lb_act *a) {
-    const block_q4_0 *x = row;
-    float acc = 0.0f;
-    for (int64_t b = 0; b < K / 32; b++) {
-        __m256i wq = _mm256_sub_epi8(SFX(nibbles)(x[b].qs), _mm256_set1_epi8(8)), iacc = _mm256_setzero_si256();
-        DOT32(iacc, _mm256_sign_epi8(wq, wq), _mm256_sign_epi8(LD(a->q + 32 * b), wq));
-        acc = SFX(finish_block)(acc, iacc, SFX(h2f)(x[b].d), a->d[b]);
-    }
-    return acc;
-}
-
-TGT static float SFX(gemv_q8_0)(const void *row, int64_t K, const lb_act *a) {
-    const block_q8_0 *x = row;
-    float acc = 0.0f;
-    for (int64_t b = 0; b < K / 32; b++) {
-        __m256i wq = LD(x[b].qs), iacc = _mm256_setzero_si256();
-        DOT32(iacc, _mm256_sign_epi8(wq, wq), _mm256_sign_epi8(LD(a->q + 32 * b), wq));
-        acc = SFX(finish_block)(acc, iacc, SFX(h2f)(x[b].d), a->d[b]);
-    }
-    return acc;
-}
-
 /* iacc += the scaled lanes of 32 codes u (non-negative or signed) against activations at av */
 #define K_CHUNK(iacc, w, av, scv, UNS)                                                                      \
     do {                                                                                                    \
@@ -585,26 +559,6 @@ TGT static inline __m256i SFX(q6_K_rblock)(const block_q6_K *x, const int8_t *ab
     }
 GEMVR_D(gemvr_q6_K, block_q6_K, q6_K_rblock)
 
-/* one row (gemv1): the same block sums, reduced per block */
-TGT static float SFX(gemv_q4_K)(const void *row, int64_t K, const lb_act *a) {
-    const block_q4_K *x = row;
-    float acc = 0.0f;
-    for (int64_t b = 0; b < K / QK_K; b++) {
-        __m256i M;
-        const __m256i iacc = SFX(q4_K_rblock)(&x[b], a->q + QK_K * b, a->bsum + 16 * b, &M);
-        acc = SFX(finish_block)(acc, iacc, SFX(h2f)(x[b].d), a->d[b]);
-        acc = fmaf(-SFX(h2f)(x[b].dmin) * a->d[b], (float)SFX(hsumi)(M), acc);
-    }
-    return acc;
-}
-
-TGT static float SFX(gemv_q6_K)(const void *row, int64_t K, const lb_act *a) {
-    const block_q6_K *x = row;
-    float acc = 0.0f;
-    for (int64_t b = 0; b < K / QK_K; b++)
-        acc = SFX(finish_block)(acc, SFX(q6_K_rblock)(&x[b], a->q + QK_K * b), SFX(h2f)(x[b].d), a->d[b]);
-    return acc;
-}
 
 /* q2_K / q3_K over four rows: the 2-bit codes (q3_K: + 4 by hmask) times the 16 scales, one row's block (8 lanes to
  * add); x86_avx512.c's k2_block in 256-bit halves */
@@ -1224,8 +1178,6 @@ static const lb_cpu_kernels SFX(KERNELS) = {
                [LB_TYPE_Q3_K] = SFX(unpack_q3_K), [LB_TYPE_Q4_K] = SFX(unpack_q4_K), [LB_TYPE_Q5_K] = SFX(unpack_q5_K),
                [LB_TYPE_Q6_K] = SFX(unpack_q6_K), [LB_TYPE_IQ4_NL] = SFX(unpack_iq4_nl),
                [LB_TYPE_IQ4_XS] = SFX(unpack_iq4_xs)},
-    .gemv1 = {[LB_TYPE_Q4_0] = SFX(gemv_q4_0), [LB_TYPE_Q8_0] = SFX(gemv_q8_0), [LB_TYPE_Q4_K] = SFX(gemv_q4_K),
-              [LB_TYPE_Q6_K] = SFX(gemv_q6_K)},
     .gemvr = {[LB_TYPE_Q4_0] = SFX(gemvr_q4_0), [LB_TYPE_Q8_0] = SFX(gemvr_q8_0), [LB_TYPE_Q4_K] = SFX(gemvr_q4_K),
               [LB_TYPE_Q6_K] = SFX(gemvr_q6_K), [LB_TYPE_Q4_1] = SFX(gemvr_q4_1), [LB_TYPE_Q5_0] = SFX(gemvr_q5_0),
               [LB_TYPE_Q5_1] = SFX(gemvr_q5_1), [LB_TYPE_IQ4_NL] = SFX(gemvr_iq4_nl), [LB_TYPE_Q5_K] = SFX(gemvr_q5_K),
