@@ -85,14 +85,6 @@ TGT static inline __m128 h2f4(uint16_t a, uint16_t b, uint16_t c, uint16_t d) {
 /* the first n <= 4 lanes of v to out (a masked store: a copy loop here became a libc memcpy call per four rows) */
 TGT static inline void store_rows(float *out, int n, __m128 v) { _mm_mask_storeu_ps(out, (__mmask8)((1u << n) - 1), v); }
 
-#define ROWS4(T, rows, rb, R, r0, x)                                                                        \
-    const T *x[4];                                                                                          \
-    for (int i_ = 0; i_ < 4; i_++) x[i_] = (const T *)((rows) + (size_t)((r0) + i_ < (R) ? (r0) + i_ : (r0)) * (rb))
-
-/* lb_prefetch_block for each of the four rows */
-#define PREFETCH_BLOCK(x, b, rb)                                                                            \
-    for (int i_ = 0; i_ < 4; i_++) lb_prefetch_block(x[i_], b, sizeof x[0][0], rb, 4)
-
 /* The exact sums of four rows' 512-bit vpdpbusd results, each holding two blocks: 128-bit lane k of row i's
  * vector belongs to block (k & 1) (q4_0's order below), or to block k / 2 when adjacent (q8_0's); returns (row 0..3 of the first block, row 0..3 of the
  * second). Integer sums: any order gives the same values. */
@@ -348,31 +340,10 @@ TGT static void gemvr_iq4_nl_z(const uint8_t *rows, size_t rb, int R, int64_t K,
     gemvr32_z(rows, rb, R, K, a, out, T32_IQ4_NL);
 }
 
-/* q4_K / q5_K (qh not NULL: bit (e / 32) of qh[e % 32] adds 16): one row's block: the scaled code sums (16 lanes to
- * add) and the min products (8 lanes to add) */
-TGT static inline __m512i k4_block(const uint8_t *scales, const uint8_t *qs, const uint8_t *qh, const int8_t *ab, const int16_t *bs,
-                                   __m256i *M) {
-    const __m256i m4 = _mm256_set1_epi8(0x0F);
-    __m256i sc, mn16;
-    k4_scales_v_avx512vnni(scales, &sc, &mn16);
-    __m512i sc16 = _mm512_castsi256_si512(sc), iacc = _mm512_setzero_si512();
-    const __m256i hv = qh ? _mm256_loadu_si256((const __m256i *)qh) : _mm256_setzero_si256();
-    for (int c = 0; c < 4; c++) {
-        __m256i v = _mm256_loadu_si256((const __m256i *)(qs + 32 * c));
-        __m256i lo = _mm256_and_si256(v, m4), hi = _mm256_and_si256(_mm256_srli_epi16(v, 4), m4);
-        if (qh) lo = _mm256_or_si256(lo, bit_to_16_avx512vnni(hv, 2 * c)), hi = _mm256_or_si256(hi, bit_to_16_avx512vnni(hv, 2 * c + 1));
-        __m512i p = _mm512_maddubs_epi16(pair(lo, hi), _mm512_load_si512(ab + 64 * c));
-        iacc = _mm512_add_epi32(iacc, _mm512_madd_epi16(p, scale_pair(sc16, c)));
-    }
-    *M = _mm256_madd_epi16(mn16, _mm256_load_si256((const __m256i *)bs));
-    return iacc;
-}
-TGT static inline __m512i q4_K_block(const block_q4_K *x, const int8_t *ab, const int16_t *bs, __m256i *M) {
-    return k4_block(x->scales, x->qs, NULL, ab, bs, M);
-}
-TGT static inline __m512i q5_K_block(const block_q5_K *x, const int8_t *ab, const int16_t *bs, __m256i *M) {
-    return k4_block(x->scales, x->qs, x->qh, ab, bs, M);
-}
+/* The 256-element types over four rows, two 32-element chunks per register, through x86_tmpl.h's GEMVR_256 (and
+ * its code and scale helpers): a type's ZBLOCK(block, activations, their 16-element sums, *M) gives one row's
+ * exact block sums (16 lanes to add; a code offset already taken off) and, for the types with a min term, the
+ * min products *M (8 lanes to add). */
 
 /* the lane sums of four rows' vectors, (row 0, 1, 2, 3): unpacks that keep every value in registers */
 TGT static inline __m128i sum4x16(__m512i a, __m512i b, __m512i c, __m512i d) {
@@ -382,132 +353,86 @@ TGT static inline __m128i sum4x16(__m512i a, __m512i b, __m512i c, __m512i d) {
     __m256i h = _mm256_add_epi32(_mm512_castsi512_si256(t), _mm512_extracti64x4_epi64(t, 1));
     return _mm_add_epi32(_mm256_castsi256_si128(h), _mm256_extracti128_si256(h, 1));
 }
-TGT static inline __m128i sum4x8(__m256i a, __m256i b, __m256i c, __m256i d) {
-    __m256i ab = _mm256_add_epi32(_mm256_unpacklo_epi32(a, b), _mm256_unpackhi_epi32(a, b));
-    __m256i cd = _mm256_add_epi32(_mm256_unpacklo_epi32(c, d), _mm256_unpackhi_epi32(c, d));
-    __m256i t = _mm256_add_epi32(_mm256_unpacklo_epi64(ab, cd), _mm256_unpackhi_epi64(ab, cd));
-    return _mm_add_epi32(_mm256_castsi256_si128(t), _mm256_extracti128_si256(t, 1));
+
+/* iacc += the products of the 64 codes (lo, hi: elements 64c.., 64c + 32..; unsigned, small enough for pairs to fit
+ * int16) with the activations of chunk c, times the groups' scales */
+TGT static inline __m512i k_chunk_z(__m512i iacc, __m256i lo, __m256i hi, const int8_t *ab, __m512i sc16, int c) {
+    const __m512i p = _mm512_maddubs_epi16(pair(lo, hi), _mm512_load_si512(ab + 64 * c));
+    return _mm512_add_epi32(iacc, _mm512_madd_epi16(p, scale_pair(sc16, c)));
 }
 
-/* q4_K and q5_K (the same layout but for qh; block sizes bs) over four rows */
-__attribute__((always_inline)) TGT static inline void gemvr_k4_z(const uint8_t *rows, size_t rb, int R, int64_t K, const lb_act *a, float *out,
-                                                                 const int q5) {
-    const size_t bs = q5 ? sizeof(block_q5_K) : sizeof(block_q4_K);
-    for (int r0 = 0; r0 < R; r0 += 4) {
-        const uint8_t *x[4];
-        for (int i = 0; i < 4; i++) x[i] = rows + (size_t)(r0 + i < R ? r0 + i : r0) * rb;
-        __m128 acc = _mm_setzero_ps();
-        for (int64_t b = 0; b < K / QK_K; b++) {
-            for (int i = 0; i < 4; i++) lb_prefetch_block(x[i], b, bs, rb, 4);
-            const int8_t *ab = a->q + QK_K * b;
-            const int16_t *bs16 = a->bsum + 16 * b;
-            /* d, dmin and scales lie alike in both types */
-            const block_q4_K *y0 = (const block_q4_K *)(x[0] + (size_t)b * bs), *y1 = (const block_q4_K *)(x[1] + (size_t)b * bs);
-            const block_q4_K *y2 = (const block_q4_K *)(x[2] + (size_t)b * bs), *y3 = (const block_q4_K *)(x[3] + (size_t)b * bs);
-            __m256i M0, M1, M2, M3; /* four named values, not arrays: GCC keeps arrays of vectors on the stack here */
-            const __m512i S0 = q5 ? q5_K_block((const block_q5_K *)y0, ab, bs16, &M0) : q4_K_block(y0, ab, bs16, &M0);
-            const __m512i S1 = q5 ? q5_K_block((const block_q5_K *)y1, ab, bs16, &M1) : q4_K_block(y1, ab, bs16, &M1);
-            const __m512i S2 = q5 ? q5_K_block((const block_q5_K *)y2, ab, bs16, &M2) : q4_K_block(y2, ab, bs16, &M2);
-            const __m512i S3 = q5 ? q5_K_block((const block_q5_K *)y3, ab, bs16, &M3) : q4_K_block(y3, ab, bs16, &M3);
-            __m128 da = _mm_set1_ps(a->d[b]);
-            __m128 d = h2f4(y0->d, y1->d, y2->d, y3->d);
-            __m128 dm = _mm_xor_ps(h2f4(y0->dmin, y1->dmin, y2->dmin, y3->dmin), _mm_set1_ps(-0.0f));
-            acc = _mm_fmadd_ps(_mm_mul_ps(d, da), _mm_cvtepi32_ps(sum4x16(S0, S1, S2, S3)), acc);
-            acc = _mm_fmadd_ps(_mm_mul_ps(dm, da), _mm_cvtepi32_ps(sum4x8(M0, M1, M2, M3)), acc);
-        }
-        store_rows(out + r0, R - r0 < 4 ? R - r0 : 4, acc);
+/* q4_K / q5_K (qh not NULL) */
+TGT static inline __m512i k4_zblock(const uint8_t *scales, const uint8_t *qs, const uint8_t *qh, const int8_t *ab, const int16_t *bs,
+                                    __m256i *M) {
+    __m256i sc, mn16;
+    k4_scales_v_avx512vnni(scales, &sc, &mn16);
+    const __m512i sc16 = _mm512_castsi256_si512(sc);
+    const __m256i hv = qh ? _mm256_loadu_si256((const __m256i *)qh) : _mm256_setzero_si256();
+    __m512i iacc = _mm512_setzero_si512();
+    for (int c = 0; c < 4; c++) {
+        __m256i lo, hi;
+        k4_chunk_avx512vnni(qs, hv, qh != NULL, c, &lo, &hi);
+        iacc = k_chunk_z(iacc, lo, hi, ab, sc16, c);
     }
+    *M = _mm256_madd_epi16(mn16, _mm256_load_si256((const __m256i *)bs));
+    return iacc;
 }
-_Static_assert(offsetof(block_q5_K, d) == offsetof(block_q4_K, d) && offsetof(block_q5_K, dmin) == offsetof(block_q4_K, dmin) &&
-                   offsetof(block_q5_K, scales) == offsetof(block_q4_K, scales),
-               "gemvr_k4_z reads q5_K's d, dmin and scales where q4_K has them");
-TGT static void gemvr_q4_K_z(const uint8_t *rows, size_t rb, int R, int64_t K, const lb_act *a, float *out) {
-    gemvr_k4_z(rows, rb, R, K, a, out, 0);
+TGT static inline __m512i q4_K_zblock(const block_q4_K *x, const int8_t *ab, const int16_t *bs, __m256i *M) {
+    return k4_zblock(x->scales, x->qs, NULL, ab, bs, M);
 }
-TGT static void gemvr_q5_K_z(const uint8_t *rows, size_t rb, int R, int64_t K, const lb_act *a, float *out) {
-    gemvr_k4_z(rows, rb, R, K, a, out, 1);
+TGT static inline __m512i q5_K_zblock(const block_q5_K *x, const int8_t *ab, const int16_t *bs, __m256i *M) {
+    return k4_zblock(x->scales, x->qs, x->qh, ab, bs, M);
 }
 
-/* q2_K and q3_K: 2-bit codes, element 64c + j of a block from byte 32 (c / 2) + j % 32 of qs at bit 2 (2 (c % 2) +
- * j / 32); q3_K's bit (2c + j / 32) of hmask[j % 32] adds 4 (its codes + 4, 0..7). One row's block: the code
- * sums times the 16 groups' scales (sc16, int16), 16 lanes to add. */
-TGT static inline __m512i k2_block(const uint8_t *qs, const uint8_t *hmask, __m256i sc16, const int8_t *ab) {
-    const __m256i m3 = _mm256_set1_epi8(3), m4 = _mm256_set1_epi8(4);
-    const __m512i sc = _mm512_castsi256_si512(sc16);
+/* q2_K / q3_K (hmask not NULL: the codes + 4): the code sums times the 16 groups' scales sc */
+TGT static inline __m512i k2_zblock(const uint8_t *qs, const uint8_t *hmask, __m256i sc, const int8_t *ab) {
     const __m256i hm = hmask ? _mm256_loadu_si256((const __m256i *)hmask) : _mm256_setzero_si256();
     __m512i iacc = _mm512_setzero_si512();
     for (int c = 0; c < 4; c++) {
-        const __m256i q = _mm256_loadu_si256((const __m256i *)(qs + 32 * (c / 2)));
-        __m256i lo = _mm256_and_si256(_mm256_srli_epi16(q, 4 * (c % 2)), m3), hi = _mm256_and_si256(_mm256_srli_epi16(q, 4 * (c % 2) + 2), m3);
-        if (hmask) { /* bit 2c (2c + 1) of each byte to bit 2 */
-            lo = _mm256_or_si256(lo, _mm256_and_si256(2 * c >= 2 ? _mm256_srli_epi16(hm, 2 * c - 2) : _mm256_slli_epi16(hm, 2), m4));
-            hi = _mm256_or_si256(hi, _mm256_and_si256(2 * c + 1 >= 2 ? _mm256_srli_epi16(hm, 2 * c - 1) : _mm256_slli_epi16(hm, 1), m4));
-        }
-        __m512i p = _mm512_maddubs_epi16(pair(lo, hi), _mm512_load_si512(ab + 64 * c));
-        iacc = _mm512_add_epi32(iacc, _mm512_madd_epi16(p, scale_pair(sc, c)));
+        __m256i lo, hi;
+        k2_chunk_avx512vnni(qs, hm, hmask != NULL, c, &lo, &hi);
+        iacc = k_chunk_z(iacc, lo, hi, ab, _mm512_castsi256_si512(sc), c);
     }
     return iacc;
 }
-
-TGT static void gemvr_q2_K_z(const uint8_t *rows, size_t rb, int R, int64_t K, const lb_act *a, float *out) {
-    for (int r0 = 0; r0 < R; r0 += 4) {
-        ROWS4(block_q2_K, rows, rb, R, r0, x);
-        __m128 acc = _mm_setzero_ps();
-        for (int64_t b = 0; b < K / QK_K; b++) {
-            PREFETCH_BLOCK(x, b, rb);
-            const int8_t *ab = a->q + QK_K * b;
-            const __m256i bsv = _mm256_load_si256((const __m256i *)(a->bsum + 16 * b)), m = _mm256_set1_epi16(0x0F);
-            __m256i sc0 = _mm256_cvtepu8_epi16(_mm_loadu_si128((const __m128i *)x[0][b].scales)), sc1 = _mm256_cvtepu8_epi16(_mm_loadu_si128((const __m128i *)x[1][b].scales));
-            __m256i sc2 = _mm256_cvtepu8_epi16(_mm_loadu_si128((const __m128i *)x[2][b].scales)), sc3 = _mm256_cvtepu8_epi16(_mm_loadu_si128((const __m128i *)x[3][b].scales));
-            const __m512i S0 = k2_block(x[0][b].qs, NULL, _mm256_and_si256(sc0, m), ab), S1 = k2_block(x[1][b].qs, NULL, _mm256_and_si256(sc1, m), ab);
-            const __m512i S2 = k2_block(x[2][b].qs, NULL, _mm256_and_si256(sc2, m), ab), S3 = k2_block(x[3][b].qs, NULL, _mm256_and_si256(sc3, m), ab);
-            const __m256i M0 = _mm256_madd_epi16(_mm256_srli_epi16(sc0, 4), bsv), M1 = _mm256_madd_epi16(_mm256_srli_epi16(sc1, 4), bsv);
-            const __m256i M2 = _mm256_madd_epi16(_mm256_srli_epi16(sc2, 4), bsv), M3 = _mm256_madd_epi16(_mm256_srli_epi16(sc3, 4), bsv);
-            __m128 da = _mm_set1_ps(a->d[b]);
-            __m128 d = h2f4(x[0][b].d, x[1][b].d, x[2][b].d, x[3][b].d);
-            __m128 dm = _mm_xor_ps(h2f4(x[0][b].dmin, x[1][b].dmin, x[2][b].dmin, x[3][b].dmin), _mm_set1_ps(-0.0f));
-            acc = _mm_fmadd_ps(_mm_mul_ps(d, da), _mm_cvtepi32_ps(sum4x16(S0, S1, S2, S3)), acc);
-            acc = _mm_fmadd_ps(_mm_mul_ps(dm, da), _mm_cvtepi32_ps(sum4x8(M0, M1, M2, M3)), acc);
-        }
-        store_rows(out + r0, R - r0 < 4 ? R - r0 : 4, acc);
-    }
+TGT static inline __m512i q2_K_zblock(const block_q2_K *x, const int8_t *ab, const int16_t *bs, __m256i *M) {
+    const __m256i sc = _mm256_cvtepu8_epi16(_mm_loadu_si128((const __m128i *)x->scales));
+    *M = _mm256_madd_epi16(_mm256_srli_epi16(sc, 4), _mm256_load_si256((const __m256i *)bs));
+    return k2_zblock(x->qs, NULL, _mm256_and_si256(sc, _mm256_set1_epi16(0x0F)), ab);
+}
+TGT static inline __m512i q3_K_zblock(const block_q3_K *x, const int8_t *ab, const int16_t *bs, __m256i *M) {
+    (void)M;
+    const __m256i sc = q3_scales16_avx512vnni(x->scales); /* the codes + 4: less 4 * sum sc * bsum */
+    const __m256i corr = _mm256_slli_epi32(_mm256_madd_epi16(sc, _mm256_load_si256((const __m256i *)bs)), 2);
+    return _mm512_sub_epi32(k2_zblock(x->qs, x->hmask, sc, ab), _mm512_zextsi256_si512(corr));
 }
 
-TGT static void gemvr_q3_K_z(const uint8_t *rows, size_t rb, int R, int64_t K, const lb_act *a, float *out) {
-    for (int r0 = 0; r0 < R; r0 += 4) {
-        ROWS4(block_q3_K, rows, rb, R, r0, x);
-        __m128 acc = _mm_setzero_ps();
-        for (int64_t b = 0; b < K / QK_K; b++) {
-            PREFETCH_BLOCK(x, b, rb);
-            const int8_t *ab = a->q + QK_K * b;
-            const __m256i bsv = _mm256_load_si256((const __m256i *)(a->bsum + 16 * b));
-            const __m256i sc0 = q3_scales16_avx512vnni(x[0][b].scales), sc1 = q3_scales16_avx512vnni(x[1][b].scales);
-            const __m256i sc2 = q3_scales16_avx512vnni(x[2][b].scales), sc3 = q3_scales16_avx512vnni(x[3][b].scales);
-            const __m512i U0 = k2_block(x[0][b].qs, x[0][b].hmask, sc0, ab), U1 = k2_block(x[1][b].qs, x[1][b].hmask, sc1, ab);
-            const __m512i U2 = k2_block(x[2][b].qs, x[2][b].hmask, sc2, ab), U3 = k2_block(x[3][b].qs, x[3][b].hmask, sc3, ab);
-            /* the codes + 4: less 4 * sum sc * bsum */
-            const __m128i C = sum4x8(_mm256_madd_epi16(sc0, bsv), _mm256_madd_epi16(sc1, bsv), _mm256_madd_epi16(sc2, bsv),
-                                     _mm256_madd_epi16(sc3, bsv));
-            const __m128i S = _mm_sub_epi32(sum4x16(U0, U1, U2, U3), _mm_slli_epi32(C, 2));
-            __m128 d = h2f4(x[0][b].d, x[1][b].d, x[2][b].d, x[3][b].d);
-            acc = _mm_fmadd_ps(_mm_mul_ps(d, _mm_set1_ps(a->d[b])), _mm_cvtepi32_ps(S), acc);
-        }
-        store_rows(out + r0, R - r0 < 4 ? R - r0 : 4, acc);
+/* q6_K: the codes + 32 (0..63) unsigned, less 32 * sum sc * bsum */
+TGT static inline __m512i q6_K_zblock(const block_q6_K *x, const int8_t *ab, const int16_t *bs, __m256i *M) {
+    (void)M;
+    const __m256i m4 = _mm256_set1_epi8(0x0F), m2 = _mm256_set1_epi8(0x30);
+    const __m256i sc = _mm256_cvtepi8_epi16(_mm_loadu_si128((const __m128i *)x->scales));
+    const __m512i sc16 = _mm512_castsi256_si512(sc);
+    __m512i iacc = _mm512_setzero_si512();
+    for (int h = 0; h < 2; h++) {
+        __m256i l0 = _mm256_loadu_si256((const __m256i *)(x->ql + 64 * h));
+        __m256i l1 = _mm256_loadu_si256((const __m256i *)(x->ql + 64 * h + 32));
+        __m256i hv = _mm256_loadu_si256((const __m256i *)(x->qh + 32 * h));
+        __m256i c0 = _mm256_or_si256(_mm256_and_si256(l0, m4), _mm256_and_si256(_mm256_slli_epi16(hv, 4), m2));
+        __m256i c1 = _mm256_or_si256(_mm256_and_si256(l1, m4), _mm256_and_si256(_mm256_slli_epi16(hv, 2), m2));
+        __m256i c2 = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(l0, 4), m4), _mm256_and_si256(hv, m2));
+        __m256i c3 = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(l1, 4), m4), _mm256_and_si256(_mm256_srli_epi16(hv, 2), m2));
+        iacc = k_chunk_z(iacc, c0, c1, ab, sc16, 2 * h);
+        iacc = k_chunk_z(iacc, c2, c3, ab, sc16, 2 * h + 1);
     }
+    const __m256i corr = _mm256_slli_epi32(_mm256_madd_epi16(sc, _mm256_load_si256((const __m256i *)bs)), 5);
+    return _mm512_sub_epi32(iacc, _mm512_zextsi256_si512(corr));
 }
 
-/* iq4_xs: eight 32-element sub-blocks of iq4_nl codes (the table's values, signed) with 6-bit scales less 32; the
- * products by |v| against the activations with v's sign (|v| |a| <= 127^2, so pairs of them fit int16). One row's
- * block: the code sums times the scales, 16 lanes to add. */
-TGT static inline __m512i iq4_xs_block(const block_iq4_xs *x, const int8_t *ab) {
-    uint32_t l;
-    memcpy(&l, x->scales_l, 4);
-    const __m128i sl = _mm_cvtsi32_si128((int)l), m = _mm_set1_epi8(0x0F);
-    const __m128i lo4 = _mm_cvtepu8_epi16(_mm_unpacklo_epi8(_mm_and_si128(sl, m), _mm_and_si128(_mm_srli_epi16(sl, 4), m))); /* 8 x int16 */
-    const __m128i hi2 = _mm_and_si128(_mm_srlv_epi16(_mm_set1_epi16((short)x->scales_h), _mm_set_epi16(14, 12, 10, 8, 6, 4, 2, 0)),
-                                      _mm_set1_epi16(3));
-    const __m128i ls = _mm_sub_epi16(_mm_or_si128(lo4, _mm_slli_epi16(hi2, 4)), _mm_set1_epi16(32)); /* sub-block ib's scale */
-    const __m512i sc16 = _mm512_castsi256_si512(_mm256_set_m128i(_mm_unpackhi_epi16(ls, ls), _mm_unpacklo_epi16(ls, ls)));
+/* iq4_xs: the table's values by |v| against the activations with v's sign (|v| |a| <= 127^2, pairs fit int16) */
+TGT static inline __m512i iq4_xs_zblock(const block_iq4_xs *x, const int8_t *ab, const int16_t *bs, __m256i *M) {
+    (void)bs, (void)M;
+    const __m512i sc16 = _mm512_castsi256_si512(iq4_xs_scales16_avx512vnni(x));
     const __m512i tbl = _mm512_broadcast_i32x4(_mm_loadu_si128((const __m128i *)kvalues_iq4nl));
     __m512i iacc = _mm512_setzero_si512();
     for (int c = 0; c < 4; c++) {
@@ -519,63 +444,12 @@ TGT static inline __m512i iq4_xs_block(const block_iq4_xs *x, const int8_t *ab) 
     return iacc;
 }
 
-TGT static void gemvr_iq4_xs_z(const uint8_t *rows, size_t rb, int R, int64_t K, const lb_act *a, float *out) {
-    for (int r0 = 0; r0 < R; r0 += 4) {
-        ROWS4(block_iq4_xs, rows, rb, R, r0, x);
-        __m128 acc = _mm_setzero_ps();
-        for (int64_t b = 0; b < K / QK_K; b++) {
-            PREFETCH_BLOCK(x, b, rb);
-            const int8_t *ab = a->q + QK_K * b;
-            const __m512i S0 = iq4_xs_block(&x[0][b], ab), S1 = iq4_xs_block(&x[1][b], ab);
-            const __m512i S2 = iq4_xs_block(&x[2][b], ab), S3 = iq4_xs_block(&x[3][b], ab);
-            __m128 d = h2f4(x[0][b].d, x[1][b].d, x[2][b].d, x[3][b].d);
-            acc = _mm_fmadd_ps(_mm_mul_ps(d, _mm_set1_ps(a->d[b])), _mm_cvtepi32_ps(sum4x16(S0, S1, S2, S3)), acc);
-        }
-        store_rows(out + r0, R - r0 < 4 ? R - r0 : 4, acc);
-    }
-}
-
-/* q6_K: one row's block, codes q + 32 (0..63) unsigned against the activations (16 lanes to add); *corr: sum sc *
- * bsum (8 lanes to add), which the codes' offset makes 32 times too much */
-TGT static inline __m512i q6_K_block(const block_q6_K *x, const int8_t *ab, const int16_t *bs, __m256i *corr) {
-    const __m256i m4 = _mm256_set1_epi8(0x0F), m2 = _mm256_set1_epi8(0x30);
-    __m256i sc = _mm256_cvtepi8_epi16(_mm_loadu_si128((const __m128i *)x->scales));
-    __m512i sc16 = _mm512_castsi256_si512(sc), iacc = _mm512_setzero_si512();
-    for (int h = 0; h < 2; h++) {
-        __m256i l0 = _mm256_loadu_si256((const __m256i *)(x->ql + 64 * h));
-        __m256i l1 = _mm256_loadu_si256((const __m256i *)(x->ql + 64 * h + 32));
-        __m256i hv = _mm256_loadu_si256((const __m256i *)(x->qh + 32 * h));
-        __m256i c0 = _mm256_or_si256(_mm256_and_si256(l0, m4), _mm256_and_si256(_mm256_slli_epi16(hv, 4), m2));
-        __m256i c1 = _mm256_or_si256(_mm256_and_si256(l1, m4), _mm256_and_si256(_mm256_slli_epi16(hv, 2), m2));
-        __m256i c2 = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(l0, 4), m4), _mm256_and_si256(hv, m2));
-        __m256i c3 = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(l1, 4), m4), _mm256_and_si256(_mm256_srli_epi16(hv, 2), m2));
-        __m512i p0 = _mm512_maddubs_epi16(pair(c0, c1), _mm512_load_si512(ab + 128 * h));
-        __m512i p1 = _mm512_maddubs_epi16(pair(c2, c3), _mm512_load_si512(ab + 128 * h + 64));
-        iacc = _mm512_add_epi32(iacc, _mm512_madd_epi16(p0, scale_pair(sc16, 2 * h)));
-        iacc = _mm512_add_epi32(iacc, _mm512_madd_epi16(p1, scale_pair(sc16, 2 * h + 1)));
-    }
-    *corr = _mm256_madd_epi16(sc, _mm256_load_si256((const __m256i *)bs));
-    return iacc;
-}
-
-TGT static void gemvr_q6_K_z(const uint8_t *rows, size_t rb, int R, int64_t K, const lb_act *a, float *out) {
-    for (int r0 = 0; r0 < R; r0 += 4) {
-        ROWS4(block_q6_K, rows, rb, R, r0, x);
-        __m128 acc = _mm_setzero_ps();
-        for (int64_t b = 0; b < K / QK_K; b++) {
-            PREFETCH_BLOCK(x, b, rb);
-            const int8_t *ab = a->q + QK_K * b;
-            const int16_t *bs = a->bsum + 16 * b;
-            __m256i C0, C1, C2, C3;
-            const __m512i U0 = q6_K_block(&x[0][b], ab, bs, &C0), U1 = q6_K_block(&x[1][b], ab, bs, &C1);
-            const __m512i U2 = q6_K_block(&x[2][b], ab, bs, &C2), U3 = q6_K_block(&x[3][b], ab, bs, &C3);
-            const __m128i S = _mm_sub_epi32(sum4x16(U0, U1, U2, U3), _mm_slli_epi32(sum4x8(C0, C1, C2, C3), 5));
-            __m128 d = h2f4(x[0][b].d, x[1][b].d, x[2][b].d, x[3][b].d);
-            acc = _mm_fmadd_ps(_mm_mul_ps(d, _mm_set1_ps(a->d[b])), _mm_cvtepi32_ps(S), acc);
-        }
-        store_rows(out + r0, R - r0 < 4 ? R - r0 : 4, acc);
-    }
-}
+GEMVR_256(gemvr_q2_K_z, block_q2_K, q2_K_zblock, __m512i, sum4x16, GEMVR_MIN_STEP)
+GEMVR_256(gemvr_q3_K_z, block_q3_K, q3_K_zblock, __m512i, sum4x16, )
+GEMVR_256(gemvr_q4_K_z, block_q4_K, q4_K_zblock, __m512i, sum4x16, GEMVR_MIN_STEP)
+GEMVR_256(gemvr_q5_K_z, block_q5_K, q5_K_zblock, __m512i, sum4x16, GEMVR_MIN_STEP)
+GEMVR_256(gemvr_q6_K_z, block_q6_K, q6_K_zblock, __m512i, sum4x16, )
+GEMVR_256(gemvr_iq4_xs_z, block_iq4_xs, iq4_xs_zblock, __m512i, sum4x16, )
 
 /* ---------------------------------------------------------------- many tokens: interleaved tiles ------ */
 
@@ -1069,12 +943,12 @@ static void z_fill(void) {
     t.gemvr[LB_TYPE_Q5_1] = gemvr_q5_1_z;
     t.gemvr[LB_TYPE_IQ4_NL] = gemvr_iq4_nl_z;
     t.gemvr[LB_TYPE_Q8_0] = gemvr_q8_0_z;
-    t.gemvr[LB_TYPE_Q4_K] = gemvr_q4_K_z;
-    t.gemvr[LB_TYPE_Q5_K] = gemvr_q5_K_z;
-    t.gemvr[LB_TYPE_Q2_K] = gemvr_q2_K_z;
-    t.gemvr[LB_TYPE_Q3_K] = gemvr_q3_K_z;
-    t.gemvr[LB_TYPE_IQ4_XS] = gemvr_iq4_xs_z;
-    t.gemvr[LB_TYPE_Q6_K] = gemvr_q6_K_z;
+    t.gemvr[LB_TYPE_Q4_K] = gemvr_q4_K_z_avx512vnni;
+    t.gemvr[LB_TYPE_Q5_K] = gemvr_q5_K_z_avx512vnni;
+    t.gemvr[LB_TYPE_Q2_K] = gemvr_q2_K_z_avx512vnni;
+    t.gemvr[LB_TYPE_Q3_K] = gemvr_q3_K_z_avx512vnni;
+    t.gemvr[LB_TYPE_IQ4_XS] = gemvr_iq4_xs_z_avx512vnni;
+    t.gemvr[LB_TYPE_Q6_K] = gemvr_q6_K_z_avx512vnni;
     t.qdot = qdot_z;
     t.qgemm = qgemm_z;
     t.fgemm = fgemm_z;

@@ -409,16 +409,21 @@ TGT static inline void SFX(store_n)(float *out, int n, __m128 v) {
     _mm_maskstore_ps(out, _mm_cmpgt_epi32(_mm_set1_epi32(n), _mm_set_epi32(3, 2, 1, 0)), v);
 }
 
-#define ROWS4_T(T, rows, rb, R, r0, x)                                                                       \
+/* x[0..3]: rows r0.. of type T (rows past R repeat row r0) */
+#define ROWS4(T, rows, rb, R, r0, x)                                                                         \
     const T *x[4];                                                                                           \
     for (int i_ = 0; i_ < 4; i_++) x[i_] = (const T *)((rows) + (size_t)((r0) + i_ < (R) ? (r0) + i_ : (r0)) * (rb))
 
+/* lb_prefetch_block for each of the four rows */
+#define PREFETCH_BLOCK(x, b, rb)                                                                             \
+    for (int i_ = 0; i_ < 4; i_++) lb_prefetch_block(x[i_], b, sizeof x[0][0], rb, 4)
+
 TGT static void SFX(gemvr_q4_0)(const uint8_t *rows, size_t rb, int R, int64_t K, const lb_act *a, float *out) {
     for (int r0 = 0; r0 < R; r0 += 4) {
-        ROWS4_T(block_q4_0, rows, rb, R, r0, x);
+        ROWS4(block_q4_0, rows, rb, R, r0, x);
         __m128 acc = _mm_setzero_ps();
         for (int64_t b = 0; b < K / 32; b++) {
-            for (int i = 0; i < 4; i++) lb_prefetch_block(x[i], b, sizeof(block_q4_0), rb, 4);
+            PREFETCH_BLOCK(x, b, rb);
             const __m256i av = LD(a->q + 32 * b);
             __m256i U0 = _mm256_setzero_si256(), U1 = U0, U2 = U0, U3 = U0; /* codes + 8 (0..15) against a */
             DOT32(U0, SFX(nibbles)(x[0][b].qs), av);
@@ -435,10 +440,10 @@ TGT static void SFX(gemvr_q4_0)(const uint8_t *rows, size_t rb, int R, int64_t K
 
 TGT static void SFX(gemvr_q8_0)(const uint8_t *rows, size_t rb, int R, int64_t K, const lb_act *a, float *out) {
     for (int r0 = 0; r0 < R; r0 += 4) {
-        ROWS4_T(block_q8_0, rows, rb, R, r0, x);
+        ROWS4(block_q8_0, rows, rb, R, r0, x);
         __m128 acc = _mm_setzero_ps();
         for (int64_t b = 0; b < K / 32; b++) {
-            for (int i = 0; i < 4; i++) lb_prefetch_block(x[i], b, sizeof(block_q8_0), rb, 4);
+            PREFETCH_BLOCK(x, b, rb);
             const __m256i av = LD(a->q + 32 * b);
             const __m256i w0 = LD(x[0][b].qs), w1 = LD(x[1][b].qs), w2 = LD(x[2][b].qs), w3 = LD(x[3][b].qs);
             __m256i U0 = _mm256_setzero_si256(), U1 = U0, U2 = U0, U3 = U0; /* |w| against a with w's sign */
@@ -473,18 +478,50 @@ TGT static inline __m256i SFX(q3_scales16)(const uint8_t *s) {
     return _mm256_cvtepi8_epi16(_mm_sub_epi8(_mm_or_si128(lo, _mm_slli_epi16(hb, 4)), _mm_set1_epi8(32)));
 }
 
-/* q4_K / q5_K (qh not NULL: bit (e / 32) of qh[e % 32] adds 16): one row's block, the scaled code sums (8 lanes
- * to add) and the min products (*M, 8 lanes to add) */
+/* The 256-element types over four rows. A type's RBLOCK(block, activations, their 16-element sums, *M) gives one
+ * row's exact block sums S (8 lanes to add; a code offset already taken off) and, for the types with a min term,
+ * the min products *M (8 lanes to add); the row loop (GEMVR_256) reduces four rows at once and takes the float
+ * steps of cpu.h with one row per lane. x86_avx512.c uses the codes and scales helpers below for its own. */
+
+/* q4_K / q5_K codes of chunk c (elements 64c + l: lo, 64c + 32 + l: hi, l < 32); hv: q5_K's qh (has_h) */
+TGT static inline void SFX(k4_chunk)(const uint8_t *qs, __m256i hv, int has_h, int c, __m256i *lo, __m256i *hi) {
+    const __m256i m4 = _mm256_set1_epi8(0x0F), v = LD(qs + 32 * c);
+    *lo = _mm256_and_si256(v, m4), *hi = _mm256_and_si256(_mm256_srli_epi16(v, 4), m4);
+    if (has_h) *lo = _mm256_or_si256(*lo, SFX(bit_to_16)(hv, 2 * c)), *hi = _mm256_or_si256(*hi, SFX(bit_to_16)(hv, 2 * c + 1));
+}
+
+/* q2_K / q3_K codes of chunk c: 2 bits from byte 32 (c / 2) + l of qs at bit 2 (2 (c % 2) + j / 32); q3_K's bit
+ * 2c (2c + 1) of hm (has_h) adds 4 */
+TGT static inline void SFX(k2_chunk)(const uint8_t *qs, __m256i hm, int has_h, int c, __m256i *lo, __m256i *hi) {
+    const __m256i m3 = _mm256_set1_epi8(3), m4 = _mm256_set1_epi8(4), q = LD(qs + 32 * (c / 2));
+    *lo = _mm256_and_si256(_mm256_srli_epi16(q, 4 * (c % 2)), m3), *hi = _mm256_and_si256(_mm256_srli_epi16(q, 4 * (c % 2) + 2), m3);
+    if (has_h) {
+        *lo = _mm256_or_si256(*lo, _mm256_and_si256(2 * c >= 2 ? _mm256_srli_epi16(hm, 2 * c - 2) : _mm256_slli_epi16(hm, 2), m4));
+        *hi = _mm256_or_si256(*hi, _mm256_and_si256(2 * c + 1 >= 2 ? _mm256_srli_epi16(hm, 2 * c - 1) : _mm256_slli_epi16(hm, 1), m4));
+    }
+}
+
+/* iq4_xs's eight sub-block scales (6 bits less 32), each twice in a 32-bit lane: int16 scales of the 16 groups */
+TGT static inline __m256i SFX(iq4_xs_scales16)(const block_iq4_xs *x) {
+    uint32_t l;
+    memcpy(&l, x->scales_l, 4);
+    const __m128i sl = _mm_cvtsi32_si128((int)l), m = _mm_set1_epi8(0x0F);
+    const __m256i lo4 = _mm256_cvtepu8_epi32(_mm_unpacklo_epi8(_mm_and_si128(sl, m), _mm_and_si128(_mm_srli_epi16(sl, 4), m)));
+    const __m256i hi2 = _mm256_and_si256(_mm256_srlv_epi32(_mm256_set1_epi32(x->scales_h), _mm256_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14)),
+                                         _mm256_set1_epi32(3));
+    const __m256i ls = _mm256_sub_epi32(_mm256_or_si256(lo4, _mm256_slli_epi32(hi2, 4)), _mm256_set1_epi32(32));
+    return _mm256_or_si256(_mm256_and_si256(ls, _mm256_set1_epi32(0xFFFF)), _mm256_slli_epi32(ls, 16));
+}
+
+/* q4_K / q5_K (qh not NULL) */
 TGT static inline __m256i SFX(k4_rblock)(const uint8_t *scales, const uint8_t *qs, const uint8_t *qh, const int8_t *ab, const int16_t *bs,
                                          __m256i *M) {
-    const __m256i m4 = _mm256_set1_epi8(0x0F);
     __m256i sc16, mn16, iacc = _mm256_setzero_si256();
     SFX(k4_scales_v)(scales, &sc16, &mn16);
     const __m256i hv = qh ? LD(qh) : _mm256_setzero_si256();
     for (int c = 0; c < 4; c++) {
-        __m256i v = LD(qs + 32 * c);
-        __m256i lo = _mm256_and_si256(v, m4), hi = _mm256_and_si256(_mm256_srli_epi16(v, 4), m4);
-        if (qh) lo = _mm256_or_si256(lo, SFX(bit_to_16)(hv, 2 * c)), hi = _mm256_or_si256(hi, SFX(bit_to_16)(hv, 2 * c + 1));
+        __m256i lo, hi;
+        SFX(k4_chunk)(qs, hv, qh != NULL, c, &lo, &hi);
         K_CHUNK(iacc, lo, ab + 64 * c, K_SCV(sc16, 2 * c), 1);
         K_CHUNK(iacc, hi, ab + 64 * c + 32, K_SCV(sc16, 2 * c + 1), 1);
     }
@@ -498,32 +535,32 @@ TGT static inline __m256i SFX(q5_K_rblock)(const block_q5_K *x, const int8_t *ab
     return SFX(k4_rblock)(x->scales, x->qs, x->qh, ab, bs, M);
 }
 
-#define GEMVR_K4(NAME, BT, RBLOCK)                                                                           \
-    TGT static void SFX(NAME)(const uint8_t *rows, size_t rb, int R, int64_t K, const lb_act *a, float *out) {  \
-    for (int r0 = 0; r0 < R; r0 += 4) {                                                                     \
-        ROWS4_T(BT, rows, rb, R, r0, x);                                                                    \
-        __m128 acc = _mm_setzero_ps();                                                                      \
-        for (int64_t b = 0; b < K / QK_K; b++) {                                                            \
-            for (int i = 0; i < 4; i++) lb_prefetch_block(x[i], b, sizeof(BT), rb, 4);                      \
-            const int8_t *ab = a->q + QK_K * b;                                                             \
-            const int16_t *bs = a->bsum + 16 * b;                                                           \
-            __m256i M0, M1, M2, M3;                                                                         \
-            const __m256i S0 = SFX(RBLOCK)(&x[0][b], ab, bs, &M0), S1 = SFX(RBLOCK)(&x[1][b], ab, bs, &M1); \
-            const __m256i S2 = SFX(RBLOCK)(&x[2][b], ab, bs, &M2), S3 = SFX(RBLOCK)(&x[3][b], ab, bs, &M3); \
-            const __m128 da = _mm_set1_ps(a->d[b]);                                                         \
-            const __m128 d = SFX(h2f_4)(x[0][b].d, x[1][b].d, x[2][b].d, x[3][b].d);                        \
-            const __m128 dm = _mm_xor_ps(SFX(h2f_4)(x[0][b].dmin, x[1][b].dmin, x[2][b].dmin, x[3][b].dmin), _mm_set1_ps(-0.0f)); \
-            acc = _mm_fmadd_ps(_mm_mul_ps(d, da), _mm_cvtepi32_ps(SFX(sum4_8)(S0, S1, S2, S3)), acc);       \
-            acc = _mm_fmadd_ps(_mm_mul_ps(dm, da), _mm_cvtepi32_ps(SFX(sum4_8)(M0, M1, M2, M3)), acc);      \
-        }                                                                                                   \
-        SFX(store_n)(out + r0, R - r0 < 4 ? R - r0 : 4, acc);                                               \
-    }                                                                                                       \
+/* q2_K / q3_K (hmask not NULL: the codes + 4): the code sums times the 16 groups' scales sc16 */
+TGT static inline __m256i SFX(k2_rblock)(const uint8_t *qs, const uint8_t *hmask, __m256i sc16, const int8_t *ab) {
+    const __m256i hm = hmask ? LD(hmask) : _mm256_setzero_si256();
+    __m256i iacc = _mm256_setzero_si256();
+    for (int c = 0; c < 4; c++) {
+        __m256i lo, hi;
+        SFX(k2_chunk)(qs, hm, hmask != NULL, c, &lo, &hi);
+        K_CHUNK(iacc, lo, ab + 64 * c, K_SCV(sc16, 2 * c), 1);
+        K_CHUNK(iacc, hi, ab + 64 * c + 32, K_SCV(sc16, 2 * c + 1), 1);
+    }
+    return iacc;
 }
-GEMVR_K4(gemvr_q4_K, block_q4_K, q4_K_rblock)
-GEMVR_K4(gemvr_q5_K, block_q5_K, q5_K_rblock)
+TGT static inline __m256i SFX(q2_K_rblock)(const block_q2_K *x, const int8_t *ab, const int16_t *bs, __m256i *M) {
+    const __m256i sc = _mm256_cvtepu8_epi16(_mm_loadu_si128((const __m128i *)x->scales));
+    *M = _mm256_madd_epi16(_mm256_srli_epi16(sc, 4), LD(bs));
+    return SFX(k2_rblock)(x->qs, NULL, _mm256_and_si256(sc, _mm256_set1_epi16(0x0F)), ab);
+}
+TGT static inline __m256i SFX(q3_K_rblock)(const block_q3_K *x, const int8_t *ab, const int16_t *bs, __m256i *M) {
+    (void)M;
+    const __m256i sc = SFX(q3_scales16)(x->scales); /* the codes + 4: less 4 * sum sc * bsum */
+    return _mm256_sub_epi32(SFX(k2_rblock)(x->qs, x->hmask, sc, ab), _mm256_slli_epi32(_mm256_madd_epi16(sc, LD(bs)), 2));
+}
 
-/* q6_K: one row's block, the scaled code sums (8 lanes to add) */
-TGT static inline __m256i SFX(q6_K_rblock)(const block_q6_K *x, const int8_t *ab) {
+/* q6_K: the codes - 32 (signed) */
+TGT static inline __m256i SFX(q6_K_rblock)(const block_q6_K *x, const int8_t *ab, const int16_t *bs, __m256i *M) {
+    (void)bs, (void)M;
     const __m256i m4 = _mm256_set1_epi8(0x0F), m2 = _mm256_set1_epi8(0x30), off = _mm256_set1_epi8(32);
     __m256i sc16 = _mm256_cvtepi8_epi16(_mm_loadu_si128((const __m128i *)x->scales)), iacc = _mm256_setzero_si256();
     for (int h = 0; h < 2; h++) {
@@ -540,110 +577,47 @@ TGT static inline __m256i SFX(q6_K_rblock)(const block_q6_K *x, const int8_t *ab
     return iacc;
 }
 
-/* four rows of a type without a min term from its one-row block sums RBLOCK(block, activations) (8 lanes to add) */
-#define GEMVR_D(NAME, BT, RBLOCK)                                                                            \
-    TGT static void SFX(NAME)(const uint8_t *rows, size_t rb, int R, int64_t K, const lb_act *a, float *out) {  \
-        for (int r0 = 0; r0 < R; r0 += 4) {                                                                 \
-            ROWS4_T(BT, rows, rb, R, r0, x);                                                                \
-            __m128 acc = _mm_setzero_ps();                                                                  \
-            for (int64_t b = 0; b < K / QK_K; b++) {                                                        \
-                for (int i = 0; i < 4; i++) lb_prefetch_block(x[i], b, sizeof(BT), rb, 4);                  \
-                const int8_t *ab = a->q + QK_K * b;                                                         \
-                const __m256i S0 = SFX(RBLOCK)(&x[0][b], ab), S1 = SFX(RBLOCK)(&x[1][b], ab);               \
-                const __m256i S2 = SFX(RBLOCK)(&x[2][b], ab), S3 = SFX(RBLOCK)(&x[3][b], ab);               \
-                const __m128 d = SFX(h2f_4)(x[0][b].d, x[1][b].d, x[2][b].d, x[3][b].d);                    \
-                acc = _mm_fmadd_ps(_mm_mul_ps(d, _mm_set1_ps(a->d[b])), _mm_cvtepi32_ps(SFX(sum4_8)(S0, S1, S2, S3)), acc); \
-            }                                                                                               \
-            SFX(store_n)(out + r0, R - r0 < 4 ? R - r0 : 4, acc);                                           \
-        }                                                                                                   \
-    }
-GEMVR_D(gemvr_q6_K, block_q6_K, q6_K_rblock)
-
-
-/* q2_K / q3_K over four rows: the 2-bit codes (q3_K: + 4 by hmask) times the 16 scales, one row's block (8 lanes to
- * add); x86_avx512.c's k2_block in 256-bit halves */
-TGT static inline __m256i SFX(k2_rblock)(const uint8_t *qs, const uint8_t *hmask, __m256i sc16, const int8_t *ab) {
-    const __m256i m3 = _mm256_set1_epi8(3), m4 = _mm256_set1_epi8(4);
-    const __m256i hm = hmask ? LD(hmask) : _mm256_setzero_si256();
-    __m256i iacc = _mm256_setzero_si256();
-    for (int c = 0; c < 4; c++) {
-        const __m256i q = LD(qs + 32 * (c / 2));
-        __m256i lo = _mm256_and_si256(_mm256_srli_epi16(q, 4 * (c % 2)), m3), hi = _mm256_and_si256(_mm256_srli_epi16(q, 4 * (c % 2) + 2), m3);
-        if (hmask) { /* bit 2c (2c + 1) of each byte to bit 2 */
-            lo = _mm256_or_si256(lo, _mm256_and_si256(2 * c >= 2 ? _mm256_srli_epi16(hm, 2 * c - 2) : _mm256_slli_epi16(hm, 2), m4));
-            hi = _mm256_or_si256(hi, _mm256_and_si256(2 * c + 1 >= 2 ? _mm256_srli_epi16(hm, 2 * c - 1) : _mm256_slli_epi16(hm, 1), m4));
-        }
-        K_CHUNK(iacc, lo, ab + 64 * c, K_SCV(sc16, 2 * c), 1);
-        K_CHUNK(iacc, hi, ab + 64 * c + 32, K_SCV(sc16, 2 * c + 1), 1);
-    }
-    return iacc;
-}
-
-TGT static void SFX(gemvr_q2_K)(const uint8_t *rows, size_t rb, int R, int64_t K, const lb_act *a, float *out) {
-    for (int r0 = 0; r0 < R; r0 += 4) {
-        ROWS4_T(block_q2_K, rows, rb, R, r0, x);
-        __m128 acc = _mm_setzero_ps();
-        for (int64_t b = 0; b < K / QK_K; b++) {
-            for (int i = 0; i < 4; i++) lb_prefetch_block(x[i], b, sizeof(block_q2_K), rb, 4);
-            const int8_t *ab = a->q + QK_K * b;
-            const __m256i bsv = LD(a->bsum + 16 * b), m = _mm256_set1_epi16(0x0F);
-            __m256i S[4], M[4];
-            for (int i = 0; i < 4; i++) {
-                const __m256i sc = _mm256_cvtepu8_epi16(_mm_loadu_si128((const __m128i *)x[i][b].scales));
-                S[i] = SFX(k2_rblock)(x[i][b].qs, NULL, _mm256_and_si256(sc, m), ab);
-                M[i] = _mm256_madd_epi16(_mm256_srli_epi16(sc, 4), bsv);
-            }
-            const __m128 da = _mm_set1_ps(a->d[b]);
-            const __m128 d = SFX(h2f_4)(x[0][b].d, x[1][b].d, x[2][b].d, x[3][b].d);
-            const __m128 dm = _mm_xor_ps(SFX(h2f_4)(x[0][b].dmin, x[1][b].dmin, x[2][b].dmin, x[3][b].dmin), _mm_set1_ps(-0.0f));
-            acc = _mm_fmadd_ps(_mm_mul_ps(d, da), _mm_cvtepi32_ps(SFX(sum4_8)(S[0], S[1], S[2], S[3])), acc);
-            acc = _mm_fmadd_ps(_mm_mul_ps(dm, da), _mm_cvtepi32_ps(SFX(sum4_8)(M[0], M[1], M[2], M[3])), acc);
-        }
-        SFX(store_n)(out + r0, R - r0 < 4 ? R - r0 : 4, acc);
-    }
-}
-
-TGT static void SFX(gemvr_q3_K)(const uint8_t *rows, size_t rb, int R, int64_t K, const lb_act *a, float *out) {
-    for (int r0 = 0; r0 < R; r0 += 4) {
-        ROWS4_T(block_q3_K, rows, rb, R, r0, x);
-        __m128 acc = _mm_setzero_ps();
-        for (int64_t b = 0; b < K / QK_K; b++) {
-            for (int i = 0; i < 4; i++) lb_prefetch_block(x[i], b, sizeof(block_q3_K), rb, 4);
-            const int8_t *ab = a->q + QK_K * b;
-            const __m256i bsv = LD(a->bsum + 16 * b);
-            __m256i U[4], C[4];
-            for (int i = 0; i < 4; i++) {
-                const __m256i sc = SFX(q3_scales16)(x[i][b].scales);
-                U[i] = SFX(k2_rblock)(x[i][b].qs, x[i][b].hmask, sc, ab);
-                C[i] = _mm256_madd_epi16(sc, bsv);
-            }
-            /* the codes + 4: less 4 * sum sc * bsum */
-            const __m128i S = _mm_sub_epi32(SFX(sum4_8)(U[0], U[1], U[2], U[3]), _mm_slli_epi32(SFX(sum4_8)(C[0], C[1], C[2], C[3]), 2));
-            const __m128 d = SFX(h2f_4)(x[0][b].d, x[1][b].d, x[2][b].d, x[3][b].d);
-            acc = _mm_fmadd_ps(_mm_mul_ps(d, _mm_set1_ps(a->d[b])), _mm_cvtepi32_ps(S), acc);
-        }
-        SFX(store_n)(out + r0, R - r0 < 4 ? R - r0 : 4, acc);
-    }
-}
-
-/* iq4_xs over four rows: the table's values by |v| against the activations with v's sign, times the eight
- * sub-blocks' scales (each 32-bit lane of sc16 holds one scale twice, as K_SCV reads pairs) */
-TGT static inline __m256i SFX(iq4_xs_rblock)(const block_iq4_xs *x, const int8_t *ab) {
-    uint32_t l;
-    memcpy(&l, x->scales_l, 4);
-    const __m128i sl = _mm_cvtsi32_si128((int)l), m = _mm_set1_epi8(0x0F);
-    const __m256i lo4 = _mm256_cvtepu8_epi32(_mm_unpacklo_epi8(_mm_and_si128(sl, m), _mm_and_si128(_mm_srli_epi16(sl, 4), m)));
-    const __m256i hi2 = _mm256_and_si256(_mm256_srlv_epi32(_mm256_set1_epi32(x->scales_h), _mm256_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14)),
-                                         _mm256_set1_epi32(3));
-    const __m256i ls = _mm256_sub_epi32(_mm256_or_si256(lo4, _mm256_slli_epi32(hi2, 4)), _mm256_set1_epi32(32));
-    const __m256i sc16 = _mm256_or_si256(_mm256_and_si256(ls, _mm256_set1_epi32(0xFFFF)), _mm256_slli_epi32(ls, 16));
-    const __m256i tbl = _mm256_broadcastsi128_si256(_mm_loadu_si128((const __m128i *)kvalues_iq4nl));
+/* iq4_xs: the table's values by |v| against the activations with v's sign */
+TGT static inline __m256i SFX(iq4_xs_rblock)(const block_iq4_xs *x, const int8_t *ab, const int16_t *bs, __m256i *M) {
+    (void)bs, (void)M;
+    const __m256i sc16 = SFX(iq4_xs_scales16)(x), tbl = _mm256_broadcastsi128_si256(_mm_loadu_si128((const __m128i *)kvalues_iq4nl));
     __m256i iacc = _mm256_setzero_si256();
     for (int ib = 0; ib < 8; ib++) K_CHUNK(iacc, _mm256_shuffle_epi8(tbl, SFX(nibbles)(x->qs + 16 * ib)), ab + 32 * ib, K_SCV(sc16, ib), 0);
     return iacc;
 }
 
-GEMVR_D(gemvr_iq4_xs, block_iq4_xs, iq4_xs_rblock)
+/* the min's float step of the types with one (dmin negated, as the unpacked rows' dm) */
+#define GEMVR_MIN_STEP                                                                                      \
+    acc = _mm_fmadd_ps(_mm_mul_ps(_mm_xor_ps(SFX(h2f_4)(x[0][b].dmin, x[1][b].dmin, x[2][b].dmin, x[3][b].dmin), _mm_set1_ps(-0.0f)), da), \
+                       _mm_cvtepi32_ps(SFX(sum4_8)(M0, M1, M2, M3)), acc);
+/* four rows of block type BT: block sums of vector type VT from RBLOCK, reduced by SUM4, then MIN_STEP
+ * (GEMVR_MIN_STEP or nothing); x86_avx512.c makes its 512-bit ones with it too */
+#define GEMVR_256(NAME, BT, RBLOCK, VT, SUM4, MIN_STEP)                                                      \
+    TGT static void SFX(NAME)(const uint8_t *rows, size_t rb, int R, int64_t K, const lb_act *a, float *out) {  \
+        for (int r0 = 0; r0 < R; r0 += 4) {                                                                 \
+            ROWS4(BT, rows, rb, R, r0, x);                                                                  \
+            __m128 acc = _mm_setzero_ps();                                                                  \
+            for (int64_t b = 0; b < K / QK_K; b++) {                                                        \
+                PREFETCH_BLOCK(x, b, rb);                                                                   \
+                const int8_t *ab = a->q + QK_K * b;                                                         \
+                const int16_t *bs = a->bsum + 16 * b;                                                       \
+                __m256i M0, M1, M2, M3; /* named values: GCC keeps arrays of vectors on the stack here */  \
+                const VT S0 = RBLOCK(&x[0][b], ab, bs, &M0), S1 = RBLOCK(&x[1][b], ab, bs, &M1);            \
+                const VT S2 = RBLOCK(&x[2][b], ab, bs, &M2), S3 = RBLOCK(&x[3][b], ab, bs, &M3);            \
+                const __m128 da = _mm_set1_ps(a->d[b]);                                                     \
+                const __m128 d = SFX(h2f_4)(x[0][b].d, x[1][b].d, x[2][b].d, x[3][b].d);                    \
+                acc = _mm_fmadd_ps(_mm_mul_ps(d, da), _mm_cvtepi32_ps(SUM4(S0, S1, S2, S3)), acc);          \
+                MIN_STEP                                                                                    \
+            }                                                                                               \
+            SFX(store_n)(out + r0, R - r0 < 4 ? R - r0 : 4, acc);                                           \
+        }                                                                                                   \
+    }
+GEMVR_256(gemvr_q2_K, block_q2_K, SFX(q2_K_rblock), __m256i, SFX(sum4_8), GEMVR_MIN_STEP)
+GEMVR_256(gemvr_q3_K, block_q3_K, SFX(q3_K_rblock), __m256i, SFX(sum4_8), )
+GEMVR_256(gemvr_q4_K, block_q4_K, SFX(q4_K_rblock), __m256i, SFX(sum4_8), GEMVR_MIN_STEP)
+GEMVR_256(gemvr_q5_K, block_q5_K, SFX(q5_K_rblock), __m256i, SFX(sum4_8), GEMVR_MIN_STEP)
+GEMVR_256(gemvr_q6_K, block_q6_K, SFX(q6_K_rblock), __m256i, SFX(sum4_8), )
+GEMVR_256(gemvr_iq4_xs, block_iq4_xs, SFX(iq4_xs_rblock), __m256i, SFX(sum4_8), )
 
 /* q4_1, q5_0, q5_1 and iq4_nl over four rows, one block at a time: the codes unsigned against the activations
  * (q5_0 less 16 * its activation sum), iq4_nl's table values by |v| against the activations with v's sign, and
