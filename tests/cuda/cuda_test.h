@@ -17,9 +17,10 @@
 
 static const lb_device cuda0 = {LB_DEVICE_CUDA, 0};
 
-/* models/tiny to q4_k_m at path by method on dev, 4,096 calibration tokens of calib; on a GPU the report
- * must show its peak and no matrix fallen back to the CPU */
-static inline void quantize_tiny(const char *method, lb_device dev, const int32_t *calib, int64_t n_calib, const char *path) {
+/* models/tiny to q4_k_m at path by method on dev (n_devices: lb_quantize_params' device set, 0 for dev alone),
+ * 4,096 calibration tokens of calib; on a GPU the report must show its peak and no matrix fallen back to the CPU */
+static inline void quantize_tiny_set(const char *method, lb_device dev, int n_devices, const int32_t *calib, int64_t n_calib,
+                                     const char *path) {
     lb_quantize_params qp = lb_quantize_default_params();
     qp.ftype = "q4_k_m";
     qp.n_threads = 0; /* all CPUs: the result is the same for any count */
@@ -28,13 +29,17 @@ static inline void quantize_tiny(const char *method, lb_device dev, const int32_
     qp.n_calib_tokens = n_calib;
     qp.calib_n_tokens = 4096;
     qp.device = dev;
+    qp.n_devices = n_devices;
     lb_quantize_report r;
     lb_error e;
-    REQUIRE(lb_quantize_model("models/tiny", path, &qp, &r, &e) == LB_OK, "%s on %s: %s", method,
-            dev.kind ? "cuda" : "cpu", e.msg);
+    REQUIRE(lb_quantize_model("models/tiny", path, &qp, &r, &e) == LB_OK, "%s on %s (%d devices): %s", method,
+            dev.kind ? "cuda" : "cpu", n_devices, e.msg);
     CHECK((r.gpu_peak_bytes > 0) == (dev.kind == LB_DEVICE_CUDA), "%s: gpu_peak_bytes %zu", method, r.gpu_peak_bytes);
     CHECK(r.gpu_fallbacks == 0, "%s: %lld fallbacks (%s)", method, (long long)r.gpu_fallbacks, r.gpu_fallback_reason);
     lb_quantize_report_free(&r);
+}
+static inline void quantize_tiny(const char *method, lb_device dev, const int32_t *calib, int64_t n_calib, const char *path) {
+    quantize_tiny_set(method, dev, 0, calib, n_calib, path);
 }
 
 /* where two byte arrays first differ, as "byte O (block B, row R)" for blocks of bb bytes in rows of rb bytes
@@ -87,6 +92,30 @@ static inline int32_t *tokenize(const lb_tokenizer *tok, const char *path, int64
     REQUIRE(lb_tokenizer_encode(tok, text, len, &ids, n, &e) == LB_OK, "%s", e.msg);
     lb_free(text);
     return ids;
+}
+
+/* models/tiny, its tokenizer, and the calibration and validation texts as its tokens */
+typedef struct tiny_fixture {
+    lb_model *m;
+    lb_tokenizer *tok;
+    int32_t *calib, *valid;
+    int64_t n_calib, n_valid;
+} tiny_fixture;
+
+static inline tiny_fixture tiny_load(void) {
+    tiny_fixture f;
+    lb_error e;
+    REQUIRE(lb_model_load("models/tiny", &f.m, &e) == LB_OK, "%s", e.msg);
+    REQUIRE(lb_tokenizer_load("models/tiny", &f.tok, &e) == LB_OK, "%s", e.msg);
+    f.calib = tokenize(f.tok, "tests/golden/data/wikitext-2-test.txt", &f.n_calib);
+    f.valid = tokenize(f.tok, "tests/golden/data/valid.txt", &f.n_valid);
+    return f;
+}
+
+static inline void tiny_free(tiny_fixture *f) {
+    lb_free(f->calib), lb_free(f->valid);
+    lb_tokenizer_free(f->tok);
+    lb_model_free(f->m);
 }
 
 /* the GPTQ objective tr(E H E^T) / 2 of E = W0 - Q, rows x d, H (d, d) */

@@ -243,20 +243,10 @@ static void check_cli(void) {
 }
 
 int main(void) {
-    lb_error e;
-    lb_model *tiny = NULL;
-    lb_tokenizer *tok = NULL;
-    REQUIRE(lb_model_load("models/tiny", &tiny, &e) == LB_OK, "%s", e.msg);
-    REQUIRE(lb_tokenizer_load("models/tiny", &tok, &e) == LB_OK, "%s", e.msg);
-    int64_t n_calib, n_valid;
-    int32_t *calib = tokenize(tok, "tests/golden/data/wikitext-2-test.txt", &n_calib);
-    int32_t *valid = tokenize(tok, "tests/golden/data/valid.txt", &n_valid);
-    check_statistics(tiny, calib, n_calib);
-    check_quantizer(tiny, calib, n_calib, valid, n_valid);
+    tiny_fixture f = tiny_load();
+    check_statistics(f.m, f.calib, f.n_calib);
+    check_quantizer(f.m, f.calib, f.n_calib, f.valid, f.n_valid);
     check_cli();
-    lb_free(calib);
-    lb_free(valid);
-    lb_tokenizer_free(tok);
-    lb_model_free(tiny);
+    tiny_free(&f);
     TEST_DONE();
 }

@@ -517,18 +517,8 @@ int main(void) {
     check_gptq(g, pool);
     lb_gptq_ops_cuda_free(g);
     lb_pool_free(pool);
-    lb_error e;
-    lb_model *tiny = NULL;
-    lb_tokenizer *tok = NULL;
-    REQUIRE(lb_model_load("models/tiny", &tiny, &e) == LB_OK, "%s", e.msg);
-    REQUIRE(lb_tokenizer_load("models/tiny", &tok, &e) == LB_OK, "%s", e.msg);
-    int64_t n_calib, n_valid;
-    int32_t *calib = tokenize(tok, "tests/golden/data/wikitext-2-test.txt", &n_calib);
-    int32_t *valid = tokenize(tok, "tests/golden/data/valid.txt", &n_valid);
-    check_quantizer(tiny, calib, n_calib, valid, n_valid);
-    lb_free(calib);
-    lb_free(valid);
-    lb_tokenizer_free(tok);
-    lb_model_free(tiny);
+    tiny_fixture f = tiny_load();
+    check_quantizer(f.m, f.calib, f.n_calib, f.valid, f.n_valid);
+    tiny_free(&f);
     TEST_DONE();
 }

@@ -57,47 +57,23 @@ static void check_allreduce(const int *dev, int n, size_t len) {
     lb_cuda_comm_free(c);
 }
 
-/* tiny to q4_k_m by method with 4,096 calibration tokens on one GPU (n_devices 0) or the set of all */
-static void quantize_set(const char *method, int n_devices, const int32_t *calib, int64_t n_calib, const char *path) {
-    lb_quantize_params qp = lb_quantize_default_params();
-    qp.ftype = "q4_k_m";
-    qp.method = (lb_method)lb_method_from_name(method);
-    qp.calib_tokens = calib;
-    qp.n_calib_tokens = n_calib;
-    qp.calib_n_tokens = 4096;
-    qp.device = cuda0;
-    qp.n_devices = n_devices;
-    lb_quantize_report r;
-    lb_error e;
-    REQUIRE(lb_quantize_model("models/tiny", path, &qp, &r, &e) == LB_OK, "%s over %d devices: %s", method, n_devices, e.msg);
-    CHECK(r.gpu_fallbacks == 0, "%s: %lld fallbacks (%s)", method, (long long)r.gpu_fallbacks, r.gpu_fallback_reason);
-    lb_quantize_report_free(&r);
-}
-
 static void check_calibration(int nd) {
-    lb_error e;
-    lb_model *tiny = NULL;
-    lb_tokenizer *tok = NULL;
-    REQUIRE(lb_model_load("models/tiny", &tiny, &e) == LB_OK, "%s", e.msg);
-    REQUIRE(lb_tokenizer_load("models/tiny", &tok, &e) == LB_OK, "%s", e.msg);
-    int64_t n_calib, n_valid;
-    int32_t *calib = tokenize(tok, "tests/golden/data/wikitext-2-test.txt", &n_calib);
-    int32_t *valid = tokenize(tok, "tests/golden/data/valid.txt", &n_valid);
+    tiny_fixture f = tiny_load();
     const char *methods[] = {"imatrix", "gptq"};
     for (int i = 0; i < 2; i++) {
         char a[128], b[128], c[128];
         snprintf(a, sizeof a, "/tmp/lowbit-multi-%d-%s-one.gguf", (int)getpid(), methods[i]);
         snprintf(b, sizeof b, "/tmp/lowbit-multi-%d-%s-set.gguf", (int)getpid(), methods[i]);
         snprintf(c, sizeof c, "/tmp/lowbit-multi-%d-%s-set2.gguf", (int)getpid(), methods[i]);
-        quantize_set(methods[i], 0, calib, n_calib, a);
-        quantize_set(methods[i], -1, calib, n_calib, b);
-        quantize_set(methods[i], -1, calib, n_calib, c);
+        quantize_tiny_set(methods[i], cuda0, 0, f.calib, f.n_calib, a);
+        quantize_tiny_set(methods[i], cuda0, -1, f.calib, f.n_calib, b);
+        quantize_tiny_set(methods[i], cuda0, -1, f.calib, f.n_calib, c);
         CHECK(same_file(b, c), "%s over the set: two runs differ", methods[i]);
         if (i == 1) { /* a stage's matrices solved side by side by two GPTQ tables on the first device: the same file */
             char d[128];
             snprintf(d, sizeof d, "/tmp/lowbit-multi-%d-%s-solvers.gguf", (int)getpid(), methods[i]);
             setenv("LB_CALIB_SOLVERS", "2", 1);
-            quantize_set(methods[i], 0, calib, n_calib, d);
+            quantize_tiny_set(methods[i], cuda0, 0, f.calib, f.n_calib, d);
             unsetenv("LB_CALIB_SOLVERS");
             CHECK(same_file(a, d), "%s: two solvers on one GPU give another file than one", methods[i]);
             printf("%s: two solvers side by side on cuda:0 = one, byte for byte\n", methods[i]);
@@ -107,15 +83,13 @@ static void check_calibration(int nd) {
             CHECK(same_file(a, b), "%s: the one-rank set gives another file than one device", methods[i]);
             printf("%s: one rank of the set = one device, byte for byte\n", methods[i]);
         } else {
-            const double k1 = kld(a, tiny, valid, n_valid), ks = kld(b, tiny, valid, n_valid);
+            const double k1 = kld(a, f.m, f.valid, f.n_valid), ks = kld(b, f.m, f.valid, f.n_valid);
             printf("%s: KL(base||q) one GPU %.6f, %d GPUs %.6f (%+.2f %%)\n", methods[i], k1, nd, ks, 100 * (ks / k1 - 1));
             CHECK(fabs(ks / k1 - 1) < 0.005, "%s: KL over %d GPUs %.6g against one GPU %.6g", methods[i], nd, ks, k1);
         }
         remove(a), remove(b), remove(c);
     }
-    lb_free(calib), lb_free(valid);
-    lb_tokenizer_free(tok);
-    lb_model_free(tiny);
+    tiny_free(&f);
 }
 
 /* what a context computes: all logits of a prompt, the last logits of decode steps, and its scores against a
