@@ -38,6 +38,7 @@
 #include "quant/quant.h"
 #include "test.h"
 #include "cuda_test.h"
+#include "test_rand.h"
 
 #include <math.h>
 #include <stdlib.h>
@@ -45,14 +46,6 @@
 
 #define EPS32 5.9604644775390625e-8 /* 2^-24 */
 
-static uint64_t rng = 0x2545F4914F6CDD1DULL;
-static double urand(void) {
-    rng ^= rng << 13;
-    rng ^= rng >> 7;
-    rng ^= rng << 17;
-    return (double)(rng >> 11) / 9007199254740992.0;
-}
-static double nrand(void) { return sqrt(-2.0 * log(urand() + 1e-300)) * cos(6.283185307179586 * urand()); }
 
 static double rel_fro(const double *a, const double *b, int64_t n) {
     double num = 0, den = 0;
@@ -336,17 +329,8 @@ static void check_encode(lb_gptq_ops *g) {
     const lb_type types[] = {LB_TYPE_Q2_K, LB_TYPE_Q3_K, LB_TYPE_Q4_K, LB_TYPE_Q5_K, LB_TYPE_Q6_K};
     const int64_t rows = 45, ld = 1280, c0 = 256, c1 = 1280; /* blocks 1..4 of each row, and then all of them */
     float *x = malloc(sizeof *x * (size_t)(rows * ld)), *imp = malloc(sizeof *imp * (size_t)ld);
-    for (int64_t r = 0; r < rows; r++)
-        for (int64_t j = 0; j < ld; j++) {
-            double v = 0.02 * nrand();
-            if (r % 9 == 1 && j < 512) v = 0;                         /* all-zero blocks */
-            if (r % 9 == 2) v *= 1e-6;                               /* tiny values */
-            if (r % 9 == 3) v *= 1e4;                                /* large ones */
-            if (r % 9 == 4 && j % 97 == 5) v *= 40;                  /* outliers */
-            if (r % 9 == 5 && j % 2) v = fabs(v);                    /* skewed */
-            x[r * ld + j] = (float)v;
-        }
-    for (int64_t j = 0; j < ld; j++) imp[j] = (float)(urand() * urand() * 3 + (j % 7 == 0 ? 0 : 1e-3));
+    hard_rows(x, rows, ld, 0);
+    hard_importance(imp, ld);
     for (int t = 0; t < 5; t++) {
         CHECK(g->encodes(g->user, types[t], LB_ENCODER_DEFAULT) && !g->encodes(g->user, types[t], LB_ENCODER_REF),
               "%s: encodes", lb_type_name(types[t]));
@@ -502,6 +486,7 @@ static void check_quantizer(const lb_model *base, const int32_t *calib, int64_t 
 }
 
 int main(void) {
+    test_rng = 0x2545F4914F6CDD1DULL; /* this test's stream */
     setenv("LB_GPU_ENCODE", "1", 1); /* the GPU's block encoders and whole passes (opt-in until verified here) */
     setenv("LB_GPU_SWEEP", "1", 1);
     lb_gptq_ops *g = gpu_ops();

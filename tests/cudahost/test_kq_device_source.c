@@ -24,18 +24,8 @@ int main(void) {
     const int64_t rows = 36, cols = 1024;
     float *x = malloc(sizeof *x * (size_t)(rows * cols)), *imp = malloc(sizeof *imp * (size_t)cols);
     REQUIRE(x && imp, "out of memory");
-    for (int64_t r = 0; r < rows; r++)
-        for (int64_t j = 0; j < cols; j++) {
-            double v = 0.02 * nrand();
-            if (r % 9 == 1 && j < 512) v = 0;       /* all-zero blocks */
-            if (r % 9 == 2) v *= 1e-6;              /* tiny values */
-            if (r % 9 == 3) v *= 1e4;               /* large ones */
-            if (r % 9 == 4 && j % 97 == 5) v *= 40; /* outliers */
-            if (r % 9 == 5 && j % 2) v = fabs(v);   /* skewed */
-            if (r % 9 == 6) v = fabs(v);            /* one sign */
-            x[r * cols + j] = (float)v;
-        }
-    for (int64_t j = 0; j < cols; j++) imp[j] = (float)(urand() * urand() * 3 + (j % 7 == 0 ? 0 : 1e-3));
+    hard_rows(x, rows, cols, 1);
+    hard_importance(imp, cols);
     for (int t = 0; t < 5; t++) {
         const size_t rb = lb_type_row_size(types[t], cols), bytes = rb * (size_t)rows;
         uint8_t *qc = malloc(bytes), *qh = malloc(bytes);
