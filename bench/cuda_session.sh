@@ -2,6 +2,9 @@
 # cuda_session.sh - one device call that checks everything built without a GPU and times it, from the repository
 # root, with binaries built elsewhere (bench/out/bin/bin.tar.xz: lowbit cuda_gptq cuda_bench cuda_kernels
 # synth_checkpoint calib.txt tests/test_cuda_{gptq,calib,kernels,forward,multi}):
+#   cp ../shared/data/calib.txt build-cuda/ && tar cf - -C build-cuda lowbit cuda_gptq cuda_bench cuda_kernels synth_checkpoint \
+#     calib.txt tests/test_cuda_{gptq,calib,kernels,forward,multi} | xz -T2 -6 --lzma2=dict=128MiB >bench/out/bin/bin.tar.xz
+# (the large dictionary finds the device code the ten binaries share: 8 MB instead of 36)
 #   bench/cuda_session.sh BIN_TAR_XZ OUT_DIR [SECONDS]     (default 570)
 # In order, each step cut by what is left:
 #   1. test_cuda_gptq with the opt-in paths on (LB_GPU_ENCODE=1 LB_GPU_SWEEP=1: encoders, passes, descent,

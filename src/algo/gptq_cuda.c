@@ -8,6 +8,7 @@
 #include "../cuda/gptq.h"
 
 #include <stdlib.h>
+#include <string.h>
 
 typedef struct cuda_ops {
     lb_gptq_ops ops; /* first: the table handed out is the struct */
@@ -103,7 +104,15 @@ lb_status lb_gptq_ops_cuda_new(int device, lb_gptq_ops **out, lb_error *err) {
     /* whole passes, the coordinate descent and the reference target kept on the GPU: opt-in (LB_GPU_SWEEP=1;
      * the first two also need LB_GPU_ENCODE=1) until tests/cuda has run them on a GPU */
     const char *v = getenv("LB_GPU_SWEEP");
-    if (v && v[0] == '1') o->ops.pass = op_pass, o->ops.cd = op_cd, o->ops.ref_factor = op_ref_factor, o->ops.ref_apply = op_ref_apply;
+    if (v && v[0] == '1') {
+        /* LB_GPU_SWEEP_SKIP: letters of the parts left on the CPU (p: passes, c: descent, r: reference target), to
+         * tell which part moves a result */
+        const char *k = getenv("LB_GPU_SWEEP_SKIP");
+        if (!k) k = "";
+        if (!strchr(k, 'p')) o->ops.pass = op_pass;
+        if (!strchr(k, 'c')) o->ops.cd = op_cd;
+        if (!strchr(k, 'r')) o->ops.ref_factor = op_ref_factor, o->ops.ref_apply = op_ref_apply;
+    }
     *out = &o->ops;
     return LB_OK;
 }
