@@ -97,6 +97,32 @@ static void check_type(lb_type t, int64_t N, int64_t K, int64_t T) {
     free(deq), free(drow), free(rbuf), free(ibuf), free(abuf), free(wf), free(x), free(wq);
 }
 
+/* every implementation's many-token tile product (qgemm), whichever lb_matmul picks: the 16-row tiles of w
+ * (the last one partial) against T tokens, each output the bits of ref (lb_matmul_ref's (T, N)) */
+static void check_qgemm(const lb_weight *w, const float *x, int64_t T, const float *ref) {
+    const int64_t N = w->rows, K = w->cols, be = lb_type_traits_get(w->type)->block_elems;
+    const size_t astride = LB_ALIGN64(lb_act_bytes(K, be)), rb = lb_weight_row_bytes(w);
+    uint8_t *act = aligned_alloc(64, astride * (size_t)T);
+    void *tile = aligned_alloc(64, LB_ALIGN64(lb_qtile_bytes(K, be))), *tmp = aligned_alloc(64, LB_ALIGN64(lb_qrow_bytes(K, be)));
+    float *out = malloc((size_t)(T * N) * sizeof *out);
+    for (int64_t t = 0; t < T; t++) {
+        lb_act a = lb_act_at(act + (size_t)t * astride, K, be);
+        lb_act_quantize(x + t * K, K, be, &a);
+    }
+    for (int i = 1; i < n_impls; i++) {
+        if (!impls[i]->qgemm) continue;
+        memset(out, 0, (size_t)(T * N) * sizeof *out);
+        for (int64_t r0 = 0; r0 < N; r0 += LB_QTILE_ROWS) {
+            int R = N - r0 < LB_QTILE_ROWS ? (int)(N - r0) : LB_QTILE_ROWS;
+            lb_qtile q = lb_qtile_pack(w->type, impls[i]->unpack[w->type], (const uint8_t *)w->data + (size_t)r0 * rb, rb, R, K, tile, tmp);
+            impls[i]->qgemm(&q, R, act, astride, T, K, be, out + r0, N);
+        }
+        CHECK(same_bytes(out, ref, (size_t)(T * N) * 4), "%s %s qgemm N=%lld K=%lld T=%lld differs from the reference", impls[i]->name,
+              lb_type_name(w->type), (long long)N, (long long)K, (long long)T);
+    }
+    free(act), free(tile), free(tmp), free(out);
+}
+
 /* lb_matmul for 1, 2, 3 threads and lb_matmul_ref give the same bits */
 static void check_matmul(lb_type t, int64_t N, int64_t K, int64_t T) {
     const lb_type_traits *tt = lb_type_traits_get(t);
@@ -119,6 +145,7 @@ static void check_matmul(lb_type t, int64_t N, int64_t K, int64_t T) {
               tt->name, (long long)N, (long long)K, (long long)T, nt, lb_matmul_impl());
         lb_pool_free(p);
     }
+    if (tt->is_quant) check_qgemm(&w, x, T, ref);
     if (!tt->is_quant) /* each implementation's float kernels, whichever lb_matmul picks */
         for (int i = 1; i < n_impls; i++) {
             void *slot = aligned_alloc(64, (lb_fgemm_slot_bytes(K) + 63) & ~(size_t)63);
@@ -440,6 +467,28 @@ static void check_qkx(void) {
     CHECK(bad == 0, "qkx: %d of %d runs differ from the reference", bad, runs);
 }
 
+/* q8_0 rows holding every code byte, -128 included (a file may hold it, though ggml's encoder never writes it),
+ * against full-scale activations: the products that come nearest the int16 pair limit of AVX2's vpmaddubsw */
+static void check_q8_0_codes(void) {
+    const int64_t N = 21, K = 256, T = 7;
+    const size_t rb = lb_type_row_size(LB_TYPE_Q8_0, K);
+    uint8_t *wq = malloc(rb * (size_t)N);
+    float *x = malloc((size_t)(T * K) * sizeof *x), *ref = malloc((size_t)(T * N) * sizeof *ref);
+    for (int64_t r = 0; r < N; r++)
+        for (int64_t b = 0; b < K / 32; b++) {
+            uint8_t *blk = wq + (size_t)r * rb + (size_t)b * 34;
+            const uint16_t d = (uint16_t)(0x2000 + 37 * (r + b)); /* small positive halves */
+            memcpy(blk, &d, 2);
+            for (int i = 0; i < 32; i++) blk[2 + i] = (uint8_t)((r * 131 + b * 32 + i) * 7 + (i % 3 == 0 ? 128 : 0));
+        }
+    for (int64_t i = 0; i < T * K; i++) x[i] = (i % 5 == 0) ? (i % 2 ? -1.0f : 1.0f) : frand();
+    lb_weight w = {LB_TYPE_Q8_0, wq, N, K};
+    float *scr = malloc(lb_matmul_scratch_floats(K, T, 1) * sizeof(float));
+    lb_matmul_ref(scr, x, T, &w, ref, N);
+    check_qgemm(&w, x, T, ref);
+    free(wq), free(x), free(ref), free(scr);
+}
+
 int main(void) {
     impls[n_impls++] = lb_cpu_kernels_ref();
     if (lb_cpu_kernels_avx2()) impls[n_impls++] = lb_cpu_kernels_avx2();
@@ -448,6 +497,8 @@ int main(void) {
     for (int i = 0; i < n_impls; i++) printf(" %s", impls[i]->name);
     printf("; lb_matmul uses %s\n", lb_matmul_impl());
     if (lb_force_ref()) CHECK(strcmp(lb_matmul_impl(), "ref") == 0, "LB_FORCE_REF=1 but lb_matmul uses %s", lb_matmul_impl());
+    else if (getenv("LB_KERNELS") && strcmp(getenv("LB_KERNELS"), "avx2") == 0 && lb_cpu_kernels_avx2())
+        CHECK(strcmp(lb_matmul_impl(), "avx2") == 0, "LB_KERNELS=avx2 but lb_matmul uses %s", lb_matmul_impl());
     else CHECK(strcmp(lb_matmul_impl(), impls[n_impls - 1]->name) == 0, "lb_matmul uses %s, best is %s", lb_matmul_impl(),
                impls[n_impls - 1]->name);
 #if defined(__x86_64__)
@@ -475,6 +526,7 @@ int main(void) {
             check_matmul((lb_type)t, 5, 131, 30);
         }
     }
+    check_q8_0_codes();
     const lb_type qkv[3] = {LB_TYPE_Q4_K, LB_TYPE_Q4_K, LB_TYPE_Q6_K};
     const lb_type mixed[6] = {LB_TYPE_Q4_0, LB_TYPE_Q8_0, LB_TYPE_Q4_K, LB_TYPE_F16, LB_TYPE_F32, LB_TYPE_IQ4_NL};
     for (int64_t T = 1; T <= 9; T += 8) {
