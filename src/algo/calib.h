@@ -80,6 +80,10 @@ void lb_calib_gpu_split(const lb_calib *c, int *gpus, double *allreduce_seconds,
  * kept); _fallbacks returns how many, with that reason.
  */
 const lb_gptq_ops *lb_calib_gptq_ops(lb_calib *c);
+/* Test hook: where set, a calibration on the CPU (no GPU) solves GPTQ through this table instead of CPU threads
+ * (tests/cudahost: the host copies of the GPU's passes, encoders and descent, to check gptq.c's device paths end
+ * to end without a GPU). NULL by default; set it before quantizing, never during. */
+extern const lb_gptq_ops *lb_calib_test_gptq_ops;
 /* GPTQ's time per phase (lb_gptq_stats.seconds; sec may be NULL) and of the reference target, summed;
  * _gptq_seconds reads the sums back: out[LB_GPTQ_PHASES] = the reference target's. */
 void lb_calib_note_gptq(lb_calib *c, const double *sec, double ref_seconds);

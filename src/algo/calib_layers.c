@@ -545,8 +545,11 @@ size_t lb_calib_gpu_peak(const lb_calib *c) {
     return a > b ? a : b;
 }
 
+const lb_gptq_ops *lb_calib_test_gptq_ops = NULL;
+
 const lb_gptq_ops *lb_calib_gptq_ops(lb_calib *c) {
-    if (!c->gpu || c->gptq_ops_tried) return c->gptq_ops;
+    if (!c->gpu) return lb_calib_test_gptq_ops;
+    if (c->gptq_ops_tried) return c->gptq_ops;
     c->gptq_ops_tried = true;
     /* LB_GPTQ_GPU=0 keeps the solver on CPU threads (comparisons, benchmarks) */
     const char *on = getenv("LB_GPTQ_GPU");
