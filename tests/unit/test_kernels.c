@@ -467,6 +467,27 @@ static void check_qkx(void) {
     CHECK(bad == 0, "qkx: %d of %d runs differ from the reference", bad, runs);
 }
 
+/* rows whose codes sit at the type's largest magnitude (every weight -1, or +1 with a 0 per block for the types
+ * with a min) against activations all +1 or all -1: the largest integer partial sums a kernel can meet, e.g. the
+ * int16 sums of AVX2's tile over several 4-element steps */
+static void check_extreme_codes(lb_type t) {
+    const lb_type_traits *tt = lb_type_traits_get(t);
+    const int64_t be = tt->block_elems, N = 19, K = 2 * be, T = 6;
+    const bool has_min = lb_qtype_has_min(t);
+    const size_t rb = lb_type_row_size(t, K);
+    float *wf = malloc((size_t)(N * K) * sizeof *wf), *x = malloc((size_t)(T * K) * sizeof *x), *ref = malloc((size_t)(T * N) * sizeof *ref);
+    uint8_t *wq = malloc(rb * (size_t)N);
+    for (int64_t r = 0; r < N; r++)
+        for (int64_t k = 0; k < K; k++) wf[r * K + k] = has_min ? (k % be == 0 ? 0.0f : 1.0f + 0.01f * (float)r) : -1.0f - 0.01f * (float)r;
+    for (int64_t i = 0; i < T * K; i++) x[i] = (i / K) % 2 ? -1.0f : 1.0f;
+    tt->quantize_ref(wf, wq, N, K, NULL);
+    lb_weight w = {t, wq, N, K};
+    float *scr = malloc(lb_matmul_scratch_floats(K, T, 1) * sizeof(float));
+    lb_matmul_ref(scr, x, T, &w, ref, N);
+    check_qgemm(&w, x, T, ref);
+    free(wf), free(x), free(ref), free(wq), free(scr);
+}
+
 /* q8_0 rows holding every code byte, -128 included (a file may hold it, though ggml's encoder never writes it),
  * against full-scale activations: the products that come nearest the int16 pair limit of AVX2's vpmaddubsw */
 static void check_q8_0_codes(void) {
@@ -520,6 +541,7 @@ int main(void) {
             check_matmul((lb_type)t, 37, 3 * be, 1);
             check_matmul((lb_type)t, 19, be, 70);
             check_matmul((lb_type)t, 53, 2 * be, 15); /* 16-row tiles with 5 rows left, 8 + 4 + 2 + 1 tokens */
+            check_extreme_codes((lb_type)t);
         } else {
             check_matmul((lb_type)t, 13, 37, 1);
             check_matmul((lb_type)t, 21, 64, 7);

@@ -175,6 +175,7 @@ typedef struct lb_qtile {
     float *dm;    /* (K / be, 16) */
     int sg;       /* elements per scale group: 16 or 32 (256-element types), be for 32-element types */
     bool has_min;
+    lb_type type; /* the weights' type (its code range bounds the kernels' integer partial sums) */
 } lb_qtile;
 
 size_t lb_qtile_bytes(int64_t K, int64_t be);

@@ -50,6 +50,7 @@ lb_qtile lb_qtile_pack(lb_type t, lb_unpack_fn unpack, const uint8_t *rows, size
     w.dm = (float *)p;
     w.sg = qtile_sg(t, be);
     w.has_min = lb_qtype_has_min(t);
+    w.type = t;
     lb_qrow q = lb_qrow_at(tmp, K, be);
     uint32_t flip = w.has_min ? 0 : 0x80808080u; /* q + 128 in each byte */
     for (int r = 0; r < N; r++) {

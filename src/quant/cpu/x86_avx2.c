@@ -36,7 +36,7 @@ TGT static inline __m256i bcast4_avx2(const uint8_t *p) {
 
 __attribute__((always_inline)) TGT static inline void qgemm8_nt(const lb_qtile *w, int h, const uint8_t *const *x, qg8_off o, int64_t K,
                                                                __m256i mask, float *out, int64_t ldo, const int NT, const int BE,
-                                                               const int SG, const int MIN) {
+                                                               const int SG, const int MIN, const int ACC) {
     const int N = LB_QTILE_ROWS;
     const __m256i flip = _mm256_set1_epi8((char)0x80), low16 = _mm256_set1_epi32(0xFFFF);
     __m256 F[4];
@@ -50,17 +50,22 @@ __attribute__((always_inline)) TGT static inline void qgemm8_nt(const lb_qtile *
                 __m256i sv = _mm256_load_si256((const __m256i *)(w->sc + (e / SG) * N + 8 * h));
                 scp = _mm256_or_si256(_mm256_and_si256(sv, low16), _mm256_slli_epi32(sv, 16));
             }
-            for (int64_t k = e; k < e + SG; k += 4) {
-                __m256i wv = _mm256_load_si256((const __m256i *)(w->u + (size_t)k * N + 32 * h)), uw = wv;
-                if (!MIN) {
-                    wv = _mm256_xor_si256(wv, flip);
-                    uw = _mm256_abs_epi8(wv);
+            for (int64_t k0 = e; k0 < e + SG; k0 += 4 * ACC) {
+                __m256i P[4]; /* ACC steps' pair sums added in int16 (qgemm8_acc bounds them), then scaled once */
+                for (int t = 0; t < NT; t++) P[t] = _mm256_setzero_si256();
+                for (int64_t k = k0; k < k0 + 4 * ACC; k += 4) {
+                    __m256i wv = _mm256_load_si256((const __m256i *)(w->u + (size_t)k * N + 32 * h)), uw = wv;
+                    if (!MIN) {
+                        wv = _mm256_xor_si256(wv, flip);
+                        uw = _mm256_abs_epi8(wv);
+                    }
+                    for (int t = 0; t < NT; t++) {
+                        __m256i a = bcast4_avx2(x[t] + k);
+                        if (!MIN) a = _mm256_sign_epi8(a, wv);
+                        P[t] = _mm256_add_epi16(P[t], _mm256_maddubs_epi16(uw, a));
+                    }
                 }
-                for (int t = 0; t < NT; t++) {
-                    __m256i a = bcast4_avx2(x[t] + k);
-                    if (!MIN) a = _mm256_sign_epi8(a, wv);
-                    S[t] = _mm256_add_epi32(S[t], _mm256_madd_epi16(_mm256_maddubs_epi16(uw, a), scp));
-                }
+                for (int t = 0; t < NT; t++) S[t] = _mm256_add_epi32(S[t], _mm256_madd_epi16(P[t], scp));
             }
         }
         const size_t od = o.d + 4 * (size_t)b;
@@ -88,25 +93,49 @@ __attribute__((always_inline)) TGT static inline void qgemm8_nt(const lb_qtile *
 }
 
 typedef void (*qgemm8_fn)(const lb_qtile *, int, const uint8_t *const *, qg8_off, int64_t, __m256i, float *, int64_t);
-#define QGEMM8_INST(NT, BE, SG, MIN)                                                                        \
-    TGT static void qgemm8_##NT##_##BE##_##SG##_##MIN(const lb_qtile *w, int h, const uint8_t *const *x, qg8_off o, int64_t K, \
-                                                     __m256i m, float *out, int64_t ldo) {                  \
-        qgemm8_nt(w, h, x, o, K, m, out, ldo, NT, BE, SG, MIN);                                             \
+#define QGEMM8_INST(NT, BE, SG, MIN, ACC)                                                                   \
+    TGT static void qgemm8_##NT##_##BE##_##SG##_##MIN##_##ACC(const lb_qtile *w, int h, const uint8_t *const *x, qg8_off o,   \
+                                                             int64_t K, __m256i m, float *out, int64_t ldo) {                \
+        qgemm8_nt(w, h, x, o, K, m, out, ldo, NT, BE, SG, MIN, ACC);                                        \
     }
-#define QGEMM8_NTS(BE, SG, MIN) QGEMM8_INST(4, BE, SG, MIN) QGEMM8_INST(2, BE, SG, MIN) QGEMM8_INST(1, BE, SG, MIN)
-QGEMM8_NTS(32, 32, 0)
-QGEMM8_NTS(32, 32, 1)
-QGEMM8_NTS(256, 16, 0)
-QGEMM8_NTS(256, 16, 1)
-QGEMM8_NTS(256, 32, 0)
-QGEMM8_NTS(256, 32, 1)
-#define QGEMM8_ROW(BE, SG, MIN) {qgemm8_4_##BE##_##SG##_##MIN, qgemm8_2_##BE##_##SG##_##MIN, qgemm8_1_##BE##_##SG##_##MIN}
+#define QGEMM8_NTS(BE, SG, MIN, ACC) QGEMM8_INST(4, BE, SG, MIN, ACC) QGEMM8_INST(2, BE, SG, MIN, ACC) QGEMM8_INST(1, BE, SG, MIN, ACC)
+#define QGEMM8_ROW(BE, SG, MIN, ACC)                                                                        \
+    {qgemm8_4_##BE##_##SG##_##MIN##_##ACC, qgemm8_2_##BE##_##SG##_##MIN##_##ACC, qgemm8_1_##BE##_##SG##_##MIN##_##ACC}
+QGEMM8_NTS(32, 32, 0, 8) /* q4_0, q5_0 */
+QGEMM8_NTS(32, 32, 0, 1) /* q8_0, iq4_nl */
+QGEMM8_NTS(32, 32, 1, 8) /* q4_1 */
+QGEMM8_NTS(32, 32, 1, 4) /* q5_1 */
+QGEMM8_NTS(256, 16, 0, 4) /* q3_K, q6_K */
+QGEMM8_NTS(256, 16, 1, 4) /* q2_K */
+QGEMM8_NTS(256, 32, 0, 1) /* iq4_xs */
+QGEMM8_NTS(256, 32, 1, 8) /* q4_K */
+QGEMM8_NTS(256, 32, 1, 4) /* q5_K */
+
+/*
+ * Steps of 4 elements whose vpmaddubsw pair sums add up in int16 before vpmaddwd, from the type's code range (any
+ * file: the codes are the format's bit fields) and activations within +-127: a pair sum is at most 2 * 127 * max|q|,
+ * so ACC steps stay within 32767 for ACC * 254 * max|q| <= 32767: max|q| 8 (q4_0), 15 (q4_1, q4_K) and 16 (q5_0)
+ * allow 8 steps, 31-32 (q5_1, q5_K, q6_K) 4, and 3-4 (q2_K, q3_K) a whole 16-element group; the codes of q8_0 and
+ * the iq4 tables (up to 128) one. The group (16 or 32 elements) ends an accumulation in any case.
+ */
+static int qgemm8_acc(lb_type t) {
+    switch (t) {
+    case LB_TYPE_Q4_0: case LB_TYPE_Q5_0: case LB_TYPE_Q4_1: case LB_TYPE_Q4_K: return 8;
+    case LB_TYPE_Q5_1: case LB_TYPE_Q5_K: case LB_TYPE_Q2_K: case LB_TYPE_Q3_K: case LB_TYPE_Q6_K: return 4;
+    default: return 1;
+    }
+}
 
 TGT static void qgemm_avx2(const lb_qtile *w, int R, const uint8_t *act, size_t act_stride, int64_t T, int64_t K, int64_t be,
                            float *out, int64_t ldo) {
-    static const qgemm8_fn fns[6][3] = {QGEMM8_ROW(32, 32, 0),  QGEMM8_ROW(32, 32, 1),  QGEMM8_ROW(256, 16, 0),
-                                        QGEMM8_ROW(256, 16, 1), QGEMM8_ROW(256, 32, 0), QGEMM8_ROW(256, 32, 1)};
-    const qgemm8_fn *f = fns[(be == 256 ? (w->sg == 16 ? 2 : 4) : 0) + (w->has_min ? 1 : 0)];
+    static const qgemm8_fn q8[2][3] = {QGEMM8_ROW(32, 32, 0, 8), QGEMM8_ROW(32, 32, 0, 1)};
+    static const qgemm8_fn q8m[2][3] = {QGEMM8_ROW(32, 32, 1, 8), QGEMM8_ROW(32, 32, 1, 4)};
+    static const qgemm8_fn k16[2][3] = {QGEMM8_ROW(256, 16, 0, 4), QGEMM8_ROW(256, 16, 1, 4)};
+    static const qgemm8_fn k32[3][3] = {QGEMM8_ROW(256, 32, 0, 1), QGEMM8_ROW(256, 32, 1, 8), QGEMM8_ROW(256, 32, 1, 4)};
+    const int acc = qgemm8_acc(w->type);
+    const qgemm8_fn *f = be == 32 ? (w->has_min ? q8m[acc == 8 ? 0 : 1] : q8[acc == 8 ? 0 : 1])
+                         : w->sg == 16 ? k16[w->has_min ? 1 : 0]
+                                       : k32[!w->has_min ? 0 : acc == 8 ? 1 : 2];
     lb_act a0 = lb_act_at((void *)act, K, be);
     qg8_off o = {(size_t)((const uint8_t *)a0.bsum - act), (size_t)((const uint8_t *)a0.d - act)};
     __m256i mask[2];
