@@ -10,6 +10,7 @@
 #include "model/model.h"
 #include "test.h"
 #include "gptq_test.h"
+#include "test_tokens.h"
 
 #include <stdbool.h>
 #include <stdlib.h>
@@ -81,17 +82,6 @@ static inline double kld(const char *path, const lb_model *base, const int32_t *
     REQUIRE(lb_eval_perplexity(m, base, ids, n_ids, &p, &r, &e) == LB_OK, "%s", e.msg);
     lb_model_free(m);
     return r.kld_mean;
-}
-
-static inline int32_t *tokenize(const lb_tokenizer *tok, const char *path, int64_t *n) {
-    char *text;
-    size_t len;
-    int32_t *ids = NULL;
-    lb_error e;
-    REQUIRE(lb_read_file(path, (size_t)1 << 26, &text, &len, &e) == LB_OK, "%s", e.msg);
-    REQUIRE(lb_tokenizer_encode(tok, text, len, &ids, n, &e) == LB_OK, "%s", e.msg);
-    lb_free(text);
-    return ids;
 }
 
 /* models/tiny, its tokenizer, and the calibration and validation texts as its tokens */

@@ -10,21 +10,11 @@
 #include "core/core.h"
 #include "host_dev.h"
 #include "lowbit.h"
+#include "test_tokens.h"
 
 #include <stdio.h>
 #include <string.h>
 #include <unistd.h>
-
-static int32_t *tokenize(const lb_tokenizer *tok, const char *path, int64_t *n) {
-    char *text;
-    size_t len;
-    int32_t *ids = NULL;
-    lb_error e;
-    REQUIRE(lb_read_file(path, (size_t)1 << 26, &text, &len, &e) == LB_OK, "%s", e.msg);
-    REQUIRE(lb_tokenizer_encode(tok, text, len, &ids, n, &e) == LB_OK, "%s", e.msg);
-    lb_free(text);
-    return ids;
-}
 
 static void quantize(const int32_t *calib, int64_t n_calib, const char *path) {
     lb_quantize_params qp = lb_quantize_default_params();
