@@ -480,6 +480,20 @@ static void check_quantizer(const lb_model *base, const int32_t *calib, int64_t 
      * summation order is a smaller change of the same kind */
     CHECK(kg / kc - 1 < 0.03, "GPU solver KL %.6g vs CPU solver %.6g", kg, kc);
     CHECK(kg < k_rtn, "GPU solver KL %.6g not below RTN %.6g", kg, k_rtn);
+    /* which opt-in part moves the result: each left on the CPU in turn (LB_GPU_SWEEP_SKIP), and the encoders
+     * alone (no whole passes, descent or reference target on the GPU); printed for the record, the bound above
+     * is on all of them together */
+    const char *skips[] = {"p", "c", "r", "pc", "pcr"};
+    for (int v = 0; v <= 5; v++) {
+        if (v < 5) setenv("LB_GPU_SWEEP_SKIP", skips[v], 1);
+        else setenv("LB_GPU_SWEEP", "0", 1);
+        quantize("gptq", cuda0, false, calib, n_calib, c);
+        const double kv = kld(c, base, ids, n_ids);
+        printf("q4_k_m gptq on the GPU with %s%s on CPU threads: KL %.6f (%+.2f %% against the CPU solver)\n", v < 5 ? "parts " : "",
+               v < 5 ? skips[v] : "passes, descent and reference target", kv, 100 * (kv / kc - 1));
+        unsetenv("LB_GPU_SWEEP_SKIP");
+        setenv("LB_GPU_SWEEP", "1", 1);
+    }
     remove(a), remove(b), remove(c);
     snprintf(a, sizeof a, "/tmp/lowbit-cuda-gptq-%d-rtn.gguf", pid);
     remove(a);
