@@ -314,8 +314,8 @@ static void encode_word(enc *e, const uint8_t *w, size_t n) {
         return;
     c = cache_find(e, w, n, h); /* the slot is still free: nothing was inserted meanwhile */
     *c = (cslot){(uint32_t)e->n_ckeys, (uint32_t)n, (uint32_t)e->n_cids, (uint32_t)cnt, h};
-    memcpy(e->ckeys + e->n_ckeys, w, n);
-    memcpy(e->cids + e->n_cids, e->ids + before, cnt * sizeof *e->ids);
+    if (n) memcpy(e->ckeys + e->n_ckeys, w, n);
+    if (cnt) memcpy(e->cids + e->n_cids, e->ids + before, cnt * sizeof *e->ids); /* a word may give no id (ids still NULL) */
     e->n_ckeys += n;
     e->n_cids += cnt;
     e->cache_used++;
