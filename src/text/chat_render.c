@@ -223,10 +223,13 @@ static ct_value *arith(ct_ctx *c, const ct_node *at, const char *op, ct_value *a
         int64_t x = inum(a), y = inum(b), r;
         double fx = num(a), fy = num(b);
         if (!strcmp(op, "**")) {
-            if (ints && y >= 0) {
-                int64_t acc = 1;
-                for (int64_t k = 0; k < y; k++)
-                    if (__builtin_mul_overflow(acc, x, &acc)) return ct_fail(c, at, LB_ERR_UNSUPPORTED, "integer too large");
+            if (ints && y >= 0) { /* by squaring: a huge exponent of 0, 1 or -1 must not loop y times */
+                int64_t acc = 1, base = x;
+                for (uint64_t k = (uint64_t)y; k; k >>= 1) {
+                    /* |base| >= 2 whenever a product overflows, so the result (|acc| >= 1) would too */
+                    if ((k & 1) && __builtin_mul_overflow(acc, base, &acc)) return ct_fail(c, at, LB_ERR_UNSUPPORTED, "integer too large");
+                    if (k > 1 && __builtin_mul_overflow(base, base, &base)) return ct_fail(c, at, LB_ERR_UNSUPPORTED, "integer too large");
+                }
                 return ct_int(c, acc);
             }
             return ct_float(c, pow(fx, fy));

@@ -69,6 +69,15 @@ static void test_render(void) {
                  m, 3, 0, &st, &e);
     CHECK(st == LB_OK && out && !strcmp(out, "0/3/2"), "scoping: [%s]", out ? out : "");
     lb_free(out);
+    /* integer powers, huge exponents of 0, 1 and -1 at once (a loop of 4e11 steps was a hang the fuzzer found) */
+    out = render("{{ 3 ** 5 }} {{ 2 ** 62 }} {{ (-2) ** 63 }} {{ 1 ** 412222222222 }} {{ (-1) ** 1000000000001 }} {{ 0 ** 99999999999 }} "
+                 "{{ 7 ** 0 }}",
+                 m, 0, 0, &st, &e);
+    CHECK(st == LB_OK && out && !strcmp(out, "243 4611686018427387904 -9223372036854775808 1 -1 0 1"), "powers: [%s] %s",
+          out ? out : "", e.msg);
+    lb_free(out);
+    expect_error("{{ 2 ** 63 }}", LB_ERR_UNSUPPORTED, "integer too large");
+    expect_error("{{ 3 ** 412222222222 }}", LB_ERR_UNSUPPORTED, "integer too large");
 }
 
 static void test_json(void) {
