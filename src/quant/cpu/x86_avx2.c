@@ -112,30 +112,35 @@ QGEMM8_NTS(256, 32, 1, 8) /* q4_K */
 QGEMM8_NTS(256, 32, 1, 4) /* q5_K */
 
 /*
- * Steps of 4 elements whose vpmaddubsw pair sums add up in int16 before vpmaddwd, from the type's code range (any
- * file: the codes are the format's bit fields) and activations within +-127: a pair sum is at most 2 * 127 * max|q|,
- * so ACC steps stay within 32767 for ACC * 254 * max|q| <= 32767: max|q| 8 (q4_0), 15 (q4_1, q4_K) and 16 (q5_0)
- * allow 8 steps, 31-32 (q5_1, q5_K, q6_K) 4, and 3-4 (q2_K, q3_K) a whole 16-element group; the codes of q8_0 and
- * the iq4 tables (up to 128) one. The group (16 or 32 elements) ends an accumulation in any case.
+ * Each weight type's instance. ACC, the 4-element steps whose vpmaddubsw pair sums add up in int16 before
+ * vpmaddwd, follows from the type's code range (any file: the codes are the format's bit fields) and activations
+ * within +-127: a pair sum is at most 2 * 127 * max|q|, so ACC steps stay within 32767 for ACC * 254 * max|q| <=
+ * 32767: max|q| 8 (q4_0), 15 (q4_1, q4_K) and 16 (q5_0) allow 8 steps, 31-32 (q5_1, q5_K, q6_K) 4, and 3-4 (q2_K,
+ * q3_K) a whole 16-element group; the codes of q8_0 and the iq4 tables (up to 128) one. The group (16 or 32
+ * elements) ends an accumulation in any case. Every weight type with an unpacker is listed (test_kernels runs
+ * each one's tile product).
  */
-static int qgemm8_acc(lb_type t) {
+static const qgemm8_fn *qgemm8_for(lb_type t) {
+    static const qgemm8_fn q4_0[] = QGEMM8_ROW(32, 32, 0, 8), q8_0[] = QGEMM8_ROW(32, 32, 0, 1), q4_1[] = QGEMM8_ROW(32, 32, 1, 8),
+                           q5_1[] = QGEMM8_ROW(32, 32, 1, 4), q6_K[] = QGEMM8_ROW(256, 16, 0, 4), q2_K[] = QGEMM8_ROW(256, 16, 1, 4),
+                           iq4_xs[] = QGEMM8_ROW(256, 32, 0, 1), q4_K[] = QGEMM8_ROW(256, 32, 1, 8), q5_K[] = QGEMM8_ROW(256, 32, 1, 4);
     switch (t) {
-    case LB_TYPE_Q4_0: case LB_TYPE_Q5_0: case LB_TYPE_Q4_1: case LB_TYPE_Q4_K: return 8;
-    case LB_TYPE_Q5_1: case LB_TYPE_Q5_K: case LB_TYPE_Q2_K: case LB_TYPE_Q3_K: case LB_TYPE_Q6_K: return 4;
-    default: return 1;
+    case LB_TYPE_Q4_0: case LB_TYPE_Q5_0: return q4_0;
+    case LB_TYPE_Q8_0: case LB_TYPE_IQ4_NL: return q8_0;
+    case LB_TYPE_Q4_1: return q4_1;
+    case LB_TYPE_Q5_1: return q5_1;
+    case LB_TYPE_Q3_K: case LB_TYPE_Q6_K: return q6_K;
+    case LB_TYPE_Q2_K: return q2_K;
+    case LB_TYPE_IQ4_XS: return iq4_xs;
+    case LB_TYPE_Q4_K: return q4_K;
+    case LB_TYPE_Q5_K: return q5_K;
+    default: return NULL;
     }
 }
 
 TGT static void qgemm_avx2(const lb_qtile *w, int R, const uint8_t *act, size_t act_stride, int64_t T, int64_t K, int64_t be,
                            float *out, int64_t ldo) {
-    static const qgemm8_fn q8[2][3] = {QGEMM8_ROW(32, 32, 0, 8), QGEMM8_ROW(32, 32, 0, 1)};
-    static const qgemm8_fn q8m[2][3] = {QGEMM8_ROW(32, 32, 1, 8), QGEMM8_ROW(32, 32, 1, 4)};
-    static const qgemm8_fn k16[2][3] = {QGEMM8_ROW(256, 16, 0, 4), QGEMM8_ROW(256, 16, 1, 4)};
-    static const qgemm8_fn k32[3][3] = {QGEMM8_ROW(256, 32, 0, 1), QGEMM8_ROW(256, 32, 1, 8), QGEMM8_ROW(256, 32, 1, 4)};
-    const int acc = qgemm8_acc(w->type);
-    const qgemm8_fn *f = be == 32 ? (w->has_min ? q8m[acc == 8 ? 0 : 1] : q8[acc == 8 ? 0 : 1])
-                         : w->sg == 16 ? k16[w->has_min ? 1 : 0]
-                                       : k32[!w->has_min ? 0 : acc == 8 ? 1 : 2];
+    const qgemm8_fn *f = qgemm8_for(w->type);
     lb_act a0 = lb_act_at((void *)act, K, be);
     qg8_off o = {(size_t)((const uint8_t *)a0.bsum - act), (size_t)((const uint8_t *)a0.d - act)};
     __m256i mask[2];
