@@ -51,7 +51,7 @@ __attribute__((always_inline)) TGT static inline void qgemm8_nt(const lb_qtile *
                 scp = _mm256_or_si256(_mm256_and_si256(sv, low16), _mm256_slli_epi32(sv, 16));
             }
             for (int64_t k0 = e; k0 < e + SG; k0 += 4 * ACC) {
-                __m256i P[4]; /* ACC steps' pair sums added in int16 (qgemm8_acc bounds them), then scaled once */
+                __m256i P[4]; /* ACC steps' pair sums added in int16 (qgemm8_for says how many), then scaled once */
                 for (int t = 0; t < NT; t++) P[t] = _mm256_setzero_si256();
                 for (int64_t k = k0; k < k0 + 4 * ACC; k += 4) {
                     __m256i wv = _mm256_load_si256((const __m256i *)(w->u + (size_t)k * N + 32 * h)), uw = wv;
