@@ -1,0 +1,39 @@
+#!/usr/bin/env bash
+# cuda_diag.sh - one device call that finds where GPTQ's opt-in GPU paths lose quality, then, with the time left,
+# times the decode table: from the repository root, with the binaries of bench/cuda_session.sh's tarball (which
+# must hold tests/test_cuda_gptq_shadow):
+#   bench/cuda_diag.sh BIN_TAR_XZ OUT_DIR [SECONDS]     (default 560)
+#   1. test_cuda_gptq_shadow: tiny's GPTQ through the GPU table, each pass / descent / encode / reference target
+#      checked against the host copy on the same inputs (the worst call named);
+#   2. bench/cuda_gptq_isolate.sh: tiny's KL with each opt-in part left on the CPU in turn;
+#   3. test_cuda_gptq (its random-layer checks and the same variants inside the test);
+#   4. bench/cuda_device.sh gen kernels bench eval with what is left (the decode table of #13).
+set -uo pipefail
+TAR=${1:?usage: bench/cuda_diag.sh BIN_TAR_XZ OUT_DIR [SECONDS]}
+OUT=${2:?usage}
+DEADLINE=$(($(date +%s) + ${3:-560}))
+mkdir -p build "$OUT" && tar xJf "$TAR" -C build || exit 1
+export LD_LIBRARY_PATH=/usr/local/cuda/lib64:/usr/local/cuda/lib:${LD_LIBRARY_PATH:-}
+left() { echo $((DEADLINE - $(date +%s))); }
+cap() { local l; l=$(left); [ "$l" -gt "$1" ] && echo "$1" || echo $((l > 5 ? l - 5 : 1)); }
+log() { echo "== $(date -u +%T) ($(left) s left) $*" | tee -a "$OUT/run.log"; }
+nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader >>"$OUT/run.log" 2>&1
+git log -1 --format='commit %h' >>"$OUT/run.log" 2>/dev/null
+log "1. shadow"
+timeout "$(cap 150)" build/tests/test_cuda_gptq_shadow >"$OUT/shadow.log" 2>&1
+echo "shadow rc=$?" | tee -a "$OUT/run.log"
+grep -vE "^  (pass|cd|ref target)" "$OUT/shadow.log" | tail -12 >>"$OUT/run.log"
+log "2. isolate"
+timeout "$(cap 200)" bench/cuda_gptq_isolate.sh "$OUT" >/dev/null 2>&1
+echo "isolate rc=$?" >>"$OUT/run.log"
+cat "$OUT/isolate.txt" >>"$OUT/run.log" 2>/dev/null
+log "3. test_cuda_gptq"
+timeout "$(cap 200)" build/tests/test_cuda_gptq >"$OUT/gptq.log" 2>&1
+echo "test_cuda_gptq rc=$? $(tail -1 "$OUT/gptq.log")" | tee -a "$OUT/run.log"
+grep -E "FAIL|^q4_k_m|^gptq" "$OUT/gptq.log" >>"$OUT/run.log"
+if [ "$(left)" -gt 120 ]; then
+  log "4. decode table"
+  timeout "$(cap 400)" bench/cuda_device.sh "$OUT/dev" gen kernels bench eval >"$OUT/device.log" 2>&1
+  echo "cuda_device rc=$?" | tee -a "$OUT/run.log"
+fi
+log done
