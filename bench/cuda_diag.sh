@@ -4,7 +4,8 @@
 # must hold tests/test_cuda_gptq_shadow):
 #   bench/cuda_diag.sh BIN_TAR_XZ OUT_DIR [SECONDS]     (default 560)
 #   1. test_cuda_gptq_shadow: tiny's GPTQ through the GPU table, each pass / descent / encode / reference target
-#      checked against the host copy on the same inputs (the worst call named);
+#      checked against the host copy on the same inputs (the worst call named), with the warp-per-row columns
+#      and with LB_GPU_COLUMNS=thread;
 #   2. bench/cuda_gptq_isolate.sh: tiny's KL with each opt-in part left on the CPU in turn;
 #   3. test_cuda_gptq (its random-layer checks and the same variants inside the test);
 #   4. bench/cuda_device.sh gen kernels bench eval with what is left (the decode table of #13).
@@ -19,10 +20,18 @@ cap() { local l; l=$(left); [ "$l" -gt "$1" ] && echo "$1" || echo $((l > 5 ? l 
 log() { echo "== $(date -u +%T) ($(left) s left) $*" | tee -a "$OUT/run.log"; }
 nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader >>"$OUT/run.log" 2>&1
 git log -1 --format='commit %h' >>"$OUT/run.log" 2>/dev/null
-log "1. shadow"
+log "1. shadow (warp-per-row columns, then LB_GPU_COLUMNS=thread)"
 timeout "$(cap 150)" build/tests/test_cuda_gptq_shadow >"$OUT/shadow.log" 2>&1
 echo "shadow rc=$?" | tee -a "$OUT/run.log"
 grep -vE "^  (pass|cd|ref target)" "$OUT/shadow.log" | tail -12 >>"$OUT/run.log"
+LB_GPU_COLUMNS=thread timeout "$(cap 150)" build/tests/test_cuda_gptq_shadow >"$OUT/shadow_thread.log" 2>&1
+echo "shadow (thread columns) rc=$?" | tee -a "$OUT/run.log"
+grep -vE "^  (pass|cd|ref target)" "$OUT/shadow_thread.log" | tail -12 >>"$OUT/run.log"
+log "1b. one 8B gate matrix (14336 x 4096, q4_K, 4 passes + descent) with the opt-ins: warp columns, thread columns"
+for c in warp thread; do
+  LB_GPU_COLUMNS=$c LB_GPU_ENCODE=1 LB_GPU_SWEEP=1 timeout "$(cap 60)" build/cuda_gptq 14336 4096 q4_K cuda "$(nproc)" >"$OUT/gate_$c.txt" 2>&1
+  echo "gate ($c columns) rc=$?" >>"$OUT/run.log"; grep -v "^ *$" "$OUT/gate_$c.txt" | tail -4 | cut -c1-600 >>"$OUT/run.log"
+done
 log "2. isolate"
 timeout "$(cap 200)" bench/cuda_gptq_isolate.sh "$OUT" >/dev/null 2>&1
 echo "isolate rc=$?" >>"$OUT/run.log"

@@ -71,10 +71,80 @@ __global__ void k_gptq_columns(lb_type type, int be, int run, size_t bb, uint8_t
     row_columns(type, be, run, bb, out + (size_t)r * row_bytes, T + r * n, U, n, i1, i2, E + r * lde, P + r * n, loss + r);
 }
 
+/*
+ * The same columns by a warp per row, for a batch of one block column (256 columns): lane l holds the batch's
+ * columns i1 + l + 32 j (j = 0..7) in registers, so that the updates t[i] -= er U[k, i] of a column are spread
+ * over the lanes and read U's row coalesced. Every lane takes each column's decisions itself from the same
+ * values (the owner's t[k] broadcast), lane 0 writes the code into the block and sums the loss in column order,
+ * and each element receives row_columns' operations in its order: the same bits as the thread per row above.
+ */
+__global__ void __launch_bounds__(256) k_gptq_columns_warp(lb_type type, int run, size_t bb, uint8_t *out, size_t row_bytes, float *T,
+                                                           const float *U, int64_t rows, int64_t n, int64_t i1, float *E, int64_t lde,
+                                                           float *P, double *loss) {
+    const int64_t r = ((int64_t)blockIdx.x * blockDim.x + threadIdx.x) / 32;
+    const int lane = (int)(threadIdx.x % 32);
+    if (r >= rows) return; /* whole warps */
+    float *t = T + r * n;
+    uint8_t *blk = out + (size_t)r * row_bytes + (size_t)(i1 / QK_K) * bb; /* the batch is this one block */
+    float v[8], er_own[8];
+#pragma unroll
+    for (int j = 0; j < 8; j++) v[j] = t[i1 + lane + 32 * j], er_own[j] = 0;
+    double ls = lane == 0 ? loss[r] : 0;
+    gd::lb_grid g;
+#pragma unroll
+    for (int j = 0; j < 8; j++) {
+        for (int l = 0; l < 32; l++) {
+            const int el = 32 * j + l;
+            const int64_t k = i1 + el;
+            const float *u = U + k * n;
+            const float ukk = u[k];
+            if (el % run == 0) gd::lb_grid_get(type, blk, el, &g);
+            const float w = __shfl_sync(0xffffffffu, v[j], l);
+            const int q = gd::lb_grid_nearest(&g, w);
+            const float d = w - gd::lb_grid_value(&g, q);
+            const float er = d / ukk;
+            if (lane == l) er_own[j] = er;
+            if (lane == 0) {
+                gd::lb_grid_set(type, blk, el, q);
+                ls += (double)d * d / ((double)ukk * ukk) / 2;
+            }
+#pragma unroll
+            for (int jj = j; jj < 8; jj++)
+                if (jj > j || lane > l) v[jj] = v[jj] - er * u[i1 + lane + 32 * jj];
+            __syncwarp(); /* lane 0's code is in the block before a grid is read from it */
+        }
+    }
+    /* each column's value before rounding is its value when its turn came: v holds it from then on */
+#pragma unroll
+    for (int j = 0; j < 8; j++) {
+        P[r * n + i1 + lane + 32 * j] = v[j];
+        t[i1 + lane + 32 * j] = v[j];
+        E[r * lde + lane + 32 * j] = er_own[j];
+    }
+    if (lane == 0) loss[r] = ls;
+}
+
+/* LB_GPU_COLUMNS=thread: the thread-per-row kernel (the warp kernel's reference on the GPU) */
+static bool columns_by_thread(void) {
+    static int v = -1;
+    if (v < 0) {
+        const char *e = getenv("LB_GPU_COLUMNS");
+        v = e && !strcmp(e, "thread");
+    }
+    return v == 1;
+}
+
 cudaError_t cu_gptq_columns(lb_type type, uint8_t *out, size_t row_bytes, float *T, const float *U, int64_t rows, int64_t n,
                             int64_t i1, int64_t i2, float *E, int64_t lde, float *P, double *loss, cudaStream_t st) {
     const size_t bb = cu_kq_block_bytes(type);
     if (!bb) return cudaErrorInvalidValue;
+    if (i2 - i1 == QK_K && i1 % QK_K == 0 && !columns_by_thread()) {
+        const int threads = 256; /* eight rows per block */
+        k_gptq_columns_warp<<<(unsigned)((rows * 32 + threads - 1) / threads), threads, 0, st>>>(type, gd::lb_grid_run(type), bb, out,
+                                                                                                 row_bytes, T, U, rows, n, i1, E, lde,
+                                                                                                 P, loss);
+        return cudaGetLastError();
+    }
     const int threads = 32; /* rows are few (1,024-28,672): one warp per block spreads them over more SMs */
     k_gptq_columns<<<(unsigned)((rows + threads - 1) / threads), threads, 0, st>>>(type, QK_K, gd::lb_grid_run(type), bb, out, row_bytes,
                                                                                    T, U, rows, n, i1, i2, E, lde, P, loss);
@@ -92,13 +162,25 @@ cudaError_t cu_gptq_columns(lb_type type, uint8_t *out, size_t row_bytes, float 
  */
 #ifdef __CUDA_ARCH__
 #define LANE_SYNC() __syncwarp()
+#define UNROLL _Pragma("unroll")
 #else
 #define LANE_SYNC() ((void)0)
+#define UNROLL
 #endif
 
 __host__ __device__ static void lane_axpy(float *g, float a, const float *x, int64_t n, int lane, int nl) {
     LANE_SYNC(); /* every lane has read what this overwrites */
-    for (int64_t i = lane; i < n; i += nl) g[i] = g[i] - a * x[i];
+    /* eight elements loaded before any is stored (g and x never overlap): a lane waits for memory once per
+     * eight, not once per element; each element's operation is the same */
+    int64_t i = lane;
+    for (; i + 7 * nl < n; i += 8 * nl) {
+        float gv[8], xv[8];
+        UNROLL
+        for (int u = 0; u < 8; u++) gv[u] = g[i + u * nl], xv[u] = x[i + u * nl];
+        UNROLL
+        for (int u = 0; u < 8; u++) g[i + u * nl] = gv[u] - a * xv[u];
+    }
+    for (; i < n; i += nl) g[i] = g[i] - a * x[i];
     LANE_SYNC();
 }
 
