@@ -52,12 +52,16 @@ lb_status lb_calib_output_stats(lb_calib *c, const float *out_norm, lb_error *er
 const double *lb_calib_h(const lb_calib *c, lb_obs_point pt, int64_t *dim);
 /* C (dim, dim), C[i][j] = sum_t xr_t[i] x_t[j], of the last *_stats call; NULL without a reference stream. */
 const double *lb_calib_cross(const lb_calib *c, lb_obs_point pt);
-/* The same buffers handed over: the caller owns (and frees) them and may overwrite them; lb_calib_h /
- * lb_calib_cross then return NULL for what was taken, and the next statistics run allocates anew. NULL for
+/* The same buffers handed over: the caller may overwrite them and hands them back with lb_calib_give_back
+ * (never free: on a GPU they are page-locked); lb_calib_h / lb_calib_cross then return NULL for what was
+ * taken, and the next statistics run takes a given-back buffer or allocates anew. NULL for
  * a point other than the last statistics' (and for C without a reference stream). They let GPTQ factor
  * and overwrite H and C in place instead of in copies: the memory of calibrating the widest input. */
 double *lb_calib_take_h(lb_calib *c, lb_obs_point pt);
 double *lb_calib_take_cross(lb_calib *c, lb_obs_point pt);
+/* A taken buffer handed back once its user is done with it (instead of free): kept for the next statistics run
+ * (whose pages are then mapped, and page-locked on a GPU) or released. NULL does nothing. */
+void lb_calib_give_back(lb_calib *c, double *buf);
 const float *lb_calib_mean_abs(const lb_calib *c, lb_obs_point pt);
 int64_t lb_calib_tokens(const lb_calib *c);
 /* On a GPU: the most device memory seen in use so far (bytes); 0 on the CPU. */

@@ -25,6 +25,7 @@
 #include "calib.h"
 
 #include "calib_gpus.h"
+#include "../cuda/calib.h"
 #include "../quant/matmul.h"
 #include "../quant/mm_tile.h"
 
@@ -35,6 +36,8 @@
 
 #define H_ROWS 64 /* rows of H per product; the part below the diagonal computed anyway is H_ROWS / 2 per row */
 #define MIRROR_TILE 32 /* tile of the transpositions */
+#define SPARES 2       /* statistics buffers given back and kept for the next runs */
+#define PIN_MAX ((size_t)8 << 30) /* the largest statistics buffer page-locked on a GPU (bytes) */
 
 struct lb_calib {
     const lb_model *m;
@@ -44,6 +47,15 @@ struct lb_calib {
     float *x;              /* (n_win * win, n_embd) */
     double *h;             /* H of the current point, (dim, dim); NULL once taken */
     int64_t h_cap, cx_cap; /* doubles the h and cx buffers hold */
+    /* Every statistics buffer holds buf_cap = dmax^2 doubles, so that any buffer serves any point: a buffer
+     * taken (lb_calib_take_h / _cross) and given back (lb_calib_give_back) waits in spare for the next run,
+     * whose pages are then already mapped. On a GPU they are page-locked (up to PIN_MAX each; `pinned` lists
+     * those), so that the device's sums come back at the bus's speed. */
+    int64_t buf_cap;
+    bool pin;
+    double *spare[SPARES];
+    double *pinned[2 + SPARES + 2];
+    int n_pinned;
     double *abs_sum;
     float *mean_abs;
     int64_t dim[LB_CALIB_POINTS];
@@ -188,19 +200,54 @@ static void observer(void *user, int64_t layer, lb_obs_point pt, const float *x,
     else accumulate(c, x, T, dim);
 }
 
-/* A buffer of at least n doubles in *b (capacity *cap), reallocated when taken or too small. */
-static bool ensure(double **b, int64_t *cap, int64_t n) {
+/* A statistics buffer of buf_cap doubles: page-locked on a GPU when it can be, else malloc's */
+static double *stats_alloc(lb_calib *c) {
+    const size_t bytes = (size_t)c->buf_cap * sizeof(double);
+    if (c->pin && c->n_pinned < (int)(sizeof c->pinned / sizeof *c->pinned)) {
+        double *p = lb_cuda_host_alloc(bytes);
+        if (p) return c->pinned[c->n_pinned++] = p;
+    }
+    return malloc(bytes);
+}
+
+static void stats_release(lb_calib *c, double *p) {
+    if (!p) return;
+    for (int i = 0; i < c->n_pinned; i++)
+        if (c->pinned[i] == p) {
+            lb_cuda_host_free(p);
+            c->pinned[i] = c->pinned[--c->n_pinned];
+            return;
+        }
+    free(p);
+}
+
+void lb_calib_give_back(lb_calib *c, double *buf) {
+    if (!buf) return;
+    for (int i = 0; i < SPARES; i++)
+        if (!c->spare[i]) {
+            c->spare[i] = buf;
+            return;
+        }
+    stats_release(c, buf);
+}
+
+/* A buffer of at least n doubles in *b (capacity *cap): a spare when it was taken, else a new one. */
+static bool ensure(lb_calib *c, double **b, int64_t *cap, int64_t n) {
     if (*b && *cap >= n) return true;
-    free(*b);
-    *b = malloc((size_t)n * sizeof **b);
-    *cap = *b ? n : 0;
+    if (n > c->buf_cap) return false; /* no point is wider than dmax */
+    stats_release(c, *b);
+    *b = NULL;
+    for (int i = SPARES - 1; i >= 0 && !*b; i--)
+        if (c->spare[i]) *b = c->spare[i], c->spare[i] = NULL;
+    if (!*b) *b = stats_alloc(c);
+    *cap = *b ? c->buf_cap : 0;
     return *b != NULL;
 }
 
 static lb_status reset_stats(lb_calib *c, lb_obs_point pt, lb_error *err) {
     const int64_t d = c->dim[pt];
     c->pt = -1;
-    if (!ensure(&c->h, &c->h_cap, d * d) || (c->has_ref && !ensure(&c->cx, &c->cx_cap, d * d)))
+    if (!ensure(c, &c->h, &c->h_cap, d * d) || (c->has_ref && !ensure(c, &c->cx, &c->cx_cap, d * d)))
         return lb_err_set(err, LB_ERR_NOMEM, "out of memory for the calibration statistics (%lld x %lld)", (long long)d,
                           (long long)d);
     c->pt = (int)pt;
@@ -303,13 +350,15 @@ lb_status lb_calib_new(const lb_model *m, const lb_weight *embd, const lb_weight
     }
     c->pt = -1;
     c->stage = -1;
-    c->h = malloc((size_t)(dmax * dmax) * sizeof(double));
+    c->buf_cap = dmax * dmax;
+    c->pin = p->device.kind == LB_DEVICE_CUDA && (size_t)c->buf_cap * sizeof(double) <= PIN_MAX;
+    c->h = stats_alloc(c);
     c->h_cap = dmax * dmax;
     c->abs_sum = malloc((size_t)dmax * sizeof(double));
     c->mean_abs = malloc((size_t)dmax * sizeof(float));
     bool ok = c->h && c->abs_sum && c->mean_abs;
     if (embd_ref) {
-        c->cx = malloc((size_t)(dmax * dmax) * sizeof(double));
+        c->cx = stats_alloc(c);
         c->cx_cap = dmax * dmax;
         ok &= c->cx != NULL;
     }
@@ -340,8 +389,9 @@ void lb_calib_free(lb_calib *c) {
     lb_calib_gpus_free(c->gpu);
     lb_context_free(c->ctx);
     lb_pool_free(c->pool);
-    free(c->h);
-    free(c->cx);
+    stats_release(c, c->h);
+    stats_release(c, c->cx);
+    for (int i = 0; i < SPARES; i++) stats_release(c, c->spare[i]);
     free(c->ref);
     free(c->abs_sum);
     free(c->mean_abs);

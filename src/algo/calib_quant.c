@@ -355,7 +355,8 @@ static lb_status side_by_side(lb_calib *c, const lb_calib_solver *sv, int S, lb_
                 note_matrix(c, &j->p[i].st, j->p[i].why);
         }
     }
-    for (int i = 0; i < j->n; i++) free(j->p[i].h);
+    for (int i = 0; i + 1 < j->n; i++) free(j->p[i].h);
+    lb_calib_give_back(c, j->p[j->n - 1].h); /* the taken H (the others are copies) */
     return s;
 }
 
@@ -413,7 +414,7 @@ static lb_status gptq_stages(lb_calib *c, lb_pool *pool, const lb_layer *orig, i
             s = lb_gptq_ref_target(pool, ws, rows, nm, d, H, C, lw->s_in[pt], gp->ref_damp, gp->max_damp_tries, o, &applied, err);
             lb_calib_note_gptq(c, NULL, lb_time_sec() - t0);
         }
-        free(C);
+        lb_calib_give_back(c, C);
         const lb_calib_solver *sv;
         lb_pool *run;
         const int nm = STAGE_FIRST[g + 1] - STAGE_FIRST[g], S = s == LB_OK ? lb_calib_solvers(c, pool, &sv, &run) : 1;
@@ -438,7 +439,7 @@ static lb_status gptq_stages(lb_calib *c, lb_pool *pool, const lb_layer *orig, i
             const int64_t tokens = lb_calib_tokens(c);
             double *own = last ? lb_calib_take_h(c, pt) : NULL;
             s = quantize_matrix(c, pool, lw->w[k], w->rows, d, H, own, tokens, types[k], LB_METHOD_GPTQ, enc, gp, out[k], err);
-            free(own);
+            lb_calib_give_back(c, own);
         }
     }
     return s;
@@ -513,7 +514,7 @@ lb_status lb_calib_quantize_output(lb_calib *c, lb_pool *pool, const lb_model *m
                                ops_for(c, m->output.rows, d, gp->cd_sweeps > 0), &applied, err);
         lb_calib_note_gptq(c, NULL, lb_time_sec() - t0);
     }
-    free(C);
+    lb_calib_give_back(c, C);
     const int64_t tokens = lb_calib_tokens(c);
     if (s == LB_OK && mm == LB_METHOD_GPTQ && gptq_panels(c, pool, w, m->output.rows, d, t, LB_OBS_OUTPUT_IN, enc, gp, out, &s, err)) {
         free(w);
@@ -521,7 +522,7 @@ lb_status lb_calib_quantize_output(lb_calib *c, lb_pool *pool, const lb_model *m
     }
     double *own = mm == LB_METHOD_GPTQ ? lb_calib_take_h(c, LB_OBS_OUTPUT_IN) : NULL;
     if (s == LB_OK) s = quantize_matrix(c, pool, w, m->output.rows, d, H, own, tokens, t, mm, enc, gp, out, err);
-    free(own);
+    lb_calib_give_back(c, own);
     free(w);
     return s;
 }

@@ -345,6 +345,19 @@ extern "C" void lb_cuda_calib_sums(lb_cuda_calib *c, double **h, double **cx, do
     *h = c->h, *cx = c->xr ? c->cx : NULL, *abs_sum = c->abs_sum;
 }
 
+extern "C" void *lb_cuda_host_alloc(size_t bytes) {
+    void *p = NULL;
+    if (cudaHostAlloc(&p, bytes, cudaHostAllocPortable) != cudaSuccess) {
+        (void)cudaGetLastError(); /* not sticky: the caller falls back to malloc */
+        return NULL;
+    }
+    return p;
+}
+
+extern "C" void lb_cuda_host_free(void *p) {
+    if (p) cudaFreeHost(p);
+}
+
 extern "C" lb_status lb_cuda_calib_read_sums(lb_cuda_calib *c, lb_obs_point pt, double *h, double *cx, double *abs_sum, lb_error *err) {
     CK(cudaSetDevice(lb_cuda_ctx_device(c->g)), "selecting the device");
     return read_stats(c, lb_cuda_calib_point_dim(c, pt), h, cx, abs_sum, err);
