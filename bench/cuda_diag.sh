@@ -43,6 +43,10 @@ log "3. test_cuda_gptq"
 timeout "$(cap 200)" build/tests/test_cuda_gptq >"$OUT/gptq.log" 2>&1
 echo "test_cuda_gptq rc=$? $(tail -1 "$OUT/gptq.log")" | tee -a "$OUT/run.log"
 grep -E "FAIL|^q4_k_m|^gptq" "$OUT/gptq.log" >>"$OUT/run.log"
+log "3b. test_cuda_calib"
+timeout "$(cap 120)" build/tests/test_cuda_calib >"$OUT/calib.log" 2>&1
+echo "test_cuda_calib rc=$? $(tail -1 "$OUT/calib.log")" | tee -a "$OUT/run.log"
+grep -E "FAIL" "$OUT/calib.log" | head -5 >>"$OUT/run.log"
 log "4. 8B shape, 2 layers, gptq with the opt-ins (LB_CALIB_PROFILE=1)"
 W=/tmp/lb-session-8b
 mkdir -p "$W"
