@@ -85,8 +85,8 @@ const lb_gptq_ops *lb_gptq_ops_cpu(void);
 lb_status lb_gptq_ops_cuda_new(int device, lb_gptq_ops **out, lb_error *err);
 void lb_gptq_ops_cuda_free(lb_gptq_ops *ops);
 size_t lb_gptq_ops_cuda_peak(const lb_gptq_ops *ops);
-/* What a CUDA table's encodes answers, without a table: whether its GPU encoders are on (LB_GPU_ENCODE=1, while
- * opt-in) and take type t with encoder enc. False without the CUDA build. */
+/* What a CUDA table's encodes answers, without a table: whether its GPU encoders are on (unless LB_GPU_ENCODE=0)
+ * and take type t with encoder enc. False without the CUDA build. */
 bool lb_gptq_cuda_encodes(lb_type t, lb_encoder enc);
 
 typedef struct lb_gptq_params {

@@ -44,11 +44,11 @@ static lb_status op_matmul(void *u, lb_pool *pool, const float *x, int64_t rows,
     return lb_cuda_gptq_matmul(u, x, rows, w, n, K, out, err);
 }
 
-/* The block encoders on the GPU are opt-in (LB_GPU_ENCODE=1) until tests/cuda has run them on a GPU; without
- * it they run on CPU threads (the same bytes). */
+/* The block encoders on the GPU (the CPU's bytes; tests/cuda): on unless LB_GPU_ENCODE=0, which leaves them on CPU
+ * threads (the same bytes). */
 bool lb_gptq_cuda_encodes(lb_type t, lb_encoder enc) {
     const char *v = getenv("LB_GPU_ENCODE");
-    return v && v[0] == '1' && lb_cuda_kq_encodes(t, enc);
+    return !(v && v[0] == '0') && lb_cuda_kq_encodes(t, enc);
 }
 
 static bool op_encodes(void *u, lb_type t, lb_encoder enc) {
@@ -101,10 +101,10 @@ lb_status lb_gptq_ops_cuda_new(int device, lb_gptq_ops **out, lb_error *err) {
                            .begin = op_begin, .load = op_load, .update = op_update, .h_times_e = op_h_times_e,
                            .matmul = op_matmul, .encodes = op_encodes, .encode = op_encode, .awq_clip = op_awq_clip,
                            .awq_search = op_awq_search};
-    /* whole passes, the coordinate descent and the reference target kept on the GPU: opt-in (LB_GPU_SWEEP=1;
-     * the first two also need LB_GPU_ENCODE=1) until tests/cuda has run them on a GPU */
+    /* whole passes, the coordinate descent and the reference target kept on the GPU (the first two where the GPU
+     * encodes the type): on unless LB_GPU_SWEEP=0, which leaves them on CPU threads around the GPU's products */
     const char *v = getenv("LB_GPU_SWEEP");
-    if (v && v[0] == '1') {
+    if (!(v && v[0] == '0')) {
         /* LB_GPU_SWEEP_SKIP: letters of the parts left on the CPU (p: passes, c: descent, r: reference target), to
          * tell which part moves a result */
         const char *k = getenv("LB_GPU_SWEEP_SKIP");

@@ -452,9 +452,9 @@ static lb_status write_tensor(run *R, int64_t i, lb_error *err) {
                               t->name, (long long)im->n, (long long)t->ne[0]);
         int nt = lb_pool_size(R->pool);
         for (int k = 0; k < nt; k++) R->first_bad[k] = INT64_MAX;
-        /* the row path's block encoders on the device where they take the type (k-quants; opt-in with
-         * LB_GPU_ENCODE=1 until run on a GPU): its table made at the first such tensor; without one (no cuBLAS,
-         * cuSOLVER) they stay on the CPU */
+        /* the row path's block encoders on the device where they take the type (k-quants, the CPU's bytes; not with
+         * LB_GPU_ENCODE=0): its table made at the first such tensor; without one (no cuBLAS, cuSOLVER) they stay
+         * on the CPU */
         const bool dev = R->p->device.kind == LB_DEVICE_CUDA && lb_gptq_cuda_encodes(t->type, R->p->encoder);
         if (dev && !R->dev && !R->dev_tried) {
             lb_error e = {0};

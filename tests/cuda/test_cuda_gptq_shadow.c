@@ -10,7 +10,9 @@
  * The calibration goes on with the GPU's results, so that every matrix of the run is checked where the GPU
  * took it. The GPU sums in another order, so a pass or descent may end a little above or below the host's;
  * a systematic excess, or one call far off, is an error of the device code, and the test prints each call
- * with the worst first so that the part and the matrix are named.
+ * and the worst so that the part and the matrix are named.
+ * The end result's KL is a weak check on tiny: rounding-sized changes move it by several per cent
+ * (LB_SHADOW_DRY=1 LB_SHADOW_NOISE=eps perturbs the reference target by a relative eps on the CPU to show it).
  */
 #include "../cudahost/host_dev.h"
 #include "algo/calib.h"
@@ -242,6 +244,15 @@ static lb_status d_ref_factor(void *u, const double *H, int64_t n, double lam, b
 static lb_status d_ref_apply(void *u, const float *DCt, int64_t n, double lam, float *W, int64_t rows, bool upload, lb_error *err) {
     (void)u, (void)upload;
     cpu_ref_apply(&dry_ref, DCt, n, lam, W, rows, err);
+    /* LB_SHADOW_NOISE=eps: the targets perturbed by a relative eps per element (how much a rounding-sized change of
+     * the target moves the end result) */
+    const char *ns = getenv("LB_SHADOW_NOISE");
+    const double eps = ns ? atof(ns) : 0;
+    static uint64_t st = 0x9E3779B97F4A7C15ull;
+    for (int64_t e = 0; eps > 0 && e < rows * n; e++) {
+        st ^= st << 13, st ^= st >> 7, st ^= st << 17;
+        W[e] *= (float)(1 + eps * ((double)(st >> 11) / 4503599627370496.0 - 1));
+    }
     return LB_OK;
 }
 static lb_status d_reserve(void *u, int64_t rows, int64_t n, bool cd, lb_error *err) {
@@ -265,8 +276,8 @@ static double kld_on(const char *path, const lb_model *base, const int32_t *ids,
 }
 
 int main(void) {
-    setenv("LB_GPU_ENCODE", "1", 1); /* the GPU's encoders, passes, descent and reference target: what this test checks */
-    setenv("LB_GPU_SWEEP", "1", 1);
+    unsetenv("LB_GPU_ENCODE"); /* the defaults: the GPU's encoders, passes, descent and reference target */
+    unsetenv("LB_GPU_SWEEP");
     unsetenv("LB_GPU_SWEEP_SKIP");
     lb_gptq_ops *g = NULL, dry;
     host_dev dry_hd = {0};
@@ -316,7 +327,8 @@ int main(void) {
     CHECK(s.worst[K_PASS] < 0.05 && s.worst[K_CD] < 0.05, "a call far off: pass %s; cd %s", s.worst_what[K_PASS], s.worst_what[K_CD]);
     CHECK(s.worst[K_REF] < 1e-4, "reference target: %s", s.worst_what[K_REF]);
     CHECK(s.enc_diff_bytes == 0, "encoders: %ld bytes differ (%s)", s.enc_diff_bytes, s.worst_what[K_ENC]);
-    CHECK(kg / kc - 1 < 0.03, "GPU table KL %.6g vs CPU solver %.6g", kg, kc);
+    /* the end result: one draw from the spread that rounding alone gives (test_cuda_gptq's bound, and why) */
+    CHECK(kg / kc - 1 < 0.15, "GPU table KL %.6g vs CPU solver %.6g", kg, kc);
     remove(a), remove(b);
     host_dev_free(&s.hd);
     free(s.ref.u), free(dry_ref.u);
