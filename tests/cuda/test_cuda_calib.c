@@ -28,6 +28,8 @@
 #include "test.h"
 #include "cuda_test.h"
 
+#include <string.h>
+
 #include <math.h>
 #include <unistd.h>
 
@@ -205,8 +207,11 @@ static void check_quantizer(const lb_model *base, const int32_t *calib, int64_t 
         printf("q4_k_m %-8s KL(base||q): cpu %.6f  gpu %.6f (%+.2f %%)  rtn %.6f\n", methods[i], kc, kg, 100 * (kg / kc - 1), k_rtn);
         /* not worse than the CPU's by more than 5 % (better is fine): the two executors' statistics differ at the
          * F16 level and, with 8-bit activations in the quantized stream, by independent roundings, which on
-         * tiny at 4,096 tokens moves GPTQ's result by a few percent either way (H200: -5.7 % to +2.7 %) */
-        CHECK(kg / kc - 1 < 0.05, "%s: GPU KL %.6g vs CPU %.6g", methods[i], kg, kc);
+         * tiny at 4,096 tokens moves GPTQ's result by a few percent either way (H200: -5.7 % to +2.7 %); GPTQ with
+         * the reference target 15 %: rounding-sized changes of the target alone spread tiny's KL over -2 .. +7.5 %
+         * (test_cuda_gptq's check_quantizer says how that was measured) */
+        const double bound = strstr(methods[i], "gptq") ? 0.15 : 0.05;
+        CHECK(kg / kc - 1 < bound, "%s: GPU KL %.6g vs CPU %.6g", methods[i], kg, kc);
         CHECK(kg < k_rtn && kc < k_rtn, "%s: KL cpu %.6g gpu %.6g not below RTN %.6g", methods[i], kc, kg, k_rtn);
         remove(a), remove(b), remove(c);
     }
