@@ -163,9 +163,11 @@ cudaError_t cu_gptq_columns(lb_type type, uint8_t *out, size_t row_bytes, float 
 #ifdef __CUDA_ARCH__
 #define LANE_SYNC() __syncwarp()
 #define UNROLL8 _Pragma("unroll 8")
+#define LANE_BCAST(v, src) __shfl_sync(0xffffffffu, (v), (src))
 #else
 #define LANE_SYNC() ((void)0)
 #define UNROLL8
+#define LANE_BCAST(v, src) (v)
 #endif
 
 /*
@@ -289,16 +291,19 @@ __host__ __device__ static bool row_cd_params(const lb_cd_rows *a, uint8_t *row,
                     d_try[k] = v_try[k] - q[j0 + k];
                     lin += (double)d_try[k] * g[j0 + k];
                 }
-                /* the quad kernels' sums: acc[k] = sum over l, in order, of Ht[l][k] d_l (exact products) */
+                /* the quad kernels' sums: acc[k] = sum over l, in order, of Ht[l][k] d_l (exact products), lane k's
+                 * (k0 + lane for each k0 step), then quad summed over k in order by every lane from their values */
                 const float *ht = a->Ht + (j0 / run) * run * run;
-                double acc[32];
-                for (int k = 0; k < pi.n; k++) acc[k] = 0;
-                for (int l = 0; l < pi.n; l++) {
-                    const double dl = d_try[l];
-                    for (int k = 0; k < pi.n; k++) acc[k] += (double)ht[l * run + k] * dl;
+                for (int k0 = 0; k0 < pi.n; k0 += nl) {
+                    const int k = k0 + lane;
+                    double acc = 0;
+                    if (k < pi.n)
+                        for (int l = 0; l < pi.n; l++) acc += (double)ht[l * run + k] * (double)d_try[l];
+                    for (int kk = k0; kk < k0 + nl && kk < pi.n; kk++) {
+                        const double v = LANE_BCAST(acc, kk - k0);
+                        if (d_try[kk] != 0) quad += v * d_try[kk];
+                    }
                 }
-                for (int k = 0; k < pi.n; k++)
-                    if (d_try[k] != 0) quad += acc[k] * d_try[k];
                 const double change = -2.0 * lin + quad;
                 if (change < best_change) {
                     best_change = change;
@@ -338,7 +343,8 @@ __host__ __device__ static void row_cd(const lb_cd_rows *a, int64_t r, cd_defer 
     if (lane == 0) a->active[r] = ch;
 }
 
-__global__ void k_gptq_cd(lb_cd_rows a) {
+template <int MINB>
+__global__ void __launch_bounds__(128, MINB) k_gptq_cd(lb_cd_rows a) {
     __shared__ int64_t sj[4][DEFER]; /* four warps per block, a list each */
     __shared__ float sd[4][DEFER];
     const int64_t r = ((int64_t)blockIdx.x * blockDim.x + threadIdx.x) / 32;
@@ -351,7 +357,16 @@ __global__ void k_gptq_cd(lb_cd_rows a) {
 cudaError_t cu_gptq_cd(const lb_cd_rows *a, cudaStream_t st) {
     if (!cu_kq_block_bytes(a->type) || a->be != QK_K || a->bb > 256) return cudaErrorInvalidValue;
     const int threads = 128; /* four rows per block (k_gptq_cd's lists) */
-    k_gptq_cd<<<(unsigned)((a->rows * 32 + threads - 1) / threads), threads, 0, st>>>(*a);
+    const unsigned blocks = (unsigned)((a->rows * 32 + threads - 1) / threads);
+    /* LB_GPU_CD_OCC=N: at least N blocks per SM (fewer registers per thread, more rows at once); an experiment */
+    static int occ = -1;
+    if (occ < 0) {
+        const char *v = getenv("LB_GPU_CD_OCC");
+        occ = v ? atoi(v) : 0;
+    }
+    if (occ >= 6) k_gptq_cd<6><<<blocks, threads, 0, st>>>(*a);
+    else if (occ >= 4) k_gptq_cd<4><<<blocks, threads, 0, st>>>(*a);
+    else k_gptq_cd<1><<<blocks, threads, 0, st>>>(*a);
     return cudaGetLastError();
 }
 
