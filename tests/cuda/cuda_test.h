@@ -69,19 +69,22 @@ static inline bool same_file(const char *a, const char *b) {
     return same;
 }
 
-/* mean KL(base || the model at path) over 16 windows of 256 tokens of ids, evaluated on the GPU */
-static inline double kld(const char *path, const lb_model *base, const int32_t *ids, int64_t n_ids) {
+/* mean KL(base || the model at path) over 16 windows of 256 tokens of ids, evaluated on dev (kld: the GPU) */
+static inline double kld_on(const char *path, const lb_model *base, const int32_t *ids, int64_t n_ids, lb_device dev) {
     lb_model *m = NULL;
     lb_error e;
     REQUIRE(lb_model_load(path, &m, &e) == LB_OK, "%s", e.msg);
     lb_eval_params p = lb_eval_default_params();
     p.ctx = 256;
     p.max_chunks = 16;
-    p.device = cuda0;
+    p.device = dev;
     lb_eval_result r;
     REQUIRE(lb_eval_perplexity(m, base, ids, n_ids, &p, &r, &e) == LB_OK, "%s", e.msg);
     lb_model_free(m);
     return r.kld_mean;
+}
+static inline double kld(const char *path, const lb_model *base, const int32_t *ids, int64_t n_ids) {
+    return kld_on(path, base, ids, n_ids, cuda0);
 }
 
 /* models/tiny, its tokenizer, and the calibration and validation texts as its tokens */
