@@ -108,8 +108,13 @@ int64_t lb_calib_fallbacks(const lb_calib *c, const char **why);
 typedef struct lb_calib_solver {
     const lb_gptq_ops *ops; /* NULL: the CPU */
     lb_pool *pool;
+    lb_gptq_scratch *scratch; /* host buffers kept between its matrices (a device table's), or NULL */
 } lb_calib_solver;
 int lb_calib_solvers(lb_calib *c, lb_pool *pool, const lb_calib_solver **solvers, lb_pool **runner);
+/* The solver on the calling thread: the calibration's GPTQ table (lb_calib_gptq_ops) and pool, with host buffers
+ * kept between matrices when the table is a device's (the CPU path allocates per matrix, as its memory plan
+ * counts on). */
+lb_calib_solver lb_calib_main_solver(lb_calib *c, lb_pool *pool);
 
 /*
  * Quantize decoder layer il from its statistics on the current calibration activations, then move the

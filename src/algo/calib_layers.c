@@ -83,6 +83,7 @@ struct lb_calib {
     lb_calib_solver solver[LB_MAX_DEVICES];
     lb_gptq_ops *solver_ops[LB_MAX_DEVICES]; /* the tables made for ranks 1.. (rank 0's is gptq_ops) */
     lb_pool *solver_pool[LB_MAX_DEVICES], *solver_run;
+    lb_gptq_scratch gptq_scratch; /* lb_calib_main_solver's buffers (a device table's) */
     int64_t fallbacks;     /* matrices whose GPTQ algebra ran on the CPU although the device was asked for */
     char fallback_msg[200]; /* the first reason */
     double gptq_sec[LB_GPTQ_PHASES + 1]; /* GPTQ's phases, then the reference target */
@@ -386,6 +387,7 @@ void lb_calib_free(lb_calib *c) {
     }
     lb_pool_free(c->solver_run);
     lb_gptq_ops_cuda_free(c->gptq_ops);
+    lb_gptq_scratch_free(&c->gptq_scratch);
     lb_calib_gpus_free(c->gpu);
     lb_context_free(c->ctx);
     lb_pool_free(c->pool);
@@ -612,6 +614,11 @@ const lb_gptq_ops *lb_calib_gptq_ops(lb_calib *c) {
     return c->gptq_ops;
 }
 
+lb_calib_solver lb_calib_main_solver(lb_calib *c, lb_pool *pool) {
+    const lb_gptq_ops *o = lb_calib_gptq_ops(c);
+    return (lb_calib_solver){o, pool, o ? &c->gptq_scratch : NULL};
+}
+
 int lb_calib_solvers(lb_calib *c, lb_pool *pool, const lb_calib_solver **solvers, lb_pool **runner) {
     if (c->n_solvers == 0) {
         const lb_gptq_ops *o0 = lb_calib_gptq_ops(c);
@@ -621,7 +628,7 @@ int lb_calib_solvers(lb_calib *c, lb_pool *pool, const lb_calib_solver **solvers
         if (o0 && c->gpu) want = ranks;
         if ((o0 || !c->gpu) && asked > want) want = asked > LB_MAX_DEVICES ? LB_MAX_DEVICES : (int)asked;
         int n = 1;
-        c->solver[0] = (lb_calib_solver){o0, pool};
+        c->solver[0] = (lb_calib_solver){o0, pool, NULL};
         if (want > 1) {
             const int nt = lb_pool_size(pool), per = nt / want > 1 ? nt / want : 1;
             for (n = 0; n < want; n++) {
@@ -634,10 +641,10 @@ int lb_calib_solvers(lb_calib *c, lb_pool *pool, const lb_calib_solver **solvers
                     }
                 }
                 if (!(c->solver_pool[n] = lb_pool_new(per))) break;
-                c->solver[n] = (lb_calib_solver){n ? c->solver_ops[n] : o0, c->solver_pool[n]};
+                c->solver[n] = (lb_calib_solver){n ? c->solver_ops[n] : o0, c->solver_pool[n], NULL}; /* side by side: buffers per call */
             }
             if (n > 1 && !(c->solver_run = lb_pool_new(n))) n = 1;
-            if (n <= 1) n = 1, c->solver[0] = (lb_calib_solver){o0, pool};
+            if (n <= 1) n = 1, c->solver[0] = (lb_calib_solver){o0, pool, NULL};
         }
         c->n_solvers = n;
     }

@@ -205,13 +205,14 @@ static lb_status gptq_matrix(const lb_calib_solver *sv, float *w, int64_t rows, 
                              int64_t tokens, lb_type t, lb_encoder enc, const lb_gptq_params *gp, uint8_t *y, lb_gptq_stats *st,
                              char *why, lb_error *err) {
     why[0] = 0;
-    double *hc = H_own ? H_own : malloc((size_t)(d * d) * sizeof *hc);
+    double *hc = H_own ? H_own : sv->scratch ? lb_gptq_scratch_h(sv->scratch, d * d) : malloc((size_t)(d * d) * sizeof *hc);
     if (!hc) return lb_err_set(err, LB_ERR_NOMEM, "out of memory");
     if (!H_own) memcpy(hc, H, (size_t)(d * d) * sizeof *hc);
     /* H from few tokens per column is a noisy estimate: damp it harder towards its mean diagonal */
     lb_gptq_params p = *gp;
     if (tokens < LB_GPTQ_FEW_TOKENS_PER_COL * d && p.few_tokens_damp > p.damp) p.damp = p.few_tokens_damp;
     p.ops = sv->ops;
+    p.scratch = sv->scratch;
     if (p.ops && p.ops->reserve) {
         lb_error e = {0};
         if (p.ops->reserve(p.ops->user, rows, d, p.cd_sweeps > 0, &e) != LB_OK) {
@@ -220,7 +221,7 @@ static lb_status gptq_matrix(const lb_calib_solver *sv, float *w, int64_t rows, 
         }
     }
     lb_status s = lb_gptq_quantize(sv->pool, w, rows, d, hc, t, enc, &p, y, st, err);
-    if (!H_own) free(hc);
+    if (!H_own && !sv->scratch) free(hc);
     return s;
 }
 
@@ -236,7 +237,7 @@ static lb_status quantize_matrix(lb_calib *c, lb_pool *pool, float *w, int64_t r
                                  int64_t tokens, lb_type t, lb_method method, lb_encoder enc, const lb_gptq_params *gp,
                                  uint8_t *y, lb_error *err) {
     if (method == LB_METHOD_GPTQ || method == LB_METHOD_AWQ_GPTQ) {
-        const lb_calib_solver sv = {lb_calib_gptq_ops(c), pool};
+        const lb_calib_solver sv = lb_calib_main_solver(c, pool);
         lb_gptq_stats st;
         char why[LB_ERROR_MAX];
         lb_status s = gptq_matrix(&sv, w, rows, d, H, H_own, tokens, t, enc, gp, y, &st, why, err);

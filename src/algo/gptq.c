@@ -54,9 +54,35 @@ void lb_gptq_params_default(lb_gptq_params *p) {
     p->ref_damp = 1.0;
     p->few_tokens_damp = 0;
     p->ops = NULL;
+    p->scratch = NULL;
 }
 
+enum { SCR_U, SCR_HF, SCR_T, SCR_P, SCR_H };
+
+/* a buffer of at least `bytes` in slot k of s (kept there), or a malloc'd one without s */
+static void *scratch_get(lb_gptq_scratch *s, int k, size_t bytes) {
+    if (!s) return malloc(bytes);
+    if (s->p[k] && s->bytes[k] >= bytes) return s->p[k];
+    free(s->p[k]);
+    s->p[k] = malloc(bytes);
+    s->bytes[k] = s->p[k] ? bytes : 0;
+    return s->p[k];
+}
+
+static void scratch_put(lb_gptq_scratch *s, void *p) {
+    if (!s) free(p);
+}
+
+void lb_gptq_scratch_free(lb_gptq_scratch *s) {
+    if (!s) return;
+    for (int k = 0; k < 5; k++) free(s->p[k]);
+    memset(s, 0, sizeof *s);
+}
+
+double *lb_gptq_scratch_h(lb_gptq_scratch *s, int64_t n) { return scratch_get(s, SCR_H, (size_t)n * sizeof(double)); }
+
 typedef struct gptq_ctx {
+    lb_gptq_scratch *scr; /* lb_gptq_params.scratch */
     float *W; /* (rows, cols) */
     int64_t rows, cols;
     const float *U;       /* (cols, cols) Hinv, upper triangle, processing order */
@@ -716,9 +742,9 @@ static lb_status sweep(lb_pool *pool, gptq_ctx *c, const double *H, double *sec,
     int64_t panel = c->ops == &cpu_ops ? TILE_ROWS * CPU_PANEL_TILES * nthreads : rows;
     if (panel > rows) panel = rows;
     const size_t pn = (size_t)panel * (size_t)n;
-    float *U = malloc((size_t)n * (size_t)n * sizeof *U);
-    c->T = malloc(pn * sizeof *c->T);
-    c->P = malloc(pn * sizeof *c->P);
+    float *U = scratch_get(c->scr, SCR_U, (size_t)n * (size_t)n * sizeof *U);
+    c->T = scratch_get(c->scr, SCR_T, pn * sizeof *c->T);
+    c->P = scratch_get(c->scr, SCR_P, pn * sizeof *c->P);
     c->E = malloc((size_t)panel * (size_t)c->batch * sizeof *c->E);
     c->best = c->passes > 1 ? malloc((size_t)panel * c->row_bytes) : NULL;
     c->loss = malloc((size_t)panel * 2 * sizeof *c->loss);
@@ -743,9 +769,9 @@ static lb_status sweep(lb_pool *pool, gptq_ctx *c, const double *H, double *sec,
         }
         if (c->ops->end) c->ops->end(c->ops->user);
     }
-    free(U);
-    free(c->T);
-    free(c->P);
+    scratch_put(c->scr, U);
+    scratch_put(c->scr, c->T);
+    scratch_put(c->scr, c->P);
     free(c->E);
     free(c->best);
     free(c->loss);
@@ -798,7 +824,7 @@ lb_status lb_gptq_quantize(lb_pool *pool, float *W, int64_t rows, int64_t cols, 
     if (s == LB_OK) s = check_finite(W, rows, H, cols, err);
     if (s != LB_OK) return s;
     const lb_type_traits *tt = lb_type_traits_get(type);
-    gptq_ctx c = {.W = W, .rows = rows, .cols = cols, .type = type, .enc = lb_encoder_get(type, enc), .enc_kind = enc,
+    gptq_ctx c = {.scr = p.scratch, .W = W, .rows = rows, .cols = cols, .type = type, .enc = lb_encoder_get(type, enc), .enc_kind = enc,
                   .to_float = tt->to_float, .be = tt->block_elems, .bb = tt->block_bytes,
                   .row_bytes = lb_type_row_size(type, cols), .out = out, .passes = p.passes,
                   .cd_sweeps = p.cd_sweeps, .cd_scales = p.cd_scales, .k = pick_kernels(), .run = lb_grid_run(type)};
@@ -820,7 +846,7 @@ lb_status lb_gptq_quantize(lb_pool *pool, float *W, int64_t rows, int64_t cols, 
     if (c.batch > cols) c.batch = cols;
     float *imp = malloc((size_t)cols * sizeof *imp);
     int64_t *perm = malloc((size_t)cols * sizeof *perm);
-    float *Hf = p.cd_sweeps > 0 ? malloc((size_t)cols * (size_t)cols * sizeof *Hf) : NULL;
+    float *Hf = p.cd_sweeps > 0 ? scratch_get(p.scratch, SCR_HF, (size_t)cols * (size_t)cols * sizeof *Hf) : NULL;
     if (!imp || !perm || (p.cd_sweeps > 0 && !Hf)) s = lb_err_set(err, LB_ERR_NOMEM, "gptq: out of memory");
     if (s == LB_OK) s = prepare(pool, W, rows, cols, H, &p, &c, imp, perm, Hf, &st, err);
     c.imp = imp;
@@ -837,7 +863,7 @@ lb_status lb_gptq_quantize(lb_pool *pool, float *W, int64_t rows, int64_t cols, 
     }
     free(c.row_loss);
     free(c.Ht);
-    free(Hf);
+    scratch_put(p.scratch, Hf);
     free(imp);
     free(perm);
     return s;

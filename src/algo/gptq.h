@@ -89,6 +89,19 @@ size_t lb_gptq_ops_cuda_peak(const lb_gptq_ops *ops);
  * and take type t with encoder enc. False without the CUDA build. */
 bool lb_gptq_cuda_encodes(lb_type t, lb_encoder enc);
 
+/* Host buffers kept from one lb_gptq_quantize call to the next (the inverse factor U and the descent's H in F32,
+ * the sweeps' T and P), so that a caller solving many matrices does not map fresh pages for each: a device table
+ * takes all rows at once, several GB a layer at 8B scale. Zero-initialize; lb_gptq_scratch_free releases. One
+ * caller at a time. */
+typedef struct lb_gptq_scratch {
+    void *p[5];
+    size_t bytes[5];
+} lb_gptq_scratch;
+void lb_gptq_scratch_free(lb_gptq_scratch *s);
+/* a caller's buffer of n doubles kept in s (its copy of H for lb_gptq_quantize, which overwrites H); NULL when out
+ * of memory. Valid until the next call with s. */
+double *lb_gptq_scratch_h(lb_gptq_scratch *s, int64_t n);
+
 typedef struct lb_gptq_params {
     double damp;        /* lambda = damp * mean(diag H) is added to the diagonal (default 0.01; 0 allowed) */
     int max_damp_tries; /* Cholesky attempts; after a failure damp *= 10 (from LB_GPTQ_DAMP_FLOOR when 0) */
@@ -105,6 +118,7 @@ typedef struct lb_gptq_params {
                                N < LB_GPTQ_FEW_TOKENS_PER_COL * cols, damp is raised to at least this
                                (default 0: damp as given; lb_gptq_quantize ignores it) */
     const lb_gptq_ops *ops; /* where the linear algebra runs (default NULL: lb_gptq_ops_cpu()) */
+    lb_gptq_scratch *scratch; /* buffers kept between calls (default NULL: allocated and freed per call) */
 } lb_gptq_params;
 
 #define LB_GPTQ_DAMP_FLOOR 1e-4
