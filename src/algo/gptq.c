@@ -570,16 +570,67 @@ const lb_gptq_ops *lb_gptq_ops_cpu(void) { return &cpu_ops; }
 
 /* ---- preparing H (driver) ---- */
 
-static lb_status check_finite(const float *W, int64_t rows, const double *H, int64_t cols, lb_error *err) {
-    for (int64_t r = 0; r < rows; r++)
-        for (int64_t j = 0; j < cols; j++)
-            if (!isfinite(W[r * cols + j]))
-                return lb_err_set(err, LB_ERR_ARG, "gptq: W[%lld, %lld] is not finite", (long long)r, (long long)j);
-    for (int64_t i = 0; i < cols; i++)
-        for (int64_t j = 0; j < cols; j++)
-            if (!isfinite(H[i * cols + j]))
-                return lb_err_set(err, LB_ERR_ARG, "gptq: H[%lld, %lld] is not finite", (long long)i, (long long)j);
-    return LB_OK;
+/* The first non-finite element of W (float) and H (double), on the pool: each task ORs the exponent test over
+ * its chunk without branches (vectorizable) and only a flagged chunk looks for its first element; the lowest
+ * flagged chunk gives the index, so the report does not depend on the thread count. */
+#define FIN_CHUNK 65536
+typedef struct fin_job {
+    const float *w;
+    const double *h;
+    int64_t nw, nh;   /* elements */
+    int64_t cw;       /* chunks of w (the rest are h's) */
+    int64_t *first;   /* per chunk: the first bad element's index in its array, or -1 */
+} fin_job;
+
+static void fin_task(void *arg, int64_t task, int thread) {
+    const fin_job *j = arg;
+    (void)thread;
+    j->first[task] = -1;
+    if (task < j->cw) {
+        const int64_t i0 = task * FIN_CHUNK, i1 = i0 + FIN_CHUNK < j->nw ? i0 + FIN_CHUNK : j->nw;
+        uint32_t bad = 0;
+        for (int64_t i = i0; i < i1; i++) {
+            uint32_t u;
+            memcpy(&u, j->w + i, sizeof u);
+            bad |= (uint32_t)((u & 0x7f800000u) == 0x7f800000u);
+        }
+        for (int64_t i = i0; bad && i < i1; i++)
+            if (!isfinite(j->w[i])) {
+                j->first[task] = i;
+                break;
+            }
+    } else {
+        const int64_t i0 = (task - j->cw) * FIN_CHUNK, i1 = i0 + FIN_CHUNK < j->nh ? i0 + FIN_CHUNK : j->nh;
+        uint64_t bad = 0;
+        for (int64_t i = i0; i < i1; i++) {
+            uint64_t u;
+            memcpy(&u, j->h + i, sizeof u);
+            bad |= (uint64_t)((u & 0x7ff0000000000000ull) == 0x7ff0000000000000ull);
+        }
+        for (int64_t i = i0; bad && i < i1; i++)
+            if (!isfinite(j->h[i])) {
+                j->first[task] = i;
+                break;
+            }
+    }
+}
+
+static lb_status check_finite(lb_pool *pool, const float *W, int64_t rows, const double *H, int64_t cols, lb_error *err) {
+    fin_job j = {W, H, rows * cols, cols * cols, (rows * cols + FIN_CHUNK - 1) / FIN_CHUNK, NULL};
+    const int64_t tasks = j.cw + (j.nh + FIN_CHUNK - 1) / FIN_CHUNK;
+    if (!(j.first = malloc((size_t)tasks * sizeof *j.first))) return lb_err_set(err, LB_ERR_NOMEM, "gptq: out of memory");
+    lb_pool_run(pool, tasks, fin_task, &j);
+    lb_status s = LB_OK;
+    for (int64_t t = 0; s == LB_OK && t < tasks; t++) {
+        const int64_t i = j.first[t];
+        if (i < 0) continue;
+        if (t < j.cw)
+            s = lb_err_set(err, LB_ERR_ARG, "gptq: W[%lld, %lld] is not finite", (long long)(i / cols), (long long)(i % cols));
+        else
+            s = lb_err_set(err, LB_ERR_ARG, "gptq: H[%lld, %lld] is not finite", (long long)(i / cols), (long long)(i % cols));
+    }
+    free(j.first);
+    return s;
 }
 
 /* Dead inputs (H_jj == 0): H_jj = 1, W[:, j] = 0. Returns how many. */
@@ -821,7 +872,7 @@ lb_status lb_gptq_quantize(lb_pool *pool, float *W, int64_t rows, int64_t cols, 
     if (params) p = *params;
     else lb_gptq_params_default(&p);
     lb_status s = check_args(W, rows, cols, H, type, &p, out, err);
-    if (s == LB_OK) s = check_finite(W, rows, H, cols, err);
+    if (s == LB_OK) s = check_finite(pool, W, rows, H, cols, err);
     if (s != LB_OK) return s;
     const lb_type_traits *tt = lb_type_traits_get(type);
     gptq_ctx c = {.scr = p.scratch, .W = W, .rows = rows, .cols = cols, .type = type, .enc = lb_encoder_get(type, enc), .enc_kind = enc,

@@ -707,6 +707,23 @@ static void test_damping_and_errors(void) {
     L.H0[2 * n + 9] = INFINITY;
     CHECK(run_gptq(&L, NULL, LB_TYPE_Q4_K, &p, &st, &e) == LB_ERR_ARG && strstr(e.msg, "H[2, 9] is not finite"), "%s", e.msg);
     L.H0[2 * n + 9] = 0;
+    {
+        /* W over two of the check's 65,536-element chunks, on two threads: the first bad element is named, whichever
+         * chunk's task finishes first */
+        layer B = layer_new(300, 256, 512, false);
+        lb_pool *pool2 = lb_pool_new(2);
+        REQUIRE(pool2, "pool");
+        B.W0[270 * 256 + 0] = NAN;   /* the second chunk */
+        B.W0[100 * 256 + 200] = -INFINITY; /* the first */
+        B.H0[7 * 256 + 3] = NAN;
+        CHECK(run_gptq(&B, pool2, LB_TYPE_Q4_K, &p, &st, &e) == LB_ERR_ARG && strstr(e.msg, "W[100, 200] is not finite"), "%s", e.msg);
+        B.W0[100 * 256 + 200] = 0;
+        CHECK(run_gptq(&B, pool2, LB_TYPE_Q4_K, &p, &st, &e) == LB_ERR_ARG && strstr(e.msg, "W[270, 0] is not finite"), "%s", e.msg);
+        B.W0[270 * 256 + 0] = 0;
+        CHECK(run_gptq(&B, pool2, LB_TYPE_Q4_K, &p, &st, &e) == LB_ERR_ARG && strstr(e.msg, "H[7, 3] is not finite"), "%s", e.msg);
+        lb_pool_free(pool2);
+        layer_free(&B);
+    }
     CHECK(lb_gptq_quantize(NULL, L.W, L.rows, 100, L.H, LB_TYPE_Q4_0, LB_ENCODER_DEFAULT, NULL, L.out, NULL, &e) == LB_ERR_ARG,
           "%s", e.msg);
     CHECK(lb_gptq_quantize(NULL, L.W, L.rows, n, L.H, LB_TYPE_F16, LB_ENCODER_DEFAULT, NULL, L.out, NULL, &e) ==
