@@ -4,7 +4,8 @@
 # left on CPU threads in turn (LB_GPU_SWEEP_SKIP: whole passes p, the descent c, the reference target r;
 # LB_GPU_SWEEP=0 all three; LB_GPU_ENCODE=0 the encoders), each file scored against tiny (KL on valid.txt, CPU
 # engine), and which files are byte-identical. Tiny's KL moves by several per cent with rounding alone (docs/
-# BENCHMARKS.md, run 12): compare parts by the shadow test's objectives, not by one file's KL. From the repository root on the GPU machine, lowbit and calib.txt in build/:
+# BENCHMARKS.md, run 12): compare parts by the shadow test's objectives, not by one file's KL.
+# From the repository root on the GPU machine, lowbit and calib.txt in build/:
 #   bench/cuda_gptq_isolate.sh OUT_DIR
 set -uo pipefail
 OUT=${1:?usage: bench/cuda_gptq_isolate.sh OUT_DIR}
