@@ -50,6 +50,11 @@ lb_status lb_calib_output_stats(lb_calib *c, const float *out_norm, lb_error *er
 /* H (dim, dim) of the point of the last *_stats call (NULL for another point), its dim, mean |x| per
  * channel, and the token count. */
 const double *lb_calib_h(const lb_calib *c, lb_obs_point pt, int64_t *dim);
+/* H's diagonal (dim values: sum x^2 per channel) of the last *_stats call, NULL for another point. With
+ * lb_calib_set_diag_only(c, true) a CPU calibration's statistics runs sum only this (no products: the imatrix
+ * method's whole need) and lb_calib_h / _take_* return NULL; a GPU calibration still forms H. Off by default. */
+const double *lb_calib_h_diag(const lb_calib *c, lb_obs_point pt);
+void lb_calib_set_diag_only(lb_calib *c, bool on);
 /* C (dim, dim), C[i][j] = sum_t xr_t[i] x_t[j], of the last *_stats call; NULL without a reference stream. */
 const double *lb_calib_cross(const lb_calib *c, lb_obs_point pt);
 /* The same buffers handed over: the caller may overwrite them and hands them back with lb_calib_give_back

@@ -57,6 +57,9 @@ struct lb_calib {
     double *pinned[2 + SPARES + 2];
     int n_pinned;
     double *abs_sum;
+    double *sq_sum;        /* diag_only: sum x^2 per channel, in double, token order */
+    bool diag_only;        /* lb_calib_set_diag_only: the CPU's statistics runs sum only H's diagonal */
+    bool pt_diag;          /* the current statistics are such a run (H not formed) */
     float *mean_abs;
     int64_t dim[LB_CALIB_POINTS];
     int pt;                /* the point of the current statistics (-1: none) */
@@ -141,6 +144,21 @@ static void acc_transpose(const acc_job *j, int64_t task) {
         for (int64_t jj = j0; jj < j1; jj++) a[jj] += fabsf(j->x[t * dim + jj]);
 }
 
+/* diag_only: the |x| and x^2 sums of columns [j0, j1), token by token in double (no transposes, no products) */
+static void acc_diag_task(void *arg, int64_t task, int thread) {
+    const acc_job *j = arg;
+    lb_calib *c = j->c;
+    const int64_t T = j->T, dim = j->dim, j0 = task * MIRROR_TILE, j1 = j0 + MIRROR_TILE < dim ? j0 + MIRROR_TILE : dim;
+    (void)thread;
+    double *a = c->abs_sum, *q = c->sq_sum;
+    for (int64_t t = 0; t < T; t++)
+        for (int64_t jj = j0; jj < j1; jj++) {
+            const float v = j->x[t * dim + jj];
+            a[jj] += fabsf(v);
+            q[jj] += (double)v * v;
+        }
+}
+
 static void acc_product(const acc_job *j, int64_t task, int thread) {
     lb_calib *c = j->c;
     const int64_t T = j->T, dim = j->dim;
@@ -185,6 +203,10 @@ static void accumulate(lb_calib *c, const float *x, int64_t T, int64_t dim) {
     hf[0] = 0;
     for (int64_t s = 0; s < nstrip; s++) hf[s + 1] = hf[s] + (dim - s * H_ROWS + LB_MM_TILE - 1) / LB_MM_TILE;
     acc_job j = {pick_add(), c, x, T, dim, nstrip, ntile, c->cx ? nstrip * ntile : 0, hf};
+    if (c->pt_diag) {
+        lb_pool_run(c->pool, (dim + MIRROR_TILE - 1) / MIRROR_TILE, acc_diag_task, &j);
+        return;
+    }
     const int64_t ends[2] = {(dim + MIRROR_TILE - 1) / MIRROR_TILE, (dim + MIRROR_TILE - 1) / MIRROR_TILE + j.c_tasks + hf[nstrip]};
     lb_pool_run_stages(c->pool, 2, ends, acc_task, &j);
 }
@@ -252,11 +274,13 @@ static lb_status reset_stats(lb_calib *c, lb_obs_point pt, lb_error *err) {
         return lb_err_set(err, LB_ERR_NOMEM, "out of memory for the calibration statistics (%lld x %lld)", (long long)d,
                           (long long)d);
     c->pt = (int)pt;
-    if (!c->gpu) { /* the GPU's sums replace these whole */
+    c->pt_diag = !c->gpu && c->diag_only && !c->cx;
+    if (!c->gpu && !c->pt_diag) { /* the GPU's sums replace these whole */
         memset(c->h, 0, (size_t)(d * d) * sizeof(double));
         if (c->cx) memset(c->cx, 0, (size_t)(d * d) * sizeof(double));
     }
     memset(c->abs_sum, 0, (size_t)d * sizeof(double));
+    memset(c->sq_sum, 0, (size_t)d * sizeof(double));
     c->tokens = 0;
     c->st = LB_OK;
     return LB_OK;
@@ -270,9 +294,15 @@ static void mirror(double *h, int64_t d) {
                 for (int64_t j = j0; j < j0 + MIRROR_TILE && j < i; j++) h[i * d + j] = h[j * d + i];
 }
 
+/* whether the current statistics are the diagonal only (the CPU's diag_only runs) */
+static bool diag_run(const lb_calib *c) { return c->pt_diag; }
+
 static void finish_stats(lb_calib *c) {
     const int64_t d = c->dim[c->pt];
-    if (!c->gpu) mirror(c->h, d); /* the GPU's H is whole */
+    if (!diag_run(c)) { /* else sq_sum is H's diagonal and H is not formed */
+        if (!c->gpu) mirror(c->h, d); /* the GPU's H is whole */
+        for (int64_t j = 0; j < d; j++) c->sq_sum[j] = c->h[j * d + j];
+    }
     for (int64_t j = 0; j < d; j++) c->mean_abs[j] = c->tokens ? (float)(c->abs_sum[j] / (double)c->tokens) : 0.0f;
 }
 
@@ -356,8 +386,9 @@ lb_status lb_calib_new(const lb_model *m, const lb_weight *embd, const lb_weight
     c->h = stats_alloc(c);
     c->h_cap = dmax * dmax;
     c->abs_sum = malloc((size_t)dmax * sizeof(double));
+    c->sq_sum = malloc((size_t)dmax * sizeof(double));
     c->mean_abs = malloc((size_t)dmax * sizeof(float));
-    bool ok = c->h && c->abs_sum && c->mean_abs;
+    bool ok = c->h && c->abs_sum && c->sq_sum && c->mean_abs;
     if (embd_ref) {
         c->cx = stats_alloc(c);
         c->cx_cap = dmax * dmax;
@@ -396,6 +427,7 @@ void lb_calib_free(lb_calib *c) {
     for (int i = 0; i < SPARES; i++) stats_release(c, c->spare[i]);
     free(c->ref);
     free(c->abs_sum);
+    free(c->sq_sum);
     free(c->mean_abs);
     free(c->x);
     free(c->xt);
@@ -575,11 +607,15 @@ static lb_status output_stats_run(lb_calib *c, const float *out_norm, lb_error *
 
 const double *lb_calib_h(const lb_calib *c, lb_obs_point pt, int64_t *dim) {
     if (dim) *dim = c->dim[pt];
-    return (int)pt == c->pt ? c->h : NULL;
+    return (int)pt == c->pt && !diag_run(c) ? c->h : NULL;
 }
 
+const double *lb_calib_h_diag(const lb_calib *c, lb_obs_point pt) { return (int)pt == c->pt ? c->sq_sum : NULL; }
+
+void lb_calib_set_diag_only(lb_calib *c, bool on) { c->diag_only = on; }
+
 static double *take(const lb_calib *c, lb_obs_point pt, double **buf, int64_t *cap) {
-    if ((int)pt != c->pt) return NULL;
+    if ((int)pt != c->pt || diag_run(c)) return NULL;
     double *b = *buf;
     *buf = NULL;
     *cap = 0;

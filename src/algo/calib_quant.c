@@ -234,8 +234,8 @@ static void note_matrix(lb_calib *c, const lb_gptq_stats *st, const char *why) {
 
 /* quantize one f32 matrix (rows, d) by the method into y (GPTQ: gptq_matrix on the calibration's device) */
 static lb_status quantize_matrix(lb_calib *c, lb_pool *pool, float *w, int64_t rows, int64_t d, const double *H, double *H_own,
-                                 int64_t tokens, lb_type t, lb_method method, lb_encoder enc, const lb_gptq_params *gp,
-                                 uint8_t *y, lb_error *err) {
+                                 const double *hdiag, int64_t tokens, lb_type t, lb_method method, lb_encoder enc,
+                                 const lb_gptq_params *gp, uint8_t *y, lb_error *err) {
     if (method == LB_METHOD_GPTQ || method == LB_METHOD_AWQ_GPTQ) {
         const lb_calib_solver sv = lb_calib_main_solver(c, pool);
         lb_gptq_stats st;
@@ -246,7 +246,7 @@ static lb_status quantize_matrix(lb_calib *c, lb_pool *pool, float *w, int64_t r
     }
     float *im = malloc((size_t)d * sizeof *im);
     if (!im) return lb_err_set(err, LB_ERR_NOMEM, "out of memory");
-    for (int64_t j = 0; j < d; j++) im[j] = tokens ? (float)(H[j * d + j] / (double)tokens) : 1.0f;
+    for (int64_t j = 0; j < d; j++) im[j] = tokens ? (float)((hdiag ? hdiag[j] : H[j * d + j]) / (double)tokens) : 1.0f;
     /* on a device that has the type's encoder: there (the same bytes), else on the pool */
     const lb_gptq_ops *o = lb_calib_gptq_ops(c);
     if (o && o->encode && o->encodes && o->encodes(o->user, t, enc)) {
@@ -439,7 +439,7 @@ static lb_status gptq_stages(lb_calib *c, lb_pool *pool, const lb_layer *orig, i
             const bool last = k + 1 == STAGE_FIRST[g + 1];
             const int64_t tokens = lb_calib_tokens(c);
             double *own = last ? lb_calib_take_h(c, pt) : NULL;
-            s = quantize_matrix(c, pool, lw->w[k], w->rows, d, H, own, tokens, types[k], LB_METHOD_GPTQ, enc, gp, out[k], err);
+            s = quantize_matrix(c, pool, lw->w[k], w->rows, d, H, own, NULL, tokens, types[k], LB_METHOD_GPTQ, enc, gp, out[k], err);
             lb_calib_give_back(c, own);
         }
     }
@@ -472,18 +472,20 @@ lb_status lb_calib_quantize_layer(lb_calib *c, lb_pool *pool, const lb_model *m,
     } else { /* the importance-weighted encoder, each point's statistics on the unquantized layer */
         for (int g = 0; s == LB_OK && g < 4; g++) {
             const lb_obs_point pt = POINT[STAGE_FIRST[g]];
+            lb_calib_set_diag_only(c, !awq); /* the imatrix method needs only H's diagonal */
             s = lb_calib_layer_stats(c, orig, NULL, pt, il, err);
+            lb_calib_set_diag_only(c, false);
             /* AWQ's H scaled by its input scales into lw.h; the imatrix method reads only H's diagonal, unscaled,
              * straight from the statistics (a copy of H is 1.6 GB at 8B's down projection) */
             if (s == LB_OK && awq) s = scaled_h(c, pt, &lw, err);
-            const double *Hk = awq ? lw.h : lb_calib_h(c, pt, NULL);
+            const double *Hk = awq ? lw.h : NULL, *hd = awq ? NULL : lb_calib_h_diag(c, pt);
             for (int k = STAGE_FIRST[g]; s == LB_OK && k < STAGE_FIRST[g + 1]; k++) {
                 const lb_weight *w = layer_matrix(orig, k);
                 /* clip only for plain AWQ: before GPTQ it measured worse at 4 and 3 bits (GPTQ's error
                  * feedback does what the clip does, on the unclipped target) */
                 if (method == LB_METHOD_AWQ && k >= 2) s = awq_clip(c, pool, orig, k, types, enc, &lw, err);
                 if (s == LB_OK)
-                    s = quantize_matrix(c, pool, lw.w[k], w->rows, w->cols, Hk, NULL, lb_calib_tokens(c), types[k],
+                    s = quantize_matrix(c, pool, lw.w[k], w->rows, w->cols, Hk, NULL, hd, lb_calib_tokens(c), types[k],
                                         LB_METHOD_IMATRIX, enc, gp, out[k], err);
             }
         }
@@ -503,14 +505,16 @@ lb_status lb_calib_quantize_layer(lb_calib *c, lb_pool *pool, const lb_model *m,
 
 lb_status lb_calib_quantize_output(lb_calib *c, lb_pool *pool, const lb_model *m, lb_type t, lb_method method,
                                    lb_encoder enc, const lb_gptq_params *gp, uint8_t *out, lb_error *err) {
+    lb_method mm = method == LB_METHOD_GPTQ || method == LB_METHOD_AWQ_GPTQ ? LB_METHOD_GPTQ : LB_METHOD_IMATRIX;
+    lb_calib_set_diag_only(c, mm == LB_METHOD_IMATRIX); /* the importance-weighted head needs only H's diagonal */
     lb_status s = lb_calib_output_stats(c, m->out_norm, err);
+    lb_calib_set_diag_only(c, false);
     if (s != LB_OK) return s;
     float *w = to_f32_pool(pool, &m->output);
     if (!w) return lb_err_set(err, LB_ERR_NOMEM, "out of memory");
     int64_t d;
     const double *H = lb_calib_h(c, LB_OBS_OUTPUT_IN, &d);
     double *C = lb_calib_take_cross(c, LB_OBS_OUTPUT_IN);
-    lb_method mm = method == LB_METHOD_GPTQ || method == LB_METHOD_AWQ_GPTQ ? LB_METHOD_GPTQ : LB_METHOD_IMATRIX;
     bool applied;
     if (mm == LB_METHOD_GPTQ && C) {
         const double t0 = lb_time_sec();
@@ -525,7 +529,8 @@ lb_status lb_calib_quantize_output(lb_calib *c, lb_pool *pool, const lb_model *m
         return s;
     }
     double *own = mm == LB_METHOD_GPTQ ? lb_calib_take_h(c, LB_OBS_OUTPUT_IN) : NULL;
-    if (s == LB_OK) s = quantize_matrix(c, pool, w, m->output.rows, d, H, own, tokens, t, mm, enc, gp, out, err);
+    const double *hd = mm == LB_METHOD_IMATRIX ? lb_calib_h_diag(c, LB_OBS_OUTPUT_IN) : NULL;
+    if (s == LB_OK) s = quantize_matrix(c, pool, w, m->output.rows, d, H, own, hd, tokens, t, mm, enc, gp, out, err);
     lb_calib_give_back(c, own);
     free(w);
     return s;

@@ -10,6 +10,7 @@
 #include "algo/calib.h"
 #include "test.h"
 
+#include <math.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -125,6 +126,50 @@ static void test_sum_paths(const lb_model *m) {
     lb_calib_free(b);
 }
 
+/* diagonal-only statistics (lb_calib_set_diag_only, the imatrix method's): H's diagonal as the full run gives it
+ * within F32 window rounding, the same bits on one and two threads, mean |x| unchanged, and no H handed out */
+static void test_diag_only(const lb_model *m) {
+    int32_t tokens[N_TOK];
+    lb_calib_params cp = fixture(m, 7919, 3, tokens);
+    lb_calib *a = NULL, *b = NULL, *b1 = NULL;
+    lb_error e;
+    REQUIRE(lb_calib_new(m, &m->tok_embd, NULL, tokens, N_TOK, &cp, &a, &e) == LB_OK, "%s", e.msg);
+    REQUIRE(lb_calib_new(m, &m->tok_embd, NULL, tokens, N_TOK, &cp, &b, &e) == LB_OK, "%s", e.msg);
+    cp.n_threads = 1;
+    REQUIRE(lb_calib_new(m, &m->tok_embd, NULL, tokens, N_TOK, &cp, &b1, &e) == LB_OK, "%s", e.msg);
+    lb_calib_set_diag_only(b, true);
+    lb_calib_set_diag_only(b1, true);
+    static const lb_obs_point pts[4] = {LB_OBS_ATTN_IN, LB_OBS_ATTN_OUT_IN, LB_OBS_FFN_IN, LB_OBS_FFN_DOWN_IN};
+    const lb_layer *l = &m->layers[1];
+    for (int g = 0; g < 4; g++) {
+        CHECK(lb_calib_layer_stats(a, l, NULL, pts[g], 1, &e) == LB_OK, "%s", e.msg);
+        CHECK(lb_calib_layer_stats(b, l, NULL, pts[g], 1, &e) == LB_OK, "%s", e.msg);
+        CHECK(lb_calib_layer_stats(b1, l, NULL, pts[g], 1, &e) == LB_OK, "%s", e.msg);
+        int64_t d;
+        const double *H = lb_calib_h(a, pts[g], &d), *da = lb_calib_h_diag(a, pts[g]), *db = lb_calib_h_diag(b, pts[g]),
+                     *db1 = lb_calib_h_diag(b1, pts[g]);
+        REQUIRE(H && da && db && db1, "point %d: statistics missing", (int)pts[g]);
+        double worst = 0;
+        bool same_full = true;
+        for (int64_t j = 0; j < d; j++) {
+            same_full &= da[j] == H[j * d + j];
+            const double r = fabs(db[j] - H[j * d + j]) / (H[j * d + j] > 0 ? H[j * d + j] : 1);
+            worst = r > worst ? r : worst;
+        }
+        CHECK(same_full, "point %d: a full run's diagonal is not H's", (int)pts[g]);
+        /* H's diagonal sums each window's F32 product (32 tokens) into double; the diagonal-only run sums x^2 in
+         * double: they differ by F32 rounding of 32-term sums */
+        CHECK(worst < 1e-5, "point %d: diagonal-only sums %.3g from H's diagonal", (int)pts[g], worst);
+        CHECK(!memcmp(db, db1, (size_t)d * sizeof *db), "point %d: diagonal-only sums differ between 1 and 2 threads", (int)pts[g]);
+        CHECK(!memcmp(lb_calib_mean_abs(a, pts[g]), lb_calib_mean_abs(b, pts[g]), (size_t)d * sizeof(float)),
+              "point %d: mean |x| differs in a diagonal-only run", (int)pts[g]);
+        CHECK(!lb_calib_h(b, pts[g], NULL) && !lb_calib_take_h(b, pts[g]), "point %d: a diagonal-only run handed out H", (int)pts[g]);
+    }
+    lb_calib_free(a);
+    lb_calib_free(b);
+    lb_calib_free(b1);
+}
+
 int main(void) {
     lb_model *m = NULL;
     lb_error e;
@@ -132,6 +177,7 @@ int main(void) {
     test_stages(m, true);
     test_stages(m, false);
     test_sum_paths(m);
+    test_diag_only(m);
     lb_model_free(m);
     TEST_DONE();
 }
