@@ -106,3 +106,8 @@ if has ncu_pp; then
   grep -E "^  [a-zA-Z_].*\(|Duration" "$OUT/ncu_pp.txt" | sed -E 's/\(const .*//; s/ +/ /g' | paste - - | head -40
 fi
 stamp done
+# a device call brings back at most 8 files: beyond that, everything goes into one tarball, with the summaries beside it
+if [ "$(find "$OUT" -maxdepth 1 -type f | wc -l)" -gt 6 ]; then
+  tar czf "$OUT.tgz" -C "$(dirname "$OUT")" "$(basename "$OUT")" &&
+    find "$OUT" -maxdepth 1 -type f ! -name bench.txt ! -name timeline.txt ! -name eval.json -delete && mv "$OUT.tgz" "$OUT/all.tgz"
+fi
