@@ -227,7 +227,7 @@ static void observer(void *user, int64_t layer, lb_obs_point pt, const float *x,
 static double *stats_alloc(lb_calib *c) {
     const size_t bytes = (size_t)c->buf_cap * sizeof(double);
     if (c->pin && c->n_pinned < (int)(sizeof c->pinned / sizeof *c->pinned)) {
-        double *p = lb_cuda_host_alloc(bytes);
+        double *p = lb_cuda_host_alloc(c->device, bytes);
         if (p) return c->pinned[c->n_pinned++] = p;
     }
     return malloc(bytes);

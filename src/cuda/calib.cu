@@ -345,9 +345,10 @@ extern "C" void lb_cuda_calib_sums(lb_cuda_calib *c, double **h, double **cx, do
     *h = c->h, *cx = c->xr ? c->cx : NULL, *abs_sum = c->abs_sum;
 }
 
-extern "C" void *lb_cuda_host_alloc(size_t bytes) {
+extern "C" void *lb_cuda_host_alloc(int device, size_t bytes) {
     void *p = NULL;
-    if (cudaHostAlloc(&p, bytes, cudaHostAllocPortable) != cudaSuccess) {
+    /* on the calibration's device, so that no context is made on device 0 for a run elsewhere */
+    if (cudaSetDevice(device) != cudaSuccess || cudaHostAlloc(&p, bytes, cudaHostAllocPortable) != cudaSuccess) {
         (void)cudaGetLastError(); /* not sticky: the caller falls back to malloc */
         return NULL;
     }

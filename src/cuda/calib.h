@@ -56,10 +56,10 @@ int64_t lb_cuda_calib_point_dim(const lb_cuda_calib *c, lb_obs_point pt);
  * included), out[1] the statistics' products and sums, out[2] the copies of the sums to the host, in
  * seconds so far; zeros without it. */
 void lb_cuda_calib_phase_seconds(const lb_cuda_calib *c, double out[3]);
-/* Page-locked host memory (portable across devices) for buffers the device's sums are copied into, so that the
- * copies run at the bus's speed: NULL when the runtime cannot give it (no driver, too much locked, or a build
- * without CUDA); release with lb_cuda_host_free. */
-void *lb_cuda_host_alloc(size_t bytes);
+/* Page-locked host memory (portable across devices; the context of `device` makes it) for buffers the device's
+ * sums are copied into, so that the copies run at the bus's speed: NULL when the runtime cannot give it (no
+ * driver, too much locked, or a build without CUDA); release with lb_cuda_host_free. */
+void *lb_cuda_host_alloc(int device, size_t bytes);
 void lb_cuda_host_free(void *p);
 /* Peak GPU memory in use so far by the process on the device, in bytes (0 when unknown). */
 size_t lb_cuda_calib_peak_bytes(const lb_cuda_calib *c);

@@ -128,7 +128,7 @@ lb_status lb_cuda_calib_output_stats(lb_cuda_calib *c, const float *out_norm, do
 }
 size_t lb_cuda_calib_peak_bytes(const lb_cuda_calib *c) { return 0; }
 void lb_cuda_calib_phase_seconds(const lb_cuda_calib *c, double out[3]) { out[0] = out[1] = out[2] = 0; }
-void *lb_cuda_host_alloc(size_t bytes) { return NULL; }
+void *lb_cuda_host_alloc(int device, size_t bytes) { return NULL; }
 void lb_cuda_host_free(void *p) {}
 int64_t lb_cuda_calib_point_dim(const lb_cuda_calib *c, lb_obs_point pt) { return 0; }
 void lb_cuda_calib_keep_sums(lb_cuda_calib *c, bool keep) {}
