@@ -54,6 +54,11 @@ const double *lb_calib_h(const lb_calib *c, lb_obs_point pt, int64_t *dim);
  * lb_calib_set_diag_only(c, true) a CPU calibration's statistics runs sum only this (no products: the imatrix
  * method's whole need) and lb_calib_h / _take_* return NULL; a GPU calibration still forms H. Off by default. */
 const double *lb_calib_h_diag(const lb_calib *c, lb_obs_point pt);
+/* The layer's F32 work copy of matrix k (0..6): a buffer of at least n floats kept in c from one layer to the next
+ * (its pages stay mapped), or NULL when out of memory; lb_calib_release_work frees them all (before the output
+ * head, whose own copy is larger, so that the peak does not grow). */
+float *lb_calib_work_f32(lb_calib *c, int k, int64_t n);
+void lb_calib_release_work(lb_calib *c);
 void lb_calib_set_diag_only(lb_calib *c, bool on);
 /* C (dim, dim), C[i][j] = sum_t xr_t[i] x_t[j], of the last *_stats call; NULL without a reference stream. */
 const double *lb_calib_cross(const lb_calib *c, lb_obs_point pt);

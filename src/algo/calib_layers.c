@@ -87,6 +87,8 @@ struct lb_calib {
     lb_gptq_ops *solver_ops[LB_MAX_DEVICES]; /* the tables made for ranks 1.. (rank 0's is gptq_ops) */
     lb_pool *solver_pool[LB_MAX_DEVICES], *solver_run;
     lb_gptq_scratch gptq_scratch; /* lb_calib_main_solver's buffers (a device table's) */
+    float *work[7];        /* lb_calib_work_f32's buffers */
+    int64_t work_n[7];
     int64_t fallbacks;     /* matrices whose GPTQ algebra ran on the CPU although the device was asked for */
     char fallback_msg[200]; /* the first reason */
     double gptq_sec[LB_GPTQ_PHASES + 1]; /* GPTQ's phases, then the reference target */
@@ -419,6 +421,7 @@ void lb_calib_free(lb_calib *c) {
     lb_pool_free(c->solver_run);
     lb_gptq_ops_cuda_free(c->gptq_ops);
     lb_gptq_scratch_free(&c->gptq_scratch);
+    lb_calib_release_work(c);
     lb_calib_gpus_free(c->gpu);
     lb_context_free(c->ctx);
     lb_pool_free(c->pool);
@@ -648,6 +651,23 @@ const lb_gptq_ops *lb_calib_gptq_ops(lb_calib *c) {
         lb_calib_note_fallback(c, e.msg);
     }
     return c->gptq_ops;
+}
+
+float *lb_calib_work_f32(lb_calib *c, int k, int64_t n) {
+    if (k < 0 || k >= 7) return NULL;
+    if (c->work[k] && c->work_n[k] >= n) return c->work[k];
+    free(c->work[k]);
+    c->work[k] = malloc((size_t)n * sizeof(float));
+    c->work_n[k] = c->work[k] ? n : 0;
+    return c->work[k];
+}
+
+void lb_calib_release_work(lb_calib *c) {
+    for (int k = 0; k < 7; k++) {
+        free(c->work[k]);
+        c->work[k] = NULL;
+        c->work_n[k] = 0;
+    }
 }
 
 lb_calib_solver lb_calib_main_solver(lb_calib *c, lb_pool *pool) {

@@ -51,8 +51,9 @@ static void conv_task(void *arg, int64_t task, int thread) {
 }
 
 /* w as f32 (malloc'd), its rows converted on the pool (may be NULL) */
-static float *to_f32_pool(lb_pool *pool, const lb_weight *w) { /* the same floats as row by row */
-    conv_job j = {w, malloc((size_t)(w->rows * w->cols) * sizeof(float))};
+/* w as F32 into x (rows x cols floats, or a new buffer when x is NULL): the same floats as row by row */
+static float *to_f32_pool(lb_pool *pool, const lb_weight *w, float *x) {
+    conv_job j = {w, x ? x : malloc((size_t)(w->rows * w->cols) * sizeof(float))};
     if (j.x) lb_pool_run(pool, (w->rows + CONV_ROWS - 1) / CONV_ROWS, conv_task, &j);
     return j.x;
 }
@@ -61,13 +62,12 @@ static float *to_f32_pool(lb_pool *pool, const lb_weight *w) { /* the same float
 /* ---------------------------------------------------------------- the layer ---------------------------- */
 
 typedef struct layer_work {
-    float *w[7];      /* f32 copies of the 7 matrices (scaled by AWQ) */
+    float *w[7];      /* f32 copies of the 7 matrices (scaled by AWQ); lb_calib_work_f32's, not freed here */
     float *s_in[4];   /* AWQ input scales per point (NULL: 1) */
     double *h;        /* H of the current point, scaled */
 } layer_work;
 
 static void free_work(layer_work *lw) {
-    for (int k = 0; k < 7; k++) free(lw->w[k]);
     for (int k = 0; k < 4; k++) free(lw->s_in[k]);
     free(lw->h);
 }
@@ -463,7 +463,8 @@ lb_status lb_calib_quantize_layer(lb_calib *c, lb_pool *pool, const lb_model *m,
     for (int k = 0; s == LB_OK && k < 7; k++) {
         const lb_weight *w = layer_matrix(orig, k);
         out[k] = malloc(lb_type_row_size(types[k], w->cols) * (size_t)w->rows);
-        lw.w[k] = to_f32_pool(pool, w);
+        float *buf = lb_calib_work_f32(c, k, w->rows * w->cols);
+        lw.w[k] = buf ? to_f32_pool(pool, w, buf) : NULL;
         if (!out[k] || !lw.w[k]) s = lb_err_set(err, LB_ERR_NOMEM, "out of memory for layer %lld", (long long)il);
     }
     if (s == LB_OK && awq) s = awq_apply(c, pool, m, il, types, &lw, norms, bv, err);
@@ -510,7 +511,8 @@ lb_status lb_calib_quantize_output(lb_calib *c, lb_pool *pool, const lb_model *m
     lb_status s = lb_calib_output_stats(c, m->out_norm, err);
     lb_calib_set_diag_only(c, false);
     if (s != LB_OK) return s;
-    float *w = to_f32_pool(pool, &m->output);
+    lb_calib_release_work(c); /* the layers' work copies, before the head's own */
+    float *w = to_f32_pool(pool, &m->output, NULL);
     if (!w) return lb_err_set(err, LB_ERR_NOMEM, "out of memory");
     int64_t d;
     const double *H = lb_calib_h(c, LB_OBS_OUTPUT_IN, &d);
