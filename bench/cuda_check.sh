@@ -13,13 +13,8 @@ OUT=${2:?usage}
 DEADLINE=$(($(date +%s) + ${3:-400}))
 L=/tmp/lb-check
 mkdir -p build "$OUT" "$L" && tar xJf "$TAR" -C build || exit 1
-export LD_LIBRARY_PATH=/usr/local/cuda/lib64:/usr/local/cuda/lib:${LD_LIBRARY_PATH:-}
 export LOWBIT=build/lowbit
-left() { echo $((DEADLINE - $(date +%s))); }
-cap() { local l; l=$(left); [ "$l" -gt "$1" ] && echo "$1" || echo $((l > 5 ? l - 5 : 1)); }
-log() { echo "== $(date -u +%T) ($(left) s left) $*" | tee -a "$OUT/run.log"; }
-nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader >>"$OUT/run.log" 2>&1
-git log -1 --format='commit %h' >>"$OUT/run.log" 2>/dev/null
+. "$(dirname "$0")/cuda_run_common.sh"
 log "1. tests"
 for t in gptq gptq_shadow calib; do
   timeout "$(cap 150)" build/tests/test_cuda_$t >"$L/t_$t.log" 2>&1

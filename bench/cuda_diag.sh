@@ -15,12 +15,7 @@ TAR=${1:?usage: bench/cuda_diag.sh BIN_TAR_XZ OUT_DIR [SECONDS]}
 OUT=${2:?usage}
 DEADLINE=$(($(date +%s) + ${3:-560}))
 mkdir -p build "$OUT" && tar xJf "$TAR" -C build || exit 1
-export LD_LIBRARY_PATH=/usr/local/cuda/lib64:/usr/local/cuda/lib:${LD_LIBRARY_PATH:-}
-left() { echo $((DEADLINE - $(date +%s))); }
-cap() { local l; l=$(left); [ "$l" -gt "$1" ] && echo "$1" || echo $((l > 5 ? l - 5 : 1)); }
-log() { echo "== $(date -u +%T) ($(left) s left) $*" | tee -a "$OUT/run.log"; }
-nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader >>"$OUT/run.log" 2>&1
-git log -1 --format='commit %h' >>"$OUT/run.log" 2>/dev/null
+. "$(dirname "$0")/cuda_run_common.sh"
 log "1. shadow (warp-per-row columns, then LB_GPU_COLUMNS=thread)"
 timeout "$(cap 150)" build/tests/test_cuda_gptq_shadow >"$OUT/shadow.log" 2>&1
 echo "shadow rc=$?" | tee -a "$OUT/run.log"

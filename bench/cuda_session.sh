@@ -20,13 +20,8 @@ TAR=${1:?usage: bench/cuda_session.sh BIN_TAR_XZ OUT_DIR [SECONDS]}
 OUT=${2:?usage}
 DEADLINE=$(($(date +%s) + ${3:-570}))
 mkdir -p build "$OUT" && tar xJf "$TAR" -C build || exit 1
-export LD_LIBRARY_PATH=/usr/local/cuda/lib64:/usr/local/cuda/lib:${LD_LIBRARY_PATH:-}
 export NCCL_NVLS_ENABLE=0 LOWBIT=build/lowbit
-left() { echo $((DEADLINE - $(date +%s))); }
-cap() { local l; l=$(left); [ "$l" -gt "$1" ] && echo "$1" || echo $((l > 5 ? l - 5 : 1)); }
-log() { echo "== $(date -u +%T) ($(left) s left) $*" | tee -a "$OUT/run.log"; }
-nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader >>"$OUT/run.log" 2>&1
-git log -1 --format='commit %h' >>"$OUT/run.log" 2>/dev/null
+. "$(dirname "$0")/cuda_run_common.sh"
 
 log "1. GPU tests"
 for t in gptq multi forward; do

@@ -15,12 +15,7 @@ DEADLINE=$(($(date +%s) + ${3:-570}))
 LAYERS=${4:-1}
 [ -x build/lowbit ] || { mkdir -p build && tar xJf "$TAR" -C build; } || exit 1
 mkdir -p "$OUT"
-export LD_LIBRARY_PATH=/usr/local/cuda/lib64:/usr/local/cuda/lib:${LD_LIBRARY_PATH:-}
-left() { echo $((DEADLINE - $(date +%s))); }
-cap() { local l; l=$(left); [ "$l" -gt "$1" ] && echo "$1" || echo $((l > 5 ? l - 5 : 1)); }
-log() { echo "== $(date -u +%T) ($(left) s left) $*" | tee -a "$OUT/run.log"; }
-nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader >>"$OUT/run.log" 2>&1
-git log -1 --format='commit %h' >>"$OUT/run.log" 2>/dev/null
+. "$(dirname "$0")/cuda_run_common.sh"
 df -h /tmp | tail -1 >>"$OUT/run.log"
 
 run_shape() { # shape layers methods...
