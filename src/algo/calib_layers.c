@@ -46,7 +46,6 @@ struct lb_calib {
     int64_t n_win, win;    /* windows, tokens per window */
     float *x;              /* (n_win * win, n_embd) */
     double *h;             /* H of the current point, (dim, dim); NULL once taken */
-    int64_t h_cap, cx_cap; /* doubles the h and cx buffers hold */
     /* Every statistics buffer holds buf_cap = dmax^2 doubles, so that any buffer serves any point: a buffer
      * taken (lb_calib_take_h / _cross) and given back (lb_calib_give_back) waits in spare for the next run,
      * whose pages are then already mapped. On a GPU they are page-locked (up to PIN_MAX each; `pinned` lists
@@ -256,23 +255,19 @@ void lb_calib_give_back(lb_calib *c, double *buf) {
     stats_release(c, buf);
 }
 
-/* A buffer of at least n doubles in *b (capacity *cap): a spare when it was taken, else a new one. */
-static bool ensure(lb_calib *c, double **b, int64_t *cap, int64_t n) {
-    if (*b && *cap >= n) return true;
-    if (n > c->buf_cap) return false; /* no point is wider than dmax */
-    stats_release(c, *b);
-    *b = NULL;
+/* A statistics buffer in *b (every one holds buf_cap doubles, enough for any point): a spare when it was taken,
+ * else a new one. */
+static bool ensure(lb_calib *c, double **b) {
     for (int i = SPARES - 1; i >= 0 && !*b; i--)
         if (c->spare[i]) *b = c->spare[i], c->spare[i] = NULL;
     if (!*b) *b = stats_alloc(c);
-    *cap = *b ? c->buf_cap : 0;
     return *b != NULL;
 }
 
 static lb_status reset_stats(lb_calib *c, lb_obs_point pt, lb_error *err) {
     const int64_t d = c->dim[pt];
     c->pt = -1;
-    if (!ensure(c, &c->h, &c->h_cap, d * d) || (c->has_ref && !ensure(c, &c->cx, &c->cx_cap, d * d)))
+    if (!ensure(c, &c->h) || (c->has_ref && !ensure(c, &c->cx)))
         return lb_err_set(err, LB_ERR_NOMEM, "out of memory for the calibration statistics (%lld x %lld)", (long long)d,
                           (long long)d);
     c->pt = (int)pt;
@@ -296,12 +291,9 @@ static void mirror(double *h, int64_t d) {
                 for (int64_t j = j0; j < j0 + MIRROR_TILE && j < i; j++) h[i * d + j] = h[j * d + i];
 }
 
-/* whether the current statistics are the diagonal only (the CPU's diag_only runs) */
-static bool diag_run(const lb_calib *c) { return c->pt_diag; }
-
 static void finish_stats(lb_calib *c) {
     const int64_t d = c->dim[c->pt];
-    if (!diag_run(c)) { /* else sq_sum is H's diagonal and H is not formed */
+    if (!c->pt_diag) { /* else sq_sum is H's diagonal and H is not formed */
         if (!c->gpu) mirror(c->h, d); /* the GPU's H is whole */
         for (int64_t j = 0; j < d; j++) c->sq_sum[j] = c->h[j * d + j];
     }
@@ -386,14 +378,12 @@ lb_status lb_calib_new(const lb_model *m, const lb_weight *embd, const lb_weight
     c->buf_cap = dmax * dmax;
     c->pin = p->device.kind == LB_DEVICE_CUDA && (size_t)c->buf_cap * sizeof(double) <= PIN_MAX;
     c->h = stats_alloc(c);
-    c->h_cap = dmax * dmax;
     c->abs_sum = malloc((size_t)dmax * sizeof(double));
     c->sq_sum = malloc((size_t)dmax * sizeof(double));
     c->mean_abs = malloc((size_t)dmax * sizeof(float));
     bool ok = c->h && c->abs_sum && c->sq_sum && c->mean_abs;
     if (embd_ref) {
         c->cx = stats_alloc(c);
-        c->cx_cap = dmax * dmax;
         ok &= c->cx != NULL;
     }
     if (!ok) s = lb_err_set(err, LB_ERR_NOMEM, "out of memory for the calibration statistics");
@@ -610,23 +600,22 @@ static lb_status output_stats_run(lb_calib *c, const float *out_norm, lb_error *
 
 const double *lb_calib_h(const lb_calib *c, lb_obs_point pt, int64_t *dim) {
     if (dim) *dim = c->dim[pt];
-    return (int)pt == c->pt && !diag_run(c) ? c->h : NULL;
+    return (int)pt == c->pt && !c->pt_diag ? c->h : NULL;
 }
 
 const double *lb_calib_h_diag(const lb_calib *c, lb_obs_point pt) { return (int)pt == c->pt ? c->sq_sum : NULL; }
 
 void lb_calib_set_diag_only(lb_calib *c, bool on) { c->diag_only = on; }
 
-static double *take(const lb_calib *c, lb_obs_point pt, double **buf, int64_t *cap) {
-    if ((int)pt != c->pt || diag_run(c)) return NULL;
+static double *take(const lb_calib *c, lb_obs_point pt, double **buf) {
+    if ((int)pt != c->pt || c->pt_diag) return NULL;
     double *b = *buf;
     *buf = NULL;
-    *cap = 0;
     return b;
 }
 
-double *lb_calib_take_h(lb_calib *c, lb_obs_point pt) { return take(c, pt, &c->h, &c->h_cap); }
-double *lb_calib_take_cross(lb_calib *c, lb_obs_point pt) { return take(c, pt, &c->cx, &c->cx_cap); }
+double *lb_calib_take_h(lb_calib *c, lb_obs_point pt) { return take(c, pt, &c->h); }
+double *lb_calib_take_cross(lb_calib *c, lb_obs_point pt) { return take(c, pt, &c->cx); }
 
 const double *lb_calib_cross(const lb_calib *c, lb_obs_point pt) { return (int)pt == c->pt ? c->cx : NULL; }
 const float *lb_calib_mean_abs(const lb_calib *c, lb_obs_point pt) { return (int)pt == c->pt ? c->mean_abs : NULL; }
