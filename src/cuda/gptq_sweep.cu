@@ -162,64 +162,31 @@ cudaError_t cu_gptq_columns(lb_type type, uint8_t *out, size_t row_bytes, float 
  */
 #ifdef __CUDA_ARCH__
 #define LANE_SYNC() __syncwarp()
-#define UNROLL8 _Pragma("unroll 8")
+#define UNROLL _Pragma("unroll")
 #define LANE_BCAST(v, src) __shfl_sync(0xffffffffu, (v), (src))
 #else
 #define LANE_SYNC() ((void)0)
-#define UNROLL8
+#define UNROLL
 #define LANE_BCAST(v, src) (v)
 #endif
 
-/*
- * The row's g = H e is updated at every accepted step (g -= delta H[j, :], the axpy kernels' y - a x). Within a
- * block only g at the block's own elements is read, so the updates of the other elements wait in a list
- * (DEFER entries, warp-private) and are applied at the block's end, or when the list is full, each element
- * taking them in the steps' order: every element receives the same operations in the same order as with the
- * immediate updates, so the bits do not change, while the lanes stream each H row once per block with g read
- * and written once, not once per step.
- */
-#define DEFER 256
-
-typedef struct cd_defer {
-    int64_t *j; /* the steps' rows of H */
-    float *d;   /* and their deltas */
-    int m;
-} cd_defer;
-
-/* g[i] -= a h[i] for the block's elements [b0, b0 + be) */
-__host__ __device__ static void lane_axpy_block(float *g, float a, const float *h, int64_t b0, int be, int lane, int nl) {
+__host__ __device__ static void lane_axpy(float *g, float a, const float *x, int64_t n, int lane, int nl) {
     LANE_SYNC(); /* every lane has read what this overwrites */
-    for (int64_t i = b0 + lane; i < b0 + be; i += nl) g[i] = g[i] - a * h[i];
+    /* eight elements loaded before any is stored (g and x never overlap): a lane waits for memory once per
+     * eight, not once per element; each element's operation is the same */
+    int64_t i = lane;
+    for (; i + 7 * nl < n; i += 8 * nl) {
+        float gv[8], xv[8];
+        UNROLL
+        for (int u = 0; u < 8; u++) gv[u] = g[i + u * nl], xv[u] = x[i + u * nl];
+        UNROLL
+        for (int u = 0; u < 8; u++) g[i + u * nl] = gv[u] - a * xv[u];
+    }
+    for (; i < n; i += nl) g[i] = g[i] - a * x[i];
     LANE_SYNC();
 }
 
-/* the waiting updates of the elements outside [b0, b0 + be), in the steps' order */
-__host__ __device__ static void lane_flush(float *g, const float *H, int64_t n, int64_t b0, int be, cd_defer *df, int lane, int nl) {
-    LANE_SYNC(); /* the list is complete */
-    const int m = df->m;
-    for (int part = 0; part < 2 && m > 0; part++) {
-        const int64_t lo = part ? b0 + be : 0, hi = part ? n : b0;
-        for (int64_t i = lo + lane; i < hi; i += nl) {
-            float gi = g[i];
-            UNROLL8
-            for (int c = 0; c < m; c++) gi = gi - df->d[c] * H[df->j[c] * n + i];
-            g[i] = gi;
-        }
-    }
-    LANE_SYNC(); /* every lane has read the list before it is refilled */
-    df->m = 0;
-}
-
-/* one accepted step at row j of H with delta a: the block's elements now, the rest later */
-__host__ __device__ static void lane_step(float *g, const float *H, int64_t n, int64_t j, float a, int64_t b0, int be, cd_defer *df, int lane,
-                                          int nl) {
-    lane_axpy_block(g, a, H + j * n, b0, be, lane, nl);
-    if (df->m == DEFER) lane_flush(g, H, n, b0, be, df, lane, nl);
-    if (lane == 0) df->j[df->m] = j, df->d[df->m] = a;
-    df->m++; /* every lane counts; lane 0's entries are read after the next LANE_SYNC */
-}
-
-__host__ __device__ static bool row_cd_elements(const lb_cd_rows *a, uint8_t *row, float *q, float *g, cd_defer *df, int lane, int nl) {
+__host__ __device__ static bool row_cd_elements(const lb_cd_rows *a, uint8_t *row, float *q, float *g, int lane, int nl) {
     const int64_t n = a->n;
     const int be = (int)a->be;
     const size_t bb = a->bb;
@@ -245,16 +212,15 @@ __host__ __device__ static bool row_cd_elements(const lb_cd_rows *a, uint8_t *ro
             changed = true;
             LANE_SYNC();
             if (lane == 0) q[j] = v;
-            lane_step(g, a->H, n, j, delta, b0, be, df, lane, nl);
+            lane_axpy(g, delta, a->H + j * n, n, lane, nl);
         }
-        lane_flush(g, a->H, n, b0, be, df, lane, nl);
         if (dirty && lane == 0) memcpy(row + (size_t)b * bb, blk, bb);
         LANE_SYNC();
     }
     return changed;
 }
 
-__host__ __device__ static bool row_cd_params(const lb_cd_rows *a, uint8_t *row, float *q, float *g, cd_defer *df, int lane, int nl) {
+__host__ __device__ static bool row_cd_params(const lb_cd_rows *a, uint8_t *row, float *q, float *g, int lane, int nl) {
     const int np = gd::lb_grid_n_params(a->type);
     const int64_t n = a->n;
     const int run = a->run;
@@ -320,11 +286,10 @@ __host__ __device__ static bool row_cd_params(const lb_cd_rows *a, uint8_t *row,
             for (int k = 0; k < pi.n; k++) {
                 gd::lb_grid_set(a->type, blk, pi.first + k, codes[k]);
                 if (lane == 0) q[j0 + k] = v_best[k];
-                if (d_best[k] != 0) lane_step(g, a->H, n, j0 + k, d_best[k], b0, (int)a->be, df, lane, nl);
+                if (d_best[k] != 0) lane_axpy(g, d_best[k], a->H + (j0 + k) * n, n, lane, nl);
             }
             LANE_SYNC(); /* lane 0's q before the next parameter reads it (a min moves a scale's elements) */
         }
-        lane_flush(g, a->H, n, b0, (int)a->be, df, lane, nl);
         if (dirty && lane == 0) memcpy(row + (size_t)b * a->bb, blk, a->bb);
         LANE_SYNC();
     }
@@ -332,31 +297,26 @@ __host__ __device__ static bool row_cd_params(const lb_cd_rows *a, uint8_t *row,
 }
 
 /* one sweep of an active row: its steps, then (scales) its parameters; the row stays active if anything moved */
-__host__ __device__ static void row_cd(const lb_cd_rows *a, int64_t r, cd_defer *df, int lane, int nl) {
+__host__ __device__ static void row_cd(const lb_cd_rows *a, int64_t r, int lane, int nl) {
     if (!a->active[r]) return;
     uint8_t *row = a->out + (size_t)r * a->row_bytes;
     float *q = a->Q + r * a->n, *g = a->G + r * a->n;
-    df->m = 0;
-    bool ch = row_cd_elements(a, row, q, g, df, lane, nl);
-    if (a->scales && row_cd_params(a, row, q, g, df, lane, nl)) ch = true;
+    bool ch = row_cd_elements(a, row, q, g, lane, nl);
+    if (a->scales && row_cd_params(a, row, q, g, lane, nl)) ch = true;
     LANE_SYNC();
     if (lane == 0) a->active[r] = ch;
 }
 
 template <int MINB>
 __global__ void __launch_bounds__(128, MINB) k_gptq_cd(lb_cd_rows a) {
-    __shared__ int64_t sj[4][DEFER]; /* four warps per block, a list each */
-    __shared__ float sd[4][DEFER];
     const int64_t r = ((int64_t)blockIdx.x * blockDim.x + threadIdx.x) / 32;
     if (r >= a.rows) return; /* whole warps */
-    const int w = (int)(threadIdx.x / 32);
-    cd_defer df = {sj[w], sd[w], 0};
-    row_cd(&a, r, &df, (int)(threadIdx.x % 32), 32);
+    row_cd(&a, r, (int)(threadIdx.x % 32), 32);
 }
 
 cudaError_t cu_gptq_cd(const lb_cd_rows *a, cudaStream_t st) {
     if (!cu_kq_block_bytes(a->type) || a->be != QK_K || a->bb > 256) return cudaErrorInvalidValue;
-    const int threads = 128; /* four rows per block (k_gptq_cd's lists) */
+    const int threads = 128; /* four rows per block */
     const unsigned blocks = (unsigned)((a->rows * 32 + threads - 1) / threads);
     /* compiled for at least 4 blocks (16 rows) per SM: 128 registers a thread instead of 156, 14 % faster on an
      * H100 (the 8B gate shape's descent 0.83 -> 0.71 s; 6 blocks gave no more); LB_GPU_CD_OCC=1 or 6 for the others */
@@ -375,10 +335,7 @@ extern "C" lb_status lb_cuda_gptq_cd_rows_host(const lb_cd_rows *a, lb_error *er
     if (!cu_kq_block_bytes(a->type) || a->be != QK_K || a->bb > 256 || a->run != gd::lb_grid_run(a->type) || (a->scales && !a->Ht))
         return lb_err_set(err, LB_ERR_ARG, "coordinate descent (host copy): type %d, block %lld, run %d", (int)a->type, (long long)a->be,
                           a->run);
-    int64_t js[DEFER];
-    float ds[DEFER];
-    cd_defer df = {js, ds, 0};
-    for (int64_t r = 0; r < a->rows; r++) row_cd(a, r, &df, 0, 1);
+    for (int64_t r = 0; r < a->rows; r++) row_cd(a, r, 0, 1);
     return LB_OK;
 }
 
