@@ -50,8 +50,8 @@ static void conv_task(void *arg, int64_t task, int thread) {
     for (int64_t r = r0; r < r1; r++) lb_weight_row_f32(j->w, r, j->x + r * j->w->cols);
 }
 
-/* w as f32 (malloc'd), its rows converted on the pool (may be NULL) */
-/* w as F32 into x (rows x cols floats, or a new buffer when x is NULL): the same floats as row by row */
+/* w as F32 into x (rows x cols floats, or a malloc'd buffer when x is NULL), its rows converted on the pool (may be
+ * NULL): the same floats as row by row; NULL when out of memory */
 static float *to_f32_pool(lb_pool *pool, const lb_weight *w, float *x) {
     conv_job j = {w, x ? x : malloc((size_t)(w->rows * w->cols) * sizeof(float))};
     if (j.x) lb_pool_run(pool, (w->rows + CONV_ROWS - 1) / CONV_ROWS, conv_task, &j);
@@ -205,7 +205,7 @@ static lb_status gptq_matrix(const lb_calib_solver *sv, float *w, int64_t rows, 
                              int64_t tokens, lb_type t, lb_encoder enc, const lb_gptq_params *gp, uint8_t *y, lb_gptq_stats *st,
                              char *why, lb_error *err) {
     why[0] = 0;
-    double *hc = H_own ? H_own : sv->scratch ? lb_gptq_scratch_h(sv->scratch, d * d) : malloc((size_t)(d * d) * sizeof *hc);
+    double *hc = H_own ? H_own : lb_gptq_scratch_h(sv->scratch, d * d);
     if (!hc) return lb_err_set(err, LB_ERR_NOMEM, "out of memory");
     if (!H_own) memcpy(hc, H, (size_t)(d * d) * sizeof *hc);
     /* H from few tokens per column is a noisy estimate: damp it harder towards its mean diagonal */

@@ -98,8 +98,8 @@ typedef struct lb_gptq_scratch {
     size_t bytes[5];
 } lb_gptq_scratch;
 void lb_gptq_scratch_free(lb_gptq_scratch *s);
-/* a caller's buffer of n doubles kept in s (its copy of H for lb_gptq_quantize, which overwrites H); NULL when out
- * of memory. Valid until the next call with s. */
+/* a caller's buffer of n doubles kept in s (its copy of H for lb_gptq_quantize, which overwrites H), valid until the
+ * next call with s; with s NULL a malloc'd one the caller frees; NULL when out of memory. */
 double *lb_gptq_scratch_h(lb_gptq_scratch *s, int64_t n);
 
 typedef struct lb_gptq_params {

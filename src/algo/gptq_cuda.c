@@ -44,12 +44,15 @@ static lb_status op_matmul(void *u, lb_pool *pool, const float *x, int64_t rows,
     return lb_cuda_gptq_matmul(u, x, rows, w, n, K, out, err);
 }
 
+/* whether the environment switches a GPU path off (NAME=0) */
+static bool env_off(const char *name) {
+    const char *v = getenv(name);
+    return v && v[0] == '0';
+}
+
 /* The block encoders on the GPU (the CPU's bytes; tests/cuda): on unless LB_GPU_ENCODE=0, which leaves them on CPU
  * threads (the same bytes). */
-bool lb_gptq_cuda_encodes(lb_type t, lb_encoder enc) {
-    const char *v = getenv("LB_GPU_ENCODE");
-    return !(v && v[0] == '0') && lb_cuda_kq_encodes(t, enc);
-}
+bool lb_gptq_cuda_encodes(lb_type t, lb_encoder enc) { return !env_off("LB_GPU_ENCODE") && lb_cuda_kq_encodes(t, enc); }
 
 static bool op_encodes(void *u, lb_type t, lb_encoder enc) {
     (void)u;
@@ -103,8 +106,7 @@ lb_status lb_gptq_ops_cuda_new(int device, lb_gptq_ops **out, lb_error *err) {
                            .awq_search = op_awq_search};
     /* whole passes, the coordinate descent and the reference target kept on the GPU (the first two where the GPU
      * encodes the type): on unless LB_GPU_SWEEP=0, which leaves them on CPU threads around the GPU's products */
-    const char *v = getenv("LB_GPU_SWEEP");
-    if (!(v && v[0] == '0')) {
+    if (!env_off("LB_GPU_SWEEP")) {
         /* LB_GPU_SWEEP_SKIP: letters of the parts left on the CPU (p: passes, c: descent, r: reference target), to
          * tell which part moves a result */
         const char *k = getenv("LB_GPU_SWEEP_SKIP");
