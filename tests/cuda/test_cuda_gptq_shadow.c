@@ -53,6 +53,13 @@ static void note(shadow *s, int k, double gpu, double cpu, const char *what) {
     }
 }
 
+/* how many of n bytes differ */
+static size_t bytes_differ(const uint8_t *a, const uint8_t *b, size_t n) {
+    size_t d = 0;
+    for (size_t i = 0; i < n; i++) d += a[i] != b[i];
+    return d;
+}
+
 static lb_status s_reserve(void *u, int64_t rows, int64_t n, bool cd, lb_error *err) {
     const shadow *s = u;
     return s->gpu->reserve(s->gpu->user, rows, n, cd, err);
@@ -105,8 +112,7 @@ static lb_status s_encode(void *u, lb_type t, lb_encoder enc, const float *S, in
     if (st != LB_OK) return free(mine), st;
     REQUIRE(h_encode(&s->hd, t, enc, S, ld, rows, c0, c1, imp, mine, row_bytes, err) == LB_OK, "%s", err->msg);
     long diff = 0;
-    for (int64_t r = 0; r < rows; r++)
-        for (size_t i = 0; i < len; i++) diff += out[(size_t)r * row_bytes + off + i] != mine[(size_t)r * row_bytes + off + i];
+    for (int64_t r = 0; r < rows; r++) diff += (long)bytes_differ(out + (size_t)r * row_bytes + off, mine + (size_t)r * row_bytes + off, len);
     s->enc_diff_bytes += diff;
     char what[96];
     snprintf(what, sizeof what, "%s %lld x cols %lld..%lld: %ld bytes differ", lb_type_name(t), (long long)rows, (long long)c0,
@@ -126,9 +132,8 @@ static lb_status s_pass(void *u, lb_type t, lb_encoder enc, const float *W, int6
     if (st != LB_OK) return free(mine), free(ml), st;
     REQUIRE(h_pass(&s->hd, t, enc, W, rows, n, batch, imp, static_scales, mine, row_bytes, ml, err) == LB_OK, "%s", err->msg);
     double lg = 0, lc = 0;
-    size_t diff = 0;
     for (int64_t r = 0; r < rows; r++) lg += loss[r], lc += ml[r];
-    for (size_t i = 0; i < (size_t)rows * row_bytes; i++) diff += out[i] != mine[i];
+    const size_t diff = bytes_differ(out, mine, (size_t)rows * row_bytes);
     char what[96];
     snprintf(what, sizeof what, "%s %lld x %lld %s: loss gpu %.6g host %.6g, %zu bytes differ", lb_type_name(t), (long long)rows,
              (long long)n, static_scales ? "static" : "first", lg, lc, diff);
@@ -164,8 +169,7 @@ static lb_status s_cd(void *u, lb_type t, const float *W, float *Q, uint8_t *out
     REQUIRE(gg, "out of memory");
     REQUIRE(lb_gptq_ops_cpu()->h_times_e(NULL, NULL, W, Q, gg, rows, n, s->hd.Hf, all, err) == LB_OK, "%s", err->msg);
     const double og = cd_objective(W, Q, gg, rows, n), oc = cd_objective(W, q2, g2, rows, n);
-    size_t diff = 0;
-    for (size_t i = 0; i < (size_t)rows * row_bytes; i++) diff += out[i] != o2[i];
+    const size_t diff = bytes_differ(out, o2, (size_t)rows * row_bytes);
     char what[96];
     snprintf(what, sizeof what, "%s %lld x %lld%s: objective gpu %.6g host %.6g, %zu bytes differ", lb_type_name(t), (long long)rows,
              (long long)n, scales ? " (scales)" : "", og, oc, diff);
