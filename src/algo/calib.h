@@ -51,8 +51,8 @@ lb_status lb_calib_output_stats(lb_calib *c, const float *out_norm, lb_error *er
  * channel, and the token count. */
 const double *lb_calib_h(const lb_calib *c, lb_obs_point pt, int64_t *dim);
 /* H's diagonal (dim values: sum x^2 per channel) of the last *_stats call, NULL for another point. With
- * lb_calib_set_diag_only(c, true) a CPU calibration's statistics runs sum only this (no products: the imatrix
- * method's whole need) and lb_calib_h / _take_* return NULL; a GPU calibration still forms H. Off by default. */
+ * lb_calib_set_diag_only(c, true) the statistics runs (CPU or GPU) sum only this (no products: the imatrix
+ * method's whole need) and lb_calib_h / _take_* return NULL; without a reference stream only. Off by default. */
 const double *lb_calib_h_diag(const lb_calib *c, lb_obs_point pt);
 /* The layer's F32 work copy of matrix k (0..6): a buffer of at least n floats kept in c from one layer to the next
  * (its pages stay mapped), or NULL when out of memory; lb_calib_release_work frees them all (before the output

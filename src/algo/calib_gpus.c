@@ -18,6 +18,7 @@ struct lb_calib_gpus {
     lb_cuda_comm *comm;
     lb_pool *pool;                  /* one thread per rank */
     double allreduce_sec;           /* in the all-reduces */
+    bool diag;                      /* lb_calib_gpus_set_diag_only: h holds H's diagonal (dim values) */
 };
 
 lb_status lb_calib_gpus_new(const struct lb_model *m, int device, int n_devices, const int *devices, int64_t n_win, int64_t win,
@@ -111,7 +112,7 @@ static lb_status run_ranks(lb_calib_gpus *g, rank_job *j, int64_t d, lb_error *e
     if (j->kind == JOB_ADVANCE) return LB_OK;
     double *h[LB_MAX_RANKS], *cx[LB_MAX_RANKS], *as[LB_MAX_RANKS];
     for (int r = 0; r < g->n; r++) lb_cuda_calib_sums(g->c[r], &h[r], &cx[r], &as[r]);
-    const size_t dd = (size_t)d * (size_t)d;
+    const size_t dd = g->diag ? (size_t)d : (size_t)d * (size_t)d;
     const double t0 = lb_time_sec();
     lb_status s = lb_cuda_comm_allreduce_f64(g->comm, h, dd, err);
     if (s == LB_OK && j->cx && cx[0]) s = lb_cuda_comm_allreduce_f64(g->comm, cx, dd, err);
@@ -126,6 +127,11 @@ lb_status lb_calib_gpus_stats(lb_calib_gpus *g, const struct lb_layer *l, const 
     if (!g->set) return lb_cuda_calib_stats(g->c[0], l, ref, il, pt, h, cx, abs_sum, err);
     rank_job j = {.g = g, .kind = JOB_STATS, .l = l, .ref = ref, .il = il, .pt = pt, .h = h, .cx = ref ? cx : NULL, .abs_sum = abs_sum};
     return run_ranks(g, &j, lb_cuda_calib_point_dim(g->c[0], pt), err);
+}
+
+void lb_calib_gpus_set_diag_only(lb_calib_gpus *g, bool on) {
+    g->diag = on;
+    for (int r = 0; r < g->n; r++) lb_cuda_calib_set_diag_only(g->c[r], on);
 }
 
 lb_status lb_calib_gpus_advance(lb_calib_gpus *g, const struct lb_layer *l, const struct lb_layer *ref, int64_t il, lb_error *err) {

@@ -22,6 +22,9 @@ void lb_calib_gpus_free(lb_calib_gpus *g);
 lb_status lb_calib_gpus_upload(lb_calib_gpus *g, int s, int64_t row0, const float *x, int64_t n, lb_error *err);
 lb_status lb_calib_gpus_stats(lb_calib_gpus *g, const struct lb_layer *l, const struct lb_layer *ref, int64_t il, lb_obs_point pt,
                               double *h, double *cx, double *abs_sum, lb_error *err);
+/* Diagonal mode on every rank (lb_cuda_calib_set_diag_only): _stats and _output_stats give H's diagonal in h (dim
+ * values) and no C. */
+void lb_calib_gpus_set_diag_only(lb_calib_gpus *g, bool on);
 lb_status lb_calib_gpus_advance(lb_calib_gpus *g, const struct lb_layer *l, const struct lb_layer *ref, int64_t il, lb_error *err);
 lb_status lb_calib_gpus_output_stats(lb_calib_gpus *g, const float *out_norm, double *h, double *cx, double *abs_sum, lb_error *err);
 /* the most GPU memory in use on any rank's device; rank 0's phase split (lb_cuda_calib_phase_seconds) */

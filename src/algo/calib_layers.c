@@ -271,7 +271,8 @@ static lb_status reset_stats(lb_calib *c, lb_obs_point pt, lb_error *err) {
         return lb_err_set(err, LB_ERR_NOMEM, "out of memory for the calibration statistics (%lld x %lld)", (long long)d,
                           (long long)d);
     c->pt = (int)pt;
-    c->pt_diag = !c->gpu && c->diag_only && !c->cx;
+    c->pt_diag = c->diag_only && !c->cx;
+    if (c->gpu) lb_calib_gpus_set_diag_only(c->gpu, c->pt_diag); /* the device's sums of x^2 land in sq_sum */
     if (!c->gpu && !c->pt_diag) { /* the GPU's sums replace these whole */
         memset(c->h, 0, (size_t)(d * d) * sizeof(double));
         if (c->cx) memset(c->cx, 0, (size_t)(d * d) * sizeof(double));
@@ -469,7 +470,8 @@ static lb_status layer_stats_run(lb_calib *c, const lb_layer *l, const lb_layer 
     lb_status s0 = reset_stats(c, pt, err);
     if (s0 != LB_OK) return s0;
     if (c->gpu) {
-        lb_status s = lb_calib_gpus_stats(c->gpu, l, c->has_ref ? ref : NULL, il, pt, c->h, c->cx, c->abs_sum, err);
+        lb_status s = lb_calib_gpus_stats(c->gpu, l, c->has_ref ? ref : NULL, il, pt, c->pt_diag ? c->sq_sum : c->h, c->cx,
+                                          c->abs_sum, err);
         c->tokens = c->n_win * c->win;
         finish_stats(c);
         return s;
@@ -579,7 +581,7 @@ static lb_status output_stats_run(lb_calib *c, const float *out_norm, lb_error *
     lb_status s0 = reset_stats(c, LB_OBS_OUTPUT_IN, err);
     if (s0 != LB_OK) return s0;
     if (c->gpu) {
-        lb_status s = lb_calib_gpus_output_stats(c->gpu, out_norm, c->h, c->cx, c->abs_sum, err);
+        lb_status s = lb_calib_gpus_output_stats(c->gpu, out_norm, c->pt_diag ? c->sq_sum : c->h, c->cx, c->abs_sum, err);
         c->tokens = c->n_win * c->win;
         finish_stats(c);
         return s;

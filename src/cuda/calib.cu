@@ -3,15 +3,26 @@
  * one layer at a time through the executor's layer driver (backend.cu, a layerwise context), and the
  * second moments of one matrix input summed on the GPU.
  *
- * Per window of T tokens the device observer receives the point's input x (T, dim). cuBLAS forms the
- * window's product P = x^T x with F32 operands and CUBLAS_COMPUTE_32F (full F32 products and sums, no
- * TF32; LB_CALIB_TF32=1 switches to TF32 tensor cores, an experiment whose quality is not established), and a kernel adds it into H, kept in double: H[i][j] and H[j][i] both take P's element from
- * the upper triangle, so H is exactly symmetric. With a reference stream the window's reference input xr
- * (captured from the unquantized layer just before) gives P = xr^T x, added into C. sum |x| per channel
- * is one thread per channel adding the window's tokens in order, in double. This is the CPU's scheme
- * (algo/calib_layers.c: F32 window products summed in double), with cuBLAS's order of the F32 sums
- * inside a window. Everything is enqueued on the context's stream; the host copies are taken when the
- * point's last window is done.
+ * Per window of T tokens the device observer receives the point's input x (T, dim). The windows are
+ * staged, kw at a time (a batch of up to BATCH_TOKENS tokens), and each batch's products are taken at once
+ * by cuBLAS into an F32 product P, which a kernel adds into the sums kept in double:
+ *   - precision (LB_CALIB_PREC): "split" (the default) writes each value as hi + lo, hi its nearest TF32
+ *     value (11 significant bits) and lo = x - hi exactly, and forms x_i x_j as hi_i hi_j + hi_i lo_j +
+ *     lo_i hi_j: three TF32 tensor-core products with F32 sums, each product within about 2^-21 of its
+ *     exact value (what is dropped is lo_i lo_j, below 2^-22, and lo's own rounding to TF32): F32-class
+ *     statistics at tensor-core speed. "f32" takes one product with F32 operands and sums
+ *     (CUBLAS_COMPUTE_32F, no tensor cores); "tf32" one TF32 product (10-bit operands: an experiment whose
+ *     quality is not established).
+ *   - H is symmetric: only its lower triangle (in row-major terms) is computed, by column panels of P, and
+ *     added into H; the upper triangle is copied from it once per point, so H is exactly symmetric.
+ *   - with a reference stream the reference window's input xr (captured from the unquantized layer just
+ *     before) is staged the same way and C = xr^T x is a full product.
+ *   - sum |x| per channel (and, in diagonal mode, sum x^2) is one thread per channel adding the window's
+ *     tokens in order, in double. Diagonal mode (lb_cuda_calib_set_diag_only) forms no products at all:
+ *     the sums of x^2 are H's diagonal, the imatrix method's whole need.
+ * The CPU's scheme (algo/calib_layers.c) sums each window's F32 products into double; here a batch's
+ * products are summed in F32 over its kw windows before the double sum. Everything is enqueued on the
+ * context's stream; the host copies are taken when the point's last window is done.
  */
 #include "blas.cuh"
 #include "kernels.cuh"
@@ -25,6 +36,13 @@ extern "C" {
 #include "calib.h"
 }
 
+#define BATCH_TOKENS 4096             /* tokens per batch of products (whole windows; at least one window) */
+#define STAGE_BYTES ((size_t)2 << 30) /* the staging buffers' bound: fewer tokens a batch for wide inputs */
+#define PANEL 1024                    /* columns of H per product of the lower triangle */
+/* LB_CALIB_BATCH (tokens) and LB_CALIB_PANEL (columns) override the two for the tests' small models */
+
+typedef enum { PREC_SPLIT, PREC_F32, PREC_TF32 } calib_prec;
+
 struct lb_cuda_calib {
     const lb_model *m;
     lb_cuda_ctx *g;
@@ -32,16 +50,23 @@ struct lb_cuda_calib {
     cublasHandle_t blas;
     int64_t n_win, win, dmax;
     float *x, *xr;     /* the streams (n_win * win, n_embd); xr NULL without a reference */
-    float *ref;        /* the reference window's input at the point (win, dim) */
-    float *prod;       /* one window's product (dim, dim) */
-    double *h, *cx;    /* the point's sums (dim, dim) */
+    float *ref;        /* the output head: the reference window normed (win, n_embd) */
+    float *hi, *lo;    /* the batch's staged inputs (kw * win, dmax): hi + lo = x (lo unused unless split) */
+    float *rhi, *rlo;  /* the same for the reference inputs (with a reference stream) */
+    int64_t kw;        /* windows per batch */
+    int64_t nb;        /* windows staged in the current batch */
+    int64_t panel;     /* PANEL or LB_CALIB_PANEL */
+    int64_t d;         /* the current point's width */
+    bool with_c;       /* the current point sums C too */
+    float *prod;       /* one batch's product (dim, dim) */
+    double *h, *cx;    /* the point's sums (dim, dim); in diagonal mode h holds sum x^2 (dim) */
     double *abs_sum;   /* (dim) */
     float *xn, *norm;  /* the output head: a normed window (win, n_embd), the final norm (n_embd) */
     int pt;            /* the point measured */
     bool capture;      /* the observer keeps the reference input instead of accumulating */
+    bool diag;         /* lb_cuda_calib_set_diag_only: sums of x^2 instead of H, no C */
     size_t peak;
-    cublasComputeType_t prec; /* the statistics' products: CUBLAS_COMPUTE_32F, or TF32 tensor cores with
-                                 LB_CALIB_TF32=1 (an experiment: 10-bit operands, F32 sums) */
+    calib_prec prec;   /* LB_CALIB_PREC */
     bool profile;      /* LB_CALIB_PROFILE=1: wait for the device at each phase's end and time the phases */
     double sec[3];     /* ... the forward passes, the sums of the statistics, the copies to the host */
     double mark;       /* profile: when the phase being timed began */
@@ -81,12 +106,16 @@ static lb_status fail(lb_error *err, cudaError_t e, const char *what) {
 
 /* ---------------------------------------------------------------- kernels ---------------------------------- */
 
-/* H[i][j] += P's (min(i,j), max(i,j)) element; P column-major (d, d) */
-__global__ void k_add_sym(double *H, const float *P, int64_t d) {
-    const int64_t j = (int64_t)blockIdx.x * blockDim.x + threadIdx.x, i = blockIdx.y;
-    if (j >= d) return;
-    const int64_t lo = i < j ? i : j, hi = i < j ? j : i;
-    H[i * d + j] += (double)P[lo + hi * d];
+/* H[k] += P[k] for the lower triangle of H (row c, column r <= c; k = r + c d, P column-major (d, d)) */
+__global__ void k_add_lower(double *H, const float *P, int64_t d) {
+    const int64_t r = (int64_t)blockIdx.x * blockDim.x + threadIdx.x, c = blockIdx.y;
+    if (r <= c) H[r + c * d] += (double)P[r + c * d];
+}
+
+/* H's upper triangle from its lower: H[r][c] = H[c][r], r < c (row-major) */
+__global__ void k_mirror(double *H, int64_t d) {
+    const int64_t c = (int64_t)blockIdx.x * blockDim.x + threadIdx.x, r = blockIdx.y;
+    if (c > r && c < d) H[r * d + c] = H[c * d + r];
 }
 
 /* C[k] += P[k], k < n */
@@ -95,13 +124,33 @@ __global__ void k_add_f64(double *C, const float *P, int64_t n) {
     if (k < n) C[k] += (double)P[k];
 }
 
-/* a[j] += sum over t < T of |x[t][j]|, in token order */
-__global__ void k_abs_sum(double *a, const float *x, int64_t T, int64_t d) {
+/* a[j] += sum over t < T of |x[t][j]| (and q[j] += x[t][j]^2 when q), in token order */
+__global__ void k_abs_sum(double *a, double *q, const float *x, int64_t T, int64_t d) {
     const int64_t j = (int64_t)blockIdx.x * blockDim.x + threadIdx.x;
     if (j >= d) return;
-    double s = a[j];
-    for (int64_t t = 0; t < T; t++) s += fabsf(x[t * d + j]);
+    double s = a[j], s2 = q ? q[j] : 0;
+    for (int64_t t = 0; t < T; t++) {
+        const float v = x[t * d + j];
+        s += fabsf(v);
+        s2 += (double)v * v;
+    }
     a[j] = s;
+    if (q) q[j] = s2;
+}
+
+/* hi[k] = x[k] rounded to the nearest TF32 value (low 13 significand bits cleared, ties away from zero), lo[k]
+ * = x[k] - hi[k] (exact); without lo, hi = x */
+__global__ void k_split(float *hi, float *lo, const float *x, int64_t n) {
+    const int64_t k = (int64_t)blockIdx.x * blockDim.x + threadIdx.x;
+    if (k >= n) return;
+    const float v = x[k];
+    if (!lo) {
+        hi[k] = v;
+        return;
+    }
+    const float h = __uint_as_float((__float_as_uint(v) + 0x1000u) & ~0x1fffu);
+    hi[k] = h;
+    lo[k] = v - h;
 }
 
 /* ---------------------------------------------------------------- statistics ------------------------------- */
@@ -112,23 +161,66 @@ static void note_peak(lb_cuda_calib *c) {
     cudaGetLastError();
 }
 
-/* the window's x (T, d) into H (and C against c->ref) and the absolute sums */
-static lb_status accumulate(lb_cuda_calib *c, const float *x, int64_t T, int64_t d, lb_error *err) {
-    const float one = 1.0f, zero = 0.0f;
-    const unsigned nb = (unsigned)((d + 255) / 256);
-    cublasStatus_t bs = CUBLAS_STATUS_SUCCESS;
-    if (c->xr) { /* column-major (d, d): [j + i d] = sum_t x_t[j] xr_t[i] = C[i][j] row-major */
-        bs = cu_blas.gemm(c->blas, CUBLAS_OP_N, CUBLAS_OP_T, (int)d, (int)d, (int)T, &one, x, CUDA_R_32F, (int)d, c->ref,
-                          CUDA_R_32F, (int)d, &zero, c->prod, CUDA_R_32F, (int)d, c->prec, CUBLAS_GEMM_DEFAULT);
-        if (bs == CUBLAS_STATUS_SUCCESS)
-            k_add_f64<<<(unsigned)((d * d + 255) / 256), 256, 0, c->st>>>(c->cx, c->prod, d * d);
+static unsigned blocks(int64_t n) { return (unsigned)((n + 255) / 256); }
+
+/* x (T, d) into slot nb of a staging pair */
+static void stage(lb_cuda_calib *c, float *hi, float *lo, const float *x, int64_t T, int64_t d) {
+    const int64_t n = T * d, off = c->nb * c->win * d;
+    k_split<<<blocks(n), 256, 0, c->st>>>(hi + off, c->prec == PREC_SPLIT ? lo + off : NULL, x, n);
+}
+
+/* P (+)= A B^T over K tokens: P column-major (m, n) with leading dimension ldp, A's rows and B's rows are
+ * columns of the staged (K, d) buffers starting at the given pointers */
+static cublasStatus_t gemm(lb_cuda_calib *c, int64_t m, int64_t n, int64_t K, const float *A, const float *B, float *P, float beta) {
+    const float one = 1.0f;
+    const cublasComputeType_t ct = c->prec == PREC_F32 ? CUBLAS_COMPUTE_32F : CUBLAS_COMPUTE_32F_FAST_TF32;
+    const int ld = (int)c->d;
+    return cu_blas.gemm(c->blas, CUBLAS_OP_N, CUBLAS_OP_T, (int)m, (int)n, (int)K, &one, A, CUDA_R_32F, ld, B, CUDA_R_32F, ld,
+                        &beta, P, CUDA_R_32F, ld, ct, CUBLAS_GEMM_DEFAULT);
+}
+
+/* the product of one pair of operands, as one term (hi hi) or three (hi hi + hi lo + lo hi) */
+static cublasStatus_t product(lb_cuda_calib *c, int64_t m, int64_t n, int64_t K, const float *ah, const float *al,
+                              const float *bh, const float *bl, float *P) {
+    cublasStatus_t bs = gemm(c, m, n, K, ah, bh, P, 0.0f);
+    if (c->prec == PREC_SPLIT) {
+        if (bs == CUBLAS_STATUS_SUCCESS) bs = gemm(c, m, n, K, ah, bl, P, 1.0f);
+        if (bs == CUBLAS_STATUS_SUCCESS) bs = gemm(c, m, n, K, al, bh, P, 1.0f);
     }
-    if (bs == CUBLAS_STATUS_SUCCESS)
-        bs = cu_blas.gemm(c->blas, CUBLAS_OP_N, CUBLAS_OP_T, (int)d, (int)d, (int)T, &one, x, CUDA_R_32F, (int)d, x, CUDA_R_32F,
-                          (int)d, &zero, c->prod, CUDA_R_32F, (int)d, c->prec, CUBLAS_GEMM_DEFAULT);
+    return bs;
+}
+
+/* the staged batch's products into H (lower triangle) and C */
+static lb_status flush(lb_cuda_calib *c, lb_error *err) {
+    if (c->nb == 0 || c->diag) {
+        c->nb = 0;
+        return LB_OK;
+    }
+    const int64_t d = c->d, K = c->nb * c->win;
+    c->nb = 0;
+    cublasStatus_t bs = CUBLAS_STATUS_SUCCESS;
+    if (c->with_c) { /* column-major (d, d): [j + i d] = sum_t x_t[j] xr_t[i] = C[i][j] row-major */
+        bs = product(c, d, d, K, c->hi, c->lo, c->rhi, c->rlo, c->prod);
+        if (bs == CUBLAS_STATUS_SUCCESS) k_add_f64<<<blocks(d * d), 256, 0, c->st>>>(c->cx, c->prod, d * d);
+    }
+    /* H's lower triangle: column panel [c0, c1) of P, its rows [0, c1) */
+    for (int64_t c0 = 0; bs == CUBLAS_STATUS_SUCCESS && c0 < d; c0 += c->panel) {
+        const int64_t c1 = c0 + c->panel < d ? c0 + c->panel : d;
+        bs = product(c, c1, c1 - c0, K, c->hi, c->lo, c->hi + c0, c->lo + c0, c->prod + c0 * d);
+    }
     if (bs != CUBLAS_STATUS_SUCCESS) return lb_err_set(err, LB_ERR_DEVICE, "cuBLAS GemmEx failed (status %d)", (int)bs);
-    k_add_sym<<<dim3(nb, (unsigned)d), 256, 0, c->st>>>(c->h, c->prod, d);
-    k_abs_sum<<<nb, 256, 0, c->st>>>(c->abs_sum, x, T, d);
+    k_add_lower<<<dim3(blocks(d), (unsigned)d), 256, 0, c->st>>>(c->h, c->prod, d);
+    CK(cudaGetLastError(), "summing the calibration statistics");
+    return LB_OK;
+}
+
+/* the window's x (T, d): its absolute sums (and squares), staged for the batch's products */
+static lb_status accumulate(lb_cuda_calib *c, const float *x, int64_t T, int64_t d, lb_error *err) {
+    k_abs_sum<<<blocks(d), 256, 0, c->st>>>(c->abs_sum, c->diag ? c->h : NULL, x, T, d);
+    if (!c->diag) {
+        stage(c, c->hi, c->lo, x, T, d);
+        if (++c->nb == c->kw) TRY(flush(c, err));
+    }
     CK(cudaGetLastError(), "summing the calibration statistics");
     return LB_OK;
 }
@@ -137,9 +229,10 @@ static lb_status observer(void *user, int64_t layer, lb_obs_point pt, const floa
     lb_cuda_calib *c = (lb_cuda_calib *)user;
     (void)layer;
     if ((int)pt != c->pt) return LB_OK;
-    if (T != c->win || dim > c->dmax) return lb_err_set(err, LB_ERR_ARG, "calibration: a matrix input was not a whole window");
-    if (c->capture) {
-        CK(cudaMemcpyAsync(c->ref, x, (size_t)(T * dim) * sizeof(float), cudaMemcpyDeviceToDevice, c->st), "capturing an input");
+    if (T != c->win || dim != c->d) return lb_err_set(err, LB_ERR_ARG, "calibration: a matrix input was not a whole window");
+    if (c->capture) { /* the reference input of the window about to be staged */
+        if (c->with_c) stage(c, c->rhi, c->rlo, x, T, dim);
+        CK(cudaGetLastError(), "capturing an input");
         return LB_OK;
     }
     phase_end(c, 0, &c->mark); /* the forward pass up to here */
@@ -148,10 +241,24 @@ static lb_status observer(void *user, int64_t layer, lb_obs_point pt, const floa
     return s;
 }
 
-static lb_status zero_stats(lb_cuda_calib *c, int64_t d, lb_error *err) {
-    CK(cudaMemsetAsync(c->h, 0, (size_t)(d * d) * sizeof(double), c->st), "clearing the statistics");
-    if (c->xr) CK(cudaMemsetAsync(c->cx, 0, (size_t)(d * d) * sizeof(double), c->st), "clearing the statistics");
+/* a point of width d begins: its sums cleared, nothing staged */
+static lb_status begin_point(lb_cuda_calib *c, int64_t d, bool with_c, lb_error *err) {
+    c->d = d;
+    c->nb = 0;
+    c->with_c = with_c && !c->diag;
+    CK(cudaMemsetAsync(c->h, 0, (size_t)(c->diag ? d : d * d) * sizeof(double), c->st), "clearing the statistics");
+    if (c->with_c) CK(cudaMemsetAsync(c->cx, 0, (size_t)(d * d) * sizeof(double), c->st), "clearing the statistics");
     CK(cudaMemsetAsync(c->abs_sum, 0, (size_t)d * sizeof(double), c->st), "clearing the statistics");
+    return LB_OK;
+}
+
+/* the point's last windows: the batch left staged, then H's upper triangle from its lower */
+static lb_status end_point(lb_cuda_calib *c, lb_error *err) {
+    phase_end(c, 0, &c->mark);
+    TRY(flush(c, err));
+    if (!c->diag) k_mirror<<<dim3(blocks(c->d), (unsigned)c->d), 256, 0, c->st>>>(c->h, c->d);
+    CK(cudaGetLastError(), "summing the calibration statistics");
+    phase_end(c, 1, &c->mark);
     return LB_OK;
 }
 
@@ -160,8 +267,8 @@ static lb_status read_stats(lb_cuda_calib *c, int64_t d, double *h, double *cx, 
     CK(cudaStreamSynchronize(c->st), "computing the calibration statistics");
     phase_end(c, 0, &c->mark);
     note_peak(c);
-    CK(cudaMemcpy(h, c->h, (size_t)(d * d) * sizeof(double), cudaMemcpyDeviceToHost), "reading the statistics");
-    if (c->xr && cx) CK(cudaMemcpy(cx, c->cx, (size_t)(d * d) * sizeof(double), cudaMemcpyDeviceToHost), "reading the statistics");
+    CK(cudaMemcpy(h, c->h, (size_t)(c->diag ? d : d * d) * sizeof(double), cudaMemcpyDeviceToHost), "reading the statistics");
+    if (c->with_c && cx) CK(cudaMemcpy(cx, c->cx, (size_t)(d * d) * sizeof(double), cudaMemcpyDeviceToHost), "reading the statistics");
     CK(cudaMemcpy(abs_sum, c->abs_sum, (size_t)d * sizeof(double), cudaMemcpyDeviceToHost), "reading the statistics");
     phase_end(c, 2, &c->mark);
     return LB_OK;
@@ -190,7 +297,7 @@ extern "C" lb_status lb_cuda_calib_stats(lb_cuda_calib *c, const lb_layer *l, co
     TRY(lb_cuda_ctx_load_layer(c->g, sl, l, (int)pt, err));
     if (ref && ref != l) TRY(lb_cuda_ctx_load_layer(c->g, slot_of(c, ref, il), ref, (int)pt, err));
     c->pt = (int)pt;
-    TRY(zero_stats(c, d, err));
+    TRY(begin_point(c, d, ref != NULL, err));
     lb_status s = LB_OK;
     for (int64_t w = 0; s == LB_OK && w < c->n_win; w++) {
         if (ref) {
@@ -201,8 +308,9 @@ extern "C" lb_status lb_cuda_calib_stats(lb_cuda_calib *c, const lb_layer *l, co
         if (s == LB_OK) s = lb_cuda_ctx_run_layer(c->g, sl, il, c->x + w * c->win * E, c->win, (int)pt, err);
     }
     c->pt = -1;
+    if (s == LB_OK) s = end_point(c, err);
     if (s == LB_OK && c->keep) CK(cudaStreamSynchronize(c->st), "computing the calibration statistics");
-    else if (s == LB_OK) s = read_stats(c, d, h, ref ? cx : NULL, abs_sum, err);
+    else if (s == LB_OK) s = read_stats(c, d, h, cx, abs_sum, err);
     return s;
 }
 
@@ -235,15 +343,19 @@ extern "C" lb_status lb_cuda_calib_output_stats(lb_cuda_calib *c, const float *o
     CK(cudaStreamSynchronize(c->st), "waiting for the device");
     CK(cudaMemcpy(c->norm, out_norm, (size_t)E * sizeof(float), cudaMemcpyHostToDevice), "uploading the final norm");
     lb_cu_stream = c->st;
-    TRY(zero_stats(c, E, err));
+    TRY(begin_point(c, E, c->xr != NULL, err));
     c->mark = now();
     for (int64_t w = 0; w < c->n_win; w++) {
-        if (c->xr) cu_rmsnorm(c->xr + w * c->win * E, c->norm, c->ref, c->win, (int)E, E, eps);
+        if (c->with_c) {
+            cu_rmsnorm(c->xr + w * c->win * E, c->norm, c->ref, c->win, (int)E, E, eps);
+            stage(c, c->rhi, c->rlo, c->ref, c->win, E);
+        }
         cu_rmsnorm(c->x + w * c->win * E, c->norm, c->xn, c->win, (int)E, E, eps);
         phase_end(c, 0, &c->mark);
         TRY(accumulate(c, c->xn, c->win, E, err));
         phase_end(c, 1, &c->mark);
     }
+    TRY(end_point(c, err));
     if (c->keep) {
         CK(cudaStreamSynchronize(c->st), "computing the calibration statistics");
         return LB_OK;
@@ -269,9 +381,13 @@ extern "C" lb_status lb_cuda_calib_new(const lb_model *m, int device, int64_t n_
     lb_cuda_calib *c = (lb_cuda_calib *)calloc(1, sizeof *c);
     if (!c) return lb_err_set(err, LB_ERR_NOMEM, "out of memory");
     c->m = m;
-    const char *pf = getenv("LB_CALIB_PROFILE"), *tf = getenv("LB_CALIB_TF32");
+    const char *pf = getenv("LB_CALIB_PROFILE"), *pr = getenv("LB_CALIB_PREC");
     c->profile = pf && pf[0] == '1';
-    c->prec = tf && tf[0] == '1' ? CUBLAS_COMPUTE_32F_FAST_TF32 : CUBLAS_COMPUTE_32F;
+    c->prec = !pr || !*pr || !strcmp(pr, "split") ? PREC_SPLIT : !strcmp(pr, "f32") ? PREC_F32 : !strcmp(pr, "tf32") ? PREC_TF32 : PREC_SPLIT;
+    if (pr && *pr && strcmp(pr, "split") && strcmp(pr, "f32") && strcmp(pr, "tf32")) {
+        free(c);
+        return lb_err_set(err, LB_ERR_ARG, "LB_CALIB_PREC=%s: expected split, f32 or tf32", pr);
+    }
     c->n_win = n_win;
     c->win = win;
     c->dmax = dmax;
@@ -290,8 +406,21 @@ extern "C" lb_status lb_cuda_calib_new(const lb_model *m, int device, int64_t n_
     if (s == LB_OK) s = dmalloc((void **)&c->x, (size_t)(rows * E) * sizeof(float), "the calibration activations", err);
     if (s == LB_OK && with_ref) s = dmalloc((void **)&c->xr, (size_t)(rows * E) * sizeof(float), "the reference activations", err);
     if (s == LB_OK && with_ref) s = dmalloc((void **)&c->cx, sq * sizeof(double), "the cross statistics", err);
-    if (s == LB_OK) s = dmalloc((void **)&c->ref, (size_t)(win * (dmax > E ? dmax : E)) * sizeof(float), "a reference window", err);
-    if (s == LB_OK) s = dmalloc((void **)&c->prod, sq * sizeof(float), "a window's product", err);
+    /* the staging buffers: kw windows a batch, within STAGE_BYTES for all of them */
+    const int nbuf = (c->prec == PREC_SPLIT ? 2 : 1) * (with_ref ? 2 : 1);
+    const char *eb = getenv("LB_CALIB_BATCH"), *ep = getenv("LB_CALIB_PANEL");
+    const int64_t bmax = eb && atoll(eb) > 0 ? atoll(eb) : BATCH_TOKENS;
+    c->panel = ep && atoll(ep) > 0 ? atoll(ep) : PANEL;
+    int64_t bt = (int64_t)(STAGE_BYTES / ((size_t)nbuf * (size_t)dmax * sizeof(float)));
+    bt = bt < bmax ? bt : bmax;
+    c->kw = bt / win < 1 ? 1 : bt / win < n_win ? bt / win : n_win;
+    const size_t stg = (size_t)(c->kw * win * dmax) * sizeof(float);
+    if (s == LB_OK) s = dmalloc((void **)&c->hi, stg, "the staged inputs", err);
+    if (s == LB_OK && c->prec == PREC_SPLIT) s = dmalloc((void **)&c->lo, stg, "the staged inputs", err);
+    if (s == LB_OK && with_ref) s = dmalloc((void **)&c->rhi, stg, "the staged reference inputs", err);
+    if (s == LB_OK && with_ref && c->prec == PREC_SPLIT) s = dmalloc((void **)&c->rlo, stg, "the staged reference inputs", err);
+    if (s == LB_OK && with_ref) s = dmalloc((void **)&c->ref, (size_t)(win * E) * sizeof(float), "a reference window", err);
+    if (s == LB_OK) s = dmalloc((void **)&c->prod, sq * sizeof(float), "a batch's product", err);
     if (s == LB_OK) s = dmalloc((void **)&c->h, sq * sizeof(double), "the statistics", err);
     if (s == LB_OK) s = dmalloc((void **)&c->abs_sum, (size_t)dmax * sizeof(double), "the statistics", err);
     if (s == LB_OK) s = dmalloc((void **)&c->xn, (size_t)(win * E) * sizeof(float), "a normed window", err);
@@ -313,7 +442,7 @@ extern "C" void lb_cuda_calib_free(lb_cuda_calib *c) {
         cudaStreamSynchronize(c->st);
     }
     if (c->blas) cu_blas.destroy(c->blas);
-    void *bufs[] = {c->x, c->xr, c->ref, c->prod, c->h, c->cx, c->abs_sum, c->xn, c->norm};
+    void *bufs[] = {c->x, c->xr, c->ref, c->hi, c->lo, c->rhi, c->rlo, c->prod, c->h, c->cx, c->abs_sum, c->xn, c->norm};
     for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++) cudaFree(bufs[i]);
     lb_cuda_ctx_free(c->g);
     free(c);
@@ -341,8 +470,10 @@ extern "C" int64_t lb_cuda_calib_point_dim(const lb_cuda_calib *c, lb_obs_point 
 
 extern "C" void lb_cuda_calib_keep_sums(lb_cuda_calib *c, bool keep) { c->keep = keep; }
 
+extern "C" void lb_cuda_calib_set_diag_only(lb_cuda_calib *c, bool on) { c->diag = on; }
+
 extern "C" void lb_cuda_calib_sums(lb_cuda_calib *c, double **h, double **cx, double **abs_sum) {
-    *h = c->h, *cx = c->xr ? c->cx : NULL, *abs_sum = c->abs_sum;
+    *h = c->h, *cx = c->with_c ? c->cx : NULL, *abs_sum = c->abs_sum;
 }
 
 extern "C" void *lb_cuda_host_alloc(int device, size_t bytes) {

@@ -4,8 +4,9 @@
  * The two activation streams (X through the quantized layers, Xr through the unquantized ones), each
  * (n_win * win, n_embd) F32, live on the GPU and are moved through one layer at a time by the executor
  * (cuda.h's layerwise context). The statistics of one matrix input (H = sum_t x_t x_t^T, C = sum_t xr_t
- * x_t^T, sum_t |x_t|) are summed on the GPU, per window an F32 cuBLAS product added into double, and
- * copied to the host when the point is complete. Without the CUDA build every entry point fails with
+ * x_t^T, sum_t |x_t|) are summed on the GPU, per batch of windows an F32-class cuBLAS product (TF32 tensor
+ * cores on a split of each value, LB_CALIB_PREC; calib.cu) added into double, and copied to the host when the
+ * point is complete. Without the CUDA build every entry point fails with
  * LB_ERR_DEVICE.
  */
 #ifndef LB_CUDA_CALIB_H
@@ -47,6 +48,9 @@ lb_status lb_cuda_calib_output_stats(lb_cuda_calib *c, const float *out_norm, do
  * double; cx NULL without a reference stream), to be all-reduced there, and _read_sums copies them to the
  * host as _stats would have. */
 void lb_cuda_calib_keep_sums(lb_cuda_calib *c, bool keep);
+/* Diagonal mode (off by default): _stats and _output_stats sum x^2 per channel instead of H (h receives dim
+ * values, H's diagonal) and form no C (cx is not written): no products at all. */
+void lb_cuda_calib_set_diag_only(lb_cuda_calib *c, bool on);
 void lb_cuda_calib_sums(lb_cuda_calib *c, double **h, double **cx, double **abs_sum);
 lb_status lb_cuda_calib_read_sums(lb_cuda_calib *c, lb_obs_point pt, double *h, double *cx, double *abs_sum, lb_error *err);
 /* The width of point pt's input (the statistics are dim x dim): n_embd for the output head's. */

@@ -153,7 +153,13 @@ static void check_statistics(const lb_model *m, const int32_t *ids, int64_t n_id
     lb_error e;
     REQUIRE(lb_calib_new(m, &m->tok_embd, &m->tok_embd, ids, n_ids, &p, &cc, &e) == LB_OK, "%s", e.msg);
     p.device = cuda0;
+    /* batches of 3 windows (8 windows: 3, 3 and a partial 2) and H in panels of 24 columns (several, the last
+     * partial): every path of the staged products */
+    setenv("LB_CALIB_BATCH", "384", 1);
+    setenv("LB_CALIB_PANEL", "24", 1);
     REQUIRE(lb_calib_new(m, &m->tok_embd, &m->tok_embd, ids, n_ids, &p, &cg, &e) == LB_OK, "%s", e.msg);
+    unsetenv("LB_CALIB_BATCH");
+    unsetenv("LB_CALIB_PANEL");
     const lb_obs_point pts[4] = {LB_OBS_ATTN_IN, LB_OBS_ATTN_OUT_IN, LB_OBS_FFN_IN, LB_OBS_FFN_DOWN_IN};
     for (int64_t il = 0; il < m->info.n_layer; il++) {
         rand_layer r;
@@ -181,6 +187,65 @@ static void check_statistics(const lb_model *m, const int32_t *ids, int64_t n_id
     compare_point(cc, cg, LB_OBS_OUTPUT_IN, "output head", 1e-2, false);
     CHECK(lb_calib_gpu_peak(cg) > 0 && lb_calib_gpu_peak(cc) == 0, "GPU peak %zu, CPU %zu", lb_calib_gpu_peak(cg),
           lb_calib_gpu_peak(cc));
+    lb_calib_free(cc);
+    lb_calib_free(cg);
+}
+
+/* Diagonal mode (the imatrix method's statistics: sums of x^2, no products) without a reference stream: at layer
+ * 0's first point the GPU's sums are the CPU's but for the last bits (the same F32 inputs up to the normalization's
+ * double sums, each summed in double in token order: 1e-9, where a product in F32 would give 1e-7); at the deeper points and the head within the forward passes' 1e-2, and the GPU's diagonal equals the
+ * diagonal of its own full H (same inputs, products within the statistics' F32-class rounding: 1e-5). */
+static void check_diag(const lb_model *m, const int32_t *ids, int64_t n_ids) {
+    lb_calib_params p = lb_calib_default_params();
+    p.ctx = 128;
+    p.n_tokens = 1024;
+    p.n_threads = 4;
+    lb_calib *cc = NULL, *cg = NULL;
+    lb_error e;
+    REQUIRE(lb_calib_new(m, &m->tok_embd, NULL, ids, n_ids, &p, &cc, &e) == LB_OK, "%s", e.msg);
+    p.device = cuda0;
+    REQUIRE(lb_calib_new(m, &m->tok_embd, NULL, ids, n_ids, &p, &cg, &e) == LB_OK, "%s", e.msg);
+    const lb_obs_point pts[4] = {LB_OBS_ATTN_IN, LB_OBS_ATTN_OUT_IN, LB_OBS_FFN_IN, LB_OBS_FFN_DOWN_IN};
+    for (int k = 0; k < 5; k++) {
+        const lb_obs_point pt = k < 4 ? pts[k] : LB_OBS_OUTPUT_IN;
+        int64_t d = 0;
+        double *full = NULL;
+        if (k == 0) { /* the GPU's full H first */
+            REQUIRE(lb_calib_layer_stats(cg, &m->layers[0], NULL, pt, 0, &e) == LB_OK, "%s", e.msg);
+            const double *h = lb_calib_h(cg, pt, &d);
+            REQUIRE(h && (full = malloc((size_t)d * sizeof *full)), "no H");
+            for (int64_t j = 0; j < d; j++) full[j] = h[j * d + j];
+        }
+        lb_calib_set_diag_only(cc, true);
+        lb_calib_set_diag_only(cg, true);
+        if (k < 4) {
+            REQUIRE(lb_calib_layer_stats(cc, &m->layers[0], NULL, pt, 0, &e) == LB_OK, "%s", e.msg);
+            REQUIRE(lb_calib_layer_stats(cg, &m->layers[0], NULL, pt, 0, &e) == LB_OK, "%s", e.msg);
+        } else {
+            REQUIRE(lb_calib_layer_advance(cc, &m->layers[0], NULL, 0, &e) == LB_OK, "%s", e.msg);
+            REQUIRE(lb_calib_layer_advance(cg, &m->layers[0], NULL, 0, &e) == LB_OK, "%s", e.msg);
+            REQUIRE(lb_calib_output_stats(cc, m->out_norm, &e) == LB_OK, "%s", e.msg);
+            REQUIRE(lb_calib_output_stats(cg, m->out_norm, &e) == LB_OK, "%s", e.msg);
+        }
+        lb_calib_set_diag_only(cc, false);
+        lb_calib_set_diag_only(cg, false);
+        (void)lb_calib_h(cc, pt, &d);
+        const double *qc = lb_calib_h_diag(cc, pt), *qg = lb_calib_h_diag(cg, pt);
+        const float *ac = lb_calib_mean_abs(cc, pt), *ag = lb_calib_mean_abs(cg, pt);
+        REQUIRE(qc && qg && ac && ag, "point %d: no diagonal", (int)pt);
+        CHECK(!lb_calib_h(cg, pt, NULL) && !lb_calib_take_h(cg, pt), "point %d: H formed in diagonal mode", (int)pt);
+        const double eq = rel_fro_d(qg, qc, d), ea = rel_fro_f(ag, ac, d);
+        printf("diagonal mode, %-12s dim %5lld  sum x^2 %.2e  mean|x| %.2e\n", k < 4 ? "layer 0 point" : "output head",
+               (long long)d, eq, ea);
+        if (k == 0) {
+            CHECK(eq < 1e-9 && ea < 1e-6, "diagonal mode at layer 0's first point: GPU %.3g / %.3g from the CPU", eq, ea);
+            const double ef = rel_fro_d(full, qg, d);
+            printf("diagonal mode against the full H's diagonal: %.2e\n", ef);
+            CHECK(ef < 1e-5, "the diagonal of the GPU's H %.3g from its diagonal mode", ef);
+            free(full);
+        } else
+            CHECK(eq < 1e-2 && ea < 1e-2, "diagonal mode point %d: sum x^2 %.3g mean|x| %.3g", (int)pt, eq, ea);
+    }
     lb_calib_free(cc);
     lb_calib_free(cg);
 }
@@ -250,6 +315,7 @@ static void check_cli(void) {
 int main(void) {
     tiny_fixture f = tiny_load();
     check_statistics(f.m, f.calib, f.n_calib);
+    check_diag(f.m, f.calib, f.n_calib);
     check_quantizer(f.m, f.calib, f.n_calib, f.valid, f.n_valid);
     check_cli();
     tiny_free(&f);
