@@ -561,6 +561,7 @@ typedef struct lb_quantize_report {
                                          waits for the device between phases): the forward passes, the
                                          statistics' products and sums, their copies to the host; else 0 */
     double solve_seconds;             /* ... and the rest of the layers' work: GPTQ / AWQ solvers and the encoders */
+    double convert_seconds;           /* ... of which the layers' matrices read into their F32 work copies */
     int requantized;                  /* the input's tensors were already in a quantized type */
     char architecture[32];            /* GGUF general.architecture written */
     int64_t imatrix_entries;          /* entries of the --imatrix file (0 without one) */

@@ -28,6 +28,11 @@ void lb_calib_free(lb_calib *c);
  * replace the statistics of any earlier call. */
 lb_status lb_calib_layer_stats(lb_calib *c, const lb_layer *l, const lb_layer *ref, lb_obs_point pt, int64_t il,
                                lb_error *err);
+/* The imatrix method's statistics of all four layer points (ATTN_IN, ATTN_OUT_IN, FFN_IN, FFN_DOWN_IN) of layer il
+ * with weights l in one run of every window: each point's H diagonal (lb_calib_h_diag) and mean |x|
+ * (lb_calib_mean_abs), the same values as a diagonal-only lb_calib_layer_stats of each point, until the next
+ * statistics call; no H or C. Without a reference stream only (LB_ERR_ARG). */
+lb_status lb_calib_layer_diag_stats(lb_calib *c, const lb_layer *l, int64_t il, lb_error *err);
 /* Move X through layer il with weights l (and Xr, if kept, through ref). */
 lb_status lb_calib_layer_advance(lb_calib *c, const lb_layer *l, const lb_layer *ref, int64_t il, lb_error *err);
 /*
@@ -103,6 +108,9 @@ extern const lb_gptq_ops *lb_calib_test_gptq_ops;
 void lb_calib_note_gptq(lb_calib *c, const double *sec, double ref_seconds);
 void lb_calib_gptq_seconds(const lb_calib *c, double out[LB_GPTQ_PHASES + 1]);
 void lb_calib_note_fallback(lb_calib *c, const char *why);
+/* Time spent reading the layers' matrices into their F32 work copies, summed (lb_calib_quantize_layer). */
+void lb_calib_note_convert(lb_calib *c, double seconds);
+double lb_calib_convert_seconds(const lb_calib *c);
 int64_t lb_calib_fallbacks(const lb_calib *c, const char **why);
 
 /*

@@ -75,7 +75,7 @@ lb_status lb_calib_gpus_upload(lb_calib_gpus *g, int s, int64_t row0, const floa
 
 /* ---- the ranks at once ---- */
 
-typedef enum { JOB_STATS, JOB_ADVANCE, JOB_OUTPUT } job_kind;
+typedef enum { JOB_STATS, JOB_ADVANCE, JOB_OUTPUT, JOB_DIAG_ALL } job_kind;
 
 typedef struct rank_job {
     lb_calib_gpus *g;
@@ -97,6 +97,7 @@ static void rank_task(void *arg, int64_t r, int thread) {
     case JOB_STATS: j->st[r] = lb_cuda_calib_stats(g->c[r], j->l, j->ref, j->il, j->pt, j->h, j->cx, j->abs_sum, &j->err[r]); break;
     case JOB_ADVANCE: j->st[r] = lb_cuda_calib_advance(g->c[r], j->l, j->ref, j->il, &j->err[r]); break;
     case JOB_OUTPUT: j->st[r] = lb_cuda_calib_output_stats(g->c[r], j->out_norm, j->h, j->cx, j->abs_sum, &j->err[r]); break;
+    case JOB_DIAG_ALL: j->st[r] = lb_cuda_calib_diag_stats(g->c[r], j->l, j->il, j->h, j->abs_sum, &j->err[r]); break;
     }
 }
 
@@ -112,13 +113,15 @@ static lb_status run_ranks(lb_calib_gpus *g, rank_job *j, int64_t d, lb_error *e
     if (j->kind == JOB_ADVANCE) return LB_OK;
     double *h[LB_MAX_RANKS], *cx[LB_MAX_RANKS], *as[LB_MAX_RANKS];
     for (int r = 0; r < g->n; r++) lb_cuda_calib_sums(g->c[r], &h[r], &cx[r], &as[r]);
-    const size_t dd = g->diag ? (size_t)d : (size_t)d * (size_t)d;
+    const bool all = j->kind == JOB_DIAG_ALL; /* d = 4 dmax: the four points' rows */
+    const size_t dd = g->diag || all ? (size_t)d : (size_t)d * (size_t)d;
     const double t0 = lb_time_sec();
     lb_status s = lb_cuda_comm_allreduce_f64(g->comm, h, dd, err);
     if (s == LB_OK && j->cx && cx[0]) s = lb_cuda_comm_allreduce_f64(g->comm, cx, dd, err);
     if (s == LB_OK) s = lb_cuda_comm_allreduce_f64(g->comm, as, (size_t)d, err);
     g->allreduce_sec += lb_time_sec() - t0;
-    if (s == LB_OK) s = lb_cuda_calib_read_sums(g->c[0], j->pt, j->h, j->cx, j->abs_sum, err);
+    if (s == LB_OK && all) s = lb_cuda_calib_read_diag(g->c[0], j->h, j->abs_sum, err);
+    else if (s == LB_OK) s = lb_cuda_calib_read_sums(g->c[0], j->pt, j->h, j->cx, j->abs_sum, err);
     return s;
 }
 
@@ -127,6 +130,12 @@ lb_status lb_calib_gpus_stats(lb_calib_gpus *g, const struct lb_layer *l, const 
     if (!g->set) return lb_cuda_calib_stats(g->c[0], l, ref, il, pt, h, cx, abs_sum, err);
     rank_job j = {.g = g, .kind = JOB_STATS, .l = l, .ref = ref, .il = il, .pt = pt, .h = h, .cx = ref ? cx : NULL, .abs_sum = abs_sum};
     return run_ranks(g, &j, lb_cuda_calib_point_dim(g->c[0], pt), err);
+}
+
+lb_status lb_calib_gpus_diag_stats(lb_calib_gpus *g, const struct lb_layer *l, int64_t il, double *sq, double *abs_sum, lb_error *err) {
+    if (!g->set) return lb_cuda_calib_diag_stats(g->c[0], l, il, sq, abs_sum, err);
+    rank_job j = {.g = g, .kind = JOB_DIAG_ALL, .l = l, .il = il, .h = sq, .abs_sum = abs_sum};
+    return run_ranks(g, &j, 4 * g->dmax, err);
 }
 
 void lb_calib_gpus_set_diag_only(lb_calib_gpus *g, bool on) {

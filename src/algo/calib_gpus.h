@@ -25,6 +25,9 @@ lb_status lb_calib_gpus_stats(lb_calib_gpus *g, const struct lb_layer *l, const 
 /* Diagonal mode on every rank (lb_cuda_calib_set_diag_only): _stats and _output_stats give H's diagonal in h (dim
  * values) and no C. */
 void lb_calib_gpus_set_diag_only(lb_calib_gpus *g, bool on);
+/* lb_calib_layer_diag_stats on the devices: sq and abs_sum (4, dmax) receive each layer point's sums of x^2 and |x|,
+ * summed over the ranks. */
+lb_status lb_calib_gpus_diag_stats(lb_calib_gpus *g, const struct lb_layer *l, int64_t il, double *sq, double *abs_sum, lb_error *err);
 lb_status lb_calib_gpus_advance(lb_calib_gpus *g, const struct lb_layer *l, const struct lb_layer *ref, int64_t il, lb_error *err);
 lb_status lb_calib_gpus_output_stats(lb_calib_gpus *g, const float *out_norm, double *h, double *cx, double *abs_sum, lb_error *err);
 /* the most GPU memory in use on any rank's device; rank 0's phase split (lb_cuda_calib_phase_seconds) */

@@ -38,6 +38,7 @@
 #define MIRROR_TILE 32 /* tile of the transpositions */
 #define SPARES 2       /* statistics buffers given back and kept for the next runs */
 #define PIN_MAX ((size_t)8 << 30) /* the largest statistics buffer page-locked on a GPU (bytes) */
+#define PT_ALL (-2)    /* c->pt during lb_calib_layer_diag_stats: every layer point observed */
 
 struct lb_calib {
     const lb_model *m;
@@ -51,6 +52,7 @@ struct lb_calib {
      * whose pages are then already mapped. On a GPU they are page-locked (up to PIN_MAX each; `pinned` lists
      * those), so that the device's sums come back at the bus's speed. */
     int64_t buf_cap;
+    int64_t dmax;          /* the widest point */
     bool pin;
     double *spare[SPARES];
     double *pinned[2 + SPARES + 2];
@@ -59,6 +61,11 @@ struct lb_calib {
     double *sq_sum;        /* diag_only: sum x^2 per channel, in double, token order */
     bool diag_only;        /* lb_calib_set_diag_only: the CPU's statistics runs sum only H's diagonal */
     bool pt_diag;          /* the current statistics are such a run (H not formed) */
+    /* lb_calib_layer_diag_stats: the four layer points' sums of x^2 and |x| at once, (4, dmax) each, and their
+     * mean |x|; all_diag while they are the current statistics */
+    double *sq_pts, *abs_pts;
+    float *mean_pts;
+    bool all_diag;
     float *mean_abs;
     int64_t dim[LB_CALIB_POINTS];
     int pt;                /* the point of the current statistics (-1: none) */
@@ -91,6 +98,7 @@ struct lb_calib {
     int64_t fallbacks;     /* matrices whose GPTQ algebra ran on the CPU although the device was asked for */
     char fallback_msg[200]; /* the first reason */
     double gptq_sec[LB_GPTQ_PHASES + 1]; /* GPTQ's phases, then the reference target */
+    double convert_sec;    /* lb_calib_note_convert */
     bool has_ref;          /* a reference stream is kept (on the host or the GPU) */
     double seconds;        /* in lb_calib_new and the statistics / advance calls */
 };
@@ -125,6 +133,7 @@ static add_fn pick_add(void) {
 typedef struct acc_job {
     add_fn add;
     lb_calib *c;
+    double *a, *q;  /* diag: the |x| and x^2 sums written */
     const float *x; /* (T, dim) */
     int64_t T, dim, nstrip, ntile, c_tasks;
     const int64_t *h_first; /* (nstrip + 1) the first task of each H strip in stage 1, after C's */
@@ -148,10 +157,9 @@ static void acc_transpose(const acc_job *j, int64_t task) {
 /* diag_only: the |x| and x^2 sums of columns [j0, j1), token by token in double (no transposes, no products) */
 static void acc_diag_task(void *arg, int64_t task, int thread) {
     const acc_job *j = arg;
-    lb_calib *c = j->c;
     const int64_t T = j->T, dim = j->dim, j0 = task * MIRROR_TILE, j1 = j0 + MIRROR_TILE < dim ? j0 + MIRROR_TILE : dim;
     (void)thread;
-    double *a = c->abs_sum, *q = c->sq_sum;
+    double *a = j->a, *q = j->q;
     for (int64_t t = 0; t < T; t++)
         for (int64_t jj = j0; jj < j1; jj++) {
             const float v = j->x[t * dim + jj];
@@ -198,12 +206,19 @@ static void acc_task(void *arg, int stage, int64_t task, int thread) {
     else acc_product(arg, task, thread);
 }
 
-static void accumulate(lb_calib *c, const float *x, int64_t T, int64_t dim) {
+static void accumulate(lb_calib *c, const float *x, int64_t T, int64_t dim, int pt_all) {
     const int64_t nstrip = (dim + H_ROWS - 1) / H_ROWS, ntile = (dim + LB_MM_TILE - 1) / LB_MM_TILE;
     int64_t *hf = c->h_first;
     hf[0] = 0;
     for (int64_t s = 0; s < nstrip; s++) hf[s + 1] = hf[s] + (dim - s * H_ROWS + LB_MM_TILE - 1) / LB_MM_TILE;
-    acc_job j = {pick_add(), c, x, T, dim, nstrip, ntile, c->cx ? nstrip * ntile : 0, hf};
+    acc_job j = {pick_add(), c, c->abs_sum, c->sq_sum, x, T, dim, nstrip, ntile, c->cx ? nstrip * ntile : 0, hf};
+    if (c->pt == PT_ALL) { /* lb_calib_layer_diag_stats: the point's own rows of the (4, dmax) sums */
+        if (pt_all >= 0) {
+            j.a = c->abs_pts + pt_all * c->dmax, j.q = c->sq_pts + pt_all * c->dmax;
+            lb_pool_run(c->pool, (dim + MIRROR_TILE - 1) / MIRROR_TILE, acc_diag_task, &j);
+        }
+        return;
+    }
     if (c->pt_diag) {
         lb_pool_run(c->pool, (dim + MIRROR_TILE - 1) / MIRROR_TILE, acc_diag_task, &j);
         return;
@@ -215,13 +230,13 @@ static void accumulate(lb_calib *c, const float *x, int64_t T, int64_t dim) {
 static void observer(void *user, int64_t layer, lb_obs_point pt, const float *x, int64_t T, int64_t dim) {
     lb_calib *c = user;
     (void)layer;
-    if ((int)pt != c->pt) return;
+    if ((int)pt != c->pt && !(c->pt == PT_ALL && (int)pt < LB_OBS_OUTPUT_IN)) return;
     if (T != c->win) { /* the forward pass hands over whole windows; anything else is a bug, not data */
         if (c->st == LB_OK) c->st = LB_ERR_ARG;
         return;
     }
     if (c->capture) memcpy(c->ref, x, (size_t)(T * dim) * sizeof *x);
-    else accumulate(c, x, T, dim);
+    else accumulate(c, x, T, dim, c->pt == PT_ALL ? (int)pt : -1);
 }
 
 /* A statistics buffer of buf_cap doubles: page-locked on a GPU when it can be, else malloc's */
@@ -267,6 +282,7 @@ static bool ensure(lb_calib *c, double **b) {
 static lb_status reset_stats(lb_calib *c, lb_obs_point pt, lb_error *err) {
     const int64_t d = c->dim[pt];
     c->pt = -1;
+    c->all_diag = false;
     if (!ensure(c, &c->h) || (c->has_ref && !ensure(c, &c->cx)))
         return lb_err_set(err, LB_ERR_NOMEM, "out of memory for the calibration statistics (%lld x %lld)", (long long)d,
                           (long long)d);
@@ -377,12 +393,16 @@ lb_status lb_calib_new(const lb_model *m, const lb_weight *embd, const lb_weight
     c->pt = -1;
     c->stage = -1;
     c->buf_cap = dmax * dmax;
+    c->dmax = dmax;
     c->pin = p->device.kind == LB_DEVICE_CUDA && (size_t)c->buf_cap * sizeof(double) <= PIN_MAX;
     c->h = stats_alloc(c);
     c->abs_sum = malloc((size_t)dmax * sizeof(double));
     c->sq_sum = malloc((size_t)dmax * sizeof(double));
     c->mean_abs = malloc((size_t)dmax * sizeof(float));
-    bool ok = c->h && c->abs_sum && c->sq_sum && c->mean_abs;
+    c->sq_pts = malloc((size_t)(4 * dmax) * sizeof(double));
+    c->abs_pts = malloc((size_t)(4 * dmax) * sizeof(double));
+    c->mean_pts = malloc((size_t)(4 * dmax) * sizeof(float));
+    bool ok = c->h && c->abs_sum && c->sq_sum && c->mean_abs && c->sq_pts && c->abs_pts && c->mean_pts;
     if (embd_ref) {
         c->cx = stats_alloc(c);
         ok &= c->cx != NULL;
@@ -423,6 +443,9 @@ void lb_calib_free(lb_calib *c) {
     free(c->abs_sum);
     free(c->sq_sum);
     free(c->mean_abs);
+    free(c->sq_pts);
+    free(c->abs_pts);
+    free(c->mean_pts);
     free(c->x);
     free(c->xt);
     free(c->prod);
@@ -481,6 +504,39 @@ static lb_status layer_stats_run(lb_calib *c, const lb_layer *l, const lb_layer 
     if (s == LB_OK && c->st != LB_OK) s = lb_err_set(err, c->st, "calibration: a matrix input was not a whole window");
     finish_stats(c);
     return s;
+}
+
+/* lb_calib_layer_diag_stats: one run of every window up to the last layer point, each point's sums of x^2 and |x|
+ * into its row of sq_pts / abs_pts (on the CPU the observer's; on a GPU the device's) */
+static lb_status diag_all_run(lb_calib *c, const lb_layer *l, int64_t il, lb_error *err) {
+    if (c->has_ref) return lb_err_set(err, LB_ERR_ARG, "calibration: the all-points diagonal statistics take no reference stream");
+    c->pt = -1;
+    c->all_diag = false;
+    c->tokens = 0;
+    c->st = LB_OK;
+    const int64_t E = c->m->info.n_embd, n4 = 4 * c->dmax;
+    memset(c->sq_pts, 0, (size_t)n4 * sizeof(double));
+    memset(c->abs_pts, 0, (size_t)n4 * sizeof(double));
+    lb_status s = LB_OK;
+    if (c->gpu) {
+        s = lb_calib_gpus_diag_stats(c->gpu, l, il, c->sq_pts, c->abs_pts, err);
+        c->tokens = c->n_win * c->win;
+    } else {
+        c->pt = PT_ALL;
+        lb_context_set_observer(c->ctx, observer, c);
+        for (int64_t w = 0; s == LB_OK && w < c->n_win; w++) {
+            s = lb_context_run_layer_until(c->ctx, l, il, c->x + w * c->win * E, c->win, LB_OBS_FFN_DOWN_IN, err);
+            c->tokens += c->win;
+        }
+        c->pt = -1;
+        if (s == LB_OK && c->st != LB_OK) s = lb_err_set(err, c->st, "calibration: a matrix input was not a whole window");
+    }
+    if (s != LB_OK) return s;
+    for (int k = 0; k < LB_OBS_OUTPUT_IN; k++)
+        for (int64_t j = 0; j < c->dim[k]; j++)
+            c->mean_pts[k * c->dmax + j] = c->tokens ? (float)(c->abs_pts[k * c->dmax + j] / (double)c->tokens) : 0.0f;
+    c->all_diag = true;
+    return LB_OK;
 }
 
 static lb_status layer_advance_run(lb_calib *c, const lb_layer *l, const lb_layer *ref, int64_t il, lb_error *err) {
@@ -592,7 +648,7 @@ static lb_status output_stats_run(lb_calib *c, const float *out_norm, lb_error *
     for (int64_t w = 0; w < c->n_win; w++) {
         if (c->xr) out_norm_window(c, out_norm, c->xr + w * c->win * E, c->ref);
         out_norm_window(c, out_norm, c->x + w * c->win * E, xn);
-        accumulate(c, xn, c->win, E);
+        accumulate(c, xn, c->win, E, -1);
         c->tokens += c->win;
     }
     free(xn);
@@ -605,7 +661,10 @@ const double *lb_calib_h(const lb_calib *c, lb_obs_point pt, int64_t *dim) {
     return (int)pt == c->pt && !c->pt_diag ? c->h : NULL;
 }
 
-const double *lb_calib_h_diag(const lb_calib *c, lb_obs_point pt) { return (int)pt == c->pt ? c->sq_sum : NULL; }
+const double *lb_calib_h_diag(const lb_calib *c, lb_obs_point pt) {
+    if (c->all_diag) return pt >= 0 && pt < LB_OBS_OUTPUT_IN ? c->sq_pts + pt * c->dmax : NULL;
+    return (int)pt == c->pt ? c->sq_sum : NULL;
+}
 
 void lb_calib_set_diag_only(lb_calib *c, bool on) { c->diag_only = on; }
 
@@ -620,7 +679,10 @@ double *lb_calib_take_h(lb_calib *c, lb_obs_point pt) { return take(c, pt, &c->h
 double *lb_calib_take_cross(lb_calib *c, lb_obs_point pt) { return take(c, pt, &c->cx); }
 
 const double *lb_calib_cross(const lb_calib *c, lb_obs_point pt) { return (int)pt == c->pt ? c->cx : NULL; }
-const float *lb_calib_mean_abs(const lb_calib *c, lb_obs_point pt) { return (int)pt == c->pt ? c->mean_abs : NULL; }
+const float *lb_calib_mean_abs(const lb_calib *c, lb_obs_point pt) {
+    if (c->all_diag) return pt >= 0 && pt < LB_OBS_OUTPUT_IN ? c->mean_pts + pt * c->dmax : NULL;
+    return (int)pt == c->pt ? c->mean_abs : NULL;
+}
 int64_t lb_calib_tokens(const lb_calib *c) { return c->tokens; }
 size_t lb_calib_gpu_peak(const lb_calib *c) {
     const size_t a = lb_calib_gpus_peak(c->gpu), b = lb_gptq_ops_cuda_peak(c->gptq_ops);
@@ -710,6 +772,9 @@ void lb_calib_gptq_seconds(const lb_calib *c, double out[LB_GPTQ_PHASES + 1]) {
     memcpy(out, c->gptq_sec, sizeof c->gptq_sec);
 }
 
+void lb_calib_note_convert(lb_calib *c, double seconds) { c->convert_sec += seconds; }
+double lb_calib_convert_seconds(const lb_calib *c) { return c ? c->convert_sec : 0; }
+
 void lb_calib_note_fallback(lb_calib *c, const char *why) {
     if (c->fallbacks++ == 0) snprintf(c->fallback_msg, sizeof c->fallback_msg, "%.199s", why ? why : "");
 }
@@ -729,6 +794,11 @@ lb_status lb_calib_layer_stats(lb_calib *c, const lb_layer *l, const lb_layer *r
                                lb_error *err) {
     const double t0 = lb_time_sec();
     return timed(c, t0, layer_stats_run(c, l, ref, pt, il, err));
+}
+
+lb_status lb_calib_layer_diag_stats(lb_calib *c, const lb_layer *l, int64_t il, lb_error *err) {
+    const double t0 = lb_time_sec();
+    return timed(c, t0, diag_all_run(c, l, il, err));
 }
 
 lb_status lb_calib_layer_advance(lb_calib *c, const lb_layer *l, const lb_layer *ref, int64_t il, lb_error *err) {

@@ -460,6 +460,7 @@ lb_status lb_calib_quantize_layer(lb_calib *c, lb_pool *pool, const lb_model *m,
         const lb_weight *nw = layer_matrix(&m->layers[il + 1], k);
         lb_mmap_prefetch(nw->data, lb_weight_row_bytes(nw) * (size_t)nw->rows);
     }
+    const double tc = lb_time_sec();
     for (int k = 0; s == LB_OK && k < 7; k++) {
         const lb_weight *w = layer_matrix(orig, k);
         out[k] = malloc(lb_type_row_size(types[k], w->cols) * (size_t)w->rows);
@@ -467,15 +468,16 @@ lb_status lb_calib_quantize_layer(lb_calib *c, lb_pool *pool, const lb_model *m,
         lw.w[k] = buf ? to_f32_pool(pool, w, buf) : NULL;
         if (!out[k] || !lw.w[k]) s = lb_err_set(err, LB_ERR_NOMEM, "out of memory for layer %lld", (long long)il);
     }
+    lb_calib_note_convert(c, lb_time_sec() - tc);
     if (s == LB_OK && awq) s = awq_apply(c, pool, m, il, types, &lw, norms, bv, err);
     if (gptq) {
         if (s == LB_OK) s = gptq_stages(c, pool, orig, il, enc, gp, types, out, &lw, norms, bv, err);
     } else { /* the importance-weighted encoder, each point's statistics on the unquantized layer */
+        /* the imatrix method needs only H's diagonals: all four points' in one run of the windows */
+        if (s == LB_OK && !awq) s = lb_calib_layer_diag_stats(c, orig, il, err);
         for (int g = 0; s == LB_OK && g < 4; g++) {
             const lb_obs_point pt = POINT[STAGE_FIRST[g]];
-            lb_calib_set_diag_only(c, !awq); /* the imatrix method needs only H's diagonal */
-            s = lb_calib_layer_stats(c, orig, NULL, pt, il, err);
-            lb_calib_set_diag_only(c, false);
+            if (awq) s = lb_calib_layer_stats(c, orig, NULL, pt, il, err);
             /* AWQ's H scaled by its input scales into lw.h; the imatrix method reads only H's diagonal, unscaled,
              * straight from the statistics (a copy of H is 1.6 GB at 8B's down projection) */
             if (s == LB_OK && awq) s = scaled_h(c, pt, &lw, err);
@@ -512,7 +514,9 @@ lb_status lb_calib_quantize_output(lb_calib *c, lb_pool *pool, const lb_model *m
     lb_calib_set_diag_only(c, false);
     if (s != LB_OK) return s;
     lb_calib_release_work(c); /* the layers' work copies, before the head's own */
+    const double tc = lb_time_sec();
     float *w = to_f32_pool(pool, &m->output, NULL);
+    lb_calib_note_convert(c, lb_time_sec() - tc);
     if (!w) return lb_err_set(err, LB_ERR_NOMEM, "out of memory");
     int64_t d;
     const double *H = lb_calib_h(c, LB_OBS_OUTPUT_IN, &d);

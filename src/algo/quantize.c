@@ -631,6 +631,7 @@ static void fill_report(run *R, lb_quantize_report *r, lb_quantize_tensor *rows,
     lb_calib_gpu_phase_seconds(R->cal, r->stats_phase_seconds);
     lb_calib_gpu_split(R->cal, &r->gpus, &r->allreduce_seconds, &r->gptq_solvers);
     r->solve_seconds = R->calib_seconds - r->stats_seconds;
+    r->convert_seconds = lb_calib_convert_seconds(R->cal);
     r->requantized = R->requantized;
     r->imatrix_entries = R->imatrix ? R->imatrix->n_entries : 0;
     r->imatrix_covered = R->imatrix_used;

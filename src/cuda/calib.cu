@@ -38,6 +38,7 @@ extern "C" {
 
 #define BATCH_TOKENS 4096             /* tokens per batch of products (whole windows; at least one window) */
 #define STAGE_BYTES ((size_t)2 << 30) /* the staging buffers' bound: fewer tokens a batch for wide inputs */
+#define PT_ALL (-2)                   /* c->pt in lb_cuda_calib_diag_stats: every layer point observed */
 #define PANEL 1024                    /* columns of H per product of the lower triangle */
 /* LB_CALIB_BATCH (tokens) and LB_CALIB_PANEL (columns) override the two for the tests' small models */
 
@@ -228,6 +229,12 @@ static lb_status accumulate(lb_cuda_calib *c, const float *x, int64_t T, int64_t
 static lb_status observer(void *user, int64_t layer, lb_obs_point pt, const float *x, int64_t T, int64_t dim, lb_error *err) {
     lb_cuda_calib *c = (lb_cuda_calib *)user;
     (void)layer;
+    if (c->pt == PT_ALL && (int)pt < LB_OBS_OUTPUT_IN) { /* lb_cuda_calib_diag_stats: the point's row of the sums */
+        if (T != c->win || dim > c->dmax) return lb_err_set(err, LB_ERR_ARG, "calibration: a matrix input was not a whole window");
+        k_abs_sum<<<blocks(dim), 256, 0, c->st>>>(c->abs_sum + pt * c->dmax, c->h + pt * c->dmax, x, T, dim);
+        CK(cudaGetLastError(), "summing the calibration statistics");
+        return LB_OK;
+    }
     if ((int)pt != c->pt) return LB_OK;
     if (T != c->win || dim != c->d) return lb_err_set(err, LB_ERR_ARG, "calibration: a matrix input was not a whole window");
     if (c->capture) { /* the reference input of the window about to be staged */
@@ -312,6 +319,37 @@ extern "C" lb_status lb_cuda_calib_stats(lb_cuda_calib *c, const lb_layer *l, co
     if (s == LB_OK && c->keep) CK(cudaStreamSynchronize(c->st), "computing the calibration statistics");
     else if (s == LB_OK) s = read_stats(c, d, h, cx, abs_sum, err);
     return s;
+}
+
+extern "C" lb_status lb_cuda_calib_diag_stats(lb_cuda_calib *c, const lb_layer *l, int64_t il, double *sq, double *abs_sum,
+                                              lb_error *err) {
+    const int64_t E = c->m->info.n_embd, n4 = 4 * c->dmax;
+    const int sl = slot_of(c, l, il);
+    CK(cudaSetDevice(lb_cuda_ctx_device(c->g)), "selecting the device");
+    c->mark = now();
+    TRY(lb_cuda_ctx_load_layer(c->g, sl, l, LB_OBS_FFN_DOWN_IN, err));
+    CK(cudaMemsetAsync(c->h, 0, (size_t)n4 * sizeof(double), c->st), "clearing the statistics");
+    CK(cudaMemsetAsync(c->abs_sum, 0, (size_t)n4 * sizeof(double), c->st), "clearing the statistics");
+    c->pt = PT_ALL;
+    lb_status s = LB_OK;
+    for (int64_t w = 0; s == LB_OK && w < c->n_win; w++)
+        s = lb_cuda_ctx_run_layer(c->g, sl, il, c->x + w * c->win * E, c->win, LB_OBS_FFN_DOWN_IN, err);
+    c->pt = -1;
+    if (s == LB_OK) CK(cudaStreamSynchronize(c->st), "computing the calibration statistics");
+    phase_end(c, 0, &c->mark);
+    if (s == LB_OK && !c->keep) s = lb_cuda_calib_read_diag(c, sq, abs_sum, err);
+    return s;
+}
+
+extern "C" lb_status lb_cuda_calib_read_diag(lb_cuda_calib *c, double *sq, double *abs_sum, lb_error *err) {
+    const size_t n4 = (size_t)(4 * c->dmax);
+    CK(cudaSetDevice(lb_cuda_ctx_device(c->g)), "selecting the device");
+    CK(cudaStreamSynchronize(c->st), "computing the calibration statistics");
+    note_peak(c);
+    CK(cudaMemcpy(sq, c->h, n4 * sizeof(double), cudaMemcpyDeviceToHost), "reading the statistics");
+    CK(cudaMemcpy(abs_sum, c->abs_sum, n4 * sizeof(double), cudaMemcpyDeviceToHost), "reading the statistics");
+    phase_end(c, 2, &c->mark);
+    return LB_OK;
 }
 
 extern "C" lb_status lb_cuda_calib_advance(lb_cuda_calib *c, const lb_layer *l, const lb_layer *ref, int64_t il, lb_error *err) {
@@ -421,8 +459,9 @@ extern "C" lb_status lb_cuda_calib_new(const lb_model *m, int device, int64_t n_
     if (s == LB_OK && with_ref && c->prec == PREC_SPLIT) s = dmalloc((void **)&c->rlo, stg, "the staged reference inputs", err);
     if (s == LB_OK && with_ref) s = dmalloc((void **)&c->ref, (size_t)(win * E) * sizeof(float), "a reference window", err);
     if (s == LB_OK) s = dmalloc((void **)&c->prod, sq * sizeof(float), "a batch's product", err);
-    if (s == LB_OK) s = dmalloc((void **)&c->h, sq * sizeof(double), "the statistics", err);
-    if (s == LB_OK) s = dmalloc((void **)&c->abs_sum, (size_t)dmax * sizeof(double), "the statistics", err);
+    /* h and abs_sum also hold the four points' rows of lb_cuda_calib_diag_stats */
+    if (s == LB_OK) s = dmalloc((void **)&c->h, (sq > (size_t)(4 * dmax) ? sq : (size_t)(4 * dmax)) * sizeof(double), "the statistics", err);
+    if (s == LB_OK) s = dmalloc((void **)&c->abs_sum, (size_t)(4 * dmax) * sizeof(double), "the statistics", err);
     if (s == LB_OK) s = dmalloc((void **)&c->xn, (size_t)(win * E) * sizeof(float), "a normed window", err);
     if (s == LB_OK) s = dmalloc((void **)&c->norm, (size_t)E * sizeof(float), "the final norm", err);
     if (s == LB_OK) lb_cuda_ctx_set_device_observer(c->g, observer, c);

@@ -51,6 +51,12 @@ void lb_cuda_calib_keep_sums(lb_cuda_calib *c, bool keep);
 /* Diagonal mode (off by default): _stats and _output_stats sum x^2 per channel instead of H (h receives dim
  * values, H's diagonal) and form no C (cx is not written): no products at all. */
 void lb_cuda_calib_set_diag_only(lb_cuda_calib *c, bool on);
+/* The four layer points' sums of x^2 and |x| (sq and abs_sum, (4, dmax): point k's dim values at k dmax) of layer il
+ * with weights l in one run of every window of X (no reference); with keep they stay on the device (_sums's h and
+ * abs_sum) and _read_diag copies them. */
+lb_status lb_cuda_calib_diag_stats(lb_cuda_calib *c, const struct lb_layer *l, int64_t il, double *sq, double *abs_sum,
+                                   lb_error *err);
+lb_status lb_cuda_calib_read_diag(lb_cuda_calib *c, double *sq, double *abs_sum, lb_error *err);
 void lb_cuda_calib_sums(lb_cuda_calib *c, double **h, double **cx, double **abs_sum);
 lb_status lb_cuda_calib_read_sums(lb_cuda_calib *c, lb_obs_point pt, double *h, double *cx, double *abs_sum, lb_error *err);
 /* The width of point pt's input (the statistics are dim x dim): n_embd for the output head's. */

@@ -133,6 +133,10 @@ void lb_cuda_host_free(void *p) {}
 int64_t lb_cuda_calib_point_dim(const lb_cuda_calib *c, lb_obs_point pt) { return 0; }
 void lb_cuda_calib_keep_sums(lb_cuda_calib *c, bool keep) {}
 void lb_cuda_calib_set_diag_only(lb_cuda_calib *c, bool on) {}
+lb_status lb_cuda_calib_diag_stats(lb_cuda_calib *c, const struct lb_layer *l, int64_t il, double *sq, double *abs_sum, lb_error *err) {
+    return no_cuda(err);
+}
+lb_status lb_cuda_calib_read_diag(lb_cuda_calib *c, double *sq, double *abs_sum, lb_error *err) { return no_cuda(err); }
 void lb_cuda_calib_sums(lb_cuda_calib *c, double **h, double **cx, double **abs_sum) { *h = *cx = *abs_sum = NULL; }
 lb_status lb_cuda_calib_read_sums(lb_cuda_calib *c, lb_obs_point pt, double *h, double *cx, double *abs_sum, lb_error *err) {
     return no_cuda(err);

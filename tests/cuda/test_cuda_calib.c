@@ -206,6 +206,8 @@ static void check_diag(const lb_model *m, const int32_t *ids, int64_t n_ids) {
     p.device = cuda0;
     REQUIRE(lb_calib_new(m, &m->tok_embd, NULL, ids, n_ids, &p, &cg, &e) == LB_OK, "%s", e.msg);
     const lb_obs_point pts[4] = {LB_OBS_ATTN_IN, LB_OBS_ATTN_OUT_IN, LB_OBS_FFN_IN, LB_OBS_FFN_DOWN_IN};
+    double *kq[2][4] = {{0}};
+    int64_t kd[4] = {0};
     for (int k = 0; k < 5; k++) {
         const lb_obs_point pt = k < 4 ? pts[k] : LB_OBS_OUTPUT_IN;
         int64_t d = 0;
@@ -245,7 +247,26 @@ static void check_diag(const lb_model *m, const int32_t *ids, int64_t n_ids) {
             free(full);
         } else
             CHECK(eq < 1e-2 && ea < 1e-2, "diagonal mode point %d: sum x^2 %.3g mean|x| %.3g", (int)pt, eq, ea);
+        if (k < 4) {
+            kq[0][k] = malloc((size_t)d * sizeof(double)), kq[1][k] = malloc((size_t)d * sizeof(double));
+            REQUIRE(kq[0][k] && kq[1][k], "out of memory");
+            memcpy(kq[0][k], qc, (size_t)d * sizeof(double)), memcpy(kq[1][k], qg, (size_t)d * sizeof(double));
+            kd[k] = d;
+        }
+        if (k == 3) { /* the four points in one run: each device's per-point bits */
+            lb_calib *both[2] = {cc, cg};
+            for (int r = 0; r < 2; r++) {
+                REQUIRE(lb_calib_layer_diag_stats(both[r], &m->layers[0], 0, &e) == LB_OK, "%s", e.msg);
+                for (int g = 0; g < 4; g++) {
+                    const double *q = lb_calib_h_diag(both[r], pts[g]);
+                    CHECK(q && !memcmp(q, kq[r][g], (size_t)kd[g] * sizeof(double)),
+                          "%s: the one run's point %d is not the per-point run's", r ? "GPU" : "CPU", (int)pts[g]);
+                }
+            }
+            printf("diagonal mode, the four points in one run: checked against the per-point runs\n");
+        }
     }
+    for (int g = 0; g < 4; g++) free(kq[0][g]), free(kq[1][g]);
     lb_calib_free(cc);
     lb_calib_free(cg);
 }

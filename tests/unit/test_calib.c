@@ -141,6 +141,9 @@ static void test_diag_only(const lb_model *m) {
     lb_calib_set_diag_only(b1, true);
     static const lb_obs_point pts[4] = {LB_OBS_ATTN_IN, LB_OBS_ATTN_OUT_IN, LB_OBS_FFN_IN, LB_OBS_FFN_DOWN_IN};
     const lb_layer *l = &m->layers[1];
+    double *keep_d[4];
+    float *keep_a[4];
+    int64_t dims[4];
     for (int g = 0; g < 4; g++) {
         CHECK(lb_calib_layer_stats(a, l, NULL, pts[g], 1, &e) == LB_OK, "%s", e.msg);
         CHECK(lb_calib_layer_stats(b, l, NULL, pts[g], 1, &e) == LB_OK, "%s", e.msg);
@@ -164,7 +167,36 @@ static void test_diag_only(const lb_model *m) {
         CHECK(!memcmp(lb_calib_mean_abs(a, pts[g]), lb_calib_mean_abs(b, pts[g]), (size_t)d * sizeof(float)),
               "point %d: mean |x| differs in a diagonal-only run", (int)pts[g]);
         CHECK(!lb_calib_h(b, pts[g], NULL) && !lb_calib_take_h(b, pts[g]), "point %d: a diagonal-only run handed out H", (int)pts[g]);
+        keep_d[g] = malloc((size_t)d * sizeof(double));
+        keep_a[g] = malloc((size_t)d * sizeof(float));
+        REQUIRE(keep_d[g] && keep_a[g], "out of memory");
+        memcpy(keep_d[g], db, (size_t)d * sizeof(double));
+        memcpy(keep_a[g], lb_calib_mean_abs(b, pts[g]), (size_t)d * sizeof(float));
+        dims[g] = d;
     }
+    /* all four points in one run (lb_calib_layer_diag_stats): each point's per-point bits, on 2 threads and 1 */
+    lb_calib *runs[2] = {b, b1};
+    for (int r = 0; r < 2; r++) {
+        CHECK(lb_calib_layer_diag_stats(runs[r], l, 1, &e) == LB_OK, "%s", e.msg);
+        for (int g = 0; g < 4; g++) {
+            const double *q = lb_calib_h_diag(runs[r], pts[g]);
+            const float *ma = lb_calib_mean_abs(runs[r], pts[g]);
+            REQUIRE(q && ma, "one run, point %d: statistics missing", (int)pts[g]);
+            CHECK(!memcmp(q, keep_d[g], (size_t)dims[g] * sizeof(double)) && !memcmp(ma, keep_a[g], (size_t)dims[g] * sizeof(float)),
+                  "one run of the four points (%d threads), point %d: not the per-point sums", 2 - r, (int)pts[g]);
+            CHECK(!lb_calib_h(runs[r], pts[g], NULL), "one run handed out H");
+        }
+        CHECK(lb_calib_tokens(runs[r]) == N_TOK, "one run: %lld tokens", (long long)lb_calib_tokens(runs[r]));
+        CHECK(!lb_calib_h_diag(runs[r], LB_OBS_OUTPUT_IN), "one run: a diagonal for the output head");
+    }
+    /* a later statistics call replaces them */
+    CHECK(lb_calib_layer_stats(b, l, NULL, pts[0], 1, &e) == LB_OK, "%s", e.msg);
+    CHECK(!lb_calib_h_diag(b, pts[1]), "the one run's diagonals outlived the next statistics call");
+    for (int g = 0; g < 4; g++) free(keep_d[g]), free(keep_a[g]);
+    lb_calib *wr = NULL; /* with a reference stream: refused */
+    REQUIRE(lb_calib_new(m, &m->tok_embd, &m->tok_embd, tokens, N_TOK, &cp, &wr, &e) == LB_OK, "%s", e.msg);
+    CHECK(lb_calib_layer_diag_stats(wr, l, 1, &e) == LB_ERR_ARG, "one run with a reference stream accepted");
+    lb_calib_free(wr);
     lb_calib_free(a);
     lb_calib_free(b);
     lb_calib_free(b1);
