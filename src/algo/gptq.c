@@ -113,6 +113,11 @@ typedef struct gptq_ctx {
     bool *active, *changed;              /* (rows) the coordinate descent's rows still moving */
     gptq_kernels k;
     const lb_gptq_ops *ops;
+    /* the sweeps run wholly on the device (every pass, and the descent when there is one) with a table that keeps
+     * the factor there (inv_upper_keep / begin_kept): U and Hf are formed on the device, not here; hf_diag (cols)
+     * is the damped H's diagonal in F32 that Hf would have had (NULL without a descent) */
+    bool dev_h;
+    float *hf_diag;
 } gptq_ctx;
 
 /* ---- the column sweep (kernels: no allocation) ---- */
@@ -733,14 +738,14 @@ static void ew_run(lb_pool *pool, ew_job j) { lb_pool_run(pool, (j.n + TT - 1) /
 
 /* Hinv (upper, in H) with damping raised tenfold after each failed attempt. diag: H's diagonal before
  * damping; the strictly lower triangle of H is the pristine copy each attempt restores from. */
-static lb_status factor_hinv(lb_pool *pool, const lb_gptq_ops *o, double *H, int64_t n, const double *diag, double mean,
+static lb_status factor_hinv(lb_pool *pool, const lb_gptq_ops *o, bool keep, double *H, int64_t n, const double *diag, double mean,
                              const lb_gptq_params *p, double *work, lb_gptq_stats *st, lb_error *err) {
     double damp = p->damp;
     for (int t = 1; t <= p->max_damp_tries; t++) {
         ew_run(pool, (ew_job){.op = EW_LOWER_TO_UPPER, .n = n, .H = H});
         for (int64_t i = 0; i < n; i++) H[i * n + i] = diag[i] + damp * mean;
         bool ok = false;
-        lb_status s = o->inv_upper(o->user, pool, H, n, work, &ok, err);
+        lb_status s = keep ? o->inv_upper_keep(o->user, H, n, &ok, err) : o->inv_upper(o->user, pool, H, n, work, &ok, err);
         if (s != LB_OK) return s;
         if (ok) {
             st->damp = damp;
@@ -762,6 +767,20 @@ static float *diag_blocks_t(const float *H, int64_t n, int L) {
     for (int64_t j0 = 0; j0 < n; j0 += L)
         for (int l = 0; l < L; l++)
             for (int k = 0; k < L; k++) Ht[j0 * L + l * L + k] = H[(j0 + k) * n + j0 + l];
+    return Ht;
+}
+
+/* diag_blocks_t's Ht from H (n, n; its strictly lower triangle) and the diagonal d, as Hf = (float) H off the
+ * diagonal and d on it would give them (the device-formed Hf of a dev_h run) */
+static float *diag_blocks_h(const double *H, const float *d, int64_t n, int L) {
+    float *Ht = malloc((size_t)n * (size_t)L * sizeof *Ht);
+    if (!Ht) return NULL;
+    for (int64_t j0 = 0; j0 < n; j0 += L)
+        for (int l = 0; l < L; l++)
+            for (int k = 0; k < L; k++) {
+                const int64_t r = j0 + k, c = j0 + l;
+                Ht[j0 * L + l * L + k] = r == c ? d[r] : (float)(r > c ? H[r * n + c] : H[c * n + r]);
+            }
     return Ht;
 }
 
@@ -793,7 +812,7 @@ static lb_status sweep(lb_pool *pool, gptq_ctx *c, const double *H, double *sec,
     int64_t panel = c->ops == &cpu_ops ? TILE_ROWS * CPU_PANEL_TILES * nthreads : rows;
     if (panel > rows) panel = rows;
     const size_t pn = (size_t)panel * (size_t)n;
-    float *U = scratch_get(c->scr, SCR_U, (size_t)n * (size_t)n * sizeof *U);
+    float *U = c->dev_h ? NULL : scratch_get(c->scr, SCR_U, (size_t)n * (size_t)n * sizeof *U);
     c->T = scratch_get(c->scr, SCR_T, pn * sizeof *c->T);
     c->P = scratch_get(c->scr, SCR_P, pn * sizeof *c->P);
     c->E = malloc((size_t)panel * (size_t)c->batch * sizeof *c->E);
@@ -803,12 +822,13 @@ static lb_status sweep(lb_pool *pool, gptq_ctx *c, const double *H, double *sec,
     c->best_loss = c->loss ? c->loss + panel : NULL;
     lb_status s = LB_OK;
     const double t0 = lb_time_sec();
-    if (!U || !c->T || !c->P || !c->E || (c->passes > 1 && !c->best) || !c->loss || !c->active) {
+    if ((!U && !c->dev_h) || !c->T || !c->P || !c->E || (c->passes > 1 && !c->best) || !c->loss || !c->active) {
         s = lb_err_set(err, LB_ERR_NOMEM, "gptq: out of memory (%lld x %lld)", (long long)panel, (long long)n);
     } else {
-        ew_run(pool, (ew_job){.op = EW_UPPER_F32, .n = n, .dst = U, .src = H});
-        c->U = U;
-        if (c->ops->begin) s = c->ops->begin(c->ops->user, U, c->Hf, panel, n, err);
+        if (!c->dev_h) ew_run(pool, (ew_job){.op = EW_UPPER_F32, .n = n, .dst = U, .src = H});
+        c->U = U; /* NULL with dev_h: the passes run on the device with its own */
+        if (c->dev_h) s = c->ops->begin_kept(c->ops->user, c->hf_diag, panel, n, err);
+        else if (c->ops->begin) s = c->ops->begin(c->ops->user, U, c->Hf, panel, n, err);
         sec[LB_GPTQ_PH_FACTOR] += lb_time_sec() - t0;
         gptq_ctx v = *c; /* one panel of rows */
         for (int64_t r0 = 0; s == LB_OK && r0 < rows; r0 += panel) {
@@ -856,9 +876,17 @@ static lb_status prepare(lb_pool *pool, float *W, int64_t rows, int64_t n, doubl
             c->perm = perm;
         }
     }
-    if (s == LB_OK) s = factor_hinv(pool, c->ops, H, n, diag, mean, p, work, st, err);
+    if (s == LB_OK) s = factor_hinv(pool, c->ops, c->dev_h, H, n, diag, mean, p, work, st, err);
     if (s == LB_OK && Hf) /* the damped H GPTQ minimized, for the coordinate descent */
         for (int64_t j = 0; j < n; j++) Hf[j * n + j] += (float)(st->damp * mean);
+    if (s == LB_OK && c->dev_h && p->cd_sweeps > 0) { /* ... its diagonal as Hf's would be, for the device */
+        if (!(c->hf_diag = malloc((size_t)n * sizeof *c->hf_diag))) s = lb_err_set(err, LB_ERR_NOMEM, "gptq: out of memory");
+        for (int64_t j = 0; s == LB_OK && j < n; j++) {
+            float v = (float)diag[j];
+            v += (float)(st->damp * mean);
+            c->hf_diag[j] = v;
+        }
+    }
     free(diag);
     free(seen);
     return s;
@@ -895,14 +923,18 @@ lb_status lb_gptq_quantize(lb_pool *pool, float *W, int64_t rows, int64_t cols, 
      * every earlier update by then: batches of whole blocks */
     c.batch = p.act_order ? p.block_cols : (p.block_cols + c.be - 1) / c.be * c.be;
     if (c.batch > cols) c.batch = cols;
+    /* run_sweeps' whole passes on the device (dev_pass) and its descent there (dev_cd) need no U or Hf here */
+    c.dev_h = c.ops->inv_upper_keep && c.ops->begin_kept && c.dev_enc && !p.act_order && c.batch == c.be && c.ops->pass &&
+              (p.cd_sweeps == 0 || c.ops->cd);
     float *imp = malloc((size_t)cols * sizeof *imp);
     int64_t *perm = malloc((size_t)cols * sizeof *perm);
-    float *Hf = p.cd_sweeps > 0 ? scratch_get(p.scratch, SCR_HF, (size_t)cols * (size_t)cols * sizeof *Hf) : NULL;
-    if (!imp || !perm || (p.cd_sweeps > 0 && !Hf)) s = lb_err_set(err, LB_ERR_NOMEM, "gptq: out of memory");
+    float *Hf = p.cd_sweeps > 0 && !c.dev_h ? scratch_get(p.scratch, SCR_HF, (size_t)cols * (size_t)cols * sizeof *Hf) : NULL;
+    if (!imp || !perm || (p.cd_sweeps > 0 && !c.dev_h && !Hf)) s = lb_err_set(err, LB_ERR_NOMEM, "gptq: out of memory");
     if (s == LB_OK) s = prepare(pool, W, rows, cols, H, &p, &c, imp, perm, Hf, &st, err);
     c.imp = imp;
     c.Hf = Hf;
-    if (s == LB_OK && Hf && p.cd_scales && !(c.Ht = diag_blocks_t(Hf, cols, c.run)))
+    if (s == LB_OK && p.cd_sweeps > 0 && p.cd_scales &&
+        !(c.Ht = c.dev_h ? diag_blocks_h(H, c.hf_diag, cols, c.run) : diag_blocks_t(Hf, cols, c.run)))
         s = lb_err_set(err, LB_ERR_NOMEM, "gptq: out of memory");
     st.seconds[LB_GPTQ_PH_FACTOR] = lb_time_sec() - t0; /* with the allocations and the float copies of H */
     if (s == LB_OK && !(c.row_loss = malloc((size_t)rows * sizeof *c.row_loss)))
@@ -914,6 +946,7 @@ lb_status lb_gptq_quantize(lb_pool *pool, float *W, int64_t rows, int64_t cols, 
     }
     free(c.row_loss);
     free(c.Ht);
+    free(c.hf_diag);
     scratch_put(p.scratch, Hf);
     free(imp);
     free(perm);

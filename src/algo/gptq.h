@@ -27,6 +27,13 @@ typedef struct lb_gptq_ops {
     /* a matrix's sweeps start: U (n, n) f32, upper, processing order; Hf (n, n) f32 or NULL (no coordinate
      * descent). Both stay valid until end. */
     lb_status (*begin)(void *user, const float *U, const float *Hf, int64_t rows, int64_t n, lb_error *err);
+    /* optional pair, for sweeps that run wholly on the device (pass, and cd when there is a descent): inv_upper_keep
+     * is inv_upper's test and factor, but the factor stays on the device as begin's U (F32, the bits of inv_upper's
+     * upper triangle converted) and A is left as it is; begin_kept then starts the sweeps with that U and, when
+     * hf_diag (n values) is given, Hf formed on the device: Hf[i][j] = (float) A[max(i,j)][min(i,j)] off the
+     * diagonal (A of the last inv_upper_keep), hf_diag[i] on it. The host then forms neither U nor Hf. */
+    lb_status (*inv_upper_keep)(void *user, const double *A, int64_t n, bool *ok, lb_error *err);
+    lb_status (*begin_kept)(void *user, const float *hf_diag, int64_t rows, int64_t n, lb_error *err);
     /* a pass starts from T (rows, n) */
     lb_status (*load)(void *user, const float *T, int64_t rows, int64_t n, lb_error *err);
     /* T[:, i2:n] -= E[:, 0:i2-i1] U[i1:i2, i2:n], E (rows, lde); on return T[:, i2:i3] holds the result on the

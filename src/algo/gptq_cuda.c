@@ -22,6 +22,12 @@ static lb_status op_inv_upper(void *u, lb_pool *pool, double *A, int64_t n, doub
     (void)pool, (void)work;
     return lb_cuda_gptq_inv_upper(u, A, n, ok, err);
 }
+static lb_status op_inv_upper_keep(void *u, const double *A, int64_t n, bool *ok, lb_error *err) {
+    return lb_cuda_gptq_inv_upper_keep(u, A, n, ok, err);
+}
+static lb_status op_begin_kept(void *u, const float *hf_diag, int64_t rows, int64_t n, lb_error *err) {
+    return lb_cuda_gptq_begin_kept(u, hf_diag, rows, n, err);
+}
 static lb_status op_begin(void *u, const float *U, const float *Hf, int64_t rows, int64_t n, lb_error *err) {
     return lb_cuda_gptq_begin(u, U, Hf, rows, n, err);
 }
@@ -107,13 +113,15 @@ lb_status lb_gptq_ops_cuda_new(int device, lb_gptq_ops **out, lb_error *err) {
     /* whole passes, the coordinate descent and the reference target kept on the GPU (the first two where the GPU
      * encodes the type): on unless LB_GPU_SWEEP=0, which leaves them on CPU threads around the GPU's products */
     if (!env_off("LB_GPU_SWEEP")) {
-        /* LB_GPU_SWEEP_SKIP: letters of the parts left on the CPU (p: passes, c: descent, r: reference target), to
-         * tell which part moves a result */
+        /* LB_GPU_SWEEP_SKIP: letters of the parts left on the CPU (p: passes, c: descent, r: reference target; k: the
+         * factor and H in F32 made on the host and uploaded instead of kept on the device), to tell which part moves a
+         * result */
         const char *k = getenv("LB_GPU_SWEEP_SKIP");
         if (!k) k = "";
         if (!strchr(k, 'p')) o->ops.pass = op_pass;
         if (!strchr(k, 'c')) o->ops.cd = op_cd;
         if (!strchr(k, 'r')) o->ops.ref_factor = op_ref_factor, o->ops.ref_apply = op_ref_apply;
+        if (!strchr(k, 'k')) o->ops.inv_upper_keep = op_inv_upper_keep, o->ops.begin_kept = op_begin_kept; /* U, Hf kept there */
     }
     *out = &o->ops;
     return LB_OK;

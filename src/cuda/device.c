@@ -145,6 +145,10 @@ lb_status lb_cuda_gptq_new(int device, lb_cuda_gptq **out, lb_error *err) { retu
 void lb_cuda_gptq_free(lb_cuda_gptq *g) {}
 lb_status lb_cuda_gptq_reserve(lb_cuda_gptq *g, int64_t rows, int64_t n, bool cd, lb_error *err) { return no_cuda(err); }
 lb_status lb_cuda_gptq_inv_upper(lb_cuda_gptq *g, double *A, int64_t n, bool *ok, lb_error *err) { return no_cuda(err); }
+lb_status lb_cuda_gptq_inv_upper_keep(lb_cuda_gptq *g, const double *A, int64_t n, bool *ok, lb_error *err) { return no_cuda(err); }
+lb_status lb_cuda_gptq_begin_kept(lb_cuda_gptq *g, const float *hf_diag, int64_t rows, int64_t n, lb_error *err) {
+    return no_cuda(err);
+}
 lb_status lb_cuda_gptq_begin(lb_cuda_gptq *g, const float *U, const float *Hf, int64_t rows, int64_t n, lb_error *err) {
     return no_cuda(err);
 }

@@ -88,6 +88,7 @@ struct lb_cuda_gptq {
     int *info;         /* cuSOLVER's status; then the pivot check's flag */
     cudaEvent_t copied; /* the update's columns are on the host */
     float *U, *Hf;     /* (cap_n, cap_n) F32 */
+    int64_t kept_n;    /* inv_upper_keep's factor of this many columns is in U (0: none; whatever else writes U clears it) */
     float *T, *E, *G;  /* (cap_rows, cap_n) F32 */
     float *stage;      /* (cap_rows, cap_n) host: W - Q and the products H e */
     float *P;             /* (rows, n) a device pass's values before rounding, kept for the next pass */
@@ -223,6 +224,7 @@ extern "C" lb_status lb_cuda_gptq_reserve(lb_cuda_gptq *g, int64_t rows, int64_t
     const size_t nn = (size_t)N * (size_t)N, rn = (size_t)R * (size_t)N;
     size_t have;
     g->cap_n = g->cap_rows = 0; /* until everything below is in place */
+    g->kept_n = 0;
     cudaFree(g->A), cudaFree(g->B), cudaFree(g->U), cudaFree(g->Hf), cudaFree(g->T), cudaFree(g->E), cudaFree(g->G);
     g->A = g->B = NULL, g->U = g->Hf = g->T = g->E = g->G = NULL;
     free(g->stage);
@@ -339,6 +341,43 @@ static lb_status factor(lb_cuda_gptq *g, int64_t n, double lam, float *u32, bool
     return LB_OK;
 }
 
+/* Hf (row-major) = (float) A's strictly lower triangle mirrored, d on the diagonal */
+__global__ void k_hf_from_a(float *Hf, const double *A, const float *d, int64_t n) {
+    const int64_t j = (int64_t)blockIdx.x * blockDim.x + threadIdx.x;
+    if (j >= n) return;
+    for (int64_t i = blockIdx.y; i < n; i += gridDim.y) Hf[i * n + j] = i == j ? d[i] : (float)(i > j ? A[i * n + j] : A[j * n + i]);
+}
+
+extern "C" lb_status lb_cuda_gptq_inv_upper_keep(lb_cuda_gptq *g, const double *A, int64_t n, bool *ok, lb_error *err) {
+    *ok = false;
+    if (n > g->cap_n) return lb_err_set(err, LB_ERR_ARG, "gptq (cuda): %lld columns beyond the reservation", (long long)n);
+    if (use(g, err) != LB_OK) return LB_ERR_DEVICE;
+    g->kept_n = 0;
+    CK(cudaMemcpyAsync(g->A, A, (size_t)n * (size_t)n * sizeof(double), cudaMemcpyHostToDevice, g->st), "uploading H");
+    lb_status s = factor(g, n, 0.0, g->U, ok, err); /* U as inv_upper's upper triangle in F32; A stays as given */
+    if (s == LB_OK && *ok) {
+        g->kept_n = n;
+        note_peak(g);
+    }
+    return s;
+}
+
+extern "C" lb_status lb_cuda_gptq_begin_kept(lb_cuda_gptq *g, const float *hf_diag, int64_t rows, int64_t n, lb_error *err) {
+    if (n > g->cap_n || rows > g->cap_rows || (hf_diag && !g->cap_cd))
+        return lb_err_set(err, LB_ERR_ARG, "gptq (cuda): %lld x %lld beyond the reservation", (long long)rows, (long long)n);
+    if (g->kept_n != n) return lb_err_set(err, LB_ERR_ARG, "gptq (cuda): no kept factor of %lld columns", (long long)n);
+    if (use(g, err) != LB_OK) return LB_ERR_DEVICE;
+    if (hf_diag) { /* the diagonal through B, free once the factor is in U */
+        float *d = (float *)g->B;
+        CK(cudaMemcpyAsync(d, hf_diag, (size_t)n * sizeof(float), cudaMemcpyHostToDevice, g->st), "uploading H's diagonal");
+        const dim3 grid((unsigned)((n + 255) / 256), (unsigned)(n < 65535 ? n : 65535));
+        k_hf_from_a<<<grid, 256, 0, g->st>>>(g->Hf, g->A, d, n);
+        CK(cudaGetLastError(), "forming H in F32");
+    }
+    CK(cudaStreamSynchronize(g->st), "forming GPTQ's matrices");
+    return LB_OK;
+}
+
 extern "C" lb_status lb_cuda_gptq_inv_upper(lb_cuda_gptq *g, double *A, int64_t n, bool *ok, lb_error *err) {
     *ok = false;
     if (n > g->cap_n) return lb_err_set(err, LB_ERR_ARG, "gptq (cuda): %lld columns beyond the reservation", (long long)n);
@@ -360,6 +399,7 @@ extern "C" lb_status lb_cuda_gptq_begin(lb_cuda_gptq *g, const float *U, const f
         return lb_err_set(err, LB_ERR_ARG, "gptq (cuda): %lld x %lld beyond the reservation", (long long)rows, (long long)n);
     if (use(g, err) != LB_OK) return LB_ERR_DEVICE;
     const size_t nn = (size_t)n * (size_t)n;
+    g->kept_n = 0;
     CK(cudaMemcpyAsync(g->U, U, nn * sizeof(float), cudaMemcpyHostToDevice, g->st), "uploading GPTQ's inverse factor");
     if (Hf) CK(cudaMemcpyAsync(g->Hf, Hf, nn * sizeof(float), cudaMemcpyHostToDevice, g->st), "uploading H");
     CK(cudaStreamSynchronize(g->st), "uploading GPTQ's matrices");
@@ -438,6 +478,7 @@ extern "C" lb_status lb_cuda_gptq_matmul(lb_cuda_gptq *g, const float *x, int64_
     if (use(g, err) != LB_OK) return LB_ERR_DEVICE;
     const size_t xs = (size_t)rows * (size_t)K, ws = (size_t)n * (size_t)K, os = (size_t)rows * (size_t)n;
     float *dx = g->T, *dw = g->U, *dout = g->E; /* the sweep's buffers: (rows, n), (n, n), (rows, n) at least */
+    g->kept_n = 0;
     const float one = 1.0f, zero = 0.0f;
     CK(cudaMemcpyAsync(dx, x, xs * sizeof(float), cudaMemcpyHostToDevice, g->st), "uploading a product's input");
     CK(cudaMemcpyAsync(dw, w, ws * sizeof(float), cudaMemcpyHostToDevice, g->st), "uploading a product's matrix");
@@ -602,6 +643,7 @@ extern "C" lb_status lb_cuda_gptq_ref_factor(lb_cuda_gptq *g, const double *H, i
     if (n > g->cap_n) return lb_err_set(err, LB_ERR_ARG, "gptq (cuda): %lld columns beyond the reservation", (long long)n);
     if (use(g, err) != LB_OK) return LB_ERR_DEVICE;
     if (upload) CK(cudaMemcpyAsync(g->A, H, (size_t)n * (size_t)n * sizeof(double), cudaMemcpyHostToDevice, g->st), "uploading H");
+    g->kept_n = 0;
     lb_status s = factor(g, n, lam, g->U, ok, err);
     if (s == LB_OK && *ok) note_peak(g);
     return s;

@@ -38,6 +38,13 @@ lb_status lb_cuda_gptq_reserve(lb_cuda_gptq *g, int64_t rows, int64_t n, bool cd
  * (a pivot not above LB_CHOL_REL_EPS times its diagonal entry), and A is then left as it was. */
 lb_status lb_cuda_gptq_inv_upper(lb_cuda_gptq *g, double *A, int64_t n, bool *ok, lb_error *err);
 
+/* inv_upper's test and factor with the factor kept in the device's U (F32: the bits of inv_upper's upper triangle
+ * converted) and A left as it is, on the host and in the device's copy; begin_kept then starts a matrix's sweeps
+ * with that U and, given hf_diag (n), Hf formed on the device ((float) A's strictly lower triangle mirrored,
+ * hf_diag on the diagonal). LB_ERR_ARG from begin_kept when U no longer holds such a factor of n columns
+ * (anything else that writes U drops it). gptq.h's inv_upper_keep / begin_kept. */
+lb_status lb_cuda_gptq_inv_upper_keep(lb_cuda_gptq *g, const double *A, int64_t n, bool *ok, lb_error *err);
+lb_status lb_cuda_gptq_begin_kept(lb_cuda_gptq *g, const float *hf_diag, int64_t rows, int64_t n, lb_error *err);
 /* A matrix's sweeps: U (n, n) upper F32 and, for the coordinate descent, Hf (n, n) F32 (may be NULL). */
 lb_status lb_cuda_gptq_begin(lb_cuda_gptq *g, const float *U, const float *Hf, int64_t rows, int64_t n, lb_error *err);
 /* A pass starts from T (rows, n) on the host. */

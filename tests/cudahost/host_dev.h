@@ -14,12 +14,16 @@
 #include "test.h"
 
 #include <stdlib.h>
+#include <string.h>
 
 typedef struct host_dev {
     const float *U, *Hf;
     float *T, *P, *E;
     int64_t rows, n;
-    int passes, encodes, cds;
+    int passes, encodes, cds, kept;
+    double *Ak, *A0; /* inv_upper_keep: its copy of A factored, and A as given */
+    float *Uk, *Hfk; /* ... the kept factor in F32, and begin_kept's Hf */
+    int64_t kn;
 } host_dev;
 
 static inline lb_status h_begin(void *u, const float *U, const float *Hf, int64_t rows, int64_t n, lb_error *err) {
@@ -79,6 +83,44 @@ static inline lb_status h_cd(void *u, lb_type t, const float *W, float *Q, uint8
     return s;
 }
 
+/* inv_upper_keep / begin_kept as the device keeps them: the CPU's factor of a copy of A, its upper triangle in F32
+ * (what the host's U would be), and Hf from A's strictly lower triangle (A as given) and hf_diag */
+static inline lb_status h_inv_upper_keep(void *u, const double *A, int64_t n, bool *ok, lb_error *err) {
+    host_dev *h = u;
+    const size_t nn = (size_t)n * (size_t)n;
+    free(h->Ak), free(h->Uk), free(h->A0);
+    h->Ak = malloc(nn * sizeof *h->Ak);
+    h->A0 = malloc(nn * sizeof *h->A0);
+    h->Uk = malloc(nn * sizeof *h->Uk);
+    double *work = malloc((size_t)n * sizeof *work);
+    REQUIRE(h->Ak && h->A0 && h->Uk && work, "out of memory");
+    memcpy(h->Ak, A, nn * sizeof *h->Ak);
+    memcpy(h->A0, A, nn * sizeof *h->A0);
+    h->kn = 0;
+    lb_status s = lb_gptq_ops_cpu()->inv_upper(NULL, NULL, h->Ak, n, work, ok, err);
+    free(work);
+    if (s != LB_OK || !*ok) return s;
+    for (int64_t i = 0; i < n; i++)
+        for (int64_t j = 0; j < n; j++) h->Uk[i * n + j] = j >= i ? (float)h->Ak[i * n + j] : 0.0f;
+    h->kn = n;
+    return LB_OK;
+}
+static inline lb_status h_begin_kept(void *u, const float *hf_diag, int64_t rows, int64_t n, lb_error *err) {
+    host_dev *h = u;
+    REQUIRE(h->kn == n, "begin_kept without a kept factor of %lld columns", (long long)n);
+    h->kept++;
+    free(h->Hfk);
+    h->Hfk = NULL;
+    if (hf_diag) {
+        h->Hfk = malloc((size_t)n * (size_t)n * sizeof *h->Hfk);
+        REQUIRE(h->Hfk, "out of memory");
+        for (int64_t i = 0; i < n; i++)
+            for (int64_t j = 0; j < n; j++)
+                h->Hfk[i * n + j] = i == j ? hf_diag[i] : (float)(i > j ? h->A0[i * n + j] : h->A0[j * n + i]);
+    }
+    return h_begin(u, h->Uk, h->Hfk, rows, n, err);
+}
+
 /* the CPU's table with the host copies in place of the GPU's passes, encoders and descent */
 static inline lb_gptq_ops host_dev_ops(host_dev *hd) {
     lb_gptq_ops o = *lb_gptq_ops_cpu();
@@ -89,12 +131,15 @@ static inline lb_gptq_ops host_dev_ops(host_dev *hd) {
     o.encode = h_encode;
     o.pass = h_pass;
     o.cd = h_cd;
+    o.inv_upper_keep = h_inv_upper_keep;
+    o.begin_kept = h_begin_kept;
     return o;
 }
 
 static inline void host_dev_free(host_dev *hd) {
-    free(hd->T), free(hd->P), free(hd->E);
+    free(hd->T), free(hd->P), free(hd->E), free(hd->Ak), free(hd->A0), free(hd->Uk), free(hd->Hfk);
     hd->T = hd->P = hd->E = NULL;
+    hd->Ak = hd->A0 = NULL, hd->Uk = hd->Hfk = NULL;
 }
 
 #endif

@@ -76,6 +76,8 @@ int main(void) {
             CHECK(ao ? hd.passes == 0 && hd.encodes == p.passes && hd.cds == 1 : hd.passes == p.passes && hd.encodes == 0 && hd.cds == 1,
                   "%s%s: %d passes, %d encodes, %d descents through the table", lb_type_name(types[t]), ao ? " act-order" : "",
                   hd.passes, hd.encodes, hd.cds);
+            /* without act-order the sweeps run wholly in the table: U and Hf formed there (inv_upper_keep, begin_kept) */
+            CHECK(hd.kept == (ao ? 0 : 1), "%s%s: begin_kept used %d times", lb_type_name(types[t]), ao ? " act-order" : "", hd.kept);
             host_dev_free(&hd);
             free(qc), free(qh);
         }

@@ -59,8 +59,10 @@ int main(void) {
     lb_calib_test_gptq_ops = &o;
     quantize(calib, n_calib, b);
     lb_calib_test_gptq_ops = NULL;
-    printf("through the host copies: %d passes, %d encodes, %d descents\n", hd.passes, hd.encodes, hd.cds);
+    printf("through the host copies: %d passes, %d encodes, %d descents, %d matrices with the factor kept\n", hd.passes, hd.encodes,
+           hd.cds, hd.kept);
     CHECK(hd.passes > 0 && hd.cds > 0, "the table's passes (%d) or descents (%d) were not used", hd.passes, hd.cds);
+    CHECK(hd.kept > 0, "the factor was never kept in the table (inv_upper_keep / begin_kept unused)");
     size_t first;
     CHECK(same_file(a, b, &first), "tiny q4_k_m gptq through the host copies differs from CPU threads, first at byte %zu", first);
     host_dev_free(&hd);
