@@ -562,6 +562,9 @@ typedef struct lb_quantize_report {
                                          statistics' products and sums, their copies to the host; else 0 */
     double solve_seconds;             /* ... and the rest of the layers' work: GPTQ / AWQ solvers and the encoders */
     double convert_seconds;           /* ... of which the layers' matrices read into their F32 work copies */
+    double setup_seconds;             /* calibrated methods: from the start to the first layer's calibration (reading,
+                                         the embedding, the calibration windows) */
+    double head_seconds;              /* ... and in the output head's (statistics and solve) */
     int requantized;                  /* the input's tensors were already in a quantized type */
     char architecture[32];            /* GGUF general.architecture written */
     int64_t imatrix_entries;          /* entries of the --imatrix file (0 without one) */

@@ -253,6 +253,9 @@ typedef struct run {
     lb_imatrix *imatrix;
     lb_calib *cal;          /* calibrated methods: the activations entering the next layer */
     double calib_seconds;   /* in the calibrated layers and output head (statistics, solvers, encoders) */
+    double t_start;         /* lb_quantize_model's start */
+    double setup_seconds;   /* from the start to the first calibrated layer (< 0 until then) */
+    double head_seconds;    /* in the calibrated output head */
     lb_gptq_params gptq;
     int64_t cached_layer;   /* the layer whose quantized tensors are in cache */
     uint8_t *cache[7];
@@ -328,6 +331,7 @@ static float *copy_vec(const float *v, int64_t n) {
 
 /* quantize decoder layer il by the calibrated method into the cache */
 static lb_status calibrate_layer(run *R, int64_t il, lb_error *err) {
+    if (R->setup_seconds < 0) R->setup_seconds = lb_time_sec() - R->t_start;
     drop_cache(R);
     const lb_model_info *h = &R->m->info;
     lb_type types[7] = {0};
@@ -376,6 +380,7 @@ static lb_status calibrated_bytes(run *R, const out_tensor *t, uint8_t *out, boo
         const double t0 = lb_time_sec();
         lb_status s = lb_calib_quantize_output(R->cal, R->pool, R->m, t->type, R->p->method, R->p->encoder, &R->gptq, out, err);
         R->calib_seconds += lb_time_sec() - t0;
+        R->head_seconds += lb_time_sec() - t0;
         return s;
     }
     return LB_OK;
@@ -632,6 +637,8 @@ static void fill_report(run *R, lb_quantize_report *r, lb_quantize_tensor *rows,
     lb_calib_gpu_split(R->cal, &r->gpus, &r->allreduce_seconds, &r->gptq_solvers);
     r->solve_seconds = R->calib_seconds - r->stats_seconds;
     r->convert_seconds = lb_calib_convert_seconds(R->cal);
+    r->setup_seconds = R->setup_seconds > 0 ? R->setup_seconds : 0;
+    r->head_seconds = R->head_seconds;
     r->requantized = R->requantized;
     r->imatrix_entries = R->imatrix ? R->imatrix->n_entries : 0;
     r->imatrix_covered = R->imatrix_used;
@@ -646,6 +653,8 @@ lb_status lb_quantize_model(const char *input, const char *output, const lb_quan
     run R;
     memset(&R, 0, sizeof R);
     R.p = p;
+    R.t_start = t0;
+    R.setup_seconds = -1;
     lb_quantize_tensor *rows = NULL;
     const char *inputs[2] = {input, p->imatrix};
     lb_status s = lb_output_check(output, inputs, 2, err);
