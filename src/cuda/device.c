@@ -149,6 +149,7 @@ lb_status lb_cuda_gptq_inv_upper_keep(lb_cuda_gptq *g, const double *A, int64_t 
 lb_status lb_cuda_gptq_begin_kept(lb_cuda_gptq *g, const float *hf_diag, int64_t rows, int64_t n, lb_error *err) {
     return no_cuda(err);
 }
+lb_status lb_cuda_gptq_read_kept(lb_cuda_gptq *g, float *U, float *Hf, int64_t n, lb_error *err) { return no_cuda(err); }
 lb_status lb_cuda_gptq_begin(lb_cuda_gptq *g, const float *U, const float *Hf, int64_t rows, int64_t n, lb_error *err) {
     return no_cuda(err);
 }

@@ -378,6 +378,16 @@ extern "C" lb_status lb_cuda_gptq_begin_kept(lb_cuda_gptq *g, const float *hf_di
     return LB_OK;
 }
 
+extern "C" lb_status lb_cuda_gptq_read_kept(lb_cuda_gptq *g, float *U, float *Hf, int64_t n, lb_error *err) {
+    if (g->kept_n != n || (Hf && !g->cap_cd)) return lb_err_set(err, LB_ERR_ARG, "gptq (cuda): no kept factor of %lld columns", (long long)n);
+    if (use(g, err) != LB_OK) return LB_ERR_DEVICE;
+    const size_t nn = (size_t)n * (size_t)n;
+    CK(cudaStreamSynchronize(g->st), "waiting for the device");
+    CK(cudaMemcpy(U, g->U, nn * sizeof(float), cudaMemcpyDeviceToHost), "reading the kept factor");
+    if (Hf) CK(cudaMemcpy(Hf, g->Hf, nn * sizeof(float), cudaMemcpyDeviceToHost), "reading H in F32");
+    return LB_OK;
+}
+
 extern "C" lb_status lb_cuda_gptq_inv_upper(lb_cuda_gptq *g, double *A, int64_t n, bool *ok, lb_error *err) {
     *ok = false;
     if (n > g->cap_n) return lb_err_set(err, LB_ERR_ARG, "gptq (cuda): %lld columns beyond the reservation", (long long)n);

@@ -45,6 +45,8 @@ lb_status lb_cuda_gptq_inv_upper(lb_cuda_gptq *g, double *A, int64_t n, bool *ok
  * (anything else that writes U drops it). gptq.h's inv_upper_keep / begin_kept. */
 lb_status lb_cuda_gptq_inv_upper_keep(lb_cuda_gptq *g, const double *A, int64_t n, bool *ok, lb_error *err);
 lb_status lb_cuda_gptq_begin_kept(lb_cuda_gptq *g, const float *hf_diag, int64_t rows, int64_t n, lb_error *err);
+/* For the tests: the kept factor U (n, n) and, after begin_kept with hf_diag, Hf (NULL: not read) to the host. */
+lb_status lb_cuda_gptq_read_kept(lb_cuda_gptq *g, float *U, float *Hf, int64_t n, lb_error *err);
 /* A matrix's sweeps: U (n, n) upper F32 and, for the coordinate descent, Hf (n, n) F32 (may be NULL). */
 lb_status lb_cuda_gptq_begin(lb_cuda_gptq *g, const float *U, const float *Hf, int64_t rows, int64_t n, lb_error *err);
 /* A pass starts from T (rows, n) on the host. */

@@ -6,7 +6,10 @@
  *   - pass: the host copy of the pass (host_dev.h; the CPU's arithmetic): the sum of the rows' GPTQ losses;
  *   - cd: the host copy of the descent with the CPU's H e: the objective e^T H e / 2 summed over the rows;
  *   - encode: the host copy of the encoders: the bytes;
- *   - ref_apply: the CPU's factor and products (gptq.c's reference target): the relative difference.
+ *   - ref_apply: the CPU's factor and products (gptq.c's reference target): the relative difference;
+ *   - inv_upper_keep / begin_kept (the factor and H in F32 kept on the GPU): both read back; H in F32 must equal what
+ *     the host would have formed bit for bit, the factor the CPU's within F32 rounding; the host copies then go on
+ *     with the GPU's factor, so that the passes are compared on the same inputs.
  * The calibration goes on with the GPU's results, so that every matrix of the run is checked where the GPU
  * took it. The GPU sums in another order, so a pass or descent may end a little above or below the host's;
  * a systematic excess, or one call far off, is an error of the device code, and the test prints each call
@@ -37,6 +40,14 @@ typedef struct shadow {
     double sum_gpu[4], sum_cpu[4]; /* pass, cd: objectives summed over the calls */
     double worst[4];               /* pass, cd: the largest relative excess of a call; ref: the largest difference */
     char worst_what[4][96];
+    const double *kept_A; /* inv_upper_keep's A (the caller's H: unchanged until begin_kept) */
+    int64_t kept_n;
+    float *ku, *khf, *kcpu; /* begin_kept's factor and Hf read back, the CPU's factor of the same A */
+    int kept_calls;
+    long kept_hf_diff;    /* elements of the device's Hf that differ from the host's formula */
+    double kept_u_worst;  /* the factor's largest relative difference (Frobenius, per call) from the CPU's */
+    bool dry;
+    const host_dev *hd_dry; /* LB_SHADOW_DRY: the shadowed host copies, whose kept factor is read instead */
     long enc_diff_bytes;
 } shadow;
 
@@ -73,6 +84,51 @@ static lb_status s_begin(void *u, const float *U, const float *Hf, int64_t rows,
     s->rows = rows, s->n = n;
     lb_status st = s->gpu->begin(s->gpu->user, U, Hf, rows, n, err);
     return st == LB_OK ? h_begin(&s->hd, U, Hf, rows, n, err) : st;
+}
+static lb_status s_inv_upper_keep(void *u, const double *A, int64_t n, bool *ok, lb_error *err) {
+    shadow *s = u;
+    lb_status st = s->gpu->inv_upper_keep(s->gpu->user, A, n, ok, err);
+    s->kept_A = st == LB_OK && *ok ? A : NULL;
+    s->kept_n = n;
+    return st;
+}
+static lb_status s_begin_kept(void *u, const float *hf_diag, int64_t rows, int64_t n, lb_error *err) {
+    shadow *s = u;
+    REQUIRE(s->kept_A && s->kept_n == n, "begin_kept without a kept factor");
+    s->rows = rows, s->n = n;
+    lb_status st = s->gpu->begin_kept(s->gpu->user, hf_diag, rows, n, err);
+    if (st != LB_OK) return st;
+    const size_t nn = (size_t)n * (size_t)n;
+    free(s->ku), free(s->khf), free(s->kcpu);
+    s->ku = malloc(nn * sizeof *s->ku), s->khf = hf_diag ? malloc(nn * sizeof *s->khf) : NULL, s->kcpu = malloc(nn * sizeof *s->kcpu);
+    double *A = malloc(nn * sizeof *A), *work = malloc((size_t)n * sizeof *work);
+    REQUIRE(s->ku && (!hf_diag || s->khf) && s->kcpu && A && work, "out of memory");
+    if (s->dry) { /* the host copies' own */
+        memcpy(s->ku, s->hd_dry->Uk, nn * sizeof *s->ku);
+        if (hf_diag) memcpy(s->khf, s->hd_dry->Hfk, nn * sizeof *s->khf);
+    } else
+        REQUIRE(lb_cuda_gptq_read_kept(s->gpu->user, s->ku, s->khf, n, err) == LB_OK, "%s", err->msg);
+    /* the CPU's factor of the same A, and H in F32 as the host forms it */
+    memcpy(A, s->kept_A, nn * sizeof *A);
+    bool ok = false;
+    REQUIRE(lb_gptq_ops_cpu()->inv_upper(NULL, NULL, A, n, work, &ok, err) == LB_OK && ok, "the CPU cannot factor the kept A");
+    double d2 = 0, c2 = 0;
+    for (int64_t i = 0; i < n; i++)
+        for (int64_t j = 0; j < n; j++) {
+            const float c = j >= i ? (float)A[i * n + j] : 0.0f, g = s->ku[i * n + j];
+            d2 += ((double)g - c) * ((double)g - c), c2 += (double)c * c;
+            if (hf_diag) {
+                const float h = i == j ? hf_diag[i] : (float)(i > j ? s->kept_A[i * n + j] : s->kept_A[j * n + i]);
+                s->kept_hf_diff += memcmp(&h, &s->khf[i * n + j], sizeof h) != 0;
+            }
+        }
+    const double rel = sqrt(d2 / (c2 > 0 ? c2 : 1));
+    if (rel > s->kept_u_worst) s->kept_u_worst = rel;
+    s->kept_calls++;
+    printf("  kept factor %lld x %lld: U %.3g from the CPU's, H in F32 %s\n", (long long)rows, (long long)n, rel,
+           hf_diag ? "checked" : "not formed");
+    free(A), free(work);
+    return h_begin(&s->hd, s->ku, s->khf, rows, n, err);
 }
 static lb_status s_load(void *u, const float *T, int64_t rows, int64_t n, lb_error *err) {
     const shadow *s = u;
@@ -278,10 +334,12 @@ int main(void) {
         dry.reserve = d_reserve, dry.ref_factor = d_ref_factor, dry.ref_apply = d_ref_apply;
     } else {
         REQUIRE(lb_gptq_ops_cuda_new(0, &g, &e) == LB_OK, "%s", e.msg);
-        REQUIRE(g->pass && g->cd && g->ref_factor && g->ref_apply, "the CUDA table lacks the opt-in entries");
+        REQUIRE(g->pass && g->cd && g->ref_factor && g->ref_apply && g->inv_upper_keep && g->begin_kept,
+                "the CUDA table lacks the default entries");
     }
-    shadow s = {.gpu = is_dry ? &dry : g};
+    shadow s = {.gpu = is_dry ? &dry : g, .dry = is_dry, .hd_dry = &dry_hd};
     lb_gptq_ops o = {.user = &s, .name = "cuda, shadowed", .reserve = s_reserve, .inv_upper = s_inv_upper, .begin = s_begin,
+                     .inv_upper_keep = s_inv_upper_keep, .begin_kept = s_begin_kept,
                      .load = s_load, .update = s_update, .h_times_e = s_h_times_e, .matmul = s_matmul, .end = s_end,
                      .encodes = s_encodes, .encode = s_encode, .pass = s_pass, .cd = s_cd, .ref_factor = s_ref_factor,
                      .ref_apply = s_ref_apply};
@@ -305,6 +363,8 @@ int main(void) {
             printf("%-10s %4d calls, objective summed gpu %.6g host %.6g (%+.3f %%); worst call %+.3f %%: %s\n", kind_name[k],
                    s.calls[k], s.sum_gpu[k], s.sum_cpu[k], 100 * (s.sum_gpu[k] / s.sum_cpu[k] - 1), 100 * s.worst[k], s.worst_what[k]);
     }
+    printf("kept       %4d calls, H in F32 %ld elements differ from the host's; factor worst %.3g from the CPU's\n", s.kept_calls,
+           s.kept_hf_diff, s.kept_u_worst);
     const double kc = kld_on(a, f.m, f.valid, f.n_valid, is_dry ? cpu : cuda0), kg = kld_on(b, f.m, f.valid, f.n_valid, is_dry ? cpu : cuda0);
     printf("q4_k_m gptq, CPU statistics, KL(base||q): CPU solver %.6f, GPU table %.6f (%+.2f %%)\n", kc, kg, 100 * (kg / kc - 1));
     CHECK(s.calls[K_PASS] > 0 && s.calls[K_CD] > 0 && s.calls[K_REF] > 0, "the GPU's passes (%d), descents (%d) or reference targets (%d) unused",
@@ -316,11 +376,15 @@ int main(void) {
     CHECK(s.worst[K_PASS] < 0.05 && s.worst[K_CD] < 0.05, "a call far off: pass %s; cd %s", s.worst_what[K_PASS], s.worst_what[K_CD]);
     CHECK(s.worst[K_REF] < 1e-4, "reference target: %s", s.worst_what[K_REF]);
     CHECK(s.enc_diff_bytes == 0, "encoders: %ld bytes differ (%s)", s.enc_diff_bytes, s.worst_what[K_ENC]);
+    /* the kept factor: used for every matrix (the sweeps run wholly on the GPU), H in F32 exact, the factor within a
+     * few F32 roundings of the CPU's (both factor in double; the GPU sums in another order) */
+    CHECK(s.kept_calls > 0 && s.kept_hf_diff == 0 && s.kept_u_worst < 1e-5, "kept factor: %d calls, %ld elements of H differ, U %.3g",
+          s.kept_calls, s.kept_hf_diff, s.kept_u_worst);
     /* the end result: one draw from the spread that rounding alone gives (test_cuda_gptq's bound, and why) */
     CHECK(kg / kc - 1 < 0.15, "GPU table KL %.6g vs CPU solver %.6g", kg, kc);
     remove(a), remove(b);
     host_dev_free(&s.hd);
-    free(s.ref.u), free(dry_ref.u);
+    free(s.ref.u), free(dry_ref.u), free(s.ku), free(s.khf), free(s.kcpu);
     host_dev_free(&dry_hd);
     lb_gptq_ops_cuda_free(g);
     tiny_free(&f);
