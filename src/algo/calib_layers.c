@@ -93,8 +93,9 @@ struct lb_calib {
     lb_gptq_ops *solver_ops[LB_MAX_DEVICES]; /* the tables made for ranks 1.. (rank 0's is gptq_ops) */
     lb_pool *solver_pool[LB_MAX_DEVICES], *solver_run;
     lb_gptq_scratch gptq_scratch; /* lb_calib_main_solver's buffers (a device table's) */
-    float *work[7];        /* lb_calib_work_f32's buffers */
+    float *work[7];        /* lb_calib_work_f32's buffers (page-locked on a GPU where they can be: work_pinned) */
     int64_t work_n[7];
+    bool work_pinned[7];
     int64_t fallbacks;     /* matrices whose GPTQ algebra ran on the CPU although the device was asked for */
     char fallback_msg[200]; /* the first reason */
     double gptq_sec[LB_GPTQ_PHASES + 1]; /* GPTQ's phases, then the reference target */
@@ -706,25 +707,47 @@ const lb_gptq_ops *lb_calib_gptq_ops(lb_calib *c) {
     return c->gptq_ops;
 }
 
+/* Page-locked host memory on the calibration's GPU (up to PIN_MAX a buffer), for buffers the GPU reads and writes
+ * many times (the work copies: every pass, the descent and the reference target upload them): NULL otherwise. */
+static void *pinned_alloc(void *ctx, size_t bytes) {
+    const lb_calib *c = ctx;
+    return c->gpu && bytes <= PIN_MAX ? lb_cuda_host_alloc(c->device, bytes) : NULL;
+}
+static void pinned_release(void *ctx, void *p) {
+    (void)ctx;
+    lb_cuda_host_free(p);
+}
+
+static void work_drop(lb_calib *c, int k) {
+    if (c->work_pinned[k]) lb_cuda_host_free(c->work[k]);
+    else free(c->work[k]);
+    c->work[k] = NULL;
+    c->work_n[k] = 0;
+    c->work_pinned[k] = false;
+}
+
 float *lb_calib_work_f32(lb_calib *c, int k, int64_t n) {
     if (k < 0 || k >= 7) return NULL;
     if (c->work[k] && c->work_n[k] >= n) return c->work[k];
-    free(c->work[k]);
-    c->work[k] = malloc((size_t)n * sizeof(float));
+    work_drop(c, k);
+    c->work[k] = pinned_alloc(c, (size_t)n * sizeof(float));
+    c->work_pinned[k] = c->work[k] != NULL;
+    if (!c->work[k]) c->work[k] = malloc((size_t)n * sizeof(float));
     c->work_n[k] = c->work[k] ? n : 0;
     return c->work[k];
 }
 
 void lb_calib_release_work(lb_calib *c) {
-    for (int k = 0; k < 7; k++) {
-        free(c->work[k]);
-        c->work[k] = NULL;
-        c->work_n[k] = 0;
-    }
+    for (int k = 0; k < 7; k++) work_drop(c, k);
 }
 
 lb_calib_solver lb_calib_main_solver(lb_calib *c, lb_pool *pool) {
     const lb_gptq_ops *o = lb_calib_gptq_ops(c);
+    if (o && !c->gptq_scratch.alloc) { /* a device table's buffers: page-locked, as the work copies */
+        c->gptq_scratch.alloc = pinned_alloc;
+        c->gptq_scratch.release = pinned_release;
+        c->gptq_scratch.ctx = c;
+    }
     return (lb_calib_solver){o, pool, o ? &c->gptq_scratch : NULL};
 }
 

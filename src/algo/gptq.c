@@ -60,11 +60,21 @@ void lb_gptq_params_default(lb_gptq_params *p) {
 enum { SCR_U, SCR_HF, SCR_T, SCR_P, SCR_H };
 
 /* a buffer of at least `bytes` in slot k of s (kept there), or a malloc'd one without s */
+static void scratch_drop(lb_gptq_scratch *s, int k) {
+    if (s->mine[k]) s->release(s->ctx, s->p[k]);
+    else free(s->p[k]);
+    s->p[k] = NULL;
+    s->bytes[k] = 0;
+    s->mine[k] = false;
+}
+
 static void *scratch_get(lb_gptq_scratch *s, int k, size_t bytes) {
     if (!s) return malloc(bytes);
     if (s->p[k] && s->bytes[k] >= bytes) return s->p[k];
-    free(s->p[k]);
-    s->p[k] = malloc(bytes);
+    scratch_drop(s, k);
+    s->p[k] = s->alloc && s->release ? s->alloc(s->ctx, bytes) : NULL;
+    s->mine[k] = s->p[k] != NULL;
+    if (!s->p[k]) s->p[k] = malloc(bytes);
     s->bytes[k] = s->p[k] ? bytes : 0;
     return s->p[k];
 }
@@ -75,8 +85,7 @@ static void scratch_put(lb_gptq_scratch *s, void *p) {
 
 void lb_gptq_scratch_free(lb_gptq_scratch *s) {
     if (!s) return;
-    for (int k = 0; k < 5; k++) free(s->p[k]);
-    memset(s, 0, sizeof *s);
+    for (int k = 0; k < 5; k++) scratch_drop(s, k);
 }
 
 double *lb_gptq_scratch_h(lb_gptq_scratch *s, int64_t n) { return scratch_get(s, SCR_H, (size_t)n * sizeof(double)); }

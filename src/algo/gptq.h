@@ -103,6 +103,12 @@ bool lb_gptq_cuda_encodes(lb_type t, lb_encoder enc);
 typedef struct lb_gptq_scratch {
     void *p[5];
     size_t bytes[5];
+    /* optional allocator for the buffers (NULL: malloc / free): a device table's caller gives page-locked memory,
+     * so that the buffers' transfers run at the bus's speed; alloc may return NULL (then malloc is used) */
+    void *(*alloc)(void *ctx, size_t bytes);
+    void (*release)(void *ctx, void *p);
+    void *ctx;
+    bool mine[5]; /* p[k] came from alloc */
 } lb_gptq_scratch;
 void lb_gptq_scratch_free(lb_gptq_scratch *s);
 /* a caller's buffer of n doubles kept in s (its copy of H for lb_gptq_quantize, which overwrites H), valid until the
