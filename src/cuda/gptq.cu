@@ -89,6 +89,13 @@ struct lb_cuda_gptq {
     cudaEvent_t copied; /* the update's columns are on the host */
     float *U, *Hf;     /* (cap_n, cap_n) F32 */
     int64_t kept_n;    /* inv_upper_keep's factor of this many columns is in U (0: none; whatever else writes U clears it) */
+    /* the matrix's weights W as the first pass uploaded them (rows, n), so that the later passes and the descent
+     * copy them on the device instead of uploading them again: valid for wd_src (the host W) from that pass until the
+     * next begin; NULL when not kept (no memory to spare: the uploads happen as before) */
+    float *Wd;
+    size_t Wd_bytes;
+    const float *wd_src;
+    int64_t wd_rows, wd_n;
     float *T, *E, *G;  /* (cap_rows, cap_n) F32 */
     float *stage;      /* (cap_rows, cap_n) host: W - Q and the products H e */
     float *P;             /* (rows, n) a device pass's values before rounding, kept for the next pass */
@@ -201,7 +208,7 @@ extern "C" void lb_cuda_gptq_free(lb_cuda_gptq *g) {
     if (g->st) cudaStreamSynchronize(g->st);
     if (g->blas) cu_blas.destroy(g->blas);
     if (g->solver) cs.destroy(g->solver);
-    void *bufs[] = {g->A, g->B, g->work, g->info, g->U, g->Hf, g->T, g->E, g->G, g->enc_x, g->enc_w, g->enc_y, g->P, g->qout, g->ploss, g->pimp, g->Ht, g->act, g->rt_dc};
+    void *bufs[] = {g->A, g->B, g->work, g->info, g->U, g->Hf, g->T, g->E, g->G, g->enc_x, g->enc_w, g->enc_y, g->P, g->qout, g->ploss, g->pimp, g->Ht, g->act, g->rt_dc, g->Wd};
     for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++) cudaFree(bufs[i]);
     if (g->copied) cudaEventDestroy(g->copied);
     if (g->st) cudaStreamDestroy(g->st);
@@ -225,6 +232,8 @@ extern "C" lb_status lb_cuda_gptq_reserve(lb_cuda_gptq *g, int64_t rows, int64_t
     size_t have;
     g->cap_n = g->cap_rows = 0; /* until everything below is in place */
     g->kept_n = 0;
+    cudaFree(g->Wd); /* grown again by the next pass, after the reservation */
+    g->Wd = NULL, g->Wd_bytes = 0, g->wd_src = NULL;
     cudaFree(g->A), cudaFree(g->B), cudaFree(g->U), cudaFree(g->Hf), cudaFree(g->T), cudaFree(g->E), cudaFree(g->G);
     g->A = g->B = NULL, g->U = g->Hf = g->T = g->E = g->G = NULL;
     free(g->stage);
@@ -367,6 +376,7 @@ extern "C" lb_status lb_cuda_gptq_begin_kept(lb_cuda_gptq *g, const float *hf_di
         return lb_err_set(err, LB_ERR_ARG, "gptq (cuda): %lld x %lld beyond the reservation", (long long)rows, (long long)n);
     if (g->kept_n != n) return lb_err_set(err, LB_ERR_ARG, "gptq (cuda): no kept factor of %lld columns", (long long)n);
     if (use(g, err) != LB_OK) return LB_ERR_DEVICE;
+    g->wd_src = NULL;
     if (hf_diag) { /* the diagonal through B, free once the factor is in U */
         float *d = (float *)g->B;
         CK(cudaMemcpyAsync(d, hf_diag, (size_t)n * sizeof(float), cudaMemcpyHostToDevice, g->st), "uploading H's diagonal");
@@ -410,6 +420,7 @@ extern "C" lb_status lb_cuda_gptq_begin(lb_cuda_gptq *g, const float *U, const f
     if (use(g, err) != LB_OK) return LB_ERR_DEVICE;
     const size_t nn = (size_t)n * (size_t)n;
     g->kept_n = 0;
+    g->wd_src = NULL;
     CK(cudaMemcpyAsync(g->U, U, nn * sizeof(float), cudaMemcpyHostToDevice, g->st), "uploading GPTQ's inverse factor");
     if (Hf) CK(cudaMemcpyAsync(g->Hf, Hf, nn * sizeof(float), cudaMemcpyHostToDevice, g->st), "uploading H");
     CK(cudaStreamSynchronize(g->st), "uploading GPTQ's matrices");
@@ -534,6 +545,24 @@ extern "C" lb_status lb_cuda_gptq_encode(lb_cuda_gptq *g, lb_type t, const float
 
 /* ---------------------------------------------------------------- a whole pass ----------------------------- */
 
+/* W (rows, n; host) into dst on the device: copied from Wd when a pass of this matrix kept it (later = a pass after the
+ * first, or the descent), else uploaded, and kept in Wd by a first pass when the memory is there */
+static lb_status load_w(lb_cuda_gptq *g, const float *W, int64_t rows, int64_t n, bool later, float *dst, lb_error *err) {
+    const size_t bytes = (size_t)rows * (size_t)n * sizeof(float);
+    if (later && g->wd_src == W && g->wd_rows == rows && g->wd_n == n) {
+        CK(cudaMemcpyAsync(dst, g->Wd, bytes, cudaMemcpyDeviceToDevice, g->st), "copying GPTQ's weights");
+        return LB_OK;
+    }
+    CK(cudaMemcpyAsync(dst, W, bytes, cudaMemcpyHostToDevice, g->st), "uploading GPTQ's weights");
+    g->wd_src = NULL;
+    lb_error e = {0};
+    if (!later && grow((void **)&g->Wd, &g->Wd_bytes, bytes, "a copy of GPTQ's weights", &e) == LB_OK) {
+        CK(cudaMemcpyAsync(g->Wd, dst, bytes, cudaMemcpyDeviceToDevice, g->st), "keeping GPTQ's weights");
+        g->wd_src = W, g->wd_rows = rows, g->wd_n = n;
+    }
+    return LB_OK;
+}
+
 extern "C" lb_status lb_cuda_gptq_pass(lb_cuda_gptq *g, lb_type t, const float *W, int64_t rows, int64_t n, int64_t batch,
                                       const float *imp, bool static_scales, uint8_t *out, size_t row_bytes, double *loss,
                                       lb_error *err) {
@@ -551,7 +580,8 @@ extern "C" lb_status lb_cuda_gptq_pass(lb_cuda_gptq *g, lb_type t, const float *
     if (s == LB_OK && imp) s = grow((void **)&g->pimp, &g->pimp_bytes, (size_t)n * sizeof(float), "importance weights", err);
     if (s != LB_OK) return s;
     const float *dimp = imp ? g->pimp : NULL;
-    CK(cudaMemcpyAsync(g->T, W, rn * sizeof(float), cudaMemcpyHostToDevice, g->st), "uploading GPTQ's weights");
+    s = load_w(g, W, rows, n, static_scales, g->T, err);
+    if (s != LB_OK) return s;
     if (imp) CK(cudaMemcpyAsync(g->pimp, imp, (size_t)n * sizeof(float), cudaMemcpyHostToDevice, g->st), "uploading importance weights");
     CK(cudaMemsetAsync(g->ploss, 0, (size_t)rows * sizeof(double), g->st), "clearing GPTQ's losses");
     if (static_scales) CK(cu_kq_encode(t, g->P, n, rows, n / 256, dimp, g->qout, (int64_t)row_bytes, g->st), "in the block encoders");
@@ -612,8 +642,9 @@ extern "C" lb_status lb_cuda_gptq_cd(lb_cuda_gptq *g, lb_type t, const float *W,
     if (!act) return lb_err_set(err, LB_ERR_NOMEM, "out of memory");
     float *dW = g->T, *dQ = g->P;
     lb_cd_rows a = {t, 256, run, bb, row_bytes, rows, n, scales, g->Hf, scales ? g->Ht : NULL, g->qout, dQ, g->G, g->act};
-    cudaError_t e = cudaMemcpyAsync(dW, W, rn * sizeof(float), cudaMemcpyHostToDevice, g->st);
-    if (e == cudaSuccess) e = cudaMemcpyAsync(dQ, Q, rn * sizeof(float), cudaMemcpyHostToDevice, g->st);
+    s = load_w(g, W, rows, n, true, dW, err);
+    if (s != LB_OK) return free(act), s;
+    cudaError_t e = cudaMemcpyAsync(dQ, Q, rn * sizeof(float), cudaMemcpyHostToDevice, g->st);
     if (e == cudaSuccess) e = cudaMemcpyAsync(g->qout, out, (size_t)rows * row_bytes, cudaMemcpyHostToDevice, g->st);
     if (e == cudaSuccess && scales) e = cudaMemcpyAsync(g->Ht, Ht, (size_t)n * run * sizeof(float), cudaMemcpyHostToDevice, g->st);
     if (e == cudaSuccess) e = cudaMemsetAsync(g->act, 1, (size_t)rows, g->st);
