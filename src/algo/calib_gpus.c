@@ -75,7 +75,7 @@ lb_status lb_calib_gpus_upload(lb_calib_gpus *g, int s, int64_t row0, const floa
 
 /* ---- the ranks at once ---- */
 
-typedef enum { JOB_STATS, JOB_ADVANCE, JOB_OUTPUT, JOB_DIAG_ALL } job_kind;
+typedef enum { JOB_STATS, JOB_ADVANCE, JOB_OUTPUT, JOB_DIAG_ALL, JOB_STAGE, JOB_STAGE_ADVANCE } job_kind;
 
 typedef struct rank_job {
     lb_calib_gpus *g;
@@ -98,6 +98,8 @@ static void rank_task(void *arg, int64_t r, int thread) {
     case JOB_ADVANCE: j->st[r] = lb_cuda_calib_advance(g->c[r], j->l, j->ref, j->il, &j->err[r]); break;
     case JOB_OUTPUT: j->st[r] = lb_cuda_calib_output_stats(g->c[r], j->out_norm, j->h, j->cx, j->abs_sum, &j->err[r]); break;
     case JOB_DIAG_ALL: j->st[r] = lb_cuda_calib_diag_stats(g->c[r], j->l, j->il, j->h, j->abs_sum, &j->err[r]); break;
+    case JOB_STAGE: j->st[r] = lb_cuda_calib_stage_stats(g->c[r], j->l, j->ref, j->il, j->pt, j->h, j->cx, j->abs_sum, &j->err[r]); break;
+    case JOB_STAGE_ADVANCE: j->st[r] = lb_cuda_calib_stage_advance(g->c[r], j->l, j->il, &j->err[r]); break;
     }
 }
 
@@ -110,7 +112,7 @@ static lb_status run_ranks(lb_calib_gpus *g, rank_job *j, int64_t d, lb_error *e
             if (err) *err = j->err[r];
             return j->st[r];
         }
-    if (j->kind == JOB_ADVANCE) return LB_OK;
+    if (j->kind == JOB_ADVANCE || j->kind == JOB_STAGE_ADVANCE) return LB_OK;
     double *h[LB_MAX_RANKS], *cx[LB_MAX_RANKS], *as[LB_MAX_RANKS];
     for (int r = 0; r < g->n; r++) lb_cuda_calib_sums(g->c[r], &h[r], &cx[r], &as[r]);
     const bool all = j->kind == JOB_DIAG_ALL; /* d = 4 dmax: the four points' rows */
@@ -136,6 +138,21 @@ lb_status lb_calib_gpus_diag_stats(lb_calib_gpus *g, const struct lb_layer *l, i
     if (!g->set) return lb_cuda_calib_diag_stats(g->c[0], l, il, sq, abs_sum, err);
     rank_job j = {.g = g, .kind = JOB_DIAG_ALL, .l = l, .il = il, .h = sq, .abs_sum = abs_sum};
     return run_ranks(g, &j, 4 * g->dmax, err);
+}
+
+bool lb_calib_gpus_stages(const lb_calib_gpus *g) { return g && lb_cuda_calib_stages(g->c[0]); }
+
+lb_status lb_calib_gpus_stage_stats(lb_calib_gpus *g, const struct lb_layer *l, const struct lb_layer *ref, int64_t il, lb_obs_point pt,
+                                    double *h, double *cx, double *abs_sum, lb_error *err) {
+    if (!g->set) return lb_cuda_calib_stage_stats(g->c[0], l, ref, il, pt, h, cx, abs_sum, err);
+    rank_job j = {.g = g, .kind = JOB_STAGE, .l = l, .ref = ref, .il = il, .pt = pt, .h = h, .cx = ref ? cx : NULL, .abs_sum = abs_sum};
+    return run_ranks(g, &j, lb_cuda_calib_point_dim(g->c[0], pt), err);
+}
+
+lb_status lb_calib_gpus_stage_advance(lb_calib_gpus *g, const struct lb_layer *l, int64_t il, lb_error *err) {
+    if (!g->set) return lb_cuda_calib_stage_advance(g->c[0], l, il, err);
+    rank_job j = {.g = g, .kind = JOB_STAGE_ADVANCE, .l = l, .il = il};
+    return run_ranks(g, &j, 0, err);
 }
 
 void lb_calib_gpus_set_diag_only(lb_calib_gpus *g, bool on) {

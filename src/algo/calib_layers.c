@@ -587,6 +587,15 @@ static lb_status stage_stats_run(lb_calib *c, const lb_layer *l, const lb_layer 
         return lb_err_set(err, LB_ERR_ARG, "calibration: stage %d out of order (after %d) or without its reference layer",
                           (int)pt, c->stage);
     c->stage = -1;
+    if (c->gpu && lb_calib_gpus_stages(c->gpu)) { /* the device's stages, part by part */
+        lb_status s = reset_stats(c, pt, err);
+        if (s != LB_OK) return s;
+        s = lb_calib_gpus_stage_stats(c->gpu, l, c->has_ref ? ref : NULL, il, pt, c->pt_diag ? c->sq_sum : c->h, c->cx, c->abs_sum, err);
+        c->tokens = c->n_win * c->win;
+        finish_stats(c);
+        if (s == LB_OK) c->stage = (int)pt;
+        return s;
+    }
     if (c->gpu) { /* the device runs each point's part of the layer itself: the plain per-point statistics */
         c->stage_ref = ref;
         lb_status s = layer_stats_run(c, l, ref, pt, il, err);
@@ -612,6 +621,7 @@ static lb_status stage_advance_run(lb_calib *c, const lb_layer *l, int64_t il, l
     if (c->stage != LB_OBS_FFN_DOWN_IN)
         return lb_err_set(err, LB_ERR_ARG, "calibration: advance before the last stage (after %d)", c->stage);
     c->stage = -1;
+    if (c->gpu && lb_calib_gpus_stages(c->gpu)) return lb_calib_gpus_stage_advance(c->gpu, l, il, err);
     if (c->gpu) return layer_advance_run(c, l, c->stage_ref, il, err);
     const int64_t E = c->m->info.n_embd;
     lb_context_set_observer(c->ctx, NULL, NULL);

@@ -490,35 +490,50 @@ static lb_status observe(lb_cuda_ctx *g, int64_t layer, lb_obs_point pt, const f
     } while (0)
 
 /* pos0: the batch's first position, also in g->pos_d; max_n: a bound of pos0 + T for the attention kernel;
- * stop: the point after whose observation the layer ends early (g->x then is not the layer's output), or -1 */
-static lb_status layer_forward(lb_cuda_ctx *g, const dlayer *l, int64_t il, int64_t T, int64_t max_n, int stop, lb_error *err) {
+ * stop: the point after whose observation the layer ends early (g->x then is not the layer's output), or -1.
+ * from (lb_context_run_layer_part's): LB_OBS_ATTN_IN (the whole layer), LB_OBS_ATTN_OUT_IN (g->x the layer's
+ * input, the attention output taken from att), LB_OBS_FFN_IN (g->x the stream after the attention block); att,
+ * when not NULL on a run from the start past the attention, receives the attention output (T, qd). */
+static lb_status layer_forward_part(lb_cuda_ctx *g, const dlayer *l, int64_t il, int64_t T, int64_t max_n, int from, int stop, float *att,
+                                    lb_error *err) {
     const lb_model_info *h = &g->m->info;
     const int64_t E = h->n_embd, D = h->head_dim, H = h->n_head, KV = h->n_head_kv, F = h->n_ff;
     const int64_t qd = H * D, kvd = KV * D;
     const float eps = h->rms_eps;
-    cu_rmsnorm(g->x, l->attn_norm, g->xn, T, (int)E, E, eps);
-    OBSERVE(LB_OBS_ATTN_IN, g->xn, E);
-    TRY(mm(&g->ws, g->xn, T, &l->wq, g->q, qd, -1, false, err));
-    TRY(mm(&g->ws, g->xn, T, &l->wk, g->k, kvd, -1, true, err));
-    TRY(mm(&g->ws, g->xn, T, &l->wv, g->v, kvd, -1, true, err));
-    if (l->bq) cu_add_bias(g->q, l->bq, (int)T, (int)qd);
-    if (l->bk) cu_add_bias(g->k, l->bk, (int)T, (int)kvd);
-    if (l->bv) cu_add_bias(g->v, l->bv, (int)T, (int)kvd);
-    if (l->q_norm) {
-        cu_rmsnorm(g->q, l->q_norm, g->q, T * H, (int)D, D, eps);
-        cu_rmsnorm(g->k, l->k_norm, g->k, T * KV, (int)D, D, eps);
+    if (from == LB_OBS_ATTN_IN) {
+        cu_rmsnorm(g->x, l->attn_norm, g->xn, T, (int)E, E, eps);
+        OBSERVE(LB_OBS_ATTN_IN, g->xn, E);
+        TRY(mm(&g->ws, g->xn, T, &l->wq, g->q, qd, -1, false, err));
+        TRY(mm(&g->ws, g->xn, T, &l->wk, g->k, kvd, -1, true, err));
+        TRY(mm(&g->ws, g->xn, T, &l->wv, g->v, kvd, -1, true, err));
+        if (l->bq) cu_add_bias(g->q, l->bq, (int)T, (int)qd);
+        if (l->bk) cu_add_bias(g->k, l->bk, (int)T, (int)kvd);
+        if (l->bv) cu_add_bias(g->v, l->bv, (int)T, (int)kvd);
+        if (l->q_norm) {
+            cu_rmsnorm(g->q, l->q_norm, g->q, T * H, (int)D, D, eps);
+            cu_rmsnorm(g->k, l->k_norm, g->k, T * KV, (int)D, D, eps);
+        }
+        const size_t lo = (size_t)((g->layerwise ? 0 : il - g->l0) * g->n_ctx * kvd);
+        cu_rope_kv(g->q, g->k, g->v, (int)T, (int)H, (int)KV, (int)D, g->cs, g->sn, g->pos_d, g->m->rope_interleaved, g->kc + lo,
+                   g->vc + lo);
+        if (T > LB_CUDA_MV_MAX && cu_attention_flash_ok((int)H, (int)KV, (int)D))
+            cu_attention_flash(g->q, g->kc + lo, g->vc + lo, g->att, (int)T, (int)H, (int)KV, (int)D, g->pos_d);
+        else
+            cu_attention(g->q, g->kc + lo, g->vc + lo, g->att, (int)T, (int)H, (int)KV, (int)D, g->pos_d, max_n);
+        CK(cudaGetLastError(), "in attention");
+        if (att && stop != LB_OBS_ATTN_IN)
+            CK(cudaMemcpyAsync(att, g->att, (size_t)(T * qd) * sizeof(float), cudaMemcpyDeviceToDevice, g->st),
+               "keeping the attention output");
+    } else if (from == LB_OBS_ATTN_OUT_IN) {
+        CK(cudaMemcpyAsync(g->att, att, (size_t)(T * qd) * sizeof(float), cudaMemcpyDeviceToDevice, g->st), "copying the attention output");
     }
-    const size_t lo = (size_t)((g->layerwise ? 0 : il - g->l0) * g->n_ctx * kvd);
-    cu_rope_kv(g->q, g->k, g->v, (int)T, (int)H, (int)KV, (int)D, g->cs, g->sn, g->pos_d, g->m->rope_interleaved, g->kc + lo,
-               g->vc + lo);
-    if (T > LB_CUDA_MV_MAX && cu_attention_flash_ok((int)H, (int)KV, (int)D))
-        cu_attention_flash(g->q, g->kc + lo, g->vc + lo, g->att, (int)T, (int)H, (int)KV, (int)D, g->pos_d);
-    else
-        cu_attention(g->q, g->kc + lo, g->vc + lo, g->att, (int)T, (int)H, (int)KV, (int)D, g->pos_d, max_n);
-    CK(cudaGetLastError(), "in attention");
-    OBSERVE(LB_OBS_ATTN_OUT_IN, g->att, qd);
-    TRY(mm(&g->ws, g->att, T, &l->wo, g->tmp, E, -1, false, err));
-    if (l->bo) cu_add_bias(g->tmp, l->bo, (int)T, (int)E);
+    if (from <= LB_OBS_ATTN_OUT_IN) {
+        OBSERVE(LB_OBS_ATTN_OUT_IN, g->att, qd);
+        TRY(mm(&g->ws, g->att, T, &l->wo, g->tmp, E, -1, false, err));
+        if (l->bo) cu_add_bias(g->tmp, l->bo, (int)T, (int)E);
+    } else { /* from the stream after the attention block: the norm as the block's end computes it, plus zero */
+        CK(cudaMemsetAsync(g->tmp, 0, (size_t)(T * E) * sizeof(float), g->st), "clearing a buffer");
+    }
     cu_add_rmsnorm(g->x, g->tmp, l->ffn_norm, g->xn, T, (int)E, eps);
     OBSERVE(LB_OBS_FFN_IN, g->xn, E);
     TRY(mm(&g->ws, g->xn, T, &l->w_gate, g->g, F, -1, false, err));
@@ -531,6 +546,10 @@ static lb_status layer_forward(lb_cuda_ctx *g, const dlayer *l, int64_t il, int6
     if (l->b_down) cu_add_bias(g->tmp, l->b_down, (int)T, (int)E);
     cu_add(g->x, g->tmp, T * E);
     return LB_OK;
+}
+
+static lb_status layer_forward(lb_cuda_ctx *g, const dlayer *l, int64_t il, int64_t T, int64_t max_n, int stop, lb_error *err) {
+    return layer_forward_part(g, l, il, T, max_n, LB_OBS_ATTN_IN, stop, NULL, err);
 }
 
 /* The last stage of a pipeline (a one-device context: itself). */
@@ -765,6 +784,28 @@ extern "C" lb_status lb_cuda_ctx_run_layer(lb_cuda_ctx *g, int slot, int64_t il,
     CK(cudaMemcpyAsync(g->x, x, bytes, cudaMemcpyDeviceToDevice, g->st), "copying activations");
     TRY(layer_forward(g, &sl->d, il, T, T, stop, err));
     if (stop < 0) CK(cudaMemcpyAsync(x, g->x, bytes, cudaMemcpyDeviceToDevice, g->st), "copying activations");
+    CK(cudaGetLastError(), "running a layer");
+    return LB_OK;
+}
+
+extern "C" lb_status lb_cuda_ctx_run_layer_part(lb_cuda_ctx *g, int slot, int64_t il, float *x, float *att, int64_t T, int from, int stop,
+                                                lb_error *err) {
+    if (!g->layerwise || slot < 0 || slot > 1 || T < 1 || T > g->n_batch ||
+        !(from == LB_OBS_ATTN_IN || from == LB_OBS_ATTN_OUT_IN || from == LB_OBS_FFN_IN) ||
+        !(stop == -1 || (stop >= from && stop <= LB_OBS_FFN_DOWN_IN)) || (from == LB_OBS_ATTN_OUT_IN && !att))
+        return lb_err_set(err, LB_ERR_ARG, "lb_cuda_ctx_run_layer_part: bad part %d..%d of %lld tokens", from, stop, (long long)T);
+    const lslot *sl = &g->slot[slot];
+    const unsigned need = ((1u << mats_before(stop)) - 1) & ~((1u << mats_before(from)) - 1);
+    if ((sl->have & need) != need || !sl->d.attn_norm)
+        return lb_err_set(err, LB_ERR_ARG, "lb_cuda_ctx_run_layer_part: slot %d does not hold the layer's matrices", slot);
+    CK(cudaSetDevice(g->dev), "selecting the device");
+    lb_cu_stream = g->st;
+    const size_t bytes = (size_t)(T * g->m->info.n_embd) * sizeof(float);
+    CK(cudaMemcpyAsync(g->x, x, bytes, cudaMemcpyDeviceToDevice, g->st), "copying activations");
+    TRY(layer_forward_part(g, &sl->d, il, T, T, from, stop, att, err));
+    /* the stream where the run stopped, once it got past the attention block */
+    if (stop < 0 || (from <= LB_OBS_ATTN_OUT_IN && stop >= LB_OBS_FFN_IN))
+        CK(cudaMemcpyAsync(x, g->x, bytes, cudaMemcpyDeviceToDevice, g->st), "copying activations");
     CK(cudaGetLastError(), "running a layer");
     return LB_OK;
 }

@@ -72,6 +72,8 @@ struct lb_cuda_calib {
     double sec[3];     /* ... the forward passes, the sums of the statistics, the copies to the host */
     double mark;       /* profile: when the phase being timed began */
     bool keep;         /* lb_cuda_calib_keep_sums: a point's sums stay on the device until lb_cuda_calib_read_sums */
+    bool stages;       /* LB_GPU_STAGES=1: GPTQ's stages run each part of the layer once (lb_cuda_calib_stage_stats) */
+    float *att_x;      /* ... X's attention outputs kept between the stages (n_win * win, n_head * head_dim) */
 };
 
 static double now(void) {
@@ -352,6 +354,69 @@ extern "C" lb_status lb_cuda_calib_read_diag(lb_cuda_calib *c, double *sq, doubl
     return LB_OK;
 }
 
+/* GPTQ's stages (algo/calib_layers.c's STAGE_X / STAGE_XR): the part of the layer each stage runs on a window of X
+ * and of Xr */
+static const int STAGE_X[4][2] = {{LB_OBS_ATTN_IN, LB_OBS_ATTN_IN}, {LB_OBS_ATTN_IN, LB_OBS_ATTN_OUT_IN},
+                                  {LB_OBS_ATTN_OUT_IN, LB_OBS_FFN_IN}, {LB_OBS_FFN_IN, LB_OBS_FFN_DOWN_IN}};
+static const int STAGE_XR[4][2] = {{LB_OBS_ATTN_IN, LB_OBS_ATTN_IN}, {LB_OBS_ATTN_IN, LB_OBS_FFN_IN},
+                                   {LB_OBS_FFN_IN, LB_OBS_FFN_IN}, {LB_OBS_FFN_IN, -1}};
+
+extern "C" bool lb_cuda_calib_stages(const lb_cuda_calib *c) { return c && c->stages; }
+
+extern "C" lb_status lb_cuda_calib_stage_stats(lb_cuda_calib *c, const lb_layer *l, const lb_layer *ref, int64_t il, lb_obs_point pt,
+                                               double *h, double *cx, double *abs_sum, lb_error *err) {
+    if (pt < 0 || pt >= LB_OBS_OUTPUT_IN) return lb_err_set(err, LB_ERR_ARG, "calibration: not a layer point");
+    if (ref && !c->xr) return lb_err_set(err, LB_ERR_ARG, "calibration: no reference stream");
+    const int64_t d = point_dim(c->m, pt), E = c->m->info.n_embd, qd = c->m->info.n_head * c->m->info.head_dim;
+    const int sl = slot_of(c, l, il), sr = ref ? slot_of(c, ref, il) : -1;
+    CK(cudaSetDevice(lb_cuda_ctx_device(c->g)), "selecting the device");
+    c->mark = now();
+    TRY(lb_cuda_ctx_load_layer(c->g, sl, l, STAGE_X[pt][1], err));
+    if (ref) TRY(lb_cuda_ctx_load_layer(c->g, sr, ref, STAGE_XR[pt][1], err));
+    const bool att = pt == LB_OBS_ATTN_OUT_IN || pt == LB_OBS_FFN_IN;
+    if (att && !c->att_x) {
+        cudaError_t e = cudaMalloc((void **)&c->att_x, (size_t)(c->n_win * c->win * qd) * sizeof(float));
+        if (e != cudaSuccess) {
+            c->att_x = NULL;
+            return fail(err, e, "keeping the attention outputs of the calibration windows");
+        }
+    }
+    c->pt = (int)pt;
+    TRY(begin_point(c, d, ref != NULL, err));
+    lb_status s = LB_OK;
+    for (int64_t w = 0; s == LB_OK && w < c->n_win; w++) {
+        if (ref) {
+            c->capture = true;
+            s = lb_cuda_ctx_run_layer_part(c->g, sr, il, c->xr + w * c->win * E, NULL, c->win, STAGE_XR[pt][0], STAGE_XR[pt][1], err);
+            c->capture = false;
+        }
+        if (s == LB_OK)
+            s = lb_cuda_ctx_run_layer_part(c->g, sl, il, c->x + w * c->win * E, att ? c->att_x + w * c->win * qd : NULL, c->win,
+                                           STAGE_X[pt][0], STAGE_X[pt][1], err);
+    }
+    c->pt = -1;
+    if (s == LB_OK) s = end_point(c, err);
+    if (s == LB_OK && c->keep) CK(cudaStreamSynchronize(c->st), "computing the calibration statistics");
+    else if (s == LB_OK) s = read_stats(c, d, h, cx, abs_sum, err);
+    return s;
+}
+
+extern "C" lb_status lb_cuda_calib_stage_advance(lb_cuda_calib *c, const lb_layer *l, int64_t il, lb_error *err) {
+    const int64_t E = c->m->info.n_embd;
+    CK(cudaSetDevice(lb_cuda_ctx_device(c->g)), "selecting the device");
+    c->mark = now();
+    const int sl = slot_of(c, l, il);
+    TRY(lb_cuda_ctx_load_layer(c->g, sl, l, -1, err));
+    c->pt = -1;
+    lb_status s = LB_OK;
+    for (int64_t w = 0; s == LB_OK && w < c->n_win; w++)
+        s = lb_cuda_ctx_run_layer_part(c->g, sl, il, c->x + w * c->win * E, NULL, c->win, LB_OBS_FFN_IN, -1, err);
+    if (s == LB_OK) CK(cudaStreamSynchronize(c->st), "moving the calibration activations");
+    phase_end(c, 0, &c->mark);
+    note_peak(c);
+    return s;
+}
+
 extern "C" lb_status lb_cuda_calib_advance(lb_cuda_calib *c, const lb_layer *l, const lb_layer *ref, int64_t il, lb_error *err) {
     const int64_t E = c->m->info.n_embd;
     CK(cudaSetDevice(lb_cuda_ctx_device(c->g)), "selecting the device");
@@ -419,8 +484,9 @@ extern "C" lb_status lb_cuda_calib_new(const lb_model *m, int device, int64_t n_
     lb_cuda_calib *c = (lb_cuda_calib *)calloc(1, sizeof *c);
     if (!c) return lb_err_set(err, LB_ERR_NOMEM, "out of memory");
     c->m = m;
-    const char *pf = getenv("LB_CALIB_PROFILE"), *pr = getenv("LB_CALIB_PREC");
+    const char *pf = getenv("LB_CALIB_PROFILE"), *pr = getenv("LB_CALIB_PREC"), *gs = getenv("LB_GPU_STAGES");
     c->profile = pf && pf[0] == '1';
+    c->stages = gs && gs[0] == '1';
     c->prec = !pr || !*pr || !strcmp(pr, "split") ? PREC_SPLIT : !strcmp(pr, "f32") ? PREC_F32 : !strcmp(pr, "tf32") ? PREC_TF32 : PREC_SPLIT;
     if (pr && *pr && strcmp(pr, "split") && strcmp(pr, "f32") && strcmp(pr, "tf32")) {
         free(c);
@@ -481,7 +547,7 @@ extern "C" void lb_cuda_calib_free(lb_cuda_calib *c) {
         cudaStreamSynchronize(c->st);
     }
     if (c->blas) cu_blas.destroy(c->blas);
-    void *bufs[] = {c->x, c->xr, c->ref, c->hi, c->lo, c->rhi, c->rlo, c->prod, c->h, c->cx, c->abs_sum, c->xn, c->norm};
+    void *bufs[] = {c->x, c->xr, c->ref, c->hi, c->lo, c->rhi, c->rlo, c->prod, c->h, c->cx, c->abs_sum, c->xn, c->norm, c->att_x};
     for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++) cudaFree(bufs[i]);
     lb_cuda_ctx_free(c->g);
     free(c);

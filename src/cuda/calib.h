@@ -57,6 +57,15 @@ void lb_cuda_calib_set_diag_only(lb_cuda_calib *c, bool on);
 lb_status lb_cuda_calib_diag_stats(lb_cuda_calib *c, const struct lb_layer *l, int64_t il, double *sq, double *abs_sum,
                                    lb_error *err);
 lb_status lb_cuda_calib_read_diag(lb_cuda_calib *c, double *sq, double *abs_sum, lb_error *err);
+/* GPTQ's stages (calib.h's lb_calib_stage_stats) with each part of the layer run once per window, as on the CPU: X's
+ * attention outputs kept on the device between the ATTN_OUT_IN and FFN_IN stages, X moved past the attention block in
+ * the FFN_IN stage, Xr (through ref) past it in the ATTN_OUT_IN stage and to the layer's end in the last; then
+ * _stage_advance takes X through the rest of the layer. The statistics and streams of _stats / _advance per point,
+ * bit for bit. Only when _stages says so (LB_GPU_STAGES=1 at _new: not yet the default). */
+bool lb_cuda_calib_stages(const lb_cuda_calib *c);
+lb_status lb_cuda_calib_stage_stats(lb_cuda_calib *c, const struct lb_layer *l, const struct lb_layer *ref, int64_t il, lb_obs_point pt,
+                                    double *h, double *cx, double *abs_sum, lb_error *err);
+lb_status lb_cuda_calib_stage_advance(lb_cuda_calib *c, const struct lb_layer *l, int64_t il, lb_error *err);
 void lb_cuda_calib_sums(lb_cuda_calib *c, double **h, double **cx, double **abs_sum);
 lb_status lb_cuda_calib_read_sums(lb_cuda_calib *c, lb_obs_point pt, double *h, double *cx, double *abs_sum, lb_error *err);
 /* The width of point pt's input (the statistics are dim x dim): n_embd for the output head's. */

@@ -86,6 +86,13 @@ void lb_cuda_ctx_set_device_observer(lb_cuda_ctx *g, lb_cuda_observer_fn fn, voi
 /* Run the layer in `slot` (as layer il) on x (T, n_embd), a device array: up to `stop` (x unchanged) or,
  * stop = -1, the whole layer (x becomes its output). Enqueued on the context's stream (not synchronized). */
 lb_status lb_cuda_ctx_run_layer(lb_cuda_ctx *g, int slot, int64_t il, float *x, int64_t T, int stop, lb_error *err);
+/* lb_context_run_layer_part's contract on the device (x, att device pointers): the layer of slot from point `from`
+ * (LB_OBS_ATTN_IN, ATTN_OUT_IN with att the attention output to start from, or FFN_IN with x the stream after the
+ * attention block) to `stop` (-1: the end); x receives the stream where the run stopped once it got past the
+ * attention block (the layer's output for stop -1); att, on a run from the start past the attention, receives
+ * the attention output (NULL: not kept). The slot must hold the matrices from `from` to `stop`. */
+lb_status lb_cuda_ctx_run_layer_part(lb_cuda_ctx *g, int slot, int64_t il, float *x, float *att, int64_t T, int from, int stop,
+                                     lb_error *err);
 
 /* The context's stream (a cudaStream_t) and device. */
 void *lb_cuda_ctx_stream(const lb_cuda_ctx *g);

@@ -104,6 +104,10 @@ void lb_cuda_ctx_set_device_observer(lb_cuda_ctx *g, lb_cuda_observer_fn fn, voi
 lb_status lb_cuda_ctx_run_layer(lb_cuda_ctx *g, int slot, int64_t il, float *x, int64_t T, int stop, lb_error *err) {
     return no_cuda(err);
 }
+lb_status lb_cuda_ctx_run_layer_part(lb_cuda_ctx *g, int slot, int64_t il, float *x, float *att, int64_t T, int from, int stop,
+                                     lb_error *err) {
+    return no_cuda(err);
+}
 void *lb_cuda_ctx_stream(const lb_cuda_ctx *g) { return NULL; }
 int lb_cuda_ctx_device(const lb_cuda_ctx *g) { return 0; }
 lb_status lb_cuda_calib_new(const struct lb_model *m, int device, int64_t n_win, int64_t win, int with_ref, int64_t dmax,
@@ -137,6 +141,12 @@ lb_status lb_cuda_calib_diag_stats(lb_cuda_calib *c, const struct lb_layer *l, i
     return no_cuda(err);
 }
 lb_status lb_cuda_calib_read_diag(lb_cuda_calib *c, double *sq, double *abs_sum, lb_error *err) { return no_cuda(err); }
+bool lb_cuda_calib_stages(const lb_cuda_calib *c) { return false; }
+lb_status lb_cuda_calib_stage_stats(lb_cuda_calib *c, const struct lb_layer *l, const struct lb_layer *ref, int64_t il, lb_obs_point pt,
+                                    double *h, double *cx, double *abs_sum, lb_error *err) {
+    return no_cuda(err);
+}
+lb_status lb_cuda_calib_stage_advance(lb_cuda_calib *c, const struct lb_layer *l, int64_t il, lb_error *err) { return no_cuda(err); }
 void lb_cuda_calib_sums(lb_cuda_calib *c, double **h, double **cx, double **abs_sum) { *h = *cx = *abs_sum = NULL; }
 lb_status lb_cuda_calib_read_sums(lb_cuda_calib *c, lb_obs_point pt, double *h, double *cx, double *abs_sum, lb_error *err) {
     return no_cuda(err);

@@ -271,6 +271,58 @@ static void check_diag(const lb_model *m, const int32_t *ids, int64_t n_ids) {
     lb_calib_free(cg);
 }
 
+/* GPTQ's stages on the GPU run part by part (LB_GPU_STAGES=1: each part of the layer once per window, the attention
+ * outputs kept) against the per-point runs the GPU does otherwise: the same kernels on the same inputs, so H, C and
+ * mean |x| of every stage and the streams after every advance (seen through the next layer's and the head's
+ * statistics) are the same bits. */
+static void check_stages(const lb_model *m, const int32_t *ids, int64_t n_ids) {
+    lb_calib_params p = lb_calib_default_params();
+    p.ctx = 128;
+    p.n_tokens = 1024;
+    p.n_threads = 4;
+    p.device = cuda0;
+    lb_calib *cp = NULL, *cs = NULL;
+    lb_error e;
+    REQUIRE(lb_calib_new(m, &m->tok_embd, &m->tok_embd, ids, n_ids, &p, &cp, &e) == LB_OK, "%s", e.msg);
+    setenv("LB_GPU_STAGES", "1", 1);
+    REQUIRE(lb_calib_new(m, &m->tok_embd, &m->tok_embd, ids, n_ids, &p, &cs, &e) == LB_OK, "%s", e.msg);
+    unsetenv("LB_GPU_STAGES");
+    const lb_obs_point pts[4] = {LB_OBS_ATTN_IN, LB_OBS_ATTN_OUT_IN, LB_OBS_FFN_IN, LB_OBS_FFN_DOWN_IN};
+    int same = 0, points = 0;
+    for (int64_t il = 0; il < m->info.n_layer; il++) {
+        rand_layer r;
+        make_random(&m->layers[il], &r);
+        for (int k = 0; k < 4; k++) {
+            REQUIRE(lb_calib_stage_stats(cp, &r.l, &m->layers[il], pts[k], il, &e) == LB_OK, "per point: %s", e.msg);
+            REQUIRE(lb_calib_stage_stats(cs, &r.l, &m->layers[il], pts[k], il, &e) == LB_OK, "staged: %s", e.msg);
+            int64_t d;
+            const double *ha = lb_calib_h(cp, pts[k], &d), *hb = lb_calib_h(cs, pts[k], NULL);
+            const double *ca = lb_calib_cross(cp, pts[k]), *cb = lb_calib_cross(cs, pts[k]);
+            const float *aa = lb_calib_mean_abs(cp, pts[k]), *ab = lb_calib_mean_abs(cs, pts[k]);
+            REQUIRE(ha && hb && ca && cb && aa && ab, "layer %lld point %d: statistics missing", (long long)il, (int)pts[k]);
+            const bool eq = !memcmp(ha, hb, (size_t)(d * d) * sizeof *ha) && !memcmp(ca, cb, (size_t)(d * d) * sizeof *ca) &&
+                            !memcmp(aa, ab, (size_t)d * sizeof *aa);
+            CHECK(eq, "layer %lld point %d: the staged GPU statistics differ from the per-point ones (H %.3g, C %.3g)", (long long)il,
+                  (int)pts[k], rel_fro_d(hb, ha, d * d), rel_fro_d(cb, ca, d * d));
+            same += eq, points++;
+        }
+        REQUIRE(lb_calib_stage_advance(cp, &r.l, il, &e) == LB_OK, "%s", e.msg);
+        REQUIRE(lb_calib_stage_advance(cs, &r.l, il, &e) == LB_OK, "%s", e.msg);
+        free_random(&r);
+    }
+    REQUIRE(lb_calib_output_stats(cp, m->out_norm, &e) == LB_OK, "%s", e.msg);
+    REQUIRE(lb_calib_output_stats(cs, m->out_norm, &e) == LB_OK, "%s", e.msg);
+    int64_t d;
+    const double *ha = lb_calib_h(cp, LB_OBS_OUTPUT_IN, &d), *hb = lb_calib_h(cs, LB_OBS_OUTPUT_IN, NULL);
+    const double *ca = lb_calib_cross(cp, LB_OBS_OUTPUT_IN), *cb = lb_calib_cross(cs, LB_OBS_OUTPUT_IN);
+    CHECK(ha && hb && ca && cb && !memcmp(ha, hb, (size_t)(d * d) * sizeof *ha) && !memcmp(ca, cb, (size_t)(d * d) * sizeof *ca),
+          "the head's statistics after the staged layers differ (the streams moved differently)");
+    printf("GPTQ's stages on the GPU part by part: %d of %d points the per-point bits, the head's statistics %s\n", same, points,
+           ha && hb && !memcmp(ha, hb, (size_t)(d * d) * sizeof *ha) ? "the same" : "DIFFERENT");
+    lb_calib_free(cp);
+    lb_calib_free(cs);
+}
+
 /* ---------------------------------------------------------------- the quantizer ---------------------------- */
 
 static void check_quantizer(const lb_model *base, const int32_t *calib, int64_t n_calib, const int32_t *ids, int64_t n_ids) {
@@ -289,6 +341,12 @@ static void check_quantizer(const lb_model *base, const int32_t *calib, int64_t 
         quantize_tiny(methods[i], cuda0, calib, n_calib, b);
         quantize_tiny(methods[i], cuda0, calib, n_calib, c);
         CHECK(same_file(b, c), "%s on the GPU: two runs differ", methods[i]);
+        if (strstr(methods[i], "gptq")) { /* GPTQ's stages part by part on the GPU: the same file */
+            setenv("LB_GPU_STAGES", "1", 1);
+            quantize_tiny(methods[i], cuda0, calib, n_calib, c);
+            unsetenv("LB_GPU_STAGES");
+            CHECK(same_file(b, c), "%s on the GPU with LB_GPU_STAGES=1: not the per-point runs' file", methods[i]);
+        }
         const double kc = kld(a, base, ids, n_ids), kg = kld(b, base, ids, n_ids);
         printf("q4_k_m %-8s KL(base||q): cpu %.6f  gpu %.6f (%+.2f %%)  rtn %.6f\n", methods[i], kc, kg, 100 * (kg / kc - 1), k_rtn);
         /* not worse than the CPU's by more than 5 % (better is fine): the two executors' statistics differ at the
@@ -337,6 +395,7 @@ int main(void) {
     tiny_fixture f = tiny_load();
     check_statistics(f.m, f.calib, f.n_calib);
     check_diag(f.m, f.calib, f.n_calib);
+    check_stages(f.m, f.calib, f.n_calib);
     check_quantizer(f.m, f.calib, f.n_calib, f.valid, f.n_valid);
     check_cli();
     tiny_free(&f);
