@@ -78,7 +78,9 @@ struct lb_cuda_gptq {
     cudaStream_t st;
     cublasHandle_t blas;
     cusolverDnHandle_t solver;
-    int64_t cap_n, cap_rows; /* the reservation */
+    int64_t cap_n;  /* the reservation: n x n buffers for up to cap_n columns ... */
+    int64_t cap_rn; /* ... and rows x n buffers of up to cap_rn elements (the largest rows * n, not rows_max * n_max:
+                       a wide head of few columns after a layer's wide down_proj needs no rows_max x n_max) */
     bool cap_cd;
     double *A, *B;     /* (cap_n, cap_n) each: A as given / U, its reversal / factor */
     void *work;        /* cuSOLVER's device workspace */
@@ -96,8 +98,8 @@ struct lb_cuda_gptq {
     size_t Wd_bytes;
     const float *wd_src;
     int64_t wd_rows, wd_n;
-    float *T, *E, *G;  /* (cap_rows, cap_n) F32 */
-    float *stage;      /* (cap_rows, cap_n) host: W - Q and the products H e */
+    float *T, *E, *G;  /* (rows, n) F32, cap_rn elements */
+    float *stage;      /* (rows, n) host, cap_rn elements: W - Q and the products H e */
     float *P;             /* (rows, n) a device pass's values before rounding, kept for the next pass */
     uint8_t *qout;        /* (rows, row_bytes) a device pass's blocks */
     double *ploss;        /* (rows) its losses */
@@ -220,17 +222,20 @@ extern "C" void lb_cuda_gptq_free(lb_cuda_gptq *g) {
 
 extern "C" size_t lb_cuda_gptq_peak_bytes(const lb_cuda_gptq *g) { return g ? g->peak : 0; }
 
+/* whether the reservation takes a matrix of rows x n */
+static bool fits(const lb_cuda_gptq *g, int64_t rows, int64_t n) { return n <= g->cap_n && rows * n <= g->cap_rn; }
+
 /* Every buffer a matrix of rows x n needs, allocated up front so that a shortage shows before any work. */
 extern "C" lb_status lb_cuda_gptq_reserve(lb_cuda_gptq *g, int64_t rows, int64_t n, bool cd, lb_error *err) {
     if (rows <= 0 || n <= 0 || n > INT32_MAX || rows > INT32_MAX)
         return lb_err_set(err, LB_ERR_ARG, "gptq (cuda): bad size %lld x %lld", (long long)rows, (long long)n);
-    if (n <= g->cap_n && rows <= g->cap_rows && (!cd || g->cap_cd)) return LB_OK;
+    if (fits(g, rows, n) && (!cd || g->cap_cd)) return LB_OK;
     if (use(g, err) != LB_OK) return LB_ERR_DEVICE;
-    const int64_t N = n > g->cap_n ? n : g->cap_n, R = rows > g->cap_rows ? rows : g->cap_rows;
+    const int64_t N = n > g->cap_n ? n : g->cap_n, RN = rows * n > g->cap_rn ? rows * n : g->cap_rn;
     const bool CD = cd || g->cap_cd;
-    const size_t nn = (size_t)N * (size_t)N, rn = (size_t)R * (size_t)N;
+    const size_t nn = (size_t)N * (size_t)N, rn = (size_t)RN;
     size_t have;
-    g->cap_n = g->cap_rows = 0; /* until everything below is in place */
+    g->cap_n = g->cap_rn = 0; /* until everything below is in place */
     g->kept_n = 0;
     cudaFree(g->Wd); /* grown again by the next pass, after the reservation */
     g->Wd = NULL, g->Wd_bytes = 0, g->wd_src = NULL;
@@ -253,7 +258,7 @@ extern "C" lb_status lb_cuda_gptq_reserve(lb_cuda_gptq *g, int64_t rows, int64_t
         GROW(g->Hf, nn * sizeof(float), "the coordinate descent's H");
         GROW(g->G, rn * sizeof(float), "the coordinate descent's products");
         g->stage = (float *)malloc(rn * sizeof(float));
-        if (!g->stage) return lb_err_set(err, LB_ERR_NOMEM, "out of memory (GPTQ's host staging, %lld x %lld)", (long long)R, (long long)N);
+        if (!g->stage) return lb_err_set(err, LB_ERR_NOMEM, "out of memory (GPTQ's host staging, %lld floats)", (long long)RN);
     }
 #undef GROW
     int lw = 0;
@@ -271,7 +276,7 @@ extern "C" lb_status lb_cuda_gptq_reserve(lb_cuda_gptq *g, int64_t rows, int64_t
         g->hwork_bytes = g->hwork ? hbytes : 0;
         if (!g->hwork) return lb_err_set(err, LB_ERR_NOMEM, "out of memory (cuSOLVER's host workspace)");
     }
-    g->cap_n = N, g->cap_rows = R, g->cap_cd = CD;
+    g->cap_n = N, g->cap_rn = RN, g->cap_cd = CD;
     note_peak(g);
     return LB_OK;
 }
@@ -372,7 +377,7 @@ extern "C" lb_status lb_cuda_gptq_inv_upper_keep(lb_cuda_gptq *g, const double *
 }
 
 extern "C" lb_status lb_cuda_gptq_begin_kept(lb_cuda_gptq *g, const float *hf_diag, int64_t rows, int64_t n, lb_error *err) {
-    if (n > g->cap_n || rows > g->cap_rows || (hf_diag && !g->cap_cd))
+    if (!fits(g, rows, n) || (hf_diag && !g->cap_cd))
         return lb_err_set(err, LB_ERR_ARG, "gptq (cuda): %lld x %lld beyond the reservation", (long long)rows, (long long)n);
     if (g->kept_n != n) return lb_err_set(err, LB_ERR_ARG, "gptq (cuda): no kept factor of %lld columns", (long long)n);
     if (use(g, err) != LB_OK) return LB_ERR_DEVICE;
@@ -415,7 +420,7 @@ extern "C" lb_status lb_cuda_gptq_inv_upper(lb_cuda_gptq *g, double *A, int64_t 
 
 extern "C" lb_status lb_cuda_gptq_begin(lb_cuda_gptq *g, const float *U, const float *Hf, int64_t rows, int64_t n,
                                         lb_error *err) {
-    if (n > g->cap_n || rows > g->cap_rows || (Hf && !g->cap_cd))
+    if (!fits(g, rows, n) || (Hf && !g->cap_cd))
         return lb_err_set(err, LB_ERR_ARG, "gptq (cuda): %lld x %lld beyond the reservation", (long long)rows, (long long)n);
     if (use(g, err) != LB_OK) return LB_ERR_DEVICE;
     const size_t nn = (size_t)n * (size_t)n;
@@ -428,7 +433,7 @@ extern "C" lb_status lb_cuda_gptq_begin(lb_cuda_gptq *g, const float *U, const f
 }
 
 extern "C" lb_status lb_cuda_gptq_load(lb_cuda_gptq *g, const float *T, int64_t rows, int64_t n, lb_error *err) {
-    if (n > g->cap_n || rows > g->cap_rows) return lb_err_set(err, LB_ERR_ARG, "gptq (cuda): beyond the reservation");
+    if (!fits(g, rows, n)) return lb_err_set(err, LB_ERR_ARG, "gptq (cuda): beyond the reservation");
     if (use(g, err) != LB_OK) return LB_ERR_DEVICE;
     CK(cudaMemcpyAsync(g->T, T, (size_t)rows * (size_t)n * sizeof(float), cudaMemcpyHostToDevice, g->st), "uploading GPTQ's weights");
     return LB_OK;
@@ -449,7 +454,7 @@ static lb_status update_cols(lb_cuda_gptq *g, int64_t rows, int64_t n, int64_t l
 
 extern "C" lb_status lb_cuda_gptq_update(lb_cuda_gptq *g, float *T, int64_t rows, int64_t n, const float *E, int64_t lde,
                                          int64_t i1, int64_t i2, int64_t i3, lb_error *err) {
-    if (n > g->cap_n || rows > g->cap_rows || lde > n || i1 < 0 || i2 <= i1 || i2 - i1 > lde || i3 < i2 || i3 > n)
+    if (!fits(g, rows, n) || lde > n || i1 < 0 || i2 <= i1 || i2 - i1 > lde || i3 < i2 || i3 > n)
         return lb_err_set(err, LB_ERR_ARG, "gptq (cuda): bad update of columns %lld..%lld", (long long)i1, (long long)i2);
     if (use(g, err) != LB_OK) return LB_ERR_DEVICE;
     CK(cudaMemcpyAsync(g->E, E, (size_t)rows * (size_t)lde * sizeof(float), cudaMemcpyHostToDevice, g->st), "uploading GPTQ's errors");
@@ -473,7 +478,7 @@ extern "C" lb_status lb_cuda_gptq_update(lb_cuda_gptq *g, float *T, int64_t rows
 
 extern "C" lb_status lb_cuda_gptq_h_times_e(lb_cuda_gptq *g, const float *W, const float *Q, float *G, int64_t rows, int64_t n,
                                             const bool *sel, lb_error *err) {
-    if (n > g->cap_n || rows > g->cap_rows || !g->cap_cd || !g->stage)
+    if (!fits(g, rows, n) || !g->cap_cd || !g->stage)
         return lb_err_set(err, LB_ERR_ARG, "gptq (cuda): H e beyond the reservation");
     if (use(g, err) != LB_OK) return LB_ERR_DEVICE;
     const size_t rn = (size_t)rows * (size_t)n;
@@ -493,7 +498,7 @@ extern "C" lb_status lb_cuda_gptq_h_times_e(lb_cuda_gptq *g, const float *W, con
 
 extern "C" lb_status lb_cuda_gptq_matmul(lb_cuda_gptq *g, const float *x, int64_t rows, const float *w, int64_t n, int64_t K,
                                          float *out, lb_error *err) {
-    if (rows <= 0 || n <= 0 || K <= 0 || rows > g->cap_rows || n > g->cap_n || K > g->cap_n)
+    if (rows <= 0 || n <= 0 || K <= 0 || !fits(g, rows, n) || !fits(g, rows, K) || K > g->cap_n)
         return lb_err_set(err, LB_ERR_ARG, "gptq (cuda): product %lld x %lld x %lld beyond the reservation", (long long)rows,
                           (long long)n, (long long)K);
     if (use(g, err) != LB_OK) return LB_ERR_DEVICE;
@@ -567,7 +572,7 @@ extern "C" lb_status lb_cuda_gptq_pass(lb_cuda_gptq *g, lb_type t, const float *
                                       const float *imp, bool static_scales, uint8_t *out, size_t row_bytes, double *loss,
                                       lb_error *err) {
     const size_t bb = cu_kq_block_bytes(t);
-    if (!bb || batch != 256 || n % 256 || rows <= 0 || n > g->cap_n || rows > g->cap_rows || (size_t)(n / 256) * bb != row_bytes)
+    if (!bb || batch != 256 || n % 256 || rows <= 0 || !fits(g, rows, n) || (size_t)(n / 256) * bb != row_bytes)
         return lb_err_set(err, LB_ERR_ARG, "gptq pass (cuda): type %d, %lld x %lld, batch %lld beyond what it takes", (int)t,
                           (long long)rows, (long long)n, (long long)batch);
     if (static_scales && (!g->P || g->P_bytes < (size_t)rows * (size_t)n * sizeof(float)))
@@ -626,7 +631,7 @@ static lb_status cd_products(lb_cuda_gptq *g, const float *dW, const float *dQ, 
 extern "C" lb_status lb_cuda_gptq_cd(lb_cuda_gptq *g, lb_type t, const float *W, float *Q, uint8_t *out, size_t row_bytes, float *G,
                                     int64_t rows, int64_t n, int sweeps, bool scales, const float *Ht, lb_error *err) {
     const size_t bb = cu_kq_block_bytes(t);
-    if (!bb || n % 256 || rows <= 0 || n > g->cap_n || rows > g->cap_rows || !g->cap_cd || (size_t)(n / 256) * bb != row_bytes ||
+    if (!bb || n % 256 || rows <= 0 || !fits(g, rows, n) || !g->cap_cd || (size_t)(n / 256) * bb != row_bytes ||
         (scales && !Ht))
         return lb_err_set(err, LB_ERR_ARG, "coordinate descent (cuda): type %d, %lld x %lld beyond what it takes", (int)t,
                           (long long)rows, (long long)n);
@@ -693,7 +698,7 @@ extern "C" lb_status lb_cuda_gptq_ref_factor(lb_cuda_gptq *g, const double *H, i
 /* W = (W DC + lam W) U^T U with ref_factor's U: the three products of lb_gptq_ref_target in T and E */
 extern "C" lb_status lb_cuda_gptq_ref_apply(lb_cuda_gptq *g, const float *DCt, int64_t n, double lam, float *W, int64_t rows, bool upload,
                                            lb_error *err) {
-    if (rows <= 0 || rows > g->cap_rows || n > g->cap_n)
+    if (rows <= 0 || !fits(g, rows, n))
         return lb_err_set(err, LB_ERR_ARG, "gptq (cuda): reference target %lld x %lld beyond the reservation", (long long)rows,
                           (long long)n);
     if (use(g, err) != LB_OK) return LB_ERR_DEVICE;
