@@ -401,41 +401,38 @@ extern "C" lb_status lb_cuda_calib_stage_stats(lb_cuda_calib *c, const lb_layer 
     return s;
 }
 
-extern "C" lb_status lb_cuda_calib_stage_advance(lb_cuda_calib *c, const lb_layer *l, int64_t il, lb_error *err) {
+/* every window of a stream through the rest of layer il with weights l (uploaded into its slot) from point `from` */
+static lb_status move_stream(lb_cuda_calib *c, const lb_layer *l, int64_t il, float *stream, int from, lb_error *err) {
     const int64_t E = c->m->info.n_embd;
-    CK(cudaSetDevice(lb_cuda_ctx_device(c->g)), "selecting the device");
-    c->mark = now();
     const int sl = slot_of(c, l, il);
-    TRY(lb_cuda_ctx_load_layer(c->g, sl, l, -1, err));
-    c->pt = -1;
-    lb_status s = LB_OK;
+    lb_status s = lb_cuda_ctx_load_layer(c->g, sl, l, -1, err);
     for (int64_t w = 0; s == LB_OK && w < c->n_win; w++)
-        s = lb_cuda_ctx_run_layer_part(c->g, sl, il, c->x + w * c->win * E, NULL, c->win, LB_OBS_FFN_IN, -1, err);
+        s = lb_cuda_ctx_run_layer_part(c->g, sl, il, stream + w * c->win * E, NULL, c->win, from, -1, err);
+    return s;
+}
+
+/* the device's work of an advance done: its phase and memory noted */
+static lb_status advance_done(lb_cuda_calib *c, lb_status s, lb_error *err) {
     if (s == LB_OK) CK(cudaStreamSynchronize(c->st), "moving the calibration activations");
     phase_end(c, 0, &c->mark);
     note_peak(c);
     return s;
 }
 
-extern "C" lb_status lb_cuda_calib_advance(lb_cuda_calib *c, const lb_layer *l, const lb_layer *ref, int64_t il, lb_error *err) {
-    const int64_t E = c->m->info.n_embd;
+extern "C" lb_status lb_cuda_calib_stage_advance(lb_cuda_calib *c, const lb_layer *l, int64_t il, lb_error *err) {
     CK(cudaSetDevice(lb_cuda_ctx_device(c->g)), "selecting the device");
     c->mark = now();
-    const int sl = slot_of(c, l, il);
-    TRY(lb_cuda_ctx_load_layer(c->g, sl, l, -1, err));
     c->pt = -1;
-    lb_status s = LB_OK;
-    for (int64_t w = 0; s == LB_OK && w < c->n_win; w++) s = lb_cuda_ctx_run_layer(c->g, sl, il, c->x + w * c->win * E, c->win, -1, err);
-    if (s == LB_OK && c->xr && ref) {
-        const int sr = slot_of(c, ref, il);
-        s = lb_cuda_ctx_load_layer(c->g, sr, ref, -1, err);
-        for (int64_t w = 0; s == LB_OK && w < c->n_win; w++)
-            s = lb_cuda_ctx_run_layer(c->g, sr, il, c->xr + w * c->win * E, c->win, -1, err);
-    }
-    if (s == LB_OK) CK(cudaStreamSynchronize(c->st), "moving the calibration activations");
-    phase_end(c, 0, &c->mark);
-    note_peak(c);
-    return s;
+    return advance_done(c, move_stream(c, l, il, c->x, LB_OBS_FFN_IN, err), err);
+}
+
+extern "C" lb_status lb_cuda_calib_advance(lb_cuda_calib *c, const lb_layer *l, const lb_layer *ref, int64_t il, lb_error *err) {
+    CK(cudaSetDevice(lb_cuda_ctx_device(c->g)), "selecting the device");
+    c->mark = now();
+    c->pt = -1;
+    lb_status s = move_stream(c, l, il, c->x, LB_OBS_ATTN_IN, err);
+    if (s == LB_OK && c->xr && ref) s = move_stream(c, ref, il, c->xr, LB_OBS_ATTN_IN, err);
+    return advance_done(c, s, err);
 }
 
 extern "C" lb_status lb_cuda_calib_output_stats(lb_cuda_calib *c, const float *out_norm, double *h, double *cx, double *abs_sum,

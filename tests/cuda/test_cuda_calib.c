@@ -125,6 +125,15 @@ static void check_gptq(const double *Hc, const double *Hg, int64_t d) {
     free(W0), free(Wc), free(Wg), free(Wr), free(hc), free(hg), free(q);
 }
 
+/* the statistics checks' calibration: 8 windows of 128 tokens, 4 threads, on the CPU (device set by the caller) */
+static lb_calib_params small_params(void) {
+    lb_calib_params p = lb_calib_default_params();
+    p.ctx = 128;
+    p.n_tokens = 1024;
+    p.n_threads = 4;
+    return p;
+}
+
 static void compare_point(lb_calib *cc, lb_calib *cg, lb_obs_point pt, const char *what, double bound, bool gptq) {
     int64_t d;
     const double *hc = lb_calib_h(cc, pt, &d), *hg = lb_calib_h(cg, pt, NULL);
@@ -145,10 +154,7 @@ static void compare_point(lb_calib *cc, lb_calib *cg, lb_obs_point pt, const cha
 }
 
 static void check_statistics(const lb_model *m, const int32_t *ids, int64_t n_ids) {
-    lb_calib_params p = lb_calib_default_params();
-    p.ctx = 128;
-    p.n_tokens = 1024;
-    p.n_threads = 4;
+    lb_calib_params p = small_params();
     lb_calib *cc = NULL, *cg = NULL;
     lb_error e;
     REQUIRE(lb_calib_new(m, &m->tok_embd, &m->tok_embd, ids, n_ids, &p, &cc, &e) == LB_OK, "%s", e.msg);
@@ -196,10 +202,7 @@ static void check_statistics(const lb_model *m, const int32_t *ids, int64_t n_id
  * double sums, each summed in double in token order: 1e-9, where a product in F32 would give 1e-7); at the deeper points and the head within the forward passes' 1e-2, and the GPU's diagonal equals the
  * diagonal of its own full H (same inputs, products within the statistics' F32-class rounding: 1e-5). */
 static void check_diag(const lb_model *m, const int32_t *ids, int64_t n_ids) {
-    lb_calib_params p = lb_calib_default_params();
-    p.ctx = 128;
-    p.n_tokens = 1024;
-    p.n_threads = 4;
+    lb_calib_params p = small_params();
     lb_calib *cc = NULL, *cg = NULL;
     lb_error e;
     REQUIRE(lb_calib_new(m, &m->tok_embd, NULL, ids, n_ids, &p, &cc, &e) == LB_OK, "%s", e.msg);
@@ -276,10 +279,7 @@ static void check_diag(const lb_model *m, const int32_t *ids, int64_t n_ids) {
  * mean |x| of every stage and the streams after every advance (seen through the next layer's and the head's
  * statistics) are the same bits. */
 static void check_stages(const lb_model *m, const int32_t *ids, int64_t n_ids) {
-    lb_calib_params p = lb_calib_default_params();
-    p.ctx = 128;
-    p.n_tokens = 1024;
-    p.n_threads = 4;
+    lb_calib_params p = small_params();
     p.device = cuda0;
     lb_calib *cp = NULL, *cs = NULL;
     lb_error e;
