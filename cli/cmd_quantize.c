@@ -199,10 +199,10 @@ static void print_summary(const qopts *o, const lb_quantize_report *r) {
         cli_json_str(stdout, o->p.ftype);
         printf(", \"method\": \"%s\"", lb_method_name(o->p.method));
         printf(", \"encoder\": \"%s\", \"architecture\": \"%s\", \"n_params\": %lld, \"file_bytes\": %zu, "
-               "\"bits_per_weight\": %.4f, \"seconds\": %.3f, \"peak_rss_bytes\": %zu, \"gpu_peak_bytes\": %zu, \"stats_seconds\": %.3f, \"stats_phase_seconds\": [%.3f, %.3f, %.3f], \"solve_seconds\": %.3f, \"convert_seconds\": %.3f, \"setup_seconds\": %.3f, \"head_seconds\": %.3f, \"requantized\": %s, \"imatrix_covered\": %lld, \"imatrix_matrices\": %lld, \"gpu_fallbacks\": %lld, \"gpus\": %d, \"allreduce_seconds\": %.3f, \"gptq_solvers\": %d, "
+               "\"bits_per_weight\": %.4f, \"seconds\": %.3f, \"peak_rss_bytes\": %zu, \"gpu_peak_bytes\": %zu, \"stats_seconds\": %.3f, \"stats_phase_seconds\": [%.3f, %.3f, %.3f], \"solve_seconds\": %.3f, \"convert_seconds\": %.3f, \"setup_seconds\": %.3f, \"head_seconds\": %.3f, \"windows_seconds\": %.3f, \"requantized\": %s, \"imatrix_covered\": %lld, \"imatrix_matrices\": %lld, \"gpu_fallbacks\": %lld, \"gpus\": %d, \"allreduce_seconds\": %.3f, \"gptq_solvers\": %d, "
                "\"gptq_seconds\": {\"factor\": %.3f, \"columns\": %.3f, \"update\": %.3f, \"cd\": %.3f, \"products\": %.3f, \"ref_target\": %.3f, \"encode\": %.3f}, \"types\": {",
                o->p.encoder == LB_ENCODER_REF ? "ref" : "default", r->architecture, (long long)r->n_params, r->file_bytes,
-               r->bits_per_weight, r->seconds, r->peak_rss_bytes, r->gpu_peak_bytes, r->stats_seconds, r->stats_phase_seconds[0], r->stats_phase_seconds[1], r->stats_phase_seconds[2], r->solve_seconds, r->convert_seconds, r->setup_seconds, r->head_seconds, r->requantized ? "true" : "false",
+               r->bits_per_weight, r->seconds, r->peak_rss_bytes, r->gpu_peak_bytes, r->stats_seconds, r->stats_phase_seconds[0], r->stats_phase_seconds[1], r->stats_phase_seconds[2], r->solve_seconds, r->convert_seconds, r->setup_seconds, r->head_seconds, r->windows_seconds, r->requantized ? "true" : "false",
                (long long)r->imatrix_covered, (long long)r->imatrix_matrices, (long long)r->gpu_fallbacks, r->gpus,
                r->allreduce_seconds, r->gptq_solvers, r->gptq_factor_seconds, r->gptq_columns_seconds, r->gptq_update_seconds, r->gptq_cd_seconds,
                r->gptq_products_seconds, r->gptq_ref_seconds, r->gptq_encode_seconds);

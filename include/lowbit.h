@@ -565,6 +565,8 @@ typedef struct lb_quantize_report {
     double setup_seconds;             /* calibrated methods: from the start to the first layer's calibration (reading,
                                          the embedding, the calibration windows) */
     double head_seconds;              /* ... and in the output head's (statistics and solve) */
+    double windows_seconds;           /* ... of setup_seconds, making the calibration's state (the windows embedded and,
+                                         on a GPU, uploaded; the device's buffers) */
     int requantized;                  /* the input's tensors were already in a quantized type */
     char architecture[32];            /* GGUF general.architecture written */
     int64_t imatrix_entries;          /* entries of the --imatrix file (0 without one) */

@@ -256,6 +256,7 @@ typedef struct run {
     double t_start;         /* lb_quantize_model's start */
     double setup_seconds;   /* from the start to the first calibrated layer (< 0 until then) */
     double head_seconds;    /* in the calibrated output head */
+    double windows_seconds; /* in lb_calib_new (the calibration windows embedded, the device's state made) */
     lb_gptq_params gptq;
     int64_t cached_layer;   /* the layer whose quantized tensors are in cache */
     uint8_t *cache[7];
@@ -498,6 +499,7 @@ static lb_status write_tensor(run *R, int64_t i, lb_error *err) {
         const double t0 = lb_time_sec();
         lb_status s = lb_calib_new(R->m, &embd, ref ? &R->m->tok_embd : NULL, R->p->calib_tokens, R->p->n_calib_tokens, &cp, &R->cal, err);
         R->calib_seconds += lb_time_sec() - t0;
+        R->windows_seconds = lb_time_sec() - t0;
         if (s != LB_OK) return s;
     }
     return gguf_writer_write_tensor(R->w, i, R->out, bytes, err);
@@ -639,6 +641,7 @@ static void fill_report(run *R, lb_quantize_report *r, lb_quantize_tensor *rows,
     r->convert_seconds = lb_calib_convert_seconds(R->cal);
     r->setup_seconds = R->setup_seconds > 0 ? R->setup_seconds : 0;
     r->head_seconds = R->head_seconds;
+    r->windows_seconds = R->windows_seconds;
     r->requantized = R->requantized;
     r->imatrix_entries = R->imatrix ? R->imatrix->n_entries : 0;
     r->imatrix_covered = R->imatrix_used;

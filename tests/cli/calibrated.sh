@@ -47,7 +47,7 @@ js=$(LB_CALIB_SOLVERS=2 "$LOWBIT" quantize models/tiny --type q4_k_m -q -o "$T/g
 [ "$(field "$js" gptq_solvers)" = 2 ] && [ "$(field "$js" gpus)" = 0 ] && ok || bad "gptq with two solvers: the report says gptq_solvers $(field "$js" gptq_solvers), gpus $(field "$js" gpus)"
 # the report's time split: setup before the first layer, the layers' F32 copies, within the run's seconds
 awk -v s="$(field "$js" seconds)" -v u="$(field "$js" setup_seconds)" -v c="$(field "$js" convert_seconds)" -v h="$(field "$js" head_seconds)" \
-  'BEGIN { exit !(u > 0 && u < s && c >= 0 && c < s && h >= 0 && h < s) }' && ok ||
+  -v w="$(field "$js" windows_seconds)" 'BEGIN { exit !(u > 0 && u < s && c >= 0 && c < s && h >= 0 && h < s && w >= 0 && w <= u) }' && ok ||
   bad "gptq --json: setup_seconds $(field "$js" setup_seconds), convert_seconds $(field "$js" convert_seconds), head_seconds $(field "$js" head_seconds) against seconds $(field "$js" seconds)"
 q -o "$T/a3.gguf" --method awq --calib "$CALIB" --calib-tokens 8192 -t 3 && cmp -s "$T/a3.gguf" "$T/awq.gguf" && ok || bad "awq: 2 and 3 threads differ"
 q -o "$T/i2.gguf" --method imatrix --calib "$CALIB" --calib-tokens 8192 -t 2 --seed 2 && ! cmp -s "$T/i2.gguf" "$T/imatrix.gguf" && ok || bad "another seed should pick other windows"
