@@ -964,6 +964,10 @@ lb_status lb_gptq_quantize(lb_pool *pool, float *W, int64_t rows, int64_t cols, 
 
 /* ---- the reference-stream target ---- */
 
+void lb_gptq_ref_dct(lb_pool *pool, const double *C, const float *s, int64_t n, float *f1) {
+    ew_run(pool, (ew_job){.op = EW_TRANSPOSE, .n = n, .dst = f1, .src = C, .s = s});
+}
+
 lb_status lb_gptq_ref_target(lb_pool *pool, float *const *W, const int64_t *rows, int n_mat, int64_t cols,
                              const double *H, double *C, const float *s, double damp, int max_tries, const lb_gptq_ops *ops,
                              bool *applied, lb_error *err) {
@@ -976,27 +980,26 @@ lb_status lb_gptq_ref_target(lb_pool *pool, float *const *W, const int64_t *rows
     if (!(mean > 0) || !isfinite(mean)) return LB_OK;
     int64_t rmax = 0;
     for (int k = 0; k < n_mat; k++) rmax = rows[k] > rmax ? rows[k] : rmax;
-    /* buffers, released as soon as they are done with: f1 (D C)^T, then U; f2 U^T; tmp one product; C, once
-     * f1 holds it, becomes A, the matrix factored */
-    float *f1 = malloc((size_t)(n * n) * sizeof *f1), *f2 = NULL, *tmp = malloc((size_t)(rmax * n) * sizeof *tmp);
-    double *A = C, *work = malloc((size_t)n * sizeof *work);
-    lb_status st = LB_OK;
-    if (!f1 || !tmp || !work) st = lb_err_set(err, LB_ERR_NOMEM, "gptq: out of memory for the reference target");
-    /* f1 = (D C)^T, so that M = W D C has M[r][j] = sum_i W[r][i] f1[j][i] */
-    if (st == LB_OK) ew_run(pool, (ew_job){.op = EW_TRANSPOSE, .n = n, .dst = f1, .src = C, .s = s});
     /* the factorization before any W changes, so that a failure leaves every W as it is */
     double lam = 0;
     bool ok = false;
-    if (st == LB_OK && o->ref_factor && o->ref_apply) { /* all of it on the device: H and (D C)^T go up once */
+    lb_status st = LB_OK;
+    if (o->ref_factor && o->ref_apply) { /* all of it on the device: H and C go up once, (D C)^T is made there */
         for (int t = 0; st == LB_OK && !ok && t < max_tries; t++, damp = damp > 0 ? damp * 10 : LB_GPTQ_DAMP_FLOOR) {
             lam = damp * mean;
             st = o->ref_factor(o->user, H, n, lam, t == 0, &ok, err);
         }
-        for (int k = 0; st == LB_OK && ok && k < n_mat; k++) st = o->ref_apply(o->user, f1, n, lam, W[k], rows[k], k == 0, err);
+        for (int k = 0; st == LB_OK && ok && k < n_mat; k++) st = o->ref_apply(o->user, C, s, n, lam, W[k], rows[k], k == 0, err);
         *applied = st == LB_OK && ok;
-        free(work), free(f1), free(tmp);
         return st;
     }
+    /* buffers, released as soon as they are done with: f1 (D C)^T, then U; f2 U^T; tmp one product; C, once
+     * f1 holds it, becomes A, the matrix factored */
+    float *f1 = malloc((size_t)(n * n) * sizeof *f1), *f2 = NULL, *tmp = malloc((size_t)(rmax * n) * sizeof *tmp);
+    double *A = C, *work = malloc((size_t)n * sizeof *work);
+    if (!f1 || !tmp || !work) st = lb_err_set(err, LB_ERR_NOMEM, "gptq: out of memory for the reference target");
+    /* f1 = (D C)^T, so that M = W D C has M[r][j] = sum_i W[r][i] f1[j][i] */
+    if (st == LB_OK) lb_gptq_ref_dct(pool, C, s, n, f1);
     for (int t = 0; st == LB_OK && !ok && t < max_tries; t++, damp = damp > 0 ? damp * 10 : LB_GPTQ_DAMP_FLOOR) {
         lam = damp * mean;
         memcpy(A, H, (size_t)(n * n) * sizeof *A);

@@ -70,9 +70,10 @@ typedef struct lb_gptq_ops {
     /* optional pair: lb_gptq_ref_target's algebra kept on the device (it then calls these instead of inv_upper
      * and matmul). ref_factor: U with U^T U = (H + lam I)^-1 from H (n x n; uploaded when upload, else the
      * last one's), *ok false when H + lam I is not positive definite (inv_upper's test); ref_apply: W (rows x
-     * n) = (W DC + lam W) U^T U with the last factor, DCt = (D C)^T (n x n F32; uploaded when upload). */
+     * n) = (W DC + lam W) U^T U with the last factor, (D C)^T made from C (n x n double) and s (n, or NULL) as
+     * lb_gptq_ref_dct makes it, when upload (else the last one's). */
     lb_status (*ref_factor)(void *user, const double *H, int64_t n, double lam, bool upload, bool *ok, lb_error *err);
-    lb_status (*ref_apply)(void *user, const float *DCt, int64_t n, double lam, float *W, int64_t rows, bool upload,
+    lb_status (*ref_apply)(void *user, const double *C, const float *s, int64_t n, double lam, float *W, int64_t rows, bool upload,
                            lb_error *err);
     /* optional, for AWQ on the device (types that encodes): lb_awq_clip's contract (algo/awq.h); and the loss
      * of each of n_cand candidate scale vectors cands (n_cand, d) of lb_awq_search over n_mat matrices w[k]
@@ -203,6 +204,8 @@ lb_status lb_gptq_quantize(lb_pool *pool, float *W /* (rows, cols) */, int64_t r
  * the largest rows[k] and cols, without coordinate descent or with); a device error is returned as it is,
  * with every W as it was when the factorization failed, and possibly changed when a product failed.
  */
+/* The reference target's (D C)^T in F32 (n x n): f1[i][r] = (float)(C[r][i] / s[r]) (s NULL: 1), on the pool. */
+void lb_gptq_ref_dct(lb_pool *pool, const double *C, const float *s, int64_t n, float *f1);
 lb_status lb_gptq_ref_target(lb_pool *pool, float *const *W, const int64_t *rows, int n_mat, int64_t cols,
                              const double *H /* (cols, cols) */, double *C /* (cols, cols), overwritten */, const float *s,
                              double damp, int max_tries, const lb_gptq_ops *ops, bool *applied, lb_error *err);

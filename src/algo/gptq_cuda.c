@@ -84,8 +84,9 @@ static lb_status op_cd(void *u, lb_type t, const float *W, float *Q, uint8_t *ou
 static lb_status op_ref_factor(void *u, const double *H, int64_t n, double lam, bool upload, bool *ok, lb_error *err) {
     return lb_cuda_gptq_ref_factor(u, H, n, lam, upload, ok, err);
 }
-static lb_status op_ref_apply(void *u, const float *DCt, int64_t n, double lam, float *W, int64_t rows, bool upload, lb_error *err) {
-    return lb_cuda_gptq_ref_apply(u, DCt, n, lam, W, rows, upload, err);
+static lb_status op_ref_apply(void *u, const double *C, const float *s, int64_t n, double lam, float *W, int64_t rows, bool upload,
+                              lb_error *err) {
+    return lb_cuda_gptq_ref_apply(u, C, s, n, lam, W, rows, upload, err);
 }
 
 static lb_status op_awq_clip(void *u, float *w, int64_t rows, int64_t d, const double *H, lb_type t, lb_encoder enc, const float *imatrix,

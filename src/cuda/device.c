@@ -208,8 +208,8 @@ lb_status lb_cuda_awq_clip_host(float *w, int64_t rows, int64_t d, const double 
 lb_status lb_cuda_gptq_ref_factor(lb_cuda_gptq *g, const double *H, int64_t n, double lam, bool upload, bool *ok, lb_error *err) {
     return no_cuda(err);
 }
-lb_status lb_cuda_gptq_ref_apply(lb_cuda_gptq *g, const float *DCt, int64_t n, double lam, float *W, int64_t rows, bool upload,
-                                 lb_error *err) {
+lb_status lb_cuda_gptq_ref_apply(lb_cuda_gptq *g, const double *C, const float *s, int64_t n, double lam, float *W, int64_t rows,
+                                 bool upload, lb_error *err) {
     return no_cuda(err);
 }
 lb_status lb_cuda_gptq_pass(lb_cuda_gptq *g, lb_type t, const float *W, int64_t rows, int64_t n, int64_t batch, const float *imp,

@@ -107,6 +107,8 @@ struct lb_cuda_gptq {
     size_t P_bytes, qout_bytes, ploss_bytes, pimp_bytes;
     float *rt_dc;         /* the reference target's (D C)^T */
     size_t rt_dc_bytes;
+    float *rt_s;          /* ... the input scales it divides C's rows by (n) */
+    size_t rt_s_bytes;
     float *Ht;            /* the coordinate descent's diagonal blocks */
     bool *act;            /* (rows) its active rows */
     size_t Ht_bytes, act_bytes;
@@ -210,7 +212,7 @@ extern "C" void lb_cuda_gptq_free(lb_cuda_gptq *g) {
     if (g->st) cudaStreamSynchronize(g->st);
     if (g->blas) cu_blas.destroy(g->blas);
     if (g->solver) cs.destroy(g->solver);
-    void *bufs[] = {g->A, g->B, g->work, g->info, g->U, g->Hf, g->T, g->E, g->G, g->enc_x, g->enc_w, g->enc_y, g->P, g->qout, g->ploss, g->pimp, g->Ht, g->act, g->rt_dc, g->Wd};
+    void *bufs[] = {g->A, g->B, g->work, g->info, g->U, g->Hf, g->T, g->E, g->G, g->enc_x, g->enc_w, g->enc_y, g->P, g->qout, g->ploss, g->pimp, g->Ht, g->act, g->rt_dc, g->rt_s, g->Wd};
     for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++) cudaFree(bufs[i]);
     if (g->copied) cudaEventDestroy(g->copied);
     if (g->st) cudaStreamDestroy(g->st);
@@ -695,18 +697,39 @@ extern "C" lb_status lb_cuda_gptq_ref_factor(lb_cuda_gptq *g, const double *H, i
     return s;
 }
 
+/* Dt (row-major n x n) = (D C)^T as lb_gptq_ref_dct makes it: Dt[i][r] = (float)(C[r][i] / s[r]) (s NULL: 1), the
+ * division in double; 32 x 32 tiles through shared memory, blocks of 32 x 8 threads */
+__global__ void k_dc_t(float *Dt, const double *C, const float *s, int64_t n) {
+    __shared__ float tile[32][33];
+    const int64_t r0 = (int64_t)blockIdx.y * 32, i0 = (int64_t)blockIdx.x * 32;
+    for (int k = 0; k < 32; k += 8) {
+        const int64_t r = r0 + threadIdx.y + k, i = i0 + threadIdx.x;
+        if (r < n && i < n) tile[threadIdx.y + k][threadIdx.x] = (float)(C[r * n + i] / (s ? (double)s[r] : 1.0));
+    }
+    __syncthreads();
+    for (int k = 0; k < 32; k += 8) {
+        const int64_t i = i0 + threadIdx.y + k, r = r0 + threadIdx.x;
+        if (r < n && i < n) Dt[i * n + r] = tile[threadIdx.x][threadIdx.y + k];
+    }
+}
+
 /* W = (W DC + lam W) U^T U with ref_factor's U: the three products of lb_gptq_ref_target in T and E */
-extern "C" lb_status lb_cuda_gptq_ref_apply(lb_cuda_gptq *g, const float *DCt, int64_t n, double lam, float *W, int64_t rows, bool upload,
-                                           lb_error *err) {
+extern "C" lb_status lb_cuda_gptq_ref_apply(lb_cuda_gptq *g, const double *C, const float *s, int64_t n, double lam, float *W, int64_t rows,
+                                           bool upload, lb_error *err) {
     if (rows <= 0 || !fits(g, rows, n))
         return lb_err_set(err, LB_ERR_ARG, "gptq (cuda): reference target %lld x %lld beyond the reservation", (long long)rows,
                           (long long)n);
     if (use(g, err) != LB_OK) return LB_ERR_DEVICE;
     const size_t nn = (size_t)n * (size_t)n, rn = (size_t)rows * (size_t)n;
-    if (upload) {
-        lb_status s = grow((void **)&g->rt_dc, &g->rt_dc_bytes, nn * sizeof(float), "the reference target's (D C)^T", err);
-        if (s != LB_OK) return s;
-        CK(cudaMemcpyAsync(g->rt_dc, DCt, nn * sizeof(float), cudaMemcpyHostToDevice, g->st), "uploading (D C)^T");
+    if (upload) { /* C through B (free once ref_factor's factor is in U), s through rt_s */
+        lb_status st = grow((void **)&g->rt_dc, &g->rt_dc_bytes, nn * sizeof(float), "the reference target's (D C)^T", err);
+        if (st == LB_OK && s) st = grow((void **)&g->rt_s, &g->rt_s_bytes, (size_t)n * sizeof(float), "the input scales", err);
+        if (st != LB_OK) return st;
+        CK(cudaMemcpyAsync(g->B, C, nn * sizeof(double), cudaMemcpyHostToDevice, g->st), "uploading C");
+        if (s) CK(cudaMemcpyAsync(g->rt_s, s, (size_t)n * sizeof(float), cudaMemcpyHostToDevice, g->st), "uploading the input scales");
+        const unsigned tn = (unsigned)((n + 31) / 32);
+        k_dc_t<<<dim3(tn, tn), dim3(32, 8), 0, g->st>>>(g->rt_dc, g->B, s ? g->rt_s : NULL, n);
+        CK(cudaGetLastError(), "forming (D C)^T");
     } else if (!g->rt_dc || g->rt_dc_bytes < nn * sizeof(float)) {
         return lb_err_set(err, LB_ERR_ARG, "gptq (cuda): reference target without (D C)^T");
     }

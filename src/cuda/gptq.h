@@ -119,11 +119,11 @@ lb_status lb_cuda_gptq_cd(lb_cuda_gptq *g, lb_type t, const float *W, float *Q, 
 lb_status lb_cuda_gptq_cd_rows_host(const lb_cd_rows *a, lb_error *err);
 /* The reference target on the device (lb_gptq_ops' ref_factor / ref_apply): the factor of H + lam I as
  * lb_cuda_gptq_inv_upper computes it, H uploaded once (upload) and kept for retries with another lam, U kept
- * on the device in F32; then W (rows, n, host) = (W DC + lam W) U^T U by three GEMMs, DCt = (D C)^T uploaded
- * once (upload). Within the reservation (rows, n). */
+ * on the device in F32; then W (rows, n, host) = (W DC + lam W) U^T U by three GEMMs, (D C)^T made on the device
+ * from C (n, n, double) and s (n or NULL) as lb_gptq_ref_dct makes it, once (upload). Within the reservation (rows, n). */
 lb_status lb_cuda_gptq_ref_factor(lb_cuda_gptq *g, const double *H, int64_t n, double lam, bool upload, bool *ok, lb_error *err);
-lb_status lb_cuda_gptq_ref_apply(lb_cuda_gptq *g, const float *DCt, int64_t n, double lam, float *W, int64_t rows, bool upload,
-                                 lb_error *err);
+lb_status lb_cuda_gptq_ref_apply(lb_cuda_gptq *g, const double *C, const float *s, int64_t n, double lam, float *W, int64_t rows,
+                                 bool upload, lb_error *err);
 /* AWQ on the device for k-quant types (d a multiple of 256; kq_encode.cu): lb_awq_clip's contract (the CPU's
  * clamps and choices: the same float and double operations per block), and lb_awq_search's loss for each of
  * n_cand candidate scale vectors cands (n_cand, d) over n_mat matrices w[k] (rows[k], d) of types[k]: e = w -

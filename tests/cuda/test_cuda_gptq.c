@@ -387,22 +387,29 @@ static void check_ref_target(lb_gptq_ops *g, lb_pool *pool) {
     lb_error e;
     CHECK(g->ref_factor && g->ref_apply, "the table has no ref_factor / ref_apply (LB_GPU_SWEEP=1)");
     REQUIRE(g->reserve(g->user, R, D, false, &e) == LB_OK, "%s", e.msg);
-    for (int t = 0; t < 3; t++) {
-        V[t] = malloc(sizeof *W * (size_t)(R * D));
-        memcpy(V[t], W, sizeof *W * (size_t)(R * D));
-        memcpy(Cc, C, sizeof *C * (size_t)(D * D));
-        REQUIRE(lb_gptq_ref_target(pool, &V[t], &R, 1, D, H, Cc, NULL, 0.05, 6, tables[t], &applied[t], &e) == LB_OK, "%s", e.msg);
+    /* without input scales, then with AWQ-like ones (C's rows divided by them: on the GPU since (D C)^T is made there) */
+    float *sc = malloc(sizeof *sc * (size_t)D);
+    for (int64_t j = 0; j < D; j++) sc[j] = (float)(0.5 + urand());
+    for (int withs = 0; withs < 2; withs++) {
+        for (int t = 0; t < 3; t++) {
+            V[t] = malloc(sizeof *W * (size_t)(R * D));
+            memcpy(V[t], W, sizeof *W * (size_t)(R * D));
+            memcpy(Cc, C, sizeof *C * (size_t)(D * D));
+            REQUIRE(lb_gptq_ref_target(pool, &V[t], &R, 1, D, H, Cc, withs ? sc : NULL, 0.05, 6, tables[t], &applied[t], &e) == LB_OK, "%s",
+                    e.msg);
+        }
+        for (int t = 1; t < 3; t++) {
+            double num = 0, den = 0;
+            for (int64_t k = 0; k < R * D; k++)
+                num += ((double)V[t][k] - V[0][k]) * ((double)V[t][k] - V[0][k]), den += (double)V[0][k] * V[0][k];
+            printf("ref target %lld x %lld%s %s: relative difference to the CPU's %.2e\n", (long long)R, (long long)D,
+                   withs ? " (input scales)" : "", t == 1 ? "through inv_upper / matmul" : "kept on the GPU", sqrt(num / den));
+            CHECK(applied[0] && applied[t] && sqrt(num / den) < 1e-4, "ref target (%d%s): applied %d, difference %.3g", t,
+                  withs ? ", scales" : "", applied[t], sqrt(num / den));
+        }
+        for (int t = 0; t < 3; t++) free(V[t]);
     }
-    for (int t = 1; t < 3; t++) {
-        double num = 0, den = 0;
-        for (int64_t k = 0; k < R * D; k++) num += ((double)V[t][k] - V[0][k]) * ((double)V[t][k] - V[0][k]), den += (double)V[0][k] * V[0][k];
-        printf("ref target %lld x %lld %s: relative difference to the CPU's %.2e\n", (long long)R, (long long)D,
-               t == 1 ? "through inv_upper / matmul" : "kept on the GPU", sqrt(num / den));
-        CHECK(applied[0] && applied[t] && sqrt(num / den) < 1e-4, "ref target (%d): applied %d, difference %.3g", t, applied[t],
-              sqrt(num / den));
-    }
-    for (int t = 0; t < 3; t++) free(V[t]);
-    free(H), free(C), free(Cc), free(W);
+    free(H), free(C), free(Cc), free(W), free(sc);
 }
 
 /* ---------------------------------------------------------------- AWQ ------------------------------------- */

@@ -27,9 +27,19 @@
 
 /* the CPU's reference target (gptq.c's lb_gptq_ref_target without a device): the factor of H + lam I in F32 */
 typedef struct cpu_ref {
-    float *u; /* U, zero below the diagonal */
+    float *u;   /* U, zero below the diagonal */
+    float *dct; /* (D C)^T of the last upload (lb_gptq_ref_dct) */
     int64_t n;
 } cpu_ref;
+
+/* the CPU's (D C)^T from C and s, kept in c for the applies that follow without an upload */
+static void cpu_ref_dct(cpu_ref *c, const double *C, const float *sc, int64_t n, bool upload) {
+    if (!upload) return;
+    free(c->dct);
+    c->dct = malloc((size_t)(n * n) * sizeof *c->dct);
+    REQUIRE(c->dct, "out of memory");
+    lb_gptq_ref_dct(NULL, C, sc, n, c->dct);
+}
 
 typedef struct shadow {
     const lb_gptq_ops *gpu;
@@ -252,10 +262,11 @@ static bool cpu_ref_factor(cpu_ref *c, const double *H, int64_t n, double lam, l
 }
 
 /* W = (W DC + lam W) U^T U with the CPU's products */
-static void cpu_ref_apply(const cpu_ref *c, const float *DCt, int64_t n, double lam, float *W, int64_t rows, lb_error *err) {
+static void cpu_ref_apply(const cpu_ref *c, int64_t n, double lam, float *W, int64_t rows, lb_error *err) {
     const size_t rn = (size_t)rows * (size_t)n;
+    const float *DCt = c->dct;
     float *tmp = malloc(rn * sizeof *tmp), *ut = malloc((size_t)(n * n) * sizeof *ut);
-    REQUIRE(tmp && ut && c->u && c->n == n, "out of memory, or a product before its factor");
+    REQUIRE(tmp && ut && c->u && DCt && c->n == n, "out of memory, or a product before its factor");
     const lb_gptq_ops *cpu = lb_gptq_ops_cpu();
     for (int64_t i = 0; i < n; i++)
         for (int64_t j = 0; j < n; j++) ut[i * n + j] = c->u[j * n + i];
@@ -274,15 +285,17 @@ static lb_status s_ref_factor(void *u, const double *H, int64_t n, double lam, b
     return LB_OK;
 }
 
-static lb_status s_ref_apply(void *u, const float *DCt, int64_t n, double lam, float *W, int64_t rows, bool upload, lb_error *err) {
+static lb_status s_ref_apply(void *u, const double *C, const float *sc, int64_t n, double lam, float *W, int64_t rows, bool upload,
+                             lb_error *err) {
     shadow *s = u;
+    cpu_ref_dct(&s->ref, C, sc, n, upload);
     const size_t rn = (size_t)rows * (size_t)n;
     float *w = malloc(rn * sizeof *w);
     REQUIRE(w, "out of memory");
     memcpy(w, W, rn * sizeof *w);
-    lb_status st = s->gpu->ref_apply(s->gpu->user, DCt, n, lam, W, rows, upload, err);
+    lb_status st = s->gpu->ref_apply(s->gpu->user, C, sc, n, lam, W, rows, upload, err);
     if (st != LB_OK) return free(w), st;
-    cpu_ref_apply(&s->ref, DCt, n, lam, w, rows, err);
+    cpu_ref_apply(&s->ref, n, lam, w, rows, err);
     double d2 = 0, c2 = 0;
     for (size_t e = 0; e < rn; e++) d2 += ((double)W[e] - w[e]) * ((double)W[e] - w[e]), c2 += (double)w[e] * w[e];
     const double rel = sqrt(d2 / (c2 > 0 ? c2 : 1));
@@ -301,9 +314,11 @@ static lb_status d_ref_factor(void *u, const double *H, int64_t n, double lam, b
     *ok = cpu_ref_factor(&dry_ref, H, n, lam, err);
     return LB_OK;
 }
-static lb_status d_ref_apply(void *u, const float *DCt, int64_t n, double lam, float *W, int64_t rows, bool upload, lb_error *err) {
-    (void)u, (void)upload;
-    cpu_ref_apply(&dry_ref, DCt, n, lam, W, rows, err);
+static lb_status d_ref_apply(void *u, const double *C, const float *sc, int64_t n, double lam, float *W, int64_t rows, bool upload,
+                             lb_error *err) {
+    (void)u;
+    cpu_ref_dct(&dry_ref, C, sc, n, upload);
+    cpu_ref_apply(&dry_ref, n, lam, W, rows, err);
     /* LB_SHADOW_NOISE=eps: the targets perturbed by a relative eps per element (how much a rounding-sized change of
      * the target moves the end result) */
     const char *ns = getenv("LB_SHADOW_NOISE");
@@ -384,7 +399,7 @@ int main(void) {
     CHECK(kg / kc - 1 < 0.15, "GPU table KL %.6g vs CPU solver %.6g", kg, kc);
     remove(a), remove(b);
     host_dev_free(&s.hd);
-    free(s.ref.u), free(dry_ref.u), free(s.ku), free(s.khf), free(s.kcpu);
+    free(s.ref.u), free(dry_ref.u), free(s.ref.dct), free(dry_ref.dct), free(s.ku), free(s.khf), free(s.kcpu);
     host_dev_free(&dry_hd);
     lb_gptq_ops_cuda_free(g);
     tiny_free(&f);

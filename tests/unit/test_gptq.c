@@ -989,14 +989,16 @@ static lb_status fake_ref_factor(void *u, const double *H, int64_t n, double lam
     free(A), free(work);
     return LB_OK;
 }
-static lb_status fake_ref_apply(void *u, const float *DCt, int64_t n, double lam, float *W, int64_t rows, bool upload, lb_error *err) {
+static lb_status fake_ref_apply(void *u, const double *C, const float *sc, int64_t n, double lam, float *W, int64_t rows, bool upload,
+                                lb_error *err) {
     fake_dev *f = u;
     (void)err;
     f->rapplies++;
-    if (upload) {
+    if (upload) { /* (D C)^T made here, as a device makes it */
         free(f->rDC);
         f->rDC = malloc(sizeof *f->rDC * (size_t)(n * n));
-        memcpy(f->rDC, DCt, sizeof *DCt * (size_t)(n * n));
+        REQUIRE(f->rDC, "out of memory");
+        lb_gptq_ref_dct(NULL, C, sc, n, f->rDC);
     }
     CHECK(f->rDC != NULL, "ref_apply without (D C)^T");
     float *M = malloc(sizeof *M * (size_t)(rows * n)), *P = malloc(sizeof *P * (size_t)(rows * n));
