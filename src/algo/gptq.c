@@ -751,7 +751,8 @@ static lb_status factor_hinv(lb_pool *pool, const lb_gptq_ops *o, bool keep, dou
                              const lb_gptq_params *p, double *work, lb_gptq_stats *st, lb_error *err) {
     double damp = p->damp;
     for (int t = 1; t <= p->max_damp_tries; t++) {
-        ew_run(pool, (ew_job){.op = EW_LOWER_TO_UPPER, .n = n, .H = H});
+        /* inv_upper_keep reads only the lower triangle and the diagonal (and leaves H as it is) */
+        if (!keep) ew_run(pool, (ew_job){.op = EW_LOWER_TO_UPPER, .n = n, .H = H});
         for (int64_t i = 0; i < n; i++) H[i * n + i] = diag[i] + damp * mean;
         bool ok = false;
         lb_status s = keep ? o->inv_upper_keep(o->user, H, n, &ok, err) : o->inv_upper(o->user, pool, H, n, work, &ok, err);

@@ -28,7 +28,8 @@ typedef struct lb_gptq_ops {
      * descent). Both stay valid until end. */
     lb_status (*begin)(void *user, const float *U, const float *Hf, int64_t rows, int64_t n, lb_error *err);
     /* optional pair, for sweeps that run wholly on the device (pass, and cd when there is a descent): inv_upper_keep
-     * is inv_upper's test and factor, but the factor stays on the device as begin's U (F32, the bits of inv_upper's
+     * is inv_upper's test and factor of the symmetric matrix A's strictly lower triangle and diagonal give (the
+     * upper triangle is not read), but the factor stays on the device as begin's U (F32, the bits of inv_upper's
      * upper triangle converted) and A is left as it is; begin_kept then starts the sweeps with that U and, when
      * hf_diag (n values) is given, Hf formed on the device: Hf[i][j] = (float) A[max(i,j)][min(i,j)] off the
      * diagonal (A of the last inv_upper_keep), hf_diag[i] on it. The host then forms neither U nor Hf. */

@@ -285,13 +285,13 @@ extern "C" lb_status lb_cuda_gptq_reserve(lb_cuda_gptq *g, int64_t rows, int64_t
 
 /* ---------------------------------------------------------------- the inverse factor ----------------------- */
 
-/* B (column-major, n x n) = the lower triangle of J A J: B[i + j n] = A[n-1-i][n-1-j] for i >= j (A's upper
- * triangle, row-major), plus lam on the diagonal (the reference target's damping; 0 otherwise: the same
- * doubles) */
+/* B (column-major, n x n) = the lower triangle of J A J: B[i + j n] = A[n-1-j][n-1-i] for i >= j (A's lower
+ * triangle, row-major: the triangle gptq.c keeps pristine, read along rows), plus lam on the diagonal (the
+ * reference target's damping; 0 otherwise: the same doubles). A symmetric A gives J A J's lower triangle. */
 __global__ void k_reverse_lower(double *B, const double *A, int64_t n, double lam) {
     const int64_t i = (int64_t)blockIdx.x * blockDim.x + threadIdx.x;
     if (i >= n) return;
-    for (int64_t j = blockIdx.y; j <= i; j += gridDim.y) B[i + j * n] = A[(n - 1 - i) * n + (n - 1 - j)] + (i == j ? lam : 0.0);
+    for (int64_t j = blockIdx.y; j <= i; j += gridDim.y) B[i + j * n] = A[(n - 1 - j) * n + (n - 1 - i)] + (i == j ? lam : 0.0);
 }
 
 /* the pivot check of linalg.h on the factor L (column-major): L_jj^2 = the pivot, against A's diagonal

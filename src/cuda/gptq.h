@@ -38,7 +38,7 @@ lb_status lb_cuda_gptq_reserve(lb_cuda_gptq *g, int64_t rows, int64_t n, bool cd
  * (a pivot not above LB_CHOL_REL_EPS times its diagonal entry), and A is then left as it was. */
 lb_status lb_cuda_gptq_inv_upper(lb_cuda_gptq *g, double *A, int64_t n, bool *ok, lb_error *err);
 
-/* inv_upper's test and factor with the factor kept in the device's U (F32: the bits of inv_upper's upper triangle
+/* inv_upper's test and factor (of A's lower triangle and diagonal, as every factor here reads A) with the factor kept in the device's U (F32: the bits of inv_upper's upper triangle
  * converted) and A left as it is, on the host and in the device's copy; begin_kept then starts a matrix's sweeps
  * with that U and, given hf_diag (n), Hf formed on the device ((float) A's strictly lower triangle mirrored,
  * hf_diag on the diagonal). LB_ERR_ARG from begin_kept when U no longer holds such a factor of n columns

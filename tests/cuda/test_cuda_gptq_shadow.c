@@ -120,6 +120,8 @@ static lb_status s_begin_kept(void *u, const float *hf_diag, int64_t rows, int64
         REQUIRE(lb_cuda_gptq_read_kept(s->gpu->user, s->ku, s->khf, n, err) == LB_OK, "%s", err->msg);
     /* the CPU's factor of the same A, and H in F32 as the host forms it */
     memcpy(A, s->kept_A, nn * sizeof *A);
+    for (int64_t i = 0; i < n; i++) /* the factor of A's lower triangle, as the device reads it */
+        for (int64_t j = i + 1; j < n; j++) A[i * n + j] = A[j * n + i];
     bool ok = false;
     REQUIRE(lb_gptq_ops_cpu()->inv_upper(NULL, NULL, A, n, work, &ok, err) == LB_OK && ok, "the CPU cannot factor the kept A");
     double d2 = 0, c2 = 0;

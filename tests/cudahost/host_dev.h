@@ -96,6 +96,8 @@ static inline lb_status h_inv_upper_keep(void *u, const double *A, int64_t n, bo
     REQUIRE(h->Ak && h->A0 && h->Uk && work, "out of memory");
     memcpy(h->Ak, A, nn * sizeof *h->Ak);
     memcpy(h->A0, A, nn * sizeof *h->A0);
+    for (int64_t i = 0; i < n; i++) /* the upper triangle from the lower: the device reads no other */
+        for (int64_t j = i + 1; j < n; j++) h->Ak[i * n + j] = h->Ak[j * n + i];
     h->kn = 0;
     lb_status s = lb_gptq_ops_cpu()->inv_upper(NULL, NULL, h->Ak, n, work, ok, err);
     free(work);
