@@ -47,7 +47,8 @@ for m in gptq imatrix; do
     --calib-tokens 65536 --device cuda -t "$(nproc)" --json >>"$OUT/e2e.txt" 2>&1
   echo "$m rc=$?" | tee -a "$OUT/run.log"
 done
-grep -E "gptq:|imatrix:|\"seconds\"" "$OUT/e2e.txt" | cut -c1-400 >>"$OUT/run.log"
+grep -E "gptq:|imatrix:" "$OUT/e2e.txt" >>"$OUT/run.log"
+grep -o '"seconds".*"gptq_seconds": {[^}]*}' "$OUT/e2e.txt" | cut -c1-900 >>"$OUT/run.log"
 
 if [ "$(left)" -gt 90 ] && [ -f "$W/gptq.gguf" ]; then
   log "3. pp512 with and without flash attention (the 2-layer file)"

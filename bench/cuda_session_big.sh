@@ -42,5 +42,6 @@ if [ "$(left)" -gt 200 ]; then
   run_shape llama3-405b 1 imatrix
 fi
 log done
-grep -E "s wall|\"seconds\"|blk\.0\.|output" "$OUT/big.txt" | cut -c1-400 >>"$OUT/run.log"
+grep -E "s wall|^quantize \[" "$OUT/big.txt" | cut -c1-200 >>"$OUT/run.log"
+grep -o '"seconds".*"gptq_seconds": {[^}]*}' "$OUT/big.txt" | cut -c1-900 >>"$OUT/run.log"
 cat "$OUT/run.log"
