@@ -44,7 +44,14 @@ if [ "$(left)" -gt 60 ]; then # the same gptq with GPTQ's stages part by part on
   cmp "$W/gptq.gguf" "$W/gptq-stages.gguf" >/dev/null 2>&1 && echo "gptq-stages: the same file" | tee -a "$OUT/run.log" ||
     echo "gptq-stages: a DIFFERENT file" | tee -a "$OUT/run.log"
 fi
-grep -E "gptq:|gptq-stages:|imatrix:|quantize \[(9|11|21)/" "$L/e2e.txt" >>"$OUT/run.log"
+if [ "$(left)" -gt 60 ]; then # and with the descent's products in the TF32 split (opt-in)
+  echo "== gptq-cdsplit" >>"$L/e2e.txt"
+  LB_GPU_CD_PREC=split LB_CALIB_PROFILE=1 /usr/bin/time -f "gptq-cdsplit: %e s wall, %M KB peak RSS" timeout "$(cap 150)" build/lowbit \
+    quantize "$W/hf" -o "$W/gptq-cdsplit.gguf" --type q4_k_m --method gptq --calib build/calib.txt --calib-tokens 65536 \
+    --device cuda -t "$(nproc)" --json >>"$L/e2e.txt" 2>&1
+  echo "gptq-cdsplit rc=$?" | tee -a "$OUT/run.log"
+fi
+grep -E "gptq:|gptq-stages:|gptq-cdsplit:|imatrix:|quantize \[(9|11|21)/" "$L/e2e.txt" >>"$OUT/run.log"
 grep -o '"seconds".*"gptq_seconds": {[^}]*}' "$L/e2e.txt" | cut -c1-600 >>"$OUT/run.log"
 log done
 tar czf "$OUT/all.tgz" -C /tmp lb-check

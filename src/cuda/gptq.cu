@@ -619,14 +619,48 @@ __global__ void k_sub(float *d, const float *a, const float *b, size_t n) {
 }
 
 /* G = Hf (W - Q) for all rows: lb_cuda_gptq_h_times_e's difference and GEMM, on device copies */
-static lb_status cd_products(lb_cuda_gptq *g, const float *dW, const float *dQ, int64_t rows, int64_t n, lb_error *err) {
-    const size_t rn = (size_t)rows * (size_t)n;
+/* hi[k] = x[k] rounded to TF32 (ties away from zero), lo[k] = x[k] - hi[k] exactly (calib.cu's split); in place for hi == x */
+__global__ void k_split_tf32(float *hi, float *lo, const float *x, int64_t n) {
+    const int64_t k = (int64_t)blockIdx.x * blockDim.x + threadIdx.x;
+    if (k >= n) return;
+    const float v = x[k], h = __uint_as_float((__float_as_uint(v) + 0x1000u) & ~0x1fffu);
+    hi[k] = h;
+    lo[k] = v - h;
+}
+
+/* The descent's products in the TF32 split (LB_GPU_CD_PREC=split, an experiment): H and E each written as hi + lo
+ * (hi its TF32 rounding), G = Hhi Ehi + Hhi Elo + Hlo Ehi on tensor cores with F32 sums: each product within about
+ * 2^-21 of its exact value instead of F32's 2^-24. H's halves in A's memory (made once per descent: hsplit), E's low
+ * half in B's; false when they do not fit (then the plain F32 product). */
+static bool cd_split_on(void) {
+    const char *v = getenv("LB_GPU_CD_PREC"); /* read at each descent: a test switches it */
+    return v && !strcmp(v, "split");
+}
+static bool cd_split_fits(const lb_cuda_gptq *g, int64_t rows, int64_t n) {
+    const size_t room = (size_t)g->cap_n * (size_t)g->cap_n * 2; /* floats in A, and in B */
+    return (size_t)n * (size_t)n * 2 <= room && (size_t)rows * (size_t)n <= room;
+}
+
+static lb_status cd_products(lb_cuda_gptq *g, const float *dW, const float *dQ, int64_t rows, int64_t n, bool split, lb_error *err) {
+    const size_t rn = (size_t)rows * (size_t)n, nn = (size_t)n * (size_t)n;
     const float one = 1.0f, zero = 0.0f;
     k_sub<<<(unsigned)((rn + 255) / 256), 256, 0, g->st>>>(g->E, dW, dQ, rn);
     CK(cudaGetLastError(), "forming the errors");
-    CKB(cu_blas.gemm(g->blas, CUBLAS_OP_N, CUBLAS_OP_N, (int)n, (int)rows, (int)n, &one, g->Hf, CUDA_R_32F, (int)n, g->E, CUDA_R_32F,
-                     (int)n, &zero, g->G, CUDA_R_32F, (int)n, CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT),
-        "in H e");
+    if (!split) {
+        CKB(cu_blas.gemm(g->blas, CUBLAS_OP_N, CUBLAS_OP_N, (int)n, (int)rows, (int)n, &one, g->Hf, CUDA_R_32F, (int)n, g->E, CUDA_R_32F,
+                         (int)n, &zero, g->G, CUDA_R_32F, (int)n, CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT),
+            "in H e");
+        return LB_OK;
+    }
+    const float *hh = (const float *)g->A, *hl = (const float *)g->A + nn;
+    float *el = (float *)g->B;
+    k_split_tf32<<<(unsigned)((rn + 255) / 256), 256, 0, g->st>>>(g->E, el, g->E, rn);
+    CK(cudaGetLastError(), "splitting the errors");
+    const float *a[3] = {hh, hh, hl}, *b[3] = {g->E, el, g->E};
+    for (int k = 0; k < 3; k++)
+        CKB(cu_blas.gemm(g->blas, CUBLAS_OP_N, CUBLAS_OP_N, (int)n, (int)rows, (int)n, &one, a[k], CUDA_R_32F, (int)n, b[k], CUDA_R_32F,
+                         (int)n, k ? &one : &zero, g->G, CUDA_R_32F, (int)n, CUBLAS_COMPUTE_32F_FAST_TF32, CUBLAS_GEMM_DEFAULT),
+            "in H e");
     return LB_OK;
 }
 
@@ -655,18 +689,24 @@ extern "C" lb_status lb_cuda_gptq_cd(lb_cuda_gptq *g, lb_type t, const float *W,
     if (e == cudaSuccess) e = cudaMemcpyAsync(g->qout, out, (size_t)rows * row_bytes, cudaMemcpyHostToDevice, g->st);
     if (e == cudaSuccess && scales) e = cudaMemcpyAsync(g->Ht, Ht, (size_t)n * run * sizeof(float), cudaMemcpyHostToDevice, g->st);
     if (e == cudaSuccess) e = cudaMemsetAsync(g->act, 1, (size_t)rows, g->st);
+    const bool split = cd_split_on() && cd_split_fits(g, rows, n);
+    if (split && e == cudaSuccess) { /* H's halves for every sweep's products (A and its H are done with by now) */
+        const size_t nn = (size_t)n * (size_t)n;
+        k_split_tf32<<<(unsigned)((nn + 255) / 256), 256, 0, g->st>>>((float *)g->A, (float *)g->A + nn, g->Hf, nn);
+        e = cudaGetLastError();
+    }
     for (int sw = 0; s == LB_OK && e == cudaSuccess && sw < sweeps; sw++) {
         e = cudaMemcpyAsync(act, g->act, (size_t)rows, cudaMemcpyDeviceToHost, g->st);
         if (e == cudaSuccess) e = cudaStreamSynchronize(g->st);
         bool any = false;
         for (int64_t r = 0; e == cudaSuccess && r < rows; r++) any |= act[r];
         if (e != cudaSuccess || !any) break;
-        s = cd_products(g, dW, dQ, rows, n, err);
+        s = cd_products(g, dW, dQ, rows, n, split, err);
         if (s == LB_OK) e = cu_gptq_cd(&a, g->st);
     }
     free(act);
     if (e != cudaSuccess) return fail(err, e, "in the coordinate descent");
-    if (s == LB_OK) s = cd_products(g, dW, dQ, rows, n, err);
+    if (s == LB_OK) s = cd_products(g, dW, dQ, rows, n, split, err);
     if (s != LB_OK) return s;
     CK(cudaMemcpyAsync(Q, dQ, rn * sizeof(float), cudaMemcpyDeviceToHost, g->st), "reading the dequantized rows");
     CK(cudaMemcpyAsync(G, g->G, rn * sizeof(float), cudaMemcpyDeviceToHost, g->st), "reading H e");

@@ -318,6 +318,19 @@ static void check_gptq(lb_gptq_ops *g, lb_pool *pool) {
                   off ? "'s columns and descent" : "'s descent",
                   where_differ(qg, qg2, bytes, lb_type_traits_get(types[t])->block_bytes, bytes / (size_t)rows));
         }
+        if (pass && cd) { /* the descent's products in the TF32 split (LB_GPU_CD_PREC=split, opt-in): the CPU's objective within 1 % */
+            setenv("LB_GPU_CD_PREC", "split", 1);
+            memcpy(Wg, W0, sizeof *Wg * (size_t)(rows * d));
+            memcpy(H, H0, sizeof *H * (size_t)(d * d));
+            REQUIRE(lb_gptq_quantize(pool, Wg, rows, d, H, types[t], LB_ENCODER_DEFAULT, &p, qg2, NULL, &e) == LB_OK, "%s", e.msg);
+            unsetenv("LB_GPU_CD_PREC");
+            const double os = objective(W0, Wg, rows, d, H0);
+            size_t ds = 0;
+            for (size_t i = 0; i < bytes; i++) ds += qg[i] != qg2[i];
+            printf("gptq %-7s descent's products split: objective %.6g (%+.3f %% from the CPU's), %zu bytes differ from F32 products\n",
+                   lb_type_name(types[t]), os, 100 * (os / oc - 1), ds);
+            CHECK(fabs(os / oc - 1) < 0.01, "%s: GPU objective with the split products %.6g vs CPU %.6g", lb_type_name(types[t]), os, oc);
+        }
         free(qc), free(qg), free(qg2);
     }
     free(H0), free(H), free(W0), free(Wc), free(Wg);
