@@ -488,18 +488,27 @@ static lb_status advance_windows(lb_calib *c, float *xs, const lb_layer *l, int6
     return s;
 }
 
+/* A point's statistics on the GPU (or a set): per point from the layer's start, or (staged) GPTQ's stage part by
+ * part; the device's sums replace the host's whole (sums of x^2 into sq_sum in diagonal mode). */
+static lb_status gpu_stats_run(lb_calib *c, const lb_layer *l, const lb_layer *ref, lb_obs_point pt, int64_t il, bool staged,
+                               lb_error *err) {
+    lb_status s = reset_stats(c, pt, err);
+    if (s != LB_OK) return s;
+    double *h = c->pt_diag ? c->sq_sum : c->h;
+    const lb_layer *r = c->has_ref ? ref : NULL;
+    s = staged ? lb_calib_gpus_stage_stats(c->gpu, l, r, il, pt, h, c->cx, c->abs_sum, err)
+               : lb_calib_gpus_stats(c->gpu, l, r, il, pt, h, c->cx, c->abs_sum, err);
+    c->tokens = c->n_win * c->win;
+    finish_stats(c);
+    return s;
+}
+
 static lb_status layer_stats_run(lb_calib *c, const lb_layer *l, const lb_layer *ref, lb_obs_point pt, int64_t il,
                                lb_error *err) {
     if (pt < 0 || pt >= LB_OBS_OUTPUT_IN) return lb_err_set(err, LB_ERR_ARG, "calibration: not a layer point");
+    if (c->gpu) return gpu_stats_run(c, l, ref, pt, il, false, err);
     lb_status s0 = reset_stats(c, pt, err);
     if (s0 != LB_OK) return s0;
-    if (c->gpu) {
-        lb_status s = lb_calib_gpus_stats(c->gpu, l, c->has_ref ? ref : NULL, il, pt, c->pt_diag ? c->sq_sum : c->h, c->cx,
-                                          c->abs_sum, err);
-        c->tokens = c->n_win * c->win;
-        finish_stats(c);
-        return s;
-    }
     lb_context_set_observer(c->ctx, observer, c);
     lb_status s = stats_windows(c, l, c->xr ? ref : NULL, il, pt, err);
     if (s == LB_OK && c->st != LB_OK) s = lb_err_set(err, c->st, "calibration: a matrix input was not a whole window");
@@ -588,11 +597,7 @@ static lb_status stage_stats_run(lb_calib *c, const lb_layer *l, const lb_layer 
                           (int)pt, c->stage);
     c->stage = -1;
     if (c->gpu && lb_calib_gpus_stages(c->gpu)) { /* the device's stages, part by part */
-        lb_status s = reset_stats(c, pt, err);
-        if (s != LB_OK) return s;
-        s = lb_calib_gpus_stage_stats(c->gpu, l, c->has_ref ? ref : NULL, il, pt, c->pt_diag ? c->sq_sum : c->h, c->cx, c->abs_sum, err);
-        c->tokens = c->n_win * c->win;
-        finish_stats(c);
+        lb_status s = gpu_stats_run(c, l, ref, pt, il, true, err);
         if (s == LB_OK) c->stage = (int)pt;
         return s;
     }

@@ -380,8 +380,8 @@ static lb_status calibrated_bytes(run *R, const out_tensor *t, uint8_t *out, boo
         *done = true;
         const double t0 = lb_time_sec();
         lb_status s = lb_calib_quantize_output(R->cal, R->pool, R->m, t->type, R->p->method, R->p->encoder, &R->gptq, out, err);
-        R->calib_seconds += lb_time_sec() - t0;
-        R->head_seconds += lb_time_sec() - t0;
+        R->head_seconds = lb_time_sec() - t0;
+        R->calib_seconds += R->head_seconds;
         return s;
     }
     return LB_OK;
@@ -498,8 +498,8 @@ static lb_status write_tensor(run *R, int64_t i, lb_error *err) {
         const bool ref = !R->p->gptq_own_target && (R->p->method == LB_METHOD_GPTQ || R->p->method == LB_METHOD_AWQ_GPTQ);
         const double t0 = lb_time_sec();
         lb_status s = lb_calib_new(R->m, &embd, ref ? &R->m->tok_embd : NULL, R->p->calib_tokens, R->p->n_calib_tokens, &cp, &R->cal, err);
-        R->calib_seconds += lb_time_sec() - t0;
         R->windows_seconds = lb_time_sec() - t0;
+        R->calib_seconds += R->windows_seconds;
         if (s != LB_OK) return s;
     }
     return gguf_writer_write_tensor(R->w, i, R->out, bytes, err);

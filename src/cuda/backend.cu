@@ -771,43 +771,38 @@ extern "C" void lb_cuda_ctx_set_device_observer(lb_cuda_ctx *g, lb_cuda_observer
     g->dobs_user = user;
 }
 
-extern "C" lb_status lb_cuda_ctx_run_layer(lb_cuda_ctx *g, int slot, int64_t il, float *x, int64_t T, int stop, lb_error *err) {
+/* The layer of slot from point `from` to `stop` on x (T tokens, device): the checks, then the stream copied in and,
+ * where the run leaves it changed, back: at the layer's end, and with `part` (lb_cuda_ctx_run_layer_part) also once
+ * the run got past the attention block. `who` names the entry point in errors. */
+static lb_status run_slot(lb_cuda_ctx *g, int slot, int64_t il, float *x, float *att, int64_t T, int from, int stop, bool part,
+                          const char *who, lb_error *err) {
     if (!g->layerwise || slot < 0 || slot > 1 || T < 1 || T > g->n_batch)
-        return lb_err_set(err, LB_ERR_ARG, "lb_cuda_ctx_run_layer: not a layerwise context, or %lld tokens do not fit", (long long)T);
-    const lslot *sl = &g->slot[slot];
-    const unsigned need = (1u << mats_before(stop)) - 1;
-    if ((sl->have & need) != need || !sl->d.attn_norm)
-        return lb_err_set(err, LB_ERR_ARG, "lb_cuda_ctx_run_layer: slot %d does not hold the layer's matrices", slot);
-    CK(cudaSetDevice(g->dev), "selecting the device");
-    lb_cu_stream = g->st;
-    const size_t bytes = (size_t)(T * g->m->info.n_embd) * sizeof(float);
-    CK(cudaMemcpyAsync(g->x, x, bytes, cudaMemcpyDeviceToDevice, g->st), "copying activations");
-    TRY(layer_forward(g, &sl->d, il, T, T, stop, err));
-    if (stop < 0) CK(cudaMemcpyAsync(x, g->x, bytes, cudaMemcpyDeviceToDevice, g->st), "copying activations");
-    CK(cudaGetLastError(), "running a layer");
-    return LB_OK;
-}
-
-extern "C" lb_status lb_cuda_ctx_run_layer_part(lb_cuda_ctx *g, int slot, int64_t il, float *x, float *att, int64_t T, int from, int stop,
-                                                lb_error *err) {
-    if (!g->layerwise || slot < 0 || slot > 1 || T < 1 || T > g->n_batch ||
-        !(from == LB_OBS_ATTN_IN || from == LB_OBS_ATTN_OUT_IN || from == LB_OBS_FFN_IN) ||
-        !(stop == -1 || (stop >= from && stop <= LB_OBS_FFN_DOWN_IN)) || (from == LB_OBS_ATTN_OUT_IN && !att))
-        return lb_err_set(err, LB_ERR_ARG, "lb_cuda_ctx_run_layer_part: bad part %d..%d of %lld tokens", from, stop, (long long)T);
+        return lb_err_set(err, LB_ERR_ARG, "%s: not a layerwise context, or %lld tokens do not fit", who, (long long)T);
     const lslot *sl = &g->slot[slot];
     const unsigned need = ((1u << mats_before(stop)) - 1) & ~((1u << mats_before(from)) - 1);
     if ((sl->have & need) != need || !sl->d.attn_norm)
-        return lb_err_set(err, LB_ERR_ARG, "lb_cuda_ctx_run_layer_part: slot %d does not hold the layer's matrices", slot);
+        return lb_err_set(err, LB_ERR_ARG, "%s: slot %d does not hold the layer's matrices", who, slot);
     CK(cudaSetDevice(g->dev), "selecting the device");
     lb_cu_stream = g->st;
     const size_t bytes = (size_t)(T * g->m->info.n_embd) * sizeof(float);
     CK(cudaMemcpyAsync(g->x, x, bytes, cudaMemcpyDeviceToDevice, g->st), "copying activations");
     TRY(layer_forward_part(g, &sl->d, il, T, T, from, stop, att, err));
-    /* the stream where the run stopped, once it got past the attention block */
-    if (stop < 0 || (from <= LB_OBS_ATTN_OUT_IN && stop >= LB_OBS_FFN_IN))
+    if (stop < 0 || (part && from <= LB_OBS_ATTN_OUT_IN && stop >= LB_OBS_FFN_IN))
         CK(cudaMemcpyAsync(x, g->x, bytes, cudaMemcpyDeviceToDevice, g->st), "copying activations");
     CK(cudaGetLastError(), "running a layer");
     return LB_OK;
+}
+
+extern "C" lb_status lb_cuda_ctx_run_layer(lb_cuda_ctx *g, int slot, int64_t il, float *x, int64_t T, int stop, lb_error *err) {
+    return run_slot(g, slot, il, x, NULL, T, LB_OBS_ATTN_IN, stop, false, "lb_cuda_ctx_run_layer", err);
+}
+
+extern "C" lb_status lb_cuda_ctx_run_layer_part(lb_cuda_ctx *g, int slot, int64_t il, float *x, float *att, int64_t T, int from, int stop,
+                                                lb_error *err) {
+    if (!(from == LB_OBS_ATTN_IN || from == LB_OBS_ATTN_OUT_IN || from == LB_OBS_FFN_IN) ||
+        !(stop == -1 || (stop >= from && stop <= LB_OBS_FFN_DOWN_IN)) || (from == LB_OBS_ATTN_OUT_IN && !att))
+        return lb_err_set(err, LB_ERR_ARG, "lb_cuda_ctx_run_layer_part: bad part %d..%d of %lld tokens", from, stop, (long long)T);
+    return run_slot(g, slot, il, x, att, T, from, stop, true, "lb_cuda_ctx_run_layer_part", err);
 }
 
 extern "C" void *lb_cuda_ctx_stream(const lb_cuda_ctx *g) { return (void *)g->st; }

@@ -283,6 +283,16 @@ static lb_status read_stats(lb_cuda_calib *c, int64_t d, double *h, double *cx, 
     return LB_OK;
 }
 
+/* the point once its windows ran (s: how they went): its sums completed, then left on the device (keep: a set
+ * all-reduces them) or copied to the host */
+static lb_status finish_point(lb_cuda_calib *c, lb_status s, double *h, double *cx, double *abs_sum, lb_error *err) {
+    if (s == LB_OK) s = end_point(c, err);
+    if (s != LB_OK) return s;
+    if (!c->keep) return read_stats(c, c->d, h, cx, abs_sum, err);
+    CK(cudaStreamSynchronize(c->st), "computing the calibration statistics");
+    return LB_OK;
+}
+
 static int64_t point_dim(const lb_model *m, lb_obs_point pt) {
     const lb_model_info *h = &m->info;
     switch (pt) {
@@ -317,10 +327,7 @@ extern "C" lb_status lb_cuda_calib_stats(lb_cuda_calib *c, const lb_layer *l, co
         if (s == LB_OK) s = lb_cuda_ctx_run_layer(c->g, sl, il, c->x + w * c->win * E, c->win, (int)pt, err);
     }
     c->pt = -1;
-    if (s == LB_OK) s = end_point(c, err);
-    if (s == LB_OK && c->keep) CK(cudaStreamSynchronize(c->st), "computing the calibration statistics");
-    else if (s == LB_OK) s = read_stats(c, d, h, cx, abs_sum, err);
-    return s;
+    return finish_point(c, s, h, cx, abs_sum, err);
 }
 
 extern "C" lb_status lb_cuda_calib_diag_stats(lb_cuda_calib *c, const lb_layer *l, int64_t il, double *sq, double *abs_sum,
@@ -395,10 +402,7 @@ extern "C" lb_status lb_cuda_calib_stage_stats(lb_cuda_calib *c, const lb_layer 
                                            STAGE_X[pt][0], STAGE_X[pt][1], err);
     }
     c->pt = -1;
-    if (s == LB_OK) s = end_point(c, err);
-    if (s == LB_OK && c->keep) CK(cudaStreamSynchronize(c->st), "computing the calibration statistics");
-    else if (s == LB_OK) s = read_stats(c, d, h, cx, abs_sum, err);
-    return s;
+    return finish_point(c, s, h, cx, abs_sum, err);
 }
 
 /* every window of a stream through the rest of layer il with weights l (uploaded into its slot) from point `from` */
@@ -455,12 +459,7 @@ extern "C" lb_status lb_cuda_calib_output_stats(lb_cuda_calib *c, const float *o
         TRY(accumulate(c, c->xn, c->win, E, err));
         phase_end(c, 1, &c->mark);
     }
-    TRY(end_point(c, err));
-    if (c->keep) {
-        CK(cudaStreamSynchronize(c->st), "computing the calibration statistics");
-        return LB_OK;
-    }
-    return read_stats(c, E, h, cx, abs_sum, err);
+    return finish_point(c, LB_OK, h, cx, abs_sum, err);
 }
 
 /* ---------------------------------------------------------------- the state -------------------------------- */

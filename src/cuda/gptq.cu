@@ -364,13 +364,18 @@ __global__ void k_hf_from_a(float *Hf, const double *A, const float *d, int64_t 
     for (int64_t i = blockIdx.y; i < n; i += gridDim.y) Hf[i * n + j] = i == j ? d[i] : (float)(i > j ? A[i * n + j] : A[j * n + i]);
 }
 
-extern "C" lb_status lb_cuda_gptq_inv_upper_keep(lb_cuda_gptq *g, const double *A, int64_t n, bool *ok, lb_error *err) {
+/* A (n x n, host) uploaded and factored (factor's placement: u32, or into g->A when NULL) */
+static lb_status upload_factor(lb_cuda_gptq *g, const double *A, int64_t n, float *u32, bool *ok, lb_error *err) {
     *ok = false;
     if (n > g->cap_n) return lb_err_set(err, LB_ERR_ARG, "gptq (cuda): %lld columns beyond the reservation", (long long)n);
     if (use(g, err) != LB_OK) return LB_ERR_DEVICE;
-    g->kept_n = 0;
     CK(cudaMemcpyAsync(g->A, A, (size_t)n * (size_t)n * sizeof(double), cudaMemcpyHostToDevice, g->st), "uploading H");
-    lb_status s = factor(g, n, 0.0, g->U, ok, err); /* U as inv_upper's upper triangle in F32; A stays as given */
+    return factor(g, n, 0.0, u32, ok, err);
+}
+
+extern "C" lb_status lb_cuda_gptq_inv_upper_keep(lb_cuda_gptq *g, const double *A, int64_t n, bool *ok, lb_error *err) {
+    g->kept_n = 0;
+    lb_status s = upload_factor(g, A, n, g->U, ok, err); /* U as inv_upper's upper triangle in F32; A stays as given */
     if (s == LB_OK && *ok) {
         g->kept_n = n;
         note_peak(g);
@@ -406,14 +411,9 @@ extern "C" lb_status lb_cuda_gptq_read_kept(lb_cuda_gptq *g, float *U, float *Hf
 }
 
 extern "C" lb_status lb_cuda_gptq_inv_upper(lb_cuda_gptq *g, double *A, int64_t n, bool *ok, lb_error *err) {
-    *ok = false;
-    if (n > g->cap_n) return lb_err_set(err, LB_ERR_ARG, "gptq (cuda): %lld columns beyond the reservation", (long long)n);
-    if (use(g, err) != LB_OK) return LB_ERR_DEVICE;
-    const size_t nn = (size_t)n * (size_t)n;
-    CK(cudaMemcpyAsync(g->A, A, nn * sizeof(double), cudaMemcpyHostToDevice, g->st), "uploading H");
-    lb_status s = factor(g, n, 0.0, NULL, ok, err);
+    lb_status s = upload_factor(g, A, n, NULL, ok, err);
     if (s != LB_OK || !*ok) return s;
-    CK(cudaMemcpy(A, g->A, nn * sizeof(double), cudaMemcpyDeviceToHost), "reading the inverse factor");
+    CK(cudaMemcpy(A, g->A, (size_t)n * (size_t)n * sizeof(double), cudaMemcpyDeviceToHost), "reading the inverse factor");
     note_peak(g);
     return LB_OK;
 }
