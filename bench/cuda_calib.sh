@@ -16,7 +16,8 @@
 #     GPTQ_CPU=1 adds the same run with the solver on CPU threads (LB_GPTQ_GPU=0), cut at BIG_LIMIT;
 #     GPTQ_SKIP_E2E=1 / GPTQ_ONLY_E2E=1 run only the per-matrix part / only the checkpoint.
 # LOWBIT (default build/lowbit), SYNTH (default build/synth_checkpoint), CALIB (default ../shared/data/calib.txt),
-# THREADS (default: all CPUs), TYPES, METHODS override the defaults.
+# THREADS (default: all CPUs), TYPES, METHODS override the defaults; EVAL_DEVICE=cpu scores a GPU run's files with
+# the CPU's eval (the engine of the development machine's tables).
 set -uo pipefail
 LOWBIT=${LOWBIT:-build/lowbit}
 SYNTH=${SYNTH:-build/synth_checkpoint}
@@ -49,8 +50,8 @@ if [ "$mode" = quality ]; then
         [ -f "$f" ] && files+=("$f")
       done
     done
-    "$LOWBIT" eval "${files[@]}" --base "$path" --text tests/golden/data/valid.txt --ctx 512 --chunks 40 --device "$dev" \
-      -t "$THREADS" --json -q >"$out/eval-$name-$dev.json" 2>>"$out/errors.txt"
+    "$LOWBIT" eval "${files[@]}" --base "$path" --text tests/golden/data/valid.txt --ctx 512 --chunks 40 \
+      --device "${EVAL_DEVICE:-$dev}" -t "$THREADS" --json -q >"$out/eval-$name-$dev.json" 2>>"$out/errors.txt"
   done
 elif [ "$mode" = big ]; then
   out=$1 W=${BIG_DIR:-/tmp/lbcal8b}

@@ -325,11 +325,6 @@ static lb_status alloc_state(lb_cuda_ctx *g, lb_error *err) {
         g->pin_tok = (int32_t *)(g->pin_pos + 1);
         g->pin_logits = (float *)((uintptr_t)(g->pin_tok + B + 16) & ~(uintptr_t)15);
     }
-    if (s == LB_OK && cu_attention_flash_ok((int)h->n_head, (int)h->n_head_kv, (int)D) && cu_attention_flash_prepare((int)D) != cudaSuccess) {
-        cudaGetLastError();
-        s = lb_err_set(err, LB_ERR_DEVICE, "CUDA: the flash attention kernel's shared memory (head size %lld) is not available",
-                       (long long)D);
-    }
     if (s == LB_OK && cu_attention_prepare((int)h->n_head, (int)h->n_head_kv, (int)D, C) != cudaSuccess) {
         cudaGetLastError();
         s = lb_err_set(err, LB_ERR_UNSUPPORTED, "CUDA: a %lld-token context does not fit the attention kernel's shared memory",
@@ -838,5 +833,45 @@ extern "C" lb_status lb_cuda_test_matmul(int device, lb_type type, const void *w
     cudaFree((void *)d.data);
     cudaFree(xd);
     cudaFree(od);
+    return s;
+}
+
+extern "C" lb_status lb_cuda_test_attention(int device, const float *q, const uint16_t *kc, const uint16_t *vc, float *out, int T, int H,
+                                            int KV, int D, int64_t pos0, int flash, lb_error *err) {
+    if (T < 1 || H < 1 || KV < 1 || D < 2 || D % 2 || H % KV || pos0 < 0)
+        return lb_err_set(err, LB_ERR_ARG, "lb_cuda_test_attention: bad shape");
+    if (flash && !cu_attention_flash_fits(H, KV, D)) return lb_err_set(err, LB_ERR_UNSUPPORTED, "no flash kernel for this shape");
+    lb_status s = use_device(device, err);
+    if (s != LB_OK) return s;
+    lb_cu_stream = 0;
+    const int64_t n = pos0 + T;
+    const size_t qn = (size_t)T * (size_t)H * (size_t)D, cn = (size_t)n * (size_t)KV * (size_t)D;
+    float *qd = NULL, *od = NULL;
+    __half *kd = NULL, *vd = NULL;
+    int64_t *pd = NULL;
+    cudaError_t e = cudaMalloc((void **)&qd, qn * sizeof(float));
+    if (e == cudaSuccess) e = cudaMalloc((void **)&od, qn * sizeof(float));
+    if (e == cudaSuccess) e = cudaMalloc((void **)&kd, cn * sizeof(__half));
+    if (e == cudaSuccess) e = cudaMalloc((void **)&vd, cn * sizeof(__half));
+    if (e == cudaSuccess) e = cudaMalloc((void **)&pd, sizeof(int64_t));
+    if (e == cudaSuccess) e = cudaMemcpy(qd, q, qn * sizeof(float), cudaMemcpyHostToDevice);
+    if (e == cudaSuccess) e = cudaMemcpy(kd, kc, cn * sizeof(__half), cudaMemcpyHostToDevice);
+    if (e == cudaSuccess) e = cudaMemcpy(vd, vc, cn * sizeof(__half), cudaMemcpyHostToDevice);
+    if (e == cudaSuccess) e = cudaMemcpy(pd, &pos0, sizeof(int64_t), cudaMemcpyHostToDevice);
+    if (e == cudaSuccess) e = cudaMemset(od, 0xff, qn * sizeof(float)); /* NaN: every output must be written */
+    if (e == cudaSuccess && !flash) e = cu_attention_prepare(H, KV, D, n);
+    if (e == cudaSuccess) {
+        if (flash) cu_attention_flash(qd, kd, vd, od, T, H, KV, D, pd);
+        else cu_attention(qd, kd, vd, od, T, H, KV, D, pd, n);
+        e = cudaGetLastError();
+    }
+    if (e == cudaSuccess) e = cudaDeviceSynchronize();
+    if (e == cudaSuccess) e = cudaMemcpy(out, od, qn * sizeof(float), cudaMemcpyDeviceToHost);
+    if (e != cudaSuccess) s = cuda_fail(err, e, "in the attention test");
+    cudaFree(qd);
+    cudaFree(od);
+    cudaFree(kd);
+    cudaFree(vd);
+    cudaFree(pd);
     return s;
 }

@@ -106,6 +106,13 @@ int lb_cuda_ctx_device(const lb_cuda_ctx *g);
 lb_status lb_cuda_test_matmul(int device, lb_type type, const void *w, int64_t N, int64_t K, const float *x, int64_t T,
                               float *out, int path, lb_error *err);
 
+/* Causal grouped-query attention of T queries q (T, H D) at positions pos0.. over the F16 caches kc, vc (rows of
+ * KV D halves; rows 0 .. pos0 + T - 1 read) into out (T, H D), on device `device`: flash 0 the forward pass's
+ * kernel for decode (one block per token and head group), 1 the tensor-core flash kernel for prompts
+ * (LB_ERR_UNSUPPORTED when the shape has none), whatever LB_CUDA_FLASH says. */
+lb_status lb_cuda_test_attention(int device, const float *q, const uint16_t *kc, const uint16_t *vc, float *out, int T, int H, int KV,
+                                 int D, int64_t pos0, int flash, lb_error *err);
+
 /* Whether the fused kernels (path 0) multiply weights of this type with activations rounded to 8 bits per 32
  * elements (lb_act_quantize's rounding) rather than to F16. */
 bool lb_cuda_mv_q8(lb_type type);

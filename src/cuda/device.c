@@ -92,6 +92,10 @@ lb_status lb_cuda_test_matmul(int device, lb_type type, const void *w, int64_t N
                               float *out, int path, lb_error *err) {
     return no_cuda(err);
 }
+lb_status lb_cuda_test_attention(int device, const float *q, const uint16_t *kc, const uint16_t *vc, float *out, int T, int H, int KV,
+                                 int D, int64_t pos0, int flash, lb_error *err) {
+    return no_cuda(err);
+}
 bool lb_cuda_mv_q8(lb_type type) { return false; }
 lb_status lb_cuda_device_check(int device, lb_error *err) { return no_cuda(err); }
 lb_status lb_cuda_ctx_new_layerwise(const struct lb_model *m, int device, int64_t n_batch, lb_cuda_ctx **out, lb_error *err) {

@@ -66,10 +66,12 @@ void cu_rope_kv(float *q, float *k, const float *v, int T, int H, int KV, int D,
 void cu_attention(const float *q, const __half *kc, const __half *vc, float *out, int T, int H, int KV, int D,
                   const int64_t *pos, int64_t max_n);
 /* flash.cu: the same attention for prompts on tensor cores, flash style (no bound on the context from shared
- * memory; F16 products, so not the CPU's bits). _ok: enabled (LB_CUDA_FLASH=1) and the shape fits (H a
- * multiple of KV, H / KV <= 64, D a multiple of 16 up to 256); _prepare once per head size. */
+ * memory; F16 products on operands split into two F16 halves, so F32-class but not the CPU's bits). _fits: the shape
+ * has a kernel (H a multiple of KV, H / KV <= 64, head size 32, 48, 64, 96 or 128); _on: enabled (LB_CUDA_FLASH=1,
+ * read once); _ok: both. */
+bool cu_attention_flash_fits(int H, int KV, int D);
+bool cu_attention_flash_on(void);
 bool cu_attention_flash_ok(int H, int KV, int D);
-cudaError_t cu_attention_flash_prepare(int D);
 void cu_attention_flash(const float *q, const __half *kc, const __half *vc, float *out, int T, int H, int KV, int D, const int64_t *pos);
 /* Allow cu_attention contexts of up to n_ctx positions; an error when the device cannot hold them. */
 cudaError_t cu_attention_prepare(int H, int KV, int D, int64_t n_ctx);

@@ -1,0 +1,124 @@
+/*
+ * test_cuda_attention.c - the GPU's attention kernels against a float64 reference: causal grouped-query attention
+ * of T queries at positions pos0.. over F16 K and V caches (the values the kernels read, so both sides see the
+ * same operands), for the prompt kernel on tensor cores (cuda/flash.cu) and the per-token kernel (ops.cu's
+ * k_attention), on shapes that cover every head size the flash kernel has (32, 48, 64, 96, 128), head groups of
+ * 1, 3, 4, 8 and 64 query heads per KV head (3: padding rows in a block), contexts that end inside a key tile
+ * and span several, and a cache already holding pos0 positions. Needs a GPU.
+ *
+ * Bound, per output element: with s_j = q.k_j / sqrt(D) and A = max_j sum_i |q_i k_ji| / sqrt(D),
+ *   |gpu - ref| <= max|v| (2 A (D + 8) 2^-23 + (n + 16) 2^-22) + 2^-40
+ * the scores' F32 sums (D + 8 additions of terms at most A, doubled for the softmax's sensitivity to a score
+ * error: d out / d s_j = p_j (v_j - out)), the exponentials and probabilities (a few ulp each) and the weighted
+ * sum over n positions in F32. The flash kernel's F16 hi/lo halves of q and p carry about 22 bits, inside the
+ * same bound. A wrong fragment, mask or tile is off by a sizeable part of max|v|, far outside it.
+ * Outputs are poisoned with NaN before each run (lb_cuda_test_attention), so an unwritten element fails.
+ */
+#include "core/core.h"
+#include "cuda/cuda.h"
+#include "test.h"
+
+#include <math.h>
+
+static uint64_t rng = 0x2545f4914f6cdd1dULL;
+static double uni(void) {
+    rng ^= rng << 13;
+    rng ^= rng >> 7;
+    rng ^= rng << 17;
+    return (double)(rng >> 11) / 9007199254740992.0;
+}
+static float gauss(void) { return (float)(sqrt(-2.0 * log(uni() + 1e-300)) * cos(6.283185307179586 * uni())); }
+
+static void check_shape(int T, int H, int KV, int D, int64_t pos0, float qscale) {
+    const int64_t n = pos0 + T, kvd = (int64_t)KV * D;
+    const size_t qn = (size_t)T * H * D;
+    float *q = malloc(qn * sizeof(float)), *out = malloc(qn * sizeof(float));
+    uint16_t *kc = malloc((size_t)(n * kvd) * 2), *vc = malloc((size_t)(n * kvd) * 2);
+    double *ref = malloc(qn * sizeof(double)), *bound = malloc(qn * sizeof(double)), *p = malloc((size_t)n * sizeof(double));
+    REQUIRE(q && out && kc && vc && ref && bound && p, "out of memory");
+    for (size_t i = 0; i < qn; i++) q[i] = qscale * gauss();
+    for (int64_t i = 0; i < n * kvd; i++) kc[i] = lb_f32_to_fp16(gauss()), vc[i] = lb_f32_to_fp16(gauss());
+    const int hb = H / KV;
+    const double scale = 1.0 / sqrt((double)D);
+    for (int t = 0; t < T; t++)
+        for (int h = 0; h < H; h++) {
+            const float *qr = q + ((size_t)t * H + h) * D;
+            const int64_t nv = pos0 + t + 1;
+            const int kvh = h / hb;
+            double mx = -INFINITY, A = 0.0, vmax = 0.0;
+            for (int64_t j = 0; j < nv; j++) {
+                double s = 0.0, a = 0.0;
+                for (int i = 0; i < D; i++) {
+                    const double kv = lb_fp16_to_f32(kc[j * kvd + (int64_t)kvh * D + i]);
+                    s += (double)qr[i] * kv;
+                    a += fabs((double)qr[i] * kv);
+                    const double vv = fabs(lb_fp16_to_f32(vc[j * kvd + (int64_t)kvh * D + i]));
+                    vmax = vv > vmax ? vv : vmax;
+                }
+                p[j] = s * scale;
+                mx = p[j] > mx ? p[j] : mx;
+                A = a * scale > A ? a * scale : A;
+            }
+            double sum = 0.0;
+            for (int64_t j = 0; j < nv; j++) sum += (p[j] = exp(p[j] - mx));
+            for (int i = 0; i < D; i++) {
+                double o = 0.0;
+                for (int64_t j = 0; j < nv; j++) o += p[j] * lb_fp16_to_f32(vc[j * kvd + (int64_t)kvh * D + i]);
+                ref[((size_t)t * H + h) * D + i] = o / sum;
+                bound[((size_t)t * H + h) * D + i] =
+                    vmax * (2.0 * A * (D + 8) * ldexp(1.0, -23) + (double)(nv + 16) * ldexp(1.0, -22)) + ldexp(1.0, -40);
+            }
+        }
+    for (int flash = 0; flash < 2; flash++) {
+        lb_error e;
+        const lb_status s = lb_cuda_test_attention(0, q, kc, vc, out, T, H, KV, D, pos0, flash, &e);
+        CHECK(s == LB_OK, "%s T %d H %d KV %d D %d pos0 %lld: status %d, %s", flash ? "flash" : "plain", T, H, KV, D, (long long)pos0,
+              (int)s, e.msg);
+        if (s != LB_OK) continue;
+        double worst = 0.0, worst_ratio = 0.0;
+        size_t bad = 0, first_bad = 0;
+        for (size_t i = 0; i < qn; i++) {
+            const double d = fabs((double)out[i] - ref[i]);
+            if (!(d <= bound[i])) {
+                if (!bad) first_bad = i;
+                bad++;
+            }
+            if (d > worst || d != d) worst = d;
+            if (d / bound[i] > worst_ratio || d != d) worst_ratio = d / bound[i];
+        }
+        CHECK(bad == 0, "%s T %d H %d KV %d D %d pos0 %lld: %zu of %zu outside the bound; first at %zu: %.9g against %.9g (bound %.3g)",
+              flash ? "flash" : "plain", T, H, KV, D, (long long)pos0, bad, qn, first_bad, out[first_bad], ref[first_bad],
+              bound[first_bad]);
+        printf("%s T %4d H %2d KV %2d D %3d pos0 %4lld: max |gpu - ref| %.3g, at most %.3g of the bound\n", flash ? "flash" : "plain", T, H,
+               KV, D, (long long)pos0, worst, worst_ratio);
+    }
+    free(q);
+    free(out);
+    free(kc);
+    free(vc);
+    free(ref);
+    free(bound);
+    free(p);
+}
+
+int main(void) {
+    lb_error e;
+    float one = 1.0f;
+    uint16_t h0 = 0;
+    /* a head size the flash kernel has no variant for: a clear status, not a launch */
+    lb_status s = lb_cuda_test_attention(0, &one, &h0, &h0, &one, 1, 1, 1, 80, 0, 1, &e);
+    CHECK(s == LB_ERR_UNSUPPORTED, "flash with D 80: status %d, %s", (int)s, e.msg);
+    s = lb_cuda_test_attention(4096, &one, &h0, &h0, &one, 1, 1, 1, 32, 0, 0, &e);
+    CHECK(s == LB_ERR_DEVICE && strstr(e.msg, "does not exist"), "device 4096: status %d, '%s'", (int)s, e.msg);
+
+    check_shape(100, 32, 8, 128, 0, 1.0f);  /* the 8B shape's group of 4; two key tiles */
+    check_shape(300, 8, 8, 128, 0, 3.0f);   /* one head per group, five tiles, peaked scores */
+    check_shape(20, 64, 1, 128, 7, 1.0f);   /* 64 heads share one KV head: one token per block */
+    check_shape(77, 4, 4, 64, 35, 2.0f);    /* a cache holding 35 positions before the batch */
+    check_shape(129, 8, 2, 64, 0, 1.0f);    /* small's shape */
+    check_shape(130, 4, 2, 32, 0, 1.0f);    /* the conformance models' head size */
+    check_shape(65, 4, 2, 48, 3, 2.0f);     /* qwen3's */
+    check_shape(40, 6, 2, 96, 100, 1.0f);   /* three heads per group: padding rows in every block */
+    check_shape(17, 12, 4, 32, 1000, 4.0f); /* a long cache, few queries */
+    TEST_DONE();
+}
