@@ -5,7 +5,7 @@
 #   1. test_cuda_gptq, test_cuda_gptq_shadow, test_cuda_calib;
 #   2. one 8B gate matrix (14336 x 4096, q4_K, 4 passes + descent): the phase split;
 #   3. the Llama-3-8B-shape checkpoint (2 layers, vocabulary 8192): gptq and imatrix at 65,536 tokens with
-#      LB_CALIB_PROFILE=1 (the time split in --json); then gptq with LB_GPU_STAGES=1 if time is left (same file?).
+#      LB_CALIB_PROFILE=1 (the time split in --json); then gptq with LB_GPU_STAGES=0 (per point) and LB_GPU_CD_PREC=f32 if time is left (same file?).
 # Writes run.log (the summary) and all.tgz (every log) to OUT_DIR: two files, within what a call brings back.
 set -uo pipefail
 TAR=${1:?usage: bench/cuda_check.sh BIN_TAR_XZ OUT_DIR [SECONDS]}
@@ -35,18 +35,18 @@ for m in gptq imatrix; do
     --type q4_k_m --method "$m" --calib build/calib.txt --calib-tokens 65536 --device cuda -t "$(nproc)" --json >>"$L/e2e.txt" 2>&1
   echo "$m rc=$?" | tee -a "$OUT/run.log"
 done
-if [ "$(left)" -gt 60 ]; then # the same gptq with GPTQ's stages part by part on the GPU (opt-in), for the ratio in this run
+if [ "$(left)" -gt 60 ]; then # the same gptq with GPTQ's stages per point (LB_GPU_STAGES=0), for the ratio in this run
   echo "== gptq-stages" >>"$L/e2e.txt"
-  LB_GPU_STAGES=1 LB_CALIB_PROFILE=1 /usr/bin/time -f "gptq-stages: %e s wall, %M KB peak RSS" timeout "$(cap 150)" build/lowbit quantize \
+  LB_GPU_STAGES=0 LB_CALIB_PROFILE=1 /usr/bin/time -f "gptq-stages: %e s wall, %M KB peak RSS" timeout "$(cap 150)" build/lowbit quantize \
     "$W/hf" -o "$W/gptq-stages.gguf" --type q4_k_m --method gptq --calib build/calib.txt --calib-tokens 65536 --device cuda \
     -t "$(nproc)" --json >>"$L/e2e.txt" 2>&1
   echo "gptq-stages rc=$?" | tee -a "$OUT/run.log"
   cmp "$W/gptq.gguf" "$W/gptq-stages.gguf" >/dev/null 2>&1 && echo "gptq-stages: the same file" | tee -a "$OUT/run.log" ||
     echo "gptq-stages: a DIFFERENT file" | tee -a "$OUT/run.log"
 fi
-if [ "$(left)" -gt 60 ]; then # and with the descent's products in the TF32 split (opt-in)
+if [ "$(left)" -gt 60 ]; then # and with the descent's products in plain F32 (LB_GPU_CD_PREC=f32)
   echo "== gptq-cdsplit" >>"$L/e2e.txt"
-  LB_GPU_CD_PREC=split LB_CALIB_PROFILE=1 /usr/bin/time -f "gptq-cdsplit: %e s wall, %M KB peak RSS" timeout "$(cap 150)" build/lowbit \
+  LB_GPU_CD_PREC=f32 LB_CALIB_PROFILE=1 /usr/bin/time -f "gptq-cdsplit: %e s wall, %M KB peak RSS" timeout "$(cap 150)" build/lowbit \
     quantize "$W/hf" -o "$W/gptq-cdsplit.gguf" --type q4_k_m --method gptq --calib build/calib.txt --calib-tokens 65536 \
     --device cuda -t "$(nproc)" --json >>"$L/e2e.txt" 2>&1
   echo "gptq-cdsplit rc=$?" | tee -a "$OUT/run.log"

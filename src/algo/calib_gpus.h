@@ -25,7 +25,7 @@ lb_status lb_calib_gpus_stats(lb_calib_gpus *g, const struct lb_layer *l, const 
 /* Diagonal mode on every rank (lb_cuda_calib_set_diag_only): _stats and _output_stats give H's diagonal in h (dim
  * values) and no C. */
 void lb_calib_gpus_set_diag_only(lb_calib_gpus *g, bool on);
-/* GPTQ's stages run part by part on the devices (lb_cuda_calib_stage_stats; LB_GPU_STAGES=1), and their advance */
+/* GPTQ's stages run part by part on the devices (lb_cuda_calib_stage_stats; the default, LB_GPU_STAGES=0 not), and their advance */
 bool lb_calib_gpus_stages(const lb_calib_gpus *g);
 lb_status lb_calib_gpus_stage_stats(lb_calib_gpus *g, const struct lb_layer *l, const struct lb_layer *ref, int64_t il, lb_obs_point pt,
                                     double *h, double *cx, double *abs_sum, lb_error *err);

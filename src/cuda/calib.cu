@@ -72,7 +72,7 @@ struct lb_cuda_calib {
     double sec[3];     /* ... the forward passes, the sums of the statistics, the copies to the host */
     double mark;       /* profile: when the phase being timed began */
     bool keep;         /* lb_cuda_calib_keep_sums: a point's sums stay on the device until lb_cuda_calib_read_sums */
-    bool stages;       /* LB_GPU_STAGES=1: GPTQ's stages run each part of the layer once (lb_cuda_calib_stage_stats) */
+    bool stages;       /* GPTQ's stages run each part of the layer once (lb_cuda_calib_stage_stats); LB_GPU_STAGES=0: per point */
     float *att_x;      /* ... X's attention outputs kept between the stages (n_win * win, n_head * head_dim) */
 };
 
@@ -482,7 +482,7 @@ extern "C" lb_status lb_cuda_calib_new(const lb_model *m, int device, int64_t n_
     c->m = m;
     const char *pf = getenv("LB_CALIB_PROFILE"), *pr = getenv("LB_CALIB_PREC"), *gs = getenv("LB_GPU_STAGES");
     c->profile = pf && pf[0] == '1';
-    c->stages = gs && gs[0] == '1';
+    c->stages = !gs || gs[0] != '0';
     c->prec = !pr || !*pr || !strcmp(pr, "split") ? PREC_SPLIT : !strcmp(pr, "f32") ? PREC_F32 : !strcmp(pr, "tf32") ? PREC_TF32 : PREC_SPLIT;
     if (pr && *pr && strcmp(pr, "split") && strcmp(pr, "f32") && strcmp(pr, "tf32")) {
         free(c);

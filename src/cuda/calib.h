@@ -61,7 +61,7 @@ lb_status lb_cuda_calib_read_diag(lb_cuda_calib *c, double *sq, double *abs_sum,
  * attention outputs kept on the device between the ATTN_OUT_IN and FFN_IN stages, X moved past the attention block in
  * the FFN_IN stage, Xr (through ref) past it in the ATTN_OUT_IN stage and to the layer's end in the last; then
  * _stage_advance takes X through the rest of the layer. The statistics and streams of _stats / _advance per point,
- * bit for bit. Only when _stages says so (LB_GPU_STAGES=1 at _new: not yet the default). */
+ * bit for bit. Only when _stages says so (the default; LB_GPU_STAGES=0 at _new: per point). */
 bool lb_cuda_calib_stages(const lb_cuda_calib *c);
 lb_status lb_cuda_calib_stage_stats(lb_cuda_calib *c, const struct lb_layer *l, const struct lb_layer *ref, int64_t il, lb_obs_point pt,
                                     double *h, double *cx, double *abs_sum, lb_error *err);

@@ -628,13 +628,13 @@ __global__ void k_split_tf32(float *hi, float *lo, const float *x, int64_t n) {
     lo[k] = v - h;
 }
 
-/* The descent's products in the TF32 split (LB_GPU_CD_PREC=split, an experiment): H and E each written as hi + lo
+/* The descent's products in the TF32 split (the default; LB_GPU_CD_PREC=f32: plain F32 GEMMs): H and E each written as hi + lo
  * (hi its TF32 rounding), G = Hhi Ehi + Hhi Elo + Hlo Ehi on tensor cores with F32 sums: each product within about
  * 2^-21 of its exact value instead of F32's 2^-24. H's halves in A's memory (made once per descent: hsplit), E's low
  * half in B's; false when they do not fit (then the plain F32 product). */
 static bool cd_split_on(void) {
     const char *v = getenv("LB_GPU_CD_PREC"); /* read at each descent: a test switches it */
-    return v && !strcmp(v, "split");
+    return !v || strcmp(v, "f32");
 }
 static bool cd_split_fits(const lb_cuda_gptq *g, int64_t rows, int64_t n) {
     const size_t room = (size_t)g->cap_n * (size_t)g->cap_n * 2; /* floats in A, and in B */

@@ -274,8 +274,8 @@ static void check_diag(const lb_model *m, const int32_t *ids, int64_t n_ids) {
     lb_calib_free(cg);
 }
 
-/* GPTQ's stages on the GPU run part by part (LB_GPU_STAGES=1: each part of the layer once per window, the attention
- * outputs kept) against the per-point runs the GPU does otherwise: the same kernels on the same inputs, so H, C and
+/* GPTQ's stages on the GPU run part by part (the default: each part of the layer once per window, the attention
+ * outputs kept) against the per-point runs of LB_GPU_STAGES=0: the same kernels on the same inputs, so H, C and
  * mean |x| of every stage and the streams after every advance (seen through the next layer's and the head's
  * statistics) are the same bits. */
 static void check_stages(const lb_model *m, const int32_t *ids, int64_t n_ids) {
@@ -283,10 +283,10 @@ static void check_stages(const lb_model *m, const int32_t *ids, int64_t n_ids) {
     p.device = cuda0;
     lb_calib *cp = NULL, *cs = NULL;
     lb_error e;
+    setenv("LB_GPU_STAGES", "0", 1); /* the per-point runs */
     REQUIRE(lb_calib_new(m, &m->tok_embd, &m->tok_embd, ids, n_ids, &p, &cp, &e) == LB_OK, "%s", e.msg);
-    setenv("LB_GPU_STAGES", "1", 1);
+    unsetenv("LB_GPU_STAGES"); /* the default: part by part */
     REQUIRE(lb_calib_new(m, &m->tok_embd, &m->tok_embd, ids, n_ids, &p, &cs, &e) == LB_OK, "%s", e.msg);
-    unsetenv("LB_GPU_STAGES");
     const lb_obs_point pts[4] = {LB_OBS_ATTN_IN, LB_OBS_ATTN_OUT_IN, LB_OBS_FFN_IN, LB_OBS_FFN_DOWN_IN};
     int same = 0, points = 0;
     for (int64_t il = 0; il < m->info.n_layer; il++) {
@@ -341,11 +341,11 @@ static void check_quantizer(const lb_model *base, const int32_t *calib, int64_t 
         quantize_tiny(methods[i], cuda0, calib, n_calib, b);
         quantize_tiny(methods[i], cuda0, calib, n_calib, c);
         CHECK(same_file(b, c), "%s on the GPU: two runs differ", methods[i]);
-        if (strstr(methods[i], "gptq")) { /* GPTQ's stages part by part on the GPU: the same file */
-            setenv("LB_GPU_STAGES", "1", 1);
+        if (strstr(methods[i], "gptq")) { /* GPTQ's stages per point (LB_GPU_STAGES=0): the same file as part by part */
+            setenv("LB_GPU_STAGES", "0", 1);
             quantize_tiny(methods[i], cuda0, calib, n_calib, c);
             unsetenv("LB_GPU_STAGES");
-            CHECK(same_file(b, c), "%s on the GPU with LB_GPU_STAGES=1: not the per-point runs' file", methods[i]);
+            CHECK(same_file(b, c), "%s on the GPU with LB_GPU_STAGES=0: not the staged runs' file", methods[i]);
         }
         const double kc = kld(a, base, ids, n_ids), kg = kld(b, base, ids, n_ids);
         printf("q4_k_m %-8s KL(base||q): cpu %.6f  gpu %.6f (%+.2f %%)  rtn %.6f\n", methods[i], kc, kg, 100 * (kg / kc - 1), k_rtn);

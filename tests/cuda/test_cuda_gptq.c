@@ -298,7 +298,9 @@ static void check_gptq(lb_gptq_ops *g, lb_pool *pool) {
             CHECK(!memcmp(qg, qg2, bytes), "%s%s: the GPU's encoders and the CPU's give different bytes, first at %s", lb_type_name(types[t]),
                   ao ? " act-order" : "", where_differ(qg, qg2, bytes, lb_type_traits_get(types[t])->block_bytes, bytes / (size_t)rows));
         }
-        /* whole passes on the GPU (the table's pass, default order): the bytes of the columns on CPU threads */
+        /* whole passes on the GPU (the table's pass, default order): the bytes of the columns on CPU threads (the
+         * descent's products in plain F32 here: the CPU threads' order of sums; the split products below) */
+        setenv("LB_GPU_CD_PREC", "f32", 1);
         p.act_order = false;
         memcpy(Wg, W0, sizeof *Wg * (size_t)(rows * d));
         memcpy(H, H0, sizeof *H * (size_t)(d * d));
@@ -318,12 +320,11 @@ static void check_gptq(lb_gptq_ops *g, lb_pool *pool) {
                   off ? "'s columns and descent" : "'s descent",
                   where_differ(qg, qg2, bytes, lb_type_traits_get(types[t])->block_bytes, bytes / (size_t)rows));
         }
-        if (pass && cd) { /* the descent's products in the TF32 split (LB_GPU_CD_PREC=split, opt-in): the CPU's objective within 1 % */
-            setenv("LB_GPU_CD_PREC", "split", 1);
+        unsetenv("LB_GPU_CD_PREC");
+        if (pass && cd) { /* the descent's products in the TF32 split (the default): the CPU's objective within 1 % */
             memcpy(Wg, W0, sizeof *Wg * (size_t)(rows * d));
             memcpy(H, H0, sizeof *H * (size_t)(d * d));
             REQUIRE(lb_gptq_quantize(pool, Wg, rows, d, H, types[t], LB_ENCODER_DEFAULT, &p, qg2, NULL, &e) == LB_OK, "%s", e.msg);
-            unsetenv("LB_GPU_CD_PREC");
             const double os = objective(W0, Wg, rows, d, H0);
             size_t ds = 0;
             for (size_t i = 0; i < bytes; i++) ds += qg[i] != qg2[i];

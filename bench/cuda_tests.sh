@@ -1,0 +1,31 @@
+#!/usr/bin/env bash
+# cuda_tests.sh - every GPU test (tests/cuda) from binaries built elsewhere, in one device call: from the repository
+# root, with bench/cuda_session.sh's binary tarball:
+#   bench/cuda_tests.sh BIN_TAR_XZ OUT_DIR [SECONDS]     (default 400)
+# test_cuda_attention, test_cuda_gptq, test_cuda_gptq_shadow, test_cuda_calib, test_cuda_forward (and again with
+# LB_CUDA_FLASH=1), test_cuda_multi, test_cuda_kernels --quick (TESTS overrides the list; "forward_flash" is the
+# forward test with flash attention), each cut at its share of the time. Writes run.log (each test's last line,
+# its FAIL lines and its wall time) and tests.tgz (every log) to OUT_DIR.
+set -uo pipefail
+TAR=${1:?usage: bench/cuda_tests.sh BIN_TAR_XZ OUT_DIR [SECONDS]}
+OUT=${2:?usage}
+DEADLINE=$(($(date +%s) + ${3:-400}))
+L=/tmp/lb-tests
+[ -x build/tests/test_cuda_attention ] || { mkdir -p build && tar xJf "$TAR" -C build; } || exit 1
+mkdir -p "$OUT" "$L"
+. "$(dirname "$0")/cuda_run_common.sh"
+export LOWBIT=build/lowbit
+for t in ${TESTS:-attention gptq gptq_shadow calib forward forward_flash multi kernels}; do
+  [ "$(left)" -gt 15 ] || { echo "$t: not run (time)" | tee -a "$OUT/run.log"; continue; }
+  bin=build/tests/test_cuda_${t%_flash} args=() envs=()
+  [ "$t" = kernels ] && args=(--quick)
+  [ "$t" = forward_flash ] && envs=(LB_CUDA_FLASH=1)
+  t0=$(date +%s%N)
+  env "${envs[@]}" timeout "$(cap 200)" "$bin" "${args[@]}" >"$L/$t.log" 2>&1
+  rc=$?
+  echo "test_cuda_$t rc=$rc $(tail -1 "$L/$t.log") ($((($(date +%s%N) - t0) / 1000000)) ms)" | tee -a "$OUT/run.log"
+  grep -E "FAIL" "$L/$t.log" | cut -c1-300 | head -12 >>"$OUT/run.log"
+done
+grep -hE "^(flash|plain) T" "$L/attention.log" >>"$OUT/run.log" 2>/dev/null
+log done
+tar czf "$OUT/tests.tgz" -C /tmp lb-tests
