@@ -9,10 +9,10 @@
 # In order, each step cut by what is left:
 #   1. test_cuda_gptq with the opt-in paths on (LB_GPU_ENCODE=1 LB_GPU_SWEEP=1: encoders, passes, descent,
 #      reference target, AWQ, round-to-nearest on the GPU), test_cuda_multi, test_cuda_forward plain and with
-#      LB_CUDA_FLASH=1, test_cuda_calib;
+#      LB_CUDA_FLASH=0 (ops.cu's attention for prompts), test_cuda_calib;
 #   2. the Llama-3-8B-shape checkpoint (2 layers, vocabulary 8192): gptq and imatrix at 65,536 tokens with the
 #      opt-in paths and LB_CALIB_PROFILE=1 (the time split in --json);
-#   3. pp512 of the 8B-shape q4_k_m with and without LB_CUDA_FLASH=1, if time is left;
+#   3. pp512 of the 8B-shape q4_k_m with and without flash attention (LB_CUDA_FLASH=1 / 0), if time is left;
 #   4. test_cuda_kernels --quick last (the longest, and unchanged since its last full run).
 # Writes at most 8 files to OUT_DIR: run.log (the summary), tests.log, calib.log, e2e.txt, kernels.log, all.tgz.
 set -uo pipefail
@@ -28,8 +28,8 @@ for t in gptq multi forward; do
   LB_GPU_ENCODE=1 LB_GPU_SWEEP=1 timeout "$(cap 200)" build/tests/test_cuda_$t >"$OUT/t_$t.log" 2>&1
   echo "test_cuda_$t rc=$? $(tail -1 "$OUT/t_$t.log")" | tee -a "$OUT/run.log"
 done
-LB_CUDA_FLASH=1 timeout "$(cap 120)" build/tests/test_cuda_forward >"$OUT/t_forward_flash.log" 2>&1
-echo "test_cuda_forward (flash) rc=$? $(tail -1 "$OUT/t_forward_flash.log")" | tee -a "$OUT/run.log"
+LB_CUDA_FLASH=0 timeout "$(cap 120)" build/tests/test_cuda_forward >"$OUT/t_forward_noflash.log" 2>&1
+echo "test_cuda_forward (LB_CUDA_FLASH=0) rc=$? $(tail -1 "$OUT/t_forward_noflash.log")" | tee -a "$OUT/run.log"
 timeout "$(cap 150)" build/tests/test_cuda_calib >"$OUT/calib.log" 2>&1
 echo "test_cuda_calib rc=$? $(tail -1 "$OUT/calib.log")" | tee -a "$OUT/run.log"
 cat "$OUT"/t_*.log >"$OUT/tests.log" && rm -f "$OUT"/t_*.log

@@ -3,8 +3,8 @@
 # root, with bench/cuda_session.sh's binary tarball:
 #   bench/cuda_tests.sh BIN_TAR_XZ OUT_DIR [SECONDS]     (default 400)
 # test_cuda_attention, test_cuda_gptq, test_cuda_gptq_shadow, test_cuda_calib, test_cuda_forward (and again with
-# LB_CUDA_FLASH=1), test_cuda_multi, test_cuda_kernels --quick (TESTS overrides the list; "forward_flash" is the
-# forward test with flash attention), each cut at its share of the time. Writes run.log (each test's last line,
+# LB_CUDA_FLASH=0: ops.cu's attention for prompts), test_cuda_multi, test_cuda_kernels --quick (TESTS overrides the list; "forward_noflash" is the
+# forward test without flash attention), each cut at its share of the time. Writes run.log (each test's last line,
 # its FAIL lines and its wall time) and tests.tgz (every log) to OUT_DIR.
 set -uo pipefail
 TAR=${1:?usage: bench/cuda_tests.sh BIN_TAR_XZ OUT_DIR [SECONDS]}
@@ -15,11 +15,11 @@ L=/tmp/lb-tests
 mkdir -p "$OUT" "$L"
 . "$(dirname "$0")/cuda_run_common.sh"
 export LOWBIT=build/lowbit
-for t in ${TESTS:-attention gptq gptq_shadow calib forward forward_flash multi kernels}; do
+for t in ${TESTS:-attention gptq gptq_shadow calib forward forward_noflash multi kernels}; do
   [ "$(left)" -gt 15 ] || { echo "$t: not run (time)" | tee -a "$OUT/run.log"; continue; }
-  bin=build/tests/test_cuda_${t%_flash} args=() envs=()
+  bin=build/tests/test_cuda_${t%_noflash} args=() envs=()
   [ "$t" = kernels ] && args=(--quick)
-  [ "$t" = forward_flash ] && envs=(LB_CUDA_FLASH=1)
+  [ "$t" = forward_noflash ] && envs=(LB_CUDA_FLASH=0)
   t0=$(date +%s%N)
   env "${envs[@]}" timeout "$(cap 200)" "$bin" "${args[@]}" >"$L/$t.log" 2>&1
   rc=$?

@@ -22,7 +22,7 @@
  * the eight rows a warp's loads touch at once fall in distinct banks.
  *
  * Head sizes 32, 48, 64, 96 and 128 (the accumulators are per-thread arrays of D / 8 fragments, sized at compile
- * time); other shapes, and decode (at most LB_CUDA_MV_MAX tokens), take cu_attention.
+ * time); other shapes, decode (at most LB_CUDA_MV_MAX tokens) and LB_CUDA_FLASH=0 take cu_attention.
  */
 #include "kernels.cuh"
 
@@ -198,7 +198,7 @@ __global__ void __launch_bounds__(FA_THREADS) k_flash(const float *__restrict__ 
 
 static bool flash_env(void) {
     const char *v = getenv("LB_CUDA_FLASH");
-    return v && v[0] == '1';
+    return !v || v[0] != '0';
 }
 
 /* read once (a function-local static: initialized once even when several host threads ask at the same time) */

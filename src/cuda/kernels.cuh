@@ -67,8 +67,8 @@ void cu_attention(const float *q, const __half *kc, const __half *vc, float *out
                   const int64_t *pos, int64_t max_n);
 /* flash.cu: the same attention for prompts on tensor cores, flash style (no bound on the context from shared
  * memory; F16 products on operands split into two F16 halves, so F32-class but not the CPU's bits). _fits: the shape
- * has a kernel (H a multiple of KV, H / KV <= 64, head size 32, 48, 64, 96 or 128); _on: enabled (LB_CUDA_FLASH=1,
- * read once); _ok: both. */
+ * has a kernel (H a multiple of KV, H / KV <= 64, head size 32, 48, 64, 96 or 128); _on: enabled (unless
+ * LB_CUDA_FLASH=0, read once); _ok: both. */
 bool cu_attention_flash_fits(int H, int KV, int D);
 bool cu_attention_flash_on(void);
 bool cu_attention_flash_ok(int H, int KV, int D);
