@@ -20,14 +20,6 @@
 
 #include <math.h>
 
-static uint64_t rng = 0x2545f4914f6cdd1dULL;
-static double uni(void) {
-    rng ^= rng << 13;
-    rng ^= rng >> 7;
-    rng ^= rng << 17;
-    return (double)(rng >> 11) / 9007199254740992.0;
-}
-static float gauss(void) { return (float)(sqrt(-2.0 * log(uni() + 1e-300)) * cos(6.283185307179586 * uni())); }
 
 static void check_shape(int T, int H, int KV, int D, int64_t pos0, float qscale) {
     const int64_t n = pos0 + T, kvd = (int64_t)KV * D;
@@ -36,8 +28,8 @@ static void check_shape(int T, int H, int KV, int D, int64_t pos0, float qscale)
     uint16_t *kc = malloc((size_t)(n * kvd) * 2), *vc = malloc((size_t)(n * kvd) * 2);
     double *ref = malloc(qn * sizeof(double)), *bound = malloc(qn * sizeof(double)), *p = malloc((size_t)n * sizeof(double));
     REQUIRE(q && out && kc && vc && ref && bound && p, "out of memory");
-    for (size_t i = 0; i < qn; i++) q[i] = qscale * gauss();
-    for (int64_t i = 0; i < n * kvd; i++) kc[i] = lb_f32_to_fp16(gauss()), vc[i] = lb_f32_to_fp16(gauss());
+    for (size_t i = 0; i < qn; i++) q[i] = qscale * test_gauss();
+    for (int64_t i = 0; i < n * kvd; i++) kc[i] = lb_f32_to_fp16(test_gauss()), vc[i] = lb_f32_to_fp16(test_gauss());
     const int hb = H / KV;
     const double scale = 1.0 / sqrt((double)D);
     for (int t = 0; t < T; t++)
@@ -102,6 +94,7 @@ static void check_shape(int T, int H, int KV, int D, int64_t pos0, float qscale)
 }
 
 int main(void) {
+    test_seed(0x2545f4914f6cdd1dULL);
     lb_error e;
     float one = 1.0f;
     uint16_t h0 = 0;

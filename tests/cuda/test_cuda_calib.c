@@ -34,14 +34,6 @@
 #include <unistd.h>
 
 
-static uint64_t rng = 88172645463325252ULL;
-static double urand(void) {
-    rng ^= rng << 13;
-    rng ^= rng >> 7;
-    rng ^= rng << 17;
-    return (double)(rng >> 11) / 9007199254740992.0;
-}
-static float nrand(void) { return (float)(sqrt(-2.0 * log(urand() + 1e-300)) * cos(6.283185307179586 * urand())); }
 
 static double rel_fro_d(const double *a, const double *b, int64_t n) {
     double num = 0, den = 0;
@@ -79,7 +71,7 @@ static void make_random(const lb_layer *src, rand_layer *r) {
             double ss = 0;
             for (int64_t j = 0; j < K; j++) ss += (double)row[j] * row[j];
             const float sd = (float)sqrt(ss / (double)K);
-            for (int64_t j = 0; j < K; j++) r->w[k][i * K + j] = sd * nrand();
+            for (int64_t j = 0; j < K; j++) r->w[k][i * K + j] = sd * test_gauss();
         }
         free(row);
         *ws[k] = (lb_weight){LB_TYPE_F32, r->w[k], R, K};
@@ -99,7 +91,7 @@ static void check_gptq(const double *Hc, const double *Hg, int64_t d) {
     const size_t rb = lb_type_row_size(LB_TYPE_Q4_K, d);
     uint8_t *q = malloc(rb * (size_t)rows);
     REQUIRE(W0 && Wc && Wg && Wr && hc && hg && q, "out of memory");
-    for (int64_t i = 0; i < rows * d; i++) W0[i] = nrand();
+    for (int64_t i = 0; i < rows * d; i++) W0[i] = test_gauss();
     memcpy(Wc, W0, (size_t)(rows * d) * sizeof *Wc);
     memcpy(Wg, W0, (size_t)(rows * d) * sizeof *Wg);
     memcpy(hc, Hc, (size_t)(d * d) * sizeof *hc);
@@ -392,6 +384,7 @@ static void check_cli(void) {
 }
 
 int main(void) {
+    test_seed(88172645463325252ULL);
     tiny_fixture f = tiny_load();
     check_statistics(f.m, f.calib, f.n_calib);
     check_diag(f.m, f.calib, f.n_calib);

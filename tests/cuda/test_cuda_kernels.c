@@ -29,21 +29,13 @@
 
 #include <math.h>
 
-static uint64_t rng = 0x9e3779b97f4a7c15ULL;
-static double uni(void) {
-    rng ^= rng << 13;
-    rng ^= rng >> 7;
-    rng ^= rng << 17;
-    return (double)(rng >> 11) / 9007199254740992.0;
-}
-static float gauss(void) { return (float)(sqrt(-2.0 * log(uni() + 1e-300)) * cos(6.283185307179586 * uni())); }
 
 /* a random (N, K) matrix in type t: rows of N(0,1) values with a few outliers, encoded by ggml's reference */
 static void *make_weights(lb_type t, int64_t N, int64_t K, float *f32) {
     const lb_type_traits *tt = lb_type_traits_get(t);
     size_t rb = lb_type_row_size(t, K);
     uint8_t *w = malloc(rb * (size_t)N);
-    for (int64_t i = 0; i < N * K; i++) f32[i] = gauss() * (uni() < 0.01 ? 8.0f : 1.0f);
+    for (int64_t i = 0; i < N * K; i++) f32[i] = test_gauss() * (test_uni() < 0.01 ? 8.0f : 1.0f);
     for (int64_t r = 0; r < N; r++) tt->from_float_ref(f32 + r * K, w + rb * (size_t)r, K);
     return w;
 }
@@ -71,7 +63,7 @@ static void check_type(lb_type t, int64_t N, int64_t K) {
         const int path = T <= 16 ? 0 : 1;
         float *x = malloc((size_t)(T * K) * sizeof(float)), *ref = malloc((size_t)(T * N) * sizeof(float));
         float *out = malloc((size_t)(T * N) * sizeof(float));
-        for (int64_t i = 0; i < T * K; i++) x[i] = gauss();
+        for (int64_t i = 0; i < T * K; i++) x[i] = test_gauss();
         const bool q8 = path == 0 && lb_cuda_mv_q8(t);
         const lb_type_traits *tt = lb_type_traits_get(t);
         float *xr = malloc((size_t)(T * K) * sizeof(float)); /* the activations as the kernel multiplies them */
@@ -129,6 +121,7 @@ static void check_type(lb_type t, int64_t N, int64_t K) {
 }
 
 int main(void) {
+    test_seed(0x9e3779b97f4a7c15ULL);
     lb_error e;
     /* errors: a device index that does not exist is one clear line */
     float one = 1.0f;

@@ -5,6 +5,8 @@
 #ifndef LB_TEST_H
 #define LB_TEST_H
 
+#include <math.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -40,6 +42,18 @@ static int test_pass_, test_fail_;
         printf("%d passed, %d failed\n", test_pass_, test_fail_);                    \
         return test_fail_ ? 1 : 0;                                                   \
     } while (0)
+
+/* Deterministic random numbers (xorshift64): test_uni in [0, 1), test_gauss a standard normal (Box-Muller);
+ * test_seed restarts the sequence. */
+static uint64_t test_rng_ = 0x9e3779b97f4a7c15ULL;
+static inline void test_seed(uint64_t s) { test_rng_ = s ? s : 1; }
+static inline double test_uni(void) {
+    test_rng_ ^= test_rng_ << 13;
+    test_rng_ ^= test_rng_ >> 7;
+    test_rng_ ^= test_rng_ << 17;
+    return (double)(test_rng_ >> 11) / 9007199254740992.0;
+}
+static inline float test_gauss(void) { return (float)(sqrt(-2.0 * log(test_uni() + 1e-300)) * cos(6.283185307179586 * test_uni())); }
 
 /* Directory of the shared fixtures (../shared unless LB_SHARED says otherwise). */
 static inline const char *test_shared_dir(void) {
