@@ -161,6 +161,11 @@ __global__ void __launch_bounds__(MV_WARPS * 32) k_matvec(const uint8_t *__restr
  * the warps' sums are added in warp order): the summation order depends on K alone.
  */
 #define MVQ_STAGES(R) ((R) >= 4 ? 2 : 3)
+/* A row's stage in shared memory: 16-byte aligned, with a word of slack for ldw (quant.cuh) */
+#define MVQ_SB(TY) ((Stage<TY>::BYTES + 15) / 16 * 16 + 16)
+/* The deeper pipeline of one-token products (LB_CUDA_MVQ_DEEP=1, an experiment until timed on a GPU): 4 stages, 3
+ * steps in flight per warp, where the block's stages fit 48 KB of static shared memory; else the default depth. */
+#define MVQ_DEEP_STAGES(TY, R) (MV_WARPS * 4 * (R) * MVQ_SB(TY) <= 46 * 1024 ? 4 : MVQ_STAGES(R))
 
 __device__ __forceinline__ void cp_async(void *smem, const void *g, int bytes) {
 #if __CUDA_ARCH__ >= 800
@@ -202,13 +207,12 @@ __device__ __forceinline__ void stage_fill(uint8_t *dst, const uint8_t *src, int
     for (int i = done + lane; i < n; i += 32) dst[i] = __ldg(src + i);
 }
 
-template <int TY, int NT, int R, bool SPLIT>
+template <int TY, int NT, int R, bool SPLIT, int ST>
 __global__ void __launch_bounds__(MV_WARPS * 32) k_mvq(const uint8_t *__restrict__ W, size_t rb, int64_t N, int K,
                                                        const int8_t *__restrict__ xq, const float2 *__restrict__ xd, int nt,
                                                        float *__restrict__ out, int64_t ldo, int cw) {
     using D = Dq<TY>;
-    /* SB: a row's stage, 16-byte aligned, with a word of slack for ldw (quant.cuh) */
-    constexpr int PER = Stage<TY>::PER, BYTES = Stage<TY>::BYTES, SB = (BYTES + 15) / 16 * 16 + 16, ST = MVQ_STAGES(R);
+    constexpr int PER = Stage<TY>::PER, BYTES = Stage<TY>::BYTES, SB = MVQ_SB(TY);
     __shared__ __align__(16) uint8_t stage[MV_WARPS][ST][R][SB];
     __shared__ float red[SPLIT ? MV_WARPS : 1][R][NT];
     const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
@@ -552,13 +556,14 @@ static int copy_width(const dweight *w, size_t step) {
     return cw < 4 ? 0 : cw;
 }
 
-template <int TY, int NT, int R, bool SPLIT> static void launch_mvq(const dweight *w, const void *xa, int T, float *out, int64_t ldo) {
+template <int TY, int NT, int R, bool SPLIT, int ST = MVQ_STAGES(R)>
+static void launch_mvq(const dweight *w, const void *xa, int T, float *out, int64_t ldo) {
     const int64_t N = w->rows, K = w->cols;
     const int8_t *xq = (const int8_t *)xa;
     const float2 *xd = (const float2 *)(xq + (size_t)T * K);
     const int cw = copy_width(w, Stage<TY>::BYTES);
     const int64_t per = SPLIT ? R : (int64_t)R * MV_WARPS;
-    k_mvq<TY, NT, R, SPLIT><<<(unsigned)((N + per - 1) / per), MV_WARPS * 32, 0, lb_cu_stream>>>(w->data, w->row_bytes, N, (int)K, xq,
+    k_mvq<TY, NT, R, SPLIT, ST><<<(unsigned)((N + per - 1) / per), MV_WARPS * 32, 0, lb_cu_stream>>>(w->data, w->row_bytes, N, (int)K, xq,
                                                                                                xd, T, out, ldo, cw);
 }
 
@@ -567,8 +572,25 @@ template <int TY, int NT, int R, bool SPLIT> static void launch_mvq(const dweigh
 #define MVQ_SPLIT_BELOW 2048
 #define MVQ_WIDE_FROM 8192
 
+static bool mvq_deep() {
+    static int on = -1;
+    if (on < 0) {
+        const char *v = getenv("LB_CUDA_MVQ_DEEP");
+        on = v && v[0] == '1';
+    }
+    return on != 0;
+}
+
 template <int TY, int NT> static void mvq_nt(const dweight *w, const void *xa, int T, float *out, int64_t ldo) {
     constexpr int RW = NT <= 2 ? 2 : 4;
+    if constexpr (NT == 1) {
+        if (mvq_deep()) {
+            if (w->rows < MVQ_SPLIT_BELOW) launch_mvq<TY, NT, 1, true, MVQ_DEEP_STAGES(TY, 1)>(w, xa, T, out, ldo);
+            else if (w->rows < MVQ_WIDE_FROM) launch_mvq<TY, NT, RW / 2, false, MVQ_DEEP_STAGES(TY, RW / 2)>(w, xa, T, out, ldo);
+            else launch_mvq<TY, NT, RW, false, MVQ_DEEP_STAGES(TY, RW)>(w, xa, T, out, ldo);
+            return;
+        }
+    }
     if (w->rows < MVQ_SPLIT_BELOW) launch_mvq<TY, NT, 1, true>(w, xa, T, out, ldo);
     else if (w->rows < MVQ_WIDE_FROM) launch_mvq<TY, NT, RW / 2, false>(w, xa, T, out, ldo);
     else launch_mvq<TY, NT, RW, false>(w, xa, T, out, ldo);

@@ -1,0 +1,69 @@
+#!/usr/bin/env bash
+# cuda_decode.sh - one device call for issue 13's decode and prompt table: from the repository root, with
+# bench/cuda_session.sh's binary tarball:
+#   bench/cuda_decode.sh BIN_TAR_XZ OUT_DIR [SECONDS]     (default 500)
+#   1. test_cuda_kernels --quick with LB_CUDA_MVQ_DEEP=1 (the deeper one-token pipeline, an experiment: the same
+#      bounds as the default kernels);
+#   2. the weight kernels alone (cuda_kernels --quick) with LB_CUDA_MVQ_DEEP=0 and 1;
+#   3. the Llama-3-8B-shape checkpoint (32 layers) at q4_k_m, q4_0, q8_0 and f16 (kept in /tmp/lb8b while the machine
+#      stays warm; the q4_k_m and f16 files of bench/cuda_flash.sh are reused): cuda_bench --pp 512 --tg 128 --reps 3 of
+#      each, then tg128 of q4_k_m and q4_0 with LB_CUDA_MVQ_DEEP=1;
+#   4. if nsys is there and time is left: the eval of q4_k_m against f16 profiled (where a window's 61 ms go).
+# Writes run.log (the summary) and all.tgz (every log) to OUT_DIR.
+set -uo pipefail
+TAR=${1:?usage: bench/cuda_decode.sh BIN_TAR_XZ OUT_DIR [SECONDS]}
+OUT=${2:?usage}
+DEADLINE=$(($(date +%s) + ${3:-500}))
+L=/tmp/lb-decode
+W=${LB_BENCH_DIR:-/tmp/lb8b}
+[ -x build/cuda_kernels ] || { mkdir -p build && tar xJf "$TAR" -C build; } || exit 1
+mkdir -p "$OUT" "$L" "$W"
+. "$(dirname "$0")/cuda_run_common.sh"
+log "1. kernel test with the deeper pipeline"
+LB_CUDA_MVQ_DEEP=1 timeout "$(cap 90)" build/tests/test_cuda_kernels --quick >"$L/t_kernels_deep.log" 2>&1
+echo "test_cuda_kernels --quick (LB_CUDA_MVQ_DEEP=1) rc=$? $(tail -1 "$L/t_kernels_deep.log")" | tee -a "$OUT/run.log"
+grep FAIL "$L/t_kernels_deep.log" | head -10 | cut -c1-300 >>"$OUT/run.log"
+log "2. weight kernels"
+for d in 0 1; do
+  [ "$(left)" -gt 60 ] || break
+  LB_CUDA_MVQ_DEEP=$d timeout "$(cap 90)" build/cuda_kernels --quick >"$L/kernels_$d.txt" 2>&1
+  echo "-- LB_CUDA_MVQ_DEEP=$d" >>"$OUT/run.log"
+  tail -30 "$L/kernels_$d.txt" >>"$OUT/run.log"
+done
+log "3. 8B shape"
+need=0
+for t in q4_k_m q4_0 q8_0 f16; do [ -f "$W/$t.gguf" ] || need=1; done
+if [ $need = 1 ]; then
+  [ -f "$W/hf/config.json" ] || build/synth_checkpoint "$W/hf" models/tiny/tokenizer.json --shape llama3-8b >"$L/gen.log" 2>&1
+  pids=()
+  for t in q4_k_m q4_0 q8_0 f16; do
+    [ -f "$W/$t.gguf" ] && continue
+    timeout "$(cap 200)" build/lowbit quantize "$W/hf" -o "$W/$t.gguf" --type "$t" --encoder ref -t 4 >>"$L/gen.log" 2>&1 &
+    pids+=($!)
+  done
+  for p in "${pids[@]}"; do wait "$p"; done
+  rm -rf "$W/hf"
+fi
+for t in q4_k_m q4_0 q8_0 f16; do
+  [ "$(left)" -gt 30 ] || break
+  echo "$t: $(timeout "$(cap 60)" build/cuda_bench "$W/$t.gguf" --device cuda --pp 512 --tg 128 --reps 3 2>&1 | grep -E "pp512|tg128|error" |
+    tr -s ' ' | tr '\n' ' ')" | tee -a "$OUT/run.log"
+done
+for t in q4_k_m q4_0; do
+  [ "$(left)" -gt 30 ] || break
+  echo "$t LB_CUDA_MVQ_DEEP=1: $(LB_CUDA_MVQ_DEEP=1 timeout "$(cap 60)" build/cuda_bench "$W/$t.gguf" --device cuda --pp 1 --tg 128 --reps 3 2>&1 |
+    grep -E "tg128|error" | tr -s ' ')" | tee -a "$OUT/run.log"
+done
+NSYS=$(command -v nsys || ls /opt/nvidia/nsight-systems/*/bin/nsys /usr/local/cuda/bin/nsys 2>/dev/null | head -1)
+if [ -n "$NSYS" ] && [ "$(left)" -gt 90 ]; then
+  log "4. eval profile"
+  timeout "$(cap 80)" "$NSYS" profile -o "$L/eval" --force-overwrite true --stats=true build/lowbit eval "$W/q4_k_m.gguf" --base "$W/f16.gguf" \
+    --text tests/golden/data/valid.txt --ctx 512 --chunks 8 --device cuda -q >"$L/nsys.txt" 2>&1
+  grep -A 30 "cuda_gpu_kern_sum" "$L/nsys.txt" | cut -c1-220 >>"$OUT/run.log"
+  grep -A 12 "cuda_api_sum" "$L/nsys.txt" | cut -c1-220 >>"$OUT/run.log"
+  rm -f "$L"/eval.nsys-rep "$L"/eval.sqlite
+else
+  echo "nsys: ${NSYS:-not found}, $(left) s left: no eval profile" >>"$OUT/run.log"
+fi
+log done
+tar czf "$OUT/all.tgz" -C /tmp lb-decode
