@@ -443,6 +443,8 @@ typedef struct lb_eval_result {
     double kld_max;
     double top1;        /* fraction of positions where both argmaxes agree */
     double seconds;
+    double load_seconds; /* of seconds: making the contexts (on a GPU: uploading every model's weights) before the
+                            first window; the windows took seconds - load_seconds */
 } lb_eval_result;
 
 /*

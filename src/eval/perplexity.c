@@ -175,6 +175,7 @@ lb_status lb_eval_perplexity_multi(const lb_model *const *models, int n_models, 
         if (!lg || !lsew || !amw || (base && (!lgb || !lseb || !amb)))
             s = lb_err_set(err, LB_ERR_NOMEM, "out of memory for %lld x %lld logits", (long long)ctx, (long long)V);
     }
+    const double t_load = lb_time_sec() - t0;
     double base_nll = 0.0;
     int64_t done_chunks = 0;
     for (int64_t w = 0; s == LB_OK && w < chunks; w++) {
@@ -226,6 +227,7 @@ lb_status lb_eval_perplexity_multi(const lb_model *const *models, int n_models, 
             r->chunks = done_chunks;
             r->n_scored = n_scored;
             r->seconds = secs;
+            r->load_seconds = t_load;
             finish(r, &A[k], n_scored, base_nll, cb != NULL);
         }
     }

@@ -39,6 +39,14 @@ else
   fail=$((fail + 1))
   echo "FAIL self-KLD: $out"
 fi
+# the time split: loading (the contexts) is part of the run, and the windows' rate is at least the whole run's
+if awk -v s="$(json_field "$out" seconds)" -v l="$(json_field "$out" load_seconds)" -v t="$(json_field "$out" tokens_per_second)" \
+  -v w="$(json_field "$out" eval_tokens_per_second)" 'BEGIN { exit !(l != "" && w != "" && l >= 0 && l <= s && w >= t && t > 0) }'; then
+  pass=$((pass + 1))
+else
+  fail=$((fail + 1))
+  echo "FAIL time split: $out"
+fi
 
 echo "$pass passed, $fail failed"
 [ "$fail" -eq 0 ]
