@@ -199,10 +199,13 @@ struct lb_cuda_ctx {
     const lb_model *m;
     int dev;
     int64_t n_ctx, n_batch, last_T;
+    int64_t n_seq;               /* sequences of n_ctx the KV cache holds (n_batch / n_ctx when that is more than 1) */
+    int64_t win;                 /* the running batch's sequence length (lb_cuda_ctx_eval_windows), 0: one sequence */
+    int64_t last_win;            /* win of the last batch with every position's logits */
     dweight tok, out;
     float *out_norm;
     dlayer *L;
-    __half *kc, *vc;             /* (n_layer, n_ctx, kvd) */
+    __half *kc, *vc;             /* (n_layer, n_seq n_ctx, kvd) */
     float *cs, *sn;              /* (n_ctx, D/2) */
     float *x, *xn, *q, *k, *v, *att, *g, *u, *tmp; /* n_batch rows */
     float *logits;               /* (n_batch, V) */
@@ -307,8 +310,9 @@ static lb_status alloc_state(lb_cuda_ctx *g, lb_error *err) {
     float **fp[] = {&g->x, &g->xn, &g->q, &g->k, &g->v, &g->att, &g->g, &g->u, &g->tmp, &g->logits};
     const int64_t fn[] = {B * E, B * E, B * qd, B * kvd, B * kvd, B * qd, B * F, B * F, B * E, B * V};
     for (int i = 0; s == LB_OK && i < 10; i++) s = dalloc(g, (void **)fp[i], (size_t)fn[i] * sizeof(float), "activations", err);
-    if (s == LB_OK) s = dalloc(g, (void **)&g->kc, (size_t)(L * C * kvd) * sizeof(__half), "the KV cache", err);
-    if (s == LB_OK) s = dalloc(g, (void **)&g->vc, (size_t)(L * C * kvd) * sizeof(__half), "the KV cache", err);
+    const int64_t S = g->n_seq > 1 ? g->n_seq : 1;
+    if (s == LB_OK) s = dalloc(g, (void **)&g->kc, (size_t)(L * S * C * kvd) * sizeof(__half), "the KV cache", err);
+    if (s == LB_OK) s = dalloc(g, (void **)&g->vc, (size_t)(L * S * C * kvd) * sizeof(__half), "the KV cache", err);
     if (s == LB_OK) s = dalloc(g, (void **)&g->tok_d, (size_t)B * sizeof(int32_t), "token ids", err);
     if (s == LB_OK) s = dalloc(g, (void **)&g->lse, (size_t)B * sizeof(double), "scores", err);
     if (s == LB_OK) s = dalloc(g, (void **)&g->nll, (size_t)B * sizeof(double), "scores", err);
@@ -378,6 +382,7 @@ static lb_status stage_new(const lb_model *m, int device, int64_t l0, int64_t l1
     g->dev = device;
     g->n_ctx = n_ctx;
     g->n_batch = n_batch;
+    g->n_seq = n_batch > n_ctx ? n_batch / n_ctx : 1;
     g->l0 = l0;
     g->l1 = l1;
     g->head = last;
@@ -508,13 +513,20 @@ static lb_status layer_forward_part(lb_cuda_ctx *g, const dlayer *l, int64_t il,
             cu_rmsnorm(g->q, l->q_norm, g->q, T * H, (int)D, D, eps);
             cu_rmsnorm(g->k, l->k_norm, g->k, T * KV, (int)D, D, eps);
         }
-        const size_t lo = (size_t)((g->layerwise ? 0 : il - g->l0) * g->n_ctx * kvd);
-        cu_rope_kv(g->q, g->k, g->v, (int)T, (int)H, (int)KV, (int)D, g->cs, g->sn, g->pos_d, g->m->rope_interleaved, g->kc + lo,
-                   g->vc + lo);
-        if (T > LB_CUDA_MV_MAX && cu_attention_flash_ok((int)H, (int)KV, (int)D))
-            cu_attention_flash(g->q, g->kc + lo, g->vc + lo, g->att, (int)T, (int)H, (int)KV, (int)D, g->pos_d);
-        else
-            cu_attention(g->q, g->kc + lo, g->vc + lo, g->att, (int)T, (int)H, (int)KV, (int)D, g->pos_d, max_n);
+        const size_t lo = (size_t)((g->layerwise ? 0 : il - g->l0) * g->n_seq * g->n_ctx * kvd);
+        /* one sequence, or T / win independent ones (lb_cuda_ctx_eval_windows): sequence w's tokens, positions 0..,
+         * cache rows w win .. and attention over its own rows only */
+        const int64_t wl = g->win > 0 ? g->win : T;
+        for (int64_t t0 = 0; t0 < T; t0 += wl) {
+            const size_t oq = (size_t)(t0 * qd), ok = (size_t)(t0 * kvd);
+            cu_rope_kv(g->q + oq, g->k + ok, g->v + ok, (int)wl, (int)H, (int)KV, (int)D, g->cs, g->sn, g->pos_d, g->m->rope_interleaved,
+                       g->kc + lo + ok, g->vc + lo + ok);
+            if (wl > LB_CUDA_MV_MAX && cu_attention_flash_ok((int)H, (int)KV, (int)D))
+                cu_attention_flash(g->q + oq, g->kc + lo + ok, g->vc + lo + ok, g->att + oq, (int)wl, (int)H, (int)KV, (int)D, g->pos_d);
+            else
+                cu_attention(g->q + oq, g->kc + lo + ok, g->vc + lo + ok, g->att + oq, (int)wl, (int)H, (int)KV, (int)D, g->pos_d,
+                             g->win > 0 ? wl : max_n);
+        }
         CK(cudaGetLastError(), "in attention");
         if (att && stop != LB_OBS_ATTN_IN)
             CK(cudaMemcpyAsync(att, g->att, (size_t)(T * qd) * sizeof(float), cudaMemcpyDeviceToDevice, g->st),
@@ -626,6 +638,7 @@ extern "C" lb_status lb_cuda_ctx_eval(lb_cuda_ctx *g, const int32_t *tokens, int
     lb_cu_stream = g->st;
     memcpy(g->pin_tok, tokens, (size_t)T * sizeof(int32_t));
     g->last_T = t->last_T = 0;
+    g->last_win = t->last_win = 0;
     if (T == 1 && want == 1 && !g->obs && g->decode_state == 0 && !getenv("LB_CUDA_NO_GRAPH")) capture_decode(g);
     if (T == 1 && want == 1 && !g->obs && g->decode_state == 1) {
         CK(cudaGraphLaunch(g->decode, g->st), "replaying the decode step");
@@ -640,21 +653,55 @@ extern "C" lb_status lb_cuda_ctx_eval(lb_cuda_ctx *g, const int32_t *tokens, int
     return LB_OK;
 }
 
+extern "C" lb_status lb_cuda_ctx_eval_windows(lb_cuda_ctx *g, const int32_t *tokens, int64_t T, int64_t win, lb_error *err) {
+    if (g->layerwise || win < 2 || win > g->n_ctx || T < win || T % win || T > g->n_batch || T / win > g->n_seq)
+        return lb_err_set(err, LB_ERR_ARG, "lb_cuda_ctx_eval_windows: %lld tokens in windows of %lld do not fit the context (%lld sequences "
+                          "of %lld, batches of %lld)", (long long)T, (long long)win, (long long)g->n_seq, (long long)g->n_ctx,
+                          (long long)g->n_batch);
+    lb_cuda_ctx *t = tail(g);
+    for (lb_cuda_ctx *st = g; st; st = st->next) { /* every stage idle, from position 0, in windows */
+        CK(cudaSetDevice(st->dev), "selecting the device");
+        CK(cudaStreamSynchronize(st->st), "waiting for the device");
+        *st->pin_pos = 0;
+        st->win = win;
+    }
+    CK(cudaSetDevice(g->dev), "selecting the device");
+    lb_cu_stream = g->st;
+    memcpy(g->pin_tok, tokens, (size_t)T * sizeof(int32_t));
+    g->last_T = t->last_T = 0;
+    g->last_win = t->last_win = 0;
+    lb_status s = forward(g, T, 2, win, err);
+    for (lb_cuda_ctx *st = g; st; st = st->next) st->win = 0;
+    if (s != LB_OK) return s;
+    CK(cudaSetDevice(t->dev), "selecting the device");
+    CK(cudaStreamSynchronize(t->st), "running the forward pass");
+    g->last_T = t->last_T = T;
+    g->last_win = t->last_win = win;
+    return LB_OK;
+}
+
 extern "C" lb_status lb_cuda_ctx_score(lb_cuda_ctx *g0, const lb_cuda_ctx *base0, const int32_t *tokens, int64_t T, double *lse,
                                        double *nll, int64_t *amax, double *kl, lb_error *err) {
     lb_cuda_ctx *g = tail(g0);
     const lb_cuda_ctx *base = base0 ? tail_c(base0) : NULL;
-    if (g->last_T != T || (base && base->last_T != T))
+    if (g->last_T != T || (base && (base->last_T != T || base->last_win != g->last_win)))
         return lb_err_set(err, LB_ERR_ARG, "lb_cuda_ctx_score: the logits of %lld tokens are not on the device", (long long)T);
     if (base && base->dev != g->dev)
         return lb_err_set(err, LB_ERR_ARG, "the base model's head runs on cuda:%d, the model's on cuda:%d: scoring needs one device",
                           base->dev, g->dev);
     CK(cudaSetDevice(g->dev), "selecting the device");
     lb_cu_stream = g->st;
-    const int64_t V = g->m->info.n_vocab, n = T - 1;
-    CK(cudaMemcpyAsync(g->tok_d, tokens + 1, (size_t)n * sizeof(int32_t), cudaMemcpyHostToDevice, g->st), "uploading token ids");
-    cu_score(g->logits, V, g->tok_d, (int)n, base ? base->logits : NULL, base ? base->lse : NULL, g->lse, g->nll, g->amax,
-             base ? g->kl : NULL);
+    /* one sequence of T, or T / win windows: window w's positions 0 .. win - 2 against its own next tokens, results at
+     * w (win - 1) .. (the base's log-sum-exps in the same places) */
+    const int64_t V = g->m->info.n_vocab, wl = g->last_win > 0 ? g->last_win : T, nw = T / wl, n = nw * (wl - 1);
+    for (int64_t w = 0; w < nw; w++) {
+        const int64_t r = w * (wl - 1);
+        CK(cudaMemcpyAsync(g->tok_d + r, tokens + w * wl + 1, (size_t)(wl - 1) * sizeof(int32_t), cudaMemcpyHostToDevice, g->st),
+           "uploading token ids");
+        cu_score(g->logits + (size_t)(w * wl) * (size_t)V, V, g->tok_d + r, (int)(wl - 1),
+                 base ? base->logits + (size_t)(w * wl) * (size_t)V : NULL, base ? base->lse + r : NULL, g->lse + r, g->nll + r,
+                 g->amax + r, base ? g->kl + r : NULL);
+    }
     CK(cudaGetLastError(), "scoring");
     CK(cudaStreamSynchronize(g->st), "scoring");
     if (lse) CK(cudaMemcpy(lse, g->lse, (size_t)n * sizeof(double), cudaMemcpyDeviceToHost), "reading scores");

@@ -21,7 +21,8 @@ struct lb_layer;
 typedef struct lb_cuda_ctx lb_cuda_ctx;
 
 /* Upload m's weights to CUDA device `device` and allocate an n_ctx-token F16 KV cache plus activations for
- * n_batch tokens. */
+ * n_batch tokens. n_batch above n_ctx (a multiple of it) makes the cache hold n_batch / n_ctx sequences of n_ctx
+ * for lb_cuda_ctx_eval_windows. */
 lb_status lb_cuda_ctx_new(const struct lb_model *m, int device, int64_t n_ctx, int64_t n_batch, lb_cuda_ctx **out,
                           lb_error *err);
 
@@ -51,11 +52,21 @@ lb_status lb_cuda_ctx_eval(lb_cuda_ctx *g, const int32_t *tokens, int64_t T, int
                            lb_error *err);
 
 /*
+ * Run T tokens as T / win independent sequences of win tokens (each from position 0, attending to its own tokens
+ * only; T at most n_batch and T / win at most the sequences the cache holds), keeping every position's logits on
+ * the GPU for lb_cuda_ctx_score: eval's windows several to a batch, so each weight is read and dequantized once
+ * per batch instead of once per window. Every window's logits are those of its own lb_cuda_ctx_eval up to the
+ * products' rounding (larger products may sum in another order).
+ */
+lb_status lb_cuda_ctx_eval_windows(lb_cuda_ctx *g, const int32_t *tokens, int64_t T, int64_t win, lb_error *err);
+
+/*
  * Score the logits of the last lb_cuda_ctx_eval(want = 2) of T tokens against next tokens tokens[1..T-1],
  * on the GPU: per position i < T-1 the log-sum-exp, the NLL of tokens[i+1], the argmax and, when base is
  * not NULL (a context on the same device holding its own logits of the same tokens), KL(base || this).
  * Arrays have T-1 entries; lse may be NULL, kl is NULL without a base. The base must have scored the same
- * tokens last (its log-sum-exps stay on the GPU for this).
+ * tokens last (its log-sum-exps stay on the GPU for this). After lb_cuda_ctx_eval_windows, each window's
+ * positions 0 .. win-2 against its own next tokens: (T / win) (win - 1) entries, window after window.
  */
 lb_status lb_cuda_ctx_score(lb_cuda_ctx *g, const lb_cuda_ctx *base, const int32_t *tokens, int64_t T, double *lse,
                             double *nll, int64_t *amax, double *kl, lb_error *err);

@@ -84,6 +84,9 @@ lb_status lb_cuda_ctx_eval(lb_cuda_ctx *g, const int32_t *tokens, int64_t T, int
                            lb_error *err) {
     return no_cuda(err);
 }
+lb_status lb_cuda_ctx_eval_windows(lb_cuda_ctx *g, const int32_t *tokens, int64_t T, int64_t win, lb_error *err) {
+    return no_cuda(err);
+}
 lb_status lb_cuda_ctx_score(lb_cuda_ctx *g, const lb_cuda_ctx *base, const int32_t *tokens, int64_t T, double *lse,
                             double *nll, int64_t *amax, double *kl, lb_error *err) {
     return no_cuda(err);

@@ -14,6 +14,16 @@
 #include <stdlib.h>
 #include <string.h>
 
+/* Tokens a GPU batch of eval windows holds (several windows of ctx to a batch; one when ctx is longer). Each
+ * context then keeps EVAL_GPU_BATCH x n_vocab logits on the device (1 GB at a 128,256-token vocabulary).
+ * LB_EVAL_GPU_BATCH=N in the environment sets another (N below ctx: one window to a batch). */
+#define EVAL_GPU_BATCH 2048
+
+static int64_t gpu_batch_tokens(void) {
+    const char *v = getenv("LB_EVAL_GPU_BATCH");
+    return v && *v ? atoll(v) : EVAL_GPU_BATCH;
+}
+
 lb_eval_params lb_eval_default_params(void) {
     lb_eval_params p;
     memset(&p, 0, sizeof p); /* the CPU, every CPU, every full window, no progress callback */
@@ -94,20 +104,22 @@ static void finish(lb_eval_result *r, const acc *a, int64_t n_scored, double bas
     r->kld_max = a->kls[n_scored - 1];
 }
 
-/* One window on a GPU: the base model once, then each model scored against it on the device; the sums run
- * in the same order as on the CPU. lseb/amb/nllw/amw: ctx entries of scratch. */
-static lb_status score_window_gpu(acc *A, int n_models, lb_context *cb, const int32_t *tk, int64_t ctx, int64_t n_scored,
-                                  double *base_nll, double *lseb, int64_t *amb, double *nllw, int64_t *amw, lb_error *err) {
+/* nw consecutive windows on a GPU, in one batch when nw > 1: the base model once, then each model scored against it on
+ * the device; the sums run window after window, position after position, as on the CPU. lseb/amb/nllw/amw: nw ctx
+ * entries of scratch. */
+static lb_status score_windows_gpu(acc *A, int n_models, lb_context *cb, const int32_t *tk, int64_t ctx, int64_t nw, int64_t n_scored,
+                                   double *base_nll, double *lseb, int64_t *amb, double *nllw, int64_t *amw, lb_error *err) {
     lb_status s = LB_OK;
+    const int64_t n = nw * ctx, win = nw > 1 ? ctx : 0, m = nw * (ctx - 1);
     if (cb) {
-        if ((s = lb_context_score(cb, NULL, tk, ctx, lseb, nllw, amb, NULL, err)) != LB_OK) return s;
-        for (int64_t i = 0; i + 1 < ctx; i++) *base_nll += nllw[i];
+        if ((s = lb_context_score(cb, NULL, tk, n, win, lseb, nllw, amb, NULL, err)) != LB_OK) return s;
+        for (int64_t i = 0; i < m; i++) *base_nll += nllw[i];
     }
     for (int k = 0; k < n_models; k++) {
         acc *a = &A[k];
         double *kls = cb ? a->kls + n_scored : NULL;
-        if ((s = lb_context_score(a->c, cb, tk, ctx, NULL, nllw, amw, kls, err)) != LB_OK) return s;
-        for (int64_t i = 0; i + 1 < ctx; i++) {
+        if ((s = lb_context_score(a->c, cb, tk, n, win, NULL, nllw, amw, kls, err)) != LB_OK) return s;
+        for (int64_t i = 0; i < m; i++) {
             a->nll += nllw[i];
             if (cb) {
                 a->kl += kls[i];
@@ -151,17 +163,26 @@ lb_status lb_eval_perplexity_multi(const lb_model *const *models, int n_models, 
     int64_t n_scored_max = chunks * (ctx - 1), n_scored = 0;
     acc *A = calloc((size_t)n_models, sizeof *A);
     lb_status s = A ? LB_OK : lb_err_set(err, LB_ERR_NOMEM, "out of memory");
-    for (int k = 0; s == LB_OK && k < n_models; k++) {
-        s = lb_context_new(models[k], &cp, &A[k].c, err);
-        if (s == LB_OK && base && !(A[k].kls = malloc((size_t)n_scored_max * sizeof(double))))
-            s = lb_err_set(err, LB_ERR_NOMEM, "out of memory");
+    /* on a GPU, windows run EVAL_GPU_BATCH tokens to a batch (each weight read and dequantized once per batch), or one
+     * at a time when the device has no room for that */
+    int64_t W = gpu ? gpu_batch_tokens() / ctx : 1;
+    W = W < 1 ? 1 : W > chunks ? chunks : W;
+    for (;;) {
+        for (int k = 0; s == LB_OK && k < n_models; k++) s = lb_context_new_scoring(models[k], &cp, W, &A[k].c, err);
+        if (s == LB_OK && base) s = lb_context_new_scoring(base, &cp, W, &cb, err);
+        if (s != LB_ERR_DEVICE || W == 1) break;
+        for (int k = 0; k < n_models; k++) lb_context_free(A[k].c), A[k].c = NULL;
+        lb_context_free(cb);
+        cb = NULL;
+        W = 1, s = LB_OK;
     }
-    if (s == LB_OK && base) s = lb_context_new(base, &cp, &cb, err);
+    for (int k = 0; s == LB_OK && base && k < n_models; k++)
+        if (!(A[k].kls = malloc((size_t)n_scored_max * sizeof(double)))) s = lb_err_set(err, LB_ERR_NOMEM, "out of memory");
     if (s == LB_OK && gpu) { /* logits stay on the device; per-position scores come back */
-        lseb = malloc((size_t)ctx * sizeof *lseb);
-        amb = malloc((size_t)ctx * sizeof *amb);
-        nllw = malloc((size_t)ctx * sizeof *nllw);
-        amw = malloc((size_t)ctx * sizeof *amw);
+        lseb = malloc((size_t)(W * ctx) * sizeof *lseb);
+        amb = malloc((size_t)(W * ctx) * sizeof *amb);
+        nllw = malloc((size_t)(W * ctx) * sizeof *nllw);
+        amw = malloc((size_t)(W * ctx) * sizeof *amw);
         if (!lseb || !amb || !nllw || !amw) s = lb_err_set(err, LB_ERR_NOMEM, "out of memory");
     } else if (s == LB_OK) {
         lg = malloc((size_t)(ctx * V) * sizeof *lg);
@@ -178,10 +199,11 @@ lb_status lb_eval_perplexity_multi(const lb_model *const *models, int n_models, 
     const double t_load = lb_time_sec() - t0;
     double base_nll = 0.0;
     int64_t done_chunks = 0;
-    for (int64_t w = 0; s == LB_OK && w < chunks; w++) {
+    for (int64_t w = 0; s == LB_OK && w < chunks;) {
         const int32_t *tk = tokens + w * ctx;
+        const int64_t nw = chunks - w < W ? chunks - w : W; /* windows w .. w + nw - 1 */
         if (gpu) {
-            s = score_window_gpu(A, n_models, cb, tk, ctx, n_scored, &base_nll, lseb, amb, nllw, amw, err);
+            s = score_windows_gpu(A, n_models, cb, tk, ctx, nw, n_scored, &base_nll, lseb, amb, nllw, amw, err);
             if (s != LB_OK) break;
         } else if (cb) { /* the base model once per window, shared by every model */
             lb_context_reset(cb);
@@ -209,14 +231,20 @@ lb_status lb_eval_perplexity_multi(const lb_model *const *models, int n_models, 
             if (!isfinite(k < 0 ? base_nll : A[k].nll) || (cb && k >= 0 && !isfinite(A[k].kl))) {
                 char who[32] = "the base model";
                 if (k >= 0) snprintf(who, sizeof who, "model %d", k + 1);
-                s = lb_err_set(err, LB_ERR_FORMAT, "%s: the logits of window %lld are not finite (the weights or the "
-                               "activations overflow)", who, (long long)w);
+                if (nw > 1)
+                    s = lb_err_set(err, LB_ERR_FORMAT, "%s: the logits of windows %lld-%lld are not finite (the weights or the "
+                                   "activations overflow)", who, (long long)w, (long long)(w + nw - 1));
+                else
+                    s = lb_err_set(err, LB_ERR_FORMAT, "%s: the logits of window %lld are not finite (the weights or the "
+                                   "activations overflow)", who, (long long)w);
                 break;
             }
         if (s != LB_OK) break;
-        n_scored += ctx - 1;
-        done_chunks++;
-        if (p->progress && p->progress(w + 1, chunks, p->progress_user)) s = lb_err_set(err, LB_ERR_CANCELLED, "cancelled");
+        n_scored += nw * (ctx - 1);
+        done_chunks += nw;
+        for (int64_t i = 0; s == LB_OK && i < nw; i++)
+            if (p->progress && p->progress(w + i + 1, chunks, p->progress_user)) s = lb_err_set(err, LB_ERR_CANCELLED, "cancelled");
+        w += nw;
     }
     if (s == LB_OK) {
         double secs = lb_time_sec() - t0;

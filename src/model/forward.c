@@ -122,7 +122,7 @@ lb_status lb_model_pipeline_split(const lb_model *m, int R, int64_t *first, lb_e
 }
 
 /* A context on a CUDA device (or a pipeline of them): the executor in cuda/ holds the cache and activations. */
-static lb_status context_new_cuda(const lb_model *m, const lb_context_params *p, int64_t n_ctx, lb_context **out,
+static lb_status context_new_cuda(const lb_model *m, const lb_context_params *p, int64_t n_ctx, int64_t n_seq, lb_context **out,
                                   lb_error *err) {
     int devs[LB_MAX_DEVICES], R = p->n_devices > 1 ? p->n_devices : 1;
     int64_t first[LB_MAX_DEVICES + 1];
@@ -143,7 +143,7 @@ static lb_status context_new_cuda(const lb_model *m, const lb_context_params *p,
     if (!c) return lb_err_set(err, LB_ERR_NOMEM, "out of memory");
     c->m = m;
     c->n_ctx = n_ctx;
-    c->n_batch = n_ctx < DEFAULT_BATCH ? n_ctx : DEFAULT_BATCH;
+    c->n_batch = n_seq > 0 ? n_seq * n_ctx : n_ctx < DEFAULT_BATCH ? n_ctx : DEFAULT_BATCH;
     s = lb_cuda_ctx_new_pipeline(m, devs, first, R, n_ctx, c->n_batch, &c->gpu, err);
     if (s != LB_OK) {
         free(c);
@@ -179,7 +179,18 @@ void lb_rope_inv_freq(const lb_model_info *h, float *inv) {
 
 static bool plan_new(lb_context *c, int nt, int64_t kmax);
 
+static lb_status context_new(const lb_model *m, const lb_context_params *p, int64_t n_seq, lb_context **out, lb_error *err);
+
 lb_status lb_context_new(const lb_model *m, const lb_context_params *p, lb_context **out, lb_error *err) {
+    return context_new(m, p, 0, out, err);
+}
+
+lb_status lb_context_new_scoring(const lb_model *m, const lb_context_params *p, int64_t n_seq, lb_context **out, lb_error *err) {
+    if (n_seq < 1 || n_seq > 4096) return lb_err_set(err, LB_ERR_ARG, "lb_context_new_scoring: %lld sequences", (long long)n_seq);
+    return context_new(m, p, n_seq, out, err);
+}
+
+static lb_status context_new(const lb_model *m, const lb_context_params *p, int64_t n_seq, lb_context **out, lb_error *err) {
     if (!m || !out) return lb_err_set(err, LB_ERR_ARG, "lb_context_new: NULL argument");
     lb_context_params dp = lb_context_default_params();
     if (!p) p = &dp;
@@ -189,7 +200,7 @@ lb_status lb_context_new(const lb_model *m, const lb_context_params *p, lb_conte
     if (h->n_ctx_train > 0 && n_ctx > h->n_ctx_train)
         return lb_err_set(err, LB_ERR_ARG, "a context of %lld tokens exceeds what the model was trained for "
                           "(max_position_embeddings %lld)", (long long)n_ctx, (long long)h->n_ctx_train);
-    if (p->device.kind == LB_DEVICE_CUDA) return context_new_cuda(m, p, n_ctx, out, err);
+    if (p->device.kind == LB_DEVICE_CUDA) return context_new_cuda(m, p, n_ctx, n_seq, out, err);
     if (p->device.kind != LB_DEVICE_CPU) return lb_err_set(err, LB_ERR_ARG, "unknown device kind %d", (int)p->device.kind);
     int nt = p->n_threads > 0 ? p->n_threads : lb_cpu_count();
     if (nt > 256) nt = 256;
@@ -697,17 +708,21 @@ lb_status lb_context_eval(lb_context *c, const int32_t *tokens, int64_t n, float
     return LB_OK;
 }
 
-lb_status lb_context_score(lb_context *c, const lb_context *base, const int32_t *tokens, int64_t n, double *lse,
+lb_status lb_context_score(lb_context *c, const lb_context *base, const int32_t *tokens, int64_t n, int64_t win, double *lse,
                            double *nll, int64_t *amax, double *kl, lb_error *err) {
     if (!c || !c->gpu || (base && !base->gpu))
         return lb_err_set(err, LB_ERR_UNSUPPORTED, "lb_context_score: only contexts on a CUDA device score on the device");
     if (n < 2 || n > c->n_batch) return lb_err_set(err, LB_ERR_ARG, "lb_context_score: %lld tokens is not one batch", (long long)n);
+    if (win && (win < 2 || win > c->n_ctx || n % win))
+        return lb_err_set(err, LB_ERR_ARG, "lb_context_score: %lld tokens are not windows of %lld", (long long)n, (long long)win);
+    if (!win && n > c->n_ctx)
+        return lb_err_set(err, LB_ERR_ARG, "lb_context_score: %lld tokens do not fit a %lld-token context", (long long)n, (long long)c->n_ctx);
     for (int64_t t = 0; t < n; t++)
         if (tokens[t] < 0 || tokens[t] >= c->m->info.n_vocab)
             return lb_err_set(err, LB_ERR_ARG, "token id %d at position %lld is outside the vocabulary", tokens[t], (long long)t);
     lb_context_reset(c);
-    lb_status s = lb_cuda_ctx_eval(c->gpu, tokens, n, 0, 2, NULL, err);
-    if (s == LB_OK) c->pos = n;
+    lb_status s = win ? lb_cuda_ctx_eval_windows(c->gpu, tokens, n, win, err) : lb_cuda_ctx_eval(c->gpu, tokens, n, 0, 2, NULL, err);
+    if (s == LB_OK) c->pos = win ? 0 : n;
     if (s == LB_OK) s = lb_cuda_ctx_score(c->gpu, base ? base->gpu : NULL, tokens, n, lse, nll, amax, kl, err);
     return s;
 }

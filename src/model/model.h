@@ -75,10 +75,16 @@ lb_status lb_context_run_layer_part(lb_context *c, const lb_layer *l, int64_t il
  * Scoring on the device, for eval: run tokens[0..n) from an empty cache (n at most one batch) keeping the
  * logits on the GPU, then per position i < n-1 the log-sum-exp, NLL of tokens[i+1], argmax and, with a
  * base context on the same device that last scored the same tokens, KL(base || c) (arrays of n-1). Only
- * for contexts on a CUDA device (LB_ERR_UNSUPPORTED otherwise).
+ * for contexts on a CUDA device (LB_ERR_UNSUPPORTED otherwise). win > 0: tokens are n / win independent
+ * windows of win tokens run in one batch (lb_context_new_scoring's n_seq at least n / win), each scored on
+ * its positions 0 .. win-2: (n / win) (win - 1) entries, window after window.
  */
-lb_status lb_context_score(lb_context *c, const lb_context *base, const int32_t *tokens, int64_t n, double *lse,
+lb_status lb_context_score(lb_context *c, const lb_context *base, const int32_t *tokens, int64_t n, int64_t win, double *lse,
                            double *nll, int64_t *amax, double *kl, lb_error *err);
+/* lb_context_new for scoring: on a CUDA device, batches of n_seq whole contexts (n_seq windows of p->n_ctx for
+ * lb_context_score, a KV cache of n_seq sequences, every position's logits: n_seq n_ctx n_vocab floats); on the
+ * CPU the same as lb_context_new. */
+lb_status lb_context_new_scoring(const lb_model *m, const lb_context_params *p, int64_t n_seq, lb_context **out, lb_error *err);
 /* 1 when the context runs on a CUDA device. */
 int lb_context_on_gpu(const lb_context *c);
 /* The context's thread pool (NULL on a CUDA device), for work beside the forward pass such as scoring. */

@@ -165,6 +165,18 @@ static void check_quantized(const char *ftype, const int32_t *ids, int64_t n_ids
     CHECK(rel < 5e-3, "%s: GPU perplexity %.6f vs CPU %.6f", ftype, rg.ppl, rc.ppl);
     CHECK(krel < fmax(1e-5, 0.03 * rc.kld_mean), "%s: GPU KL(base||model) %.6g vs CPU %.6g", ftype, rg.kld_mean, rc.kld_mean);
     CHECK(fabs(rg.base_ppl / rc.base_ppl - 1.0) < 1e-3, "%s: base perplexity GPU %.6f vs CPU %.6f", ftype, rg.base_ppl, rc.base_ppl);
+    /* the four windows above ran in one batch (lb_cuda_ctx_eval_windows); one window to a batch gives the same up to the
+     * products' rounding (other GEMM shapes), which the 8-bit activation rounding of block types can amplify */
+    setenv("LB_EVAL_GPU_BATCH", "1", 1);
+    lb_eval_result r1;
+    REQUIRE(lb_eval_perplexity(m, base, ids, n_ids, &p, &r1, &e) == LB_OK, "%s", e.msg);
+    unsetenv("LB_EVAL_GPU_BATCH");
+    const double wrel = fabs(r1.ppl / rg.ppl - 1.0), wk = fabs(r1.kld_mean - rg.kld_mean);
+    CHECK(r1.n_scored == rg.n_scored && wrel < 1e-3 && wk < fmax(1e-5, 0.03 * rg.kld_mean),
+          "%s: windows one to a batch: ppl %.6f (batched %.6f), KL %.6g (batched %.6g), %lld / %lld positions", ftype, r1.ppl, rg.ppl,
+          r1.kld_mean, rg.kld_mean, (long long)r1.n_scored, (long long)rg.n_scored);
+    printf("%-7s GPU eval, windows one to a batch against four: ppl rel %.1e, KL %.3g against %.3g\n", ftype, wrel, r1.kld_mean,
+           rg.kld_mean);
     /* the logits themselves: KL(cpu || gpu) over the first window */
     float *lc = run(m, (lb_device){LB_DEVICE_CPU, 0}, ids, ctx, ctx), *lg = run(m, cuda0, ids, ctx, ctx);
     int64_t flips;
@@ -224,6 +236,19 @@ int main(void) {
     const char *types[] = {"f32", "f16", "bf16", "q8_0", "q4_0", "q4_1", "q5_0", "q5_1", "q2_k", "q3_k_s",
                            "q4_k_s", "q5_k_s", "q6_k", "iq4_nl", "iq4_xs", "q4_k_m"};
     for (size_t i = 0; i < sizeof types / sizeof types[0]; i++) check_quantized(types[i], ids, n_ids, tiny);
+    { /* windows longer than the context's default 512-token batch: one window to a batch, scored whole */
+        lb_eval_params p = lb_eval_default_params();
+        p.ctx = 1536;
+        p.max_chunks = 2;
+        p.n_threads = 4;
+        lb_eval_result rc, rg;
+        REQUIRE(lb_eval_perplexity(tiny, NULL, ids, n_ids, &p, &rc, &e) == LB_OK, "%s", e.msg);
+        p.device = cuda0;
+        s = lb_eval_perplexity(tiny, NULL, ids, n_ids, &p, &rg, &e);
+        CHECK(s == LB_OK && rg.n_scored == rc.n_scored && fabs(rg.ppl / rc.ppl - 1.0) < 1e-4, "ctx 1536 on the GPU: %d %s, ppl %.6f vs CPU %.6f",
+              (int)s, s == LB_OK ? "" : e.msg, rg.ppl, rc.ppl);
+        printf("tiny ctx 1536: ppl cpu %.6f gpu %.6f\n", rc.ppl, rg.ppl);
+    }
     free(text);
     lb_free(ids);
     lb_tokenizer_free(tok);
