@@ -8,7 +8,8 @@
 #   3. the Llama-3-8B-shape checkpoint (32 layers) at q4_k_m, q4_0, q8_0 and f16 (kept in /tmp/lb8b while the machine
 #      stays warm; the q4_k_m and f16 files of bench/cuda_flash.sh are reused): cuda_bench --pp 512 --tg 128 --reps 3 of
 #      each, then tg128 of q4_k_m and q4_0 with LB_CUDA_MVQ_DEEP=1;
-#   4. if nsys is there and time is left: the eval of q4_k_m against f16 profiled (where a window's 61 ms go).
+#   4. the eval of q4_k_m against f16 with windows one to a batch and four (LB_EVAL_GPU_BATCH=512 / 2048: the rate over
+#      the whole run and over the windows alone); if nsys is there and time is left, the eval profiled.
 # Writes run.log (the summary) and all.tgz (every log) to OUT_DIR.
 set -uo pipefail
 TAR=${1:?usage: bench/cuda_decode.sh BIN_TAR_XZ OUT_DIR [SECONDS]}
@@ -53,6 +54,13 @@ for t in q4_k_m q4_0; do
   [ "$(left)" -gt 30 ] || break
   echo "$t LB_CUDA_MVQ_DEEP=1: $(LB_CUDA_MVQ_DEEP=1 timeout "$(cap 60)" build/cuda_bench "$W/$t.gguf" --device cuda --pp 1 --tg 128 --reps 3 2>&1 |
     grep -E "tg128|error" | tr -s ' ')" | tee -a "$OUT/run.log"
+done
+for b in 512 2048; do # eval with a base: windows one to a batch, and four (the default)
+  [ "$(left)" -gt 40 ] || break
+  LB_EVAL_GPU_BATCH=$b timeout "$(cap 90)" build/lowbit eval "$W/q4_k_m.gguf" --base "$W/f16.gguf" --text tests/golden/data/valid.txt \
+    --ctx 512 --chunks 40 --device cuda --json >"$L/eval_$b.json" 2>"$L/eval_$b.err"
+  echo "eval LB_EVAL_GPU_BATCH=$b: $(grep -o '"ppl": [0-9.]*\|"kld_mean": [0-9.e-]*\|"seconds": [0-9.]*\|"tokens_per_second": [0-9.]*\|"load_seconds": [0-9.]*\|"eval_tokens_per_second": [0-9.]*' \
+    "$L/eval_$b.json" | tr '\n' ' ')" | tee -a "$OUT/run.log"
 done
 NSYS=$(command -v nsys || ls /opt/nvidia/nsight-systems/*/bin/nsys /usr/local/cuda/bin/nsys 2>/dev/null | head -1)
 if [ -n "$NSYS" ] && [ "$(left)" -gt 90 ]; then
