@@ -209,6 +209,7 @@ struct lb_cuda_ctx {
     float *cs, *sn;              /* (n_ctx, D/2) */
     float *x, *xn, *q, *k, *v, *att, *g, *u, *tmp; /* n_batch rows */
     float *logits;               /* (n_batch, V) */
+    float *att_part;             /* the split attention's scratch (LB_CUDA_ATT_SPLIT=1) */
     int32_t *tok_d;              /* n_batch */
     double *lse, *nll, *kl;      /* n_batch */
     long long *amax;             /* n_batch */
@@ -329,7 +330,9 @@ static lb_status alloc_state(lb_cuda_ctx *g, lb_error *err) {
         g->pin_tok = (int32_t *)(g->pin_pos + 1);
         g->pin_logits = (float *)((uintptr_t)(g->pin_tok + B + 16) & ~(uintptr_t)15);
     }
-    if (s == LB_OK && cu_attention_prepare((int)h->n_head, (int)h->n_head_kv, (int)D, C) != cudaSuccess) {
+    if (s == LB_OK && cu_attention_split_on())
+        s = dalloc(g, (void **)&g->att_part, cu_attention_split_scratch((int)h->n_head, (int)D, C), "the attention's scratch", err);
+    else if (s == LB_OK && cu_attention_prepare((int)h->n_head, (int)h->n_head_kv, (int)D, C) != cudaSuccess) {
         cudaGetLastError();
         s = lb_err_set(err, LB_ERR_UNSUPPORTED, "CUDA: a %lld-token context does not fit the attention kernel's shared memory",
                        (long long)C);
@@ -523,6 +526,9 @@ static lb_status layer_forward_part(lb_cuda_ctx *g, const dlayer *l, int64_t il,
                        g->kc + lo + ok, g->vc + lo + ok);
             if (wl > LB_CUDA_MV_MAX && cu_attention_flash_ok((int)H, (int)KV, (int)D))
                 cu_attention_flash(g->q + oq, g->kc + lo + ok, g->vc + lo + ok, g->att + oq, (int)wl, (int)H, (int)KV, (int)D, g->pos_d);
+            else if (g->att_part)
+                cu_attention_split(g->q + oq, g->kc + lo + ok, g->vc + lo + ok, g->att + oq, (int)wl, (int)H, (int)KV, (int)D, g->pos_d,
+                                   g->win > 0 ? wl : max_n, g->att_part);
             else
                 cu_attention(g->q + oq, g->kc + lo + ok, g->vc + lo + ok, g->att + oq, (int)wl, (int)H, (int)KV, (int)D, g->pos_d,
                              g->win > 0 ? wl : max_n);
@@ -885,18 +891,19 @@ extern "C" lb_status lb_cuda_test_matmul(int device, lb_type type, const void *w
 
 extern "C" lb_status lb_cuda_test_attention(int device, const float *q, const uint16_t *kc, const uint16_t *vc, float *out, int T, int H,
                                             int KV, int D, int64_t pos0, int flash, lb_error *err) {
-    if (T < 1 || H < 1 || KV < 1 || D < 2 || D % 2 || H % KV || pos0 < 0)
-        return lb_err_set(err, LB_ERR_ARG, "lb_cuda_test_attention: bad shape");
-    if (flash && !cu_attention_flash_fits(H, KV, D)) return lb_err_set(err, LB_ERR_UNSUPPORTED, "no flash kernel for this shape");
+    if (T < 1 || H < 1 || KV < 1 || D < 2 || D % 2 || H % KV || pos0 < 0 || flash < 0 || flash > 2)
+        return lb_err_set(err, LB_ERR_ARG, "lb_cuda_test_attention: bad shape or kernel");
+    if (flash == 1 && !cu_attention_flash_fits(H, KV, D)) return lb_err_set(err, LB_ERR_UNSUPPORTED, "no flash kernel for this shape");
     lb_status s = use_device(device, err);
     if (s != LB_OK) return s;
     lb_cu_stream = 0;
     const int64_t n = pos0 + T;
     const size_t qn = (size_t)T * (size_t)H * (size_t)D, cn = (size_t)n * (size_t)KV * (size_t)D;
-    float *qd = NULL, *od = NULL;
+    float *qd = NULL, *od = NULL, *part = NULL;
     __half *kd = NULL, *vd = NULL;
     int64_t *pd = NULL;
     cudaError_t e = cudaMalloc((void **)&qd, qn * sizeof(float));
+    if (e == cudaSuccess && flash == 2) e = cudaMalloc((void **)&part, cu_attention_split_scratch(H, D, n));
     if (e == cudaSuccess) e = cudaMalloc((void **)&od, qn * sizeof(float));
     if (e == cudaSuccess) e = cudaMalloc((void **)&kd, cn * sizeof(__half));
     if (e == cudaSuccess) e = cudaMalloc((void **)&vd, cn * sizeof(__half));
@@ -908,7 +915,8 @@ extern "C" lb_status lb_cuda_test_attention(int device, const float *q, const ui
     if (e == cudaSuccess) e = cudaMemset(od, 0xff, qn * sizeof(float)); /* NaN: every output must be written */
     if (e == cudaSuccess && !flash) e = cu_attention_prepare(H, KV, D, n);
     if (e == cudaSuccess) {
-        if (flash) cu_attention_flash(qd, kd, vd, od, T, H, KV, D, pd);
+        if (flash == 1) cu_attention_flash(qd, kd, vd, od, T, H, KV, D, pd);
+        else if (flash == 2) cu_attention_split(qd, kd, vd, od, T, H, KV, D, pd, n, part);
         else cu_attention(qd, kd, vd, od, T, H, KV, D, pd, n);
         e = cudaGetLastError();
     }
@@ -917,6 +925,7 @@ extern "C" lb_status lb_cuda_test_attention(int device, const float *q, const ui
     if (e != cudaSuccess) s = cuda_fail(err, e, "in the attention test");
     cudaFree(qd);
     cudaFree(od);
+    cudaFree(part);
     cudaFree(kd);
     cudaFree(vd);
     cudaFree(pd);

@@ -120,7 +120,8 @@ lb_status lb_cuda_test_matmul(int device, lb_type type, const void *w, int64_t N
 /* Causal grouped-query attention of T queries q (T, H D) at positions pos0.. over the F16 caches kc, vc (rows of
  * KV D halves; rows 0 .. pos0 + T - 1 read) into out (T, H D), on device `device`: flash 0 the forward pass's
  * kernel for decode (one block per token and head group), 1 the tensor-core flash kernel for prompts
- * (LB_ERR_UNSUPPORTED when the shape has none), whatever LB_CUDA_FLASH says. */
+ * (LB_ERR_UNSUPPORTED when the shape has none), 2 the kernel split over the positions (flash-decoding), whatever
+ * LB_CUDA_FLASH and LB_CUDA_ATT_SPLIT say. */
 lb_status lb_cuda_test_attention(int device, const float *q, const uint16_t *kc, const uint16_t *vc, float *out, int T, int H, int KV,
                                  int D, int64_t pos0, int flash, lb_error *err);
 

@@ -9,6 +9,8 @@
 #include "kernels.cuh"
 
 #include <float.h>
+#include <math.h>
+#include <stdlib.h>
 
 #define RED_THREADS 256
 #define STREAM lb_cu_stream
@@ -263,6 +265,127 @@ void cu_attention(const float *q, const __half *kc, const __half *vc, float *out
     const int hb = att_hb(H, KV);
     k_attention<<<dim3((unsigned)(H / hb), (unsigned)T), ATT_THREADS, att_smem(hb, D, max_n), STREAM>>>(q, kc, vc, out, H, KV,
                                                                                                      D, hb, pos, max_n);
+}
+
+/*
+ * Attention split over the positions (flash-decoding; LB_CUDA_ATT_SPLIT=1, an experiment until run on a GPU): the
+ * visible positions of each query are cut into chunks of ch; block (head group, chunk, token) scores its chunk for
+ * the group's hb heads (a warp per position, lanes over the head dimension), takes the chunk's maximum m and the sum
+ * l of exp(s - m) in float, and writes l, m and the unnormalized sum of exp(s - m) v per head to a scratch row; then
+ * one block per (head, token) combines the chunks in order (M = max m, L = sum l e^(m - M), out = sum o e^(m - M) / L).
+ * Many blocks at any context length (the per-token kernel above runs H / hb blocks per token), and no bound on the
+ * context from shared memory. Tokens go AS_TOKENS at a time (the scratch holds that many).
+ */
+#define AS_THREADS 128
+#define AS_TOKENS LB_CUDA_MV_MAX
+
+__global__ void k_att_split(const float *q, const __half *kc, const __half *vc, float *part, int H, int KV, int D, int hb, int ch,
+                            int nch, const int64_t *pos, int t_off) {
+    extern __shared__ float asm_[];
+    const int64_t pos0 = *pos;
+    const int t = blockIdx.z, c = blockIdx.y, h0 = blockIdx.x * hb, kvh = h0 / (H / KV), kvd = KV * D;
+    const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
+    const int64_t n = pos0 + t_off + t + 1, p0 = (int64_t)c * ch;
+    const int np = n - p0 < ch ? (int)(n - p0) : ch;
+    float *qs = asm_, *sc = asm_ + hb * D; /* qs (hb, D), sc (hb, ch) */
+    if (np <= 0) { /* past the query's positions: an empty chunk */
+        if ((int)threadIdx.x < hb) {
+            float *pr = part + (((int64_t)t * H + h0 + threadIdx.x) * nch + c) * (D + 2);
+            pr[0] = -INFINITY, pr[1] = 0.0f;
+        }
+        return;
+    }
+    for (int i = threadIdx.x; i < hb * D; i += AS_THREADS) qs[i] = q[((int64_t)t * H + h0) * D + i];
+    __syncthreads();
+    const float scale = 1.0f / sqrtf((float)D);
+    for (int j = warp; j < np; j += AS_THREADS / 32) {
+        const __half *kr = kc + (p0 + j) * kvd + (int64_t)kvh * D;
+        for (int g = 0; g < hb; g++) {
+            float a = 0.0f;
+            for (int i = lane; i < D; i += 32) a = fmaf(qs[g * D + i], __half2float(kr[i]), a);
+            for (int o = 16; o > 0; o /= 2) a += __shfl_xor_sync(0xffffffffu, a, o);
+            if (lane == 0) sc[g * ch + j] = a * scale;
+        }
+    }
+    __syncthreads();
+    for (int g = warp; g < hb; g += AS_THREADS / 32) { /* a warp per head: the chunk's maximum and sum */
+        float *sg = sc + g * ch, m = -INFINITY, l = 0.0f;
+        for (int j = lane; j < np; j += 32) m = fmaxf(m, sg[j]);
+        for (int o = 16; o > 0; o /= 2) m = fmaxf(m, __shfl_xor_sync(0xffffffffu, m, o));
+        for (int j = lane; j < np; j += 32) {
+            const float e = expf(sg[j] - m);
+            sg[j] = e;
+            l += e;
+        }
+        for (int o = 16; o > 0; o /= 2) l += __shfl_xor_sync(0xffffffffu, l, o);
+        if (lane == 0) {
+            float *pr = part + (((int64_t)t * H + h0 + g) * nch + c) * (D + 2);
+            pr[0] = m, pr[1] = l;
+        }
+    }
+    __syncthreads();
+    for (int i = threadIdx.x; i < hb * D; i += AS_THREADS) {
+        const int g = i / D, d = i % D;
+        const __half *vr = vc + p0 * kvd + (int64_t)kvh * D + d;
+        const float *sg = sc + g * ch;
+        float a = 0.0f;
+#pragma unroll 4
+        for (int j = 0; j < np; j++) a = fmaf(sg[j], __half2float(vr[(int64_t)j * kvd]), a);
+        part[(((int64_t)t * H + h0 + g) * nch + c) * (D + 2) + 2 + d] = a;
+    }
+}
+
+__global__ void k_att_combine(const float *part, float *out, int H, int D, int ch, int nch, const int64_t *pos, int t_off) {
+    const int h = blockIdx.x, t = blockIdx.y;
+    const int64_t n = *pos + t_off + t + 1;
+    const int nc = (int)((n + ch - 1) / ch) < nch ? (int)((n + ch - 1) / ch) : nch;
+    const float *pr = part + ((int64_t)t * H + h) * nch * (D + 2);
+    float M = -INFINITY;
+    for (int c = 0; c < nc; c++) M = fmaxf(M, pr[(int64_t)c * (D + 2)]);
+    float L = 0.0f;
+    for (int c = 0; c < nc; c++) L += pr[(int64_t)c * (D + 2) + 1] * expf(pr[(int64_t)c * (D + 2)] - M);
+    const float inv = 1.0f / L;
+    for (int d = threadIdx.x; d < D; d += AS_THREADS) {
+        float a = 0.0f;
+        for (int c = 0; c < nc; c++) a += pr[(int64_t)c * (D + 2) + 2 + d] * expf(pr[(int64_t)c * (D + 2)] - M);
+        out[((int64_t)(t_off + t) * H + h) * D + d] = a * inv;
+    }
+}
+
+static bool att_split_env(void) {
+    const char *v = getenv("LB_CUDA_ATT_SPLIT");
+    return v && v[0] == '1';
+}
+
+bool cu_attention_split_on(void) {
+    static const bool on = att_split_env();
+    return on;
+}
+
+int cu_attention_split_chunk(int64_t max_n) {
+    if (max_n <= 32768) return 128;
+    int64_t ch = (max_n + 255) / 256;
+    ch = (ch + 31) / 32 * 32;
+    return (int)(ch < 1024 ? ch : 1024);
+}
+
+size_t cu_attention_split_scratch(int H, int D, int64_t max_n) {
+    const int ch = cu_attention_split_chunk(max_n);
+    const int64_t nch = (max_n + ch - 1) / ch;
+    return (size_t)AS_TOKENS * (size_t)H * (size_t)nch * (size_t)(D + 2) * sizeof(float);
+}
+
+void cu_attention_split(const float *q, const __half *kc, const __half *vc, float *out, int T, int H, int KV, int D, const int64_t *pos,
+                        int64_t max_n, float *part) {
+    const int hb = att_hb(H, KV), ch = cu_attention_split_chunk(max_n);
+    const int nch = (int)((max_n + ch - 1) / ch);
+    const size_t smem = (size_t)hb * (size_t)(D + ch) * sizeof(float);
+    for (int t0 = 0; t0 < T; t0 += AS_TOKENS) {
+        const int nt = T - t0 < AS_TOKENS ? T - t0 : AS_TOKENS;
+        k_att_split<<<dim3((unsigned)(H / hb), (unsigned)nch, (unsigned)nt), AS_THREADS, smem, STREAM>>>(
+            q + (size_t)t0 * (size_t)H * (size_t)D, kc, vc, part, H, KV, D, hb, ch, nch, pos, t0);
+        k_att_combine<<<dim3((unsigned)H, (unsigned)nt), AS_THREADS, 0, STREAM>>>(part, out, H, D, ch, nch, pos, t0);
+    }
 }
 
 /*
