@@ -15,9 +15,10 @@
 #include <string.h>
 
 /* Tokens a GPU batch of eval windows holds (several windows of ctx to a batch; one when ctx is longer). Each
- * context then keeps EVAL_GPU_BATCH x n_vocab logits on the device (1 GB at a 128,256-token vocabulary).
- * LB_EVAL_GPU_BATCH=N in the environment sets another (N below ctx: one window to a batch). */
-#define EVAL_GPU_BATCH 2048
+ * context then keeps that many x n_vocab logits on the device (1 GB for 2,048 tokens at a 128,256-token vocabulary).
+ * LB_EVAL_GPU_BATCH=N in the environment sets it (opt-in until tests/cuda has run it on a GPU: by default one window
+ * to a batch). */
+#define EVAL_GPU_BATCH 0
 
 static int64_t gpu_batch_tokens(void) {
     const char *v = getenv("LB_EVAL_GPU_BATCH");
