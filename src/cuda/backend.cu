@@ -181,6 +181,9 @@ typedef struct dlayer {
     float *attn_norm, *ffn_norm, *q_norm, *k_norm;
     dweight wq, wk, wv, wo, w_gate, w_up, w_down;
     float *bq, *bk, *bv, *bo, *b_gate, *b_up, *b_down;
+    /* q, k, v (gate, up) stored one after another when of one type: the same bytes as one matrix, for one-token
+     * products in one launch (LB_CUDA_FUSE=1); data NULL when the types differ or in a layerwise slot */
+    dweight wqkv, wgu;
 } dlayer;
 
 #define MAX_ALLOCS 4096
@@ -210,6 +213,7 @@ struct lb_cuda_ctx {
     float *x, *xn, *q, *k, *v, *att, *g, *u, *tmp; /* n_batch rows */
     float *logits;               /* (n_batch, V) */
     float *att_part;             /* the split attention's scratch (LB_CUDA_ATT_SPLIT=1) */
+    float *qkv1, *gu1;           /* one token's fused products (q | k | v, gate | up) */
     int32_t *tok_d;              /* n_batch */
     double *lse, *nll, *kl;      /* n_batch */
     long long *amax;             /* n_batch */
@@ -273,14 +277,47 @@ static lb_status upload_weight(lb_cuda_ctx *g, dweight *d, const lb_weight *w, c
     return upload(g, (void **)&d->data, w->data, d->row_bytes * (size_t)w->rows, what, err);
 }
 
+/* matrices ws[0..n) of one type and row length into one allocation, one after another (merged: all of them as one
+ * matrix); else each on its own (merged->data NULL) */
+static lb_status upload_group(lb_cuda_ctx *g, dweight *const *ds, const lb_weight *const *ws, const char *const *names, int n,
+                              dweight *merged, lb_error *err) {
+    memset(merged, 0, sizeof *merged);
+    bool same = true;
+    for (int i = 1; i < n; i++) same = same && ws[i]->type == ws[0]->type && ws[i]->cols == ws[0]->cols;
+    if (!same || !cu_type_supported(ws[0]->type) || ws[0]->cols % 32) {
+        for (int i = 0; i < n; i++) {
+            const lb_status st = upload_weight(g, ds[i], ws[i], names[i], err);
+            if (st != LB_OK) return st;
+        }
+        return LB_OK;
+    }
+    const size_t rb = lb_weight_row_bytes(ws[0]);
+    int64_t rows = 0;
+    for (int i = 0; i < n; i++) rows += ws[i]->rows;
+    uint8_t *base = NULL;
+    const lb_status st = dalloc(g, (void **)&base, rb * (size_t)rows, names[0], err);
+    if (st != LB_OK) return st;
+    size_t off = 0;
+    for (int i = 0; i < n; i++) {
+        *ds[i] = (dweight){ws[i]->type, base + off, ws[i]->rows, ws[i]->cols, rb};
+        CK(cudaMemcpy(base + off, ws[i]->data, rb * (size_t)ws[i]->rows, cudaMemcpyHostToDevice), "uploading a weight");
+        off += rb * (size_t)ws[i]->rows;
+    }
+    *merged = (dweight){ws[0]->type, base, rows, ws[0]->cols, rb};
+    return LB_OK;
+}
+
 static lb_status upload_layer(lb_cuda_ctx *g, const lb_layer *l, dlayer *d, lb_error *err) {
     const lb_model_info *h = &g->m->info;
     const int64_t E = h->n_embd, D = h->head_dim, qd = h->n_head * D, kvd = h->n_head_kv * D, F = h->n_ff;
     lb_status s = LB_OK;
-    const lb_weight *ws[] = {&l->wq, &l->wk, &l->wv, &l->wo, &l->w_gate, &l->w_up, &l->w_down};
-    dweight *ds[] = {&d->wq, &d->wk, &d->wv, &d->wo, &d->w_gate, &d->w_up, &d->w_down};
-    const char *names[] = {"attn_q", "attn_k", "attn_v", "attn_output", "ffn_gate", "ffn_up", "ffn_down"};
-    for (int i = 0; s == LB_OK && i < 7; i++) s = upload_weight(g, ds[i], ws[i], names[i], err);
+    const lb_weight *const qkv[] = {&l->wq, &l->wk, &l->wv}, *const gu[] = {&l->w_gate, &l->w_up};
+    dweight *const dqkv[] = {&d->wq, &d->wk, &d->wv}, *const dgu[] = {&d->w_gate, &d->w_up};
+    const char *const nqkv[] = {"attn_q", "attn_k", "attn_v"}, *const ngu[] = {"ffn_gate", "ffn_up"};
+    s = upload_group(g, dqkv, qkv, nqkv, 3, &d->wqkv, err);
+    if (s == LB_OK) s = upload_weight(g, &d->wo, &l->wo, "attn_output", err);
+    if (s == LB_OK) s = upload_group(g, dgu, gu, ngu, 2, &d->wgu, err);
+    if (s == LB_OK) s = upload_weight(g, &d->w_down, &l->w_down, "ffn_down", err);
     float *const *src[] = {&l->attn_norm, &l->ffn_norm, &l->q_norm, &l->k_norm, &l->bq, &l->bk, &l->bv,
                            &l->bo, &l->b_gate, &l->b_up, &l->b_down};
     float **dst[] = {&d->attn_norm, &d->ffn_norm, &d->q_norm, &d->k_norm, &d->bq, &d->bk, &d->bv,
@@ -311,6 +348,8 @@ static lb_status alloc_state(lb_cuda_ctx *g, lb_error *err) {
     float **fp[] = {&g->x, &g->xn, &g->q, &g->k, &g->v, &g->att, &g->g, &g->u, &g->tmp, &g->logits};
     const int64_t fn[] = {B * E, B * E, B * qd, B * kvd, B * kvd, B * qd, B * F, B * F, B * E, B * V};
     for (int i = 0; s == LB_OK && i < 10; i++) s = dalloc(g, (void **)fp[i], (size_t)fn[i] * sizeof(float), "activations", err);
+    if (s == LB_OK && !g->layerwise) s = dalloc(g, (void **)&g->qkv1, (size_t)(qd + 2 * kvd) * sizeof(float), "activations", err);
+    if (s == LB_OK && !g->layerwise) s = dalloc(g, (void **)&g->gu1, (size_t)(2 * F) * sizeof(float), "activations", err);
     const int64_t S = g->n_seq > 1 ? g->n_seq : 1;
     if (s == LB_OK) s = dalloc(g, (void **)&g->kc, (size_t)(L * S * C * kvd) * sizeof(__half), "the KV cache", err);
     if (s == LB_OK) s = dalloc(g, (void **)&g->vc, (size_t)(L * S * C * kvd) * sizeof(__half), "the KV cache", err);
@@ -492,6 +531,17 @@ static lb_status observe(lb_cuda_ctx *g, int64_t layer, lb_obs_point pt, const f
         if (stop == (int)(pt)) return LB_OK;                                                                        \
     } while (0)
 
+/* q, k, v (gate, up) of one token in one product where they are stored as one (LB_CUDA_FUSE=1, an experiment until
+ * timed on a GPU; read once) */
+static bool fuse_env(void) {
+    const char *v = getenv("LB_CUDA_FUSE");
+    return v && v[0] == '1';
+}
+static bool fuse_on(void) {
+    static const bool on = fuse_env();
+    return on;
+}
+
 /* pos0: the batch's first position, also in g->pos_d; max_n: a bound of pos0 + T for the attention kernel;
  * stop: the point after whose observation the layer ends early (g->x then is not the layer's output), or -1.
  * from (lb_context_run_layer_part's): LB_OBS_ATTN_IN (the whole layer), LB_OBS_ATTN_OUT_IN (g->x the layer's
@@ -503,18 +553,25 @@ static lb_status layer_forward_part(lb_cuda_ctx *g, const dlayer *l, int64_t il,
     const int64_t E = h->n_embd, D = h->head_dim, H = h->n_head, KV = h->n_head_kv, F = h->n_ff;
     const int64_t qd = H * D, kvd = KV * D;
     const float eps = h->rms_eps;
+    const bool fuse = T == 1 && g->qkv1 && fuse_on(); /* one token: q, k, v (gate, up) in one launch where stored so */
     if (from == LB_OBS_ATTN_IN) {
         cu_rmsnorm(g->x, l->attn_norm, g->xn, T, (int)E, E, eps);
         OBSERVE(LB_OBS_ATTN_IN, g->xn, E);
-        TRY(mm(&g->ws, g->xn, T, &l->wq, g->q, qd, -1, false, err));
-        TRY(mm(&g->ws, g->xn, T, &l->wk, g->k, kvd, -1, true, err));
-        TRY(mm(&g->ws, g->xn, T, &l->wv, g->v, kvd, -1, true, err));
-        if (l->bq) cu_add_bias(g->q, l->bq, (int)T, (int)qd);
-        if (l->bk) cu_add_bias(g->k, l->bk, (int)T, (int)kvd);
-        if (l->bv) cu_add_bias(g->v, l->bv, (int)T, (int)kvd);
+        float *q = g->q, *k = g->k, *v = g->v;
+        if (fuse && l->wqkv.data) {
+            TRY(mm(&g->ws, g->xn, T, &l->wqkv, g->qkv1, qd + 2 * kvd, -1, false, err));
+            q = g->qkv1, k = q + qd, v = k + kvd;
+        } else {
+            TRY(mm(&g->ws, g->xn, T, &l->wq, q, qd, -1, false, err));
+            TRY(mm(&g->ws, g->xn, T, &l->wk, k, kvd, -1, true, err));
+            TRY(mm(&g->ws, g->xn, T, &l->wv, v, kvd, -1, true, err));
+        }
+        if (l->bq) cu_add_bias(q, l->bq, (int)T, (int)qd);
+        if (l->bk) cu_add_bias(k, l->bk, (int)T, (int)kvd);
+        if (l->bv) cu_add_bias(v, l->bv, (int)T, (int)kvd);
         if (l->q_norm) {
-            cu_rmsnorm(g->q, l->q_norm, g->q, T * H, (int)D, D, eps);
-            cu_rmsnorm(g->k, l->k_norm, g->k, T * KV, (int)D, D, eps);
+            cu_rmsnorm(q, l->q_norm, q, T * H, (int)D, D, eps);
+            cu_rmsnorm(k, l->k_norm, k, T * KV, (int)D, D, eps);
         }
         const size_t lo = (size_t)((g->layerwise ? 0 : il - g->l0) * g->n_seq * g->n_ctx * kvd);
         /* one sequence, or T / win independent ones (lb_cuda_ctx_eval_windows): sequence w's tokens, positions 0..,
@@ -522,15 +579,15 @@ static lb_status layer_forward_part(lb_cuda_ctx *g, const dlayer *l, int64_t il,
         const int64_t wl = g->win > 0 ? g->win : T;
         for (int64_t t0 = 0; t0 < T; t0 += wl) {
             const size_t oq = (size_t)(t0 * qd), ok = (size_t)(t0 * kvd);
-            cu_rope_kv(g->q + oq, g->k + ok, g->v + ok, (int)wl, (int)H, (int)KV, (int)D, g->cs, g->sn, g->pos_d, g->m->rope_interleaved,
+            cu_rope_kv(q + oq, k + ok, v + ok, (int)wl, (int)H, (int)KV, (int)D, g->cs, g->sn, g->pos_d, g->m->rope_interleaved,
                        g->kc + lo + ok, g->vc + lo + ok);
             if (wl > LB_CUDA_MV_MAX && cu_attention_flash_ok((int)H, (int)KV, (int)D))
-                cu_attention_flash(g->q + oq, g->kc + lo + ok, g->vc + lo + ok, g->att + oq, (int)wl, (int)H, (int)KV, (int)D, g->pos_d);
+                cu_attention_flash(q + oq, g->kc + lo + ok, g->vc + lo + ok, g->att + oq, (int)wl, (int)H, (int)KV, (int)D, g->pos_d);
             else if (g->att_part)
-                cu_attention_split(g->q + oq, g->kc + lo + ok, g->vc + lo + ok, g->att + oq, (int)wl, (int)H, (int)KV, (int)D, g->pos_d,
+                cu_attention_split(q + oq, g->kc + lo + ok, g->vc + lo + ok, g->att + oq, (int)wl, (int)H, (int)KV, (int)D, g->pos_d,
                                    g->win > 0 ? wl : max_n, g->att_part);
             else
-                cu_attention(g->q + oq, g->kc + lo + ok, g->vc + lo + ok, g->att + oq, (int)wl, (int)H, (int)KV, (int)D, g->pos_d,
+                cu_attention(q + oq, g->kc + lo + ok, g->vc + lo + ok, g->att + oq, (int)wl, (int)H, (int)KV, (int)D, g->pos_d,
                              g->win > 0 ? wl : max_n);
         }
         CK(cudaGetLastError(), "in attention");
@@ -549,13 +606,19 @@ static lb_status layer_forward_part(lb_cuda_ctx *g, const dlayer *l, int64_t il,
     }
     cu_add_rmsnorm(g->x, g->tmp, l->ffn_norm, g->xn, T, (int)E, eps);
     OBSERVE(LB_OBS_FFN_IN, g->xn, E);
-    TRY(mm(&g->ws, g->xn, T, &l->w_gate, g->g, F, -1, false, err));
-    TRY(mm(&g->ws, g->xn, T, &l->w_up, g->u, F, -1, true, err));
-    if (l->b_gate) cu_add_bias(g->g, l->b_gate, (int)T, (int)F);
-    if (l->b_up) cu_add_bias(g->u, l->b_up, (int)T, (int)F);
-    cu_silu_mul(g->g, g->u, T * F);
-    OBSERVE(LB_OBS_FFN_DOWN_IN, g->g, F);
-    TRY(mm(&g->ws, g->g, T, &l->w_down, g->tmp, E, -1, false, err));
+    float *gp = g->g, *up = g->u;
+    if (fuse && l->wgu.data) {
+        TRY(mm(&g->ws, g->xn, T, &l->wgu, g->gu1, 2 * F, -1, false, err));
+        gp = g->gu1, up = gp + F;
+    } else {
+        TRY(mm(&g->ws, g->xn, T, &l->w_gate, gp, F, -1, false, err));
+        TRY(mm(&g->ws, g->xn, T, &l->w_up, up, F, -1, true, err));
+    }
+    if (l->b_gate) cu_add_bias(gp, l->b_gate, (int)T, (int)F);
+    if (l->b_up) cu_add_bias(up, l->b_up, (int)T, (int)F);
+    cu_silu_mul(gp, up, T * F);
+    OBSERVE(LB_OBS_FFN_DOWN_IN, gp, F);
+    TRY(mm(&g->ws, gp, T, &l->w_down, g->tmp, E, -1, false, err));
     if (l->b_down) cu_add_bias(g->tmp, l->b_down, (int)T, (int)E);
     cu_add(g->x, g->tmp, T * E);
     return LB_OK;
