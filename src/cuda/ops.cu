@@ -362,8 +362,8 @@ bool cu_attention_split_on(void) {
     return on;
 }
 
-int cu_attention_split_chunk(int64_t max_n) {
-    if (max_n <= 32768) return 128;
+int cu_attention_split_chunk(int64_t max_n) { /* positions per chunk: at most 256 chunks, 64-1024 positions each */
+    if (max_n <= 16384) return 64;
     int64_t ch = (max_n + 255) / 256;
     ch = (ch + 31) / 32 * 32;
     return (int)(ch < 1024 ? ch : 1024);
