@@ -4,6 +4,7 @@
  * through the forward pass's observer hook and written in llama.cpp's legacy imatrix file layout.
  */
 #include "../model/model.h"
+#include "calib.h"
 
 #include <errno.h>
 #include <math.h>
@@ -150,8 +151,47 @@ static lb_status write_dat(const imat_acc *a, int32_t ncall, const char *dataset
     return s;
 }
 
+/* The sums layer by layer through lb_calib (diagonal-only statistics of the four points in one run of every window, the
+ * unquantized layer moving the stream on, then the head's input): the windows stay on the device between layers
+ * and only the sums come back, where the observer path copies every activation to the host. */
+static lb_status imatrix_layerwise(const lb_model *m, const int32_t *tokens, int64_t n_tokens, const lb_calib_params *p, imat_acc *a,
+                                   lb_error *err) {
+    const lb_model_info *h = &m->info;
+    lb_calib *cal = NULL;
+    lb_calib_params cp = *p;
+    cp.progress = NULL;
+    lb_status s = lb_calib_new(m, &m->tok_embd, NULL, tokens, n_tokens, &cp, &cal, err);
+    if (s == LB_OK) lb_calib_set_diag_only(cal, true);
+    static const lb_obs_point pts[4] = {LB_OBS_ATTN_IN, LB_OBS_ATTN_OUT_IN, LB_OBS_FFN_IN, LB_OBS_FFN_DOWN_IN};
+    for (int64_t il = 0; s == LB_OK && il < h->n_layer; il++) {
+        s = lb_calib_layer_diag_stats(cal, &m->layers[il], il, err);
+        for (int k = 0; s == LB_OK && k < 4; k++) {
+            const double *d = lb_calib_h_diag(cal, pts[k]);
+            if (!d) s = lb_err_set(err, LB_ERR_DEVICE, "imatrix: layer %lld has no statistics at point %d", (long long)il, (int)pts[k]);
+            else memcpy(a->sum[pts[k]] + il * a->dim[pts[k]], d, (size_t)a->dim[pts[k]] * sizeof(double));
+        }
+        if (s == LB_OK) s = lb_calib_layer_advance(cal, &m->layers[il], NULL, il, err);
+        if (s == LB_OK && p->progress && p->progress(il + 1, h->n_layer + 1, p->progress_user)) s = lb_err_set(err, LB_ERR_CANCELLED, "cancelled");
+    }
+    if (s == LB_OK) s = lb_calib_output_stats(cal, m->out_norm, err);
+    if (s == LB_OK) {
+        const double *d = lb_calib_h_diag(cal, LB_OBS_OUTPUT_IN);
+        if (!d) s = lb_err_set(err, LB_ERR_DEVICE, "imatrix: the head's input has no statistics");
+        else memcpy(a->sum[LB_OBS_OUTPUT_IN], d, (size_t)a->dim[LB_OBS_OUTPUT_IN] * sizeof(double));
+        a->tokens = lb_calib_tokens(cal);
+    }
+    if (s == LB_OK && p->progress && p->progress(h->n_layer + 1, h->n_layer + 1, p->progress_user)) s = lb_err_set(err, LB_ERR_CANCELLED, "cancelled");
+    lb_calib_free(cal);
+    return s;
+}
+
 lb_status lb_imatrix_compute(const lb_model *m, const int32_t *tokens, int64_t n_tokens, const lb_calib_params *p,
                              const char *dataset, const char *out_path, lb_error *err) {
+    return lb_imatrix_compute_ex(m, tokens, n_tokens, p, dataset, out_path, p && p->device.kind != LB_DEVICE_CPU, err);
+}
+
+lb_status lb_imatrix_compute_ex(const lb_model *m, const int32_t *tokens, int64_t n_tokens, const lb_calib_params *p,
+                                const char *dataset, const char *out_path, bool layerwise, lb_error *err) {
     if (!m || !tokens || !p || !out_path) return lb_err_set(err, LB_ERR_ARG, "lb_imatrix_compute: NULL argument");
     const lb_model_info *h = &m->info;
     int64_t *starts = NULL, nw = 0;
@@ -163,6 +203,13 @@ lb_status lb_imatrix_compute(const lb_model *m, const int32_t *tokens, int64_t n
     for (int k = 0; k < 5; k++) {
         a.sum[k] = calloc((size_t)(k == LB_OBS_OUTPUT_IN ? 1 : h->n_layer) * (size_t)a.dim[k], sizeof(double));
         if (!a.sum[k]) s = lb_err_set(err, LB_ERR_NOMEM, "out of memory");
+    }
+    if (layerwise) {
+        if (s == LB_OK) s = imatrix_layerwise(m, tokens, n_tokens, p, &a, err);
+        if (s == LB_OK) s = write_dat(&a, (int32_t)nw, dataset ? dataset : "", out_path, err);
+        free(starts);
+        for (int k = 0; k < 5; k++) free(a.sum[k]);
+        return s;
     }
     lb_context *c = NULL;
     float *logits = NULL;

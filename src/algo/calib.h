@@ -23,6 +23,13 @@ lb_status lb_calib_new(const lb_model *m, const lb_weight *embd, const lb_weight
                        const lb_calib_params *p, lb_calib **out, lb_error *err);
 void lb_calib_free(lb_calib *c);
 
+/* lb_imatrix_compute with the path chosen: layerwise, the sums of lb_calib's diagonal-only statistics (the windows stay
+ * in the calibration state, on a GPU on the device; the unquantized layers move them on); else the forward pass's
+ * observer over each window in turn. lb_imatrix_compute takes the layerwise path on a GPU. The two give the same
+ * values up to the order of the double sums. */
+lb_status lb_imatrix_compute_ex(const lb_model *m, const int32_t *tokens, int64_t n_tokens, const lb_calib_params *p,
+                                const char *dataset, const char *out_path, bool layerwise, lb_error *err);
+
 /* Statistics of point pt (a layer point, not LB_OBS_OUTPUT_IN) of layer il run with weights l on the
  * current X (X is not changed); with a reference stream also C, ref being the unquantized layer. They
  * replace the statistics of any earlier call. */

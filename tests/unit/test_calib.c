@@ -5,14 +5,18 @@
  * statistics), bit for bit, as the plain runs of the whole layer up to each point (lb_calib_layer_stats /
  * lb_calib_layer_advance); with and without the reference stream; stages out of order are refused. The
  * sums of H, C and |x| (vectorized, split over the pool) give the bits of the scalar reference on one thread
- * (LB_FORCE_REF=1, which accumulate reads at each call).
+ * (LB_FORCE_REF=1, which accumulate reads at each call). The importance matrix by the layerwise statistics
+ * (lb_imatrix_compute's path on a GPU) against the forward pass's observer over each window (its CPU path): every
+ * entry within 1e-6 relative (only the order of the double sums differs), and the same chunk count and dataset.
  */
 #include "algo/calib.h"
+#include "io/imatrix.h"
 #include "test.h"
 
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #define N_TOK 96 /* three windows of 32 */
 
@@ -202,6 +206,43 @@ static void test_diag_only(const lb_model *m) {
     lb_calib_free(b1);
 }
 
+static void test_imatrix_paths(const lb_model *m) {
+    int32_t tokens[N_TOK];
+    lb_calib_params cp = fixture(m, 104729, 5, tokens);
+    char pa[96], pb[96];
+    snprintf(pa, sizeof pa, "/tmp/lowbit-test-calib-%d-a.dat", (int)getpid());
+    snprintf(pb, sizeof pb, "/tmp/lowbit-test-calib-%d-b.dat", (int)getpid());
+    lb_error e;
+    REQUIRE(lb_imatrix_compute_ex(m, tokens, N_TOK, &cp, "fixture", pa, false, &e) == LB_OK, "%s", e.msg);
+    REQUIRE(lb_imatrix_compute_ex(m, tokens, N_TOK, &cp, "fixture", pb, true, &e) == LB_OK, "%s", e.msg);
+    lb_imatrix *a = NULL, *b = NULL;
+    REQUIRE(lb_imatrix_load(pa, &a, &e) == LB_OK && lb_imatrix_load(pb, &b, &e) == LB_OK, "%s", e.msg);
+    CHECK(a->n_entries == b->n_entries && a->n_entries == lb_model_get_info(m)->n_layer * 7 + 1, "entries %lld and %lld",
+          (long long)a->n_entries, (long long)b->n_entries);
+    CHECK(a->chunks == b->chunks && a->chunks == 3 && a->dataset && b->dataset && !strcmp(a->dataset, b->dataset),
+          "chunks %lld / %lld", (long long)a->chunks, (long long)b->chunks);
+    double worst = 0;
+    int64_t missing = 0;
+    for (int64_t i = 0; i < a->n_entries; i++) {
+        const lb_imatrix_entry *x = &a->entries[i], *y = lb_imatrix_find(b, x->name);
+        if (!y || y->n != x->n) {
+            missing++;
+            continue;
+        }
+        for (int64_t j = 0; j < x->n; j++) {
+            const double r = fabs((double)x->values[j] - y->values[j]) / fmax(fabs((double)x->values[j]), 1e-30);
+            worst = r > worst ? r : worst;
+        }
+    }
+    CHECK(missing == 0 && worst < 1e-6, "layerwise imatrix: %lld entries missing, worst relative difference %.3g", (long long)missing,
+          worst);
+    printf("imatrix, layerwise against the observer: worst relative difference %.3g over %lld entries\n", worst, (long long)a->n_entries);
+    lb_imatrix_free(a);
+    lb_imatrix_free(b);
+    remove(pa);
+    remove(pb);
+}
+
 int main(void) {
     lb_model *m = NULL;
     lb_error e;
@@ -210,6 +251,7 @@ int main(void) {
     test_stages(m, false);
     test_sum_paths(m);
     test_diag_only(m);
+    test_imatrix_paths(m);
     lb_model_free(m);
     TEST_DONE();
 }
