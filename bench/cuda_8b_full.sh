@@ -4,7 +4,7 @@
 # of calib.txt, reading the checkpoint included. From the repository root, with bench/cuda_session.sh's tarball:
 #   bench/cuda_8b_full.sh BIN_TAR_XZ OUT_DIR STEP [SECONDS]     (default 570)
 #   STEP gen:  unpack the binaries, write the checkpoint to /tmp/lb-8b-full/hf (kept while the machine stays warm),
-#              then --method imatrix;
+#              then --method imatrix, then `lowbit imatrix --device cuda` (the importance matrix alone);
 #   STEP gptq: --method gptq (the checkpoint of a gen step before, on the same warm machine).
 # Before each quantization the page cache is dropped where the machine lets us (root), so the checkpoint is read
 # from disk; run.log says whether it was. The progress lines give the per-layer times; --json the split.
@@ -43,7 +43,13 @@ gen)
     --shape llama3-8b --shards 4 >>"$OUT/run.log" 2>&1
   du -sh "$W/hf" >>"$OUT/run.log"
   log "imatrix"
-  quant imatrix ;;
+  quant imatrix
+  if [ "$(left)" -gt 120 ]; then # lowbit imatrix on the GPU (the layerwise statistics): the importance matrix alone
+    log "lowbit imatrix"
+    /usr/bin/time -f "lowbit imatrix: %e s wall, %M KB peak RSS" timeout "$(cap 300)" build/lowbit imatrix "$W/hf" --calib build/calib.txt \
+      --calib-tokens 65536 -o "$W/imatrix.dat" --device cuda -t "$(nproc)" >"$L/lbimatrix.txt" 2>&1
+    echo "lowbit imatrix rc=$? $(tail -2 "$L/lbimatrix.txt" | tr '\n' ' ')" | tee -a "$OUT/run.log"
+  fi ;;
 gptq)
   [ -f "$W/hf/config.json" ] || { echo "no checkpoint: run the gen step first on this machine" | tee -a "$OUT/run.log"; exit 1; }
   log "gptq"
