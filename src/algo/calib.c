@@ -163,25 +163,42 @@ static lb_status imatrix_layerwise(const lb_model *m, const int32_t *tokens, int
     lb_status s = lb_calib_new(m, &m->tok_embd, NULL, tokens, n_tokens, &cp, &cal, err);
     if (s == LB_OK) lb_calib_set_diag_only(cal, true);
     static const lb_obs_point pts[4] = {LB_OBS_ATTN_IN, LB_OBS_ATTN_OUT_IN, LB_OBS_FFN_IN, LB_OBS_FFN_DOWN_IN};
-    for (int64_t il = 0; s == LB_OK && il < h->n_layer; il++) {
-        s = lb_calib_layer_diag_stats(cal, &m->layers[il], il, err);
-        for (int k = 0; s == LB_OK && k < 4; k++) {
-            const double *d = lb_calib_h_diag(cal, pts[k]);
-            if (!d) s = lb_err_set(err, LB_ERR_DEVICE, "imatrix: layer %lld has no statistics at point %d", (long long)il, (int)pts[k]);
-            else memcpy(a->sum[pts[k]] + il * a->dim[pts[k]], d, (size_t)a->dim[pts[k]] * sizeof(double));
+    /* steps 0 .. n_layer - 1: a layer's four points, then the layer moves X on; step n_layer: the head's input */
+    for (int64_t il = 0; s == LB_OK && il <= h->n_layer; il++) {
+        const bool head = il == h->n_layer;
+        s = head ? lb_calib_output_stats(cal, m->out_norm, err) : lb_calib_layer_diag_stats(cal, &m->layers[il], il, err);
+        for (int k = 0; s == LB_OK && k < (head ? 1 : 4); k++) {
+            const lb_obs_point pt = head ? LB_OBS_OUTPUT_IN : pts[k];
+            const double *d = lb_calib_h_diag(cal, pt);
+            if (!d) s = lb_err_set(err, LB_ERR_DEVICE, "imatrix: step %lld has no statistics at point %d", (long long)il, (int)pt);
+            else memcpy(a->sum[pt] + (head ? 0 : il) * a->dim[pt], d, (size_t)a->dim[pt] * sizeof(double));
         }
-        if (s == LB_OK) s = lb_calib_layer_advance(cal, &m->layers[il], NULL, il, err);
-        if (s == LB_OK && p->progress && p->progress(il + 1, h->n_layer + 1, p->progress_user)) s = lb_err_set(err, LB_ERR_CANCELLED, "cancelled");
+        if (s == LB_OK && !head) s = lb_calib_layer_advance(cal, &m->layers[il], NULL, il, err);
+        if (s == LB_OK && p->progress && p->progress(il + 1, h->n_layer + 1, p->progress_user))
+            s = lb_err_set(err, LB_ERR_CANCELLED, "cancelled");
     }
-    if (s == LB_OK) s = lb_calib_output_stats(cal, m->out_norm, err);
-    if (s == LB_OK) {
-        const double *d = lb_calib_h_diag(cal, LB_OBS_OUTPUT_IN);
-        if (!d) s = lb_err_set(err, LB_ERR_DEVICE, "imatrix: the head's input has no statistics");
-        else memcpy(a->sum[LB_OBS_OUTPUT_IN], d, (size_t)a->dim[LB_OBS_OUTPUT_IN] * sizeof(double));
-        a->tokens = lb_calib_tokens(cal);
-    }
-    if (s == LB_OK && p->progress && p->progress(h->n_layer + 1, h->n_layer + 1, p->progress_user)) s = lb_err_set(err, LB_ERR_CANCELLED, "cancelled");
+    if (s == LB_OK) a->tokens = lb_calib_tokens(cal);
     lb_calib_free(cal);
+    return s;
+}
+
+/* The sums through the forward pass's observer, the windows at starts[0..nw) one after another. */
+static lb_status imatrix_observed(const lb_model *m, const int32_t *tokens, const int64_t *starts, int64_t nw, const lb_calib_params *p,
+                                  imat_acc *a, lb_error *err) {
+    lb_context *c = NULL;
+    float *logits = NULL;
+    lb_context_params cp = {.n_ctx = p->ctx, .n_threads = p->n_threads, .device = p->device};
+    lb_status s = lb_context_new(m, &cp, &c, err);
+    if (s == LB_OK && !(logits = malloc((size_t)(p->ctx * m->info.n_vocab) * sizeof *logits)))
+        s = lb_err_set(err, LB_ERR_NOMEM, "out of memory");
+    if (s == LB_OK) lb_context_set_observer(c, imat_observe, a);
+    for (int64_t w = 0; s == LB_OK && w < nw; w++) {
+        lb_context_reset(c);
+        s = lb_context_eval(c, tokens + starts[w], p->ctx, logits, 1, err);
+        if (s == LB_OK && p->progress && p->progress(w + 1, nw, p->progress_user)) s = lb_err_set(err, LB_ERR_CANCELLED, "cancelled");
+    }
+    lb_context_free(c);
+    free(logits);
     return s;
 }
 
@@ -204,28 +221,9 @@ lb_status lb_imatrix_compute_ex(const lb_model *m, const int32_t *tokens, int64_
         a.sum[k] = calloc((size_t)(k == LB_OBS_OUTPUT_IN ? 1 : h->n_layer) * (size_t)a.dim[k], sizeof(double));
         if (!a.sum[k]) s = lb_err_set(err, LB_ERR_NOMEM, "out of memory");
     }
-    if (layerwise) {
-        if (s == LB_OK) s = imatrix_layerwise(m, tokens, n_tokens, p, &a, err);
-        if (s == LB_OK) s = write_dat(&a, (int32_t)nw, dataset ? dataset : "", out_path, err);
-        free(starts);
-        for (int k = 0; k < 5; k++) free(a.sum[k]);
-        return s;
-    }
-    lb_context *c = NULL;
-    float *logits = NULL;
-    lb_context_params cp = {.n_ctx = p->ctx, .n_threads = p->n_threads, .device = p->device};
-    if (s == LB_OK) s = lb_context_new(m, &cp, &c, err);
-    if (s == LB_OK && !(logits = malloc((size_t)(p->ctx * h->n_vocab) * sizeof *logits)))
-        s = lb_err_set(err, LB_ERR_NOMEM, "out of memory");
-    if (s == LB_OK) lb_context_set_observer(c, imat_observe, &a);
-    for (int64_t w = 0; s == LB_OK && w < nw; w++) {
-        lb_context_reset(c);
-        s = lb_context_eval(c, tokens + starts[w], p->ctx, logits, 1, err);
-        if (s == LB_OK && p->progress && p->progress(w + 1, nw, p->progress_user)) s = lb_err_set(err, LB_ERR_CANCELLED, "cancelled");
-    }
+    if (s == LB_OK && layerwise) s = imatrix_layerwise(m, tokens, n_tokens, p, &a, err);
+    else if (s == LB_OK) s = imatrix_observed(m, tokens, starts, nw, p, &a, err);
     if (s == LB_OK) s = write_dat(&a, (int32_t)nw, dataset ? dataset : "", out_path, err);
-    lb_context_free(c);
-    free(logits);
     free(starts);
     for (int k = 0; k < 5; k++) free(a.sum[k]);
     return s;

@@ -264,12 +264,19 @@ static lb_status upload_vec(lb_cuda_ctx *g, float **dst, const float *src, int64
     return upload(g, (void **)dst, src, (size_t)n * sizeof(float), "a norm or bias vector", err);
 }
 
-static lb_status upload_weight(lb_cuda_ctx *g, dweight *d, const lb_weight *w, const char *what, lb_error *err) {
+/* whether the CUDA kernels take w (its type, its row length) */
+static lb_status weight_ok(const lb_weight *w, const char *what, lb_error *err) {
     if (!cu_type_supported(w->type))
         return lb_err_set(err, LB_ERR_UNSUPPORTED, "%s: type %s has no CUDA kernels", what, lb_type_name(w->type));
     if (w->cols % 32)
         return lb_err_set(err, LB_ERR_UNSUPPORTED, "%s: row length %lld is not a multiple of 32, which the CUDA kernels need",
                           what, (long long)w->cols);
+    return LB_OK;
+}
+
+static lb_status upload_weight(lb_cuda_ctx *g, dweight *d, const lb_weight *w, const char *what, lb_error *err) {
+    const lb_status st = weight_ok(w, what, err);
+    if (st != LB_OK) return st;
     d->type = w->type;
     d->rows = w->rows;
     d->cols = w->cols;
@@ -283,8 +290,12 @@ static lb_status upload_group(lb_cuda_ctx *g, dweight *const *ds, const lb_weigh
                               dweight *merged, lb_error *err) {
     memset(merged, 0, sizeof *merged);
     bool same = true;
-    for (int i = 1; i < n; i++) same = same && ws[i]->type == ws[0]->type && ws[i]->cols == ws[0]->cols;
-    if (!same || !cu_type_supported(ws[0]->type) || ws[0]->cols % 32) {
+    for (int i = 0; i < n; i++) {
+        const lb_status st = weight_ok(ws[i], names[i], err);
+        if (st != LB_OK) return st;
+        same = same && ws[i]->type == ws[0]->type && ws[i]->cols == ws[0]->cols;
+    }
+    if (!same) {
         for (int i = 0; i < n; i++) {
             const lb_status st = upload_weight(g, ds[i], ws[i], names[i], err);
             if (st != LB_OK) return st;
@@ -533,16 +544,13 @@ static lb_status observe(lb_cuda_ctx *g, int64_t layer, lb_obs_point pt, const f
 
 /* q, k, v (gate, up) of one token in one product where they are stored as one (LB_CUDA_FUSE=1, an experiment until
  * timed on a GPU; read once) */
-static bool fuse_env(void) {
-    const char *v = getenv("LB_CUDA_FUSE");
-    return v && v[0] == '1';
-}
 static bool fuse_on(void) {
-    static const bool on = fuse_env();
+    static const bool on = cu_env_is("LB_CUDA_FUSE", '1');
     return on;
 }
 
-/* pos0: the batch's first position, also in g->pos_d; max_n: a bound of pos0 + T for the attention kernel;
+/* pos0: the batch's first position, also in g->pos_d; max_n: a bound of pos0 + T for the attention kernel (with
+ * windows, g->win: the window length);
  * stop: the point after whose observation the layer ends early (g->x then is not the layer's output), or -1.
  * from (lb_context_run_layer_part's): LB_OBS_ATTN_IN (the whole layer), LB_OBS_ATTN_OUT_IN (g->x the layer's
  * input, the attention output taken from att), LB_OBS_FFN_IN (g->x the stream after the attention block); att,
@@ -585,10 +593,9 @@ static lb_status layer_forward_part(lb_cuda_ctx *g, const dlayer *l, int64_t il,
                 cu_attention_flash(q + oq, g->kc + lo + ok, g->vc + lo + ok, g->att + oq, (int)wl, (int)H, (int)KV, (int)D, g->pos_d);
             else if (g->att_part)
                 cu_attention_split(q + oq, g->kc + lo + ok, g->vc + lo + ok, g->att + oq, (int)wl, (int)H, (int)KV, (int)D, g->pos_d,
-                                   g->win > 0 ? wl : max_n, g->att_part);
+                                   max_n, g->att_part);
             else
-                cu_attention(q + oq, g->kc + lo + ok, g->vc + lo + ok, g->att + oq, (int)wl, (int)H, (int)KV, (int)D, g->pos_d,
-                             g->win > 0 ? wl : max_n);
+                cu_attention(q + oq, g->kc + lo + ok, g->vc + lo + ok, g->att + oq, (int)wl, (int)H, (int)KV, (int)D, g->pos_d, max_n);
         }
         CK(cudaGetLastError(), "in attention");
         if (att && stop != LB_OBS_ATTN_IN)
@@ -693,12 +700,13 @@ static void capture_decode(lb_cuda_ctx *g) {
     cudaGetLastError();
 }
 
-extern "C" lb_status lb_cuda_ctx_eval(lb_cuda_ctx *g, const int32_t *tokens, int64_t T, int64_t pos0, int want, float *logits,
-                                      lb_error *err) {
+/* One checked batch: every stage idle with the batch's position (and win: 0 one sequence, else T / win of them),
+ * the token ids staged, the forward pass (the captured decode step for one token and its logits), then the logits. */
+static lb_status run_batch(lb_cuda_ctx *g, const int32_t *tokens, int64_t T, int64_t pos0, int want, int64_t win, float *logits,
+                           lb_error *err) {
     const int64_t V = g->m->info.n_vocab;
-    if (T < 1 || T > g->n_batch || pos0 + T > g->n_ctx || g->layerwise) return lb_err_set(err, LB_ERR_ARG, "lb_cuda_ctx_eval: bad batch");
     lb_cuda_ctx *t = tail(g);
-    for (lb_cuda_ctx *st = g; st; st = st->next) { /* every stage idle, with the batch's position */
+    for (lb_cuda_ctx *st = g; st; st = st->next) {
         CK(cudaSetDevice(st->dev), "selecting the device");
         CK(cudaStreamSynchronize(st->st), "waiting for the device");
         *st->pin_pos = pos0;
@@ -708,18 +716,28 @@ extern "C" lb_status lb_cuda_ctx_eval(lb_cuda_ctx *g, const int32_t *tokens, int
     memcpy(g->pin_tok, tokens, (size_t)T * sizeof(int32_t));
     g->last_T = t->last_T = 0;
     g->last_win = t->last_win = 0;
-    if (T == 1 && want == 1 && !g->obs && g->decode_state == 0 && !getenv("LB_CUDA_NO_GRAPH")) capture_decode(g);
-    if (T == 1 && want == 1 && !g->obs && g->decode_state == 1) {
+    const bool graph = T == 1 && want == 1 && !g->obs;
+    if (graph && g->decode_state == 0 && !getenv("LB_CUDA_NO_GRAPH")) capture_decode(g);
+    if (graph && g->decode_state == 1) {
         CK(cudaGraphLaunch(g->decode, g->st), "replaying the decode step");
     } else {
-        TRY(forward(g, T, want, pos0 + T, err));
+        for (lb_cuda_ctx *st = g; st; st = st->next) st->win = win;
+        const lb_status s = forward(g, T, want, win > 0 ? win : pos0 + T, err);
+        for (lb_cuda_ctx *st = g; st; st = st->next) st->win = 0;
+        if (s != LB_OK) return s;
     }
     CK(cudaSetDevice(t->dev), "selecting the device");
     CK(cudaStreamSynchronize(t->st), "running the forward pass");
-    if (want == 2) g->last_T = t->last_T = T;
+    if (want == 2) g->last_T = t->last_T = T, g->last_win = t->last_win = win;
     if (want == 2 && logits) CK(cudaMemcpy(logits, t->logits, (size_t)(T * V) * sizeof(float), cudaMemcpyDeviceToHost), "reading logits");
     if (want == 1 && logits) memcpy(logits, t->pin_logits, (size_t)V * sizeof(float));
     return LB_OK;
+}
+
+extern "C" lb_status lb_cuda_ctx_eval(lb_cuda_ctx *g, const int32_t *tokens, int64_t T, int64_t pos0, int want, float *logits,
+                                      lb_error *err) {
+    if (T < 1 || T > g->n_batch || pos0 + T > g->n_ctx || g->layerwise) return lb_err_set(err, LB_ERR_ARG, "lb_cuda_ctx_eval: bad batch");
+    return run_batch(g, tokens, T, pos0, want, 0, logits, err);
 }
 
 extern "C" lb_status lb_cuda_ctx_eval_windows(lb_cuda_ctx *g, const int32_t *tokens, int64_t T, int64_t win, lb_error *err) {
@@ -727,26 +745,7 @@ extern "C" lb_status lb_cuda_ctx_eval_windows(lb_cuda_ctx *g, const int32_t *tok
         return lb_err_set(err, LB_ERR_ARG, "lb_cuda_ctx_eval_windows: %lld tokens in windows of %lld do not fit the context (%lld sequences "
                           "of %lld, batches of %lld)", (long long)T, (long long)win, (long long)g->n_seq, (long long)g->n_ctx,
                           (long long)g->n_batch);
-    lb_cuda_ctx *t = tail(g);
-    for (lb_cuda_ctx *st = g; st; st = st->next) { /* every stage idle, from position 0, in windows */
-        CK(cudaSetDevice(st->dev), "selecting the device");
-        CK(cudaStreamSynchronize(st->st), "waiting for the device");
-        *st->pin_pos = 0;
-        st->win = win;
-    }
-    CK(cudaSetDevice(g->dev), "selecting the device");
-    lb_cu_stream = g->st;
-    memcpy(g->pin_tok, tokens, (size_t)T * sizeof(int32_t));
-    g->last_T = t->last_T = 0;
-    g->last_win = t->last_win = 0;
-    lb_status s = forward(g, T, 2, win, err);
-    for (lb_cuda_ctx *st = g; st; st = st->next) st->win = 0;
-    if (s != LB_OK) return s;
-    CK(cudaSetDevice(t->dev), "selecting the device");
-    CK(cudaStreamSynchronize(t->st), "running the forward pass");
-    g->last_T = t->last_T = T;
-    g->last_win = t->last_win = win;
-    return LB_OK;
+    return run_batch(g, tokens, T, 0, 2, win, NULL, err);
 }
 
 extern "C" lb_status lb_cuda_ctx_score(lb_cuda_ctx *g0, const lb_cuda_ctx *base0, const int32_t *tokens, int64_t T, double *lse,

@@ -196,14 +196,9 @@ __global__ void __launch_bounds__(FA_THREADS) k_flash(const float *__restrict__ 
     }
 }
 
-static bool flash_env(void) {
-    const char *v = getenv("LB_CUDA_FLASH");
-    return !v || v[0] != '0';
-}
-
 /* read once (a function-local static: initialized once even when several host threads ask at the same time) */
 bool cu_attention_flash_on(void) {
-    static const bool on = flash_env();
+    static const bool on = !cu_env_is("LB_CUDA_FLASH", '0');
     return on;
 }
 

@@ -9,8 +9,16 @@
 #include <cuda_fp16.h>
 #include <cuda_runtime.h>
 #include <stdint.h>
+#include <stdlib.h>
 
 #include "lowbit.h"
+
+/* Whether environment variable `name` is set and starts with c (a switch; callers read it once, into a function-local
+ * static, so every later call sees the first answer). */
+static inline bool cu_env_is(const char *name, char c) {
+    const char *v = getenv(name);
+    return v && v[0] == c;
+}
 
 /* The stream every launcher enqueues on, per host thread (each GPU context sets its own before its work). */
 extern thread_local cudaStream_t lb_cu_stream;

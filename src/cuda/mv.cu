@@ -573,27 +573,28 @@ static void launch_mvq(const dweight *w, const void *xa, int T, float *out, int6
 #define MVQ_WIDE_FROM 8192
 
 static bool mvq_deep() {
-    static int on = -1;
-    if (on < 0) {
-        const char *v = getenv("LB_CUDA_MVQ_DEEP");
-        on = v && v[0] == '1';
-    }
-    return on != 0;
+    static const bool on = cu_env_is("LB_CUDA_MVQ_DEEP", '1');
+    return on;
+}
+
+/* the pipeline depth of R rows a warp: the deeper one (DEEP) or the default */
+#define MVQ_ST(TY, R, DEEP) ((DEEP) ? MVQ_DEEP_STAGES(TY, R) : MVQ_STAGES(R))
+
+template <int TY, int NT, bool DEEP> static void mvq_rows(const dweight *w, const void *xa, int T, float *out, int64_t ldo) {
+    constexpr int RW = NT <= 2 ? 2 : 4;
+    if (w->rows < MVQ_SPLIT_BELOW) launch_mvq<TY, NT, 1, true, MVQ_ST(TY, 1, DEEP)>(w, xa, T, out, ldo);
+    else if (w->rows < MVQ_WIDE_FROM) launch_mvq<TY, NT, RW / 2, false, MVQ_ST(TY, RW / 2, DEEP)>(w, xa, T, out, ldo);
+    else launch_mvq<TY, NT, RW, false, MVQ_ST(TY, RW, DEEP)>(w, xa, T, out, ldo);
 }
 
 template <int TY, int NT> static void mvq_nt(const dweight *w, const void *xa, int T, float *out, int64_t ldo) {
-    constexpr int RW = NT <= 2 ? 2 : 4;
     if constexpr (NT == 1) {
         if (mvq_deep()) {
-            if (w->rows < MVQ_SPLIT_BELOW) launch_mvq<TY, NT, 1, true, MVQ_DEEP_STAGES(TY, 1)>(w, xa, T, out, ldo);
-            else if (w->rows < MVQ_WIDE_FROM) launch_mvq<TY, NT, RW / 2, false, MVQ_DEEP_STAGES(TY, RW / 2)>(w, xa, T, out, ldo);
-            else launch_mvq<TY, NT, RW, false, MVQ_DEEP_STAGES(TY, RW)>(w, xa, T, out, ldo);
+            mvq_rows<TY, NT, true>(w, xa, T, out, ldo);
             return;
         }
     }
-    if (w->rows < MVQ_SPLIT_BELOW) launch_mvq<TY, NT, 1, true>(w, xa, T, out, ldo);
-    else if (w->rows < MVQ_WIDE_FROM) launch_mvq<TY, NT, RW / 2, false>(w, xa, T, out, ldo);
-    else launch_mvq<TY, NT, RW, false>(w, xa, T, out, ldo);
+    mvq_rows<TY, NT, false>(w, xa, T, out, ldo);
 }
 
 template <int TY, int NT> static void launch_mvm(const dweight *w, const void *xa, int T, float *out, int64_t ldo, int cw) {

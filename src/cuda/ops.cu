@@ -352,13 +352,8 @@ __global__ void k_att_combine(const float *part, float *out, int H, int D, int c
     }
 }
 
-static bool att_split_env(void) {
-    const char *v = getenv("LB_CUDA_ATT_SPLIT");
-    return v && v[0] == '1';
-}
-
 bool cu_attention_split_on(void) {
-    static const bool on = att_split_env();
+    static const bool on = cu_env_is("LB_CUDA_ATT_SPLIT", '1');
     return on;
 }
 

@@ -230,14 +230,12 @@ lb_status lb_eval_perplexity_multi(const lb_model *const *models, int n_models, 
         if (s != LB_OK) break;
         for (int k = -1; !p->allow_nonfinite && k < n_models; k++)
             if (!isfinite(k < 0 ? base_nll : A[k].nll) || (cb && k >= 0 && !isfinite(A[k].kl))) {
-                char who[32] = "the base model";
+                char who[32] = "the base model", which[64];
                 if (k >= 0) snprintf(who, sizeof who, "model %d", k + 1);
-                if (nw > 1)
-                    s = lb_err_set(err, LB_ERR_FORMAT, "%s: the logits of windows %lld-%lld are not finite (the weights or the "
-                                   "activations overflow)", who, (long long)w, (long long)(w + nw - 1));
-                else
-                    s = lb_err_set(err, LB_ERR_FORMAT, "%s: the logits of window %lld are not finite (the weights or the "
-                                   "activations overflow)", who, (long long)w);
+                if (nw > 1) snprintf(which, sizeof which, "windows %lld-%lld", (long long)w, (long long)(w + nw - 1));
+                else snprintf(which, sizeof which, "window %lld", (long long)w);
+                s = lb_err_set(err, LB_ERR_FORMAT, "%s: the logits of %s are not finite (the weights or the activations overflow)", who,
+                               which);
                 break;
             }
         if (s != LB_OK) break;
