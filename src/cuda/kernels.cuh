@@ -23,6 +23,52 @@ static inline bool cu_env_is(const char *name, char c) {
 /* The stream every launcher enqueues on, per host thread (each GPU context sets its own before its work). */
 extern thread_local cudaStream_t lb_cu_stream;
 
+/*
+ * Programmatic dependent launch (LB_CUDA_PDL=1 on a compute capability 9 device, an experiment until timed on a GPU):
+ * the forward pass's kernels are launched with cudaLaunchAttributeProgrammaticStreamSerialization, so a kernel's blocks
+ * may start while the kernel before it in the stream finishes. Every such kernel calls pdl_enter() (or, after reading
+ * only data no kernel writes, the weights, pdl_wait() then pdl_go()) before it reads or writes anything another kernel
+ * touches, on every path of every block: griddepcontrol.wait returns once the previous grid has completed and its
+ * writes are visible, so each grid's completion implies its predecessors' and the stream stays ordered. pdl_go lets
+ * the next kernel launch once every block of this one has passed its wait: at most two grids overlap. Without the
+ * attribute (the default, or devices before sm_90) both instructions return at once.
+ */
+__device__ __forceinline__ void pdl_wait() {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+    asm volatile("griddepcontrol.wait;" ::: "memory");
+#endif
+}
+__device__ __forceinline__ void pdl_go() {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+    asm volatile("griddepcontrol.launch_dependents;" ::: "memory");
+#endif
+}
+__device__ __forceinline__ void pdl_enter() {
+    pdl_wait();
+    pdl_go();
+}
+/* LB_CUDA_PDL=1 and the current device has compute capability 9 or more (read once per process) */
+bool cu_pdl_on(void);
+/* kernel<<<grid, block, smem, lb_cu_stream>>>(args...), with the programmatic serialization attribute when cu_pdl_on();
+ * the kernel must follow pdl_enter's rule. Launch errors are left for cudaGetLastError, as with <<<>>>. */
+template <typename... P, typename... A> static inline void cu_launch(void (*kernel)(P...), dim3 grid, dim3 block, size_t smem, A... args) {
+    if (!cu_pdl_on()) {
+        kernel<<<grid, block, smem, lb_cu_stream>>>(args...);
+        return;
+    }
+    cudaLaunchAttribute at[1];
+    at[0].id = cudaLaunchAttributeProgrammaticStreamSerialization;
+    at[0].val.programmaticStreamSerializationAllowed = 1;
+    cudaLaunchConfig_t cfg = {};
+    cfg.gridDim = grid;
+    cfg.blockDim = block;
+    cfg.dynamicSmemBytes = smem;
+    cfg.stream = lb_cu_stream;
+    cfg.attrs = at;
+    cfg.numAttrs = 1;
+    (void)cudaLaunchKernelEx(&cfg, kernel, ((P)args)...);
+}
+
 /* A weight matrix on the device: rows of row_bytes, cols a multiple of 32. */
 typedef struct dweight {
     lb_type type;

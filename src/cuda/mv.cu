@@ -50,6 +50,7 @@ __global__ void __launch_bounds__(MV_WARPS * 32) k_matvec(const uint8_t *__restr
     constexpr int PER = Stage<TY>::PER;
     __shared__ __align__(16) uint8_t stage[MV_WARPS][R][Stage<TY>::BYTES];
     __shared__ float red[MV_WARPS][R][NT];
+    pdl_enter();
     const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
     const int64_t row0 = (int64_t)blockIdx.x * R;
     const int nr = N - row0 < R ? (int)(N - row0) : R;
@@ -218,7 +219,10 @@ __global__ void __launch_bounds__(MV_WARPS * 32) k_mvq(const uint8_t *__restrict
     const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
     const int64_t row0 = SPLIT ? (int64_t)blockIdx.x * R : ((int64_t)blockIdx.x * MV_WARPS + warp) * R;
     const int nr = row0 >= N ? 0 : N - row0 < R ? (int)(N - row0) : R;
-    if (!SPLIT && nr == 0) return;
+    if (!SPLIT && nr == 0) {
+        pdl_enter();
+        return;
+    }
     const int nch = K / 32, nsteps = (nch + 31) / 32, first = SPLIT ? warp : 0, stride = SPLIT ? MV_WARPS : 1;
     const int64_t xs = K / 32; /* float2s per token */
     auto issue = [&](int j) {
@@ -237,7 +241,9 @@ __global__ void __launch_bounds__(MV_WARPS * 32) k_mvq(const uint8_t *__restrict
 #pragma unroll
         for (int t = 0; t < NT; t++) acc[r][t] = 0.0f;
 #pragma unroll
-    for (int j = 0; j < ST - 1; j++) issue(j);
+    for (int j = 0; j < ST - 1; j++) issue(j); /* the weights only: before the previous kernel has finished */
+    pdl_wait();
+    pdl_go();
     for (int j = 0; first + j * stride < nsteps; j++) {
         issue(j + ST - 1);
         cp_wait<ST - 1>();
@@ -373,7 +379,9 @@ __global__ void __launch_bounds__(MV_WARPS * 32) k_mvm(const uint8_t *__restrict
 #pragma unroll
     for (int i = 0; i < NTL; i++) acc[i][0] = acc[i][1] = acc[i][2] = acc[i][3] = 0.0f;
 #pragma unroll
-    for (int j = 0; j < ST - 1; j++) issue(j);
+    for (int j = 0; j < ST - 1; j++) issue(j); /* the weights only, as k_mvq */
+    pdl_wait();
+    pdl_go();
     for (int j = 0; warp + j * MV_WARPS < nsteps; j++) {
         issue(j + ST - 1);
         cp_wait<ST - 1>();
@@ -436,6 +444,7 @@ template <int BE, bool Q8>
 __global__ void k_act_round(const float *__restrict__ x, int64_t nblk, int8_t *__restrict__ q, float2 *__restrict__ d,
                             __half *__restrict__ y) {
     constexpr int C = BE / 32;
+    pdl_enter();
     const int64_t b = ((int64_t)blockIdx.x * blockDim.x + threadIdx.x) / 32;
     const int lane = threadIdx.x % 32;
     if (b >= nblk) return;
@@ -478,8 +487,8 @@ static unsigned grid_for(int64_t n, int bs) { return (unsigned)((n + bs - 1) / b
 template <bool Q8>
 static void act_round(int64_t be, const float *x, int64_t n, int8_t *q, float2 *d, __half *y) {
     const int64_t nblk = n / be;
-    if (be == 256) k_act_round<256, Q8><<<grid_for(nblk * 32, 256), 256, 0, lb_cu_stream>>>(x, nblk, q, d, y);
-    else k_act_round<32, Q8><<<grid_for(nblk * 32, 256), 256, 0, lb_cu_stream>>>(x, nblk, q, d, y);
+    if (be == 256) cu_launch(k_act_round<256, Q8>, dim3(grid_for(nblk * 32, 256)), dim3(256), 0, x, nblk, q, d, y);
+    else cu_launch(k_act_round<32, Q8>, dim3(grid_for(nblk * 32, 256)), dim3(256), 0, x, nblk, q, d, y);
 }
 
 /* Dequantization: a warp per 32-chunk span of a row, staged like the fused kernel; lane l writes chunk l. */
@@ -518,6 +527,7 @@ __global__ void k_embed(const uint8_t *__restrict__ W, size_t rb, int K, const i
                         float *__restrict__ out) {
     using D = Dq<TY>;
     constexpr int PER = D::BE / 32;
+    pdl_enter();
     const int nch = K / 32;
     const int64_t i = (int64_t)blockIdx.x * blockDim.x + threadIdx.x;
     if (i >= (int64_t)T * nch) return;
@@ -532,7 +542,8 @@ __global__ void k_embed(const uint8_t *__restrict__ W, size_t rb, int K, const i
 
 template <int TY, int NT, int R> static void launch_mv(const dweight *w, const __half *x, int T, float *out, int64_t ldo) {
     const unsigned blocks = (unsigned)((w->rows + R - 1) / R);
-    k_matvec<TY, NT, R><<<blocks, MV_WARPS * 32, 0, lb_cu_stream>>>(w->data, w->row_bytes, w->rows, (int)w->cols, x, T, out, ldo);
+    cu_launch(k_matvec<TY, NT, R>, dim3(blocks), dim3(MV_WARPS * 32), 0, (const uint8_t *)w->data, w->row_bytes, w->rows, (int)w->cols, x, T,
+              out, ldo);
 }
 
 /* Rows at which two rows per block (four from twice as many) still leave every multiprocessor of a large GPU
@@ -563,8 +574,8 @@ static void launch_mvq(const dweight *w, const void *xa, int T, float *out, int6
     const float2 *xd = (const float2 *)(xq + (size_t)T * K);
     const int cw = copy_width(w, Stage<TY>::BYTES);
     const int64_t per = SPLIT ? R : (int64_t)R * MV_WARPS;
-    k_mvq<TY, NT, R, SPLIT, ST><<<(unsigned)((N + per - 1) / per), MV_WARPS * 32, 0, lb_cu_stream>>>(w->data, w->row_bytes, N, (int)K, xq,
-                                                                                               xd, T, out, ldo, cw);
+    cu_launch(k_mvq<TY, NT, R, SPLIT, ST>, dim3((unsigned)((N + per - 1) / per)), dim3(MV_WARPS * 32), 0, (const uint8_t *)w->data, w->row_bytes,
+              N, (int)K, xq, xd, T, out, ldo, cw);
 }
 
 /* Rows below which the warps of a block share its rows (split over K), and from which each warp takes two
@@ -607,8 +618,8 @@ template <int TY, int NT> static void launch_mvm(const dweight *w, const void *x
     }
     const int64_t N = w->rows, K = w->cols;
     const int8_t *xq = (const int8_t *)xa;
-    k_mvm<TY, NT><<<(unsigned)((N + MVM_ROWS - 1) / MVM_ROWS), MV_WARPS * 32, smem, lb_cu_stream>>>(
-        w->data, w->row_bytes, N, (int)K, xq, (const float2 *)(xq + (size_t)T * K), T, out, ldo, cw);
+    cu_launch(k_mvm<TY, NT>, dim3((unsigned)((N + MVM_ROWS - 1) / MVM_ROWS)), dim3(MV_WARPS * 32), smem, (const uint8_t *)w->data,
+              w->row_bytes, N, (int)K, xq, (const float2 *)(xq + (size_t)T * K), T, out, ldo, cw);
 }
 
 /* Batches of 5..16 tokens go to the tensor-core kernel (types with word decoders) when its 16-row steps can
@@ -674,7 +685,10 @@ void cu_dequant_f32(const dweight *w, int64_t r0, int64_t R, float *dst) {
 #undef OUTT
 
 #define CASE_EMB(T)                                                                                                 \
-    case T: k_embed<T><<<grid_for((int64_t)nt * (w->cols / 32), 128), 128, 0, lb_cu_stream>>>(w->data, w->row_bytes, (int)w->cols, tok, nt, out); break;
+    case T:                                                                                                         \
+        cu_launch(k_embed<T>, dim3(grid_for((int64_t)nt * (w->cols / 32), 128)), dim3(128), 0, (const uint8_t *)w->data, w->row_bytes,    \
+                  (int)w->cols, tok, nt, out);                                                                      \
+        break;
 void cu_embed(const dweight *w, const int32_t *tok, int nt, float *out) {
     switch (w->type) {
         LB_CUDA_WEIGHT_TYPES(CASE_EMB)

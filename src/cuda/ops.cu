@@ -17,6 +17,16 @@
 
 thread_local cudaStream_t lb_cu_stream = 0;
 
+static bool pdl_probe(void) {
+    int dev = 0, major = 0;
+    return cu_env_is("LB_CUDA_PDL", '1') && cudaGetDevice(&dev) == cudaSuccess &&
+           cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, dev) == cudaSuccess && major >= 9;
+}
+bool cu_pdl_on(void) {
+    static const bool on = pdl_probe();
+    return on;
+}
+
 /* block-wide sum of a double; every thread gets the result. sh: RED_THREADS doubles. */
 __device__ double block_sum(double v, double *sh) {
     sh[threadIdx.x] = v;
@@ -51,6 +61,7 @@ __device__ double block_sum_warps(double v, double *sh /* 32 */) {
  * (the residual add) and the sum is taken of the new x. */
 __global__ void k_rmsnorm(float *x, const float *y, const float *w, float *out, int n, int64_t stride, float eps) {
     __shared__ double sh[33];
+    pdl_enter();
     float *xr = x + blockIdx.x * stride;
     const float *yr = y ? y + blockIdx.x * stride : NULL;
     float *o = out + blockIdx.x * stride;
@@ -76,48 +87,53 @@ static unsigned norm_threads(int n) {
 }
 
 void cu_rmsnorm(const float *x, const float *w, float *out, int64_t n_rows, int n, int64_t stride, float eps) {
-    k_rmsnorm<<<(unsigned)n_rows, norm_threads(n), 0, STREAM>>>((float *)x, NULL, w, out, n, stride, eps);
+    cu_launch(k_rmsnorm, dim3((unsigned)n_rows), dim3(norm_threads(n)), 0, (float *)x, (const float *)NULL, w, out, n, stride, eps);
 }
 
 void cu_add_rmsnorm(float *x, const float *y, const float *w, float *out, int64_t n_rows, int n, float eps) {
-    k_rmsnorm<<<(unsigned)n_rows, norm_threads(n), 0, STREAM>>>(x, y, w, out, n, n, eps);
+    cu_launch(k_rmsnorm, dim3((unsigned)n_rows), dim3(norm_threads(n)), 0, x, y, w, out, n, (int64_t)n, eps);
 }
 
 __global__ void k_add_bias(float *y, const float *b, int64_t total, int n) {
+    pdl_enter();
     const int64_t i = (int64_t)blockIdx.x * blockDim.x + threadIdx.x;
     if (i < total) y[i] += b[i % n];
 }
 void cu_add_bias(float *y, const float *b, int T, int n) {
     const int64_t total = (int64_t)T * n;
-    k_add_bias<<<(unsigned)((total + 255) / 256), 256, 0, STREAM>>>(y, b, total, n);
+    cu_launch(k_add_bias, dim3((unsigned)((total + 255) / 256)), dim3(256), 0, y, b, total, n);
 }
 
 __global__ void k_add(float *x, const float *y, int64_t n) {
+    pdl_enter();
     const int64_t i = (int64_t)blockIdx.x * blockDim.x + threadIdx.x;
     if (i < n) x[i] += y[i];
 }
-void cu_add(float *x, const float *y, int64_t n) { k_add<<<(unsigned)((n + 255) / 256), 256, 0, STREAM>>>(x, y, n); }
+void cu_add(float *x, const float *y, int64_t n) { cu_launch(k_add, dim3((unsigned)((n + 255) / 256)), dim3(256), 0, x, y, n); }
 
 __global__ void k_silu_mul(float *g, const float *u, int64_t n) {
+    pdl_enter();
     const int64_t i = (int64_t)blockIdx.x * blockDim.x + threadIdx.x;
     if (i < n) {
         const float a = g[i];
         g[i] = __fmul_rn(__fdiv_rn(a, __fadd_rn(1.0f, expf(-a))), u[i]);
     }
 }
-void cu_silu_mul(float *g, const float *u, int64_t n) { k_silu_mul<<<(unsigned)((n + 255) / 256), 256, 0, STREAM>>>(g, u, n); }
+void cu_silu_mul(float *g, const float *u, int64_t n) { cu_launch(k_silu_mul, dim3((unsigned)((n + 255) / 256)), dim3(256), 0, g, u, n); }
 
 __global__ void k_f32_to_f16(const float *x, int64_t n, __half *y) {
+    pdl_enter();
     const int64_t i = (int64_t)blockIdx.x * blockDim.x + threadIdx.x;
     if (i < n) y[i] = __float2half_rn(x[i]);
 }
-void cu_f32_to_f16(const float *x, int64_t n, __half *y) { k_f32_to_f16<<<(unsigned)((n + 255) / 256), 256, 0, STREAM>>>(x, n, y); }
+void cu_f32_to_f16(const float *x, int64_t n, __half *y) { cu_launch(k_f32_to_f16, dim3((unsigned)((n + 255) / 256)), dim3(256), 0, x, n, y); }
 
 /* Rotary embedding of q (H heads) and k (KV heads), then k and v into the F16 cache, as one launch: threads
  * [0, nq) rotate q's pairs ((x[i], x[i + D/2]) or, interleaved, (x[2i], x[2i+1])), [nq, nq + nk) k's pairs
  * (storing the rotated pair into the cache at row pos0 + t too), the rest copy v. */
 __global__ void k_rope_kv(float *q, float *k, const float *v, int T, int H, int KV, int D, const float *cs, const float *sn,
                           const int64_t *pos, int inter, __half *kc, __half *vc) {
+    pdl_enter();
     const int half = D / 2, kvd = KV * D;
     const int64_t pos0 = *pos;
     const int64_t nq = (int64_t)T * H * half, nk = (int64_t)T * KV * half, nv = (int64_t)T * kvd;
@@ -151,7 +167,7 @@ __global__ void k_rope_kv(float *q, float *k, const float *v, int T, int H, int 
 void cu_rope_kv(float *q, float *k, const float *v, int T, int H, int KV, int D, const float *cs, const float *sn,
                 const int64_t *pos0, bool interleaved, __half *kc, __half *vc) {
     const int64_t n = (int64_t)T * (H + KV) * (D / 2) + (int64_t)T * KV * D;
-    k_rope_kv<<<(unsigned)((n + 255) / 256), 256, 0, STREAM>>>(q, k, v, T, H, KV, D, cs, sn, pos0, interleaved ? 1 : 0, kc, vc);
+    cu_launch(k_rope_kv, dim3((unsigned)((n + 255) / 256)), dim3(256), 0, q, k, v, T, H, KV, D, cs, sn, pos0, interleaved ? 1 : 0, kc, vc);
 }
 
 /*
@@ -167,6 +183,7 @@ __global__ void k_attention(const float *q, const __half *kc, const __half *vc, 
     extern __shared__ float sm[];
     __shared__ double wsum[ATT_MAX_HB][ATT_THREADS / 32];
     __shared__ float wmax[ATT_MAX_HB][ATT_THREADS / 32];
+    pdl_enter();
     const int64_t pos0 = *pos;
     const int h0 = blockIdx.x * hb, t = blockIdx.y, kvh = h0 / (H / KV), kvd = KV * D;
     const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
@@ -263,8 +280,8 @@ cudaError_t cu_attention_prepare(int H, int KV, int D, int64_t n_ctx) {
 void cu_attention(const float *q, const __half *kc, const __half *vc, float *out, int T, int H, int KV, int D,
                   const int64_t *pos, int64_t max_n) {
     const int hb = att_hb(H, KV);
-    k_attention<<<dim3((unsigned)(H / hb), (unsigned)T), ATT_THREADS, att_smem(hb, D, max_n), STREAM>>>(q, kc, vc, out, H, KV,
-                                                                                                     D, hb, pos, max_n);
+    cu_launch(k_attention, dim3((unsigned)(H / hb), (unsigned)T), dim3(ATT_THREADS), att_smem(hb, D, max_n), q, kc, vc, out, H, KV, D, hb,
+              pos, max_n);
 }
 
 /*
@@ -282,6 +299,7 @@ void cu_attention(const float *q, const __half *kc, const __half *vc, float *out
 __global__ void k_att_split(const float *q, const __half *kc, const __half *vc, float *part, int H, int KV, int D, int hb, int ch,
                             int nch, const int64_t *pos, int t_off) {
     extern __shared__ float asm_[];
+    pdl_enter();
     const int64_t pos0 = *pos;
     const int t = blockIdx.z, c = blockIdx.y, h0 = blockIdx.x * hb, kvh = h0 / (H / KV), kvd = KV * D;
     const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
@@ -336,6 +354,7 @@ __global__ void k_att_split(const float *q, const __half *kc, const __half *vc, 
 }
 
 __global__ void k_att_combine(const float *part, float *out, int H, int D, int ch, int nch, const int64_t *pos, int t_off) {
+    pdl_enter();
     const int h = blockIdx.x, t = blockIdx.y;
     const int64_t n = *pos + t_off + t + 1;
     const int nc = (int)((n + ch - 1) / ch) < nch ? (int)((n + ch - 1) / ch) : nch;
@@ -377,9 +396,9 @@ void cu_attention_split(const float *q, const __half *kc, const __half *vc, floa
     const size_t smem = (size_t)hb * (size_t)(D + ch) * sizeof(float);
     for (int t0 = 0; t0 < T; t0 += AS_TOKENS) {
         const int nt = T - t0 < AS_TOKENS ? T - t0 : AS_TOKENS;
-        k_att_split<<<dim3((unsigned)(H / hb), (unsigned)nch, (unsigned)nt), AS_THREADS, smem, STREAM>>>(
-            q + (size_t)t0 * (size_t)H * (size_t)D, kc, vc, part, H, KV, D, hb, ch, nch, pos, t0);
-        k_att_combine<<<dim3((unsigned)H, (unsigned)nt), AS_THREADS, 0, STREAM>>>(part, out, H, D, ch, nch, pos, t0);
+        cu_launch(k_att_split, dim3((unsigned)(H / hb), (unsigned)nch, (unsigned)nt), dim3(AS_THREADS), smem,
+                  q + (size_t)t0 * (size_t)H * (size_t)D, kc, vc, part, H, KV, D, hb, ch, nch, pos, t0);
+        cu_launch(k_att_combine, dim3((unsigned)H, (unsigned)nt), dim3(AS_THREADS), 0, (const float *)part, out, H, D, ch, nch, pos, t0);
     }
 }
 
