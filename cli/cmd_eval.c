@@ -22,6 +22,9 @@ static void usage(FILE *f) {
           "  --device D      cpu (default), cuda or cuda:N: where the models run and are scored; cuda:N,M,...\n"
           "                  or cuda:all split each model's layers over those GPUs in order (a model larger\n"
           "                  than one GPU; the same results as on one)\n"
+          "  --exact         on a GPU, compute as the CPU does (F32 KV cache, every weight product with the\n"
+          "                  CPU's 8-bit activations and exact integer sums): the CPU's numbers within float\n"
+          "                  rounding, slower prompts (default: F16 cache and tensor cores for prompts)\n"
           "  --json          machine-readable result on stdout\n"
           "  --allow-nonfinite  load NaN/Inf weights and report NaN results (default: an error naming them)\n"
           "  -q, --quiet     no progress on stderr\n",
@@ -33,7 +36,7 @@ typedef struct eval_opts {
     const char *models[MAX_MODELS];
     int n_models;
     int64_t ctx, chunks, threads;
-    bool json, quiet, allow_nonfinite;
+    bool json, quiet, allow_nonfinite, exact;
     lb_device device;
     int n_devices, devices[LB_MAX_DEVICES];
 } eval_opts;
@@ -48,6 +51,7 @@ static int parse(int argc, char **argv, eval_opts *o) {
         else if (!strcmp(a, "--json")) o->json = true;
         else if (!strcmp(a, "-q") || !strcmp(a, "--quiet")) o->quiet = true;
         else if (!strcmp(a, "--allow-nonfinite")) o->allow_nonfinite = true;
+        else if (!strcmp(a, "--exact")) o->exact = true;
         else if (!strcmp(a, "--text") && v) { o->text = v; i++; }
         else if (!strcmp(a, "--base") && v) { o->base = v; i++; }
         else if (!strcmp(a, "--device") && v) { if (!cli_device_set(v, &o->device, &o->n_devices, o->devices)) return 1; i++; }
@@ -159,6 +163,7 @@ int cmd_eval(int argc, char **argv) {
     p.progress = cli_progress_cb;
     p.progress_user = &prog;
     p.allow_nonfinite = o.allow_nonfinite;
+    p.exact = o.exact;
     if ((s = lb_eval_perplexity_multi((const lb_model *const *)ms, o.n_models, base, ids, n_ids, &p, res, &e)) != LB_OK) {
         rc = cli_fail_lb(s, &e);
         goto done;

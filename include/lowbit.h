@@ -350,6 +350,12 @@ typedef struct lb_context_params {
                          residual stream passes from one to the next), for a model larger than one GPU's memory;
                          -1: every visible GPU. The same results as on one GPU, bit for bit */
     int devices[LB_MAX_DEVICES];
+    int exact;        /* with a CUDA device: compute as the CPU does: an F32 KV cache, every weight product through
+                         the fused kernels (block types: activations rounded to 8 bits as the CPU rounds them, the
+                         sums exact), attention per token in F32; the CPU's logits within float rounding, at the
+                         cost of prompt speed and twice the cache memory. 0 (default): an F16 cache, prompts on
+                         tensor cores (block types then differ from the CPU by one independent 8-bit rounding of
+                         the activations; docs/BENCHMARKS.md). Ignored on the CPU */
 } lb_context_params;
 
 lb_context_params lb_context_default_params(void);
@@ -424,6 +430,7 @@ typedef struct lb_eval_params {
     int n_devices;     /* with a CUDA device: the models' layers split over devices[0..n_devices) as in
                           lb_context_params (0 or 1: the device alone; -1: every visible GPU) */
     int devices[LB_MAX_DEVICES];
+    int exact;         /* with a CUDA device: the contexts' `exact` (lb_context_params) */
 } lb_eval_params;
 
 lb_eval_params lb_eval_default_params(void);

@@ -97,6 +97,7 @@ typedef struct mm_ws {
     const float *act_x;
     int64_t act_T, act_K;
     int act_path, act_kind;
+    bool exact; /* every product through the fused kernels, LB_CUDA_MV_MAX tokens at a time (an exact context) */
 } mm_ws;
 
 /* how a weight type takes its activations: 8-bit per block, F16 after 8-bit rounding per block, or plain F16 */
@@ -133,15 +134,25 @@ static void mm_ws_free(mm_ws *ws) {
     memset(ws, 0, sizeof *ws);
 }
 
-/* out (T, ldo) = x (T, K) . W^T: fused kernels for few tokens, else F16 tiles of W through cuBLAS. same_x:
- * x has not changed since the previous product, so activations it left prepared for the same kind of
- * weight are used again. */
+/* out (T, ldo) = x (T, K) . W^T: fused kernels for few tokens, else F16 tiles of W through cuBLAS (an exact
+ * workspace: the fused kernels on slices of LB_CUDA_MV_MAX tokens, whatever T). same_x: x has not changed since the
+ * previous product, so activations it left prepared for the same kind of weight are used again. */
 static lb_status mm(mm_ws *ws, const float *x, int64_t T, const dweight *w, float *out, int64_t ldo, int force, bool same_x,
                     lb_error *err) {
     const int64_t K = w->cols, N = w->rows;
-    const int path = force >= 0 ? force : T <= LB_CUDA_MV_MAX ? 0 : 1;
+    const int path = force >= 0 ? force : T <= LB_CUDA_MV_MAX || ws->exact ? 0 : 1;
     lb_status s = mm_ws_ready(ws, (size_t)(T * K), path == 1, err);
     if (s != LB_OK) return s;
+    if (path == 0 && T > LB_CUDA_MV_MAX) { /* slices: each rounded as the whole would be (per row), then multiplied */
+        for (int64_t t0 = 0; t0 < T; t0 += LB_CUDA_MV_MAX) {
+            const int n = (int)(T - t0 < LB_CUDA_MV_MAX ? T - t0 : LB_CUDA_MV_MAX);
+            cu_act_prepare(w->type, x + t0 * K, n, K, ws->x16);
+            cu_matvec(w, ws->x16, n, out + t0 * ldo, ldo);
+        }
+        ws->act_x = NULL; /* x16 holds the last slice only */
+        CK(cudaGetLastError(), "in a weight product");
+        return LB_OK;
+    }
     const int kind = act_kind(w->type, path);
     const bool ready = same_x && ws->act_x == x && ws->act_T == T && ws->act_K == K && ws->act_path == path &&
                        ws->act_kind == kind;
@@ -209,6 +220,8 @@ struct lb_cuda_ctx {
     float *out_norm;
     dlayer *L;
     __half *kc, *vc;             /* (n_layer, n_seq n_ctx, kvd) */
+    float *kc32, *vc32;          /* the same in F32 for an exact context (kc, vc then NULL) */
+    bool exact;                  /* lb_context_params' exact: F32 cache, per-token attention, every product fused */
     float *cs, *sn;              /* (n_ctx, D/2) */
     float *x, *xn, *q, *k, *v, *att, *g, *u, *tmp; /* n_batch rows */
     float *logits;               /* (n_batch, V) */
@@ -339,7 +352,7 @@ static lb_status upload_layer(lb_cuda_ctx *g, const lb_layer *l, dlayer *d, lb_e
 }
 
 /* the weight bytes a stage holding layers l0 .. l1-1 uploads (the embedding in the first, the head in the last) */
-static size_t stage_device_bytes(const lb_model *m, int64_t l0, int64_t l1, bool first, bool last) {
+static size_t stage_device_bytes(const lb_model *m, int64_t l0, int64_t l1, bool first, bool last) { /* the weights */
     size_t b = 0;
     if (first) b += lb_weight_row_bytes(&m->tok_embd) * (size_t)m->tok_embd.rows;
     if (last && !(first && m->output.data == m->tok_embd.data)) b += lb_weight_row_bytes(&m->output) * (size_t)m->output.rows;
@@ -362,8 +375,11 @@ static lb_status alloc_state(lb_cuda_ctx *g, lb_error *err) {
     if (s == LB_OK && !g->layerwise) s = dalloc(g, (void **)&g->qkv1, (size_t)(qd + 2 * kvd) * sizeof(float), "activations", err);
     if (s == LB_OK && !g->layerwise) s = dalloc(g, (void **)&g->gu1, (size_t)(2 * F) * sizeof(float), "activations", err);
     const int64_t S = g->n_seq > 1 ? g->n_seq : 1;
-    if (s == LB_OK) s = dalloc(g, (void **)&g->kc, (size_t)(L * S * C * kvd) * sizeof(__half), "the KV cache", err);
-    if (s == LB_OK) s = dalloc(g, (void **)&g->vc, (size_t)(L * S * C * kvd) * sizeof(__half), "the KV cache", err);
+    const size_t kvn = (size_t)(L * S * C * kvd);
+    if (s == LB_OK && g->exact) s = dalloc(g, (void **)&g->kc32, kvn * sizeof(float), "the KV cache", err);
+    if (s == LB_OK && g->exact) s = dalloc(g, (void **)&g->vc32, kvn * sizeof(float), "the KV cache", err);
+    if (s == LB_OK && !g->exact) s = dalloc(g, (void **)&g->kc, kvn * sizeof(__half), "the KV cache", err);
+    if (s == LB_OK && !g->exact) s = dalloc(g, (void **)&g->vc, kvn * sizeof(__half), "the KV cache", err);
     if (s == LB_OK) s = dalloc(g, (void **)&g->tok_d, (size_t)B * sizeof(int32_t), "token ids", err);
     if (s == LB_OK) s = dalloc(g, (void **)&g->lse, (size_t)B * sizeof(double), "scores", err);
     if (s == LB_OK) s = dalloc(g, (void **)&g->nll, (size_t)B * sizeof(double), "scores", err);
@@ -380,7 +396,8 @@ static lb_status alloc_state(lb_cuda_ctx *g, lb_error *err) {
         g->pin_tok = (int32_t *)(g->pin_pos + 1);
         g->pin_logits = (float *)((uintptr_t)(g->pin_tok + B + 16) & ~(uintptr_t)15);
     }
-    if (s == LB_OK && cu_attention_split_on())
+    g->ws.exact = g->exact;
+    if (s == LB_OK && cu_attention_split_on() && !g->exact)
         s = dalloc(g, (void **)&g->att_part, cu_attention_split_scratch((int)h->n_head, (int)D, C), "the attention's scratch", err);
     else if (s == LB_OK && cu_attention_prepare((int)h->n_head, (int)h->n_head_kv, (int)D, C) != cudaSuccess) {
         cudaGetLastError();
@@ -416,7 +433,7 @@ static lb_status rope_tables(lb_cuda_ctx *g, lb_error *err) {
 
 /* one stage of a pipeline (a one-device context: the only one) */
 static lb_status stage_new(const lb_model *m, int device, int64_t l0, int64_t l1, bool first, bool last, int64_t n_ctx,
-                           int64_t n_batch, lb_cuda_ctx **out, lb_error *err) {
+                           int64_t n_batch, bool exact, lb_cuda_ctx **out, lb_error *err) {
     lb_status s = use_device(device, err);
     if (s != LB_OK) return s;
     const lb_model_info *h = &m->info;
@@ -436,6 +453,7 @@ static lb_status stage_new(const lb_model *m, int device, int64_t l0, int64_t l1
     g->n_ctx = n_ctx;
     g->n_batch = n_batch;
     g->n_seq = n_batch > n_ctx ? n_batch / n_ctx : 1;
+    g->exact = exact;
     g->l0 = l0;
     g->l1 = l1;
     g->head = last;
@@ -463,18 +481,18 @@ static lb_status stage_new(const lb_model *m, int device, int64_t l0, int64_t l1
 
 extern "C" lb_status lb_cuda_ctx_new(const lb_model *m, int device, int64_t n_ctx, int64_t n_batch, lb_cuda_ctx **out,
                                      lb_error *err) {
-    return stage_new(m, device, 0, m->info.n_layer, true, true, n_ctx, n_batch, out, err);
+    return stage_new(m, device, 0, m->info.n_layer, true, true, n_ctx, n_batch, false, out, err);
 }
 
 extern "C" lb_status lb_cuda_ctx_new_pipeline(const lb_model *m, const int *devices, const int64_t *first, int n, int64_t n_ctx,
-                                              int64_t n_batch, lb_cuda_ctx **out, lb_error *err) {
+                                              int64_t n_batch, bool exact, lb_cuda_ctx **out, lb_error *err) {
     if (n < 1 || first[0] != 0 || first[n] != m->info.n_layer) return lb_err_set(err, LB_ERR_ARG, "lb_cuda_ctx_new_pipeline: bad split");
     for (int r = 0; r < n; r++)
         if (first[r + 1] <= first[r]) return lb_err_set(err, LB_ERR_ARG, "lb_cuda_ctx_new_pipeline: stage %d has no layers", r);
     lb_cuda_ctx *head = NULL, *prev = NULL;
     for (int r = 0; r < n; r++) {
         lb_cuda_ctx *g = NULL;
-        lb_status s = stage_new(m, devices[r], first[r], first[r + 1], r == 0, r == n - 1, n_ctx, n_batch, &g, err);
+        lb_status s = stage_new(m, devices[r], first[r], first[r + 1], r == 0, r == n - 1, n_ctx, n_batch, exact, &g, err);
         if (s != LB_OK) {
             lb_cuda_ctx_free(head);
             return s;
@@ -587,6 +605,12 @@ static lb_status layer_forward_part(lb_cuda_ctx *g, const dlayer *l, int64_t il,
         const int64_t wl = g->win > 0 ? g->win : T;
         for (int64_t t0 = 0; t0 < T; t0 += wl) {
             const size_t oq = (size_t)(t0 * qd), ok = (size_t)(t0 * kvd);
+            if (g->exact) {
+                cu_rope_kv32(q + oq, k + ok, v + ok, (int)wl, (int)H, (int)KV, (int)D, g->cs, g->sn, g->pos_d, g->m->rope_interleaved,
+                             g->kc32 + lo + ok, g->vc32 + lo + ok);
+                cu_attention32(q + oq, g->kc32 + lo + ok, g->vc32 + lo + ok, g->att + oq, (int)wl, (int)H, (int)KV, (int)D, g->pos_d, max_n);
+                continue;
+            }
             cu_rope_kv(q + oq, k + ok, v + ok, (int)wl, (int)H, (int)KV, (int)D, g->cs, g->sn, g->pos_d, g->m->rope_interleaved,
                        g->kc + lo + ok, g->vc + lo + ok);
             if (wl > LB_CUDA_MV_MAX && cu_attention_flash_ok((int)H, (int)KV, (int)D))

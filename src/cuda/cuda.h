@@ -33,10 +33,11 @@ lb_status lb_cuda_ctx_new(const struct lb_model *m, int device, int64_t n_ctx, i
  * stages in order, the residual stream (T, n_embd) copied from each stage's device to the next's; every
  * layer's arithmetic is the one-device context's, so the results are its bits. The returned handle is
  * stage 0; the other entry points take it as they take a one-device context (scoring: the stages n-1 of
- * the model and its base must share a device).
+ * the model and its base must share a device). exact: lb_context_params' exact (an F32 KV cache, every product
+ * through the fused kernels, the per-token attention).
  */
 lb_status lb_cuda_ctx_new_pipeline(const struct lb_model *m, const int *devices, const int64_t *first, int n, int64_t n_ctx,
-                                   int64_t n_batch, lb_cuda_ctx **out, lb_error *err);
+                                   int64_t n_batch, bool exact, lb_cuda_ctx **out, lb_error *err);
 
 /* How many CUDA devices this process sees (0 without a driver or device, or without the CUDA build). */
 int lb_cuda_device_count(void);

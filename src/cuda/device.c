@@ -75,7 +75,7 @@ lb_status lb_cuda_ctx_new(const struct lb_model *m, int device, int64_t n_ctx, i
     return no_cuda(err);
 }
 lb_status lb_cuda_ctx_new_pipeline(const struct lb_model *m, const int *devices, const int64_t *first, int n, int64_t n_ctx,
-                                   int64_t n_batch, lb_cuda_ctx **out, lb_error *err) {
+                                   int64_t n_batch, bool exact, lb_cuda_ctx **out, lb_error *err) {
     return no_cuda(err);
 }
 void lb_cuda_ctx_free(lb_cuda_ctx *g) {}

@@ -4,7 +4,7 @@
  *
  * Three fused kernels: k_mvq (8-bit activations, dp4a) and k_mvm (8-bit activations, int8 tensor cores,
  * 5-16 tokens) for the block types with integer decoders (Mq, quant.cuh), k_matvec (F16 activations, F32
- * products) for the float types and q2_K. k_matvec: one warp per weight row. Per step the warp copies the
+ * products) for the float types. k_matvec: one warp per weight row. Per step the warp copies the
  * bytes of 32 consecutive chunks (32 elements each) of its row into shared memory with 16-byte (or 8-byte)
  * loads, coalesced, then each lane decodes one chunk (quant.cuh) and multiplies it with the activations of
  * every token; a butterfly over the warp sums the lanes. In every kernel the summation order is fixed by K
@@ -251,9 +251,13 @@ __global__ void __launch_bounds__(MV_WARPS * 32) k_mvq(const uint8_t *__restrict
         const int s = first + j * stride, c = 32 * s + lane;
         if (c < nch) {
             int w[R][8];
-            float d0[R], d1[R], m[R];
+            float d0[R], d1[R], m[R], m1[R];
 #pragma unroll
-            for (int r = 0; r < R; r++) Mq<TY>::chunk(stage[warp][j % ST][r] + (lane / PER) * D::BB, lane % PER, w[r], d0[r], d1[r], m[r]);
+            for (int r = 0; r < R; r++) {
+                const uint8_t *blk = stage[warp][j % ST][r] + (lane / PER) * D::BB;
+                if constexpr (Mq<TY>::M16) Mq<TY>::chunk(blk, lane % PER, w[r], d0[r], d1[r], m[r], m1[r]);
+                else Mq<TY>::chunk(blk, lane % PER, w[r], d0[r], d1[r], m[r]);
+            }
 #pragma unroll
             for (int t = 0; t < NT; t++) {
                 if (t < nt) {
@@ -261,6 +265,14 @@ __global__ void __launch_bounds__(MV_WARPS * 32) k_mvq(const uint8_t *__restrict
                     const uint4 a0 = __ldg(xp), a1 = __ldg(xp + 1);
                     const float2 ad = __ldg(xd + t * xs + c);
                     const int a[8] = {(int)a0.x, (int)a0.y, (int)a0.z, (int)a0.w, (int)a1.x, (int)a1.y, (int)a1.z, (int)a1.w};
+                    int h0 = 0, h1 = 0; /* M16: the code sums of the chunk's halves */
+                    if constexpr (Mq<TY>::M16) {
+#pragma unroll
+                        for (int k = 0; k < 4; k++) {
+                            h0 = __dp4a(0x01010101, a[k], h0);
+                            h1 = __dp4a(0x01010101, a[k + 4], h1);
+                        }
+                    }
 #pragma unroll
                     for (int r = 0; r < R; r++) {
                         int i0 = 0, i1 = 0;
@@ -269,7 +281,11 @@ __global__ void __launch_bounds__(MV_WARPS * 32) k_mvq(const uint8_t *__restrict
                             i0 = __dp4a(w[r][k], a[k], i0);
                             i1 = __dp4a(w[r][k + 4], a[k + 4], i1);
                         }
-                        acc[r][t] = fmaf(ad.x, fmaf(d0[r], (float)i0, d1[r] * (float)i1), fmaf(m[r], ad.y, acc[r][t]));
+                        if constexpr (Mq<TY>::M16)
+                            acc[r][t] = fmaf(ad.x, fmaf(d0[r], (float)i0, fmaf(d1[r], (float)i1, fmaf(m[r], (float)h0, m1[r] * (float)h1))),
+                                             acc[r][t]);
+                        else
+                            acc[r][t] = fmaf(ad.x, fmaf(d0[r], (float)i0, d1[r] * (float)i1), fmaf(m[r], ad.y, acc[r][t]));
                     }
                 }
             }

@@ -1,6 +1,6 @@
 /*
- * ops.cu - the forward pass's other kernels (RMSNorm, biases, SwiGLU, rotary embedding, the F16 KV cache,
- * causal grouped-query attention) and eval's scoring (log-sum-exp, NLL, argmax, KL divergence).
+ * ops.cu - the forward pass's other kernels (RMSNorm, biases, SwiGLU, rotary embedding, the KV cache (F16, or F32
+ * for exact contexts), causal grouped-query attention) and eval's scoring (log-sum-exp, NLL, argmax, KL divergence).
  *
  * Each follows the CPU code in model/forward.c and eval/perplexity.c: the same formulas, sums in double
  * where the CPU sums in double, and products rounded separately where the CPU rounds them separately.
@@ -128,11 +128,18 @@ __global__ void k_f32_to_f16(const float *x, int64_t n, __half *y) {
 }
 void cu_f32_to_f16(const float *x, int64_t n, __half *y) { cu_launch(k_f32_to_f16, dim3((unsigned)((n + 255) / 256)), dim3(256), 0, x, n, y); }
 
-/* Rotary embedding of q (H heads) and k (KV heads), then k and v into the F16 cache, as one launch: threads
- * [0, nq) rotate q's pairs ((x[i], x[i + D/2]) or, interleaved, (x[2i], x[2i+1])), [nq, nq + nk) k's pairs
+/* a KV cache element: F16, or F32 for exact contexts */
+__device__ __forceinline__ void kv_put(__half *p, float v) { *p = __float2half_rn(v); }
+__device__ __forceinline__ void kv_put(float *p, float v) { *p = v; }
+__device__ __forceinline__ float kv_get(const __half *p) { return __half2float(*p); }
+__device__ __forceinline__ float kv_get(const float *p) { return *p; }
+
+/* Rotary embedding of q (H heads) and k (KV heads), then k and v into the cache (KT: F16 or F32), as one launch:
+ * threads [0, nq) rotate q's pairs ((x[i], x[i + D/2]) or, interleaved, (x[2i], x[2i+1])), [nq, nq + nk) k's pairs
  * (storing the rotated pair into the cache at row pos0 + t too), the rest copy v. */
+template <typename KT>
 __global__ void k_rope_kv(float *q, float *k, const float *v, int T, int H, int KV, int D, const float *cs, const float *sn,
-                          const int64_t *pos, int inter, __half *kc, __half *vc) {
+                          const int64_t *pos, int inter, KT *kc, KT *vc) {
     pdl_enter();
     const int half = D / 2, kvd = KV * D;
     const int64_t pos0 = *pos;
@@ -141,7 +148,7 @@ __global__ void k_rope_kv(float *q, float *k, const float *v, int T, int H, int 
     if (i >= nq + nk + nv) return;
     if (i >= nq + nk) {
         i -= nq + nk;
-        vc[pos0 * kvd + i] = __float2half_rn(v[i]);
+        kv_put(vc + pos0 * kvd + i, v[i]);
         return;
     }
     const bool isk = i >= nq;
@@ -160,14 +167,21 @@ __global__ void k_rope_kv(float *q, float *k, const float *v, int T, int H, int 
     *pb = rb;
     if (isk) {
         const int64_t o = pos0 * kvd + (pa - k), ob = pos0 * kvd + (pb - k);
-        kc[o] = __float2half_rn(ra);
-        kc[ob] = __float2half_rn(rb);
+        kv_put(kc + o, ra);
+        kv_put(kc + ob, rb);
     }
 }
 void cu_rope_kv(float *q, float *k, const float *v, int T, int H, int KV, int D, const float *cs, const float *sn,
                 const int64_t *pos0, bool interleaved, __half *kc, __half *vc) {
     const int64_t n = (int64_t)T * (H + KV) * (D / 2) + (int64_t)T * KV * D;
-    cu_launch(k_rope_kv, dim3((unsigned)((n + 255) / 256)), dim3(256), 0, q, k, v, T, H, KV, D, cs, sn, pos0, interleaved ? 1 : 0, kc, vc);
+    cu_launch(k_rope_kv<__half>, dim3((unsigned)((n + 255) / 256)), dim3(256), 0, q, k, v, T, H, KV, D, cs, sn, pos0, interleaved ? 1 : 0, kc,
+              vc);
+}
+void cu_rope_kv32(float *q, float *k, const float *v, int T, int H, int KV, int D, const float *cs, const float *sn,
+                  const int64_t *pos0, bool interleaved, float *kc, float *vc) {
+    const int64_t n = (int64_t)T * (H + KV) * (D / 2) + (int64_t)T * KV * D;
+    cu_launch(k_rope_kv<float>, dim3((unsigned)((n + 255) / 256)), dim3(256), 0, q, k, v, T, H, KV, D, cs, sn, pos0, interleaved ? 1 : 0, kc,
+              vc);
 }
 
 /*
@@ -178,8 +192,9 @@ void cu_rope_kv(float *q, float *k, const float *v, int T, int H, int KV, int D,
  */
 #define ATT_THREADS 128
 #define ATT_MAX_HB 8
-__global__ void k_attention(const float *q, const __half *kc, const __half *vc, float *out, int H, int KV, int D, int hb,
-                            const int64_t *pos, int64_t max_n) {
+template <typename KT>
+__global__ void k_attention(const float *q, const KT *kc, const KT *vc, float *out, int H, int KV, int D, int hb, const int64_t *pos,
+                            int64_t max_n) {
     extern __shared__ float sm[];
     __shared__ double wsum[ATT_MAX_HB][ATT_THREADS / 32];
     __shared__ float wmax[ATT_MAX_HB][ATT_THREADS / 32];
@@ -193,12 +208,12 @@ __global__ void k_attention(const float *q, const __half *kc, const __half *vc, 
     __syncthreads();
     const float scale = 1.0f / sqrtf((float)D);
     for (int64_t p = warp; p < n; p += ATT_THREADS / 32) {
-        const __half *kr = kc + p * kvd + (int64_t)kvh * D;
+        const KT *kr = kc + p * kvd + (int64_t)kvh * D;
         float a[ATT_MAX_HB];
 #pragma unroll
         for (int g = 0; g < ATT_MAX_HB; g++) a[g] = 0.0f;
         for (int i = lane; i < D; i += 32) {
-            const float kv = __half2float(kr[i]);
+            const float kv = kv_get(kr + i);
 #pragma unroll
             for (int g = 0; g < ATT_MAX_HB; g++)
                 if (g < hb) a[g] = fmaf(qs[g * D + i], kv, a[g]);
@@ -251,12 +266,12 @@ __global__ void k_attention(const float *q, const __half *kc, const __half *vc, 
     }
     __syncthreads();
     for (int i = threadIdx.x; i < D; i += ATT_THREADS) {
-        const __half *vr = vc + (int64_t)kvh * D + i;
+        const KT *vr = vc + (int64_t)kvh * D + i;
         float a[ATT_MAX_HB];
 #pragma unroll
         for (int g = 0; g < ATT_MAX_HB; g++) a[g] = 0.0f;
         for (int64_t p = 0; p < n; p++) {
-            const float v = __half2float(vr[p * kvd]);
+            const float v = kv_get(vr + p * kvd);
 #pragma unroll
             for (int g = 0; g < ATT_MAX_HB; g++)
                 if (g < hb) a[g] = fmaf(s[g * max_n + p], v, a[g]);
@@ -274,14 +289,21 @@ static size_t att_smem(int hb, int D, int64_t max_n) { return (size_t)hb * (size
 cudaError_t cu_attention_prepare(int H, int KV, int D, int64_t n_ctx) {
     const size_t smem = att_smem(att_hb(H, KV), D, n_ctx);
     if (smem <= 48 * 1024) return cudaSuccess;
-    return cudaFuncSetAttribute(k_attention, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem);
+    const cudaError_t e = cudaFuncSetAttribute(k_attention<__half>, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem);
+    return e != cudaSuccess ? e : cudaFuncSetAttribute(k_attention<float>, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem);
 }
 
 void cu_attention(const float *q, const __half *kc, const __half *vc, float *out, int T, int H, int KV, int D,
                   const int64_t *pos, int64_t max_n) {
     const int hb = att_hb(H, KV);
-    cu_launch(k_attention, dim3((unsigned)(H / hb), (unsigned)T), dim3(ATT_THREADS), att_smem(hb, D, max_n), q, kc, vc, out, H, KV, D, hb,
-              pos, max_n);
+    cu_launch(k_attention<__half>, dim3((unsigned)(H / hb), (unsigned)T), dim3(ATT_THREADS), att_smem(hb, D, max_n), q, kc, vc, out, H, KV,
+              D, hb, pos, max_n);
+}
+void cu_attention32(const float *q, const float *kc, const float *vc, float *out, int T, int H, int KV, int D, const int64_t *pos,
+                    int64_t max_n) {
+    const int hb = att_hb(H, KV);
+    cu_launch(k_attention<float>, dim3((unsigned)(H / hb), (unsigned)T), dim3(ATT_THREADS), att_smem(hb, D, max_n), q, kc, vc, out, H, KV,
+              D, hb, pos, max_n);
 }
 
 /*

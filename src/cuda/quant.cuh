@@ -284,8 +284,13 @@ template <> struct Dq<LB_TYPE_IQ4_XS> {
  * up to the rounding of its one final add. Types without an Mq use the float decoders above.
  */
 template <int T> struct Mq {
-    static constexpr bool OK = false, WORD = false;
+    static constexpr bool OK = false, WORD = false, M16 = false;
 };
+/*
+ * Types whose min term differs between the two 16-element halves (q2_K) set M16: their chunk(block, s, w, d0, d1, m,
+ * m1) gives m for the first half and m1 for the second, and the kernel multiplies each by da times its half's code
+ * sum (sa covers the whole chunk). Every other Mq sets M16 = false and has the six-argument chunk.
+ */
 /*
  * Types whose Mq also has word(b, s, j) (word j of sub-chunk s, as chunk's w[j]) and scales(b, s, d0, d1, m)
  * (chunk's factors) set WORD: the tensor-core kernel (mv.cu) decodes only the words of its fragments.
@@ -307,7 +312,7 @@ template <int N> __device__ __forceinline__ void ldw(const uint8_t *p, uint32_t 
 }
 
 template <> struct Mq<LB_TYPE_Q4_0> {
-    static constexpr bool OK = true, WORD = true;
+    static constexpr bool OK = true, WORD = true, M16 = false;
     static __device__ __forceinline__ uint32_t word(const uint8_t *b, int, int j) {
         const uint32_t v = ld32h(b + 2 + 4 * (j & 3));
         return __vsub4((j < 4 ? v : v >> 4) & 0x0F0F0F0Fu, 0x08080808u);
@@ -328,7 +333,7 @@ template <> struct Mq<LB_TYPE_Q4_0> {
     }
 };
 template <> struct Mq<LB_TYPE_Q4_1> {
-    static constexpr bool OK = true, WORD = false;
+    static constexpr bool OK = true, WORD = false, M16 = false;
     static __device__ __forceinline__ void chunk(const uint8_t *b, int, int *w, float &d0, float &d1, float &m) {
 #pragma unroll
         for (int i = 0; i < 4; i++) {
@@ -346,7 +351,7 @@ __device__ __forceinline__ uint32_t hi4(uint32_t h, int j) {
     return ((n & 1) << 4) | ((n & 2) << 11) | ((n & 4) << 18) | ((n & 8) << 25);
 }
 template <> struct Mq<LB_TYPE_Q5_0> {
-    static constexpr bool OK = true, WORD = false;
+    static constexpr bool OK = true, WORD = false, M16 = false;
     static __device__ __forceinline__ void chunk(const uint8_t *b, int, int *w, float &d0, float &d1, float &m) {
         uint32_t v[5];
         ldw<5>(b + 2, v);
@@ -361,7 +366,7 @@ template <> struct Mq<LB_TYPE_Q5_0> {
     }
 };
 template <> struct Mq<LB_TYPE_Q5_1> {
-    static constexpr bool OK = true, WORD = false;
+    static constexpr bool OK = true, WORD = false, M16 = false;
     static __device__ __forceinline__ void chunk(const uint8_t *b, int, int *w, float &d0, float &d1, float &m) {
         const uint32_t h = ld32a(b + 4);
 #pragma unroll
@@ -375,7 +380,7 @@ template <> struct Mq<LB_TYPE_Q5_1> {
     }
 };
 template <> struct Mq<LB_TYPE_Q8_0> {
-    static constexpr bool OK = true, WORD = true;
+    static constexpr bool OK = true, WORD = true, M16 = false;
     static __device__ __forceinline__ uint32_t word(const uint8_t *b, int, int j) { return ld32h(b + 2 + 4 * j); }
     static __device__ __forceinline__ void scales(const uint8_t *b, int, float &d0, float &d1, float &m) {
         d0 = d1 = ldh(b);
@@ -387,7 +392,7 @@ template <> struct Mq<LB_TYPE_Q8_0> {
     }
 };
 template <> struct Mq<LB_TYPE_Q4_K> {
-    static constexpr bool OK = true, WORD = true;
+    static constexpr bool OK = true, WORD = true, M16 = false;
     static __device__ __forceinline__ uint32_t word(const uint8_t *b, int s, int j) {
         return (ld32a(b + 16 + 32 * (s / 2) + 4 * j) >> (4 * (s & 1))) & 0x0F0F0F0Fu;
     }
@@ -404,7 +409,7 @@ template <> struct Mq<LB_TYPE_Q4_K> {
     }
 };
 template <> struct Mq<LB_TYPE_Q5_K> {
-    static constexpr bool OK = true, WORD = true;
+    static constexpr bool OK = true, WORD = true, M16 = false;
     static __device__ __forceinline__ uint32_t word(const uint8_t *b, int s, int j) {
         return ((ld32a(b + 48 + 32 * (s / 2) + 4 * j) >> (4 * (s & 1))) & 0x0F0F0F0Fu) | (((ld32a(b + 16 + 4 * j) >> s) & 0x01010101u) << 4);
     }
@@ -421,7 +426,7 @@ template <> struct Mq<LB_TYPE_Q5_K> {
     }
 };
 template <> struct Mq<LB_TYPE_Q6_K> {
-    static constexpr bool OK = true, WORD = true;
+    static constexpr bool OK = true, WORD = true, M16 = false;
     static __device__ __forceinline__ uint32_t word(const uint8_t *b, int s, int j) {
         const int h = s / 4, k = s % 4;
         const uint32_t lo = (ld32h(b + 64 * h + (k & 1) * 32 + 4 * j) >> (k < 2 ? 0 : 4)) & 0x0F0F0F0Fu;
@@ -451,7 +456,7 @@ template <> struct Mq<LB_TYPE_Q6_K> {
     }
 };
 template <> struct Mq<LB_TYPE_Q3_K> {
-    static constexpr bool OK = true, WORD = false;
+    static constexpr bool OK = true, WORD = false, M16 = false;
     static __device__ __forceinline__ void chunk(const uint8_t *b, int s, int *w, float &d0, float &d1, float &m) {
         const float d = ldh(b + 108);
         const uint8_t *q = b + 32 + 32 * (s / 4);
@@ -470,6 +475,23 @@ template <> struct Mq<LB_TYPE_Q3_K> {
         m = 0.0f;
     }
 };
+/* q2_K (scales[16] @0: scale low nibble, min high nibble per 16 elements; qs[64] @16; d @80, dmin @82): the 2-bit
+ * codes of sub-chunk s are bits 2 (s % 4) of bytes 32 (s / 4) .. + 32 of qs; element value d sc code - dmin mn */
+template <> struct Mq<LB_TYPE_Q2_K> {
+    static constexpr bool OK = true, WORD = false, M16 = true;
+    static __device__ __forceinline__ void chunk(const uint8_t *b, int s, int *w, float &d0, float &d1, float &m, float &m1) {
+        const float d = ldh(b + 80), mn = ldh(b + 82);
+        const uint8_t *q = b + 16 + 32 * (s / 4);
+        const int shift = 2 * (s % 4);
+#pragma unroll
+        for (int i = 0; i < 8; i++) w[i] = (int)((ld32a(q + 4 * i) >> shift) & 0x03030303u);
+        const int sc0 = b[2 * s], sc1 = b[2 * s + 1];
+        d0 = mul(d, (float)(sc0 & 0xF));
+        d1 = mul(d, (float)(sc1 & 0xF));
+        m = -mul(mn, (float)(sc0 >> 4));
+        m1 = -mul(mn, (float)(sc1 >> 4));
+    }
+};
 /* four codebook values of the IQ4_NL table for the four nibbles in bits 0-3 of each byte of v */
 __device__ __forceinline__ uint32_t kiq4(uint32_t v) {
     const uint32_t t0 = 0xBFAD9881u, t1 = 0xF6EADDCFu, t2 = 0x26190D01u, t3 = 0x71594535u;
@@ -479,7 +501,7 @@ __device__ __forceinline__ uint32_t kiq4(uint32_t v) {
     return (lo & ~big) | (hi & big);
 }
 template <> struct Mq<LB_TYPE_IQ4_NL> {
-    static constexpr bool OK = true, WORD = false;
+    static constexpr bool OK = true, WORD = false, M16 = false;
     static __device__ __forceinline__ void chunk(const uint8_t *b, int, int *w, float &d0, float &d1, float &m) {
         uint32_t v[4];
         ldw<4>(b + 2, v);
@@ -493,7 +515,7 @@ template <> struct Mq<LB_TYPE_IQ4_NL> {
     }
 };
 template <> struct Mq<LB_TYPE_IQ4_XS> {
-    static constexpr bool OK = true, WORD = false;
+    static constexpr bool OK = true, WORD = false, M16 = false;
     static __device__ __forceinline__ void chunk(const uint8_t *b, int s, int *w, float &d0, float &d1, float &m) {
         const int ls = ((b[4 + s / 2] >> (4 * (s % 2))) & 0xF) | (((int)(ld16(b + 2) >> (2 * s)) & 3) << 4);
         d0 = d1 = mul(ldh(b), (float)(ls - 32));

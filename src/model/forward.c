@@ -144,7 +144,7 @@ static lb_status context_new_cuda(const lb_model *m, const lb_context_params *p,
     c->m = m;
     c->n_ctx = n_ctx;
     c->n_batch = n_seq > 0 ? n_seq * n_ctx : n_ctx < DEFAULT_BATCH ? n_ctx : DEFAULT_BATCH;
-    s = lb_cuda_ctx_new_pipeline(m, devs, first, R, n_ctx, c->n_batch, &c->gpu, err);
+    s = lb_cuda_ctx_new_pipeline(m, devs, first, R, n_ctx, c->n_batch, p->exact != 0, &c->gpu, err);
     if (s != LB_OK) {
         free(c);
         return s;

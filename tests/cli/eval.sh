@@ -47,6 +47,14 @@ else
   fail=$((fail + 1))
   echo "FAIL time split: $out"
 fi
+# --exact concerns GPU contexts only: on the CPU the same numbers
+x=$("$LOWBIT" eval models/tiny --base models/tiny --text tests/golden/data/valid.txt --chunks 2 --json -q --exact)
+if [ -n "$x" ] && [ "$(json_field "$x" ppl)" = "$(json_field "$out" ppl)" ] && [ "$(json_field "$x" kld_mean)" = "$(json_field "$out" kld_mean)" ]; then
+  pass=$((pass + 1))
+else
+  fail=$((fail + 1))
+  echo "FAIL --exact on the CPU: $x"
+fi
 
 echo "$pass passed, $fail failed"
 [ "$fail" -eq 0 ]

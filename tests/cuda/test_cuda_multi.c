@@ -135,8 +135,8 @@ static void pipeline_vs(const lb_model *m, const int *devs, int R, const run_out
     int64_t first[LB_MAX_DEVICES + 1];
     REQUIRE(lb_model_pipeline_split(m, R, first, &e) == LB_OK, "%s", e.msg);
     lb_cuda_ctx *p = NULL, *pb = NULL;
-    REQUIRE(lb_cuda_ctx_new_pipeline(m, devs, first, R, 64, 64, &p, &e) == LB_OK, "%s", e.msg);
-    REQUIRE(lb_cuda_ctx_new_pipeline(m, devs, first, R, 64, 64, &pb, &e) == LB_OK, "%s", e.msg);
+    REQUIRE(lb_cuda_ctx_new_pipeline(m, devs, first, R, 64, 64, false, &p, &e) == LB_OK, "%s", e.msg);
+    REQUIRE(lb_cuda_ctx_new_pipeline(m, devs, first, R, 64, 64, false, &pb, &e) == LB_OK, "%s", e.msg);
     run_out o;
     memset(&o, 0, sizeof o);
     run_ctx(p, pb, m, &o);
