@@ -51,6 +51,29 @@ bool cli_device_set(const char *v, lb_device *out, int *n_devices, int devices[L
     return s == LB_OK;
 }
 
+bool cli_cache_type(const char *v, int *kv_f16) {
+    if (v && !strcmp(v, "f32")) *kv_f16 = 0;
+    else if (v && !strcmp(v, "f16")) *kv_f16 = 1;
+    else {
+        cli_fail("--cache-type expects f32 or f16, got \"%s\"", v ? v : "");
+        return false;
+    }
+    return true;
+}
+
+bool cli_cache_check(lb_device dev, int kv_f16, bool exact) {
+    if (dev.kind == LB_DEVICE_CPU || kv_f16 < 0) return true;
+    if (kv_f16 == 0 && !exact) {
+        cli_fail("--cache-type f32: a GPU context's KV cache is F16; --exact gives it an F32 cache and the CPU's arithmetic");
+        return false;
+    }
+    if (kv_f16 == 1 && exact) {
+        cli_fail("--cache-type f16 with --exact: an exact GPU context keeps its KV cache in F32");
+        return false;
+    }
+    return true;
+}
+
 bool cli_float(const char *opt, const char *v, double lo, double hi, double *out) {
     char *end;
     errno = 0;

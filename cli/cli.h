@@ -22,6 +22,12 @@ bool cli_device(const char *v, lb_device *out);
 /* --device with a set of GPUs: cuda:N,M,... or cuda:all (lb_device_set_parse) */
 bool cli_device_set(const char *v, lb_device *out, int *n_devices, int devices[LB_MAX_DEVICES]);
 bool cli_float(const char *opt, const char *v, double lo, double hi, double *out);
+/* --cache-type f32|f16 (llama.cpp's cache types, for keys and values alike): *kv_f16 = 0 or 1; false (after printing
+ * why) on another name */
+bool cli_cache_type(const char *v, int *kv_f16);
+/* The cache type (kv_f16: -1 when not given) against the device: the CPU takes either; a GPU's cache is F16, or F32 with
+ * exact, so another request there is an error (printed; false). */
+bool cli_cache_check(lb_device dev, int kv_f16, bool exact);
 
 /* Write s as a JSON string literal (quotes included). */
 void cli_json_str(FILE *f, const char *s);

@@ -29,7 +29,8 @@ static void usage(FILE *f) {
           "  -t N[,N...]      thread counts (default: all CPUs)\n"
           "  --json | --csv   machine-readable rows instead of the table\n"
           "  --no-bandwidth   skip the memory bandwidth measurement\n"
-          "  --device D       cpu (default), cuda or cuda:N (the bandwidth ceiling is the CPU's memory's)\n",
+          "  --device D       cpu (default), cuda or cuda:N (the bandwidth ceiling is the CPU's memory's)\n"
+          "  --cache-type T   KV cache on the CPU: f32 (default) or f16\n",
           f);
 }
 
@@ -137,11 +138,12 @@ static int timed_run(lb_context *c, const int32_t *toks, int64_t p, int64_t n, f
     return 0;
 }
 
-static int measure(const lb_model *m, lb_device dev, int nt, int64_t p, int64_t n, int reps, const int32_t *toks,
+static int measure(const lb_model *m, const lb_context_params *base, int nt, int64_t p, int64_t n, int reps, const int32_t *toks,
                    bench_row *row) {
     lb_context *c = NULL;
     lb_error e;
-    lb_context_params cp = {.n_ctx = (p > n ? p : n) + 1, .n_threads = nt, .device = dev};
+    lb_context_params cp = *base;
+    cp.n_ctx = (p > n ? p : n) + 1, cp.n_threads = nt;
     lb_status s = lb_context_new(m, &cp, &c, &e);
     if (s != LB_OK) return cli_fail_lb(s, &e);
     float *logits = malloc((size_t)lb_model_get_info(m)->n_vocab * sizeof *logits);
@@ -234,6 +236,7 @@ int cmd_bench(int argc, char **argv) {
     int th[MAX_THREADS] = {0}, nth = 0, fmt = 0;
     bool bandwidth = true;
     lb_device dev = {LB_DEVICE_CPU, 0};
+    int kv_f16 = -1;
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
         if (!strcmp(a, "-h") || !strcmp(a, "--help")) { usage(stdout); return 0; }
@@ -245,12 +248,16 @@ int cmd_bench(int argc, char **argv) {
         else if (!strcmp(a, "--csv")) fmt = 2;
         else if (!strcmp(a, "--no-bandwidth")) bandwidth = false;
         else if (!strcmp(a, "--device") && v) { if (!cli_device(v, &dev)) return 1; i++; }
+        else if (!strcmp(a, "--cache-type") && v) { if (!cli_cache_type(v, &kv_f16)) return 1; i++; }
         else if (a[0] == '-') { usage(stderr); return cli_fail("bench: unknown option or missing value: %s", a); }
         else if (!model) model = a;
         else { usage(stderr); return cli_fail("bench: unexpected argument %s", a); }
     }
     if (!model) { usage(stderr); return cli_fail("bench: MODEL is required"); }
     if (p == 0 && n == 0) return cli_fail("bench: -p and -n are both 0: nothing to measure");
+    if (!cli_cache_check(dev, kv_f16, false)) return 1;
+    lb_context_params cpb = lb_context_default_params();
+    cpb.device = dev, cpb.kv_f16 = kv_f16 == 1;
     if (nth == 0) {
         long cpus = sysconf(_SC_NPROCESSORS_ONLN);
         th[nth++] = cpus < 1 ? 1 : cpus > MAX_THREADS ? MAX_THREADS : (int)cpus;
@@ -268,7 +275,7 @@ int cmd_bench(int argc, char **argv) {
     cpu_model(bi.cpu, sizeof bi.cpu);
     bi.size_mib = (double)h->n_bytes / 1048576.0;
     bi.params_m = (double)h->n_params / 1e6;
-    double kv_tok = 2.0 * (double)h->n_layer * (double)(h->n_head_kv * h->head_dim) * sizeof(float);
+    double kv_tok = 2.0 * (double)h->n_layer * (double)(h->n_head_kv * h->head_dim) * (cpb.kv_f16 ? 2 : sizeof(float));
     bi.bytes_tok = weight_bytes(m) + kv_tok * (double)(n + 1) / 2.0;
     int64_t nt_tok = p > n ? p : n;
     int32_t *toks = malloc((size_t)nt_tok * sizeof *toks);
@@ -285,13 +292,13 @@ int cmd_bench(int argc, char **argv) {
             bench_row *r = &rows[nr++];
             *r = (bench_row){th[k], "", p, 0, 0, -1};
             snprintf(r->test, sizeof r->test, "pp%lld", (long long)p);
-            rc = measure(m, dev, th[k], p, 0, (int)reps, toks, r);
+            rc = measure(m, &cpb, th[k], p, 0, (int)reps, toks, r);
         }
         if (rc == 0 && n > 0) {
             bench_row *r = &rows[nr++];
             *r = (bench_row){th[k], "", n, 0, 0, -1};
             snprintf(r->test, sizeof r->test, "tg%lld", (long long)n);
-            rc = measure(m, dev, th[k], 0, n, (int)reps, toks, r);
+            rc = measure(m, &cpb, th[k], 0, n, (int)reps, toks, r);
             double bw = bi.bw[th[k]];
             if (bw > 0) r->pct = 100.0 * r->mean / (bw * 1e9 / bi.bytes_tok);
         }

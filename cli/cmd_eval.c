@@ -22,6 +22,8 @@ static void usage(FILE *f) {
           "  --device D      cpu (default), cuda or cuda:N: where the models run and are scored; cuda:N,M,...\n"
           "                  or cuda:all split each model's layers over those GPUs in order (a model larger\n"
           "                  than one GPU; the same results as on one)\n"
+          "  --cache-type T  KV cache on the CPU: f32 (default) or f16 (half the memory; keys and values\n"
+          "                  rounded to F16 as llama.cpp's default cache)\n"
           "  --exact         on a GPU, compute as the CPU does (F32 KV cache, every weight product with the\n"
           "                  CPU's 8-bit activations and exact integer sums): the CPU's numbers within float\n"
           "                  rounding, slower prompts (default: F16 cache and tensor cores for prompts)\n"
@@ -37,6 +39,7 @@ typedef struct eval_opts {
     int n_models;
     int64_t ctx, chunks, threads;
     bool json, quiet, allow_nonfinite, exact;
+    int kv_f16; /* -1: not given */
     lb_device device;
     int n_devices, devices[LB_MAX_DEVICES];
 } eval_opts;
@@ -44,6 +47,7 @@ typedef struct eval_opts {
 static int parse(int argc, char **argv, eval_opts *o) {
     memset(o, 0, sizeof *o);
     o->ctx = 512;
+    o->kv_f16 = -1;
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
         const char *v = i + 1 < argc ? argv[i + 1] : NULL;
@@ -52,6 +56,7 @@ static int parse(int argc, char **argv, eval_opts *o) {
         else if (!strcmp(a, "-q") || !strcmp(a, "--quiet")) o->quiet = true;
         else if (!strcmp(a, "--allow-nonfinite")) o->allow_nonfinite = true;
         else if (!strcmp(a, "--exact")) o->exact = true;
+        else if (!strcmp(a, "--cache-type") && v) { if (!cli_cache_type(v, &o->kv_f16)) return 1; i++; }
         else if (!strcmp(a, "--text") && v) { o->text = v; i++; }
         else if (!strcmp(a, "--base") && v) { o->base = v; i++; }
         else if (!strcmp(a, "--device") && v) { if (!cli_device_set(v, &o->device, &o->n_devices, o->devices)) return 1; i++; }
@@ -67,7 +72,7 @@ static int parse(int argc, char **argv, eval_opts *o) {
         usage(stderr);
         return cli_fail("eval: MODEL and --text FILE are required");
     }
-    return 0;
+    return cli_cache_check(o->device, o->kv_f16, o->exact) ? 0 : 1;
 }
 
 static void print_result(const eval_opts *o, const char *model, const lb_eval_result *r, int64_t ctx) {
@@ -164,6 +169,7 @@ int cmd_eval(int argc, char **argv) {
     p.progress_user = &prog;
     p.allow_nonfinite = o.allow_nonfinite;
     p.exact = o.exact;
+    p.kv_f16 = o.kv_f16 == 1;
     if ((s = lb_eval_perplexity_multi((const lb_model *const *)ms, o.n_models, base, ids, n_ids, &p, res, &e)) != LB_OK) {
         rc = cli_fail_lb(s, &e);
         goto done;

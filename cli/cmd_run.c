@@ -80,6 +80,7 @@ static void usage(FILE *f) {
           "  --device D         cpu (default), cuda or cuda:N; cuda:N,M,... or cuda:all split the layers over\n"
           "                     those GPUs in order (a model larger than one GPU)\n"
           "  --exact            on a GPU, compute as the CPU does (F32 KV cache, the CPU's 8-bit activations)\n"
+          "  --cache-type T     KV cache on the CPU: f32 (default) or f16 (half the memory)\n"
           "  -q, --quiet        no statistics on stderr\n",
           f);
 }
@@ -89,6 +90,7 @@ int cmd_run(int argc, char **argv) {
     int64_t n_gen = 64, threads = 0, top_k = 40, seed = 1;
     double temp = 0.0, top_p = 0.95;
     bool ignore_eos = false, quiet = false, exact = false;
+    int kv_f16 = -1;
     chat_opts chat = {false, NULL, NULL};
     lb_device dev = {LB_DEVICE_CPU, 0};
     int n_devices = 0, devices[LB_MAX_DEVICES] = {0};
@@ -105,6 +107,7 @@ int cmd_run(int argc, char **argv) {
         else if (!strcmp(a, "--device") && v) { if (!cli_device_set(v, &dev, &n_devices, devices)) return 1; i++; }
         else if (!strcmp(a, "--ignore-eos")) ignore_eos = true;
         else if (!strcmp(a, "--exact")) exact = true;
+        else if (!strcmp(a, "--cache-type") && v) { if (!cli_cache_type(v, &kv_f16)) return 1; i++; }
         else if (!strcmp(a, "--chat")) chat.on = true;
         else if (!strcmp(a, "--system") && v) { chat.system = v; i++; }
         else if (!strcmp(a, "--chat-template") && v) { chat.template_file = v; i++; }
@@ -117,6 +120,7 @@ int cmd_run(int argc, char **argv) {
         usage(stderr);
         return cli_fail("run: MODEL and -p PROMPT are required");
     }
+    if (!cli_cache_check(dev, kv_f16, exact)) return 1;
     if ((chat.system || chat.template_file) && !chat.on) return cli_fail("run: --system and --chat-template need --chat");
     lb_error e;
     lb_status s;
@@ -152,7 +156,8 @@ int cmd_run(int argc, char **argv) {
         n_ids++;
     }
     if (n_ids == 0) { rc = cli_fail("run: the prompt is empty"); goto done; }
-    lb_context_params cp = {.n_ctx = n_ids + n_gen, .n_threads = (int)threads, .device = dev, .n_devices = n_devices, .exact = exact};
+    lb_context_params cp = {.n_ctx = n_ids + n_gen, .n_threads = (int)threads, .device = dev, .n_devices = n_devices, .exact = exact,
+                            .kv_f16 = kv_f16 == 1};
     memcpy(cp.devices, devices, sizeof cp.devices);
     if (cp.n_ctx > h->n_ctx_train && h->n_ctx_train > 0) {
         rc = cli_fail("run: prompt (%lld tokens) + %lld new tokens exceed the model's context of %lld", (long long)n_ids,

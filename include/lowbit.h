@@ -350,6 +350,10 @@ typedef struct lb_context_params {
                          residual stream passes from one to the next), for a model larger than one GPU's memory;
                          -1: every visible GPU. The same results as on one GPU, bit for bit */
     int devices[LB_MAX_DEVICES];
+    int kv_f16;       /* on the CPU: keep the KV cache in F16 (half its memory and half of what attention reads of
+                         it; keys and values rounded to F16 as llama.cpp's default cache rounds them); 0 (default):
+                         F32, the reference arithmetic. A CUDA context's cache is F16 whatever this says (F32 when
+                         exact) */
     int exact;        /* with a CUDA device: compute as the CPU does: an F32 KV cache, every weight product through
                          the fused kernels (block types: activations rounded to 8 bits as the CPU rounds them, the
                          sums exact), attention per token in F32; the CPU's logits within float rounding, at the
@@ -430,6 +434,7 @@ typedef struct lb_eval_params {
     int n_devices;     /* with a CUDA device: the models' layers split over devices[0..n_devices) as in
                           lb_context_params (0 or 1: the device alone; -1: every visible GPU) */
     int devices[LB_MAX_DEVICES];
+    int kv_f16;        /* on the CPU: the contexts' `kv_f16` (an F16 KV cache; lb_context_params) */
     int exact;         /* with a CUDA device: the contexts' `exact` (lb_context_params) */
 } lb_eval_params;
 

@@ -154,7 +154,7 @@ lb_status lb_eval_perplexity_multi(const lb_model *const *models, int n_models, 
 
     double t0 = lb_time_sec();
     lb_context_params cp = lb_context_default_params();
-    cp.n_ctx = ctx, cp.n_threads = p->n_threads, cp.device = p->device, cp.n_devices = p->n_devices, cp.exact = p->exact;
+    cp.n_ctx = ctx, cp.n_threads = p->n_threads, cp.device = p->device, cp.n_devices = p->n_devices, cp.exact = p->exact, cp.kv_f16 = p->kv_f16;
     memcpy(cp.devices, p->devices, sizeof cp.devices);
     bool gpu = p->device.kind != LB_DEVICE_CPU;
     lb_context *cb = NULL;

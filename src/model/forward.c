@@ -42,7 +42,8 @@ struct lb_context {
     const lb_model *m;
     int64_t n_ctx, n_batch, pos;
     lb_pool *pool;
-    float *k_cache, *v_cache; /* (n_layer, n_ctx, n_kv * head_dim) each */
+    float *k_cache, *v_cache; /* (n_layer, n_ctx, n_kv * head_dim) each; F16 values (uint16_t) when kv_f16 */
+    int kv_f16;
     float *rope_cos, *rope_sin; /* (n_ctx, head_dim / 2) */
     /* activations for n_batch tokens */
     float *x;   /* (B, E) residual stream */
@@ -217,8 +218,10 @@ static lb_status context_new(const lb_model *m, const lb_context_params *p, int6
     int64_t B = c->n_batch, E = h->n_embd, D = h->head_dim, qd = h->n_head * D, kvd = h->n_head_kv * D, F = h->n_ff;
     int64_t kmax = E > qd ? E : qd;
     if (F > kmax) kmax = F;
+    c->kv_f16 = p->kv_f16 != 0;
+    const size_t kvn = (size_t)(h->n_layer * n_ctx * kvd), kvf = c->kv_f16 ? (kvn + 1) / 2 : kvn; /* floats each */
     size_t sizes[] = {
-        (size_t)(h->n_layer * n_ctx * kvd), (size_t)(h->n_layer * n_ctx * kvd), (size_t)(n_ctx * (D / 2)),
+        kvf, kvf, (size_t)(n_ctx * (D / 2)),
         (size_t)(n_ctx * (D / 2)), (size_t)(B * E), (size_t)(B * E), (size_t)(B * qd), (size_t)(B * kvd),
         (size_t)(B * kvd), (size_t)(B * qd), (size_t)(B * F), (size_t)(B * F), (size_t)(B * E),
         (size_t)nt * (size_t)(B < ATT_QBLOCK ? B : ATT_QBLOCK) * (size_t)n_ctx,
@@ -560,6 +563,11 @@ static void kv_task(lb_context *c, const step *s, int64_t task) {
     if (s->l->k_norm) rmsnorm(k, k, s->l->k_norm, D, h->rms_eps);
     rope(k, 1, D, c->rope_cos + pos * (D / 2), c->rope_sin + pos * (D / 2), c->m->rope_interleaved);
     size_t off = (size_t)((s->il * c->n_ctx + pos) * kvd + j * D);
+    if (c->kv_f16) {
+        uint16_t *kh = (uint16_t *)c->k_cache + off, *vh = (uint16_t *)c->v_cache + off;
+        for (int64_t i = 0; i < D; i++) kh[i] = lb_f32_to_fp16(k[i]), vh[i] = lb_f32_to_fp16(v[i]);
+        return;
+    }
     memcpy(c->k_cache + off, k, (size_t)D * sizeof(float));
     memcpy(c->v_cache + off, v, (size_t)D * sizeof(float));
 }
@@ -580,12 +588,25 @@ static void att_task(lb_context *c, const step *s, int64_t task, int thread) {
         rope(q, 1, D, c->rope_cos + pos * (D / 2), c->rope_sin + pos * (D / 2), c->m->rope_interleaved);
         n[j] = pos + 1;
     }
-    const float *kc = c->k_cache + s->il * c->n_ctx * kvd + kvh * D;
-    const float *vc = c->v_cache + s->il * c->n_ctx * kvd + kvh * D;
+    const size_t koff = (size_t)(s->il * c->n_ctx * kvd + kvh * D);
+    const float *kc = c->k_cache + koff, *vc = c->v_cache + koff;
+    const uint16_t *kh = (const uint16_t *)c->k_cache + koff, *vh = (const uint16_t *)c->v_cache + koff;
     const float *q = c->q + t0 * H * D + hd * D;
     float *out = c->att + t0 * H * D + hd * D;
     float *sc = c->att_scratch + (size_t)thread * c->att_rows * (size_t)c->n_ctx;
     float scale = 1.0f / sqrtf((float)D);
+    if (c->kv_f16) { /* the same steps over the F16 rows */
+        if (nq == 1) {
+            lb_vec_dots_h(q, kh, kvd, n[0], D, sc);
+            lb_vec_softmax(sc, n[0], scale);
+            lb_vec_wsum_h(sc, vh, kvd, n[0], D, out);
+            return;
+        }
+        lb_vec_dotsq_h(q, H * D, (int)nq, kh, kvd, n[nq - 1], D, sc, c->n_ctx);
+        for (int64_t j = 0; j < nq; j++) lb_vec_softmax(sc + j * c->n_ctx, n[j], scale);
+        lb_vec_wsumq_h(sc, c->n_ctx, (int)nq, n, vh, kvd, D, out, H * D);
+        return;
+    }
     if (nq == 1) {
         lb_vec_dots(q, kc, kvd, n[0], D, sc);
         lb_vec_softmax(sc, n[0], scale);

@@ -111,6 +111,24 @@ void lb_vec_wsumq(const float *w, int64_t ldw, int nq, const int64_t *n, const f
     lb_cpu_kernels_best()->vwsumq(w, ldw, nq, n, m, stride, D, o, ldo);
 }
 
+void lb_vec_dots_h(const float *q, const uint16_t *m, int64_t stride, int64_t n, int64_t D, float *s) {
+    lb_cpu_kernels_best()->vdots_h(q, m, stride, n, D, s);
+}
+
+void lb_vec_wsum_h(const float *w, const uint16_t *m, int64_t stride, int64_t n, int64_t D, float *o) {
+    lb_cpu_kernels_best()->vwsum_h(w, m, stride, n, D, o);
+}
+
+void lb_vec_dotsq_h(const float *q, int64_t ldq, int nq, const uint16_t *m, int64_t stride, int64_t n, int64_t D, float *s,
+                    int64_t lds) {
+    lb_cpu_kernels_best()->vdotsq_h(q, ldq, nq, m, stride, n, D, s, lds);
+}
+
+void lb_vec_wsumq_h(const float *w, int64_t ldw, int nq, const int64_t *n, const uint16_t *m, int64_t stride, int64_t D,
+                    float *o, int64_t ldo) {
+    lb_cpu_kernels_best()->vwsumq_h(w, ldw, nq, n, m, stride, D, o, ldo);
+}
+
 void lb_vec_softmax(float *s, int64_t n, float scale) { lb_cpu_kernels_best()->softmax(s, n, scale); }
 
 void lb_vec_swiglu(float *g, const float *u, int64_t n, int64_t rows, int64_t ld) {

@@ -52,6 +52,14 @@ void lb_vec_dotsq(const float *q, int64_t ldq, int nq, const float *m, int64_t s
                   int64_t lds);
 void lb_vec_wsumq(const float *w, int64_t ldw, int nq, const int64_t *n, const float *m, int64_t stride, int64_t D,
                   float *o, int64_t ldo);
+/* The same four over rows of F16 values (an F16 KV cache; uint16_t bit patterns), each element converted to float
+ * exactly: the same bits as the F32 helpers on the converted rows. */
+void lb_vec_dots_h(const float *q, const uint16_t *m, int64_t stride, int64_t n, int64_t D, float *s);
+void lb_vec_wsum_h(const float *w, const uint16_t *m, int64_t stride, int64_t n, int64_t D, float *o);
+void lb_vec_dotsq_h(const float *q, int64_t ldq, int nq, const uint16_t *m, int64_t stride, int64_t n, int64_t D, float *s,
+                    int64_t lds);
+void lb_vec_wsumq_h(const float *w, int64_t ldw, int nq, const int64_t *n, const uint16_t *m, int64_t stride, int64_t D,
+                    float *o, int64_t ldo);
 /* s = softmax(s * scale) over n floats, in place; g = silu(g) * u over rows of n floats ld apart (quant/cpu/cpu.h: lb_expf and
  * the fixed orders every kernel set follows). */
 void lb_vec_softmax(float *s, int64_t n, float scale);

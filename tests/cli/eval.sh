@@ -55,6 +55,25 @@ else
   fail=$((fail + 1))
   echo "FAIL --exact on the CPU: $x"
 fi
+# an F16 KV cache on the CPU: the perplexity within 0.5 % of the F32 cache's; a GPU cache type it cannot have, and an
+# unknown one, are one error line before anything loads
+h=$("$LOWBIT" eval models/tiny --text tests/golden/data/valid.txt --chunks 2 --json -q --cache-type f16)
+if awk -v a="$(json_field "$h" ppl)" -v b="$(json_field "$out" ppl)" 'BEGIN { d = a / b - 1; exit !(a > 0 && d < 0.005 && d > -0.005) }'; then
+  pass=$((pass + 1))
+else
+  fail=$((fail + 1))
+  echo "FAIL --cache-type f16: $h"
+fi
+for bad in "--cache-type f32 --device cuda" "--cache-type f16 --device cuda --exact" "--cache-type q8_0"; do
+  # shellcheck disable=SC2086 # the options split on purpose
+  err=$("$LOWBIT" eval models/tiny --text tests/golden/data/valid.txt --chunks 1 -q $bad 2>&1 >/dev/null) && rc=0 || rc=$?
+  if [ "$rc" -eq 1 ] && [ "$(printf '%s\n' "$err" | wc -l)" -eq 1 ] && grep -q "cache" <<<"$err"; then
+    pass=$((pass + 1))
+  else
+    fail=$((fail + 1))
+    echo "FAIL eval $bad: rc=$rc '$err'"
+  fi
+done
 
 echo "$pass passed, $fail failed"
 [ "$fail" -eq 0 ]

@@ -26,7 +26,8 @@ static atomic_int arrived, go;
 /* Whether every entry a kernel table must have is set (the optional ones may be NULL by design). */
 static int complete(const lb_cpu_kernels *k) {
     if (!k || !k->name || !k->qdot || !k->actq || !k->ftile || !k->fconv || !k->vdots || !k->vwsum ||
-        !k->vdotsq || !k->vwsumq || !k->softmax || !k->swiglu || !k->vexp || !k->qkx)
+        !k->vdotsq || !k->vwsumq || !k->vdots_h || !k->vwsum_h || !k->vdotsq_h || !k->vwsumq_h ||
+        !k->softmax || !k->swiglu || !k->vexp || !k->qkx)
         return 0;
     static const lb_type weights[] = {LB_TYPE_Q4_0, LB_TYPE_Q4_1, LB_TYPE_Q5_0, LB_TYPE_Q5_1, LB_TYPE_Q8_0,
                                       LB_TYPE_Q2_K, LB_TYPE_Q3_K, LB_TYPE_Q4_K, LB_TYPE_Q5_K, LB_TYPE_Q6_K,

@@ -417,6 +417,46 @@ static void check_attention_q(int nq, int64_t n0, int64_t D, bool causal) {
     free(q), free(m), free(w), free(s0), free(s1), free(o0), free(o1);
 }
 
+/* F16 rows (an F16 KV cache): every implementation's _h kernels, one query and several, give the bits of the reference's
+ * F32 kernels on the rows converted to float (subnormal and large F16 values among them) */
+static void check_attention_h(int nq, int64_t n0, int64_t D) {
+    int64_t stride = D + 5, ldq = D + 3, n1 = n0 + nq - 1, lds = n1 + 2, ldo = D + 1;
+    float *q = malloc((size_t)(nq * ldq) * 4), *mf = malloc((size_t)(n1 * stride) * 4), *w = malloc((size_t)(nq * lds) * 4);
+    uint16_t *mh = malloc((size_t)(n1 * stride) * 2);
+    float *s0 = calloc((size_t)(nq * lds), 4), *s1 = calloc((size_t)(nq * lds), 4);
+    float *o0 = calloc((size_t)(nq * ldo), 4), *o1 = calloc((size_t)(nq * ldo), 4);
+    int64_t n[LB_ATT_QMAX];
+    for (int j = 0; j < nq; j++) n[j] = n0 + j;
+    for (int64_t i = 0; i < nq * ldq; i++) q[i] = frand();
+    for (int64_t i = 0; i < n1 * stride; i++) {
+        float v = frand() * (i % 13 == 0 ? 3000.0f : 1.0f);
+        if (i % 29 == 0) v *= 1e-6f; /* F16 subnormals */
+        mh[i] = lb_f32_to_fp16(v);
+        mf[i] = lb_fp16_to_f32(mh[i]);
+    }
+    for (int64_t i = 0; i < nq * lds; i++) w[i] = frand();
+    for (int j = 0; j < nq; j++) {
+        impls[0]->vdots(q + j * ldq, mf, stride, n1, D, s0 + j * lds);
+        impls[0]->vwsum(w + j * lds, mf, stride, n[j], D, o0 + j * ldo);
+    }
+    for (int i = 0; i < n_impls; i++) {
+        for (int j = 0; j < nq; j++) {
+            impls[i]->vdots_h(q + j * ldq, mh, stride, n1, D, s1 + j * lds);
+            impls[i]->vwsum_h(w + j * lds, mh, stride, n[j], D, o1 + j * ldo);
+        }
+        CHECK(same_bytes(s0, s1, (size_t)(nq * lds) * 4) && same_bytes(o0, o1, (size_t)(nq * ldo) * 4),
+              "%s vdots_h / vwsum_h n=%lld D=%lld differ from the F32 kernels on the converted rows", impls[i]->name, (long long)n1,
+              (long long)D);
+        memset(s1, 0, (size_t)(nq * lds) * 4);
+        memset(o1, 0, (size_t)(nq * ldo) * 4);
+        impls[i]->vdotsq_h(q, ldq, nq, mh, stride, n1, D, s1, lds);
+        impls[i]->vwsumq_h(w, lds, nq, n, mh, stride, D, o1, ldo);
+        CHECK(same_bytes(s0, s1, (size_t)(nq * lds) * 4) && same_bytes(o0, o1, (size_t)(nq * ldo) * 4),
+              "%s vdotsq_h / vwsumq_h nq=%d n0=%lld D=%lld differ", impls[i]->name, nq, (long long)n0, (long long)D);
+    }
+    free(q), free(mf), free(mh), free(w), free(s0), free(s1), free(o0), free(o1);
+}
+
 /* make_qkx_quants' step search: every implementation gives the reference's codes, scale, min and error from
  * the same state, on random sub-blocks (the weights of the q2_K / q4_K / q5_K encoders and others), constant
  * and near-constant ones, zero and negative weights, huge and tiny magnitudes, and a best error that no step
@@ -564,6 +604,11 @@ int main(void) {
     check_attention(17, 128);
     check_attention(9, 37);
     check_attention(33, 300);
+    check_attention_h(1, 1, 64);
+    check_attention_h(1, 37, 128);
+    check_attention_h(3, 9, 37);
+    check_attention_h(8, 70, 128);
+    check_attention_h(5, 33, 300);
     check_exp();
     const int64_t sn[] = {1, 2, 7, 8, 9, 15, 16, 17, 33, 100, 513, 4099};
     for (size_t i = 0; i < sizeof sn / sizeof sn[0]; i++)

@@ -29,6 +29,8 @@
  *   vdotsq:  the same for nq <= LB_ATT_QMAX queries over the same rows (each score the same bits as vdots).
  *   vwsum:   o[i] = 0, then o[i] = fmaf(w[p], m[p][i], o[i]) for p = 0, 1, ..., n - 1 in order.
  *   vwsumq:  the same for nq queries, query j over its own n[j] rows (each output the same bits as vwsum).
+ *   vdots_h, vwsum_h, vdotsq_h, vwsumq_h: the same four over rows of F16 values (an F16 KV cache), each element
+ *            converted to float exactly first: the same bits as the F32 helpers on the converted rows.
  *   softmax: v_p = s_p * scale (float), mx = the largest v_p (NaN ignored; -inf if none), e_p = lb_expf(v_p -
  *            mx), sum = the e_p in 8 double partials (e_p goes to partial p mod 8, added in order of p,
  *            partials start at +0), reduced as lb_reduce8 does in double: ((d0 + d4) + (d2 + d6)) + ((d1 + d5)
@@ -150,6 +152,13 @@ typedef void (*lb_vdotsq_fn)(const float *q, int64_t ldq, int nq, const float *m
 /* o + j * ldo = vwsum of weights w + j * ldw over rows p < n[j], for j < nq <= LB_ATT_QMAX */
 typedef void (*lb_vwsumq_fn)(const float *w, int64_t ldw, int nq, const int64_t *n, const float *m, int64_t stride,
                              int64_t D, float *o, int64_t ldo);
+/* the same four over rows of F16 values (uint16_t bit patterns) */
+typedef void (*lb_vdots_h_fn)(const float *q, const uint16_t *m, int64_t stride, int64_t n, int64_t D, float *s);
+typedef void (*lb_vwsum_h_fn)(const float *w, const uint16_t *m, int64_t stride, int64_t n, int64_t D, float *o);
+typedef void (*lb_vdotsq_h_fn)(const float *q, int64_t ldq, int nq, const uint16_t *m, int64_t stride, int64_t n, int64_t D,
+                               float *s, int64_t lds);
+typedef void (*lb_vwsumq_h_fn)(const float *w, int64_t ldw, int nq, const int64_t *n, const uint16_t *m, int64_t stride,
+                               int64_t D, float *o, int64_t ldo);
 /* s (n floats) = softmax(s * scale) in place, the order above */
 typedef void (*lb_softmax_fn)(float *s, int64_t n, float scale);
 /* g = silu(g) * u, the order above, over `rows` rows of n floats ld apart (g + r * ld, u + r * ld) */
@@ -222,6 +231,10 @@ typedef struct lb_cpu_kernels {
     lb_vwsum_fn vwsum;
     lb_vdotsq_fn vdotsq;
     lb_vwsumq_fn vwsumq;
+    lb_vdots_h_fn vdots_h;
+    lb_vwsum_h_fn vwsum_h;
+    lb_vdotsq_h_fn vdotsq_h;
+    lb_vwsumq_h_fn vwsumq_h;
     lb_softmax_fn softmax;
     lb_swiglu_fn swiglu;
     lb_vexp_fn vexp;

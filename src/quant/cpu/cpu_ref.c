@@ -323,14 +323,40 @@ static void qdot_ref(const lb_qrow *w, const lb_act *a, int nt, int64_t K, int64
     }
 }
 
-static float fdot_ref(const float *a, const float *b, int64_t K) {
-    float acc[8] = {0};
-    int64_t K8 = K - K % 8;
-    for (int64_t k = 0; k < K8; k++) acc[k % 8] = fmaf(a[k], b[k], acc[k % 8]);
-    float s = lb_reduce8(acc);
-    for (int64_t k = K8; k < K; k++) s = fmaf(a[k], b[k], s);
-    return s;
-}
+/*
+ * The float-weight dot order (cpu.h) over rows of T read by AT, and the attention helpers built on it: REF_ATT(, ...)
+ * for F32 rows (fdot_ref is also the float weights' product), REF_ATT(_h, ...) for F16 rows, each element converted
+ * exactly first. vdots: each score the dot order; vwsum: o[i] accumulates w[p] * m[p][i] by fmaf in order of p.
+ */
+#define AT_F32(b, k) ((b)[k])
+#define AT_F16(b, k) lb_fp16_to_f32((b)[k])
+#define REF_ATT(SUF, T, AT)                                                                                         \
+    static float fdot##SUF##_ref(const float *a, const T *b, int64_t K) {                                          \
+        float acc[8] = {0};                                                                                         \
+        int64_t K8 = K - K % 8;                                                                                     \
+        for (int64_t k = 0; k < K8; k++) acc[k % 8] = fmaf(a[k], AT(b, k), acc[k % 8]);                             \
+        float s = lb_reduce8(acc);                                                                                  \
+        for (int64_t k = K8; k < K; k++) s = fmaf(a[k], AT(b, k), s);                                               \
+        return s;                                                                                                   \
+    }                                                                                                               \
+    static void vdots##SUF##_ref(const float *q, const T *m, int64_t stride, int64_t n, int64_t D, float *s) {     \
+        for (int64_t p = 0; p < n; p++) s[p] = fdot##SUF##_ref(q, m + p * stride, D);                               \
+    }                                                                                                               \
+    static void vwsum##SUF##_ref(const float *w, const T *m, int64_t stride, int64_t n, int64_t D, float *o) {     \
+        for (int64_t i = 0; i < D; i++) o[i] = 0.0f;                                                                \
+        for (int64_t p = 0; p < n; p++)                                                                             \
+            for (int64_t i = 0; i < D; i++) o[i] = fmaf(w[p], AT(m + p * stride, i), o[i]);                         \
+    }                                                                                                               \
+    static void vdotsq##SUF##_ref(const float *q, int64_t ldq, int nq, const T *m, int64_t stride, int64_t n, int64_t D,   \
+                                  float *s, int64_t lds) {                                                          \
+        for (int j = 0; j < nq; j++) vdots##SUF##_ref(q + j * ldq, m, stride, n, D, s + j * lds);                   \
+    }                                                                                                               \
+    static void vwsumq##SUF##_ref(const float *w, int64_t ldw, int nq, const int64_t *n, const T *m, int64_t stride,      \
+                                  int64_t D, float *o, int64_t ldo) {                                               \
+        for (int j = 0; j < nq; j++) vwsum##SUF##_ref(w + j * ldw, m, stride, n[j], D, o + j * ldo);                \
+    }
+REF_ATT(, float, AT_F32)
+REF_ATT(_h, uint16_t, AT_F16)
 
 static void ftile_ref(const float *x, int64_t T, int64_t K, const float *wt, int R, float *out, int64_t ldo) {
     for (int64_t t = 0; t < T; t++)
@@ -339,28 +365,6 @@ static void ftile_ref(const float *x, int64_t T, int64_t K, const float *wt, int
 
 static void fconv_ref(const lb_weight *w, int64_t r0, int R, float *dst) {
     for (int r = 0; r < R; r++) lb_weight_row_f32(w, r0 + r, dst + (int64_t)r * w->cols);
-}
-
-/* attention scores: each the float-weight dot order */
-static void vdots_ref(const float *q, const float *m, int64_t stride, int64_t n, int64_t D, float *s) {
-    for (int64_t p = 0; p < n; p++) s[p] = fdot_ref(q, m + p * stride, D);
-}
-
-/* weighted sum: o[i] accumulates w[p] * m[p][i] by fmaf in order of p */
-static void vwsum_ref(const float *w, const float *m, int64_t stride, int64_t n, int64_t D, float *o) {
-    for (int64_t i = 0; i < D; i++) o[i] = 0.0f;
-    for (int64_t p = 0; p < n; p++)
-        for (int64_t i = 0; i < D; i++) o[i] = fmaf(w[p], m[p * stride + i], o[i]);
-}
-
-static void vdotsq_ref(const float *q, int64_t ldq, int nq, const float *m, int64_t stride, int64_t n, int64_t D, float *s,
-                       int64_t lds) {
-    for (int j = 0; j < nq; j++) vdots_ref(q + j * ldq, m, stride, n, D, s + j * lds);
-}
-
-static void vwsumq_ref(const float *w, int64_t ldw, int nq, const int64_t *n, const float *m, int64_t stride, int64_t D,
-                       float *o, int64_t ldo) {
-    for (int j = 0; j < nq; j++) vwsum_ref(w + j * ldw, m, stride, n[j], D, o + j * ldo);
 }
 
 /* softmax of s * scale (cpu.h): the max, lb_expf, 8 double partials by p mod 8, one reciprocal */
@@ -412,6 +416,10 @@ static const lb_cpu_kernels REF = {
     .vwsum = vwsum_ref,
     .vdotsq = vdotsq_ref,
     .vwsumq = vwsumq_ref,
+    .vdots_h = vdots_h_ref,
+    .vwsum_h = vwsum_h_ref,
+    .vdotsq_h = vdotsq_h_ref,
+    .vwsumq_h = vwsumq_h_ref,
     .softmax = softmax_ref,
     .swiglu = swiglu_ref,
     .vexp = vexp_ref,

@@ -836,55 +836,6 @@ TGT static void SFX(fconv)(const lb_weight *w, int64_t r0, int R, float *dst) {
     }
 }
 
-TGT static void SFX(vdots)(const float *q, const float *m, int64_t stride, int64_t n, int64_t D, float *s) {
-    int64_t D8 = D - D % 8, p = 0;
-    for (; p + 4 <= n; p += 4) { /* four keys at a time: shared loads of q, the four trees reduced together */
-        const float *k[4] = {m + p * stride, m + (p + 1) * stride, m + (p + 2) * stride, m + (p + 3) * stride};
-        __m256 a[4] = {_mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps()};
-        for (int64_t i = 0; i < D8; i += 8) {
-            __m256 qv = _mm256_loadu_ps(q + i);
-            for (int j = 0; j < 4; j++) a[j] = _mm256_fmadd_ps(qv, _mm256_loadu_ps(k[j] + i), a[j]);
-        }
-        __m128 c[4];
-        for (int j = 0; j < 4; j++) c[j] = _mm_add_ps(_mm256_castps256_ps128(a[j]), _mm256_extractf128_ps(a[j], 1));
-        _MM_TRANSPOSE4_PS(c[0], c[1], c[2], c[3]); /* c[l] = partial sum l (l + l+4) of each key */
-        float r[4];
-        _mm_storeu_ps(r, _mm_add_ps(_mm_add_ps(c[0], c[2]), _mm_add_ps(c[1], c[3])));
-        for (int j = 0; j < 4; j++) {
-            for (int64_t i = D8; i < D; i++) r[j] = fmaf(q[i], k[j][i], r[j]);
-            s[p + j] = r[j];
-        }
-    }
-    for (; p < n; p++) {
-        const float *k = m + p * stride;
-        __m256 a = _mm256_setzero_ps();
-        for (int64_t i = 0; i < D8; i += 8) a = _mm256_fmadd_ps(_mm256_loadu_ps(q + i), _mm256_loadu_ps(k + i), a);
-        float r = SFX(hsum8)(a);
-        for (int64_t i = D8; i < D; i++) r = fmaf(q[i], k[i], r);
-        s[p] = r;
-    }
-}
-
-TGT static void SFX(vwsum)(const float *w, const float *m, int64_t stride, int64_t n, int64_t D, float *o) {
-    int64_t D8 = D - D % 8;
-    for (int64_t i0 = 0; i0 < D8; i0 += 128) {
-        int64_t nv = (D8 - i0 < 128 ? D8 - i0 : 128) / 8;
-        __m256 acc[16];
-        for (int64_t j = 0; j < nv; j++) acc[j] = _mm256_setzero_ps();
-        for (int64_t p = 0; p < n; p++) {
-            __m256 wp = _mm256_set1_ps(w[p]);
-            const float *v = m + p * stride + i0;
-            for (int64_t j = 0; j < nv; j++) acc[j] = _mm256_fmadd_ps(wp, _mm256_loadu_ps(v + 8 * j), acc[j]);
-        }
-        for (int64_t j = 0; j < nv; j++) _mm256_storeu_ps(o + i0 + 8 * j, acc[j]);
-    }
-    for (int64_t i = D8; i < D; i++) {
-        float s = 0.0f;
-        for (int64_t p = 0; p < n; p++) s = fmaf(w[p], m[p * stride + i], s);
-        o[i] = s;
-    }
-}
-
 /* the canonical trees of four keys' 8 partials, reduced together */
 TGT static inline __m128 SFX(reduce4x8)(const __m256 *a) {
     __m128 c[4];
@@ -893,101 +844,26 @@ TGT static inline __m128 SFX(reduce4x8)(const __m256 *a) {
     return _mm_add_ps(_mm_add_ps(c[0], c[2]), _mm_add_ps(c[1], c[3]));
 }
 
-/* two queries at a time: every key chunk loaded once for both, 4 keys x 2 queries = 8 accumulators */
-TGT static void SFX(vdotsq)(const float *q, int64_t ldq, int nq, const float *m, int64_t stride, int64_t n, int64_t D,
-                            float *s, int64_t lds) {
-    int64_t D8 = D - D % 8;
-    int j = 0;
-    for (; j + 2 <= nq; j += 2) {
-        const float *qa = q + j * ldq, *qb = qa + ldq;
-        float *sa = s + j * lds, *sb = sa + lds;
-        int64_t p = 0;
-        for (; p + 4 <= n; p += 4) {
-            const float *k[4] = {m + p * stride, m + (p + 1) * stride, m + (p + 2) * stride, m + (p + 3) * stride};
-            __m256 a[4], b[4];
-            for (int i = 0; i < 4; i++) a[i] = b[i] = _mm256_setzero_ps();
-            for (int64_t i = 0; i < D8; i += 8) {
-                __m256 va = _mm256_loadu_ps(qa + i), vb = _mm256_loadu_ps(qb + i);
-                for (int t = 0; t < 4; t++) {
-                    __m256 kv = _mm256_loadu_ps(k[t] + i);
-                    a[t] = _mm256_fmadd_ps(va, kv, a[t]);
-                    b[t] = _mm256_fmadd_ps(vb, kv, b[t]);
-                }
-            }
-            _mm_storeu_ps(sa + p, SFX(reduce4x8)(a));
-            _mm_storeu_ps(sb + p, SFX(reduce4x8)(b));
-            if (D8 < D)
-                for (int t = 0; t < 4; t++) {
-                    float ra = sa[p + t], rb = sb[p + t];
-                    for (int64_t i = D8; i < D; i++) ra = fmaf(qa[i], k[t][i], ra), rb = fmaf(qb[i], k[t][i], rb);
-                    sa[p + t] = ra, sb[p + t] = rb;
-                }
-        }
-        if (p < n) {
-            SFX(vdots)(qa, m + p * stride, stride, n - p, D, sa + p);
-            SFX(vdots)(qb, m + p * stride, stride, n - p, D, sb + p);
-        }
-    }
-    if (j < nq) SFX(vdots)(q + j * ldq, m, stride, n, D, s + j * lds);
-}
+/* the attention's scores and weighted sums over F32 rows (vdots, vwsum) and F16 rows (vdots_h, vwsum_h) */
+#define ATT_T float
+#define ATT_LOAD8(p) _mm256_loadu_ps(p)
+#define ATT_AT(p, i) ((p)[i])
+#define ATT_NAME(x) SFX(x)
+#include "x86_att.h"
+#undef ATT_T
+#undef ATT_LOAD8
+#undef ATT_AT
+#undef ATT_NAME
+#define ATT_T uint16_t
+#define ATT_LOAD8(p) _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(p)))
+#define ATT_AT(p, i) SFX(h2f)((p)[i])
+#define ATT_NAME(x) SFX(x##_h)
+#include "x86_att.h"
+#undef ATT_T
+#undef ATT_LOAD8
+#undef ATT_AT
+#undef ATT_NAME
 
-/* NJ queries x 16 output elements in registers while the rows pass once; each lane one fmaf chain in order of p */
-__attribute__((always_inline)) TGT static inline void SFX(wsumq_nt)(const float *w, int64_t ldw, int NJ, const int64_t *n,
-                                                                   const float *m, int64_t stride, int64_t D, float *o,
-                                                                   int64_t ldo) {
-    int64_t D8 = D - D % 8, n0 = n[0], n1 = n[0];
-    for (int j = 1; j < NJ; j++) {
-        n0 = n[j] < n0 ? n[j] : n0;
-        n1 = n[j] > n1 ? n[j] : n1;
-    }
-    for (int64_t i0 = 0; i0 < D8; i0 += 16) {
-        int nv = D8 - i0 >= 16 ? 2 : 1;
-        __m256 acc[4][2];
-        for (int j = 0; j < NJ; j++) acc[j][0] = acc[j][1] = _mm256_setzero_ps();
-        const float *v = m + i0;
-        int64_t p = 0;
-        if (nv == 2)
-            for (; p < n0; p++, v += stride) {
-                __m256 v0 = _mm256_loadu_ps(v), v1 = _mm256_loadu_ps(v + 8);
-                for (int j = 0; j < NJ; j++) {
-                    __m256 wj = _mm256_broadcast_ss(w + j * ldw + p);
-                    acc[j][0] = _mm256_fmadd_ps(wj, v0, acc[j][0]);
-                    acc[j][1] = _mm256_fmadd_ps(wj, v1, acc[j][1]);
-                }
-            }
-        for (; p < n1; p++, v += stride) {
-            __m256 v0 = _mm256_loadu_ps(v), v1 = nv == 2 ? _mm256_loadu_ps(v + 8) : _mm256_setzero_ps();
-            for (int j = 0; j < NJ; j++)
-                if (p < n[j]) {
-                    __m256 wj = _mm256_broadcast_ss(w + j * ldw + p);
-                    acc[j][0] = _mm256_fmadd_ps(wj, v0, acc[j][0]);
-                    acc[j][1] = _mm256_fmadd_ps(wj, v1, acc[j][1]);
-                }
-        }
-        for (int j = 0; j < NJ; j++) {
-            _mm256_storeu_ps(o + j * ldo + i0, acc[j][0]);
-            if (nv == 2) _mm256_storeu_ps(o + j * ldo + i0 + 8, acc[j][1]);
-        }
-    }
-    for (int j = 0; j < NJ; j++)
-        for (int64_t i = D8; i < D; i++) {
-            float r = 0.0f;
-            for (int64_t p = 0; p < n[j]; p++) r = fmaf(w[j * ldw + p], m[p * stride + i], r);
-            o[j * ldo + i] = r;
-        }
-}
-
-TGT static void SFX(wsumq4)(const float *w, int64_t ldw, const int64_t *n, const float *m, int64_t stride, int64_t D, float *o,
-                            int64_t ldo) {
-    SFX(wsumq_nt)(w, ldw, 4, n, m, stride, D, o, ldo);
-}
-
-TGT static void SFX(vwsumq)(const float *w, int64_t ldw, int nq, const int64_t *n, const float *m, int64_t stride,
-                            int64_t D, float *o, int64_t ldo) {
-    int j = 0;
-    for (; j + 4 <= nq; j += 4) SFX(wsumq4)(w + j * ldw, ldw, n + j, m, stride, D, o + j * ldo, ldo);
-    for (; j < nq; j++) SFX(vwsum)(w + j * ldw, m, stride, n[j], D, o + j * ldo);
-}
 
 /* lb_expf (cpu.h) on 8 lanes: the same operations, so the same bits */
 TGT static inline __m256 SFX(exp8)(__m256 x) {
@@ -1165,6 +1041,10 @@ static const lb_cpu_kernels SFX(KERNELS) = {
     .vwsum = SFX(vwsum),
     .vdotsq = SFX(vdotsq),
     .vwsumq = SFX(vwsumq),
+    .vdots_h = SFX(vdots_h),
+    .vwsum_h = SFX(vwsum_h),
+    .vdotsq_h = SFX(vdotsq_h),
+    .vwsumq_h = SFX(vwsumq_h),
     .softmax = SFX(softmax),
     .swiglu = SFX(swiglu),
     .vexp = SFX(vexp),
