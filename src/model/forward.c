@@ -588,35 +588,24 @@ static void att_task(lb_context *c, const step *s, int64_t task, int thread) {
         rope(q, 1, D, c->rope_cos + pos * (D / 2), c->rope_sin + pos * (D / 2), c->m->rope_interleaved);
         n[j] = pos + 1;
     }
-    const size_t koff = (size_t)(s->il * c->n_ctx * kvd + kvh * D);
-    const float *kc = c->k_cache + koff, *vc = c->v_cache + koff;
-    const uint16_t *kh = (const uint16_t *)c->k_cache + koff, *vh = (const uint16_t *)c->v_cache + koff;
+    const size_t koff = (size_t)(s->il * c->n_ctx * kvd + kvh * D); /* elements, F32 or F16 */
+    const int f16 = c->kv_f16;
+    const void *kc = f16 ? (const void *)((const uint16_t *)c->k_cache + koff) : (const void *)(c->k_cache + koff);
+    const void *vc = f16 ? (const void *)((const uint16_t *)c->v_cache + koff) : (const void *)(c->v_cache + koff);
     const float *q = c->q + t0 * H * D + hd * D;
     float *out = c->att + t0 * H * D + hd * D;
     float *sc = c->att_scratch + (size_t)thread * c->att_rows * (size_t)c->n_ctx;
     float scale = 1.0f / sqrtf((float)D);
-    if (c->kv_f16) { /* the same steps over the F16 rows */
-        if (nq == 1) {
-            lb_vec_dots_h(q, kh, kvd, n[0], D, sc);
-            lb_vec_softmax(sc, n[0], scale);
-            lb_vec_wsum_h(sc, vh, kvd, n[0], D, out);
-            return;
-        }
-        lb_vec_dotsq_h(q, H * D, (int)nq, kh, kvd, n[nq - 1], D, sc, c->n_ctx);
-        for (int64_t j = 0; j < nq; j++) lb_vec_softmax(sc + j * c->n_ctx, n[j], scale);
-        lb_vec_wsumq_h(sc, c->n_ctx, (int)nq, n, vh, kvd, D, out, H * D);
-        return;
-    }
     if (nq == 1) {
-        lb_vec_dots(q, kc, kvd, n[0], D, sc);
+        lb_vec_dots(q, kc, f16, kvd, n[0], D, sc);
         lb_vec_softmax(sc, n[0], scale);
-        lb_vec_wsum(sc, vc, kvd, n[0], D, out);
+        lb_vec_wsum(sc, vc, f16, kvd, n[0], D, out);
         return;
     }
     /* the block's scores over the last token's rows (the first tokens' extra scores are not used) */
-    lb_vec_dotsq(q, H * D, (int)nq, kc, kvd, n[nq - 1], D, sc, c->n_ctx);
+    lb_vec_dotsq(q, H * D, (int)nq, kc, f16, kvd, n[nq - 1], D, sc, c->n_ctx);
     for (int64_t j = 0; j < nq; j++) lb_vec_softmax(sc + j * c->n_ctx, n[j], scale);
-    lb_vec_wsumq(sc, c->n_ctx, (int)nq, n, vc, kvd, D, out, H * D);
+    lb_vec_wsumq(sc, c->n_ctx, (int)nq, n, vc, f16, kvd, D, out, H * D);
 }
 
 typedef struct plan_run {

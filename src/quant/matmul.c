@@ -93,40 +93,30 @@ void lb_matmul_ref(float *scratch, const float *x, int64_t T, const lb_weight *w
     run(lb_cpu_kernels_ref(), NULL, scratch, x, T, &w, &out, &ldo, 1);
 }
 
-void lb_vec_dots(const float *q, const float *m, int64_t stride, int64_t n, int64_t D, float *s) {
-    lb_cpu_kernels_best()->vdots(q, m, stride, n, D, s);
+void lb_vec_dots(const float *q, const void *m, int f16, int64_t stride, int64_t n, int64_t D, float *s) {
+    const lb_cpu_kernels *k = lb_cpu_kernels_best();
+    if (f16) k->vdots_h(q, m, stride, n, D, s);
+    else k->vdots(q, m, stride, n, D, s);
 }
 
-void lb_vec_wsum(const float *w, const float *m, int64_t stride, int64_t n, int64_t D, float *o) {
-    lb_cpu_kernels_best()->vwsum(w, m, stride, n, D, o);
+void lb_vec_wsum(const float *w, const void *m, int f16, int64_t stride, int64_t n, int64_t D, float *o) {
+    const lb_cpu_kernels *k = lb_cpu_kernels_best();
+    if (f16) k->vwsum_h(w, m, stride, n, D, o);
+    else k->vwsum(w, m, stride, n, D, o);
 }
 
-void lb_vec_dotsq(const float *q, int64_t ldq, int nq, const float *m, int64_t stride, int64_t n, int64_t D, float *s,
+void lb_vec_dotsq(const float *q, int64_t ldq, int nq, const void *m, int f16, int64_t stride, int64_t n, int64_t D, float *s,
                   int64_t lds) {
-    lb_cpu_kernels_best()->vdotsq(q, ldq, nq, m, stride, n, D, s, lds);
+    const lb_cpu_kernels *k = lb_cpu_kernels_best();
+    if (f16) k->vdotsq_h(q, ldq, nq, m, stride, n, D, s, lds);
+    else k->vdotsq(q, ldq, nq, m, stride, n, D, s, lds);
 }
 
-void lb_vec_wsumq(const float *w, int64_t ldw, int nq, const int64_t *n, const float *m, int64_t stride, int64_t D,
+void lb_vec_wsumq(const float *w, int64_t ldw, int nq, const int64_t *n, const void *m, int f16, int64_t stride, int64_t D,
                   float *o, int64_t ldo) {
-    lb_cpu_kernels_best()->vwsumq(w, ldw, nq, n, m, stride, D, o, ldo);
-}
-
-void lb_vec_dots_h(const float *q, const uint16_t *m, int64_t stride, int64_t n, int64_t D, float *s) {
-    lb_cpu_kernels_best()->vdots_h(q, m, stride, n, D, s);
-}
-
-void lb_vec_wsum_h(const float *w, const uint16_t *m, int64_t stride, int64_t n, int64_t D, float *o) {
-    lb_cpu_kernels_best()->vwsum_h(w, m, stride, n, D, o);
-}
-
-void lb_vec_dotsq_h(const float *q, int64_t ldq, int nq, const uint16_t *m, int64_t stride, int64_t n, int64_t D, float *s,
-                    int64_t lds) {
-    lb_cpu_kernels_best()->vdotsq_h(q, ldq, nq, m, stride, n, D, s, lds);
-}
-
-void lb_vec_wsumq_h(const float *w, int64_t ldw, int nq, const int64_t *n, const uint16_t *m, int64_t stride, int64_t D,
-                    float *o, int64_t ldo) {
-    lb_cpu_kernels_best()->vwsumq_h(w, ldw, nq, n, m, stride, D, o, ldo);
+    const lb_cpu_kernels *k = lb_cpu_kernels_best();
+    if (f16) k->vwsumq_h(w, ldw, nq, n, m, stride, D, o, ldo);
+    else k->vwsumq(w, ldw, nq, n, m, stride, D, o, ldo);
 }
 
 void lb_vec_softmax(float *s, int64_t n, float scale) { lb_cpu_kernels_best()->softmax(s, n, scale); }

@@ -41,25 +41,18 @@ void lb_matmul_multi(lb_pool *pool, float *scratch, const float *x, int64_t T, c
  * scratch as for lb_matmul with one thread. */
 void lb_matmul_ref(float *scratch, const float *x, int64_t T, const lb_weight *w, float *out, int64_t ldo);
 
-/* Attention helpers over n rows of a (n, stride) matrix m holding D-wide vectors:
+/* Attention helpers over n rows of a (n, stride) matrix m holding D-wide vectors, F32 (f16 = 0) or F16 bit patterns
+ * (f16 = 1, an F16 KV cache: each element converted exactly, so the bits of the F32 helpers on the converted rows):
  * s[p] = q . m[p] for p in [0, n), and o = sum_p w[p] * m[p] (o has D floats). */
-void lb_vec_dots(const float *q, const float *m, int64_t stride, int64_t n, int64_t D, float *s);
-void lb_vec_wsum(const float *w, const float *m, int64_t stride, int64_t n, int64_t D, float *o);
+void lb_vec_dots(const float *q, const void *m, int f16, int64_t stride, int64_t n, int64_t D, float *s);
+void lb_vec_wsum(const float *w, const void *m, int f16, int64_t stride, int64_t n, int64_t D, float *o);
 /* The same for nq <= 8 queries at once (each result the same bits as one query at a time): s[j * lds + p] =
  * q_j . m[p] for p < n with q_j = q + j * ldq; o_j = o + j * ldo = sum over p < n[j] of w_j[p] * m[p] with
  * w_j = w + j * ldw. */
-void lb_vec_dotsq(const float *q, int64_t ldq, int nq, const float *m, int64_t stride, int64_t n, int64_t D, float *s,
+void lb_vec_dotsq(const float *q, int64_t ldq, int nq, const void *m, int f16, int64_t stride, int64_t n, int64_t D, float *s,
                   int64_t lds);
-void lb_vec_wsumq(const float *w, int64_t ldw, int nq, const int64_t *n, const float *m, int64_t stride, int64_t D,
+void lb_vec_wsumq(const float *w, int64_t ldw, int nq, const int64_t *n, const void *m, int f16, int64_t stride, int64_t D,
                   float *o, int64_t ldo);
-/* The same four over rows of F16 values (an F16 KV cache; uint16_t bit patterns), each element converted to float
- * exactly: the same bits as the F32 helpers on the converted rows. */
-void lb_vec_dots_h(const float *q, const uint16_t *m, int64_t stride, int64_t n, int64_t D, float *s);
-void lb_vec_wsum_h(const float *w, const uint16_t *m, int64_t stride, int64_t n, int64_t D, float *o);
-void lb_vec_dotsq_h(const float *q, int64_t ldq, int nq, const uint16_t *m, int64_t stride, int64_t n, int64_t D, float *s,
-                    int64_t lds);
-void lb_vec_wsumq_h(const float *w, int64_t ldw, int nq, const int64_t *n, const uint16_t *m, int64_t stride, int64_t D,
-                    float *o, int64_t ldo);
 /* s = softmax(s * scale) over n floats, in place; g = silu(g) * u over rows of n floats ld apart (quant/cpu/cpu.h: lb_expf and
  * the fixed orders every kernel set follows). */
 void lb_vec_softmax(float *s, int64_t n, float scale);

@@ -72,6 +72,42 @@ static float *run_all(const lb_model *m, const int32_t *ids, int64_t n, int thre
     return run_kv(m, ids, n, threads, one_by_one, 0);
 }
 
+/*
+ * An F16 KV cache (lb_context_params.kv_f16) on a golden prompt: the same bits for any thread count, prompt and decode;
+ * against the F32 cache (f: its logits) and transformers' goldens, only the rounding of the cached keys and values to
+ * F16 (a relative error of at most 2^-11 per element, which moves a score or an output by at most 2^-11 of the sum of
+ * its products' magnitudes): logits within 2e-2 of the F32 cache's (measured: up to 6.6e-3 on tiny and small) and NLL
+ * within 1e-2 of the goldens (measured: up to 2.3e-3), every golden argmax kept.
+ */
+static void check_kv_f16(const lb_model *m, const char *model_dir, size_t pi, const json_value *pr, const int32_t *ids, int64_t n,
+                         const float *f) {
+    int64_t V = lb_model_get_info(m)->n_vocab;
+    float *h1 = run_kv(m, ids, n, 1, 0, 1), *h3 = run_kv(m, ids, n, 3, 0, 1), *h2 = run_kv(m, ids, n, 2, 1, 1);
+    CHECK(memcmp(h1, h3, (size_t)(n * V) * sizeof(float)) == 0, "%s prompt %zu: F16 cache, 1 and 3 threads differ", model_dir, pi);
+    double dl = 0, dd = 0, dn = 0;
+    int64_t bad = 0;
+    const json_value *nll = json_get(pr, "nll"), *am = json_get(pr, "argmax");
+    for (int64_t i = 0; i < n * V; i++) {
+        dl = fabs(h1[i] - f[i]) > dl ? fabs(h1[i] - f[i]) : dl;
+        dd = fabs(h1[i] - h2[i]) > dd ? fabs(h1[i] - h2[i]) : dd;
+    }
+    for (int64_t i = 0; i < n; i++) {
+        double want = 0;
+        int64_t wa = -1;
+        if (i + 1 < n && json_num(json_at(nll, (size_t)i), &want)) {
+            double d = fabs(nll_at(h1 + i * V, V, ids[i + 1]) - want);
+            dn = d > dn ? d : dn;
+        }
+        if (json_int(json_at(am, (size_t)i), &wa) && argmax(h1 + i * V, V) != wa) bad++;
+    }
+    CHECK(dl <= 2e-2 && dd <= 2e-2 && dn <= 1e-2 && bad == 0,
+          "%s prompt %zu, F16 cache: max |logit - F32 cache's| %.3g, prompt vs one by one %.3g, max |NLL - golden| %.3g, %lld argmax flips",
+          model_dir, pi, dl, dd, dn, (long long)bad);
+    printf("%s prompt %zu, F16 KV cache: max |logit diff| to the F32 cache %.2e, batch vs one by one %.2e, max NLL diff to the golden %.2e\n",
+           model_dir, pi, dl, dd, dn);
+    free(h1), free(h2), free(h3);
+}
+
 static void test_model_goldens(const char *model_dir, const char *goldens) {
     lb_model *m = NULL;
     lb_error e;
@@ -112,6 +148,7 @@ static void test_model_goldens(const char *model_dir, const char *goldens) {
         CHECK(bad_argmax == 0, "%s prompt %zu: %lld argmax mismatches", model_dir, pi, (long long)bad_argmax);
         printf("%s prompt %zu (%lld tokens): max NLL diff %.2e, max last-logit diff %.2e\n", model_dir, pi, (long long)n,
                max_nll, max_logit);
+        check_kv_f16(m, model_dir, pi, pr, ids, n, lg);
         free(ids);
         free(lg);
     }
@@ -180,54 +217,6 @@ static void test_consistency(void) {
     int32_t bad = (int32_t)V;
     CHECK(lb_context_eval(c2, &bad, 1, NULL, 0, &e) == LB_ERR_ARG && strstr(e.msg, "outside the vocabulary"), "%s", e.msg);
     lb_context_free(c2);
-    lb_model_free(m);
-}
-
-/*
- * An F16 KV cache (lb_context_params.kv_f16): the same bits for any thread count, prompt and decode; against the
- * F32 cache and transformers' goldens, only the rounding of the cached keys and values to F16 (a relative error of at
- * most 2^-11 per element, which moves a score or an output by at most 2^-11 of the sum of its products' magnitudes):
- * logits within 2e-2 of the F32 cache's (measured: up to 6.6e-3 on tiny and small) and NLL within 1e-2 of the goldens
- * (measured: up to 2.3e-3), every golden argmax kept.
- */
-static void test_kv_f16(const char *model_dir, const char *goldens) {
-    lb_model *m = NULL;
-    lb_error e;
-    REQUIRE(lb_model_load(model_dir, &m, &e) == LB_OK, "%s", e.msg);
-    int64_t V = lb_model_get_info(m)->n_vocab;
-    json_doc *g = load_json(goldens);
-    const json_value *prompts = json_get(json_root(g), "prompts");
-    for (size_t pi = 0; pi < json_len(prompts); pi++) {
-        const json_value *pr = json_at(prompts, pi);
-        int64_t n;
-        int32_t *ids = ids_of(json_get(pr, "ids"), &n);
-        float *h1 = run_kv(m, ids, n, 1, 0, 1), *h3 = run_kv(m, ids, n, 3, 0, 1), *h2 = run_kv(m, ids, n, 2, 1, 1);
-        float *f = run_kv(m, ids, n, 2, 0, 0);
-        CHECK(memcmp(h1, h3, (size_t)(n * V) * sizeof(float)) == 0, "%s prompt %zu: F16 cache, 1 and 3 threads differ", model_dir, pi);
-        double dl = 0, dd = 0, dn = 0;
-        int64_t bad = 0;
-        const json_value *nll = json_get(pr, "nll"), *am = json_get(pr, "argmax");
-        for (int64_t i = 0; i < n * V; i++) {
-            dl = fabs(h1[i] - f[i]) > dl ? fabs(h1[i] - f[i]) : dl;
-            dd = fabs(h1[i] - h2[i]) > dd ? fabs(h1[i] - h2[i]) : dd;
-        }
-        for (int64_t i = 0; i < n; i++) {
-            double want = 0;
-            int64_t wa = -1;
-            if (i + 1 < n && json_num(json_at(nll, (size_t)i), &want)) {
-                double d = fabs(nll_at(h1 + i * V, V, ids[i + 1]) - want);
-                dn = d > dn ? d : dn;
-            }
-            if (json_int(json_at(am, (size_t)i), &wa) && argmax(h1 + i * V, V) != wa) bad++;
-        }
-        CHECK(dl <= 2e-2 && dd <= 2e-2 && dn <= 1e-2 && bad == 0,
-              "%s prompt %zu, F16 cache: max |logit - F32 cache's| %.3g, prompt vs one by one %.3g, max |NLL - golden| %.3g, %lld argmax flips",
-              model_dir, pi, dl, dd, dn, (long long)bad);
-        printf("%s prompt %zu, F16 KV cache: max |logit diff| to the F32 cache %.2e, batch vs one by one %.2e, max NLL diff to the golden %.2e\n",
-               model_dir, pi, dl, dd, dn);
-        free(h1), free(h2), free(h3), free(f), free(ids);
-    }
-    json_free(g);
     lb_model_free(m);
 }
 
@@ -481,8 +470,6 @@ int main(void) {
         test_arch(arch[i], "arch_v4");
     }
     test_consistency();
-    test_kv_f16("models/tiny", "models/tiny/goldens.json");
-    test_kv_f16(small, "tests/golden/small/goldens.json");
     test_run_layer_until();
     test_run_layer_part();
     test_misaligned("mistral");
