@@ -779,155 +779,37 @@ TGT static inline __m128 reduce_pair4(const __m512 *a, __m128 *hi) {
     return _mm512_castps512_ps128(r);
 }
 
-__attribute__((always_inline)) TGT static inline void dotsq_nt(const float *qp, int NP, int nq, const float *q, int64_t ldq,
-                                                              const float *m, int64_t stride, int64_t n, int64_t D,
-                                                              float *s, int64_t lds) {
-    int64_t D8 = D - D % 8, C = D8 / 8, p = 0;
-    for (; p + 4 <= n; p += 4) {
-        __m512 acc[4][4];
-        for (int k = 0; k < 4; k++)
-            for (int i = 0; i < NP; i++) acc[k][i] = _mm512_setzero_ps();
-        const float *k0 = m + p * stride;
-        for (int64_t c = 0; c < C; c++) {
-            __m512 kb[4];
-            for (int k = 0; k < 4; k++) kb[k] = bcast8(k0 + k * stride + 8 * c);
-            for (int i = 0; i < NP; i++) {
-                __m512 qv = _mm512_load_ps(qp + (c * 4 + i) * 16);
-                for (int k = 0; k < 4; k++) acc[k][i] = _mm512_fmadd_ps(qv, kb[k], acc[k][i]);
-            }
-        }
-        for (int i = 0; i < NP; i++) {
-            __m512 a[4] = {acc[0][i], acc[1][i], acc[2][i], acc[3][i]};
-            __m128 hi, lo = reduce_pair4(a, &hi);
-            _mm_storeu_ps(s + (2 * i) * lds + p, lo);
-            if (2 * i + 1 < nq) _mm_storeu_ps(s + (2 * i + 1) * lds + p, hi);
-        }
-        if (D8 < D) /* the last D % 8 elements one by one */
-            for (int j = 0; j < nq; j++)
-                for (int k = 0; k < 4; k++) {
-                    const float *qq = q + j * ldq, *kk = k0 + k * stride;
-                    float r = s[j * lds + p + k];
-                    for (int64_t e = D8; e < D; e++) r = fmaf(qq[e], kk[e], r);
-                    s[j * lds + p + k] = r;
-                }
-    }
-    for (; p < n; p++) { /* one key: the same lanes, the tree on the low and high halves */
-        const float *kr = m + p * stride;
-        for (int i = 0; i < NP; i++) {
-            __m512 acc = _mm512_setzero_ps();
-            for (int64_t c = 0; c < C; c++)
-                acc = _mm512_fmadd_ps(_mm512_load_ps(qp + (c * 4 + i) * 16), bcast8(kr + 8 * c), acc);
-            float a[16];
-            _mm512_storeu_ps(a, acc);
-            for (int h = 0; h < 2 && 2 * i + h < nq; h++) {
-                float r = lb_reduce8(a + 8 * h);
-                const float *qq = q + (2 * i + h) * ldq;
-                for (int64_t e = D8; e < D; e++) r = fmaf(qq[e], kr[e], r);
-                s[(2 * i + h) * lds + p] = r;
-            }
-        }
-    }
+/* 8 halves converted, in both halves */
+TGT static inline __m512 bcast8h(const uint16_t *p) {
+    return _mm512_castpd_ps(_mm512_broadcast_f64x4(_mm256_castps_pd(_mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)p)))));
 }
 
-#define DOTSQ_INST(NP)                                                                                      \
-    TGT static void dotsq_##NP(const float *qp, int nq, const float *q, int64_t ldq, const float *m, int64_t stride, \
-                               int64_t n, int64_t D, float *s, int64_t lds) {                              \
-        dotsq_nt(qp, NP, nq, q, ldq, m, stride, n, D, s, lds);                                              \
-    }
-DOTSQ_INST(1)
-DOTSQ_INST(2)
-DOTSQ_INST(3)
-DOTSQ_INST(4)
-
-TGT static void vdotsq_z(const float *q, int64_t ldq, int nq, const float *m, int64_t stride, int64_t n, int64_t D, float *s,
-                         int64_t lds) {
-    int64_t C = (D - D % 8) / 8;
-    if (nq < 2 || C > DQ_MAXC || nq > LB_ATT_QMAX) {
-        for (int j = 0; j < nq; j++) vdots_avx512vnni(q + j * ldq, m, stride, n, D, s + j * lds);
-        return;
-    }
-    /* chunk c of pair i at qp + (4c + i) * 16: query 2i's 8 elements, then query 2i + 1's (or 2i's again) */
-    _Alignas(64) float qp[DQ_MAXC * 4 * 16];
-    int NP = (nq + 1) / 2;
-    for (int64_t c = 0; c < C; c++)
-        for (int i = 0; i < NP; i++) {
-            int j1 = 2 * i + 1 < nq ? 2 * i + 1 : 2 * i;
-            memcpy(qp + (c * 4 + i) * 16, q + 2 * i * ldq + 8 * c, 32);
-            memcpy(qp + (c * 4 + i) * 16 + 8, q + j1 * ldq + 8 * c, 32);
-        }
-    switch (NP) {
-    case 1: dotsq_1(qp, nq, q, ldq, m, stride, n, D, s, lds); break;
-    case 2: dotsq_2(qp, nq, q, ldq, m, stride, n, D, s, lds); break;
-    case 3: dotsq_3(qp, nq, q, ldq, m, stride, n, D, s, lds); break;
-    default: dotsq_4(qp, nq, q, ldq, m, stride, n, D, s, lds); break;
-    }
-}
-
-/*
- * Weighted sums of up to 8 queries: 32 output elements of every query in registers (16 accumulators) while
- * the rows pass once; each lane is one output element's fmaf chain in order of p. Rows past a query's own
- * count are skipped for that query.
- */
-__attribute__((always_inline)) TGT static inline void wsumq_nt(const float *w, int64_t ldw, int NQ, const int64_t *n,
-                                                              const float *m, int64_t stride, int64_t D, float *o, int64_t ldo) {
-    int64_t n0 = n[0], n1 = n[0];
-    for (int j = 1; j < NQ; j++) {
-        n0 = n[j] < n0 ? n[j] : n0;
-        n1 = n[j] > n1 ? n[j] : n1;
-    }
-    for (int64_t i0 = 0; i0 < D; i0 += 32) {
-        __mmask16 m0 = tail16(D - i0), m1 = D - i0 > 16 ? tail16(D - i0 - 16) : 0;
-        __m512 acc[LB_ATT_QMAX][2];
-        for (int j = 0; j < NQ; j++) acc[j][0] = acc[j][1] = _mm512_setzero_ps();
-        const float *v = m + i0;
-        int64_t p = 0;
-        for (; p < n0; p++, v += stride) {
-            __m512 v0 = _mm512_maskz_loadu_ps(m0, v), v1 = _mm512_maskz_loadu_ps(m1, v + 16);
-            for (int j = 0; j < NQ; j++) {
-                __m512 wj = _mm512_set1_ps(w[j * ldw + p]);
-                acc[j][0] = _mm512_fmadd_ps(wj, v0, acc[j][0]);
-                acc[j][1] = _mm512_fmadd_ps(wj, v1, acc[j][1]);
-            }
-        }
-        for (; p < n1; p++, v += stride) {
-            __m512 v0 = _mm512_maskz_loadu_ps(m0, v), v1 = _mm512_maskz_loadu_ps(m1, v + 16);
-            for (int j = 0; j < NQ; j++)
-                if (p < n[j]) {
-                    __m512 wj = _mm512_set1_ps(w[j * ldw + p]);
-                    acc[j][0] = _mm512_fmadd_ps(wj, v0, acc[j][0]);
-                    acc[j][1] = _mm512_fmadd_ps(wj, v1, acc[j][1]);
-                }
-        }
-        for (int j = 0; j < NQ; j++) {
-            _mm512_mask_storeu_ps(o + j * ldo + i0, m0, acc[j][0]);
-            _mm512_mask_storeu_ps(o + j * ldo + i0 + 16, m1, acc[j][1]);
-        }
-    }
-}
-
-#define WSUMQ_INST(NQ)                                                                                      \
-    TGT static void wsumq_##NQ(const float *w, int64_t ldw, const int64_t *n, const float *m, int64_t stride, int64_t D, \
-                               float *o, int64_t ldo) {                                                    \
-        wsumq_nt(w, ldw, NQ, n, m, stride, D, o, ldo);                                                      \
-    }
-WSUMQ_INST(1)
-WSUMQ_INST(2)
-WSUMQ_INST(3)
-WSUMQ_INST(4)
-WSUMQ_INST(5)
-WSUMQ_INST(6)
-WSUMQ_INST(7)
-WSUMQ_INST(8)
-
-TGT static void vwsumq_z(const float *w, int64_t ldw, int nq, const int64_t *n, const float *m, int64_t stride, int64_t D,
-                         float *o, int64_t ldo) {
-    typedef void (*fn)(const float *, int64_t, const int64_t *, const float *, int64_t, int64_t, float *, int64_t);
-    static const fn f[LB_ATT_QMAX] = {wsumq_1, wsumq_2, wsumq_3, wsumq_4, wsumq_5, wsumq_6, wsumq_7, wsumq_8};
-    for (int j = 0; j < nq; j += LB_ATT_QMAX) {
-        int k = nq - j < LB_ATT_QMAX ? nq - j : LB_ATT_QMAX;
-        f[k - 1](w + j * ldw, ldw, n + j, m, stride, D, o + j * ldo, ldo);
-    }
-}
+#define ATT_T float
+#define ATT_AT(p, i) ((p)[i])
+#define Z_NAME(x) x
+#define Z_BCAST8(p) bcast8(p)
+#define Z_LOAD16(k, p) _mm512_maskz_loadu_ps(k, p)
+#define Z_VDOTS vdots_avx512vnni
+#include "x86_att512.h"
+#undef ATT_T
+#undef ATT_AT
+#undef Z_NAME
+#undef Z_BCAST8
+#undef Z_LOAD16
+#undef Z_VDOTS
+#define ATT_T uint16_t
+#define ATT_AT(p, i) _cvtsh_ss((p)[i])
+#define Z_NAME(x) x##_h
+#define Z_BCAST8(p) bcast8h(p)
+#define Z_LOAD16(k, p) _mm512_cvtph_ps(_mm256_maskz_loadu_epi16(k, p))
+#define Z_VDOTS vdots_h_avx512vnni
+#include "x86_att512.h"
+#undef ATT_T
+#undef ATT_AT
+#undef Z_NAME
+#undef Z_BCAST8
+#undef Z_LOAD16
+#undef Z_VDOTS
 
 /* The table is filled once (pthread_once): threads asking for it at the same time must never see it half
  * copied (its name set while an entry is still NULL). */
@@ -954,6 +836,8 @@ static void z_fill(void) {
     t.fgemm = fgemm_z;
     t.vdotsq = vdotsq_z;
     t.vwsumq = vwsumq_z;
+    t.vdotsq_h = vdotsq_z_h;
+    t.vwsumq_h = vwsumq_z_h;
     t.softmax = softmax_z;
     t.swiglu = swiglu_z;
     t.vexp = vexp_z;
