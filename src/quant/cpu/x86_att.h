@@ -4,7 +4,7 @@
  * by F16C before the same arithmetic, so the same bits as the F32 kernels on the converted rows). ATT_LOAD8(p) loads
  * 8 elements as floats, ATT_AT(p, i) element i, ATT_NAME(x) names the function. With them the several-query forms
  * (vdotsq, vwsumq), each result the bits of its query alone. The AVX-512 table replaces the F32 several-query forms
- * with 512-bit ones (x86_avx512.c).
+ * with 512-bit ones (x86_avx512.c). The four parameters are undefined at the end.
  */
 
 TGT static void ATT_NAME(vdots)(const float *q, const ATT_T *m, int64_t stride, int64_t n, int64_t D, float *s) {
@@ -151,3 +151,8 @@ TGT static void ATT_NAME(vwsumq)(const float *w, int64_t ldw, int nq, const int6
     for (; j + 4 <= nq; j += 4) ATT_NAME(wsumq4)(w + j * ldw, ldw, n + j, m, stride, D, o + j * ldo, ldo);
     for (; j < nq; j++) ATT_NAME(vwsum)(w + j * ldw, m, stride, n[j], D, o + j * ldo);
 }
+
+#undef ATT_T
+#undef ATT_LOAD8
+#undef ATT_AT
+#undef ATT_NAME

@@ -3,7 +3,8 @@
  * weighted sums of up to 8 queries with 32 outputs each in registers) over rows of ATT_T: included twice, for F32 rows
  * and for F16 rows (each element converted exactly before the same arithmetic, so the same bits as the F32 kernels on
  * the converted rows). Z_NAME(x) names a function, Z_BCAST8(p) loads 8 elements as floats into both halves of a
- * vector, Z_LOAD16(mask, p) up to 16 as floats, ATT_AT(p, i) one, Z_VDOTS the one-query scores.
+ * vector, Z_LOAD16(mask, p) up to 16 as floats, ATT_AT(p, i) one, Z_VDOTS the one-query scores; all six are
+ * undefined at the end.
  */
 
 __attribute__((always_inline)) TGT static inline void Z_NAME(dotsq_nt)(const float *qp, int NP, int nq, const float *q, int64_t ldq,
@@ -157,3 +158,10 @@ TGT static void Z_NAME(vwsumq_z)(const float *w, int64_t ldw, int nq, const int6
         f[k - 1](w + j * ldw, ldw, n + j, m, stride, D, o + j * ldo, ldo);
     }
 }
+
+#undef ATT_T
+#undef ATT_AT
+#undef Z_NAME
+#undef Z_BCAST8
+#undef Z_LOAD16
+#undef Z_VDOTS

@@ -791,12 +791,6 @@ TGT static inline __m512 bcast8h(const uint16_t *p) {
 #define Z_LOAD16(k, p) _mm512_maskz_loadu_ps(k, p)
 #define Z_VDOTS vdots_avx512vnni
 #include "x86_att512.h"
-#undef ATT_T
-#undef ATT_AT
-#undef Z_NAME
-#undef Z_BCAST8
-#undef Z_LOAD16
-#undef Z_VDOTS
 #define ATT_T uint16_t
 #define ATT_AT(p, i) _cvtsh_ss((p)[i])
 #define Z_NAME(x) x##_h
@@ -804,12 +798,6 @@ TGT static inline __m512 bcast8h(const uint16_t *p) {
 #define Z_LOAD16(k, p) _mm512_cvtph_ps(_mm256_maskz_loadu_epi16(k, p))
 #define Z_VDOTS vdots_h_avx512vnni
 #include "x86_att512.h"
-#undef ATT_T
-#undef ATT_AT
-#undef Z_NAME
-#undef Z_BCAST8
-#undef Z_LOAD16
-#undef Z_VDOTS
 
 /* The table is filled once (pthread_once): threads asking for it at the same time must never see it half
  * copied (its name set while an entry is still NULL). */

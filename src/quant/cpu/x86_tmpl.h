@@ -850,19 +850,11 @@ TGT static inline __m128 SFX(reduce4x8)(const __m256 *a) {
 #define ATT_AT(p, i) ((p)[i])
 #define ATT_NAME(x) SFX(x)
 #include "x86_att.h"
-#undef ATT_T
-#undef ATT_LOAD8
-#undef ATT_AT
-#undef ATT_NAME
 #define ATT_T uint16_t
 #define ATT_LOAD8(p) _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(p)))
 #define ATT_AT(p, i) SFX(h2f)((p)[i])
 #define ATT_NAME(x) SFX(x##_h)
 #include "x86_att.h"
-#undef ATT_T
-#undef ATT_LOAD8
-#undef ATT_AT
-#undef ATT_NAME
 
 
 /* lb_expf (cpu.h) on 8 lanes: the same operations, so the same bits */
