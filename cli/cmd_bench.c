@@ -184,12 +184,13 @@ typedef struct bench_info {
     const char *model;
     char cpu[256];
     double size_mib, params_m, bytes_tok, bw[MAX_THREADS + 1];
+    const char *kv; /* the KV cache's type: "f32" or "f16" */
 } bench_info;
 
 static void print_rows(const bench_info *bi, const bench_row *rows, int nr, int fmt) {
     const char *isa = lb_cpu_kernels_name();
     if (fmt == 1) printf("[\n");
-    if (fmt == 2) printf("model,size_mib,params_m,cpu,isa,commit,threads,test,n_tokens,tps_mean,tps_sd,bandwidth_gbs,bw_ceiling_pct\n");
+    if (fmt == 2) printf("model,size_mib,params_m,cpu,isa,commit,threads,test,n_tokens,tps_mean,tps_sd,bandwidth_gbs,bw_ceiling_pct,kv_cache\n");
     if (fmt == 0) {
         printf("| model | size | params | cpu | isa | commit | threads | test | t/s | %% of bw ceiling |\n");
         printf("| --- | ---: | ---: | --- | --- | --- | ---: | --- | ---: | ---: |\n");
@@ -207,23 +208,23 @@ static void print_rows(const bench_info *bi, const bench_row *rows, int nr, int 
             cli_json_str(stdout, bi->model);
             printf(", \"size_mib\": %.3f, \"params_m\": %.3f, \"cpu\": ", bi->size_mib, bi->params_m);
             cli_json_str(stdout, bi->cpu);
-            printf(", \"isa\": \"%s\", \"commit\": \"%s\", \"threads\": %d, \"test\": \"%s\", \"n_tokens\": %lld, "
+            printf(", \"isa\": \"%s\", \"kv_cache\": \"%s\", \"commit\": \"%s\", \"threads\": %d, \"test\": \"%s\", \"n_tokens\": %lld, "
                    "\"tps_mean\": %.4f, \"tps_sd\": %.4f, \"bytes_per_token\": %.0f, \"bandwidth_gbs\": %.3f, "
                    "\"bw_ceiling_pct\": ",
-                   isa, LB_GIT_COMMIT, r->threads, r->test, (long long)r->n_tokens, r->mean, r->sd, bi->bytes_tok, bw);
+                   isa, bi->kv, LB_GIT_COMMIT, r->threads, r->test, (long long)r->n_tokens, r->mean, r->sd, bi->bytes_tok, bw);
             if (r->pct >= 0) printf("%.2f}", r->pct);
             else printf("null}");
             printf("%s\n", i + 1 < nr ? "," : "");
         } else {
             printf("\"%s\",%.3f,%.3f,\"%s\",%s,%s,%d,%s,%lld,%.4f,%.4f,%.3f,", bi->model, bi->size_mib, bi->params_m, bi->cpu, isa,
                    LB_GIT_COMMIT, r->threads, r->test, (long long)r->n_tokens, r->mean, r->sd, bw);
-            if (r->pct >= 0) printf("%.2f\n", r->pct);
-            else printf("\n");
+            if (r->pct >= 0) printf("%.2f", r->pct);
+            printf(",%s\n", bi->kv);
         }
     }
     if (fmt == 1) printf("]\n");
     if (fmt == 0) {
-        printf("\nbytes read per generated token: %.2f MiB", bi->bytes_tok / 1048576.0);
+        printf("\nKV cache %s; bytes read per generated token: %.2f MiB", bi->kv, bi->bytes_tok / 1048576.0);
         for (int t = 1; t <= MAX_THREADS; t++)
             if (bi->bw[t] > 0) printf("; read bandwidth (%d thread%s): %.2f GB/s", t, t > 1 ? "s" : "", bi->bw[t]);
         printf("\n");
@@ -271,11 +272,12 @@ int cmd_bench(int argc, char **argv) {
         lb_model_free(m);
         return cli_fail("bench: %lld tokens exceed the model's context of %lld", (long long)(p > n ? p : n), (long long)h->n_ctx_train);
     }
-    bench_info bi = {.model = strrchr(model, '/') ? strrchr(model, '/') + 1 : model};
+    const bool kv16 = cpb.kv_f16 || dev.kind == LB_DEVICE_CUDA; /* a GPU context's cache is F16 */
+    bench_info bi = {.model = strrchr(model, '/') ? strrchr(model, '/') + 1 : model, .kv = kv16 ? "f16" : "f32"};
     cpu_model(bi.cpu, sizeof bi.cpu);
     bi.size_mib = (double)h->n_bytes / 1048576.0;
     bi.params_m = (double)h->n_params / 1e6;
-    double kv_tok = 2.0 * (double)h->n_layer * (double)(h->n_head_kv * h->head_dim) * (cpb.kv_f16 ? 2 : sizeof(float));
+    double kv_tok = 2.0 * (double)h->n_layer * (double)(h->n_head_kv * h->head_dim) * (kv16 ? 2 : sizeof(float));
     bi.bytes_tok = weight_bytes(m) + kv_tok * (double)(n + 1) / 2.0;
     int64_t nt_tok = p > n ? p : n;
     int32_t *toks = malloc((size_t)nt_tok * sizeof *toks);

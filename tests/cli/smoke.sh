@@ -28,9 +28,11 @@ out=$("$LOWBIT" bench models/tiny -p 16 -n 4 -r 2 -t 1,2 --json --no-bandwidth) 
 rows=$(grep -c '"test": ' <<<"$out")
 [ "$rows" -eq 4 ] && grep -q '"test": "pp16"' <<<"$out" && grep -q '"test": "tg4"' <<<"$out" && grep -q '"threads": 2' <<<"$out" &&
   grep -q '"cpu": ' <<<"$out" && grep -q '"isa": "[a-z0-9]*"' <<<"$out" && grep -q '"commit": "[0-9a-z+]*"' <<<"$out" &&
+  grep -q '"kv_cache": "f32"' <<<"$out" &&
   python3 -c 'import json,sys; r=json.load(sys.stdin); assert all(x["tps_mean"] > 0 for x in r)' <<<"$out" && ok || bad "bench --json: $out"
-out=$(LB_FORCE_REF=1 "$LOWBIT" bench models/tiny -p 8 -n 0 -r 1 -t 1 --csv) || bad "bench --csv failed"
-[ "$(wc -l <<<"$out")" -eq 2 ] && grep -q "^model,size_mib" <<<"$out" && grep -q ",ref," <<<"$out" && ok || bad "bench --csv: $out"
+out=$(LB_FORCE_REF=1 "$LOWBIT" bench models/tiny -p 8 -n 0 -r 1 -t 1 --csv --cache-type f16) || bad "bench --csv failed"
+[ "$(wc -l <<<"$out")" -eq 2 ] && grep -q "^model,size_mib" <<<"$out" && grep -q ",ref," <<<"$out" && grep -q ",f16$" <<<"$out" && ok ||
+  bad "bench --csv: $out"
 err=$("$LOWBIT" bench models/tiny -t 0 2>&1) && bad "bench -t 0 accepted" || { grep -q "\-t" <<<"$err" && ok || bad "bench -t 0: $err"; }
 err=$("$LOWBIT" bench models/tiny -p 0 -n 0 2>&1) && bad "bench -p 0 -n 0 accepted" || ok
 
