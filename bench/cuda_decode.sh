@@ -10,7 +10,8 @@
 #      each, then tg128 of q4_k_m and q4_0 with LB_CUDA_MVQ_DEEP=1, of q4_k_m with LB_CUDA_FUSE=1, with
 #      LB_CUDA_ATT_SPLIT=0 / 1, with LB_CUDA_PDL=1 and with all four, and pp512 / tg128 of the others with LB_CUDA_PDL=1;
 #   4. the eval of q4_k_m against f16 with windows one to a batch and four (LB_EVAL_GPU_BATCH=512 / 2048: the rate over
-#      the whole run and over the windows alone); if nsys is there and time is left, the eval profiled.
+#      the whole run and over the windows alone), and in an exact context (--exact, 8 windows); if nsys is there and
+#      time is left, the eval profiled.
 # Writes run.log (the summary) and all.tgz (every log) to OUT_DIR.
 set -uo pipefail
 TAR=${1:?usage: bench/cuda_decode.sh BIN_TAR_XZ OUT_DIR [SECONDS]}
@@ -74,6 +75,12 @@ for b in 512 2048; do # eval with a base: windows one to a batch, and four (the 
   echo "eval LB_EVAL_GPU_BATCH=$b: $(grep -o '"ppl": [0-9.]*\|"kld_mean": [0-9.e-]*\|"seconds": [0-9.]*\|"tokens_per_second": [0-9.]*\|"load_seconds": [0-9.]*\|"eval_tokens_per_second": [0-9.]*' \
     "$L/eval_$b.json" | tr '\n' ' ')" | tee -a "$OUT/run.log"
 done
+if [ "$(left)" -gt 60 ]; then # an exact context (F32 cache, every product on 8-bit activations in slices of 16 tokens)
+  timeout "$(cap 90)" build/lowbit eval "$W/q4_k_m.gguf" --base "$W/f16.gguf" --text tests/golden/data/valid.txt --ctx 512 --chunks 8 \
+    --device cuda --exact --json >"$L/eval_exact.json" 2>"$L/eval_exact.err"
+  echo "eval --exact (8 windows): $(grep -o '"ppl": [0-9.]*\|"kld_mean": [0-9.e-]*\|"load_seconds": [0-9.]*\|"eval_tokens_per_second": [0-9.]*' \
+    "$L/eval_exact.json" | tr '\n' ' ') $(tail -1 "$L/eval_exact.err" | cut -c1-200)" | tee -a "$OUT/run.log"
+fi
 NSYS=$(command -v nsys || ls /opt/nvidia/nsight-systems/*/bin/nsys /usr/local/cuda/bin/nsys 2>/dev/null | head -1)
 if [ -n "$NSYS" ] && [ "$(left)" -gt 90 ]; then
   log "4. eval profile"
