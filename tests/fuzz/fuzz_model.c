@@ -1,7 +1,8 @@
 /*
  * fuzz_model.c - fuzz target for model loading and a short forward pass. An input starting with "GGUF" is
  * a GGUF model; any other is an HF checkpoint: config.json, then the line "\n--safetensors--\n", then
- * model.safetensors. On a successful load a context of (at most) 8 tokens runs 3 tokens and reads the logits. Seeds: tests/fuzz/corpus/model (tests/fuzz/make_corpus.py).
+ * model.safetensors. On a successful load a context of (at most) 8 tokens (an F32 or, for inputs of odd length, an F16
+ * KV cache) runs 3 tokens and reads the logits. Seeds: tests/fuzz/corpus/model (tests/fuzz/make_corpus.py).
  */
 #define FUZZ_NAME "model"
 #include "lowbit.h"
@@ -29,6 +30,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     lb_context_params cp = lb_context_default_params();
     cp.n_ctx = h->n_ctx_train > 0 && h->n_ctx_train < 8 ? h->n_ctx_train : 8;
     cp.n_threads = 1;
+    cp.kv_f16 = (int)(size & 1); /* both KV cache types, by the input's length */
     lb_context *c = NULL;
     if (lb_context_new(m, &cp, &c, &err) == LB_OK) {
         int32_t tok[3] = {0, (int32_t)(1 % h->n_vocab), (int32_t)(h->n_vocab - 1)};
