@@ -365,9 +365,10 @@ typedef struct lb_context_params {
 lb_context_params lb_context_default_params(void);
 
 /* A KV cache and scratch space for one sequence. The model must outlive the context. On a CUDA device
- * the cache (F16) and the activations live on the GPU; LB_ERR_DEVICE when there is no driver or device,
- * the index does not exist or the GPU's memory is too small. Results on one GPU are identical run to run;
- * they differ from the CPU's by rounding (docs/BENCHMARKS.md gives the measured perplexity and KL gap). */
+ * the cache (F16; F32 when exact) and the activations live on the GPU; LB_ERR_DEVICE when there is no driver or
+ * device, the index does not exist or the GPU's memory is too small. Results on one GPU are identical run to run;
+ * they differ from the CPU's by rounding (docs/BENCHMARKS.md gives the measured perplexity and KL gap; an exact
+ * context only by the order of float sums). */
 lb_status lb_context_new(const lb_model *m, const lb_context_params *p, lb_context **out, lb_error *err);
 void lb_context_free(lb_context *c);
 

@@ -20,7 +20,7 @@ struct lb_model;
 struct lb_layer;
 typedef struct lb_cuda_ctx lb_cuda_ctx;
 
-/* Upload m's weights to CUDA device `device` and allocate an n_ctx-token F16 KV cache plus activations for
+/* Upload m's weights to CUDA device `device` and allocate an n_ctx-token F16 KV cache (F32 for exact pipelines) plus activations for
  * n_batch tokens. n_batch above n_ctx (a multiple of it) makes the cache hold n_batch / n_ctx sequences of n_ctx
  * for lb_cuda_ctx_eval_windows. */
 lb_status lb_cuda_ctx_new(const struct lb_model *m, int device, int64_t n_ctx, int64_t n_batch, lb_cuda_ctx **out,
