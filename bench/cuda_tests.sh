@@ -3,12 +3,10 @@
 # root, with bench/cuda_session.sh's binary tarball:
 #   bench/cuda_tests.sh BIN_TAR_XZ OUT_DIR [SECONDS]     (default 400)
 # test_cuda_attention, test_cuda_gptq, test_cuda_gptq_shadow, test_cuda_calib, test_cuda_forward (and again with
-# LB_CUDA_FLASH=0: ops.cu's attention for prompts, with LB_CUDA_ATT_SPLIT=1: the split attention, and with
-# LB_CUDA_FUSE=1: one-token q/k/v and gate/up products in one launch each, and with LB_CUDA_PDL=1: programmatic dependent
-# launch), test_cuda_calib again with LB_CUDA_PDL=1 (its layers' weights are written by kernels before the products that
-# prefetch them), test_cuda_multi,
-# test_cuda_kernels --quick (and with LB_CUDA_MVQ_DEEP=1) (TESTS overrides the list; "forward_noflash" / "forward_split" / "forward_fuse" /
-# "forward_pdl" / "calib_pdl" / "kernels_deep" are those variants), each cut at its share of the time. Writes run.log (each test's last line,
+# LB_CUDA_FLASH=0: ops.cu's attention for prompts, and with LB_CUDA_ATT_SPLIT=0 LB_CUDA_FUSE=0 LB_CUDA_PDL=0: the
+# decode path before run 15's defaults), test_cuda_calib again with LB_CUDA_PDL=0, test_cuda_multi,
+# test_cuda_kernels --quick (and with LB_CUDA_MVQ_DEEP=1) (TESTS overrides the list; "forward_noflash" / "forward_plain" / "calib_plain" /
+# "kernels_deep" are those variants), each cut at its share of the time. Writes run.log (each test's last line,
 # its FAIL lines and its wall time) and tests.tgz (every log) to OUT_DIR.
 set -uo pipefail
 TAR=${1:?usage: bench/cuda_tests.sh BIN_TAR_XZ OUT_DIR [SECONDS]}
@@ -19,15 +17,14 @@ L=/tmp/lb-tests
 mkdir -p "$OUT" "$L"
 . "$(dirname "$0")/cuda_run_common.sh"
 export LOWBIT=build/lowbit
-for t in ${TESTS:-attention gptq gptq_shadow calib calib_pdl forward forward_noflash forward_split forward_fuse forward_pdl multi kernels kernels_deep}; do
+for t in ${TESTS:-attention gptq gptq_shadow calib calib_plain forward forward_noflash forward_plain multi kernels kernels_deep}; do
   [ "$(left)" -gt 15 ] || { echo "$t: not run (time)" | tee -a "$OUT/run.log"; continue; }
   bin=build/tests/test_cuda_${t%_*} args=() envs=()
   [ "$t" = gptq_shadow ] && bin=build/tests/test_cuda_gptq_shadow
   [[ $t = kernels* ]] && args=(--quick)
   [ "$t" = forward_noflash ] && envs=(LB_CUDA_FLASH=0)
-  [ "$t" = forward_split ] && envs=(LB_CUDA_ATT_SPLIT=1)
-  [ "$t" = forward_fuse ] && envs=(LB_CUDA_FUSE=1)
-  [[ $t = *_pdl ]] && envs=(LB_CUDA_PDL=1)
+  [ "$t" = forward_plain ] && envs=(LB_CUDA_ATT_SPLIT=0 LB_CUDA_FUSE=0 LB_CUDA_PDL=0)
+  [ "$t" = calib_plain ] && envs=(LB_CUDA_PDL=0)
   [ "$t" = kernels_deep ] && envs=(LB_CUDA_MVQ_DEEP=1)
   t0=$(date +%s%N)
   env "${envs[@]}" timeout "$(cap 200)" "$bin" "${args[@]}" >"$L/$t.log" 2>&1

@@ -24,7 +24,7 @@ static inline bool cu_env_is(const char *name, char c) {
 extern thread_local cudaStream_t lb_cu_stream;
 
 /*
- * Programmatic dependent launch (LB_CUDA_PDL=1 on a compute capability 9 device, an experiment until timed on a GPU):
+ * Programmatic dependent launch (on compute capability 9 devices unless LB_CUDA_PDL=0; tg128 +4-6 % in run 15):
  * the forward pass's kernels are launched with cudaLaunchAttributeProgrammaticStreamSerialization, so a kernel's blocks
  * may start while the kernel before it in the stream finishes. Every such kernel calls pdl_enter() (or, after reading
  * only data no kernel writes, the weights, pdl_wait() then pdl_go()) before it reads or writes anything another kernel
@@ -47,7 +47,7 @@ __device__ __forceinline__ void pdl_enter() {
     pdl_wait();
     pdl_go();
 }
-/* LB_CUDA_PDL=1 and the current device has compute capability 9 or more (read once per process) */
+/* LB_CUDA_PDL is not 0 and the current device has compute capability 9 or more (read once per process) */
 bool cu_pdl_on(void);
 /* kernel<<<grid, block, smem, lb_cu_stream>>>(args...), with the programmatic serialization attribute when cu_pdl_on();
  * the kernel must follow pdl_enter's rule. Launch errors are left for cudaGetLastError, as with <<<>>>. */
@@ -134,7 +134,7 @@ bool cu_attention_flash_on(void);
 bool cu_attention_flash_ok(int H, int KV, int D);
 void cu_attention_flash(const float *q, const __half *kc, const __half *vc, float *out, int T, int H, int KV, int D, const int64_t *pos);
 /* The same split over the positions (flash-decoding, ops.cu): any context length, many blocks per token; enabled by
- * LB_CUDA_ATT_SPLIT=1 (read once). part: cu_attention_split_scratch(H, D, max_n) bytes of device scratch. */
+ * default, LB_CUDA_ATT_SPLIT=0 turns it off (read once). part: cu_attention_split_scratch(H, D, max_n) bytes of device scratch. */
 bool cu_attention_split_on(void);
 int cu_attention_split_chunk(int64_t max_n);
 size_t cu_attention_split_scratch(int H, int D, int64_t max_n);
