@@ -7,8 +7,9 @@
 #   2. the weight kernels alone (cuda_kernels --quick) with LB_CUDA_MVQ_DEEP=0 and 1;
 #   3. the Llama-3-8B-shape checkpoint (32 layers) at q4_k_m, q4_0, q8_0 and f16 (kept in /tmp/lb8b while the machine
 #      stays warm; the q4_k_m and f16 files of bench/cuda_flash.sh are reused): cuda_bench --pp 512 --tg 128 --reps 3 of
-#      each, then tg128 of q4_k_m and q4_0 with LB_CUDA_MVQ_DEEP=1, of q4_k_m with LB_CUDA_FUSE=1, with
-#      LB_CUDA_ATT_SPLIT=0 / 1, with LB_CUDA_PDL=1 and with all four, and pp512 / tg128 of the others with LB_CUDA_PDL=1;
+#      each, then tg128 of q4_k_m and q4_0 with LB_CUDA_MVQ_DEEP=1, of q4_k_m with each of the defaults since run 15
+#      off (LB_CUDA_FUSE=0, LB_CUDA_ATT_SPLIT=0, LB_CUDA_PDL=0) and all three off, and pp512 / tg128 of the others with
+#      LB_CUDA_PDL=0;
 #   4. the eval of q4_k_m against f16 with windows one to a batch and four (LB_EVAL_GPU_BATCH=512 / 2048: the rate over
 #      the whole run and over the windows alone), and in an exact context (--exact, 8 windows); if nsys is there and
 #      time is left, the eval profiled.
@@ -57,15 +58,16 @@ for t in q4_k_m q4_0; do
   echo "$t LB_CUDA_MVQ_DEEP=1: $(LB_CUDA_MVQ_DEEP=1 timeout "$(cap 60)" build/cuda_bench "$W/$t.gguf" --device cuda --pp 1 --tg 128 --reps 3 2>&1 |
     grep -E "tg128|error" | tr -s ' ')" | tee -a "$OUT/run.log"
 done
-# fused q/k/v and gate/up; decode's attention per token and head group, or split; programmatic dependent launch; all four
-for e in LB_CUDA_FUSE=1 LB_CUDA_ATT_SPLIT=0 LB_CUDA_ATT_SPLIT=1 LB_CUDA_PDL=1 "LB_CUDA_PDL=1 LB_CUDA_FUSE=1 LB_CUDA_ATT_SPLIT=1 LB_CUDA_MVQ_DEEP=1"; do
+# the defaults since run 15 one at a time off (fused q/k/v and gate/up, the split attention, programmatic dependent
+# launch), all three off (run 14's path)
+for e in LB_CUDA_FUSE=0 LB_CUDA_ATT_SPLIT=0 LB_CUDA_PDL=0 "LB_CUDA_PDL=0 LB_CUDA_FUSE=0 LB_CUDA_ATT_SPLIT=0"; do
   [ "$(left)" -gt 30 ] || break
   echo "q4_k_m $e: $(env $e timeout "$(cap 60)" build/cuda_bench "$W/q4_k_m.gguf" --device cuda --pp 1 --tg 128 --reps 3 2>&1 |
     grep -E "tg128|error" | tr -s ' ')" | tee -a "$OUT/run.log"
 done
 for t in q4_0 q8_0 f16; do
   [ "$(left)" -gt 30 ] || break
-  echo "$t LB_CUDA_PDL=1: $(LB_CUDA_PDL=1 timeout "$(cap 60)" build/cuda_bench "$W/$t.gguf" --device cuda --pp 512 --tg 128 --reps 3 2>&1 |
+  echo "$t LB_CUDA_PDL=0: $(LB_CUDA_PDL=0 timeout "$(cap 60)" build/cuda_bench "$W/$t.gguf" --device cuda --pp 512 --tg 128 --reps 3 2>&1 |
     grep -E "pp512|tg128|error" | tr -s ' ' | tr '\n' ' ')" | tee -a "$OUT/run.log"
 done
 for b in 512 2048; do # eval with a base: windows one to a batch, and four (the default)
