@@ -70,7 +70,7 @@ for t in q4_0 q8_0 f16; do
   echo "$t LB_CUDA_PDL=0: $(LB_CUDA_PDL=0 timeout "$(cap 60)" build/cuda_bench "$W/$t.gguf" --device cuda --pp 512 --tg 128 --reps 3 2>&1 |
     grep -E "pp512|tg128|error" | tr -s ' ' | tr '\n' ' ')" | tee -a "$OUT/run.log"
 done
-for b in 512 2048; do # eval with a base: windows one to a batch, and four (the default)
+for b in 512 2048; do # eval with a base: windows one to a batch (the default), and four
   [ "$(left)" -gt 40 ] || break
   LB_EVAL_GPU_BATCH=$b timeout "$(cap 90)" build/lowbit eval "$W/q4_k_m.gguf" --base "$W/f16.gguf" --text tests/golden/data/valid.txt \
     --ctx 512 --chunks 40 --device cuda --json >"$L/eval_$b.json" 2>"$L/eval_$b.err"

@@ -16,8 +16,8 @@
 
 /* Tokens a GPU batch of eval windows holds (several windows of ctx to a batch; one when ctx is longer). Each
  * context then keeps that many x n_vocab logits on the device (1 GB for 2,048 tokens at a 128,256-token vocabulary).
- * LB_EVAL_GPU_BATCH=N in the environment sets it (opt-in until tests/cuda has run it on a GPU: by default one window
- * to a batch). */
+ * LB_EVAL_GPU_BATCH=N in the environment sets it (by default one window to a batch, for the memory: four windows of 512
+ * were 29 % faster on the 8B shape in run 15, and tests/cuda checks them against one to a batch). */
 #define EVAL_GPU_BATCH 0
 
 static int64_t gpu_batch_tokens(void) {
