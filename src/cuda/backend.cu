@@ -606,9 +606,9 @@ static lb_status layer_forward_part(lb_cuda_ctx *g, const dlayer *l, int64_t il,
         for (int64_t t0 = 0; t0 < T; t0 += wl) {
             const size_t oq = (size_t)(t0 * qd), ok = (size_t)(t0 * kvd);
             if (g->exact) {
-                cu_rope_kv32(q + oq, k + ok, v + ok, (int)wl, (int)H, (int)KV, (int)D, g->cs, g->sn, g->pos_d, g->m->rope_interleaved,
-                             g->kc32 + lo + ok, g->vc32 + lo + ok);
-                cu_attention32(q + oq, g->kc32 + lo + ok, g->vc32 + lo + ok, g->att + oq, (int)wl, (int)H, (int)KV, (int)D, g->pos_d, max_n);
+                cu_rope_kv(q + oq, k + ok, v + ok, (int)wl, (int)H, (int)KV, (int)D, g->cs, g->sn, g->pos_d, g->m->rope_interleaved,
+                           g->kc32 + lo + ok, g->vc32 + lo + ok);
+                cu_attention(q + oq, g->kc32 + lo + ok, g->vc32 + lo + ok, g->att + oq, (int)wl, (int)H, (int)KV, (int)D, g->pos_d, max_n);
                 continue;
             }
             cu_rope_kv(q + oq, k + ok, v + ok, (int)wl, (int)H, (int)KV, (int)D, g->cs, g->sn, g->pos_d, g->m->rope_interleaved,

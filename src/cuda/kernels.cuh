@@ -116,15 +116,15 @@ void cu_silu_mul(float *g, const float *u, int64_t n);
 void cu_rope_kv(float *q, float *k, const float *v, int T, int H, int KV, int D, const float *cs, const float *sn,
                 const int64_t *pos0, bool interleaved, __half *kc, __half *vc);
 /* the same into F32 caches (exact contexts) */
-void cu_rope_kv32(float *q, float *k, const float *v, int T, int H, int KV, int D, const float *cs, const float *sn,
-                  const int64_t *pos0, bool interleaved, float *kc, float *vc);
+void cu_rope_kv(float *q, float *k, const float *v, int T, int H, int KV, int D, const float *cs, const float *sn,
+                const int64_t *pos0, bool interleaved, float *kc, float *vc);
 /* causal grouped-query attention of T queries at pos0.. over the layer's cache; out (T, H*D); max_n: an
  * upper bound of pos0 + T (sizes the shared memory) */
 void cu_attention(const float *q, const __half *kc, const __half *vc, float *out, int T, int H, int KV, int D,
                   const int64_t *pos, int64_t max_n);
 /* the same over F32 caches (exact contexts; cu_attention_prepare covers both) */
-void cu_attention32(const float *q, const float *kc, const float *vc, float *out, int T, int H, int KV, int D, const int64_t *pos,
-                    int64_t max_n);
+void cu_attention(const float *q, const float *kc, const float *vc, float *out, int T, int H, int KV, int D, const int64_t *pos,
+                  int64_t max_n);
 /* flash.cu: the same attention for prompts on tensor cores, flash style (no bound on the context from shared
  * memory; F16 products on operands split into two F16 halves, so F32-class but not the CPU's bits). _fits: the shape
  * has a kernel (H a multiple of KV, H / KV <= 64, head size 32, 48, 64, 96 or 128); _on: enabled (unless

@@ -171,17 +171,19 @@ __global__ void k_rope_kv(float *q, float *k, const float *v, int T, int H, int 
         kv_put(kc + ob, rb);
     }
 }
+template <typename KT>
+static void rope_kv(float *q, float *k, const float *v, int T, int H, int KV, int D, const float *cs, const float *sn, const int64_t *pos0,
+                    bool interleaved, KT *kc, KT *vc) {
+    const int64_t n = (int64_t)T * (H + KV) * (D / 2) + (int64_t)T * KV * D;
+    cu_launch(k_rope_kv<KT>, dim3((unsigned)((n + 255) / 256)), dim3(256), 0, q, k, v, T, H, KV, D, cs, sn, pos0, interleaved ? 1 : 0, kc, vc);
+}
 void cu_rope_kv(float *q, float *k, const float *v, int T, int H, int KV, int D, const float *cs, const float *sn,
                 const int64_t *pos0, bool interleaved, __half *kc, __half *vc) {
-    const int64_t n = (int64_t)T * (H + KV) * (D / 2) + (int64_t)T * KV * D;
-    cu_launch(k_rope_kv<__half>, dim3((unsigned)((n + 255) / 256)), dim3(256), 0, q, k, v, T, H, KV, D, cs, sn, pos0, interleaved ? 1 : 0, kc,
-              vc);
+    rope_kv(q, k, v, T, H, KV, D, cs, sn, pos0, interleaved, kc, vc);
 }
-void cu_rope_kv32(float *q, float *k, const float *v, int T, int H, int KV, int D, const float *cs, const float *sn,
-                  const int64_t *pos0, bool interleaved, float *kc, float *vc) {
-    const int64_t n = (int64_t)T * (H + KV) * (D / 2) + (int64_t)T * KV * D;
-    cu_launch(k_rope_kv<float>, dim3((unsigned)((n + 255) / 256)), dim3(256), 0, q, k, v, T, H, KV, D, cs, sn, pos0, interleaved ? 1 : 0, kc,
-              vc);
+void cu_rope_kv(float *q, float *k, const float *v, int T, int H, int KV, int D, const float *cs, const float *sn,
+                const int64_t *pos0, bool interleaved, float *kc, float *vc) {
+    rope_kv(q, k, v, T, H, KV, D, cs, sn, pos0, interleaved, kc, vc);
 }
 
 /*
@@ -293,17 +295,19 @@ cudaError_t cu_attention_prepare(int H, int KV, int D, int64_t n_ctx) {
     return e != cudaSuccess ? e : cudaFuncSetAttribute(k_attention<float>, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem);
 }
 
+template <typename KT>
+static void attention(const float *q, const KT *kc, const KT *vc, float *out, int T, int H, int KV, int D, const int64_t *pos, int64_t max_n) {
+    const int hb = att_hb(H, KV);
+    cu_launch(k_attention<KT>, dim3((unsigned)(H / hb), (unsigned)T), dim3(ATT_THREADS), att_smem(hb, D, max_n), q, kc, vc, out, H, KV, D,
+              hb, pos, max_n);
+}
 void cu_attention(const float *q, const __half *kc, const __half *vc, float *out, int T, int H, int KV, int D,
                   const int64_t *pos, int64_t max_n) {
-    const int hb = att_hb(H, KV);
-    cu_launch(k_attention<__half>, dim3((unsigned)(H / hb), (unsigned)T), dim3(ATT_THREADS), att_smem(hb, D, max_n), q, kc, vc, out, H, KV,
-              D, hb, pos, max_n);
+    attention(q, kc, vc, out, T, H, KV, D, pos, max_n);
 }
-void cu_attention32(const float *q, const float *kc, const float *vc, float *out, int T, int H, int KV, int D, const int64_t *pos,
-                    int64_t max_n) {
-    const int hb = att_hb(H, KV);
-    cu_launch(k_attention<float>, dim3((unsigned)(H / hb), (unsigned)T), dim3(ATT_THREADS), att_smem(hb, D, max_n), q, kc, vc, out, H, KV,
-              D, hb, pos, max_n);
+void cu_attention(const float *q, const float *kc, const float *vc, float *out, int T, int H, int KV, int D, const int64_t *pos,
+                  int64_t max_n) {
+    attention(q, kc, vc, out, T, H, KV, D, pos, max_n);
 }
 
 /*
