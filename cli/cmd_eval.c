@@ -24,9 +24,9 @@ static void usage(FILE *f) {
           "                  than one GPU; the same results as on one)\n"
           "  --cache-type T  KV cache on the CPU: f32 (default) or f16 (half the memory; keys and values\n"
           "                  rounded to F16 as llama.cpp's default cache)\n"
-          "  --exact         on a GPU, compute as the CPU does (F32 KV cache, every weight product with the\n"
-          "                  CPU's 8-bit activations and exact integer sums): closer to the CPU's numbers,\n"
-          "                  slower prompts (default: F16 cache and tensor cores for prompts)\n"
+          "  --exact         on a GPU, compute as the CPU does, operation for operation (F32 KV cache, the\n"
+          "                  CPU's 8-bit activations): the CPU's numbers to the bit, several times slower\n"
+          "                  (default: F16 cache and tensor cores for prompts)\n"
           "  --json          machine-readable result on stdout\n"
           "  --allow-nonfinite  load NaN/Inf weights and report NaN results (default: an error naming them)\n"
           "  -q, --quiet     no progress on stderr\n",

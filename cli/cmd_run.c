@@ -79,7 +79,7 @@ static void usage(FILE *f) {
           "  -t, --threads N    worker threads (default: all CPUs)\n"
           "  --device D         cpu (default), cuda or cuda:N; cuda:N,M,... or cuda:all split the layers over\n"
           "                     those GPUs in order (a model larger than one GPU)\n"
-          "  --exact            on a GPU, compute as the CPU does (F32 KV cache, the CPU's 8-bit activations)\n"
+          "  --exact            on a GPU, compute as the CPU does, operation for operation (the CPU's tokens)\n"
           "  --cache-type T     KV cache on the CPU: f32 (default) or f16 (half the memory)\n"
           "  -q, --quiet        no statistics on stderr\n",
           f);

@@ -354,13 +354,12 @@ typedef struct lb_context_params {
                          it; keys and values rounded to F16 as llama.cpp's default cache rounds them); 0 (default):
                          F32, the reference arithmetic. A CUDA context's cache is F16 whatever this says (F32 when
                          exact) */
-    int exact;        /* with a CUDA device: compute as the CPU does: an F32 KV cache, every weight product through
-                         the fused kernels (block types: activations rounded to 8 bits as the CPU rounds them, the
-                         sums exact), attention per token in F32: only the order of float sums differs from the
-                         CPU (an 8-bit code it moves still cascades: KL(cpu || gpu) 1e-13 to 5e-4 per type on tiny,
-                         against 4e-4 to 3e-3 by default), at the cost of prompt speed and twice the cache memory. 0 (default): an F16 cache, prompts on
-                         tensor cores (block types then differ from the CPU by one independent 8-bit rounding of
-                         the activations; docs/BENCHMARKS.md). Ignored on the CPU */
+    int exact;        /* with a CUDA device: compute as the CPU does, every float operation in the CPU's order (an
+                         F32 KV cache; block types on the CPU's 8-bit activations): the CPU's logits bit for bit, at
+                         the cost of speed (several times slower than the default) and twice the cache memory; for
+                         checking a GPU against the CPU. 0 (default): an F16 cache, prompts on tensor cores (block
+                         types then differ from the CPU by one independent 8-bit rounding of the activations:
+                         KL(cpu || gpu) 4e-4 to 3e-3 per type on tiny; docs/BENCHMARKS.md). Ignored on the CPU */
 } lb_context_params;
 
 lb_context_params lb_context_default_params(void);
@@ -369,7 +368,7 @@ lb_context_params lb_context_default_params(void);
  * the cache (F16; F32 when exact) and the activations live on the GPU; LB_ERR_DEVICE when there is no driver or
  * device, the index does not exist or the GPU's memory is too small. Results on one GPU are identical run to run;
  * they differ from the CPU's by rounding (docs/BENCHMARKS.md gives the measured perplexity and KL gap; an exact
- * context only by the order of float sums). */
+ * context's are the CPU's bits). */
 lb_status lb_context_new(const lb_model *m, const lb_context_params *p, lb_context **out, lb_error *err);
 void lb_context_free(lb_context *c);
 

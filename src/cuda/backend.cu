@@ -143,6 +143,15 @@ static lb_status mm(mm_ws *ws, const float *x, int64_t T, const dweight *w, floa
     const int path = force >= 0 ? force : T <= LB_CUDA_MV_MAX || ws->exact ? 0 : 1;
     lb_status s = mm_ws_ready(ws, (size_t)(T * K), path == 1, err);
     if (s != LB_OK) return s;
+    if (ws->exact && force < 0) { /* the CPU's arithmetic, LB_CUDA_MV_MAX tokens at a time */
+        for (int64_t t0 = 0; t0 < T; t0 += LB_CUDA_MV_MAX) {
+            const int n = (int)(T - t0 < LB_CUDA_MV_MAX ? T - t0 : LB_CUDA_MV_MAX);
+            cu_mm_exact(w, x + t0 * K, n, out + t0 * ldo, ldo, ws->x16);
+        }
+        ws->act_x = NULL;
+        CK(cudaGetLastError(), "in a weight product");
+        return LB_OK;
+    }
     if (path == 0 && T > LB_CUDA_MV_MAX) { /* slices: each rounded as the whole would be (per row), then multiplied */
         for (int64_t t0 = 0; t0 < T; t0 += LB_CUDA_MV_MAX) {
             const int n = (int)(T - t0 < LB_CUDA_MV_MAX ? T - t0 : LB_CUDA_MV_MAX);
@@ -567,6 +576,15 @@ static bool fuse_on(void) {
     return on;
 }
 
+/* RMSNorm of `rows` rows of n, `stride` floats apart (y: x += y first, contiguous rows): an exact context takes the
+ * CPU's order of operations (exact.cu) */
+static void norm(const lb_cuda_ctx *g, float *x, const float *y, const float *w, float *out, int64_t rows, int n, int64_t stride,
+                 float eps) {
+    if (g->exact) cu_rmsnorm_exact(x, y, w, out, rows, n, stride, eps);
+    else if (y) cu_add_rmsnorm(x, y, w, out, rows, n, eps);
+    else cu_rmsnorm(x, w, out, rows, n, stride, eps);
+}
+
 /* pos0: the batch's first position, also in g->pos_d; max_n: a bound of pos0 + T for the attention kernel (with
  * windows, g->win: the window length);
  * stop: the point after whose observation the layer ends early (g->x then is not the layer's output), or -1.
@@ -581,7 +599,7 @@ static lb_status layer_forward_part(lb_cuda_ctx *g, const dlayer *l, int64_t il,
     const float eps = h->rms_eps;
     const bool fuse = T == 1 && g->qkv1 && fuse_on(); /* one token: q, k, v (gate, up) in one launch where stored so */
     if (from == LB_OBS_ATTN_IN) {
-        cu_rmsnorm(g->x, l->attn_norm, g->xn, T, (int)E, E, eps);
+        norm(g, g->x, NULL, l->attn_norm, g->xn, T, (int)E, E, eps);
         OBSERVE(LB_OBS_ATTN_IN, g->xn, E);
         float *q = g->q, *k = g->k, *v = g->v;
         if (fuse && l->wqkv.data) {
@@ -596,8 +614,8 @@ static lb_status layer_forward_part(lb_cuda_ctx *g, const dlayer *l, int64_t il,
         if (l->bk) cu_add_bias(k, l->bk, (int)T, (int)kvd);
         if (l->bv) cu_add_bias(v, l->bv, (int)T, (int)kvd);
         if (l->q_norm) {
-            cu_rmsnorm(q, l->q_norm, q, T * H, (int)D, D, eps);
-            cu_rmsnorm(k, l->k_norm, k, T * KV, (int)D, D, eps);
+            norm(g, q, NULL, l->q_norm, q, T * H, (int)D, D, eps);
+            norm(g, k, NULL, l->k_norm, k, T * KV, (int)D, D, eps);
         }
         const size_t lo = (size_t)((g->layerwise ? 0 : il - g->l0) * g->n_seq * g->n_ctx * kvd);
         /* one sequence, or T / win independent ones (lb_cuda_ctx_eval_windows): sequence w's tokens, positions 0..,
@@ -635,7 +653,7 @@ static lb_status layer_forward_part(lb_cuda_ctx *g, const dlayer *l, int64_t il,
     } else { /* from the stream after the attention block: the norm as the block's end computes it, plus zero */
         CK(cudaMemsetAsync(g->tmp, 0, (size_t)(T * E) * sizeof(float), g->st), "clearing a buffer");
     }
-    cu_add_rmsnorm(g->x, g->tmp, l->ffn_norm, g->xn, T, (int)E, eps);
+    norm(g, g->x, g->tmp, l->ffn_norm, g->xn, T, (int)E, E, eps);
     OBSERVE(LB_OBS_FFN_IN, g->xn, E);
     float *gp = g->g, *up = g->u;
     if (fuse && l->wgu.data) {
@@ -647,7 +665,8 @@ static lb_status layer_forward_part(lb_cuda_ctx *g, const dlayer *l, int64_t il,
     }
     if (l->b_gate) cu_add_bias(gp, l->b_gate, (int)T, (int)F);
     if (l->b_up) cu_add_bias(up, l->b_up, (int)T, (int)F);
-    cu_silu_mul(gp, up, T * F);
+    if (g->exact) cu_silu_mul_exact(gp, up, T * F);
+    else cu_silu_mul(gp, up, T * F);
     OBSERVE(LB_OBS_FFN_DOWN_IN, gp, F);
     TRY(mm(&g->ws, gp, T, &l->w_down, g->tmp, E, -1, false, err));
     if (l->b_down) cu_add_bias(g->tmp, l->b_down, (int)T, (int)E);
@@ -695,11 +714,11 @@ static lb_status forward(lb_cuda_ctx *g, int64_t T, int want, int64_t max_n, lb_
     }
     lb_cuda_ctx *t = tail(g);
     if (want == 2) {
-        cu_rmsnorm(t->x, t->out_norm, t->xn, T, (int)E, E, h->rms_eps);
+        norm(t, t->x, NULL, t->out_norm, t->xn, T, (int)E, E, h->rms_eps);
         TRY(observe(t, -1, LB_OBS_OUTPUT_IN, t->xn, T, E, err));
         TRY(mm(&t->ws, t->xn, T, &t->out, t->logits, V, -1, false, err));
     } else if (want == 1) {
-        cu_rmsnorm(t->x + (T - 1) * E, t->out_norm, t->xn, 1, (int)E, E, h->rms_eps);
+        norm(t, t->x + (T - 1) * E, NULL, t->out_norm, t->xn, 1, (int)E, E, h->rms_eps);
         TRY(mm(&t->ws, t->xn, 1, &t->out, t->logits, V, -1, false, err));
         CK(cudaMemcpyAsync(t->pin_logits, t->logits, (size_t)V * sizeof(float), cudaMemcpyDeviceToHost, t->st), "reading logits");
     }

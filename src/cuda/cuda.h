@@ -126,6 +126,13 @@ lb_status lb_cuda_test_matmul(int device, lb_type type, const void *w, int64_t N
 lb_status lb_cuda_test_attention(int device, const float *q, const uint16_t *kc, const uint16_t *vc, float *out, int T, int H, int KV,
                                  int D, int64_t pos0, int flash, lb_error *err);
 
+/* The unpacking of block-type rows that an exact context's products run on the device (cuda/exact.cu compiles
+ * quant/cpu/unpack_ref.h once more, as C++), its host copy: the K elements of one row of type t, one weight block at a
+ * time as the kernel calls it, into o (quant/cpu/cpu.h's lb_qrow). CUDA builds only: tests/cudahost compares it with
+ * the C build's unpacking. */
+struct lb_qrow;
+void lb_cuda_unpack_host(lb_type t, const void *row, int64_t K, const struct lb_qrow *o);
+
 /* Whether the fused kernels (path 0) multiply weights of this type with activations rounded to 8 bits per 32
  * elements (lb_act_quantize's rounding) rather than to F16. */
 bool lb_cuda_mv_q8(lb_type type);

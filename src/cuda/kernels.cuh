@@ -122,9 +122,16 @@ void cu_rope_kv(float *q, float *k, const float *v, int T, int H, int KV, int D,
  * upper bound of pos0 + T (sizes the shared memory) */
 void cu_attention(const float *q, const __half *kc, const __half *vc, float *out, int T, int H, int KV, int D,
                   const int64_t *pos, int64_t max_n);
-/* the same over F32 caches (exact contexts; cu_attention_prepare covers both) */
+/* the same over F32 caches in the CPU's order of operations (exact contexts, exact.cu; cu_attention_prepare covers both) */
 void cu_attention(const float *q, const float *kc, const float *vc, float *out, int T, int H, int KV, int D, const int64_t *pos,
                   int64_t max_n);
+/* exact.cu: an exact context's other kernels, each the CPU's operations in the CPU's order (bit for bit):
+ * out (T, ldo) = x (T, K) . W^T for T <= LB_CUDA_MV_MAX, x in F32 (block types: scratch takes the 8-bit activations,
+ * at least 2 T K bytes); RMSNorm (y: x += y first, as cu_add_rmsnorm; rows `stride` apart); silu(g) * u. */
+void cu_mm_exact(const dweight *w, const float *x, int T, float *out, int64_t ldo, void *scratch);
+void cu_rmsnorm_exact(float *x, const float *y, const float *w, float *out, int64_t n_rows, int n, int64_t stride, float eps);
+void cu_silu_mul_exact(float *g, const float *u, int64_t n);
+cudaError_t cu_attention_exact_prepare(int64_t n_ctx);
 /* flash.cu: the same attention for prompts on tensor cores, flash style (no bound on the context from shared
  * memory; F16 products on operands split into two F16 halves, so F32-class but not the CPU's bits). _fits: the shape
  * has a kernel (H a multiple of KV, H / KV <= 64, head size 32, 48, 64, 96 or 128); _on: enabled (unless

@@ -191,6 +191,7 @@ void cu_rope_kv(float *q, float *k, const float *v, int T, int H, int KV, int D,
  * pos0 + t + 1 visible positions go to shared memory (a warp per position reads its K row once for all HB
  * heads), softmax per head as on the CPU (float exponentials, double sum; the heads reduced together), then
  * each thread sums one output dimension of every head over the positions in order, reading each V element once.
+ * Instantiated for the F16 cache (an exact context's F32 cache has exact.cu's kernel, the CPU's order).
  */
 #define ATT_THREADS 128
 #define ATT_MAX_HB 8
@@ -290,9 +291,9 @@ static size_t att_smem(int hb, int D, int64_t max_n) { return (size_t)hb * (size
 
 cudaError_t cu_attention_prepare(int H, int KV, int D, int64_t n_ctx) {
     const size_t smem = att_smem(att_hb(H, KV), D, n_ctx);
-    if (smem <= 48 * 1024) return cudaSuccess;
-    const cudaError_t e = cudaFuncSetAttribute(k_attention<__half>, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem);
-    return e != cudaSuccess ? e : cudaFuncSetAttribute(k_attention<float>, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem);
+    const cudaError_t e = cu_attention_exact_prepare(n_ctx);
+    if (e != cudaSuccess || smem <= 48 * 1024) return e;
+    return cudaFuncSetAttribute(k_attention<__half>, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem);
 }
 
 template <typename KT>
@@ -303,10 +304,6 @@ static void attention(const float *q, const KT *kc, const KT *vc, float *out, in
 }
 void cu_attention(const float *q, const __half *kc, const __half *vc, float *out, int T, int H, int KV, int D,
                   const int64_t *pos, int64_t max_n) {
-    attention(q, kc, vc, out, T, H, KV, D, pos, max_n);
-}
-void cu_attention(const float *q, const float *kc, const float *vc, float *out, int T, int H, int KV, int D, const int64_t *pos,
-                  int64_t max_n) {
     attention(q, kc, vc, out, T, H, KV, D, pos, max_n);
 }
 

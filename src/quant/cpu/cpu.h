@@ -268,7 +268,7 @@ const lb_gptq_kernels *lb_gptq_kernels_impl(int impl);
 const lb_gptq_kernels *lb_gptq_kernels_best(void);
 
 /* The canonical reduction of 8 partials. */
-static inline float lb_reduce8(const float *a) {
+LB_HD static inline float lb_reduce8(const float *a) {
     float s0 = a[0] + a[4], s1 = a[1] + a[5], s2 = a[2] + a[6], s3 = a[3] + a[7];
     return (s0 + s2) + (s1 + s3);
 }
@@ -302,13 +302,13 @@ static inline float lb_reduce8(const float *a) {
 #define LB_EXP_C1 0.166666671633720397949219f
 #define LB_EXP_C0 0.5f
 
-static inline float lb_f32_bits(uint32_t u) {
+LB_HD static inline float lb_f32_bits(uint32_t u) {
     float f;
     memcpy(&f, &u, sizeof f);
     return f;
 }
 
-static inline float lb_expf(float x) {
+LB_HD static inline float lb_expf(float x) {
     if (x != x) return x + x;
     float xc = x > LB_EXP_LO ? x : LB_EXP_LO;
     xc = xc < LB_EXP_HI ? xc : LB_EXP_HI;
