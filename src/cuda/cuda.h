@@ -132,6 +132,10 @@ lb_status lb_cuda_test_attention(int device, const float *q, const uint16_t *kc,
  * the C build's unpacking. */
 struct lb_qrow;
 void lb_cuda_unpack_host(lb_type t, const void *row, int64_t K, const struct lb_qrow *o);
+/* The same file's arithmetic of one exact product, row against token, on the host (the helpers its kernels call, in
+ * the kernels' order): float types take x (K floats), block types the CPU's 8-bit activations (xq: K codes, xd: one
+ * scale per weight block; lb_act's q and d). CUDA builds only: tests/cudahost compares it with lb_matmul_ref. */
+void lb_cuda_exact_dot_host(lb_type t, const void *row, int64_t K, const float *x, const int8_t *xq, const float *xd, float *out);
 
 /* Whether the fused kernels (path 0) multiply weights of this type with activations rounded to 8 bits per 32
  * elements (lb_act_quantize's rounding) rather than to F16. */

@@ -86,14 +86,86 @@ extern "C" void lb_cuda_unpack_host(lb_type t, const void *row, int64_t K, const
     }
 }
 
+/* One unpacked block (o, be elements) against one token's codes a and scale da: {d * da, S, dm * da, M}, S the exact
+ * sum of sc q a, M of mn times the codes' sums per 16 (cpu.h's qdot) */
+__host__ __device__ static inline float4 xd_terms(const lb_qrow *o, int be, int has_min, const int8_t *a, float da) {
+    int32_t S = 0, M = 0;
+    for (int e = 0; e < be; e++) S += (int32_t)o->sc[e / 16] * ((int32_t)o->q[e] * (int32_t)a[e]);
+    if (has_min)
+        for (int g = 0; g < be / 16; g++) {
+            int32_t bs = 0;
+            for (int i = 0; i < 16; i++) bs += a[16 * g + i];
+            M += (int32_t)o->mn[g] * bs;
+        }
+    return make_float4(o->d[0] * da, (float)S, o->dm[0] * da, (float)M);
+}
+
+/* the float chain's step for one block's terms */
+__host__ __device__ static inline float xd_chain(float acc, float4 v, int has_min) {
+    acc = fmaf(v.x, v.y, acc);
+    return has_min ? fmaf(v.z, v.w, acc) : acc;
+}
+
+/* element k of a float-weight row r (F32, F16 or BF16), exactly */
+__host__ __device__ static inline float xd_wf(const uint8_t *r, int k, int type) {
+    if (type == LB_TYPE_F32) {
+        float f;
+        memcpy(&f, r + 4 * (size_t)k, 4);
+        return f;
+    }
+    uint16_t h;
+    memcpy(&h, r + 2 * (size_t)k, 2);
+    if (type == LB_TYPE_F16) return lb_xd::lb_fp16_to_f32(h);
+    const uint32_t u = (uint32_t)h << 16; /* BF16 */
+    float f;
+    memcpy(&f, &u, 4);
+    return f;
+}
+
+/* partial p of the float-weight dot (elements k = p mod 8 below K8, by fmaf in order), and the tail after the tree */
+__host__ __device__ static inline float xd_fpart(const uint8_t *r, int type, const float *x, int p, int K8) {
+    float a = 0.0f;
+    for (int k = p; k < K8; k += 8) a = fmaf(x[k], xd_wf(r, k, type), a);
+    return a;
+}
+__host__ __device__ static inline float xd_ftail(const uint8_t *r, int type, const float *x, int K8, int K, float s) {
+    for (int k = K8; k < K; k++) s = fmaf(x[k], xd_wf(r, k, type), s);
+    return s;
+}
+
+/* The host copy of an exact product's per-row arithmetic (cuda.h) */
+extern "C" void lb_cuda_exact_dot_host(lb_type t, const void *row, int64_t K, const float *x, const int8_t *xq, const float *xd,
+                                       float *out) {
+    const lb_type_traits *tt = lb_type_traits_get(t);
+    const uint8_t *r = (const uint8_t *)row;
+    if (!tt->is_quant) {
+        const int K8 = (int)(K - K % 8);
+        float part[8];
+        for (int p = 0; p < 8; p++) part[p] = xd_fpart(r, (int)t, x, p, K8);
+        *out = xd_ftail(r, (int)t, x, K8, (int)K, lb_reduce8(part));
+        return;
+    }
+    const int be = (int)tt->block_elems, has_min = lb_qtype_has_min(t) ? 1 : 0;
+    int8_t q[256];
+    int16_t sc[16], mn[16];
+    float d = 0.0f, dm = 0.0f;
+    const lb_qrow o = {q, sc, mn, &d, &dm};
+    float acc = 0.0f;
+    for (int64_t b = 0; b < K / be; b++) {
+        xd_unpack((int)t, r + (size_t)b * tt->block_bytes, be, &o);
+        acc = xd_chain(acc, xd_terms(&o, be, has_min, xq + b * be, xd[b]), has_min);
+    }
+    *out = acc;
+}
+
 #define XW 4                 /* warps per block: one row each */
 #define XNT LB_CUDA_MV_MAX   /* tokens per launch */
 
 /*
  * Block-type rows (one warp per row) against nt <= XNT tokens of 8-bit activations in mv.cu's layout (codes (T, K),
  * then per 32 elements {d, d * code sum}; d repeated over a 256-element block). In rounds of 32 blocks, lane l
- * unpacks block 32 j + l and writes, per token, {d * da, S, dm * da, M} to shared memory; then lane t chains token
- * t's terms over the round's blocks in order.
+ * unpacks block 32 j + l and writes, per token, its terms (xd_terms) to shared memory; then lane t chains token t's
+ * terms over the round's blocks in order.
  */
 __global__ void __launch_bounds__(XW * 32) k_qx(int type, int be, int bb, int has_min, const uint8_t *__restrict__ W, size_t rb,
                                                int64_t N, int K, const int8_t *__restrict__ xq, const float2 *__restrict__ xd, int nt,
@@ -113,42 +185,18 @@ __global__ void __launch_bounds__(XW * 32) k_qx(int type, int be, int bb, int ha
         const int b = b0 + lane;
         if (b < nb) {
             xd_unpack(type, wr + (size_t)b * bb, be, &o);
-            for (int t = 0; t < nt; t++) {
-                const int8_t *a = xq + (size_t)t * K + (size_t)b * be;
-                int32_t S = 0, M = 0;
-                for (int e = 0; e < be; e++) S += (int32_t)sc[e / 16] * ((int32_t)q[e] * (int32_t)a[e]);
-                if (has_min)
-                    for (int g = 0; g < be / 16; g++) {
-                        int32_t bs = 0;
-                        for (int i = 0; i < 16; i++) bs += a[16 * g + i];
-                        M += (int32_t)mn[g] * bs;
-                    }
-                const float da = xd[(size_t)t * (K / 32) + (size_t)b * (be / 32)].x;
-                terms[warp][lane][t] = make_float4(d * da, (float)S, dm * da, (float)M);
-            }
+            for (int t = 0; t < nt; t++)
+                terms[warp][lane][t] = xd_terms(&o, be, has_min, xq + (size_t)t * K + (size_t)b * be,
+                                                xd[(size_t)t * (K / 32) + (size_t)b * (be / 32)].x);
         }
         __syncwarp();
         if (lane < nt) {
             const int m = nb - b0 < 32 ? nb - b0 : 32;
-            for (int j = 0; j < m; j++) {
-                const float4 v = terms[warp][j][lane];
-                acc = fmaf(v.x, v.y, acc);
-                if (has_min) acc = fmaf(v.z, v.w, acc);
-            }
+            for (int j = 0; j < m; j++) acc = xd_chain(acc, terms[warp][j][lane], has_min);
         }
         __syncwarp();
     }
     if (lane < nt) out[(size_t)lane * ldo + row] = acc;
-}
-
-__device__ __forceinline__ float xd_wf(const uint8_t *r, int k, int type) {
-    if (type == LB_TYPE_F32) return ((const float *)r)[k];
-    const uint16_t h = ((const uint16_t *)r)[k];
-    if (type == LB_TYPE_F16) return lb_xd::lb_fp16_to_f32(h);
-    uint32_t u = (uint32_t)h << 16; /* BF16 */
-    float f;
-    memcpy(&f, &u, 4);
-    return f;
 }
 
 /* Float-weight rows (one warp per row) against nt tokens of F32 activations x (T, K): lane 8 g + p holds partial p
@@ -163,17 +211,11 @@ __global__ void __launch_bounds__(XW * 32) k_fx(int type, const uint8_t *__restr
     for (int t0 = 0; t0 < nt; t0 += 4) {
         const int t = t0 + lane / 8;
         const float *xt = x + (size_t)(t < nt ? t : 0) * K;
-        float a = 0.0f;
-        if (t < nt)
-            for (int k = p; k < K8; k += 8) a = fmaf(xt[k], xd_wf(wr, k, type), a);
+        const float a = t < nt ? xd_fpart(wr, type, xt, p, K8) : 0.0f;
         float part[8];
 #pragma unroll
         for (int i = 0; i < 8; i++) part[i] = __shfl_sync(0xffffffffu, a, (lane & ~7) + i);
-        if (p == 0 && t < nt) {
-            float s = lb_reduce8(part);
-            for (int k = K8; k < K; k++) s = fmaf(xt[k], xd_wf(wr, k, type), s);
-            out[(size_t)t * ldo + row] = s;
-        }
+        if (p == 0 && t < nt) out[(size_t)t * ldo + row] = xd_ftail(wr, type, xt, K8, K, lb_reduce8(part));
     }
 }
 
