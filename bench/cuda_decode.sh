@@ -11,7 +11,7 @@
 #      off (LB_CUDA_FUSE=0, LB_CUDA_ATT_SPLIT=0, LB_CUDA_PDL=0) and all three off, and pp512 / tg128 of the others with
 #      LB_CUDA_PDL=0;
 #   4. the eval of q4_k_m against f16 with windows one to a batch and four (LB_EVAL_GPU_BATCH=512 / 2048: the rate over
-#      the whole run and over the windows alone), and in an exact context (--exact, 8 windows); if nsys is there and
+#      the whole run and over the windows alone), and in an exact context (--exact, 1 window: the CPU's order, slow); if nsys is there and
 #      time is left, the eval profiled.
 # Writes run.log (the summary) and all.tgz (every log) to OUT_DIR.
 set -uo pipefail
@@ -77,10 +77,10 @@ for b in 512 2048; do # eval with a base: windows one to a batch (the default), 
   echo "eval LB_EVAL_GPU_BATCH=$b: $(grep -o '"ppl": [0-9.]*\|"kld_mean": [0-9.e-]*\|"seconds": [0-9.]*\|"tokens_per_second": [0-9.]*\|"load_seconds": [0-9.]*\|"eval_tokens_per_second": [0-9.]*' \
     "$L/eval_$b.json" | tr '\n' ' ')" | tee -a "$OUT/run.log"
 done
-if [ "$(left)" -gt 60 ]; then # an exact context (F32 cache, every product on 8-bit activations in slices of 16 tokens)
-  timeout "$(cap 90)" build/lowbit eval "$W/q4_k_m.gguf" --base "$W/f16.gguf" --text tests/golden/data/valid.txt --ctx 512 --chunks 8 \
+if [ "$(left)" -gt 60 ]; then # an exact context (exact.cu: the CPU's operations in its order)
+  timeout "$(cap 90)" build/lowbit eval "$W/q4_k_m.gguf" --base "$W/f16.gguf" --text tests/golden/data/valid.txt --ctx 512 --chunks 1 \
     --device cuda --exact --json >"$L/eval_exact.json" 2>"$L/eval_exact.err"
-  echo "eval --exact (8 windows): $(grep -o '"ppl": [0-9.]*\|"kld_mean": [0-9.e-]*\|"load_seconds": [0-9.]*\|"eval_tokens_per_second": [0-9.]*' \
+  echo "eval --exact (1 window): $(grep -o '"ppl": [0-9.]*\|"kld_mean": [0-9.e-]*\|"load_seconds": [0-9.]*\|"eval_tokens_per_second": [0-9.]*' \
     "$L/eval_exact.json" | tr '\n' ' ') $(tail -1 "$L/eval_exact.err" | cut -c1-200)" | tee -a "$OUT/run.log"
 fi
 NSYS=$(command -v nsys || ls /opt/nvidia/nsight-systems/*/bin/nsys /usr/local/cuda/bin/nsys 2>/dev/null | head -1)
