@@ -280,11 +280,11 @@ __global__ void __launch_bounds__(AX_THREADS) k_att_x(const float *q, const floa
     const int D8 = D - D % 8;
     float mx = -INFINITY;
     for (int64_t p = threadIdx.x; p < n; p += AX_THREADS) {
-        const float *kr = kc + p * kvd + (int64_t)kvh * D;
-        float a[8] = {0.0f, 0.0f, 0.0f, 0.0f, 0.0f, 0.0f, 0.0f, 0.0f};
-        for (int k = 0; k < D8; k++) a[k % 8] = fmaf(qr[k], kr[k], a[k % 8]);
-        float v = lb_reduce8(a);
-        for (int k = D8; k < D; k++) v = fmaf(qr[k], kr[k], v);
+        const uint8_t *kr = (const uint8_t *)(kc + p * kvd + (int64_t)kvh * D);
+        float a[8]; /* the score: the float-weight dot of the products (one thread runs its 8 partials) */
+#pragma unroll
+        for (int i = 0; i < 8; i++) a[i] = xd_fpart(kr, LB_TYPE_F32, qr, i, D8);
+        float v = xd_ftail(kr, LB_TYPE_F32, qr, D8, D, lb_reduce8(a));
         v = v * scale;
         s[p] = v;
         mx = v > mx ? v : mx;
