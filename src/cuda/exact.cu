@@ -235,7 +235,7 @@ void cu_mm_exact(const dweight *w, const float *x, int T, float *out, int64_t ld
 
 /* ---------------------------------------------------------------- the other steps ----------------------------- */
 
-/* One block per row: with y, x += y; then the sum of squares by one thread in element order; then out = w (x r). */
+/* One block per row: with y, x += y; then lb_rms_scale (cpu.h: the CPU's function) on one thread; then out = w (x r). */
 __global__ void k_rmsnorm_x(float *x, const float *y, const float *w, float *out, int n, int64_t stride, float eps) {
     __shared__ float r;
     float *xr = x + blockIdx.x * stride;
@@ -245,11 +245,7 @@ __global__ void k_rmsnorm_x(float *x, const float *y, const float *w, float *out
         for (int i = threadIdx.x; i < n; i += blockDim.x) xr[i] = xr[i] + yr[i];
         __syncthreads();
     }
-    if (threadIdx.x == 0) {
-        double ss = 0.0;
-        for (int i = 0; i < n; i++) ss += (double)xr[i] * xr[i];
-        r = (float)(1.0 / sqrt(ss / (double)n + (double)eps));
-    }
+    if (threadIdx.x == 0) r = lb_rms_scale(xr, n, eps);
     __syncthreads();
     for (int i = threadIdx.x; i < n; i += blockDim.x) o[i] = w[i] * (xr[i] * r);
 }
@@ -260,7 +256,7 @@ void cu_rmsnorm_exact(float *x, const float *y, const float *w, float *out, int6
 
 __global__ void k_silu_x(float *g, const float *u, int64_t n) {
     const int64_t i = (int64_t)blockIdx.x * blockDim.x + threadIdx.x;
-    if (i < n) g[i] = g[i] / (1.0f + lb_expf(-g[i])) * u[i];
+    if (i < n) g[i] = lb_swiglu1(g[i], u[i]);
 }
 
 void cu_silu_mul_exact(float *g, const float *u, int64_t n) { k_silu_x<<<(unsigned)((n + 255) / 256), 256, 0, STREAM>>>(g, u, n); }

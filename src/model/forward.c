@@ -11,6 +11,7 @@
 #include "model.h"
 
 #include "../cuda/cuda.h"
+#include "../quant/cpu/cpu.h"
 #include "../quant/matmul.h"
 #include "../quant/mm_tile.h"
 
@@ -286,19 +287,13 @@ lb_pool *lb_context_pool(lb_context *c) { return c ? c->pool : NULL; }
 
 /* ---------------------------------------------------------------- building blocks ---------------------- */
 
-/* RMSNorm in two halves: r for a row of n, then out = w * (x * r) over any part of it */
-static float rms_scale(const float *x, int64_t n, float eps) {
-    double ss = 0.0;
-    for (int64_t i = 0; i < n; i++) ss += (double)x[i] * x[i];
-    return (float)(1.0 / sqrt(ss / (double)n + (double)eps));
-}
-
+/* RMSNorm in two halves: r for a row of n (lb_rms_scale, cpu.h), then out = w * (x * r) over any part of it */
 static void rms_apply(float *out, const float *x, const float *w, int64_t n, float r) {
     for (int64_t i = 0; i < n; i++) out[i] = w[i] * (x[i] * r);
 }
 
 static void rmsnorm(float *out, const float *x, const float *w, int64_t n, float eps) {
-    rms_apply(out, x, w, n, rms_scale(x, n, eps));
+    rms_apply(out, x, w, n, lb_rms_scale(x, n, eps));
 }
 
 static void add_vec(float *y, const float *b, int64_t n) {
@@ -513,7 +508,7 @@ static void input_task(lb_context *c, const step *s, int64_t task) {
     int64_t nch = in->K / in->chunk, t = task / nch, k0 = task % nch * in->chunk;
     if (in->norm) {
         const float *src = in->src + t * in->K;
-        float r = nch > 1 ? c->norm_r : rms_scale(src, in->K, c->m->info.rms_eps);
+        float r = nch > 1 ? c->norm_r : lb_rms_scale(src, in->K, c->m->info.rms_eps);
         rms_apply(in->x + t * in->K + k0, src + k0, in->norm + k0, in->chunk, r);
     }
     for (int i = 0; i < in->nq; i++) lb_mm_quantize(&in->q[i], t, k0, in->chunk);
@@ -618,7 +613,7 @@ static void step_task(void *arg, int stage, int64_t task, int thread) {
     lb_context *c = pr->c;
     const step *s = pr->s + stage;
     switch (s->kind) {
-    case S_NORM_R: c->norm_r = rms_scale(s->in.src, s->in.K, c->m->info.rms_eps); break;
+    case S_NORM_R: c->norm_r = lb_rms_scale(s->in.src, s->in.K, c->m->info.rms_eps); break;
     case S_INPUT: input_task(c, s, task); break;
     case S_PROD: prod_task(c, s, task, thread); break;
     case S_KV: kv_task(c, s, task); break;

@@ -327,6 +327,17 @@ LB_HD static inline float lb_expf(float x) {
     return (p * lb_f32_bits((uint32_t)(k1 + 127) << 23)) * lb_f32_bits((uint32_t)(k2 + 127) << 23);
 }
 
+/* SwiGLU of one element, the order cpu.h's swiglu specifies: g / (1 + lb_expf(-g)) * u */
+LB_HD static inline float lb_swiglu1(float g, float u) { return g / (1.0f + lb_expf(-g)) * u; }
+
+/* RMSNorm's scale of a row of n (model/forward.c): the squares summed in double in element order, then
+ * r = (float)(1 / sqrt(mean + eps)); out = w * (x * r). An exact context's kernel on a GPU (cuda/exact.cu) calls the same. */
+LB_HD static inline float lb_rms_scale(const float *x, int64_t n, float eps) {
+    double ss = 0.0;
+    for (int64_t i = 0; i < n; i++) ss += (double)x[i] * x[i];
+    return (float)(1.0 / sqrt(ss / (double)n + (double)eps));
+}
+
 /* The canonical quiet NaN of softmax rows without a finite result. */
 #define LB_NAN_BITS 0x7fc00000u
 

@@ -200,7 +200,7 @@ static void softmax_ref(float *s, int64_t n, float scale) {
 
 static void swiglu_ref(float *g, const float *u, int64_t n, int64_t rows, int64_t ld) {
     for (int64_t r = 0; r < rows; r++, g += ld, u += ld)
-        for (int64_t i = 0; i < n; i++) g[i] = g[i] / (1.0f + lb_expf(-g[i])) * u[i];
+        for (int64_t i = 0; i < n; i++) g[i] = lb_swiglu1(g[i], u[i]);
 }
 
 static void vexp_ref(const float *x, int64_t n, float *y) {

@@ -894,7 +894,7 @@ TGT static void SFX(swiglu)(float *g, const float *u, int64_t n, int64_t rows, i
             __m256 e = SFX(exp8)(_mm256_xor_ps(gv, sign));
             _mm256_storeu_ps(g + i, _mm256_mul_ps(_mm256_div_ps(gv, _mm256_add_ps(one, e)), _mm256_loadu_ps(u + i)));
         }
-        for (; i < n; i++) g[i] = g[i] / (1.0f + lb_expf(-g[i])) * u[i];
+        for (; i < n; i++) g[i] = lb_swiglu1(g[i], u[i]);
     }
 }
 
