@@ -143,18 +143,16 @@ static lb_status mm(mm_ws *ws, const float *x, int64_t T, const dweight *w, floa
     const int path = force >= 0 ? force : T <= LB_CUDA_MV_MAX || ws->exact ? 0 : 1;
     lb_status s = mm_ws_ready(ws, (size_t)(T * K), path == 1, err);
     if (s != LB_OK) return s;
-    if (ws->exact && force < 0) { /* the CPU's arithmetic, LB_CUDA_MV_MAX tokens at a time */
+    const bool exact = ws->exact && force < 0;
+    if (exact || (path == 0 && T > LB_CUDA_MV_MAX)) {
+        /* slices of LB_CUDA_MV_MAX tokens: an exact context's products (the CPU's arithmetic, exact.cu), or each slice
+         * rounded as the whole would be (per row), then multiplied */
         for (int64_t t0 = 0; t0 < T; t0 += LB_CUDA_MV_MAX) {
             const int n = (int)(T - t0 < LB_CUDA_MV_MAX ? T - t0 : LB_CUDA_MV_MAX);
-            cu_mm_exact(w, x + t0 * K, n, out + t0 * ldo, ldo, ws->x16);
-        }
-        ws->act_x = NULL;
-        CK(cudaGetLastError(), "in a weight product");
-        return LB_OK;
-    }
-    if (path == 0 && T > LB_CUDA_MV_MAX) { /* slices: each rounded as the whole would be (per row), then multiplied */
-        for (int64_t t0 = 0; t0 < T; t0 += LB_CUDA_MV_MAX) {
-            const int n = (int)(T - t0 < LB_CUDA_MV_MAX ? T - t0 : LB_CUDA_MV_MAX);
+            if (exact) {
+                cu_mm_exact(w, x + t0 * K, n, out + t0 * ldo, ldo, ws->x16);
+                continue;
+            }
             cu_act_prepare(w->type, x + t0 * K, n, K, ws->x16);
             cu_matvec(w, ws->x16, n, out + t0 * ldo, ldo);
         }
