@@ -132,7 +132,6 @@ void cu_f32_to_f16(const float *x, int64_t n, __half *y) { cu_launch(k_f32_to_f1
 __device__ __forceinline__ void kv_put(__half *p, float v) { *p = __float2half_rn(v); }
 __device__ __forceinline__ void kv_put(float *p, float v) { *p = v; }
 __device__ __forceinline__ float kv_get(const __half *p) { return __half2float(*p); }
-__device__ __forceinline__ float kv_get(const float *p) { return *p; }
 
 /* Rotary embedding of q (H heads) and k (KV heads), then k and v into the cache (KT: F16 or F32), as one launch:
  * threads [0, nq) rotate q's pairs ((x[i], x[i + D/2]) or, interleaved, (x[2i], x[2i+1])), [nq, nq + nk) k's pairs
@@ -191,12 +190,11 @@ void cu_rope_kv(float *q, float *k, const float *v, int T, int H, int KV, int D,
  * pos0 + t + 1 visible positions go to shared memory (a warp per position reads its K row once for all HB
  * heads), softmax per head as on the CPU (float exponentials, double sum; the heads reduced together), then
  * each thread sums one output dimension of every head over the positions in order, reading each V element once.
- * Instantiated for the F16 cache (an exact context's F32 cache has exact.cu's kernel, the CPU's order).
+ * Over the F16 cache (an exact context's F32 cache has exact.cu's kernel, the CPU's order).
  */
 #define ATT_THREADS 128
 #define ATT_MAX_HB 8
-template <typename KT>
-__global__ void k_attention(const float *q, const KT *kc, const KT *vc, float *out, int H, int KV, int D, int hb, const int64_t *pos,
+__global__ void k_attention(const float *q, const __half *kc, const __half *vc, float *out, int H, int KV, int D, int hb, const int64_t *pos,
                             int64_t max_n) {
     extern __shared__ float sm[];
     __shared__ double wsum[ATT_MAX_HB][ATT_THREADS / 32];
@@ -211,7 +209,7 @@ __global__ void k_attention(const float *q, const KT *kc, const KT *vc, float *o
     __syncthreads();
     const float scale = 1.0f / sqrtf((float)D);
     for (int64_t p = warp; p < n; p += ATT_THREADS / 32) {
-        const KT *kr = kc + p * kvd + (int64_t)kvh * D;
+        const __half *kr = kc + p * kvd + (int64_t)kvh * D;
         float a[ATT_MAX_HB];
 #pragma unroll
         for (int g = 0; g < ATT_MAX_HB; g++) a[g] = 0.0f;
@@ -269,7 +267,7 @@ __global__ void k_attention(const float *q, const KT *kc, const KT *vc, float *o
     }
     __syncthreads();
     for (int i = threadIdx.x; i < D; i += ATT_THREADS) {
-        const KT *vr = vc + (int64_t)kvh * D + i;
+        const __half *vr = vc + (int64_t)kvh * D + i;
         float a[ATT_MAX_HB];
 #pragma unroll
         for (int g = 0; g < ATT_MAX_HB; g++) a[g] = 0.0f;
@@ -293,18 +291,14 @@ cudaError_t cu_attention_prepare(int H, int KV, int D, int64_t n_ctx) {
     const size_t smem = att_smem(att_hb(H, KV), D, n_ctx);
     const cudaError_t e = cu_attention_exact_prepare(n_ctx);
     if (e != cudaSuccess || smem <= 48 * 1024) return e;
-    return cudaFuncSetAttribute(k_attention<__half>, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem);
+    return cudaFuncSetAttribute(k_attention, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem);
 }
 
-template <typename KT>
-static void attention(const float *q, const KT *kc, const KT *vc, float *out, int T, int H, int KV, int D, const int64_t *pos, int64_t max_n) {
-    const int hb = att_hb(H, KV);
-    cu_launch(k_attention<KT>, dim3((unsigned)(H / hb), (unsigned)T), dim3(ATT_THREADS), att_smem(hb, D, max_n), q, kc, vc, out, H, KV, D,
-              hb, pos, max_n);
-}
 void cu_attention(const float *q, const __half *kc, const __half *vc, float *out, int T, int H, int KV, int D,
                   const int64_t *pos, int64_t max_n) {
-    attention(q, kc, vc, out, T, H, KV, D, pos, max_n);
+    const int hb = att_hb(H, KV);
+    cu_launch(k_attention, dim3((unsigned)(H / hb), (unsigned)T), dim3(ATT_THREADS), att_smem(hb, D, max_n), q, kc, vc, out, H, KV, D, hb,
+              pos, max_n);
 }
 
 /*
