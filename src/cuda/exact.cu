@@ -303,7 +303,7 @@ __global__ void __launch_bounds__(AX_THREADS) k_att_x(const float *q, const floa
     }
     __syncthreads();
     if (threadIdx.x == 0) {
-        const double sum = ((part[0] + part[4]) + (part[2] + part[6])) + ((part[1] + part[5]) + (part[3] + part[7]));
+        const double sum = lb_reduce8d(part);
         inv = sum != sum ? -1.0f : (float)(1.0 / sum); /* -1: no finite result (cpu.h's canonical NaN row) */
     }
     __syncthreads();

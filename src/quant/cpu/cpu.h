@@ -272,6 +272,10 @@ LB_HD static inline float lb_reduce8(const float *a) {
     float s0 = a[0] + a[4], s1 = a[1] + a[5], s2 = a[2] + a[6], s3 = a[3] + a[7];
     return (s0 + s2) + (s1 + s3);
 }
+/* The same tree in double (softmax's sum of exponentials). */
+LB_HD static inline double lb_reduce8d(const double *d) {
+    return ((d[0] + d[4]) + (d[2] + d[6])) + ((d[1] + d[5]) + (d[3] + d[7]));
+}
 
 /*
  * lb_expf: the exponential every implementation computes (softmax, SwiGLU), specified in IEEE basic operations

@@ -931,7 +931,7 @@ TGT static void SFX(softmax)(float *s, int64_t n, float scale) {
         s[p] = lb_expf(s[p] - mx);
         d[p % 8] += (double)s[p];
     }
-    double sum = ((d[0] + d[4]) + (d[2] + d[6])) + ((d[1] + d[5]) + (d[3] + d[7]));
+    double sum = lb_reduce8d(d);
     if (sum != sum) {
         float nan = lb_f32_bits(LB_NAN_BITS);
         for (p = 0; p < n; p++) s[p] = nan;
