@@ -10,8 +10,10 @@
  * Weights are random bytes with every scale field set to a small normal F16 (speed does not depend on
  * the values).
  *
- * usage: cuda_kernels [--quick]   (--quick: the 8B shape's three FFN/attention shapes plus its k/v shape,
- *                                    instead of the output head)
+ * usage: cuda_kernels [--quick] [--types LIST] [--batches LIST] [--shapes N]
+ *   --quick: the 8B shape's three FFN/attention shapes plus its k/v shape, instead of the output head;
+ *   --types q4_k,q8_0: only these types; --batches 1,8: only these batches; --shapes 1: only the first N shapes
+ *   (for profiling one kernel under ncu).
  */
 #include "../src/cuda/kernels.cuh"
 
@@ -129,7 +131,25 @@ static void run_read(int, void *p) {
 }
 
 int main(int argc, char **argv) {
-    const bool quick = argc > 1 && !strcmp(argv[1], "--quick");
+    bool quick = false;
+    const char *types = NULL, *batches = NULL;
+    int max_shapes = 4;
+    for (int i = 1; i < argc; i++) {
+        if (!strcmp(argv[i], "--quick")) quick = true;
+        else if (!strcmp(argv[i], "--types") && i + 1 < argc) types = argv[++i];
+        else if (!strcmp(argv[i], "--batches") && i + 1 < argc) batches = argv[++i];
+        else if (!strcmp(argv[i], "--shapes") && i + 1 < argc) max_shapes = atoi(argv[++i]);
+        else {
+            fprintf(stderr, "usage: %s [--quick] [--types q4_k,q8_0,...] [--batches 1,8,16] [--shapes N]\n", argv[0]);
+            return 2;
+        }
+    }
+    /* a name in a comma-separated list (NULL: every name) */
+    auto listed = [](const char *list, const std::string &name) {
+        if (!list) return true;
+        const std::string l = std::string(",") + list + ",";
+        return l.find("," + name + ",") != std::string::npos;
+    };
     cudaDeviceProp prop;
     CK(cudaGetDeviceProperties(&prop, 0));
     printf("device %s, %d SMs, L2 %.0f MiB\n", prop.name, prop.multiProcessorCount, prop.l2CacheSize / 1048576.0);
@@ -163,7 +183,7 @@ int main(int argc, char **argv) {
     cublasCreate(&h);
     struct { int N, K; } full[] = {{14336, 4096}, {4096, 14336}, {128256, 4096}, {4096, 4096}},
                          small[] = {{14336, 4096}, {4096, 14336}, {4096, 4096}, {1024, 4096}};
-    const int n_shapes = 4;
+    const int n_shapes = max_shapes < 4 ? (max_shapes < 1 ? 1 : max_shapes) : 4;
     auto *shapes = quick ? small : full;
     const int Ts[] = {1, 8, 16};
     float *out, *xf;
@@ -189,8 +209,9 @@ int main(int argc, char **argv) {
             k_fill<<<4096, 256>>>((uint32_t *)bw[c], bbytes / 4, 100 + c);
             k_fix_halves<<<4096, 256>>>((uint16_t *)bw[c], bbytes / 2, 1);
         }
-        float t_blas[3];
+        float t_blas[3] = {0, 0, 0};
         for (int ti = 0; ti < 3; ti++) {
+            if (!listed(batches, std::to_string(Ts[ti]))) continue;
             blas_arg ba = {h, bw.data(), bcopies, xb, out, N, K, Ts[ti]};
             t_blas[ti] = time_loop(200, run_blas, &ba);
         }
@@ -198,6 +219,7 @@ int main(int argc, char **argv) {
         const int n_types = (int)(sizeof TYPES / sizeof TYPES[0]);
         for (int ty = 0; ty < n_types; ty++) {
             const tinfo *tt = &TYPES[ty];
+            if (!listed(types, tt->name)) continue;
             const size_t rb = (size_t)K / tt->be * tt->bb, bytes = rb * N;
             const int copies = (int)std::max<size_t>(2, ((size_t)1 << 30) / bytes + 1);
             std::vector<dweight> w(copies);
@@ -211,6 +233,7 @@ int main(int argc, char **argv) {
             }
             CK(cudaDeviceSynchronize());
             for (int ti = 0; ti < 3; ti++) {
+                if (!listed(batches, std::to_string(Ts[ti]))) continue;
                 prep_arg pa = {tt->t, xf, Ts[ti], K, x};
                 const float tp = time_loop(200, run_prep, &pa); /* leaves x prepared for the weights' type */
                 mv_arg ma = {w.data(), copies, x, Ts[ti], out};
