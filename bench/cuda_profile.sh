@@ -2,12 +2,15 @@
 # cuda_profile.sh - one device call that profiles the decode path (issue 13): from the repository root, with
 # bench/cuda_session.sh's binary tarball:
 #   bench/cuda_profile.sh BIN_TAR_XZ OUT_DIR [SECONDS]     (default 400)
-#   1. TESTS (default "attention forward kernels") through bench/cuda_tests.sh's loop;
-#   2. Nsight Compute, every section (--set full), on one launch of the batch-1 weight kernel of q4_k and of q8_0 on
+#   1. TESTS (default "attention forward forward_plain kernels kernels_mvh calib multi") through bench/cuda_tests.sh's loop;
+#   2. the Llama-3-8B-shape checkpoint (32 layers) at q4_k_m (kept in /tmp/lb8b, as bench/cuda_decode.sh): tg128 with the
+#      decode fusions on (the default) and off (LB_CUDA_FUSE_ACT=0);
+#   3. Nsight Compute, every section (--set full), on one launch of the batch-1 weight kernel of q4_k and of q8_0 on
 #      the 14336 x 4096 shape (cuda_kernels --types T --batches 1 --shapes 1: weights rotated past L2);
-#   3. the weight kernels alone, batch 1 (cuda_kernels --quick --batches 1);
-#   4. a 2-layer Llama-3-8B-shape checkpoint (vocabulary 32000) at q4_k_m: tg128, and every kernel of one decode
-#      step under Nsight Compute (SpeedOfLight and the warp states: duration, DRAM share, what the warps waited on).
+#   4. the weight kernels alone, batch 1 (cuda_kernels --quick --batches 1; f16 and bf16 again with LB_CUDA_MVH=1);
+#   5. every kernel of about one layer of a 8B decode step under Nsight Compute (SpeedOfLight and the warp states:
+#      duration, DRAM share, what the warps waited on);
+#   6. the 8B shape at f16: tg128 with the one-token F16 kernel k_mvh (LB_CUDA_MVH=1) and without.
 # Writes run.log (the summary) and prof.tgz (every log and ncu report as text) to OUT_DIR.
 set -uo pipefail
 TAR=${1:?usage: bench/cuda_profile.sh BIN_TAR_XZ OUT_DIR [SECONDS]}
@@ -15,17 +18,28 @@ OUT=${2:?usage}
 SECS=${3:-400}
 DEADLINE=$(($(date +%s) + SECS))
 L=/tmp/lb-prof
-W=/tmp/lb8b2
+W=/tmp/lb8b
 [ -x build/cuda_kernels ] || { mkdir -p build && tar xJf "$TAR" -C build; } || exit 1
 mkdir -p "$OUT" "$L" "$W"
 . "$(dirname "$0")/cuda_run_common.sh"
 NCU=$(command -v ncu || ls /opt/nvidia/nsight-compute/*/ncu /usr/local/cuda/bin/ncu 2>/dev/null | head -1)
 log "1. tests"
-TESTS=${TESTS:-attention forward kernels} bash "$(dirname "$0")/cuda_tests.sh" "$TAR" "$OUT/t" $(($(left) > 200 ? 150 : $(left) / 2)) >/dev/null 2>&1
+TESTS=${TESTS:-attention forward forward_plain kernels kernels_mvh calib multi} bash "$(dirname "$0")/cuda_tests.sh" "$TAR" "$OUT/t" $(($(left) > 200 ? 150 : $(left) / 2)) >/dev/null 2>&1
 cat "$OUT/t/run.log" >>"$OUT/run.log" 2>/dev/null
 mv "$OUT/t/tests.tgz" "$L/" 2>/dev/null
 rm -rf "$OUT/t"
-log "2. ncu of the batch-1 weight kernel"
+log "2. 8B shape, tg128"
+if [ ! -f "$W/q4_k_m.gguf" ]; then
+  [ -f "$W/hf/config.json" ] || timeout "$(cap 60)" build/synth_checkpoint "$W/hf" models/tiny/tokenizer.json --shape llama3-8b >"$L/gen.log" 2>&1
+  timeout "$(cap 120)" build/lowbit quantize "$W/hf" -o "$W/q4_k_m.gguf" --type q4_k_m --encoder ref -t 16 >>"$L/gen.log" 2>&1
+  tail -2 "$L/gen.log" >>"$OUT/run.log"
+fi
+for e in LB_CUDA_FUSE_ACT=1 LB_CUDA_FUSE_ACT=0 LB_CUDA_FUSE_ACT=1; do
+  [ "$(left)" -gt 30 ] || break
+  echo "q4_k_m $e: $(env $e timeout "$(cap 60)" build/cuda_bench "$W/q4_k_m.gguf" --device cuda --pp 1 --tg 128 --reps 3 2>&1 |
+    grep -E "tg128|error" | tr -s ' ')" | tee -a "$OUT/run.log"
+done
+log "3. ncu of the batch-1 weight kernel"
 for t in q4_k q8_0; do
   [ "$(left)" -gt 60 ] && [ -n "$NCU" ] || break
   timeout "$(cap 90)" "$NCU" --clock-control none -k regex:k_mv -s 30 -c 1 --set full --import-source no \
@@ -34,22 +48,29 @@ for t in q4_k q8_0; do
   grep -E "^  [a-zA-Z_].*\(|Duration|DRAM Throughput|Memory Throughput|Achieved Occupancy|Registers Per|Warp Cycles Per Issued|Issued Warp|No Eligible|Stall|L1/TEX Hit|L2 Hit|Block Limit|Theoretical Occ|Executed Ipc" \
     "$L/ncu_$t.txt" | sed -E 's/ +/ /g' | head -40 >>"$OUT/run.log"
 done
-log "3. weight kernels, batch 1"
+log "4. weight kernels, batch 1"
 timeout "$(cap 60)" build/cuda_kernels --quick --batches 1 >"$L/kernels.txt" 2>&1
 tail -45 "$L/kernels.txt" >>"$OUT/run.log"
-log "4. 2-layer 8B shape"
-if [ ! -f "$W/q4_k_m.gguf" ]; then
-  timeout "$(cap 60)" build/synth_checkpoint "$W/hf" models/tiny/tokenizer.json 2 --shape llama3-8b --vocab 32000 >"$L/gen.log" 2>&1
-  timeout "$(cap 90)" build/lowbit quantize "$W/hf" -o "$W/q4_k_m.gguf" --type q4_k_m --encoder ref -t 16 >>"$L/gen.log" 2>&1
-fi
-echo "q4_k_m 2 layers: $(timeout "$(cap 60)" build/cuda_bench "$W/q4_k_m.gguf" --device cuda --pp 1 --tg 128 --reps 3 2>&1 |
-  grep -E "tg128|error" | tr -s ' ')" | tee -a "$OUT/run.log"
+echo "-- LB_CUDA_MVH=1" >>"$OUT/run.log"
+LB_CUDA_MVH=1 timeout "$(cap 60)" build/cuda_kernels --quick --batches 1 --types f16,bf16 >"$L/kernels_mvh.txt" 2>&1
+tail -8 "$L/kernels_mvh.txt" >>"$OUT/run.log"
+log "5. ncu of a decode step"
 if [ "$(left)" -gt 40 ] && [ -n "$NCU" ]; then
-  LB_CUDA_NO_GRAPH=1 timeout "$(cap 120)" "$NCU" --clock-control none -s 200 -c 40 --section SpeedOfLight --section WarpStateStats \
+  LB_CUDA_NO_GRAPH=1 timeout "$(cap 150)" "$NCU" --clock-control none -s 1100 -c 48 --section SpeedOfLight --section WarpStateStats \
     build/cuda_bench "$W/q4_k_m.gguf" --pp 1 --tg 8 --reps 1 >"$L/ncu_step.txt" 2>&1
   echo "-- ncu decode step rc=$?" >>"$OUT/run.log"
   grep -E "^  [a-zA-Z_].*\(|Duration|DRAM Throughput" "$L/ncu_step.txt" | sed -E 's/\(const .*//; s/\(float.*//; s/ +/ /g' |
-    paste - - - | head -45 >>"$OUT/run.log"
+    paste - - - | head -50 >>"$OUT/run.log"
 fi
+log "6. 8B F16, tg128 with and without k_mvh"
+if [ "$(left)" -gt 90 ] && [ ! -f "$W/f16.gguf" ]; then
+  [ -f "$W/hf/config.json" ] || timeout "$(cap 60)" build/synth_checkpoint "$W/hf" models/tiny/tokenizer.json --shape llama3-8b >>"$L/gen.log" 2>&1
+  timeout "$(cap 90)" build/lowbit quantize "$W/hf" -o "$W/f16.gguf" --type f16 -t 16 >>"$L/gen.log" 2>&1
+fi
+for e in LB_CUDA_MVH=0 LB_CUDA_MVH=1; do
+  [ "$(left)" -gt 25 ] && [ -f "$W/f16.gguf" ] || break
+  echo "f16 $e: $(env $e timeout "$(cap 60)" build/cuda_bench "$W/f16.gguf" --device cuda --pp 1 --tg 128 --reps 3 2>&1 |
+    grep -E "tg128|error" | tr -s ' ')" | tee -a "$OUT/run.log"
+done
 log done
 tar czf "$OUT/prof.tgz" -C /tmp lb-prof

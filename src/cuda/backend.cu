@@ -127,6 +127,9 @@ static lb_status mm_ws_ready(mm_ws *ws, size_t x_elems, bool blas_too, lb_error 
     return LB_OK;
 }
 
+/* whether mm takes T tokens through the fused kernels, where it can add the product into its output */
+static bool mm_adds(const mm_ws *ws, int64_t T) { return T <= LB_CUDA_MV_MAX && !ws->exact; }
+
 static void mm_ws_free(mm_ws *ws) {
     if (ws->blas) cu_blas.destroy(ws->blas);
     cudaFree(ws->w16);
@@ -136,9 +139,10 @@ static void mm_ws_free(mm_ws *ws) {
 
 /* out (T, ldo) = x (T, K) . W^T: fused kernels for few tokens, else F16 tiles of W through cuBLAS (an exact
  * workspace: the fused kernels on slices of LB_CUDA_MV_MAX tokens, whatever T). same_x: x has not changed since the
- * previous product, so activations it left prepared for the same kind of weight are used again. */
+ * previous product, so activations it left prepared for the same kind of weight are used again. add: out += x . W^T,
+ * only where the fused kernels take the product (T <= LB_CUDA_MV_MAX, not exact, force < 0: callers check mm_adds). */
 static lb_status mm(mm_ws *ws, const float *x, int64_t T, const dweight *w, float *out, int64_t ldo, int force, bool same_x,
-                    lb_error *err) {
+                    lb_error *err, bool add = false) {
     const int64_t K = w->cols, N = w->rows;
     const int path = force >= 0 ? force : T <= LB_CUDA_MV_MAX || ws->exact ? 0 : 1;
     lb_status s = mm_ws_ready(ws, (size_t)(T * K), path == 1, err);
@@ -173,7 +177,7 @@ static lb_status mm(mm_ws *ws, const float *x, int64_t T, const dweight *w, floa
         ws->act_kind = kind;
     }
     if (path == 0) {
-        cu_matvec(w, ws->x16, (int)T, out, ldo);
+        cu_matvec(w, ws->x16, (int)T, out, ldo, add);
         CK(cudaGetLastError(), "in a weight product");
         return LB_OK;
     }
@@ -583,6 +587,63 @@ static void norm(const lb_cuda_ctx *g, float *x, const float *y, const float *w,
     else cu_rmsnorm(x, w, out, rows, n, stride, eps);
 }
 
+/* The decode fusions (the default; LB_CUDA_FUSE_ACT=0 turns them off, read once): RMSNorm and SwiGLU round their
+ * result for the next product's 8-bit path in the same launch, and the o and down products add themselves into the
+ * residual stream (no cu_add, no add in the norm). Fewer launches per layer; the same products. */
+static bool fuse_act_on(void) {
+    static const bool on = !cu_env_is("LB_CUDA_FUSE_ACT", '0');
+    return on;
+}
+
+static bool aligned16(const void *p) { return ((uintptr_t)p & 15) == 0; }
+
+/* The activations x (T, K) as the fused product with w takes them were just written to ws->x16 by x's producer */
+static void act_prepared(mm_ws *ws, const float *x, const dweight *w, int64_t T) {
+    ws->act_x = x;
+    ws->act_T = T;
+    ws->act_K = w->cols;
+    ws->act_path = 0;
+    ws->act_kind = act_kind(w->type, 0);
+}
+
+/* Whether the producer of x (T, n), the input of the product with w, can round x for it in the same launch: then the
+ * activation scratch is ready for it (*s says whether that failed) and the block length is in *be */
+static bool act_fusable(lb_cuda_ctx *g, const dweight *w, int64_t T, int64_t n, int *be, lb_error *err, lb_status *s) {
+    *s = LB_OK;
+    if (!fuse_act_on() || !mm_adds(&g->ws, T) || !cu_matvec_q8(w->type) || w->cols != n) return false;
+    *be = (int)lb_type_traits_get(w->type)->block_elems;
+    if (!cu_act_fusable(n, *be)) return false;
+    *s = mm_ws_ready(&g->ws, (size_t)(T * n), false, err);
+    return *s == LB_OK;
+}
+
+/* g->xn = RMSNorm(g->x) (contiguous rows of E), the input of the product with w; returns whether the norm also rounded
+ * it for that product (then the product's mm is called with same_x) */
+static bool norm_for(lb_cuda_ctx *g, const float *nw, const dweight *w, int64_t T, lb_error *err, lb_status *s) {
+    const lb_model_info *h = &g->m->info;
+    const int64_t E = h->n_embd;
+    int be = 0;
+    if (act_fusable(g, w, T, E, &be, err, s) && aligned16(g->x) && aligned16(nw) && aligned16(g->xn)) {
+        cu_rmsnorm_act(g->x, nw, g->xn, T, (int)E, h->rms_eps, be, g->ws.x16);
+        act_prepared(&g->ws, g->xn, w, T);
+        return true;
+    }
+    if (*s == LB_OK) norm(g, g->x, NULL, nw, g->xn, T, (int)E, E, h->rms_eps);
+    return false;
+}
+
+/* g->x += x (T, K) . W^T (+ b): the product adds itself into the stream where it can (mm_adds, no bias), else through
+ * g->tmp and cu_add */
+static lb_status mm_residual(lb_cuda_ctx *g, const float *x, int64_t T, const dweight *w, const float *b, bool same_x, lb_error *err) {
+    const int64_t E = w->rows;
+    if (fuse_act_on() && !b && mm_adds(&g->ws, T)) return mm(&g->ws, x, T, w, g->x, E, -1, same_x, err, true);
+    lb_status s = mm(&g->ws, x, T, w, g->tmp, E, -1, same_x, err);
+    if (s != LB_OK) return s;
+    if (b) cu_add_bias(g->tmp, b, (int)T, (int)E);
+    cu_add(g->x, g->tmp, T * E);
+    return LB_OK;
+}
+
 /* pos0: the batch's first position, also in g->pos_d; max_n: a bound of pos0 + T for the attention kernel (with
  * windows, g->win: the window length);
  * stop: the point after whose observation the layer ends early (g->x then is not the layer's output), or -1.
@@ -596,15 +657,18 @@ static lb_status layer_forward_part(lb_cuda_ctx *g, const dlayer *l, int64_t il,
     const int64_t qd = H * D, kvd = KV * D;
     const float eps = h->rms_eps;
     const bool fuse = T == 1 && g->qkv1 && fuse_on(); /* one token: q, k, v (gate, up) in one launch where stored so */
+    lb_status ns;
     if (from == LB_OBS_ATTN_IN) {
-        norm(g, g->x, NULL, l->attn_norm, g->xn, T, (int)E, E, eps);
+        const bool qkv1 = fuse && l->wqkv.data;
+        const bool pre = norm_for(g, l->attn_norm, qkv1 ? &l->wqkv : &l->wq, T, err, &ns);
+        TRY(ns);
         OBSERVE(LB_OBS_ATTN_IN, g->xn, E);
         float *q = g->q, *k = g->k, *v = g->v;
-        if (fuse && l->wqkv.data) {
-            TRY(mm(&g->ws, g->xn, T, &l->wqkv, g->qkv1, qd + 2 * kvd, -1, false, err));
+        if (qkv1) {
+            TRY(mm(&g->ws, g->xn, T, &l->wqkv, g->qkv1, qd + 2 * kvd, -1, pre, err));
             q = g->qkv1, k = q + qd, v = k + kvd;
         } else {
-            TRY(mm(&g->ws, g->xn, T, &l->wq, q, qd, -1, false, err));
+            TRY(mm(&g->ws, g->xn, T, &l->wq, q, qd, -1, pre, err));
             TRY(mm(&g->ws, g->xn, T, &l->wk, k, kvd, -1, true, err));
             TRY(mm(&g->ws, g->xn, T, &l->wv, v, kvd, -1, true, err));
         }
@@ -644,32 +708,42 @@ static lb_status layer_forward_part(lb_cuda_ctx *g, const dlayer *l, int64_t il,
     } else if (from == LB_OBS_ATTN_OUT_IN) {
         CK(cudaMemcpyAsync(g->att, att, (size_t)(T * qd) * sizeof(float), cudaMemcpyDeviceToDevice, g->st), "copying the attention output");
     }
+    const bool gu1 = fuse && l->wgu.data;
+    bool pre = false;
     if (from <= LB_OBS_ATTN_OUT_IN) {
         OBSERVE(LB_OBS_ATTN_OUT_IN, g->att, qd);
-        TRY(mm(&g->ws, g->att, T, &l->wo, g->tmp, E, -1, false, err));
-        if (l->bo) cu_add_bias(g->tmp, l->bo, (int)T, (int)E);
+        TRY(mm_residual(g, g->att, T, &l->wo, l->bo, false, err));
+        pre = norm_for(g, l->ffn_norm, gu1 ? &l->wgu : &l->w_gate, T, err, &ns);
+        TRY(ns);
     } else { /* from the stream after the attention block: the norm as the block's end computes it, plus zero */
         CK(cudaMemsetAsync(g->tmp, 0, (size_t)(T * E) * sizeof(float), g->st), "clearing a buffer");
+        norm(g, g->x, g->tmp, l->ffn_norm, g->xn, T, (int)E, E, eps);
     }
-    norm(g, g->x, g->tmp, l->ffn_norm, g->xn, T, (int)E, E, eps);
     OBSERVE(LB_OBS_FFN_IN, g->xn, E);
     float *gp = g->g, *up = g->u;
-    if (fuse && l->wgu.data) {
-        TRY(mm(&g->ws, g->xn, T, &l->wgu, g->gu1, 2 * F, -1, false, err));
+    if (gu1) {
+        TRY(mm(&g->ws, g->xn, T, &l->wgu, g->gu1, 2 * F, -1, pre, err));
         gp = g->gu1, up = gp + F;
     } else {
-        TRY(mm(&g->ws, g->xn, T, &l->w_gate, gp, F, -1, false, err));
+        TRY(mm(&g->ws, g->xn, T, &l->w_gate, gp, F, -1, pre, err));
         TRY(mm(&g->ws, g->xn, T, &l->w_up, up, F, -1, true, err));
     }
     if (l->b_gate) cu_add_bias(gp, l->b_gate, (int)T, (int)F);
     if (l->b_up) cu_add_bias(up, l->b_up, (int)T, (int)F);
-    if (g->exact) cu_silu_mul_exact(gp, up, T * F);
-    else cu_silu_mul(gp, up, T * F);
+    int be = 0;
+    if (g->exact) {
+        cu_silu_mul_exact(gp, up, T * F);
+    } else if (act_fusable(g, &l->w_down, T, F, &be, err, &ns) && aligned16(gp) && aligned16(up)) {
+        cu_silu_act(gp, up, T * F, be, g->ws.x16);
+        act_prepared(&g->ws, gp, &l->w_down, T);
+        pre = true;
+    } else {
+        TRY(ns);
+        cu_silu_mul(gp, up, T * F);
+        pre = false;
+    }
     OBSERVE(LB_OBS_FFN_DOWN_IN, gp, F);
-    TRY(mm(&g->ws, gp, T, &l->w_down, g->tmp, E, -1, false, err));
-    if (l->b_down) cu_add_bias(g->tmp, l->b_down, (int)T, (int)E);
-    cu_add(g->x, g->tmp, T * E);
-    return LB_OK;
+    return mm_residual(g, gp, T, &l->w_down, l->b_down, pre, err);
 }
 
 static lb_status layer_forward(lb_cuda_ctx *g, const dlayer *l, int64_t il, int64_t T, int64_t max_n, int stop, lb_error *err) {
@@ -989,6 +1063,80 @@ extern "C" lb_status lb_cuda_test_matmul(int device, lb_type type, const void *w
     cudaFree((void *)d.data);
     cudaFree(xd);
     cudaFree(od);
+    return s;
+}
+
+extern "C" lb_status lb_cuda_test_matmul_add(int device, lb_type type, const void *w, int64_t N, int64_t K, const float *x, int64_t T,
+                                             const float *base, float *out, lb_error *err) {
+    lb_status s = use_device(device, err);
+    if (s != LB_OK) return s;
+    lb_cu_stream = 0;
+    if (!cu_type_supported(type) || K % 32 || T < 1 || T > LB_CUDA_MV_MAX)
+        return lb_err_set(err, LB_ERR_UNSUPPORTED, "no accumulating CUDA kernel for this shape or type");
+    const size_t rb = lb_type_row_size(type, K);
+    dweight d = {type, NULL, N, K, rb};
+    float *xd = NULL, *od = NULL;
+    mm_ws ws;
+    memset(&ws, 0, sizeof ws);
+    CK(cudaMalloc((void **)&d.data, rb * (size_t)N), "test weights");
+    cudaError_t e = cudaMalloc((void **)&xd, (size_t)(T * K) * sizeof(float) + 16);
+    if (e == cudaSuccess) e = cudaMalloc((void **)&od, (size_t)(T * N) * sizeof(float));
+    if (e == cudaSuccess) e = cudaMemcpy((void *)d.data, w, rb * (size_t)N, cudaMemcpyHostToDevice);
+    if (e == cudaSuccess) e = cudaMemcpy(xd, x, (size_t)(T * K) * sizeof(float), cudaMemcpyHostToDevice);
+    if (e == cudaSuccess) e = cudaMemcpy(od, base, (size_t)(T * N) * sizeof(float), cudaMemcpyHostToDevice);
+    if (e != cudaSuccess) s = cuda_fail(err, e, "in the matmul test");
+    if (s == LB_OK) s = mm(&ws, xd, T, &d, od, N, -1, false, err, true);
+    if (s == LB_OK && (e = cudaDeviceSynchronize()) != cudaSuccess) s = cuda_fail(err, e, "in the matmul test");
+    if (s == LB_OK && (e = cudaMemcpy(out, od, (size_t)(T * N) * sizeof(float), cudaMemcpyDeviceToHost)) != cudaSuccess)
+        s = cuda_fail(err, e, "reading the test result");
+    mm_ws_free(&ws);
+    cudaFree((void *)d.data);
+    cudaFree(xd);
+    cudaFree(od);
+    return s;
+}
+
+extern "C" lb_status lb_cuda_test_fused_act(int device, lb_type type, int op, const float *x, const float *y, const float *w,
+                                            int64_t T, int64_t n, float eps, float *out_fused, float *out_sep, void *act_fused,
+                                            void *act_sep, lb_error *err) {
+    lb_status s = use_device(device, err);
+    if (s != LB_OK) return s;
+    lb_cu_stream = 0;
+    const int be = cu_matvec_q8(type) ? (int)lb_type_traits_get(type)->block_elems : 0;
+    if (!be || !cu_act_fusable(n, be) || op < 0 || op > 1 || T < 1)
+        return lb_err_set(err, LB_ERR_UNSUPPORTED, "no fused rounding for this type, shape or op");
+    const size_t fn = (size_t)(T * n), fb = fn * sizeof(float), ab = fn + fn / 32 * sizeof(float2);
+    float *dd = NULL; /* x1, x2, y, w, out1, out2 */
+    uint8_t *a = NULL; /* act1, act2 */
+    cudaError_t e = cudaMalloc((void **)&dd, 6 * fb);
+    if (e == cudaSuccess) e = cudaMalloc((void **)&a, 2 * ab);
+    float *x1 = dd, *x2 = dd + fn, *yd = dd + 2 * fn, *wd = dd + 3 * fn, *o1 = dd + 4 * fn, *o2 = dd + 5 * fn;
+    if (e == cudaSuccess) e = cudaMemcpy(x1, x, fb, cudaMemcpyHostToDevice);
+    if (e == cudaSuccess) e = cudaMemcpy(x2, x, fb, cudaMemcpyHostToDevice);
+    if (e == cudaSuccess && y) e = cudaMemcpy(yd, y, fb, cudaMemcpyHostToDevice);
+    if (e == cudaSuccess && w) e = cudaMemcpy(wd, w, (size_t)n * sizeof(float), cudaMemcpyHostToDevice);
+    if (e == cudaSuccess) e = cudaMemset(a, 0x5a, 2 * ab);
+    if (e != cudaSuccess) s = cuda_fail(err, e, "in the fused rounding test");
+    if (s == LB_OK) {
+        if (op == 1) {
+            cu_silu_act(x1, yd, (int64_t)fn, be, a);
+            cu_silu_mul(x2, yd, (int64_t)fn);
+            o1 = x1;
+            o2 = x2;
+        } else {
+            cu_rmsnorm_act(x1, wd, o1, T, (int)n, eps, be, a);
+            cu_rmsnorm(x2, wd, o2, T, (int)n, n, eps);
+        }
+        cu_act_prepare(type, o1, (int)T, n, a + ab);
+        if ((e = cudaDeviceSynchronize()) != cudaSuccess) s = cuda_fail(err, e, "in the fused rounding test");
+    }
+    if (s == LB_OK && ((e = cudaMemcpy(out_fused, o1, fb, cudaMemcpyDeviceToHost)) != cudaSuccess ||
+                       (e = cudaMemcpy(out_sep, o2, fb, cudaMemcpyDeviceToHost)) != cudaSuccess ||
+                       (e = cudaMemcpy(act_fused, a, ab, cudaMemcpyDeviceToHost)) != cudaSuccess ||
+                       (e = cudaMemcpy(act_sep, a + ab, ab, cudaMemcpyDeviceToHost)) != cudaSuccess))
+        s = cuda_fail(err, e, "reading the fused rounding test");
+    cudaFree(dd);
+    cudaFree(a);
     return s;
 }
 

@@ -118,6 +118,19 @@ int lb_cuda_ctx_device(const lb_cuda_ctx *g);
 lb_status lb_cuda_test_matmul(int device, lb_type type, const void *w, int64_t N, int64_t K, const float *x, int64_t T,
                               float *out, int path, lb_error *err);
 
+/* The same product added into out: out (T, N) = base (T, N) + x . W^T through the fused kernels' accumulating write
+ * (T <= 16), the residual add of the forward pass's o and down products. */
+lb_status lb_cuda_test_matmul_add(int device, lb_type type, const void *w, int64_t N, int64_t K, const float *x, int64_t T,
+                                  const float *base, float *out, lb_error *err);
+
+/* A producer that rounds its result for the next product in the same launch, against the separate kernels: op 0
+ * RMSNorm of T rows of n (x, weights w), op 1 silu(x) * y. out_fused / act_fused: the fused kernel's result and the
+ * 8-bit activations it wrote for a weight of type `type`; out_sep: the separate kernel's result (cu_rmsnorm,
+ * cu_silu_mul); act_sep: cu_act_prepare of out_fused. act_*: T n + T n / 32 * 8 bytes. */
+lb_status lb_cuda_test_fused_act(int device, lb_type type, int op, const float *x, const float *y, const float *w, int64_t T,
+                                 int64_t n, float eps, float *out_fused, float *out_sep, void *act_fused, void *act_sep,
+                                 lb_error *err);
+
 /* Causal grouped-query attention of T queries q (T, H D) at positions pos0.. over the F16 caches kc, vc (rows of
  * KV D halves; rows 0 .. pos0 + T - 1 read) into out (T, H D), on device `device`: flash 0 the forward pass's
  * kernel for decode (one block per token and head group), 1 the tensor-core flash kernel for prompts

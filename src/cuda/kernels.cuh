@@ -93,8 +93,9 @@ void cu_act_prepare(lb_type wtype, const float *x, int T, int64_t K, void *xa);
  * (per weight block) first, then d * q in F16; float types plain F16. */
 void cu_act_f16(lb_type wtype, const float *x, int T, int64_t K, __half *y);
 /* out (T, ldo) = x (T, K) . W^T for T <= LB_CUDA_MV_MAX, fused: each weight byte read once; x as
- * cu_act_prepare laid it out for W's type, the products and sums in F32 (integer sums for 8-bit activations). */
-void cu_matvec(const dweight *w, const void *x, int T, float *out, int64_t ldo);
+ * cu_act_prepare laid it out for W's type, the products and sums in F32 (integer sums for 8-bit activations).
+ * add: out += x . W^T instead (each element plus its product, one IEEE addition: cu_add's result). */
+void cu_matvec(const dweight *w, const void *x, int T, float *out, int64_t ldo, bool add = false);
 /* rows [r0, r0 + R) of W dequantized to dst (R, K), F16 or F32. */
 void cu_dequant_f16(const dweight *w, int64_t r0, int64_t R, __half *dst);
 void cu_dequant_f32(const dweight *w, int64_t r0, int64_t R, float *dst);
@@ -109,6 +110,13 @@ void cu_add_rmsnorm(float *x, const float *y, const float *w, float *out, int64_
 void cu_add_bias(float *y, const float *b, int T, int n);
 void cu_add(float *x, const float *y, int64_t n);
 void cu_silu_mul(float *g, const float *u, int64_t n);
+/* Producers that also round their result for the next product's 8-bit path (cu_act_prepare's bytes for a weight
+ * of block be = 32 or 256, into xa) in the same launch, where cu_act_fusable(row length, be) and every pointer is
+ * 16-byte aligned: cu_rmsnorm of contiguous rows (the sum of squares in its own fixed order: results within
+ * rounding of cu_rmsnorm's), and cu_silu_mul (the same floats). */
+bool cu_act_fusable(int64_t n, int be);
+void cu_rmsnorm_act(const float *x, const float *w, float *out, int64_t n_rows, int n, float eps, int be, void *xa);
+void cu_silu_act(float *g, const float *u, int64_t n, int be, void *xa);
 /* The position of the batch's first token, pos0, is read from device memory (*pos), so that one captured
  * graph serves every decode step. */
 /* rotary embedding of q (T, H, D) and k (T, KV, D) at positions pos0.. (tables (n_ctx, D/2)), then cache rows

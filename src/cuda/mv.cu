@@ -21,6 +21,10 @@ extern "C" {
 
 #define MV_WARPS 4
 
+/* an output element: the product, or (add) the element plus the product (the residual add of the forward pass,
+ * the same IEEE addition as cu_add) */
+__device__ __forceinline__ void put_out(float *o, float v, int add) { *o = add ? __fadd_rn(*o, v) : v; }
+
 template <int TY> struct Stage {
     static constexpr int PER = Dq<TY>::BE / 32;           /* chunks per block */
     static constexpr int BYTES = (32 / PER) * Dq<TY>::BB; /* bytes of 32 chunks */
@@ -45,7 +49,7 @@ __device__ __forceinline__ void warp_copy(uint8_t *dst, const uint8_t *src, int 
 template <int TY, int NT, int R>
 __global__ void __launch_bounds__(MV_WARPS * 32) k_matvec(const uint8_t *__restrict__ W, size_t rb, int64_t N, int K,
                                                           const __half *__restrict__ x, int nt, float *__restrict__ out,
-                                                          int64_t ldo) {
+                                                          int64_t ldo, int add) {
     using D = Dq<TY>;
     constexpr int PER = Stage<TY>::PER;
     __shared__ __align__(16) uint8_t stage[MV_WARPS][R][Stage<TY>::BYTES];
@@ -142,7 +146,117 @@ __global__ void __launch_bounds__(MV_WARPS * 32) k_matvec(const uint8_t *__restr
         float v = red[0][r][t];
 #pragma unroll
         for (int w = 1; w < MV_WARPS; w++) v += red[w][r][t];
-        if (t < nt && r < nr) out[(size_t)t * ldo + row0 + r] = v;
+        if (t < nt && r < nr) put_out(out + (size_t)t * ldo + row0 + r, v, add);
+    }
+}
+
+/*
+ * Kernel k_mvh, one token, F16 and BF16 weights: no staging. Lane l of a warp loads 16-byte units (8 elements) l,
+ * l + 32, ... of each of its R rows straight into registers, MVH_U of its units of every row at once (R MVH_U loads in
+ * flight per lane before the first is used), and multiplies them with the token's F16 activations of the same
+ * units (L1-resident: every warp reads the same K halves). SPLIT: the block's warps share R rows and take every
+ * MV_WARPS-th group of units. Each lane's products are one fmaf chain per row in unit order, then a butterfly over
+ * the warp (and the warps' sums in warp order): the order depends on K alone.
+ */
+#define MVH_U 4
+
+template <int TY> __device__ __forceinline__ void h8_to_f(const uint4 &u, float *f) {
+    const uint32_t v[4] = {u.x, u.y, u.z, u.w};
+#pragma unroll
+    for (int k = 0; k < 4; k++) {
+        if constexpr (TY == LB_TYPE_BF16) {
+            f[2 * k] = __uint_as_float(v[k] << 16);
+            f[2 * k + 1] = __uint_as_float(v[k] & 0xFFFF0000u);
+        } else {
+            const float2 h = __half22float2(*(const __half2 *)&v[k]);
+            f[2 * k] = h.x;
+            f[2 * k + 1] = h.y;
+        }
+    }
+}
+
+__device__ __forceinline__ uint4 ld_stream(const uint4 *p) { /* read once: no L1 allocation */
+    uint4 v;
+    asm volatile("ld.global.nc.L1::no_allocate.v4.u32 {%0,%1,%2,%3}, [%4];" : "=r"(v.x), "=r"(v.y), "=r"(v.z), "=r"(v.w) : "l"(p));
+    return v;
+}
+
+template <int TY, int R, bool SPLIT>
+__global__ void __launch_bounds__(MV_WARPS * 32) k_mvh(const uint8_t *__restrict__ W, size_t rb, int64_t N, int K,
+                                                       const __half *__restrict__ x, float *__restrict__ out, int add) {
+    __shared__ float red[SPLIT ? MV_WARPS : 1][R];
+    const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
+    const int64_t row0 = SPLIT ? (int64_t)blockIdx.x * R : ((int64_t)blockIdx.x * MV_WARPS + warp) * R;
+    const int nr = row0 >= N ? 0 : N - row0 < R ? (int)(N - row0) : R;
+    if (!SPLIT && nr == 0) {
+        pdl_enter();
+        return;
+    }
+    const int nu = K / 8, first = SPLIT ? warp : 0, stride = SPLIT ? MV_WARPS : 1; /* units of 8 per row; groups of 32 units */
+    const int ng = (nu + 31) / 32;
+    const uint4 *wr[R];
+#pragma unroll
+    for (int r = 0; r < R; r++) wr[r] = (const uint4 *)(W + (row0 + (r < nr ? r : 0)) * rb);
+    float acc[R];
+#pragma unroll
+    for (int r = 0; r < R; r++) acc[r] = 0.0f;
+    bool waited = false;
+    for (int g0 = first; g0 < ng; g0 += MVH_U * stride) {
+        uint4 wv[MVH_U][R];
+#pragma unroll
+        for (int u = 0; u < MVH_U; u++) {
+            const int i = (g0 + u * stride) * 32 + lane;
+#pragma unroll
+            for (int r = 0; r < R; r++) wv[u][r] = i < nu ? ld_stream(wr[r] + i) : make_uint4(0, 0, 0, 0);
+        }
+        if (!waited) { /* the first weights are in flight before the wait on the previous kernel */
+            pdl_wait();
+            pdl_go();
+            waited = true;
+        }
+#pragma unroll
+        for (int u = 0; u < MVH_U; u++) {
+            const int i = (g0 + u * stride) * 32 + lane;
+            if (i < nu) {
+                float xf[8];
+                const uint4 xv = __ldg((const uint4 *)x + i);
+                const float2 a0 = __half22float2(*(const __half2 *)&xv.x), a1 = __half22float2(*(const __half2 *)&xv.y);
+                const float2 a2 = __half22float2(*(const __half2 *)&xv.z), a3 = __half22float2(*(const __half2 *)&xv.w);
+                xf[0] = a0.x, xf[1] = a0.y, xf[2] = a1.x, xf[3] = a1.y, xf[4] = a2.x, xf[5] = a2.y, xf[6] = a3.x, xf[7] = a3.y;
+#pragma unroll
+                for (int r = 0; r < R; r++) {
+                    float wf[8];
+                    h8_to_f<TY>(wv[u][r], wf);
+#pragma unroll
+                    for (int k = 0; k < 8; k++) acc[r] = fmaf(wf[k], xf[k], acc[r]);
+                }
+            }
+        }
+    }
+    if (!waited) {
+        pdl_wait();
+        pdl_go();
+    }
+#pragma unroll
+    for (int r = 0; r < R; r++) {
+#pragma unroll
+        for (int o = 16; o > 0; o /= 2) acc[r] += __shfl_xor_sync(0xffffffffu, acc[r], o);
+    }
+    if constexpr (!SPLIT) {
+#pragma unroll
+        for (int r = 0; r < R; r++)
+            if (lane == r && r < nr) put_out(out + row0 + r, acc[r], add);
+    } else {
+        if (lane == 0)
+#pragma unroll
+            for (int r = 0; r < R; r++) red[warp][r] = acc[r];
+        __syncthreads();
+        if ((int)threadIdx.x < R && (int)threadIdx.x < nr) {
+            float v = red[0][threadIdx.x];
+#pragma unroll
+            for (int w = 1; w < MV_WARPS; w++) v += red[w][threadIdx.x];
+            put_out(out + row0 + threadIdx.x, v, add);
+        }
     }
 }
 
@@ -211,7 +325,7 @@ __device__ __forceinline__ void stage_fill(uint8_t *dst, const uint8_t *src, int
 template <int TY, int NT, int R, bool SPLIT, int ST>
 __global__ void __launch_bounds__(MV_WARPS * 32) k_mvq(const uint8_t *__restrict__ W, size_t rb, int64_t N, int K,
                                                        const int8_t *__restrict__ xq, const float2 *__restrict__ xd, int nt,
-                                                       float *__restrict__ out, int64_t ldo, int cw) {
+                                                       float *__restrict__ out, int64_t ldo, int cw, int add) {
     using D = Dq<TY>;
     constexpr int PER = Stage<TY>::PER, BYTES = Stage<TY>::BYTES, SB = MVQ_SB(TY);
     __shared__ __align__(16) uint8_t stage[MV_WARPS][ST][R][SB];
@@ -307,7 +421,7 @@ __global__ void __launch_bounds__(MV_WARPS * 32) k_mvq(const uint8_t *__restrict
         for (int r = 0; r < R; r++)
 #pragma unroll
             for (int t = 0; t < NT; t++)
-                if (lane == (r * NT + t) % 32 && r < nr && t < nt) out[(size_t)t * ldo + row0 + r] = acc[r][t];
+                if (lane == (r * NT + t) % 32 && r < nr && t < nt) put_out(out + (size_t)t * ldo + row0 + r, acc[r][t], add);
     } else {
         if (lane == 0)
 #pragma unroll
@@ -320,7 +434,7 @@ __global__ void __launch_bounds__(MV_WARPS * 32) k_mvq(const uint8_t *__restrict
             float v = red[0][r][t];
 #pragma unroll
             for (int w = 1; w < MV_WARPS; w++) v += red[w][r][t];
-            if (t < nt && r < nr) out[(size_t)t * ldo + row0 + r] = v;
+            if (t < nt && r < nr) put_out(out + (size_t)t * ldo + row0 + r, v, add);
         }
     }
 }
@@ -371,7 +485,7 @@ template <int TY> struct MvmShape {
 template <int TY, int NT>
 __global__ void __launch_bounds__(MV_WARPS * 32) k_mvm(const uint8_t *__restrict__ W, size_t rb, int64_t N, int K,
                                                        const int8_t *__restrict__ xq, const float2 *__restrict__ xd, int nt,
-                                                       float *__restrict__ out, int64_t ldo, int cw) {
+                                                       float *__restrict__ out, int64_t ldo, int cw, int add) {
     using D = Dq<TY>;
     using S = MvmShape<TY>;
     constexpr int NTL = NT / 8, SB = S::SB, ST = MVM_ST;
@@ -447,7 +561,7 @@ __global__ void __launch_bounds__(MV_WARPS * 32) k_mvm(const uint8_t *__restrict
 #pragma unroll
         for (int w = 1; w < MV_WARPS; w++) v += red[w * 32 * NTL * 4 + idx];
         const int row = l / 4 + (i >= 2 ? 8 : 0), tok = 8 * tl + 2 * (l % 4) + (i & 1);
-        if (row < nr && tok < nt) out[(size_t)tok * ldo + row0 + row] = v;
+        if (row < nr && tok < nt) put_out(out + (size_t)tok * ldo + row0 + row, v, add);
     }
 }
 
@@ -556,24 +670,44 @@ __global__ void k_embed(const uint8_t *__restrict__ W, size_t rb, int K, const i
 
 /* ---------------------------------------------------------------- launchers -------------------------------- */
 
-template <int TY, int NT, int R> static void launch_mv(const dweight *w, const __half *x, int T, float *out, int64_t ldo) {
+template <int TY, int NT, int R> static void launch_mv(const dweight *w, const __half *x, int T, float *out, int64_t ldo, int add) {
     const unsigned blocks = (unsigned)((w->rows + R - 1) / R);
     cu_launch(k_matvec<TY, NT, R>, dim3(blocks), dim3(MV_WARPS * 32), 0, (const uint8_t *)w->data, w->row_bytes, w->rows, (int)w->cols, x, T,
-              out, ldo);
+              out, ldo, add);
 }
 
 /* Rows at which two rows per block (four from twice as many) still leave every multiprocessor of a large GPU
  * several blocks. */
 #define MV_TWO_ROWS_MIN 2048
 
-template <int TY> static void mv_type(const dweight *w, const __half *x, int T, float *out, int64_t ldo) {
+/* one-token products of F16 and BF16 weights through k_mvh (LB_CUDA_MVH=1; an experiment until timed on a GPU) where the
+ * rows allow 16-byte loads */
+static bool mvh_on(void) {
+    static const bool on = cu_env_is("LB_CUDA_MVH", '1');
+    return on;
+}
+
+template <int TY, int R, bool SPLIT> static void launch_mvh(const dweight *w, const __half *x, float *out, int add) {
+    const int64_t per = SPLIT ? R : (int64_t)R * MV_WARPS;
+    cu_launch(k_mvh<TY, R, SPLIT>, dim3((unsigned)((w->rows + per - 1) / per)), dim3(MV_WARPS * 32), 0, (const uint8_t *)w->data,
+              w->row_bytes, w->rows, (int)w->cols, x, out, add);
+}
+
+template <int TY> static void mv_type(const dweight *w, const __half *x, int T, float *out, int64_t ldo, int add) {
     const bool two = w->rows >= MV_TWO_ROWS_MIN && Stage<TY>::BYTES <= 2048, four = two && w->rows >= 2 * MV_TWO_ROWS_MIN;
     constexpr int R4 = Stage<TY>::BYTES <= 2048 ? 4 : 1; /* the four-row stage fits static shared memory */
-    if (T == 1) four ? launch_mv<TY, 1, R4>(w, x, T, out, ldo) : two ? launch_mv<TY, 1, 2>(w, x, T, out, ldo) : launch_mv<TY, 1, 1>(w, x, T, out, ldo);
-    else if (T == 2) two ? launch_mv<TY, 2, 2>(w, x, T, out, ldo) : launch_mv<TY, 2, 1>(w, x, T, out, ldo);
-    else if (T <= 4) two ? launch_mv<TY, 4, 2>(w, x, T, out, ldo) : launch_mv<TY, 4, 1>(w, x, T, out, ldo);
-    else if (T <= 8) two ? launch_mv<TY, 8, 2>(w, x, T, out, ldo) : launch_mv<TY, 8, 1>(w, x, T, out, ldo);
-    else two ? launch_mv<TY, 16, 2>(w, x, T, out, ldo) : launch_mv<TY, 16, 1>(w, x, T, out, ldo);
+    if constexpr (TY == LB_TYPE_F16 || TY == LB_TYPE_BF16) {
+        if (T == 1 && mvh_on() && ((uintptr_t)w->data & 15) == 0 && (w->row_bytes & 15) == 0 && w->cols % 8 == 0) {
+            if (w->rows < 2048) launch_mvh<TY, 1, true>(w, x, out, add); /* as MVQ_SPLIT_BELOW */
+            else launch_mvh<TY, 2, false>(w, x, out, add);
+            return;
+        }
+    }
+    if (T == 1) four ? launch_mv<TY, 1, R4>(w, x, T, out, ldo, add) : two ? launch_mv<TY, 1, 2>(w, x, T, out, ldo, add) : launch_mv<TY, 1, 1>(w, x, T, out, ldo, add);
+    else if (T == 2) two ? launch_mv<TY, 2, 2>(w, x, T, out, ldo, add) : launch_mv<TY, 2, 1>(w, x, T, out, ldo, add);
+    else if (T <= 4) two ? launch_mv<TY, 4, 2>(w, x, T, out, ldo, add) : launch_mv<TY, 4, 1>(w, x, T, out, ldo, add);
+    else if (T <= 8) two ? launch_mv<TY, 8, 2>(w, x, T, out, ldo, add) : launch_mv<TY, 8, 1>(w, x, T, out, ldo, add);
+    else two ? launch_mv<TY, 16, 2>(w, x, T, out, ldo, add) : launch_mv<TY, 16, 1>(w, x, T, out, ldo, add);
 }
 
 /* the widest cp.async copy (16, 8, 4) that rows at data, rb bytes apart, in steps of step bytes allow; 0: none */
@@ -584,14 +718,14 @@ static int copy_width(const dweight *w, size_t step) {
 }
 
 template <int TY, int NT, int R, bool SPLIT, int ST = MVQ_STAGES(R)>
-static void launch_mvq(const dweight *w, const void *xa, int T, float *out, int64_t ldo) {
+static void launch_mvq(const dweight *w, const void *xa, int T, float *out, int64_t ldo, int add) {
     const int64_t N = w->rows, K = w->cols;
     const int8_t *xq = (const int8_t *)xa;
     const float2 *xd = (const float2 *)(xq + (size_t)T * K);
     const int cw = copy_width(w, Stage<TY>::BYTES);
     const int64_t per = SPLIT ? R : (int64_t)R * MV_WARPS;
     cu_launch(k_mvq<TY, NT, R, SPLIT, ST>, dim3((unsigned)((N + per - 1) / per)), dim3(MV_WARPS * 32), 0, (const uint8_t *)w->data, w->row_bytes,
-              N, (int)K, xq, xd, T, out, ldo, cw);
+              N, (int)K, xq, xd, T, out, ldo, cw, add);
 }
 
 /* Rows below which the warps of a block share its rows (split over K), and from which each warp takes two
@@ -607,24 +741,24 @@ static bool mvq_deep() {
 /* the pipeline depth of R rows a warp: the deeper one (DEEP) or the default */
 #define MVQ_ST(TY, R, DEEP) ((DEEP) ? MVQ_DEEP_STAGES(TY, R) : MVQ_STAGES(R))
 
-template <int TY, int NT, bool DEEP> static void mvq_rows(const dweight *w, const void *xa, int T, float *out, int64_t ldo) {
+template <int TY, int NT, bool DEEP> static void mvq_rows(const dweight *w, const void *xa, int T, float *out, int64_t ldo, int add) {
     constexpr int RW = NT <= 2 ? 2 : 4;
-    if (w->rows < MVQ_SPLIT_BELOW) launch_mvq<TY, NT, 1, true, MVQ_ST(TY, 1, DEEP)>(w, xa, T, out, ldo);
-    else if (w->rows < MVQ_WIDE_FROM) launch_mvq<TY, NT, RW / 2, false, MVQ_ST(TY, RW / 2, DEEP)>(w, xa, T, out, ldo);
-    else launch_mvq<TY, NT, RW, false, MVQ_ST(TY, RW, DEEP)>(w, xa, T, out, ldo);
+    if (w->rows < MVQ_SPLIT_BELOW) launch_mvq<TY, NT, 1, true, MVQ_ST(TY, 1, DEEP)>(w, xa, T, out, ldo, add);
+    else if (w->rows < MVQ_WIDE_FROM) launch_mvq<TY, NT, RW / 2, false, MVQ_ST(TY, RW / 2, DEEP)>(w, xa, T, out, ldo, add);
+    else launch_mvq<TY, NT, RW, false, MVQ_ST(TY, RW, DEEP)>(w, xa, T, out, ldo, add);
 }
 
-template <int TY, int NT> static void mvq_nt(const dweight *w, const void *xa, int T, float *out, int64_t ldo) {
+template <int TY, int NT> static void mvq_nt(const dweight *w, const void *xa, int T, float *out, int64_t ldo, int add) {
     if constexpr (NT == 1) {
         if (mvq_deep()) {
-            mvq_rows<TY, NT, true>(w, xa, T, out, ldo);
+            mvq_rows<TY, NT, true>(w, xa, T, out, ldo, add);
             return;
         }
     }
-    mvq_rows<TY, NT, false>(w, xa, T, out, ldo);
+    mvq_rows<TY, NT, false>(w, xa, T, out, ldo, add);
 }
 
-template <int TY, int NT> static void launch_mvm(const dweight *w, const void *xa, int T, float *out, int64_t ldo, int cw) {
+template <int TY, int NT> static void launch_mvm(const dweight *w, const void *xa, int T, float *out, int64_t ldo, int cw, int add) {
     using S = MvmShape<TY>;
     constexpr size_t smem = S::STAGE + MV_WARPS * 32 * (NT / 8) * 4 * sizeof(float);
     static bool ready = false; /* the dynamic shared memory limit raised once per kernel (idempotent) */
@@ -635,7 +769,7 @@ template <int TY, int NT> static void launch_mvm(const dweight *w, const void *x
     const int64_t N = w->rows, K = w->cols;
     const int8_t *xq = (const int8_t *)xa;
     cu_launch(k_mvm<TY, NT>, dim3((unsigned)((N + MVM_ROWS - 1) / MVM_ROWS)), dim3(MV_WARPS * 32), smem, (const uint8_t *)w->data,
-              w->row_bytes, N, (int)K, xq, (const float2 *)(xq + (size_t)T * K), T, out, ldo, cw);
+              w->row_bytes, N, (int)K, xq, (const float2 *)(xq + (size_t)T * K), T, out, ldo, cw, add);
 }
 
 /* Batches of 5..16 tokens go to the tensor-core kernel (types with word decoders) when its 16-row steps can
@@ -648,30 +782,30 @@ static bool mvm_enabled() {
     return on != 0;
 }
 
-template <int TY> static void mvq_type(const dweight *w, const void *xa, int T, float *out, int64_t ldo) {
+template <int TY> static void mvq_type(const dweight *w, const void *xa, int T, float *out, int64_t ldo, int add) {
     if constexpr (Mq<TY>::WORD) {
         const int cw = copy_width(w, MvmShape<TY>::BYTES);
         if (T > 4 && cw && mvm_enabled()) {
-            T <= 8 ? launch_mvm<TY, 8>(w, xa, T, out, ldo, cw) : launch_mvm<TY, 16>(w, xa, T, out, ldo, cw);
+            T <= 8 ? launch_mvm<TY, 8>(w, xa, T, out, ldo, cw, add) : launch_mvm<TY, 16>(w, xa, T, out, ldo, cw, add);
             return;
         }
     }
-    if (T == 1) mvq_nt<TY, 1>(w, xa, T, out, ldo);
-    else if (T == 2) mvq_nt<TY, 2>(w, xa, T, out, ldo);
-    else if (T <= 4) mvq_nt<TY, 4>(w, xa, T, out, ldo);
-    else if (T <= 8) mvq_nt<TY, 8>(w, xa, T, out, ldo);
-    else mvq_nt<TY, 16>(w, xa, T, out, ldo);
+    if (T == 1) mvq_nt<TY, 1>(w, xa, T, out, ldo, add);
+    else if (T == 2) mvq_nt<TY, 2>(w, xa, T, out, ldo, add);
+    else if (T <= 4) mvq_nt<TY, 4>(w, xa, T, out, ldo, add);
+    else if (T <= 8) mvq_nt<TY, 8>(w, xa, T, out, ldo, add);
+    else mvq_nt<TY, 16>(w, xa, T, out, ldo, add);
 }
 
-template <int TY> static void matvec_type(const dweight *w, const void *xa, int T, float *out, int64_t ldo) {
-    if constexpr (Mq<TY>::OK) mvq_type<TY>(w, xa, T, out, ldo);
-    else mv_type<TY>(w, (const __half *)xa, T, out, ldo);
+template <int TY> static void matvec_type(const dweight *w, const void *xa, int T, float *out, int64_t ldo, int add) {
+    if constexpr (Mq<TY>::OK) mvq_type<TY>(w, xa, T, out, ldo, add);
+    else mv_type<TY>(w, (const __half *)xa, T, out, ldo, add);
 }
 
 
 #define CASE_MV(T)                                                                                                  \
-    case T: matvec_type<T>(w, x, nt, out, ldo); break;
-void cu_matvec(const dweight *w, const void *x, int nt, float *out, int64_t ldo) {
+    case T: matvec_type<T>(w, x, nt, out, ldo, add ? 1 : 0); break;
+void cu_matvec(const dweight *w, const void *x, int nt, float *out, int64_t ldo, bool add) {
     switch (w->type) {
         LB_CUDA_WEIGHT_TYPES(CASE_MV)
     default: break;

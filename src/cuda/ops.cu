@@ -94,6 +94,142 @@ void cu_add_rmsnorm(float *x, const float *y, const float *w, float *out, int64_
     cu_launch(k_rmsnorm, dim3((unsigned)n_rows), dim3(norm_threads(n)), 0, x, y, w, out, n, (int64_t)n, eps);
 }
 
+/*
+ * Producers that also round their result for the next product's 8-bit path (mv.cu's layout: per token the int8
+ * codes, then per 32 elements {d, d * sum(q)}), so the product needs no rounding launch of its own. A warp takes 256
+ * consecutive elements of a row, lane l elements 8 l .. 8 l + 7; the scale covers BE elements (32: four lanes, 256: the
+ * warp). The codes and scales are k_act_round's (the CPU's lb_act_quantize) to the bit: amax, 127 / amax, the clamp
+ * with NaN to -127 and round-to-nearest-even are the same IEEE operations, and the code sums are integers.
+ */
+template <int BE>
+__device__ __forceinline__ void act_round8(const float (&v)[8], int64_t e0, bool valid, int lane, int8_t *__restrict__ q,
+                                           float2 *__restrict__ d) {
+    float amax = 0.0f;
+#pragma unroll
+    for (int k = 0; k < 8; k++) {
+        const float a = fabsf(v[k]);
+        amax = a > amax ? a : amax;
+    }
+#pragma unroll
+    for (int o = 1; o < BE / 8; o *= 2) {
+        const float u = __shfl_xor_sync(0xffffffffu, amax, o);
+        amax = u > amax ? u : amax;
+    }
+    const float id = amax > 0.0f ? __fdiv_rn(127.0f, amax) : 0.0f;
+    const float dd = __fdiv_rn(amax, 127.0f);
+    uint32_t lo = 0, hi = 0;
+    int sum = 0;
+#pragma unroll
+    for (int k = 0; k < 8; k++) {
+        float u = __fmul_rn(v[k], id);
+        u = u >= -127.0f ? u : -127.0f; /* NaN -> -127, as the CPU */
+        u = u <= 127.0f ? u : 127.0f;
+        const int qi = __float2int_rn(u);
+        sum += qi;
+        if (k < 4) lo |= (uint32_t)(qi & 0xff) << (8 * k);
+        else hi |= (uint32_t)(qi & 0xff) << (8 * (k - 4));
+    }
+    sum += __shfl_xor_sync(0xffffffffu, sum, 1);
+    sum += __shfl_xor_sync(0xffffffffu, sum, 2);
+    if (valid) {
+        *(uint2 *)(q + e0) = make_uint2(lo, hi);
+        if (lane % 4 == 0) d[e0 / 32] = make_float2(dd, __fmul_rn(dd, (float)sum));
+    }
+}
+
+#define NA_WARPS 4
+/*
+ * RMSNorm and its rounding: grid (ceil(n / 1024), rows), NA_WARPS warps. Every block sums the squares of the whole row
+ * (thread t: the float4s t, t + 128, ... in double, then the warps' sums in warp order: the same value in every
+ * block), so the row's blocks need nothing from each other; each warp then scales and rounds its 256 elements.
+ * The norm's weights, which no kernel writes, are loaded before waiting on the previous kernel.
+ */
+template <int BE>
+__global__ void __launch_bounds__(NA_WARPS * 32) k_rmsnorm_act(const float *__restrict__ x, const float *__restrict__ w,
+                                                               float *__restrict__ out, int n, float eps, int8_t *__restrict__ q,
+                                                               float2 *__restrict__ d) {
+    __shared__ double sh[NA_WARPS];
+    const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
+    const int64_t row = blockIdx.y;
+    const int e = (blockIdx.x * NA_WARPS + warp) * 256 + 8 * lane;
+    const bool valid = e < n;
+    float4 w0 = make_float4(0.f, 0.f, 0.f, 0.f), w1 = w0;
+    if (valid) {
+        w0 = __ldg((const float4 *)(w + e));
+        w1 = __ldg((const float4 *)(w + e) + 1);
+    }
+    pdl_enter();
+    const float *xr = x + row * n;
+    const float4 *x4 = (const float4 *)xr;
+    double ss = 0.0;
+#pragma unroll 4
+    for (int i = threadIdx.x; i < n / 4; i += NA_WARPS * 32) {
+        const float4 v = x4[i];
+        ss += (double)v.x * v.x;
+        ss += (double)v.y * v.y;
+        ss += (double)v.z * v.z;
+        ss += (double)v.w * v.w;
+    }
+#pragma unroll
+    for (int o = 16; o > 0; o /= 2) ss += __shfl_xor_sync(0xffffffffu, ss, o);
+    if (lane == 0) sh[warp] = ss;
+    __syncthreads();
+    ss = sh[0];
+#pragma unroll
+    for (int k = 1; k < NA_WARPS; k++) ss += sh[k];
+    const float r = (float)(1.0 / sqrt(ss / (double)n + (double)eps));
+    float v[8] = {0, 0, 0, 0, 0, 0, 0, 0};
+    if (valid) {
+        const float4 a = x4[e / 4], b = x4[e / 4 + 1];
+        const float xs[8] = {a.x, a.y, a.z, a.w, b.x, b.y, b.z, b.w}, ws[8] = {w0.x, w0.y, w0.z, w0.w, w1.x, w1.y, w1.z, w1.w};
+#pragma unroll
+        for (int k = 0; k < 8; k++) v[k] = __fmul_rn(ws[k], __fmul_rn(xs[k], r));
+        float4 *o = (float4 *)(out + row * n + e);
+        o[0] = make_float4(v[0], v[1], v[2], v[3]);
+        o[1] = make_float4(v[4], v[5], v[6], v[7]);
+    }
+    act_round8<BE>(v, row * n + e, valid, lane, q, d);
+}
+
+/* SwiGLU and its rounding: g = silu(g) * u as k_silu_mul (the same operations), n = rows * row length, a multiple of BE */
+template <int BE>
+__global__ void __launch_bounds__(NA_WARPS * 32) k_silu_act(float *__restrict__ g, const float *__restrict__ u, int64_t n,
+                                                            int8_t *__restrict__ q, float2 *__restrict__ d) {
+    pdl_enter();
+    const int lane = threadIdx.x % 32;
+    const int64_t e = ((int64_t)blockIdx.x * NA_WARPS + threadIdx.x / 32) * 256 + 8 * lane;
+    const bool valid = e < n;
+    float v[8] = {0, 0, 0, 0, 0, 0, 0, 0};
+    if (valid) {
+        float4 *g4 = (float4 *)(g + e);
+        const float4 a = g4[0], b = g4[1], c = ((const float4 *)(u + e))[0], f = ((const float4 *)(u + e))[1];
+        const float gs[8] = {a.x, a.y, a.z, a.w, b.x, b.y, b.z, b.w}, us[8] = {c.x, c.y, c.z, c.w, f.x, f.y, f.z, f.w};
+#pragma unroll
+        for (int k = 0; k < 8; k++) v[k] = __fmul_rn(__fdiv_rn(gs[k], __fadd_rn(1.0f, expf(-gs[k]))), us[k]);
+        g4[0] = make_float4(v[0], v[1], v[2], v[3]);
+        g4[1] = make_float4(v[4], v[5], v[6], v[7]);
+    }
+    act_round8<BE>(v, e, valid, lane, q, d);
+}
+
+bool cu_act_fusable(int64_t n, int be) { return (be == 32 || be == 256) && n % be == 0 && n % 8 == 0; }
+
+void cu_rmsnorm_act(const float *x, const float *w, float *out, int64_t n_rows, int n, float eps, int be, void *xa) {
+    int8_t *q = (int8_t *)xa;
+    float2 *d = (float2 *)(q + (size_t)n_rows * (size_t)n);
+    const dim3 grid((unsigned)((n + NA_WARPS * 256 - 1) / (NA_WARPS * 256)), (unsigned)n_rows);
+    if (be == 256) cu_launch(k_rmsnorm_act<256>, grid, dim3(NA_WARPS * 32), 0, x, w, out, n, eps, q, d);
+    else cu_launch(k_rmsnorm_act<32>, grid, dim3(NA_WARPS * 32), 0, x, w, out, n, eps, q, d);
+}
+
+void cu_silu_act(float *g, const float *u, int64_t n, int be, void *xa) {
+    int8_t *q = (int8_t *)xa;
+    float2 *d = (float2 *)(q + n);
+    const dim3 grid((unsigned)((n + NA_WARPS * 256 - 1) / (NA_WARPS * 256)));
+    if (be == 256) cu_launch(k_silu_act<256>, grid, dim3(NA_WARPS * 32), 0, g, u, n, q, d);
+    else cu_launch(k_silu_act<32>, grid, dim3(NA_WARPS * 32), 0, g, u, n, q, d);
+}
+
 __global__ void k_add_bias(float *y, const float *b, int64_t total, int n) {
     pdl_enter();
     const int64_t i = (int64_t)blockIdx.x * blockDim.x + threadIdx.x;

@@ -20,6 +20,8 @@
  * - F16 tiles through cuBLAS (40 tokens), and the fused F16 kernel of block types without 8-bit products (the
  *   rounded activations d q in F16): the same with 2^-10 for rounding both operands to F16 and 2^-24
  *   sum |x_k| max|w| for weights F16 cannot hold as normals.
+ * - the fused kernels' accumulating write (T <= 16): base + the product, bit for bit (one float addition);
+ * - the producers that round for the next product in the same launch (check_fused below).
  * Outputs are poisoned with NaN before each run, so an unwritten element fails.
  */
 #include "cuda/cuda.h"
@@ -106,6 +108,21 @@ static void check_type(lb_type t, int64_t N, int64_t K) {
             }
         CHECK(fails == 0, "%s (%lld x %lld) T=%lld path %d: %lld outputs outside the bound (worst |d|/sum|xw| %.3g)", name,
               (long long)N, (long long)K, (long long)T, path, (long long)fails, worst);
+        if (path == 0) { /* the accumulating write (o and down products into the residual stream): base + the same product */
+            float *base = malloc((size_t)(T * N) * sizeof(float)), *acc = malloc((size_t)(T * N) * sizeof(float));
+            for (int64_t i = 0; i < T * N; i++) base[i] = test_gauss();
+            s = lb_cuda_test_matmul_add(0, t, w, N, K, x, T, base, acc, &e);
+            CHECK(s == LB_OK, "%s T=%lld add: %s", name, (long long)T, e.msg);
+            int64_t nb = 0;
+            for (int64_t i = 0; s == LB_OK && i < T * N; i++) {
+                const float want = base[i] + out[i];
+                nb += memcmp(&acc[i], &want, sizeof want) != 0;
+            }
+            CHECK(nb == 0, "%s (%lld x %lld) T=%lld: %lld accumulated outputs differ from base + product", name, (long long)N,
+                  (long long)K, (long long)T, (long long)nb);
+            free(base);
+            free(acc);
+        }
         if (T == 1 || T == 16 || T == 40)
             printf("%-7s %4lld x %5lld T=%2lld %-6s worst |gpu-ref|/sum|xw| = %.2e\n", name, (long long)N, (long long)K,
                    (long long)T, path ? "cublas" : q8 ? "fused8" : "fused", worst);
@@ -118,6 +135,45 @@ static void check_type(lb_type t, int64_t N, int64_t K) {
     free(deq);
     free(gpu);
     free(w);
+}
+
+/* A producer that rounds for the next product in the same launch (op 0 RMSNorm, 1 SwiGLU) against the separate kernels:
+ * the 8-bit activations it writes are cu_act_prepare's of its own result, byte for byte; SwiGLU's result is
+ * cu_silu_mul's bit for bit; RMSNorm's within 2^-21 relative of cu_rmsnorm's (its sum of squares is taken in another
+ * fixed order: the double sums differ in their last bits, 1 / rms rounded to float then by at most an ulp, and the
+ * two float products add an ulp each). */
+static void check_fused(lb_type t, int op, int64_t T, int64_t n) {
+    const size_t fn = (size_t)(T * n), ab = fn + fn / 32 * 8;
+    float *x = malloc(fn * sizeof(float)), *y = malloc(fn * sizeof(float)), *w = malloc((size_t)n * sizeof(float));
+    float *o1 = malloc(fn * sizeof(float)), *o2 = malloc(fn * sizeof(float));
+    uint8_t *a1 = malloc(ab), *a2 = malloc(ab);
+    for (size_t i = 0; i < fn; i++) {
+        x[i] = test_gauss() * (test_uni() < 0.01 ? 20.0f : 1.0f);
+        y[i] = test_gauss();
+    }
+    for (int64_t i = 0; i < n; i++) w[i] = 1.0f + 0.1f * test_gauss();
+    for (int64_t i = 0; i < (n < 64 ? n : 64); i++) x[i] = 0.0f; /* an all-zero block: scale 0 */
+    lb_error e;
+    lb_status s = lb_cuda_test_fused_act(0, t, op, x, y, w, T, n, 1e-5f, o1, o2, a1, a2, &e);
+    CHECK(s == LB_OK, "fused %s op %d: %s", lb_type_name(t), op, e.msg);
+    if (s == LB_OK) {
+        int64_t bad = 0;
+        for (size_t i = 0; i < fn; i++) {
+            if (op == 1) bad += memcmp(&o1[i], &o2[i], sizeof(float)) != 0;
+            else bad += !(fabs((double)o1[i] - o2[i]) <= ldexp(1, -21) * fabs((double)o2[i]));
+        }
+        CHECK(bad == 0, "fused %s op %d, %lld x %lld: %lld results differ from the separate kernel's", lb_type_name(t), op,
+              (long long)T, (long long)n, (long long)bad);
+        CHECK(!memcmp(a1, a2, ab), "fused %s op %d, %lld x %lld: the rounded activations differ from cu_act_prepare's",
+              lb_type_name(t), op, (long long)T, (long long)n);
+    }
+    free(x);
+    free(y);
+    free(w);
+    free(o1);
+    free(o2);
+    free(a1);
+    free(a2);
 }
 
 int main(void) {
@@ -143,6 +199,23 @@ int main(void) {
         check_type((lb_type)t, 67, 1280);
         check_type((lb_type)t, 131, 4096);
         check_type((lb_type)t, 8195, tt->block_elems == 256 ? 256 : 64);
+    }
+    /* the producers that round for the next product: 32- and 256-element blocks, 1-16 rows, a partial last block of
+     * four warps (1,280 = 1,024 + 256), rows of 96 and 4,128 (partial warps of 32-element blocks) */
+    const lb_type fused_types[] = {LB_TYPE_Q4_0, LB_TYPE_Q8_0, LB_TYPE_Q4_K, LB_TYPE_Q6_K};
+    for (int i = 0; i < 4; i++) {
+        if (!lb_cuda_mv_q8(fused_types[i])) continue;
+        const bool b32 = lb_type_traits_get(fused_types[i])->block_elems == 32;
+        for (int op = 0; op < 2; op++) {
+            check_fused(fused_types[i], op, 1, 4096);
+            check_fused(fused_types[i], op, 3, 768);
+            check_fused(fused_types[i], op, 16, 1280);
+            check_fused(fused_types[i], op, 2, 14336);
+            if (b32) {
+                check_fused(fused_types[i], op, 1, 96);
+                check_fused(fused_types[i], op, 5, 4128);
+            }
+        }
     }
     TEST_DONE();
 }
