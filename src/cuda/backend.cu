@@ -632,17 +632,8 @@ static bool norm_for(lb_cuda_ctx *g, const float *nw, const dweight *w, int64_t 
     return false;
 }
 
-/* g->x += x (T, K) . W^T (+ b): the product adds itself into the stream where it can (mm_adds, no bias), else through
- * g->tmp and cu_add */
-static lb_status mm_residual(lb_cuda_ctx *g, const float *x, int64_t T, const dweight *w, const float *b, bool same_x, lb_error *err) {
-    const int64_t E = w->rows;
-    if (fuse_act_on() && !b && mm_adds(&g->ws, T)) return mm(&g->ws, x, T, w, g->x, E, -1, same_x, err, true);
-    lb_status s = mm(&g->ws, x, T, w, g->tmp, E, -1, same_x, err);
-    if (s != LB_OK) return s;
-    if (b) cu_add_bias(g->tmp, b, (int)T, (int)E);
-    cu_add(g->x, g->tmp, T * E);
-    return LB_OK;
-}
+/* Whether a product of T tokens with bias b adds itself into the residual stream g->x (mm's add) */
+static bool residual_fused(const lb_cuda_ctx *g, int64_t T, const float *b) { return fuse_act_on() && !b && mm_adds(&g->ws, T); }
 
 /* pos0: the batch's first position, also in g->pos_d; max_n: a bound of pos0 + T for the attention kernel (with
  * windows, g->win: the window length);
@@ -712,9 +703,15 @@ static lb_status layer_forward_part(lb_cuda_ctx *g, const dlayer *l, int64_t il,
     bool pre = false;
     if (from <= LB_OBS_ATTN_OUT_IN) {
         OBSERVE(LB_OBS_ATTN_OUT_IN, g->att, qd);
-        TRY(mm_residual(g, g->att, T, &l->wo, l->bo, false, err));
-        pre = norm_for(g, l->ffn_norm, gu1 ? &l->wgu : &l->w_gate, T, err, &ns);
-        TRY(ns);
+        if (residual_fused(g, T, l->bo)) { /* g->x += o; the norm then rounds for the FFN's first product */
+            TRY(mm(&g->ws, g->att, T, &l->wo, g->x, E, -1, false, err, true));
+            pre = norm_for(g, l->ffn_norm, gu1 ? &l->wgu : &l->w_gate, T, err, &ns);
+            TRY(ns);
+        } else { /* the residual add in the norm */
+            TRY(mm(&g->ws, g->att, T, &l->wo, g->tmp, E, -1, false, err));
+            if (l->bo) cu_add_bias(g->tmp, l->bo, (int)T, (int)E);
+            norm(g, g->x, g->tmp, l->ffn_norm, g->xn, T, (int)E, E, eps);
+        }
     } else { /* from the stream after the attention block: the norm as the block's end computes it, plus zero */
         CK(cudaMemsetAsync(g->tmp, 0, (size_t)(T * E) * sizeof(float), g->st), "clearing a buffer");
         norm(g, g->x, g->tmp, l->ffn_norm, g->xn, T, (int)E, E, eps);
@@ -743,7 +740,11 @@ static lb_status layer_forward_part(lb_cuda_ctx *g, const dlayer *l, int64_t il,
         pre = false;
     }
     OBSERVE(LB_OBS_FFN_DOWN_IN, gp, F);
-    return mm_residual(g, gp, T, &l->w_down, l->b_down, pre, err);
+    if (residual_fused(g, T, l->b_down)) return mm(&g->ws, gp, T, &l->w_down, g->x, E, -1, pre, err, true);
+    TRY(mm(&g->ws, gp, T, &l->w_down, g->tmp, E, -1, pre, err));
+    if (l->b_down) cu_add_bias(g->tmp, l->b_down, (int)T, (int)E);
+    cu_add(g->x, g->tmp, T * E);
+    return LB_OK;
 }
 
 static lb_status layer_forward(lb_cuda_ctx *g, const dlayer *l, int64_t il, int64_t T, int64_t max_n, int stop, lb_error *err) {

@@ -440,6 +440,162 @@ __global__ void __launch_bounds__(MV_WARPS * 32) k_mvq(const uint8_t *__restrict
 }
 
 /*
+ * Kernel k_mvt, one token, 8-bit activations, sm_90 (LB_CUDA_MVT=1; an experiment until timed on a GPU): the weights
+ * stream through the Tensor Memory Accelerator. A block (MV_WARPS warps) owns tiles of MVT_RT consecutive rows, tiles
+ * blockIdx.x, + gridDim.x, ... (a grid of a few blocks per multiprocessor); each tile's rows are taken in segments of
+ * MVT_S elements, and one thread copies each row's segment with a bulk copy (cp.async.bulk, completion counted in
+ * bytes on the stage's mbarrier), MVT_ST - 1 (tile, segment) items ahead of the one the warps compute, across tile
+ * boundaries: the pipeline never drains until the block's last tile. Warp w computes rows 2 w and 2 w + 1 of the
+ * tile, lane l chunks l and l + 32 of each segment (Mq::chunk, dp4a, as k_mvq); the lane's sums run over the
+ * segments in order, then a butterfly over the warp: the order depends on K alone.
+ */
+#define MVT_RT (2 * MV_WARPS)
+#define MVT_S 2048
+#define MVT_ST 4
+
+template <int TY> struct MvtShape {
+    static constexpr int CH = MVT_S / 32;                                     /* chunks a segment */
+    static constexpr int SB = (MVT_S / Dq<TY>::BE) * Dq<TY>::BB;              /* bytes of a full row segment */
+    static constexpr int SBP = (SB + 15) / 16 * 16 + 16;                      /* its stage row: 16-byte aligned, slack for ldw */
+    static constexpr int STAGE = MVT_RT * SBP;
+    static constexpr bool OK = SB % 16 == 0;                                  /* every segment a whole number of 16 bytes */
+};
+
+__device__ __forceinline__ uint32_t smem_u32(const void *p) { return (uint32_t)__cvta_generic_to_shared(p); }
+__device__ __forceinline__ void mbar_init(uint64_t *b) {
+#if __CUDA_ARCH__ >= 900
+    asm volatile("mbarrier.init.shared::cta.b64 [%0], 1;" ::"r"(smem_u32(b)) : "memory");
+#endif
+}
+__device__ __forceinline__ void mbar_expect(uint64_t *b, uint32_t bytes) {
+#if __CUDA_ARCH__ >= 900
+    asm volatile("mbarrier.arrive.expect_tx.shared::cta.b64 _, [%0], %1;" ::"r"(smem_u32(b)), "r"(bytes) : "memory");
+#endif
+}
+__device__ __forceinline__ void bulk_copy(void *dst, const void *src, uint32_t bytes, uint64_t *b) {
+#if __CUDA_ARCH__ >= 900
+    asm volatile("cp.async.bulk.shared::cluster.global.mbarrier::complete_tx::bytes [%0], [%1], %2, [%3];" ::"r"(smem_u32(dst)),
+                 "l"(__cvta_generic_to_global(src)), "r"(bytes), "r"(smem_u32(b))
+                 : "memory");
+#endif
+}
+__device__ __forceinline__ bool mbar_try(uint64_t *b, uint32_t parity) {
+#if __CUDA_ARCH__ >= 900
+    uint32_t ok;
+    asm volatile("{\n .reg .pred p;\n mbarrier.try_wait.parity.shared::cta.b64 p, [%1], %2;\n selp.u32 %0, 1, 0, p;\n}"
+                 : "=r"(ok)
+                 : "r"(smem_u32(b)), "r"(parity)
+                 : "memory");
+    return ok != 0;
+#else
+    return true;
+#endif
+}
+__device__ __forceinline__ void fence_async_smem() {
+#if __CUDA_ARCH__ >= 900
+    asm volatile("fence.proxy.async.shared::cta;" ::: "memory");
+#endif
+}
+
+template <int TY>
+__global__ void __launch_bounds__(MV_WARPS * 32) k_mvt(const uint8_t *__restrict__ W, size_t rb, int64_t N, int K,
+                                                       const int8_t *__restrict__ xq, const float2 *__restrict__ xd,
+                                                       float *__restrict__ out, int add) {
+    using D = Dq<TY>;
+    using S = MvtShape<TY>;
+    constexpr int PER = D::BE / 32;
+    extern __shared__ __align__(128) uint8_t smem[];
+    __shared__ __align__(8) uint64_t full[MVT_ST];
+    const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
+    const int nch = K / 32, nseg = (nch + S::CH - 1) / S::CH;
+    const int64_t ntiles = (N + MVT_RT - 1) / MVT_RT;
+    const int64_t mine = (int64_t)blockIdx.x < ntiles ? (ntiles - 1 - blockIdx.x) / gridDim.x + 1 : 0;
+    const int64_t items = mine * nseg;
+    if (threadIdx.x == 0) {
+        for (int s = 0; s < MVT_ST; s++) mbar_init(&full[s]);
+        fence_async_smem();
+    }
+    __syncthreads();
+    auto issue = [&](int64_t j) { /* thread 0: item j's row segments into stage j % MVT_ST */
+        if (j >= items) return;
+        const int64_t r0 = (blockIdx.x + (j / nseg) * (int64_t)gridDim.x) * MVT_RT;
+        const int c0 = (int)(j % nseg) * S::CH, n = nch - c0 < S::CH ? nch - c0 : S::CH;
+        const int nr = N - r0 < MVT_RT ? (int)(N - r0) : MVT_RT;
+        const uint32_t bytes = (uint32_t)((n / PER) * D::BB);
+        uint8_t *st = smem + (j % MVT_ST) * S::STAGE;
+        uint64_t *b = &full[j % MVT_ST];
+        mbar_expect(b, bytes * (uint32_t)nr);
+        for (int r = 0; r < nr; r++) bulk_copy(st + r * S::SBP, W + (size_t)(r0 + r) * rb + (size_t)(c0 / PER) * D::BB, bytes, b);
+    };
+    if (threadIdx.x == 0)
+        for (int j = 0; j < MVT_ST - 1; j++) issue(j); /* the weights only: before the previous kernel has finished */
+    pdl_wait();
+    pdl_go();
+    float acc[2] = {0.0f, 0.0f};
+    for (int64_t j = 0; j < items; j++) {
+        if (threadIdx.x == 0) issue(j + MVT_ST - 1);
+        while (!mbar_try(&full[j % MVT_ST], (uint32_t)((j / MVT_ST) & 1))) {
+        }
+        const int64_t r0 = (blockIdx.x + (j / nseg) * (int64_t)gridDim.x) * MVT_RT;
+        const int seg = (int)(j % nseg), c0 = seg * S::CH, n = nch - c0 < S::CH ? nch - c0 : S::CH;
+        const int nr = N - r0 < MVT_RT ? (int)(N - r0) : MVT_RT;
+        const uint8_t *st = smem + (j % MVT_ST) * S::STAGE;
+#pragma unroll
+        for (int h = 0; h < S::CH / 32; h++) {
+            const int cc = lane + 32 * h, c = c0 + cc;
+            if (cc < n) {
+                const uint4 *xp = (const uint4 *)(xq + 32 * (size_t)c);
+                const uint4 a0 = __ldg(xp), a1 = __ldg(xp + 1);
+                const float2 ad = __ldg(xd + c);
+                const int a[8] = {(int)a0.x, (int)a0.y, (int)a0.z, (int)a0.w, (int)a1.x, (int)a1.y, (int)a1.z, (int)a1.w};
+                int h0 = 0, h1 = 0;
+                if constexpr (Mq<TY>::M16) {
+#pragma unroll
+                    for (int k = 0; k < 4; k++) {
+                        h0 = __dp4a(0x01010101, a[k], h0);
+                        h1 = __dp4a(0x01010101, a[k + 4], h1);
+                    }
+                }
+#pragma unroll
+                for (int rr = 0; rr < 2; rr++) {
+                    const int r = 2 * warp + rr;
+                    if (r < nr) {
+                        int w[8];
+                        float d0, d1, m, m1;
+                        const uint8_t *blk = st + r * S::SBP + (cc / PER) * D::BB;
+                        if constexpr (Mq<TY>::M16) Mq<TY>::chunk(blk, cc % PER, w, d0, d1, m, m1);
+                        else Mq<TY>::chunk(blk, cc % PER, w, d0, d1, m);
+                        int i0 = 0, i1 = 0;
+#pragma unroll
+                        for (int k = 0; k < 4; k++) {
+                            i0 = __dp4a(w[k], a[k], i0);
+                            i1 = __dp4a(w[k + 4], a[k + 4], i1);
+                        }
+                        if constexpr (Mq<TY>::M16)
+                            acc[rr] = fmaf(ad.x, fmaf(d0, (float)i0, fmaf(d1, (float)i1, fmaf(m, (float)h0, m1 * (float)h1))), acc[rr]);
+                        else
+                            acc[rr] = fmaf(ad.x, fmaf(d0, (float)i0, d1 * (float)i1), fmaf(m, ad.y, acc[rr]));
+                    }
+                }
+            }
+        }
+        if (seg == nseg - 1) { /* the tile's last segment: its rows are done */
+#pragma unroll
+            for (int rr = 0; rr < 2; rr++) {
+                float v = acc[rr];
+#pragma unroll
+                for (int o = 16; o > 0; o /= 2) v += __shfl_xor_sync(0xffffffffu, v, o);
+                const int r = 2 * warp + rr;
+                if (lane == rr && r < nr) put_out(out + r0 + r, v, add);
+                acc[rr] = 0.0f;
+            }
+        }
+        __syncthreads(); /* every warp is done with this stage before thread 0 refills it */
+        if (threadIdx.x == 0) fence_async_smem();
+    }
+}
+
+/*
  * Kernel k_mvm, 5..16 tokens, types with per-word decoders (Mq::WORD): integer tensor-core products. A block
  * owns MVM_ROWS = 16 rows; its MV_WARPS warps take every MV_WARPS-th step of MVM_CH chunks, each staged for
  * the 16 rows by cp.async MVM_ST - 1 steps ahead (dynamic shared memory). Per chunk, lane (g, t) = (lane / 4,
@@ -748,8 +904,44 @@ template <int TY, int NT, bool DEEP> static void mvq_rows(const dweight *w, cons
     else launch_mvq<TY, NT, RW, false, MVQ_ST(TY, RW, DEEP)>(w, xa, T, out, ldo, add);
 }
 
+/* one-token products of the 8-bit types through k_mvt (LB_CUDA_MVT=1, sm_90 and later) where the rows allow bulk copies */
+static int mvt_blocks(void) { /* the grid: three blocks per multiprocessor, 0 where k_mvt is off or not available */
+    static int blocks = -1;
+    if (blocks < 0) {
+        int dev = 0, major = 0, sms = 0;
+        blocks = cu_env_is("LB_CUDA_MVT", '1') && cudaGetDevice(&dev) == cudaSuccess &&
+                         cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, dev) == cudaSuccess && major >= 9 &&
+                         cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, dev) == cudaSuccess
+                     ? 3 * sms
+                     : 0;
+    }
+    return blocks;
+}
+
+template <int TY> static bool launch_mvt(const dweight *w, const void *xa, float *out, int add) {
+    using S = MvtShape<TY>;
+    if constexpr (!S::OK) {
+        return false;
+    } else {
+        const int blocks = mvt_blocks();
+        if (!blocks || (((uintptr_t)w->data | w->row_bytes) & 15)) return false;
+        constexpr size_t smem = (size_t)MVT_ST * S::STAGE;
+        static bool ready = false; /* the dynamic shared memory limit raised once per kernel (idempotent) */
+        if (!ready) {
+            cudaFuncSetAttribute(k_mvt<TY>, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem);
+            ready = true;
+        }
+        const int64_t N = w->rows, K = w->cols, tiles = (N + MVT_RT - 1) / MVT_RT;
+        const int8_t *xq = (const int8_t *)xa;
+        cu_launch(k_mvt<TY>, dim3((unsigned)(tiles < blocks ? tiles : blocks)), dim3(MV_WARPS * 32), smem, (const uint8_t *)w->data,
+                  w->row_bytes, N, (int)K, xq, (const float2 *)(xq + K), out, add);
+        return true;
+    }
+}
+
 template <int TY, int NT> static void mvq_nt(const dweight *w, const void *xa, int T, float *out, int64_t ldo, int add) {
     if constexpr (NT == 1) {
+        if (launch_mvt<TY>(w, xa, out, add)) return;
         if (mvq_deep()) {
             mvq_rows<TY, NT, true>(w, xa, T, out, ldo, add);
             return;
