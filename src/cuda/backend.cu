@@ -648,7 +648,8 @@ static lb_status layer_forward_part(lb_cuda_ctx *g, const dlayer *l, int64_t il,
     const int64_t qd = H * D, kvd = KV * D;
     const float eps = h->rms_eps;
     const bool fuse = T == 1 && g->qkv1 && fuse_on(); /* one token: q, k, v (gate, up) in one launch where stored so */
-    lb_status ns;
+    lb_status ns = LB_OK;
+    bool att_pre = false; /* the attention rounded its output for the o product */
     if (from == LB_OBS_ATTN_IN) {
         const bool qkv1 = fuse && l->wqkv.data;
         const bool pre = norm_for(g, l->attn_norm, qkv1 ? &l->wqkv : &l->wq, T, err, &ns);
@@ -686,9 +687,14 @@ static lb_status layer_forward_part(lb_cuda_ctx *g, const dlayer *l, int64_t il,
                        g->kc + lo + ok, g->vc + lo + ok);
             if (wl > LB_CUDA_MV_MAX && cu_attention_flash_ok((int)H, (int)KV, (int)D))
                 cu_attention_flash(q + oq, g->kc + lo + ok, g->vc + lo + ok, g->att + oq, (int)wl, (int)H, (int)KV, (int)D, g->pos_d);
-            else if (g->att_part)
+            else if (g->att_part) {
+                int be = 0;
+                att_pre = wl == T && D % 8 == 0 && aligned16(g->att) && act_fusable(g, &l->wo, T, qd, &be, err, &ns);
+                TRY(ns);
                 cu_attention_split(q + oq, g->kc + lo + ok, g->vc + lo + ok, g->att + oq, (int)wl, (int)H, (int)KV, (int)D, g->pos_d,
-                                   max_n, g->att_part);
+                                   max_n, g->att_part, be, att_pre ? g->ws.x16 : NULL);
+                if (att_pre) act_prepared(&g->ws, g->att, &l->wo, T);
+            }
             else
                 cu_attention(q + oq, g->kc + lo + ok, g->vc + lo + ok, g->att + oq, (int)wl, (int)H, (int)KV, (int)D, g->pos_d, max_n);
         }
@@ -704,11 +710,11 @@ static lb_status layer_forward_part(lb_cuda_ctx *g, const dlayer *l, int64_t il,
     if (from <= LB_OBS_ATTN_OUT_IN) {
         OBSERVE(LB_OBS_ATTN_OUT_IN, g->att, qd);
         if (residual_fused(g, T, l->bo)) { /* g->x += o; the norm then rounds for the FFN's first product */
-            TRY(mm(&g->ws, g->att, T, &l->wo, g->x, E, -1, false, err, true));
+            TRY(mm(&g->ws, g->att, T, &l->wo, g->x, E, -1, att_pre, err, true));
             pre = norm_for(g, l->ffn_norm, gu1 ? &l->wgu : &l->w_gate, T, err, &ns);
             TRY(ns);
         } else { /* the residual add in the norm */
-            TRY(mm(&g->ws, g->att, T, &l->wo, g->tmp, E, -1, false, err));
+            TRY(mm(&g->ws, g->att, T, &l->wo, g->tmp, E, -1, att_pre, err));
             if (l->bo) cu_add_bias(g->tmp, l->bo, (int)T, (int)E);
             norm(g, g->x, g->tmp, l->ffn_norm, g->xn, T, (int)E, E, eps);
         }
@@ -1143,7 +1149,7 @@ extern "C" lb_status lb_cuda_test_fused_act(int device, lb_type type, int op, co
 
 extern "C" lb_status lb_cuda_test_attention(int device, const float *q, const uint16_t *kc, const uint16_t *vc, float *out, int T, int H,
                                             int KV, int D, int64_t pos0, int flash, lb_error *err) {
-    if (T < 1 || H < 1 || KV < 1 || D < 2 || D % 2 || H % KV || pos0 < 0 || flash < 0 || flash > 2)
+    if (T < 1 || H < 1 || KV < 1 || D < 2 || D % 2 || H % KV || pos0 < 0 || flash < 0 || flash > 3)
         return lb_err_set(err, LB_ERR_ARG, "lb_cuda_test_attention: bad shape or kernel");
     if (flash == 1 && !cu_attention_flash_fits(H, KV, D)) return lb_err_set(err, LB_ERR_UNSUPPORTED, "no flash kernel for this shape");
     lb_status s = use_device(device, err);
@@ -1155,7 +1161,16 @@ extern "C" lb_status lb_cuda_test_attention(int device, const float *q, const ui
     __half *kd = NULL, *vd = NULL;
     int64_t *pd = NULL;
     cudaError_t e = cudaMalloc((void **)&qd, qn * sizeof(float));
-    if (e == cudaSuccess && flash == 2) e = cudaMalloc((void **)&part, cu_attention_split_scratch(H, D, n));
+    /* flash 3: the split kernel whose combining launch also rounds for the o product (q4_K's 256-element blocks where
+     * H D allows, else q8_0's 32), checked here against cu_act_prepare of its result */
+    const lb_type at = (int64_t)H * D % 256 == 0 ? LB_TYPE_Q4_K : LB_TYPE_Q8_0;
+    const int abe = (int)lb_type_traits_get(at)->block_elems;
+    if (flash == 3 && (D % 8 || !cu_act_fusable((int64_t)H * D, abe) || T > LB_CUDA_MV_MAX))
+        return lb_err_set(err, LB_ERR_UNSUPPORTED, "no rounding attention kernel for this shape");
+    const size_t abytes = qn + qn / 32 * sizeof(float2);
+    uint8_t *act = NULL;
+    if (e == cudaSuccess && flash == 3) e = cudaMalloc((void **)&act, 2 * abytes);
+    if (e == cudaSuccess && flash >= 2) e = cudaMalloc((void **)&part, cu_attention_split_scratch(H, D, n));
     if (e == cudaSuccess) e = cudaMalloc((void **)&od, qn * sizeof(float));
     if (e == cudaSuccess) e = cudaMalloc((void **)&kd, cn * sizeof(__half));
     if (e == cudaSuccess) e = cudaMalloc((void **)&vd, cn * sizeof(__half));
@@ -1169,12 +1184,24 @@ extern "C" lb_status lb_cuda_test_attention(int device, const float *q, const ui
     if (e == cudaSuccess) {
         if (flash == 1) cu_attention_flash(qd, kd, vd, od, T, H, KV, D, pd);
         else if (flash == 2) cu_attention_split(qd, kd, vd, od, T, H, KV, D, pd, n, part);
+        else if (flash == 3) {
+            cu_attention_split(qd, kd, vd, od, T, H, KV, D, pd, n, part, abe, act);
+            cu_act_prepare(at, od, T, (int64_t)H * D, act + abytes);
+        }
         else cu_attention(qd, kd, vd, od, T, H, KV, D, pd, n);
         e = cudaGetLastError();
     }
     if (e == cudaSuccess) e = cudaDeviceSynchronize();
     if (e == cudaSuccess) e = cudaMemcpy(out, od, qn * sizeof(float), cudaMemcpyDeviceToHost);
     if (e != cudaSuccess) s = cuda_fail(err, e, "in the attention test");
+    if (s == LB_OK && flash == 3) {
+        uint8_t *h = (uint8_t *)malloc(2 * abytes);
+        if (!h) s = lb_err_set(err, LB_ERR_NOMEM, "out of memory");
+        else if ((e = cudaMemcpy(h, act, 2 * abytes, cudaMemcpyDeviceToHost)) != cudaSuccess) s = cuda_fail(err, e, "in the attention test");
+        else if (memcmp(h, h + abytes, abytes)) s = lb_err_set(err, LB_ERR_DEVICE, "the attention's rounded output differs from cu_act_prepare's");
+        free(h);
+    }
+    cudaFree(act);
     cudaFree(qd);
     cudaFree(od);
     cudaFree(part);

@@ -524,6 +524,43 @@ __global__ void k_att_combine(const float *part, float *out, int H, int D, int c
     }
 }
 
+/* k_att_combine's result (the same operations in the same order: the same floats) and its 8-bit rounding for the o
+ * product in the same launch (act_round8: a warp per 256 consecutive elements of a token's H D, lane l elements
+ * 8 l .. 8 l + 7 of one head; grid (H D / 1024 rounded up, tokens), four warps) */
+template <int BE>
+__global__ void __launch_bounds__(NA_WARPS * 32) k_att_combine_act(const float *part, float *out, int H, int D, int ch, int nch,
+                                                                   const int64_t *pos, int t_off, int T, int8_t *q, float2 *dq) {
+    pdl_enter();
+    const int t = blockIdx.y, lane = threadIdx.x % 32;
+    const int e = (blockIdx.x * NA_WARPS + threadIdx.x / 32) * 256 + 8 * lane; /* within the token's H D */
+    const bool valid = e < H * D;
+    float v[8] = {0, 0, 0, 0, 0, 0, 0, 0};
+    if (valid) {
+        const int h = e / D, d0 = e % D;
+        const int64_t n = *pos + t_off + t + 1;
+        const int nc = (int)((n + ch - 1) / ch) < nch ? (int)((n + ch - 1) / ch) : nch;
+        const float *pr = part + ((int64_t)t * H + h) * nch * (D + 2);
+        float M = -INFINITY;
+        for (int c = 0; c < nc; c++) M = fmaxf(M, pr[(int64_t)c * (D + 2)]);
+        float L = 0.0f;
+        for (int c = 0; c < nc; c++) L += pr[(int64_t)c * (D + 2) + 1] * expf(pr[(int64_t)c * (D + 2)] - M);
+        const float inv = 1.0f / L;
+        float a[8] = {0, 0, 0, 0, 0, 0, 0, 0};
+        for (int c = 0; c < nc; c++) {
+            const float f = expf(pr[(int64_t)c * (D + 2)] - M);
+#pragma unroll
+            for (int k = 0; k < 8; k++) a[k] += pr[(int64_t)c * (D + 2) + 2 + d0 + k] * f;
+        }
+        float *o = out + ((int64_t)(t_off + t) * H) * D + e;
+#pragma unroll
+        for (int k = 0; k < 8; k++) {
+            v[k] = a[k] * inv;
+            o[k] = v[k];
+        }
+    }
+    act_round8<BE>(v, (int64_t)(t_off + t) * H * D + e, valid, lane, q, dq);
+}
+
 bool cu_attention_split_on(void) {
     static const bool on = !cu_env_is("LB_CUDA_ATT_SPLIT", '0');
     return on;
@@ -543,7 +580,7 @@ size_t cu_attention_split_scratch(int H, int D, int64_t max_n) {
 }
 
 void cu_attention_split(const float *q, const __half *kc, const __half *vc, float *out, int T, int H, int KV, int D, const int64_t *pos,
-                        int64_t max_n, float *part) {
+                        int64_t max_n, float *part, int be, void *xa) {
     const int hb = att_hb(H, KV), ch = cu_attention_split_chunk(max_n);
     const int nch = (int)((max_n + ch - 1) / ch);
     const size_t smem = (size_t)hb * (size_t)(D + ch) * sizeof(float);
@@ -551,7 +588,15 @@ void cu_attention_split(const float *q, const __half *kc, const __half *vc, floa
         const int nt = T - t0 < AS_TOKENS ? T - t0 : AS_TOKENS;
         cu_launch(k_att_split, dim3((unsigned)(H / hb), (unsigned)nch, (unsigned)nt), dim3(AS_THREADS), smem,
                   q + (size_t)t0 * (size_t)H * (size_t)D, kc, vc, part, H, KV, D, hb, ch, nch, pos, t0);
-        cu_launch(k_att_combine, dim3((unsigned)H, (unsigned)nt), dim3(AS_THREADS), 0, (const float *)part, out, H, D, ch, nch, pos, t0);
+        if (xa) {
+            int8_t *aq = (int8_t *)xa;
+            float2 *ad = (float2 *)(aq + (size_t)T * (size_t)H * (size_t)D);
+            const dim3 grid((unsigned)((H * D + NA_WARPS * 256 - 1) / (NA_WARPS * 256)), (unsigned)nt);
+            if (be == 256) cu_launch(k_att_combine_act<256>, grid, dim3(NA_WARPS * 32), 0, (const float *)part, out, H, D, ch, nch, pos, t0, T, aq, ad);
+            else cu_launch(k_att_combine_act<32>, grid, dim3(NA_WARPS * 32), 0, (const float *)part, out, H, D, ch, nch, pos, t0, T, aq, ad);
+        } else {
+            cu_launch(k_att_combine, dim3((unsigned)H, (unsigned)nt), dim3(AS_THREADS), 0, (const float *)part, out, H, D, ch, nch, pos, t0);
+        }
     }
 }
 

@@ -62,10 +62,25 @@ static void check_shape(int T, int H, int KV, int D, int64_t pos0, float qscale)
                     vmax * (2.0 * A * (D + 8) * ldexp(1.0, -23) + (double)(nv + 16) * ldexp(1.0, -22)) + ldexp(1.0, -40);
             }
         }
-    static const char *const kname[3] = {"plain", "flash", "split"};
-    for (int flash = 0; flash < 3; flash++) {
+    static const char *const kname[4] = {"plain", "flash", "split", "split+round"};
+    float *split_out = malloc(qn * sizeof(float));
+    bool have_split = false;
+    for (int flash = 0; flash < 4; flash++) {
         lb_error e;
         const lb_status s = lb_cuda_test_attention(0, q, kc, vc, out, T, H, KV, D, pos0, flash, &e);
+        if (flash == 3) { /* the split kernel rounding for the o product: the split result bit for bit, and (checked by the
+                           * entry point) cu_act_prepare's bytes of it */
+            const bool fits = D % 8 == 0 && T <= 16 && (H * D) % 32 == 0;
+            if (!fits) {
+                CHECK(s == LB_ERR_UNSUPPORTED, "split+round T %d H %d KV %d D %d: status %d", T, H, KV, D, (int)s);
+                continue;
+            }
+            CHECK(s == LB_OK, "split+round T %d H %d KV %d D %d pos0 %lld: status %d, %s", T, H, KV, D, (long long)pos0, (int)s, e.msg);
+            if (s == LB_OK && have_split)
+                CHECK(!memcmp(out, split_out, qn * sizeof(float)), "split+round T %d H %d KV %d D %d: the output differs from the split kernel's",
+                      T, H, KV, D);
+            continue;
+        }
         const bool flash_shape = (D == 32 || D == 48 || D == 64 || D == 96 || D == 128) && H / KV <= 64;
         if (flash == 1 && !flash_shape) { /* no tensor-core variant: said so */
             CHECK(s == LB_ERR_UNSUPPORTED, "flash T %d H %d KV %d D %d: status %d", T, H, KV, D, (int)s);
@@ -89,7 +104,12 @@ static void check_shape(int T, int H, int KV, int D, int64_t pos0, float qscale)
               bound[first_bad]);
         printf("%s T %4d H %2d KV %2d D %3d pos0 %4lld: max |gpu - ref| %.3g, at most %.3g of the bound\n", kname[flash], T, H,
                KV, D, (long long)pos0, worst, worst_ratio);
+        if (flash == 2) {
+            memcpy(split_out, out, qn * sizeof(float));
+            have_split = true;
+        }
     }
+    free(split_out);
     free(q);
     free(out);
     free(kc);
@@ -121,6 +141,8 @@ int main(void) {
     check_shape(17, 12, 4, 32, 1000, 4.0f); /* a long cache, few queries */
     /* decode shapes (the split kernel's: several chunks, a last partial one, token groups of 16) */
     check_shape(1, 32, 8, 128, 5000, 2.0f);  /* one token over 5,001 positions: 79 chunks */
+    check_shape(1, 12, 4, 64, 77, 1.0f);     /* decode rounding for 256-element blocks over 768 outputs */
+    check_shape(2, 6, 2, 96, 10, 1.0f);      /* and for 32-element blocks (576 outputs) */
     check_shape(3, 8, 2, 80, 300, 1.0f);     /* a head size without a flash variant */
     check_shape(16, 4, 4, 256, 129, 1.0f);   /* 16 tokens, head size 256 */
     check_shape(21, 64, 8, 64, 70, 1.0f);    /* two token groups (16 + 5), eight heads a group */
