@@ -204,8 +204,9 @@ typedef struct dlayer {
     dweight wq, wk, wv, wo, w_gate, w_up, w_down;
     float *bq, *bk, *bv, *bo, *b_gate, *b_up, *b_down;
     /* q, k, v (gate, up) stored one after another when of one type: the same bytes as one matrix, for one-token
-     * products in one launch (unless LB_CUDA_FUSE=0); data NULL when the types differ or in a layerwise slot */
-    dweight wqkv, wgu;
+     * products in one launch (unless LB_CUDA_FUSE=0); data NULL when the types differ or in a layerwise slot; wqk: q and
+     * k so where they share a type and v has another (Q4_K_M's q6_K v in some layers) */
+    dweight wqkv, wgu, wqk;
 } dlayer;
 
 #define MAX_ALLOCS 4096
@@ -309,15 +310,22 @@ static lb_status upload_weight(lb_cuda_ctx *g, dweight *d, const lb_weight *w, c
 }
 
 /* matrices ws[0..n) of one type and row length into one allocation, one after another (merged: all of them as one
- * matrix); else each on its own (merged->data NULL) */
+ * matrix); else each on its own (merged->data NULL), except that with first2, the first two go together when they
+ * share a type (first2: those two as one matrix) */
 static lb_status upload_group(lb_cuda_ctx *g, dweight *const *ds, const lb_weight *const *ws, const char *const *names, int n,
-                              dweight *merged, lb_error *err) {
+                              dweight *merged, lb_error *err, dweight *first2 = NULL) {
     memset(merged, 0, sizeof *merged);
+    if (first2) memset(first2, 0, sizeof *first2);
     bool same = true;
     for (int i = 0; i < n; i++) {
         const lb_status st = weight_ok(ws[i], names[i], err);
         if (st != LB_OK) return st;
         same = same && ws[i]->type == ws[0]->type && ws[i]->cols == ws[0]->cols;
+    }
+    if (!same && first2 && n > 2 && ws[1]->type == ws[0]->type && ws[1]->cols == ws[0]->cols) {
+        lb_status st = upload_group(g, ds, ws, names, 2, first2, err);
+        for (int i = 2; st == LB_OK && i < n; i++) st = upload_weight(g, ds[i], ws[i], names[i], err);
+        return st;
     }
     if (!same) {
         for (int i = 0; i < n; i++) {
@@ -349,7 +357,7 @@ static lb_status upload_layer(lb_cuda_ctx *g, const lb_layer *l, dlayer *d, lb_e
     const lb_weight *const qkv[] = {&l->wq, &l->wk, &l->wv}, *const gu[] = {&l->w_gate, &l->w_up};
     dweight *const dqkv[] = {&d->wq, &d->wk, &d->wv}, *const dgu[] = {&d->w_gate, &d->w_up};
     const char *const nqkv[] = {"attn_q", "attn_k", "attn_v"}, *const ngu[] = {"ffn_gate", "ffn_up"};
-    s = upload_group(g, dqkv, qkv, nqkv, 3, &d->wqkv, err);
+    s = upload_group(g, dqkv, qkv, nqkv, 3, &d->wqkv, err, &d->wqk);
     if (s == LB_OK) s = upload_weight(g, &d->wo, &l->wo, "attn_output", err);
     if (s == LB_OK) s = upload_group(g, dgu, gu, ngu, 2, &d->wgu, err);
     if (s == LB_OK) s = upload_weight(g, &d->w_down, &l->w_down, "ffn_down", err);
@@ -617,18 +625,18 @@ static bool act_fusable(lb_cuda_ctx *g, const dweight *w, int64_t T, int64_t n, 
     return *s == LB_OK;
 }
 
-/* g->xn = RMSNorm(g->x) (contiguous rows of E), the input of the product with w; returns whether the norm also rounded
- * it for that product (then the product's mm is called with same_x) */
-static bool norm_for(lb_cuda_ctx *g, const float *nw, const dweight *w, int64_t T, lb_error *err, lb_status *s) {
+/* xn = RMSNorm(x) (T contiguous rows of E), the input of the product with w; returns whether the norm also rounded it
+ * for that product (then the product's mm is called with same_x) */
+static bool norm_for(lb_cuda_ctx *g, float *x, const float *nw, float *xn, const dweight *w, int64_t T, lb_error *err, lb_status *s) {
     const lb_model_info *h = &g->m->info;
     const int64_t E = h->n_embd;
     int be = 0;
-    if (act_fusable(g, w, T, E, &be, err, s) && aligned16(g->x) && aligned16(nw) && aligned16(g->xn)) {
-        cu_rmsnorm_act(g->x, nw, g->xn, T, (int)E, h->rms_eps, be, g->ws.x16);
-        act_prepared(&g->ws, g->xn, w, T);
+    if (act_fusable(g, w, T, E, &be, err, s) && aligned16(x) && aligned16(nw) && aligned16(xn)) {
+        cu_rmsnorm_act(x, nw, xn, T, (int)E, h->rms_eps, be, g->ws.x16);
+        act_prepared(&g->ws, xn, w, T);
         return true;
     }
-    if (*s == LB_OK) norm(g, g->x, NULL, nw, g->xn, T, (int)E, E, h->rms_eps);
+    if (*s == LB_OK) norm(g, x, NULL, nw, xn, T, (int)E, E, h->rms_eps);
     return false;
 }
 
@@ -651,14 +659,18 @@ static lb_status layer_forward_part(lb_cuda_ctx *g, const dlayer *l, int64_t il,
     lb_status ns = LB_OK;
     bool att_pre = false; /* the attention rounded its output for the o product */
     if (from == LB_OBS_ATTN_IN) {
-        const bool qkv1 = fuse && l->wqkv.data;
-        const bool pre = norm_for(g, l->attn_norm, qkv1 ? &l->wqkv : &l->wq, T, err, &ns);
+        const bool qkv1 = fuse && l->wqkv.data, qk1 = fuse && l->wqk.data;
+        const bool pre = norm_for(g, g->x, l->attn_norm, g->xn, qkv1 ? &l->wqkv : qk1 ? &l->wqk : &l->wq, T, err, &ns);
         TRY(ns);
         OBSERVE(LB_OBS_ATTN_IN, g->xn, E);
         float *q = g->q, *k = g->k, *v = g->v;
         if (qkv1) {
             TRY(mm(&g->ws, g->xn, T, &l->wqkv, g->qkv1, qd + 2 * kvd, -1, pre, err));
             q = g->qkv1, k = q + qd, v = k + kvd;
+        } else if (qk1) { /* q and k in one launch, v (another type) on its own */
+            q = g->qkv1, k = q + qd, v = k + kvd;
+            TRY(mm(&g->ws, g->xn, T, &l->wqk, q, qd + kvd, -1, pre, err));
+            TRY(mm(&g->ws, g->xn, T, &l->wv, v, kvd, -1, true, err));
         } else {
             TRY(mm(&g->ws, g->xn, T, &l->wq, q, qd, -1, pre, err));
             TRY(mm(&g->ws, g->xn, T, &l->wk, k, kvd, -1, true, err));
@@ -711,7 +723,7 @@ static lb_status layer_forward_part(lb_cuda_ctx *g, const dlayer *l, int64_t il,
         OBSERVE(LB_OBS_ATTN_OUT_IN, g->att, qd);
         if (residual_fused(g, T, l->bo)) { /* g->x += o; the norm then rounds for the FFN's first product */
             TRY(mm(&g->ws, g->att, T, &l->wo, g->x, E, -1, att_pre, err, true));
-            pre = norm_for(g, l->ffn_norm, gu1 ? &l->wgu : &l->w_gate, T, err, &ns);
+            pre = norm_for(g, g->x, l->ffn_norm, g->xn, gu1 ? &l->wgu : &l->w_gate, T, err, &ns);
             TRY(ns);
         } else { /* the residual add in the norm */
             TRY(mm(&g->ws, g->att, T, &l->wo, g->tmp, E, -1, att_pre, err));
@@ -797,8 +809,10 @@ static lb_status forward(lb_cuda_ctx *g, int64_t T, int want, int64_t max_n, lb_
         TRY(observe(t, -1, LB_OBS_OUTPUT_IN, t->xn, T, E, err));
         TRY(mm(&t->ws, t->xn, T, &t->out, t->logits, V, -1, false, err));
     } else if (want == 1) {
-        norm(t, t->x + (T - 1) * E, NULL, t->out_norm, t->xn, 1, (int)E, E, h->rms_eps);
-        TRY(mm(&t->ws, t->xn, 1, &t->out, t->logits, V, -1, false, err));
+        lb_status ns = LB_OK;
+        const bool pre = norm_for(t, t->x + (T - 1) * E, t->out_norm, t->xn, &t->out, 1, err, &ns);
+        TRY(ns);
+        TRY(mm(&t->ws, t->xn, 1, &t->out, t->logits, V, -1, pre, err));
         CK(cudaMemcpyAsync(t->pin_logits, t->logits, (size_t)V * sizeof(float), cudaMemcpyDeviceToHost, t->st), "reading logits");
     }
     return LB_OK;
