@@ -1056,12 +1056,14 @@ extern "C" int lb_cuda_ctx_device(const lb_cuda_ctx *g) { return g->dev; }
 
 /* ---------------------------------------------------------------- test entry ------------------------------- */
 
-extern "C" lb_status lb_cuda_test_matmul(int device, lb_type type, const void *w, int64_t N, int64_t K, const float *x,
-                                         int64_t T, float *out, int path, lb_error *err) {
+/* the matmul tests: out = x . W^T (path as lb_cuda_test_matmul's), or with base, out = base + x . W^T through mm's add */
+static lb_status test_matmul(int device, lb_type type, const void *w, int64_t N, int64_t K, const float *x, int64_t T, const float *base,
+                             float *out, int path, lb_error *err) {
     lb_status s = use_device(device, err);
     if (s != LB_OK) return s;
     lb_cu_stream = 0;
     if (!cu_type_supported(type) || K % 32) return lb_err_set(err, LB_ERR_UNSUPPORTED, "no CUDA kernel for this shape or type");
+    if (base && (T < 1 || T > LB_CUDA_MV_MAX)) return lb_err_set(err, LB_ERR_UNSUPPORTED, "no accumulating CUDA kernel for %lld tokens", (long long)T);
     const size_t rb = lb_type_row_size(type, K);
     dweight d = {type, NULL, N, K, rb};
     float *xd = NULL, *od = NULL;
@@ -1073,10 +1075,11 @@ extern "C" lb_status lb_cuda_test_matmul(int device, lb_type type, const void *w
     if (e == cudaSuccess) e = cudaMalloc((void **)&od, out_n * sizeof(float));
     if (e == cudaSuccess) e = cudaMemcpy((void *)d.data, w, rb * (size_t)N, cudaMemcpyHostToDevice);
     if (e == cudaSuccess && T) e = cudaMemcpy(xd, x, (size_t)(T * K) * sizeof(float), cudaMemcpyHostToDevice);
-    if (e == cudaSuccess) e = cudaMemset(od, 0xff, out_n * sizeof(float)); /* NaN: every output must be written */
+    if (e == cudaSuccess && base) e = cudaMemcpy(od, base, out_n * sizeof(float), cudaMemcpyHostToDevice);
+    else if (e == cudaSuccess) e = cudaMemset(od, 0xff, out_n * sizeof(float)); /* NaN: every output must be written */
     if (e != cudaSuccess) s = cuda_fail(err, e, "in the matmul test");
     if (s == LB_OK && path == 2) cu_dequant_f32(&d, 0, N, od);
-    else if (s == LB_OK) s = mm(&ws, xd, T, &d, od, N, path, false, err);
+    else if (s == LB_OK) s = mm(&ws, xd, T, &d, od, N, path, false, err, base != NULL);
     if (s == LB_OK && (e = cudaDeviceSynchronize()) != cudaSuccess) s = cuda_fail(err, e, "in the matmul test");
     if (s == LB_OK && (e = cudaMemcpy(out, od, out_n * sizeof(float), cudaMemcpyDeviceToHost)) != cudaSuccess)
         s = cuda_fail(err, e, "reading the test result");
@@ -1087,34 +1090,14 @@ extern "C" lb_status lb_cuda_test_matmul(int device, lb_type type, const void *w
     return s;
 }
 
+extern "C" lb_status lb_cuda_test_matmul(int device, lb_type type, const void *w, int64_t N, int64_t K, const float *x,
+                                         int64_t T, float *out, int path, lb_error *err) {
+    return test_matmul(device, type, w, N, K, x, T, NULL, out, path, err);
+}
+
 extern "C" lb_status lb_cuda_test_matmul_add(int device, lb_type type, const void *w, int64_t N, int64_t K, const float *x, int64_t T,
                                              const float *base, float *out, lb_error *err) {
-    lb_status s = use_device(device, err);
-    if (s != LB_OK) return s;
-    lb_cu_stream = 0;
-    if (!cu_type_supported(type) || K % 32 || T < 1 || T > LB_CUDA_MV_MAX)
-        return lb_err_set(err, LB_ERR_UNSUPPORTED, "no accumulating CUDA kernel for this shape or type");
-    const size_t rb = lb_type_row_size(type, K);
-    dweight d = {type, NULL, N, K, rb};
-    float *xd = NULL, *od = NULL;
-    mm_ws ws;
-    memset(&ws, 0, sizeof ws);
-    CK(cudaMalloc((void **)&d.data, rb * (size_t)N), "test weights");
-    cudaError_t e = cudaMalloc((void **)&xd, (size_t)(T * K) * sizeof(float) + 16);
-    if (e == cudaSuccess) e = cudaMalloc((void **)&od, (size_t)(T * N) * sizeof(float));
-    if (e == cudaSuccess) e = cudaMemcpy((void *)d.data, w, rb * (size_t)N, cudaMemcpyHostToDevice);
-    if (e == cudaSuccess) e = cudaMemcpy(xd, x, (size_t)(T * K) * sizeof(float), cudaMemcpyHostToDevice);
-    if (e == cudaSuccess) e = cudaMemcpy(od, base, (size_t)(T * N) * sizeof(float), cudaMemcpyHostToDevice);
-    if (e != cudaSuccess) s = cuda_fail(err, e, "in the matmul test");
-    if (s == LB_OK) s = mm(&ws, xd, T, &d, od, N, -1, false, err, true);
-    if (s == LB_OK && (e = cudaDeviceSynchronize()) != cudaSuccess) s = cuda_fail(err, e, "in the matmul test");
-    if (s == LB_OK && (e = cudaMemcpy(out, od, (size_t)(T * N) * sizeof(float), cudaMemcpyDeviceToHost)) != cudaSuccess)
-        s = cuda_fail(err, e, "reading the test result");
-    mm_ws_free(&ws);
-    cudaFree((void *)d.data);
-    cudaFree(xd);
-    cudaFree(od);
-    return s;
+    return test_matmul(device, type, w, N, K, x, T, base, out, 0, err);
 }
 
 extern "C" lb_status lb_cuda_test_fused_act(int device, lb_type type, int op, const float *x, const float *y, const float *w,

@@ -150,6 +150,12 @@ __global__ void __launch_bounds__(MV_WARPS * 32) k_matvec(const uint8_t *__restr
     }
 }
 
+/* the first row of a warp's R rows (SPLIT: of the block's, shared by its warps) and how many of them are rows of N */
+template <int R, bool SPLIT> __device__ __forceinline__ int mv_rows(int64_t N, int warp, int64_t *row0) {
+    *row0 = SPLIT ? (int64_t)blockIdx.x * R : ((int64_t)blockIdx.x * MV_WARPS + warp) * R;
+    return *row0 >= N ? 0 : N - *row0 < R ? (int)(N - *row0) : R;
+}
+
 /*
  * Kernel k_mvh, one token, F16 and BF16 weights: no staging. Lane l of a warp loads 16-byte units (8 elements) l,
  * l + 32, ... of each of its R rows straight into registers, MVH_U of its units of every row at once (R MVH_U loads in
@@ -186,8 +192,8 @@ __global__ void __launch_bounds__(MV_WARPS * 32) k_mvh(const uint8_t *__restrict
                                                        const __half *__restrict__ x, float *__restrict__ out, int add) {
     __shared__ float red[SPLIT ? MV_WARPS : 1][R];
     const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
-    const int64_t row0 = SPLIT ? (int64_t)blockIdx.x * R : ((int64_t)blockIdx.x * MV_WARPS + warp) * R;
-    const int nr = row0 >= N ? 0 : N - row0 < R ? (int)(N - row0) : R;
+    int64_t row0;
+    const int nr = mv_rows<R, SPLIT>(N, warp, &row0);
     if (!SPLIT && nr == 0) {
         pdl_enter();
         return;
@@ -322,6 +328,54 @@ __device__ __forceinline__ void stage_fill(uint8_t *dst, const uint8_t *src, int
     for (int i = done + lane; i < n; i += 32) dst[i] = __ldg(src + i);
 }
 
+/* One token's 8-bit activations of a 32-element chunk: the codes as eight words, {d, d * sum q}, and (M16 types) the
+ * code sums of its two halves */
+struct Act8 {
+    int a[8];
+    float2 ad;
+    int h0, h1;
+};
+template <bool M16> __device__ __forceinline__ Act8 act8_load(const int8_t *q, const float2 *d) {
+    Act8 x;
+    const uint4 a0 = __ldg((const uint4 *)q), a1 = __ldg((const uint4 *)q + 1);
+    const int a[8] = {(int)a0.x, (int)a0.y, (int)a0.z, (int)a0.w, (int)a1.x, (int)a1.y, (int)a1.z, (int)a1.w};
+#pragma unroll
+    for (int k = 0; k < 8; k++) x.a[k] = a[k];
+    x.ad = __ldg(d);
+    x.h0 = x.h1 = 0;
+    if constexpr (M16) {
+#pragma unroll
+        for (int k = 0; k < 4; k++) {
+            x.h0 = __dp4a(0x01010101, a[k], x.h0);
+            x.h1 = __dp4a(0x01010101, a[k + 4], x.h1);
+        }
+    }
+    return x;
+}
+
+/* A weight chunk decoded to int8 codes and scales (Mq::chunk), and its product with a token's chunk added to acc:
+ * integer sums per 16-element half, then the scales in F32 */
+template <int TY> struct MqChunk {
+    int w[8];
+    float d0, d1, m, m1;
+    __device__ __forceinline__ void load(const uint8_t *blk, int sub) {
+        if constexpr (Mq<TY>::M16) Mq<TY>::chunk(blk, sub, w, d0, d1, m, m1);
+        else Mq<TY>::chunk(blk, sub, w, d0, d1, m);
+    }
+    __device__ __forceinline__ float dot(const Act8 &x, float acc) const {
+        int i0 = 0, i1 = 0;
+#pragma unroll
+        for (int k = 0; k < 4; k++) {
+            i0 = __dp4a(w[k], x.a[k], i0);
+            i1 = __dp4a(w[k + 4], x.a[k + 4], i1);
+        }
+        if constexpr (Mq<TY>::M16)
+            return fmaf(x.ad.x, fmaf(d0, (float)i0, fmaf(d1, (float)i1, fmaf(m, (float)x.h0, m1 * (float)x.h1))), acc);
+        else
+            return fmaf(x.ad.x, fmaf(d0, (float)i0, d1 * (float)i1), fmaf(m, x.ad.y, acc));
+    }
+};
+
 template <int TY, int NT, int R, bool SPLIT, int ST>
 __global__ void __launch_bounds__(MV_WARPS * 32) k_mvq(const uint8_t *__restrict__ W, size_t rb, int64_t N, int K,
                                                        const int8_t *__restrict__ xq, const float2 *__restrict__ xd, int nt,
@@ -331,8 +385,8 @@ __global__ void __launch_bounds__(MV_WARPS * 32) k_mvq(const uint8_t *__restrict
     __shared__ __align__(16) uint8_t stage[MV_WARPS][ST][R][SB];
     __shared__ float red[SPLIT ? MV_WARPS : 1][R][NT];
     const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
-    const int64_t row0 = SPLIT ? (int64_t)blockIdx.x * R : ((int64_t)blockIdx.x * MV_WARPS + warp) * R;
-    const int nr = row0 >= N ? 0 : N - row0 < R ? (int)(N - row0) : R;
+    int64_t row0;
+    const int nr = mv_rows<R, SPLIT>(N, warp, &row0);
     if (!SPLIT && nr == 0) {
         pdl_enter();
         return;
@@ -364,43 +418,15 @@ __global__ void __launch_bounds__(MV_WARPS * 32) k_mvq(const uint8_t *__restrict
         __syncwarp();
         const int s = first + j * stride, c = 32 * s + lane;
         if (c < nch) {
-            int w[R][8];
-            float d0[R], d1[R], m[R], m1[R];
+            MqChunk<TY> wc[R];
 #pragma unroll
-            for (int r = 0; r < R; r++) {
-                const uint8_t *blk = stage[warp][j % ST][r] + (lane / PER) * D::BB;
-                if constexpr (Mq<TY>::M16) Mq<TY>::chunk(blk, lane % PER, w[r], d0[r], d1[r], m[r], m1[r]);
-                else Mq<TY>::chunk(blk, lane % PER, w[r], d0[r], d1[r], m[r]);
-            }
+            for (int r = 0; r < R; r++) wc[r].load(stage[warp][j % ST][r] + (lane / PER) * D::BB, lane % PER);
 #pragma unroll
             for (int t = 0; t < NT; t++) {
                 if (t < nt) {
-                    const uint4 *xp = (const uint4 *)(xq + (size_t)t * K + 32 * (size_t)c);
-                    const uint4 a0 = __ldg(xp), a1 = __ldg(xp + 1);
-                    const float2 ad = __ldg(xd + t * xs + c);
-                    const int a[8] = {(int)a0.x, (int)a0.y, (int)a0.z, (int)a0.w, (int)a1.x, (int)a1.y, (int)a1.z, (int)a1.w};
-                    int h0 = 0, h1 = 0; /* M16: the code sums of the chunk's halves */
-                    if constexpr (Mq<TY>::M16) {
+                    const Act8 x = act8_load<Mq<TY>::M16>(xq + (size_t)t * K + 32 * (size_t)c, xd + t * xs + c);
 #pragma unroll
-                        for (int k = 0; k < 4; k++) {
-                            h0 = __dp4a(0x01010101, a[k], h0);
-                            h1 = __dp4a(0x01010101, a[k + 4], h1);
-                        }
-                    }
-#pragma unroll
-                    for (int r = 0; r < R; r++) {
-                        int i0 = 0, i1 = 0;
-#pragma unroll
-                        for (int k = 0; k < 4; k++) {
-                            i0 = __dp4a(w[r][k], a[k], i0);
-                            i1 = __dp4a(w[r][k + 4], a[k + 4], i1);
-                        }
-                        if constexpr (Mq<TY>::M16)
-                            acc[r][t] = fmaf(ad.x, fmaf(d0[r], (float)i0, fmaf(d1[r], (float)i1, fmaf(m[r], (float)h0, m1[r] * (float)h1))),
-                                             acc[r][t]);
-                        else
-                            acc[r][t] = fmaf(ad.x, fmaf(d0[r], (float)i0, d1[r] * (float)i1), fmaf(m[r], ad.y, acc[r][t]));
-                    }
+                    for (int r = 0; r < R; r++) acc[r][t] = wc[r].dot(x, acc[r][t]);
                 }
             }
         }
@@ -544,37 +570,14 @@ __global__ void __launch_bounds__(MV_WARPS * 32) k_mvt(const uint8_t *__restrict
         for (int h = 0; h < S::CH / 32; h++) {
             const int cc = lane + 32 * h, c = c0 + cc;
             if (cc < n) {
-                const uint4 *xp = (const uint4 *)(xq + 32 * (size_t)c);
-                const uint4 a0 = __ldg(xp), a1 = __ldg(xp + 1);
-                const float2 ad = __ldg(xd + c);
-                const int a[8] = {(int)a0.x, (int)a0.y, (int)a0.z, (int)a0.w, (int)a1.x, (int)a1.y, (int)a1.z, (int)a1.w};
-                int h0 = 0, h1 = 0;
-                if constexpr (Mq<TY>::M16) {
-#pragma unroll
-                    for (int k = 0; k < 4; k++) {
-                        h0 = __dp4a(0x01010101, a[k], h0);
-                        h1 = __dp4a(0x01010101, a[k + 4], h1);
-                    }
-                }
+                const Act8 x = act8_load<Mq<TY>::M16>(xq + 32 * (size_t)c, xd + c);
 #pragma unroll
                 for (int rr = 0; rr < 2; rr++) {
                     const int r = 2 * warp + rr;
                     if (r < nr) {
-                        int w[8];
-                        float d0, d1, m, m1;
-                        const uint8_t *blk = st + r * S::SBP + (cc / PER) * D::BB;
-                        if constexpr (Mq<TY>::M16) Mq<TY>::chunk(blk, cc % PER, w, d0, d1, m, m1);
-                        else Mq<TY>::chunk(blk, cc % PER, w, d0, d1, m);
-                        int i0 = 0, i1 = 0;
-#pragma unroll
-                        for (int k = 0; k < 4; k++) {
-                            i0 = __dp4a(w[k], a[k], i0);
-                            i1 = __dp4a(w[k + 4], a[k + 4], i1);
-                        }
-                        if constexpr (Mq<TY>::M16)
-                            acc[rr] = fmaf(ad.x, fmaf(d0, (float)i0, fmaf(d1, (float)i1, fmaf(m, (float)h0, m1 * (float)h1))), acc[rr]);
-                        else
-                            acc[rr] = fmaf(ad.x, fmaf(d0, (float)i0, d1 * (float)i1), fmaf(m, ad.y, acc[rr]));
+                        MqChunk<TY> wc;
+                        wc.load(st + r * S::SBP + (cc / PER) * D::BB, cc % PER);
+                        acc[rr] = wc.dot(x, acc[rr]);
                     }
                 }
             }

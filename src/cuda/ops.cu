@@ -506,17 +506,28 @@ __global__ void k_att_split(const float *q, const __half *kc, const __half *vc, 
     }
 }
 
+/* The combination of head h's chunks for token t: its scratch rows pr (nc of them, D + 2 apart), their maximum M and
+ * 1 / L (L = sum l e^(m - M)) */
+__device__ __forceinline__ const float *att_chunks(const float *part, int H, int D, int ch, int nch, const int64_t *pos, int t_off, int t,
+                                                   int h, int *nc, float *M, float *inv) {
+    const int64_t n = *pos + t_off + t + 1;
+    *nc = (int)((n + ch - 1) / ch) < nch ? (int)((n + ch - 1) / ch) : nch;
+    const float *pr = part + ((int64_t)t * H + h) * nch * (D + 2);
+    float m = -INFINITY;
+    for (int c = 0; c < *nc; c++) m = fmaxf(m, pr[(int64_t)c * (D + 2)]);
+    float L = 0.0f;
+    for (int c = 0; c < *nc; c++) L += pr[(int64_t)c * (D + 2) + 1] * expf(pr[(int64_t)c * (D + 2)] - m);
+    *M = m;
+    *inv = 1.0f / L;
+    return pr;
+}
+
 __global__ void k_att_combine(const float *part, float *out, int H, int D, int ch, int nch, const int64_t *pos, int t_off) {
     pdl_enter();
     const int h = blockIdx.x, t = blockIdx.y;
-    const int64_t n = *pos + t_off + t + 1;
-    const int nc = (int)((n + ch - 1) / ch) < nch ? (int)((n + ch - 1) / ch) : nch;
-    const float *pr = part + ((int64_t)t * H + h) * nch * (D + 2);
-    float M = -INFINITY;
-    for (int c = 0; c < nc; c++) M = fmaxf(M, pr[(int64_t)c * (D + 2)]);
-    float L = 0.0f;
-    for (int c = 0; c < nc; c++) L += pr[(int64_t)c * (D + 2) + 1] * expf(pr[(int64_t)c * (D + 2)] - M);
-    const float inv = 1.0f / L;
+    int nc;
+    float M, inv;
+    const float *pr = att_chunks(part, H, D, ch, nch, pos, t_off, t, h, &nc, &M, &inv);
     for (int d = threadIdx.x; d < D; d += AS_THREADS) {
         float a = 0.0f;
         for (int c = 0; c < nc; c++) a += pr[(int64_t)c * (D + 2) + 2 + d] * expf(pr[(int64_t)c * (D + 2)] - M);
@@ -537,14 +548,9 @@ __global__ void __launch_bounds__(NA_WARPS * 32) k_att_combine_act(const float *
     float v[8] = {0, 0, 0, 0, 0, 0, 0, 0};
     if (valid) {
         const int h = e / D, d0 = e % D;
-        const int64_t n = *pos + t_off + t + 1;
-        const int nc = (int)((n + ch - 1) / ch) < nch ? (int)((n + ch - 1) / ch) : nch;
-        const float *pr = part + ((int64_t)t * H + h) * nch * (D + 2);
-        float M = -INFINITY;
-        for (int c = 0; c < nc; c++) M = fmaxf(M, pr[(int64_t)c * (D + 2)]);
-        float L = 0.0f;
-        for (int c = 0; c < nc; c++) L += pr[(int64_t)c * (D + 2) + 1] * expf(pr[(int64_t)c * (D + 2)] - M);
-        const float inv = 1.0f / L;
+        int nc;
+        float M, inv;
+        const float *pr = att_chunks(part, H, D, ch, nch, pos, t_off, t, h, &nc, &M, &inv);
         float a[8] = {0, 0, 0, 0, 0, 0, 0, 0};
         for (int c = 0; c < nc; c++) {
             const float f = expf(pr[(int64_t)c * (D + 2)] - M);
