@@ -2,7 +2,7 @@
 # cuda_profile.sh - one device call that profiles the decode path (issue 13): from the repository root, with
 # bench/cuda_session.sh's binary tarball:
 #   bench/cuda_profile.sh BIN_TAR_XZ OUT_DIR [SECONDS]     (default 400)
-#   1. TESTS (default "attention forward forward_plain kernels kernels_mvh kernels_mvt forward_mvt calib multi") through bench/cuda_tests.sh's loop;
+#   1. TESTS (default "attention forward kernels kernels_mvt forward_plain calib multi forward_mvt kernels_mvh") through bench/cuda_tests.sh's loop;
 #   2. the Llama-3-8B-shape checkpoint (32 layers) at q4_k_m (kept in /tmp/lb8b, as bench/cuda_decode.sh): tg128 with the
 #      decode fusions on (the default) and off (LB_CUDA_FUSE_ACT=0), and with the bulk-copy kernel (LB_CUDA_MVT=1);
 #   3. Nsight Compute, every section (--set full), on one launch of the batch-1 weight kernel of q4_k and of q8_0 on
@@ -25,7 +25,7 @@ mkdir -p "$OUT" "$L" "$W"
 . "$(dirname "$0")/cuda_run_common.sh"
 NCU=$(command -v ncu || ls /opt/nvidia/nsight-compute/*/ncu /usr/local/cuda/bin/ncu 2>/dev/null | head -1)
 log "1. tests"
-TESTS=${TESTS:-attention forward forward_plain kernels kernels_mvh kernels_mvt forward_mvt calib multi} bash "$(dirname "$0")/cuda_tests.sh" "$TAR" "$OUT/t" $(($(left) > 300 ? 175 : $(left) / 2)) >/dev/null 2>&1
+TESTS=${TESTS:-attention forward kernels kernels_mvt forward_plain calib multi forward_mvt kernels_mvh} bash "$(dirname "$0")/cuda_tests.sh" "$TAR" "$OUT/t" $(($(left) > 300 ? 175 : $(left) / 2)) >/dev/null 2>&1
 cat "$OUT/t/run.log" >>"$OUT/run.log" 2>/dev/null
 mv "$OUT/t/tests.tgz" "$L/" 2>/dev/null
 rm -rf "$OUT/t"
