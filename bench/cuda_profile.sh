@@ -2,16 +2,16 @@
 # cuda_profile.sh - one device call that profiles the decode path (issue 13): from the repository root, with
 # bench/cuda_session.sh's binary tarball:
 #   bench/cuda_profile.sh BIN_TAR_XZ OUT_DIR [SECONDS]     (default 400)
-#   1. TESTS (default "attention forward kernels kernels_mvt forward_plain calib multi forward_mvt kernels_mvh") through bench/cuda_tests.sh's loop;
+#   1. TESTS (default "attention forward kernels kernels_mvt forward_plain calib multi forward_mvt kernels_nomvh") through bench/cuda_tests.sh's loop;
 #   2. the Llama-3-8B-shape checkpoint (32 layers) at q4_k_m (kept in /tmp/lb8b, as bench/cuda_decode.sh): tg128 with the
 #      decode fusions on (the default) and off (LB_CUDA_FUSE_ACT=0), and with the bulk-copy kernel (LB_CUDA_MVT=1);
 #   3. Nsight Compute, every section (--set full), on one launch of the batch-1 weight kernel of q4_k and of q8_0 on
 #      the 14336 x 4096 shape (cuda_kernels --types T --batches 1 --shapes 1: weights rotated past L2);
 #   4. the weight kernels alone, batch 1 (cuda_kernels --quick --batches 1; again with LB_CUDA_MVT=1; f16 and bf16 with
-#      LB_CUDA_MVH=1);
+#      LB_CUDA_MVH=0, k_matvec);
 #   5. every kernel of about one layer of a 8B decode step under Nsight Compute (SpeedOfLight and the warp states:
 #      duration, DRAM share, what the warps waited on);
-#   6. the 8B shape at f16: tg128 with the one-token F16 kernel k_mvh (LB_CUDA_MVH=1) and without.
+#   6. the 8B shape at f16: tg128 without the one-token F16 kernel k_mvh (LB_CUDA_MVH=0) and with it (the default).
 # Writes run.log (the summary) and prof.tgz (every log and ncu report as text) to OUT_DIR.
 set -uo pipefail
 TAR=${1:?usage: bench/cuda_profile.sh BIN_TAR_XZ OUT_DIR [SECONDS]}
@@ -25,7 +25,7 @@ mkdir -p "$OUT" "$L" "$W"
 . "$(dirname "$0")/cuda_run_common.sh"
 NCU=$(command -v ncu || ls /opt/nvidia/nsight-compute/*/ncu /usr/local/cuda/bin/ncu 2>/dev/null | head -1)
 log "1. tests"
-TESTS=${TESTS:-attention forward kernels kernels_mvt forward_plain calib multi forward_mvt kernels_mvh} bash "$(dirname "$0")/cuda_tests.sh" "$TAR" "$OUT/t" $(($(left) > 300 ? 175 : $(left) / 2)) >/dev/null 2>&1
+TESTS=${TESTS:-attention forward kernels kernels_mvt forward_plain calib multi forward_mvt kernels_nomvh} bash "$(dirname "$0")/cuda_tests.sh" "$TAR" "$OUT/t" $(($(left) > 300 ? 175 : $(left) / 2)) >/dev/null 2>&1
 cat "$OUT/t/run.log" >>"$OUT/run.log" 2>/dev/null
 mv "$OUT/t/tests.tgz" "$L/" 2>/dev/null
 rm -rf "$OUT/t"
@@ -55,8 +55,8 @@ tail -45 "$L/kernels.txt" >>"$OUT/run.log"
 echo "-- LB_CUDA_MVT=1" >>"$OUT/run.log"
 LB_CUDA_MVT=1 timeout "$(cap 60)" build/cuda_kernels --quick --batches 1 >"$L/kernels_mvt.txt" 2>&1
 tail -45 "$L/kernels_mvt.txt" >>"$OUT/run.log"
-echo "-- LB_CUDA_MVH=1" >>"$OUT/run.log"
-LB_CUDA_MVH=1 timeout "$(cap 60)" build/cuda_kernels --quick --batches 1 --types f16,bf16 >"$L/kernels_mvh.txt" 2>&1
+echo "-- LB_CUDA_MVH=0" >>"$OUT/run.log"
+LB_CUDA_MVH=0 timeout "$(cap 60)" build/cuda_kernels --quick --batches 1 --types f16,bf16 >"$L/kernels_mvh.txt" 2>&1
 tail -8 "$L/kernels_mvh.txt" >>"$OUT/run.log"
 log "5. ncu of a decode step"
 if [ "$(left)" -gt 40 ] && [ -n "$NCU" ]; then

@@ -839,10 +839,10 @@ template <int TY, int NT, int R> static void launch_mv(const dweight *w, const _
  * several blocks. */
 #define MV_TWO_ROWS_MIN 2048
 
-/* one-token products of F16 and BF16 weights through k_mvh (LB_CUDA_MVH=1; an experiment until timed on a GPU) where the
- * rows allow 16-byte loads */
+/* one-token products of F16 and BF16 weights through k_mvh where the rows allow 16-byte loads (the default since run 17:
+ * 67 -> 89 % of the HBM read on 14336 x 4096, F16 tg128 +30 % on the 8B shape; LB_CUDA_MVH=0 takes k_matvec) */
 static bool mvh_on(void) {
-    static const bool on = cu_env_is("LB_CUDA_MVH", '1');
+    static const bool on = !cu_env_is("LB_CUDA_MVH", '0');
     return on;
 }
 
@@ -907,18 +907,19 @@ template <int TY, int NT, bool DEEP> static void mvq_rows(const dweight *w, cons
     else launch_mvq<TY, NT, RW, false, MVQ_ST(TY, RW, DEEP)>(w, xa, T, out, ldo, add);
 }
 
-/* one-token products of the 8-bit types through k_mvt (LB_CUDA_MVT=1, sm_90 and later) where the rows allow bulk copies */
-static int mvt_blocks(void) { /* the grid: three blocks per multiprocessor, 0 where k_mvt is off or not available */
-    static int blocks = -1;
-    if (blocks < 0) {
-        int dev = 0, major = 0, sms = 0;
-        blocks = cu_env_is("LB_CUDA_MVT", '1') && cudaGetDevice(&dev) == cudaSuccess &&
-                         cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, dev) == cudaSuccess && major >= 9 &&
-                         cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, dev) == cudaSuccess
-                     ? 3 * sms
-                     : 0;
+/* one-token products of the 8-bit types through k_mvt (LB_CUDA_MVT=1, sm_90 and later) where the rows allow bulk copies:
+ * the device's multiprocessors, 0 where k_mvt is off or not available */
+static int mvt_sms(void) {
+    static int sms = -1;
+    if (sms < 0) {
+        int dev = 0, major = 0, n = 0;
+        sms = cu_env_is("LB_CUDA_MVT", '1') && cudaGetDevice(&dev) == cudaSuccess &&
+                      cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, dev) == cudaSuccess && major >= 9 &&
+                      cudaDeviceGetAttribute(&n, cudaDevAttrMultiProcessorCount, dev) == cudaSuccess
+                  ? n
+                  : 0;
     }
-    return blocks;
+    return sms;
 }
 
 template <int TY> static bool launch_mvt(const dweight *w, const void *xa, float *out, int add) {
@@ -926,13 +927,16 @@ template <int TY> static bool launch_mvt(const dweight *w, const void *xa, float
     if constexpr (!S::OK) {
         return false;
     } else {
-        const int blocks = mvt_blocks();
-        if (!blocks || (((uintptr_t)w->data | w->row_bytes) & 15)) return false;
+        const int sms = mvt_sms();
+        if (!sms || (((uintptr_t)w->data | w->row_bytes) & 15)) return false;
         constexpr size_t smem = (size_t)MVT_ST * S::STAGE;
-        static bool ready = false; /* the dynamic shared memory limit raised once per kernel (idempotent) */
-        if (!ready) {
+        static int blocks = 0; /* the grid: as many blocks as fit each multiprocessor (run 17: three a multiprocessor left
+                                * 11 warps resident and q4_K latency-bound at 54 % of the read; q8_0 reached 90 %) */
+        if (!blocks) {
             cudaFuncSetAttribute(k_mvt<TY>, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem);
-            ready = true;
+            int per = 0;
+            if (cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per, k_mvt<TY>, MV_WARPS * 32, smem) != cudaSuccess || per < 1) per = 1;
+            blocks = per * sms;
         }
         const int64_t N = w->rows, K = w->cols, tiles = (N + MVT_RT - 1) / MVT_RT;
         const int8_t *xq = (const int8_t *)xa;
