@@ -2,9 +2,10 @@
 # cuda_profile.sh - one device call that profiles the decode path (issue 13): from the repository root, with
 # bench/cuda_session.sh's binary tarball:
 #   bench/cuda_profile.sh BIN_TAR_XZ OUT_DIR [SECONDS]     (default 400)
-#   1. TESTS (default "attention forward kernels kernels_mvt forward_plain calib multi forward_mvt kernels_nomvh") through bench/cuda_tests.sh's loop;
+#   1. TESTS (default "attention forward kernels kernels_mvt forward_plain calib multi forward_mvt forward_prefetch kernels_nomvh") through bench/cuda_tests.sh's loop;
 #   2. the Llama-3-8B-shape checkpoint (32 layers) at q4_k_m (kept in /tmp/lb8b, as bench/cuda_decode.sh): tg128 with the
-#      decode fusions on (the default) and off (LB_CUDA_FUSE_ACT=0), and with the bulk-copy kernel (LB_CUDA_MVT=1);
+#      the defaults, with the L2 prefetch of the next product's weights (LB_CUDA_PREFETCH=1, 16 and 32 MB), with the
+#      bulk-copy kernel (LB_CUDA_MVT=1), and both;
 #   3. Nsight Compute, every section (--set full), on one launch of the batch-1 weight kernel of q4_k and of q8_0 on
 #      the 14336 x 4096 shape (cuda_kernels --types T --batches 1 --shapes 1: weights rotated past L2);
 #   4. the weight kernels alone, batch 1 (cuda_kernels --quick --batches 1; again with LB_CUDA_MVT=1; f16 and bf16 with
@@ -25,7 +26,7 @@ mkdir -p "$OUT" "$L" "$W"
 . "$(dirname "$0")/cuda_run_common.sh"
 NCU=$(command -v ncu || ls /opt/nvidia/nsight-compute/*/ncu /usr/local/cuda/bin/ncu 2>/dev/null | head -1)
 log "1. tests"
-TESTS=${TESTS:-attention forward kernels kernels_mvt forward_plain calib multi forward_mvt kernels_nomvh} bash "$(dirname "$0")/cuda_tests.sh" "$TAR" "$OUT/t" $(($(left) > 300 ? 175 : $(left) / 2)) >/dev/null 2>&1
+TESTS=${TESTS:-attention forward kernels kernels_mvt forward_plain calib multi forward_mvt forward_prefetch kernels_nomvh} bash "$(dirname "$0")/cuda_tests.sh" "$TAR" "$OUT/t" $(($(left) > 300 ? 175 : $(left) / 2)) >/dev/null 2>&1
 cat "$OUT/t/run.log" >>"$OUT/run.log" 2>/dev/null
 mv "$OUT/t/tests.tgz" "$L/" 2>/dev/null
 rm -rf "$OUT/t"
@@ -35,7 +36,7 @@ if [ ! -f "$W/q4_k_m.gguf" ]; then
   timeout "$(cap 120)" build/lowbit quantize "$W/hf" -o "$W/q4_k_m.gguf" --type q4_k_m --encoder ref -t 16 >>"$L/gen.log" 2>&1
   tail -2 "$L/gen.log" >>"$OUT/run.log"
 fi
-for e in LB_CUDA_FUSE_ACT=1 LB_CUDA_FUSE_ACT=0 LB_CUDA_MVT=1 LB_CUDA_FUSE_ACT=1; do
+for e in LB_CUDA_FUSE_ACT=1 LB_CUDA_PREFETCH=1 LB_CUDA_MVT=1 "LB_CUDA_MVT=1 LB_CUDA_PREFETCH=1" "LB_CUDA_PREFETCH=1 LB_CUDA_PREFETCH_MB=32" LB_CUDA_FUSE_ACT=1; do
   [ "$(left)" -gt 30 ] || break
   echo "q4_k_m $e: $(env $e timeout "$(cap 60)" build/cuda_bench "$W/q4_k_m.gguf" --device cuda --pp 1 --tg 128 --reps 3 2>&1 |
     grep -E "tg128|error" | tr -s ' ')" | tee -a "$OUT/run.log"

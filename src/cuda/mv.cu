@@ -827,6 +827,23 @@ __global__ void k_embed(const uint8_t *__restrict__ W, size_t rb, int K, const i
     for (int j = 0; j < 32; j++) out[(size_t)t * K + 32 * c + j] = w[j];
 }
 
+/* Bulk prefetches of n bytes at p (16-byte aligned, n a multiple of 16) into L2, 64 KiB each (sm_90) */
+#define PF_CHUNK 65536
+__global__ void k_prefetch_l2(const uint8_t *p, size_t n) {
+#if __CUDA_ARCH__ >= 900
+    for (size_t off = ((size_t)blockIdx.x * blockDim.x + threadIdx.x) * PF_CHUNK; off < n; off += (size_t)gridDim.x * blockDim.x * PF_CHUNK) {
+        const uint32_t sz = (uint32_t)(n - off < PF_CHUNK ? n - off : PF_CHUNK);
+        asm volatile("cp.async.bulk.prefetch.L2.global [%0], %1;" ::"l"(__cvta_generic_to_global(p + off)), "r"(sz) : "memory");
+    }
+#endif
+}
+
+void cu_prefetch_l2(const void *p, size_t n, cudaStream_t st) {
+    const size_t chunks = (n + PF_CHUNK - 1) / PF_CHUNK;
+    const unsigned blocks = (unsigned)((chunks + 127) / 128);
+    k_prefetch_l2<<<blocks ? blocks : 1, 128, 0, st>>>((const uint8_t *)p, n);
+}
+
 /* ---------------------------------------------------------------- launchers -------------------------------- */
 
 template <int TY, int NT, int R> static void launch_mv(const dweight *w, const __half *x, int T, float *out, int64_t ldo, int add) {
