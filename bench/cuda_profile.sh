@@ -2,10 +2,11 @@
 # cuda_profile.sh - one device call that profiles the decode path (issue 13): from the repository root, with
 # bench/cuda_session.sh's binary tarball:
 #   bench/cuda_profile.sh BIN_TAR_XZ OUT_DIR [SECONDS]     (default 400)
-#   1. TESTS (default "attention forward kernels kernels_mvt forward_plain calib multi forward_mvt forward_prefetch kernels_nomvh") through bench/cuda_tests.sh's loop;
+#   1. TESTS (default "attention forward kernels kernels_mvt forward_plain calib multi forward_mvt forward_prefetch forward_rope kernels_nomvh") through bench/cuda_tests.sh's loop;
 #   2. the Llama-3-8B-shape checkpoint (32 layers) at q4_k_m (kept in /tmp/lb8b, as bench/cuda_decode.sh): tg128 with the
 #      the defaults, with the L2 prefetch of the next product's weights (LB_CUDA_PREFETCH=1, 16 and 32 MB), with the
-#      bulk-copy kernel (LB_CUDA_MVT=1), and both;
+#      rotary inside the split attention (LB_CUDA_ROPE_ATT=1), with the bulk-copy kernel (LB_CUDA_MVT=1), and all three
+#      (before it: greedy text on tiny with ROPE_ATT and PREFETCH against the default's, which must be the same);
 #   3. Nsight Compute, every section (--set full), on one launch of the batch-1 weight kernel of q4_k and of q8_0 on
 #      the 14336 x 4096 shape (cuda_kernels --types T --batches 1 --shapes 1: weights rotated past L2);
 #   4. the weight kernels alone, batch 1 (cuda_kernels --quick --batches 1; again with LB_CUDA_MVT=1; f16 and bf16 with
@@ -26,17 +27,23 @@ mkdir -p "$OUT" "$L" "$W"
 . "$(dirname "$0")/cuda_run_common.sh"
 NCU=$(command -v ncu || ls /opt/nvidia/nsight-compute/*/ncu /usr/local/cuda/bin/ncu 2>/dev/null | head -1)
 log "1. tests"
-TESTS=${TESTS:-attention forward kernels kernels_mvt forward_plain calib multi forward_mvt forward_prefetch kernels_nomvh} bash "$(dirname "$0")/cuda_tests.sh" "$TAR" "$OUT/t" $(($(left) > 300 ? 175 : $(left) / 2)) >/dev/null 2>&1
+TESTS=${TESTS:-attention forward kernels kernels_mvt forward_plain calib multi forward_mvt forward_prefetch forward_rope kernels_nomvh} bash "$(dirname "$0")/cuda_tests.sh" "$TAR" "$OUT/t" $(($(left) > 300 ? 175 : $(left) / 2)) >/dev/null 2>&1
 cat "$OUT/t/run.log" >>"$OUT/run.log" 2>/dev/null
 mv "$OUT/t/tests.tgz" "$L/" 2>/dev/null
 rm -rf "$OUT/t"
+# the experiments that must not change a single logit: greedy text on tiny with each against the default
+timeout 30 build/lowbit run models/tiny -p "Once upon a time" -n 96 --ignore-eos --device cuda -q >"$L/run_default.txt" 2>&1
+for e in LB_CUDA_ROPE_ATT=1 LB_CUDA_PREFETCH=1; do
+  env $e timeout 30 build/lowbit run models/tiny -p "Once upon a time" -n 96 --ignore-eos --device cuda -q >"$L/run_$e.txt" 2>&1
+  cmp -s "$L/run_default.txt" "$L/run_$e.txt" && echo "run tiny $e: the default's text" || echo "run tiny $e: DIFFERENT text"
+done | tee -a "$OUT/run.log"
 log "2. 8B shape, tg128"
 if [ ! -f "$W/q4_k_m.gguf" ]; then
   [ -f "$W/hf/config.json" ] || timeout "$(cap 60)" build/synth_checkpoint "$W/hf" models/tiny/tokenizer.json --shape llama3-8b >"$L/gen.log" 2>&1
   timeout "$(cap 120)" build/lowbit quantize "$W/hf" -o "$W/q4_k_m.gguf" --type q4_k_m --encoder ref -t 16 >>"$L/gen.log" 2>&1
   tail -2 "$L/gen.log" >>"$OUT/run.log"
 fi
-for e in LB_CUDA_FUSE_ACT=1 LB_CUDA_PREFETCH=1 LB_CUDA_MVT=1 "LB_CUDA_MVT=1 LB_CUDA_PREFETCH=1" "LB_CUDA_PREFETCH=1 LB_CUDA_PREFETCH_MB=32" LB_CUDA_FUSE_ACT=1; do
+for e in LB_CUDA_FUSE_ACT=1 LB_CUDA_PREFETCH=1 LB_CUDA_ROPE_ATT=1 LB_CUDA_MVT=1 "LB_CUDA_MVT=1 LB_CUDA_PREFETCH=1 LB_CUDA_ROPE_ATT=1" "LB_CUDA_PREFETCH=1 LB_CUDA_PREFETCH_MB=32" LB_CUDA_FUSE_ACT=1; do
   [ "$(left)" -gt 30 ] || break
   echo "q4_k_m $e: $(env $e timeout "$(cap 60)" build/cuda_bench "$W/q4_k_m.gguf" --device cuda --pp 1 --tg 128 --reps 3 2>&1 |
     grep -E "tg128|error" | tr -s ' ')" | tee -a "$OUT/run.log"

@@ -450,7 +450,7 @@ void cu_attention(const float *q, const __half *kc, const __half *vc, float *out
 #define AS_TOKENS LB_CUDA_MV_MAX
 
 __global__ void k_att_split(const float *q, const __half *kc, const __half *vc, float *part, int H, int KV, int D, int hb, int ch,
-                            int nch, const int64_t *pos, int t_off) {
+                            int nch, const int64_t *pos, int t_off, cu_att_rope rp) {
     extern __shared__ float asm_[];
     pdl_enter();
     const int64_t pos0 = *pos;
@@ -466,8 +466,32 @@ __global__ void k_att_split(const float *q, const __half *kc, const __half *vc, 
         }
         return;
     }
-    for (int i = threadIdx.x; i < hb * D; i += AS_THREADS) qs[i] = q[((int64_t)t * H + h0) * D + i];
-    __syncthreads();
+    if (rp.k) { /* one token: k_rope_kv's rotation of q (into qs) and, in the chunk holding the token's own position, of k
+                 * with the cache store of k and v, before the block reads that row (the same operations, the same bits) */
+        const int half = D / 2, step = rp.inter ? 2 : 1, off = rp.inter ? 1 : half;
+        const float *cr = rp.cs + pos0 * half, *sr = rp.sn + pos0 * half;
+        for (int i = threadIdx.x; i < hb * half; i += AS_THREADS) {
+            const int g = i / half, pp = i % half;
+            const float *xr = q + (int64_t)(h0 + g) * D + pp * step;
+            const float a = xr[0], b = xr[off], cc = cr[pp], ss = sr[pp];
+            qs[g * D + pp * step] = __fsub_rn(__fmul_rn(a, cc), __fmul_rn(b, ss));
+            qs[g * D + pp * step + off] = __fadd_rn(__fmul_rn(b, cc), __fmul_rn(a, ss));
+        }
+        if (pos0 >= p0 && pos0 < p0 + np) {
+            const float *kr = rp.k + (int64_t)kvh * D;
+            __half *ko = rp.kc + pos0 * kvd + (int64_t)kvh * D;
+            for (int pp = threadIdx.x; pp < half; pp += AS_THREADS) {
+                const float a = kr[pp * step], b = kr[pp * step + off], cc = cr[pp], ss = sr[pp];
+                ko[pp * step] = __float2half_rn(__fsub_rn(__fmul_rn(a, cc), __fmul_rn(b, ss)));
+                ko[pp * step + off] = __float2half_rn(__fadd_rn(__fmul_rn(b, cc), __fmul_rn(a, ss)));
+            }
+            for (int i = threadIdx.x; i < D; i += AS_THREADS)
+                rp.vc[pos0 * kvd + (int64_t)kvh * D + i] = __float2half_rn(rp.v[(int64_t)kvh * D + i]);
+        }
+    } else {
+        for (int i = threadIdx.x; i < hb * D; i += AS_THREADS) qs[i] = q[((int64_t)t * H + h0) * D + i];
+    }
+    __syncthreads(); /* qs, and the token's own cache row, ready for the whole block */
     const float scale = 1.0f / sqrtf((float)D);
     for (int j = warp; j < np; j += AS_THREADS / 32) {
         const __half *kr = kc + (p0 + j) * kvd + (int64_t)kvh * D;
@@ -586,14 +610,15 @@ size_t cu_attention_split_scratch(int H, int D, int64_t max_n) {
 }
 
 void cu_attention_split(const float *q, const __half *kc, const __half *vc, float *out, int T, int H, int KV, int D, const int64_t *pos,
-                        int64_t max_n, float *part, int be, void *xa) {
+                        int64_t max_n, float *part, int be, void *xa, const cu_att_rope *rope) {
     const int hb = att_hb(H, KV), ch = cu_attention_split_chunk(max_n);
     const int nch = (int)((max_n + ch - 1) / ch);
     const size_t smem = (size_t)hb * (size_t)(D + ch) * sizeof(float);
     for (int t0 = 0; t0 < T; t0 += AS_TOKENS) {
         const int nt = T - t0 < AS_TOKENS ? T - t0 : AS_TOKENS;
+        const cu_att_rope none = {NULL, NULL, NULL, NULL, NULL, NULL, 0};
         cu_launch(k_att_split, dim3((unsigned)(H / hb), (unsigned)nch, (unsigned)nt), dim3(AS_THREADS), smem,
-                  q + (size_t)t0 * (size_t)H * (size_t)D, kc, vc, part, H, KV, D, hb, ch, nch, pos, t0);
+                  q + (size_t)t0 * (size_t)H * (size_t)D, kc, vc, part, H, KV, D, hb, ch, nch, pos, t0, rope && T == 1 ? *rope : none);
         if (xa) {
             int8_t *aq = (int8_t *)xa;
             float2 *ad = (float2 *)(aq + (size_t)T * (size_t)H * (size_t)D);
