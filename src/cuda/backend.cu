@@ -732,8 +732,9 @@ static lb_status layer_forward_part(lb_cuda_ctx *g, const dlayer *l, int64_t il,
     lb_status ns = LB_OK;
     bool att_pre = false; /* the attention rounded its output for the o product */
     if (from == LB_OBS_ATTN_IN) {
-        const bool qkv1 = fuse && l->wqkv.data, qk1 = fuse && l->wqk.data;
-        const bool pre = norm_for(g, g->x, l->attn_norm, g->xn, qkv1 ? &l->wqkv : qk1 ? &l->wqk : &l->wq, T, err, &ns);
+        const dweight *w1 = first_product(g, l, T);
+        const bool qkv1 = w1 == &l->wqkv, qk1 = w1 == &l->wqk;
+        const bool pre = norm_for(g, g->x, l->attn_norm, g->xn, w1, T, err, &ns);
         TRY(ns);
         OBSERVE(LB_OBS_ATTN_IN, g->xn, E);
         float *q = g->q, *k = g->k, *v = g->v;
@@ -797,14 +798,15 @@ static lb_status layer_forward_part(lb_cuda_ctx *g, const dlayer *l, int64_t il,
         CK(cudaMemcpyAsync(g->att, att, (size_t)(T * qd) * sizeof(float), cudaMemcpyDeviceToDevice, g->st), "copying the attention output");
     }
     const bool gu1 = fuse && l->wgu.data;
-    bool pre = false;
+    const dweight *wf = gu1 ? &l->wgu : &l->w_gate; /* the FFN's first product */
+    bool pre = false; /* its input rounded by the norm */
     if (from <= LB_OBS_ATTN_OUT_IN) {
         OBSERVE(LB_OBS_ATTN_OUT_IN, g->att, qd);
         prefetch_join(g);
         if (residual_fused(g, T, l->bo)) { /* g->x += o; the norm then rounds for the FFN's first product */
             TRY(mm(&g->ws, g->att, T, &l->wo, g->x, E, -1, att_pre, err, true));
-            prefetch_start(g, gu1 ? &l->wgu : &l->w_gate, T); /* during the norm */
-            pre = norm_for(g, g->x, l->ffn_norm, g->xn, gu1 ? &l->wgu : &l->w_gate, T, err, &ns);
+            prefetch_start(g, wf, T); /* during the norm */
+            pre = norm_for(g, g->x, l->ffn_norm, g->xn, wf, T, err, &ns);
             TRY(ns);
         } else { /* the residual add in the norm */
             TRY(mm(&g->ws, g->att, T, &l->wo, g->tmp, E, -1, att_pre, err));
@@ -819,31 +821,31 @@ static lb_status layer_forward_part(lb_cuda_ctx *g, const dlayer *l, int64_t il,
     float *gp = g->g, *up = g->u;
     prefetch_join(g);
     if (gu1) {
-        TRY(mm(&g->ws, g->xn, T, &l->wgu, g->gu1, 2 * F, -1, pre, err));
+        TRY(mm(&g->ws, g->xn, T, wf, g->gu1, 2 * F, -1, pre, err));
         gp = g->gu1, up = gp + F;
     } else {
-        TRY(mm(&g->ws, g->xn, T, &l->w_gate, gp, F, -1, pre, err));
+        TRY(mm(&g->ws, g->xn, T, wf, gp, F, -1, pre, err));
         TRY(mm(&g->ws, g->xn, T, &l->w_up, up, F, -1, true, err));
     }
     prefetch_start(g, &l->w_down, T); /* during SwiGLU */
     if (l->b_gate) cu_add_bias(gp, l->b_gate, (int)T, (int)F);
     if (l->b_up) cu_add_bias(up, l->b_up, (int)T, (int)F);
     int be = 0;
+    bool down_pre = false; /* SwiGLU rounded its result for the down product */
     if (g->exact) {
         cu_silu_mul_exact(gp, up, T * F);
     } else if (act_fusable(g, &l->w_down, T, F, &be, err, &ns) && aligned16(gp) && aligned16(up)) {
         cu_silu_act(gp, up, T * F, be, g->ws.x16);
         act_prepared(&g->ws, gp, &l->w_down, T);
-        pre = true;
+        down_pre = true;
     } else {
         TRY(ns);
         cu_silu_mul(gp, up, T * F);
-        pre = false;
     }
     OBSERVE(LB_OBS_FFN_DOWN_IN, gp, F);
     prefetch_join(g);
-    if (residual_fused(g, T, l->b_down)) return mm(&g->ws, gp, T, &l->w_down, g->x, E, -1, pre, err, true);
-    TRY(mm(&g->ws, gp, T, &l->w_down, g->tmp, E, -1, pre, err));
+    if (residual_fused(g, T, l->b_down)) return mm(&g->ws, gp, T, &l->w_down, g->x, E, -1, down_pre, err, true);
+    TRY(mm(&g->ws, gp, T, &l->w_down, g->tmp, E, -1, down_pre, err));
     if (l->b_down) cu_add_bias(g->tmp, l->b_down, (int)T, (int)E);
     cu_add(g->x, g->tmp, T * E);
     return LB_OK;
@@ -1246,7 +1248,6 @@ extern "C" lb_status lb_cuda_test_attention(int device, const float *q, const ui
     float *qd = NULL, *od = NULL, *part = NULL;
     __half *kd = NULL, *vd = NULL;
     int64_t *pd = NULL;
-    cudaError_t e = cudaMalloc((void **)&qd, qn * sizeof(float));
     /* flash 3: the split kernel whose combining launch also rounds for the o product (q4_K's 256-element blocks where
      * H D allows, else q8_0's 32), checked here against cu_act_prepare of its result */
     const lb_type at = (int64_t)H * D % 256 == 0 ? LB_TYPE_Q4_K : LB_TYPE_Q8_0;
@@ -1255,6 +1256,7 @@ extern "C" lb_status lb_cuda_test_attention(int device, const float *q, const ui
         return lb_err_set(err, LB_ERR_UNSUPPORTED, "no rounding attention kernel for this shape");
     const size_t abytes = qn + qn / 32 * sizeof(float2);
     uint8_t *act = NULL;
+    cudaError_t e = cudaMalloc((void **)&qd, qn * sizeof(float));
     if (e == cudaSuccess && flash == 3) e = cudaMalloc((void **)&act, 2 * abytes);
     if (e == cudaSuccess && flash >= 2) e = cudaMalloc((void **)&part, cu_attention_split_scratch(H, D, n));
     if (e == cudaSuccess) e = cudaMalloc((void **)&od, qn * sizeof(float));

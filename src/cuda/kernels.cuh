@@ -47,6 +47,20 @@ __device__ __forceinline__ void pdl_enter() {
     pdl_wait();
     pdl_go();
 }
+
+/* The CPU's 8-bit rounding of activations (lb_act_quantize) in IEEE operations, shared by every kernel that rounds (mv.cu's
+ * k_act_round, ops.cu's producers), so their codes and scales agree to the bit: from the block's amax, the inverse scale
+ * id and the scale d; a value's code (clamped, NaN to -127, rounded to nearest even) */
+__device__ __forceinline__ void act_scales(float amax, float *id, float *d) {
+    *id = amax > 0.0f ? __fdiv_rn(127.0f, amax) : 0.0f;
+    *d = __fdiv_rn(amax, 127.0f);
+}
+__device__ __forceinline__ int act_code(float v, float id) {
+    float u = __fmul_rn(v, id);
+    u = u >= -127.0f ? u : -127.0f; /* NaN -> -127, as the CPU */
+    u = u <= 127.0f ? u : 127.0f;
+    return __float2int_rn(u);
+}
 /* LB_CUDA_PDL is not 0 and the current device has compute capability 9 or more (read once per process) */
 bool cu_pdl_on(void);
 /* kernel<<<grid, block, smem, lb_cu_stream>>>(args...), with the programmatic serialization attribute when cu_pdl_on();

@@ -25,6 +25,44 @@ extern "C" {
  * the same IEEE addition as cu_add) */
 __device__ __forceinline__ void put_out(float *o, float v, int add) { *o = add ? __fadd_rn(*o, v) : v; }
 
+/* The end of the row kernels: each lane's sums acc[r][t] added over the warp (a butterfly), then written (put_out) to
+ * out[t ldo + row0 + r] for r < nr, t < nt: SPLIT, the block's warps' sums added in warp order (red, one slot per warp);
+ * else by lane (r NT + t) % 32 of the warp that owns the rows (every lane holds every sum). */
+template <int R, int NT, bool SPLIT>
+__device__ __forceinline__ void mv_finish(float (&acc)[R][NT], float (*red)[R][NT], int warp, int lane, int nr, int nt, float *out,
+                                          int64_t ldo, int64_t row0, int add) {
+#pragma unroll
+    for (int r = 0; r < R; r++)
+#pragma unroll
+        for (int t = 0; t < NT; t++) {
+            float v = acc[r][t];
+#pragma unroll
+            for (int o = 16; o > 0; o /= 2) v += __shfl_xor_sync(0xffffffffu, v, o);
+            acc[r][t] = v;
+        }
+    if constexpr (!SPLIT) {
+#pragma unroll
+        for (int r = 0; r < R; r++)
+#pragma unroll
+            for (int t = 0; t < NT; t++)
+                if (lane == (r * NT + t) % 32 && r < nr && t < nt) put_out(out + (size_t)t * ldo + row0 + r, acc[r][t], add);
+    } else {
+        if (lane == 0)
+#pragma unroll
+            for (int r = 0; r < R; r++)
+#pragma unroll
+                for (int t = 0; t < NT; t++) red[warp][r][t] = acc[r][t];
+        __syncthreads();
+        if ((int)threadIdx.x < R * NT) {
+            const int r = threadIdx.x / NT, t = threadIdx.x % NT;
+            float v = red[0][r][t];
+#pragma unroll
+            for (int w = 1; w < MV_WARPS; w++) v += red[w][r][t];
+            if (t < nt && r < nr) put_out(out + (size_t)t * ldo + row0 + r, v, add);
+        }
+    }
+}
+
 template <int TY> struct Stage {
     static constexpr int PER = Dq<TY>::BE / 32;           /* chunks per block */
     static constexpr int BYTES = (32 / PER) * Dq<TY>::BB; /* bytes of 32 chunks */
@@ -131,23 +169,7 @@ __global__ void __launch_bounds__(MV_WARPS * 32) k_matvec(const uint8_t *__restr
         }
         __syncwarp();
     }
-#pragma unroll
-    for (int r = 0; r < R; r++)
-#pragma unroll
-        for (int t = 0; t < NT; t++) {
-            float v = acc[r][t];
-#pragma unroll
-            for (int o = 16; o > 0; o /= 2) v += __shfl_xor_sync(0xffffffffu, v, o);
-            if (lane == 0) red[warp][r][t] = v;
-        }
-    __syncthreads();
-    if ((int)threadIdx.x < R * NT) {
-        const int r = threadIdx.x / NT, t = threadIdx.x % NT;
-        float v = red[0][r][t];
-#pragma unroll
-        for (int w = 1; w < MV_WARPS; w++) v += red[w][r][t];
-        if (t < nt && r < nr) put_out(out + (size_t)t * ldo + row0 + r, v, add);
-    }
+    mv_finish<R, NT, true>(acc, red, warp, lane, nr, nt, out, ldo, row0, add);
 }
 
 /* the first row of a warp's R rows (SPLIT: of the block's, shared by its warps) and how many of them are rows of N */
@@ -190,7 +212,7 @@ __device__ __forceinline__ uint4 ld_stream(const uint4 *p) { /* read once: no L1
 template <int TY, int R, bool SPLIT>
 __global__ void __launch_bounds__(MV_WARPS * 32) k_mvh(const uint8_t *__restrict__ W, size_t rb, int64_t N, int K,
                                                        const __half *__restrict__ x, float *__restrict__ out, int add) {
-    __shared__ float red[SPLIT ? MV_WARPS : 1][R];
+    __shared__ float red[SPLIT ? MV_WARPS : 1][R][1];
     const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
     int64_t row0;
     const int nr = mv_rows<R, SPLIT>(N, warp, &row0);
@@ -203,9 +225,9 @@ __global__ void __launch_bounds__(MV_WARPS * 32) k_mvh(const uint8_t *__restrict
     const uint4 *wr[R];
 #pragma unroll
     for (int r = 0; r < R; r++) wr[r] = (const uint4 *)(W + (row0 + (r < nr ? r : 0)) * rb);
-    float acc[R];
+    float acc[R][1];
 #pragma unroll
-    for (int r = 0; r < R; r++) acc[r] = 0.0f;
+    for (int r = 0; r < R; r++) acc[r][0] = 0.0f;
     bool waited = false;
     for (int g0 = first; g0 < ng; g0 += MVH_U * stride) {
         uint4 wv[MVH_U][R];
@@ -234,7 +256,7 @@ __global__ void __launch_bounds__(MV_WARPS * 32) k_mvh(const uint8_t *__restrict
                     float wf[8];
                     h8_to_f<TY>(wv[u][r], wf);
 #pragma unroll
-                    for (int k = 0; k < 8; k++) acc[r] = fmaf(wf[k], xf[k], acc[r]);
+                    for (int k = 0; k < 8; k++) acc[r][0] = fmaf(wf[k], xf[k], acc[r][0]);
                 }
             }
         }
@@ -243,27 +265,7 @@ __global__ void __launch_bounds__(MV_WARPS * 32) k_mvh(const uint8_t *__restrict
         pdl_wait();
         pdl_go();
     }
-#pragma unroll
-    for (int r = 0; r < R; r++) {
-#pragma unroll
-        for (int o = 16; o > 0; o /= 2) acc[r] += __shfl_xor_sync(0xffffffffu, acc[r], o);
-    }
-    if constexpr (!SPLIT) {
-#pragma unroll
-        for (int r = 0; r < R; r++)
-            if (lane == r && r < nr) put_out(out + row0 + r, acc[r], add);
-    } else {
-        if (lane == 0)
-#pragma unroll
-            for (int r = 0; r < R; r++) red[warp][r] = acc[r];
-        __syncthreads();
-        if ((int)threadIdx.x < R && (int)threadIdx.x < nr) {
-            float v = red[0][threadIdx.x];
-#pragma unroll
-            for (int w = 1; w < MV_WARPS; w++) v += red[w][threadIdx.x];
-            put_out(out + row0 + threadIdx.x, v, add);
-        }
-    }
+    mv_finish<R, 1, SPLIT>(acc, red, warp, lane, nr, 1, out, 0, row0, add);
 }
 
 /* ---------------------------------------------------------------- 8-bit activations, integer sums --------- */
@@ -433,36 +435,7 @@ __global__ void __launch_bounds__(MV_WARPS * 32) k_mvq(const uint8_t *__restrict
         __syncwarp(); /* the buffer computed here is the next issue's */
     }
     cp_wait<0>();
-#pragma unroll
-    for (int r = 0; r < R; r++)
-#pragma unroll
-        for (int t = 0; t < NT; t++) {
-            float v = acc[r][t];
-#pragma unroll
-            for (int o = 16; o > 0; o /= 2) v += __shfl_xor_sync(0xffffffffu, v, o);
-            acc[r][t] = v;
-        }
-    if constexpr (!SPLIT) { /* every lane holds every sum: lane (r * NT + t) % 32 writes (t, row0 + r) */
-#pragma unroll
-        for (int r = 0; r < R; r++)
-#pragma unroll
-            for (int t = 0; t < NT; t++)
-                if (lane == (r * NT + t) % 32 && r < nr && t < nt) put_out(out + (size_t)t * ldo + row0 + r, acc[r][t], add);
-    } else {
-        if (lane == 0)
-#pragma unroll
-            for (int r = 0; r < R; r++)
-#pragma unroll
-                for (int t = 0; t < NT; t++) red[warp][r][t] = acc[r][t];
-        __syncthreads();
-        if ((int)threadIdx.x < R * NT) {
-            const int r = threadIdx.x / NT, t = threadIdx.x % NT;
-            float v = red[0][r][t];
-#pragma unroll
-            for (int w = 1; w < MV_WARPS; w++) v += red[w][r][t];
-            if (t < nt && r < nr) put_out(out + (size_t)t * ldo + row0 + r, v, add);
-        }
-    }
+    mv_finish<R, NT, SPLIT>(acc, red, warp, lane, nr, nt, out, ldo, row0, add);
 }
 
 /*
@@ -750,14 +723,11 @@ __global__ void k_act_round(const float *__restrict__ x, int64_t nblk, int8_t *_
         const float u = __shfl_xor_sync(0xffffffffu, amax, o);
         amax = u > amax ? u : amax;
     }
-    const float id = amax > 0.0f ? __fdiv_rn(127.0f, amax) : 0.0f;
-    const float dd = __fdiv_rn(amax, 127.0f);
+    float id, dd;
+    act_scales(amax, &id, &dd);
 #pragma unroll
     for (int c = 0; c < C; c++) {
-        float u = __fmul_rn(v[c], id);
-        u = u >= -127.0f ? u : -127.0f; /* NaN -> -127, as the CPU */
-        u = u <= 127.0f ? u : 127.0f;
-        const int qi = __float2int_rn(u);
+        const int qi = act_code(v[c], id);
         const int64_t i = BE * b + 32 * c + lane;
         if (Q8) {
             q[i] = (int8_t)qi;

@@ -115,16 +115,13 @@ __device__ __forceinline__ void act_round8(const float (&v)[8], int64_t e0, bool
         const float u = __shfl_xor_sync(0xffffffffu, amax, o);
         amax = u > amax ? u : amax;
     }
-    const float id = amax > 0.0f ? __fdiv_rn(127.0f, amax) : 0.0f;
-    const float dd = __fdiv_rn(amax, 127.0f);
+    float id, dd;
+    act_scales(amax, &id, &dd);
     uint32_t lo = 0, hi = 0;
     int sum = 0;
 #pragma unroll
     for (int k = 0; k < 8; k++) {
-        float u = __fmul_rn(v[k], id);
-        u = u >= -127.0f ? u : -127.0f; /* NaN -> -127, as the CPU */
-        u = u <= 127.0f ? u : 127.0f;
-        const int qi = __float2int_rn(u);
+        const int qi = act_code(v[k], id);
         sum += qi;
         if (k < 4) lo |= (uint32_t)(qi & 0xff) << (8 * k);
         else hi |= (uint32_t)(qi & 0xff) << (8 * (k - 4));
@@ -135,6 +132,15 @@ __device__ __forceinline__ void act_round8(const float (&v)[8], int64_t e0, bool
         *(uint2 *)(q + e0) = make_uint2(lo, hi);
         if (lane % 4 == 0) d[e0 / 32] = make_float2(dd, __fmul_rn(dd, (float)sum));
     }
+}
+
+/* silu(a) * u, the forward pass's SwiGLU element (k_silu_mul and k_silu_act: the same bits) */
+__device__ __forceinline__ float silu_mul1(float a, float u) { return __fmul_rn(__fdiv_rn(a, __fadd_rn(1.0f, expf(-a))), u); }
+
+/* a rotary pair (a, b) by the angle of (c, s): (a c - b s, b c + a s), each product rounded (k_rope_kv and k_att_split) */
+__device__ __forceinline__ void rope_rot(float a, float b, float c, float s, float *ra, float *rb) {
+    *ra = __fsub_rn(__fmul_rn(a, c), __fmul_rn(b, s));
+    *rb = __fadd_rn(__fmul_rn(b, c), __fmul_rn(a, s));
 }
 
 #define NA_WARPS 4
@@ -205,7 +211,7 @@ __global__ void __launch_bounds__(NA_WARPS * 32) k_silu_act(float *__restrict__ 
         const float4 a = g4[0], b = g4[1], c = ((const float4 *)(u + e))[0], f = ((const float4 *)(u + e))[1];
         const float gs[8] = {a.x, a.y, a.z, a.w, b.x, b.y, b.z, b.w}, us[8] = {c.x, c.y, c.z, c.w, f.x, f.y, f.z, f.w};
 #pragma unroll
-        for (int k = 0; k < 8; k++) v[k] = __fmul_rn(__fdiv_rn(gs[k], __fadd_rn(1.0f, expf(-gs[k]))), us[k]);
+        for (int k = 0; k < 8; k++) v[k] = silu_mul1(gs[k], us[k]);
         g4[0] = make_float4(v[0], v[1], v[2], v[3]);
         g4[1] = make_float4(v[4], v[5], v[6], v[7]);
     }
@@ -250,10 +256,7 @@ void cu_add(float *x, const float *y, int64_t n) { cu_launch(k_add, dim3((unsign
 __global__ void k_silu_mul(float *g, const float *u, int64_t n) {
     pdl_enter();
     const int64_t i = (int64_t)blockIdx.x * blockDim.x + threadIdx.x;
-    if (i < n) {
-        const float a = g[i];
-        g[i] = __fmul_rn(__fdiv_rn(a, __fadd_rn(1.0f, expf(-a))), u[i]);
-    }
+    if (i < n) g[i] = silu_mul1(g[i], u[i]);
 }
 void cu_silu_mul(float *g, const float *u, int64_t n) { cu_launch(k_silu_mul, dim3((unsigned)((n + 255) / 256)), dim3(256), 0, g, u, n); }
 
@@ -296,8 +299,8 @@ __global__ void k_rope_kv(float *q, float *k, const float *v, int T, int H, int 
     const int step = inter ? 2 : 1, off = inter ? 1 : half;
     float *pa = xr + p * step, *pb = pa + off;
     const float c = cs[(pos0 + t) * half + p], s = sn[(pos0 + t) * half + p];
-    const float a = *pa, b = *pb;
-    const float ra = __fsub_rn(__fmul_rn(a, c), __fmul_rn(b, s)), rb = __fadd_rn(__fmul_rn(b, c), __fmul_rn(a, s));
+    float ra, rb;
+    rope_rot(*pa, *pb, c, s, &ra, &rb);
     *pa = ra;
     *pb = rb;
     if (isk) {
@@ -473,17 +476,16 @@ __global__ void k_att_split(const float *q, const __half *kc, const __half *vc, 
         for (int i = threadIdx.x; i < hb * half; i += AS_THREADS) {
             const int g = i / half, pp = i % half;
             const float *xr = q + (int64_t)(h0 + g) * D + pp * step;
-            const float a = xr[0], b = xr[off], cc = cr[pp], ss = sr[pp];
-            qs[g * D + pp * step] = __fsub_rn(__fmul_rn(a, cc), __fmul_rn(b, ss));
-            qs[g * D + pp * step + off] = __fadd_rn(__fmul_rn(b, cc), __fmul_rn(a, ss));
+            rope_rot(xr[0], xr[off], cr[pp], sr[pp], &qs[g * D + pp * step], &qs[g * D + pp * step + off]);
         }
         if (pos0 >= p0 && pos0 < p0 + np) {
             const float *kr = rp.k + (int64_t)kvh * D;
             __half *ko = rp.kc + pos0 * kvd + (int64_t)kvh * D;
             for (int pp = threadIdx.x; pp < half; pp += AS_THREADS) {
-                const float a = kr[pp * step], b = kr[pp * step + off], cc = cr[pp], ss = sr[pp];
-                ko[pp * step] = __float2half_rn(__fsub_rn(__fmul_rn(a, cc), __fmul_rn(b, ss)));
-                ko[pp * step + off] = __float2half_rn(__fadd_rn(__fmul_rn(b, cc), __fmul_rn(a, ss)));
+                float ra, rb;
+                rope_rot(kr[pp * step], kr[pp * step + off], cr[pp], sr[pp], &ra, &rb);
+                ko[pp * step] = __float2half_rn(ra);
+                ko[pp * step + off] = __float2half_rn(rb);
             }
             for (int i = threadIdx.x; i < D; i += AS_THREADS)
                 rp.vc[pos0 * kvd + (int64_t)kvh * D + i] = __float2half_rn(rp.v[(int64_t)kvh * D + i]);
