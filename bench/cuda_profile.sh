@@ -2,19 +2,18 @@
 # cuda_profile.sh - one device call that profiles the decode path (issue 13): from the repository root, with
 # bench/cuda_session.sh's binary tarball:
 #   bench/cuda_profile.sh BIN_TAR_XZ OUT_DIR [SECONDS]     (default 400)
-#   1. TESTS (default "attention forward kernels kernels_mvt forward_plain calib multi forward_mvt forward_prefetch forward_rope kernels_nomvh") through bench/cuda_tests.sh's loop;
-#   2. the Llama-3-8B-shape checkpoint (32 layers) at q4_k_m (kept in /tmp/lb8b, as bench/cuda_decode.sh): tg128 with the
-#      the defaults, with the L2 prefetch of the next product's weights (LB_CUDA_PREFETCH=1, 16 and 32 MB), with the
-#      rotary inside the split attention (LB_CUDA_ROPE_ATT=1), with the bulk-copy kernel (LB_CUDA_MVT=1), and all three
-#      (before it: greedy text on tiny with ROPE_ATT and PREFETCH against the default's, which must be the same);
-#   3. Nsight Compute, every section (--set full), on one launch of the batch-1 weight kernel of q4_k and of q8_0 on
-#      the 14336 x 4096 shape (cuda_kernels --types T --batches 1 --shapes 1: weights rotated past L2);
-#   4. the weight kernels alone, batch 1 (cuda_kernels --quick --batches 1; again with LB_CUDA_MVT=1; f16 and bf16 with
-#      LB_CUDA_MVH=0, k_matvec);
-#   5. every kernel of about one layer of a 8B decode step under Nsight Compute (SpeedOfLight and the warp states:
-#      duration, DRAM share, what the warps waited on);
-#   6. the 8B shape at f16: tg128 without the one-token F16 kernel k_mvh (LB_CUDA_MVH=0) and with it (the default).
-# Writes run.log (the summary) and prof.tgz (every log and ncu report as text) to OUT_DIR.
+#   1. TESTS (default "attention forward kernels kernels_nomvt kernels_mvt forward_plain calib multi forward_rope") through
+#      bench/cuda_tests.sh's loop, then tiny's greedy text with LB_CUDA_ROPE_ATT=1 against the default's (must be the same);
+#   2. the Llama-3-8B-shape checkpoint (32 layers) at q4_k_m, q4_0 and q8_0 (kept in /tmp/lb8b, as bench/cuda_decode.sh):
+#      tg128 with the default kernel choice (k_mvt where the type's Mq::MVT says), with k_mvq for every product
+#      (LB_CUDA_MVT=0) and k_mvt for every one (LB_CUDA_MVT=1), q4_k_m also with LB_CUDA_ROPE_ATT=1, alternated;
+#   3. Nsight Systems (where installed) on 16 decode steps of q4_k_m inside the CUDA graph: every kernel's time in the
+#      graph and the gaps between them (nsys_trace.csv, nsys_kern.csv);
+#   4. the weight kernels at batch 8 and 16 against cuBLAS BF16 (cuda_kernels --batches 8,16), and Nsight Compute, every
+#      section, on one launch of the tensor-core kernel k_mvm (q4_k, batch 8, 14336 x 4096);
+#   5. every kernel of about one layer of a 8B decode step under Nsight Compute (SpeedOfLight and the warp states), with
+#      the default kernel choice.
+# Writes run.log (the summary) and prof.tgz (every log and report as text) to OUT_DIR.
 set -uo pipefail
 TAR=${1:?usage: bench/cuda_profile.sh BIN_TAR_XZ OUT_DIR [SECONDS]}
 OUT=${2:?usage}
@@ -27,45 +26,58 @@ mkdir -p "$OUT" "$L" "$W"
 . "$(dirname "$0")/cuda_run_common.sh"
 NCU=$(command -v ncu || ls /opt/nvidia/nsight-compute/*/ncu /usr/local/cuda/bin/ncu 2>/dev/null | head -1)
 log "1. tests"
-TESTS=${TESTS:-attention forward kernels kernels_mvt forward_plain calib multi forward_mvt forward_prefetch forward_rope kernels_nomvh} bash "$(dirname "$0")/cuda_tests.sh" "$TAR" "$OUT/t" $(($(left) > 300 ? 175 : $(left) / 2)) >/dev/null 2>&1
+TESTS=${TESTS:-attention forward kernels kernels_nomvt kernels_mvt forward_plain calib multi forward_rope} bash "$(dirname "$0")/cuda_tests.sh" "$TAR" "$OUT/t" $(($(left) > 300 ? 160 : $(left) / 2)) >/dev/null 2>&1
 cat "$OUT/t/run.log" >>"$OUT/run.log" 2>/dev/null
 mv "$OUT/t/tests.tgz" "$L/" 2>/dev/null
 rm -rf "$OUT/t"
-# the experiments that must not change a single logit: greedy text on tiny with each against the default
 timeout 30 build/lowbit run models/tiny -p "Once upon a time" -n 96 --ignore-eos --device cuda -q >"$L/run_default.txt" 2>&1
-for e in LB_CUDA_ROPE_ATT=1 LB_CUDA_PREFETCH=1; do
-  env $e timeout 30 build/lowbit run models/tiny -p "Once upon a time" -n 96 --ignore-eos --device cuda -q >"$L/run_$e.txt" 2>&1
-  cmp -s "$L/run_default.txt" "$L/run_$e.txt" && echo "run tiny $e: the default's text" || echo "run tiny $e: DIFFERENT text"
-done | tee -a "$OUT/run.log"
+LB_CUDA_ROPE_ATT=1 timeout 30 build/lowbit run models/tiny -p "Once upon a time" -n 96 --ignore-eos --device cuda -q >"$L/run_rope.txt" 2>&1
+cmp -s "$L/run_default.txt" "$L/run_rope.txt" && echo "run tiny LB_CUDA_ROPE_ATT=1: the default's text" | tee -a "$OUT/run.log" ||
+  echo "run tiny LB_CUDA_ROPE_ATT=1: DIFFERENT text" | tee -a "$OUT/run.log"
 log "2. 8B shape, tg128"
-if [ ! -f "$W/q4_k_m.gguf" ]; then
-  [ -f "$W/hf/config.json" ] || timeout "$(cap 60)" build/synth_checkpoint "$W/hf" models/tiny/tokenizer.json --shape llama3-8b >"$L/gen.log" 2>&1
-  timeout "$(cap 120)" build/lowbit quantize "$W/hf" -o "$W/q4_k_m.gguf" --type q4_k_m --encoder ref -t 16 >>"$L/gen.log" 2>&1
-  tail -2 "$L/gen.log" >>"$OUT/run.log"
-fi
-for e in LB_CUDA_FUSE_ACT=1 LB_CUDA_PREFETCH=1 LB_CUDA_ROPE_ATT=1 LB_CUDA_MVT=1 "LB_CUDA_MVT=1 LB_CUDA_PREFETCH=1 LB_CUDA_ROPE_ATT=1" "LB_CUDA_PREFETCH=1 LB_CUDA_PREFETCH_MB=32" LB_CUDA_FUSE_ACT=1; do
-  [ "$(left)" -gt 30 ] || break
-  echo "q4_k_m $e: $(env $e timeout "$(cap 60)" build/cuda_bench "$W/q4_k_m.gguf" --device cuda --pp 1 --tg 128 --reps 3 2>&1 |
+[ -f "$W/hf/config.json" ] || timeout "$(cap 60)" build/synth_checkpoint "$W/hf" models/tiny/tokenizer.json --shape llama3-8b >"$L/gen.log" 2>&1
+tg() { # FILE ENV...: one tg128 line
+  local f=$1; shift
+  echo "$(basename "$f" .gguf) ${*:-default}: $(env "$@" timeout "$(cap 60)" build/cuda_bench "$f" --device cuda --pp 1 --tg 128 --reps 3 2>&1 |
     grep -E "tg128|error" | tr -s ' ')" | tee -a "$OUT/run.log"
+}
+for t in q4_k_m q4_0 q8_0; do
+  [ "$(left)" -gt 150 ] || break
+  [ -f "$W/$t.gguf" ] || timeout "$(cap 90)" build/lowbit quantize "$W/hf" -o "$W/$t.gguf" --type $t --encoder ref -t 16 >>"$L/gen.log" 2>&1
+  tail -1 "$L/gen.log" >>"$OUT/run.log"
+  tg "$W/$t.gguf"
+  tg "$W/$t.gguf" LB_CUDA_MVT=0
+  tg "$W/$t.gguf" LB_CUDA_MVT=1
+  if [ $t = q4_k_m ]; then
+    tg "$W/$t.gguf" LB_CUDA_ROPE_ATT=1
+    tg "$W/$t.gguf"
+    tg "$W/$t.gguf" LB_CUDA_MVT=0
+  fi
 done
-log "3. ncu of the batch-1 weight kernel"
-for t in q4_k q8_0; do
-  [ "$(left)" -gt 60 ] && [ -n "$NCU" ] || break
-  timeout "$(cap 90)" "$NCU" --clock-control none -k regex:k_mv -s 30 -c 1 --set full --import-source no \
-    build/cuda_kernels --types $t --batches 1 --shapes 1 >"$L/ncu_$t.txt" 2>&1
-  echo "-- ncu $t rc=$?" >>"$OUT/run.log"
-  grep -E "^  [a-zA-Z_].*\(|Duration|DRAM Throughput|Memory Throughput|Achieved Occupancy|Registers Per|Warp Cycles Per Issued|Issued Warp|No Eligible|Stall|L1/TEX Hit|L2 Hit|Block Limit|Theoretical Occ|Executed Ipc" \
-    "$L/ncu_$t.txt" | sed -E 's/ +/ /g' | head -40 >>"$OUT/run.log"
-done
-log "4. weight kernels, batch 1"
-timeout "$(cap 60)" build/cuda_kernels --quick --batches 1 >"$L/kernels.txt" 2>&1
-tail -45 "$L/kernels.txt" >>"$OUT/run.log"
-echo "-- LB_CUDA_MVT=1" >>"$OUT/run.log"
-LB_CUDA_MVT=1 timeout "$(cap 60)" build/cuda_kernels --quick --batches 1 >"$L/kernels_mvt.txt" 2>&1
-tail -45 "$L/kernels_mvt.txt" >>"$OUT/run.log"
-echo "-- LB_CUDA_MVH=0" >>"$OUT/run.log"
-LB_CUDA_MVH=0 timeout "$(cap 60)" build/cuda_kernels --quick --batches 1 --types f16,bf16 >"$L/kernels_mvh.txt" 2>&1
-tail -8 "$L/kernels_mvh.txt" >>"$OUT/run.log"
+log "3. nsys: the decode graph's kernels"
+NSYS=$(command -v nsys || ls /opt/nvidia/nsight-systems/*/bin/nsys /usr/local/cuda/bin/nsys /opt/nvidia/nsight-systems*/bin/nsys 2>/dev/null | head -1)
+echo "nsys: ${NSYS:-none}" >>"$OUT/run.log"
+if [ -n "$NSYS" ] && [ "$(left)" -gt 150 ]; then
+  timeout "$(cap 90)" "$NSYS" profile -t cuda --cuda-graph-trace=node -o "$L/dec" --force-overwrite true \
+    build/cuda_bench "$W/q4_k_m.gguf" --pp 1 --tg 16 --reps 1 >"$L/nsys.log" 2>&1
+  echo "-- nsys rc=$?" >>"$OUT/run.log"
+  timeout "$(cap 60)" "$NSYS" stats -r cuda_gpu_kern_sum -f csv -o "$L/nsys" "$L/dec.nsys-rep" >>"$L/nsys.log" 2>&1
+  timeout "$(cap 60)" "$NSYS" stats -r cuda_gpu_trace -f csv -o "$L/nsys" "$L/dec.nsys-rep" >>"$L/nsys.log" 2>&1
+  ls "$L"/nsys_* >>"$OUT/run.log" 2>&1
+  head -30 "$L"/nsys_cuda_gpu_kern_sum.csv 2>/dev/null | cut -c1-220 >>"$OUT/run.log"
+  cp "$L"/nsys_*.csv "$OUT/" 2>/dev/null
+  tail -5 "$L/nsys.log" >>"$OUT/run.log"
+fi
+log "4. batch 8 and 16"
+timeout "$(cap 90)" build/cuda_kernels --quick --batches 8,16 --types q4_k,q4_0,q8_0,q6_k,q5_k >"$L/kernels_b816.txt" 2>&1
+tail -45 "$L/kernels_b816.txt" >>"$OUT/run.log"
+if [ "$(left)" -gt 60 ] && [ -n "$NCU" ]; then
+  timeout "$(cap 90)" "$NCU" --clock-control none -k regex:k_mvm -s 30 -c 1 --set full --import-source no \
+    build/cuda_kernels --types q4_k --batches 8 --shapes 1 >"$L/ncu_mvm.txt" 2>&1
+  echo "-- ncu k_mvm q4_k batch 8 rc=$?" >>"$OUT/run.log"
+  grep -E "^  [a-zA-Z_].*\(|Duration|DRAM Throughput|Memory Throughput|Achieved Occupancy|Registers Per|Warp Cycles Per Issued|Issued Warp|No Eligible|Stall|L1/TEX Hit|L2 Hit|Block Limit|Theoretical Occ|Executed Ipc|Shared Memory Configuration Size|Dynamic Shared" \
+    "$L/ncu_mvm.txt" | sed -E 's/ +/ /g' | head -40 >>"$OUT/run.log"
+fi
 log "5. ncu of a decode step"
 if [ "$(left)" -gt 40 ] && [ -n "$NCU" ]; then
   LB_CUDA_NO_GRAPH=1 timeout "$(cap 150)" "$NCU" --clock-control none -s 1100 -c 48 --section SpeedOfLight --section WarpStateStats \
@@ -74,15 +86,5 @@ if [ "$(left)" -gt 40 ] && [ -n "$NCU" ]; then
   grep -E "^  [a-zA-Z_].*\(|Duration|DRAM Throughput" "$L/ncu_step.txt" | sed -E 's/\(const .*//; s/\(float.*//; s/ +/ /g' |
     paste - - - | head -50 >>"$OUT/run.log"
 fi
-log "6. 8B F16, tg128 with and without k_mvh"
-if [ "$(left)" -gt 90 ] && [ ! -f "$W/f16.gguf" ]; then
-  [ -f "$W/hf/config.json" ] || timeout "$(cap 60)" build/synth_checkpoint "$W/hf" models/tiny/tokenizer.json --shape llama3-8b >>"$L/gen.log" 2>&1
-  timeout "$(cap 90)" build/lowbit quantize "$W/hf" -o "$W/f16.gguf" --type f16 -t 16 >>"$L/gen.log" 2>&1
-fi
-for e in LB_CUDA_MVH=0 LB_CUDA_MVH=1; do
-  [ "$(left)" -gt 25 ] && [ -f "$W/f16.gguf" ] || break
-  echo "f16 $e: $(env $e timeout "$(cap 60)" build/cuda_bench "$W/f16.gguf" --device cuda --pp 1 --tg 128 --reps 3 2>&1 |
-    grep -E "tg128|error" | tr -s ' ')" | tee -a "$OUT/run.log"
-done
 log done
 tar czf "$OUT/prof.tgz" -C /tmp lb-prof

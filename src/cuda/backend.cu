@@ -244,9 +244,6 @@ struct lb_cuda_ctx {
     long long *amax;             /* n_batch */
     mm_ws ws;
     cudaStream_t st;             /* every kernel and copy of the context */
-    cudaStream_t side;           /* LB_CUDA_PREFETCH=1: the L2 prefetches of the next product's weights (else NULL) */
-    cudaEvent_t pf_fork, pf_join;
-    bool pf_pending;             /* a prefetch was forked and not yet joined */
     int64_t *pos_d;              /* position of the batch's first token, read by the kernels */
     int64_t *pin_pos;            /* pinned host staging of the position, the token ids and one row of logits */
     int32_t *pin_tok;
@@ -386,55 +383,6 @@ static size_t stage_device_bytes(const lb_model *m, int64_t l0, int64_t l1, bool
     return b;
 }
 
-/*
- * L2 prefetch of the next weight product (LB_CUDA_PREFETCH=1 on sm_90; an experiment until timed on a GPU): between two
- * products of a decode step the small kernels (norms, rotary, attention, SwiGLU: about 30 us a layer of the 8B shape)
- * leave the HBM idle. Right after a product is enqueued, the first LB_CUDA_PREFETCH_MB (default 16) megabytes of the
- * next product's weights are prefetched into L2 by bulk prefetches on a side stream (forked from the context's stream
- * by an event, so inside the captured decode graph too), joined back before that product; the product then finds its
- * first rows in L2. Results do not change: only where the bytes come from.
- */
-static bool prefetch_on(void) {
-    static int on = -1;
-    if (on < 0) {
-        int dev = 0, major = 0;
-        on = cu_env_is("LB_CUDA_PREFETCH", '1') && cudaGetDevice(&dev) == cudaSuccess &&
-             cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, dev) == cudaSuccess && major >= 9;
-    }
-    return on != 0;
-}
-
-static size_t prefetch_cap(void) {
-    static size_t cap = 0;
-    if (!cap) {
-        const char *e = getenv("LB_CUDA_PREFETCH_MB");
-        const long mb = e ? strtol(e, NULL, 10) : 16;
-        cap = (size_t)(mb > 0 && mb < 4096 ? mb : 16) << 20;
-    }
-    return cap;
-}
-
-/* the context's stream waits for the outstanding prefetch */
-static void prefetch_join(lb_cuda_ctx *g) {
-    if (!g->pf_pending) return;
-    cudaStreamWaitEvent(g->st, g->pf_join, 0);
-    g->pf_pending = false;
-}
-
-/* the first bytes of w prefetched into L2 on the side stream, after everything enqueued so far on the context's stream */
-static void prefetch_start(lb_cuda_ctx *g, const dweight *w, int64_t T) {
-    if (!g->side || !w || !w->data || T > LB_CUDA_MV_MAX) return;
-    prefetch_join(g);
-    size_t bytes = w->row_bytes * (size_t)w->rows;
-    bytes = (bytes < prefetch_cap() ? bytes : prefetch_cap()) & ~(size_t)15;
-    if (((uintptr_t)w->data & 15) || !bytes) return;
-    cudaEventRecord(g->pf_fork, g->st);
-    cudaStreamWaitEvent(g->side, g->pf_fork, 0);
-    cu_prefetch_l2(w->data, bytes, g->side);
-    cudaEventRecord(g->pf_join, g->side);
-    g->pf_pending = true;
-}
-
 static lb_status alloc_state(lb_cuda_ctx *g, lb_error *err) {
     const lb_model_info *h = &g->m->info;
     const int64_t B = g->n_batch, E = h->n_embd, D = h->head_dim, qd = h->n_head * D, kvd = h->n_head_kv * D, F = h->n_ff;
@@ -461,11 +409,6 @@ static lb_status alloc_state(lb_cuda_ctx *g, lb_error *err) {
     kmax = kmax > F ? kmax : F;
     if (s == LB_OK) s = mm_ws_ready(&g->ws, (size_t)(B * kmax), false, err); /* before any graph capture */
     if (s == LB_OK) CK(cudaStreamCreateWithFlags(&g->st, cudaStreamNonBlocking), "creating a stream");
-    if (s == LB_OK && prefetch_on() && !g->exact && !g->layerwise) {
-        CK(cudaStreamCreateWithFlags(&g->side, cudaStreamNonBlocking), "creating a stream");
-        CK(cudaEventCreateWithFlags(&g->pf_fork, cudaEventDisableTiming), "creating an event");
-        CK(cudaEventCreateWithFlags(&g->pf_join, cudaEventDisableTiming), "creating an event");
-    }
     if (s == LB_OK) CK(cudaMallocHost((void **)&g->pin_pos, sizeof(int64_t) + (size_t)B * sizeof(int32_t) + (size_t)V * sizeof(float) + 64),
                        "allocating pinned host memory");
     if (s == LB_OK) {
@@ -589,9 +532,6 @@ extern "C" void lb_cuda_ctx_free(lb_cuda_ctx *g) {
     mm_ws_free(&g->ws);
     if (g->decode) cudaGraphExecDestroy(g->decode);
     if (g->st) cudaStreamDestroy(g->st);
-    if (g->side) cudaStreamDestroy(g->side);
-    if (g->pf_fork) cudaEventDestroy(g->pf_fork);
-    if (g->pf_join) cudaEventDestroy(g->pf_join);
     cudaFreeHost(g->pin_pos);
     lb_cu_stream = 0;
     for (int i = 0; i < g->n_allocs; i++) cudaFree(g->allocs[i]);
@@ -738,7 +678,6 @@ static lb_status layer_forward_part(lb_cuda_ctx *g, const dlayer *l, int64_t il,
         TRY(ns);
         OBSERVE(LB_OBS_ATTN_IN, g->xn, E);
         float *q = g->q, *k = g->k, *v = g->v;
-        prefetch_join(g);
         if (qkv1) {
             TRY(mm(&g->ws, g->xn, T, &l->wqkv, g->qkv1, qd + 2 * kvd, -1, pre, err));
             q = g->qkv1, k = q + qd, v = k + kvd;
@@ -751,7 +690,6 @@ static lb_status layer_forward_part(lb_cuda_ctx *g, const dlayer *l, int64_t il,
             TRY(mm(&g->ws, g->xn, T, &l->wk, k, kvd, -1, true, err));
             TRY(mm(&g->ws, g->xn, T, &l->wv, v, kvd, -1, true, err));
         }
-        prefetch_start(g, &l->wo, T); /* during rotary and attention */
         if (l->bq) cu_add_bias(q, l->bq, (int)T, (int)qd);
         if (l->bk) cu_add_bias(k, l->bk, (int)T, (int)kvd);
         if (l->bv) cu_add_bias(v, l->bv, (int)T, (int)kvd);
@@ -802,10 +740,8 @@ static lb_status layer_forward_part(lb_cuda_ctx *g, const dlayer *l, int64_t il,
     bool pre = false; /* its input rounded by the norm */
     if (from <= LB_OBS_ATTN_OUT_IN) {
         OBSERVE(LB_OBS_ATTN_OUT_IN, g->att, qd);
-        prefetch_join(g);
         if (residual_fused(g, T, l->bo)) { /* g->x += o; the norm then rounds for the FFN's first product */
             TRY(mm(&g->ws, g->att, T, &l->wo, g->x, E, -1, att_pre, err, true));
-            prefetch_start(g, wf, T); /* during the norm */
             pre = norm_for(g, g->x, l->ffn_norm, g->xn, wf, T, err, &ns);
             TRY(ns);
         } else { /* the residual add in the norm */
@@ -819,7 +755,6 @@ static lb_status layer_forward_part(lb_cuda_ctx *g, const dlayer *l, int64_t il,
     }
     OBSERVE(LB_OBS_FFN_IN, g->xn, E);
     float *gp = g->g, *up = g->u;
-    prefetch_join(g);
     if (gu1) {
         TRY(mm(&g->ws, g->xn, T, wf, g->gu1, 2 * F, -1, pre, err));
         gp = g->gu1, up = gp + F;
@@ -827,7 +762,6 @@ static lb_status layer_forward_part(lb_cuda_ctx *g, const dlayer *l, int64_t il,
         TRY(mm(&g->ws, g->xn, T, wf, gp, F, -1, pre, err));
         TRY(mm(&g->ws, g->xn, T, &l->w_up, up, F, -1, true, err));
     }
-    prefetch_start(g, &l->w_down, T); /* during SwiGLU */
     if (l->b_gate) cu_add_bias(gp, l->b_gate, (int)T, (int)F);
     if (l->b_up) cu_add_bias(up, l->b_up, (int)T, (int)F);
     int be = 0;
@@ -843,7 +777,6 @@ static lb_status layer_forward_part(lb_cuda_ctx *g, const dlayer *l, int64_t il,
         cu_silu_mul(gp, up, T * F);
     }
     OBSERVE(LB_OBS_FFN_DOWN_IN, gp, F);
-    prefetch_join(g);
     if (residual_fused(g, T, l->b_down)) return mm(&g->ws, gp, T, &l->w_down, g->x, E, -1, down_pre, err, true);
     TRY(mm(&g->ws, gp, T, &l->w_down, g->tmp, E, -1, down_pre, err));
     if (l->b_down) cu_add_bias(g->tmp, l->b_down, (int)T, (int)E);
@@ -884,8 +817,6 @@ static lb_status forward(lb_cuda_ctx *g, int64_t T, int want, int64_t max_n, lb_
         }
         for (int64_t il = st->l0; il < st->l1; il++) {
             TRY(layer_forward(st, &st->L[il], il, T, max_n, -1, err));
-            /* during the next layer's (or the head's) norm */
-            prefetch_start(st, il + 1 < st->l1 ? first_product(st, &st->L[il + 1], T) : st->head && want ? &st->out : NULL, T);
         }
         if (st->next) {
             CK(cudaMemcpyPeerAsync(st->next->x, st->next->dev, st->x, st->dev, (size_t)(T * E) * sizeof(float), st->st),
@@ -894,7 +825,6 @@ static lb_status forward(lb_cuda_ctx *g, int64_t T, int want, int64_t max_n, lb_
         }
     }
     lb_cuda_ctx *t = tail(g);
-    prefetch_join(t);
     if (want == 2) {
         norm(t, t->x, NULL, t->out_norm, t->xn, T, (int)E, E, h->rms_eps);
         TRY(observe(t, -1, LB_OBS_OUTPUT_IN, t->xn, T, E, err));

@@ -110,8 +110,6 @@ void cu_act_f16(lb_type wtype, const float *x, int T, int64_t K, __half *y);
  * cu_act_prepare laid it out for W's type, the products and sums in F32 (integer sums for 8-bit activations).
  * add: out += x . W^T instead (each element plus its product, one IEEE addition: cu_add's result). */
 void cu_matvec(const dweight *w, const void *x, int T, float *out, int64_t ldo, bool add = false);
-/* n bytes at p (16-byte aligned, n a multiple of 16) prefetched into L2 by bulk prefetches on stream st (sm_90) */
-void cu_prefetch_l2(const void *p, size_t n, cudaStream_t st);
 /* rows [r0, r0 + R) of W dequantized to dst (R, K), F16 or F32. */
 void cu_dequant_f16(const dweight *w, int64_t r0, int64_t R, __half *dst);
 void cu_dequant_f32(const dweight *w, int64_t r0, int64_t R, float *dst);

@@ -439,7 +439,7 @@ __global__ void __launch_bounds__(MV_WARPS * 32) k_mvq(const uint8_t *__restrict
 }
 
 /*
- * Kernel k_mvt, one token, 8-bit activations, sm_90 (LB_CUDA_MVT=1; an experiment until timed on a GPU): the weights
+ * Kernel k_mvt, one token, 8-bit activations, sm_90 (where the type's Mq::MVT chooses it, mvt_wanted): the weights
  * stream through the Tensor Memory Accelerator. A block (MV_WARPS warps) owns tiles of MVT_RT consecutive rows, tiles
  * blockIdx.x, + gridDim.x, ... (a grid of a few blocks per multiprocessor); each tile's rows are taken in segments of
  * MVT_S elements, and one thread copies each row's segment with a bulk copy (cp.async.bulk, completion counted in
@@ -797,23 +797,6 @@ __global__ void k_embed(const uint8_t *__restrict__ W, size_t rb, int K, const i
     for (int j = 0; j < 32; j++) out[(size_t)t * K + 32 * c + j] = w[j];
 }
 
-/* Bulk prefetches of n bytes at p (16-byte aligned, n a multiple of 16) into L2, 64 KiB each (sm_90) */
-#define PF_CHUNK 65536
-__global__ void k_prefetch_l2(const uint8_t *p, size_t n) {
-#if __CUDA_ARCH__ >= 900
-    for (size_t off = ((size_t)blockIdx.x * blockDim.x + threadIdx.x) * PF_CHUNK; off < n; off += (size_t)gridDim.x * blockDim.x * PF_CHUNK) {
-        const uint32_t sz = (uint32_t)(n - off < PF_CHUNK ? n - off : PF_CHUNK);
-        asm volatile("cp.async.bulk.prefetch.L2.global [%0], %1;" ::"l"(__cvta_generic_to_global(p + off)), "r"(sz) : "memory");
-    }
-#endif
-}
-
-void cu_prefetch_l2(const void *p, size_t n, cudaStream_t st) {
-    const size_t chunks = (n + PF_CHUNK - 1) / PF_CHUNK;
-    const unsigned blocks = (unsigned)((chunks + 127) / 128);
-    k_prefetch_l2<<<blocks ? blocks : 1, 128, 0, st>>>((const uint8_t *)p, n);
-}
-
 /* ---------------------------------------------------------------- launchers -------------------------------- */
 
 template <int TY, int NT, int R> static void launch_mv(const dweight *w, const __half *x, int T, float *out, int64_t ldo, int add) {
@@ -894,19 +877,36 @@ template <int TY, int NT, bool DEEP> static void mvq_rows(const dweight *w, cons
     else launch_mvq<TY, NT, RW, false, MVQ_ST(TY, RW, DEEP)>(w, xa, T, out, ldo, add);
 }
 
-/* one-token products of the 8-bit types through k_mvt (LB_CUDA_MVT=1, sm_90 and later) where the rows allow bulk copies:
- * the device's multiprocessors, 0 where k_mvt is off or not available */
+/* one-token products of the 8-bit types through k_mvt (sm_90 and later) where the rows allow bulk copies: by default
+ * where the type's Mq::MVT says it is the faster kernel for the product's rows, with LB_CUDA_MVT=1 every such product,
+ * with LB_CUDA_MVT=0 none. mvt_mode: 0 none, 1 every one, 2 the types' choice */
+static int mvt_mode(void) {
+    static int mode = -1;
+    if (mode < 0) {
+        int dev = 0, major = 0;
+        const bool sm90 = cudaGetDevice(&dev) == cudaSuccess &&
+                          cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, dev) == cudaSuccess && major >= 9;
+        mode = !sm90 || cu_env_is("LB_CUDA_MVT", '0') ? 0 : cu_env_is("LB_CUDA_MVT", '1') ? 1 : 2;
+    }
+    return mode;
+}
+
+/* the device's multiprocessors */
 static int mvt_sms(void) {
-    static int sms = -1;
-    if (sms < 0) {
-        int dev = 0, major = 0, n = 0;
-        sms = cu_env_is("LB_CUDA_MVT", '1') && cudaGetDevice(&dev) == cudaSuccess &&
-                      cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, dev) == cudaSuccess && major >= 9 &&
-                      cudaDeviceGetAttribute(&n, cudaDevAttrMultiProcessorCount, dev) == cudaSuccess
-                  ? n
-                  : 0;
+    static int sms = 0;
+    if (!sms) {
+        int dev = 0, n = 0;
+        sms = cudaGetDevice(&dev) == cudaSuccess && cudaDeviceGetAttribute(&n, cudaDevAttrMultiProcessorCount, dev) == cudaSuccess && n > 0 ? n : 1;
     }
     return sms;
+}
+
+template <int TY> static bool mvt_wanted(int64_t rows) {
+    const int mode = mvt_mode();
+    if (mode != 2) return mode == 1;
+    constexpr int M = Mq<TY>::MVT;
+    if (rows < MVQ_SPLIT_BELOW || M == MVT_NONE) return false;
+    return M == MVT_ALL || (M == MVT_WIDE) == (rows >= MVQ_WIDE_FROM);
 }
 
 template <int TY> static bool launch_mvt(const dweight *w, const void *xa, float *out, int add) {
@@ -914,8 +914,8 @@ template <int TY> static bool launch_mvt(const dweight *w, const void *xa, float
     if constexpr (!S::OK) {
         return false;
     } else {
+        if (!mvt_wanted<TY>(w->rows) || (((uintptr_t)w->data | w->row_bytes) & 15)) return false;
         const int sms = mvt_sms();
-        if (!sms || (((uintptr_t)w->data | w->row_bytes) & 15)) return false;
         constexpr size_t smem = (size_t)MVT_ST * S::STAGE;
         static int blocks = 0; /* the grid: as many blocks as fit each multiprocessor (run 17: three a multiprocessor left
                                 * 11 warps resident and q4_K latency-bound at 54 % of the read; q8_0 reached 90 %) */

@@ -283,7 +283,16 @@ template <> struct Dq<LB_TYPE_IQ4_XS> {
  * term (0 for types without one). Each element's value d * code (+ m) is the reference's dequantized value
  * up to the rounding of its one final add. Types without an Mq use the float decoders above.
  */
+/*
+ * Where the one-token bulk-copy kernel k_mvt (mv.cu) streams a type's weights faster than k_mvq, from 2048 rows (below,
+ * k_mvq's warps share each row): MVT_ALL, MVT_BELOW_WIDE (below the rows from which k_mvq gives each warp four rows,
+ * MVQ_WIDE_FROM, whose shared activation loads keep the cheapest decoders ahead), MVT_WIDE (from those rows only),
+ * MVT_NONE. Measured on an H100 (run 18, cuda_kernels --quick --batches 1: 14336 x 4096, 4096 x 14336, 4096 x 4096);
+ * q5_1, not in that set, takes q4_1's and q5_0's.
+ */
+enum { MVT_NONE, MVT_BELOW_WIDE, MVT_WIDE, MVT_ALL };
 template <int T> struct Mq {
+    static constexpr int MVT = MVT_NONE;
     static constexpr bool OK = false, WORD = false, M16 = false;
 };
 /*
@@ -312,6 +321,7 @@ template <int N> __device__ __forceinline__ void ldw(const uint8_t *p, uint32_t 
 }
 
 template <> struct Mq<LB_TYPE_Q4_0> {
+    static constexpr int MVT = MVT_BELOW_WIDE;
     static constexpr bool OK = true, WORD = true, M16 = false;
     static __device__ __forceinline__ uint32_t word(const uint8_t *b, int, int j) {
         const uint32_t v = ld32h(b + 2 + 4 * (j & 3));
@@ -333,6 +343,7 @@ template <> struct Mq<LB_TYPE_Q4_0> {
     }
 };
 template <> struct Mq<LB_TYPE_Q4_1> {
+    static constexpr int MVT = MVT_ALL;
     static constexpr bool OK = true, WORD = false, M16 = false;
     static __device__ __forceinline__ void chunk(const uint8_t *b, int, int *w, float &d0, float &d1, float &m) {
 #pragma unroll
@@ -351,6 +362,7 @@ __device__ __forceinline__ uint32_t hi4(uint32_t h, int j) {
     return ((n & 1) << 4) | ((n & 2) << 11) | ((n & 4) << 18) | ((n & 8) << 25);
 }
 template <> struct Mq<LB_TYPE_Q5_0> {
+    static constexpr int MVT = MVT_ALL;
     static constexpr bool OK = true, WORD = false, M16 = false;
     static __device__ __forceinline__ void chunk(const uint8_t *b, int, int *w, float &d0, float &d1, float &m) {
         uint32_t v[5];
@@ -366,6 +378,7 @@ template <> struct Mq<LB_TYPE_Q5_0> {
     }
 };
 template <> struct Mq<LB_TYPE_Q5_1> {
+    static constexpr int MVT = MVT_ALL;
     static constexpr bool OK = true, WORD = false, M16 = false;
     static __device__ __forceinline__ void chunk(const uint8_t *b, int, int *w, float &d0, float &d1, float &m) {
         const uint32_t h = ld32a(b + 4);
@@ -380,6 +393,7 @@ template <> struct Mq<LB_TYPE_Q5_1> {
     }
 };
 template <> struct Mq<LB_TYPE_Q8_0> {
+    static constexpr int MVT = MVT_WIDE;
     static constexpr bool OK = true, WORD = true, M16 = false;
     static __device__ __forceinline__ uint32_t word(const uint8_t *b, int, int j) { return ld32h(b + 2 + 4 * j); }
     static __device__ __forceinline__ void scales(const uint8_t *b, int, float &d0, float &d1, float &m) {
@@ -392,6 +406,7 @@ template <> struct Mq<LB_TYPE_Q8_0> {
     }
 };
 template <> struct Mq<LB_TYPE_Q4_K> {
+    static constexpr int MVT = MVT_BELOW_WIDE;
     static constexpr bool OK = true, WORD = true, M16 = false;
     static __device__ __forceinline__ uint32_t word(const uint8_t *b, int s, int j) {
         return (ld32a(b + 16 + 32 * (s / 2) + 4 * j) >> (4 * (s & 1))) & 0x0F0F0F0Fu;
@@ -409,6 +424,7 @@ template <> struct Mq<LB_TYPE_Q4_K> {
     }
 };
 template <> struct Mq<LB_TYPE_Q5_K> {
+    static constexpr int MVT = MVT_BELOW_WIDE;
     static constexpr bool OK = true, WORD = true, M16 = false;
     static __device__ __forceinline__ uint32_t word(const uint8_t *b, int s, int j) {
         return ((ld32a(b + 48 + 32 * (s / 2) + 4 * j) >> (4 * (s & 1))) & 0x0F0F0F0Fu) | (((ld32a(b + 16 + 4 * j) >> s) & 0x01010101u) << 4);
@@ -426,6 +442,7 @@ template <> struct Mq<LB_TYPE_Q5_K> {
     }
 };
 template <> struct Mq<LB_TYPE_Q6_K> {
+    static constexpr int MVT = MVT_ALL;
     static constexpr bool OK = true, WORD = true, M16 = false;
     static __device__ __forceinline__ uint32_t word(const uint8_t *b, int s, int j) {
         const int h = s / 4, k = s % 4;
@@ -456,6 +473,7 @@ template <> struct Mq<LB_TYPE_Q6_K> {
     }
 };
 template <> struct Mq<LB_TYPE_Q3_K> {
+    static constexpr int MVT = MVT_NONE;
     static constexpr bool OK = true, WORD = false, M16 = false;
     static __device__ __forceinline__ void chunk(const uint8_t *b, int s, int *w, float &d0, float &d1, float &m) {
         const float d = ldh(b + 108);
@@ -478,6 +496,7 @@ template <> struct Mq<LB_TYPE_Q3_K> {
 /* q2_K (scales[16] @0: scale low nibble, min high nibble per 16 elements; qs[64] @16; d @80, dmin @82): the 2-bit
  * codes of sub-chunk s are bits 2 (s % 4) of bytes 32 (s / 4) .. + 32 of qs; element value d sc code - dmin mn */
 template <> struct Mq<LB_TYPE_Q2_K> {
+    static constexpr int MVT = MVT_ALL;
     static constexpr bool OK = true, WORD = false, M16 = true;
     static __device__ __forceinline__ void chunk(const uint8_t *b, int s, int *w, float &d0, float &d1, float &m, float &m1) {
         const float d = ldh(b + 80), mn = ldh(b + 82);
@@ -501,6 +520,7 @@ __device__ __forceinline__ uint32_t kiq4(uint32_t v) {
     return (lo & ~big) | (hi & big);
 }
 template <> struct Mq<LB_TYPE_IQ4_NL> {
+    static constexpr int MVT = MVT_ALL;
     static constexpr bool OK = true, WORD = false, M16 = false;
     static __device__ __forceinline__ void chunk(const uint8_t *b, int, int *w, float &d0, float &d1, float &m) {
         uint32_t v[4];
@@ -515,6 +535,7 @@ template <> struct Mq<LB_TYPE_IQ4_NL> {
     }
 };
 template <> struct Mq<LB_TYPE_IQ4_XS> {
+    static constexpr int MVT = MVT_ALL;
     static constexpr bool OK = true, WORD = false, M16 = false;
     static __device__ __forceinline__ void chunk(const uint8_t *b, int s, int *w, float &d0, float &d1, float &m) {
         const int ls = ((b[4 + s / 2] >> (4 * (s % 2))) & 0xF) | (((int)(ld16(b + 2) >> (2 * s)) & 3) << 4);
