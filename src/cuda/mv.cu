@@ -573,16 +573,19 @@ __global__ void __launch_bounds__(MV_WARPS * 32) k_mvt(const uint8_t *__restrict
 
 /*
  * Kernel k_mvm, 5..16 tokens, types with per-word decoders (Mq::WORD): integer tensor-core products. A block
- * owns MVM_ROWS = 16 rows; its MV_WARPS warps take every MV_WARPS-th step of MVM_CH chunks, each staged for
- * the 16 rows by cp.async MVM_ST - 1 steps ahead (dynamic shared memory). Per chunk, lane (g, t) = (lane / 4,
- * lane % 4) decodes words t and t + 4 of rows g and g + 8 (the A fragments of two m16n8k16 int8 products, one
- * per 16-element half, so each half keeps its own scale) and loads words t and t + 4 of token g's codes (B);
- * the int32 results are scaled in F32 into the accumulators of rows g, g + 8 and tokens 2t, 2t + 1 of each
+ * owns MVM_ROWS = 16 rows; its WN warps (launch_mvm: 4 or 8) take every WN-th step of MVM_CH chunks, each staged
+ * for the 16 rows by cp.async MVM_ST - 1 steps ahead (dynamic shared memory). A step's chunks are taken MVM_G at a
+ * time: the lane first loads the activations of those chunks (one L2 round trip for the group, not one a chunk:
+ * run 19's ncu had the warps waiting on them), then per chunk, lane (g, t) = (lane / 4, lane % 4) decodes words t
+ * and t + 4 of rows g and g + 8 and multiplies them with words t and t + 4 of token g's codes: one m16n8k32 int8
+ * product where the chunk has one scale, two m16n8k16 (one per 16-element half, each with its scale) for q6_K.
+ * The int32 results are scaled in F32 into the accumulators of rows g, g + 8 and tokens 2t, 2t + 1 of each
  * 8-token tile. The warps' sums are added in warp order: the order depends on K alone.
  */
 #define MVM_ROWS 16
 #define MVM_CH 8
-#define MVM_ST 4
+#define MVM_ST 3
+#define MVM_G 4
 
 __device__ __forceinline__ void mma_s8_16(int *c, uint32_t a0, uint32_t a1, uint32_t b) {
 #if __CUDA_ARCH__ >= 800
@@ -591,6 +594,15 @@ __device__ __forceinline__ void mma_s8_16(int *c, uint32_t a0, uint32_t a1, uint
                  : "r"(a0), "r"(a1), "r"(b), "r"(0));
 #else
     c[0] = c[1] = c[2] = c[3] = 0 * (int)(a0 ^ a1 ^ b); /* not built below sm_80 (the build's oldest PTX) */
+#endif
+}
+__device__ __forceinline__ void mma_s8_32(int *c, uint32_t a0, uint32_t a1, uint32_t a2, uint32_t a3, uint32_t b0, uint32_t b1) {
+#if __CUDA_ARCH__ >= 800
+    asm volatile("mma.sync.aligned.m16n8k32.row.col.s32.s8.s8.s32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, {%10,%10,%10,%10};\n"
+                 : "=r"(c[0]), "=r"(c[1]), "=r"(c[2]), "=r"(c[3])
+                 : "r"(a0), "r"(a1), "r"(a2), "r"(a3), "r"(b0), "r"(b1), "r"(0));
+#else
+    c[0] = c[1] = c[2] = c[3] = 0 * (int)(a0 ^ a1 ^ a2 ^ a3 ^ b0 ^ b1); /* not built below sm_80 (the build's oldest PTX) */
 #endif
 }
 
@@ -609,28 +621,31 @@ __device__ __forceinline__ void stage_fill_rows(uint8_t *dst, int dstride, const
     }
 }
 
-template <int TY> struct MvmShape {
+template <int TY, int WN> struct MvmShape {
     static constexpr int PER = Dq<TY>::BE / 32, BYTES = (MVM_CH / PER) * Dq<TY>::BB, SB = (BYTES + 15) / 16 * 16 + 16;
-    static constexpr int STAGE = MV_WARPS * MVM_ST * MVM_ROWS * SB;
+    static constexpr int STAGE = WN * MVM_ST * MVM_ROWS * SB;
 };
 
-template <int TY, int NT>
-__global__ void __launch_bounds__(MV_WARPS * 32) k_mvm(const uint8_t *__restrict__ W, size_t rb, int64_t N, int K,
+template <int TY, int NT, int WN>
+__global__ void __launch_bounds__(WN * 32) k_mvm(const uint8_t *__restrict__ W, size_t rb, int64_t N, int K,
                                                        const int8_t *__restrict__ xq, const float2 *__restrict__ xd, int nt,
                                                        float *__restrict__ out, int64_t ldo, int cw, int add) {
     using D = Dq<TY>;
-    using S = MvmShape<TY>;
+    using S = MvmShape<TY, WN>;
     constexpr int NTL = NT / 8, SB = S::SB, ST = MVM_ST;
+    /* one scale a chunk (every word type but q6_K, whose 16-element halves have their own), and a min term (the
+     * k-quants with mins); without one the min's fma would add m * sa = 0 exactly, so it is left out */
+    constexpr bool K32 = TY != LB_TYPE_Q6_K, MIN = TY == LB_TYPE_Q4_K || TY == LB_TYPE_Q5_K;
     extern __shared__ __align__(16) uint8_t smem[];
     const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, g = lane / 4, t = lane % 4;
     uint8_t *stage = smem + warp * (ST * MVM_ROWS * SB);
-    float *red = (float *)(smem + S::STAGE); /* [MV_WARPS][32][NTL * 4] */
+    float *red = (float *)(smem + S::STAGE); /* [WN][32][NTL * 4] */
     const int64_t row0 = (int64_t)blockIdx.x * MVM_ROWS;
     const int nr = N - row0 < MVM_ROWS ? (int)(N - row0) : MVM_ROWS;
     const int nch = K / 32, nsteps = (nch + MVM_CH - 1) / MVM_CH;
     const int64_t xs = K / 32;
     auto issue = [&](int j) {
-        const int s = warp + j * MV_WARPS;
+        const int s = warp + j * WN;
         if (s < nsteps) {
             const int n = nch - MVM_CH * s < MVM_CH ? nch - MVM_CH * s : MVM_CH;
             stage_fill_rows(stage + (j % ST) * MVM_ROWS * SB, SB, W + row0 * rb + (size_t)s * S::BYTES, rb, nr, (n / S::PER) * D::BB, cw, lane);
@@ -644,39 +659,65 @@ __global__ void __launch_bounds__(MV_WARPS * 32) k_mvm(const uint8_t *__restrict
     for (int j = 0; j < ST - 1; j++) issue(j); /* the weights only, as k_mvq */
     pdl_wait();
     pdl_go();
-    for (int j = 0; warp + j * MV_WARPS < nsteps; j++) {
+    for (int j = 0; warp + j * WN < nsteps; j++) {
         issue(j + ST - 1);
         cp_wait<ST - 1>();
         __syncwarp();
-        const int s = warp + j * MV_WARPS, n = nch - MVM_CH * s < MVM_CH ? nch - MVM_CH * s : MVM_CH;
+        const int s = warp + j * WN, n = nch - MVM_CH * s < MVM_CH ? nch - MVM_CH * s : MVM_CH;
         const uint8_t *r0p = stage + (j % ST) * MVM_ROWS * SB + g * SB, *r1p = r0p + 8 * SB;
-#pragma unroll 2
-        for (int cc = 0; cc < n; cc++) {
-            const int c = MVM_CH * s + cc, blk = cc / S::PER, sub = cc % S::PER;
-            const uint8_t *b0 = r0p + blk * D::BB, *b1 = r1p + blk * D::BB;
-            const uint32_t a00 = Mq<TY>::word(b0, sub, t), a01 = Mq<TY>::word(b0, sub, t + 4);
-            const uint32_t a10 = Mq<TY>::word(b1, sub, t), a11 = Mq<TY>::word(b1, sub, t + 4);
-            float d00, d01, m0, d10, d11, m1;
-            Mq<TY>::scales(b0, sub, d00, d01, m0);
-            Mq<TY>::scales(b1, sub, d10, d11, m1);
 #pragma unroll
-            for (int tl = 0; tl < NTL; tl++) {
-                const int tb = 8 * tl + g, t0 = 8 * tl + 2 * t;
-                uint32_t x0 = 0, x1 = 0;
-                if (tb < nt) {
-                    const uint32_t *xp = (const uint32_t *)(xq + (size_t)tb * K + 32 * (size_t)c);
-                    x0 = __ldg(xp + t);
-                    x1 = __ldg(xp + t + 4);
+        for (int g0 = 0; g0 < MVM_CH; g0 += MVM_G) {
+            if (g0 >= n) break;
+            uint32_t xa[MVM_G][NTL], xb[MVM_G][NTL];
+            float2 fa[MVM_G][NTL], fb[MVM_G][NTL];
+#pragma unroll
+            for (int i = 0; i < MVM_G; i++) { /* the group's activations: every load issued before the first use */
+                const int c = MVM_CH * s + g0 + i;
+                const bool in = g0 + i < n;
+#pragma unroll
+                for (int tl = 0; tl < NTL; tl++) {
+                    const int tb = 8 * tl + g, t0 = 8 * tl + 2 * t;
+                    xa[i][tl] = xb[i][tl] = 0;
+                    if (in && tb < nt) {
+                        const uint32_t *xp = (const uint32_t *)(xq + (size_t)tb * K + 32 * (size_t)c);
+                        xa[i][tl] = __ldg(xp + t);
+                        xb[i][tl] = __ldg(xp + t + 4);
+                    }
+                    fa[i][tl] = in && t0 < nt ? __ldg(xd + t0 * xs + c) : make_float2(0.f, 0.f);
+                    fb[i][tl] = in && t0 + 1 < nt ? __ldg(xd + (t0 + 1) * xs + c) : make_float2(0.f, 0.f);
                 }
-                const float2 f0 = t0 < nt ? __ldg(xd + t0 * xs + c) : make_float2(0.f, 0.f);
-                const float2 f1 = t0 + 1 < nt ? __ldg(xd + (t0 + 1) * xs + c) : make_float2(0.f, 0.f);
-                int lo[4], hi[4];
-                mma_s8_16(lo, a00, a10, x0);
-                mma_s8_16(hi, a01, a11, x1);
-                acc[tl][0] = fmaf(f0.x, fmaf(d00, (float)lo[0], d01 * (float)hi[0]), fmaf(m0, f0.y, acc[tl][0]));
-                acc[tl][1] = fmaf(f1.x, fmaf(d00, (float)lo[1], d01 * (float)hi[1]), fmaf(m0, f1.y, acc[tl][1]));
-                acc[tl][2] = fmaf(f0.x, fmaf(d10, (float)lo[2], d11 * (float)hi[2]), fmaf(m1, f0.y, acc[tl][2]));
-                acc[tl][3] = fmaf(f1.x, fmaf(d10, (float)lo[3], d11 * (float)hi[3]), fmaf(m1, f1.y, acc[tl][3]));
+            }
+#pragma unroll
+            for (int i = 0; i < MVM_G; i++) {
+                const int cc = g0 + i, blk = cc / S::PER, sub = cc % S::PER;
+                if (cc < n) {
+                    const uint8_t *b0 = r0p + blk * D::BB, *b1 = r1p + blk * D::BB;
+                    const uint32_t a00 = Mq<TY>::word(b0, sub, t), a01 = Mq<TY>::word(b0, sub, t + 4);
+                    const uint32_t a10 = Mq<TY>::word(b1, sub, t), a11 = Mq<TY>::word(b1, sub, t + 4);
+                    float d00, d01, m0, d10, d11, m1;
+                    Mq<TY>::scales(b0, sub, d00, d01, m0);
+                    Mq<TY>::scales(b1, sub, d10, d11, m1);
+#pragma unroll
+                    for (int tl = 0; tl < NTL; tl++) {
+                        const float2 f0 = fa[i][tl], f1 = fb[i][tl];
+                        if constexpr (K32) {
+                            int sm[4];
+                            mma_s8_32(sm, a00, a10, a01, a11, xa[i][tl], xb[i][tl]);
+                            acc[tl][0] = fmaf(f0.x, d00 * (float)sm[0], MIN ? fmaf(m0, f0.y, acc[tl][0]) : acc[tl][0]);
+                            acc[tl][1] = fmaf(f1.x, d00 * (float)sm[1], MIN ? fmaf(m0, f1.y, acc[tl][1]) : acc[tl][1]);
+                            acc[tl][2] = fmaf(f0.x, d10 * (float)sm[2], MIN ? fmaf(m1, f0.y, acc[tl][2]) : acc[tl][2]);
+                            acc[tl][3] = fmaf(f1.x, d10 * (float)sm[3], MIN ? fmaf(m1, f1.y, acc[tl][3]) : acc[tl][3]);
+                        } else {
+                            int lo[4], hi[4];
+                            mma_s8_16(lo, a00, a10, xa[i][tl]);
+                            mma_s8_16(hi, a01, a11, xb[i][tl]);
+                            acc[tl][0] = fmaf(f0.x, fmaf(d00, (float)lo[0], d01 * (float)hi[0]), fmaf(m0, f0.y, acc[tl][0]));
+                            acc[tl][1] = fmaf(f1.x, fmaf(d00, (float)lo[1], d01 * (float)hi[1]), fmaf(m0, f1.y, acc[tl][1]));
+                            acc[tl][2] = fmaf(f0.x, fmaf(d10, (float)lo[2], d11 * (float)hi[2]), fmaf(m1, f0.y, acc[tl][2]));
+                            acc[tl][3] = fmaf(f1.x, fmaf(d10, (float)lo[3], d11 * (float)hi[3]), fmaf(m1, f1.y, acc[tl][3]));
+                        }
+                    }
+                }
             }
         }
         __syncwarp();
@@ -687,11 +728,11 @@ __global__ void __launch_bounds__(MV_WARPS * 32) k_mvm(const uint8_t *__restrict
 #pragma unroll
         for (int i = 0; i < 4; i++) red[(warp * 32 + lane) * NTL * 4 + tl * 4 + i] = acc[tl][i];
     __syncthreads();
-    for (int idx = threadIdx.x; idx < 32 * NTL * 4; idx += MV_WARPS * 32) {
+    for (int idx = threadIdx.x; idx < 32 * NTL * 4; idx += WN * 32) {
         const int l = idx / (NTL * 4), sl = idx % (NTL * 4), tl = sl / 4, i = sl % 4;
         float v = red[idx];
 #pragma unroll
-        for (int w = 1; w < MV_WARPS; w++) v += red[w * 32 * NTL * 4 + idx];
+        for (int w = 1; w < WN; w++) v += red[w * 32 * NTL * 4 + idx];
         const int row = l / 4 + (i >= 2 ? 8 : 0), tok = 8 * tl + 2 * (l % 4) + (i & 1);
         if (row < nr && tok < nt) put_out(out + (size_t)tok * ldo + row0 + row, v, add);
     }
@@ -906,7 +947,7 @@ template <int TY> static bool mvt_wanted(int64_t rows) {
     if (mode != 2) return mode == 1;
     constexpr int M = Mq<TY>::MVT;
     if (rows < MVQ_SPLIT_BELOW || M == MVT_NONE) return false;
-    return M == MVT_ALL || (M == MVT_WIDE) == (rows >= MVQ_WIDE_FROM);
+    return M == MVT_ALL || rows < MVQ_WIDE_FROM;
 }
 
 template <int TY> static bool launch_mvt(const dweight *w, const void *xa, float *out, int add) {
@@ -944,18 +985,25 @@ template <int TY, int NT> static void mvq_nt(const dweight *w, const void *xa, i
     mvq_rows<TY, NT, false>(w, xa, T, out, ldo, add);
 }
 
-template <int TY, int NT> static void launch_mvm(const dweight *w, const void *xa, int T, float *out, int64_t ldo, int cw, int add) {
-    using S = MvmShape<TY>;
-    constexpr size_t smem = S::STAGE + MV_WARPS * 32 * (NT / 8) * 4 * sizeof(float);
+template <int TY, int NT, int WN> static void launch_mvm_w(const dweight *w, const void *xa, int T, float *out, int64_t ldo, int cw, int add) {
+    using S = MvmShape<TY, WN>;
+    constexpr size_t smem = S::STAGE + WN * 32 * (NT / 8) * 4 * sizeof(float);
     static bool ready = false; /* the dynamic shared memory limit raised once per kernel (idempotent) */
     if (!ready) {
-        cudaFuncSetAttribute(k_mvm<TY, NT>, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem);
+        cudaFuncSetAttribute(k_mvm<TY, NT, WN>, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem);
         ready = true;
     }
     const int64_t N = w->rows, K = w->cols;
     const int8_t *xq = (const int8_t *)xa;
-    cu_launch(k_mvm<TY, NT>, dim3((unsigned)((N + MVM_ROWS - 1) / MVM_ROWS)), dim3(MV_WARPS * 32), smem, (const uint8_t *)w->data,
+    cu_launch(k_mvm<TY, NT, WN>, dim3((unsigned)((N + MVM_ROWS - 1) / MVM_ROWS)), dim3(WN * 32), smem, (const uint8_t *)w->data,
               w->row_bytes, N, (int)K, xq, (const float2 *)(xq + (size_t)T * K), T, out, ldo, cw, add);
+}
+
+/* k_mvm's warps a block: 4 from MVQ_WIDE_FROM rows, else 8, so that the narrower products (4096 rows: 256 blocks of 16
+ * rows) still put about 16 warps on each multiprocessor, splitting their row length eight ways */
+template <int TY, int NT> static void launch_mvm(const dweight *w, const void *xa, int T, float *out, int64_t ldo, int cw, int add) {
+    if (w->rows >= MVQ_WIDE_FROM) launch_mvm_w<TY, NT, 4>(w, xa, T, out, ldo, cw, add);
+    else launch_mvm_w<TY, NT, 8>(w, xa, T, out, ldo, cw, add);
 }
 
 /* Batches of 5..16 tokens go to the tensor-core kernel (types with word decoders) when its 16-row steps can
@@ -970,7 +1018,7 @@ static bool mvm_enabled() {
 
 template <int TY> static void mvq_type(const dweight *w, const void *xa, int T, float *out, int64_t ldo, int add) {
     if constexpr (Mq<TY>::WORD) {
-        const int cw = copy_width(w, MvmShape<TY>::BYTES);
+        const int cw = copy_width(w, MvmShape<TY, 4>::BYTES);
         if (T > 4 && cw && mvm_enabled()) {
             T <= 8 ? launch_mvm<TY, 8>(w, xa, T, out, ldo, cw, add) : launch_mvm<TY, 16>(w, xa, T, out, ldo, cw, add);
             return;
