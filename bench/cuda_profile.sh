@@ -2,11 +2,11 @@
 # cuda_profile.sh - one device call that profiles the decode path (issue 13): from the repository root, with
 # bench/cuda_session.sh's binary tarball:
 #   bench/cuda_profile.sh BIN_TAR_XZ OUT_DIR [SECONDS]     (default 400)
-#   1. TESTS (default "attention forward kernels kernels_nomvt kernels_mvt forward_plain calib multi forward_rope") through
-#      bench/cuda_tests.sh's loop, then tiny's greedy text with LB_CUDA_ROPE_ATT=1 against the default's (must be the same);
+#   1. TESTS (default "attention forward kernels kernels_nomvt kernels_mvt forward_plain calib multi") through
+#      bench/cuda_tests.sh's loop;
 #   2. the Llama-3-8B-shape checkpoint (32 layers) at q4_k_m, q4_0 and q8_0 (kept in /tmp/lb8b, as bench/cuda_decode.sh):
 #      tg128 with the default kernel choice (k_mvt where the type's Mq::MVT says), with k_mvq for every product
-#      (LB_CUDA_MVT=0) and k_mvt for every one (LB_CUDA_MVT=1), q4_k_m also with LB_CUDA_ROPE_ATT=1, alternated;
+#      (LB_CUDA_MVT=0) and k_mvt for every one (LB_CUDA_MVT=1), alternated;
 #   3. Nsight Systems (where installed) on 16 decode steps of q4_k_m inside the CUDA graph: every kernel's time in the
 #      graph and the gaps between them (nsys_trace.csv, nsys_kern.csv);
 #   4. the weight kernels at batch 8 and 16 against cuBLAS BF16 (cuda_kernels --batches 8,16), and Nsight Compute, every
@@ -26,14 +26,10 @@ mkdir -p "$OUT" "$L" "$W"
 . "$(dirname "$0")/cuda_run_common.sh"
 NCU=$(command -v ncu || ls /opt/nvidia/nsight-compute/*/ncu /usr/local/cuda/bin/ncu 2>/dev/null | head -1)
 log "1. tests"
-TESTS=${TESTS:-attention forward kernels kernels_nomvt kernels_mvt forward_plain calib multi forward_rope} bash "$(dirname "$0")/cuda_tests.sh" "$TAR" "$OUT/t" $(($(left) > 300 ? 160 : $(left) / 2)) >/dev/null 2>&1
+TESTS=${TESTS:-attention forward kernels kernels_nomvt kernels_mvt forward_plain calib multi} bash "$(dirname "$0")/cuda_tests.sh" "$TAR" "$OUT/t" $(($(left) > 300 ? 160 : $(left) / 2)) >/dev/null 2>&1
 cat "$OUT/t/run.log" >>"$OUT/run.log" 2>/dev/null
 mv "$OUT/t/tests.tgz" "$L/" 2>/dev/null
 rm -rf "$OUT/t"
-timeout 30 build/lowbit run models/tiny -p "Once upon a time" -n 96 --ignore-eos --device cuda -q >"$L/run_default.txt" 2>&1
-LB_CUDA_ROPE_ATT=1 timeout 30 build/lowbit run models/tiny -p "Once upon a time" -n 96 --ignore-eos --device cuda -q >"$L/run_rope.txt" 2>&1
-cmp -s "$L/run_default.txt" "$L/run_rope.txt" && echo "run tiny LB_CUDA_ROPE_ATT=1: the default's text" | tee -a "$OUT/run.log" ||
-  echo "run tiny LB_CUDA_ROPE_ATT=1: DIFFERENT text" | tee -a "$OUT/run.log"
 log "2. 8B shape, tg128"
 [ -f "$W/hf/config.json" ] || timeout "$(cap 60)" build/synth_checkpoint "$W/hf" models/tiny/tokenizer.json --shape llama3-8b >"$L/gen.log" 2>&1
 tg() { # FILE ENV...: one tg128 line
@@ -49,7 +45,6 @@ for t in q4_k_m q4_0 q8_0; do
   tg "$W/$t.gguf" LB_CUDA_MVT=0
   tg "$W/$t.gguf" LB_CUDA_MVT=1
   if [ $t = q4_k_m ]; then
-    tg "$W/$t.gguf" LB_CUDA_ROPE_ATT=1
     tg "$W/$t.gguf"
     tg "$W/$t.gguf" LB_CUDA_MVT=0
   fi

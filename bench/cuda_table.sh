@@ -7,7 +7,8 @@
 #   2. the weight kernels at batch 8 and 16 against cuBLAS BF16 (cuda_kernels --quick --batches 8,16), Nsight Compute
 #      (every section) on one launch of the tensor-core kernel k_mvm (q4_k, batch 8, 14336 x 4096), and batch 1;
 #   3. the Llama-3-8B-shape checkpoint (32 layers, made in /tmp/lb8b) at q4_k_m, q4_0, q8_0 and f16: pp512 and tg128
-#      with the defaults (cuda_bench --pp 512 --tg 128 --reps 3), and q4_k_m's prompt of 16 tokens (the batch kernels).
+#      with the defaults (cuda_bench --pp 512 --tg 128 --reps 3; TYPES overrides the list), and q4_k_m's prompt of 16
+#      tokens (the batch kernels).
 # Writes run.log (the summary) and table.tgz (every log) to OUT_DIR.
 set -uo pipefail
 TAR=${1:?usage: bench/cuda_table.sh BIN_TAR_XZ OUT_DIR [SECONDS]}
@@ -38,7 +39,7 @@ timeout "$(cap 60)" build/cuda_kernels --quick --batches 1 --types q4_k,q4_0,q8_
 grep -E "^(type|q4_k|q4_0|q8_0|q6_k) " "$L/kernels_b1.txt" >>"$OUT/run.log"
 log "3. 8B shape"
 [ -f "$W/hf/config.json" ] || timeout "$(cap 60)" build/synth_checkpoint "$W/hf" models/tiny/tokenizer.json --shape llama3-8b >"$L/gen.log" 2>&1
-for t in q4_k_m q4_0 q8_0 f16; do
+for t in ${TYPES:-q4_k_m q4_0 q8_0 f16}; do
   [ "$(left)" -gt 60 ] || break
   enc=(--encoder ref); [ $t = f16 ] && enc=()
   [ -f "$W/$t.gguf" ] || timeout "$(cap 90)" build/lowbit quantize "$W/hf" -o "$W/$t.gguf" --type $t "${enc[@]}" -t 16 >>"$L/gen.log" 2>&1

@@ -586,13 +586,6 @@ static bool fuse_on(void) {
     return on;
 }
 
-/* one token's rotary and KV-cache store inside the split attention (LB_CUDA_ROPE_ATT=1, an experiment until run on a GPU:
- * one launch fewer per layer) */
-static bool rope_att_on(void) {
-    static const bool on = cu_env_is("LB_CUDA_ROPE_ATT", '1');
-    return on;
-}
-
 /* the layer's first weight product for T tokens (what layer_forward_part multiplies first) */
 static const dweight *first_product(const lb_cuda_ctx *g, const dlayer *l, int64_t T) {
     const bool fuse = T == 1 && g->qkv1 && fuse_on();
@@ -709,12 +702,8 @@ static lb_status layer_forward_part(lb_cuda_ctx *g, const dlayer *l, int64_t il,
                 cu_attention(q + oq, g->kc32 + lo + ok, g->vc32 + lo + ok, g->att + oq, (int)wl, (int)H, (int)KV, (int)D, g->pos_d, max_n);
                 continue;
             }
-            /* one token: the split kernel rotates and stores itself (LB_CUDA_ROPE_ATT=1) */
-            const bool rope_in = T == 1 && g->att_part && rope_att_on();
-            const cu_att_rope ra = {k + ok, v + ok, g->cs, g->sn, g->kc + lo + ok, g->vc + lo + ok, g->m->rope_interleaved ? 1 : 0};
-            if (!rope_in)
-                cu_rope_kv(q + oq, k + ok, v + ok, (int)wl, (int)H, (int)KV, (int)D, g->cs, g->sn, g->pos_d, g->m->rope_interleaved,
-                           g->kc + lo + ok, g->vc + lo + ok);
+            cu_rope_kv(q + oq, k + ok, v + ok, (int)wl, (int)H, (int)KV, (int)D, g->cs, g->sn, g->pos_d, g->m->rope_interleaved,
+                       g->kc + lo + ok, g->vc + lo + ok);
             if (wl > LB_CUDA_MV_MAX && cu_attention_flash_ok((int)H, (int)KV, (int)D))
                 cu_attention_flash(q + oq, g->kc + lo + ok, g->vc + lo + ok, g->att + oq, (int)wl, (int)H, (int)KV, (int)D, g->pos_d);
             else if (g->att_part) {
@@ -722,7 +711,7 @@ static lb_status layer_forward_part(lb_cuda_ctx *g, const dlayer *l, int64_t il,
                 att_pre = wl == T && D % 8 == 0 && aligned16(g->att) && act_fusable(g, &l->wo, T, qd, &be, err, &ns);
                 TRY(ns);
                 cu_attention_split(q + oq, g->kc + lo + ok, g->vc + lo + ok, g->att + oq, (int)wl, (int)H, (int)KV, (int)D, g->pos_d,
-                                   max_n, g->att_part, be, att_pre ? g->ws.x16 : NULL, rope_in ? &ra : NULL);
+                                   max_n, g->att_part, be, att_pre ? g->ws.x16 : NULL);
                 if (att_pre) act_prepared(&g->ws, g->att, &l->wo, T);
             }
             else

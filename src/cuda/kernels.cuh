@@ -169,16 +169,8 @@ void cu_attention_flash(const float *q, const __half *kc, const __half *vc, floa
 bool cu_attention_split_on(void);
 int cu_attention_split_chunk(int64_t max_n);
 size_t cu_attention_split_scratch(int H, int D, int64_t max_n);
-/* One token's rotary and cache store inside the split attention (LB_CUDA_ROPE_ATT=1, an experiment): k and v the token's
- * unrotated k and v (KV D each), cs / sn the rotary tables, kc / vc the layer's caches (the kernel's), inter as
- * cu_rope_kv's interleaved; q is then taken unrotated. The same bits as cu_rope_kv followed by the split kernel. */
-typedef struct cu_att_rope {
-    const float *k, *v, *cs, *sn;
-    __half *kc, *vc;
-    int inter;
-} cu_att_rope;
 void cu_attention_split(const float *q, const __half *kc, const __half *vc, float *out, int T, int H, int KV, int D, const int64_t *pos,
-                        int64_t max_n, float *part, int be = 0, void *xa = NULL, const cu_att_rope *rope = NULL);
+                        int64_t max_n, float *part, int be = 0, void *xa = NULL);
 /* Allow cu_attention contexts of up to n_ctx positions; an error when the device cannot hold them. */
 cudaError_t cu_attention_prepare(int H, int KV, int D, int64_t n_ctx);
 /* Per row i < n_rows of logits (V wide): lse, NLL of next[i], argmax and, when base is not NULL, KL(base || row). */

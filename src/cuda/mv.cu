@@ -580,7 +580,8 @@ __global__ void __launch_bounds__(MV_WARPS * 32) k_mvt(const uint8_t *__restrict
  * and t + 4 of rows g and g + 8 and multiplies them with words t and t + 4 of token g's codes: one m16n8k32 int8
  * product where the chunk has one scale, two m16n8k16 (one per 16-element half, each with its scale) for q6_K.
  * The int32 results are scaled in F32 into the accumulators of rows g, g + 8 and tokens 2t, 2t + 1 of each
- * 8-token tile. The warps' sums are added in warp order: the order depends on K alone.
+ * 8-token tile (q4_K and q5_K: summed in int32 with their 6-bit scales over the step's super-block first, scaled once
+ * a step). The warps' sums are added in warp order: the order depends on K alone.
  */
 #define MVM_ROWS 16
 #define MVM_CH 8
@@ -606,13 +607,22 @@ __device__ __forceinline__ void mma_s8_32(int *c, uint32_t a0, uint32_t a1, uint
 #endif
 }
 
-/* n bytes of each of nr rows (src rows sstride apart) to dst rows dstride apart, cw-byte copies as stage_fill */
+/* n bytes of each of nr rows (src rows sstride apart) to dst rows dstride apart, cw-byte copies as stage_fill; the
+ * lane's (row, unit) advances by 32 units a copy without a division (one a call) */
 __device__ __forceinline__ void stage_fill_rows(uint8_t *dst, int dstride, const uint8_t *src, size_t sstride, int nr, int n, int cw,
                                                 int lane) {
     const int units = cw ? n / cw : 0, done = units * cw;
-    for (int u = lane; u < nr * units; u += 32) {
-        const int r = u / units, i = u - r * units;
-        cp_async(dst + r * dstride + i * cw, src + r * sstride + (size_t)i * cw, cw);
+    if (units > 0) {
+        const int dr = 32 / units, di = 32 % units;
+        int r = lane / units, i = lane % units;
+        for (; r < nr; r += dr, i += di) {
+            if (i >= units) {
+                i -= units;
+                r++;
+                if (r >= nr) break;
+            }
+            cp_async(dst + r * dstride + i * cw, src + r * sstride + (size_t)i * cw, cw);
+        }
     }
     const int rest = n - done;
     for (int u = lane; u < nr * rest; u += 32) {
@@ -621,8 +631,11 @@ __device__ __forceinline__ void stage_fill_rows(uint8_t *dst, int dstride, const
     }
 }
 
+/* a stage row: the step's bytes, 16 of slack (ldw may read a word past), and an odd number of 16-byte units, so that the
+ * eight rows g of a fragment load fall on distinct banks (run 20: a 160-byte stride made half the loads conflict) */
 template <int TY, int WN> struct MvmShape {
-    static constexpr int PER = Dq<TY>::BE / 32, BYTES = (MVM_CH / PER) * Dq<TY>::BB, SB = (BYTES + 15) / 16 * 16 + 16;
+    static constexpr int PER = Dq<TY>::BE / 32, BYTES = (MVM_CH / PER) * Dq<TY>::BB, SB0 = (BYTES + 15) / 16 * 16 + 16;
+    static constexpr int SB = (SB0 / 16) % 2 ? SB0 : SB0 + 16;
     static constexpr int STAGE = WN * MVM_ST * MVM_ROWS * SB;
 };
 
@@ -633,9 +646,10 @@ __global__ void __launch_bounds__(WN * 32) k_mvm(const uint8_t *__restrict__ W, 
     using D = Dq<TY>;
     using S = MvmShape<TY, WN>;
     constexpr int NTL = NT / 8, SB = S::SB, ST = MVM_ST;
-    /* one scale a chunk (every word type but q6_K, whose 16-element halves have their own), and a min term (the
-     * k-quants with mins); without one the min's fma would add m * sa = 0 exactly, so it is left out */
+    /* one scale a chunk (every word type but q6_K, whose 16-element halves have their own); MIN: the k-quants with
+     * 6-bit scales and mins (q4_K, q5_K), whose steps are one super-block each (the others have no min term) */
     constexpr bool K32 = TY != LB_TYPE_Q6_K, MIN = TY == LB_TYPE_Q4_K || TY == LB_TYPE_Q5_K;
+    static_assert(!MIN || (S::PER == MVM_CH && K32), "a MIN type's step is one super-block of one-scale chunks");
     extern __shared__ __align__(16) uint8_t smem[];
     const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, g = lane / 4, t = lane % 4;
     uint8_t *stage = smem + warp * (ST * MVM_ROWS * SB);
@@ -665,6 +679,19 @@ __global__ void __launch_bounds__(WN * 32) k_mvm(const uint8_t *__restrict__ W, 
         __syncwarp();
         const int s = warp + j * WN, n = nch - MVM_CH * s < MVM_CH ? nch - MVM_CH * s : MVM_CH;
         const uint8_t *r0p = stage + (j % ST) * MVM_ROWS * SB + g * SB, *r1p = r0p + 8 * SB;
+        /* q4_K / q5_K: a step is one super-block, whose activations share one scale: the chunks' integer products
+         * times their 6-bit scales add up exactly in int32 (si), the mins times the activations' scaled code sums in
+         * F32 (mi), and the step ends with one scaling each (dx the activation scale of tokens 2t, 2t + 1) */
+        int si[NTL][4];
+        float mi[NTL][4], dx[NTL][2];
+        if constexpr (MIN) {
+#pragma unroll
+            for (int tl = 0; tl < NTL; tl++) {
+#pragma unroll
+                for (int i = 0; i < 4; i++) si[tl][i] = 0, mi[tl][i] = 0.0f;
+                dx[tl][0] = dx[tl][1] = 0.0f;
+            }
+        }
 #pragma unroll
         for (int g0 = 0; g0 < MVM_CH; g0 += MVM_G) {
             if (g0 >= n) break;
@@ -694,6 +721,28 @@ __global__ void __launch_bounds__(WN * 32) k_mvm(const uint8_t *__restrict__ W, 
                     const uint8_t *b0 = r0p + blk * D::BB, *b1 = r1p + blk * D::BB;
                     const uint32_t a00 = Mq<TY>::word(b0, sub, t), a01 = Mq<TY>::word(b0, sub, t + 4);
                     const uint32_t a10 = Mq<TY>::word(b1, sub, t), a11 = Mq<TY>::word(b1, sub, t + 4);
+                    if constexpr (MIN) {
+                        int sc0, mn0, sc1, mn1;
+                        k4_scale_min(sub, b0 + 4, &sc0, &mn0);
+                        k4_scale_min(sub, b1 + 4, &sc1, &mn1);
+                        const float fm0 = (float)mn0, fm1 = (float)mn1;
+#pragma unroll
+                        for (int tl = 0; tl < NTL; tl++) {
+                            const float2 f0 = fa[i][tl], f1 = fb[i][tl];
+                            int sm[4];
+                            mma_s8_32(sm, a00, a10, a01, a11, xa[i][tl], xb[i][tl]);
+                            si[tl][0] += sc0 * sm[0];
+                            si[tl][1] += sc0 * sm[1];
+                            si[tl][2] += sc1 * sm[2];
+                            si[tl][3] += sc1 * sm[3];
+                            mi[tl][0] = fmaf(fm0, f0.y, mi[tl][0]);
+                            mi[tl][1] = fmaf(fm0, f1.y, mi[tl][1]);
+                            mi[tl][2] = fmaf(fm1, f0.y, mi[tl][2]);
+                            mi[tl][3] = fmaf(fm1, f1.y, mi[tl][3]);
+                            if (cc == 0) dx[tl][0] = f0.x, dx[tl][1] = f1.x;
+                        }
+                        continue;
+                    }
                     float d00, d01, m0, d10, d11, m1;
                     Mq<TY>::scales(b0, sub, d00, d01, m0);
                     Mq<TY>::scales(b1, sub, d10, d11, m1);
@@ -703,10 +752,10 @@ __global__ void __launch_bounds__(WN * 32) k_mvm(const uint8_t *__restrict__ W, 
                         if constexpr (K32) {
                             int sm[4];
                             mma_s8_32(sm, a00, a10, a01, a11, xa[i][tl], xb[i][tl]);
-                            acc[tl][0] = fmaf(f0.x, d00 * (float)sm[0], MIN ? fmaf(m0, f0.y, acc[tl][0]) : acc[tl][0]);
-                            acc[tl][1] = fmaf(f1.x, d00 * (float)sm[1], MIN ? fmaf(m0, f1.y, acc[tl][1]) : acc[tl][1]);
-                            acc[tl][2] = fmaf(f0.x, d10 * (float)sm[2], MIN ? fmaf(m1, f0.y, acc[tl][2]) : acc[tl][2]);
-                            acc[tl][3] = fmaf(f1.x, d10 * (float)sm[3], MIN ? fmaf(m1, f1.y, acc[tl][3]) : acc[tl][3]);
+                            acc[tl][0] = fmaf(f0.x, d00 * (float)sm[0], acc[tl][0]);
+                            acc[tl][1] = fmaf(f1.x, d00 * (float)sm[1], acc[tl][1]);
+                            acc[tl][2] = fmaf(f0.x, d10 * (float)sm[2], acc[tl][2]);
+                            acc[tl][3] = fmaf(f1.x, d10 * (float)sm[3], acc[tl][3]);
                         } else {
                             int lo[4], hi[4];
                             mma_s8_16(lo, a00, a10, xa[i][tl]);
@@ -718,6 +767,16 @@ __global__ void __launch_bounds__(WN * 32) k_mvm(const uint8_t *__restrict__ W, 
                         }
                     }
                 }
+            }
+        }
+        if constexpr (MIN) {
+            const float d0 = ldh(r0p), m0 = ldh(r0p + 2), d1 = ldh(r1p), m1 = ldh(r1p + 2);
+#pragma unroll
+            for (int tl = 0; tl < NTL; tl++) {
+                acc[tl][0] = fmaf(dx[tl][0] * d0, (float)si[tl][0], fmaf(-m0, mi[tl][0], acc[tl][0]));
+                acc[tl][1] = fmaf(dx[tl][1] * d0, (float)si[tl][1], fmaf(-m0, mi[tl][1], acc[tl][1]));
+                acc[tl][2] = fmaf(dx[tl][0] * d1, (float)si[tl][2], fmaf(-m1, mi[tl][2], acc[tl][2]));
+                acc[tl][3] = fmaf(dx[tl][1] * d1, (float)si[tl][3], fmaf(-m1, mi[tl][3], acc[tl][3]));
             }
         }
         __syncwarp();

@@ -137,7 +137,7 @@ __device__ __forceinline__ void act_round8(const float (&v)[8], int64_t e0, bool
 /* silu(a) * u, the forward pass's SwiGLU element (k_silu_mul and k_silu_act: the same bits) */
 __device__ __forceinline__ float silu_mul1(float a, float u) { return __fmul_rn(__fdiv_rn(a, __fadd_rn(1.0f, expf(-a))), u); }
 
-/* a rotary pair (a, b) by the angle of (c, s): (a c - b s, b c + a s), each product rounded (k_rope_kv and k_att_split) */
+/* a rotary pair (a, b) by the angle of (c, s): (a c - b s, b c + a s), each product rounded (k_rope_kv) */
 __device__ __forceinline__ void rope_rot(float a, float b, float c, float s, float *ra, float *rb) {
     *ra = __fsub_rn(__fmul_rn(a, c), __fmul_rn(b, s));
     *rb = __fadd_rn(__fmul_rn(b, c), __fmul_rn(a, s));
@@ -453,7 +453,7 @@ void cu_attention(const float *q, const __half *kc, const __half *vc, float *out
 #define AS_TOKENS LB_CUDA_MV_MAX
 
 __global__ void k_att_split(const float *q, const __half *kc, const __half *vc, float *part, int H, int KV, int D, int hb, int ch,
-                            int nch, const int64_t *pos, int t_off, cu_att_rope rp) {
+                            int nch, const int64_t *pos, int t_off) {
     extern __shared__ float asm_[];
     pdl_enter();
     const int64_t pos0 = *pos;
@@ -469,31 +469,8 @@ __global__ void k_att_split(const float *q, const __half *kc, const __half *vc, 
         }
         return;
     }
-    if (rp.k) { /* one token: k_rope_kv's rotation of q (into qs) and, in the chunk holding the token's own position, of k
-                 * with the cache store of k and v, before the block reads that row (the same operations, the same bits) */
-        const int half = D / 2, step = rp.inter ? 2 : 1, off = rp.inter ? 1 : half;
-        const float *cr = rp.cs + pos0 * half, *sr = rp.sn + pos0 * half;
-        for (int i = threadIdx.x; i < hb * half; i += AS_THREADS) {
-            const int g = i / half, pp = i % half;
-            const float *xr = q + (int64_t)(h0 + g) * D + pp * step;
-            rope_rot(xr[0], xr[off], cr[pp], sr[pp], &qs[g * D + pp * step], &qs[g * D + pp * step + off]);
-        }
-        if (pos0 >= p0 && pos0 < p0 + np) {
-            const float *kr = rp.k + (int64_t)kvh * D;
-            __half *ko = rp.kc + pos0 * kvd + (int64_t)kvh * D;
-            for (int pp = threadIdx.x; pp < half; pp += AS_THREADS) {
-                float ra, rb;
-                rope_rot(kr[pp * step], kr[pp * step + off], cr[pp], sr[pp], &ra, &rb);
-                ko[pp * step] = __float2half_rn(ra);
-                ko[pp * step + off] = __float2half_rn(rb);
-            }
-            for (int i = threadIdx.x; i < D; i += AS_THREADS)
-                rp.vc[pos0 * kvd + (int64_t)kvh * D + i] = __float2half_rn(rp.v[(int64_t)kvh * D + i]);
-        }
-    } else {
-        for (int i = threadIdx.x; i < hb * D; i += AS_THREADS) qs[i] = q[((int64_t)t * H + h0) * D + i];
-    }
-    __syncthreads(); /* qs, and the token's own cache row, ready for the whole block */
+    for (int i = threadIdx.x; i < hb * D; i += AS_THREADS) qs[i] = q[((int64_t)t * H + h0) * D + i];
+    __syncthreads();
     const float scale = 1.0f / sqrtf((float)D);
     for (int j = warp; j < np; j += AS_THREADS / 32) {
         const __half *kr = kc + (p0 + j) * kvd + (int64_t)kvh * D;
@@ -612,15 +589,14 @@ size_t cu_attention_split_scratch(int H, int D, int64_t max_n) {
 }
 
 void cu_attention_split(const float *q, const __half *kc, const __half *vc, float *out, int T, int H, int KV, int D, const int64_t *pos,
-                        int64_t max_n, float *part, int be, void *xa, const cu_att_rope *rope) {
+                        int64_t max_n, float *part, int be, void *xa) {
     const int hb = att_hb(H, KV), ch = cu_attention_split_chunk(max_n);
     const int nch = (int)((max_n + ch - 1) / ch);
     const size_t smem = (size_t)hb * (size_t)(D + ch) * sizeof(float);
     for (int t0 = 0; t0 < T; t0 += AS_TOKENS) {
         const int nt = T - t0 < AS_TOKENS ? T - t0 : AS_TOKENS;
-        const cu_att_rope none = {NULL, NULL, NULL, NULL, NULL, NULL, 0};
         cu_launch(k_att_split, dim3((unsigned)(H / hb), (unsigned)nch, (unsigned)nt), dim3(AS_THREADS), smem,
-                  q + (size_t)t0 * (size_t)H * (size_t)D, kc, vc, part, H, KV, D, hb, ch, nch, pos, t0, rope && T == 1 ? *rope : none);
+                  q + (size_t)t0 * (size_t)H * (size_t)D, kc, vc, part, H, KV, D, hb, ch, nch, pos, t0);
         if (xa) {
             int8_t *aq = (int8_t *)xa;
             float2 *ad = (float2 *)(aq + (size_t)T * (size_t)H * (size_t)D);
