@@ -573,8 +573,8 @@ __global__ void __launch_bounds__(MV_WARPS * 32) k_mvt(const uint8_t *__restrict
 
 /*
  * Kernel k_mvm, 5..16 tokens, types with per-word decoders (Mq::WORD): integer tensor-core products. A block
- * owns MVM_ROWS = 16 rows; its WN warps (launch_mvm: 4 or 8) take every WN-th step of MVM_CH chunks, each staged
- * for the 16 rows by cp.async MVM_ST - 1 steps ahead (dynamic shared memory). A step's chunks are taken MVM_G at a
+ * owns MVM_ROWS = 16 rows; its WN warps take every WN-th step of MVM_CH chunks, each staged for the 16 rows by
+ * cp.async ST - 1 steps ahead (dynamic shared memory; launch_mvm picks ST). A step's chunks are taken MVM_G at a
  * time: the lane first loads the activations of those chunks (one L2 round trip for the group, not one a chunk:
  * run 19's ncu had the warps waiting on them), then per chunk, lane (g, t) = (lane / 4, lane % 4) decodes words t
  * and t + 4 of rows g and g + 8 and multiplies them with words t and t + 4 of token g's codes: one m16n8k32 int8
@@ -585,7 +585,6 @@ __global__ void __launch_bounds__(MV_WARPS * 32) k_mvt(const uint8_t *__restrict
  */
 #define MVM_ROWS 16
 #define MVM_CH 8
-#define MVM_ST 3
 #define MVM_G 4
 
 __device__ __forceinline__ void mma_s8_16(int *c, uint32_t a0, uint32_t a1, uint32_t b) {
@@ -633,19 +632,19 @@ __device__ __forceinline__ void stage_fill_rows(uint8_t *dst, int dstride, const
 
 /* a stage row: the step's bytes, 16 of slack (ldw may read a word past), and an odd number of 16-byte units, so that the
  * eight rows g of a fragment load fall on distinct banks (run 20: a 160-byte stride made half the loads conflict) */
-template <int TY, int WN> struct MvmShape {
+template <int TY, int WN, int ST> struct MvmShape {
     static constexpr int PER = Dq<TY>::BE / 32, BYTES = (MVM_CH / PER) * Dq<TY>::BB, SB0 = (BYTES + 15) / 16 * 16 + 16;
     static constexpr int SB = (SB0 / 16) % 2 ? SB0 : SB0 + 16;
-    static constexpr int STAGE = WN * MVM_ST * MVM_ROWS * SB;
+    static constexpr int STAGE = WN * ST * MVM_ROWS * SB;
 };
 
-template <int TY, int NT, int WN>
+template <int TY, int NT, int WN, int ST>
 __global__ void __launch_bounds__(WN * 32) k_mvm(const uint8_t *__restrict__ W, size_t rb, int64_t N, int K,
                                                        const int8_t *__restrict__ xq, const float2 *__restrict__ xd, int nt,
                                                        float *__restrict__ out, int64_t ldo, int cw, int add) {
     using D = Dq<TY>;
-    using S = MvmShape<TY, WN>;
-    constexpr int NTL = NT / 8, SB = S::SB, ST = MVM_ST;
+    using S = MvmShape<TY, WN, ST>;
+    constexpr int NTL = NT / 8, SB = S::SB;
     /* one scale a chunk (every word type but q6_K, whose 16-element halves have their own); MIN: the k-quants with
      * 6-bit scales and mins (q4_K, q5_K), whose steps are one super-block each (the others have no min term) */
     constexpr bool K32 = TY != LB_TYPE_Q6_K, MIN = TY == LB_TYPE_Q4_K || TY == LB_TYPE_Q5_K;
@@ -992,7 +991,7 @@ static int mvt_mode(void) {
 }
 
 /* the device's multiprocessors */
-static int mvt_sms(void) {
+static int dev_sms(void) {
     static int sms = 0;
     if (!sms) {
         int dev = 0, n = 0;
@@ -1015,7 +1014,7 @@ template <int TY> static bool launch_mvt(const dweight *w, const void *xa, float
         return false;
     } else {
         if (!mvt_wanted<TY>(w->rows) || (((uintptr_t)w->data | w->row_bytes) & 15)) return false;
-        const int sms = mvt_sms();
+        const int sms = dev_sms();
         constexpr size_t smem = (size_t)MVT_ST * S::STAGE;
         static int blocks = 0; /* the grid: as many blocks as fit each multiprocessor (run 17: three a multiprocessor left
                                 * 11 warps resident and q4_K latency-bound at 54 % of the read; q8_0 reached 90 %) */
@@ -1044,25 +1043,47 @@ template <int TY, int NT> static void mvq_nt(const dweight *w, const void *xa, i
     mvq_rows<TY, NT, false>(w, xa, T, out, ldo, add);
 }
 
-template <int TY, int NT, int WN> static void launch_mvm_w(const dweight *w, const void *xa, int T, float *out, int64_t ldo, int cw, int add) {
-    using S = MvmShape<TY, WN>;
-    constexpr size_t smem = S::STAGE + WN * 32 * (NT / 8) * 4 * sizeof(float);
-    static bool ready = false; /* the dynamic shared memory limit raised once per kernel (idempotent) */
-    if (!ready) {
-        cudaFuncSetAttribute(k_mvm<TY, NT, WN>, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem);
-        ready = true;
-    }
-    const int64_t N = w->rows, K = w->cols;
-    const int8_t *xq = (const int8_t *)xa;
-    cu_launch(k_mvm<TY, NT, WN>, dim3((unsigned)((N + MVM_ROWS - 1) / MVM_ROWS)), dim3(WN * 32), smem, (const uint8_t *)w->data,
-              w->row_bytes, N, (int)K, xq, (const float2 *)(xq + (size_t)T * K), T, out, ldo, cw, add);
+template <int TY, int NT, int WN, int ST> static constexpr size_t mvm_smem() {
+    return MvmShape<TY, WN, ST>::STAGE + WN * 32 * (NT / 8) * 4 * sizeof(float);
 }
 
-/* k_mvm's warps a block: 4 from MVQ_WIDE_FROM rows, else 8, so that the narrower products (4096 rows: 256 blocks of 16
- * rows) still put about 16 warps on each multiprocessor, splitting their row length eight ways */
+/* the blocks of k_mvm<TY, NT, WN, ST> one multiprocessor holds (its shared memory limit raised first; 0 if the query
+ * fails) */
+template <int TY, int NT, int WN, int ST> static int mvm_occupancy() {
+    constexpr size_t smem = mvm_smem<TY, NT, WN, ST>();
+    int per = 0;
+    if (cudaFuncSetAttribute(k_mvm<TY, NT, WN, ST>, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem) != cudaSuccess ||
+        cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per, k_mvm<TY, NT, WN, ST>, WN * 32, smem) != cudaSuccess)
+        per = 0;
+    return per;
+}
+
+template <int TY, int NT, int WN, int ST> static void launch_mvm_w(const dweight *w, const void *xa, int T, float *out, int64_t ldo, int cw, int add) {
+    const int64_t N = w->rows, K = w->cols;
+    const int8_t *xq = (const int8_t *)xa;
+    cu_launch(k_mvm<TY, NT, WN, ST>, dim3((unsigned)((N + MVM_ROWS - 1) / MVM_ROWS)), dim3(WN * 32), mvm_smem<TY, NT, WN, ST>(),
+              (const uint8_t *)w->data, w->row_bytes, N, (int)K, xq, (const float2 *)(xq + (size_t)T * K), T, out, ldo, cw, add);
+}
+
+/*
+ * k_mvm for N rows: eight warps a block (run 20: four left the 4096-row shapes at eight warps an SM), three copy stages
+ * or two. A grid of ceil(N / 16) blocks puts L = ceil(blocks / SMs) on the busiest multiprocessor, which holds `occ` at
+ * once (registers and shared memory): ceil(L / occ) waves, the last one partly idle (run 21: 896 blocks of 14336 rows in
+ * 1.13 waves of six). Two stages hold more blocks; they are taken where that means fewer waves. A function of N and the
+ * device only, so a shape's order of additions never changes between runs.
+ */
+#define MVM_WARPS 8
 template <int TY, int NT> static void launch_mvm(const dweight *w, const void *xa, int T, float *out, int64_t ldo, int cw, int add) {
-    if (w->rows >= MVQ_WIDE_FROM) launch_mvm_w<TY, NT, 4>(w, xa, T, out, ldo, cw, add);
-    else launch_mvm_w<TY, NT, 8>(w, xa, T, out, ldo, cw, add);
+    static int occ3 = -1, occ2 = -1, sms = 0;
+    if (occ3 < 0) {
+        occ3 = mvm_occupancy<TY, NT, MVM_WARPS, 3>();
+        occ2 = mvm_occupancy<TY, NT, MVM_WARPS, 2>();
+        sms = dev_sms();
+    }
+    const int64_t blocks = (w->rows + MVM_ROWS - 1) / MVM_ROWS, L = (blocks + sms - 1) / sms;
+    const bool two = occ2 > 0 && (occ3 < 1 || (L + occ2 - 1) / occ2 < (L + occ3 - 1) / occ3);
+    if (two) launch_mvm_w<TY, NT, MVM_WARPS, 2>(w, xa, T, out, ldo, cw, add);
+    else launch_mvm_w<TY, NT, MVM_WARPS, 3>(w, xa, T, out, ldo, cw, add);
 }
 
 /* Batches of 5..16 tokens go to the tensor-core kernel (types with word decoders) when its 16-row steps can
@@ -1077,7 +1098,7 @@ static bool mvm_enabled() {
 
 template <int TY> static void mvq_type(const dweight *w, const void *xa, int T, float *out, int64_t ldo, int add) {
     if constexpr (Mq<TY>::WORD) {
-        const int cw = copy_width(w, MvmShape<TY, 4>::BYTES);
+        const int cw = copy_width(w, MvmShape<TY, MVM_WARPS, 3>::BYTES);
         if (T > 4 && cw && mvm_enabled()) {
             T <= 8 ? launch_mvm<TY, 8>(w, xa, T, out, ldo, cw, add) : launch_mvm<TY, 16>(w, xa, T, out, ldo, cw, add);
             return;
