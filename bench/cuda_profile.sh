@@ -9,9 +9,7 @@
 #      (LB_CUDA_MVT=0) and k_mvt for every one (LB_CUDA_MVT=1), alternated;
 #   3. Nsight Systems (where installed) on 16 decode steps of q4_k_m inside the CUDA graph: every kernel's time in the
 #      graph and the gaps between them (nsys_trace.csv, nsys_kern.csv);
-#   4. the weight kernels at batch 8 and 16 against cuBLAS BF16 (cuda_kernels --batches 8,16), and Nsight Compute, every
-#      section, on one launch of the tensor-core kernel k_mvm (q4_k, batch 8, 14336 x 4096);
-#   5. every kernel of about one layer of a 8B decode step under Nsight Compute (SpeedOfLight and the warp states), with
+#   4. every kernel of about one layer of a 8B decode step under Nsight Compute (SpeedOfLight and the warp states), with
 #      the default kernel choice.
 # Writes run.log (the summary) and prof.tgz (every log and report as text) to OUT_DIR.
 set -uo pipefail
@@ -24,7 +22,6 @@ W=/tmp/lb8b
 [ -x build/cuda_kernels ] || { mkdir -p build && tar xJf "$TAR" -C build; } || exit 1
 mkdir -p "$OUT" "$L" "$W"
 . "$(dirname "$0")/cuda_run_common.sh"
-NCU=$(command -v ncu || ls /opt/nvidia/nsight-compute/*/ncu /usr/local/cuda/bin/ncu 2>/dev/null | head -1)
 log "1. tests"
 TESTS=${TESTS:-attention forward kernels kernels_nomvt kernels_mvt forward_plain calib multi} bash "$(dirname "$0")/cuda_tests.sh" "$TAR" "$OUT/t" $(($(left) > 300 ? 160 : $(left) / 2)) >/dev/null 2>&1
 cat "$OUT/t/run.log" >>"$OUT/run.log" 2>/dev/null
@@ -63,17 +60,7 @@ if [ -n "$NSYS" ] && [ "$(left)" -gt 150 ]; then
   cp "$L"/nsys_*.csv "$OUT/" 2>/dev/null
   tail -5 "$L/nsys.log" >>"$OUT/run.log"
 fi
-log "4. batch 8 and 16"
-timeout "$(cap 90)" build/cuda_kernels --quick --batches 8,16 --types q4_k,q4_0,q8_0,q6_k,q5_k >"$L/kernels_b816.txt" 2>&1
-tail -45 "$L/kernels_b816.txt" >>"$OUT/run.log"
-if [ "$(left)" -gt 60 ] && [ -n "$NCU" ]; then
-  timeout "$(cap 90)" "$NCU" --clock-control none -k regex:k_mvm -s 30 -c 1 --set full --import-source no \
-    build/cuda_kernels --types q4_k --batches 8 --shapes 1 >"$L/ncu_mvm.txt" 2>&1
-  echo "-- ncu k_mvm q4_k batch 8 rc=$?" >>"$OUT/run.log"
-  grep -E "^  [a-zA-Z_].*\(|Duration|DRAM Throughput|Memory Throughput|Achieved Occupancy|Registers Per|Warp Cycles Per Issued|Issued Warp|No Eligible|Stall|L1/TEX Hit|L2 Hit|Block Limit|Theoretical Occ|Executed Ipc|Shared Memory Configuration Size|Dynamic Shared" \
-    "$L/ncu_mvm.txt" | sed -E 's/ +/ /g' | head -40 >>"$OUT/run.log"
-fi
-log "5. ncu of a decode step"
+log "4. ncu of a decode step"
 if [ "$(left)" -gt 40 ] && [ -n "$NCU" ]; then
   LB_CUDA_NO_GRAPH=1 timeout "$(cap 150)" "$NCU" --clock-control none -s 1100 -c 48 --section SpeedOfLight --section WarpStateStats \
     build/cuda_bench "$W/q4_k_m.gguf" --pp 1 --tg 8 --reps 1 >"$L/ncu_step.txt" 2>&1
