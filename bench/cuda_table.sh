@@ -2,9 +2,10 @@
 # cuda_table.sh - one device call for issue 13's table at a commit: from the repository root, with bench/cuda_session.sh's
 # binary tarball:
 #   bench/cuda_table.sh BIN_TAR_XZ OUT_DIR [SECONDS]     (default 550)
-#   1. TESTS (default "attention forward kernels kernels_nomvt kernels_mvt forward_plain calib multi") through
+#   1. TESTS (default "attention forward kernels kernels_q6k kernels_nomvt kernels_mvt forward_plain calib multi") through
 #      bench/cuda_tests.sh's loop;
-#   2. the weight kernels at batch 8 and 16 against cuBLAS BF16 (cuda_kernels --quick --batches 8,16), Nsight Compute
+#   2. the weight kernels at batch 8 and 16 against cuBLAS BF16 (cuda_kernels --quick --batches 8,16; q6_k again with
+#      LB_CUDA_MVM_Q6K=1, the tensor-core kernel), Nsight Compute
 #      (every section) on one launch of the tensor-core kernel k_mvm (q4_k, batch 8, 14336 x 4096), and batch 1;
 #   3. the Llama-3-8B-shape checkpoint (32 layers, made in /tmp/lb8b) at q4_k_m, q4_0, q8_0 and f16: pp512 and tg128
 #      with the defaults (cuda_bench --pp 512 --tg 128 --reps 3; TYPES overrides the list), and q4_k_m's prompt of 16
@@ -20,13 +21,16 @@ W=/tmp/lb8b
 mkdir -p "$OUT" "$L" "$W"
 . "$(dirname "$0")/cuda_run_common.sh"
 log "1. tests"
-TESTS=${TESTS:-attention forward kernels kernels_nomvt kernels_mvt forward_plain calib multi} bash "$(dirname "$0")/cuda_tests.sh" "$TAR" "$OUT/t" $(($(left) > 350 ? 190 : $(left) / 2)) >/dev/null 2>&1
+TESTS=${TESTS:-attention forward kernels kernels_q6k kernels_nomvt kernels_mvt forward_plain calib multi} bash "$(dirname "$0")/cuda_tests.sh" "$TAR" "$OUT/t" $(($(left) > 350 ? 190 : $(left) / 2)) >/dev/null 2>&1
 cat "$OUT/t/run.log" >>"$OUT/run.log" 2>/dev/null
 mv "$OUT/t/tests.tgz" "$L/" 2>/dev/null
 rm -rf "$OUT/t"
 log "2. weight kernels"
 timeout "$(cap 90)" build/cuda_kernels --quick --batches 8,16 --types q4_k,q4_0,q8_0,q6_k,q5_k >"$L/kernels_b816.txt" 2>&1
 tail -43 "$L/kernels_b816.txt" >>"$OUT/run.log"
+echo "-- LB_CUDA_MVM_Q6K=1" >>"$OUT/run.log"
+LB_CUDA_MVM_Q6K=1 timeout "$(cap 60)" build/cuda_kernels --quick --batches 8,16 --types q6_k >"$L/kernels_q6k.txt" 2>&1
+grep -E "^q6_k " "$L/kernels_q6k.txt" >>"$OUT/run.log"
 if [ "$(left)" -gt 200 ] && [ -n "$NCU" ]; then
   timeout "$(cap 60)" "$NCU" --clock-control none -k regex:k_mvm -s 30 -c 1 --set full --import-source no \
     build/cuda_kernels --types q4_k --batches 8 --shapes 1 >"$L/ncu_mvm.txt" 2>&1

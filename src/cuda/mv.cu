@@ -631,9 +631,14 @@ __device__ __forceinline__ void stage_fill_rows(uint8_t *dst, int dstride, const
 }
 
 /* a stage row: the step's bytes, 16 of slack (ldw may read a word past), and an odd number of 16-byte units, so that the
- * eight rows g of a fragment load fall on distinct banks (run 20: a 160-byte stride made half the loads conflict) */
+ * eight rows g of a fragment load fall on distinct banks (run 20: a 160-byte stride made half the loads conflict).
+ * WIN: a step that is not a whole number of 16-byte units (q6_K's 210-byte super-block) is copied as the 16-byte units
+ * that cover it (rows 16-byte aligned), up to 15 bytes before it: the row holds them all and the kernel reads from the
+ * step's offset in the first unit (LB_CUDA_MVM_Q6K=1, an experiment until run on a GPU) */
 template <int TY, int WN, int ST> struct MvmShape {
-    static constexpr int PER = Dq<TY>::BE / 32, BYTES = (MVM_CH / PER) * Dq<TY>::BB, SB0 = (BYTES + 15) / 16 * 16 + 16;
+    static constexpr int PER = Dq<TY>::BE / 32, BYTES = (MVM_CH / PER) * Dq<TY>::BB;
+    static constexpr bool WIN = BYTES % 16 != 0;
+    static constexpr int SB0 = (BYTES + (WIN ? 15 : 0) + 15) / 16 * 16 + 16;
     static constexpr int SB = (SB0 / 16) % 2 ? SB0 : SB0 + 16;
     static constexpr int STAGE = WN * ST * MVM_ROWS * SB;
 };
@@ -661,7 +666,13 @@ __global__ void __launch_bounds__(WN * 32) k_mvm(const uint8_t *__restrict__ W, 
         const int s = warp + j * WN;
         if (s < nsteps) {
             const int n = nch - MVM_CH * s < MVM_CH ? nch - MVM_CH * s : MVM_CH;
-            stage_fill_rows(stage + (j % ST) * MVM_ROWS * SB, SB, W + row0 * rb + (size_t)s * S::BYTES, rb, nr, (n / S::PER) * D::BB, cw, lane);
+            const size_t off = (size_t)s * S::BYTES;
+            if constexpr (S::WIN) { /* the 16-byte units covering the step (cw 16) */
+                const size_t a0 = off & ~(size_t)15, a1 = (off + (size_t)((n / S::PER) * D::BB) + 15) & ~(size_t)15;
+                stage_fill_rows(stage + (j % ST) * MVM_ROWS * SB, SB, W + row0 * rb + a0, rb, nr, (int)(a1 - a0), cw, lane);
+            } else {
+                stage_fill_rows(stage + (j % ST) * MVM_ROWS * SB, SB, W + row0 * rb + off, rb, nr, (n / S::PER) * D::BB, cw, lane);
+            }
         }
         cp_commit();
     };
@@ -677,7 +688,8 @@ __global__ void __launch_bounds__(WN * 32) k_mvm(const uint8_t *__restrict__ W, 
         cp_wait<ST - 1>();
         __syncwarp();
         const int s = warp + j * WN, n = nch - MVM_CH * s < MVM_CH ? nch - MVM_CH * s : MVM_CH;
-        const uint8_t *r0p = stage + (j % ST) * MVM_ROWS * SB + g * SB, *r1p = r0p + 8 * SB;
+        const int lead = S::WIN ? (int)(((size_t)s * S::BYTES) & 15) : 0; /* the step's offset in its first unit */
+        const uint8_t *r0p = stage + (j % ST) * MVM_ROWS * SB + g * SB + lead, *r1p = r0p + 8 * SB;
         /* q4_K / q5_K: a step is one super-block, whose activations share one scale: the chunks' integer products
          * times their 6-bit scales add up exactly in int32 (si), the mins times the activations' scaled code sums in
          * F32 (mi), and the step ends with one scaling each (dx the activation scale of tokens 2t, 2t + 1) */
@@ -1087,18 +1099,26 @@ template <int TY, int NT> static void launch_mvm(const dweight *w, const void *x
 }
 
 /* Batches of 5..16 tokens go to the tensor-core kernel (types with word decoders) when its 16-row steps can
- * be copied by cp.async (not q6_K: a 210-byte super-block per step, only 2-byte aligned, which byte copies
- * made 10x slower on the H200) and LB_CUDA_NO_MMA is not set; else to the dp4a kernels, as every batch of
- * the other types. */
+ * be copied by cp.async (q6_K only with LB_CUDA_MVM_Q6K=1: a 210-byte super-block per step, only 2-byte aligned,
+ * which byte copies made 10x slower on the H200; copied as covering 16-byte units instead) and LB_CUDA_NO_MMA is
+ * not set; else to the dp4a kernels, as every batch of the other types. */
 static bool mvm_enabled() {
     static int on = -1;
     if (on < 0) on = getenv("LB_CUDA_NO_MMA") == NULL;
     return on != 0;
 }
 
+/* q6_K through the tensor-core kernel, its steps copied as covering 16-byte units (MvmShape::WIN; LB_CUDA_MVM_Q6K=1, an
+ * experiment until run on a GPU: dp4a at batch 5-16 ran at 0.22-0.90x cuBLAS BF16 in run 22) */
+static bool mvm_win_on() {
+    static const bool on = cu_env_is("LB_CUDA_MVM_Q6K", '1');
+    return on;
+}
+
 template <int TY> static void mvq_type(const dweight *w, const void *xa, int T, float *out, int64_t ldo, int add) {
     if constexpr (Mq<TY>::WORD) {
-        const int cw = copy_width(w, MvmShape<TY, MVM_WARPS, 3>::BYTES);
+        using S = MvmShape<TY, MVM_WARPS, 3>;
+        const int cw = S::WIN ? (mvm_win_on() && copy_width(w, 16) == 16 ? 16 : 0) : copy_width(w, S::BYTES);
         if (T > 4 && cw && mvm_enabled()) {
             T <= 8 ? launch_mvm<TY, 8>(w, xa, T, out, ldo, cw, add) : launch_mvm<TY, 16>(w, xa, T, out, ldo, cw, add);
             return;
