@@ -586,12 +586,6 @@ static bool fuse_on(void) {
     return on;
 }
 
-/* the layer's first weight product for T tokens (what layer_forward_part multiplies first) */
-static const dweight *first_product(const lb_cuda_ctx *g, const dlayer *l, int64_t T) {
-    const bool fuse = T == 1 && g->qkv1 && fuse_on();
-    return fuse && l->wqkv.data ? &l->wqkv : fuse && l->wqk.data ? &l->wqk : &l->wq;
-}
-
 /* RMSNorm of `rows` rows of n, `stride` floats apart (y: x += y first, contiguous rows): an exact context takes the
  * CPU's order of operations (exact.cu) */
 static void norm(const lb_cuda_ctx *g, float *x, const float *y, const float *w, float *out, int64_t rows, int n, int64_t stride,
@@ -665,7 +659,7 @@ static lb_status layer_forward_part(lb_cuda_ctx *g, const dlayer *l, int64_t il,
     lb_status ns = LB_OK;
     bool att_pre = false; /* the attention rounded its output for the o product */
     if (from == LB_OBS_ATTN_IN) {
-        const dweight *w1 = first_product(g, l, T);
+        const dweight *w1 = fuse && l->wqkv.data ? &l->wqkv : fuse && l->wqk.data ? &l->wqk : &l->wq; /* the first product */
         const bool qkv1 = w1 == &l->wqkv, qk1 = w1 == &l->wqk;
         const bool pre = norm_for(g, g->x, l->attn_norm, g->xn, w1, T, err, &ns);
         TRY(ns);
@@ -804,9 +798,7 @@ static lb_status forward(lb_cuda_ctx *g, int64_t T, int want, int64_t max_n, lb_
             CK(cudaMemcpyAsync(g->tok_d, g->pin_tok, (size_t)T * sizeof(int32_t), cudaMemcpyHostToDevice, g->st), "uploading token ids");
             cu_embed(&g->tok, g->tok_d, (int)T, g->x);
         }
-        for (int64_t il = st->l0; il < st->l1; il++) {
-            TRY(layer_forward(st, &st->L[il], il, T, max_n, -1, err));
-        }
+        for (int64_t il = st->l0; il < st->l1; il++) TRY(layer_forward(st, &st->L[il], il, T, max_n, -1, err));
         if (st->next) {
             CK(cudaMemcpyPeerAsync(st->next->x, st->next->dev, st->x, st->dev, (size_t)(T * E) * sizeof(float), st->st),
                "passing the residual stream to the next GPU");

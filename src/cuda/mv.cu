@@ -573,8 +573,8 @@ __global__ void __launch_bounds__(MV_WARPS * 32) k_mvt(const uint8_t *__restrict
 
 /*
  * Kernel k_mvm, 5..16 tokens, types with per-word decoders (Mq::WORD): integer tensor-core products. A block
- * owns MVM_ROWS = 16 rows; its WN warps take every WN-th step of MVM_CH chunks, each staged for the 16 rows by
- * cp.async ST - 1 steps ahead (dynamic shared memory; launch_mvm picks ST). A step's chunks are taken MVM_G at a
+ * owns MVM_ROWS = 16 rows; its MVM_WARPS warps take every MVM_WARPS-th step of MVM_CH chunks, each staged for
+ * the 16 rows by cp.async ST - 1 steps ahead (dynamic shared memory; launch_mvm picks ST). A step's chunks are taken MVM_G at a
  * time: the lane first loads the activations of those chunks (one L2 round trip for the group, not one a chunk:
  * run 19's ncu had the warps waiting on them), then per chunk, lane (g, t) = (lane / 4, lane % 4) decodes words t
  * and t + 4 of rows g and g + 8 and multiplies them with words t and t + 4 of token g's codes: one m16n8k32 int8
@@ -586,6 +586,7 @@ __global__ void __launch_bounds__(MV_WARPS * 32) k_mvt(const uint8_t *__restrict
 #define MVM_ROWS 16
 #define MVM_CH 8
 #define MVM_G 4
+#define MVM_WARPS 8 /* run 20: four left the 4096-row shapes (256 blocks) at eight warps a multiprocessor */
 
 __device__ __forceinline__ void mma_s8_16(int *c, uint32_t a0, uint32_t a1, uint32_t b) {
 #if __CUDA_ARCH__ >= 800
@@ -635,20 +636,20 @@ __device__ __forceinline__ void stage_fill_rows(uint8_t *dst, int dstride, const
  * WIN: a step that is not a whole number of 16-byte units (q6_K's 210-byte super-block) is copied as the 16-byte units
  * that cover it (rows 16-byte aligned), up to 15 bytes before it: the row holds them all and the kernel reads from the
  * step's offset in the first unit (LB_CUDA_MVM_Q6K=1, an experiment until run on a GPU) */
-template <int TY, int WN, int ST> struct MvmShape {
+template <int TY, int ST> struct MvmShape {
     static constexpr int PER = Dq<TY>::BE / 32, BYTES = (MVM_CH / PER) * Dq<TY>::BB;
     static constexpr bool WIN = BYTES % 16 != 0;
     static constexpr int SB0 = (BYTES + (WIN ? 15 : 0) + 15) / 16 * 16 + 16;
     static constexpr int SB = (SB0 / 16) % 2 ? SB0 : SB0 + 16;
-    static constexpr int STAGE = WN * ST * MVM_ROWS * SB;
+    static constexpr int STAGE = MVM_WARPS * ST * MVM_ROWS * SB;
 };
 
-template <int TY, int NT, int WN, int ST>
-__global__ void __launch_bounds__(WN * 32) k_mvm(const uint8_t *__restrict__ W, size_t rb, int64_t N, int K,
+template <int TY, int NT, int ST>
+__global__ void __launch_bounds__(MVM_WARPS * 32) k_mvm(const uint8_t *__restrict__ W, size_t rb, int64_t N, int K,
                                                        const int8_t *__restrict__ xq, const float2 *__restrict__ xd, int nt,
                                                        float *__restrict__ out, int64_t ldo, int cw, int add) {
     using D = Dq<TY>;
-    using S = MvmShape<TY, WN, ST>;
+    using S = MvmShape<TY, ST>;
     constexpr int NTL = NT / 8, SB = S::SB;
     /* one scale a chunk (every word type but q6_K, whose 16-element halves have their own); MIN: the k-quants with
      * 6-bit scales and mins (q4_K, q5_K), whose steps are one super-block each (the others have no min term) */
@@ -657,13 +658,13 @@ __global__ void __launch_bounds__(WN * 32) k_mvm(const uint8_t *__restrict__ W, 
     extern __shared__ __align__(16) uint8_t smem[];
     const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, g = lane / 4, t = lane % 4;
     uint8_t *stage = smem + warp * (ST * MVM_ROWS * SB);
-    float *red = (float *)(smem + S::STAGE); /* [WN][32][NTL * 4] */
+    float *red = (float *)(smem + S::STAGE); /* [MVM_WARPS][32][NTL * 4] */
     const int64_t row0 = (int64_t)blockIdx.x * MVM_ROWS;
     const int nr = N - row0 < MVM_ROWS ? (int)(N - row0) : MVM_ROWS;
     const int nch = K / 32, nsteps = (nch + MVM_CH - 1) / MVM_CH;
     const int64_t xs = K / 32;
     auto issue = [&](int j) {
-        const int s = warp + j * WN;
+        const int s = warp + j * MVM_WARPS;
         if (s < nsteps) {
             const int n = nch - MVM_CH * s < MVM_CH ? nch - MVM_CH * s : MVM_CH;
             const size_t off = (size_t)s * S::BYTES;
@@ -683,11 +684,11 @@ __global__ void __launch_bounds__(WN * 32) k_mvm(const uint8_t *__restrict__ W, 
     for (int j = 0; j < ST - 1; j++) issue(j); /* the weights only, as k_mvq */
     pdl_wait();
     pdl_go();
-    for (int j = 0; warp + j * WN < nsteps; j++) {
+    for (int j = 0; warp + j * MVM_WARPS < nsteps; j++) {
         issue(j + ST - 1);
         cp_wait<ST - 1>();
         __syncwarp();
-        const int s = warp + j * WN, n = nch - MVM_CH * s < MVM_CH ? nch - MVM_CH * s : MVM_CH;
+        const int s = warp + j * MVM_WARPS, n = nch - MVM_CH * s < MVM_CH ? nch - MVM_CH * s : MVM_CH;
         const int lead = S::WIN ? (int)(((size_t)s * S::BYTES) & 15) : 0; /* the step's offset in its first unit */
         const uint8_t *r0p = stage + (j % ST) * MVM_ROWS * SB + g * SB + lead, *r1p = r0p + 8 * SB;
         /* q4_K / q5_K: a step is one super-block, whose activations share one scale: the chunks' integer products
@@ -798,11 +799,11 @@ __global__ void __launch_bounds__(WN * 32) k_mvm(const uint8_t *__restrict__ W, 
 #pragma unroll
         for (int i = 0; i < 4; i++) red[(warp * 32 + lane) * NTL * 4 + tl * 4 + i] = acc[tl][i];
     __syncthreads();
-    for (int idx = threadIdx.x; idx < 32 * NTL * 4; idx += WN * 32) {
+    for (int idx = threadIdx.x; idx < 32 * NTL * 4; idx += MVM_WARPS * 32) {
         const int l = idx / (NTL * 4), sl = idx % (NTL * 4), tl = sl / 4, i = sl % 4;
         float v = red[idx];
 #pragma unroll
-        for (int w = 1; w < WN; w++) v += red[w * 32 * NTL * 4 + idx];
+        for (int w = 1; w < MVM_WARPS; w++) v += red[w * 32 * NTL * 4 + idx];
         const int row = l / 4 + (i >= 2 ? 8 : 0), tok = 8 * tl + 2 * (l % 4) + (i & 1);
         if (row < nr && tok < nt) put_out(out + (size_t)tok * ldo + row0 + row, v, add);
     }
@@ -1055,47 +1056,45 @@ template <int TY, int NT> static void mvq_nt(const dweight *w, const void *xa, i
     mvq_rows<TY, NT, false>(w, xa, T, out, ldo, add);
 }
 
-template <int TY, int NT, int WN, int ST> static constexpr size_t mvm_smem() {
-    return MvmShape<TY, WN, ST>::STAGE + WN * 32 * (NT / 8) * 4 * sizeof(float);
+template <int TY, int NT, int ST> static constexpr size_t mvm_smem() {
+    return MvmShape<TY, ST>::STAGE + MVM_WARPS * 32 * (NT / 8) * 4 * sizeof(float);
 }
 
-/* the blocks of k_mvm<TY, NT, WN, ST> one multiprocessor holds (its shared memory limit raised first; 0 if the query
+/* the blocks of k_mvm<TY, NT, ST> one multiprocessor holds (its shared memory limit raised first; 0 if the query
  * fails) */
-template <int TY, int NT, int WN, int ST> static int mvm_occupancy() {
-    constexpr size_t smem = mvm_smem<TY, NT, WN, ST>();
+template <int TY, int NT, int ST> static int mvm_occupancy() {
+    constexpr size_t smem = mvm_smem<TY, NT, ST>();
     int per = 0;
-    if (cudaFuncSetAttribute(k_mvm<TY, NT, WN, ST>, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem) != cudaSuccess ||
-        cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per, k_mvm<TY, NT, WN, ST>, WN * 32, smem) != cudaSuccess)
+    if (cudaFuncSetAttribute(k_mvm<TY, NT, ST>, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem) != cudaSuccess ||
+        cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per, k_mvm<TY, NT, ST>, MVM_WARPS * 32, smem) != cudaSuccess)
         per = 0;
     return per;
 }
 
-template <int TY, int NT, int WN, int ST> static void launch_mvm_w(const dweight *w, const void *xa, int T, float *out, int64_t ldo, int cw, int add) {
+template <int TY, int NT, int ST> static void launch_mvm_w(const dweight *w, const void *xa, int T, float *out, int64_t ldo, int cw, int add) {
     const int64_t N = w->rows, K = w->cols;
     const int8_t *xq = (const int8_t *)xa;
-    cu_launch(k_mvm<TY, NT, WN, ST>, dim3((unsigned)((N + MVM_ROWS - 1) / MVM_ROWS)), dim3(WN * 32), mvm_smem<TY, NT, WN, ST>(),
+    cu_launch(k_mvm<TY, NT, ST>, dim3((unsigned)((N + MVM_ROWS - 1) / MVM_ROWS)), dim3(MVM_WARPS * 32), mvm_smem<TY, NT, ST>(),
               (const uint8_t *)w->data, w->row_bytes, N, (int)K, xq, (const float2 *)(xq + (size_t)T * K), T, out, ldo, cw, add);
 }
 
 /*
- * k_mvm for N rows: eight warps a block (run 20: four left the 4096-row shapes at eight warps an SM), three copy stages
- * or two. A grid of ceil(N / 16) blocks puts L = ceil(blocks / SMs) on the busiest multiprocessor, which holds `occ` at
- * once (registers and shared memory): ceil(L / occ) waves, the last one partly idle (run 21: 896 blocks of 14336 rows in
- * 1.13 waves of six). Two stages hold more blocks; they are taken where that means fewer waves. A function of N and the
- * device only, so a shape's order of additions never changes between runs.
+ * k_mvm for N rows: three copy stages or two. A grid of ceil(N / 16) blocks puts L = ceil(blocks / SMs) on the
+ * busiest multiprocessor, which holds `occ` at once (registers and shared memory): ceil(L / occ) waves, the last one
+ * partly idle (run 21: 896 blocks of 14336 rows in 1.13 waves of six). Two stages hold more blocks; they are taken
+ * where that means fewer waves. A function of N and the device only: the stages do not change the order of additions.
  */
-#define MVM_WARPS 8
 template <int TY, int NT> static void launch_mvm(const dweight *w, const void *xa, int T, float *out, int64_t ldo, int cw, int add) {
     static int occ3 = -1, occ2 = -1, sms = 0;
     if (occ3 < 0) {
-        occ3 = mvm_occupancy<TY, NT, MVM_WARPS, 3>();
-        occ2 = mvm_occupancy<TY, NT, MVM_WARPS, 2>();
+        occ3 = mvm_occupancy<TY, NT, 3>();
+        occ2 = mvm_occupancy<TY, NT, 2>();
         sms = dev_sms();
     }
     const int64_t blocks = (w->rows + MVM_ROWS - 1) / MVM_ROWS, L = (blocks + sms - 1) / sms;
     const bool two = occ2 > 0 && (occ3 < 1 || (L + occ2 - 1) / occ2 < (L + occ3 - 1) / occ3);
-    if (two) launch_mvm_w<TY, NT, MVM_WARPS, 2>(w, xa, T, out, ldo, cw, add);
-    else launch_mvm_w<TY, NT, MVM_WARPS, 3>(w, xa, T, out, ldo, cw, add);
+    if (two) launch_mvm_w<TY, NT, 2>(w, xa, T, out, ldo, cw, add);
+    else launch_mvm_w<TY, NT, 3>(w, xa, T, out, ldo, cw, add);
 }
 
 /* Batches of 5..16 tokens go to the tensor-core kernel (types with word decoders) when its 16-row steps can
@@ -1117,7 +1116,7 @@ static bool mvm_win_on() {
 
 template <int TY> static void mvq_type(const dweight *w, const void *xa, int T, float *out, int64_t ldo, int add) {
     if constexpr (Mq<TY>::WORD) {
-        using S = MvmShape<TY, MVM_WARPS, 3>;
+        using S = MvmShape<TY, 3>;
         const int cw = S::WIN ? (mvm_win_on() && copy_width(w, 16) == 16 ? 16 : 0) : copy_width(w, S::BYTES);
         if (T > 4 && cw && mvm_enabled()) {
             T <= 8 ? launch_mvm<TY, 8>(w, xa, T, out, ldo, cw, add) : launch_mvm<TY, 16>(w, xa, T, out, ldo, cw, add);

@@ -137,12 +137,6 @@ __device__ __forceinline__ void act_round8(const float (&v)[8], int64_t e0, bool
 /* silu(a) * u, the forward pass's SwiGLU element (k_silu_mul and k_silu_act: the same bits) */
 __device__ __forceinline__ float silu_mul1(float a, float u) { return __fmul_rn(__fdiv_rn(a, __fadd_rn(1.0f, expf(-a))), u); }
 
-/* a rotary pair (a, b) by the angle of (c, s): (a c - b s, b c + a s), each product rounded (k_rope_kv) */
-__device__ __forceinline__ void rope_rot(float a, float b, float c, float s, float *ra, float *rb) {
-    *ra = __fsub_rn(__fmul_rn(a, c), __fmul_rn(b, s));
-    *rb = __fadd_rn(__fmul_rn(b, c), __fmul_rn(a, s));
-}
-
 #define NA_WARPS 4
 /*
  * RMSNorm and its rounding: grid (ceil(n / 1024), rows), NA_WARPS warps. Every block sums the squares of the whole row
@@ -299,8 +293,8 @@ __global__ void k_rope_kv(float *q, float *k, const float *v, int T, int H, int 
     const int step = inter ? 2 : 1, off = inter ? 1 : half;
     float *pa = xr + p * step, *pb = pa + off;
     const float c = cs[(pos0 + t) * half + p], s = sn[(pos0 + t) * half + p];
-    float ra, rb;
-    rope_rot(*pa, *pb, c, s, &ra, &rb);
+    const float a = *pa, b = *pb;
+    const float ra = __fsub_rn(__fmul_rn(a, c), __fmul_rn(b, s)), rb = __fadd_rn(__fmul_rn(b, c), __fmul_rn(a, s));
     *pa = ra;
     *pb = rb;
     if (isk) {

@@ -287,9 +287,10 @@ template <> struct Dq<LB_TYPE_IQ4_XS> {
  * Where the one-token bulk-copy kernel k_mvt (mv.cu) streams a type's weights faster than k_mvq, from 2048 rows (below,
  * k_mvq's warps share each row): MVT_ALL, MVT_BELOW_WIDE (below the rows from which k_mvq gives each warp four rows,
  * MVQ_WIDE_FROM, whose shared activation loads keep the cheapest decoders ahead), MVT_NONE. Measured on an H100: the
- * kernels alone (run 18, cuda_kernels --quick --batches 1: 14336 x 4096, 4096 x 14336, 4096 x 4096), and where the decode graph disagreed with them, its tg128 (run 19, the 8B shape: q4_0
- * 296.2 tokens/s with k_mvt everywhere against 292.2 below the wide rows; q8_0 231.1 with k_mvq everywhere against
- * 227.7 with k_mvt on the wide rows, where the kernel alone had been faster). q5_1, in neither, takes q4_1's and q5_0's.
+ * kernels alone (run 18, cuda_kernels --quick --batches 1: 14336 x 4096, 4096 x 14336, 4096 x 4096), and where the
+ * decode graph disagreed with them, its tg128 (run 19, the 8B shape: q4_0 296.2 tokens/s with k_mvt everywhere against
+ * 292.2 below the wide rows; q8_0 231.1 with k_mvq everywhere against 227.7 with k_mvt on the wide rows, where the
+ * kernel alone had been faster). q5_1, in neither, takes q4_1's and q5_0's.
  */
 enum { MVT_NONE, MVT_BELOW_WIDE, MVT_ALL };
 template <int T> struct Mq {
