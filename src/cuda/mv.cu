@@ -635,62 +635,124 @@ __device__ __forceinline__ void stage_fill_rows(uint8_t *dst, int dstride, const
  * eight rows g of a fragment load fall on distinct banks (run 20: a 160-byte stride made half the loads conflict).
  * WIN: a step that is not a whole number of 16-byte units (q6_K's 210-byte super-block) is copied as the 16-byte units
  * that cover it (rows 16-byte aligned), up to 15 bytes before it: the row holds them all and the kernel reads from the
- * step's offset in the first unit (LB_CUDA_MVM_Q6K=1, an experiment until run on a GPU) */
-template <int TY, int ST> struct MvmShape {
+ * step's offset in the first unit (UMAX units at most).
+ * XS: the step's activations follow its 16 weight rows in the stage, copied with them: the codes [MVM_CH][NT][32]
+ * and the scales [MVM_CH][NT] (float2), zeros past the batch's tokens and the step's chunks. */
+template <int TY, int NT, int ST, bool XS> struct MvmShape {
     static constexpr int PER = Dq<TY>::BE / 32, BYTES = (MVM_CH / PER) * Dq<TY>::BB;
     static constexpr bool WIN = BYTES % 16 != 0;
-    static constexpr int SB0 = (BYTES + (WIN ? 15 : 0) + 15) / 16 * 16 + 16;
+    static constexpr int UMAX = (BYTES + (WIN ? 15 : 0) + 15) / 16;
+    static constexpr int SB0 = UMAX * 16 + 16;
     static constexpr int SB = (SB0 / 16) % 2 ? SB0 : SB0 + 16;
-    static constexpr int STAGE = MVM_WARPS * ST * MVM_ROWS * SB;
+    static constexpr int WB = MVM_ROWS * SB, XC = XS ? MVM_CH * NT * 32 : 0, XB = XS ? XC + MVM_CH * NT * 8 : 0;
+    static constexpr int SS = WB + XB; /* one stage */
+    static constexpr int STAGE = MVM_WARPS * ST * SS;
 };
 
-template <int TY, int NT, int ST>
+/* a full step's rows of `units` 16-byte units (at most UMAX) for the MVM_ROWS = 16 rows of k_mvm: lane l copies
+ * units l % 2, l % 2 + 2, ... of row l / 2 (the offsets fixed; no division) */
+template <int UMAX>
+__device__ __forceinline__ void stage_rows16(uint8_t *dst, int dstride, const uint8_t *src, size_t sstride, int nr, int units, int lane) {
+    const int r = lane / 2, u0 = lane % 2;
+    if (r >= nr) return;
+    dst += r * dstride + 16 * u0;
+    src += r * sstride + 16 * u0;
+#pragma unroll
+    for (int k = 0; k < (UMAX + 1) / 2; k++)
+        if (u0 + 2 * k < units) cp_async(dst + 32 * k, src + 32 * k, 16);
+}
+
+/* bytes (16 or 8) from g to smem by cp.async, or zeros where !ok (g is not read then) */
+__device__ __forceinline__ void cp_async_z(void *smem, const void *g, int bytes, bool ok) {
+#if __CUDA_ARCH__ >= 800
+    const unsigned s = (unsigned)__cvta_generic_to_shared(smem);
+    const size_t ga = __cvta_generic_to_global(g);
+    const int n = ok ? bytes : 0;
+    if (bytes == 16) asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(s), "l"(ga), "r"(n));
+    else asm volatile("cp.async.ca.shared.global [%0], [%1], 8, %2;\n" ::"r"(s), "l"(ga), "r"(n));
+#else
+    if (bytes == 16) *(uint4 *)smem = ok ? __ldg((const uint4 *)g) : make_uint4(0, 0, 0, 0);
+    else *(uint2 *)smem = ok ? __ldg((const uint2 *)g) : make_uint2(0, 0);
+#endif
+}
+
+template <int TY, int NT, int ST, bool XS>
 __global__ void __launch_bounds__(MVM_WARPS * 32) k_mvm(const uint8_t *__restrict__ W, size_t rb, int64_t N, int K,
                                                        const int8_t *__restrict__ xq, const float2 *__restrict__ xd, int nt,
                                                        float *__restrict__ out, int64_t ldo, int cw, int add) {
     using D = Dq<TY>;
-    using S = MvmShape<TY, ST>;
+    using S = MvmShape<TY, NT, ST, XS>;
     constexpr int NTL = NT / 8, SB = S::SB;
     /* one scale a chunk (every word type but q6_K, whose 16-element halves have their own); MIN: the k-quants with
      * 6-bit scales and mins (q4_K, q5_K), whose steps are one super-block each (the others have no min term) */
     constexpr bool K32 = TY != LB_TYPE_Q6_K, MIN = TY == LB_TYPE_Q4_K || TY == LB_TYPE_Q5_K;
     static_assert(!MIN || (S::PER == MVM_CH && K32), "a MIN type's step is one super-block of one-scale chunks");
+    static_assert(MVM_ROWS == 16, "stage_rows16 copies 16 rows");
     extern __shared__ __align__(16) uint8_t smem[];
     const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, g = lane / 4, t = lane % 4;
-    uint8_t *stage = smem + warp * (ST * MVM_ROWS * SB);
-    float *red = (float *)(smem + S::STAGE); /* [MVM_WARPS][32][NTL * 4] */
+    uint8_t *stage = smem + warp * (ST * S::SS);
     const int64_t row0 = (int64_t)blockIdx.x * MVM_ROWS;
     const int nr = N - row0 < MVM_ROWS ? (int)(N - row0) : MVM_ROWS;
     const int nch = K / 32, nsteps = (nch + MVM_CH - 1) / MVM_CH;
     const int64_t xs = K / 32;
-    auto issue = [&](int j) {
+    /* step j's copies: the weights (w), its activations (x: XS); one cp.async group a step */
+    auto issue = [&](int j, bool w, bool x) {
         const int s = warp + j * MVM_WARPS;
-        if (s < nsteps) {
-            const int n = nch - MVM_CH * s < MVM_CH ? nch - MVM_CH * s : MVM_CH;
-            const size_t off = (size_t)s * S::BYTES;
+        if (s >= nsteps) return;
+        uint8_t *st = stage + (j % ST) * S::SS;
+        const int n = nch - MVM_CH * s < MVM_CH ? nch - MVM_CH * s : MVM_CH;
+        const size_t off = (size_t)s * S::BYTES;
+        if (w) {
             if constexpr (S::WIN) { /* the 16-byte units covering the step (cw 16) */
                 const size_t a0 = off & ~(size_t)15, a1 = (off + (size_t)((n / S::PER) * D::BB) + 15) & ~(size_t)15;
-                stage_fill_rows(stage + (j % ST) * MVM_ROWS * SB, SB, W + row0 * rb + a0, rb, nr, (int)(a1 - a0), cw, lane);
+                stage_rows16<S::UMAX>(st, SB, W + row0 * rb + a0, rb, nr, (int)((a1 - a0) / 16), lane);
+            } else if (cw == 16 && n == MVM_CH) {
+                stage_rows16<S::UMAX>(st, SB, W + row0 * rb + off, rb, nr, S::UMAX, lane);
             } else {
-                stage_fill_rows(stage + (j % ST) * MVM_ROWS * SB, SB, W + row0 * rb + off, rb, nr, (n / S::PER) * D::BB, cw, lane);
+                stage_fill_rows(st, SB, W + row0 * rb + off, rb, nr, (n / S::PER) * D::BB, cw, lane);
             }
         }
-        cp_commit();
+        if constexpr (XS) {
+            if (x) { /* the step's codes of each token (16 units of 16 bytes), then its scales */
+                const int c0 = MVM_CH * s;
+#pragma unroll
+                for (int i = 0; i < NT / 2; i++) {
+                    const int u = lane + 32 * i, tok = u / 16, ch = (u % 16) / 2, h = u % 2;
+                    const bool ok = tok < nt && ch < n;
+                    cp_async_z(st + S::WB + (ch * NT + tok) * 32 + 16 * h, ok ? xq + (size_t)tok * K + 32 * (c0 + ch) + 16 * h : xq, 16, ok);
+                }
+#pragma unroll
+                for (int i = 0; i < (NT * MVM_CH + 31) / 32; i++) {
+                    const int u = lane + 32 * i, tok = u / MVM_CH, ch = u % MVM_CH;
+                    const bool ok = tok < nt && ch < n;
+                    if (u < NT * MVM_CH) cp_async_z(st + S::WB + S::XC + (ch * NT + tok) * 8, ok ? xd + tok * xs + c0 + ch : xd, 8, ok);
+                }
+            }
+        } else {
+            (void)x;
+        }
     };
     float acc[NTL][4];
 #pragma unroll
     for (int i = 0; i < NTL; i++) acc[i][0] = acc[i][1] = acc[i][2] = acc[i][3] = 0.0f;
 #pragma unroll
-    for (int j = 0; j < ST - 1; j++) issue(j); /* the weights only, as k_mvq */
+    for (int j = 0; j < ST - 1; j++) issue(j, true, false); /* the weights before the producer of the activations ends */
     pdl_wait();
+#pragma unroll
+    for (int j = 0; j < ST - 1; j++) {
+        issue(j, false, true); /* group j: step j's activations (group 0 also every weight above) */
+        cp_commit();
+    }
     pdl_go();
     for (int j = 0; warp + j * MVM_WARPS < nsteps; j++) {
-        issue(j + ST - 1);
+        issue(j + ST - 1, true, true);
+        cp_commit(); /* an empty group past the end keeps the wait count uniform */
         cp_wait<ST - 1>();
         __syncwarp();
         const int s = warp + j * MVM_WARPS, n = nch - MVM_CH * s < MVM_CH ? nch - MVM_CH * s : MVM_CH;
         const int lead = S::WIN ? (int)(((size_t)s * S::BYTES) & 15) : 0; /* the step's offset in its first unit */
-        const uint8_t *r0p = stage + (j % ST) * MVM_ROWS * SB + g * SB + lead, *r1p = r0p + 8 * SB;
+        const uint8_t *st = stage + (j % ST) * S::SS;
+        const uint8_t *r0p = st + g * SB + lead, *r1p = r0p + 8 * SB;
         /* q4_K / q5_K: a step is one super-block, whose activations share one scale: the chunks' integer products
          * times their 6-bit scales add up exactly in int32 (si), the mins times the activations' scaled code sums in
          * F32 (mi), and the step ends with one scaling each (dx the activation scale of tokens 2t, 2t + 1) */
@@ -716,6 +778,15 @@ __global__ void __launch_bounds__(MVM_WARPS * 32) k_mvm(const uint8_t *__restric
 #pragma unroll
                 for (int tl = 0; tl < NTL; tl++) {
                     const int tb = 8 * tl + g, t0 = 8 * tl + 2 * t;
+                    if constexpr (XS) { /* zeros past the tokens and chunks */
+                        const uint8_t *xc = st + S::WB + ((g0 + i) * NT + tb) * 32;
+                        xa[i][tl] = *(const uint32_t *)(xc + 4 * t);
+                        xb[i][tl] = *(const uint32_t *)(xc + 16 + 4 * t);
+                        const float4 f = *(const float4 *)(st + S::WB + S::XC + ((g0 + i) * NT + t0) * 8);
+                        fa[i][tl] = make_float2(f.x, f.y);
+                        fb[i][tl] = make_float2(f.z, f.w);
+                        continue;
+                    }
                     xa[i][tl] = xb[i][tl] = 0;
                     if (in && tb < nt) {
                         const uint32_t *xp = (const uint32_t *)(xq + (size_t)tb * K + 32 * (size_t)c);
@@ -794,6 +865,8 @@ __global__ void __launch_bounds__(MVM_WARPS * 32) k_mvm(const uint8_t *__restric
         __syncwarp();
     }
     cp_wait<0>();
+    __syncthreads(); /* every warp is done with its stages: the sums go where they were */
+    float *red = (float *)smem; /* [MVM_WARPS][32][NTL * 4] */
 #pragma unroll
     for (int tl = 0; tl < NTL; tl++)
 #pragma unroll
@@ -1056,25 +1129,28 @@ template <int TY, int NT> static void mvq_nt(const dweight *w, const void *xa, i
     mvq_rows<TY, NT, false>(w, xa, T, out, ldo, add);
 }
 
-template <int TY, int NT, int ST> static constexpr size_t mvm_smem() {
-    return MvmShape<TY, ST>::STAGE + MVM_WARPS * 32 * (NT / 8) * 4 * sizeof(float);
+/* the block's stages; the warps' sums reuse them at the end */
+template <int TY, int NT, int ST, bool XS> static constexpr size_t mvm_smem() {
+    static_assert(MvmShape<TY, NT, ST, XS>::STAGE >= MVM_WARPS * 32 * (NT / 8) * 4 * sizeof(float), "the sums fit the stages");
+    return MvmShape<TY, NT, ST, XS>::STAGE;
 }
 
-/* the blocks of k_mvm<TY, NT, ST> one multiprocessor holds (its shared memory limit raised first; 0 if the query
+/* the blocks of k_mvm<TY, NT, ST, XS> one multiprocessor holds (its shared memory limit raised first; 0 if the query
  * fails) */
-template <int TY, int NT, int ST> static int mvm_occupancy() {
-    constexpr size_t smem = mvm_smem<TY, NT, ST>();
+template <int TY, int NT, int ST, bool XS> static int mvm_occupancy() {
+    constexpr size_t smem = mvm_smem<TY, NT, ST, XS>();
     int per = 0;
-    if (cudaFuncSetAttribute(k_mvm<TY, NT, ST>, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem) != cudaSuccess ||
-        cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per, k_mvm<TY, NT, ST>, MVM_WARPS * 32, smem) != cudaSuccess)
+    if (cudaFuncSetAttribute(k_mvm<TY, NT, ST, XS>, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem) != cudaSuccess ||
+        cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per, k_mvm<TY, NT, ST, XS>, MVM_WARPS * 32, smem) != cudaSuccess)
         per = 0;
     return per;
 }
 
-template <int TY, int NT, int ST> static void launch_mvm_w(const dweight *w, const void *xa, int T, float *out, int64_t ldo, int cw, int add) {
+template <int TY, int NT, int ST, bool XS>
+static void launch_mvm_w(const dweight *w, const void *xa, int T, float *out, int64_t ldo, int cw, int add) {
     const int64_t N = w->rows, K = w->cols;
     const int8_t *xq = (const int8_t *)xa;
-    cu_launch(k_mvm<TY, NT, ST>, dim3((unsigned)((N + MVM_ROWS - 1) / MVM_ROWS)), dim3(MVM_WARPS * 32), mvm_smem<TY, NT, ST>(),
+    cu_launch(k_mvm<TY, NT, ST, XS>, dim3((unsigned)((N + MVM_ROWS - 1) / MVM_ROWS)), dim3(MVM_WARPS * 32), mvm_smem<TY, NT, ST, XS>(),
               (const uint8_t *)w->data, w->row_bytes, N, (int)K, xq, (const float2 *)(xq + (size_t)T * K), T, out, ldo, cw, add);
 }
 
@@ -1084,42 +1160,54 @@ template <int TY, int NT, int ST> static void launch_mvm_w(const dweight *w, con
  * partly idle (run 21: 896 blocks of 14336 rows in 1.13 waves of six). Two stages hold more blocks; they are taken
  * where that means fewer waves. A function of N and the device only: the stages do not change the order of additions.
  */
-template <int TY, int NT> static void launch_mvm(const dweight *w, const void *xa, int T, float *out, int64_t ldo, int cw, int add) {
+template <int TY, int NT, bool XS> static void launch_mvm(const dweight *w, const void *xa, int T, float *out, int64_t ldo, int cw, int add) {
     static int occ3 = -1, occ2 = -1, sms = 0;
     if (occ3 < 0) {
-        occ3 = mvm_occupancy<TY, NT, 3>();
-        occ2 = mvm_occupancy<TY, NT, 2>();
+        occ3 = mvm_occupancy<TY, NT, 3, XS>();
+        occ2 = mvm_occupancy<TY, NT, 2, XS>();
         sms = dev_sms();
     }
     const int64_t blocks = (w->rows + MVM_ROWS - 1) / MVM_ROWS, L = (blocks + sms - 1) / sms;
     const bool two = occ2 > 0 && (occ3 < 1 || (L + occ2 - 1) / occ2 < (L + occ3 - 1) / occ3);
-    if (two) launch_mvm_w<TY, NT, 2>(w, xa, T, out, ldo, cw, add);
-    else launch_mvm_w<TY, NT, 3>(w, xa, T, out, ldo, cw, add);
+    if (two) launch_mvm_w<TY, NT, 2, XS>(w, xa, T, out, ldo, cw, add);
+    else launch_mvm_w<TY, NT, 3, XS>(w, xa, T, out, ldo, cw, add);
 }
 
 /* Batches of 5..16 tokens go to the tensor-core kernel (types with word decoders) when its 16-row steps can
- * be copied by cp.async (q6_K only with LB_CUDA_MVM_Q6K=1: a 210-byte super-block per step, only 2-byte aligned,
- * which byte copies made 10x slower on the H200; copied as covering 16-byte units instead) and LB_CUDA_NO_MMA is
- * not set; else to the dp4a kernels, as every batch of the other types. */
+ * be copied by cp.async (q6_K: a 210-byte super-block per step, only 2-byte aligned, which byte copies made 10x slower
+ * on the H200, copied as the 16-byte units that cover it where rows are 16-byte aligned; LB_CUDA_MVM_Q6K=0 sends
+ * q6_K to dp4a) and LB_CUDA_NO_MMA is not set; else to the dp4a kernels, as every batch of the other types. */
 static bool mvm_enabled() {
     static int on = -1;
     if (on < 0) on = getenv("LB_CUDA_NO_MMA") == NULL;
     return on != 0;
 }
 
-/* q6_K through the tensor-core kernel, its steps copied as covering 16-byte units (MvmShape::WIN; LB_CUDA_MVM_Q6K=1, an
- * experiment until run on a GPU: dp4a at batch 5-16 ran at 0.22-0.90x cuBLAS BF16 in run 22) */
+/* q6_K through the tensor-core kernel (MvmShape::WIN; run 23: 14336 x 4096 at batch 8 47.6 -> 40.4 us, 4096 x 14336
+ * 105.9 -> 39.6 us against dp4a) */
 static bool mvm_win_on() {
-    static const bool on = cu_env_is("LB_CUDA_MVM_Q6K", '1');
+    static const bool on = !cu_env_is("LB_CUDA_MVM_Q6K", '0');
     return on;
+}
+
+/* k_mvm's activations staged with the weights by cp.async (MvmShape's XS; LB_CUDA_MVM_XS=0: loaded from global memory
+ * by each lane, as before run 24) */
+static bool mvm_xs_on() {
+    static const bool on = !cu_env_is("LB_CUDA_MVM_XS", '0');
+    return on;
+}
+
+template <int TY, int NT> static void launch_mvm_x(const dweight *w, const void *xa, int T, float *out, int64_t ldo, int cw, int add) {
+    if (mvm_xs_on() && ((uintptr_t)xa & 15) == 0) launch_mvm<TY, NT, true>(w, xa, T, out, ldo, cw, add);
+    else launch_mvm<TY, NT, false>(w, xa, T, out, ldo, cw, add);
 }
 
 template <int TY> static void mvq_type(const dweight *w, const void *xa, int T, float *out, int64_t ldo, int add) {
     if constexpr (Mq<TY>::WORD) {
-        using S = MvmShape<TY, 3>;
+        using S = MvmShape<TY, 8, 3, false>;
         const int cw = S::WIN ? (mvm_win_on() && copy_width(w, 16) == 16 ? 16 : 0) : copy_width(w, S::BYTES);
         if (T > 4 && cw && mvm_enabled()) {
-            T <= 8 ? launch_mvm<TY, 8>(w, xa, T, out, ldo, cw, add) : launch_mvm<TY, 16>(w, xa, T, out, ldo, cw, add);
+            T <= 8 ? launch_mvm_x<TY, 8>(w, xa, T, out, ldo, cw, add) : launch_mvm_x<TY, 16>(w, xa, T, out, ldo, cw, add);
             return;
         }
     }
