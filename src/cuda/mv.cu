@@ -631,8 +631,9 @@ __device__ __forceinline__ void stage_fill_rows(uint8_t *dst, int dstride, const
     }
 }
 
-/* a stage row: the step's bytes, 16 of slack (ldw may read a word past), and an odd number of 16-byte units, so that the
- * eight rows g of a fragment load fall on distinct banks (run 20: a 160-byte stride made half the loads conflict).
+/* a stage row: the step's bytes in an odd number of 16-byte units, so that the eight rows g of a fragment load fall on
+ * distinct banks (run 20: a 160-byte stride made half the loads conflict); the word decoders read within their blocks,
+ * so no slack (k_mvq's ldw reads a word past).
  * WIN: a step that is not a whole number of 16-byte units (q6_K's 210-byte super-block) is copied as the 16-byte units
  * that cover it (rows 16-byte aligned), up to 15 bytes before it: the row holds them all and the kernel reads from the
  * step's offset in the first unit (UMAX units at most).
@@ -642,7 +643,7 @@ template <int TY, int NT, int ST, bool XS> struct MvmShape {
     static constexpr int PER = Dq<TY>::BE / 32, BYTES = (MVM_CH / PER) * Dq<TY>::BB;
     static constexpr bool WIN = BYTES % 16 != 0;
     static constexpr int UMAX = (BYTES + (WIN ? 15 : 0) + 15) / 16;
-    static constexpr int SB0 = UMAX * 16 + 16;
+    static constexpr int SB0 = UMAX * 16;
     static constexpr int SB = (SB0 / 16) % 2 ? SB0 : SB0 + 16;
     static constexpr int WB = MVM_ROWS * SB, XC = XS ? MVM_CH * NT * 32 : 0, XB = XS ? XC + MVM_CH * NT * 8 : 0;
     static constexpr int SS = WB + XB; /* one stage */
@@ -1154,23 +1155,46 @@ static void launch_mvm_w(const dweight *w, const void *xa, int T, float *out, in
               (const uint8_t *)w->data, w->row_bytes, N, (int)K, xq, (const float2 *)(xq + (size_t)T * K), T, out, ldo, cw, add);
 }
 
+/* whether k_mvm may stage its activations with the weights by cp.async (MvmShape's XS; LB_CUDA_MVM_XS=0: loaded from
+ * global memory by each lane, as before run 24) */
+static bool mvm_xs_on() {
+    static const bool on = !cu_env_is("LB_CUDA_MVM_XS", '0');
+    return on;
+}
+
 /*
- * k_mvm for N rows: three copy stages or two. A grid of ceil(N / 16) blocks puts L = ceil(blocks / SMs) on the
- * busiest multiprocessor, which holds `occ` at once (registers and shared memory): ceil(L / occ) waves, the last one
- * partly idle (run 21: 896 blocks of 14336 rows in 1.13 waves of six). Two stages hold more blocks; they are taken
- * where that means fewer waves. A function of N and the device only: the stages do not change the order of additions.
+ * k_mvm for N rows: three copy stages or two, the activations staged (XS) or not. A grid of ceil(N / 16) blocks puts
+ * L = ceil(blocks / SMs) on the busiest multiprocessor, which holds `occ` at once (registers and shared memory):
+ * ceil(L / occ) waves, the last one partly idle (run 21: 896 blocks of 14336 rows in 1.13 waves of six). Staging the
+ * activations takes fewer instructions (run 24: 15.2 -> 9.9 million on 14336 x 4096 at batch 8) but more shared
+ * memory (two blocks a multiprocessor): the launch takes the fewest waves, XS then three stages where they tie (run 24:
+ * XS 10-30 % faster where the grid fits one wave, 10 % slower on 14336 rows at batch 8 in four waves against two).
+ * LB_CUDA_MVM_XS=0 never stages. A function of N and the device only: neither changes the order of additions.
  */
-template <int TY, int NT, bool XS> static void launch_mvm(const dweight *w, const void *xa, int T, float *out, int64_t ldo, int cw, int add) {
-    static int occ3 = -1, occ2 = -1, sms = 0;
-    if (occ3 < 0) {
-        occ3 = mvm_occupancy<TY, NT, 3, XS>();
-        occ2 = mvm_occupancy<TY, NT, 2, XS>();
+template <int TY, int NT> static void launch_mvm(const dweight *w, const void *xa, int T, float *out, int64_t ldo, int cw, int add) {
+    static int occ[4] = {-1, -1, -1, -1}, sms = 0; /* [XS * 2 + (ST == 3)] */
+    if (occ[0] < 0) {
+        occ[0] = mvm_occupancy<TY, NT, 2, false>();
+        occ[1] = mvm_occupancy<TY, NT, 3, false>();
+        occ[2] = mvm_occupancy<TY, NT, 2, true>();
+        occ[3] = mvm_occupancy<TY, NT, 3, true>();
         sms = dev_sms();
     }
     const int64_t blocks = (w->rows + MVM_ROWS - 1) / MVM_ROWS, L = (blocks + sms - 1) / sms;
-    const bool two = occ2 > 0 && (occ3 < 1 || (L + occ2 - 1) / occ2 < (L + occ3 - 1) / occ3);
-    if (two) launch_mvm_w<TY, NT, 2, XS>(w, xa, T, out, ldo, cw, add);
-    else launch_mvm_w<TY, NT, 3, XS>(w, xa, T, out, ldo, cw, add);
+    const bool xs_ok = mvm_xs_on() && ((uintptr_t)xa & 15) == 0;
+    int best = -1;
+    int64_t best_waves = 0;
+    for (int c = xs_ok ? 3 : 1; c >= 0; c--) {
+        if (occ[c] < 1) continue;
+        const int64_t waves = (L + occ[c] - 1) / occ[c];
+        if (best < 0 || waves < best_waves) best = c, best_waves = waves;
+    }
+    switch (best) {
+    case 3: launch_mvm_w<TY, NT, 3, true>(w, xa, T, out, ldo, cw, add); break;
+    case 2: launch_mvm_w<TY, NT, 2, true>(w, xa, T, out, ldo, cw, add); break;
+    case 1: launch_mvm_w<TY, NT, 3, false>(w, xa, T, out, ldo, cw, add); break;
+    default: launch_mvm_w<TY, NT, 2, false>(w, xa, T, out, ldo, cw, add); break;
+    }
 }
 
 /* Batches of 5..16 tokens go to the tensor-core kernel (types with word decoders) when its 16-row steps can
@@ -1190,24 +1214,12 @@ static bool mvm_win_on() {
     return on;
 }
 
-/* k_mvm's activations staged with the weights by cp.async (MvmShape's XS; LB_CUDA_MVM_XS=0: loaded from global memory
- * by each lane, as before run 24) */
-static bool mvm_xs_on() {
-    static const bool on = !cu_env_is("LB_CUDA_MVM_XS", '0');
-    return on;
-}
-
-template <int TY, int NT> static void launch_mvm_x(const dweight *w, const void *xa, int T, float *out, int64_t ldo, int cw, int add) {
-    if (mvm_xs_on() && ((uintptr_t)xa & 15) == 0) launch_mvm<TY, NT, true>(w, xa, T, out, ldo, cw, add);
-    else launch_mvm<TY, NT, false>(w, xa, T, out, ldo, cw, add);
-}
-
 template <int TY> static void mvq_type(const dweight *w, const void *xa, int T, float *out, int64_t ldo, int add) {
     if constexpr (Mq<TY>::WORD) {
         using S = MvmShape<TY, 8, 3, false>;
         const int cw = S::WIN ? (mvm_win_on() && copy_width(w, 16) == 16 ? 16 : 0) : copy_width(w, S::BYTES);
         if (T > 4 && cw && mvm_enabled()) {
-            T <= 8 ? launch_mvm_x<TY, 8>(w, xa, T, out, ldo, cw, add) : launch_mvm_x<TY, 16>(w, xa, T, out, ldo, cw, add);
+            T <= 8 ? launch_mvm<TY, 8>(w, xa, T, out, ldo, cw, add) : launch_mvm<TY, 16>(w, xa, T, out, ldo, cw, add);
             return;
         }
     }
