@@ -1167,8 +1167,10 @@ static bool mvm_xs_on() {
  * L = ceil(blocks / SMs) on the busiest multiprocessor, which holds `occ` at once (registers and shared memory):
  * ceil(L / occ) waves, the last one partly idle (run 21: 896 blocks of 14336 rows in 1.13 waves of six). Staging the
  * activations takes fewer instructions (run 24: 15.2 -> 9.9 million on 14336 x 4096 at batch 8) but more shared
- * memory (two blocks a multiprocessor): the launch takes the fewest waves, XS then three stages where they tie (run 24:
- * XS 10-30 % faster where the grid fits one wave, 10 % slower on 14336 rows at batch 8 in four waves against two).
+ * memory (two blocks a multiprocessor): the launch takes the fewest waves; where they tie, XS (three stages, then two),
+ * else two stages before three: without XS the lanes' activation loads hit L1, which the stages' shared memory
+ * shrinks (run 25: 14336 x 4096 q4_K at batch 8 31.3 us with three stages against 27-29 us with two in runs 23-24, the
+ * same four blocks a multiprocessor; XS 6-36 % faster on 4096 x 4096 and 1024 x 4096, one wave either way).
  * LB_CUDA_MVM_XS=0 never stages. A function of N and the device only: neither changes the order of additions.
  */
 template <int TY, int NT> static void launch_mvm(const dweight *w, const void *xa, int T, float *out, int64_t ldo, int cw, int add) {
@@ -1182,9 +1184,11 @@ template <int TY, int NT> static void launch_mvm(const dweight *w, const void *x
     }
     const int64_t blocks = (w->rows + MVM_ROWS - 1) / MVM_ROWS, L = (blocks + sms - 1) / sms;
     const bool xs_ok = mvm_xs_on() && ((uintptr_t)xa & 15) == 0;
+    static const int order[4] = {3, 2, 0, 1}; /* the preference where waves tie */
     int best = -1;
     int64_t best_waves = 0;
-    for (int c = xs_ok ? 3 : 1; c >= 0; c--) {
+    for (int i = xs_ok ? 0 : 2; i < 4; i++) {
+        const int c = order[i];
         if (occ[c] < 1) continue;
         const int64_t waves = (L + occ[c] - 1) / occ[c];
         if (best < 0 || waves < best_waves) best = c, best_waves = waves;
