@@ -635,14 +635,17 @@ __device__ __forceinline__ void stage_fill_rows(uint8_t *dst, int dstride, const
  * distinct banks (run 20: a 160-byte stride made half the loads conflict); the word decoders read within their blocks,
  * so no slack (k_mvq's ldw reads a word past).
  * WIN: a step that is not a whole number of 16-byte units (q6_K's 210-byte super-block) is copied as the 16-byte units
- * that cover it (rows 16-byte aligned), up to 15 bytes before it: the row holds them all and the kernel reads from the
- * step's offset in the first unit (UMAX units at most).
+ * that cover it (rows 16-byte aligned), up to LEADMAX bytes before it: the row holds them all and the kernel reads from
+ * the step's offset in the first unit.
  * XS: the step's activations follow its 16 weight rows in the stage, copied with them: the codes [MVM_CH][NT][32]
  * and the scales [MVM_CH][NT] (float2), zeros past the batch's tokens and the step's chunks. */
 template <int TY, int NT, int ST, bool XS> struct MvmShape {
     static constexpr int PER = Dq<TY>::BE / 32, BYTES = (MVM_CH / PER) * Dq<TY>::BB;
     static constexpr bool WIN = BYTES % 16 != 0;
-    static constexpr int UMAX = (BYTES + (WIN ? 15 : 0) + 15) / 16;
+    /* a step starts (s BYTES) mod 16 bytes into its first unit: at most 16 - (BYTES's lowest set bit) (q6_K: 14, so the
+     * 210 bytes always end in the 14th unit, within the row where rows are 16-byte aligned) */
+    static constexpr int LEADMAX = WIN ? 16 - (BYTES & -BYTES) : 0;
+    static constexpr int UMAX = (BYTES + LEADMAX + 15) / 16;
     static constexpr int SB0 = UMAX * 16;
     static constexpr int SB = (SB0 / 16) % 2 ? SB0 : SB0 + 16;
     static constexpr int WB = MVM_ROWS * SB, XC = XS ? MVM_CH * NT * 32 : 0, XB = XS ? XC + MVM_CH * NT * 8 : 0;
@@ -650,17 +653,15 @@ template <int TY, int NT, int ST, bool XS> struct MvmShape {
     static constexpr int STAGE = MVM_WARPS * ST * SS;
 };
 
-/* a full step's rows of `units` 16-byte units (at most UMAX) for the MVM_ROWS = 16 rows of k_mvm: lane l copies
- * units l % 2, l % 2 + 2, ... of row l / 2 (the offsets fixed; no division) */
-template <int UMAX>
-__device__ __forceinline__ void stage_rows16(uint8_t *dst, int dstride, const uint8_t *src, size_t sstride, int nr, int units, int lane) {
-    const int r = lane / 2, u0 = lane % 2;
-    if (r >= nr) return;
-    dst += r * dstride + 16 * u0;
-    src += r * sstride + 16 * u0;
+/* a full step's U 16-byte units of each of the nr <= 16 rows of k_mvm, row-major over the lanes (a warp's copy reads
+ * whole runs of each row, as stage_fill_rows; U a constant: no division at run time) */
+template <int U>
+__device__ __forceinline__ void stage_rows16(uint8_t *dst, int dstride, const uint8_t *src, size_t sstride, int nr, int lane) {
 #pragma unroll
-    for (int k = 0; k < (UMAX + 1) / 2; k++)
-        if (u0 + 2 * k < units) cp_async(dst + 32 * k, src + 32 * k, 16);
+    for (int k = 0; k < (16 * U + 31) / 32; k++) {
+        const int u = lane + 32 * k, r = u / U, i = u % U;
+        if (r < nr) cp_async(dst + r * dstride + 16 * i, src + r * sstride + 16 * i, 16);
+    }
 }
 
 /* bytes (16 or 8) from g to smem by cp.async, or zeros where !ok (g is not read then) */
@@ -704,11 +705,10 @@ __global__ void __launch_bounds__(MVM_WARPS * 32) k_mvm(const uint8_t *__restric
         const int n = nch - MVM_CH * s < MVM_CH ? nch - MVM_CH * s : MVM_CH;
         const size_t off = (size_t)s * S::BYTES;
         if (w) {
-            if constexpr (S::WIN) { /* the 16-byte units covering the step (cw 16) */
-                const size_t a0 = off & ~(size_t)15, a1 = (off + (size_t)((n / S::PER) * D::BB) + 15) & ~(size_t)15;
-                stage_rows16<S::UMAX>(st, SB, W + row0 * rb + a0, rb, nr, (int)((a1 - a0) / 16), lane);
+            if constexpr (S::WIN) { /* the UMAX 16-byte units from the one holding the step's first byte (cw 16) */
+                stage_rows16<S::UMAX>(st, SB, W + row0 * rb + (off & ~(size_t)15), rb, nr, lane);
             } else if (cw == 16 && n == MVM_CH) {
-                stage_rows16<S::UMAX>(st, SB, W + row0 * rb + off, rb, nr, S::UMAX, lane);
+                stage_rows16<S::UMAX>(st, SB, W + row0 * rb + off, rb, nr, lane);
             } else {
                 stage_fill_rows(st, SB, W + row0 * rb + off, rb, nr, (n / S::PER) * D::BB, cw, lane);
             }
