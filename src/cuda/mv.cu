@@ -1155,11 +1155,12 @@ static void launch_mvm_w(const dweight *w, const void *xa, int T, float *out, in
               (const uint8_t *)w->data, w->row_bytes, N, (int)K, xq, (const float2 *)(xq + (size_t)T * K), T, out, ldo, cw, add);
 }
 
-/* whether k_mvm may stage its activations with the weights by cp.async (MvmShape's XS; LB_CUDA_MVM_XS=0: loaded from
- * global memory by each lane, as before run 24) */
-static bool mvm_xs_on() {
-    static const bool on = !cu_env_is("LB_CUDA_MVM_XS", '0');
-    return on;
+/* whether k_mvm stages its activations with the weights by cp.async (MvmShape's XS): 2 by waves (the default), 0 never
+ * (LB_CUDA_MVM_XS=0: each lane loads them from global memory, as before run 24), 1 always (LB_CUDA_MVM_XS=1, for
+ * comparison) */
+static int mvm_xs_mode() {
+    static const int mode = cu_env_is("LB_CUDA_MVM_XS", '0') ? 0 : cu_env_is("LB_CUDA_MVM_XS", '1') ? 1 : 2;
+    return mode;
 }
 
 /*
@@ -1171,7 +1172,8 @@ static bool mvm_xs_on() {
  * else two stages before three: without XS the lanes' activation loads hit L1, which the stages' shared memory
  * shrinks (run 25: 14336 x 4096 q4_K at batch 8 31.3 us with three stages against 27-29 us with two in runs 23-24, the
  * same four blocks a multiprocessor; XS 6-36 % faster on 4096 x 4096 and 1024 x 4096, one wave either way).
- * LB_CUDA_MVM_XS=0 never stages. A function of N and the device only: neither changes the order of additions.
+ * LB_CUDA_MVM_XS=0 never stages, =1 always. A function of N and the device only: neither changes the order of
+ * additions.
  */
 template <int TY, int NT> static void launch_mvm(const dweight *w, const void *xa, int T, float *out, int64_t ldo, int cw, int add) {
     static int occ[4] = {-1, -1, -1, -1}, sms = 0; /* [XS * 2 + (ST == 3)] */
@@ -1183,11 +1185,11 @@ template <int TY, int NT> static void launch_mvm(const dweight *w, const void *x
         sms = dev_sms();
     }
     const int64_t blocks = (w->rows + MVM_ROWS - 1) / MVM_ROWS, L = (blocks + sms - 1) / sms;
-    const bool xs_ok = mvm_xs_on() && ((uintptr_t)xa & 15) == 0;
+    const int xs = ((uintptr_t)xa & 15) == 0 ? mvm_xs_mode() : 0;
     static const int order[4] = {3, 2, 0, 1}; /* the preference where waves tie */
     int best = -1;
     int64_t best_waves = 0;
-    for (int i = xs_ok ? 0 : 2; i < 4; i++) {
+    for (int i = xs ? 0 : 2; i < (xs == 1 ? 2 : 4); i++) {
         const int c = order[i];
         if (occ[c] < 1) continue;
         const int64_t waves = (L + occ[c] - 1) / occ[c];
