@@ -5,7 +5,8 @@
 #   1. TESTS (default "attention forward kernels kernels_noxs kernels_noq6k forward_plain calib multi") through
 #      bench/cuda_tests.sh's loop;
 #   2. the weight kernels at batch 8 and 16 against cuBLAS BF16 (cuda_kernels --quick --batches 8,16; again with
-#      LB_CUDA_MVM_XS=0, k_mvm's activations loaded from global memory by each lane), Nsight Compute
+#      LB_CUDA_MVM_XS=$XS_ALT, default 0: k_mvm's activations loaded from global memory by each lane; 1: always
+#      staged), Nsight Compute
 #      (every section) on one launch of the tensor-core kernel k_mvm (q4_k, batch 8, 14336 x 4096), and batch 1;
 #   3. the Llama-3-8B-shape checkpoint (32 layers, made in /tmp/lb8b) at q4_k_m, q4_0, q8_0 and f16: pp512 and tg128
 #      with the defaults (cuda_bench --pp 512 --tg 128 --reps 3; TYPES overrides the list), and q4_k_m's prompt of 16
@@ -16,6 +17,7 @@ TAR=${1:?usage: bench/cuda_table.sh BIN_TAR_XZ OUT_DIR [SECONDS]}
 OUT=${2:?usage}
 DEADLINE=$(($(date +%s) + ${3:-550}))
 L=/tmp/lb-table
+XS_ALT=${XS_ALT:-0}
 W=/tmp/lb8b
 [ -x build/cuda_kernels ] || { mkdir -p build && tar xJf "$TAR" -C build; } || exit 1
 mkdir -p "$OUT" "$L" "$W"
@@ -28,9 +30,9 @@ rm -rf "$OUT/t"
 log "2. weight kernels"
 timeout "$(cap 90)" build/cuda_kernels --quick --batches 8,16 --types q4_k,q4_0,q8_0,q6_k,q5_k >"$L/kernels_b816.txt" 2>&1
 tail -43 "$L/kernels_b816.txt" >>"$OUT/run.log"
-echo "-- LB_CUDA_MVM_XS=0" >>"$OUT/run.log"
-LB_CUDA_MVM_XS=0 timeout "$(cap 90)" build/cuda_kernels --quick --batches 8,16 --types q4_k,q4_0,q8_0,q6_k,q5_k >"$L/kernels_noxs.txt" 2>&1
-grep -E "^q[0-9]_[0-9k] " "$L/kernels_noxs.txt" >>"$OUT/run.log"
+echo "-- LB_CUDA_MVM_XS=$XS_ALT" >>"$OUT/run.log"
+LB_CUDA_MVM_XS=$XS_ALT timeout "$(cap 90)" build/cuda_kernels --quick --batches 8,16 --types q4_k,q4_0,q8_0,q6_k,q5_k >"$L/kernels_xs$XS_ALT.txt" 2>&1
+grep -E "^q[0-9]_[0-9k] " "$L/kernels_xs$XS_ALT.txt" >>"$OUT/run.log"
 if [ "$(left)" -gt 200 ] && [ -n "$NCU" ]; then
   timeout "$(cap 60)" "$NCU" --clock-control none -k regex:k_mvm -s 30 -c 1 --set full --import-source no \
     build/cuda_kernels --types q4_k --batches 8 --shapes 1 >"$L/ncu_mvm.txt" 2>&1
