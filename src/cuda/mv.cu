@@ -574,8 +574,9 @@ __global__ void __launch_bounds__(MV_WARPS * 32) k_mvt(const uint8_t *__restrict
 /*
  * Kernel k_mvm, 5..16 tokens, types with per-word decoders (Mq::WORD): integer tensor-core products. A block
  * owns MVM_ROWS = 16 rows; its MVM_WARPS warps take every MVM_WARPS-th step of MVM_CH chunks, each staged for
- * the 16 rows by cp.async ST - 1 steps ahead (dynamic shared memory; launch_mvm picks ST). A step's chunks are taken MVM_G at a
- * time: the lane first loads the activations of those chunks (one L2 round trip for the group, not one a chunk:
+ * the 16 rows by cp.async ST - 1 steps ahead (dynamic shared memory; launch_mvm picks ST), with the step's
+ * activations where XS (MvmShape). A step's chunks are taken MVM_G at a time: the lane first loads the activations of
+ * those chunks (from the stage, or without XS from global memory: one L2 round trip for the group, not one a chunk,
  * run 19's ncu had the warps waiting on them), then per chunk, lane (g, t) = (lane / 4, lane % 4) decodes words t
  * and t + 4 of rows g and g + 8 and multiplies them with words t and t + 4 of token g's codes: one m16n8k32 int8
  * product where the chunk has one scale, two m16n8k16 (one per 16-element half, each with its scale) for q6_K.
@@ -1155,25 +1156,25 @@ static void launch_mvm_w(const dweight *w, const void *xa, int T, float *out, in
               (const uint8_t *)w->data, w->row_bytes, N, (int)K, xq, (const float2 *)(xq + (size_t)T * K), T, out, ldo, cw, add);
 }
 
-/* whether k_mvm stages its activations with the weights by cp.async (MvmShape's XS): 2 by waves (the default), 0 never
- * (LB_CUDA_MVM_XS=0: each lane loads them from global memory, as before run 24), 1 always (LB_CUDA_MVM_XS=1, for
- * comparison) */
+/* whether k_mvm stages its activations with the weights by cp.async (MvmShape's XS): 1 always (the default: run 28,
+ * Q4_K_M's 16-token prompt 2,334 / 2,352 t/s against 2,157 never staging, same call; 2,243 / 2,262 with the choice by
+ * waves in run 27), 0 never (LB_CUDA_MVM_XS=0: each lane loads them from global memory, as before run 24), 2 where it
+ * keeps the grid in as few waves (LB_CUDA_MVM_XS=2, runs 25-27) */
 static int mvm_xs_mode() {
-    static const int mode = cu_env_is("LB_CUDA_MVM_XS", '0') ? 0 : cu_env_is("LB_CUDA_MVM_XS", '1') ? 1 : 2;
+    static const int mode = cu_env_is("LB_CUDA_MVM_XS", '0') ? 0 : cu_env_is("LB_CUDA_MVM_XS", '2') ? 2 : 1;
     return mode;
 }
 
 /*
- * k_mvm for N rows: three copy stages or two, the activations staged (XS) or not. A grid of ceil(N / 16) blocks puts
- * L = ceil(blocks / SMs) on the busiest multiprocessor, which holds `occ` at once (registers and shared memory):
- * ceil(L / occ) waves, the last one partly idle (run 21: 896 blocks of 14336 rows in 1.13 waves of six). Staging the
- * activations takes fewer instructions (run 24: 15.2 -> 9.9 million on 14336 x 4096 at batch 8) but more shared
- * memory (two blocks a multiprocessor): the launch takes the fewest waves; where they tie, XS (three stages, then two),
- * else two stages before three: without XS the lanes' activation loads hit L1, which the stages' shared memory
- * shrinks (run 25: 14336 x 4096 q4_K at batch 8 31.3 us with three stages against 27-29 us with two in runs 23-24, the
- * same four blocks a multiprocessor; XS 6-36 % faster on 4096 x 4096 and 1024 x 4096, one wave either way).
- * LB_CUDA_MVM_XS=0 never stages, =1 always. A function of N and the device only: neither changes the order of
- * additions.
+ * k_mvm for N rows: three copy stages or two, the activations staged (XS) or not (mvm_xs_mode). A grid of ceil(N / 16)
+ * blocks puts L = ceil(blocks / SMs) on the busiest multiprocessor, which holds `occ` at once (registers and shared
+ * memory): ceil(L / occ) waves, the last one partly idle (run 21: 896 blocks of 14336 rows in 1.13 waves of six).
+ * Staging the activations takes fewer instructions (run 24: 15.2 -> 9.9 million on 14336 x 4096 at batch 8) but more
+ * shared memory (two blocks a multiprocessor). The launch takes the fewest waves among the allowed variants; where they
+ * tie, XS (three stages, then two), else two stages before three: without XS the lanes' activation loads hit L1, which
+ * the stages' shared memory shrinks (run 25: 14336 x 4096 q4_K at batch 8 31.3 us with three stages against 27-29 us
+ * with two in runs 23-24, the same four blocks a multiprocessor). A function of N, the device and the mode only: none
+ * changes the order of additions.
  */
 template <int TY, int NT> static void launch_mvm(const dweight *w, const void *xa, int T, float *out, int64_t ldo, int cw, int add) {
     static int occ[4] = {-1, -1, -1, -1}, sms = 0; /* [XS * 2 + (ST == 3)] */
