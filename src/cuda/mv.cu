@@ -639,8 +639,10 @@ __device__ __forceinline__ void stage_fill_rows(uint8_t *dst, int dstride, const
  * that cover it (rows 16-byte aligned), up to LEADMAX bytes before it: the row holds them all and the kernel reads from
  * the step's offset in the first unit.
  * XS: the step's activations follow its 16 weight rows in the stage, copied with them: the codes [MVM_CH][NT][32]
- * and the scales [MVM_CH][NT] (float2), zeros past the batch's tokens and the step's chunks. */
-template <int TY, int NT, int ST, bool XS> struct MvmShape {
+ * and (XS_ALL) the scales [MVM_CH][NT] (float2), zeros past the batch's tokens and the step's chunks; XS_CODES leaves
+ * the scales to the lanes' loads from global memory (a smaller stage: more blocks a multiprocessor). */
+enum { XS_NONE, XS_ALL, XS_CODES }; /* k_mvm's staged activations: none, codes and scales, the codes only */
+template <int TY, int NT, int ST, int XS> struct MvmShape {
     static constexpr int PER = Dq<TY>::BE / 32, BYTES = (MVM_CH / PER) * Dq<TY>::BB;
     static constexpr bool WIN = BYTES % 16 != 0;
     /* a step starts (s BYTES) mod 16 bytes into its first unit: at most 16 - (BYTES's lowest set bit) (q6_K: 14, so the
@@ -649,7 +651,7 @@ template <int TY, int NT, int ST, bool XS> struct MvmShape {
     static constexpr int UMAX = (BYTES + LEADMAX + 15) / 16;
     static constexpr int SB0 = UMAX * 16;
     static constexpr int SB = (SB0 / 16) % 2 ? SB0 : SB0 + 16;
-    static constexpr int WB = MVM_ROWS * SB, XC = XS ? MVM_CH * NT * 32 : 0, XB = XS ? XC + MVM_CH * NT * 8 : 0;
+    static constexpr int WB = MVM_ROWS * SB, XC = XS ? MVM_CH * NT * 32 : 0, XB = XS == XS_ALL ? XC + MVM_CH * NT * 8 : XC;
     static constexpr int SS = WB + XB; /* one stage */
     static constexpr int STAGE = MVM_WARPS * ST * SS;
 };
@@ -679,7 +681,7 @@ __device__ __forceinline__ void cp_async_z(void *smem, const void *g, int bytes,
 #endif
 }
 
-template <int TY, int NT, int ST, bool XS>
+template <int TY, int NT, int ST, int XS>
 __global__ void __launch_bounds__(MVM_WARPS * 32) k_mvm(const uint8_t *__restrict__ W, size_t rb, int64_t N, int K,
                                                        const int8_t *__restrict__ xq, const float2 *__restrict__ xd, int nt,
                                                        float *__restrict__ out, int64_t ldo, int cw, int add) {
@@ -714,8 +716,8 @@ __global__ void __launch_bounds__(MVM_WARPS * 32) k_mvm(const uint8_t *__restric
                 stage_fill_rows(st, SB, W + row0 * rb + off, rb, nr, (n / S::PER) * D::BB, cw, lane);
             }
         }
-        if constexpr (XS) {
-            if (x) { /* the step's codes of each token (16 units of 16 bytes), then its scales */
+        if constexpr (XS != XS_NONE) {
+            if (x) { /* the step's codes of each token (16 units of 16 bytes), then its scales (XS_ALL) */
                 const int c0 = MVM_CH * s;
 #pragma unroll
                 for (int i = 0; i < NT / 2; i++) {
@@ -727,7 +729,8 @@ __global__ void __launch_bounds__(MVM_WARPS * 32) k_mvm(const uint8_t *__restric
                 for (int i = 0; i < (NT * MVM_CH + 31) / 32; i++) {
                     const int u = lane + 32 * i, tok = u / MVM_CH, ch = u % MVM_CH;
                     const bool ok = tok < nt && ch < n;
-                    if (u < NT * MVM_CH) cp_async_z(st + S::WB + S::XC + (ch * NT + tok) * 8, ok ? xd + tok * xs + c0 + ch : xd, 8, ok);
+                    if (XS == XS_ALL && u < NT * MVM_CH)
+                        cp_async_z(st + S::WB + S::XC + (ch * NT + tok) * 8, ok ? xd + tok * xs + c0 + ch : xd, 8, ok);
                 }
             }
         } else {
@@ -775,28 +778,31 @@ __global__ void __launch_bounds__(MVM_WARPS * 32) k_mvm(const uint8_t *__restric
             float2 fa[MVM_G][NTL], fb[MVM_G][NTL];
 #pragma unroll
             for (int i = 0; i < MVM_G; i++) { /* the group's activations: every load issued before the first use */
-                const int c = MVM_CH * s + g0 + i;
-                const bool in = g0 + i < n;
+                [[maybe_unused]] const int c = MVM_CH * s + g0 + i;
+                [[maybe_unused]] const bool in = g0 + i < n;
 #pragma unroll
                 for (int tl = 0; tl < NTL; tl++) {
                     const int tb = 8 * tl + g, t0 = 8 * tl + 2 * t;
-                    if constexpr (XS) { /* zeros past the tokens and chunks */
+                    if constexpr (XS != XS_NONE) { /* zeros past the tokens and chunks */
                         const uint8_t *xc = st + S::WB + ((g0 + i) * NT + tb) * 32;
                         xa[i][tl] = *(const uint32_t *)(xc + 4 * t);
                         xb[i][tl] = *(const uint32_t *)(xc + 16 + 4 * t);
+                    } else {
+                        xa[i][tl] = xb[i][tl] = 0;
+                        if (in && tb < nt) {
+                            const uint32_t *xp = (const uint32_t *)(xq + (size_t)tb * K + 32 * (size_t)c);
+                            xa[i][tl] = __ldg(xp + t);
+                            xb[i][tl] = __ldg(xp + t + 4);
+                        }
+                    }
+                    if constexpr (XS == XS_ALL) {
                         const float4 f = *(const float4 *)(st + S::WB + S::XC + ((g0 + i) * NT + t0) * 8);
                         fa[i][tl] = make_float2(f.x, f.y);
                         fb[i][tl] = make_float2(f.z, f.w);
-                        continue;
+                    } else {
+                        fa[i][tl] = in && t0 < nt ? __ldg(xd + t0 * xs + c) : make_float2(0.f, 0.f);
+                        fb[i][tl] = in && t0 + 1 < nt ? __ldg(xd + (t0 + 1) * xs + c) : make_float2(0.f, 0.f);
                     }
-                    xa[i][tl] = xb[i][tl] = 0;
-                    if (in && tb < nt) {
-                        const uint32_t *xp = (const uint32_t *)(xq + (size_t)tb * K + 32 * (size_t)c);
-                        xa[i][tl] = __ldg(xp + t);
-                        xb[i][tl] = __ldg(xp + t + 4);
-                    }
-                    fa[i][tl] = in && t0 < nt ? __ldg(xd + t0 * xs + c) : make_float2(0.f, 0.f);
-                    fb[i][tl] = in && t0 + 1 < nt ? __ldg(xd + (t0 + 1) * xs + c) : make_float2(0.f, 0.f);
                 }
             }
 #pragma unroll
@@ -1132,14 +1138,14 @@ template <int TY, int NT> static void mvq_nt(const dweight *w, const void *xa, i
 }
 
 /* the block's stages; the warps' sums reuse them at the end */
-template <int TY, int NT, int ST, bool XS> static constexpr size_t mvm_smem() {
+template <int TY, int NT, int ST, int XS> static constexpr size_t mvm_smem() {
     static_assert(MvmShape<TY, NT, ST, XS>::STAGE >= MVM_WARPS * 32 * (NT / 8) * 4 * sizeof(float), "the sums fit the stages");
     return MvmShape<TY, NT, ST, XS>::STAGE;
 }
 
 /* the blocks of k_mvm<TY, NT, ST, XS> one multiprocessor holds (its shared memory limit raised first; 0 if the query
  * fails) */
-template <int TY, int NT, int ST, bool XS> static int mvm_occupancy() {
+template <int TY, int NT, int ST, int XS> static int mvm_occupancy() {
     constexpr size_t smem = mvm_smem<TY, NT, ST, XS>();
     int per = 0;
     if (cudaFuncSetAttribute(k_mvm<TY, NT, ST, XS>, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem) != cudaSuccess ||
@@ -1148,7 +1154,7 @@ template <int TY, int NT, int ST, bool XS> static int mvm_occupancy() {
     return per;
 }
 
-template <int TY, int NT, int ST, bool XS>
+template <int TY, int NT, int ST, int XS>
 static void launch_mvm_w(const dweight *w, const void *xa, int T, float *out, int64_t ldo, int cw, int add) {
     const int64_t N = w->rows, K = w->cols;
     const int8_t *xq = (const int8_t *)xa;
@@ -1165,42 +1171,56 @@ static int mvm_xs_mode() {
     return mode;
 }
 
+/* whether staging may leave the scales to the lanes (XS_CODES: 6.4 KB a warp-stage at 16 tokens for q4_K against 7.4,
+ * two blocks a multiprocessor instead of one; three instead of two at 8 tokens): 0 no (the default), 1 where that
+ * means fewer waves (LB_CUDA_MVM_XSC=1, an experiment until timed on a GPU), 2 always where staging (=2, for tests) */
+static int mvm_xsc_mode() {
+    static const int mode = cu_env_is("LB_CUDA_MVM_XSC", '1') ? 1 : cu_env_is("LB_CUDA_MVM_XSC", '2') ? 2 : 0;
+    return mode;
+}
+
 /*
  * k_mvm for N rows: three copy stages or two, the activations staged (XS) or not (mvm_xs_mode). A grid of ceil(N / 16)
  * blocks puts L = ceil(blocks / SMs) on the busiest multiprocessor, which holds `occ` at once (registers and shared
  * memory): ceil(L / occ) waves, the last one partly idle (run 21: 896 blocks of 14336 rows in 1.13 waves of six).
  * Staging the activations takes fewer instructions (run 24: 15.2 -> 9.9 million on 14336 x 4096 at batch 8) but more
  * shared memory (two blocks a multiprocessor). The launch takes the fewest waves among the allowed variants; where they
- * tie, XS (three stages, then two), else two stages before three: without XS the lanes' activation loads hit L1, which
- * the stages' shared memory shrinks (run 25: 14336 x 4096 q4_K at batch 8 31.3 us with three stages against 27-29 us
- * with two in runs 23-24, the same four blocks a multiprocessor). A function of N, the device and the mode only: none
- * changes the order of additions.
+ * tie, XS_ALL (three stages, then two), XS_CODES (the same), else two stages before three: without XS the lanes'
+ * activation loads hit L1, which the stages' shared memory shrinks (run 25: 14336 x 4096 q4_K at batch 8 31.3 us with
+ * three stages against 27-29 us with two in runs 23-24, the same four blocks a multiprocessor). A function of N, the
+ * device and the modes only: none changes the order of additions.
  */
 template <int TY, int NT> static void launch_mvm(const dweight *w, const void *xa, int T, float *out, int64_t ldo, int cw, int add) {
-    static int occ[4] = {-1, -1, -1, -1}, sms = 0; /* [XS * 2 + (ST == 3)] */
+    static int occ[6] = {-1, -1, -1, -1, -1, -1}, sms = 0; /* [XS * 2 + (ST == 3)] */
     if (occ[0] < 0) {
-        occ[0] = mvm_occupancy<TY, NT, 2, false>();
-        occ[1] = mvm_occupancy<TY, NT, 3, false>();
-        occ[2] = mvm_occupancy<TY, NT, 2, true>();
-        occ[3] = mvm_occupancy<TY, NT, 3, true>();
+        occ[0] = mvm_occupancy<TY, NT, 2, XS_NONE>();
+        occ[1] = mvm_occupancy<TY, NT, 3, XS_NONE>();
+        occ[2] = mvm_occupancy<TY, NT, 2, XS_ALL>();
+        occ[3] = mvm_occupancy<TY, NT, 3, XS_ALL>();
+        occ[4] = mvm_occupancy<TY, NT, 2, XS_CODES>();
+        occ[5] = mvm_occupancy<TY, NT, 3, XS_CODES>();
         sms = dev_sms();
     }
     const int64_t blocks = (w->rows + MVM_ROWS - 1) / MVM_ROWS, L = (blocks + sms - 1) / sms;
-    const int xs = ((uintptr_t)xa & 15) == 0 ? mvm_xs_mode() : 0;
-    static const int order[4] = {3, 2, 0, 1}; /* the preference where waves tie */
+    const int mode = ((uintptr_t)xa & 15) == 0 ? mvm_xs_mode() : 0;
+    static const int order[6] = {3, 2, 5, 4, 0, 1}; /* the preference where waves tie */
     int best = -1;
     int64_t best_waves = 0;
-    for (int i = xs ? 0 : 2; i < (xs == 1 ? 2 : 4); i++) {
-        const int c = order[i];
-        if (occ[c] < 1) continue;
+    for (int i = 0; i < 6; i++) {
+        const int c = order[i], xs = c / 2;
+        const int xsc = mvm_xsc_mode();
+        const bool allowed = xs == XS_NONE ? mode != 1 : mode != 0 && (xs == XS_ALL ? xsc != 2 : xsc != 0);
+        if (!allowed || occ[c] < 1) continue;
         const int64_t waves = (L + occ[c] - 1) / occ[c];
         if (best < 0 || waves < best_waves) best = c, best_waves = waves;
     }
     switch (best) {
-    case 3: launch_mvm_w<TY, NT, 3, true>(w, xa, T, out, ldo, cw, add); break;
-    case 2: launch_mvm_w<TY, NT, 2, true>(w, xa, T, out, ldo, cw, add); break;
-    case 1: launch_mvm_w<TY, NT, 3, false>(w, xa, T, out, ldo, cw, add); break;
-    default: launch_mvm_w<TY, NT, 2, false>(w, xa, T, out, ldo, cw, add); break;
+    case 5: launch_mvm_w<TY, NT, 3, XS_CODES>(w, xa, T, out, ldo, cw, add); break;
+    case 4: launch_mvm_w<TY, NT, 2, XS_CODES>(w, xa, T, out, ldo, cw, add); break;
+    case 3: launch_mvm_w<TY, NT, 3, XS_ALL>(w, xa, T, out, ldo, cw, add); break;
+    case 2: launch_mvm_w<TY, NT, 2, XS_ALL>(w, xa, T, out, ldo, cw, add); break;
+    case 1: launch_mvm_w<TY, NT, 3, XS_NONE>(w, xa, T, out, ldo, cw, add); break;
+    default: launch_mvm_w<TY, NT, 2, XS_NONE>(w, xa, T, out, ldo, cw, add); break;
     }
 }
 
@@ -1223,7 +1243,7 @@ static bool mvm_win_on() {
 
 template <int TY> static void mvq_type(const dweight *w, const void *xa, int T, float *out, int64_t ldo, int add) {
     if constexpr (Mq<TY>::WORD) {
-        using S = MvmShape<TY, 8, 3, false>;
+        using S = MvmShape<TY, 8, 3, XS_NONE>;
         const int cw = S::WIN ? (mvm_win_on() && copy_width(w, 16) == 16 ? 16 : 0) : copy_width(w, S::BYTES);
         if (T > 4 && cw && mvm_enabled()) {
             T <= 8 ? launch_mvm<TY, 8>(w, xa, T, out, ldo, cw, add) : launch_mvm<TY, 16>(w, xa, T, out, ldo, cw, add);
