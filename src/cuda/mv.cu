@@ -725,12 +725,13 @@ __global__ void __launch_bounds__(MVM_WARPS * 32) k_mvm(const uint8_t *__restric
                     const bool ok = tok < nt && ch < n;
                     cp_async_z(st + S::WB + (ch * NT + tok) * 32 + 16 * h, ok ? xq + (size_t)tok * K + 32 * (c0 + ch) + 16 * h : xq, 16, ok);
                 }
+                if constexpr (XS == XS_ALL) {
 #pragma unroll
-                for (int i = 0; i < (NT * MVM_CH + 31) / 32; i++) {
-                    const int u = lane + 32 * i, tok = u / MVM_CH, ch = u % MVM_CH;
-                    const bool ok = tok < nt && ch < n;
-                    if (XS == XS_ALL && u < NT * MVM_CH)
-                        cp_async_z(st + S::WB + S::XC + (ch * NT + tok) * 8, ok ? xd + tok * xs + c0 + ch : xd, 8, ok);
+                    for (int i = 0; i < (NT * MVM_CH + 31) / 32; i++) {
+                        const int u = lane + 32 * i, tok = u / MVM_CH, ch = u % MVM_CH;
+                        const bool ok = tok < nt && ch < n;
+                        if (u < NT * MVM_CH) cp_async_z(st + S::WB + S::XC + (ch * NT + tok) * 8, ok ? xd + tok * xs + c0 + ch : xd, 8, ok);
+                    }
                 }
             }
         } else {
@@ -1202,13 +1203,12 @@ template <int TY, int NT> static void launch_mvm(const dweight *w, const void *x
         sms = dev_sms();
     }
     const int64_t blocks = (w->rows + MVM_ROWS - 1) / MVM_ROWS, L = (blocks + sms - 1) / sms;
-    const int mode = ((uintptr_t)xa & 15) == 0 ? mvm_xs_mode() : 0;
+    const int mode = ((uintptr_t)xa & 15) == 0 ? mvm_xs_mode() : 0, xsc = mvm_xsc_mode();
     static const int order[6] = {3, 2, 5, 4, 0, 1}; /* the preference where waves tie */
     int best = -1;
     int64_t best_waves = 0;
     for (int i = 0; i < 6; i++) {
         const int c = order[i], xs = c / 2;
-        const int xsc = mvm_xsc_mode();
         const bool allowed = xs == XS_NONE ? mode != 1 : mode != 0 && (xs == XS_ALL ? xsc != 2 : xsc != 0);
         if (!allowed || occ[c] < 1) continue;
         const int64_t waves = (L + occ[c] - 1) / occ[c];
