@@ -2,10 +2,10 @@
 # cuda_table.sh - one device call for issue 13's table at a commit: from the repository root, with bench/cuda_session.sh's
 # binary tarball:
 #   bench/cuda_table.sh BIN_TAR_XZ OUT_DIR [SECONDS]     (default 550)
-#   1. TESTS (default "attention forward kernels kernels_xsc kernels_noxs forward_plain calib multi") through
+#   1. TESTS (default "attention forward kernels kernels_noxs forward_plain calib multi") through
 #      bench/cuda_tests.sh's loop;
 #   2. the weight kernels at batch 8 and 16 against cuBLAS BF16 (cuda_kernels --quick --batches 8,16; again with the
-#      environment ALT, default LB_CUDA_MVM_XSC=1: k_mvm may stage the codes alone), Nsight Compute
+#      environment ALT, default LB_CUDA_MVM_XS=0: k_mvm's activations from global memory), Nsight Compute
 #      (every section) on one launch of the tensor-core kernel k_mvm (q4_k, batch 8, 14336 x 4096), and batch 1;
 #   3. the Llama-3-8B-shape checkpoint (32 layers, made in /tmp/lb8b) at q4_k_m, q4_0, q8_0 and f16: pp512 and tg128
 #      with the defaults (cuda_bench --pp 512 --tg 128 --reps 3; TYPES overrides the list), and q4_k_m's prompt of 16
@@ -16,13 +16,13 @@ TAR=${1:?usage: bench/cuda_table.sh BIN_TAR_XZ OUT_DIR [SECONDS]}
 OUT=${2:?usage}
 DEADLINE=$(($(date +%s) + ${3:-550}))
 L=/tmp/lb-table
-ALT=${ALT:-LB_CUDA_MVM_XSC=1}
+ALT=${ALT:-LB_CUDA_MVM_XS=0}
 W=/tmp/lb8b
 [ -x build/cuda_kernels ] || { mkdir -p build && tar xJf "$TAR" -C build; } || exit 1
 mkdir -p "$OUT" "$L" "$W"
 . "$(dirname "$0")/cuda_run_common.sh"
 log "1. tests"
-TESTS=${TESTS:-attention forward kernels kernels_xsc kernels_noxs forward_plain calib multi} bash "$(dirname "$0")/cuda_tests.sh" "$TAR" "$OUT/t" $(($(left) > 350 ? 190 : $(left) / 2)) >/dev/null 2>&1
+TESTS=${TESTS:-attention forward kernels kernels_noxs forward_plain calib multi} bash "$(dirname "$0")/cuda_tests.sh" "$TAR" "$OUT/t" $(($(left) > 350 ? 190 : $(left) / 2)) >/dev/null 2>&1
 cat "$OUT/t/run.log" >>"$OUT/run.log" 2>/dev/null
 mv "$OUT/t/tests.tgz" "$L/" 2>/dev/null
 rm -rf "$OUT/t"

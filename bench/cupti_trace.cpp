@@ -84,7 +84,7 @@ double median(std::vector<double> v) {
 
 struct Agg {
     long n = 0;
-    double total = 0.0;
+    double total = 0.0, adv = 0.0; /* adv: how far the kernel moved the step's latest end (its share of the span) */
 };
 
 void report() {
@@ -106,7 +106,7 @@ void report() {
     double span_total = 0.0;
     for (auto &kv : steps) {
         const std::vector<const Rec *> &v = kv.second;
-        uint64_t s0 = v.front()->start, e0 = 0, cur_s = 0, cur_e = 0;
+        uint64_t s0 = v.front()->start, e0 = 0, cur_s = 0, cur_e = 0, e_prev = s0;
         double b = 0.0;
         for (size_t i = 0; i < v.size(); i++) {
             const Rec &r = *v[i];
@@ -119,6 +119,8 @@ void report() {
             Agg &a = per_kernel[names[r.name]];
             a.n++;
             a.total += (double)(r.end - r.start);
+            a.adv += (double)(std::max(r.end, e_prev) - e_prev);
+            e_prev = std::max(e_prev, r.end);
             if (i) {
                 Agg &g = gaps[{names[v[i - 1]->name], names[r.name]}];
                 g.n++;
@@ -137,12 +139,15 @@ void report() {
     fprintf(f, "median step: %.1f us span, %.1f us with a kernel running, %.1f us with none, %.0f kernels\n", median(span),
             median(busy), median(idle), median(count));
     std::vector<std::pair<std::string, Agg>> pk(per_kernel.begin(), per_kernel.end());
-    std::sort(pk.begin(), pk.end(), [](const auto &a, const auto &b) { return a.second.total > b.second.total; });
-    fprintf(f, "\nper kernel (time from its first block's start to its last block's end; overlaps counted in each):\n");
-    fprintf(f, "%12s %8s %10s %7s  %s\n", "total us", "count", "mean us", "share", "kernel");
+    std::sort(pk.begin(), pk.end(), [](const auto &a, const auto &b) { return a.second.adv > b.second.adv; });
+    fprintf(f, "\nper kernel (total: from its first block's start to its last block's end, overlaps counted in each; "
+               "critical: how far it moved the step's latest end, the part of the span it accounts for, per step):\n");
+    fprintf(f, "%12s %8s %10s %7s %12s %8s  %s\n", "total us", "count", "mean us", "share", "critical us", "share", "kernel");
+    const double nsteps = steps.empty() ? 1.0 : (double)steps.size();
     for (const auto &kv : pk)
-        fprintf(f, "%12.1f %8ld %10.2f %6.1f%%  %s\n", kv.second.total * 1e-3, kv.second.n, kv.second.total * 1e-3 / (double)kv.second.n,
-                span_total > 0 ? 100.0 * kv.second.total / span_total : 0.0, kv.first.c_str());
+        fprintf(f, "%12.1f %8ld %10.2f %6.1f%% %12.1f %7.1f%%  %s\n", kv.second.total * 1e-3, kv.second.n,
+                kv.second.total * 1e-3 / (double)kv.second.n, span_total > 0 ? 100.0 * kv.second.total / span_total : 0.0,
+                kv.second.adv * 1e-3 / nsteps, span_total > 0 ? 100.0 * kv.second.adv / span_total : 0.0, kv.first.c_str());
     std::vector<std::pair<std::pair<std::string, std::string>, Agg>> pg(gaps.begin(), gaps.end());
     std::sort(pg.begin(), pg.end(), [](const auto &a, const auto &b) { return a.second.total > b.second.total; });
     fprintf(f, "\ngaps within a step (next kernel's start - previous kernel's end; negative: they overlapped):\n");

@@ -416,7 +416,7 @@ static lb_status alloc_state(lb_cuda_ctx *g, lb_error *err) {
         g->pin_logits = (float *)((uintptr_t)(g->pin_tok + B + 16) & ~(uintptr_t)15);
     }
     g->ws.exact = g->exact;
-    if (s == LB_OK && cu_attention_split_on() && !g->exact)
+    if (s == LB_OK && cu_attention_split_on() && !g->exact && cu_attention_split_fits((int)D))
         s = dalloc(g, (void **)&g->att_part, cu_attention_split_scratch((int)h->n_head, (int)D, C), "the attention's scratch", err);
     else if (s == LB_OK && cu_attention_prepare((int)h->n_head, (int)h->n_head_kv, (int)D, C) != cudaSuccess) {
         cudaGetLastError();
@@ -1151,6 +1151,7 @@ extern "C" lb_status lb_cuda_test_attention(int device, const float *q, const ui
     if (T < 1 || H < 1 || KV < 1 || D < 2 || D % 2 || H % KV || pos0 < 0 || flash < 0 || flash > 3)
         return lb_err_set(err, LB_ERR_ARG, "lb_cuda_test_attention: bad shape or kernel");
     if (flash == 1 && !cu_attention_flash_fits(H, KV, D)) return lb_err_set(err, LB_ERR_UNSUPPORTED, "no flash kernel for this shape");
+    if (flash >= 2 && !cu_attention_split_fits(D)) return lb_err_set(err, LB_ERR_UNSUPPORTED, "no split attention kernel for this head size");
     lb_status s = use_device(device, err);
     if (s != LB_OK) return s;
     lb_cu_stream = 0;
@@ -1179,7 +1180,7 @@ extern "C" lb_status lb_cuda_test_attention(int device, const float *q, const ui
     if (e == cudaSuccess) e = cudaMemcpy(vd, vc, cn * sizeof(__half), cudaMemcpyHostToDevice);
     if (e == cudaSuccess) e = cudaMemcpy(pd, &pos0, sizeof(int64_t), cudaMemcpyHostToDevice);
     if (e == cudaSuccess) e = cudaMemset(od, 0xff, qn * sizeof(float)); /* NaN: every output must be written */
-    if (e == cudaSuccess && !flash) e = cu_attention_prepare(H, KV, D, n);
+    if (e == cudaSuccess && !flash && (e = cu_attention_prepare(H, KV, D, n)) != cudaSuccess) cudaGetLastError(); /* not left for the next call */
     if (e == cudaSuccess) {
         if (flash == 1) cu_attention_flash(qd, kd, vd, od, T, H, KV, D, pd);
         else if (flash == 2) cu_attention_split(qd, kd, vd, od, T, H, KV, D, pd, n, part);

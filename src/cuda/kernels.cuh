@@ -163,11 +163,13 @@ bool cu_attention_flash_on(void);
 bool cu_attention_flash_ok(int H, int KV, int D);
 void cu_attention_flash(const float *q, const __half *kc, const __half *vc, float *out, int T, int H, int KV, int D, const int64_t *pos);
 /* The same split over the positions (flash-decoding, ops.cu): any context length, many blocks per token; enabled by
- * default, LB_CUDA_ATT_SPLIT=0 turns it off (read once). part: cu_attention_split_scratch(H, D, max_n) bytes of device scratch.
+ * default, LB_CUDA_ATT_SPLIT=0 turns it off (read once); _fits: the head size has the kernel (a multiple of 8 from 32
+ * to 256); _chunks: the chunks per query for contexts of max_n. part: cu_attention_split_scratch(H, D, max_n) bytes of device scratch.
  * xa: the combining launch also rounds the result for the o product (cu_act_prepare's bytes for a weight of block be = 32
  * or 256 into xa; needs cu_act_fusable(H D, be) and D a multiple of 8); the same result either way. */
 bool cu_attention_split_on(void);
-int cu_attention_split_chunk(int64_t max_n);
+bool cu_attention_split_fits(int D);
+int cu_attention_split_chunks(int64_t max_n);
 size_t cu_attention_split_scratch(int H, int D, int64_t max_n);
 void cu_attention_split(const float *q, const __half *kc, const __half *vc, float *out, int T, int H, int KV, int D, const int64_t *pos,
                         int64_t max_n, float *part, int be = 0, void *xa = NULL);

@@ -639,9 +639,9 @@ __device__ __forceinline__ void stage_fill_rows(uint8_t *dst, int dstride, const
  * that cover it (rows 16-byte aligned), up to LEADMAX bytes before it: the row holds them all and the kernel reads from
  * the step's offset in the first unit.
  * XS: the step's activations follow its 16 weight rows in the stage, copied with them: the codes [MVM_CH][NT][32]
- * and (XS_ALL) the scales [MVM_CH][NT] (float2), zeros past the batch's tokens and the step's chunks; XS_CODES leaves
- * the scales to the lanes' loads from global memory (a smaller stage: more blocks a multiprocessor). */
-enum { XS_NONE, XS_ALL, XS_CODES }; /* k_mvm's staged activations: none, codes and scales, the codes only */
+ * and the scales [MVM_CH][NT] (float2), zeros past the batch's tokens and the step's chunks (run 29: leaving the
+ * scales to the lanes' loads, a smaller stage, was slower at batch 8 and 16). */
+enum { XS_NONE, XS_ALL }; /* k_mvm's staged activations: none, codes and scales */
 template <int TY, int NT, int ST, int XS> struct MvmShape {
     static constexpr int PER = Dq<TY>::BE / 32, BYTES = (MVM_CH / PER) * Dq<TY>::BB;
     static constexpr bool WIN = BYTES % 16 != 0;
@@ -651,7 +651,7 @@ template <int TY, int NT, int ST, int XS> struct MvmShape {
     static constexpr int UMAX = (BYTES + LEADMAX + 15) / 16;
     static constexpr int SB0 = UMAX * 16;
     static constexpr int SB = (SB0 / 16) % 2 ? SB0 : SB0 + 16;
-    static constexpr int WB = MVM_ROWS * SB, XC = XS ? MVM_CH * NT * 32 : 0, XB = XS == XS_ALL ? XC + MVM_CH * NT * 8 : XC;
+    static constexpr int WB = MVM_ROWS * SB, XC = XS ? MVM_CH * NT * 32 : 0, XB = XS ? XC + MVM_CH * NT * 8 : 0;
     static constexpr int SS = WB + XB; /* one stage */
     static constexpr int STAGE = MVM_WARPS * ST * SS;
 };
@@ -717,7 +717,7 @@ __global__ void __launch_bounds__(MVM_WARPS * 32) k_mvm(const uint8_t *__restric
             }
         }
         if constexpr (XS != XS_NONE) {
-            if (x) { /* the step's codes of each token (16 units of 16 bytes), then its scales (XS_ALL) */
+            if (x) { /* the step's codes of each token (16 units of 16 bytes), then its scales */
                 const int c0 = MVM_CH * s;
 #pragma unroll
                 for (int i = 0; i < NT / 2; i++) {
@@ -725,13 +725,11 @@ __global__ void __launch_bounds__(MVM_WARPS * 32) k_mvm(const uint8_t *__restric
                     const bool ok = tok < nt && ch < n;
                     cp_async_z(st + S::WB + (ch * NT + tok) * 32 + 16 * h, ok ? xq + (size_t)tok * K + 32 * (c0 + ch) + 16 * h : xq, 16, ok);
                 }
-                if constexpr (XS == XS_ALL) {
 #pragma unroll
-                    for (int i = 0; i < (NT * MVM_CH + 31) / 32; i++) {
-                        const int u = lane + 32 * i, tok = u / MVM_CH, ch = u % MVM_CH;
-                        const bool ok = tok < nt && ch < n;
-                        if (u < NT * MVM_CH) cp_async_z(st + S::WB + S::XC + (ch * NT + tok) * 8, ok ? xd + tok * xs + c0 + ch : xd, 8, ok);
-                    }
+                for (int i = 0; i < (NT * MVM_CH + 31) / 32; i++) {
+                    const int u = lane + 32 * i, tok = u / MVM_CH, ch = u % MVM_CH;
+                    const bool ok = tok < nt && ch < n;
+                    if (u < NT * MVM_CH) cp_async_z(st + S::WB + S::XC + (ch * NT + tok) * 8, ok ? xd + tok * xs + c0 + ch : xd, 8, ok);
                 }
             }
         } else {
@@ -784,10 +782,13 @@ __global__ void __launch_bounds__(MVM_WARPS * 32) k_mvm(const uint8_t *__restric
 #pragma unroll
                 for (int tl = 0; tl < NTL; tl++) {
                     const int tb = 8 * tl + g, t0 = 8 * tl + 2 * t;
-                    if constexpr (XS != XS_NONE) { /* zeros past the tokens and chunks */
+                    if constexpr (XS) { /* zeros past the tokens and chunks */
                         const uint8_t *xc = st + S::WB + ((g0 + i) * NT + tb) * 32;
                         xa[i][tl] = *(const uint32_t *)(xc + 4 * t);
                         xb[i][tl] = *(const uint32_t *)(xc + 16 + 4 * t);
+                        const float4 f = *(const float4 *)(st + S::WB + S::XC + ((g0 + i) * NT + t0) * 8);
+                        fa[i][tl] = make_float2(f.x, f.y);
+                        fb[i][tl] = make_float2(f.z, f.w);
                     } else {
                         xa[i][tl] = xb[i][tl] = 0;
                         if (in && tb < nt) {
@@ -795,12 +796,6 @@ __global__ void __launch_bounds__(MVM_WARPS * 32) k_mvm(const uint8_t *__restric
                             xa[i][tl] = __ldg(xp + t);
                             xb[i][tl] = __ldg(xp + t + 4);
                         }
-                    }
-                    if constexpr (XS == XS_ALL) {
-                        const float4 f = *(const float4 *)(st + S::WB + S::XC + ((g0 + i) * NT + t0) * 8);
-                        fa[i][tl] = make_float2(f.x, f.y);
-                        fb[i][tl] = make_float2(f.z, f.w);
-                    } else {
                         fa[i][tl] = in && t0 < nt ? __ldg(xd + t0 * xs + c) : make_float2(0.f, 0.f);
                         fb[i][tl] = in && t0 + 1 < nt ? __ldg(xd + (t0 + 1) * xs + c) : make_float2(0.f, 0.f);
                     }
@@ -1163,60 +1158,44 @@ static void launch_mvm_w(const dweight *w, const void *xa, int T, float *out, in
               (const uint8_t *)w->data, w->row_bytes, N, (int)K, xq, (const float2 *)(xq + (size_t)T * K), T, out, ldo, cw, add);
 }
 
-/* whether k_mvm stages its activations with the weights by cp.async (MvmShape's XS): 1 always (the default: run 28,
- * Q4_K_M's 16-token prompt 2,334 / 2,352 t/s against 2,157 never staging, same call; 2,243 / 2,262 with the choice by
- * waves in run 27), 0 never (LB_CUDA_MVM_XS=0: each lane loads them from global memory, as before run 24), 2 where it
- * keeps the grid in as few waves (LB_CUDA_MVM_XS=2, runs 25-27) */
-static int mvm_xs_mode() {
-    static const int mode = cu_env_is("LB_CUDA_MVM_XS", '0') ? 0 : cu_env_is("LB_CUDA_MVM_XS", '2') ? 2 : 1;
-    return mode;
-}
-
-/* whether staging may leave the scales to the lanes (XS_CODES: 6.4 KB a warp-stage at 16 tokens for q4_K against 7.4,
- * two blocks a multiprocessor instead of one; three instead of two at 8 tokens): 0 no (the default), 1 where that
- * means fewer waves (LB_CUDA_MVM_XSC=1, an experiment until timed on a GPU), 2 always where staging (=2, for tests) */
-static int mvm_xsc_mode() {
-    static const int mode = cu_env_is("LB_CUDA_MVM_XSC", '1') ? 1 : cu_env_is("LB_CUDA_MVM_XSC", '2') ? 2 : 0;
-    return mode;
+/* whether k_mvm stages its activations with the weights by cp.async (MvmShape's XS): yes by default (run 28, Q4_K_M's
+ * 16-token prompt 2,334 / 2,352 t/s against 2,157 never staging, same call; 2,243 / 2,262 staging only where that kept
+ * the grid in as few waves, run 27); LB_CUDA_MVM_XS=0 never (each lane loads them from global memory, as before run 24) */
+static bool mvm_xs_on() {
+    static const bool on = !cu_env_is("LB_CUDA_MVM_XS", '0');
+    return on;
 }
 
 /*
- * k_mvm for N rows: three copy stages or two, the activations staged (XS) or not (mvm_xs_mode). A grid of ceil(N / 16)
+ * k_mvm for N rows: three copy stages or two, the activations staged (XS, mvm_xs_on) or not. A grid of ceil(N / 16)
  * blocks puts L = ceil(blocks / SMs) on the busiest multiprocessor, which holds `occ` at once (registers and shared
  * memory): ceil(L / occ) waves, the last one partly idle (run 21: 896 blocks of 14336 rows in 1.13 waves of six).
  * Staging the activations takes fewer instructions (run 24: 15.2 -> 9.9 million on 14336 x 4096 at batch 8) but more
- * shared memory (two blocks a multiprocessor). The launch takes the fewest waves among the allowed variants; where they
- * tie, XS_ALL (three stages, then two), XS_CODES (the same), else two stages before three: without XS the lanes'
- * activation loads hit L1, which the stages' shared memory shrinks (run 25: 14336 x 4096 q4_K at batch 8 31.3 us with
- * three stages against 27-29 us with two in runs 23-24, the same four blocks a multiprocessor). A function of N, the
- * device and the modes only: none changes the order of additions.
+ * shared memory (two blocks a multiprocessor). The launch takes the fewer waves of the two stage counts; where they
+ * tie, three stages when staging, else two: without XS the lanes' activation loads hit L1, which the stages' shared
+ * memory shrinks (run 25: 14336 x 4096 q4_K at batch 8 31.3 us with three stages against 27-29 us with two in runs
+ * 23-24, the same four blocks a multiprocessor). Unstaged where no staged variant fits the multiprocessor. A function
+ * of N, the device and the switch only: none changes the order of additions.
  */
 template <int TY, int NT> static void launch_mvm(const dweight *w, const void *xa, int T, float *out, int64_t ldo, int cw, int add) {
-    static int occ[6] = {-1, -1, -1, -1, -1, -1}, sms = 0; /* [XS * 2 + (ST == 3)] */
+    static int occ[4] = {-1, -1, -1, -1}, sms = 0; /* [XS * 2 + (ST == 3)] */
     if (occ[0] < 0) {
         occ[0] = mvm_occupancy<TY, NT, 2, XS_NONE>();
         occ[1] = mvm_occupancy<TY, NT, 3, XS_NONE>();
         occ[2] = mvm_occupancy<TY, NT, 2, XS_ALL>();
         occ[3] = mvm_occupancy<TY, NT, 3, XS_ALL>();
-        occ[4] = mvm_occupancy<TY, NT, 2, XS_CODES>();
-        occ[5] = mvm_occupancy<TY, NT, 3, XS_CODES>();
         sms = dev_sms();
     }
     const int64_t blocks = (w->rows + MVM_ROWS - 1) / MVM_ROWS, L = (blocks + sms - 1) / sms;
-    const int mode = ((uintptr_t)xa & 15) == 0 ? mvm_xs_mode() : 0, xsc = mvm_xsc_mode();
-    static const int order[6] = {3, 2, 5, 4, 0, 1}; /* the preference where waves tie */
+    static const int order[4] = {3, 2, 0, 1}; /* staged (three stages, two), then unstaged (two, three) */
     int best = -1;
     int64_t best_waves = 0;
-    for (int i = 0; i < 6; i++) {
-        const int c = order[i], xs = c / 2;
-        const bool allowed = xs == XS_NONE ? mode != 1 : mode != 0 && (xs == XS_ALL ? xsc != 2 : xsc != 0);
-        if (!allowed || occ[c] < 1) continue;
-        const int64_t waves = (L + occ[c] - 1) / occ[c];
-        if (best < 0 || waves < best_waves) best = c, best_waves = waves;
+    for (int i = ((uintptr_t)xa & 15) == 0 && mvm_xs_on() ? 0 : 2; i < 4 && !(i == 2 && best >= 0); i++) {
+        if (occ[order[i]] < 1) continue;
+        const int64_t waves = (L + occ[order[i]] - 1) / occ[order[i]];
+        if (best < 0 || waves < best_waves) best = order[i], best_waves = waves;
     }
     switch (best) {
-    case 5: launch_mvm_w<TY, NT, 3, XS_CODES>(w, xa, T, out, ldo, cw, add); break;
-    case 4: launch_mvm_w<TY, NT, 2, XS_CODES>(w, xa, T, out, ldo, cw, add); break;
     case 3: launch_mvm_w<TY, NT, 3, XS_ALL>(w, xa, T, out, ldo, cw, add); break;
     case 2: launch_mvm_w<TY, NT, 2, XS_ALL>(w, xa, T, out, ldo, cw, add); break;
     case 1: launch_mvm_w<TY, NT, 3, XS_NONE>(w, xa, T, out, ldo, cw, add); break;

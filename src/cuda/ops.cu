@@ -435,133 +435,254 @@ void cu_attention(const float *q, const __half *kc, const __half *vc, float *out
 }
 
 /*
- * Attention split over the positions (flash-decoding; the default since run 15, tg128 +10 % on the 8B shape; LB_CUDA_ATT_SPLIT=0 takes the kernel above): the
- * visible positions of each query are cut into chunks of ch; block (head group, chunk, token) scores its chunk for
- * the group's hb heads (a warp per position, lanes over the head dimension), takes the chunk's maximum m and the sum
- * l of exp(s - m) in float, and writes l, m and the unnormalized sum of exp(s - m) v per head to a scratch row; then
- * one block per (head, token) combines the chunks in order (M = max m, L = sum l e^(m - M), out = sum o e^(m - M) / L).
- * Many blocks at any context length (the per-token kernel above runs H / hb blocks per token), and no bound on the
- * context from shared memory. Tokens go AS_TOKENS at a time (the scratch holds that many).
+ * Attention split over the positions (flash-decoding; the default since run 15; LB_CUDA_ATT_SPLIT=0 takes the kernel
+ * above): the n visible positions of a query are cut into at most nch chunks of L positions (att_split_len: L = n / nch
+ * rounded up to a multiple of 8, from the position the kernel reads, so a captured decode graph cuts each token's
+ * context evenly however long it has grown: many blocks at any length). Block (head group, chunk, token) takes its
+ * chunk TP positions at a time (att_tile: 32, 16 for heads over 128) for the group's hb heads: the tile's key and value
+ * rows loaded into shared memory at once (16-byte loads, every one in flight together; the first tile's rows of the
+ * cache before this step, positions below *pos, before griddepcontrol.wait, overlapping the kernel that stores the new
+ * rows), then the scores (eight lanes a position), the running maximum m and sum l of exp(s - m) (online softmax: the
+ * sums so far rescaled by exp(m_old - m_new)), and the unnormalized sum of exp(s - m) v (a thread per pair of
+ * dimensions and subset of the positions, every head of the group from one read of v; the subsets summed in order at
+ * the end); it writes m, l and the sum per head to a scratch row. k_att_combine then combines the chunks (M = max m,
+ * L = sum l e^(m - M), out = sum o e^(m - M) / L). Head size a multiple of 8 from 32 to 256 (cu_attention_split_fits).
+ * Tokens go AS_TOKENS at a time (the scratch holds that many).
  */
 #define AS_THREADS 128
+#define AS_UNITS 4 /* 16-byte units of a key (and of a value) tile per thread: TP D / 8 <= AS_UNITS AS_THREADS */
+#define AS_MAX_CHUNKS 128
 #define AS_TOKENS LB_CUDA_MV_MAX
 
-__global__ void k_att_split(const float *q, const __half *kc, const __half *vc, float *part, int H, int KV, int D, int hb, int ch,
-                            int nch, const int64_t *pos, int t_off) {
-    extern __shared__ float asm_[];
-    pdl_enter();
-    const int64_t pos0 = *pos;
-    const int t = blockIdx.z, c = blockIdx.y, h0 = blockIdx.x * hb, kvh = h0 / (H / KV), kvd = KV * D;
-    const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
-    const int64_t n = pos0 + t_off + t + 1, p0 = (int64_t)c * ch;
-    const int np = n - p0 < ch ? (int)(n - p0) : ch;
-    float *qs = asm_, *sc = asm_ + hb * D; /* qs (hb, D), sc (hb, ch) */
-    if (np <= 0) { /* past the query's positions: an empty chunk */
-        if ((int)threadIdx.x < hb) {
-            float *pr = part + (((int64_t)t * H + h0 + threadIdx.x) * nch + c) * (D + 2);
-            pr[0] = -INFINITY, pr[1] = 0.0f;
+/* positions per chunk for n visible positions and nch chunks; ceil(n / L) <= nch chunks are not empty */
+__host__ __device__ __forceinline__ int64_t att_split_len(int64_t n, int nch) {
+    const int64_t L = (n + nch - 1) / nch;
+    return (L + 7) / 8 * 8;
+}
+/* positions a tile: TP D <= 4096, so a tile's keys are at most AS_UNITS 16-byte units a thread */
+__host__ __device__ __forceinline__ int att_tile(int D) { return D <= 128 ? 32 : 16; }
+
+/* rows p0 + j (j < nj) of the cache's head kvh into registers, 16-byte units u = thread + i AS_THREADS (row u / (D / 8));
+ * with `old` only those at positions below p_old, without it only those at or above (-1: every row) */
+__device__ __forceinline__ void att_load_tile(uint4 (&rk)[AS_UNITS], uint4 (&rv)[AS_UNITS], const __half *kc, const __half *vc,
+                                              int64_t p0, int nj, int kvd, int kvh, int D, int64_t p_old, int old) {
+    const int upr = D / 8;
+#pragma unroll
+    for (int i = 0; i < AS_UNITS; i++) {
+        const int u = threadIdx.x + i * AS_THREADS, j = u / upr;
+        const int64_t p = p0 + j;
+        if (j < nj && (old < 0 || (old ? p < p_old : p >= p_old))) {
+            const size_t off = (size_t)p * kvd + (size_t)kvh * D + 8 * (u % upr);
+            rk[i] = *(const uint4 *)(kc + off);
+            rv[i] = *(const uint4 *)(vc + off);
         }
+    }
+}
+__device__ __forceinline__ void att_store_tile(const uint4 (&rk)[AS_UNITS], const uint4 (&rv)[AS_UNITS], __half *ks, __half *vs, int nj,
+                                               int D) {
+#pragma unroll
+    for (int i = 0; i < AS_UNITS; i++) {
+        const int u = threadIdx.x + i * AS_THREADS;
+        if (u / (D / 8) < nj) {
+            *(uint4 *)(ks + 8 * u) = rk[i];
+            *(uint4 *)(vs + 8 * u) = rv[i];
+        }
+    }
+}
+
+__global__ void __launch_bounds__(AS_THREADS) k_att_split(const float *q, const __half *kc, const __half *vc, float *part, int H, int KV,
+                                                          int D, int hb, int nch, const int64_t *pos, int t_off) {
+    extern __shared__ uint4 asm4_[];
+    /* *pos is set before the step's first kernel; the cache below it is not written in this step */
+    const int64_t p_old = *pos;
+    const int t = blockIdx.z, c = blockIdx.y, h0 = blockIdx.x * hb, kvh = h0 / (H / KV), kvd = KV * D;
+    const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, TP = att_tile(D);
+    const int64_t n = p_old + t_off + t + 1, L = att_split_len(n, nch), p0 = (int64_t)c * L;
+    if (p0 >= n) { /* an empty chunk: the combination reads only the first ceil(n / L) */
+        pdl_enter();
         return;
     }
+    const int np = (int)(n - p0 < L ? n - p0 : L);
+    const int P = D / 2, S = AS_THREADS / P, col = threadIdx.x % P, sub = threadIdx.x / P; /* pairs, position subsets */
+    __half *ks = (__half *)asm4_, *vs = ks + TP * D;
+    float *qs = (float *)(vs + TP * D), *sc = qs + hb * D, *ms = sc + hb * TP, *ls = ms + hb, *al = ls + hb, *red = al + hb;
+    uint4 rk[AS_UNITS], rv[AS_UNITS];
+    att_load_tile(rk, rv, kc, vc, p0, np < TP ? np : TP, kvd, kvh, D, p_old, 1);
+    pdl_enter();
     for (int i = threadIdx.x; i < hb * D; i += AS_THREADS) qs[i] = q[((int64_t)t * H + h0) * D + i];
-    __syncthreads();
+    if ((int)threadIdx.x < hb) ms[threadIdx.x] = -INFINITY, ls[threadIdx.x] = 0.0f;
     const float scale = 1.0f / sqrtf((float)D);
-    for (int j = warp; j < np; j += AS_THREADS / 32) {
-        const __half *kr = kc + (p0 + j) * kvd + (int64_t)kvh * D;
-        for (int g = 0; g < hb; g++) {
-            float a = 0.0f;
-            for (int i = lane; i < D; i += 32) a = fmaf(qs[g * D + i], __half2float(kr[i]), a);
-            for (int o = 16; o > 0; o /= 2) a += __shfl_xor_sync(0xffffffffu, a, o);
-            if (lane == 0) sc[g * ch + j] = a * scale;
+    float2 acc[ATT_MAX_HB];
+#pragma unroll
+    for (int g = 0; g < ATT_MAX_HB; g++) acc[g] = make_float2(0.0f, 0.0f);
+    for (int j0 = 0; j0 < np; j0 += TP) {
+        const int nj = np - j0 < TP ? np - j0 : TP;
+        att_load_tile(rk, rv, kc, vc, p0 + j0, nj, kvd, kvh, D, p_old, j0 == 0 ? 0 : -1);
+        att_store_tile(rk, rv, ks, vs, nj, D);
+        __syncthreads();
+        for (int jb = warp * 4; jb < nj; jb += AS_THREADS / 8) { /* scores: four positions a warp */
+            const int j = jb + lane / 8;
+            float a[ATT_MAX_HB];
+#pragma unroll
+            for (int g = 0; g < ATT_MAX_HB; g++) a[g] = 0.0f;
+            if (j < nj) {
+                const __half *kr = ks + j * D;
+                for (int i = 8 * (lane % 8); i < D; i += 64) {
+                    const uint4 raw = *(const uint4 *)(kr + i);
+                    const __half2 *h2 = (const __half2 *)&raw;
+                    float kf[8];
+#pragma unroll
+                    for (int u = 0; u < 4; u++) {
+                        const float2 f = __half22float2(h2[u]);
+                        kf[2 * u] = f.x, kf[2 * u + 1] = f.y;
+                    }
+#pragma unroll
+                    for (int g = 0; g < ATT_MAX_HB; g++)
+                        if (g < hb) {
+                            const float4 x = *(const float4 *)(qs + g * D + i), y = *(const float4 *)(qs + g * D + i + 4);
+                            a[g] = fmaf(x.x, kf[0], a[g]), a[g] = fmaf(x.y, kf[1], a[g]), a[g] = fmaf(x.z, kf[2], a[g]);
+                            a[g] = fmaf(x.w, kf[3], a[g]), a[g] = fmaf(y.x, kf[4], a[g]), a[g] = fmaf(y.y, kf[5], a[g]);
+                            a[g] = fmaf(y.z, kf[6], a[g]), a[g] = fmaf(y.w, kf[7], a[g]);
+                        }
+                }
+            }
+#pragma unroll
+            for (int g = 0; g < ATT_MAX_HB; g++)
+                if (g < hb) {
+                    for (int o = 4; o > 0; o /= 2) a[g] += __shfl_xor_sync(0xffffffffu, a[g], o);
+                    if (lane % 8 == 0 && j < nj) sc[g * TP + j] = a[g] * scale;
+                }
         }
+        __syncthreads();
+        for (int g = warp; g < hb; g += AS_THREADS / 32) { /* a warp per head: the running maximum and sum */
+            float *sg = sc + g * TP, m = -INFINITY, l = 0.0f;
+            for (int j = lane; j < nj; j += 32) m = fmaxf(m, sg[j]);
+            for (int o = 16; o > 0; o /= 2) m = fmaxf(m, __shfl_xor_sync(0xffffffffu, m, o));
+            const float mo = ms[g], mn = fmaxf(mo, m);
+            for (int j = lane; j < nj; j += 32) {
+                const float e = expf(sg[j] - mn);
+                sg[j] = e;
+                l += e;
+            }
+            for (int o = 16; o > 0; o /= 2) l += __shfl_xor_sync(0xffffffffu, l, o);
+            if (lane == 0) {
+                const float f = expf(mo - mn);
+                al[g] = f, ls[g] = ls[g] * f + l, ms[g] = mn;
+            }
+        }
+        __syncthreads();
+        if (sub < S) { /* the weighted sum of v */
+            const __half2 *vr = (const __half2 *)vs + col;
+#pragma unroll
+            for (int g = 0; g < ATT_MAX_HB; g++)
+                if (g < hb) acc[g].x *= al[g], acc[g].y *= al[g];
+#pragma unroll 4
+            for (int j = sub; j < nj; j += S) {
+                const float2 v = __half22float2(vr[j * P]);
+#pragma unroll
+                for (int g = 0; g < ATT_MAX_HB; g++)
+                    if (g < hb) {
+                        const float p = sc[g * TP + j];
+                        acc[g].x = fmaf(p, v.x, acc[g].x), acc[g].y = fmaf(p, v.y, acc[g].y);
+                    }
+            }
+        }
+        __syncthreads();
+    }
+    if (sub < S) {
+#pragma unroll
+        for (int g = 0; g < ATT_MAX_HB; g++)
+            if (g < hb) red[(sub * hb + g) * D + 2 * col] = acc[g].x, red[(sub * hb + g) * D + 2 * col + 1] = acc[g].y;
     }
     __syncthreads();
-    for (int g = warp; g < hb; g += AS_THREADS / 32) { /* a warp per head: the chunk's maximum and sum */
-        float *sg = sc + g * ch, m = -INFINITY, l = 0.0f;
-        for (int j = lane; j < np; j += 32) m = fmaxf(m, sg[j]);
-        for (int o = 16; o > 0; o /= 2) m = fmaxf(m, __shfl_xor_sync(0xffffffffu, m, o));
-        for (int j = lane; j < np; j += 32) {
-            const float e = expf(sg[j] - m);
-            sg[j] = e;
-            l += e;
-        }
-        for (int o = 16; o > 0; o /= 2) l += __shfl_xor_sync(0xffffffffu, l, o);
-        if (lane == 0) {
-            float *pr = part + (((int64_t)t * H + h0 + g) * nch + c) * (D + 2);
-            pr[0] = m, pr[1] = l;
-        }
-    }
-    __syncthreads();
+    const int64_t hs = (int64_t)nch * (D + 4); /* between the scratch rows of consecutive heads */
+    float *pr = part + (((int64_t)t * H + h0) * nch + c) * (D + 4);
     for (int i = threadIdx.x; i < hb * D; i += AS_THREADS) {
         const int g = i / D, d = i % D;
-        const __half *vr = vc + p0 * kvd + (int64_t)kvh * D + d;
-        const float *sg = sc + g * ch;
         float a = 0.0f;
-#pragma unroll 4
-        for (int j = 0; j < np; j++) a = fmaf(sg[j], __half2float(vr[(int64_t)j * kvd]), a);
-        part[(((int64_t)t * H + h0 + g) * nch + c) * (D + 2) + 2 + d] = a;
+        for (int s = 0; s < S; s++) a += red[(s * hb + g) * D + d];
+        pr[g * hs + 4 + d] = a;
     }
+    if ((int)threadIdx.x < hb) pr[threadIdx.x * hs] = ms[threadIdx.x], pr[threadIdx.x * hs + 1] = ls[threadIdx.x];
 }
 
-/* The combination of head h's chunks for token t: its scratch rows pr (nc of them, D + 2 apart), their maximum M and
- * 1 / L (L = sum l e^(m - M)) */
-__device__ __forceinline__ const float *att_chunks(const float *part, int H, int D, int ch, int nch, const int64_t *pos, int t_off, int t,
-                                                   int h, int *nc, float *M, float *inv) {
-    const int64_t n = *pos + t_off + t + 1;
-    *nc = (int)((n + ch - 1) / ch) < nch ? (int)((n + ch - 1) / ch) : nch;
-    const float *pr = part + ((int64_t)t * H + h) * nch * (D + 2);
-    float m = -INFINITY;
-    for (int c = 0; c < *nc; c++) m = fmaxf(m, pr[(int64_t)c * (D + 2)]);
-    float L = 0.0f;
-    for (int c = 0; c < *nc; c++) L += pr[(int64_t)c * (D + 2) + 1] * expf(pr[(int64_t)c * (D + 2)] - m);
-    *M = m;
-    *inv = 1.0f / L;
-    return pr;
-}
-
-__global__ void k_att_combine(const float *part, float *out, int H, int D, int ch, int nch, const int64_t *pos, int t_off) {
-    pdl_enter();
-    const int h = blockIdx.x, t = blockIdx.y;
-    int nc;
-    float M, inv;
-    const float *pr = att_chunks(part, H, D, ch, nch, pos, t_off, t, h, &nc, &M, &inv);
-    for (int d = threadIdx.x; d < D; d += AS_THREADS) {
-        float a = 0.0f;
-        for (int c = 0; c < nc; c++) a += pr[(int64_t)c * (D + 2) + 2 + d] * expf(pr[(int64_t)c * (D + 2)] - M);
-        out[((int64_t)(t_off + t) * H + h) * D + d] = a * inv;
+/* The combination of a query's chunks: chunk c of head h, token t is the scratch row att_row(...) + c (D + 4): m, l,
+ * two floats of padding (16-byte aligned sums), then the D unnormalized sums. One warp takes a head: lanes load the
+ * chunks' maxima and sums in parallel; M = max m, the weights w[c] = e^(m_c - M) (into shared memory), L = sum l_c w[c]
+ * (lane by lane, then across the warp in a fixed order); returns 1 / L to every lane. */
+__device__ __forceinline__ float att_weights(const float *pr, int D, int nc, float *w, int lane) {
+    float m = -INFINITY, L = 0.0f;
+    for (int c = lane; c < nc; c += 32) m = fmaxf(m, pr[(int64_t)c * (D + 4)]);
+    for (int o = 16; o > 0; o /= 2) m = fmaxf(m, __shfl_xor_sync(0xffffffffu, m, o));
+    for (int c = lane; c < nc; c += 32) {
+        const float f = expf(pr[(int64_t)c * (D + 4)] - m);
+        w[c] = f;
+        L = fmaf(pr[(int64_t)c * (D + 4) + 1], f, L);
     }
+    for (int o = 16; o > 0; o /= 2) L += __shfl_xor_sync(0xffffffffu, L, o);
+    return 1.0f / L;
+}
+/* head h's first scratch row for token t */
+__device__ __forceinline__ const float *att_row(const float *part, int H, int D, int nch, int t, int h) {
+    return part + ((int64_t)t * H + h) * nch * (D + 4);
 }
 
-/* k_att_combine's result (the same operations in the same order: the same floats) and its 8-bit rounding for the o
- * product in the same launch (act_round8: a warp per 256 consecutive elements of a token's H D, lane l elements
- * 8 l .. 8 l + 7 of one head; grid (H D / 1024 rounded up, tokens), four warps) */
+#define AC_HEADS 10 /* heads 256 consecutive elements can touch: 256 / 32 + 2 */
+/*
+ * The chunks combined, a block per 256 consecutive elements of a token's H D (four warps, lane l of each elements
+ * 8 l .. 8 l + 7 of one head, D a multiple of 8): the weights of the heads the block touches first (a warp a head,
+ * att_weights), then warp w sums chunks w, w + 4, ... (a fixed order), the four warps' sums added in warp order,
+ * out = sum / L. BE = 32 or 256: also the 8-bit rounding for the o product (act_round8, the warp's 256 elements), the
+ * same floats either way; BE = 0: no rounding.
+ */
 template <int BE>
-__global__ void __launch_bounds__(NA_WARPS * 32) k_att_combine_act(const float *part, float *out, int H, int D, int ch, int nch,
-                                                                   const int64_t *pos, int t_off, int T, int8_t *q, float2 *dq) {
+__global__ void __launch_bounds__(NA_WARPS * 32) k_att_combine(const float *part, float *out, int H, int D, int nch, const int64_t *pos,
+                                                               int t_off, int8_t *q, float2 *dq) {
+    __shared__ float w[AC_HEADS * AS_MAX_CHUNKS], inv_s[AC_HEADS], red[NA_WARPS][256];
     pdl_enter();
-    const int t = blockIdx.y, lane = threadIdx.x % 32;
-    const int e = (blockIdx.x * NA_WARPS + threadIdx.x / 32) * 256 + 8 * lane; /* within the token's H D */
-    const bool valid = e < H * D;
-    float v[8] = {0, 0, 0, 0, 0, 0, 0, 0};
+    const int t = blockIdx.y, warp = threadIdx.x / 32, lane = threadIdx.x % 32, HD = H * D;
+    const int b0 = blockIdx.x * 256, b1 = b0 + 256 < HD ? b0 + 256 : HD, h_lo = b0 / D, nh = (b1 - 1) / D - h_lo + 1;
+    const int64_t n = *pos + t_off + t + 1, len = att_split_len(n, nch);
+    const int nc = (int)((n + len - 1) / len);
+    for (int hh = warp; hh < nh; hh += NA_WARPS) {
+        const float inv = att_weights(att_row(part, H, D, nch, t, h_lo + hh), D, nc, w + hh * AS_MAX_CHUNKS, lane);
+        if (lane == 0) inv_s[hh] = inv;
+    }
+    __syncthreads();
+    const int e = b0 + 8 * lane; /* within the token's H D */
+    const bool valid = e < HD;
+    const int h = valid ? e / D : h_lo, d0 = e - h * D;
+    const float *pr = att_row(part, H, D, nch, t, h) + 4 + d0, *wh = w + (h - h_lo) * AS_MAX_CHUNKS;
+    float a[8] = {0, 0, 0, 0, 0, 0, 0, 0};
     if (valid) {
-        const int h = e / D, d0 = e % D;
-        int nc;
-        float M, inv;
-        const float *pr = att_chunks(part, H, D, ch, nch, pos, t_off, t, h, &nc, &M, &inv);
-        float a[8] = {0, 0, 0, 0, 0, 0, 0, 0};
-        for (int c = 0; c < nc; c++) {
-            const float f = expf(pr[(int64_t)c * (D + 2)] - M);
-#pragma unroll
-            for (int k = 0; k < 8; k++) a[k] += pr[(int64_t)c * (D + 2) + 2 + d0 + k] * f;
-        }
-        float *o = out + ((int64_t)(t_off + t) * H) * D + e;
-#pragma unroll
-        for (int k = 0; k < 8; k++) {
-            v[k] = a[k] * inv;
-            o[k] = v[k];
+#pragma unroll 4
+        for (int c = warp; c < nc; c += NA_WARPS) {
+            const float f = wh[c];
+            const float4 x = *(const float4 *)(pr + (int64_t)c * (D + 4)), y = *(const float4 *)(pr + (int64_t)c * (D + 4) + 4);
+            a[0] = fmaf(x.x, f, a[0]), a[1] = fmaf(x.y, f, a[1]), a[2] = fmaf(x.z, f, a[2]), a[3] = fmaf(x.w, f, a[3]);
+            a[4] = fmaf(y.x, f, a[4]), a[5] = fmaf(y.y, f, a[5]), a[6] = fmaf(y.z, f, a[6]), a[7] = fmaf(y.w, f, a[7]);
         }
     }
-    act_round8<BE>(v, (int64_t)(t_off + t) * H * D + e, valid, lane, q, dq);
+#pragma unroll
+    for (int k = 0; k < 8; k++) red[warp][8 * lane + k] = a[k];
+    __syncthreads();
+    if (warp) return;
+    float v[8];
+    const float inv = inv_s[h - h_lo];
+#pragma unroll
+    for (int k = 0; k < 8; k++) {
+        float sum = red[0][8 * lane + k];
+#pragma unroll
+        for (int r = 1; r < NA_WARPS; r++) sum += red[r][8 * lane + k];
+        v[k] = valid ? sum * inv : 0.0f;
+    }
+    const int64_t e0 = (int64_t)(t_off + t) * HD + e;
+    if (valid) {
+        float4 *o = (float4 *)(out + e0);
+        o[0] = make_float4(v[0], v[1], v[2], v[3]);
+        o[1] = make_float4(v[4], v[5], v[6], v[7]);
+    }
+    if constexpr (BE > 0) act_round8<BE>(v, e0, valid, lane, q, dq);
 }
 
 bool cu_attention_split_on(void) {
@@ -569,37 +690,33 @@ bool cu_attention_split_on(void) {
     return on;
 }
 
-int cu_attention_split_chunk(int64_t max_n) { /* positions per chunk: at most 256 chunks, 64-1024 positions each */
-    if (max_n <= 16384) return 64;
-    int64_t ch = (max_n + 255) / 256;
-    ch = (ch + 31) / 32 * 32;
-    return (int)(ch < 1024 ? ch : 1024);
+bool cu_attention_split_fits(int D) { return D % 8 == 0 && D >= 32 && D <= 2 * AS_THREADS; }
+
+/* chunks per query: at least 8 positions each, about 64 at long contexts, 32-128 chunks */
+int cu_attention_split_chunks(int64_t max_n) {
+    const int64_t by8 = (max_n + 7) / 8, by64 = (max_n + 63) / 64;
+    const int64_t want = by64 < 32 ? 32 : by64 > AS_MAX_CHUNKS ? AS_MAX_CHUNKS : by64;
+    return (int)(by8 < want ? (by8 > 0 ? by8 : 1) : want);
 }
 
 size_t cu_attention_split_scratch(int H, int D, int64_t max_n) {
-    const int ch = cu_attention_split_chunk(max_n);
-    const int64_t nch = (max_n + ch - 1) / ch;
-    return (size_t)AS_TOKENS * (size_t)H * (size_t)nch * (size_t)(D + 2) * sizeof(float);
+    return (size_t)AS_TOKENS * (size_t)H * (size_t)cu_attention_split_chunks(max_n) * (size_t)(D + 4) * sizeof(float);
 }
 
 void cu_attention_split(const float *q, const __half *kc, const __half *vc, float *out, int T, int H, int KV, int D, const int64_t *pos,
                         int64_t max_n, float *part, int be, void *xa) {
-    const int hb = att_hb(H, KV), ch = cu_attention_split_chunk(max_n);
-    const int nch = (int)((max_n + ch - 1) / ch);
-    const size_t smem = (size_t)hb * (size_t)(D + ch) * sizeof(float);
+    const int hb = att_hb(H, KV), nch = cu_attention_split_chunks(max_n), S = AS_THREADS / (D / 2), TP = att_tile(D);
+    const size_t smem = (size_t)TP * (size_t)D * 2 * sizeof(__half) + (size_t)(hb * D + hb * TP + 3 * hb + S * hb * D) * sizeof(float);
     for (int t0 = 0; t0 < T; t0 += AS_TOKENS) {
         const int nt = T - t0 < AS_TOKENS ? T - t0 : AS_TOKENS;
         cu_launch(k_att_split, dim3((unsigned)(H / hb), (unsigned)nch, (unsigned)nt), dim3(AS_THREADS), smem,
-                  q + (size_t)t0 * (size_t)H * (size_t)D, kc, vc, part, H, KV, D, hb, ch, nch, pos, t0);
-        if (xa) {
-            int8_t *aq = (int8_t *)xa;
-            float2 *ad = (float2 *)(aq + (size_t)T * (size_t)H * (size_t)D);
-            const dim3 grid((unsigned)((H * D + NA_WARPS * 256 - 1) / (NA_WARPS * 256)), (unsigned)nt);
-            if (be == 256) cu_launch(k_att_combine_act<256>, grid, dim3(NA_WARPS * 32), 0, (const float *)part, out, H, D, ch, nch, pos, t0, T, aq, ad);
-            else cu_launch(k_att_combine_act<32>, grid, dim3(NA_WARPS * 32), 0, (const float *)part, out, H, D, ch, nch, pos, t0, T, aq, ad);
-        } else {
-            cu_launch(k_att_combine, dim3((unsigned)H, (unsigned)nt), dim3(AS_THREADS), 0, (const float *)part, out, H, D, ch, nch, pos, t0);
-        }
+                   q + (size_t)t0 * (size_t)H * (size_t)D, kc, vc, part, H, KV, D, hb, nch, pos, t0);
+        int8_t *aq = (int8_t *)xa;
+        float2 *ad = xa ? (float2 *)(aq + (size_t)T * (size_t)H * (size_t)D) : NULL;
+        const dim3 grid((unsigned)((H * D + 255) / 256), (unsigned)nt), blk(NA_WARPS * 32);
+        if (xa && be == 256) cu_launch(k_att_combine<256>, grid, blk, 0, (const float *)part, out, H, D, nch, pos, t0, aq, ad);
+        else if (xa) cu_launch(k_att_combine<32>, grid, blk, 0, (const float *)part, out, H, D, nch, pos, t0, aq, ad);
+        else cu_launch(k_att_combine<0>, grid, blk, 0, (const float *)part, out, H, D, nch, pos, t0, aq, ad);
     }
 }
 

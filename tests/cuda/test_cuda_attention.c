@@ -127,6 +127,8 @@ int main(void) {
     /* a head size the flash kernel has no variant for: a clear status, not a launch */
     lb_status s = lb_cuda_test_attention(0, &one, &h0, &h0, &one, 1, 1, 1, 80, 0, 1, &e);
     CHECK(s == LB_ERR_UNSUPPORTED, "flash with D 80: status %d, %s", (int)s, e.msg);
+    s = lb_cuda_test_attention(0, &one, &h0, &h0, &one, 1, 1, 1, 36, 0, 2, &e); /* the split kernel: head sizes of 8 k */
+    CHECK(s == LB_ERR_UNSUPPORTED, "split with D 36: status %d, %s", (int)s, e.msg);
     s = lb_cuda_test_attention(4096, &one, &h0, &h0, &one, 1, 1, 1, 32, 0, 0, &e);
     CHECK(s == LB_ERR_DEVICE && strstr(e.msg, "does not exist"), "device 4096: status %d, '%s'", (int)s, e.msg);
 
@@ -146,5 +148,7 @@ int main(void) {
     check_shape(3, 8, 2, 80, 300, 1.0f);     /* a head size without a flash variant */
     check_shape(16, 4, 4, 256, 129, 1.0f);   /* 16 tokens, head size 256 */
     check_shape(21, 64, 8, 64, 70, 1.0f);    /* two token groups (16 + 5), eight heads a group */
+    check_shape(2, 32, 8, 128, 12000, 2.0f); /* 128 chunks of 96 positions: three key tiles a chunk; a last chunk of 1-2 */
+    check_shape(5, 9, 3, 64, 33, 1.0f);      /* the 135M model's groups of three; chunks of 8 positions */
     TEST_DONE();
 }

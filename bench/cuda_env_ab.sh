@@ -1,0 +1,49 @@
+#!/usr/bin/env bash
+# cuda_env_ab.sh - one build's speed on the Llama-3-8B-shape checkpoint (made in /tmp/lb8b) with its defaults and under
+# other environments, alternating in one device call, so the ratios come from one machine: from the repository root,
+#   ALTS="VAR=V VAR=V;VAR=V" bench/cuda_env_ab.sh BIN_TAR_XZ OUT_DIR [SECONDS]     (default 400)
+# ALTS: alternatives separated by ';'. First each test of TESTS (default "forward") under each alternative (cuda_tests.sh
+# with the alternative's variables set); then per type of TYPES (default "q4_k_m q4_0"): cuda_bench --pp 512 --tg 128
+# --reps 3 with the defaults and each alternative, twice round; for the first type also the decode traced by
+# bench/cupti_trace.cpp under each (trace_0.txt for the defaults, trace_1.txt ... in ALTS's order). Writes run.log and
+# the traces to OUT_DIR.
+set -uo pipefail
+TAR=${1:?usage: ALTS=... bench/cuda_env_ab.sh BIN_TAR_XZ OUT_DIR [SECONDS]}
+OUT=${2:?usage}
+DEADLINE=$(($(date +%s) + ${3:-400}))
+W=/tmp/lb8b
+[ -x build/cuda_bench ] || { mkdir -p build && tar xJf "$TAR" -C build; } || exit 1
+mkdir -p "$OUT" "$W"
+. "$(dirname "$0")/cuda_run_common.sh"
+IFS=';' read -r -a alts <<<"${ALTS:?set ALTS}"
+envs=("" "${alts[@]}")
+for i in "${!alts[@]}"; do
+  log "tests with ${alts[$i]}"
+  env ${alts[$i]} TESTS="${TESTS:-forward}" bash "$(dirname "$0")/cuda_tests.sh" "$TAR" "$OUT/t$i" $(($(left) / 4)) >/dev/null 2>&1
+  sed "s/^/[${alts[$i]}] /" "$OUT/t$i/run.log" 2>/dev/null | grep -v "max |gpu" >>"$OUT/run.log"
+  rm -rf "$OUT/t$i"
+done
+log "8B shape"
+[ -f "$W/hf/config.json" ] || timeout "$(cap 60)" build/synth_checkpoint "$W/hf" models/tiny/tokenizer.json --shape llama3-8b >"$OUT/gen.log" 2>&1
+first=1
+for t in ${TYPES:-q4_k_m q4_0}; do
+  [ "$(left)" -gt 60 ] || break
+  enc=(--encoder ref); [ $t = f16 ] && enc=()
+  [ -f "$W/$t.gguf" ] || timeout "$(cap 90)" build/lowbit quantize "$W/hf" -o "$W/$t.gguf" --type $t "${enc[@]}" -t 16 >>"$OUT/gen.log" 2>&1
+  for round in 1 2; do
+    for e in "${envs[@]}"; do
+      echo "$t [${e:-defaults}]: $(env $e timeout "$(cap 60)" build/cuda_bench "$W/$t.gguf" --device cuda --pp 512 --tg 128 --reps 3 2>&1 |
+        grep -E "pp512|tg128|error" | tr -s ' ' | tr '\n' ' ')" | tee -a "$OUT/run.log"
+    done
+  done
+  if [ $first = 1 ] && [ -f build/libcupti_trace.so ]; then
+    for i in "${!envs[@]}"; do
+      env ${envs[$i]} LD_LIBRARY_PATH=$PWD/build:$LD_LIBRARY_PATH CUDA_INJECTION64_PATH=$PWD/build/libcupti_trace.so \
+        LB_TRACE_OUT=$OUT/trace_$i.txt timeout "$(cap 60)" build/cuda_bench "$W/$t.gguf" --device cuda --pp 16 --tg 64 --reps 1 >/dev/null 2>&1
+      echo "trace [${envs[$i]:-defaults}]: $(head -2 "$OUT/trace_$i.txt" 2>/dev/null | tail -1)" | tee -a "$OUT/run.log"
+    done
+  fi
+  first=0
+  rm -f "$W/$t.gguf"
+done
+log done
