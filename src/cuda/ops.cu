@@ -162,7 +162,7 @@ __global__ void __launch_bounds__(NA_WARPS * 32) k_rmsnorm_act(const float *__re
     const float *xr = x + row * n;
     const float4 *x4 = (const float4 *)xr;
     double ss = 0.0;
-#pragma unroll 4
+#pragma unroll 8 /* a 4096-element row: every load in flight at once */
     for (int i = threadIdx.x; i < n / 4; i += NA_WARPS * 32) {
         const float4 v = x4[i];
         ss += (double)v.x * v.x;
