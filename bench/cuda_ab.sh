@@ -11,21 +11,17 @@ A_TAR=${1:?usage: bench/cuda_ab.sh A_TAR B_TAR OUT_DIR [SECONDS]}
 B_TAR=${2:?usage}
 OUT=${3:?usage}
 DEADLINE=$(($(date +%s) + ${4:-500}))
-W=/tmp/lb8b
 [ -x build/cuda_bench ] || { mkdir -p build && tar xJf "$B_TAR" -C build; } || exit 1
 [ -x build-a/cuda_bench ] || { mkdir -p build-a && tar xJf "$A_TAR" -C build-a; } || exit 1
-mkdir -p "$OUT" "$W"
 . "$(dirname "$0")/cuda_run_common.sh"
 log "tests (B)"
 TESTS=${TESTS:-attention forward forward_plain} bash "$(dirname "$0")/cuda_tests.sh" "$B_TAR" "$OUT/t" $(($(left) / 3)) >/dev/null 2>&1
 cat "$OUT/t/run.log" >>"$OUT/run.log" 2>/dev/null
 rm -rf "$OUT/t"
 log "8B shape"
-[ -f "$W/hf/config.json" ] || timeout "$(cap 60)" build/synth_checkpoint "$W/hf" models/tiny/tokenizer.json --shape llama3-8b >"$OUT/gen.log" 2>&1
 for t in ${TYPES:-q4_k_m q4_0 q8_0 f16}; do
   [ "$(left)" -gt 60 ] || break
-  enc=(--encoder ref); [ $t = f16 ] && enc=()
-  [ -f "$W/$t.gguf" ] || timeout "$(cap 90)" build/lowbit quantize "$W/hf" -o "$W/$t.gguf" --type $t "${enc[@]}" -t 16 >>"$OUT/gen.log" 2>&1
+  file_8b $t
   for b in build-a build build-a build; do
     echo "$t ${b/build-a/A}: $(timeout "$(cap 60)" $b/cuda_bench "$W/$t.gguf" --device cuda --pp 512 --tg 128 --reps 3 2>&1 |
       grep -E "pp512|tg128|error" | tr -s ' ' | tr '\n' ' ')" | sed 's/^\([a-z0-9_]*\) build:/\1 B:/' | tee -a "$OUT/run.log"

@@ -11,9 +11,7 @@ set -uo pipefail
 TAR=${1:?usage: ALTS=... bench/cuda_env_ab.sh BIN_TAR_XZ OUT_DIR [SECONDS]}
 OUT=${2:?usage}
 DEADLINE=$(($(date +%s) + ${3:-400}))
-W=/tmp/lb8b
 [ -x build/cuda_bench ] || { mkdir -p build && tar xJf "$TAR" -C build; } || exit 1
-mkdir -p "$OUT" "$W"
 . "$(dirname "$0")/cuda_run_common.sh"
 IFS=';' read -r -a alts <<<"${ALTS:?set ALTS}"
 envs=("" "${alts[@]}")
@@ -24,12 +22,10 @@ for i in "${!alts[@]}"; do
   rm -rf "$OUT/t$i"
 done
 log "8B shape"
-[ -f "$W/hf/config.json" ] || timeout "$(cap 60)" build/synth_checkpoint "$W/hf" models/tiny/tokenizer.json --shape llama3-8b >"$OUT/gen.log" 2>&1
 first=1
 for t in ${TYPES:-q4_k_m q4_0}; do
   [ "$(left)" -gt 60 ] || break
-  enc=(--encoder ref); [ $t = f16 ] && enc=()
-  [ -f "$W/$t.gguf" ] || timeout "$(cap 90)" build/lowbit quantize "$W/hf" -o "$W/$t.gguf" --type $t "${enc[@]}" -t 16 >>"$OUT/gen.log" 2>&1
+  file_8b $t
   for round in 1 2; do
     for e in "${envs[@]}"; do
       echo "$t [${e:-defaults}]: $(env $e timeout "$(cap 60)" build/cuda_bench "$W/$t.gguf" --device cuda --pp 512 --tg 128 --reps 3 2>&1 |

@@ -18,9 +18,8 @@ OUT=${2:?usage}
 SECS=${3:-400}
 DEADLINE=$(($(date +%s) + SECS))
 L=/tmp/lb-prof
-W=/tmp/lb8b
 [ -x build/cuda_kernels ] || { mkdir -p build && tar xJf "$TAR" -C build; } || exit 1
-mkdir -p "$OUT" "$L" "$W"
+mkdir -p "$OUT" "$L"
 . "$(dirname "$0")/cuda_run_common.sh"
 log "1. tests"
 TESTS=${TESTS:-attention forward kernels kernels_nomvt kernels_mvt forward_plain calib multi} bash "$(dirname "$0")/cuda_tests.sh" "$TAR" "$OUT/t" $(($(left) > 300 ? 160 : $(left) / 2)) >/dev/null 2>&1
@@ -28,7 +27,6 @@ cat "$OUT/t/run.log" >>"$OUT/run.log" 2>/dev/null
 mv "$OUT/t/tests.tgz" "$L/" 2>/dev/null
 rm -rf "$OUT/t"
 log "2. 8B shape, tg128"
-[ -f "$W/hf/config.json" ] || timeout "$(cap 60)" build/synth_checkpoint "$W/hf" models/tiny/tokenizer.json --shape llama3-8b >"$L/gen.log" 2>&1
 tg() { # FILE ENV...: one tg128 line
   local f=$1; shift
   echo "$(basename "$f" .gguf) ${*:-default}: $(env "$@" timeout "$(cap 60)" build/cuda_bench "$f" --device cuda --pp 1 --tg 128 --reps 3 2>&1 |
@@ -36,7 +34,7 @@ tg() { # FILE ENV...: one tg128 line
 }
 for t in q4_k_m q4_0 q8_0; do
   [ "$(left)" -gt 150 ] || break
-  [ -f "$W/$t.gguf" ] || timeout "$(cap 90)" build/lowbit quantize "$W/hf" -o "$W/$t.gguf" --type $t --encoder ref -t 16 >>"$L/gen.log" 2>&1
+  GEN_LOG=$L/gen.log file_8b $t
   tail -1 "$L/gen.log" >>"$OUT/run.log"
   tg "$W/$t.gguf"
   tg "$W/$t.gguf" LB_CUDA_MVT=0

@@ -17,9 +17,8 @@ OUT=${2:?usage}
 DEADLINE=$(($(date +%s) + ${3:-550}))
 L=/tmp/lb-table
 ALT=${ALT:-LB_CUDA_MVM_XS=0}
-W=/tmp/lb8b
 [ -x build/cuda_kernels ] || { mkdir -p build && tar xJf "$TAR" -C build; } || exit 1
-mkdir -p "$OUT" "$L" "$W"
+mkdir -p "$OUT" "$L"
 . "$(dirname "$0")/cuda_run_common.sh"
 log "1. tests"
 TESTS=${TESTS:-attention forward kernels kernels_noxs forward_plain calib multi} bash "$(dirname "$0")/cuda_tests.sh" "$TAR" "$OUT/t" $(($(left) > 350 ? 190 : $(left) / 2)) >/dev/null 2>&1
@@ -42,11 +41,9 @@ fi
 timeout "$(cap 60)" build/cuda_kernels --quick --batches 1 --types q4_k,q4_0,q8_0,q6_k >"$L/kernels_b1.txt" 2>&1
 grep -E "^(type|q4_k|q4_0|q8_0|q6_k) " "$L/kernels_b1.txt" >>"$OUT/run.log"
 log "3. 8B shape"
-[ -f "$W/hf/config.json" ] || timeout "$(cap 60)" build/synth_checkpoint "$W/hf" models/tiny/tokenizer.json --shape llama3-8b >"$L/gen.log" 2>&1
 for t in ${TYPES:-q4_k_m q4_0 q8_0 f16}; do
   [ "$(left)" -gt 60 ] || break
-  enc=(--encoder ref); [ $t = f16 ] && enc=()
-  [ -f "$W/$t.gguf" ] || timeout "$(cap 90)" build/lowbit quantize "$W/hf" -o "$W/$t.gguf" --type $t "${enc[@]}" -t 16 >>"$L/gen.log" 2>&1
+  GEN_LOG=$L/gen.log file_8b $t
   echo "$t: $(timeout "$(cap 60)" build/cuda_bench "$W/$t.gguf" --device cuda --pp 512 --tg 128 --reps 3 2>&1 | grep -E "pp512|tg128|error" | tr -s ' ' | tr '\n' ' ')" |
     tee -a "$OUT/run.log"
   if [ $t = q4_k_m ]; then

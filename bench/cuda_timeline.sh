@@ -11,18 +11,15 @@ set -uo pipefail
 TAR=${1:?usage: bench/cuda_timeline.sh BIN_TAR_XZ OUT_DIR [SECONDS]}
 OUT=${2:?usage}
 DEADLINE=$(($(date +%s) + ${3:-400}))
-W=/tmp/lb8b
 [ -x build/cuda_bench ] || { mkdir -p build && tar xJf "$TAR" -C build; } || exit 1
-mkdir -p "$OUT" "$W"
 . "$(dirname "$0")/cuda_run_common.sh"
 [ -f build/libcupti_trace.so ] || { log "no build/libcupti_trace.so in the tarball"; exit 1; }
 export LD_LIBRARY_PATH=$PWD/build:$LD_LIBRARY_PATH
 TRACE=$PWD/build/libcupti_trace.so
 log "checkpoint"
-[ -f "$W/hf/config.json" ] || timeout "$(cap 60)" build/synth_checkpoint "$W/hf" models/tiny/tokenizer.json --shape llama3-8b >"$OUT/gen.log" 2>&1
 for t in ${TYPES:-q4_k_m q4_0}; do
   [ "$(left)" -gt 60 ] || break
-  [ -f "$W/$t.gguf" ] || timeout "$(cap 90)" build/lowbit quantize "$W/hf" -o "$W/$t.gguf" --type $t --encoder ref -t 16 >>"$OUT/gen.log" 2>&1
+  file_8b $t
   b=(build/cuda_bench "$W/$t.gguf" --device cuda --pp 16 --tg 64 --reps 1)
   echo "$t untraced: $(timeout "$(cap 60)" "${b[@]}" 2>&1 | grep -E "tg64|error" | tr -s ' ')" | tee -a "$OUT/run.log"
   echo "$t traced: $(CUDA_INJECTION64_PATH=$TRACE LB_TRACE_OUT=$OUT/trace_$t.txt timeout "$(cap 90)" "${b[@]}" 2>&1 |
