@@ -669,8 +669,7 @@ __device__ __forceinline__ void stage_fill_rows(uint8_t *dst, int dstride, const
  * XS: the step's activations follow its 16 weight rows in the stage, copied with them: the codes [MVM_CH][NT][32]
  * and the scales [MVM_CH][NT] (float2), zeros past the batch's tokens and the step's chunks (run 29: leaving the
  * scales to the lanes' loads, a smaller stage, was slower at batch 8 and 16). */
-enum { XS_NONE, XS_ALL }; /* k_mvm's staged activations: none, codes and scales */
-template <int TY, int NT, int ST, int XS> struct MvmShape {
+template <int TY, int NT, int ST, bool XS> struct MvmShape {
     static constexpr int PER = Dq<TY>::BE / 32, BYTES = (MVM_CH / PER) * Dq<TY>::BB;
     static constexpr bool WIN = BYTES % 16 != 0;
     /* a step starts (s BYTES) mod 16 bytes into its first unit: at most 16 - (BYTES's lowest set bit) (q6_K: 14, so the
@@ -709,7 +708,7 @@ __device__ __forceinline__ void cp_async_z(void *smem, const void *g, int bytes,
 #endif
 }
 
-template <int TY, int NT, int ST, int XS>
+template <int TY, int NT, int ST, bool XS>
 __global__ void __launch_bounds__(MVM_WARPS * 32) k_mvm(const uint8_t *__restrict__ W, size_t rb, int64_t N, int K,
                                                        const int8_t *__restrict__ xq, const float2 *__restrict__ xd, int nt,
                                                        float *__restrict__ out, int64_t ldo, int cw, int add) {
@@ -744,7 +743,7 @@ __global__ void __launch_bounds__(MVM_WARPS * 32) k_mvm(const uint8_t *__restric
                 stage_fill_rows(st, SB, W + row0 * rb + off, rb, nr, (n / S::PER) * D::BB, cw, lane);
             }
         }
-        if constexpr (XS != XS_NONE) {
+        if constexpr (XS) {
             if (x) { /* the step's codes of each token (16 units of 16 bytes), then its scales */
                 const int c0 = MVM_CH * s;
 #pragma unroll
@@ -1081,12 +1080,9 @@ static void launch_mvq(const dweight *w, const void *xa, int T, float *out, int6
     const float2 *xd = (const float2 *)(xq + (size_t)T * K);
     const int cw = copy_width(w, Stage<TY>::BYTES);
     const int64_t per = SPLIT ? R : (int64_t)R * MV_WARPS;
-    const dim3 grid((unsigned)((N + per - 1) / per)), blk(MV_WARPS * 32);
-    if (NT == 1 && l2pf())
-        cu_launch(k_mvq<TY, NT, R, SPLIT, ST, NT == 1>, grid, blk, 0, (const uint8_t *)w->data, w->row_bytes, N, (int)K, xq, xd, T, out, ldo, cw,
-                  add, l2pf());
-    else
-        cu_launch(k_mvq<TY, NT, R, SPLIT, ST>, grid, blk, 0, (const uint8_t *)w->data, w->row_bytes, N, (int)K, xq, xd, T, out, ldo, cw, add, 0);
+    const int pf = NT == 1 ? l2pf() : 0;
+    cu_launch(pf ? k_mvq<TY, NT, R, SPLIT, ST, NT == 1> : k_mvq<TY, NT, R, SPLIT, ST>, dim3((unsigned)((N + per - 1) / per)), dim3(MV_WARPS * 32), 0,
+              (const uint8_t *)w->data, w->row_bytes, N, (int)K, xq, xd, T, out, ldo, cw, add, pf);
 }
 
 /* Rows below which the warps of a block share its rows (split over K), and from which each warp takes two
@@ -1160,12 +1156,8 @@ template <int TY> static bool launch_mvt(const dweight *w, const void *xa, float
         }
         const int64_t N = w->rows, K = w->cols, tiles = (N + MVT_RT - 1) / MVT_RT;
         const int8_t *xq = (const int8_t *)xa;
-        const dim3 grid((unsigned)(tiles < blocks ? tiles : blocks)), blk(MV_WARPS * 32);
-        if (l2pf())
-            cu_launch(k_mvt<TY, true>, grid, blk, smem, (const uint8_t *)w->data, w->row_bytes, N, (int)K, xq, (const float2 *)(xq + K), out, add,
-                      l2pf());
-        else
-            cu_launch(k_mvt<TY>, grid, blk, smem, (const uint8_t *)w->data, w->row_bytes, N, (int)K, xq, (const float2 *)(xq + K), out, add, 0);
+        cu_launch(l2pf() ? k_mvt<TY, true> : k_mvt<TY>, dim3((unsigned)(tiles < blocks ? tiles : blocks)), dim3(MV_WARPS * 32), smem,
+                  (const uint8_t *)w->data, w->row_bytes, N, (int)K, xq, (const float2 *)(xq + K), out, add, l2pf());
         return true;
     }
 }
@@ -1182,14 +1174,14 @@ template <int TY, int NT> static void mvq_nt(const dweight *w, const void *xa, i
 }
 
 /* the block's stages; the warps' sums reuse them at the end */
-template <int TY, int NT, int ST, int XS> static constexpr size_t mvm_smem() {
+template <int TY, int NT, int ST, bool XS> static constexpr size_t mvm_smem() {
     static_assert(MvmShape<TY, NT, ST, XS>::STAGE >= MVM_WARPS * 32 * (NT / 8) * 4 * sizeof(float), "the sums fit the stages");
     return MvmShape<TY, NT, ST, XS>::STAGE;
 }
 
 /* the blocks of k_mvm<TY, NT, ST, XS> one multiprocessor holds (its shared memory limit raised first; 0 if the query
  * fails) */
-template <int TY, int NT, int ST, int XS> static int mvm_occupancy() {
+template <int TY, int NT, int ST, bool XS> static int mvm_occupancy() {
     constexpr size_t smem = mvm_smem<TY, NT, ST, XS>();
     int per = 0;
     if (cudaFuncSetAttribute(k_mvm<TY, NT, ST, XS>, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem) != cudaSuccess ||
@@ -1198,7 +1190,7 @@ template <int TY, int NT, int ST, int XS> static int mvm_occupancy() {
     return per;
 }
 
-template <int TY, int NT, int ST, int XS>
+template <int TY, int NT, int ST, bool XS>
 static void launch_mvm_w(const dweight *w, const void *xa, int T, float *out, int64_t ldo, int cw, int add) {
     const int64_t N = w->rows, K = w->cols;
     const int8_t *xq = (const int8_t *)xa;
@@ -1228,26 +1220,21 @@ static bool mvm_xs_on() {
 template <int TY, int NT> static void launch_mvm(const dweight *w, const void *xa, int T, float *out, int64_t ldo, int cw, int add) {
     static int occ[4] = {-1, -1, -1, -1}, sms = 0; /* [XS * 2 + (ST == 3)] */
     if (occ[0] < 0) {
-        occ[0] = mvm_occupancy<TY, NT, 2, XS_NONE>();
-        occ[1] = mvm_occupancy<TY, NT, 3, XS_NONE>();
-        occ[2] = mvm_occupancy<TY, NT, 2, XS_ALL>();
-        occ[3] = mvm_occupancy<TY, NT, 3, XS_ALL>();
+        occ[0] = mvm_occupancy<TY, NT, 2, false>();
+        occ[1] = mvm_occupancy<TY, NT, 3, false>();
+        occ[2] = mvm_occupancy<TY, NT, 2, true>();
+        occ[3] = mvm_occupancy<TY, NT, 3, true>();
         sms = dev_sms();
     }
     const int64_t blocks = (w->rows + MVM_ROWS - 1) / MVM_ROWS, L = (blocks + sms - 1) / sms;
-    static const int order[4] = {3, 2, 0, 1}; /* staged (three stages, two), then unstaged (two, three) */
-    int best = -1;
-    int64_t best_waves = 0;
-    for (int i = ((uintptr_t)xa & 15) == 0 && mvm_xs_on() ? 0 : 2; i < 4 && !(i == 2 && best >= 0); i++) {
-        if (occ[order[i]] < 1) continue;
-        const int64_t waves = (L + occ[order[i]] - 1) / occ[order[i]];
-        if (best < 0 || waves < best_waves) best = order[i], best_waves = waves;
-    }
-    switch (best) {
-    case 3: launch_mvm_w<TY, NT, 3, XS_ALL>(w, xa, T, out, ldo, cw, add); break;
-    case 2: launch_mvm_w<TY, NT, 2, XS_ALL>(w, xa, T, out, ldo, cw, add); break;
-    case 1: launch_mvm_w<TY, NT, 3, XS_NONE>(w, xa, T, out, ldo, cw, add); break;
-    default: launch_mvm_w<TY, NT, 2, XS_NONE>(w, xa, T, out, ldo, cw, add); break;
+    auto waves = [&](int c) { return occ[c] > 0 ? (L + occ[c] - 1) / occ[c] : INT64_MAX; };
+    const bool xs = ((uintptr_t)xa & 15) == 0 && mvm_xs_on() && (occ[2] > 0 || occ[3] > 0);
+    const int first = xs ? 3 : 0, second = xs ? 2 : 1; /* where the waves tie */
+    switch (waves(second) < waves(first) ? second : first) {
+    case 3: launch_mvm_w<TY, NT, 3, true>(w, xa, T, out, ldo, cw, add); break;
+    case 2: launch_mvm_w<TY, NT, 2, true>(w, xa, T, out, ldo, cw, add); break;
+    case 1: launch_mvm_w<TY, NT, 3, false>(w, xa, T, out, ldo, cw, add); break;
+    default: launch_mvm_w<TY, NT, 2, false>(w, xa, T, out, ldo, cw, add); break;
     }
 }
 
@@ -1270,7 +1257,7 @@ static bool mvm_win_on() {
 
 template <int TY> static void mvq_type(const dweight *w, const void *xa, int T, float *out, int64_t ldo, int add) {
     if constexpr (Mq<TY>::WORD) {
-        using S = MvmShape<TY, 8, 3, XS_NONE>;
+        using S = MvmShape<TY, 8, 3, false>;
         const int cw = S::WIN ? (mvm_win_on() && copy_width(w, 16) == 16 ? 16 : 0) : copy_width(w, S::BYTES);
         if (T > 4 && cw && mvm_enabled()) {
             T <= 8 ? launch_mvm<TY, 8>(w, xa, T, out, ldo, cw, add) : launch_mvm<TY, 16>(w, xa, T, out, ldo, cw, add);

@@ -707,16 +707,16 @@ void cu_attention_split(const float *q, const __half *kc, const __half *vc, floa
                         int64_t max_n, float *part, int be, void *xa) {
     const int hb = att_hb(H, KV), nch = cu_attention_split_chunks(max_n), S = AS_THREADS / (D / 2), TP = att_tile(D);
     const size_t smem = (size_t)TP * (size_t)D * 2 * sizeof(__half) + (size_t)(hb * D + hb * TP + 3 * hb + S * hb * D) * sizeof(float);
+    int8_t *aq = (int8_t *)xa;
+    float2 *ad = xa ? (float2 *)(aq + (size_t)T * (size_t)H * (size_t)D) : NULL;
+    void (*combine)(const float *, float *, int, int, int, const int64_t *, int, int8_t *, float2 *) =
+        !xa ? k_att_combine<0> : be == 256 ? k_att_combine<256> : k_att_combine<32>;
     for (int t0 = 0; t0 < T; t0 += AS_TOKENS) {
         const int nt = T - t0 < AS_TOKENS ? T - t0 : AS_TOKENS;
         cu_launch(k_att_split, dim3((unsigned)(H / hb), (unsigned)nch, (unsigned)nt), dim3(AS_THREADS), smem,
-                   q + (size_t)t0 * (size_t)H * (size_t)D, kc, vc, part, H, KV, D, hb, nch, pos, t0);
-        int8_t *aq = (int8_t *)xa;
-        float2 *ad = xa ? (float2 *)(aq + (size_t)T * (size_t)H * (size_t)D) : NULL;
-        const dim3 grid((unsigned)((H * D + 255) / 256), (unsigned)nt), blk(NA_WARPS * 32);
-        if (xa && be == 256) cu_launch(k_att_combine<256>, grid, blk, 0, (const float *)part, out, H, D, nch, pos, t0, aq, ad);
-        else if (xa) cu_launch(k_att_combine<32>, grid, blk, 0, (const float *)part, out, H, D, nch, pos, t0, aq, ad);
-        else cu_launch(k_att_combine<0>, grid, blk, 0, (const float *)part, out, H, D, nch, pos, t0, aq, ad);
+                  q + (size_t)t0 * (size_t)H * (size_t)D, kc, vc, part, H, KV, D, hb, nch, pos, t0);
+        cu_launch(combine, dim3((unsigned)((H * D + 255) / 256), (unsigned)nt), dim3(NA_WARPS * 32), 0, (const float *)part, out, H, D, nch,
+                  pos, t0, aq, ad);
     }
 }
 
