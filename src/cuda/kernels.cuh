@@ -47,6 +47,16 @@ __device__ __forceinline__ void pdl_enter() {
     pdl_wait();
     pdl_go();
 }
+/* pdl_enter, or with early (LB_CUDA_PDLE=1, cu_pdl_early(): the small kernels of the one-token step) pdl_go first: the
+ * next kernel (a product) launches while this one still waits, so its blocks take the multiprocessors the kernel before
+ * this one leaves and request their weights at once; three grids may then overlap, each still waiting on the one
+ * before it (so on all before it) */
+__device__ __forceinline__ void pdl_enter(int early) {
+    if (early) {
+        pdl_go();
+        pdl_wait();
+    } else pdl_enter();
+}
 
 /* The CPU's 8-bit rounding of activations (lb_act_quantize) in IEEE operations, shared by every kernel that rounds (mv.cu's
  * k_act_round, ops.cu's producers), so their codes and scales agree to the bit: from the block's amax, the inverse scale
@@ -63,6 +73,8 @@ __device__ __forceinline__ int act_code(float v, float id) {
 }
 /* LB_CUDA_PDL is not 0 and the current device has compute capability 9 or more (read once per process) */
 bool cu_pdl_on(void);
+/* LB_CUDA_PDLE=1: the decode's small kernels (RMSNorm, SwiGLU, rotary, attention) call pdl_enter(1) (read once) */
+int cu_pdl_early(void);
 /* kernel<<<grid, block, smem, lb_cu_stream>>>(args...), with the programmatic serialization attribute when cu_pdl_on();
  * the kernel must follow pdl_enter's rule. Launch errors are left for cudaGetLastError, as with <<<>>>. */
 template <typename... P, typename... A> static inline void cu_launch(void (*kernel)(P...), dim3 grid, dim3 block, size_t smem, A... args) {

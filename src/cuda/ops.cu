@@ -26,6 +26,10 @@ bool cu_pdl_on(void) {
     static const bool on = pdl_probe();
     return on;
 }
+int cu_pdl_early(void) {
+    static const int on = cu_env_is("LB_CUDA_PDLE", '1') ? 1 : 0;
+    return on;
+}
 
 /* block-wide sum of a double; every thread gets the result. sh: RED_THREADS doubles. */
 __device__ double block_sum(double v, double *sh) {
@@ -59,9 +63,9 @@ __device__ double block_sum_warps(double v, double *sh /* 32 */) {
 /* One block per row, about four elements per thread: the loads of a row are all in flight at once (a
  * 256-thread loop of dependent iterations took 9 us for 4,096 elements at batch 1). With y, x += y first
  * (the residual add) and the sum is taken of the new x. */
-__global__ void k_rmsnorm(float *x, const float *y, const float *w, float *out, int n, int64_t stride, float eps) {
+__global__ void k_rmsnorm(float *x, const float *y, const float *w, float *out, int n, int64_t stride, float eps, int early) {
     __shared__ double sh[33];
-    pdl_enter();
+    pdl_enter(early);
     float *xr = x + blockIdx.x * stride;
     const float *yr = y ? y + blockIdx.x * stride : NULL;
     float *o = out + blockIdx.x * stride;
@@ -87,11 +91,12 @@ static unsigned norm_threads(int n) {
 }
 
 void cu_rmsnorm(const float *x, const float *w, float *out, int64_t n_rows, int n, int64_t stride, float eps) {
-    cu_launch(k_rmsnorm, dim3((unsigned)n_rows), dim3(norm_threads(n)), 0, (float *)x, (const float *)NULL, w, out, n, stride, eps);
+    cu_launch(k_rmsnorm, dim3((unsigned)n_rows), dim3(norm_threads(n)), 0, (float *)x, (const float *)NULL, w, out, n, stride, eps,
+              cu_pdl_early());
 }
 
 void cu_add_rmsnorm(float *x, const float *y, const float *w, float *out, int64_t n_rows, int n, float eps) {
-    cu_launch(k_rmsnorm, dim3((unsigned)n_rows), dim3(norm_threads(n)), 0, x, y, w, out, n, (int64_t)n, eps);
+    cu_launch(k_rmsnorm, dim3((unsigned)n_rows), dim3(norm_threads(n)), 0, x, y, w, out, n, (int64_t)n, eps, cu_pdl_early());
 }
 
 /*
@@ -147,7 +152,7 @@ __device__ __forceinline__ float silu_mul1(float a, float u) { return __fmul_rn(
 template <int BE>
 __global__ void __launch_bounds__(NA_WARPS * 32) k_rmsnorm_act(const float *__restrict__ x, const float *__restrict__ w,
                                                                float *__restrict__ out, int n, float eps, int8_t *__restrict__ q,
-                                                               float2 *__restrict__ d) {
+                                                               float2 *__restrict__ d, int early) {
     __shared__ double sh[NA_WARPS];
     const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
     const int64_t row = blockIdx.y;
@@ -158,7 +163,7 @@ __global__ void __launch_bounds__(NA_WARPS * 32) k_rmsnorm_act(const float *__re
         w0 = __ldg((const float4 *)(w + e));
         w1 = __ldg((const float4 *)(w + e) + 1);
     }
-    pdl_enter();
+    pdl_enter(early);
     const float *xr = x + row * n;
     const float4 *x4 = (const float4 *)xr;
     double ss = 0.0;
@@ -194,8 +199,8 @@ __global__ void __launch_bounds__(NA_WARPS * 32) k_rmsnorm_act(const float *__re
 /* SwiGLU and its rounding: g = silu(g) * u as k_silu_mul (the same operations), n = rows * row length, a multiple of BE */
 template <int BE>
 __global__ void __launch_bounds__(NA_WARPS * 32) k_silu_act(float *__restrict__ g, const float *__restrict__ u, int64_t n,
-                                                            int8_t *__restrict__ q, float2 *__restrict__ d) {
-    pdl_enter();
+                                                            int8_t *__restrict__ q, float2 *__restrict__ d, int early) {
+    pdl_enter(early);
     const int lane = threadIdx.x % 32;
     const int64_t e = ((int64_t)blockIdx.x * NA_WARPS + threadIdx.x / 32) * 256 + 8 * lane;
     const bool valid = e < n;
@@ -218,16 +223,14 @@ void cu_rmsnorm_act(const float *x, const float *w, float *out, int64_t n_rows, 
     int8_t *q = (int8_t *)xa;
     float2 *d = (float2 *)(q + (size_t)n_rows * (size_t)n);
     const dim3 grid((unsigned)((n + NA_WARPS * 256 - 1) / (NA_WARPS * 256)), (unsigned)n_rows);
-    if (be == 256) cu_launch(k_rmsnorm_act<256>, grid, dim3(NA_WARPS * 32), 0, x, w, out, n, eps, q, d);
-    else cu_launch(k_rmsnorm_act<32>, grid, dim3(NA_WARPS * 32), 0, x, w, out, n, eps, q, d);
+    cu_launch(be == 256 ? k_rmsnorm_act<256> : k_rmsnorm_act<32>, grid, dim3(NA_WARPS * 32), 0, x, w, out, n, eps, q, d, cu_pdl_early());
 }
 
 void cu_silu_act(float *g, const float *u, int64_t n, int be, void *xa) {
     int8_t *q = (int8_t *)xa;
     float2 *d = (float2 *)(q + n);
     const dim3 grid((unsigned)((n + NA_WARPS * 256 - 1) / (NA_WARPS * 256)));
-    if (be == 256) cu_launch(k_silu_act<256>, grid, dim3(NA_WARPS * 32), 0, g, u, n, q, d);
-    else cu_launch(k_silu_act<32>, grid, dim3(NA_WARPS * 32), 0, g, u, n, q, d);
+    cu_launch(be == 256 ? k_silu_act<256> : k_silu_act<32>, grid, dim3(NA_WARPS * 32), 0, g, u, n, q, d, cu_pdl_early());
 }
 
 __global__ void k_add_bias(float *y, const float *b, int64_t total, int n) {
@@ -240,19 +243,19 @@ void cu_add_bias(float *y, const float *b, int T, int n) {
     cu_launch(k_add_bias, dim3((unsigned)((total + 255) / 256)), dim3(256), 0, y, b, total, n);
 }
 
-__global__ void k_add(float *x, const float *y, int64_t n) {
-    pdl_enter();
+__global__ void k_add(float *x, const float *y, int64_t n, int early) {
+    pdl_enter(early);
     const int64_t i = (int64_t)blockIdx.x * blockDim.x + threadIdx.x;
     if (i < n) x[i] += y[i];
 }
-void cu_add(float *x, const float *y, int64_t n) { cu_launch(k_add, dim3((unsigned)((n + 255) / 256)), dim3(256), 0, x, y, n); }
+void cu_add(float *x, const float *y, int64_t n) { cu_launch(k_add, dim3((unsigned)((n + 255) / 256)), dim3(256), 0, x, y, n, cu_pdl_early()); }
 
-__global__ void k_silu_mul(float *g, const float *u, int64_t n) {
-    pdl_enter();
+__global__ void k_silu_mul(float *g, const float *u, int64_t n, int early) {
+    pdl_enter(early);
     const int64_t i = (int64_t)blockIdx.x * blockDim.x + threadIdx.x;
     if (i < n) g[i] = silu_mul1(g[i], u[i]);
 }
-void cu_silu_mul(float *g, const float *u, int64_t n) { cu_launch(k_silu_mul, dim3((unsigned)((n + 255) / 256)), dim3(256), 0, g, u, n); }
+void cu_silu_mul(float *g, const float *u, int64_t n) { cu_launch(k_silu_mul, dim3((unsigned)((n + 255) / 256)), dim3(256), 0, g, u, n, cu_pdl_early()); }
 
 __global__ void k_f32_to_f16(const float *x, int64_t n, __half *y) {
     pdl_enter();
@@ -271,8 +274,8 @@ __device__ __forceinline__ float kv_get(const __half *p) { return __half2float(*
  * (storing the rotated pair into the cache at row pos0 + t too), the rest copy v. */
 template <typename KT>
 __global__ void k_rope_kv(float *q, float *k, const float *v, int T, int H, int KV, int D, const float *cs, const float *sn,
-                          const int64_t *pos, int inter, KT *kc, KT *vc) {
-    pdl_enter();
+                          const int64_t *pos, int inter, KT *kc, KT *vc, int early) {
+    pdl_enter(early);
     const int half = D / 2, kvd = KV * D;
     const int64_t pos0 = *pos;
     const int64_t nq = (int64_t)T * H * half, nk = (int64_t)T * KV * half, nv = (int64_t)T * kvd;
@@ -307,7 +310,8 @@ template <typename KT>
 static void rope_kv(float *q, float *k, const float *v, int T, int H, int KV, int D, const float *cs, const float *sn, const int64_t *pos0,
                     bool interleaved, KT *kc, KT *vc) {
     const int64_t n = (int64_t)T * (H + KV) * (D / 2) + (int64_t)T * KV * D;
-    cu_launch(k_rope_kv<KT>, dim3((unsigned)((n + 255) / 256)), dim3(256), 0, q, k, v, T, H, KV, D, cs, sn, pos0, interleaved ? 1 : 0, kc, vc);
+    cu_launch(k_rope_kv<KT>, dim3((unsigned)((n + 255) / 256)), dim3(256), 0, q, k, v, T, H, KV, D, cs, sn, pos0, interleaved ? 1 : 0, kc, vc,
+              cu_pdl_early());
 }
 void cu_rope_kv(float *q, float *k, const float *v, int T, int H, int KV, int D, const float *cs, const float *sn,
                 const int64_t *pos0, bool interleaved, __half *kc, __half *vc) {
@@ -491,7 +495,7 @@ __device__ __forceinline__ void att_store_tile(const uint4 (&rk)[AS_UNITS], cons
 }
 
 __global__ void __launch_bounds__(AS_THREADS) k_att_split(const float *q, const __half *kc, const __half *vc, float *part, int H, int KV,
-                                                          int D, int hb, int nch, const int64_t *pos, int t_off) {
+                                                          int D, int hb, int nch, const int64_t *pos, int t_off, int early) {
     extern __shared__ uint4 asm4_[];
     /* *pos is set before the step's first kernel; the cache below it is not written in this step */
     const int64_t p_old = *pos;
@@ -499,7 +503,7 @@ __global__ void __launch_bounds__(AS_THREADS) k_att_split(const float *q, const 
     const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, TP = att_tile(D);
     const int64_t n = p_old + t_off + t + 1, L = att_split_len(n, nch), p0 = (int64_t)c * L;
     if (p0 >= n) { /* an empty chunk: the combination reads only the first ceil(n / L) */
-        pdl_enter();
+        pdl_enter(early);
         return;
     }
     const int np = (int)(n - p0 < L ? n - p0 : L);
@@ -508,7 +512,7 @@ __global__ void __launch_bounds__(AS_THREADS) k_att_split(const float *q, const 
     float *qs = (float *)(vs + TP * D), *sc = qs + hb * D, *ms = sc + hb * TP, *ls = ms + hb, *al = ls + hb, *red = al + hb;
     uint4 rk[AS_UNITS], rv[AS_UNITS];
     att_load_tile(rk, rv, kc, vc, p0, np < TP ? np : TP, kvd, kvh, D, p_old, 1);
-    pdl_enter();
+    pdl_enter(early);
     for (int i = threadIdx.x; i < hb * D; i += AS_THREADS) qs[i] = q[((int64_t)t * H + h0) * D + i];
     if ((int)threadIdx.x < hb) ms[threadIdx.x] = -INFINITY, ls[threadIdx.x] = 0.0f;
     const float scale = 1.0f / sqrtf((float)D);
@@ -637,9 +641,9 @@ __device__ __forceinline__ const float *att_row(const float *part, int H, int D,
  */
 template <int BE>
 __global__ void __launch_bounds__(NA_WARPS * 32) k_att_combine(const float *part, float *out, int H, int D, int nch, const int64_t *pos,
-                                                               int t_off, int8_t *q, float2 *dq) {
+                                                               int t_off, int8_t *q, float2 *dq, int early) {
     __shared__ float w[AC_HEADS * AS_MAX_CHUNKS], inv_s[AC_HEADS], red[NA_WARPS][256];
-    pdl_enter();
+    pdl_enter(early);
     const int t = blockIdx.y, warp = threadIdx.x / 32, lane = threadIdx.x % 32, HD = H * D;
     const int b0 = blockIdx.x * 256, b1 = b0 + 256 < HD ? b0 + 256 : HD, h_lo = b0 / D, nh = (b1 - 1) / D - h_lo + 1;
     const int64_t n = *pos + t_off + t + 1, len = att_split_len(n, nch);
@@ -709,14 +713,14 @@ void cu_attention_split(const float *q, const __half *kc, const __half *vc, floa
     const size_t smem = (size_t)TP * (size_t)D * 2 * sizeof(__half) + (size_t)(hb * D + hb * TP + 3 * hb + S * hb * D) * sizeof(float);
     int8_t *aq = (int8_t *)xa;
     float2 *ad = xa ? (float2 *)(aq + (size_t)T * (size_t)H * (size_t)D) : NULL;
-    void (*combine)(const float *, float *, int, int, int, const int64_t *, int, int8_t *, float2 *) =
+    void (*combine)(const float *, float *, int, int, int, const int64_t *, int, int8_t *, float2 *, int) =
         !xa ? k_att_combine<0> : be == 256 ? k_att_combine<256> : k_att_combine<32>;
     for (int t0 = 0; t0 < T; t0 += AS_TOKENS) {
         const int nt = T - t0 < AS_TOKENS ? T - t0 : AS_TOKENS;
         cu_launch(k_att_split, dim3((unsigned)(H / hb), (unsigned)nch, (unsigned)nt), dim3(AS_THREADS), smem,
-                  q + (size_t)t0 * (size_t)H * (size_t)D, kc, vc, part, H, KV, D, hb, nch, pos, t0);
+                  q + (size_t)t0 * (size_t)H * (size_t)D, kc, vc, part, H, KV, D, hb, nch, pos, t0, cu_pdl_early());
         cu_launch(combine, dim3((unsigned)((H * D + 255) / 256), (unsigned)nt), dim3(NA_WARPS * 32), 0, (const float *)part, out, H, D, nch,
-                  pos, t0, aq, ad);
+                  pos, t0, aq, ad, cu_pdl_early());
     }
 }
 
