@@ -10,9 +10,10 @@
  * Weights are random bytes with every scale field set to a small normal F16 (speed does not depend on
  * the values).
  *
- * usage: cuda_kernels [--quick] [--types LIST] [--batches LIST] [--shapes N]
+ * usage: cuda_kernels [--quick] [--types LIST] [--batches LIST] [--shapes N] [--shape I]
  *   --quick: the 8B shape's three FFN/attention shapes plus its k/v shape, instead of the output head;
- *   --types q4_k,q8_0: only these types; --batches 1,8: only these batches; --shapes 1: only the first N shapes
+ *   --types q4_k,q8_0: only these types; --batches 1,8: only these batches; --shapes 1: only the first N shapes;
+ *   --shape 2: only the second (for ncu: the one product's launches)
  *   (for profiling one kernel under ncu).
  */
 #include "../src/cuda/kernels.cuh"
@@ -133,14 +134,15 @@ static void run_read(int, void *p) {
 int main(int argc, char **argv) {
     bool quick = false;
     const char *types = NULL, *batches = NULL;
-    int max_shapes = 4;
+    int max_shapes = 4, only = 0;
     for (int i = 1; i < argc; i++) {
         if (!strcmp(argv[i], "--quick")) quick = true;
         else if (!strcmp(argv[i], "--types") && i + 1 < argc) types = argv[++i];
         else if (!strcmp(argv[i], "--batches") && i + 1 < argc) batches = argv[++i];
         else if (!strcmp(argv[i], "--shapes") && i + 1 < argc) max_shapes = atoi(argv[++i]);
+        else if (!strcmp(argv[i], "--shape") && i + 1 < argc) only = atoi(argv[++i]);
         else {
-            fprintf(stderr, "usage: %s [--quick] [--types q4_k,q8_0,...] [--batches 1,8,16] [--shapes N]\n", argv[0]);
+            fprintf(stderr, "usage: %s [--quick] [--types q4_k,q8_0,...] [--batches 1,8,16] [--shapes N] [--shape I]\n", argv[0]);
             return 2;
         }
     }
@@ -198,7 +200,8 @@ int main(int argc, char **argv) {
     k_fix_halves<<<64, 256>>>((uint16_t *)xb, 16 * 14336, 1);
     printf("\n%-7s %6s %6s %3s  %10s %8s %9s  %10s  %-20s  %s\n", "type", "N", "K", "T", "lowbit us", "TB/s", "% of read",
            "cuBLAS us", "cuBLAS bf16 / lowbit", "prep us");
-    for (int si = 0; si < n_shapes; si++) {
+    for (int si = 0; si < (only >= 1 && only <= 4 ? 4 : n_shapes); si++) {
+        if (only >= 1 && only <= 4 && si != only - 1) continue;
         const int N = shapes[si].N, K = shapes[si].K;
         /* cuBLAS BF16 reference weights */
         const size_t bbytes = (size_t)N * K * 2;
