@@ -27,12 +27,8 @@ for t in ${TYPES:-q4_k_m q4_0 q8_0 f16}; do
       grep -E "pp512|tg128|error" | tr -s ' ' | tr '\n' ' ')" | sed 's/^\([a-z0-9_]*\) build:/\1 B:/' | tee -a "$OUT/run.log"
   done
   if [ $t = q4_k_m ] && [ -f build/libcupti_trace.so ]; then
-    for b in build build-a; do
-      n=B; [ $b = build-a ] && n=A
-      LD_LIBRARY_PATH=$PWD/build:$LD_LIBRARY_PATH CUDA_INJECTION64_PATH=$PWD/build/libcupti_trace.so LB_TRACE_OUT=$OUT/trace_$n.txt \
-        timeout "$(cap 60)" $b/cuda_bench "$W/$t.gguf" --device cuda --pp 16 --tg 64 --reps 1 >/dev/null 2>&1
-      echo "trace $n: $(head -2 "$OUT/trace_$n.txt" 2>/dev/null | tail -1)" | tee -a "$OUT/run.log"
-    done
+    echo "trace B: $(trace_decode build "$W/$t.gguf" "$OUT/trace_B.txt")" | tee -a "$OUT/run.log"
+    echo "trace A: $(trace_decode build-a "$W/$t.gguf" "$OUT/trace_A.txt")" | tee -a "$OUT/run.log"
   fi
   rm -f "$W/$t.gguf" # the disk holds the checkpoint and one file at a time
 done

@@ -34,9 +34,7 @@ for t in ${TYPES:-q4_k_m q4_0}; do
   done
   if [ $first = 1 ] && [ -f build/libcupti_trace.so ]; then
     for i in "${!envs[@]}"; do
-      env ${envs[$i]} LD_LIBRARY_PATH=$PWD/build:$LD_LIBRARY_PATH CUDA_INJECTION64_PATH=$PWD/build/libcupti_trace.so \
-        LB_TRACE_OUT=$OUT/trace_$i.txt timeout "$(cap 60)" build/cuda_bench "$W/$t.gguf" --device cuda --pp 16 --tg 64 --reps 1 >/dev/null 2>&1
-      echo "trace [${envs[$i]:-defaults}]: $(head -2 "$OUT/trace_$i.txt" 2>/dev/null | tail -1)" | tee -a "$OUT/run.log"
+      echo "trace [${envs[$i]:-defaults}]: $(trace_decode build "$W/$t.gguf" "$OUT/trace_$i.txt" ${envs[$i]})" | tee -a "$OUT/run.log"
     done
   fi
   first=0

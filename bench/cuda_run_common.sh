@@ -22,3 +22,15 @@ file_8b() {
   [ -f "$W/hf/config.json" ] || timeout "$(cap 60)" build/synth_checkpoint "$W/hf" models/tiny/tokenizer.json ${SHAPE_ARGS:---shape llama3-8b} >>"$log" 2>&1
   [ -f "$W/$t.gguf" ] || timeout "$(cap 90)" build/lowbit quantize "$W/hf" -o "$W/$t.gguf" --type "$t" "${enc[@]}" -t 16 >>"$log" 2>&1
 }
+
+# trace_decode BIN_DIR GGUF OUT_FILE [VAR=V ...]: BIN_DIR/cuda_bench's decode (tg64 after a 16-token prompt) under
+# bench/cupti_trace.cpp (build/libcupti_trace.so, where packed) with the variables given, the trace to OUT_FILE; prints
+# its median-step line
+trace_decode() {
+  local b=$1 f=$2 o=$3
+  shift 3
+  [ -f build/libcupti_trace.so ] || return 0
+  env "$@" LD_LIBRARY_PATH=$PWD/build:$LD_LIBRARY_PATH CUDA_INJECTION64_PATH=$PWD/build/libcupti_trace.so LB_TRACE_OUT=$o \
+    timeout "$(cap 60)" "$b/cuda_bench" "$f" --device cuda --pp 16 --tg 64 --reps 1 >/dev/null 2>&1
+  head -2 "$o" 2>/dev/null | tail -1
+}
