@@ -238,10 +238,6 @@ struct lb_cuda_ctx {
     float *x, *xn, *q, *k, *v, *att, *g, *u, *tmp; /* n_batch rows */
     float *logits;               /* (n_batch, V) */
     float *att_part;             /* the split attention's scratch (unless LB_CUDA_ATT_SPLIT=0) */
-    unsigned *norm_cnt;          /* the norm tail's block count (cu_norm_tail; LB_CUDA_NORMT=1) */
-    const float *norm_ready;     /* the weights of the RMSNorm the last product computed into xn and its rounding (NULL: none) */
-    const float *next_nw;        /* the RMSNorm after the layer being run (forward: the next layer's, or the output's) */
-    const dweight *next_w;       /* and the product it is the input of */
     float *qkv1, *gu1;           /* one token's fused products (q | k | v, gate | up) */
     int32_t *tok_d;              /* n_batch */
     double *lse, *nll, *kl;      /* n_batch */
@@ -420,10 +416,6 @@ static lb_status alloc_state(lb_cuda_ctx *g, lb_error *err) {
         g->pin_logits = (float *)((uintptr_t)(g->pin_tok + B + 16) & ~(uintptr_t)15);
     }
     g->ws.exact = g->exact;
-    if (s == LB_OK && cu_mv_norm_on() && !g->exact) {
-        s = dalloc(g, (void **)&g->norm_cnt, sizeof(unsigned), "the norm tail's count", err);
-        if (s == LB_OK) CK(cudaMemset(g->norm_cnt, 0, sizeof(unsigned)), "clearing a buffer");
-    }
     if (s == LB_OK && cu_attention_split_on() && !g->exact && cu_attention_split_fits((int)D))
         s = dalloc(g, (void **)&g->att_part, cu_attention_split_scratch((int)h->n_head, (int)D, C), "the attention's scratch", err);
     else if (s == LB_OK && cu_attention_prepare((int)h->n_head, (int)h->n_head_kv, (int)D, C) != cudaSuccess) {
@@ -639,13 +631,6 @@ static bool norm_for(lb_cuda_ctx *g, float *x, const float *nw, float *xn, const
     const lb_model_info *h = &g->m->info;
     const int64_t E = h->n_embd;
     int be = 0;
-    const bool done = g->norm_ready && g->norm_ready == nw && x == g->x && xn == g->xn && T == 1;
-    g->norm_ready = NULL;
-    *s = LB_OK;
-    if (done) { /* computed by the product before (norm_arm) */
-        act_prepared(&g->ws, xn, w, T);
-        return true;
-    }
     if (act_fusable(g, w, T, E, &be, err, s) && aligned16(x) && aligned16(nw) && aligned16(xn)) {
         cu_rmsnorm_act(x, nw, xn, T, (int)E, h->rms_eps, be, g->ws.x16);
         act_prepared(&g->ws, xn, w, T);
@@ -653,29 +638,6 @@ static bool norm_for(lb_cuda_ctx *g, float *x, const float *nw, float *xn, const
     }
     if (*s == LB_OK) norm(g, x, NULL, nw, xn, T, (int)E, E, h->rms_eps);
     return false;
-}
-
-/* Before a one-token product that adds into the stream g->x: where the RMSNorm after it (weights nw, into g->xn) rounds for
- * the product with w, asks the product's kernel to compute both in its last block (cu_mv_norm_arm); norm_after then
- * records whether it did, for norm_for. */
-static lb_status norm_arm(lb_cuda_ctx *g, const float *nw, const dweight *w, int64_t T, lb_error *err) {
-    const int64_t E = g->m->info.n_embd;
-    int be = 0;
-    lb_status s = LB_OK;
-    g->norm_ready = NULL;
-    if (!g->norm_cnt || !nw || !w || T != 1 || !act_fusable(g, w, T, E, &be, err, &s) || !aligned16(g->x) || !aligned16(g->xn) ||
-        !aligned16(nw))
-        return s;
-    const cu_norm_tail t = {nw, g->xn, NULL, NULL, g->norm_cnt, (int)E, be, g->m->info.rms_eps};
-    cu_mv_norm_arm(g->x, &t);
-    return LB_OK;
-}
-static void norm_after(lb_cuda_ctx *g, const float *nw) { g->norm_ready = cu_mv_norm_taken() ? nw : NULL; }
-
-/* A layer's first product: q, k, v (or q, k) in one launch for one token where stored so */
-static const dweight *first_product(const lb_cuda_ctx *g, const dlayer *l, int64_t T) {
-    const bool fuse = T == 1 && g->qkv1 && fuse_on();
-    return fuse && l->wqkv.data ? &l->wqkv : fuse && l->wqk.data ? &l->wqk : &l->wq;
 }
 
 /* Whether a product of T tokens with bias b adds itself into the residual stream g->x (mm's add) */
@@ -697,7 +659,7 @@ static lb_status layer_forward_part(lb_cuda_ctx *g, const dlayer *l, int64_t il,
     lb_status ns = LB_OK;
     bool att_pre = false; /* the attention rounded its output for the o product */
     if (from == LB_OBS_ATTN_IN) {
-        const dweight *w1 = first_product(g, l, T);
+        const dweight *w1 = fuse && l->wqkv.data ? &l->wqkv : fuse && l->wqk.data ? &l->wqk : &l->wq; /* the first product */
         const bool qkv1 = w1 == &l->wqkv, qk1 = w1 == &l->wqk;
         const bool pre = norm_for(g, g->x, l->attn_norm, g->xn, w1, T, err, &ns);
         TRY(ns);
@@ -762,10 +724,7 @@ static lb_status layer_forward_part(lb_cuda_ctx *g, const dlayer *l, int64_t il,
     if (from <= LB_OBS_ATTN_OUT_IN) {
         OBSERVE(LB_OBS_ATTN_OUT_IN, g->att, qd);
         if (residual_fused(g, T, l->bo)) { /* g->x += o; the norm then rounds for the FFN's first product */
-            TRY(norm_arm(g, l->ffn_norm, wf, T, err));
-            const lb_status ms = mm(&g->ws, g->att, T, &l->wo, g->x, E, -1, att_pre, err, true);
-            norm_after(g, l->ffn_norm);
-            TRY(ms);
+            TRY(mm(&g->ws, g->att, T, &l->wo, g->x, E, -1, att_pre, err, true));
             pre = norm_for(g, g->x, l->ffn_norm, g->xn, wf, T, err, &ns);
             TRY(ns);
         } else { /* the residual add in the norm */
@@ -801,12 +760,7 @@ static lb_status layer_forward_part(lb_cuda_ctx *g, const dlayer *l, int64_t il,
         cu_silu_mul(gp, up, T * F);
     }
     OBSERVE(LB_OBS_FFN_DOWN_IN, gp, F);
-    if (residual_fused(g, T, l->b_down)) {
-        TRY(norm_arm(g, stop < 0 ? g->next_nw : NULL, g->next_w, T, err));
-        const lb_status ms = mm(&g->ws, gp, T, &l->w_down, g->x, E, -1, down_pre, err, true);
-        norm_after(g, g->next_nw);
-        return ms;
-    }
+    if (residual_fused(g, T, l->b_down)) return mm(&g->ws, gp, T, &l->w_down, g->x, E, -1, down_pre, err, true);
     TRY(mm(&g->ws, gp, T, &l->w_down, g->tmp, E, -1, down_pre, err));
     if (l->b_down) cu_add_bias(g->tmp, l->b_down, (int)T, (int)E);
     cu_add(g->x, g->tmp, T * E);
@@ -839,22 +793,12 @@ static lb_status forward(lb_cuda_ctx *g, int64_t T, int want, int64_t max_n, lb_
             CK(cudaSetDevice(st->dev), "selecting the device");
             lb_cu_stream = st->st;
         }
-        st->norm_ready = NULL;
         CK(cudaMemcpyAsync(st->pos_d, st->pin_pos, sizeof(int64_t), cudaMemcpyHostToDevice, st->st), "uploading the position");
         if (st == g) {
             CK(cudaMemcpyAsync(g->tok_d, g->pin_tok, (size_t)T * sizeof(int32_t), cudaMemcpyHostToDevice, g->st), "uploading token ids");
             cu_embed(&g->tok, g->tok_d, (int)T, g->x);
         }
-        for (int64_t il = st->l0; il < st->l1; il++) {
-            /* the norm after the layer, which its last product may compute (norm_arm) */
-            const bool last = il + 1 == st->l1, out = last && !st->next && want == 1;
-            st->next_nw = !last ? st->L[il + 1].attn_norm : out ? st->out_norm : NULL;
-            st->next_w = !last ? first_product(st, &st->L[il + 1], T) : out ? &st->out : NULL;
-            const lb_status ls = layer_forward(st, &st->L[il], il, T, max_n, -1, err);
-            st->next_nw = NULL;
-            st->next_w = NULL;
-            TRY(ls);
-        }
+        for (int64_t il = st->l0; il < st->l1; il++) TRY(layer_forward(st, &st->L[il], il, T, max_n, -1, err));
         if (st->next) {
             CK(cudaMemcpyPeerAsync(st->next->x, st->next->dev, st->x, st->dev, (size_t)(T * E) * sizeof(float), st->st),
                "passing the residual stream to the next GPU");
@@ -1199,75 +1143,6 @@ extern "C" lb_status lb_cuda_test_fused_act(int device, lb_type type, int op, co
         s = cuda_fail(err, e, "reading the fused rounding test");
     cudaFree(dd);
     cudaFree(a);
-    return s;
-}
-
-extern "C" lb_status lb_cuda_test_norm_tail(int device, lb_type type, const void *w, int64_t N, int64_t K, const float *x,
-                                            const float *base, const float *nw, float eps, float *res, float *xn_tail, float *xn_sep,
-                                            void *act_tail, void *act_sep, lb_error *err) {
-    lb_status s = use_device(device, err);
-    if (s != LB_OK) return s;
-    lb_cu_stream = 0;
-    const int be = cu_matvec_q8(type) ? (int)lb_type_traits_get(type)->block_elems : 0;
-    if (!be || !cu_act_fusable(N, be) || K % 32 || K < 32) return lb_err_set(err, LB_ERR_UNSUPPORTED, "no norm tail for this type or shape");
-    const size_t rb = lb_type_row_size(type, K), ab = (size_t)N + (size_t)N / 32 * sizeof(float2);
-    dweight d = {type, NULL, N, K, rb};
-    mm_ws ws;
-    memset(&ws, 0, sizeof ws);
-    float *fd = NULL; /* x (K), res1, res2, nw, xn1, xn2 (N each) */
-    uint8_t *a2 = NULL;
-    unsigned *cnt = NULL;
-    cudaError_t e = cudaMalloc((void **)&d.data, rb * (size_t)N);
-    if (e == cudaSuccess) e = cudaMalloc((void **)&fd, (size_t)(K + 5 * N) * sizeof(float));
-    if (e == cudaSuccess) e = cudaMalloc((void **)&a2, ab);
-    if (e == cudaSuccess) e = cudaMalloc((void **)&cnt, sizeof(unsigned));
-    float *xd = fd, *r1 = fd + K, *r2 = r1 + N, *nwd = r2 + N, *xn1 = nwd + N, *xn2 = xn1 + N;
-    const size_t fb = (size_t)N * sizeof(float);
-    if (e == cudaSuccess) e = cudaMemcpy((void *)d.data, w, rb * (size_t)N, cudaMemcpyHostToDevice);
-    if (e == cudaSuccess) e = cudaMemcpy(xd, x, (size_t)K * sizeof(float), cudaMemcpyHostToDevice);
-    if (e == cudaSuccess) e = cudaMemcpy(r2, base, fb, cudaMemcpyHostToDevice);
-    if (e == cudaSuccess) e = cudaMemcpy(nwd, nw, fb, cudaMemcpyHostToDevice);
-    if (e == cudaSuccess) e = cudaMemset(cnt, 0, sizeof(unsigned));
-    if (e != cudaSuccess) s = cuda_fail(err, e, "in the norm tail test");
-    if (s == LB_OK) s = mm_ws_ready(&ws, (size_t)(K > N ? K : N), false, err);
-    bool taken = true;
-    for (int run = 0; run < 2 && s == LB_OK && taken; run++) {
-        if ((e = cudaMemcpy(r1, base, fb, cudaMemcpyHostToDevice)) != cudaSuccess || (e = cudaMemset(xn1, 0xff, fb)) != cudaSuccess ||
-            (e = cudaMemset(ws.x16, 0x5a, ab)) != cudaSuccess) {
-            s = cuda_fail(err, e, "in the norm tail test");
-            break;
-        }
-        const cu_norm_tail t = {nwd, xn1, NULL, NULL, cnt, (int)N, be, eps};
-        cu_mv_norm_arm(r1, &t);
-        s = mm(&ws, xd, 1, &d, r1, N, 0, false, err, true);
-        taken = cu_mv_norm_taken();
-    }
-    if (s == LB_OK && (e = cudaDeviceSynchronize()) != cudaSuccess) s = cuda_fail(err, e, "in the norm tail test");
-    if (s == LB_OK && !taken) s = lb_err_set(err, LB_ERR_UNSUPPORTED, "the %s product of %lld x %lld takes no norm tail", lb_type_name(type),
-                                             (long long)N, (long long)K);
-    if (s == LB_OK && (e = cudaMemcpy(act_tail, ws.x16, ab, cudaMemcpyDeviceToHost)) != cudaSuccess)
-        s = cuda_fail(err, e, "reading the norm tail test");
-    if (s == LB_OK) {
-        s = mm(&ws, xd, 1, &d, r2, N, 0, false, err, true);
-        if (s == LB_OK) cu_rmsnorm_act(r2, nwd, xn2, 1, (int)N, eps, be, a2);
-        if (s == LB_OK && (e = cudaDeviceSynchronize()) != cudaSuccess) s = cuda_fail(err, e, "in the norm tail test");
-    }
-    if (s == LB_OK && ((e = cudaMemcpy(res, r1, fb, cudaMemcpyDeviceToHost)) != cudaSuccess ||
-                       (e = cudaMemcpy(xn_tail, xn1, fb, cudaMemcpyDeviceToHost)) != cudaSuccess ||
-                       (e = cudaMemcpy(xn_sep, xn2, fb, cudaMemcpyDeviceToHost)) != cudaSuccess ||
-                       (e = cudaMemcpy(act_sep, a2, ab, cudaMemcpyDeviceToHost)) != cudaSuccess))
-        s = cuda_fail(err, e, "reading the norm tail test");
-    if (s == LB_OK) {
-        float *r2h = (float *)malloc(fb);
-        if (!r2h || cudaMemcpy(r2h, r2, fb, cudaMemcpyDeviceToHost) != cudaSuccess) s = lb_err_set(err, LB_ERR_DEVICE, "reading the norm tail test");
-        else if (memcmp(r2h, res, fb)) s = lb_err_set(err, LB_ERR_DEVICE, "the product with the norm tail differs from the product without");
-        free(r2h);
-    }
-    mm_ws_free(&ws);
-    cudaFree((void *)d.data);
-    cudaFree(fd);
-    cudaFree(a2);
-    cudaFree(cnt);
     return s;
 }
 

@@ -131,15 +131,6 @@ lb_status lb_cuda_test_fused_act(int device, lb_type type, int op, const float *
                                  int64_t n, float eps, float *out_fused, float *out_sep, void *act_fused, void *act_sep,
                                  lb_error *err);
 
-/* The norm tail (cu_norm_tail): res = base + x . W^T for one token (N rows of type, K columns) through the fused
- * product asked to end with RMSNorm(res) (weights nw, eps) and its 8-bit rounding for a product of the same type into
- * xn_tail, act_tail; then the same product unasked and cu_rmsnorm_act into xn_sep, act_sep (act_*: N + N / 32 * 8 bytes).
- * The tail runs twice (the second after its outputs were cleared: the block count is reset by the first).
- * LB_ERR_UNSUPPORTED when the product's kernel does not take the tail (not k_mvt for this type and shape). */
-lb_status lb_cuda_test_norm_tail(int device, lb_type type, const void *w, int64_t N, int64_t K, const float *x, const float *base,
-                                 const float *nw, float eps, float *res, float *xn_tail, float *xn_sep, void *act_tail, void *act_sep,
-                                 lb_error *err);
-
 /* Causal grouped-query attention of T queries q (T, H D) at positions pos0.. over the F16 caches kc, vc (rows of
  * KV D halves; rows 0 .. pos0 + T - 1 read) into out (T, H D), on device `device`: flash 0 the forward pass's
  * kernel for decode (one block per token and head group), 1 the tensor-core flash kernel for prompts

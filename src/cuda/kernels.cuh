@@ -71,91 +71,6 @@ __device__ __forceinline__ int act_code(float v, float id) {
     u = u <= 127.0f ? u : 127.0f;
     return __float2int_rn(u);
 }
-/*
- * Producers that also round their result for the next product's 8-bit path (mv.cu's layout: per token the int8
- * codes, then per 32 elements {d, d * sum(q)}), so the product needs no rounding launch of its own. A warp takes 256
- * consecutive elements of a row, lane l elements 8 l .. 8 l + 7; the scale covers BE elements (32: four lanes, 256: the
- * warp). The codes and scales are k_act_round's (the CPU's lb_act_quantize) to the bit: amax, 127 / amax, the clamp
- * with NaN to -127 and round-to-nearest-even are the same IEEE operations, and the code sums are integers.
- */
-template <int BE>
-__device__ __forceinline__ void act_round8(const float (&v)[8], int64_t e0, bool valid, int lane, int8_t *__restrict__ q,
-                                           float2 *__restrict__ d) {
-    float amax = 0.0f;
-#pragma unroll
-    for (int k = 0; k < 8; k++) {
-        const float a = fabsf(v[k]);
-        amax = a > amax ? a : amax;
-    }
-#pragma unroll
-    for (int o = 1; o < BE / 8; o *= 2) {
-        const float u = __shfl_xor_sync(0xffffffffu, amax, o);
-        amax = u > amax ? u : amax;
-    }
-    float id, dd;
-    act_scales(amax, &id, &dd);
-    uint32_t lo = 0, hi = 0;
-    int sum = 0;
-#pragma unroll
-    for (int k = 0; k < 8; k++) {
-        const int qi = act_code(v[k], id);
-        sum += qi;
-        if (k < 4) lo |= (uint32_t)(qi & 0xff) << (8 * k);
-        else hi |= (uint32_t)(qi & 0xff) << (8 * (k - 4));
-    }
-    sum += __shfl_xor_sync(0xffffffffu, sum, 1);
-    sum += __shfl_xor_sync(0xffffffffu, sum, 2);
-    if (valid) {
-        *(uint2 *)(q + e0) = make_uint2(lo, hi);
-        if (lane % 4 == 0) d[e0 / 32] = make_float2(dd, __fmul_rn(dd, (float)sum));
-    }
-}
-
-/* The RMSNorm of a row x of n floats (n % 4 == 0) by the block's NTH threads: the sum of squares, thread t the float4s t,
- * t + NTH, ... in double, then the warps' sums in warp order (every thread gets it; sh: NTH / 32 doubles). CG: the loads
- * through L2 only (rows other blocks of the grid just wrote). k_rmsnorm_act and k_mvt's norm tail both sum this way with
- * 128 threads: the same r, the same codes. */
-template <int NTH, bool CG> __device__ __forceinline__ double row_sumsq(const float *x, int n, double *sh) {
-    const float4 *x4 = (const float4 *)x;
-    double ss = 0.0;
-#pragma unroll 8 /* a 4096-element row: every load in flight at once */
-    for (int i = threadIdx.x; i < n / 4; i += NTH) {
-        const float4 v = CG ? __ldcg(x4 + i) : x4[i];
-        ss += (double)v.x * v.x;
-        ss += (double)v.y * v.y;
-        ss += (double)v.z * v.z;
-        ss += (double)v.w * v.w;
-    }
-#pragma unroll
-    for (int o = 16; o > 0; o /= 2) ss += __shfl_xor_sync(0xffffffffu, ss, o);
-    if (threadIdx.x % 32 == 0) sh[threadIdx.x / 32] = ss;
-    __syncthreads();
-    ss = sh[0];
-#pragma unroll
-    for (int k = 1; k < NTH / 32; k++) ss += sh[k];
-    return ss;
-}
-__device__ __forceinline__ float rms_scale(double ss, int n, float eps) { return (float)(1.0 / sqrt(ss / (double)n + (double)eps)); }
-
-/* Elements e .. e + 7 of the normalized row (weights w0, w1 there): w (x r) into out, and their 8-bit rounding
- * (act_round8, the row's elements from e0 on in q, d); the whole warp calls it */
-template <int BE, bool CG>
-__device__ __forceinline__ void norm_round8(const float *x, float4 w0, float4 w1, float r, int64_t e0, float *out, int e, bool valid,
-                                            int lane, int8_t *__restrict__ q, float2 *__restrict__ d) {
-    float v[8] = {0, 0, 0, 0, 0, 0, 0, 0};
-    if (valid) {
-        const float4 *x4 = (const float4 *)(x + e);
-        const float4 a = CG ? __ldcg(x4) : x4[0], b = CG ? __ldcg(x4 + 1) : x4[1];
-        const float xs[8] = {a.x, a.y, a.z, a.w, b.x, b.y, b.z, b.w}, ws[8] = {w0.x, w0.y, w0.z, w0.w, w1.x, w1.y, w1.z, w1.w};
-#pragma unroll
-        for (int k = 0; k < 8; k++) v[k] = __fmul_rn(ws[k], __fmul_rn(xs[k], r));
-        float4 *o = (float4 *)(out + e);
-        o[0] = make_float4(v[0], v[1], v[2], v[3]);
-        o[1] = make_float4(v[4], v[5], v[6], v[7]);
-    }
-    act_round8<BE>(v, e0 + e, valid, lane, q, d);
-}
-
 /* LB_CUDA_PDL is not 0 and the current device has compute capability 9 or more (read once per process) */
 bool cu_pdl_on(void);
 /* LB_CUDA_PDLE=1: the decode's small kernels (RMSNorm, SwiGLU, rotary, attention) call pdl_enter(1) (read once) */
@@ -207,25 +122,6 @@ void cu_act_f16(lb_type wtype, const float *x, int T, int64_t K, __half *y);
  * cu_act_prepare laid it out for W's type, the products and sums in F32 (integer sums for 8-bit activations).
  * add: out += x . W^T instead (each element plus its product, one IEEE addition: cu_add's result). */
 void cu_matvec(const dweight *w, const void *x, int T, float *out, int64_t ldo, bool add = false);
-/* The next RMSNorm at the end of a one-token product that adds into the residual stream (the o and down products, where
- * k_mvt computes them; LB_CUDA_NORMT=1): the grid's last block (cnt counts the blocks done, and that block resets it)
- * computes out = RMSNorm(x) of the n-element row x (the product's output), weights w, and its 8-bit rounding for the next
- * product (block length be, cu_act_fusable) into the activation scratch the product itself read (every block has read
- * it by then): k_rmsnorm_act's arithmetic, so the same bits. cu_mv_norm_arm asks it of this host thread's next
- * cu_matvec; cu_mv_norm_taken says whether that product did it (then no norm launch is needed) and disarms. q and d are
- * the launch's. */
-struct cu_norm_tail {
-    const float *w;
-    float *out;
-    int8_t *q;
-    float2 *d;
-    unsigned *cnt;
-    int n, be;
-    float eps;
-};
-bool cu_mv_norm_on(void);
-void cu_mv_norm_arm(const float *x, const cu_norm_tail *t);
-bool cu_mv_norm_taken(void);
 /* rows [r0, r0 + R) of W dequantized to dst (R, K), F16 or F32. */
 void cu_dequant_f16(const dweight *w, int64_t r0, int64_t R, __half *dst);
 void cu_dequant_f32(const dweight *w, int64_t r0, int64_t R, float *dst);

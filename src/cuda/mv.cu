@@ -515,29 +515,10 @@ __device__ __forceinline__ void fence_async_smem() {
 #endif
 }
 
-static_assert(MV_WARPS * 32 == 128, "k_mvt's norm tail sums as k_rmsnorm_act's 128 threads");
-
-/* k_mvt's norm tail (cu_norm_tail): the block that finishes last normalizes x, the row every block added into */
-template <int BE> __device__ __noinline__ void mvt_norm_tail(const float *x, const cu_norm_tail &nt) {
-    __shared__ double sh[MV_WARPS];
-    const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
-    const float r = rms_scale(row_sumsq<MV_WARPS * 32, true>(x, nt.n, sh), nt.n, nt.eps);
-    for (int c = warp; c * 256 < nt.n; c += MV_WARPS) {
-        const int e = c * 256 + 8 * lane;
-        const bool valid = e < nt.n;
-        float4 w0 = make_float4(0.f, 0.f, 0.f, 0.f), w1 = w0;
-        if (valid) {
-            w0 = __ldg((const float4 *)(nt.w + e));
-            w1 = __ldg((const float4 *)(nt.w + e) + 1);
-        }
-        norm_round8<BE, true>(x, w0, w1, r, 0, nt.out, e, valid, lane, nt.q, nt.d);
-    }
-}
-
-template <int TY, bool PF = false, bool NORM = false>
+template <int TY, bool PF = false>
 __global__ void __launch_bounds__(MV_WARPS * 32) k_mvt(const uint8_t *__restrict__ W, size_t rb, int64_t N, int K,
                                                        const int8_t *__restrict__ xq, const float2 *__restrict__ xd,
-                                                       float *__restrict__ out, int add, int pf, cu_norm_tail nt) {
+                                                       float *__restrict__ out, int add, int pf) {
     using D = Dq<TY>;
     using S = MvtShape<TY>;
     constexpr int PER = D::BE / 32;
@@ -615,20 +596,6 @@ __global__ void __launch_bounds__(MV_WARPS * 32) k_mvt(const uint8_t *__restrict
         }
         __syncthreads(); /* every warp is done with this stage before thread 0 refills it */
         if (threadIdx.x == 0) fence_async_smem();
-    }
-    if constexpr (NORM) {
-        __shared__ int last;
-        __threadfence(); /* this block's outputs before its count */
-        __syncthreads();
-        if (threadIdx.x == 0) {
-            last = atomicAdd(nt.cnt, 1u) == gridDim.x - 1;
-            if (last) *nt.cnt = 0; /* every other block has counted: ready for the next launch */
-        }
-        __syncthreads();
-        if (!last) return;
-        __threadfence();
-        if (nt.be == 256) mvt_norm_tail<256>(out, nt);
-        else mvt_norm_tail<32>(out, nt);
     }
 }
 
@@ -1138,33 +1105,6 @@ template <int TY, int NT, bool DEEP> static void mvq_rows(const dweight *w, cons
     else launch_mvq<TY, NT, RW, false, MVQ_ST(TY, RW, DEEP)>(w, xa, T, out, ldo, add);
 }
 
-/* the norm tail asked of this host thread's next product (cu_mv_norm_arm): the row it applies to, the request, whether a
- * launch took it */
-static thread_local struct {
-    const float *x;
-    unsigned *cnt;
-    cu_norm_tail t;
-    bool taken;
-} norm_req;
-
-bool cu_mv_norm_on(void) {
-    static const bool on = cu_env_is("LB_CUDA_NORMT", '1');
-    return on;
-}
-void cu_mv_norm_arm(const float *x, const cu_norm_tail *t) {
-    norm_req.x = x;
-    norm_req.t = *t;
-    norm_req.cnt = t->cnt;
-    norm_req.taken = false;
-}
-bool cu_mv_norm_taken(void) {
-    const bool taken = norm_req.taken;
-    norm_req.x = NULL;
-    norm_req.cnt = NULL;
-    norm_req.taken = false;
-    return taken;
-}
-
 /* one-token products of the 8-bit types through k_mvt (sm_90 and later) where the rows allow bulk copies: by default
  * where the type's Mq::MVT says it is the faster kernel for the product's rows, with LB_CUDA_MVT=1 every such product,
  * with LB_CUDA_MVT=0 none. mvt_mode: 0 none, 1 every one, 2 the types' choice */
@@ -1210,24 +1150,14 @@ template <int TY> static bool launch_mvt(const dweight *w, const void *xa, float
         if (!blocks) {
             cudaFuncSetAttribute(k_mvt<TY>, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem);
             cudaFuncSetAttribute(k_mvt<TY, true>, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem);
-            cudaFuncSetAttribute(k_mvt<TY, false, true>, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem);
             int per = 0;
             if (cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per, k_mvt<TY>, MV_WARPS * 32, smem) != cudaSuccess || per < 1) per = 1;
             blocks = per * sms;
         }
         const int64_t N = w->rows, K = w->cols, tiles = (N + MVT_RT - 1) / MVT_RT;
         const int8_t *xq = (const int8_t *)xa;
-        cu_norm_tail nt = {};
-        const bool norm = add && norm_req.cnt && out == norm_req.x;
-        if (norm) {
-            nt = norm_req.t;
-            nt.q = (int8_t *)xa;
-            nt.d = (float2 *)(nt.q + nt.n);
-            norm_req.taken = true;
-        }
-        cu_launch(norm ? k_mvt<TY, false, true> : l2pf() ? k_mvt<TY, true> : k_mvt<TY>, dim3((unsigned)(tiles < blocks ? tiles : blocks)),
-                  dim3(MV_WARPS * 32), smem, (const uint8_t *)w->data, w->row_bytes, N, (int)K, xq, (const float2 *)(xq + K), out, add,
-                  l2pf(), nt);
+        cu_launch(l2pf() ? k_mvt<TY, true> : k_mvt<TY>, dim3((unsigned)(tiles < blocks ? tiles : blocks)), dim3(MV_WARPS * 32), smem,
+                  (const uint8_t *)w->data, w->row_bytes, N, (int)K, xq, (const float2 *)(xq + K), out, add, l2pf());
         return true;
     }
 }

@@ -176,43 +176,6 @@ static void check_fused(lb_type t, int op, int64_t T, int64_t n) {
     free(a2);
 }
 
-/* The norm tail (LB_CUDA_NORMT): a one-token product adding into the residual that ends with the next RMSNorm and its
- * rounding in its last block, against the same product then cu_rmsnorm_act: the residual, the normalized row and the
- * 8-bit activations byte for byte (the tail sums as k_rmsnorm_act does). Returns whether the product took the tail. */
-static bool check_norm_tail(lb_type t, int64_t N, int64_t K) {
-    float *src = malloc((size_t)(N * K) * sizeof(float)), *x = malloc((size_t)K * sizeof(float));
-    float *base = malloc((size_t)N * sizeof(float)), *nw = malloc((size_t)N * sizeof(float)), *res = malloc((size_t)N * sizeof(float));
-    float *xn1 = malloc((size_t)N * sizeof(float)), *xn2 = malloc((size_t)N * sizeof(float));
-    const size_t ab = (size_t)N + (size_t)N / 32 * 8;
-    uint8_t *a1 = malloc(ab), *a2 = malloc(ab);
-    void *w = make_weights(t, N, K, src);
-    for (int64_t i = 0; i < K; i++) x[i] = test_gauss();
-    for (int64_t i = 0; i < N; i++) {
-        base[i] = 4.0f * test_gauss() * (test_uni() < 0.01 ? 20.0f : 1.0f);
-        nw[i] = 1.0f + 0.1f * test_gauss();
-    }
-    lb_error e;
-    const lb_status s = lb_cuda_test_norm_tail(0, t, w, N, K, x, base, nw, 1e-5f, res, xn1, xn2, a1, a2, &e);
-    CHECK(s == LB_OK || s == LB_ERR_UNSUPPORTED, "norm tail %s %lld x %lld: %s", lb_type_name(t), (long long)N, (long long)K, e.msg);
-    if (s == LB_OK) {
-        CHECK(!memcmp(xn1, xn2, (size_t)N * sizeof(float)), "norm tail %s %lld x %lld: the normalized row differs from k_rmsnorm_act's",
-              lb_type_name(t), (long long)N, (long long)K);
-        CHECK(!memcmp(a1, a2, ab), "norm tail %s %lld x %lld: the rounded activations differ from k_rmsnorm_act's", lb_type_name(t),
-              (long long)N, (long long)K);
-    }
-    free(src);
-    free(x);
-    free(base);
-    free(nw);
-    free(res);
-    free(xn1);
-    free(xn2);
-    free(a1);
-    free(a2);
-    free(w);
-    return s == LB_OK;
-}
-
 int main(void) {
     test_seed(0x9e3779b97f4a7c15ULL);
     lb_error e;
@@ -253,17 +216,6 @@ int main(void) {
                 check_fused(fused_types[i], op, 5, 4128);
             }
         }
-    }
-    /* the norm tail: the o product's shape, the down's, 2,304 rows (nine 256-element blocks over four warps), 2,080 (a
-     * partial warp of 32-element blocks); k_mvt (sm_90) takes q4_K and q6_K at 4,096 rows (the decode's o and downs) */
-    for (int t = 0; t < LB_TYPE_COUNT; t++) {
-        if (!lb_type_traits_get((lb_type)t)->weight_type || !lb_cuda_mv_q8((lb_type)t)) continue;
-        const bool b32 = lb_type_traits_get((lb_type)t)->block_elems == 32;
-        const bool took = check_norm_tail((lb_type)t, 4096, 4096);
-        CHECK(took || (t != LB_TYPE_Q4_K && t != LB_TYPE_Q6_K), "norm tail %s: not taken by the 4096-row product", lb_type_name((lb_type)t));
-        check_norm_tail((lb_type)t, 4096, 14336);
-        check_norm_tail((lb_type)t, 2304, 1280);
-        if (b32) check_norm_tail((lb_type)t, 2080, 1280);
     }
     TEST_DONE();
 }
