@@ -309,13 +309,6 @@ __device__ __forceinline__ void cp_commit() {
 #endif
 }
 
-/* Ask L2 for bytes at p (every 128-byte line that holds one of them, from the one holding p; lines spread over the n
- * threads from thread i): a load that finishes in the background and returns nothing, so the kernel's copies of them
- * later hit L2 (LB_CUDA_L2PF: the products' weights before griddepcontrol.wait, while the kernel before them runs) */
-__device__ __forceinline__ void l2_prefetch(const uint8_t *p, int bytes, int i, int n) {
-    const uintptr_t a0 = (uintptr_t)p & ~(uintptr_t)127, end = (uintptr_t)p + (uintptr_t)bytes;
-    for (uintptr_t a = a0 + 128 * (uintptr_t)i; a < end; a += 128 * (uintptr_t)n) asm volatile("prefetch.global.L2 [%0];" ::"l"(a));
-}
 template <int N> __device__ __forceinline__ void cp_wait() {
 #if __CUDA_ARCH__ >= 800
     asm volatile("cp.async.wait_group %0;\n" ::"n"(N));
@@ -386,10 +379,10 @@ template <int TY> struct MqChunk {
     }
 };
 
-template <int TY, int NT, int R, bool SPLIT, int ST, bool PF = false>
+template <int TY, int NT, int R, bool SPLIT, int ST>
 __global__ void __launch_bounds__(MV_WARPS * 32) k_mvq(const uint8_t *__restrict__ W, size_t rb, int64_t N, int K,
                                                        const int8_t *__restrict__ xq, const float2 *__restrict__ xd, int nt,
-                                                       float *__restrict__ out, int64_t ldo, int cw, int add, int pf) {
+                                                       float *__restrict__ out, int64_t ldo, int cw, int add) {
     using D = Dq<TY>;
     constexpr int PER = Stage<TY>::PER, BYTES = Stage<TY>::BYTES, SB = MVQ_SB(TY);
     __shared__ __align__(16) uint8_t stage[MV_WARPS][ST][R][SB];
@@ -420,17 +413,6 @@ __global__ void __launch_bounds__(MV_WARPS * 32) k_mvq(const uint8_t *__restrict
         for (int t = 0; t < NT; t++) acc[r][t] = 0.0f;
 #pragma unroll
     for (int j = 0; j < ST - 1; j++) issue(j); /* the weights only: before the previous kernel has finished */
-    if constexpr (PF) { /* the next pf steps into L2 (LB_CUDA_L2PF; an instantiation of its own, so the default's
-                         * registers stay as they were) */
-        for (int j = ST - 1; j < ST - 1 + pf; j++) {
-            const int s = first + j * stride;
-            if (s >= nsteps) break;
-            const int n = nch - 32 * s < 32 ? nch - 32 * s : 32;
-#pragma unroll
-            for (int r = 0; r < R; r++)
-                if (r < nr) l2_prefetch(W + (row0 + r) * rb + (size_t)s * BYTES, (n / PER) * D::BB, lane, 32);
-        }
-    }
     pdl_wait();
     pdl_go();
     for (int j = 0; first + j * stride < nsteps; j++) {
@@ -515,10 +497,10 @@ __device__ __forceinline__ void fence_async_smem() {
 #endif
 }
 
-template <int TY, bool PF = false>
+template <int TY>
 __global__ void __launch_bounds__(MV_WARPS * 32) k_mvt(const uint8_t *__restrict__ W, size_t rb, int64_t N, int K,
                                                        const int8_t *__restrict__ xq, const float2 *__restrict__ xd,
-                                                       float *__restrict__ out, int add, int pf) {
+                                                       float *__restrict__ out, int add) {
     using D = Dq<TY>;
     using S = MvtShape<TY>;
     constexpr int PER = D::BE / 32;
@@ -547,15 +529,6 @@ __global__ void __launch_bounds__(MV_WARPS * 32) k_mvt(const uint8_t *__restrict
     };
     if (threadIdx.x == 0)
         for (int j = 0; j < MVT_ST - 1; j++) issue(j); /* the weights only: before the previous kernel has finished */
-    if constexpr (PF) { /* the next pf items into L2 (LB_CUDA_L2PF) */
-        for (int64_t j = MVT_ST - 1; j < MVT_ST - 1 + pf && j < items; j++) {
-            const int64_t r0 = (blockIdx.x + (j / nseg) * (int64_t)gridDim.x) * MVT_RT;
-            const int c0 = (int)(j % nseg) * S::CH, n = nch - c0 < S::CH ? nch - c0 : S::CH;
-            const int nr = N - r0 < MVT_RT ? (int)(N - r0) : MVT_RT;
-            for (int r = warp; r < nr; r += MV_WARPS)
-                l2_prefetch(W + (size_t)(r0 + r) * rb + (size_t)(c0 / PER) * D::BB, (n / PER) * D::BB, lane, 32);
-        }
-    }
     pdl_wait();
     pdl_go();
     float acc[2] = {0.0f, 0.0f};
@@ -1062,17 +1035,6 @@ static int copy_width(const dweight *w, size_t step) {
     return cw < 4 ? 0 : cw;
 }
 
-/* LB_CUDA_L2PF=N: the one-token kernels (k_mvq, k_mvt) ask L2 for the N copy steps after their first stages before
- * waiting on the kernel before them (an experiment, off by default: 0; read once) */
-static int l2pf(void) {
-    static const int n = [] {
-        const char *v = getenv("LB_CUDA_L2PF");
-        const int k = v ? atoi(v) : 0;
-        return k < 0 ? 0 : k > 64 ? 64 : k;
-    }();
-    return n;
-}
-
 template <int TY, int NT, int R, bool SPLIT, int ST = MVQ_STAGES(R)>
 static void launch_mvq(const dweight *w, const void *xa, int T, float *out, int64_t ldo, int add) {
     const int64_t N = w->rows, K = w->cols;
@@ -1080,9 +1042,8 @@ static void launch_mvq(const dweight *w, const void *xa, int T, float *out, int6
     const float2 *xd = (const float2 *)(xq + (size_t)T * K);
     const int cw = copy_width(w, Stage<TY>::BYTES);
     const int64_t per = SPLIT ? R : (int64_t)R * MV_WARPS;
-    const int pf = NT == 1 ? l2pf() : 0;
-    cu_launch(pf ? k_mvq<TY, NT, R, SPLIT, ST, NT == 1> : k_mvq<TY, NT, R, SPLIT, ST>, dim3((unsigned)((N + per - 1) / per)), dim3(MV_WARPS * 32), 0,
-              (const uint8_t *)w->data, w->row_bytes, N, (int)K, xq, xd, T, out, ldo, cw, add, pf);
+    cu_launch(k_mvq<TY, NT, R, SPLIT, ST>, dim3((unsigned)((N + per - 1) / per)), dim3(MV_WARPS * 32), 0, (const uint8_t *)w->data, w->row_bytes, N,
+              (int)K, xq, xd, T, out, ldo, cw, add);
 }
 
 /* Rows below which the warps of a block share its rows (split over K), and from which each warp takes two
@@ -1137,27 +1098,32 @@ template <int TY> static bool mvt_wanted(int64_t rows) {
     return M == MVT_ALL || rows < MVQ_WIDE_FROM;
 }
 
+/* whether the one-token product with w goes through k_mvt */
+template <int TY> static bool mvt_takes(const dweight *w) {
+    if constexpr (!MvtShape<TY>::OK || !Mq<TY>::OK) return false;
+    else return mvt_wanted<TY>(w->rows) && !(((uintptr_t)w->data | w->row_bytes) & 15);
+}
+
 template <int TY> static bool launch_mvt(const dweight *w, const void *xa, float *out, int add) {
     using S = MvtShape<TY>;
     if constexpr (!S::OK) {
         return false;
     } else {
-        if (!mvt_wanted<TY>(w->rows) || (((uintptr_t)w->data | w->row_bytes) & 15)) return false;
+        if (!mvt_takes<TY>(w)) return false;
         const int sms = dev_sms();
         constexpr size_t smem = (size_t)MVT_ST * S::STAGE;
         static int blocks = 0; /* the grid: as many blocks as fit each multiprocessor (run 17: three a multiprocessor left
                                 * 11 warps resident and q4_K latency-bound at 54 % of the read; q8_0 reached 90 %) */
         if (!blocks) {
             cudaFuncSetAttribute(k_mvt<TY>, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem);
-            cudaFuncSetAttribute(k_mvt<TY, true>, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem);
             int per = 0;
             if (cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per, k_mvt<TY>, MV_WARPS * 32, smem) != cudaSuccess || per < 1) per = 1;
             blocks = per * sms;
         }
         const int64_t N = w->rows, K = w->cols, tiles = (N + MVT_RT - 1) / MVT_RT;
         const int8_t *xq = (const int8_t *)xa;
-        cu_launch(l2pf() ? k_mvt<TY, true> : k_mvt<TY>, dim3((unsigned)(tiles < blocks ? tiles : blocks)), dim3(MV_WARPS * 32), smem,
-                  (const uint8_t *)w->data, w->row_bytes, N, (int)K, xq, (const float2 *)(xq + K), out, add, l2pf());
+        cu_launch(k_mvt<TY>, dim3((unsigned)(tiles < blocks ? tiles : blocks)), dim3(MV_WARPS * 32), smem, (const uint8_t *)w->data, w->row_bytes,
+                  N, (int)K, xq, (const float2 *)(xq + K), out, add);
         return true;
     }
 }
@@ -1276,6 +1242,16 @@ template <int TY> static void matvec_type(const dweight *w, const void *xa, int 
     else mv_type<TY>(w, (const __half *)xa, T, out, ldo, add);
 }
 
+
+#define CASE_MVT(T)                                                                                                 \
+    case T: return mvt_takes<T>(w);
+bool cu_matvec_whole_gpu(const dweight *w, int T) {
+    if (T != 1) return false;
+    switch (w->type) {
+        LB_CUDA_WEIGHT_TYPES(CASE_MVT)
+    default: return false;
+    }
+}
 
 #define CASE_MV(T)                                                                                                  \
     case T: matvec_type<T>(w, x, nt, out, ldo, add ? 1 : 0); break;

@@ -90,13 +90,13 @@ static unsigned norm_threads(int n) {
     return (unsigned)(t < 32 ? 32 : t > 1024 ? 1024 : t);
 }
 
-void cu_rmsnorm(const float *x, const float *w, float *out, int64_t n_rows, int n, int64_t stride, float eps) {
+void cu_rmsnorm(const float *x, const float *w, float *out, int64_t n_rows, int n, int64_t stride, float eps, bool early) {
     cu_launch(k_rmsnorm, dim3((unsigned)n_rows), dim3(norm_threads(n)), 0, (float *)x, (const float *)NULL, w, out, n, stride, eps,
-              cu_pdl_early());
+              early ? 1 : 0);
 }
 
 void cu_add_rmsnorm(float *x, const float *y, const float *w, float *out, int64_t n_rows, int n, float eps) {
-    cu_launch(k_rmsnorm, dim3((unsigned)n_rows), dim3(norm_threads(n)), 0, x, y, w, out, n, (int64_t)n, eps, cu_pdl_early());
+    cu_launch(k_rmsnorm, dim3((unsigned)n_rows), dim3(norm_threads(n)), 0, x, y, w, out, n, (int64_t)n, eps, 0);
 }
 
 /*
@@ -219,18 +219,18 @@ __global__ void __launch_bounds__(NA_WARPS * 32) k_silu_act(float *__restrict__ 
 
 bool cu_act_fusable(int64_t n, int be) { return (be == 32 || be == 256) && n % be == 0 && n % 8 == 0; }
 
-void cu_rmsnorm_act(const float *x, const float *w, float *out, int64_t n_rows, int n, float eps, int be, void *xa) {
+void cu_rmsnorm_act(const float *x, const float *w, float *out, int64_t n_rows, int n, float eps, int be, void *xa, bool early) {
     int8_t *q = (int8_t *)xa;
     float2 *d = (float2 *)(q + (size_t)n_rows * (size_t)n);
     const dim3 grid((unsigned)((n + NA_WARPS * 256 - 1) / (NA_WARPS * 256)), (unsigned)n_rows);
-    cu_launch(be == 256 ? k_rmsnorm_act<256> : k_rmsnorm_act<32>, grid, dim3(NA_WARPS * 32), 0, x, w, out, n, eps, q, d, cu_pdl_early());
+    cu_launch(be == 256 ? k_rmsnorm_act<256> : k_rmsnorm_act<32>, grid, dim3(NA_WARPS * 32), 0, x, w, out, n, eps, q, d, early ? 1 : 0);
 }
 
-void cu_silu_act(float *g, const float *u, int64_t n, int be, void *xa) {
+void cu_silu_act(float *g, const float *u, int64_t n, int be, void *xa, bool early) {
     int8_t *q = (int8_t *)xa;
     float2 *d = (float2 *)(q + n);
     const dim3 grid((unsigned)((n + NA_WARPS * 256 - 1) / (NA_WARPS * 256)));
-    cu_launch(be == 256 ? k_silu_act<256> : k_silu_act<32>, grid, dim3(NA_WARPS * 32), 0, g, u, n, q, d, cu_pdl_early());
+    cu_launch(be == 256 ? k_silu_act<256> : k_silu_act<32>, grid, dim3(NA_WARPS * 32), 0, g, u, n, q, d, early ? 1 : 0);
 }
 
 __global__ void k_add_bias(float *y, const float *b, int64_t total, int n) {
@@ -243,19 +243,19 @@ void cu_add_bias(float *y, const float *b, int T, int n) {
     cu_launch(k_add_bias, dim3((unsigned)((total + 255) / 256)), dim3(256), 0, y, b, total, n);
 }
 
-__global__ void k_add(float *x, const float *y, int64_t n, int early) {
-    pdl_enter(early);
+__global__ void k_add(float *x, const float *y, int64_t n) {
+    pdl_enter();
     const int64_t i = (int64_t)blockIdx.x * blockDim.x + threadIdx.x;
     if (i < n) x[i] += y[i];
 }
-void cu_add(float *x, const float *y, int64_t n) { cu_launch(k_add, dim3((unsigned)((n + 255) / 256)), dim3(256), 0, x, y, n, cu_pdl_early()); }
+void cu_add(float *x, const float *y, int64_t n) { cu_launch(k_add, dim3((unsigned)((n + 255) / 256)), dim3(256), 0, x, y, n); }
 
 __global__ void k_silu_mul(float *g, const float *u, int64_t n, int early) {
     pdl_enter(early);
     const int64_t i = (int64_t)blockIdx.x * blockDim.x + threadIdx.x;
     if (i < n) g[i] = silu_mul1(g[i], u[i]);
 }
-void cu_silu_mul(float *g, const float *u, int64_t n) { cu_launch(k_silu_mul, dim3((unsigned)((n + 255) / 256)), dim3(256), 0, g, u, n, cu_pdl_early()); }
+void cu_silu_mul(float *g, const float *u, int64_t n, bool early) { cu_launch(k_silu_mul, dim3((unsigned)((n + 255) / 256)), dim3(256), 0, g, u, n, early ? 1 : 0); }
 
 __global__ void k_f32_to_f16(const float *x, int64_t n, __half *y) {
     pdl_enter();
@@ -274,8 +274,8 @@ __device__ __forceinline__ float kv_get(const __half *p) { return __half2float(*
  * (storing the rotated pair into the cache at row pos0 + t too), the rest copy v. */
 template <typename KT>
 __global__ void k_rope_kv(float *q, float *k, const float *v, int T, int H, int KV, int D, const float *cs, const float *sn,
-                          const int64_t *pos, int inter, KT *kc, KT *vc, int early) {
-    pdl_enter(early);
+                          const int64_t *pos, int inter, KT *kc, KT *vc) {
+    pdl_enter();
     const int half = D / 2, kvd = KV * D;
     const int64_t pos0 = *pos;
     const int64_t nq = (int64_t)T * H * half, nk = (int64_t)T * KV * half, nv = (int64_t)T * kvd;
@@ -310,8 +310,7 @@ template <typename KT>
 static void rope_kv(float *q, float *k, const float *v, int T, int H, int KV, int D, const float *cs, const float *sn, const int64_t *pos0,
                     bool interleaved, KT *kc, KT *vc) {
     const int64_t n = (int64_t)T * (H + KV) * (D / 2) + (int64_t)T * KV * D;
-    cu_launch(k_rope_kv<KT>, dim3((unsigned)((n + 255) / 256)), dim3(256), 0, q, k, v, T, H, KV, D, cs, sn, pos0, interleaved ? 1 : 0, kc, vc,
-              cu_pdl_early());
+    cu_launch(k_rope_kv<KT>, dim3((unsigned)((n + 255) / 256)), dim3(256), 0, q, k, v, T, H, KV, D, cs, sn, pos0, interleaved ? 1 : 0, kc, vc);
 }
 void cu_rope_kv(float *q, float *k, const float *v, int T, int H, int KV, int D, const float *cs, const float *sn,
                 const int64_t *pos0, bool interleaved, __half *kc, __half *vc) {
@@ -495,7 +494,7 @@ __device__ __forceinline__ void att_store_tile(const uint4 (&rk)[AS_UNITS], cons
 }
 
 __global__ void __launch_bounds__(AS_THREADS) k_att_split(const float *q, const __half *kc, const __half *vc, float *part, int H, int KV,
-                                                          int D, int hb, int nch, const int64_t *pos, int t_off, int early) {
+                                                          int D, int hb, int nch, const int64_t *pos, int t_off) {
     extern __shared__ uint4 asm4_[];
     /* *pos is set before the step's first kernel; the cache below it is not written in this step */
     const int64_t p_old = *pos;
@@ -503,7 +502,7 @@ __global__ void __launch_bounds__(AS_THREADS) k_att_split(const float *q, const 
     const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, TP = att_tile(D);
     const int64_t n = p_old + t_off + t + 1, L = att_split_len(n, nch), p0 = (int64_t)c * L;
     if (p0 >= n) { /* an empty chunk: the combination reads only the first ceil(n / L) */
-        pdl_enter(early);
+        pdl_enter();
         return;
     }
     const int np = (int)(n - p0 < L ? n - p0 : L);
@@ -512,7 +511,7 @@ __global__ void __launch_bounds__(AS_THREADS) k_att_split(const float *q, const 
     float *qs = (float *)(vs + TP * D), *sc = qs + hb * D, *ms = sc + hb * TP, *ls = ms + hb, *al = ls + hb, *red = al + hb;
     uint4 rk[AS_UNITS], rv[AS_UNITS];
     att_load_tile(rk, rv, kc, vc, p0, np < TP ? np : TP, kvd, kvh, D, p_old, 1);
-    pdl_enter(early);
+    pdl_enter();
     for (int i = threadIdx.x; i < hb * D; i += AS_THREADS) qs[i] = q[((int64_t)t * H + h0) * D + i];
     if ((int)threadIdx.x < hb) ms[threadIdx.x] = -INFINITY, ls[threadIdx.x] = 0.0f;
     const float scale = 1.0f / sqrtf((float)D);
@@ -708,7 +707,7 @@ size_t cu_attention_split_scratch(int H, int D, int64_t max_n) {
 }
 
 void cu_attention_split(const float *q, const __half *kc, const __half *vc, float *out, int T, int H, int KV, int D, const int64_t *pos,
-                        int64_t max_n, float *part, int be, void *xa) {
+                        int64_t max_n, float *part, int be, void *xa, bool early) {
     const int hb = att_hb(H, KV), nch = cu_attention_split_chunks(max_n), S = AS_THREADS / (D / 2), TP = att_tile(D);
     const size_t smem = (size_t)TP * (size_t)D * 2 * sizeof(__half) + (size_t)(hb * D + hb * TP + 3 * hb + S * hb * D) * sizeof(float);
     int8_t *aq = (int8_t *)xa;
@@ -718,9 +717,9 @@ void cu_attention_split(const float *q, const __half *kc, const __half *vc, floa
     for (int t0 = 0; t0 < T; t0 += AS_TOKENS) {
         const int nt = T - t0 < AS_TOKENS ? T - t0 : AS_TOKENS;
         cu_launch(k_att_split, dim3((unsigned)(H / hb), (unsigned)nch, (unsigned)nt), dim3(AS_THREADS), smem,
-                  q + (size_t)t0 * (size_t)H * (size_t)D, kc, vc, part, H, KV, D, hb, nch, pos, t0, cu_pdl_early());
+                  q + (size_t)t0 * (size_t)H * (size_t)D, kc, vc, part, H, KV, D, hb, nch, pos, t0);
         cu_launch(combine, dim3((unsigned)((H * D + 255) / 256), (unsigned)nt), dim3(NA_WARPS * 32), 0, (const float *)part, out, H, D, nch,
-                  pos, t0, aq, ad, cu_pdl_early());
+                  pos, t0, aq, ad, early ? 1 : 0);
     }
 }
 
