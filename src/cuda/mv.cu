@@ -338,12 +338,13 @@ struct Act8 {
     float2 ad;
     int h0, h1;
 };
-template <bool M16> __device__ __forceinline__ Act8 act8_from(const uint4 a0, const uint4 a1, const float2 d) {
+template <bool M16> __device__ __forceinline__ Act8 act8_load(const int8_t *q, const float2 *d) {
     Act8 x;
+    const uint4 a0 = __ldg((const uint4 *)q), a1 = __ldg((const uint4 *)q + 1);
     const int a[8] = {(int)a0.x, (int)a0.y, (int)a0.z, (int)a0.w, (int)a1.x, (int)a1.y, (int)a1.z, (int)a1.w};
 #pragma unroll
     for (int k = 0; k < 8; k++) x.a[k] = a[k];
-    x.ad = d;
+    x.ad = __ldg(d);
     x.h0 = x.h1 = 0;
     if constexpr (M16) {
 #pragma unroll
@@ -353,9 +354,6 @@ template <bool M16> __device__ __forceinline__ Act8 act8_from(const uint4 a0, co
         }
     }
     return x;
-}
-template <bool M16> __device__ __forceinline__ Act8 act8_load(const int8_t *q, const float2 *d) {
-    return act8_from<M16>(__ldg((const uint4 *)q), __ldg((const uint4 *)q + 1), __ldg(d));
 }
 
 /* A weight chunk decoded to int8 codes and scales (Mq::chunk), and its product with a token's chunk added to acc:
@@ -381,7 +379,7 @@ template <int TY> struct MqChunk {
     }
 };
 
-template <int TY, int NT, int R, bool SPLIT, int ST, bool PIPE = false>
+template <int TY, int NT, int R, bool SPLIT, int ST>
 __global__ void __launch_bounds__(MV_WARPS * 32) k_mvq(const uint8_t *__restrict__ W, size_t rb, int64_t N, int K,
                                                        const int8_t *__restrict__ xq, const float2 *__restrict__ xd, int nt,
                                                        float *__restrict__ out, int64_t ldo, int cw, int add) {
@@ -417,25 +415,8 @@ __global__ void __launch_bounds__(MV_WARPS * 32) k_mvq(const uint8_t *__restrict
     for (int j = 0; j < ST - 1; j++) issue(j); /* the weights only: before the previous kernel has finished */
     pdl_wait();
     pdl_go();
-    /* PIPE (one token, LB_CUDA_MVQ_PIPE=1): the lane's activation chunk of step j + 1 is loaded before step j is
-     * computed (as k_mvt's PIPE) */
-    uint4 na0 = make_uint4(0, 0, 0, 0), na1 = na0;
-    float2 nd = make_float2(0.f, 0.f);
-    auto act_fetch = [&](int j) {
-        const int s = first + j * stride, c = 32 * s + lane;
-        if (s < nsteps && c < nch) {
-            na0 = __ldg((const uint4 *)(xq + 32 * (size_t)c));
-            na1 = __ldg((const uint4 *)(xq + 32 * (size_t)c) + 1);
-            nd = __ldg(xd + c);
-        }
-    };
-    if constexpr (PIPE) act_fetch(0);
-    else (void)act_fetch;
     for (int j = 0; first + j * stride < nsteps; j++) {
         issue(j + ST - 1);
-        [[maybe_unused]] const uint4 ca0 = na0, ca1 = na1;
-        [[maybe_unused]] const float2 cd = nd;
-        if constexpr (PIPE) act_fetch(j + 1);
         cp_wait<ST - 1>();
         __syncwarp();
         const int s = first + j * stride, c = 32 * s + lane;
@@ -446,9 +427,7 @@ __global__ void __launch_bounds__(MV_WARPS * 32) k_mvq(const uint8_t *__restrict
 #pragma unroll
             for (int t = 0; t < NT; t++) {
                 if (t < nt) {
-                    Act8 x;
-                    if constexpr (PIPE) x = act8_from<Mq<TY>::M16>(ca0, ca1, cd);
-                    else x = act8_load<Mq<TY>::M16>(xq + (size_t)t * K + 32 * (size_t)c, xd + t * xs + c);
+                    const Act8 x = act8_load<Mq<TY>::M16>(xq + (size_t)t * K + 32 * (size_t)c, xd + t * xs + c);
 #pragma unroll
                     for (int r = 0; r < R; r++) acc[r][t] = wc[r].dot(x, acc[r][t]);
                 }
@@ -518,7 +497,7 @@ __device__ __forceinline__ void fence_async_smem() {
 #endif
 }
 
-template <int TY, bool PIPE = false>
+template <int TY>
 __global__ void __launch_bounds__(MV_WARPS * 32) k_mvt(const uint8_t *__restrict__ W, size_t rb, int64_t N, int K,
                                                        const int8_t *__restrict__ xq, const float2 *__restrict__ xd,
                                                        float *__restrict__ out, int add) {
@@ -552,41 +531,9 @@ __global__ void __launch_bounds__(MV_WARPS * 32) k_mvt(const uint8_t *__restrict
         for (int j = 0; j < MVT_ST - 1; j++) issue(j); /* the weights only: before the previous kernel has finished */
     pdl_wait();
     pdl_go();
-    /* PIPE (LB_CUDA_MVT_PIPE=1): the lane's activations of item j + 1 are loaded before item j is computed, so their
-     * latency hides behind its products (the loads, not the arithmetic, were what the warps waited on in run 37's ncu) */
-    constexpr int H = S::CH / 32;
-    uint4 na[H][2];
-    float2 nd[H];
-    auto act_fetch = [&](int64_t j) {
-        const int c0 = (int)(j % nseg) * S::CH, n = nch - c0 < S::CH ? nch - c0 : S::CH;
-#pragma unroll
-        for (int h = 0; h < H; h++) {
-            const int cc = lane + 32 * h, c = c0 + cc;
-            if (cc < n) {
-                na[h][0] = __ldg((const uint4 *)(xq + 32 * (size_t)c));
-                na[h][1] = __ldg((const uint4 *)(xq + 32 * (size_t)c) + 1);
-                nd[h] = __ldg(xd + c);
-            }
-        }
-    };
-    if constexpr (PIPE) {
-        if (items > 0) act_fetch(0);
-    } else {
-        (void)act_fetch;
-    }
     float acc[2] = {0.0f, 0.0f};
     for (int64_t j = 0; j < items; j++) {
         if (threadIdx.x == 0) issue(j + MVT_ST - 1);
-        uint4 ca[H][2];
-        float2 cd[H];
-        if constexpr (PIPE) {
-#pragma unroll
-            for (int h = 0; h < H; h++) ca[h][0] = na[h][0], ca[h][1] = na[h][1], cd[h] = nd[h];
-            if (j + 1 < items) act_fetch(j + 1);
-        } else {
-            (void)ca;
-            (void)cd;
-        }
         while (!mbar_try(&full[j % MVT_ST], (uint32_t)((j / MVT_ST) & 1))) {
         }
         const int64_t r0 = (blockIdx.x + (j / nseg) * (int64_t)gridDim.x) * MVT_RT;
@@ -594,12 +541,10 @@ __global__ void __launch_bounds__(MV_WARPS * 32) k_mvt(const uint8_t *__restrict
         const int nr = N - r0 < MVT_RT ? (int)(N - r0) : MVT_RT;
         const uint8_t *st = smem + (j % MVT_ST) * S::STAGE;
 #pragma unroll
-        for (int h = 0; h < H; h++) {
+        for (int h = 0; h < S::CH / 32; h++) {
             const int cc = lane + 32 * h, c = c0 + cc;
             if (cc < n) {
-                Act8 x;
-                if constexpr (PIPE) x = act8_from<Mq<TY>::M16>(ca[h][0], ca[h][1], cd[h]);
-                else x = act8_load<Mq<TY>::M16>(xq + 32 * (size_t)c, xd + c);
+                const Act8 x = act8_load<Mq<TY>::M16>(xq + 32 * (size_t)c, xd + c);
 #pragma unroll
                 for (int rr = 0; rr < 2; rr++) {
                     const int r = 2 * warp + rr;
@@ -1090,12 +1035,6 @@ static int copy_width(const dweight *w, size_t step) {
     return cw < 4 ? 0 : cw;
 }
 
-/* LB_CUDA_MVQ_PIPE=1: k_mvq's one-token products load each step's activations one step ahead (an experiment; read once) */
-static bool mvq_pipe(void) {
-    static const bool on = cu_env_is("LB_CUDA_MVQ_PIPE", '1');
-    return on;
-}
-
 template <int TY, int NT, int R, bool SPLIT, int ST = MVQ_STAGES(R)>
 static void launch_mvq(const dweight *w, const void *xa, int T, float *out, int64_t ldo, int add) {
     const int64_t N = w->rows, K = w->cols;
@@ -1103,8 +1042,8 @@ static void launch_mvq(const dweight *w, const void *xa, int T, float *out, int6
     const float2 *xd = (const float2 *)(xq + (size_t)T * K);
     const int cw = copy_width(w, Stage<TY>::BYTES);
     const int64_t per = SPLIT ? R : (int64_t)R * MV_WARPS;
-    cu_launch(NT == 1 && mvq_pipe() ? k_mvq<TY, NT, R, SPLIT, ST, NT == 1> : k_mvq<TY, NT, R, SPLIT, ST>, dim3((unsigned)((N + per - 1) / per)),
-              dim3(MV_WARPS * 32), 0, (const uint8_t *)w->data, w->row_bytes, N, (int)K, xq, xd, T, out, ldo, cw, add);
+    cu_launch(k_mvq<TY, NT, R, SPLIT, ST>, dim3((unsigned)((N + per - 1) / per)), dim3(MV_WARPS * 32), 0, (const uint8_t *)w->data, w->row_bytes, N,
+              (int)K, xq, xd, T, out, ldo, cw, add);
 }
 
 /* Rows below which the warps of a block share its rows (split over K), and from which each warp takes two
@@ -1159,12 +1098,6 @@ template <int TY> static bool mvt_wanted(int64_t rows) {
     return M == MVT_ALL || rows < MVQ_WIDE_FROM;
 }
 
-/* LB_CUDA_MVT_PIPE=1: k_mvt loads each item's activations one item ahead (an experiment; read once) */
-static bool mvt_pipe(void) {
-    static const bool on = cu_env_is("LB_CUDA_MVT_PIPE", '1');
-    return on;
-}
-
 /* whether the one-token product with w goes through k_mvt */
 template <int TY> static bool mvt_takes(const dweight *w) {
     if constexpr (!MvtShape<TY>::OK || !Mq<TY>::OK) return false;
@@ -1181,18 +1114,16 @@ template <int TY> static bool launch_mvt(const dweight *w, const void *xa, float
         constexpr size_t smem = (size_t)MVT_ST * S::STAGE;
         static int blocks = 0; /* the grid: as many blocks as fit each multiprocessor (run 17: three a multiprocessor left
                                 * 11 warps resident and q4_K latency-bound at 54 % of the read; q8_0 reached 90 %) */
-        void (*kern)(const uint8_t *, size_t, int64_t, int, const int8_t *, const float2 *, float *, int) =
-            mvt_pipe() ? k_mvt<TY, true> : k_mvt<TY>;
         if (!blocks) {
-            cudaFuncSetAttribute(kern, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem);
+            cudaFuncSetAttribute(k_mvt<TY>, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem);
             int per = 0;
-            if (cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per, kern, MV_WARPS * 32, smem) != cudaSuccess || per < 1) per = 1;
+            if (cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per, k_mvt<TY>, MV_WARPS * 32, smem) != cudaSuccess || per < 1) per = 1;
             blocks = per * sms;
         }
         const int64_t N = w->rows, K = w->cols, tiles = (N + MVT_RT - 1) / MVT_RT;
         const int8_t *xq = (const int8_t *)xa;
-        cu_launch(kern, dim3((unsigned)(tiles < blocks ? tiles : blocks)), dim3(MV_WARPS * 32), smem, (const uint8_t *)w->data, w->row_bytes, N,
-                  (int)K, xq, (const float2 *)(xq + K), out, add);
+        cu_launch(k_mvt<TY>, dim3((unsigned)(tiles < blocks ? tiles : blocks)), dim3(MV_WARPS * 32), smem, (const uint8_t *)w->data, w->row_bytes,
+                  N, (int)K, xq, (const float2 *)(xq + K), out, add);
         return true;
     }
 }
