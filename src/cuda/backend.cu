@@ -589,15 +589,11 @@ static bool fuse_on(void) {
 /* RMSNorm of `rows` rows of n, `stride` floats apart (y: x += y first, contiguous rows): an exact context takes the
  * CPU's order of operations (exact.cu) */
 static void norm(const lb_cuda_ctx *g, float *x, const float *y, const float *w, float *out, int64_t rows, int n, int64_t stride,
-                 float eps, bool early = false) {
+                 float eps) {
     if (g->exact) cu_rmsnorm_exact(x, y, w, out, rows, n, stride, eps);
     else if (y) cu_add_rmsnorm(x, y, w, out, rows, n, eps);
-    else cu_rmsnorm(x, w, out, rows, n, stride, eps, early);
+    else cu_rmsnorm(x, w, out, rows, n, stride, eps);
 }
-
-/* Whether the small kernel before the product of T tokens with w lets it launch before its own wait (LB_CUDA_PDLE=1):
- * where the product's grid does not fill the GPU by itself (cu_matvec_whole_gpu) */
-static bool early_for(const dweight *w, int64_t T) { return cu_pdl_early() && !cu_matvec_whole_gpu(w, (int)T); }
 
 /* The decode fusions (the default; LB_CUDA_FUSE_ACT=0 turns them off, read once): RMSNorm and SwiGLU round their
  * result for the next product's 8-bit path in the same launch, and the o and down products add themselves into the
@@ -636,11 +632,11 @@ static bool norm_for(lb_cuda_ctx *g, float *x, const float *nw, float *xn, const
     const int64_t E = h->n_embd;
     int be = 0;
     if (act_fusable(g, w, T, E, &be, err, s) && aligned16(x) && aligned16(nw) && aligned16(xn)) {
-        cu_rmsnorm_act(x, nw, xn, T, (int)E, h->rms_eps, be, g->ws.x16, early_for(w, T));
+        cu_rmsnorm_act(x, nw, xn, T, (int)E, h->rms_eps, be, g->ws.x16);
         act_prepared(&g->ws, xn, w, T);
         return true;
     }
-    if (*s == LB_OK) norm(g, x, NULL, nw, xn, T, (int)E, E, h->rms_eps, early_for(w, T));
+    if (*s == LB_OK) norm(g, x, NULL, nw, xn, T, (int)E, E, h->rms_eps);
     return false;
 }
 
@@ -709,7 +705,7 @@ static lb_status layer_forward_part(lb_cuda_ctx *g, const dlayer *l, int64_t il,
                 att_pre = wl == T && D % 8 == 0 && aligned16(g->att) && act_fusable(g, &l->wo, T, qd, &be, err, &ns);
                 TRY(ns);
                 cu_attention_split(q + oq, g->kc + lo + ok, g->vc + lo + ok, g->att + oq, (int)wl, (int)H, (int)KV, (int)D, g->pos_d,
-                                   max_n, g->att_part, be, att_pre ? g->ws.x16 : NULL, early_for(&l->wo, T));
+                                   max_n, g->att_part, be, att_pre ? g->ws.x16 : NULL);
                 if (att_pre) act_prepared(&g->ws, g->att, &l->wo, T);
             }
             else
@@ -756,12 +752,12 @@ static lb_status layer_forward_part(lb_cuda_ctx *g, const dlayer *l, int64_t il,
     if (g->exact) {
         cu_silu_mul_exact(gp, up, T * F);
     } else if (act_fusable(g, &l->w_down, T, F, &be, err, &ns) && aligned16(gp) && aligned16(up)) {
-        cu_silu_act(gp, up, T * F, be, g->ws.x16, early_for(&l->w_down, T));
+        cu_silu_act(gp, up, T * F, be, g->ws.x16);
         act_prepared(&g->ws, gp, &l->w_down, T);
         down_pre = true;
     } else {
         TRY(ns);
-        cu_silu_mul(gp, up, T * F, early_for(&l->w_down, T));
+        cu_silu_mul(gp, up, T * F);
     }
     OBSERVE(LB_OBS_FFN_DOWN_IN, gp, F);
     if (residual_fused(g, T, l->b_down)) return mm(&g->ws, gp, T, &l->w_down, g->x, E, -1, down_pre, err, true);

@@ -47,15 +47,6 @@ __device__ __forceinline__ void pdl_enter() {
     pdl_wait();
     pdl_go();
 }
-/* pdl_enter, or with early (LB_CUDA_PDLE=1, cu_pdl_early()) pdl_go first: the next kernel (a product) launches while
- * this one still waits, so its blocks take the multiprocessors the kernel before this one leaves and request their
- * weights at once; three grids may then overlap, each still waiting on the one before it (so on all before it) */
-__device__ __forceinline__ void pdl_enter(int early) {
-    if (early) {
-        pdl_go();
-        pdl_wait();
-    } else pdl_enter();
-}
 
 /* The CPU's 8-bit rounding of activations (lb_act_quantize) in IEEE operations, shared by every kernel that rounds (mv.cu's
  * k_act_round, ops.cu's producers), so their codes and scales agree to the bit: from the block's amax, the inverse scale
@@ -72,9 +63,6 @@ __device__ __forceinline__ int act_code(float v, float id) {
 }
 /* LB_CUDA_PDL is not 0 and the current device has compute capability 9 or more (read once per process) */
 bool cu_pdl_on(void);
-/* LB_CUDA_PDLE=1: the RMSNorm, SwiGLU and attention-combination launches whose next product is not cu_matvec_whole_gpu
- * call pdl_enter(1) (read once; the launchers' early argument) */
-int cu_pdl_early(void);
 /* kernel<<<grid, block, smem, lb_cu_stream>>>(args...), with the programmatic serialization attribute when cu_pdl_on();
  * the kernel must follow pdl_enter's rule. Launch errors are left for cudaGetLastError, as with <<<>>>. */
 template <typename... P, typename... A> static inline void cu_launch(void (*kernel)(P...), dim3 grid, dim3 block, size_t smem, A... args) {
@@ -122,9 +110,6 @@ void cu_act_f16(lb_type wtype, const float *x, int T, int64_t K, __half *y);
  * cu_act_prepare laid it out for W's type, the products and sums in F32 (integer sums for 8-bit activations).
  * add: out += x . W^T instead (each element plus its product, one IEEE addition: cu_add's result). */
 void cu_matvec(const dweight *w, const void *x, int T, float *out, int64_t ldo, bool add = false);
-/* Whether cu_matvec's product of T tokens with w runs on a grid sized to fill the GPU (k_mvt, one token): a kernel before
- * it that lets it launch early (pdl_enter(1)) would leave part of that grid waiting for multiprocessors */
-bool cu_matvec_whole_gpu(const dweight *w, int T);
 /* rows [r0, r0 + R) of W dequantized to dst (R, K), F16 or F32. */
 void cu_dequant_f16(const dweight *w, int64_t r0, int64_t R, __half *dst);
 void cu_dequant_f32(const dweight *w, int64_t r0, int64_t R, float *dst);
@@ -133,20 +118,19 @@ void cu_embed(const dweight *w, const int32_t *tokens, int T, float *out);
 
 void cu_f32_to_f16(const float *x, int64_t n, __half *y);
 /* out[r] = w * x[r] / rms(x[r]) for n_rows rows of n (in and out rows `stride` floats apart; may alias) */
-void cu_rmsnorm(const float *x, const float *w, float *out, int64_t n_rows, int n, int64_t stride, float eps, bool early = false);
+void cu_rmsnorm(const float *x, const float *w, float *out, int64_t n_rows, int n, int64_t stride, float eps);
 /* x += y, then out = cu_rmsnorm(x), for n_rows contiguous rows of n (one launch) */
 void cu_add_rmsnorm(float *x, const float *y, const float *w, float *out, int64_t n_rows, int n, float eps);
 void cu_add_bias(float *y, const float *b, int T, int n);
 void cu_add(float *x, const float *y, int64_t n);
-void cu_silu_mul(float *g, const float *u, int64_t n, bool early = false);
-/* early (cu_rmsnorm, cu_silu_mul and the producers below, cu_attention_split's combination): pdl_enter(1) */
+void cu_silu_mul(float *g, const float *u, int64_t n);
 /* Producers that also round their result for the next product's 8-bit path (cu_act_prepare's bytes for a weight
  * of block be = 32 or 256, into xa) in the same launch, where cu_act_fusable(row length, be) and every pointer is
  * 16-byte aligned: cu_rmsnorm of contiguous rows (the sum of squares in its own fixed order: results within
  * rounding of cu_rmsnorm's), and cu_silu_mul (the same floats). */
 bool cu_act_fusable(int64_t n, int be);
-void cu_rmsnorm_act(const float *x, const float *w, float *out, int64_t n_rows, int n, float eps, int be, void *xa, bool early = false);
-void cu_silu_act(float *g, const float *u, int64_t n, int be, void *xa, bool early = false);
+void cu_rmsnorm_act(const float *x, const float *w, float *out, int64_t n_rows, int n, float eps, int be, void *xa);
+void cu_silu_act(float *g, const float *u, int64_t n, int be, void *xa);
 /* The position of the batch's first token, pos0, is read from device memory (*pos), so that one captured
  * graph serves every decode step. */
 /* rotary embedding of q (T, H, D) and k (T, KV, D) at positions pos0.. (tables (n_ctx, D/2)), then cache rows
@@ -188,7 +172,7 @@ bool cu_attention_split_fits(int D);
 int cu_attention_split_chunks(int64_t max_n);
 size_t cu_attention_split_scratch(int H, int D, int64_t max_n);
 void cu_attention_split(const float *q, const __half *kc, const __half *vc, float *out, int T, int H, int KV, int D, const int64_t *pos,
-                        int64_t max_n, float *part, int be = 0, void *xa = NULL, bool early = false);
+                        int64_t max_n, float *part, int be = 0, void *xa = NULL);
 /* Allow cu_attention contexts of up to n_ctx positions; an error when the device cannot hold them. */
 cudaError_t cu_attention_prepare(int H, int KV, int D, int64_t n_ctx);
 /* Per row i < n_rows of logits (V wide): lse, NLL of next[i], argmax and, when base is not NULL, KL(base || row). */

@@ -1243,16 +1243,6 @@ template <int TY> static void matvec_type(const dweight *w, const void *xa, int 
 }
 
 
-#define CASE_MVT(T)                                                                                                 \
-    case T: return mvt_takes<T>(w);
-bool cu_matvec_whole_gpu(const dweight *w, int T) {
-    if (T != 1) return false;
-    switch (w->type) {
-        LB_CUDA_WEIGHT_TYPES(CASE_MVT)
-    default: return false;
-    }
-}
-
 #define CASE_MV(T)                                                                                                  \
     case T: matvec_type<T>(w, x, nt, out, ldo, add ? 1 : 0); break;
 void cu_matvec(const dweight *w, const void *x, int nt, float *out, int64_t ldo, bool add) {

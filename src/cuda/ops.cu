@@ -26,10 +26,6 @@ bool cu_pdl_on(void) {
     static const bool on = pdl_probe();
     return on;
 }
-int cu_pdl_early(void) {
-    static const int on = cu_env_is("LB_CUDA_PDLE", '1') ? 1 : 0;
-    return on;
-}
 
 /* block-wide sum of a double; every thread gets the result. sh: RED_THREADS doubles. */
 __device__ double block_sum(double v, double *sh) {
@@ -63,9 +59,9 @@ __device__ double block_sum_warps(double v, double *sh /* 32 */) {
 /* One block per row, about four elements per thread: the loads of a row are all in flight at once (a
  * 256-thread loop of dependent iterations took 9 us for 4,096 elements at batch 1). With y, x += y first
  * (the residual add) and the sum is taken of the new x. */
-__global__ void k_rmsnorm(float *x, const float *y, const float *w, float *out, int n, int64_t stride, float eps, int early) {
+__global__ void k_rmsnorm(float *x, const float *y, const float *w, float *out, int n, int64_t stride, float eps) {
     __shared__ double sh[33];
-    pdl_enter(early);
+    pdl_enter();
     float *xr = x + blockIdx.x * stride;
     const float *yr = y ? y + blockIdx.x * stride : NULL;
     float *o = out + blockIdx.x * stride;
@@ -90,13 +86,12 @@ static unsigned norm_threads(int n) {
     return (unsigned)(t < 32 ? 32 : t > 1024 ? 1024 : t);
 }
 
-void cu_rmsnorm(const float *x, const float *w, float *out, int64_t n_rows, int n, int64_t stride, float eps, bool early) {
-    cu_launch(k_rmsnorm, dim3((unsigned)n_rows), dim3(norm_threads(n)), 0, (float *)x, (const float *)NULL, w, out, n, stride, eps,
-              early ? 1 : 0);
+void cu_rmsnorm(const float *x, const float *w, float *out, int64_t n_rows, int n, int64_t stride, float eps) {
+    cu_launch(k_rmsnorm, dim3((unsigned)n_rows), dim3(norm_threads(n)), 0, (float *)x, (const float *)NULL, w, out, n, stride, eps);
 }
 
 void cu_add_rmsnorm(float *x, const float *y, const float *w, float *out, int64_t n_rows, int n, float eps) {
-    cu_launch(k_rmsnorm, dim3((unsigned)n_rows), dim3(norm_threads(n)), 0, x, y, w, out, n, (int64_t)n, eps, 0);
+    cu_launch(k_rmsnorm, dim3((unsigned)n_rows), dim3(norm_threads(n)), 0, x, y, w, out, n, (int64_t)n, eps);
 }
 
 /*
@@ -152,7 +147,7 @@ __device__ __forceinline__ float silu_mul1(float a, float u) { return __fmul_rn(
 template <int BE>
 __global__ void __launch_bounds__(NA_WARPS * 32) k_rmsnorm_act(const float *__restrict__ x, const float *__restrict__ w,
                                                                float *__restrict__ out, int n, float eps, int8_t *__restrict__ q,
-                                                               float2 *__restrict__ d, int early) {
+                                                               float2 *__restrict__ d) {
     __shared__ double sh[NA_WARPS];
     const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
     const int64_t row = blockIdx.y;
@@ -163,7 +158,7 @@ __global__ void __launch_bounds__(NA_WARPS * 32) k_rmsnorm_act(const float *__re
         w0 = __ldg((const float4 *)(w + e));
         w1 = __ldg((const float4 *)(w + e) + 1);
     }
-    pdl_enter(early);
+    pdl_enter();
     const float *xr = x + row * n;
     const float4 *x4 = (const float4 *)xr;
     double ss = 0.0;
@@ -199,8 +194,8 @@ __global__ void __launch_bounds__(NA_WARPS * 32) k_rmsnorm_act(const float *__re
 /* SwiGLU and its rounding: g = silu(g) * u as k_silu_mul (the same operations), n = rows * row length, a multiple of BE */
 template <int BE>
 __global__ void __launch_bounds__(NA_WARPS * 32) k_silu_act(float *__restrict__ g, const float *__restrict__ u, int64_t n,
-                                                            int8_t *__restrict__ q, float2 *__restrict__ d, int early) {
-    pdl_enter(early);
+                                                            int8_t *__restrict__ q, float2 *__restrict__ d) {
+    pdl_enter();
     const int lane = threadIdx.x % 32;
     const int64_t e = ((int64_t)blockIdx.x * NA_WARPS + threadIdx.x / 32) * 256 + 8 * lane;
     const bool valid = e < n;
@@ -219,18 +214,20 @@ __global__ void __launch_bounds__(NA_WARPS * 32) k_silu_act(float *__restrict__ 
 
 bool cu_act_fusable(int64_t n, int be) { return (be == 32 || be == 256) && n % be == 0 && n % 8 == 0; }
 
-void cu_rmsnorm_act(const float *x, const float *w, float *out, int64_t n_rows, int n, float eps, int be, void *xa, bool early) {
+void cu_rmsnorm_act(const float *x, const float *w, float *out, int64_t n_rows, int n, float eps, int be, void *xa) {
     int8_t *q = (int8_t *)xa;
     float2 *d = (float2 *)(q + (size_t)n_rows * (size_t)n);
     const dim3 grid((unsigned)((n + NA_WARPS * 256 - 1) / (NA_WARPS * 256)), (unsigned)n_rows);
-    cu_launch(be == 256 ? k_rmsnorm_act<256> : k_rmsnorm_act<32>, grid, dim3(NA_WARPS * 32), 0, x, w, out, n, eps, q, d, early ? 1 : 0);
+    if (be == 256) cu_launch(k_rmsnorm_act<256>, grid, dim3(NA_WARPS * 32), 0, x, w, out, n, eps, q, d);
+    else cu_launch(k_rmsnorm_act<32>, grid, dim3(NA_WARPS * 32), 0, x, w, out, n, eps, q, d);
 }
 
-void cu_silu_act(float *g, const float *u, int64_t n, int be, void *xa, bool early) {
+void cu_silu_act(float *g, const float *u, int64_t n, int be, void *xa) {
     int8_t *q = (int8_t *)xa;
     float2 *d = (float2 *)(q + n);
     const dim3 grid((unsigned)((n + NA_WARPS * 256 - 1) / (NA_WARPS * 256)));
-    cu_launch(be == 256 ? k_silu_act<256> : k_silu_act<32>, grid, dim3(NA_WARPS * 32), 0, g, u, n, q, d, early ? 1 : 0);
+    if (be == 256) cu_launch(k_silu_act<256>, grid, dim3(NA_WARPS * 32), 0, g, u, n, q, d);
+    else cu_launch(k_silu_act<32>, grid, dim3(NA_WARPS * 32), 0, g, u, n, q, d);
 }
 
 __global__ void k_add_bias(float *y, const float *b, int64_t total, int n) {
@@ -250,12 +247,12 @@ __global__ void k_add(float *x, const float *y, int64_t n) {
 }
 void cu_add(float *x, const float *y, int64_t n) { cu_launch(k_add, dim3((unsigned)((n + 255) / 256)), dim3(256), 0, x, y, n); }
 
-__global__ void k_silu_mul(float *g, const float *u, int64_t n, int early) {
-    pdl_enter(early);
+__global__ void k_silu_mul(float *g, const float *u, int64_t n) {
+    pdl_enter();
     const int64_t i = (int64_t)blockIdx.x * blockDim.x + threadIdx.x;
     if (i < n) g[i] = silu_mul1(g[i], u[i]);
 }
-void cu_silu_mul(float *g, const float *u, int64_t n, bool early) { cu_launch(k_silu_mul, dim3((unsigned)((n + 255) / 256)), dim3(256), 0, g, u, n, early ? 1 : 0); }
+void cu_silu_mul(float *g, const float *u, int64_t n) { cu_launch(k_silu_mul, dim3((unsigned)((n + 255) / 256)), dim3(256), 0, g, u, n); }
 
 __global__ void k_f32_to_f16(const float *x, int64_t n, __half *y) {
     pdl_enter();
@@ -640,9 +637,9 @@ __device__ __forceinline__ const float *att_row(const float *part, int H, int D,
  */
 template <int BE>
 __global__ void __launch_bounds__(NA_WARPS * 32) k_att_combine(const float *part, float *out, int H, int D, int nch, const int64_t *pos,
-                                                               int t_off, int8_t *q, float2 *dq, int early) {
+                                                               int t_off, int8_t *q, float2 *dq) {
     __shared__ float w[AC_HEADS * AS_MAX_CHUNKS], inv_s[AC_HEADS], red[NA_WARPS][256];
-    pdl_enter(early);
+    pdl_enter();
     const int t = blockIdx.y, warp = threadIdx.x / 32, lane = threadIdx.x % 32, HD = H * D;
     const int b0 = blockIdx.x * 256, b1 = b0 + 256 < HD ? b0 + 256 : HD, h_lo = b0 / D, nh = (b1 - 1) / D - h_lo + 1;
     const int64_t n = *pos + t_off + t + 1, len = att_split_len(n, nch);
@@ -707,19 +704,19 @@ size_t cu_attention_split_scratch(int H, int D, int64_t max_n) {
 }
 
 void cu_attention_split(const float *q, const __half *kc, const __half *vc, float *out, int T, int H, int KV, int D, const int64_t *pos,
-                        int64_t max_n, float *part, int be, void *xa, bool early) {
+                        int64_t max_n, float *part, int be, void *xa) {
     const int hb = att_hb(H, KV), nch = cu_attention_split_chunks(max_n), S = AS_THREADS / (D / 2), TP = att_tile(D);
     const size_t smem = (size_t)TP * (size_t)D * 2 * sizeof(__half) + (size_t)(hb * D + hb * TP + 3 * hb + S * hb * D) * sizeof(float);
     int8_t *aq = (int8_t *)xa;
     float2 *ad = xa ? (float2 *)(aq + (size_t)T * (size_t)H * (size_t)D) : NULL;
-    void (*combine)(const float *, float *, int, int, int, const int64_t *, int, int8_t *, float2 *, int) =
+    void (*combine)(const float *, float *, int, int, int, const int64_t *, int, int8_t *, float2 *) =
         !xa ? k_att_combine<0> : be == 256 ? k_att_combine<256> : k_att_combine<32>;
     for (int t0 = 0; t0 < T; t0 += AS_TOKENS) {
         const int nt = T - t0 < AS_TOKENS ? T - t0 : AS_TOKENS;
         cu_launch(k_att_split, dim3((unsigned)(H / hb), (unsigned)nch, (unsigned)nt), dim3(AS_THREADS), smem,
                   q + (size_t)t0 * (size_t)H * (size_t)D, kc, vc, part, H, KV, D, hb, nch, pos, t0);
         cu_launch(combine, dim3((unsigned)((H * D + 255) / 256), (unsigned)nt), dim3(NA_WARPS * 32), 0, (const float *)part, out, H, D, nch,
-                  pos, t0, aq, ad, early ? 1 : 0);
+                  pos, t0, aq, ad);
     }
 }
 
