@@ -1098,18 +1098,12 @@ template <int TY> static bool mvt_wanted(int64_t rows) {
     return M == MVT_ALL || rows < MVQ_WIDE_FROM;
 }
 
-/* whether the one-token product with w goes through k_mvt */
-template <int TY> static bool mvt_takes(const dweight *w) {
-    if constexpr (!MvtShape<TY>::OK || !Mq<TY>::OK) return false;
-    else return mvt_wanted<TY>(w->rows) && !(((uintptr_t)w->data | w->row_bytes) & 15);
-}
-
 template <int TY> static bool launch_mvt(const dweight *w, const void *xa, float *out, int add) {
     using S = MvtShape<TY>;
     if constexpr (!S::OK) {
         return false;
     } else {
-        if (!mvt_takes<TY>(w)) return false;
+        if (!mvt_wanted<TY>(w->rows) || (((uintptr_t)w->data | w->row_bytes) & 15)) return false;
         const int sms = dev_sms();
         constexpr size_t smem = (size_t)MVT_ST * S::STAGE;
         static int blocks = 0; /* the grid: as many blocks as fit each multiprocessor (run 17: three a multiprocessor left
