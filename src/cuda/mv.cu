@@ -444,10 +444,10 @@ __global__ void __launch_bounds__(MV_WARPS * 32) k_mvq(const uint8_t *__restrict
  * stream through the Tensor Memory Accelerator. A block (MV_WARPS warps) owns tiles of MVT_RT consecutive rows, tiles
  * blockIdx.x, + gridDim.x, ... (a grid of a few blocks per multiprocessor); each tile's rows are taken in segments of
  * MVT_S elements, and one thread copies each row's segment with a bulk copy (cp.async.bulk, completion counted in
- * bytes on the stage's mbarrier), MVT_ST - 1 (tile, segment) items ahead of the one the warps compute, across tile
- * boundaries: the pipeline never drains until the block's last tile. Warp w computes rows 2 w and 2 w + 1 of the
- * tile, lane l chunks l and l + 32 of each segment (Mq::chunk, dp4a, as k_mvq); the lane's sums run over the
- * segments in order, then a butterfly over the warp: the order depends on K alone.
+ * bytes on the stage's mbarrier), ST - 1 (tile, segment) items ahead of the one the warps compute (ST stages: MVT_ST,
+ * or LB_CUDA_MVT_ST's), across tile boundaries: the pipeline never drains until the block's last tile. Warp w computes
+ * rows 2 w and 2 w + 1 of the tile, lane l chunks l and l + 32 of each segment (Mq::chunk, dp4a, as k_mvq); the lane's
+ * sums run over the segments in order, then a butterfly over the warp: the order depends on K alone.
  */
 #define MVT_RT (2 * MV_WARPS)
 #define MVT_S 2048
@@ -497,7 +497,7 @@ __device__ __forceinline__ void fence_async_smem() {
 #endif
 }
 
-template <int TY>
+template <int TY, int ST = MVT_ST>
 __global__ void __launch_bounds__(MV_WARPS * 32) k_mvt(const uint8_t *__restrict__ W, size_t rb, int64_t N, int K,
                                                        const int8_t *__restrict__ xq, const float2 *__restrict__ xd,
                                                        float *__restrict__ out, int add) {
@@ -505,41 +505,41 @@ __global__ void __launch_bounds__(MV_WARPS * 32) k_mvt(const uint8_t *__restrict
     using S = MvtShape<TY>;
     constexpr int PER = D::BE / 32;
     extern __shared__ __align__(128) uint8_t smem[];
-    __shared__ __align__(8) uint64_t full[MVT_ST];
+    __shared__ __align__(8) uint64_t full[ST];
     const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
     const int nch = K / 32, nseg = (nch + S::CH - 1) / S::CH;
     const int64_t ntiles = (N + MVT_RT - 1) / MVT_RT;
     const int64_t mine = (int64_t)blockIdx.x < ntiles ? (ntiles - 1 - blockIdx.x) / gridDim.x + 1 : 0;
     const int64_t items = mine * nseg;
     if (threadIdx.x == 0) {
-        for (int s = 0; s < MVT_ST; s++) mbar_init(&full[s]);
+        for (int s = 0; s < ST; s++) mbar_init(&full[s]);
         fence_async_smem();
     }
     __syncthreads();
-    auto issue = [&](int64_t j) { /* thread 0: item j's row segments into stage j % MVT_ST */
+    auto issue = [&](int64_t j) { /* thread 0: item j's row segments into stage j % ST */
         if (j >= items) return;
         const int64_t r0 = (blockIdx.x + (j / nseg) * (int64_t)gridDim.x) * MVT_RT;
         const int c0 = (int)(j % nseg) * S::CH, n = nch - c0 < S::CH ? nch - c0 : S::CH;
         const int nr = N - r0 < MVT_RT ? (int)(N - r0) : MVT_RT;
         const uint32_t bytes = (uint32_t)((n / PER) * D::BB);
-        uint8_t *st = smem + (j % MVT_ST) * S::STAGE;
-        uint64_t *b = &full[j % MVT_ST];
+        uint8_t *st = smem + (j % ST) * S::STAGE;
+        uint64_t *b = &full[j % ST];
         mbar_expect(b, bytes * (uint32_t)nr);
         for (int r = 0; r < nr; r++) bulk_copy(st + r * S::SBP, W + (size_t)(r0 + r) * rb + (size_t)(c0 / PER) * D::BB, bytes, b);
     };
     if (threadIdx.x == 0)
-        for (int j = 0; j < MVT_ST - 1; j++) issue(j); /* the weights only: before the previous kernel has finished */
+        for (int j = 0; j < ST - 1; j++) issue(j); /* the weights only: before the previous kernel has finished */
     pdl_wait();
     pdl_go();
     float acc[2] = {0.0f, 0.0f};
     for (int64_t j = 0; j < items; j++) {
-        if (threadIdx.x == 0) issue(j + MVT_ST - 1);
-        while (!mbar_try(&full[j % MVT_ST], (uint32_t)((j / MVT_ST) & 1))) {
+        if (threadIdx.x == 0) issue(j + ST - 1);
+        while (!mbar_try(&full[j % ST], (uint32_t)((j / ST) & 1))) {
         }
         const int64_t r0 = (blockIdx.x + (j / nseg) * (int64_t)gridDim.x) * MVT_RT;
         const int seg = (int)(j % nseg), c0 = seg * S::CH, n = nch - c0 < S::CH ? nch - c0 : S::CH;
         const int nr = N - r0 < MVT_RT ? (int)(N - r0) : MVT_RT;
-        const uint8_t *st = smem + (j % MVT_ST) * S::STAGE;
+        const uint8_t *st = smem + (j % ST) * S::STAGE;
 #pragma unroll
         for (int h = 0; h < S::CH / 32; h++) {
             const int cc = lane + 32 * h, c = c0 + cc;
@@ -1098,26 +1098,45 @@ template <int TY> static bool mvt_wanted(int64_t rows) {
     return M == MVT_ALL || rows < MVQ_WIDE_FROM;
 }
 
-template <int TY> static bool launch_mvt(const dweight *w, const void *xa, float *out, int add) {
+/* LB_CUDA_MVT_ST=2 or 3: k_mvt with that many stages instead of MVT_ST (an experiment, not yet timed on a GPU; read
+ * once): run 37's ncu had k_mvt at four to six blocks a multiprocessor by its stages' shared memory (23-24 % occupancy)
+ * with the warps waiting on loads; fewer stages a block, more blocks (warps) a multiprocessor */
+static int mvt_stages(void) {
+    static const int n = [] {
+        const char *v = getenv("LB_CUDA_MVT_ST");
+        const int k = v ? atoi(v) : MVT_ST;
+        return k == 2 || k == 3 ? k : MVT_ST;
+    }();
+    return n;
+}
+
+template <int TY, int ST> static void launch_mvt_st(const dweight *w, const void *xa, float *out, int add) {
     using S = MvtShape<TY>;
-    if constexpr (!S::OK) {
+    const int sms = dev_sms();
+    constexpr size_t smem = (size_t)ST * S::STAGE;
+    static int blocks = 0; /* the grid: as many blocks as fit each multiprocessor (run 17: three a multiprocessor left
+                            * 11 warps resident and q4_K latency-bound at 54 % of the read; q8_0 reached 90 %) */
+    if (!blocks) {
+        cudaFuncSetAttribute(k_mvt<TY, ST>, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem);
+        int per = 0;
+        if (cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per, k_mvt<TY, ST>, MV_WARPS * 32, smem) != cudaSuccess || per < 1) per = 1;
+        blocks = per * sms;
+    }
+    const int64_t N = w->rows, K = w->cols, tiles = (N + MVT_RT - 1) / MVT_RT;
+    const int8_t *xq = (const int8_t *)xa;
+    cu_launch(k_mvt<TY, ST>, dim3((unsigned)(tiles < blocks ? tiles : blocks)), dim3(MV_WARPS * 32), smem, (const uint8_t *)w->data, w->row_bytes,
+              N, (int)K, xq, (const float2 *)(xq + K), out, add);
+}
+
+template <int TY> static bool launch_mvt(const dweight *w, const void *xa, float *out, int add) {
+    if constexpr (!MvtShape<TY>::OK) {
         return false;
     } else {
         if (!mvt_wanted<TY>(w->rows) || (((uintptr_t)w->data | w->row_bytes) & 15)) return false;
-        const int sms = dev_sms();
-        constexpr size_t smem = (size_t)MVT_ST * S::STAGE;
-        static int blocks = 0; /* the grid: as many blocks as fit each multiprocessor (run 17: three a multiprocessor left
-                                * 11 warps resident and q4_K latency-bound at 54 % of the read; q8_0 reached 90 %) */
-        if (!blocks) {
-            cudaFuncSetAttribute(k_mvt<TY>, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem);
-            int per = 0;
-            if (cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per, k_mvt<TY>, MV_WARPS * 32, smem) != cudaSuccess || per < 1) per = 1;
-            blocks = per * sms;
-        }
-        const int64_t N = w->rows, K = w->cols, tiles = (N + MVT_RT - 1) / MVT_RT;
-        const int8_t *xq = (const int8_t *)xa;
-        cu_launch(k_mvt<TY>, dim3((unsigned)(tiles < blocks ? tiles : blocks)), dim3(MV_WARPS * 32), smem, (const uint8_t *)w->data, w->row_bytes,
-                  N, (int)K, xq, (const float2 *)(xq + K), out, add);
+        const int st = mvt_stages();
+        if (st == 2) launch_mvt_st<TY, 2>(w, xa, out, add);
+        else if (st == 3) launch_mvt_st<TY, 3>(w, xa, out, add);
+        else launch_mvt_st<TY, MVT_ST>(w, xa, out, add);
         return true;
     }
 }
