@@ -200,8 +200,8 @@ int main(int argc, char **argv) {
     k_fix_halves<<<64, 256>>>((uint16_t *)xb, 16 * 14336, 1);
     printf("\n%-7s %6s %6s %3s  %10s %8s %9s  %10s  %-20s  %s\n", "type", "N", "K", "T", "lowbit us", "TB/s", "% of read",
            "cuBLAS us", "cuBLAS bf16 / lowbit", "prep us");
-    for (int si = 0; si < (only >= 1 && only <= 4 ? 4 : n_shapes); si++) {
-        if (only >= 1 && only <= 4 && si != only - 1) continue;
+    const bool one = only >= 1 && only <= 4; /* --shape: that shape alone */
+    for (int si = one ? only - 1 : 0; si < (one ? only : n_shapes); si++) {
         const int N = shapes[si].N, K = shapes[si].K;
         /* cuBLAS BF16 reference weights */
         const size_t bbytes = (size_t)N * K * 2;

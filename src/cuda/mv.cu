@@ -308,7 +308,6 @@ __device__ __forceinline__ void cp_commit() {
     asm volatile("cp.async.commit_group;\n" ::);
 #endif
 }
-
 template <int N> __device__ __forceinline__ void cp_wait() {
 #if __CUDA_ARCH__ >= 800
     asm volatile("cp.async.wait_group %0;\n" ::"n"(N));
