@@ -445,18 +445,20 @@ __global__ void __launch_bounds__(MV_WARPS * 32) k_mvq(const uint8_t *__restrict
  * MVT_S elements, and one thread copies each row's segment with a bulk copy (cp.async.bulk, completion counted in
  * bytes on the stage's mbarrier), ST - 1 (tile, segment) items ahead of the one the warps compute (ST stages: MVT_ST,
  * or LB_CUDA_MVT_ST's), across tile boundaries: the pipeline never drains until the block's last tile. Warp w computes
- * rows 2 w and 2 w + 1 of the tile, lane l chunks l and l + 32 of each segment (Mq::chunk, dp4a, as k_mvq); the lane's
- * sums run over the segments in order, then a butterfly over the warp: the order depends on K alone.
+ * rows RW w .. RW w + RW - 1 of the tile (RW = 2, or LB_CUDA_MVT_RW=4: a tile of 16 rows, each activation chunk loaded
+ * once for four rows), lane l chunks l and l + 32 of each segment (Mq::chunk, dp4a, as k_mvq); the lane's sums run over
+ * the segments in order, then a butterfly over the warp: the order depends on K alone.
  */
-#define MVT_RT (2 * MV_WARPS)
+#define MVT_RW 2
 #define MVT_S 2048
 #define MVT_ST 4
 
-template <int TY> struct MvtShape {
+template <int TY, int RW = MVT_RW> struct MvtShape {
+    static constexpr int RT = RW * MV_WARPS;                                  /* rows a tile */
     static constexpr int CH = MVT_S / 32;                                     /* chunks a segment */
     static constexpr int SB = (MVT_S / Dq<TY>::BE) * Dq<TY>::BB;              /* bytes of a full row segment */
     static constexpr int SBP = (SB + 15) / 16 * 16 + 16;                      /* its stage row: 16-byte aligned, slack for ldw */
-    static constexpr int STAGE = MVT_RT * SBP;
+    static constexpr int STAGE = RT * SBP;
     static constexpr bool OK = SB % 16 == 0;                                  /* every segment a whole number of 16 bytes */
 };
 
@@ -496,12 +498,13 @@ __device__ __forceinline__ void fence_async_smem() {
 #endif
 }
 
-template <int TY, int ST = MVT_ST>
+template <int TY, int ST = MVT_ST, int RW = MVT_RW>
 __global__ void __launch_bounds__(MV_WARPS * 32) k_mvt(const uint8_t *__restrict__ W, size_t rb, int64_t N, int K,
                                                        const int8_t *__restrict__ xq, const float2 *__restrict__ xd,
                                                        float *__restrict__ out, int add) {
     using D = Dq<TY>;
-    using S = MvtShape<TY>;
+    using S = MvtShape<TY, RW>;
+    constexpr int MVT_RT = S::RT;
     constexpr int PER = D::BE / 32;
     extern __shared__ __align__(128) uint8_t smem[];
     __shared__ __align__(8) uint64_t full[ST];
@@ -530,7 +533,7 @@ __global__ void __launch_bounds__(MV_WARPS * 32) k_mvt(const uint8_t *__restrict
         for (int j = 0; j < ST - 1; j++) issue(j); /* the weights only: before the previous kernel has finished */
     pdl_wait();
     pdl_go();
-    float acc[2] = {0.0f, 0.0f};
+    float acc[RW] = {};
     for (int64_t j = 0; j < items; j++) {
         if (threadIdx.x == 0) issue(j + ST - 1);
         while (!mbar_try(&full[j % ST], (uint32_t)((j / ST) & 1))) {
@@ -545,8 +548,8 @@ __global__ void __launch_bounds__(MV_WARPS * 32) k_mvt(const uint8_t *__restrict
             if (cc < n) {
                 const Act8 x = act8_load<Mq<TY>::M16>(xq + 32 * (size_t)c, xd + c);
 #pragma unroll
-                for (int rr = 0; rr < 2; rr++) {
-                    const int r = 2 * warp + rr;
+                for (int rr = 0; rr < RW; rr++) {
+                    const int r = RW * warp + rr;
                     if (r < nr) {
                         MqChunk<TY> wc;
                         wc.load(st + r * S::SBP + (cc / PER) * D::BB, cc % PER);
@@ -557,11 +560,11 @@ __global__ void __launch_bounds__(MV_WARPS * 32) k_mvt(const uint8_t *__restrict
         }
         if (seg == nseg - 1) { /* the tile's last segment: its rows are done */
 #pragma unroll
-            for (int rr = 0; rr < 2; rr++) {
+            for (int rr = 0; rr < RW; rr++) {
                 float v = acc[rr];
 #pragma unroll
                 for (int o = 16; o > 0; o /= 2) v += __shfl_xor_sync(0xffffffffu, v, o);
-                const int r = 2 * warp + rr;
+                const int r = RW * warp + rr;
                 if (lane == rr && r < nr) put_out(out + r0 + r, v, add);
                 acc[rr] = 0.0f;
             }
@@ -1099,32 +1102,34 @@ template <int TY> static bool mvt_wanted(int64_t rows) {
 
 /* LB_CUDA_MVT_ST=2 or 3: k_mvt with that many stages instead of MVT_ST (an experiment, not yet timed on a GPU; read
  * once): run 37's ncu had k_mvt at four to six blocks a multiprocessor by its stages' shared memory (23-24 % occupancy)
- * with the warps waiting on loads; fewer stages a block, more blocks (warps) a multiprocessor */
-static int mvt_stages(void) {
+ * with the warps waiting on loads; fewer stages a block, more blocks (warps) a multiprocessor. LB_CUDA_MVT_RW=4: four
+ * rows a warp (a tile of 16), each activation load shared by four rows (the same experiment's other half). mvt_variant:
+ * the stages, plus 40 for four rows a warp */
+static int mvt_variant(void) {
     static const int n = [] {
         const char *v = getenv("LB_CUDA_MVT_ST");
         const int k = v ? atoi(v) : MVT_ST;
-        return k == 2 || k == 3 ? k : MVT_ST;
+        return (k == 2 || k == 3 ? k : MVT_ST) + (cu_env_is("LB_CUDA_MVT_RW", '4') ? 40 : 0);
     }();
     return n;
 }
 
-template <int TY, int ST> static void launch_mvt_st(const dweight *w, const void *xa, float *out, int add) {
-    using S = MvtShape<TY>;
+template <int TY, int ST, int RW> static void launch_mvt_st(const dweight *w, const void *xa, float *out, int add) {
+    using S = MvtShape<TY, RW>;
     const int sms = dev_sms();
     constexpr size_t smem = (size_t)ST * S::STAGE;
     static int blocks = 0; /* the grid: as many blocks as fit each multiprocessor (run 17: three a multiprocessor left
                             * 11 warps resident and q4_K latency-bound at 54 % of the read; q8_0 reached 90 %) */
     if (!blocks) {
-        cudaFuncSetAttribute(k_mvt<TY, ST>, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem);
+        cudaFuncSetAttribute(k_mvt<TY, ST, RW>, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem);
         int per = 0;
-        if (cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per, k_mvt<TY, ST>, MV_WARPS * 32, smem) != cudaSuccess || per < 1) per = 1;
+        if (cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per, k_mvt<TY, ST, RW>, MV_WARPS * 32, smem) != cudaSuccess || per < 1) per = 1;
         blocks = per * sms;
     }
-    const int64_t N = w->rows, K = w->cols, tiles = (N + MVT_RT - 1) / MVT_RT;
+    const int64_t N = w->rows, K = w->cols, tiles = (N + S::RT - 1) / S::RT;
     const int8_t *xq = (const int8_t *)xa;
-    cu_launch(k_mvt<TY, ST>, dim3((unsigned)(tiles < blocks ? tiles : blocks)), dim3(MV_WARPS * 32), smem, (const uint8_t *)w->data, w->row_bytes,
-              N, (int)K, xq, (const float2 *)(xq + K), out, add);
+    cu_launch(k_mvt<TY, ST, RW>, dim3((unsigned)(tiles < blocks ? tiles : blocks)), dim3(MV_WARPS * 32), smem, (const uint8_t *)w->data,
+              w->row_bytes, N, (int)K, xq, (const float2 *)(xq + K), out, add);
 }
 
 template <int TY> static bool launch_mvt(const dweight *w, const void *xa, float *out, int add) {
@@ -1132,10 +1137,14 @@ template <int TY> static bool launch_mvt(const dweight *w, const void *xa, float
         return false;
     } else {
         if (!mvt_wanted<TY>(w->rows) || (((uintptr_t)w->data | w->row_bytes) & 15)) return false;
-        const int st = mvt_stages();
-        if (st == 2) launch_mvt_st<TY, 2>(w, xa, out, add);
-        else if (st == 3) launch_mvt_st<TY, 3>(w, xa, out, add);
-        else launch_mvt_st<TY, MVT_ST>(w, xa, out, add);
+        switch (mvt_variant()) {
+        case 2: launch_mvt_st<TY, 2, 2>(w, xa, out, add); break;
+        case 3: launch_mvt_st<TY, 3, 2>(w, xa, out, add); break;
+        case 42: launch_mvt_st<TY, 2, 4>(w, xa, out, add); break;
+        case 43: launch_mvt_st<TY, 3, 4>(w, xa, out, add); break;
+        case 40 + MVT_ST: launch_mvt_st<TY, MVT_ST, 4>(w, xa, out, add); break;
+        default: launch_mvt_st<TY, MVT_ST, MVT_RW>(w, xa, out, add);
+        }
         return true;
     }
 }
