@@ -576,7 +576,7 @@ __global__ void __launch_bounds__(MV_WARPS * 32) k_mvt(const uint8_t *__restrict
 
 /*
  * Kernel k_mvm, 5..16 tokens, types with per-word decoders (Mq::WORD): integer tensor-core products. A block
- * owns MVM_ROWS = 16 rows; its MVM_WARPS warps take every MVM_WARPS-th step of MVM_CH chunks, each staged for
+ * owns MVM_ROWS = 16 rows (MT = 2: 32 rows, two m-tiles of 16 sharing each activation fragment); its MVM_WARPS warps take every MVM_WARPS-th step of MVM_CH chunks, each staged for
  * the 16 rows by cp.async ST - 1 steps ahead (dynamic shared memory; launch_mvm picks ST), with the step's
  * activations where XS (MvmShape). A step's chunks are taken MVM_G at a time: the lane first loads the activations of
  * those chunks (from the stage, or without XS from global memory: one L2 round trip for the group, not one a chunk,
@@ -644,7 +644,7 @@ __device__ __forceinline__ void stage_fill_rows(uint8_t *dst, int dstride, const
  * XS: the step's activations follow its 16 weight rows in the stage, copied with them: the codes [MVM_CH][NT][32]
  * and the scales [MVM_CH][NT] (float2), zeros past the batch's tokens and the step's chunks (run 29: leaving the
  * scales to the lanes' loads, a smaller stage, was slower at batch 8 and 16). */
-template <int TY, int NT, int ST, bool XS> struct MvmShape {
+template <int TY, int NT, int ST, bool XS, int MT = 1> struct MvmShape {
     static constexpr int PER = Dq<TY>::BE / 32, BYTES = (MVM_CH / PER) * Dq<TY>::BB;
     static constexpr bool WIN = BYTES % 16 != 0;
     /* a step starts (s BYTES) mod 16 bytes into its first unit: at most 16 - (BYTES's lowest set bit) (q6_K: 14, so the
@@ -653,7 +653,7 @@ template <int TY, int NT, int ST, bool XS> struct MvmShape {
     static constexpr int UMAX = (BYTES + LEADMAX + 15) / 16;
     static constexpr int SB0 = UMAX * 16;
     static constexpr int SB = (SB0 / 16) % 2 ? SB0 : SB0 + 16;
-    static constexpr int WB = MVM_ROWS * SB, XC = XS ? MVM_CH * NT * 32 : 0, XB = XS ? XC + MVM_CH * NT * 8 : 0;
+    static constexpr int WB = MVM_ROWS * MT * SB, XC = XS ? MVM_CH * NT * 32 : 0, XB = XS ? XC + MVM_CH * NT * 8 : 0;
     static constexpr int SS = WB + XB; /* one stage */
     static constexpr int STAGE = MVM_WARPS * ST * SS;
 };
@@ -683,12 +683,12 @@ __device__ __forceinline__ void cp_async_z(void *smem, const void *g, int bytes,
 #endif
 }
 
-template <int TY, int NT, int ST, bool XS>
+template <int TY, int NT, int ST, bool XS, int MT = 1>
 __global__ void __launch_bounds__(MVM_WARPS * 32) k_mvm(const uint8_t *__restrict__ W, size_t rb, int64_t N, int K,
                                                        const int8_t *__restrict__ xq, const float2 *__restrict__ xd, int nt,
                                                        float *__restrict__ out, int64_t ldo, int cw, int add) {
     using D = Dq<TY>;
-    using S = MvmShape<TY, NT, ST, XS>;
+    using S = MvmShape<TY, NT, ST, XS, MT>;
     constexpr int NTL = NT / 8, SB = S::SB;
     /* one scale a chunk (every word type but q6_K, whose 16-element halves have their own); MIN: the k-quants with
      * 6-bit scales and mins (q4_K, q5_K), whose steps are one super-block each (the others have no min term) */
@@ -698,8 +698,8 @@ __global__ void __launch_bounds__(MVM_WARPS * 32) k_mvm(const uint8_t *__restric
     extern __shared__ __align__(16) uint8_t smem[];
     const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, g = lane / 4, t = lane % 4;
     uint8_t *stage = smem + warp * (ST * S::SS);
-    const int64_t row0 = (int64_t)blockIdx.x * MVM_ROWS;
-    const int nr = N - row0 < MVM_ROWS ? (int)(N - row0) : MVM_ROWS;
+    const int64_t row0 = (int64_t)blockIdx.x * MVM_ROWS * MT;
+    const int nr = N - row0 < MVM_ROWS * MT ? (int)(N - row0) : MVM_ROWS * MT;
     const int nch = K / 32, nsteps = (nch + MVM_CH - 1) / MVM_CH;
     const int64_t xs = K / 32;
     /* step j's copies: the weights (w), its activations (x: XS); one cp.async group a step */
@@ -711,9 +711,14 @@ __global__ void __launch_bounds__(MVM_WARPS * 32) k_mvm(const uint8_t *__restric
         const size_t off = (size_t)s * S::BYTES;
         if (w) {
             if constexpr (S::WIN) { /* the UMAX 16-byte units from the one holding the step's first byte (cw 16) */
-                stage_rows16<S::UMAX>(st, SB, W + row0 * rb + (off & ~(size_t)15), rb, nr, lane);
+#pragma unroll
+                for (int mt = 0; mt < MT; mt++)
+                    stage_rows16<S::UMAX>(st + mt * MVM_ROWS * SB, SB, W + (row0 + mt * MVM_ROWS) * rb + (off & ~(size_t)15), rb,
+                                          nr - mt * MVM_ROWS, lane);
             } else if (cw == 16 && n == MVM_CH) {
-                stage_rows16<S::UMAX>(st, SB, W + row0 * rb + off, rb, nr, lane);
+#pragma unroll
+                for (int mt = 0; mt < MT; mt++)
+                    stage_rows16<S::UMAX>(st + mt * MVM_ROWS * SB, SB, W + (row0 + mt * MVM_ROWS) * rb + off, rb, nr - mt * MVM_ROWS, lane);
             } else {
                 stage_fill_rows(st, SB, W + row0 * rb + off, rb, nr, (n / S::PER) * D::BB, cw, lane);
             }
@@ -738,9 +743,7 @@ __global__ void __launch_bounds__(MVM_WARPS * 32) k_mvm(const uint8_t *__restric
             (void)x;
         }
     };
-    float acc[NTL][4];
-#pragma unroll
-    for (int i = 0; i < NTL; i++) acc[i][0] = acc[i][1] = acc[i][2] = acc[i][3] = 0.0f;
+    float acc[MT][NTL][4] = {};
 #pragma unroll
     for (int j = 0; j < ST - 1; j++) issue(j, true, false); /* the weights before the producer of the activations ends */
     pdl_wait();
@@ -758,20 +761,12 @@ __global__ void __launch_bounds__(MVM_WARPS * 32) k_mvm(const uint8_t *__restric
         const int s = warp + j * MVM_WARPS, n = nch - MVM_CH * s < MVM_CH ? nch - MVM_CH * s : MVM_CH;
         const int lead = S::WIN ? (int)(((size_t)s * S::BYTES) & 15) : 0; /* the step's offset in its first unit */
         const uint8_t *st = stage + (j % ST) * S::SS;
-        const uint8_t *r0p = st + g * SB + lead, *r1p = r0p + 8 * SB;
+        const uint8_t *rp = st + g * SB + lead; /* row g of m-tile mt: rp + mt * 16 SB; row g + 8: 8 SB further */
         /* q4_K / q5_K: a step is one super-block, whose activations share one scale: the chunks' integer products
          * times their 6-bit scales add up exactly in int32 (si), the mins times the activations' scaled code sums in
          * F32 (mi), and the step ends with one scaling each (dx the activation scale of tokens 2t, 2t + 1) */
-        int si[NTL][4];
-        float mi[NTL][4], dx[NTL][2];
-        if constexpr (MIN) {
-#pragma unroll
-            for (int tl = 0; tl < NTL; tl++) {
-#pragma unroll
-                for (int i = 0; i < 4; i++) si[tl][i] = 0, mi[tl][i] = 0.0f;
-                dx[tl][0] = dx[tl][1] = 0.0f;
-            }
-        }
+        int si[MT][NTL][4] = {};
+        float mi[MT][NTL][4] = {}, dx[NTL][2] = {};
 #pragma unroll
         for (int g0 = 0; g0 < MVM_CH; g0 += MVM_G) {
             if (g0 >= n) break;
@@ -807,83 +802,97 @@ __global__ void __launch_bounds__(MVM_WARPS * 32) k_mvm(const uint8_t *__restric
             for (int i = 0; i < MVM_G; i++) {
                 const int cc = g0 + i, blk = cc / S::PER, sub = cc % S::PER;
                 if (cc < n) {
-                    const uint8_t *b0 = r0p + blk * D::BB, *b1 = r1p + blk * D::BB;
-                    const uint32_t a00 = Mq<TY>::word(b0, sub, t), a01 = Mq<TY>::word(b0, sub, t + 4);
-                    const uint32_t a10 = Mq<TY>::word(b1, sub, t), a11 = Mq<TY>::word(b1, sub, t + 4);
-                    if constexpr (MIN) {
-                        int sc0, mn0, sc1, mn1;
-                        k4_scale_min(sub, b0 + 4, &sc0, &mn0);
-                        k4_scale_min(sub, b1 + 4, &sc1, &mn1);
-                        const float fm0 = (float)mn0, fm1 = (float)mn1;
+#pragma unroll
+                    for (int mt = 0; mt < MT; mt++) {
+                        const uint8_t *b0 = rp + mt * MVM_ROWS * SB + blk * D::BB, *b1 = b0 + 8 * SB;
+                        const uint32_t a00 = Mq<TY>::word(b0, sub, t), a01 = Mq<TY>::word(b0, sub, t + 4);
+                        const uint32_t a10 = Mq<TY>::word(b1, sub, t), a11 = Mq<TY>::word(b1, sub, t + 4);
+                        if constexpr (MIN) {
+                            int sc0, mn0, sc1, mn1;
+                            k4_scale_min(sub, b0 + 4, &sc0, &mn0);
+                            k4_scale_min(sub, b1 + 4, &sc1, &mn1);
+                            const float fm0 = (float)mn0, fm1 = (float)mn1;
+#pragma unroll
+                            for (int tl = 0; tl < NTL; tl++) {
+                                const float2 f0 = fa[i][tl], f1 = fb[i][tl];
+                                int sm[4];
+                                mma_s8_32(sm, a00, a10, a01, a11, xa[i][tl], xb[i][tl]);
+                                si[mt][tl][0] += sc0 * sm[0];
+                                si[mt][tl][1] += sc0 * sm[1];
+                                si[mt][tl][2] += sc1 * sm[2];
+                                si[mt][tl][3] += sc1 * sm[3];
+                                mi[mt][tl][0] = fmaf(fm0, f0.y, mi[mt][tl][0]);
+                                mi[mt][tl][1] = fmaf(fm0, f1.y, mi[mt][tl][1]);
+                                mi[mt][tl][2] = fmaf(fm1, f0.y, mi[mt][tl][2]);
+                                mi[mt][tl][3] = fmaf(fm1, f1.y, mi[mt][tl][3]);
+                                if (cc == 0) dx[tl][0] = f0.x, dx[tl][1] = f1.x;
+                            }
+                            continue;
+                        }
+                        float d00, d01, m0, d10, d11, m1;
+                        Mq<TY>::scales(b0, sub, d00, d01, m0);
+                        Mq<TY>::scales(b1, sub, d10, d11, m1);
+                        float(*ac)[4] = acc[mt];
 #pragma unroll
                         for (int tl = 0; tl < NTL; tl++) {
                             const float2 f0 = fa[i][tl], f1 = fb[i][tl];
-                            int sm[4];
-                            mma_s8_32(sm, a00, a10, a01, a11, xa[i][tl], xb[i][tl]);
-                            si[tl][0] += sc0 * sm[0];
-                            si[tl][1] += sc0 * sm[1];
-                            si[tl][2] += sc1 * sm[2];
-                            si[tl][3] += sc1 * sm[3];
-                            mi[tl][0] = fmaf(fm0, f0.y, mi[tl][0]);
-                            mi[tl][1] = fmaf(fm0, f1.y, mi[tl][1]);
-                            mi[tl][2] = fmaf(fm1, f0.y, mi[tl][2]);
-                            mi[tl][3] = fmaf(fm1, f1.y, mi[tl][3]);
-                            if (cc == 0) dx[tl][0] = f0.x, dx[tl][1] = f1.x;
-                        }
-                        continue;
-                    }
-                    float d00, d01, m0, d10, d11, m1;
-                    Mq<TY>::scales(b0, sub, d00, d01, m0);
-                    Mq<TY>::scales(b1, sub, d10, d11, m1);
-#pragma unroll
-                    for (int tl = 0; tl < NTL; tl++) {
-                        const float2 f0 = fa[i][tl], f1 = fb[i][tl];
-                        if constexpr (K32) {
-                            int sm[4];
-                            mma_s8_32(sm, a00, a10, a01, a11, xa[i][tl], xb[i][tl]);
-                            acc[tl][0] = fmaf(f0.x, d00 * (float)sm[0], acc[tl][0]);
-                            acc[tl][1] = fmaf(f1.x, d00 * (float)sm[1], acc[tl][1]);
-                            acc[tl][2] = fmaf(f0.x, d10 * (float)sm[2], acc[tl][2]);
-                            acc[tl][3] = fmaf(f1.x, d10 * (float)sm[3], acc[tl][3]);
-                        } else {
-                            int lo[4], hi[4];
-                            mma_s8_16(lo, a00, a10, xa[i][tl]);
-                            mma_s8_16(hi, a01, a11, xb[i][tl]);
-                            acc[tl][0] = fmaf(f0.x, fmaf(d00, (float)lo[0], d01 * (float)hi[0]), fmaf(m0, f0.y, acc[tl][0]));
-                            acc[tl][1] = fmaf(f1.x, fmaf(d00, (float)lo[1], d01 * (float)hi[1]), fmaf(m0, f1.y, acc[tl][1]));
-                            acc[tl][2] = fmaf(f0.x, fmaf(d10, (float)lo[2], d11 * (float)hi[2]), fmaf(m1, f0.y, acc[tl][2]));
-                            acc[tl][3] = fmaf(f1.x, fmaf(d10, (float)lo[3], d11 * (float)hi[3]), fmaf(m1, f1.y, acc[tl][3]));
+                            if constexpr (K32) {
+                                int sm[4];
+                                mma_s8_32(sm, a00, a10, a01, a11, xa[i][tl], xb[i][tl]);
+                                ac[tl][0] = fmaf(f0.x, d00 * (float)sm[0], ac[tl][0]);
+                                ac[tl][1] = fmaf(f1.x, d00 * (float)sm[1], ac[tl][1]);
+                                ac[tl][2] = fmaf(f0.x, d10 * (float)sm[2], ac[tl][2]);
+                                ac[tl][3] = fmaf(f1.x, d10 * (float)sm[3], ac[tl][3]);
+                            } else {
+                                int lo[4], hi[4];
+                                mma_s8_16(lo, a00, a10, xa[i][tl]);
+                                mma_s8_16(hi, a01, a11, xb[i][tl]);
+                                ac[tl][0] = fmaf(f0.x, fmaf(d00, (float)lo[0], d01 * (float)hi[0]), fmaf(m0, f0.y, ac[tl][0]));
+                                ac[tl][1] = fmaf(f1.x, fmaf(d00, (float)lo[1], d01 * (float)hi[1]), fmaf(m0, f1.y, ac[tl][1]));
+                                ac[tl][2] = fmaf(f0.x, fmaf(d10, (float)lo[2], d11 * (float)hi[2]), fmaf(m1, f0.y, ac[tl][2]));
+                                ac[tl][3] = fmaf(f1.x, fmaf(d10, (float)lo[3], d11 * (float)hi[3]), fmaf(m1, f1.y, ac[tl][3]));
+                            }
                         }
                     }
                 }
             }
         }
         if constexpr (MIN) {
-            const float d0 = ldh(r0p), m0 = ldh(r0p + 2), d1 = ldh(r1p), m1 = ldh(r1p + 2);
 #pragma unroll
-            for (int tl = 0; tl < NTL; tl++) {
-                acc[tl][0] = fmaf(dx[tl][0] * d0, (float)si[tl][0], fmaf(-m0, mi[tl][0], acc[tl][0]));
-                acc[tl][1] = fmaf(dx[tl][1] * d0, (float)si[tl][1], fmaf(-m0, mi[tl][1], acc[tl][1]));
-                acc[tl][2] = fmaf(dx[tl][0] * d1, (float)si[tl][2], fmaf(-m1, mi[tl][2], acc[tl][2]));
-                acc[tl][3] = fmaf(dx[tl][1] * d1, (float)si[tl][3], fmaf(-m1, mi[tl][3], acc[tl][3]));
+            for (int mt = 0; mt < MT; mt++) {
+                const uint8_t *r0p = rp + mt * MVM_ROWS * SB, *r1p = r0p + 8 * SB;
+                const float d0 = ldh(r0p), m0 = ldh(r0p + 2), d1 = ldh(r1p), m1 = ldh(r1p + 2);
+#pragma unroll
+                for (int tl = 0; tl < NTL; tl++) {
+                    float *a = acc[mt][tl];
+                    const int *q = si[mt][tl];
+                    const float *m = mi[mt][tl];
+                    a[0] = fmaf(dx[tl][0] * d0, (float)q[0], fmaf(-m0, m[0], a[0]));
+                    a[1] = fmaf(dx[tl][1] * d0, (float)q[1], fmaf(-m0, m[1], a[1]));
+                    a[2] = fmaf(dx[tl][0] * d1, (float)q[2], fmaf(-m1, m[2], a[2]));
+                    a[3] = fmaf(dx[tl][1] * d1, (float)q[3], fmaf(-m1, m[3], a[3]));
+                }
             }
         }
         __syncwarp();
     }
     cp_wait<0>();
     __syncthreads(); /* every warp is done with its stages: the sums go where they were */
-    float *red = (float *)smem; /* [MVM_WARPS][32][NTL * 4] */
+    float *red = (float *)smem; /* [MVM_WARPS][32][MT][NTL][4] */
+    constexpr int V = MT * NTL * 4;
 #pragma unroll
-    for (int tl = 0; tl < NTL; tl++)
+    for (int mt = 0; mt < MT; mt++)
 #pragma unroll
-        for (int i = 0; i < 4; i++) red[(warp * 32 + lane) * NTL * 4 + tl * 4 + i] = acc[tl][i];
+        for (int tl = 0; tl < NTL; tl++)
+#pragma unroll
+            for (int i = 0; i < 4; i++) red[(warp * 32 + lane) * V + (mt * NTL + tl) * 4 + i] = acc[mt][tl][i];
     __syncthreads();
-    for (int idx = threadIdx.x; idx < 32 * NTL * 4; idx += MVM_WARPS * 32) {
-        const int l = idx / (NTL * 4), sl = idx % (NTL * 4), tl = sl / 4, i = sl % 4;
+    for (int idx = threadIdx.x; idx < 32 * V; idx += MVM_WARPS * 32) {
+        const int l = idx / V, sl = idx % V, mt = sl / (NTL * 4), tl = sl / 4 % NTL, i = sl % 4;
         float v = red[idx];
 #pragma unroll
-        for (int w = 1; w < MVM_WARPS; w++) v += red[w * 32 * NTL * 4 + idx];
-        const int row = l / 4 + (i >= 2 ? 8 : 0), tok = 8 * tl + 2 * (l % 4) + (i & 1);
+        for (int w = 1; w < MVM_WARPS; w++) v += red[w * 32 * V + idx];
+        const int row = MVM_ROWS * mt + l / 4 + (i >= 2 ? 8 : 0), tok = 8 * tl + 2 * (l % 4) + (i & 1);
         if (row < nr && tok < nt) put_out(out + (size_t)tok * ldo + row0 + row, v, add);
     }
 }
@@ -1161,27 +1170,28 @@ template <int TY, int NT> static void mvq_nt(const dweight *w, const void *xa, i
 }
 
 /* the block's stages; the warps' sums reuse them at the end */
-template <int TY, int NT, int ST, bool XS> static constexpr size_t mvm_smem() {
-    static_assert(MvmShape<TY, NT, ST, XS>::STAGE >= MVM_WARPS * 32 * (NT / 8) * 4 * sizeof(float), "the sums fit the stages");
-    return MvmShape<TY, NT, ST, XS>::STAGE;
+template <int TY, int NT, int ST, bool XS, int MT> static constexpr size_t mvm_smem() {
+    static_assert(MvmShape<TY, NT, ST, XS, MT>::STAGE >= MVM_WARPS * 32 * MT * (NT / 8) * 4 * sizeof(float), "the sums fit the stages");
+    return MvmShape<TY, NT, ST, XS, MT>::STAGE;
 }
 
 /* the blocks of k_mvm<TY, NT, ST, XS> one multiprocessor holds (its shared memory limit raised first; 0 if the query
  * fails) */
-template <int TY, int NT, int ST, bool XS> static int mvm_occupancy() {
-    constexpr size_t smem = mvm_smem<TY, NT, ST, XS>();
+template <int TY, int NT, int ST, bool XS, int MT = 1> static int mvm_occupancy() {
+    constexpr size_t smem = mvm_smem<TY, NT, ST, XS, MT>();
     int per = 0;
-    if (cudaFuncSetAttribute(k_mvm<TY, NT, ST, XS>, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem) != cudaSuccess ||
-        cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per, k_mvm<TY, NT, ST, XS>, MVM_WARPS * 32, smem) != cudaSuccess)
+    if (cudaFuncSetAttribute(k_mvm<TY, NT, ST, XS, MT>, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem) != cudaSuccess ||
+        cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per, k_mvm<TY, NT, ST, XS, MT>, MVM_WARPS * 32, smem) != cudaSuccess)
         per = 0;
     return per;
 }
 
-template <int TY, int NT, int ST, bool XS>
+template <int TY, int NT, int ST, bool XS, int MT = 1>
 static void launch_mvm_w(const dweight *w, const void *xa, int T, float *out, int64_t ldo, int cw, int add) {
     const int64_t N = w->rows, K = w->cols;
     const int8_t *xq = (const int8_t *)xa;
-    cu_launch(k_mvm<TY, NT, ST, XS>, dim3((unsigned)((N + MVM_ROWS - 1) / MVM_ROWS)), dim3(MVM_WARPS * 32), mvm_smem<TY, NT, ST, XS>(),
+    cu_launch(k_mvm<TY, NT, ST, XS, MT>, dim3((unsigned)((N + MVM_ROWS * MT - 1) / (MVM_ROWS * MT))), dim3(MVM_WARPS * 32),
+              mvm_smem<TY, NT, ST, XS, MT>(),
               (const uint8_t *)w->data, w->row_bytes, N, (int)K, xq, (const float2 *)(xq + (size_t)T * K), T, out, ldo, cw, add);
 }
 
@@ -1191,6 +1201,14 @@ static void launch_mvm_w(const dweight *w, const void *xa, int T, float *out, in
 static bool mvm_xs_on() {
     static const bool on = !cu_env_is("LB_CUDA_MVM_XS", '0');
     return on;
+}
+
+/* LB_CUDA_MVM_MT=2 (an experiment, off by default, not yet timed on a GPU): k_mvm blocks of 32 rows (two m-tiles a
+ * warp), each staged activation fragment used for both: half the activation loads and scale work a weight byte, which
+ * run 28 found doubling from batch 8 to 16 (44 us against 27 us on 14336 x 4096 q4_K). Staged activations only */
+static int mvm_mt() {
+    static const int mt = cu_env_is("LB_CUDA_MVM_MT", '2') ? 2 : 1;
+    return mt;
 }
 
 /*
@@ -1205,17 +1223,25 @@ static bool mvm_xs_on() {
  * of N, the device and the switch only: none changes the order of additions.
  */
 template <int TY, int NT> static void launch_mvm(const dweight *w, const void *xa, int T, float *out, int64_t ldo, int cw, int add) {
-    static int occ[4] = {-1, -1, -1, -1}, sms = 0; /* [XS * 2 + (ST == 3)] */
+    static int occ[6] = {-1, -1, -1, -1, -1, -1}, sms = 0; /* [XS * 2 + (ST == 3)], then 32-row blocks staged at ST 2 / 3 */
     if (occ[0] < 0) {
         occ[0] = mvm_occupancy<TY, NT, 2, false>();
         occ[1] = mvm_occupancy<TY, NT, 3, false>();
         occ[2] = mvm_occupancy<TY, NT, 2, true>();
         occ[3] = mvm_occupancy<TY, NT, 3, true>();
+        occ[4] = mvm_occupancy<TY, NT, 2, true, 2>();
+        occ[5] = mvm_occupancy<TY, NT, 3, true, 2>();
         sms = dev_sms();
     }
-    const int64_t blocks = (w->rows + MVM_ROWS - 1) / MVM_ROWS, L = (blocks + sms - 1) / sms;
-    auto waves = [&](int c) { return occ[c] > 0 ? (L + occ[c] - 1) / occ[c] : INT64_MAX; };
     const bool xs = ((uintptr_t)xa & 15) == 0 && mvm_xs_on() && (occ[2] > 0 || occ[3] > 0);
+    const int mt = xs && mvm_mt() == 2 && (occ[4] > 0 || occ[5] > 0) ? 2 : 1;
+    const int64_t blocks = (w->rows + MVM_ROWS * mt - 1) / (MVM_ROWS * mt), L = (blocks + sms - 1) / sms;
+    auto waves = [&](int c) { return occ[c] > 0 ? (L + occ[c] - 1) / occ[c] : INT64_MAX; };
+    if (mt == 2) {
+        if (waves(4) < waves(5)) launch_mvm_w<TY, NT, 2, true, 2>(w, xa, T, out, ldo, cw, add);
+        else launch_mvm_w<TY, NT, 3, true, 2>(w, xa, T, out, ldo, cw, add);
+        return;
+    }
     const int first = xs ? 3 : 0, second = xs ? 2 : 1; /* where the waves tie */
     switch (waves(second) < waves(first) ? second : first) {
     case 3: launch_mvm_w<TY, NT, 3, true>(w, xa, T, out, ldo, cw, add); break;
