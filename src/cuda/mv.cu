@@ -445,20 +445,18 @@ __global__ void __launch_bounds__(MV_WARPS * 32) k_mvq(const uint8_t *__restrict
  * MVT_S elements, and one thread copies each row's segment with a bulk copy (cp.async.bulk, completion counted in
  * bytes on the stage's mbarrier), ST - 1 (tile, segment) items ahead of the one the warps compute (ST stages: MVT_ST,
  * or LB_CUDA_MVT_ST's), across tile boundaries: the pipeline never drains until the block's last tile. Warp w computes
- * rows RW w .. RW w + RW - 1 of the tile (RW = 2, or LB_CUDA_MVT_RW=4: a tile of 16 rows, each activation chunk loaded
- * once for four rows), lane l chunks l and l + 32 of each segment (Mq::chunk, dp4a, as k_mvq); the lane's sums run over
- * the segments in order, then a butterfly over the warp: the order depends on K alone.
+ * rows 2 w and 2 w + 1 of the tile, lane l chunks l and l + 32 of each segment (Mq::chunk, dp4a, as k_mvq); the lane's
+ * sums run over the segments in order, then a butterfly over the warp: the order depends on K alone.
  */
-#define MVT_RW 2
+#define MVT_RT (2 * MV_WARPS)
 #define MVT_S 2048
-#define MVT_ST 4
+#define MVT_ST 2 /* run 39: two stages against four, tg128 Q4_0 367 -> 392 t/s, Q4_K_M 351 -> 354 (H100) */
 
-template <int TY, int RW = MVT_RW> struct MvtShape {
-    static constexpr int RT = RW * MV_WARPS;                                  /* rows a tile */
+template <int TY> struct MvtShape {
     static constexpr int CH = MVT_S / 32;                                     /* chunks a segment */
     static constexpr int SB = (MVT_S / Dq<TY>::BE) * Dq<TY>::BB;              /* bytes of a full row segment */
     static constexpr int SBP = (SB + 15) / 16 * 16 + 16;                      /* its stage row: 16-byte aligned, slack for ldw */
-    static constexpr int STAGE = RT * SBP;
+    static constexpr int STAGE = MVT_RT * SBP;
     static constexpr bool OK = SB % 16 == 0;                                  /* every segment a whole number of 16 bytes */
 };
 
@@ -498,13 +496,12 @@ __device__ __forceinline__ void fence_async_smem() {
 #endif
 }
 
-template <int TY, int ST = MVT_ST, int RW = MVT_RW>
+template <int TY, int ST = MVT_ST>
 __global__ void __launch_bounds__(MV_WARPS * 32) k_mvt(const uint8_t *__restrict__ W, size_t rb, int64_t N, int K,
                                                        const int8_t *__restrict__ xq, const float2 *__restrict__ xd,
                                                        float *__restrict__ out, int add) {
     using D = Dq<TY>;
-    using S = MvtShape<TY, RW>;
-    constexpr int MVT_RT = S::RT;
+    using S = MvtShape<TY>;
     constexpr int PER = D::BE / 32;
     extern __shared__ __align__(128) uint8_t smem[];
     __shared__ __align__(8) uint64_t full[ST];
@@ -533,7 +530,7 @@ __global__ void __launch_bounds__(MV_WARPS * 32) k_mvt(const uint8_t *__restrict
         for (int j = 0; j < ST - 1; j++) issue(j); /* the weights only: before the previous kernel has finished */
     pdl_wait();
     pdl_go();
-    float acc[RW] = {};
+    float acc[2] = {0.0f, 0.0f};
     for (int64_t j = 0; j < items; j++) {
         if (threadIdx.x == 0) issue(j + ST - 1);
         while (!mbar_try(&full[j % ST], (uint32_t)((j / ST) & 1))) {
@@ -548,8 +545,8 @@ __global__ void __launch_bounds__(MV_WARPS * 32) k_mvt(const uint8_t *__restrict
             if (cc < n) {
                 const Act8 x = act8_load<Mq<TY>::M16>(xq + 32 * (size_t)c, xd + c);
 #pragma unroll
-                for (int rr = 0; rr < RW; rr++) {
-                    const int r = RW * warp + rr;
+                for (int rr = 0; rr < 2; rr++) {
+                    const int r = 2 * warp + rr;
                     if (r < nr) {
                         MqChunk<TY> wc;
                         wc.load(st + r * S::SBP + (cc / PER) * D::BB, cc % PER);
@@ -560,11 +557,11 @@ __global__ void __launch_bounds__(MV_WARPS * 32) k_mvt(const uint8_t *__restrict
         }
         if (seg == nseg - 1) { /* the tile's last segment: its rows are done */
 #pragma unroll
-            for (int rr = 0; rr < RW; rr++) {
+            for (int rr = 0; rr < 2; rr++) {
                 float v = acc[rr];
 #pragma unroll
                 for (int o = 16; o > 0; o /= 2) v += __shfl_xor_sync(0xffffffffu, v, o);
-                const int r = RW * warp + rr;
+                const int r = 2 * warp + rr;
                 if (lane == rr && r < nr) put_out(out + r0 + r, v, add);
                 acc[rr] = 0.0f;
             }
@@ -1109,36 +1106,35 @@ template <int TY> static bool mvt_wanted(int64_t rows) {
     return M == MVT_ALL || rows < MVQ_WIDE_FROM;
 }
 
-/* LB_CUDA_MVT_ST=2 or 3: k_mvt with that many stages instead of MVT_ST (an experiment, not yet timed on a GPU; read
- * once): run 37's ncu had k_mvt at four to six blocks a multiprocessor by its stages' shared memory (23-24 % occupancy)
- * with the warps waiting on loads; fewer stages a block, more blocks (warps) a multiprocessor. LB_CUDA_MVT_RW=4: four
- * rows a warp (a tile of 16), each activation load shared by four rows (the same experiment's other half). mvt_variant:
- * the stages, plus 40 for four rows a warp */
-static int mvt_variant(void) {
+/* LB_CUDA_MVT_ST=3 or 4: k_mvt with that many stages instead of MVT_ST's two (read once). Run 37's ncu had k_mvt at four
+ * stages with four to six blocks a multiprocessor by its shared memory (23-24 % occupancy) and the warps waiting on
+ * loads; at two (run 39, H100) q6_K 14336 x 4096 went from 65.7 to 73.9 % of the HBM read, q4_0 from 65.0 to 77.2 %,
+ * q4_K 69.5 -> 70.2 %, tg128 Q4_0 +6.9 %, Q4_K_M +0.9 % (the 4096 x 4096 products a little slower: 50-53 % -> 46-51 %) */
+static int mvt_stages(void) {
     static const int n = [] {
         const char *v = getenv("LB_CUDA_MVT_ST");
         const int k = v ? atoi(v) : MVT_ST;
-        return (k == 2 || k == 3 ? k : MVT_ST) + (cu_env_is("LB_CUDA_MVT_RW", '4') ? 40 : 0);
+        return k == 3 || k == 4 ? k : MVT_ST;
     }();
     return n;
 }
 
-template <int TY, int ST, int RW> static void launch_mvt_st(const dweight *w, const void *xa, float *out, int add) {
-    using S = MvtShape<TY, RW>;
+template <int TY, int ST> static void launch_mvt_st(const dweight *w, const void *xa, float *out, int add) {
+    using S = MvtShape<TY>;
     const int sms = dev_sms();
     constexpr size_t smem = (size_t)ST * S::STAGE;
     static int blocks = 0; /* the grid: as many blocks as fit each multiprocessor (run 17: three a multiprocessor left
                             * 11 warps resident and q4_K latency-bound at 54 % of the read; q8_0 reached 90 %) */
     if (!blocks) {
-        cudaFuncSetAttribute(k_mvt<TY, ST, RW>, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem);
+        cudaFuncSetAttribute(k_mvt<TY, ST>, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem);
         int per = 0;
-        if (cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per, k_mvt<TY, ST, RW>, MV_WARPS * 32, smem) != cudaSuccess || per < 1) per = 1;
+        if (cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per, k_mvt<TY, ST>, MV_WARPS * 32, smem) != cudaSuccess || per < 1) per = 1;
         blocks = per * sms;
     }
-    const int64_t N = w->rows, K = w->cols, tiles = (N + S::RT - 1) / S::RT;
+    const int64_t N = w->rows, K = w->cols, tiles = (N + MVT_RT - 1) / MVT_RT;
     const int8_t *xq = (const int8_t *)xa;
-    cu_launch(k_mvt<TY, ST, RW>, dim3((unsigned)(tiles < blocks ? tiles : blocks)), dim3(MV_WARPS * 32), smem, (const uint8_t *)w->data,
-              w->row_bytes, N, (int)K, xq, (const float2 *)(xq + K), out, add);
+    cu_launch(k_mvt<TY, ST>, dim3((unsigned)(tiles < blocks ? tiles : blocks)), dim3(MV_WARPS * 32), smem, (const uint8_t *)w->data, w->row_bytes,
+              N, (int)K, xq, (const float2 *)(xq + K), out, add);
 }
 
 template <int TY> static bool launch_mvt(const dweight *w, const void *xa, float *out, int add) {
@@ -1146,14 +1142,10 @@ template <int TY> static bool launch_mvt(const dweight *w, const void *xa, float
         return false;
     } else {
         if (!mvt_wanted<TY>(w->rows) || (((uintptr_t)w->data | w->row_bytes) & 15)) return false;
-        switch (mvt_variant()) {
-        case 2: launch_mvt_st<TY, 2, 2>(w, xa, out, add); break;
-        case 3: launch_mvt_st<TY, 3, 2>(w, xa, out, add); break;
-        case 42: launch_mvt_st<TY, 2, 4>(w, xa, out, add); break;
-        case 43: launch_mvt_st<TY, 3, 4>(w, xa, out, add); break;
-        case 40 + MVT_ST: launch_mvt_st<TY, MVT_ST, 4>(w, xa, out, add); break;
-        default: launch_mvt_st<TY, MVT_ST, MVT_RW>(w, xa, out, add);
-        }
+        const int st = mvt_stages();
+        if (st == 4) launch_mvt_st<TY, 4>(w, xa, out, add);
+        else if (st == 3) launch_mvt_st<TY, 3>(w, xa, out, add);
+        else launch_mvt_st<TY, MVT_ST>(w, xa, out, add);
         return true;
     }
 }
@@ -1179,10 +1171,17 @@ template <int TY, int NT, int ST, bool XS, int MT> static constexpr size_t mvm_s
  * fails) */
 template <int TY, int NT, int ST, bool XS, int MT = 1> static int mvm_occupancy() {
     constexpr size_t smem = mvm_smem<TY, NT, ST, XS, MT>();
-    int per = 0;
+    int per = 0, dev = 0, most = 0;
+    /* a variant larger than the multiprocessor's shared memory is not asked about: the refused attribute would be the
+     * error the next launch's check finds (run 39: q4_0's 32-row blocks at 16 tokens and three stages, 233 KB) */
+    if (cudaGetDevice(&dev) != cudaSuccess || cudaDeviceGetAttribute(&most, cudaDevAttrMaxSharedMemoryPerBlockOptin, dev) != cudaSuccess ||
+        smem > (size_t)most)
+        return 0;
     if (cudaFuncSetAttribute(k_mvm<TY, NT, ST, XS, MT>, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem) != cudaSuccess ||
-        cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per, k_mvm<TY, NT, ST, XS, MT>, MVM_WARPS * 32, smem) != cudaSuccess)
+        cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per, k_mvm<TY, NT, ST, XS, MT>, MVM_WARPS * 32, smem) != cudaSuccess) {
+        (void)cudaGetLastError();
         per = 0;
+    }
     return per;
 }
 
