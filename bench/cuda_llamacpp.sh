@@ -2,11 +2,12 @@
 # cuda_llamacpp.sh - llama.cpp's CUDA llama-bench beside lowbit's cuda_bench on the same Llama-3-8B-shape GGUF files,
 # alternating in one device call, so that the decode and prompt ratios come from one GPU. From the repository root:
 #   bench/cuda_llamacpp.sh BIN_TAR_XZ OUT_DIR [SECONDS]     (default 560; carry bench/out/bin and bench/out/llsrc)
-# llama.cpp: bench/out/llsrc/llama-bench.xz where an earlier call returned one (a static build), else built here from
+# llama.cpp: bench/out/llsrc/llama-bench.xz.aa, .ab, ... where an earlier call returned them (a static build, in parts:
+# copy them there), else built here (about 210 s on an H100 machine's 16 cores) from
 # bench/out/llsrc/llama.tar.xz (the llama.cpp tree of the llama-cpp-python sdist that tests/python/requirements.txt
 # names, less its models, docs, tests and other backends: make it with LLSRC=1 bench/cuda_llamacpp.sh on the machine
 # with PyPI) with -DGGML_CUDA=ON -DCMAKE_CUDA_ARCHITECTURES=90 -DGGML_NATIVE=ON, as BASELINE.md's GPU section; the built
-# binary is written to OUT_DIR/llama-bench.xz for the next call. Per type of TYPES (default "q4_k_m q4_0 q8_0"; files
+# binary is written to OUT_DIR/llama-bench.xz.aa, .ab, ... for the next call. Per type of TYPES (default "q4_k_m q4_0 q8_0"; files
 # made by lowbit quantize, file_8b in cuda_run_common.sh), twice round: cuda_bench --pp 512 --tg 128 --reps 3, then
 # llama-bench -ngl 99 -p 512 -n 128 -r 3 -fa 1 (FA, default 1). Writes run.log, build.log to OUT_DIR.
 set -uo pipefail
@@ -35,18 +36,17 @@ DEADLINE=$(($(date +%s) + ${3:-560}))
 LB=/tmp/llcpp/llama-bench
 if [ ! -x $LB ]; then
   mkdir -p /tmp/llcpp
-  if [ -f bench/out/llsrc/llama-bench.xz ]; then
-    xz -dc bench/out/llsrc/llama-bench.xz >$LB && chmod +x $LB
+  if [ -f bench/out/llsrc/llama-bench.xz.aa ]; then
+    cat bench/out/llsrc/llama-bench.xz.?? | xz -dc >$LB && chmod +x $LB
   else
     log "building llama-bench"
     tar xJf bench/out/llsrc/llama.tar.xz -C /tmp/llcpp || exit 1
-    git -C /tmp/llcpp/llama.cpp rev-parse --short HEAD >>"$OUT/run.log" 2>&1
     { cmake -S /tmp/llcpp/llama.cpp -B /tmp/llcpp/b -G Ninja -DCMAKE_BUILD_TYPE=Release -DGGML_CUDA=ON -DCMAKE_CUDA_ARCHITECTURES=90 \
       -DGGML_NATIVE=ON -DBUILD_SHARED_LIBS=OFF -DLLAMA_CURL=OFF -DLLAMA_OPENSSL=OFF -DLLAMA_BUILD_TESTS=OFF \
       -DLLAMA_BUILD_EXAMPLES=OFF -DLLAMA_BUILD_SERVER=OFF -DLLAMA_BUILD_APP=OFF -DLLAMA_BUILD_HTML=OFF &&
       timeout "$(cap 400)" cmake --build /tmp/llcpp/b -j "$(nproc)" --target llama-bench; } >"$OUT/build.log" 2>&1
     cp /tmp/llcpp/b/bin/llama-bench $LB 2>/dev/null || { log "llama-bench build failed"; tail -20 "$OUT/build.log"; exit 1; }
-    xz -T0 -6 -c $LB >"$OUT/llama-bench.xz"
+    xz -T0 -9 -c $LB | split -b 15M - "$OUT/llama-bench.xz." # parts under the 16 MiB a returned file may have
   fi
   log "llama-bench ready"
 fi
