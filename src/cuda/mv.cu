@@ -573,9 +573,10 @@ __global__ void __launch_bounds__(MV_WARPS * 32) k_mvt(const uint8_t *__restrict
 
 /*
  * Kernel k_mvm, 5..16 tokens, types with per-word decoders (Mq::WORD): integer tensor-core products. A block
- * owns MVM_ROWS = 16 rows (MT = 2: 32 rows, two m-tiles of 16 sharing each activation fragment); its MVM_WARPS warps take every MVM_WARPS-th step of MVM_CH chunks, each staged for
- * the 16 rows by cp.async ST - 1 steps ahead (dynamic shared memory; launch_mvm picks ST), with the step's
- * activations where XS (MvmShape). A step's chunks are taken MVM_G at a time: the lane first loads the activations of
+ * owns MT m-tiles of MVM_ROWS = 16 rows (MT = 2 by default where the activations are staged: mvm_mt); its MVM_WARPS
+ * warps take every MVM_WARPS-th step of MVM_CH chunks, each staged for the block's rows by cp.async ST - 1 steps ahead
+ * (dynamic shared memory; launch_mvm picks ST), with the step's activations where XS (MvmShape), used for each m-tile.
+ * A step's chunks are taken MVM_G at a time: the lane first loads the activations of
  * those chunks (from the stage, or without XS from global memory: one L2 round trip for the group, not one a chunk,
  * run 19's ncu had the warps waiting on them), then per chunk, lane (g, t) = (lane / 4, lane % 4) decodes words t
  * and t + 4 of rows g and g + 8 and multiplies them with words t and t + 4 of token g's codes: one m16n8k32 int8
@@ -1202,11 +1203,13 @@ static bool mvm_xs_on() {
     return on;
 }
 
-/* LB_CUDA_MVM_MT=2 (an experiment, off by default, not yet timed on a GPU): k_mvm blocks of 32 rows (two m-tiles a
- * warp), each staged activation fragment used for both: half the activation loads and scale work a weight byte, which
- * run 28 found doubling from batch 8 to 16 (44 us against 27 us on 14336 x 4096 q4_K). Staged activations only */
+/* k_mvm's blocks of 32 rows (two m-tiles a warp, each staged activation fragment used for both: half the activation
+ * loads and scale work a weight byte, which run 28 found doubling from batch 8 to 16) where the activations are staged;
+ * LB_CUDA_MVM_MT=1: blocks of 16. Run 41 (H100, against cuBLAS BF16): 14336 x 4096 q4_K at batch 8 1.64 -> 2.01x, at
+ * 16 1.03 -> 1.24x; 4096 x 14336 1.71 -> 2.32x and 0.99 -> 1.52x; the 128256-row head 1.81 -> 2.52x and 1.17 ->
+ * 1.61x; q4_0 and q8_0 alike; q6_K on 14336 x 4096 at batch 8 even (1.34 / 1.32x), gaining elsewhere */
 static int mvm_mt() {
-    static const int mt = cu_env_is("LB_CUDA_MVM_MT", '2') ? 2 : 1;
+    static const int mt = cu_env_is("LB_CUDA_MVM_MT", '1') ? 1 : 2;
     return mt;
 }
 
