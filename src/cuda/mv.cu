@@ -639,7 +639,7 @@ __device__ __forceinline__ void stage_fill_rows(uint8_t *dst, int dstride, const
  * WIN: a step that is not a whole number of 16-byte units (q6_K's 210-byte super-block) is copied as the 16-byte units
  * that cover it (rows 16-byte aligned), up to LEADMAX bytes before it: the row holds them all and the kernel reads from
  * the step's offset in the first unit.
- * XS: the step's activations follow its 16 weight rows in the stage, copied with them: the codes [MVM_CH][NT][32]
+ * XS: the step's activations follow its 16 MT weight rows in the stage, copied with them: the codes [MVM_CH][NT][32]
  * and the scales [MVM_CH][NT] (float2), zeros past the batch's tokens and the step's chunks (run 29: leaving the
  * scales to the lanes' loads, a smaller stage, was slower at batch 8 and 16). */
 template <int TY, int NT, int ST, bool XS, int MT = 1> struct MvmShape {
@@ -1168,7 +1168,7 @@ template <int TY, int NT, int ST, bool XS, int MT> static constexpr size_t mvm_s
     return MvmShape<TY, NT, ST, XS, MT>::STAGE;
 }
 
-/* the blocks of k_mvm<TY, NT, ST, XS> one multiprocessor holds (its shared memory limit raised first; 0 if the query
+/* the blocks of k_mvm<TY, NT, ST, XS, MT> one multiprocessor holds (its shared memory limit raised first; 0 if the query
  * fails) */
 template <int TY, int NT, int ST, bool XS, int MT = 1> static int mvm_occupancy() {
     constexpr size_t smem = mvm_smem<TY, NT, ST, XS, MT>();
@@ -1214,15 +1214,16 @@ static int mvm_mt() {
 }
 
 /*
- * k_mvm for N rows: three copy stages or two, the activations staged (XS, mvm_xs_on) or not. A grid of ceil(N / 16)
- * blocks puts L = ceil(blocks / SMs) on the busiest multiprocessor, which holds `occ` at once (registers and shared
+ * k_mvm for N rows: three copy stages or two, the activations staged (XS, mvm_xs_on) or not; staged, 32-row blocks
+ * (mvm_mt) where one of their stage counts fits. A grid of ceil(N / (16 MT)) blocks puts L = ceil(blocks / SMs) on the busiest multiprocessor, which holds `occ` at once (registers and shared
  * memory): ceil(L / occ) waves, the last one partly idle (run 21: 896 blocks of 14336 rows in 1.13 waves of six).
  * Staging the activations takes fewer instructions (run 24: 15.2 -> 9.9 million on 14336 x 4096 at batch 8) but more
  * shared memory (two blocks a multiprocessor). The launch takes the fewer waves of the two stage counts; where they
  * tie, three stages when staging, else two: without XS the lanes' activation loads hit L1, which the stages' shared
  * memory shrinks (run 25: 14336 x 4096 q4_K at batch 8 31.3 us with three stages against 27-29 us with two in runs
- * 23-24, the same four blocks a multiprocessor). Unstaged where no staged variant fits the multiprocessor. A function
- * of N, the device and the switch only: none changes the order of additions.
+ * 23-24, the same four blocks a multiprocessor); the 32-row blocks take three stages only where that means fewer waves.
+ * Unstaged where no staged variant fits the multiprocessor. A function of N, the device and the switches only: none
+ * changes the order of additions.
  */
 template <int TY, int NT> static void launch_mvm(const dweight *w, const void *xa, int T, float *out, int64_t ldo, int cw, int add) {
     static int occ[6] = {-1, -1, -1, -1, -1, -1}, sms = 0; /* [XS * 2 + (ST == 3)], then 32-row blocks staged at ST 2 / 3 */
