@@ -2,8 +2,8 @@
 # cuda_llamacpp.sh - llama.cpp's CUDA llama-bench beside lowbit's cuda_bench on the same Llama-3-8B-shape GGUF files,
 # alternating in one device call, so that the decode and prompt ratios come from one GPU. From the repository root:
 #   bench/cuda_llamacpp.sh BIN_TAR_XZ OUT_DIR [SECONDS]     (default 560; carry bench/out/bin and bench/out/llsrc)
-# llama.cpp: bench/out/llsrc/llama-bench.xz.aa, .ab, ... where an earlier call returned them (a static build, in parts:
-# copy them there), else built here (about 210 s on an H100 machine's 16 cores) from
+# llama.cpp: bench/out/llsrc/llama-bench.xz.aa, .ab, ... where an earlier call returned them or the development machine
+# built them (a static build for sm_90, in 15 MB parts; used where ldd finds its CUDA libraries), else built here (about 210 s on an H100 machine's 16 cores) from
 # bench/out/llsrc/llama.tar.xz (the llama.cpp tree of the llama-cpp-python sdist that tests/python/requirements.txt
 # names, less its models, docs, tests and other backends: make it with LLSRC=1 bench/cuda_llamacpp.sh on the machine
 # with PyPI) with -DGGML_CUDA=ON -DCMAKE_CUDA_ARCHITECTURES=90 -DGGML_NATIVE=ON, as BASELINE.md's GPU section; the built
@@ -36,9 +36,11 @@ DEADLINE=$(($(date +%s) + ${3:-560}))
 LB=/tmp/llcpp/llama-bench
 if [ ! -x $LB ]; then
   mkdir -p /tmp/llcpp
-  if [ -f bench/out/llsrc/llama-bench.xz.aa ]; then
+  if [ -f bench/out/llsrc/llama-bench.xz.aa ]; then # built elsewhere: used where its libraries resolve here
     cat bench/out/llsrc/llama-bench.xz.?? | xz -dc >$LB && chmod +x $LB
-  else
+    ldd $LB | grep -q "not found" && { ldd $LB | grep "not found" >>"$OUT/run.log"; rm -f $LB; }
+  fi
+  if [ ! -x $LB ]; then
     log "building llama-bench"
     tar xJf bench/out/llsrc/llama.tar.xz -C /tmp/llcpp || exit 1
     { cmake -S /tmp/llcpp/llama.cpp -B /tmp/llcpp/b -G Ninja -DCMAKE_BUILD_TYPE=Release -DGGML_CUDA=ON -DCMAKE_CUDA_ARCHITECTURES=90 \
