@@ -23,7 +23,7 @@ for t in ${TESTS:-attention gptq gptq_shadow calib calib_plain forward forward_n
   [ "$t" = gptq_shadow ] && bin=build/tests/test_cuda_gptq_shadow
   [[ $t = kernels* ]] && args=(--quick)
   [ "$t" = forward_noflash ] && envs=(LB_CUDA_FLASH=0)
-  [ "$t" = forward_plain ] && envs=(LB_CUDA_ATT_SPLIT=0 LB_CUDA_FUSE=0 LB_CUDA_PDL=0 LB_CUDA_FUSE_ACT=0 LB_CUDA_MVH=0 LB_CUDA_MVT=0 LB_CUDA_MVM_XS=0 LB_CUDA_MVM_Q6K=0)
+  [ "$t" = forward_plain ] && envs=(LB_CUDA_ATT_SPLIT=0 LB_CUDA_FUSE=0 LB_CUDA_PDL=0 LB_CUDA_FUSE_ACT=0 LB_CUDA_MVH=0 LB_CUDA_MVT=0 LB_CUDA_MVM_XS=0 LB_CUDA_MVM_Q6K=0 LB_CUDA_ROPE_FUSE=0)
   [ "$t" = calib_plain ] && envs=(LB_CUDA_PDL=0)
   [ "$t" = kernels_deep ] && envs=(LB_CUDA_MVQ_DEEP=1)
   [ "$t" = kernels_nomvh ] && envs=(LB_CUDA_MVH=0)

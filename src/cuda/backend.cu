@@ -603,6 +603,13 @@ static bool fuse_act_on(void) {
     return on;
 }
 
+/* One decoded token's rotary embedding inside the split attention kernel (cu_att_new) instead of its own launch, unless
+ * LB_CUDA_ROPE_FUSE=0 (read once); the same bytes either way */
+static bool rope_fuse_on(void) {
+    static const bool on = !cu_env_is("LB_CUDA_ROPE_FUSE", '0');
+    return on;
+}
+
 static bool aligned16(const void *p) { return ((uintptr_t)p & 15) == 0; }
 
 /* The activations x (T, K) as the fused product with w takes them were just written to ws->x16 by x's producer */
@@ -696,16 +703,20 @@ static lb_status layer_forward_part(lb_cuda_ctx *g, const dlayer *l, int64_t il,
                 cu_attention(q + oq, g->kc32 + lo + ok, g->vc32 + lo + ok, g->att + oq, (int)wl, (int)H, (int)KV, (int)D, g->pos_d, max_n);
                 continue;
             }
-            cu_rope_kv(q + oq, k + ok, v + ok, (int)wl, (int)H, (int)KV, (int)D, g->cs, g->sn, g->pos_d, g->m->rope_interleaved,
-                       g->kc + lo + ok, g->vc + lo + ok);
-            if (wl > LB_CUDA_MV_MAX && cu_attention_flash_ok((int)H, (int)KV, (int)D))
+            const bool flash = wl > LB_CUDA_MV_MAX && cu_attention_flash_ok((int)H, (int)KV, (int)D);
+            const cu_att_new rope = {k + ok, v + ok, g->cs, g->sn, g->m->rope_interleaved ? 1 : 0, NULL, NULL};
+            const bool rope_in = !flash && g->att_part && wl == 1 && rope_fuse_on(); /* the split kernel rotates one token */
+            if (!rope_in)
+                cu_rope_kv(q + oq, k + ok, v + ok, (int)wl, (int)H, (int)KV, (int)D, g->cs, g->sn, g->pos_d, g->m->rope_interleaved,
+                           g->kc + lo + ok, g->vc + lo + ok);
+            if (flash)
                 cu_attention_flash(q + oq, g->kc + lo + ok, g->vc + lo + ok, g->att + oq, (int)wl, (int)H, (int)KV, (int)D, g->pos_d);
             else if (g->att_part) {
                 int be = 0;
                 att_pre = wl == T && D % 8 == 0 && aligned16(g->att) && act_fusable(g, &l->wo, T, qd, &be, err, &ns);
                 TRY(ns);
                 cu_attention_split(q + oq, g->kc + lo + ok, g->vc + lo + ok, g->att + oq, (int)wl, (int)H, (int)KV, (int)D, g->pos_d,
-                                   max_n, g->att_part, be, att_pre ? g->ws.x16 : NULL);
+                                   max_n, g->att_part, be, att_pre ? g->ws.x16 : NULL, rope_in ? &rope : NULL);
                 if (att_pre) act_prepared(&g->ws, g->att, &l->wo, T);
             }
             else
@@ -1146,15 +1157,86 @@ extern "C" lb_status lb_cuda_test_fused_act(int device, lb_type type, int op, co
     return s;
 }
 
+/* lb_cuda_test_attention's kernels 4 and 5: one token whose key and value are cache row pos0 (as floats, unrotated),
+ * through the split kernel that rotates them itself (cu_att_new), against cu_rope_kv's launch then the split kernel:
+ * the output and both caches bit for bit. Rotary tables of base 10000; inter: the interleaved layout. */
+static lb_status test_attention_rope(const float *q, const uint16_t *kc, const uint16_t *vc, float *out, int H, int KV, int D, int64_t pos0,
+                                     int inter, lb_error *err) {
+    const int64_t n = pos0 + 1, half = D / 2, kvd = (int64_t)KV * D;
+    const size_t qn = (size_t)H * (size_t)D, cn = (size_t)(n * kvd), tn = (size_t)(n * half);
+    /* host: q, the new rows k and v, the tables cs and sn; on the device twice (the fused run, then the separate one)
+     * with two caches each */
+    const size_t fl = qn + 2 * (size_t)kvd + 2 * tn, bytes = 2 * (fl * sizeof(float) + 2 * cn * sizeof(__half) + qn * sizeof(float));
+    float *h = (float *)malloc(fl * sizeof(float));
+    if (!h) return lb_err_set(err, LB_ERR_NOMEM, "out of memory");
+    memcpy(h, q, qn * sizeof(float));
+    for (int64_t i = 0; i < kvd; i++) {
+        h[qn + i] = __half2float(__ushort_as_half(kc[pos0 * kvd + i]));
+        h[qn + kvd + i] = __half2float(__ushort_as_half(vc[pos0 * kvd + i]));
+    }
+    float *cs = h + qn + 2 * kvd, *sn = cs + tn;
+    for (int64_t p = 0; p < n; p++)
+        for (int64_t i = 0; i < half; i++) {
+            const double a = (double)p * pow(10000.0, -2.0 * (double)i / D);
+            cs[p * half + i] = (float)cos(a), sn[p * half + i] = (float)sin(a);
+        }
+    uint8_t *dev = NULL;
+    float *part = NULL;
+    int64_t *pd = NULL;
+    lb_status s = LB_OK;
+    cudaError_t e = cudaMalloc((void **)&dev, bytes);
+    if (e == cudaSuccess) e = cudaMalloc((void **)&part, cu_attention_split_scratch(H, D, n));
+    if (e == cudaSuccess) e = cudaMalloc((void **)&pd, sizeof(int64_t));
+    if (e == cudaSuccess) e = cudaMemcpy(pd, &pos0, sizeof(int64_t), cudaMemcpyHostToDevice);
+    const size_t run = bytes / 2; /* one run's buffers: the floats, the caches, the output */
+    for (int r = 0; r < 2 && e == cudaSuccess; r++) {
+        float *f = (float *)(dev + r * run), *o = f + fl;
+        __half *k = (__half *)(o + qn), *v = k + cn;
+        e = cudaMemcpy(f, h, fl * sizeof(float), cudaMemcpyHostToDevice);
+        if (e == cudaSuccess) e = cudaMemcpy(k, kc, cn * sizeof(__half), cudaMemcpyHostToDevice);
+        if (e == cudaSuccess) e = cudaMemcpy(v, vc, cn * sizeof(__half), cudaMemcpyHostToDevice);
+        if (e == cudaSuccess) e = cudaMemset(o, 0xff, qn * sizeof(float));
+        if (e != cudaSuccess) break;
+        float *fk = f + qn, *fv = fk + kvd, *fc = fv + kvd, *fs = fc + tn;
+        const cu_att_new rope = {fk, fv, fc, fs, inter, NULL, NULL};
+        if (r == 1) cu_rope_kv(f, fk, fv, 1, H, KV, D, fc, fs, pd, inter != 0, k, v);
+        cu_attention_split(f, k, v, o, 1, H, KV, D, pd, n, part, 0, NULL, r == 0 ? &rope : NULL);
+        e = cudaGetLastError();
+        if (e == cudaSuccess) e = cudaDeviceSynchronize();
+    }
+    if (e == cudaSuccess) e = cudaMemcpy(out, dev + fl * sizeof(float), qn * sizeof(float), cudaMemcpyDeviceToHost);
+    if (e != cudaSuccess) s = cuda_fail(err, e, "in the rotary attention test");
+    if (s == LB_OK) { /* the second run's output and caches: the first's bytes */
+        const size_t cmp = qn * sizeof(float) + 2 * cn * sizeof(__half);
+        uint8_t *hb = (uint8_t *)malloc(2 * cmp);
+        if (!hb) s = lb_err_set(err, LB_ERR_NOMEM, "out of memory");
+        else if ((e = cudaMemcpy(hb, dev + fl * sizeof(float), cmp, cudaMemcpyDeviceToHost)) != cudaSuccess ||
+                 (e = cudaMemcpy(hb + cmp, dev + run + fl * sizeof(float), cmp, cudaMemcpyDeviceToHost)) != cudaSuccess)
+            s = cuda_fail(err, e, "in the rotary attention test");
+        else if (memcmp(hb, hb + cmp, qn * sizeof(float)))
+            s = lb_err_set(err, LB_ERR_DEVICE, "the split kernel's own rotation gives another output than cu_rope_kv's");
+        else if (memcmp(hb + qn * sizeof(float), hb + cmp + qn * sizeof(float), 2 * cn * sizeof(__half)))
+            s = lb_err_set(err, LB_ERR_DEVICE, "the split kernel's own rotation stores other cache rows than cu_rope_kv's");
+        free(hb);
+    }
+    cudaFree(dev);
+    cudaFree(part);
+    cudaFree(pd);
+    free(h);
+    return s;
+}
+
 extern "C" lb_status lb_cuda_test_attention(int device, const float *q, const uint16_t *kc, const uint16_t *vc, float *out, int T, int H,
                                             int KV, int D, int64_t pos0, int flash, lb_error *err) {
-    if (T < 1 || H < 1 || KV < 1 || D < 2 || D % 2 || H % KV || pos0 < 0 || flash < 0 || flash > 3)
+    if (T < 1 || H < 1 || KV < 1 || D < 2 || D % 2 || H % KV || pos0 < 0 || flash < 0 || flash > 5)
         return lb_err_set(err, LB_ERR_ARG, "lb_cuda_test_attention: bad shape or kernel");
+    if (flash >= 4 && T != 1) return lb_err_set(err, LB_ERR_UNSUPPORTED, "the split kernel rotates one token only");
     if (flash == 1 && !cu_attention_flash_fits(H, KV, D)) return lb_err_set(err, LB_ERR_UNSUPPORTED, "no flash kernel for this shape");
     if (flash >= 2 && !cu_attention_split_fits(D)) return lb_err_set(err, LB_ERR_UNSUPPORTED, "no split attention kernel for this head size");
     lb_status s = use_device(device, err);
     if (s != LB_OK) return s;
     lb_cu_stream = 0;
+    if (flash >= 4) return test_attention_rope(q, kc, vc, out, H, KV, D, pos0, flash - 4, err);
     const int64_t n = pos0 + T;
     const size_t qn = (size_t)T * (size_t)H * (size_t)D, cn = (size_t)n * (size_t)KV * (size_t)D;
     float *qd = NULL, *od = NULL, *part = NULL;

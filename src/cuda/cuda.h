@@ -135,7 +135,10 @@ lb_status lb_cuda_test_fused_act(int device, lb_type type, int op, const float *
  * KV D halves; rows 0 .. pos0 + T - 1 read) into out (T, H D), on device `device`: flash 0 the forward pass's
  * kernel for decode (one block per token and head group), 1 the tensor-core flash kernel for prompts
  * (LB_ERR_UNSUPPORTED when the shape has none), 2 the kernel split over the positions (flash-decoding), whatever
- * LB_CUDA_FLASH and LB_CUDA_ATT_SPLIT say. */
+ * LB_CUDA_FLASH and LB_CUDA_ATT_SPLIT say; 3 the split kernel rounding its output for the o product (checked against
+ * cu_act_prepare here); 4 and 5 (one token) the split kernel rotating q and the new key itself (cache row pos0 taken
+ * as the unrotated key and value; 5 the interleaved layout), checked here bit for bit against the rotary launch then
+ * the split kernel (output and caches): out is the rotated query's attention. */
 lb_status lb_cuda_test_attention(int device, const float *q, const uint16_t *kc, const uint16_t *vc, float *out, int T, int H, int KV,
                                  int D, int64_t pos0, int flash, lb_error *err);
 

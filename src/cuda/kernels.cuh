@@ -167,12 +167,21 @@ void cu_attention_flash(const float *q, const __half *kc, const __half *vc, floa
  * to 256); _chunks: the chunks per query for contexts of max_n. part: cu_attention_split_scratch(H, D, max_n) bytes of device scratch.
  * xa: the combining launch also rounds the result for the o product (cu_act_prepare's bytes for a weight of block be = 32
  * or 256 into xa; needs cu_act_fusable(H D, be) and D a multiple of 8); the same result either way. */
+/* rope: the new token's unrotated key and value rows (k, v: KV D each), the rotary tables and their layout, for a call
+ * that also does cu_rope_kv's work (the rotation of q and k, the cache rows at pos0): for one token inside the split
+ * kernel (its q and k buffers stay unrotated), for several by a cu_rope_kv launch first (q and k rotated in place).
+ * kc, vc: filled in by cu_attention_split. */
+struct cu_att_new {
+    const float *k, *v, *cs, *sn;
+    int inter;
+    __half *kc, *vc;
+};
 bool cu_attention_split_on(void);
 bool cu_attention_split_fits(int D);
 int cu_attention_split_chunks(int64_t max_n);
 size_t cu_attention_split_scratch(int H, int D, int64_t max_n);
 void cu_attention_split(const float *q, const __half *kc, const __half *vc, float *out, int T, int H, int KV, int D, const int64_t *pos,
-                        int64_t max_n, float *part, int be = 0, void *xa = NULL);
+                        int64_t max_n, float *part, int be = 0, void *xa = NULL, const cu_att_new *rope = NULL);
 /* Allow cu_attention contexts of up to n_ctx positions; an error when the device cannot hold them. */
 cudaError_t cu_attention_prepare(int H, int KV, int D, int64_t n_ctx);
 /* Per row i < n_rows of logits (V wide): lse, NLL of next[i], argmax and, when base is not NULL, KL(base || row). */

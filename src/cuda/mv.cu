@@ -708,15 +708,11 @@ __global__ void __launch_bounds__(MVM_WARPS * 32) k_mvm(const uint8_t *__restric
         const int n = nch - MVM_CH * s < MVM_CH ? nch - MVM_CH * s : MVM_CH;
         const size_t off = (size_t)s * S::BYTES;
         if (w) {
-            if constexpr (S::WIN) { /* the UMAX 16-byte units from the one holding the step's first byte (cw 16) */
+            if (S::WIN || (cw == 16 && n == MVM_CH)) { /* a full step (WIN: the UMAX 16-byte units from the one holding its first byte) */
+                const size_t from = S::WIN ? off & ~(size_t)15 : off;
 #pragma unroll
                 for (int mt = 0; mt < MT; mt++)
-                    stage_rows16<S::UMAX>(st + mt * MVM_ROWS * SB, SB, W + (row0 + mt * MVM_ROWS) * rb + (off & ~(size_t)15), rb,
-                                          nr - mt * MVM_ROWS, lane);
-            } else if (cw == 16 && n == MVM_CH) {
-#pragma unroll
-                for (int mt = 0; mt < MT; mt++)
-                    stage_rows16<S::UMAX>(st + mt * MVM_ROWS * SB, SB, W + (row0 + mt * MVM_ROWS) * rb + off, rb, nr - mt * MVM_ROWS, lane);
+                    stage_rows16<S::UMAX>(st + mt * MVM_ROWS * SB, SB, W + (row0 + mt * MVM_ROWS) * rb + from, rb, nr - mt * MVM_ROWS, lane);
             } else {
                 stage_fill_rows(st, SB, W + row0 * rb + off, rb, nr, (n / S::PER) * D::BB, cw, lane);
             }
@@ -1099,6 +1095,16 @@ static int dev_sms(void) {
     return sms;
 }
 
+/* the largest dynamic shared memory a block may opt in to (0 where the runtime does not say) */
+static int dev_smem_optin(void) {
+    static int most = -1;
+    if (most < 0) {
+        int dev = 0, n = 0;
+        most = cudaGetDevice(&dev) == cudaSuccess && cudaDeviceGetAttribute(&n, cudaDevAttrMaxSharedMemoryPerBlockOptin, dev) == cudaSuccess ? n : 0;
+    }
+    return most;
+}
+
 template <int TY> static bool mvt_wanted(int64_t rows) {
     const int mode = mvt_mode();
     if (mode != 2) return mode == 1;
@@ -1172,12 +1178,10 @@ template <int TY, int NT, int ST, bool XS, int MT> static constexpr size_t mvm_s
  * fails) */
 template <int TY, int NT, int ST, bool XS, int MT = 1> static int mvm_occupancy() {
     constexpr size_t smem = mvm_smem<TY, NT, ST, XS, MT>();
-    int per = 0, dev = 0, most = 0;
+    int per = 0;
     /* a variant larger than the multiprocessor's shared memory is not asked about: the refused attribute would be the
      * error the next launch's check finds (run 39: q4_0's 32-row blocks at 16 tokens and three stages, 233 KB) */
-    if (cudaGetDevice(&dev) != cudaSuccess || cudaDeviceGetAttribute(&most, cudaDevAttrMaxSharedMemoryPerBlockOptin, dev) != cudaSuccess ||
-        smem > (size_t)most)
-        return 0;
+    if (smem > (size_t)dev_smem_optin()) return 0;
     if (cudaFuncSetAttribute(k_mvm<TY, NT, ST, XS, MT>, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem) != cudaSuccess ||
         cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per, k_mvm<TY, NT, ST, XS, MT>, MVM_WARPS * 32, smem) != cudaSuccess) {
         (void)cudaGetLastError();

@@ -266,6 +266,21 @@ __device__ __forceinline__ void kv_put(__half *p, float v) { *p = __float2half_r
 __device__ __forceinline__ void kv_put(float *p, float v) { *p = v; }
 __device__ __forceinline__ float kv_get(const __half *p) { return __half2float(*p); }
 
+/* The rotation of one pair (a, b) by the angle whose cosine and sine are c and s */
+__device__ __forceinline__ void rope_pair(float a, float b, float c, float s, float *ra, float *rb) {
+    *ra = __fsub_rn(__fmul_rn(a, c), __fmul_rn(b, s));
+    *rb = __fadd_rn(__fmul_rn(b, c), __fmul_rn(a, s));
+}
+/* Element d of the rotated head x (D elements; c, s: the position's table rows of D / 2): its pair is (x[d % (D / 2)],
+ * x[d % (D / 2) + D / 2]) or, interleaved, (x[2 (d / 2)], x[2 (d / 2) + 1]); k_rope_kv's operations */
+__device__ __forceinline__ float rope_elem(const float *x, int d, int D, const float *c, const float *s, int inter) {
+    const int half = D / 2, p = inter ? d / 2 : d % half;
+    const bool second = inter ? (d & 1) != 0 : d >= half;
+    float ra, rb;
+    rope_pair(inter ? x[2 * p] : x[p], inter ? x[2 * p + 1] : x[p + half], c[p], s[p], &ra, &rb);
+    return second ? rb : ra;
+}
+
 /* Rotary embedding of q (H heads) and k (KV heads), then k and v into the cache (KT: F16 or F32), as one launch:
  * threads [0, nq) rotate q's pairs ((x[i], x[i + D/2]) or, interleaved, (x[2i], x[2i+1])), [nq, nq + nk) k's pairs
  * (storing the rotated pair into the cache at row pos0 + t too), the rest copy v. */
@@ -292,9 +307,8 @@ __global__ void k_rope_kv(float *q, float *k, const float *v, int T, int H, int 
     float *xr = (isk ? k : q) + th * D;
     const int step = inter ? 2 : 1, off = inter ? 1 : half;
     float *pa = xr + p * step, *pb = pa + off;
-    const float c = cs[(pos0 + t) * half + p], s = sn[(pos0 + t) * half + p];
-    const float a = *pa, b = *pb;
-    const float ra = __fsub_rn(__fmul_rn(a, c), __fmul_rn(b, s)), rb = __fadd_rn(__fmul_rn(b, c), __fmul_rn(a, s));
+    float ra, rb;
+    rope_pair(*pa, *pb, cs[(pos0 + t) * half + p], sn[(pos0 + t) * half + p], &ra, &rb);
     *pa = ra;
     *pb = rb;
     if (isk) {
@@ -447,6 +461,9 @@ void cu_attention(const float *q, const __half *kc, const __half *vc, float *out
  * dimensions and subset of the positions, every head of the group from one read of v; the subsets summed in order at
  * the end); it writes m, l and the sum per head to a scratch row. k_att_combine then combines the chunks (M = max m,
  * L = sum l e^(m - M), out = sum o e^(m - M) / L). Head size a multiple of 8 from 32 to 256 (cu_attention_split_fits).
+ * One token with nw.k (cu_att_new: decode): the blocks rotate q as they load it and take the new position's key and
+ * value rows from the product's output (rotated, rounded to F16: k_rope_kv's bytes), and the first head group of each
+ * KV head stores them into the cache, so no rotary launch precedes the kernel.
  * Tokens go AS_TOKENS at a time (the scratch holds that many).
  */
 #define AS_THREADS 128
@@ -462,10 +479,26 @@ __host__ __device__ __forceinline__ int64_t att_split_len(int64_t n, int nch) {
 /* positions a tile: TP D <= 4096, so a tile's keys are at most AS_UNITS 16-byte units a thread */
 __host__ __device__ __forceinline__ int att_tile(int D) { return D <= 128 ? 32 : 16; }
 
+/* dimensions d0 .. d0 + 7 of head kvh of the new token's key (rotated at position p) and value, as the F16 cache holds
+ * them (k_rope_kv's bytes) */
+__device__ __forceinline__ void att_new_unit(const cu_att_new &nw, int64_t p, int kvh, int D, int d0, uint4 *rk, uint4 *rv) {
+    const float *kh = nw.k + (size_t)kvh * D, *vh = nw.v + (size_t)kvh * D, *c = nw.cs + p * (D / 2), *s = nw.sn + p * (D / 2);
+    __align__(16) __half kk[8], vv[8];
+#pragma unroll
+    for (int e = 0; e < 8; e++) {
+        kk[e] = __float2half_rn(rope_elem(kh, d0 + e, D, c, s, nw.inter));
+        vv[e] = __float2half_rn(vh[d0 + e]);
+    }
+    *rk = *(const uint4 *)kk;
+    *rv = *(const uint4 *)vv;
+}
+
 /* rows p0 + j (j < nj) of the cache's head kvh into registers, 16-byte units u = thread + i AS_THREADS (row u / (D / 8));
- * with `old` only those at positions below p_old, without it only those at or above (-1: every row) */
+ * with `old` only those at positions below p_old, without it only those at or above (-1: every row). With nw.k (one
+ * token): row p_old from the new token's key and value (att_new_unit), which `writer` also stores into the cache. */
 __device__ __forceinline__ void att_load_tile(uint4 (&rk)[AS_UNITS], uint4 (&rv)[AS_UNITS], const __half *kc, const __half *vc,
-                                              int64_t p0, int nj, int kvd, int kvh, int D, int64_t p_old, int old) {
+                                              int64_t p0, int nj, int kvd, int kvh, int D, int64_t p_old, int old,
+                                              const cu_att_new &nw, bool writer) {
     const int upr = D / 8;
 #pragma unroll
     for (int i = 0; i < AS_UNITS; i++) {
@@ -473,8 +506,16 @@ __device__ __forceinline__ void att_load_tile(uint4 (&rk)[AS_UNITS], uint4 (&rv)
         const int64_t p = p0 + j;
         if (j < nj && (old < 0 || (old ? p < p_old : p >= p_old))) {
             const size_t off = (size_t)p * kvd + (size_t)kvh * D + 8 * (u % upr);
-            rk[i] = *(const uint4 *)(kc + off);
-            rv[i] = *(const uint4 *)(vc + off);
+            if (nw.k && p == p_old) {
+                att_new_unit(nw, p, kvh, D, 8 * (u % upr), &rk[i], &rv[i]);
+                if (writer) {
+                    *(uint4 *)(nw.kc + off) = rk[i];
+                    *(uint4 *)(nw.vc + off) = rv[i];
+                }
+            } else {
+                rk[i] = *(const uint4 *)(kc + off);
+                rv[i] = *(const uint4 *)(vc + off);
+            }
         }
     }
 }
@@ -491,7 +532,7 @@ __device__ __forceinline__ void att_store_tile(const uint4 (&rk)[AS_UNITS], cons
 }
 
 __global__ void __launch_bounds__(AS_THREADS) k_att_split(const float *q, const __half *kc, const __half *vc, float *part, int H, int KV,
-                                                          int D, int hb, int nch, const int64_t *pos, int t_off) {
+                                                          int D, int hb, int nch, const int64_t *pos, int t_off, cu_att_new nw) {
     extern __shared__ uint4 asm4_[];
     /* *pos is set before the step's first kernel; the cache below it is not written in this step */
     const int64_t p_old = *pos;
@@ -507,9 +548,13 @@ __global__ void __launch_bounds__(AS_THREADS) k_att_split(const float *q, const 
     __half *ks = (__half *)asm4_, *vs = ks + TP * D;
     float *qs = (float *)(vs + TP * D), *sc = qs + hb * D, *ms = sc + hb * TP, *ls = ms + hb, *al = ls + hb, *red = al + hb;
     uint4 rk[AS_UNITS], rv[AS_UNITS];
-    att_load_tile(rk, rv, kc, vc, p0, np < TP ? np : TP, kvd, kvh, D, p_old, 1);
+    const bool writer = nw.k && h0 % (H / KV) == 0; /* the first group of the KV head stores the new cache row */
+    att_load_tile(rk, rv, kc, vc, p0, np < TP ? np : TP, kvd, kvh, D, p_old, 1, nw, writer);
     pdl_enter();
-    for (int i = threadIdx.x; i < hb * D; i += AS_THREADS) qs[i] = q[((int64_t)t * H + h0) * D + i];
+    for (int i = threadIdx.x; i < hb * D; i += AS_THREADS) {
+        const float *qh = q + ((int64_t)t * H + h0 + i / D) * D;
+        qs[i] = nw.k ? rope_elem(qh, i % D, D, nw.cs + p_old * (D / 2), nw.sn + p_old * (D / 2), nw.inter) : qh[i % D];
+    }
     if ((int)threadIdx.x < hb) ms[threadIdx.x] = -INFINITY, ls[threadIdx.x] = 0.0f;
     const float scale = 1.0f / sqrtf((float)D);
     float2 acc[ATT_MAX_HB];
@@ -517,7 +562,7 @@ __global__ void __launch_bounds__(AS_THREADS) k_att_split(const float *q, const 
     for (int g = 0; g < ATT_MAX_HB; g++) acc[g] = make_float2(0.0f, 0.0f);
     for (int j0 = 0; j0 < np; j0 += TP) {
         const int nj = np - j0 < TP ? np - j0 : TP;
-        att_load_tile(rk, rv, kc, vc, p0 + j0, nj, kvd, kvh, D, p_old, j0 == 0 ? 0 : -1);
+        att_load_tile(rk, rv, kc, vc, p0 + j0, nj, kvd, kvh, D, p_old, j0 == 0 ? 0 : -1, nw, writer);
         att_store_tile(rk, rv, ks, vs, nj, D);
         __syncthreads();
         for (int jb = warp * 4; jb < nj; jb += AS_THREADS / 8) { /* scores: four positions a warp */
@@ -704,7 +749,11 @@ size_t cu_attention_split_scratch(int H, int D, int64_t max_n) {
 }
 
 void cu_attention_split(const float *q, const __half *kc, const __half *vc, float *out, int T, int H, int KV, int D, const int64_t *pos,
-                        int64_t max_n, float *part, int be, void *xa) {
+                        int64_t max_n, float *part, int be, void *xa, const cu_att_new *rope) {
+    cu_att_new nw = {};
+    if (rope && T == 1) nw = *rope, nw.kc = (__half *)kc, nw.vc = (__half *)vc; /* the cache row the kernel writes */
+    else if (rope) /* several tokens: the rotation and the cache rows by their own launch first (q and k in place) */
+        cu_rope_kv((float *)q, (float *)rope->k, rope->v, T, H, KV, D, rope->cs, rope->sn, pos, rope->inter != 0, (__half *)kc, (__half *)vc);
     const int hb = att_hb(H, KV), nch = cu_attention_split_chunks(max_n), S = AS_THREADS / (D / 2), TP = att_tile(D);
     const size_t smem = (size_t)TP * (size_t)D * 2 * sizeof(__half) + (size_t)(hb * D + hb * TP + 3 * hb + S * hb * D) * sizeof(float);
     int8_t *aq = (int8_t *)xa;
@@ -714,7 +763,7 @@ void cu_attention_split(const float *q, const __half *kc, const __half *vc, floa
     for (int t0 = 0; t0 < T; t0 += AS_TOKENS) {
         const int nt = T - t0 < AS_TOKENS ? T - t0 : AS_TOKENS;
         cu_launch(k_att_split, dim3((unsigned)(H / hb), (unsigned)nch, (unsigned)nt), dim3(AS_THREADS), smem,
-                  q + (size_t)t0 * (size_t)H * (size_t)D, kc, vc, part, H, KV, D, hb, nch, pos, t0);
+                  q + (size_t)t0 * (size_t)H * (size_t)D, kc, vc, part, H, KV, D, hb, nch, pos, t0, nw);
         cu_launch(combine, dim3((unsigned)((H * D + 255) / 256), (unsigned)nt), dim3(NA_WARPS * 32), 0, (const float *)part, out, H, D, nch,
                   pos, t0, aq, ad);
     }

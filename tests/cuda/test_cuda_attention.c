@@ -109,6 +109,14 @@ static void check_shape(int T, int H, int KV, int D, int64_t pos0, float qscale)
             have_split = true;
         }
     }
+    if (T == 1 && D % 8 == 0) /* decode: the split kernel's own rotation of q and the new key (both layouts) against
+                                 * cu_rope_kv's launch, the output and the caches bit for bit (compared by the entry point) */
+        for (int inter = 0; inter < 2; inter++) {
+            lb_error e;
+            const lb_status s = lb_cuda_test_attention(0, q, kc, vc, out, T, H, KV, D, pos0, 4 + inter, &e);
+            CHECK(s == LB_OK, "split+rope%s H %d KV %d D %d pos0 %lld: status %d, %s", inter ? " interleaved" : "", H, KV, D,
+                  (long long)pos0, (int)s, e.msg);
+        }
     free(split_out);
     free(q);
     free(out);
@@ -129,6 +137,8 @@ int main(void) {
     CHECK(s == LB_ERR_UNSUPPORTED, "flash with D 80: status %d, %s", (int)s, e.msg);
     s = lb_cuda_test_attention(0, &one, &h0, &h0, &one, 1, 1, 1, 36, 0, 2, &e); /* the split kernel: head sizes of 8 k */
     CHECK(s == LB_ERR_UNSUPPORTED && strstr(e.msg, "head size"), "split with D 36: status %d, %s", (int)s, e.msg);
+    s = lb_cuda_test_attention(0, &one, &h0, &h0, &one, 2, 1, 1, 32, 0, 4, &e); /* the rotating split kernel: one token */
+    CHECK(s == LB_ERR_UNSUPPORTED && strstr(e.msg, "one token"), "split+rope with T 2: status %d, %s", (int)s, e.msg);
     s = lb_cuda_test_attention(4096, &one, &h0, &h0, &one, 1, 1, 1, 32, 0, 0, &e);
     CHECK(s == LB_ERR_DEVICE && strstr(e.msg, "does not exist"), "device 4096: status %d, '%s'", (int)s, e.msg);
 
@@ -150,5 +160,7 @@ int main(void) {
     check_shape(21, 64, 8, 64, 70, 1.0f);    /* two token groups (16 + 5), eight heads a group */
     check_shape(2, 32, 8, 128, 12000, 2.0f); /* 128 chunks of 96 positions: three key tiles a chunk; a last chunk of 1-2 */
     check_shape(5, 9, 3, 64, 33, 1.0f);      /* the 135M model's groups of three; chunks of 8 positions */
+    check_shape(1, 64, 4, 128, 40, 1.0f);    /* 16 heads a KV head: groups of one head, the first of each stores the row */
+    check_shape(1, 9, 3, 64, 0, 1.0f);       /* the first position: the new row alone */
     TEST_DONE();
 }
