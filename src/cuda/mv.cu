@@ -1208,7 +1208,7 @@ static bool mvm_xs_on() {
 }
 
 /* k_mvm's blocks of 32 rows (two m-tiles a warp, each staged activation fragment used for both: half the activation
- * loads and scale work a weight byte, which run 28 found doubling from batch 8 to 16) where the activations are staged;
+ * loads and scale work a weight byte, which run 28 found doubling from batch 8 to 16), staged or not (LB_CUDA_MVM_XS=0);
  * LB_CUDA_MVM_MT=1: blocks of 16. Run 41 (H100, against cuBLAS BF16): 14336 x 4096 q4_K at batch 8 1.64 -> 2.01x, at
  * 16 1.03 -> 1.24x; 4096 x 14336 1.71 -> 2.32x and 0.99 -> 1.52x; the 128256-row head 1.81 -> 2.52x and 1.17 ->
  * 1.61x; q4_0 and q8_0 alike; q6_K on 14336 x 4096 at batch 8 even (1.34 / 1.32x), gaining elsewhere */
@@ -1218,8 +1218,8 @@ static int mvm_mt() {
 }
 
 /*
- * k_mvm for N rows: three copy stages or two, the activations staged (XS, mvm_xs_on) or not; staged, 32-row blocks
- * (mvm_mt) where one of their stage counts fits. A grid of ceil(N / (16 MT)) blocks puts L = ceil(blocks / SMs) on the busiest multiprocessor, which holds `occ` at once (registers and shared
+ * k_mvm for N rows: three copy stages or two, the activations staged (XS, mvm_xs_on) or not; 32-row blocks (mvm_mt)
+ * where one of their stage counts fits (unstaged too: half the shared memory, more blocks a multiprocessor). A grid of ceil(N / (16 MT)) blocks puts L = ceil(blocks / SMs) on the busiest multiprocessor, which holds `occ` at once (registers and shared
  * memory): ceil(L / occ) waves, the last one partly idle (run 21: 896 blocks of 14336 rows in 1.13 waves of six).
  * Staging the activations takes fewer instructions (run 24: 15.2 -> 9.9 million on 14336 x 4096 at batch 8) but more
  * shared memory (two blocks a multiprocessor). The launch takes the fewer waves of the two stage counts; where they
@@ -1230,23 +1230,28 @@ static int mvm_mt() {
  * changes the order of additions.
  */
 template <int TY, int NT> static void launch_mvm(const dweight *w, const void *xa, int T, float *out, int64_t ldo, int cw, int add) {
-    static int occ[6] = {-1, -1, -1, -1, -1, -1}, sms = 0; /* [XS * 2 + (ST == 3)], then 32-row blocks staged at ST 2 / 3 */
+    /* [MT = 2 ? 4 : 0 + XS * 2 + (ST == 3)] */
+    static int occ[8] = {-1, -1, -1, -1, -1, -1, -1, -1}, sms = 0;
     if (occ[0] < 0) {
         occ[0] = mvm_occupancy<TY, NT, 2, false>();
         occ[1] = mvm_occupancy<TY, NT, 3, false>();
         occ[2] = mvm_occupancy<TY, NT, 2, true>();
         occ[3] = mvm_occupancy<TY, NT, 3, true>();
-        occ[4] = mvm_occupancy<TY, NT, 2, true, 2>();
-        occ[5] = mvm_occupancy<TY, NT, 3, true, 2>();
+        occ[4] = mvm_occupancy<TY, NT, 2, false, 2>();
+        occ[5] = mvm_occupancy<TY, NT, 3, false, 2>();
+        occ[6] = mvm_occupancy<TY, NT, 2, true, 2>();
+        occ[7] = mvm_occupancy<TY, NT, 3, true, 2>();
         sms = dev_sms();
     }
     const bool xs = ((uintptr_t)xa & 15) == 0 && mvm_xs_on() && (occ[2] > 0 || occ[3] > 0);
-    const int mt = xs && mvm_mt() == 2 && (occ[4] > 0 || occ[5] > 0) ? 2 : 1;
+    const int m2 = xs ? 6 : 4; /* the 32-row variants of this staging */
+    const int mt = mvm_mt() == 2 && (occ[m2] > 0 || occ[m2 + 1] > 0) ? 2 : 1;
     const int64_t blocks = (w->rows + MVM_ROWS * mt - 1) / (MVM_ROWS * mt), L = (blocks + sms - 1) / sms;
     auto waves = [&](int c) { return occ[c] > 0 ? (L + occ[c] - 1) / occ[c] : INT64_MAX; };
-    if (mt == 2) {
-        if (waves(4) < waves(5)) launch_mvm_w<TY, NT, 2, true, 2>(w, xa, T, out, ldo, cw, add);
-        else launch_mvm_w<TY, NT, 3, true, 2>(w, xa, T, out, ldo, cw, add);
+    if (mt == 2) { /* three stages only where that means fewer waves */
+        const bool st3 = waves(m2 + 1) < waves(m2);
+        if (xs) st3 ? launch_mvm_w<TY, NT, 3, true, 2>(w, xa, T, out, ldo, cw, add) : launch_mvm_w<TY, NT, 2, true, 2>(w, xa, T, out, ldo, cw, add);
+        else st3 ? launch_mvm_w<TY, NT, 3, false, 2>(w, xa, T, out, ldo, cw, add) : launch_mvm_w<TY, NT, 2, false, 2>(w, xa, T, out, ldo, cw, add);
         return;
     }
     const int first = xs ? 3 : 0, second = xs ? 2 : 1; /* where the waves tie */
