@@ -61,26 +61,81 @@ __device__ __forceinline__ int act_code(float v, float id) {
     u = u <= 127.0f ? u : 127.0f;
     return __float2int_rn(u);
 }
+/*
+ * Producers that also round their result for the next product's 8-bit path (mv.cu's layout: per token the int8
+ * codes, then per 32 elements {d, d * sum(q)}), so the product needs no rounding launch of its own. A warp takes 256
+ * consecutive elements of a row, lane l elements 8 l .. 8 l + 7; the scale covers BE elements (32: four lanes, 256: the
+ * warp). The codes and scales are k_act_round's (the CPU's lb_act_quantize) to the bit: amax, 127 / amax, the clamp
+ * with NaN to -127 and round-to-nearest-even are the same IEEE operations, and the code sums are integers.
+ */
+template <int BE>
+__device__ __forceinline__ void act_round8(const float (&v)[8], int64_t e0, bool valid, int lane, int8_t *__restrict__ q,
+                                           float2 *__restrict__ d) {
+    float amax = 0.0f;
+#pragma unroll
+    for (int k = 0; k < 8; k++) {
+        const float a = fabsf(v[k]);
+        amax = a > amax ? a : amax;
+    }
+#pragma unroll
+    for (int o = 1; o < BE / 8; o *= 2) {
+        const float u = __shfl_xor_sync(0xffffffffu, amax, o);
+        amax = u > amax ? u : amax;
+    }
+    float id, dd;
+    act_scales(amax, &id, &dd);
+    uint32_t lo = 0, hi = 0;
+    int sum = 0;
+#pragma unroll
+    for (int k = 0; k < 8; k++) {
+        const int qi = act_code(v[k], id);
+        sum += qi;
+        if (k < 4) lo |= (uint32_t)(qi & 0xff) << (8 * k);
+        else hi |= (uint32_t)(qi & 0xff) << (8 * (k - 4));
+    }
+    sum += __shfl_xor_sync(0xffffffffu, sum, 1);
+    sum += __shfl_xor_sync(0xffffffffu, sum, 2);
+    if (valid) {
+        *(uint2 *)(q + e0) = make_uint2(lo, hi);
+        if (lane % 4 == 0) d[e0 / 32] = make_float2(dd, __fmul_rn(dd, (float)sum));
+    }
+}
+
 /* LB_CUDA_PDL is not 0 and the current device has compute capability 9 or more (read once per process) */
 bool cu_pdl_on(void);
-/* kernel<<<grid, block, smem, lb_cu_stream>>>(args...), with the programmatic serialization attribute when cu_pdl_on();
- * the kernel must follow pdl_enter's rule. Launch errors are left for cudaGetLastError, as with <<<>>>. */
-template <typename... P, typename... A> static inline void cu_launch(void (*kernel)(P...), dim3 grid, dim3 block, size_t smem, A... args) {
-    if (!cu_pdl_on()) {
+/* kernel<<<grid, block, smem, lb_cu_stream>>>(args...) in thread-block clusters of `cluster` blocks along x (grid.x a
+ * multiple of it; 1: none), with the programmatic serialization attribute when cu_pdl_on(); the kernel must follow
+ * pdl_enter's rule. Launch errors are left for cudaGetLastError, as with <<<>>>. */
+template <typename... P, typename... A>
+static inline void cu_launch_cluster(void (*kernel)(P...), dim3 grid, dim3 block, size_t smem, unsigned cluster, A... args) {
+    if (!cu_pdl_on() && cluster <= 1) {
         kernel<<<grid, block, smem, lb_cu_stream>>>(args...);
         return;
     }
-    cudaLaunchAttribute at[1];
-    at[0].id = cudaLaunchAttributeProgrammaticStreamSerialization;
-    at[0].val.programmaticStreamSerializationAllowed = 1;
+    cudaLaunchAttribute at[2];
+    unsigned n = 0;
+    if (cu_pdl_on()) {
+        at[n].id = cudaLaunchAttributeProgrammaticStreamSerialization;
+        at[n++].val.programmaticStreamSerializationAllowed = 1;
+    }
+    if (cluster > 1) {
+        at[n].id = cudaLaunchAttributeClusterDimension;
+        at[n].val.clusterDim.x = cluster;
+        at[n].val.clusterDim.y = 1;
+        at[n++].val.clusterDim.z = 1;
+    }
     cudaLaunchConfig_t cfg = {};
     cfg.gridDim = grid;
     cfg.blockDim = block;
     cfg.dynamicSmemBytes = smem;
     cfg.stream = lb_cu_stream;
     cfg.attrs = at;
-    cfg.numAttrs = 1;
+    cfg.numAttrs = n;
     (void)cudaLaunchKernelEx(&cfg, kernel, ((P)args)...);
+}
+/* the same without clusters */
+template <typename... P, typename... A> static inline void cu_launch(void (*kernel)(P...), dim3 grid, dim3 block, size_t smem, A... args) {
+    cu_launch_cluster(kernel, grid, block, smem, 1u, args...);
 }
 
 /* A weight matrix on the device: rows of row_bytes, cols a multiple of 32. */
@@ -110,6 +165,20 @@ void cu_act_f16(lb_type wtype, const float *x, int T, int64_t K, __half *y);
  * cu_act_prepare laid it out for W's type, the products and sums in F32 (integer sums for 8-bit activations).
  * add: out += x . W^T instead (each element plus its product, one IEEE addition: cu_add's result). */
 void cu_matvec(const dweight *w, const void *x, int T, float *out, int64_t ldo, bool add = false);
+/* A one-token product whose input is RMSNorm(x) with weights w, computed inside the product (k_mvt's prologue, in
+ * thread-block clusters: LB_CUDA_NORM_FUSE=1, an experiment) instead of by its own launch: cu_matvec_norm_ok says
+ * whether W's product can (the switch, sm_90, k_mvt's type and rows, K a multiple of 1024 up to 8192, 8-bit
+ * activations in blocks of 32 or 256); cu_matvec_norm then also writes RMSNorm(x) to xn and its rounding to xa
+ * (cu_act_prepare's layout for W's type), so later products of the same input read them as after cu_rmsnorm_act. The
+ * sum of squares in its own fixed order (1024-element parts, each as cu_rmsnorm_act sums a row, then the parts in
+ * order): results within rounding of cu_rmsnorm_act's. */
+struct cu_norm_in {
+    const float *x, *w;
+    float eps;
+    float *xn;
+};
+bool cu_matvec_norm_ok(const dweight *w);
+void cu_matvec_norm(const dweight *w, const cu_norm_in *nm, void *xa, float *out, bool add);
 /* rows [r0, r0 + R) of W dequantized to dst (R, K), F16 or F32. */
 void cu_dequant_f16(const dweight *w, int64_t r0, int64_t R, __half *dst);
 void cu_dequant_f32(const dweight *w, int64_t r0, int64_t R, float *dst);
