@@ -501,9 +501,10 @@ __device__ __forceinline__ void fence_async_smem() {
 /*
  * k_mvt's input RMSNorm (NORM; cu_matvec_norm): the grid runs in clusters of C = K / 1024 blocks, block r of a cluster
  * taking part r of the row (1024 elements; MV_WARPS = 4 warps of 256). Its sum of squares is taken as k_rmsnorm_act
- * takes a row's (thread t: the part's float4s t and t + 128 in double, the warp's butterfly, the warps in order); each
- * block stores its part's sum into every block of the cluster (distributed shared memory), and after the cluster's
- * barrier every block adds the C sums in part order: r = 1 / sqrt(sum / K + eps). Warp w then scales and rounds its
+ * takes a row's (thread t: the part's float4s t and t + 128 in double, the warp's butterfly, the warps in order); once
+ * every block of the cluster has started (a cluster barrier arrived at on entry), each stores its part's sum into every
+ * block of the cluster (distributed shared memory), and after the cluster's next barrier every block adds the C sums in
+ * part order: r = 1 / sqrt(sum / K + eps). Warp w then scales and rounds its
  * 256 elements (act_round8, k_rmsnorm_act's operations), and the block copies the part's codes and scales into the
  * cluster's other blocks; after a second barrier every block holds the row's rounding in shared memory (K codes, K / 32
  * scales). The grid's first cluster also writes RMSNorm(x) and the rounding to global memory (nm.xn, q, d) for later
@@ -526,6 +527,9 @@ template <int BE> __device__ __forceinline__ void mvt_norm(const MvtNorm &nm, in
     cg::cluster_group cl = cg::this_cluster();
     const int C = (int)cl.num_blocks(), rank = (int)cl.block_rank();
     const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, p0 = rank * MVT_NORM_PART;
+    /* no block's shared memory is written by another before every block of the cluster has started: arrive now, wait
+     * before the first remote store */
+    asm volatile("barrier.cluster.arrive.relaxed.aligned;" ::: "memory");
     const float4 *x4 = (const float4 *)(nm.x + p0);
     double ss = 0.0;
 #pragma unroll
@@ -540,6 +544,7 @@ template <int BE> __device__ __forceinline__ void mvt_norm(const MvtNorm &nm, in
     for (int o = 16; o > 0; o /= 2) ss += __shfl_xor_sync(0xffffffffu, ss, o);
     if (lane == 0) wsum[warp] = ss;
     __syncthreads();
+    asm volatile("barrier.cluster.wait.aligned;" ::: "memory");
     if ((int)threadIdx.x < C) { /* thread b: the part's sum into block b's psum[rank] */
         double sp = wsum[0];
 #pragma unroll
