@@ -61,6 +61,23 @@ __device__ __forceinline__ int act_code(float v, float id) {
     u = u <= 127.0f ? u : 127.0f;
     return __float2int_rn(u);
 }
+/* RMSNorm's sum of squares, a thread's share and the warp's: float4s t, t + stride, ... below n4 of x4 squared and added
+ * in double in that order, then the warp's butterfly (every lane ends with the warp's sum) */
+__device__ __forceinline__ double sumsq_warp(const float4 *x4, int n4, int stride) {
+    double ss = 0.0;
+#pragma unroll 8 /* a 4096-element row over 128 threads: every load in flight at once */
+    for (int i = threadIdx.x; i < n4; i += stride) {
+        const float4 v = x4[i];
+        ss += (double)v.x * v.x;
+        ss += (double)v.y * v.y;
+        ss += (double)v.z * v.z;
+        ss += (double)v.w * v.w;
+    }
+#pragma unroll
+    for (int o = 16; o > 0; o /= 2) ss += __shfl_xor_sync(0xffffffffu, ss, o);
+    return ss;
+}
+
 /*
  * Producers that also round their result for the next product's 8-bit path (mv.cu's layout: per token the int8
  * codes, then per 32 elements {d, d * sum(q)}), so the product needs no rounding launch of its own. A warp takes 256

@@ -530,18 +530,7 @@ template <int BE> __device__ __forceinline__ void mvt_norm(const MvtNorm &nm, in
     /* no block's shared memory is written by another before every block of the cluster has started: arrive now, wait
      * before the first remote store */
     asm volatile("barrier.cluster.arrive.relaxed.aligned;" ::: "memory");
-    const float4 *x4 = (const float4 *)(nm.x + p0);
-    double ss = 0.0;
-#pragma unroll
-    for (int i = threadIdx.x; i < MVT_NORM_PART / 4; i += MV_WARPS * 32) {
-        const float4 v = x4[i];
-        ss += (double)v.x * v.x;
-        ss += (double)v.y * v.y;
-        ss += (double)v.z * v.z;
-        ss += (double)v.w * v.w;
-    }
-#pragma unroll
-    for (int o = 16; o > 0; o /= 2) ss += __shfl_xor_sync(0xffffffffu, ss, o);
+    const double ss = sumsq_warp((const float4 *)(nm.x + p0), MVT_NORM_PART / 4, MV_WARPS * 32);
     if (lane == 0) wsum[warp] = ss;
     __syncthreads();
     asm volatile("barrier.cluster.wait.aligned;" ::: "memory");

@@ -123,17 +123,7 @@ __global__ void __launch_bounds__(NA_WARPS * 32) k_rmsnorm_act(const float *__re
     pdl_enter();
     const float *xr = x + row * n;
     const float4 *x4 = (const float4 *)xr;
-    double ss = 0.0;
-#pragma unroll 8 /* a 4096-element row: every load in flight at once */
-    for (int i = threadIdx.x; i < n / 4; i += NA_WARPS * 32) {
-        const float4 v = x4[i];
-        ss += (double)v.x * v.x;
-        ss += (double)v.y * v.y;
-        ss += (double)v.z * v.z;
-        ss += (double)v.w * v.w;
-    }
-#pragma unroll
-    for (int o = 16; o > 0; o /= 2) ss += __shfl_xor_sync(0xffffffffu, ss, o);
+    double ss = sumsq_warp(x4, n / 4, NA_WARPS * 32);
     if (lane == 0) sh[warp] = ss;
     __syncthreads();
     ss = sh[0];
