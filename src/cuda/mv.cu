@@ -561,17 +561,12 @@ template <int BE> __device__ __forceinline__ void mvt_norm(const MvtNorm &nm, in
     __syncthreads();
     /* the part's codes (MVT_NORM_PART bytes) and scales (MVT_NORM_PART / 32 float2) as 16-byte units */
     constexpr int UQ = MVT_NORM_PART / 16, UN = UQ + MVT_NORM_PART / 32 * 8 / 16;
-    for (int i = threadIdx.x; i < UN * C; i += MV_WARPS * 32) {
+    for (int i = threadIdx.x; i < UN * C; i += MV_WARPS * 32) { /* unit k to block dst; the own block's turn publishes */
         const int dst = i / UN, k = i % UN;
         uint4 *src = k < UQ ? (uint4 *)(sq + p0) + k : (uint4 *)(sd + p0 / 32) + (k - UQ);
         if (dst != rank) *cl.map_shared_rank(src, dst) = *src;
+        else if (first && nm.q) *(k < UQ ? (uint4 *)(nm.q + p0) + k : (uint4 *)(nm.d + p0 / 32) + (k - UQ)) = *src;
     }
-    if (first && nm.q)
-        for (int k = threadIdx.x; k < UN; k += MV_WARPS * 32) {
-            uint4 *src = k < UQ ? (uint4 *)(sq + p0) + k : (uint4 *)(sd + p0 / 32) + (k - UQ);
-            uint4 *g = k < UQ ? (uint4 *)(nm.q + p0) + k : (uint4 *)(nm.d + p0 / 32) + (k - UQ);
-            *g = *src;
-        }
     cl.sync();
 #else
     (void)nm, (void)K, (void)sq, (void)sd;
@@ -1243,11 +1238,16 @@ static void launch_mvt_st(const dweight *w, const void *xa, float *out, int add,
                       N, (int)K, (const int8_t *)xq, (const float2 *)(xq + K), out, add, nm);
 }
 
+/* whether k_mvt takes W's one-token product: the type's choice of rows, rows 16-byte aligned (bulk copies) */
+template <int TY> static bool mvt_takes(const dweight *w) {
+    return MvtShape<TY>::OK && mvt_wanted<TY>(w->rows) && !(((uintptr_t)w->data | w->row_bytes) & 15);
+}
+
 template <int TY> static bool launch_mvt(const dweight *w, const void *xa, float *out, int add) {
     if constexpr (!MvtShape<TY>::OK) {
         return false;
     } else {
-        if (!mvt_wanted<TY>(w->rows) || (((uintptr_t)w->data | w->row_bytes) & 15)) return false;
+        if (!mvt_takes<TY>(w)) return false;
         const int st = mvt_stages();
         if (st == 4) launch_mvt_st<TY, 4>(w, xa, out, add);
         else if (st == 3) launch_mvt_st<TY, 3>(w, xa, out, add);
@@ -1262,16 +1262,15 @@ static bool mvt_norm_on(void) {
     static const bool on = cu_env_is("LB_CUDA_NORM_FUSE", '1');
     return on;
 }
+/* the types whose k_mvt has the norm prologue: 8-bit activations in blocks of 32 or 256 (act_round8's) */
+template <int TY> static constexpr bool mvt_norm_type() {
+    return MvtShape<TY>::OK && Mq<TY>::OK && (Dq<TY>::BE == 32 || Dq<TY>::BE == 256);
+}
 template <int TY> static bool mvt_norm_ok(const dweight *w) {
-    if constexpr (!MvtShape<TY>::OK || !Mq<TY>::OK || (Dq<TY>::BE != 32 && Dq<TY>::BE != 256)) {
-        return false;
-    } else {
-        return mvt_norm_on() && mvt_wanted<TY>(w->rows) && !(((uintptr_t)w->data | w->row_bytes) & 15) && w->cols % MVT_NORM_PART == 0 &&
-               w->cols / MVT_NORM_PART <= MVT_NORM_MAXC;
-    }
+    return mvt_norm_type<TY>() && mvt_norm_on() && mvt_takes<TY>(w) && w->cols % MVT_NORM_PART == 0 && w->cols / MVT_NORM_PART <= MVT_NORM_MAXC;
 }
 template <int TY> static void mvt_norm_launch(const dweight *w, const cu_norm_in *nm, void *xa, float *out, int add) {
-    if constexpr (MvtShape<TY>::OK && Mq<TY>::OK && (Dq<TY>::BE == 32 || Dq<TY>::BE == 256)) launch_mvt_st<TY, MVT_ST, true>(w, xa, out, add, nm);
+    if constexpr (mvt_norm_type<TY>()) launch_mvt_st<TY, MVT_ST, true>(w, xa, out, add, nm);
 }
 
 template <int TY, int NT> static void mvq_nt(const dweight *w, const void *xa, int T, float *out, int64_t ldo, int add) {

@@ -94,8 +94,6 @@ void cu_add_rmsnorm(float *x, const float *y, const float *w, float *out, int64_
     cu_launch(k_rmsnorm, dim3((unsigned)n_rows), dim3(norm_threads(n)), 0, x, y, w, out, n, (int64_t)n, eps);
 }
 
-/* Producers that also round their result for the next product's 8-bit path: act_round8 (kernels.cuh) */
-
 /* silu(a) * u, the forward pass's SwiGLU element (k_silu_mul and k_silu_act: the same bits) */
 __device__ __forceinline__ float silu_mul1(float a, float u) { return __fmul_rn(__fdiv_rn(a, __fadd_rn(1.0f, expf(-a))), u); }
 
