@@ -430,9 +430,11 @@ static lb_status alloc_state(lb_cuda_ctx *g, lb_error *err) {
         g->pin_logits = (float *)((uintptr_t)(g->pin_tok + B + 16) & ~(uintptr_t)15);
     }
     g->ws.exact = g->exact;
-    if (s == LB_OK && cu_attention_split_on() && !g->exact && cu_attention_split_fits((int)D))
-        s = dalloc(g, (void **)&g->att_part, cu_attention_split_scratch((int)h->n_head, (int)D, C), "the attention's scratch", err);
-    else if (s == LB_OK && cu_attention_prepare((int)h->n_head, (int)h->n_head_kv, (int)D, C) != cudaSuccess) {
+    if (s == LB_OK && cu_attention_split_on() && !g->exact && cu_attention_split_fits((int)D)) {
+        const size_t b = cu_attention_split_scratch((int)h->n_head, (int)D, C);
+        s = dalloc(g, (void **)&g->att_part, b, "the attention's scratch", err);
+        if (s == LB_OK) CK(cudaMemset(g->att_part, 0, b), "clearing the attention's scratch");
+    } else if (s == LB_OK && cu_attention_prepare((int)h->n_head, (int)h->n_head_kv, (int)D, C) != cudaSuccess) {
         cudaGetLastError();
         s = lb_err_set(err, LB_ERR_UNSUPPORTED, "CUDA: a %lld-token context does not fit the attention kernel's shared memory",
                        (long long)C);
@@ -1235,6 +1237,7 @@ static lb_status test_attention_rope(const float *q, const uint16_t *kc, const u
     lb_status s = LB_OK;
     cudaError_t e = cudaMalloc((void **)&dev, bytes);
     if (e == cudaSuccess) e = cudaMalloc((void **)&part, cu_attention_split_scratch(H, D, n));
+    if (e == cudaSuccess) e = cudaMemset(part, 0, cu_attention_split_scratch(H, D, n));
     if (e == cudaSuccess) e = cudaMalloc((void **)&pd, sizeof(int64_t));
     if (e == cudaSuccess) e = cudaMemcpy(pd, &pos0, sizeof(int64_t), cudaMemcpyHostToDevice);
     const size_t run = bytes / 2; /* one run's buffers: the floats, the caches, the output */
@@ -1249,7 +1252,7 @@ static lb_status test_attention_rope(const float *q, const uint16_t *kc, const u
         float *fk = f + qn, *fv = fk + kvd, *fc = fv + kvd, *fs = fc + tn;
         const cu_att_new rope = {fk, fv, fc, fs, inter, NULL, NULL};
         if (r == 1) cu_rope_kv(f, fk, fv, 1, H, KV, D, fc, fs, pd, inter != 0, k, v);
-        cu_attention_split(f, k, v, o, 1, H, KV, D, pd, n, part, 0, NULL, r == 0 ? &rope : NULL);
+        cu_attention_split(f, k, v, o, 1, H, KV, D, pd, n, part, 0, NULL, r == 0 ? &rope : NULL, r == 0);
         e = cudaGetLastError();
         if (e == cudaSuccess) e = cudaDeviceSynchronize();
     }
@@ -1300,8 +1303,9 @@ extern "C" lb_status lb_cuda_test_attention(int device, const float *q, const ui
     const size_t abytes = qn + qn / 32 * sizeof(float2);
     uint8_t *act = NULL;
     cudaError_t e = cudaMalloc((void **)&qd, qn * sizeof(float));
-    if (e == cudaSuccess && flash == 3) e = cudaMalloc((void **)&act, 2 * abytes);
+    if (e == cudaSuccess && flash == 3) e = cudaMalloc((void **)&act, 3 * abytes);
     if (e == cudaSuccess && flash >= 2) e = cudaMalloc((void **)&part, cu_attention_split_scratch(H, D, n));
+    if (e == cudaSuccess && flash >= 2) e = cudaMemset(part, 0, cu_attention_split_scratch(H, D, n));
     if (e == cudaSuccess) e = cudaMalloc((void **)&od, qn * sizeof(float));
     if (e == cudaSuccess) e = cudaMalloc((void **)&kd, cn * sizeof(__half));
     if (e == cudaSuccess) e = cudaMalloc((void **)&vd, cn * sizeof(__half));
@@ -1314,9 +1318,9 @@ extern "C" lb_status lb_cuda_test_attention(int device, const float *q, const ui
     if (e == cudaSuccess && !flash && (e = cu_attention_prepare(H, KV, D, n)) != cudaSuccess) cudaGetLastError(); /* not left for the next call */
     if (e == cudaSuccess) {
         if (flash == 1) cu_attention_flash(qd, kd, vd, od, T, H, KV, D, pd);
-        else if (flash == 2) cu_attention_split(qd, kd, vd, od, T, H, KV, D, pd, n, part);
+        else if (flash == 2) cu_attention_split(qd, kd, vd, od, T, H, KV, D, pd, n, part, 0, NULL, NULL, 0);
         else if (flash == 3) {
-            cu_attention_split(qd, kd, vd, od, T, H, KV, D, pd, n, part, abe, act);
+            cu_attention_split(qd, kd, vd, od, T, H, KV, D, pd, n, part, abe, act, NULL, 0);
             cu_act_prepare(at, od, T, (int64_t)H * D, act + abytes);
         }
         else cu_attention(qd, kd, vd, od, T, H, KV, D, pd, n);
@@ -1324,12 +1328,28 @@ extern "C" lb_status lb_cuda_test_attention(int device, const float *q, const ui
     }
     if (e == cudaSuccess) e = cudaDeviceSynchronize();
     if (e == cudaSuccess) e = cudaMemcpy(out, od, qn * sizeof(float), cudaMemcpyDeviceToHost);
+    /* the split kernels again, the last block of each head group combining (fuse 1; where the shape allows): the same
+     * output and rounding bytes */
+    float *fo = NULL;
+    if (e == cudaSuccess && (flash == 2 || flash == 3) && !(fo = (float *)malloc(qn * sizeof(float))))
+        s = lb_err_set(err, LB_ERR_NOMEM, "out of memory");
+    if (fo && e == cudaSuccess && (e = cudaMemset(od, 0xff, qn * sizeof(float))) == cudaSuccess) {
+        cu_attention_split(qd, kd, vd, od, T, H, KV, D, pd, n, part, flash == 3 ? abe : 0, flash == 3 ? act + 2 * abytes : NULL, NULL, 1);
+        e = cudaGetLastError();
+        if (e == cudaSuccess) e = cudaDeviceSynchronize();
+        if (e == cudaSuccess) e = cudaMemcpy(fo, od, qn * sizeof(float), cudaMemcpyDeviceToHost);
+        if (e == cudaSuccess && memcmp(fo, out, qn * sizeof(float)))
+            s = lb_err_set(err, LB_ERR_DEVICE, "the split kernel's own combination gives another output than k_att_combine's");
+    }
+    free(fo);
     if (e != cudaSuccess) s = cuda_fail(err, e, "in the attention test");
     if (s == LB_OK && flash == 3) {
-        uint8_t *h = (uint8_t *)malloc(2 * abytes);
+        uint8_t *h = (uint8_t *)malloc(3 * abytes);
         if (!h) s = lb_err_set(err, LB_ERR_NOMEM, "out of memory");
-        else if ((e = cudaMemcpy(h, act, 2 * abytes, cudaMemcpyDeviceToHost)) != cudaSuccess) s = cuda_fail(err, e, "in the attention test");
+        else if ((e = cudaMemcpy(h, act, 3 * abytes, cudaMemcpyDeviceToHost)) != cudaSuccess) s = cuda_fail(err, e, "in the attention test");
         else if (memcmp(h, h + abytes, abytes)) s = lb_err_set(err, LB_ERR_DEVICE, "the attention's rounded output differs from cu_act_prepare's");
+        else if (memcmp(h, h + 2 * abytes, abytes))
+            s = lb_err_set(err, LB_ERR_DEVICE, "the split kernel's own combination rounds other bytes than k_att_combine's");
         free(h);
     }
     cudaFree(act);

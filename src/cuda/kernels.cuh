@@ -250,7 +250,10 @@ bool cu_attention_flash_ok(int H, int KV, int D);
 void cu_attention_flash(const float *q, const __half *kc, const __half *vc, float *out, int T, int H, int KV, int D, const int64_t *pos);
 /* The same split over the positions (flash-decoding, ops.cu): any context length, many blocks per token; enabled by
  * default, LB_CUDA_ATT_SPLIT=0 turns it off (read once); _fits: the head size has the kernel (a multiple of 8 from 32
- * to 256); _chunks: the chunks per query for contexts of max_n. part: cu_attention_split_scratch(H, D, max_n) bytes of device scratch.
+ * to 256); _chunks: the chunks per query for contexts of max_n. part: cu_attention_split_scratch(H, D, max_n) bytes of device
+ * scratch, zeroed once when allocated (its counters are left at zero by every call).
+ * fuse: the split kernel's last block of each head group combines the chunks itself, no second launch (1), or not (0), or
+ * as LB_CUDA_ATT_FUSE says (-1; off unless 1); only where a group's heads are whole 256-element pieces; the same bytes.
  * xa: the combining launch also rounds the result for the o product (cu_act_prepare's bytes for a weight of block be = 32
  * or 256 into xa; needs cu_act_fusable(H D, be) and D a multiple of 8); the same result either way. */
 /* rope: the new token's unrotated key and value rows (k, v: KV D each), the rotary tables and their layout, for a call
@@ -267,7 +270,7 @@ bool cu_attention_split_fits(int D);
 int cu_attention_split_chunks(int64_t max_n);
 size_t cu_attention_split_scratch(int H, int D, int64_t max_n);
 void cu_attention_split(const float *q, const __half *kc, const __half *vc, float *out, int T, int H, int KV, int D, const int64_t *pos,
-                        int64_t max_n, float *part, int be = 0, void *xa = NULL, const cu_att_new *rope = NULL);
+                        int64_t max_n, float *part, int be = 0, void *xa = NULL, const cu_att_new *rope = NULL, int fuse = -1);
 /* Allow cu_attention contexts of up to n_ctx positions; an error when the device cannot hold them. */
 cudaError_t cu_attention_prepare(int H, int KV, int D, int64_t n_ctx);
 /* Per row i < n_rows of logits (V wide): lse, NLL of next[i], argmax and, when base is not NULL, KL(base || row). */
