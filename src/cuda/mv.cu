@@ -454,11 +454,13 @@ __global__ void __launch_bounds__(MV_WARPS * 32) k_mvq(const uint8_t *__restrict
 #define MVT_S 2048
 #define MVT_ST 2 /* run 39: two stages against four, tg128 Q4_0 367 -> 392 t/s, Q4_K_M 351 -> 354 (H100) */
 
-template <int TY> struct MvtShape {
+/* RPW: rows a warp (a tile of RPW MV_WARPS rows; 2 by default, MVT_RT) */
+template <int TY, int RPW = 2> struct MvtShape {
+    static constexpr int RT = RPW * MV_WARPS;                                 /* rows a tile */
     static constexpr int CH = MVT_S / 32;                                     /* chunks a segment */
     static constexpr int SB = (MVT_S / Dq<TY>::BE) * Dq<TY>::BB;              /* bytes of a full row segment */
     static constexpr int SBP = (SB + 15) / 16 * 16 + 16;                      /* its stage row: 16-byte aligned, slack for ldw */
-    static constexpr int STAGE = MVT_RT * SBP;
+    static constexpr int STAGE = RT * SBP;
     static constexpr bool OK = SB % 16 == 0;                                  /* every segment a whole number of 16 bytes */
 };
 
@@ -573,18 +575,18 @@ template <int BE> __device__ __forceinline__ void mvt_norm(const MvtNorm &nm, in
 #endif
 }
 
-template <int TY, int ST = MVT_ST, bool NORM = false>
+template <int TY, int ST = MVT_ST, bool NORM = false, int RPW = 2>
 __global__ void __launch_bounds__(MV_WARPS * 32) k_mvt(const uint8_t *__restrict__ W, size_t rb, int64_t N, int K,
                                                        const int8_t *__restrict__ xq, const float2 *__restrict__ xd,
                                                        float *__restrict__ out, int add, MvtNorm nm) {
     using D = Dq<TY>;
-    using S = MvtShape<TY>;
-    constexpr int PER = D::BE / 32;
+    using S = MvtShape<TY, RPW>;
+    constexpr int PER = D::BE / 32, RT = S::RT;
     extern __shared__ __align__(128) uint8_t smem[];
     __shared__ __align__(8) uint64_t full[ST];
     const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
     const int nch = K / 32, nseg = (nch + S::CH - 1) / S::CH;
-    const int64_t ntiles = (N + MVT_RT - 1) / MVT_RT;
+    const int64_t ntiles = (N + RT - 1) / RT;
     const int64_t mine = (int64_t)blockIdx.x < ntiles ? (ntiles - 1 - blockIdx.x) / gridDim.x + 1 : 0;
     const int64_t items = mine * nseg;
     if (threadIdx.x == 0) {
@@ -594,9 +596,9 @@ __global__ void __launch_bounds__(MV_WARPS * 32) k_mvt(const uint8_t *__restrict
     __syncthreads();
     auto issue = [&](int64_t j) { /* thread 0: item j's row segments into stage j % ST */
         if (j >= items) return;
-        const int64_t r0 = (blockIdx.x + (j / nseg) * (int64_t)gridDim.x) * MVT_RT;
+        const int64_t r0 = (blockIdx.x + (j / nseg) * (int64_t)gridDim.x) * RT;
         const int c0 = (int)(j % nseg) * S::CH, n = nch - c0 < S::CH ? nch - c0 : S::CH;
-        const int nr = N - r0 < MVT_RT ? (int)(N - r0) : MVT_RT;
+        const int nr = N - r0 < RT ? (int)(N - r0) : RT;
         const uint32_t bytes = (uint32_t)((n / PER) * D::BB);
         uint8_t *st = smem + (j % ST) * S::STAGE;
         uint64_t *b = &full[j % ST];
@@ -611,14 +613,14 @@ __global__ void __launch_bounds__(MV_WARPS * 32) k_mvt(const uint8_t *__restrict
     float2 *sd = (float2 *)(sq + K);
     if constexpr (NORM) mvt_norm<D::BE>(nm, K, sq, sd);
     else (void)nm;
-    float acc[2] = {0.0f, 0.0f};
+    float acc[RPW] = {};
     for (int64_t j = 0; j < items; j++) {
         if (threadIdx.x == 0) issue(j + ST - 1);
         while (!mbar_try(&full[j % ST], (uint32_t)((j / ST) & 1))) {
         }
-        const int64_t r0 = (blockIdx.x + (j / nseg) * (int64_t)gridDim.x) * MVT_RT;
+        const int64_t r0 = (blockIdx.x + (j / nseg) * (int64_t)gridDim.x) * RT;
         const int seg = (int)(j % nseg), c0 = seg * S::CH, n = nch - c0 < S::CH ? nch - c0 : S::CH;
-        const int nr = N - r0 < MVT_RT ? (int)(N - r0) : MVT_RT;
+        const int nr = N - r0 < RT ? (int)(N - r0) : RT;
         const uint8_t *st = smem + (j % ST) * S::STAGE;
 #pragma unroll
         for (int h = 0; h < S::CH / 32; h++) {
@@ -626,8 +628,8 @@ __global__ void __launch_bounds__(MV_WARPS * 32) k_mvt(const uint8_t *__restrict
             if (cc < n) {
                 const Act8 x = NORM ? act8_load<Mq<TY>::M16, true>(sq + 32 * c, sd + c) : act8_load<Mq<TY>::M16>(xq + 32 * (size_t)c, xd + c);
 #pragma unroll
-                for (int rr = 0; rr < 2; rr++) {
-                    const int r = 2 * warp + rr;
+                for (int rr = 0; rr < RPW; rr++) {
+                    const int r = RPW * warp + rr;
                     if (r < nr) {
                         MqChunk<TY> wc;
                         wc.load(st + r * S::SBP + (cc / PER) * D::BB, cc % PER);
@@ -638,11 +640,11 @@ __global__ void __launch_bounds__(MV_WARPS * 32) k_mvt(const uint8_t *__restrict
         }
         if (seg == nseg - 1) { /* the tile's last segment: its rows are done */
 #pragma unroll
-            for (int rr = 0; rr < 2; rr++) {
+            for (int rr = 0; rr < RPW; rr++) {
                 float v = acc[rr];
 #pragma unroll
                 for (int o = 16; o > 0; o /= 2) v += __shfl_xor_sync(0xffffffffu, v, o);
-                const int r = 2 * warp + rr;
+                const int r = RPW * warp + rr;
                 if (lane == rr && r < nr) put_out(out + r0 + r, v, add);
                 acc[rr] = 0.0f;
             }
@@ -1209,20 +1211,28 @@ static int mvt_stages(void) {
 
 /* NORM: the product with the input's RMSNorm in its prologue (mvt_norm: clusters of K / 1024 blocks, the row's rounding
  * in shared memory after the stages; the occupancy asked once for the largest row, 8192) */
-template <int TY, int ST, bool NORM = false>
-static void launch_mvt_st(const dweight *w, const void *xa, float *out, int add, const cu_norm_in *nin = NULL) {
-    using S = MvtShape<TY>;
-    const int sms = dev_sms();
-    constexpr size_t smem0 = (size_t)ST * S::STAGE, most = smem0 + (NORM ? MVT_NORM_PART * MVT_NORM_MAXC + MVT_NORM_PART * MVT_NORM_MAXC / 32 * sizeof(float2) : 0);
-    static int blocks = 0; /* the grid: as many blocks as fit each multiprocessor (run 17: three a multiprocessor left
-                            * 11 warps resident and q4_K latency-bound at 54 % of the read; q8_0 reached 90 %) */
+/* the blocks of k_mvt<TY, ST, NORM, RPW> the device holds at once (its shared memory limit raised first; asked once):
+ * launch_mvt_st's grid at most (run 17: three a multiprocessor left 11 warps resident and q4_K latency-bound at 54 % of
+ * the read; q8_0 reached 90 %) */
+template <int TY, int ST, bool NORM, int RPW> static int mvt_capacity() {
+    constexpr size_t most = (size_t)ST * MvtShape<TY, RPW>::STAGE +
+                            (NORM ? MVT_NORM_PART * MVT_NORM_MAXC + MVT_NORM_PART * MVT_NORM_MAXC / 32 * sizeof(float2) : 0);
+    static int blocks = 0;
     if (!blocks) {
-        cudaFuncSetAttribute(k_mvt<TY, ST, NORM>, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)most);
+        cudaFuncSetAttribute(k_mvt<TY, ST, NORM, RPW>, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)most);
         int per = 0;
-        if (cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per, k_mvt<TY, ST, NORM>, MV_WARPS * 32, most) != cudaSuccess || per < 1) per = 1;
-        blocks = per * sms;
+        if (cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per, k_mvt<TY, ST, NORM, RPW>, MV_WARPS * 32, most) != cudaSuccess || per < 1) per = 1;
+        blocks = per * dev_sms();
     }
-    const int64_t N = w->rows, K = w->cols, tiles = (N + MVT_RT - 1) / MVT_RT;
+    return blocks;
+}
+
+template <int TY, int ST, bool NORM = false, int RPW = 2>
+static void launch_mvt_st(const dweight *w, const void *xa, float *out, int add, const cu_norm_in *nin = NULL) {
+    using S = MvtShape<TY, RPW>;
+    constexpr size_t smem0 = (size_t)ST * S::STAGE;
+    const int blocks = mvt_capacity<TY, ST, NORM, RPW>();
+    const int64_t N = w->rows, K = w->cols, tiles = (N + S::RT - 1) / S::RT;
     int8_t *xq = (int8_t *)xa;
     int64_t grid = tiles < blocks ? tiles : blocks;
     MvtNorm nm = {};
@@ -1234,8 +1244,17 @@ static void launch_mvt_st(const dweight *w, const void *xa, float *out, int add,
         nm = {nin->x, nin->w, nin->eps, nin->xn, xq, (float2 *)(xq + K)};
         smem += (size_t)K + (size_t)K / 32 * sizeof(float2);
     }
-    cu_launch_cluster(k_mvt<TY, ST, NORM>, dim3((unsigned)grid), dim3(MV_WARPS * 32), smem, C, (const uint8_t *)w->data, w->row_bytes,
+    cu_launch_cluster(k_mvt<TY, ST, NORM, RPW>, dim3((unsigned)grid), dim3(MV_WARPS * 32), smem, C, (const uint8_t *)w->data, w->row_bytes,
                       N, (int)K, (const int8_t *)xq, (const float2 *)(xq + K), out, add, nm);
+}
+
+/* LB_CUDA_MVT_R1=1: k_mvt with one row a warp (tiles of MV_WARPS rows, twice the blocks) where the 8-row tiles are fewer
+ * than the blocks the device holds (the 4096-row products of the 8B shape: 512 tiles, about four blocks of four warps a
+ * multiprocessor; run 42: 4096 x 14336 at 61-62 % of the HBM read against 69-76 % for 14336 x 4096). Each row's sum is
+ * taken in the same order (the lane's chunks by segment, then the warp's butterfly): the same bits. Read once. */
+static bool mvt_r1_on() {
+    static const bool on = cu_env_is("LB_CUDA_MVT_R1", '1');
+    return on;
 }
 
 /* whether k_mvt takes W's one-token product: the type's choice of rows, rows 16-byte aligned (bulk copies) */
@@ -1249,7 +1268,9 @@ template <int TY> static bool launch_mvt(const dweight *w, const void *xa, float
     } else {
         if (!mvt_takes<TY>(w)) return false;
         const int st = mvt_stages();
-        if (st == 4) launch_mvt_st<TY, 4>(w, xa, out, add);
+        if (st == MVT_ST && mvt_r1_on() && (w->rows + MVT_RT - 1) / MVT_RT < mvt_capacity<TY, MVT_ST, false, 2>())
+            launch_mvt_st<TY, MVT_ST, false, 1>(w, xa, out, add); /* tiles of 4 rows where those of 8 leave the grid short */
+        else if (st == 4) launch_mvt_st<TY, 4>(w, xa, out, add);
         else if (st == 3) launch_mvt_st<TY, 3>(w, xa, out, add);
         else launch_mvt_st<TY, MVT_ST>(w, xa, out, add);
         return true;
