@@ -684,7 +684,8 @@ __global__ void __launch_bounds__(AS_THREADS) k_att_split(const float *q, const 
         pr[g * hs + 4 + d] = a;
     }
     if ((int)threadIdx.x < hb) pr[threadIdx.x * hs] = ms[threadIdx.x], pr[threadIdx.x * hs + 1] = ls[threadIdx.x];
-    if constexpr (FB >= 0) { /* the group's last block to finish combines its heads' chunks (att_split_fused) */
+    if constexpr (FB >= 0) { /* the group's last block to finish combines its heads' chunks (cu_attention_split's fuse) */
+        static_assert(AS_THREADS == NA_WARPS * 32, "att_combine_piece's four warps");
         __shared__ int last;
         __threadfence(); /* this block's scratch rows before its count */
         __syncthreads();
