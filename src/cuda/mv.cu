@@ -1209,8 +1209,6 @@ static int mvt_stages(void) {
     return n;
 }
 
-/* NORM: the product with the input's RMSNorm in its prologue (mvt_norm: clusters of K / 1024 blocks, the row's rounding
- * in shared memory after the stages; the occupancy asked once for the largest row, 8192) */
 /* the blocks of k_mvt<TY, ST, NORM, RPW> the device holds at once (its shared memory limit raised first; asked once):
  * launch_mvt_st's grid at most (run 17: three a multiprocessor left 11 warps resident and q4_K latency-bound at 54 % of
  * the read; q8_0 reached 90 %) */
@@ -1227,6 +1225,8 @@ template <int TY, int ST, bool NORM, int RPW> static int mvt_capacity() {
     return blocks;
 }
 
+/* NORM: the product with the input's RMSNorm in its prologue (mvt_norm: clusters of K / 1024 blocks, the row's rounding
+ * in shared memory after the stages; the occupancy asked once for the largest row, 8192) */
 template <int TY, int ST, bool NORM = false, int RPW = 2>
 static void launch_mvt_st(const dweight *w, const void *xa, float *out, int add, const cu_norm_in *nin = NULL) {
     using S = MvtShape<TY, RPW>;
