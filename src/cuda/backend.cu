@@ -98,11 +98,6 @@ typedef struct mm_ws {
     int64_t act_T, act_K;
     int act_path, act_kind;
     bool exact; /* every product through the fused kernels, LB_CUDA_MV_MAX tokens at a time (an exact context) */
-    /* an RMSNorm of one token left by norm_for to the next product (cu_matvec_norm), which computes it in its
-     * prologue; any other product runs it first (cu_rmsnorm_act of n elements, blocks of be) */
-    bool norm_on;
-    cu_norm_in norm;
-    int norm_n, norm_be;
 } mm_ws;
 
 /* how a weight type takes its activations: 8-bit per block, F16 after 8-bit rounding per block, or plain F16 */
@@ -149,15 +144,6 @@ static void mm_ws_free(mm_ws *ws) {
 static lb_status mm(mm_ws *ws, const float *x, int64_t T, const dweight *w, float *out, int64_t ldo, int force, bool same_x,
                     lb_error *err, bool add = false) {
     const int64_t K = w->cols, N = w->rows;
-    if (ws->norm_on) { /* the input's norm, left by norm_for: in this product's prologue, else its own launch first */
-        ws->norm_on = false;
-        if (T == 1 && same_x && force < 0 && x == ws->act_x && K == ws->norm_n && cu_matvec_norm_ok(w)) {
-            cu_matvec_norm(w, &ws->norm, ws->x16, out, add);
-            CK(cudaGetLastError(), "in a weight product");
-            return LB_OK;
-        }
-        cu_rmsnorm_act(ws->norm.x, ws->norm.w, ws->norm.xn, 1, ws->norm_n, ws->norm.eps, ws->norm_be, ws->x16);
-    }
     const int path = force >= 0 ? force : T <= LB_CUDA_MV_MAX || ws->exact ? 0 : 1;
     lb_status s = mm_ws_ready(ws, (size_t)(T * K), path == 1, err);
     if (s != LB_OK) return s;
@@ -430,11 +416,9 @@ static lb_status alloc_state(lb_cuda_ctx *g, lb_error *err) {
         g->pin_logits = (float *)((uintptr_t)(g->pin_tok + B + 16) & ~(uintptr_t)15);
     }
     g->ws.exact = g->exact;
-    if (s == LB_OK && cu_attention_split_on() && !g->exact && cu_attention_split_fits((int)D)) {
-        const size_t b = cu_attention_split_scratch((int)h->n_head, (int)D, C);
-        s = dalloc(g, (void **)&g->att_part, b, "the attention's scratch", err);
-        if (s == LB_OK) CK(cudaMemset(g->att_part, 0, b), "clearing the attention's scratch");
-    } else if (s == LB_OK && cu_attention_prepare((int)h->n_head, (int)h->n_head_kv, (int)D, C) != cudaSuccess) {
+    if (s == LB_OK && cu_attention_split_on() && !g->exact && cu_attention_split_fits((int)D))
+        s = dalloc(g, (void **)&g->att_part, cu_attention_split_scratch((int)h->n_head, (int)D, C), "the attention's scratch", err);
+    else if (s == LB_OK && cu_attention_prepare((int)h->n_head, (int)h->n_head_kv, (int)D, C) != cudaSuccess) {
         cudaGetLastError();
         s = lb_err_set(err, LB_ERR_UNSUPPORTED, "CUDA: a %lld-token context does not fit the attention kernel's shared memory",
                        (long long)C);
@@ -655,14 +639,7 @@ static bool norm_for(lb_cuda_ctx *g, float *x, const float *nw, float *xn, const
     const int64_t E = h->n_embd;
     int be = 0;
     if (act_fusable(g, w, T, E, &be, err, s) && aligned16(x) && aligned16(nw) && aligned16(xn)) {
-        if (T == 1 && !g->obs && cu_matvec_norm_ok(w)) { /* left to the product (mm, cu_matvec_norm) */
-            g->ws.norm_on = true;
-            g->ws.norm = {x, nw, h->rms_eps, xn};
-            g->ws.norm_n = (int)E;
-            g->ws.norm_be = be;
-        } else {
-            cu_rmsnorm_act(x, nw, xn, T, (int)E, h->rms_eps, be, g->ws.x16);
-        }
+        cu_rmsnorm_act(x, nw, xn, T, (int)E, h->rms_eps, be, g->ws.x16);
         act_prepared(&g->ws, xn, w, T);
         return true;
     }
@@ -1143,13 +1120,8 @@ extern "C" lb_status lb_cuda_test_fused_act(int device, lb_type type, int op, co
     if (s != LB_OK) return s;
     lb_cu_stream = 0;
     const int be = cu_matvec_q8(type) ? (int)lb_type_traits_get(type)->block_elems : 0;
-    if (!be || !cu_act_fusable(n, be) || op < 0 || op > 2 || T < 1 || (op == 2 && T != 1))
+    if (!be || !cu_act_fusable(n, be) || op < 0 || op > 1 || T < 1)
         return lb_err_set(err, LB_ERR_UNSUPPORTED, "no fused rounding for this type, shape or op");
-    /* op 2: a product of NR rows of bytes 0x11 (finite scales everywhere) */
-    const int64_t NR = 2056;
-    const dweight dw = {type, NULL, NR, n, (size_t)(n / lb_type_block_elems(type)) * lb_type_block_bytes(type)};
-    if (op == 2 && !cu_matvec_norm_ok(&dw))
-        return lb_err_set(err, LB_ERR_UNSUPPORTED, "no product takes its input's norm for this type (LB_CUDA_NORM_FUSE=1, sm_90, k_mvt)");
     const size_t fn = (size_t)(T * n), fb = fn * sizeof(float), ab = fn + fn / 32 * sizeof(float2);
     float *dd = NULL; /* x1, x2, y, w, out1, out2 */
     uint8_t *a = NULL; /* act1, act2 */
@@ -1161,21 +1133,9 @@ extern "C" lb_status lb_cuda_test_fused_act(int device, lb_type type, int op, co
     if (e == cudaSuccess && y) e = cudaMemcpy(yd, y, fb, cudaMemcpyHostToDevice);
     if (e == cudaSuccess && w) e = cudaMemcpy(wd, w, (size_t)n * sizeof(float), cudaMemcpyHostToDevice);
     if (e == cudaSuccess) e = cudaMemset(a, 0x5a, 2 * ab);
-    uint8_t *wq = NULL; /* op 2: the weight, then the two products */
-    float *p = NULL;
-    if (e == cudaSuccess && op == 2) e = cudaMalloc((void **)&wq, (size_t)NR * dw.row_bytes);
-    if (e == cudaSuccess && op == 2) e = cudaMemset(wq, 0x11, (size_t)NR * dw.row_bytes);
-    if (e == cudaSuccess && op == 2) e = cudaMalloc((void **)&p, 2 * (size_t)NR * sizeof(float));
     if (e != cudaSuccess) s = cuda_fail(err, e, "in the fused rounding test");
     if (s == LB_OK) {
-        if (op == 2) { /* the norm in the product's prologue against cu_rmsnorm, and the product on what it published */
-            dweight wd2 = dw;
-            wd2.data = wq;
-            const cu_norm_in nin = {x1, wd, eps, o1};
-            cu_matvec_norm(&wd2, &nin, a, p, false);
-            cu_rmsnorm(x2, wd, o2, 1, (int)n, n, eps);
-            cu_matvec(&wd2, a, 1, p + NR, NR, false);
-        } else if (op == 1) {
+        if (op == 1) {
             cu_silu_act(x1, yd, (int64_t)fn, be, a);
             cu_silu_mul(x2, yd, (int64_t)fn);
             o1 = x1;
@@ -1192,17 +1152,6 @@ extern "C" lb_status lb_cuda_test_fused_act(int device, lb_type type, int op, co
                        (e = cudaMemcpy(act_fused, a, ab, cudaMemcpyDeviceToHost)) != cudaSuccess ||
                        (e = cudaMemcpy(act_sep, a + ab, ab, cudaMemcpyDeviceToHost)) != cudaSuccess))
         s = cuda_fail(err, e, "reading the fused rounding test");
-    if (s == LB_OK && op == 2) {
-        float *h = (float *)malloc(2 * (size_t)NR * sizeof(float));
-        if (!h) s = lb_err_set(err, LB_ERR_NOMEM, "out of memory");
-        else if ((e = cudaMemcpy(h, p, 2 * (size_t)NR * sizeof(float), cudaMemcpyDeviceToHost)) != cudaSuccess)
-            s = cuda_fail(err, e, "reading the fused rounding test");
-        else if (memcmp(h, h + NR, (size_t)NR * sizeof(float)))
-            s = lb_err_set(err, LB_ERR_DEVICE, "the product with the norm in its prologue differs from cu_matvec's on the rounding it wrote");
-        free(h);
-    }
-    cudaFree(wq);
-    cudaFree(p);
     cudaFree(dd);
     cudaFree(a);
     return s;
@@ -1237,7 +1186,6 @@ static lb_status test_attention_rope(const float *q, const uint16_t *kc, const u
     lb_status s = LB_OK;
     cudaError_t e = cudaMalloc((void **)&dev, bytes);
     if (e == cudaSuccess) e = cudaMalloc((void **)&part, cu_attention_split_scratch(H, D, n));
-    if (e == cudaSuccess) e = cudaMemset(part, 0, cu_attention_split_scratch(H, D, n));
     if (e == cudaSuccess) e = cudaMalloc((void **)&pd, sizeof(int64_t));
     if (e == cudaSuccess) e = cudaMemcpy(pd, &pos0, sizeof(int64_t), cudaMemcpyHostToDevice);
     const size_t run = bytes / 2; /* one run's buffers: the floats, the caches, the output */
@@ -1252,7 +1200,7 @@ static lb_status test_attention_rope(const float *q, const uint16_t *kc, const u
         float *fk = f + qn, *fv = fk + kvd, *fc = fv + kvd, *fs = fc + tn;
         const cu_att_new rope = {fk, fv, fc, fs, inter, NULL, NULL};
         if (r == 1) cu_rope_kv(f, fk, fv, 1, H, KV, D, fc, fs, pd, inter != 0, k, v);
-        cu_attention_split(f, k, v, o, 1, H, KV, D, pd, n, part, 0, NULL, r == 0 ? &rope : NULL, r == 0);
+        cu_attention_split(f, k, v, o, 1, H, KV, D, pd, n, part, 0, NULL, r == 0 ? &rope : NULL);
         e = cudaGetLastError();
         if (e == cudaSuccess) e = cudaDeviceSynchronize();
     }
@@ -1303,9 +1251,8 @@ extern "C" lb_status lb_cuda_test_attention(int device, const float *q, const ui
     const size_t abytes = qn + qn / 32 * sizeof(float2);
     uint8_t *act = NULL;
     cudaError_t e = cudaMalloc((void **)&qd, qn * sizeof(float));
-    if (e == cudaSuccess && flash == 3) e = cudaMalloc((void **)&act, 3 * abytes);
+    if (e == cudaSuccess && flash == 3) e = cudaMalloc((void **)&act, 2 * abytes);
     if (e == cudaSuccess && flash >= 2) e = cudaMalloc((void **)&part, cu_attention_split_scratch(H, D, n));
-    if (e == cudaSuccess && flash >= 2) e = cudaMemset(part, 0, cu_attention_split_scratch(H, D, n));
     if (e == cudaSuccess) e = cudaMalloc((void **)&od, qn * sizeof(float));
     if (e == cudaSuccess) e = cudaMalloc((void **)&kd, cn * sizeof(__half));
     if (e == cudaSuccess) e = cudaMalloc((void **)&vd, cn * sizeof(__half));
@@ -1318,9 +1265,9 @@ extern "C" lb_status lb_cuda_test_attention(int device, const float *q, const ui
     if (e == cudaSuccess && !flash && (e = cu_attention_prepare(H, KV, D, n)) != cudaSuccess) cudaGetLastError(); /* not left for the next call */
     if (e == cudaSuccess) {
         if (flash == 1) cu_attention_flash(qd, kd, vd, od, T, H, KV, D, pd);
-        else if (flash == 2) cu_attention_split(qd, kd, vd, od, T, H, KV, D, pd, n, part, 0, NULL, NULL, 0);
+        else if (flash == 2) cu_attention_split(qd, kd, vd, od, T, H, KV, D, pd, n, part);
         else if (flash == 3) {
-            cu_attention_split(qd, kd, vd, od, T, H, KV, D, pd, n, part, abe, act, NULL, 0);
+            cu_attention_split(qd, kd, vd, od, T, H, KV, D, pd, n, part, abe, act);
             cu_act_prepare(at, od, T, (int64_t)H * D, act + abytes);
         }
         else cu_attention(qd, kd, vd, od, T, H, KV, D, pd, n);
@@ -1328,28 +1275,12 @@ extern "C" lb_status lb_cuda_test_attention(int device, const float *q, const ui
     }
     if (e == cudaSuccess) e = cudaDeviceSynchronize();
     if (e == cudaSuccess) e = cudaMemcpy(out, od, qn * sizeof(float), cudaMemcpyDeviceToHost);
-    /* the split kernels again, the last block of each head group combining (fuse 1; where the shape allows): the same
-     * output and rounding bytes */
-    float *fo = NULL;
-    if (e == cudaSuccess && (flash == 2 || flash == 3) && !(fo = (float *)malloc(qn * sizeof(float))))
-        s = lb_err_set(err, LB_ERR_NOMEM, "out of memory");
-    if (fo && e == cudaSuccess && (e = cudaMemset(od, 0xff, qn * sizeof(float))) == cudaSuccess) {
-        cu_attention_split(qd, kd, vd, od, T, H, KV, D, pd, n, part, flash == 3 ? abe : 0, flash == 3 ? act + 2 * abytes : NULL, NULL, 1);
-        e = cudaGetLastError();
-        if (e == cudaSuccess) e = cudaDeviceSynchronize();
-        if (e == cudaSuccess) e = cudaMemcpy(fo, od, qn * sizeof(float), cudaMemcpyDeviceToHost);
-        if (e == cudaSuccess && memcmp(fo, out, qn * sizeof(float)))
-            s = lb_err_set(err, LB_ERR_DEVICE, "the split kernel's own combination gives another output than k_att_combine's");
-    }
-    free(fo);
     if (e != cudaSuccess) s = cuda_fail(err, e, "in the attention test");
     if (s == LB_OK && flash == 3) {
-        uint8_t *h = (uint8_t *)malloc(3 * abytes);
+        uint8_t *h = (uint8_t *)malloc(2 * abytes);
         if (!h) s = lb_err_set(err, LB_ERR_NOMEM, "out of memory");
-        else if ((e = cudaMemcpy(h, act, 3 * abytes, cudaMemcpyDeviceToHost)) != cudaSuccess) s = cuda_fail(err, e, "in the attention test");
+        else if ((e = cudaMemcpy(h, act, 2 * abytes, cudaMemcpyDeviceToHost)) != cudaSuccess) s = cuda_fail(err, e, "in the attention test");
         else if (memcmp(h, h + abytes, abytes)) s = lb_err_set(err, LB_ERR_DEVICE, "the attention's rounded output differs from cu_act_prepare's");
-        else if (memcmp(h, h + 2 * abytes, abytes))
-            s = lb_err_set(err, LB_ERR_DEVICE, "the split kernel's own combination rounds other bytes than k_att_combine's");
         free(h);
     }
     cudaFree(act);

@@ -124,9 +124,7 @@ lb_status lb_cuda_test_matmul_add(int device, lb_type type, const void *w, int64
                                   const float *base, float *out, lb_error *err);
 
 /* A producer that rounds its result for the next product in the same launch, against the separate kernels: op 0
- * RMSNorm of T rows of n (x, weights w), op 1 silu(x) * y, op 2 (T = 1) RMSNorm inside a one-token product
- * (cu_matvec_norm, LB_CUDA_NORM_FUSE=1; 2,056 rows of bytes 0x11, its result checked here bit for bit against cu_matvec
- * on the rounding it wrote; LB_ERR_UNSUPPORTED where no product takes the norm). out_fused / act_fused: the fused kernel's result and the
+ * RMSNorm of T rows of n (x, weights w), op 1 silu(x) * y. out_fused / act_fused: the fused kernel's result and the
  * 8-bit activations it wrote for a weight of type `type`; out_sep: the separate kernel's result (cu_rmsnorm,
  * cu_silu_mul); act_sep: cu_act_prepare of out_fused. act_*: T n + T n / 32 * 8 bytes. */
 lb_status lb_cuda_test_fused_act(int device, lb_type type, int op, const float *x, const float *y, const float *w, int64_t T,

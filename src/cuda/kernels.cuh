@@ -120,39 +120,24 @@ __device__ __forceinline__ void act_round8(const float (&v)[8], int64_t e0, bool
 
 /* LB_CUDA_PDL is not 0 and the current device has compute capability 9 or more (read once per process) */
 bool cu_pdl_on(void);
-/* kernel<<<grid, block, smem, lb_cu_stream>>>(args...) in thread-block clusters of `cluster` blocks along x (grid.x a
- * multiple of it; 1: none), with the programmatic serialization attribute when cu_pdl_on(); the kernel must follow
- * pdl_enter's rule. Launch errors are left for cudaGetLastError, as with <<<>>>. */
-template <typename... P, typename... A>
-static inline void cu_launch_cluster(void (*kernel)(P...), dim3 grid, dim3 block, size_t smem, unsigned cluster, A... args) {
-    if (!cu_pdl_on() && cluster <= 1) {
+/* kernel<<<grid, block, smem, lb_cu_stream>>>(args...), with the programmatic serialization attribute when cu_pdl_on();
+ * the kernel must follow pdl_enter's rule. Launch errors are left for cudaGetLastError, as with <<<>>>. */
+template <typename... P, typename... A> static inline void cu_launch(void (*kernel)(P...), dim3 grid, dim3 block, size_t smem, A... args) {
+    if (!cu_pdl_on()) {
         kernel<<<grid, block, smem, lb_cu_stream>>>(args...);
         return;
     }
-    cudaLaunchAttribute at[2];
-    unsigned n = 0;
-    if (cu_pdl_on()) {
-        at[n].id = cudaLaunchAttributeProgrammaticStreamSerialization;
-        at[n++].val.programmaticStreamSerializationAllowed = 1;
-    }
-    if (cluster > 1) {
-        at[n].id = cudaLaunchAttributeClusterDimension;
-        at[n].val.clusterDim.x = cluster;
-        at[n].val.clusterDim.y = 1;
-        at[n++].val.clusterDim.z = 1;
-    }
+    cudaLaunchAttribute at[1];
+    at[0].id = cudaLaunchAttributeProgrammaticStreamSerialization;
+    at[0].val.programmaticStreamSerializationAllowed = 1;
     cudaLaunchConfig_t cfg = {};
     cfg.gridDim = grid;
     cfg.blockDim = block;
     cfg.dynamicSmemBytes = smem;
     cfg.stream = lb_cu_stream;
     cfg.attrs = at;
-    cfg.numAttrs = n;
+    cfg.numAttrs = 1;
     (void)cudaLaunchKernelEx(&cfg, kernel, ((P)args)...);
-}
-/* the same without clusters */
-template <typename... P, typename... A> static inline void cu_launch(void (*kernel)(P...), dim3 grid, dim3 block, size_t smem, A... args) {
-    cu_launch_cluster(kernel, grid, block, smem, 1u, args...);
 }
 
 /* A weight matrix on the device: rows of row_bytes, cols a multiple of 32. */
@@ -182,20 +167,6 @@ void cu_act_f16(lb_type wtype, const float *x, int T, int64_t K, __half *y);
  * cu_act_prepare laid it out for W's type, the products and sums in F32 (integer sums for 8-bit activations).
  * add: out += x . W^T instead (each element plus its product, one IEEE addition: cu_add's result). */
 void cu_matvec(const dweight *w, const void *x, int T, float *out, int64_t ldo, bool add = false);
-/* A one-token product whose input is RMSNorm(x) with weights w, computed inside the product (k_mvt's prologue, in
- * thread-block clusters: LB_CUDA_NORM_FUSE=1, an experiment) instead of by its own launch: cu_matvec_norm_ok says
- * whether W's product can (the switch, sm_90, k_mvt's type and rows, K a multiple of 1024 up to 8192, 8-bit
- * activations in blocks of 32 or 256); cu_matvec_norm then also writes RMSNorm(x) to xn and its rounding to xa
- * (cu_act_prepare's layout for W's type), so later products of the same input read them as after cu_rmsnorm_act. The
- * sum of squares in its own fixed order (1024-element parts, each as cu_rmsnorm_act sums a row, then the parts in
- * order): results within rounding of cu_rmsnorm_act's. */
-struct cu_norm_in {
-    const float *x, *w;
-    float eps;
-    float *xn;
-};
-bool cu_matvec_norm_ok(const dweight *w);
-void cu_matvec_norm(const dweight *w, const cu_norm_in *nm, void *xa, float *out, bool add);
 /* rows [r0, r0 + R) of W dequantized to dst (R, K), F16 or F32. */
 void cu_dequant_f16(const dweight *w, int64_t r0, int64_t R, __half *dst);
 void cu_dequant_f32(const dweight *w, int64_t r0, int64_t R, float *dst);
@@ -250,10 +221,7 @@ bool cu_attention_flash_ok(int H, int KV, int D);
 void cu_attention_flash(const float *q, const __half *kc, const __half *vc, float *out, int T, int H, int KV, int D, const int64_t *pos);
 /* The same split over the positions (flash-decoding, ops.cu): any context length, many blocks per token; enabled by
  * default, LB_CUDA_ATT_SPLIT=0 turns it off (read once); _fits: the head size has the kernel (a multiple of 8 from 32
- * to 256); _chunks: the chunks per query for contexts of max_n. part: cu_attention_split_scratch(H, D, max_n) bytes of device
- * scratch, zeroed once when allocated (its counters are left at zero by every call).
- * fuse: the split kernel's last block of each head group combines the chunks itself, no second launch (1), or not (0), or
- * as LB_CUDA_ATT_FUSE says (-1; off unless 1); only where a group's heads are whole 256-element pieces; the same bytes.
+ * to 256); _chunks: the chunks per query for contexts of max_n. part: cu_attention_split_scratch(H, D, max_n) bytes of device scratch.
  * xa: the combining launch also rounds the result for the o product (cu_act_prepare's bytes for a weight of block be = 32
  * or 256 into xa; needs cu_act_fusable(H D, be) and D a multiple of 8); the same result either way. */
 /* rope: the new token's unrotated key and value rows (k, v: KV D each), the rotary tables and their layout, for a call
@@ -270,7 +238,7 @@ bool cu_attention_split_fits(int D);
 int cu_attention_split_chunks(int64_t max_n);
 size_t cu_attention_split_scratch(int H, int D, int64_t max_n);
 void cu_attention_split(const float *q, const __half *kc, const __half *vc, float *out, int T, int H, int KV, int D, const int64_t *pos,
-                        int64_t max_n, float *part, int be = 0, void *xa = NULL, const cu_att_new *rope = NULL, int fuse = -1);
+                        int64_t max_n, float *part, int be = 0, void *xa = NULL, const cu_att_new *rope = NULL);
 /* Allow cu_attention contexts of up to n_ctx positions; an error when the device cannot hold them. */
 cudaError_t cu_attention_prepare(int H, int KV, int D, int64_t n_ctx);
 /* Per row i < n_rows of logits (V wide): lse, NLL of next[i], argmax and, when base is not NULL, KL(base || row). */

@@ -12,8 +12,6 @@
  */
 #include <stdlib.h>
 
-#include <cooperative_groups.h>
-
 #include "kernels.cuh"
 #include "quant.cuh"
 
@@ -339,13 +337,13 @@ struct Act8 {
     float2 ad;
     int h0, h1;
 };
-template <bool M16, bool SH = false> __device__ __forceinline__ Act8 act8_load(const int8_t *q, const float2 *d) {
-    Act8 x; /* SH: q and d in shared memory */
-    const uint4 a0 = SH ? *(const uint4 *)q : __ldg((const uint4 *)q), a1 = SH ? *((const uint4 *)q + 1) : __ldg((const uint4 *)q + 1);
+template <bool M16> __device__ __forceinline__ Act8 act8_load(const int8_t *q, const float2 *d) {
+    Act8 x;
+    const uint4 a0 = __ldg((const uint4 *)q), a1 = __ldg((const uint4 *)q + 1);
     const int a[8] = {(int)a0.x, (int)a0.y, (int)a0.z, (int)a0.w, (int)a1.x, (int)a1.y, (int)a1.z, (int)a1.w};
 #pragma unroll
     for (int k = 0; k < 8; k++) x.a[k] = a[k];
-    x.ad = SH ? *d : __ldg(d);
+    x.ad = __ldg(d);
     x.h0 = x.h1 = 0;
     if constexpr (M16) {
 #pragma unroll
@@ -500,85 +498,10 @@ __device__ __forceinline__ void fence_async_smem() {
 #endif
 }
 
-/*
- * k_mvt's input RMSNorm (NORM; cu_matvec_norm): the grid runs in clusters of C = K / 1024 blocks, block r of a cluster
- * taking part r of the row (1024 elements; MV_WARPS = 4 warps of 256). Its sum of squares is taken as k_rmsnorm_act
- * takes a row's (thread t: the part's float4s t and t + 128 in double, the warp's butterfly, the warps in order); once
- * every block of the cluster has started (a cluster barrier arrived at on entry), each stores its part's sum into every
- * block of the cluster (distributed shared memory), and after the cluster's next barrier every block adds the C sums in
- * part order: r = 1 / sqrt(sum / K + eps). Warp w then scales and rounds its
- * 256 elements (act_round8, k_rmsnorm_act's operations), and the block copies the part's codes and scales into the
- * cluster's other blocks; after a second barrier every block holds the row's rounding in shared memory (K codes, K / 32
- * scales). The grid's first cluster also writes RMSNorm(x) and the rounding to global memory (nm.xn, q, d) for later
- * products of the same input.
- */
-#define MVT_NORM_PART 1024
-#define MVT_NORM_MAXC 8
-struct MvtNorm {
-    const float *x, *w;
-    float eps;
-    float *xn;
-    int8_t *q;
-    float2 *d;
-};
-template <int BE> __device__ __forceinline__ void mvt_norm(const MvtNorm &nm, int K, int8_t *sq, float2 *sd) {
-#if __CUDA_ARCH__ >= 900
-    namespace cg = cooperative_groups;
-    static_assert(MV_WARPS * 256 == MVT_NORM_PART, "a warp rounds 256 elements of the part");
-    __shared__ double wsum[MV_WARPS], psum[MVT_NORM_MAXC];
-    cg::cluster_group cl = cg::this_cluster();
-    const int C = (int)cl.num_blocks(), rank = (int)cl.block_rank();
-    const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, p0 = rank * MVT_NORM_PART;
-    /* no block's shared memory is written by another before every block of the cluster has started: arrive now, wait
-     * before the first remote store */
-    asm volatile("barrier.cluster.arrive.relaxed.aligned;" ::: "memory");
-    const double ss = sumsq_warp((const float4 *)(nm.x + p0), MVT_NORM_PART / 4, MV_WARPS * 32);
-    if (lane == 0) wsum[warp] = ss;
-    __syncthreads();
-    asm volatile("barrier.cluster.wait.aligned;" ::: "memory");
-    if ((int)threadIdx.x < C) { /* thread b: the part's sum into block b's psum[rank] */
-        double sp = wsum[0];
-#pragma unroll
-        for (int k = 1; k < MV_WARPS; k++) sp += wsum[k];
-        *cl.map_shared_rank(&psum[rank], (int)threadIdx.x) = sp;
-    }
-    cl.sync();
-    double tot = psum[0];
-    for (int k = 1; k < C; k++) tot += psum[k];
-    const float r = (float)(1.0 / sqrt(tot / (double)K + (double)nm.eps));
-    const int e = p0 + warp * 256 + 8 * lane;
-    const float4 a = *(const float4 *)(nm.x + e), b = *((const float4 *)(nm.x + e) + 1);
-    const float4 u = __ldg((const float4 *)(nm.w + e)), f = __ldg((const float4 *)(nm.w + e) + 1);
-    const float xs[8] = {a.x, a.y, a.z, a.w, b.x, b.y, b.z, b.w}, ws[8] = {u.x, u.y, u.z, u.w, f.x, f.y, f.z, f.w};
-    float v[8];
-#pragma unroll
-    for (int k = 0; k < 8; k++) v[k] = __fmul_rn(ws[k], __fmul_rn(xs[k], r));
-    act_round8<BE>(v, e, true, lane, sq, sd);
-    const bool first = blockIdx.x < (unsigned)C; /* the grid's first cluster publishes */
-    if (first && nm.xn) {
-        float4 *o = (float4 *)(nm.xn + e);
-        o[0] = make_float4(v[0], v[1], v[2], v[3]);
-        o[1] = make_float4(v[4], v[5], v[6], v[7]);
-    }
-    __syncthreads();
-    /* the part's codes (MVT_NORM_PART bytes) and scales (MVT_NORM_PART / 32 float2) as 16-byte units */
-    constexpr int UQ = MVT_NORM_PART / 16, UN = UQ + MVT_NORM_PART / 32 * 8 / 16;
-    for (int i = threadIdx.x; i < UN * C; i += MV_WARPS * 32) { /* unit k to block dst; the own block's turn publishes */
-        const int dst = i / UN, k = i % UN;
-        uint4 *src = k < UQ ? (uint4 *)(sq + p0) + k : (uint4 *)(sd + p0 / 32) + (k - UQ);
-        if (dst != rank) *cl.map_shared_rank(src, dst) = *src;
-        else if (first && nm.q) *(k < UQ ? (uint4 *)(nm.q + p0) + k : (uint4 *)(nm.d + p0 / 32) + (k - UQ)) = *src;
-    }
-    cl.sync();
-#else
-    (void)nm, (void)K, (void)sq, (void)sd;
-#endif
-}
-
-template <int TY, int ST = MVT_ST, bool NORM = false, int RPW = 2>
+template <int TY, int ST = MVT_ST, int RPW = 2>
 __global__ void __launch_bounds__(MV_WARPS * 32) k_mvt(const uint8_t *__restrict__ W, size_t rb, int64_t N, int K,
                                                        const int8_t *__restrict__ xq, const float2 *__restrict__ xd,
-                                                       float *__restrict__ out, int add, MvtNorm nm) {
+                                                       float *__restrict__ out, int add) {
     using D = Dq<TY>;
     using S = MvtShape<TY, RPW>;
     constexpr int PER = D::BE / 32, RT = S::RT;
@@ -609,10 +532,6 @@ __global__ void __launch_bounds__(MV_WARPS * 32) k_mvt(const uint8_t *__restrict
         for (int j = 0; j < ST - 1; j++) issue(j); /* the weights only: before the previous kernel has finished */
     pdl_wait();
     pdl_go();
-    int8_t *sq = (int8_t *)(smem + ST * S::STAGE); /* NORM: the row's rounding */
-    float2 *sd = (float2 *)(sq + K);
-    if constexpr (NORM) mvt_norm<D::BE>(nm, K, sq, sd);
-    else (void)nm;
     float acc[RPW] = {};
     for (int64_t j = 0; j < items; j++) {
         if (threadIdx.x == 0) issue(j + ST - 1);
@@ -626,7 +545,7 @@ __global__ void __launch_bounds__(MV_WARPS * 32) k_mvt(const uint8_t *__restrict
         for (int h = 0; h < S::CH / 32; h++) {
             const int cc = lane + 32 * h, c = c0 + cc;
             if (cc < n) {
-                const Act8 x = NORM ? act8_load<Mq<TY>::M16, true>(sq + 32 * c, sd + c) : act8_load<Mq<TY>::M16>(xq + 32 * (size_t)c, xd + c);
+                const Act8 x = act8_load<Mq<TY>::M16>(xq + 32 * (size_t)c, xd + c);
 #pragma unroll
                 for (int rr = 0; rr < RPW; rr++) {
                     const int r = RPW * warp + rr;
@@ -1209,89 +1128,55 @@ static int mvt_stages(void) {
     return n;
 }
 
-/* the blocks of k_mvt<TY, ST, NORM, RPW> the device holds at once (its shared memory limit raised first; asked once):
+/* the blocks of k_mvt<TY, ST, RPW> the device holds at once (its shared memory limit raised first; asked once):
  * launch_mvt_st's grid at most (run 17: three a multiprocessor left 11 warps resident and q4_K latency-bound at 54 % of
  * the read; q8_0 reached 90 %) */
-template <int TY, int ST, bool NORM, int RPW> static int mvt_capacity() {
-    constexpr size_t most = (size_t)ST * MvtShape<TY, RPW>::STAGE +
-                            (NORM ? MVT_NORM_PART * MVT_NORM_MAXC + MVT_NORM_PART * MVT_NORM_MAXC / 32 * sizeof(float2) : 0);
+template <int TY, int ST, int RPW> static int mvt_capacity() {
+    constexpr size_t smem = (size_t)ST * MvtShape<TY, RPW>::STAGE;
     static int blocks = 0;
     if (!blocks) {
-        cudaFuncSetAttribute(k_mvt<TY, ST, NORM, RPW>, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)most);
+        cudaFuncSetAttribute(k_mvt<TY, ST, RPW>, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem);
         int per = 0;
-        if (cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per, k_mvt<TY, ST, NORM, RPW>, MV_WARPS * 32, most) != cudaSuccess || per < 1) per = 1;
+        if (cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per, k_mvt<TY, ST, RPW>, MV_WARPS * 32, smem) != cudaSuccess || per < 1) per = 1;
         blocks = per * dev_sms();
     }
     return blocks;
 }
 
-/* NORM: the product with the input's RMSNorm in its prologue (mvt_norm: clusters of K / 1024 blocks, the row's rounding
- * in shared memory after the stages; the occupancy asked once for the largest row, 8192) */
-template <int TY, int ST, bool NORM = false, int RPW = 2>
-static void launch_mvt_st(const dweight *w, const void *xa, float *out, int add, const cu_norm_in *nin = NULL) {
+template <int TY, int ST, int RPW = 2> static void launch_mvt_st(const dweight *w, const void *xa, float *out, int add) {
     using S = MvtShape<TY, RPW>;
-    constexpr size_t smem0 = (size_t)ST * S::STAGE;
-    const int blocks = mvt_capacity<TY, ST, NORM, RPW>();
+    const int blocks = mvt_capacity<TY, ST, RPW>();
     const int64_t N = w->rows, K = w->cols, tiles = (N + S::RT - 1) / S::RT;
-    int8_t *xq = (int8_t *)xa;
-    int64_t grid = tiles < blocks ? tiles : blocks;
-    MvtNorm nm = {};
-    unsigned C = 1;
-    size_t smem = smem0;
-    if constexpr (NORM) {
-        C = (unsigned)(K / MVT_NORM_PART);
-        grid = grid / C * C > (int64_t)C ? grid / C * C : (int64_t)C; /* whole clusters; every block takes a part */
-        nm = {nin->x, nin->w, nin->eps, nin->xn, xq, (float2 *)(xq + K)};
-        smem += (size_t)K + (size_t)K / 32 * sizeof(float2);
-    }
-    cu_launch_cluster(k_mvt<TY, ST, NORM, RPW>, dim3((unsigned)grid), dim3(MV_WARPS * 32), smem, C, (const uint8_t *)w->data, w->row_bytes,
-                      N, (int)K, (const int8_t *)xq, (const float2 *)(xq + K), out, add, nm);
+    const int8_t *xq = (const int8_t *)xa;
+    cu_launch(k_mvt<TY, ST, RPW>, dim3((unsigned)(tiles < blocks ? tiles : blocks)), dim3(MV_WARPS * 32), (size_t)ST * S::STAGE,
+              (const uint8_t *)w->data, w->row_bytes, N, (int)K, xq, (const float2 *)(xq + K), out, add);
 }
 
-/* LB_CUDA_MVT_R1=1: k_mvt with one row a warp (tiles of MV_WARPS rows, twice the blocks) where the 8-row tiles are fewer
- * than the blocks the device holds (the 4096-row products of the 8B shape: 512 tiles, about four blocks of four warps a
- * multiprocessor; run 42: 4096 x 14336 at 61-62 % of the HBM read against 69-76 % for 14336 x 4096). Each row's sum is
- * taken in the same order (the lane's chunks by segment, then the warp's butterfly): the same bits. Read once. */
-static bool mvt_r1_on() {
-    static const bool on = cu_env_is("LB_CUDA_MVT_R1", '1');
-    return on;
-}
-
-/* whether k_mvt takes W's one-token product: the type's choice of rows, rows 16-byte aligned (bulk copies) */
-template <int TY> static bool mvt_takes(const dweight *w) {
-    return MvtShape<TY>::OK && mvt_wanted<TY>(w->rows) && !(((uintptr_t)w->data | w->row_bytes) & 15);
+/* k_mvt with one row a warp (tiles of MV_WARPS rows, twice the blocks) where the 8-row tiles are fewer than the blocks the
+ * device holds (the 4096-row products of the 8B shape: 512 tiles, about four blocks of four warps a multiprocessor).
+ * Each row's sum is taken in the same order (the lane's chunks by segment, then the warp's butterfly): the same bits.
+ * By default for q4_K and q6_K (run 45, H200: tg128 Q4_K_M 369.2 / 370.0 t/s against 360.0 / 360.1, those types'
+ * products; Q4_0 with it on q4_0 402.4 / 402.0 against 407.5 / 406.8, so not q4_0; measured in the decode graph only:
+ * the batch-1 table alone had the 4096-row products slower, 4096 x 14336 q4_K 15.2 -> 20.0 us); LB_CUDA_MVT_R1=1 every
+ * type, =0 none. Read once. */
+template <int TY> static bool mvt_r1() {
+    static const int mode = cu_env_is("LB_CUDA_MVT_R1", '0') ? 0 : cu_env_is("LB_CUDA_MVT_R1", '1') ? 1 : 2;
+    return mode == 1 || (mode == 2 && (TY == LB_TYPE_Q4_K || TY == LB_TYPE_Q6_K));
 }
 
 template <int TY> static bool launch_mvt(const dweight *w, const void *xa, float *out, int add) {
     if constexpr (!MvtShape<TY>::OK) {
         return false;
     } else {
-        if (!mvt_takes<TY>(w)) return false;
+        if (!mvt_wanted<TY>(w->rows) || (((uintptr_t)w->data | w->row_bytes) & 15)) return false;
         const int st = mvt_stages();
-        if (st == MVT_ST && mvt_r1_on() && (w->rows + MVT_RT - 1) / MVT_RT < mvt_capacity<TY, MVT_ST, false, 2>())
-            launch_mvt_st<TY, MVT_ST, false, 1>(w, xa, out, add); /* tiles of 4 rows where those of 8 leave the grid short */
+        if (st == MVT_ST && mvt_r1<TY>() && (w->rows + MVT_RT - 1) / MVT_RT < mvt_capacity<TY, MVT_ST, 2>())
+            launch_mvt_st<TY, MVT_ST, 1>(w, xa, out, add); /* tiles of 4 rows where those of 8 leave the grid short */
         else if (st == 4) launch_mvt_st<TY, 4>(w, xa, out, add);
         else if (st == 3) launch_mvt_st<TY, 3>(w, xa, out, add);
         else launch_mvt_st<TY, MVT_ST>(w, xa, out, add);
         return true;
     }
-}
-
-/* LB_CUDA_NORM_FUSE=1: one-token products that take their input's RMSNorm in their prologue where they can (an experiment,
- * not yet run on a GPU; read once) */
-static bool mvt_norm_on(void) {
-    static const bool on = cu_env_is("LB_CUDA_NORM_FUSE", '1');
-    return on;
-}
-/* the types whose k_mvt has the norm prologue: 8-bit activations in blocks of 32 or 256 (act_round8's) */
-template <int TY> static constexpr bool mvt_norm_type() {
-    return MvtShape<TY>::OK && Mq<TY>::OK && (Dq<TY>::BE == 32 || Dq<TY>::BE == 256);
-}
-template <int TY> static bool mvt_norm_ok(const dweight *w) {
-    return mvt_norm_type<TY>() && mvt_norm_on() && mvt_takes<TY>(w) && w->cols % MVT_NORM_PART == 0 && w->cols / MVT_NORM_PART <= MVT_NORM_MAXC;
-}
-template <int TY> static void mvt_norm_launch(const dweight *w, const cu_norm_in *nm, void *xa, float *out, int add) {
-    if constexpr (mvt_norm_type<TY>()) launch_mvt_st<TY, MVT_ST, true>(w, xa, out, add, nm);
 }
 
 template <int TY, int NT> static void mvq_nt(const dweight *w, const void *xa, int T, float *out, int64_t ldo, int add) {
@@ -1444,23 +1329,6 @@ template <int TY> static void matvec_type(const dweight *w, const void *xa, int 
 void cu_matvec(const dweight *w, const void *x, int nt, float *out, int64_t ldo, bool add) {
     switch (w->type) {
         LB_CUDA_WEIGHT_TYPES(CASE_MV)
-    default: break;
-    }
-}
-
-#define CASE_MVN(T)                                                                                                 \
-    case T: return mvt_norm_ok<T>(w);
-bool cu_matvec_norm_ok(const dweight *w) {
-    switch (w->type) {
-        LB_CUDA_WEIGHT_TYPES(CASE_MVN)
-    default: return false;
-    }
-}
-#define CASE_MVNL(T)                                                                                                \
-    case T: mvt_norm_launch<T>(w, nm, xa, out, add ? 1 : 0); break;
-void cu_matvec_norm(const dweight *w, const cu_norm_in *nm, void *xa, float *out, bool add) {
-    switch (w->type) {
-        LB_CUDA_WEIGHT_TYPES(CASE_MVNL)
     default: break;
     }
 }

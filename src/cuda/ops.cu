@@ -481,93 +481,8 @@ __device__ __forceinline__ void att_store_tile(const uint4 (&rk)[AS_UNITS], cons
     }
 }
 
-/* The combination of a query's chunks: chunk c of head h, token t is the scratch row att_row(...) + c (D + 4): m, l,
- * two floats of padding (16-byte aligned sums), then the D unnormalized sums. One warp takes a head: lanes load the
- * chunks' maxima and sums in parallel; M = max m, the weights w[c] = e^(m_c - M) (into shared memory), L = sum l_c w[c]
- * (lane by lane, then across the warp in a fixed order); returns 1 / L to every lane. */
-__device__ __forceinline__ float att_weights(const float *pr, int D, int nc, float *w, int lane) {
-    float m = -INFINITY, L = 0.0f;
-    for (int c = lane; c < nc; c += 32) m = fmaxf(m, __ldcg(pr + (int64_t)c * (D + 4)));
-    for (int o = 16; o > 0; o /= 2) m = fmaxf(m, __shfl_xor_sync(0xffffffffu, m, o));
-    for (int c = lane; c < nc; c += 32) {
-        const float f = expf(__ldcg(pr + (int64_t)c * (D + 4)) - m);
-        w[c] = f;
-        L = fmaf(__ldcg(pr + (int64_t)c * (D + 4) + 1), f, L);
-    }
-    for (int o = 16; o > 0; o /= 2) L += __shfl_xor_sync(0xffffffffu, L, o);
-    return 1.0f / L;
-}
-/* head h's first scratch row for token t */
-__device__ __forceinline__ const float *att_row(const float *part, int H, int D, int nch, int t, int h) {
-    return part + ((int64_t)t * H + h) * nch * (D + 4);
-}
-
-#define AC_HEADS 10 /* heads 256 consecutive elements can touch: 256 / 32 + 2 */
-/* the shared memory of att_combine_piece (floats): the weights, the heads' 1 / L, the warps' sums */
-#define AC_SMEM (AC_HEADS * AS_MAX_CHUNKS + AC_HEADS + NA_WARPS * 256)
-/*
- * The chunks combined for 256 consecutive elements b0 .. of token t's H D (four warps, lane l of each elements
- * 8 l .. 8 l + 7 of one head, D a multiple of 8): the weights of the heads the piece touches first (a warp a head,
- * att_weights), then warp w sums chunks w, w + 4, ... (a fixed order), the four warps' sums added in warp order,
- * out = sum / L. BE = 32 or 256: also the 8-bit rounding for the o product (act_round8, the warp's 256 elements), the
- * same floats either way; BE = 0: no rounding. sm: AC_SMEM floats. The scratch is read through L2 (ld.cg): in the split
- * kernel's own combination (k_att_split's FB) other blocks of the same grid wrote it.
- */
-template <int BE>
-__device__ __forceinline__ void att_combine_piece(const float *part, float *out, int H, int D, int nch, int64_t n, int t, int t_off,
-                                                  int b0, int8_t *q, float2 *dq, float *sm) {
-    float *w = sm, *inv_s = w + AC_HEADS * AS_MAX_CHUNKS, (*red)[256] = (float(*)[256])(inv_s + AC_HEADS);
-    const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, HD = H * D;
-    const int b1 = b0 + 256 < HD ? b0 + 256 : HD, h_lo = b0 / D, nh = (b1 - 1) / D - h_lo + 1;
-    const int64_t len = att_split_len(n, nch);
-    const int nc = (int)((n + len - 1) / len);
-    for (int hh = warp; hh < nh; hh += NA_WARPS) {
-        const float inv = att_weights(att_row(part, H, D, nch, t, h_lo + hh), D, nc, w + hh * AS_MAX_CHUNKS, lane);
-        if (lane == 0) inv_s[hh] = inv;
-    }
-    __syncthreads();
-    const int e = b0 + 8 * lane; /* within the token's H D */
-    const bool valid = e < HD;
-    const int h = valid ? e / D : h_lo, d0 = e - h * D;
-    const float *pr = att_row(part, H, D, nch, t, h) + 4 + d0, *wh = w + (h - h_lo) * AS_MAX_CHUNKS;
-    float a[8] = {0, 0, 0, 0, 0, 0, 0, 0};
-    if (valid) {
-#pragma unroll 4
-        for (int c = warp; c < nc; c += NA_WARPS) {
-            const float f = wh[c];
-            const float4 x = __ldcg((const float4 *)(pr + (int64_t)c * (D + 4))), y = __ldcg((const float4 *)(pr + (int64_t)c * (D + 4) + 4));
-            a[0] = fmaf(x.x, f, a[0]), a[1] = fmaf(x.y, f, a[1]), a[2] = fmaf(x.z, f, a[2]), a[3] = fmaf(x.w, f, a[3]);
-            a[4] = fmaf(y.x, f, a[4]), a[5] = fmaf(y.y, f, a[5]), a[6] = fmaf(y.z, f, a[6]), a[7] = fmaf(y.w, f, a[7]);
-        }
-    }
-#pragma unroll
-    for (int k = 0; k < 8; k++) red[warp][8 * lane + k] = a[k];
-    __syncthreads();
-    if (warp == 0) {
-        float v[8];
-        const float inv = inv_s[h - h_lo];
-#pragma unroll
-        for (int k = 0; k < 8; k++) {
-            float sum = red[0][8 * lane + k];
-#pragma unroll
-            for (int r = 1; r < NA_WARPS; r++) sum += red[r][8 * lane + k];
-            v[k] = valid ? sum * inv : 0.0f;
-        }
-        const int64_t e0 = (int64_t)(t_off + t) * HD + e;
-        if (valid) {
-            float4 *o = (float4 *)(out + e0);
-            o[0] = make_float4(v[0], v[1], v[2], v[3]);
-            o[1] = make_float4(v[4], v[5], v[6], v[7]);
-        }
-        if constexpr (BE > 0) act_round8<BE>(v, e0, valid, lane, q, dq);
-    }
-    __syncthreads(); /* the shared memory is free again */
-}
-
-template <int FB>
 __global__ void __launch_bounds__(AS_THREADS) k_att_split(const float *q, const __half *kc, const __half *vc, float *part, int H, int KV,
-                                                          int D, int hb, int nch, const int64_t *pos, int t_off, cu_att_new nw,
-                                                          float *out, int *cnt, int8_t *aq, float2 *ad) {
+                                                          int D, int hb, int nch, const int64_t *pos, int t_off, cu_att_new nw) {
     extern __shared__ uint4 asm4_[];
     /* *pos is set before the step's first kernel; the cache below it is not written in this step */
     const int64_t p_old = *pos;
@@ -684,33 +599,85 @@ __global__ void __launch_bounds__(AS_THREADS) k_att_split(const float *q, const 
         pr[g * hs + 4 + d] = a;
     }
     if ((int)threadIdx.x < hb) pr[threadIdx.x * hs] = ms[threadIdx.x], pr[threadIdx.x * hs + 1] = ls[threadIdx.x];
-    if constexpr (FB >= 0) { /* the group's last block to finish combines its heads' chunks (cu_attention_split's fuse) */
-        static_assert(AS_THREADS == NA_WARPS * 32, "att_combine_piece's four warps");
-        __shared__ int last;
-        __threadfence(); /* this block's scratch rows before its count */
-        __syncthreads();
-        if (threadIdx.x == 0) {
-            int *ct = cnt + (int64_t)t * (H / hb) + blockIdx.x;
-            const int done = atomicAdd(ct, 1) + 1;
-            last = done == (int)((n + L - 1) / L); /* every non-empty chunk counted */
-            if (last) *ct = 0; /* for the next launch: no block of this one counts again */
-        }
-        __syncthreads();
-        if (!last) return;
-        __threadfence();
-        for (int b0 = h0 * D; b0 < (h0 + hb) * D; b0 += 256)
-            att_combine_piece<FB>(part, out, H, D, nch, n, t, t_off, b0, aq, ad, (float *)asm4_);
-    }
 }
 
-/* the combination as its own launch: a block per 256 consecutive elements of a token's H D */
+/* The combination of a query's chunks: chunk c of head h, token t is the scratch row att_row(...) + c (D + 4): m, l,
+ * two floats of padding (16-byte aligned sums), then the D unnormalized sums. One warp takes a head: lanes load the
+ * chunks' maxima and sums in parallel; M = max m, the weights w[c] = e^(m_c - M) (into shared memory), L = sum l_c w[c]
+ * (lane by lane, then across the warp in a fixed order); returns 1 / L to every lane. */
+__device__ __forceinline__ float att_weights(const float *pr, int D, int nc, float *w, int lane) {
+    float m = -INFINITY, L = 0.0f;
+    for (int c = lane; c < nc; c += 32) m = fmaxf(m, pr[(int64_t)c * (D + 4)]);
+    for (int o = 16; o > 0; o /= 2) m = fmaxf(m, __shfl_xor_sync(0xffffffffu, m, o));
+    for (int c = lane; c < nc; c += 32) {
+        const float f = expf(pr[(int64_t)c * (D + 4)] - m);
+        w[c] = f;
+        L = fmaf(pr[(int64_t)c * (D + 4) + 1], f, L);
+    }
+    for (int o = 16; o > 0; o /= 2) L += __shfl_xor_sync(0xffffffffu, L, o);
+    return 1.0f / L;
+}
+/* head h's first scratch row for token t */
+__device__ __forceinline__ const float *att_row(const float *part, int H, int D, int nch, int t, int h) {
+    return part + ((int64_t)t * H + h) * nch * (D + 4);
+}
+
+#define AC_HEADS 10 /* heads 256 consecutive elements can touch: 256 / 32 + 2 */
+/*
+ * The chunks combined, a block per 256 consecutive elements of a token's H D (four warps, lane l of each elements
+ * 8 l .. 8 l + 7 of one head, D a multiple of 8): the weights of the heads the block touches first (a warp a head,
+ * att_weights), then warp w sums chunks w, w + 4, ... (a fixed order), the four warps' sums added in warp order,
+ * out = sum / L. BE = 32 or 256: also the 8-bit rounding for the o product (act_round8, the warp's 256 elements), the
+ * same floats either way; BE = 0: no rounding.
+ */
 template <int BE>
 __global__ void __launch_bounds__(NA_WARPS * 32) k_att_combine(const float *part, float *out, int H, int D, int nch, const int64_t *pos,
                                                                int t_off, int8_t *q, float2 *dq) {
-    __shared__ float sm[AC_SMEM];
+    __shared__ float w[AC_HEADS * AS_MAX_CHUNKS], inv_s[AC_HEADS], red[NA_WARPS][256];
     pdl_enter();
-    const int t = blockIdx.y;
-    att_combine_piece<BE>(part, out, H, D, nch, *pos + t_off + t + 1, t, t_off, blockIdx.x * 256, q, dq, sm);
+    const int t = blockIdx.y, warp = threadIdx.x / 32, lane = threadIdx.x % 32, HD = H * D;
+    const int b0 = blockIdx.x * 256, b1 = b0 + 256 < HD ? b0 + 256 : HD, h_lo = b0 / D, nh = (b1 - 1) / D - h_lo + 1;
+    const int64_t n = *pos + t_off + t + 1, len = att_split_len(n, nch);
+    const int nc = (int)((n + len - 1) / len);
+    for (int hh = warp; hh < nh; hh += NA_WARPS) {
+        const float inv = att_weights(att_row(part, H, D, nch, t, h_lo + hh), D, nc, w + hh * AS_MAX_CHUNKS, lane);
+        if (lane == 0) inv_s[hh] = inv;
+    }
+    __syncthreads();
+    const int e = b0 + 8 * lane; /* within the token's H D */
+    const bool valid = e < HD;
+    const int h = valid ? e / D : h_lo, d0 = e - h * D;
+    const float *pr = att_row(part, H, D, nch, t, h) + 4 + d0, *wh = w + (h - h_lo) * AS_MAX_CHUNKS;
+    float a[8] = {0, 0, 0, 0, 0, 0, 0, 0};
+    if (valid) {
+#pragma unroll 4
+        for (int c = warp; c < nc; c += NA_WARPS) {
+            const float f = wh[c];
+            const float4 x = *(const float4 *)(pr + (int64_t)c * (D + 4)), y = *(const float4 *)(pr + (int64_t)c * (D + 4) + 4);
+            a[0] = fmaf(x.x, f, a[0]), a[1] = fmaf(x.y, f, a[1]), a[2] = fmaf(x.z, f, a[2]), a[3] = fmaf(x.w, f, a[3]);
+            a[4] = fmaf(y.x, f, a[4]), a[5] = fmaf(y.y, f, a[5]), a[6] = fmaf(y.z, f, a[6]), a[7] = fmaf(y.w, f, a[7]);
+        }
+    }
+#pragma unroll
+    for (int k = 0; k < 8; k++) red[warp][8 * lane + k] = a[k];
+    __syncthreads();
+    if (warp) return;
+    float v[8];
+    const float inv = inv_s[h - h_lo];
+#pragma unroll
+    for (int k = 0; k < 8; k++) {
+        float sum = red[0][8 * lane + k];
+#pragma unroll
+        for (int r = 1; r < NA_WARPS; r++) sum += red[r][8 * lane + k];
+        v[k] = valid ? sum * inv : 0.0f;
+    }
+    const int64_t e0 = (int64_t)(t_off + t) * HD + e;
+    if (valid) {
+        float4 *o = (float4 *)(out + e0);
+        o[0] = make_float4(v[0], v[1], v[2], v[3]);
+        o[1] = make_float4(v[4], v[5], v[6], v[7]);
+    }
+    if constexpr (BE > 0) act_round8<BE>(v, e0, valid, lane, q, dq);
 }
 
 bool cu_attention_split_on(void) {
@@ -727,46 +694,28 @@ int cu_attention_split_chunks(int64_t max_n) {
     return (int)(by8 < want ? (by8 > 0 ? by8 : 1) : want);
 }
 
-/* the scratch rows' bytes; the counters of k_att_split's own combination follow them */
-static size_t att_rows_bytes(int H, int D, int64_t max_n) {
+size_t cu_attention_split_scratch(int H, int D, int64_t max_n) {
     return (size_t)AS_TOKENS * (size_t)H * (size_t)cu_attention_split_chunks(max_n) * (size_t)(D + 4) * sizeof(float);
 }
 
-size_t cu_attention_split_scratch(int H, int D, int64_t max_n) { return att_rows_bytes(H, D, max_n) + (size_t)AS_TOKENS * (size_t)H * sizeof(int); }
-
-/* LB_CUDA_ATT_FUSE=1: the split kernel's last block of each head group combines the group's chunks (k_att_split's FB)
- * instead of k_att_combine's launch, where a group's heads are whole 256-element pieces of the token's row (the same
- * pieces, so the same bytes); read once */
-static bool att_fuse_on() {
-    static const bool on = cu_env_is("LB_CUDA_ATT_FUSE", '1');
-    return on;
-}
-
 void cu_attention_split(const float *q, const __half *kc, const __half *vc, float *out, int T, int H, int KV, int D, const int64_t *pos,
-                        int64_t max_n, float *part, int be, void *xa, const cu_att_new *rope, int fuse) {
+                        int64_t max_n, float *part, int be, void *xa, const cu_att_new *rope) {
     cu_att_new nw = {};
     if (rope && T == 1) nw = *rope, nw.kc = (__half *)kc, nw.vc = (__half *)vc; /* the cache row the kernel writes */
     else if (rope) /* several tokens: the rotation and the cache rows by their own launch first (q and k in place) */
         cu_rope_kv((float *)q, (float *)rope->k, rope->v, T, H, KV, D, rope->cs, rope->sn, pos, rope->inter != 0, (__half *)kc, (__half *)vc);
     const int hb = att_hb(H, KV), nch = cu_attention_split_chunks(max_n), S = AS_THREADS / (D / 2), TP = att_tile(D);
-    const bool own = (fuse < 0 ? att_fuse_on() : fuse != 0) && hb * D % 256 == 0;
-    size_t smem = (size_t)TP * (size_t)D * 2 * sizeof(__half) + (size_t)(hb * D + hb * TP + 3 * hb + S * hb * D) * sizeof(float);
-    if (own && smem < AC_SMEM * sizeof(float)) smem = AC_SMEM * sizeof(float);
+    const size_t smem = (size_t)TP * (size_t)D * 2 * sizeof(__half) + (size_t)(hb * D + hb * TP + 3 * hb + S * hb * D) * sizeof(float);
     int8_t *aq = (int8_t *)xa;
     float2 *ad = xa ? (float2 *)(aq + (size_t)T * (size_t)H * (size_t)D) : NULL;
-    int *cnt = (int *)((uint8_t *)part + att_rows_bytes(H, D, max_n));
-    void (*split)(const float *, const __half *, const __half *, float *, int, int, int, int, int, const int64_t *, int, cu_att_new, float *,
-                  int *, int8_t *, float2 *) =
-        !own ? k_att_split<-1> : !xa ? k_att_split<0> : be == 256 ? k_att_split<256> : k_att_split<32>;
     void (*combine)(const float *, float *, int, int, int, const int64_t *, int, int8_t *, float2 *) =
         !xa ? k_att_combine<0> : be == 256 ? k_att_combine<256> : k_att_combine<32>;
     for (int t0 = 0; t0 < T; t0 += AS_TOKENS) {
         const int nt = T - t0 < AS_TOKENS ? T - t0 : AS_TOKENS;
-        cu_launch(split, dim3((unsigned)(H / hb), (unsigned)nch, (unsigned)nt), dim3(AS_THREADS), smem, q + (size_t)t0 * (size_t)H * (size_t)D,
-                  kc, vc, part, H, KV, D, hb, nch, pos, t0, nw, out, cnt, aq, ad);
-        if (!own)
-            cu_launch(combine, dim3((unsigned)((H * D + 255) / 256), (unsigned)nt), dim3(NA_WARPS * 32), 0, (const float *)part, out, H, D, nch,
-                      pos, t0, aq, ad);
+        cu_launch(k_att_split, dim3((unsigned)(H / hb), (unsigned)nch, (unsigned)nt), dim3(AS_THREADS), smem,
+                  q + (size_t)t0 * (size_t)H * (size_t)D, kc, vc, part, H, KV, D, hb, nch, pos, t0, nw);
+        cu_launch(combine, dim3((unsigned)((H * D + 255) / 256), (unsigned)nt), dim3(NA_WARPS * 32), 0, (const float *)part, out, H, D, nch,
+                  pos, t0, aq, ad);
     }
 }
 
