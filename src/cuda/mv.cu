@@ -364,6 +364,8 @@ template <int TY> struct MqChunk {
         if constexpr (Mq<TY>::M16) Mq<TY>::chunk(blk, sub, w, d0, d1, m, m1);
         else Mq<TY>::chunk(blk, sub, w, d0, d1, m);
     }
+    /* the same from 16-byte loads (Mq::chunk16; blk 16-byte aligned) */
+    __device__ __forceinline__ void load16(const uint8_t *blk, int sub) { Mq<TY>::chunk16(blk, sub, w, d0, d1, m); }
     __device__ __forceinline__ float dot(const Act8 &x, float acc) const {
         int i0 = 0, i1 = 0;
 #pragma unroll
@@ -498,7 +500,7 @@ __device__ __forceinline__ void fence_async_smem() {
 #endif
 }
 
-template <int TY, int ST = MVT_ST, int RPW = 2>
+template <int TY, int ST = MVT_ST, int RPW = 2, bool W16 = false>
 __global__ void __launch_bounds__(MV_WARPS * 32) k_mvt(const uint8_t *__restrict__ W, size_t rb, int64_t N, int K,
                                                        const int8_t *__restrict__ xq, const float2 *__restrict__ xd,
                                                        float *__restrict__ out, int add) {
@@ -551,7 +553,8 @@ __global__ void __launch_bounds__(MV_WARPS * 32) k_mvt(const uint8_t *__restrict
                     const int r = RPW * warp + rr;
                     if (r < nr) {
                         MqChunk<TY> wc;
-                        wc.load(st + r * S::SBP + (cc / PER) * D::BB, cc % PER);
+                        if constexpr (W16) wc.load16(st + r * S::SBP + (cc / PER) * D::BB, cc % PER);
+                        else wc.load(st + r * S::SBP + (cc / PER) * D::BB, cc % PER);
                         acc[rr] = wc.dot(x, acc[rr]);
                     }
                 }
@@ -1131,24 +1134,24 @@ static int mvt_stages(void) {
 /* the blocks of k_mvt<TY, ST, RPW> the device holds at once (its shared memory limit raised first; asked once):
  * launch_mvt_st's grid at most (run 17: three a multiprocessor left 11 warps resident and q4_K latency-bound at 54 % of
  * the read; q8_0 reached 90 %) */
-template <int TY, int ST, int RPW> static int mvt_capacity() {
+template <int TY, int ST, int RPW, bool W16 = false> static int mvt_capacity() {
     constexpr size_t smem = (size_t)ST * MvtShape<TY, RPW>::STAGE;
     static int blocks = 0;
     if (!blocks) {
-        cudaFuncSetAttribute(k_mvt<TY, ST, RPW>, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem);
+        cudaFuncSetAttribute(k_mvt<TY, ST, RPW, W16>, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem);
         int per = 0;
-        if (cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per, k_mvt<TY, ST, RPW>, MV_WARPS * 32, smem) != cudaSuccess || per < 1) per = 1;
+        if (cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per, k_mvt<TY, ST, RPW, W16>, MV_WARPS * 32, smem) != cudaSuccess || per < 1) per = 1;
         blocks = per * dev_sms();
     }
     return blocks;
 }
 
-template <int TY, int ST, int RPW = 2> static void launch_mvt_st(const dweight *w, const void *xa, float *out, int add) {
+template <int TY, int ST, int RPW = 2, bool W16 = false> static void launch_mvt_st(const dweight *w, const void *xa, float *out, int add) {
     using S = MvtShape<TY, RPW>;
-    const int blocks = mvt_capacity<TY, ST, RPW>();
+    const int blocks = mvt_capacity<TY, ST, RPW, W16>();
     const int64_t N = w->rows, K = w->cols, tiles = (N + S::RT - 1) / S::RT;
     const int8_t *xq = (const int8_t *)xa;
-    cu_launch(k_mvt<TY, ST, RPW>, dim3((unsigned)(tiles < blocks ? tiles : blocks)), dim3(MV_WARPS * 32), (size_t)ST * S::STAGE,
+    cu_launch(k_mvt<TY, ST, RPW, W16>, dim3((unsigned)(tiles < blocks ? tiles : blocks)), dim3(MV_WARPS * 32), (size_t)ST * S::STAGE,
               (const uint8_t *)w->data, w->row_bytes, N, (int)K, xq, (const float2 *)(xq + K), out, add);
 }
 
@@ -1164,14 +1167,29 @@ template <int TY> static bool mvt_r1() {
     return mode == 1 || (mode == 2 && (TY == LB_TYPE_Q4_K || TY == LB_TYPE_Q6_K));
 }
 
+/* LB_CUDA_MVT_W16=1: k_mvt's q4_K chunks read from its stages by three 16-byte loads each (Mq::chunk16: the header and
+ * the codes) instead of about fourteen byte, half-word and word loads; the same words and scales, so the same bits. An
+ * experiment, not yet run on a GPU (the one-token kernels stream the same 2.2-2.6 TB/s on the H100 and the H200, run
+ * 45: bound by their instructions, not by the memory). Read once. */
+static bool mvt_w16_on() {
+    static const bool on = cu_env_is("LB_CUDA_MVT_W16", '1');
+    return on;
+}
+
 template <int TY> static bool launch_mvt(const dweight *w, const void *xa, float *out, int add) {
     if constexpr (!MvtShape<TY>::OK) {
         return false;
     } else {
         if (!mvt_wanted<TY>(w->rows) || (((uintptr_t)w->data | w->row_bytes) & 15)) return false;
         const int st = mvt_stages();
-        if (st == MVT_ST && mvt_r1<TY>() && (w->rows + MVT_RT - 1) / MVT_RT < mvt_capacity<TY, MVT_ST, 2>())
-            launch_mvt_st<TY, MVT_ST, 1>(w, xa, out, add); /* tiles of 4 rows where those of 8 leave the grid short */
+        const bool r1 = st == MVT_ST && mvt_r1<TY>() && (w->rows + MVT_RT - 1) / MVT_RT < mvt_capacity<TY, MVT_ST, 2>();
+        if constexpr (TY == LB_TYPE_Q4_K) {
+            if (st == MVT_ST && mvt_w16_on()) {
+                r1 ? launch_mvt_st<TY, MVT_ST, 1, true>(w, xa, out, add) : launch_mvt_st<TY, MVT_ST, 2, true>(w, xa, out, add);
+                return true;
+            }
+        }
+        if (r1) launch_mvt_st<TY, MVT_ST, 1>(w, xa, out, add); /* tiles of 4 rows where those of 8 leave the grid short */
         else if (st == 4) launch_mvt_st<TY, 4>(w, xa, out, add);
         else if (st == 3) launch_mvt_st<TY, 3>(w, xa, out, add);
         else launch_mvt_st<TY, MVT_ST>(w, xa, out, add);
