@@ -61,63 +61,6 @@ __device__ __forceinline__ int act_code(float v, float id) {
     u = u <= 127.0f ? u : 127.0f;
     return __float2int_rn(u);
 }
-/* RMSNorm's sum of squares, a thread's share and the warp's: float4s t, t + stride, ... below n4 of x4 squared and added
- * in double in that order, then the warp's butterfly (every lane ends with the warp's sum) */
-__device__ __forceinline__ double sumsq_warp(const float4 *x4, int n4, int stride) {
-    double ss = 0.0;
-#pragma unroll 8 /* a 4096-element row over 128 threads: every load in flight at once */
-    for (int i = threadIdx.x; i < n4; i += stride) {
-        const float4 v = x4[i];
-        ss += (double)v.x * v.x;
-        ss += (double)v.y * v.y;
-        ss += (double)v.z * v.z;
-        ss += (double)v.w * v.w;
-    }
-#pragma unroll
-    for (int o = 16; o > 0; o /= 2) ss += __shfl_xor_sync(0xffffffffu, ss, o);
-    return ss;
-}
-
-/*
- * Producers that also round their result for the next product's 8-bit path (mv.cu's layout: per token the int8
- * codes, then per 32 elements {d, d * sum(q)}), so the product needs no rounding launch of its own. A warp takes 256
- * consecutive elements of a row, lane l elements 8 l .. 8 l + 7; the scale covers BE elements (32: four lanes, 256: the
- * warp). The codes and scales are k_act_round's (the CPU's lb_act_quantize) to the bit: amax, 127 / amax, the clamp
- * with NaN to -127 and round-to-nearest-even are the same IEEE operations, and the code sums are integers.
- */
-template <int BE>
-__device__ __forceinline__ void act_round8(const float (&v)[8], int64_t e0, bool valid, int lane, int8_t *__restrict__ q,
-                                           float2 *__restrict__ d) {
-    float amax = 0.0f;
-#pragma unroll
-    for (int k = 0; k < 8; k++) {
-        const float a = fabsf(v[k]);
-        amax = a > amax ? a : amax;
-    }
-#pragma unroll
-    for (int o = 1; o < BE / 8; o *= 2) {
-        const float u = __shfl_xor_sync(0xffffffffu, amax, o);
-        amax = u > amax ? u : amax;
-    }
-    float id, dd;
-    act_scales(amax, &id, &dd);
-    uint32_t lo = 0, hi = 0;
-    int sum = 0;
-#pragma unroll
-    for (int k = 0; k < 8; k++) {
-        const int qi = act_code(v[k], id);
-        sum += qi;
-        if (k < 4) lo |= (uint32_t)(qi & 0xff) << (8 * k);
-        else hi |= (uint32_t)(qi & 0xff) << (8 * (k - 4));
-    }
-    sum += __shfl_xor_sync(0xffffffffu, sum, 1);
-    sum += __shfl_xor_sync(0xffffffffu, sum, 2);
-    if (valid) {
-        *(uint2 *)(q + e0) = make_uint2(lo, hi);
-        if (lane % 4 == 0) d[e0 / 32] = make_float2(dd, __fmul_rn(dd, (float)sum));
-    }
-}
-
 /* LB_CUDA_PDL is not 0 and the current device has compute capability 9 or more (read once per process) */
 bool cu_pdl_on(void);
 /* kernel<<<grid, block, smem, lb_cu_stream>>>(args...), with the programmatic serialization attribute when cu_pdl_on();
