@@ -248,8 +248,10 @@ struct lb_cuda_ctx {
     int64_t *pin_pos;            /* pinned host staging of the position, the token ids and one row of logits */
     int32_t *pin_tok;
     float *pin_logits;
-    cudaGraphExec_t decode;      /* one decode step (1 token, last logits), captured at first use */
-    int decode_state;            /* 0: not tried, 1: captured, -1: capture failed (run without) */
+    cudaGraphExec_t decode[2];   /* one decode step (1 token, last logits), captured at first use: [0] for contexts of
+                                  * n_ctx, [1] for those of at most short_n (the single-launch attention's) */
+    int decode_state[2];         /* 0: not tried, 1: captured, -1: capture failed (run without) */
+    int64_t short_n;             /* contexts the single-launch attention takes, where shorter than n_ctx (0: one graph) */
     float *host;                 /* observer staging, n_batch * max width */
     lb_observer_fn obs;
     void *obs_user;
@@ -416,8 +418,11 @@ static lb_status alloc_state(lb_cuda_ctx *g, lb_error *err) {
         g->pin_logits = (float *)((uintptr_t)(g->pin_tok + B + 16) & ~(uintptr_t)15);
     }
     g->ws.exact = g->exact;
-    if (s == LB_OK && cu_attention_split_on() && !g->exact && cu_attention_split_fits((int)D))
+    if (s == LB_OK && cu_attention_split_on() && !g->exact && cu_attention_split_fits((int)D)) {
         s = dalloc(g, (void **)&g->att_part, cu_attention_split_scratch((int)h->n_head, (int)D, C), "the attention's scratch", err);
+        g->short_n = cu_attention_one_max((int)h->n_head, (int)h->n_head_kv, (int)D);
+        if (g->short_n >= C) g->short_n = 0; /* the one graph's contexts already take the single launch */
+    }
     else if (s == LB_OK && cu_attention_prepare((int)h->n_head, (int)h->n_head_kv, (int)D, C) != cudaSuccess) {
         cudaGetLastError();
         s = lb_err_set(err, LB_ERR_UNSUPPORTED, "CUDA: a %lld-token context does not fit the attention kernel's shared memory",
@@ -530,7 +535,8 @@ extern "C" void lb_cuda_ctx_free(lb_cuda_ctx *g) {
     cudaSetDevice(g->dev);
     lb_cu_stream = g->st;
     mm_ws_free(&g->ws);
-    if (g->decode) cudaGraphExecDestroy(g->decode);
+    for (int b = 0; b < 2; b++)
+        if (g->decode[b]) cudaGraphExecDestroy(g->decode[b]);
     if (g->st) cudaStreamDestroy(g->st);
     cudaFreeHost(g->pin_pos);
     lb_cu_stream = 0;
@@ -832,9 +838,10 @@ static lb_status forward(lb_cuda_ctx *g, int64_t T, int want, int64_t max_n, lb_
 }
 
 /* Capture one decode step (1 token, last logits) as a graph: the position and token come from pinned memory,
- * so the same graph replays at every position. On failure decoding goes on without it. */
-static void capture_decode(lb_cuda_ctx *g) {
-    g->decode_state = -1;
+ * so the same graph replays at every position of its bucket b (0: any, 1: below short_n). On failure decoding goes on
+ * without it. */
+static void capture_decode(lb_cuda_ctx *g, int b) {
+    g->decode_state[b] = -1;
     if (g->obs || g->next) return; /* a pipeline decodes kernel by kernel (its stages wait on each other) */
     cudaGraph_t graph = NULL;
     lb_error e;
@@ -842,9 +849,9 @@ static void capture_decode(lb_cuda_ctx *g) {
         cudaGetLastError();
         return;
     }
-    lb_status s = forward(g, 1, 1, g->n_ctx, &e);
+    lb_status s = forward(g, 1, 1, b ? g->short_n : g->n_ctx, &e);
     cudaError_t ce = cudaStreamEndCapture(g->st, &graph);
-    if (s == LB_OK && ce == cudaSuccess && cudaGraphInstantiate(&g->decode, graph, 0) == cudaSuccess) g->decode_state = 1;
+    if (s == LB_OK && ce == cudaSuccess && cudaGraphInstantiate(&g->decode[b], graph, 0) == cudaSuccess) g->decode_state[b] = 1;
     if (graph) cudaGraphDestroy(graph);
     cudaGetLastError();
 }
@@ -866,9 +873,10 @@ static lb_status run_batch(lb_cuda_ctx *g, const int32_t *tokens, int64_t T, int
     g->last_T = t->last_T = 0;
     g->last_win = t->last_win = 0;
     const bool graph = T == 1 && want == 1 && !g->obs;
-    if (graph && g->decode_state == 0 && !getenv("LB_CUDA_NO_GRAPH")) capture_decode(g);
-    if (graph && g->decode_state == 1) {
-        CK(cudaGraphLaunch(g->decode, g->st), "replaying the decode step");
+    const int b = pos0 < g->short_n ? 1 : 0; /* the graph whose contexts hold position pos0 */
+    if (graph && g->decode_state[b] == 0 && !getenv("LB_CUDA_NO_GRAPH")) capture_decode(g, b);
+    if (graph && g->decode_state[b] == 1) {
+        CK(cudaGraphLaunch(g->decode[b], g->st), "replaying the decode step");
     } else {
         for (lb_cuda_ctx *st = g; st; st = st->next) st->win = win;
         const lb_status s = forward(g, T, want, win > 0 ? win : pos0 + T, err);
@@ -1159,9 +1167,10 @@ extern "C" lb_status lb_cuda_test_fused_act(int device, lb_type type, int op, co
 
 /* lb_cuda_test_attention's kernels 4 and 5: one token whose key and value are cache row pos0 (as floats, unrotated),
  * through the split kernel that rotates them itself (cu_att_new), against cu_rope_kv's launch then the split kernel:
- * the output and both caches bit for bit. Rotary tables of base 10000; inter: the interleaved layout. */
+ * the output and both caches bit for bit. Rotary tables of base 10000; inter: the interleaved layout; one: the
+ * single-launch kernel both times (8 and 9). */
 static lb_status test_attention_rope(const float *q, const uint16_t *kc, const uint16_t *vc, float *out, int H, int KV, int D, int64_t pos0,
-                                     int inter, lb_error *err) {
+                                     int inter, int one, lb_error *err) {
     const int64_t n = pos0 + 1, half = D / 2, kvd = (int64_t)KV * D;
     const size_t qn = (size_t)H * (size_t)D, cn = (size_t)(n * kvd), tn = (size_t)(n * half);
     /* host: q, the new rows k and v, the tables cs and sn; on the device twice (the fused run, then the separate one)
@@ -1200,7 +1209,7 @@ static lb_status test_attention_rope(const float *q, const uint16_t *kc, const u
         float *fk = f + qn, *fv = fk + kvd, *fc = fv + kvd, *fs = fc + tn;
         const cu_att_new rope = {fk, fv, fc, fs, inter, NULL, NULL};
         if (r == 1) cu_rope_kv(f, fk, fv, 1, H, KV, D, fc, fs, pd, inter != 0, k, v);
-        cu_attention_split(f, k, v, o, 1, H, KV, D, pd, n, part, 0, NULL, r == 0 ? &rope : NULL);
+        cu_attention_split(f, k, v, o, 1, H, KV, D, pd, n, part, 0, NULL, r == 0 ? &rope : NULL, one);
         e = cudaGetLastError();
         if (e == cudaSuccess) e = cudaDeviceSynchronize();
     }
@@ -1228,24 +1237,28 @@ static lb_status test_attention_rope(const float *q, const uint16_t *kc, const u
 
 extern "C" lb_status lb_cuda_test_attention(int device, const float *q, const uint16_t *kc, const uint16_t *vc, float *out, int T, int H,
                                             int KV, int D, int64_t pos0, int flash, lb_error *err) {
-    if (T < 1 || H < 1 || KV < 1 || D < 2 || D % 2 || H % KV || pos0 < 0 || flash < 0 || flash > 5)
+    if (T < 1 || H < 1 || KV < 1 || D < 2 || D % 2 || H % KV || pos0 < 0 || flash < 0 || flash > 9)
         return lb_err_set(err, LB_ERR_ARG, "lb_cuda_test_attention: bad shape or kernel");
+    const int one = flash >= 6 ? 1 : 0; /* 6-9: 2-5 with the single launch (k_att_one) */
+    if (one) flash -= 4;
     if (flash >= 4 && T != 1) return lb_err_set(err, LB_ERR_UNSUPPORTED, "the split kernel rotates one token only");
     if (flash == 1 && !cu_attention_flash_fits(H, KV, D)) return lb_err_set(err, LB_ERR_UNSUPPORTED, "no flash kernel for this shape");
     if (flash >= 2 && !cu_attention_split_fits(D)) return lb_err_set(err, LB_ERR_UNSUPPORTED, "no split attention kernel for this head size");
     lb_status s = use_device(device, err);
     if (s != LB_OK) return s;
     lb_cu_stream = 0;
-    if (flash >= 4) return test_attention_rope(q, kc, vc, out, H, KV, D, pos0, flash - 4, err);
+    /* flash 3: the split kernel whose combining launch also rounds for the o product (q4_K's 256-element blocks where
+     * H D allows, else q8_0's 32), checked here against cu_act_prepare of its result */
+    const lb_type at = (int64_t)H * D % 256 == 0 ? LB_TYPE_Q4_K : LB_TYPE_Q8_0;
+    const int abe = (int)lb_type_traits_get(at)->block_elems;
+    if (one && !cu_attention_one_fits(H, KV, D, pos0 + T, flash == 3 ? abe : 0, true))
+        return lb_err_set(err, LB_ERR_UNSUPPORTED, "no single-launch attention for this shape and context");
+    if (flash >= 4) return test_attention_rope(q, kc, vc, out, H, KV, D, pos0, flash - 4, one, err);
     const int64_t n = pos0 + T;
     const size_t qn = (size_t)T * (size_t)H * (size_t)D, cn = (size_t)n * (size_t)KV * (size_t)D;
     float *qd = NULL, *od = NULL, *part = NULL;
     __half *kd = NULL, *vd = NULL;
     int64_t *pd = NULL;
-    /* flash 3: the split kernel whose combining launch also rounds for the o product (q4_K's 256-element blocks where
-     * H D allows, else q8_0's 32), checked here against cu_act_prepare of its result */
-    const lb_type at = (int64_t)H * D % 256 == 0 ? LB_TYPE_Q4_K : LB_TYPE_Q8_0;
-    const int abe = (int)lb_type_traits_get(at)->block_elems;
     if (flash == 3 && (D % 8 || !cu_act_fusable((int64_t)H * D, abe) || T > LB_CUDA_MV_MAX))
         return lb_err_set(err, LB_ERR_UNSUPPORTED, "no rounding attention kernel for this shape");
     const size_t abytes = qn + qn / 32 * sizeof(float2);
@@ -1265,9 +1278,9 @@ extern "C" lb_status lb_cuda_test_attention(int device, const float *q, const ui
     if (e == cudaSuccess && !flash && (e = cu_attention_prepare(H, KV, D, n)) != cudaSuccess) cudaGetLastError(); /* not left for the next call */
     if (e == cudaSuccess) {
         if (flash == 1) cu_attention_flash(qd, kd, vd, od, T, H, KV, D, pd);
-        else if (flash == 2) cu_attention_split(qd, kd, vd, od, T, H, KV, D, pd, n, part);
+        else if (flash == 2) cu_attention_split(qd, kd, vd, od, T, H, KV, D, pd, n, part, 0, NULL, NULL, one);
         else if (flash == 3) {
-            cu_attention_split(qd, kd, vd, od, T, H, KV, D, pd, n, part, abe, act);
+            cu_attention_split(qd, kd, vd, od, T, H, KV, D, pd, n, part, abe, act, NULL, one);
             cu_act_prepare(at, od, T, (int64_t)H * D, act + abytes);
         }
         else cu_attention(qd, kd, vd, od, T, H, KV, D, pd, n);

@@ -138,7 +138,8 @@ lb_status lb_cuda_test_fused_act(int device, lb_type type, int op, const float *
  * LB_CUDA_FLASH and LB_CUDA_ATT_SPLIT say; 3 the split kernel rounding its output for the o product (checked against
  * cu_act_prepare here); 4 and 5 (one token) the split kernel rotating q and the new key itself (cache row pos0 taken
  * as the unrotated key and value; 5 the interleaved layout), checked here bit for bit against the rotary launch then
- * the split kernel (output and caches): out is the rotated query's attention. */
+ * the split kernel (output and caches): out is the rotated query's attention; 6-9 as 2-5 with the single launch for short
+ * contexts (k_att_one, whatever LB_CUDA_ATT_ONE says; LB_ERR_UNSUPPORTED where the context or rounding does not fit it). */
 lb_status lb_cuda_test_attention(int device, const float *q, const uint16_t *kc, const uint16_t *vc, float *out, int T, int H, int KV,
                                  int D, int64_t pos0, int flash, lb_error *err);
 

@@ -48,6 +48,32 @@ __device__ __forceinline__ void pdl_enter() {
     pdl_go();
 }
 
+/* cp.async (sm_80 and later; plain loads before): bytes (16, 8 or 4) from global g to shared smem, asynchronously;
+ * cp_commit closes the thread's group of copies, cp_wait<N> waits until at most N of its groups are pending */
+__device__ __forceinline__ void cp_async(void *smem, const void *g, int bytes) {
+#if __CUDA_ARCH__ >= 800
+    const unsigned s = (unsigned)__cvta_generic_to_shared(smem);
+    const size_t ga = __cvta_generic_to_global(g);
+    if (bytes == 16) asm volatile("cp.async.cg.shared.global [%0], [%1], 16;\n" ::"r"(s), "l"(ga));
+    else if (bytes == 8) asm volatile("cp.async.ca.shared.global [%0], [%1], 8;\n" ::"r"(s), "l"(ga));
+    else asm volatile("cp.async.ca.shared.global [%0], [%1], 4;\n" ::"r"(s), "l"(ga));
+#else
+    if (bytes == 16) *(uint4 *)smem = __ldg((const uint4 *)g);
+    else if (bytes == 8) *(uint2 *)smem = __ldg((const uint2 *)g);
+    else *(uint32_t *)smem = __ldg((const uint32_t *)g);
+#endif
+}
+__device__ __forceinline__ void cp_commit() {
+#if __CUDA_ARCH__ >= 800
+    asm volatile("cp.async.commit_group;\n" ::);
+#endif
+}
+template <int N> __device__ __forceinline__ void cp_wait() {
+#if __CUDA_ARCH__ >= 800
+    asm volatile("cp.async.wait_group %0;\n" ::"n"(N));
+#endif
+}
+
 /* The CPU's 8-bit rounding of activations (lb_act_quantize) in IEEE operations, shared by every kernel that rounds (mv.cu's
  * k_act_round, ops.cu's producers), so their codes and scales agree to the bit: from the block's amax, the inverse scale
  * id and the scale d; a value's code (clamped, NaN to -127, rounded to nearest even) */
@@ -180,8 +206,15 @@ bool cu_attention_split_on(void);
 bool cu_attention_split_fits(int D);
 int cu_attention_split_chunks(int64_t max_n);
 size_t cu_attention_split_scratch(int H, int D, int64_t max_n);
+/* one: whether contexts up to cu_attention_one_max(H, KV, D, one > 0) take k_att_one's single launch (-1: where
+ * LB_CUDA_ATT_ONE=1 allows, 0: never, 1: always), the same result within the attention test's bound */
 void cu_attention_split(const float *q, const __half *kc, const __half *vc, float *out, int T, int H, int KV, int D, const int64_t *pos,
-                        int64_t max_n, float *part, int be = 0, void *xa = NULL, const cu_att_new *rope = NULL);
+                        int64_t max_n, float *part, int be = 0, void *xa = NULL, const cu_att_new *rope = NULL, int one = -1);
+/* The longest context (max_n) cu_attention_split takes in one launch on the current device (a multiple of 8; 0: none):
+ * its keys and values in shared memory; force: even where LB_CUDA_ATT_ONE does not ask for it */
+int64_t cu_attention_one_max(int H, int KV, int D, bool force = false);
+/* whether contexts of max_n (and the rounding for weight blocks of be elements, 0: none) take that launch */
+bool cu_attention_one_fits(int H, int KV, int D, int64_t max_n, int be, bool force);
 /* Allow cu_attention contexts of up to n_ctx positions; an error when the device cannot hold them. */
 cudaError_t cu_attention_prepare(int H, int KV, int D, int64_t n_ctx);
 /* Per row i < n_rows of logits (V wide): lse, NLL of next[i], argmax and, when base is not NULL, KL(base || row). */

@@ -290,30 +290,6 @@ __global__ void __launch_bounds__(MV_WARPS * 32) k_mvh(const uint8_t *__restrict
  * steps in flight per warp, where the block's stages fit 48 KB of static shared memory; else the default depth. */
 #define MVQ_DEEP_STAGES(TY, R) (MV_WARPS * 4 * (R) * MVQ_SB(TY) <= 46 * 1024 ? 4 : MVQ_STAGES(R))
 
-__device__ __forceinline__ void cp_async(void *smem, const void *g, int bytes) {
-#if __CUDA_ARCH__ >= 800
-    const unsigned s = (unsigned)__cvta_generic_to_shared(smem);
-    const size_t ga = __cvta_generic_to_global(g);
-    if (bytes == 16) asm volatile("cp.async.cg.shared.global [%0], [%1], 16;\n" ::"r"(s), "l"(ga));
-    else if (bytes == 8) asm volatile("cp.async.ca.shared.global [%0], [%1], 8;\n" ::"r"(s), "l"(ga));
-    else asm volatile("cp.async.ca.shared.global [%0], [%1], 4;\n" ::"r"(s), "l"(ga));
-#else
-    if (bytes == 16) *(uint4 *)smem = __ldg((const uint4 *)g);
-    else if (bytes == 8) *(uint2 *)smem = __ldg((const uint2 *)g);
-    else *(uint32_t *)smem = __ldg((const uint32_t *)g);
-#endif
-}
-__device__ __forceinline__ void cp_commit() {
-#if __CUDA_ARCH__ >= 800
-    asm volatile("cp.async.commit_group;\n" ::);
-#endif
-}
-template <int N> __device__ __forceinline__ void cp_wait() {
-#if __CUDA_ARCH__ >= 800
-    asm volatile("cp.async.wait_group %0;\n" ::"n"(N));
-#endif
-}
-
 /* n bytes from src to dst in cw-byte copies (cw 16, 8 or 4; 0: byte loads), the rest byte by byte */
 __device__ __forceinline__ void stage_fill(uint8_t *dst, const uint8_t *src, int n, int cw, int lane) {
     int done = 0;

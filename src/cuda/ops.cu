@@ -730,6 +730,190 @@ __global__ void __launch_bounds__(NA_WARPS * 32) k_att_combine(const float *part
     if constexpr (BE > 0) act_round8<BE>(v, e0, valid, lane, q, dq);
 }
 
+/*
+ * One launch for short contexts (cu_attention_one_max; LB_CUDA_ATT_ONE=1, an experiment until timed on a GPU): block
+ * (head group, token) takes all n visible positions of its group's hb heads, no chunks, no scratch, no combining
+ * launch. The KV head's key and value rows go into shared memory by cp.async all at once (the rows below *pos, which
+ * no kernel of this step writes, before griddepcontrol.wait; the rows from *pos after it, with nw.k the new token's
+ * from the product's output as k_att_split takes them); then the scores of every position (eight lanes a position, the
+ * split kernel's operations), the softmax of each head over all n (a warp a head: the maximum, exp(s - max) in place,
+ * their sum; no rescaling), the weighted sum of v (a thread per pair of dimensions and subset of the positions, the
+ * subsets added in order), out = sum / l and, BE = 32 or 256, the rounding for the o product (act_round8, a warp per
+ * 256 elements of the group's hb D, which BE divides). The summation order depends on the shape and n alone.
+ * Shared memory: keys and values 4 nmax D bytes, the scores hb nmax floats, q, the sums' subsets (ao_smem).
+ */
+#define AO_THREADS 256
+#define AO_ND 32768 /* nmax D at most: 128 KB of keys and values */
+
+static size_t ao_smem(int hb, int D, int64_t nmax) {
+    const int S = AO_THREADS / (D / 2);
+    return (size_t)nmax * (size_t)(4 * D + 4 * hb) + (size_t)(ATT_MAX_HB + hb * D + S * hb * D) * sizeof(float);
+}
+
+template <int BE>
+__global__ void __launch_bounds__(AO_THREADS) k_att_one(const float *q, const __half *kc, const __half *vc, float *out, int H, int KV, int D,
+                                                        int hb, int nmax, const int64_t *pos, int t_off, cu_att_new nw, int8_t *aq,
+                                                        float2 *ad) {
+    extern __shared__ uint4 ao4_[];
+    const int64_t p_old = *pos; /* set before the step's first kernel */
+    const int t = blockIdx.y, h0 = blockIdx.x * hb, kvh = h0 / (H / KV), kvd = KV * D, upr = D / 8;
+    const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
+    const int n = (int)(p_old + t_off + t + 1), nold = p_old < n ? (int)p_old : n;
+    __half *ks = (__half *)ao4_, *vs = ks + (size_t)nmax * D;
+    float *sc = (float *)(vs + (size_t)nmax * D), *inv = sc + (size_t)hb * nmax, *qs = inv + ATT_MAX_HB, *red = qs + hb * D;
+    for (int u = threadIdx.x; u < nold * upr; u += AO_THREADS) {
+        const size_t off = (size_t)(u / upr) * kvd + (size_t)kvh * D + 8 * (u % upr);
+        cp_async(ks + 8 * u, kc + off, 16);
+        cp_async(vs + 8 * u, vc + off, 16);
+    }
+    cp_commit();
+    pdl_enter();
+    const bool writer = nw.k && h0 % (H / KV) == 0; /* the first group of the KV head stores the new cache row */
+    for (int u = nold * upr + threadIdx.x; u < n * upr; u += AO_THREADS) {
+        const int j = u / upr;
+        const size_t off = (size_t)j * kvd + (size_t)kvh * D + 8 * (u % upr);
+        uint4 rk, rv;
+        if (nw.k && j == p_old) {
+            att_new_unit(nw, j, kvh, D, 8 * (u % upr), &rk, &rv);
+            if (writer) {
+                *(uint4 *)(nw.kc + off) = rk;
+                *(uint4 *)(nw.vc + off) = rv;
+            }
+        } else {
+            rk = *(const uint4 *)(kc + off);
+            rv = *(const uint4 *)(vc + off);
+        }
+        *(uint4 *)(ks + 8 * u) = rk;
+        *(uint4 *)(vs + 8 * u) = rv;
+    }
+    for (int i = threadIdx.x; i < hb * D; i += AO_THREADS) {
+        const float *qh = q + ((int64_t)t * H + h0 + i / D) * D;
+        qs[i] = nw.k ? rope_elem(qh, i % D, D, nw.cs + p_old * (D / 2), nw.sn + p_old * (D / 2), nw.inter) : qh[i % D];
+    }
+    cp_wait<0>();
+    __syncthreads();
+    const float scale = 1.0f / sqrtf((float)D);
+    for (int jb = warp * 4; jb < n; jb += AO_THREADS / 8) { /* scores: eight lanes a position, four a warp */
+        const int j = jb + lane / 8;
+        float a[ATT_MAX_HB];
+#pragma unroll
+        for (int g = 0; g < ATT_MAX_HB; g++) a[g] = 0.0f;
+        if (j < n) {
+            const __half *kr = ks + (size_t)j * D;
+            for (int i = 8 * (lane % 8); i < D; i += 64) {
+                const uint4 raw = *(const uint4 *)(kr + i);
+                const __half2 *h2 = (const __half2 *)&raw;
+                float kf[8];
+#pragma unroll
+                for (int u = 0; u < 4; u++) {
+                    const float2 f = __half22float2(h2[u]);
+                    kf[2 * u] = f.x, kf[2 * u + 1] = f.y;
+                }
+#pragma unroll
+                for (int g = 0; g < ATT_MAX_HB; g++)
+                    if (g < hb) {
+                        const float4 x = *(const float4 *)(qs + g * D + i), y = *(const float4 *)(qs + g * D + i + 4);
+                        a[g] = fmaf(x.x, kf[0], a[g]), a[g] = fmaf(x.y, kf[1], a[g]), a[g] = fmaf(x.z, kf[2], a[g]);
+                        a[g] = fmaf(x.w, kf[3], a[g]), a[g] = fmaf(y.x, kf[4], a[g]), a[g] = fmaf(y.y, kf[5], a[g]);
+                        a[g] = fmaf(y.z, kf[6], a[g]), a[g] = fmaf(y.w, kf[7], a[g]);
+                    }
+            }
+        }
+#pragma unroll
+        for (int g = 0; g < ATT_MAX_HB; g++)
+            if (g < hb) {
+                for (int o = 4; o > 0; o /= 2) a[g] += __shfl_xor_sync(0xffffffffu, a[g], o);
+                if (lane % 8 == 0 && j < n) sc[(size_t)g * nmax + j] = a[g] * scale;
+            }
+    }
+    __syncthreads();
+    for (int g = warp; g < hb; g += AO_THREADS / 32) { /* a warp a head: the softmax over all n */
+        float *sg = sc + (size_t)g * nmax, m = -INFINITY, l = 0.0f;
+        for (int j = lane; j < n; j += 32) m = fmaxf(m, sg[j]);
+        for (int o = 16; o > 0; o /= 2) m = fmaxf(m, __shfl_xor_sync(0xffffffffu, m, o));
+        for (int j = lane; j < n; j += 32) {
+            const float e = expf(sg[j] - m);
+            sg[j] = e;
+            l += e;
+        }
+        for (int o = 16; o > 0; o /= 2) l += __shfl_xor_sync(0xffffffffu, l, o);
+        if (lane == 0) inv[g] = 1.0f / l;
+    }
+    __syncthreads();
+    const int P = D / 2, S = AO_THREADS / P, col = threadIdx.x % P, sub = threadIdx.x / P, HD = hb * D;
+    if (sub < S) { /* the weighted sum of v */
+        float2 acc[ATT_MAX_HB];
+#pragma unroll
+        for (int g = 0; g < ATT_MAX_HB; g++) acc[g] = make_float2(0.0f, 0.0f);
+        const __half2 *vr = (const __half2 *)vs + col;
+#pragma unroll 4
+        for (int j = sub; j < n; j += S) {
+            const float2 v = __half22float2(vr[(size_t)j * P]);
+#pragma unroll
+            for (int g = 0; g < ATT_MAX_HB; g++)
+                if (g < hb) {
+                    const float p = sc[(size_t)g * nmax + j];
+                    acc[g].x = fmaf(p, v.x, acc[g].x), acc[g].y = fmaf(p, v.y, acc[g].y);
+                }
+        }
+#pragma unroll
+        for (int g = 0; g < ATT_MAX_HB; g++)
+            if (g < hb) red[sub * HD + g * D + 2 * col] = acc[g].x, red[sub * HD + g * D + 2 * col + 1] = acc[g].y;
+    }
+    __syncthreads();
+    for (int e0 = warp * 256; e0 < HD; e0 += AO_THREADS / 32 * 256) { /* warp-uniform: act_round8 shuffles */
+        const int e = e0 + 8 * lane;
+        const bool valid = e < HD;
+        float v[8];
+        const float iv = valid ? inv[e / D] : 0.0f;
+#pragma unroll
+        for (int k = 0; k < 8; k++) {
+            float sum = 0.0f;
+            if (valid) {
+                sum = red[e + k];
+                for (int s = 1; s < S; s++) sum += red[s * HD + e + k];
+            }
+            v[k] = sum * iv;
+        }
+        const int64_t eo = ((int64_t)(t_off + t) * H + h0) * D + e;
+        if (valid) {
+            float4 *o = (float4 *)(out + eo);
+            o[0] = make_float4(v[0], v[1], v[2], v[3]);
+            o[1] = make_float4(v[4], v[5], v[6], v[7]);
+        }
+        if constexpr (BE > 0) act_round8<BE>(v, eo, valid, lane, aq, ad);
+    }
+}
+
+/* LB_CUDA_ATT_ONE=1: k_att_one for the contexts it holds; =N (more than 1): for those of at most N positions (read
+ * once; 0: off, the default until timed) */
+static int64_t att_one_cap(void) {
+    static const int64_t cap = [] {
+        const char *v = getenv("LB_CUDA_ATT_ONE");
+        const long long n = v ? atoll(v) : 0;
+        return n == 1 ? (int64_t)INT64_MAX : n > 1 ? (int64_t)n : (int64_t)0;
+    }();
+    return cap;
+}
+
+int64_t cu_attention_one_max(int H, int KV, int D, bool force) {
+    const int64_t cap = force ? (int64_t)INT64_MAX : att_one_cap();
+    if (!cap || !cu_attention_split_fits(D)) return 0;
+    int dev = 0, most = 0;
+    if (cudaGetDevice(&dev) != cudaSuccess || cudaDeviceGetAttribute(&most, cudaDevAttrMaxSharedMemoryPerBlockOptin, dev) != cudaSuccess)
+        return 0;
+    const int hb = att_hb(H, KV);
+    const size_t fixed = ao_smem(hb, D, 0), per = ao_smem(hb, D, 1) - fixed;
+    int64_t n = (size_t)most > fixed ? (int64_t)(((size_t)most - fixed) / per) : 0;
+    if (n > AO_ND / D) n = AO_ND / D;
+    if (n > cap) n = cap;
+    return n / 8 * 8;
+}
+
+bool cu_attention_one_fits(int H, int KV, int D, int64_t max_n, int be, bool force) {
+    return max_n <= cu_attention_one_max(H, KV, D, force) && (be == 0 || att_hb(H, KV) * D % be == 0);
+}
+
 bool cu_attention_split_on(void) {
     static const bool on = !cu_env_is("LB_CUDA_ATT_SPLIT", '0');
     return on;
@@ -749,7 +933,7 @@ size_t cu_attention_split_scratch(int H, int D, int64_t max_n) {
 }
 
 void cu_attention_split(const float *q, const __half *kc, const __half *vc, float *out, int T, int H, int KV, int D, const int64_t *pos,
-                        int64_t max_n, float *part, int be, void *xa, const cu_att_new *rope) {
+                        int64_t max_n, float *part, int be, void *xa, const cu_att_new *rope, int one) {
     cu_att_new nw = {};
     if (rope && T == 1) nw = *rope, nw.kc = (__half *)kc, nw.vc = (__half *)vc; /* the cache row the kernel writes */
     else if (rope) /* several tokens: the rotation and the cache rows by their own launch first (q and k in place) */
@@ -760,6 +944,19 @@ void cu_attention_split(const float *q, const __half *kc, const __half *vc, floa
     float2 *ad = xa ? (float2 *)(aq + (size_t)T * (size_t)H * (size_t)D) : NULL;
     void (*combine)(const float *, float *, int, int, int, const int64_t *, int, int8_t *, float2 *) =
         !xa ? k_att_combine<0> : be == 256 ? k_att_combine<256> : k_att_combine<32>;
+    if (one != 0 && cu_attention_one_fits(H, KV, D, max_n, xa ? be : 0, one > 0)) { /* one launch: no chunks to combine */
+        const int nmax = (int)((max_n + 7) / 8 * 8);
+        const size_t osm = ao_smem(hb, D, nmax);
+        void (*k1)(const float *, const __half *, const __half *, float *, int, int, int, int, int, const int64_t *, int, cu_att_new, int8_t *,
+                   float2 *) = !xa ? k_att_one<0> : be == 256 ? k_att_one<256> : k_att_one<32>;
+        if (osm > 48 * 1024) cudaFuncSetAttribute(k1, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)osm);
+        for (int t0 = 0; t0 < T; t0 += AS_TOKENS) {
+            const int nt = T - t0 < AS_TOKENS ? T - t0 : AS_TOKENS;
+            cu_launch(k1, dim3((unsigned)(H / hb), (unsigned)nt), dim3(AO_THREADS), osm, q + (size_t)t0 * (size_t)H * (size_t)D, kc, vc,
+                      out, H, KV, D, hb, nmax, pos, t0, nw, aq, ad);
+        }
+        return;
+    }
     for (int t0 = 0; t0 < T; t0 += AS_TOKENS) {
         const int nt = T - t0 < AS_TOKENS ? T - t0 : AS_TOKENS;
         cu_launch(k_att_split, dim3((unsigned)(H / hb), (unsigned)nch, (unsigned)nt), dim3(AS_THREADS), smem,

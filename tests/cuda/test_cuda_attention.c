@@ -2,7 +2,8 @@
  * test_cuda_attention.c - the GPU's attention kernels against a float64 reference: causal grouped-query attention
  * of T queries at positions pos0.. over F16 K and V caches (the values the kernels read, so both sides see the
  * same operands), for the prompt kernel on tensor cores (cuda/flash.cu), the per-token kernel (ops.cu's
- * k_attention) and the kernel split over the positions (ops.cu's k_att_split + k_att_combine), on shapes that
+ * k_attention), the kernel split over the positions (ops.cu's k_att_split + k_att_combine) and its single launch for
+ * short contexts (k_att_one, lb_cuda_test_attention's 6-9), on shapes that
  * cover every head size the flash kernel has (32, 48, 64, 96, 128) and two it has not (80, 256), head groups of 1,
  * 3, 4, 8 and 64 query heads per KV head (3: padding rows in a block), contexts that end inside a key tile or
  * chunk and span several, a cache already holding up to 5,000 positions, and 1-21 query tokens. Needs a GPU.
@@ -62,25 +63,38 @@ static void check_shape(int T, int H, int KV, int D, int64_t pos0, float qscale)
                     vmax * (2.0 * A * (D + 8) * ldexp(1.0, -23) + (double)(nv + 16) * ldexp(1.0, -22)) + ldexp(1.0, -40);
             }
         }
-    static const char *const kname[4] = {"plain", "flash", "split", "split+round"};
+    static const char *const kname[8] = {"plain", "flash", "split", "split+round", "", "", "one", "one+round"};
+    /* the single launch (6, 7): contexts of at most 32768 / D positions (a multiple of 8), which sm_90's shared memory
+     * holds for every head group here; with rounding, the group's hb D elements whole blocks of the weight's */
+    const int ghb = H / KV <= 8 ? H / KV : 1, abe = (H * D) % 256 == 0 ? 256 : 32;
+    const bool one_fits = n <= 32768 / D / 8 * 8;
     float *split_out = malloc(qn * sizeof(float));
     bool have_split = false;
-    for (int flash = 0; flash < 4; flash++) {
+    for (int flash = 0; flash < 8; flash++) {
+        if (flash == 4 || flash == 5) continue; /* the rotating kernels: below */
         lb_error e;
         const lb_status s = lb_cuda_test_attention(0, q, kc, vc, out, T, H, KV, D, pos0, flash, &e);
-        if (flash == 3) { /* the split kernel rounding for the o product: the split result bit for bit, and (checked by the
-                           * entry point) cu_act_prepare's bytes of it */
-            const bool fits = D % 8 == 0 && T <= 16 && (H * D) % 32 == 0;
-            if (!fits) {
-                CHECK(s == LB_ERR_UNSUPPORTED, "split+round T %d H %d KV %d D %d: status %d", T, H, KV, D, (int)s);
-                continue;
-            }
-            CHECK(s == LB_OK, "split+round T %d H %d KV %d D %d pos0 %lld: status %d, %s", T, H, KV, D, (long long)pos0, (int)s, e.msg);
-            if (s == LB_OK && have_split)
-                CHECK(!memcmp(out, split_out, qn * sizeof(float)), "split+round T %d H %d KV %d D %d: the output differs from the split kernel's",
-                      T, H, KV, D);
+        const bool round_fits = D % 8 == 0 && T <= 16 && (H * D) % 32 == 0;
+        if ((flash == 6 && !one_fits) || (flash == 7 && round_fits && (!one_fits || (ghb * D) % abe))) {
+            CHECK(s == LB_ERR_UNSUPPORTED && strstr(e.msg, "single-launch"), "%s T %d H %d KV %d D %d pos0 %lld: status %d, %s",
+                  kname[flash], T, H, KV, D, (long long)pos0, (int)s, s == LB_OK ? "" : e.msg);
             continue;
         }
+        if (flash == 3 || flash == 7) { /* the split kernel (or the single launch) rounding for the o product: its result
+                                         * without rounding bit for bit, and (checked by the entry point) cu_act_prepare's
+                                         * bytes of it */
+            if (!round_fits) {
+                CHECK(s == LB_ERR_UNSUPPORTED, "%s T %d H %d KV %d D %d: status %d", kname[flash], T, H, KV, D, (int)s);
+                continue;
+            }
+            CHECK(s == LB_OK, "%s T %d H %d KV %d D %d pos0 %lld: status %d, %s", kname[flash], T, H, KV, D, (long long)pos0, (int)s,
+                  e.msg);
+            if (s == LB_OK && have_split)
+                CHECK(!memcmp(out, split_out, qn * sizeof(float)), "%s T %d H %d KV %d D %d: the output differs from the kernel's without",
+                      kname[flash], T, H, KV, D);
+            continue;
+        }
+        if (flash == 6) have_split = false;
         const bool flash_shape = (D == 32 || D == 48 || D == 64 || D == 96 || D == 128) && H / KV <= 64;
         if (flash == 1 && !flash_shape) { /* no tensor-core variant: said so */
             CHECK(s == LB_ERR_UNSUPPORTED, "flash T %d H %d KV %d D %d: status %d", T, H, KV, D, (int)s);
@@ -104,18 +118,20 @@ static void check_shape(int T, int H, int KV, int D, int64_t pos0, float qscale)
               bound[first_bad]);
         printf("%s T %4d H %2d KV %2d D %3d pos0 %4lld: max |gpu - ref| %.3g, at most %.3g of the bound\n", kname[flash], T, H,
                KV, D, (long long)pos0, worst, worst_ratio);
-        if (flash == 2) {
+        if (flash == 2 || flash == 6) {
             memcpy(split_out, out, qn * sizeof(float));
             have_split = true;
         }
     }
-    if (T == 1 && D % 8 == 0) /* decode: the split kernel's own rotation of q and the new key (both layouts) against
-                                 * cu_rope_kv's launch, the output and the caches bit for bit (compared by the entry point) */
-        for (int inter = 0; inter < 2; inter++) {
+    if (T == 1 && D % 8 == 0) /* decode: the split kernel's (and the single launch's) own rotation of q and the new key
+                                 * (both layouts) against cu_rope_kv's launch, the output and the caches bit for bit
+                                 * (compared by the entry point) */
+        for (int k = 4; k < 10; k++) {
+            if (k == 6 || k == 7 || (k >= 8 && !one_fits)) continue;
             lb_error e;
-            const lb_status s = lb_cuda_test_attention(0, q, kc, vc, out, T, H, KV, D, pos0, 4 + inter, &e);
-            CHECK(s == LB_OK, "split+rope%s H %d KV %d D %d pos0 %lld: status %d, %s", inter ? " interleaved" : "", H, KV, D,
-                  (long long)pos0, (int)s, e.msg);
+            const lb_status s = lb_cuda_test_attention(0, q, kc, vc, out, T, H, KV, D, pos0, k, &e);
+            CHECK(s == LB_OK, "%s+rope%s H %d KV %d D %d pos0 %lld: status %d, %s", k < 8 ? "split" : "one", k % 2 ? " interleaved" : "", H,
+                  KV, D, (long long)pos0, (int)s, e.msg);
         }
     free(split_out);
     free(q);
@@ -162,5 +178,12 @@ int main(void) {
     check_shape(5, 9, 3, 64, 33, 1.0f);      /* the 135M model's groups of three; chunks of 8 positions */
     check_shape(1, 64, 4, 128, 40, 1.0f);    /* 16 heads a KV head: groups of one head, the first of each stores the row */
     check_shape(1, 9, 3, 64, 0, 1.0f);       /* the first position: the new row alone */
+    /* the single launch's contexts (at most 32768 / D positions) */
+    check_shape(1, 32, 8, 128, 127, 2.0f);   /* tg128's last step on the 8B shape */
+    check_shape(1, 32, 8, 128, 255, 1.0f);   /* its longest context */
+    check_shape(1, 32, 8, 128, 256, 1.0f);   /* one position more: the split kernel's alone */
+    check_shape(4, 8, 2, 64, 200, 1.0f);     /* several tokens, 256-element rounding over one group's 256 outputs */
+    check_shape(16, 4, 4, 256, 100, 1.0f);   /* 16 tokens, head size 256 */
+    check_shape(3, 16, 2, 32, 1000, 3.0f);   /* head size 32: 1,024 positions, eight heads a group */
     TEST_DONE();
 }
