@@ -531,6 +531,29 @@ __device__ __forceinline__ void att_store_tile(const uint4 (&rk)[AS_UNITS], cons
     }
 }
 
+/* lane % 8's part of the scores of key row kr (D halves, shared memory) against the hb query heads qs (hb D floats,
+ * shared memory): dimensions 8 (lane % 8) .. + 7, then every 64th group of eight, added into a[g] in that order */
+__device__ __forceinline__ void att_score_part(const __half *kr, const float *qs, int D, int hb, int lane, float (&a)[ATT_MAX_HB]) {
+    for (int i = 8 * (lane % 8); i < D; i += 64) {
+        const uint4 raw = *(const uint4 *)(kr + i);
+        const __half2 *h2 = (const __half2 *)&raw;
+        float kf[8];
+#pragma unroll
+        for (int u = 0; u < 4; u++) {
+            const float2 f = __half22float2(h2[u]);
+            kf[2 * u] = f.x, kf[2 * u + 1] = f.y;
+        }
+#pragma unroll
+        for (int g = 0; g < ATT_MAX_HB; g++)
+            if (g < hb) {
+                const float4 x = *(const float4 *)(qs + g * D + i), y = *(const float4 *)(qs + g * D + i + 4);
+                a[g] = fmaf(x.x, kf[0], a[g]), a[g] = fmaf(x.y, kf[1], a[g]), a[g] = fmaf(x.z, kf[2], a[g]);
+                a[g] = fmaf(x.w, kf[3], a[g]), a[g] = fmaf(y.x, kf[4], a[g]), a[g] = fmaf(y.y, kf[5], a[g]);
+                a[g] = fmaf(y.z, kf[6], a[g]), a[g] = fmaf(y.w, kf[7], a[g]);
+            }
+    }
+}
+
 __global__ void __launch_bounds__(AS_THREADS) k_att_split(const float *q, const __half *kc, const __half *vc, float *part, int H, int KV,
                                                           int D, int hb, int nch, const int64_t *pos, int t_off, cu_att_new nw) {
     extern __shared__ uint4 asm4_[];
@@ -570,27 +593,7 @@ __global__ void __launch_bounds__(AS_THREADS) k_att_split(const float *q, const 
             float a[ATT_MAX_HB];
 #pragma unroll
             for (int g = 0; g < ATT_MAX_HB; g++) a[g] = 0.0f;
-            if (j < nj) {
-                const __half *kr = ks + j * D;
-                for (int i = 8 * (lane % 8); i < D; i += 64) {
-                    const uint4 raw = *(const uint4 *)(kr + i);
-                    const __half2 *h2 = (const __half2 *)&raw;
-                    float kf[8];
-#pragma unroll
-                    for (int u = 0; u < 4; u++) {
-                        const float2 f = __half22float2(h2[u]);
-                        kf[2 * u] = f.x, kf[2 * u + 1] = f.y;
-                    }
-#pragma unroll
-                    for (int g = 0; g < ATT_MAX_HB; g++)
-                        if (g < hb) {
-                            const float4 x = *(const float4 *)(qs + g * D + i), y = *(const float4 *)(qs + g * D + i + 4);
-                            a[g] = fmaf(x.x, kf[0], a[g]), a[g] = fmaf(x.y, kf[1], a[g]), a[g] = fmaf(x.z, kf[2], a[g]);
-                            a[g] = fmaf(x.w, kf[3], a[g]), a[g] = fmaf(y.x, kf[4], a[g]), a[g] = fmaf(y.y, kf[5], a[g]);
-                            a[g] = fmaf(y.z, kf[6], a[g]), a[g] = fmaf(y.w, kf[7], a[g]);
-                        }
-                }
-            }
+            if (j < nj) att_score_part(ks + j * D, qs, D, hb, lane, a);
 #pragma unroll
             for (int g = 0; g < ATT_MAX_HB; g++)
                 if (g < hb) {
@@ -798,27 +801,7 @@ __global__ void __launch_bounds__(AO_THREADS) k_att_one(const float *q, const __
         float a[ATT_MAX_HB];
 #pragma unroll
         for (int g = 0; g < ATT_MAX_HB; g++) a[g] = 0.0f;
-        if (j < n) {
-            const __half *kr = ks + (size_t)j * D;
-            for (int i = 8 * (lane % 8); i < D; i += 64) {
-                const uint4 raw = *(const uint4 *)(kr + i);
-                const __half2 *h2 = (const __half2 *)&raw;
-                float kf[8];
-#pragma unroll
-                for (int u = 0; u < 4; u++) {
-                    const float2 f = __half22float2(h2[u]);
-                    kf[2 * u] = f.x, kf[2 * u + 1] = f.y;
-                }
-#pragma unroll
-                for (int g = 0; g < ATT_MAX_HB; g++)
-                    if (g < hb) {
-                        const float4 x = *(const float4 *)(qs + g * D + i), y = *(const float4 *)(qs + g * D + i + 4);
-                        a[g] = fmaf(x.x, kf[0], a[g]), a[g] = fmaf(x.y, kf[1], a[g]), a[g] = fmaf(x.z, kf[2], a[g]);
-                        a[g] = fmaf(x.w, kf[3], a[g]), a[g] = fmaf(y.x, kf[4], a[g]), a[g] = fmaf(y.y, kf[5], a[g]);
-                        a[g] = fmaf(y.z, kf[6], a[g]), a[g] = fmaf(y.w, kf[7], a[g]);
-                    }
-            }
-        }
+        if (j < n) att_score_part(ks + (size_t)j * D, qs, D, hb, lane, a);
 #pragma unroll
         for (int g = 0; g < ATT_MAX_HB; g++)
             if (g < hb) {
