@@ -43,6 +43,6 @@ for t in ${TESTS:-attention gptq gptq_shadow calib calib_plain forward forward_n
   echo "test_cuda_$t rc=$rc $(tail -1 "$L/$t.log") ($((($(date +%s%N) - t0) / 1000000)) ms)" | tee -a "$OUT/run.log"
   grep -E "FAIL" "$L/$t.log" | cut -c1-300 | head -12 >>"$OUT/run.log"
 done
-grep -hE "^(flash|plain|split) T" "$L/attention.log" >>"$OUT/run.log" 2>/dev/null
+grep -hE "^(flash|plain|split|one) T" "$L/attention.log" >>"$OUT/run.log" 2>/dev/null
 log done
 tar czf "$OUT/tests.tgz" -C /tmp lb-tests

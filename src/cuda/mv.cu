@@ -470,6 +470,12 @@ __device__ __forceinline__ bool mbar_try(uint64_t *b, uint32_t parity) {
     return true;
 #endif
 }
+/* bytes (a multiple of 16) at g (16-byte aligned) into L2, asynchronously (sm_90's bulk prefetch; nothing before) */
+__device__ __forceinline__ void l2_prefetch(const void *g, uint32_t bytes) {
+#if __CUDA_ARCH__ >= 900
+    asm volatile("cp.async.bulk.prefetch.L2.global [%0], %1;" ::"l"(__cvta_generic_to_global(g)), "r"(bytes) : "memory");
+#endif
+}
 __device__ __forceinline__ void fence_async_smem() {
 #if __CUDA_ARCH__ >= 900
     asm volatile("fence.proxy.async.shared::cta;" ::: "memory");
@@ -479,7 +485,7 @@ __device__ __forceinline__ void fence_async_smem() {
 template <int TY, int ST = MVT_ST, int RPW = 2, bool W16 = false>
 __global__ void __launch_bounds__(MV_WARPS * 32) k_mvt(const uint8_t *__restrict__ W, size_t rb, int64_t N, int K,
                                                        const int8_t *__restrict__ xq, const float2 *__restrict__ xd,
-                                                       float *__restrict__ out, int add) {
+                                                       float *__restrict__ out, int add, int pf) {
     using D = Dq<TY>;
     using S = MvtShape<TY, RPW>;
     constexpr int PER = D::BE / 32, RT = S::RT;
@@ -506,8 +512,13 @@ __global__ void __launch_bounds__(MV_WARPS * 32) k_mvt(const uint8_t *__restrict
         mbar_expect(b, bytes * (uint32_t)nr);
         for (int r = 0; r < nr; r++) bulk_copy(st + r * S::SBP, W + (size_t)(r0 + r) * rb + (size_t)(c0 / PER) * D::BB, bytes, b);
     };
-    if (threadIdx.x == 0)
+    if (threadIdx.x == 0) {
         for (int j = 0; j < ST - 1; j++) issue(j); /* the weights only: before the previous kernel has finished */
+        for (int64_t i = 0; i < pf && i < mine; i++) { /* and the block's first pf tiles' rows into L2 (LB_CUDA_MVT_PF) */
+            const int64_t r0 = (blockIdx.x + i * (int64_t)gridDim.x) * RT;
+            l2_prefetch(W + (size_t)r0 * rb, (uint32_t)((N - r0 < RT ? N - r0 : RT) * rb));
+        }
+    }
     pdl_wait();
     pdl_go();
     float acc[RPW] = {};
@@ -1122,13 +1133,24 @@ template <int TY, int ST, int RPW, bool W16 = false> static int mvt_capacity() {
     return blocks;
 }
 
+/* LB_CUDA_MVT_PF=N: each k_mvt block prefetches its first N tiles' rows into L2 before waiting on the kernel before it (the
+ * HBM idles while the norms and the attention run); 0, the default, none. An experiment, not yet run on a GPU. Read once. */
+static int mvt_pf(void) {
+    static const int n = [] {
+        const char *v = getenv("LB_CUDA_MVT_PF");
+        const int k = v ? atoi(v) : 0;
+        return k > 0 && k <= 64 ? k : 0;
+    }();
+    return n;
+}
+
 template <int TY, int ST, int RPW = 2, bool W16 = false> static void launch_mvt_st(const dweight *w, const void *xa, float *out, int add) {
     using S = MvtShape<TY, RPW>;
     const int blocks = mvt_capacity<TY, ST, RPW, W16>();
     const int64_t N = w->rows, K = w->cols, tiles = (N + S::RT - 1) / S::RT;
     const int8_t *xq = (const int8_t *)xa;
     cu_launch(k_mvt<TY, ST, RPW, W16>, dim3((unsigned)(tiles < blocks ? tiles : blocks)), dim3(MV_WARPS * 32), (size_t)ST * S::STAGE,
-              (const uint8_t *)w->data, w->row_bytes, N, (int)K, xq, (const float2 *)(xq + K), out, add);
+              (const uint8_t *)w->data, w->row_bytes, N, (int)K, xq, (const float2 *)(xq + K), out, add, mvt_pf());
 }
 
 /* k_mvt with one row a warp (tiles of MV_WARPS rows, twice the blocks) where the 8-row tiles are fewer than the blocks the
