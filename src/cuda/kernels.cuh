@@ -20,6 +20,22 @@ static inline bool cu_env_is(const char *name, char c) {
     return v && v[0] == c;
 }
 
+/* The current device's ordinal (-1 where the runtime cannot say). Shared memory limits raised by cudaFuncSetAttribute,
+ * multiprocessor counts and occupancies are per device: launchers keep them per ordinal, CU_DEVS at most (a later ordinal
+ * asks every time), so every GPU of a pipeline or calibration set gets its own. */
+#define CU_DEVS 64
+static inline int cu_device(void) {
+    int d = -1;
+    return cudaGetDevice(&d) == cudaSuccess ? d : -1;
+}
+/* ask(dev) for the current device dev, asked once a device: cache holds value + 1 (0: not asked) */
+template <typename F> static inline int cu_per_device(int (&cache)[CU_DEVS], F ask) {
+    const int dev = cu_device();
+    if (dev < 0 || dev >= CU_DEVS) return ask(dev);
+    if (!cache[dev]) cache[dev] = ask(dev) + 1;
+    return cache[dev] - 1;
+}
+
 /* The stream every launcher enqueues on, per host thread (each GPU context sets its own before its work). */
 extern thread_local cudaStream_t lb_cu_stream;
 

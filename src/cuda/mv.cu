@@ -1077,24 +1077,22 @@ static int mvt_mode(void) {
     return mode;
 }
 
-/* the device's multiprocessors */
+/* the current device's multiprocessors */
 static int dev_sms(void) {
-    static int sms = 0;
-    if (!sms) {
-        int dev = 0, n = 0;
-        sms = cudaGetDevice(&dev) == cudaSuccess && cudaDeviceGetAttribute(&n, cudaDevAttrMultiProcessorCount, dev) == cudaSuccess && n > 0 ? n : 1;
-    }
-    return sms;
+    static int cache[CU_DEVS];
+    return cu_per_device(cache, [](int dev) {
+        int n = 0;
+        return dev >= 0 && cudaDeviceGetAttribute(&n, cudaDevAttrMultiProcessorCount, dev) == cudaSuccess && n > 0 ? n : 1;
+    });
 }
 
-/* the largest dynamic shared memory a block may opt in to (0 where the runtime does not say) */
+/* the largest dynamic shared memory a block may opt in to on the current device (0 where the runtime does not say) */
 static int dev_smem_optin(void) {
-    static int most = -1;
-    if (most < 0) {
-        int dev = 0, n = 0;
-        most = cudaGetDevice(&dev) == cudaSuccess && cudaDeviceGetAttribute(&n, cudaDevAttrMaxSharedMemoryPerBlockOptin, dev) == cudaSuccess ? n : 0;
-    }
-    return most;
+    static int cache[CU_DEVS];
+    return cu_per_device(cache, [](int dev) {
+        int n = 0;
+        return dev >= 0 && cudaDeviceGetAttribute(&n, cudaDevAttrMaxSharedMemoryPerBlockOptin, dev) == cudaSuccess ? n : 0;
+    });
 }
 
 template <int TY> static bool mvt_wanted(int64_t rows) {
@@ -1118,19 +1116,18 @@ static int mvt_stages(void) {
     return n;
 }
 
-/* the blocks of k_mvt<TY, ST, RPW> the device holds at once (its shared memory limit raised first; asked once):
+/* the blocks of k_mvt<TY, ST, RPW> the current device holds at once (its shared memory limit raised first; asked once a device):
  * launch_mvt_st's grid at most (run 17: three a multiprocessor left 11 warps resident and q4_K latency-bound at 54 % of
  * the read; q8_0 reached 90 %) */
 template <int TY, int ST, int RPW, bool W16 = false> static int mvt_capacity() {
-    constexpr size_t smem = (size_t)ST * MvtShape<TY, RPW>::STAGE;
-    static int blocks = 0;
-    if (!blocks) {
+    static int cache[CU_DEVS];
+    return cu_per_device(cache, [](int) {
+        constexpr size_t smem = (size_t)ST * MvtShape<TY, RPW>::STAGE;
         cudaFuncSetAttribute(k_mvt<TY, ST, RPW, W16>, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem);
         int per = 0;
         if (cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per, k_mvt<TY, ST, RPW, W16>, MV_WARPS * 32, smem) != cudaSuccess || per < 1) per = 1;
-        blocks = per * dev_sms();
-    }
-    return blocks;
+        return per * dev_sms();
+    });
 }
 
 /* LB_CUDA_MVT_PF=N: each k_mvt block prefetches its first N tiles' rows into L2 before waiting on the kernel before it (the
@@ -1268,19 +1265,17 @@ static int mvm_mt() {
  * changes the order of additions.
  */
 template <int TY, int NT> static void launch_mvm(const dweight *w, const void *xa, int T, float *out, int64_t ldo, int cw, int add) {
-    /* [MT = 2 ? 4 : 0 + XS * 2 + (ST == 3)] */
-    static int occ[8] = {-1, -1, -1, -1, -1, -1, -1, -1}, sms = 0;
-    if (occ[0] < 0) {
-        occ[0] = mvm_occupancy<TY, NT, 2, false>();
-        occ[1] = mvm_occupancy<TY, NT, 3, false>();
-        occ[2] = mvm_occupancy<TY, NT, 2, true>();
-        occ[3] = mvm_occupancy<TY, NT, 3, true>();
-        occ[4] = mvm_occupancy<TY, NT, 2, false, 2>();
-        occ[5] = mvm_occupancy<TY, NT, 3, false, 2>();
-        occ[6] = mvm_occupancy<TY, NT, 2, true, 2>();
-        occ[7] = mvm_occupancy<TY, NT, 3, true, 2>();
-        sms = dev_sms();
-    }
+    /* [MT = 2 ? 4 : 0 + XS * 2 + (ST == 3)], per device (the occupancy queries raise the kernels' shared memory limits) */
+    static int cache[8][CU_DEVS];
+    const int occ[8] = {cu_per_device(cache[0], [](int) { return mvm_occupancy<TY, NT, 2, false>(); }),
+                        cu_per_device(cache[1], [](int) { return mvm_occupancy<TY, NT, 3, false>(); }),
+                        cu_per_device(cache[2], [](int) { return mvm_occupancy<TY, NT, 2, true>(); }),
+                        cu_per_device(cache[3], [](int) { return mvm_occupancy<TY, NT, 3, true>(); }),
+                        cu_per_device(cache[4], [](int) { return mvm_occupancy<TY, NT, 2, false, 2>(); }),
+                        cu_per_device(cache[5], [](int) { return mvm_occupancy<TY, NT, 3, false, 2>(); }),
+                        cu_per_device(cache[6], [](int) { return mvm_occupancy<TY, NT, 2, true, 2>(); }),
+                        cu_per_device(cache[7], [](int) { return mvm_occupancy<TY, NT, 3, true, 2>(); })};
+    const int sms = dev_sms();
     const bool xs = ((uintptr_t)xa & 15) == 0 && mvm_xs_on() && (occ[2] > 0 || occ[3] > 0);
     const int m2 = xs ? 6 : 4; /* the 32-row variants of this staging */
     const int mt = mvm_mt() == 2 && (occ[m2] > 0 || occ[m2 + 1] > 0) ? 2 : 1;
