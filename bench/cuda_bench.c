@@ -1,12 +1,12 @@
 /*
  * cuda_bench.c - prompt and decode speed of a model on a device, as llama-bench measures them: pp N (one
  * batch of N tokens from an empty cache, last logits) and tg N (N tokens one at a time from an empty cache,
- * logits of each), as tokens per second. Also the weight bytes one decoded token reads (every matrix but
+ * logits of each; with --depth D after a prompt of D tokens, not timed, as llama-bench -d), as tokens per second. Also the weight bytes one decoded token reads (every matrix but
  * the token embedding, plus one embedding row) and that over the decode time, the achieved read rate.
  * Each figure is the median of --reps runs after one warm-up run. lb_context_eval returns when the device
  * has finished, so wall-clock time around it is the device time plus the host's share.
  *
- * usage: cuda_bench MODEL [--device cuda[:N]] [--pp 512] [--tg 128] [--reps 3]
+ * usage: cuda_bench MODEL [--device cuda[:N]] [--pp 512] [--tg 128] [--reps 3] [--depth 0]
  */
 #include "lowbit.h"
 
@@ -48,21 +48,22 @@ static double bytes_per_token(const lb_model *m) {
 
 int main(int argc, char **argv) {
     const char *path = NULL, *dev_s = "cuda";
-    int64_t pp = 512, tg = 128;
+    int64_t pp = 512, tg = 128, depth = 0;
     int reps = 3;
     for (int i = 1; i < argc; i++) {
         if (!strcmp(argv[i], "--device") && i + 1 < argc) dev_s = argv[++i];
         else if (!strcmp(argv[i], "--pp") && i + 1 < argc) pp = atoll(argv[++i]);
         else if (!strcmp(argv[i], "--tg") && i + 1 < argc) tg = atoll(argv[++i]);
         else if (!strcmp(argv[i], "--reps") && i + 1 < argc) reps = atoi(argv[++i]);
+        else if (!strcmp(argv[i], "--depth") && i + 1 < argc) depth = atoll(argv[++i]);
         else if (!path && argv[i][0] != '-') path = argv[i];
         else {
-            fprintf(stderr, "usage: %s MODEL [--device cuda[:N]] [--pp 512] [--tg 128] [--reps 3]\n", argv[0]);
+            fprintf(stderr, "usage: %s MODEL [--device cuda[:N]] [--pp 512] [--tg 128] [--reps 3] [--depth 0]\n", argv[0]);
             return 2;
         }
     }
-    if (!path || reps < 1 || reps > 100 || pp < 1 || tg < 1) {
-        fprintf(stderr, "usage: %s MODEL [--device cuda[:N]] [--pp 512] [--tg 128] [--reps 3]\n", argv[0]);
+    if (!path || reps < 1 || reps > 100 || pp < 1 || tg < 1 || depth < 0) {
+        fprintf(stderr, "usage: %s MODEL [--device cuda[:N]] [--pp 512] [--tg 128] [--reps 3] [--depth 0]\n", argv[0]);
         return 2;
     }
     lb_error e;
@@ -75,16 +76,17 @@ int main(int argc, char **argv) {
     }
     const lb_model_info *h = lb_model_get_info(m);
     double t0 = now();
-    lb_context_params cp = {.n_ctx = pp + tg, .n_threads = 0, .device = dev};
+    lb_context_params cp = {.n_ctx = (pp > depth ? pp : depth) + tg, .n_threads = 0, .device = dev};
     if (lb_context_new(m, &cp, &c, &e) != LB_OK) {
         fprintf(stderr, "cuda_bench: %s\n", e.msg);
         lb_model_free(m);
         return 1;
     }
     double t_load = now() - t0;
-    int32_t *ids = malloc((size_t)(pp > tg ? pp : tg) * sizeof *ids);
+    const int64_t n_ids = (pp > depth ? pp : depth) + tg;
+    int32_t *ids = malloc((size_t)n_ids * sizeof *ids);
     float *logits = malloc((size_t)h->n_vocab * sizeof *logits);
-    for (int64_t i = 0; i < (pp > tg ? pp : tg); i++) ids[i] = (int32_t)((i * 7919 + 13) % h->n_vocab);
+    for (int64_t i = 0; i < n_ids; i++) ids[i] = (int32_t)((i * 7919 + 13) % h->n_vocab);
     double tp[100], tt[100];
     for (int r = -1; r < reps; r++) { /* prompt: r = -1 is the warm-up */
         lb_context_reset(c);
@@ -95,11 +97,15 @@ int main(int argc, char **argv) {
         }
         if (r >= 0) tp[r] = now() - a;
     }
-    for (int r = -1; r < reps; r++) { /* decode */
+    for (int r = -1; r < reps; r++) { /* decode, after depth prompt tokens */
         lb_context_reset(c);
+        if (depth > 0 && lb_context_eval(c, ids, depth, logits, 0, &e) != LB_OK) {
+            fprintf(stderr, "cuda_bench: %s\n", e.msg);
+            return 1;
+        }
         double a = now();
         for (int64_t i = 0; i < tg; i++)
-            if (lb_context_eval(c, ids + i, 1, logits, 0, &e) != LB_OK) {
+            if (lb_context_eval(c, ids + depth + i, 1, logits, 0, &e) != LB_OK) {
                 fprintf(stderr, "cuda_bench: %s\n", e.msg);
                 return 1;
             }
@@ -109,7 +115,8 @@ int main(int argc, char **argv) {
     printf("model %s  device %s  weights %.3f GB (%.3f GB read per token)  context setup + upload %.2f s\n", path, dev_s,
            (double)h->n_bytes / 1e9, bpt / 1e9, t_load);
     printf("pp%lld  %9.1f tokens/s   (%.2f ms per batch)\n", (long long)pp, (double)pp / mp, mp * 1e3);
-    printf("tg%lld  %9.1f tokens/s   (%.3f ms per token; weights read at %.2f TB/s)\n", (long long)tg, (double)tg / mt,
+    printf("tg%lld%s%.0lld  %9.1f tokens/s   (%.3f ms per token; weights read at %.2f TB/s)\n", (long long)tg, depth ? " @ d" : "",
+           (long long)depth, (double)tg / mt,
            mt * 1e3 / (double)tg, bpt * (double)tg / mt / 1e12);
     free(ids);
     free(logits);

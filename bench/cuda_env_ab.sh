@@ -4,9 +4,10 @@
 #   ALTS="VAR=V VAR=V;VAR=V" bench/cuda_env_ab.sh BIN_TAR_XZ OUT_DIR [SECONDS]     (default 400)
 # ALTS: alternatives separated by ';'. First each test of TESTS (default "forward") under each alternative (cuda_tests.sh
 # with the alternative's variables set); then per type of TYPES (default "q4_k_m q4_0"): cuda_bench --pp 512 --tg 128
-# --reps 3 with the defaults and each alternative, twice round; for the first type also the decode traced by
+# --reps 3 (BENCH replaces those arguments: "--pp 64 --tg 128 --depth 128 --reps 3", say) with the defaults and each
+# alternative, twice round; for the first type also the decode traced by
 # bench/cupti_trace.cpp under each (trace_0.txt for the defaults, trace_1.txt ... in ALTS's order). Writes run.log and
-# the traces to OUT_DIR.
+# the traces to OUT_DIR. The files are removed after their type's runs unless KEEP=1.
 set -uo pipefail
 TAR=${1:?usage: ALTS=... bench/cuda_env_ab.sh BIN_TAR_XZ OUT_DIR [SECONDS]}
 OUT=${2:?usage}
@@ -28,8 +29,8 @@ for t in ${TYPES:-q4_k_m q4_0}; do
   file_8b $t
   for round in 1 2; do
     for e in "${envs[@]}"; do
-      echo "$t [${e:-defaults}]: $(env $e timeout "$(cap 60)" build/cuda_bench "$W/$t.gguf" --device cuda --pp 512 --tg 128 --reps 3 2>&1 |
-        grep -E "pp512|tg128|error" | tr -s ' ' | tr '\n' ' ')" | tee -a "$OUT/run.log"
+      echo "$t [${e:-defaults}]: $(env $e timeout "$(cap 60)" build/cuda_bench "$W/$t.gguf" --device cuda ${BENCH:---pp 512 --tg 128 --reps 3} 2>&1 |
+        grep -E "^pp|^tg|error" | tr -s ' ' | tr '\n' ' ')" | tee -a "$OUT/run.log"
     done
   done
   if [ $first = 1 ] && [ -f build/libcupti_trace.so ]; then
@@ -38,6 +39,6 @@ for t in ${TYPES:-q4_k_m q4_0}; do
     done
   fi
   first=0
-  rm -f "$W/$t.gguf"
+  [ "${KEEP:-0}" = 1 ] || rm -f "$W/$t.gguf"
 done
 log done

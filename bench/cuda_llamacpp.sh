@@ -7,7 +7,7 @@
 # bench/out/llsrc/llama.tar.xz (the llama.cpp tree of the llama-cpp-python sdist that tests/python/requirements.txt
 # names, less its models, docs, tests and other backends: make it with LLSRC=1 bench/cuda_llamacpp.sh on the machine
 # with PyPI) with -DGGML_CUDA=ON -DCMAKE_CUDA_ARCHITECTURES=90 -DGGML_NATIVE=ON, as BASELINE.md's GPU section; the built
-# binary is written to OUT_DIR/llama-bench.xz.aa, .ab, ... for the next call. Per type of TYPES (default "q4_k_m q4_0 q8_0"; files
+# binary is written to OUT_DIR/llama-bench.xz.aa, .ab, ... for the next call (not with SAVE=0). Per type of TYPES (default "q4_k_m q4_0 q8_0"; files
 # made by lowbit quantize, file_8b in cuda_run_common.sh), twice round: cuda_bench --pp 512 --tg 128 --reps 3, then
 # llama-bench -ngl 99 -p 512 -n 128 -r 3 -fa 1 (FA, default 1). Writes run.log, build.log to OUT_DIR.
 set -uo pipefail
@@ -48,7 +48,7 @@ if [ ! -x $LB ]; then
       -DLLAMA_BUILD_EXAMPLES=OFF -DLLAMA_BUILD_SERVER=OFF -DLLAMA_BUILD_APP=OFF -DLLAMA_BUILD_HTML=OFF &&
       timeout "$(cap 400)" cmake --build /tmp/llcpp/b -j "$(nproc)" --target llama-bench; } >"$OUT/build.log" 2>&1
     cp /tmp/llcpp/b/bin/llama-bench $LB 2>/dev/null || { log "llama-bench build failed"; tail -20 "$OUT/build.log"; exit 1; }
-    xz -T0 -9 -c $LB | split -b 15M - "$OUT/llama-bench.xz." # parts under the 16 MiB a returned file may have
+    [ "${SAVE:-1}" = 1 ] && xz -T0 -9 -c $LB | split -b 15M - "$OUT/llama-bench.xz." # parts under the 16 MiB a returned file may have
   fi
   log "llama-bench ready"
 fi

@@ -11,6 +11,8 @@
 #include <stdint.h>
 #include <stdlib.h>
 
+#include <atomic>
+
 #include "lowbit.h"
 
 /* Whether environment variable `name` is set and starts with c (a switch; callers read it once, into a function-local
@@ -28,12 +30,38 @@ static inline int cu_device(void) {
     int d = -1;
     return cudaGetDevice(&d) == cudaSuccess ? d : -1;
 }
-/* ask(dev) for the current device dev, asked once a device: cache holds value + 1 (0: not asked) */
-template <typename F> static inline int cu_per_device(int (&cache)[CU_DEVS], F ask) {
+/* A value per device ordinal, asked once a device: the value stored before `have` is released (host threads of several
+ * GPUs share the launchers; two that ask for the same device at once store the same value). */
+template <typename T> struct cu_dev_cache {
+    T v[CU_DEVS];
+    std::atomic<bool> have[CU_DEVS];
+};
+template <typename T, typename F> static inline T cu_per_device(cu_dev_cache<T> &c, F ask) {
     const int dev = cu_device();
     if (dev < 0 || dev >= CU_DEVS) return ask(dev);
-    if (!cache[dev]) cache[dev] = ask(dev) + 1;
-    return cache[dev] - 1;
+    if (!c.have[dev].load(std::memory_order_acquire)) {
+        c.v[dev] = ask(dev);
+        c.have[dev].store(true, std::memory_order_release);
+    }
+    return c.v[dev];
+}
+
+/* the current device's multiprocessors (1 where the runtime does not say) */
+static inline int cu_dev_sms(void) {
+    static cu_dev_cache<int> cache;
+    return cu_per_device(cache, [](int dev) {
+        int n = 0;
+        return dev >= 0 && cudaDeviceGetAttribute(&n, cudaDevAttrMultiProcessorCount, dev) == cudaSuccess && n > 0 ? n : 1;
+    });
+}
+
+/* the largest dynamic shared memory a block may opt in to on the current device (0 where the runtime does not say) */
+static inline int cu_dev_smem_optin(void) {
+    static cu_dev_cache<int> cache;
+    return cu_per_device(cache, [](int dev) {
+        int n = 0;
+        return dev >= 0 && cudaDeviceGetAttribute(&n, cudaDevAttrMaxSharedMemoryPerBlockOptin, dev) == cudaSuccess ? n : 0;
+    });
 }
 
 /* The stream every launcher enqueues on, per host thread (each GPU context sets its own before its work). */
@@ -223,7 +251,7 @@ bool cu_attention_split_fits(int D);
 int cu_attention_split_chunks(int64_t max_n);
 size_t cu_attention_split_scratch(int H, int D, int64_t max_n);
 /* one: whether contexts up to cu_attention_one_max(H, KV, D, one > 0) take k_att_one's single launch (-1: where
- * LB_CUDA_ATT_ONE=1 allows, 0: never, 1: always), the same result within the attention test's bound */
+ * LB_CUDA_ATT_ONE allows, by default wherever it fits; 0: never; 1: wherever it fits), the same result within the attention test's bound */
 void cu_attention_split(const float *q, const __half *kc, const __half *vc, float *out, int T, int H, int KV, int D, const int64_t *pos,
                         int64_t max_n, float *part, int be = 0, void *xa = NULL, const cu_att_new *rope = NULL, int one = -1);
 /* The longest context (max_n) cu_attention_split takes in one launch on the current device (a multiple of 8; 0: none):

@@ -340,8 +340,6 @@ template <int TY> struct MqChunk {
         if constexpr (Mq<TY>::M16) Mq<TY>::chunk(blk, sub, w, d0, d1, m, m1);
         else Mq<TY>::chunk(blk, sub, w, d0, d1, m);
     }
-    /* the same from 16-byte loads (Mq::chunk16; blk 16-byte aligned) */
-    __device__ __forceinline__ void load16(const uint8_t *blk, int sub) { Mq<TY>::chunk16(blk, sub, w, d0, d1, m); }
     __device__ __forceinline__ float dot(const Act8 &x, float acc) const {
         int i0 = 0, i1 = 0;
 #pragma unroll
@@ -470,22 +468,16 @@ __device__ __forceinline__ bool mbar_try(uint64_t *b, uint32_t parity) {
     return true;
 #endif
 }
-/* bytes (a multiple of 16) at g (16-byte aligned) into L2, asynchronously (sm_90's bulk prefetch; nothing before) */
-__device__ __forceinline__ void l2_prefetch(const void *g, uint32_t bytes) {
-#if __CUDA_ARCH__ >= 900
-    asm volatile("cp.async.bulk.prefetch.L2.global [%0], %1;" ::"l"(__cvta_generic_to_global(g)), "r"(bytes) : "memory");
-#endif
-}
 __device__ __forceinline__ void fence_async_smem() {
 #if __CUDA_ARCH__ >= 900
     asm volatile("fence.proxy.async.shared::cta;" ::: "memory");
 #endif
 }
 
-template <int TY, int ST = MVT_ST, int RPW = 2, bool W16 = false>
+template <int TY, int ST = MVT_ST, int RPW = 2>
 __global__ void __launch_bounds__(MV_WARPS * 32) k_mvt(const uint8_t *__restrict__ W, size_t rb, int64_t N, int K,
                                                        const int8_t *__restrict__ xq, const float2 *__restrict__ xd,
-                                                       float *__restrict__ out, int add, int pf) {
+                                                       float *__restrict__ out, int add) {
     using D = Dq<TY>;
     using S = MvtShape<TY, RPW>;
     constexpr int PER = D::BE / 32, RT = S::RT;
@@ -512,13 +504,8 @@ __global__ void __launch_bounds__(MV_WARPS * 32) k_mvt(const uint8_t *__restrict
         mbar_expect(b, bytes * (uint32_t)nr);
         for (int r = 0; r < nr; r++) bulk_copy(st + r * S::SBP, W + (size_t)(r0 + r) * rb + (size_t)(c0 / PER) * D::BB, bytes, b);
     };
-    if (threadIdx.x == 0) {
+    if (threadIdx.x == 0)
         for (int j = 0; j < ST - 1; j++) issue(j); /* the weights only: before the previous kernel has finished */
-        for (int64_t i = 0; i < pf && i < mine; i++) { /* and the block's first pf tiles' rows into L2 (LB_CUDA_MVT_PF) */
-            const int64_t r0 = (blockIdx.x + i * (int64_t)gridDim.x) * RT;
-            l2_prefetch(W + (size_t)r0 * rb, (uint32_t)((N - r0 < RT ? N - r0 : RT) * rb));
-        }
-    }
     pdl_wait();
     pdl_go();
     float acc[RPW] = {};
@@ -540,8 +527,7 @@ __global__ void __launch_bounds__(MV_WARPS * 32) k_mvt(const uint8_t *__restrict
                     const int r = RPW * warp + rr;
                     if (r < nr) {
                         MqChunk<TY> wc;
-                        if constexpr (W16) wc.load16(st + r * S::SBP + (cc / PER) * D::BB, cc % PER);
-                        else wc.load(st + r * S::SBP + (cc / PER) * D::BB, cc % PER);
+                        wc.load(st + r * S::SBP + (cc / PER) * D::BB, cc % PER);
                         acc[rr] = wc.dot(x, acc[rr]);
                     }
                 }
@@ -1077,24 +1063,6 @@ static int mvt_mode(void) {
     return mode;
 }
 
-/* the current device's multiprocessors */
-static int dev_sms(void) {
-    static int cache[CU_DEVS];
-    return cu_per_device(cache, [](int dev) {
-        int n = 0;
-        return dev >= 0 && cudaDeviceGetAttribute(&n, cudaDevAttrMultiProcessorCount, dev) == cudaSuccess && n > 0 ? n : 1;
-    });
-}
-
-/* the largest dynamic shared memory a block may opt in to on the current device (0 where the runtime does not say) */
-static int dev_smem_optin(void) {
-    static int cache[CU_DEVS];
-    return cu_per_device(cache, [](int dev) {
-        int n = 0;
-        return dev >= 0 && cudaDeviceGetAttribute(&n, cudaDevAttrMaxSharedMemoryPerBlockOptin, dev) == cudaSuccess ? n : 0;
-    });
-}
-
 template <int TY> static bool mvt_wanted(int64_t rows) {
     const int mode = mvt_mode();
     if (mode != 2) return mode == 1;
@@ -1119,35 +1087,24 @@ static int mvt_stages(void) {
 /* the blocks of k_mvt<TY, ST, RPW> the current device holds at once (its shared memory limit raised first; asked once a device):
  * launch_mvt_st's grid at most (run 17: three a multiprocessor left 11 warps resident and q4_K latency-bound at 54 % of
  * the read; q8_0 reached 90 %) */
-template <int TY, int ST, int RPW, bool W16 = false> static int mvt_capacity() {
-    static int cache[CU_DEVS];
+template <int TY, int ST, int RPW> static int mvt_capacity() {
+    static cu_dev_cache<int> cache;
     return cu_per_device(cache, [](int) {
         constexpr size_t smem = (size_t)ST * MvtShape<TY, RPW>::STAGE;
-        cudaFuncSetAttribute(k_mvt<TY, ST, RPW, W16>, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem);
+        cudaFuncSetAttribute(k_mvt<TY, ST, RPW>, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem);
         int per = 0;
-        if (cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per, k_mvt<TY, ST, RPW, W16>, MV_WARPS * 32, smem) != cudaSuccess || per < 1) per = 1;
-        return per * dev_sms();
+        if (cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per, k_mvt<TY, ST, RPW>, MV_WARPS * 32, smem) != cudaSuccess || per < 1) per = 1;
+        return per * cu_dev_sms();
     });
 }
 
-/* LB_CUDA_MVT_PF=N: each k_mvt block prefetches its first N tiles' rows into L2 before waiting on the kernel before it (the
- * HBM idles while the norms and the attention run); 0, the default, none. An experiment, not yet run on a GPU. Read once. */
-static int mvt_pf(void) {
-    static const int n = [] {
-        const char *v = getenv("LB_CUDA_MVT_PF");
-        const int k = v ? atoi(v) : 0;
-        return k > 0 && k <= 64 ? k : 0;
-    }();
-    return n;
-}
-
-template <int TY, int ST, int RPW = 2, bool W16 = false> static void launch_mvt_st(const dweight *w, const void *xa, float *out, int add) {
+template <int TY, int ST, int RPW = 2> static void launch_mvt_st(const dweight *w, const void *xa, float *out, int add) {
     using S = MvtShape<TY, RPW>;
-    const int blocks = mvt_capacity<TY, ST, RPW, W16>();
+    const int blocks = mvt_capacity<TY, ST, RPW>();
     const int64_t N = w->rows, K = w->cols, tiles = (N + S::RT - 1) / S::RT;
     const int8_t *xq = (const int8_t *)xa;
-    cu_launch(k_mvt<TY, ST, RPW, W16>, dim3((unsigned)(tiles < blocks ? tiles : blocks)), dim3(MV_WARPS * 32), (size_t)ST * S::STAGE,
-              (const uint8_t *)w->data, w->row_bytes, N, (int)K, xq, (const float2 *)(xq + K), out, add, mvt_pf());
+    cu_launch(k_mvt<TY, ST, RPW>, dim3((unsigned)(tiles < blocks ? tiles : blocks)), dim3(MV_WARPS * 32), (size_t)ST * S::STAGE,
+              (const uint8_t *)w->data, w->row_bytes, N, (int)K, xq, (const float2 *)(xq + K), out, add);
 }
 
 /* k_mvt with one row a warp (tiles of MV_WARPS rows, twice the blocks) where the 8-row tiles are fewer than the blocks the
@@ -1162,29 +1119,14 @@ template <int TY> static bool mvt_r1() {
     return mode == 1 || (mode == 2 && (TY == LB_TYPE_Q4_K || TY == LB_TYPE_Q6_K));
 }
 
-/* LB_CUDA_MVT_W16=1: k_mvt's q4_K chunks read from its stages by three 16-byte loads each (Mq::chunk16: the header and
- * the codes) instead of about fourteen byte, half-word and word loads; the same words and scales, so the same bits. An
- * experiment, not yet run on a GPU (the one-token kernels stream the same 2.2-2.6 TB/s on the H100 and the H200, run
- * 45: bound by their instructions, not by the memory). Read once. */
-static bool mvt_w16_on() {
-    static const bool on = cu_env_is("LB_CUDA_MVT_W16", '1');
-    return on;
-}
-
 template <int TY> static bool launch_mvt(const dweight *w, const void *xa, float *out, int add) {
     if constexpr (!MvtShape<TY>::OK) {
         return false;
     } else {
         if (!mvt_wanted<TY>(w->rows) || (((uintptr_t)w->data | w->row_bytes) & 15)) return false;
         const int st = mvt_stages();
-        const bool r1 = st == MVT_ST && mvt_r1<TY>() && (w->rows + MVT_RT - 1) / MVT_RT < mvt_capacity<TY, MVT_ST, 2>();
-        if constexpr (TY == LB_TYPE_Q4_K) {
-            if (st == MVT_ST && mvt_w16_on()) {
-                r1 ? launch_mvt_st<TY, MVT_ST, 1, true>(w, xa, out, add) : launch_mvt_st<TY, MVT_ST, 2, true>(w, xa, out, add);
-                return true;
-            }
-        }
-        if (r1) launch_mvt_st<TY, MVT_ST, 1>(w, xa, out, add); /* tiles of 4 rows where those of 8 leave the grid short */
+        if (st == MVT_ST && mvt_r1<TY>() && (w->rows + MVT_RT - 1) / MVT_RT < mvt_capacity<TY, MVT_ST, 2>())
+            launch_mvt_st<TY, MVT_ST, 1>(w, xa, out, add); /* tiles of 4 rows where those of 8 leave the grid short */
         else if (st == 4) launch_mvt_st<TY, 4>(w, xa, out, add);
         else if (st == 3) launch_mvt_st<TY, 3>(w, xa, out, add);
         else launch_mvt_st<TY, MVT_ST>(w, xa, out, add);
@@ -1216,7 +1158,7 @@ template <int TY, int NT, int ST, bool XS, int MT = 1> static int mvm_occupancy(
     int per = 0;
     /* a variant larger than the multiprocessor's shared memory is not asked about: the refused attribute would be the
      * error the next launch's check finds (run 39: q4_0's 32-row blocks at 16 tokens and three stages, 233 KB) */
-    if (smem > (size_t)dev_smem_optin()) return 0;
+    if (smem > (size_t)cu_dev_smem_optin()) return 0;
     if (cudaFuncSetAttribute(k_mvm<TY, NT, ST, XS, MT>, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem) != cudaSuccess ||
         cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per, k_mvm<TY, NT, ST, XS, MT>, MVM_WARPS * 32, smem) != cudaSuccess) {
         (void)cudaGetLastError();
@@ -1265,17 +1207,18 @@ static int mvm_mt() {
  * changes the order of additions.
  */
 template <int TY, int NT> static void launch_mvm(const dweight *w, const void *xa, int T, float *out, int64_t ldo, int cw, int add) {
-    /* [MT = 2 ? 4 : 0 + XS * 2 + (ST == 3)], per device (the occupancy queries raise the kernels' shared memory limits) */
-    static int cache[8][CU_DEVS];
-    const int occ[8] = {cu_per_device(cache[0], [](int) { return mvm_occupancy<TY, NT, 2, false>(); }),
-                        cu_per_device(cache[1], [](int) { return mvm_occupancy<TY, NT, 3, false>(); }),
-                        cu_per_device(cache[2], [](int) { return mvm_occupancy<TY, NT, 2, true>(); }),
-                        cu_per_device(cache[3], [](int) { return mvm_occupancy<TY, NT, 3, true>(); }),
-                        cu_per_device(cache[4], [](int) { return mvm_occupancy<TY, NT, 2, false, 2>(); }),
-                        cu_per_device(cache[5], [](int) { return mvm_occupancy<TY, NT, 3, false, 2>(); }),
-                        cu_per_device(cache[6], [](int) { return mvm_occupancy<TY, NT, 2, true, 2>(); }),
-                        cu_per_device(cache[7], [](int) { return mvm_occupancy<TY, NT, 3, true, 2>(); })};
-    const int sms = dev_sms();
+    /* occupancies by [MT = 2 ? 4 : 0 + XS * 2 + (ST == 3)], per device (the queries raise the kernels' shared memory limits) */
+    struct occs {
+        int o[8];
+    };
+    static cu_dev_cache<occs> cache;
+    const occs oc = cu_per_device(cache, [](int) {
+        return occs{{mvm_occupancy<TY, NT, 2, false>(), mvm_occupancy<TY, NT, 3, false>(), mvm_occupancy<TY, NT, 2, true>(),
+                     mvm_occupancy<TY, NT, 3, true>(), mvm_occupancy<TY, NT, 2, false, 2>(), mvm_occupancy<TY, NT, 3, false, 2>(),
+                     mvm_occupancy<TY, NT, 2, true, 2>(), mvm_occupancy<TY, NT, 3, true, 2>()}};
+    });
+    const int *occ = oc.o;
+    const int sms = cu_dev_sms();
     const bool xs = ((uintptr_t)xa & 15) == 0 && mvm_xs_on() && (occ[2] > 0 || occ[3] > 0);
     const int m2 = xs ? 6 : 4; /* the 32-row variants of this staging */
     const int mt = mvm_mt() == 2 && (occ[m2] > 0 || occ[m2 + 1] > 0) ? 2 : 1;

@@ -734,7 +734,7 @@ __global__ void __launch_bounds__(NA_WARPS * 32) k_att_combine(const float *part
 }
 
 /*
- * One launch for short contexts (cu_attention_one_max; LB_CUDA_ATT_ONE=1, an experiment until timed on a GPU): block
+ * One launch for short contexts (cu_attention_one_max; the default, LB_CUDA_ATT_ONE=0 off; run 48): block
  * (head group, token) takes all n visible positions of its group's hb heads, no chunks, no scratch, no combining
  * launch. The KV head's key and value rows go into shared memory by cp.async all at once (the rows below *pos, which
  * no kernel of this step writes, before griddepcontrol.wait; the rows from *pos after it, with nw.k the new token's
@@ -868,12 +868,13 @@ __global__ void __launch_bounds__(AO_THREADS) k_att_one(const float *q, const __
     }
 }
 
-/* LB_CUDA_ATT_ONE=1: k_att_one for the contexts it holds; =N (more than 1): for those of at most N positions (read
- * once; 0: off, the default until timed) */
+/* k_att_one for every context it holds, the default (run 48, H100: tg128 Q4_K_M 358.4 / 358.8 t/s against 342.1 / 343.3
+ * with the split launches, Q4_0 383.1 / 386.6 against 361.8 / 363.5); LB_CUDA_ATT_ONE=0 never, =N (more than 1) for
+ * contexts of at most N positions. Read once. */
 static int64_t att_one_cap(void) {
     static const int64_t cap = [] {
         const char *v = getenv("LB_CUDA_ATT_ONE");
-        const long long n = v ? atoll(v) : 0;
+        const long long n = v && *v ? atoll(v) : 1;
         return n == 1 ? (int64_t)INT64_MAX : n > 1 ? (int64_t)n : (int64_t)0;
     }();
     return cap;
@@ -882,9 +883,7 @@ static int64_t att_one_cap(void) {
 int64_t cu_attention_one_max(int H, int KV, int D, bool force) {
     const int64_t cap = force ? (int64_t)INT64_MAX : att_one_cap();
     if (!cap || !cu_attention_split_fits(D)) return 0;
-    int dev = 0, most = 0;
-    if (cudaGetDevice(&dev) != cudaSuccess || cudaDeviceGetAttribute(&most, cudaDevAttrMaxSharedMemoryPerBlockOptin, dev) != cudaSuccess)
-        return 0;
+    const int most = cu_dev_smem_optin();
     const int hb = att_hb(H, KV);
     const size_t fixed = ao_smem(hb, D, 0), per = ao_smem(hb, D, 1) - fixed;
     int64_t n = (size_t)most > fixed ? (int64_t)(((size_t)most - fixed) / per) : 0;
@@ -932,7 +931,11 @@ void cu_attention_split(const float *q, const __half *kc, const __half *vc, floa
         const size_t osm = ao_smem(hb, D, nmax);
         void (*k1)(const float *, const __half *, const __half *, float *, int, int, int, int, int, const int64_t *, int, cu_att_new, int8_t *,
                    float2 *) = !xa ? k_att_one<0> : be == 256 ? k_att_one<256> : k_att_one<32>;
-        if (osm > 48 * 1024) cudaFuncSetAttribute(k1, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)osm);
+        static cu_dev_cache<bool> raised[3]; /* each variant's limit at the device's opt-in maximum, once a device */
+        if (osm > 48 * 1024)
+            cu_per_device(raised[!xa ? 0 : be == 256 ? 2 : 1], [k1](int) {
+                return cudaFuncSetAttribute(k1, cudaFuncAttributeMaxDynamicSharedMemorySize, cu_dev_smem_optin()) == cudaSuccess;
+            });
         for (int t0 = 0; t0 < T; t0 += AS_TOKENS) {
             const int nt = T - t0 < AS_TOKENS ? T - t0 : AS_TOKENS;
             cu_launch(k1, dim3((unsigned)(H / hb), (unsigned)nt), dim3(AO_THREADS), osm, q + (size_t)t0 * (size_t)H * (size_t)D, kc, vc,

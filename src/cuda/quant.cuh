@@ -424,21 +424,6 @@ template <> struct Mq<LB_TYPE_Q4_K> {
 #pragma unroll
         for (int i = 0; i < 8; i++) w[i] = (int)word(b, s, i);
     }
-    /* chunk()'s words and scales from three 16-byte loads where b is 16-byte aligned (k_mvt's stage rows; the block is
-     * 144 bytes): the header (d, dmin, the 12 scale bytes: k4_scale_min's fields taken from registers) and the
-     * sub-block pair's 32 bytes of codes, instead of byte, half-word and word loads */
-    static __device__ __forceinline__ void chunk16(const uint8_t *b, int s, int *w, float &d0, float &d1, float &m) {
-        const uint4 h = *(const uint4 *)b, q0 = *(const uint4 *)(b + 16 + 32 * (s / 2)), q1 = *(const uint4 *)(b + 32 + 32 * (s / 2));
-        const int sh = 8 * (s & 3);
-        const uint32_t b0 = (h.y >> sh) & 0xFF, b4 = (h.z >> sh) & 0xFF, b8 = (h.w >> sh) & 0xFF;
-        const int sc = s < 4 ? (int)(b0 & 63) : (int)((b8 & 0xF) | ((b0 >> 6) << 4));
-        const int mn = s < 4 ? (int)(b4 & 63) : (int)((b8 >> 4) | ((b4 >> 6) << 4));
-        d0 = d1 = mul(__half2float(__ushort_as_half((unsigned short)(h.x & 0xFFFF))), (float)sc);
-        m = -mul(__half2float(__ushort_as_half((unsigned short)(h.x >> 16))), (float)mn);
-        const uint32_t u[8] = {q0.x, q0.y, q0.z, q0.w, q1.x, q1.y, q1.z, q1.w};
-#pragma unroll
-        for (int i = 0; i < 8; i++) w[i] = (int)((u[i] >> (4 * (s & 1))) & 0x0F0F0F0Fu);
-    }
 };
 template <> struct Mq<LB_TYPE_Q5_K> {
     static constexpr int MVT = MVT_BELOW_WIDE;
