@@ -7,7 +7,7 @@
 # --reps 3 (BENCH replaces those arguments: "--pp 64 --tg 128 --depth 128 --reps 3", say) with the defaults and each
 # alternative, twice round; for the first type also the decode traced by
 # bench/cupti_trace.cpp under each (trace_0.txt for the defaults, trace_1.txt ... in ALTS's order). Writes run.log and
-# the traces to OUT_DIR. The files are removed after their type's runs unless KEEP=1.
+# the traces to OUT_DIR. The files are removed after their type's runs unless KEEP=1; TRACE=0 skips the traces.
 set -uo pipefail
 TAR=${1:?usage: ALTS=... bench/cuda_env_ab.sh BIN_TAR_XZ OUT_DIR [SECONDS]}
 OUT=${2:?usage}
@@ -33,7 +33,7 @@ for t in ${TYPES:-q4_k_m q4_0}; do
         grep -E "^pp|^tg|error" | tr -s ' ' | tr '\n' ' ')" | tee -a "$OUT/run.log"
     done
   done
-  if [ $first = 1 ] && [ -f build/libcupti_trace.so ]; then
+  if [ $first = 1 ] && [ "${TRACE:-1}" = 1 ] && [ -f build/libcupti_trace.so ]; then
     for i in "${!envs[@]}"; do
       echo "trace [${envs[$i]:-defaults}]: $(trace_decode build "$W/$t.gguf" "$OUT/trace_$i.txt" ${envs[$i]})" | tee -a "$OUT/run.log"
     done
