@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # cuda_default_check.sh - one device call after a change of defaults, sized by its seconds S (default 540): the GPU
-# tests (TESTS below, 45 % of S), tg128 on the 8B shape alternating the defaults with ALTS (bench/cuda_env_ab.sh, 150
-# s, the files kept), the batch-8/16 kernel table against cuBLAS, tg128 at depth 128 (positions 128-255) alternating
+# tests (TESTS below, 45 % of S), tg128 on the 8B shape alternating the defaults with ALTS (bench/cuda_env_ab.sh, AB_S
+# seconds, default 150, the files kept), the batch-8/16 kernel table against cuBLAS, tg128 at depth 128 (positions 128-255) alternating
 # with DEPTH_ALTS, then Nsight Compute's full set on four launches of the decode's attention, RMSNorm and SwiGLU
 # kernels in the graph, each step where the time left allows. From the repository root, with a bench/cuda_pack.sh
 # tarball whose commit is in bench/out/bin/commit.txt (carry bench/out/bin):
@@ -18,7 +18,7 @@ export LD_LIBRARY_PATH=/usr/local/cuda/lib64:${LD_LIBRARY_PATH:-}
 TESTS="${TESTS:-attention kernels forward forward_split forward_one32 calib multi gptq gptq_shadow forward_plain calib_plain kernels_deep}" \
   bash bench/cuda_tests.sh $B "$OUT/t" $((S * 45 / 100)) >/dev/null 2>&1
 export KEEP=1 TYPES="${TYPES:-q4_0 q4_k_m}"
-[ "$(R)" -gt 90 ] && ALTS="${ALTS:-LB_CUDA_ATT_ONE=0}" TESTS=none bash bench/cuda_env_ab.sh $B "$OUT/ab" 150 >/dev/null 2>&1
+[ "$(R)" -gt 90 ] && ALTS="${ALTS:-LB_CUDA_ATT_ONE=0}" TESTS=none bash bench/cuda_env_ab.sh $B "$OUT/ab" "${AB_S:-150}" >/dev/null 2>&1
 [ "$(R)" -gt 20 ] && timeout 30 build/cuda_kernels --types q4_k,q4_0 --batches 8,16 >"$OUT/kern816.txt" 2>&1
 [ "$(R)" -gt 60 ] && ALTS="${DEPTH_ALTS:-LB_CUDA_ATT_ONE=0}" TESTS=none TRACE=0 BENCH="--pp 16 --tg 128 --depth 128 --reps 3" \
   bash bench/cuda_env_ab.sh $B "$OUT/ab2" $(($(R) - 30)) >/dev/null 2>&1
