@@ -213,6 +213,7 @@ typedef struct dlayer {
 
 /* One uploaded layer of a layerwise context: buffers reused while large enough. */
 #define SLOT_BUFS 18 /* 7 matrices, 11 vectors */
+#define DEC_GRAPHS 16  /* decode graphs a context may keep (decode_buckets) */
 typedef struct lslot {
     dlayer d;
     void *buf[SLOT_BUFS];
@@ -248,10 +249,11 @@ struct lb_cuda_ctx {
     int64_t *pin_pos;            /* pinned host staging of the position, the token ids and one row of logits */
     int32_t *pin_tok;
     float *pin_logits;
-    cudaGraphExec_t decode[2];   /* one decode step (1 token, last logits), captured at first use: [0] for contexts of
-                                  * n_ctx, [1] for those of at most short_n (the single-launch attention's) */
-    int decode_state[2];         /* 0: not tried, 1: captured, -1: capture failed (run without) */
-    int64_t short_n;             /* contexts the single-launch attention takes, where shorter than n_ctx (0: one graph) */
+    cudaGraphExec_t decode[DEC_GRAPHS]; /* one decode step (1 token, last logits), captured at first use, for contexts of
+                                         * at most decode_n[b] positions (ascending; the last n_ctx) */
+    int decode_state[DEC_GRAPHS];       /* 0: not tried, 1: captured, -1: capture failed (run without) */
+    int64_t decode_n[DEC_GRAPHS];
+    int n_decode;
     float *host;                 /* observer staging, n_batch * max width */
     lb_observer_fn obs;
     void *obs_user;
@@ -385,6 +387,29 @@ static size_t stage_device_bytes(const lb_model *m, int64_t l0, int64_t l1, bool
     return b;
 }
 
+/* LB_CUDA_ATT_BUCKETS=N: decode graphs for contexts of at most N, 2N, 4N ... positions below the single-launch
+ * attention's longest (an experiment: each captured with its own bound, so k_att_one's blocks ask for the shared memory
+ * of their bucket, 44 KB at 64 positions of head size 128, instead of that of the longest context; run 48 had k_att_one
+ * add 10 us a layer to the step for trivial work). 0, the default: none. Read once. */
+static int64_t att_buckets(void) {
+    static const int64_t n = [] {
+        const char *v = getenv("LB_CUDA_ATT_BUCKETS");
+        const long long k = v ? atoll(v) : 0;
+        return k >= 8 ? (int64_t)k : (int64_t)0;
+    }();
+    return n;
+}
+
+/* The context's decode graphs: by default one for contexts of n_ctx, with one for those of at most one_max (the
+ * single-launch attention's longest, 0: none) where that is shorter; LB_CUDA_ATT_BUCKETS adds the shorter buckets. */
+static void decode_buckets(lb_cuda_ctx *g, int64_t one_max) {
+    const int64_t C = g->n_ctx, top = one_max < C ? one_max : C;
+    g->n_decode = 0;
+    for (int64_t b = att_buckets(); b > 0 && b < top && g->n_decode < DEC_GRAPHS - 2; b *= 2) g->decode_n[g->n_decode++] = b;
+    if (one_max > 0 && one_max < C) g->decode_n[g->n_decode++] = one_max;
+    g->decode_n[g->n_decode++] = C;
+}
+
 static lb_status alloc_state(lb_cuda_ctx *g, lb_error *err) {
     const lb_model_info *h = &g->m->info;
     const int64_t B = g->n_batch, E = h->n_embd, D = h->head_dim, qd = h->n_head * D, kvd = h->n_head_kv * D, F = h->n_ff;
@@ -418,10 +443,10 @@ static lb_status alloc_state(lb_cuda_ctx *g, lb_error *err) {
         g->pin_logits = (float *)((uintptr_t)(g->pin_tok + B + 16) & ~(uintptr_t)15);
     }
     g->ws.exact = g->exact;
+    decode_buckets(g, 0);
     if (s == LB_OK && cu_attention_split_on() && !g->exact && cu_attention_split_fits((int)D)) {
         s = dalloc(g, (void **)&g->att_part, cu_attention_split_scratch((int)h->n_head, (int)D, C), "the attention's scratch", err);
-        g->short_n = cu_attention_one_max((int)h->n_head, (int)h->n_head_kv, (int)D);
-        if (g->short_n >= C) g->short_n = 0; /* the one graph's contexts already take the single launch */
+        decode_buckets(g, cu_attention_one_max((int)h->n_head, (int)h->n_head_kv, (int)D));
     }
     else if (s == LB_OK && cu_attention_prepare((int)h->n_head, (int)h->n_head_kv, (int)D, C) != cudaSuccess) {
         cudaGetLastError();
@@ -535,7 +560,7 @@ extern "C" void lb_cuda_ctx_free(lb_cuda_ctx *g) {
     cudaSetDevice(g->dev);
     lb_cu_stream = g->st;
     mm_ws_free(&g->ws);
-    for (int b = 0; b < 2; b++)
+    for (int b = 0; b < DEC_GRAPHS; b++)
         if (g->decode[b]) cudaGraphExecDestroy(g->decode[b]);
     if (g->st) cudaStreamDestroy(g->st);
     cudaFreeHost(g->pin_pos);
@@ -838,7 +863,7 @@ static lb_status forward(lb_cuda_ctx *g, int64_t T, int want, int64_t max_n, lb_
 }
 
 /* Capture one decode step (1 token, last logits) as a graph: the position and token come from pinned memory,
- * so the same graph replays at every position of its bucket b (0: any, 1: below short_n). On failure decoding goes on
+ * so the same graph replays at every position of its bucket b (below decode_n[b]). On failure decoding goes on
  * without it. */
 static void capture_decode(lb_cuda_ctx *g, int b) {
     g->decode_state[b] = -1;
@@ -849,7 +874,7 @@ static void capture_decode(lb_cuda_ctx *g, int b) {
         cudaGetLastError();
         return;
     }
-    lb_status s = forward(g, 1, 1, b ? g->short_n : g->n_ctx, &e);
+    lb_status s = forward(g, 1, 1, g->decode_n[b], &e);
     cudaError_t ce = cudaStreamEndCapture(g->st, &graph);
     if (s == LB_OK && ce == cudaSuccess && cudaGraphInstantiate(&g->decode[b], graph, 0) == cudaSuccess) g->decode_state[b] = 1;
     if (graph) cudaGraphDestroy(graph);
@@ -873,7 +898,8 @@ static lb_status run_batch(lb_cuda_ctx *g, const int32_t *tokens, int64_t T, int
     g->last_T = t->last_T = 0;
     g->last_win = t->last_win = 0;
     const bool graph = T == 1 && want == 1 && !g->obs;
-    const int b = pos0 < g->short_n ? 1 : 0; /* the graph whose contexts hold position pos0 */
+    int b = 0; /* the first graph whose contexts hold position pos0 */
+    while (b < g->n_decode - 1 && pos0 >= g->decode_n[b]) b++;
     if (graph && g->decode_state[b] == 0 && !getenv("LB_CUDA_NO_GRAPH")) capture_decode(g, b);
     if (graph && g->decode_state[b] == 1) {
         CK(cudaGraphLaunch(g->decode[b], g->st), "replaying the decode step");
