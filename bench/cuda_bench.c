@@ -76,14 +76,14 @@ int main(int argc, char **argv) {
     }
     const lb_model_info *h = lb_model_get_info(m);
     double t0 = now();
-    lb_context_params cp = {.n_ctx = (pp > depth ? pp : depth) + tg, .n_threads = 0, .device = dev};
+    const int64_t n_ids = (pp > depth ? pp : depth) + tg; /* the longest sequence either measurement evaluates */
+    lb_context_params cp = {.n_ctx = n_ids, .n_threads = 0, .device = dev};
     if (lb_context_new(m, &cp, &c, &e) != LB_OK) {
         fprintf(stderr, "cuda_bench: %s\n", e.msg);
         lb_model_free(m);
         return 1;
     }
     double t_load = now() - t0;
-    const int64_t n_ids = (pp > depth ? pp : depth) + tg;
     int32_t *ids = malloc((size_t)n_ids * sizeof *ids);
     float *logits = malloc((size_t)h->n_vocab * sizeof *logits);
     for (int64_t i = 0; i < n_ids; i++) ids[i] = (int32_t)((i * 7919 + 13) % h->n_vocab);

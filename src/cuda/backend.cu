@@ -443,16 +443,17 @@ static lb_status alloc_state(lb_cuda_ctx *g, lb_error *err) {
         g->pin_logits = (float *)((uintptr_t)(g->pin_tok + B + 16) & ~(uintptr_t)15);
     }
     g->ws.exact = g->exact;
-    decode_buckets(g, 0);
+    int64_t one_max = 0; /* the single-launch attention's longest context (0: the split launches, or none) */
     if (s == LB_OK && cu_attention_split_on() && !g->exact && cu_attention_split_fits((int)D)) {
         s = dalloc(g, (void **)&g->att_part, cu_attention_split_scratch((int)h->n_head, (int)D, C), "the attention's scratch", err);
-        decode_buckets(g, cu_attention_one_max((int)h->n_head, (int)h->n_head_kv, (int)D));
+        one_max = cu_attention_one_max((int)h->n_head, (int)h->n_head_kv, (int)D);
     }
     else if (s == LB_OK && cu_attention_prepare((int)h->n_head, (int)h->n_head_kv, (int)D, C) != cudaSuccess) {
         cudaGetLastError();
         s = lb_err_set(err, LB_ERR_UNSUPPORTED, "CUDA: a %lld-token context does not fit the attention kernel's shared memory",
                        (long long)C);
     }
+    decode_buckets(g, one_max);
     return s;
 }
 

@@ -924,16 +924,20 @@ void cu_attention_split(const float *q, const __half *kc, const __half *vc, floa
     const size_t smem = (size_t)TP * (size_t)D * 2 * sizeof(__half) + (size_t)(hb * D + hb * TP + 3 * hb + S * hb * D) * sizeof(float);
     int8_t *aq = (int8_t *)xa;
     float2 *ad = xa ? (float2 *)(aq + (size_t)T * (size_t)H * (size_t)D) : NULL;
-    void (*combine)(const float *, float *, int, int, int, const int64_t *, int, int8_t *, float2 *) =
-        !xa ? k_att_combine<0> : be == 256 ? k_att_combine<256> : k_att_combine<32>;
+    const int vi = !xa ? 0 : be == 256 ? 2 : 1; /* the variant: no rounding, 32-element or 256-element blocks */
+    void (*const combines[3])(const float *, float *, int, int, int, const int64_t *, int, int8_t *, float2 *) = {
+        k_att_combine<0>, k_att_combine<32>, k_att_combine<256>};
+    void (*combine)(const float *, float *, int, int, int, const int64_t *, int, int8_t *, float2 *) = combines[vi];
     if (one != 0 && cu_attention_one_fits(H, KV, D, max_n, xa ? be : 0, one > 0)) { /* one launch: no chunks to combine */
         const int nmax = (int)((max_n + 7) / 8 * 8);
         const size_t osm = ao_smem(hb, D, nmax);
+        void (*const ones[3])(const float *, const __half *, const __half *, float *, int, int, int, int, int, const int64_t *, int,
+                              cu_att_new, int8_t *, float2 *) = {k_att_one<0>, k_att_one<32>, k_att_one<256>};
         void (*k1)(const float *, const __half *, const __half *, float *, int, int, int, int, int, const int64_t *, int, cu_att_new, int8_t *,
-                   float2 *) = !xa ? k_att_one<0> : be == 256 ? k_att_one<256> : k_att_one<32>;
+                   float2 *) = ones[vi];
         static cu_dev_cache<bool> raised[3]; /* each variant's limit at the device's opt-in maximum, once a device */
         if (osm > 48 * 1024)
-            cu_per_device(raised[!xa ? 0 : be == 256 ? 2 : 1], [k1](int) {
+            cu_per_device(raised[vi], [k1](int) {
                 return cudaFuncSetAttribute(k1, cudaFuncAttributeMaxDynamicSharedMemorySize, cu_dev_smem_optin()) == cudaSuccess;
             });
         for (int t0 = 0; t0 < T; t0 += AS_TOKENS) {
