@@ -137,36 +137,16 @@ static void mm_ws_free(mm_ws *ws) {
     memset(ws, 0, sizeof *ws);
 }
 
-/* A one-token RMSNorm left by norm_for to the first product of its result: xn = RMSNorm(x) w (x NULL: none) */
-typedef struct norm_pro {
-    const float *x, *w;
-    float *xn;
-    float eps;
-} norm_pro;
-
 /* out (T, ldo) = x (T, K) . W^T: fused kernels for few tokens, else F16 tiles of W through cuBLAS (an exact
  * workspace: the fused kernels on slices of LB_CUDA_MV_MAX tokens, whatever T). same_x: x has not changed since the
  * previous product, so activations it left prepared for the same kind of weight are used again. add: out += x . W^T,
  * only where the fused kernels take the product (T <= LB_CUDA_MV_MAX, not exact, force < 0: callers check mm_adds). */
 static lb_status mm(mm_ws *ws, const float *x, int64_t T, const dweight *w, float *out, int64_t ldo, int force, bool same_x,
-                    lb_error *err, bool add = false, const norm_pro *pro = NULL) {
+                    lb_error *err, bool add = false) {
     const int64_t K = w->cols, N = w->rows;
     const int path = force >= 0 ? force : T <= LB_CUDA_MV_MAX || ws->exact ? 0 : 1;
     lb_status s = mm_ws_ready(ws, (size_t)(T * K), path == 1, err);
     if (s != LB_OK) return s;
-    if (pro && pro->x) { /* x = pro->xn, one token: the norm in the product's launch where its kernel takes it, else before */
-        if (!cu_matvec_norm(w, pro->x, pro->w, pro->eps, pro->xn, ws->x16, out, add)) {
-            cu_rmsnorm_act(pro->x, pro->w, pro->xn, 1, (int)K, pro->eps, (int)lb_type_traits_get(w->type)->block_elems, ws->x16);
-            cu_matvec(w, ws->x16, 1, out, ldo, add);
-        }
-        ws->act_x = pro->xn;
-        ws->act_T = 1;
-        ws->act_K = K;
-        ws->act_path = 0;
-        ws->act_kind = act_kind(w->type, 0);
-        CK(cudaGetLastError(), "in a weight product");
-        return LB_OK;
-    }
     const bool exact = ws->exact && force < 0;
     if (exact || (path == 0 && T > LB_CUDA_MV_MAX)) {
         /* slices of LB_CUDA_MV_MAX tokens: an exact context's products (the CPU's arithmetic, exact.cu), or each slice
@@ -684,28 +664,13 @@ static bool act_fusable(lb_cuda_ctx *g, const dweight *w, int64_t T, int64_t n, 
     return *s == LB_OK;
 }
 
-/* LB_CUDA_NORM_FUSE=1: a one-token RMSNorm whose result only products read is computed by the first of them, in its
- * own launch where its kernel takes it (cu_matvec_norm); an experiment, off by default until timed on a GPU */
-static bool norm_fuse_on(void) {
-    static const bool on = cu_env_is("LB_CUDA_NORM_FUSE", '1');
-    return on;
-}
-
 /* xn = RMSNorm(x) (T contiguous rows of E), the input of the product with w; returns whether the norm also rounded it
- * for that product (then the product's mm is called with same_x). pro (NULL where something else reads xn before the
- * product: an observer, the end of a part of a layer): one token's norm may be left to the product, described in *pro
- * (the product's mm then takes pro), else pro->x is NULL. */
-static bool norm_for(lb_cuda_ctx *g, float *x, const float *nw, float *xn, const dweight *w, int64_t T, lb_error *err, lb_status *s,
-                     norm_pro *pro = NULL) {
+ * for that product (then the product's mm is called with same_x) */
+static bool norm_for(lb_cuda_ctx *g, float *x, const float *nw, float *xn, const dweight *w, int64_t T, lb_error *err, lb_status *s) {
     const lb_model_info *h = &g->m->info;
     const int64_t E = h->n_embd;
     int be = 0;
-    if (pro) pro->x = NULL;
     if (act_fusable(g, w, T, E, &be, err, s) && aligned16(x) && aligned16(nw) && aligned16(xn)) {
-        if (pro && T == 1 && norm_fuse_on()) {
-            *pro = norm_pro{x, nw, xn, h->rms_eps};
-            return true;
-        }
         cu_rmsnorm_act(x, nw, xn, T, (int)E, h->rms_eps, be, g->ws.x16);
         act_prepared(&g->ws, xn, w, T);
         return true;
@@ -732,24 +697,22 @@ static lb_status layer_forward_part(lb_cuda_ctx *g, const dlayer *l, int64_t il,
     const bool fuse = T == 1 && g->qkv1 && fuse_on(); /* one token: q, k, v (gate, up) in one launch where stored so */
     lb_status ns = LB_OK;
     bool att_pre = false; /* the attention rounded its output for the o product */
-    const bool defer = stop < 0 && !g->obs && !g->dobs; /* only products read the norms' results (norm_for's pro) */
-    norm_pro pa = {}, pf = {}; /* the attention's and the FFN's norms where left to their first products */
     if (from == LB_OBS_ATTN_IN) {
         const dweight *w1 = fuse && l->wqkv.data ? &l->wqkv : fuse && l->wqk.data ? &l->wqk : &l->wq; /* the first product */
         const bool qkv1 = w1 == &l->wqkv, qk1 = w1 == &l->wqk;
-        const bool pre = norm_for(g, g->x, l->attn_norm, g->xn, w1, T, err, &ns, defer ? &pa : NULL);
+        const bool pre = norm_for(g, g->x, l->attn_norm, g->xn, w1, T, err, &ns);
         TRY(ns);
         OBSERVE(LB_OBS_ATTN_IN, g->xn, E);
         float *q = g->q, *k = g->k, *v = g->v;
         if (qkv1) {
-            TRY(mm(&g->ws, g->xn, T, &l->wqkv, g->qkv1, qd + 2 * kvd, -1, pre, err, false, &pa));
+            TRY(mm(&g->ws, g->xn, T, &l->wqkv, g->qkv1, qd + 2 * kvd, -1, pre, err));
             q = g->qkv1, k = q + qd, v = k + kvd;
         } else if (qk1) { /* q and k in one launch, v (another type) on its own */
             q = g->qkv1, k = q + qd, v = k + kvd;
-            TRY(mm(&g->ws, g->xn, T, &l->wqk, q, qd + kvd, -1, pre, err, false, &pa));
+            TRY(mm(&g->ws, g->xn, T, &l->wqk, q, qd + kvd, -1, pre, err));
             TRY(mm(&g->ws, g->xn, T, &l->wv, v, kvd, -1, true, err));
         } else {
-            TRY(mm(&g->ws, g->xn, T, &l->wq, q, qd, -1, pre, err, false, &pa));
+            TRY(mm(&g->ws, g->xn, T, &l->wq, q, qd, -1, pre, err));
             TRY(mm(&g->ws, g->xn, T, &l->wk, k, kvd, -1, true, err));
             TRY(mm(&g->ws, g->xn, T, &l->wv, v, kvd, -1, true, err));
         }
@@ -805,7 +768,7 @@ static lb_status layer_forward_part(lb_cuda_ctx *g, const dlayer *l, int64_t il,
         OBSERVE(LB_OBS_ATTN_OUT_IN, g->att, qd);
         if (residual_fused(g, T, l->bo)) { /* g->x += o; the norm then rounds for the FFN's first product */
             TRY(mm(&g->ws, g->att, T, &l->wo, g->x, E, -1, att_pre, err, true));
-            pre = norm_for(g, g->x, l->ffn_norm, g->xn, wf, T, err, &ns, defer ? &pf : NULL);
+            pre = norm_for(g, g->x, l->ffn_norm, g->xn, wf, T, err, &ns);
             TRY(ns);
         } else { /* the residual add in the norm */
             TRY(mm(&g->ws, g->att, T, &l->wo, g->tmp, E, -1, att_pre, err));
@@ -819,10 +782,10 @@ static lb_status layer_forward_part(lb_cuda_ctx *g, const dlayer *l, int64_t il,
     OBSERVE(LB_OBS_FFN_IN, g->xn, E);
     float *gp = g->g, *up = g->u;
     if (gu1) {
-        TRY(mm(&g->ws, g->xn, T, wf, g->gu1, 2 * F, -1, pre, err, false, &pf));
+        TRY(mm(&g->ws, g->xn, T, wf, g->gu1, 2 * F, -1, pre, err));
         gp = g->gu1, up = gp + F;
     } else {
-        TRY(mm(&g->ws, g->xn, T, wf, gp, F, -1, pre, err, false, &pf));
+        TRY(mm(&g->ws, g->xn, T, wf, gp, F, -1, pre, err));
         TRY(mm(&g->ws, g->xn, T, &l->w_up, up, F, -1, true, err));
     }
     if (l->b_gate) cu_add_bias(gp, l->b_gate, (int)T, (int)F);
@@ -892,10 +855,9 @@ static lb_status forward(lb_cuda_ctx *g, int64_t T, int want, int64_t max_n, lb_
         TRY(mm(&t->ws, t->xn, T, &t->out, t->logits, V, -1, false, err));
     } else if (want == 1) {
         lb_status ns = LB_OK;
-        norm_pro pro = {};
-        const bool pre = norm_for(t, t->x + (T - 1) * E, t->out_norm, t->xn, &t->out, 1, err, &ns, &pro);
+        const bool pre = norm_for(t, t->x + (T - 1) * E, t->out_norm, t->xn, &t->out, 1, err, &ns);
         TRY(ns);
-        TRY(mm(&t->ws, t->xn, 1, &t->out, t->logits, V, -1, pre, err, false, &pro));
+        TRY(mm(&t->ws, t->xn, 1, &t->out, t->logits, V, -1, pre, err));
         CK(cudaMemcpyAsync(t->pin_logits, t->logits, (size_t)V * sizeof(float), cudaMemcpyDeviceToHost, t->st), "reading logits");
     }
     return LB_OK;
@@ -1184,49 +1146,6 @@ extern "C" lb_status lb_cuda_test_matmul(int device, lb_type type, const void *w
 extern "C" lb_status lb_cuda_test_matmul_add(int device, lb_type type, const void *w, int64_t N, int64_t K, const float *x, int64_t T,
                                              const float *base, float *out, lb_error *err) {
     return test_matmul(device, type, w, N, K, x, T, base, out, 0, err);
-}
-
-extern "C" lb_status lb_cuda_test_norm_matvec(int device, lb_type type, const void *w, int64_t N, int64_t K, const float *x, const float *nw,
-                                             float eps, const float *base, float *out_fused, float *out_sep, float *xn_fused,
-                                             float *xn_sep, void *act_fused, void *act_sep, lb_error *err) {
-    lb_status s = use_device(device, err);
-    if (s != LB_OK) return s;
-    lb_cu_stream = 0;
-    const int be = cu_matvec_q8(type) ? (int)lb_type_traits_get(type)->block_elems : 0;
-    if (!be || !cu_act_fusable(K, be) || N < 1) return lb_err_set(err, LB_ERR_UNSUPPORTED, "no 8-bit product for this type or shape");
-    const size_t rb = lb_type_row_size(type, K), ab = (size_t)K + (size_t)K / 32 * sizeof(float2);
-    dweight d = {type, NULL, N, K, rb};
-    float *f = NULL; /* x, nw, xn1, xn2 (K each), o1, o2 (N each) */
-    uint8_t *a = NULL; /* act1, act2 */
-    CK(cudaMalloc((void **)&d.data, rb * (size_t)N), "test weights");
-    cudaError_t e = cudaMalloc((void **)&f, (size_t)(4 * K + 2 * N) * sizeof(float));
-    if (e == cudaSuccess) e = cudaMalloc((void **)&a, 2 * ab);
-    float *xd = f, *nd = f + K, *xn1 = f + 2 * K, *xn2 = f + 3 * K, *o1 = f + 4 * K, *o2 = o1 + N;
-    if (e == cudaSuccess) e = cudaMemcpy((void *)d.data, w, rb * (size_t)N, cudaMemcpyHostToDevice);
-    if (e == cudaSuccess) e = cudaMemcpy(xd, x, (size_t)K * sizeof(float), cudaMemcpyHostToDevice);
-    if (e == cudaSuccess) e = cudaMemcpy(nd, nw, (size_t)K * sizeof(float), cudaMemcpyHostToDevice);
-    if (e == cudaSuccess) e = cudaMemset(xn1, 0xff, (size_t)(2 * K + 2 * N) * sizeof(float)); /* NaN: every output written */
-    for (int i = 0; i < 2 && base && e == cudaSuccess; i++) e = cudaMemcpy(o1 + i * N, base, (size_t)N * sizeof(float), cudaMemcpyHostToDevice);
-    if (e == cudaSuccess) e = cudaMemset(a, 0x5a, 2 * ab);
-    if (e != cudaSuccess) s = cuda_fail(err, e, "in the norm product test");
-    if (s == LB_OK && !cu_matvec_norm(&d, xd, nd, eps, xn1, a, o1, base != NULL))
-        s = lb_err_set(err, LB_ERR_UNSUPPORTED, "cu_matvec_norm does not take this product (its type, shape, kernel or device)");
-    if (s == LB_OK) {
-        cu_rmsnorm_act(xd, nd, xn2, 1, (int)K, eps, be, a + ab);
-        cu_matvec(&d, a + ab, 1, o2, N, base != NULL);
-        if ((e = cudaDeviceSynchronize()) != cudaSuccess) s = cuda_fail(err, e, "in the norm product test");
-    }
-    if (s == LB_OK && ((e = cudaMemcpy(out_fused, o1, (size_t)N * sizeof(float), cudaMemcpyDeviceToHost)) != cudaSuccess ||
-                       (e = cudaMemcpy(out_sep, o2, (size_t)N * sizeof(float), cudaMemcpyDeviceToHost)) != cudaSuccess ||
-                       (e = cudaMemcpy(xn_fused, xn1, (size_t)K * sizeof(float), cudaMemcpyDeviceToHost)) != cudaSuccess ||
-                       (e = cudaMemcpy(xn_sep, xn2, (size_t)K * sizeof(float), cudaMemcpyDeviceToHost)) != cudaSuccess ||
-                       (e = cudaMemcpy(act_fused, a, ab, cudaMemcpyDeviceToHost)) != cudaSuccess ||
-                       (e = cudaMemcpy(act_sep, a + ab, ab, cudaMemcpyDeviceToHost)) != cudaSuccess))
-        s = cuda_fail(err, e, "reading the norm product test");
-    cudaFree((void *)d.data);
-    cudaFree(f);
-    cudaFree(a);
-    return s;
 }
 
 extern "C" lb_status lb_cuda_test_fused_act(int device, lb_type type, int op, const float *x, const float *y, const float *w,

@@ -131,16 +131,6 @@ lb_status lb_cuda_test_fused_act(int device, lb_type type, int op, const float *
                                  int64_t n, float eps, float *out_fused, float *out_sep, void *act_fused, void *act_sep,
                                  lb_error *err);
 
-/* One token's RMSNorm computed by the product's own launch (cu_matvec_norm) against cu_rmsnorm_act then the product,
- * on device `device`: the weight w (N rows of lb_type_row_size(type, K)), the token x (K), the norm's weights nw (K);
- * base (N, or NULL): the products add into it. out_*: N floats, xn_*: K, act_*: K + K / 32 * 8 bytes (the 8-bit
- * activations each path left for the products after it). LB_ERR_UNSUPPORTED where cu_matvec_norm does not take the
- * product (one-token k_mvt products at its default stages on compute capability 9 devices, of q4_0, q5_0, q4_K, q5_K,
- * q6_K, K a multiple of 256 up to 8,192). */
-lb_status lb_cuda_test_norm_matvec(int device, lb_type type, const void *w, int64_t N, int64_t K, const float *x, const float *nw, float eps,
-                                   const float *base, float *out_fused, float *out_sep, float *xn_fused, float *xn_sep, void *act_fused,
-                                   void *act_sep, lb_error *err);
-
 /* Causal grouped-query attention of T queries q (T, H D) at positions pos0.. over the F16 caches kc, vc (rows of
  * KV D halves; rows 0 .. pos0 + T - 1 read) into out (T, H D), on device `device`: flash 0 the forward pass's
  * kernel for decode (one block per token and head group), 1 the tensor-core flash kernel for prompts

@@ -131,68 +131,6 @@ __device__ __forceinline__ int act_code(float v, float id) {
     u = u <= 127.0f ? u : 127.0f;
     return __float2int_rn(u);
 }
-/* The 8-bit rounding of eight consecutive elements v of a row, elements e0 .. e0 + 7 (lane l of a warp holding elements
- * 8 l .. 8 l + 7 of 256 consecutive ones): the scale covers BE elements (32: four lanes, 256: the warp), the codes
- * to q + e0, {d, d * sum q} of each 32 to d[e0 / 32] (where valid; every lane takes part in the shuffles) */
-template <int BE>
-__device__ __forceinline__ void act_round8(const float (&v)[8], int64_t e0, bool valid, int lane, int8_t *__restrict__ q,
-                                           float2 *__restrict__ d) {
-    float amax = 0.0f;
-#pragma unroll
-    for (int k = 0; k < 8; k++) {
-        const float a = fabsf(v[k]);
-        amax = a > amax ? a : amax;
-    }
-#pragma unroll
-    for (int o = 1; o < BE / 8; o *= 2) {
-        const float u = __shfl_xor_sync(0xffffffffu, amax, o);
-        amax = u > amax ? u : amax;
-    }
-    float id, dd;
-    act_scales(amax, &id, &dd);
-    uint32_t lo = 0, hi = 0;
-    int sum = 0;
-#pragma unroll
-    for (int k = 0; k < 8; k++) {
-        const int qi = act_code(v[k], id);
-        sum += qi;
-        if (k < 4) lo |= (uint32_t)(qi & 0xff) << (8 * k);
-        else hi |= (uint32_t)(qi & 0xff) << (8 * (k - 4));
-    }
-    sum += __shfl_xor_sync(0xffffffffu, sum, 1);
-    sum += __shfl_xor_sync(0xffffffffu, sum, 2);
-    if (valid) {
-        *(uint2 *)(q + e0) = make_uint2(lo, hi);
-        if (lane % 4 == 0) d[e0 / 32] = make_float2(dd, __fmul_rn(dd, (float)sum));
-    }
-}
-
-/* 1 / sqrt(mean(x^2) + eps) of a row of n floats (n a multiple of 4, x 16-byte aligned) as a block of 128 threads takes
- * it: thread t sums the squares of float4s t, t + 128, ... in double, each warp's sums by butterfly, then the four warps'
- * in warp order. One fixed order: every kernel that calls it (k_rmsnorm_act, k_mvt's norm) gets the same bits. sh: 4
- * doubles of shared memory; every thread returns the value. */
-__device__ __forceinline__ float rms_inv128(const float *x, int n, float eps, double *sh) {
-    const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
-    const float4 *x4 = (const float4 *)x;
-    double ss = 0.0;
-#pragma unroll 8 /* a 4096-element row: every load in flight at once */
-    for (int i = threadIdx.x; i < n / 4; i += 128) {
-        const float4 v = x4[i];
-        ss += (double)v.x * v.x;
-        ss += (double)v.y * v.y;
-        ss += (double)v.z * v.z;
-        ss += (double)v.w * v.w;
-    }
-#pragma unroll
-    for (int o = 16; o > 0; o /= 2) ss += __shfl_xor_sync(0xffffffffu, ss, o);
-    if (lane == 0) sh[warp] = ss;
-    __syncthreads();
-    ss = sh[0];
-#pragma unroll
-    for (int k = 1; k < 4; k++) ss += sh[k];
-    return (float)(1.0 / sqrt(ss / (double)n + (double)eps));
-}
-
 /* LB_CUDA_PDL is not 0 and the current device has compute capability 9 or more (read once per process) */
 bool cu_pdl_on(void);
 /* kernel<<<grid, block, smem, lb_cu_stream>>>(args...), with the programmatic serialization attribute when cu_pdl_on();
@@ -242,12 +180,6 @@ void cu_act_f16(lb_type wtype, const float *x, int T, int64_t K, __half *y);
  * cu_act_prepare laid it out for W's type, the products and sums in F32 (integer sums for 8-bit activations).
  * add: out += x . W^T instead (each element plus its product, one IEEE addition: cu_add's result). */
 void cu_matvec(const dweight *w, const void *x, int T, float *out, int64_t ldo, bool add = false);
-/* out (+)= W xn for one token, where xn = RMSNorm(x) nw is computed by the product's own blocks after the kernel before
- * it ends (k_mvt's norm, no launch of its own): xn and xa receive what cu_rmsnorm_act(x, nw, xn, 1, K, eps, W's block
- * length, xa) writes, to the bit, for the products after it. Returns false, launching nothing, where the product does
- * not take the norm: not a one-token k_mvt product of the types instantiated with it (mv.cu, matvec_norm_type), rows
- * not a multiple of 256 or over 8,192, a pointer not 16-byte aligned. */
-bool cu_matvec_norm(const dweight *w, const float *x, const float *nw, float eps, float *xn, void *xa, float *out, bool add = false);
 /* rows [r0, r0 + R) of W dequantized to dst (R, K), F16 or F32. */
 void cu_dequant_f16(const dweight *w, int64_t r0, int64_t R, __half *dst);
 void cu_dequant_f32(const dweight *w, int64_t r0, int64_t R, float *dst);

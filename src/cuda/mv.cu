@@ -313,13 +313,13 @@ struct Act8 {
     float2 ad;
     int h0, h1;
 };
-template <bool M16, bool SM = false> __device__ __forceinline__ Act8 act8_load(const int8_t *q, const float2 *d) {
-    Act8 x; /* SM: q and d in shared memory */
-    const uint4 a0 = SM ? *(const uint4 *)q : __ldg((const uint4 *)q), a1 = SM ? *((const uint4 *)q + 1) : __ldg((const uint4 *)q + 1);
+template <bool M16> __device__ __forceinline__ Act8 act8_load(const int8_t *q, const float2 *d) {
+    Act8 x;
+    const uint4 a0 = __ldg((const uint4 *)q), a1 = __ldg((const uint4 *)q + 1);
     const int a[8] = {(int)a0.x, (int)a0.y, (int)a0.z, (int)a0.w, (int)a1.x, (int)a1.y, (int)a1.z, (int)a1.w};
 #pragma unroll
     for (int k = 0; k < 8; k++) x.a[k] = a[k];
-    x.ad = SM ? *d : __ldg(d);
+    x.ad = __ldg(d);
     x.h0 = x.h1 = 0;
     if constexpr (M16) {
 #pragma unroll
@@ -423,9 +423,6 @@ __global__ void __launch_bounds__(MV_WARPS * 32) k_mvq(const uint8_t *__restrict
  * or LB_CUDA_MVT_ST's), across tile boundaries: the pipeline never drains until the block's last tile. Warp w computes
  * rows 2 w and 2 w + 1 of the tile, lane l chunks l and l + 32 of each segment (Mq::chunk, dp4a, as k_mvq); the lane's
  * sums run over the segments in order, then a butterfly over the warp: the order depends on K alone.
- * With the norm (NF, cu_matvec_norm) each block first computes the RMSNorm of the token's residual stream and its 8-bit
- * rounding into its shared memory (mvt_norm: every block reads the row and the norm's weights, in place of a launch of
- * its own between two products), and the lanes read their activation chunks from there.
  */
 #define MVT_RT (2 * MV_WARPS)
 #define MVT_S 2048
@@ -477,56 +474,14 @@ __device__ __forceinline__ void fence_async_smem() {
 #endif
 }
 
-/* k_mvt's RMSNorm (NF): the token's x (K floats) and the norm's weights w; block 0 also writes the norm's result to xn
- * and its 8-bit rounding to q, d (cu_rmsnorm_act's outputs, for the products after this one) */
-struct MvtNorm {
-    const float *x, *w;
-    float *xn;
-    int8_t *q;
-    float2 *d;
-    float eps;
-};
-#define MVT_NF_MAX 8192 /* the longest row k_mvt's norm takes (its rounding in shared memory: 5 / 4 bytes an element) */
-
-/* k_mvt's norm: xn = x / rms(x) * w (rms_inv128's sum, k_rmsnorm_act's operations), rounded to 8 bits per BE into the
- * block's aq (K codes), ad (K / 32 {d, d * sum q}) as act_round8 rounds it: k_rmsnorm_act's bytes, to the bit. K a
- * multiple of 256; warp w takes elements 256 w .. and every 1024th after. Ends with the block synchronized. */
-template <int BE> __device__ __forceinline__ void mvt_norm(const MvtNorm &nm, int K, int8_t *aq, float2 *ad) {
-    static_assert(MV_WARPS == 4, "rms_inv128 takes 128 threads");
-    __shared__ double sh[MV_WARPS];
-    const float r = rms_inv128(nm.x, K, nm.eps, sh);
-    const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
-    const bool first = blockIdx.x == 0;
-    for (int e = warp * 256 + 8 * lane; e < K; e += MV_WARPS * 256) { /* warp-uniform: act_round8 shuffles */
-        const float4 a = *(const float4 *)(nm.x + e), b = *((const float4 *)(nm.x + e) + 1);
-        const float4 w0 = __ldg((const float4 *)(nm.w + e)), w1 = __ldg((const float4 *)(nm.w + e) + 1);
-        const float xs[8] = {a.x, a.y, a.z, a.w, b.x, b.y, b.z, b.w}, ws[8] = {w0.x, w0.y, w0.z, w0.w, w1.x, w1.y, w1.z, w1.w};
-        float v[8];
-#pragma unroll
-        for (int k = 0; k < 8; k++) v[k] = __fmul_rn(ws[k], __fmul_rn(xs[k], r));
-        act_round8<BE>(v, e, true, lane, aq, ad);
-        if (first) {
-            float4 *o = (float4 *)(nm.xn + e);
-            o[0] = make_float4(v[0], v[1], v[2], v[3]);
-            o[1] = make_float4(v[4], v[5], v[6], v[7]);
-            act_round8<BE>(v, e, true, lane, nm.q, nm.d);
-        }
-    }
-    __syncthreads();
-}
-
-/* NF: the activations are the RMSNorm of nm.x, which each block computes and rounds into its shared memory after the
- * stages (mvt_norm) once the previous kernel has ended (xq, xd unused) */
-template <int TY, int ST = MVT_ST, int RPW = 2, bool NF = false>
+template <int TY, int ST = MVT_ST, int RPW = 2>
 __global__ void __launch_bounds__(MV_WARPS * 32) k_mvt(const uint8_t *__restrict__ W, size_t rb, int64_t N, int K,
                                                        const int8_t *__restrict__ xq, const float2 *__restrict__ xd,
-                                                       float *__restrict__ out, int add, MvtNorm nm) {
+                                                       float *__restrict__ out, int add) {
     using D = Dq<TY>;
     using S = MvtShape<TY, RPW>;
     constexpr int PER = D::BE / 32, RT = S::RT;
     extern __shared__ __align__(128) uint8_t smem[];
-    int8_t *const aq = (int8_t *)(smem + ST * S::STAGE); /* NF: the rounded norm (K codes, then K / 32 float2) */
-    float2 *const ad = (float2 *)(aq + K);
     __shared__ __align__(8) uint64_t full[ST];
     const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
     const int nch = K / 32, nseg = (nch + S::CH - 1) / S::CH;
@@ -553,7 +508,6 @@ __global__ void __launch_bounds__(MV_WARPS * 32) k_mvt(const uint8_t *__restrict
         for (int j = 0; j < ST - 1; j++) issue(j); /* the weights only: before the previous kernel has finished */
     pdl_wait();
     pdl_go();
-    if constexpr (NF) mvt_norm<D::BE>(nm, K, aq, ad);
     float acc[RPW] = {};
     for (int64_t j = 0; j < items; j++) {
         if (threadIdx.x == 0) issue(j + ST - 1);
@@ -567,7 +521,7 @@ __global__ void __launch_bounds__(MV_WARPS * 32) k_mvt(const uint8_t *__restrict
         for (int h = 0; h < S::CH / 32; h++) {
             const int cc = lane + 32 * h, c = c0 + cc;
             if (cc < n) {
-                const Act8 x = NF ? act8_load<Mq<TY>::M16, true>(aq + 32 * c, ad + c) : act8_load<Mq<TY>::M16>(xq + 32 * (size_t)c, xd + c);
+                const Act8 x = act8_load<Mq<TY>::M16>(xq + 32 * (size_t)c, xd + c);
 #pragma unroll
                 for (int rr = 0; rr < RPW; rr++) {
                     const int r = RPW * warp + rr;
@@ -1130,44 +1084,27 @@ static int mvt_stages(void) {
     return n;
 }
 
-/* k_mvt<TY, ST, RPW, NF>'s dynamic shared memory for rows of K: the stages, and NF's rounded norm after them */
-template <int TY, int ST, int RPW, bool NF> static constexpr size_t mvt_smem(int64_t K) {
-    return (size_t)ST * MvtShape<TY, RPW>::STAGE + (NF ? (size_t)K * 5 / 4 : 0);
-}
-
-/* the blocks of k_mvt<TY, ST, RPW, NF> the current device holds at once for rows of K (NF: counted for rows up to
- * MVT_NF_MAX / 2 or up to MVT_NF_MAX; the shared memory limit raised first; asked once a device): launch_mvt_st's grid
- * at most (run 17: three a multiprocessor left 11 warps resident and q4_K latency-bound at 54 % of the read; q8_0
- * reached 90 %) */
-template <int TY, int ST, int RPW, bool NF = false> static int mvt_capacity(int64_t K = 0) {
-    struct caps {
-        int c[2];
-    };
-    static cu_dev_cache<caps> cache;
-    const caps c = cu_per_device(cache, [](int) {
-        cudaFuncSetAttribute(k_mvt<TY, ST, RPW, NF>, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)mvt_smem<TY, ST, RPW, NF>(MVT_NF_MAX));
-        caps r;
-        for (int i = 0; i < 2; i++) {
-            int per = 0;
-            if (cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per, k_mvt<TY, ST, RPW, NF>, MV_WARPS * 32,
-                                                              mvt_smem<TY, ST, RPW, NF>(MVT_NF_MAX / 2 * (i + 1))) != cudaSuccess ||
-                per < 1)
-                per = 1;
-            r.c[i] = per * cu_dev_sms();
-        }
-        return r;
+/* the blocks of k_mvt<TY, ST, RPW> the current device holds at once (its shared memory limit raised first; asked once a device):
+ * launch_mvt_st's grid at most (run 17: three a multiprocessor left 11 warps resident and q4_K latency-bound at 54 % of
+ * the read; q8_0 reached 90 %) */
+template <int TY, int ST, int RPW> static int mvt_capacity() {
+    static cu_dev_cache<int> cache;
+    return cu_per_device(cache, [](int) {
+        constexpr size_t smem = (size_t)ST * MvtShape<TY, RPW>::STAGE;
+        cudaFuncSetAttribute(k_mvt<TY, ST, RPW>, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem);
+        int per = 0;
+        if (cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per, k_mvt<TY, ST, RPW>, MV_WARPS * 32, smem) != cudaSuccess || per < 1) per = 1;
+        return per * cu_dev_sms();
     });
-    return c.c[K > MVT_NF_MAX / 2];
 }
 
-template <int TY, int ST, int RPW = 2, bool NF = false>
-static void launch_mvt_st(const dweight *w, const void *xa, float *out, int add, const MvtNorm &nm = MvtNorm{}) {
+template <int TY, int ST, int RPW = 2> static void launch_mvt_st(const dweight *w, const void *xa, float *out, int add) {
     using S = MvtShape<TY, RPW>;
+    const int blocks = mvt_capacity<TY, ST, RPW>();
     const int64_t N = w->rows, K = w->cols, tiles = (N + S::RT - 1) / S::RT;
-    const int blocks = mvt_capacity<TY, ST, RPW, NF>(K);
     const int8_t *xq = (const int8_t *)xa;
-    cu_launch(k_mvt<TY, ST, RPW, NF>, dim3((unsigned)(tiles < blocks ? tiles : blocks)), dim3(MV_WARPS * 32), mvt_smem<TY, ST, RPW, NF>(K),
-              (const uint8_t *)w->data, w->row_bytes, N, (int)K, xq, (const float2 *)(xq + K), out, add, nm);
+    cu_launch(k_mvt<TY, ST, RPW>, dim3((unsigned)(tiles < blocks ? tiles : blocks)), dim3(MV_WARPS * 32), (size_t)ST * S::STAGE,
+              (const uint8_t *)w->data, w->row_bytes, N, (int)K, xq, (const float2 *)(xq + K), out, add);
 }
 
 /* k_mvt with one row a warp (tiles of MV_WARPS rows, twice the blocks) where the 8-row tiles are fewer than the blocks the
@@ -1193,23 +1130,6 @@ template <int TY> static bool launch_mvt(const dweight *w, const void *xa, float
         else if (st == 4) launch_mvt_st<TY, 4>(w, xa, out, add);
         else if (st == 3) launch_mvt_st<TY, 3>(w, xa, out, add);
         else launch_mvt_st<TY, MVT_ST>(w, xa, out, add);
-        return true;
-    }
-}
-
-/* the one-token product with the norm in its launch (k_mvt<..., NF>) where cu_matvec would take k_mvt at the default
- * stages, for the types instantiated with it (the k-quant and 4- and 5-bit mixtures' first products: q4_0, q5_0, q4_K,
- * q5_K, q6_K); false, launching nothing, elsewhere. The tiles as launch_mvt's (RPW does not change a row's sum). */
-template <int TY> static bool matvec_norm_type(const dweight *w, const void *xa, float *out, int add, const MvtNorm &nm) {
-    constexpr bool inst = TY == LB_TYPE_Q4_0 || TY == LB_TYPE_Q5_0 || TY == LB_TYPE_Q4_K || TY == LB_TYPE_Q5_K || TY == LB_TYPE_Q6_K;
-    if constexpr (!inst || !MvtShape<TY>::OK || !Mq<TY>::OK) {
-        return false;
-    } else {
-        if (!mvt_wanted<TY>(w->rows) || (((uintptr_t)w->data | w->row_bytes) & 15) || mvt_stages() != MVT_ST) return false;
-        if (mvt_r1<TY>() && (w->rows + MVT_RT - 1) / MVT_RT < mvt_capacity<TY, MVT_ST, 2, true>(w->cols))
-            launch_mvt_st<TY, MVT_ST, 1, true>(w, xa, out, add, nm);
-        else
-            launch_mvt_st<TY, MVT_ST, 2, true>(w, xa, out, add, nm);
         return true;
     }
 }
@@ -1364,19 +1284,6 @@ void cu_matvec(const dweight *w, const void *x, int nt, float *out, int64_t ldo,
     switch (w->type) {
         LB_CUDA_WEIGHT_TYPES(CASE_MV)
     default: break;
-    }
-}
-
-#define CASE_MVN(T)                                                                                                 \
-    case T: return matvec_norm_type<T>(w, xa, out, add ? 1 : 0, nm);
-bool cu_matvec_norm(const dweight *w, const float *x, const float *nw, float eps, float *xn, void *xa, float *out, bool add) {
-    const int64_t K = w->cols;
-    if (K % 256 || K > MVT_NF_MAX || (((uintptr_t)x | (uintptr_t)nw | (uintptr_t)xn | (uintptr_t)xa) & 15)) return false;
-    int8_t *q = (int8_t *)xa;
-    const MvtNorm nm = {x, nw, xn, q, (float2 *)(q + K), eps};
-    switch (w->type) {
-        LB_CUDA_WEIGHT_TYPES(CASE_MVN)
-    default: return false;
     }
 }
 

@@ -176,58 +176,6 @@ static void check_fused(lb_type t, int op, int64_t T, int64_t n) {
     free(a2);
 }
 
-/* One token's RMSNorm in the product's own launch (cu_matvec_norm, k_mvt's norm) against cu_rmsnorm_act then the
- * product: the products, the norm's result and the 8-bit activations left for the next products all bit for bit (the
- * same sum of squares, rms_inv128, the same rounding and the same per-row sums); with base, both add into it. Where
- * the product does not take the norm (take false: a type without it, rows over 8,192; or k_mvt switched off or at
- * other stages, LB_CUDA_MVT=0 / LB_CUDA_MVT_ST=3 or 4), LB_ERR_UNSUPPORTED with its line. */
-static void check_norm_product(lb_type t, int64_t N, int64_t K, bool add, bool take) {
-    float *src = malloc((size_t)(N * K) * sizeof(float)), *x = malloc((size_t)K * sizeof(float)), *nw = malloc((size_t)K * sizeof(float));
-    float *base = malloc((size_t)N * sizeof(float)), *o1 = malloc((size_t)N * sizeof(float)), *o2 = malloc((size_t)N * sizeof(float));
-    float *xn1 = malloc((size_t)K * sizeof(float)), *xn2 = malloc((size_t)K * sizeof(float));
-    const size_t ab = (size_t)K + (size_t)K / 32 * 8;
-    uint8_t *a1 = malloc(ab), *a2 = malloc(ab);
-    void *w = make_weights(t, N, K, src);
-    for (int64_t i = 0; i < K; i++) {
-        x[i] = test_gauss() * (test_uni() < 0.01 ? 20.0f : 1.0f);
-        nw[i] = 1.0f + 0.1f * test_gauss();
-    }
-    for (int64_t i = 0; i < 256; i++) x[i] = 0.0f; /* an all-zero block: scale 0 */
-    for (int64_t i = 0; i < N; i++) base[i] = test_gauss();
-    const char *mvt = getenv("LB_CUDA_MVT"), *st = getenv("LB_CUDA_MVT_ST");
-    if ((mvt && mvt[0] == '0') || (st && (st[0] == '3' || st[0] == '4'))) take = false;
-    lb_error e;
-    lb_status s = lb_cuda_test_norm_matvec(0, t, w, N, K, x, nw, 1e-5f, add ? base : NULL, o1, o2, xn1, xn2, a1, a2, &e);
-    if (!take) {
-        CHECK(s == LB_ERR_UNSUPPORTED && strstr(e.msg, "does not take"), "norm product %s %lld x %lld: status %d, '%s'", lb_type_name(t),
-              (long long)N, (long long)K, (int)s, e.msg);
-    } else {
-        CHECK(s == LB_OK, "norm product %s %lld x %lld: %s", lb_type_name(t), (long long)N, (long long)K, e.msg);
-        if (s == LB_OK) {
-            int64_t bad = 0, badx = 0;
-            for (int64_t i = 0; i < N; i++) bad += memcmp(&o1[i], &o2[i], sizeof(float)) != 0;
-            for (int64_t i = 0; i < K; i++) badx += memcmp(&xn1[i], &xn2[i], sizeof(float)) != 0;
-            CHECK(bad == 0, "norm product %s %lld x %lld%s: %lld of the products differ from the separate launches'", lb_type_name(t),
-                  (long long)N, (long long)K, add ? " (adding)" : "", (long long)bad);
-            CHECK(badx == 0, "norm product %s %lld x %lld: %lld of the norm's results differ from cu_rmsnorm_act's", lb_type_name(t),
-                  (long long)N, (long long)K, (long long)badx);
-            CHECK(!memcmp(a1, a2, ab), "norm product %s %lld x %lld: the rounded activations differ from cu_rmsnorm_act's",
-                  lb_type_name(t), (long long)N, (long long)K);
-        }
-    }
-    free(src);
-    free(x);
-    free(nw);
-    free(base);
-    free(o1);
-    free(o2);
-    free(xn1);
-    free(xn2);
-    free(a1);
-    free(a2);
-    free(w);
-}
-
 int main(void) {
     test_seed(0x9e3779b97f4a7c15ULL);
     lb_error e;
@@ -269,18 +217,5 @@ int main(void) {
             }
         }
     }
-    /* the norm in the product's launch: rows of 1,280 (five 256-blocks), 4,096 and 8,192 (the two shared-memory sizes the
-     * launch counts the blocks by); 2,056 rows (a partial tile; one row a warp for q4_K and q6_K), 12,000 (two); the
-     * 32-element blocks of q4_0 and q5_0; adding into a base; q8_0 (no k_mvt) and 8,448 elements (over 8,192) declined */
-    const lb_type norm_types[] = {LB_TYPE_Q4_0, LB_TYPE_Q5_0, LB_TYPE_Q4_K, LB_TYPE_Q5_K, LB_TYPE_Q6_K};
-    for (int i = 0; i < 5; i++) {
-        check_norm_product(norm_types[i], 2056, 4096, false, true);
-        check_norm_product(norm_types[i], 2056, 1280, true, true);
-    }
-    check_norm_product(LB_TYPE_Q4_K, 4099, 8192, false, true);
-    check_norm_product(LB_TYPE_Q6_K, 12000, 4096, true, true);
-    check_norm_product(LB_TYPE_Q4_0, 12000, 8192, false, true);
-    check_norm_product(LB_TYPE_Q8_0, 2056, 4096, false, false);
-    check_norm_product(LB_TYPE_Q4_K, 2056, 8448, false, false);
     TEST_DONE();
 }
