@@ -213,7 +213,7 @@ typedef struct dlayer {
 
 /* One uploaded layer of a layerwise context: buffers reused while large enough. */
 #define SLOT_BUFS 18 /* 7 matrices, 11 vectors */
-#define DEC_GRAPHS 16  /* decode graphs a context may keep (decode_buckets) */
+#define DEC_GRAPHS 2 /* decode graphs a context may keep (decode_buckets) */
 typedef struct lslot {
     dlayer d;
     void *buf[SLOT_BUFS];
@@ -387,25 +387,11 @@ static size_t stage_device_bytes(const lb_model *m, int64_t l0, int64_t l1, bool
     return b;
 }
 
-/* LB_CUDA_ATT_BUCKETS=N: decode graphs for contexts of at most N, 2N, 4N ... positions below the single-launch
- * attention's longest (an experiment: each captured with its own bound, so k_att_one's blocks ask for the shared memory
- * of their bucket, 44 KB at 64 positions of head size 128, instead of that of the longest context; run 48 had k_att_one
- * add 10 us a layer to the step for trivial work). 0, the default: none. Read once. */
-static int64_t att_buckets(void) {
-    static const int64_t n = [] {
-        const char *v = getenv("LB_CUDA_ATT_BUCKETS");
-        const long long k = v ? atoll(v) : 0;
-        return k >= 8 ? (int64_t)k : (int64_t)0;
-    }();
-    return n;
-}
-
-/* The context's decode graphs: by default one for contexts of n_ctx, with one for those of at most one_max (the
- * single-launch attention's longest, 0: none) where that is shorter; LB_CUDA_ATT_BUCKETS adds the shorter buckets. */
+/* The context's decode graphs: one for contexts of n_ctx, with one for those of at most one_max (the single-launch
+ * attention's longest, 0: none) where that is shorter. */
 static void decode_buckets(lb_cuda_ctx *g, int64_t one_max) {
-    const int64_t C = g->n_ctx, top = one_max < C ? one_max : C;
+    const int64_t C = g->n_ctx;
     g->n_decode = 0;
-    for (int64_t b = att_buckets(); b > 0 && b < top && g->n_decode < DEC_GRAPHS - 2; b *= 2) g->decode_n[g->n_decode++] = b;
     if (one_max > 0 && one_max < C) g->decode_n[g->n_decode++] = one_max;
     g->decode_n[g->n_decode++] = C;
 }

@@ -131,7 +131,7 @@ __device__ __forceinline__ int act_code(float v, float id) {
     u = u <= 127.0f ? u : 127.0f;
     return __float2int_rn(u);
 }
-/* LB_CUDA_PDL is not 0 and the current device has compute capability 9 or more (read once per process) */
+/* LB_CUDA_PDL is not 0 and the current device has compute capability 9 or more (asked once a device) */
 bool cu_pdl_on(void);
 /* kernel<<<grid, block, smem, lb_cu_stream>>>(args...), with the programmatic serialization attribute when cu_pdl_on();
  * the kernel must follow pdl_enter's rule. Launch errors are left for cudaGetLastError, as with <<<>>>. */

@@ -1053,14 +1053,12 @@ template <int TY, int NT, bool DEEP> static void mvq_rows(const dweight *w, cons
  * where the type's Mq::MVT says it is the faster kernel for the product's rows, with LB_CUDA_MVT=1 every such product,
  * with LB_CUDA_MVT=0 none. mvt_mode: 0 none, 1 every one, 2 the types' choice */
 static int mvt_mode(void) {
-    static int mode = -1;
-    if (mode < 0) {
-        int dev = 0, major = 0;
-        const bool sm90 = cudaGetDevice(&dev) == cudaSuccess &&
-                          cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, dev) == cudaSuccess && major >= 9;
-        mode = !sm90 || cu_env_is("LB_CUDA_MVT", '0') ? 0 : cu_env_is("LB_CUDA_MVT", '1') ? 1 : 2;
-    }
-    return mode;
+    static cu_dev_cache<int> cache; /* per device: a pipeline may mix compute capabilities */
+    return cu_per_device(cache, [](int dev) {
+        int major = 0;
+        const bool sm90 = dev >= 0 && cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, dev) == cudaSuccess && major >= 9;
+        return !sm90 || cu_env_is("LB_CUDA_MVT", '0') ? 0 : cu_env_is("LB_CUDA_MVT", '1') ? 1 : 2;
+    });
 }
 
 template <int TY> static bool mvt_wanted(int64_t rows) {
