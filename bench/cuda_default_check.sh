@@ -6,8 +6,8 @@
 # kernels in the graph, each step where the time left allows. From the repository root, with a bench/cuda_pack.sh
 # tarball whose commit is in bench/out/bin/commit.txt (carry bench/out/bin):
 #   S=540 ALTS="LB_CUDA_ATT_ONE=0;LB_CUDA_ATT_ONE=64" DEPTH_ALTS="LB_CUDA_ATT_ONE=0" OUT=... bash bench/cuda_default_check.sh
-# Writes OUT/t (the tests' run.log and logs), OUT/ab, OUT/ab2 (run.log, traces), OUT/kern816.txt, OUT/ncu_att.txt, and
-# prints the summary lines.
+# Writes OUT/tests_run.log, OUT/kern816.txt, OUT/ncu_att.txt and OUT/logs.tgz (t: the tests' logs; ab, ab2: run.log,
+# traces; a call returns at most 8 files), and prints the summary lines, the tests' last.
 set -u
 T0=$(date +%s)
 S=${S:-540}
@@ -28,7 +28,11 @@ f=/tmp/lb8b/q4_k_m.gguf
 [ "$(R)" -gt 25 ] && [ -n "$NCU" ] && [ -f $f ] &&
   timeout $(($(R) - 3)) "$NCU" --clock-control none -k regex:"k_att_one|k_att_split|k_rmsnorm_act|k_silu_act" -s 700 -c 4 \
     --set full build/cuda_bench $f --device cuda --pp 64 --tg 16 --reps 1 >"$OUT/ncu_att.txt" 2>&1
-for l in t ab ab2; do grep -v "gpu - ref" "$OUT/$l/run.log" 2>/dev/null; done
+for l in ab ab2; do grep -v "^\[" "$OUT/$l/run.log" 2>/dev/null; done
 cat "$OUT/kern816.txt" 2>/dev/null
 grep -E "^  k_|Duration|Achieved Occupancy|Registers Per|Dynamic Shared Memory Per|Grid Size" "$OUT/ncu_att.txt" 2>/dev/null | head -40
+grep -v "gpu - ref" "$OUT/t/run.log" 2>/dev/null # last: the tests' lines stay in the call's output tail
+# a call returns at most 8 files: the logs and traces in one archive beside kern816.txt and ncu_att.txt
+cp "$OUT/t/run.log" "$OUT/tests_run.log" 2>/dev/null
+tar czf "$OUT/logs.tgz" -C "$OUT" t ab ab2 2>/dev/null && rm -rf "$OUT/t" "$OUT/ab" "$OUT/ab2"
 echo "== done $(($(date +%s) - T0)) s"

@@ -744,24 +744,16 @@ __global__ void __launch_bounds__(NA_WARPS * 32) k_att_combine(const float *part
  * 256 elements of the group's hb D, which BE divides). The summation order depends on the shape and n alone.
  * Shared memory: keys and values 4 nmax D bytes, the scores hb nmax floats, q, the sums' subsets (ao_smem).
  */
-#define AO_THREADS 256
+#define AO_THREADS 512 /* run 53 (H100): tg128 Q4_0 +1.3 %, Q4_K_M +0.7 % against 256 (k_att_one 8.8 us less a step); 1,024 lost */
 #define AO_ND 32768 /* nmax D at most: 128 KB of keys and values */
 
-/* LB_CUDA_AO_THREADS=512 or 1024: k_att_one's blocks of that many threads instead of AO_THREADS (an experiment until
- * timed: run 49's ncu had its 8 blocks of 256 threads at 9 us for the 8B shape's 128 positions, latency in each phase;
- * more threads take fewer positions each in the scores and the weighted sum). Read once. */
-static int ao_threads(void) {
-    static const int n = cu_env_is("LB_CUDA_AO_THREADS", '5') ? 512 : cu_env_is("LB_CUDA_AO_THREADS", '1') ? 1024 : AO_THREADS;
-    return n;
-}
-
-static size_t ao_smem(int hb, int D, int64_t nmax, int nt) {
-    const int S = nt / (D / 2);
+static size_t ao_smem(int hb, int D, int64_t nmax) {
+    const int S = AO_THREADS / (D / 2);
     return (size_t)nmax * (size_t)(4 * D + 4 * hb) + (size_t)(ATT_MAX_HB + hb * D + S * hb * D) * sizeof(float);
 }
 
-template <int BE, int NT = AO_THREADS>
-__global__ void __launch_bounds__(NT) k_att_one(const float *q, const __half *kc, const __half *vc, float *out, int H, int KV, int D,
+template <int BE>
+__global__ void __launch_bounds__(AO_THREADS) k_att_one(const float *q, const __half *kc, const __half *vc, float *out, int H, int KV, int D,
                                                         int hb, int nmax, const int64_t *pos, int t_off, cu_att_new nw, int8_t *aq,
                                                         float2 *ad) {
     extern __shared__ uint4 ao4_[];
@@ -771,7 +763,7 @@ __global__ void __launch_bounds__(NT) k_att_one(const float *q, const __half *kc
     const int n = (int)(p_old + t_off + t + 1), nold = p_old < n ? (int)p_old : n;
     __half *ks = (__half *)ao4_, *vs = ks + (size_t)nmax * D;
     float *sc = (float *)(vs + (size_t)nmax * D), *inv = sc + (size_t)hb * nmax, *qs = inv + ATT_MAX_HB, *red = qs + hb * D;
-    for (int u = threadIdx.x; u < nold * upr; u += NT) {
+    for (int u = threadIdx.x; u < nold * upr; u += AO_THREADS) {
         const size_t off = (size_t)(u / upr) * kvd + (size_t)kvh * D + 8 * (u % upr);
         cp_async(ks + 8 * u, kc + off, 16);
         cp_async(vs + 8 * u, vc + off, 16);
@@ -779,7 +771,7 @@ __global__ void __launch_bounds__(NT) k_att_one(const float *q, const __half *kc
     cp_commit();
     pdl_enter();
     const bool writer = nw.k && h0 % (H / KV) == 0; /* the first group of the KV head stores the new cache row */
-    for (int u = nold * upr + threadIdx.x; u < n * upr; u += NT) {
+    for (int u = nold * upr + threadIdx.x; u < n * upr; u += AO_THREADS) {
         const int j = u / upr;
         const size_t off = (size_t)j * kvd + (size_t)kvh * D + 8 * (u % upr);
         uint4 rk, rv;
@@ -796,14 +788,14 @@ __global__ void __launch_bounds__(NT) k_att_one(const float *q, const __half *kc
         *(uint4 *)(ks + 8 * u) = rk;
         *(uint4 *)(vs + 8 * u) = rv;
     }
-    for (int i = threadIdx.x; i < hb * D; i += NT) {
+    for (int i = threadIdx.x; i < hb * D; i += AO_THREADS) {
         const float *qh = q + ((int64_t)t * H + h0 + i / D) * D;
         qs[i] = nw.k ? rope_elem(qh, i % D, D, nw.cs + p_old * (D / 2), nw.sn + p_old * (D / 2), nw.inter) : qh[i % D];
     }
     cp_wait<0>();
     __syncthreads();
     const float scale = 1.0f / sqrtf((float)D);
-    for (int jb = warp * 4; jb < n; jb += NT / 8) { /* scores: eight lanes a position, four a warp */
+    for (int jb = warp * 4; jb < n; jb += AO_THREADS / 8) { /* scores: eight lanes a position, four a warp */
         const int j = jb + lane / 8;
         float a[ATT_MAX_HB];
 #pragma unroll
@@ -817,7 +809,7 @@ __global__ void __launch_bounds__(NT) k_att_one(const float *q, const __half *kc
             }
     }
     __syncthreads();
-    for (int g = warp; g < hb; g += NT / 32) { /* a warp a head: the softmax over all n */
+    for (int g = warp; g < hb; g += AO_THREADS / 32) { /* a warp a head: the softmax over all n */
         float *sg = sc + (size_t)g * nmax, m = -INFINITY, l = 0.0f;
         for (int j = lane; j < n; j += 32) m = fmaxf(m, sg[j]);
         for (int o = 16; o > 0; o /= 2) m = fmaxf(m, __shfl_xor_sync(0xffffffffu, m, o));
@@ -830,7 +822,7 @@ __global__ void __launch_bounds__(NT) k_att_one(const float *q, const __half *kc
         if (lane == 0) inv[g] = 1.0f / l;
     }
     __syncthreads();
-    const int P = D / 2, S = NT / P, col = threadIdx.x % P, sub = threadIdx.x / P, HD = hb * D;
+    const int P = D / 2, S = AO_THREADS / P, col = threadIdx.x % P, sub = threadIdx.x / P, HD = hb * D;
     if (sub < S) { /* the weighted sum of v */
         float2 acc[ATT_MAX_HB];
 #pragma unroll
@@ -851,7 +843,7 @@ __global__ void __launch_bounds__(NT) k_att_one(const float *q, const __half *kc
             if (g < hb) red[sub * HD + g * D + 2 * col] = acc[g].x, red[sub * HD + g * D + 2 * col + 1] = acc[g].y;
     }
     __syncthreads();
-    for (int e0 = warp * 256; e0 < HD; e0 += NT / 32 * 256) { /* warp-uniform: act_round8 shuffles */
+    for (int e0 = warp * 256; e0 < HD; e0 += AO_THREADS / 32 * 256) { /* warp-uniform: act_round8 shuffles */
         const int e = e0 + 8 * lane;
         const bool valid = e < HD;
         float v[8];
@@ -894,9 +886,8 @@ int64_t cu_attention_one_max(int H, int KV, int D, bool force) {
     const int64_t cap = force ? (int64_t)INT64_MAX : att_one_cap();
     if (!cap || !cu_attention_split_fits(D)) return 0;
     const int most = cu_dev_smem_optin();
-    const int hb = att_hb(H, KV), nt = ao_threads();
-    if (D / 2 > nt) return 0;
-    const size_t fixed = ao_smem(hb, D, 0, nt), per = ao_smem(hb, D, 1, nt) - fixed;
+    const int hb = att_hb(H, KV);
+    const size_t fixed = ao_smem(hb, D, 0), per = ao_smem(hb, D, 1) - fixed;
     int64_t n = (size_t)most > fixed ? (int64_t)(((size_t)most - fixed) / per) : 0;
     if (n > AO_ND / D) n = AO_ND / D;
     if (n > cap) n = cap;
@@ -941,22 +932,19 @@ void cu_attention_split(const float *q, const __half *kc, const __half *vc, floa
     void (*combine)(const float *, float *, int, int, int, const int64_t *, int, int8_t *, float2 *) = combines[vi];
     if (one != 0 && cu_attention_one_fits(H, KV, D, max_n, xa ? be : 0, one > 0)) { /* one launch: no chunks to combine */
         const int nmax = (int)((max_n + 7) / 8 * 8);
-        const int nth = ao_threads(), ni = nth == 1024 ? 2 : nth == 512 ? 1 : 0;
-        const size_t osm = ao_smem(hb, D, nmax, nth);
-        void (*const ones[3][3])(const float *, const __half *, const __half *, float *, int, int, int, int, int, const int64_t *, int,
-                                 cu_att_new, int8_t *, float2 *) = {{k_att_one<0>, k_att_one<32>, k_att_one<256>},
-                                                                    {k_att_one<0, 512>, k_att_one<32, 512>, k_att_one<256, 512>},
-                                                                    {k_att_one<0, 1024>, k_att_one<32, 1024>, k_att_one<256, 1024>}};
+        const size_t osm = ao_smem(hb, D, nmax);
+        void (*const ones[3])(const float *, const __half *, const __half *, float *, int, int, int, int, int, const int64_t *, int,
+                              cu_att_new, int8_t *, float2 *) = {k_att_one<0>, k_att_one<32>, k_att_one<256>};
         void (*k1)(const float *, const __half *, const __half *, float *, int, int, int, int, int, const int64_t *, int, cu_att_new, int8_t *,
-                   float2 *) = ones[ni][vi];
-        static cu_dev_cache<bool> raised[3][3]; /* each variant's limit at the device's opt-in maximum, once a device */
+                   float2 *) = ones[vi];
+        static cu_dev_cache<bool> raised[3]; /* each variant's limit at the device's opt-in maximum, once a device */
         if (osm > 48 * 1024)
-            cu_per_device(raised[ni][vi], [k1](int) {
+            cu_per_device(raised[vi], [k1](int) {
                 return cudaFuncSetAttribute(k1, cudaFuncAttributeMaxDynamicSharedMemorySize, cu_dev_smem_optin()) == cudaSuccess;
             });
         for (int t0 = 0; t0 < T; t0 += AS_TOKENS) {
             const int nt = T - t0 < AS_TOKENS ? T - t0 : AS_TOKENS;
-            cu_launch(k1, dim3((unsigned)(H / hb), (unsigned)nt), dim3(nth), osm, q + (size_t)t0 * (size_t)H * (size_t)D, kc, vc,
+            cu_launch(k1, dim3((unsigned)(H / hb), (unsigned)nt), dim3(AO_THREADS), osm, q + (size_t)t0 * (size_t)H * (size_t)D, kc, vc,
                       out, H, KV, D, hb, nmax, pos, t0, nw, aq, ad);
         }
         return;
