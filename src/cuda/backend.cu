@@ -137,12 +137,24 @@ static void mm_ws_free(mm_ws *ws) {
     memset(ws, 0, sizeof *ws);
 }
 
+/* The norm a one-token product adding into the residual stream computes after itself (mm's tail): xn = RMSNorm(out) w,
+ * rounded for the product with wn (block be), the counter the kernel's blocks count themselves on */
+typedef struct norm_tail {
+    const float *w;
+    float *xn;
+    float eps;
+    const dweight *wn;
+    int be;
+    unsigned *count;
+} norm_tail;
+
 /* out (T, ldo) = x (T, K) . W^T: fused kernels for few tokens, else F16 tiles of W through cuBLAS (an exact
  * workspace: the fused kernels on slices of LB_CUDA_MV_MAX tokens, whatever T). same_x: x has not changed since the
  * previous product, so activations it left prepared for the same kind of weight are used again. add: out += x . W^T,
- * only where the fused kernels take the product (T <= LB_CUDA_MV_MAX, not exact, force < 0: callers check mm_adds). */
+ * only where the fused kernels take the product (T <= LB_CUDA_MV_MAX, not exact, force < 0: callers check mm_adds).
+ * tail (one token, add): the norm of out after the product, rounded for tail->wn into x16 (then marked prepared). */
 static lb_status mm(mm_ws *ws, const float *x, int64_t T, const dweight *w, float *out, int64_t ldo, int force, bool same_x,
-                    lb_error *err, bool add = false) {
+                    lb_error *err, bool add = false, const norm_tail *tail = NULL) {
     const int64_t K = w->cols, N = w->rows;
     const int path = force >= 0 ? force : T <= LB_CUDA_MV_MAX || ws->exact ? 0 : 1;
     lb_status s = mm_ws_ready(ws, (size_t)(T * K), path == 1, err);
@@ -175,6 +187,19 @@ static lb_status mm(mm_ws *ws, const float *x, int64_t T, const dweight *w, floa
         ws->act_K = K;
         ws->act_path = path;
         ws->act_kind = kind;
+    }
+    if (path == 0 && tail) { /* one token adding into out (T 1, add): then the norm of out, rounded for tail->wn, in x16 */
+        if (!cu_matvec_add_norm(w, ws->x16, out, tail->w, tail->eps, tail->be, tail->xn, ws->x16, tail->count)) {
+            cu_matvec(w, ws->x16, 1, out, ldo, true);
+            cu_rmsnorm_act(out, tail->w, tail->xn, 1, (int)N, tail->eps, tail->be, ws->x16);
+        }
+        ws->act_x = tail->xn;
+        ws->act_T = 1;
+        ws->act_K = N;
+        ws->act_path = 0;
+        ws->act_kind = act_kind(tail->wn->type, 0);
+        CK(cudaGetLastError(), "in a weight product");
+        return LB_OK;
     }
     if (path == 0) {
         cu_matvec(w, ws->x16, (int)T, out, ldo, add);
@@ -239,6 +264,7 @@ struct lb_cuda_ctx {
     float *x, *xn, *q, *k, *v, *att, *g, *u, *tmp; /* n_batch rows */
     float *logits;               /* (n_batch, V) */
     float *att_part;             /* the split attention's scratch (unless LB_CUDA_ATT_SPLIT=0) */
+    unsigned *tail_count;        /* the norm tail's counter of finished blocks (LB_CUDA_NORM_TAIL; zero between launches) */
     float *qkv1, *gu1;           /* one token's fused products (q | k | v, gate | up) */
     int32_t *tok_d;              /* n_batch */
     double *lse, *nll, *kl;      /* n_batch */
@@ -418,6 +444,8 @@ static lb_status alloc_state(lb_cuda_ctx *g, lb_error *err) {
     if (s == LB_OK) s = dalloc(g, (void **)&g->kl, (size_t)B * sizeof(double), "scores", err);
     if (s == LB_OK) s = dalloc(g, (void **)&g->amax, (size_t)B * sizeof(long long), "scores", err);
     if (s == LB_OK) s = dalloc(g, (void **)&g->pos_d, sizeof(int64_t), "the position", err);
+    if (s == LB_OK) s = dalloc(g, (void **)&g->tail_count, sizeof(unsigned), "a counter", err);
+    if (s == LB_OK) CK(cudaMemset(g->tail_count, 0, sizeof(unsigned)), "clearing a counter");
     int64_t kmax = E > qd ? E : qd;
     kmax = kmax > F ? kmax : F;
     if (s == LB_OK) s = mm_ws_ready(&g->ws, (size_t)(B * kmax), false, err); /* before any graph capture */
@@ -665,6 +693,13 @@ static bool norm_for(lb_cuda_ctx *g, float *x, const float *nw, float *xn, const
     return false;
 }
 
+/* LB_CUDA_NORM_TAIL=1: the FFN's one-token RMSNorm computed by the o product's last block (mm's tail,
+ * cu_matvec_add_norm) where its kernel takes it; an experiment, off by default until timed on a GPU */
+static bool norm_tail_on(void) {
+    static const bool on = cu_env_is("LB_CUDA_NORM_TAIL", '1');
+    return on;
+}
+
 /* Whether a product of T tokens with bias b adds itself into the residual stream g->x (mm's add) */
 static bool residual_fused(const lb_cuda_ctx *g, int64_t T, const float *b) { return fuse_act_on() && !b && mm_adds(&g->ws, T); }
 
@@ -752,7 +787,15 @@ static lb_status layer_forward_part(lb_cuda_ctx *g, const dlayer *l, int64_t il,
     bool pre = false; /* its input rounded by the norm */
     if (from <= LB_OBS_ATTN_OUT_IN) {
         OBSERVE(LB_OBS_ATTN_OUT_IN, g->att, qd);
-        if (residual_fused(g, T, l->bo)) { /* g->x += o; the norm then rounds for the FFN's first product */
+        int be = 0;
+        const bool tail = residual_fused(g, T, l->bo) && T == 1 && norm_tail_on() && stop < 0 && !g->obs && !g->dobs &&
+                          act_fusable(g, wf, T, E, &be, err, &ns) && aligned16(g->x) && aligned16(l->ffn_norm) && aligned16(g->xn);
+        TRY(ns);
+        if (tail) { /* g->x += o, then the norm rounding for the FFN's first product, in one launch where the kernel takes it */
+            const norm_tail nt = {l->ffn_norm, g->xn, eps, wf, be, g->tail_count};
+            TRY(mm(&g->ws, g->att, T, &l->wo, g->x, E, -1, att_pre, err, true, &nt));
+            pre = true;
+        } else if (residual_fused(g, T, l->bo)) { /* g->x += o; the norm then rounds for the FFN's first product */
             TRY(mm(&g->ws, g->att, T, &l->wo, g->x, E, -1, att_pre, err, true));
             pre = norm_for(g, g->x, l->ffn_norm, g->xn, wf, T, err, &ns);
             TRY(ns);
@@ -1132,6 +1175,61 @@ extern "C" lb_status lb_cuda_test_matmul(int device, lb_type type, const void *w
 extern "C" lb_status lb_cuda_test_matmul_add(int device, lb_type type, const void *w, int64_t N, int64_t K, const float *x, int64_t T,
                                              const float *base, float *out, lb_error *err) {
     return test_matmul(device, type, w, N, K, x, T, base, out, 0, err);
+}
+
+extern "C" lb_status lb_cuda_test_add_norm(int device, lb_type type, const void *w, int64_t N, int64_t K, const float *x, const float *base,
+                                          const float *nw, float eps, int be, float *out_fused, float *out_sep, float *xn_fused,
+                                          float *xn_sep, void *act_fused, void *act_sep, lb_error *err) {
+    lb_status s = use_device(device, err);
+    if (s != LB_OK) return s;
+    lb_cu_stream = 0;
+    if (!cu_matvec_q8(type) || K % 256 || N % 256 || N < 256 || (be != 32 && be != 256))
+        return lb_err_set(err, LB_ERR_UNSUPPORTED, "no 8-bit product or norm for this type, shape or block");
+    const size_t rb = lb_type_row_size(type, K), ab = (size_t)(N > K ? N : K) * 2 + 64, nb = (size_t)N * sizeof(float);
+    dweight d = {type, NULL, N, K, rb};
+    float *f = NULL; /* x (K), nw, o1, o2, xn1, xn2 (N each) */
+    uint8_t *a = NULL; /* act1, act2 */
+    unsigned *count = NULL;
+    CK(cudaMalloc((void **)&d.data, rb * (size_t)N), "test weights");
+    cudaError_t e = cudaMalloc((void **)&f, (size_t)(K + 5 * N) * sizeof(float));
+    if (e == cudaSuccess) e = cudaMalloc((void **)&a, 2 * ab);
+    if (e == cudaSuccess) e = cudaMalloc((void **)&count, sizeof(unsigned));
+    float *xd = f, *nd = f + K, *o1 = nd + N, *o2 = o1 + N, *xn1 = o2 + N, *xn2 = xn1 + N;
+    if (e == cudaSuccess) e = cudaMemcpy((void *)d.data, w, rb * (size_t)N, cudaMemcpyHostToDevice);
+    if (e == cudaSuccess) e = cudaMemcpy(xd, x, (size_t)K * sizeof(float), cudaMemcpyHostToDevice);
+    if (e == cudaSuccess) e = cudaMemcpy(nd, nw, nb, cudaMemcpyHostToDevice);
+    if (e == cudaSuccess) e = cudaMemset(count, 0, sizeof(unsigned));
+    if (e != cudaSuccess) s = cuda_fail(err, e, "in the norm tail test");
+    /* twice: the second launch finds the counter zeroed by the first */
+    for (int rep = 0; rep < 2 && s == LB_OK; rep++) {
+        if ((e = cudaMemcpy(o1, base, nb, cudaMemcpyHostToDevice)) != cudaSuccess || (e = cudaMemcpy(o2, base, nb, cudaMemcpyHostToDevice)) != cudaSuccess ||
+            (e = cudaMemset(xn1, 0xff, 2 * nb)) != cudaSuccess || (e = cudaMemset(a, 0x5a, 2 * ab)) != cudaSuccess) {
+            s = cuda_fail(err, e, "in the norm tail test");
+            break;
+        }
+        cu_act_prepare(type, xd, 1, K, a);
+        cu_act_prepare(type, xd, 1, K, a + ab);
+        if (!cu_matvec_add_norm(&d, a, o1, nd, eps, be, xn1, a, count)) {
+            s = lb_err_set(err, LB_ERR_UNSUPPORTED, "cu_matvec_add_norm does not take this product (its type, shape, kernel or device)");
+            break;
+        }
+        cu_matvec(&d, a + ab, 1, o2, N, true);
+        cu_rmsnorm_act(o2, nd, xn2, 1, (int)N, eps, be, a + ab);
+        if ((e = cudaDeviceSynchronize()) != cudaSuccess) s = cuda_fail(err, e, "in the norm tail test");
+    }
+    const size_t an = (size_t)N + (size_t)N / 32 * sizeof(float2);
+    if (s == LB_OK && ((e = cudaMemcpy(out_fused, o1, nb, cudaMemcpyDeviceToHost)) != cudaSuccess ||
+                       (e = cudaMemcpy(out_sep, o2, nb, cudaMemcpyDeviceToHost)) != cudaSuccess ||
+                       (e = cudaMemcpy(xn_fused, xn1, nb, cudaMemcpyDeviceToHost)) != cudaSuccess ||
+                       (e = cudaMemcpy(xn_sep, xn2, nb, cudaMemcpyDeviceToHost)) != cudaSuccess ||
+                       (e = cudaMemcpy(act_fused, a, an, cudaMemcpyDeviceToHost)) != cudaSuccess ||
+                       (e = cudaMemcpy(act_sep, a + ab, an, cudaMemcpyDeviceToHost)) != cudaSuccess))
+        s = cuda_fail(err, e, "reading the norm tail test");
+    cudaFree((void *)d.data);
+    cudaFree(f);
+    cudaFree(a);
+    cudaFree(count);
+    return s;
 }
 
 extern "C" lb_status lb_cuda_test_fused_act(int device, lb_type type, int op, const float *x, const float *y, const float *w,
