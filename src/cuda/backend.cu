@@ -265,6 +265,7 @@ struct lb_cuda_ctx {
     float *logits;               /* (n_batch, V) */
     float *att_part;             /* the split attention's scratch (unless LB_CUDA_ATT_SPLIT=0) */
     unsigned *tail_count;        /* the norm tail's counter of finished blocks (LB_CUDA_NORM_TAIL; zero between launches) */
+    bool xn_pre;                 /* xn holds the next layer's (or the head's) norm, x16 its rounding: the down product's tail */
     float *qkv1, *gu1;           /* one token's fused products (q | k | v, gate | up) */
     int32_t *tok_d;              /* n_batch */
     double *lse, *nll, *kl;      /* n_batch */
@@ -694,10 +695,24 @@ static bool norm_for(lb_cuda_ctx *g, float *x, const float *nw, float *xn, const
 }
 
 /* LB_CUDA_NORM_TAIL=1: the FFN's one-token RMSNorm computed by the o product's last block (mm's tail,
- * cu_matvec_add_norm) where its kernel takes it; an experiment, off by default until timed on a GPU */
-static bool norm_tail_on(void) {
-    static const bool on = cu_env_is("LB_CUDA_NORM_TAIL", '1');
-    return on;
+ * cu_matvec_add_norm) where its kernel takes it; =2 also the next layer's (or the head's) norm by the down product's;
+ * an experiment, off by default until timed on a GPU. 0, 1 or 2, read once. */
+static int norm_tail_mode(void) {
+    static const int m = cu_env_is("LB_CUDA_NORM_TAIL", '1') ? 1 : cu_env_is("LB_CUDA_NORM_TAIL", '2') ? 2 : 0;
+    return m;
+}
+
+/* The norm after a layer's down product: the next layer's attention norm or the output norm (w), rounded for the product
+ * that reads it (wn) */
+typedef struct norm_next {
+    const float *w;
+    const dweight *wn;
+} norm_next;
+
+/* The attention's first product of T tokens: q, k, v in one matrix, or q and k, or q alone */
+static const dweight *attn_first(const lb_cuda_ctx *g, const dlayer *l, int64_t T) {
+    const bool fuse = T == 1 && g->qkv1 && fuse_on();
+    return fuse && l->wqkv.data ? &l->wqkv : fuse && l->wqk.data ? &l->wqk : &l->wq;
 }
 
 /* Whether a product of T tokens with bias b adds itself into the residual stream g->x (mm's add) */
@@ -710,7 +725,7 @@ static bool residual_fused(const lb_cuda_ctx *g, int64_t T, const float *b) { re
  * input, the attention output taken from att), LB_OBS_FFN_IN (g->x the stream after the attention block); att,
  * when not NULL on a run from the start past the attention, receives the attention output (T, qd). */
 static lb_status layer_forward_part(lb_cuda_ctx *g, const dlayer *l, int64_t il, int64_t T, int64_t max_n, int from, int stop, float *att,
-                                    lb_error *err) {
+                                    lb_error *err, const norm_next *nx = NULL) {
     const lb_model_info *h = &g->m->info;
     const int64_t E = h->n_embd, D = h->head_dim, H = h->n_head, KV = h->n_head_kv, F = h->n_ff;
     const int64_t qd = H * D, kvd = KV * D;
@@ -719,9 +734,10 @@ static lb_status layer_forward_part(lb_cuda_ctx *g, const dlayer *l, int64_t il,
     lb_status ns = LB_OK;
     bool att_pre = false; /* the attention rounded its output for the o product */
     if (from == LB_OBS_ATTN_IN) {
-        const dweight *w1 = fuse && l->wqkv.data ? &l->wqkv : fuse && l->wqk.data ? &l->wqk : &l->wq; /* the first product */
+        const dweight *w1 = attn_first(g, l, T); /* the first product */
         const bool qkv1 = w1 == &l->wqkv, qk1 = w1 == &l->wqk;
-        const bool pre = norm_for(g, g->x, l->attn_norm, g->xn, w1, T, err, &ns);
+        const bool pre = g->xn_pre || norm_for(g, g->x, l->attn_norm, g->xn, w1, T, err, &ns); /* xn_pre: the down product's tail */
+        g->xn_pre = false;
         TRY(ns);
         OBSERVE(LB_OBS_ATTN_IN, g->xn, E);
         float *q = g->q, *k = g->k, *v = g->v;
@@ -788,7 +804,7 @@ static lb_status layer_forward_part(lb_cuda_ctx *g, const dlayer *l, int64_t il,
     if (from <= LB_OBS_ATTN_OUT_IN) {
         OBSERVE(LB_OBS_ATTN_OUT_IN, g->att, qd);
         int be = 0;
-        const bool tail = residual_fused(g, T, l->bo) && T == 1 && norm_tail_on() && stop < 0 && !g->obs && !g->dobs &&
+        const bool tail = residual_fused(g, T, l->bo) && T == 1 && norm_tail_mode() >= 1 && stop < 0 && !g->obs && !g->dobs &&
                           act_fusable(g, wf, T, E, &be, err, &ns) && aligned16(g->x) && aligned16(l->ffn_norm) && aligned16(g->xn);
         TRY(ns);
         if (tail) { /* g->x += o, then the norm rounding for the FFN's first product, in one launch where the kernel takes it */
@@ -832,6 +848,16 @@ static lb_status layer_forward_part(lb_cuda_ctx *g, const dlayer *l, int64_t il,
         cu_silu_mul(gp, up, T * F);
     }
     OBSERVE(LB_OBS_FFN_DOWN_IN, gp, F);
+    int nbe = 0;
+    const bool tail2 = nx && residual_fused(g, T, l->b_down) && T == 1 && norm_tail_mode() == 2 && stop < 0 && !g->obs && !g->dobs &&
+                       act_fusable(g, nx->wn, T, E, &nbe, err, &ns) && aligned16(g->x) && aligned16(nx->w) && aligned16(g->xn);
+    TRY(ns);
+    if (tail2) { /* g->x += down, then the next norm rounding for its product (nx), in one launch where the kernel takes it */
+        const norm_tail nt = {nx->w, g->xn, eps, nx->wn, nbe, g->tail_count};
+        TRY(mm(&g->ws, gp, T, &l->w_down, g->x, E, -1, down_pre, err, true, &nt));
+        g->xn_pre = true;
+        return LB_OK;
+    }
     if (residual_fused(g, T, l->b_down)) return mm(&g->ws, gp, T, &l->w_down, g->x, E, -1, down_pre, err, true);
     TRY(mm(&g->ws, gp, T, &l->w_down, g->tmp, E, -1, down_pre, err));
     if (l->b_down) cu_add_bias(g->tmp, l->b_down, (int)T, (int)E);
@@ -839,8 +865,9 @@ static lb_status layer_forward_part(lb_cuda_ctx *g, const dlayer *l, int64_t il,
     return LB_OK;
 }
 
-static lb_status layer_forward(lb_cuda_ctx *g, const dlayer *l, int64_t il, int64_t T, int64_t max_n, int stop, lb_error *err) {
-    return layer_forward_part(g, l, il, T, max_n, LB_OBS_ATTN_IN, stop, NULL, err);
+static lb_status layer_forward(lb_cuda_ctx *g, const dlayer *l, int64_t il, int64_t T, int64_t max_n, int stop, lb_error *err,
+                               const norm_next *nx = NULL) {
+    return layer_forward_part(g, l, il, T, max_n, LB_OBS_ATTN_IN, stop, NULL, err, nx);
 }
 
 /* The last stage of a pipeline (a one-device context: itself). */
@@ -870,7 +897,13 @@ static lb_status forward(lb_cuda_ctx *g, int64_t T, int want, int64_t max_n, lb_
             CK(cudaMemcpyAsync(g->tok_d, g->pin_tok, (size_t)T * sizeof(int32_t), cudaMemcpyHostToDevice, g->st), "uploading token ids");
             cu_embed(&g->tok, g->tok_d, (int)T, g->x);
         }
-        for (int64_t il = st->l0; il < st->l1; il++) TRY(layer_forward(st, &st->L[il], il, T, max_n, -1, err));
+        st->xn_pre = false;
+        for (int64_t il = st->l0; il < st->l1; il++) { /* the norm after each down product: the next layer's, or the head's */
+            norm_next nx = {NULL, NULL};
+            if (il + 1 < st->l1) nx = norm_next{st->L[il + 1].attn_norm, attn_first(st, &st->L[il + 1], T)};
+            else if (!st->next && want == 1) nx = norm_next{st->out_norm, &st->out};
+            TRY(layer_forward(st, &st->L[il], il, T, max_n, -1, err, nx.w ? &nx : NULL));
+        }
         if (st->next) {
             CK(cudaMemcpyPeerAsync(st->next->x, st->next->dev, st->x, st->dev, (size_t)(T * E) * sizeof(float), st->st),
                "passing the residual stream to the next GPU");
@@ -884,7 +917,8 @@ static lb_status forward(lb_cuda_ctx *g, int64_t T, int want, int64_t max_n, lb_
         TRY(mm(&t->ws, t->xn, T, &t->out, t->logits, V, -1, false, err));
     } else if (want == 1) {
         lb_status ns = LB_OK;
-        const bool pre = norm_for(t, t->x + (T - 1) * E, t->out_norm, t->xn, &t->out, 1, err, &ns);
+        const bool pre = t->xn_pre || norm_for(t, t->x + (T - 1) * E, t->out_norm, t->xn, &t->out, 1, err, &ns);
+        t->xn_pre = false;
         TRY(ns);
         TRY(mm(&t->ws, t->xn, 1, &t->out, t->logits, V, -1, pre, err));
         CK(cudaMemcpyAsync(t->pin_logits, t->logits, (size_t)V * sizeof(float), cudaMemcpyDeviceToHost, t->st), "reading logits");
