@@ -137,6 +137,15 @@ static void mm_ws_free(mm_ws *ws) {
     memset(ws, 0, sizeof *ws);
 }
 
+/* The activations x (T, K) as the fused product with w takes them were just written to ws->x16 by x's producer */
+static void act_prepared(mm_ws *ws, const float *x, const dweight *w, int64_t T) {
+    ws->act_x = x;
+    ws->act_T = T;
+    ws->act_K = w->cols;
+    ws->act_path = 0;
+    ws->act_kind = act_kind(w->type, 0);
+}
+
 /* The norm a one-token product adding into the residual stream computes after itself (mm's tail): xn = RMSNorm(out) w,
  * rounded for the product with wn (block be), the counter the kernel's blocks count themselves on */
 typedef struct norm_tail {
@@ -193,11 +202,7 @@ static lb_status mm(mm_ws *ws, const float *x, int64_t T, const dweight *w, floa
             cu_matvec(w, ws->x16, 1, out, ldo, true);
             cu_rmsnorm_act(out, tail->w, tail->xn, 1, (int)N, tail->eps, tail->be, ws->x16);
         }
-        ws->act_x = tail->xn;
-        ws->act_T = 1;
-        ws->act_K = N;
-        ws->act_path = 0;
-        ws->act_kind = act_kind(tail->wn->type, 0);
+        act_prepared(ws, tail->xn, tail->wn, 1);
         CK(cudaGetLastError(), "in a weight product");
         return LB_OK;
     }
@@ -659,15 +664,6 @@ static bool rope_fuse_on(void) {
 
 static bool aligned16(const void *p) { return ((uintptr_t)p & 15) == 0; }
 
-/* The activations x (T, K) as the fused product with w takes them were just written to ws->x16 by x's producer */
-static void act_prepared(mm_ws *ws, const float *x, const dweight *w, int64_t T) {
-    ws->act_x = x;
-    ws->act_T = T;
-    ws->act_K = w->cols;
-    ws->act_path = 0;
-    ws->act_kind = act_kind(w->type, 0);
-}
-
 /* Whether the producer of x (T, n), the input of the product with w, can round x for it in the same launch: then the
  * activation scratch is ready for it (*s says whether that failed) and the block length is in *be */
 static bool act_fusable(lb_cuda_ctx *g, const dweight *w, int64_t T, int64_t n, int *be, lb_error *err, lb_status *s) {
@@ -694,6 +690,9 @@ static bool norm_for(lb_cuda_ctx *g, float *x, const float *nw, float *xn, const
     return false;
 }
 
+/* Whether a product of T tokens with bias b adds itself into the residual stream g->x (mm's add) */
+static bool residual_fused(const lb_cuda_ctx *g, int64_t T, const float *b) { return fuse_act_on() && !b && mm_adds(&g->ws, T); }
+
 /* LB_CUDA_NORM_TAIL=1: the FFN's one-token RMSNorm computed by the o product's last block (mm's tail,
  * cu_matvec_add_norm) where its kernel takes it; =2 also the next layer's (or the head's) norm by the down product's;
  * an experiment, off by default until timed on a GPU. 0, 1 or 2, read once. */
@@ -709,14 +708,25 @@ typedef struct norm_next {
     const dweight *wn;
 } norm_next;
 
+/* Whether the one-token product of T tokens with bias b adding into g->x can take the norm after it (mm's tail, at
+ * LB_CUDA_NORM_TAIL level `level` or above): xn = RMSNorm(g->x) nw rounded for the product with wn, described in *nt.
+ * Only where no observer or end of a layer part (stop) reads xn first. *s says whether the scratch failed. */
+static bool norm_tail_for(lb_cuda_ctx *g, int64_t T, const float *b, int stop, int level, const float *nw, const dweight *wn, norm_tail *nt,
+                          lb_error *err, lb_status *s) {
+    *s = LB_OK;
+    int be = 0;
+    if (!residual_fused(g, T, b) || T != 1 || norm_tail_mode() < level || stop >= 0 || g->obs || g->dobs ||
+        !act_fusable(g, wn, T, g->m->info.n_embd, &be, err, s) || !aligned16(g->x) || !aligned16(nw) || !aligned16(g->xn))
+        return false;
+    *nt = norm_tail{nw, g->xn, g->m->info.rms_eps, wn, be, g->tail_count};
+    return true;
+}
+
 /* The attention's first product of T tokens: q, k, v in one matrix, or q and k, or q alone */
 static const dweight *attn_first(const lb_cuda_ctx *g, const dlayer *l, int64_t T) {
     const bool fuse = T == 1 && g->qkv1 && fuse_on();
     return fuse && l->wqkv.data ? &l->wqkv : fuse && l->wqk.data ? &l->wqk : &l->wq;
 }
-
-/* Whether a product of T tokens with bias b adds itself into the residual stream g->x (mm's add) */
-static bool residual_fused(const lb_cuda_ctx *g, int64_t T, const float *b) { return fuse_act_on() && !b && mm_adds(&g->ws, T); }
 
 /* pos0: the batch's first position, also in g->pos_d; max_n: a bound of pos0 + T for the attention kernel (with
  * windows, g->win: the window length);
@@ -803,12 +813,10 @@ static lb_status layer_forward_part(lb_cuda_ctx *g, const dlayer *l, int64_t il,
     bool pre = false; /* its input rounded by the norm */
     if (from <= LB_OBS_ATTN_OUT_IN) {
         OBSERVE(LB_OBS_ATTN_OUT_IN, g->att, qd);
-        int be = 0;
-        const bool tail = residual_fused(g, T, l->bo) && T == 1 && norm_tail_mode() >= 1 && stop < 0 && !g->obs && !g->dobs &&
-                          act_fusable(g, wf, T, E, &be, err, &ns) && aligned16(g->x) && aligned16(l->ffn_norm) && aligned16(g->xn);
+        norm_tail nt;
+        const bool tail = norm_tail_for(g, T, l->bo, stop, 1, l->ffn_norm, wf, &nt, err, &ns);
         TRY(ns);
         if (tail) { /* g->x += o, then the norm rounding for the FFN's first product, in one launch where the kernel takes it */
-            const norm_tail nt = {l->ffn_norm, g->xn, eps, wf, be, g->tail_count};
             TRY(mm(&g->ws, g->att, T, &l->wo, g->x, E, -1, att_pre, err, true, &nt));
             pre = true;
         } else if (residual_fused(g, T, l->bo)) { /* g->x += o; the norm then rounds for the FFN's first product */
@@ -848,12 +856,10 @@ static lb_status layer_forward_part(lb_cuda_ctx *g, const dlayer *l, int64_t il,
         cu_silu_mul(gp, up, T * F);
     }
     OBSERVE(LB_OBS_FFN_DOWN_IN, gp, F);
-    int nbe = 0;
-    const bool tail2 = nx && residual_fused(g, T, l->b_down) && T == 1 && norm_tail_mode() == 2 && stop < 0 && !g->obs && !g->dobs &&
-                       act_fusable(g, nx->wn, T, E, &nbe, err, &ns) && aligned16(g->x) && aligned16(nx->w) && aligned16(g->xn);
+    norm_tail nt;
+    const bool tail2 = nx && norm_tail_for(g, T, l->b_down, stop, 2, nx->w, nx->wn, &nt, err, &ns);
     TRY(ns);
     if (tail2) { /* g->x += down, then the next norm rounding for its product (nx), in one launch where the kernel takes it */
-        const norm_tail nt = {nx->w, g->xn, eps, nx->wn, nbe, g->tail_count};
         TRY(mm(&g->ws, gp, T, &l->w_down, g->x, E, -1, down_pre, err, true, &nt));
         g->xn_pre = true;
         return LB_OK;
