@@ -15,7 +15,7 @@ B=bench/out/bin/bin.tar.xz
 R() { echo $((S - $(date +%s) + T0)); }
 mkdir -p build "$OUT" && tar xJf $B -C build || exit 1
 export LD_LIBRARY_PATH=/usr/local/cuda/lib64:${LD_LIBRARY_PATH:-}
-TESTS="${TESTS:-attention kernels forward forward_normtail forward_normtail2 forward_split forward_one32 calib multi gptq gptq_shadow forward_plain calib_plain kernels_deep}" \
+TESTS="${TESTS:-attention kernels forward forward_split forward_one32 calib multi gptq gptq_shadow forward_plain calib_plain kernels_deep}" \
   bash bench/cuda_tests.sh $B "$OUT/t" $((S * 45 / 100)) >/dev/null 2>&1
 export KEEP=1 TYPES="${TYPES:-q4_0 q4_k_m}"
 [ "$(R)" -gt 90 ] && ALTS="${ALTS:-LB_CUDA_ATT_ONE=0}" TESTS=none bash bench/cuda_env_ab.sh $B "$OUT/ab" "${AB_S:-150}" >/dev/null 2>&1

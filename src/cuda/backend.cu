@@ -137,33 +137,12 @@ static void mm_ws_free(mm_ws *ws) {
     memset(ws, 0, sizeof *ws);
 }
 
-/* The activations x (T, K) as the fused product with w takes them were just written to ws->x16 by x's producer */
-static void act_prepared(mm_ws *ws, const float *x, const dweight *w, int64_t T) {
-    ws->act_x = x;
-    ws->act_T = T;
-    ws->act_K = w->cols;
-    ws->act_path = 0;
-    ws->act_kind = act_kind(w->type, 0);
-}
-
-/* The norm a one-token product adding into the residual stream computes after itself (mm's tail): xn = RMSNorm(out) w,
- * rounded for the product with wn (block be), the counter the kernel's blocks count themselves on */
-typedef struct norm_tail {
-    const float *w;
-    float *xn;
-    float eps;
-    const dweight *wn;
-    int be;
-    unsigned *count;
-} norm_tail;
-
 /* out (T, ldo) = x (T, K) . W^T: fused kernels for few tokens, else F16 tiles of W through cuBLAS (an exact
  * workspace: the fused kernels on slices of LB_CUDA_MV_MAX tokens, whatever T). same_x: x has not changed since the
  * previous product, so activations it left prepared for the same kind of weight are used again. add: out += x . W^T,
- * only where the fused kernels take the product (T <= LB_CUDA_MV_MAX, not exact, force < 0: callers check mm_adds).
- * tail (one token, add): the norm of out after the product, rounded for tail->wn into x16 (then marked prepared). */
+ * only where the fused kernels take the product (T <= LB_CUDA_MV_MAX, not exact, force < 0: callers check mm_adds). */
 static lb_status mm(mm_ws *ws, const float *x, int64_t T, const dweight *w, float *out, int64_t ldo, int force, bool same_x,
-                    lb_error *err, bool add = false, const norm_tail *tail = NULL) {
+                    lb_error *err, bool add = false) {
     const int64_t K = w->cols, N = w->rows;
     const int path = force >= 0 ? force : T <= LB_CUDA_MV_MAX || ws->exact ? 0 : 1;
     lb_status s = mm_ws_ready(ws, (size_t)(T * K), path == 1, err);
@@ -196,15 +175,6 @@ static lb_status mm(mm_ws *ws, const float *x, int64_t T, const dweight *w, floa
         ws->act_K = K;
         ws->act_path = path;
         ws->act_kind = kind;
-    }
-    if (path == 0 && tail) { /* one token adding into out (T 1, add): then the norm of out, rounded for tail->wn, in x16 */
-        if (!cu_matvec_add_norm(w, ws->x16, out, tail->w, tail->eps, tail->be, tail->xn, ws->x16, tail->count)) {
-            cu_matvec(w, ws->x16, 1, out, ldo, true);
-            cu_rmsnorm_act(out, tail->w, tail->xn, 1, (int)N, tail->eps, tail->be, ws->x16);
-        }
-        act_prepared(ws, tail->xn, tail->wn, 1);
-        CK(cudaGetLastError(), "in a weight product");
-        return LB_OK;
     }
     if (path == 0) {
         cu_matvec(w, ws->x16, (int)T, out, ldo, add);
@@ -269,8 +239,6 @@ struct lb_cuda_ctx {
     float *x, *xn, *q, *k, *v, *att, *g, *u, *tmp; /* n_batch rows */
     float *logits;               /* (n_batch, V) */
     float *att_part;             /* the split attention's scratch (unless LB_CUDA_ATT_SPLIT=0) */
-    unsigned *tail_count;        /* the norm tail's counter of finished blocks (LB_CUDA_NORM_TAIL; zero between launches) */
-    bool xn_pre;                 /* xn holds the next layer's (or the head's) norm, x16 its rounding: the down product's tail */
     float *qkv1, *gu1;           /* one token's fused products (q | k | v, gate | up) */
     int32_t *tok_d;              /* n_batch */
     double *lse, *nll, *kl;      /* n_batch */
@@ -450,8 +418,6 @@ static lb_status alloc_state(lb_cuda_ctx *g, lb_error *err) {
     if (s == LB_OK) s = dalloc(g, (void **)&g->kl, (size_t)B * sizeof(double), "scores", err);
     if (s == LB_OK) s = dalloc(g, (void **)&g->amax, (size_t)B * sizeof(long long), "scores", err);
     if (s == LB_OK) s = dalloc(g, (void **)&g->pos_d, sizeof(int64_t), "the position", err);
-    if (s == LB_OK) s = dalloc(g, (void **)&g->tail_count, sizeof(unsigned), "a counter", err);
-    if (s == LB_OK) CK(cudaMemset(g->tail_count, 0, sizeof(unsigned)), "clearing a counter");
     int64_t kmax = E > qd ? E : qd;
     kmax = kmax > F ? kmax : F;
     if (s == LB_OK) s = mm_ws_ready(&g->ws, (size_t)(B * kmax), false, err); /* before any graph capture */
@@ -664,6 +630,15 @@ static bool rope_fuse_on(void) {
 
 static bool aligned16(const void *p) { return ((uintptr_t)p & 15) == 0; }
 
+/* The activations x (T, K) as the fused product with w takes them were just written to ws->x16 by x's producer */
+static void act_prepared(mm_ws *ws, const float *x, const dweight *w, int64_t T) {
+    ws->act_x = x;
+    ws->act_T = T;
+    ws->act_K = w->cols;
+    ws->act_path = 0;
+    ws->act_kind = act_kind(w->type, 0);
+}
+
 /* Whether the producer of x (T, n), the input of the product with w, can round x for it in the same launch: then the
  * activation scratch is ready for it (*s says whether that failed) and the block length is in *be */
 static bool act_fusable(lb_cuda_ctx *g, const dweight *w, int64_t T, int64_t n, int *be, lb_error *err, lb_status *s) {
@@ -693,41 +668,6 @@ static bool norm_for(lb_cuda_ctx *g, float *x, const float *nw, float *xn, const
 /* Whether a product of T tokens with bias b adds itself into the residual stream g->x (mm's add) */
 static bool residual_fused(const lb_cuda_ctx *g, int64_t T, const float *b) { return fuse_act_on() && !b && mm_adds(&g->ws, T); }
 
-/* LB_CUDA_NORM_TAIL=1: the FFN's one-token RMSNorm computed by the o product's last block (mm's tail,
- * cu_matvec_add_norm) where its kernel takes it; =2 also the next layer's (or the head's) norm by the down product's;
- * an experiment, off by default until timed on a GPU. 0, 1 or 2, read once. */
-static int norm_tail_mode(void) {
-    static const int m = cu_env_is("LB_CUDA_NORM_TAIL", '1') ? 1 : cu_env_is("LB_CUDA_NORM_TAIL", '2') ? 2 : 0;
-    return m;
-}
-
-/* The norm after a layer's down product: the next layer's attention norm or the output norm (w), rounded for the product
- * that reads it (wn) */
-typedef struct norm_next {
-    const float *w;
-    const dweight *wn;
-} norm_next;
-
-/* Whether the one-token product of T tokens with bias b adding into g->x can take the norm after it (mm's tail, at
- * LB_CUDA_NORM_TAIL level `level` or above): xn = RMSNorm(g->x) nw rounded for the product with wn, described in *nt.
- * Only where no observer or end of a layer part (stop) reads xn first. *s says whether the scratch failed. */
-static bool norm_tail_for(lb_cuda_ctx *g, int64_t T, const float *b, int stop, int level, const float *nw, const dweight *wn, norm_tail *nt,
-                          lb_error *err, lb_status *s) {
-    *s = LB_OK;
-    int be = 0;
-    if (!residual_fused(g, T, b) || T != 1 || norm_tail_mode() < level || stop >= 0 || g->obs || g->dobs ||
-        !act_fusable(g, wn, T, g->m->info.n_embd, &be, err, s) || !aligned16(g->x) || !aligned16(nw) || !aligned16(g->xn))
-        return false;
-    *nt = norm_tail{nw, g->xn, g->m->info.rms_eps, wn, be, g->tail_count};
-    return true;
-}
-
-/* The attention's first product of T tokens: q, k, v in one matrix, or q and k, or q alone */
-static const dweight *attn_first(const lb_cuda_ctx *g, const dlayer *l, int64_t T) {
-    const bool fuse = T == 1 && g->qkv1 && fuse_on();
-    return fuse && l->wqkv.data ? &l->wqkv : fuse && l->wqk.data ? &l->wqk : &l->wq;
-}
-
 /* pos0: the batch's first position, also in g->pos_d; max_n: a bound of pos0 + T for the attention kernel (with
  * windows, g->win: the window length);
  * stop: the point after whose observation the layer ends early (g->x then is not the layer's output), or -1.
@@ -735,7 +675,7 @@ static const dweight *attn_first(const lb_cuda_ctx *g, const dlayer *l, int64_t 
  * input, the attention output taken from att), LB_OBS_FFN_IN (g->x the stream after the attention block); att,
  * when not NULL on a run from the start past the attention, receives the attention output (T, qd). */
 static lb_status layer_forward_part(lb_cuda_ctx *g, const dlayer *l, int64_t il, int64_t T, int64_t max_n, int from, int stop, float *att,
-                                    lb_error *err, const norm_next *nx = NULL) {
+                                    lb_error *err) {
     const lb_model_info *h = &g->m->info;
     const int64_t E = h->n_embd, D = h->head_dim, H = h->n_head, KV = h->n_head_kv, F = h->n_ff;
     const int64_t qd = H * D, kvd = KV * D;
@@ -744,10 +684,9 @@ static lb_status layer_forward_part(lb_cuda_ctx *g, const dlayer *l, int64_t il,
     lb_status ns = LB_OK;
     bool att_pre = false; /* the attention rounded its output for the o product */
     if (from == LB_OBS_ATTN_IN) {
-        const dweight *w1 = attn_first(g, l, T); /* the first product */
+        const dweight *w1 = fuse && l->wqkv.data ? &l->wqkv : fuse && l->wqk.data ? &l->wqk : &l->wq; /* the first product */
         const bool qkv1 = w1 == &l->wqkv, qk1 = w1 == &l->wqk;
-        const bool pre = g->xn_pre || norm_for(g, g->x, l->attn_norm, g->xn, w1, T, err, &ns); /* xn_pre: the down product's tail */
-        g->xn_pre = false;
+        const bool pre = norm_for(g, g->x, l->attn_norm, g->xn, w1, T, err, &ns);
         TRY(ns);
         OBSERVE(LB_OBS_ATTN_IN, g->xn, E);
         float *q = g->q, *k = g->k, *v = g->v;
@@ -813,13 +752,7 @@ static lb_status layer_forward_part(lb_cuda_ctx *g, const dlayer *l, int64_t il,
     bool pre = false; /* its input rounded by the norm */
     if (from <= LB_OBS_ATTN_OUT_IN) {
         OBSERVE(LB_OBS_ATTN_OUT_IN, g->att, qd);
-        norm_tail nt;
-        const bool tail = norm_tail_for(g, T, l->bo, stop, 1, l->ffn_norm, wf, &nt, err, &ns);
-        TRY(ns);
-        if (tail) { /* g->x += o, then the norm rounding for the FFN's first product, in one launch where the kernel takes it */
-            TRY(mm(&g->ws, g->att, T, &l->wo, g->x, E, -1, att_pre, err, true, &nt));
-            pre = true;
-        } else if (residual_fused(g, T, l->bo)) { /* g->x += o; the norm then rounds for the FFN's first product */
+        if (residual_fused(g, T, l->bo)) { /* g->x += o; the norm then rounds for the FFN's first product */
             TRY(mm(&g->ws, g->att, T, &l->wo, g->x, E, -1, att_pre, err, true));
             pre = norm_for(g, g->x, l->ffn_norm, g->xn, wf, T, err, &ns);
             TRY(ns);
@@ -856,14 +789,6 @@ static lb_status layer_forward_part(lb_cuda_ctx *g, const dlayer *l, int64_t il,
         cu_silu_mul(gp, up, T * F);
     }
     OBSERVE(LB_OBS_FFN_DOWN_IN, gp, F);
-    norm_tail nt;
-    const bool tail2 = nx && norm_tail_for(g, T, l->b_down, stop, 2, nx->w, nx->wn, &nt, err, &ns);
-    TRY(ns);
-    if (tail2) { /* g->x += down, then the next norm rounding for its product (nx), in one launch where the kernel takes it */
-        TRY(mm(&g->ws, gp, T, &l->w_down, g->x, E, -1, down_pre, err, true, &nt));
-        g->xn_pre = true;
-        return LB_OK;
-    }
     if (residual_fused(g, T, l->b_down)) return mm(&g->ws, gp, T, &l->w_down, g->x, E, -1, down_pre, err, true);
     TRY(mm(&g->ws, gp, T, &l->w_down, g->tmp, E, -1, down_pre, err));
     if (l->b_down) cu_add_bias(g->tmp, l->b_down, (int)T, (int)E);
@@ -871,9 +796,8 @@ static lb_status layer_forward_part(lb_cuda_ctx *g, const dlayer *l, int64_t il,
     return LB_OK;
 }
 
-static lb_status layer_forward(lb_cuda_ctx *g, const dlayer *l, int64_t il, int64_t T, int64_t max_n, int stop, lb_error *err,
-                               const norm_next *nx = NULL) {
-    return layer_forward_part(g, l, il, T, max_n, LB_OBS_ATTN_IN, stop, NULL, err, nx);
+static lb_status layer_forward(lb_cuda_ctx *g, const dlayer *l, int64_t il, int64_t T, int64_t max_n, int stop, lb_error *err) {
+    return layer_forward_part(g, l, il, T, max_n, LB_OBS_ATTN_IN, stop, NULL, err);
 }
 
 /* The last stage of a pipeline (a one-device context: itself). */
@@ -903,13 +827,7 @@ static lb_status forward(lb_cuda_ctx *g, int64_t T, int want, int64_t max_n, lb_
             CK(cudaMemcpyAsync(g->tok_d, g->pin_tok, (size_t)T * sizeof(int32_t), cudaMemcpyHostToDevice, g->st), "uploading token ids");
             cu_embed(&g->tok, g->tok_d, (int)T, g->x);
         }
-        st->xn_pre = false;
-        for (int64_t il = st->l0; il < st->l1; il++) { /* the norm after each down product: the next layer's, or the head's */
-            norm_next nx = {NULL, NULL};
-            if (il + 1 < st->l1) nx = norm_next{st->L[il + 1].attn_norm, attn_first(st, &st->L[il + 1], T)};
-            else if (!st->next && want == 1) nx = norm_next{st->out_norm, &st->out};
-            TRY(layer_forward(st, &st->L[il], il, T, max_n, -1, err, nx.w ? &nx : NULL));
-        }
+        for (int64_t il = st->l0; il < st->l1; il++) TRY(layer_forward(st, &st->L[il], il, T, max_n, -1, err));
         if (st->next) {
             CK(cudaMemcpyPeerAsync(st->next->x, st->next->dev, st->x, st->dev, (size_t)(T * E) * sizeof(float), st->st),
                "passing the residual stream to the next GPU");
@@ -923,8 +841,7 @@ static lb_status forward(lb_cuda_ctx *g, int64_t T, int want, int64_t max_n, lb_
         TRY(mm(&t->ws, t->xn, T, &t->out, t->logits, V, -1, false, err));
     } else if (want == 1) {
         lb_status ns = LB_OK;
-        const bool pre = t->xn_pre || norm_for(t, t->x + (T - 1) * E, t->out_norm, t->xn, &t->out, 1, err, &ns);
-        t->xn_pre = false;
+        const bool pre = norm_for(t, t->x + (T - 1) * E, t->out_norm, t->xn, &t->out, 1, err, &ns);
         TRY(ns);
         TRY(mm(&t->ws, t->xn, 1, &t->out, t->logits, V, -1, pre, err));
         CK(cudaMemcpyAsync(t->pin_logits, t->logits, (size_t)V * sizeof(float), cudaMemcpyDeviceToHost, t->st), "reading logits");
@@ -1215,61 +1132,6 @@ extern "C" lb_status lb_cuda_test_matmul(int device, lb_type type, const void *w
 extern "C" lb_status lb_cuda_test_matmul_add(int device, lb_type type, const void *w, int64_t N, int64_t K, const float *x, int64_t T,
                                              const float *base, float *out, lb_error *err) {
     return test_matmul(device, type, w, N, K, x, T, base, out, 0, err);
-}
-
-extern "C" lb_status lb_cuda_test_add_norm(int device, lb_type type, const void *w, int64_t N, int64_t K, const float *x, const float *base,
-                                          const float *nw, float eps, int be, float *out_fused, float *out_sep, float *xn_fused,
-                                          float *xn_sep, void *act_fused, void *act_sep, lb_error *err) {
-    lb_status s = use_device(device, err);
-    if (s != LB_OK) return s;
-    lb_cu_stream = 0;
-    if (!cu_matvec_q8(type) || K % 256 || N % 256 || N < 256 || (be != 32 && be != 256))
-        return lb_err_set(err, LB_ERR_UNSUPPORTED, "no 8-bit product or norm for this type, shape or block");
-    const size_t rb = lb_type_row_size(type, K), ab = (size_t)(N > K ? N : K) * 2 + 64, nb = (size_t)N * sizeof(float);
-    dweight d = {type, NULL, N, K, rb};
-    float *f = NULL; /* x (K), nw, o1, o2, xn1, xn2 (N each) */
-    uint8_t *a = NULL; /* act1, act2 */
-    unsigned *count = NULL;
-    CK(cudaMalloc((void **)&d.data, rb * (size_t)N), "test weights");
-    cudaError_t e = cudaMalloc((void **)&f, (size_t)(K + 5 * N) * sizeof(float));
-    if (e == cudaSuccess) e = cudaMalloc((void **)&a, 2 * ab);
-    if (e == cudaSuccess) e = cudaMalloc((void **)&count, sizeof(unsigned));
-    float *xd = f, *nd = f + K, *o1 = nd + N, *o2 = o1 + N, *xn1 = o2 + N, *xn2 = xn1 + N;
-    if (e == cudaSuccess) e = cudaMemcpy((void *)d.data, w, rb * (size_t)N, cudaMemcpyHostToDevice);
-    if (e == cudaSuccess) e = cudaMemcpy(xd, x, (size_t)K * sizeof(float), cudaMemcpyHostToDevice);
-    if (e == cudaSuccess) e = cudaMemcpy(nd, nw, nb, cudaMemcpyHostToDevice);
-    if (e == cudaSuccess) e = cudaMemset(count, 0, sizeof(unsigned));
-    if (e != cudaSuccess) s = cuda_fail(err, e, "in the norm tail test");
-    /* twice: the second launch finds the counter zeroed by the first */
-    for (int rep = 0; rep < 2 && s == LB_OK; rep++) {
-        if ((e = cudaMemcpy(o1, base, nb, cudaMemcpyHostToDevice)) != cudaSuccess || (e = cudaMemcpy(o2, base, nb, cudaMemcpyHostToDevice)) != cudaSuccess ||
-            (e = cudaMemset(xn1, 0xff, 2 * nb)) != cudaSuccess || (e = cudaMemset(a, 0x5a, 2 * ab)) != cudaSuccess) {
-            s = cuda_fail(err, e, "in the norm tail test");
-            break;
-        }
-        cu_act_prepare(type, xd, 1, K, a);
-        cu_act_prepare(type, xd, 1, K, a + ab);
-        if (!cu_matvec_add_norm(&d, a, o1, nd, eps, be, xn1, a, count)) {
-            s = lb_err_set(err, LB_ERR_UNSUPPORTED, "cu_matvec_add_norm does not take this product (its type, shape, kernel or device)");
-            break;
-        }
-        cu_matvec(&d, a + ab, 1, o2, N, true);
-        cu_rmsnorm_act(o2, nd, xn2, 1, (int)N, eps, be, a + ab);
-        if ((e = cudaDeviceSynchronize()) != cudaSuccess) s = cuda_fail(err, e, "in the norm tail test");
-    }
-    const size_t an = (size_t)N + (size_t)N / 32 * sizeof(float2);
-    if (s == LB_OK && ((e = cudaMemcpy(out_fused, o1, nb, cudaMemcpyDeviceToHost)) != cudaSuccess ||
-                       (e = cudaMemcpy(out_sep, o2, nb, cudaMemcpyDeviceToHost)) != cudaSuccess ||
-                       (e = cudaMemcpy(xn_fused, xn1, nb, cudaMemcpyDeviceToHost)) != cudaSuccess ||
-                       (e = cudaMemcpy(xn_sep, xn2, nb, cudaMemcpyDeviceToHost)) != cudaSuccess ||
-                       (e = cudaMemcpy(act_fused, a, an, cudaMemcpyDeviceToHost)) != cudaSuccess ||
-                       (e = cudaMemcpy(act_sep, a + ab, an, cudaMemcpyDeviceToHost)) != cudaSuccess))
-        s = cuda_fail(err, e, "reading the norm tail test");
-    cudaFree((void *)d.data);
-    cudaFree(f);
-    cudaFree(a);
-    cudaFree(count);
-    return s;
 }
 
 extern "C" lb_status lb_cuda_test_fused_act(int device, lb_type type, int op, const float *x, const float *y, const float *w,

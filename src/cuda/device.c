@@ -108,11 +108,6 @@ lb_status lb_cuda_test_fused_act(int device, lb_type type, int op, const float *
                                  lb_error *err) {
     return no_cuda(err);
 }
-lb_status lb_cuda_test_add_norm(int device, lb_type type, const void *w, int64_t N, int64_t K, const float *x, const float *base, const float *nw,
-                                float eps, int be, float *out_fused, float *out_sep, float *xn_fused, float *xn_sep, void *act_fused,
-                                void *act_sep, lb_error *err) {
-    return no_cuda(err);
-}
 bool lb_cuda_mv_q8(lb_type type) { return false; }
 lb_status lb_cuda_device_check(int device, lb_error *err) { return no_cuda(err); }
 lb_status lb_cuda_ctx_new_layerwise(const struct lb_model *m, int device, int64_t n_batch, lb_cuda_ctx **out, lb_error *err) {

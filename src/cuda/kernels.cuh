@@ -131,90 +131,6 @@ __device__ __forceinline__ int act_code(float v, float id) {
     u = u <= 127.0f ? u : 127.0f;
     return __float2int_rn(u);
 }
-/* The 8-bit rounding of eight consecutive elements v of a row, elements e0 .. e0 + 7 (lane l of a warp holding elements
- * 8 l .. 8 l + 7 of 256 consecutive ones): the scale covers BE elements (32: four lanes, 256: the warp), the codes
- * to q + e0, {d, d * sum q} of each 32 to d[e0 / 32] (where valid; every lane takes part in the shuffles) */
-template <int BE>
-__device__ __forceinline__ void act_round8(const float (&v)[8], int64_t e0, bool valid, int lane, int8_t *__restrict__ q,
-                                           float2 *__restrict__ d) {
-    float amax = 0.0f;
-#pragma unroll
-    for (int k = 0; k < 8; k++) {
-        const float a = fabsf(v[k]);
-        amax = a > amax ? a : amax;
-    }
-#pragma unroll
-    for (int o = 1; o < BE / 8; o *= 2) {
-        const float u = __shfl_xor_sync(0xffffffffu, amax, o);
-        amax = u > amax ? u : amax;
-    }
-    float id, dd;
-    act_scales(amax, &id, &dd);
-    uint32_t lo = 0, hi = 0;
-    int sum = 0;
-#pragma unroll
-    for (int k = 0; k < 8; k++) {
-        const int qi = act_code(v[k], id);
-        sum += qi;
-        if (k < 4) lo |= (uint32_t)(qi & 0xff) << (8 * k);
-        else hi |= (uint32_t)(qi & 0xff) << (8 * (k - 4));
-    }
-    sum += __shfl_xor_sync(0xffffffffu, sum, 1);
-    sum += __shfl_xor_sync(0xffffffffu, sum, 2);
-    if (valid) {
-        *(uint2 *)(q + e0) = make_uint2(lo, hi);
-        if (lane % 4 == 0) d[e0 / 32] = make_float2(dd, __fmul_rn(dd, (float)sum));
-    }
-}
-
-/* 1 / sqrt(mean(x^2) + eps) of a row of n floats (n a multiple of 4, x 16-byte aligned) as a block of 128 threads takes
- * it: thread t sums the squares of float4s t, t + 128, ... in double, each warp's sums by butterfly, then the four warps'
- * in warp order. One fixed order: k_rmsnorm_act and norm_round_row get the same bits. CG: x read through L2 only (rows
- * other blocks of the same grid wrote). sh: 4 doubles of shared memory; every thread returns the value. */
-template <bool CG = false> __device__ __forceinline__ float rms_inv128(const float *x, int n, float eps, double *sh) {
-    const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
-    const float4 *x4 = (const float4 *)x;
-    double ss = 0.0;
-#pragma unroll 8 /* a 4096-element row: every load in flight at once */
-    for (int i = threadIdx.x; i < n / 4; i += 128) {
-        const float4 v = CG ? __ldcg(x4 + i) : x4[i];
-        ss += (double)v.x * v.x;
-        ss += (double)v.y * v.y;
-        ss += (double)v.z * v.z;
-        ss += (double)v.w * v.w;
-    }
-#pragma unroll
-    for (int o = 16; o > 0; o /= 2) ss += __shfl_xor_sync(0xffffffffu, ss, o);
-    if (lane == 0) sh[warp] = ss;
-    __syncthreads();
-    ss = sh[0];
-#pragma unroll
-    for (int k = 1; k < 4; k++) ss += sh[k];
-    return (float)(1.0 / sqrt(ss / (double)n + (double)eps));
-}
-
-/* xn = RMSNorm(x) w of one row of n (a multiple of 256) by one block of 128 threads, and its 8-bit rounding for a
- * product of block be (32 or 256) into q, d: k_rmsnorm_act's outputs to the bit (rms_inv128's sum, its products,
- * act_round8). x read through L2 (written by the other blocks of the calling grid). */
-__device__ __forceinline__ void norm_round_row(const float *x, const float *w, int n, float eps, int be, float *xn, int8_t *q, float2 *d,
-                                               double *sh) {
-    const float r = rms_inv128<true>(x, n, eps, sh);
-    const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
-    for (int e = warp * 256 + 8 * lane; e < n; e += 4 * 256) { /* warp-uniform: act_round8 shuffles */
-        const float4 a = __ldcg((const float4 *)(x + e)), b = __ldcg((const float4 *)(x + e) + 1);
-        const float4 w0 = __ldg((const float4 *)(w + e)), w1 = __ldg((const float4 *)(w + e) + 1);
-        const float xs[8] = {a.x, a.y, a.z, a.w, b.x, b.y, b.z, b.w}, ws[8] = {w0.x, w0.y, w0.z, w0.w, w1.x, w1.y, w1.z, w1.w};
-        float v[8];
-#pragma unroll
-        for (int k = 0; k < 8; k++) v[k] = __fmul_rn(ws[k], __fmul_rn(xs[k], r));
-        float4 *o = (float4 *)(xn + e);
-        o[0] = make_float4(v[0], v[1], v[2], v[3]);
-        o[1] = make_float4(v[4], v[5], v[6], v[7]);
-        if (be == 256) act_round8<256>(v, e, true, lane, q, d);
-        else act_round8<32>(v, e, true, lane, q, d);
-    }
-}
-
 /* LB_CUDA_PDL is not 0 and the current device has compute capability 9 or more (asked once a device) */
 bool cu_pdl_on(void);
 /* kernel<<<grid, block, smem, lb_cu_stream>>>(args...), with the programmatic serialization attribute when cu_pdl_on();
@@ -264,15 +180,6 @@ void cu_act_f16(lb_type wtype, const float *x, int T, int64_t K, __half *y);
  * cu_act_prepare laid it out for W's type, the products and sums in F32 (integer sums for 8-bit activations).
  * add: out += x . W^T instead (each element plus its product, one IEEE addition: cu_add's result). */
 void cu_matvec(const dweight *w, const void *x, int T, float *out, int64_t ldo, bool add = false);
-/* x (+)= W xa for one token (xa as cu_act_prepare laid it out), then xn = RMSNorm(x) nw (N = W's rows, a multiple of
- * 256) and its 8-bit rounding for a product of block be (32 or 256) into xn_a, by the product's last block to finish
- * (k_mvt's norm tail: no launch of its own): what cu_matvec(add) then cu_rmsnorm_act(x, nw, xn, 1, N, eps, be, xn_a)
- * write, to the bit. xn_a may be xa (written after every block has read it). count: a zeroed device counter, zero again
- * after the launch, one launch at a time. Returns false, launching nothing, where the product does not take the norm:
- * not a one-token k_mvt product of the types instantiated with it (mv.cu, matvec_add_norm_type), N not a multiple of
- * 256, be not 32 or 256, a pointer not 16-byte aligned. */
-bool cu_matvec_add_norm(const dweight *w, const void *xa, float *x, const float *nw, float eps, int be, float *xn, void *xn_a,
-                        unsigned *count);
 /* rows [r0, r0 + R) of W dequantized to dst (R, K), F16 or F32. */
 void cu_dequant_f16(const dweight *w, int64_t r0, int64_t R, __half *dst);
 void cu_dequant_f32(const dweight *w, int64_t r0, int64_t R, float *dst);

@@ -474,23 +474,10 @@ __device__ __forceinline__ void fence_async_smem() {
 #endif
 }
 
-/* k_mvt's norm after the product (NE): the grid's last block to finish takes xn = RMSNorm(out) w (N floats, the row the
- * grid added into) and its rounding for a product of block be into q, d (norm_round_row); count: a zeroed counter of
- * finished blocks, which that block zeroes again */
-struct MvtNormTail {
-    const float *w;
-    float *xn;
-    int8_t *q;
-    float2 *d;
-    unsigned *count;
-    float eps;
-    int be;
-};
-
-template <int TY, int ST = MVT_ST, int RPW = 2, bool NE = false>
+template <int TY, int ST = MVT_ST, int RPW = 2>
 __global__ void __launch_bounds__(MV_WARPS * 32) k_mvt(const uint8_t *__restrict__ W, size_t rb, int64_t N, int K,
                                                        const int8_t *__restrict__ xq, const float2 *__restrict__ xd,
-                                                       float *__restrict__ out, int add, MvtNormTail ne) {
+                                                       float *__restrict__ out, int add) {
     using D = Dq<TY>;
     using S = MvtShape<TY, RPW>;
     constexpr int PER = D::BE / 32, RT = S::RT;
@@ -559,20 +546,6 @@ __global__ void __launch_bounds__(MV_WARPS * 32) k_mvt(const uint8_t *__restrict
         }
         __syncthreads(); /* every warp is done with this stage before thread 0 refills it */
         if (threadIdx.x == 0) fence_async_smem();
-    }
-    if constexpr (NE) { /* the last block to finish: every other block's rows are written and visible */
-        static_assert(MV_WARPS == 4, "norm_round_row takes 128 threads");
-        __shared__ int last;
-        __shared__ double sh[MV_WARPS];
-        __threadfence();
-        __syncthreads();
-        if (threadIdx.x == 0) last = atomicAdd(ne.count, 1u) == gridDim.x - 1;
-        __syncthreads();
-        if (last) {
-            __threadfence();
-            norm_round_row(out, ne.w, (int)N, ne.eps, ne.be, ne.xn, ne.q, ne.d, sh);
-            if (threadIdx.x == 0) *ne.count = 0;
-        }
     }
 }
 
@@ -1109,28 +1082,27 @@ static int mvt_stages(void) {
     return n;
 }
 
-/* the blocks of k_mvt<TY, ST, RPW, NE> the current device holds at once (its shared memory limit raised first; asked once a device):
+/* the blocks of k_mvt<TY, ST, RPW> the current device holds at once (its shared memory limit raised first; asked once a device):
  * launch_mvt_st's grid at most (run 17: three a multiprocessor left 11 warps resident and q4_K latency-bound at 54 % of
  * the read; q8_0 reached 90 %) */
-template <int TY, int ST, int RPW, bool NE = false> static int mvt_capacity() {
+template <int TY, int ST, int RPW> static int mvt_capacity() {
     static cu_dev_cache<int> cache;
     return cu_per_device(cache, [](int) {
         constexpr size_t smem = (size_t)ST * MvtShape<TY, RPW>::STAGE;
-        cudaFuncSetAttribute(k_mvt<TY, ST, RPW, NE>, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem);
+        cudaFuncSetAttribute(k_mvt<TY, ST, RPW>, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem);
         int per = 0;
-        if (cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per, k_mvt<TY, ST, RPW, NE>, MV_WARPS * 32, smem) != cudaSuccess || per < 1) per = 1;
+        if (cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per, k_mvt<TY, ST, RPW>, MV_WARPS * 32, smem) != cudaSuccess || per < 1) per = 1;
         return per * cu_dev_sms();
     });
 }
 
-template <int TY, int ST, int RPW = 2, bool NE = false>
-static void launch_mvt_st(const dweight *w, const void *xa, float *out, int add, const MvtNormTail &ne = MvtNormTail{}) {
+template <int TY, int ST, int RPW = 2> static void launch_mvt_st(const dweight *w, const void *xa, float *out, int add) {
     using S = MvtShape<TY, RPW>;
-    const int blocks = mvt_capacity<TY, ST, RPW, NE>();
+    const int blocks = mvt_capacity<TY, ST, RPW>();
     const int64_t N = w->rows, K = w->cols, tiles = (N + S::RT - 1) / S::RT;
     const int8_t *xq = (const int8_t *)xa;
-    cu_launch(k_mvt<TY, ST, RPW, NE>, dim3((unsigned)(tiles < blocks ? tiles : blocks)), dim3(MV_WARPS * 32), (size_t)ST * S::STAGE,
-              (const uint8_t *)w->data, w->row_bytes, N, (int)K, xq, (const float2 *)(xq + K), out, add, ne);
+    cu_launch(k_mvt<TY, ST, RPW>, dim3((unsigned)(tiles < blocks ? tiles : blocks)), dim3(MV_WARPS * 32), (size_t)ST * S::STAGE,
+              (const uint8_t *)w->data, w->row_bytes, N, (int)K, xq, (const float2 *)(xq + K), out, add);
 }
 
 /* k_mvt with one row a warp (tiles of MV_WARPS rows, twice the blocks) where the 8-row tiles are fewer than the blocks the
@@ -1156,23 +1128,6 @@ template <int TY> static bool launch_mvt(const dweight *w, const void *xa, float
         else if (st == 4) launch_mvt_st<TY, 4>(w, xa, out, add);
         else if (st == 3) launch_mvt_st<TY, 3>(w, xa, out, add);
         else launch_mvt_st<TY, MVT_ST>(w, xa, out, add);
-        return true;
-    }
-}
-
-/* the one-token product adding into out with the norm of out after it in the same launch (k_mvt<..., NE>), where
- * cu_matvec would take k_mvt at the default stages, for the types instantiated with it (the 4- to 6-bit mixtures'
- * o and down products: q4_0, q5_0, q4_K, q5_K, q6_K); false, launching nothing, elsewhere. Tiles as launch_mvt's. */
-template <int TY> static bool matvec_add_norm_type(const dweight *w, const void *xa, float *out, const MvtNormTail &ne) {
-    constexpr bool inst = TY == LB_TYPE_Q4_0 || TY == LB_TYPE_Q5_0 || TY == LB_TYPE_Q4_K || TY == LB_TYPE_Q5_K || TY == LB_TYPE_Q6_K;
-    if constexpr (!inst || !MvtShape<TY>::OK || !Mq<TY>::OK) {
-        return false;
-    } else {
-        if (!mvt_wanted<TY>(w->rows) || (((uintptr_t)w->data | w->row_bytes) & 15) || mvt_stages() != MVT_ST) return false;
-        if (mvt_r1<TY>() && (w->rows + MVT_RT - 1) / MVT_RT < mvt_capacity<TY, MVT_ST, 2, true>())
-            launch_mvt_st<TY, MVT_ST, 1, true>(w, xa, out, 1, ne);
-        else
-            launch_mvt_st<TY, MVT_ST, 2, true>(w, xa, out, 1, ne);
         return true;
     }
 }
@@ -1327,20 +1282,6 @@ void cu_matvec(const dweight *w, const void *x, int nt, float *out, int64_t ldo,
     switch (w->type) {
         LB_CUDA_WEIGHT_TYPES(CASE_MV)
     default: break;
-    }
-}
-
-#define CASE_MVAN(T)                                                                                                \
-    case T: return matvec_add_norm_type<T>(w, xa, x, ne);
-bool cu_matvec_add_norm(const dweight *w, const void *xa, float *x, const float *nw, float eps, int be, float *xn, void *xn_a,
-                        unsigned *count) {
-    const int64_t N = w->rows;
-    if (N % 256 || (be != 32 && be != 256) || !count || (((uintptr_t)x | (uintptr_t)nw | (uintptr_t)xn | (uintptr_t)xn_a) & 15)) return false;
-    int8_t *q = (int8_t *)xn_a;
-    const MvtNormTail ne = {nw, xn, q, (float2 *)(q + N), count, eps, be};
-    switch (w->type) {
-        LB_CUDA_WEIGHT_TYPES(CASE_MVAN)
-    default: return false;
     }
 }
 

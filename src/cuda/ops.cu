@@ -98,9 +98,40 @@ void cu_add_rmsnorm(float *x, const float *y, const float *w, float *out, int64_
  * codes, then per 32 elements {d, d * sum(q)}), so the product needs no rounding launch of its own. A warp takes 256
  * consecutive elements of a row, lane l elements 8 l .. 8 l + 7; the scale covers BE elements (32: four lanes, 256: the
  * warp). The codes and scales are k_act_round's (the CPU's lb_act_quantize) to the bit: amax, 127 / amax, the clamp
- * with NaN to -127 and round-to-nearest-even are the same IEEE operations, and the code sums are integers
- * (act_round8, kernels.cuh).
+ * with NaN to -127 and round-to-nearest-even are the same IEEE operations, and the code sums are integers.
  */
+template <int BE>
+__device__ __forceinline__ void act_round8(const float (&v)[8], int64_t e0, bool valid, int lane, int8_t *__restrict__ q,
+                                           float2 *__restrict__ d) {
+    float amax = 0.0f;
+#pragma unroll
+    for (int k = 0; k < 8; k++) {
+        const float a = fabsf(v[k]);
+        amax = a > amax ? a : amax;
+    }
+#pragma unroll
+    for (int o = 1; o < BE / 8; o *= 2) {
+        const float u = __shfl_xor_sync(0xffffffffu, amax, o);
+        amax = u > amax ? u : amax;
+    }
+    float id, dd;
+    act_scales(amax, &id, &dd);
+    uint32_t lo = 0, hi = 0;
+    int sum = 0;
+#pragma unroll
+    for (int k = 0; k < 8; k++) {
+        const int qi = act_code(v[k], id);
+        sum += qi;
+        if (k < 4) lo |= (uint32_t)(qi & 0xff) << (8 * k);
+        else hi |= (uint32_t)(qi & 0xff) << (8 * (k - 4));
+    }
+    sum += __shfl_xor_sync(0xffffffffu, sum, 1);
+    sum += __shfl_xor_sync(0xffffffffu, sum, 2);
+    if (valid) {
+        *(uint2 *)(q + e0) = make_uint2(lo, hi);
+        if (lane % 4 == 0) d[e0 / 32] = make_float2(dd, __fmul_rn(dd, (float)sum));
+    }
+}
 
 /* silu(a) * u, the forward pass's SwiGLU element (k_silu_mul and k_silu_act: the same bits) */
 __device__ __forceinline__ float silu_mul1(float a, float u) { return __fmul_rn(__fdiv_rn(a, __fadd_rn(1.0f, expf(-a))), u); }
@@ -108,8 +139,8 @@ __device__ __forceinline__ float silu_mul1(float a, float u) { return __fmul_rn(
 #define NA_WARPS 4
 /*
  * RMSNorm and its rounding: grid (ceil(n / 1024), rows), NA_WARPS warps. Every block sums the squares of the whole row
- * (rms_inv128's order: the same value in every block, and in norm_round_row's one block), so the row's blocks need
- * nothing from each other; each warp then scales and rounds its 256 elements.
+ * (thread t: the float4s t, t + 128, ... in double, then the warps' sums in warp order: the same value in every
+ * block), so the row's blocks need nothing from each other; each warp then scales and rounds its 256 elements.
  * The norm's weights, which no kernel writes, are loaded before waiting on the previous kernel.
  */
 template <int BE>
@@ -127,9 +158,25 @@ __global__ void __launch_bounds__(NA_WARPS * 32) k_rmsnorm_act(const float *__re
         w1 = __ldg((const float4 *)(w + e) + 1);
     }
     pdl_enter();
-    const float4 *x4 = (const float4 *)(x + row * n);
-    static_assert(NA_WARPS == 4, "rms_inv128 takes 128 threads");
-    const float r = rms_inv128(x + row * n, n, eps, sh);
+    const float *xr = x + row * n;
+    const float4 *x4 = (const float4 *)xr;
+    double ss = 0.0;
+#pragma unroll 8 /* a 4096-element row: every load in flight at once */
+    for (int i = threadIdx.x; i < n / 4; i += NA_WARPS * 32) {
+        const float4 v = x4[i];
+        ss += (double)v.x * v.x;
+        ss += (double)v.y * v.y;
+        ss += (double)v.z * v.z;
+        ss += (double)v.w * v.w;
+    }
+#pragma unroll
+    for (int o = 16; o > 0; o /= 2) ss += __shfl_xor_sync(0xffffffffu, ss, o);
+    if (lane == 0) sh[warp] = ss;
+    __syncthreads();
+    ss = sh[0];
+#pragma unroll
+    for (int k = 1; k < NA_WARPS; k++) ss += sh[k];
+    const float r = (float)(1.0 / sqrt(ss / (double)n + (double)eps));
     float v[8] = {0, 0, 0, 0, 0, 0, 0, 0};
     if (valid) {
         const float4 a = x4[e / 4], b = x4[e / 4 + 1];
@@ -820,16 +867,14 @@ __global__ void __launch_bounds__(AO_THREADS) k_att_one(const float *q, const __
     }
 }
 
-/* k_att_one for contexts of at most AO_CAP positions, the default: its block per head group and token takes every
- * position itself, so it wins at short contexts and loses at longer ones to the split launches (H100, 8B shape, Q4_0:
- * tg128 +6.1 % at positions 0-127 in run 48; run 49 +2.6 % at 64-127, even at 96-159, -5 % at 128-255 where
- * `LB_CUDA_ATT_ONE=128` matched the split launches). LB_CUDA_ATT_ONE=0 never, =1 every context it holds, =N (more
- * than 1) contexts of at most N positions. Read once. */
-#define AO_CAP 128
+/* k_att_one for every context it holds, the default: its block per head group and token takes every position itself
+ * (H100, 8B shape, Q4_0: tg128 +6.1 % against the split launches at positions 0-127, run 48; at 256 threads a block it
+ * lost 5 % at positions 128-255, run 49; at 512, run 54, it gains 1.2-1.7 % there). LB_CUDA_ATT_ONE=0 never, =1 every
+ * context it holds (the default), =N (more than 1) contexts of at most N positions. Read once. */
 static int64_t att_one_cap(void) {
     static const int64_t cap = [] {
         const char *v = getenv("LB_CUDA_ATT_ONE");
-        const long long n = v && *v ? atoll(v) : AO_CAP;
+        const long long n = v && *v ? atoll(v) : 1;
         return n == 1 ? (int64_t)INT64_MAX : n > 1 ? (int64_t)n : (int64_t)0;
     }();
     return cap;

@@ -176,58 +176,6 @@ static void check_fused(lb_type t, int op, int64_t T, int64_t n) {
     free(a2);
 }
 
-/* The norm after a one-token product in the product's own launch (cu_matvec_add_norm: k_mvt's last block) against the
- * product then cu_rmsnorm_act: the sums, the norm and the 8-bit activations for the next product bit for bit (the
- * same per-row sums, rms_inv128's order, act_round8), twice over one counter. take false: declined with its line (a
- * type without the kernel, or k_mvt off or at other stages: LB_CUDA_MVT=0, LB_CUDA_MVT_ST=3 or 4). */
-static void check_add_norm(lb_type t, int64_t N, int64_t K, int be, bool take) {
-    float *src = malloc((size_t)(N * K) * sizeof(float)), *x = malloc((size_t)K * sizeof(float)), *base = malloc((size_t)N * sizeof(float));
-    float *nw = malloc((size_t)N * sizeof(float)), *o1 = malloc((size_t)N * sizeof(float)), *o2 = malloc((size_t)N * sizeof(float));
-    float *xn1 = malloc((size_t)N * sizeof(float)), *xn2 = malloc((size_t)N * sizeof(float));
-    const size_t ab = (size_t)N + (size_t)N / 32 * 8;
-    uint8_t *a1 = malloc(ab), *a2 = malloc(ab);
-    void *w = make_weights(t, N, K, src);
-    for (int64_t i = 0; i < K; i++) x[i] = test_gauss();
-    for (int64_t i = 0; i < N; i++) {
-        base[i] = test_gauss() * (test_uni() < 0.01 ? 20.0f : 1.0f);
-        nw[i] = 1.0f + 0.1f * test_gauss();
-    }
-    const char *mvt = getenv("LB_CUDA_MVT"), *st = getenv("LB_CUDA_MVT_ST");
-    if ((mvt && mvt[0] == '0') || (st && (st[0] == '3' || st[0] == '4'))) take = false;
-    lb_error e;
-    lb_status s = lb_cuda_test_add_norm(0, t, w, N, K, x, base, nw, 1e-5f, be, o1, o2, xn1, xn2, a1, a2, &e);
-    if (!take) {
-        CHECK(s == LB_ERR_UNSUPPORTED && strstr(e.msg, "does not take"), "norm tail %s %lld x %lld: status %d, '%s'", lb_type_name(t),
-              (long long)N, (long long)K, (int)s, e.msg);
-    } else {
-        CHECK(s == LB_OK, "norm tail %s %lld x %lld: %s", lb_type_name(t), (long long)N, (long long)K, e.msg);
-        if (s == LB_OK) {
-            int64_t bad = 0, badx = 0;
-            for (int64_t i = 0; i < N; i++) {
-                bad += memcmp(&o1[i], &o2[i], sizeof(float)) != 0;
-                badx += memcmp(&xn1[i], &xn2[i], sizeof(float)) != 0;
-            }
-            CHECK(bad == 0, "norm tail %s %lld x %lld: %lld of the sums differ from the separate launches'", lb_type_name(t), (long long)N,
-                  (long long)K, (long long)bad);
-            CHECK(badx == 0, "norm tail %s %lld x %lld, blocks of %d: %lld of the norm's results differ from cu_rmsnorm_act's",
-                  lb_type_name(t), (long long)N, (long long)K, be, (long long)badx);
-            CHECK(!memcmp(a1, a2, ab), "norm tail %s %lld x %lld, blocks of %d: the rounded activations differ from cu_rmsnorm_act's",
-                  lb_type_name(t), (long long)N, (long long)K, be);
-        }
-    }
-    free(src);
-    free(x);
-    free(base);
-    free(nw);
-    free(o1);
-    free(o2);
-    free(xn1);
-    free(xn2);
-    free(a1);
-    free(a2);
-    free(w);
-}
-
 int main(void) {
     test_seed(0x9e3779b97f4a7c15ULL);
     lb_error e;
@@ -269,14 +217,5 @@ int main(void) {
             }
         }
     }
-    /* the norm after the product in its launch: 4,096 rows (one row a warp for q4_K and q6_K), 2,304 (nine 256-blocks),
-     * 8,192 (q6_K, two rows a warp); the next product's blocks of 32 and 256; q8_0 (not on k_mvt) declined */
-    const lb_type tail_types[] = {LB_TYPE_Q4_0, LB_TYPE_Q5_0, LB_TYPE_Q4_K, LB_TYPE_Q5_K, LB_TYPE_Q6_K};
-    for (int i = 0; i < 5; i++) {
-        check_add_norm(tail_types[i], 4096, 2048, 256, true);
-        check_add_norm(tail_types[i], 2304, 2048, 32, true);
-    }
-    check_add_norm(LB_TYPE_Q6_K, 8192, 2048, 32, true);
-    check_add_norm(LB_TYPE_Q8_0, 4096, 2048, 256, false);
     TEST_DONE();
 }
