@@ -313,13 +313,13 @@ struct Act8 {
     float2 ad;
     int h0, h1;
 };
-/* from the chunk's 32 codes (a0, a1) and its {d, d * sum q} */
-template <bool M16> __device__ __forceinline__ Act8 act8_make(const uint4 a0, const uint4 a1, const float2 ad) {
+template <bool M16> __device__ __forceinline__ Act8 act8_load(const int8_t *q, const float2 *d) {
     Act8 x;
+    const uint4 a0 = __ldg((const uint4 *)q), a1 = __ldg((const uint4 *)q + 1);
     const int a[8] = {(int)a0.x, (int)a0.y, (int)a0.z, (int)a0.w, (int)a1.x, (int)a1.y, (int)a1.z, (int)a1.w};
 #pragma unroll
     for (int k = 0; k < 8; k++) x.a[k] = a[k];
-    x.ad = ad;
+    x.ad = __ldg(d);
     x.h0 = x.h1 = 0;
     if constexpr (M16) {
 #pragma unroll
@@ -329,10 +329,6 @@ template <bool M16> __device__ __forceinline__ Act8 act8_make(const uint4 a0, co
         }
     }
     return x;
-}
-/* from global memory (through L1) */
-template <bool M16> __device__ __forceinline__ Act8 act8_load(const int8_t *q, const float2 *d) {
-    return act8_make<M16>(__ldg((const uint4 *)q), __ldg((const uint4 *)q + 1), __ldg(d));
 }
 
 /* A weight chunk decoded to int8 codes and scales (Mq::chunk), and its product with a token's chunk added to acc:
@@ -439,7 +435,6 @@ template <int TY, int RPW = 2> struct MvtShape {
     static constexpr int SB = (MVT_S / Dq<TY>::BE) * Dq<TY>::BB;              /* bytes of a full row segment */
     static constexpr int SBP = (SB + 15) / 16 * 16 + 16;                      /* its stage row: 16-byte aligned, slack for ldw */
     static constexpr int STAGE = RT * SBP;
-    static constexpr int XB = CH * 40;                                        /* XS: a segment's activation codes and scales */
     static constexpr bool OK = SB % 16 == 0;                                  /* every segment a whole number of 16 bytes */
 };
 
@@ -479,18 +474,18 @@ __device__ __forceinline__ void fence_async_smem() {
 #endif
 }
 
-template <int TY, int ST = MVT_ST, int RPW = 2, bool XS = false>
+template <int TY, int ST = MVT_ST, int RPW = 2>
 __global__ void __launch_bounds__(MV_WARPS * 32) k_mvt(const uint8_t *__restrict__ W, size_t rb, int64_t N, int K,
                                                        const int8_t *__restrict__ xq, const float2 *__restrict__ xd,
                                                        float *__restrict__ out, int add) {
     using D = Dq<TY>;
     using S = MvtShape<TY, RPW>;
-    constexpr int PER = D::BE / 32, RT = S::RT, XOFF = RT * S::SBP, STAGE = S::STAGE + (XS ? S::XB : 0);
+    constexpr int PER = D::BE / 32, RT = S::RT;
     extern __shared__ __align__(128) uint8_t smem[];
     __shared__ __align__(8) uint64_t full[ST];
     const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
     const int nch = K / 32, nseg = (nch + S::CH - 1) / S::CH;
-    const int64_t ntiles = (N + RT - 1) / RT, rstep = (int64_t)gridDim.x * RT;
+    const int64_t ntiles = (N + RT - 1) / RT;
     const int64_t mine = (int64_t)blockIdx.x < ntiles ? (ntiles - 1 - blockIdx.x) / gridDim.x + 1 : 0;
     const int64_t items = mine * nseg;
     if (threadIdx.x == 0) {
@@ -498,68 +493,35 @@ __global__ void __launch_bounds__(MV_WARPS * 32) k_mvt(const uint8_t *__restrict
         fence_async_smem();
     }
     __syncthreads();
-    /* thread 0's copies, item by item in order: an item's first row, segment and stage (a cursor advanced without a
-     * division); items < ST - 1 before griddepcontrol.wait, their weights only (XS: their activations after it) */
-    struct Cur {
-        int64_t r0;
-        int seg, st;
-    };
-    auto next = [&](Cur &c) {
-        if (++c.st == ST) c.st = 0;
-        if (++c.seg == nseg) c.seg = 0, c.r0 += rstep;
-    };
-    auto issue = [&](const Cur &c, int64_t j, bool w, bool x) { /* item j's weights (w) and XS activations (x) */
+    auto issue = [&](int64_t j) { /* thread 0: item j's row segments into stage j % ST */
         if (j >= items) return;
-        const int c0 = c.seg * S::CH, n = nch - c0 < S::CH ? nch - c0 : S::CH;
-        uint8_t *st = smem + c.st * STAGE;
-        uint64_t *b = &full[c.st];
-        if (w) {
-            const int nr = N - c.r0 < RT ? (int)(N - c.r0) : RT;
-            const uint32_t bytes = (uint32_t)((n / PER) * D::BB);
-            mbar_expect(b, bytes * (uint32_t)nr + (XS ? (uint32_t)n * 40u : 0u)); /* XS: its activations' bytes too */
-            for (int r = 0; r < nr; r++) bulk_copy(st + r * S::SBP, W + (size_t)(c.r0 + r) * rb + (size_t)(c0 / PER) * D::BB, bytes, b);
-        }
-        if constexpr (XS) {
-            if (x) {
-                bulk_copy(st + XOFF, xq + 32 * (size_t)c0, (uint32_t)n * 32u, b);
-                bulk_copy(st + XOFF + S::CH * 32, xd + c0, (uint32_t)n * 8u, b);
-            }
-        }
+        const int64_t r0 = (blockIdx.x + (j / nseg) * (int64_t)gridDim.x) * RT;
+        const int c0 = (int)(j % nseg) * S::CH, n = nch - c0 < S::CH ? nch - c0 : S::CH;
+        const int nr = N - r0 < RT ? (int)(N - r0) : RT;
+        const uint32_t bytes = (uint32_t)((n / PER) * D::BB);
+        uint8_t *st = smem + (j % ST) * S::STAGE;
+        uint64_t *b = &full[j % ST];
+        mbar_expect(b, bytes * (uint32_t)nr);
+        for (int r = 0; r < nr; r++) bulk_copy(st + r * S::SBP, W + (size_t)(r0 + r) * rb + (size_t)(c0 / PER) * D::BB, bytes, b);
     };
-    const Cur first = {(int64_t)blockIdx.x * RT, 0, 0};
-    Cur ic = first;
     if (threadIdx.x == 0)
-        for (int j = 0; j < ST - 1; j++) issue(ic, j, true, false), next(ic);
+        for (int j = 0; j < ST - 1; j++) issue(j); /* the weights only: before the previous kernel has finished */
     pdl_wait();
-    if constexpr (XS) {
-        if (threadIdx.x == 0) { /* those items' activations, now written */
-            Cur ac = first;
-            for (int j = 0; j < ST - 1; j++) issue(ac, j, false, true), next(ac);
-        }
-    }
     pdl_go();
     float acc[RPW] = {};
-    int64_t r0 = (int64_t)blockIdx.x * RT;
-    int seg = 0, stg = 0;
-    uint32_t par = 0;
     for (int64_t j = 0; j < items; j++) {
-        if (threadIdx.x == 0) issue(ic, j + ST - 1, true, true), next(ic);
-        while (!mbar_try(&full[stg], par)) {
+        if (threadIdx.x == 0) issue(j + ST - 1);
+        while (!mbar_try(&full[j % ST], (uint32_t)((j / ST) & 1))) {
         }
-        const int c0 = seg * S::CH, n = nch - c0 < S::CH ? nch - c0 : S::CH;
+        const int64_t r0 = (blockIdx.x + (j / nseg) * (int64_t)gridDim.x) * RT;
+        const int seg = (int)(j % nseg), c0 = seg * S::CH, n = nch - c0 < S::CH ? nch - c0 : S::CH;
         const int nr = N - r0 < RT ? (int)(N - r0) : RT;
-        const uint8_t *st = smem + stg * STAGE;
+        const uint8_t *st = smem + (j % ST) * S::STAGE;
 #pragma unroll
         for (int h = 0; h < S::CH / 32; h++) {
-            const int cc = lane + 32 * h;
+            const int cc = lane + 32 * h, c = c0 + cc;
             if (cc < n) {
-                Act8 x;
-                if constexpr (XS) {
-                    const uint4 *q = (const uint4 *)(st + XOFF + 32 * cc);
-                    x = act8_make<Mq<TY>::M16>(q[0], q[1], *(const float2 *)(st + XOFF + S::CH * 32 + 8 * cc));
-                } else {
-                    x = act8_load<Mq<TY>::M16>(xq + 32 * (size_t)(c0 + cc), xd + c0 + cc);
-                }
+                const Act8 x = act8_load<Mq<TY>::M16>(xq + 32 * (size_t)c, xd + c);
 #pragma unroll
                 for (int rr = 0; rr < RPW; rr++) {
                     const int r = RPW * warp + rr;
@@ -582,8 +544,6 @@ __global__ void __launch_bounds__(MV_WARPS * 32) k_mvt(const uint8_t *__restrict
                 acc[rr] = 0.0f;
             }
         }
-        if (++seg == nseg) seg = 0, r0 += rstep;
-        if (++stg == ST) stg = 0, par ^= 1u;
         __syncthreads(); /* every warp is done with this stage before thread 0 refills it */
         if (threadIdx.x == 0) fence_async_smem();
     }
@@ -1122,29 +1082,26 @@ static int mvt_stages(void) {
     return n;
 }
 
-/* the blocks of k_mvt<TY, ST, RPW, XS> the current device holds at once (its shared memory limit raised first; asked once
- * a device): launch_mvt_st's grid at most (run 17: three a multiprocessor left 11 warps resident and q4_K latency-bound
- * at 54 % of the read; q8_0 reached 90 %) */
-template <int TY, int ST, int RPW, bool XS = false> static constexpr size_t mvt_smem() {
-    return (size_t)ST * (MvtShape<TY, RPW>::STAGE + (XS ? MvtShape<TY, RPW>::XB : 0));
-}
-template <int TY, int ST, int RPW, bool XS = false> static int mvt_capacity() {
+/* the blocks of k_mvt<TY, ST, RPW> the current device holds at once (its shared memory limit raised first; asked once a device):
+ * launch_mvt_st's grid at most (run 17: three a multiprocessor left 11 warps resident and q4_K latency-bound at 54 % of
+ * the read; q8_0 reached 90 %) */
+template <int TY, int ST, int RPW> static int mvt_capacity() {
     static cu_dev_cache<int> cache;
     return cu_per_device(cache, [](int) {
-        constexpr size_t smem = mvt_smem<TY, ST, RPW, XS>();
-        cudaFuncSetAttribute(k_mvt<TY, ST, RPW, XS>, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem);
+        constexpr size_t smem = (size_t)ST * MvtShape<TY, RPW>::STAGE;
+        cudaFuncSetAttribute(k_mvt<TY, ST, RPW>, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem);
         int per = 0;
-        if (cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per, k_mvt<TY, ST, RPW, XS>, MV_WARPS * 32, smem) != cudaSuccess || per < 1) per = 1;
+        if (cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per, k_mvt<TY, ST, RPW>, MV_WARPS * 32, smem) != cudaSuccess || per < 1) per = 1;
         return per * cu_dev_sms();
     });
 }
 
-template <int TY, int ST, int RPW = 2, bool XS = false> static void launch_mvt_st(const dweight *w, const void *xa, float *out, int add) {
+template <int TY, int ST, int RPW = 2> static void launch_mvt_st(const dweight *w, const void *xa, float *out, int add) {
     using S = MvtShape<TY, RPW>;
-    const int blocks = mvt_capacity<TY, ST, RPW, XS>();
+    const int blocks = mvt_capacity<TY, ST, RPW>();
     const int64_t N = w->rows, K = w->cols, tiles = (N + S::RT - 1) / S::RT;
     const int8_t *xq = (const int8_t *)xa;
-    cu_launch(k_mvt<TY, ST, RPW, XS>, dim3((unsigned)(tiles < blocks ? tiles : blocks)), dim3(MV_WARPS * 32), mvt_smem<TY, ST, RPW, XS>(),
+    cu_launch(k_mvt<TY, ST, RPW>, dim3((unsigned)(tiles < blocks ? tiles : blocks)), dim3(MV_WARPS * 32), (size_t)ST * S::STAGE,
               (const uint8_t *)w->data, w->row_bytes, N, (int)K, xq, (const float2 *)(xq + K), out, add);
 }
 
@@ -1160,37 +1117,16 @@ template <int TY> static bool mvt_r1() {
     return mode == 1 || (mode == 2 && (TY == LB_TYPE_Q4_K || TY == LB_TYPE_Q6_K));
 }
 
-/* Experiments, off until timed (read once). LB_CUDA_MVT_XS=1: each item's activations (codes and scales of its segment)
- * copied into the stage with its weights by the same bulk copies' barrier, and read from shared memory instead of
- * through L1 (run 55's ncu of k_mvt: 39 % of the cycles between a warp's instructions waiting on those L1 loads), where
- * the rows have an even number of 32-element chunks and the activations are 16-byte aligned; at the default stages.
- * LB_CUDA_MVT_ST1=3: three stages for the one-row-a-warp launches (grids shorter than the blocks the device holds, so
- * the larger stages cost no blocks; the batch-1 table of run 55 had 4096 x 14336 q4_K at 19.8 us with two, 17.0 with
- * three). */
-static bool mvt_xs_on(void) {
-    static const bool on = cu_env_is("LB_CUDA_MVT_XS", '1');
-    return on;
-}
-static int mvt_st1(void) {
-    static const int st = cu_env_is("LB_CUDA_MVT_ST1", '3') ? 3 : MVT_ST;
-    return st;
-}
-
 template <int TY> static bool launch_mvt(const dweight *w, const void *xa, float *out, int add) {
     if constexpr (!MvtShape<TY>::OK) {
         return false;
     } else {
         if (!mvt_wanted<TY>(w->rows) || (((uintptr_t)w->data | w->row_bytes) & 15)) return false;
         const int st = mvt_stages();
-        const bool xs = mvt_xs_on() && (w->cols / 32) % 2 == 0 && ((uintptr_t)xa & 15) == 0;
-        if (st == MVT_ST && mvt_r1<TY>() && (w->rows + MVT_RT - 1) / MVT_RT < mvt_capacity<TY, MVT_ST, 2>()) {
-            /* tiles of 4 rows where those of 8 leave the grid short */
-            if (mvt_st1() == 3) launch_mvt_st<TY, 3, 1>(w, xa, out, add);
-            else if (xs) launch_mvt_st<TY, MVT_ST, 1, true>(w, xa, out, add);
-            else launch_mvt_st<TY, MVT_ST, 1>(w, xa, out, add);
-        } else if (st == 4) launch_mvt_st<TY, 4>(w, xa, out, add);
+        if (st == MVT_ST && mvt_r1<TY>() && (w->rows + MVT_RT - 1) / MVT_RT < mvt_capacity<TY, MVT_ST, 2>())
+            launch_mvt_st<TY, MVT_ST, 1>(w, xa, out, add); /* tiles of 4 rows where those of 8 leave the grid short */
+        else if (st == 4) launch_mvt_st<TY, 4>(w, xa, out, add);
         else if (st == 3) launch_mvt_st<TY, 3>(w, xa, out, add);
-        else if (xs) launch_mvt_st<TY, MVT_ST, 2, true>(w, xa, out, add);
         else launch_mvt_st<TY, MVT_ST>(w, xa, out, add);
         return true;
     }

@@ -429,8 +429,18 @@ __global__ void k_attention(const float *q, const __half *kc, const __half *vc, 
     }
 }
 
-/* heads per block: the whole group sharing a KV head when it has at most ATT_MAX_HB heads, else one */
-static int att_hb(int H, int KV) { return H / KV <= ATT_MAX_HB ? H / KV : 1; }
+/* heads per block: the whole group sharing a KV head when it has at most ATT_MAX_HB heads, else one. Experiment, off
+ * until timed: LB_CUDA_ATT_HB=N, N heads a block where N divides a larger group (more blocks, each with less of the
+ * work: k_att_one's 8 blocks on the 8B shape were busy for all of its 9-10 us, run 54's ncu). Read once. */
+static int att_hb(int H, int KV) {
+    static const int want = [] {
+        const char *v = getenv("LB_CUDA_ATT_HB");
+        return v && *v ? atoi(v) : 0;
+    }();
+    const int g = H / KV;
+    if (want > 0 && want < g && g % want == 0) return want;
+    return g <= ATT_MAX_HB ? g : 1;
+}
 static size_t att_smem(int hb, int D, int64_t max_n) { return (size_t)hb * (size_t)(D + max_n) * sizeof(float); }
 
 cudaError_t cu_attention_prepare(int H, int KV, int D, int64_t n_ctx) {
