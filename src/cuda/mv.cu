@@ -419,10 +419,11 @@ __global__ void __launch_bounds__(MV_WARPS * 32) k_mvq(const uint8_t *__restrict
  * stream through the Tensor Memory Accelerator. A block (MV_WARPS warps) owns tiles of MVT_RT consecutive rows, tiles
  * blockIdx.x, + gridDim.x, ... (a grid of a few blocks per multiprocessor); each tile's rows are taken in segments of
  * MVT_S elements, and one thread copies each row's segment with a bulk copy (cp.async.bulk, completion counted in
- * bytes on the stage's mbarrier; LB_CUDA_MVT_LANES=1: warp 0's lanes, a row each), ST - 1 (tile, segment) items ahead of the one the warps compute (ST stages: MVT_ST,
- * or LB_CUDA_MVT_ST's), across tile boundaries: the pipeline never drains until the block's last tile. Warp w computes
- * rows 2 w and 2 w + 1 of the tile, lane l chunks l and l + 32 of each segment (Mq::chunk, dp4a, as k_mvq); the lane's
- * sums run over the segments in order, then a butterfly over the warp: the order depends on K alone.
+ * bytes on the stage's mbarrier; LB_CUDA_MVT_LANES=1: warp 0's lanes, a row each), ST - 1 (tile, segment) items ahead
+ * of the one the warps compute (ST stages: MVT_ST, or LB_CUDA_MVT_ST's), across tile boundaries: the pipeline never
+ * drains until the block's last tile. Warp w computes rows 2 w and 2 w + 1 of the tile, lane l chunks l and l + 32 of
+ * each segment (Mq::chunk, dp4a, as k_mvq); the lane's sums run over the segments in order, then a butterfly over the
+ * warp: the order depends on K alone.
  */
 #define MVT_RT (2 * MV_WARPS)
 #define MVT_S 2048
