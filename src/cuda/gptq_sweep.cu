@@ -23,6 +23,7 @@ extern "C" {
 #include "gptq.h"
 }
 
+#include "kernels.cuh"
 #include "kq_encode.cuh"
 
 namespace lb_gsd {
@@ -320,11 +321,7 @@ cudaError_t cu_gptq_cd(const lb_cd_rows *a, cudaStream_t st) {
     const unsigned blocks = (unsigned)((a->rows * 32 + threads - 1) / threads);
     /* compiled for at least 4 blocks (16 rows) per SM: 128 registers a thread instead of 156, 14 % faster on an
      * H100 (the 8B gate shape's descent 0.83 -> 0.71 s; 6 blocks gave no more); LB_GPU_CD_OCC=1 or 6 for the others */
-    static int occ = -1;
-    if (occ < 0) {
-        const char *v = getenv("LB_GPU_CD_OCC");
-        occ = v ? atoi(v) : 4;
-    }
+    static const int occ = (int)cu_env_int("LB_GPU_CD_OCC", 4);
     if (occ >= 6) k_gptq_cd<6><<<blocks, threads, 0, st>>>(*a);
     else if (occ >= 4) k_gptq_cd<4><<<blocks, threads, 0, st>>>(*a);
     else k_gptq_cd<1><<<blocks, threads, 0, st>>>(*a);

@@ -22,6 +22,12 @@ static inline bool cu_env_is(const char *name, char c) {
     return v && v[0] == c;
 }
 
+/* Environment variable `name` as an integer, or dflt where it is unset or empty (read once by callers, as cu_env_is). */
+static inline long long cu_env_int(const char *name, long long dflt) {
+    const char *v = getenv(name);
+    return v && *v ? atoll(v) : dflt;
+}
+
 /* The current device's ordinal (-1 where the runtime cannot say). Shared memory limits raised by cudaFuncSetAttribute,
  * multiprocessor counts and occupancies are per device: launchers keep them per ordinal, CU_DEVS at most (a later ordinal
  * asks every time), so every GPU of a pipeline or calibration set gets its own. */

@@ -1084,9 +1084,8 @@ template <int TY> static bool mvt_wanted(int64_t rows) {
  * q4_K 69.5 -> 70.2 %, tg128 Q4_0 +6.9 %, Q4_K_M +0.9 % (the 4096 x 4096 products a little slower: 50-53 % -> 46-51 %) */
 static int mvt_stages(void) {
     static const int n = [] {
-        const char *v = getenv("LB_CUDA_MVT_ST");
-        const int k = v ? atoi(v) : MVT_ST;
-        return k == 3 || k == 4 ? k : MVT_ST;
+        const long long k = cu_env_int("LB_CUDA_MVT_ST", MVT_ST);
+        return k == 3 || k == 4 ? (int)k : MVT_ST;
     }();
     return n;
 }

@@ -433,10 +433,7 @@ __global__ void k_attention(const float *q, const __half *kc, const __half *vc, 
  * until timed: LB_CUDA_ATT_HB=N, N heads a block where N divides a larger group (more blocks, each with less of the
  * work: k_att_one's 8 blocks on the 8B shape were busy for all of its 9-10 us, run 54's ncu). Read once. */
 static int att_hb(int H, int KV) {
-    static const int want = [] {
-        const char *v = getenv("LB_CUDA_ATT_HB");
-        return v && *v ? atoi(v) : 0;
-    }();
+    static const int want = (int)cu_env_int("LB_CUDA_ATT_HB", 0);
     const int g = H / KV;
     if (want > 0 && want < g && g % want == 0) return want;
     return g <= ATT_MAX_HB ? g : 1;
@@ -883,8 +880,7 @@ __global__ void __launch_bounds__(AO_THREADS) k_att_one(const float *q, const __
  * context it holds (the default), =N (more than 1) contexts of at most N positions. Read once. */
 static int64_t att_one_cap(void) {
     static const int64_t cap = [] {
-        const char *v = getenv("LB_CUDA_ATT_ONE");
-        const long long n = v && *v ? atoll(v) : 1;
+        const long long n = cu_env_int("LB_CUDA_ATT_ONE", 1);
         return n == 1 ? (int64_t)INT64_MAX : n > 1 ? (int64_t)n : (int64_t)0;
     }();
     return cap;
