@@ -61,6 +61,15 @@ static inline int cu_dev_sms(void) {
     });
 }
 
+/* the current device's compute capability major (0 where the runtime does not say) */
+static inline int cu_dev_major(void) {
+    static cu_dev_cache<int> cache;
+    return cu_per_device(cache, [](int dev) {
+        int n = 0;
+        return dev >= 0 && cudaDeviceGetAttribute(&n, cudaDevAttrComputeCapabilityMajor, dev) == cudaSuccess ? n : 0;
+    });
+}
+
 /* the largest dynamic shared memory a block may opt in to on the current device (0 where the runtime does not say) */
 static inline int cu_dev_smem_optin(void) {
     static cu_dev_cache<int> cache;
@@ -140,23 +149,38 @@ __device__ __forceinline__ int act_code(float v, float id) {
 /* LB_CUDA_PDL is not 0 and the current device has compute capability 9 or more (asked once a device) */
 bool cu_pdl_on(void);
 /* kernel<<<grid, block, smem, lb_cu_stream>>>(args...), with the programmatic serialization attribute when cu_pdl_on();
- * the kernel must follow pdl_enter's rule. Launch errors are left for cudaGetLastError, as with <<<>>>. */
-template <typename... P, typename... A> static inline void cu_launch(void (*kernel)(P...), dim3 grid, dim3 block, size_t smem, A... args) {
-    if (!cu_pdl_on()) {
+ * the kernel must follow pdl_enter's rule. Launch errors are left for cudaGetLastError, as with <<<>>>.
+ * cu_launch_cluster: the grid's blocks in clusters of cy along y (cy > 1: sm_90 and later, at most 8, dividing grid.y). */
+template <typename... P, typename... A>
+static inline void cu_launch_cluster(void (*kernel)(P...), dim3 grid, dim3 block, unsigned cy, size_t smem, A... args) {
+    const bool pdl = cu_pdl_on();
+    if (!pdl && cy <= 1) {
         kernel<<<grid, block, smem, lb_cu_stream>>>(args...);
         return;
     }
-    cudaLaunchAttribute at[1];
-    at[0].id = cudaLaunchAttributeProgrammaticStreamSerialization;
-    at[0].val.programmaticStreamSerializationAllowed = 1;
+    cudaLaunchAttribute at[2];
+    unsigned n = 0;
+    if (pdl) {
+        at[n].id = cudaLaunchAttributeProgrammaticStreamSerialization;
+        at[n++].val.programmaticStreamSerializationAllowed = 1;
+    }
+    if (cy > 1) {
+        at[n].id = cudaLaunchAttributeClusterDimension;
+        at[n].val.clusterDim.x = 1;
+        at[n].val.clusterDim.y = cy;
+        at[n++].val.clusterDim.z = 1;
+    }
     cudaLaunchConfig_t cfg = {};
     cfg.gridDim = grid;
     cfg.blockDim = block;
     cfg.dynamicSmemBytes = smem;
     cfg.stream = lb_cu_stream;
     cfg.attrs = at;
-    cfg.numAttrs = 1;
+    cfg.numAttrs = n;
     (void)cudaLaunchKernelEx(&cfg, kernel, ((P)args)...);
+}
+template <typename... P, typename... A> static inline void cu_launch(void (*kernel)(P...), dim3 grid, dim3 block, size_t smem, A... args) {
+    cu_launch_cluster(kernel, grid, block, 1, smem, args...);
 }
 
 /* A weight matrix on the device: rows of row_bytes, cols a multiple of 32. */

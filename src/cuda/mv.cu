@@ -8,9 +8,11 @@
  * bytes of 32 consecutive chunks (32 elements each) of its row into shared memory with 16-byte (or 8-byte)
  * loads, coalesced, then each lane decodes one chunk (quant.cuh) and multiplies it with the activations of
  * every token; a butterfly over the warp sums the lanes. In every kernel the summation order is fixed by K
- * alone, so results repeat exactly run to run.
+ * alone (k_mvm's split steps, an experiment: by K, the rows and the device), so results repeat exactly run to run.
  */
 #include <stdlib.h>
+
+#include <cooperative_groups.h>
 
 #include "kernels.cuh"
 #include "quant.cuh"
@@ -20,6 +22,8 @@ extern "C" {
 }
 
 #define MV_WARPS 4
+
+namespace cg = cooperative_groups;
 
 /* an output element: the product, or (add) the element plus the product (the residual add of the forward pass,
  * the same IEEE addition as cu_add) */
@@ -629,7 +633,7 @@ __device__ __forceinline__ void stage_fill_rows(uint8_t *dst, int dstride, const
  * XS: the step's activations follow its 16 MT weight rows in the stage, copied with them: the codes [MVM_CH][NT][32]
  * and the scales [MVM_CH][NT] (float2), zeros past the batch's tokens and the step's chunks (run 29: leaving the
  * scales to the lanes' loads, a smaller stage, was slower at batch 8 and 16). */
-template <int TY, int NT, int ST, bool XS, int MT = 1> struct MvmShape {
+template <int TY, int NT, int ST, bool XS, int MT = 1, int P = 1> struct MvmShape {
     static constexpr int PER = Dq<TY>::BE / 32, BYTES = (MVM_CH / PER) * Dq<TY>::BB;
     static constexpr bool WIN = BYTES % 16 != 0;
     /* a step starts (s BYTES) mod 16 bytes into its first unit: at most 16 - (BYTES's lowest set bit) (q6_K: 14, so the
@@ -639,8 +643,9 @@ template <int TY, int NT, int ST, bool XS, int MT = 1> struct MvmShape {
     static constexpr int SB0 = UMAX * 16;
     static constexpr int SB = (SB0 / 16) % 2 ? SB0 : SB0 + 16;
     static constexpr int WB = MVM_ROWS * MT * SB, XC = XS ? MVM_CH * NT * 32 : 0, XB = XS ? XC + MVM_CH * NT * 8 : 0;
-    static constexpr int SS = WB + XB; /* one stage */
-    static constexpr int STAGE = MVM_WARPS * ST * SS;
+    /* P warps on one step: a stage holds their P weight tiles, then the step's activations (at XOFF) once */
+    static constexpr int XOFF = P * WB, SS = XOFF + XB; /* one stage */
+    static constexpr int STAGE = MVM_WARPS / P * ST * SS;
 };
 
 /* a full step's U 16-byte units of each of the nr <= 16 rows of k_mvm, row-major over the lanes (a warp's copy reads
@@ -668,13 +673,14 @@ __device__ __forceinline__ void cp_async_z(void *smem, const void *g, int bytes,
 #endif
 }
 
-template <int TY, int NT, int ST, bool XS, int MT = 1>
+template <int TY, int NT, int ST, bool XS, int MT = 1, int P = 1>
 __global__ void __launch_bounds__(MVM_WARPS * 32) k_mvm(const uint8_t *__restrict__ W, size_t rb, int64_t N, int K,
                                                        const int8_t *__restrict__ xq, const float2 *__restrict__ xd, int nt,
                                                        float *__restrict__ out, int64_t ldo, int cw, int add) {
     using D = Dq<TY>;
-    using S = MvmShape<TY, NT, ST, XS, MT>;
-    constexpr int NTL = NT / 8, SB = S::SB;
+    using S = MvmShape<TY, NT, ST, XS, MT, P>;
+    constexpr int NTL = NT / 8, SB = S::SB, G = MVM_WARPS / P;
+    static_assert(MVM_WARPS % P == 0 && (P == 1 || XS), "step groups of P warps share the step's staged activations");
     /* one scale a chunk (every word type but q6_K, whose 16-element halves have their own); MIN: the k-quants with
      * 6-bit scales and mins (q4_K, q5_K), whose steps are one super-block each (the others have no min term) */
     constexpr bool K32 = TY != LB_TYPE_Q6_K, MIN = TY == LB_TYPE_Q4_K || TY == LB_TYPE_Q5_K;
@@ -682,15 +688,20 @@ __global__ void __launch_bounds__(MVM_WARPS * 32) k_mvm(const uint8_t *__restric
     static_assert(MVM_ROWS == 16, "stage_rows16 copies 16 rows");
     extern __shared__ __align__(16) uint8_t smem[];
     const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, g = lane / 4, t = lane % 4;
-    uint8_t *stage = smem + warp * (ST * S::SS);
-    const int64_t row0 = (int64_t)blockIdx.x * MVM_ROWS * MT;
+    const int q = warp / P, p = warp % P; /* the warp's step group and its place there (P = 1: q = warp) */
+    uint8_t *stage = smem + q * (ST * S::SS);
+    /* the block's rows from rowb, the warp's from row0 (nr of them, none for some warps of a last block where P > 1) */
+    const int64_t rowb = (int64_t)blockIdx.x * MVM_ROWS * MT * P, row0 = rowb + p * MVM_ROWS * MT;
     const int nr = N - row0 < MVM_ROWS * MT ? (int)(N - row0) : MVM_ROWS * MT;
     const int nch = K / 32, nsteps = (nch + MVM_CH - 1) / MVM_CH;
+    /* the block's steps [s0, s1): part blockIdx.y of gridDim.y (a cluster, summed at the end); group q takes s0 + q + j G */
+    const int spk = (nsteps + (int)gridDim.y - 1) / (int)gridDim.y;
+    const int s0 = min(nsteps, (int)blockIdx.y * spk), s1 = min(nsteps, s0 + spk);
     const int64_t xs = K / 32;
-    /* step j's copies: the weights (w), its activations (x: XS); one cp.async group a step */
+    /* step j's copies: the weights (w), its activations (x: XS, shared by the group's warps); one cp.async group a step */
     auto issue = [&](int j, bool w, bool x) {
-        const int s = warp + j * MVM_WARPS;
-        if (s >= nsteps) return;
+        const int s = s0 + q + j * G;
+        if (s >= s1) return;
         uint8_t *st = stage + (j % ST) * S::SS;
         const int n = nch - MVM_CH * s < MVM_CH ? nch - MVM_CH * s : MVM_CH;
         const size_t off = (size_t)s * S::BYTES;
@@ -699,25 +710,28 @@ __global__ void __launch_bounds__(MVM_WARPS * 32) k_mvm(const uint8_t *__restric
                 const size_t from = S::WIN ? off & ~(size_t)15 : off;
 #pragma unroll
                 for (int mt = 0; mt < MT; mt++)
-                    stage_rows16<S::UMAX>(st + mt * MVM_ROWS * SB, SB, W + (row0 + mt * MVM_ROWS) * rb + from, rb, nr - mt * MVM_ROWS, lane);
+                    stage_rows16<S::UMAX>(st + p * S::WB + mt * MVM_ROWS * SB, SB, W + (row0 + mt * MVM_ROWS) * rb + from, rb,
+                                          nr - mt * MVM_ROWS, lane);
             } else {
-                stage_fill_rows(st, SB, W + row0 * rb + off, rb, nr, (n / S::PER) * D::BB, cw, lane);
+                stage_fill_rows(st + p * S::WB, SB, W + row0 * rb + off, rb, nr, (n / S::PER) * D::BB, cw, lane);
             }
         }
         if constexpr (XS) {
-            if (x) { /* the step's codes of each token (16 units of 16 bytes), then its scales */
+            if (x) { /* the step's codes of each token (16 units of 16 bytes), then its scales; unit u by lane u % 32 of the
+                      * group's warp u / 32 % P */
                 const int c0 = MVM_CH * s;
+                constexpr int XU = 16 * NT, SU = NT * MVM_CH;
 #pragma unroll
-                for (int i = 0; i < NT / 2; i++) {
-                    const int u = lane + 32 * i, tok = u / 16, ch = (u % 16) / 2, h = u % 2;
+                for (int i = 0; i < (XU + 32 * P - 1) / (32 * P); i++) {
+                    const int u = lane + 32 * (p + P * i), tok = u / 16, ch = (u % 16) / 2, h = u % 2;
                     const bool ok = tok < nt && ch < n;
-                    cp_async_z(st + S::WB + (ch * NT + tok) * 32 + 16 * h, ok ? xq + (size_t)tok * K + 32 * (c0 + ch) + 16 * h : xq, 16, ok);
+                    if (u < XU) cp_async_z(st + S::XOFF + (ch * NT + tok) * 32 + 16 * h, ok ? xq + (size_t)tok * K + 32 * (c0 + ch) + 16 * h : xq, 16, ok);
                 }
 #pragma unroll
-                for (int i = 0; i < (NT * MVM_CH + 31) / 32; i++) {
-                    const int u = lane + 32 * i, tok = u / MVM_CH, ch = u % MVM_CH;
+                for (int i = 0; i < (SU + 32 * P - 1) / (32 * P); i++) {
+                    const int u = lane + 32 * (p + P * i), tok = u / MVM_CH, ch = u % MVM_CH;
                     const bool ok = tok < nt && ch < n;
-                    if (u < NT * MVM_CH) cp_async_z(st + S::WB + S::XC + (ch * NT + tok) * 8, ok ? xd + tok * xs + c0 + ch : xd, 8, ok);
+                    if (u < SU) cp_async_z(st + S::XOFF + S::XC + (ch * NT + tok) * 8, ok ? xd + tok * xs + c0 + ch : xd, 8, ok);
                 }
             }
         } else {
@@ -734,15 +748,24 @@ __global__ void __launch_bounds__(MVM_WARPS * 32) k_mvm(const uint8_t *__restric
         cp_commit();
     }
     pdl_go();
-    for (int j = 0; warp + j * MVM_WARPS < nsteps; j++) {
-        issue(j + ST - 1, true, true);
-        cp_commit(); /* an empty group past the end keeps the wait count uniform */
-        cp_wait<ST - 1>();
-        __syncwarp();
-        const int s = warp + j * MVM_WARPS, n = nch - MVM_CH * s < MVM_CH ? nch - MVM_CH * s : MVM_CH;
+    for (int j = 0; s0 + q + j * G < s1; j++) {
+        if constexpr (P == 1) { /* the warp's own stages: it refills the one it read last before waiting */
+            issue(j + ST - 1, true, true);
+            cp_commit(); /* an empty group past the end keeps the wait count uniform */
+            cp_wait<ST - 1>();
+            __syncwarp();
+        } else { /* the group's stages: step j's copies of every warp of the group visible, and each done with step j - 1's
+                  * stage, before it is refilled */
+            cp_wait<ST - 2>();
+            if constexpr (G == 1) __syncthreads();
+            else asm volatile("bar.sync %0, %1;" ::"r"(q + 1), "r"(32 * P) : "memory");
+            issue(j + ST - 1, true, true);
+            cp_commit();
+        }
+        const int s = s0 + q + j * G, n = nch - MVM_CH * s < MVM_CH ? nch - MVM_CH * s : MVM_CH;
         const int lead = S::WIN ? (int)(((size_t)s * S::BYTES) & 15) : 0; /* the step's offset in its first unit */
         const uint8_t *st = stage + (j % ST) * S::SS;
-        const uint8_t *rp = st + g * SB + lead; /* row g of m-tile mt: rp + mt * 16 SB; row g + 8: 8 SB further */
+        const uint8_t *rp = st + p * S::WB + g * SB + lead; /* row g of m-tile mt: rp + mt * 16 SB; row g + 8: 8 SB further */
         /* q4_K / q5_K: a step is one super-block, whose activations share one scale: the chunks' integer products
          * times their 6-bit scales add up exactly in int32 (si), the mins times the activations' scaled code sums in
          * F32 (mi), and the step ends with one scaling each (dx the activation scale of tokens 2t, 2t + 1) */
@@ -761,10 +784,10 @@ __global__ void __launch_bounds__(MVM_WARPS * 32) k_mvm(const uint8_t *__restric
                 for (int tl = 0; tl < NTL; tl++) {
                     const int tb = 8 * tl + g, t0 = 8 * tl + 2 * t;
                     if constexpr (XS) { /* zeros past the tokens and chunks */
-                        const uint8_t *xc = st + S::WB + ((g0 + i) * NT + tb) * 32;
+                        const uint8_t *xc = st + S::XOFF + ((g0 + i) * NT + tb) * 32;
                         xa[i][tl] = *(const uint32_t *)(xc + 4 * t);
                         xb[i][tl] = *(const uint32_t *)(xc + 16 + 4 * t);
-                        const float4 f = *(const float4 *)(st + S::WB + S::XC + ((g0 + i) * NT + t0) * 8);
+                        const float4 f = *(const float4 *)(st + S::XOFF + S::XC + ((g0 + i) * NT + t0) * 8);
                         fa[i][tl] = make_float2(f.x, f.y);
                         fb[i][tl] = make_float2(f.z, f.w);
                     } else {
@@ -855,12 +878,12 @@ __global__ void __launch_bounds__(MVM_WARPS * 32) k_mvm(const uint8_t *__restric
                 }
             }
         }
-        __syncwarp();
+        if constexpr (P == 1) __syncwarp();
     }
     cp_wait<0>();
     __syncthreads(); /* every warp is done with its stages: the sums go where they were */
     float *red = (float *)smem; /* [MVM_WARPS][32][MT][NTL][4] */
-    constexpr int V = MT * NTL * 4;
+    constexpr int V = MT * NTL * 4, OUTS = P * 32 * V; /* the block's sums: [P][32][V] */
 #pragma unroll
     for (int mt = 0; mt < MT; mt++)
 #pragma unroll
@@ -868,14 +891,34 @@ __global__ void __launch_bounds__(MVM_WARPS * 32) k_mvm(const uint8_t *__restric
 #pragma unroll
             for (int i = 0; i < 4; i++) red[(warp * 32 + lane) * V + (mt * NTL + tl) * 4 + i] = acc[mt][tl][i];
     __syncthreads();
-    for (int idx = threadIdx.x; idx < 32 * V; idx += MVM_WARPS * 32) {
-        const int l = idx / V, sl = idx % V, mt = sl / (NTL * 4), tl = sl / 4 % NTL, i = sl % 4;
-        float v = red[idx];
+    /* sum idx of the block: the warps at place idx / (32 V) of every group, in group order (P = 1: every warp's) */
+    auto emit = [&](int idx, float v) {
+        const int pw = idx / (32 * V), l = idx / V % 32, sl = idx % V, mt = sl / (NTL * 4), tl = sl / 4 % NTL, i = sl % 4;
+        const int64_t row = rowb + pw * MVM_ROWS * MT + MVM_ROWS * mt + l / 4 + (i >= 2 ? 8 : 0);
+        const int tok = 8 * tl + 2 * (l % 4) + (i & 1);
+        if (row < N && tok < nt) put_out(out + (size_t)tok * ldo + row, v, add);
+    };
+    const bool split = gridDim.y > 1;
+    for (int idx = threadIdx.x; idx < OUTS; idx += MVM_WARPS * 32) {
+        float v = red[idx]; /* warp idx / (32 V) of group 0, then of the others */
 #pragma unroll
-        for (int w = 1; w < MVM_WARPS; w++) v += red[w * 32 * V + idx];
-        const int row = MVM_ROWS * mt + l / 4 + (i >= 2 ? 8 : 0), tok = 8 * tl + 2 * (l % 4) + (i & 1);
-        if (row < nr && tok < nt) put_out(out + (size_t)tok * ldo + row0 + row, v, add);
+        for (int w = 1; w < G; w++) v += red[w * OUTS + idx];
+        if (split) red[idx] = v; /* group 0's place: read by this thread alone above */
+        else emit(idx, v);
     }
+#if __CUDA_ARCH__ >= 900
+    if (split) { /* the parts of the cluster (launch_mvm_p: sm_90 only) added in part order, each part summing a share */
+        cg::cluster_group cl = cg::this_cluster();
+        cl.sync();
+        const int parts = (int)gridDim.y, me = (int)cl.block_rank();
+        for (int idx = me * MVM_WARPS * 32 + (int)threadIdx.x; idx < OUTS; idx += parts * MVM_WARPS * 32) {
+            float v = cl.map_shared_rank(red, 0)[idx];
+            for (int r = 1; r < parts; r++) v += cl.map_shared_rank(red, r)[idx];
+            emit(idx, v);
+        }
+        cl.sync(); /* no part leaves while another reads its shared memory */
+    }
+#endif
 }
 
 /* The CPU's 8-bit rounding of activations (lb_act_quantize): one scale per `be` elements (the weight type's block,
@@ -1063,10 +1106,8 @@ template <int TY, int NT, bool DEEP> static void mvq_rows(const dweight *w, cons
  * with LB_CUDA_MVT=0 none. mvt_mode: 0 none, 1 every one, 2 the types' choice */
 static int mvt_mode(void) {
     static cu_dev_cache<int> cache; /* per device: a pipeline may mix compute capabilities */
-    return cu_per_device(cache, [](int dev) {
-        int major = 0;
-        const bool sm90 = dev >= 0 && cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, dev) == cudaSuccess && major >= 9;
-        return !sm90 || cu_env_is("LB_CUDA_MVT", '0') ? 0 : cu_env_is("LB_CUDA_MVT", '1') ? 1 : 2;
+    return cu_per_device(cache, [](int) {
+        return cu_dev_major() < 9 || cu_env_is("LB_CUDA_MVT", '0') ? 0 : cu_env_is("LB_CUDA_MVT", '1') ? 1 : 2;
     });
 }
 
@@ -1160,34 +1201,62 @@ template <int TY, int NT> static void mvq_nt(const dweight *w, const void *xa, i
 }
 
 /* the block's stages; the warps' sums reuse them at the end */
-template <int TY, int NT, int ST, bool XS, int MT> static constexpr size_t mvm_smem() {
-    static_assert(MvmShape<TY, NT, ST, XS, MT>::STAGE >= MVM_WARPS * 32 * MT * (NT / 8) * 4 * sizeof(float), "the sums fit the stages");
-    return MvmShape<TY, NT, ST, XS, MT>::STAGE;
+template <int TY, int NT, int ST, bool XS, int MT, int P = 1> static constexpr size_t mvm_smem() {
+    constexpr size_t st = MvmShape<TY, NT, ST, XS, MT, P>::STAGE;
+    static_assert(st >= MVM_WARPS * 32 * MT * (NT / 8) * 4 * sizeof(float), "the sums fit the stages");
+    return st;
 }
 
-/* the blocks of k_mvm<TY, NT, ST, XS, MT> one multiprocessor holds (its shared memory limit raised first; 0 if the query
- * fails) */
-template <int TY, int NT, int ST, bool XS, int MT = 1> static int mvm_occupancy() {
-    constexpr size_t smem = mvm_smem<TY, NT, ST, XS, MT>();
+/* the blocks of k_mvm<TY, NT, ST, XS, MT, P> one multiprocessor holds (its shared memory limit raised first; 0 if the
+ * query fails) */
+template <int TY, int NT, int ST, bool XS, int MT = 1, int P = 1> static int mvm_occupancy() {
+    constexpr size_t smem = mvm_smem<TY, NT, ST, XS, MT, P>();
     int per = 0;
     /* a variant larger than the multiprocessor's shared memory is not asked about: the refused attribute would be the
      * error the next launch's check finds (run 39: q4_0's 32-row blocks at 16 tokens and three stages, 233 KB) */
     if (smem > (size_t)cu_dev_smem_optin()) return 0;
-    if (cudaFuncSetAttribute(k_mvm<TY, NT, ST, XS, MT>, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem) != cudaSuccess ||
-        cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per, k_mvm<TY, NT, ST, XS, MT>, MVM_WARPS * 32, smem) != cudaSuccess) {
+    if (cudaFuncSetAttribute(k_mvm<TY, NT, ST, XS, MT, P>, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem) != cudaSuccess ||
+        cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per, k_mvm<TY, NT, ST, XS, MT, P>, MVM_WARPS * 32, smem) != cudaSuccess) {
         (void)cudaGetLastError();
         per = 0;
     }
     return per;
 }
 
-template <int TY, int NT, int ST, bool XS, int MT = 1>
-static void launch_mvm_w(const dweight *w, const void *xa, int T, float *out, int64_t ldo, int cw, int add) {
-    const int64_t N = w->rows, K = w->cols;
+/* k_mvm<TY, NT, ST, XS, MT, P> over w's rows, each block's steps split over `parts` blocks of a cluster (P > 1) */
+template <int TY, int NT, int ST, bool XS, int MT = 1, int P = 1>
+static void launch_mvm_w(const dweight *w, const void *xa, int T, float *out, int64_t ldo, int cw, int add, int parts = 1) {
+    const int64_t N = w->rows, K = w->cols, rows = MVM_ROWS * MT * P;
     const int8_t *xq = (const int8_t *)xa;
-    cu_launch(k_mvm<TY, NT, ST, XS, MT>, dim3((unsigned)((N + MVM_ROWS * MT - 1) / (MVM_ROWS * MT))), dim3(MVM_WARPS * 32),
-              mvm_smem<TY, NT, ST, XS, MT>(),
-              (const uint8_t *)w->data, w->row_bytes, N, (int)K, xq, (const float2 *)(xq + (size_t)T * K), T, out, ldo, cw, add);
+    cu_launch_cluster(k_mvm<TY, NT, ST, XS, MT, P>, dim3((unsigned)((N + rows - 1) / rows), (unsigned)parts), dim3(MVM_WARPS * 32),
+                      (unsigned)parts, mvm_smem<TY, NT, ST, XS, MT, P>(), (const uint8_t *)w->data, w->row_bytes, N, (int)K, xq,
+                      (const float2 *)(xq + (size_t)T * K), T, out, ldo, cw, add);
+}
+
+/*
+ * k_mvm in step groups of P warps (two stages, the activations staged once a group, two m-tiles a warp: 32 P rows a
+ * block): where the row blocks are fewer than the blocks the device holds at once, each one's steps split over
+ * `parts` blocks of a cluster (sm_90; at most 8, as many as keep the grid in one wave, each part at least one step a
+ * group) that add their sums in part order through distributed shared memory. The parts, and so the order of
+ * additions, depend on the rows, the row length and the device's multiprocessors. Experiment, off until timed:
+ * LB_CUDA_MVM_P=4 or 8 (LB_CUDA_MVM_SPLIT=0: no split). False where the variant does not fit the device.
+ */
+static int mvm_p(void) {
+    static const int p = (int)cu_env_int("LB_CUDA_MVM_P", 1);
+    return p;
+}
+template <int TY, int NT, int P> static bool launch_mvm_p(const dweight *w, const void *xa, int T, float *out, int64_t ldo, int cw, int add) {
+    static cu_dev_cache<int> cache;
+    const int occ = cu_per_device(cache, [](int) { return mvm_occupancy<TY, NT, 2, true, 2, P>(); });
+    if (occ <= 0) return false;
+    static const bool split = !cu_env_is("LB_CUDA_MVM_SPLIT", '0');
+    const int64_t blocks = (w->rows + MVM_ROWS * 2 * P - 1) / (MVM_ROWS * 2 * P), slots = (int64_t)cu_dev_sms() * occ;
+    const int64_t steps = (w->cols / 32 + MVM_CH - 1) / MVM_CH, most = steps / (MVM_WARPS / P);
+    int parts = 1;
+    if (split && cu_dev_major() >= 9)
+        while (parts < 8 && parts < most && blocks * (parts + 1) <= slots) parts++;
+    launch_mvm_w<TY, NT, 2, true, 2, P>(w, xa, T, out, ldo, cw, add, parts);
+    return true;
 }
 
 /* whether k_mvm stages its activations with the weights by cp.async (MvmShape's XS): yes by default (run 28, Q4_K_M's
@@ -1234,6 +1303,8 @@ template <int TY, int NT> static void launch_mvm(const dweight *w, const void *x
     const int *occ = oc.o;
     const int sms = cu_dev_sms();
     const bool xs = ((uintptr_t)xa & 15) == 0 && mvm_xs_on() && (occ[2] > 0 || occ[3] > 0);
+    if (xs && mvm_p() == 4 && launch_mvm_p<TY, NT, 4>(w, xa, T, out, ldo, cw, add)) return;
+    if (xs && mvm_p() == 8 && launch_mvm_p<TY, NT, 8>(w, xa, T, out, ldo, cw, add)) return;
     const int m2 = xs ? 6 : 4; /* the 32-row variants of this staging */
     const int mt = mvm_mt() == 2 && (occ[m2] > 0 || occ[m2 + 1] > 0) ? 2 : 1;
     const int64_t blocks = (w->rows + MVM_ROWS * mt - 1) / (MVM_ROWS * mt), L = (blocks + sms - 1) / sms;

@@ -19,11 +19,7 @@ thread_local cudaStream_t lb_cu_stream = 0;
 
 bool cu_pdl_on(void) {
     static cu_dev_cache<bool> cache; /* per device: a pipeline may mix compute capabilities */
-    return cu_per_device(cache, [](int dev) {
-        int major = 0;
-        return !cu_env_is("LB_CUDA_PDL", '0') && dev >= 0 &&
-               cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, dev) == cudaSuccess && major >= 9;
-    });
+    return cu_per_device(cache, [](int) { return !cu_env_is("LB_CUDA_PDL", '0') && cu_dev_major() >= 9; });
 }
 
 /* block-wide sum of a double; every thread gets the result. sh: RED_THREADS doubles. */
@@ -429,19 +425,22 @@ __global__ void k_attention(const float *q, const __half *kc, const __half *vc, 
     }
 }
 
-/* heads per block: the whole group sharing a KV head when it has at most ATT_MAX_HB heads, else one. Experiment, off
- * until timed: LB_CUDA_ATT_HB=N, N heads a block where N divides a larger group (more blocks, each with less of the
- * work: k_att_one's 8 blocks on the 8B shape were busy for all of its 9-10 us, run 54's ncu). Read once. */
-static int att_hb(int H, int KV) {
+/* heads per block of the attention kernels: two heads of a group of 4-8 sharing a KV head where the head size is a
+ * multiple of 128 (so two heads' outputs are whole 256-element weight blocks, which the single launch's rounding for
+ * the o product needs), else the whole group when it has at most ATT_MAX_HB heads, else one. Twice the blocks, each
+ * with half the work: k_att_one's 8 blocks on the 8B shape were busy for all of its 9-10 us (run 54's ncu); with 16,
+ * tg128 +1.2 % Q4_0 and Q4_K_M, +2.4-2.7 % at positions 128-255 (run 57, H100). LB_CUDA_ATT_HB=N: N heads where N
+ * divides the group, the whole group (up to ATT_MAX_HB) for N at least its size. Read once. */
+static int att_hb(int H, int KV, int D) {
     static const int want = (int)cu_env_int("LB_CUDA_ATT_HB", 0);
-    const int g = H / KV;
-    if (want > 0 && want < g && g % want == 0) return want;
-    return g <= ATT_MAX_HB ? g : 1;
+    const int g = H / KV, whole = g <= ATT_MAX_HB ? g : 1;
+    if (want > 0) return want < g && g % want == 0 ? want : whole;
+    return whole > 2 && whole % 2 == 0 && D % 128 == 0 ? 2 : whole;
 }
 static size_t att_smem(int hb, int D, int64_t max_n) { return (size_t)hb * (size_t)(D + max_n) * sizeof(float); }
 
 cudaError_t cu_attention_prepare(int H, int KV, int D, int64_t n_ctx) {
-    const size_t smem = att_smem(att_hb(H, KV), D, n_ctx);
+    const size_t smem = att_smem(att_hb(H, KV, D), D, n_ctx);
     const cudaError_t e = cu_attention_exact_prepare(n_ctx);
     if (e != cudaSuccess || smem <= 48 * 1024) return e;
     return cudaFuncSetAttribute(k_attention, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem);
@@ -449,7 +448,7 @@ cudaError_t cu_attention_prepare(int H, int KV, int D, int64_t n_ctx) {
 
 void cu_attention(const float *q, const __half *kc, const __half *vc, float *out, int T, int H, int KV, int D,
                   const int64_t *pos, int64_t max_n) {
-    const int hb = att_hb(H, KV);
+    const int hb = att_hb(H, KV, D);
     cu_launch(k_attention, dim3((unsigned)(H / hb), (unsigned)T), dim3(ATT_THREADS), att_smem(hb, D, max_n), q, kc, vc, out, H, KV, D, hb,
               pos, max_n);
 }
@@ -890,7 +889,7 @@ int64_t cu_attention_one_max(int H, int KV, int D, bool force) {
     const int64_t cap = force ? (int64_t)INT64_MAX : att_one_cap();
     if (!cap || !cu_attention_split_fits(D)) return 0;
     const int most = cu_dev_smem_optin();
-    const int hb = att_hb(H, KV);
+    const int hb = att_hb(H, KV, D);
     const size_t fixed = ao_smem(hb, D, 0), per = ao_smem(hb, D, 1) - fixed;
     int64_t n = (size_t)most > fixed ? (int64_t)(((size_t)most - fixed) / per) : 0;
     if (n > AO_ND / D) n = AO_ND / D;
@@ -899,7 +898,7 @@ int64_t cu_attention_one_max(int H, int KV, int D, bool force) {
 }
 
 bool cu_attention_one_fits(int H, int KV, int D, int64_t max_n, int be, bool force) {
-    return max_n <= cu_attention_one_max(H, KV, D, force) && (be == 0 || att_hb(H, KV) * D % be == 0);
+    return max_n <= cu_attention_one_max(H, KV, D, force) && (be == 0 || att_hb(H, KV, D) * D % be == 0);
 }
 
 bool cu_attention_split_on(void) {
@@ -926,7 +925,7 @@ void cu_attention_split(const float *q, const __half *kc, const __half *vc, floa
     if (rope && T == 1) nw = *rope, nw.kc = (__half *)kc, nw.vc = (__half *)vc; /* the cache row the kernel writes */
     else if (rope) /* several tokens: the rotation and the cache rows by their own launch first (q and k in place) */
         cu_rope_kv((float *)q, (float *)rope->k, rope->v, T, H, KV, D, rope->cs, rope->sn, pos, rope->inter != 0, (__half *)kc, (__half *)vc);
-    const int hb = att_hb(H, KV), nch = cu_attention_split_chunks(max_n), S = AS_THREADS / (D / 2), TP = att_tile(D);
+    const int hb = att_hb(H, KV, D), nch = cu_attention_split_chunks(max_n), S = AS_THREADS / (D / 2), TP = att_tile(D);
     const size_t smem = (size_t)TP * (size_t)D * 2 * sizeof(__half) + (size_t)(hb * D + hb * TP + 3 * hb + S * hb * D) * sizeof(float);
     int8_t *aq = (int8_t *)xa;
     float2 *ad = xa ? (float2 *)(aq + (size_t)T * (size_t)H * (size_t)D) : NULL;

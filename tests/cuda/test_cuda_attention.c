@@ -21,6 +21,17 @@
 #include "test.h"
 
 #include <math.h>
+#include <stdlib.h>
+
+/* the heads a block of the decode attention kernels take, as documented (README, LB_CUDA_ATT_HB): two of a group of
+ * four to eight heads sharing a KV head where D is a multiple of 128, else the group (up to 8), else one;
+ * LB_CUDA_ATT_HB=N: N where N divides the group, else the group */
+static int heads_a_block(int H, int KV, int D) {
+    const char *v = getenv("LB_CUDA_ATT_HB");
+    const int want = v && *v ? atoi(v) : 0, g = H / KV, whole = g <= 8 ? g : 1;
+    if (want > 0) return want < g && g % want == 0 ? want : whole;
+    return whole > 2 && whole % 2 == 0 && D % 128 == 0 ? 2 : whole;
+}
 
 
 static void check_shape(int T, int H, int KV, int D, int64_t pos0, float qscale) {
@@ -65,8 +76,8 @@ static void check_shape(int T, int H, int KV, int D, int64_t pos0, float qscale)
         }
     static const char *const kname[8] = {"plain", "flash", "split", "split+round", "", "", "one", "one+round"};
     /* the single launch (6, 7): contexts of at most 32768 / D positions (a multiple of 8), which sm_90's shared memory
-     * holds for every head group here; with rounding, the group's hb D elements whole blocks of the weight's */
-    const int ghb = H / KV <= 8 ? H / KV : 1, abe = (H * D) % 256 == 0 ? 256 : 32;
+     * holds for every head group here; with rounding, a block's hb D elements whole blocks of the weight's */
+    const int ghb = heads_a_block(H, KV, D), abe = (H * D) % 256 == 0 ? 256 : 32;
     const bool one_fits = n <= 32768 / D / 8 * 8;
     float *split_out = malloc(qn * sizeof(float));
     bool have_split = false;
