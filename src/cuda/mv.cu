@@ -1238,17 +1238,26 @@ static void launch_mvm_w(const dweight *w, const void *xa, int T, float *out, in
  * block): where the row blocks are fewer than the blocks the device holds at once, each one's steps split over
  * `parts` blocks of a cluster (sm_90; at most 8, as many as keep the grid in one wave, each part at least one step a
  * group) that add their sums in part order through distributed shared memory. The parts, and so the order of
- * additions, depend on the rows, the row length and the device's multiprocessors. Experiment, off until timed:
- * LB_CUDA_MVM_P=4 or 8 (LB_CUDA_MVM_SPLIT=0: no split). False where the variant does not fit the device.
+ * additions, depend on the rows, the row length and the device's multiprocessors. False where fewer than min_occ
+ * blocks of the variant fit a multiprocessor.
+ * The default for products of at least MVM_P_FROM rows: groups of 8 warps where two blocks fit (q4_0, q4_K, q5_K at 8
+ * and 16 tokens: 84-100 KB; q8_0 and q6_K fit one, as the kernel without groups, and keep it). Run 58 (H100, against
+ * cuBLAS BF16): 14336 x 4096 q4_K at 16 tokens 35.5 -> 23.5 us (1.25 -> 1.87x), at 8 22.0 -> 19.4 us; the 128256-row
+ * head 240 -> 151 us (1.59 -> 2.51x); the 4096-row products slower (4096 x 14336 at 16: 30.4 -> 34.6 us, 4096 x 4096
+ * 10.8 -> 13.0: 16 row blocks split 8 ways fill half the device), so they keep the kernel without groups.
+ * LB_CUDA_MVM_P=0: never; =4 or =8: groups of that many for every product where one block fits (LB_CUDA_MVM_SPLIT=0:
+ * no split).
  */
+#define MVM_P_FROM 8192
 static int mvm_p(void) {
-    static const int p = (int)cu_env_int("LB_CUDA_MVM_P", 1);
+    static const int p = (int)cu_env_int("LB_CUDA_MVM_P", -1);
     return p;
 }
-template <int TY, int NT, int P> static bool launch_mvm_p(const dweight *w, const void *xa, int T, float *out, int64_t ldo, int cw, int add) {
+template <int TY, int NT, int P>
+static bool launch_mvm_p(const dweight *w, const void *xa, int T, float *out, int64_t ldo, int cw, int add, int min_occ) {
     static cu_dev_cache<int> cache;
     const int occ = cu_per_device(cache, [](int) { return mvm_occupancy<TY, NT, 2, true, 2, P>(); });
-    if (occ <= 0) return false;
+    if (occ < min_occ || occ <= 0) return false;
     static const bool split = !cu_env_is("LB_CUDA_MVM_SPLIT", '0');
     const int64_t blocks = (w->rows + MVM_ROWS * 2 * P - 1) / (MVM_ROWS * 2 * P), slots = (int64_t)cu_dev_sms() * occ;
     const int64_t steps = (w->cols / 32 + MVM_CH - 1) / MVM_CH, most = steps / (MVM_WARPS / P);
@@ -1303,8 +1312,13 @@ template <int TY, int NT> static void launch_mvm(const dweight *w, const void *x
     const int *occ = oc.o;
     const int sms = cu_dev_sms();
     const bool xs = ((uintptr_t)xa & 15) == 0 && mvm_xs_on() && (occ[2] > 0 || occ[3] > 0);
-    if (xs && mvm_p() == 4 && launch_mvm_p<TY, NT, 4>(w, xa, T, out, ldo, cw, add)) return;
-    if (xs && mvm_p() == 8 && launch_mvm_p<TY, NT, 8>(w, xa, T, out, ldo, cw, add)) return;
+    if (xs) { /* step groups (launch_mvm_p) */
+        const int p = mvm_p();
+        if (p < 0 ? w->rows >= MVM_P_FROM && launch_mvm_p<TY, NT, 8>(w, xa, T, out, ldo, cw, add, 2)
+                  : p == 8   ? launch_mvm_p<TY, NT, 8>(w, xa, T, out, ldo, cw, add, 1)
+                  : p == 4 && launch_mvm_p<TY, NT, 4>(w, xa, T, out, ldo, cw, add, 1))
+            return;
+    }
     const int m2 = xs ? 6 : 4; /* the 32-row variants of this staging */
     const int mt = mvm_mt() == 2 && (occ[m2] > 0 || occ[m2 + 1] > 0) ? 2 : 1;
     const int64_t blocks = (w->rows + MVM_ROWS * mt - 1) / (MVM_ROWS * mt), L = (blocks + sms - 1) / sms;

@@ -199,6 +199,9 @@ int main(void) {
         check_type((lb_type)t, 67, 1280);
         check_type((lb_type)t, 131, 4096);
         check_type((lb_type)t, 8195, tt->block_elems == 256 ? 256 : 64);
+        /* 5..16 tokens from 8,192 rows: k_mvm's step groups by default, five steps (split over five blocks of a
+         * cluster where the device holds 165 or more: its 33 row blocks of 256 rows five times) */
+        check_type((lb_type)t, 8195, 1280);
     }
     /* the producers that round for the next product: 32- and 256-element blocks, 1-16 rows, a partial last block of
      * four warps (1,280 = 1,024 + 256), rows of 96 and 4,128 (partial warps of 32-element blocks) */
