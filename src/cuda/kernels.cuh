@@ -150,7 +150,8 @@ __device__ __forceinline__ int act_code(float v, float id) {
 bool cu_pdl_on(void);
 /* kernel<<<grid, block, smem, lb_cu_stream>>>(args...), with the programmatic serialization attribute when cu_pdl_on();
  * the kernel must follow pdl_enter's rule. Launch errors are left for cudaGetLastError, as with <<<>>>.
- * cu_launch_cluster: the grid's blocks in clusters of cy along y (cy > 1: sm_90 and later, at most 8, dividing grid.y). */
+ * cu_launch_cluster: the grid's blocks in clusters of cy along y (cy > 1: sm_90 and later, dividing grid.y; at most 8,
+ * or 16 for a kernel allowed non-portable cluster sizes). */
 template <typename... P, typename... A>
 static inline void cu_launch_cluster(void (*kernel)(P...), dim3 grid, dim3 block, unsigned cy, size_t smem, A... args) {
     const bool pdl = cu_pdl_on();

@@ -1259,15 +1259,31 @@ static int mvm_p(void) {
 }
 template <int TY, int NT, int P>
 static bool launch_mvm_p(const dweight *w, const void *xa, int T, float *out, int64_t ldo, int cw, int add, int min_occ) {
-    static cu_dev_cache<int> cache;
-    const int occ = cu_per_device(cache, [](int) { return mvm_occupancy<TY, NT, 2, true, 2, P>(); });
+    /* the blocks a multiprocessor holds; the most parts a cluster may have: 8, or with LB_CUDA_MVM_PARTS=16 (an
+     * experiment, off until timed: the 4096-row products' 16 row blocks of 256 rows split 16 ways fill two blocks a
+     * multiprocessor, 8 ways only one, run 58) 16 where the device allows clusters beyond the portable 8 */
+    struct pocc {
+        int occ, cap;
+    };
+    static cu_dev_cache<pocc> cache;
+    const pocc po = cu_per_device(cache, [](int) {
+        static const bool wide = cu_env_int("LB_CUDA_MVM_PARTS", 8) > 8;
+        const int occ = mvm_occupancy<TY, NT, 2, true, 2, P>();
+        int cap = 8;
+        if (wide && occ > 0 && cu_dev_major() >= 9) {
+            if (cudaFuncSetAttribute(k_mvm<TY, NT, 2, true, 2, P>, cudaFuncAttributeNonPortableClusterSizeAllowed, 1) == cudaSuccess) cap = 16;
+            else (void)cudaGetLastError();
+        }
+        return pocc{occ, cap};
+    });
+    const int occ = po.occ;
     if (occ < min_occ || occ <= 0) return false;
     static const bool split = !cu_env_is("LB_CUDA_MVM_SPLIT", '0');
     const int64_t blocks = (w->rows + MVM_ROWS * 2 * P - 1) / (MVM_ROWS * 2 * P), slots = (int64_t)cu_dev_sms() * occ;
     const int64_t steps = (w->cols / 32 + MVM_CH - 1) / MVM_CH, most = steps / (MVM_WARPS / P);
     int parts = 1;
     if (split && cu_dev_major() >= 9)
-        while (parts < 8 && parts < most && blocks * (parts + 1) <= slots) parts++;
+        while (parts < po.cap && parts < most && blocks * (parts + 1) <= slots) parts++;
     launch_mvm_w<TY, NT, 2, true, 2, P>(w, xa, T, out, ldo, cw, add, parts);
     return true;
 }
