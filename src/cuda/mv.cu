@@ -1240,8 +1240,8 @@ static void launch_mvm_w(const dweight *w, const void *xa, int T, float *out, in
 /*
  * k_mvm in step groups of P warps (two stages, the activations staged once a group, two m-tiles a warp: 32 P rows a
  * block): where the row blocks are fewer than the blocks the device holds at once, each one's steps split over
- * `parts` blocks of a cluster (sm_90; at most 8, as many as keep the grid in one wave, each part at least one step a
- * group) that add their sums in part order through distributed shared memory. The parts, and so the order of
+ * `parts` blocks of a cluster (sm_90; at most 8, or 16 below; as many as keep the grid in one wave, each part at least
+ * one step a group) that add their sums in part order through distributed shared memory. The parts, and so the order of
  * additions, depend on the rows, the row length and the device's multiprocessors. False where fewer than min_occ
  * blocks of the variant fit a multiprocessor.
  * The default for products of at least MVM_P_FROM rows: groups of 8 warps where two blocks fit (q4_0, q4_K, q5_K at 8
