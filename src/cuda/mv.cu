@@ -424,11 +424,10 @@ __global__ void __launch_bounds__(MV_WARPS * 32) k_mvq(const uint8_t *__restrict
  * stream through the Tensor Memory Accelerator. A block (MV_WARPS warps) owns tiles of MVT_RT consecutive rows, tiles
  * blockIdx.x, + gridDim.x, ... (a grid of a few blocks per multiprocessor); each tile's rows are taken in segments of
  * MVT_S elements, and one thread copies each row's segment with a bulk copy (cp.async.bulk, completion counted in
- * bytes on the stage's mbarrier; LB_CUDA_MVT_LANES=1: warp 0's lanes, a row each), ST - 1 (tile, segment) items ahead
- * of the one the warps compute (ST stages: MVT_ST, or LB_CUDA_MVT_ST's), across tile boundaries: the pipeline never
- * drains until the block's last tile. Warp w computes rows 2 w and 2 w + 1 of the tile, lane l chunks l and l + 32 of
- * each segment (Mq::chunk, dp4a, as k_mvq); the lane's sums run over the segments in order, then a butterfly over the
- * warp: the order depends on K alone.
+ * bytes on the stage's mbarrier), ST - 1 (tile, segment) items ahead of the one the warps compute (ST stages: MVT_ST,
+ * or LB_CUDA_MVT_ST's), across tile boundaries: the pipeline never drains until the block's last tile. Warp w computes
+ * rows 2 w and 2 w + 1 of the tile, lane l chunks l and l + 32 of each segment (Mq::chunk, dp4a, as k_mvq); the lane's
+ * sums run over the segments in order, then a butterfly over the warp: the order depends on K alone.
  */
 #define MVT_RT (2 * MV_WARPS)
 #define MVT_S 2048
@@ -483,7 +482,7 @@ __device__ __forceinline__ void fence_async_smem() {
 template <int TY, int ST = MVT_ST, int RPW = 2>
 __global__ void __launch_bounds__(MV_WARPS * 32) k_mvt(const uint8_t *__restrict__ W, size_t rb, int64_t N, int K,
                                                        const int8_t *__restrict__ xq, const float2 *__restrict__ xd,
-                                                       float *__restrict__ out, int add, int lanes) {
+                                                       float *__restrict__ out, int add) {
     using D = Dq<TY>;
     using S = MvtShape<TY, RPW>;
     constexpr int PER = D::BE / 32, RT = S::RT;
@@ -499,9 +498,7 @@ __global__ void __launch_bounds__(MV_WARPS * 32) k_mvt(const uint8_t *__restrict
         fence_async_smem();
     }
     __syncthreads();
-    /* the copying threads: thread 0, or (lanes) warp 0, lane r the row r's copy */
-    const bool copier = lanes ? warp == 0 : threadIdx.x == 0;
-    auto issue = [&](int64_t j) { /* item j's row segments into stage j % ST */
+    auto issue = [&](int64_t j) { /* thread 0: item j's row segments into stage j % ST */
         if (j >= items) return;
         const int64_t r0 = (blockIdx.x + (j / nseg) * (int64_t)gridDim.x) * RT;
         const int c0 = (int)(j % nseg) * S::CH, n = nch - c0 < S::CH ? nch - c0 : S::CH;
@@ -509,22 +506,16 @@ __global__ void __launch_bounds__(MV_WARPS * 32) k_mvt(const uint8_t *__restrict
         const uint32_t bytes = (uint32_t)((n / PER) * D::BB);
         uint8_t *st = smem + (j % ST) * S::STAGE;
         uint64_t *b = &full[j % ST];
-        if (!lanes) {
-            mbar_expect(b, bytes * (uint32_t)nr);
-            for (int r = 0; r < nr; r++) bulk_copy(st + r * S::SBP, W + (size_t)(r0 + r) * rb + (size_t)(c0 / PER) * D::BB, bytes, b);
-        } else {
-            if (lane == 0) mbar_expect(b, bytes * (uint32_t)nr);
-            __syncwarp();
-            if (lane < nr) bulk_copy(st + lane * S::SBP, W + (size_t)(r0 + lane) * rb + (size_t)(c0 / PER) * D::BB, bytes, b);
-        }
+        mbar_expect(b, bytes * (uint32_t)nr);
+        for (int r = 0; r < nr; r++) bulk_copy(st + r * S::SBP, W + (size_t)(r0 + r) * rb + (size_t)(c0 / PER) * D::BB, bytes, b);
     };
-    if (copier)
+    if (threadIdx.x == 0)
         for (int j = 0; j < ST - 1; j++) issue(j); /* the weights only: before the previous kernel has finished */
     pdl_wait();
     pdl_go();
     float acc[RPW] = {};
     for (int64_t j = 0; j < items; j++) {
-        if (copier) issue(j + ST - 1);
+        if (threadIdx.x == 0) issue(j + ST - 1);
         while (!mbar_try(&full[j % ST], (uint32_t)((j / ST) & 1))) {
         }
         const int64_t r0 = (blockIdx.x + (j / nseg) * (int64_t)gridDim.x) * RT;
@@ -558,8 +549,8 @@ __global__ void __launch_bounds__(MV_WARPS * 32) k_mvt(const uint8_t *__restrict
                 acc[rr] = 0.0f;
             }
         }
-        __syncthreads(); /* every warp is done with this stage before the copiers refill it */
-        if (copier) fence_async_smem();
+        __syncthreads(); /* every warp is done with this stage before thread 0 refills it */
+        if (threadIdx.x == 0) fence_async_smem();
     }
 }
 
@@ -1149,21 +1140,13 @@ template <int TY, int ST, int RPW> static int mvt_capacity() {
     });
 }
 
-/* Experiment, off until timed: LB_CUDA_MVT_LANES=1, each item's row copies issued by warp 0's lanes at once (lane r row
- * r's) instead of by thread 0 one after another, so that warp 0, which also computes two of the tile's rows, is not
- * the one every item's barrier waits for. Read once. */
-static bool mvt_lanes_on(void) {
-    static const bool on = cu_env_is("LB_CUDA_MVT_LANES", '1');
-    return on;
-}
-
 template <int TY, int ST, int RPW = 2> static void launch_mvt_st(const dweight *w, const void *xa, float *out, int add) {
     using S = MvtShape<TY, RPW>;
     const int blocks = mvt_capacity<TY, ST, RPW>();
     const int64_t N = w->rows, K = w->cols, tiles = (N + S::RT - 1) / S::RT;
     const int8_t *xq = (const int8_t *)xa;
     cu_launch(k_mvt<TY, ST, RPW>, dim3((unsigned)(tiles < blocks ? tiles : blocks)), dim3(MV_WARPS * 32), (size_t)ST * S::STAGE,
-              (const uint8_t *)w->data, w->row_bytes, N, (int)K, xq, (const float2 *)(xq + K), out, add, mvt_lanes_on() ? 1 : 0);
+              (const uint8_t *)w->data, w->row_bytes, N, (int)K, xq, (const float2 *)(xq + K), out, add);
 }
 
 /* k_mvt with one row a warp (tiles of MV_WARPS rows, twice the blocks) where the 8-row tiles are fewer than the blocks the
@@ -1277,7 +1260,7 @@ static bool launch_mvm_p(const dweight *w, const void *xa, int T, float *out, in
         return pocc{occ, cap};
     });
     const int occ = po.occ;
-    if (occ < min_occ || occ <= 0) return false;
+    if (occ < min_occ) return false;
     static const bool split = !cu_env_is("LB_CUDA_MVM_SPLIT", '0');
     const int64_t blocks = (w->rows + MVM_ROWS * 2 * P - 1) / (MVM_ROWS * 2 * P), slots = (int64_t)cu_dev_sms() * occ;
     const int64_t steps = (w->cols / 32 + MVM_CH - 1) / MVM_CH, most = steps / (MVM_WARPS / P);
