@@ -5,26 +5,24 @@
 # ROUNDS times round (default 2), while S seconds last (default 500). From the repository root, with a
 # bench/cuda_pack.sh tarball (carry bench/out/bin):
 #   ALTS="LB_CUDA_MVM_P=4;LB_CUDA_MVM_P=8" TESTS="kernels kernels_p4 kernels_p8" OUT=... bash bench/cuda_mvm_batch.sh
-# Writes OUT/run.log (the tests' lines, then each table headed by its environment) and OUT/tests.tgz.
+# Writes OUT/run.log (the card, the tests' lines, then each table headed by its environment) and OUT/tests.tgz.
 set -u
-T0=$(date +%s)
-S=${S:-500}
 B=bench/out/bin/bin.tar.xz
-R() { echo $((S - $(date +%s) + T0)); }
-mkdir -p build "$OUT" && tar xJf $B -C build || exit 1
-export LD_LIBRARY_PATH=/usr/local/cuda/lib64:${LD_LIBRARY_PATH:-}
+DEADLINE=$(($(date +%s) + ${S:-500}))
+mkdir -p build && tar xJf $B -C build || exit 1
+. "$(dirname "$0")/cuda_run_common.sh"
 TESTS="${TESTS:-kernels}" bash bench/cuda_tests.sh $B "$OUT/t" "${TEST_S:-200}" >/dev/null 2>&1
-grep -v "gpu - ref" "$OUT/t/run.log" >"$OUT/run.log" 2>/dev/null
+grep -v "gpu - ref" "$OUT/t/run.log" >>"$OUT/run.log" 2>/dev/null
 cp "$OUT/t/tests.tgz" "$OUT/tests.tgz" 2>/dev/null
 rm -rf "$OUT/t"
 IFS=';' read -r -a alts <<<"${ALTS:?set ALTS}"
 envs=("" "${alts[@]}")
 for round in $(seq "${ROUNDS:-2}"); do
   for e in "${envs[@]}"; do
-    [ "$(R)" -gt 35 ] || break 2
-    echo "== round $round: ${e:-defaults}" >>"$OUT/run.log"
+    [ "$(left)" -gt 35 ] || break 2
+    log "round $round: ${e:-defaults}"
     env $e timeout 30 build/cuda_kernels --types "${KTYPES:-q4_k,q4_0}" --batches "${BATCHES:-8,16}" >>"$OUT/run.log" 2>&1
   done
 done
+log done
 cat "$OUT/run.log"
-echo "== done $(($(date +%s) - T0)) s"
