@@ -595,6 +595,27 @@ __device__ __forceinline__ void mma_s8_32(int *c, uint32_t a0, uint32_t a1, uint
 #endif
 }
 
+/* c += a b (m16n8k32, s8): the q4_K / q5_K min terms, summed over a step's chunks in the accumulator */
+__device__ __forceinline__ void mma_s8_32_acc(int *c, uint32_t a0, uint32_t a1, uint32_t a2, uint32_t a3, uint32_t b0, uint32_t b1) {
+#if __CUDA_ARCH__ >= 800
+    asm volatile("mma.sync.aligned.m16n8k32.row.col.s32.s8.s8.s32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, {%0,%1,%2,%3};\n"
+                 : "+r"(c[0]), "+r"(c[1]), "+r"(c[2]), "+r"(c[3])
+                 : "r"(a0), "r"(a1), "r"(a2), "r"(a3), "r"(b0), "r"(b1));
+#else
+    c[0] += 0 * (int)(a0 ^ a1 ^ a2 ^ a3 ^ b0 ^ b1); /* not built below sm_80 (the build's oldest PTX) */
+#endif
+}
+
+/* a k-quant super-block's twelve bytes of 6-bit scales and mins (q4_K / q5_K, at b + 4, 4-byte aligned) as four words
+ * of bytes: sc[0] the scales of chunks 0-3, sc[1] of 4-7, mn[0] / mn[1] the mins (k4_scale_min's, all eight at once) */
+__device__ __forceinline__ void k4_scales_packed(const uint8_t *q, uint32_t *sc, uint32_t *mn) {
+    const uint32_t w0 = *(const uint32_t *)q, w1 = *(const uint32_t *)(q + 4), w2 = *(const uint32_t *)(q + 8);
+    sc[0] = w0 & 0x3F3F3F3Fu;
+    mn[0] = w1 & 0x3F3F3F3Fu;
+    sc[1] = (w2 & 0x0F0F0F0Fu) | ((w0 >> 2) & 0x30303030u);
+    mn[1] = ((w2 >> 4) & 0x0F0F0F0Fu) | ((w1 >> 2) & 0x30303030u);
+}
+
 /* n bytes of each of nr rows (src rows sstride apart) to dst rows dstride apart, cw-byte copies as stage_fill; the
  * lane's (row, unit) advances by 32 units a copy without a division (one a call) */
 __device__ __forceinline__ void stage_fill_rows(uint8_t *dst, int dstride, const uint8_t *src, size_t sstride, int nr, int n, int cw,
@@ -762,10 +783,20 @@ __global__ void __launch_bounds__(MVM_WARPS * 32) k_mvm(const uint8_t *__restric
         const uint8_t *st = stage + (j % ST) * S::SS;
         const uint8_t *rp = st + p * S::WB + g * SB + lead; /* row g of m-tile mt: rp + mt * 16 SB; row g + 8: 8 SB further */
         /* q4_K / q5_K: a step is one super-block, whose activations share one scale: the chunks' integer products
-         * times their 6-bit scales add up exactly in int32 (si), the mins times the activations' scaled code sums in
-         * F32 (mi), and the step ends with one scaling each (dx the activation scale of tokens 2t, 2t + 1) */
-        int si[MT][NTL][4] = {};
-        float mi[MT][NTL][4] = {}, dx[NTL][2] = {};
+         * times their 6-bit scales add up exactly in int32 (si), and so do the mins times the activations' codes (mi:
+         * one more product a chunk, whose weight operand is the row's min in every byte, accumulating in place); the
+         * step ends with one scaling each (dx the activation scale of tokens 2t, 2t + 1). The scales and mins of rows
+         * g and g + 8 are read once a step as packed bytes (k4_scales_packed). */
+        int si[MT][NTL][4] = {}, mi[MT][NTL][4] = {};
+        float dx[NTL][2] = {};
+        [[maybe_unused]] uint32_t ks[MT][2][2], km[MT][2][2]; /* [mt][row g, g + 8][chunks 0-3, 4-7] */
+        if constexpr (MIN) {
+#pragma unroll
+            for (int mt = 0; mt < MT; mt++) {
+                k4_scales_packed(rp + mt * MVM_ROWS * SB + 4, ks[mt][0], km[mt][0]);
+                k4_scales_packed(rp + mt * MVM_ROWS * SB + 8 * SB + 4, ks[mt][1], km[mt][1]);
+            }
+        }
 #pragma unroll
         for (int g0 = 0; g0 < MVM_CH; g0 += MVM_G) {
             if (g0 >= n) break;
@@ -807,24 +838,22 @@ __global__ void __launch_bounds__(MVM_WARPS * 32) k_mvm(const uint8_t *__restric
                         const uint32_t a00 = Mq<TY>::word(b0, sub, t), a01 = Mq<TY>::word(b0, sub, t + 4);
                         const uint32_t a10 = Mq<TY>::word(b1, sub, t), a11 = Mq<TY>::word(b1, sub, t + 4);
                         if constexpr (MIN) {
-                            int sc0, mn0, sc1, mn1;
-                            k4_scale_min(sub, b0 + 4, &sc0, &mn0);
-                            k4_scale_min(sub, b1 + 4, &sc1, &mn1);
-                            const float fm0 = (float)mn0, fm1 = (float)mn1;
+                            /* chunk cc's scale (zero-extended byte) and min (in all four bytes) of rows g, g + 8 */
+                            const uint32_t sel = (uint32_t)(cc % 4);
+                            const int sc0 = (int)__byte_perm(ks[mt][0][cc / 4], 0, 0x4440u | sel);
+                            const int sc1 = (int)__byte_perm(ks[mt][1][cc / 4], 0, 0x4440u | sel);
+                            const uint32_t mb0 = __byte_perm(km[mt][0][cc / 4], 0, sel * 0x1111u);
+                            const uint32_t mb1 = __byte_perm(km[mt][1][cc / 4], 0, sel * 0x1111u);
 #pragma unroll
                             for (int tl = 0; tl < NTL; tl++) {
-                                const float2 f0 = fa[i][tl], f1 = fb[i][tl];
                                 int sm[4];
                                 mma_s8_32(sm, a00, a10, a01, a11, xa[i][tl], xb[i][tl]);
                                 si[mt][tl][0] += sc0 * sm[0];
                                 si[mt][tl][1] += sc0 * sm[1];
                                 si[mt][tl][2] += sc1 * sm[2];
                                 si[mt][tl][3] += sc1 * sm[3];
-                                mi[mt][tl][0] = fmaf(fm0, f0.y, mi[mt][tl][0]);
-                                mi[mt][tl][1] = fmaf(fm0, f1.y, mi[mt][tl][1]);
-                                mi[mt][tl][2] = fmaf(fm1, f0.y, mi[mt][tl][2]);
-                                mi[mt][tl][3] = fmaf(fm1, f1.y, mi[mt][tl][3]);
-                                if (cc == 0) dx[tl][0] = f0.x, dx[tl][1] = f1.x;
+                                mma_s8_32_acc(mi[mt][tl], mb0, mb1, mb0, mb1, xa[i][tl], xb[i][tl]);
+                                if (cc == 0) dx[tl][0] = fa[i][tl].x, dx[tl][1] = fb[i][tl].x;
                             }
                             continue;
                         }
@@ -864,12 +893,11 @@ __global__ void __launch_bounds__(MVM_WARPS * 32) k_mvm(const uint8_t *__restric
 #pragma unroll
                 for (int tl = 0; tl < NTL; tl++) {
                     float *a = acc[mt][tl];
-                    const int *q = si[mt][tl];
-                    const float *m = mi[mt][tl];
-                    a[0] = fmaf(dx[tl][0] * d0, (float)q[0], fmaf(-m0, m[0], a[0]));
-                    a[1] = fmaf(dx[tl][1] * d0, (float)q[1], fmaf(-m0, m[1], a[1]));
-                    a[2] = fmaf(dx[tl][0] * d1, (float)q[2], fmaf(-m1, m[2], a[2]));
-                    a[3] = fmaf(dx[tl][1] * d1, (float)q[3], fmaf(-m1, m[3], a[3]));
+                    const int *q = si[mt][tl], *m = mi[mt][tl];
+                    a[0] = fmaf(dx[tl][0] * d0, (float)q[0], fmaf(-m0 * dx[tl][0], (float)m[0], a[0]));
+                    a[1] = fmaf(dx[tl][1] * d0, (float)q[1], fmaf(-m0 * dx[tl][1], (float)m[1], a[1]));
+                    a[2] = fmaf(dx[tl][0] * d1, (float)q[2], fmaf(-m1 * dx[tl][0], (float)m[2], a[2]));
+                    a[3] = fmaf(dx[tl][1] * d1, (float)q[3], fmaf(-m1 * dx[tl][1], (float)m[3], a[3]));
                 }
             }
         }
