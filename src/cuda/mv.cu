@@ -790,11 +790,19 @@ __global__ void __launch_bounds__(MVM_WARPS * 32) k_mvm(const uint8_t *__restric
         int si[MT][NTL][4] = {}, mi[MT][NTL][4] = {};
         float dx[NTL][2] = {};
         [[maybe_unused]] uint32_t ks[MT][2][2], km[MT][2][2]; /* [mt][row g, g + 8][chunks 0-3, 4-7] */
+        /* MIN: the words t and t + 4 of rows g and g + 8 ([mt][4], a00 a01 a10 a11's order): the nibbles, loaded at each
+         * even chunk for the pair, and the fifth bits (q5_K), once a step (Mq's word_of) */
+        [[maybe_unused]] uint32_t wq[MT][4] = {}, wh[MT][4] = {};
         if constexpr (MIN) {
 #pragma unroll
             for (int mt = 0; mt < MT; mt++) {
-                k4_scales_packed(rp + mt * MVM_ROWS * SB + 4, ks[mt][0], km[mt][0]);
-                k4_scales_packed(rp + mt * MVM_ROWS * SB + 8 * SB + 4, ks[mt][1], km[mt][1]);
+                const uint8_t *b0 = rp + mt * MVM_ROWS * SB, *b1 = b0 + 8 * SB;
+                k4_scales_packed(b0 + 4, ks[mt][0], km[mt][0]);
+                k4_scales_packed(b1 + 4, ks[mt][1], km[mt][1]);
+                if constexpr (Mq<TY>::QH > 0) {
+                    wh[mt][0] = ld32a(b0 + Mq<TY>::QH + 4 * t), wh[mt][1] = ld32a(b0 + Mq<TY>::QH + 4 * t + 16);
+                    wh[mt][2] = ld32a(b1 + Mq<TY>::QH + 4 * t), wh[mt][3] = ld32a(b1 + Mq<TY>::QH + 4 * t + 16);
+                }
             }
         }
 #pragma unroll
@@ -835,9 +843,14 @@ __global__ void __launch_bounds__(MVM_WARPS * 32) k_mvm(const uint8_t *__restric
 #pragma unroll
                     for (int mt = 0; mt < MT; mt++) {
                         const uint8_t *b0 = rp + mt * MVM_ROWS * SB + blk * D::BB, *b1 = b0 + 8 * SB;
-                        const uint32_t a00 = Mq<TY>::word(b0, sub, t), a01 = Mq<TY>::word(b0, sub, t + 4);
-                        const uint32_t a10 = Mq<TY>::word(b1, sub, t), a11 = Mq<TY>::word(b1, sub, t + 4);
                         if constexpr (MIN) {
+                            if (sub % 2 == 0) {
+                                const int o = Mq<TY>::QS + 32 * (sub / 2) + 4 * t;
+                                wq[mt][0] = ld32a(b0 + o), wq[mt][1] = ld32a(b0 + o + 16);
+                                wq[mt][2] = ld32a(b1 + o), wq[mt][3] = ld32a(b1 + o + 16);
+                            }
+                            const uint32_t a00 = Mq<TY>::word_of(wq[mt][0], wh[mt][0], sub), a01 = Mq<TY>::word_of(wq[mt][1], wh[mt][1], sub);
+                            const uint32_t a10 = Mq<TY>::word_of(wq[mt][2], wh[mt][2], sub), a11 = Mq<TY>::word_of(wq[mt][3], wh[mt][3], sub);
                             /* chunk cc's scale (zero-extended byte) and min (in all four bytes) of rows g, g + 8 */
                             const uint32_t sel = (uint32_t)(cc % 4);
                             const int sc0 = (int)__byte_perm(ks[mt][0][cc / 4], 0, 0x4440u | sel);
@@ -857,6 +870,8 @@ __global__ void __launch_bounds__(MVM_WARPS * 32) k_mvm(const uint8_t *__restric
                             }
                             continue;
                         }
+                        const uint32_t a00 = Mq<TY>::word(b0, sub, t), a01 = Mq<TY>::word(b0, sub, t + 4);
+                        const uint32_t a10 = Mq<TY>::word(b1, sub, t), a11 = Mq<TY>::word(b1, sub, t + 4);
                         float d00, d01, m0, d10, d11, m1;
                         Mq<TY>::scales(b0, sub, d00, d01, m0);
                         Mq<TY>::scales(b1, sub, d10, d11, m1);

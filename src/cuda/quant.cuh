@@ -407,11 +407,15 @@ template <> struct Mq<LB_TYPE_Q8_0> {
         scales(b, 0, d0, d1, m);
     }
 };
+/* q4_K / q5_K: the nibbles of chunks 2 i and 2 i + 1 share the words at b + QS + 32 i (low and high halves); q5_K's
+ * fifth bits of every chunk are the words at b + QH (bit s of each byte for chunk s). word_of decodes chunk s's word
+ * from those loads (k_mvm loads each once a chunk pair, the fifth bits once a super-block). */
 template <> struct Mq<LB_TYPE_Q4_K> {
-    static constexpr int MVT = MVT_BELOW_WIDE;
+    static constexpr int MVT = MVT_BELOW_WIDE, QS = 16, QH = 0;
     static constexpr bool OK = true, WORD = true, M16 = false;
+    static __device__ __forceinline__ uint32_t word_of(uint32_t qs, uint32_t, int s) { return (qs >> (4 * (s & 1))) & 0x0F0F0F0Fu; }
     static __device__ __forceinline__ uint32_t word(const uint8_t *b, int s, int j) {
-        return (ld32a(b + 16 + 32 * (s / 2) + 4 * j) >> (4 * (s & 1))) & 0x0F0F0F0Fu;
+        return word_of(ld32a(b + QS + 32 * (s / 2) + 4 * j), 0, s);
     }
     static __device__ __forceinline__ void scales(const uint8_t *b, int s, float &d0, float &d1, float &m) {
         int sc, mn;
@@ -426,10 +430,13 @@ template <> struct Mq<LB_TYPE_Q4_K> {
     }
 };
 template <> struct Mq<LB_TYPE_Q5_K> {
-    static constexpr int MVT = MVT_BELOW_WIDE;
+    static constexpr int MVT = MVT_BELOW_WIDE, QS = 48, QH = 16;
     static constexpr bool OK = true, WORD = true, M16 = false;
+    static __device__ __forceinline__ uint32_t word_of(uint32_t qs, uint32_t qh, int s) {
+        return ((qs >> (4 * (s & 1))) & 0x0F0F0F0Fu) | (((qh >> s) & 0x01010101u) << 4);
+    }
     static __device__ __forceinline__ uint32_t word(const uint8_t *b, int s, int j) {
-        return ((ld32a(b + 48 + 32 * (s / 2) + 4 * j) >> (4 * (s & 1))) & 0x0F0F0F0Fu) | (((ld32a(b + 16 + 4 * j) >> s) & 0x01010101u) << 4);
+        return word_of(ld32a(b + QS + 32 * (s / 2) + 4 * j), ld32a(b + QH + 4 * j), s);
     }
     static __device__ __forceinline__ void scales(const uint8_t *b, int s, float &d0, float &d1, float &m) {
         int sc, mn;
