@@ -1266,17 +1266,18 @@ static void launch_mvm_w(const dweight *w, const void *xa, int T, float *out, in
 /*
  * k_mvm in step groups of P warps (two stages, the activations staged once a group, two m-tiles a warp: 32 P rows a
  * block): where the row blocks are fewer than the blocks the device holds at once, each one's steps split over
- * `parts` blocks of a cluster (sm_90; at most 8, or 16 below; as many as keep the grid in one wave, each part at least
- * one step a group) that add their sums in part order through distributed shared memory. The parts, and so the order of
- * additions, depend on the rows, the row length and the device's multiprocessors. False where fewer than min_occ
- * blocks of the variant fit a multiprocessor.
- * The default for products of at least MVM_P_FROM rows: groups of 8 warps where two blocks fit (q4_0, q4_K, q5_K at 8
- * and 16 tokens: 84-100 KB; q8_0 and q6_K fit one, as the kernel without groups, and keep it). Run 58 (H100, against
- * cuBLAS BF16): 14336 x 4096 q4_K at 16 tokens 35.5 -> 23.5 us (1.25 -> 1.87x), at 8 22.0 -> 19.4 us; the 128256-row
- * head 240 -> 151 us (1.59 -> 2.51x); the 4096-row products slower (4096 x 14336 at 16: 30.4 -> 34.6 us, 4096 x 4096
- * 10.8 -> 13.0: 16 row blocks split 8 ways fill half the device), so they keep the kernel without groups.
- * LB_CUDA_MVM_P=0: never; =4 or =8: groups of that many for every product where one block fits (LB_CUDA_MVM_SPLIT=0:
- * no split).
+ * `parts` blocks of a cluster (sm_90; at most 8, as many as keep the grid in one wave, each part at least one step a
+ * group) that add their sums in part order through distributed shared memory. The parts, and so the order of
+ * additions, depend on the rows, the row length and the device's multiprocessors. False where no block of the variant
+ * fits a multiprocessor.
+ * The default for products of at least MVM_P_FROM rows: groups of 8 warps. Run 58 (H100, against cuBLAS BF16):
+ * 14336 x 4096 q4_K at 16 tokens 35.5 -> 23.5 us (1.25 -> 1.87x), at 8 22.0 -> 19.4 us; the 128256-row head 240 ->
+ * 151 us (1.59 -> 2.51x); the 4096-row products slower (4096 x 14336 at 16: 30.4 -> 34.6 us, 4096 x 4096 10.8 -> 13.0:
+ * 16 row blocks split 8 ways fill half the device; run 60, H200: split 16 ways, 27.3 -> 29.8 and 10.1 -> 13.9 us), so
+ * they keep the kernel without groups. Run 60 (H200): also where one block fits a multiprocessor (q5_K at 16 tokens,
+ * q6_K, q8_0): 14336 x 4096 at 16 tokens q5_K 37.6 -> 26.7 us, q6_K 51.9 -> 42.5, q8_0 40.4 -> 30.7, the head
+ * 253 -> 180, 364 -> 314, 273 -> 213 (at 8 tokens level to 12 % faster).
+ * LB_CUDA_MVM_P=0: never; =4 or =8: groups of that many for every product (LB_CUDA_MVM_SPLIT=0: no split).
  */
 #define MVM_P_FROM 8192
 static int mvm_p(void) {
@@ -1284,32 +1285,16 @@ static int mvm_p(void) {
     return p;
 }
 template <int TY, int NT, int P>
-static bool launch_mvm_p(const dweight *w, const void *xa, int T, float *out, int64_t ldo, int cw, int add, int min_occ) {
-    /* the blocks a multiprocessor holds; the most parts a cluster may have: 8, or with LB_CUDA_MVM_PARTS=16 (an
-     * experiment, off until timed: the 4096-row products' 16 row blocks of 256 rows split 16 ways fill two blocks a
-     * multiprocessor, 8 ways only one, run 58) 16 where the device allows clusters beyond the portable 8 */
-    struct pocc {
-        int occ, cap;
-    };
-    static cu_dev_cache<pocc> cache;
-    const pocc po = cu_per_device(cache, [](int) {
-        static const bool wide = cu_env_int("LB_CUDA_MVM_PARTS", 8) > 8;
-        const int occ = mvm_occupancy<TY, NT, 2, true, 2, P>();
-        int cap = 8;
-        if (wide && occ > 0 && cu_dev_major() >= 9) {
-            if (cudaFuncSetAttribute(k_mvm<TY, NT, 2, true, 2, P>, cudaFuncAttributeNonPortableClusterSizeAllowed, 1) == cudaSuccess) cap = 16;
-            else (void)cudaGetLastError();
-        }
-        return pocc{occ, cap};
-    });
-    const int occ = po.occ;
-    if (occ < min_occ) return false;
+static bool launch_mvm_p(const dweight *w, const void *xa, int T, float *out, int64_t ldo, int cw, int add) {
+    static cu_dev_cache<int> cache; /* the blocks a multiprocessor holds */
+    const int occ = cu_per_device(cache, [](int) { return mvm_occupancy<TY, NT, 2, true, 2, P>(); });
+    if (occ < 1) return false;
     static const bool split = !cu_env_is("LB_CUDA_MVM_SPLIT", '0');
     const int64_t blocks = (w->rows + MVM_ROWS * 2 * P - 1) / (MVM_ROWS * 2 * P), slots = (int64_t)cu_dev_sms() * occ;
     const int64_t steps = (w->cols / 32 + MVM_CH - 1) / MVM_CH, most = steps / (MVM_WARPS / P);
     int parts = 1;
     if (split && cu_dev_major() >= 9)
-        while (parts < po.cap && parts < most && blocks * (parts + 1) <= slots) parts++;
+        while (parts < 8 && parts < most && blocks * (parts + 1) <= slots) parts++;
     launch_mvm_w<TY, NT, 2, true, 2, P>(w, xa, T, out, ldo, cw, add, parts);
     return true;
 }
@@ -1360,9 +1345,9 @@ template <int TY, int NT> static void launch_mvm(const dweight *w, const void *x
     const bool xs = ((uintptr_t)xa & 15) == 0 && mvm_xs_on() && (occ[2] > 0 || occ[3] > 0);
     if (xs) { /* step groups (launch_mvm_p) */
         const int p = mvm_p();
-        if (p < 0 ? w->rows >= MVM_P_FROM && launch_mvm_p<TY, NT, 8>(w, xa, T, out, ldo, cw, add, 2)
-                  : p == 8   ? launch_mvm_p<TY, NT, 8>(w, xa, T, out, ldo, cw, add, 1)
-                  : p == 4 && launch_mvm_p<TY, NT, 4>(w, xa, T, out, ldo, cw, add, 1))
+        if (p < 0 ? w->rows >= MVM_P_FROM && launch_mvm_p<TY, NT, 8>(w, xa, T, out, ldo, cw, add)
+                  : p == 8   ? launch_mvm_p<TY, NT, 8>(w, xa, T, out, ldo, cw, add)
+                  : p == 4 && launch_mvm_p<TY, NT, 4>(w, xa, T, out, ldo, cw, add))
             return;
     }
     const int m2 = xs ? 6 : 4; /* the 32-row variants of this staging */
