@@ -109,15 +109,6 @@ __device__ __forceinline__ void pdl_enter() {
 
 /* cp.async (sm_80 and later; plain loads before): bytes (16, 8 or 4) from global g to shared smem, asynchronously;
  * cp_commit closes the thread's group of copies, cp_wait<N> waits until at most N of its groups are pending */
-/* 16 bytes from g to the shared-memory address s (a 32-bit shared-window address, as __cvta_generic_to_shared's) */
-__device__ __forceinline__ void cp_async16_at(unsigned s, const void *g) {
-#if __CUDA_ARCH__ >= 800
-    asm volatile("cp.async.cg.shared.global [%0], [%1], 16;\n" ::"r"(s), "l"(__cvta_generic_to_global(g)));
-#else
-    (void)s;
-    (void)g; /* not built below sm_80 (the build's oldest PTX) */
-#endif
-}
 __device__ __forceinline__ void cp_async(void *smem, const void *g, int bytes) {
 #if __CUDA_ARCH__ >= 800
     const unsigned s = (unsigned)__cvta_generic_to_shared(smem);

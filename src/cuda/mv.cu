@@ -664,22 +664,14 @@ template <int TY, int NT, int ST, bool XS, int MT = 1, int P = 1> struct MvmShap
     static constexpr int STAGE = MVM_WARPS / P * ST * SS;
 };
 
-/* a full step's U 16-byte units of each of the nr <= 16 rows of k_mvm (src rows sstride apart, dst rows DS): a copy
- * takes 32 / U whole rows, lane l unit l % U of row l / U of them, so that both addresses advance by a fixed amount a
- * copy (the destination's a constant: immediate offsets) and each copy reads whole runs of its rows */
-template <int U, int DS>
-__device__ __forceinline__ void stage_rows16(uint8_t *dst, const uint8_t *src, size_t sstride, int nr, int lane) {
-    static_assert(U >= 1 && U <= 32, "a row's step fits one copy");
-    constexpr int RPC = 32 / U; /* rows a copy */
-    const int lr = lane / U, i = lane % U;
-    if (lr >= RPC) return;
-    const unsigned d = smem_u32(dst + lr * DS + 16 * i);
-    const uint8_t *s = src + lr * sstride + 16 * i;
-    const size_t step = RPC * sstride;
+/* a full step's U 16-byte units of each of the nr <= 16 rows of k_mvm, row-major over the lanes (a warp's copy reads
+ * whole runs of each row, as stage_fill_rows; U a constant: no division at run time) */
+template <int U>
+__device__ __forceinline__ void stage_rows16(uint8_t *dst, int dstride, const uint8_t *src, size_t sstride, int nr, int lane) {
 #pragma unroll
-    for (int k = 0; k < (16 + RPC - 1) / RPC; k++) {
-        if (k * RPC + lr < nr) cp_async16_at(d + k * RPC * DS, s);
-        s += step;
+    for (int k = 0; k < (16 * U + 31) / 32; k++) {
+        const int u = lane + 32 * k, r = u / U, i = u % U;
+        if (r < nr) cp_async(dst + r * dstride + 16 * i, src + r * sstride + 16 * i, 16);
     }
 }
 
@@ -734,7 +726,7 @@ __global__ void __launch_bounds__(MVM_WARPS * 32) k_mvm(const uint8_t *__restric
                 const size_t from = S::WIN ? off & ~(size_t)15 : off;
 #pragma unroll
                 for (int mt = 0; mt < MT; mt++)
-                    stage_rows16<S::UMAX, SB>(st + p * S::WB + mt * MVM_ROWS * SB, W + (row0 + mt * MVM_ROWS) * rb + from, rb,
+                    stage_rows16<S::UMAX>(st + p * S::WB + mt * MVM_ROWS * SB, SB, W + (row0 + mt * MVM_ROWS) * rb + from, rb,
                                           nr - mt * MVM_ROWS, lane);
             } else {
                 stage_fill_rows(st + p * S::WB, SB, W + row0 * rb + off, rb, nr, (n / S::PER) * D::BB, cw, lane);
@@ -815,7 +807,7 @@ __global__ void __launch_bounds__(MVM_WARPS * 32) k_mvm(const uint8_t *__restric
         }
 #pragma unroll
         for (int g0 = 0; g0 < MVM_CH; g0 += MVM_G) {
-            if (!MIN && g0 >= n) break; /* MIN: K a multiple of the 256-element step, every step full */
+            if (g0 >= n) break;
             uint32_t xa[MVM_G][NTL], xb[MVM_G][NTL];
             float2 fa[MVM_G][NTL], fb[MVM_G][NTL];
 #pragma unroll
@@ -847,7 +839,7 @@ __global__ void __launch_bounds__(MVM_WARPS * 32) k_mvm(const uint8_t *__restric
 #pragma unroll
             for (int i = 0; i < MVM_G; i++) {
                 const int cc = g0 + i, blk = cc / S::PER, sub = cc % S::PER;
-                if (MIN || cc < n) {
+                if (cc < n) {
 #pragma unroll
                     for (int mt = 0; mt < MT; mt++) {
                         const uint8_t *b0 = rp + mt * MVM_ROWS * SB + blk * D::BB, *b1 = b0 + 8 * SB;
