@@ -566,7 +566,8 @@ __global__ void __launch_bounds__(MV_WARPS * 32) k_mvt(const uint8_t *__restrict
  * product where the chunk has one scale, two m16n8k16 (one per 16-element half, each with its scale) for q6_K.
  * The int32 results are scaled in F32 into the accumulators of rows g, g + 8 and tokens 2t, 2t + 1 of each
  * 8-token tile (q4_K and q5_K: summed in int32 with their 6-bit scales over the step's super-block first, the mins'
- * terms by a second int8 product a chunk accumulating in place, each scaled once a step). The warps' sums are added in warp order: the order depends on K alone. Step groups (P > 1, launch_mvm_p):
+ * terms by a second int8 product a chunk accumulating in place, each scaled once a step). The warps' sums are added
+ * in warp order: the order depends on K alone. Step groups (P > 1, launch_mvm_p):
  * the block's warps in groups of P that take the same step, each for its own 16 MT rows, the step's activations staged
  * once a group; group q takes steps q, q + 8 / P, ... of the block's part of the row (gridDim.y parts, a cluster,
  * whose sums are added in part order at the end).
