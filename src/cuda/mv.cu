@@ -607,16 +607,6 @@ __device__ __forceinline__ void mma_s8_32_acc(int *c, uint32_t a0, uint32_t a1, 
 #endif
 }
 
-/* a k-quant super-block's twelve bytes of 6-bit scales and mins (q4_K / q5_K, at b + 4, 4-byte aligned) as four words
- * of bytes: sc[0] the scales of chunks 0-3, sc[1] of 4-7, mn[0] / mn[1] the mins (k4_scale_min's, all eight at once) */
-__device__ __forceinline__ void k4_scales_packed(const uint8_t *q, uint32_t *sc, uint32_t *mn) {
-    const uint32_t w0 = *(const uint32_t *)q, w1 = *(const uint32_t *)(q + 4), w2 = *(const uint32_t *)(q + 8);
-    sc[0] = w0 & 0x3F3F3F3Fu;
-    mn[0] = w1 & 0x3F3F3F3Fu;
-    sc[1] = (w2 & 0x0F0F0F0Fu) | ((w0 >> 2) & 0x30303030u);
-    mn[1] = ((w2 >> 4) & 0x0F0F0F0Fu) | ((w1 >> 2) & 0x30303030u);
-}
-
 /* n bytes of each of nr rows (src rows sstride apart) to dst rows dstride apart, cw-byte copies as stage_fill; the
  * lane's (row, unit) advances by 32 units a copy without a division (one a call) */
 __device__ __forceinline__ void stage_fill_rows(uint8_t *dst, int dstride, const uint8_t *src, size_t sstride, int nr, int n, int cw,

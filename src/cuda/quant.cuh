@@ -185,14 +185,24 @@ template <> struct Dq<LB_TYPE_Q3_K> {
     }
 };
 /* q4_K / q5_K: d @0, dmin @2, scales[12] @4, (q5: qh[32] @16), qs[128] */
+/* a k-quant super-block's twelve bytes of 6-bit scales and mins (q4_K / q5_K, at b + 4, 4-byte aligned) as four words
+ * of bytes: sc[0] the scales of chunks 0-3, sc[1] of 4-7, mn[0] / mn[1] the mins (all eight at once) */
+__device__ __forceinline__ void k4_scales_packed(const uint8_t *q, uint32_t *sc, uint32_t *mn) {
+    const uint32_t w0 = *(const uint32_t *)q, w1 = *(const uint32_t *)(q + 4), w2 = *(const uint32_t *)(q + 8);
+    sc[0] = w0 & 0x3F3F3F3Fu;
+    mn[0] = w1 & 0x3F3F3F3Fu;
+    sc[1] = (w2 & 0x0F0F0F0Fu) | ((w0 >> 2) & 0x30303030u);
+    mn[1] = ((w2 >> 4) & 0x0F0F0F0Fu) | ((w1 >> 2) & 0x30303030u);
+}
+
+/* chunk j's 6-bit scale and min, from the packed words: three word loads and no branch on j (a lane-dependent j
+ * took both halves of a byte-wise branch in every warp) */
 __device__ __forceinline__ void k4_scale_min(int j, const uint8_t *q, int *sc, int *m) {
-    if (j < 4) {
-        *sc = q[j] & 63;
-        *m = q[j + 4] & 63;
-    } else {
-        *sc = (q[j + 4] & 0xF) | ((q[j - 4] >> 6) << 4);
-        *m = (q[j + 4] >> 4) | ((q[j] >> 6) << 4);
-    }
+    uint32_t s[2], n[2];
+    k4_scales_packed(q, s, n);
+    const uint32_t sel = 0x4440u | (uint32_t)(j & 3);
+    *sc = (int)__byte_perm(j < 4 ? s[0] : s[1], 0, sel);
+    *m = (int)__byte_perm(j < 4 ? n[0] : n[1], 0, sel);
 }
 template <> struct Dq<LB_TYPE_Q4_K> {
     static constexpr int BE = 256, BB = 144;
