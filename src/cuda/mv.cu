@@ -655,14 +655,36 @@ template <int TY, int NT, int ST, bool XS, int MT = 1, int P = 1> struct MvmShap
     static constexpr int STAGE = MVM_WARPS / P * ST * SS;
 };
 
-/* a full step's U 16-byte units of each of the nr <= 16 rows of k_mvm, row-major over the lanes (a warp's copy reads
- * whole runs of each row, as stage_fill_rows; U a constant: no division at run time) */
-template <int U>
-__device__ __forceinline__ void stage_rows16(uint8_t *dst, int dstride, const uint8_t *src, size_t sstride, int nr, int lane) {
+/* cp.async of 16 bytes to the shared address s (converted once for several copies) */
+__device__ __forceinline__ void cp_async16_at(unsigned s, const void *g) {
+#if __CUDA_ARCH__ >= 800
+    asm volatile("cp.async.cg.shared.global [%0], [%1], 16;\n" ::"r"(s), "l"(__cvta_generic_to_global(g)));
+#else
+    (void)s, (void)g; /* not built below sm_80 (the build's oldest PTX), as k_mvm's mma.sync */
+#endif
+}
+
+/* a full step's U 16-byte units of each of the nr <= 16 rows of k_mvm to dst rows DS bytes apart. U <= 16: a copy
+ * takes R = 32 / U whole rows (lane l: unit l % U of row l / U; the lanes past R U idle), the source advancing R rows
+ * and the destination R DS bytes (an immediate) a copy, the shared address converted once. U > 16 (one row a copy
+ * would idle half the lanes): row-major over the lanes, whole runs of each row, as stage_fill_rows. */
+template <int U, int DS>
+__device__ __forceinline__ void stage_rows16(uint8_t *dst, const uint8_t *src, size_t sstride, int nr, int lane) {
+    if constexpr (U <= 16) {
+        constexpr int R = 32 / U;
+        const int r = lane / U, i = lane % U;
+        if (r >= R) return;
+        const unsigned s = (unsigned)__cvta_generic_to_shared(dst + r * DS + 16 * i);
+        const uint8_t *g = src + r * sstride + 16 * i;
 #pragma unroll
-    for (int k = 0; k < (16 * U + 31) / 32; k++) {
-        const int u = lane + 32 * k, r = u / U, i = u % U;
-        if (r < nr) cp_async(dst + r * dstride + 16 * i, src + r * sstride + 16 * i, 16);
+        for (int k = 0; k < (16 + R - 1) / R; k++)
+            if (r + k * R < nr) cp_async16_at(s + k * R * DS, g + k * R * sstride);
+    } else {
+#pragma unroll
+        for (int k = 0; k < (16 * U + 31) / 32; k++) {
+            const int u = lane + 32 * k, r = u / U, i = u % U;
+            if (r < nr) cp_async(dst + r * DS + 16 * i, src + r * sstride + 16 * i, 16);
+        }
     }
 }
 
@@ -710,15 +732,15 @@ __global__ void __launch_bounds__(MVM_WARPS * 32) k_mvm(const uint8_t *__restric
         const int s = s0 + q + j * G;
         if (s >= s1) return;
         uint8_t *st = stage + (j % ST) * S::SS;
-        const int n = nch - MVM_CH * s < MVM_CH ? nch - MVM_CH * s : MVM_CH;
+        const int n = MIN || nch - MVM_CH * s >= MVM_CH ? MVM_CH : nch - MVM_CH * s; /* MIN: whole super-blocks, every step full */
         const size_t off = (size_t)s * S::BYTES;
         if (w) {
             if (S::WIN || (cw == 16 && n == MVM_CH)) { /* a full step (WIN: the UMAX 16-byte units from the one holding its first byte) */
                 const size_t from = S::WIN ? off & ~(size_t)15 : off;
 #pragma unroll
                 for (int mt = 0; mt < MT; mt++)
-                    stage_rows16<S::UMAX>(st + p * S::WB + mt * MVM_ROWS * SB, SB, W + (row0 + mt * MVM_ROWS) * rb + from, rb,
-                                          nr - mt * MVM_ROWS, lane);
+                    stage_rows16<S::UMAX, SB>(st + p * S::WB + mt * MVM_ROWS * SB, W + (row0 + mt * MVM_ROWS) * rb + from, rb,
+                                              nr - mt * MVM_ROWS, lane);
             } else {
                 stage_fill_rows(st + p * S::WB, SB, W + row0 * rb + off, rb, nr, (n / S::PER) * D::BB, cw, lane);
             }
@@ -769,7 +791,7 @@ __global__ void __launch_bounds__(MVM_WARPS * 32) k_mvm(const uint8_t *__restric
             issue(j + ST - 1, true, true);
             cp_commit();
         }
-        const int s = s0 + q + j * G, n = nch - MVM_CH * s < MVM_CH ? nch - MVM_CH * s : MVM_CH;
+        const int s = s0 + q + j * G, n = MIN || nch - MVM_CH * s >= MVM_CH ? MVM_CH : nch - MVM_CH * s;
         const int lead = S::WIN ? (int)(((size_t)s * S::BYTES) & 15) : 0; /* the step's offset in its first unit */
         const uint8_t *st = stage + (j % ST) * S::SS;
         const uint8_t *rp = st + p * S::WB + g * SB + lead; /* row g of m-tile mt: rp + mt * 16 SB; row g + 8: 8 SB further */
