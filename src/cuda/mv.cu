@@ -655,12 +655,14 @@ template <int TY, int NT, int ST, bool XS, int MT = 1, int P = 1, int NW = MVM_W
     static constexpr int STAGE = NW / P * ST * SS; /* the block's NW warps' stages */
 };
 
-/* cp.async of 16 bytes to the shared address s (converted once for several copies) */
-__device__ __forceinline__ void cp_async16_at(unsigned s, const void *g) {
+/* cp.async of 16 bytes to the shared address s (converted once for several copies) where ok: a predicated copy, no
+ * branch around it (a branch a copy had each copy's address computed again from the row: 2-20 instructions more) */
+__device__ __forceinline__ void cp_async16_if(unsigned s, const void *g, bool ok) {
 #if __CUDA_ARCH__ >= 800
-    asm volatile("cp.async.cg.shared.global [%0], [%1], 16;\n" ::"r"(s), "l"(__cvta_generic_to_global(g)));
+    asm volatile("{\n\t.reg .pred p;\n\tsetp.ne.b32 p, %2, 0;\n\t@p cp.async.cg.shared.global [%0], [%1], 16;\n}\n" ::"r"(s),
+                 "l"(__cvta_generic_to_global(g)), "r"((int)ok));
 #else
-    (void)s, (void)g; /* not built below sm_80 (the build's oldest PTX), as k_mvm's mma.sync */
+    (void)s, (void)g, (void)ok; /* not built below sm_80 (the build's oldest PTX), as k_mvm's mma.sync */
 #endif
 }
 
@@ -673,12 +675,11 @@ __device__ __forceinline__ void stage_rows16(uint8_t *dst, const uint8_t *src, s
     if constexpr (U <= 16) {
         constexpr int R = 32 / U;
         const int r = lane / U, i = lane % U;
-        if (r >= R) return;
         const unsigned s = (unsigned)__cvta_generic_to_shared(dst + r * DS + 16 * i);
         const uint8_t *g = src + r * sstride + 16 * i;
+        const size_t step = R * sstride;
 #pragma unroll
-        for (int k = 0; k < (16 + R - 1) / R; k++)
-            if (r + k * R < nr) cp_async16_at(s + k * R * DS, g + k * R * sstride);
+        for (int k = 0; k < (16 + R - 1) / R; k++, g += step) cp_async16_if(s + k * R * DS, g, r < R && r + k * R < nr);
     } else {
 #pragma unroll
         for (int k = 0; k < (16 * U + 31) / 32; k++) {
