@@ -684,7 +684,7 @@ __device__ __forceinline__ void stage_rows16(uint8_t *dst, const uint8_t *src, s
 #pragma unroll
         for (int k = 0; k < (16 * U + 31) / 32; k++) {
             const int u = lane + 32 * k, r = u / U, i = u % U;
-            if (r < nr) cp_async(dst + r * DS + 16 * i, src + r * sstride + 16 * i, 16);
+            cp_async16_if((unsigned)__cvta_generic_to_shared(dst + r * DS + 16 * i), src + r * sstride + 16 * i, r < nr);
         }
     }
 }
@@ -811,6 +811,7 @@ __global__ void __launch_bounds__(NW * 32) k_mvm(const uint8_t *__restrict__ W, 
          * and scales); else both m-tiles on each activation fragment */
 #pragma unroll
         for (int mo = 0; mo < MO; mo++) {
+            const int mt0 = MO > 1 ? mo : 0, mt1 = MO > 1 ? mo + 1 : MT; /* this pass's m-tiles */
             /* q4_K / q5_K: a step is one super-block, whose activations share one scale: the chunks' integer products
              * times their 6-bit scales add up exactly in int32 (si), and so do the mins times the activations' codes (mi:
              * one more product a chunk, whose weight operand is the row's min in every byte, accumulating in place); the
@@ -824,7 +825,7 @@ __global__ void __launch_bounds__(NW * 32) k_mvm(const uint8_t *__restrict__ W, 
             [[maybe_unused]] uint32_t wq[MT][4] = {}, wh[MT][4] = {};
             if constexpr (MIN) {
 #pragma unroll
-                for (int mt = MO > 1 ? mo : 0; mt < (MO > 1 ? mo + 1 : MT); mt++) {
+                for (int mt = mt0; mt < mt1; mt++) {
                     const uint8_t *b0 = rp + mt * MVM_ROWS * SB, *b1 = b0 + 8 * SB;
                     k4_scales_packed(b0 + 4, ks[mt][0], km[mt][0]);
                     k4_scales_packed(b1 + 4, ks[mt][1], km[mt][1]);
@@ -870,7 +871,7 @@ __global__ void __launch_bounds__(NW * 32) k_mvm(const uint8_t *__restrict__ W, 
                     const int cc = g0 + i, blk = cc / S::PER, sub = cc % S::PER;
                     if (cc < n) {
 #pragma unroll
-                        for (int mt = MO > 1 ? mo : 0; mt < (MO > 1 ? mo + 1 : MT); mt++) {
+                        for (int mt = mt0; mt < mt1; mt++) {
                             const uint8_t *b0 = rp + mt * MVM_ROWS * SB + blk * D::BB, *b1 = b0 + 8 * SB;
                             if constexpr (MIN) {
                                 if (sub % 2 == 0) {
@@ -931,7 +932,7 @@ __global__ void __launch_bounds__(NW * 32) k_mvm(const uint8_t *__restrict__ W, 
             }
             if constexpr (MIN) {
 #pragma unroll
-                for (int mt = MO > 1 ? mo : 0; mt < (MO > 1 ? mo + 1 : MT); mt++) {
+                for (int mt = mt0; mt < mt1; mt++) {
                     const uint8_t *r0p = rp + mt * MVM_ROWS * SB, *r1p = r0p + 8 * SB;
                     const float d0 = ldh(r0p), m0 = ldh(r0p + 2), d1 = ldh(r1p), m1 = ldh(r1p + 2);
 #pragma unroll
