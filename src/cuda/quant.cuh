@@ -321,7 +321,9 @@ __device__ __forceinline__ uint32_t ld32h(const uint8_t *p) { return ld16a(p) | 
 /* n words of 4 bytes from a 2-byte aligned p in shared memory: n + 1 aligned loads and funnel shifts (the
  * word after the last may be read: the kernels' stages are padded) */
 template <int N> __device__ __forceinline__ void ldw(const uint8_t *p, uint32_t *w) {
-    const uint32_t *a = (const uint32_t *)((uintptr_t)p & ~(uintptr_t)3);
+    /* the aligned word below p by pointer arithmetic, not an integer cast: the compiler keeps p's address space
+     * (shared-memory loads where p is in a stage; through a cast it emitted generic loads) */
+    const uint32_t *a = (const uint32_t *)(p - ((uintptr_t)p & 3));
     const int sh = (int)((uintptr_t)p & 2) * 8;
     uint32_t lo = a[0];
 #pragma unroll
