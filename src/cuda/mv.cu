@@ -336,6 +336,17 @@ template <bool M16> __device__ __forceinline__ Act8 act8_load(const int8_t *q, c
     return x;
 }
 
+/* c + the dot product of four weight bytes (unsigned where WU, else signed) and four signed activation bytes */
+template <bool WU> __device__ __forceinline__ int dp4a_w(int w, int a, int c) {
+    if constexpr (WU) {
+        int d;
+        asm("dp4a.u32.s32 %0, %1, %2, %3;" : "=r"(d) : "r"(w), "r"(a), "r"(c));
+        return d;
+    } else {
+        return __dp4a(w, a, c);
+    }
+}
+
 /* A weight chunk decoded to int8 codes and scales (Mq::chunk), and its product with a token's chunk added to acc:
  * integer sums per 16-element half, then the scales in F32 */
 template <int TY> struct MqChunk {
@@ -349,8 +360,8 @@ template <int TY> struct MqChunk {
         int i0 = 0, i1 = 0;
 #pragma unroll
         for (int k = 0; k < 4; k++) {
-            i0 = __dp4a(w[k], x.a[k], i0);
-            i1 = __dp4a(w[k + 4], x.a[k + 4], i1);
+            i0 = dp4a_w<Mq<TY>::WU>(w[k], x.a[k], i0);
+            i1 = dp4a_w<Mq<TY>::WU>(w[k + 4], x.a[k + 4], i1);
         }
         if constexpr (Mq<TY>::M16)
             return fmaf(x.ad.x, fmaf(d0, (float)i0, fmaf(d1, (float)i1, fmaf(m, (float)x.h0, m1 * (float)x.h1))), acc);

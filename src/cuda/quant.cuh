@@ -305,7 +305,7 @@ template <> struct Dq<LB_TYPE_IQ4_XS> {
 enum { MVT_NONE, MVT_BELOW_WIDE, MVT_ALL };
 template <int T> struct Mq {
     static constexpr int MVT = MVT_NONE;
-    static constexpr bool OK = false, WORD = false, M16 = false;
+    static constexpr bool OK = false, WORD = false, M16 = false, WU = false;
 };
 /*
  * Types whose min term differs between the two 16-element halves (q2_K) set M16: their chunk(block, s, w, d0, d1, m,
@@ -314,7 +314,10 @@ template <int T> struct Mq {
  */
 /*
  * Types whose Mq also has word(b, s, j) (word j of sub-chunk s, as chunk's w[j]) and scales(b, s, d0, d1, m)
- * (chunk's factors) set WORD: the tensor-core kernel (mv.cu) decodes only the words of its fragments.
+ * (chunk's factors) set WORD: the tensor-core kernel (mv.cu) decodes only the words of its fragments. chunk's words
+ * may hold the codes times a power of two with d0 and d1 divided by it (q4_0, q4_K: the same products bit for bit);
+ * word and scales hold the codes and factors themselves. WU: chunk's words are unsigned bytes (the dot products take
+ * them as u8, the activations as s8).
  */
 /* 4 bytes at a 2-byte aligned p */
 __device__ __forceinline__ uint32_t ld32h(const uint8_t *p) { return ld16a(p) | (ld16a(p + 2) << 16); }
@@ -334,9 +337,16 @@ template <int N> __device__ __forceinline__ void ldw(const uint8_t *p, uint32_t 
     }
 }
 
+/* (a & b) ^ c as one LOP3 (written as two operations on constants b and c, the compiler emitted two) */
+__device__ __forceinline__ uint32_t and_xor(uint32_t a, uint32_t b, uint32_t c) {
+    uint32_t d;
+    asm("lop3.b32 %0, %1, %2, %3, 0x6A;" : "=r"(d) : "r"(a), "r"(b), "r"(c));
+    return d;
+}
+
 template <> struct Mq<LB_TYPE_Q4_0> {
     static constexpr int MVT = MVT_ALL;
-    static constexpr bool OK = true, WORD = true, M16 = false;
+    static constexpr bool OK = true, WORD = true, M16 = false, WU = false;
     static __device__ __forceinline__ uint32_t word(const uint8_t *b, int, int j) {
         const uint32_t v = ld32h(b + 2 + 4 * (j & 3));
         return __vsub4((j < 4 ? v : v >> 4) & 0x0F0F0F0Fu, 0x08080808u);
@@ -345,20 +355,24 @@ template <> struct Mq<LB_TYPE_Q4_0> {
         d0 = d1 = ldh(b);
         m = 0.0f;
     }
+    /* the codes times 16: a nibble n in the high half of its byte with the top bit flipped is the int8 16 (n - 8), one
+     * LOP3 a word (the high nibbles in place, the low ones shifted up first) where n - 8 took an AND and a byte-wise
+     * subtraction (three more); the scale divided by 16 (exact) gives the same products bit for bit */
     static __device__ __forceinline__ void chunk(const uint8_t *b, int, int *w, float &d0, float &d1, float &m) {
         uint32_t v[4];
         ldw<4>(b + 2, v);
 #pragma unroll
         for (int i = 0; i < 4; i++) {
-            w[i] = (int)__vsub4(v[i] & 0x0F0F0F0Fu, 0x08080808u);
-            w[i + 4] = (int)__vsub4((v[i] >> 4) & 0x0F0F0F0Fu, 0x08080808u);
+            w[i] = (int)and_xor(v[i] << 4, 0xF0F0F0F0u, 0x80808080u);
+            w[i + 4] = (int)and_xor(v[i], 0xF0F0F0F0u, 0x80808080u);
         }
         scales(b, 0, d0, d1, m);
+        d0 = d1 = mul(d0, 0.0625f);
     }
 };
 template <> struct Mq<LB_TYPE_Q4_1> {
     static constexpr int MVT = MVT_ALL;
-    static constexpr bool OK = true, WORD = false, M16 = false;
+    static constexpr bool OK = true, WORD = false, M16 = false, WU = false;
     static __device__ __forceinline__ void chunk(const uint8_t *b, int, int *w, float &d0, float &d1, float &m) {
 #pragma unroll
         for (int i = 0; i < 4; i++) {
@@ -377,7 +391,7 @@ __device__ __forceinline__ uint32_t hi4(uint32_t h, int j) {
 }
 template <> struct Mq<LB_TYPE_Q5_0> {
     static constexpr int MVT = MVT_ALL;
-    static constexpr bool OK = true, WORD = false, M16 = false;
+    static constexpr bool OK = true, WORD = false, M16 = false, WU = false;
     static __device__ __forceinline__ void chunk(const uint8_t *b, int, int *w, float &d0, float &d1, float &m) {
         uint32_t v[5];
         ldw<5>(b + 2, v);
@@ -393,7 +407,7 @@ template <> struct Mq<LB_TYPE_Q5_0> {
 };
 template <> struct Mq<LB_TYPE_Q5_1> {
     static constexpr int MVT = MVT_ALL;
-    static constexpr bool OK = true, WORD = false, M16 = false;
+    static constexpr bool OK = true, WORD = false, M16 = false, WU = false;
     static __device__ __forceinline__ void chunk(const uint8_t *b, int, int *w, float &d0, float &d1, float &m) {
         const uint32_t h = ld32a(b + 4);
 #pragma unroll
@@ -408,7 +422,7 @@ template <> struct Mq<LB_TYPE_Q5_1> {
 };
 template <> struct Mq<LB_TYPE_Q8_0> {
     static constexpr int MVT = MVT_NONE;
-    static constexpr bool OK = true, WORD = true, M16 = false;
+    static constexpr bool OK = true, WORD = true, M16 = false, WU = false;
     static __device__ __forceinline__ uint32_t word(const uint8_t *b, int, int j) { return ld32h(b + 2 + 4 * j); }
     static __device__ __forceinline__ void scales(const uint8_t *b, int, float &d0, float &d1, float &m) {
         d0 = d1 = ldh(b);
@@ -424,7 +438,7 @@ template <> struct Mq<LB_TYPE_Q8_0> {
  * from those loads (k_mvm loads each once a chunk pair, the fifth bits once a super-block). */
 template <> struct Mq<LB_TYPE_Q4_K> {
     static constexpr int MVT = MVT_BELOW_WIDE, QS = 16, QH = 0;
-    static constexpr bool OK = true, WORD = true, M16 = false;
+    static constexpr bool OK = true, WORD = true, M16 = false, WU = true;
     static __device__ __forceinline__ uint32_t word_of(uint32_t qs, uint32_t, int s) { return (qs >> (4 * (s & 1))) & 0x0F0F0F0Fu; }
     static __device__ __forceinline__ uint32_t word(const uint8_t *b, int s, int j) {
         return word_of(ld32a(b + QS + 32 * (s / 2) + 4 * j), 0, s);
@@ -435,15 +449,20 @@ template <> struct Mq<LB_TYPE_Q4_K> {
         d0 = d1 = mul(ldh(b), (float)sc);
         m = -mul(ldh(b + 2), (float)mn);
     }
+    /* chunk: unsigned codes (WU), an odd sub-chunk's in place in the high nibbles (16 times the code: one AND a word
+     * instead of a shift and an AND), its scale divided by 16 (exact: the same products bit for bit) */
     static __device__ __forceinline__ void chunk(const uint8_t *b, int s, int *w, float &d0, float &d1, float &m) {
         scales(b, s, d0, d1, m);
+        const uint32_t mask = s & 1 ? 0xF0F0F0F0u : 0x0F0F0F0Fu;
+        const uint8_t *q = b + QS + 32 * (s / 2);
 #pragma unroll
-        for (int i = 0; i < 8; i++) w[i] = (int)word(b, s, i);
+        for (int i = 0; i < 8; i++) w[i] = (int)(ld32a(q + 4 * i) & mask);
+        d0 = d1 = mul(d0, s & 1 ? 0.0625f : 1.0f);
     }
 };
 template <> struct Mq<LB_TYPE_Q5_K> {
     static constexpr int MVT = MVT_BELOW_WIDE, QS = 48, QH = 16;
-    static constexpr bool OK = true, WORD = true, M16 = false;
+    static constexpr bool OK = true, WORD = true, M16 = false, WU = false;
     static __device__ __forceinline__ uint32_t word_of(uint32_t qs, uint32_t qh, int s) {
         return ((qs >> (4 * (s & 1))) & 0x0F0F0F0Fu) | (((qh >> s) & 0x01010101u) << 4);
     }
@@ -464,7 +483,7 @@ template <> struct Mq<LB_TYPE_Q5_K> {
 };
 template <> struct Mq<LB_TYPE_Q6_K> {
     static constexpr int MVT = MVT_ALL;
-    static constexpr bool OK = true, WORD = true, M16 = false;
+    static constexpr bool OK = true, WORD = true, M16 = false, WU = false;
     static __device__ __forceinline__ uint32_t word(const uint8_t *b, int s, int j) {
         const int h = s / 4, k = s % 4;
         const uint32_t lo = (ld32h(b + 64 * h + (k & 1) * 32 + 4 * j) >> (k < 2 ? 0 : 4)) & 0x0F0F0F0Fu;
@@ -495,7 +514,7 @@ template <> struct Mq<LB_TYPE_Q6_K> {
 };
 template <> struct Mq<LB_TYPE_Q3_K> {
     static constexpr int MVT = MVT_NONE;
-    static constexpr bool OK = true, WORD = false, M16 = false;
+    static constexpr bool OK = true, WORD = false, M16 = false, WU = false;
     static __device__ __forceinline__ void chunk(const uint8_t *b, int s, int *w, float &d0, float &d1, float &m) {
         const float d = ldh(b + 108);
         const uint8_t *q = b + 32 + 32 * (s / 4);
@@ -518,7 +537,7 @@ template <> struct Mq<LB_TYPE_Q3_K> {
  * codes of sub-chunk s are bits 2 (s % 4) of bytes 32 (s / 4) .. + 32 of qs; element value d sc code - dmin mn */
 template <> struct Mq<LB_TYPE_Q2_K> {
     static constexpr int MVT = MVT_ALL;
-    static constexpr bool OK = true, WORD = false, M16 = true;
+    static constexpr bool OK = true, WORD = false, M16 = true, WU = false;
     static __device__ __forceinline__ void chunk(const uint8_t *b, int s, int *w, float &d0, float &d1, float &m, float &m1) {
         const float d = ldh(b + 80), mn = ldh(b + 82);
         const uint8_t *q = b + 16 + 32 * (s / 4);
@@ -542,7 +561,7 @@ __device__ __forceinline__ uint32_t kiq4(uint32_t v) {
 }
 template <> struct Mq<LB_TYPE_IQ4_NL> {
     static constexpr int MVT = MVT_ALL;
-    static constexpr bool OK = true, WORD = false, M16 = false;
+    static constexpr bool OK = true, WORD = false, M16 = false, WU = false;
     static __device__ __forceinline__ void chunk(const uint8_t *b, int, int *w, float &d0, float &d1, float &m) {
         uint32_t v[4];
         ldw<4>(b + 2, v);
@@ -557,7 +576,7 @@ template <> struct Mq<LB_TYPE_IQ4_NL> {
 };
 template <> struct Mq<LB_TYPE_IQ4_XS> {
     static constexpr int MVT = MVT_ALL;
-    static constexpr bool OK = true, WORD = false, M16 = false;
+    static constexpr bool OK = true, WORD = false, M16 = false, WU = false;
     static __device__ __forceinline__ void chunk(const uint8_t *b, int s, int *w, float &d0, float &d1, float &m) {
         const int ls = ((b[4 + s / 2] >> (4 * (s % 2))) & 0xF) | (((int)(ld16(b + 2) >> (2 * s)) & 3) << 4);
         d0 = d1 = mul(ldh(b), (float)(ls - 32));
