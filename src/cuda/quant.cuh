@@ -321,13 +321,14 @@ template <int T> struct Mq {
  */
 /* 4 bytes at a 2-byte aligned p */
 __device__ __forceinline__ uint32_t ld32h(const uint8_t *p) { return ld16a(p) | (ld16a(p + 2) << 16); }
-/* n words of 4 bytes from a 2-byte aligned p in shared memory: n + 1 aligned loads and funnel shifts (the
- * word after the last may be read: the kernels' stages are padded) */
-template <int N> __device__ __forceinline__ void ldw(const uint8_t *p, uint32_t *w) {
+/* n words of 4 bytes from a 2-byte aligned p in shared memory, each shifted right by e more bits (e < 16; the top e
+ * bits of each then come from the word after it, for callers that mask them off): n + 1 aligned loads and one funnel
+ * shift a word for both shifts (the word after the last may be read: the kernels' stages are padded) */
+template <int N> __device__ __forceinline__ void ldw_shr(const uint8_t *p, int e, uint32_t *w) {
     /* the aligned word below p by pointer arithmetic, not an integer cast: the compiler keeps p's address space
      * (shared-memory loads where p is in a stage; through a cast it emitted generic loads) */
     const uint32_t *a = (const uint32_t *)(p - ((uintptr_t)p & 3));
-    const int sh = (int)((uintptr_t)p & 2) * 8;
+    const int sh = (int)((uintptr_t)p & 2) * 8 + e;
     uint32_t lo = a[0];
 #pragma unroll
     for (int i = 0; i < N; i++) {
@@ -336,6 +337,8 @@ template <int N> __device__ __forceinline__ void ldw(const uint8_t *p, uint32_t 
         lo = hi;
     }
 }
+/* n words of 4 bytes from a 2-byte aligned p in shared memory */
+template <int N> __device__ __forceinline__ void ldw(const uint8_t *p, uint32_t *w) { ldw_shr<N>(p, 0, w); }
 
 /* (a & b) ^ c as one LOP3 (written as two operations on constants b and c, the compiler emitted two) */
 __device__ __forceinline__ uint32_t and_xor(uint32_t a, uint32_t b, uint32_t c) {
@@ -497,19 +500,23 @@ template <> struct Mq<LB_TYPE_Q6_K> {
         d1 = mul(d, (float)(int8_t)b[192 + 8 * h + 2 * k + 1]);
         m = 0.0f;
     }
+    /* chunk: the codes times 4, 4 (x - 32) = (4 x) ^ 0x80 for a 6-bit x in each byte (a shift and a LOP3 where the
+     * byte-wise subtraction took three), each word's nibble or bit-pair shift folded into its funnel shift (ldw_shr);
+     * the scales divided by 4 (exact: the same products bit for bit) */
     static __device__ __forceinline__ void chunk(const uint8_t *b, int s, int *w, float &d0, float &d1, float &m) {
         const int h = s / 4, k = s % 4;
         const uint8_t *ql = b + 64 * h + (k & 1) * 32, *qh = b + 128 + 32 * h;
-        const int lshift = k < 2 ? 0 : 4;
         uint32_t l[8], hh[8];
-        ldw<8>(ql, l);
-        ldw<8>(qh, hh);
+        ldw_shr<8>(ql, k < 2 ? 0 : 4, l);
+        ldw_shr<8>(qh, 2 * k, hh);
 #pragma unroll
         for (int i = 0; i < 8; i++) {
-            const uint32_t lo = (l[i] >> lshift) & 0x0F0F0F0Fu, hi = (hh[i] >> (2 * k)) & 0x03030303u;
-            w[i] = (int)__vsub4(lo | (hi << 4), 0x20202020u);
+            const uint32_t x = (l[i] & 0x0F0F0F0Fu) | ((hh[i] & 0x03030303u) << 4);
+            w[i] = (int)((x << 2) ^ 0x80808080u);
         }
         scales(b, s, d0, d1, m);
+        d0 = mul(d0, 0.25f);
+        d1 = mul(d1, 0.25f);
     }
 };
 template <> struct Mq<LB_TYPE_Q3_K> {
