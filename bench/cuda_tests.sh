@@ -6,7 +6,7 @@
 # LB_CUDA_FLASH=0: ops.cu's attention for prompts, and with LB_CUDA_ATT_SPLIT=0 LB_CUDA_FUSE=0 LB_CUDA_PDL=0
 # LB_CUDA_FUSE_ACT=0 LB_CUDA_MVH=0 LB_CUDA_MVT=0: the decode path before run 15's defaults), test_cuda_calib again with LB_CUDA_PDL=0, test_cuda_multi,
 # test_cuda_kernels --quick (and with LB_CUDA_MVQ_DEEP=1) (TESTS overrides the list; "forward_noflash" / "forward_plain" / "calib_plain" /
-# "kernels_deep" are those variants; "forward_split" runs with LB_CUDA_ATT_ONE=0 (the split decode attention at every context), "forward_one32" with LB_CUDA_ATT_ONE=32 (two decode graphs, crossing at position 32); "attention_hbN" / "forward_hbN" with LB_CUDA_ATT_HB=N (N heads a decode attention block); "kernels_pN" / "forward_pN" with LB_CUDA_MVM_P=N (k_mvm's step groups of N warps for every product, split in clusters; N = 0: never), "kernels_p4ns" with LB_CUDA_MVM_P=4 LB_CUDA_MVM_SPLIT=0; "kernels_nomvh" runs with LB_CUDA_MVH=0, "kernels_mvt" / "forward_mvt" with LB_CUDA_MVT=1 (k_mvt for every one-token product), "kernels_nomvt" with LB_CUDA_MVT=0 (k_mvq for all), "kernels_noq6k" with LB_CUDA_MVM_Q6K=0 (q6_K's batches on dp4a), "kernels_noxs" with LB_CUDA_MVM_XS=0 (k_mvm's activations from global memory), "kernels_noxsmt1" with that and LB_CUDA_MVM_MT=1, "kernels_mvtst4" / "forward_mvtst4" with LB_CUDA_MVT=1 LB_CUDA_MVT_ST=4 (k_mvt everywhere at four stages), "kernels_mvmmt1" / "forward_mvmmt1" with LB_CUDA_MVM_MT=1 (k_mvm's 16-row blocks), "kernels_w16" with LB_CUDA_MVM_P=0 LB_CUDA_MVM_W16=1 (every batch product in k_mvm's 16-warp blocks), "forward_w16" with LB_CUDA_MVM_W16=1), each cut at its share of the time. Writes run.log (each test's last line,
+# "kernels_deep" are those variants; "forward_split" runs with LB_CUDA_ATT_ONE=0 (the split decode attention at every context), "forward_one32" with LB_CUDA_ATT_ONE=32 (two decode graphs, crossing at position 32); "attention_hbN" / "forward_hbN" with LB_CUDA_ATT_HB=N (N heads a decode attention block); "kernels_pN" / "forward_pN" with LB_CUDA_MVM_P=N (k_mvm's step groups of N warps for every product, split in clusters; N = 0: never), "kernels_p4ns" with LB_CUDA_MVM_P=4 LB_CUDA_MVM_SPLIT=0; "kernels_nomvh" runs with LB_CUDA_MVH=0, "kernels_mvt" / "forward_mvt" with LB_CUDA_MVT=1 (k_mvt for every one-token product), "kernels_nomvt" with LB_CUDA_MVT=0 (k_mvq for all), "kernels_noq6k" with LB_CUDA_MVM_Q6K=0 (q6_K's batches on dp4a), "kernels_noxs" with LB_CUDA_MVM_XS=0 (k_mvm's activations from global memory), "kernels_noxsmt1" with that and LB_CUDA_MVM_MT=1, "kernels_mvtst4" / "forward_mvtst4" with LB_CUDA_MVT=1 LB_CUDA_MVT_ST=4 (k_mvt everywhere at four stages), "kernels_mvmmt1" / "forward_mvmmt1" with LB_CUDA_MVM_MT=1 (k_mvm's 16-row blocks), "kernels_rmaj" with LB_CUDA_MVM_RMAJ=1 (k_mvm's row-major copies)), each cut at its share of the time. Writes run.log (each test's last line,
 # its FAIL lines and its wall time) and tests.tgz (every log) to OUT_DIR.
 set -uo pipefail
 TAR=${1:?usage: bench/cuda_tests.sh BIN_TAR_XZ OUT_DIR [SECONDS]}
@@ -29,8 +29,6 @@ for t in ${TESTS:-attention gptq gptq_shadow calib calib_plain forward forward_n
   [[ $t = attention_hb? || $t = forward_hb? ]] && envs=(LB_CUDA_ATT_HB=${t: -1})
   [[ $t = kernels_p? || $t = forward_p? ]] && envs=(LB_CUDA_MVM_P=${t: -1})
   [ "$t" = kernels_p4ns ] && envs=(LB_CUDA_MVM_P=4 LB_CUDA_MVM_SPLIT=0)
-  [ "$t" = kernels_w16 ] && envs=(LB_CUDA_MVM_P=0 LB_CUDA_MVM_W16=1)
-  [ "$t" = forward_w16 ] && envs=(LB_CUDA_MVM_W16=1)
   [ "$t" = calib_plain ] && envs=(LB_CUDA_PDL=0)
   [ "$t" = kernels_deep ] && envs=(LB_CUDA_MVQ_DEEP=1)
   [ "$t" = kernels_nomvh ] && envs=(LB_CUDA_MVH=0)
@@ -38,6 +36,7 @@ for t in ${TESTS:-attention gptq gptq_shadow calib calib_plain forward forward_n
   [ "$t" = forward_mvt ] && envs=(LB_CUDA_MVT=1)
   [ "$t" = kernels_nomvt ] && envs=(LB_CUDA_MVT=0)
   [ "$t" = kernels_noq6k ] && envs=(LB_CUDA_MVM_Q6K=0)
+  [ "$t" = kernels_rmaj ] && envs=(LB_CUDA_MVM_RMAJ=1)
   [ "$t" = kernels_noxs ] && envs=(LB_CUDA_MVM_XS=0)
   [ "$t" = kernels_noxsmt1 ] && envs=(LB_CUDA_MVM_XS=0 LB_CUDA_MVM_MT=1)
   [ "$t" = kernels_mvtst4 ] && envs=(LB_CUDA_MVT=1 LB_CUDA_MVT_ST=4)

@@ -651,7 +651,7 @@ __device__ __forceinline__ void stage_fill_rows(uint8_t *dst, int dstride, const
  * XS: the step's activations follow its 16 MT weight rows in the stage, copied with them: the codes [MVM_CH][NT][32]
  * and the scales [MVM_CH][NT] (float2), zeros past the batch's tokens and the step's chunks (run 29: leaving the
  * scales to the lanes' loads, a smaller stage, was slower at batch 8 and 16). */
-template <int TY, int NT, int ST, bool XS, int MT = 1, int P = 1, int NW = MVM_WARPS> struct MvmShape {
+template <int TY, int NT, int ST, bool XS, int MT = 1, int P = 1> struct MvmShape {
     static constexpr int PER = Dq<TY>::BE / 32, BYTES = (MVM_CH / PER) * Dq<TY>::BB;
     static constexpr bool WIN = BYTES % 16 != 0;
     /* a step starts (s BYTES) mod 16 bytes into its first unit: at most 16 - (BYTES's lowest set bit) (q6_K: 14, so the
@@ -663,7 +663,7 @@ template <int TY, int NT, int ST, bool XS, int MT = 1, int P = 1, int NW = MVM_W
     static constexpr int WB = MVM_ROWS * MT * SB, XC = XS ? MVM_CH * NT * 32 : 0, XB = XS ? XC + MVM_CH * NT * 8 : 0;
     /* P warps on one step: a stage holds their P weight tiles, then the step's activations (at XOFF) once */
     static constexpr int XOFF = P * WB, SS = XOFF + XB; /* one stage */
-    static constexpr int STAGE = NW / P * ST * SS; /* the block's NW warps' stages */
+    static constexpr int STAGE = MVM_WARPS / P * ST * SS;
 };
 
 /* cp.async of 16 bytes to the shared address s (converted once for several copies) where ok: a predicated copy, no
@@ -677,14 +677,15 @@ __device__ __forceinline__ void cp_async16_if(unsigned s, const void *g, bool ok
 #endif
 }
 
-/* a full step's U 16-byte units of each of the nr <= 16 rows of k_mvm to dst rows DS bytes apart. U <= 16: a copy
- * takes R = 32 / U whole rows (lane l: unit l % U of row l / U; the lanes past R U idle), the source advancing R rows
- * and the destination R DS bytes (an immediate) a copy, the shared address converted once. U > 16 (one row a copy
- * would idle half the lanes): row-major over the lanes, whole runs of each row, as stage_fill_rows. */
+/* a full step's U 16-byte units of each of the nr <= 16 rows of k_mvm to dst rows DS bytes apart. U <= 16 and not
+ * rmaj: a copy takes R = 32 / U whole rows (lane l: unit l % U of row l / U; the lanes past R U idle), the source
+ * advancing R rows and the destination R DS bytes (an immediate) a copy, the shared address converted once. Else
+ * (U > 16: one row a copy would idle half the lanes; rmaj: LB_CUDA_MVM_RMAJ=1): row-major over the lanes, whole runs
+ * of each row, as stage_fill_rows. */
 template <int U, int DS>
-__device__ __forceinline__ void stage_rows16(uint8_t *dst, const uint8_t *src, size_t sstride, int nr, int lane) {
-    if constexpr (U <= 16) {
-        constexpr int R = 32 / U;
+__device__ __forceinline__ void stage_rows16(uint8_t *dst, const uint8_t *src, size_t sstride, int nr, int lane, bool rmaj) {
+    if (U <= 16 && !rmaj) {
+        constexpr int R = U <= 16 ? 32 / U : 1;
         const int r = lane / U, i = lane % U;
         const unsigned s = (unsigned)__cvta_generic_to_shared(dst + r * DS + 16 * i);
         const uint8_t *g = src + r * sstride + 16 * i;
@@ -714,15 +715,14 @@ __device__ __forceinline__ void cp_async_z(void *smem, const void *g, int bytes,
 #endif
 }
 
-template <int TY, int NT, int ST, bool XS, int MT = 1, int P = 1, int NW = MVM_WARPS>
-__global__ void __launch_bounds__(NW * 32) k_mvm(const uint8_t *__restrict__ W, size_t rb, int64_t N, int K,
+template <int TY, int NT, int ST, bool XS, int MT = 1, int P = 1>
+__global__ void __launch_bounds__(MVM_WARPS * 32) k_mvm(const uint8_t *__restrict__ W, size_t rb, int64_t N, int K,
                                                        const int8_t *__restrict__ xq, const float2 *__restrict__ xd, int nt,
-                                                       float *__restrict__ out, int64_t ldo, int cw, int add) {
+                                                       float *__restrict__ out, int64_t ldo, int cw, int add, int rmaj) {
     using D = Dq<TY>;
-    using S = MvmShape<TY, NT, ST, XS, MT, P, NW>;
-    constexpr int NTL = NT / 8, SB = S::SB, G = NW / P, MO = NW > 8 ? MT : 1; /* MO: the step body's passes (below) */
-    static_assert(NW % P == 0 && (P == 1 || XS), "step groups of P warps share the step's staged activations");
-    static_assert(ST > 1 || P == 1, "one stage: each warp its own (it copies and then reads it)");
+    using S = MvmShape<TY, NT, ST, XS, MT, P>;
+    constexpr int NTL = NT / 8, SB = S::SB, G = MVM_WARPS / P;
+    static_assert(MVM_WARPS % P == 0 && (P == 1 || XS), "step groups of P warps share the step's staged activations");
     /* one scale a chunk (every word type but q6_K, whose 16-element halves have their own); MIN: the k-quants with
      * 6-bit scales and mins (q4_K, q5_K), whose steps are one super-block each (the others have no min term) */
     constexpr bool K32 = TY != LB_TYPE_Q6_K, MIN = TY == LB_TYPE_Q4_K || TY == LB_TYPE_Q5_K;
@@ -753,7 +753,7 @@ __global__ void __launch_bounds__(NW * 32) k_mvm(const uint8_t *__restrict__ W, 
 #pragma unroll
                 for (int mt = 0; mt < MT; mt++)
                     stage_rows16<S::UMAX, SB>(st + p * S::WB + mt * MVM_ROWS * SB, W + (row0 + mt * MVM_ROWS) * rb + from, rb,
-                                              nr - mt * MVM_ROWS, lane);
+                                              nr - mt * MVM_ROWS, lane, rmaj != 0);
             } else {
                 stage_fill_rows(st + p * S::WB, SB, W + row0 * rb + off, rb, nr, (n / S::PER) * D::BB, cw, lane);
             }
@@ -781,26 +781,17 @@ __global__ void __launch_bounds__(NW * 32) k_mvm(const uint8_t *__restrict__ W, 
         }
     };
     float acc[MT][NTL][4] = {};
-    /* the first PRE steps before the loop (one stage: the first step, which the loop then does not issue) */
-    constexpr int PRE = ST > 1 ? ST - 1 : 1;
 #pragma unroll
-    for (int j = 0; j < PRE; j++) issue(j, true, false); /* the weights before the producer of the activations ends */
+    for (int j = 0; j < ST - 1; j++) issue(j, true, false); /* the weights before the producer of the activations ends */
     pdl_wait();
 #pragma unroll
-    for (int j = 0; j < PRE; j++) {
+    for (int j = 0; j < ST - 1; j++) {
         issue(j, false, true); /* group j: step j's activations (group 0 also every weight above) */
         cp_commit();
     }
     pdl_go();
     for (int j = 0; s0 + q + j * G < s1; j++) {
-        if constexpr (ST == 1) { /* one stage: step j's copies once the warp is done with step j - 1 */
-            if (j > 0) {
-                issue(j, true, true);
-                cp_commit();
-            }
-            cp_wait<0>();
-            __syncwarp();
-        } else if constexpr (P == 1) { /* the warp's own stages: it refills the one it read last before waiting */
+        if constexpr (P == 1) { /* the warp's own stages: it refills the one it read last before waiting */
             issue(j + ST - 1, true, true);
             cp_commit(); /* an empty group past the end keeps the wait count uniform */
             cp_wait<ST - 1>();
@@ -817,144 +808,137 @@ __global__ void __launch_bounds__(NW * 32) k_mvm(const uint8_t *__restrict__ W, 
         const int lead = S::WIN ? (int)(((size_t)s * S::BYTES) & 15) : 0; /* the step's offset in its first unit */
         const uint8_t *st = stage + (j % ST) * S::SS;
         const uint8_t *rp = st + p * S::WB + g * SB + lead; /* row g of m-tile mt: rp + mt * 16 SB; row g + 8: 8 SB further */
-        /* MO > 1 (16-warp blocks, NW > 8: at most 128 registers a thread): the m-tiles one after the other, each
-         * with its own pass over the step's activations (twice the shared loads of those, half the live integer sums
-         * and scales); else both m-tiles on each activation fragment */
+        /* q4_K / q5_K: a step is one super-block, whose activations share one scale: the chunks' integer products
+         * times their 6-bit scales add up exactly in int32 (si), and so do the mins times the activations' codes (mi:
+         * one more product a chunk, whose weight operand is the row's min in every byte, accumulating in place); the
+         * step ends with one scaling each (dx the activation scale of tokens 2t, 2t + 1). The scales and mins of rows
+         * g and g + 8 are read once a step as packed bytes (k4_scales_packed). */
+        int si[MT][NTL][4] = {}, mi[MT][NTL][4] = {};
+        float dx[NTL][2] = {};
+        [[maybe_unused]] uint32_t ks[MT][2][2], km[MT][2][2]; /* [mt][row g, g + 8][chunks 0-3, 4-7] */
+        /* MIN: the words t and t + 4 of rows g and g + 8 ([mt][4], a00 a01 a10 a11's order): the nibbles, loaded at each
+         * even chunk for the pair, and the fifth bits (q5_K), once a step (Mq's word_of) */
+        [[maybe_unused]] uint32_t wq[MT][4] = {}, wh[MT][4] = {};
+        if constexpr (MIN) {
 #pragma unroll
-        for (int mo = 0; mo < MO; mo++) {
-            const int mt0 = MO > 1 ? mo : 0, mt1 = MO > 1 ? mo + 1 : MT; /* this pass's m-tiles */
-            /* q4_K / q5_K: a step is one super-block, whose activations share one scale: the chunks' integer products
-             * times their 6-bit scales add up exactly in int32 (si), and so do the mins times the activations' codes (mi:
-             * one more product a chunk, whose weight operand is the row's min in every byte, accumulating in place); the
-             * step ends with one scaling each (dx the activation scale of tokens 2t, 2t + 1). The scales and mins of rows
-             * g and g + 8 are read once a step as packed bytes (k4_scales_packed). */
-            int si[MT][NTL][4] = {}, mi[MT][NTL][4] = {};
-            float dx[NTL][2] = {};
-            [[maybe_unused]] uint32_t ks[MT][2][2], km[MT][2][2]; /* [mt][row g, g + 8][chunks 0-3, 4-7] */
-            /* MIN: the words t and t + 4 of rows g and g + 8 ([mt][4], a00 a01 a10 a11's order): the nibbles, loaded at each
-             * even chunk for the pair, and the fifth bits (q5_K), once a step (Mq's word_of) */
-            [[maybe_unused]] uint32_t wq[MT][4] = {}, wh[MT][4] = {};
-            if constexpr (MIN) {
+            for (int mt = 0; mt < MT; mt++) {
+                const uint8_t *b0 = rp + mt * MVM_ROWS * SB, *b1 = b0 + 8 * SB;
+                k4_scales_packed(b0 + 4, ks[mt][0], km[mt][0]);
+                k4_scales_packed(b1 + 4, ks[mt][1], km[mt][1]);
+                if constexpr (Mq<TY>::QH > 0) {
+                    wh[mt][0] = ld32a(b0 + Mq<TY>::QH + 4 * t), wh[mt][1] = ld32a(b0 + Mq<TY>::QH + 4 * t + 16);
+                    wh[mt][2] = ld32a(b1 + Mq<TY>::QH + 4 * t), wh[mt][3] = ld32a(b1 + Mq<TY>::QH + 4 * t + 16);
+                }
+            }
+        }
 #pragma unroll
-                for (int mt = mt0; mt < mt1; mt++) {
-                    const uint8_t *b0 = rp + mt * MVM_ROWS * SB, *b1 = b0 + 8 * SB;
-                    k4_scales_packed(b0 + 4, ks[mt][0], km[mt][0]);
-                    k4_scales_packed(b1 + 4, ks[mt][1], km[mt][1]);
-                    if constexpr (Mq<TY>::QH > 0) {
-                        wh[mt][0] = ld32a(b0 + Mq<TY>::QH + 4 * t), wh[mt][1] = ld32a(b0 + Mq<TY>::QH + 4 * t + 16);
-                        wh[mt][2] = ld32a(b1 + Mq<TY>::QH + 4 * t), wh[mt][3] = ld32a(b1 + Mq<TY>::QH + 4 * t + 16);
+        for (int g0 = 0; g0 < MVM_CH; g0 += MVM_G) {
+            if (g0 >= n) break;
+            uint32_t xa[MVM_G][NTL], xb[MVM_G][NTL];
+            float2 fa[MVM_G][NTL], fb[MVM_G][NTL];
+#pragma unroll
+            for (int i = 0; i < MVM_G; i++) { /* the group's activations: every load issued before the first use */
+                [[maybe_unused]] const int c = MVM_CH * s + g0 + i;
+                [[maybe_unused]] const bool in = g0 + i < n;
+#pragma unroll
+                for (int tl = 0; tl < NTL; tl++) {
+                    const int tb = 8 * tl + g, t0 = 8 * tl + 2 * t;
+                    if constexpr (XS) { /* zeros past the tokens and chunks */
+                        const uint8_t *xc = st + S::XOFF + ((g0 + i) * NT + tb) * 32;
+                        xa[i][tl] = *(const uint32_t *)(xc + 4 * t);
+                        xb[i][tl] = *(const uint32_t *)(xc + 16 + 4 * t);
+                        const float4 f = *(const float4 *)(st + S::XOFF + S::XC + ((g0 + i) * NT + t0) * 8);
+                        fa[i][tl] = make_float2(f.x, f.y);
+                        fb[i][tl] = make_float2(f.z, f.w);
+                    } else {
+                        xa[i][tl] = xb[i][tl] = 0;
+                        if (in && tb < nt) {
+                            const uint32_t *xp = (const uint32_t *)(xq + (size_t)tb * K + 32 * (size_t)c);
+                            xa[i][tl] = __ldg(xp + t);
+                            xb[i][tl] = __ldg(xp + t + 4);
+                        }
+                        fa[i][tl] = in && t0 < nt ? __ldg(xd + t0 * xs + c) : make_float2(0.f, 0.f);
+                        fb[i][tl] = in && t0 + 1 < nt ? __ldg(xd + (t0 + 1) * xs + c) : make_float2(0.f, 0.f);
                     }
                 }
             }
 #pragma unroll
-            for (int g0 = 0; g0 < MVM_CH; g0 += MVM_G) {
-                if (g0 >= n) break;
-                uint32_t xa[MVM_G][NTL], xb[MVM_G][NTL];
-                float2 fa[MVM_G][NTL], fb[MVM_G][NTL];
+            for (int i = 0; i < MVM_G; i++) {
+                const int cc = g0 + i, blk = cc / S::PER, sub = cc % S::PER;
+                if (cc < n) {
 #pragma unroll
-                for (int i = 0; i < MVM_G; i++) { /* the group's activations: every load issued before the first use */
-                    [[maybe_unused]] const int c = MVM_CH * s + g0 + i;
-                    [[maybe_unused]] const bool in = g0 + i < n;
-#pragma unroll
-                    for (int tl = 0; tl < NTL; tl++) {
-                        const int tb = 8 * tl + g, t0 = 8 * tl + 2 * t;
-                        if constexpr (XS) { /* zeros past the tokens and chunks */
-                            const uint8_t *xc = st + S::XOFF + ((g0 + i) * NT + tb) * 32;
-                            xa[i][tl] = *(const uint32_t *)(xc + 4 * t);
-                            xb[i][tl] = *(const uint32_t *)(xc + 16 + 4 * t);
-                            const float4 f = *(const float4 *)(st + S::XOFF + S::XC + ((g0 + i) * NT + t0) * 8);
-                            fa[i][tl] = make_float2(f.x, f.y);
-                            fb[i][tl] = make_float2(f.z, f.w);
-                        } else {
-                            xa[i][tl] = xb[i][tl] = 0;
-                            if (in && tb < nt) {
-                                const uint32_t *xp = (const uint32_t *)(xq + (size_t)tb * K + 32 * (size_t)c);
-                                xa[i][tl] = __ldg(xp + t);
-                                xb[i][tl] = __ldg(xp + t + 4);
+                    for (int mt = 0; mt < MT; mt++) {
+                        const uint8_t *b0 = rp + mt * MVM_ROWS * SB + blk * D::BB, *b1 = b0 + 8 * SB;
+                        if constexpr (MIN) {
+                            if (sub % 2 == 0) {
+                                const int o = Mq<TY>::QS + 32 * (sub / 2) + 4 * t;
+                                wq[mt][0] = ld32a(b0 + o), wq[mt][1] = ld32a(b0 + o + 16);
+                                wq[mt][2] = ld32a(b1 + o), wq[mt][3] = ld32a(b1 + o + 16);
                             }
-                            fa[i][tl] = in && t0 < nt ? __ldg(xd + t0 * xs + c) : make_float2(0.f, 0.f);
-                            fb[i][tl] = in && t0 + 1 < nt ? __ldg(xd + (t0 + 1) * xs + c) : make_float2(0.f, 0.f);
-                        }
-                    }
-                }
-#pragma unroll
-                for (int i = 0; i < MVM_G; i++) {
-                    const int cc = g0 + i, blk = cc / S::PER, sub = cc % S::PER;
-                    if (cc < n) {
-#pragma unroll
-                        for (int mt = mt0; mt < mt1; mt++) {
-                            const uint8_t *b0 = rp + mt * MVM_ROWS * SB + blk * D::BB, *b1 = b0 + 8 * SB;
-                            if constexpr (MIN) {
-                                if (sub % 2 == 0) {
-                                    const int o = Mq<TY>::QS + 32 * (sub / 2) + 4 * t;
-                                    wq[mt][0] = ld32a(b0 + o), wq[mt][1] = ld32a(b0 + o + 16);
-                                    wq[mt][2] = ld32a(b1 + o), wq[mt][3] = ld32a(b1 + o + 16);
-                                }
-                                const uint32_t a00 = Mq<TY>::word_of(wq[mt][0], wh[mt][0], sub), a01 = Mq<TY>::word_of(wq[mt][1], wh[mt][1], sub);
-                                const uint32_t a10 = Mq<TY>::word_of(wq[mt][2], wh[mt][2], sub), a11 = Mq<TY>::word_of(wq[mt][3], wh[mt][3], sub);
-                                /* chunk cc's scale (zero-extended byte) and min (in all four bytes) of rows g, g + 8 */
-                                const uint32_t sel = (uint32_t)(cc % 4);
-                                const int sc0 = (int)__byte_perm(ks[mt][0][cc / 4], 0, 0x4440u | sel);
-                                const int sc1 = (int)__byte_perm(ks[mt][1][cc / 4], 0, 0x4440u | sel);
-                                const uint32_t mb0 = __byte_perm(km[mt][0][cc / 4], 0, sel * 0x1111u);
-                                const uint32_t mb1 = __byte_perm(km[mt][1][cc / 4], 0, sel * 0x1111u);
-#pragma unroll
-                                for (int tl = 0; tl < NTL; tl++) {
-                                    int sm[4];
-                                    mma_s8_32(sm, a00, a10, a01, a11, xa[i][tl], xb[i][tl]);
-                                    si[mt][tl][0] += sc0 * sm[0];
-                                    si[mt][tl][1] += sc0 * sm[1];
-                                    si[mt][tl][2] += sc1 * sm[2];
-                                    si[mt][tl][3] += sc1 * sm[3];
-                                    mma_s8_32_acc(mi[mt][tl], mb0, mb1, mb0, mb1, xa[i][tl], xb[i][tl]);
-                                    if (cc == 0) dx[tl][0] = fa[i][tl].x, dx[tl][1] = fb[i][tl].x;
-                                }
-                                continue;
-                            }
-                            const uint32_t a00 = Mq<TY>::word(b0, sub, t), a01 = Mq<TY>::word(b0, sub, t + 4);
-                            const uint32_t a10 = Mq<TY>::word(b1, sub, t), a11 = Mq<TY>::word(b1, sub, t + 4);
-                            float d00, d01, m0, d10, d11, m1;
-                            Mq<TY>::scales(b0, sub, d00, d01, m0);
-                            Mq<TY>::scales(b1, sub, d10, d11, m1);
-                            float(*ac)[4] = acc[mt];
+                            const uint32_t a00 = Mq<TY>::word_of(wq[mt][0], wh[mt][0], sub), a01 = Mq<TY>::word_of(wq[mt][1], wh[mt][1], sub);
+                            const uint32_t a10 = Mq<TY>::word_of(wq[mt][2], wh[mt][2], sub), a11 = Mq<TY>::word_of(wq[mt][3], wh[mt][3], sub);
+                            /* chunk cc's scale (zero-extended byte) and min (in all four bytes) of rows g, g + 8 */
+                            const uint32_t sel = (uint32_t)(cc % 4);
+                            const int sc0 = (int)__byte_perm(ks[mt][0][cc / 4], 0, 0x4440u | sel);
+                            const int sc1 = (int)__byte_perm(ks[mt][1][cc / 4], 0, 0x4440u | sel);
+                            const uint32_t mb0 = __byte_perm(km[mt][0][cc / 4], 0, sel * 0x1111u);
+                            const uint32_t mb1 = __byte_perm(km[mt][1][cc / 4], 0, sel * 0x1111u);
 #pragma unroll
                             for (int tl = 0; tl < NTL; tl++) {
-                                const float2 f0 = fa[i][tl], f1 = fb[i][tl];
-                                if constexpr (K32) {
-                                    int sm[4];
-                                    mma_s8_32(sm, a00, a10, a01, a11, xa[i][tl], xb[i][tl]);
-                                    ac[tl][0] = fmaf(f0.x, d00 * (float)sm[0], ac[tl][0]);
-                                    ac[tl][1] = fmaf(f1.x, d00 * (float)sm[1], ac[tl][1]);
-                                    ac[tl][2] = fmaf(f0.x, d10 * (float)sm[2], ac[tl][2]);
-                                    ac[tl][3] = fmaf(f1.x, d10 * (float)sm[3], ac[tl][3]);
-                                } else {
-                                    int lo[4], hi[4];
-                                    mma_s8_16(lo, a00, a10, xa[i][tl]);
-                                    mma_s8_16(hi, a01, a11, xb[i][tl]);
-                                    ac[tl][0] = fmaf(f0.x, fmaf(d00, (float)lo[0], d01 * (float)hi[0]), fmaf(m0, f0.y, ac[tl][0]));
-                                    ac[tl][1] = fmaf(f1.x, fmaf(d00, (float)lo[1], d01 * (float)hi[1]), fmaf(m0, f1.y, ac[tl][1]));
-                                    ac[tl][2] = fmaf(f0.x, fmaf(d10, (float)lo[2], d11 * (float)hi[2]), fmaf(m1, f0.y, ac[tl][2]));
-                                    ac[tl][3] = fmaf(f1.x, fmaf(d10, (float)lo[3], d11 * (float)hi[3]), fmaf(m1, f1.y, ac[tl][3]));
-                                }
+                                int sm[4];
+                                mma_s8_32(sm, a00, a10, a01, a11, xa[i][tl], xb[i][tl]);
+                                si[mt][tl][0] += sc0 * sm[0];
+                                si[mt][tl][1] += sc0 * sm[1];
+                                si[mt][tl][2] += sc1 * sm[2];
+                                si[mt][tl][3] += sc1 * sm[3];
+                                mma_s8_32_acc(mi[mt][tl], mb0, mb1, mb0, mb1, xa[i][tl], xb[i][tl]);
+                                if (cc == 0) dx[tl][0] = fa[i][tl].x, dx[tl][1] = fb[i][tl].x;
+                            }
+                            continue;
+                        }
+                        const uint32_t a00 = Mq<TY>::word(b0, sub, t), a01 = Mq<TY>::word(b0, sub, t + 4);
+                        const uint32_t a10 = Mq<TY>::word(b1, sub, t), a11 = Mq<TY>::word(b1, sub, t + 4);
+                        float d00, d01, m0, d10, d11, m1;
+                        Mq<TY>::scales(b0, sub, d00, d01, m0);
+                        Mq<TY>::scales(b1, sub, d10, d11, m1);
+                        float(*ac)[4] = acc[mt];
+#pragma unroll
+                        for (int tl = 0; tl < NTL; tl++) {
+                            const float2 f0 = fa[i][tl], f1 = fb[i][tl];
+                            if constexpr (K32) {
+                                int sm[4];
+                                mma_s8_32(sm, a00, a10, a01, a11, xa[i][tl], xb[i][tl]);
+                                ac[tl][0] = fmaf(f0.x, d00 * (float)sm[0], ac[tl][0]);
+                                ac[tl][1] = fmaf(f1.x, d00 * (float)sm[1], ac[tl][1]);
+                                ac[tl][2] = fmaf(f0.x, d10 * (float)sm[2], ac[tl][2]);
+                                ac[tl][3] = fmaf(f1.x, d10 * (float)sm[3], ac[tl][3]);
+                            } else {
+                                int lo[4], hi[4];
+                                mma_s8_16(lo, a00, a10, xa[i][tl]);
+                                mma_s8_16(hi, a01, a11, xb[i][tl]);
+                                ac[tl][0] = fmaf(f0.x, fmaf(d00, (float)lo[0], d01 * (float)hi[0]), fmaf(m0, f0.y, ac[tl][0]));
+                                ac[tl][1] = fmaf(f1.x, fmaf(d00, (float)lo[1], d01 * (float)hi[1]), fmaf(m0, f1.y, ac[tl][1]));
+                                ac[tl][2] = fmaf(f0.x, fmaf(d10, (float)lo[2], d11 * (float)hi[2]), fmaf(m1, f0.y, ac[tl][2]));
+                                ac[tl][3] = fmaf(f1.x, fmaf(d10, (float)lo[3], d11 * (float)hi[3]), fmaf(m1, f1.y, ac[tl][3]));
                             }
                         }
                     }
                 }
             }
-            if constexpr (MIN) {
+        }
+        if constexpr (MIN) {
 #pragma unroll
-                for (int mt = mt0; mt < mt1; mt++) {
-                    const uint8_t *r0p = rp + mt * MVM_ROWS * SB, *r1p = r0p + 8 * SB;
-                    const float d0 = ldh(r0p), m0 = ldh(r0p + 2), d1 = ldh(r1p), m1 = ldh(r1p + 2);
+            for (int mt = 0; mt < MT; mt++) {
+                const uint8_t *r0p = rp + mt * MVM_ROWS * SB, *r1p = r0p + 8 * SB;
+                const float d0 = ldh(r0p), m0 = ldh(r0p + 2), d1 = ldh(r1p), m1 = ldh(r1p + 2);
 #pragma unroll
-                    for (int tl = 0; tl < NTL; tl++) {
-                        float *a = acc[mt][tl];
-                        const int *q = si[mt][tl], *m = mi[mt][tl];
-                        a[0] = fmaf(dx[tl][0] * d0, (float)q[0], fmaf(-m0 * dx[tl][0], (float)m[0], a[0]));
-                        a[1] = fmaf(dx[tl][1] * d0, (float)q[1], fmaf(-m0 * dx[tl][1], (float)m[1], a[1]));
-                        a[2] = fmaf(dx[tl][0] * d1, (float)q[2], fmaf(-m1 * dx[tl][0], (float)m[2], a[2]));
-                        a[3] = fmaf(dx[tl][1] * d1, (float)q[3], fmaf(-m1 * dx[tl][1], (float)m[3], a[3]));
-                    }
+                for (int tl = 0; tl < NTL; tl++) {
+                    float *a = acc[mt][tl];
+                    const int *q = si[mt][tl], *m = mi[mt][tl];
+                    a[0] = fmaf(dx[tl][0] * d0, (float)q[0], fmaf(-m0 * dx[tl][0], (float)m[0], a[0]));
+                    a[1] = fmaf(dx[tl][1] * d0, (float)q[1], fmaf(-m0 * dx[tl][1], (float)m[1], a[1]));
+                    a[2] = fmaf(dx[tl][0] * d1, (float)q[2], fmaf(-m1 * dx[tl][0], (float)m[2], a[2]));
+                    a[3] = fmaf(dx[tl][1] * d1, (float)q[3], fmaf(-m1 * dx[tl][1], (float)m[3], a[3]));
                 }
             }
         }
@@ -962,7 +946,7 @@ __global__ void __launch_bounds__(NW * 32) k_mvm(const uint8_t *__restrict__ W, 
     }
     cp_wait<0>();
     __syncthreads(); /* every warp is done with its stages: the sums go where they were */
-    float *red = (float *)smem; /* [NW][32][MT][NTL][4] */
+    float *red = (float *)smem; /* [MVM_WARPS][32][MT][NTL][4] */
     constexpr int V = MT * NTL * 4, OUTS = P * 32 * V; /* the block's sums: [P][32][V] */
 #pragma unroll
     for (int mt = 0; mt < MT; mt++)
@@ -979,7 +963,7 @@ __global__ void __launch_bounds__(NW * 32) k_mvm(const uint8_t *__restrict__ W, 
         if (row < N && tok < nt) put_out(out + (size_t)tok * ldo + row, v, add);
     };
     const bool split = gridDim.y > 1;
-    for (int idx = threadIdx.x; idx < OUTS; idx += NW * 32) {
+    for (int idx = threadIdx.x; idx < OUTS; idx += MVM_WARPS * 32) {
         float v = red[idx]; /* warp idx / (32 V) of group 0, then of the others */
 #pragma unroll
         for (int w = 1; w < G; w++) v += red[w * OUTS + idx];
@@ -991,7 +975,7 @@ __global__ void __launch_bounds__(NW * 32) k_mvm(const uint8_t *__restrict__ W, 
         cg::cluster_group cl = cg::this_cluster();
         cl.sync();
         const int parts = (int)gridDim.y, me = (int)cl.block_rank();
-        for (int idx = me * NW * 32 + (int)threadIdx.x; idx < OUTS; idx += parts * NW * 32) {
+        for (int idx = me * MVM_WARPS * 32 + (int)threadIdx.x; idx < OUTS; idx += parts * MVM_WARPS * 32) {
             float v = cl.map_shared_rank(red, 0)[idx];
             for (int r = 1; r < parts; r++) v += cl.map_shared_rank(red, r)[idx];
             emit(idx, v);
@@ -1273,36 +1257,43 @@ template <int TY, int NT> static void mvq_nt(const dweight *w, const void *xa, i
 }
 
 /* the block's stages; the warps' sums reuse them at the end */
-template <int TY, int NT, int ST, bool XS, int MT, int P = 1, int NW = MVM_WARPS> static constexpr size_t mvm_smem() {
-    constexpr size_t st = MvmShape<TY, NT, ST, XS, MT, P, NW>::STAGE;
-    static_assert(st >= NW * 32 * MT * (NT / 8) * 4 * sizeof(float), "the sums fit the stages");
+template <int TY, int NT, int ST, bool XS, int MT, int P = 1> static constexpr size_t mvm_smem() {
+    constexpr size_t st = MvmShape<TY, NT, ST, XS, MT, P>::STAGE;
+    static_assert(st >= MVM_WARPS * 32 * MT * (NT / 8) * 4 * sizeof(float), "the sums fit the stages");
     return st;
 }
 
-/* the blocks of k_mvm<TY, NT, ST, XS, MT, P, NW> one multiprocessor holds (its shared memory limit raised first; 0 if
- * the query fails) */
-template <int TY, int NT, int ST, bool XS, int MT = 1, int P = 1, int NW = MVM_WARPS> static int mvm_occupancy() {
-    constexpr size_t smem = mvm_smem<TY, NT, ST, XS, MT, P, NW>();
+/* the blocks of k_mvm<TY, NT, ST, XS, MT, P> one multiprocessor holds (its shared memory limit raised first; 0 if the
+ * query fails) */
+template <int TY, int NT, int ST, bool XS, int MT = 1, int P = 1> static int mvm_occupancy() {
+    constexpr size_t smem = mvm_smem<TY, NT, ST, XS, MT, P>();
     int per = 0;
     /* a variant larger than the multiprocessor's shared memory is not asked about: the refused attribute would be the
      * error the next launch's check finds (run 39: q4_0's 32-row blocks at 16 tokens and three stages, 233 KB) */
     if (smem > (size_t)cu_dev_smem_optin()) return 0;
-    if (cudaFuncSetAttribute(k_mvm<TY, NT, ST, XS, MT, P, NW>, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem) != cudaSuccess ||
-        cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per, k_mvm<TY, NT, ST, XS, MT, P, NW>, NW * 32, smem) != cudaSuccess) {
+    if (cudaFuncSetAttribute(k_mvm<TY, NT, ST, XS, MT, P>, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem) != cudaSuccess ||
+        cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per, k_mvm<TY, NT, ST, XS, MT, P>, MVM_WARPS * 32, smem) != cudaSuccess) {
         (void)cudaGetLastError();
         per = 0;
     }
     return per;
 }
 
-/* k_mvm<TY, NT, ST, XS, MT, P, NW> over w's rows, each block's steps split over `parts` blocks of a cluster (P > 1) */
-template <int TY, int NT, int ST, bool XS, int MT = 1, int P = 1, int NW = MVM_WARPS>
+/* LB_CUDA_MVM_RMAJ=1 (an experiment until timed on a GPU): k_mvm's full steps copied row-major over the lanes for
+ * every type (stage_rows16), as before 641c328, instead of whole rows a copy */
+static bool mvm_rmaj() {
+    static const bool on = cu_env_is("LB_CUDA_MVM_RMAJ", '1');
+    return on;
+}
+
+/* k_mvm<TY, NT, ST, XS, MT, P> over w's rows, each block's steps split over `parts` blocks of a cluster (P > 1) */
+template <int TY, int NT, int ST, bool XS, int MT = 1, int P = 1>
 static void launch_mvm_w(const dweight *w, const void *xa, int T, float *out, int64_t ldo, int cw, int add, int parts = 1) {
     const int64_t N = w->rows, K = w->cols, rows = MVM_ROWS * MT * P;
     const int8_t *xq = (const int8_t *)xa;
-    cu_launch_cluster(k_mvm<TY, NT, ST, XS, MT, P, NW>, dim3((unsigned)((N + rows - 1) / rows), (unsigned)parts), dim3(NW * 32),
-                      (unsigned)parts, mvm_smem<TY, NT, ST, XS, MT, P, NW>(), (const uint8_t *)w->data, w->row_bytes, N, (int)K, xq,
-                      (const float2 *)(xq + (size_t)T * K), T, out, ldo, cw, add);
+    cu_launch_cluster(k_mvm<TY, NT, ST, XS, MT, P>, dim3((unsigned)((N + rows - 1) / rows), (unsigned)parts), dim3(MVM_WARPS * 32),
+                      (unsigned)parts, mvm_smem<TY, NT, ST, XS, MT, P>(), (const uint8_t *)w->data, w->row_bytes, N, (int)K, xq,
+                      (const float2 *)(xq + (size_t)T * K), T, out, ldo, cw, add, (int)mvm_rmaj());
 }
 
 /*
@@ -1359,15 +1350,6 @@ static int mvm_mt() {
     return mt;
 }
 
-/* LB_CUDA_MVM_W16=1 (an experiment until timed on a GPU): the staged 32-row products without step groups (below
- * MVM_P_FROM rows: the 4096-row products) in blocks of 16 warps of one copy stage each instead of 8 of two: the same
- * shared memory a block, twice the warps a multiprocessor (run 59's ncu: the 8-warp blocks issue 0.40 instructions a
- * scheduler a cycle, latency-bound), where such a block fits */
-static bool mvm_w16_on() {
-    static const bool on = cu_env_is("LB_CUDA_MVM_W16", '1');
-    return on;
-}
-
 /*
  * k_mvm for N rows: three copy stages or two, the activations staged (XS, mvm_xs_on) or not; 32-row blocks (mvm_mt)
  * where one of their stage counts fits (unstaged too: half the shared memory, more blocks a multiprocessor). A grid of ceil(N / (16 MT)) blocks puts L = ceil(blocks / SMs) on the busiest multiprocessor, which holds `occ` at once (registers and shared
@@ -1400,13 +1382,6 @@ template <int TY, int NT> static void launch_mvm(const dweight *w, const void *x
                   : p == 8   ? launch_mvm_p<TY, NT, 8>(w, xa, T, out, ldo, cw, add)
                   : p == 4 && launch_mvm_p<TY, NT, 4>(w, xa, T, out, ldo, cw, add))
             return;
-    }
-    if (xs && mvm_w16_on() && mvm_mt() == 2) {
-        static cu_dev_cache<int> c16;
-        if (cu_per_device(c16, [](int) { return mvm_occupancy<TY, NT, 1, true, 2, 1, 16>(); }) > 0) {
-            launch_mvm_w<TY, NT, 1, true, 2, 1, 16>(w, xa, T, out, ldo, cw, add);
-            return;
-        }
     }
     const int m2 = xs ? 6 : 4; /* the 32-row variants of this staging */
     const int mt = mvm_mt() == 2 && (occ[m2] > 0 || occ[m2 + 1] > 0) ? 2 : 1;
