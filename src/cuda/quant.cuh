@@ -315,7 +315,7 @@ template <int T> struct Mq {
 /*
  * Types whose Mq also has word(b, s, j) (word j of sub-chunk s, as chunk's w[j]) and scales(b, s, d0, d1, m)
  * (chunk's factors) set WORD: the tensor-core kernel (mv.cu) decodes only the words of its fragments. chunk's words
- * may hold the codes times a power of two with d0 and d1 divided by it (q4_0, q4_K: the same products bit for bit);
+ * may hold the codes times a power of two with d0 and d1 divided by it (q4_0, q4_K, q6_K: the same products bit for bit);
  * word and scales hold the codes and factors themselves. WU: chunk's words are unsigned bytes (the dot products take
  * them as u8, the activations as s8).
  */
