@@ -767,7 +767,9 @@ __global__ void __launch_bounds__(MVM_WARPS * 32) k_mvm(const uint8_t *__restric
                 for (int i = 0; i < (XU + 32 * P - 1) / (32 * P); i++) {
                     const int u = lane + 32 * (p + P * i), tok = u / 16, ch = (u % 16) / 2, h = u % 2;
                     const bool ok = tok < nt && ch < n;
-                    if (u < XU) cp_async_z(st + S::XOFF + (ch * NT + tok) * 32 + 16 * h, ok ? xq + (size_t)tok * K + 32 * (c0 + ch) + 16 * h : xq, 16, ok);
+                    /* half h of a token stored at 16 (h ^ (tok / 4 % 2)): the fragment loads below without bank conflicts */
+                    const int hs = h ^ ((tok >> 2) & 1);
+                    if (u < XU) cp_async_z(st + S::XOFF + (ch * NT + tok) * 32 + 16 * hs, ok ? xq + (size_t)tok * K + 32 * (c0 + ch) + 16 * h : xq, 16, ok);
                 }
 #pragma unroll
                 for (int i = 0; i < (SU + 32 * P - 1) / (32 * P); i++) {
@@ -844,9 +846,13 @@ __global__ void __launch_bounds__(MVM_WARPS * 32) k_mvm(const uint8_t *__restric
                 for (int tl = 0; tl < NTL; tl++) {
                     const int tb = 8 * tl + g, t0 = 8 * tl + 2 * t;
                     if constexpr (XS) { /* zeros past the tokens and chunks */
+                        /* the token's halves swapped where tb / 4 is odd (the copies above): word t of lane (g, t) in
+                         * bank 8 g + 4 (g / 4) + t, distinct for the warp's 32 lanes (unswizzled, g and g + 4 shared
+                         * banks: run 62's ncu, 1.5-way conflicts on 29 % of the shared-load wavefronts) */
+                        const int sw = 16 * ((tb >> 2) & 1);
                         const uint8_t *xc = st + S::XOFF + ((g0 + i) * NT + tb) * 32;
-                        xa[i][tl] = *(const uint32_t *)(xc + 4 * t);
-                        xb[i][tl] = *(const uint32_t *)(xc + 16 + 4 * t);
+                        xa[i][tl] = *(const uint32_t *)(xc + sw + 4 * t);
+                        xb[i][tl] = *(const uint32_t *)(xc + (16 - sw) + 4 * t);
                         const float4 f = *(const float4 *)(st + S::XOFF + S::XC + ((g0 + i) * NT + t0) * 8);
                         fa[i][tl] = make_float2(f.x, f.y);
                         fb[i][tl] = make_float2(f.z, f.w);
