@@ -649,6 +649,7 @@ __device__ __forceinline__ void stage_fill_rows(uint8_t *dst, int dstride, const
  * that cover it (rows 16-byte aligned), up to LEADMAX bytes before it: the row holds them all and the kernel reads from
  * the step's offset in the first unit.
  * XS: the step's activations follow its 16 MT weight rows in the stage, copied with them: the codes [MVM_CH][NT][32]
+ * (a token's two 16-byte halves swapped where the token / 4 is odd: k_mvm's fragment loads without bank conflicts)
  * and the scales [MVM_CH][NT] (float2), zeros past the batch's tokens and the step's chunks (run 29: leaving the
  * scales to the lanes' loads, a smaller stage, was slower at batch 8 and 16). */
 template <int TY, int NT, int ST, bool XS, int MT = 1, int P = 1> struct MvmShape {
@@ -684,20 +685,22 @@ __device__ __forceinline__ void cp_async16_if(unsigned s, const void *g, bool ok
  * of each row, as stage_fill_rows. */
 template <int U, int DS>
 __device__ __forceinline__ void stage_rows16(uint8_t *dst, const uint8_t *src, size_t sstride, int nr, int lane, bool rmaj) {
-    if (U <= 16 && !rmaj) {
-        constexpr int R = U <= 16 ? 32 / U : 1;
-        const int r = lane / U, i = lane % U;
-        const unsigned s = (unsigned)__cvta_generic_to_shared(dst + r * DS + 16 * i);
-        const uint8_t *g = src + r * sstride + 16 * i;
-        const size_t step = R * sstride;
+    if constexpr (U <= 16) {
+        if (!rmaj) {
+            constexpr int R = 32 / U;
+            const int r = lane / U, i = lane % U;
+            const unsigned s = (unsigned)__cvta_generic_to_shared(dst + r * DS + 16 * i);
+            const uint8_t *g = src + r * sstride + 16 * i;
+            const size_t step = R * sstride;
 #pragma unroll
-        for (int k = 0; k < (16 + R - 1) / R; k++, g += step) cp_async16_if(s + k * R * DS, g, r < R && r + k * R < nr);
-    } else {
-#pragma unroll
-        for (int k = 0; k < (16 * U + 31) / 32; k++) {
-            const int u = lane + 32 * k, r = u / U, i = u % U;
-            cp_async16_if((unsigned)__cvta_generic_to_shared(dst + r * DS + 16 * i), src + r * sstride + 16 * i, r < nr);
+            for (int k = 0; k < (16 + R - 1) / R; k++, g += step) cp_async16_if(s + k * R * DS, g, r < R && r + k * R < nr);
+            return;
         }
+    }
+#pragma unroll
+    for (int k = 0; k < (16 * U + 31) / 32; k++) {
+        const int u = lane + 32 * k, r = u / U, i = u % U;
+        cp_async16_if((unsigned)__cvta_generic_to_shared(dst + r * DS + 16 * i), src + r * sstride + 16 * i, r < nr);
     }
 }
 
